@@ -1,0 +1,438 @@
+//! Decoding: fixed header first, then the body as a shared `Bytes` slice of the input.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::packet::*;
+use crate::properties::{
+    AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
+    PublishProperties, SubscribeProperties, UnsubscribeProperties, WillProperties,
+};
+use crate::reason::{self, CodeSet};
+use crate::types::{
+    ByteStr, PacketId, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions,
+};
+use crate::wire::{self, parse_varint, read_binary, read_str, read_u16, read_u8};
+use crate::{DecodeError, ReasonCode};
+
+/// What the fixed header says, once it is complete and acceptable.
+struct FixedHeader {
+    /// First byte: packet type and flags.
+    first: u8,
+    /// Bytes taken by the fixed header itself.
+    header_len: usize,
+    /// Whole packet length: header plus Remaining Length.
+    total_len: usize,
+}
+
+/// Parses and checks the fixed header at the front of `buf` without consuming anything.
+///
+/// The packet type, its flags and the size limit are checked here, so a bad or oversized packet
+/// is refused before its body is waited for or buffered.
+fn parse_fixed_header(
+    buf: &[u8],
+    version: ProtocolVersion,
+    max_packet_size: u32,
+) -> Result<Option<FixedHeader>, DecodeError> {
+    let Some((&first, rest)) = buf.split_first() else {
+        return Ok(None);
+    };
+    check_type_and_flags(first, version)?;
+    let Some((remaining, varint_len)) = parse_varint(rest)? else {
+        return Ok(None);
+    };
+    let header_len = 1 + varint_len;
+    // At most 5 + 268,435,455 bytes, so this fits a u32 and a usize on every target.
+    let total = header_len as u32 + remaining;
+    if total > max_packet_size {
+        return Err(DecodeError::PacketTooLarge { size: total, max: max_packet_size });
+    }
+    Ok(Some(FixedHeader { first, header_len, total_len: total as usize }))
+}
+
+/// Packet type and fixed-header flags ([MQTT-2.1.3-1]; 3.1.1 [MQTT-2.2.2-1]).
+fn check_type_and_flags(first: u8, version: ProtocolVersion) -> Result<(), DecodeError> {
+    let flags = first & 0x0F;
+    match first >> 4 {
+        0 => Err(DecodeError::ReservedPacketType(0)),
+        15 if !version.is_v5() => Err(DecodeError::ReservedPacketType(15)),
+        3 => {
+            let qos = (flags >> 1) & 0b11;
+            if qos == 3 {
+                Err(DecodeError::InvalidQoS)
+            } else if qos == 0 && flags & 0b1000 != 0 {
+                Err(DecodeError::DupOnQoS0)
+            } else {
+                Ok(())
+            }
+        }
+        // PUBREL, SUBSCRIBE and UNSUBSCRIBE carry 0b0010. 3.1 set DUP on their re-sends.
+        6 | 8 | 10 => match flags {
+            0b0010 => Ok(()),
+            0b1010 if version == ProtocolVersion::V3_1 => Ok(()),
+            _ => Err(DecodeError::InvalidFixedHeaderFlags(first)),
+        },
+        _ if flags != 0 => Err(DecodeError::InvalidFixedHeaderFlags(first)),
+        _ => Ok(()),
+    }
+}
+
+impl Packet {
+    /// Decodes one packet from the front of `buf`.
+    ///
+    /// Returns `Ok(None)` and consumes nothing while `buf` holds less than a whole packet. On
+    /// success the packet's bytes are split off `buf`, and the packet's strings and payload share
+    /// that memory. The size limit is enforced from the fixed header alone: a peer that announces
+    /// a packet larger than `max_packet_size` gets [`DecodeError::PacketTooLarge`] before any of
+    /// its body is buffered, and decoding never reserves memory on the peer's word.
+    ///
+    /// `version` is the connection's protocol version. A CONNECT is decoded by the version it
+    /// names itself, whatever `version` says.
+    ///
+    /// The first split of a `BytesMut` turns it into a shared buffer, which allocates once per
+    /// buffer; decoding itself allocates only for lists (SUBSCRIBE filters, user properties) and
+    /// for CONNECT, which is boxed.
+    pub fn decode(
+        buf: &mut BytesMut,
+        version: ProtocolVersion,
+        max_packet_size: u32,
+    ) -> Result<Option<Self>, DecodeError> {
+        let Some(header) = parse_fixed_header(buf, version, max_packet_size)? else {
+            return Ok(None);
+        };
+        if buf.len() < header.total_len {
+            return Ok(None);
+        }
+        let mut body = buf.split_to(header.total_len).freeze();
+        body.advance(header.header_len);
+        decode_body(header.first, body, version).map(Some)
+    }
+
+    /// Decodes one packet from the front of `buf`, like [`Packet::decode`], for input that is
+    /// already a shared `Bytes`. This makes no heap allocation for a PUBLISH.
+    pub fn decode_bytes(
+        buf: &mut Bytes,
+        version: ProtocolVersion,
+        max_packet_size: u32,
+    ) -> Result<Option<Self>, DecodeError> {
+        let Some(header) = parse_fixed_header(buf, version, max_packet_size)? else {
+            return Ok(None);
+        };
+        if buf.len() < header.total_len {
+            return Ok(None);
+        }
+        let mut body = buf.split_to(header.total_len);
+        body.advance(header.header_len);
+        decode_body(header.first, body, version).map(Some)
+    }
+}
+
+fn decode_body(first: u8, mut body: Bytes, version: ProtocolVersion) -> Result<Packet, DecodeError> {
+    let v5 = version.is_v5();
+    let packet = match first >> 4 {
+        1 => Packet::Connect(Box::new(decode_connect(&mut body)?)),
+        2 => Packet::ConnAck(decode_connack(&mut body, version)?),
+        3 => return decode_publish(first, body, v5).map(Packet::Publish),
+        4 => Packet::PubAck(decode_puback(&mut body, v5, reason::PUBACK_CODES)?),
+        5 => Packet::PubRec(decode_puback(&mut body, v5, reason::PUBACK_CODES)?),
+        6 => Packet::PubRel(decode_puback(&mut body, v5, reason::PUBREL_CODES)?),
+        7 => Packet::PubComp(decode_puback(&mut body, v5, reason::PUBREL_CODES)?),
+        8 => Packet::Subscribe(decode_subscribe(&mut body, v5)?),
+        9 => Packet::SubAck(decode_suback(&mut body, v5)?),
+        10 => Packet::Unsubscribe(decode_unsubscribe(&mut body, v5)?),
+        11 => Packet::UnsubAck(decode_unsuback(&mut body, v5)?),
+        12 => Packet::PingReq,
+        13 => Packet::PingResp,
+        14 => {
+            let (reason_code, properties) =
+                decode_reason_and_props(&mut body, v5, reason::DISCONNECT_CODES, DisconnectProperties::decode)?;
+            Packet::Disconnect(Disconnect { reason_code, properties })
+        }
+        15 => {
+            let (reason_code, properties) =
+                decode_reason_and_props(&mut body, v5, reason::AUTH_CODES, AuthProperties::decode)?;
+            Packet::Auth(Auth { reason_code, properties })
+        }
+        other => return Err(DecodeError::ReservedPacketType(other)),
+    };
+    if !body.is_empty() {
+        return Err(DecodeError::TrailingBytes);
+    }
+    Ok(packet)
+}
+
+fn read_packet_id(buf: &mut Bytes) -> Result<PacketId, DecodeError> {
+    PacketId::new(read_u16(buf)?).ok_or(DecodeError::ZeroPacketId)
+}
+
+/// Splits off a property block: its Variable Byte Integer length, then that many bytes.
+fn read_property_block(buf: &mut Bytes) -> Result<Bytes, DecodeError> {
+    let len = wire::read_varint(buf)? as usize;
+    if buf.len() < len {
+        return Err(DecodeError::LengthOutOfBounds);
+    }
+    Ok(buf.split_to(len))
+}
+
+/// A topic name: at least one byte [MQTT-4.7.3-1] (checked by the caller, since a 5.0 Topic
+/// Alias allows an empty one), UTF-8 without U+0000, and no wildcards [MQTT-3.3.2-2].
+fn read_topic_name(buf: &mut Bytes) -> Result<ByteStr, DecodeError> {
+    let bytes = read_binary(buf)?;
+    // One pass over the bytes for U+0000 and the wildcards, then the UTF-8 check.
+    for &b in bytes.iter() {
+        match b {
+            0 => return Err(DecodeError::NullCharacter),
+            b'+' | b'#' => return Err(DecodeError::WildcardInTopicName),
+            _ => {}
+        }
+    }
+    if core::str::from_utf8(&bytes).is_err() {
+        return Err(DecodeError::InvalidUtf8);
+    }
+    Ok(ByteStr::from_checked(bytes))
+}
+
+/// A topic filter: a non-empty string [MQTT-4.7.3-1]. Wildcard placement is checked by
+/// `midge-topic`, which owns topic syntax.
+fn read_topic_filter(buf: &mut Bytes) -> Result<ByteStr, DecodeError> {
+    let filter = read_str(buf)?;
+    if filter.is_empty() {
+        return Err(DecodeError::EmptyTopic);
+    }
+    Ok(filter)
+}
+
+fn read_reason(buf: &mut Bytes, allowed: CodeSet) -> Result<ReasonCode, DecodeError> {
+    let code = ReasonCode(read_u8(buf)?);
+    if !allowed.contains(code) {
+        return Err(DecodeError::InvalidReasonCode(code.0));
+    }
+    Ok(code)
+}
+
+fn decode_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
+    let name = read_binary(body)?;
+    let level = read_u8(body)?;
+    let protocol = match (&name[..], level) {
+        (b"MQTT", 4) => ProtocolVersion::V3_1_1,
+        (b"MQTT", 5) => ProtocolVersion::V5,
+        (b"MQIsdp", 3) => ProtocolVersion::V3_1,
+        (b"MQTT" | b"MQIsdp", _) => return Err(DecodeError::UnsupportedProtocolVersion(level)),
+        _ => return Err(DecodeError::InvalidProtocolName),
+    };
+    let v5 = protocol.is_v5();
+    let flags = read_u8(body)?;
+    if flags & 0x01 != 0 {
+        return Err(DecodeError::ConnectReservedFlag);
+    }
+    let clean_start = flags & 0x02 != 0;
+    let has_will = flags & 0x04 != 0;
+    let will_qos = (flags >> 3) & 0b11;
+    let will_retain = flags & 0x20 != 0;
+    let has_password = flags & 0x40 != 0;
+    let has_username = flags & 0x80 != 0;
+    if will_qos == 3 || (!has_will && (will_qos != 0 || will_retain)) {
+        return Err(DecodeError::InvalidWillFlags);
+    }
+    if has_password && !has_username && !v5 {
+        return Err(DecodeError::PasswordWithoutUsername);
+    }
+    let keep_alive = read_u16(body)?;
+    let properties = if v5 {
+        ConnectProperties::decode(read_property_block(body)?)?
+    } else {
+        ConnectProperties::default()
+    };
+    let client_id = read_str(body)?;
+    let will = if has_will {
+        let properties = if v5 {
+            WillProperties::decode(read_property_block(body)?)?
+        } else {
+            WillProperties::default()
+        };
+        let topic = read_topic_name(body)?;
+        if topic.is_empty() {
+            return Err(DecodeError::EmptyTopic);
+        }
+        let payload = read_binary(body)?;
+        let qos = QoS::from_u8(will_qos).ok_or(DecodeError::InvalidWillFlags)?;
+        Some(Will { topic, payload, qos, retain: will_retain, properties })
+    } else {
+        None
+    };
+    let username = if has_username { Some(read_str(body)?) } else { None };
+    let password = if has_password { Some(read_binary(body)?) } else { None };
+    Ok(Connect {
+        protocol,
+        clean_start,
+        keep_alive,
+        client_id,
+        will,
+        username,
+        password,
+        properties,
+    })
+}
+
+fn decode_connack(body: &mut Bytes, version: ProtocolVersion) -> Result<ConnAck, DecodeError> {
+    let flags = read_u8(body)?;
+    let code = read_u8(body)?;
+    // 3.1 has no Session Present flag: its first byte is unused.
+    let session_present = match version {
+        ProtocolVersion::V3_1 => false,
+        _ if flags & !0x01 != 0 => return Err(DecodeError::ConnAckReservedFlags),
+        _ => flags & 0x01 != 0,
+    };
+    if !version.is_v5() {
+        let reason_code =
+            reason::connack_from_v3_code(code).ok_or(DecodeError::InvalidReasonCode(code))?;
+        return Ok(ConnAck { session_present, reason_code, properties: ConnAckProperties::default() });
+    }
+    let reason_code = ReasonCode(code);
+    if !reason::CONNACK_CODES.contains(reason_code) {
+        return Err(DecodeError::InvalidReasonCode(code));
+    }
+    let properties = ConnAckProperties::decode(read_property_block(body)?)?;
+    Ok(ConnAck { session_present, reason_code, properties })
+}
+
+fn decode_publish(first: u8, mut body: Bytes, v5: bool) -> Result<Publish, DecodeError> {
+    let qos = QoS::from_u8((first >> 1) & 0b11).ok_or(DecodeError::InvalidQoS)?;
+    let topic = read_topic_name(&mut body)?;
+    let packet_id = match qos {
+        QoS::AtMostOnce => None,
+        _ => Some(read_packet_id(&mut body)?),
+    };
+    let properties = if v5 {
+        PublishProperties::decode(read_property_block(&mut body)?)?
+    } else {
+        PublishProperties::default()
+    };
+    if topic.is_empty() && properties.topic_alias.is_none() {
+        return Err(DecodeError::EmptyTopic);
+    }
+    Ok(Publish {
+        dup: first & 0b1000 != 0,
+        qos,
+        retain: first & 0b0001 != 0,
+        topic,
+        packet_id,
+        payload: body,
+        properties,
+    })
+}
+
+/// PUBACK, PUBREC, PUBREL, PUBCOMP. In 5.0 the reason code and the properties may be left out
+/// when they are Success and empty (§3.4.2.1).
+fn decode_puback(body: &mut Bytes, v5: bool, allowed: CodeSet) -> Result<PubAck, DecodeError> {
+    let packet_id = read_packet_id(body)?;
+    let (reason_code, properties) =
+        decode_reason_and_props(body, v5, allowed, AckProperties::decode)?;
+    Ok(PubAck { packet_id, reason_code, properties })
+}
+
+/// An optional reason code followed by optional properties, as in 5.0 PUBACK, DISCONNECT and
+/// AUTH; nothing at all in 3.x.
+fn decode_reason_and_props<P: Default>(
+    body: &mut Bytes,
+    v5: bool,
+    allowed: CodeSet,
+    decode_props: fn(Bytes) -> Result<P, DecodeError>,
+) -> Result<(ReasonCode, P), DecodeError> {
+    if !v5 || body.is_empty() {
+        return Ok((ReasonCode::SUCCESS, P::default()));
+    }
+    let reason_code = read_reason(body, allowed)?;
+    let properties = if body.is_empty() {
+        P::default()
+    } else {
+        decode_props(read_property_block(body)?)?
+    };
+    Ok((reason_code, properties))
+}
+
+fn decode_subscribe(body: &mut Bytes, v5: bool) -> Result<Subscribe, DecodeError> {
+    let packet_id = read_packet_id(body)?;
+    let properties = if v5 {
+        SubscribeProperties::decode(read_property_block(body)?)?
+    } else {
+        SubscribeProperties::default()
+    };
+    let mut filters = Vec::new();
+    while !body.is_empty() {
+        let filter = read_topic_filter(body)?;
+        let options = read_u8(body)?;
+        filters.push((filter, decode_subscription_options(options, v5)?));
+    }
+    if filters.is_empty() {
+        return Err(DecodeError::EmptySubscribe);
+    }
+    Ok(Subscribe { packet_id, filters, properties })
+}
+
+/// The options byte: QoS in bits 0-1, and in 5.0 No Local, Retain As Published and Retain
+/// Handling; the other bits are reserved ([MQTT-3.8.3-5]; 3.1.1 [MQTT-3-8.3-4]).
+fn decode_subscription_options(byte: u8, v5: bool) -> Result<SubscriptionOptions, DecodeError> {
+    let reserved = if v5 { 0b1100_0000 } else { 0b1111_1100 };
+    if byte & reserved != 0 {
+        return Err(DecodeError::InvalidSubscriptionOptions);
+    }
+    let qos = QoS::from_u8(byte & 0b11).ok_or(DecodeError::InvalidSubscriptionOptions)?;
+    let retain_handling = match (byte >> 4) & 0b11 {
+        0 => RetainHandling::SendAtSubscribe,
+        1 => RetainHandling::SendIfNew,
+        2 => RetainHandling::DoNotSend,
+        _ => return Err(DecodeError::InvalidRetainHandling),
+    };
+    Ok(SubscriptionOptions {
+        qos,
+        no_local: byte & 0b0100 != 0,
+        retain_as_published: byte & 0b1000 != 0,
+        retain_handling,
+    })
+}
+
+fn decode_suback(body: &mut Bytes, v5: bool) -> Result<SubAck, DecodeError> {
+    let packet_id = read_packet_id(body)?;
+    let (properties, allowed) = if v5 {
+        (AckProperties::decode(read_property_block(body)?)?, reason::SUBACK_CODES)
+    } else {
+        (AckProperties::default(), reason::SUBACK_V3_CODES)
+    };
+    let mut reason_codes = Vec::with_capacity(body.len());
+    while !body.is_empty() {
+        reason_codes.push(read_reason(body, allowed)?);
+    }
+    Ok(SubAck { packet_id, reason_codes, properties })
+}
+
+fn decode_unsubscribe(body: &mut Bytes, v5: bool) -> Result<Unsubscribe, DecodeError> {
+    let packet_id = read_packet_id(body)?;
+    let properties = if v5 {
+        UnsubscribeProperties::decode(read_property_block(body)?)?
+    } else {
+        UnsubscribeProperties::default()
+    };
+    let mut filters = Vec::new();
+    while !body.is_empty() {
+        filters.push(read_topic_filter(body)?);
+    }
+    if filters.is_empty() {
+        return Err(DecodeError::EmptyUnsubscribe);
+    }
+    Ok(Unsubscribe { packet_id, filters, properties })
+}
+
+fn decode_unsuback(body: &mut Bytes, v5: bool) -> Result<UnsubAck, DecodeError> {
+    let packet_id = read_packet_id(body)?;
+    if !v5 {
+        return Ok(UnsubAck { packet_id, reason_codes: Vec::new(), properties: AckProperties::default() });
+    }
+    let properties = AckProperties::decode(read_property_block(body)?)?;
+    let mut reason_codes = Vec::with_capacity(body.len());
+    while !body.is_empty() {
+        reason_codes.push(read_reason(body, reason::UNSUBACK_CODES)?);
+    }
+    Ok(UnsubAck { packet_id, reason_codes, properties })
+}

@@ -1,0 +1,393 @@
+//! Encoding: every size is computed and every rule checked first, then the packet is written
+//! into the caller's `BytesMut` in one pass, with no intermediate buffer.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::packet::*;
+use crate::reason::{self, CodeSet};
+use crate::types::{ByteStr, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
+use crate::wire::{field_len, put_binary, put_varint, str_len, varint_len, MAX_VARINT};
+use crate::{EncodeError, ReasonCode};
+
+/// Sizes computed before writing, so that nothing is measured twice.
+#[derive(Default)]
+struct Sizes {
+    /// Remaining Length of the fixed header.
+    remaining: usize,
+    /// Length of the packet's property block, without its length prefix.
+    props: usize,
+    /// Length of the will property block (CONNECT only).
+    will_props: usize,
+}
+
+/// A property block with its length prefix.
+fn block_len(props: usize) -> usize {
+    varint_len(props as u32) + props
+}
+
+fn require_v5(v5: bool, unset: bool, field: &'static str) -> Result<(), EncodeError> {
+    if unset || v5 {
+        Ok(())
+    } else {
+        Err(EncodeError::RequiresV5(field))
+    }
+}
+
+fn check_reason(code: ReasonCode, allowed: CodeSet) -> Result<(), EncodeError> {
+    if allowed.contains(code) {
+        Ok(())
+    } else {
+        Err(EncodeError::InvalidReasonCode(code.0))
+    }
+}
+
+/// A topic name must be non-empty (unless a 5.0 Topic Alias stands in for it) and free of
+/// wildcards ([MQTT-4.7.3-1], [MQTT-3.3.2-2]).
+fn topic_name_len(topic: &ByteStr, alias: bool) -> Result<usize, EncodeError> {
+    if (topic.is_empty() && !alias) || topic.as_bytes().iter().any(|&b| b == b'+' || b == b'#') {
+        return Err(EncodeError::InvalidTopic);
+    }
+    str_len(topic)
+}
+
+fn filter_len(filter: &ByteStr) -> Result<usize, EncodeError> {
+    if filter.is_empty() {
+        return Err(EncodeError::InvalidTopic);
+    }
+    str_len(filter)
+}
+
+impl Packet {
+    /// The exact number of bytes [`Packet::encode`] writes for `version`, after checking that
+    /// the packet can be encoded for it.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
+        let sizes = self.sizes(version)?;
+        Ok(1 + varint_len(sizes.remaining as u32) + sizes.remaining)
+    }
+
+    /// Appends the packet, encoded for `version`, to `buf`.
+    ///
+    /// Every check runs before the first byte is written, so on error `buf` is unchanged. A
+    /// CONNECT is encoded for the version it names, whatever `version` says.
+    pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let sizes = self.sizes(version)?;
+        buf.reserve(1 + varint_len(sizes.remaining as u32) + sizes.remaining);
+        let v5 = version.is_v5();
+        buf.put_u8(self.first_byte());
+        put_varint(buf, sizes.remaining as u32);
+        match self {
+            Self::Connect(c) => write_connect(c, &sizes, buf),
+            Self::ConnAck(c) => {
+                buf.put_u8(u8::from(c.session_present));
+                if v5 {
+                    buf.put_u8(c.reason_code.0);
+                    c.properties.encode(buf, sizes.props);
+                } else {
+                    // Checked in `sizes`: every 3.x-representable code has a return code.
+                    buf.put_u8(reason::connack_v3_code(c.reason_code).unwrap_or(0));
+                }
+            }
+            Self::Publish(p) => {
+                put_binary(buf, p.topic.as_bytes());
+                if let Some(id) = p.packet_id {
+                    buf.put_u16(id.get());
+                }
+                if v5 {
+                    p.properties.encode(buf, sizes.props);
+                }
+                buf.put_slice(&p.payload);
+            }
+            Self::PubAck(a) | Self::PubRec(a) | Self::PubRel(a) | Self::PubComp(a) => {
+                buf.put_u16(a.packet_id.get());
+                if sizes.remaining > 2 {
+                    buf.put_u8(a.reason_code.0);
+                }
+                if sizes.remaining > 3 {
+                    a.properties.encode(buf, sizes.props);
+                }
+            }
+            Self::Subscribe(s) => {
+                buf.put_u16(s.packet_id.get());
+                if v5 {
+                    s.properties.encode(buf, sizes.props);
+                }
+                for (filter, options) in &s.filters {
+                    put_binary(buf, filter.as_bytes());
+                    buf.put_u8(options_byte(options));
+                }
+            }
+            Self::SubAck(s) => {
+                buf.put_u16(s.packet_id.get());
+                if v5 {
+                    s.properties.encode(buf, sizes.props);
+                }
+                buf.extend(s.reason_codes.iter().map(|c| c.0));
+            }
+            Self::Unsubscribe(u) => {
+                buf.put_u16(u.packet_id.get());
+                if v5 {
+                    u.properties.encode(buf, sizes.props);
+                }
+                for filter in &u.filters {
+                    put_binary(buf, filter.as_bytes());
+                }
+            }
+            Self::UnsubAck(u) => {
+                buf.put_u16(u.packet_id.get());
+                if v5 {
+                    u.properties.encode(buf, sizes.props);
+                    buf.extend(u.reason_codes.iter().map(|c| c.0));
+                }
+            }
+            Self::PingReq | Self::PingResp => {}
+            Self::Disconnect(d) => {
+                if sizes.remaining > 0 {
+                    buf.put_u8(d.reason_code.0);
+                }
+                if sizes.remaining > 1 {
+                    d.properties.encode(buf, sizes.props);
+                }
+            }
+            Self::Auth(a) => {
+                if sizes.remaining > 0 {
+                    buf.put_u8(a.reason_code.0);
+                }
+                if sizes.remaining > 1 {
+                    a.properties.encode(buf, sizes.props);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn first_byte(&self) -> u8 {
+        let flags = match self {
+            Self::Publish(p) => (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain),
+            Self::PubRel(_) | Self::Subscribe(_) | Self::Unsubscribe(_) => 0b0010,
+            _ => 0,
+        };
+        ((self.packet_type() as u8) << 4) | flags
+    }
+
+    /// Checks the packet against `version` and computes its sizes.
+    fn sizes(&self, version: ProtocolVersion) -> Result<Sizes, EncodeError> {
+        let v5 = version.is_v5();
+        let mut sizes = Sizes::default();
+        sizes.remaining = match self {
+            Self::Connect(c) => return connect_sizes(c),
+            Self::ConnAck(c) => {
+                if v5 {
+                    check_reason(c.reason_code, reason::CONNACK_CODES)?;
+                    sizes.props = c.properties.encoded_len()?;
+                    2 + block_len(sizes.props)
+                } else {
+                    require_v5(v5, c.properties.is_empty(), "CONNACK properties")?;
+                    if reason::connack_v3_code(c.reason_code).is_none() {
+                        return Err(EncodeError::InvalidReasonCode(c.reason_code.0));
+                    }
+                    if c.session_present && version == ProtocolVersion::V3_1 {
+                        return Err(EncodeError::RequiresV311("Session Present"));
+                    }
+                    2
+                }
+            }
+            Self::Publish(p) => {
+                if p.packet_id.is_some() != (p.qos != QoS::AtMostOnce) {
+                    return Err(EncodeError::PacketIdMismatch);
+                }
+                if p.dup && p.qos == QoS::AtMostOnce {
+                    return Err(EncodeError::DupOnQoS0);
+                }
+                require_v5(v5, p.properties.is_empty(), "PUBLISH properties")?;
+                let topic = topic_name_len(&p.topic, v5 && p.properties.topic_alias.is_some())?;
+                let id = if p.packet_id.is_some() { 2 } else { 0 };
+                let props = if v5 {
+                    sizes.props = p.properties.encoded_len()?;
+                    block_len(sizes.props)
+                } else {
+                    0
+                };
+                topic + id + props + p.payload.len()
+            }
+            Self::PubAck(a) | Self::PubRec(a) => ack_sizes(a, v5, reason::PUBACK_CODES, &mut sizes)?,
+            Self::PubRel(a) | Self::PubComp(a) => ack_sizes(a, v5, reason::PUBREL_CODES, &mut sizes)?,
+            Self::Subscribe(s) => {
+                if s.filters.is_empty() {
+                    return Err(EncodeError::NoTopicFilters);
+                }
+                require_v5(v5, s.properties.is_empty(), "SUBSCRIBE properties")?;
+                let mut len = 2;
+                for (filter, options) in &s.filters {
+                    require_v5(v5, *options == SubscriptionOptions::qos(options.qos), "subscription options")?;
+                    len += filter_len(filter)? + 1;
+                }
+                if v5 {
+                    sizes.props = s.properties.encoded_len()?;
+                    len += block_len(sizes.props);
+                }
+                len
+            }
+            Self::SubAck(s) => {
+                let allowed = if v5 { reason::SUBACK_CODES } else { reason::SUBACK_V3_CODES };
+                for code in &s.reason_codes {
+                    check_reason(*code, allowed)?;
+                }
+                require_v5(v5, s.properties.is_empty(), "SUBACK properties")?;
+                let mut len = 2 + s.reason_codes.len();
+                if v5 {
+                    sizes.props = s.properties.encoded_len()?;
+                    len += block_len(sizes.props);
+                }
+                len
+            }
+            Self::Unsubscribe(u) => {
+                if u.filters.is_empty() {
+                    return Err(EncodeError::NoTopicFilters);
+                }
+                require_v5(v5, u.properties.is_empty(), "UNSUBSCRIBE properties")?;
+                let mut len = 2;
+                for filter in &u.filters {
+                    len += filter_len(filter)?;
+                }
+                if v5 {
+                    sizes.props = u.properties.encoded_len()?;
+                    len += block_len(sizes.props);
+                }
+                len
+            }
+            Self::UnsubAck(u) => {
+                require_v5(v5, u.properties.is_empty(), "UNSUBACK properties")?;
+                require_v5(v5, u.reason_codes.is_empty(), "UNSUBACK reason codes")?;
+                if v5 {
+                    for code in &u.reason_codes {
+                        check_reason(*code, reason::UNSUBACK_CODES)?;
+                    }
+                    sizes.props = u.properties.encoded_len()?;
+                    2 + block_len(sizes.props) + u.reason_codes.len()
+                } else {
+                    2
+                }
+            }
+            Self::PingReq | Self::PingResp => 0,
+            Self::Disconnect(d) => {
+                require_v5(v5, d.reason_code == ReasonCode::SUCCESS, "DISCONNECT reason code")?;
+                require_v5(v5, d.properties.is_empty(), "DISCONNECT properties")?;
+                check_reason(d.reason_code, reason::DISCONNECT_CODES)?;
+                sizes.props = d.properties.encoded_len()?;
+                short_form_len(d.reason_code, sizes.props)
+            }
+            Self::Auth(a) => {
+                require_v5(v5, false, "AUTH")?;
+                check_reason(a.reason_code, reason::AUTH_CODES)?;
+                sizes.props = a.properties.encoded_len()?;
+                short_form_len(a.reason_code, sizes.props)
+            }
+        };
+        if sizes.remaining > MAX_VARINT as usize {
+            return Err(EncodeError::PacketTooLarge);
+        }
+        Ok(sizes)
+    }
+}
+
+/// DISCONNECT and AUTH leave out a Success reason code and empty properties (§3.14.2.1).
+fn short_form_len(code: ReasonCode, props: usize) -> usize {
+    match (code == ReasonCode::SUCCESS, props) {
+        (true, 0) => 0,
+        (false, 0) => 1,
+        _ => 1 + block_len(props),
+    }
+}
+
+fn ack_sizes(a: &PubAck, v5: bool, allowed: CodeSet, sizes: &mut Sizes) -> Result<usize, EncodeError> {
+    if !v5 {
+        require_v5(v5, a.reason_code == ReasonCode::SUCCESS, "acknowledgement reason code")?;
+        require_v5(v5, a.properties.is_empty(), "acknowledgement properties")?;
+        return Ok(2);
+    }
+    check_reason(a.reason_code, allowed)?;
+    sizes.props = a.properties.encoded_len()?;
+    // The shortest form: the reason code may be left out if it is Success and there are no
+    // properties, and the property length if there are none (§3.4.2.1).
+    Ok(2 + short_form_len(a.reason_code, sizes.props))
+}
+
+fn options_byte(o: &SubscriptionOptions) -> u8 {
+    let handling = match o.retain_handling {
+        RetainHandling::SendAtSubscribe => 0,
+        RetainHandling::SendIfNew => 1,
+        RetainHandling::DoNotSend => 2,
+    };
+    (o.qos as u8)
+        | (u8::from(o.no_local) << 2)
+        | (u8::from(o.retain_as_published) << 3)
+        | (handling << 4)
+}
+
+fn connect_sizes(c: &Connect) -> Result<Sizes, EncodeError> {
+    let v5 = c.protocol.is_v5();
+    let mut sizes = Sizes::default();
+    require_v5(v5, c.properties.is_empty(), "CONNECT properties")?;
+    if c.password.is_some() && c.username.is_none() && !v5 {
+        return Err(EncodeError::PasswordWithoutUsername);
+    }
+    let mut len = 2 + c.protocol.protocol_name().len() + 1 + 1 + 2 + str_len(&c.client_id)?;
+    if v5 {
+        sizes.props = c.properties.encoded_len()?;
+        len += block_len(sizes.props);
+    }
+    if let Some(will) = &c.will {
+        require_v5(v5, will.properties.is_empty(), "will properties")?;
+        len += topic_name_len(&will.topic, false)? + field_len(&will.payload)?;
+        if v5 {
+            sizes.will_props = will.properties.encoded_len()?;
+            len += block_len(sizes.will_props);
+        }
+    }
+    if let Some(username) = &c.username {
+        len += str_len(username)?;
+    }
+    if let Some(password) = &c.password {
+        len += field_len(password)?;
+    }
+    if len > MAX_VARINT as usize {
+        return Err(EncodeError::PacketTooLarge);
+    }
+    sizes.remaining = len;
+    Ok(sizes)
+}
+
+fn write_connect(c: &Connect, sizes: &Sizes, buf: &mut BytesMut) {
+    let v5 = c.protocol.is_v5();
+    put_binary(buf, c.protocol.protocol_name().as_bytes());
+    buf.put_u8(c.protocol.level());
+    let mut flags = u8::from(c.clean_start) << 1;
+    if let Some(will) = &c.will {
+        flags |= 0x04 | ((will.qos as u8) << 3) | (u8::from(will.retain) << 5);
+    }
+    if c.password.is_some() {
+        flags |= 0x40;
+    }
+    if c.username.is_some() {
+        flags |= 0x80;
+    }
+    buf.put_u8(flags);
+    buf.put_u16(c.keep_alive);
+    if v5 {
+        c.properties.encode(buf, sizes.props);
+    }
+    put_binary(buf, c.client_id.as_bytes());
+    if let Some(will) = &c.will {
+        if v5 {
+            will.properties.encode(buf, sizes.will_props);
+        }
+        put_binary(buf, will.topic.as_bytes());
+        put_binary(buf, &will.payload);
+    }
+    if let Some(username) = &c.username {
+        put_binary(buf, username.as_bytes());
+    }
+    if let Some(password) = &c.password {
+        put_binary(buf, password);
+    }
+}

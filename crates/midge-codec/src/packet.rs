@@ -1,0 +1,268 @@
+//! The packet model: one set of types for MQTT 3.1, 3.1.1 and 5.0.
+//!
+//! Fields that only 5.0 can carry (properties, reason codes other than success, subscription
+//! options beyond QoS) hold their defaults in 3.x packets; encoding a packet for 3.x with any of
+//! them set is an [`EncodeError::RequiresV5`](crate::EncodeError::RequiresV5).
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use bytes::Bytes;
+
+use crate::properties::{
+    AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
+    PublishProperties, SubscribeProperties, UnsubscribeProperties, WillProperties,
+};
+use crate::types::{ByteStr, PacketId, ProtocolVersion, QoS, SubscriptionOptions};
+use crate::ReasonCode;
+
+/// An MQTT control packet (§2.1.2, Table 2-1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Packet {
+    /// CONNECT, client to server. Boxed: it is large and rare.
+    Connect(Box<Connect>),
+    /// CONNACK, server to client.
+    ConnAck(ConnAck),
+    /// PUBLISH, both directions.
+    Publish(Publish),
+    /// PUBACK: QoS 1 acknowledgement.
+    PubAck(PubAck),
+    /// PUBREC: QoS 2, part 1.
+    PubRec(PubAck),
+    /// PUBREL: QoS 2, part 2.
+    PubRel(PubAck),
+    /// PUBCOMP: QoS 2, part 3.
+    PubComp(PubAck),
+    /// SUBSCRIBE, client to server.
+    Subscribe(Subscribe),
+    /// SUBACK, server to client.
+    SubAck(SubAck),
+    /// UNSUBSCRIBE, client to server.
+    Unsubscribe(Unsubscribe),
+    /// UNSUBACK, server to client.
+    UnsubAck(UnsubAck),
+    /// PINGREQ, client to server.
+    PingReq,
+    /// PINGRESP, server to client.
+    PingResp,
+    /// DISCONNECT: client to server in 3.x, both directions in 5.0.
+    Disconnect(Disconnect),
+    /// AUTH: 5.0 only, both directions.
+    Auth(Auth),
+}
+
+/// The four-bit packet type of the fixed header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum PacketType {
+    Connect = 1,
+    ConnAck = 2,
+    Publish = 3,
+    PubAck = 4,
+    PubRec = 5,
+    PubRel = 6,
+    PubComp = 7,
+    Subscribe = 8,
+    SubAck = 9,
+    Unsubscribe = 10,
+    UnsubAck = 11,
+    PingReq = 12,
+    PingResp = 13,
+    Disconnect = 14,
+    Auth = 15,
+}
+
+impl Packet {
+    /// The packet's type.
+    pub fn packet_type(&self) -> PacketType {
+        match self {
+            Self::Connect(_) => PacketType::Connect,
+            Self::ConnAck(_) => PacketType::ConnAck,
+            Self::Publish(_) => PacketType::Publish,
+            Self::PubAck(_) => PacketType::PubAck,
+            Self::PubRec(_) => PacketType::PubRec,
+            Self::PubRel(_) => PacketType::PubRel,
+            Self::PubComp(_) => PacketType::PubComp,
+            Self::Subscribe(_) => PacketType::Subscribe,
+            Self::SubAck(_) => PacketType::SubAck,
+            Self::Unsubscribe(_) => PacketType::Unsubscribe,
+            Self::UnsubAck(_) => PacketType::UnsubAck,
+            Self::PingReq => PacketType::PingReq,
+            Self::PingResp => PacketType::PingResp,
+            Self::Disconnect(_) => PacketType::Disconnect,
+            Self::Auth(_) => PacketType::Auth,
+        }
+    }
+}
+
+/// CONNECT (§3.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connect {
+    /// Protocol version requested; it also decides how this CONNECT is encoded.
+    pub protocol: ProtocolVersion,
+    /// Clean Session (3.x) or Clean Start (5.0).
+    pub clean_start: bool,
+    /// Keep Alive in seconds; 0 turns keepalive off.
+    pub keep_alive: u16,
+    /// Client Identifier; may be empty, in which case the server assigns one (5.0) or decides.
+    pub client_id: ByteStr,
+    /// Will message.
+    pub will: Option<Will>,
+    /// User Name.
+    pub username: Option<ByteStr>,
+    /// Password: binary data.
+    pub password: Option<Bytes>,
+    /// 5.0 properties.
+    pub properties: ConnectProperties,
+}
+
+impl Connect {
+    /// A CONNECT with the given version and client identifier, clean start, keepalive 60 s.
+    pub fn new(protocol: ProtocolVersion, client_id: impl Into<ByteStr>) -> Self {
+        Self {
+            protocol,
+            clean_start: true,
+            keep_alive: 60,
+            client_id: client_id.into(),
+            will: None,
+            username: None,
+            password: None,
+            properties: ConnectProperties::default(),
+        }
+    }
+}
+
+/// The Will message of a CONNECT (§3.1.2.5, §3.1.3.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Will {
+    /// Will Topic.
+    pub topic: ByteStr,
+    /// Will Payload.
+    pub payload: Bytes,
+    /// Will QoS.
+    pub qos: QoS,
+    /// Will Retain.
+    pub retain: bool,
+    /// 5.0 will properties.
+    pub properties: WillProperties,
+}
+
+/// CONNACK (§3.2).
+///
+/// A 3.x return code maps onto the 5.0 reason code of the same meaning: 0 `SUCCESS`,
+/// 1 `UNSUPPORTED_PROTOCOL_VERSION`, 2 `CLIENT_IDENTIFIER_NOT_VALID`, 3 `SERVER_UNAVAILABLE`,
+/// 4 `BAD_USER_NAME_OR_PASSWORD` and 5 `NOT_AUTHORIZED`. Other codes cannot be sent to a 3.x
+/// client.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnAck {
+    /// Session Present (3.1.1 and 5.0).
+    pub session_present: bool,
+    /// Connect return code (3.x) or reason code (5.0).
+    pub reason_code: ReasonCode,
+    /// 5.0 properties.
+    pub properties: ConnAckProperties,
+}
+
+impl Default for ReasonCode {
+    fn default() -> Self {
+        Self::SUCCESS
+    }
+}
+
+/// PUBLISH (§3.3).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Publish {
+    /// DUP: this may be a re-delivery.
+    pub dup: bool,
+    /// QoS of this delivery.
+    pub qos: QoS,
+    /// RETAIN.
+    pub retain: bool,
+    /// Topic Name. Empty only in 5.0 with a Topic Alias.
+    pub topic: ByteStr,
+    /// Packet Identifier: present exactly when QoS is 1 or 2 [MQTT-2.2.1-2].
+    pub packet_id: Option<PacketId>,
+    /// Application message; shares memory with the decoded buffer.
+    pub payload: Bytes,
+    /// 5.0 properties.
+    pub properties: PublishProperties,
+}
+
+/// PUBACK, PUBREC, PUBREL and PUBCOMP, which share one layout (§3.4 to §3.7).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PubAck {
+    /// Packet Identifier of the PUBLISH being acknowledged.
+    pub packet_id: PacketId,
+    /// 5.0 reason code; always `SUCCESS` in 3.x.
+    pub reason_code: ReasonCode,
+    /// 5.0 properties.
+    pub properties: AckProperties,
+}
+
+impl PubAck {
+    /// A successful acknowledgement without properties.
+    pub fn new(packet_id: PacketId) -> Self {
+        Self { packet_id, reason_code: ReasonCode::SUCCESS, properties: AckProperties::default() }
+    }
+}
+
+/// SUBSCRIBE (§3.8).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscribe {
+    /// Packet Identifier.
+    pub packet_id: PacketId,
+    /// Topic filters with their options; at least one [MQTT-3.8.3-3].
+    pub filters: Vec<(ByteStr, SubscriptionOptions)>,
+    /// 5.0 properties.
+    pub properties: SubscribeProperties,
+}
+
+/// SUBACK (§3.9).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubAck {
+    /// Packet Identifier of the SUBSCRIBE.
+    pub packet_id: PacketId,
+    /// One return or reason code per topic filter, in order.
+    pub reason_codes: Vec<ReasonCode>,
+    /// 5.0 properties.
+    pub properties: AckProperties,
+}
+
+/// UNSUBSCRIBE (§3.10).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unsubscribe {
+    /// Packet Identifier.
+    pub packet_id: PacketId,
+    /// Topic filters; at least one [MQTT-3.10.3-2].
+    pub filters: Vec<ByteStr>,
+    /// 5.0 properties.
+    pub properties: UnsubscribeProperties,
+}
+
+/// UNSUBACK (§3.11).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsubAck {
+    /// Packet Identifier of the UNSUBSCRIBE.
+    pub packet_id: PacketId,
+    /// 5.0: one reason code per topic filter. Empty in 3.x, which has no payload.
+    pub reason_codes: Vec<ReasonCode>,
+    /// 5.0 properties.
+    pub properties: AckProperties,
+}
+
+/// DISCONNECT (§3.14).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Disconnect {
+    /// 5.0 reason code; `NORMAL_DISCONNECTION` in 3.x.
+    pub reason_code: ReasonCode,
+    /// 5.0 properties.
+    pub properties: DisconnectProperties,
+}
+
+/// AUTH (5.0 §3.15).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Auth {
+    /// `SUCCESS`, `CONTINUE_AUTHENTICATION` or `RE_AUTHENTICATE`.
+    pub reason_code: ReasonCode,
+    /// Properties.
+    pub properties: AuthProperties,
+}

@@ -1,0 +1,255 @@
+//! Small value types shared by the packets.
+
+use alloc::string::String;
+use bytes::Bytes;
+use core::fmt;
+use core::num::{NonZeroU16, NonZeroU32};
+
+/// A packet identifier. Zero is not a valid identifier [MQTT-2.3.1-1], so the type cannot hold it.
+pub type PacketId = NonZeroU16;
+
+/// The protocol version, from the protocol level byte of CONNECT.
+///
+/// It is a runtime value: one [`Packet`](crate::Packet) model serves all three versions, and the
+/// version decides how a packet is laid out on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProtocolVersion {
+    /// MQTT 3.1: protocol name `MQIsdp`, level 3.
+    V3_1,
+    /// MQTT 3.1.1: protocol name `MQTT`, level 4.
+    V3_1_1,
+    /// MQTT 5.0: protocol name `MQTT`, level 5.
+    V5,
+}
+
+impl ProtocolVersion {
+    /// The protocol level byte sent in CONNECT.
+    pub const fn level(self) -> u8 {
+        match self {
+            Self::V3_1 => 3,
+            Self::V3_1_1 => 4,
+            Self::V5 => 5,
+        }
+    }
+
+    /// The version for a protocol level byte, if it is one of 3, 4 and 5.
+    pub const fn from_level(level: u8) -> Option<Self> {
+        match level {
+            3 => Some(Self::V3_1),
+            4 => Some(Self::V3_1_1),
+            5 => Some(Self::V5),
+            _ => None,
+        }
+    }
+
+    /// The protocol name sent in CONNECT.
+    pub const fn protocol_name(self) -> &'static str {
+        match self {
+            Self::V3_1 => "MQIsdp",
+            Self::V3_1_1 | Self::V5 => "MQTT",
+        }
+    }
+
+    /// True for MQTT 5.0, the version with properties and reason codes.
+    pub const fn is_v5(self) -> bool {
+        matches!(self, Self::V5)
+    }
+}
+
+/// Quality of service of a message (§4.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum QoS {
+    /// At most once.
+    #[default]
+    AtMostOnce = 0,
+    /// At least once.
+    AtLeastOnce = 1,
+    /// Exactly once.
+    ExactlyOnce = 2,
+}
+
+impl QoS {
+    /// The QoS for its two-bit wire value; 3 is not a QoS [MQTT-3.3.1-4].
+    pub const fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            0 => Some(Self::AtMostOnce),
+            1 => Some(Self::AtLeastOnce),
+            2 => Some(Self::ExactlyOnce),
+            _ => None,
+        }
+    }
+}
+
+/// When the server sends retained messages for a new subscription (5.0 §3.8.3.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RetainHandling {
+    /// Send retained messages at the time of the subscribe.
+    #[default]
+    SendAtSubscribe = 0,
+    /// Send them only if the subscription did not exist before.
+    SendIfNew = 1,
+    /// Do not send retained messages.
+    DoNotSend = 2,
+}
+
+/// The options byte of one SUBSCRIBE entry. In 3.x only `qos` exists on the wire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SubscriptionOptions {
+    /// Maximum QoS the server may use for this subscription.
+    pub qos: QoS,
+    /// 5.0: do not forward messages published by this same client [MQTT-3.8.3-3].
+    pub no_local: bool,
+    /// 5.0: keep the RETAIN flag of forwarded messages as published.
+    pub retain_as_published: bool,
+    /// 5.0: when to send retained messages.
+    pub retain_handling: RetainHandling,
+}
+
+impl SubscriptionOptions {
+    /// Options with only a maximum QoS, which is all that 3.x can express.
+    pub const fn qos(qos: QoS) -> Self {
+        Self {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: RetainHandling::SendAtSubscribe,
+        }
+    }
+}
+
+/// The Payload Format Indicator property (5.0 §3.3.2.3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PayloadFormat {
+    /// Unspecified bytes.
+    Unspecified = 0,
+    /// UTF-8 encoded character data.
+    Utf8 = 1,
+}
+
+/// A Subscription Identifier: 1 to 268,435,455, sent as a variable byte integer (5.0 §3.8.2.1.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(NonZeroU32);
+
+impl SubscriptionId {
+    /// The largest identifier a variable byte integer can carry.
+    pub const MAX: u32 = crate::wire::MAX_VARINT;
+
+    /// The identifier, if `value` is in 1..=268,435,455.
+    pub const fn new(value: u32) -> Option<Self> {
+        if value > Self::MAX {
+            return None;
+        }
+        match NonZeroU32::new(value) {
+            Some(v) => Some(Self(v)),
+            None => None,
+        }
+    }
+
+    /// The identifier's value.
+    pub const fn get(self) -> u32 {
+        self.0.get()
+    }
+}
+
+/// A UTF-8 string that shares its memory with the packet it came from.
+///
+/// Decoding checks the string once: well-formed UTF-8 [MQTT-1.5.4-1] without U+0000
+/// [MQTT-1.5.4-2]. Encoding checks for U+0000 and the 65,535-byte limit, so a `ByteStr` built
+/// by the application is checked before it reaches the wire.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ByteStr(Bytes);
+
+impl ByteStr {
+    /// An empty string.
+    pub const fn new() -> Self {
+        Self(Bytes::new())
+    }
+
+    /// A string over static memory, without copying.
+    pub const fn from_static(s: &'static str) -> Self {
+        Self(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// Wraps bytes that are UTF-8, without copying. Returns the bytes back if they are not.
+    pub fn from_utf8(bytes: Bytes) -> Result<Self, Bytes> {
+        match core::str::from_utf8(&bytes) {
+            Ok(_) => Ok(Self(bytes)),
+            Err(_) => Err(bytes),
+        }
+    }
+
+    /// Wraps bytes already checked to be UTF-8.
+    pub(crate) fn from_checked(bytes: Bytes) -> Self {
+        Self(bytes)
+    }
+
+    /// The string.
+    ///
+    /// The bytes were checked to be UTF-8 when the value was made; this crate forbids `unsafe`,
+    /// so the check runs again here, which for short ASCII topics costs a few nanoseconds.
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The underlying bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The underlying shared buffer.
+    pub fn as_shared_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True if the string is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for ByteStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for ByteStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&'static str> for ByteStr {
+    fn from(s: &'static str) -> Self {
+        Self::from_static(s)
+    }
+}
+
+impl From<String> for ByteStr {
+    fn from(s: String) -> Self {
+        Self(Bytes::from(s))
+    }
+}
+
+impl From<ByteStr> for Bytes {
+    fn from(s: ByteStr) -> Self {
+        s.0
+    }
+}
+
+impl PartialEq<str> for ByteStr {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for ByteStr {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}

@@ -1,0 +1,6 @@
+//! Decodes arbitrary bytes as a stream of MQTT packets on a V3_1_1 connection.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    midge_fuzz::decode_all(data, midge_codec::ProtocolVersion::V3_1_1);
+});
