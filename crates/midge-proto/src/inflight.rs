@@ -1,0 +1,195 @@
+//! Packets in flight: kept in the order they were sent, found by packet identifier, and
+//! allocating identifiers that are not in use.
+//!
+//! Order matters because a resumed session resends unacknowledged PUBLISH and PUBREL packets in
+//! their original order [MQTT-4.4.0-1]. Lookup by identifier matters because every
+//! acknowledgement names one. A `BTreeMap` keyed by a send sequence number gives the order, and
+//! a `HashMap` from identifier to sequence number gives the lookup; both shrink as packets are
+//! acknowledged, so a peer that never acknowledges one packet cannot make the store grow past
+//! the number of packets actually in flight.
+
+use std::collections::{BTreeMap, HashMap};
+
+use midge_codec::PacketId;
+
+/// An ordered store of in-flight packets of type `T`, keyed by packet identifier.
+#[derive(Clone, Debug)]
+pub struct Inflight<T> {
+    by_order: BTreeMap<u64, (PacketId, T)>,
+    by_id: HashMap<PacketId, u64>,
+    next_seq: u64,
+    next_id: u16,
+}
+
+impl<T> Default for Inflight<T> {
+    fn default() -> Self {
+        Self {
+            by_order: BTreeMap::new(),
+            by_id: HashMap::new(),
+            next_seq: 0,
+            next_id: 0,
+        }
+    }
+}
+
+impl<T> Inflight<T> {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of packets in flight.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// True if nothing is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// True if `id` is in flight.
+    pub fn contains(&self, id: PacketId) -> bool {
+        self.by_id.contains_key(&id)
+    }
+
+    /// The next identifier not in flight, in increasing order with wrap-around, or `None` when
+    /// all 65,535 are in use. An identifier is never reused while in flight [MQTT-2.2.1-3].
+    ///
+    /// The scan is short in practice: identifiers are handed out in order and usually
+    /// acknowledged in order, so the next one is almost always free.
+    pub fn next_free_id(&mut self) -> Option<PacketId> {
+        if self.by_id.len() >= usize::from(u16::MAX) {
+            return None;
+        }
+        loop {
+            self.next_id = self.next_id.wrapping_add(1);
+            if let Some(id) = PacketId::new(self.next_id) {
+                if !self.by_id.contains_key(&id) {
+                    return Some(id);
+                }
+            }
+        }
+    }
+
+    /// Adds a packet at the end of the send order. Returns the value back if `id` is already in
+    /// flight: the caller decides whether that is a protocol error.
+    pub fn insert(&mut self, id: PacketId, value: T) -> Result<(), T> {
+        if self.by_id.contains_key(&id) {
+            return Err(value);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.by_id.insert(id, seq);
+        self.by_order.insert(seq, (id, value));
+        Ok(())
+    }
+
+    /// The packet in flight under `id`.
+    pub fn get(&self, id: PacketId) -> Option<&T> {
+        let seq = self.by_id.get(&id)?;
+        self.by_order.get(seq).map(|(_, v)| v)
+    }
+
+    /// The packet in flight under `id`, to change its state in place (PUBLISH sent → PUBREC
+    /// received keeps its position in the order, as PUBREL takes the PUBLISH's place).
+    pub fn get_mut(&mut self, id: PacketId) -> Option<&mut T> {
+        let seq = self.by_id.get(&id)?;
+        self.by_order.get_mut(seq).map(|(_, v)| v)
+    }
+
+    /// Removes and returns the packet in flight under `id`.
+    pub fn remove(&mut self, id: PacketId) -> Option<T> {
+        let seq = self.by_id.remove(&id)?;
+        self.by_order.remove(&seq).map(|(_, v)| v)
+    }
+
+    /// The packets in the order they were first sent.
+    pub fn iter(&self) -> impl Iterator<Item = (PacketId, &T)> {
+        self.by_order.values().map(|(id, v)| (*id, v))
+    }
+
+    /// Removes every packet, returning them in send order.
+    pub fn drain(&mut self) -> impl Iterator<Item = (PacketId, T)> {
+        self.by_id.clear();
+        core::mem::take(&mut self.by_order).into_values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn id(n: u16) -> PacketId {
+        PacketId::new(n).unwrap()
+    }
+
+    #[test]
+    fn identifiers_in_flight_are_never_reused() {
+        // [MQTT-2.2.1-3]
+        let mut inflight = Inflight::new();
+        let first = inflight.next_free_id().unwrap();
+        inflight.insert(first, "a").unwrap();
+        for _ in 0..70_000 {
+            let next = inflight.next_free_id().unwrap();
+            assert_ne!(next, first);
+        }
+    }
+
+    #[test]
+    fn allocation_stops_when_every_identifier_is_in_flight() {
+        let mut inflight = Inflight::new();
+        for _ in 0..u16::MAX {
+            let next = inflight.next_free_id().unwrap();
+            inflight.insert(next, ()).unwrap();
+        }
+        assert_eq!(inflight.next_free_id(), None);
+        inflight.remove(id(500)).unwrap();
+        assert_eq!(inflight.next_free_id(), Some(id(500)));
+    }
+
+    #[test]
+    fn duplicate_insert_is_refused() {
+        let mut inflight = Inflight::new();
+        inflight.insert(id(1), "a").unwrap();
+        assert_eq!(inflight.insert(id(1), "b"), Err("b"));
+        assert_eq!(inflight.get(id(1)), Some(&"a"));
+    }
+
+    #[test]
+    fn state_change_keeps_the_original_order() {
+        // [MQTT-4.4.0-1]: resend in the original order, PUBRELs where their PUBLISH was.
+        let mut inflight = Inflight::new();
+        for n in 1..=3 {
+            inflight.insert(id(n), "publish").unwrap();
+        }
+        *inflight.get_mut(id(1)).unwrap() = "pubrel";
+        let order: Vec<_> = inflight.iter().map(|(i, s)| (i.get(), *s)).collect();
+        assert_eq!(order, [(1, "pubrel"), (2, "publish"), (3, "publish")]);
+    }
+
+    proptest! {
+        /// Against a Vec model: same contents, same order, whatever the operations.
+        #[test]
+        fn matches_a_vec_model(ops in proptest::collection::vec((any::<bool>(), 1u16..20), 0..200)) {
+            let mut inflight = Inflight::new();
+            let mut model: Vec<(u16, u32)> = Vec::new();
+            for (n, (insert, raw)) in ops.into_iter().enumerate() {
+                let n = n as u32;
+                if insert {
+                    let ok = inflight.insert(id(raw), n).is_ok();
+                    prop_assert_eq!(ok, !model.iter().any(|(i, _)| *i == raw));
+                    if ok { model.push((raw, n)); }
+                } else {
+                    let got = inflight.remove(id(raw));
+                    let pos = model.iter().position(|(i, _)| *i == raw);
+                    prop_assert_eq!(got, pos.map(|p| model.remove(p).1));
+                }
+                let order: Vec<_> = inflight.iter().map(|(i, v)| (i.get(), *v)).collect();
+                prop_assert_eq!(&order, &model);
+                prop_assert_eq!(inflight.by_order.len(), model.len());
+            }
+        }
+    }
+}
