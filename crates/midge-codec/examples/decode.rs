@@ -40,7 +40,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     break;
                 }
                 Err(err) => {
-                    println!("error: {err} (reason code {:?})", midge_codec::ReasonCode::from(err));
+                    println!(
+                        "error: {err} (reason code {:?})",
+                        midge_codec::ReasonCode::from(err)
+                    );
                     break;
                 }
             }
@@ -51,7 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 fn parse_hex(hex: &str) -> Result<Vec<u8>, String> {
     let hex: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return Err(format!("odd number of hex digits in {hex:?}"));
     }
     (0..hex.len())

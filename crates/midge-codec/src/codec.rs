@@ -22,7 +22,10 @@ pub struct MqttCodec {
 impl MqttCodec {
     /// A codec for `version` that accepts packets up to the protocol's maximum size.
     pub const fn new(version: ProtocolVersion) -> Self {
-        Self { version, max_packet_size: MAX_PACKET_SIZE }
+        Self {
+            version,
+            max_packet_size: MAX_PACKET_SIZE,
+        }
     }
 
     /// Sets the largest packet accepted.

@@ -10,9 +10,7 @@ use crate::properties::{
     PublishProperties, SubscribeProperties, UnsubscribeProperties, WillProperties,
 };
 use crate::reason::{self, CodeSet};
-use crate::types::{
-    ByteStr, PacketId, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions,
-};
+use crate::types::{ByteStr, PacketId, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
 use crate::wire::{self, parse_varint, read_binary, read_str, read_u16, read_u8};
 use crate::{DecodeError, ReasonCode};
 
@@ -46,9 +44,16 @@ fn parse_fixed_header(
     // At most 5 + 268,435,455 bytes, so this fits a u32 and a usize on every target.
     let total = header_len as u32 + remaining;
     if total > max_packet_size {
-        return Err(DecodeError::PacketTooLarge { size: total, max: max_packet_size });
+        return Err(DecodeError::PacketTooLarge {
+            size: total,
+            max: max_packet_size,
+        });
     }
-    Ok(Some(FixedHeader { first, header_len, total_len: total as usize }))
+    Ok(Some(FixedHeader {
+        first,
+        header_len,
+        total_len: total as usize,
+    }))
 }
 
 /// Packet type and fixed-header flags ([MQTT-2.1.3-1]; 3.1.1 [MQTT-2.2.2-1]).
@@ -128,7 +133,11 @@ impl Packet {
     }
 }
 
-fn decode_body(first: u8, mut body: Bytes, version: ProtocolVersion) -> Result<Packet, DecodeError> {
+fn decode_body(
+    first: u8,
+    mut body: Bytes,
+    version: ProtocolVersion,
+) -> Result<Packet, DecodeError> {
     let v5 = version.is_v5();
     let packet = match first >> 4 {
         1 => Packet::Connect(Box::new(decode_connect(&mut body)?)),
@@ -145,14 +154,24 @@ fn decode_body(first: u8, mut body: Bytes, version: ProtocolVersion) -> Result<P
         12 => Packet::PingReq,
         13 => Packet::PingResp,
         14 => {
-            let (reason_code, properties) =
-                decode_reason_and_props(&mut body, v5, reason::DISCONNECT_CODES, DisconnectProperties::decode)?;
-            Packet::Disconnect(Disconnect { reason_code, properties })
+            let (reason_code, properties) = decode_reason_and_props(
+                &mut body,
+                v5,
+                reason::DISCONNECT_CODES,
+                DisconnectProperties::decode,
+            )?;
+            Packet::Disconnect(Disconnect {
+                reason_code,
+                properties,
+            })
         }
         15 => {
             let (reason_code, properties) =
                 decode_reason_and_props(&mut body, v5, reason::AUTH_CODES, AuthProperties::decode)?;
-            Packet::Auth(Auth { reason_code, properties })
+            Packet::Auth(Auth {
+                reason_code,
+                properties,
+            })
         }
         other => return Err(DecodeError::ReservedPacketType(other)),
     };
@@ -179,15 +198,20 @@ fn read_property_block(buf: &mut Bytes) -> Result<Bytes, DecodeError> {
 /// Alias allows an empty one), UTF-8 without U+0000, and no wildcards [MQTT-3.3.2-2].
 fn read_topic_name(buf: &mut Bytes) -> Result<ByteStr, DecodeError> {
     let bytes = read_binary(buf)?;
-    // One pass over the bytes for U+0000 and the wildcards, then the UTF-8 check.
-    for &b in bytes.iter() {
-        match b {
-            0 => return Err(DecodeError::NullCharacter),
-            b'+' | b'#' => return Err(DecodeError::WildcardInTopicName),
-            _ => {}
+    // One pass over the bytes for U+0000, the wildcards and non-ASCII bytes; only a topic that
+    // is not plain ASCII needs the full UTF-8 check.
+    let found = wire::scan(&bytes);
+    if found.nul || found.wildcard {
+        // The error names whichever comes first, as an early-exit scan would.
+        for &b in bytes.iter() {
+            match b {
+                0 => return Err(DecodeError::NullCharacter),
+                b'+' | b'#' => return Err(DecodeError::WildcardInTopicName),
+                _ => {}
+            }
         }
     }
-    if core::str::from_utf8(&bytes).is_err() {
+    if !found.ascii && core::str::from_utf8(&bytes).is_err() {
         return Err(DecodeError::InvalidUtf8);
     }
     Ok(ByteStr::from_checked(bytes))
@@ -257,12 +281,26 @@ fn decode_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
         }
         let payload = read_binary(body)?;
         let qos = QoS::from_u8(will_qos).ok_or(DecodeError::InvalidWillFlags)?;
-        Some(Will { topic, payload, qos, retain: will_retain, properties })
+        Some(Will {
+            topic,
+            payload,
+            qos,
+            retain: will_retain,
+            properties,
+        })
     } else {
         None
     };
-    let username = if has_username { Some(read_str(body)?) } else { None };
-    let password = if has_password { Some(read_binary(body)?) } else { None };
+    let username = if has_username {
+        Some(read_str(body)?)
+    } else {
+        None
+    };
+    let password = if has_password {
+        Some(read_binary(body)?)
+    } else {
+        None
+    };
     Ok(Connect {
         protocol,
         clean_start,
@@ -287,14 +325,22 @@ fn decode_connack(body: &mut Bytes, version: ProtocolVersion) -> Result<ConnAck,
     if !version.is_v5() {
         let reason_code =
             reason::connack_from_v3_code(code).ok_or(DecodeError::InvalidReasonCode(code))?;
-        return Ok(ConnAck { session_present, reason_code, properties: ConnAckProperties::default() });
+        return Ok(ConnAck {
+            session_present,
+            reason_code,
+            properties: ConnAckProperties::default(),
+        });
     }
     let reason_code = ReasonCode(code);
     if !reason::CONNACK_CODES.contains(reason_code) {
         return Err(DecodeError::InvalidReasonCode(code));
     }
     let properties = ConnAckProperties::decode(read_property_block(body)?)?;
-    Ok(ConnAck { session_present, reason_code, properties })
+    Ok(ConnAck {
+        session_present,
+        reason_code,
+        properties,
+    })
 }
 
 fn decode_publish(first: u8, mut body: Bytes, v5: bool) -> Result<Publish, DecodeError> {
@@ -329,7 +375,11 @@ fn decode_puback(body: &mut Bytes, v5: bool, allowed: CodeSet) -> Result<PubAck,
     let packet_id = read_packet_id(body)?;
     let (reason_code, properties) =
         decode_reason_and_props(body, v5, allowed, AckProperties::decode)?;
-    Ok(PubAck { packet_id, reason_code, properties })
+    Ok(PubAck {
+        packet_id,
+        reason_code,
+        properties,
+    })
 }
 
 /// An optional reason code followed by optional properties, as in 5.0 PUBACK, DISCONNECT and
@@ -368,7 +418,11 @@ fn decode_subscribe(body: &mut Bytes, v5: bool) -> Result<Subscribe, DecodeError
     if filters.is_empty() {
         return Err(DecodeError::EmptySubscribe);
     }
-    Ok(Subscribe { packet_id, filters, properties })
+    Ok(Subscribe {
+        packet_id,
+        filters,
+        properties,
+    })
 }
 
 /// The options byte: QoS in bits 0-1, and in 5.0 No Local, Retain As Published and Retain
@@ -378,7 +432,7 @@ fn decode_subscription_options(byte: u8, v5: bool) -> Result<SubscriptionOptions
     if byte & reserved != 0 {
         return Err(DecodeError::InvalidSubscriptionOptions);
     }
-    let qos = QoS::from_u8(byte & 0b11).ok_or(DecodeError::InvalidSubscriptionOptions)?;
+    let qos = QoS::from_u8(byte & 0b11).ok_or(DecodeError::InvalidSubscriptionQoS)?;
     let retain_handling = match (byte >> 4) & 0b11 {
         0 => RetainHandling::SendAtSubscribe,
         1 => RetainHandling::SendIfNew,
@@ -396,7 +450,10 @@ fn decode_subscription_options(byte: u8, v5: bool) -> Result<SubscriptionOptions
 fn decode_suback(body: &mut Bytes, v5: bool) -> Result<SubAck, DecodeError> {
     let packet_id = read_packet_id(body)?;
     let (properties, allowed) = if v5 {
-        (AckProperties::decode(read_property_block(body)?)?, reason::SUBACK_CODES)
+        (
+            AckProperties::decode(read_property_block(body)?)?,
+            reason::SUBACK_CODES,
+        )
     } else {
         (AckProperties::default(), reason::SUBACK_V3_CODES)
     };
@@ -404,7 +461,11 @@ fn decode_suback(body: &mut Bytes, v5: bool) -> Result<SubAck, DecodeError> {
     while !body.is_empty() {
         reason_codes.push(read_reason(body, allowed)?);
     }
-    Ok(SubAck { packet_id, reason_codes, properties })
+    Ok(SubAck {
+        packet_id,
+        reason_codes,
+        properties,
+    })
 }
 
 fn decode_unsubscribe(body: &mut Bytes, v5: bool) -> Result<Unsubscribe, DecodeError> {
@@ -421,18 +482,30 @@ fn decode_unsubscribe(body: &mut Bytes, v5: bool) -> Result<Unsubscribe, DecodeE
     if filters.is_empty() {
         return Err(DecodeError::EmptyUnsubscribe);
     }
-    Ok(Unsubscribe { packet_id, filters, properties })
+    Ok(Unsubscribe {
+        packet_id,
+        filters,
+        properties,
+    })
 }
 
 fn decode_unsuback(body: &mut Bytes, v5: bool) -> Result<UnsubAck, DecodeError> {
     let packet_id = read_packet_id(body)?;
     if !v5 {
-        return Ok(UnsubAck { packet_id, reason_codes: Vec::new(), properties: AckProperties::default() });
+        return Ok(UnsubAck {
+            packet_id,
+            reason_codes: Vec::new(),
+            properties: AckProperties::default(),
+        });
     }
     let properties = AckProperties::decode(read_property_block(body)?)?;
     let mut reason_codes = Vec::with_capacity(body.len());
     while !body.is_empty() {
         reason_codes.push(read_reason(body, reason::UNSUBACK_CODES)?);
     }
-    Ok(UnsubAck { packet_id, reason_codes, properties })
+    Ok(UnsubAck {
+        packet_id,
+        reason_codes,
+        properties,
+    })
 }

@@ -6,7 +6,7 @@ use bytes::{BufMut, BytesMut};
 use crate::packet::*;
 use crate::reason::{self, CodeSet};
 use crate::types::{ByteStr, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
-use crate::wire::{field_len, put_binary, put_varint, str_len, varint_len, MAX_VARINT};
+use crate::wire::{field_len, put_binary, put_varint, scan, str_len, varint_len, MAX_VARINT};
 use crate::{EncodeError, ReasonCode};
 
 /// Sizes computed before writing, so that nothing is measured twice.
@@ -43,11 +43,19 @@ fn check_reason(code: ReasonCode, allowed: CodeSet) -> Result<(), EncodeError> {
 
 /// A topic name must be non-empty (unless a 5.0 Topic Alias stands in for it) and free of
 /// wildcards ([MQTT-4.7.3-1], [MQTT-3.3.2-2]).
+#[inline]
 fn topic_name_len(topic: &ByteStr, alias: bool) -> Result<usize, EncodeError> {
-    if (topic.is_empty() && !alias) || topic.as_bytes().iter().any(|&b| b == b'+' || b == b'#') {
+    let bytes = topic.as_bytes();
+    // One pass for the wildcards and U+0000 [MQTT-1.5.4-2], with the errors of checking one
+    // after the other.
+    let found = scan(bytes);
+    if (bytes.is_empty() && !alias) || found.wildcard {
         return Err(EncodeError::InvalidTopic);
     }
-    str_len(topic)
+    if found.nul {
+        return Err(EncodeError::NullCharacter);
+    }
+    field_len(bytes)
 }
 
 fn filter_len(filter: &ByteStr) -> Result<usize, EncodeError> {
@@ -70,6 +78,10 @@ impl Packet {
     /// Every check runs before the first byte is written, so on error `buf` is unchanged. A
     /// CONNECT is encoded for the version it names, whatever `version` says.
     pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        if let Self::Publish(p) = self {
+            // The most frequent packet skips the dispatch through `sizes` and `first_byte`.
+            return encode_publish(p, version.is_v5(), buf);
+        }
         let sizes = self.sizes(version)?;
         buf.reserve(1 + varint_len(sizes.remaining as u32) + sizes.remaining);
         let v5 = version.is_v5();
@@ -87,16 +99,7 @@ impl Packet {
                     buf.put_u8(reason::connack_v3_code(c.reason_code).unwrap_or(0));
                 }
             }
-            Self::Publish(p) => {
-                put_binary(buf, p.topic.as_bytes());
-                if let Some(id) = p.packet_id {
-                    buf.put_u16(id.get());
-                }
-                if v5 {
-                    p.properties.encode(buf, sizes.props);
-                }
-                buf.put_slice(&p.payload);
-            }
+            Self::Publish(p) => write_publish_body(p, v5, sizes.props, buf),
             Self::PubAck(a) | Self::PubRec(a) | Self::PubRel(a) | Self::PubComp(a) => {
                 buf.put_u16(a.packet_id.get());
                 if sizes.remaining > 2 {
@@ -162,7 +165,7 @@ impl Packet {
 
     fn first_byte(&self) -> u8 {
         let flags = match self {
-            Self::Publish(p) => (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain),
+            Self::Publish(p) => return publish_first_byte(p),
             Self::PubRel(_) | Self::Subscribe(_) | Self::Unsubscribe(_) => 0b0010,
             _ => 0,
         };
@@ -192,25 +195,16 @@ impl Packet {
                 }
             }
             Self::Publish(p) => {
-                if p.packet_id.is_some() != (p.qos != QoS::AtMostOnce) {
-                    return Err(EncodeError::PacketIdMismatch);
-                }
-                if p.dup && p.qos == QoS::AtMostOnce {
-                    return Err(EncodeError::DupOnQoS0);
-                }
-                require_v5(v5, p.properties.is_empty(), "PUBLISH properties")?;
-                let topic = topic_name_len(&p.topic, v5 && p.properties.topic_alias.is_some())?;
-                let id = if p.packet_id.is_some() { 2 } else { 0 };
-                let props = if v5 {
-                    sizes.props = p.properties.encoded_len()?;
-                    block_len(sizes.props)
-                } else {
-                    0
-                };
-                topic + id + props + p.payload.len()
+                let (remaining, props) = publish_sizes(p, v5)?;
+                sizes.props = props;
+                remaining
             }
-            Self::PubAck(a) | Self::PubRec(a) => ack_sizes(a, v5, reason::PUBACK_CODES, &mut sizes)?,
-            Self::PubRel(a) | Self::PubComp(a) => ack_sizes(a, v5, reason::PUBREL_CODES, &mut sizes)?,
+            Self::PubAck(a) | Self::PubRec(a) => {
+                ack_sizes(a, v5, reason::PUBACK_CODES, &mut sizes)?
+            }
+            Self::PubRel(a) | Self::PubComp(a) => {
+                ack_sizes(a, v5, reason::PUBREL_CODES, &mut sizes)?
+            }
             Self::Subscribe(s) => {
                 if s.filters.is_empty() {
                     return Err(EncodeError::NoTopicFilters);
@@ -218,7 +212,11 @@ impl Packet {
                 require_v5(v5, s.properties.is_empty(), "SUBSCRIBE properties")?;
                 let mut len = 2;
                 for (filter, options) in &s.filters {
-                    require_v5(v5, *options == SubscriptionOptions::qos(options.qos), "subscription options")?;
+                    require_v5(
+                        v5,
+                        *options == SubscriptionOptions::qos(options.qos),
+                        "subscription options",
+                    )?;
                     len += filter_len(filter)? + 1;
                 }
                 if v5 {
@@ -228,7 +226,11 @@ impl Packet {
                 len
             }
             Self::SubAck(s) => {
-                let allowed = if v5 { reason::SUBACK_CODES } else { reason::SUBACK_V3_CODES };
+                let allowed = if v5 {
+                    reason::SUBACK_CODES
+                } else {
+                    reason::SUBACK_V3_CODES
+                };
                 for code in &s.reason_codes {
                     check_reason(*code, allowed)?;
                 }
@@ -270,7 +272,11 @@ impl Packet {
             }
             Self::PingReq | Self::PingResp => 0,
             Self::Disconnect(d) => {
-                require_v5(v5, d.reason_code == ReasonCode::SUCCESS, "DISCONNECT reason code")?;
+                require_v5(
+                    v5,
+                    d.reason_code == ReasonCode::SUCCESS,
+                    "DISCONNECT reason code",
+                )?;
                 require_v5(v5, d.properties.is_empty(), "DISCONNECT properties")?;
                 check_reason(d.reason_code, reason::DISCONNECT_CODES)?;
                 sizes.props = d.properties.encoded_len()?;
@@ -290,6 +296,70 @@ impl Packet {
     }
 }
 
+/// Checks a PUBLISH and returns its Remaining Length and the length of its property block.
+#[inline]
+fn publish_sizes(p: &Publish, v5: bool) -> Result<(usize, usize), EncodeError> {
+    if p.packet_id.is_some() != (p.qos != QoS::AtMostOnce) {
+        return Err(EncodeError::PacketIdMismatch);
+    }
+    if p.dup && p.qos == QoS::AtMostOnce {
+        return Err(EncodeError::DupOnQoS0);
+    }
+    // Most PUBLISH packets carry no properties: one check settles both versions.
+    let no_props = p.properties.is_empty();
+    require_v5(v5, no_props, "PUBLISH properties")?;
+    let topic = topic_name_len(&p.topic, v5 && p.properties.topic_alias.is_some())?;
+    let id = if p.packet_id.is_some() { 2 } else { 0 };
+    let (props, block) = match (v5, no_props) {
+        (false, _) => (0, 0),
+        (true, true) => (0, 1),
+        (true, false) => {
+            let props = p.properties.encoded_len()?;
+            (props, block_len(props))
+        }
+    };
+    let remaining = topic + id + block + p.payload.len();
+    if remaining > MAX_VARINT as usize {
+        return Err(EncodeError::PacketTooLarge);
+    }
+    Ok((remaining, props))
+}
+
+/// [`Packet::encode`] for a PUBLISH.
+#[inline]
+fn encode_publish(p: &Publish, v5: bool, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    let (remaining, props) = publish_sizes(p, v5)?;
+    buf.reserve(1 + varint_len(remaining as u32) + remaining);
+    buf.put_u8(publish_first_byte(p));
+    put_varint(buf, remaining as u32);
+    write_publish_body(p, v5, props, buf);
+    Ok(())
+}
+
+fn publish_first_byte(p: &Publish) -> u8 {
+    ((PacketType::Publish as u8) << 4)
+        | (u8::from(p.dup) << 3)
+        | ((p.qos as u8) << 1)
+        | u8::from(p.retain)
+}
+
+#[inline]
+fn write_publish_body(p: &Publish, v5: bool, props: usize, buf: &mut BytesMut) {
+    put_binary(buf, p.topic.as_bytes());
+    if let Some(id) = p.packet_id {
+        buf.put_u16(id.get());
+    }
+    if v5 {
+        if props == 0 {
+            // No property is set: the block is its zero length alone.
+            buf.put_u8(0);
+        } else {
+            p.properties.encode(buf, props);
+        }
+    }
+    buf.put_slice(&p.payload);
+}
+
 /// DISCONNECT and AUTH leave out a Success reason code and empty properties (§3.14.2.1).
 fn short_form_len(code: ReasonCode, props: usize) -> usize {
     match (code == ReasonCode::SUCCESS, props) {
@@ -299,9 +369,18 @@ fn short_form_len(code: ReasonCode, props: usize) -> usize {
     }
 }
 
-fn ack_sizes(a: &PubAck, v5: bool, allowed: CodeSet, sizes: &mut Sizes) -> Result<usize, EncodeError> {
+fn ack_sizes(
+    a: &PubAck,
+    v5: bool,
+    allowed: CodeSet,
+    sizes: &mut Sizes,
+) -> Result<usize, EncodeError> {
     if !v5 {
-        require_v5(v5, a.reason_code == ReasonCode::SUCCESS, "acknowledgement reason code")?;
+        require_v5(
+            v5,
+            a.reason_code == ReasonCode::SUCCESS,
+            "acknowledgement reason code",
+        )?;
         require_v5(v5, a.properties.is_empty(), "acknowledgement properties")?;
         return Ok(2);
     }

@@ -72,9 +72,13 @@ pub enum DecodeError {
     /// UNSUBSCRIBE without topic filters [MQTT-3.10.3-2].
     #[error("UNSUBSCRIBE with no topic filters")]
     EmptyUnsubscribe,
-    /// Reserved bits set in subscription options, or QoS 3 ([MQTT-3.8.3-5]; 3.1.1: [MQTT-3-8.3-4]).
+    /// Reserved bits set in subscription options ([MQTT-3.8.3-5]; 3.1.1: [MQTT-3-8.3-4]).
     #[error("invalid subscription options")]
     InvalidSubscriptionOptions,
+    /// Maximum QoS 3 in subscription options: a Protocol Error in 5.0 (§3.8.3.1), malformed in
+    /// 3.1.1 [MQTT-3-8.3-4].
+    #[error("subscription options with QoS 3")]
+    InvalidSubscriptionQoS,
     /// Retain Handling 3 (5.0 §3.8.3.1).
     #[error("retain handling 3 is not valid")]
     InvalidRetainHandling,
@@ -122,6 +126,7 @@ impl From<DecodeError> for ReasonCode {
             | EmptySubscribe
             | EmptyUnsubscribe
             | InvalidRetainHandling
+            | InvalidSubscriptionQoS
             | DupOnQoS0
             | EmptyTopic => Self::PROTOCOL_ERROR,
             ReservedPacketType(_)

@@ -4,7 +4,11 @@
 #![warn(missing_docs)]
 #![cfg_attr(
     not(test),
-    warn(clippy::std_instead_of_core, clippy::unwrap_used, clippy::indexing_slicing)
+    warn(
+        clippy::std_instead_of_core,
+        clippy::unwrap_used,
+        clippy::indexing_slicing
+    )
 )]
 
 extern crate alloc;
@@ -30,8 +34,7 @@ pub use packet::{
 };
 pub use properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
-    PublishProperties, SubscribeProperties, UnsubscribeProperties, UserProperties,
-    WillProperties,
+    PublishProperties, SubscribeProperties, UnsubscribeProperties, UserProperties, WillProperties,
 };
 pub use reason::ReasonCode;
 pub use types::{

@@ -201,7 +201,11 @@ pub struct PubAck {
 impl PubAck {
     /// A successful acknowledgement without properties.
     pub fn new(packet_id: PacketId) -> Self {
-        Self { packet_id, reason_code: ReasonCode::SUCCESS, properties: AckProperties::default() }
+        Self {
+            packet_id,
+            reason_code: ReasonCode::SUCCESS,
+            properties: AckProperties::default(),
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! One edge table instead of a map per node keeps an inner node small (no empty map header), and
 //! the table stores only node ids: the key (parent id, level) is read back from the node.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::hash::BuildHasher;
 use core::num::NonZeroU32;
@@ -16,7 +17,42 @@ pub(crate) const ROOT: u32 = 0;
 /// What the edge table needs to know about a node.
 pub(crate) trait TreeNode {
     fn parent(&self) -> u32;
-    fn level(&self) -> &str;
+    fn level(&self) -> &Level;
+}
+
+/// Levels up to this many bytes live inside the node.
+const INLINE_LEVEL: usize = 22;
+
+/// A node's level text. Most levels are short, so they are stored inline: that saves a heap
+/// block per node and a cache miss on every edge lookup, which compares the level.
+pub(crate) enum Level {
+    Inline { len: u8, bytes: [u8; INLINE_LEVEL] },
+    Heap(Box<str>),
+}
+
+impl Level {
+    pub(crate) fn new(level: &str) -> Self {
+        let mut bytes = [0; INLINE_LEVEL];
+        match (bytes.get_mut(..level.len()), u8::try_from(level.len())) {
+            (Some(prefix), Ok(len)) => {
+                prefix.copy_from_slice(level.as_bytes());
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Heap(level.into()),
+        }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            Self::Heap(text) => text.as_bytes(),
+        }
+    }
+
+    /// The level as text; always valid, as it was copied from a `&str`.
+    pub(crate) fn as_str(&self) -> &str {
+        core::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
 }
 
 /// A slab of nodes. Freed slots are reused; trailing free slots are released.
@@ -119,7 +155,7 @@ impl Edges {
         }
     }
 
-    fn hash(hasher: &DefaultHashBuilder, parent: u32, level: &str) -> u64 {
+    fn hash(hasher: &DefaultHashBuilder, parent: u32, level: &[u8]) -> u64 {
         hasher.hash_one((parent, level))
     }
 
@@ -129,12 +165,13 @@ impl Edges {
         parent: u32,
         level: &str,
     ) -> Option<u32> {
+        let level = level.as_bytes();
         let hash = Self::hash(&self.hasher, parent, level);
         self.table
             .find(hash, |&id| {
                 nodes
                     .get(id)
-                    .is_some_and(|node| node.parent() == parent && node.level() == level)
+                    .is_some_and(|node| node.parent() == parent && node.level().as_bytes() == level)
             })
             .copied()
     }
@@ -143,7 +180,7 @@ impl Edges {
     pub(crate) fn insert<N: TreeNode>(&mut self, nodes: &Arena<N>, id: u32) {
         let Some(node) = nodes.get(id) else { return };
         let Self { table, hasher } = self;
-        let hash = Self::hash(hasher, node.parent(), node.level());
+        let hash = Self::hash(hasher, node.parent(), node.level().as_bytes());
         table.insert_unique(hash, id, |&id| rehash(hasher, nodes, id));
     }
 
@@ -151,7 +188,7 @@ impl Edges {
     pub(crate) fn remove<N: TreeNode>(&mut self, nodes: &Arena<N>, id: u32) {
         let Some(node) = nodes.get(id) else { return };
         let Self { table, hasher } = self;
-        let hash = Self::hash(hasher, node.parent(), node.level());
+        let hash = Self::hash(hasher, node.parent(), node.level().as_bytes());
         if let Ok(entry) = table.find_entry(hash, |&other| other == id) {
             entry.remove();
         }
@@ -162,9 +199,9 @@ impl Edges {
 }
 
 fn rehash<N: TreeNode>(hasher: &DefaultHashBuilder, nodes: &Arena<N>, id: u32) -> u64 {
-    nodes
-        .get(id)
-        .map_or(0, |node| Edges::hash(hasher, node.parent(), node.level()))
+    nodes.get(id).map_or(0, |node| {
+        Edges::hash(hasher, node.parent(), node.level().as_bytes())
+    })
 }
 
 /// Frames kept inline before the stack spills to the heap. A match walk pushes at most one

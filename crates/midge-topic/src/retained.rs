@@ -1,13 +1,12 @@
 //! The retained-message index: topic name -> value, looked up by topic filter.
 
-use alloc::boxed::Box;
 use core::num::NonZeroU32;
 
-use crate::arena::{Arena, Edges, TreeNode, WalkStack, ROOT};
+use crate::arena::{Arena, Edges, Level, TreeNode, WalkStack, ROOT};
 use crate::{TopicFilter, TopicName};
 
 struct Node<V> {
-    level: Box<str>,
+    level: Level,
     value: Option<V>,
     parent: u32,
     // Children form a doubly linked list so that `+` and `#` can enumerate them and removal
@@ -22,7 +21,7 @@ impl<V> TreeNode for Node<V> {
         self.parent
     }
 
-    fn level(&self) -> &str {
+    fn level(&self) -> &Level {
         &self.level
     }
 }
@@ -227,7 +226,7 @@ impl<V> RetainedIndex<V> {
         let mut current = start;
         while let Some(id) = current {
             let node = self.nodes.get(id.get())?;
-            if parent != ROOT || !node.level.starts_with('$') {
+            if parent != ROOT || node.level.as_bytes().first() != Some(&b'$') {
                 return Some(id.get());
             }
             current = node.next_sibling;
@@ -284,7 +283,7 @@ impl<V> RetainedIndex<V> {
 
 fn new_node<V>(level: &str, parent: u32, next_sibling: Option<NonZeroU32>) -> Node<V> {
     Node {
-        level: level.into(),
+        level: Level::new(level),
         value: None,
         parent,
         first_child: None,

@@ -9,7 +9,7 @@ use core::num::NonZeroU32;
 
 use hashbrown::HashMap;
 
-use crate::arena::{shrink_vec, Arena, Edges, TreeNode, WalkStack, ROOT};
+use crate::arena::{shrink_vec, Arena, Edges, Level, TreeNode, WalkStack, ROOT};
 use crate::{TopicFilter, TopicName};
 
 /// Identifies the topic filter (without any `$share/{ShareName}/` prefix) a match came from.
@@ -53,6 +53,8 @@ const FEW_MAX: usize = 16;
 const MANY_MIN: usize = 8;
 
 enum Entries<K, V> {
+    /// Most filters have one subscriber: keep it inline, with no heap block.
+    One(K, V),
     Few(Vec<(K, V)>),
     Many(Box<HashMap<K, V>>),
 }
@@ -60,11 +62,23 @@ enum Entries<K, V> {
 impl<K: Eq + Hash, V> Entries<K, V> {
     fn insert(&mut self, key: K, value: V) -> Option<V> {
         match self {
+            Self::One(k, old) if *k == key => Some(mem::replace(old, value)),
+            Self::One(..) => {
+                let mut entries = Vec::with_capacity(2);
+                if let Self::One(k, v) = mem::replace(self, Self::Few(Vec::new())) {
+                    entries.push((k, v));
+                }
+                entries.push((key, value));
+                *self = Self::Few(entries);
+                None
+            }
             Self::Few(entries) => {
                 if let Some((_, old)) = entries.iter_mut().find(|(k, _)| *k == key) {
                     return Some(mem::replace(old, value));
                 }
-                if entries.len() < FEW_MAX {
+                if entries.is_empty() {
+                    *self = Self::One(key, value);
+                } else if entries.len() < FEW_MAX {
                     push_compact(entries, (key, value));
                 } else {
                     let mut map: HashMap<K, V> = mem::take(entries).into_iter().collect();
@@ -79,6 +93,11 @@ impl<K: Eq + Hash, V> Entries<K, V> {
 
     fn remove(&mut self, key: &K) -> Option<V> {
         match self {
+            Self::One(k, _) if k == key => match mem::replace(self, Self::Few(Vec::new())) {
+                Self::One(_, value) => Some(value),
+                _ => None,
+            },
+            Self::One(..) => None,
             Self::Few(entries) => {
                 let index = entries.iter().position(|(k, _)| k == key)?;
                 let (_, value) = entries.swap_remove(index);
@@ -101,6 +120,7 @@ impl<K: Eq + Hash, V> Entries<K, V> {
 
     fn is_empty(&self) -> bool {
         match self {
+            Self::One(..) => false,
             Self::Few(entries) => entries.is_empty(),
             Self::Many(map) => map.is_empty(),
         }
@@ -108,6 +128,7 @@ impl<K: Eq + Hash, V> Entries<K, V> {
 
     fn for_each<'a>(&'a self, mut visit: impl FnMut(&'a K, &'a V)) {
         match self {
+            Self::One(k, v) => visit(k, v),
             Self::Few(entries) => entries.iter().for_each(|(k, v)| visit(k, v)),
             Self::Many(map) => map.iter().for_each(|(k, v)| visit(k, v)),
         }
@@ -129,7 +150,7 @@ struct Group<K, V> {
 
 struct Node<K, V> {
     /// This node's level; `+` and `#` for wildcard nodes, empty for the root.
-    level: Box<str>,
+    level: Level,
     entries: Entries<K, V>,
     /// Shared subscription groups. A boxed slice costs 16 bytes when empty, and groups come and
     /// go far more rarely than their members.
@@ -144,7 +165,7 @@ struct Node<K, V> {
 impl<K, V> Node<K, V> {
     fn new(level: &str, parent: u32) -> Self {
         Self {
-            level: level.into(),
+            level: Level::new(level),
             entries: Entries::Few(Vec::new()),
             groups: Box::default(),
             parent,
@@ -170,7 +191,7 @@ impl<K, V> TreeNode for Node<K, V> {
         self.parent
     }
 
-    fn level(&self) -> &str {
+    fn level(&self) -> &Level {
         &self.level
     }
 }
@@ -327,7 +348,7 @@ impl<K: Eq + Hash, V> SubscriptionIndex<K, V> {
         let mut current = id.0;
         while current != ROOT {
             let node = self.nodes.get(current)?;
-            levels.push(&*node.level);
+            levels.push(node.level.as_str());
             current = node.parent;
         }
         let mut text = String::new();

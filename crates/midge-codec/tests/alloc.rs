@@ -1,0 +1,165 @@
+//! Zero-copy and no allocation: decoding a PUBLISH from a shared buffer makes no heap
+//! allocation, and its topic and payload point into that buffer.
+//!
+//! A counting global allocator (`stats_alloc`) wraps the system allocator. Its counters are
+//! process-wide, so this binary holds a single test, and each measurement is the smallest of a
+//! few runs: a stray allocation by the test harness on another thread can only add to a count,
+//! while an allocation made by the decoder shows up in every run.
+
+use std::alloc::System;
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use midge_codec::{Packet, ProtocolVersion, Publish, MAX_PACKET_SIZE};
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Heap allocations made by `f`, the fewest over 3 runs.
+fn allocations<T>(mut f: impl FnMut() -> T) -> usize {
+    (0..3)
+        .map(|_| {
+            let region = Region::new(GLOBAL);
+            let out = f();
+            let count = region.change().allocations + region.change().reallocations;
+            drop(out);
+            count
+        })
+        .min()
+        .unwrap_or(usize::MAX)
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    let digits: Vec<u8> = s
+        .bytes()
+        .filter(u8::is_ascii_hexdigit)
+        .map(|b| (b as char).to_digit(16).unwrap() as u8)
+        .collect();
+    digits.chunks(2).map(|p| (p[0] << 4) | p[1]).collect()
+}
+
+/// MQTT 3.1.1 §3.3 PUBLISH QoS 1, topic "a/b", id 7, payload "hello".
+const V311: &str = "32 0c 0003 612f62 0007 68656c6c6f";
+/// MQTT 5.0 §3.3 PUBLISH QoS 1 with Payload Format Indicator, Message Expiry Interval, Topic
+/// Alias, Response Topic, Correlation Data and Content Type (no list properties).
+const V5: &str = "32 29 0003 612f62 0007
+                  1c 0101 020000001e 230001 080003722f74 0900020102 03000474657874
+                  68656c6c6f";
+
+fn range(b: &[u8]) -> Range<usize> {
+    let start = b.as_ptr() as usize;
+    start..start + b.len()
+}
+
+/// The topic and payload of `p` lie inside `buf`.
+fn assert_points_into(p: &Publish, buf: Range<usize>, what: &str) {
+    for (name, part) in [("topic", p.topic.as_bytes()), ("payload", &p.payload[..])] {
+        let r = range(part);
+        assert!(
+            buf.start <= r.start && r.end <= buf.end,
+            "{what}: {name} at {r:?} is not inside the input {buf:?}"
+        );
+    }
+    let props = &p.properties;
+    for part in [
+        props.response_topic.as_ref().map(|s| s.as_bytes()),
+        props.content_type.as_ref().map(|s| s.as_bytes()),
+        props.correlation_data.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let r = range(part);
+        assert!(
+            buf.start <= r.start && r.end <= buf.end,
+            "{what}: property outside the input"
+        );
+    }
+}
+
+#[test]
+fn publish_decodes_without_allocating_and_shares_the_input() {
+    // The counter sees the decoder's own allocations: a User Property is a list, which
+    // allocates (5.0 PUBLISH "a/b" QoS 0 with User Property ("k", "v")).
+    let with_list = Bytes::from(hex("30 0d 0003 612f62 07 2600016b000176 "));
+    let _keep = with_list.clone();
+    let count = allocations(|| {
+        let mut buf = with_list.clone();
+        Packet::decode_bytes(&mut buf, ProtocolVersion::V5, MAX_PACKET_SIZE)
+            .unwrap()
+            .unwrap()
+    });
+    assert!(
+        count >= 1,
+        "allocation counter missed the user property list"
+    );
+
+    for (version, bytes) in [
+        (ProtocolVersion::V3_1_1, hex(V311)),
+        (ProtocolVersion::V5, hex(V5)),
+    ] {
+        let what = format!("{version:?}");
+        // From a `Bytes` that is already shared (held twice), as after a read into a pool.
+        let input = Bytes::from(bytes.clone());
+        let _keep = input.clone();
+        let input_range = range(&input);
+        let count = allocations(|| {
+            let mut buf = input.clone();
+            Packet::decode_bytes(&mut buf, version, MAX_PACKET_SIZE)
+        });
+        assert_eq!(count, 0, "{what}: Packet::decode_bytes allocated");
+        let mut buf = input.clone();
+        let Ok(Some(Packet::Publish(p))) = Packet::decode_bytes(&mut buf, version, MAX_PACKET_SIZE)
+        else {
+            panic!("{what}: not a PUBLISH");
+        };
+        assert_eq!(p.topic, "a/b");
+        assert_eq!(&p.payload[..], b"hello");
+        if version.is_v5() {
+            assert_eq!(p.properties.message_expiry_interval, Some(30));
+            assert_eq!(
+                p.properties.content_type.as_ref().map(|s| s.as_str()),
+                Some("text")
+            );
+        }
+        assert_points_into(&p, input_range.clone(), &what);
+
+        // From static memory.
+        let statik: &'static [u8] = Box::leak(bytes.clone().into_boxed_slice());
+        let count = allocations(|| {
+            let mut buf = Bytes::from_static(statik);
+            Packet::decode_bytes(&mut buf, version, MAX_PACKET_SIZE)
+        });
+        assert_eq!(
+            count, 0,
+            "{what}: decode_bytes from static memory allocated"
+        );
+
+        // From a `BytesMut` that is already shared: the first split promotes it (one
+        // allocation, documented), the following packets cost nothing.
+        let mut stream = BytesMut::with_capacity(bytes.len() * 8);
+        for _ in 0..8 {
+            stream.extend_from_slice(&bytes);
+        }
+        let stream_range = range(&stream[..]);
+        assert!(Packet::decode(&mut stream, version, MAX_PACKET_SIZE)
+            .unwrap()
+            .is_some());
+        // Three runs, three packets.
+        let count = allocations(|| Packet::decode(&mut stream, version, MAX_PACKET_SIZE));
+        assert_eq!(
+            count, 0,
+            "{what}: Packet::decode from a shared BytesMut allocated"
+        );
+        let mut rest = 0;
+        while let Some(p) = Packet::decode(&mut stream, version, MAX_PACKET_SIZE).unwrap() {
+            let Packet::Publish(p) = p else {
+                panic!("{what}: not a PUBLISH")
+            };
+            assert_points_into(&p, stream_range.clone(), &what);
+            rest += 1;
+        }
+        assert_eq!(rest, 4, "{what}: 8 packets = 1 + 3 counted + 4");
+    }
+}

@@ -1,0 +1,992 @@
+//! The client side of an MQTT session, as a sans-IO state machine.
+//!
+//! A [`Client`] lives as long as the session it keeps: it survives lost connections, and
+//! [`Client::connect`] starts each new one. See the crate documentation for the run loop.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use midge_codec::{
+    ByteStr, ConnAck, Connect, ConnectProperties, DecodeError, Disconnect, EncodeError, Packet,
+    PacketId, ProtocolVersion, PubAck, Publish, QoS, ReasonCode, SubAck, Subscribe,
+    SubscribeProperties, SubscriptionOptions, UnsubAck, Unsubscribe, UnsubscribeProperties, Will,
+    MAX_PACKET_SIZE,
+};
+use midge_topic::TopicFilter;
+
+use crate::alias::{InboundAliases, OutboundAliases, OutboundTopic};
+use crate::inflight::Inflight;
+use crate::keepalive::{ClientKeepAlive, KeepAliveAction};
+use crate::message::Message;
+
+/// Bytes [`Client::poll_transmit`] writes per call before it yields, so that one call never
+/// builds an unbounded buffer.
+pub const TRANSMIT_BATCH: usize = 64 * 1024;
+
+/// How a client connects. Shared between reconnections; build it once.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// Protocol version.
+    pub version: ProtocolVersion,
+    /// Client Identifier. Empty asks the server to assign one (5.0), which is then reused on
+    /// reconnect so that the session can resume.
+    pub client_id: ByteStr,
+    /// Keep Alive in seconds; 0 turns it off.
+    pub keep_alive: u16,
+    /// Clean Start (5.0) / Clean Session (3.x) on every connect. With `false` the session,
+    /// including unacknowledged messages, resumes across connections.
+    pub clean_start: bool,
+    /// User Name.
+    pub username: Option<ByteStr>,
+    /// Password.
+    pub password: Option<bytes::Bytes>,
+    /// Will message.
+    pub will: Option<Will>,
+    /// 5.0 CONNECT properties. Receive Maximum, Maximum Packet Size and Topic Alias Maximum set
+    /// here are also enforced on what the server sends.
+    pub properties: ConnectProperties,
+    /// Subscribe again to every acknowledged subscription when the server reports no session
+    /// (Session Present 0). On by default.
+    pub resubscribe: bool,
+    /// Messages that may wait to be sent: before the connection is up, or while the server's
+    /// Receive Maximum is used up. When full, [`Client::publish`] returns
+    /// [`PublishError::QueueFull`]; nothing already queued is dropped.
+    pub max_queued_messages: usize,
+    /// How long to wait for PINGRESP (and for CONNACK) before declaring the server dead.
+    pub response_timeout: Duration,
+    /// Use topic aliases for outgoing messages when the server allows them.
+    pub use_topic_aliases: bool,
+}
+
+impl ClientConfig {
+    /// A configuration with defaults: keepalive 60 s, clean start, resubscribe on, 1,000 queued
+    /// messages, 10 s response timeout.
+    pub fn new(version: ProtocolVersion, client_id: impl Into<ByteStr>) -> Self {
+        Self {
+            version,
+            client_id: client_id.into(),
+            keep_alive: 60,
+            clean_start: true,
+            username: None,
+            password: None,
+            will: None,
+            properties: ConnectProperties::default(),
+            resubscribe: true,
+            max_queued_messages: 1000,
+            response_timeout: Duration::from_secs(10),
+            use_topic_aliases: true,
+        }
+    }
+
+    fn receive_maximum(&self) -> usize {
+        self.properties
+            .receive_maximum
+            .map_or(usize::from(u16::MAX), |m| usize::from(m.get()))
+    }
+
+    fn maximum_packet_size(&self) -> u32 {
+        self.properties
+            .maximum_packet_size
+            .map_or(MAX_PACKET_SIZE, |m| m.get())
+    }
+}
+
+/// Why a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The server refused the connection in CONNACK.
+    Rejected(ReasonCode),
+    /// The server sent DISCONNECT (5.0) with this reason.
+    ServerDisconnect(ReasonCode),
+    /// The server broke the protocol; a 5.0 DISCONNECT with this reason was queued.
+    ProtocolViolation(ReasonCode),
+    /// No PINGRESP or CONNACK within the response timeout.
+    Timeout,
+    /// The transport closed ([`Client::connection_lost`]).
+    ConnectionLost,
+    /// [`Client::disconnect`] was called.
+    Disconnected,
+}
+
+/// What the client reports to the application, from [`Client::poll_event`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// CONNACK accepted the connection. Its properties are the server's limits, which the
+    /// client now honours.
+    Connected(ConnAck),
+    /// A message arrived. QoS 2 messages are reported exactly once per packet identifier
+    /// until released, however often the server retransmits them.
+    Message(Message),
+    /// A QoS 1 or 2 publish finished: PUBACK, PUBCOMP, a failing PUBREC, or a limit that made
+    /// it unsendable (`QOS_NOT_SUPPORTED`, `RETAIN_NOT_SUPPORTED`, `PACKET_TOO_LARGE`).
+    Published {
+        /// The identifier [`Client::publish`] returned.
+        packet_id: PacketId,
+        /// The server's reason code, or ours for a message that could not be sent.
+        reason_code: ReasonCode,
+    },
+    /// SUBACK arrived.
+    Subscribed {
+        /// The identifier [`Client::subscribe`] returned.
+        packet_id: PacketId,
+        /// One code per filter.
+        reason_codes: Vec<ReasonCode>,
+    },
+    /// UNSUBACK arrived.
+    Unsubscribed {
+        /// The identifier [`Client::unsubscribe`] returned.
+        packet_id: PacketId,
+        /// One code per filter (5.0); empty in 3.x.
+        reason_codes: Vec<ReasonCode>,
+    },
+    /// The connection ended. Drop the transport once [`Client::poll_transmit`] has nothing
+    /// more to send; call [`Client::connect`] on a new one to resume the session.
+    Closed(CloseReason),
+}
+
+/// Why [`Client::publish`] refused a message. The message was not queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// `max_queued_messages` messages are already waiting.
+    #[error("the outgoing queue is full")]
+    QueueFull,
+    /// Every packet identifier is in use.
+    #[error("no packet identifier is free")]
+    PacketIdsExhausted,
+    /// The topic is not a valid topic name.
+    #[error("invalid topic name")]
+    InvalidTopic,
+    /// The server's Maximum QoS is lower [MQTT-3.2.2-11].
+    #[error("QoS not supported by the server")]
+    QoSNotSupported,
+    /// The server does not support retained messages [MQTT-3.2.2-14].
+    #[error("retain not supported by the server")]
+    RetainNotSupported,
+    /// The packet would exceed the server's Maximum Packet Size [MQTT-3.1.2-24].
+    #[error("packet larger than the server accepts")]
+    PacketTooLarge,
+    /// The message cannot be encoded for this protocol version.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+/// Why [`Client::subscribe`] or [`Client::unsubscribe`] refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// No filters were given [MQTT-3.8.3-3].
+    #[error("no topic filters")]
+    NoFilters,
+    /// A filter is not valid.
+    #[error("invalid topic filter: {0}")]
+    InvalidFilter(midge_topic::TopicError),
+    /// The server said it does not support wildcard subscriptions.
+    #[error("wildcard subscriptions not supported by the server")]
+    WildcardsNotSupported,
+    /// The server said it does not support shared subscriptions.
+    #[error("shared subscriptions not supported by the server")]
+    SharedNotSupported,
+    /// The server said it does not support subscription identifiers.
+    #[error("subscription identifiers not supported by the server")]
+    SubscriptionIdsNotSupported,
+    /// Every packet identifier is in use.
+    #[error("no packet identifier is free")]
+    PacketIdsExhausted,
+    /// The request cannot be encoded for this protocol version.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// No connection yet, or the last one ended.
+    Idle,
+    /// CONNECT queued, waiting for CONNACK.
+    Connecting { deadline: Instant },
+    /// CONNACK accepted.
+    Connected,
+}
+
+/// Where an outgoing QoS 1 or 2 publish is in its flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PublishState {
+    /// Waiting to be sent.
+    Queued,
+    /// PUBLISH sent, waiting for PUBACK or PUBREC.
+    Sent,
+    /// PUBREC received and PUBREL sent, waiting for PUBCOMP.
+    Released,
+}
+
+#[derive(Clone, Debug)]
+enum Outgoing {
+    Publish {
+        message: Message,
+        state: PublishState,
+    },
+    Subscribe {
+        filters: Vec<(ByteStr, SubscriptionOptions)>,
+        properties: SubscribeProperties,
+    },
+    Unsubscribe {
+        filters: Vec<ByteStr>,
+        properties: UnsubscribeProperties,
+    },
+}
+
+/// The send order of queued publishes. QoS 0 messages are stored inline, which costs queue
+/// space but saves an allocation per message.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+enum Pending {
+    AtMostOnce(Message),
+    Identified(PacketId),
+}
+
+/// What the server announced in CONNACK.
+#[derive(Clone, Copy, Debug)]
+struct ServerLimits {
+    receive_maximum: usize,
+    maximum_packet_size: u32,
+    maximum_qos: QoS,
+    retain_available: bool,
+    wildcards: bool,
+    subscription_ids: bool,
+    shared: bool,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            receive_maximum: usize::from(u16::MAX),
+            maximum_packet_size: MAX_PACKET_SIZE,
+            maximum_qos: QoS::ExactlyOnce,
+            retain_available: true,
+            wildcards: true,
+            subscription_ids: true,
+            shared: true,
+        }
+    }
+}
+
+/// The client side of one MQTT session.
+#[derive(Debug)]
+pub struct Client {
+    config: Arc<ClientConfig>,
+    state: State,
+    /// Client identifier to send: the configured one, or the one the server assigned.
+    client_id: ByteStr,
+    // Session state, kept across connections.
+    outgoing: Inflight<Outgoing>,
+    pending: VecDeque<Pending>,
+    /// QoS 1/2 publishes sent and not yet completed: what Receive Maximum limits.
+    unacknowledged: usize,
+    /// QoS 2 identifiers received, delivered, and not yet released [MQTT-4.3.3-?].
+    incoming_qos2: HashSet<PacketId>,
+    /// Acknowledged subscriptions, for resubscribing when the server loses the session.
+    subscriptions: BTreeMap<ByteStr, SubscriptionOptions>,
+    // Connection state.
+    server: ServerLimits,
+    keepalive: ClientKeepAlive,
+    inbound_aliases: InboundAliases,
+    outbound_aliases: OutboundAliases,
+    transmit: VecDeque<Packet>,
+    events: VecDeque<Event>,
+}
+
+impl Client {
+    /// A client with no connection yet. Fails if the CONNECT it would send cannot be encoded
+    /// for the configured version (for example 5.0 properties under 3.1.1).
+    pub fn new(config: Arc<ClientConfig>, now: Instant) -> Result<Self, EncodeError> {
+        let client = Self {
+            client_id: config.client_id.clone(),
+            state: State::Idle,
+            outgoing: Inflight::new(),
+            pending: VecDeque::new(),
+            unacknowledged: 0,
+            incoming_qos2: HashSet::new(),
+            subscriptions: BTreeMap::new(),
+            server: ServerLimits::default(),
+            keepalive: ClientKeepAlive::new(Duration::ZERO, config.response_timeout, now),
+            inbound_aliases: InboundAliases::new(0),
+            outbound_aliases: OutboundAliases::new(0),
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            config,
+        };
+        Packet::Connect(Box::new(client.connect_packet())).encoded_len(client.config.version)?;
+        Ok(client)
+    }
+
+    /// True between an accepted CONNACK and the end of that connection.
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    /// Starts a connection on a new transport: queues CONNECT. Any previous connection is
+    /// forgotten, as if [`Client::connection_lost`] had been called.
+    pub fn connect(&mut self, now: Instant) {
+        if self.state != State::Idle {
+            self.close(CloseReason::ConnectionLost);
+        }
+        self.transmit.clear();
+        let connect = self.connect_packet();
+        self.transmit.push_back(Packet::Connect(Box::new(connect)));
+        self.state = State::Connecting {
+            deadline: now + self.config.response_timeout,
+        };
+        self.keepalive = ClientKeepAlive::new(Duration::ZERO, self.config.response_timeout, now);
+        self.server = ServerLimits::default();
+        self.inbound_aliases =
+            InboundAliases::new(self.config.properties.topic_alias_maximum.unwrap_or(0));
+        self.outbound_aliases = OutboundAliases::new(0);
+    }
+
+    fn connect_packet(&self) -> Connect {
+        let mut connect = Connect::new(self.config.version, self.client_id.clone());
+        connect.clean_start = self.config.clean_start;
+        connect.keep_alive = self.config.keep_alive;
+        connect.username = self.config.username.clone();
+        connect.password = self.config.password.clone();
+        connect.will = self.config.will.clone();
+        connect.properties = self.config.properties.clone();
+        connect
+    }
+
+    /// Publishes a message. QoS 1 and 2 messages get the packet identifier that their
+    /// [`Event::Published`] will carry; QoS 0 messages get `None`.
+    ///
+    /// Messages wait in a queue of at most `max_queued_messages` until they can be sent: while
+    /// not connected, and while the server's Receive Maximum is used up.
+    pub fn publish(&mut self, message: Message) -> Result<Option<PacketId>, PublishError> {
+        midge_topic::TopicName::new(message.topic.as_str())
+            .map_err(|_| PublishError::InvalidTopic)?;
+        if self.state == State::Connected {
+            if message.qos > self.server.maximum_qos {
+                return Err(PublishError::QoSNotSupported);
+            }
+            if message.retain && !self.server.retain_available {
+                return Err(PublishError::RetainNotSupported);
+            }
+        }
+        let packet_id = match message.qos {
+            QoS::AtMostOnce => None,
+            _ => Some(PacketId::MIN),
+        };
+        let len = Packet::Publish(message.to_publish(packet_id, false))
+            .encoded_len(self.config.version)?;
+        if len > self.server.maximum_packet_size as usize {
+            return Err(PublishError::PacketTooLarge);
+        }
+        if self.pending.len() >= self.config.max_queued_messages {
+            return Err(PublishError::QueueFull);
+        }
+        if message.qos == QoS::AtMostOnce {
+            self.pending.push_back(Pending::AtMostOnce(message));
+            return Ok(None);
+        }
+        let id = self
+            .outgoing
+            .next_free_id()
+            .ok_or(PublishError::PacketIdsExhausted)?;
+        // The identifier is free, so the insert cannot fail.
+        let _ = self.outgoing.insert(
+            id,
+            Outgoing::Publish {
+                message,
+                state: PublishState::Queued,
+            },
+        );
+        self.pending.push_back(Pending::Identified(id));
+        Ok(Some(id))
+    }
+
+    /// Subscribes to topic filters. The result arrives as [`Event::Subscribed`].
+    pub fn subscribe(
+        &mut self,
+        filters: Vec<(ByteStr, SubscriptionOptions)>,
+        properties: SubscribeProperties,
+    ) -> Result<PacketId, RequestError> {
+        if filters.is_empty() {
+            return Err(RequestError::NoFilters);
+        }
+        for (filter, _) in &filters {
+            let parsed = TopicFilter::new(filter.as_str()).map_err(RequestError::InvalidFilter)?;
+            if parsed.share_name().is_some() && !self.server.shared {
+                return Err(RequestError::SharedNotSupported);
+            }
+            if parsed.pattern().contains(['+', '#']) && !self.server.wildcards {
+                return Err(RequestError::WildcardsNotSupported);
+            }
+        }
+        if properties.subscription_identifier.is_some() && !self.server.subscription_ids {
+            return Err(RequestError::SubscriptionIdsNotSupported);
+        }
+        let request = Outgoing::Subscribe {
+            filters,
+            properties,
+        };
+        self.request(request)
+    }
+
+    /// Unsubscribes from topic filters. The result arrives as [`Event::Unsubscribed`].
+    pub fn unsubscribe(
+        &mut self,
+        filters: Vec<ByteStr>,
+        properties: UnsubscribeProperties,
+    ) -> Result<PacketId, RequestError> {
+        if filters.is_empty() {
+            return Err(RequestError::NoFilters);
+        }
+        for filter in &filters {
+            TopicFilter::new(filter.as_str()).map_err(RequestError::InvalidFilter)?;
+        }
+        self.request(Outgoing::Unsubscribe {
+            filters,
+            properties,
+        })
+    }
+
+    fn request(&mut self, request: Outgoing) -> Result<PacketId, RequestError> {
+        let id = self
+            .outgoing
+            .next_free_id()
+            .ok_or(RequestError::PacketIdsExhausted)?;
+        let packet = request_packet(id, &request).ok_or(RequestError::NoFilters)?;
+        packet.encoded_len(self.config.version)?;
+        let _ = self.outgoing.insert(id, request);
+        if self.state == State::Connected {
+            self.transmit.push_back(packet);
+        }
+        Ok(id)
+    }
+
+    /// Ends the connection: queues DISCONNECT (with `reason` in 5.0; use
+    /// `DISCONNECT_WITH_WILL_MESSAGE` to have the server publish the will) and reports
+    /// [`Event::Closed`]. The session stays in this value for the next [`Client::connect`].
+    pub fn disconnect(&mut self, reason: ReasonCode) {
+        if self.state == State::Idle {
+            return;
+        }
+        let reason_code = if self.config.version.is_v5() {
+            reason
+        } else {
+            ReasonCode::SUCCESS
+        };
+        self.transmit.push_back(Packet::Disconnect(Disconnect {
+            reason_code,
+            ..Disconnect::default()
+        }));
+        self.close(CloseReason::Disconnected);
+    }
+
+    /// Reports that the transport closed.
+    pub fn connection_lost(&mut self) {
+        if self.state != State::Idle {
+            self.transmit.clear();
+            self.close(CloseReason::ConnectionLost);
+        }
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        self.state = State::Idle;
+        self.events.push_back(Event::Closed(reason));
+    }
+
+    /// The server broke the protocol: queue DISCONNECT with `reason` (5.0) and close.
+    fn violation(&mut self, reason: ReasonCode) {
+        self.transmit.clear();
+        if self.config.version.is_v5() {
+            self.transmit.push_back(Packet::Disconnect(Disconnect {
+                reason_code: reason,
+                ..Disconnect::default()
+            }));
+        }
+        self.close(CloseReason::ProtocolViolation(reason));
+    }
+
+    /// Decodes and handles every whole packet at the front of `buf`, enforcing our Maximum
+    /// Packet Size. A malformed packet closes the connection with the matching reason code.
+    pub fn handle_bytes(&mut self, now: Instant, buf: &mut BytesMut) {
+        while self.state != State::Idle {
+            match Packet::decode(buf, self.config.version, self.config.maximum_packet_size()) {
+                Ok(Some(packet)) => self.handle_packet(now, packet),
+                Ok(None) => return,
+                Err(err) => {
+                    self.decode_error(err);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn decode_error(&mut self, err: DecodeError) {
+        self.violation(ReasonCode::from(err));
+    }
+
+    /// Handles one packet from the server.
+    pub fn handle_packet(&mut self, now: Instant, packet: Packet) {
+        match self.state {
+            State::Idle => {}
+            State::Connecting { .. } => match packet {
+                Packet::ConnAck(connack) => self.handle_connack(now, connack),
+                // The server must answer CONNECT with CONNACK first [MQTT-3.2.0-1].
+                _ => self.violation(ReasonCode::PROTOCOL_ERROR),
+            },
+            State::Connected => {
+                self.keepalive.on_packet_received();
+                self.handle_connected(packet);
+            }
+        }
+    }
+
+    fn handle_connack(&mut self, now: Instant, connack: ConnAck) {
+        if !connack.reason_code.is_success() {
+            self.transmit.clear();
+            self.close(CloseReason::Rejected(connack.reason_code));
+            return;
+        }
+        if connack.session_present && self.config.clean_start {
+            // A clean start cannot resume a session [MQTT-3.2.2-4].
+            self.violation(ReasonCode::PROTOCOL_ERROR);
+            return;
+        }
+        let p = &connack.properties;
+        if let Some(id) = &p.assigned_client_identifier {
+            self.client_id = id.clone();
+        }
+        self.server = ServerLimits {
+            receive_maximum: p
+                .receive_maximum
+                .map_or(usize::from(u16::MAX), |m| usize::from(m.get())),
+            maximum_packet_size: p.maximum_packet_size.map_or(MAX_PACKET_SIZE, |m| m.get()),
+            maximum_qos: p.maximum_qos.unwrap_or(QoS::ExactlyOnce),
+            retain_available: p.retain_available.unwrap_or(true),
+            wildcards: p.wildcard_subscription_available.unwrap_or(true),
+            subscription_ids: p.subscription_identifiers_available.unwrap_or(true),
+            shared: p.shared_subscription_available.unwrap_or(true),
+        };
+        let aliases = if self.config.use_topic_aliases {
+            p.topic_alias_maximum.unwrap_or(0)
+        } else {
+            0
+        };
+        self.outbound_aliases = OutboundAliases::new(aliases);
+        let keep_alive = p.server_keep_alive.unwrap_or(self.config.keep_alive);
+        self.keepalive = ClientKeepAlive::new(
+            Duration::from_secs(u64::from(keep_alive)),
+            self.config.response_timeout,
+            now,
+        );
+        self.state = State::Connected;
+        if connack.session_present {
+            self.resume_session();
+        } else {
+            self.restart_session();
+        }
+        self.events.push_back(Event::Connected(connack));
+    }
+
+    /// The server kept the session: resend what is in flight, in the original order, PUBLISH
+    /// with DUP set and PUBREL as it was [MQTT-4.4.0-1].
+    fn resume_session(&mut self) {
+        for (id, outgoing) in self.outgoing.iter() {
+            let packet = match outgoing {
+                Outgoing::Publish {
+                    message,
+                    state: PublishState::Sent,
+                } => Packet::Publish(message.to_publish(Some(id), true)),
+                Outgoing::Publish {
+                    state: PublishState::Released,
+                    ..
+                } => Packet::PubRel(PubAck::new(id)),
+                Outgoing::Publish {
+                    state: PublishState::Queued,
+                    ..
+                } => continue,
+                request => match request_packet(id, request) {
+                    Some(packet) => packet,
+                    None => continue,
+                },
+            };
+            self.transmit.push_back(packet);
+        }
+    }
+
+    /// The server has no session for us [MQTT-3.2.2-5]: our in-flight state means nothing to
+    /// it. Publishes it never acknowledged are sent again as new messages, ahead of the queue
+    /// and in their order; those it acknowledged with PUBREC were received, so they complete.
+    /// Subscriptions are made again if configured.
+    fn restart_session(&mut self) {
+        self.incoming_qos2.clear();
+        self.unacknowledged = 0;
+        let mut resend = Vec::new();
+        let mut completed = Vec::new();
+        for (id, outgoing) in self.outgoing.iter() {
+            match outgoing {
+                Outgoing::Publish {
+                    state: PublishState::Sent,
+                    ..
+                } => resend.push(id),
+                Outgoing::Publish {
+                    state: PublishState::Released,
+                    ..
+                } => completed.push(id),
+                Outgoing::Publish {
+                    state: PublishState::Queued,
+                    ..
+                } => {}
+                request => {
+                    if let Some(packet) = request_packet(id, request) {
+                        self.transmit.push_back(packet);
+                    }
+                }
+            }
+        }
+        for id in completed {
+            self.outgoing.remove(id);
+            self.events.push_back(Event::Published {
+                packet_id: id,
+                reason_code: ReasonCode::SUCCESS,
+            });
+        }
+        for id in resend.iter().rev() {
+            if let Some(Outgoing::Publish { state, .. }) = self.outgoing.get_mut(*id) {
+                *state = PublishState::Queued;
+            }
+            self.pending.push_front(Pending::Identified(*id));
+        }
+        if self.config.resubscribe && !self.subscriptions.is_empty() {
+            let filters: Vec<_> = self
+                .subscriptions
+                .iter()
+                .map(|(f, o)| (f.clone(), *o))
+                .collect();
+            // Identifiers are only exhausted with 65,535 requests in flight; then the
+            // application's own requests are already queued and will be resent.
+            let _ = self
+                .request(Outgoing::Subscribe {
+                    filters,
+                    properties: SubscribeProperties::default(),
+                })
+                .map(|id| {
+                    if let Some(packet) = self.outgoing.get(id).and_then(|r| request_packet(id, r))
+                    {
+                        self.transmit.push_back(packet);
+                    }
+                });
+        }
+    }
+
+    fn handle_connected(&mut self, packet: Packet) {
+        let v5 = self.config.version.is_v5();
+        match packet {
+            Packet::Publish(publish) => self.handle_publish(publish),
+            Packet::PubAck(ack) => {
+                if let Some(Outgoing::Publish {
+                    message,
+                    state: PublishState::Sent,
+                }) = self.outgoing.get(ack.packet_id)
+                {
+                    if message.qos == QoS::AtLeastOnce {
+                        self.complete(ack.packet_id, ack.reason_code);
+                    }
+                }
+            }
+            Packet::PubRec(ack) => match self.outgoing.get_mut(ack.packet_id) {
+                Some(Outgoing::Publish { message, state }) if message.qos == QoS::ExactlyOnce => {
+                    if *state == PublishState::Sent && !ack.reason_code.is_success() {
+                        // A failing PUBREC ends the flow [MQTT-4.3.3-?]: no PUBREL.
+                        self.complete(ack.packet_id, ack.reason_code);
+                    } else if *state != PublishState::Queued {
+                        *state = PublishState::Released;
+                        self.transmit
+                            .push_back(Packet::PubRel(PubAck::new(ack.packet_id)));
+                    }
+                }
+                _ => {
+                    let mut rel = PubAck::new(ack.packet_id);
+                    if v5 {
+                        rel.reason_code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                    }
+                    self.transmit.push_back(Packet::PubRel(rel));
+                }
+            },
+            Packet::PubComp(ack) => {
+                if let Some(Outgoing::Publish {
+                    state: PublishState::Released,
+                    ..
+                }) = self.outgoing.get(ack.packet_id)
+                {
+                    self.complete(ack.packet_id, ack.reason_code);
+                }
+            }
+            Packet::PubRel(rel) => {
+                let mut comp = PubAck::new(rel.packet_id);
+                if !self.incoming_qos2.remove(&rel.packet_id) && v5 {
+                    comp.reason_code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                }
+                self.transmit.push_back(Packet::PubComp(comp));
+            }
+            Packet::SubAck(SubAck {
+                packet_id,
+                reason_codes,
+                ..
+            }) => {
+                if let Some(Outgoing::Subscribe { filters, .. }) = self.outgoing.get(packet_id) {
+                    for ((filter, options), code) in filters.iter().zip(&reason_codes) {
+                        if code.is_success() {
+                            self.subscriptions.insert(filter.clone(), *options);
+                        }
+                    }
+                    self.outgoing.remove(packet_id);
+                    self.events.push_back(Event::Subscribed {
+                        packet_id,
+                        reason_codes,
+                    });
+                }
+            }
+            Packet::UnsubAck(UnsubAck {
+                packet_id,
+                reason_codes,
+                ..
+            }) => {
+                if let Some(Outgoing::Unsubscribe { filters, .. }) = self.outgoing.remove(packet_id)
+                {
+                    for filter in filters {
+                        self.subscriptions.remove(&filter);
+                    }
+                    self.events.push_back(Event::Unsubscribed {
+                        packet_id,
+                        reason_codes,
+                    });
+                }
+            }
+            Packet::PingResp => {}
+            Packet::Disconnect(d) => {
+                self.transmit.clear();
+                self.close(CloseReason::ServerDisconnect(d.reason_code));
+            }
+            // Packets only a client sends, a second CONNACK, and AUTH without an
+            // authentication method: the server broke the protocol.
+            Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::Subscribe(_)
+            | Packet::Unsubscribe(_)
+            | Packet::PingReq
+            | Packet::Auth(_) => self.violation(ReasonCode::PROTOCOL_ERROR),
+        }
+    }
+
+    fn complete(&mut self, packet_id: PacketId, reason_code: ReasonCode) {
+        if self.outgoing.remove(packet_id).is_some() {
+            self.unacknowledged = self.unacknowledged.saturating_sub(1);
+            self.events.push_back(Event::Published {
+                packet_id,
+                reason_code,
+            });
+        }
+    }
+
+    fn handle_publish(&mut self, publish: Publish) {
+        let topic = match self
+            .inbound_aliases
+            .resolve(&publish.topic, publish.properties.topic_alias)
+        {
+            Ok(topic) => topic,
+            Err(reason) => return self.violation(reason),
+        };
+        match (publish.qos, publish.packet_id) {
+            (QoS::AtLeastOnce, Some(id)) => {
+                self.events
+                    .push_back(Event::Message(Message::from_publish(publish, topic)));
+                self.transmit.push_back(Packet::PubAck(PubAck::new(id)));
+            }
+            (QoS::ExactlyOnce, Some(id)) => {
+                if !self.incoming_qos2.contains(&id) {
+                    // Receive Maximum: QoS 2 messages not yet released count against it
+                    // [MQTT-3.3.4-9].
+                    if self.incoming_qos2.len() >= self.config.receive_maximum() {
+                        return self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+                    }
+                    self.incoming_qos2.insert(id);
+                    self.events
+                        .push_back(Event::Message(Message::from_publish(publish, topic)));
+                }
+                self.transmit.push_back(Packet::PubRec(PubAck::new(id)));
+            }
+            _ => self
+                .events
+                .push_back(Event::Message(Message::from_publish(publish, topic))),
+        }
+    }
+
+    /// Checks the timers at `now`: keepalive pings, and the deadlines for CONNACK and PINGRESP.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Idle => {}
+            State::Connecting { deadline } => {
+                if now >= deadline {
+                    self.transmit.clear();
+                    self.close(CloseReason::Timeout);
+                }
+            }
+            State::Connected => match self.keepalive.handle_timeout(now) {
+                KeepAliveAction::None => {}
+                KeepAliveAction::SendPing => {
+                    self.keepalive.on_ping_sent(now);
+                    self.transmit.push_back(Packet::PingReq);
+                }
+                KeepAliveAction::PeerDead => {
+                    self.transmit.clear();
+                    self.close(CloseReason::Timeout);
+                }
+            },
+        }
+    }
+
+    /// Appends the packets due now to `buf`, at most about [`TRANSMIT_BATCH`] bytes per call.
+    /// Returns whether it wrote anything; call again until it returns `false`.
+    ///
+    /// Changed by every input and command.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut BytesMut) -> bool {
+        let start = buf.len();
+        while buf.len() - start < TRANSMIT_BATCH {
+            let packet = match self.transmit.pop_front() {
+                Some(packet) => packet,
+                None => match self.next_publish() {
+                    Some(packet) => packet,
+                    None => break,
+                },
+            };
+            // Packets built here passed `encoded_len` when they were accepted; an error would
+            // be a bug in this crate, and skipping the packet is the safe outcome.
+            let _ = packet.encode(self.config.version, buf);
+        }
+        let wrote = buf.len() > start;
+        if wrote && self.state == State::Connected {
+            self.keepalive.on_packet_sent(now);
+        }
+        wrote
+    }
+
+    /// The next queued publish that may go out now, if connected and within Receive Maximum.
+    fn next_publish(&mut self) -> Option<Packet> {
+        while self.state == State::Connected {
+            let (message, packet_id) = match self.pending.front()? {
+                Pending::AtMostOnce(_) => match self.pending.pop_front() {
+                    Some(Pending::AtMostOnce(message)) => (message, None),
+                    _ => return None,
+                },
+                Pending::Identified(id) => {
+                    let id = *id;
+                    // Receive Maximum: wait, keeping order, until an acknowledgement frees a
+                    // slot [MQTT-4.9.0-2].
+                    if self.unacknowledged >= self.server.receive_maximum {
+                        return None;
+                    }
+                    self.pending.pop_front();
+                    let Some(Outgoing::Publish { message, state }) = self.outgoing.get_mut(id)
+                    else {
+                        continue;
+                    };
+                    *state = PublishState::Sent;
+                    self.unacknowledged += 1;
+                    (message.clone(), Some(id))
+                }
+            };
+            let refusal = if message.qos > self.server.maximum_qos {
+                Some(ReasonCode::QOS_NOT_SUPPORTED)
+            } else if message.retain && !self.server.retain_available {
+                Some(ReasonCode::RETAIN_NOT_SUPPORTED)
+            } else {
+                None
+            };
+            let mut publish = message.to_publish(packet_id, false);
+            if refusal.is_none() {
+                self.apply_alias(&mut publish);
+            }
+            let too_large = Packet::Publish(publish.clone())
+                .encoded_len(self.config.version)
+                .map_or(true, |len| len > self.server.maximum_packet_size as usize);
+            match (
+                refusal.or(too_large.then_some(ReasonCode::PACKET_TOO_LARGE)),
+                packet_id,
+            ) {
+                (None, _) => return Some(Packet::Publish(publish)),
+                (Some(reason), Some(id)) => self.complete(id, reason),
+                (Some(_), None) => {}
+            }
+        }
+        None
+    }
+
+    fn apply_alias(&mut self, publish: &mut Publish) {
+        match self.outbound_aliases.assign(&publish.topic) {
+            OutboundTopic::Topic => {}
+            OutboundTopic::SetAlias(alias) => publish.properties.topic_alias = Some(alias),
+            OutboundTopic::UseAlias(alias) => {
+                publish.properties.topic_alias = Some(alias);
+                publish.topic = ByteStr::new();
+            }
+        }
+    }
+
+    /// When [`Client::handle_timeout`] next has work: a keepalive ping, or the CONNACK or
+    /// PINGRESP deadline. `None` when idle or when keepalive is off.
+    ///
+    /// Changed by [`Client::connect`], [`Client::handle_packet`], [`Client::handle_bytes`],
+    /// [`Client::handle_timeout`] and [`Client::poll_transmit`].
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Idle => None,
+            State::Connecting { deadline } => Some(deadline),
+            State::Connected => self.keepalive.poll_timeout(),
+        }
+    }
+
+    /// The next event for the application.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Messages waiting to be sent.
+    pub fn queued_messages(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// QoS 1 and 2 publishes and requests not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.outgoing.len()
+    }
+}
+
+/// The SUBSCRIBE or UNSUBSCRIBE packet for a request in flight.
+fn request_packet(id: PacketId, request: &Outgoing) -> Option<Packet> {
+    match request {
+        Outgoing::Subscribe {
+            filters,
+            properties,
+        } => Some(Packet::Subscribe(Subscribe {
+            packet_id: id,
+            filters: filters.clone(),
+            properties: properties.clone(),
+        })),
+        Outgoing::Unsubscribe {
+            filters,
+            properties,
+        } => Some(Packet::Unsubscribe(Unsubscribe {
+            packet_id: id,
+            filters: filters.clone(),
+            properties: properties.clone(),
+        })),
+        Outgoing::Publish { .. } => None,
+    }
+}

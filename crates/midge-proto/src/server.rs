@@ -1,0 +1,996 @@
+//! The server side of one connection, as a sans-IO state machine.
+//!
+//! A [`ServerConnection`] handles one client's packets: it validates CONNECT, enforces
+//! keepalive and the server's limits, runs the QoS flows in both directions, and reports what
+//! the broker must decide or route as [`ServerEvent`]s. Routing between sessions, retained
+//! messages, authentication and authorization are the broker's; the [`Session`] that outlives
+//! the connection is handed in on [`ServerConnection::accept`] and taken back with
+//! [`ServerConnection::take_session`].
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use midge_codec::{
+    ByteStr, ConnAck, ConnAckProperties, Connect, DecodeError, Disconnect, Packet, PacketId,
+    ProtocolVersion, PubAck, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscriptionId,
+    SubscriptionOptions, UnsubAck, Unsubscribe, Will, MAX_PACKET_SIZE,
+};
+use midge_topic::{Limits, TopicFilter, TopicName};
+
+use crate::alias::{InboundAliases, OutboundAliases, OutboundTopic};
+use crate::keepalive::ServerKeepAlive;
+use crate::message::Message;
+use crate::session::{Delivery, OutState, QueueLimits, Session, SessionSubscription};
+
+/// Bytes [`ServerConnection::poll_transmit`] writes per call before it yields.
+pub const TRANSMIT_BATCH: usize = 64 * 1024;
+
+/// The server's limits and capabilities, announced to 5.0 clients in CONNACK and enforced on
+/// every client.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// A connection that sends no CONNECT within this time is closed.
+    pub connect_timeout: Duration,
+    /// Largest Keep Alive accepted, in seconds (0: no limit). A 5.0 client asking for more is
+    /// told this value; a 3.x client, which cannot be told, is refused with 0x02, as mosquitto
+    /// does. Keep Alive 0 is always accepted.
+    pub max_keep_alive: u16,
+    /// Receive Maximum: QoS 1 and 2 publishes a client may have unacknowledged.
+    pub receive_maximum: u16,
+    /// Largest packet accepted from a client.
+    pub maximum_packet_size: u32,
+    /// Topic aliases a client may set.
+    pub topic_alias_maximum: u16,
+    /// Highest QoS accepted.
+    pub maximum_qos: QoS,
+    /// Whether retained messages are supported.
+    pub retain_available: bool,
+    /// Whether wildcard subscriptions are supported.
+    pub wildcard_subscriptions: bool,
+    /// Whether subscription identifiers are supported.
+    pub subscription_identifiers: bool,
+    /// Whether shared subscriptions are supported.
+    pub shared_subscriptions: bool,
+    /// Largest Session Expiry Interval granted, in seconds.
+    pub max_session_expiry: u32,
+    /// Most QoS 1 and 2 deliveries in flight to one client, within its own Receive Maximum.
+    pub max_inflight: u16,
+    /// Per-session queue limits.
+    pub queue_limits: QueueLimits,
+    /// Topic limits, such as the maximum number of levels.
+    pub topic_limits: Limits,
+    /// Most subscriptions one session may hold.
+    pub max_subscriptions: usize,
+    /// Seed for assigned client identifiers.
+    pub seed: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            max_keep_alive: 0,
+            receive_maximum: 1024,
+            maximum_packet_size: 1024 * 1024,
+            topic_alias_maximum: 64,
+            maximum_qos: QoS::ExactlyOnce,
+            retain_available: true,
+            wildcard_subscriptions: true,
+            subscription_identifiers: true,
+            shared_subscriptions: true,
+            max_session_expiry: u32::MAX,
+            max_inflight: 256,
+            queue_limits: QueueLimits::default(),
+            topic_limits: Limits::DEFAULT,
+            max_subscriptions: 10_000,
+            seed: 0x6d69_6467_655f_7631,
+        }
+    }
+}
+
+/// One filter of a SUBSCRIBE, checked against the protocol and the server's capabilities.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionRequest {
+    /// The topic filter, possibly `$share/{name}/{filter}`.
+    pub filter: ByteStr,
+    /// Its options.
+    pub options: SubscriptionOptions,
+    /// `Ok` if the server can accept it; otherwise the reason code for SUBACK. The broker may
+    /// still refuse an `Ok` one (for example 0x87 Not authorized).
+    pub verdict: Result<(), ReasonCode>,
+}
+
+/// Why a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerCloseReason {
+    /// The client sent DISCONNECT with this reason.
+    ClientDisconnect(ReasonCode),
+    /// The client broke the protocol; a 5.0 DISCONNECT (or a CONNACK refusal) was queued.
+    ProtocolViolation(ReasonCode),
+    /// The client was silent for 1.5 keepalive intervals.
+    KeepAliveTimeout,
+    /// No CONNECT within the connect timeout.
+    ConnectTimeout,
+    /// The broker refused the CONNECT.
+    Rejected(ReasonCode),
+    /// A new connection took over the session.
+    TakenOver,
+    /// The broker closed the connection ([`ServerConnection::disconnect`]).
+    ServerDisconnect(ReasonCode),
+    /// The transport closed.
+    ConnectionLost,
+}
+
+/// What the connection reports to the broker, from [`ServerConnection::poll_event`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// A valid CONNECT. Authenticate it, find the client's session, then call
+    /// [`ServerConnection::accept`] or [`ServerConnection::reject`]. `client_id` is the one to
+    /// use: the client's own, or the one assigned to it.
+    Connect {
+        /// The packet.
+        connect: Box<Connect>,
+        /// The client identifier in effect.
+        client_id: ByteStr,
+    },
+    /// A message to route. For QoS 1 and 2 call [`ServerConnection::acknowledge`] with the
+    /// outcome; a QoS 2 message is reported once however often the client retransmits it.
+    Publish {
+        /// The message, topic alias resolved.
+        message: Message,
+        /// Its packet identifier, for QoS 1 and 2.
+        packet_id: Option<PacketId>,
+    },
+    /// A SUBSCRIBE to authorize and apply; answer with [`ServerConnection::subscribe_ack`].
+    Subscribe {
+        /// Its packet identifier.
+        packet_id: PacketId,
+        /// The filters, in order.
+        requests: Vec<SubscriptionRequest>,
+        /// The Subscription Identifier, if any.
+        subscription_id: Option<SubscriptionId>,
+    },
+    /// An UNSUBSCRIBE to apply; answer with [`ServerConnection::unsubscribe_ack`].
+    Unsubscribe {
+        /// Its packet identifier.
+        packet_id: PacketId,
+        /// The filters.
+        filters: Vec<ByteStr>,
+    },
+    /// The connection ended. `will` is the Will Message to publish (after its delay), present
+    /// when the connection ended other than by a normal DISCONNECT [MQTT-3.1.2-8].
+    Closed {
+        /// Why.
+        reason: ServerCloseReason,
+        /// The will to publish, with its Will Delay Interval in seconds.
+        will: Option<(Will, u32)>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    AwaitingConnect {
+        deadline: Instant,
+    },
+    /// CONNECT reported, waiting for the broker's decision.
+    Authenticating,
+    Connected,
+    Closed,
+}
+
+/// The server side of one client connection.
+#[derive(Debug)]
+pub struct ServerConnection {
+    config: Arc<ServerConfig>,
+    state: State,
+    version: ProtocolVersion,
+    connect: Option<Box<Connect>>,
+    client_id: ByteStr,
+    session: Option<Session>,
+    keepalive: ServerKeepAlive,
+    /// The client's limits, from CONNECT.
+    client_receive_maximum: usize,
+    client_maximum_packet_size: u32,
+    inbound_aliases: InboundAliases,
+    outbound_aliases: OutboundAliases,
+    /// Inbound QoS 1 publishes reported and not yet acknowledged by the broker.
+    unacked_qos1: usize,
+    transmit: VecDeque<Packet>,
+    events: VecDeque<ServerEvent>,
+    connected_at: Option<Instant>,
+    /// Packets that arrived after CONNECT while the broker decides; replayed on accept.
+    early: VecDeque<Packet>,
+    connection_number: u64,
+}
+
+/// Packets a client may send after CONNECT before the broker has decided on it.
+const MAX_EARLY_PACKETS: usize = 64;
+
+impl ServerConnection {
+    /// A connection that has just been accepted and waits for CONNECT. `connection_number`
+    /// must differ between the connections of one server run (with the configured seed it
+    /// makes assigned client identifiers unique).
+    pub fn new(config: Arc<ServerConfig>, now: Instant, connection_number: u64) -> Self {
+        let deadline = now + config.connect_timeout;
+        Self {
+            inbound_aliases: InboundAliases::new(config.topic_alias_maximum),
+            config,
+            state: State::AwaitingConnect { deadline },
+            version: ProtocolVersion::V5,
+            connect: None,
+            client_id: ByteStr::new(),
+            session: None,
+            keepalive: ServerKeepAlive::new(Duration::ZERO, now),
+            client_receive_maximum: usize::from(u16::MAX),
+            client_maximum_packet_size: MAX_PACKET_SIZE,
+            outbound_aliases: OutboundAliases::new(0),
+            unacked_qos1: 0,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            connected_at: None,
+            early: VecDeque::new(),
+            connection_number,
+        }
+    }
+
+    /// The protocol version of the connection (5.0 until CONNECT says otherwise).
+    pub fn version(&self) -> ProtocolVersion {
+        self.version
+    }
+
+    /// The client identifier in effect, once CONNECT has been received.
+    pub fn client_id(&self) -> &ByteStr {
+        &self.client_id
+    }
+
+    /// True between [`ServerConnection::accept`] and the end of the connection.
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    /// True once the connection has ended; flush [`ServerConnection::poll_transmit`], then
+    /// close the transport.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The session, while connected.
+    pub fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
+    /// Takes the session back once the connection has closed, to keep it while the client is
+    /// offline (if its expiry interval is not 0) or to hand it to a taking-over connection.
+    pub fn take_session(&mut self) -> Option<Session> {
+        if self.state == State::Closed {
+            self.session.take()
+        } else {
+            None
+        }
+    }
+
+    /// Decodes and handles every whole packet at the front of `buf`, enforcing the server's
+    /// Maximum Packet Size from the fixed header alone.
+    pub fn handle_bytes(&mut self, now: Instant, buf: &mut BytesMut) {
+        // While the broker decides on CONNECT, later packets stay in `buf` for the next call.
+        while matches!(self.state, State::AwaitingConnect { .. } | State::Connected) {
+            match Packet::decode(buf, self.version, self.config.maximum_packet_size) {
+                Ok(Some(packet)) => self.handle_packet(now, packet),
+                Ok(None) => return,
+                Err(err) => return self.decode_error(err),
+            }
+        }
+    }
+
+    fn decode_error(&mut self, err: DecodeError) {
+        if let (State::AwaitingConnect { .. }, DecodeError::UnsupportedProtocolVersion(level)) =
+            (self.state, err)
+        {
+            // Answer in the client's own format where we know it: 5.0 and later get 0x84,
+            // older levels the 3.1.1 return code 1 [MQTT-3.1.2-2].
+            self.version = if level >= 5 {
+                ProtocolVersion::V5
+            } else {
+                ProtocolVersion::V3_1_1
+            };
+            return self.refuse(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
+        }
+        self.violation(ReasonCode::from(err));
+    }
+
+    /// Handles one packet from the client.
+    pub fn handle_packet(&mut self, now: Instant, packet: Packet) {
+        match self.state {
+            State::Closed => {}
+            State::AwaitingConnect { .. } => match packet {
+                Packet::Connect(connect) => self.handle_connect(connect),
+                // The first packet must be CONNECT [MQTT-3.1.0-1].
+                _ => self.violation(ReasonCode::PROTOCOL_ERROR),
+            },
+            // A client may send packets right after CONNECT, before CONNACK; they wait, a
+            // bounded number of them, until the broker has decided.
+            State::Authenticating => {
+                if self.early.len() >= MAX_EARLY_PACKETS {
+                    self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+                } else {
+                    self.early.push_back(packet);
+                }
+            }
+            State::Connected => {
+                self.keepalive.on_packet_received(now);
+                self.handle_connected(packet);
+            }
+        }
+    }
+
+    fn handle_connect(&mut self, connect: Box<Connect>) {
+        self.version = connect.protocol;
+        let v5 = self.version.is_v5();
+        let mut client_id = connect.client_id.clone();
+        if client_id.is_empty() {
+            // 3.1 requires an identifier; 3.1.1 allows none only with a clean session
+            // [MQTT-3.1.3-8]; 5.0 assigns one [MQTT-3.1.3-6].
+            if self.version == ProtocolVersion::V3_1 || (!v5 && !connect.clean_start) {
+                return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+            }
+            client_id = self.assign_client_id();
+        }
+        if self.version == ProtocolVersion::V3_1 && client_id.len() > 23 {
+            return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+        }
+        if let Some(will) = &connect.will {
+            if TopicName::with_limits(will.topic.as_str(), &self.config.topic_limits).is_err() {
+                return self.refuse(ReasonCode::TOPIC_NAME_INVALID);
+            }
+            if will.qos > self.config.maximum_qos {
+                return self.refuse(ReasonCode::QOS_NOT_SUPPORTED);
+            }
+            if will.retain && !self.config.retain_available {
+                return self.refuse(ReasonCode::RETAIN_NOT_SUPPORTED);
+            }
+        }
+        if !v5 && self.config.max_keep_alive != 0 && connect.keep_alive > self.config.max_keep_alive
+        {
+            return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+        }
+        if connect.properties.authentication_method.is_some() {
+            // Enhanced authentication is not offered [MQTT-4.12.0-1].
+            return self.refuse(ReasonCode::BAD_AUTHENTICATION_METHOD);
+        }
+        self.client_id = client_id.clone();
+        self.state = State::Authenticating;
+        self.connect = Some(connect.clone());
+        self.events
+            .push_back(ServerEvent::Connect { connect, client_id });
+    }
+
+    /// `midge-` and 16 hex digits, from the configured seed and this connection's number.
+    fn assign_client_id(&self) -> ByteStr {
+        // A 64-bit mix (splitmix64's finaliser) so that consecutive connection numbers give
+        // unrelated-looking identifiers; uniqueness comes from the connection number.
+        let mut x = self.config.seed ^ self.connection_number.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x ^= x >> 30;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 27;
+        x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        ByteStr::from(format!("midge-{x:016x}"))
+    }
+
+    /// Accepts the connection after [`ServerEvent::Connect`]. `existing` is the client's stored
+    /// session, if the broker has one; it is resumed unless the client asked for a clean start.
+    pub fn accept(&mut self, now: Instant, existing: Option<Session>) {
+        let Some(connect) = self.connect.take() else {
+            return;
+        };
+        if self.state != State::Authenticating {
+            return;
+        }
+        let v5 = self.version.is_v5();
+        let resumed = existing.filter(|_| !connect.clean_start);
+        let session_present = resumed.is_some();
+        let mut session = resumed
+            .unwrap_or_else(|| Session::new(self.client_id.clone(), self.config.queue_limits));
+        // 3.x: a persistent session lasts until the client cleans it; 5.0: as asked, capped.
+        session.expiry_interval = if v5 {
+            connect
+                .properties
+                .session_expiry_interval
+                .unwrap_or(0)
+                .min(self.config.max_session_expiry)
+        } else if connect.clean_start {
+            0
+        } else {
+            u32::MAX
+        };
+        let mut props = ConnAckProperties::default();
+        let mut keep_alive = connect.keep_alive;
+        if v5 {
+            if connect.client_id.is_empty() {
+                props.assigned_client_identifier = Some(self.client_id.clone());
+            }
+            if self.config.max_keep_alive != 0 && keep_alive > self.config.max_keep_alive {
+                keep_alive = self.config.max_keep_alive;
+                props.server_keep_alive = Some(keep_alive);
+            }
+            let requested = connect.properties.session_expiry_interval.unwrap_or(0);
+            if session.expiry_interval != requested {
+                props.session_expiry_interval = Some(session.expiry_interval);
+            }
+            props.receive_maximum = std::num::NonZeroU16::new(self.config.receive_maximum);
+            props.maximum_packet_size = std::num::NonZeroU32::new(self.config.maximum_packet_size);
+            props.topic_alias_maximum = Some(self.config.topic_alias_maximum);
+            if self.config.maximum_qos != QoS::ExactlyOnce {
+                props.maximum_qos = Some(self.config.maximum_qos);
+            }
+            if !self.config.retain_available {
+                props.retain_available = Some(false);
+            }
+            if !self.config.wildcard_subscriptions {
+                props.wildcard_subscription_available = Some(false);
+            }
+            if !self.config.subscription_identifiers {
+                props.subscription_identifiers_available = Some(false);
+            }
+            if !self.config.shared_subscriptions {
+                props.shared_subscription_available = Some(false);
+            }
+        }
+        self.client_receive_maximum = connect
+            .properties
+            .receive_maximum
+            .map_or(usize::from(u16::MAX), |m| usize::from(m.get()));
+        self.client_maximum_packet_size = connect
+            .properties
+            .maximum_packet_size
+            .map_or(MAX_PACKET_SIZE, |m| m.get());
+        self.outbound_aliases =
+            OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0));
+        self.keepalive = ServerKeepAlive::new(Duration::from_secs(u64::from(keep_alive)), now);
+        self.transmit.push_back(Packet::ConnAck(ConnAck {
+            session_present,
+            reason_code: ReasonCode::SUCCESS,
+            properties: props,
+        }));
+        // Resume: resend what was in flight, in order, PUBLISH with DUP [MQTT-4.4.0-1].
+        for (id, state) in session.outgoing.iter() {
+            self.transmit.push_back(match state {
+                OutState::Published(d) => Packet::Publish(d.to_publish(now, Some(id), true)),
+                OutState::Released => Packet::PubRel(PubAck::new(id)),
+            });
+        }
+        self.session = Some(session);
+        self.connect = Some(connect);
+        self.connected_at = Some(now);
+        self.state = State::Connected;
+        while let Some(packet) = self.early.pop_front() {
+            if self.state != State::Connected {
+                break;
+            }
+            self.handle_connected(packet);
+        }
+    }
+
+    /// Refuses the connection after [`ServerEvent::Connect`] with a CONNACK reason code (mapped
+    /// to the nearest 3.x return code for 3.x clients).
+    pub fn reject(&mut self, reason: ReasonCode) {
+        if self.state == State::Authenticating {
+            self.refuse(reason);
+        }
+    }
+
+    /// Queues a CONNACK refusal and closes.
+    fn refuse(&mut self, reason: ReasonCode) {
+        let reason_code = if self.version.is_v5() {
+            reason
+        } else {
+            v3_connack_code(reason)
+        };
+        self.transmit.clear();
+        self.transmit.push_back(Packet::ConnAck(ConnAck {
+            reason_code,
+            ..ConnAck::default()
+        }));
+        self.close(ServerCloseReason::Rejected(reason), None);
+    }
+
+    /// The client broke the protocol: DISCONNECT with `reason` (5.0), then close. The will is
+    /// published [MQTT-3.1.2-8].
+    fn violation(&mut self, reason: ReasonCode) {
+        self.transmit.clear();
+        if self.version.is_v5() && self.state == State::Connected {
+            self.transmit.push_back(disconnect(reason));
+        }
+        let will = self.will();
+        self.close(ServerCloseReason::ProtocolViolation(reason), will);
+    }
+
+    fn will(&mut self) -> Option<(Will, u32)> {
+        if self.state != State::Connected {
+            return None;
+        }
+        let will = self.connect.as_mut()?.will.take()?;
+        let delay = will.properties.will_delay_interval.unwrap_or(0);
+        Some((will, delay))
+    }
+
+    fn close(&mut self, reason: ServerCloseReason, will: Option<(Will, u32)>) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.state = State::Closed;
+        self.events.push_back(ServerEvent::Closed { reason, will });
+    }
+
+    /// Closes the connection from the server side, for example `SERVER_SHUTTING_DOWN` (0x8B);
+    /// 5.0 clients are told the reason. The will is published.
+    pub fn disconnect(&mut self, reason: ReasonCode) {
+        if self.version.is_v5() && self.state == State::Connected {
+            self.transmit.push_back(disconnect(reason));
+        }
+        let will = self.will();
+        self.close(ServerCloseReason::ServerDisconnect(reason), will);
+    }
+
+    /// A new connection takes over this client's session [MQTT-3.1.4-3]: 5.0 clients get
+    /// DISCONNECT 0x8E, and the session can then be taken with
+    /// [`ServerConnection::take_session`].
+    pub fn take_over(&mut self) {
+        if self.version.is_v5() && self.state == State::Connected {
+            self.transmit
+                .push_back(disconnect(ReasonCode::SESSION_TAKEN_OVER));
+        }
+        let will = self.will();
+        self.close(ServerCloseReason::TakenOver, will);
+    }
+
+    /// Reports that the transport closed. The will is published.
+    pub fn connection_lost(&mut self) {
+        self.transmit.clear();
+        let will = self.will();
+        self.close(ServerCloseReason::ConnectionLost, will);
+    }
+
+    fn handle_connected(&mut self, packet: Packet) {
+        let v5 = self.version.is_v5();
+        match packet {
+            Packet::Publish(publish) => self.handle_publish(publish),
+            Packet::PubAck(ack) => {
+                if let Some(OutState::Published(d)) = self.outgoing().get(ack.packet_id) {
+                    if d.qos == QoS::AtLeastOnce {
+                        self.outgoing().remove(ack.packet_id);
+                    }
+                }
+            }
+            Packet::PubRec(ack) => match self.outgoing().get_mut(ack.packet_id) {
+                Some(state @ OutState::Published(_)) => {
+                    if ack.reason_code.is_success() {
+                        *state = OutState::Released;
+                        self.transmit
+                            .push_back(Packet::PubRel(PubAck::new(ack.packet_id)));
+                    } else {
+                        self.outgoing().remove(ack.packet_id);
+                    }
+                }
+                Some(OutState::Released) => {
+                    self.transmit
+                        .push_back(Packet::PubRel(PubAck::new(ack.packet_id)));
+                }
+                None => {
+                    let mut rel = PubAck::new(ack.packet_id);
+                    if v5 {
+                        rel.reason_code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                    }
+                    self.transmit.push_back(Packet::PubRel(rel));
+                }
+            },
+            Packet::PubComp(ack) => {
+                if let Some(OutState::Released) = self.outgoing().get(ack.packet_id) {
+                    self.outgoing().remove(ack.packet_id);
+                }
+            }
+            Packet::PubRel(rel) => {
+                let mut comp = PubAck::new(rel.packet_id);
+                let known = self.session_mut().incoming_qos2.remove(&rel.packet_id);
+                if !known && v5 {
+                    comp.reason_code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                }
+                self.transmit.push_back(Packet::PubComp(comp));
+            }
+            Packet::Subscribe(subscribe) => self.handle_subscribe(subscribe),
+            Packet::Unsubscribe(Unsubscribe {
+                packet_id, filters, ..
+            }) => {
+                self.events
+                    .push_back(ServerEvent::Unsubscribe { packet_id, filters });
+            }
+            Packet::PingReq => self.transmit.push_back(Packet::PingResp),
+            Packet::Disconnect(d) => {
+                let requested = d.properties.session_expiry_interval;
+                let was_zero = self
+                    .connect
+                    .as_ref()
+                    .is_some_and(|c| c.properties.session_expiry_interval.unwrap_or(0) == 0);
+                if requested.is_some_and(|s| s != 0) && was_zero {
+                    // A session that ends with its connection cannot be extended at DISCONNECT
+                    // [MQTT-3.14.2-2].
+                    return self.violation(ReasonCode::PROTOCOL_ERROR);
+                }
+                if let Some(expiry) = requested {
+                    self.session_mut().expiry_interval = expiry.min(self.config.max_session_expiry);
+                }
+                // The will is published only for DISCONNECT 0x04 [MQTT-3.14.4-3].
+                let will = if d.reason_code == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE {
+                    self.will()
+                } else {
+                    None
+                };
+                self.transmit.clear();
+                self.close(ServerCloseReason::ClientDisconnect(d.reason_code), will);
+            }
+            // A second CONNECT [MQTT-3.1.0-2], packets only a server sends, and AUTH without
+            // an authentication method are protocol errors.
+            Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp
+            | Packet::Auth(_) => self.violation(ReasonCode::PROTOCOL_ERROR),
+        }
+    }
+
+    fn session_mut(&mut self) -> &mut Session {
+        // Connected implies a session; a fresh one keeps this total without a panic path.
+        let limits = self.config.queue_limits;
+        let client_id = self.client_id.clone();
+        self.session
+            .get_or_insert_with(|| Session::new(client_id, limits))
+    }
+
+    fn outgoing(&mut self) -> &mut crate::inflight::Inflight<OutState> {
+        &mut self.session_mut().outgoing
+    }
+
+    fn handle_publish(&mut self, publish: Publish) {
+        if !publish.properties.subscription_identifiers.is_empty() {
+            // Only the server sends Subscription Identifiers [MQTT-3.3.4-6].
+            return self.violation(ReasonCode::PROTOCOL_ERROR);
+        }
+        if publish.qos > self.config.maximum_qos {
+            return self.violation(ReasonCode::QOS_NOT_SUPPORTED);
+        }
+        if publish.retain && !self.config.retain_available {
+            return self.violation(ReasonCode::RETAIN_NOT_SUPPORTED);
+        }
+        let topic = match self
+            .inbound_aliases
+            .resolve(&publish.topic, publish.properties.topic_alias)
+        {
+            Ok(topic) => topic,
+            Err(reason) => return self.violation(reason),
+        };
+        if TopicName::with_limits(topic.as_str(), &self.config.topic_limits).is_err() {
+            return self.violation(ReasonCode::TOPIC_NAME_INVALID);
+        }
+        let packet_id = publish.packet_id;
+        // Only 5.0 clients learn our Receive Maximum; for 3.x the packet identifier space is
+        // the bound.
+        let receive_maximum = if self.version.is_v5() {
+            usize::from(self.config.receive_maximum)
+        } else {
+            usize::from(u16::MAX)
+        };
+        match (publish.qos, packet_id) {
+            (QoS::AtLeastOnce, Some(_)) => {
+                if self.unacked_qos1 + self.session_mut().incoming_qos2.len() >= receive_maximum {
+                    // [MQTT-3.3.4-9]
+                    return self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+                }
+                self.unacked_qos1 += 1;
+            }
+            (QoS::ExactlyOnce, Some(id)) => {
+                let unacked = self.unacked_qos1 + self.session_mut().incoming_qos2.len();
+                let session = self.session_mut();
+                if session.incoming_qos2.contains(&id) {
+                    // A retransmission of a message already routed: acknowledge again, route
+                    // nothing [MQTT-4.3.3-?].
+                    self.transmit.push_back(Packet::PubRec(PubAck::new(id)));
+                    return;
+                }
+                if unacked >= receive_maximum {
+                    return self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+                }
+                session.incoming_qos2.insert(id);
+            }
+            _ => {}
+        }
+        let message = Message::from_publish(publish, topic);
+        self.events
+            .push_back(ServerEvent::Publish { message, packet_id });
+    }
+
+    /// Acknowledges a QoS 1 or 2 publish reported by [`ServerEvent::Publish`], with the outcome
+    /// of routing it: `SUCCESS`, `NO_MATCHING_SUBSCRIBERS`, `NOT_AUTHORIZED`, …. For 3.x a
+    /// failure cannot be expressed and is acknowledged as success, as the protocol requires.
+    pub fn acknowledge(&mut self, packet_id: PacketId, qos: QoS, reason: ReasonCode) {
+        if self.state != State::Connected {
+            return;
+        }
+        let mut ack = PubAck::new(packet_id);
+        if self.version.is_v5() {
+            ack.reason_code = reason;
+        }
+        match qos {
+            QoS::AtLeastOnce => {
+                self.unacked_qos1 = self.unacked_qos1.saturating_sub(1);
+                self.transmit.push_back(Packet::PubAck(ack));
+            }
+            QoS::ExactlyOnce => {
+                if !reason.is_success() && self.version.is_v5() {
+                    // A failing PUBREC ends the flow: the identifier is free again.
+                    self.session_mut().incoming_qos2.remove(&packet_id);
+                }
+                self.transmit.push_back(Packet::PubRec(ack));
+            }
+            QoS::AtMostOnce => {}
+        }
+    }
+
+    fn handle_subscribe(&mut self, subscribe: Subscribe) {
+        let Subscribe {
+            packet_id,
+            filters,
+            properties,
+        } = subscribe;
+        let subscription_id = properties.subscription_identifier;
+        if subscription_id.is_some() && !self.config.subscription_identifiers {
+            // [MQTT-3.8.2-?]: a server without them treats one as a protocol error.
+            return self.violation(ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED);
+        }
+        let held = self.session_mut().subscriptions.len();
+        let mut requests = Vec::with_capacity(filters.len());
+        for (i, (filter, options)) in filters.into_iter().enumerate() {
+            let verdict = match TopicFilter::with_limits(filter.as_str(), &self.config.topic_limits)
+            {
+                Err(_) => Err(ReasonCode::TOPIC_FILTER_INVALID),
+                Ok(parsed) => {
+                    if parsed.share_name().is_some() && options.no_local {
+                        // No Local on a shared subscription [MQTT-3.8.3-4].
+                        return self.violation(ReasonCode::PROTOCOL_ERROR);
+                    }
+                    if parsed.share_name().is_some() && !self.config.shared_subscriptions {
+                        Err(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
+                    } else if parsed.pattern().contains(['+', '#'])
+                        && !self.config.wildcard_subscriptions
+                    {
+                        Err(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED)
+                    } else if held + i >= self.config.max_subscriptions
+                        && !self.session_mut().subscriptions.contains_key(&filter)
+                    {
+                        Err(ReasonCode::QUOTA_EXCEEDED)
+                    } else {
+                        Ok(())
+                    }
+                }
+            };
+            let mut options = options;
+            // The granted QoS is at most the server's maximum.
+            options.qos = options.qos.min(self.config.maximum_qos);
+            requests.push(SubscriptionRequest {
+                filter,
+                options,
+                verdict,
+            });
+        }
+        self.events.push_back(ServerEvent::Subscribe {
+            packet_id,
+            requests,
+            subscription_id,
+        });
+    }
+
+    /// Answers a [`ServerEvent::Subscribe`]: one code per request, in order. Successful
+    /// codes record the subscription in the session. 3.x clients get 0x80 for every failure.
+    pub fn subscribe_ack(
+        &mut self,
+        packet_id: PacketId,
+        requests: &[SubscriptionRequest],
+        subscription_id: Option<SubscriptionId>,
+        codes: Vec<ReasonCode>,
+    ) {
+        if self.state != State::Connected {
+            return;
+        }
+        for (request, code) in requests.iter().zip(&codes) {
+            if code.is_success() {
+                let sub = SessionSubscription {
+                    options: request.options,
+                    id: subscription_id,
+                };
+                self.session_mut()
+                    .subscriptions
+                    .insert(request.filter.clone(), sub);
+            }
+        }
+        let v5 = self.version.is_v5();
+        let reason_codes = codes
+            .into_iter()
+            .map(|c| {
+                if v5 || c.is_success() {
+                    c
+                } else {
+                    ReasonCode::UNSPECIFIED_ERROR
+                }
+            })
+            .collect();
+        self.transmit.push_back(Packet::SubAck(SubAck {
+            packet_id,
+            reason_codes,
+            properties: Default::default(),
+        }));
+    }
+
+    /// Answers a [`ServerEvent::Unsubscribe`], removing the filters from the session. Returns
+    /// the 5.0 reason code for each filter: `SUCCESS` or `NO_SUBSCRIPTION_EXISTED`.
+    pub fn unsubscribe_ack(&mut self, packet_id: PacketId, filters: &[ByteStr]) -> Vec<ReasonCode> {
+        let codes: Vec<_> = filters
+            .iter()
+            .map(|f| match self.session_mut().subscriptions.remove(f) {
+                Some(_) => ReasonCode::SUCCESS,
+                None => ReasonCode::NO_SUBSCRIPTION_EXISTED,
+            })
+            .collect();
+        if self.state == State::Connected {
+            let reason_codes = if self.version.is_v5() {
+                codes.clone()
+            } else {
+                Vec::new()
+            };
+            self.transmit.push_back(Packet::UnsubAck(UnsubAck {
+                packet_id,
+                reason_codes,
+                properties: Default::default(),
+            }));
+        }
+        codes
+    }
+
+    /// Queues a message for this client. It is sent in order, within the client's Receive
+    /// Maximum, or dropped and counted if the session's queue is full, if it expires first,
+    /// or if it is larger than the client accepts. Returns whether it was queued.
+    pub fn deliver(&mut self, delivery: Delivery) -> bool {
+        self.session_mut().enqueue(delivery)
+    }
+
+    /// Checks the timers at `now`: the CONNECT deadline and keepalive.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::AwaitingConnect { deadline } if now >= deadline => {
+                self.close(ServerCloseReason::ConnectTimeout, None);
+            }
+            State::Connected if self.keepalive.is_expired(now) => {
+                // [MQTT-3.1.2-24]: 1.5 times the Keep Alive without a packet.
+                if self.version.is_v5() {
+                    self.transmit
+                        .push_back(disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT));
+                }
+                let will = self.will();
+                self.close(ServerCloseReason::KeepAliveTimeout, will);
+            }
+            _ => {}
+        }
+    }
+
+    /// When [`ServerConnection::handle_timeout`] next has work.
+    ///
+    /// Changed by [`ServerConnection::handle_packet`], [`ServerConnection::handle_bytes`],
+    /// [`ServerConnection::accept`] and [`ServerConnection::handle_timeout`].
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::AwaitingConnect { deadline } => Some(deadline),
+            State::Connected => self.keepalive.poll_timeout(),
+            State::Authenticating | State::Closed => None,
+        }
+    }
+
+    /// The next event for the broker.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    /// Appends the packets due now to `buf`, at most about [`TRANSMIT_BATCH`] bytes per call:
+    /// control packets first, then queued deliveries within the client's Receive Maximum.
+    /// Returns whether it wrote anything.
+    ///
+    /// Changed by every input, [`ServerConnection::deliver`] and the answers to events.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut BytesMut) -> bool {
+        let start = buf.len();
+        while buf.len() - start < TRANSMIT_BATCH {
+            let packet = match self.transmit.pop_front() {
+                Some(packet) => packet,
+                None => match self.next_delivery(now) {
+                    Some(packet) => packet,
+                    None => break,
+                },
+            };
+            // Packets built here were validated when they were decoded or accepted.
+            let _ = packet.encode(self.version, buf);
+        }
+        buf.len() > start
+    }
+
+    fn next_delivery(&mut self, now: Instant) -> Option<Packet> {
+        if self.state != State::Connected {
+            return None;
+        }
+        let window = self
+            .client_receive_maximum
+            .min(usize::from(self.config.max_inflight));
+        loop {
+            let session = self.session.as_mut()?;
+            let qos = session.queue.front()?.qos;
+            if qos != QoS::AtMostOnce && session.outgoing.len() >= window {
+                return None;
+            }
+            let delivery = session.dequeue()?;
+            if delivery.is_expired(now) {
+                session.stats.dropped_expired += 1;
+                continue;
+            }
+            let packet_id = match qos {
+                QoS::AtMostOnce => None,
+                _ => Some(session.outgoing.next_free_id()?),
+            };
+            let mut publish = delivery.to_publish(now, packet_id, false);
+            if !self.version.is_v5() {
+                publish.properties = Default::default();
+            }
+            // The client's Maximum Packet Size: a message too large is dropped
+            // [MQTT-3.1.2-25]. Measure before choosing an alias, which only shrinks it.
+            let len = Packet::Publish(publish.clone())
+                .encoded_len(self.version)
+                .unwrap_or(usize::MAX);
+            if len > self.client_maximum_packet_size as usize {
+                session.stats.dropped_too_large += 1;
+                continue;
+            }
+            if let Some(id) = packet_id {
+                let _ = session.outgoing.insert(id, OutState::Published(delivery));
+            }
+            if self.version.is_v5() {
+                match self.outbound_aliases.assign(&publish.topic) {
+                    OutboundTopic::Topic => {}
+                    OutboundTopic::SetAlias(alias) => publish.properties.topic_alias = Some(alias),
+                    OutboundTopic::UseAlias(alias) => {
+                        publish.properties.topic_alias = Some(alias);
+                        publish.topic = ByteStr::new();
+                    }
+                }
+            }
+            return Some(Packet::Publish(publish));
+        }
+    }
+}
+
+fn disconnect(reason: ReasonCode) -> Packet {
+    Packet::Disconnect(Disconnect {
+        reason_code: reason,
+        ..Disconnect::default()
+    })
+}
+
+/// The 3.x CONNACK return code nearest to a 5.0 reason code.
+fn v3_connack_code(reason: ReasonCode) -> ReasonCode {
+    match reason.0 {
+        0x00 | 0x84 | 0x85 | 0x86 | 0x87 | 0x88 => reason,
+        0x8A | 0x8C => ReasonCode::NOT_AUTHORIZED,
+        0x89 | 0x97 | 0x9C | 0x9D | 0x9F => ReasonCode::SERVER_UNAVAILABLE,
+        _ => ReasonCode::SERVER_UNAVAILABLE,
+    }
+}

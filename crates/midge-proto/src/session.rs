@@ -1,0 +1,407 @@
+//! A server-side session: what outlives a connection (§4.1), with bounded queues.
+//!
+//! The broker keeps a [`Session`] while its client is offline, adds messages for it with
+//! [`Session::enqueue`], and hands it to the next [`ServerConnection`](crate::server) of the
+//! same client. [`Session::encode`] and [`Session::decode`] turn it into bytes and back, so a
+//! persistence layer can store it.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use midge_codec::{
+    ByteStr, Packet, PacketId, ProtocolVersion, Publish, QoS, SubscriptionId, SubscriptionOptions,
+    MAX_PACKET_SIZE,
+};
+
+use crate::inflight::Inflight;
+use crate::message::Message;
+
+/// A message on its way to one subscriber: the shared message plus what differs per
+/// subscription. Cloning it copies no payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The message, shared by every subscriber it fans out to.
+    pub message: Arc<Message>,
+    /// QoS of this delivery: the lower of the message's and the subscription's.
+    pub qos: QoS,
+    /// RETAIN flag to send (Retain As Published, or a retained message sent on subscribe).
+    pub retain: bool,
+    /// Subscription Identifiers of the matching subscriptions (5.0).
+    pub subscription_ids: Vec<SubscriptionId>,
+    /// When the broker received the message, for counting down its Message Expiry Interval.
+    pub received_at: Instant,
+}
+
+impl Delivery {
+    /// Bytes this delivery counts against queue limits: topic and payload.
+    pub fn size(&self) -> usize {
+        self.message.topic.len() + self.message.payload.len()
+    }
+
+    /// True once the message's expiry interval has passed [MQTT-3.3.2-5].
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.remaining_expiry(now) == Some(0)
+    }
+
+    /// Seconds left of the Message Expiry Interval, if it has one [MQTT-3.3.2-6].
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        let interval = self.message.properties.message_expiry_interval?;
+        let elapsed = now.saturating_duration_since(self.received_at).as_secs();
+        Some(u32::try_from(u64::from(interval).saturating_sub(elapsed)).unwrap_or(0))
+    }
+
+    /// The PUBLISH for this delivery, without a topic alias.
+    pub(crate) fn to_publish(
+        &self,
+        now: Instant,
+        packet_id: Option<PacketId>,
+        dup: bool,
+    ) -> Publish {
+        let mut publish = self.message.to_publish(packet_id, dup);
+        publish.qos = self.qos;
+        publish.retain = self.retain;
+        publish
+            .properties
+            .subscription_identifiers
+            .clone_from(&self.subscription_ids);
+        publish.properties.message_expiry_interval = self.remaining_expiry(now);
+        publish
+    }
+}
+
+/// Limits on what one session may queue. When a limit is reached, the newest message is
+/// dropped (tail drop) and counted in [`SessionStats`]; messages already queued are kept, so a
+/// slow consumer sees a gap rather than a reordering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueLimits {
+    /// Most messages waiting to be sent.
+    pub max_messages: usize,
+    /// Most topic and payload bytes waiting to be sent.
+    pub max_bytes: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        Self {
+            max_messages: 1000,
+            max_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Counters of one session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Messages dropped because the queue was full.
+    pub dropped_queue_full: u64,
+    /// Messages dropped because they expired before they could be sent.
+    pub dropped_expired: u64,
+    /// Messages dropped because they exceed the client's Maximum Packet Size [MQTT-3.1.2-25].
+    pub dropped_too_large: u64,
+}
+
+/// Where an outgoing QoS 1 or 2 delivery is in its flow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum OutState {
+    /// PUBLISH sent, waiting for PUBACK or PUBREC.
+    Published(Delivery),
+    /// PUBREL sent, waiting for PUBCOMP.
+    Released,
+}
+
+/// One subscription as the session remembers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionSubscription {
+    /// Options from SUBSCRIBE.
+    pub options: SubscriptionOptions,
+    /// Subscription Identifier from SUBSCRIBE (5.0).
+    pub id: Option<SubscriptionId>,
+}
+
+/// The state a server keeps for a client between connections.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub(crate) client_id: ByteStr,
+    /// Session Expiry Interval in seconds; `u32::MAX` means never.
+    pub(crate) expiry_interval: u32,
+    pub(crate) subscriptions: BTreeMap<ByteStr, SessionSubscription>,
+    pub(crate) outgoing: Inflight<OutState>,
+    pub(crate) queue: VecDeque<Delivery>,
+    pub(crate) queued_bytes: usize,
+    /// QoS 2 identifiers received from the client whose PUBREL has not come yet.
+    pub(crate) incoming_qos2: HashSet<PacketId>,
+    pub(crate) limits: QueueLimits,
+    pub(crate) stats: SessionStats,
+}
+
+impl Session {
+    /// An empty session.
+    pub fn new(client_id: ByteStr, limits: QueueLimits) -> Self {
+        Self {
+            client_id,
+            expiry_interval: 0,
+            subscriptions: BTreeMap::new(),
+            outgoing: Inflight::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            incoming_qos2: HashSet::new(),
+            limits,
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// The client identifier.
+    pub fn client_id(&self) -> &ByteStr {
+        &self.client_id
+    }
+
+    /// How long the session outlives its connection, in seconds (0: it ends with it).
+    pub fn expiry_interval(&self) -> u32 {
+        self.expiry_interval
+    }
+
+    /// The subscriptions, by topic filter.
+    pub fn subscriptions(&self) -> &BTreeMap<ByteStr, SessionSubscription> {
+        &self.subscriptions
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    /// Messages waiting to be sent.
+    pub fn queued_messages(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Topic and payload bytes waiting to be sent.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// QoS 1 and 2 deliveries sent and not yet acknowledged.
+    pub fn in_flight(&self) -> usize {
+        self.outgoing.len()
+    }
+
+    /// Queues a delivery, or drops it if the queue is full (tail drop, counted). Returns whether
+    /// it was queued. QoS 0 deliveries for an offline session are queued too; the broker decides
+    /// whether to call this for them.
+    pub fn enqueue(&mut self, delivery: Delivery) -> bool {
+        let size = delivery.size();
+        if self.queue.len() >= self.limits.max_messages
+            || self.queued_bytes + size > self.limits.max_bytes
+        {
+            self.stats.dropped_queue_full += 1;
+            return false;
+        }
+        self.queued_bytes += size;
+        self.queue.push_back(delivery);
+        true
+    }
+
+    pub(crate) fn dequeue(&mut self) -> Option<Delivery> {
+        let delivery = self.queue.pop_front()?;
+        self.queued_bytes -= delivery.size();
+        Some(delivery)
+    }
+
+    /// Drops queued messages whose expiry has passed, counting them.
+    pub fn drop_expired(&mut self, now: Instant) {
+        let before = self.queue.len();
+        self.queue.retain(|d| !d.is_expired(now));
+        self.stats.dropped_expired += (before - self.queue.len()) as u64;
+        self.queued_bytes = self.queue.iter().map(Delivery::size).sum();
+    }
+
+    /// Serializes the session. Message expiry is stored as time remaining at `now`.
+    ///
+    /// The format is private to this crate's version: a tag byte, then fields, with messages as
+    /// MQTT 5.0 PUBLISH packets.
+    pub fn encode(&self, now: Instant, buf: &mut BytesMut) {
+        buf.put_u8(FORMAT);
+        put_bytes(buf, self.client_id.as_bytes());
+        buf.put_u32(self.expiry_interval);
+        buf.put_u32(self.subscriptions.len() as u32);
+        for (filter, sub) in &self.subscriptions {
+            put_bytes(buf, filter.as_bytes());
+            buf.put_u8(sub.options.qos as u8);
+            buf.put_u8(
+                u8::from(sub.options.no_local) | u8::from(sub.options.retain_as_published) << 1,
+            );
+            buf.put_u8(sub.options.retain_handling as u8);
+            buf.put_u32(sub.id.map_or(0, SubscriptionId::get));
+        }
+        buf.put_u32(self.outgoing.len() as u32);
+        for (id, state) in self.outgoing.iter() {
+            buf.put_u16(id.get());
+            match state {
+                OutState::Published(d) => {
+                    buf.put_u8(1);
+                    put_delivery(buf, d, now);
+                }
+                OutState::Released => buf.put_u8(2),
+            }
+        }
+        buf.put_u32(self.queue.len() as u32);
+        for d in &self.queue {
+            put_delivery(buf, d, now);
+        }
+        buf.put_u32(self.incoming_qos2.len() as u32);
+        let mut ids: Vec<_> = self.incoming_qos2.iter().map(|id| id.get()).collect();
+        ids.sort_unstable();
+        for id in ids {
+            buf.put_u16(id);
+        }
+        buf.put_u64(self.limits.max_messages as u64);
+        buf.put_u64(self.limits.max_bytes as u64);
+    }
+
+    /// Restores a session serialized by [`Session::encode`]; message expiry counts on from
+    /// `now`. Returns `None` for bytes that are not such a session.
+    pub fn decode(now: Instant, mut buf: Bytes) -> Option<Self> {
+        let b = &mut buf;
+        if get_u8(b)? != FORMAT {
+            return None;
+        }
+        let client_id = ByteStr::from_utf8(get_bytes(b)?).ok()?;
+        let expiry_interval = get_u32(b)?;
+        let mut subscriptions = BTreeMap::new();
+        for _ in 0..get_u32(b)? {
+            let filter = ByteStr::from_utf8(get_bytes(b)?).ok()?;
+            let qos = QoS::from_u8(get_u8(b)?)?;
+            let flags = get_u8(b)?;
+            let retain_handling = match get_u8(b)? {
+                0 => midge_codec::RetainHandling::SendAtSubscribe,
+                1 => midge_codec::RetainHandling::SendIfNew,
+                2 => midge_codec::RetainHandling::DoNotSend,
+                _ => return None,
+            };
+            let id = SubscriptionId::new(get_u32(b)?);
+            let options = SubscriptionOptions {
+                qos,
+                no_local: flags & 1 != 0,
+                retain_as_published: flags & 2 != 0,
+                retain_handling,
+            };
+            subscriptions.insert(filter, SessionSubscription { options, id });
+        }
+        let mut outgoing = Inflight::new();
+        for _ in 0..get_u32(b)? {
+            let id = PacketId::new(get_u16(b)?)?;
+            let state = match get_u8(b)? {
+                1 => OutState::Published(get_delivery(b, now)?),
+                2 => OutState::Released,
+                _ => return None,
+            };
+            outgoing.insert(id, state).ok()?;
+        }
+        let mut queue = VecDeque::new();
+        for _ in 0..get_u32(b)? {
+            queue.push_back(get_delivery(b, now)?);
+        }
+        let mut incoming_qos2 = HashSet::new();
+        for _ in 0..get_u32(b)? {
+            incoming_qos2.insert(PacketId::new(get_u16(b)?)?);
+        }
+        let limits = QueueLimits {
+            max_messages: usize::try_from(get_u64(b)?).ok()?,
+            max_bytes: usize::try_from(get_u64(b)?).ok()?,
+        };
+        let queued_bytes = queue.iter().map(Delivery::size).sum();
+        Some(Self {
+            client_id,
+            expiry_interval,
+            subscriptions,
+            outgoing,
+            queue,
+            queued_bytes,
+            incoming_qos2,
+            limits,
+            stats: SessionStats::default(),
+        })
+    }
+}
+
+impl PartialEq for Session {
+    fn eq(&self, other: &Self) -> bool {
+        self.client_id == other.client_id
+            && self.expiry_interval == other.expiry_interval
+            && self.subscriptions == other.subscriptions
+            && self.outgoing.iter().eq(other.outgoing.iter())
+            && self.queue == other.queue
+            && self.incoming_qos2 == other.incoming_qos2
+            && self.limits == other.limits
+    }
+}
+
+const FORMAT: u8 = 1;
+
+fn put_bytes(buf: &mut BytesMut, bytes: &[u8]) {
+    buf.put_u32(bytes.len() as u32);
+    buf.put_slice(bytes);
+}
+
+fn put_delivery(buf: &mut BytesMut, d: &Delivery, now: Instant) {
+    // The message goes as a 5.0 PUBLISH with its remaining expiry; QoS and RETAIN are this
+    // delivery's, and the message's own QoS and RETAIN follow it.
+    let publish = d.to_publish(now, None, false);
+    let publish = Publish {
+        qos: QoS::AtMostOnce,
+        ..publish
+    };
+    let mut packet = BytesMut::new();
+    // A message that was decoded or accepted encodes; an empty record would fail to decode.
+    let _ = Packet::Publish(publish).encode(ProtocolVersion::V5, &mut packet);
+    put_bytes(buf, &packet);
+    buf.put_u8(d.qos as u8);
+    buf.put_u8(u8::from(d.retain));
+    buf.put_u8(d.message.qos as u8);
+    buf.put_u8(u8::from(d.message.retain));
+}
+
+fn get_delivery(b: &mut Bytes, now: Instant) -> Option<Delivery> {
+    let mut packet = get_bytes(b)?;
+    let Ok(Some(Packet::Publish(publish))) =
+        Packet::decode_bytes(&mut packet, ProtocolVersion::V5, MAX_PACKET_SIZE)
+    else {
+        return None;
+    };
+    let qos = QoS::from_u8(get_u8(b)?)?;
+    let retain = get_u8(b)? != 0;
+    let message_qos = QoS::from_u8(get_u8(b)?)?;
+    let message_retain = get_u8(b)? != 0;
+    let subscription_ids = publish.properties.subscription_identifiers.clone();
+    let mut message = Message::from_publish(publish.clone(), publish.topic);
+    message.qos = message_qos;
+    message.retain = message_retain;
+    message.properties.subscription_identifiers.clear();
+    Some(Delivery {
+        message: Arc::new(message),
+        qos,
+        retain,
+        subscription_ids,
+        received_at: now,
+    })
+}
+
+fn get_u8(b: &mut Bytes) -> Option<u8> {
+    (b.remaining() >= 1).then(|| b.get_u8())
+}
+fn get_u16(b: &mut Bytes) -> Option<u16> {
+    (b.remaining() >= 2).then(|| b.get_u16())
+}
+fn get_u32(b: &mut Bytes) -> Option<u32> {
+    (b.remaining() >= 4).then(|| b.get_u32())
+}
+fn get_u64(b: &mut Bytes) -> Option<u64> {
+    (b.remaining() >= 8).then(|| b.get_u64())
+}
+fn get_bytes(b: &mut Bytes) -> Option<Bytes> {
+    let len = usize::try_from(get_u32(b)?).ok()?;
+    (b.remaining() >= len).then(|| b.split_to(len))
+}
