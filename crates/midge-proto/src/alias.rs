@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU16;
 
-use midge_codec::{ByteStr, ReasonCode};
+use midge_codec::{ByteStr, Publish, ReasonCode};
 
 /// Aliases the peer has set on this connection, for resolving its PUBLISH packets.
 #[derive(Clone, Debug, Default)]
@@ -89,6 +89,15 @@ impl OutboundAliases {
 
     /// Chooses how to send `topic`, and remembers the alias if it sets one.
     pub fn assign(&mut self, topic: &ByteStr) -> OutboundTopic {
+        let choice = self.peek(topic);
+        if let OutboundTopic::SetAlias(alias) = choice {
+            self.aliases.insert(topic.clone(), alias);
+        }
+        choice
+    }
+
+    /// What [`Self::assign`] would choose for `topic`, without remembering anything.
+    pub fn peek(&self, topic: &ByteStr) -> OutboundTopic {
         if let Some(alias) = self.aliases.get(topic) {
             return OutboundTopic::UseAlias(*alias);
         }
@@ -98,11 +107,28 @@ impl OutboundAliases {
             .filter(|n| *n <= self.maximum)
             .and_then(NonZeroU16::new)
         {
-            Some(alias) => {
-                self.aliases.insert(topic.clone(), alias);
-                OutboundTopic::SetAlias(alias)
-            }
+            Some(alias) => OutboundTopic::SetAlias(alias),
             None => OutboundTopic::Topic,
+        }
+    }
+
+    /// Gives `publish` an alias if `fits` still accepts the aliased packet, and only then
+    /// remembers it. Setting an alias adds three bytes, so a packet at the peer's Maximum
+    /// Packet Size goes out without one; and an alias is never recorded for a packet that is
+    /// not sent, which would make later packets use an alias the peer never learnt.
+    pub(crate) fn apply(&mut self, publish: &mut Publish, fits: impl Fn(&Publish) -> bool) {
+        let mut aliased = publish.clone();
+        match self.peek(&publish.topic) {
+            OutboundTopic::Topic => return,
+            OutboundTopic::SetAlias(alias) => aliased.properties.topic_alias = Some(alias),
+            OutboundTopic::UseAlias(alias) => {
+                aliased.properties.topic_alias = Some(alias);
+                aliased.topic = ByteStr::new();
+            }
+        }
+        if fits(&aliased) {
+            self.assign(&publish.topic);
+            *publish = aliased;
         }
     }
 }

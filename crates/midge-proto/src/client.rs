@@ -16,7 +16,7 @@ use midge_codec::{
 };
 use midge_topic::TopicFilter;
 
-use crate::alias::{InboundAliases, OutboundAliases, OutboundTopic};
+use crate::alias::{InboundAliases, OutboundAliases};
 use crate::inflight::Inflight;
 use crate::keepalive::{ClientKeepAlive, KeepAliveAction};
 use crate::message::Message;
@@ -525,7 +525,13 @@ impl Client {
     }
 
     fn decode_error(&mut self, err: DecodeError) {
-        self.violation(ReasonCode::from(err));
+        let reason = match ReasonCode::from(err) {
+            // Only a CONNECT yields 0x84, which DISCONNECT cannot carry (§3.14.2.1); a CONNECT
+            // from the server is a protocol error whatever its protocol level.
+            ReasonCode::UNSUPPORTED_PROTOCOL_VERSION => ReasonCode::PROTOCOL_ERROR,
+            reason => reason,
+        };
+        self.violation(reason);
     }
 
     /// Handles one packet from the server.
@@ -908,12 +914,18 @@ impl Client {
                 None
             };
             let mut publish = message.to_publish(packet_id, false);
-            if refusal.is_none() {
-                self.apply_alias(&mut publish);
+            let (version, max) = (self.config.version, self.server.maximum_packet_size);
+            let fits = |p: &Publish| {
+                Packet::Publish(p.clone())
+                    .encoded_len(version)
+                    .is_ok_and(|len| len <= max as usize)
+            };
+            // Measured without an alias; one is added only if the result still fits, and
+            // never for a packet that is not sent.
+            let too_large = !fits(&publish);
+            if refusal.is_none() && !too_large {
+                self.outbound_aliases.apply(&mut publish, fits);
             }
-            let too_large = Packet::Publish(publish.clone())
-                .encoded_len(self.config.version)
-                .map_or(true, |len| len > self.server.maximum_packet_size as usize);
             match (
                 refusal.or(too_large.then_some(ReasonCode::PACKET_TOO_LARGE)),
                 packet_id,
@@ -924,17 +936,6 @@ impl Client {
             }
         }
         None
-    }
-
-    fn apply_alias(&mut self, publish: &mut Publish) {
-        match self.outbound_aliases.assign(&publish.topic) {
-            OutboundTopic::Topic => {}
-            OutboundTopic::SetAlias(alias) => publish.properties.topic_alias = Some(alias),
-            OutboundTopic::UseAlias(alias) => {
-                publish.properties.topic_alias = Some(alias);
-                publish.topic = ByteStr::new();
-            }
-        }
     }
 
     /// When [`Client::handle_timeout`] next has work: a keepalive ping, or the CONNACK or

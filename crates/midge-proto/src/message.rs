@@ -45,8 +45,11 @@ impl Message {
         }
     }
 
-    /// The PUBLISH packet for this message.
+    /// The PUBLISH packet for this message, without a topic alias: aliases are chosen per
+    /// connection, so one the application left in `properties` is not passed through.
     pub(crate) fn to_publish(&self, packet_id: Option<PacketId>, dup: bool) -> Publish {
+        let mut properties = self.properties.clone();
+        properties.topic_alias = None;
         Publish {
             dup,
             qos: self.qos,
@@ -54,7 +57,7 @@ impl Message {
             topic: self.topic.clone(),
             packet_id,
             payload: self.payload.clone(),
-            properties: self.properties.clone(),
+            properties,
         }
     }
 }

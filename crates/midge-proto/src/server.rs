@@ -19,7 +19,7 @@ use midge_codec::{
 };
 use midge_topic::{Limits, TopicFilter, TopicName};
 
-use crate::alias::{InboundAliases, OutboundAliases, OutboundTopic};
+use crate::alias::{InboundAliases, OutboundAliases};
 use crate::keepalive::ServerKeepAlive;
 use crate::message::Message;
 use crate::session::{Delivery, OutState, QueueLimits, Session, SessionSubscription};
@@ -298,7 +298,15 @@ impl ServerConnection {
             };
             return self.refuse(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
         }
-        self.violation(ReasonCode::from(err));
+        let reason = match ReasonCode::from(err) {
+            // After CONNECT, only a second CONNECT yields 0x84, which DISCONNECT cannot carry
+            // (§3.14.2.1); a second CONNECT is a protocol error [MQTT-3.1.0-2].
+            ReasonCode::UNSUPPORTED_PROTOCOL_VERSION if self.state == State::Connected => {
+                ReasonCode::PROTOCOL_ERROR
+            }
+            reason => reason,
+        };
+        self.violation(reason);
     }
 
     /// Handles one packet from the client.
@@ -451,7 +459,8 @@ impl ServerConnection {
             OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0));
         self.keepalive = ServerKeepAlive::new(Duration::from_secs(u64::from(keep_alive)), now);
         self.transmit.push_back(Packet::ConnAck(ConnAck {
-            session_present,
+            // 3.1 has no Session Present flag; a CONNACK with it set cannot be encoded.
+            session_present: session_present && self.version != ProtocolVersion::V3_1,
             reason_code: ReasonCode::SUCCESS,
             properties: props,
         }));
@@ -952,11 +961,15 @@ impl ServerConnection {
                 publish.properties = Default::default();
             }
             // The client's Maximum Packet Size: a message too large is dropped
-            // [MQTT-3.1.2-25]. Measure before choosing an alias, which only shrinks it.
-            let len = Packet::Publish(publish.clone())
-                .encoded_len(self.version)
-                .unwrap_or(usize::MAX);
-            if len > self.client_maximum_packet_size as usize {
+            // [MQTT-3.1.2-25]. Measured without an alias; one is added only if the packet
+            // still fits, since setting an alias adds three bytes [MQTT-3.1.2-24].
+            let (version, max) = (self.version, self.client_maximum_packet_size);
+            let fits = |p: &Publish| {
+                Packet::Publish(p.clone())
+                    .encoded_len(version)
+                    .is_ok_and(|len| len <= max as usize)
+            };
+            if !fits(&publish) {
                 session.stats.dropped_too_large += 1;
                 continue;
             }
@@ -964,14 +977,7 @@ impl ServerConnection {
                 let _ = session.outgoing.insert(id, OutState::Published(delivery));
             }
             if self.version.is_v5() {
-                match self.outbound_aliases.assign(&publish.topic) {
-                    OutboundTopic::Topic => {}
-                    OutboundTopic::SetAlias(alias) => publish.properties.topic_alias = Some(alias),
-                    OutboundTopic::UseAlias(alias) => {
-                        publish.properties.topic_alias = Some(alias);
-                        publish.topic = ByteStr::new();
-                    }
-                }
+                self.outbound_aliases.apply(&mut publish, fits);
             }
             return Some(Packet::Publish(publish));
         }
