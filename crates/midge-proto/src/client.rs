@@ -285,7 +285,7 @@ pub struct Client {
     pending: VecDeque<Pending>,
     /// QoS 1/2 publishes sent and not yet completed: what Receive Maximum limits.
     unacknowledged: usize,
-    /// QoS 2 identifiers received, delivered, and not yet released [MQTT-4.3.3-?].
+    /// QoS 2 identifiers received, delivered, and not yet released (§4.3.3).
     incoming_qos2: HashSet<PacketId>,
     /// Acknowledged subscriptions, for resubscribing when the server loses the session.
     subscriptions: BTreeMap<ByteStr, SubscriptionOptions>,
@@ -706,7 +706,7 @@ impl Client {
             Packet::PubRec(ack) => match self.outgoing.get_mut(ack.packet_id) {
                 Some(Outgoing::Publish { message, state }) if message.qos == QoS::ExactlyOnce => {
                     if *state == PublishState::Sent && !ack.reason_code.is_success() {
-                        // A failing PUBREC ends the flow [MQTT-4.3.3-?]: no PUBREL.
+                        // A failing PUBREC ends the flow (§4.3.3): no PUBREL.
                         self.complete(ack.packet_id, ack.reason_code);
                     } else if *state != PublishState::Queued {
                         *state = PublishState::Released;

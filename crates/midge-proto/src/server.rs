@@ -198,6 +198,10 @@ pub struct ServerConnection {
     outbound_aliases: OutboundAliases,
     /// Inbound QoS 1 publishes reported and not yet acknowledged by the broker.
     unacked_qos1: usize,
+    /// Inbound QoS 2 publishes reported and not yet acknowledged by the broker: a
+    /// retransmission of one of these waits for the broker's answer instead of getting a PUBREC
+    /// that might contradict it.
+    unacked_qos2: std::collections::HashSet<PacketId>,
     transmit: VecDeque<Packet>,
     events: VecDeque<ServerEvent>,
     connected_at: Option<Instant>,
@@ -228,6 +232,7 @@ impl ServerConnection {
             client_maximum_packet_size: MAX_PACKET_SIZE,
             outbound_aliases: OutboundAliases::new(0),
             unacked_qos1: 0,
+            unacked_qos2: std::collections::HashSet::new(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             connected_at: None,
@@ -704,15 +709,19 @@ impl ServerConnection {
                 let unacked = self.unacked_qos1 + self.session_mut().incoming_qos2.len();
                 let session = self.session_mut();
                 if session.incoming_qos2.contains(&id) {
-                    // A retransmission of a message already routed: acknowledge again, route
-                    // nothing [MQTT-4.3.3-?].
-                    self.transmit.push_back(Packet::PubRec(PubAck::new(id)));
+                    // A retransmission of a message already routed: route nothing, and
+                    // acknowledge again unless the broker's answer is still to come
+                    // (§4.3.3).
+                    if !self.unacked_qos2.contains(&id) {
+                        self.transmit.push_back(Packet::PubRec(PubAck::new(id)));
+                    }
                     return;
                 }
                 if unacked >= receive_maximum {
                     return self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
                 }
                 session.incoming_qos2.insert(id);
+                self.unacked_qos2.insert(id);
             }
             _ => {}
         }
@@ -738,6 +747,7 @@ impl ServerConnection {
                 self.transmit.push_back(Packet::PubAck(ack));
             }
             QoS::ExactlyOnce => {
+                self.unacked_qos2.remove(&packet_id);
                 if !reason.is_success() && self.version.is_v5() {
                     // A failing PUBREC ends the flow: the identifier is free again.
                     self.session_mut().incoming_qos2.remove(&packet_id);
@@ -756,7 +766,7 @@ impl ServerConnection {
         } = subscribe;
         let subscription_id = properties.subscription_identifier;
         if subscription_id.is_some() && !self.config.subscription_identifiers {
-            // [MQTT-3.8.2-?]: a server without them treats one as a protocol error.
+            // 5.0 §3.8.2.1.2: a server without them treats one as a protocol error.
             return self.violation(ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED);
         }
         let held = self.session_mut().subscriptions.len();

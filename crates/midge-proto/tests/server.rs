@@ -1171,3 +1171,24 @@ fn session_expiry_is_stored_as_time_remaining() {
         Some(60)
     );
 }
+
+#[test]
+fn a_qos2_retransmission_waits_for_the_brokers_answer() {
+    // (§4.3.3) The PUBREC carries the broker's verdict, so a retransmission that arrives
+    // before `acknowledge` gets no PUBREC of its own that could contradict it.
+    for version in ALL {
+        let t0 = Instant::now();
+        let mut server = fresh(version, t0);
+        let p = publish("a", QoS::ExactlyOnce, Some(9));
+        server_feed(&mut server, t0, Packet::Publish(p.clone()));
+        server_feed(&mut server, t0, Packet::Publish(Publish { dup: true, ..p }));
+        assert!(server_tx(&mut server, t0).is_empty());
+        server.acknowledge(pid(9), QoS::ExactlyOnce, ReasonCode::NOT_AUTHORIZED);
+        let expected = if version.is_v5() {
+            ack_with(9, ReasonCode::NOT_AUTHORIZED)
+        } else {
+            ack(9)
+        };
+        assert_eq!(server_tx(&mut server, t0), [Packet::PubRec(expected)]);
+    }
+}
