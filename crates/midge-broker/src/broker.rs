@@ -1,0 +1,345 @@
+//! The builder, the listener task, the `$SYS` task and the handle.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use midge_codec::QoS;
+use midge_proto::Message;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{BrokerConfig, ConfigError};
+use crate::hooks::{AllowAll, Hooks};
+use crate::state::{Shared, Slot, SlotState};
+use crate::stats::BrokerStats;
+use crate::store::{Cluster, MemoryStore, Standalone, Store};
+
+/// Why a broker could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// Binding the listener failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// The broker. Start one with [`Broker::builder`].
+#[derive(Debug)]
+pub struct Broker;
+
+impl Broker {
+    /// A builder with the default configuration, hooks that allow everything, the in-memory
+    /// store and no cluster.
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder {
+            config: BrokerConfig::default(),
+            hooks: Arc::new(AllowAll),
+            store: Arc::new(MemoryStore::new()),
+            cluster: Arc::new(Standalone),
+            bind: None,
+        }
+    }
+}
+
+/// Configures and starts a broker.
+pub struct BrokerBuilder {
+    config: BrokerConfig,
+    hooks: Arc<dyn Hooks>,
+    store: Arc<dyn Store>,
+    cluster: Arc<dyn Cluster>,
+    bind: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for BrokerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerBuilder")
+            .field("config", &self.config)
+            .field("bind", &self.bind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BrokerBuilder {
+    /// Sets the configuration.
+    pub fn config(mut self, config: BrokerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the hooks.
+    pub fn hooks(mut self, hooks: impl Hooks) -> Self {
+        self.hooks = Arc::new(hooks);
+        self
+    }
+
+    /// Sets the store for retained messages and sessions.
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Arc::new(store);
+        self
+    }
+
+    /// Sets the cluster seam.
+    pub fn cluster(mut self, cluster: impl Cluster) -> Self {
+        self.cluster = Arc::new(cluster);
+        self
+    }
+
+    /// Listens on `addr` instead of the configuration's `listener.bind` (port 0 picks a free
+    /// port; see [`BrokerHandle::local_addr`]).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = Some(addr);
+        self
+    }
+
+    /// Binds the listener and starts serving. Must be called within a tokio runtime.
+    pub async fn start(self) -> Result<BrokerHandle, StartError> {
+        self.config.validate()?;
+        let addr = self.bind.unwrap_or(self.config.listener.bind);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let seed = match self.config.mqtt.seed {
+            0 => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64),
+            seed => seed,
+        };
+        let shared = Arc::new(Shared::new(
+            self.config,
+            self.hooks,
+            self.store,
+            self.cluster,
+            seed,
+        ));
+        restore_sessions(&shared);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (done_tx, done_rx) = mpsc::channel::<()>(1);
+        let listener_task = tokio::spawn(accept_loop(
+            shared.clone(),
+            listener,
+            shutdown_rx.clone(),
+            done_tx,
+        ));
+        let sys_task = match shared.config.sys.interval_secs {
+            0 => None,
+            secs => Some(tokio::spawn(sys_loop(
+                shared.clone(),
+                Duration::from_secs(secs),
+            ))),
+        };
+        tracing::info!(%local_addr, "midge broker listening");
+        Ok(BrokerHandle {
+            shared,
+            local_addr,
+            shutdown: shutdown_tx,
+            done: Some(done_rx),
+            listener_task: Some(listener_task),
+            sys_task,
+        })
+    }
+}
+
+/// Loads the sessions a persistent store kept from an earlier run.
+fn restore_sessions(shared: &Arc<Shared>) {
+    let now = Instant::now();
+    let sessions = shared.store.load_sessions(now);
+    for session in sessions {
+        let client_id = session.client_id().clone();
+        let queued = session.queued_bytes();
+        let slot = Arc::new(Slot {
+            client_id: client_id.clone(),
+            state: std::sync::Mutex::new(SlotState::Dead),
+        });
+        shared.restore_subscriptions(&session, &slot);
+        shared.counters.queued_bytes.fetch_add(queued, Relaxed);
+        *slot.lock() = SlotState::Offline {
+            session: Box::new(session),
+            generation: 0,
+            will: None,
+        };
+        shared.registry().insert(client_id, slot);
+    }
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+) {
+    let max = shared.config.limits.max_connections;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of file descriptors and the like: back off briefly, keep serving.
+                tracing::warn!(%err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let open = shared.counters.connections.fetch_add(1, Relaxed);
+        shared.counters.connections_total.fetch_add(1, Relaxed);
+        if open >= max.saturating_mul(2).max(16) {
+            // Far over the limit: not even a CONNACK.
+            shared.counters.connections.fetch_sub(1, Relaxed);
+            shared.counters.rejected_connections.fetch_add(1, Relaxed);
+            drop(stream);
+            continue;
+        }
+        let over_limit = open >= max;
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            crate::connection::run(shared, stream, peer, shutdown, over_limit).await;
+            drop(done);
+        });
+    }
+}
+
+async fn sys_loop(shared: Arc<Shared>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        publish_sys(&shared);
+    }
+}
+
+fn publish_sys(shared: &Shared) {
+    let stats = snapshot(shared);
+    let uptime = shared.started.elapsed().as_secs();
+    let values: [(&'static str, String); 11] = [
+        (
+            "$SYS/broker/version",
+            format!("midge {}", env!("CARGO_PKG_VERSION")),
+        ),
+        ("$SYS/broker/uptime", format!("{uptime} seconds")),
+        (
+            "$SYS/broker/clients/connected",
+            stats.clients_connected.to_string(),
+        ),
+        ("$SYS/broker/clients/total", stats.sessions.to_string()),
+        (
+            "$SYS/broker/messages/received",
+            stats.messages_received.to_string(),
+        ),
+        ("$SYS/broker/messages/sent", stats.messages_sent.to_string()),
+        (
+            "$SYS/broker/bytes/received",
+            stats.bytes_received.to_string(),
+        ),
+        ("$SYS/broker/bytes/sent", stats.bytes_sent.to_string()),
+        (
+            "$SYS/broker/subscriptions/count",
+            stats.subscriptions.to_string(),
+        ),
+        (
+            "$SYS/broker/retained messages/count",
+            stats.retained_messages.to_string(),
+        ),
+        (
+            "$SYS/broker/connections/total",
+            stats.connections_total.to_string(),
+        ),
+    ];
+    let now = Instant::now();
+    for (topic, value) in values {
+        let mut message = Message::new(topic, value, QoS::AtMostOnce);
+        message.retain = true;
+        shared.publish(message, None, now, false);
+    }
+}
+
+fn snapshot(shared: &Shared) -> BrokerStats {
+    let mut stats = shared.counters.snapshot(shared.store.retained_count());
+    stats.sessions = shared.registry().len();
+    stats
+}
+
+/// A running broker: its address, counters, and a way to stop it. Dropping the handle
+/// signals shutdown without waiting for it; call [`BrokerHandle::shutdown`] to wait.
+#[derive(Debug)]
+pub struct BrokerHandle {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    done: Option<mpsc::Receiver<()>>,
+    listener_task: Option<JoinHandle<()>>,
+    sys_task: Option<JoinHandle<()>>,
+}
+
+impl BrokerHandle {
+    /// The address the listener is bound to (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> BrokerStats {
+        snapshot(&self.shared)
+    }
+
+    /// Publishes a message as the broker itself (no client): retained if flagged, routed to
+    /// every matching session, and offered to the cluster seam. Returns the number of sessions
+    /// it went to.
+    pub fn publish(&self, message: Message) -> usize {
+        self.shared.publish(message, None, Instant::now(), true)
+    }
+
+    /// Like [`BrokerHandle::publish`], but not offered to the cluster seam: for messages that
+    /// arrived from another node.
+    pub fn publish_local(&self, message: Message) -> usize {
+        self.shared.publish(message, None, Instant::now(), false)
+    }
+
+    /// Publishes the `$SYS` topics now, without waiting for the interval.
+    pub fn publish_sys(&self) {
+        publish_sys(&self.shared);
+    }
+
+    /// Stops accepting, tells every connected 5.0 client DISCONNECT 0x8B (Server shutting
+    /// down), flushes and closes every connection, and waits until they are all closed.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.listener_task.take() {
+            let _ = task.await;
+        }
+        if let Some(task) = self.sys_task.take() {
+            task.abort();
+        }
+        if let Some(mut done) = self.done.take() {
+            // Every connection task holds a sender; `None` means they all ended.
+            let _ = done.recv().await;
+        }
+        tracing::info!("midge broker stopped");
+    }
+}
+
+impl Drop for BrokerHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.sys_task.take() {
+            task.abort();
+        }
+    }
+}

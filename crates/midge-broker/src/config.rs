@@ -1,0 +1,279 @@
+//! Broker configuration: every knob, with safe defaults, deserializable from TOML.
+//!
+//! Every field has a default, so an empty file (or [`BrokerConfig::default`]) is a working
+//! broker. `docs/broker-config.md` documents each key.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use midge_codec::QoS;
+use midge_proto::server::ServerConfig;
+use midge_proto::session::QueueLimits;
+use midge_topic::Limits;
+use serde::Deserialize;
+
+/// The whole broker configuration. Sections mirror the TOML file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BrokerConfig {
+    /// `[listener]`: where to listen.
+    pub listener: ListenerConfig,
+    /// `[limits]`: protections against misbehaving and hostile clients.
+    pub limits: LimitsConfig,
+    /// `[sessions]`: persistent sessions and offline queues.
+    pub sessions: SessionsConfig,
+    /// `[mqtt]`: protocol capabilities announced to clients.
+    pub mqtt: MqttConfig,
+    /// `[shared_subscriptions]`: how a shared group picks its member.
+    pub shared_subscriptions: SharedConfig,
+    /// `[sys]`: `$SYS` topics.
+    pub sys: SysConfig,
+}
+
+/// `[listener]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ListenerConfig {
+    /// Address and port to listen on. Default `0.0.0.0:1883`.
+    pub bind: SocketAddr,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([0, 0, 0, 0], 1883)),
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LimitsConfig {
+    /// Most simultaneous client connections; a CONNECT beyond it is refused with 0x89
+    /// (Server busy; 3.x: 3 Server unavailable). Default 100 000.
+    pub max_connections: usize,
+    /// A connection that sends no CONNECT within this many milliseconds is closed. Default
+    /// 10 000.
+    pub connect_timeout_ms: u64,
+    /// Largest packet accepted from a client, in bytes (checked from the fixed header, before
+    /// any allocation). Default 1 MiB.
+    pub max_packet_size: u32,
+    /// Receive Maximum: QoS 1 and 2 messages a client may have unacknowledged towards the
+    /// broker. Default 1024.
+    pub receive_maximum: u16,
+    /// Most QoS 1 and 2 messages in flight from the broker to one client. Default 256.
+    pub max_inflight: u16,
+    /// Most subscriptions one session may hold. Default 10 000.
+    pub max_subscriptions_per_client: usize,
+    /// Most levels in a topic name or filter. Default 128.
+    pub max_topic_levels: usize,
+    /// Largest Keep Alive granted, in seconds (0: no limit). Default 0.
+    pub max_keepalive: u16,
+    /// Topic aliases a 5.0 client may set towards the broker. Default 64.
+    pub topic_alias_maximum: u16,
+    /// Deliveries buffered in one connection's inbox before more are dropped and counted.
+    /// Default 4096.
+    pub inbox_capacity: usize,
+    /// Global budget, in bytes, for messages queued in inboxes and offline sessions. A message
+    /// that would exceed it is dropped and counted. Default 256 MiB.
+    pub max_queued_bytes_total: usize,
+    /// How long, in milliseconds, a closing connection may take to flush its last packets
+    /// (a DISCONNECT or CONNACK) before the socket is dropped. Default 2000.
+    pub close_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            connect_timeout_ms: 10_000,
+            max_packet_size: 1024 * 1024,
+            receive_maximum: 1024,
+            max_inflight: 256,
+            max_subscriptions_per_client: 10_000,
+            max_topic_levels: 128,
+            max_keepalive: 0,
+            topic_alias_maximum: 64,
+            inbox_capacity: 4096,
+            max_queued_bytes_total: 256 * 1024 * 1024,
+            close_timeout_ms: 2000,
+        }
+    }
+}
+
+/// `[sessions]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SessionsConfig {
+    /// Most messages queued for one session. Default 1000.
+    pub max_queued_messages: usize,
+    /// Most topic and payload bytes queued for one session. Default 16 MiB.
+    pub max_queued_bytes: usize,
+    /// Largest Session Expiry Interval granted to 5.0 clients, in seconds. Default
+    /// 4 294 967 295 (never expire).
+    pub max_session_expiry: u32,
+    /// Whether QoS 0 messages are queued for offline persistent sessions (mosquitto's
+    /// `queue_qos0_messages`). Default false.
+    pub queue_qos0_offline: bool,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            max_queued_messages: 1000,
+            max_queued_bytes: 16 * 1024 * 1024,
+            max_session_expiry: u32::MAX,
+            queue_qos0_offline: false,
+        }
+    }
+}
+
+/// `[mqtt]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MqttConfig {
+    /// Highest QoS accepted and granted: 0, 1 or 2. Default 2.
+    pub maximum_qos: u8,
+    /// Whether retained messages are supported. Default true.
+    pub retain_available: bool,
+    /// Whether wildcard subscriptions are supported. Default true.
+    pub wildcard_subscriptions: bool,
+    /// Whether subscription identifiers are supported. Default true.
+    pub subscription_identifiers: bool,
+    /// Whether shared subscriptions are supported. Default true.
+    pub shared_subscriptions: bool,
+    /// Seed for assigned client identifiers (0: derived from the start time).
+    pub seed: u64,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            maximum_qos: 2,
+            retain_available: true,
+            wildcard_subscriptions: true,
+            subscription_identifiers: true,
+            shared_subscriptions: true,
+            seed: 0,
+        }
+    }
+}
+
+/// How a shared subscription group picks the member that gets a message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SharedStrategy {
+    /// Each member in turn.
+    #[default]
+    RoundRobin,
+    /// A random member.
+    Random,
+    /// The same member for the same publisher (hash of the publisher's client identifier),
+    /// which keeps one publisher's messages in order.
+    Sticky,
+}
+
+/// `[shared_subscriptions]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SharedConfig {
+    /// `round_robin` (default), `random` or `sticky`.
+    pub strategy: SharedStrategy,
+}
+
+/// `[sys]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SysConfig {
+    /// Seconds between `$SYS` updates (0: never publish). Default 10.
+    pub interval_secs: u64,
+}
+
+impl Default for SysConfig {
+    fn default() -> Self {
+        Self { interval_secs: 10 }
+    }
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `mqtt.maximum_qos` is not 0, 1 or 2.
+    #[error("mqtt.maximum_qos must be 0, 1 or 2, not {0}")]
+    MaximumQos(u8),
+    /// A limit that must be positive is 0.
+    #[error("{0} must be greater than 0")]
+    Zero(&'static str),
+}
+
+impl BrokerConfig {
+    /// Checks the values that cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if QoS::from_u8(self.mqtt.maximum_qos).is_none() {
+            return Err(ConfigError::MaximumQos(self.mqtt.maximum_qos));
+        }
+        let zero = [
+            (
+                "limits.max_packet_size",
+                self.limits.max_packet_size as usize,
+            ),
+            (
+                "limits.receive_maximum",
+                usize::from(self.limits.receive_maximum),
+            ),
+            ("limits.max_inflight", usize::from(self.limits.max_inflight)),
+            ("limits.max_topic_levels", self.limits.max_topic_levels),
+            ("limits.inbox_capacity", self.limits.inbox_capacity),
+        ];
+        for (name, value) in zero {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The per-connection configuration for [`midge_proto`].
+    pub(crate) fn server_config(&self, seed: u64) -> Arc<ServerConfig> {
+        let mut c = ServerConfig::default();
+        c.connect_timeout = Duration::from_millis(self.limits.connect_timeout_ms);
+        c.max_keep_alive = self.limits.max_keepalive;
+        c.receive_maximum = self.limits.receive_maximum;
+        c.maximum_packet_size = self.limits.max_packet_size;
+        c.topic_alias_maximum = self.limits.topic_alias_maximum;
+        c.maximum_qos = QoS::from_u8(self.mqtt.maximum_qos).unwrap_or(QoS::ExactlyOnce);
+        c.retain_available = self.mqtt.retain_available;
+        c.wildcard_subscriptions = self.mqtt.wildcard_subscriptions;
+        c.subscription_identifiers = self.mqtt.subscription_identifiers;
+        c.shared_subscriptions = self.mqtt.shared_subscriptions;
+        c.max_session_expiry = self.sessions.max_session_expiry;
+        c.max_inflight = self.limits.max_inflight;
+        c.queue_limits = self.queue_limits();
+        c.topic_limits = self.topic_limits();
+        c.max_subscriptions = self.limits.max_subscriptions_per_client;
+        c.seed = seed;
+        Arc::new(c)
+    }
+
+    pub(crate) fn queue_limits(&self) -> QueueLimits {
+        let mut q = QueueLimits::default();
+        q.max_messages = self.sessions.max_queued_messages;
+        q.max_bytes = self.sessions.max_queued_bytes;
+        q
+    }
+
+    pub(crate) fn topic_limits(&self) -> Limits {
+        Limits::DEFAULT.with_max_levels(self.limits.max_topic_levels)
+    }
+}

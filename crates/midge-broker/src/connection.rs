@@ -1,0 +1,571 @@
+//! One task per connection: it owns the [`ServerConnection`] and the socket's read half, and
+//! answers the connection's events. A small writer task owns the write half, so that a client
+//! that does not read never stalls the driver: while the writer waits, deliveries pile up in
+//! the session's bounded queue (and are dropped and counted past its limits).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use midge_codec::{ReasonCode, RetainHandling};
+use midge_proto::server::{ServerCloseReason, ServerConnection, ServerEvent, SubscriptionRequest};
+use midge_proto::session::Delivery;
+use midge_topic::TopicFilter;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::hooks::{ClientInfo, ConnectRequest, DisconnectReason};
+use crate::state::{Handover, Shared, Slot, SlotState, Sub, TakeOver};
+use crate::stats::add;
+
+/// Bytes gathered into one write before it is handed to the writer.
+const MAX_WRITE: usize = 256 * 1024;
+/// Deliveries taken from the inbox per wake-up, so input is not starved.
+const INBOX_BATCH: usize = 1024;
+/// Read buffer headroom per read.
+const READ_CHUNK: usize = 8 * 1024;
+
+struct Driver {
+    shared: Arc<Shared>,
+    conn: ServerConnection,
+    conn_id: u64,
+    peer: SocketAddr,
+    over_limit: bool,
+    info: Option<ClientInfo>,
+    slot: Option<Arc<Slot>>,
+    inbox_tx: mpsc::Sender<Delivery>,
+    inbox: mpsc::Receiver<Delivery>,
+    /// Given to the slot when this connection owns it.
+    takeover_tx: Option<oneshot::Sender<TakeOver>>,
+    takeover_rx: Option<oneshot::Receiver<TakeOver>>,
+    /// Set when another connection asked for our session.
+    handover: Option<TakeOver>,
+    /// The CONNECT just accepted: re-run input that waited for the decision.
+    accepted: bool,
+}
+
+/// Runs one connection to its end. Returns when the socket is closed.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+    over_limit: bool,
+) {
+    let _ = stream.set_nodelay(true);
+    let conn_id = shared.next_conn.fetch_add(1, Relaxed);
+    let (mut reader, writer) = stream.into_split();
+    let conn = ServerConnection::new(shared.server_config.clone(), Instant::now(), conn_id);
+    let (inbox_tx, inbox) = mpsc::channel(shared.config.limits.inbox_capacity);
+    let (takeover_tx, takeover_rx) = oneshot::channel();
+    let close_timeout = Duration::from_millis(shared.config.limits.close_timeout_ms);
+
+    // Two write buffers: one fills while the writer writes the other; they return to `pool`.
+    let (to_writer, writer_rx) = mpsc::channel::<BytesMut>(2);
+    let (back_tx, mut back_rx) = mpsc::channel::<BytesMut>(2);
+    let mut pool = vec![
+        BytesMut::with_capacity(16 * 1024),
+        BytesMut::with_capacity(16 * 1024),
+    ];
+    let writer_task = tokio::spawn(write_loop(writer, writer_rx, back_tx, shared.clone()));
+
+    let mut d = Driver {
+        shared,
+        conn,
+        conn_id,
+        peer,
+        over_limit,
+        info: None,
+        slot: None,
+        inbox_tx,
+        inbox,
+        takeover_tx: Some(takeover_tx),
+        takeover_rx: Some(takeover_rx),
+        handover: None,
+        accepted: false,
+    };
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let sleep = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(sleep);
+    let mut armed: Option<Instant> = None;
+    let mut shutting_down = *shutdown.borrow();
+    if shutting_down {
+        d.conn.disconnect(ReasonCode::SERVER_SHUTTING_DOWN);
+    }
+
+    loop {
+        d.handle_events(&mut rbuf).await;
+        // Transmit: as many packets as fit into one buffer, one write for all of them.
+        if let Some(mut buf) = pool.pop() {
+            let now = Instant::now();
+            while buf.len() < MAX_WRITE && d.conn.poll_transmit(now, &mut buf) {}
+            if buf.is_empty() {
+                pool.push(buf);
+            } else if to_writer.try_send(buf).is_err() {
+                d.conn.connection_lost();
+                continue;
+            }
+        }
+        if d.conn.is_closed() {
+            break;
+        }
+        let deadline = d.conn.poll_timeout();
+        if deadline != armed {
+            if let Some(at) = deadline {
+                sleep.as_mut().reset(at.into());
+            }
+            armed = deadline;
+        }
+        let connected = d.conn.is_connected();
+        // Both write buffers are with the writer: stop reading until one returns.
+        let can_read = !pool.is_empty();
+        let takeover_pending = d.takeover_rx.is_some() && d.slot.is_some();
+        rbuf.reserve(READ_CHUNK);
+        tokio::select! {
+            read = reader.read_buf(&mut rbuf), if can_read => match read {
+                Ok(0) | Err(_) => d.conn.connection_lost(),
+                Ok(n) => {
+                    add(&d.shared.counters.bytes_received, n as u64);
+                    d.conn.handle_bytes(Instant::now(), &mut rbuf);
+                }
+            },
+            first = d.inbox.recv(), if connected => {
+                if let Some(first) = first {
+                    d.deliver(first);
+                    for _ in 0..INBOX_BATCH {
+                        match d.inbox.try_recv() {
+                            Ok(next) => d.deliver(next),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            back = back_rx.recv() => match back {
+                Some(buf) => pool.push(buf),
+                None => d.conn.connection_lost(),
+            },
+            request = recv_takeover(&mut d.takeover_rx), if takeover_pending => {
+                d.takeover_rx = None;
+                if let Some(reply) = request {
+                    d.handover = Some(reply);
+                    d.conn.take_over();
+                }
+            }
+            () = &mut sleep, if armed.is_some() => {
+                armed = None;
+                d.conn.handle_timeout(Instant::now());
+            }
+            changed = shutdown.changed(), if !shutting_down => {
+                shutting_down = true;
+                if changed.is_ok() {
+                    d.conn.disconnect(ReasonCode::SERVER_SHUTTING_DOWN);
+                }
+            }
+        }
+    }
+    d.handle_events(&mut rbuf).await;
+    // Flush what the connection still has (a DISCONNECT or a refusing CONNACK), close the
+    // write side, and discard input until the peer closes too, so that unread input does not
+    // make the kernel reset the connection before the peer has read our last packet.
+    let final_flush = async {
+        loop {
+            let mut buf = match pool.pop() {
+                Some(buf) => buf,
+                None => match back_rx.recv().await {
+                    Some(buf) => buf,
+                    None => break,
+                },
+            };
+            let now = Instant::now();
+            while buf.len() < MAX_WRITE && d.conn.poll_transmit(now, &mut buf) {}
+            if buf.is_empty() || to_writer.send(buf).await.is_err() {
+                break;
+            }
+        }
+        drop(to_writer);
+        let _ = writer_task.await;
+        let mut scratch = [0u8; 4096];
+        while matches!(reader.read(&mut scratch).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(close_timeout, final_flush).await;
+    d.shared.counters.connections.fetch_sub(1, Relaxed);
+}
+
+async fn write_loop(
+    mut writer: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<BytesMut>,
+    back: mpsc::Sender<BytesMut>,
+    shared: Arc<Shared>,
+) {
+    while let Some(mut buf) = rx.recv().await {
+        if writer.write_all(&buf).await.is_err() {
+            return;
+        }
+        add(&shared.counters.bytes_sent, buf.len() as u64);
+        buf.clear();
+        let _ = back.try_send(buf);
+    }
+    let _ = writer.shutdown().await;
+}
+
+impl Driver {
+    fn deliver(&mut self, delivery: Delivery) {
+        self.shared.release(delivery.size());
+        if self.conn.deliver(delivery) {
+            self.shared.counters.messages_sent.fetch_add(1, Relaxed);
+        } else {
+            self.shared
+                .counters
+                .dropped_queue_full
+                .fetch_add(1, Relaxed);
+        }
+    }
+
+    async fn handle_events(&mut self, rbuf: &mut BytesMut) {
+        loop {
+            while let Some(event) = self.conn.poll_event() {
+                match event {
+                    ServerEvent::Connect { connect, client_id } => {
+                        self.on_connect(connect, client_id).await;
+                    }
+                    ServerEvent::Publish { message, packet_id } => {
+                        self.on_publish(message, packet_id);
+                    }
+                    ServerEvent::Subscribe {
+                        packet_id,
+                        requests,
+                        subscription_id,
+                    } => self.on_subscribe(packet_id, &requests, subscription_id),
+                    ServerEvent::Unsubscribe { packet_id, filters } => {
+                        let codes = self.conn.unsubscribe_ack(packet_id, &filters);
+                        self.unsubscribe(&filters, &codes);
+                    }
+                    ServerEvent::Closed { reason, will } => self.on_closed(reason, will),
+                }
+            }
+            if !std::mem::take(&mut self.accepted) {
+                return;
+            }
+            // Packets that arrived right after CONNECT waited in the buffer for the decision.
+            self.conn.handle_bytes(Instant::now(), rbuf);
+        }
+    }
+
+    async fn on_connect(
+        &mut self,
+        connect: Box<midge_codec::Connect>,
+        client_id: midge_codec::ByteStr,
+    ) {
+        let shared = self.shared.clone();
+        if self.over_limit {
+            shared.counters.rejected_connections.fetch_add(1, Relaxed);
+            tracing::warn!(peer = %self.peer, "connection limit reached, refusing CONNECT");
+            return self.conn.reject(ReasonCode::SERVER_BUSY);
+        }
+        let request = ConnectRequest {
+            client_id: client_id.as_str(),
+            username: connect.username.as_ref().map(|u| u.as_str()),
+            password: connect.password.as_deref(),
+            version: connect.protocol,
+            peer: self.peer,
+            clean_start: connect.clean_start,
+        };
+        if let Err(code) = shared.hooks.authenticate(&request) {
+            shared.counters.rejected_connections.fetch_add(1, Relaxed);
+            tracing::info!(peer = %self.peer, client_id = %client_id, code = code.0, "authentication refused");
+            return self.conn.reject(code);
+        }
+        let info = ClientInfo {
+            client_id: client_id.clone(),
+            username: connect.username.clone(),
+            version: connect.protocol,
+            peer: self.peer,
+        };
+        // Claim the client's slot: route new messages to our inbox from now on, and take the
+        // session from its previous owner (offline, or a connection we take over).
+        let (slot, mut existing, request) = loop {
+            let slot = shared
+                .registry()
+                .entry(client_id.clone())
+                .or_insert_with(|| {
+                    Arc::new(Slot {
+                        client_id: client_id.clone(),
+                        state: std::sync::Mutex::new(SlotState::Vacant),
+                    })
+                })
+                .clone();
+            let mut state = slot.lock();
+            let online = SlotState::Online {
+                conn: self.conn_id,
+                inbox: self.inbox_tx.clone(),
+                takeover: self.takeover_tx.take(),
+            };
+            match std::mem::replace(&mut *state, online) {
+                SlotState::Vacant => break (slot.clone(), None, None),
+                SlotState::Dead => {
+                    // Removed from the registry after we looked it up: undo and look again.
+                    if let SlotState::Online { takeover, .. } =
+                        std::mem::replace(&mut *state, SlotState::Dead)
+                    {
+                        self.takeover_tx = takeover;
+                    }
+                    continue;
+                }
+                SlotState::Offline { session, will, .. } => {
+                    // Back before the will's delay: the will is cancelled [MQTT-3.1.3-9].
+                    drop(will);
+                    shared.release(session.queued_bytes());
+                    break (
+                        slot.clone(),
+                        Some(Handover {
+                            session: Some(*session),
+                            will: None,
+                            info: None,
+                        }),
+                        None,
+                    );
+                }
+                SlotState::Online { takeover, .. } => {
+                    // Ask the old connection for the session while holding the slot lock, so
+                    // that a connection closing at the same time finds the request.
+                    let (reply_tx, reply_rx) = oneshot::channel();
+                    let asked = takeover.is_some_and(|t| t.send(reply_tx).is_ok());
+                    break (slot.clone(), None, asked.then_some(reply_rx));
+                }
+            }
+        };
+        if let Some(reply) = request {
+            let wait = Duration::from_millis(shared.config.limits.close_timeout_ms);
+            match tokio::time::timeout(wait, reply).await {
+                Ok(Ok(handover)) => existing = Some(handover),
+                _ => {
+                    tracing::warn!(client_id = %client_id, "previous connection did not hand over its session")
+                }
+            }
+        }
+        let mut session = None;
+        if let Some(handover) = existing {
+            // A will of a taken-over connection is published unless its delay is running and
+            // the session goes on [MQTT-3.1.3-9].
+            if let (Some((will, delay)), Some(old)) = (handover.will, handover.info.as_ref()) {
+                if delay == 0 || connect.clean_start {
+                    shared.publish_will(will, old);
+                }
+            }
+            session = handover.session;
+        }
+        if connect.clean_start {
+            if let Some(old) = session.take() {
+                shared.remove_subscriptions(&old);
+                shared.hooks.on_session_expired(client_id.as_str());
+            }
+        }
+        if session.is_none() {
+            shared.store.remove_session(&client_id);
+            shared.hooks.on_session_created(client_id.as_str());
+        }
+        let present = session.is_some();
+        self.conn.accept(Instant::now(), session);
+        shared.counters.clients_connected.fetch_add(1, Relaxed);
+        tracing::debug!(client_id = %client_id, peer = %self.peer, version = ?connect.protocol, session_present = present, "client connected");
+        shared.hooks.on_connected(&info, present);
+        self.info = Some(info);
+        self.slot = Some(slot);
+        self.accepted = true;
+    }
+
+    fn on_publish(
+        &mut self,
+        message: midge_proto::Message,
+        packet_id: Option<midge_codec::PacketId>,
+    ) {
+        let shared = self.shared.clone();
+        shared.counters.messages_received.fetch_add(1, Relaxed);
+        let Some(info) = self.info.as_ref() else {
+            return;
+        };
+        let qos = message.qos;
+        let reason = match shared.hooks.authorize_publish(info, &message) {
+            Err(code) => code,
+            Ok(()) => {
+                // Routed (queued for every matching session) before it is acknowledged.
+                let matched = shared.publish(message, Some(info), Instant::now(), true);
+                if matched == 0 {
+                    ReasonCode::NO_MATCHING_SUBSCRIBERS
+                } else {
+                    ReasonCode::SUCCESS
+                }
+            }
+        };
+        if let Some(id) = packet_id {
+            self.conn.acknowledge(id, qos, reason);
+        }
+    }
+
+    fn on_subscribe(
+        &mut self,
+        packet_id: midge_codec::PacketId,
+        requests: &[SubscriptionRequest],
+        subscription_id: Option<midge_codec::SubscriptionId>,
+    ) {
+        let shared = self.shared.clone();
+        let (Some(info), Some(slot)) = (self.info.as_ref(), self.slot.as_ref()) else {
+            return;
+        };
+        let limits = shared.config.topic_limits();
+        let mut codes = Vec::with_capacity(requests.len());
+        // (request index, whether the subscription existed before)
+        let mut granted = Vec::with_capacity(requests.len());
+        {
+            let mut index = None;
+            for (i, request) in requests.iter().enumerate() {
+                let code = match request.verdict {
+                    Err(code) => code,
+                    Ok(()) => match shared.hooks.authorize_subscribe(
+                        info,
+                        request.filter.as_str(),
+                        &request.options,
+                    ) {
+                        Err(code) => code,
+                        Ok(()) => {
+                            match TopicFilter::with_limits(request.filter.as_str(), &limits) {
+                                Err(_) => ReasonCode::TOPIC_FILTER_INVALID,
+                                Ok(filter) => {
+                                    let index = index.get_or_insert_with(|| shared.index_write());
+                                    let sub = Sub {
+                                        options: request.options,
+                                        id: subscription_id,
+                                        slot: slot.clone(),
+                                    };
+                                    let existed = index
+                                        .insert(&filter, info.client_id.clone(), sub)
+                                        .is_some();
+                                    if !existed {
+                                        shared.counters.subscriptions.fetch_add(1, Relaxed);
+                                    }
+                                    granted.push((i, existed));
+                                    ReasonCode(request.options.qos as u8)
+                                }
+                            }
+                        }
+                    },
+                };
+                codes.push(code);
+            }
+        }
+        self.conn
+            .subscribe_ack(packet_id, requests, subscription_id, codes);
+        // Retained messages, after SUBACK [MQTT-3.3.1-9]; never for shared subscriptions.
+        let now = Instant::now();
+        for (i, existed) in granted {
+            let Some(request) = requests.get(i) else {
+                continue;
+            };
+            let send = match request.options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendIfNew => !existed,
+                RetainHandling::DoNotSend => false,
+            };
+            let Ok(filter) = TopicFilter::with_limits(request.filter.as_str(), &limits) else {
+                continue;
+            };
+            if !send || filter.share_name().is_some() {
+                continue;
+            }
+            let conn = &mut self.conn;
+            let mut sent = 0u64;
+            shared.store.retained_matching(&filter, &mut |r| {
+                let delivery = Delivery {
+                    message: r.message.clone(),
+                    qos: request.options.qos.min(r.message.qos),
+                    retain: true,
+                    subscription_ids: subscription_id.into_iter().collect(),
+                    received_at: r.received_at,
+                };
+                if !delivery.is_expired(now) && conn.deliver(delivery) {
+                    sent += 1;
+                }
+            });
+            add(&shared.counters.messages_sent, sent);
+        }
+    }
+
+    fn unsubscribe(&mut self, filters: &[midge_codec::ByteStr], codes: &[ReasonCode]) {
+        let Some(info) = self.info.as_ref() else {
+            return;
+        };
+        let limits = self.shared.config.topic_limits();
+        let mut index = self.shared.index_write();
+        for (filter, code) in filters.iter().zip(codes) {
+            if !code.is_success() {
+                continue;
+            }
+            if let Ok(f) = TopicFilter::with_limits(filter.as_str(), &limits) {
+                if index.remove(&f, &info.client_id).is_some() {
+                    self.shared.counters.subscriptions.fetch_sub(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    fn on_closed(&mut self, reason: ServerCloseReason, will: Option<(midge_codec::Will, u32)>) {
+        let shared = self.shared.clone();
+        if matches!(reason, ServerCloseReason::ProtocolViolation(_)) {
+            shared.counters.protocol_errors.fetch_add(1, Relaxed);
+        }
+        tracing::debug!(peer = %self.peer, ?reason, "connection closed");
+        let (Some(info), Some(slot)) = (self.info.clone(), self.slot.clone()) else {
+            return;
+        };
+        shared.counters.clients_connected.fetch_sub(1, Relaxed);
+        // Deliveries still in the inbox belong to the session.
+        while let Ok(delivery) = self.inbox.try_recv() {
+            self.deliver(delivery);
+        }
+        let session = self.conn.take_session();
+        let hook_reason = match reason {
+            ServerCloseReason::ClientDisconnect(code) => DisconnectReason::Client(code),
+            ServerCloseReason::ProtocolViolation(code) | ServerCloseReason::Rejected(code) => {
+                DisconnectReason::ProtocolViolation(code)
+            }
+            ServerCloseReason::KeepAliveTimeout | ServerCloseReason::ConnectTimeout => {
+                DisconnectReason::KeepAliveTimeout
+            }
+            ServerCloseReason::TakenOver => DisconnectReason::TakenOver,
+            ServerCloseReason::ServerDisconnect(code) => DisconnectReason::Server(code),
+            ServerCloseReason::ConnectionLost => DisconnectReason::ConnectionLost,
+        };
+        shared.hooks.on_disconnected(&info, hook_reason);
+        if let Some(reply) = self.handover.take() {
+            let _ = reply.send(Handover {
+                session,
+                will,
+                info: Some(info),
+            });
+            return;
+        }
+        let Some(session) = session else {
+            return;
+        };
+        shared.session_offline(
+            &slot,
+            self.conn_id,
+            session,
+            will,
+            &info,
+            self.takeover_rx.take(),
+        );
+    }
+}
+
+/// Waits for a takeover request, forever if there is no receiver.
+async fn recv_takeover(rx: &mut Option<oneshot::Receiver<TakeOver>>) -> Option<TakeOver> {
+    match rx {
+        Some(rx) => rx.await.ok(),
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,162 @@
+//! The extension points of the broker: authentication, authorization and events.
+//!
+//! # Why the hooks are synchronous
+//!
+//! [`Hooks::authorize_publish`] runs for every PUBLISH, on the connection's task, on the hot
+//! path. A synchronous call costs a virtual call and nothing else; an `async fn` behind
+//! `dyn` would box a future (an allocation) per message, and would let one slow hook stall the
+//! connection in the middle of its protocol flow. So hooks are plain methods that must not
+//! block for long. A hook that needs I/O (a database, an HTTP call) should keep a cache that a
+//! task of its own refreshes, or, on the multi-thread runtime, wrap the rare slow call in
+//! [`tokio::task::block_in_place`], which lets the runtime move other connections off the
+//! blocked worker.
+//!
+//! Every method has a default that allows everything and ignores every event, so an
+//! implementation overrides only what it needs.
+
+use std::net::SocketAddr;
+
+use midge_codec::{ByteStr, ProtocolVersion, ReasonCode, SubscriptionOptions};
+use midge_proto::Message;
+
+/// What a CONNECT asks for, passed to [`Hooks::authenticate`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ConnectRequest<'a> {
+    /// The client identifier in effect (the client's own, or the one assigned to it).
+    pub client_id: &'a str,
+    /// User Name, if sent.
+    pub username: Option<&'a str>,
+    /// Password, if sent.
+    pub password: Option<&'a [u8]>,
+    /// Protocol version of the CONNECT.
+    pub version: ProtocolVersion,
+    /// Address of the client.
+    pub peer: SocketAddr,
+    /// Whether the client asked for a clean start.
+    pub clean_start: bool,
+}
+
+/// A connected client, as the hooks see it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientInfo {
+    /// The client identifier in effect.
+    pub client_id: ByteStr,
+    /// User Name from CONNECT.
+    pub username: Option<ByteStr>,
+    /// Protocol version.
+    pub version: ProtocolVersion,
+    /// Address of the client.
+    pub peer: SocketAddr,
+}
+
+/// Why a client's connection ended, for [`Hooks::on_disconnected`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The client sent DISCONNECT with this reason code.
+    Client(ReasonCode),
+    /// The client broke the protocol and was disconnected with this reason code.
+    ProtocolViolation(ReasonCode),
+    /// Keep Alive expired.
+    KeepAliveTimeout,
+    /// Another connection with the same client identifier took over the session.
+    TakenOver,
+    /// The broker closed the connection (for example, shutting down).
+    Server(ReasonCode),
+    /// The network connection closed without DISCONNECT.
+    ConnectionLost,
+}
+
+/// Authentication, authorization and event hooks. All methods have permissive defaults.
+///
+/// Implementations are shared by every connection task (`Send + Sync`) and must not block for
+/// long; see the [module docs](self) for why they are synchronous.
+///
+/// ```
+/// use midge_broker::{ClientInfo, ConnectRequest, Hooks};
+/// use midge_codec::ReasonCode;
+/// use midge_proto::Message;
+///
+/// struct OnlyAlice;
+///
+/// impl Hooks for OnlyAlice {
+///     fn authenticate(&self, req: &ConnectRequest<'_>) -> Result<(), ReasonCode> {
+///         match (req.username, req.password) {
+///             (Some("alice"), Some(b"secret")) => Ok(()),
+///             _ => Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+///         }
+///     }
+///
+///     fn authorize_publish(&self, _client: &ClientInfo, message: &Message) -> Result<(), ReasonCode> {
+///         if message.topic.as_str().starts_with("admin/") {
+///             Err(ReasonCode::NOT_AUTHORIZED)
+///         } else {
+///             Ok(())
+///         }
+///     }
+/// }
+/// ```
+pub trait Hooks: Send + Sync + 'static {
+    /// Decides on a CONNECT. `Err(code)` refuses it with that CONNACK reason code (mapped to
+    /// the nearest 3.x return code for 3.x clients), for example
+    /// [`ReasonCode::BAD_USER_NAME_OR_PASSWORD`] or [`ReasonCode::NOT_AUTHORIZED`].
+    fn authenticate(&self, request: &ConnectRequest<'_>) -> Result<(), ReasonCode> {
+        let _ = request;
+        Ok(())
+    }
+
+    /// Decides whether `client` may publish `message`. A refused QoS 1 or 2 message is
+    /// acknowledged with the code (5.0) and not routed; a refused will is dropped.
+    fn authorize_publish(&self, client: &ClientInfo, message: &Message) -> Result<(), ReasonCode> {
+        let _ = (client, message);
+        Ok(())
+    }
+
+    /// Decides whether `client` may subscribe to `filter` (possibly `$share/{name}/…`). The
+    /// code of a refusal goes into SUBACK (3.x: 0x80).
+    fn authorize_subscribe(
+        &self,
+        client: &ClientInfo,
+        filter: &str,
+        options: &SubscriptionOptions,
+    ) -> Result<(), ReasonCode> {
+        let _ = (client, filter, options);
+        Ok(())
+    }
+
+    /// A client was accepted; `session_present` tells whether it resumed a session.
+    fn on_connected(&self, client: &ClientInfo, session_present: bool) {
+        let _ = (client, session_present);
+    }
+
+    /// A client's connection ended.
+    fn on_disconnected(&self, client: &ClientInfo, reason: DisconnectReason) {
+        let _ = (client, reason);
+    }
+
+    /// A message was routed: published by `client` (`None` for wills after their client left,
+    /// `$SYS` and messages injected through the handle). `matched` is the number of sessions
+    /// it went to.
+    fn on_message_published(&self, client: Option<&ClientInfo>, message: &Message, matched: usize) {
+        let _ = (client, message, matched);
+    }
+
+    /// A new session was created for `client_id`.
+    fn on_session_created(&self, client_id: &str) {
+        let _ = client_id;
+    }
+
+    /// The session of `client_id` ended: it expired, was cleaned by a clean start, or ended
+    /// with its connection (Session Expiry Interval 0).
+    fn on_session_expired(&self, client_id: &str) {
+        let _ = client_id;
+    }
+}
+
+/// Hooks that allow everything and ignore every event.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AllowAll;
+
+impl Hooks for AllowAll {}

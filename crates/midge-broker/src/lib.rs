@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod broker;
+pub mod config;
+mod connection;
+pub mod hooks;
+mod state;
+mod stats;
+pub mod store;
+
+pub use broker::{Broker, BrokerBuilder, BrokerHandle, StartError};
+pub use config::{BrokerConfig, SharedStrategy};
+pub use hooks::{AllowAll, ClientInfo, ConnectRequest, DisconnectReason, Hooks};
+pub use stats::BrokerStats;
+pub use store::{Cluster, MemoryStore, Retained, Standalone, Store};
+
+/// The crates the broker is built on, re-exported for hooks and embedders.
+pub use midge_codec as codec;
+pub use midge_proto as proto;

@@ -1,0 +1,623 @@
+//! State shared by every task: the subscription index, the client registry, routing, and the
+//! lifecycle of offline sessions (expiry, delayed wills).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use midge_codec::{ByteStr, QoS, SubscriptionId, SubscriptionOptions, Will};
+use midge_proto::server::ServerConfig;
+use midge_proto::session::{Delivery, Session};
+use midge_proto::Message;
+use midge_topic::{Match, SubscriptionIndex, TopicFilter, TopicName};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{BrokerConfig, SharedStrategy};
+use crate::hooks::{ClientInfo, Hooks};
+use crate::stats::Counters;
+use crate::store::{Cluster, Retained, Store};
+
+/// What an old connection hands to the one taking over its session.
+#[derive(Debug)]
+pub(crate) struct Handover {
+    pub(crate) session: Option<Session>,
+    pub(crate) will: Option<(Will, u32)>,
+    pub(crate) info: Option<ClientInfo>,
+}
+
+/// A request to take over a session, answered with the [`Handover`].
+pub(crate) type TakeOver = oneshot::Sender<Handover>;
+
+/// Where a client's messages go.
+#[derive(Debug)]
+pub(crate) enum SlotState {
+    /// A connection owns the session; deliveries go to its inbox.
+    Online {
+        conn: u64,
+        inbox: mpsc::Sender<Delivery>,
+        takeover: Option<oneshot::Sender<TakeOver>>,
+    },
+    /// The client is away; deliveries are queued in the session.
+    Offline {
+        session: Box<Session>,
+        generation: u64,
+        will: Option<Box<PendingWill>>,
+    },
+    /// Just created in the registry, with no session yet.
+    Vacant,
+    /// Removed from the registry; a connecting client must look again.
+    Dead,
+}
+
+/// A will waiting for its delay.
+#[derive(Debug)]
+pub(crate) struct PendingWill {
+    pub(crate) will: Will,
+    pub(crate) info: ClientInfo,
+    pub(crate) at: Instant,
+}
+
+/// One client identifier's routing target, stable while its session exists.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) client_id: ByteStr,
+    pub(crate) state: Mutex<SlotState>,
+}
+
+impl Slot {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn is_online(&self) -> bool {
+        matches!(*self.lock(), SlotState::Online { .. })
+    }
+}
+
+/// One subscription in the index, keyed by client identifier.
+#[derive(Clone, Debug)]
+pub(crate) struct Sub {
+    pub(crate) options: SubscriptionOptions,
+    pub(crate) id: Option<SubscriptionId>,
+    pub(crate) slot: Arc<Slot>,
+}
+
+/// A routing target collected under the index read lock.
+struct Target {
+    slot: Arc<Slot>,
+    qos: QoS,
+    rap: bool,
+    id: Option<SubscriptionId>,
+    shared: bool,
+}
+
+thread_local! {
+    /// Per-worker scratch for routing, reused so that a publish allocates nothing here.
+    static TARGETS: RefCell<Vec<Target>> = const { RefCell::new(Vec::new()) };
+}
+
+const RR_SLOTS: usize = 64;
+
+/// Everything the tasks share.
+pub(crate) struct Shared {
+    pub(crate) config: BrokerConfig,
+    pub(crate) server_config: Arc<ServerConfig>,
+    pub(crate) hooks: Arc<dyn Hooks>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) cluster: Arc<dyn Cluster>,
+    pub(crate) counters: Counters,
+    /// Read-mostly: every publish takes the read lock once; SUBSCRIBE and UNSUBSCRIBE take
+    /// the write lock for one trie walk.
+    pub(crate) index: RwLock<SubscriptionIndex<ByteStr, Sub>>,
+    /// Client identifier -> slot. Locked on CONNECT, close and expiry, never per publish.
+    pub(crate) registry: Mutex<HashMap<ByteStr, Arc<Slot>>>,
+    round_robin: [AtomicUsize; RR_SLOTS],
+    random: AtomicU64,
+    hasher: std::collections::hash_map::RandomState,
+    pub(crate) started: Instant,
+    pub(crate) next_conn: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: BrokerConfig,
+        hooks: Arc<dyn Hooks>,
+        store: Arc<dyn Store>,
+        cluster: Arc<dyn Cluster>,
+        seed: u64,
+    ) -> Self {
+        Self {
+            server_config: config.server_config(seed),
+            config,
+            hooks,
+            store,
+            cluster,
+            counters: Counters::default(),
+            index: RwLock::new(SubscriptionIndex::new()),
+            registry: Mutex::new(HashMap::new()),
+            round_robin: std::array::from_fn(|_| AtomicUsize::new(0)),
+            random: AtomicU64::new(seed | 1),
+            hasher: std::collections::hash_map::RandomState::new(),
+            started: Instant::now(),
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    pub(crate) fn registry(&self) -> MutexGuard<'_, HashMap<ByteStr, Arc<Slot>>> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn index_read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, SubscriptionIndex<ByteStr, Sub>> {
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn index_write(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, SubscriptionIndex<ByteStr, Sub>> {
+        self.index.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes `size` bytes from the global queue budget, or refuses.
+    pub(crate) fn reserve(&self, size: usize) -> bool {
+        let max = self.config.limits.max_queued_bytes_total;
+        let q = &self.counters.queued_bytes;
+        let mut current = q.load(Relaxed);
+        loop {
+            if current + size > max {
+                return false;
+            }
+            match q.compare_exchange_weak(current, current + size, Relaxed, Relaxed) {
+                Ok(_) => return true,
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    pub(crate) fn release(&self, size: usize) {
+        let _ = self
+            .counters
+            .queued_bytes
+            .fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(size)));
+    }
+
+    /// Publishes a message: stores or clears it as retained, routes it to every matching
+    /// session, offers it to the cluster seam, and tells the hooks. Returns the number of
+    /// sessions it went to.
+    pub(crate) fn publish(
+        &self,
+        message: Message,
+        publisher: Option<&ClientInfo>,
+        now: Instant,
+        forward: bool,
+    ) -> usize {
+        let message = Arc::new(message);
+        if message.retain && self.config.mqtt.retain_available {
+            if let Ok(topic) = TopicName::new(message.topic.as_str()) {
+                let value = (!message.payload.is_empty()).then(|| Retained {
+                    message: message.clone(),
+                    received_at: now,
+                });
+                self.store.set_retained(&topic, value);
+            }
+        }
+        let matched = self.route(&message, publisher.map(|p| &p.client_id), now);
+        if forward {
+            self.cluster.forward(&message);
+        }
+        self.hooks
+            .on_message_published(publisher, &message, matched);
+        matched
+    }
+
+    /// Routes to every matching subscription, applying No Local, Retain As Published and the
+    /// overlap rule: one delivery per client with the highest QoS of its matching
+    /// subscriptions and all their identifiers. Shared groups get one member each.
+    pub(crate) fn route(
+        &self,
+        message: &Arc<Message>,
+        publisher: Option<&ByteStr>,
+        now: Instant,
+    ) -> usize {
+        let Ok(topic) = TopicName::new(message.topic.as_str()) else {
+            return 0;
+        };
+        TARGETS.with(|cell| {
+            let Ok(mut targets) = cell.try_borrow_mut() else {
+                return 0;
+            };
+            targets.clear();
+            {
+                let index = self.index_read();
+                index.for_each_match(&topic, |m| match m {
+                    Match::Subscription { key, value, .. } => {
+                        if value.options.no_local && publisher == Some(key) {
+                            return;
+                        }
+                        targets.push(Target {
+                            slot: value.slot.clone(),
+                            qos: value.options.qos,
+                            rap: value.options.retain_as_published,
+                            id: value.id,
+                            shared: false,
+                        });
+                    }
+                    Match::SharedGroup {
+                        filter,
+                        share_name,
+                        members,
+                    } => {
+                        if let Some((_, sub)) =
+                            self.pick_member(filter, share_name, members, publisher)
+                        {
+                            targets.push(Target {
+                                slot: sub.slot.clone(),
+                                qos: sub.options.qos,
+                                rap: sub.options.retain_as_published,
+                                id: sub.id,
+                                shared: true,
+                            });
+                        }
+                    }
+                });
+            }
+            targets.sort_unstable_by_key(|t| (Arc::as_ptr(&t.slot) as usize, t.shared));
+            let mut matched = 0;
+            let mut i = 0;
+            while let Some(first) = targets.get(i) {
+                let mut qos = first.qos;
+                let mut rap = first.rap;
+                let mut ids: Vec<SubscriptionId> = first.id.into_iter().collect();
+                let mut j = i + 1;
+                if !first.shared {
+                    while let Some(next) = targets.get(j) {
+                        if next.shared || !Arc::ptr_eq(&next.slot, &first.slot) {
+                            break;
+                        }
+                        qos = qos.max(next.qos);
+                        rap |= next.rap;
+                        ids.extend(next.id);
+                        j += 1;
+                    }
+                }
+                let delivery = Delivery {
+                    message: message.clone(),
+                    qos: qos.min(message.qos),
+                    retain: rap && message.retain,
+                    subscription_ids: ids,
+                    received_at: now,
+                };
+                if self.deliver_to(&first.slot, delivery) {
+                    matched += 1;
+                }
+                i = j;
+            }
+            targets.clear();
+            matched
+        })
+    }
+
+    fn pick_member<'m>(
+        &self,
+        filter: midge_topic::FilterId,
+        share_name: &str,
+        members: &'m [(ByteStr, Sub)],
+        publisher: Option<&ByteStr>,
+    ) -> Option<&'m (ByteStr, Sub)> {
+        let n = members.len();
+        if n == 0 {
+            return None;
+        }
+        let start = match self.config.shared_subscriptions.strategy {
+            SharedStrategy::RoundRobin => {
+                let slot = (self.hasher.hash_one((share_name, filter)) as usize) % RR_SLOTS;
+                self.round_robin
+                    .get(slot)
+                    .map_or(0, |c| c.fetch_add(1, Relaxed))
+            }
+            SharedStrategy::Random => {
+                // splitmix64 over a shared counter: cheap, lock-free, good enough to spread.
+                let mut x = self
+                    .random
+                    .fetch_add(0x9e37_79b9_7f4a_7c15, Relaxed)
+                    .wrapping_add(0x9e37_79b9_7f4a_7c15);
+                x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                (x ^ (x >> 31)) as usize
+            }
+            SharedStrategy::Sticky => {
+                self.hasher.hash_one(publisher.map(ByteStr::as_bytes)) as usize
+            }
+        };
+        // Prefer an online member, starting from the strategy's choice; if none is online,
+        // queue for the chosen one.
+        (0..n)
+            .filter_map(|k| members.get((start.wrapping_add(k)) % n))
+            .find(|(_, sub)| sub.slot.is_online())
+            .or_else(|| members.get(start % n))
+    }
+
+    /// Hands a delivery to a client: into its connection's inbox (try-send: a full inbox
+    /// drops and counts), or into its offline session's queue (within its limits).
+    pub(crate) fn deliver_to(&self, slot: &Slot, delivery: Delivery) -> bool {
+        let size = delivery.size();
+        let mut state = slot.lock();
+        match &mut *state {
+            SlotState::Online { inbox, .. } => {
+                if !self.reserve(size) {
+                    self.counters.dropped_memory_budget.fetch_add(1, Relaxed);
+                    return false;
+                }
+                match inbox.try_send(delivery) {
+                    Ok(()) => true,
+                    Err(_) => {
+                        self.release(size);
+                        self.counters.dropped_inbox_full.fetch_add(1, Relaxed);
+                        false
+                    }
+                }
+            }
+            SlotState::Offline { session, .. } => {
+                if delivery.qos == QoS::AtMostOnce && !self.config.sessions.queue_qos0_offline {
+                    return false;
+                }
+                if !self.reserve(size) {
+                    self.counters.dropped_memory_budget.fetch_add(1, Relaxed);
+                    return false;
+                }
+                if session.enqueue(delivery) {
+                    true
+                } else {
+                    self.release(size);
+                    self.counters.dropped_queue_full.fetch_add(1, Relaxed);
+                    false
+                }
+            }
+            SlotState::Vacant | SlotState::Dead => false,
+        }
+    }
+
+    /// Removes a session's subscriptions from the index.
+    pub(crate) fn remove_subscriptions(&self, session: &Session) {
+        if session.subscriptions().is_empty() {
+            return;
+        }
+        let limits = self.config.topic_limits();
+        let mut index = self.index_write();
+        for filter in session.subscriptions().keys() {
+            if let Ok(f) = TopicFilter::with_limits(filter.as_str(), &limits) {
+                if index.remove(&f, session.client_id()).is_some() {
+                    self.counters.subscriptions.fetch_sub(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Puts a session's subscriptions (back) into the index, pointing at `slot`.
+    pub(crate) fn restore_subscriptions(&self, session: &Session, slot: &Arc<Slot>) {
+        let limits = self.config.topic_limits();
+        let mut index = self.index_write();
+        for (filter, sub) in session.subscriptions() {
+            if let Ok(f) = TopicFilter::with_limits(filter.as_str(), &limits) {
+                let value = Sub {
+                    options: sub.options,
+                    id: sub.id,
+                    slot: slot.clone(),
+                };
+                if index
+                    .insert(&f, session.client_id().clone(), value)
+                    .is_none()
+                {
+                    self.counters.subscriptions.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// The message a will becomes.
+    pub(crate) fn will_message(will: Will) -> Message {
+        let p = will.properties;
+        let mut message = Message::new(will.topic, will.payload, will.qos);
+        message.retain = will.retain;
+        message.properties.payload_format_indicator = p.payload_format_indicator;
+        message.properties.message_expiry_interval = p.message_expiry_interval;
+        message.properties.content_type = p.content_type;
+        message.properties.response_topic = p.response_topic;
+        message.properties.correlation_data = p.correlation_data;
+        message.properties.user_properties = p.user_properties;
+        message
+    }
+
+    /// Publishes a will if the hooks allow it.
+    pub(crate) fn publish_will(&self, will: Will, info: &ClientInfo) {
+        let message = Self::will_message(will);
+        if self.hooks.authorize_publish(info, &message).is_ok() {
+            tracing::debug!(client_id = %info.client_id, topic = %message.topic, "publishing will");
+            self.publish(message, None, Instant::now(), true);
+        }
+    }
+
+    /// A connection ended and leaves its session behind: keep it offline (with its will
+    /// waiting for its delay) or end it.
+    pub(crate) fn session_offline(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        conn: u64,
+        session: Session,
+        will: Option<(Will, u32)>,
+        info: &ClientInfo,
+        takeover: Option<oneshot::Receiver<TakeOver>>,
+    ) {
+        let now = Instant::now();
+        let mut registry = self.registry();
+        let mut state = slot.lock();
+        let mine = matches!(&*state, SlotState::Online { conn: c, .. } if *c == conn);
+        if !mine {
+            // Another connection took the slot while this one closed: it sent its request
+            // while holding the slot lock, so the request is already here.
+            drop(state);
+            drop(registry);
+            if let Some(mut rx) = takeover {
+                if let Ok(reply) = rx.try_recv() {
+                    let _ = reply.send(Handover {
+                        session: Some(session),
+                        will,
+                        info: Some(info.clone()),
+                    });
+                    return;
+                }
+            }
+            self.remove_subscriptions(&session);
+            return;
+        }
+        let expiry = session.expiry_interval();
+        if expiry == 0 {
+            *state = SlotState::Dead;
+            drop(state);
+            registry.remove(&slot.client_id);
+            drop(registry);
+            self.remove_subscriptions(&session);
+            self.store.remove_session(&slot.client_id);
+            self.hooks.on_session_expired(slot.client_id.as_str());
+            if let Some((will, _)) = will {
+                self.publish_will(will, info);
+            }
+            return;
+        }
+        let (publish_now, pending) = match will {
+            Some((will, 0)) => (Some(will), None),
+            Some((will, delay)) => (
+                None,
+                Some(Box::new(PendingWill {
+                    will,
+                    info: info.clone(),
+                    at: now + Duration::from_secs(u64::from(delay)),
+                })),
+            ),
+            None => (None, None),
+        };
+        // Messages left in the session's queue now count against the global budget.
+        self.counters
+            .queued_bytes
+            .fetch_add(session.queued_bytes(), Relaxed);
+        let mut encoded = BytesMut::new();
+        session.encode(now, &mut encoded);
+        self.store.save_session(&slot.client_id, encoded.freeze());
+        let expire_at = (expiry != u32::MAX).then(|| now + Duration::from_secs(u64::from(expiry)));
+        let will_at = pending.as_ref().map(|p| p.at);
+        *state = SlotState::Offline {
+            session: Box::new(session),
+            generation: conn,
+            will: pending,
+        };
+        drop(state);
+        drop(registry);
+        if let Some(will) = publish_now {
+            self.publish_will(will, info);
+        }
+        if expire_at.is_some() || will_at.is_some() {
+            tokio::spawn(offline_timer(
+                self.clone(),
+                slot.clone(),
+                conn,
+                will_at,
+                expire_at,
+            ));
+        }
+    }
+
+    /// Ends an offline session now (expired).
+    fn expire(&self, slot: &Arc<Slot>, generation: u64) {
+        let mut registry = self.registry();
+        let mut state = slot.lock();
+        let SlotState::Offline { generation: g, .. } = &*state else {
+            return;
+        };
+        if *g != generation {
+            return;
+        }
+        let SlotState::Offline { session, will, .. } =
+            std::mem::replace(&mut *state, SlotState::Dead)
+        else {
+            return;
+        };
+        drop(state);
+        registry.remove(&slot.client_id);
+        drop(registry);
+        self.release(session.queued_bytes());
+        self.remove_subscriptions(&session);
+        self.store.remove_session(&slot.client_id);
+        tracing::debug!(client_id = %slot.client_id, "session expired");
+        self.hooks.on_session_expired(slot.client_id.as_str());
+        // A will still waiting is published when the session ends, if that comes first.
+        if let Some(p) = will {
+            let p = *p;
+            self.publish_will(p.will, &p.info);
+        }
+    }
+
+    /// Publishes a delayed will whose time has come.
+    fn fire_will(&self, slot: &Slot, generation: u64) {
+        let pending = {
+            let mut state = slot.lock();
+            match &mut *state {
+                SlotState::Offline {
+                    generation: g,
+                    will,
+                    ..
+                } if *g == generation => will.take(),
+                _ => None,
+            }
+        };
+        if let Some(p) = pending {
+            let p = *p;
+            self.publish_will(p.will, &p.info);
+        }
+    }
+}
+
+/// Waits for an offline session's delayed will and expiry; stops early if the client comes
+/// back (the slot's generation changes).
+async fn offline_timer(
+    shared: Arc<Shared>,
+    slot: Arc<Slot>,
+    generation: u64,
+    mut will_at: Option<Instant>,
+    expire_at: Option<Instant>,
+) {
+    loop {
+        let next = match (will_at, expire_at) {
+            (Some(w), Some(e)) => w.min(e),
+            (Some(w), None) => w,
+            (None, Some(e)) => e,
+            (None, None) => return,
+        };
+        tokio::time::sleep_until(next.into()).await;
+        {
+            let state = slot.lock();
+            if !matches!(&*state, SlotState::Offline { generation: g, .. } if *g == generation) {
+                return;
+            }
+        }
+        let now = Instant::now();
+        if expire_at.is_some_and(|e| now >= e) {
+            shared.expire(&slot, generation);
+            return;
+        }
+        if will_at.is_some_and(|w| now >= w) {
+            shared.fire_will(&slot, generation);
+            will_at = None;
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Broker-wide counters: relaxed atomics, bumped without locks.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+/// Live counters shared by every task.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) connections: AtomicUsize,
+    pub(crate) clients_connected: AtomicUsize,
+    pub(crate) connections_total: AtomicU64,
+    pub(crate) messages_received: AtomicU64,
+    pub(crate) messages_sent: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) dropped_inbox_full: AtomicU64,
+    pub(crate) dropped_queue_full: AtomicU64,
+    pub(crate) dropped_memory_budget: AtomicU64,
+    pub(crate) queued_bytes: AtomicUsize,
+    pub(crate) subscriptions: AtomicUsize,
+    pub(crate) sessions: AtomicUsize,
+    pub(crate) rejected_connections: AtomicU64,
+    pub(crate) protocol_errors: AtomicU64,
+}
+
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Relaxed);
+}
+
+/// A snapshot of the broker's counters, from [`BrokerHandle::stats`](crate::BrokerHandle::stats).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokerStats {
+    /// Open TCP connections, connected or not yet.
+    pub connections: usize,
+    /// Clients connected (CONNACK sent).
+    pub clients_connected: usize,
+    /// Sessions, online and offline (mosquitto's `clients/total`).
+    pub sessions: usize,
+    /// TCP connections accepted since start.
+    pub connections_total: u64,
+    /// PUBLISH packets received from clients.
+    pub messages_received: u64,
+    /// Messages handed to connections for sending (including retained ones on subscribe).
+    pub messages_sent: u64,
+    /// Bytes read from clients.
+    pub bytes_received: u64,
+    /// Bytes written to clients.
+    pub bytes_sent: u64,
+    /// Subscriptions in the index (shared ones included).
+    pub subscriptions: usize,
+    /// Retained messages.
+    pub retained_messages: usize,
+    /// Deliveries dropped because a connection's inbox was full.
+    pub dropped_inbox_full: u64,
+    /// Deliveries dropped because an offline session's queue was full.
+    pub dropped_queue_full: u64,
+    /// Deliveries dropped because the global queue memory budget was spent.
+    pub dropped_memory_budget: u64,
+    /// Bytes queued in inboxes and offline sessions, counted against the global budget.
+    pub queued_bytes: usize,
+    /// CONNECTs refused (authentication, connection limit).
+    pub rejected_connections: u64,
+    /// Connections closed for breaking the protocol.
+    pub protocol_errors: u64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self, retained_messages: usize) -> BrokerStats {
+        BrokerStats {
+            connections: self.connections.load(Relaxed),
+            clients_connected: self.clients_connected.load(Relaxed),
+            sessions: self.sessions.load(Relaxed),
+            connections_total: self.connections_total.load(Relaxed),
+            messages_received: self.messages_received.load(Relaxed),
+            messages_sent: self.messages_sent.load(Relaxed),
+            bytes_received: self.bytes_received.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            subscriptions: self.subscriptions.load(Relaxed),
+            retained_messages,
+            dropped_inbox_full: self.dropped_inbox_full.load(Relaxed),
+            dropped_queue_full: self.dropped_queue_full.load(Relaxed),
+            dropped_memory_budget: self.dropped_memory_budget.load(Relaxed),
+            queued_bytes: self.queued_bytes.load(Relaxed),
+            rejected_connections: self.rejected_connections.load(Relaxed),
+            protocol_errors: self.protocol_errors.load(Relaxed),
+        }
+    }
+}

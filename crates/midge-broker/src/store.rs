@@ -1,0 +1,140 @@
+//! Seams for persistence and clustering: [`Store`] holds retained messages and persistent
+//! sessions; [`Cluster`] forwards routed messages to other nodes.
+
+use std::sync::{PoisonError, RwLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use midge_codec::ByteStr;
+use midge_proto::session::Session;
+use midge_topic::{RetainedIndex, TopicFilter, TopicName};
+
+/// A retained message, with the time the broker received it (its Message Expiry Interval
+/// counts down from then).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Retained {
+    /// The message, shared with every delivery of it.
+    pub message: std::sync::Arc<midge_proto::Message>,
+    /// When it was received.
+    pub received_at: Instant,
+}
+
+impl Retained {
+    /// A retained message received at `received_at`.
+    pub fn new(message: std::sync::Arc<midge_proto::Message>, received_at: Instant) -> Self {
+        Self {
+            message,
+            received_at,
+        }
+    }
+}
+
+/// Where retained messages and persistent sessions live.
+///
+/// The broker reads retained messages on every SUBSCRIBE (through
+/// [`Store::retained_matching`]) and writes them on every retained PUBLISH. Sessions are kept
+/// live in memory while they exist; the broker writes an offline session through
+/// [`Store::save_session`] when its client goes offline, removes it with
+/// [`Store::remove_session`] when it ends, and restores what [`Store::load_sessions`] returns
+/// when it starts. Sessions are stored as bytes from [`Session::encode`].
+///
+/// Methods are synchronous and called from connection tasks: a persistent implementation
+/// should buffer writes and flush them from a task of its own.
+pub trait Store: Send + Sync + 'static {
+    /// Sets the retained message of `topic` (`Some`), or deletes it (`None`).
+    fn set_retained(&self, topic: &TopicName<'_>, message: Option<Retained>);
+
+    /// Calls `visit` for each retained message whose topic matches `filter`.
+    fn retained_matching(&self, filter: &TopicFilter<'_>, visit: &mut dyn FnMut(&Retained));
+
+    /// Number of retained messages.
+    fn retained_count(&self) -> usize;
+
+    /// Stores the encoded session of an offline client.
+    fn save_session(&self, client_id: &ByteStr, encoded: Bytes) {
+        let _ = (client_id, encoded);
+    }
+
+    /// Forgets the session of `client_id`.
+    fn remove_session(&self, client_id: &ByteStr) {
+        let _ = client_id;
+    }
+
+    /// The sessions stored by an earlier run, decoded at `now`.
+    fn load_sessions(&self, now: Instant) -> Vec<Session> {
+        let _ = now;
+        Vec::new()
+    }
+}
+
+/// The default store: retained messages in a [`RetainedIndex`] behind an `RwLock`; sessions
+/// only in the broker's memory (nothing survives a restart).
+#[derive(Default)]
+pub struct MemoryStore {
+    retained: RwLock<RetainedIndex<Retained>>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("retained", &self.retained_count())
+            .finish()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Store for MemoryStore {
+    fn set_retained(&self, topic: &TopicName<'_>, message: Option<Retained>) {
+        let mut index = self
+            .retained
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        match message {
+            Some(m) => {
+                index.insert(topic, m);
+            }
+            None => {
+                index.remove(topic);
+            }
+        }
+    }
+
+    fn retained_matching(&self, filter: &TopicFilter<'_>, visit: &mut dyn FnMut(&Retained)) {
+        let index = self.retained.read().unwrap_or_else(PoisonError::into_inner);
+        index.for_each_match(filter, visit);
+    }
+
+    fn retained_count(&self) -> usize {
+        self.retained
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// The seam for a cluster backend: every message routed on this node (after local delivery)
+/// is offered to [`Cluster::forward`], which may send it to other nodes. A node that receives
+/// a message from a peer injects it with [`BrokerHandle::publish_local`](crate::BrokerHandle),
+/// which routes it locally without forwarding it again.
+///
+/// The default, [`Standalone`], forwards nothing.
+pub trait Cluster: Send + Sync + 'static {
+    /// Offers a message routed on this node. Must not block: queue it and send it from a task
+    /// of your own.
+    fn forward(&self, message: &std::sync::Arc<midge_proto::Message>);
+}
+
+/// A single node: forwards nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Standalone;
+
+impl Cluster for Standalone {
+    fn forward(&self, _message: &std::sync::Arc<midge_proto::Message>) {}
+}

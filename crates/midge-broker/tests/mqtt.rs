@@ -1,0 +1,605 @@
+//! MQTT behaviour of the broker over real TCP on 127.0.0.1.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use midge_codec::{
+    Connect, Disconnect, Packet, QoS, ReasonCode, RetainHandling, SubscriptionOptions, Will,
+};
+
+fn will(topic: &str, payload: &str, delay: Option<u32>) -> Will {
+    let mut w = Will {
+        topic: topic.to_owned().into(),
+        payload: Bytes::from(payload.to_owned()),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+    };
+    w.properties.will_delay_interval = delay;
+    w
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_sub_all_qos_both_versions() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    for version in [V311, V5] {
+        let mut sub = TestClient::connect(addr, version, "sub").await;
+        let mut publisher = TestClient::connect(addr, version, "pub").await;
+        let ack = sub.subscribe("a/+/c", QoS::ExactlyOnce).await;
+        assert_eq!(ack.reason_codes, vec![ReasonCode::GRANTED_QOS_2]);
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            let code = publisher.publish("a/b/c", "hello", qos, false).await;
+            assert!(code.is_success());
+            let p = sub.recv_publish().await;
+            assert_eq!(p.topic, "a/b/c");
+            assert_eq!(p.payload, Bytes::from_static(b"hello"));
+            assert_eq!(p.qos, qos);
+            assert!(!p.retain);
+        }
+        // Subscription QoS caps delivery QoS.
+        sub.subscribe("a/+/c", QoS::AtMostOnce).await;
+        publisher
+            .publish("a/b/c", "x", QoS::ExactlyOnce, false)
+            .await;
+        assert_eq!(sub.recv_publish().await.qos, QoS::AtMostOnce);
+        sub.unsubscribe("a/+/c").await;
+        publisher
+            .publish("a/b/c", "gone", QoS::AtLeastOnce, false)
+            .await;
+        sub.expect_silence(200).await;
+        sub.disconnect().await;
+        publisher.disconnect().await;
+    }
+    let stats = broker.stats();
+    assert!(stats.messages_received >= 8, "{stats:?}");
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_no_matching_subscribers_reason() {
+    let broker = start(test_config()).await;
+    let mut c = TestClient::connect(broker.local_addr(), V5, "lonely").await;
+    let code = c
+        .publish("nobody/listens", "x", QoS::AtLeastOnce, false)
+        .await;
+    assert_eq!(code, ReasonCode::NO_MATCHING_SUBSCRIBERS);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_set_replace_delete() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut p = TestClient::connect(addr, V311, "p").await;
+    p.publish("r/1", "first", QoS::AtLeastOnce, true).await;
+    p.publish("r/1", "second", QoS::AtLeastOnce, true).await;
+    p.publish("r/2", "other", QoS::AtMostOnce, true).await;
+    let mut s = TestClient::connect(addr, V311, "s").await;
+    s.subscribe("r/1", QoS::AtLeastOnce).await;
+    let got = s.recv_publish().await;
+    assert_eq!(got.payload, Bytes::from_static(b"second"));
+    assert!(got.retain, "retained on subscribe carries RETAIN");
+    s.expect_silence(150).await;
+    // A live message to an existing subscription has RETAIN cleared (3.1.1).
+    p.publish("r/1", "live", QoS::AtLeastOnce, true).await;
+    let live = s.recv_publish().await;
+    assert!(!live.retain);
+    // Delete with an empty payload.
+    p.publish("r/1", "", QoS::AtLeastOnce, true).await;
+    let _ = s.recv_publish().await;
+    assert_eq!(broker.stats().retained_messages, 1);
+    let mut s2 = TestClient::connect(addr, V311, "s2").await;
+    s2.subscribe("r/#", QoS::AtLeastOnce).await;
+    let only = s2.recv_publish().await;
+    assert_eq!(only.topic, "r/2");
+    s2.expect_silence(150).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retain_handling_and_retain_as_published() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut p = TestClient::connect(addr, V5, "p").await;
+    p.publish("rh/t", "kept", QoS::AtLeastOnce, true).await;
+    let mut s = TestClient::connect(addr, V5, "s").await;
+    let opts = |rh, rap| SubscriptionOptions {
+        qos: QoS::AtLeastOnce,
+        no_local: false,
+        retain_as_published: rap,
+        retain_handling: rh,
+    };
+    // 2: never.
+    s.subscribe_opts(&[("rh/t", opts(RetainHandling::DoNotSend, false))], None)
+        .await;
+    s.expect_silence(150).await;
+    s.unsubscribe("rh/t").await;
+    // 1: only for a new subscription.
+    s.subscribe_opts(&[("rh/t", opts(RetainHandling::SendIfNew, false))], None)
+        .await;
+    assert!(s.recv_publish().await.retain);
+    s.subscribe_opts(&[("rh/t", opts(RetainHandling::SendIfNew, false))], None)
+        .await;
+    s.expect_silence(150).await;
+    // 0: every time.
+    s.subscribe_opts(
+        &[("rh/t", opts(RetainHandling::SendAtSubscribe, false))],
+        None,
+    )
+    .await;
+    assert!(s.recv_publish().await.retain);
+    // Retain As Published: live messages keep RETAIN.
+    s.subscribe_opts(&[("rh/t", opts(RetainHandling::DoNotSend, true))], None)
+        .await;
+    p.publish("rh/t", "rap", QoS::AtLeastOnce, true).await;
+    assert!(s.recv_publish().await.retain);
+    s.subscribe_opts(&[("rh/t", opts(RetainHandling::DoNotSend, false))], None)
+        .await;
+    p.publish("rh/t", "norap", QoS::AtLeastOnce, true).await;
+    assert!(!s.recv_publish().await.retain);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wills() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut watcher = TestClient::connect(addr, V5, "watcher").await;
+    watcher.subscribe("will/#", QoS::AtLeastOnce).await;
+
+    // Normal DISCONNECT: no will.
+    let mut c = Connect::new(V311, "w1");
+    c.will = Some(will("will/w1", "gone", None));
+    let (w1, _) = TestClient::connect_with(addr, c).await;
+    w1.disconnect().await;
+    watcher.expect_silence(200).await;
+
+    // Abrupt close: will.
+    let mut c = Connect::new(V311, "w2");
+    c.will = Some(will("will/w2", "died", None));
+    let (w2, _) = TestClient::connect_with(addr, c).await;
+    drop(w2);
+    let p = watcher.recv_publish().await;
+    assert_eq!(p.topic, "will/w2");
+    assert_eq!(p.payload, Bytes::from_static(b"died"));
+
+    // 5.0 will delay, cancelled by a reconnect within the delay.
+    let mut c = Connect::new(V5, "w3");
+    c.clean_start = true;
+    c.properties.session_expiry_interval = Some(60);
+    c.will = Some(will("will/w3", "late", Some(1)));
+    let (w3, _) = TestClient::connect_with(addr, c.clone()).await;
+    drop(w3);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut c2 = c.clone();
+    c2.clean_start = false;
+    c2.will = None;
+    let (w3b, ack) = TestClient::connect_with(addr, c2).await;
+    assert!(ack.session_present);
+    watcher.expect_silence(1300).await;
+
+    // 5.0 will delay longer than the session: published when the session ends.
+    let mut c = Connect::new(V5, "w4");
+    c.properties.session_expiry_interval = Some(0);
+    c.will = Some(will("will/w4", "session-end", Some(30)));
+    let (w4, _) = TestClient::connect_with(addr, c).await;
+    drop(w4);
+    assert_eq!(watcher.recv_publish().await.topic, "will/w4");
+
+    // 5.0 DISCONNECT 0x04 publishes the will.
+    let mut c = Connect::new(V5, "w5");
+    c.will = Some(will("will/w5", "asked", None));
+    let (mut w5, _) = TestClient::connect_with(addr, c).await;
+    w5.send(Packet::Disconnect(Disconnect {
+        reason_code: ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
+        ..Default::default()
+    }))
+    .await;
+    assert_eq!(watcher.recv_publish().await.topic, "will/w5");
+    drop(w3b);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_session_offline_messages_and_expiry() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    // 3.1.1 persistent session.
+    let mut c = Connect::new(V311, "persist");
+    c.clean_start = false;
+    let (mut s, ack) = TestClient::connect_with(addr, c.clone()).await;
+    assert!(!ack.session_present);
+    s.subscribe("off/#", QoS::AtLeastOnce).await;
+    s.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut p = TestClient::connect(addr, V311, "p").await;
+    p.publish("off/1", "q1", QoS::AtLeastOnce, false).await;
+    p.publish("off/2", "q0", QoS::AtMostOnce, false).await;
+    p.publish("off/3", "q2", QoS::ExactlyOnce, false).await;
+    let (mut s, ack) = TestClient::connect_with(addr, c.clone()).await;
+    assert!(ack.session_present);
+    assert_eq!(s.recv_publish().await.payload, Bytes::from_static(b"q1"));
+    assert_eq!(s.recv_publish().await.payload, Bytes::from_static(b"q2"));
+    s.expect_silence(150).await;
+    s.disconnect().await;
+
+    // 5.0 session expiry: gone after its interval.
+    let mut c = Connect::new(V5, "expiring");
+    c.properties.session_expiry_interval = Some(1);
+    let (mut s, _) = TestClient::connect_with(addr, c.clone()).await;
+    s.subscribe("exp/#", QoS::AtLeastOnce).await;
+    s.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut c2 = c.clone();
+    c2.clean_start = false;
+    let (s, ack) = TestClient::connect_with(addr, c2.clone()).await;
+    assert!(ack.session_present, "still there within the interval");
+    s.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_s, ack) = TestClient::connect_with(addr, c2).await;
+    assert!(!ack.session_present, "expired");
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_expiry_while_offline() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut c = Connect::new(V5, "me");
+    c.properties.session_expiry_interval = Some(60);
+    let (mut s, _) = TestClient::connect_with(addr, c.clone()).await;
+    s.subscribe("me/#", QoS::AtLeastOnce).await;
+    s.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut p = TestClient::connect(addr, V5, "p").await;
+    let mut short = p.publish_packet("me/short", "s", QoS::AtLeastOnce, false);
+    short.properties.message_expiry_interval = Some(1);
+    p.publish_full(short).await;
+    let mut long = p.publish_packet("me/long", "l", QoS::AtLeastOnce, false);
+    long.properties.message_expiry_interval = Some(100);
+    p.publish_full(long).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.clean_start = false;
+    let (mut s, _) = TestClient::connect_with(addr, c).await;
+    let got = s.recv_publish().await;
+    assert_eq!(got.topic, "me/long");
+    let left = got
+        .properties
+        .message_expiry_interval
+        .expect("remaining expiry");
+    assert!(left <= 99, "expiry counts down: {left}");
+    s.expect_silence(150).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_subscriptions_round_robin_and_failover() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut a = TestClient::connect(addr, V5, "a").await;
+    let mut b = TestClient::connect(addr, V5, "b").await;
+    a.subscribe("$share/g/jobs/#", QoS::AtLeastOnce).await;
+    b.subscribe("$share/g/jobs/#", QoS::AtLeastOnce).await;
+    let mut p = TestClient::connect(addr, V5, "p").await;
+    for i in 0..4 {
+        p.publish("jobs/x", &i.to_string(), QoS::AtLeastOnce, false)
+            .await;
+    }
+    let mut got_a = 0;
+    let mut got_b = 0;
+    while a.try_recv_publish(Duration::from_millis(200)).await.is_ok() {
+        got_a += 1;
+    }
+    while b.try_recv_publish(Duration::from_millis(200)).await.is_ok() {
+        got_b += 1;
+    }
+    assert_eq!((got_a, got_b), (2, 2), "round robin");
+    // Failover: b goes away (its session ends); everything goes to a.
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..3 {
+        p.publish("jobs/y", &i.to_string(), QoS::AtLeastOnce, false)
+            .await;
+    }
+    for _ in 0..3 {
+        a.recv_publish().await;
+    }
+    // A member with a persistent session that is offline is skipped while another is online.
+    let mut c = Connect::new(V5, "c");
+    c.properties.session_expiry_interval = Some(60);
+    let (mut cc, _) = TestClient::connect_with(addr, c).await;
+    cc.subscribe("$share/g/jobs/#", QoS::AtLeastOnce).await;
+    drop(cc);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..3 {
+        p.publish("jobs/z", &i.to_string(), QoS::AtLeastOnce, false)
+            .await;
+    }
+    for _ in 0..3 {
+        a.recv_publish().await;
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_aliases_both_directions() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut c = Connect::new(V5, "alias-sub");
+    c.properties.topic_alias_maximum = Some(5);
+    let (mut s, _) = TestClient::connect_with(addr, c).await;
+    s.subscribe("al/#", QoS::AtMostOnce).await;
+    let mut p = TestClient::connect(addr, V5, "alias-pub").await;
+    // Client -> broker: set alias 1, then use it with an empty topic.
+    let mut first = p.publish_packet("al/long/topic", "1", QoS::AtMostOnce, false);
+    first.properties.topic_alias = std::num::NonZeroU16::new(1);
+    p.publish_full(first).await;
+    let mut second = p.publish_packet("", "2", QoS::AtMostOnce, false);
+    second.properties.topic_alias = std::num::NonZeroU16::new(1);
+    p.publish_full(second).await;
+    // Broker -> client: the second delivery uses the alias with an empty topic.
+    let mut raw = Vec::new();
+    for _ in 0..2 {
+        match s.recv_packet().await {
+            Packet::Publish(publish) => raw.push(publish),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(raw[0].topic, "al/long/topic");
+    assert!(raw[0].properties.topic_alias.is_some());
+    assert!(
+        raw[1].topic.is_empty(),
+        "second uses the alias: {:?}",
+        raw[1]
+    );
+    assert_eq!(raw[1].properties.topic_alias, raw[0].properties.topic_alias);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_identifiers_no_local_and_overlaps() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut s = TestClient::connect(addr, V5, "ids").await;
+    s.subscribe_opts(
+        &[("ov/+", SubscriptionOptions::qos(QoS::AtMostOnce))],
+        Some(7),
+    )
+    .await;
+    s.subscribe_opts(
+        &[("ov/#", SubscriptionOptions::qos(QoS::AtLeastOnce))],
+        Some(9),
+    )
+    .await;
+    let mut p = TestClient::connect(addr, V5, "p").await;
+    p.publish("ov/x", "m", QoS::ExactlyOnce, false).await;
+    // 5.0: one copy, the highest QoS, every matching identifier.
+    let got = s.recv_publish().await;
+    assert_eq!(got.qos, QoS::AtLeastOnce);
+    let mut ids: Vec<u32> = got
+        .properties
+        .subscription_identifiers
+        .iter()
+        .map(|i| i.get())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![7, 9]);
+    s.expect_silence(150).await;
+
+    // No Local: own messages are not echoed on that subscription.
+    let nl = SubscriptionOptions {
+        no_local: true,
+        ..SubscriptionOptions::qos(QoS::AtLeastOnce)
+    };
+    s.subscribe_opts(&[("nl/t", nl)], None).await;
+    s.publish("nl/t", "self", QoS::AtLeastOnce, false).await;
+    s.expect_silence(150).await;
+    p.publish("nl/t", "other", QoS::AtLeastOnce, false).await;
+    assert_eq!(s.recv_publish().await.payload, Bytes::from_static(b"other"));
+
+    // 3.1.1 overlap: once, with the maximum QoS [MQTT-3.3.5-1].
+    let mut o = TestClient::connect(addr, V311, "ov311").await;
+    o.subscribe("x/+", QoS::AtMostOnce).await;
+    o.subscribe("x/#", QoS::ExactlyOnce).await;
+    o.subscribe("x/y", QoS::AtLeastOnce).await;
+    p.publish("x/y", "once", QoS::ExactlyOnce, false).await;
+    assert_eq!(o.recv_publish().await.qos, QoS::ExactlyOnce);
+    o.expect_silence(150).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_takeover() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut c = Connect::new(V5, "dup");
+    c.properties.session_expiry_interval = Some(60);
+    let (mut old, _) = TestClient::connect_with(addr, c.clone()).await;
+    old.subscribe("to/#", QoS::AtLeastOnce).await;
+    c.clean_start = false;
+    let (mut new, ack) = TestClient::connect_with(addr, c).await;
+    assert!(ack.session_present, "session handed over");
+    old.expect_disconnect(ReasonCode::SESSION_TAKEN_OVER).await;
+    let mut p = TestClient::connect(addr, V5, "p").await;
+    p.publish("to/x", "after", QoS::AtLeastOnce, false).await;
+    assert_eq!(
+        new.recv_publish().await.payload,
+        Bytes::from_static(b"after")
+    );
+    // 3.1.1 takeover: the old connection is just closed.
+    let (mut o3, _) = TestClient::connect_with(addr, Connect::new(V311, "dup3")).await;
+    let _n3 = TestClient::connect(addr, V311, "dup3").await;
+    o3.until_closed().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_keepalive_and_assigned_client_id() {
+    let mut config = test_config();
+    config.limits.max_keepalive = 30;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    let mut c = Connect::new(V5, "");
+    c.keep_alive = 600;
+    let (_c, ack) = TestClient::connect_with(addr, c).await;
+    assert_eq!(ack.properties.server_keep_alive, Some(30));
+    assert!(ack.properties.assigned_client_identifier.is_some());
+    // 3.1.1 cannot be told: refused.
+    let mut c = Connect::new(V311, "ka");
+    c.keep_alive = 600;
+    let (_c, ack) = TestClient::connect_with(addr, c).await;
+    assert!(!ack.reason_code.is_success());
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_properties_and_request_response_pass_through() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut s = TestClient::connect(addr, V5, "rr-s").await;
+    s.subscribe("req", QoS::AtMostOnce).await;
+    let mut p = TestClient::connect(addr, V5, "rr-p").await;
+    let mut m = p.publish_packet("req", "q", QoS::AtMostOnce, false);
+    m.properties.response_topic = Some("resp".into());
+    m.properties.correlation_data = Some(Bytes::from_static(b"42"));
+    m.properties.content_type = Some("text/plain".into());
+    m.properties.user_properties = vec![("k".into(), "v".into())];
+    p.publish_full(m).await;
+    let got = s.recv_publish().await;
+    assert_eq!(got.properties.response_topic, Some("resp".into()));
+    assert_eq!(
+        got.properties.correlation_data,
+        Some(Bytes::from_static(b"42"))
+    );
+    assert_eq!(got.properties.content_type, Some("text/plain".into()));
+    assert_eq!(
+        got.properties.user_properties,
+        vec![("k".into(), "v".into())]
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sys_topics() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    broker.publish_sys();
+    let mut s = TestClient::connect(addr, V311, "sys").await;
+    s.subscribe("$SYS/broker/#", QoS::AtMostOnce).await;
+    let mut topics = Vec::new();
+    while let Ok(p) = s.try_recv_publish(Duration::from_millis(300)).await {
+        assert!(p.retain);
+        topics.push(p.topic.as_str().to_owned());
+    }
+    for t in [
+        "$SYS/broker/version",
+        "$SYS/broker/uptime",
+        "$SYS/broker/clients/connected",
+        "$SYS/broker/clients/total",
+        "$SYS/broker/messages/received",
+        "$SYS/broker/messages/sent",
+        "$SYS/broker/bytes/received",
+        "$SYS/broker/bytes/sent",
+        "$SYS/broker/subscriptions/count",
+        "$SYS/broker/retained messages/count",
+    ] {
+        assert!(topics.iter().any(|x| x == t), "{t} missing from {topics:?}");
+    }
+    // `#` does not match `$SYS`.
+    let mut all = TestClient::connect(addr, V311, "all").await;
+    all.subscribe("#", QoS::AtMostOnce).await;
+    all.expect_silence(150).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sys_interval_publishes() {
+    let mut config = test_config();
+    config.sys.interval_secs = 1;
+    let broker = start(config).await;
+    let mut s = TestClient::connect(broker.local_addr(), V311, "sys-i").await;
+    s.subscribe("$SYS/broker/uptime", QoS::AtMostOnce).await;
+    // The retained value on subscribe, then a live update within the interval.
+    let _ = s.recv_publish().await;
+    let live = s.recv_publish().await;
+    assert!(!live.retain);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_sends_0x8b() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut c5 = TestClient::connect(addr, V5, "sd5").await;
+    let mut c3 = TestClient::connect(addr, V311, "sd3").await;
+    let shutdown = tokio::spawn(broker.shutdown());
+    c5.expect_disconnect(ReasonCode::SERVER_SHUTTING_DOWN).await;
+    assert!(c3.until_closed().await.is_empty());
+    tokio::time::timeout(Duration::from_secs(5), shutdown)
+        .await
+        .expect("shutdown completes")
+        .expect("no panic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_authenticate_and_authorize() {
+    use midge_broker::{ClientInfo, ConnectRequest, Hooks};
+    struct Auth;
+    impl Hooks for Auth {
+        fn authenticate(&self, r: &ConnectRequest<'_>) -> Result<(), ReasonCode> {
+            if r.username == Some("ok") {
+                Ok(())
+            } else {
+                Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+            }
+        }
+        fn authorize_publish(
+            &self,
+            _: &ClientInfo,
+            m: &midge_proto::Message,
+        ) -> Result<(), ReasonCode> {
+            if m.topic.as_str().starts_with("secret") {
+                Err(ReasonCode::NOT_AUTHORIZED)
+            } else {
+                Ok(())
+            }
+        }
+        fn authorize_subscribe(
+            &self,
+            _: &ClientInfo,
+            f: &str,
+            _: &SubscriptionOptions,
+        ) -> Result<(), ReasonCode> {
+            if f.starts_with("secret") {
+                Err(ReasonCode::NOT_AUTHORIZED)
+            } else {
+                Ok(())
+            }
+        }
+    }
+    let broker = midge_broker::Broker::builder()
+        .config(test_config())
+        .hooks(Auth)
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .start()
+        .await
+        .expect("starts");
+    let addr = broker.local_addr();
+    let (_, ack) = TestClient::connect_with(addr, Connect::new(V5, "nope")).await;
+    assert_eq!(ack.reason_code, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+    let (_, ack) = TestClient::connect_with(addr, Connect::new(V311, "nope")).await;
+    assert_eq!(ack.reason_code, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+    let mut c = Connect::new(V5, "yes");
+    c.username = Some("ok".into());
+    let (mut c, ack) = TestClient::connect_with(addr, c).await;
+    assert!(ack.reason_code.is_success());
+    let ack = c.subscribe("secret/#", QoS::AtLeastOnce).await;
+    assert_eq!(ack.reason_codes, vec![ReasonCode::NOT_AUTHORIZED]);
+    let code = c.publish("secret/x", "x", QoS::AtLeastOnce, false).await;
+    assert_eq!(code, ReasonCode::NOT_AUTHORIZED);
+    broker.shutdown().await;
+}

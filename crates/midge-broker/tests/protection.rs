@@ -1,0 +1,345 @@
+//! Hostile and malformed input over raw TCP: each closes only the offending connection, with
+//! the right reason code, while the broker keeps serving and its memory stays bounded.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use midge_codec::{Connect, Packet, PubAck, QoS, ReasonCode};
+
+/// A v5 PUBLISH QoS 0 with a raw topic.
+fn raw_publish_v5(topic: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    body.extend_from_slice(topic);
+    body.push(0); // no properties
+    body.extend_from_slice(b"x");
+    let mut out = vec![0x30, body.len() as u8];
+    out.extend_from_slice(&body);
+    out
+}
+
+async fn v5_client(addr: std::net::SocketAddr) -> TestClient {
+    TestClient::connect(addr, V5, "").await
+}
+
+fn rss_guard() -> Option<u64> {
+    rss_kib()
+}
+
+fn assert_rss_bounded(before: Option<u64>, what: &str) {
+    if let (Some(b), Some(a)) = (before, rss_kib()) {
+        // Tests run in parallel in this process; 64 MiB is far below the 256 MiB an eager
+        // allocation would take.
+        assert!(
+            a.saturating_sub(b) < 64 * 1024,
+            "{what}: RSS grew from {b} KiB to {a} KiB"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_remaining_length() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut c = v5_client(addr).await;
+    // Five continuation bytes: a Remaining Length longer than four bytes.
+    c.send_raw(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]).await;
+    c.expect_disconnect(ReasonCode::MALFORMED_PACKET).await;
+    // Same before CONNECT: just closed.
+    let mut raw = TestClient::raw(addr, V5).await;
+    raw.send_raw(&[0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]).await;
+    assert!(raw.until_closed().await.is_empty());
+    assert_healthy(addr).await;
+    assert!(broker.stats().protocol_errors >= 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_packet_not_connect() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut raw = TestClient::raw(addr, V5).await;
+    raw.send_raw(&[0xC0, 0x00]).await; // PINGREQ
+    assert!(
+        raw.until_closed().await.is_empty(),
+        "no CONNACK, just closed"
+    );
+    let mut raw = TestClient::raw(addr, V5).await;
+    raw.send_raw(&raw_publish_v5(b"a/b")).await;
+    assert!(raw.until_closed().await.is_empty());
+    assert_healthy(addr).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_connect() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut c = v5_client(addr).await;
+    c.send(Packet::Connect(Box::new(Connect::new(V5, "again"))))
+        .await;
+    c.expect_disconnect(ReasonCode::PROTOCOL_ERROR).await;
+    let mut c = TestClient::connect(addr, V311, "again311").await;
+    c.send(Packet::Connect(Box::new(Connect::new(V311, "again311"))))
+        .await;
+    assert!(c.until_closed().await.is_empty());
+    assert_healthy(addr).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_topic_names_in_publish() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let cases: [(&[u8], ReasonCode); 5] = [
+        (b"a/+/c", ReasonCode::TOPIC_NAME_INVALID),
+        (b"a/#", ReasonCode::TOPIC_NAME_INVALID),
+        (b"a/\0/c", ReasonCode::MALFORMED_PACKET),
+        (b"a/\xff\xfe", ReasonCode::MALFORMED_PACKET),
+        (b"", ReasonCode::PROTOCOL_ERROR),
+    ];
+    for (topic, code) in cases {
+        let mut c = v5_client(addr).await;
+        c.send_raw(&raw_publish_v5(topic)).await;
+        c.expect_disconnect(code).await;
+    }
+    assert_healthy(addr).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_reserved_flags() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut c = v5_client(addr).await;
+    // SUBSCRIBE must have flags 0b0010; send 0b0000.
+    c.send_raw(&[0x80, 0x08, 0x00, 0x01, 0x00, 0x00, 0x02, b'a', b'/', 0x00])
+        .await;
+    c.expect_disconnect(ReasonCode::MALFORMED_PACKET).await;
+    // PINGREQ with a flag set.
+    let mut c = v5_client(addr).await;
+    c.send_raw(&[0xC1, 0x00]).await;
+    c.expect_disconnect(ReasonCode::MALFORMED_PACKET).await;
+    assert_healthy(addr).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_only_packets_from_a_client() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut c = v5_client(addr).await;
+    c.send_raw(&[0x20, 0x03, 0x00, 0x00, 0x00]).await; // CONNACK
+    c.expect_disconnect(ReasonCode::PROTOCOL_ERROR).await;
+    let mut c = v5_client(addr).await;
+    c.send_raw(&[0x90, 0x04, 0x00, 0x01, 0x00, 0x00]).await; // SUBACK
+    c.expect_disconnect(ReasonCode::PROTOCOL_ERROR).await;
+    let mut c = v5_client(addr).await;
+    c.send_raw(&[0xD0, 0x00]).await; // PINGRESP
+    c.expect_disconnect(ReasonCode::PROTOCOL_ERROR).await;
+    assert_healthy(addr).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_packet() {
+    let mut config = test_config();
+    config.limits.max_packet_size = 1024;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    let mut c = v5_client(addr).await;
+    let big = "x".repeat(2000);
+    let p = c.publish_packet("big", &big, QoS::AtMostOnce, false);
+    c.send(Packet::Publish(p)).await;
+    c.expect_disconnect(ReasonCode::PACKET_TOO_LARGE).await;
+    assert_healthy(addr).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_256_mib_never_sent() {
+    let mut config = test_config();
+    // Even when the limit allows it, the broker must not allocate up front.
+    config.limits.max_packet_size = 300 * 1024 * 1024;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    let before = rss_guard();
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let mut c = v5_client(addr).await;
+        // PUBLISH with Remaining Length 268,435,455, then a few bytes and silence.
+        c.send_raw(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F, 0x00, 0x01, b'a'])
+            .await;
+        clients.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_rss_bounded(before, "pending 256 MiB packets");
+    assert_healthy(addr).await;
+    drop(clients);
+
+    // With the default limit (1 MiB) the fixed header alone gets it closed: 0x95.
+    let broker2 = start(test_config()).await;
+    let before = rss_guard();
+    let mut c = v5_client(broker2.local_addr()).await;
+    c.send_raw(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F, 0x00, 0x01, b'a'])
+        .await;
+    c.expect_disconnect(ReasonCode::PACKET_TOO_LARGE).await;
+    assert_rss_bounded(before, "256 MiB announce");
+    assert_healthy(broker2.local_addr()).await;
+    broker2.shutdown().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_flood_without_pubrel() {
+    let mut config = test_config();
+    config.limits.receive_maximum = 10;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    let mut c = v5_client(addr).await;
+    for id in 1..=11u16 {
+        let mut p = c.publish_packet("flood", "x", QoS::ExactlyOnce, false);
+        p.packet_id = Some(pid(id));
+        c.send(Packet::Publish(p)).await;
+    }
+    let packets = c.until_closed().await;
+    let recs = packets
+        .iter()
+        .filter(|p| matches!(p, Packet::PubRec(_)))
+        .count();
+    // The 11th arrives before the PUBRECs of the first ten may have been written; those
+    // sent are at most ten.
+    assert!(recs <= 10, "{packets:?}");
+    assert!(
+        matches!(packets.last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::RECEIVE_MAXIMUM_EXCEEDED),
+        "{packets:?}"
+    );
+    assert_healthy(addr).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_connect_within_timeout() {
+    let mut config = test_config();
+    config.limits.connect_timeout_ms = 300;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    let started = Instant::now();
+    let mut raw = TestClient::raw(addr, V5).await;
+    assert!(raw.until_closed().await.is_empty());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    // A partial CONNECT does not extend the deadline.
+    let mut raw = TestClient::raw(addr, V5).await;
+    raw.send_raw(&[0x10, 0x20, 0x00]).await;
+    assert!(raw.until_closed().await.is_empty());
+    assert_healthy(addr).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_subscription_and_topic_level_limits() {
+    let mut config = test_config();
+    config.limits.max_connections = 2;
+    config.limits.max_subscriptions_per_client = 2;
+    config.limits.max_topic_levels = 3;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    let mut a = TestClient::connect(addr, V5, "a").await;
+    let _b = TestClient::connect(addr, V5, "b").await;
+    let (_c, ack) = TestClient::connect_with(addr, Connect::new(V5, "c")).await;
+    assert_eq!(ack.reason_code, ReasonCode::SERVER_BUSY);
+    a.subscribe("one", QoS::AtMostOnce).await;
+    a.subscribe("two", QoS::AtMostOnce).await;
+    let ack = a.subscribe("three", QoS::AtMostOnce).await;
+    assert_eq!(ack.reason_codes, vec![ReasonCode::QUOTA_EXCEEDED]);
+    let ack = a.subscribe("a/b/c/d", QoS::AtMostOnce).await;
+    assert_eq!(ack.reason_codes, vec![ReasonCode::TOPIC_FILTER_INVALID]);
+    a.send_raw(&raw_publish_v5(b"a/b/c/d")).await;
+    a.expect_disconnect(ReasonCode::TOPIC_NAME_INVALID).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_subscriber_does_not_block_others() {
+    let mut config = test_config();
+    config.limits.inbox_capacity = 64;
+    config.sessions.max_queued_messages = 100;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    // Subscribes, then never reads.
+    let mut sleeper = TestClient::connect(addr, V5, "sleeper").await;
+    sleeper.subscribe("load/#", QoS::AtLeastOnce).await;
+    let mut healthy = TestClient::connect(addr, V5, "healthy").await;
+    healthy.subscribe("load/#", QoS::AtMostOnce).await;
+    let mut p = TestClient::connect(addr, V5, "loader").await;
+    let payload = "y".repeat(4096);
+    let started = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        while healthy
+            .try_recv_publish(Duration::from_secs(2))
+            .await
+            .is_ok()
+        {
+            n += 1;
+        }
+        n
+    });
+    for _ in 0..3000 {
+        p.publish("load/x", &payload, QoS::AtLeastOnce, false).await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let received = reader.await.expect("reader");
+    assert_eq!(received, 3000, "the healthy subscriber got everything");
+    let stats = broker.stats();
+    assert!(
+        stats.dropped_inbox_full + stats.dropped_queue_full > 0,
+        "the sleeper's overflow was dropped and counted: {stats:?}"
+    );
+    drop(sleeper);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_queue_memory_budget() {
+    let mut config = test_config();
+    config.limits.max_queued_bytes_total = 64 * 1024;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    let mut c = Connect::new(V5, "offline");
+    c.properties.session_expiry_interval = Some(60);
+    let (mut s, _) = TestClient::connect_with(addr, c).await;
+    s.subscribe("budget/#", QoS::AtLeastOnce).await;
+    s.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut p = TestClient::connect(addr, V5, "p").await;
+    let payload = "z".repeat(1024);
+    for _ in 0..200 {
+        p.publish("budget/x", &payload, QoS::AtLeastOnce, false)
+            .await;
+    }
+    let stats = broker.stats();
+    assert!(stats.dropped_memory_budget > 0, "{stats:?}");
+    assert!(stats.queued_bytes <= 64 * 1024, "{stats:?}");
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v311_violation_just_closes_and_pubrel_unknown_is_answered() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut c = TestClient::connect(addr, V311, "v3").await;
+    c.send(Packet::PubRel(PubAck::new(pid(9)))).await;
+    assert!(matches!(c.recv_packet().await, Packet::PubComp(_)));
+    c.send_raw(&[0x30, 0x05, 0x00, 0x03, b'a', b'/', b'#'])
+        .await;
+    assert!(c.until_closed().await.is_empty());
+    assert_healthy(addr).await;
+    broker.shutdown().await;
+}

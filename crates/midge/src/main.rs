@@ -1,0 +1,182 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use midge_broker::{Broker, BrokerConfig};
+use tracing_subscriber::EnvFilter;
+
+/// midge: an MQTT 3.1/3.1.1/5.0 toolkit.
+#[derive(Debug, Parser)]
+#[command(name = "midge", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an MQTT broker (the default when no subcommand is given).
+    Broker(BrokerArgs),
+}
+
+#[derive(Debug, Default, Args)]
+struct BrokerArgs {
+    /// Configuration file (TOML); see docs/broker-config.md. Without one, built-in defaults.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Port to listen on (overrides the file's listener.bind port).
+    #[arg(short, long)]
+    port: Option<u16>,
+    /// Address to listen on (overrides the file's listener.bind address).
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<IpAddr>,
+    /// Verbose logging: -v debug, -vv trace. RUST_LOG, when set, takes precedence.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Broker(args)) => broker(args),
+        None => broker(BrokerArgs::default()),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load_config(args: &BrokerArgs) -> Result<BrokerConfig, String> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            toml::from_str::<BrokerConfig>(&text)
+                .map_err(|e| format!("invalid configuration {}: {e}", path.display()))?
+        }
+        None => BrokerConfig::default(),
+    };
+    let bind: SocketAddr = config.listener.bind;
+    config.listener.bind = SocketAddr::new(
+        args.bind.unwrap_or(bind.ip()),
+        args.port.unwrap_or(bind.port()),
+    );
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn broker(args: BrokerArgs) -> ExitCode {
+    init_logging(args.verbose);
+    let config = match load_config(&args) {
+        Ok(config) => config,
+        Err(err) => {
+            tracing::error!("{err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(%err, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let broker = match Broker::builder().config(config).start().await {
+            Ok(broker) => broker,
+            Err(err) => {
+                tracing::error!("{err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        broker.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Waits for SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "midge",
+            "broker",
+            "-p",
+            "1884",
+            "--bind",
+            "127.0.0.1",
+            "-vv",
+        ])
+        .expect("parses");
+        let Some(Command::Broker(args)) = cli.command else {
+            panic!("broker subcommand");
+        };
+        assert_eq!(args.port, Some(1884));
+        assert_eq!(args.verbose, 2);
+        let config = load_config(&args).expect("valid");
+        assert_eq!(
+            config.listener.bind,
+            "127.0.0.1:1884".parse().expect("addr")
+        );
+    }
+
+    #[test]
+    fn defaults_listen_on_1883() {
+        let config = load_config(&BrokerArgs::default()).expect("valid");
+        assert_eq!(config.listener.bind, "0.0.0.0:1883".parse().expect("addr"));
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../midge.example.toml");
+        let config: BrokerConfig = toml::from_str(text).expect("parses");
+        config.validate().expect("valid");
+    }
+}
