@@ -46,6 +46,9 @@ struct Driver {
     handover: Option<TakeOver>,
     /// The CONNECT just accepted: re-run input that waited for the decision.
     accepted: bool,
+    /// Bytes of this session's queue counted against the global memory budget: the budget
+    /// covers online sessions' queues too, not only inboxes and offline sessions.
+    counted: usize,
 }
 
 /// Runs one connection to its end. Returns when the socket is closed.
@@ -87,6 +90,7 @@ pub(crate) async fn run(
         takeover_rx: Some(takeover_rx),
         handover: None,
         accepted: false,
+        counted: 0,
     };
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
@@ -103,6 +107,7 @@ pub(crate) async fn run(
         if let Some(mut buf) = pool.pop() {
             let now = Instant::now();
             while buf.len() < MAX_WRITE && d.conn.poll_transmit(now, &mut buf) {}
+            d.sync_budget();
             if buf.is_empty() {
                 pool.push(buf);
             } else if to_writer.try_send(buf).is_err() {
@@ -213,16 +218,32 @@ async fn write_loop(
 }
 
 impl Driver {
+    /// Moves a delivery from the inbox into the session's queue. Its reservation against the
+    /// global budget moves with it, and is released as the queue drains ([`Self::sync_budget`]).
     fn deliver(&mut self, delivery: Delivery) {
-        self.shared.release(delivery.size());
+        let size = delivery.size();
         if self.conn.deliver(delivery) {
+            self.counted += size;
             self.shared.counters.messages_sent.fetch_add(1, Relaxed);
         } else {
+            self.shared.release(size);
             self.shared
                 .counters
                 .dropped_queue_full
                 .fetch_add(1, Relaxed);
         }
+    }
+
+    /// Brings the global budget in line with the session's queue after it was drained by
+    /// `poll_transmit` (or grew by retained messages, which are not reserved on the way in).
+    fn sync_budget(&mut self) {
+        let queued = self.conn.session().map_or(0, |s| s.queued_bytes());
+        if queued > self.counted {
+            add_bytes(&self.shared, queued - self.counted);
+        } else {
+            self.shared.release(self.counted - queued);
+        }
+        self.counted = queued;
     }
 
     async fn handle_events(&mut self, rbuf: &mut BytesMut) {
@@ -317,8 +338,9 @@ impl Driver {
                 }
                 SlotState::Offline { session, will, .. } => {
                     // Back before the will's delay: the will is cancelled [MQTT-3.1.3-9].
+                    // The queue's bytes stay counted against the budget, now as ours.
                     drop(will);
-                    shared.release(session.queued_bytes());
+                    self.counted = session.queued_bytes();
                     break (
                         slot.clone(),
                         Some(Handover {
@@ -527,6 +549,9 @@ impl Driver {
             self.deliver(delivery);
         }
         let session = self.conn.take_session();
+        // The queue's bytes leave this connection's account; `session_offline` (or the taking-
+        // over connection, via `sync_budget`) counts them again.
+        self.shared.release(std::mem::take(&mut self.counted));
         let hook_reason = match reason {
             ServerCloseReason::ClientDisconnect(code) => DisconnectReason::Client(code),
             ServerCloseReason::ProtocolViolation(code) | ServerCloseReason::Rejected(code) => {
@@ -560,6 +585,11 @@ impl Driver {
             self.takeover_rx.take(),
         );
     }
+}
+
+/// Counts bytes that are already queued against the global budget, without refusing them.
+fn add_bytes(shared: &Shared, size: usize) {
+    shared.counters.queued_bytes.fetch_add(size, Relaxed);
 }
 
 /// Waits for a takeover request, forever if there is no receiver.

@@ -331,6 +331,40 @@ async fn global_queue_memory_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_budget_covers_online_subscribers_that_never_read() {
+    // Two connected subscribers that never read: once their sockets are full, their session
+    // queues grow, and the global budget (not only each session's own limit) caps them.
+    let budget = 256 * 1024;
+    let mut config = test_config();
+    config.limits.max_queued_bytes_total = budget;
+    config.sessions.max_queued_bytes = 64 * 1024 * 1024;
+    config.sessions.max_queued_messages = 1_000_000;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    let mut sleepers = Vec::new();
+    for id in ["sleeper-1", "sleeper-2"] {
+        let mut s = TestClient::connect(addr, V5, id).await;
+        s.subscribe("flood/#", QoS::AtMostOnce).await;
+        sleepers.push(s);
+    }
+    let before = rss_guard();
+    let mut p = TestClient::connect(addr, V5, "flooder").await;
+    let payload = "f".repeat(16 * 1024);
+    // 48 MiB per sleeper: far more than the kernel's socket buffers hold.
+    for _ in 0..3000 {
+        p.publish("flood/x", &payload, QoS::AtLeastOnce, false)
+            .await;
+    }
+    let stats = broker.stats();
+    assert!(stats.dropped_memory_budget > 0, "{stats:?}");
+    assert!(stats.queued_bytes <= budget, "{stats:?}");
+    assert_rss_bounded(before, "online subscribers that never read");
+    assert_healthy(addr).await;
+    drop(sleepers);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v311_violation_just_closes_and_pubrel_unknown_is_answered() {
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
