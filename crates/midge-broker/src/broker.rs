@@ -164,6 +164,7 @@ fn restore_sessions(shared: &Arc<Shared>) {
         let slot = Arc::new(Slot {
             client_id: client_id.clone(),
             state: std::sync::Mutex::new(SlotState::Dead),
+            congested: Default::default(),
         });
         shared.restore_subscriptions(&session, &slot);
         shared.counters.queued_bytes.fetch_add(queued, Relaxed);
@@ -266,6 +267,7 @@ fn publish_sys(shared: &Shared) {
     for (topic, value) in values {
         let mut message = Message::new(topic, value, QoS::AtMostOnce);
         message.retain = true;
+        // QoS 0: never waits for a full inbox.
         shared.publish(message, None, now, false);
     }
 }
@@ -303,13 +305,13 @@ impl BrokerHandle {
     /// every matching session, and offered to the cluster seam. Returns the number of sessions
     /// it went to.
     pub fn publish(&self, message: Message) -> usize {
-        self.shared.publish(message, None, Instant::now(), true)
+        self.shared.publish_detached(message, Instant::now(), true)
     }
 
     /// Like [`BrokerHandle::publish`], but not offered to the cluster seam: for messages that
     /// arrived from another node.
     pub fn publish_local(&self, message: Message) -> usize {
-        self.shared.publish(message, None, Instant::now(), false)
+        self.shared.publish_detached(message, Instant::now(), false)
     }
 
     /// Publishes the `$SYS` topics now, without waiting for the interval.

@@ -125,7 +125,10 @@ pub(crate) async fn run(
             }
             armed = deadline;
         }
-        let connected = d.conn.is_connected();
+        // Take deliveries only while the session's queue has room, so that the inbox holds
+        // the rest and publishers wait for it, instead of the queue dropping what the inbox
+        // accepted.
+        let connected = d.conn.is_connected() && d.queue_has_room();
         // Both write buffers are with the writer: stop reading until one returns.
         let can_read = !pool.is_empty();
         let takeover_pending = d.takeover_rx.is_some() && d.slot.is_some();
@@ -142,6 +145,9 @@ pub(crate) async fn run(
                 if let Some(first) = first {
                     d.deliver(first);
                     for _ in 0..INBOX_BATCH {
+                        if !d.queue_has_room() {
+                            break;
+                        }
                         match d.inbox.try_recv() {
                             Ok(next) => d.deliver(next),
                             Err(_) => break,
@@ -234,6 +240,15 @@ impl Driver {
         }
     }
 
+    /// Whether the session's queue can take another delivery within its limits.
+    fn queue_has_room(&self) -> bool {
+        let sessions = &self.shared.config.sessions;
+        self.conn.session().is_none_or(|s| {
+            s.queued_messages() < sessions.max_queued_messages
+                && s.queued_bytes() < sessions.max_queued_bytes
+        })
+    }
+
     /// Brings the global budget in line with the session's queue after it was drained by
     /// `poll_transmit` (or grew by retained messages, which are not reserved on the way in).
     fn sync_budget(&mut self) {
@@ -254,7 +269,7 @@ impl Driver {
                         self.on_connect(connect, client_id).await;
                     }
                     ServerEvent::Publish { message, packet_id } => {
-                        self.on_publish(message, packet_id);
+                        self.on_publish(message, packet_id).await;
                     }
                     ServerEvent::Subscribe {
                         packet_id,
@@ -316,6 +331,7 @@ impl Driver {
                     Arc::new(Slot {
                         client_id: client_id.clone(),
                         state: std::sync::Mutex::new(SlotState::Vacant),
+                        congested: Default::default(),
                     })
                 })
                 .clone();
@@ -400,7 +416,11 @@ impl Driver {
         self.accepted = true;
     }
 
-    fn on_publish(
+    /// Routes a publish, then acknowledges it: only once it is queued for every matching
+    /// session, waiting (bounded) for room where a subscriber's inbox is full, so that no
+    /// acknowledged QoS 1 or 2 message is silently lost. A 5.0 publisher learns of a
+    /// subscriber that could not take it from 0x97 Quota exceeded.
+    async fn on_publish(
         &mut self,
         message: midge_proto::Message,
         packet_id: Option<midge_codec::PacketId>,
@@ -414,9 +434,18 @@ impl Driver {
         let reason = match shared.hooks.authorize_publish(info, &message) {
             Err(code) => code,
             Ok(()) => {
-                // Routed (queued for every matching session) before it is acknowledged.
-                let matched = shared.publish(message, Some(info), Instant::now(), true);
-                if matched == 0 {
+                let routed = shared.publish(message, Some(info), Instant::now(), true);
+                let (mut matched, mut refused) = (routed.matched, routed.refused);
+                for blocked in routed.blocked {
+                    if shared.send_blocked(blocked).await {
+                        matched += 1;
+                    } else {
+                        refused += 1;
+                    }
+                }
+                if refused > 0 {
+                    ReasonCode::QUOTA_EXCEEDED
+                } else if matched == 0 {
                     ReasonCode::NO_MATCHING_SUBSCRIBERS
                 } else {
                     ReasonCode::SUCCESS

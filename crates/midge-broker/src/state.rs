@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use midge_proto::server::ServerConfig;
 use midge_proto::session::{Delivery, Session};
 use midge_proto::Message;
 use midge_topic::{Match, SubscriptionIndex, TopicFilter, TopicName};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{BrokerConfig, SharedStrategy};
@@ -66,6 +67,10 @@ pub(crate) struct PendingWill {
 pub(crate) struct Slot {
     pub(crate) client_id: ByteStr,
     pub(crate) state: Mutex<SlotState>,
+    /// Set when a QoS 1 or 2 delivery waited the whole backpressure timeout for room in this
+    /// client's inbox: later deliveries are dropped at once instead of waiting again, until
+    /// the inbox takes one.
+    pub(crate) congested: AtomicBool,
 }
 
 impl Slot {
@@ -93,6 +98,34 @@ struct Target {
     rap: bool,
     id: Option<SubscriptionId>,
     shared: bool,
+}
+
+/// What routing one message did.
+#[derive(Debug, Default)]
+pub(crate) struct Routed {
+    /// Clients the message was queued for.
+    pub(crate) matched: usize,
+    /// QoS 1 and 2 deliveries that were refused: a full offline queue, or the memory budget.
+    pub(crate) refused: usize,
+    /// QoS 1 and 2 deliveries waiting for room in a connected client's inbox; finish them
+    /// with [`Shared::send_blocked`] before acknowledging the publish.
+    pub(crate) blocked: Vec<Blocked>,
+}
+
+/// A QoS 1 or 2 delivery for a connected client whose inbox was full. Its bytes stay reserved
+/// against the memory budget until it is sent or dropped.
+#[derive(Debug)]
+pub(crate) struct Blocked {
+    slot: Arc<Slot>,
+    inbox: mpsc::Sender<Delivery>,
+    delivery: Delivery,
+}
+
+/// The outcome of handing one delivery to one client.
+enum Handed {
+    Queued,
+    Refused,
+    Blocked(Blocked),
 }
 
 thread_local! {
@@ -201,7 +234,7 @@ impl Shared {
         publisher: Option<&ClientInfo>,
         now: Instant,
         forward: bool,
-    ) -> usize {
+    ) -> Routed {
         let message = Arc::new(message);
         if message.retain && self.config.mqtt.retain_available {
             if let Ok(topic) = TopicName::new(message.topic.as_str()) {
@@ -212,13 +245,62 @@ impl Shared {
                 self.store.set_retained(&topic, value);
             }
         }
-        let matched = self.route(&message, publisher.map(|p| &p.client_id), now);
+        let routed = self.route(&message, publisher.map(|p| &p.client_id), now);
         if forward {
             self.cluster.forward(&message);
         }
+        let matched = routed.matched + routed.blocked.len();
         self.hooks
             .on_message_published(publisher, &message, matched);
+        routed
+    }
+
+    /// Publishes from inside the broker (wills, `$SYS`, the handle), where nothing waits for
+    /// the outcome: blocked deliveries finish in a task of their own. Returns the number of
+    /// clients the message was queued for or is waiting for.
+    pub(crate) fn publish_detached(
+        self: &Arc<Self>,
+        message: Message,
+        now: Instant,
+        forward: bool,
+    ) -> usize {
+        let routed = self.publish(message, None, now, forward);
+        let matched = routed.matched + routed.blocked.len();
+        if !routed.blocked.is_empty() {
+            let shared = self.clone();
+            tokio::spawn(async move {
+                for blocked in routed.blocked {
+                    shared.send_blocked(blocked).await;
+                }
+            });
+        }
         matched
+    }
+
+    /// Waits, at most `limits.backpressure_timeout_ms`, for room in a connected client's inbox.
+    /// The publisher's connection stops reading meanwhile, which slows the publisher down to
+    /// the pace of its slowest subscriber instead of losing messages it was promised. A
+    /// client that is not reading at all costs one timeout, then is marked congested and
+    /// skipped at once until it catches up. Returns whether the delivery was queued.
+    pub(crate) async fn send_blocked(&self, blocked: Blocked) -> bool {
+        let Blocked {
+            slot,
+            inbox,
+            delivery,
+        } = blocked;
+        let size = delivery.size();
+        let wait = Duration::from_millis(self.config.limits.backpressure_timeout_ms);
+        match tokio::time::timeout(wait, inbox.send(delivery)).await {
+            Ok(Ok(())) => true,
+            outcome => {
+                self.release(size);
+                self.counters.dropped_inbox_full.fetch_add(1, Relaxed);
+                if outcome.is_err() {
+                    slot.congested.store(true, Relaxed);
+                }
+                false
+            }
+        }
     }
 
     /// Routes to every matching subscription, applying No Local, Retain As Published and the
@@ -229,13 +311,14 @@ impl Shared {
         message: &Arc<Message>,
         publisher: Option<&ByteStr>,
         now: Instant,
-    ) -> usize {
+    ) -> Routed {
+        let mut routed = Routed::default();
         let Ok(topic) = TopicName::new(message.topic.as_str()) else {
-            return 0;
+            return routed;
         };
         TARGETS.with(|cell| {
             let Ok(mut targets) = cell.try_borrow_mut() else {
-                return 0;
+                return routed;
             };
             targets.clear();
             {
@@ -273,7 +356,6 @@ impl Shared {
                 });
             }
             targets.sort_unstable_by_key(|t| (Arc::as_ptr(&t.slot) as usize, t.shared));
-            let mut matched = 0;
             let mut i = 0;
             while let Some(first) = targets.get(i) {
                 let mut qos = first.qos;
@@ -298,13 +380,19 @@ impl Shared {
                     subscription_ids: ids,
                     received_at: now,
                 };
-                if self.deliver_to(&first.slot, delivery) {
-                    matched += 1;
+                let qos = delivery.qos;
+                match self.deliver_to(&first.slot, delivery) {
+                    Handed::Queued => routed.matched += 1,
+                    // A QoS 0 delivery may be dropped; it is counted, but does not fail the
+                    // publish.
+                    Handed::Refused if qos != QoS::AtMostOnce => routed.refused += 1,
+                    Handed::Refused => {}
+                    Handed::Blocked(blocked) => routed.blocked.push(blocked),
                 }
                 i = j;
             }
             targets.clear();
-            matched
+            routed
         })
     }
 
@@ -348,43 +436,57 @@ impl Shared {
             .or_else(|| members.get(start % n))
     }
 
-    /// Hands a delivery to a client: into its connection's inbox (try-send: a full inbox
-    /// drops and counts), or into its offline session's queue (within its limits).
-    pub(crate) fn deliver_to(&self, slot: &Slot, delivery: Delivery) -> bool {
+    /// Hands a delivery to a client: into its connection's inbox, or into its offline
+    /// session's queue (within its limits). A QoS 0 delivery that finds the inbox full is
+    /// dropped and counted; a QoS 1 or 2 one comes back as [`Handed::Blocked`] to wait for
+    /// room, unless the client is congested.
+    fn deliver_to(&self, slot: &Arc<Slot>, delivery: Delivery) -> Handed {
         let size = delivery.size();
         let mut state = slot.lock();
         match &mut *state {
             SlotState::Online { inbox, .. } => {
                 if !self.reserve(size) {
                     self.counters.dropped_memory_budget.fetch_add(1, Relaxed);
-                    return false;
+                    return Handed::Refused;
                 }
                 match inbox.try_send(delivery) {
-                    Ok(()) => true,
+                    Ok(()) => {
+                        slot.congested.store(false, Relaxed);
+                        Handed::Queued
+                    }
+                    Err(TrySendError::Full(delivery))
+                        if delivery.qos != QoS::AtMostOnce && !slot.congested.load(Relaxed) =>
+                    {
+                        Handed::Blocked(Blocked {
+                            slot: slot.clone(),
+                            inbox: inbox.clone(),
+                            delivery,
+                        })
+                    }
                     Err(_) => {
                         self.release(size);
                         self.counters.dropped_inbox_full.fetch_add(1, Relaxed);
-                        false
+                        Handed::Refused
                     }
                 }
             }
             SlotState::Offline { session, .. } => {
                 if delivery.qos == QoS::AtMostOnce && !self.config.sessions.queue_qos0_offline {
-                    return false;
+                    return Handed::Refused;
                 }
                 if !self.reserve(size) {
                     self.counters.dropped_memory_budget.fetch_add(1, Relaxed);
-                    return false;
+                    return Handed::Refused;
                 }
                 if session.enqueue(delivery) {
-                    true
+                    Handed::Queued
                 } else {
                     self.release(size);
                     self.counters.dropped_queue_full.fetch_add(1, Relaxed);
-                    false
+                    Handed::Refused
                 }
             }
-            SlotState::Vacant | SlotState::Dead => false,
+            SlotState::Vacant | SlotState::Dead => Handed::Refused,
         }
     }
 
@@ -440,11 +542,11 @@ impl Shared {
     }
 
     /// Publishes a will if the hooks allow it.
-    pub(crate) fn publish_will(&self, will: Will, info: &ClientInfo) {
+    pub(crate) fn publish_will(self: &Arc<Self>, will: Will, info: &ClientInfo) {
         let message = Self::will_message(will);
         if self.hooks.authorize_publish(info, &message).is_ok() {
             tracing::debug!(client_id = %info.client_id, topic = %message.topic, "publishing will");
-            self.publish(message, None, Instant::now(), true);
+            self.publish_detached(message, Instant::now(), true);
         }
     }
 
@@ -538,7 +640,7 @@ impl Shared {
     }
 
     /// Ends an offline session now (expired).
-    fn expire(&self, slot: &Arc<Slot>, generation: u64) {
+    fn expire(self: &Arc<Self>, slot: &Arc<Slot>, generation: u64) {
         let mut registry = self.registry();
         let mut state = slot.lock();
         let SlotState::Offline { generation: g, .. } = &*state else {
@@ -568,7 +670,7 @@ impl Shared {
     }
 
     /// Publishes a delayed will whose time has come.
-    fn fire_will(&self, slot: &Slot, generation: u64) {
+    fn fire_will(self: &Arc<Self>, slot: &Slot, generation: u64) {
         let pending = {
             let mut state = slot.lock();
             match &mut *state {
