@@ -226,7 +226,7 @@ async fn sys_loop(shared: Arc<Shared>, every: Duration) {
     }
 }
 
-fn publish_sys(shared: &Shared) {
+fn publish_sys(shared: &Arc<Shared>) {
     let stats = snapshot(shared);
     let uptime = shared.started.elapsed().as_secs();
     let values: [(&'static str, String); 11] = [
@@ -267,8 +267,7 @@ fn publish_sys(shared: &Shared) {
     for (topic, value) in values {
         let mut message = Message::new(topic, value, QoS::AtMostOnce);
         message.retain = true;
-        // QoS 0: never waits for a full inbox.
-        shared.publish(message, None, now, false);
+        shared.publish_detached(message, now, false);
     }
 }
 

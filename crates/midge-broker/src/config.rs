@@ -76,12 +76,11 @@ pub struct LimitsConfig {
     pub max_keepalive: u16,
     /// Topic aliases a 5.0 client may set towards the broker. Default 64.
     pub topic_alias_maximum: u16,
-    /// Deliveries buffered in one connection's inbox. When it is full, QoS 0 deliveries are
-    /// dropped and counted, and QoS 1 and 2 deliveries wait up to `backpressure_timeout_ms`.
-    /// Default 4096.
+    /// Deliveries buffered in one connection's inbox. When it is full, deliveries wait up to
+    /// `backpressure_timeout_ms`. Default 4096.
     pub inbox_capacity: usize,
-    /// How long a QoS 1 or 2 delivery waits for room in a subscriber's full inbox, holding up
-    /// its publisher (which is acknowledged only afterwards). A subscriber that makes no room
+    /// How long a delivery waits for room in a subscriber's full inbox, holding up its
+    /// publisher (which is acknowledged only afterwards). A subscriber that makes no room
     /// in that time is marked congested, and later deliveries to it are dropped and counted at
     /// once until it catches up. Default 1000 ms.
     pub backpressure_timeout_ms: u64,

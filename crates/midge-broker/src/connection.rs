@@ -437,9 +437,11 @@ impl Driver {
                 let routed = shared.publish(message, Some(info), Instant::now(), true);
                 let (mut matched, mut refused) = (routed.matched, routed.refused);
                 for blocked in routed.blocked {
+                    let at_most_once = blocked.delivery.qos == midge_codec::QoS::AtMostOnce;
                     if shared.send_blocked(blocked).await {
                         matched += 1;
-                    } else {
+                    } else if !at_most_once {
+                        // A QoS 0 delivery may be dropped without failing the publish.
                         refused += 1;
                     }
                 }

@@ -67,8 +67,8 @@ pub(crate) struct PendingWill {
 pub(crate) struct Slot {
     pub(crate) client_id: ByteStr,
     pub(crate) state: Mutex<SlotState>,
-    /// Set when a QoS 1 or 2 delivery waited the whole backpressure timeout for room in this
-    /// client's inbox: later deliveries are dropped at once instead of waiting again, until
+    /// Set when a delivery waited the whole backpressure timeout for room in this client's
+    /// inbox: later deliveries are dropped at once instead of waiting again, until
     /// the inbox takes one.
     pub(crate) congested: AtomicBool,
 }
@@ -107,18 +107,18 @@ pub(crate) struct Routed {
     pub(crate) matched: usize,
     /// QoS 1 and 2 deliveries that were refused: a full offline queue, or the memory budget.
     pub(crate) refused: usize,
-    /// QoS 1 and 2 deliveries waiting for room in a connected client's inbox; finish them
-    /// with [`Shared::send_blocked`] before acknowledging the publish.
+    /// Deliveries waiting for room in a connected client's inbox; finish them with
+    /// [`Shared::send_blocked`] before acknowledging the publish.
     pub(crate) blocked: Vec<Blocked>,
 }
 
-/// A QoS 1 or 2 delivery for a connected client whose inbox was full. Its bytes stay reserved
-/// against the memory budget until it is sent or dropped.
+/// A delivery for a connected client whose inbox was full. Its bytes stay reserved against
+/// the memory budget until it is sent or dropped.
 #[derive(Debug)]
 pub(crate) struct Blocked {
-    slot: Arc<Slot>,
+    pub(crate) slot: Arc<Slot>,
     inbox: mpsc::Sender<Delivery>,
-    delivery: Delivery,
+    pub(crate) delivery: Delivery,
 }
 
 /// The outcome of handing one delivery to one client.
@@ -266,13 +266,26 @@ impl Shared {
     ) -> usize {
         let routed = self.publish(message, None, now, forward);
         let matched = routed.matched + routed.blocked.len();
-        if !routed.blocked.is_empty() {
-            let shared = self.clone();
-            tokio::spawn(async move {
+        if routed.blocked.is_empty() {
+            return matched;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let shared = self.clone();
+                runtime.spawn(async move {
+                    for blocked in routed.blocked {
+                        shared.send_blocked(blocked).await;
+                    }
+                });
+            }
+            // Called from outside the runtime (a handle used on a plain thread): nothing can
+            // wait, so the deliveries that found a full inbox are dropped and counted.
+            Err(_) => {
                 for blocked in routed.blocked {
-                    shared.send_blocked(blocked).await;
+                    self.release(blocked.delivery.size());
+                    self.counters.dropped_inbox_full.fetch_add(1, Relaxed);
                 }
-            });
+            }
         }
         matched
     }
@@ -437,9 +450,9 @@ impl Shared {
     }
 
     /// Hands a delivery to a client: into its connection's inbox, or into its offline
-    /// session's queue (within its limits). A QoS 0 delivery that finds the inbox full is
-    /// dropped and counted; a QoS 1 or 2 one comes back as [`Handed::Blocked`] to wait for
-    /// room, unless the client is congested.
+    /// session's queue (within its limits). A delivery that finds the inbox full comes back as
+    /// [`Handed::Blocked`] to wait for room, unless the client is congested, in which case it
+    /// is dropped and counted.
     fn deliver_to(&self, slot: &Arc<Slot>, delivery: Delivery) -> Handed {
         let size = delivery.size();
         let mut state = slot.lock();
@@ -454,9 +467,7 @@ impl Shared {
                         slot.congested.store(false, Relaxed);
                         Handed::Queued
                     }
-                    Err(TrySendError::Full(delivery))
-                        if delivery.qos != QoS::AtMostOnce && !slot.congested.load(Relaxed) =>
-                    {
+                    Err(TrySendError::Full(delivery)) if !slot.congested.load(Relaxed) => {
                         Handed::Blocked(Blocked {
                             slot: slot.clone(),
                             inbox: inbox.clone(),

@@ -307,6 +307,50 @@ async fn slow_subscriber_does_not_block_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_slows_its_publisher_and_loses_no_acknowledged_message() {
+    // Tiny inbox and queue: a subscriber that reads, but slowly, makes the publisher wait for
+    // it instead of losing what the publisher was acknowledged for.
+    let mut config = test_config();
+    config.limits.inbox_capacity = 8;
+    config.sessions.max_queued_messages = 8;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    for version in [V5, midge_codec::ProtocolVersion::V3_1_1] {
+        let mut slow = TestClient::connect(addr, version, "slow").await;
+        slow.subscribe("slow/#", QoS::AtLeastOnce).await;
+        let mut p = TestClient::connect(addr, version, "fast").await;
+        let publisher = tokio::spawn(async move {
+            for n in 0..400 {
+                let code = p
+                    .publish("slow/x", &n.to_string(), QoS::AtLeastOnce, false)
+                    .await;
+                assert_eq!(code, ReasonCode::SUCCESS, "message {n}");
+            }
+        });
+        for n in 0..400 {
+            if n % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let publish = slow.recv_publish().await;
+            assert_eq!(
+                publish.payload,
+                n.to_string().into_bytes(),
+                "in order, none lost"
+            );
+        }
+        publisher.await.expect("publisher");
+        slow.disconnect().await;
+    }
+    let stats = broker.stats();
+    assert_eq!(
+        stats.dropped_inbox_full + stats.dropped_queue_full,
+        0,
+        "{stats:?}"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn global_queue_memory_budget() {
     let mut config = test_config();
     config.limits.max_queued_bytes_total = 64 * 1024;
