@@ -311,7 +311,7 @@ impl ServerConnection {
             }
             reason => reason,
         };
-        self.violation(reason);
+        self.violation_because(reason, ByteStr::from(err.to_string()));
     }
 
     /// Handles one packet from the client.
@@ -496,30 +496,71 @@ impl ServerConnection {
         }
     }
 
-    /// Queues a CONNACK refusal and closes.
+    /// Queues a CONNACK refusal and closes. 5.0 clients also get a Reason String.
     fn refuse(&mut self, reason: ReasonCode) {
-        let reason_code = if self.version.is_v5() {
-            reason
+        let mut connack = ConnAck::default();
+        if self.version.is_v5() {
+            connack.reason_code = reason;
+            connack.properties.reason_string = Some(explain(reason));
         } else {
-            v3_connack_code(reason)
-        };
+            connack.reason_code = v3_connack_code(reason);
+        }
         self.transmit.clear();
-        self.transmit.push_back(Packet::ConnAck(ConnAck {
-            reason_code,
-            ..ConnAck::default()
-        }));
+        self.transmit.push_back(Packet::ConnAck(connack));
         self.close(ServerCloseReason::Rejected(reason), None);
     }
 
     /// The client broke the protocol: DISCONNECT with `reason` (5.0), then close. The will is
     /// published [MQTT-3.1.2-8].
     fn violation(&mut self, reason: ReasonCode) {
+        self.violation_because(reason, explain(reason));
+    }
+
+    /// [`Self::violation`] with the Reason String to send.
+    fn violation_because(&mut self, reason: ReasonCode, why: ByteStr) {
         self.transmit.clear();
         if self.version.is_v5() && self.state == State::Connected {
-            self.transmit.push_back(disconnect(reason));
+            let packet = self.disconnect_packet(reason, Some(why));
+            self.transmit.push_back(packet);
         }
         let will = self.will();
         self.close(ServerCloseReason::ProtocolViolation(reason), will);
+    }
+
+    /// A DISCONNECT, with a Reason String unless it would exceed the client's Maximum Packet
+    /// Size (5.0 §3.14.2.2.3).
+    fn disconnect_packet(&self, reason: ReasonCode, why: Option<ByteStr>) -> Packet {
+        let mut d = Disconnect {
+            reason_code: reason,
+            ..Disconnect::default()
+        };
+        d.properties.reason_string =
+            why.or_else(|| (!reason.is_success()).then(|| explain(reason)));
+        let packet = Packet::Disconnect(d);
+        if self.fits(&packet) {
+            packet
+        } else {
+            Packet::Disconnect(Disconnect {
+                reason_code: reason,
+                ..Disconnect::default()
+            })
+        }
+    }
+
+    fn fits(&self, packet: &Packet) -> bool {
+        packet
+            .encoded_len(self.version)
+            .is_ok_and(|len| len <= self.client_maximum_packet_size as usize)
+    }
+
+    /// Whether the client lets us add Reason Strings to packets other than CONNACK and
+    /// DISCONNECT: not if it set Request Problem Information to 0 [MQTT-3.1.2-29].
+    fn problem_information_allowed(&self) -> bool {
+        self.version.is_v5()
+            && self
+                .connect
+                .as_ref()
+                .is_none_or(|c| c.properties.request_problem_information != Some(false))
     }
 
     fn will(&mut self) -> Option<(Will, u32)> {
@@ -543,7 +584,8 @@ impl ServerConnection {
     /// 5.0 clients are told the reason. The will is published.
     pub fn disconnect(&mut self, reason: ReasonCode) {
         if self.version.is_v5() && self.state == State::Connected {
-            self.transmit.push_back(disconnect(reason));
+            let packet = self.disconnect_packet(reason, None);
+            self.transmit.push_back(packet);
         }
         let will = self.will();
         self.close(ServerCloseReason::ServerDisconnect(reason), will);
@@ -555,7 +597,7 @@ impl ServerConnection {
     pub fn take_over(&mut self) {
         if self.version.is_v5() && self.state == State::Connected {
             self.transmit
-                .push_back(disconnect(ReasonCode::SESSION_TAKEN_OVER));
+                .push_back(self.disconnect_packet(ReasonCode::SESSION_TAKEN_OVER, None));
         }
         let will = self.will();
         self.close(ServerCloseReason::TakenOver, will);
@@ -740,6 +782,12 @@ impl ServerConnection {
         let mut ack = PubAck::new(packet_id);
         if self.version.is_v5() {
             ack.reason_code = reason;
+            if !reason.is_success() && self.problem_information_allowed() {
+                ack.properties.reason_string = Some(explain(reason));
+                if !self.fits(&Packet::PubAck(ack.clone())) {
+                    ack.properties.reason_string = None;
+                }
+            }
         }
         match qos {
             QoS::AtLeastOnce => {
@@ -844,12 +892,24 @@ impl ServerConnection {
                     ReasonCode::UNSPECIFIED_ERROR
                 }
             })
-            .collect();
-        self.transmit.push_back(Packet::SubAck(SubAck {
+            .collect::<Vec<_>>();
+        let mut suback = SubAck {
             packet_id,
             reason_codes,
             properties: Default::default(),
-        }));
+        };
+        if let Some(refused) = suback.reason_codes.iter().find(|c| !c.is_success()) {
+            if self.problem_information_allowed() {
+                suback.properties.reason_string = Some(ByteStr::from(format!(
+                    "a subscription was refused: {}",
+                    explain(*refused)
+                )));
+                if !self.fits(&Packet::SubAck(suback.clone())) {
+                    suback.properties.reason_string = None;
+                }
+            }
+        }
+        self.transmit.push_back(Packet::SubAck(suback));
     }
 
     /// Answers a [`ServerEvent::Unsubscribe`], removing the filters from the session. Returns
@@ -894,7 +954,7 @@ impl ServerConnection {
                 // [MQTT-3.1.2-24]: 1.5 times the Keep Alive without a packet.
                 if self.version.is_v5() {
                     self.transmit
-                        .push_back(disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT));
+                        .push_back(self.disconnect_packet(ReasonCode::KEEP_ALIVE_TIMEOUT, None));
                 }
                 let will = self.will();
                 self.close(ServerCloseReason::KeepAliveTimeout, will);
@@ -994,11 +1054,12 @@ impl ServerConnection {
     }
 }
 
-fn disconnect(reason: ReasonCode) -> Packet {
-    Packet::Disconnect(Disconnect {
-        reason_code: reason,
-        ..Disconnect::default()
-    })
+/// A Reason String for a reason code: its name in the specification, in words.
+fn explain(reason: ReasonCode) -> ByteStr {
+    match reason.name() {
+        Some(name) => ByteStr::from(name.to_lowercase().replace('_', " ")),
+        None => ByteStr::from(format!("reason code 0x{:02X}", reason.0)),
+    }
 }
 
 /// The 3.x CONNACK return code nearest to a 5.0 reason code.

@@ -1192,3 +1192,115 @@ fn a_qos2_retransmission_waits_for_the_brokers_answer() {
         assert_eq!(server_tx(&mut server, t0), [Packet::PubRec(expected)]);
     }
 }
+
+fn reason_string(packet: &Packet) -> Option<String> {
+    let reason = match packet {
+        Packet::Disconnect(d) => &d.properties.reason_string,
+        Packet::ConnAck(c) => &c.properties.reason_string,
+        Packet::PubAck(a) | Packet::PubRec(a) => &a.properties.reason_string,
+        Packet::SubAck(s) => &s.properties.reason_string,
+        _ => return None,
+    };
+    reason.as_ref().map(|r| r.as_str().to_owned())
+}
+
+#[test]
+fn reason_strings_explain_disconnects_and_refusals() {
+    // 5.0 §3.14.2.2.3, §3.2.2.3.7: a human-readable reason with the reason code.
+    let t0 = Instant::now();
+    let mut server = fresh(ProtocolVersion::V5, t0);
+    // A wildcard in a topic name: the codec's own words.
+    let mut bytes = BytesMut::new();
+    bytes.extend_from_slice(&[0x30, 0x05, 0x00, 0x03, b'a', b'/', b'#']);
+    server.handle_bytes(t0, &mut bytes);
+    let sent = server_tx_with_reasons(&mut server, t0);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        reason_string(&sent[0]).as_deref(),
+        Some("wildcard in a topic name")
+    );
+
+    let mut config = config();
+    config.maximum_qos = QoS::AtLeastOnce;
+    let connect = with_will(connect_packet(ProtocolVersion::V5, "w"), |w| {
+        w.qos = QoS::ExactlyOnce
+    });
+    let mut server = ServerConnection::new(Arc::new(config), t0, 1);
+    server_feed(&mut server, t0, Packet::Connect(Box::new(connect)));
+    let sent = server_tx_with_reasons(&mut server, t0);
+    assert_eq!(
+        reason_string(&sent[0]).as_deref(),
+        Some("qos not supported")
+    );
+}
+
+#[test]
+fn failed_acknowledgements_carry_a_reason_string_unless_the_client_declined_them() {
+    // [MQTT-3.1.2-29]: with Request Problem Information 0, no Reason String on PUBACK/SUBACK.
+    for (declined, expected) in [(false, Some("not authorized")), (true, None)] {
+        let t0 = Instant::now();
+        let mut connect = connect_packet(ProtocolVersion::V5, "c");
+        if declined {
+            connect.properties.request_problem_information = Some(false);
+        }
+        let (mut server, _) = accepted_server(config(), connect, None, t0);
+        server_feed(
+            &mut server,
+            t0,
+            Packet::Publish(publish("a", QoS::AtLeastOnce, Some(1))),
+        );
+        let _ = server_events(&mut server);
+        server.acknowledge(pid(1), QoS::AtLeastOnce, ReasonCode::NOT_AUTHORIZED);
+        let sent = server_tx_with_reasons(&mut server, t0);
+        assert_eq!(
+            reason_string(&sent[0]).as_deref(),
+            expected,
+            "declined: {declined}"
+        );
+        // A refused subscription likewise.
+        let filters = vec![(
+            ByteStr::from("a/#"),
+            midge_codec::SubscriptionOptions::qos(QoS::AtMostOnce),
+        )];
+        let subscribe = midge_codec::Subscribe {
+            packet_id: pid(2),
+            filters,
+            properties: Default::default(),
+        };
+        server_feed(&mut server, t0, Packet::Subscribe(subscribe));
+        let Some(ServerEvent::Subscribe {
+            packet_id,
+            requests,
+            subscription_id,
+        }) = server_events(&mut server).pop()
+        else {
+            panic!("no Subscribe event");
+        };
+        server.subscribe_ack(
+            packet_id,
+            &requests,
+            subscription_id,
+            vec![ReasonCode::NOT_AUTHORIZED],
+        );
+        let sent = server_tx_with_reasons(&mut server, t0);
+        assert_eq!(reason_string(&sent[0]).is_some(), !declined, "{sent:?}");
+    }
+}
+
+#[test]
+fn a_reason_string_never_pushes_a_packet_over_the_clients_maximum() {
+    // 5.0 §3.14.2.2.3: the Reason String is left out rather than exceed Maximum Packet Size.
+    let t0 = Instant::now();
+    let mut connect = connect_packet(ProtocolVersion::V5, "tiny");
+    connect.properties.maximum_packet_size = NonZeroU32::new(8);
+    let (mut server, _) = accepted_server(config(), connect, None, t0);
+    server.disconnect(ReasonCode::SERVER_SHUTTING_DOWN);
+    let sent = server_tx_with_reasons(&mut server, t0);
+    assert_eq!(
+        sent,
+        [Packet::Disconnect(Disconnect {
+            reason_code: ReasonCode::SERVER_SHUTTING_DOWN,
+            ..Disconnect::default()
+        })]
+    );
+}

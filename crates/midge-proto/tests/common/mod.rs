@@ -48,8 +48,26 @@ pub fn client_tx(client: &mut Client, now: Instant, version: ProtocolVersion) ->
     decode_all(&mut buf, version)
 }
 
-/// Everything the server transmits now, decoded.
+/// Everything the server transmits now, decoded, with Reason Strings removed: they are
+/// diagnostics for people, and `server_tx_with_reasons` tests them where they matter.
 pub fn server_tx(server: &mut ServerConnection, now: Instant) -> Vec<Packet> {
+    let mut packets = server_tx_with_reasons(server, now);
+    for packet in &mut packets {
+        match packet {
+            Packet::Disconnect(d) => d.properties.reason_string = None,
+            Packet::ConnAck(c) => c.properties.reason_string = None,
+            Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+                a.properties.reason_string = None
+            }
+            Packet::SubAck(s) => s.properties.reason_string = None,
+            _ => {}
+        }
+    }
+    packets
+}
+
+/// Everything the server transmits now, decoded as sent.
+pub fn server_tx_with_reasons(server: &mut ServerConnection, now: Instant) -> Vec<Packet> {
     let version = server.version();
     let mut buf = BytesMut::new();
     while server.poll_transmit(now, &mut buf) {}
