@@ -1260,9 +1260,9 @@ fn failed_acknowledgements_carry_a_reason_string_unless_the_client_declined_them
         // A refused subscription likewise.
         let filters = vec![(
             ByteStr::from("a/#"),
-            midge_codec::SubscriptionOptions::qos(QoS::AtMostOnce),
+            SubscriptionOptions::qos(QoS::AtMostOnce),
         )];
-        let subscribe = midge_codec::Subscribe {
+        let subscribe = Subscribe {
             packet_id: pid(2),
             filters,
             properties: Default::default(),
