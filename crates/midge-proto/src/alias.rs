@@ -87,6 +87,11 @@ impl OutboundAliases {
         }
     }
 
+    /// True if the peer accepts aliases at all.
+    pub fn is_enabled(&self) -> bool {
+        self.maximum > 0
+    }
+
     /// Chooses how to send `topic`, and remembers the alias if it sets one.
     pub fn assign(&mut self, topic: &ByteStr) -> OutboundTopic {
         let choice = self.peek(topic);

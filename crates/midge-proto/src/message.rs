@@ -1,13 +1,16 @@
 //! Application messages and the limits a peer announced.
 
-use bytes::Bytes;
-use midge_codec::{ByteStr, PacketId, Publish, PublishProperties, QoS};
+use std::fmt;
+use std::sync::OnceLock;
+
+use bytes::{Bytes, BytesMut};
+use midge_codec::{ByteStr, Packet, PacketId, ProtocolVersion, Publish, PublishProperties, QoS};
 
 /// An application message: what a client publishes and what a subscriber receives.
 ///
 /// Topic aliases and packet identifiers are connection details handled by the state machines,
 /// so they are not part of a message.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Message {
     /// Topic name.
     pub topic: ByteStr,
@@ -19,6 +22,37 @@ pub struct Message {
     pub retain: bool,
     /// 5.0 properties. `topic_alias` is ignored: aliases are chosen per connection.
     pub properties: PublishProperties,
+    /// The message's plain QoS 0 PUBLISH, encoded once and shared by every subscriber that
+    /// receives it in that form (see [`Message::plain_publish`]).
+    encoded: EncodedForms,
+}
+
+/// Equality is the message's content; the encoding cache is not part of it.
+impl PartialEq for Message {
+    fn eq(&self, other: &Self) -> bool {
+        self.topic == other.topic
+            && self.payload == other.payload
+            && self.qos == other.qos
+            && self.retain == other.retain
+            && self.properties == other.properties
+    }
+}
+
+impl Eq for Message {}
+
+/// The encodings of a message's plain form: QoS 0, its own RETAIN flag, no topic alias and no
+/// subscription identifiers, one per wire format (3.1 and 3.1.1 share one). Filled on first
+/// use; reading one after that takes no lock.
+#[derive(Clone, Default)]
+struct EncodedForms {
+    v3: OnceLock<Bytes>,
+    v5: OnceLock<Bytes>,
+}
+
+impl fmt::Debug for EncodedForms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EncodedForms")
+    }
 }
 
 impl Message {
@@ -42,6 +76,7 @@ impl Message {
             qos: publish.qos,
             retain: publish.retain,
             properties,
+            encoded: EncodedForms::default(),
         }
     }
 
@@ -59,5 +94,68 @@ impl Message {
             payload: self.payload.clone(),
             properties,
         }
+    }
+
+    /// The plain QoS 0 PUBLISH of this message for `version`, encoded at most once however
+    /// many subscribers receive it: fan-out shares the bytes as it shares the payload. `None`
+    /// if the message cannot be encoded for `version`.
+    pub(crate) fn plain_publish(&self, version: ProtocolVersion) -> Option<&Bytes> {
+        let form = if version.is_v5() {
+            &self.encoded.v5
+        } else {
+            &self.encoded.v3
+        };
+        if form.get().is_none() {
+            let mut publish = self.to_publish(None, false);
+            publish.qos = QoS::AtMostOnce;
+            publish.properties.subscription_identifiers.clear();
+            if !version.is_v5() {
+                publish.properties = PublishProperties::default();
+            }
+            let mut buf = BytesMut::new();
+            Packet::Publish(publish).encode(version, &mut buf).ok()?;
+            let _ = form.set(buf.freeze());
+        }
+        form.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plain_form_is_encoded_once_per_version() {
+        let mut message = Message::new("fan/out", &b"payload"[..], QoS::AtLeastOnce);
+        message.retain = true;
+        message.properties.content_type = Some(ByteStr::from("text/plain"));
+        let shared = std::sync::Arc::new(message);
+        let first = shared.plain_publish(ProtocolVersion::V5).unwrap().clone();
+        let again = shared.plain_publish(ProtocolVersion::V5).unwrap();
+        // The same bytes, not a second encoding.
+        assert_eq!(first.as_ptr(), again.as_ptr());
+        let v3 = shared.plain_publish(ProtocolVersion::V3_1_1).unwrap();
+        assert_ne!(first, *v3, "3.x has no properties");
+        for (version, bytes) in [(ProtocolVersion::V5, &first), (ProtocolVersion::V3_1_1, v3)] {
+            let mut buf = BytesMut::from(&bytes[..]);
+            let Ok(Some(Packet::Publish(p))) =
+                Packet::decode(&mut buf, version, midge_codec::MAX_PACKET_SIZE)
+            else {
+                panic!("decodes");
+            };
+            assert_eq!(
+                (p.qos, p.retain, p.topic.as_str()),
+                (QoS::AtMostOnce, true, "fan/out")
+            );
+            assert_eq!(p.properties.content_type.is_some(), version.is_v5());
+        }
+        // A clone shares nothing it should not: equality ignores the cache.
+        assert_eq!(
+            *shared,
+            Message {
+                encoded: EncodedForms::default(),
+                ..(*shared).clone()
+            }
+        );
     }
 }

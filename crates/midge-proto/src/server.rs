@@ -994,7 +994,11 @@ impl ServerConnection {
             let packet = match self.transmit.pop_front() {
                 Some(packet) => packet,
                 None => match self.next_delivery(now) {
-                    Some(packet) => packet,
+                    Some(Outgoing::Packet(packet)) => packet,
+                    Some(Outgoing::Encoded(bytes)) => {
+                        buf.extend_from_slice(&bytes);
+                        continue;
+                    }
                     None => break,
                 },
             };
@@ -1004,7 +1008,7 @@ impl ServerConnection {
         buf.len() > start
     }
 
-    fn next_delivery(&mut self, now: Instant) -> Option<Packet> {
+    fn next_delivery(&mut self, now: Instant) -> Option<Outgoing> {
         if self.state != State::Connected {
             return None;
         }
@@ -1021,6 +1025,28 @@ impl ServerConnection {
             if delivery.is_expired(now) {
                 session.stats.dropped_expired += 1;
                 continue;
+            }
+            // The plain QoS 0 form (no alias, no subscription identifiers, no expiry to count
+            // down, RETAIN as published) is the same bytes for every subscriber: encode it once
+            // per message and version, and copy it.
+            let plain = qos == QoS::AtMostOnce
+                && delivery.subscription_ids.is_empty()
+                && delivery.retain == delivery.message.retain
+                && delivery
+                    .message
+                    .properties
+                    .message_expiry_interval
+                    .is_none()
+                && !(self.version.is_v5() && self.outbound_aliases.is_enabled());
+            if plain {
+                let Some(bytes) = delivery.message.plain_publish(self.version) else {
+                    continue;
+                };
+                if bytes.len() > self.client_maximum_packet_size as usize {
+                    session.stats.dropped_too_large += 1;
+                    continue;
+                }
+                return Some(Outgoing::Encoded(bytes.clone()));
             }
             let packet_id = match qos {
                 QoS::AtMostOnce => None,
@@ -1049,9 +1075,19 @@ impl ServerConnection {
             if self.version.is_v5() {
                 self.outbound_aliases.apply(&mut publish, fits);
             }
-            return Some(Packet::Publish(publish));
+            return Some(Outgoing::Packet(Packet::Publish(publish)));
         }
     }
+}
+
+/// What [`ServerConnection::next_delivery`] hands to the transmit loop; short-lived, so the
+/// size difference of its variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Outgoing {
+    /// A packet to encode.
+    Packet(Packet),
+    /// A packet encoded once for every subscriber that receives it in this form.
+    Encoded(bytes::Bytes),
 }
 
 /// A Reason String for a reason code: its name in the specification, in words.
