@@ -603,3 +603,132 @@ async fn hooks_authenticate_and_authorize() {
     assert_eq!(code, ReasonCode::NOT_AUTHORIZED);
     broker.shutdown().await;
 }
+
+/// Counts, per member, the messages two shared-subscription members receive.
+async fn shared_split(
+    strategy: midge_broker::SharedStrategy,
+    publishers: &[&str],
+) -> (usize, usize) {
+    let mut config = test_config();
+    config.shared_subscriptions.strategy = strategy;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    let mut a = TestClient::connect(addr, V5, "member-a").await;
+    let mut b = TestClient::connect(addr, V5, "member-b").await;
+    a.subscribe("$share/g/work/#", QoS::AtLeastOnce).await;
+    b.subscribe("$share/g/work/#", QoS::AtLeastOnce).await;
+    for id in publishers {
+        let mut p = TestClient::connect(addr, V5, id).await;
+        for i in 0..40 {
+            p.publish("work/item", &i.to_string(), QoS::AtLeastOnce, false)
+                .await;
+        }
+        p.disconnect().await;
+    }
+    let (mut got_a, mut got_b) = (0, 0);
+    while a.try_recv_publish(Duration::from_millis(200)).await.is_ok() {
+        got_a += 1;
+    }
+    while b.try_recv_publish(Duration::from_millis(200)).await.is_ok() {
+        got_b += 1;
+    }
+    broker.shutdown().await;
+    (got_a, got_b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_subscriptions_random_and_sticky_strategies() {
+    // Random: every message goes to exactly one member, and both get some of 40.
+    let (a, b) = shared_split(midge_broker::SharedStrategy::Random, &["p1"]).await;
+    assert_eq!(a + b, 40);
+    assert!(a > 0 && b > 0, "random spreads: {a}/{b}");
+    // Sticky: one publisher's messages all go to one member, keeping their order together.
+    let (a, b) = shared_split(midge_broker::SharedStrategy::Sticky, &["p1"]).await;
+    assert_eq!(a + b, 40);
+    assert!(
+        a == 0 || b == 0,
+        "sticky keeps one publisher on one member: {a}/{b}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_hooks_see_connections_messages_and_sessions() {
+    use std::sync::{Arc, Mutex};
+
+    use midge_broker::{ClientInfo, DisconnectReason, Hooks};
+    #[derive(Default)]
+    struct Log(Mutex<Vec<String>>);
+    struct Events(Arc<Log>);
+    impl Hooks for Events {
+        fn on_connected(&self, client: &ClientInfo, session_present: bool) {
+            self.0
+                 .0
+                .lock()
+                .unwrap()
+                .push(format!("connected {} {session_present}", client.client_id));
+        }
+        fn on_disconnected(&self, client: &ClientInfo, reason: DisconnectReason) {
+            self.0
+                 .0
+                .lock()
+                .unwrap()
+                .push(format!("disconnected {} {reason:?}", client.client_id));
+        }
+        fn on_message_published(
+            &self,
+            client: Option<&ClientInfo>,
+            message: &midge_proto::Message,
+            matched: usize,
+        ) {
+            let who = client.map_or("broker".to_owned(), |c| c.client_id.to_string());
+            self.0
+                 .0
+                .lock()
+                .unwrap()
+                .push(format!("published {who} {} {matched}", message.topic));
+        }
+        fn on_session_created(&self, client_id: &str) {
+            self.0
+                 .0
+                .lock()
+                .unwrap()
+                .push(format!("session created {client_id}"));
+        }
+        fn on_session_expired(&self, client_id: &str) {
+            self.0
+                 .0
+                .lock()
+                .unwrap()
+                .push(format!("session expired {client_id}"));
+        }
+    }
+    let log = Arc::new(Log::default());
+    let broker = midge_broker::Broker::builder()
+        .config(test_config())
+        .hooks(Events(log.clone()))
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .start()
+        .await
+        .expect("starts");
+    let addr = broker.local_addr();
+    let mut c = Connect::new(V5, "watched");
+    c.properties.session_expiry_interval = Some(1);
+    let (mut watched, _) = TestClient::connect_with(addr, c).await;
+    watched.subscribe("w/#", QoS::AtMostOnce).await;
+    watched
+        .publish("w/x", "hello", QoS::AtLeastOnce, false)
+        .await;
+    watched.disconnect().await;
+    // The session outlives the connection by its 1 s expiry, then ends.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    broker.shutdown().await;
+    let log = log.0.lock().unwrap().clone();
+    let expected = [
+        "session created watched",
+        "connected watched false",
+        "published watched w/x 1",
+        "disconnected watched Client(SUCCESS(0x00))",
+        "session expired watched",
+    ];
+    assert_eq!(log, expected);
+}
