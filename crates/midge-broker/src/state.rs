@@ -545,10 +545,14 @@ impl Shared {
         message.retain = will.retain;
         message.properties.payload_format_indicator = p.payload_format_indicator;
         message.properties.message_expiry_interval = p.message_expiry_interval;
-        message.properties.content_type = p.content_type;
-        message.properties.response_topic = p.response_topic;
-        message.properties.correlation_data = p.correlation_data;
-        message.properties.user_properties = p.user_properties;
+        // The will's properties were checked when its CONNECT was decoded, so they re-encode.
+        let props = &mut message.properties;
+        let copied = props
+            .set_content_type(p.content_type)
+            .and_then(|()| props.set_response_topic(p.response_topic))
+            .and_then(|()| props.set_correlation_data(p.correlation_data))
+            .and_then(|()| props.set_user_properties(p.user_properties));
+        debug_assert!(copied.is_ok(), "{copied:?}");
         message
     }
 

@@ -382,8 +382,7 @@ async fn subscription_identifiers_no_local_and_overlaps() {
     assert_eq!(got.qos, QoS::AtLeastOnce);
     let mut ids: Vec<u32> = got
         .properties
-        .subscription_identifiers
-        .iter()
+        .subscription_identifiers()
         .map(|i| i.get())
         .collect();
     ids.sort_unstable();
@@ -464,20 +463,25 @@ async fn user_properties_and_request_response_pass_through() {
     s.subscribe("req", QoS::AtMostOnce).await;
     let mut p = TestClient::connect(addr, V5, "rr-p").await;
     let mut m = p.publish_packet("req", "q", QoS::AtMostOnce, false);
-    m.properties.response_topic = Some("resp".into());
-    m.properties.correlation_data = Some(Bytes::from_static(b"42"));
-    m.properties.content_type = Some("text/plain".into());
-    m.properties.user_properties = vec![("k".into(), "v".into())];
+    let props = &mut m.properties;
+    props.set_response_topic(Some("resp".into())).unwrap();
+    props
+        .set_correlation_data(Some(Bytes::from_static(b"42")))
+        .unwrap();
+    props.set_content_type(Some("text/plain".into())).unwrap();
+    props
+        .set_user_properties(vec![("k".into(), "v".into())])
+        .unwrap();
     p.publish_full(m).await;
     let got = s.recv_publish().await;
-    assert_eq!(got.properties.response_topic, Some("resp".into()));
+    assert_eq!(got.properties.response_topic(), Some("resp".into()));
     assert_eq!(
-        got.properties.correlation_data,
+        got.properties.correlation_data(),
         Some(Bytes::from_static(b"42"))
     );
-    assert_eq!(got.properties.content_type, Some("text/plain".into()));
+    assert_eq!(got.properties.content_type(), Some("text/plain".into()));
     assert_eq!(
-        got.properties.user_properties,
+        got.properties.user_properties().collect::<Vec<_>>(),
         vec![("k".into(), "v".into())]
     );
     broker.shutdown().await;

@@ -25,6 +25,7 @@ struct FixedHeader {
 }
 
 /// Parses and checks the fixed header at the front of `buf` without consuming anything.
+#[inline]
 ///
 /// The packet type, its flags and the size limit are checked here, so a bad or oversized packet
 /// is refused before its body is waited for or buffered.
@@ -96,8 +97,8 @@ impl Packet {
     /// names itself, whatever `version` says.
     ///
     /// The first split of a `BytesMut` turns it into a shared buffer, which allocates once per
-    /// buffer; decoding itself allocates only for lists (SUBSCRIBE filters, user properties) and
-    /// for CONNECT, which is boxed.
+    /// buffer; decoding itself allocates only for lists (SUBSCRIBE filters, and user properties
+    /// of packets other than PUBLISH) and for CONNECT, CONNACK and AUTH, which are boxed.
     pub fn decode(
         buf: &mut BytesMut,
         version: ProtocolVersion,
@@ -108,6 +109,13 @@ impl Packet {
         };
         if buf.len() < header.total_len {
             return Ok(None);
+        }
+        if header.first >> 4 == 3 {
+            // The most frequent packet: checked on the byte slice first, then split into its
+            // parts with as few `Bytes` operations as possible.
+            let layout = publish_layout(&header, buf, version.is_v5());
+            let packet = buf.split_to(header.total_len).freeze();
+            return build_publish(header.first, packet, layout?).map(|p| Some(Self::Publish(p)));
         }
         let mut body = buf.split_to(header.total_len).freeze();
         body.advance(header.header_len);
@@ -127,8 +135,13 @@ impl Packet {
         if buf.len() < header.total_len {
             return Ok(None);
         }
-        let mut body = buf.split_to(header.total_len);
-        body.advance(header.header_len);
+        if header.first >> 4 == 3 {
+            let layout = publish_layout(&header, buf, version.is_v5());
+            let packet = buf.split_to(header.total_len);
+            return build_publish(header.first, packet, layout?).map(|p| Some(Self::Publish(p)));
+        }
+        buf.advance(header.header_len);
+        let body = buf.split_to(header.total_len - header.header_len);
         decode_body(header.first, body, version).map(Some)
     }
 }
@@ -141,8 +154,17 @@ fn decode_body(
     let v5 = version.is_v5();
     let packet = match first >> 4 {
         1 => Packet::Connect(Box::new(decode_connect(&mut body)?)),
-        2 => Packet::ConnAck(decode_connack(&mut body, version)?),
-        3 => return decode_publish(first, body, v5).map(Packet::Publish),
+        2 => Packet::ConnAck(Box::new(decode_connack(&mut body, version)?)),
+        3 => {
+            // Reached only through the general path; the entry points handle PUBLISH first.
+            let header = FixedHeader {
+                first,
+                header_len: 0,
+                total_len: body.len(),
+            };
+            let layout = publish_layout(&header, &body, v5)?;
+            return build_publish(first, body, layout).map(Packet::Publish);
+        }
         4 => Packet::PubAck(decode_puback(&mut body, v5, reason::PUBACK_CODES)?),
         5 => Packet::PubRec(decode_puback(&mut body, v5, reason::PUBACK_CODES)?),
         6 => Packet::PubRel(decode_puback(&mut body, v5, reason::PUBREL_CODES)?),
@@ -168,10 +190,10 @@ fn decode_body(
         15 => {
             let (reason_code, properties) =
                 decode_reason_and_props(&mut body, v5, reason::AUTH_CODES, AuthProperties::decode)?;
-            Packet::Auth(Auth {
+            Packet::Auth(Box::new(Auth {
                 reason_code,
                 properties,
-            })
+            }))
         }
         other => return Err(DecodeError::ReservedPacketType(other)),
     };
@@ -196,14 +218,26 @@ fn read_property_block(buf: &mut Bytes) -> Result<Bytes, DecodeError> {
 
 /// A topic name: at least one byte [MQTT-4.7.3-1] (checked by the caller, since a 5.0 Topic
 /// Alias allows an empty one), UTF-8 without U+0000, and no wildcards [MQTT-3.3.2-2].
+#[inline]
 fn read_topic_name(buf: &mut Bytes) -> Result<ByteStr, DecodeError> {
     let bytes = read_binary(buf)?;
+    // The usual topic, plain ASCII without U+0000 or wildcards, passes with one quick pass.
+    if wire::is_plain_topic(&bytes) {
+        return Ok(ByteStr::from_scanned(bytes, true));
+    }
+    check_topic_name(&bytes)?;
+    Ok(ByteStr::from_checked(bytes))
+}
+
+/// The checks of a topic name that is not plain ASCII, or has U+0000 or a wildcard.
+#[cold]
+fn check_topic_name(bytes: &[u8]) -> Result<(), DecodeError> {
     // One pass over the bytes for U+0000, the wildcards and non-ASCII bytes; only a topic that
     // is not plain ASCII needs the full UTF-8 check.
-    let found = wire::scan(&bytes);
+    let found = wire::scan(bytes);
     if found.nul || found.wildcard {
         // The error names whichever comes first, as an early-exit scan would.
-        for &b in bytes.iter() {
+        for &b in bytes {
             match b {
                 0 => return Err(DecodeError::NullCharacter),
                 b'+' | b'#' => return Err(DecodeError::WildcardInTopicName),
@@ -211,10 +245,10 @@ fn read_topic_name(buf: &mut Bytes) -> Result<ByteStr, DecodeError> {
             }
         }
     }
-    if !found.ascii && core::str::from_utf8(&bytes).is_err() {
+    if !found.ascii && core::str::from_utf8(bytes).is_err() {
         return Err(DecodeError::InvalidUtf8);
     }
-    Ok(ByteStr::from_checked(bytes))
+    Ok(())
 }
 
 /// A topic filter: a non-empty string [MQTT-4.7.3-1]. Wildcard placement is checked by
@@ -343,28 +377,101 @@ fn decode_connack(body: &mut Bytes, version: ProtocolVersion) -> Result<ConnAck,
     })
 }
 
-fn decode_publish(first: u8, mut body: Bytes, v5: bool) -> Result<Publish, DecodeError> {
-    let qos = QoS::from_u8((first >> 1) & 0b11).ok_or(DecodeError::InvalidQoS)?;
-    let topic = read_topic_name(&mut body)?;
-    let packet_id = match qos {
-        QoS::AtMostOnce => None,
-        _ => Some(read_packet_id(&mut body)?),
-    };
-    let properties = if v5 {
-        PublishProperties::decode(read_property_block(&mut body)?)?
+/// Where the parts of a PUBLISH lie in its packet (offsets from the packet's first byte),
+/// found on the byte slice before any `Bytes` is made.
+struct PublishLayout {
+    packet_id: Option<PacketId>,
+    topic: (usize, usize),
+    /// The topic is plain ASCII without U+0000 or wildcards.
+    plain_topic: bool,
+    /// The property block without its length; empty if there is none.
+    props: (usize, usize),
+    payload: usize,
+}
+
+/// Checks a PUBLISH in `buf`, which holds the whole packet, and finds its parts. The order of
+/// the checks, and so which error a broken packet gets, is that of reading it front to back.
+#[inline(always)]
+fn publish_layout(
+    header: &FixedHeader,
+    buf: &[u8],
+    v5: bool,
+) -> Result<PublishLayout, DecodeError> {
+    let packet = buf.get(..header.total_len).unwrap_or_default();
+    let mut pos = header.header_len;
+    let len = read_u16_at(packet, pos)?;
+    let topic = (pos + 2, pos + 2 + usize::from(len));
+    let topic_bytes = packet
+        .get(topic.0..topic.1)
+        .ok_or(DecodeError::LengthOutOfBounds)?;
+    let plain_topic = wire::is_plain_topic(topic_bytes);
+    if !plain_topic {
+        check_topic_name(topic_bytes)?;
+    }
+    pos = topic.1;
+    // The QoS was checked with the fixed header: 0, 1 or 2.
+    let packet_id = if (header.first >> 1) & 0b11 == 0 {
+        None
     } else {
-        PublishProperties::default()
+        let id = read_u16_at(packet, pos)?;
+        pos += 2;
+        Some(PacketId::new(id).ok_or(DecodeError::ZeroPacketId)?)
     };
-    if topic.is_empty() && properties.topic_alias.is_none() {
+    let props = if v5 && packet.get(pos) == Some(&0) {
+        // The usual case: an empty property block, its zero length alone.
+        pos += 1;
+        (pos, pos)
+    } else if v5 {
+        let (len, n) = parse_varint(packet.get(pos..).unwrap_or_default())?
+            .ok_or(DecodeError::LengthOutOfBounds)?;
+        let start = pos + n;
+        let end = start + len as usize;
+        if end > packet.len() {
+            return Err(DecodeError::LengthOutOfBounds);
+        }
+        pos = end;
+        (start, end)
+    } else {
+        (pos, pos)
+    };
+    Ok(PublishLayout {
+        packet_id,
+        topic,
+        plain_topic,
+        props,
+        payload: pos,
+    })
+}
+
+/// A big-endian `u16` at `at`.
+#[inline(always)]
+fn read_u16_at(bytes: &[u8], at: usize) -> Result<u16, DecodeError> {
+    match bytes.get(at..).and_then(<[u8]>::first_chunk::<2>) {
+        Some(b) => Ok(u16::from_be_bytes(*b)),
+        None => Err(DecodeError::LengthOutOfBounds),
+    }
+}
+
+/// The PUBLISH in `packet` (the whole packet), laid out by [`publish_layout`].
+#[inline(always)]
+fn build_publish(first: u8, mut packet: Bytes, l: PublishLayout) -> Result<Publish, DecodeError> {
+    let properties = if l.props.0 == l.props.1 {
+        PublishProperties::default()
+    } else {
+        PublishProperties::decode(packet.slice(l.props.0..l.props.1))?
+    };
+    if l.topic.0 == l.topic.1 && properties.topic_alias.is_none() {
         return Err(DecodeError::EmptyTopic);
     }
+    let topic = ByteStr::from_scanned(packet.slice(l.topic.0..l.topic.1), l.plain_topic);
+    packet.advance(l.payload);
     Ok(Publish {
         dup: first & 0b1000 != 0,
-        qos,
+        qos: QoS::from_u8((first >> 1) & 0b11).unwrap_or_default(),
         retain: first & 0b0001 != 0,
         topic,
-        packet_id,
-        payload: body,
+        packet_id: l.packet_id,
+        payload: packet,
         properties,
     })
 }

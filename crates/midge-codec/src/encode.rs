@@ -6,7 +6,9 @@ use bytes::{BufMut, BytesMut};
 use crate::packet::*;
 use crate::reason::{self, CodeSet};
 use crate::types::{ByteStr, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
-use crate::wire::{field_len, put_binary, put_varint, scan, str_len, varint_len, MAX_VARINT};
+use crate::wire::{
+    self, field_len, put_binary, put_varint, scan, str_len, varint_len, MAX_FIELD, MAX_VARINT,
+};
 use crate::{EncodeError, ReasonCode};
 
 /// Sizes computed before writing, so that nothing is measured twice.
@@ -46,6 +48,9 @@ fn check_reason(code: ReasonCode, allowed: CodeSet) -> Result<(), EncodeError> {
 #[inline]
 fn topic_name_len(topic: &ByteStr, alias: bool) -> Result<usize, EncodeError> {
     let bytes = topic.as_bytes();
+    if !bytes.is_empty() && (topic.is_known_plain_topic() || wire::is_plain_topic(bytes)) {
+        return field_len(bytes);
+    }
     // One pass for the wildcards and U+0000 [MQTT-1.5.4-2], with the errors of checking one
     // after the other.
     let found = scan(bytes);
@@ -82,6 +87,17 @@ impl Packet {
             // The most frequent packet skips the dispatch through `sizes` and `first_byte`.
             return encode_publish(p, version.is_v5(), buf);
         }
+        self.encode_other(version, buf)
+    }
+
+    /// [`Packet::encode`] for every packet but PUBLISH, kept out of line so that the PUBLISH
+    /// path stays small.
+    #[inline(never)]
+    fn encode_other(
+        &self,
+        version: ProtocolVersion,
+        buf: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         let sizes = self.sizes(version)?;
         buf.reserve(1 + varint_len(sizes.remaining as u32) + sizes.remaining);
         let v5 = version.is_v5();
@@ -314,7 +330,7 @@ fn publish_sizes(p: &Publish, v5: bool) -> Result<(usize, usize), EncodeError> {
         (false, _) => (0, 0),
         (true, true) => (0, 1),
         (true, false) => {
-            let props = p.properties.encoded_len()?;
+            let props = p.properties.encoded_len();
             (props, block_len(props))
         }
     };
@@ -325,9 +341,91 @@ fn publish_sizes(p: &Publish, v5: bool) -> Result<(usize, usize), EncodeError> {
     Ok((remaining, props))
 }
 
+/// Topics up to this length are written together with the header (see [`encode_publish`]).
+const SHORT_TOPIC: usize = 48;
+
+/// A variable byte integer as the low bytes of a little-endian word, and its length.
+#[inline]
+fn varint_word(mut value: u32) -> (u64, usize) {
+    let mut word = 0;
+    let mut n = 0;
+    loop {
+        let byte = u64::from(value & 0x7F);
+        value >>= 7;
+        if value == 0 {
+            return (word | (byte << (8 * n)), n + 1);
+        }
+        word |= (byte | 0x80) << (8 * n);
+        n += 1;
+    }
+}
+
 /// [`Packet::encode`] for a PUBLISH.
 #[inline]
 fn encode_publish(p: &Publish, v5: bool, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    let topic = p.topic.as_bytes();
+    let qos0 = p.qos == QoS::AtMostOnce;
+    // The usual PUBLISH: no property, a plain ASCII topic name, consistent flags. Every check
+    // of the general path holds for it, so it is written directly; anything else takes the
+    // general path, which reports the errors in their order.
+    if p.properties.is_empty()
+        && p.packet_id.is_some() != qos0
+        && !(p.dup && qos0)
+        && !topic.is_empty()
+        && topic.len() <= MAX_FIELD
+        && (p.topic.is_known_plain_topic() || wire::is_plain_topic(topic))
+    {
+        let id_len = if p.packet_id.is_some() { 2 } else { 0 };
+        let remaining = 2 + topic.len() + id_len + usize::from(v5) + p.payload.len();
+        if remaining <= MAX_VARINT as usize {
+            buf.reserve(5 + remaining);
+            // First byte, Remaining Length and the topic's length prefix: at most 7 bytes.
+            let (varint, n) = varint_word(remaining as u32);
+            let head = u64::from(publish_first_byte(p))
+                | (varint << 8)
+                | (u64::from((topic.len() as u16).swap_bytes()) << (8 * (1 + n)));
+            if topic.len() <= SHORT_TOPIC {
+                // Everything before the payload in one write, assembled on the stack: the
+                // usual topic is short, and each write into a `BytesMut` is a call.
+                let mut stack = [0u8; SHORT_TOPIC + 16];
+                let topic_at = 3 + n;
+                let id_at = topic_at + topic.len();
+                // The zeroed buffer already holds the empty property block's length.
+                let end = id_at + id_len + usize::from(v5);
+                if let Some(to) = stack.get_mut(..8) {
+                    to.copy_from_slice(&head.to_le_bytes());
+                }
+                if let Some(to) = stack.get_mut(topic_at..id_at) {
+                    to.copy_from_slice(topic);
+                }
+                if let (Some(id), Some(to)) = (p.packet_id, stack.get_mut(id_at..id_at + 2)) {
+                    to.copy_from_slice(&id.get().to_be_bytes());
+                }
+                buf.put_slice(stack.get(..end).unwrap_or_default());
+            } else {
+                // Eight bytes written at once, the extra ones cut off again.
+                let start = buf.len();
+                buf.put_u64_le(head);
+                buf.truncate(start + 3 + n);
+                buf.put_slice(topic);
+                if let Some(id) = p.packet_id {
+                    buf.put_u16(id.get());
+                }
+                if v5 {
+                    // The empty property block.
+                    buf.put_u8(0);
+                }
+            }
+            buf.put_slice(&p.payload);
+            return Ok(());
+        }
+    }
+    encode_publish_checked(p, v5, buf)
+}
+
+/// [`encode_publish`] for any PUBLISH: every check, in order, then the packet.
+#[inline(never)]
+fn encode_publish_checked(p: &Publish, v5: bool, buf: &mut BytesMut) -> Result<(), EncodeError> {
     let (remaining, props) = publish_sizes(p, v5)?;
     buf.reserve(1 + varint_len(remaining as u32) + remaining);
     buf.put_u8(publish_first_byte(p));

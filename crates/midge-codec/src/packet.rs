@@ -20,8 +20,9 @@ use crate::ReasonCode;
 pub enum Packet {
     /// CONNECT, client to server. Boxed: it is large and rare.
     Connect(Box<Connect>),
-    /// CONNACK, server to client.
-    ConnAck(ConnAck),
+    /// CONNACK, server to client. Boxed: its properties make it large, and it is sent once
+    /// per connection.
+    ConnAck(Box<ConnAck>),
     /// PUBLISH, both directions.
     Publish(Publish),
     /// PUBACK: QoS 1 acknowledgement.
@@ -46,8 +47,8 @@ pub enum Packet {
     PingResp,
     /// DISCONNECT: client to server in 3.x, both directions in 5.0.
     Disconnect(Disconnect),
-    /// AUTH: 5.0 only, both directions.
-    Auth(Auth),
+    /// AUTH: 5.0 only, both directions. Boxed: it is large and rare.
+    Auth(Box<Auth>),
 }
 
 /// The four-bit packet type of the fixed header.

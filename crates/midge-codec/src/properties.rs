@@ -9,6 +9,9 @@ use alloc::vec::Vec;
 use bytes::{BufMut, Bytes, BytesMut};
 use core::num::{NonZeroU16, NonZeroU32};
 
+mod publish;
+pub use publish::PublishProperties;
+
 use crate::types::{ByteStr, PayloadFormat, QoS, SubscriptionId};
 use crate::wire::{self, put_binary, put_varint, varint_len};
 use crate::{DecodeError, EncodeError};
@@ -390,27 +393,6 @@ property_set! {
         authentication_method: Option<ByteStr> = AUTHENTICATION_METHOD,
         /// Authentication Data (0x16).
         authentication_data: Option<Bytes> = AUTHENTICATION_DATA,
-    }
-}
-
-property_set! {
-    /// PUBLISH properties (5.0 §3.3.2.3).
-    PublishProperties {
-        /// Payload Format Indicator (0x01).
-        payload_format_indicator: Option<PayloadFormat> = PAYLOAD_FORMAT_INDICATOR,
-        /// Message Expiry Interval in seconds (0x02).
-        message_expiry_interval: Option<u32> = MESSAGE_EXPIRY_INTERVAL,
-        /// Topic Alias (0x23); zero is not a valid alias [MQTT-3.3.2-8].
-        topic_alias: Option<NonZeroU16> = TOPIC_ALIAS,
-        /// Response Topic (0x08).
-        response_topic: Option<ByteStr> = RESPONSE_TOPIC,
-        /// Correlation Data (0x09).
-        correlation_data: Option<Bytes> = CORRELATION_DATA,
-        /// Subscription Identifiers (0x0B) of every matching subscription; server to client only
-        /// [MQTT-3.3.4-6].
-        subscription_identifiers: Vec<SubscriptionId> = SUBSCRIPTION_IDENTIFIER,
-        /// Content Type (0x03).
-        content_type: Option<ByteStr> = CONTENT_TYPE,
     }
 }
 

@@ -156,31 +156,76 @@ impl SubscriptionId {
 /// Decoding checks the string once: well-formed UTF-8 [MQTT-1.5.4-1] without U+0000
 /// [MQTT-1.5.4-2]. Encoding checks for U+0000 and the 65,535-byte limit, so a `ByteStr` built
 /// by the application is checked before it reaches the wire.
-#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ByteStr(Bytes);
+#[derive(Clone, Default)]
+pub struct ByteStr {
+    bytes: Bytes,
+    /// Known to be plain ASCII without U+0000 or topic wildcards, so a valid topic name if it is
+    /// not empty: set where that was learnt for free (decoding, construction), so encoding a
+    /// forwarded or reused topic skips its scan. `false` means "not known". Not part of the
+    /// value: equality, order and hashing look at the bytes only.
+    plain_topic: bool,
+}
+
+/// [`crate::wire::is_plain_topic`] for constant strings.
+const fn const_plain_topic(mut bytes: &[u8]) -> bool {
+    while let [b, rest @ ..] = bytes {
+        if *b == 0 || *b == b'+' || *b == b'#' || *b >= 0x80 {
+            return false;
+        }
+        bytes = rest;
+    }
+    true
+}
 
 impl ByteStr {
     /// An empty string.
     pub const fn new() -> Self {
-        Self(Bytes::new())
+        Self {
+            bytes: Bytes::new(),
+            plain_topic: false,
+        }
     }
 
     /// A string over static memory, without copying.
     pub const fn from_static(s: &'static str) -> Self {
-        Self(Bytes::from_static(s.as_bytes()))
+        Self {
+            bytes: Bytes::from_static(s.as_bytes()),
+            plain_topic: const_plain_topic(s.as_bytes()),
+        }
     }
 
     /// Wraps bytes that are UTF-8, without copying. Returns the bytes back if they are not.
     pub fn from_utf8(bytes: Bytes) -> Result<Self, Bytes> {
         match core::str::from_utf8(&bytes) {
-            Ok(_) => Ok(Self(bytes)),
+            Ok(_) => Ok(Self::from_known(bytes)),
             Err(_) => Err(bytes),
         }
     }
 
     /// Wraps bytes already checked to be UTF-8.
     pub(crate) fn from_checked(bytes: Bytes) -> Self {
-        Self(bytes)
+        Self {
+            bytes,
+            plain_topic: false,
+        }
+    }
+
+    /// Wraps bytes already checked to be UTF-8, with what a scan found about them.
+    #[inline]
+    pub(crate) fn from_scanned(bytes: Bytes, plain_topic: bool) -> Self {
+        Self { bytes, plain_topic }
+    }
+
+    /// Wraps UTF-8 bytes, and learns whether they are a plain topic.
+    fn from_known(bytes: Bytes) -> Self {
+        let plain_topic = crate::wire::is_plain_topic(&bytes);
+        Self { bytes, plain_topic }
+    }
+
+    /// True if the string is known to be plain ASCII without U+0000 or topic wildcards.
+    #[inline]
+    pub(crate) fn is_known_plain_topic(&self) -> bool {
+        self.plain_topic
     }
 
     /// The string.
@@ -188,27 +233,53 @@ impl ByteStr {
     /// The bytes were checked to be UTF-8 when the value was made; this crate forbids `unsafe`,
     /// so the check runs again here, which for short ASCII topics costs a few nanoseconds.
     pub fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.0).unwrap_or_default()
+        core::str::from_utf8(&self.bytes).unwrap_or_default()
     }
 
     /// The underlying bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        &self.bytes
     }
 
     /// The underlying shared buffer.
     pub fn as_shared_bytes(&self) -> &Bytes {
-        &self.0
+        &self.bytes
     }
 
     /// Length in bytes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.bytes.len()
     }
 
     /// True if the string is empty.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.bytes.is_empty()
+    }
+}
+
+impl PartialEq for ByteStr {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for ByteStr {}
+
+impl core::hash::Hash for ByteStr {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.bytes.hash(state);
+    }
+}
+
+impl PartialOrd for ByteStr {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByteStr {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        self.bytes.cmp(&other.bytes)
     }
 }
 
@@ -232,24 +303,24 @@ impl From<&'static str> for ByteStr {
 
 impl From<String> for ByteStr {
     fn from(s: String) -> Self {
-        Self(Bytes::from(s))
+        Self::from_known(Bytes::from(s))
     }
 }
 
 impl From<ByteStr> for Bytes {
     fn from(s: ByteStr) -> Self {
-        s.0
+        s.bytes
     }
 }
 
 impl PartialEq<str> for ByteStr {
     fn eq(&self, other: &str) -> bool {
-        self.0 == other.as_bytes()
+        self.bytes == other.as_bytes()
     }
 }
 
 impl PartialEq<&str> for ByteStr {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == other.as_bytes()
+        self.bytes == other.as_bytes()
     }
 }

@@ -80,11 +80,16 @@ pub(crate) fn read_binary(buf: &mut Bytes) -> Result<Bytes, DecodeError> {
 /// A UTF-8 encoded string (§1.5.4): well-formed [MQTT-1.5.4-1], without U+0000 [MQTT-1.5.4-2].
 pub(crate) fn read_str(buf: &mut Bytes) -> Result<ByteStr, DecodeError> {
     let bytes = read_binary(buf)?;
-    check_utf8(&bytes)?;
-    Ok(ByteStr::from_checked(bytes))
+    let found = check_utf8_scan(&bytes)?;
+    Ok(ByteStr::from_scanned(bytes, found.ascii && !found.wildcard))
 }
 
 pub(crate) fn check_utf8(bytes: &[u8]) -> Result<(), DecodeError> {
+    check_utf8_scan(bytes).map(drop)
+}
+
+/// [`check_utf8`], which also tells what the scan found.
+fn check_utf8_scan(bytes: &[u8]) -> Result<Scan, DecodeError> {
     let found = scan(bytes);
     if !found.ascii && core::str::from_utf8(bytes).is_err() {
         return Err(DecodeError::InvalidUtf8);
@@ -93,7 +98,7 @@ pub(crate) fn check_utf8(bytes: &[u8]) -> Result<(), DecodeError> {
     if found.nul {
         return Err(DecodeError::NullCharacter);
     }
-    Ok(())
+    Ok(found)
 }
 
 /// What [`scan`] found in a string.
@@ -105,6 +110,41 @@ pub(crate) struct Scan {
     pub(crate) wildcard: bool,
     /// Only bytes below 0x80, which are always well-formed UTF-8.
     pub(crate) ascii: bool,
+}
+
+/// True if `bytes` holds only ASCII without U+0000 and without topic wildcards: a topic name
+/// that needs no further check. One accumulator, eight bytes at a time; [`scan`] tells the
+/// cases apart when this says no.
+#[inline(always)]
+pub(crate) fn is_plain_topic(bytes: &[u8]) -> bool {
+    const LO: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HI: u64 = u64::from_ne_bytes([0x80; 8]);
+    const PLUS: u64 = u64::from_ne_bytes([b'+'; 8]);
+    const HASH: u64 = u64::from_ne_bytes([b'#'; 8]);
+    // With every byte below 0x80 (checked by `w & HI`), `x - LO` borrows into bit 7 of a byte
+    // exactly when it, or a byte below it, is zero: no `!x` term is needed.
+    #[inline(always)]
+    const fn bad(w: u64) -> u64 {
+        w.wrapping_sub(LO) | (w ^ PLUS).wrapping_sub(LO) | (w ^ HASH).wrapping_sub(LO) | w
+    }
+    let mut acc = 0;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        acc |= bad(u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8])));
+    }
+    if !chunks.remainder().is_empty() {
+        match bytes.last_chunk::<8>() {
+            Some(last) => acc |= bad(u64::from_ne_bytes(*last)),
+            None => {
+                let mut padded = [b'a'; 8];
+                for (to, &from) in padded.iter_mut().zip(bytes) {
+                    *to = from;
+                }
+                acc |= bad(u64::from_ne_bytes(padded));
+            }
+        }
+    }
+    acc & HI == 0
 }
 
 /// Looks for U+0000, the topic wildcards and non-ASCII bytes in one pass, eight bytes at a time.
@@ -263,7 +303,15 @@ mod tests {
 
 #[cfg(test)]
 mod scan_tests {
-    use super::{scan, Scan};
+    use super::{is_plain_topic, scan, Scan};
+
+    fn clean() -> Scan {
+        Scan {
+            nul: false,
+            wildcard: false,
+            ascii: true,
+        }
+    }
 
     /// The eight-bytes-at-a-time scan agrees with a byte-wise one at every position and length.
     #[test]
@@ -281,6 +329,7 @@ mod scan_tests {
                         ascii: bytes.is_ascii(),
                     };
                     assert_eq!(scan(&bytes), expected, "{bytes:?}");
+                    assert_eq!(is_plain_topic(&bytes), expected == clean(), "{bytes:?}");
                 }
             }
         }
@@ -291,6 +340,9 @@ mod scan_tests {
         };
         assert_eq!(scan(b""), clean);
         assert_eq!(scan(b"sensors/dev-0042/tmp"), clean);
+        assert!(is_plain_topic(b""));
+        assert!(is_plain_topic(b"sensors/dev-0042/tmp"));
+        assert!(!is_plain_topic("ünïcødé/topic/é".as_bytes()));
         let unicode = Scan {
             ascii: false,
             ..clean

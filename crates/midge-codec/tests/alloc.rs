@@ -62,10 +62,12 @@ fn assert_points_into(p: &Publish, buf: Range<usize>, what: &str) {
         );
     }
     let props = &p.properties;
+    let (response_topic, content_type) = (props.response_topic(), props.content_type());
+    let correlation_data = props.correlation_data();
     for part in [
-        props.response_topic.as_ref().map(|s| s.as_bytes()),
-        props.content_type.as_ref().map(|s| s.as_bytes()),
-        props.correlation_data.as_deref(),
+        response_topic.as_ref().map(|s| s.as_bytes()),
+        content_type.as_ref().map(|s| s.as_bytes()),
+        correlation_data.as_deref(),
     ]
     .into_iter()
     .flatten()
@@ -80,9 +82,10 @@ fn assert_points_into(p: &Publish, buf: Range<usize>, what: &str) {
 
 #[test]
 fn publish_decodes_without_allocating_and_shares_the_input() {
-    // The counter sees the decoder's own allocations: a User Property is a list, which
-    // allocates (5.0 PUBLISH "a/b" QoS 0 with User Property ("k", "v")).
-    let with_list = Bytes::from(hex("30 0d 0003 612f62 07 2600016b000176 "));
+    // The counter sees the decoder's own allocations: a User Property of a DISCONNECT is a
+    // list, which allocates (5.0 DISCONNECT, Normal, with User Property ("k", "v")). A PUBLISH
+    // keeps its user properties encoded, so they cost nothing: see the end of this test.
+    let with_list = Bytes::from(hex("e0 09 00 07 2600016b000176"));
     let _keep = with_list.clone();
     let count = allocations(|| {
         let mut buf = with_list.clone();
@@ -119,7 +122,7 @@ fn publish_decodes_without_allocating_and_shares_the_input() {
         if version.is_v5() {
             assert_eq!(p.properties.message_expiry_interval, Some(30));
             assert_eq!(
-                p.properties.content_type.as_ref().map(|s| s.as_str()),
+                p.properties.content_type().as_ref().map(|s| s.as_str()),
                 Some("text")
             );
         }
@@ -161,5 +164,39 @@ fn publish_decodes_without_allocating_and_shares_the_input() {
             rest += 1;
         }
         assert_eq!(rest, 4, "{what}: 8 packets = 1 + 3 counted + 4");
+    }
+
+    // A PUBLISH keeps its User Properties and Subscription Identifiers encoded, so even these
+    // lists cost no allocation (5.0 PUBLISH "a/b" QoS 0, User Property ("k", "v"),
+    // Subscription Identifiers 5 and 1).
+    let lists = Bytes::from(hex("30 11 0003 612f62 0b 2600016b000176 0b05 0b01"));
+    let _keep = lists.clone();
+    let count = allocations(|| {
+        let mut buf = lists.clone();
+        Packet::decode_bytes(&mut buf, ProtocolVersion::V5, MAX_PACKET_SIZE)
+    });
+    assert_eq!(count, 0, "PUBLISH with lists allocated");
+    let mut buf = lists.clone();
+    let Ok(Some(Packet::Publish(p))) =
+        Packet::decode_bytes(&mut buf, ProtocolVersion::V5, MAX_PACKET_SIZE)
+    else {
+        panic!("not a PUBLISH");
+    };
+    let ids: Vec<u32> = p
+        .properties
+        .subscription_identifiers()
+        .map(|i| i.get())
+        .collect();
+    assert_eq!(ids, [5, 1]);
+    for (name, value) in p.properties.user_properties() {
+        assert_eq!((name.as_str(), value.as_str()), ("k", "v"));
+        for part in [name.as_bytes(), value.as_bytes()] {
+            let r = range(part);
+            let input = range(&lists);
+            assert!(
+                input.start <= r.start && r.end <= input.end,
+                "user property copied"
+            );
+        }
     }
 }

@@ -104,10 +104,10 @@ fn v3_connack_return_codes_map_to_reason_codes() {
     for version in [V3_1, V3_1_1] {
         for (code, reason) in table {
             let bytes = [0x20, 0x02, 0x00, code];
-            let packet = Packet::ConnAck(ConnAck {
+            let packet = Packet::ConnAck(Box::new(ConnAck {
                 reason_code: reason,
                 ..ConnAck::default()
-            });
+            }));
             assert_eq!(
                 decode_whole(&bytes, version),
                 packet,
@@ -150,12 +150,12 @@ fn auth_packet_type_is_reserved_before_v5() {
 fn v31_connack_has_no_session_present() {
     assert_eq!(
         decode_whole(&hex("20 02 01 00"), V3_1),
-        Packet::ConnAck(ConnAck::default())
+        Packet::ConnAck(Box::default())
     );
-    let present = Packet::ConnAck(ConnAck {
+    let present = Packet::ConnAck(Box::new(ConnAck {
         session_present: true,
         ..ConnAck::default()
-    });
+    }));
     assert_encode_err(
         &present,
         V3_1,

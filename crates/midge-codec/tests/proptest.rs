@@ -234,11 +234,11 @@ fn publish_properties(v5: bool) -> BoxedStrategy<PublishProperties> {
             p.payload_format_indicator = a;
             p.message_expiry_interval = b;
             p.topic_alias = c;
-            p.response_topic = d;
-            p.correlation_data = e;
-            p.subscription_identifiers = f;
-            p.content_type = g;
-            p.user_properties = u;
+            p.set_response_topic(d).unwrap();
+            p.set_correlation_data(e).unwrap();
+            p.set_subscription_identifiers(&f);
+            p.set_content_type(g).unwrap();
+            p.set_user_properties(u).unwrap();
             p
         });
     or_empty(v5, s)
@@ -393,11 +393,11 @@ fn connack(v: ProtocolVersion) -> BoxedStrategy<Packet> {
         .prop_map(move |(session_present, reason_code, properties)| {
             // 3.1 has no Session Present flag.
             let session_present = session_present && v != V3_1;
-            Packet::ConnAck(ConnAck {
+            Packet::ConnAck(Box::new(ConnAck {
                 session_present,
                 reason_code,
                 properties,
-            })
+            }))
         })
         .boxed()
 }
@@ -536,10 +536,10 @@ fn disconnect(v: ProtocolVersion) -> BoxedStrategy<Packet> {
 fn auth() -> BoxedStrategy<Packet> {
     (codes(AUTH_CODES), auth_properties())
         .prop_map(|(reason_code, properties)| {
-            Packet::Auth(Auth {
+            Packet::Auth(Box::new(Auth {
                 reason_code,
                 properties,
-            })
+            }))
         })
         .boxed()
 }
@@ -762,10 +762,10 @@ fn v5_only_fields_are_refused_under_v3() {
     let mut connack = ConnAckProperties::default();
     connack.maximum_qos = Some(QoS::AtMostOnce);
     requires_v5(
-        Packet::ConnAck(ConnAck {
+        Packet::ConnAck(Box::new(ConnAck {
             properties: connack,
             ..ConnAck::default()
-        }),
+        })),
         "CONNACK properties",
     );
 
@@ -903,7 +903,7 @@ fn v5_only_fields_are_refused_under_v3() {
         "DISCONNECT properties",
     );
 
-    requires_v5(Packet::Auth(Auth::default()), "AUTH");
+    requires_v5(Packet::Auth(Box::default()), "AUTH");
 }
 
 /// Reason codes 3.x cannot express are refused, not mapped to something else.
@@ -912,10 +912,10 @@ fn reason_codes_without_a_v3_form_are_refused() {
     for v in [V3_1, V3_1_1] {
         // CONNACK 0x95 Packet too large has no 3.x return code (3.1.1 §3.2.2.3).
         assert_encode_err(
-            &Packet::ConnAck(ConnAck {
+            &Packet::ConnAck(Box::new(ConnAck {
                 reason_code: ReasonCode::PACKET_TOO_LARGE,
                 ..ConnAck::default()
-            }),
+            })),
             v,
             EncodeError::InvalidReasonCode(0x95),
         );
@@ -1050,10 +1050,10 @@ fn caller_errors_are_refused_before_writing() {
     let mut props = ConnAckProperties::default();
     props.maximum_qos = Some(QoS::ExactlyOnce);
     assert_encode_err(
-        &Packet::ConnAck(ConnAck {
+        &Packet::ConnAck(Box::new(ConnAck {
             properties: props,
             ..ConnAck::default()
-        }),
+        })),
         V5,
         EncodeError::InvalidPropertyValue(0x24),
     );
@@ -1072,7 +1072,7 @@ fn caller_errors_are_refused_before_writing() {
         ..Auth::default()
     };
     assert_encode_err(
-        &Packet::Auth(auth),
+        &Packet::Auth(Box::new(auth)),
         V5,
         EncodeError::InvalidReasonCode(0x87),
     );

@@ -91,7 +91,9 @@ fn type_name(t: PacketType) -> &'static str {
 
 /// Captured packets whose 5.0 properties are in an order other than ours. 5.0 §2.2.2 puts no
 /// order on properties, and we write them in a fixed order (declaration order, user properties
-/// last), so these re-encode to the same bytes rearranged. (fixture, packet index, why)
+/// last; a PUBLISH writes Payload Format Indicator, Message Expiry Interval and Topic Alias
+/// first, then its other properties in the order they arrived), so these re-encode to the same
+/// bytes rearranged. (fixture, packet index, why)
 const REORDERED: &[(&str, usize, &str)] = &[
     (
         "mosquitto_pub_v5",
@@ -110,16 +112,6 @@ const REORDERED: &[(&str, usize, &str)] = &[
         "paho_v5",
         0,
         "will: Content Type (0x03) before Will Delay Interval (0x18)",
-    ),
-    (
-        "paho_v5",
-        6,
-        "Content Type (0x03) before Response Topic (0x08)",
-    ),
-    (
-        "paho_v5",
-        7,
-        "Content Type (0x03) before Response Topic (0x08)",
     ),
 ];
 
@@ -251,12 +243,12 @@ fn mosquitto_pub_v5_carries_its_properties() {
         panic!()
     };
     let pp = &publish.properties;
-    assert_eq!(pp.content_type.as_ref().unwrap(), "text/plain");
-    assert_eq!(pp.response_topic.as_ref().unwrap(), "resp/topic");
+    assert_eq!(pp.content_type().unwrap(), "text/plain");
+    assert_eq!(pp.response_topic().unwrap(), "resp/topic");
     assert_eq!(pp.message_expiry_interval, Some(30));
-    assert_eq!(pp.correlation_data.as_deref(), Some(&b"corr-1"[..]));
+    assert_eq!(pp.correlation_data().as_deref(), Some(&b"corr-1"[..]));
     assert_eq!(pp.payload_format_indicator, Some(PayloadFormat::Utf8));
-    assert_eq!(pp.user_properties, [up("k", "v")]);
+    assert_eq!(pp.user_properties().collect::<Vec<_>>(), [up("k", "v")]);
     assert_eq!(publish.packet_id.map(|id| id.get()), Some(1));
     assert_eq!(&publish.payload[..], b"21.5");
 
@@ -354,9 +346,12 @@ fn paho_v5_publish_and_disconnect_properties() {
         panic!()
     };
     let pp = &publish.properties;
-    assert_eq!(pp.correlation_data.as_deref(), Some(&b"\x00\x01corr"[..]));
+    assert_eq!(pp.correlation_data().as_deref(), Some(&b"\x00\x01corr"[..]));
     // Two user properties, in the order sent.
-    assert_eq!(pp.user_properties, [up("k", "v"), up("k2", "v2")]);
+    assert_eq!(
+        pp.user_properties().collect::<Vec<_>>(),
+        [up("k", "v"), up("k2", "v2")]
+    );
     let Packet::Disconnect(d) = &p[12] else {
         panic!()
     };

@@ -346,12 +346,14 @@ fn user_property_and_publish_subscription_identifier_may_repeat() {
     };
     let ids: Vec<u32> = p
         .properties
-        .subscription_identifiers
-        .iter()
+        .subscription_identifiers()
         .map(|i| i.get())
         .collect();
     assert_eq!(ids, [3, 1, 2]);
-    assert_eq!(p.properties.user_properties, [up("b", "1"), up("a", "2")]);
+    assert_eq!(
+        p.properties.user_properties().collect::<Vec<_>>(),
+        [up("b", "1"), up("a", "2")]
+    );
     // A repeated pair is kept twice, not merged.
     let bytes = hex("e0 10 00 0e 260001 6b 0001 76 260001 6b 0001 76");
     let Some(Packet::Disconnect(d)) = decode(&bytes, V5).unwrap() else {

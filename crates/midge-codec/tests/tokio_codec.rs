@@ -7,7 +7,7 @@ mod common;
 use bytes::BytesMut;
 use common::{hex, pid, s, V3_1_1, V5};
 use midge_codec::{
-    CodecError, ConnAck, Connect, DecodeError, Disconnect, MqttCodec, Packet, PubAck, Publish, QoS,
+    CodecError, Connect, DecodeError, Disconnect, MqttCodec, Packet, PubAck, Publish, QoS,
     ReasonCode, MAX_PACKET_SIZE,
 };
 use tokio_util::codec::{Decoder, Encoder};
@@ -76,7 +76,7 @@ fn encoder_and_decoder_carry_a_session_in_sequence() {
     assert_eq!(server.decode(&mut to_server).unwrap(), None);
 
     server
-        .encode(Packet::ConnAck(ConnAck::default()), &mut to_client)
+        .encode(Packet::ConnAck(Box::default()), &mut to_client)
         .unwrap();
     assert_eq!(
         &to_client[..],
@@ -85,7 +85,7 @@ fn encoder_and_decoder_carry_a_session_in_sequence() {
     );
     assert_eq!(
         client.decode(&mut to_client).unwrap(),
-        Some(Packet::ConnAck(ConnAck::default()))
+        Some(Packet::ConnAck(Box::default()))
     );
 }
 

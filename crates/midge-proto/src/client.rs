@@ -542,7 +542,7 @@ impl Client {
         match self.state {
             State::Idle => {}
             State::Connecting { .. } => match packet {
-                Packet::ConnAck(connack) => self.handle_connack(now, connack),
+                Packet::ConnAck(connack) => self.handle_connack(now, *connack),
                 // The server must answer CONNECT with CONNACK first [MQTT-3.2.0-1].
                 _ => self.violation(ReasonCode::PROTOCOL_ERROR),
             },

@@ -108,7 +108,7 @@ impl Message {
         if form.get().is_none() {
             let mut publish = self.to_publish(None, false);
             publish.qos = QoS::AtMostOnce;
-            publish.properties.subscription_identifiers.clear();
+            publish.properties.clear_subscription_identifiers();
             if !version.is_v5() {
                 publish.properties = PublishProperties::default();
             }
@@ -128,7 +128,10 @@ mod tests {
     fn the_plain_form_is_encoded_once_per_version() {
         let mut message = Message::new("fan/out", &b"payload"[..], QoS::AtLeastOnce);
         message.retain = true;
-        message.properties.content_type = Some(ByteStr::from("text/plain"));
+        message
+            .properties
+            .set_content_type(Some(ByteStr::from("text/plain")))
+            .unwrap();
         let shared = std::sync::Arc::new(message);
         let first = shared.plain_publish(ProtocolVersion::V5).unwrap().clone();
         let again = shared.plain_publish(ProtocolVersion::V5).unwrap();
@@ -147,7 +150,7 @@ mod tests {
                 (p.qos, p.retain, p.topic.as_str()),
                 (QoS::AtMostOnce, true, "fan/out")
             );
-            assert_eq!(p.properties.content_type.is_some(), version.is_v5());
+            assert_eq!(p.properties.content_type().is_some(), version.is_v5());
         }
         // A clone shares nothing it should not: equality ignores the cache.
         assert_eq!(

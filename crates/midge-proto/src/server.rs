@@ -463,12 +463,12 @@ impl ServerConnection {
         self.outbound_aliases =
             OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0));
         self.keepalive = ServerKeepAlive::new(Duration::from_secs(u64::from(keep_alive)), now);
-        self.transmit.push_back(Packet::ConnAck(ConnAck {
+        self.transmit.push_back(Packet::ConnAck(Box::new(ConnAck {
             // 3.1 has no Session Present flag; a CONNACK with it set cannot be encoded.
             session_present: session_present && self.version != ProtocolVersion::V3_1,
             reason_code: ReasonCode::SUCCESS,
             properties: props,
-        }));
+        })));
         // Resume: resend what was in flight, in order, PUBLISH with DUP [MQTT-4.4.0-1].
         for (id, state) in session.outgoing.iter() {
             self.transmit.push_back(match state {
@@ -506,7 +506,7 @@ impl ServerConnection {
             connack.reason_code = v3_connack_code(reason);
         }
         self.transmit.clear();
-        self.transmit.push_back(Packet::ConnAck(connack));
+        self.transmit.push_back(Packet::ConnAck(Box::new(connack)));
         self.close(ServerCloseReason::Rejected(reason), None);
     }
 
@@ -711,7 +711,7 @@ impl ServerConnection {
     }
 
     fn handle_publish(&mut self, publish: Publish) {
-        if !publish.properties.subscription_identifiers.is_empty() {
+        if publish.properties.has_subscription_identifiers() {
             // Only the server sends Subscription Identifiers [MQTT-3.3.4-6].
             return self.violation(ReasonCode::PROTOCOL_ERROR);
         }

@@ -64,8 +64,7 @@ impl Delivery {
         publish.retain = self.retain;
         publish
             .properties
-            .subscription_identifiers
-            .clone_from(&self.subscription_ids);
+            .set_subscription_identifiers(&self.subscription_ids);
         publish.properties.message_expiry_interval = self.remaining_expiry(now);
         publish
     }
@@ -375,11 +374,11 @@ fn get_delivery(b: &mut Bytes, now: Instant) -> Option<Delivery> {
     let retain = get_u8(b)? != 0;
     let message_qos = QoS::from_u8(get_u8(b)?)?;
     let message_retain = get_u8(b)? != 0;
-    let subscription_ids = publish.properties.subscription_identifiers.clone();
+    let subscription_ids = publish.properties.subscription_identifiers().collect();
     let mut message = Message::from_publish(publish.clone(), publish.topic);
     message.qos = message_qos;
     message.retain = message_retain;
-    message.properties.subscription_identifiers.clear();
+    message.properties.clear_subscription_identifiers();
     Some(Delivery {
         message: Arc::new(message),
         qos,

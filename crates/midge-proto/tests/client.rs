@@ -222,7 +222,7 @@ fn server_maximum_packet_size_refuses_or_drops_publishes() {
     client
         .publish(Message::new("small", &b"x"[..], QoS::AtMostOnce))
         .unwrap();
-    client_feed(&mut client, t0, V5, Packet::ConnAck(connack));
+    client_feed(&mut client, t0, V5, Packet::ConnAck(Box::new(connack)));
     let sent = client_tx(&mut client, t0, V5);
     let sent = publishes(&sent);
     assert_eq!(sent.len(), 1);
@@ -302,7 +302,7 @@ fn a_dropped_publish_does_not_leave_an_alias_the_server_never_learnt() {
         c.properties.maximum_packet_size = NonZeroU32::new(100);
         c.properties.topic_alias_maximum = Some(4);
     });
-    client_feed(&mut client, t0, V5, Packet::ConnAck(connack));
+    client_feed(&mut client, t0, V5, Packet::ConnAck(Box::new(connack)));
     let sent = client_tx(&mut client, t0, V5);
     let sent = publishes(&sent);
     assert_eq!(sent.len(), 1);
@@ -366,7 +366,7 @@ fn server_maximum_qos_refuses_higher_qos() {
     let _ = client_tx(&mut client, t0, V5);
     let queued = client.publish(msg("q", QoS::ExactlyOnce)).unwrap().unwrap();
     let connack = connack_with(|c| c.properties.maximum_qos = Some(QoS::AtLeastOnce));
-    client_feed(&mut client, t0, V5, Packet::ConnAck(connack));
+    client_feed(&mut client, t0, V5, Packet::ConnAck(Box::new(connack)));
     assert!(publishes(&client_tx(&mut client, t0, V5)).is_empty());
     assert!(client_events(&mut client).contains(&Event::Published {
         packet_id: queued,
@@ -455,7 +455,7 @@ fn resumed_session_resends_in_flight_in_order_with_dup() {
         client.connect(t0);
         let _ = client_tx(&mut client, t0, version);
         let connack = connack_with(|c| c.session_present = true);
-        client_feed(&mut client, t0, version, Packet::ConnAck(connack));
+        client_feed(&mut client, t0, version, Packet::ConnAck(Box::new(connack)));
         let sent = client_tx(&mut client, t0, version);
         let summary: Vec<_> = sent
             .iter()
@@ -500,12 +500,7 @@ fn lost_session_resubscribes_and_requeues_sent_publishes() {
         client.connection_lost();
         client.connect(t0);
         let _ = client_tx(&mut client, t0, version);
-        client_feed(
-            &mut client,
-            t0,
-            version,
-            Packet::ConnAck(ConnAck::default()),
-        );
+        client_feed(&mut client, t0, version, Packet::ConnAck(Box::default()));
         let sent = client_tx(&mut client, t0, version);
         let Packet::Subscribe(sub) = &sent[0] else {
             panic!("{sent:?}")
@@ -529,7 +524,7 @@ fn session_present_after_clean_start_is_a_protocol_error() {
         client.connect(t0);
         let _ = client_tx(&mut client, t0, version);
         let connack = connack_with(|c| c.session_present = true);
-        client_feed(&mut client, t0, version, Packet::ConnAck(connack));
+        client_feed(&mut client, t0, version, Packet::ConnAck(Box::new(connack)));
         assert!(!client.is_connected());
         let sent = client_tx(&mut client, t0, version);
         if version.is_v5() {
@@ -560,7 +555,7 @@ fn refused_connack_closes() {
     client.connect(t0);
     let _ = client_tx(&mut client, t0, V3_1_1);
     let connack = connack_with(|c| c.reason_code = ReasonCode::NOT_AUTHORIZED);
-    client_feed(&mut client, t0, V3_1_1, Packet::ConnAck(connack));
+    client_feed(&mut client, t0, V3_1_1, Packet::ConnAck(Box::new(connack)));
     assert_eq!(
         client_events(&mut client),
         [Event::Closed(CloseReason::Rejected(
@@ -968,7 +963,7 @@ fn inbound_aliases_do_not_survive_a_reconnect() {
     client.connection_lost();
     client.connect(t0);
     let _ = client_tx(&mut client, t0, V5);
-    client_feed(&mut client, t0, V5, Packet::ConnAck(ConnAck::default()));
+    client_feed(&mut client, t0, V5, Packet::ConnAck(Box::default()));
     let _ = client_events(&mut client);
     let _ = client_tx(&mut client, t0, V5);
     p.topic = ByteStr::new();
@@ -996,7 +991,7 @@ fn a_full_queue_refuses_and_loses_nothing() {
         Err(PublishError::QueueFull)
     );
     assert_eq!(client.queued_messages(), 3);
-    client_feed(&mut client, t0, V3_1_1, Packet::ConnAck(ConnAck::default()));
+    client_feed(&mut client, t0, V3_1_1, Packet::ConnAck(Box::default()));
     let sent = client_tx(&mut client, t0, V3_1_1);
     let topics: Vec<_> = publishes(&sent)
         .iter()

@@ -11,7 +11,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use common::*;
 use midge_codec::{
-    Auth, ByteStr, ConnAck, Disconnect, Packet, ProtocolVersion, PubAck, Publish, QoS, ReasonCode,
+    ByteStr, ConnAck, Disconnect, Packet, ProtocolVersion, PubAck, Publish, QoS, ReasonCode,
     SubAck, Subscribe, SubscribeProperties, SubscriptionId, SubscriptionOptions, UnsubAck,
     Unsubscribe,
 };
@@ -153,11 +153,11 @@ fn packet(version: ProtocolVersion) -> BoxedStrategy<Packet> {
                 })
             })
             .boxed(),
-        Just(Packet::ConnAck(ConnAck::default())).boxed(),
+        Just(Packet::ConnAck(Box::default())).boxed(),
         Just(Packet::Connect(Box::new(connect_packet(version, "again")))).boxed(),
     ];
     if v5 {
-        options.push(Just(Packet::Auth(Auth::default())).boxed());
+        options.push(Just(Packet::Auth(Box::default())).boxed());
     }
     proptest::strategy::Union::new(options).boxed()
 }

@@ -66,7 +66,7 @@ fn refused(config: ServerConfig, connect: Connect) -> (ConnAck, Vec<ServerEvent>
         panic!("{sent:?}")
     };
     assert!(server.is_closed());
-    (connack.clone(), server_events(&mut server))
+    ((**connack).clone(), server_events(&mut server))
 }
 
 fn with_will(mut connect: Connect, f: impl FnOnce(&mut Will)) -> Connect {
@@ -494,7 +494,8 @@ fn subscription_identifier_from_a_client_is_a_protocol_error() {
     let t0 = Instant::now();
     let mut server = fresh(V5, t0);
     let mut p = publish("a", QoS::AtMostOnce, None);
-    p.properties.subscription_identifiers = vec![SubscriptionId::new(1).unwrap()];
+    p.properties
+        .set_subscription_identifiers(&[SubscriptionId::new(1).unwrap()]);
     server_feed(&mut server, t0, Packet::Publish(p));
     assert_eq!(
         server_tx(&mut server, t0),
@@ -1062,8 +1063,13 @@ fn built_session(
         m.retain = *retain;
         m.properties.message_expiry_interval = *expiry;
         if *content {
-            m.properties.content_type = Some(ByteStr::from("text/plain"));
-            m.properties.user_properties = vec![(ByteStr::from("k"), ByteStr::from("v"))];
+            let props = &mut m.properties;
+            props
+                .set_content_type(Some(ByteStr::from("text/plain")))
+                .unwrap();
+            props
+                .set_user_properties(vec![(ByteStr::from("k"), ByteStr::from("v"))])
+                .unwrap();
         }
         server.deliver(Delivery {
             message: Arc::new(m),

@@ -83,7 +83,7 @@ impl TestClient {
         let mut client = Self::raw(addr, connect.protocol).await;
         client.send(Packet::Connect(Box::new(connect))).await;
         match client.recv().await {
-            Recv::Packet(Packet::ConnAck(ack)) => (client, ack),
+            Recv::Packet(Packet::ConnAck(ack)) => (client, *ack),
             other => panic!("expected CONNACK, got {other:?}"),
         }
     }

@@ -74,7 +74,7 @@ fn v31() -> Vec<Kat> {
             "3.1 §3.2 CONNACK",
             V3_1,
             "20 02 00 00",
-            Packet::ConnAck(ConnAck::default()),
+            Packet::ConnAck(Box::default()),
         ),
     ]
 }
@@ -119,20 +119,20 @@ fn v311() -> Vec<Kat> {
             "3.1.1 §3.2 CONNACK session present",
             V3_1_1,
             "20 02 01 00",
-            Packet::ConnAck(ConnAck {
+            Packet::ConnAck(Box::new(ConnAck {
                 session_present: true,
                 ..ConnAck::default()
-            }),
+            })),
         ),
         // MQTT 3.1.1 §3.2.2.3 CONNACK return code 5: Connection Refused, not authorized.
         kat(
             "3.1.1 §3.2 CONNACK not authorized",
             V3_1_1,
             "20 02 00 05",
-            Packet::ConnAck(ConnAck {
+            Packet::ConnAck(Box::new(ConnAck {
                 reason_code: ReasonCode::NOT_AUTHORIZED,
                 ..ConnAck::default()
-            }),
+            })),
         ),
     ]
 }
@@ -317,16 +317,20 @@ fn v5() -> Vec<Kat> {
     publish_props.payload_format_indicator = Some(PayloadFormat::Utf8);
     publish_props.message_expiry_interval = Some(30);
     publish_props.topic_alias = NonZeroU16::new(1);
-    publish_props.response_topic = Some(s("r/t"));
-    publish_props.correlation_data = Some(b(&[1, 2]));
+    publish_props.set_response_topic(Some(s("r/t"))).unwrap();
+    publish_props
+        .set_correlation_data(Some(b(&[1, 2])))
+        .unwrap();
     // Subscription Identifier may appear several times on a PUBLISH (§3.3.2.3.8); 128 takes a
     // two-byte Variable Byte Integer.
-    publish_props.subscription_identifiers = vec![
+    publish_props.set_subscription_identifiers(&[
         SubscriptionId::new(5).unwrap(),
         SubscriptionId::new(128).unwrap(),
-    ];
-    publish_props.content_type = Some(s("text"));
-    publish_props.user_properties = vec![up("b", "1"), up("a", "2")];
+    ]);
+    publish_props.set_content_type(Some(s("text"))).unwrap();
+    publish_props
+        .set_user_properties(vec![up("b", "1"), up("a", "2")])
+        .unwrap();
 
     let mut alias_only = PublishProperties::default();
     alias_only.topic_alias = NonZeroU16::new(1);
@@ -406,21 +410,21 @@ fn v5() -> Vec<Kat> {
              46  11 0000012c  21 000a  24 01  25 00  27 00010000  12 0003 616263  22 0005
                  1f 0002 6f6b  28 01  29 00  2a 01  13 001e  1a 0004 72657370  1c 0003 737276
                  15 0003 746f6b  16 0001 ff  26 0001 6b 0001 76",
-            Packet::ConnAck(ConnAck {
+            Packet::ConnAck(Box::new(ConnAck {
                 session_present: true,
                 reason_code: ReasonCode::SUCCESS,
                 properties: connack_props,
-            }),
+            })),
         ),
         // 5.0 §3.2.2.2 CONNACK reason code 0x87 Not authorized, empty properties.
         kat(
             "5.0 §3.2 CONNACK not authorized",
             V5,
             "20 03 00 87 00",
-            Packet::ConnAck(ConnAck {
+            Packet::ConnAck(Box::new(ConnAck {
                 reason_code: ReasonCode::NOT_AUTHORIZED,
                 ..ConnAck::default()
-            }),
+            })),
         ),
         // 5.0 §3.3 PUBLISH QoS 1 with every PUBLISH property (§3.3.2.3), two Subscription
         // Identifiers and two User Properties in order.
@@ -642,17 +646,17 @@ fn v5() -> Vec<Kat> {
             "5.0 §3.15 AUTH rl=0",
             V5,
             "f0 00",
-            Packet::Auth(Auth::default()),
+            Packet::Auth(Box::default()),
         ),
         // 5.0 §3.15 AUTH 0x18 Continue authentication with every AUTH property (§3.15.2.2).
         kat(
             "5.0 §3.15 AUTH properties",
             V5,
             "f0 19  18  17 15 0003 746f6b  16 0002 0102  1f 0002 676f  26 0001 6b 0001 76",
-            Packet::Auth(Auth {
+            Packet::Auth(Box::new(Auth {
                 reason_code: ReasonCode::CONTINUE_AUTHENTICATION,
                 properties: auth_props,
-            }),
+            })),
         ),
     ]
 }

@@ -120,7 +120,12 @@ pub fn connected_client(config: ClientConfig, connack: ConnAck, now: Instant) ->
     client.connect(now);
     let sent = client_tx(&mut client, now, version);
     assert!(matches!(sent.as_slice(), [Packet::Connect(_)]), "{sent:?}");
-    client_feed(&mut client, now, version, Packet::ConnAck(connack));
+    client_feed(
+        &mut client,
+        now,
+        version,
+        Packet::ConnAck(Box::new(connack)),
+    );
     assert!(client.is_connected(), "{:?}", client_events(&mut client));
     let events = client_events(&mut client);
     assert!(
@@ -170,7 +175,7 @@ pub fn accepted_server(
     let Some(Packet::ConnAck(connack)) = sent.first().cloned() else {
         panic!("no CONNACK: {sent:?}");
     };
-    (server, connack)
+    (server, *connack)
 }
 
 /// Like [`accepted_server`], returning everything sent after accept, CONNACK first.
