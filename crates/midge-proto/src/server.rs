@@ -1030,6 +1030,7 @@ impl ServerConnection {
             // down, RETAIN as published) is the same bytes for every subscriber: encode it once
             // per message and version, and copy it.
             let plain = qos == QoS::AtMostOnce
+                && delivery.message.payload.len() <= PLAIN_FORM_MAX_PAYLOAD
                 && delivery.subscription_ids.is_empty()
                 && delivery.retain == delivery.message.retain
                 && delivery
@@ -1079,6 +1080,12 @@ impl ServerConnection {
         }
     }
 }
+
+/// Largest payload whose plain PUBLISH is cached in its message. The cache holds a second copy
+/// of the payload for as long as the message lives (a retained message, for one), while the
+/// encoding work it saves is a few header bytes: worth it for the small messages that fan out
+/// by the thousand, not for large ones.
+const PLAIN_FORM_MAX_PAYLOAD: usize = 4 * 1024;
 
 /// What [`ServerConnection::next_delivery`] hands to the transmit loop; short-lived, so the
 /// size difference of its variants costs nothing.
