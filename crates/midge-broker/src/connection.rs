@@ -531,6 +531,7 @@ impl Driver {
             }
             let conn = &mut self.conn;
             let mut sent = 0u64;
+            let mut expired = Vec::new();
             shared.store.retained_matching(&filter, &mut |r| {
                 let delivery = Delivery {
                     message: r.message.clone(),
@@ -539,11 +540,20 @@ impl Driver {
                     subscription_ids: subscription_id.into_iter().collect(),
                     received_at: r.received_at,
                 };
-                if !delivery.is_expired(now) && conn.deliver(delivery) {
+                if delivery.is_expired(now) {
+                    expired.push(r.clone());
+                } else if conn.deliver(delivery) {
                     sent += 1;
                 }
             });
             add(&shared.counters.messages_sent, sent);
+            // Expired retained messages are gone for good [MQTT-3.3.2-5]: found here, they
+            // are removed instead of being skipped on every later SUBSCRIBE.
+            for r in expired {
+                if let Ok(topic) = midge_topic::TopicName::new(r.message.topic.as_str()) {
+                    shared.store.remove_expired_retained(&topic, &r);
+                }
+            }
         }
     }
 

@@ -51,6 +51,13 @@ pub trait Store: Send + Sync + 'static {
     /// Number of retained messages.
     fn retained_count(&self) -> usize;
 
+    /// Deletes the retained message of `topic` if it is still `expired` (the same message,
+    /// not one set since), after a lookup found that its Message Expiry Interval has passed
+    /// [MQTT-3.3.2-5]. The default keeps it; the broker skips expired messages either way.
+    fn remove_expired_retained(&self, topic: &TopicName<'_>, expired: &Retained) {
+        let _ = (topic, expired);
+    }
+
     /// Stores the encoded session of an offline client.
     fn save_session(&self, client_id: &ByteStr, encoded: Bytes) {
         let _ = (client_id, encoded);
@@ -116,6 +123,20 @@ impl Store for MemoryStore {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
+    }
+
+    fn remove_expired_retained(&self, topic: &TopicName<'_>, expired: &Retained) {
+        let mut index = self
+            .retained
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Only if no newer message replaced it between the lookup and now.
+        if index
+            .get(topic)
+            .is_some_and(|current| std::sync::Arc::ptr_eq(&current.message, &expired.message))
+        {
+            index.remove(topic);
+        }
     }
 }
 

@@ -736,3 +736,29 @@ async fn event_hooks_see_connections_messages_and_sessions() {
     ];
     assert_eq!(log, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_retained_messages_are_not_sent_and_are_removed() {
+    // [MQTT-3.3.2-5]: a retained message whose expiry passed is not delivered, and the
+    // broker forgets it instead of skipping it on every subscribe.
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut p = TestClient::connect(addr, V5, "retainer").await;
+    let mut short = p.publish_packet("r/short", "gone soon", QoS::AtLeastOnce, true);
+    short.properties.message_expiry_interval = Some(1);
+    p.publish_full(short).await;
+    p.publish("r/long", "stays", QoS::AtLeastOnce, true).await;
+    assert_eq!(broker.stats().retained_messages, 2);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut s = TestClient::connect(addr, V5, "late").await;
+    s.subscribe("r/#", QoS::AtLeastOnce).await;
+    let got = s.recv_publish().await;
+    assert_eq!(got.topic.as_str(), "r/long");
+    s.expect_silence(200).await;
+    assert_eq!(
+        broker.stats().retained_messages,
+        1,
+        "the expired one was removed"
+    );
+    broker.shutdown().await;
+}
