@@ -61,6 +61,20 @@ impl Driver {
         }
     }
 
+    /// Subscribes to one filter and waits for the SUBACK.
+    async fn subscribe(&mut self, filter: &'static str, qos: QoS) {
+        let filters = vec![(ByteStr::from(filter), SubscriptionOptions::qos(qos))];
+        self.client
+            .subscribe(filters, SubscribeProperties::default())
+            .expect("subscribes");
+        self.run_until(|d| {
+            d.events
+                .iter()
+                .any(|e| matches!(e, Event::Subscribed { .. }))
+        })
+        .await;
+    }
+
     fn received(&self) -> Vec<&Message> {
         self.events
             .iter()
@@ -82,19 +96,7 @@ async fn proto_client_publishes_and_receives_at_every_qos() {
         ProtocolVersion::V5,
     ] {
         let mut sub = Driver::connect(addr, ClientConfig::new(version, "proto-sub")).await;
-        let filters = vec![(
-            ByteStr::from("proto/#"),
-            SubscriptionOptions::qos(QoS::ExactlyOnce),
-        )];
-        sub.client
-            .subscribe(filters, SubscribeProperties::default())
-            .expect("subscribes");
-        sub.run_until(|d| {
-            d.events
-                .iter()
-                .any(|e| matches!(e, Event::Subscribed { .. }))
-        })
-        .await;
+        sub.subscribe("proto/#", QoS::ExactlyOnce).await;
 
         let mut publisher = Driver::connect(addr, ClientConfig::new(version, "proto-pub")).await;
         let mut ids = Vec::new();
@@ -149,19 +151,7 @@ async fn proto_client_resumes_its_session_and_gets_what_it_missed() {
     config.clean_start = false;
     config.properties.session_expiry_interval = Some(60);
     let mut sub = Driver::connect(addr, config.clone()).await;
-    let filters = vec![(
-        ByteStr::from("missed/#"),
-        SubscriptionOptions::qos(QoS::AtLeastOnce),
-    )];
-    sub.client
-        .subscribe(filters, SubscribeProperties::default())
-        .expect("subscribes");
-    sub.run_until(|d| {
-        d.events
-            .iter()
-            .any(|e| matches!(e, Event::Subscribed { .. }))
-    })
-    .await;
+    sub.subscribe("missed/#", QoS::AtLeastOnce).await;
     // Gone without DISCONNECT: the session stays on the broker.
     drop(sub);
 
