@@ -17,7 +17,7 @@ use midge_codec::{
 use midge_topic::TopicFilter;
 
 use crate::alias::{InboundAliases, OutboundAliases};
-use crate::inflight::Inflight;
+use crate::inflight::{qos2_answer, Inflight};
 use crate::keepalive::{ClientKeepAlive, KeepAliveAction};
 use crate::message::Message;
 
@@ -718,10 +718,7 @@ impl Client {
                     }
                 }
                 _ => {
-                    let mut rel = PubAck::new(ack.packet_id);
-                    if v5 {
-                        rel.reason_code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
-                    }
+                    let rel = qos2_answer(ack.packet_id, false, v5);
                     self.transmit.push_back(Packet::PubRel(rel));
                 }
             },
@@ -735,10 +732,8 @@ impl Client {
                 }
             }
             Packet::PubRel(rel) => {
-                let mut comp = PubAck::new(rel.packet_id);
-                if !self.incoming_qos2.remove(&rel.packet_id) && v5 {
-                    comp.reason_code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
-                }
+                let known = self.incoming_qos2.remove(&rel.packet_id);
+                let comp = qos2_answer(rel.packet_id, known, v5);
                 self.transmit.push_back(Packet::PubComp(comp));
             }
             Packet::SubAck(SubAck {

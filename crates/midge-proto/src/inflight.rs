@@ -10,7 +10,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use midge_codec::PacketId;
+use midge_codec::{PacketId, PubAck, ReasonCode};
+
+/// The PUBREL or PUBCOMP answering a PUBREC or PUBREL: success if `known` names a flow in
+/// progress, otherwise 0x92 Packet Identifier not found in 5.0 (3.x has only success), so
+/// the peer can finish its side either way (§4.3.3).
+pub(crate) fn qos2_answer(packet_id: PacketId, known: bool, v5: bool) -> PubAck {
+    let mut ack = PubAck::new(packet_id);
+    if !known && v5 {
+        ack.reason_code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+    }
+    ack
+}
 
 /// An ordered store of in-flight packets of type `T`, keyed by packet identifier.
 #[derive(Clone, Debug)]

@@ -20,6 +20,7 @@ use midge_codec::{
 use midge_topic::{Limits, TopicFilter, TopicName};
 
 use crate::alias::{InboundAliases, OutboundAliases};
+use crate::inflight::{qos2_answer, Inflight};
 use crate::keepalive::ServerKeepAlive;
 use crate::message::Message;
 use crate::session::{Delivery, OutState, QueueLimits, Session, SessionSubscription};
@@ -636,10 +637,7 @@ impl ServerConnection {
                         .push_back(Packet::PubRel(PubAck::new(ack.packet_id)));
                 }
                 None => {
-                    let mut rel = PubAck::new(ack.packet_id);
-                    if v5 {
-                        rel.reason_code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
-                    }
+                    let rel = qos2_answer(ack.packet_id, false, v5);
                     self.transmit.push_back(Packet::PubRel(rel));
                 }
             },
@@ -649,11 +647,8 @@ impl ServerConnection {
                 }
             }
             Packet::PubRel(rel) => {
-                let mut comp = PubAck::new(rel.packet_id);
                 let known = self.session_mut().incoming_qos2.remove(&rel.packet_id);
-                if !known && v5 {
-                    comp.reason_code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
-                }
+                let comp = qos2_answer(rel.packet_id, known, v5);
                 self.transmit.push_back(Packet::PubComp(comp));
             }
             Packet::Subscribe(subscribe) => self.handle_subscribe(subscribe),
@@ -706,7 +701,7 @@ impl ServerConnection {
             .get_or_insert_with(|| Session::new(client_id, limits))
     }
 
-    fn outgoing(&mut self) -> &mut crate::inflight::Inflight<OutState> {
+    fn outgoing(&mut self) -> &mut Inflight<OutState> {
         &mut self.session_mut().outgoing
     }
 
