@@ -1,24 +1,24 @@
-//! One task per connection: it owns the [`ServerConnection`] and the socket's read half, and
-//! answers the connection's events. A small writer task owns the write half, so that a client
-//! that does not read never stalls the driver: while the writer waits, deliveries pile up in
-//! the session's bounded queue (and are dropped and counted past its limits).
+//! One task per connection: it owns the [`ServerConnection`] and the socket, and answers the
+//! connection's events. A client that does not read never stalls the task: its output waits in
+//! the write buffer while the task goes on, and deliveries pile up in the session's bounded
+//! queue (and are dropped and counted past its limits).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use midge_codec::{ReasonCode, RetainHandling};
 use midge_proto::server::{ServerCloseReason, ServerConnection, ServerEvent, SubscriptionRequest};
 use midge_proto::session::Delivery;
 use midge_topic::TopicFilter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::hooks::{ClientInfo, ConnectRequest, DisconnectReason};
+use crate::inbox::Inbox;
 use crate::state::{Handover, Shared, Slot, SlotState, Sub, TakeOver};
 use crate::stats::add;
 
@@ -37,8 +37,9 @@ struct Driver {
     over_limit: bool,
     info: Option<ClientInfo>,
     slot: Option<Arc<Slot>>,
-    inbox_tx: mpsc::Sender<Delivery>,
-    inbox: mpsc::Receiver<Delivery>,
+    inbox: Arc<Inbox>,
+    /// Deliveries just taken from the inbox; kept to reuse its allocation.
+    taken: Vec<Delivery>,
     /// Given to the slot when this connection owns it.
     takeover_tx: Option<oneshot::Sender<TakeOver>>,
     takeover_rx: Option<oneshot::Receiver<TakeOver>>,
@@ -52,29 +53,26 @@ struct Driver {
 }
 
 /// Runs one connection to its end. Returns when the socket is closed.
+///
+/// One task owns the socket and the [`ServerConnection`]: it reads when the socket is readable,
+/// writes when there is output and the socket takes it, and takes deliveries from the inbox.
+/// A client that does not read never stalls routing: its output waits in the write buffer
+/// (and stops this task reading from it once [`MAX_WRITE`] is pending), and further deliveries
+/// wait in its session's bounded queue. Both buffers are allocated only while they hold
+/// bytes, so an idle connection costs little memory.
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
     over_limit: bool,
 ) {
     let _ = stream.set_nodelay(true);
     let conn_id = shared.next_conn.fetch_add(1, Relaxed);
-    let (mut reader, writer) = stream.into_split();
     let conn = ServerConnection::new(shared.server_config.clone(), Instant::now(), conn_id);
-    let (inbox_tx, inbox) = mpsc::channel(shared.config.limits.inbox_capacity);
+    let inbox = Arc::new(Inbox::new(shared.config.limits.inbox_capacity));
     let (takeover_tx, takeover_rx) = oneshot::channel();
     let close_timeout = Duration::from_millis(shared.config.limits.close_timeout_ms);
-
-    // Two write buffers: one fills while the writer writes the other; they return to `pool`.
-    let (to_writer, writer_rx) = mpsc::channel::<BytesMut>(2);
-    let (back_tx, mut back_rx) = mpsc::channel::<BytesMut>(2);
-    let mut pool = vec![
-        BytesMut::with_capacity(16 * 1024),
-        BytesMut::with_capacity(16 * 1024),
-    ];
-    let writer_task = tokio::spawn(write_loop(writer, writer_rx, back_tx, shared.clone()));
 
     let mut d = Driver {
         shared,
@@ -84,15 +82,16 @@ pub(crate) async fn run(
         over_limit,
         info: None,
         slot: None,
-        inbox_tx,
         inbox,
+        taken: Vec::new(),
         takeover_tx: Some(takeover_tx),
         takeover_rx: Some(takeover_rx),
         handover: None,
         accepted: false,
         counted: 0,
     };
-    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut rbuf = BytesMut::new();
+    let mut wbuf = BytesMut::new();
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
     let mut armed: Option<Instant> = None;
@@ -103,18 +102,18 @@ pub(crate) async fn run(
 
     loop {
         d.handle_events(&mut rbuf).await;
-        // Transmit: as many packets as fit into one buffer, one write for all of them.
-        if let Some(mut buf) = pool.pop() {
-            let now = Instant::now();
-            while buf.len() < MAX_WRITE && d.conn.poll_transmit(now, &mut buf) {}
-            d.sync_budget();
-            if buf.is_empty() {
-                pool.push(buf);
-            } else if to_writer.try_send(buf).is_err() {
-                d.conn.connection_lost();
-                continue;
-            }
+        // Transmit: as many packets as fit into the write buffer, then one write for them all.
+        // The socket usually takes them at once, which saves a trip through `select!`.
+        let now = Instant::now();
+        while wbuf.len() < MAX_WRITE && d.conn.poll_transmit(now, &mut wbuf) {}
+        d.sync_budget();
+        if !wbuf.is_empty() && d.write_some(&stream, &mut wbuf).is_err() {
+            // The peer is gone: what it did not take is dropped with the connection.
+            wbuf = BytesMut::new();
+            d.conn.connection_lost();
+            continue;
         }
+        release_if_empty(&mut wbuf);
         if d.conn.is_closed() {
             break;
         }
@@ -129,36 +128,34 @@ pub(crate) async fn run(
         // the rest and publishers wait for it, instead of the queue dropping what the inbox
         // accepted.
         let connected = d.conn.is_connected() && d.queue_has_room();
-        // Both write buffers are with the writer: stop reading until one returns.
-        let can_read = !pool.is_empty();
+        // A peer that does not read its output is not read from either, once a full buffer
+        // of output waits for it.
+        let can_read = wbuf.len() < MAX_WRITE;
         let takeover_pending = d.takeover_rx.is_some() && d.slot.is_some();
-        rbuf.reserve(READ_CHUNK);
         tokio::select! {
-            read = reader.read_buf(&mut rbuf), if can_read => match read {
-                Ok(0) | Err(_) => d.conn.connection_lost(),
-                Ok(n) => {
-                    add(&d.shared.counters.bytes_received, n as u64);
-                    d.conn.handle_bytes(Instant::now(), &mut rbuf);
-                }
-            },
-            first = d.inbox.recv(), if connected => {
-                if let Some(first) = first {
-                    d.deliver(first);
-                    for _ in 0..INBOX_BATCH {
-                        if !d.queue_has_room() {
-                            break;
+            ready = stream.readable(), if can_read => match ready {
+                Ok(()) => {
+                    rbuf.reserve(READ_CHUNK);
+                    match stream.try_read_buf(&mut rbuf) {
+                        Ok(0) => d.conn.connection_lost(),
+                        Ok(n) => {
+                            add(&d.shared.counters.bytes_received, n as u64);
+                            d.conn.handle_bytes(Instant::now(), &mut rbuf);
                         }
-                        match d.inbox.try_recv() {
-                            Ok(next) => d.deliver(next),
-                            Err(_) => break,
-                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => d.conn.connection_lost(),
                     }
+                    release_if_empty(&mut rbuf);
+                }
+                Err(_) => d.conn.connection_lost(),
+            },
+            ready = stream.writable(), if !wbuf.is_empty() => {
+                if ready.is_err() || d.write_some(&stream, &mut wbuf).is_err() {
+                    wbuf = BytesMut::new();
+                    d.conn.connection_lost();
                 }
             }
-            back = back_rx.recv() => match back {
-                Some(buf) => pool.push(buf),
-                None => d.conn.connection_lost(),
-            },
+            () = d.inbox.ready(), if connected => d.take_deliveries(),
             request = recv_takeover(&mut d.takeover_rx), if takeover_pending => {
                 d.takeover_rx = None;
                 if let Some(reply) = request {
@@ -184,46 +181,65 @@ pub(crate) async fn run(
     // make the kernel reset the connection before the peer has read our last packet.
     let final_flush = async {
         loop {
-            let mut buf = match pool.pop() {
-                Some(buf) => buf,
-                None => match back_rx.recv().await {
-                    Some(buf) => buf,
-                    None => break,
-                },
-            };
             let now = Instant::now();
-            while buf.len() < MAX_WRITE && d.conn.poll_transmit(now, &mut buf) {}
-            if buf.is_empty() || to_writer.send(buf).await.is_err() {
+            while wbuf.len() < MAX_WRITE && d.conn.poll_transmit(now, &mut wbuf) {}
+            if wbuf.is_empty() {
+                break;
+            }
+            if stream.writable().await.is_err() || d.write_some(&stream, &mut wbuf).is_err() {
                 break;
             }
         }
-        drop(to_writer);
-        let _ = writer_task.await;
-        let mut scratch = [0u8; 4096];
-        while matches!(reader.read(&mut scratch).await, Ok(n) if n > 0) {}
+        let _ = stream.shutdown().await;
+        // On the heap: an array here would be part of every idle connection's task.
+        let mut scratch = vec![0u8; 4096];
+        while matches!(stream.read(&mut scratch).await, Ok(n) if n > 0) {}
     };
     let _ = tokio::time::timeout(close_timeout, final_flush).await;
     d.shared.counters.connections.fetch_sub(1, Relaxed);
 }
 
-async fn write_loop(
-    mut writer: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<BytesMut>,
-    back: mpsc::Sender<BytesMut>,
-    shared: Arc<Shared>,
-) {
-    while let Some(mut buf) = rx.recv().await {
-        if writer.write_all(&buf).await.is_err() {
-            return;
-        }
-        add(&shared.counters.bytes_sent, buf.len() as u64);
-        buf.clear();
-        let _ = back.try_send(buf);
+/// Frees a buffer's memory once it holds nothing, so that idle connections keep none.
+fn release_if_empty(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = BytesMut::new();
     }
-    let _ = writer.shutdown().await;
 }
 
 impl Driver {
+    /// Writes as much of `buf` as the socket takes now.
+    fn write_some(&self, stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            match stream.try_write(buf) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    add(&self.shared.counters.bytes_sent, n as u64);
+                    buf.advance(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves deliveries from the inbox into the session's queue, as many as it has room for,
+    /// at most [`INBOX_BATCH`] per wake-up so that input is not starved.
+    fn take_deliveries(&mut self) {
+        let sessions = &self.shared.config.sessions;
+        let room = self.conn.session().map_or(0, |s| {
+            sessions
+                .max_queued_messages
+                .saturating_sub(s.queued_messages())
+        });
+        let mut taken = std::mem::take(&mut self.taken);
+        self.inbox.take(room.min(INBOX_BATCH), &mut taken);
+        for delivery in taken.drain(..) {
+            self.deliver(delivery);
+        }
+        self.taken = taken;
+    }
+
     /// Moves a delivery from the inbox into the session's queue. Its reservation against the
     /// global budget moves with it, and is released as the queue drains ([`Self::sync_budget`]).
     fn deliver(&mut self, delivery: Delivery) {
@@ -266,7 +282,9 @@ impl Driver {
             while let Some(event) = self.conn.poll_event() {
                 match event {
                     ServerEvent::Connect { connect, client_id } => {
-                        self.on_connect(connect, client_id).await;
+                        // Boxed: its state would otherwise be part of every connection's task
+                        // for the connection's whole life.
+                        Box::pin(self.on_connect(connect, client_id)).await;
                     }
                     ServerEvent::Publish { message, packet_id } => {
                         self.on_publish(message, packet_id).await;
@@ -338,7 +356,7 @@ impl Driver {
             let mut state = slot.lock();
             let online = SlotState::Online {
                 conn: self.conn_id,
-                inbox: self.inbox_tx.clone(),
+                inbox: self.inbox.clone(),
                 takeover: self.takeover_tx.take(),
             };
             match std::mem::replace(&mut *state, online) {
@@ -420,6 +438,9 @@ impl Driver {
     /// session, waiting (bounded) for room where a subscriber's inbox is full, so that no
     /// acknowledged QoS 1 or 2 message is silently lost. A 5.0 publisher learns of a
     /// subscriber that could not take it from 0x97 Quota exceeded.
+    ///
+    /// Routing is synchronous; only deliveries that found a full inbox wait, in a boxed future,
+    /// so that the rare waiting path does not grow every connection's task.
     async fn on_publish(
         &mut self,
         message: midge_proto::Message,
@@ -436,14 +457,10 @@ impl Driver {
             Ok(()) => {
                 let routed = shared.publish(message, Some(info), Instant::now(), true);
                 let (mut matched, mut refused) = (routed.matched, routed.refused);
-                for blocked in routed.blocked {
-                    let at_most_once = blocked.delivery.qos == midge_codec::QoS::AtMostOnce;
-                    if shared.send_blocked(blocked).await {
-                        matched += 1;
-                    } else if !at_most_once {
-                        // A QoS 0 delivery may be dropped without failing the publish.
-                        refused += 1;
-                    }
+                if !routed.blocked.is_empty() {
+                    let (queued, lost) = Box::pin(wait_for_room(&shared, routed.blocked)).await;
+                    matched += queued;
+                    refused += lost;
                 }
                 if refused > 0 {
                     ReasonCode::QUOTA_EXCEEDED
@@ -586,7 +603,7 @@ impl Driver {
         };
         shared.counters.clients_connected.fetch_sub(1, Relaxed);
         // Deliveries still in the inbox belong to the session.
-        while let Ok(delivery) = self.inbox.try_recv() {
+        for delivery in self.inbox.close() {
             self.deliver(delivery);
         }
         let session = self.conn.take_session();
@@ -626,6 +643,22 @@ impl Driver {
             self.takeover_rx.take(),
         );
     }
+}
+
+/// Waits for room for deliveries that found a full inbox. Returns how many were queued, and
+/// how many QoS 1 or 2 deliveries were dropped (a QoS 0 delivery may be dropped without
+/// failing the publish).
+async fn wait_for_room(shared: &Shared, blocked: Vec<crate::state::Blocked>) -> (usize, usize) {
+    let (mut queued, mut refused) = (0, 0);
+    for blocked in blocked {
+        let at_most_once = blocked.delivery.qos == midge_codec::QoS::AtMostOnce;
+        if shared.send_blocked(blocked).await {
+            queued += 1;
+        } else if !at_most_once {
+            refused += 1;
+        }
+    }
+    (queued, refused)
 }
 
 /// Counts bytes that are already queued against the global budget, without refusing them.

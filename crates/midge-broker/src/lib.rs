@@ -7,6 +7,7 @@ mod broker;
 pub mod config;
 mod connection;
 pub mod hooks;
+mod inbox;
 mod state;
 mod stats;
 pub mod store;

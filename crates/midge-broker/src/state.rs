@@ -14,8 +14,9 @@ use midge_proto::server::ServerConfig;
 use midge_proto::session::{Delivery, Session};
 use midge_proto::Message;
 use midge_topic::{Match, SubscriptionIndex, TopicFilter, TopicName};
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
+
+use crate::inbox::{Inbox, SendError};
 
 use crate::config::{BrokerConfig, SharedStrategy};
 use crate::hooks::{ClientInfo, Hooks};
@@ -39,7 +40,7 @@ pub(crate) enum SlotState {
     /// A connection owns the session; deliveries go to its inbox.
     Online {
         conn: u64,
-        inbox: mpsc::Sender<Delivery>,
+        inbox: Arc<Inbox>,
         takeover: Option<oneshot::Sender<TakeOver>>,
     },
     /// The client is away; deliveries are queued in the session.
@@ -117,7 +118,7 @@ pub(crate) struct Routed {
 #[derive(Debug)]
 pub(crate) struct Blocked {
     pub(crate) slot: Arc<Slot>,
-    inbox: mpsc::Sender<Delivery>,
+    inbox: Arc<Inbox>,
     pub(crate) delivery: Delivery,
 }
 
@@ -303,12 +304,12 @@ impl Shared {
         } = blocked;
         let size = delivery.size();
         let wait = Duration::from_millis(self.config.limits.backpressure_timeout_ms);
-        match tokio::time::timeout(wait, inbox.send(delivery)).await {
-            Ok(Ok(())) => true,
-            outcome => {
+        match inbox.send_timeout(delivery, wait).await {
+            Ok(()) => true,
+            Err(refused) => {
                 self.release(size);
                 self.counters.dropped_inbox_full.fetch_add(1, Relaxed);
-                if outcome.is_err() {
+                if matches!(refused, SendError::Full(_)) {
                     slot.congested.store(true, Relaxed);
                 }
                 false
@@ -467,7 +468,7 @@ impl Shared {
                         slot.congested.store(false, Relaxed);
                         Handed::Queued
                     }
-                    Err(TrySendError::Full(delivery)) if !slot.congested.load(Relaxed) => {
+                    Err(SendError::Full(delivery)) if !slot.congested.load(Relaxed) => {
                         Handed::Blocked(Blocked {
                             slot: slot.clone(),
                             inbox: inbox.clone(),
