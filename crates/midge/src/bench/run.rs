@@ -1026,6 +1026,8 @@ async fn sub_scenario(
         connect_subscriber(opts.clone(), id, fs, qos)
     })
     .await?;
+    // Scripts and tests start publishing once they read this line.
+    eprintln!("midge bench: {clients} subscribers ready");
     restart(&mut ctx, setup.duration);
     // Stop when the total count is reached: each subscriber checks the shared counter.
     let mut set = JoinSet::new();
