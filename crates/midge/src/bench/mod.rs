@@ -618,11 +618,13 @@ pub(crate) fn main(args: BenchArgs) -> ExitCode {
             ExitCode::from(EXIT_SETUP)
         }
         Ok(summary) => {
-            if common.json {
-                println!("{}", summary.to_json());
+            let text = if common.json {
+                summary.to_json() + "\n"
             } else {
-                print!("{}", summary.to_text());
-            }
+                summary.to_text()
+            };
+            // A closed pipe (`| head`) is not worth a panic.
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
             if summary.lost_acknowledged()
                 || summary.errors > 0
                 || (summary.qos == 2 && summary.duplicates > 0)
