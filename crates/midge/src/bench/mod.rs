@@ -30,7 +30,7 @@ pub(crate) const EXIT_USAGE: u8 = 2;
 pub(crate) const EXIT_FAILED_RUN: u8 = 3;
 
 /// Bits of sequence-number tracking one run may allocate (1 GiB).
-const MAX_TRACKING_BITS: u64 = 8 << 30;
+pub(crate) const MAX_TRACKING_BITS: u64 = 8 << 30;
 /// Largest payload: what fits in one packet with a short topic [MQTT-2.2.3].
 const MAX_PAYLOAD: usize = 268_435_455 - 1024;
 

@@ -16,7 +16,7 @@ use super::client::{Conn, ConnectOptions, SetupError, Template};
 use super::pattern::{check_topic_filter, check_topic_name, Pattern};
 use super::report::{cpu_of, rate, rss_of, BrokerUsage, Counters, Latencies, Progress, Summary};
 use super::track::{now_ns, Header, Seen, SeqSet};
-use super::{MessagePlan, Plan, Setup};
+use super::{MessagePlan, Plan, Setup, MAX_TRACKING_BITS};
 
 /// Messages encoded into one buffer before a write.
 const BATCH: u64 = 64;
@@ -211,6 +211,7 @@ async fn publish(
     templates: Arc<Vec<Template>>,
     random: Option<u64>,
     msg: MessagePlan,
+    track: bool,
     ctx: Ctx,
 ) -> PubOutcome {
     let qos0 = msg.qos == QoS::AtMostOnce;
@@ -248,6 +249,8 @@ async fn publish(
     let mut written: Vec<(u32, u32)> = Vec::with_capacity(BATCH as usize);
     let mut ack_lat: Vec<u64> = Vec::new();
     let mut stop = false;
+    // End-to-end runs validated their counts up front; `pub` keeps no sets at all.
+    let mut budget = if track { u64::MAX } else { 0 };
     loop {
         let now = Instant::now();
         if now >= ctx.deadline {
@@ -324,7 +327,7 @@ async fn publish(
             Counters::add(&ctx.counters.published, n);
             if qos0 {
                 for &(s, seq) in &written {
-                    out.acked_sets[s as usize].insert(seq);
+                    out.acked_sets[s as usize].insert(seq, &mut budget);
                 }
                 out.acked += written.len() as u64;
                 Counters::add(&ctx.counters.acked, written.len() as u64);
@@ -359,7 +362,7 @@ async fn publish(
                 Ok(Some(Packet::PubAck(a))) if msg.qos == QoS::AtLeastOnce => {
                     match inflight.remove(&a.packet_id.get()) {
                         Some(f) if a.reason_code.0 < 0x80 => {
-                            out.acked_sets[f.stream as usize].insert(f.seq);
+                            out.acked_sets[f.stream as usize].insert(f.seq, &mut budget);
                             out.acked += 1;
                             ack_lat.push(now.duration_since(f.sent).as_nanos() as u64);
                         }
@@ -383,7 +386,7 @@ async fn publish(
                         }
                         Some(f) if !f.released => {
                             f.released = true;
-                            out.acked_sets[f.stream as usize].insert(f.seq);
+                            out.acked_sets[f.stream as usize].insert(f.seq, &mut budget);
                             out.acked += 1;
                             put_ack(&mut wbuf, 0x62, a.packet_id);
                         }
@@ -459,6 +462,8 @@ struct SubStop {
     total: Option<u64>,
     /// ... which this says, for subscribers waiting for data.
     halt: Option<watch::Receiver<bool>>,
+    /// 64-bit words of sequence-number bitmaps this subscriber may allocate.
+    budget: u64,
 }
 
 /// Waits until `rx` says true, or forever without one.
@@ -506,7 +511,7 @@ async fn subscribe_loop(
                             let key = (h.run, h.publisher, h.stream);
                             let full = out.streams.len() >= MAX_STREAMS_PER_SUBSCRIBER;
                             match out.streams.get_mut(&key) {
-                                Some(set) => match set.insert(h.seq) {
+                                Some(set) => match set.insert(h.seq, &mut stop.budget) {
                                     Seen::New => {}
                                     Seen::Duplicate => out.duplicates += 1,
                                     Seen::Untracked => out.untracked += 1,
@@ -514,7 +519,7 @@ async fn subscribe_loop(
                                 None if full => out.untracked += 1,
                                 None => {
                                     let mut set = SeqSet::default();
-                                    if set.insert(h.seq) == Seen::Untracked {
+                                    if set.insert(h.seq, &mut stop.budget) == Seen::Untracked {
                                         out.untracked += 1;
                                     }
                                     out.streams.insert(key, set);
@@ -964,6 +969,7 @@ async fn pub_scenario(
             templates,
             None,
             msg.clone(),
+            false,
             ctx.clone(),
         ));
     }
@@ -1039,6 +1045,7 @@ async fn sub_scenario(
             publishers_done: None,
             total: count,
             halt: Some(total_rx.clone()),
+            budget: MAX_TRACKING_BITS / 64 / clients,
         };
         let ctx = ctx.clone();
         set.spawn(async move {
@@ -1193,6 +1200,8 @@ async fn end_to_end(
             publishers_done: Some(done_rx.clone()),
             total: None,
             halt: None,
+            // The counts were checked against MAX_TRACKING_BITS up front.
+            budget: u64::MAX,
         };
         let ctx = ctx.clone();
         subs.spawn(async move { (j, subscribe_loop(conn, j as u64, stop, ctx).await) });
@@ -1206,6 +1215,7 @@ async fn end_to_end(
             t,
             random,
             e.msg.clone(),
+            true,
             ctx.clone(),
         ));
     }
@@ -1321,21 +1331,22 @@ mod tests {
 
     #[test]
     fn loss_is_counted_per_subscriber_and_stream() {
+        let mut budget = u64::MAX;
         let mut acked = SeqSet::default();
         for s in 0..10 {
-            acked.insert(s);
+            acked.insert(s, &mut budget);
         }
         let acked = [acked];
         let mut got_all = HashMap::new();
         let mut full = SeqSet::default();
         for s in 0..10 {
-            full.insert(s);
+            full.insert(s, &mut budget);
         }
         got_all.insert((9, 0, 0), full.clone());
         let mut got_some = HashMap::new();
         let mut part = SeqSet::default();
         for s in 0..7 {
-            part.insert(s);
+            part.insert(s, &mut budget);
         }
         got_some.insert((9, 0, 0), part);
         let empty = HashMap::new();

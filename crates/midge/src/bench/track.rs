@@ -89,14 +89,20 @@ pub(crate) struct SeqSet {
 }
 
 impl SeqSet {
-    /// Adds `seq`.
-    pub(crate) fn insert(&mut self, seq: u32) -> Seen {
+    /// Adds `seq`, growing the bitmap by at most `budget` 64-bit words (and taking them from
+    /// it); beyond the budget the number is not tracked.
+    pub(crate) fn insert(&mut self, seq: u32, budget: &mut u64) -> Seen {
         if seq >= MAX_TRACKED_SEQ {
             return Seen::Untracked;
         }
         let word = (seq / 64) as usize;
         let bit = 1u64 << (seq % 64);
         if self.words.len() <= word {
+            let grow = (word + 1 - self.words.len()) as u64;
+            if grow > *budget {
+                return Seen::Untracked;
+            }
+            *budget -= grow;
             self.words.resize(word + 1, 0);
         }
         let Some(w) = self.words.get_mut(word) else {
@@ -165,18 +171,38 @@ mod tests {
         assert_eq!(short, vec![0u8; 10], "too short: left alone");
     }
 
+    /// An unlimited budget.
+    fn all() -> u64 {
+        u64::MAX
+    }
+
     #[test]
     fn seq_set_counts_duplicates_and_gaps() {
         let mut s = SeqSet::default();
-        assert_eq!(s.insert(0), Seen::New);
-        assert_eq!(s.insert(2), Seen::New);
-        assert_eq!(s.insert(2), Seen::Duplicate);
-        assert_eq!(s.insert(130), Seen::New);
+        assert_eq!(s.insert(0, &mut all()), Seen::New);
+        assert_eq!(s.insert(2, &mut all()), Seen::New);
+        assert_eq!(s.insert(2, &mut all()), Seen::Duplicate);
+        assert_eq!(s.insert(130, &mut all()), Seen::New);
         assert_eq!(s.len(), 3);
         assert_eq!(s.gaps(), 131 - 3);
         assert!(s.contains(130) && !s.contains(129) && !s.contains(10_000));
-        assert_eq!(s.insert(MAX_TRACKED_SEQ), Seen::Untracked);
+        assert_eq!(s.insert(MAX_TRACKED_SEQ, &mut all()), Seen::Untracked);
         assert_eq!(s.len(), 3);
+    }
+
+    #[test]
+    fn seq_set_stays_within_its_budget() {
+        let mut s = SeqSet::default();
+        let mut budget = 2;
+        assert_eq!(s.insert(100, &mut budget), Seen::New, "needs words 0 and 1");
+        assert_eq!(budget, 0);
+        assert_eq!(s.insert(127, &mut budget), Seen::New, "word 1 exists");
+        assert_eq!(
+            s.insert(128, &mut budget),
+            Seen::Untracked,
+            "word 2 is over budget"
+        );
+        assert_eq!(s.len(), 2);
     }
 
     #[test]
@@ -184,12 +210,12 @@ mod tests {
         let mut sent = SeqSet::default();
         let mut got = SeqSet::default();
         for i in 0..200 {
-            sent.insert(i);
+            sent.insert(i, &mut all());
             if i % 10 != 0 {
-                got.insert(i);
+                got.insert(i, &mut all());
             }
         }
-        got.insert(500); // received but not in `sent`: not a loss
+        got.insert(500, &mut all()); // received but not in `sent`: not a loss
         assert_eq!(sent.count_missing_from(Some(&got)), 20);
         assert_eq!(sent.count_missing_from(None), 200);
         assert_eq!(got.count_missing_from(Some(&sent)), 1);
