@@ -19,8 +19,8 @@
 #                100k messages on random topics, each matching one subscriber          (deliveries/s)
 #
 # --check-bench shows that the load generator is not the bottleneck: against each broker it
-# runs fan-in and fan-out once as a single bench process and once split over three processes
-# (`sub` plus two `pub`, or two `sub` plus one `pub`), and prints both rates.
+# runs fan-in (QoS 0 and 1) and fan-out once as a single bench process and once split over
+# three processes (`sub` plus two `pub`, or two `sub` plus one `pub`), and prints both rates.
 #
 # Environment: MOSQUITTO=/usr/sbin/mosquitto, RUMQTTD=$(command -v rumqttd),
 # BENCH_THREADS (worker threads of each bench process; default: all CPUs).
@@ -212,22 +212,24 @@ if [ "$CHECK_BENCH" = 1 ]; then
   # single process keeps up with the broker.
   for b in "${BROKERS[@]}"; do
     for round in $(seq "$ROUNDS"); do
-      start_broker "$b"
-      bench "$b" fanin -c 8 -n "$N_FANIN" -q 0 --broker-pid "$BROKER_PID" >"$tmp/one.json" || true
-      stop_broker
-      start_broker "$b"
-      bench "$b" sub -t "split/+" -n $((N_FANIN * 8)) --idle 3s --broker-pid "$BROKER_PID" >"$tmp/sub.json" 2>"$tmp/sub.err" &
-      sub=$!
-      wait_ready "$tmp/sub.err"
-      bench "$b" pub -t "split/%i" -c 4 -n "$N_FANIN" -s 64 --id-prefix split-a >"$tmp/pub1.json" &
-      p1=$!
-      bench "$b" pub -t "split/%i" -c 4 -n "$N_FANIN" -s 64 --id-prefix split-b --index-offset 4 >"$tmp/pub2.json" || true
-      wait "$p1" || true
-      wait "$sub" || true
-      stop_broker
-      echo "$b round $round, fan-in QoS 0, 8 x $N_FANIN -> 1:"
-      echo "  one process:     $(get "$tmp/one.json" delivery_rate delivered) (msg/s, delivered); bench CPU $(get "$tmp/one.json" bench_cpu_s) s, broker CPU $(get "$tmp/one.json" broker_usage.cpu_s) s"
-      echo "  three processes: $(get "$tmp/sub.json" delivery_rate delivered) (msg/s, delivered); bench CPU $(get "$tmp/sub.json" bench_cpu_s) + $(get "$tmp/pub1.json" bench_cpu_s) + $(get "$tmp/pub2.json" bench_cpu_s) s, broker CPU $(get "$tmp/sub.json" broker_usage.cpu_s) s"
+      for q in 0 1; do
+        start_broker "$b"
+        bench "$b" fanin -c 8 -n "$N_FANIN" -q $q --inflight 16 --broker-pid "$BROKER_PID" >"$tmp/one.json" || true
+        stop_broker
+        start_broker "$b"
+        bench "$b" sub -t "split/+" -q $q -n $((N_FANIN * 8)) --idle 3s --broker-pid "$BROKER_PID" >"$tmp/sub.json" 2>"$tmp/sub.err" &
+        sub=$!
+        wait_ready "$tmp/sub.err"
+        bench "$b" pub -t "split/%i" -c 4 -n "$N_FANIN" -q $q --inflight 16 -s 64 --id-prefix split-a >"$tmp/pub1.json" &
+        p1=$!
+        bench "$b" pub -t "split/%i" -c 4 -n "$N_FANIN" -q $q --inflight 16 -s 64 --id-prefix split-b --index-offset 4 >"$tmp/pub2.json" || true
+        wait "$p1" || true
+        wait "$sub" || true
+        stop_broker
+        echo "$b round $round, fan-in QoS $q, 8 x $N_FANIN -> 1:"
+        echo "  one process:     $(get "$tmp/one.json" delivery_rate delivered) (msg/s, delivered); bench CPU $(get "$tmp/one.json" bench_cpu_s) s, broker CPU $(get "$tmp/one.json" broker_usage.cpu_s) s"
+        echo "  three processes: $(get "$tmp/sub.json" delivery_rate delivered) (msg/s, delivered); bench CPU $(get "$tmp/sub.json" bench_cpu_s) + $(get "$tmp/pub1.json" bench_cpu_s) + $(get "$tmp/pub2.json" bench_cpu_s) s, broker CPU $(get "$tmp/sub.json" broker_usage.cpu_s) s"
+      done
 
       start_broker "$b"
       bench "$b" fanout -c 100 -n "$N_FANOUT" --broker-pid "$BROKER_PID" >"$tmp/one.json" || true
