@@ -53,10 +53,10 @@ enum Scenario {
     /// S subscribers; reports delivery rate, latency (from bench payloads), gaps and duplicates.
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Sub(SubArgs),
-    /// End to end: P publishers on <prefix>/<i>, one subscriber on <prefix>/+.
+    /// End to end: P publishers on PREFIX/i, one subscriber on PREFIX/+.
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Fanin(FanArgs),
-    /// End to end: one publisher on <prefix>/fanout, S subscribers on it.
+    /// End to end: one publisher on PREFIX/fanout, S subscribers on it.
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Fanout(FanArgs),
     /// End to end: one publisher and one subscriber at a fixed rate; latency percentiles.
@@ -95,7 +95,7 @@ struct Common {
     /// Connections set up at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// Client identifier prefix (default: midge-bench-<process id>).
+    /// Client identifier prefix (default: midge-bench-PID).
     #[arg(long)]
     id_prefix: Option<String>,
     /// Worker threads of the bench (default: the number of CPUs).
@@ -211,7 +211,7 @@ struct FanArgs {
     /// Publishers (fanin) or subscribers (fanout).
     #[arg(short = 'c', long)]
     clients: Option<u64>,
-    /// Topic prefix (default: midge-bench/<process id>).
+    /// Topic prefix (default: midge-bench/PID).
     #[arg(long)]
     prefix: Option<String>,
     /// After the publishers finish, stop waiting for deliveries when none arrived for this long.
@@ -235,7 +235,7 @@ struct LatencyArgs {
     /// Payload size in bytes (at least 28).
     #[arg(short, long, default_value_t = 64)]
     size: usize,
-    /// Topic prefix (default: midge-bench/<process id>).
+    /// Topic prefix (default: midge-bench/PID).
     #[arg(long)]
     prefix: Option<String>,
     /// After the publisher finishes, stop waiting when nothing arrived for this long.
@@ -258,7 +258,7 @@ struct FiltersArgs {
     /// Seed of the random topics.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Topic prefix (default: midge-bench/<process id>).
+    /// Topic prefix (default: midge-bench/PID).
     #[arg(long)]
     prefix: Option<String>,
     /// After the publishers finish, stop waiting when nothing arrived for this long.

@@ -347,6 +347,33 @@ pub(crate) fn human(x: f64) -> String {
     }
 }
 
+/// The counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub(crate) connected: u64,
+    pub(crate) published: u64,
+    pub(crate) acked: u64,
+    pub(crate) delivered: u64,
+    pub(crate) errors: u64,
+}
+
+/// One progress line: totals, and rates over the second since `last`. It starts with a
+/// carriage return and clears the rest of the line, so that each line overwrites the last.
+pub(crate) fn progress_line(elapsed: Duration, now: &Snapshot, last: &Snapshot) -> String {
+    format!(
+        "\r\x1b[K{:>4}s  conn {} (+{}/s)  pub {} ({}/s)  acked {}  recv {} ({}/s)  errors {}",
+        elapsed.as_secs(),
+        now.connected,
+        now.connected.saturating_sub(last.connected),
+        now.published,
+        human(now.published.saturating_sub(last.published) as f64),
+        now.acked,
+        now.delivered,
+        human(now.delivered.saturating_sub(last.delivered) as f64),
+        now.errors,
+    )
+}
+
 /// Prints a progress line to stderr once a second until dropped.
 pub(crate) struct Progress {
     task: Option<tokio::task::JoinHandle<()>>,
@@ -360,29 +387,20 @@ impl Progress {
         }
         let task = tokio::spawn(async move {
             let start = Instant::now();
-            let mut last = (0u64, 0u64, 0u64);
+            let mut last = Snapshot::default();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.tick().await;
             loop {
                 tick.tick().await;
                 let c = &counters;
-                let now = (
-                    c.connected.load(Relaxed),
-                    c.published.load(Relaxed),
-                    c.delivered.load(Relaxed),
-                );
-                let line = format!(
-                    "\r\x1b[K{:>4}s  conn {} (+{}/s)  pub {} ({}/s)  acked {}  recv {} ({}/s)  errors {}",
-                    start.elapsed().as_secs(),
-                    now.0,
-                    now.0 - last.0,
-                    now.1,
-                    human((now.1 - last.1) as f64),
-                    c.acked.load(Relaxed),
-                    now.2,
-                    human((now.2 - last.2) as f64),
-                    c.errors.load(Relaxed),
-                );
+                let now = Snapshot {
+                    connected: c.connected.load(Relaxed),
+                    published: c.published.load(Relaxed),
+                    acked: c.acked.load(Relaxed),
+                    delivered: c.delivered.load(Relaxed),
+                    errors: c.errors.load(Relaxed),
+                };
+                let line = progress_line(start.elapsed(), &now, &last);
                 last = now;
                 let mut err = std::io::stderr().lock();
                 let _ = err.write_all(line.as_bytes());
@@ -440,6 +458,29 @@ mod tests {
         assert!(close(s.max_us, 1000.0), "{s:?}");
         assert!(close(s.mean_us, 500.5), "{s:?}");
         assert!(Latencies::new().stats().is_none());
+    }
+
+    #[test]
+    fn progress_line_shows_totals_rates_and_errors() {
+        let last = Snapshot {
+            connected: 10,
+            published: 1_000,
+            acked: 900,
+            delivered: 500,
+            errors: 0,
+        };
+        let now = Snapshot {
+            connected: 12,
+            published: 251_000,
+            acked: 250_000,
+            delivered: 1_500_500,
+            errors: 3,
+        };
+        let line = progress_line(Duration::from_secs(7), &now, &last);
+        assert_eq!(
+            line,
+            "\r\x1b[K   7s  conn 12 (+2/s)  pub 251000 (250.0k/s)  acked 250000  recv 1500500 (1.50M/s)  errors 3"
+        );
     }
 
     #[test]

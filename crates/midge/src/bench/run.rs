@@ -608,7 +608,12 @@ async fn subscribe_loop(
 }
 
 /// Sets up `n` clients with at most `concurrency` at once; the first failure aborts.
-async fn setup_clients<F, Fut>(n: u64, concurrency: usize, make: F) -> Result<Vec<Conn>, String>
+async fn setup_clients<F, Fut>(
+    n: u64,
+    concurrency: usize,
+    counters: &Counters,
+    make: F,
+) -> Result<Vec<Conn>, String>
 where
     F: Fn(u64) -> Fut,
     Fut: std::future::Future<Output = Result<Conn, String>> + Send + 'static,
@@ -631,11 +636,13 @@ where
         while let Some(done) = set.try_join_next() {
             let (i, r) = done.map_err(|e| e.to_string())?;
             conns[i as usize] = Some(r?);
+            Counters::add(&counters.connected, 1);
         }
     }
     while let Some(done) = set.join_next().await {
         let (i, r) = done.map_err(|e| e.to_string())?;
         conns[i as usize] = Some(r?);
+        Counters::add(&counters.connected, 1);
     }
     Ok(conns.into_iter().flatten().collect())
 }
@@ -946,7 +953,7 @@ async fn pub_scenario(
     let mut ctx = new_ctx(setup, counters);
     let opts = setup.connect.clone();
     let prefix = setup.id_prefix.clone();
-    let conns = setup_clients(clients, setup.concurrency, |i| {
+    let conns = setup_clients(clients, setup.concurrency, &ctx.counters, |i| {
         connect_publisher(opts.clone(), format!("{prefix}-p{}", i + index_offset))
     })
     .await?;
@@ -1027,7 +1034,7 @@ async fn sub_scenario(
         expanded.push((id, fs));
     }
     let expanded = Arc::new(expanded);
-    let conns = setup_clients(clients, setup.concurrency, |i| {
+    let conns = setup_clients(clients, setup.concurrency, &ctx.counters, |i| {
         let (id, fs) = expanded[i as usize].clone();
         connect_subscriber(opts.clone(), id, fs, qos)
     })
@@ -1172,18 +1179,26 @@ async fn end_to_end(
     let prefix = setup.id_prefix.clone();
     let qos = e.msg.qos;
     let filters = Arc::new(e.subscribers.clone());
-    let sub_conns = setup_clients(e.subscribers.len() as u64, setup.concurrency, |i| {
-        connect_subscriber(
-            opts.clone(),
-            format!("{prefix}-s{i}"),
-            filters[i as usize].clone(),
-            qos,
-        )
-    })
+    let sub_conns = setup_clients(
+        e.subscribers.len() as u64,
+        setup.concurrency,
+        &ctx.counters,
+        |i| {
+            connect_subscriber(
+                opts.clone(),
+                format!("{prefix}-s{i}"),
+                filters[i as usize].clone(),
+                qos,
+            )
+        },
+    )
     .await?;
-    let pub_conns = setup_clients(e.publishers.len() as u64, setup.concurrency, |i| {
-        connect_publisher(opts.clone(), format!("{prefix}-p{i}"))
-    })
+    let pub_conns = setup_clients(
+        e.publishers.len() as u64,
+        setup.concurrency,
+        &ctx.counters,
+        |i| connect_publisher(opts.clone(), format!("{prefix}-p{i}")),
+    )
     .await?;
     let mut templates = Vec::new();
     for p in &e.publishers {
