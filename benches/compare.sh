@@ -217,7 +217,7 @@ if [ "$CHECK_BENCH" = 1 ]; then
         bench "$b" fanin -c 8 -n "$N_FANIN" -q $q --inflight 16 --broker-pid "$BROKER_PID" >"$tmp/one.json" || true
         stop_broker
         start_broker "$b"
-        bench "$b" sub -t "split/+" -q $q -n $((N_FANIN * 8)) --idle 3s --broker-pid "$BROKER_PID" >"$tmp/sub.json" 2>"$tmp/sub.err" &
+        bench "$b" sub -t "split/+" -q $q -n $((N_FANIN * 8)) --idle 10s --broker-pid "$BROKER_PID" >"$tmp/sub.json" 2>"$tmp/sub.err" &
         sub=$!
         wait_ready "$tmp/sub.err"
         bench "$b" pub -t "split/%i" -c 4 -n "$N_FANIN" -q $q --inflight 16 -s 64 --id-prefix split-a >"$tmp/pub1.json" &
@@ -235,9 +235,9 @@ if [ "$CHECK_BENCH" = 1 ]; then
       bench "$b" fanout -c 100 -n "$N_FANOUT" --broker-pid "$BROKER_PID" >"$tmp/one.json" || true
       stop_broker
       start_broker "$b"
-      bench "$b" sub -t "fo/x" -c 50 -n $((N_FANOUT * 50)) --idle 3s --id-prefix fo-a --broker-pid "$BROKER_PID" >"$tmp/fo0.json" 2>"$tmp/fo0.err" &
+      bench "$b" sub -t "fo/x" -c 50 -n $((N_FANOUT * 50)) --idle 10s --id-prefix fo-a --broker-pid "$BROKER_PID" >"$tmp/fo0.json" 2>"$tmp/fo0.err" &
       s0=$!
-      bench "$b" sub -t "fo/x" -c 50 -n $((N_FANOUT * 50)) --idle 3s --id-prefix fo-b >"$tmp/fo1.json" 2>"$tmp/fo1.err" &
+      bench "$b" sub -t "fo/x" -c 50 -n $((N_FANOUT * 50)) --idle 10s --id-prefix fo-b >"$tmp/fo1.json" 2>"$tmp/fo1.err" &
       s1=$!
       wait_ready "$tmp/fo0.err"
       wait_ready "$tmp/fo1.err"

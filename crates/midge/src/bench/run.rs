@@ -1005,7 +1005,10 @@ async fn pub_scenario(
     summary.elapsed_s = finished.duration_since(ctx.start).as_secs_f64();
     summary.publish_rate = rate(summary.published, summary.elapsed_s);
     summary.ack_latency = ctx.ack_latencies.stats();
-    drop(outcomes);
+    for mut o in outcomes {
+        // DISCONNECT, so that the broker ends each session normally.
+        let _ = o.conn.stream.write_all(&[0xE0, 0x00]).await;
+    }
     Ok(summary)
 }
 
