@@ -389,3 +389,15 @@ fn acknowledged_but_undelivered_messages_fail_the_run() {
     assert_eq!(v["delivered"], 0);
     assert_eq!(v["lost"], 20);
 }
+
+#[test]
+fn keep_alive_pings_keep_quiet_clients_connected() {
+    let addr = start_broker(test_config());
+    // 20 messages at 10/s take 2 s; the subscriber only receives, so without its PINGREQs the
+    // broker would close it after 1.5 s of Keep Alive 1 [MQTT-3.1.2-24].
+    let v = ok_json(&bench(
+        addr,
+        &["latency", "-n", "20", "-R", "10", "-k", "1"],
+    ));
+    assert_complete(&v, 20);
+}

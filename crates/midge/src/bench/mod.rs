@@ -86,6 +86,10 @@ struct Common {
     /// Password.
     #[arg(short = 'P', long)]
     password: Option<String>,
+    /// Keep Alive in seconds; clients send PINGREQ after half of it without sending. 0: off
+    /// (some brokers, rumqttd among them, refuse 0).
+    #[arg(short = 'k', long, default_value_t = 60)]
+    keepalive: u16,
     /// Time limit of the measured phase (e.g. 30s, 500ms, 2m).
     #[arg(short = 'd', long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
@@ -148,9 +152,6 @@ struct ConnArgs {
     /// Connections per second; 0 opens them as fast as --concurrency allows.
     #[arg(short = 'R', long, default_value_t = 0.0)]
     rate: f64,
-    /// Keep Alive in seconds sent in CONNECT; the bench answers it with PINGREQs. 0: off.
-    #[arg(short = 'k', long, default_value_t = 0)]
-    keepalive: u16,
     /// Wait this long after the last CONNACK before reading the broker's memory.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     settle: Duration,
@@ -460,7 +461,7 @@ fn setup(c: &Common) -> Result<Setup, String> {
         connect: ConnectOptions {
             addr,
             version: c.protocol_version,
-            keep_alive: 0,
+            keep_alive: c.keepalive,
             username: c.username.clone(),
             password: c.password.clone(),
             timeout: c.connect_timeout,
@@ -499,8 +500,7 @@ fn check_tracking(bits: u64) -> Result<(), String> {
 fn plan(args: &BenchArgs) -> Result<(Common, Setup, Plan), String> {
     let (common, plan) = match &args.scenario {
         Scenario::Conn(a) => {
-            let mut s = setup(&a.common)?;
-            s.connect.keep_alive = a.keepalive;
+            let s = setup(&a.common)?;
             let plan = Plan::Conn {
                 clients: check_clients(a.clients, "connection")?,
                 rate: check_rate(a.rate)?,

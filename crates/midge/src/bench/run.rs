@@ -163,6 +163,8 @@ impl Pick {
 #[derive(Clone, Debug)]
 struct Ctx {
     run_id: u32,
+    /// Keep Alive sent in CONNECT, in seconds (0: off).
+    keep_alive: u16,
     version: ProtocolVersion,
     start: Instant,
     deadline: Instant,
@@ -195,6 +197,15 @@ struct InFlight {
     sent: Instant,
     /// QoS 2: PUBREC arrived, PUBREL sent.
     released: bool,
+}
+
+/// PINGREQ (§3.12).
+const PINGREQ: [u8; 2] = [0xC0, 0x00];
+
+/// When a client that last wrote at `last_write` sends a PINGREQ: after half the Keep Alive,
+/// well within the 1.5 times the server allows [MQTT-3.1.2-24].
+fn ping_time(last_write: Instant, keep_alive: u16) -> Option<Instant> {
+    (keep_alive > 0).then(|| last_write + Duration::from_millis(u64::from(keep_alive) * 500))
 }
 
 fn put_ack(out: &mut BytesMut, first: u8, id: PacketId) {
@@ -251,6 +262,7 @@ async fn publish(
     let mut stop = false;
     // End-to-end runs validated their counts up front; `pub` keeps no sets at all.
     let mut budget = if track { u64::MAX } else { 0 };
+    let mut last_write = Instant::now();
     loop {
         let now = Instant::now();
         if now >= ctx.deadline {
@@ -323,6 +335,10 @@ async fn publish(
                 }
             }
             wbuf.clear();
+            last_write = Instant::now();
+            if n == 0 {
+                continue;
+            }
             out.sent += n;
             Counters::add(&ctx.counters.published, n);
             if qos0 {
@@ -336,11 +352,17 @@ async fn publish(
             out.finished = Instant::now();
             continue;
         }
-        // Nothing can go now: wait for acknowledgements, the next due time, or the deadline.
+        // Nothing can go now: wait for acknowledgements, the next due time, a PINGREQ, or the
+        // deadline.
         let next_due = (sending && msg.rate > 0.0 && room > 0)
             .then(|| ctx.start + Duration::from_secs_f64(out.sent as f64 / msg.rate));
         let waiting = !inflight.is_empty();
+        let ping_at = ping_time(last_write, ctx.keep_alive);
         tokio::select! {
+            () = sleep_until(ping_at.unwrap_or(ctx.deadline).into()), if ping_at.is_some() => {
+                wbuf.put_slice(&PINGREQ);
+                continue;
+            }
             r = stream.read_buf(&mut buf), if waiting => match r {
                 Ok(0) => {
                     out.error = Some(format!("publisher {index}: the broker closed the connection"));
@@ -493,6 +515,7 @@ async fn subscribe_loop(
     // publishers of our own, from the first delivery on).
     let mut idle_from: Option<Instant> = None;
     let mut pubs_done = false;
+    let mut last_write = Instant::now();
     loop {
         let arrived_ns = now_ns();
         let mut n = 0u64;
@@ -557,7 +580,10 @@ async fn subscribe_loop(
         }
         if !acks.is_empty() {
             match timeout_at(ctx.deadline.into(), conn.stream.write_all(&acks)).await {
-                Ok(Ok(())) => acks.clear(),
+                Ok(Ok(())) => {
+                    acks.clear();
+                    last_write = Instant::now();
+                }
                 Ok(Err(e)) => {
                     out.error
                         .get_or_insert(format!("subscriber {index}: write: {e}"));
@@ -578,7 +604,11 @@ async fn subscribe_loop(
         let idle_deadline = idle_from.map_or(ctx.deadline, |t| (t + stop.idle).min(ctx.deadline));
         let done_rx = stop.publishers_done.as_mut();
         let watching = !pubs_done && done_rx.is_some();
+        let ping_at = ping_time(last_write, ctx.keep_alive);
         tokio::select! {
+            () = sleep_until(ping_at.unwrap_or(ctx.deadline).into()), if ping_at.is_some() => {
+                acks.put_slice(&PINGREQ);
+            }
             r = conn.stream.read_buf(&mut conn.buf) => match r {
                 Ok(0) => {
                     out.error = Some(format!("subscriber {index}: the broker closed the connection"));
@@ -769,6 +799,7 @@ fn new_ctx(setup: &Setup, counters: Arc<Counters>) -> Ctx {
     let start = Instant::now();
     Ctx {
         run_id: fastrand::u32(..),
+        keep_alive: setup.connect.keep_alive,
         version: setup.connect.version,
         start,
         deadline: start + setup.duration,
@@ -936,7 +967,7 @@ fn keep_alive_pinger(
             tick.tick().await;
             for c in lock(&held).iter() {
                 drain(c);
-                let _ = c.stream.try_write(&[0xC0, 0x00]);
+                let _ = c.stream.try_write(&PINGREQ);
             }
         }
     }))
@@ -1005,10 +1036,7 @@ async fn pub_scenario(
     summary.elapsed_s = finished.duration_since(ctx.start).as_secs_f64();
     summary.publish_rate = rate(summary.published, summary.elapsed_s);
     summary.ack_latency = ctx.ack_latencies.stats();
-    for mut o in outcomes {
-        // DISCONNECT, so that the broker ends each session normally.
-        let _ = o.conn.stream.write_all(&[0xE0, 0x00]).await;
-    }
+    disconnect_all(outcomes.into_iter().map(|o| o.conn)).await;
     Ok(summary)
 }
 
@@ -1294,10 +1322,31 @@ async fn end_to_end(
     summary.latency = ctx.latencies.stats();
     summary.ack_latency = ctx.ack_latencies.stats();
     // Close the clients only now, so that nothing in flight was cut off.
-    for mut o in pub_outcomes {
-        let _ = o.conn.stream.write_all(&[0xE0, 0x00]).await;
-    }
+    disconnect_all(pub_outcomes.into_iter().map(|o| o.conn)).await;
     Ok(summary)
+}
+
+/// Sends DISCONNECT on each connection and waits (up to 2 s) for the broker to close it
+/// [MQTT-3.14.4-1]. Closing a socket with unread input (a PINGRESP, say) would reset it and
+/// could discard messages still queued in the kernel towards the broker.
+async fn disconnect_all(conns: impl Iterator<Item = Conn>) {
+    let mut set = JoinSet::new();
+    for mut conn in conns {
+        set.spawn(async move {
+            if conn.stream.write_all(&[0xE0, 0x00]).await.is_err() {
+                return;
+            }
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let mut scratch = [0u8; 1024];
+            while let Ok(Ok(n)) = timeout_at(deadline.into(), conn.stream.read(&mut scratch)).await
+            {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
 }
 
 #[cfg(test)]
@@ -1381,6 +1430,14 @@ mod tests {
             count_lost(Routing::StreamToSubscriber, 9, &pubs, &[&got_all, &empty]),
             0
         );
+    }
+
+    #[test]
+    fn pings_at_half_the_keep_alive() {
+        let t = Instant::now();
+        assert_eq!(ping_time(t, 0), None);
+        assert_eq!(ping_time(t, 1), Some(t + Duration::from_millis(500)));
+        assert_eq!(ping_time(t, 60), Some(t + Duration::from_secs(30)));
     }
 
     #[test]
