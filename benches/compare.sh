@@ -349,7 +349,8 @@ for key, label, metric, higher in rows:
     ratios = []
     for b in others:
         m, o = med.get("mosquitto"), med.get(b)
-        ratios.append(f"{o / m:.2f}" if m and o is not None else "–")
+        r = o / m if m and o is not None else None
+        ratios.append("–" if r is None else f"{r:.2f}" if r >= 0.1 else f"{r:.3f}")
     better = "higher is better" if higher else "lower is better"
     print(f"| {label} ({better}) | " + " | ".join(fmt(med[b]) for b in brokers) + " | " + " | ".join(ratios) + " | " + " / ".join(bad) + " |")
 EOF
