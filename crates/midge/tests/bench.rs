@@ -401,3 +401,21 @@ fn keep_alive_pings_keep_quiet_clients_connected() {
     ));
     assert_complete(&v, 20);
 }
+
+#[test]
+fn retained_messages_of_an_earlier_run_do_not_count() {
+    let addr = start_broker(test_config());
+    let first = ok_json(&bench(
+        addr,
+        &["fanin", "-c", "3", "-n", "50", "-r", "--prefix", "again"],
+    ));
+    assert_complete(&first, 150);
+    // The second run's subscriber first gets the three retained messages of the first run.
+    let v = ok_json(&bench(
+        addr,
+        &["fanin", "-c", "3", "-n", "50", "-r", "--prefix", "again"],
+    ));
+    assert_eq!(v["delivered"], 150, "{v:#}");
+    assert_eq!(v["lost"], 0, "{v:#}");
+    assert_eq!(v["untracked"], 3, "{v:#}");
+}

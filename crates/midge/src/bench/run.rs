@@ -486,6 +486,8 @@ struct SubStop {
     halt: Option<watch::Receiver<bool>>,
     /// 64-bit words of sequence-number bitmaps this subscriber may allocate.
     budget: u64,
+    /// Count only deliveries of this run (end to end); `None`: count every delivery.
+    run: Option<u32>,
 }
 
 /// Waits until `rx` says true, or forever without one.
@@ -519,6 +521,7 @@ async fn subscribe_loop(
     loop {
         let arrived_ns = now_ns();
         let mut n = 0u64;
+        let mut foreign = 0u64;
         loop {
             match Packet::decode(&mut conn.buf, ctx.version, MAX_PACKET_SIZE) {
                 Ok(Some(Packet::Publish(p))) => {
@@ -529,6 +532,11 @@ async fn subscribe_loop(
                         _ => {}
                     }
                     match Header::read(&p.payload) {
+                        // Another run's message (a retained one, say) is not part of this run.
+                        Some(h) if stop.run.is_some_and(|r| r != h.run) => {
+                            foreign += 1;
+                            out.untracked += 1;
+                        }
                         Some(h) => {
                             lat.push(arrived_ns.saturating_sub(h.sent_ns));
                             let key = (h.run, h.publisher, h.stream);
@@ -567,6 +575,7 @@ async fn subscribe_loop(
                 }
             }
         }
+        let n = n - foreign;
         if n > 0 {
             let now = Instant::now();
             out.first.get_or_insert(now);
@@ -1084,6 +1093,7 @@ async fn sub_scenario(
             total: count,
             halt: Some(total_rx.clone()),
             budget: MAX_TRACKING_BITS / 64 / clients,
+            run: None,
         };
         let ctx = ctx.clone();
         set.spawn(async move {
@@ -1248,6 +1258,7 @@ async fn end_to_end(
             halt: None,
             // The counts were checked against MAX_TRACKING_BITS up front.
             budget: u64::MAX,
+            run: Some(ctx.run_id),
         };
         let ctx = ctx.clone();
         subs.spawn(async move { (j, subscribe_loop(conn, j as u64, stop, ctx).await) });
