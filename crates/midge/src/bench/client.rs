@@ -8,9 +8,9 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use midge_codec::{
     ByteStr, Connect, Packet, PacketId, ProtocolVersion, Publish, QoS, Subscribe,
     SubscriptionOptions, MAX_PACKET_SIZE,
@@ -30,7 +30,7 @@ pub(crate) struct ConnectOptions {
     pub(crate) username: Option<String>,
     pub(crate) password: Option<String>,
     /// Limit for the TCP connect plus the CONNACK.
-    pub(crate) timeout: std::time::Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// A connected client.
@@ -247,6 +247,22 @@ impl Template {
     }
 }
 
+/// PINGREQ (§3.12).
+pub(crate) const PINGREQ: [u8; 2] = [0xC0, 0x00];
+
+/// When a client that last wrote at `last_write` sends a PINGREQ: after half the Keep Alive,
+/// well within the 1.5 times the server allows [MQTT-3.1.2-24].
+pub(crate) fn ping_time(last_write: Instant, keep_alive: u16) -> Option<Instant> {
+    (keep_alive > 0).then(|| last_write + Duration::from_millis(u64::from(keep_alive) * 500))
+}
+
+pub(crate) fn put_ack(out: &mut BytesMut, first: u8, id: PacketId) {
+    // PUBACK/PUBREC/PUBREL/PUBCOMP with Remaining Length 2: success in every version (5.0
+    // §3.4.2.1 allows leaving the reason code out).
+    out.put_slice(&[first, 0x02]);
+    out.put_u16(id.get());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,5 +324,13 @@ mod tests {
         t.put(&mut out, None, &header);
         let p = decode(ProtocolVersion::V3_1_1, &mut out);
         assert_eq!(&p.payload[..], &[0u8; 5]);
+    }
+
+    #[test]
+    fn pings_at_half_the_keep_alive() {
+        let t = Instant::now();
+        assert_eq!(ping_time(t, 0), None);
+        assert_eq!(ping_time(t, 1), Some(t + Duration::from_millis(500)));
+        assert_eq!(ping_time(t, 60), Some(t + Duration::from_secs(30)));
     }
 }

@@ -7,8 +7,10 @@
 
 mod client;
 mod pattern;
+mod publisher;
 mod report;
 mod run;
+mod subscriber;
 mod track;
 
 use std::net::{SocketAddr, ToSocketAddrs};
