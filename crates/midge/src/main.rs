@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod bench;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +24,8 @@ struct Cli {
 enum Command {
     /// Run an MQTT broker (the default when no subcommand is given).
     Broker(BrokerArgs),
+    /// Measure a broker: connections, publishers, subscribers, end-to-end scenarios.
+    Bench(Box<bench::BenchArgs>),
 }
 
 #[derive(Debug, Default, Args)]
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Broker(args)) => broker(args),
+        Some(Command::Bench(args)) => bench::main(*args),
         None => broker(BrokerArgs::default()),
     }
 }

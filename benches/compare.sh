@@ -1,0 +1,364 @@
+#!/usr/bin/env bash
+# Side-by-side broker comparison with `midge bench`: the midge broker (release build), mosquitto
+# (Debian package) and, when `rumqttd` is on PATH, rumqttd, in one run.
+#
+#   benches/compare.sh [--quick] [--rounds N] [--only a,b,...] [--check-bench]
+#
+# Each broker gets its own 127.0.0.1 port and comparable, raised limits (below). For every
+# round, scenario and broker, the script starts a fresh broker, runs one `midge bench`
+# scenario against it with --broker-pid, and stops it; the order of the brokers alternates
+# from round to round. At the end it prints a table of medians with ratios to mosquitto.
+#
+# Scenarios (the reference table of issue 8; --quick shrinks the counts about 5x):
+#   fanin-qos0   8 publishers x 100k messages of 64 B -> 1 subscriber on <prefix>/+   (msg/s)
+#   fanin-qos1   the same at QoS 1, 16 in flight per publisher                         (msg/s)
+#   fanout-qos0  1 publisher x 20k messages -> 100 subscribers                         (deliveries/s)
+#   latency      1 publisher -> 1 subscriber, 1000 msg/s for 5 s, QoS 0               (p99 µs)
+#   conn         10,000 idle connections: time to connect, broker RSS per connection
+#   filters      10,000 subscribers with distinct filters (exact, +, # in turn),
+#                100k messages on random topics, each matching one subscriber          (deliveries/s)
+#
+# --check-bench shows that the load generator is not the bottleneck: against each broker it
+# runs fan-in (QoS 0 and 1) and fan-out once as a single bench process and once split over
+# three processes (`sub` plus two `pub`, or two `sub` plus one `pub`), and prints both rates.
+#
+# Environment: MOSQUITTO=/usr/sbin/mosquitto, RUMQTTD=$(command -v rumqttd),
+# BENCH_THREADS (worker threads of each bench process; default: all CPUs).
+# Every run is bounded (`midge bench -d`, plus `timeout`); brokers are killed on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=0
+ROUNDS=3
+ONLY=""
+CHECK_BENCH=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --only) ONLY=$2; shift ;;
+    --check-bench) CHECK_BENCH=1 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | cut -c3-; exit 0 ;;
+    *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+MOSQUITTO=${MOSQUITTO:-/usr/sbin/mosquitto}
+RUMQTTD=${RUMQTTD:-$(command -v rumqttd || true)}
+command -v "$MOSQUITTO" >/dev/null || { echo "mosquitto not found at $MOSQUITTO (apt-get install mosquitto)" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "python3 is needed for the table" >&2; exit 1; }
+
+cargo build --release -p midge
+MIDGE=target/release/midge
+THREADS_ARG=()
+[ -n "${BENCH_THREADS:-}" ] && THREADS_ARG=(--threads "$BENCH_THREADS")
+
+# 10,000 connections need as many descriptors in the bench and in each broker.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 10100 ]; then
+  echo "open-file limit $(ulimit -n) is too low for 10,000 connections" >&2
+  exit 1
+fi
+
+if [ "$QUICK" = 1 ]; then
+  N_FANIN=20000; N_FANOUT=4000; N_LATENCY=2000; N_CONN=2000; N_FILTERS=2000; N_FILTER_MSGS=20000
+else
+  N_FANIN=100000; N_FANOUT=20000; N_LATENCY=5000; N_CONN=10000; N_FILTERS=10000; N_FILTER_MSGS=100000
+fi
+
+declare -A SCENARIO=(
+  [fanin-qos0]="fanin -c 8 -n $N_FANIN -q 0 -s 64"
+  [fanin-qos1]="fanin -c 8 -n $N_FANIN -q 1 --inflight 16 -s 64"
+  [fanout-qos0]="fanout -c 100 -n $N_FANOUT -q 0 -s 64"
+  [latency]="latency -R 1000 -n $N_LATENCY -q 0 -s 64"
+  [conn]="conn -c $N_CONN --settle 1s --concurrency 64"
+  [filters]="filters -c $N_FILTERS -n $N_FILTER_MSGS -q 0 -s 64 --concurrency 64"
+)
+ORDER=(fanin-qos0 fanin-qos1 fanout-qos0 latency conn filters)
+if [ -n "$ONLY" ]; then IFS=, read -r -a ORDER <<<"$ONLY"; fi
+for s in "${ORDER[@]}"; do [ -n "${SCENARIO[$s]:-}" ] || { echo "unknown scenario $s" >&2; exit 2; }; done
+
+tmp=$(mktemp -d)
+BROKER_PID=""
+cleanup() {
+  [ -n "$BROKER_PID" ] && kill -9 "$BROKER_PID" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+declare -A PORT=([mosquitto]=$(free_port) [midge]=$(free_port) [rumqttd]=$(free_port))
+
+# Comparable limits: no queue limit that would drop QoS 1 messages, 256 messages in flight
+# towards each client, no connection limit below 20,000, no accept delay, Nagle off.
+cat >"$tmp/mosquitto.conf" <<EOF
+listener ${PORT[mosquitto]} 127.0.0.1
+allow_anonymous true
+persistence false
+max_connections -1
+max_queued_messages 0
+max_queued_bytes 0
+max_inflight_messages 256
+max_inflight_bytes 0
+set_tcp_nodelay true
+log_dest stderr
+log_type error
+log_type warning
+EOF
+
+cat >"$tmp/midge.toml" <<EOF
+[limits]
+max_connections = 100000
+max_inflight = 256
+inbox_capacity = 10000000
+max_queued_bytes_total = 17179869184
+
+[sessions]
+max_queued_messages = 100000000
+max_queued_bytes = 17179869184
+EOF
+
+cat >"$tmp/rumqttd.toml" <<EOF
+id = 0
+
+[router]
+id = 0
+max_connections = 20010
+max_outgoing_packet_count = 256
+max_segment_size = 104857600
+max_segment_count = 10
+
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:${PORT[rumqttd]}"
+next_connection_delay_ms = 0
+    [v4.1.connections]
+    connection_timeout_ms = 60000
+    max_payload_size = 20480
+    max_inflight_count = 256
+    dynamic_filters = true
+EOF
+
+BROKERS=(mosquitto midge)
+[ -n "$RUMQTTD" ] && BROKERS+=(rumqttd)
+
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on 127.0.0.1:$1" >&2
+  return 1
+}
+
+start_broker() {
+  case "$1" in
+    mosquitto) "$MOSQUITTO" -c "$tmp/mosquitto.conf" 2>>"$tmp/mosquitto.log" & ;;
+    midge) "$MIDGE" broker --bind 127.0.0.1 -p "${PORT[midge]}" --config "$tmp/midge.toml" >>"$tmp/midge.log" 2>&1 & ;;
+    rumqttd) "$RUMQTTD" --config "$tmp/rumqttd.toml" >>"$tmp/rumqttd.log" 2>&1 & ;;
+  esac
+  BROKER_PID=$!
+  wait_port "${PORT[$1]}"
+}
+
+stop_broker() {
+  kill -TERM "$BROKER_PID" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$BROKER_PID" 2>/dev/null || true
+  wait "$BROKER_PID" 2>/dev/null || true
+  BROKER_PID=""
+}
+
+# bench BROKER ARGS... -> JSON on stdout; exit code 0 or 3 (a run with losses) counts.
+bench() {
+  local b=$1; shift
+  timeout 300 "$MIDGE" bench "$@" -p "${PORT[$b]}" --quiet --json -d 120s "${THREADS_ARG[@]}"
+}
+
+echo "machine:   $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "mosquitto: $("$MOSQUITTO" -h 2>/dev/null | head -1)"
+echo "midge:     $("$MIDGE" --version) ($(git rev-parse --short HEAD))"
+[ -n "$RUMQTTD" ] && echo "rumqttd:   $RUMQTTD"
+echo "rounds:    $ROUNDS$([ "$QUICK" = 1 ] && echo ', quick')"
+echo
+
+# get FILE PATH... prints the JSON values at dotted PATHs (e.g. broker_usage.cpu_s).
+get() {
+  python3 - "$@" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+out = []
+for path in sys.argv[2:]:
+    v = d
+    for k in path.split("."):
+        v = v[k]
+    out.append(f"{v:.0f}" if isinstance(v, float) and v >= 100 else f"{v:.2f}" if isinstance(v, float) else str(v))
+print(" ".join(out))
+EOF
+}
+
+wait_ready() {
+  for _ in $(seq 400); do grep -q ready "$1" 2>/dev/null && return 0; sleep 0.05; done
+  echo "bench subscribers did not get ready: $(cat "$1")" >&2
+  return 1
+}
+
+if [ "$CHECK_BENCH" = 1 ]; then
+  # One bench process against three splitting the same load: if the split is not faster, a
+  # single process keeps up with the broker.
+  for b in "${BROKERS[@]}"; do
+    for round in $(seq "$ROUNDS"); do
+      for q in 0 1; do
+        start_broker "$b"
+        bench "$b" fanin -c 8 -n "$N_FANIN" -q $q --inflight 16 --broker-pid "$BROKER_PID" >"$tmp/one.json" || true
+        stop_broker
+        start_broker "$b"
+        bench "$b" sub -t "split/+" -q $q -n $((N_FANIN * 8)) --idle 10s --broker-pid "$BROKER_PID" >"$tmp/sub.json" 2>"$tmp/sub.err" &
+        sub=$!
+        wait_ready "$tmp/sub.err"
+        bench "$b" pub -t "split/%i" -c 4 -n "$N_FANIN" -q $q --inflight 16 -s 64 --id-prefix split-a >"$tmp/pub1.json" &
+        p1=$!
+        bench "$b" pub -t "split/%i" -c 4 -n "$N_FANIN" -q $q --inflight 16 -s 64 --id-prefix split-b --index-offset 4 >"$tmp/pub2.json" || true
+        wait "$p1" || true
+        wait "$sub" || true
+        stop_broker
+        echo "$b round $round, fan-in QoS $q, 8 x $N_FANIN -> 1:"
+        echo "  one process:     $(get "$tmp/one.json" delivery_rate delivered) (msg/s, delivered); bench CPU $(get "$tmp/one.json" bench_cpu_s) s, broker CPU $(get "$tmp/one.json" broker_usage.cpu_s) s"
+        echo "  three processes: $(get "$tmp/sub.json" delivery_rate delivered) (msg/s, delivered); bench CPU $(get "$tmp/sub.json" bench_cpu_s) + $(get "$tmp/pub1.json" bench_cpu_s) + $(get "$tmp/pub2.json" bench_cpu_s) s, broker CPU $(get "$tmp/sub.json" broker_usage.cpu_s) s"
+      done
+
+      start_broker "$b"
+      bench "$b" fanout -c 100 -n "$N_FANOUT" --broker-pid "$BROKER_PID" >"$tmp/one.json" || true
+      stop_broker
+      start_broker "$b"
+      bench "$b" sub -t "fo/x" -c 50 -n $((N_FANOUT * 50)) --idle 10s --id-prefix fo-a --broker-pid "$BROKER_PID" >"$tmp/fo0.json" 2>"$tmp/fo0.err" &
+      s0=$!
+      bench "$b" sub -t "fo/x" -c 50 -n $((N_FANOUT * 50)) --idle 10s --id-prefix fo-b >"$tmp/fo1.json" 2>"$tmp/fo1.err" &
+      s1=$!
+      wait_ready "$tmp/fo0.err"
+      wait_ready "$tmp/fo1.err"
+      bench "$b" pub -t "fo/x" -n "$N_FANOUT" -s 64 >"$tmp/pub1.json" || true
+      wait "$s0" || true
+      wait "$s1" || true
+      stop_broker
+      echo "$b round $round, fan-out QoS 0, 1 x $N_FANOUT -> 100:"
+      echo "  one process:     $(get "$tmp/one.json" delivery_rate delivered) (deliveries/s, delivered); bench CPU $(get "$tmp/one.json" bench_cpu_s) s, broker CPU $(get "$tmp/one.json" broker_usage.cpu_s) s"
+      echo "  three processes: $(get "$tmp/fo0.json" delivery_rate delivered) + $(get "$tmp/fo1.json" delivery_rate delivered) (deliveries/s, delivered); bench CPU $(get "$tmp/fo0.json" bench_cpu_s) + $(get "$tmp/fo1.json" bench_cpu_s) + $(get "$tmp/pub1.json" bench_cpu_s) s, broker CPU $(get "$tmp/fo0.json" broker_usage.cpu_s) s"
+    done
+  done
+  exit 0
+fi
+
+results="$tmp/results"
+: >"$results"
+for round in $(seq "$ROUNDS"); do
+  order=("${BROKERS[@]}")
+  if [ $((round % 2)) = 0 ]; then
+    order=()
+    for ((i = ${#BROKERS[@]} - 1; i >= 0; i--)); do order+=("${BROKERS[$i]}"); done
+  fi
+  for s in "${ORDER[@]}"; do
+    for b in "${order[@]}"; do
+      start_broker "$b"
+      out="$tmp/$round-$s-$b.json"
+      # shellcheck disable=SC2086 # the scenario is a word list
+      bench "$b" ${SCENARIO[$s]} --broker-pid "$BROKER_PID" >"$out" 2>"$out.err" && code=0 || code=$?
+      stop_broker
+      echo "$round $s $b $code $out" >>"$results"
+      python3 - "$out" "$round" "$s" "$b" "$code" <<'EOF'
+import json, sys
+path, rnd, s, b, code = sys.argv[1:]
+try:
+    d = json.load(open(path))
+except Exception:
+    err = open(path + ".err").read().strip().splitlines()
+    print(f"round {rnd} {s:12} {b:10} FAILED (exit {code}): {err[-1] if err else ''}")
+    sys.exit()
+u = d.get("broker_usage") or {}
+extra = ""
+if s == "conn":
+    extra = f"connect {d['elapsed_s']:.2f} s, {u.get('bytes_per_connection', 0):.0f} B/conn"
+elif s == "latency":
+    extra = f"p50 {d['latency']['p50_us']:.0f} µs, p99 {d['latency']['p99_us']:.0f} µs"
+else:
+    extra = f"{d['delivery_rate']:.0f} msg/s"
+print(f"round {rnd} {s:12} {b:10} {extra}; lost {d['lost']}, errors {d['errors']}, "
+      f"bench CPU {d['bench_cpu_s']:.2f} s, broker CPU {u.get('cpu_s', 0):.2f} s (exit {code})")
+EOF
+    done
+  done
+done
+
+echo
+python3 - "$results" "${BROKERS[@]}" <<'EOF'
+import json, statistics, sys
+results, brokers = sys.argv[1], sys.argv[2:]
+rows = [
+    ("fanin-qos0", "fan-in QoS 0, msg/s", lambda d: d["delivery_rate"], True),
+    ("fanin-qos1", "fan-in QoS 1, msg/s", lambda d: d["delivery_rate"], True),
+    ("fanout-qos0", "fan-out QoS 0, deliveries/s", lambda d: d["delivery_rate"], True),
+    ("latency", "latency at 1000 msg/s, p99 µs", lambda d: d["latency"]["p99_us"], False),
+    ("conn", "idle connections: time to connect, s", lambda d: d["elapsed_s"], False),
+    ("conn", "idle connections: broker RSS per connection, B", lambda d: d["broker_usage"]["bytes_per_connection"], False),
+    ("filters", "distinct filters, random topics, deliveries/s", lambda d: d["delivery_rate"], True),
+]
+runs = {}
+for line in open(results):
+    rnd, s, b, code, path = line.split()
+    try:
+        d = json.load(open(path))
+    except Exception:
+        d = None
+    runs.setdefault((s, b), []).append(d)
+
+def fmt(x):
+    if x is None:
+        return "–"
+    if x >= 100:
+        return f"{x:,.0f}".replace(",", " ")
+    return f"{x:.2f}"
+
+others = [b for b in brokers if b != "mosquitto"]
+head = "| scenario | " + " | ".join(brokers) + " | " + " | ".join(f"{b} / mosquitto" for b in others) + " | lost, errors (" + ", ".join(brokers) + ") |"
+print(head)
+print("|" + "---|" * (head.count("|") - 1))
+for key, label, metric, higher in rows:
+    if not any((key, b) in runs for b in brokers):
+        continue
+    med = {}
+    bad = []
+    for b in brokers:
+        vals = []
+        lost = errs = 0
+        for d in runs.get((key, b), []):
+            if d is None:
+                errs += 1
+                continue
+            lost += d["lost"]
+            errs += d["errors"]
+            try:
+                vals.append(float(metric(d)))
+            except (KeyError, TypeError):
+                pass
+        med[b] = statistics.median(vals) if vals else None
+        bad.append(f"{lost}, {errs}")
+    ratios = []
+    for b in others:
+        m, o = med.get("mosquitto"), med.get(b)
+        r = o / m if m and o is not None else None
+        ratios.append("–" if r is None else f"{r:.2f}" if r >= 0.1 else f"{r:.3f}")
+    better = "higher is better" if higher else "lower is better"
+    print(f"| {label} ({better}) | " + " | ".join(fmt(med[b]) for b in brokers) + " | " + " | ".join(ratios) + " | " + " / ".join(bad) + " |")
+EOF
+
+for b in "${BROKERS[@]}"; do
+  if [ -s "$tmp/$b.log" ] && grep -qiE "error|warn|panic" "$tmp/$b.log"; then
+    echo
+    echo "$b log (last lines with errors or warnings):"
+    grep -iE "error|warn|panic" "$tmp/$b.log" | tail -n 5
+  fi
+done

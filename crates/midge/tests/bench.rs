@@ -1,0 +1,421 @@
+//! `midge bench` end to end: small bounded scenarios against an in-process midge broker on
+//! 127.0.0.1:0, checked through the JSON summary and the exit code; failures against a closed
+//! port, a broker that refuses subscriptions, and a fake broker that loses messages.
+#![allow(missing_docs)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use midge_broker::{Broker, BrokerConfig};
+use midge_codec::{ConnAck, Packet, ProtocolVersion, PubAck, ReasonCode, SubAck, MAX_PACKET_SIZE};
+use serde_json::Value;
+
+/// Starts a broker on 127.0.0.1:0 in a background runtime; it lives until the test ends.
+fn start_broker(config: BrokerConfig) -> SocketAddr {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let broker = Broker::builder()
+                .config(config)
+                .bind("127.0.0.1:0".parse().expect("addr"))
+                .start()
+                .await
+                .expect("broker starts");
+            tx.send(broker.local_addr()).expect("send addr");
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("broker address")
+}
+
+fn test_config() -> BrokerConfig {
+    let mut config = BrokerConfig::default();
+    config.sys.interval_secs = 0;
+    config
+}
+
+/// Runs `midge bench <args> -p <port> --json --quiet -d 20s`.
+fn bench(addr: SocketAddr, args: &[&str]) -> Output {
+    let port = addr.port().to_string();
+    Command::new(env!("CARGO_BIN_EXE_midge"))
+        .arg("bench")
+        .args(args)
+        .args([
+            "-p",
+            &port,
+            "--json",
+            "--quiet",
+            "-d",
+            "20s",
+            "--threads",
+            "1",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("midge runs")
+}
+
+fn json(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {text}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn ok_json(out: &Output) -> Value {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}\nstdout: {}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    json(out)
+}
+
+fn assert_complete(v: &Value, expected: u64) {
+    assert_eq!(v["expected"], expected, "{v:#}");
+    assert_eq!(v["delivered"], expected, "{v:#}");
+    assert_eq!(v["lost"], 0, "{v:#}");
+    assert_eq!(v["duplicates"], 0, "{v:#}");
+    assert_eq!(v["untracked"], 0, "{v:#}");
+    assert_eq!(v["errors"], 0, "{v:#}");
+    assert_eq!(v["timed_out"], false, "{v:#}");
+    assert_eq!(v["latency"]["samples"], expected, "{v:#}");
+    assert!(v["delivery_rate"].as_f64().expect("rate") > 0.0);
+}
+
+#[test]
+fn fanin_qos1_delivers_everything_once() {
+    let addr = start_broker(test_config());
+    let v = ok_json(&bench(addr, &["fanin", "-c", "4", "-n", "500", "-q", "1"]));
+    assert_eq!(v["scenario"], "fanin");
+    assert_eq!(v["publishers"], 4);
+    assert_eq!(v["subscribers"], 1);
+    assert_eq!(v["published"], 2000);
+    assert_eq!(v["acked"], 2000);
+    assert_complete(&v, 2000);
+    assert_eq!(v["ack_latency"]["samples"], 2000);
+    let p50 = v["latency"]["p50_us"].as_f64().expect("p50");
+    let p99 = v["latency"]["p99_us"].as_f64().expect("p99");
+    let max = v["latency"]["max_us"].as_f64().expect("max");
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{v:#}");
+}
+
+#[test]
+fn fanin_qos2_over_mqtt5_with_a_small_receive_maximum() {
+    let mut config = test_config();
+    config.limits.receive_maximum = 4;
+    let addr = start_broker(config);
+    let v = ok_json(&bench(
+        addr,
+        &[
+            "fanin",
+            "-c",
+            "2",
+            "-n",
+            "300",
+            "-q",
+            "2",
+            "-V",
+            "5",
+            "--inflight",
+            "32",
+        ],
+    ));
+    assert_eq!(v["protocol"], "5.0");
+    assert_eq!(v["qos"], 2);
+    assert_eq!(v["acked"], 600);
+    assert_complete(&v, 600);
+}
+
+#[test]
+fn fanout_qos0_reaches_every_subscriber() {
+    let addr = start_broker(test_config());
+    let v = ok_json(&bench(
+        addr,
+        &["fanout", "-c", "5", "-n", "300", "-s", "100"],
+    ));
+    assert_eq!(v["payload_bytes"], 100);
+    assert_eq!(v["published"], 300);
+    assert_complete(&v, 1500);
+}
+
+#[test]
+fn latency_runs_at_the_given_rate() {
+    let addr = start_broker(test_config());
+    let v = ok_json(&bench(addr, &["latency", "-n", "100", "-R", "500"]));
+    assert_complete(&v, 100);
+    // 100 messages at 500/s take about 0.2 s.
+    let elapsed = v["elapsed_s"].as_f64().expect("elapsed");
+    assert!((0.15..5.0).contains(&elapsed), "{v:#}");
+}
+
+#[test]
+fn filters_deliver_each_message_to_its_one_subscriber() {
+    let addr = start_broker(test_config());
+    let v = ok_json(&bench(
+        addr,
+        &[
+            "filters",
+            "-c",
+            "30",
+            "--publishers",
+            "2",
+            "-n",
+            "200",
+            "-q",
+            "1",
+        ],
+    ));
+    assert_eq!(v["subscribers"], 30);
+    assert_complete(&v, 400);
+}
+
+#[test]
+fn conn_reports_memory_per_connection() {
+    let addr = start_broker(test_config());
+    // The broker runs in this test process.
+    let pid = std::process::id().to_string();
+    let v = ok_json(&bench(
+        addr,
+        &[
+            "conn",
+            "-c",
+            "40",
+            "-R",
+            "400",
+            "--broker-pid",
+            &pid,
+            "--settle",
+            "50ms",
+            "-k",
+            "1",
+            "--hold",
+            "1600ms",
+        ],
+    ));
+    assert_eq!(v["connections"], 40);
+    assert_eq!(v["latency"]["samples"], 40);
+    // At 400/s, 40 connections take about 0.1 s.
+    let elapsed = v["elapsed_s"].as_f64().expect("elapsed");
+    assert!((0.09..5.0).contains(&elapsed), "{v:#}");
+    assert_eq!(
+        v["broker_usage"]["pid"].as_u64(),
+        Some(u64::from(std::process::id()))
+    );
+    assert!(
+        v["broker_usage"]["bytes_per_connection"].is_number(),
+        "{v:#}"
+    );
+    assert!(v["broker_usage"]["rss_after_bytes"].as_u64().expect("rss") > 0);
+    // Keep Alive 1 s, held 1.6 s + settle: only the PINGREQs keep them open [MQTT-3.1.2-24].
+    assert_eq!(v["closed_by_broker"], 0, "{v:#}");
+}
+
+#[test]
+fn separate_pub_and_sub_processes_agree() {
+    let addr = start_broker(test_config());
+    let port = addr.port().to_string();
+    let sub = Command::new(env!("CARGO_BIN_EXE_midge"))
+        .args([
+            "bench", "sub", "-t", "split/+", "-q", "1", "-n", "600", "-c", "2",
+        ])
+        .args(["-p", &port, "--json", "--quiet", "-d", "20s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sub runs");
+    // The subscriptions must exist before publishing: `sub` says when they do.
+    let mut sub = sub;
+    let mut stderr = BufReader::new(sub.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("reads");
+    assert_eq!(line.trim(), "midge bench: 2 subscribers ready");
+    let p = ok_json(&bench(
+        addr,
+        &[
+            "pub",
+            "-t",
+            "split/%i",
+            "-c",
+            "3",
+            "-n",
+            "100",
+            "-q",
+            "1",
+            "--index-offset",
+            "10",
+        ],
+    ));
+    assert_eq!(p["published"], 300);
+    assert_eq!(p["acked"], 300);
+    assert_eq!(p["ack_latency"]["samples"], 300);
+    let out = sub.wait_with_output().expect("sub ends");
+    let s = ok_json(&out);
+    assert_eq!(s["delivered"], 600, "two subscribers x 300: {s:#}");
+    assert_eq!(s["lost"], 0);
+    assert_eq!(s["duplicates"], 0);
+    assert_eq!(s["latency"]["samples"], 600);
+}
+
+#[test]
+fn connection_refused_is_a_clear_setup_failure() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    for scenario in [
+        &["fanin", "-n", "10"][..],
+        &["conn", "-c", "3"],
+        &["pub", "-t", "a"],
+    ] {
+        let out = bench(port, scenario);
+        assert_eq!(out.status.code(), Some(1), "{scenario:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("midge bench: ")
+                && err.contains("refused")
+                && err.contains(&port.to_string()),
+            "{scenario:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "no summary: {scenario:?}");
+    }
+}
+
+#[test]
+fn refused_subscription_is_a_setup_failure() {
+    let mut config = test_config();
+    config.mqtt.wildcard_subscriptions = false;
+    let addr = start_broker(config);
+    let out = bench(addr, &["fanin", "-n", "10"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SUBACK refused"), "{err}");
+}
+
+#[test]
+fn invalid_arguments_exit_2() {
+    let addr: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+    let out = bench(addr, &["pub", "-t", "a/#"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wildcard"));
+    let out = bench(addr, &["fanin", "-q", "7"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid QoS 7"));
+}
+
+/// A broker that acknowledges every QoS 1 PUBLISH and delivers nothing.
+fn start_lossy_broker() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            thread::spawn(move || serve_lossy(stream));
+        }
+    });
+    addr
+}
+
+fn serve_lossy(mut stream: TcpStream) {
+    let v = ProtocolVersion::V3_1_1;
+    let mut buf = BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Ok(Some(packet)) = Packet::decode(&mut buf, v, MAX_PACKET_SIZE) {
+            let reply = match packet {
+                Packet::Connect(_) => Packet::ConnAck(Box::new(ConnAck {
+                    session_present: false,
+                    reason_code: ReasonCode::SUCCESS,
+                    properties: Default::default(),
+                })),
+                Packet::Subscribe(s) => Packet::SubAck(SubAck {
+                    packet_id: s.packet_id,
+                    reason_codes: vec![ReasonCode(1); s.filters.len()],
+                    properties: Default::default(),
+                }),
+                Packet::Publish(p) => match p.packet_id {
+                    Some(id) => Packet::PubAck(PubAck {
+                        packet_id: id,
+                        reason_code: ReasonCode::SUCCESS,
+                        properties: Default::default(),
+                    }),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            let mut out = BytesMut::new();
+            reply.encode(v, &mut out).expect("encodes");
+            if stream.write_all(&out).is_err() {
+                return;
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[test]
+fn acknowledged_but_undelivered_messages_fail_the_run() {
+    let addr = start_lossy_broker();
+    let out = bench(
+        addr,
+        &["fanin", "-c", "2", "-n", "10", "-q", "1", "--idle", "200ms"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    assert_eq!(v["acked"], 20);
+    assert_eq!(v["delivered"], 0);
+    assert_eq!(v["lost"], 20);
+}
+
+#[test]
+fn keep_alive_pings_keep_quiet_clients_connected() {
+    let addr = start_broker(test_config());
+    // 20 messages at 10/s take 2 s; the subscriber only receives, so without its PINGREQs the
+    // broker would close it after 1.5 s of Keep Alive 1 [MQTT-3.1.2-24].
+    let v = ok_json(&bench(
+        addr,
+        &["latency", "-n", "20", "-R", "10", "-k", "1"],
+    ));
+    assert_complete(&v, 20);
+}
+
+#[test]
+fn retained_messages_of_an_earlier_run_do_not_count() {
+    let addr = start_broker(test_config());
+    let first = ok_json(&bench(
+        addr,
+        &["fanin", "-c", "3", "-n", "50", "-r", "--prefix", "again"],
+    ));
+    assert_complete(&first, 150);
+    // The second run's subscriber first gets the three retained messages of the first run.
+    let v = ok_json(&bench(
+        addr,
+        &["fanin", "-c", "3", "-n", "50", "-r", "--prefix", "again"],
+    ));
+    assert_eq!(v["delivered"], 150, "{v:#}");
+    assert_eq!(v["lost"], 0, "{v:#}");
+    assert_eq!(v["untracked"], 3, "{v:#}");
+}
