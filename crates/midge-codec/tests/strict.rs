@@ -457,6 +457,7 @@ fn zero_maximum_packet_size_is_a_protocol_error() {
 }
 
 /// 5.0 [MQTT-3.3.2-8]: a Topic Alias of 0 is not allowed.
+// Conformance: [MQTT-5:3.3.2-8]
 #[test]
 fn zero_topic_alias_is_a_protocol_error() {
     err(
