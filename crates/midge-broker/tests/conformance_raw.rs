@@ -853,3 +853,57 @@ async fn shared_members_get_their_own_qos_and_a_refused_message_is_not_passed_on
     b.expect_silence(100).await;
     broker.shutdown().await;
 }
+
+// Conformance: [MQTT-5:4.8.2-4] [MQTT-5:4.8.2-5]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_qos2_delivery_stays_with_its_member() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let member = |id: &str, expiry: u32| {
+        let mut c = Connect::new(V5, id.to_owned());
+        c.properties.session_expiry_interval = Some(expiry);
+        c
+    };
+    // One member with a session that outlives its connection, one that never gets the message.
+    let (mut a, _) = TestClient::connect_with(addr, member("sq-a", 60)).await;
+    a.subscribe("$share/q/sq/#", QoS::ExactlyOnce).await;
+    let mut p = TestClient::connect(addr, V5, "sq-p").await;
+    p.publish("sq/1", "one", QoS::ExactlyOnce, false).await;
+    let Packet::Publish(first) = a.recv_packet().await else {
+        panic!()
+    };
+    let mut b = TestClient::connect(addr, V5, "sq-b").await;
+    b.subscribe("$share/q/sq/#", QoS::ExactlyOnce).await;
+    // a goes away with the message unacknowledged, and comes back: it gets it again.
+    drop(a);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut again = member("sq-a", 60);
+    again.clean_start = false;
+    let (mut a, ack) = TestClient::connect_with(addr, again).await;
+    assert!(ack.session_present);
+    let Packet::Publish(resent) = a.recv_packet().await else {
+        panic!()
+    };
+    assert_eq!((resent.packet_id, resent.dup), (first.packet_id, true));
+    assert_eq!(resent.payload, Bytes::from_static(b"one"));
+    let id = resent.packet_id.unwrap();
+    a.send(Packet::PubRec(PubAck::new(id))).await;
+    assert!(matches!(a.recv_packet().await, Packet::PubRel(r) if r.packet_id == id));
+    a.send(Packet::PubComp(PubAck::new(id))).await;
+    b.expect_silence(200).await;
+    // Now a takes a message and its session ends before it returns: nobody else gets it.
+    b.unsubscribe("$share/q/sq/#").await;
+    drop(a);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (mut a, _) = TestClient::connect_with(addr, member("sq-a", 1)).await;
+    a.subscribe("$share/q/sq/#", QoS::ExactlyOnce).await;
+    p.publish("sq/2", "two", QoS::ExactlyOnce, false).await;
+    let Packet::Publish(m) = a.recv_packet().await else {
+        panic!()
+    };
+    assert_eq!(m.payload, Bytes::from_static(b"two"));
+    b.subscribe("$share/q/sq/#", QoS::ExactlyOnce).await;
+    drop(a);
+    b.expect_silence(2000).await;
+    broker.shutdown().await;
+}

@@ -1043,3 +1043,32 @@ fn a_refusal_is_sent_with_a_connack_reason_code() {
         assert!(s.is_closed());
     }
 }
+
+// Conformance: [MQTT-3.1.1:4.8.0-2]
+#[test]
+fn a_full_buffer_while_connecting_closes_the_connection() {
+    // Packets handed over before the broker has accepted the CONNECT wait in a bounded buffer;
+    // when it is full the server cannot process the next one and closes the connection.
+    // (`handle_bytes` leaves such bytes in the caller's buffer instead, so the transport's
+    // read limit bounds them.)
+    for version in BOTH {
+        let t0 = Instant::now();
+        let mut s = ServerConnection::new(Arc::new(ServerConfig::default()), t0, 1);
+        server_feed(
+            &mut s,
+            t0,
+            Packet::Connect(Box::new(connect_packet(version, "c"))),
+        );
+        assert!(!s.is_closed());
+        for _ in 0..1000 {
+            s.handle_packet(t0, Packet::PingReq);
+            if s.is_closed() {
+                break;
+            }
+        }
+        assert!(s.is_closed(), "{version:?}");
+        assert!(server_tx(&mut s, t0)
+            .iter()
+            .all(|p| !matches!(p, Packet::PingResp | Packet::ConnAck(_))));
+    }
+}
