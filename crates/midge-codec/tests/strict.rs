@@ -143,6 +143,7 @@ fn dup_on_pubrel_subscribe_unsubscribe_is_accepted_only_in_v31() {
 
 /// 5.0 §3.3.1.2 [MQTT-3.3.1-4]: both QoS bits set is a Malformed Packet.
 // Conformance: [MQTT-5:3.3.1-4]
+// Conformance: [MQTT-3.1.1:3.3.1-4]
 #[test]
 fn publish_qos3_is_malformed() {
     err_all("36 07 0003 612f62 0007", ALL, E::InvalidQoS, MALFORMED);
@@ -220,6 +221,7 @@ fn publish_empty_topic_without_alias_is_rejected() {
 /// 5.0 §1.5.4 [MQTT-1.5.4-1] (3.1.1 [MQTT-1.5.3-1]): ill-formed UTF-8, here the overlong
 /// encoding C0 80 and the UTF-16 surrogate ED A0 80 (U+D800), is malformed.
 // Conformance: [MQTT-5:1.5.4-1] [MQTT-5:1.5.7-1] [MQTT-5:3.1.3-4] [MQTT-3.1.1:3.1.3-4] [MQTT-5:3.3.2-1] [MQTT-3.1.1:3.3.2-1] [MQTT-3.1.1:3.8.3-1]
+// Conformance: [MQTT-3.1.1:1.5.3-1]
 #[test]
 fn ill_formed_utf8_is_malformed() {
     // Topic name.
@@ -258,6 +260,7 @@ fn ill_formed_utf8_is_malformed() {
 
 /// 5.0 §1.5.4 [MQTT-1.5.4-2] (3.1.1 [MQTT-1.5.3-2]): U+0000 in a string is malformed.
 // Conformance: [MQTT-5:1.5.4-2] [MQTT-5:4.7.3-2] [MQTT-3.1.1:4.7.3-2]
+// Conformance: [MQTT-3.1.1:1.5.3-2]
 #[test]
 fn null_character_in_strings_is_malformed() {
     err_all("30 05 0003 610062", V3X, E::NullCharacter, MALFORMED);

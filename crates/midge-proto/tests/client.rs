@@ -441,6 +441,7 @@ fn unavailable_subscription_features_refuse_subscribe() {
 }
 
 // Conformance: [MQTT-5:4.4.0-1] [MQTT-3.1.1:4.4.0-1] [MQTT-5:3.3.1-1] [MQTT-3.1.1:3.3.1-1] [MQTT-5:4.6.0-1] [MQTT-3.1.1:4.6.0-1] [MQTT-5:4.3.3-6] [MQTT-3.1.1:2.3.1-3]
+// Conformance: [MQTT-5:3.1.2-23] [MQTT-3.1.1:3.1.2-4]
 #[test]
 fn resumed_session_resends_in_flight_in_order_with_dup() {
     // [MQTT-4.4.0-1]: unacknowledged PUBLISH and PUBREL again, original identifiers and
