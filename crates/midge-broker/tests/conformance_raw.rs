@@ -770,7 +770,7 @@ async fn message_properties_are_forwarded_unaltered_and_in_order() {
     broker.shutdown().await;
 }
 
-// Conformance: [MQTT-5:3.3.2-12] [MQTT-5:3.3.2-8]
+// Conformance: [MQTT-5:3.3.2-12] [MQTT-5:3.3.2-8] [MQTT-5:3.3.2-7]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_topic_alias_up_to_the_maximum_is_accepted() {
     let mut config = test_config();
@@ -805,6 +805,14 @@ async fn every_topic_alias_up_to_the_maximum_is_accepted() {
     // Alias 0 is not an alias: the PUBLISH is refused (a sender never uses it).
     p.send_raw(&raw(0x30, b"\x00\x01t\x03\x23\x00\x00x")).await;
     p.expect_disconnect(ReasonCode::PROTOCOL_ERROR).await;
+    // A new connection starts with no aliases: using one set on the old connection is an
+    // error [MQTT-5:3.3.2-7].
+    let (mut p, _) = TestClient::connect_with(addr, Connect::new(V5, "ta-p")).await;
+    let mut m = p.publish_packet("", "stale", QoS::AtMostOnce, false);
+    m.properties.topic_alias = NonZeroU16::new(1);
+    p.send(Packet::Publish(m)).await;
+    p.expect_disconnect(ReasonCode::PROTOCOL_ERROR).await;
+    s.expect_silence(100).await;
     broker.shutdown().await;
 }
 

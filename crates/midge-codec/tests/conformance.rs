@@ -226,6 +226,7 @@ fn will_qos_3_and_will_retain_without_a_will_are_malformed_in_v5() {
 }
 
 // Conformance: [MQTT-5:3.1.2-9] [MQTT-3.1.1:3.1.2-9] [MQTT-5:3.1.2-11] [MQTT-3.1.1:3.1.2-11]
+// Conformance: [MQTT-5:3.1.2-13] [MQTT-3.1.1:3.1.2-13] [MQTT-3.1.1:3.1.2-15]
 #[test]
 fn the_will_flag_decides_whether_will_fields_are_present() {
     for version in [V3_1_1, V5] {
