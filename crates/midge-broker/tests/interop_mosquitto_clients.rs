@@ -58,6 +58,7 @@ fn lines(s: &str) -> Vec<&str> {
     s.lines().collect()
 }
 
+// Conformance: [MQTT-3.1.1:7.0.0-2]
 #[tokio::test(flavor = "multi_thread")]
 async fn qos_0_1_2_at_every_version() {
     if !have_clients() {

@@ -63,6 +63,7 @@ async fn wills() {
     both_versions("paho_will.py").await;
 }
 
+// Conformance: [MQTT-3.1.1:7.0.0-2]
 #[tokio::test(flavor = "multi_thread")]
 async fn qos2_exactly_once() {
     both_versions("paho_qos2.py").await;

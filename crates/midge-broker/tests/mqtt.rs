@@ -22,6 +22,7 @@ fn will(topic: &str, payload: &str, delay: Option<u32>) -> Will {
     w
 }
 
+// Conformance: [MQTT-5:3.8.4-8] [MQTT-3.1.1:3.8.4-6] [MQTT-5:3.10.4-2] [MQTT-3.1.1:3.10.4-2] [MQTT-5:4.5.0-1] [MQTT-3.1.1:4.5.0-1] [MQTT-5:3.3.2-3] [MQTT-3.1.1:3.3.2-3]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pub_sub_all_qos_both_versions() {
     let broker = start(test_config()).await;
@@ -70,6 +71,7 @@ async fn v5_no_matching_subscribers_reason() {
     broker.shutdown().await;
 }
 
+// Conformance: [MQTT-3.1.1:3.3.1-5] [MQTT-3.1.1:3.3.1-6] [MQTT-3.1.1:3.3.1-8] [MQTT-3.1.1:3.3.1-9] [MQTT-3.1.1:3.3.1-10] [MQTT-3.1.1:3.3.1-11]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_set_replace_delete() {
     let broker = start(test_config()).await;
@@ -100,6 +102,7 @@ async fn retained_set_replace_delete() {
     broker.shutdown().await;
 }
 
+// Conformance: [MQTT-5:3.3.1-9] [MQTT-5:3.3.1-10] [MQTT-5:3.3.1-11] [MQTT-5:3.3.1-12] [MQTT-5:3.3.1-13]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retain_handling_and_retain_as_published() {
     let broker = start(test_config()).await;
@@ -144,6 +147,7 @@ async fn retain_handling_and_retain_as_published() {
     broker.shutdown().await;
 }
 
+// Conformance: [MQTT-3.1.1:3.14.4-3] [MQTT-3.1.1:3.1.2-8] [MQTT-5:3.1.3-9] [MQTT-5:3.1.2-8] [MQTT-5:3.1.2-7]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wills() {
     let broker = start(test_config()).await;
@@ -204,6 +208,7 @@ async fn wills() {
     broker.shutdown().await;
 }
 
+// Conformance: [MQTT-3.1.1:3.1.2-4] [MQTT-3.1.1:3.1.2-5] [MQTT-3.1.1:3.2.2-2] [MQTT-3.1.1:3.2.2-3] [MQTT-5:4.1.0-2] [MQTT-5:3.1.2-23] [MQTT-5:3.2.2-3]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_session_offline_messages_and_expiry() {
     let broker = start(test_config()).await;
@@ -245,6 +250,7 @@ async fn persistent_session_offline_messages_and_expiry() {
     broker.shutdown().await;
 }
 
+// Conformance: [MQTT-5:3.3.2-5] [MQTT-5:3.3.2-6]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_expiry_while_offline() {
     let broker = start(test_config()).await;
@@ -325,6 +331,7 @@ async fn shared_subscriptions_round_robin_and_failover() {
     broker.shutdown().await;
 }
 
+// Conformance: [MQTT-5:3.3.2-11] [MQTT-5:3.3.2-12]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_aliases_both_directions() {
     let broker = start(test_config()).await;
@@ -360,6 +367,7 @@ async fn topic_aliases_both_directions() {
     broker.shutdown().await;
 }
 
+// Conformance: [MQTT-5:3.3.4-2] [MQTT-5:3.3.4-3] [MQTT-5:3.3.4-4] [MQTT-5:3.8.3-3] [MQTT-3.1.1:3.3.5-1]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscription_identifiers_no_local_and_overlaps() {
     let broker = start(test_config()).await;
@@ -411,6 +419,7 @@ async fn subscription_identifiers_no_local_and_overlaps() {
     broker.shutdown().await;
 }
 
+// Conformance: [MQTT-5:3.1.4-3] [MQTT-3.1.1:3.1.4-2] [MQTT-5:3.1.2-5]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_takeover() {
     let broker = start(test_config()).await;
@@ -436,6 +445,7 @@ async fn session_takeover() {
     broker.shutdown().await;
 }
 
+// Conformance: [MQTT-5:3.1.3-7] [MQTT-5:3.2.2-16]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_keepalive_and_assigned_client_id() {
     let mut config = test_config();
@@ -455,6 +465,7 @@ async fn max_keepalive_and_assigned_client_id() {
     broker.shutdown().await;
 }
 
+// Conformance: [MQTT-5:3.3.2-15] [MQTT-5:3.3.2-16] [MQTT-5:3.3.2-17] [MQTT-5:3.3.2-20]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_properties_and_request_response_pass_through() {
     let broker = start(test_config()).await;
@@ -487,6 +498,7 @@ async fn user_properties_and_request_response_pass_through() {
     broker.shutdown().await;
 }
 
+// Conformance: [MQTT-3.1.1:4.7.2-1]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sys_topics() {
     let broker = start(test_config()).await;
@@ -737,6 +749,7 @@ async fn event_hooks_see_connections_messages_and_sessions() {
     assert_eq!(log, expected);
 }
 
+// Conformance: [MQTT-5:3.3.2-5]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_retained_messages_are_not_sent_and_are_removed() {
     // [MQTT-3.3.2-5]: a retained message whose expiry passed is not delivered, and the

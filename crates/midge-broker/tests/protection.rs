@@ -39,6 +39,7 @@ fn assert_rss_bounded(before: Option<u64>, what: &str) {
     }
 }
 
+// Conformance: [MQTT-5:4.13.1-1]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_remaining_length() {
     let broker = start(test_config()).await;
@@ -56,6 +57,7 @@ async fn malformed_remaining_length() {
     broker.shutdown().await;
 }
 
+// Conformance: [MQTT-5:3.1.0-1] [MQTT-3.1.1:3.1.0-1]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_packet_not_connect() {
     let broker = start(test_config()).await;
@@ -73,6 +75,7 @@ async fn first_packet_not_connect() {
     broker.shutdown().await;
 }
 
+// Conformance: [MQTT-5:3.1.0-2] [MQTT-3.1.1:3.1.0-2]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_connect() {
     let broker = start(test_config()).await;
@@ -89,6 +92,7 @@ async fn second_connect() {
     broker.shutdown().await;
 }
 
+// Conformance: [MQTT-5:3.3.2-2] [MQTT-5:4.7.3-1] [MQTT-5:4.7.3-2] [MQTT-5:1.5.4-1] [MQTT-5:4.13.1-1]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_topic_names_in_publish() {
     let broker = start(test_config()).await;
@@ -109,6 +113,7 @@ async fn bad_topic_names_in_publish() {
     broker.shutdown().await;
 }
 
+// Conformance: [MQTT-5:2.1.3-1] [MQTT-5:3.8.1-1]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_reserved_flags() {
     let broker = start(test_config()).await;
@@ -126,6 +131,7 @@ async fn wrong_reserved_flags() {
     broker.shutdown().await;
 }
 
+// Conformance: [MQTT-5:4.13.1-1]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_only_packets_from_a_client() {
     let broker = start(test_config()).await;

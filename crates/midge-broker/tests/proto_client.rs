@@ -86,6 +86,7 @@ impl Driver {
     }
 }
 
+// Conformance: [MQTT-3.1.1:7.1.2-1] [MQTT-5:4.2.0-1]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proto_client_publishes_and_receives_at_every_qos() {
     let broker = start(test_config()).await;

@@ -27,6 +27,7 @@ const V3X: &[ProtocolVersion] = &[V3_1, V3_1_1];
 // ---------------------------------------------------------------- fixed header (§2.1, §1.5.5)
 
 /// 5.0 §1.5.5 [MQTT-1.5.5-1]: at most four bytes. A fifth continuation byte is malformed.
+// Conformance: [MQTT-5:1.5.5-1]
 #[test]
 fn remaining_length_over_four_bytes_is_malformed() {
     err_all(
@@ -45,6 +46,7 @@ fn remaining_length_over_four_bytes_is_malformed() {
 }
 
 /// 5.0 §1.5.5 [MQTT-1.5.5-1]: "the minimum number of bytes": 0 sent as 0x80 0x00 is malformed.
+// Conformance: [MQTT-5:1.5.5-1]
 #[test]
 fn non_minimal_remaining_length_is_malformed() {
     err_all("c0 80 00", ALL, E::MalformedVariableInteger, MALFORMED);
@@ -53,6 +55,7 @@ fn non_minimal_remaining_length_is_malformed() {
 
 /// The same rule for the Variable Byte Integers inside a packet: a Property Length (5.0
 /// §2.2.2.1) and a Subscription Identifier (§3.8.2.1.2).
+// Conformance: [MQTT-5:1.5.5-1]
 #[test]
 fn non_minimal_property_length_and_subscription_id_are_malformed() {
     err(
@@ -77,6 +80,7 @@ fn packet_type_zero_is_reserved() {
 
 /// 5.0 §2.1.3 Table 2-2 [MQTT-2.1.3-1] (3.1.1 [MQTT-2.2.2-1], [MQTT-2.2.2-2]): every packet type
 /// but PUBLISH has fixed flags; any other value is malformed.
+// Conformance: [MQTT-5:2.1.3-1] [MQTT-3.1.1:2.2.2-1]
 #[test]
 fn wrong_fixed_header_flags_are_malformed_for_every_packet_type() {
     // (first byte, versions) with one flag bit wrong for each type.
@@ -115,6 +119,7 @@ fn wrong_fixed_header_flags_are_malformed_for_every_packet_type() {
 
 /// MQTT 3.1 §2.1 let clients set DUP on a re-sent PUBREL, SUBSCRIBE or UNSUBSCRIBE (flags
 /// 1010); 3.1.1 [MQTT-2.2.2-2] and 5.0 [MQTT-2.1.3-1] require exactly 0010.
+// Conformance: [MQTT-5:2.1.3-1] [MQTT-3.1.1:2.2.2-1]
 #[test]
 fn dup_on_pubrel_subscribe_unsubscribe_is_accepted_only_in_v31() {
     let pubrel = hex("6a 02 0007");
@@ -137,6 +142,8 @@ fn dup_on_pubrel_subscribe_unsubscribe_is_accepted_only_in_v31() {
 // ---------------------------------------------------------------------------------- PUBLISH
 
 /// 5.0 §3.3.1.2 [MQTT-3.3.1-4]: both QoS bits set is a Malformed Packet.
+// Conformance: [MQTT-5:3.3.1-4]
+// Conformance: [MQTT-3.1.1:3.3.1-4]
 #[test]
 fn publish_qos3_is_malformed() {
     err_all("36 07 0003 612f62 0007", ALL, E::InvalidQoS, MALFORMED);
@@ -145,12 +152,14 @@ fn publish_qos3_is_malformed() {
 }
 
 /// 5.0 §3.3.1.1 [MQTT-3.3.1-2]: DUP must be 0 on QoS 0.
+// Conformance: [MQTT-5:3.3.1-2] [MQTT-3.1.1:3.3.1-2]
 #[test]
 fn publish_dup_on_qos0_is_rejected() {
     err_all("38 05 0003 612f62", ALL, E::DupOnQoS0, PROTOCOL);
 }
 
 /// 5.0 [MQTT-2.2.1-3] (3.1.1 [MQTT-2.3.1-1]): packet identifiers are non-zero.
+// Conformance: [MQTT-3.1.1:2.3.1-1]
 #[test]
 fn zero_packet_identifier_is_rejected() {
     let cases: &[(&str, &[ProtocolVersion])] = &[
@@ -173,6 +182,7 @@ fn zero_packet_identifier_is_rejected() {
 }
 
 /// 5.0 §3.3.2.1 [MQTT-3.3.2-2]: a Topic Name has no wildcard characters.
+// Conformance: [MQTT-5:3.3.2-2] [MQTT-3.1.1:3.3.2-2] [MQTT-5:4.7.0-1] [MQTT-3.1.1:4.7.1-1]
 #[test]
 fn publish_topic_with_wildcard_is_rejected() {
     err_all(
@@ -197,6 +207,7 @@ fn publish_topic_with_wildcard_is_rejected() {
 
 /// 5.0 [MQTT-4.7.3-1] (3.1.1 [MQTT-4.7.3-1]): topics are at least one character long; 5.0
 /// §3.3.2.3.4 allows an empty Topic Name only with a Topic Alias (see the KAT vectors).
+// Conformance: [MQTT-5:4.7.3-1] [MQTT-3.1.1:4.7.3-1]
 #[test]
 fn publish_empty_topic_without_alias_is_rejected() {
     err_all("30 02 0000", V3X, E::EmptyTopic, PROTOCOL);
@@ -209,6 +220,8 @@ fn publish_empty_topic_without_alias_is_rejected() {
 
 /// 5.0 §1.5.4 [MQTT-1.5.4-1] (3.1.1 [MQTT-1.5.3-1]): ill-formed UTF-8, here the overlong
 /// encoding C0 80 and the UTF-16 surrogate ED A0 80 (U+D800), is malformed.
+// Conformance: [MQTT-5:1.5.4-1] [MQTT-5:1.5.7-1] [MQTT-5:3.1.3-4] [MQTT-3.1.1:3.1.3-4] [MQTT-5:3.3.2-1] [MQTT-3.1.1:3.3.2-1] [MQTT-3.1.1:3.8.3-1]
+// Conformance: [MQTT-3.1.1:1.5.3-1]
 #[test]
 fn ill_formed_utf8_is_malformed() {
     // Topic name.
@@ -246,6 +259,8 @@ fn ill_formed_utf8_is_malformed() {
 }
 
 /// 5.0 §1.5.4 [MQTT-1.5.4-2] (3.1.1 [MQTT-1.5.3-2]): U+0000 in a string is malformed.
+// Conformance: [MQTT-5:1.5.4-2] [MQTT-5:4.7.3-2] [MQTT-3.1.1:4.7.3-2]
+// Conformance: [MQTT-3.1.1:1.5.3-2]
 #[test]
 fn null_character_in_strings_is_malformed() {
     err_all("30 05 0003 610062", V3X, E::NullCharacter, MALFORMED);
@@ -445,6 +460,7 @@ fn zero_maximum_packet_size_is_a_protocol_error() {
 }
 
 /// 5.0 [MQTT-3.3.2-8]: a Topic Alias of 0 is not allowed.
+// Conformance: [MQTT-5:3.3.2-8]
 #[test]
 fn zero_topic_alias_is_a_protocol_error() {
     err(
@@ -517,6 +533,7 @@ fn maximum_qos_2_is_a_protocol_error() {
 // ----------------------------------------------------------------- SUBSCRIBE / UNSUBSCRIBE
 
 /// 5.0 [MQTT-3.8.3-2] (3.1.1 [MQTT-3.8.3-3]): at least one topic filter.
+// Conformance: [MQTT-5:3.8.3-2] [MQTT-3.1.1:3.8.3-3]
 #[test]
 fn subscribe_without_topic_filters_is_a_protocol_error() {
     err_all("82 02 000a", V3X, E::EmptySubscribe, PROTOCOL);
@@ -524,6 +541,7 @@ fn subscribe_without_topic_filters_is_a_protocol_error() {
 }
 
 /// 5.0 and 3.1.1 [MQTT-3.10.3-2]: at least one topic filter.
+// Conformance: [MQTT-5:3.10.3-2] [MQTT-3.1.1:3.10.3-2]
 #[test]
 fn unsubscribe_without_topic_filters_is_a_protocol_error() {
     err_all("a2 02 000b", V3X, E::EmptyUnsubscribe, PROTOCOL);
@@ -539,6 +557,7 @@ fn empty_topic_filter_is_rejected() {
 
 /// 5.0 §3.8.3.1 [MQTT-3.8.3-5]: bits 6 and 7 of the options are reserved; 3.1.1
 /// [MQTT-3-8.3-4]: bits 2-7 are reserved.
+// Conformance: [MQTT-5:3.8.3-5]
 #[test]
 fn subscription_options_reserved_bits_are_malformed() {
     err(
@@ -594,6 +613,7 @@ fn subscription_options_retain_handling_3_is_a_protocol_error() {
 // ---------------------------------------------------------------------------------- CONNECT
 
 /// 5.0 and 3.1.1 [MQTT-3.1.2-3]: the reserved flag must be 0.
+// Conformance: [MQTT-5:3.1.2-3]
 #[test]
 fn connect_reserved_flag_is_malformed() {
     err(
@@ -612,6 +632,7 @@ fn connect_reserved_flag_is_malformed() {
 
 /// 3.1.1 [MQTT-3.1.2-22]: "If the User Name Flag is set to 0, the Password Flag MUST be set to
 /// 0." 5.0 dropped the rule (§3.1.2.9; accepted in the KAT vectors).
+// Conformance: [MQTT-3.1.1:3.1.2-22]
 #[test]
 fn connect_password_without_username_is_rejected_before_v5() {
     err(
@@ -629,6 +650,7 @@ fn connect_password_without_username_is_rejected_before_v5() {
 }
 
 /// 5.0 [MQTT-3.1.2-12]: Will QoS 3 is malformed.
+// Conformance: [MQTT-3.1.1:3.1.2-14]
 #[test]
 fn connect_will_qos3_is_malformed() {
     err(
@@ -641,6 +663,7 @@ fn connect_will_qos3_is_malformed() {
 
 /// 5.0 [MQTT-3.1.2-11], [MQTT-3.1.2-13] (3.1.1 [MQTT-3.1.2-13], [MQTT-3.1.2-15]): Will QoS and
 /// Will Retain must be 0 without the Will Flag.
+// Conformance: [MQTT-3.1.1:3.1.2-13] [MQTT-3.1.1:3.1.2-15] [MQTT-5:3.1.2-11]
 #[test]
 fn connect_will_qos_or_retain_without_will_flag_is_malformed() {
     err(
@@ -726,6 +749,7 @@ fn connect_with_unsupported_level_is_rejected() {
 // ---------------------------------------------------------------------------------- CONNACK
 
 /// 5.0 [MQTT-3.2.2-1] (3.1.1 §3.2.2.1): bits 7-1 of the acknowledge flags are reserved.
+// Conformance: [MQTT-5:3.2.2-1]
 #[test]
 fn connack_reserved_flags_are_malformed() {
     err("20 02 02 00", V3_1_1, E::ConnAckReservedFlags, MALFORMED);

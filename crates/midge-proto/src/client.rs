@@ -37,7 +37,8 @@ pub struct ClientConfig {
     /// Keep Alive in seconds; 0 turns it off.
     pub keep_alive: u16,
     /// Clean Start (5.0) / Clean Session (3.x) on every connect. With `false` the session,
-    /// including unacknowledged messages, resumes across connections.
+    /// including unacknowledged messages, resumes across connections. A 3.x client with an
+    /// empty `client_id` always asks for a clean session, as 3.1.1 requires.
     pub clean_start: bool,
     /// User Name.
     pub username: Option<ByteStr>,
@@ -157,7 +158,7 @@ pub enum PublishError {
     /// Every packet identifier is in use.
     #[error("no packet identifier is free")]
     PacketIdsExhausted,
-    /// The topic is not a valid topic name.
+    /// The topic, or the Response Topic, is not a valid topic name.
     #[error("invalid topic name")]
     InvalidTopic,
     /// The server's Maximum QoS is lower [MQTT-3.2.2-11].
@@ -351,7 +352,10 @@ impl Client {
 
     fn connect_packet(&self) -> Connect {
         let mut connect = Connect::new(self.config.version, self.client_id.clone());
-        connect.clean_start = self.config.clean_start;
+        // Before 5.0 a client without an identifier gets no session to resume: it must ask for
+        // a clean one [MQTT-3.1.3-7] (3.1.1), or the server refuses it [MQTT-3.1.3-8].
+        connect.clean_start =
+            self.config.clean_start || (!self.config.version.is_v5() && self.client_id.is_empty());
         connect.keep_alive = self.config.keep_alive;
         connect.username = self.config.username.clone();
         connect.password = self.config.password.clone();
@@ -365,9 +369,17 @@ impl Client {
     ///
     /// Messages wait in a queue of at most `max_queued_messages` until they can be sent: while
     /// not connected, and while the server's Receive Maximum is used up.
-    pub fn publish(&mut self, message: Message) -> Result<Option<PacketId>, PublishError> {
+    pub fn publish(&mut self, mut message: Message) -> Result<Option<PacketId>, PublishError> {
         midge_topic::TopicName::new(message.topic.as_str())
             .map_err(|_| PublishError::InvalidTopic)?;
+        if !crate::server::response_topic_valid(message.properties.response_topic().as_ref()) {
+            return Err(PublishError::InvalidTopic);
+        }
+        if message.properties.has_subscription_identifiers() {
+            // Only servers send Subscription Identifiers [MQTT-3.3.4-6]; a message passed on
+            // as it was received loses them.
+            message.properties.set_subscription_identifiers(&[]);
+        }
         if self.state == State::Connected {
             if message.qos > self.server.maximum_qos {
                 return Err(PublishError::QoSNotSupported);

@@ -343,6 +343,11 @@ impl ServerConnection {
     fn handle_connect(&mut self, connect: Box<Connect>) {
         self.version = connect.protocol;
         let v5 = self.version.is_v5();
+        // A refusal must fit the client's Maximum Packet Size too [MQTT-3.2.2-19].
+        self.client_maximum_packet_size = connect
+            .properties
+            .maximum_packet_size
+            .map_or(MAX_PACKET_SIZE, |m| m.get());
         let mut client_id = connect.client_id.clone();
         if client_id.is_empty() {
             // 3.1 requires an identifier; 3.1.1 allows none only with a clean session
@@ -358,6 +363,10 @@ impl ServerConnection {
         if let Some(will) = &connect.will {
             if TopicName::with_limits(will.topic.as_str(), &self.config.topic_limits).is_err() {
                 return self.refuse(ReasonCode::TOPIC_NAME_INVALID);
+            }
+            if !response_topic_valid(will.properties.response_topic.as_ref()) {
+                // [MQTT-3.3.2-14], for the will's Response Topic.
+                return self.refuse(ReasonCode::PROTOCOL_ERROR);
             }
             if will.qos > self.config.maximum_qos {
                 return self.refuse(ReasonCode::QOS_NOT_SUPPORTED);
@@ -503,6 +512,19 @@ impl ServerConnection {
         if self.version.is_v5() {
             connack.reason_code = reason;
             connack.properties.reason_string = Some(explain(reason));
+            if Packet::ConnAck(Box::new(connack.clone()))
+                .encoded_len(self.version)
+                .is_err()
+            {
+                // Not a CONNACK reason code [MQTT-3.2.2-8] (say, a DISCONNECT-only code from
+                // a hook).
+                connack.reason_code = ReasonCode::UNSPECIFIED_ERROR;
+                connack.properties.reason_string = Some(explain(reason));
+            }
+            if !self.fits(&Packet::ConnAck(Box::new(connack.clone()))) {
+                // [MQTT-3.2.2-19]
+                connack.properties.reason_string = None;
+            }
         } else {
             connack.reason_code = v3_connack_code(reason);
         }
@@ -725,6 +747,10 @@ impl ServerConnection {
         };
         if TopicName::with_limits(topic.as_str(), &self.config.topic_limits).is_err() {
             return self.violation(ReasonCode::TOPIC_NAME_INVALID);
+        }
+        if !response_topic_valid(publish.properties.response_topic().as_ref()) {
+            // A Response Topic is a topic name: no wildcards [MQTT-3.3.2-14].
+            return self.violation(ReasonCode::PROTOCOL_ERROR);
         }
         let packet_id = publish.packet_id;
         // Only 5.0 clients learn our Receive Maximum; for 3.x the packet identifier space is
@@ -1101,6 +1127,12 @@ fn explain(reason: ReasonCode) -> ByteStr {
 }
 
 /// The 3.x CONNACK return code nearest to a 5.0 reason code.
+/// A Response Topic, if any, is a valid topic name: non-empty, no wildcards, no U+0000
+/// [MQTT-3.3.2-14].
+pub(crate) fn response_topic_valid(topic: Option<&ByteStr>) -> bool {
+    topic.is_none_or(|t| TopicName::new(t.as_str()).is_ok())
+}
+
 fn v3_connack_code(reason: ReasonCode) -> ReasonCode {
     match reason.0 {
         0x00 | 0x84 | 0x85 | 0x86 | 0x87 | 0x88 => reason,

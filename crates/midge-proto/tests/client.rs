@@ -78,6 +78,7 @@ fn subscribe_ok(client: &mut Client, now: Instant, version: ProtocolVersion, fil
 
 // ------------------------------------------------------------------------------ CONNECT
 
+// Conformance: [MQTT-5:3.1.0-1] [MQTT-3.1.1:3.1.0-1] [MQTT-5:3.1.2-9] [MQTT-3.1.1:3.1.2-9] [MQTT-5:3.1.2-17] [MQTT-3.1.1:3.1.2-19] [MQTT-5:3.1.2-19] [MQTT-3.1.1:3.1.2-21] [MQTT-5:3.1.3-1] [MQTT-3.1.1:3.1.3-1] [MQTT-5:3.1.3-3] [MQTT-3.1.1:3.1.3-3]
 #[test]
 fn connect_carries_the_configuration_in_every_version() {
     // §3.1.2 (3.1.1 and 5.0); 3.1 uses protocol name MQIsdp, level 3.
@@ -132,6 +133,7 @@ fn a_config_that_cannot_be_encoded_is_refused_up_front() {
 
 // ------------------------------------------------------------------------------ CONNACK
 
+// Conformance: [MQTT-5:3.2.2-21] [MQTT-5:3.1.2-21]
 #[test]
 fn server_keep_alive_overrides_ours() {
     // [MQTT-3.2.2-21]
@@ -163,6 +165,7 @@ fn assigned_client_identifier_is_used_on_reconnect() {
     assert_eq!(connect.client_id.as_str(), "srv-42");
 }
 
+// Conformance: [MQTT-5:3.3.4-7] [MQTT-5:4.9.0-2]
 #[test]
 fn server_receive_maximum_limits_publishes_in_flight() {
     // [MQTT-3.3.4-7], [MQTT-4.9.0-2]: with Receive Maximum 2 the third QoS>0 PUBLISH waits
@@ -204,6 +207,7 @@ fn server_receive_maximum_limits_publishes_in_flight() {
     assert_eq!(publishes(&sent)[0].packet_id, Some(ids[3]));
 }
 
+// Conformance: [MQTT-5:3.2.2-15]
 #[test]
 fn server_maximum_packet_size_refuses_or_drops_publishes() {
     // [MQTT-3.2.2-15]: never send a packet larger than the server's Maximum Packet Size.
@@ -236,6 +240,7 @@ fn server_maximum_packet_size_refuses_or_drops_publishes() {
     assert_eq!(client.publish(big), Err(PublishError::PacketTooLarge));
 }
 
+// Conformance: [MQTT-5:3.2.2-17] [MQTT-5:3.3.2-9]
 #[test]
 fn outbound_topic_aliases_are_set_then_used() {
     // [MQTT-3.2.2-17]/[MQTT-3.3.2-9]: aliases 1..=Topic Alias Maximum; the first PUBLISH on a
@@ -269,6 +274,7 @@ fn outbound_topic_aliases_are_set_then_used() {
     );
 }
 
+// Conformance: [MQTT-5:3.2.2-18]
 #[test]
 fn no_aliases_without_a_topic_alias_maximum() {
     // [MQTT-3.2.2-18]: absent or 0 means no Topic Alias may be sent. An alias the
@@ -309,6 +315,7 @@ fn a_dropped_publish_does_not_leave_an_alias_the_server_never_learnt() {
     assert_eq!(sent[0].topic.as_str(), "t", "alias used before it was set");
 }
 
+// Conformance: [MQTT-5:3.2.2-15]
 #[test]
 fn a_publish_that_fits_only_without_an_alias_is_sent_without_one() {
     // Setting an alias adds three bytes; a message that fits without them must still go out
@@ -357,6 +364,7 @@ fn plain_len(packet: &mut Packet) -> usize {
     packet.encoded_len(V5).unwrap()
 }
 
+// Conformance: [MQTT-5:3.2.2-11]
 #[test]
 fn server_maximum_qos_refuses_higher_qos() {
     // [MQTT-3.2.2-11]
@@ -379,6 +387,7 @@ fn server_maximum_qos_refuses_higher_qos() {
     assert!(client.publish(msg("q", QoS::AtLeastOnce)).is_ok());
 }
 
+// Conformance: [MQTT-5:3.2.2-14]
 #[test]
 fn retain_unavailable_refuses_retained_publishes() {
     // [MQTT-3.2.2-14]
@@ -431,6 +440,8 @@ fn unavailable_subscription_features_refuse_subscribe() {
         .is_ok());
 }
 
+// Conformance: [MQTT-5:4.4.0-1] [MQTT-3.1.1:4.4.0-1] [MQTT-5:3.3.1-1] [MQTT-3.1.1:3.3.1-1] [MQTT-5:4.6.0-1] [MQTT-3.1.1:4.6.0-1] [MQTT-5:4.3.3-6] [MQTT-3.1.1:2.3.1-3]
+// Conformance: [MQTT-5:3.1.2-23] [MQTT-3.1.1:3.1.2-4]
 #[test]
 fn resumed_session_resends_in_flight_in_order_with_dup() {
     // [MQTT-4.4.0-1]: unacknowledged PUBLISH and PUBREL again, original identifiers and
@@ -486,6 +497,7 @@ fn resumed_session_resends_in_flight_in_order_with_dup() {
     }
 }
 
+// Conformance: [MQTT-5:3.2.2-5]
 #[test]
 fn lost_session_resubscribes_and_requeues_sent_publishes() {
     // [MQTT-3.2.2-5] (Session Present 0): the server has no state for us; publishes it
@@ -515,6 +527,7 @@ fn lost_session_resubscribes_and_requeues_sent_publishes() {
     }
 }
 
+// Conformance: [MQTT-5:3.2.2-4]
 #[test]
 fn session_present_after_clean_start_is_a_protocol_error() {
     // [MQTT-3.2.2-4]: a client without session state that gets Session Present 1 closes.
@@ -601,6 +614,7 @@ fn a_packet_before_connack_is_a_protocol_error() {
 
 // ---------------------------------------------------------------------------- keepalive
 
+// Conformance: [MQTT-5:3.1.2-20] [MQTT-3.1.1:3.1.2-23]
 #[test]
 fn keepalive_pings_when_idle_and_gives_up_without_an_answer() {
     // [MQTT-3.1.2-23] (3.1.1: [MQTT-3.1.2-23]): a PINGREQ when nothing else was sent for
@@ -656,6 +670,7 @@ fn keep_alive_zero_never_pings() {
 
 // --------------------------------------------------------------------------- QoS flows
 
+// Conformance: [MQTT-3.1.1:2.3.1-2]
 #[test]
 fn packet_ids_are_never_reused_while_in_flight() {
     // [MQTT-2.2.1-3]: a new SUBSCRIBE, UNSUBSCRIBE or QoS>0 PUBLISH gets an unused identifier.
@@ -741,6 +756,7 @@ fn qos1_completes_with_the_puback_reason_code() {
     assert!(client_events(&mut client).is_empty());
 }
 
+// Conformance: [MQTT-5:4.3.3-3] [MQTT-5:4.3.3-4] [MQTT-5:4.3.3-5] [MQTT-5:2.2.1-5]
 #[test]
 fn qos2_runs_pubrec_pubrel_pubcomp() {
     // [MQTT-4.3.3-1] .. [MQTT-4.3.3-5] (3.1.1: [MQTT-4.3.3-1]): PUBREC answered with
@@ -773,6 +789,7 @@ fn qos2_runs_pubrec_pubrel_pubcomp() {
     }
 }
 
+// Conformance: [MQTT-5:4.4.0-2]
 #[test]
 fn failing_pubrec_completes_without_pubrel() {
     // §4.3.3, §4.9: a PUBREC with a reason code of 0x80 or more ends the flow and frees the
@@ -806,6 +823,7 @@ fn failing_pubrec_completes_without_pubrel() {
     );
 }
 
+// Conformance: [MQTT-3.1.1:2.3.1-6]
 #[test]
 fn inbound_qos1_is_delivered_and_acknowledged() {
     // [MQTT-4.3.2-4] (3.1.1: [MQTT-4.3.2-2])
@@ -822,6 +840,7 @@ fn inbound_qos1_is_delivered_and_acknowledged() {
     assert!(matches!(events.as_slice(), [Event::Message(m)] if m.topic.as_str() == "in"));
 }
 
+// Conformance: [MQTT-5:4.3.3-8] [MQTT-5:4.3.3-10] [MQTT-5:4.3.3-11] [MQTT-3.1.1:4.3.3-2]
 #[test]
 fn inbound_qos2_is_delivered_exactly_once() {
     // [MQTT-4.3.3-10] .. [MQTT-4.3.3-11] (3.1.1: [MQTT-4.3.3-2]): until PUBREL, a repeated
@@ -908,6 +927,7 @@ fn inbound_receive_maximum_exceeded_disconnects() {
     );
 }
 
+// Conformance: [MQTT-5:3.3.2-10]
 #[test]
 fn inbound_topic_aliases_resolve_and_errors_disconnect() {
     // [MQTT-3.3.2-10]: an alias above our Topic Alias Maximum is 0x94 (§3.3.2.3.4); an
@@ -950,6 +970,7 @@ fn inbound_topic_aliases_resolve_and_errors_disconnect() {
     // Aliases last one connection [MQTT-3.3.2-7]: not tested here, see reconnect below.
 }
 
+// Conformance: [MQTT-5:3.3.2-7]
 #[test]
 fn inbound_aliases_do_not_survive_a_reconnect() {
     // [MQTT-3.3.2-7]
@@ -1001,6 +1022,7 @@ fn a_full_queue_refuses_and_loses_nothing() {
     assert!(client.publish(msg("q/3", QoS::AtMostOnce)).is_ok());
 }
 
+// Conformance: [MQTT-5:3.3.2-2] [MQTT-5:4.7.0-1]
 #[test]
 fn invalid_topic_is_refused() {
     let t0 = Instant::now();

@@ -84,6 +84,7 @@ fn with_will(mut connect: Connect, f: impl FnOnce(&mut Will)) -> Connect {
 
 // ------------------------------------------------------------------------------ CONNECT
 
+// Conformance: [MQTT-5:3.1.0-1] [MQTT-3.1.1:3.1.0-1]
 #[test]
 fn first_packet_must_be_connect() {
     // [MQTT-3.1.0-1]: closed without CONNACK.
@@ -100,6 +101,7 @@ fn first_packet_must_be_connect() {
     );
 }
 
+// Conformance: [MQTT-5:3.1.0-2] [MQTT-3.1.1:3.1.0-2]
 #[test]
 fn second_connect_is_a_protocol_error() {
     // [MQTT-3.1.0-2]
@@ -143,6 +145,7 @@ fn second_connect_with_an_unknown_level_is_still_a_protocol_error() {
     );
 }
 
+// Conformance: [MQTT-5:3.1.2-2] [MQTT-3.1.1:3.1.2-2]
 #[test]
 fn unsupported_protocol_level_is_refused_in_the_clients_format() {
     // [MQTT-3.1.2-2]: 3.1.1 return code 0x01, 5.0 reason code 0x84.
@@ -176,6 +179,7 @@ fn unsupported_protocol_level_is_refused_in_the_clients_format() {
     assert_eq!(&out[..], &[0x20, 2, 0, 1]);
 }
 
+// Conformance: [MQTT-3.1.1:3.1.3-8] [MQTT-3.1.1:3.1.3-6] [MQTT-5:3.1.3-6] [MQTT-5:3.1.3-7] [MQTT-5:3.2.2-16]
 #[test]
 fn empty_client_id_rules() {
     // 3.1.1 [MQTT-3.1.3-8]: empty identifier with Clean Session 0 → return code 0x02.
@@ -209,6 +213,7 @@ fn empty_client_id_rules() {
     accepted_server(config(), connect_packet(V3_1, &"x".repeat(23)), None, t0);
 }
 
+// Conformance: [MQTT-5:3.2.2-12] [MQTT-5:3.2.2-13]
 #[test]
 fn will_is_checked_against_the_server() {
     // §3.1.3.3: an invalid Will Topic → 0x90; [MQTT-3.2.2-12]: Will QoS above Maximum QoS
@@ -262,6 +267,7 @@ fn maximum_keep_alive() {
     assert_eq!(server.poll_timeout(), None);
 }
 
+// Conformance: [MQTT-5:3.1.2-22] [MQTT-5:3.2.2-22] [MQTT-3.1.1:3.1.2-24] [MQTT-5:3.1.2-8] [MQTT-3.1.1:3.1.2-8]
 #[test]
 fn keepalive_is_enforced_at_one_and_a_half_intervals() {
     // 3.1.1 [MQTT-3.1.2-24], 5.0 [MQTT-3.1.2-22]; 5.0 gets DISCONNECT 0x8D, and the will is
@@ -370,6 +376,7 @@ fn rejection_maps_to_3_x_return_codes() {
 
 // ---------------------------------------------------------------------- inbound PUBLISH
 
+// Conformance: [MQTT-5:4.3.2-4] [MQTT-5:2.2.1-5]
 #[test]
 fn inbound_qos1_is_acknowledged_after_routing() {
     // [MQTT-4.3.2-4]: PUBACK with the outcome (5.0); 3.x can only say success.
@@ -404,6 +411,7 @@ fn inbound_qos1_is_acknowledged_after_routing() {
     }
 }
 
+// Conformance: [MQTT-5:4.3.3-8] [MQTT-5:4.3.3-10] [MQTT-5:4.3.3-11] [MQTT-3.1.1:4.3.3-2]
 #[test]
 fn inbound_qos2_is_routed_exactly_once() {
     // [MQTT-4.3.3-10] (3.1.1 [MQTT-4.3.3-2]): retransmissions before PUBREL get PUBREC and
@@ -521,6 +529,7 @@ fn inbound_topic_alias_above_maximum_is_0x94() {
 
 // --------------------------------------------------------------------- outbound PUBLISH
 
+// Conformance: [MQTT-5:3.3.4-9] [MQTT-5:4.9.0-2]
 #[test]
 fn outbound_respects_the_clients_receive_maximum() {
     // [MQTT-3.3.4-9]
@@ -561,6 +570,7 @@ fn outbound_qos2_runs_its_flow() {
     assert_eq!(server.session().unwrap().in_flight(), 0);
 }
 
+// Conformance: [MQTT-5:3.3.2-5] [MQTT-5:3.3.2-6]
 #[test]
 fn message_expiry_counts_down_and_expired_messages_are_dropped() {
     // [MQTT-3.3.2-6]: the remaining interval is sent; [MQTT-3.3.2-5]: an expired message
@@ -596,6 +606,7 @@ fn message_expiry_counts_down_and_expired_messages_are_dropped() {
     assert_eq!(server.session().unwrap().stats().dropped_expired, 1);
 }
 
+// Conformance: [MQTT-5:3.1.2-26] [MQTT-5:3.1.2-27] [MQTT-5:3.3.2-11]
 #[test]
 fn outbound_topic_aliases_when_the_client_allows() {
     // [MQTT-3.3.2-11]: at most the client's Topic Alias Maximum; none for 3.x.
@@ -636,6 +647,7 @@ fn outbound_topic_aliases_when_the_client_allows() {
     assert_eq!(publishes(&sent)[0].properties.topic_alias, None);
 }
 
+// Conformance: [MQTT-5:3.1.2-24] [MQTT-5:3.1.2-25]
 #[test]
 fn deliveries_larger_than_the_clients_maximum_are_dropped() {
     // [MQTT-3.1.2-24], [MQTT-3.1.2-25]: never sent, counted, and the next one goes out.
@@ -656,6 +668,7 @@ fn deliveries_larger_than_the_clients_maximum_are_dropped() {
     assert_eq!(session.in_flight(), 1);
 }
 
+// Conformance: [MQTT-5:3.1.2-24]
 #[test]
 fn setting_an_alias_never_pushes_a_packet_over_the_clients_maximum() {
     // [MQTT-3.1.2-24]: Topic Alias adds three bytes to a PUBLISH that fitted exactly.
@@ -749,6 +762,7 @@ fn will_on(
     will.clone()
 }
 
+// Conformance: [MQTT-5:3.1.2-8] [MQTT-5:3.1.2-10] [MQTT-5:3.14.4-3] [MQTT-3.1.1:3.14.4-3] [MQTT-3.1.1:3.1.2-8] [MQTT-3.1.1:3.1.2-10]
 #[test]
 fn will_is_published_unless_the_client_disconnects_normally() {
     // [MQTT-3.1.2-8]; [MQTT-3.14.4-3]: not after DISCONNECT 0x00; yes after 0x04 (§3.14.2.1);
@@ -805,6 +819,7 @@ fn disconnect_cannot_set_a_session_expiry_when_it_was_zero() {
     assert_eq!(server.take_session().unwrap().expiry_interval(), 60);
 }
 
+// Conformance: [MQTT-5:3.1.4-3] [MQTT-3.1.1:3.1.4-2]
 #[test]
 fn takeover_disconnects_and_hands_the_session_back() {
     // [MQTT-3.1.4-3]; 5.0 DISCONNECT 0x8E.
@@ -827,6 +842,7 @@ fn takeover_disconnects_and_hands_the_session_back() {
     }
 }
 
+// Conformance: [MQTT-5:4.4.0-1] [MQTT-3.1.1:4.4.0-1] [MQTT-5:3.3.1-1] [MQTT-3.1.1:3.3.1-1] [MQTT-5:3.2.2-3] [MQTT-3.1.1:3.2.2-2] [MQTT-5:3.1.2-5] [MQTT-5:4.3.3-6]
 #[test]
 fn resumed_session_resends_in_flight_with_dup_in_order() {
     // [MQTT-4.4.0-1], [MQTT-3.3.1-1]; 3.1 has no Session Present flag but still resumes.
@@ -937,6 +953,7 @@ fn subscribe_verdicts() {
     assert!(requests.iter().all(|r| r.options.qos <= QoS::AtLeastOnce));
 }
 
+// Conformance: [MQTT-5:3.8.3-4]
 #[test]
 fn no_local_on_a_shared_subscription_is_a_protocol_error() {
     // [MQTT-3.8.3-4]
@@ -959,6 +976,7 @@ fn no_local_on_a_shared_subscription_is_a_protocol_error() {
     );
 }
 
+// Conformance: [MQTT-3.1.1:3.9.3-2] [MQTT-3.1.1:3.8.4-5] [MQTT-3.1.1:3.10.4-5]
 #[test]
 fn suback_failures_are_0x80_in_3_x_and_successes_recorded() {
     // 3.1.1 §3.9.3: return codes 0x00-0x02 and 0x80 only.
@@ -1240,6 +1258,7 @@ fn reason_strings_explain_disconnects_and_refusals() {
     );
 }
 
+// Conformance: [MQTT-5:3.1.2-29]
 #[test]
 fn failed_acknowledgements_carry_a_reason_string_unless_the_client_declined_them() {
     // [MQTT-3.1.2-29]: with Request Problem Information 0, no Reason String on PUBACK/SUBACK.
@@ -1293,6 +1312,7 @@ fn failed_acknowledgements_carry_a_reason_string_unless_the_client_declined_them
     }
 }
 
+// Conformance: [MQTT-5:3.14.2-3]
 #[test]
 fn a_reason_string_never_pushes_a_packet_over_the_clients_maximum() {
     // 5.0 §3.14.2.2.3: the Reason String is left out rather than exceed Maximum Packet Size.

@@ -65,6 +65,7 @@ fn multi_level_wildcard_matches_parent_and_descendants() {
 }
 
 // 4.7.1.2 [MQTT-4.7.1-1]: `#` alone or after `/`, and last.
+// Conformance: [MQTT-5:4.7.1-1] [MQTT-3.1.1:4.7.1-2]
 #[test]
 fn multi_level_wildcard_placement() {
     assert!(TopicFilter::new("sport/tennis/#").is_ok());
@@ -93,6 +94,7 @@ fn single_level_wildcard_matches_one_level() {
 }
 
 // 4.7.1.3 [MQTT-4.7.1-2]: `+` fills a whole level.
+// Conformance: [MQTT-5:4.7.1-2] [MQTT-3.1.1:4.7.1-3]
 #[test]
 fn single_level_wildcard_placement() {
     for valid in ["+", "+/tennis/#", "sport/+/player1", "+/+", "/+"] {
@@ -105,6 +107,7 @@ fn single_level_wildcard_placement() {
 }
 
 // 4.7.2 [MQTT-4.7.2-1]: topics that start with `$`.
+// Conformance: [MQTT-5:4.7.2-1] [MQTT-3.1.1:4.7.2-1]
 #[test]
 fn system_topics_are_not_matched_by_leading_wildcards() {
     check("#", "$SYS/broker/clients", false);
@@ -119,6 +122,7 @@ fn system_topics_are_not_matched_by_leading_wildcards() {
 }
 
 // 4.7.3: case, spaces and a leading `/` are significant; no normalisation [MQTT-4.7.3-4].
+// Conformance: [MQTT-5:4.7.3-4] [MQTT-3.1.1:4.7.3-4]
 #[test]
 fn levels_compare_exactly() {
     check("ACCOUNTS", "Accounts", false);
@@ -130,6 +134,7 @@ fn levels_compare_exactly() {
 }
 
 // 4.7.0 [MQTT-4.7.0-1] (3.1.1 [MQTT-4.7.1-1]).
+// Conformance: [MQTT-5:4.7.0-1] [MQTT-3.1.1:4.7.1-1]
 #[test]
 fn names_contain_no_wildcards() {
     assert_eq!(TopicName::new("sport/+"), Err(TopicError::WildcardInName));
@@ -138,6 +143,7 @@ fn names_contain_no_wildcards() {
 }
 
 // 4.7.3 [MQTT-4.7.3-1], [MQTT-4.7.3-2], [MQTT-4.7.3-3].
+// Conformance: [MQTT-5:4.7.3-1] [MQTT-5:4.7.3-2] [MQTT-5:4.7.3-3] [MQTT-3.1.1:4.7.3-1] [MQTT-3.1.1:4.7.3-2] [MQTT-3.1.1:4.7.3-3]
 #[test]
 fn length_and_null_rules() {
     assert_eq!(TopicName::new(""), Err(TopicError::Empty));
@@ -157,6 +163,7 @@ fn length_and_null_rules() {
 }
 
 // 4.8.2 [MQTT-4.8.2-1], [MQTT-4.8.2-2].
+// Conformance: [MQTT-5:4.8.2-1] [MQTT-5:4.8.2-2]
 #[test]
 fn shared_subscriptions_parse() {
     let shared = filter("$share/group/sport/+");
