@@ -10,11 +10,10 @@
 //!
 //! Overflow policy: the inbox holds at most `capacity` deliveries. [`Inbox::try_send`] refuses
 //! the next one and hands it back; the caller decides whether to wait for room
-//! ([`Inbox::send_timeout`]) or drop it and count the drop.
+//! ([`Inbox::send_until`]) or drop it and count the drop.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use midge_proto::session::Delivery;
 use tokio::sync::Notify;
@@ -24,8 +23,9 @@ use tokio::sync::Notify;
 pub(crate) enum SendError {
     /// The inbox is at capacity.
     Full(Delivery),
-    /// The connection is closing; its session takes no more deliveries through the inbox.
-    Closed,
+    /// The connection is closing; its session takes no more deliveries through this inbox,
+    /// and the delivery should go to the session's next holder.
+    Closed(Delivery),
 }
 
 #[derive(Debug, Default)]
@@ -64,7 +64,7 @@ impl Inbox {
     pub(crate) fn try_send(&self, delivery: Delivery) -> Result<(), SendError> {
         let mut queue = self.lock();
         if queue.closed {
-            return Err(SendError::Closed);
+            return Err(SendError::Closed(delivery));
         }
         if queue.deliveries.len() >= self.capacity {
             return Err(SendError::Full(delivery));
@@ -78,14 +78,13 @@ impl Inbox {
         Ok(())
     }
 
-    /// Queues a delivery, waiting at most `wait` for room. Gives the delivery back if the
-    /// time ran out (`Full`); drops it if the connection closed.
-    pub(crate) async fn send_timeout(
+    /// Queues a delivery, waiting until `deadline` at most for room. Gives the delivery back
+    /// if the time ran out (`Full`) or the connection closed.
+    pub(crate) async fn send_until(
         &self,
         mut delivery: Delivery,
-        wait: Duration,
+        deadline: tokio::time::Instant,
     ) -> Result<(), SendError> {
-        let deadline = tokio::time::Instant::now() + wait;
         loop {
             // Registered before trying, so that room made between the try and the wait wakes
             // this sender.
@@ -100,6 +99,11 @@ impl Inbox {
                 return Err(SendError::Full(delivery));
             }
         }
+    }
+
+    /// True once the connection closed its inbox.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 
     /// Waits until a delivery may be waiting. Cancel-safe: a wake-up that is not awaited stays
@@ -150,7 +154,7 @@ mod tests {
     use midge_codec::{ByteStr, QoS};
     use midge_proto::Message;
     use std::sync::Arc;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     fn delivery(n: u8) -> Delivery {
         Delivery {
@@ -195,7 +199,7 @@ mod tests {
         assert_eq!(rest.len(), 1);
         assert!(matches!(
             inbox.try_send(delivery(2)),
-            Err(SendError::Closed)
+            Err(SendError::Closed(_))
         ));
     }
 
@@ -206,10 +210,8 @@ mod tests {
         let sender = {
             let inbox = inbox.clone();
             tokio::spawn(async move {
-                inbox
-                    .send_timeout(delivery(2), Duration::from_secs(5))
-                    .await
-                    .is_ok()
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                inbox.send_until(delivery(2), deadline).await.is_ok()
             })
         };
         tokio::task::yield_now().await;
@@ -226,9 +228,8 @@ mod tests {
     async fn a_waiting_sender_gives_up_after_its_timeout() {
         let inbox = Inbox::new(1);
         inbox.try_send(delivery(1)).unwrap();
-        let outcome = inbox
-            .send_timeout(delivery(2), Duration::from_millis(50))
-            .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+        let outcome = inbox.send_until(delivery(2), deadline).await;
         assert!(matches!(outcome, Err(SendError::Full(_))));
     }
 

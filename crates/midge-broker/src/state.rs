@@ -296,23 +296,41 @@ impl Shared {
     /// the pace of its slowest subscriber instead of losing messages it was promised. A
     /// client that is not reading at all costs one timeout, then is marked congested and
     /// skipped at once until it catches up. Returns whether the delivery was queued.
-    pub(crate) async fn send_blocked(&self, blocked: Blocked) -> bool {
-        let Blocked {
-            slot,
-            inbox,
-            delivery,
-        } = blocked;
-        let size = delivery.size();
+    pub(crate) async fn send_blocked(&self, mut blocked: Blocked) -> bool {
         let wait = Duration::from_millis(self.config.limits.backpressure_timeout_ms);
-        match inbox.send_timeout(delivery, wait).await {
-            Ok(()) => true,
-            Err(refused) => {
-                self.release(size);
-                self.counters.dropped_inbox_full.fetch_add(1, Relaxed);
-                if matches!(refused, SendError::Full(_)) {
-                    slot.congested.store(true, Relaxed);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let Blocked {
+                slot,
+                inbox,
+                delivery,
+            } = blocked;
+            let size = delivery.size();
+            match inbox.send_until(delivery, deadline).await {
+                Ok(()) => return true,
+                Err(SendError::Closed(delivery)) => {
+                    // The connection closed while we waited, after it moved its inbox into
+                    // the session: hand the delivery to whoever holds the session now,
+                    // offline or a new connection, instead of losing it.
+                    self.release(size);
+                    match self.deliver_to(&slot, delivery) {
+                        Handed::Queued => return true,
+                        Handed::Refused => return false,
+                        Handed::Blocked(again) => {
+                            if again.inbox.is_closed() {
+                                // The slot still names the closing connection: let it finish.
+                                tokio::task::yield_now().await;
+                            }
+                            blocked = again;
+                        }
+                    }
                 }
-                false
+                Err(SendError::Full(_)) => {
+                    self.release(size);
+                    self.counters.dropped_inbox_full.fetch_add(1, Relaxed);
+                    slot.congested.store(true, Relaxed);
+                    return false;
+                }
             }
         }
     }
@@ -468,6 +486,8 @@ impl Shared {
                         slot.congested.store(false, Relaxed);
                         Handed::Queued
                     }
+                    // Full: wait for room. Closed: the connection is closing and about to
+                    // hand the session on; wait for its next holder.
                     Err(SendError::Full(delivery)) if !slot.congested.load(Relaxed) => {
                         Handed::Blocked(Blocked {
                             slot: slot.clone(),
@@ -475,6 +495,11 @@ impl Shared {
                             delivery,
                         })
                     }
+                    Err(SendError::Closed(delivery)) => Handed::Blocked(Blocked {
+                        slot: slot.clone(),
+                        inbox: inbox.clone(),
+                        delivery,
+                    }),
                     Err(_) => {
                         self.release(size);
                         self.counters.dropped_inbox_full.fetch_add(1, Relaxed);
