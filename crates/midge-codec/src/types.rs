@@ -245,17 +245,21 @@ impl ByteStr {
         if len > Self::INLINE_CAPACITY || range.end > buf.len() {
             return Self::from_scanned(buf.slice(range), plain_topic);
         }
-        let mut data = [0; Self::INLINE_CAPACITY];
         // Copying a whole window of the buffer is a few fixed-size moves instead of a call to
         // `memcpy`; the bytes past `len` are never read.
-        match buf.get(range.start..range.start + Self::INLINE_CAPACITY) {
-            Some(window) => data.copy_from_slice(window),
+        let window = buf
+            .get(range.start..)
+            .and_then(<[u8]>::first_chunk::<{ Self::INLINE_CAPACITY }>);
+        let data = match window {
+            Some(window) => *window,
             None => {
+                let mut data = [0; Self::INLINE_CAPACITY];
                 if let (Some(to), Some(from)) = (data.get_mut(..len), buf.get(range)) {
                     to.copy_from_slice(from);
                 }
+                data
             }
-        }
+        };
         Self(Repr::Inline {
             plain_topic,
             // At most INLINE_CAPACITY.
