@@ -114,6 +114,9 @@ pub(crate) async fn run(
             continue;
         }
         release_if_empty(&mut wbuf);
+        if wbuf.is_empty() && rbuf.is_empty() {
+            d.conn.release_idle_memory();
+        }
         if d.conn.is_closed() {
             break;
         }

@@ -188,7 +188,16 @@ pub struct ServerConnection {
     config: Arc<ServerConfig>,
     state: State,
     version: ProtocolVersion,
+    /// The CONNECT while the broker decides on it.
     connect: Option<Box<Connect>>,
+    /// The will, kept from the accepted CONNECT (the rest of the CONNECT is not kept, so an
+    /// idle connection holds only what it still needs).
+    will: Option<Box<Will>>,
+    /// Request Problem Information of the accepted CONNECT [MQTT-3.1.2-29].
+    problem_information: bool,
+    /// The accepted CONNECT asked for no Session Expiry Interval (or 0), which DISCONNECT may
+    /// not raise [MQTT-3.14.2-2].
+    connect_expiry_was_zero: bool,
     client_id: ByteStr,
     session: Option<Session>,
     keepalive: ServerKeepAlive,
@@ -226,6 +235,9 @@ impl ServerConnection {
             state: State::AwaitingConnect { deadline },
             version: ProtocolVersion::V5,
             connect: None,
+            will: None,
+            problem_information: true,
+            connect_expiry_was_zero: false,
             client_id: ByteStr::new(),
             session: None,
             keepalive: ServerKeepAlive::new(Duration::ZERO, now),
@@ -255,6 +267,21 @@ impl ServerConnection {
     /// True between [`ServerConnection::accept`] and the end of the connection.
     pub fn is_connected(&self) -> bool {
         self.state == State::Connected
+    }
+
+    /// Frees the memory of internal queues that are empty. A driver calls this when the
+    /// connection has nothing to read or write, so that an idle connection keeps no buffers
+    /// from its last burst; the queues grow again when needed.
+    pub fn release_idle_memory(&mut self) {
+        if self.transmit.is_empty() && self.transmit.capacity() > 0 {
+            self.transmit = VecDeque::new();
+        }
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+        if self.early.is_empty() && self.early.capacity() > 0 {
+            self.early = VecDeque::new();
+        }
     }
 
     /// True once the connection has ended; flush [`ServerConnection::poll_transmit`], then
@@ -487,7 +514,12 @@ impl ServerConnection {
             });
         }
         self.session = Some(session);
-        self.connect = Some(connect);
+        let Connect {
+            will, properties, ..
+        } = *connect;
+        self.will = will.map(Box::new);
+        self.problem_information = properties.request_problem_information != Some(false);
+        self.connect_expiry_was_zero = properties.session_expiry_interval.unwrap_or(0) == 0;
         self.connected_at = Some(now);
         self.state = State::Connected;
         while let Some(packet) = self.early.pop_front() {
@@ -580,17 +612,17 @@ impl ServerConnection {
     /// DISCONNECT: not if it set Request Problem Information to 0 [MQTT-3.1.2-29].
     fn problem_information_allowed(&self) -> bool {
         self.version.is_v5()
-            && self
-                .connect
-                .as_ref()
-                .is_none_or(|c| c.properties.request_problem_information != Some(false))
+            && match &self.connect {
+                Some(c) => c.properties.request_problem_information != Some(false),
+                None => self.problem_information,
+            }
     }
 
     fn will(&mut self) -> Option<(Will, u32)> {
         if self.state != State::Connected {
             return None;
         }
-        let will = self.connect.as_mut()?.will.take()?;
+        let will = *self.will.take()?;
         let delay = will.properties.will_delay_interval.unwrap_or(0);
         Some((will, delay))
     }
@@ -683,10 +715,7 @@ impl ServerConnection {
             Packet::PingReq => self.transmit.push_back(Packet::PingResp),
             Packet::Disconnect(d) => {
                 let requested = d.properties.session_expiry_interval;
-                let was_zero = self
-                    .connect
-                    .as_ref()
-                    .is_some_and(|c| c.properties.session_expiry_interval.unwrap_or(0) == 0);
+                let was_zero = self.connect_expiry_was_zero;
                 if requested.is_some_and(|s| s != 0) && was_zero {
                     // A session that ends with its connection cannot be extended at DISCONNECT
                     // [MQTT-3.14.2-2].
