@@ -469,7 +469,9 @@ fn random_seed() -> u64 {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let mut x = nanos ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed) ^ u64::from(std::process::id()) << 32;
+    let mut x = nanos
+        ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed)
+        ^ u64::from(std::process::id()) << 32;
     // splitmix64 finaliser
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -706,7 +708,10 @@ impl Client {
         let correlation = Bytes::from(n.to_be_bytes().to_vec());
         let work = async {
             let (_, mut responses) = self
-                .subscribe(response_topic.clone(), SubscribeOptions::with_qos(QoS::AtLeastOnce))
+                .subscribe(
+                    response_topic.clone(),
+                    SubscribeOptions::with_qos(QoS::AtLeastOnce),
+                )
                 .await?;
             let options = options
                 .response_topic(response_topic)

@@ -206,10 +206,8 @@ impl Driver {
     /// close instead.
     async fn dial(&mut self) -> Option<Result<TcpStream, Ended>> {
         let host = self.host.clone();
-        let connect = tokio::time::timeout(
-            self.connect_timeout,
-            TcpStream::connect((host, self.port)),
-        );
+        let connect =
+            tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, self.port)));
         tokio::pin!(connect);
         loop {
             if self.closing {
@@ -496,10 +494,11 @@ impl Driver {
             match event {
                 Event::Connected(connack) => {
                     self.attempt = 0;
-                    self.state.send_replace(State::Connected);
+                    // The event first: whoever sees the state change can rely on it.
                     self.emit(ConnectionEvent::Connected {
                         session_present: connack.session_present,
                     });
+                    self.state.send_replace(State::Connected);
                 }
                 Event::Message(message) => self.route(message, None),
                 Event::MessageToAcknowledge { packet_id, message } => {
@@ -604,6 +603,7 @@ impl Driver {
 
     /// The client closes for good: every pending operation fails, subscriptions end.
     fn finish(mut self, reason: Option<Disconnect>) {
+        self.emit(ConnectionEvent::Closed);
         self.state.send_replace(State::Closed(reason));
         for (_, (reply, _)) in self.waiters.drain() {
             let _ = reply.send(Err(ClientError::Closed));
@@ -636,7 +636,6 @@ impl Driver {
         for reply in self.disconnect_replies.drain(..) {
             let _ = reply.send(());
         }
-        self.emit(ConnectionEvent::Closed);
     }
 }
 

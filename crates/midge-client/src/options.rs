@@ -214,10 +214,9 @@ impl PublishOptions {
     /// Adds a 5.0 User Property.
     #[must_use]
     pub fn user_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        let result = self.properties.push_user_property(
-            ByteStr::from(key.into()),
-            ByteStr::from(value.into()),
-        );
+        let result = self
+            .properties
+            .push_user_property(ByteStr::from(key.into()), ByteStr::from(value.into()));
         self.keep(result)
     }
 }
@@ -296,10 +295,16 @@ mod tests {
     #[test]
     fn the_first_property_error_is_kept() {
         let long = "x".repeat(70_000);
-        let options = PublishOptions::new().content_type(long).response_topic("ok");
+        let options = PublishOptions::new()
+            .content_type(long)
+            .response_topic("ok");
         assert!(options.error.is_some());
         assert_eq!(
-            options.properties.response_topic().as_ref().map(ByteStr::as_str),
+            options
+                .properties
+                .response_topic()
+                .as_ref()
+                .map(ByteStr::as_str),
             Some("ok")
         );
     }
