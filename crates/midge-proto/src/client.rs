@@ -891,9 +891,14 @@ impl Client {
         }
     }
 
-    /// QoS 1 and 2 messages received and not yet completed on our side.
+    /// With manual acks: QoS 1 and 2 messages the application holds and has not acknowledged.
+    ///
+    /// QoS 2 identifiers acknowledged and awaiting PUBREL are not counted, although the server
+    /// counts them until PUBCOMP: they hold no message (and are bounded by the identifier
+    /// space), and servers that forget to count their retransmissions after a resumed session
+    /// (mosquitto 2.0) would otherwise be disconnected over and over.
     fn unacknowledged_incoming(&self) -> usize {
-        self.qos1_unacknowledged.len() + self.qos2_unacknowledged.len() + self.incoming_qos2.len()
+        self.qos1_unacknowledged.len() + self.qos2_unacknowledged.len()
     }
 
     /// With [`ClientConfig::manual_acks`]: the application has taken the message reported as

@@ -86,8 +86,8 @@ impl Proxy {
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
-                    // A connection lives 20..150 ms when chaos is on.
-                    let life = Duration::from_millis(20 + rng % 130);
+                    // A connection lives 5..80 ms when chaos is on.
+                    let life = Duration::from_millis(5 + rng % 75);
                     let target = *upstream.lock().expect("upstream");
                     connections.fetch_add(1, Relaxed);
                     tokio::spawn(pipe(inbound, target, cut_rx.clone(), chaos.clone(), life));
@@ -114,7 +114,7 @@ impl Proxy {
         *self.upstream.lock().expect("upstream") = upstream;
     }
 
-    /// Cut connections at random moments (each new connection lives 20..150 ms), or not.
+    /// Cut connections at random moments (each new connection lives 5..80 ms), or not.
     pub fn chaos(&self, on: bool) {
         self.chaos.store(on, Relaxed);
     }
@@ -225,6 +225,13 @@ impl Mosquitto {
                 .map_or(0, |d| d.as_nanos())
         ));
         std::fs::create_dir_all(&dir).expect("mosquitto dir");
+        // Started as root, mosquitto drops to its own user, which must still be able to write
+        // its persistence file here.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                .expect("mosquitto dir permissions");
+        }
         // A free port: bind port 0, read it, release it.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -300,4 +307,162 @@ impl Drop for Mosquitto {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+// ------------------------------------------------------------------------ numbered streams
+
+/// Streams `n` numbered messages at `qos` from one client to another through `addr`, both
+/// with persistent sessions, while `disrupt` (given the count of distinct messages received
+/// so far) breaks things. Then checks that none was lost and, at QoS 2, that none came twice.
+pub async fn numbered_messages<D, F>(
+    addr: SocketAddr,
+    version: midge_client::ProtocolVersion,
+    qos: midge_client::QoS,
+    n: usize,
+    tag: &str,
+    disrupt: D,
+) where
+    D: FnOnce(Arc<std::sync::atomic::AtomicUsize>) -> F,
+    F: std::future::Future<Output = ()>,
+{
+    use midge_client::{PublishOptions, QoS, ReasonCode, SubscribeOptions};
+    use std::sync::atomic::AtomicUsize;
+
+    let persistent = |id: String| {
+        builder(addr, &id)
+            .version(version)
+            .clean_start(false)
+            .session_expiry(600)
+            .keep_alive(5)
+    };
+    let subscriber = within(
+        "subscriber connects",
+        persistent(format!("{tag}-sub")).connect(),
+    )
+    .await
+    .expect("subscriber connects");
+    let (_, mut stream) = within(
+        "subscribe",
+        subscriber.subscribe(format!("{tag}/#"), SubscribeOptions::with_qos(qos)),
+    )
+    .await
+    .expect("subscribed");
+    let publisher = within(
+        "publisher connects",
+        persistent(format!("{tag}-pub")).connect(),
+    )
+    .await
+    .expect("publisher connects");
+    // The last connection events of each client, for the report of a stuck run.
+    let history = Arc::new(Mutex::new(Vec::<String>::new()));
+    for (who, client) in [("sub", &subscriber), ("pub", &publisher)] {
+        let mut events = client.events();
+        let history = history.clone();
+        tokio::spawn(async move {
+            while let Ok(event) = events.recv().await {
+                let mut history = history.lock().expect("history");
+                if history.len() > 400 {
+                    history.remove(0);
+                }
+                history.push(format!("{who} {event:?}"));
+            }
+        });
+    }
+    let received = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(vec![0u32; n]));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let collector = tokio::spawn({
+        let received = received.clone();
+        let seen = seen.clone();
+        async move {
+            let mut counts = vec![0u32; n];
+            let mut distinct = 0;
+            loop {
+                let message = stream.recv().await.expect("the subscription stays open");
+                let index: usize = std::str::from_utf8(message.payload())
+                    .expect("utf-8")
+                    .parse()
+                    .expect("a number");
+                if index == n {
+                    // The end marker, published after every message had arrived once.
+                    return counts;
+                }
+                counts[index] += 1;
+                seen.lock().expect("seen")[index] += 1;
+                if counts[index] == 1 {
+                    distinct += 1;
+                    received.store(distinct, Relaxed);
+                }
+            }
+        }
+    });
+    let producer = tokio::spawn({
+        let publisher = publisher.clone();
+        let acked = acked.clone();
+        let topic = format!("{tag}/numbered");
+        async move {
+            let mut handles = Vec::with_capacity(n);
+            for i in 0..n {
+                let handle = publisher
+                    .enqueue(topic.clone(), i.to_string(), PublishOptions::with_qos(qos))
+                    .await
+                    .expect("queued");
+                handles.push(handle);
+            }
+            for (i, handle) in handles.into_iter().enumerate() {
+                let outcome = handle.await;
+                assert!(outcome.is_ok(), "message {i}: {outcome:?}");
+                acked.fetch_add(1, Relaxed);
+            }
+        }
+    });
+    let report = || {
+        let seen = seen.lock().expect("seen");
+        let missing: Vec<_> = (0..n).filter(|&i| seen[i] == 0).take(20).collect();
+        let history = history.lock().expect("history");
+        let last: Vec<_> = history
+            .iter()
+            .rev()
+            .filter(|e| !e.contains("Reconnecting"))
+            .take(12)
+            .collect();
+        format!(
+            "{tag}: received {} of {n}, {} acknowledged to the publisher, first missing {missing:?}, last events {last:?}",
+            received.load(Relaxed),
+            acked.load(Relaxed)
+        )
+    };
+    let progress = async {
+        disrupt(received.clone()).await;
+        producer.await.expect("producer");
+        while received.load(Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    if tokio::time::timeout(WAIT, progress).await.is_err() {
+        panic!("stuck: {}", report());
+    }
+    within(
+        "end marker",
+        publisher.publish(
+            format!("{tag}/numbered"),
+            n.to_string(),
+            PublishOptions::with_qos(qos),
+        ),
+    )
+    .await
+    .expect("end marker");
+    let counts = within("collector", collector).await.expect("collector");
+    let missing: Vec<_> = (0..n).filter(|&i| counts[i] == 0).collect();
+    assert!(
+        missing.is_empty(),
+        "lost {} messages: {missing:?}",
+        missing.len()
+    );
+    if qos == QoS::ExactlyOnce {
+        let twice: Vec<_> = (0..n).filter(|&i| counts[i] > 1).collect();
+        assert!(twice.is_empty(), "QoS 2 duplicated {twice:?}");
+    }
+    publisher.disconnect(ReasonCode::SUCCESS).await;
+    subscriber.disconnect(ReasonCode::SUCCESS).await;
 }
