@@ -585,7 +585,10 @@ impl Driver {
             return;
         };
         shared.counters.clients_connected.fetch_sub(1, Relaxed);
-        // Deliveries still in the inbox belong to the session.
+        // Deliveries still in the inbox belong to the session. Closing the inbox first makes
+        // a publisher still waiting for room in it (`Shared::send_blocked`) take its delivery
+        // to the session's next holder instead of leaving it here, lost.
+        self.inbox.close();
         while let Ok(delivery) = self.inbox.try_recv() {
             self.deliver(delivery);
         }

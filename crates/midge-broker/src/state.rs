@@ -295,23 +295,41 @@ impl Shared {
     /// the pace of its slowest subscriber instead of losing messages it was promised. A
     /// client that is not reading at all costs one timeout, then is marked congested and
     /// skipped at once until it catches up. Returns whether the delivery was queued.
-    pub(crate) async fn send_blocked(&self, blocked: Blocked) -> bool {
-        let Blocked {
-            slot,
-            inbox,
-            delivery,
-        } = blocked;
-        let size = delivery.size();
+    pub(crate) async fn send_blocked(&self, mut blocked: Blocked) -> bool {
         let wait = Duration::from_millis(self.config.limits.backpressure_timeout_ms);
-        match tokio::time::timeout(wait, inbox.send(delivery)).await {
-            Ok(Ok(())) => true,
-            outcome => {
-                self.release(size);
-                self.counters.dropped_inbox_full.fetch_add(1, Relaxed);
-                if outcome.is_err() {
-                    slot.congested.store(true, Relaxed);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let Blocked {
+                slot,
+                inbox,
+                delivery,
+            } = blocked;
+            let size = delivery.size();
+            match tokio::time::timeout_at(deadline, inbox.send(delivery)).await {
+                Ok(Ok(())) => return true,
+                Ok(Err(mpsc::error::SendError(delivery))) => {
+                    // The connection closed while we waited, and its inbox with it (after it
+                    // moved what was in it into the session): hand the delivery to whoever
+                    // holds the session now, offline or a new connection.
+                    self.release(size);
+                    match self.deliver_to(&slot, delivery) {
+                        Handed::Queued => return true,
+                        Handed::Refused => return false,
+                        Handed::Blocked(again) => {
+                            if again.inbox.is_closed() {
+                                // The slot still names the closing connection: let it finish.
+                                tokio::task::yield_now().await;
+                            }
+                            blocked = again;
+                        }
+                    }
                 }
-                false
+                Err(_) => {
+                    self.release(size);
+                    self.counters.dropped_inbox_full.fetch_add(1, Relaxed);
+                    slot.congested.store(true, Relaxed);
+                    return false;
+                }
             }
         }
     }
@@ -467,6 +485,8 @@ impl Shared {
                         slot.congested.store(false, Relaxed);
                         Handed::Queued
                     }
+                    // Full: wait for room. Closed: the connection is closing and about to
+                    // hand the session on; wait for its next holder.
                     Err(TrySendError::Full(delivery)) if !slot.congested.load(Relaxed) => {
                         Handed::Blocked(Blocked {
                             slot: slot.clone(),
@@ -474,6 +494,11 @@ impl Shared {
                             delivery,
                         })
                     }
+                    Err(TrySendError::Closed(delivery)) => Handed::Blocked(Blocked {
+                        slot: slot.clone(),
+                        inbox: inbox.clone(),
+                        delivery,
+                    }),
                     Err(_) => {
                         self.release(size);
                         self.counters.dropped_inbox_full.fetch_add(1, Relaxed);
