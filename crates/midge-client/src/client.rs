@@ -142,7 +142,7 @@ impl std::fmt::Debug for Client {
 }
 
 /// The outcome of one publish: resolves when the broker acknowledged it (QoS 1 and 2) or when
-/// it was handed to the connection (QoS 0). Dropping it does not withdraw the message.
+/// the driver queued it for sending (QoS 0). Dropping it does not withdraw the message.
 #[derive(Debug)]
 #[must_use = "the publish goes out anyway; await this to learn its outcome"]
 pub struct PublishHandle {
@@ -518,10 +518,11 @@ impl Client {
         Ok(PublishHandle { rx })
     }
 
-    /// Publishes a message and waits for its outcome: for QoS 1 and 2 the broker's
-    /// acknowledgement of this message (PUBACK, or PUBCOMP), for QoS 0 its hand-over to the
-    /// connection. Returns the broker's reason code (0 in 3.1.1; 5.0 may say 0x10 No
-    /// matching subscribers); failure codes are [`ClientError::Refused`].
+    /// Publishes a message and waits for its outcome: for QoS 1 the broker's PUBACK of this
+    /// message, for QoS 2 its PUBCOMP (after PUBREC and PUBREL), for QoS 0 its hand-over to
+    /// the driver's send queue. Returns the broker's reason code (always 0 in 3.1.1; a 5.0
+    /// PUBACK may say 0x10 No matching subscribers); failure codes (0x80 and above, or a
+    /// failing PUBREC) are [`ClientError::Refused`].
     ///
     /// Waits for a place when the queue is full (see [`Client`]), and while offline the
     /// message waits in that queue until the connection is back.

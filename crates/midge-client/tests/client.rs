@@ -318,6 +318,16 @@ async fn request_response_round_trip() {
         }
     })
     .await;
+    // respond, dropped after it started: the response still goes out.
+    let (_, mut manual) = server.subscribe("svc/manual", sub(QOS1)).await.unwrap();
+    let asking = tokio::spawn({
+        let client = client.clone();
+        async move { client.request("svc/manual", "q", pubq(QOS1), WAIT).await }
+    });
+    let request = within("manual request", manual.recv()).await.unwrap();
+    let _ = poll_once_and_drop(server.respond(&request, "dropped but sent", pubq(QOS1))).await;
+    let response = within("response", asking).await.unwrap().unwrap();
+    assert_eq!(response.payload(), &Bytes::from_static(b"dropped but sent"));
     client.disconnect(ReasonCode::SUCCESS).await;
     server.disconnect(ReasonCode::SUCCESS).await;
     responder.await.unwrap();
