@@ -162,7 +162,7 @@ async fn incoming_messages_expose_every_v5_property() {
         [("k1".into(), "v1".into()), ("k2".into(), "v2".into())]
     );
     let expiry = m.message_expiry_interval().unwrap();
-    assert!(expiry <= 300 && expiry >= 290, "{expiry}");
+    assert!((290..=300).contains(&expiry), "{expiry}");
     assert_eq!(m.payload_format(), Some(PayloadFormat::Utf8));
     assert_eq!(m.subscription_identifiers(), [42]);
     // A property that cannot be encoded fails the publish, and nothing is queued.
@@ -306,7 +306,7 @@ async fn request_response_round_trip() {
     .await;
     // Cancel safety: a request dropped after it started leaves no subscription behind, and
     // the next one works.
-    let _ = (poll_once_and_drop(client.request("svc/echo", "gone", pubq(QOS1), WAIT)).await);
+    let _ = poll_once_and_drop(client.request("svc/echo", "gone", pubq(QOS1), WAIT)).await;
     let response = client
         .request("svc/echo", "again", pubq(QOS1), WAIT)
         .await
@@ -431,7 +431,7 @@ async fn cancel_safety_of_publish_subscribe_unsubscribe_disconnect_and_recv() {
     let (_, mut seen) = client.subscribe("cancel/seen", sub(QOS1)).await.unwrap();
 
     // publish and enqueue, dropped after they queued the message: it is still delivered.
-    let _ = (poll_once_and_drop(client.publish("cancel/seen", "p", pubq(QOS1))).await);
+    let _ = poll_once_and_drop(client.publish("cancel/seen", "p", pubq(QOS1))).await;
     assert_eq!(within("p", seen.recv()).await.unwrap().payload(), "p");
     let handle = client
         .enqueue("cancel/seen", "e", pubq(QOS1))
@@ -442,7 +442,7 @@ async fn cancel_safety_of_publish_subscribe_unsubscribe_disconnect_and_recv() {
 
     // subscribe, dropped after it started: once its SUBACK is in, it is undone.
     let before = subscribes.load(Relaxed);
-    let _ = (poll_once_and_drop(client.subscribe("cancel/sub", sub(QOS1))).await);
+    let _ = poll_once_and_drop(client.subscribe("cancel/sub", sub(QOS1))).await;
     within("subscribe then unsubscribe", async {
         while subscribes.load(Relaxed) == before || broker.stats().subscriptions != 1 {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -456,7 +456,7 @@ async fn cancel_safety_of_publish_subscribe_unsubscribe_disconnect_and_recv() {
 
     // unsubscribe, dropped after it started: it still happens.
     let (_, mut gone) = client.subscribe("cancel/unsub", sub(QOS1)).await.unwrap();
-    let _ = (poll_once_and_drop(client.unsubscribe("cancel/unsub")).await);
+    let _ = poll_once_and_drop(client.unsubscribe("cancel/unsub")).await;
     assert!(within("stream ends", gone.recv()).await.is_none());
     within("unsubscribed", async {
         while broker.stats().subscriptions != 1 {
@@ -492,7 +492,7 @@ async fn cancel_safety_of_publish_subscribe_unsubscribe_disconnect_and_recv() {
     // wait_connected is cancel-safe (it only watches), and disconnect, dropped after it
     // started, still closes the client.
     assert!(poll_once_and_drop(client.wait_connected()).await);
-    let _ = (poll_once_and_drop(client.disconnect(ReasonCode::SUCCESS)).await);
+    let _ = poll_once_and_drop(client.disconnect(ReasonCode::SUCCESS)).await;
     within("closed", async {
         while !client.is_closed() {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -583,10 +583,11 @@ async fn publishing_from_a_handler_under_full_back_pressure_completes() {
     });
     let producer = builder(addr, "producer").connect().await.unwrap();
     for n in 0..N {
-        let _ = producer
+        let handle = producer
             .enqueue(format!("in/{}", n % 7), n.to_string(), pubq(QOS1))
             .await
             .unwrap();
+        drop(handle);
     }
     within("handler done", handler_task).await.unwrap();
     within("every answer arrived", collector).await.unwrap();
