@@ -72,11 +72,14 @@ async fn qos2_loses_and_duplicates_nothing_through_random_cuts() {
     through_random_cuts(QoS::ExactlyOnce, ProtocolVersion::V5, "chaos2", 0x9abc_def1).await;
 }
 
+/// (broker, message number, sessions it went to), for every message routed.
+type Routed = Arc<Mutex<Vec<(u8, usize, usize)>>>;
+
 /// Records the number in the payload of every message a broker routes, and how many sessions
 /// it went to.
 struct Recorder {
     broker: u8,
-    routed: Arc<Mutex<Vec<(u8, usize, usize)>>>,
+    routed: Routed,
 }
 
 impl midge_broker::Hooks for Recorder {
@@ -96,10 +99,7 @@ impl midge_broker::Hooks for Recorder {
     }
 }
 
-async fn recording_broker(
-    broker: u8,
-    routed: &Arc<Mutex<Vec<(u8, usize, usize)>>>,
-) -> midge_broker::BrokerHandle {
+async fn recording_broker(broker: u8, routed: &Routed) -> midge_broker::BrokerHandle {
     let mut config = broker_config();
     config.sessions.max_queued_messages = 2 * N;
     midge_broker::Broker::builder()

@@ -666,6 +666,10 @@ async fn without_reconnection_a_lost_connection_closes_the_client_and_fails_what
         )
     ));
     assert_eq!(next_event(&mut events).await, ConnectionEvent::Closed);
+    assert_eq!(
+        within("closed", client.wait_connected()).await,
+        Err(ClientError::Closed)
+    );
     assert!(client.is_closed());
     assert!(within("stream ends", messages.recv()).await.is_none());
     assert_eq!(
