@@ -385,9 +385,9 @@ impl ClientBuilder {
             }
             config.properties = properties;
         } else {
-            // 3.1.1 cannot announce limits, but the state machine enforces them on what
-            // arrives: keep them out of CONNECT by checking them here.
+            // 3.1.1 cannot announce limits; the packet size limit still holds on what arrives.
             config.properties = ConnectProperties::default();
+            config.incoming_packet_limit = std::num::NonZeroU32::new(self.limits.max_packet_size);
         }
         config
     }

@@ -65,6 +65,10 @@ pub struct ClientConfig {
     /// the server's flow control bounds what an application that falls behind has to hold.
     /// Off by default.
     pub manual_acks: bool,
+    /// The largest packet accepted from the server when `properties` sets no Maximum Packet
+    /// Size: 3.1.1 cannot announce one, but a limit still holds on what is buffered. `None`
+    /// (the default) accepts any size MQTT can express.
+    pub incoming_packet_limit: Option<std::num::NonZeroU32>,
 }
 
 impl ClientConfig {
@@ -85,6 +89,7 @@ impl ClientConfig {
             response_timeout: Duration::from_secs(10),
             use_topic_aliases: true,
             manual_acks: false,
+            incoming_packet_limit: None,
         }
     }
 
@@ -97,6 +102,7 @@ impl ClientConfig {
     fn maximum_packet_size(&self) -> u32 {
         self.properties
             .maximum_packet_size
+            .or(self.incoming_packet_limit)
             .map_or(MAX_PACKET_SIZE, |m| m.get())
     }
 }

@@ -921,6 +921,24 @@ fn manual_acks_hold_puback_and_pubrec_until_the_application_acknowledges() {
 }
 
 #[test]
+fn incoming_packet_limit_holds_under_3_1_1() {
+    // 3.1.1 has no Maximum Packet Size property; the configured limit still refuses a larger
+    // packet before buffering it.
+    let t0 = Instant::now();
+    let mut config = client_config(V3_1_1);
+    config.incoming_packet_limit = NonZeroU32::new(64);
+    let mut client = connected_client(config, ConnAck::default(), t0);
+    let mut big = publish("in", QoS::AtMostOnce, None);
+    big.payload = Bytes::from(vec![0u8; 100]);
+    client_feed(&mut client, t0, V3_1_1, Packet::Publish(big));
+    assert!(!client.is_connected());
+    assert!(matches!(
+        client_events(&mut client).last(),
+        Some(Event::Closed(CloseReason::ProtocolViolation(_)))
+    ));
+}
+
+#[test]
 fn manual_acks_count_against_receive_maximum() {
     // [MQTT-3.3.4-9]: unacknowledged QoS 1 and 2 messages count against our Receive Maximum.
     let t0 = Instant::now();
