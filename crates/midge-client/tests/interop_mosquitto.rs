@@ -4,7 +4,8 @@
 //!
 //! mosquitto is stopped and started again in the middle of a stream of 10,000 numbered
 //! messages: with persistent sessions (mosquitto saves them on SIGTERM), QoS 1 loses none and
-//! QoS 2 loses none and duplicates none.
+//! QoS 2 loses none and duplicates none. Through a proxy that cuts connections at random,
+//! QoS 1 loses none.
 
 mod common;
 
@@ -142,7 +143,8 @@ async fn qos1_loses_nothing_through_random_cuts_to_mosquitto() {
     mosquitto_through_random_cuts(QoS::AtLeastOnce, ProtocolVersion::V3_1_1, "mchaos1").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn qos2_loses_and_duplicates_nothing_through_random_cuts_to_mosquitto() {
-    mosquitto_through_random_cuts(QoS::ExactlyOnce, ProtocolVersion::V5, "mchaos2").await;
-}
+// No QoS 2 counterpart: through random cuts, mosquitto 2.0.11 sometimes sends a QoS 2 PUBLISH
+// again (DUP set, same packet identifier) after it has received our PUBREC and sent PUBREL for
+// it, and a receiver must take a PUBLISH after PUBREL as a new message. Exactly-once through
+// random cuts is checked against the midge broker (`tests/chaos.rs`), and against mosquitto
+// across a restart (above).
