@@ -24,27 +24,35 @@ async fn through_random_cuts(qos: QoS, version: ProtocolVersion, tag: &str, seed
         .await
         .unwrap();
     let proxy = Proxy::start(broker.local_addr(), seed).await;
-    numbered_messages(proxy.addr, version, qos, N, tag, |received| {
-        let proxy = &proxy;
-        let broker = &broker;
-        async move {
-            proxy.chaos(true);
-            // The connections made so far were accepted in peace: cut them too.
-            proxy.cut_all();
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while received.load(Relaxed) < N {
-                if std::time::Instant::now() > deadline {
-                    proxy.chaos(false);
-                    proxy.cut_all();
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    eprintln!("{tag} stuck, then calm for 1 s: {:?}", broker.stats());
-                    break;
+    numbered_messages(
+        proxy.addr,
+        version,
+        qos,
+        qos == QoS::ExactlyOnce,
+        N,
+        tag,
+        |received| {
+            let proxy = &proxy;
+            let broker = &broker;
+            async move {
+                proxy.chaos(true);
+                // The connections made so far were accepted in peace: cut them too.
+                proxy.cut_all();
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while received.load(Relaxed) < N {
+                    if std::time::Instant::now() > deadline {
+                        proxy.chaos(false);
+                        proxy.cut_all();
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        eprintln!("{tag} stuck, then calm for 1 s: {:?}", broker.stats());
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                proxy.chaos(false);
             }
-            proxy.chaos(false);
-        }
-    })
+        },
+    )
     .await;
     // Two first connections, and the cuts made many more.
     let connections = proxy.connections.load(Relaxed);

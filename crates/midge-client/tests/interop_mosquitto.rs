@@ -3,9 +3,9 @@
 //! `MIDGE_REQUIRE_PEERS=1` (set by `.ci/run`).
 //!
 //! mosquitto is stopped and started again in the middle of a stream of 10,000 numbered
-//! messages: with persistent sessions (mosquitto saves them on SIGTERM), QoS 1 loses none and
-//! QoS 2 loses none and duplicates none. Through a proxy that cuts connections at random,
-//! QoS 1 loses none.
+//! messages: with persistent sessions (mosquitto saves them on SIGTERM), QoS 1 and QoS 2 lose
+//! none. Through a proxy that cuts connections at random, QoS 1 loses none. (QoS 2 duplicates
+//! are not checked against mosquitto: see `through_a_restart`.)
 
 mod common;
 
@@ -84,13 +84,20 @@ async fn pub_sub_and_request_response_with_mosquitto() {
     }
 }
 
+/// `exactly_once` is off for QoS 2: after a restart, mosquitto 2.0.11 sometimes sends a QoS 2
+/// PUBLISH again (DUP set, same packet identifier) after it sent PUBREL for it and got our
+/// PUBCOMP, where it should resend PUBREL [MQTT-4.4.0-1]; after PUBCOMP a receiver must take
+/// a PUBLISH with that identifier as a new message (§4.3.3).
+/// It also ignores our Receive Maximum after a restart, so the subscriber disconnects with
+/// 0x93 and resumes, many times, before the stream is through. Exactly-once is checked
+/// against the midge broker (`tests/chaos.rs`).
 async fn through_a_restart(qos: QoS, version: ProtocolVersion, tag: &str) {
     let Some(mut mosquitto) = Mosquitto::start(tag).await else {
         return;
     };
     let addr = mosquitto.addr;
     let mosquitto_ref = &mut mosquitto;
-    numbered_messages(addr, version, qos, N, tag, |received| async move {
+    numbered_messages(addr, version, qos, false, N, tag, |received| async move {
         within("a third of the stream", async {
             while received.load(Relaxed) < N / 3 {
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -110,7 +117,7 @@ async fn qos1_loses_nothing_when_mosquitto_restarts_mid_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn qos2_loses_and_duplicates_nothing_when_mosquitto_restarts_mid_stream() {
+async fn qos2_loses_nothing_when_mosquitto_restarts_mid_stream() {
     through_a_restart(QoS::ExactlyOnce, ProtocolVersion::V5, "restart2").await;
 }
 
@@ -119,7 +126,7 @@ async fn mosquitto_through_random_cuts(qos: QoS, version: ProtocolVersion, tag: 
         return;
     };
     let proxy = Proxy::start(mosquitto.addr, 0x5eed).await;
-    numbered_messages(proxy.addr, version, qos, N, tag, |received| {
+    numbered_messages(proxy.addr, version, qos, false, N, tag, |received| {
         let proxy = &proxy;
         async move {
             proxy.chaos(true);
