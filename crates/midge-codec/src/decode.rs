@@ -114,8 +114,15 @@ impl Packet {
             // The most frequent packet: checked on the byte slice first, then split into its
             // parts with as few `Bytes` operations as possible.
             let layout = publish_layout(&header, buf, version.is_v5());
-            let packet = buf.split_to(header.total_len).freeze();
-            return build_publish(header.first, packet, layout?).map(|p| Some(Self::Publish(p)));
+            let packet = if buf.capacity() == header.total_len {
+                // The buffer holds this packet and has no room for anything else, as when a
+                // reader sizes a buffer to one packet: it becomes the packet's storage whole.
+                // Splitting it would make it shared, which allocates on a fresh buffer.
+                core::mem::take(buf).freeze()
+            } else {
+                buf.split_to(header.total_len).freeze()
+            };
+            return build_publish(header.first, packet, layout?);
         }
         let mut body = buf.split_to(header.total_len).freeze();
         body.advance(header.header_len);
@@ -138,7 +145,7 @@ impl Packet {
         if header.first >> 4 == 3 {
             let layout = publish_layout(&header, buf, version.is_v5());
             let packet = buf.split_to(header.total_len);
-            return build_publish(header.first, packet, layout?).map(|p| Some(Self::Publish(p)));
+            return build_publish(header.first, packet, layout?);
         }
         buf.advance(header.header_len);
         let body = buf.split_to(header.total_len - header.header_len);
@@ -155,16 +162,8 @@ fn decode_body(
     let packet = match first >> 4 {
         1 => Packet::Connect(Box::new(decode_connect(&mut body)?)),
         2 => Packet::ConnAck(Box::new(decode_connack(&mut body, version)?)),
-        3 => {
-            // Reached only through the general path; the entry points handle PUBLISH first.
-            let header = FixedHeader {
-                first,
-                header_len: 0,
-                total_len: body.len(),
-            };
-            let layout = publish_layout(&header, &body, v5)?;
-            return build_publish(first, body, layout).map(Packet::Publish);
-        }
+        // The entry points decode PUBLISH before they get here.
+        3 => return Err(DecodeError::ReservedPacketType(3)),
         4 => Packet::PubAck(decode_puback(&mut body, v5, reason::PUBACK_CODES)?),
         5 => Packet::PubRec(decode_puback(&mut body, v5, reason::PUBACK_CODES)?),
         6 => Packet::PubRel(decode_puback(&mut body, v5, reason::PUBREL_CODES)?),
@@ -220,13 +219,16 @@ fn read_property_block(buf: &mut Bytes) -> Result<Bytes, DecodeError> {
 /// Alias allows an empty one), UTF-8 without U+0000, and no wildcards [MQTT-3.3.2-2].
 #[inline]
 fn read_topic_name(buf: &mut Bytes) -> Result<ByteStr, DecodeError> {
-    let bytes = read_binary(buf)?;
+    let len = usize::from(read_u16(buf)?);
+    let bytes = buf.get(..len).ok_or(DecodeError::LengthOutOfBounds)?;
     // The usual topic, plain ASCII without U+0000 or wildcards, passes with one quick pass.
-    if wire::is_plain_topic(&bytes) {
-        return Ok(ByteStr::from_scanned(bytes, true));
+    let plain = wire::is_plain_topic(bytes);
+    if !plain {
+        check_topic_name(bytes)?;
     }
-    check_topic_name(&bytes)?;
-    Ok(ByteStr::from_checked(bytes))
+    let topic = ByteStr::from_scanned_part(buf, 0..len, plain);
+    buf.advance(len);
+    Ok(topic)
 }
 
 /// The checks of a topic name that is not plain ASCII, or has U+0000 or a wildcard.
@@ -452,9 +454,14 @@ fn read_u16_at(bytes: &[u8], at: usize) -> Result<u16, DecodeError> {
     }
 }
 
-/// The PUBLISH in `packet` (the whole packet), laid out by [`publish_layout`].
+/// The PUBLISH in `packet` (the whole packet), laid out by [`publish_layout`]. It returns what
+/// the entry points return, so that the packet is built once, in place.
 #[inline(always)]
-fn build_publish(first: u8, mut packet: Bytes, l: PublishLayout) -> Result<Publish, DecodeError> {
+fn build_publish(
+    first: u8,
+    mut packet: Bytes,
+    l: PublishLayout,
+) -> Result<Option<Packet>, DecodeError> {
     let properties = if l.props.0 == l.props.1 {
         PublishProperties::default()
     } else {
@@ -463,9 +470,9 @@ fn build_publish(first: u8, mut packet: Bytes, l: PublishLayout) -> Result<Publi
     if l.topic.0 == l.topic.1 && properties.topic_alias.is_none() {
         return Err(DecodeError::EmptyTopic);
     }
-    let topic = ByteStr::from_scanned(packet.slice(l.topic.0..l.topic.1), l.plain_topic);
+    let topic = ByteStr::from_scanned_part(&packet, l.topic.0..l.topic.1, l.plain_topic);
     packet.advance(l.payload);
-    Ok(Publish {
+    Ok(Some(Packet::Publish(Publish {
         dup: first & 0b1000 != 0,
         qos: QoS::from_u8((first >> 1) & 0b11).unwrap_or_default(),
         retain: first & 0b0001 != 0,
@@ -473,7 +480,7 @@ fn build_publish(first: u8, mut packet: Bytes, l: PublishLayout) -> Result<Publi
         packet_id: l.packet_id,
         payload: packet,
         properties,
-    })
+    })))
 }
 
 /// PUBACK, PUBREC, PUBREL, PUBCOMP. In 5.0 the reason code and the properties may be left out

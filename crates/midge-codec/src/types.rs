@@ -151,19 +151,36 @@ impl SubscriptionId {
     }
 }
 
-/// A UTF-8 string that shares its memory with the packet it came from.
+/// A UTF-8 string that shares its memory with the packet it came from, or, when short, holds
+/// its bytes inline.
 ///
 /// Decoding checks the string once: well-formed UTF-8 [MQTT-1.5.4-1] without U+0000
 /// [MQTT-1.5.4-2]. Encoding checks for U+0000 and the 65,535-byte limit, so a `ByteStr` built
 /// by the application is checked before it reaches the wire.
-#[derive(Clone, Default)]
-pub struct ByteStr {
-    bytes: Bytes,
-    /// Known to be plain ASCII without U+0000 or topic wildcards, so a valid topic name if it is
-    /// not empty: set where that was learnt for free (decoding, construction), so encoding a
-    /// forwarded or reused topic skips its scan. `false` means "not known". Not part of the
-    /// value: equality, order and hashing look at the bytes only.
-    plain_topic: bool,
+///
+/// A decoded string of up to [`ByteStr::INLINE_CAPACITY`] bytes is copied into the value
+/// instead of sharing the packet's buffer: copying a short topic costs less than the atomic
+/// reference count a shared handle takes and later gives back, and a short string does not keep
+/// a large read buffer alive. Either way the value is 40 bytes.
+#[derive(Clone)]
+pub struct ByteStr(Repr);
+
+/// The two forms of a [`ByteStr`]. Each carries the plain-topic flag: known to be plain ASCII
+/// without U+0000 or topic wildcards, so a valid topic name if it is not empty; set where that
+/// was learnt for free (decoding, construction), so encoding a forwarded or reused topic skips
+/// its scan. `false` means "not known". The flag and the form are not part of the value:
+/// equality, order and hashing look at the bytes only.
+#[derive(Clone)]
+enum Repr {
+    Shared {
+        bytes: Bytes,
+        plain_topic: bool,
+    },
+    Inline {
+        plain_topic: bool,
+        len: u8,
+        data: [u8; ByteStr::INLINE_CAPACITY],
+    },
 }
 
 /// [`crate::wire::is_plain_topic`] for constant strings.
@@ -178,20 +195,23 @@ const fn const_plain_topic(mut bytes: &[u8]) -> bool {
 }
 
 impl ByteStr {
+    /// The longest string held inline rather than in a shared buffer.
+    pub const INLINE_CAPACITY: usize = 37;
+
     /// An empty string.
     pub const fn new() -> Self {
-        Self {
+        Self(Repr::Shared {
             bytes: Bytes::new(),
             plain_topic: false,
-        }
+        })
     }
 
     /// A string over static memory, without copying.
     pub const fn from_static(s: &'static str) -> Self {
-        Self {
+        Self(Repr::Shared {
             bytes: Bytes::from_static(s.as_bytes()),
             plain_topic: const_plain_topic(s.as_bytes()),
-        }
+        })
     }
 
     /// Wraps bytes that are UTF-8, without copying. Returns the bytes back if they are not.
@@ -204,28 +224,58 @@ impl ByteStr {
 
     /// Wraps bytes already checked to be UTF-8.
     pub(crate) fn from_checked(bytes: Bytes) -> Self {
-        Self {
-            bytes,
-            plain_topic: false,
-        }
+        Self::from_scanned(bytes, false)
     }
 
     /// Wraps bytes already checked to be UTF-8, with what a scan found about them.
     #[inline]
     pub(crate) fn from_scanned(bytes: Bytes, plain_topic: bool) -> Self {
-        Self { bytes, plain_topic }
+        Self(Repr::Shared { bytes, plain_topic })
+    }
+
+    /// The bytes at `range` of `buf`, already checked to be UTF-8: copied inline when short,
+    /// otherwise a shared slice of `buf`.
+    #[inline]
+    pub(crate) fn from_scanned_part(
+        buf: &Bytes,
+        range: core::ops::Range<usize>,
+        plain_topic: bool,
+    ) -> Self {
+        let len = range.len();
+        if len > Self::INLINE_CAPACITY || range.end > buf.len() {
+            return Self::from_scanned(buf.slice(range), plain_topic);
+        }
+        let mut data = [0; Self::INLINE_CAPACITY];
+        // Copying a whole window of the buffer is a few fixed-size moves instead of a call to
+        // `memcpy`; the bytes past `len` are never read.
+        match buf.get(range.start..range.start + Self::INLINE_CAPACITY) {
+            Some(window) => data.copy_from_slice(window),
+            None => {
+                if let (Some(to), Some(from)) = (data.get_mut(..len), buf.get(range)) {
+                    to.copy_from_slice(from);
+                }
+            }
+        }
+        Self(Repr::Inline {
+            plain_topic,
+            // At most INLINE_CAPACITY.
+            len: len as u8,
+            data,
+        })
     }
 
     /// Wraps UTF-8 bytes, and learns whether they are a plain topic.
     fn from_known(bytes: Bytes) -> Self {
         let plain_topic = crate::wire::is_plain_topic(&bytes);
-        Self { bytes, plain_topic }
+        Self::from_scanned(bytes, plain_topic)
     }
 
     /// True if the string is known to be plain ASCII without U+0000 or topic wildcards.
     #[inline]
     pub(crate) fn is_known_plain_topic(&self) -> bool {
-        self.plain_topic
+        match self.0 {
+            Repr::Shared { plain_topic, .. } | Repr::Inline { plain_topic, .. } => plain_topic,
+        }
     }
 
     /// The string.
@@ -233,33 +283,48 @@ impl ByteStr {
     /// The bytes were checked to be UTF-8 when the value was made; this crate forbids `unsafe`,
     /// so the check runs again here, which for short ASCII topics costs a few nanoseconds.
     pub fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.bytes).unwrap_or_default()
+        core::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
 
     /// The underlying bytes.
+    #[inline]
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+        match &self.0 {
+            Repr::Shared { bytes, .. } => bytes,
+            Repr::Inline { len, data, .. } => data.get(..usize::from(*len)).unwrap_or_default(),
+        }
     }
 
-    /// The underlying shared buffer.
-    pub fn as_shared_bytes(&self) -> &Bytes {
-        &self.bytes
+    /// The bytes as a `Bytes`: the shared buffer itself, or a copy of a string held inline.
+    pub fn to_bytes(&self) -> Bytes {
+        match &self.0 {
+            Repr::Shared { bytes, .. } => bytes.clone(),
+            Repr::Inline { .. } => Bytes::copy_from_slice(self.as_bytes()),
+        }
     }
 
     /// Length in bytes.
+    #[inline]
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        self.as_bytes().len()
     }
 
     /// True if the string is empty.
+    #[inline]
     pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+        self.len() == 0
+    }
+}
+
+impl Default for ByteStr {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
 impl PartialEq for ByteStr {
     fn eq(&self, other: &Self) -> bool {
-        self.bytes == other.bytes
+        self.as_bytes() == other.as_bytes()
     }
 }
 
@@ -267,7 +332,7 @@ impl Eq for ByteStr {}
 
 impl core::hash::Hash for ByteStr {
     fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
-        self.bytes.hash(state);
+        self.as_bytes().hash(state);
     }
 }
 
@@ -279,7 +344,7 @@ impl PartialOrd for ByteStr {
 
 impl Ord for ByteStr {
     fn cmp(&self, other: &Self) -> core::cmp::Ordering {
-        self.bytes.cmp(&other.bytes)
+        self.as_bytes().cmp(other.as_bytes())
     }
 }
 
@@ -309,18 +374,66 @@ impl From<String> for ByteStr {
 
 impl From<ByteStr> for Bytes {
     fn from(s: ByteStr) -> Self {
-        s.bytes
+        match s.0 {
+            Repr::Shared { bytes, .. } => bytes,
+            Repr::Inline { .. } => Self::copy_from_slice(s.as_bytes()),
+        }
     }
 }
 
 impl PartialEq<str> for ByteStr {
     fn eq(&self, other: &str) -> bool {
-        self.bytes == other.as_bytes()
+        self.as_bytes() == other.as_bytes()
     }
 }
 
 impl PartialEq<&str> for ByteStr {
     fn eq(&self, other: &&str) -> bool {
-        self.bytes == other.as_bytes()
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A string held inline and the same string shared compare, order and hash alike.
+    #[test]
+    fn inline_and_shared_strings_are_the_same_value() {
+        extern crate std;
+        use core::hash::{Hash, Hasher};
+        let buf = Bytes::from_static(b"xxsensors/dev-0042/tmp");
+        let inline = ByteStr::from_scanned_part(&buf, 2..buf.len(), true);
+        let shared = ByteStr::from_scanned(buf.slice(2..), true);
+        assert!(matches!(inline.0, Repr::Inline { .. }));
+        assert!(matches!(shared.0, Repr::Shared { .. }));
+        assert_eq!(inline, shared);
+        assert_eq!(inline.as_str(), "sensors/dev-0042/tmp");
+        assert_eq!(inline.cmp(&shared), core::cmp::Ordering::Equal);
+        assert_eq!(inline.to_bytes(), shared.to_bytes());
+        assert_eq!(Bytes::from(inline.clone()), Bytes::from(shared.clone()));
+        let hash = |s: &ByteStr| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            s.hash(&mut h);
+            h.finish()
+        };
+        assert_eq!(hash(&inline), hash(&shared));
+    }
+
+    /// Short parts are copied, long ones shared, and a part at the very end of the buffer
+    /// (no full window to copy) is copied exactly.
+    #[test]
+    fn parts_are_inline_up_to_the_capacity() {
+        let long = "a".repeat(ByteStr::INLINE_CAPACITY + 1);
+        let buf = Bytes::from(long.clone());
+        let at_capacity = ByteStr::from_scanned_part(&buf, 1..buf.len(), true);
+        assert!(matches!(at_capacity.0, Repr::Inline { .. }));
+        assert_eq!(at_capacity.len(), ByteStr::INLINE_CAPACITY);
+        let over = ByteStr::from_scanned_part(&buf, 0..buf.len(), true);
+        assert!(matches!(over.0, Repr::Shared { .. }));
+        assert_eq!(over, *long.as_str());
+        let tail = ByteStr::from_scanned_part(&buf, buf.len() - 3..buf.len(), true);
+        assert_eq!(tail, "aaa");
+        assert_eq!(size_of::<ByteStr>(), 40);
     }
 }

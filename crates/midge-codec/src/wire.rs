@@ -79,9 +79,12 @@ pub(crate) fn read_binary(buf: &mut Bytes) -> Result<Bytes, DecodeError> {
 
 /// A UTF-8 encoded string (§1.5.4): well-formed [MQTT-1.5.4-1], without U+0000 [MQTT-1.5.4-2].
 pub(crate) fn read_str(buf: &mut Bytes) -> Result<ByteStr, DecodeError> {
-    let bytes = read_binary(buf)?;
-    let found = check_utf8_scan(&bytes)?;
-    Ok(ByteStr::from_scanned(bytes, found.ascii && !found.wildcard))
+    let len = usize::from(read_u16(buf)?);
+    let bytes = buf.get(..len).ok_or(DecodeError::LengthOutOfBounds)?;
+    let found = check_utf8_scan(bytes)?;
+    let s = ByteStr::from_scanned_part(buf, 0..len, found.ascii && !found.wildcard);
+    buf.advance(len);
+    Ok(s)
 }
 
 pub(crate) fn check_utf8(bytes: &[u8]) -> Result<(), DecodeError> {

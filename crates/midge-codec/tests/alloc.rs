@@ -1,5 +1,6 @@
-//! Zero-copy and no allocation: decoding a PUBLISH from a shared buffer makes no heap
-//! allocation, and its topic and payload point into that buffer.
+//! Zero-copy and no allocation: decoding a PUBLISH from a shared buffer, or from a buffer sized
+//! to the packet, makes no heap allocation; its payload, binary data and strings longer than
+//! `ByteStr::INLINE_CAPACITY` point into that buffer, and shorter strings are held inline.
 //!
 //! A counting global allocator (`stats_alloc`) wraps the system allocator. Its counters are
 //! process-wide, so this binary holds a single test, and each measurement is the smallest of a
@@ -10,7 +11,7 @@ use std::alloc::System;
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
-use midge_codec::{Packet, ProtocolVersion, Publish, MAX_PACKET_SIZE};
+use midge_codec::{ByteStr, Packet, ProtocolVersion, Publish, MAX_PACKET_SIZE};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
@@ -52,15 +53,23 @@ fn range(b: &[u8]) -> Range<usize> {
     start..start + b.len()
 }
 
-/// The topic and payload of `p` lie inside `buf`.
+/// The payload and binary properties of `p` lie inside `buf`, and so do its strings unless
+/// they are short enough to be held inline.
 fn assert_points_into(p: &Publish, buf: Range<usize>, what: &str) {
-    for (name, part) in [("topic", p.topic.as_bytes()), ("payload", &p.payload[..])] {
-        let r = range(part);
-        assert!(
-            buf.start <= r.start && r.end <= buf.end,
-            "{what}: {name} at {r:?} is not inside the input {buf:?}"
-        );
-    }
+    let r = range(&p.payload);
+    assert!(
+        buf.start <= r.start && r.end <= buf.end,
+        "{what}: payload at {r:?} is not inside the input {buf:?}"
+    );
+    let inline = range(p.topic.as_bytes());
+    let topic_inside = buf.start <= inline.start && inline.end <= buf.end;
+    assert_eq!(
+        topic_inside,
+        p.topic.len() > ByteStr::INLINE_CAPACITY,
+        "{what}: a topic of {} bytes is shared only when it is longer than {}",
+        p.topic.len(),
+        ByteStr::INLINE_CAPACITY
+    );
     let props = &p.properties;
     let (response_topic, content_type) = (props.response_topic(), props.content_type());
     let correlation_data = props.correlation_data();
@@ -128,6 +137,30 @@ fn publish_decodes_without_allocating_and_shares_the_input() {
         }
         assert_points_into(&p, input_range.clone(), &what);
 
+        // From a `BytesMut` sized to the packet, as a reader that reads one packet at a time
+        // makes it: the buffer becomes the packet's storage, with no split to pay for.
+        let mut exact = BytesMut::with_capacity(bytes.len());
+        exact.extend_from_slice(&bytes);
+        let exact_range = range(&exact[..]);
+        let (made, decoded) = {
+            let start = Region::new(GLOBAL);
+            let decoded = Packet::decode(&mut exact, version, MAX_PACKET_SIZE);
+            (start.change().allocations, decoded)
+        };
+        // The 5.0 vector has a property block, a second handle on the buffer, which makes it
+        // shared: one allocation, as the first split of any buffer costs.
+        let expected = usize::from(version.is_v5());
+        assert_eq!(
+            made, expected,
+            "{what}: allocations by Packet::decode from a right-sized buffer"
+        );
+        assert!(exact.is_empty(), "{what}: the packet was consumed");
+        let Ok(Some(Packet::Publish(p))) = decoded else {
+            panic!("{what}: not a PUBLISH");
+        };
+        assert_eq!(&p.payload[..], b"hello");
+        assert_points_into(&p, exact_range, &what);
+
         // From static memory.
         let statik: &'static [u8] = Box::leak(bytes.clone().into_boxed_slice());
         let count = allocations(|| {
@@ -165,6 +198,29 @@ fn publish_decodes_without_allocating_and_shares_the_input() {
         }
         assert_eq!(rest, 4, "{what}: 8 packets = 1 + 3 counted + 4");
     }
+
+    // A topic longer than the inline capacity shares the input (3.1.1 PUBLISH QoS 0, 40-byte
+    // topic, payload "x").
+    let long_topic = "sensors/building-7/floor-3/room-12/tempC";
+    assert!(long_topic.len() > ByteStr::INLINE_CAPACITY);
+    let mut packet = vec![0x30, 2 + 40 + 1, 0, 40];
+    packet.extend_from_slice(long_topic.as_bytes());
+    packet.push(b'x');
+    let long = Bytes::from(packet);
+    let _keep = long.clone();
+    let count = allocations(|| {
+        let mut buf = long.clone();
+        Packet::decode_bytes(&mut buf, ProtocolVersion::V3_1_1, MAX_PACKET_SIZE)
+    });
+    assert_eq!(count, 0, "PUBLISH with a long topic allocated");
+    let mut buf = long.clone();
+    let Ok(Some(Packet::Publish(p))) =
+        Packet::decode_bytes(&mut buf, ProtocolVersion::V3_1_1, MAX_PACKET_SIZE)
+    else {
+        panic!("not a PUBLISH");
+    };
+    assert_eq!(p.topic, long_topic);
+    assert_points_into(&p, range(&long), "long topic");
 
     // A PUBLISH keeps its User Properties and Subscription Identifiers encoded, so even these
     // lists cost no allocation (5.0 PUBLISH "a/b" QoS 0, User Property ("k", "v"),
