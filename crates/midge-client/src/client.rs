@@ -264,7 +264,8 @@ impl ClientBuilder {
         }
     }
 
-    /// Protocol version: [`ProtocolVersion::V5`] (default) or [`ProtocolVersion::V3_1_1`].
+    /// Protocol version: [`ProtocolVersion::V5`] (default) or [`ProtocolVersion::V3_1_1`]
+    /// ([`ProtocolVersion::V3_1`] works as well, untested against peers).
     #[must_use]
     pub fn version(mut self, version: ProtocolVersion) -> Self {
         self.version = version;
