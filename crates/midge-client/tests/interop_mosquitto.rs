@@ -86,7 +86,7 @@ async fn pub_sub_and_request_response_with_mosquitto() {
 
 /// `exactly_once` is off for QoS 2: after a restart, mosquitto 2.0.11 sometimes sends a QoS 2
 /// PUBLISH again (DUP set, same packet identifier) after it sent PUBREL for it and got our
-/// PUBCOMP, where it should resend PUBREL [MQTT-4.4.0-1]; after PUBCOMP a receiver must take
+/// PUBCOMP, where it should resend PUBREL (§4.4); after PUBCOMP a receiver must take
 /// a PUBLISH with that identifier as a new message (§4.3.3).
 /// It also ignores our Receive Maximum after a restart, so the subscriber disconnects with
 /// 0x93 and resumes, many times, before the stream is through. Exactly-once is checked
