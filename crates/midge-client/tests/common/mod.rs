@@ -355,13 +355,24 @@ pub async fn numbered_messages<D, F>(
     )
     .await
     .expect("publisher connects");
-    // The last connection events of each client, for the report of a stuck run.
+    // The last connection events of each client, and how often the broker had lost a session
+    // (each client subscribes to its events after its first connection), for the report of a
+    // stuck run.
     let history = Arc::new(Mutex::new(Vec::<String>::new()));
+    let lost_sessions = Arc::new(AtomicUsize::new(0));
     for (who, client) in [("sub", &subscriber), ("pub", &publisher)] {
         let mut events = client.events();
         let history = history.clone();
+        let lost_sessions = lost_sessions.clone();
         tokio::spawn(async move {
             while let Ok(event) = events.recv().await {
+                if event
+                    == (midge_client::ConnectionEvent::Connected {
+                        session_present: false,
+                    })
+                {
+                    lost_sessions.fetch_add(1, Relaxed);
+                }
                 let mut history = history.lock().expect("history");
                 if history.len() > 400 {
                     history.remove(0);
@@ -422,6 +433,7 @@ pub async fn numbered_messages<D, F>(
         let seen = seen.lock().expect("seen");
         let missing: Vec<_> = (0..n).filter(|&i| seen[i] == 0).take(20).collect();
         let history = history.lock().expect("history");
+        let lost_sessions = lost_sessions.load(Relaxed);
         let last: Vec<_> = history
             .iter()
             .rev()
@@ -429,7 +441,7 @@ pub async fn numbered_messages<D, F>(
             .take(12)
             .collect();
         format!(
-            "{tag}: received {} of {n}, {} acknowledged to the publisher, first missing {missing:?}, last events {last:?}",
+            "{tag}: received {} of {n}, {} acknowledged to the publisher, first missing {missing:?}, sessions lost by the broker {lost_sessions}, last events {last:?}",
             received.load(Relaxed),
             acked.load(Relaxed)
         )
