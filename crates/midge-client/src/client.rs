@@ -521,9 +521,9 @@ impl Client {
 
     /// Publishes a message and waits for its outcome: for QoS 1 the broker's PUBACK of this
     /// message, for QoS 2 its PUBCOMP (after PUBREC and PUBREL), for QoS 0 its hand-over to
-    /// the driver's send queue. Returns the broker's reason code (always 0 in 3.1.1; a 5.0
-    /// PUBACK may say 0x10 No matching subscribers); failure codes (0x80 and above, or a
-    /// failing PUBREC) are [`ClientError::Refused`].
+    /// the driver's send queue. Returns the broker's reason code, from PUBACK or PUBREC
+    /// (always 0 in 3.1.1; 5.0 may say 0x10 No matching subscribers); failure codes (0x80
+    /// and above) are [`ClientError::Refused`].
     ///
     /// Waits for a place when the queue is full (see [`Client`]), and while offline the
     /// message waits in that queue until the connection is back.

@@ -509,13 +509,6 @@ impl Driver {
                     reason_code,
                 } => {
                     if let Some((reply, _permit)) = self.waiters.remove(&packet_id) {
-                        // 0x92 comes only in PUBCOMP (§3.7.2.1), answering a PUBREL we resent
-                        // after a reconnection: the broker had released the message already,
-                        // which for recovery is not an error. PUBREC had acknowledged it.
-                        let reason_code = match reason_code {
-                            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND => ReasonCode::SUCCESS,
-                            code => code,
-                        };
                         let _ = reply.send(outcome(reason_code));
                     }
                 }

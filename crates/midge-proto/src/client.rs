@@ -147,7 +147,8 @@ pub enum Event {
     Published {
         /// The identifier [`Client::publish`] returned.
         packet_id: PacketId,
-        /// The server's reason code, or ours for a message that could not be sent.
+        /// The server's reason code: PUBACK's for QoS 1, PUBREC's for QoS 2 (reported when
+        /// PUBCOMP completes the flow), or ours for a message that could not be sent.
         reason_code: ReasonCode,
     },
     /// SUBACK arrived.
@@ -240,8 +241,8 @@ enum PublishState {
     Queued,
     /// PUBLISH sent, waiting for PUBACK or PUBREC.
     Sent,
-    /// PUBREC received and PUBREL sent, waiting for PUBCOMP.
-    Released,
+    /// PUBREC received (with this reason code) and PUBREL sent, waiting for PUBCOMP.
+    Released(ReasonCode),
 }
 
 #[derive(Clone, Debug)]
@@ -643,7 +644,7 @@ impl Client {
                     state: PublishState::Sent,
                 } => Packet::Publish(message.to_publish(Some(id), true)),
                 Outgoing::Publish {
-                    state: PublishState::Released,
+                    state: PublishState::Released(_),
                     ..
                 } => Packet::PubRel(PubAck::new(id)),
                 Outgoing::Publish {
@@ -676,9 +677,9 @@ impl Client {
                     ..
                 } => resend.push(id),
                 Outgoing::Publish {
-                    state: PublishState::Released,
+                    state: PublishState::Released(code),
                     ..
-                } => completed.push(id),
+                } => completed.push((id, *code)),
                 Outgoing::Publish {
                     state: PublishState::Queued,
                     ..
@@ -690,11 +691,11 @@ impl Client {
                 }
             }
         }
-        for id in completed {
+        for (id, reason_code) in completed {
             self.outgoing.remove(id);
             self.events.push_back(Event::Published {
                 packet_id: id,
-                reason_code: ReasonCode::SUCCESS,
+                reason_code,
             });
         }
         for id in resend.iter().rev() {
@@ -742,13 +743,19 @@ impl Client {
             }
             Packet::PubRec(ack) => match self.outgoing.get_mut(ack.packet_id) {
                 Some(Outgoing::Publish { message, state }) if message.qos == QoS::ExactlyOnce => {
-                    if *state == PublishState::Sent && !ack.reason_code.is_success() {
+                    match *state {
                         // A failing PUBREC ends the flow (§4.3.3): no PUBREL.
-                        self.complete(ack.packet_id, ack.reason_code);
-                    } else if *state != PublishState::Queued {
-                        *state = PublishState::Released;
-                        self.transmit
-                            .push_back(Packet::PubRel(PubAck::new(ack.packet_id)));
+                        PublishState::Sent if !ack.reason_code.is_success() => {
+                            self.complete(ack.packet_id, ack.reason_code);
+                        }
+                        PublishState::Sent | PublishState::Released(_) => {
+                            if *state == PublishState::Sent {
+                                *state = PublishState::Released(ack.reason_code);
+                            }
+                            self.transmit
+                                .push_back(Packet::PubRel(PubAck::new(ack.packet_id)));
+                        }
+                        PublishState::Queued => {}
                     }
                 }
                 _ => {
@@ -758,11 +765,15 @@ impl Client {
             },
             Packet::PubComp(ack) => {
                 if let Some(Outgoing::Publish {
-                    state: PublishState::Released,
+                    state: PublishState::Released(received),
                     ..
                 }) = self.outgoing.get(ack.packet_id)
                 {
-                    self.complete(ack.packet_id, ack.reason_code);
+                    // PUBREC said how the server took the message. PUBCOMP can only add 0x92,
+                    // which answering a PUBREL resent after a reconnection means the server
+                    // had released it already (§3.7.2.1).
+                    let received = *received;
+                    self.complete(ack.packet_id, received);
                 }
             }
             Packet::PubRel(rel) => {

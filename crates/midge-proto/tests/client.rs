@@ -823,6 +823,55 @@ fn inbound_qos1_is_delivered_and_acknowledged() {
 }
 
 #[test]
+fn qos2_reports_the_pubrec_code_and_a_pubcomp_0x92_after_a_resend_is_not_an_error() {
+    // 5.0: PUBREC may say 0x10 No matching subscribers (§3.5.2.1); PUBCOMP has only 0x00 and
+    // 0x92 (§3.7.2.1). The flow completes with PUBREC's code, and a PUBCOMP 0x92 answering a
+    // PUBREL resent on a resumed session completes it too.
+    let t0 = Instant::now();
+    let mut client = connected_client(persistent(V5), ConnAck::default(), t0);
+    let first = client.publish(msg("a", QoS::ExactlyOnce)).unwrap().unwrap();
+    let second = client.publish(msg("b", QoS::ExactlyOnce)).unwrap().unwrap();
+    let _ = client_tx(&mut client, t0, V5);
+    for id in [first, second] {
+        let rec = ack_with(id.get(), ReasonCode::NO_MATCHING_SUBSCRIBERS);
+        client_feed(&mut client, t0, V5, Packet::PubRec(rec));
+    }
+    assert_eq!(client_tx(&mut client, t0, V5).len(), 2, "two PUBRELs");
+    client_feed(&mut client, t0, V5, Packet::PubComp(ack(first.get())));
+    // The connection drops before the second PUBCOMP; the PUBREL goes again on resume.
+    client.connection_lost();
+    let mut events = client_events(&mut client);
+    client.connect(t0);
+    let _ = client_tx(&mut client, t0, V5);
+    let resumed = connack_with(|c| c.session_present = true);
+    client_feed(&mut client, t0, V5, Packet::ConnAck(Box::new(resumed)));
+    assert_eq!(
+        client_tx(&mut client, t0, V5),
+        [Packet::PubRel(ack(second.get()))]
+    );
+    let comp = ack_with(second.get(), ReasonCode::PACKET_IDENTIFIER_NOT_FOUND);
+    client_feed(&mut client, t0, V5, Packet::PubComp(comp));
+    events.extend(client_events(&mut client));
+    let done: Vec<_> = events
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Published {
+                packet_id,
+                reason_code,
+            } => Some((packet_id, reason_code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        done,
+        [
+            (first, ReasonCode::NO_MATCHING_SUBSCRIBERS),
+            (second, ReasonCode::NO_MATCHING_SUBSCRIBERS)
+        ]
+    );
+}
+
+#[test]
 fn inbound_qos2_is_delivered_exactly_once() {
     // [MQTT-4.3.3-10] .. [MQTT-4.3.3-11] (3.1.1: [MQTT-4.3.3-2]): until PUBREL, a repeated
     // PUBLISH is answered with PUBREC and not delivered again; PUBREL gets PUBCOMP.
