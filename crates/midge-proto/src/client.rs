@@ -60,6 +60,16 @@ pub struct ClientConfig {
     pub response_timeout: Duration,
     /// Use topic aliases for outgoing messages when the server allows them.
     pub use_topic_aliases: bool,
+    /// Leave the acknowledgement of received QoS 1 and 2 messages to the application: they
+    /// arrive as [`Event::MessageToAcknowledge`], and PUBACK or PUBREC goes out only on
+    /// [`Client::acknowledge`]. Until then the message counts against our Receive Maximum, so
+    /// the server's flow control bounds what an application that falls behind has to hold.
+    /// Off by default.
+    pub manual_acks: bool,
+    /// The largest packet accepted from the server when `properties` sets no Maximum Packet
+    /// Size: 3.1.1 cannot announce one, but a limit still holds on what is buffered. `None`
+    /// (the default) accepts any size MQTT can express.
+    pub incoming_packet_limit: Option<std::num::NonZeroU32>,
 }
 
 impl ClientConfig {
@@ -79,6 +89,8 @@ impl ClientConfig {
             max_queued_messages: 1000,
             response_timeout: Duration::from_secs(10),
             use_topic_aliases: true,
+            manual_acks: false,
+            incoming_packet_limit: None,
         }
     }
 
@@ -91,6 +103,7 @@ impl ClientConfig {
     fn maximum_packet_size(&self) -> u32 {
         self.properties
             .maximum_packet_size
+            .or(self.incoming_packet_limit)
             .map_or(MAX_PACKET_SIZE, |m| m.get())
     }
 }
@@ -121,12 +134,22 @@ pub enum Event {
     /// A message arrived. QoS 2 messages are reported exactly once per packet identifier
     /// until released, however often the server retransmits them.
     Message(Message),
+    /// With [`ClientConfig::manual_acks`]: a QoS 1 or 2 message arrived, to be acknowledged
+    /// with [`Client::acknowledge`] once the application has taken it. QoS 2 messages are
+    /// reported once per packet identifier until released, as for [`Event::Message`].
+    MessageToAcknowledge {
+        /// The identifier to pass to [`Client::acknowledge`].
+        packet_id: PacketId,
+        /// The message.
+        message: Message,
+    },
     /// A QoS 1 or 2 publish finished: PUBACK, PUBCOMP, a failing PUBREC, or a limit that made
     /// it unsendable (`QOS_NOT_SUPPORTED`, `RETAIN_NOT_SUPPORTED`, `PACKET_TOO_LARGE`).
     Published {
         /// The identifier [`Client::publish`] returned.
         packet_id: PacketId,
-        /// The server's reason code, or ours for a message that could not be sent.
+        /// The server's reason code: PUBACK's for QoS 1, PUBREC's for QoS 2 (reported when
+        /// PUBCOMP completes the flow), or ours for a message that could not be sent.
         reason_code: ReasonCode,
     },
     /// SUBACK arrived.
@@ -219,8 +242,8 @@ enum PublishState {
     Queued,
     /// PUBLISH sent, waiting for PUBACK or PUBREC.
     Sent,
-    /// PUBREC received and PUBREL sent, waiting for PUBCOMP.
-    Released,
+    /// PUBREC received (with this reason code) and PUBREL sent, waiting for PUBCOMP.
+    Released(ReasonCode),
 }
 
 #[derive(Clone, Debug)]
@@ -291,6 +314,12 @@ pub struct Client {
     unacknowledged: usize,
     /// QoS 2 identifiers received, delivered, and not yet released (§4.3.3).
     incoming_qos2: HashSet<PacketId>,
+    /// With manual acks: QoS 2 identifiers reported to the application and not yet
+    /// acknowledged by it (no PUBREC sent).
+    qos2_unacknowledged: HashSet<PacketId>,
+    /// With manual acks: QoS 1 identifiers of this connection reported to the application and
+    /// not yet acknowledged by it.
+    qos1_unacknowledged: HashSet<PacketId>,
     /// Acknowledged subscriptions, for resubscribing when the server loses the session.
     subscriptions: BTreeMap<ByteStr, SubscriptionOptions>,
     // Connection state.
@@ -313,6 +342,8 @@ impl Client {
             pending: VecDeque::new(),
             unacknowledged: 0,
             incoming_qos2: HashSet::new(),
+            qos2_unacknowledged: HashSet::new(),
+            qos1_unacknowledged: HashSet::new(),
             subscriptions: BTreeMap::new(),
             server: ServerLimits::default(),
             keepalive: ClientKeepAlive::new(Duration::ZERO, config.response_timeout, now),
@@ -338,6 +369,9 @@ impl Client {
             self.close(CloseReason::ConnectionLost);
         }
         self.transmit.clear();
+        // The server resends every QoS 1 message we did not acknowledge on a resumed session,
+        // and forgets them otherwise: acknowledgements from the old connection mean nothing.
+        self.qos1_unacknowledged.clear();
         let connect = self.connect_packet();
         self.transmit.push_back(Packet::Connect(Box::new(connect)));
         self.state = State::Connecting {
@@ -622,7 +656,7 @@ impl Client {
                     state: PublishState::Sent,
                 } => Packet::Publish(message.to_publish(Some(id), true)),
                 Outgoing::Publish {
-                    state: PublishState::Released,
+                    state: PublishState::Released(_),
                     ..
                 } => Packet::PubRel(PubAck::new(id)),
                 Outgoing::Publish {
@@ -644,6 +678,7 @@ impl Client {
     /// Subscriptions are made again if configured.
     fn restart_session(&mut self) {
         self.incoming_qos2.clear();
+        self.qos2_unacknowledged.clear();
         self.unacknowledged = 0;
         let mut resend = Vec::new();
         let mut completed = Vec::new();
@@ -654,9 +689,9 @@ impl Client {
                     ..
                 } => resend.push(id),
                 Outgoing::Publish {
-                    state: PublishState::Released,
+                    state: PublishState::Released(code),
                     ..
-                } => completed.push(id),
+                } => completed.push((id, *code)),
                 Outgoing::Publish {
                     state: PublishState::Queued,
                     ..
@@ -668,11 +703,11 @@ impl Client {
                 }
             }
         }
-        for id in completed {
+        for (id, reason_code) in completed {
             self.outgoing.remove(id);
             self.events.push_back(Event::Published {
                 packet_id: id,
-                reason_code: ReasonCode::SUCCESS,
+                reason_code,
             });
         }
         for id in resend.iter().rev() {
@@ -720,13 +755,19 @@ impl Client {
             }
             Packet::PubRec(ack) => match self.outgoing.get_mut(ack.packet_id) {
                 Some(Outgoing::Publish { message, state }) if message.qos == QoS::ExactlyOnce => {
-                    if *state == PublishState::Sent && !ack.reason_code.is_success() {
+                    match *state {
                         // A failing PUBREC ends the flow (§4.3.3): no PUBREL.
-                        self.complete(ack.packet_id, ack.reason_code);
-                    } else if *state != PublishState::Queued {
-                        *state = PublishState::Released;
-                        self.transmit
-                            .push_back(Packet::PubRel(PubAck::new(ack.packet_id)));
+                        PublishState::Sent if !ack.reason_code.is_success() => {
+                            self.complete(ack.packet_id, ack.reason_code);
+                        }
+                        PublishState::Sent | PublishState::Released(_) => {
+                            if *state == PublishState::Sent {
+                                *state = PublishState::Released(ack.reason_code);
+                            }
+                            self.transmit
+                                .push_back(Packet::PubRel(PubAck::new(ack.packet_id)));
+                        }
+                        PublishState::Queued => {}
                     }
                 }
                 _ => {
@@ -736,11 +777,15 @@ impl Client {
             },
             Packet::PubComp(ack) => {
                 if let Some(Outgoing::Publish {
-                    state: PublishState::Released,
+                    state: PublishState::Released(received),
                     ..
                 }) = self.outgoing.get(ack.packet_id)
                 {
-                    self.complete(ack.packet_id, ack.reason_code);
+                    // PUBREC said how the server took the message. PUBCOMP can only add 0x92,
+                    // which answering a PUBREL resent after a reconnection means the server
+                    // had released it already (§3.7.2.1).
+                    let received = *received;
+                    self.complete(ack.packet_id, received);
                 }
             }
             Packet::PubRel(rel) => {
@@ -816,7 +861,41 @@ impl Client {
             Ok(topic) => topic,
             Err(reason) => return self.violation(reason),
         };
+        let manual = self.config.manual_acks;
         match (publish.qos, publish.packet_id) {
+            (QoS::AtLeastOnce, Some(id)) if manual => {
+                // Receive Maximum: QoS 1 messages not yet acknowledged count against it
+                // [MQTT-3.3.4-9].
+                if !self.qos1_unacknowledged.contains(&id)
+                    && self.unacknowledged_incoming() >= self.config.receive_maximum()
+                {
+                    return self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+                }
+                self.qos1_unacknowledged.insert(id);
+                let message = Message::from_publish(publish, topic);
+                self.events.push_back(Event::MessageToAcknowledge {
+                    packet_id: id,
+                    message,
+                });
+            }
+            (QoS::ExactlyOnce, Some(id)) if manual => {
+                if self.incoming_qos2.contains(&id) {
+                    // Acknowledged already; the server missed our PUBREC.
+                    self.transmit.push_back(Packet::PubRec(PubAck::new(id)));
+                } else if !self.qos2_unacknowledged.contains(&id) {
+                    if self.unacknowledged_incoming() >= self.config.receive_maximum() {
+                        return self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+                    }
+                    self.qos2_unacknowledged.insert(id);
+                    let message = Message::from_publish(publish, topic);
+                    self.events.push_back(Event::MessageToAcknowledge {
+                        packet_id: id,
+                        message,
+                    });
+                }
+                // Otherwise a retransmission of a message the application still holds: it
+                // gets PUBREC when the application acknowledges it.
+            }
             (QoS::AtLeastOnce, Some(id)) => {
                 self.events
                     .push_back(Event::Message(Message::from_publish(publish, topic)));
@@ -838,6 +917,35 @@ impl Client {
             _ => self
                 .events
                 .push_back(Event::Message(Message::from_publish(publish, topic))),
+        }
+    }
+
+    /// With manual acks: QoS 1 and 2 messages the application holds and has not acknowledged.
+    ///
+    /// QoS 2 identifiers acknowledged and awaiting PUBREL are not counted, although the server
+    /// counts them until PUBCOMP: they hold no message (and are bounded by the identifier
+    /// space), and servers that forget to count their retransmissions after a resumed session
+    /// (mosquitto 2.0) would otherwise be disconnected over and over.
+    fn unacknowledged_incoming(&self) -> usize {
+        self.qos1_unacknowledged.len() + self.qos2_unacknowledged.len()
+    }
+
+    /// With [`ClientConfig::manual_acks`]: the application has taken the message reported as
+    /// [`Event::MessageToAcknowledge`] with `packet_id`, so PUBACK (QoS 1) or PUBREC (QoS 2)
+    /// may go out. Identifiers that are not awaiting acknowledgement are ignored: a QoS 1
+    /// message from an earlier connection is resent by the server and reported again.
+    /// While not connected, a QoS 2 acknowledgement is remembered and PUBREC answers the
+    /// server.s retransmission; a QoS 1 one is dropped.
+    pub fn acknowledge(&mut self, packet_id: PacketId) {
+        if self.qos2_unacknowledged.remove(&packet_id) {
+            self.incoming_qos2.insert(packet_id);
+            if self.state == State::Connected {
+                self.transmit
+                    .push_back(Packet::PubRec(PubAck::new(packet_id)));
+            }
+        } else if self.qos1_unacknowledged.remove(&packet_id) && self.state == State::Connected {
+            self.transmit
+                .push_back(Packet::PubAck(PubAck::new(packet_id)));
         }
     }
 
