@@ -47,8 +47,8 @@ fn check_reason(code: ReasonCode, allowed: CodeSet) -> Result<(), EncodeError> {
 /// wildcards ([MQTT-4.7.3-1], [MQTT-3.3.2-2]).
 #[inline]
 fn topic_name_len(topic: &ByteStr, alias: bool) -> Result<usize, EncodeError> {
-    let bytes = topic.as_bytes();
-    if !bytes.is_empty() && (topic.is_known_plain_topic() || wire::is_plain_topic(bytes)) {
+    let (bytes, known_plain) = topic.bytes_and_plain_topic();
+    if !bytes.is_empty() && (known_plain || wire::is_plain_topic(bytes)) {
         return field_len(bytes);
     }
     // One pass for the wildcards and U+0000 [MQTT-1.5.4-2], with the errors of checking one
@@ -363,7 +363,7 @@ fn varint_word(mut value: u32) -> (u64, usize) {
 /// [`Packet::encode`] for a PUBLISH.
 #[inline]
 fn encode_publish(p: &Publish, v5: bool, buf: &mut BytesMut) -> Result<(), EncodeError> {
-    let topic = p.topic.as_bytes();
+    let (topic, known_plain) = p.topic.bytes_and_plain_topic();
     let qos0 = p.qos == QoS::AtMostOnce;
     // The usual PUBLISH: no property, a plain ASCII topic name, consistent flags. Every check
     // of the general path holds for it, so it is written directly; anything else takes the
@@ -373,7 +373,7 @@ fn encode_publish(p: &Publish, v5: bool, buf: &mut BytesMut) -> Result<(), Encod
         && !(p.dup && qos0)
         && !topic.is_empty()
         && topic.len() <= MAX_FIELD
-        && (p.topic.is_known_plain_topic() || wire::is_plain_topic(topic))
+        && (known_plain || wire::is_plain_topic(topic))
     {
         let id_len = if p.packet_id.is_some() { 2 } else { 0 };
         let remaining = 2 + topic.len() + id_len + usize::from(v5) + p.payload.len();

@@ -274,11 +274,20 @@ impl ByteStr {
         Self::from_scanned(bytes, plain_topic)
     }
 
-    /// True if the string is known to be plain ASCII without U+0000 or topic wildcards.
+    /// The bytes, and whether they are known to be plain ASCII without U+0000 or topic
+    /// wildcards: both from one look at the representation, for the encoder's hot path.
     #[inline]
-    pub(crate) fn is_known_plain_topic(&self) -> bool {
-        match self.0 {
-            Repr::Shared { plain_topic, .. } | Repr::Inline { plain_topic, .. } => plain_topic,
+    pub(crate) fn bytes_and_plain_topic(&self) -> (&[u8], bool) {
+        match &self.0 {
+            Repr::Shared { bytes, plain_topic } => (bytes, *plain_topic),
+            Repr::Inline {
+                plain_topic,
+                len,
+                data,
+            } => (
+                data.get(..usize::from(*len)).unwrap_or_default(),
+                *plain_topic,
+            ),
         }
     }
 
