@@ -398,7 +398,15 @@ impl Driver {
             }
         };
         if let Some(reply) = request {
-            let wait = Duration::from_millis(shared.config.limits.close_timeout_ms);
+            // The old connection answers between two packets: it may first have to wait up to
+            // the backpressure timeout for a full inbox. Giving up before that would start a
+            // new session and lose the old one's queued messages.
+            let limits = &shared.config.limits;
+            let wait = Duration::from_millis(
+                limits
+                    .close_timeout_ms
+                    .saturating_add(limits.backpressure_timeout_ms),
+            );
             match tokio::time::timeout(wait, reply).await {
                 Ok(Ok(handover)) => existing = Some(handover),
                 _ => {
