@@ -3,7 +3,9 @@
 //! the write buffer while the task goes on, and deliveries pile up in the session's bounded
 //! queue (and are dropped and counted past its limits).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +15,7 @@ use midge_codec::{ReasonCode, RetainHandling};
 use midge_proto::server::{ServerCloseReason, ServerConnection, ServerEvent, SubscriptionRequest};
 use midge_proto::session::Delivery;
 use midge_topic::TopicFilter;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
@@ -136,28 +138,28 @@ pub(crate) async fn run(
         let can_read = wbuf.len() < MAX_WRITE;
         let takeover_pending = d.takeover_rx.is_some() && d.slot.is_some();
         tokio::select! {
-            ready = stream.readable(), if can_read => match ready {
-                Ok(()) => {
-                    rbuf.reserve(READ_CHUNK);
-                    match stream.try_read_buf(&mut rbuf) {
-                        Ok(0) => d.conn.connection_lost(),
-                        Ok(n) => {
-                            add(&d.shared.counters.bytes_received, n as u64);
-                            d.conn.handle_bytes(Instant::now(), &mut rbuf);
+            // One readiness future for both directions keeps the task small.
+            ready = stream.ready(interest(can_read, !wbuf.is_empty())), if can_read || !wbuf.is_empty() => match ready {
+                Ok(ready) => {
+                    if ready.is_writable() && !wbuf.is_empty() && d.write_some(&stream, &mut wbuf).is_err() {
+                        wbuf = BytesMut::new();
+                        d.conn.connection_lost();
+                    } else if ready.is_readable() && can_read {
+                        rbuf.reserve(READ_CHUNK);
+                        match stream.try_read_buf(&mut rbuf) {
+                            Ok(0) => d.conn.connection_lost(),
+                            Ok(n) => {
+                                add(&d.shared.counters.bytes_received, n as u64);
+                                d.conn.handle_bytes(Instant::now(), &mut rbuf);
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(_) => d.conn.connection_lost(),
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(_) => d.conn.connection_lost(),
+                        release_if_empty(&mut rbuf);
                     }
-                    release_if_empty(&mut rbuf);
                 }
                 Err(_) => d.conn.connection_lost(),
             },
-            ready = stream.writable(), if !wbuf.is_empty() => {
-                if ready.is_err() || d.write_some(&stream, &mut wbuf).is_err() {
-                    wbuf = BytesMut::new();
-                    d.conn.connection_lost();
-                }
-            }
             () = d.inbox.ready(), if connected => d.take_deliveries(),
             request = recv_takeover(&mut d.takeover_rx), if takeover_pending => {
                 d.takeover_rx = None;
@@ -200,6 +202,15 @@ pub(crate) async fn run(
     };
     let _ = tokio::time::timeout(close_timeout, final_flush).await;
     d.shared.counters.connections.fetch_sub(1, Relaxed);
+}
+
+/// What to wait for on the socket: input while reading, room while output waits.
+fn interest(read: bool, write: bool) -> Interest {
+    match (read, write) {
+        (true, true) => Interest::READABLE | Interest::WRITABLE,
+        (false, true) => Interest::WRITABLE,
+        _ => Interest::READABLE,
+    }
 }
 
 /// Frees a buffer's memory once it holds nothing, so that idle connections keep none.
@@ -283,25 +294,9 @@ impl Driver {
     async fn handle_events(&mut self, rbuf: &mut BytesMut) {
         loop {
             while let Some(event) = self.conn.poll_event() {
-                match event {
-                    ServerEvent::Connect { connect, client_id } => {
-                        // Boxed: its state would otherwise be part of every connection's task
-                        // for the connection's whole life.
-                        Box::pin(self.on_connect(connect, client_id)).await;
-                    }
-                    ServerEvent::Publish { message, packet_id } => {
-                        self.on_publish(message, packet_id).await;
-                    }
-                    ServerEvent::Subscribe {
-                        packet_id,
-                        requests,
-                        subscription_id,
-                    } => self.on_subscribe(packet_id, &requests, subscription_id),
-                    ServerEvent::Unsubscribe { packet_id, filters } => {
-                        let codes = self.conn.unsubscribe_ack(packet_id, &filters);
-                        self.unsubscribe(&filters, &codes);
-                    }
-                    ServerEvent::Closed { reason, will } => self.on_closed(reason, will),
+                // No event is held across the wait, so the task does not carry room for one.
+                if let Some(wait) = self.on_event(event) {
+                    wait.await;
                 }
             }
             if !std::mem::take(&mut self.accepted) {
@@ -309,6 +304,41 @@ impl Driver {
             }
             // Packets that arrived right after CONNECT waited in the buffer for the decision.
             self.conn.handle_bytes(Instant::now(), rbuf);
+        }
+    }
+
+    /// Answers one event. The rare events that must wait (a CONNECT, a publish that found a
+    /// full inbox) return their waiting part boxed: inline, its state would be part of every
+    /// connection's task for the connection's whole life.
+    fn on_event(
+        &mut self,
+        event: ServerEvent,
+    ) -> Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> {
+        match event {
+            ServerEvent::Connect { connect, client_id } => {
+                Some(Box::pin(self.on_connect(connect, client_id)))
+            }
+            ServerEvent::Publish { message, packet_id } => {
+                let pending = self.on_publish(message, packet_id)?;
+                Some(Box::pin(self.finish_publish(pending)))
+            }
+            ServerEvent::Subscribe {
+                packet_id,
+                requests,
+                subscription_id,
+            } => {
+                self.on_subscribe(packet_id, &requests, subscription_id);
+                None
+            }
+            ServerEvent::Unsubscribe { packet_id, filters } => {
+                let codes = self.conn.unsubscribe_ack(packet_id, &filters);
+                self.unsubscribe(&filters, &codes);
+                None
+            }
+            ServerEvent::Closed { reason, will } => {
+                self.on_closed(reason, will);
+                None
+            }
         }
     }
 
@@ -450,38 +480,60 @@ impl Driver {
     /// acknowledged QoS 1 or 2 message is silently lost. A 5.0 publisher learns of a
     /// subscriber that could not take it from 0x97 Quota exceeded.
     ///
-    /// Routing is synchronous; only deliveries that found a full inbox wait, in a boxed future,
-    /// so that the rare waiting path does not grow every connection's task.
-    async fn on_publish(
+    /// Routing is synchronous. Deliveries that found a full inbox come back as a
+    /// [`PendingPublish`] for [`Driver::finish_publish`], which the caller awaits boxed, so
+    /// that the rare waiting path does not grow every connection's task.
+    fn on_publish(
         &mut self,
         message: midge_proto::Message,
         packet_id: Option<midge_codec::PacketId>,
-    ) {
+    ) -> Option<PendingPublish> {
         let shared = self.shared.clone();
         shared.counters.messages_received.fetch_add(1, Relaxed);
-        let Some(info) = self.info.as_ref() else {
-            return;
-        };
+        let info = self.info.as_ref()?;
         let qos = message.qos;
-        let reason = match shared.hooks.authorize_publish(info, &message) {
-            Err(code) => code,
-            Ok(()) => {
-                let routed = shared.publish(message, Some(info), Instant::now(), true);
-                let (mut matched, mut refused) = (routed.matched, routed.refused);
-                if !routed.blocked.is_empty() {
-                    let (queued, lost) = Box::pin(wait_for_room(&shared, routed.blocked)).await;
-                    matched += queued;
-                    refused += lost;
-                }
-                if refused > 0 {
-                    ReasonCode::QUOTA_EXCEEDED
-                } else if matched == 0 {
-                    ReasonCode::NO_MATCHING_SUBSCRIBERS
-                } else {
-                    ReasonCode::SUCCESS
-                }
+        let routed = match shared.hooks.authorize_publish(info, &message) {
+            Err(code) => {
+                self.acknowledge(packet_id, qos, code);
+                return None;
             }
+            Ok(()) => shared.publish(message, Some(info), Instant::now(), true),
         };
+        let pending = PendingPublish {
+            packet_id,
+            qos,
+            matched: routed.matched,
+            refused: routed.refused,
+            blocked: routed.blocked,
+        };
+        if pending.blocked.is_empty() {
+            self.acknowledge(packet_id, qos, pending.reason());
+            return None;
+        }
+        Some(pending)
+    }
+
+    /// Waits for room for the deliveries of a publish that found full inboxes, then
+    /// acknowledges it.
+    async fn finish_publish(&mut self, mut pending: PendingPublish) {
+        for blocked in std::mem::take(&mut pending.blocked) {
+            // A QoS 0 delivery may be dropped without failing the publish.
+            let at_most_once = blocked.delivery.qos == midge_codec::QoS::AtMostOnce;
+            if self.shared.send_blocked(blocked).await {
+                pending.matched += 1;
+            } else if !at_most_once {
+                pending.refused += 1;
+            }
+        }
+        self.acknowledge(pending.packet_id, pending.qos, pending.reason());
+    }
+
+    fn acknowledge(
+        &mut self,
+        packet_id: Option<midge_codec::PacketId>,
+        qos: midge_codec::QoS,
+        reason: ReasonCode,
+    ) {
         if let Some(id) = packet_id {
             self.conn.acknowledge(id, qos, reason);
         }
@@ -656,20 +708,28 @@ impl Driver {
     }
 }
 
-/// Waits for room for deliveries that found a full inbox. Returns how many were queued, and
-/// how many QoS 1 or 2 deliveries were dropped (a QoS 0 delivery may be dropped without
-/// failing the publish).
-async fn wait_for_room(shared: &Shared, blocked: Vec<crate::state::Blocked>) -> (usize, usize) {
-    let (mut queued, mut refused) = (0, 0);
-    for blocked in blocked {
-        let at_most_once = blocked.delivery.qos == midge_codec::QoS::AtMostOnce;
-        if shared.send_blocked(blocked).await {
-            queued += 1;
-        } else if !at_most_once {
-            refused += 1;
+/// A routed publish whose acknowledgement waits for room in full inboxes.
+struct PendingPublish {
+    packet_id: Option<midge_codec::PacketId>,
+    qos: midge_codec::QoS,
+    /// Sessions the message was queued for.
+    matched: usize,
+    /// QoS 1 and 2 deliveries that were refused.
+    refused: usize,
+    blocked: Vec<crate::state::Blocked>,
+}
+
+impl PendingPublish {
+    /// The acknowledgement's reason code.
+    fn reason(&self) -> ReasonCode {
+        if self.refused > 0 {
+            ReasonCode::QUOTA_EXCEEDED
+        } else if self.matched == 0 {
+            ReasonCode::NO_MATCHING_SUBSCRIBERS
+        } else {
+            ReasonCode::SUCCESS
         }
     }
-    (queued, refused)
 }
 
 /// Counts bytes that are already queued against the global budget, without refusing them.
