@@ -313,7 +313,7 @@ impl Shared {
                     // the session: hand the delivery to whoever holds the session now,
                     // offline or a new connection, instead of losing it.
                     self.release(size);
-                    match self.deliver_to(&slot, delivery) {
+                    match self.deliver_to(&slot, delivery, false) {
                         Handed::Queued => return true,
                         Handed::Refused => return false,
                         Handed::Blocked(again) => {
@@ -353,12 +353,20 @@ impl Shared {
                 return routed;
             };
             targets.clear();
+            // The filter of the first ordinary subscription, and whether any other filter
+            // matched too: within one filter each client subscribes once, so a message that
+            // matches a single filter (the usual fan-out) needs no search for overlaps.
+            let mut first_filter = None;
+            let mut overlaps_possible = false;
             {
                 let index = self.index_read();
                 index.for_each_match(&topic, |m| match m {
-                    Match::Subscription { key, value, .. } => {
+                    Match::Subscription { filter, key, value } => {
                         if value.options.no_local && publisher == Some(key) {
                             return;
+                        }
+                        if *first_filter.get_or_insert(filter) != filter {
+                            overlaps_possible = true;
                         }
                         targets.push(Target {
                             slot: value.slot.clone(),
@@ -387,7 +395,17 @@ impl Shared {
                     }
                 });
             }
-            targets.sort_unstable_by_key(|t| (Arc::as_ptr(&t.slot) as usize, t.shared));
+            let prepaid = if overlaps_possible {
+                // Bring each client's deliveries together for the overlap rule.
+                targets.sort_unstable_by_key(|t| (Arc::as_ptr(&t.slot) as usize, t.shared));
+                false
+            } else {
+                // One delivery per target: reserve their bytes against the global budget at
+                // once, rather than one contended atomic operation per subscriber. If the
+                // budget cannot take them all, each delivery tries on its own.
+                let size = message.topic.len() + message.payload.len(); // `Delivery::size`
+                !targets.is_empty() && self.reserve(size.saturating_mul(targets.len()))
+            };
             let mut i = 0;
             while let Some(first) = targets.get(i) {
                 let mut qos = first.qos;
@@ -413,7 +431,7 @@ impl Shared {
                     received_at: now,
                 };
                 let qos = delivery.qos;
-                match self.deliver_to(&first.slot, delivery) {
+                match self.deliver_to(&first.slot, delivery, prepaid) {
                     Handed::Queued => routed.matched += 1,
                     // A QoS 0 delivery may be dropped; it is counted, but does not fail the
                     // publish.
@@ -472,12 +490,15 @@ impl Shared {
     /// session's queue (within its limits). A delivery that finds the inbox full comes back as
     /// [`Handed::Blocked`] to wait for room, unless the client is congested, in which case it
     /// is dropped and counted.
-    fn deliver_to(&self, slot: &Arc<Slot>, delivery: Delivery) -> Handed {
+    ///
+    /// `prepaid`: the delivery's bytes are already reserved against the global budget (by
+    /// [`Shared::route`], once for all its deliveries); a refused delivery gives them back.
+    fn deliver_to(&self, slot: &Arc<Slot>, delivery: Delivery, prepaid: bool) -> Handed {
         let size = delivery.size();
         let mut state = slot.lock();
         match &mut *state {
             SlotState::Online { inbox, .. } => {
-                if !self.reserve(size) {
+                if !prepaid && !self.reserve(size) {
                     self.counters.dropped_memory_budget.fetch_add(1, Relaxed);
                     return Handed::Refused;
                 }
@@ -509,9 +530,12 @@ impl Shared {
             }
             SlotState::Offline { session, .. } => {
                 if delivery.qos == QoS::AtMostOnce && !self.config.sessions.queue_qos0_offline {
+                    if prepaid {
+                        self.release(size);
+                    }
                     return Handed::Refused;
                 }
-                if !self.reserve(size) {
+                if !prepaid && !self.reserve(size) {
                     self.counters.dropped_memory_budget.fetch_add(1, Relaxed);
                     return Handed::Refused;
                 }
@@ -523,7 +547,12 @@ impl Shared {
                     Handed::Refused
                 }
             }
-            SlotState::Vacant | SlotState::Dead => Handed::Refused,
+            SlotState::Vacant | SlotState::Dead => {
+                if prepaid {
+                    self.release(size);
+                }
+                Handed::Refused
+            }
         }
     }
 
