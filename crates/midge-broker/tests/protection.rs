@@ -427,3 +427,54 @@ async fn v311_violation_just_closes_and_pubrel_unknown_is_answered() {
     assert_healthy(addr).await;
     broker.shutdown().await;
 }
+
+/// Every byte reserved against the global budget is given back once the deliveries are
+/// written: for a message that matches one filter (its fan-out reserved at once), for one
+/// that matches overlapping filters of one client (reserved per delivery), and for a QoS 0
+/// message that an offline session refuses (reserved, then released).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_budget_returns_to_zero_after_delivery() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut subscribers = Vec::new();
+    for i in 0..3 {
+        let mut s = TestClient::connect(addr, V5, &format!("budget-{i}")).await;
+        s.subscribe("fan/x", QoS::AtLeastOnce).await;
+        subscribers.push(s);
+    }
+    // One client with overlapping filters: one delivery for both [MQTT-3.3.4-2].
+    let mut overlap = TestClient::connect(addr, V5, "budget-overlap").await;
+    overlap.subscribe("over/+", QoS::AtLeastOnce).await;
+    overlap.subscribe("over/#", QoS::AtMostOnce).await;
+    // A persistent session that goes offline: it refuses QoS 0 while away.
+    let mut connect = Connect::new(V5, "budget-away");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(60);
+    let (mut away, _) = TestClient::connect_with(addr, connect).await;
+    away.subscribe("fan/x", QoS::AtMostOnce).await;
+    away.disconnect().await;
+
+    let mut p = TestClient::connect(addr, V5, "budget-publisher").await;
+    for n in 0..50 {
+        let qos = if n % 2 == 0 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        p.publish("fan/x", &format!("m{n}"), qos, false).await;
+        p.publish("over/x", &format!("m{n}"), qos, false).await;
+    }
+    for s in subscribers.iter_mut().chain(std::iter::once(&mut overlap)) {
+        for n in 0..50 {
+            let got = s.recv_publish().await;
+            assert_eq!(&got.payload[..], format!("m{n}").as_bytes());
+        }
+        s.expect_silence(50).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while broker.stats().queued_bytes != 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(broker.stats().queued_bytes, 0, "{:?}", broker.stats());
+    broker.shutdown().await;
+}
