@@ -60,6 +60,16 @@ pub struct ClientConfig {
     pub response_timeout: Duration,
     /// Use topic aliases for outgoing messages when the server allows them.
     pub use_topic_aliases: bool,
+    /// Leave the acknowledgement of received QoS 1 and 2 messages to the application: they
+    /// arrive as [`Event::MessageToAcknowledge`], and PUBACK or PUBREC goes out only on
+    /// [`Client::acknowledge`]. Until then the message counts against our Receive Maximum, so
+    /// the server's flow control bounds what an application that falls behind has to hold.
+    /// Off by default.
+    pub manual_acks: bool,
+    /// The largest packet accepted from the server when `properties` sets no Maximum Packet
+    /// Size: 3.1.1 cannot announce one, but a limit still holds on what is buffered. `None`
+    /// (the default) accepts any size MQTT can express.
+    pub incoming_packet_limit: Option<std::num::NonZeroU32>,
 }
 
 impl ClientConfig {
@@ -79,6 +89,8 @@ impl ClientConfig {
             max_queued_messages: 1000,
             response_timeout: Duration::from_secs(10),
             use_topic_aliases: true,
+            manual_acks: false,
+            incoming_packet_limit: None,
         }
     }
 
@@ -91,6 +103,7 @@ impl ClientConfig {
     fn maximum_packet_size(&self) -> u32 {
         self.properties
             .maximum_packet_size
+            .or(self.incoming_packet_limit)
             .map_or(MAX_PACKET_SIZE, |m| m.get())
     }
 }
@@ -121,6 +134,15 @@ pub enum Event {
     /// A message arrived. QoS 2 messages are reported exactly once per packet identifier
     /// until released, however often the server retransmits them.
     Message(Message),
+    /// With [`ClientConfig::manual_acks`]: a QoS 1 or 2 message arrived, to be acknowledged
+    /// with [`Client::acknowledge`] once the application has taken it. QoS 2 messages are
+    /// reported once per packet identifier until released, as for [`Event::Message`].
+    MessageToAcknowledge {
+        /// The identifier to pass to [`Client::acknowledge`].
+        packet_id: PacketId,
+        /// The message.
+        message: Message,
+    },
     /// A QoS 1 or 2 publish finished: PUBACK, PUBCOMP, a failing PUBREC, or a limit that made
     /// it unsendable (`QOS_NOT_SUPPORTED`, `RETAIN_NOT_SUPPORTED`, `PACKET_TOO_LARGE`).
     Published {
@@ -291,6 +313,12 @@ pub struct Client {
     unacknowledged: usize,
     /// QoS 2 identifiers received, delivered, and not yet released (§4.3.3).
     incoming_qos2: HashSet<PacketId>,
+    /// With manual acks: QoS 2 identifiers reported to the application and not yet
+    /// acknowledged by it (no PUBREC sent).
+    qos2_unacknowledged: HashSet<PacketId>,
+    /// With manual acks: QoS 1 identifiers of this connection reported to the application and
+    /// not yet acknowledged by it.
+    qos1_unacknowledged: HashSet<PacketId>,
     /// Acknowledged subscriptions, for resubscribing when the server loses the session.
     subscriptions: BTreeMap<ByteStr, SubscriptionOptions>,
     // Connection state.
@@ -313,6 +341,8 @@ impl Client {
             pending: VecDeque::new(),
             unacknowledged: 0,
             incoming_qos2: HashSet::new(),
+            qos2_unacknowledged: HashSet::new(),
+            qos1_unacknowledged: HashSet::new(),
             subscriptions: BTreeMap::new(),
             server: ServerLimits::default(),
             keepalive: ClientKeepAlive::new(Duration::ZERO, config.response_timeout, now),
@@ -338,6 +368,9 @@ impl Client {
             self.close(CloseReason::ConnectionLost);
         }
         self.transmit.clear();
+        // The server resends every QoS 1 message we did not acknowledge on a resumed session,
+        // and forgets them otherwise: acknowledgements from the old connection mean nothing.
+        self.qos1_unacknowledged.clear();
         let connect = self.connect_packet();
         self.transmit.push_back(Packet::Connect(Box::new(connect)));
         self.state = State::Connecting {
@@ -644,6 +677,7 @@ impl Client {
     /// Subscriptions are made again if configured.
     fn restart_session(&mut self) {
         self.incoming_qos2.clear();
+        self.qos2_unacknowledged.clear();
         self.unacknowledged = 0;
         let mut resend = Vec::new();
         let mut completed = Vec::new();
@@ -816,7 +850,41 @@ impl Client {
             Ok(topic) => topic,
             Err(reason) => return self.violation(reason),
         };
+        let manual = self.config.manual_acks;
         match (publish.qos, publish.packet_id) {
+            (QoS::AtLeastOnce, Some(id)) if manual => {
+                // Receive Maximum: QoS 1 messages not yet acknowledged count against it
+                // [MQTT-3.3.4-9].
+                if !self.qos1_unacknowledged.contains(&id)
+                    && self.unacknowledged_incoming() >= self.config.receive_maximum()
+                {
+                    return self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+                }
+                self.qos1_unacknowledged.insert(id);
+                let message = Message::from_publish(publish, topic);
+                self.events.push_back(Event::MessageToAcknowledge {
+                    packet_id: id,
+                    message,
+                });
+            }
+            (QoS::ExactlyOnce, Some(id)) if manual => {
+                if self.incoming_qos2.contains(&id) {
+                    // Acknowledged already; the server missed our PUBREC.
+                    self.transmit.push_back(Packet::PubRec(PubAck::new(id)));
+                } else if !self.qos2_unacknowledged.contains(&id) {
+                    if self.unacknowledged_incoming() >= self.config.receive_maximum() {
+                        return self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+                    }
+                    self.qos2_unacknowledged.insert(id);
+                    let message = Message::from_publish(publish, topic);
+                    self.events.push_back(Event::MessageToAcknowledge {
+                        packet_id: id,
+                        message,
+                    });
+                }
+                // Otherwise a retransmission of a message the application still holds: it
+                // gets PUBREC when the application acknowledges it.
+            }
             (QoS::AtLeastOnce, Some(id)) => {
                 self.events
                     .push_back(Event::Message(Message::from_publish(publish, topic)));
@@ -838,6 +906,35 @@ impl Client {
             _ => self
                 .events
                 .push_back(Event::Message(Message::from_publish(publish, topic))),
+        }
+    }
+
+    /// With manual acks: QoS 1 and 2 messages the application holds and has not acknowledged.
+    ///
+    /// QoS 2 identifiers acknowledged and awaiting PUBREL are not counted, although the server
+    /// counts them until PUBCOMP: they hold no message (and are bounded by the identifier
+    /// space), and servers that forget to count their retransmissions after a resumed session
+    /// (mosquitto 2.0) would otherwise be disconnected over and over.
+    fn unacknowledged_incoming(&self) -> usize {
+        self.qos1_unacknowledged.len() + self.qos2_unacknowledged.len()
+    }
+
+    /// With [`ClientConfig::manual_acks`]: the application has taken the message reported as
+    /// [`Event::MessageToAcknowledge`] with `packet_id`, so PUBACK (QoS 1) or PUBREC (QoS 2)
+    /// may go out. Identifiers that are not awaiting acknowledgement are ignored: a QoS 1
+    /// message from an earlier connection is resent by the server and reported again.
+    /// While not connected, a QoS 2 acknowledgement is remembered and PUBREC answers the
+    /// server.s retransmission; a QoS 1 one is dropped.
+    pub fn acknowledge(&mut self, packet_id: PacketId) {
+        if self.qos2_unacknowledged.remove(&packet_id) {
+            self.incoming_qos2.insert(packet_id);
+            if self.state == State::Connected {
+                self.transmit
+                    .push_back(Packet::PubRec(PubAck::new(packet_id)));
+            }
+        } else if self.qos1_unacknowledged.remove(&packet_id) && self.state == State::Connected {
+            self.transmit
+                .push_back(Packet::PubAck(PubAck::new(packet_id)));
         }
     }
 

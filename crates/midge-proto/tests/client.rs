@@ -883,6 +883,155 @@ fn inbound_qos2_is_delivered_exactly_once() {
 }
 
 #[test]
+fn manual_acks_hold_puback_and_pubrec_until_the_application_acknowledges() {
+    for version in ALL {
+        let t0 = Instant::now();
+        let mut config = persistent(version);
+        config.manual_acks = true;
+        let mut client = connected_client(config, ConnAck::default(), t0);
+        client_feed(
+            &mut client,
+            t0,
+            version,
+            Packet::Publish(publish("in", QoS::AtLeastOnce, Some(3))),
+        );
+        let p2 = publish("in", QoS::ExactlyOnce, Some(4));
+        client_feed(&mut client, t0, version, Packet::Publish(p2.clone()));
+        // Nothing is acknowledged before the application says so.
+        assert!(
+            client_tx(&mut client, t0, version).is_empty(),
+            "{version:?}"
+        );
+        let events = client_events(&mut client);
+        assert!(
+            matches!(events.as_slice(), [
+                Event::MessageToAcknowledge { packet_id: a, .. },
+                Event::MessageToAcknowledge { packet_id: b, .. },
+            ] if a.get() == 3 && b.get() == 4),
+            "{events:?}"
+        );
+        // A retransmission of the QoS 2 message the application still holds is not reported
+        // again and not answered yet.
+        let dup = Publish { dup: true, ..p2 };
+        client_feed(&mut client, t0, version, Packet::Publish(dup.clone()));
+        assert!(client_tx(&mut client, t0, version).is_empty());
+        assert!(client_events(&mut client).is_empty());
+        client.acknowledge(pid(4));
+        client.acknowledge(pid(3));
+        // An identifier not awaiting acknowledgement is ignored.
+        client.acknowledge(pid(77));
+        assert_eq!(
+            client_tx(&mut client, t0, version),
+            [Packet::PubRec(ack(4)), Packet::PubAck(ack(3))]
+        );
+        // Once acknowledged, a retransmission gets PUBREC and no second delivery [MQTT-4.3.3-10].
+        client_feed(&mut client, t0, version, Packet::Publish(dup));
+        assert_eq!(
+            client_tx(&mut client, t0, version),
+            [Packet::PubRec(ack(4))]
+        );
+        assert!(client_events(&mut client).is_empty());
+        client_feed(&mut client, t0, version, Packet::PubRel(ack(4)));
+        assert_eq!(
+            client_tx(&mut client, t0, version),
+            [Packet::PubComp(ack(4))]
+        );
+    }
+}
+
+#[test]
+fn incoming_packet_limit_holds_under_3_1_1() {
+    // 3.1.1 has no Maximum Packet Size property; the configured limit still refuses a larger
+    // packet before buffering it.
+    let t0 = Instant::now();
+    let mut config = client_config(V3_1_1);
+    config.incoming_packet_limit = NonZeroU32::new(64);
+    let mut client = connected_client(config, ConnAck::default(), t0);
+    let mut big = publish("in", QoS::AtMostOnce, None);
+    big.payload = Bytes::from(vec![0u8; 100]);
+    client_feed(&mut client, t0, V3_1_1, Packet::Publish(big));
+    assert!(!client.is_connected());
+    assert!(matches!(
+        client_events(&mut client).last(),
+        Some(Event::Closed(CloseReason::ProtocolViolation(_)))
+    ));
+}
+
+#[test]
+fn manual_acks_count_against_receive_maximum() {
+    // [MQTT-3.3.4-9]: unacknowledged QoS 1 and 2 messages count against our Receive Maximum.
+    let t0 = Instant::now();
+    let mut config = client_config(V5);
+    config.manual_acks = true;
+    config.properties.receive_maximum = NonZeroU16::new(2);
+    let mut client = connected_client(config, ConnAck::default(), t0);
+    client_feed(
+        &mut client,
+        t0,
+        V5,
+        Packet::Publish(publish("a", QoS::AtLeastOnce, Some(1))),
+    );
+    client_feed(
+        &mut client,
+        t0,
+        V5,
+        Packet::Publish(publish("a", QoS::ExactlyOnce, Some(2))),
+    );
+    client.acknowledge(pid(1));
+    // One slot is free again.
+    client_feed(
+        &mut client,
+        t0,
+        V5,
+        Packet::Publish(publish("a", QoS::AtLeastOnce, Some(3))),
+    );
+    assert!(client.is_connected());
+    client_feed(
+        &mut client,
+        t0,
+        V5,
+        Packet::Publish(publish("a", QoS::AtLeastOnce, Some(4))),
+    );
+    assert!(!client.is_connected());
+    let events = client_events(&mut client);
+    assert!(
+        matches!(
+            events.last(),
+            Some(Event::Closed(CloseReason::ProtocolViolation(
+                ReasonCode::RECEIVE_MAXIMUM_EXCEEDED
+            )))
+        ),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn manual_acks_of_qos2_while_offline_answer_the_resent_publish() {
+    let t0 = Instant::now();
+    let mut config = persistent(V5);
+    config.manual_acks = true;
+    let mut client = connected_client(config, ConnAck::default(), t0);
+    let p = publish("in", QoS::ExactlyOnce, Some(9));
+    client_feed(&mut client, t0, V5, Packet::Publish(p.clone()));
+    let _ = client_events(&mut client);
+    client.connection_lost();
+    client.acknowledge(pid(9));
+    client.connect(t0);
+    let _ = client_tx(&mut client, t0, V5);
+    let resumed = connack_with(|c| c.session_present = true);
+    client_feed(&mut client, t0, V5, Packet::ConnAck(Box::new(resumed)));
+    let _ = client_events(&mut client);
+    client_feed(
+        &mut client,
+        t0,
+        V5,
+        Packet::Publish(Publish { dup: true, ..p }),
+    );
+    assert_eq!(client_tx(&mut client, t0, V5), [Packet::PubRec(ack(9))]);
+    assert!(client_events(&mut client).is_empty(), "delivered once");
+}
+
+#[test]
 fn inbound_receive_maximum_exceeded_disconnects() {
     // §3.3.4 (Receive Maximum, [MQTT-3.3.4-9] on the server): more unreleased QoS 2 messages
     // than our Receive Maximum is a DISCONNECT 0x93.

@@ -1,0 +1,754 @@
+//! The client handle, its builder, and the subscription stream.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use midge_codec::{ByteStr, ConnectProperties, PacketId, ProtocolVersion, QoS, ReasonCode, Will};
+use midge_proto::client::ClientConfig;
+use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::driver::Driver;
+use crate::error::{ClientError, ConnectError, Disconnect};
+use crate::message::Message;
+use crate::options::{Limits, PublishOptions, ReconnectPolicy, SubscribeOptions};
+
+/// Connection state changes, from [`Client::events`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// CONNACK accepted a connection. Without `session_present` the broker had no session:
+    /// the client has made its subscriptions again and resends what was unacknowledged.
+    Connected {
+        /// The broker resumed our session.
+        session_present: bool,
+    },
+    /// A connection ended or could not be made.
+    Disconnected(Disconnect),
+    /// The next attempt starts after `delay`.
+    Reconnecting {
+        /// Attempts in a row so far, from 1.
+        attempt: u32,
+        /// Delay before it.
+        delay: Duration,
+    },
+    /// The client closed for good: every pending operation failed with
+    /// [`ClientError::Closed`].
+    Closed,
+}
+
+/// Where the client is, as seen by [`Client::is_connected`] and [`Client::wait_connected`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    Connecting,
+    Connected,
+    Closed(Option<Disconnect>),
+}
+
+/// What [`Client`] handles send to the driver, other than publishes.
+pub(crate) enum Command {
+    Subscribe {
+        filter: ByteStr,
+        options: SubscribeOptions,
+        reply: oneshot::Sender<Result<(ReasonCode, Subscription), ClientError>>,
+    },
+    Unsubscribe {
+        filter: ByteStr,
+        reply: oneshot::Sender<Result<ReasonCode, ClientError>>,
+    },
+    Disconnect {
+        reason: ReasonCode,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A publish on its way to the driver. The permit is one place of the bounded queue, given
+/// back when the message is sent (QoS 0) or acknowledged (QoS 1 and 2).
+pub(crate) struct PublishCommand {
+    pub(crate) message: midge_proto::Message,
+    pub(crate) reply: oneshot::Sender<Result<ReasonCode, ClientError>>,
+    pub(crate) permit: OwnedSemaphorePermit,
+}
+
+/// What subscriptions tell the driver.
+pub(crate) enum Internal {
+    /// The application took the message with this packet identifier.
+    Ack(PacketId),
+    /// A subscription stream was dropped.
+    Dropped(u64),
+}
+
+/// Acknowledges a received QoS 1 or 2 message when the last copy of it has been handed to
+/// the application.
+#[derive(Debug)]
+pub(crate) struct AckOnDrop {
+    pub(crate) packet_id: PacketId,
+    pub(crate) internal: mpsc::UnboundedSender<Internal>,
+}
+
+impl Drop for AckOnDrop {
+    fn drop(&mut self) {
+        let _ = self.internal.send(Internal::Ack(self.packet_id));
+    }
+}
+
+/// One message as a subscription queues it.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) message: Message,
+    pub(crate) ack: Option<Arc<AckOnDrop>>,
+}
+
+struct Shared {
+    publishes: mpsc::UnboundedSender<PublishCommand>,
+    commands: mpsc::Sender<Command>,
+    permits: Arc<Semaphore>,
+    events: broadcast::Sender<ConnectionEvent>,
+    state: watch::Receiver<State>,
+    version: ProtocolVersion,
+    dropped: Arc<AtomicU64>,
+    /// Unique per client, for response topics.
+    nonce: u64,
+    next_request: AtomicU64,
+}
+
+/// A handle to an MQTT client. Cheap to clone and usable from any task; all clones drive one
+/// connection through one driver task. When the last handle is dropped, the driver
+/// disconnects (reason 0) and ends.
+///
+/// ## Back-pressure
+///
+/// At most [`Limits::max_queued_publishes`] publishes are held at once: waiting to be sent
+/// (also while offline) or waiting for their acknowledgement. [`Client::publish`] and
+/// [`Client::enqueue`] wait for a free place; [`Client::try_publish`] fails at once with
+/// [`ClientError::QueueFull`]. Waiting never blocks the driver, so a publish from inside a
+/// message handler cannot deadlock: the driver keeps reading acknowledgements, which free
+/// places.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("state", &*self.shared.state.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of one publish: resolves when the broker acknowledged it (QoS 1 and 2) or when
+/// the driver queued it for sending (QoS 0). Dropping it does not withdraw the message.
+#[derive(Debug)]
+#[must_use = "the publish goes out anyway; await this to learn its outcome"]
+pub struct PublishHandle {
+    rx: oneshot::Receiver<Result<ReasonCode, ClientError>>,
+}
+
+impl Future for PublishHandle {
+    type Output = Result<ReasonCode, ClientError>;
+
+    /// Cancel-safe: polling only reads the outcome.
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+/// The messages of one subscription, in the order the broker sent them. Also a
+/// [`futures_core::Stream`].
+///
+/// A QoS 1 or 2 message is acknowledged to the broker when this stream hands it out, so the
+/// broker's flow control (Receive Maximum, [`Limits::receive_maximum`]) paces a slow reader
+/// instead of memory growing. QoS 0 messages beyond [`Limits::max_buffered_qos0`] are dropped.
+///
+/// The stream ends after [`Client::unsubscribe`] of its filter, or when the client closes.
+/// Dropping it removes it; when no other stream has its filter, the client unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    pub(crate) id: u64,
+    pub(crate) filter: ByteStr,
+    pub(crate) rx: mpsc::UnboundedReceiver<Delivery>,
+    pub(crate) qos0_buffered: Arc<AtomicU64>,
+    pub(crate) internal: mpsc::UnboundedSender<Internal>,
+}
+
+impl Subscription {
+    /// The topic filter.
+    pub fn filter(&self) -> &str {
+        self.filter.as_str()
+    }
+
+    /// The next message, or `None` once the subscription has ended.
+    ///
+    /// Cancel-safe: a message is taken only when this returns it.
+    pub async fn recv(&mut self) -> Option<Message> {
+        std::future::poll_fn(|cx| self.poll_message(cx)).await
+    }
+
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.rx.poll_recv(cx).map(|delivery| {
+            delivery.map(|d| {
+                if d.ack.is_none() {
+                    self.qos0_buffered.fetch_sub(1, Relaxed);
+                }
+                // Dropping the guard acknowledges the message once every subscription that
+                // got it has handed it out.
+                d.message
+            })
+        })
+    }
+}
+
+impl futures_core::Stream for Subscription {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.poll_message(cx)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let _ = self.internal.send(Internal::Dropped(self.id));
+    }
+}
+
+/// Configures and starts a [`Client`].
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    host: String,
+    port: u16,
+    version: ProtocolVersion,
+    client_id: Option<String>,
+    keep_alive: u16,
+    clean_start: bool,
+    session_expiry: u32,
+    username: Option<String>,
+    password: Option<Bytes>,
+    will: Option<Will>,
+    limits: Limits,
+    reconnect: Option<ReconnectPolicy>,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    topic_aliases: bool,
+}
+
+impl ClientBuilder {
+    /// A client of `host:port` with defaults: MQTT 5.0, a random client identifier
+    /// (`midge-` and 16 hex digits), keepalive 30 s, clean start, session expiry 0, reconnect
+    /// with [`ReconnectPolicy::default`], [`Limits::default`], 10 s connect and response
+    /// timeouts.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            version: ProtocolVersion::V5,
+            client_id: None,
+            keep_alive: 30,
+            clean_start: true,
+            session_expiry: 0,
+            username: None,
+            password: None,
+            will: None,
+            limits: Limits::default(),
+            reconnect: Some(ReconnectPolicy::default()),
+            connect_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(10),
+            topic_aliases: true,
+        }
+    }
+
+    /// Protocol version: [`ProtocolVersion::V5`] (default) or [`ProtocolVersion::V3_1_1`]
+    /// ([`ProtocolVersion::V3_1`] works as well, untested against peers).
+    #[must_use]
+    pub fn version(mut self, version: ProtocolVersion) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Client identifier. With 5.0 an empty one asks the broker to assign one, which is then
+    /// reused on reconnect.
+    #[must_use]
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = Some(id.into());
+        self
+    }
+
+    /// Keep Alive in seconds; 0 turns it off. The broker's Server Keep Alive overrides it.
+    #[must_use]
+    pub fn keep_alive(mut self, seconds: u16) -> Self {
+        self.keep_alive = seconds;
+        self
+    }
+
+    /// User name and password.
+    #[must_use]
+    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<Bytes>) -> Self {
+        self.username = Some(username.into());
+        self.password = Some(password.into());
+        self
+    }
+
+    /// Clean Start (5.0) / Clean Session (3.1.1) on every connection. With `false` the broker
+    /// keeps the session between connections (for 5.0, as long as
+    /// [`ClientBuilder::session_expiry`] says), and unacknowledged messages are resent with
+    /// DUP on reconnect.
+    #[must_use]
+    pub fn clean_start(mut self, clean: bool) -> Self {
+        self.clean_start = clean;
+        self
+    }
+
+    /// 5.0 Session Expiry Interval in seconds (`u32::MAX`: never). Ignored with 3.1.1.
+    #[must_use]
+    pub fn session_expiry(mut self, seconds: u32) -> Self {
+        self.session_expiry = seconds;
+        self
+    }
+
+    /// A will, published by the broker if the connection ends without DISCONNECT.
+    #[must_use]
+    pub fn will(mut self, will: Will) -> Self {
+        self.will = Some(will);
+        self
+    }
+
+    /// Memory limits, see [`Limits`].
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How to reconnect; `None` turns reconnection off, and the client closes with its first
+    /// lost connection.
+    #[must_use]
+    pub fn reconnect(mut self, policy: Option<ReconnectPolicy>) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// How long a TCP connection may take to come up.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long to wait for CONNACK and PINGRESP before the connection counts as dead.
+    #[must_use]
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Use topic aliases for outgoing messages when the broker allows them (default on).
+    #[must_use]
+    pub fn topic_aliases(mut self, on: bool) -> Self {
+        self.topic_aliases = on;
+        self
+    }
+
+    fn proto_config(&self, nonce: u64) -> ClientConfig {
+        let client_id = self
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("midge-{nonce:016x}"));
+        let mut config = ClientConfig::new(self.version, client_id);
+        config.keep_alive = self.keep_alive;
+        config.clean_start = self.clean_start;
+        config.username = self.username.clone().map(ByteStr::from);
+        config.password = self.password.clone();
+        config.will = self.will.clone();
+        config.response_timeout = self.response_timeout;
+        config.use_topic_aliases = self.topic_aliases;
+        config.manual_acks = true;
+        config.resubscribe = true;
+        // The semaphore bounds QoS 1/2 publishes and the driver gates QoS 0 on this; the
+        // state machine's own limit is never the one that bites.
+        config.max_queued_messages = self.limits.max_queued_publishes.max(1) * 2;
+        let receive_maximum = self.limits.receive_maximum.max(1);
+        if self.version.is_v5() {
+            let mut properties = ConnectProperties::default();
+            if self.session_expiry > 0 {
+                properties.session_expiry_interval = Some(self.session_expiry);
+            }
+            properties.receive_maximum = std::num::NonZeroU16::new(receive_maximum);
+            properties.maximum_packet_size = std::num::NonZeroU32::new(self.limits.max_packet_size);
+            if self.limits.topic_alias_maximum > 0 {
+                properties.topic_alias_maximum = Some(self.limits.topic_alias_maximum);
+            }
+            config.properties = properties;
+        } else {
+            // 3.1.1 cannot announce limits; the packet size limit still holds on what arrives.
+            config.properties = ConnectProperties::default();
+            config.incoming_packet_limit = std::num::NonZeroU32::new(self.limits.max_packet_size);
+        }
+        config
+    }
+
+    /// Starts the client: spawns its driver task, which connects in the background (and
+    /// reconnects per the policy). Operations issued before the connection is up wait in the
+    /// bounded queue.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn build(self) -> Result<Client, ConnectError> {
+        let nonce = random_seed();
+        let config = Arc::new(self.proto_config(nonce));
+        let proto = midge_proto::client::Client::new(config, std::time::Instant::now())?;
+        let (publishes, publish_rx) = mpsc::unbounded_channel();
+        let (commands, command_rx) = mpsc::channel(64);
+        let (events, _) = broadcast::channel(64);
+        let (state_tx, state) = watch::channel(State::Connecting);
+        let permits = Arc::new(Semaphore::new(self.limits.max_queued_publishes.max(1)));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let driver = Driver::new(crate::driver::Setup {
+            proto,
+            host: self.host,
+            port: self.port,
+            limits: self.limits,
+            reconnect: self.reconnect,
+            connect_timeout: self.connect_timeout,
+            publishes: publish_rx,
+            commands: command_rx,
+            events: events.clone(),
+            state: state_tx,
+            dropped: dropped.clone(),
+            seed: nonce,
+        });
+        tokio::spawn(driver.run());
+        Ok(Client {
+            shared: Arc::new(Shared {
+                publishes,
+                commands,
+                permits,
+                events,
+                state,
+                version: self.version,
+                dropped,
+                nonce,
+                next_request: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Starts the client and waits for its first accepted connection. With a reconnect
+    /// policy, failed attempts are retried per the policy first.
+    ///
+    /// Cancel-safe: if dropped, the client is dropped with it and its driver ends.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub async fn connect(self) -> Result<Client, ConnectError> {
+        let client = self.build()?;
+        let mut state = client.shared.state.clone();
+        let outcome = state
+            .wait_for(|s| !matches!(s, State::Connecting))
+            .await
+            .map(|s| *s);
+        match outcome {
+            Ok(State::Connected) => Ok(client),
+            Ok(State::Closed(Some(reason))) => Err(ConnectError::Failed(reason)),
+            _ => Err(ConnectError::Failed(Disconnect::Io(
+                std::io::ErrorKind::ConnectionAborted,
+            ))),
+        }
+    }
+}
+
+fn random_seed() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut x = nanos
+        ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed)
+        ^ u64::from(std::process::id()) << 32;
+    // splitmix64 finaliser
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+impl Client {
+    /// A builder for a client of `host:port`; see [`ClientBuilder::new`].
+    pub fn builder(host: impl Into<String>, port: u16) -> ClientBuilder {
+        ClientBuilder::new(host, port)
+    }
+
+    fn message(
+        topic: impl Into<String>,
+        payload: impl Into<Bytes>,
+        options: PublishOptions,
+    ) -> Result<midge_proto::Message, ClientError> {
+        if let Some(err) = options.error {
+            return Err(ClientError::Encode(err));
+        }
+        let topic = topic.into();
+        midge_topic::TopicName::new(&topic)
+            .map_err(|_| midge_proto::client::PublishError::InvalidTopic)?;
+        let mut message = midge_proto::Message::new(topic, payload.into(), options.qos);
+        message.retain = options.retain;
+        message.properties = options.properties;
+        Ok(message)
+    }
+
+    fn submit(
+        &self,
+        message: midge_proto::Message,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<PublishHandle, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .publishes
+            .send(PublishCommand {
+                message,
+                reply,
+                permit,
+            })
+            .map_err(|_| ClientError::Closed)?;
+        Ok(PublishHandle { rx })
+    }
+
+    /// Publishes a message and waits for its outcome: for QoS 1 the broker's PUBACK of this
+    /// message, for QoS 2 its PUBCOMP (after PUBREC and PUBREL), for QoS 0 its hand-over to
+    /// the driver's send queue. Returns the broker's reason code (always 0 in 3.1.1; a 5.0
+    /// PUBACK may say 0x10 No matching subscribers); failure codes (0x80 and above, or a
+    /// failing PUBREC) are [`ClientError::Refused`].
+    ///
+    /// Waits for a place when the queue is full (see [`Client`]), and while offline the
+    /// message waits in that queue until the connection is back.
+    ///
+    /// Cancel-safe in this sense: dropped while it waits for a place, nothing is queued;
+    /// dropped later, the message is still delivered and only its outcome is lost.
+    pub async fn publish(
+        &self,
+        topic: impl Into<String>,
+        payload: impl Into<Bytes>,
+        options: PublishOptions,
+    ) -> Result<ReasonCode, ClientError> {
+        self.enqueue(topic, payload, options).await?.await
+    }
+
+    /// Queues a message, waiting for a place if the queue is full, and returns a handle for
+    /// its outcome without waiting for it. Awaiting many handles at once keeps many QoS 1 and
+    /// 2 messages in flight.
+    ///
+    /// Cancel-safe: if dropped before it returns, nothing was queued.
+    pub async fn enqueue(
+        &self,
+        topic: impl Into<String>,
+        payload: impl Into<Bytes>,
+        options: PublishOptions,
+    ) -> Result<PublishHandle, ClientError> {
+        let message = Self::message(topic, payload, options)?;
+        let permit = self
+            .shared
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        self.submit(message, permit)
+    }
+
+    /// Queues a message if the queue has a place, or fails at once with
+    /// [`ClientError::QueueFull`]. Never waits; the handle resolves as for
+    /// [`Client::publish`].
+    pub fn try_publish(
+        &self,
+        topic: impl Into<String>,
+        payload: impl Into<Bytes>,
+        options: PublishOptions,
+    ) -> Result<PublishHandle, ClientError> {
+        let message = Self::message(topic, payload, options)?;
+        let permit = match self.shared.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::NoPermits) => return Err(ClientError::QueueFull),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(ClientError::Closed),
+        };
+        self.submit(message, permit)
+    }
+
+    async fn command<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> Command,
+    ) -> Result<T, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .commands
+            .send(make(reply))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.unwrap_or(Err(ClientError::Closed))
+    }
+
+    /// Subscribes to one topic filter and returns the broker's granted QoS (the SUBACK reason
+    /// code) and the stream of messages that match it. A refusal (code 0x80 or above) is
+    /// [`ClientError::Refused`]. The subscription is made again whenever the broker reports
+    /// that it lost our session.
+    ///
+    /// Cancel-safe: if dropped before it returns, the subscription is either never sent or
+    /// undone with UNSUBSCRIBE once its SUBACK arrives.
+    pub async fn subscribe(
+        &self,
+        filter: impl Into<String>,
+        options: SubscribeOptions,
+    ) -> Result<(ReasonCode, Subscription), ClientError> {
+        let filter = ByteStr::from(filter.into());
+        midge_topic::TopicFilter::new(filter.as_str())
+            .map_err(midge_proto::client::RequestError::InvalidFilter)?;
+        self.command(|reply| Command::Subscribe {
+            filter,
+            options,
+            reply,
+        })
+        .await
+    }
+
+    /// Unsubscribes from a topic filter; every [`Subscription`] of that filter ends. Returns
+    /// the UNSUBACK reason code (always 0 in 3.1.1).
+    ///
+    /// Not cancel-safe: once it has been polled, the UNSUBSCRIBE goes out even if this is
+    /// dropped; only the result is lost.
+    pub async fn unsubscribe(&self, filter: impl Into<String>) -> Result<ReasonCode, ClientError> {
+        let filter = ByteStr::from(filter.into());
+        midge_topic::TopicFilter::new(filter.as_str())
+            .map_err(midge_proto::client::RequestError::InvalidFilter)?;
+        self.command(|reply| Command::Unsubscribe { filter, reply })
+            .await
+    }
+
+    /// Disconnects with `reason` (5.0; use `DISCONNECT_WITH_WILL_MESSAGE` to have the broker
+    /// publish the will), closes the connection and ends the client: pending publishes and
+    /// requests fail with [`ClientError::Closed`], subscriptions end. Returns once the
+    /// connection is closed; returns at once if the client is already closed.
+    ///
+    /// Not cancel-safe: once it has been polled, the disconnect happens even if this is
+    /// dropped.
+    pub async fn disconnect(&self, reason: ReasonCode) {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .shared
+            .commands
+            .send(Command::Disconnect { reason, reply })
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+        let mut state = self.shared.state.clone();
+        let _ = state.wait_for(|s| matches!(s, State::Closed(_))).await;
+    }
+
+    /// A receiver of connection state changes from now on. It holds the last 64; a receiver
+    /// that falls further behind skips the oldest (`RecvError::Lagged`).
+    pub fn events(&self) -> broadcast::Receiver<ConnectionEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// True while a connection is up.
+    pub fn is_connected(&self) -> bool {
+        matches!(*self.shared.state.borrow(), State::Connected)
+    }
+
+    /// True once the client has closed for good.
+    pub fn is_closed(&self) -> bool {
+        matches!(*self.shared.state.borrow(), State::Closed(_))
+    }
+
+    /// Waits until a connection is up, or fails with [`ClientError::Closed`] if the client
+    /// closes first.
+    ///
+    /// Cancel-safe.
+    pub async fn wait_connected(&self) -> Result<(), ClientError> {
+        let mut state = self.shared.state.clone();
+        match state
+            .wait_for(|s| !matches!(s, State::Connecting))
+            .await
+            .map(|s| *s)
+        {
+            Ok(State::Connected) => Ok(()),
+            _ => Err(ClientError::Closed),
+        }
+    }
+
+    /// QoS 0 messages dropped because their subscription's buffer was full, and messages
+    /// that matched no subscription.
+    pub fn dropped_messages(&self) -> u64 {
+        self.shared.dropped.load(Relaxed)
+    }
+
+    /// Request/response (5.0): subscribes to a fresh response topic, publishes the request
+    /// with that Response Topic and a Correlation Data of its own (added to `options`),
+    /// and returns the first response that carries the same Correlation Data, or
+    /// [`ClientError::Timeout`]. The response subscription is removed afterwards.
+    ///
+    /// Cancel-safe: if dropped, the response subscription is removed, and a request already
+    /// queued is still sent (the responder's answer is then ignored).
+    pub async fn request(
+        &self,
+        topic: impl Into<String>,
+        payload: impl Into<Bytes>,
+        options: PublishOptions,
+        timeout: Duration,
+    ) -> Result<Message, ClientError> {
+        if !self.shared.version.is_v5() {
+            return Err(ClientError::NeedsV5);
+        }
+        let n = self.shared.next_request.fetch_add(1, Relaxed);
+        let response_topic = format!("midge/response/{:016x}/{n}", self.shared.nonce);
+        let correlation = Bytes::from(n.to_be_bytes().to_vec());
+        let work = async {
+            let (_, mut responses) = self
+                .subscribe(
+                    response_topic.clone(),
+                    SubscribeOptions::with_qos(QoS::AtLeastOnce),
+                )
+                .await?;
+            let options = options
+                .response_topic(response_topic)
+                .correlation_data(correlation.clone());
+            self.publish(topic, payload, options).await?;
+            while let Some(message) = responses.recv().await {
+                if message.correlation_data().as_ref() == Some(&correlation) {
+                    return Ok(message);
+                }
+            }
+            Err(ClientError::Closed)
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .unwrap_or(Err(ClientError::Timeout))
+    }
+
+    /// Answers a request (5.0): publishes `payload` to the request's Response Topic with its
+    /// Correlation Data, and waits as [`Client::publish`] does. Fails with
+    /// [`ClientError::Publish`] if the request has no Response Topic.
+    ///
+    /// Cancel-safe as [`Client::publish`].
+    pub async fn respond(
+        &self,
+        request: &Message,
+        payload: impl Into<Bytes>,
+        options: PublishOptions,
+    ) -> Result<ReasonCode, ClientError> {
+        let topic = request
+            .response_topic()
+            .ok_or(midge_proto::client::PublishError::InvalidTopic)?;
+        let options = match request.correlation_data() {
+            Some(data) => options.correlation_data(data),
+            None => options,
+        };
+        self.publish(topic.as_str(), payload, options).await
+    }
+}

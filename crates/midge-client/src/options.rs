@@ -1,0 +1,311 @@
+//! Options for connecting, publishing and subscribing.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use midge_codec::{
+    ByteStr, EncodeError, PayloadFormat, PublishProperties, QoS, RetainHandling, SubscriptionId,
+    SubscriptionOptions,
+};
+
+/// Limits that bound what the client holds in memory. Every queue in the client is bounded by
+/// one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Publishes the client holds at once: waiting to be sent (also while offline) or, for
+    /// QoS 1 and 2, waiting for the broker's acknowledgement. When they are all taken,
+    /// [`Client::publish`](crate::Client::publish) waits and
+    /// [`Client::try_publish`](crate::Client::try_publish) fails with
+    /// [`ClientError::QueueFull`](crate::ClientError::QueueFull). Default 1,000.
+    pub max_queued_publishes: usize,
+    /// Received QoS 1 and 2 messages the application may hold before it has read them from
+    /// its [`Subscription`](crate::Subscription)s: sent as Receive Maximum (5.0). The client
+    /// acknowledges a message only once a subscription hands it out, so the broker never has
+    /// more than this many outstanding, and a slow reader slows the broker down instead of
+    /// growing memory. Default 100.
+    pub receive_maximum: u16,
+    /// QoS 0 messages each subscription buffers before it drops new ones (QoS 0 has no flow
+    /// control). Dropped messages are counted in
+    /// [`Client::dropped_messages`](crate::Client::dropped_messages). Default 1,000.
+    pub max_buffered_qos0: usize,
+    /// Largest packet the client accepts, sent as Maximum Packet Size (5.0) and enforced on
+    /// every version. Default 1 MiB.
+    pub max_packet_size: u32,
+    /// Topic aliases the broker may use towards us (5.0). Default 16.
+    pub topic_alias_maximum: u16,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_queued_publishes: 1000,
+            receive_maximum: 100,
+            max_buffered_qos0: 1000,
+            max_packet_size: 1024 * 1024,
+            topic_alias_maximum: 16,
+        }
+    }
+}
+
+/// When and how often to reconnect after a connection is lost: exponential backoff with
+/// jitter. The delay before attempt `n` (from 0) is `initial_delay * 2^n`, capped at
+/// `max_delay`; with `jitter` it is then drawn uniformly from its upper half, so that many
+/// clients cut off at once do not come back at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReconnectPolicy {
+    /// Delay before the first attempt after a loss. Default 100 ms.
+    pub initial_delay: Duration,
+    /// Upper bound of the delay. Default 30 s.
+    pub max_delay: Duration,
+    /// Randomise each delay within its upper half. Default on.
+    pub jitter: bool,
+    /// Attempts in a row after which the client gives up and closes; `None` never gives up
+    /// (the default).
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(30),
+            jitter: true,
+            max_attempts: None,
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// A policy with these delays, jitter on and no attempt limit.
+    pub fn exponential(initial_delay: Duration, max_delay: Duration) -> Self {
+        Self {
+            initial_delay,
+            max_delay,
+            ..Self::default()
+        }
+    }
+
+    /// The same policy with jitter on or off.
+    #[must_use]
+    pub fn jitter(mut self, jitter: bool) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The same policy giving up after `attempts` failed attempts in a row.
+    #[must_use]
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// The delay before attempt `attempt` (from 0), with `random` in `0..=u64::MAX` used for
+    /// jitter.
+    pub(crate) fn delay(&self, attempt: u32, random: u64) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+        let base = self
+            .initial_delay
+            .checked_mul(factor)
+            .unwrap_or(self.max_delay)
+            .min(self.max_delay);
+        if !self.jitter {
+            return base;
+        }
+        let half = base / 2;
+        let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+        let extra = if nanos == 0 { 0 } else { random % (nanos + 1) };
+        half + Duration::from_nanos(extra)
+    }
+}
+
+/// How to publish one message: QoS, RETAIN and 5.0 properties.
+///
+/// The property setters keep the first error (a string or binary value longer than 65,535
+/// bytes), and the publish then fails with it.
+#[derive(Clone, Debug, Default)]
+pub struct PublishOptions {
+    pub(crate) qos: QoS,
+    pub(crate) retain: bool,
+    pub(crate) properties: PublishProperties,
+    pub(crate) error: Option<EncodeError>,
+}
+
+impl PublishOptions {
+    /// QoS 0, not retained, no properties.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Options with this QoS.
+    pub fn with_qos(qos: QoS) -> Self {
+        Self::new().qos(qos)
+    }
+
+    /// Sets the QoS.
+    #[must_use]
+    pub fn qos(mut self, qos: QoS) -> Self {
+        self.qos = qos;
+        self
+    }
+
+    /// Sets the RETAIN flag.
+    #[must_use]
+    pub fn retain(mut self, retain: bool) -> Self {
+        self.retain = retain;
+        self
+    }
+
+    /// Replaces every 5.0 property (a topic alias in them is ignored: the client picks aliases
+    /// per connection).
+    #[must_use]
+    pub fn properties(mut self, properties: PublishProperties) -> Self {
+        self.properties = properties;
+        self
+    }
+
+    /// 5.0 Message Expiry Interval in seconds.
+    #[must_use]
+    pub fn message_expiry(mut self, seconds: u32) -> Self {
+        self.properties.message_expiry_interval = Some(seconds);
+        self
+    }
+
+    /// 5.0 Payload Format Indicator: the payload is UTF-8.
+    #[must_use]
+    pub fn utf8_payload(mut self) -> Self {
+        self.properties.payload_format_indicator = Some(PayloadFormat::Utf8);
+        self
+    }
+
+    fn keep(mut self, result: Result<(), EncodeError>) -> Self {
+        if let Err(err) = result {
+            self.error.get_or_insert(err);
+        }
+        self
+    }
+
+    /// 5.0 Content Type.
+    #[must_use]
+    pub fn content_type(mut self, content_type: impl Into<String>) -> Self {
+        let result = self
+            .properties
+            .set_content_type(Some(ByteStr::from(content_type.into())));
+        self.keep(result)
+    }
+
+    /// 5.0 Response Topic.
+    #[must_use]
+    pub fn response_topic(mut self, topic: impl Into<String>) -> Self {
+        let result = self
+            .properties
+            .set_response_topic(Some(ByteStr::from(topic.into())));
+        self.keep(result)
+    }
+
+    /// 5.0 Correlation Data.
+    #[must_use]
+    pub fn correlation_data(mut self, data: impl Into<Bytes>) -> Self {
+        let result = self.properties.set_correlation_data(Some(data.into()));
+        self.keep(result)
+    }
+
+    /// Adds a 5.0 User Property.
+    #[must_use]
+    pub fn user_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let result = self
+            .properties
+            .push_user_property(ByteStr::from(key.into()), ByteStr::from(value.into()));
+        self.keep(result)
+    }
+}
+
+/// How to subscribe to one filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    pub(crate) options: SubscriptionOptions,
+    pub(crate) subscription_identifier: Option<SubscriptionId>,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        Self::with_qos(QoS::AtMostOnce)
+    }
+}
+
+impl SubscribeOptions {
+    /// Options with this maximum QoS and the 5.0 defaults for the rest.
+    pub fn with_qos(qos: QoS) -> Self {
+        Self {
+            options: SubscriptionOptions::qos(qos),
+            subscription_identifier: None,
+        }
+    }
+
+    /// 5.0 No Local: do not receive our own publishes on this subscription.
+    #[must_use]
+    pub fn no_local(mut self, no_local: bool) -> Self {
+        self.options.no_local = no_local;
+        self
+    }
+
+    /// 5.0 Retain As Published.
+    #[must_use]
+    pub fn retain_as_published(mut self, keep: bool) -> Self {
+        self.options.retain_as_published = keep;
+        self
+    }
+
+    /// 5.0 Retain Handling.
+    #[must_use]
+    pub fn retain_handling(mut self, handling: RetainHandling) -> Self {
+        self.options.retain_handling = handling;
+        self
+    }
+
+    /// 5.0 Subscription Identifier, carried by every message this subscription delivers.
+    #[must_use]
+    pub fn subscription_identifier(mut self, id: SubscriptionId) -> Self {
+        self.subscription_identifier = Some(id);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_jitter_stays_in_the_upper_half() {
+        let policy =
+            ReconnectPolicy::exponential(Duration::from_millis(100), Duration::from_secs(1))
+                .jitter(false);
+        let delays: Vec<_> = (0..6).map(|n| policy.delay(n, 0).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(policy.delay(u32::MAX, 0), Duration::from_secs(1));
+        let jittered = policy.jitter(true);
+        for random in [0, 1, 12_345_678, u64::MAX] {
+            let d = jittered.delay(2, random);
+            assert!(d >= Duration::from_millis(200) && d <= Duration::from_millis(400));
+        }
+        assert_ne!(jittered.delay(2, 1), jittered.delay(2, 99_999_999));
+    }
+
+    #[test]
+    fn the_first_property_error_is_kept() {
+        let long = "x".repeat(70_000);
+        let options = PublishOptions::new()
+            .content_type(long)
+            .response_topic("ok");
+        assert!(options.error.is_some());
+        assert_eq!(
+            options
+                .properties
+                .response_topic()
+                .as_ref()
+                .map(ByteStr::as_str),
+            Some("ok")
+        );
+    }
+}

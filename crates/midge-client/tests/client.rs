@@ -1,0 +1,742 @@
+//! The client against the midge broker over TCP on loopback: acknowledgements, subscriptions,
+//! properties, back-pressure, reconnection, and the cancel safety of every public `async fn`.
+
+mod common;
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use midge_broker::codec::SubscriptionOptions;
+use midge_broker::{Broker, ClientInfo, Hooks};
+use midge_client::codec::{PayloadFormat, SubscriptionId, Will};
+use midge_client::{
+    ClientError, CloseReason, ConnectionEvent, Disconnect, Limits, ProtocolVersion, PublishOptions,
+    QoS, ReasonCode, SubscribeOptions,
+};
+use tokio::sync::broadcast;
+
+const QOS1: QoS = QoS::AtLeastOnce;
+const QOS2: QoS = QoS::ExactlyOnce;
+
+fn sub(qos: QoS) -> SubscribeOptions {
+    SubscribeOptions::with_qos(qos)
+}
+
+fn pubq(qos: QoS) -> PublishOptions {
+    PublishOptions::with_qos(qos)
+}
+
+/// Polls `fut` exactly once, then drops it: the cancellation at the most awkward moment, just
+/// after the operation has started. Returns whether it had completed (possible when the driver
+/// on the other worker is quick).
+async fn poll_once_and_drop<F: Future>(fut: F) -> bool {
+    let mut fut = pin!(fut);
+    std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx).is_ready())).await
+}
+
+async fn next_event(events: &mut broadcast::Receiver<ConnectionEvent>) -> ConnectionEvent {
+    within("a connection event", events.recv())
+        .await
+        .expect("event")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_resolves_with_the_brokers_reason_code_for_that_message() {
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let client = builder(addr, "ack").connect().await.unwrap();
+    // 5.0: no subscriber yet, so PUBACK says 0x10 (§3.4.2.1). QoS 2 resolves with PUBCOMP,
+    // which has only 0x00 and 0x92 (§3.7.2.1).
+    let code = client.publish("acks/x", "1", pubq(QOS1)).await.unwrap();
+    assert_eq!(code, ReasonCode::NO_MATCHING_SUBSCRIBERS);
+    let code = client.publish("acks/x", "1", pubq(QOS2)).await.unwrap();
+    assert_eq!(code, ReasonCode::SUCCESS);
+    let (granted, mut messages) = client.subscribe("acks/#", sub(QOS2)).await.unwrap();
+    assert_eq!(granted, ReasonCode::GRANTED_QOS_2);
+    for qos in [QoS::AtMostOnce, QOS1, QOS2] {
+        let code = client.publish("acks/x", "2", pubq(qos)).await.unwrap();
+        assert_eq!(code, ReasonCode::SUCCESS, "{qos:?}");
+        let message = within("echo", messages.recv()).await.unwrap();
+        assert_eq!((message.topic(), message.qos()), ("acks/x", qos));
+    }
+    // Many concurrent publishes from many tasks each get their own outcome.
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..50 {
+                let payload = format!("{task}/{n}");
+                assert_eq!(
+                    client.publish("acks/many", payload, pubq(QOS1)).await,
+                    Ok(ReasonCode::SUCCESS)
+                );
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut seen = 0;
+    while seen < 400 {
+        let m = within("fan-in", messages.recv()).await.unwrap();
+        assert_eq!(m.topic(), "acks/many");
+        seen += 1;
+    }
+    client.disconnect(ReasonCode::SUCCESS).await;
+    assert!(client.is_closed());
+    assert_eq!(
+        client.publish("acks/x", "late", pubq(QOS1)).await,
+        Err(ClientError::Closed)
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v311_publishes_and_subscribes() {
+    let broker = start_broker().await;
+    let client = builder(broker.local_addr(), "v311")
+        .version(ProtocolVersion::V3_1_1)
+        .connect()
+        .await
+        .unwrap();
+    let (granted, mut messages) = client.subscribe("old/+", sub(QOS2)).await.unwrap();
+    assert_eq!(granted, ReasonCode::GRANTED_QOS_2);
+    for qos in [QoS::AtMostOnce, QOS1, QOS2] {
+        // 3.1.1 acknowledgements have no reason code: success.
+        assert_eq!(
+            client.publish("old/t", "v", pubq(qos)).await,
+            Ok(ReasonCode::SUCCESS)
+        );
+        assert_eq!(within("3.1.1", messages.recv()).await.unwrap().qos(), qos);
+    }
+    assert_eq!(
+        client
+            .request("svc", "x", PublishOptions::new(), Duration::from_secs(1))
+            .await
+            .unwrap_err(),
+        ClientError::NeedsV5
+    );
+    client.disconnect(ReasonCode::SUCCESS).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_messages_expose_every_v5_property() {
+    let broker = start_broker().await;
+    let client = builder(broker.local_addr(), "props")
+        .connect()
+        .await
+        .unwrap();
+    let (_, mut messages) = client
+        .subscribe(
+            "props/#",
+            sub(QOS1).subscription_identifier(SubscriptionId::new(42).unwrap()),
+        )
+        .await
+        .unwrap();
+    let options = pubq(QOS1)
+        .content_type("application/json")
+        .response_topic("props/reply")
+        .correlation_data(&b"corr-1"[..])
+        .user_property("k1", "v1")
+        .user_property("k2", "v2")
+        .message_expiry(300)
+        .utf8_payload();
+    client.publish("props/a", "{}", options).await.unwrap();
+    let m = within("message", messages.recv()).await.unwrap();
+    assert_eq!(m.content_type().unwrap().as_str(), "application/json");
+    assert_eq!(m.response_topic().unwrap().as_str(), "props/reply");
+    assert_eq!(m.correlation_data().unwrap(), Bytes::from_static(b"corr-1"));
+    let users: Vec<_> = m
+        .user_properties()
+        .map(|(k, v)| (k.as_str().to_owned(), v.as_str().to_owned()))
+        .collect();
+    assert_eq!(
+        users,
+        [("k1".into(), "v1".into()), ("k2".into(), "v2".into())]
+    );
+    let expiry = m.message_expiry_interval().unwrap();
+    assert!((290..=300).contains(&expiry), "{expiry}");
+    assert_eq!(m.payload_format(), Some(PayloadFormat::Utf8));
+    assert_eq!(m.subscription_identifiers(), [42]);
+    // A property that cannot be encoded fails the publish, and nothing is queued.
+    let too_long = "x".repeat(70_000);
+    assert!(matches!(
+        client
+            .publish("props/a", "", PublishOptions::new().content_type(too_long))
+            .await,
+        Err(ClientError::Encode(_))
+    ));
+    assert!(matches!(
+        client
+            .publish("bad/+/topic", "", PublishOptions::new())
+            .await,
+        Err(ClientError::Publish(_))
+    ));
+    client.disconnect(ReasonCode::SUCCESS).await;
+    broker.shutdown().await;
+}
+
+struct RefuseSecret {
+    subscribes: Arc<AtomicUsize>,
+}
+
+impl Hooks for RefuseSecret {
+    fn authorize_subscribe(
+        &self,
+        _client: &ClientInfo,
+        filter: &str,
+        _options: &SubscriptionOptions,
+    ) -> Result<(), ReasonCode> {
+        self.subscribes.fetch_add(1, Relaxed);
+        if filter.starts_with("secret") {
+            Err(ReasonCode::NOT_AUTHORIZED)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+async fn broker_with_counter() -> (midge_broker::BrokerHandle, Arc<AtomicUsize>) {
+    let subscribes = Arc::new(AtomicUsize::new(0));
+    let broker = Broker::builder()
+        .config(broker_config())
+        .hooks(RefuseSecret {
+            subscribes: subscribes.clone(),
+        })
+        .bind("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    (broker, subscribes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_refusal_unsubscribe_and_dropping_the_last_stream() {
+    let (broker, _) = broker_with_counter().await;
+    let client = builder(broker.local_addr(), "subs")
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        client.subscribe("secret/x", sub(QOS1)).await.unwrap_err(),
+        ClientError::Refused(ReasonCode::NOT_AUTHORIZED)
+    );
+    assert!(matches!(
+        client.subscribe("bad/#/filter", sub(QOS1)).await,
+        Err(ClientError::Request(_))
+    ));
+    // Two streams of one filter both get every message.
+    let (_, mut a) = client.subscribe("two/#", sub(QOS1)).await.unwrap();
+    let (_, mut b) = client.subscribe("two/#", sub(QOS1)).await.unwrap();
+    client.publish("two/x", "m", pubq(QOS1)).await.unwrap();
+    assert_eq!(within("a", a.recv()).await.unwrap().topic(), "two/x");
+    assert_eq!(within("b", b.recv()).await.unwrap().topic(), "two/x");
+    // Dropping one keeps the subscription for the other.
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(broker.stats().subscriptions, 1);
+    client.publish("two/y", "m", pubq(QOS1)).await.unwrap();
+    assert_eq!(within("b", b.recv()).await.unwrap().topic(), "two/y");
+    // Unsubscribe ends the stream.
+    assert_eq!(client.unsubscribe("two/#").await, Ok(ReasonCode::SUCCESS));
+    assert!(within("end of stream", b.recv()).await.is_none());
+    assert_eq!(
+        client.publish("two/z", "m", pubq(QOS1)).await,
+        Ok(ReasonCode::NO_MATCHING_SUBSCRIBERS)
+    );
+    // Dropping the last stream of a filter unsubscribes.
+    let (_, c) = client.subscribe("three", sub(QOS1)).await.unwrap();
+    assert_eq!(broker.stats().subscriptions, 1);
+    drop(c);
+    within("unsubscribed", async {
+        while broker.stats().subscriptions != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    client.disconnect(ReasonCode::SUCCESS).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_response_round_trip() {
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let server = builder(addr, "responder").connect().await.unwrap();
+    let (_, mut requests) = server.subscribe("svc/echo", sub(QOS1)).await.unwrap();
+    let responder = tokio::spawn({
+        let server = server.clone();
+        async move {
+            while let Some(request) = requests.recv().await {
+                let mut answer = b"echo:".to_vec();
+                answer.extend_from_slice(request.payload());
+                server.respond(&request, answer, pubq(QOS1)).await.unwrap();
+            }
+        }
+    });
+    let client = builder(addr, "requester").connect().await.unwrap();
+    for n in 0..5 {
+        let response = client
+            .request("svc/echo", format!("{n}"), pubq(QOS1), WAIT)
+            .await
+            .unwrap();
+        assert_eq!(response.payload(), &Bytes::from(format!("echo:{n}")));
+    }
+    // No responder: a timeout, and the response subscription is gone afterwards: only the
+    // responder's own subscription stays.
+    let before = 1;
+    assert_eq!(
+        client
+            .request("svc/nobody", "x", pubq(QOS1), Duration::from_millis(100))
+            .await
+            .unwrap_err(),
+        ClientError::Timeout
+    );
+    within("response subscription removed", async {
+        while broker.stats().subscriptions != before {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // Cancel safety: a request dropped after it started leaves no subscription behind, and
+    // the next one works.
+    let _ = poll_once_and_drop(client.request("svc/echo", "gone", pubq(QOS1), WAIT)).await;
+    let response = client
+        .request("svc/echo", "again", pubq(QOS1), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(response.payload(), &Bytes::from_static(b"echo:again"));
+    within("response subscriptions removed", async {
+        while broker.stats().subscriptions != before {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // respond, dropped after it started: the response still goes out.
+    let (_, mut manual) = server.subscribe("svc/manual", sub(QOS1)).await.unwrap();
+    let asking = tokio::spawn({
+        let client = client.clone();
+        async move { client.request("svc/manual", "q", pubq(QOS1), WAIT).await }
+    });
+    let request = within("manual request", manual.recv()).await.unwrap();
+    let _ = poll_once_and_drop(server.respond(&request, "dropped but sent", pubq(QOS1))).await;
+    let response = within("response", asking).await.unwrap().unwrap();
+    assert_eq!(response.payload(), &Bytes::from_static(b"dropped but sent"));
+    client.disconnect(ReasonCode::SUCCESS).await;
+    server.disconnect(ReasonCode::SUCCESS).await;
+    responder.await.unwrap();
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_makes_publish_wait_and_try_publish_fail_and_offline_messages_go_later() {
+    let broker = start_broker().await;
+    let watcher = builder(broker.local_addr(), "watcher")
+        .connect()
+        .await
+        .unwrap();
+    let (_, mut seen) = watcher.subscribe("queue/#", sub(QOS1)).await.unwrap();
+    // The publisher starts offline: its proxy leads nowhere yet.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let proxy = Proxy::start(dead_addr, 1).await;
+    let mut limits = Limits::default();
+    limits.max_queued_publishes = 3;
+    let publisher = builder(proxy.addr, "queued")
+        .limits(limits)
+        .build()
+        .unwrap();
+    let mut handles = Vec::new();
+    for n in 0..3 {
+        handles.push(
+            publisher
+                .try_publish(format!("queue/{n}"), "m", pubq(QOS1))
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        publisher
+            .try_publish("queue/x", "m", pubq(QOS1))
+            .unwrap_err(),
+        ClientError::QueueFull
+    );
+    // `publish` waits for a place; cancelled while waiting, it queues nothing.
+    assert!(tokio::time::timeout(
+        Duration::from_millis(50),
+        publisher.publish("queue/cancelled", "m", pubq(QOS1))
+    )
+    .await
+    .is_err());
+    assert!(tokio::time::timeout(
+        Duration::from_millis(50),
+        publisher.enqueue("queue/cancelled", "m", pubq(QOS1))
+    )
+    .await
+    .is_err());
+    // A fourth publish waits, and goes once the broker is reachable.
+    let waiting = tokio::spawn({
+        let publisher = publisher.clone();
+        async move { publisher.publish("queue/3", "m", pubq(QOS1)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished());
+    proxy.retarget(broker.local_addr());
+    within("connected", publisher.wait_connected())
+        .await
+        .unwrap();
+    for handle in handles {
+        assert_eq!(within("ack", handle).await, Ok(ReasonCode::SUCCESS));
+    }
+    assert_eq!(
+        within("waiting", waiting).await.unwrap(),
+        Ok(ReasonCode::SUCCESS)
+    );
+    let mut topics = Vec::new();
+    for _ in 0..4 {
+        topics.push(
+            within("seen", seen.recv())
+                .await
+                .unwrap()
+                .topic()
+                .to_owned(),
+        );
+    }
+    assert_eq!(topics, ["queue/0", "queue/1", "queue/2", "queue/3"]);
+    // Nothing cancelled was sent.
+    publisher
+        .publish("queue/end", "m", pubq(QOS1))
+        .await
+        .unwrap();
+    assert_eq!(
+        within("end", seen.recv()).await.unwrap().topic(),
+        "queue/end"
+    );
+    publisher.disconnect(ReasonCode::SUCCESS).await;
+    watcher.disconnect(ReasonCode::SUCCESS).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_safety_of_publish_subscribe_unsubscribe_disconnect_and_recv() {
+    let (broker, subscribes) = broker_with_counter().await;
+    let addr = broker.local_addr();
+    let client = builder(addr, "cancel").connect().await.unwrap();
+    let (_, mut seen) = client.subscribe("cancel/seen", sub(QOS1)).await.unwrap();
+
+    // publish and enqueue, dropped after they queued the message: it is still delivered.
+    let _ = poll_once_and_drop(client.publish("cancel/seen", "p", pubq(QOS1))).await;
+    assert_eq!(within("p", seen.recv()).await.unwrap().payload(), "p");
+    let handle = client
+        .enqueue("cancel/seen", "e", pubq(QOS1))
+        .await
+        .unwrap();
+    drop(handle);
+    assert_eq!(within("e", seen.recv()).await.unwrap().payload(), "e");
+
+    // subscribe, dropped after it started: once its SUBACK is in, it is undone.
+    let before = subscribes.load(Relaxed);
+    let _ = poll_once_and_drop(client.subscribe("cancel/sub", sub(QOS1))).await;
+    within("subscribe then unsubscribe", async {
+        while subscribes.load(Relaxed) == before || broker.stats().subscriptions != 1 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        client.publish("cancel/sub", "x", pubq(QOS1)).await,
+        Ok(ReasonCode::NO_MATCHING_SUBSCRIBERS)
+    );
+
+    // unsubscribe, dropped after it started: it still happens.
+    let (_, mut gone) = client.subscribe("cancel/unsub", sub(QOS1)).await.unwrap();
+    let _ = poll_once_and_drop(client.unsubscribe("cancel/unsub")).await;
+    assert!(within("stream ends", gone.recv()).await.is_none());
+    within("unsubscribed", async {
+        while broker.stats().subscriptions != 1 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+
+    // recv is cancel-safe: cancelling it over and over loses no message.
+    let publisher = client.clone();
+    let sender = tokio::spawn(async move {
+        for n in 0..200u32 {
+            publisher
+                .publish("cancel/seen", n.to_string(), pubq(QOS1))
+                .await
+                .unwrap();
+        }
+    });
+    let mut next = 0u32;
+    let mut cancelled = 0;
+    while next < 200 {
+        tokio::select! {
+            m = seen.recv() => {
+                assert_eq!(m.unwrap().payload(), &Bytes::from(next.to_string()));
+                next += 1;
+            }
+            () = tokio::task::yield_now() => cancelled += 1,
+        }
+    }
+    assert!(cancelled > 0);
+    sender.await.unwrap();
+
+    // wait_connected is cancel-safe (it only watches), and disconnect, dropped after it
+    // started, still closes the client.
+    assert!(poll_once_and_drop(client.wait_connected()).await);
+    let _ = poll_once_and_drop(client.disconnect(ReasonCode::SUCCESS)).await;
+    within("closed", async {
+        while !client.is_closed() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    assert!(within("stream ends", seen.recv()).await.is_none());
+    assert_eq!(client.wait_connected().await, Err(ClientError::Closed));
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_dropped_while_waiting_for_connack_ends_the_driver() {
+    // A listener that accepts and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let connect = builder(addr, "silent").connect();
+    assert!(tokio::time::timeout(Duration::from_millis(100), connect)
+        .await
+        .is_err());
+    let (mut socket, _) = within("accepted", silent.accept()).await.unwrap();
+    // The dropped client's driver closes its socket: read sees CONNECT, then end of stream.
+    let mut buf = Vec::new();
+    within(
+        "socket closed",
+        tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut buf),
+    )
+    .await
+    .unwrap();
+    assert_eq!(buf.first(), Some(&0x10), "CONNECT was sent first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_from_a_handler_under_full_back_pressure_completes() {
+    const N: usize = 2000;
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let mut limits = Limits::default();
+    limits.max_queued_publishes = 2;
+    limits.receive_maximum = 4;
+    // The handler's client: it answers every message on in/# with a publish on out/#, and
+    // reads its own answers back on a second subscription.
+    let handler = builder(addr, "handler")
+        .limits(limits)
+        .connect()
+        .await
+        .unwrap();
+    let (_, mut inbox) = handler.subscribe("in/#", sub(QOS1)).await.unwrap();
+    let (_, mut outbox) = handler.subscribe("out/#", sub(QOS1)).await.unwrap();
+    let full = Arc::new(AtomicUsize::new(0));
+    let handler_task = tokio::spawn({
+        let handler = handler.clone();
+        let full = full.clone();
+        async move {
+            let mut handled = 0;
+            while let Some(message) = inbox.recv().await {
+                let topic = message.topic().replacen("in/", "out/", 1);
+                // First try without waiting; a full queue proves the back-pressure is real.
+                match handler.try_publish(topic.clone(), message.payload().clone(), pubq(QOS1)) {
+                    Ok(ack) => drop(ack),
+                    Err(ClientError::QueueFull) => {
+                        full.fetch_add(1, Relaxed);
+                        handler
+                            .publish(topic, message.payload().clone(), pubq(QOS1))
+                            .await
+                            .unwrap();
+                    }
+                    Err(err) => panic!("{err}"),
+                }
+                handled += 1;
+                if handled == N {
+                    break;
+                }
+            }
+        }
+    });
+    let collector = tokio::spawn(async move {
+        let mut got = vec![false; N];
+        let mut count = 0;
+        while count < N {
+            let m = outbox.recv().await.unwrap();
+            let n: usize = std::str::from_utf8(m.payload()).unwrap().parse().unwrap();
+            if !got[n] {
+                got[n] = true;
+                count += 1;
+            }
+        }
+    });
+    let producer = builder(addr, "producer").connect().await.unwrap();
+    for n in 0..N {
+        let handle = producer
+            .enqueue(format!("in/{}", n % 7), n.to_string(), pubq(QOS1))
+            .await
+            .unwrap();
+        drop(handle);
+    }
+    within("handler done", handler_task).await.unwrap();
+    within("every answer arrived", collector).await.unwrap();
+    assert!(full.load(Relaxed) > 0, "the queue never filled up");
+    producer.disconnect(ReasonCode::SUCCESS).await;
+    handler.disconnect(ReasonCode::SUCCESS).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_with_events_and_resubscribes_when_the_broker_lost_the_session() {
+    let broker = start_broker().await;
+    let proxy = Proxy::start(broker.local_addr(), 7).await;
+    let client = builder(proxy.addr, "resub").connect().await.unwrap();
+    let mut events = client.events();
+    let (_, mut messages) = client.subscribe("resub/#", sub(QOS1)).await.unwrap();
+    // The broker dies and a new one (no sessions) takes its place.
+    broker.shutdown().await;
+    let second = start_broker().await;
+    proxy.retarget(second.local_addr());
+    proxy.cut_all();
+    let (mut disconnected, mut reconnecting) = (0, 0);
+    loop {
+        match next_event(&mut events).await {
+            ConnectionEvent::Disconnected(_) => disconnected += 1,
+            ConnectionEvent::Reconnecting { attempt, delay } => {
+                assert!(attempt >= 1 && delay <= Duration::from_millis(100));
+                reconnecting += 1;
+            }
+            ConnectionEvent::Connected { session_present } => {
+                assert!(!session_present);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(disconnected >= 1 && reconnecting >= 1);
+    // The stream from before carries on: the client subscribed again.
+    within("resubscribed", async {
+        while second.stats().subscriptions != 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let other = builder(second.local_addr(), "other")
+        .connect()
+        .await
+        .unwrap();
+    other.publish("resub/x", "after", pubq(QOS1)).await.unwrap();
+    assert_eq!(
+        within("after", messages.recv()).await.unwrap().payload(),
+        "after"
+    );
+    other.disconnect(ReasonCode::SUCCESS).await;
+    client.disconnect(ReasonCode::SUCCESS).await;
+    assert_eq!(next_event(&mut events).await, ConnectionEvent::Closed);
+    second.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_reconnection_a_lost_connection_closes_the_client_and_fails_what_is_pending() {
+    let broker = start_broker().await;
+    let proxy = Proxy::start(broker.local_addr(), 3).await;
+    let client = builder(proxy.addr, "once")
+        .reconnect(None)
+        .connect()
+        .await
+        .unwrap();
+    let (_, mut messages) = client.subscribe("once", sub(QOS1)).await.unwrap();
+    let mut events = client.events();
+    proxy.cut_all();
+    assert!(matches!(
+        next_event(&mut events).await,
+        ConnectionEvent::Disconnected(
+            Disconnect::Io(_) | Disconnect::Mqtt(CloseReason::ConnectionLost)
+        )
+    ));
+    assert_eq!(next_event(&mut events).await, ConnectionEvent::Closed);
+    assert_eq!(
+        within("closed", client.wait_connected()).await,
+        Err(ClientError::Closed)
+    );
+    assert!(client.is_closed());
+    assert!(within("stream ends", messages.recv()).await.is_none());
+    assert_eq!(
+        client.publish("once", "x", pubq(QOS1)).await,
+        Err(ClientError::Closed)
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failures_follow_the_policy_and_will_is_sent() {
+    // Nothing listens: with reconnection off, connect fails at once; with a bounded policy,
+    // after its attempts.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let err = builder(dead_addr, "x")
+        .reconnect(None)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, midge_client::ConnectError::Failed(Disconnect::Io(_))),
+        "{err:?}"
+    );
+    let bounded = fast_reconnect().max_attempts(3);
+    let err = builder(dead_addr, "x")
+        .reconnect(Some(bounded))
+        .connect()
+        .await;
+    assert!(err.is_err());
+    // A will reaches a subscriber when the connection dies without DISCONNECT.
+    let broker = start_broker().await;
+    let proxy = Proxy::start(broker.local_addr(), 9).await;
+    let watcher = builder(broker.local_addr(), "will-watcher")
+        .connect()
+        .await
+        .unwrap();
+    let (_, mut wills) = watcher.subscribe("wills/#", sub(QOS1)).await.unwrap();
+    let will = Will {
+        topic: "wills/w".into(),
+        payload: Bytes::from_static(b"gone"),
+        qos: QOS1,
+        retain: false,
+        properties: Default::default(),
+    };
+    let dying = builder(proxy.addr, "dying")
+        .will(will)
+        .reconnect(None)
+        .connect()
+        .await
+        .unwrap();
+    proxy.cut_all();
+    assert_eq!(
+        within("will", wills.recv()).await.unwrap().payload(),
+        "gone"
+    );
+    assert!(
+        within("closed", async {
+            while !dying.is_closed() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            true
+        })
+        .await
+    );
+    watcher.disconnect(ReasonCode::SUCCESS).await;
+    broker.shutdown().await;
+}
