@@ -1,0 +1,224 @@
+//! `midge sub`: subscribes and prints what arrives, one message a line.
+
+use std::io::Write;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::task::Poll;
+
+use clap::Args;
+use futures_core::Stream;
+use midge_client::{
+    ClientError, ConnectionEvent, Message, QoS, ReasonCode, SubscribeOptions, Subscription,
+};
+use midge_topic::{TopicFilter, TopicName};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{
+    connect, connection_failure, deadline, describe, last_disconnect, parse_properties, parse_qos,
+    until, ConnectArgs, Failure,
+};
+
+/// `midge sub` options.
+#[derive(Debug, Args)]
+pub(crate) struct SubArgs {
+    #[command(flatten)]
+    pub(crate) connect: ConnectArgs,
+    /// Topic filter to subscribe to; repeat it for several.
+    #[arg(short, long = "topic", required = true)]
+    pub(crate) topic: Vec<String>,
+    /// Maximum QoS of the subscriptions: 0, 1 or 2.
+    #[arg(short, long, default_value = "0", value_parser = parse_qos)]
+    pub(crate) qos: QoS,
+    /// Exit (with 0) after COUNT messages.
+    #[arg(short = 'C', long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) count: Option<u64>,
+    /// Print the topic, a space, then the payload (`(null)` for an empty one).
+    #[arg(short, long)]
+    pub(crate) verbose: bool,
+}
+
+/// Runs `midge sub`.
+pub(crate) fn main(args: SubArgs) -> ExitCode {
+    super::run("sub", subscribe(args))
+}
+
+/// One subscription stream.
+struct Feed {
+    filter: String,
+    messages: Subscription,
+    ended: bool,
+}
+
+async fn subscribe(args: SubArgs) -> Result<(), Failure> {
+    let properties = parse_properties(&args.connect, false)?;
+    for filter in &args.topic {
+        TopicFilter::new(filter)
+            .map_err(|e| Failure::usage(format!("invalid topic filter {filter:?}: {e}")))?;
+    }
+    let deadline = deadline(&args.connect);
+    let seconds = args.connect.timeout.unwrap_or(0);
+    // Like mosquitto_sub, reconnect after a lost connection (and subscribe again when the
+    // session is gone); only the first connection must succeed at once.
+    let builder = super::builder(&args.connect, properties.will, "midge-sub", true)?;
+    let (client, mut events) = tokio::select! {
+        connected = connect(&args.connect, builder) => connected?,
+        () = until(deadline) => return Err(Failure::timeout(seconds)),
+    };
+    let outcome = tokio::select! {
+        outcome = receive(&args, &client, &mut events) => outcome,
+        () = until(deadline) => Err(Failure::timeout(seconds)),
+    };
+    client.disconnect(ReasonCode::SUCCESS).await;
+    outcome
+}
+
+async fn receive(
+    args: &SubArgs,
+    client: &midge_client::Client,
+    events: &mut tokio::sync::broadcast::Receiver<ConnectionEvent>,
+) -> Result<(), Failure> {
+    let mut streams = Vec::new();
+    for filter in &args.topic {
+        match client
+            .subscribe(filter.clone(), SubscribeOptions::with_qos(args.qos))
+            .await
+        {
+            Ok((granted, messages)) => {
+                if args.connect.debug {
+                    eprintln!(
+                        "midge sub: subscribed to {filter:?} (granted QoS {})",
+                        granted.0
+                    );
+                }
+                streams.push(Feed {
+                    filter: filter.clone(),
+                    messages,
+                    ended: false,
+                });
+            }
+            Err(ClientError::Refused(code)) => {
+                eprintln!(
+                    "midge sub: the broker refused the subscription to {filter:?}: {}",
+                    describe(code)
+                );
+            }
+            Err(ClientError::Closed) => {
+                return Err(connection_failure(
+                    &args.connect,
+                    last_disconnect(events, None),
+                ))
+            }
+            Err(err) => {
+                return Err(Failure::runtime(format!(
+                    "cannot subscribe to {filter:?}: {err}"
+                )))
+            }
+        }
+    }
+    if streams.is_empty() {
+        return Err(Failure::runtime("the broker refused every subscription"));
+    }
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut received = 0u64;
+    let mut lost = None;
+    let stdout = std::io::stdout();
+    loop {
+        tokio::select! {
+            next = next_message(&mut streams) => {
+                let Some((index, message)) = next else {
+                    // Every stream ended: the client closed for good.
+                    return Err(connection_failure(&args.connect, last_disconnect(events, lost)));
+                };
+                if delivered_earlier(&streams, index, &message) {
+                    continue;
+                }
+                if let Err(err) = print(&mut stdout.lock(), &message, args.verbose) {
+                    if err.kind() == std::io::ErrorKind::BrokenPipe {
+                        // The reader went away (`| head`): nothing left to do.
+                        return Ok(());
+                    }
+                    return Err(Failure::runtime(format!("cannot write to stdout: {err}")));
+                }
+                received += 1;
+                if args.count.is_some_and(|count| received >= count) {
+                    return Ok(());
+                }
+            }
+            event = events.recv() => match event {
+                Ok(ConnectionEvent::Disconnected(reason)) => lost = Some(reason),
+                Ok(ConnectionEvent::Reconnecting { attempt, delay }) => {
+                    let why = connection_failure(&args.connect, lost).message;
+                    eprintln!(
+                        "midge sub: {why}; reconnecting in {} ms (attempt {attempt})",
+                        delay.as_millis()
+                    );
+                }
+                Ok(ConnectionEvent::Connected { session_present }) => {
+                    eprintln!(
+                        "midge sub: reconnected (session present: {})",
+                        if session_present { "yes" } else { "no" }
+                    );
+                }
+                Ok(ConnectionEvent::Closed) | Err(RecvError::Closed) => {
+                    return Err(connection_failure(&args.connect, lost));
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+            },
+            _ = &mut ctrl_c => return Ok(()),
+        }
+    }
+}
+
+/// The next message of any stream, with the index of its stream; `None` once all have ended.
+///
+/// Cancel-safe: a message is taken only when this returns it.
+async fn next_message(streams: &mut [Feed]) -> Option<(usize, Message)> {
+    std::future::poll_fn(|cx| {
+        let mut open = false;
+        for (index, stream) in streams.iter_mut().enumerate() {
+            if stream.ended {
+                continue;
+            }
+            match Pin::new(&mut stream.messages).poll_next(cx) {
+                Poll::Ready(Some(message)) => return Poll::Ready(Some((index, message))),
+                Poll::Ready(None) => stream.ended = true,
+                Poll::Pending => open = true,
+            }
+        }
+        if open {
+            Poll::Pending
+        } else {
+            Poll::Ready(None)
+        }
+    })
+    .await
+}
+
+/// midge-client hands one received PUBLISH to every subscription whose filter matches it,
+/// while mosquitto_sub prints each PUBLISH once: a message from stream `index` whose topic
+/// an earlier stream also matches was handed to that one too.
+fn delivered_earlier(streams: &[Feed], index: usize, message: &Message) -> bool {
+    let Ok(topic) = TopicName::new(message.topic()) else {
+        return false;
+    };
+    streams.iter().take(index).any(|earlier| {
+        !earlier.ended
+            && TopicFilter::new(&earlier.filter).is_ok_and(|filter| filter.matches(&topic))
+    })
+}
+
+/// Writes a message as mosquitto_sub does: the payload and a newline; with `-v` the topic and a
+/// space first, and `(null)` for an empty payload.
+fn print(out: &mut impl Write, message: &Message, verbose: bool) -> std::io::Result<()> {
+    if verbose {
+        out.write_all(message.topic().as_bytes())?;
+        out.write_all(b" ")?;
+        if message.payload().is_empty() {
+            out.write_all(b"(null)")?;
+        }
+    }
+    out.write_all(message.payload())?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
