@@ -447,9 +447,19 @@ pub(crate) fn connection_failure(args: &ConnectArgs, disconnect: Option<Disconne
     }
 }
 
-/// Connects: resolves the host first (for a clear message), then waits for the first
-/// CONNACK. The first failure ends it even when the client would reconnect.
+/// Connects: starts the client and waits for its first CONNACK.
 pub(crate) async fn connect(
+    args: &ConnectArgs,
+    builder: midge_client::ClientBuilder,
+) -> Result<(Client, broadcast::Receiver<ConnectionEvent>), Failure> {
+    let (client, mut events) = start(args, builder).await?;
+    connected(args, &mut events).await?;
+    Ok((client, events))
+}
+
+/// Resolves the host (for a clear message), then starts the client; it connects in the
+/// background.
+pub(crate) async fn start(
     args: &ConnectArgs,
     builder: midge_client::ClientBuilder,
 ) -> Result<(Client, broadcast::Receiver<ConnectionEvent>), Failure> {
@@ -464,7 +474,16 @@ pub(crate) async fn connect(
         other => Failure::runtime(other.to_string()),
     })?;
     // On this single-threaded runtime the driver task has not run yet, so no event is missed.
-    let mut events = client.events();
+    let events = client.events();
+    Ok((client, events))
+}
+
+/// Waits for the first CONNACK. The first failure ends it, even when the client would
+/// reconnect.
+pub(crate) async fn connected(
+    args: &ConnectArgs,
+    events: &mut broadcast::Receiver<ConnectionEvent>,
+) -> Result<(), Failure> {
     loop {
         match events.recv().await {
             Ok(ConnectionEvent::Connected { session_present }) => {
@@ -477,7 +496,7 @@ pub(crate) async fn connect(
                         if session_present { "yes" } else { "no" }
                     );
                 }
-                return Ok((client, events));
+                return Ok(());
             }
             Ok(ConnectionEvent::Disconnected(reason)) => {
                 return Err(connection_failure(args, Some(reason)))

@@ -1,5 +1,6 @@
 //! `midge sub`: subscribes and prints what arrives, one message a line.
 
+use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
 use std::process::ExitCode;
@@ -14,8 +15,8 @@ use midge_topic::{TopicFilter, TopicName};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{
-    connect, connection_failure, deadline, describe, last_disconnect, parse_properties, parse_qos,
-    until, ConnectArgs, Failure,
+    connected, connection_failure, deadline, describe, last_disconnect, parse_properties,
+    parse_qos, start, until, ConnectArgs, Failure,
 };
 
 /// `midge sub` options.
@@ -60,15 +61,16 @@ async fn subscribe(args: SubArgs) -> Result<(), Failure> {
     // Like mosquitto_sub, reconnect after a lost connection (and subscribe again when the
     // session is gone); only the first connection must succeed at once.
     let builder = super::builder(&args.connect, properties.will, "midge-sub", true)?;
-    let (client, mut events) = tokio::select! {
-        connected = connect(&args.connect, builder) => connected?,
-        () = until(deadline) => return Err(Failure::timeout(seconds)),
-    };
+    let (client, mut events) = start(&args.connect, builder).await?;
+    // The streams outlive `receive`: dropping the last stream of a filter unsubscribes, which
+    // would empty a persistent session (-c). After DISCONNECT, dropping them sends nothing.
+    let mut streams = Vec::new();
     let outcome = tokio::select! {
-        outcome = receive(&args, &client, &mut events) => outcome,
+        outcome = receive(&args, &client, &mut events, &mut streams) => outcome,
         () = until(deadline) => Err(Failure::timeout(seconds)),
     };
     client.disconnect(ReasonCode::SUCCESS).await;
+    drop(streams);
     outcome
 }
 
@@ -76,13 +78,21 @@ async fn receive(
     args: &SubArgs,
     client: &midge_client::Client,
     events: &mut tokio::sync::broadcast::Receiver<ConnectionEvent>,
+    streams: &mut Vec<Feed>,
 ) -> Result<(), Failure> {
-    let mut streams = Vec::new();
-    for filter in &args.topic {
-        match client
-            .subscribe(filter.clone(), SubscribeOptions::with_qos(args.qos))
-            .await
-        {
+    // The subscriptions are asked for while the client connects, so that their streams
+    // exist before CONNACK: a resumed session (-c) delivers its queued messages right after
+    // it, and midge-client drops messages that match no stream.
+    let subscribing = join_all(
+        args.topic
+            .iter()
+            .map(|filter| client.subscribe(filter.clone(), SubscribeOptions::with_qos(args.qos))),
+    );
+    let ((), results) = tokio::try_join!(connected(&args.connect, events), async {
+        Ok(subscribing.await)
+    })?;
+    for (filter, result) in args.topic.iter().zip(results) {
+        match result {
             Ok((granted, messages)) => {
                 if args.connect.debug {
                     eprintln!(
@@ -125,12 +135,12 @@ async fn receive(
     let stdout = std::io::stdout();
     loop {
         tokio::select! {
-            next = next_message(&mut streams) => {
+            next = next_message(streams) => {
                 let Some((index, message)) = next else {
                     // Every stream ended: the client closed for good.
                     return Err(connection_failure(&args.connect, last_disconnect(events, lost)));
                 };
-                if delivered_earlier(&streams, index, &message) {
+                if delivered_earlier(streams, index, &message) {
                     continue;
                 }
                 if let Err(err) = print(&mut stdout.lock(), &message, args.verbose) {
@@ -168,6 +178,34 @@ async fn receive(
             _ = &mut ctrl_c => return Ok(()),
         }
     }
+}
+
+/// Polls every future at once (so that each sends its request before any waits) and returns
+/// their outputs in order.
+async fn join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 /// The next message of any stream, with the index of its stream; `None` once all have ended.
