@@ -594,3 +594,75 @@ fn a_lost_connection_is_exit_1_for_pub() {
     assert_eq!(out.code(), Some(1), "{}", out.stderr);
     assert!(out.stderr.starts_with("midge pub: "), "{}", out.stderr);
 }
+
+/// `midge broker` as a child on `addr`, killed when dropped.
+struct BrokerProcess(std::process::Child);
+
+impl BrokerProcess {
+    fn start(addr: std::net::SocketAddr) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_midge"))
+            .args([
+                "broker",
+                "--bind",
+                "127.0.0.1",
+                "-p",
+                &addr.port().to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("broker starts");
+        let deadline = std::time::Instant::now() + LIMIT;
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "broker did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self(child)
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sub_reconnects_and_subscribes_again_when_the_broker_comes_back() {
+    let addr = closed_port();
+    let broker = BrokerProcess::start(addr);
+    let mut sub = subscriber(addr, &["-t", "back", "-C", "2", "-q", "1", "-W", "15"], 1);
+    run(
+        midge("pub", addr, &["-t", "back", "-m", "before", "-q", "1"]),
+        b"",
+    )
+    .ok();
+    drop(broker);
+    sub.wait_for("reconnecting", 1);
+    let _broker = BrokerProcess::start(addr);
+    sub.wait_for("reconnected (session present: no)", 1);
+    // The new broker has no session: the client subscribed again. Its SUBACK may still be on
+    // the way, so publish until the subscriber has both messages.
+    let out = loop {
+        run(
+            midge("pub", addr, &["-t", "back", "-m", "after", "-q", "1"]),
+            b"",
+        )
+        .ok();
+        if sub.child().try_wait().expect("waits").is_some() {
+            break sub.finish();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = out.ok();
+    assert_eq!(out.stdout(), "before\nafter\n");
+    assert!(
+        out.stderr.contains("the broker at 127.0.0.1:"),
+        "{}",
+        out.stderr
+    );
+}

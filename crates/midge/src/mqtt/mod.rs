@@ -162,6 +162,9 @@ pub(crate) struct ConnectArgs {
     /// Print help (-h is the host, as in mosquitto).
     #[arg(long, action = ArgAction::Help)]
     pub(crate) help: Option<bool>,
+    /// `pub` or `sub`, for messages.
+    #[arg(skip)]
+    pub(crate) command: &'static str,
 }
 
 fn parse_version(s: &str) -> Result<ProtocolVersion, String> {
@@ -417,6 +420,9 @@ pub(crate) fn connection_failure(args: &ConnectArgs, disconnect: Option<Disconne
         Some(Disconnect::Io(std::io::ErrorKind::ConnectionRefused)) => Failure::runtime(format!(
             "cannot connect to {at}: connection refused (is a broker listening there?)"
         )),
+        Some(Disconnect::Io(std::io::ErrorKind::UnexpectedEof)) => {
+            Failure::runtime(format!("the broker at {at} closed the connection"))
+        }
         Some(Disconnect::Io(kind)) => {
             Failure::runtime(format!("connection to {at} failed: {kind}"))
         }
@@ -489,7 +495,8 @@ pub(crate) async fn connected(
             Ok(ConnectionEvent::Connected { session_present }) => {
                 if args.debug {
                     eprintln!(
-                        "midge: connected to {}:{} (MQTT {}, session present: {})",
+                        "midge {}: connected to {}:{} (MQTT {}, session present: {})",
+                        args.command,
                         args.host,
                         args.port,
                         version_name(args.version),

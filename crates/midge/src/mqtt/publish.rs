@@ -52,7 +52,8 @@ pub(crate) struct PubArgs {
 }
 
 /// Runs `midge pub`.
-pub(crate) fn main(args: PubArgs) -> ExitCode {
+pub(crate) fn main(mut args: PubArgs) -> ExitCode {
+    args.connect.command = "pub";
     super::run("pub", publish(args))
 }
 

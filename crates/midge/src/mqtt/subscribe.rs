@@ -39,7 +39,8 @@ pub(crate) struct SubArgs {
 }
 
 /// Runs `midge sub`.
-pub(crate) fn main(args: SubArgs) -> ExitCode {
+pub(crate) fn main(mut args: SubArgs) -> ExitCode {
+    args.connect.command = "sub";
     super::run("sub", subscribe(args))
 }
 
@@ -61,7 +62,10 @@ async fn subscribe(args: SubArgs) -> Result<(), Failure> {
     // Like mosquitto_sub, reconnect after a lost connection (and subscribe again when the
     // session is gone); only the first connection must succeed at once.
     let builder = super::builder(&args.connect, properties.will, "midge-sub", true)?;
-    let (client, mut events) = start(&args.connect, builder).await?;
+    let (client, mut events) = tokio::select! {
+        started = start(&args.connect, builder) => started?,
+        () = until(deadline) => return Err(Failure::timeout(seconds)),
+    };
     // The streams outlive `receive`: dropping the last stream of a filter unsubscribes, which
     // would empty a persistent session (-c). After DISCONNECT, dropping them sends nothing.
     let mut streams = Vec::new();
