@@ -263,6 +263,52 @@ fn a_persistent_session_keeps_messages_while_the_subscriber_is_away() {
 }
 
 #[test]
+fn connect_properties_set_the_session_expiry() {
+    let addr = start_broker();
+    for (expiry, kept) in [("0", false), ("60", true)] {
+        let id = format!("expiry-{expiry}");
+        let sub_args = [
+            "-V",
+            "5",
+            "-c",
+            "-i",
+            &id,
+            "-q",
+            "1",
+            "-t",
+            "e/x",
+            "-D",
+            "connect",
+            "session-expiry-interval",
+            expiry,
+            "-D",
+            "connect",
+            "receive-maximum",
+            "5",
+        ];
+        let mut first = midge("sub", addr, &sub_args);
+        first.args(["-W", "1"]);
+        assert_eq!(run(first, b"").code(), Some(27));
+        run(
+            midge("pub", addr, &["-q", "1", "-t", "e/x", "-m", "queued"]),
+            b"",
+        )
+        .ok();
+        let mut second = midge("sub", addr, &sub_args);
+        second.args(["-C", "1", "-W", "2", "-d"]);
+        let out = run(second, b"");
+        if kept {
+            assert_eq!(out.ok().stdout(), "queued\n");
+        } else {
+            // Expiry 0: the session ended with the connection [MQTT-3.1.2-23].
+            assert_eq!(out.code(), Some(27), "{}", out.stderr);
+            assert!(out.stderr.contains("session present: no"), "{}", out.stderr);
+            assert!(out.stdout.is_empty());
+        }
+    }
+}
+
+#[test]
 fn mqtt_3_1_works_both_ways() {
     let addr = start_broker();
     run(
@@ -542,6 +588,51 @@ fn invalid_arguments_are_exit_2_before_connecting() {
         ),
         ("pub", &["-t", "a", "-m", "x", "-P", "pw"], "needs -u"),
         ("pub", &["-t", "a", "-m", "x", "-x", "60"], "needs -V 5"),
+        (
+            "sub",
+            &[
+                "-V",
+                "5",
+                "-t",
+                "a",
+                "-D",
+                "connect",
+                "receive-maximum",
+                "0",
+            ],
+            "use 1 to 65535",
+        ),
+        (
+            "sub",
+            &[
+                "-V",
+                "5",
+                "-t",
+                "a",
+                "-D",
+                "subscribe",
+                "user-property",
+                "k",
+                "v",
+            ],
+            "unsupported property",
+        ),
+        (
+            "sub",
+            &[
+                "-V",
+                "5",
+                "-t",
+                "a",
+                "-x",
+                "5",
+                "-D",
+                "connect",
+                "session-expiry-interval",
+                "5",
+            ],
+            "use one",
+        ),
     ];
     for (sub, args, text) in cases {
         let out = run(midge(sub, addr, args), b"");

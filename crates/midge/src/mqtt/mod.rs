@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{ArgAction, Args};
-use midge_client::codec::{ByteStr, Will, WillProperties};
+use midge_client::codec::{ByteStr, Will, WillProperties, MAX_PACKET_SIZE};
 use midge_client::{
-    Client, CloseReason, ConnectError, ConnectionEvent, Disconnect, ProtocolVersion, QoS,
+    Client, CloseReason, ConnectError, ConnectionEvent, Disconnect, Limits, ProtocolVersion, QoS,
     ReasonCode, ReconnectPolicy,
 };
 use tokio::sync::broadcast;
@@ -151,7 +151,8 @@ pub(crate) struct ConnectArgs {
     pub(crate) will_retain: bool,
     /// MQTT 5.0 property: -D COMMAND NAME VALUE, or -D COMMAND user-property KEY VALUE.
     /// Supported: `publish` (pub only) user-property, content-type, response-topic,
-    /// correlation-data, message-expiry-interval; `will` user-property,
+    /// correlation-data, message-expiry-interval; `connect` session-expiry-interval,
+    /// receive-maximum, maximum-packet-size, topic-alias-maximum; `will` user-property,
     /// will-delay-interval, content-type, message-expiry-interval. Needs -V 5.
     #[arg(short = 'D', long = "property", num_args = 3..=4, action = ArgAction::Append,
           value_names = ["COMMAND", "NAME", "VALUE"])]
@@ -202,6 +203,17 @@ pub(crate) struct Properties {
     /// `-D publish NAME VALUE` in order: name, value.
     pub(crate) publish: Vec<PublishProperty>,
     pub(crate) will: WillProperties,
+    /// `-D connect` properties the client builder can set.
+    pub(crate) connect: ConnectProperties,
+}
+
+/// `-D connect` properties.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnectProperties {
+    pub(crate) session_expiry: Option<u32>,
+    pub(crate) receive_maximum: Option<u16>,
+    pub(crate) maximum_packet_size: Option<u32>,
+    pub(crate) topic_alias_maximum: Option<u16>,
 }
 
 /// One `-D publish` property.
@@ -297,6 +309,33 @@ pub(crate) fn parse_properties(
             ["will", "message-expiry-interval", value] => {
                 properties.will.message_expiry_interval = Some(seconds(&what, value)?);
             }
+            ["connect", "session-expiry-interval", value] => {
+                properties.connect.session_expiry = Some(seconds(&what, value)?);
+            }
+            ["connect", "receive-maximum", value] => {
+                // 0 is a Protocol Error [MQTT-3.1.2.11.3].
+                let n = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| Failure::usage(format!("-D {what}: use 1 to 65535")))?;
+                properties.connect.receive_maximum = Some(n);
+            }
+            ["connect", "maximum-packet-size", value] => {
+                // 0 is a Protocol Error (§3.1.2.11.4).
+                let n = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| Failure::usage(format!("-D {what}: use 1 to 4294967295")))?;
+                properties.connect.maximum_packet_size = Some(n);
+            }
+            ["connect", "topic-alias-maximum", value] => {
+                let n = value
+                    .parse()
+                    .map_err(|_| Failure::usage(format!("-D {what}: use 0 to 65535")))?;
+                properties.connect.topic_alias_maximum = Some(n);
+            }
             ["connect", "user-property", ..] => {
                 // midge-client builds the CONNECT properties itself and has no way to add
                 // user properties to them.
@@ -305,18 +344,27 @@ pub(crate) fn parse_properties(
                 )));
             }
             _ => {
+                let connect_and_will = "connect session-expiry-interval|receive-maximum|\
+                    maximum-packet-size|topic-alias-maximum, will user-property|\
+                    will-delay-interval|content-type|message-expiry-interval";
                 let supported = if publish_allowed {
-                    "publish user-property|content-type|response-topic|correlation-data|\
-                     message-expiry-interval, will user-property|will-delay-interval|\
-                     content-type|message-expiry-interval"
+                    format!(
+                        "publish user-property|content-type|response-topic|correlation-data|\
+                         message-expiry-interval, {connect_and_will}"
+                    )
                 } else {
-                    "will user-property|will-delay-interval|content-type|message-expiry-interval"
+                    connect_and_will.to_owned()
                 };
                 return Err(Failure::usage(format!(
                     "-D {what}: unsupported property (supported: {supported})"
                 )));
             }
         }
+    }
+    if properties.connect.session_expiry.is_some() && args.session_expiry.is_some() {
+        return Err(Failure::usage(
+            "-x and -D connect session-expiry-interval both set the session expiry: use one",
+        ));
     }
     if !properties.will.is_empty() && args.will_topic.is_none() {
         return Err(Failure::usage("-D will ... needs --will-topic"));
@@ -327,10 +375,15 @@ pub(crate) fn parse_properties(
 /// Checks the connection options and makes the client builder.
 pub(crate) fn builder(
     args: &ConnectArgs,
-    will_properties: WillProperties,
+    properties: Properties,
     id_prefix: &str,
     reconnect: bool,
 ) -> Result<midge_client::ClientBuilder, Failure> {
+    let Properties {
+        will: will_properties,
+        connect,
+        ..
+    } = properties;
     if args.persistent && args.id.is_none() {
         return Err(Failure::usage(
             "-c (persistent session) needs a client id (-i): a random one would never find its session again",
@@ -368,9 +421,21 @@ pub(crate) fn builder(
     if args.version.is_v5() {
         let expiry = args
             .session_expiry
+            .or(connect.session_expiry)
             .unwrap_or(if args.persistent { u32::MAX } else { 0 });
         builder = builder.session_expiry(expiry);
     }
+    let mut limits = Limits::default();
+    // Messages as large as MQTT allows, as mosquitto_sub takes them (midge-client's default
+    // is 1 MiB); under 5.0 the broker learns the limit from CONNECT.
+    limits.max_packet_size = connect.maximum_packet_size.unwrap_or(MAX_PACKET_SIZE);
+    if let Some(n) = connect.receive_maximum {
+        limits.receive_maximum = n;
+    }
+    if let Some(n) = connect.topic_alias_maximum {
+        limits.topic_alias_maximum = n;
+    }
+    builder = builder.limits(limits);
     if let Some(username) = &args.username {
         // midge-client sets user name and password together: without -P the password is
         // empty (present, zero bytes).

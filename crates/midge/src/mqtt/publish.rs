@@ -58,13 +58,13 @@ pub(crate) fn main(mut args: PubArgs) -> ExitCode {
 }
 
 async fn publish(args: PubArgs) -> Result<(), Failure> {
-    let properties = parse_properties(&args.connect, true)?;
+    let mut properties = parse_properties(&args.connect, true)?;
     for topic in &args.topic {
         midge_topic::TopicName::new(topic)
             .map_err(|e| Failure::usage(format!("invalid topic {topic:?}: {e}")))?;
     }
     let mut options = PublishOptions::with_qos(args.qos).retain(args.retain);
-    for property in properties.publish {
+    for property in std::mem::take(&mut properties.publish) {
         options = match property {
             PublishProperty::User(key, value) => options.user_property(key, value),
             PublishProperty::ContentType(value) => options.content_type(value),
@@ -85,7 +85,7 @@ async fn publish(args: PubArgs) -> Result<(), Failure> {
     };
     let deadline = deadline(&args.connect);
     let seconds = args.connect.timeout.unwrap_or(0);
-    let builder = super::builder(&args.connect, properties.will, "midge-pub", false)?;
+    let builder = super::builder(&args.connect, properties, "midge-pub", false)?;
     let (client, mut events) = tokio::select! {
         connected = connect(&args.connect, builder) => connected?,
         () = until(deadline) => return Err(Failure::timeout(seconds)),

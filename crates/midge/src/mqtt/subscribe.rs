@@ -61,7 +61,7 @@ async fn subscribe(args: SubArgs) -> Result<(), Failure> {
     let seconds = args.connect.timeout.unwrap_or(0);
     // Like mosquitto_sub, reconnect after a lost connection (and subscribe again when the
     // session is gone); only the first connection must succeed at once.
-    let builder = super::builder(&args.connect, properties.will, "midge-sub", true)?;
+    let builder = super::builder(&args.connect, properties, "midge-sub", true)?;
     let (client, mut events) = tokio::select! {
         started = start(&args.connect, builder) => started?,
         () = until(deadline) => return Err(Failure::timeout(seconds)),
