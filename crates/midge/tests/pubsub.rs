@@ -757,3 +757,35 @@ fn sub_reconnects_and_subscribes_again_when_the_broker_comes_back() {
         out.stderr
     );
 }
+
+#[test]
+fn pub_exits_1_when_the_broker_goes_away_mid_stream() {
+    let addr = closed_port();
+    let broker = BrokerProcess::start(addr);
+    let mut publisher = Running::spawn(midge("pub", addr, &["-t", "gone", "-l", "-q", "1", "-d"]));
+    publisher.wait_for("connected to", 1);
+    drop(broker);
+    // It notices while it waits for stdin, which stays open.
+    let out = publisher.finish_keeping_stdin();
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    let last = out.stderr.lines().last().unwrap_or_default().to_owned();
+    assert!(
+        last.starts_with("midge pub: ") && last.contains("the broker at 127.0.0.1:"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn pub_timeout_is_exit_27() {
+    let addr = start_broker();
+    // stdin stays open and empty: -W ends the run.
+    let publisher = Running::spawn(midge("pub", addr, &["-t", "slow", "-l", "-W", "1"]));
+    let out = publisher.finish_keeping_stdin();
+    assert_eq!(out.code(), Some(27), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("midge pub: timed out after 1 s"),
+        "{}",
+        out.stderr
+    );
+}

@@ -99,7 +99,11 @@ pub(crate) fn run(command: &str, work: impl Future<Output = Result<(), Failure>>
             )
         }
     };
-    exit(command, runtime.block_on(work))
+    let outcome = runtime.block_on(work);
+    // A read of stdin (`-l`, `-s`) on tokio's blocking pool cannot be cancelled: do not wait
+    // for it when -W or a failure ends the run while stdin is still open.
+    runtime.shutdown_background();
+    exit(command, outcome)
 }
 
 /// The options `midge pub` and `midge sub` share: where to connect and how.

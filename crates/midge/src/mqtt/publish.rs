@@ -7,8 +7,12 @@ use std::process::ExitCode;
 
 use bytes::Bytes;
 use clap::{ArgGroup, Args};
-use midge_client::{Client, ClientError, PublishHandle, PublishOptions, QoS, ReasonCode};
+use midge_client::{
+    Client, ClientError, ConnectionEvent, Disconnect, PublishHandle, PublishOptions, QoS,
+    ReasonCode,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{
     connect, connection_failure, deadline, describe, last_disconnect, parse_properties, parse_qos,
@@ -73,18 +77,24 @@ async fn publish(args: PubArgs) -> Result<(), Failure> {
             PublishProperty::MessageExpiry(seconds) => options.message_expiry(seconds),
         };
     }
-    // Read a file before connecting, so that a missing one costs no connection.
+    let deadline = deadline(&args.connect);
+    let seconds = args.connect.timeout.unwrap_or(0);
+    // The payload comes first (as with mosquitto_pub), so that a missing file costs no
+    // connection and a slow stdin holds none open.
     let payload = if let Some(message) = &args.message {
         Some(Bytes::from(message.clone()))
     } else if let Some(path) = &args.file {
         Some(read_file(path)?)
     } else if args.null {
         Some(Bytes::new())
+    } else if args.stdin {
+        tokio::select! {
+            data = read_stdin() => Some(data?),
+            () = until(deadline) => return Err(Failure::timeout(seconds)),
+        }
     } else {
         None
     };
-    let deadline = deadline(&args.connect);
-    let seconds = args.connect.timeout.unwrap_or(0);
     let builder = super::builder(&args.connect, properties, "midge-pub", false)?;
     let (client, mut events) = tokio::select! {
         connected = connect(&args.connect, builder) => connected?,
@@ -93,8 +103,7 @@ async fn publish(args: PubArgs) -> Result<(), Failure> {
     let work = async {
         match payload {
             Some(payload) => send(&client, &args.topic, payload, &options).await,
-            None if args.lines => send_lines(&client, &args.topic, &options).await,
-            None => send(&client, &args.topic, read_stdin().await?, &options).await,
+            None => send_lines(&client, &args.topic, &options, &mut events).await,
         }
     };
     let outcome = tokio::select! {
@@ -103,7 +112,9 @@ async fn publish(args: PubArgs) -> Result<(), Failure> {
     };
     let outcome = outcome.map_err(|failure| match failure {
         // The message of a closed client is the reason it closed.
-        Sent::Closed => connection_failure(&args.connect, last_disconnect(&mut events, None)),
+        Sent::Closed(known) => {
+            connection_failure(&args.connect, last_disconnect(&mut events, known))
+        }
         Sent::Failed(failure) => failure,
     });
     client.disconnect(ReasonCode::SUCCESS).await;
@@ -112,8 +123,8 @@ async fn publish(args: PubArgs) -> Result<(), Failure> {
 
 /// Why publishing stopped.
 enum Sent {
-    /// The client closed: the connection was lost.
-    Closed,
+    /// The client closed: the connection was lost (for this reason, if already known).
+    Closed(Option<Disconnect>),
     Failed(Failure),
 }
 
@@ -176,6 +187,7 @@ async fn send_lines(
     client: &Client,
     topics: &[String],
     options: &PublishOptions,
+    events: &mut broadcast::Receiver<ConnectionEvent>,
 ) -> Result<(), Sent> {
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let mut pending: VecDeque<(&String, PublishHandle)> = VecDeque::new();
@@ -183,11 +195,14 @@ async fn send_lines(
     loop {
         line.clear();
         // A line may not grow past the largest message.
-        let read = (&mut stdin)
-            .take(MAX_PAYLOAD + 1)
-            .read_until(b'\n', &mut line)
-            .await
-            .map_err(|e| Failure::runtime(format!("cannot read stdin: {e}")))?;
+        // While it waits for a line, a lost connection ends the run at once.
+        let mut limited = (&mut stdin).take(MAX_PAYLOAD + 1);
+        let read = tokio::select! {
+            read = limited.read_until(b'\n', &mut line) => {
+                read.map_err(|e| Failure::runtime(format!("cannot read stdin: {e}")))?
+            }
+            lost = closed(events) => return Err(Sent::Closed(lost)),
+        };
         if read == 0 {
             break;
         }
@@ -221,10 +236,22 @@ async fn send_lines(
     Ok(())
 }
 
+/// Waits until the client closes; returns the last connection loss it reported.
+async fn closed(events: &mut broadcast::Receiver<ConnectionEvent>) -> Option<Disconnect> {
+    let mut lost = None;
+    loop {
+        match events.recv().await {
+            Ok(ConnectionEvent::Disconnected(reason)) => lost = Some(reason),
+            Ok(ConnectionEvent::Closed) | Err(RecvError::Closed) => return lost,
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+        }
+    }
+}
+
 fn check(topic: &str, outcome: Result<ReasonCode, ClientError>) -> Result<(), Sent> {
     match outcome {
         Ok(_) => Ok(()),
-        Err(ClientError::Closed) => Err(Sent::Closed),
+        Err(ClientError::Closed) => Err(Sent::Closed(None)),
         Err(ClientError::Refused(code)) => Err(Failure::runtime(format!(
             "the broker refused the publish to {topic:?}: {}",
             describe(code)

@@ -186,8 +186,15 @@ impl Running {
     /// Waits for the end (at most [`LIMIT`]); stderr holds the lines seen after the ones
     /// already waited for.
     pub fn finish(mut self) -> Finished {
-        let mut child = self.child.take().expect("running");
-        drop(child.stdin.take());
+        if let Some(child) = self.child.as_mut() {
+            drop(child.stdin.take());
+        }
+        self.finish_keeping_stdin()
+    }
+
+    /// As [`Running::finish`], with stdin left open: the child must end on its own.
+    pub fn finish_keeping_stdin(mut self) -> Finished {
+        let child = self.child.take().expect("running");
         let mut finished = wait(child, LIMIT);
         let mut all = self.seen.join("\n");
         while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
