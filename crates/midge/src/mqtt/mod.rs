@@ -317,7 +317,7 @@ pub(crate) fn parse_properties(
                 properties.connect.session_expiry = Some(seconds(&what, value)?);
             }
             ["connect", "receive-maximum", value] => {
-                // 0 is a Protocol Error [MQTT-3.1.2.11.3].
+                // 0 is a Protocol Error (5.0 §3.1.2.11.3).
                 let n = value
                     .parse()
                     .ok()
@@ -326,7 +326,7 @@ pub(crate) fn parse_properties(
                 properties.connect.receive_maximum = Some(n);
             }
             ["connect", "maximum-packet-size", value] => {
-                // 0 is a Protocol Error (§3.1.2.11.4).
+                // 0 is a Protocol Error (5.0 §3.1.2.11.4).
                 let n = value
                     .parse()
                     .ok()
@@ -405,10 +405,16 @@ pub(crate) fn builder(
                 "-i: client id longer than {MAX_STRING} bytes"
             )));
         }
-        if id.is_empty() && !args.version.is_v5() {
-            // 3.1.1 allows an empty id only with a clean session [MQTT-3.1.3-7]; 3.1 never.
+        // 3.1 needs 1 to 23 characters (3.1 §3.1); 3.1.1 allows an empty one with a clean
+        // session only [MQTT-3.1.3-7] (the broker assigns one); 5.0 always.
+        let refused = match args.version {
+            ProtocolVersion::V3_1 => id.is_empty(),
+            ProtocolVersion::V3_1_1 => id.is_empty() && args.persistent,
+            _ => false,
+        };
+        if refused {
             return Err(Failure::usage(
-                "-i: an empty client id needs -V 5 (the broker then assigns one)",
+                "-i: an empty client id needs a clean session under 3.1.1, and is not allowed under 3.1",
             ));
         }
     }
