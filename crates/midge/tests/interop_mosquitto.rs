@@ -335,6 +335,59 @@ fn mosquitto_pub_to_midge_sub_through_the_midge_broker() {
             "-V {version}"
         );
     }
+    // 5.0 properties from mosquitto_pub, shown with -F as mosquitto_sub would.
+    mosquitto_pub(
+        &[
+            "-V",
+            "5",
+            "-t",
+            "m/p",
+            "-m",
+            "props",
+            "-q",
+            "1",
+            "-r",
+            "-D",
+            "publish",
+            "user-property",
+            "k",
+            "v",
+            "-D",
+            "publish",
+            "content-type",
+            "text/plain",
+            "-D",
+            "publish",
+            "response-topic",
+            "m/reply",
+            "-D",
+            "publish",
+            "correlation-data",
+            "42",
+        ],
+        b"",
+    );
+    let out = run(
+        midge(
+            "sub",
+            addr,
+            &[
+                "-V",
+                "5",
+                "-t",
+                "m/p",
+                "-C",
+                "1",
+                "-W",
+                "10",
+                "-F",
+                "%t|%p|%P|%C|%R|%D|%q|%r",
+            ],
+        ),
+        b"",
+    )
+    .ok();
+    assert_eq!(out.stdout(), "m/p|props|k:v|text/plain|m/reply|42|0|1\n");
     // A retained message.
     mosquitto_pub(&["-t", "m/r", "-m", "kept", "-r", "-q", "1"], b"");
     let out = run(

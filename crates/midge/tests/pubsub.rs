@@ -118,6 +118,15 @@ fn stdin_whole_and_null_message_and_several_topics() {
 }
 
 #[test]
+fn no_newline_with_capital_n() {
+    let addr = start_broker();
+    let sub = subscriber(addr, &["-t", "nn", "-C", "2", "-N"], 1);
+    run(midge("pub", addr, &["-t", "nn", "-m", "a", "-q", "1"]), b"").ok();
+    run(midge("pub", addr, &["-t", "nn", "-m", "b", "-q", "1"]), b"").ok();
+    assert_eq!(sub.finish().ok().stdout(), "ab");
+}
+
+#[test]
 fn overlapping_filters_print_each_message_once() {
     let addr = start_broker();
     let sub = subscriber(
@@ -166,6 +175,30 @@ fn user_properties_reach_the_subscriber() {
         b"",
     )
     .ok();
+    // midge sub shows them with -F %P, as mosquitto_sub does.
+    let out = run(
+        midge(
+            "sub",
+            addr,
+            &[
+                "-V",
+                "5",
+                "-t",
+                "u/#",
+                "-q",
+                "1",
+                "-C",
+                "1",
+                "-W",
+                "10",
+                "-F",
+                "%t %p [%P] %C %q%r",
+            ],
+        ),
+        b"",
+    );
+    assert_eq!(out.ok().stdout(), "u/1 hi [k:v k2:v 2] text/plain 11\n");
+    // And so does the library.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -645,6 +678,7 @@ fn invalid_arguments_are_exit_2_before_connecting() {
         ("pub", &["-t", "a", "-m", "x", "-q", "3"]), // QoS 3
         ("sub", &["-t", "a", "-V", "4"]),            // unknown version
         ("sub", &[]),                                // no topic
+        ("sub", &["-t", "a", "-F", "%i"]),           // unknown format specifier
     ];
     for (sub, args) in cases {
         let out = run(midge(sub, addr, args), b"");

@@ -7,6 +7,7 @@
 //! connection, and the code is its MQTT 5.0 CONNACK reason code (3.x return codes map to
 //! their 5.0 equivalents, so "not authorized" is 135 under every version).
 
+pub(crate) mod format;
 pub(crate) mod publish;
 pub(crate) mod subscribe;
 

@@ -14,6 +14,7 @@ use midge_client::{
 use midge_topic::{TopicFilter, TopicName};
 use tokio::sync::broadcast::error::RecvError;
 
+use super::format::{Format, View};
 use super::{
     connected, connection_failure, deadline, describe, last_disconnect, parse_properties,
     parse_qos, start, until, ConnectArgs, Failure,
@@ -36,6 +37,15 @@ pub(crate) struct SubArgs {
     /// Print the topic, a space, then the payload (`(null)` for an empty one).
     #[arg(short, long)]
     pub(crate) verbose: bool,
+    /// Output format, as mosquitto_sub's (overrides -v): %t topic, %p payload, %x/%X hex
+    /// payload, %l length, %q QoS, %r retain, %P user properties (key:value ...), %C content
+    /// type, %R response topic, %D correlation data, %E message expiry, %%; escapes \n \t
+    /// \r \a \e \v \0 \\.
+    #[arg(short = 'F', long = "format", value_parser = Format::parse)]
+    pub(crate) format: Option<Format>,
+    /// No end of line after each message.
+    #[arg(short = 'N')]
+    pub(crate) no_newline: bool,
 }
 
 /// Runs `midge sub`.
@@ -147,7 +157,7 @@ async fn receive(
                 if delivered_earlier(streams, index, &message) {
                     continue;
                 }
-                if let Err(err) = print(&mut stdout.lock(), &message, args.verbose) {
+                if let Err(err) = print(&mut stdout.lock(), &message, args) {
                     if err.kind() == std::io::ErrorKind::BrokenPipe {
                         // The reader went away (`| head`): nothing left to do.
                         return Ok(());
@@ -250,17 +260,23 @@ fn delivered_earlier(streams: &[Feed], index: usize, message: &Message) -> bool 
     })
 }
 
-/// Writes a message as mosquitto_sub does: the payload and a newline; with `-v` the topic and a
-/// space first, and `(null)` for an empty payload.
-fn print(out: &mut impl Write, message: &Message, verbose: bool) -> std::io::Result<()> {
-    if verbose {
-        out.write_all(message.topic().as_bytes())?;
-        out.write_all(b" ")?;
-        if message.payload().is_empty() {
-            out.write_all(b"(null)")?;
+/// Writes a message as mosquitto_sub does: in the `-F` format, or the payload (with `-v` the
+/// topic and a space first, and `(null)` for an empty payload); then a newline unless `-N`.
+fn print(out: &mut impl Write, message: &Message, args: &SubArgs) -> std::io::Result<()> {
+    if let Some(format) = &args.format {
+        format.write(out, &View::of(message))?;
+    } else {
+        if args.verbose {
+            out.write_all(message.topic().as_bytes())?;
+            out.write_all(b" ")?;
+            if message.payload().is_empty() {
+                out.write_all(b"(null)")?;
+            }
         }
+        out.write_all(message.payload())?;
     }
-    out.write_all(message.payload())?;
-    out.write_all(b"\n")?;
+    if !args.no_newline {
+        out.write_all(b"\n")?;
+    }
     out.flush()
 }
