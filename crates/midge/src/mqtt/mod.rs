@@ -32,6 +32,11 @@ const EXIT_FAILURE: u8 = 1;
 /// Invalid arguments (clap's code for usage errors too).
 const EXIT_USAGE: u8 = 2;
 
+/// QoS 0 messages `sub` holds per filter before midge-client drops new ones (its default is
+/// 1,000). The driver and the printer share one thread, so a burst that arrives in one read
+/// lands in this buffer before any of it is printed.
+const QOS0_BUFFER: usize = 100_000;
+
 /// The longest UTF-8 string or binary value MQTT can encode (§1.5.4, §1.5.6).
 const MAX_STRING: usize = 65_535;
 
@@ -437,6 +442,7 @@ pub(crate) fn builder(
         builder = builder.session_expiry(expiry);
     }
     let mut limits = Limits::default();
+    limits.max_buffered_qos0 = QOS0_BUFFER;
     // Messages as large as MQTT allows, as mosquitto_sub takes them (midge-client's default
     // is 1 MiB); under 5.0 the broker learns the limit from CONNECT.
     limits.max_packet_size = connect.maximum_packet_size.unwrap_or(MAX_PACKET_SIZE);

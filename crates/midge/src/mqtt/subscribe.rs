@@ -79,12 +79,24 @@ async fn subscribe(args: SubArgs) -> Result<(), Failure> {
     // The streams outlive `receive`: dropping the last stream of a filter unsubscribes, which
     // would empty a persistent session (-c). After DISCONNECT, dropping them sends nothing.
     let mut streams = Vec::new();
+    // Ctrl-C (SIGINT) is a normal end, at any point: its handler is in place from the first
+    // poll, before the subscriptions are made.
     let outcome = tokio::select! {
         outcome = receive(&args, &client, &mut events, &mut streams) => outcome,
         () = until(deadline) => Err(Failure::timeout(seconds)),
+        _ = tokio::signal::ctrl_c() => Ok(()),
     };
     client.disconnect(ReasonCode::SUCCESS).await;
     drop(streams);
+    // midge-client drops QoS 0 messages when a stream holds `max_buffered_qos0` unread
+    // (stdout could not keep up); say so rather than lose them silently.
+    // (Not the count: `Client::dropped_messages` counts such a message twice when no other
+    // stream took it.)
+    if client.dropped_messages() > 0 {
+        eprintln!(
+            "midge sub: messages were dropped: QoS 0 messages arrived faster than they could be printed (-q 1 has flow control)"
+        );
+    }
     outcome
 }
 
@@ -142,31 +154,36 @@ async fn receive(
     if streams.is_empty() {
         return Err(Failure::runtime("the broker refused every subscription"));
     }
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
     let mut received = 0u64;
     let mut lost = None;
-    let stdout = std::io::stdout();
+    // Buffered, and flushed whenever no further message is waiting: a line appears as soon as
+    // its message arrives, and a burst costs one write.
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     loop {
         tokio::select! {
             next = next_message(streams) => {
-                let Some((index, message)) = next else {
-                    // Every stream ended: the client closed for good.
-                    return Err(connection_failure(&args.connect, last_disconnect(events, lost)));
-                };
-                if delivered_earlier(streams, index, &message) {
-                    continue;
-                }
-                if let Err(err) = print(&mut stdout.lock(), &message, args) {
-                    if err.kind() == std::io::ErrorKind::BrokenPipe {
-                        // The reader went away (`| head`): nothing left to do.
-                        return Ok(());
+                let mut next = next;
+                loop {
+                    let Some((index, message)) = next else {
+                        // Every stream ended: the client closed for good.
+                        return Err(connection_failure(&args.connect, last_disconnect(events, lost)));
+                    };
+                    if !delivered_earlier(streams, index, &message) {
+                        if let Err(err) = print(&mut out, &message, args) {
+                            return stdout_failed(&err);
+                        }
+                        received += 1;
+                        if args.count.is_some_and(|count| received >= count) {
+                            return out.flush().or_else(|err| stdout_failed(&err));
+                        }
                     }
-                    return Err(Failure::runtime(format!("cannot write to stdout: {err}")));
+                    match ready_message(streams) {
+                        Some(ready) => next = Some(ready),
+                        None => break,
+                    }
                 }
-                received += 1;
-                if args.count.is_some_and(|count| received >= count) {
-                    return Ok(());
+                if let Err(err) = out.flush() {
+                    return stdout_failed(&err);
                 }
             }
             event = events.recv() => match event {
@@ -189,7 +206,6 @@ async fn receive(
                 }
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
             },
-            _ = &mut ctrl_c => return Ok(()),
         }
     }
 }
@@ -247,6 +263,25 @@ async fn next_message(streams: &mut [Feed]) -> Option<(usize, Message)> {
     .await
 }
 
+/// The next message if one is waiting already, without waiting.
+fn ready_message(streams: &mut [Feed]) -> Option<(usize, Message)> {
+    let mut next = std::pin::pin!(next_message(streams));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match next.as_mut().poll(&mut cx) {
+        Poll::Ready(message) => message,
+        Poll::Pending => None,
+    }
+}
+
+/// A failed write to stdout: a reader that went away (`| head`) ends the run normally.
+fn stdout_failed(err: &std::io::Error) -> Result<(), Failure> {
+    if err.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(Failure::runtime(format!("cannot write to stdout: {err}")))
+    }
+}
+
 /// midge-client hands one received PUBLISH to every subscription whose filter matches it,
 /// while mosquitto_sub prints each PUBLISH once: a message from stream `index` whose topic
 /// an earlier stream also matches was handed to that one too.
@@ -278,5 +313,5 @@ fn print(out: &mut impl Write, message: &Message, args: &SubArgs) -> std::io::Re
     if !args.no_newline {
         out.write_all(b"\n")?;
     }
-    out.flush()
+    Ok(())
 }

@@ -192,6 +192,17 @@ impl Running {
         self.finish_keeping_stdin()
     }
 
+    /// Sends SIGINT (Ctrl-C) and waits for the end.
+    pub fn interrupt(mut self) -> Finished {
+        let pid = self.child().id().to_string();
+        let status = Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        self.finish_keeping_stdin()
+    }
+
     /// As [`Running::finish`], with stdin left open: the child must end on its own.
     pub fn finish_keeping_stdin(mut self) -> Finished {
         let child = self.child.take().expect("running");
