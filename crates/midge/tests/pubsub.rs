@@ -817,3 +817,27 @@ fn pub_timeout_is_exit_27() {
         out.stderr
     );
 }
+
+#[test]
+fn a_burst_of_lines_arrives_complete_and_in_order() {
+    let addr = start_broker();
+    // QoS 0: more than midge-client's default buffer of 1,000 per stream, in one burst.
+    // QoS 2: the publisher keeps many in flight (-l pipelines them).
+    for (qos, n) in [("0", 5000), ("2", 1000)] {
+        let count = n.to_string();
+        let sub = subscriber(
+            addr,
+            &["-t", "burst", "-q", qos, "-C", &count, "-W", "10"],
+            1,
+        );
+        let lines: String = (0..n).map(|i| format!("{i}\n")).collect();
+        run(
+            midge("pub", addr, &["-t", "burst", "-l", "-q", qos]),
+            lines.as_bytes(),
+        )
+        .ok();
+        let out = sub.finish().ok();
+        assert_eq!(out.stdout(), lines, "QoS {qos}");
+        assert!(!out.stderr.contains("dropped"), "{}", out.stderr);
+    }
+}
