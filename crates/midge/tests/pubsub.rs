@@ -57,6 +57,15 @@ fn retained_message_reaches_a_later_subscriber() {
     )
     .ok();
     assert_eq!(out.stdout(), "kept\n");
+    // An empty retained message clears it [MQTT-3.3.1-10]: a new subscriber gets nothing.
+    run(
+        midge("pub", addr, &["-t", "r/1", "-n", "-r", "-q", "1"]),
+        b"",
+    )
+    .ok();
+    let out = run(midge("sub", addr, &["-t", "r/#", "-W", "1"]), b"");
+    assert_eq!(out.code(), Some(27), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{:?}", out.stdout());
 }
 
 #[test]
@@ -236,9 +245,15 @@ fn user_properties_reach_the_subscriber() {
 fn the_will_is_published_when_the_client_is_killed_not_when_it_ends_cleanly() {
     let addr = start_broker();
     for version in ["311", "5"] {
-        let watcher = subscriber(addr, &["-t", "will/#", "-C", "1", "-v", "-q", "1"], 1);
+        let watcher = subscriber(
+            addr,
+            &[
+                "-V", version, "-t", "will/#", "-C", "1", "-q", "1", "-F", "%t %p|%P",
+            ],
+            1,
+        );
         let will = |topic: &'static str| {
-            [
+            let mut args = vec![
                 "-V",
                 version,
                 "--will-topic",
@@ -249,7 +264,11 @@ fn the_will_is_published_when_the_client_is_killed_not_when_it_ends_cleanly() {
                 "1",
                 "-t",
                 "x",
-            ]
+            ];
+            if version == "5" {
+                args.extend(["-D", "will", "user-property", "why", "killed"]);
+            }
+            args
         };
         // A clean end: DISCONNECT, so no will [MQTT-3.1.2-10].
         let mut clean = midge("pub", addr, &will("will/clean"));
@@ -262,7 +281,12 @@ fn the_will_is_published_when_the_client_is_killed_not_when_it_ends_cleanly() {
         publisher.wait_for("connected to", 1);
         publisher.child().kill().expect("kill");
         let out = watcher.finish().ok();
-        assert_eq!(out.stdout(), "will/killed gone\n", "-V {version}");
+        let expected = if version == "5" {
+            "will/killed gone|why:killed\n"
+        } else {
+            "will/killed gone|\n"
+        };
+        assert_eq!(out.stdout(), expected, "-V {version}");
     }
 }
 
