@@ -26,8 +26,6 @@ const PIPELINE: usize = 64;
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("payload").required(true).args(["message", "file", "lines", "null", "stdin"])))]
 pub(crate) struct PubArgs {
-    #[command(flatten)]
-    pub(crate) connect: ConnectArgs,
     /// Topic to publish to; repeat it to publish the same message(s) to several topics.
     #[arg(short, long = "topic", required = true)]
     pub(crate) topic: Vec<String>,
@@ -53,6 +51,8 @@ pub(crate) struct PubArgs {
     /// Retain the message.
     #[arg(short, long)]
     pub(crate) retain: bool,
+    #[command(flatten)]
+    pub(crate) connect: ConnectArgs,
 }
 
 /// Runs `midge pub`.

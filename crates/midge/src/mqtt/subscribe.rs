@@ -23,8 +23,6 @@ use super::{
 /// `midge sub` options.
 #[derive(Debug, Args)]
 pub(crate) struct SubArgs {
-    #[command(flatten)]
-    pub(crate) connect: ConnectArgs,
     /// Topic filter to subscribe to; repeat it for several.
     #[arg(short, long = "topic", required = true)]
     pub(crate) topic: Vec<String>,
@@ -46,6 +44,8 @@ pub(crate) struct SubArgs {
     /// No end of line after each message.
     #[arg(short = 'N')]
     pub(crate) no_newline: bool,
+    #[command(flatten)]
+    pub(crate) connect: ConnectArgs,
 }
 
 /// Runs `midge sub`.
