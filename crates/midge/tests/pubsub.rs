@@ -865,3 +865,21 @@ fn a_burst_of_lines_arrives_complete_and_in_order() {
         assert!(!out.stderr.contains("dropped"), "{}", out.stderr);
     }
 }
+
+#[test]
+fn sub_taken_over_by_the_same_client_id_exits_1_instead_of_fighting_back() {
+    let addr = start_broker();
+    let first = subscriber(addr, &["-V", "5", "-i", "twin", "-t", "q", "-W", "15"], 1);
+    let second = subscriber(addr, &["-V", "5", "-i", "twin", "-t", "q", "-W", "15"], 1);
+    let out = first.finish_keeping_stdin();
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("session taken over (0x8E)"),
+        "{}",
+        out.stderr
+    );
+    // The second one keeps its connection, and ends normally on Ctrl-C.
+    let out = second.interrupt();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(!out.stderr.contains("reconnect"), "{}", out.stderr);
+}

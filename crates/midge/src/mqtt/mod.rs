@@ -519,6 +519,11 @@ pub(crate) fn connection_failure(args: &ConnectArgs, disconnect: Option<Disconne
                 describe(code)
             ),
         },
+        Some(Disconnect::Mqtt(CloseReason::ServerDisconnect(ReasonCode::SESSION_TAKEN_OVER))) => {
+            Failure::runtime(
+                "the broker disconnected us: session taken over (0x8E): another client connected with the same client id",
+            )
+        }
         Some(Disconnect::Mqtt(CloseReason::ServerDisconnect(code))) => {
             Failure::runtime(format!("the broker disconnected us: {}", describe(code)))
         }

@@ -9,7 +9,8 @@ use std::task::Poll;
 use clap::Args;
 use futures_core::Stream;
 use midge_client::{
-    ClientError, ConnectionEvent, Message, QoS, ReasonCode, SubscribeOptions, Subscription,
+    ClientError, CloseReason, ConnectionEvent, Disconnect, Message, QoS, ReasonCode,
+    SubscribeOptions, Subscription,
 };
 use midge_topic::{TopicFilter, TopicName};
 use tokio::sync::broadcast::error::RecvError;
@@ -187,7 +188,14 @@ async fn receive(
                 }
             }
             event = events.recv() => match event {
-                Ok(ConnectionEvent::Disconnected(reason)) => lost = Some(reason),
+                Ok(ConnectionEvent::Disconnected(reason)) => {
+                    // Another client took our client id: reconnecting would take it back, and
+                    // the two would push each other out forever.
+                    if reason == Disconnect::Mqtt(CloseReason::ServerDisconnect(ReasonCode::SESSION_TAKEN_OVER)) {
+                        return Err(connection_failure(&args.connect, Some(reason)));
+                    }
+                    lost = Some(reason);
+                }
                 Ok(ConnectionEvent::Reconnecting { attempt, delay }) => {
                     let why = connection_failure(&args.connect, lost).message;
                     eprintln!(
