@@ -275,6 +275,35 @@ fn midge_pub_to_mosquitto_sub_through_mosquitto() {
         );
     }
 
+    // midge sub through mosquitto too, with a 3 MB file: larger than midge-client's default
+    // packet limit (1 MiB), which midge sub raises to MQTT's own.
+    let path = std::env::temp_dir().join(format!("midge-big-{}", std::process::id()));
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &data).expect("write");
+    for version in ["311", "5"] {
+        let sub = subscriber(
+            addr,
+            &[
+                "-V", version, "-t", "i/big", "-q", "1", "-C", "1", "-W", "15",
+            ],
+            1,
+        );
+        let file = path.to_str().expect("utf-8 path");
+        run(
+            midge(
+                "pub",
+                addr,
+                &["-V", version, "-t", "i/big", "-f", file, "-q", "1"],
+            ),
+            b"",
+        )
+        .ok();
+        let out = sub.finish().ok();
+        assert_eq!(out.stdout.len(), data.len() + 1, "-V {version}");
+        assert!(out.stdout.starts_with(&data), "-V {version}");
+    }
+    let _ = std::fs::remove_file(&path);
+
     // A will, when midge pub is killed.
     let sub = MosquittoSub::start(addr, &["-t", "i/will", "-C", "1", "-v", "-W", "15"]);
     let killed = midge(
