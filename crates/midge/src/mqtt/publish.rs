@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use bytes::Bytes;
@@ -134,7 +134,7 @@ impl From<Failure> for Sent {
     }
 }
 
-fn read_file(path: &PathBuf) -> Result<Bytes, Failure> {
+fn read_file(path: &Path) -> Result<Bytes, Failure> {
     let cannot = |e: std::io::Error| Failure::usage(format!("cannot read {}: {e}", path.display()));
     let file = std::fs::File::open(path).map_err(cannot)?;
     let mut data = Vec::new();
