@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod bench;
+mod mqtt;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -24,6 +25,20 @@ struct Cli {
 enum Command {
     /// Run an MQTT broker (the default when no subcommand is given).
     Broker(BrokerArgs),
+    /// Publish messages, as mosquitto_pub does (-h is the host; --help for help).
+    #[command(
+        disable_help_flag = true,
+        disable_version_flag = true,
+        after_help = mqtt::EXIT_CODES_HELP
+    )]
+    Pub(Box<mqtt::publish::PubArgs>),
+    /// Subscribe and print messages, as mosquitto_sub does (-h is the host; --help for help).
+    #[command(
+        disable_help_flag = true,
+        disable_version_flag = true,
+        after_help = mqtt::EXIT_CODES_HELP
+    )]
+    Sub(Box<mqtt::subscribe::SubArgs>),
     /// Measure a broker: connections, publishers, subscribers, end-to-end scenarios.
     Bench(Box<bench::BenchArgs>),
 }
@@ -48,6 +63,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Broker(args)) => broker(args),
+        Some(Command::Pub(args)) => mqtt::publish::main(*args),
+        Some(Command::Sub(args)) => mqtt::subscribe::main(*args),
         Some(Command::Bench(args)) => bench::main(*args),
         None => broker(BrokerArgs::default()),
     }

@@ -1,0 +1,678 @@
+//! `midge pub` and `midge sub`: command-line clients on `midge-client` with the flags of
+//! mosquitto_pub and mosquitto_sub.
+//!
+//! Exit codes (also in `midge pub --help` and the README): 0 success; 1 a runtime failure
+//! (cannot connect, connection lost, a publish or every subscription refused); 2 invalid
+//! arguments; 27 the `-W` time limit passed (as mosquitto_sub); 128–255 the broker refused the
+//! connection, and the code is its MQTT 5.0 CONNACK reason code (3.x return codes map to
+//! their 5.0 equivalents, so "not authorized" is 135 under every version).
+
+pub(crate) mod format;
+pub(crate) mod publish;
+pub(crate) mod subscribe;
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{ArgAction, Args};
+use midge_client::codec::{ByteStr, Will, WillProperties, MAX_PACKET_SIZE};
+use midge_client::{
+    Client, CloseReason, ConnectError, ConnectionEvent, Disconnect, Limits, ProtocolVersion, QoS,
+    ReasonCode, ReconnectPolicy,
+};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+/// The exit code of the `-W` time limit: mosquitto_sub's (`MOSQ_ERR_TIMEOUT`).
+pub(crate) const EXIT_TIMEOUT: u8 = 27;
+/// A runtime failure.
+const EXIT_FAILURE: u8 = 1;
+/// Invalid arguments (clap's code for usage errors too).
+const EXIT_USAGE: u8 = 2;
+
+/// QoS 0 messages `sub` holds per filter before midge-client drops new ones (its default is
+/// 1,000). The driver and the printer share one thread, so a burst that arrives in one read
+/// lands in this buffer before any of it is printed.
+const QOS0_BUFFER: usize = 100_000;
+
+/// The longest UTF-8 string or binary value MQTT can encode (§1.5.4, §1.5.6).
+const MAX_STRING: usize = 65_535;
+
+/// The exit codes, for `--help`.
+pub(crate) const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0        success
+  1        runtime failure: cannot connect, connection lost, a publish or every subscription refused
+  2        invalid arguments (bad topic, unreadable file, unsupported -D, ...)
+  27       the -W time limit passed (as mosquitto_sub)
+  128-255  the broker refused the connection: the MQTT 5.0 CONNACK reason code, under every
+           version (3.1.1 return code 5 \"not authorized\" is 135, 4 \"bad user name or password\" 134)";
+
+/// Why a command failed: the exit code and a one-line message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: EXIT_USAGE,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn runtime(message: impl Into<String>) -> Self {
+        Self {
+            code: EXIT_FAILURE,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn timeout(seconds: u64) -> Self {
+        Self {
+            code: EXIT_TIMEOUT,
+            message: format!("timed out after {seconds} s (-W)"),
+        }
+    }
+}
+
+/// Prints the failure as `midge <command>: <message>` and turns it into the exit code.
+pub(crate) fn exit(command: &str, result: Result<(), Failure>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("midge {command}: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// Runs `work` on a single-threaded runtime (one connection needs no more).
+pub(crate) fn run(command: &str, work: impl Future<Output = Result<(), Failure>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            return exit(
+                command,
+                Err(Failure::runtime(format!("cannot start the runtime: {err}"))),
+            )
+        }
+    };
+    let outcome = runtime.block_on(work);
+    // A read of stdin (`-l`, `-s`) on tokio's blocking pool cannot be cancelled: do not wait
+    // for it when -W or a failure ends the run while stdin is still open.
+    runtime.shutdown_background();
+    exit(command, outcome)
+}
+
+/// The options `midge pub` and `midge sub` share: where to connect and how.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ConnectArgs {
+    /// Broker host.
+    #[arg(short = 'h', long, default_value = "localhost")]
+    pub(crate) host: String,
+    /// Broker port.
+    #[arg(short, long, default_value_t = 1883)]
+    pub(crate) port: u16,
+    /// Client identifier (default: midge-pub- or midge-sub- and 8 random hex digits).
+    #[arg(short = 'i', long = "id")]
+    pub(crate) id: Option<String>,
+    /// User name.
+    #[arg(short, long)]
+    pub(crate) username: Option<String>,
+    /// Password (needs -u).
+    #[arg(short = 'P', long = "pw")]
+    pub(crate) password: Option<String>,
+    /// Keep Alive in seconds (0: off).
+    #[arg(short, long, default_value_t = 60)]
+    pub(crate) keepalive: u16,
+    /// MQTT version: 5 (mqttv5), 311 (mqttv311, 3.1.1) or 31 (mqttv31, 3.1).
+    #[arg(short = 'V', long = "protocol-version", default_value = "311", value_parser = parse_version)]
+    pub(crate) version: ProtocolVersion,
+    /// Persistent session: clean start off, so the broker keeps the session (and, for
+    /// sub, queues messages) while the client is away. Needs -i. Under 5.0 the session never
+    /// expires unless -x says otherwise.
+    #[arg(short = 'c', long = "disable-clean-session")]
+    pub(crate) persistent: bool,
+    /// 5.0 Session Expiry Interval in seconds; -1 never expires (default: -1 with -c, else 0).
+    #[arg(short = 'x', long = "session-expiry", allow_negative_numbers = true, value_parser = parse_expiry)]
+    pub(crate) session_expiry: Option<u32>,
+    /// Time limit in seconds for the whole run, connecting included; exits with 27 when it passes.
+    #[arg(short = 'W', long = "timeout", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) timeout: Option<u64>,
+    /// Will topic: the broker publishes the will there if the connection ends without DISCONNECT.
+    #[arg(long)]
+    pub(crate) will_topic: Option<String>,
+    /// Will payload (default: empty).
+    #[arg(long)]
+    pub(crate) will_payload: Option<String>,
+    /// Will QoS.
+    #[arg(long, value_parser = parse_qos)]
+    pub(crate) will_qos: Option<QoS>,
+    /// Retain the will.
+    #[arg(long)]
+    pub(crate) will_retain: bool,
+    /// MQTT 5.0 property: -D COMMAND NAME VALUE, or -D COMMAND user-property KEY VALUE.
+    /// Supported: `publish` (pub only) user-property, content-type, response-topic,
+    /// correlation-data, message-expiry-interval; `connect` session-expiry-interval,
+    /// receive-maximum, maximum-packet-size, topic-alias-maximum; `will` user-property,
+    /// will-delay-interval, content-type, message-expiry-interval. Needs -V 5.
+    #[arg(short = 'D', long = "property", num_args = 3..=4, action = ArgAction::Append,
+          value_names = ["COMMAND", "NAME", "VALUE"])]
+    pub(crate) properties: Vec<String>,
+    /// Debug messages on stderr: connection and subscription progress.
+    #[arg(short = 'd', long)]
+    pub(crate) debug: bool,
+    /// Print help (-h is the host, as in mosquitto).
+    #[arg(long, action = ArgAction::Help)]
+    pub(crate) help: Option<bool>,
+    /// `pub` or `sub`, for messages.
+    #[arg(skip)]
+    pub(crate) command: &'static str,
+}
+
+fn parse_version(s: &str) -> Result<ProtocolVersion, String> {
+    match s {
+        "31" | "3.1" | "mqttv31" => Ok(ProtocolVersion::V3_1),
+        "311" | "3.1.1" | "mqttv311" => Ok(ProtocolVersion::V3_1_1),
+        "5" | "5.0" | "mqttv5" => Ok(ProtocolVersion::V5),
+        _ => Err(format!(
+            "unknown MQTT version {s:?}: use 5 (mqttv5), 311 (mqttv311) or 31 (mqttv31)"
+        )),
+    }
+}
+
+pub(crate) fn parse_qos(s: &str) -> Result<QoS, String> {
+    match s {
+        "0" => Ok(QoS::AtMostOnce),
+        "1" => Ok(QoS::AtLeastOnce),
+        "2" => Ok(QoS::ExactlyOnce),
+        _ => Err(format!("invalid QoS {s:?}: use 0, 1 or 2")),
+    }
+}
+
+fn parse_expiry(s: &str) -> Result<u32, String> {
+    match s {
+        "-1" | "∞" => Ok(u32::MAX),
+        _ => s
+            .parse()
+            .map_err(|_| format!("invalid session expiry {s:?}: seconds, or -1 for never")),
+    }
+}
+
+/// 5.0 properties from `-D`, by the packet they go in.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Properties {
+    /// `-D publish NAME VALUE` in order: name, value.
+    pub(crate) publish: Vec<PublishProperty>,
+    pub(crate) will: WillProperties,
+    /// `-D connect` properties the client builder can set.
+    pub(crate) connect: ConnectProperties,
+}
+
+/// `-D connect` properties.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnectProperties {
+    pub(crate) session_expiry: Option<u32>,
+    pub(crate) receive_maximum: Option<u16>,
+    pub(crate) maximum_packet_size: Option<u32>,
+    pub(crate) topic_alias_maximum: Option<u16>,
+}
+
+/// One `-D publish` property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PublishProperty {
+    User(String, String),
+    ContentType(String),
+    ResponseTopic(String),
+    CorrelationData(String),
+    MessageExpiry(u32),
+}
+
+fn string(what: &str, value: &str) -> Result<ByteStr, Failure> {
+    if value.len() > MAX_STRING {
+        return Err(Failure::usage(format!(
+            "-D {what}: longer than {MAX_STRING} bytes"
+        )));
+    }
+    Ok(ByteStr::from(value.to_owned()))
+}
+
+fn seconds(what: &str, value: &str) -> Result<u32, Failure> {
+    value
+        .parse()
+        .map_err(|_| Failure::usage(format!("-D {what}: {value:?} is not a number of seconds")))
+}
+
+/// Parses the `-D` arguments; `publish_allowed` is false for sub.
+pub(crate) fn parse_properties(
+    args: &ConnectArgs,
+    publish_allowed: bool,
+) -> Result<Properties, Failure> {
+    let mut properties = Properties::default();
+    if !args.properties.is_empty() && !args.version.is_v5() {
+        return Err(Failure::usage(
+            "-D sets MQTT 5.0 properties: add -V 5 (or -V mqttv5)",
+        ));
+    }
+    // clap hands over the values of every -D in one list; user-property takes one more.
+    let mut values = args.properties.iter().map(String::as_str);
+    while let Some(command) = values.next() {
+        let mut parts = vec![command];
+        parts.extend(values.next());
+        let arity = if parts.get(1) == Some(&"user-property") {
+            2
+        } else {
+            1
+        };
+        parts.extend(values.by_ref().take(arity));
+        let what = parts.join(" ");
+        match parts.as_slice() {
+            ["publish", "user-property", key, value] if publish_allowed => {
+                string(&what, key)?;
+                string(&what, value)?;
+                properties
+                    .publish
+                    .push(PublishProperty::User((*key).into(), (*value).into()));
+            }
+            ["publish", "content-type", value] if publish_allowed => {
+                string(&what, value)?;
+                properties
+                    .publish
+                    .push(PublishProperty::ContentType((*value).into()));
+            }
+            ["publish", "response-topic", value] if publish_allowed => {
+                midge_topic::TopicName::new(value)
+                    .map_err(|e| Failure::usage(format!("-D {what}: {e}")))?;
+                properties
+                    .publish
+                    .push(PublishProperty::ResponseTopic((*value).into()));
+            }
+            ["publish", "correlation-data", value] if publish_allowed => {
+                string(&what, value)?;
+                properties
+                    .publish
+                    .push(PublishProperty::CorrelationData((*value).into()));
+            }
+            ["publish", "message-expiry-interval", value] if publish_allowed => {
+                properties
+                    .publish
+                    .push(PublishProperty::MessageExpiry(seconds(&what, value)?));
+            }
+            ["will", "user-property", key, value] => {
+                let pair = (string(&what, key)?, string(&what, value)?);
+                properties.will.user_properties.push(pair);
+            }
+            ["will", "will-delay-interval", value] => {
+                properties.will.will_delay_interval = Some(seconds(&what, value)?);
+            }
+            ["will", "content-type", value] => {
+                properties.will.content_type = Some(string(&what, value)?);
+            }
+            ["will", "message-expiry-interval", value] => {
+                properties.will.message_expiry_interval = Some(seconds(&what, value)?);
+            }
+            ["connect", "session-expiry-interval", value] => {
+                properties.connect.session_expiry = Some(seconds(&what, value)?);
+            }
+            ["connect", "receive-maximum", value] => {
+                // 0 is a Protocol Error (5.0 §3.1.2.11.3).
+                let n = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| Failure::usage(format!("-D {what}: use 1 to 65535")))?;
+                properties.connect.receive_maximum = Some(n);
+            }
+            ["connect", "maximum-packet-size", value] => {
+                // 0 is a Protocol Error (5.0 §3.1.2.11.4).
+                let n = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| Failure::usage(format!("-D {what}: use 1 to 4294967295")))?;
+                properties.connect.maximum_packet_size = Some(n);
+            }
+            ["connect", "topic-alias-maximum", value] => {
+                let n = value
+                    .parse()
+                    .map_err(|_| Failure::usage(format!("-D {what}: use 0 to 65535")))?;
+                properties.connect.topic_alias_maximum = Some(n);
+            }
+            ["connect", "user-property", ..] => {
+                // midge-client builds the CONNECT properties itself and has no way to add
+                // user properties to them.
+                return Err(Failure::usage(format!(
+                    "-D {what}: CONNECT user properties are not supported (midge-client cannot send them yet)"
+                )));
+            }
+            _ => {
+                let connect_and_will = "connect session-expiry-interval|receive-maximum|\
+                    maximum-packet-size|topic-alias-maximum, will user-property|\
+                    will-delay-interval|content-type|message-expiry-interval";
+                let supported = if publish_allowed {
+                    format!(
+                        "publish user-property|content-type|response-topic|correlation-data|\
+                         message-expiry-interval, {connect_and_will}"
+                    )
+                } else {
+                    connect_and_will.to_owned()
+                };
+                return Err(Failure::usage(format!(
+                    "-D {what}: unsupported property (supported: {supported})"
+                )));
+            }
+        }
+    }
+    if properties.connect.session_expiry.is_some() && args.session_expiry.is_some() {
+        return Err(Failure::usage(
+            "-x and -D connect session-expiry-interval both set the session expiry: use one",
+        ));
+    }
+    if !properties.will.is_empty() && args.will_topic.is_none() {
+        return Err(Failure::usage("-D will ... needs --will-topic"));
+    }
+    Ok(properties)
+}
+
+/// Checks the connection options and makes the client builder.
+pub(crate) fn builder(
+    args: &ConnectArgs,
+    properties: Properties,
+    id_prefix: &str,
+    reconnect: bool,
+) -> Result<midge_client::ClientBuilder, Failure> {
+    let Properties {
+        will: will_properties,
+        connect,
+        ..
+    } = properties;
+    if args.persistent && args.id.is_none() {
+        return Err(Failure::usage(
+            "-c (persistent session) needs a client id (-i): a random one would never find its session again",
+        ));
+    }
+    if args.session_expiry.is_some() && !args.version.is_v5() {
+        return Err(Failure::usage("-x (session expiry) needs -V 5"));
+    }
+    if args.password.is_some() && args.username.is_none() {
+        return Err(Failure::usage("-P (password) needs -u (user name)"));
+    }
+    if let Some(id) = &args.id {
+        if id.len() > MAX_STRING {
+            return Err(Failure::usage(format!(
+                "-i: client id longer than {MAX_STRING} bytes"
+            )));
+        }
+        // 3.1 needs 1 to 23 characters (3.1 §3.1); 3.1.1 allows an empty one with a clean
+        // session only [MQTT-3.1.3-7] (the broker assigns one); 5.0 always.
+        let refused = match args.version {
+            ProtocolVersion::V3_1 => id.is_empty(),
+            ProtocolVersion::V3_1_1 => id.is_empty() && args.persistent,
+            _ => false,
+        };
+        if refused {
+            return Err(Failure::usage(
+                "-i: an empty client id needs a clean session under 3.1.1, and is not allowed under 3.1",
+            ));
+        }
+    }
+    let id = args
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("{id_prefix}-{:08x}", fastrand::u32(..)));
+    let mut builder = Client::builder(args.host.clone(), args.port)
+        .version(args.version)
+        .client_id(id)
+        .keep_alive(args.keepalive)
+        .clean_start(!args.persistent)
+        .reconnect(reconnect.then(ReconnectPolicy::default));
+    if args.version.is_v5() {
+        let expiry = args
+            .session_expiry
+            .or(connect.session_expiry)
+            .unwrap_or(if args.persistent { u32::MAX } else { 0 });
+        builder = builder.session_expiry(expiry);
+    }
+    let mut limits = Limits::default();
+    limits.max_buffered_qos0 = QOS0_BUFFER;
+    // Messages as large as MQTT allows, as mosquitto_sub takes them (midge-client's default
+    // is 1 MiB); under 5.0 the broker learns the limit from CONNECT.
+    limits.max_packet_size = connect.maximum_packet_size.unwrap_or(MAX_PACKET_SIZE);
+    if let Some(n) = connect.receive_maximum {
+        limits.receive_maximum = n;
+    }
+    if let Some(n) = connect.topic_alias_maximum {
+        limits.topic_alias_maximum = n;
+    }
+    builder = builder.limits(limits);
+    if let Some(username) = &args.username {
+        // midge-client sets user name and password together: without -P the password is
+        // empty (present, zero bytes).
+        builder = builder.credentials(
+            username.clone(),
+            Bytes::from(args.password.clone().unwrap_or_default()),
+        );
+    }
+    match &args.will_topic {
+        Some(topic) => {
+            midge_topic::TopicName::new(topic)
+                .map_err(|e| Failure::usage(format!("invalid will topic {topic:?}: {e}")))?;
+            builder = builder.will(Will {
+                topic: ByteStr::from(topic.clone()),
+                payload: Bytes::from(args.will_payload.clone().unwrap_or_default()),
+                qos: args.will_qos.unwrap_or(QoS::AtMostOnce),
+                retain: args.will_retain,
+                properties: will_properties,
+            });
+        }
+        None if args.will_payload.is_some() || args.will_qos.is_some() || args.will_retain => {
+            return Err(Failure::usage(
+                "--will-payload, --will-qos and --will-retain need --will-topic",
+            ));
+        }
+        None => {}
+    }
+    Ok(builder)
+}
+
+/// A reason code as people read it: `not authorized (0x87)`.
+pub(crate) fn describe(code: ReasonCode) -> String {
+    match code.name() {
+        Some(name) => format!(
+            "{} (0x{:02X})",
+            name.replace('_', " ").to_lowercase(),
+            code.0
+        ),
+        None => format!("reason code 0x{:02X}", code.0),
+    }
+}
+
+/// Why a connection could not be made or was lost, as a failure with its exit code.
+pub(crate) fn connection_failure(args: &ConnectArgs, disconnect: Option<Disconnect>) -> Failure {
+    let at = format!("{}:{}", args.host, args.port);
+    match disconnect {
+        Some(Disconnect::Io(std::io::ErrorKind::ConnectionRefused)) => Failure::runtime(format!(
+            "cannot connect to {at}: connection refused (is a broker listening there?)"
+        )),
+        Some(Disconnect::Io(std::io::ErrorKind::UnexpectedEof)) => {
+            Failure::runtime(format!("the broker at {at} closed the connection"))
+        }
+        Some(Disconnect::Io(kind)) => {
+            Failure::runtime(format!("connection to {at} failed: {kind}"))
+        }
+        Some(Disconnect::ConnectTimeout) => {
+            Failure::runtime(format!("cannot connect to {at}: timed out"))
+        }
+        Some(Disconnect::Mqtt(CloseReason::Rejected(code))) => Failure {
+            // 128-255 by construction: only failure codes refuse a connection.
+            code: if code.0 >= 0x80 { code.0 } else { EXIT_FAILURE },
+            message: format!(
+                "the broker at {at} refused the connection: {}",
+                describe(code)
+            ),
+        },
+        Some(Disconnect::Mqtt(CloseReason::ServerDisconnect(ReasonCode::SESSION_TAKEN_OVER))) => {
+            Failure::runtime(
+                "the broker disconnected us: session taken over (0x8E): another client connected with the same client id",
+            )
+        }
+        Some(Disconnect::Mqtt(CloseReason::ServerDisconnect(code))) => {
+            Failure::runtime(format!("the broker disconnected us: {}", describe(code)))
+        }
+        Some(Disconnect::Mqtt(CloseReason::ProtocolViolation(code))) => {
+            Failure::runtime(format!("the broker broke the protocol: {}", describe(code)))
+        }
+        Some(Disconnect::Mqtt(CloseReason::Timeout)) => {
+            Failure::runtime(format!("no answer from {at} in time (CONNACK or PINGRESP)"))
+        }
+        Some(Disconnect::Mqtt(CloseReason::ConnectionLost)) => {
+            Failure::runtime(format!("the connection to {at} was lost"))
+        }
+        Some(_) | None => Failure::runtime(format!("the connection to {at} closed")),
+    }
+}
+
+/// Connects: starts the client and waits for its first CONNACK.
+pub(crate) async fn connect(
+    args: &ConnectArgs,
+    builder: midge_client::ClientBuilder,
+) -> Result<(Client, broadcast::Receiver<ConnectionEvent>), Failure> {
+    let (client, mut events) = start(args, builder).await?;
+    connected(args, &mut events).await?;
+    Ok((client, events))
+}
+
+/// Resolves the host (for a clear message), then starts the client; it connects in the
+/// background.
+pub(crate) async fn start(
+    args: &ConnectArgs,
+    builder: midge_client::ClientBuilder,
+) -> Result<(Client, broadcast::Receiver<ConnectionEvent>), Failure> {
+    if let Err(err) = tokio::net::lookup_host((args.host.as_str(), args.port)).await {
+        return Err(Failure::runtime(format!(
+            "cannot resolve host {:?}: {err}",
+            args.host
+        )));
+    }
+    let client = builder.build().map_err(|e| match e {
+        ConnectError::Config(e) => Failure::usage(format!("invalid options: {e}")),
+        other => Failure::runtime(other.to_string()),
+    })?;
+    // On this single-threaded runtime the driver task has not run yet, so no event is missed.
+    let events = client.events();
+    Ok((client, events))
+}
+
+/// Waits for the first CONNACK. The first failure ends it, even when the client would
+/// reconnect.
+pub(crate) async fn connected(
+    args: &ConnectArgs,
+    events: &mut broadcast::Receiver<ConnectionEvent>,
+) -> Result<(), Failure> {
+    loop {
+        match events.recv().await {
+            Ok(ConnectionEvent::Connected { session_present }) => {
+                if args.debug {
+                    eprintln!(
+                        "midge {}: connected to {}:{} (MQTT {}, session present: {})",
+                        args.command,
+                        args.host,
+                        args.port,
+                        version_name(args.version),
+                        if session_present { "yes" } else { "no" }
+                    );
+                }
+                return Ok(());
+            }
+            Ok(ConnectionEvent::Disconnected(reason)) => {
+                return Err(connection_failure(args, Some(reason)))
+            }
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return Err(connection_failure(args, None)),
+        }
+    }
+}
+
+pub(crate) fn version_name(version: ProtocolVersion) -> &'static str {
+    match version {
+        ProtocolVersion::V3_1 => "3.1",
+        ProtocolVersion::V3_1_1 => "3.1.1",
+        _ => "5.0",
+    }
+}
+
+/// The last connection loss among the events received so far.
+pub(crate) fn last_disconnect(
+    events: &mut broadcast::Receiver<ConnectionEvent>,
+    mut last: Option<Disconnect>,
+) -> Option<Disconnect> {
+    loop {
+        match events.try_recv() {
+            Ok(ConnectionEvent::Disconnected(reason)) => last = Some(reason),
+            Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+            Err(_) => return last,
+        }
+    }
+}
+
+/// When `-W` runs out.
+pub(crate) fn deadline(args: &ConnectArgs) -> Option<Instant> {
+    args.timeout
+        .map(|seconds| Instant::now() + Duration::from_secs(seconds))
+}
+
+/// Sleeps until the deadline, or forever without one.
+pub(crate) async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The largest payload MQTT can carry: the maximum Remaining Length (§2.2.3); the topic and
+/// header make the real limit a little smaller, which the client then reports.
+pub(crate) const MAX_PAYLOAD: u64 = 268_435_455;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_codes_read_as_words() {
+        assert_eq!(
+            describe(ReasonCode::NOT_AUTHORIZED),
+            "not authorized (0x87)"
+        );
+        assert_eq!(describe(ReasonCode(0xFE)), "reason code 0xFE");
+    }
+
+    #[test]
+    fn versions_as_mosquitto_names_them() {
+        for (s, v) in [
+            ("5", ProtocolVersion::V5),
+            ("mqttv5", ProtocolVersion::V5),
+            ("311", ProtocolVersion::V3_1_1),
+            ("mqttv311", ProtocolVersion::V3_1_1),
+            ("31", ProtocolVersion::V3_1),
+            ("mqttv31", ProtocolVersion::V3_1),
+        ] {
+            assert_eq!(parse_version(s), Ok(v));
+        }
+        assert!(parse_version("4").is_err());
+    }
+
+    #[test]
+    fn expiry_minus_one_is_never() {
+        assert_eq!(parse_expiry("-1"), Ok(u32::MAX));
+        assert_eq!(parse_expiry("30"), Ok(30));
+        assert!(parse_expiry("-2").is_err());
+    }
+}

@@ -1,0 +1,262 @@
+//! `midge pub`: publishes one message, a file, stdin, or each line of stdin.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use clap::{ArgGroup, Args};
+use midge_client::{
+    Client, ClientError, ConnectionEvent, Disconnect, PublishHandle, PublishOptions, QoS,
+    ReasonCode,
+};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use super::{
+    connect, connection_failure, deadline, describe, last_disconnect, parse_properties, parse_qos,
+    until, ConnectArgs, Failure, PublishProperty, MAX_PAYLOAD,
+};
+
+/// Publishes in flight at once with `-l` before the oldest outcome is awaited.
+const PIPELINE: usize = 64;
+
+/// `midge pub` options.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("payload").required(true).args(["message", "file", "lines", "null", "stdin"])))]
+pub(crate) struct PubArgs {
+    /// Topic to publish to; repeat it to publish the same message(s) to several topics.
+    #[arg(short, long = "topic", required = true)]
+    pub(crate) topic: Vec<String>,
+    /// The message payload.
+    #[arg(short, long)]
+    pub(crate) message: Option<String>,
+    /// Send the contents of FILE as the message.
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
+    /// Read stdin and send each line as a message (the newline removed; an empty line is an
+    /// empty message).
+    #[arg(short, long)]
+    pub(crate) lines: bool,
+    /// Send a null (zero-length) message.
+    #[arg(short, long)]
+    pub(crate) null: bool,
+    /// Read stdin to its end and send it all as one message.
+    #[arg(short, long)]
+    pub(crate) stdin: bool,
+    /// QoS: 0, 1 or 2.
+    #[arg(short, long, default_value = "0", value_parser = parse_qos)]
+    pub(crate) qos: QoS,
+    /// Retain the message.
+    #[arg(short, long)]
+    pub(crate) retain: bool,
+    #[command(flatten)]
+    pub(crate) connect: ConnectArgs,
+}
+
+/// Runs `midge pub`.
+pub(crate) fn main(mut args: PubArgs) -> ExitCode {
+    args.connect.command = "pub";
+    super::run("pub", publish(args))
+}
+
+async fn publish(args: PubArgs) -> Result<(), Failure> {
+    let mut properties = parse_properties(&args.connect, true)?;
+    for topic in &args.topic {
+        midge_topic::TopicName::new(topic)
+            .map_err(|e| Failure::usage(format!("invalid topic {topic:?}: {e}")))?;
+    }
+    let mut options = PublishOptions::with_qos(args.qos).retain(args.retain);
+    for property in std::mem::take(&mut properties.publish) {
+        options = match property {
+            PublishProperty::User(key, value) => options.user_property(key, value),
+            PublishProperty::ContentType(value) => options.content_type(value),
+            PublishProperty::ResponseTopic(value) => options.response_topic(value),
+            PublishProperty::CorrelationData(value) => options.correlation_data(value),
+            PublishProperty::MessageExpiry(seconds) => options.message_expiry(seconds),
+        };
+    }
+    let deadline = deadline(&args.connect);
+    let seconds = args.connect.timeout.unwrap_or(0);
+    // The payload comes first (as with mosquitto_pub), so that a missing file costs no
+    // connection and a slow stdin holds none open.
+    let payload = if let Some(message) = &args.message {
+        Some(Bytes::from(message.clone()))
+    } else if let Some(path) = &args.file {
+        Some(read_file(path)?)
+    } else if args.null {
+        Some(Bytes::new())
+    } else if args.stdin {
+        tokio::select! {
+            data = read_stdin() => Some(data?),
+            () = until(deadline) => return Err(Failure::timeout(seconds)),
+        }
+    } else {
+        None
+    };
+    let builder = super::builder(&args.connect, properties, "midge-pub", false)?;
+    let (client, mut events) = tokio::select! {
+        connected = connect(&args.connect, builder) => connected?,
+        () = until(deadline) => return Err(Failure::timeout(seconds)),
+    };
+    let work = async {
+        match payload {
+            Some(payload) => send(&client, &args.topic, payload, &options).await,
+            None => send_lines(&client, &args.topic, &options, &mut events).await,
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = work => outcome,
+        () = until(deadline) => Err(Sent::Failed(Failure::timeout(seconds))),
+    };
+    let outcome = outcome.map_err(|failure| match failure {
+        // The message of a closed client is the reason it closed.
+        Sent::Closed(known) => {
+            connection_failure(&args.connect, last_disconnect(&mut events, known))
+        }
+        Sent::Failed(failure) => failure,
+    });
+    client.disconnect(ReasonCode::SUCCESS).await;
+    outcome
+}
+
+/// Why publishing stopped.
+enum Sent {
+    /// The client closed: the connection was lost (for this reason, if already known).
+    Closed(Option<Disconnect>),
+    Failed(Failure),
+}
+
+impl From<Failure> for Sent {
+    fn from(failure: Failure) -> Self {
+        Self::Failed(failure)
+    }
+}
+
+fn read_file(path: &Path) -> Result<Bytes, Failure> {
+    let cannot = |e: std::io::Error| Failure::usage(format!("cannot read {}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut data = Vec::new();
+    // Checked while reading, not from metadata, so that pipes and growing files are bounded too.
+    file.take(MAX_PAYLOAD + 1)
+        .read_to_end(&mut data)
+        .map_err(cannot)?;
+    if data.len() as u64 > MAX_PAYLOAD {
+        return Err(Failure::usage(format!(
+            "{} is larger than an MQTT message can be ({MAX_PAYLOAD} bytes)",
+            path.display()
+        )));
+    }
+    Ok(Bytes::from(data))
+}
+
+async fn read_stdin() -> Result<Bytes, Failure> {
+    let mut data = Vec::new();
+    tokio::io::stdin()
+        .take(MAX_PAYLOAD + 1)
+        .read_to_end(&mut data)
+        .await
+        .map_err(|e| Failure::runtime(format!("cannot read stdin: {e}")))?;
+    if data.len() as u64 > MAX_PAYLOAD {
+        return Err(Failure::usage(format!(
+            "stdin is larger than an MQTT message can be ({MAX_PAYLOAD} bytes)"
+        )));
+    }
+    Ok(Bytes::from(data))
+}
+
+async fn send(
+    client: &Client,
+    topics: &[String],
+    payload: Bytes,
+    options: &PublishOptions,
+) -> Result<(), Sent> {
+    for topic in topics {
+        let outcome = client
+            .publish(topic.clone(), payload.clone(), options.clone())
+            .await;
+        check(topic, outcome)?;
+    }
+    Ok(())
+}
+
+/// `-l`: each line of stdin is a message to every topic. Up to [`PIPELINE`] publishes are in
+/// flight; an outcome is checked before more are queued.
+async fn send_lines(
+    client: &Client,
+    topics: &[String],
+    options: &PublishOptions,
+    events: &mut broadcast::Receiver<ConnectionEvent>,
+) -> Result<(), Sent> {
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut pending: VecDeque<(&String, PublishHandle)> = VecDeque::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        // A line may not grow past the largest message.
+        // While it waits for a line, a lost connection ends the run at once.
+        let mut limited = (&mut stdin).take(MAX_PAYLOAD + 1);
+        let read = tokio::select! {
+            read = limited.read_until(b'\n', &mut line) => {
+                read.map_err(|e| Failure::runtime(format!("cannot read stdin: {e}")))?
+            }
+            lost = closed(events) => return Err(Sent::Closed(lost)),
+        };
+        if read == 0 {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        } else if line.len() as u64 > MAX_PAYLOAD {
+            return Err(Failure::usage(format!(
+                "a line of stdin is longer than an MQTT message can be ({MAX_PAYLOAD} bytes)"
+            ))
+            .into());
+        }
+        let payload = Bytes::copy_from_slice(&line);
+        for topic in topics {
+            let handle = client
+                .enqueue(topic.clone(), payload.clone(), options.clone())
+                .await;
+            match handle {
+                Ok(handle) => pending.push_back((topic, handle)),
+                Err(err) => check(topic, Err(err))?,
+            }
+            while pending.len() >= PIPELINE {
+                if let Some((topic, handle)) = pending.pop_front() {
+                    check(topic, handle.await)?;
+                }
+            }
+        }
+    }
+    for (topic, handle) in pending {
+        check(topic, handle.await)?;
+    }
+    Ok(())
+}
+
+/// Waits until the client closes; returns the last connection loss it reported.
+async fn closed(events: &mut broadcast::Receiver<ConnectionEvent>) -> Option<Disconnect> {
+    let mut lost = None;
+    loop {
+        match events.recv().await {
+            Ok(ConnectionEvent::Disconnected(reason)) => lost = Some(reason),
+            Ok(ConnectionEvent::Closed) | Err(RecvError::Closed) => return lost,
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+        }
+    }
+}
+
+fn check(topic: &str, outcome: Result<ReasonCode, ClientError>) -> Result<(), Sent> {
+    match outcome {
+        Ok(_) => Ok(()),
+        Err(ClientError::Closed) => Err(Sent::Closed(None)),
+        Err(ClientError::Refused(code)) => Err(Failure::runtime(format!(
+            "the broker refused the publish to {topic:?}: {}",
+            describe(code)
+        ))
+        .into()),
+        Err(err) => Err(Failure::runtime(format!("cannot publish to {topic:?}: {err}")).into()),
+    }
+}

@@ -1,0 +1,325 @@
+//! `midge sub`: subscribes and prints what arrives, one message a line.
+
+use std::future::Future;
+use std::io::Write;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::task::Poll;
+
+use clap::Args;
+use futures_core::Stream;
+use midge_client::{
+    ClientError, CloseReason, ConnectionEvent, Disconnect, Message, QoS, ReasonCode,
+    SubscribeOptions, Subscription,
+};
+use midge_topic::{TopicFilter, TopicName};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::format::{Format, View};
+use super::{
+    connected, connection_failure, deadline, describe, last_disconnect, parse_properties,
+    parse_qos, start, until, ConnectArgs, Failure,
+};
+
+/// `midge sub` options.
+#[derive(Debug, Args)]
+pub(crate) struct SubArgs {
+    /// Topic filter to subscribe to; repeat it for several.
+    #[arg(short, long = "topic", required = true)]
+    pub(crate) topic: Vec<String>,
+    /// Maximum QoS of the subscriptions: 0, 1 or 2.
+    #[arg(short, long, default_value = "0", value_parser = parse_qos)]
+    pub(crate) qos: QoS,
+    /// Exit (with 0) after COUNT messages.
+    #[arg(short = 'C', long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) count: Option<u64>,
+    /// Print the topic, a space, then the payload (`(null)` for an empty one).
+    #[arg(short, long)]
+    pub(crate) verbose: bool,
+    /// Output format, as mosquitto_sub's (overrides -v): %t topic, %p payload, %x/%X hex
+    /// payload, %l length, %q QoS, %r retain, %P user properties (key:value ...), %C content
+    /// type, %R response topic, %D correlation data, %E message expiry, %%; escapes \n \t
+    /// \r \a \e \v \0 \\.
+    #[arg(short = 'F', long = "format", value_parser = Format::parse)]
+    pub(crate) format: Option<Format>,
+    /// No end of line after each message.
+    #[arg(short = 'N')]
+    pub(crate) no_newline: bool,
+    #[command(flatten)]
+    pub(crate) connect: ConnectArgs,
+}
+
+/// Runs `midge sub`.
+pub(crate) fn main(mut args: SubArgs) -> ExitCode {
+    args.connect.command = "sub";
+    super::run("sub", subscribe(args))
+}
+
+/// One subscription stream.
+struct Feed {
+    filter: String,
+    messages: Subscription,
+    ended: bool,
+}
+
+async fn subscribe(args: SubArgs) -> Result<(), Failure> {
+    let properties = parse_properties(&args.connect, false)?;
+    for filter in &args.topic {
+        TopicFilter::new(filter)
+            .map_err(|e| Failure::usage(format!("invalid topic filter {filter:?}: {e}")))?;
+    }
+    let deadline = deadline(&args.connect);
+    let seconds = args.connect.timeout.unwrap_or(0);
+    // Like mosquitto_sub, reconnect after a lost connection (and subscribe again when the
+    // session is gone); only the first connection must succeed at once.
+    let builder = super::builder(&args.connect, properties, "midge-sub", true)?;
+    let (client, mut events) = tokio::select! {
+        started = start(&args.connect, builder) => started?,
+        () = until(deadline) => return Err(Failure::timeout(seconds)),
+    };
+    // The streams outlive `receive`: dropping the last stream of a filter unsubscribes, which
+    // would empty a persistent session (-c). After DISCONNECT, dropping them sends nothing.
+    let mut streams = Vec::new();
+    // Ctrl-C (SIGINT) is a normal end, at any point: its handler is in place from the first
+    // poll, before the subscriptions are made.
+    let outcome = tokio::select! {
+        outcome = receive(&args, &client, &mut events, &mut streams) => outcome,
+        () = until(deadline) => Err(Failure::timeout(seconds)),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
+    client.disconnect(ReasonCode::SUCCESS).await;
+    drop(streams);
+    // midge-client drops QoS 0 messages when a stream holds `max_buffered_qos0` unread
+    // (stdout could not keep up); say so rather than lose them silently.
+    // (Not the count: `Client::dropped_messages` counts such a message twice when no other
+    // stream took it.)
+    if client.dropped_messages() > 0 {
+        eprintln!(
+            "midge sub: messages were dropped: QoS 0 messages arrived faster than they could be printed (-q 1 has flow control)"
+        );
+    }
+    outcome
+}
+
+async fn receive(
+    args: &SubArgs,
+    client: &midge_client::Client,
+    events: &mut tokio::sync::broadcast::Receiver<ConnectionEvent>,
+    streams: &mut Vec<Feed>,
+) -> Result<(), Failure> {
+    // The subscriptions are asked for while the client connects, so that their streams
+    // exist before CONNACK: a resumed session (-c) delivers its queued messages right after
+    // it, and midge-client drops messages that match no stream.
+    let subscribing = join_all(
+        args.topic
+            .iter()
+            .map(|filter| client.subscribe(filter.clone(), SubscribeOptions::with_qos(args.qos))),
+    );
+    let ((), results) = tokio::try_join!(connected(&args.connect, events), async {
+        Ok(subscribing.await)
+    })?;
+    for (filter, result) in args.topic.iter().zip(results) {
+        match result {
+            Ok((granted, messages)) => {
+                if args.connect.debug {
+                    eprintln!(
+                        "midge sub: subscribed to {filter:?} (granted QoS {})",
+                        granted.0
+                    );
+                }
+                streams.push(Feed {
+                    filter: filter.clone(),
+                    messages,
+                    ended: false,
+                });
+            }
+            Err(ClientError::Refused(code)) => {
+                eprintln!(
+                    "midge sub: the broker refused the subscription to {filter:?}: {}",
+                    describe(code)
+                );
+            }
+            Err(ClientError::Closed) => {
+                return Err(connection_failure(
+                    &args.connect,
+                    last_disconnect(events, None),
+                ))
+            }
+            Err(err) => {
+                return Err(Failure::runtime(format!(
+                    "cannot subscribe to {filter:?}: {err}"
+                )))
+            }
+        }
+    }
+    if streams.is_empty() {
+        return Err(Failure::runtime("the broker refused every subscription"));
+    }
+    let mut received = 0u64;
+    let mut lost = None;
+    // Buffered, and flushed whenever no further message is waiting: a line appears as soon as
+    // its message arrives, and a burst costs one write.
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    loop {
+        tokio::select! {
+            next = next_message(streams) => {
+                let mut next = next;
+                loop {
+                    let Some((index, message)) = next else {
+                        // Every stream ended: the client closed for good.
+                        return Err(connection_failure(&args.connect, last_disconnect(events, lost)));
+                    };
+                    if !delivered_earlier(streams, index, &message) {
+                        if let Err(err) = print(&mut out, &message, args) {
+                            return stdout_failed(&err);
+                        }
+                        received += 1;
+                        if args.count.is_some_and(|count| received >= count) {
+                            return out.flush().or_else(|err| stdout_failed(&err));
+                        }
+                    }
+                    match ready_message(streams) {
+                        Some(ready) => next = Some(ready),
+                        None => break,
+                    }
+                }
+                if let Err(err) = out.flush() {
+                    return stdout_failed(&err);
+                }
+            }
+            event = events.recv() => match event {
+                Ok(ConnectionEvent::Disconnected(reason)) => {
+                    // Another client took our client id: reconnecting would take it back, and
+                    // the two would push each other out forever.
+                    if reason == Disconnect::Mqtt(CloseReason::ServerDisconnect(ReasonCode::SESSION_TAKEN_OVER)) {
+                        return Err(connection_failure(&args.connect, Some(reason)));
+                    }
+                    lost = Some(reason);
+                }
+                Ok(ConnectionEvent::Reconnecting { attempt, delay }) => {
+                    let why = connection_failure(&args.connect, lost).message;
+                    eprintln!(
+                        "midge sub: {why}; reconnecting in {} ms (attempt {attempt})",
+                        delay.as_millis()
+                    );
+                }
+                Ok(ConnectionEvent::Connected { session_present }) => {
+                    eprintln!(
+                        "midge sub: reconnected (session present: {})",
+                        if session_present { "yes" } else { "no" }
+                    );
+                }
+                Ok(ConnectionEvent::Closed) | Err(RecvError::Closed) => {
+                    return Err(connection_failure(&args.connect, lost));
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+            },
+        }
+    }
+}
+
+/// Polls every future at once (so that each sends its request before any waits) and returns
+/// their outputs in order.
+async fn join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+/// The next message of any stream, with the index of its stream; `None` once all have ended.
+///
+/// Cancel-safe: a message is taken only when this returns it.
+async fn next_message(streams: &mut [Feed]) -> Option<(usize, Message)> {
+    std::future::poll_fn(|cx| {
+        let mut open = false;
+        for (index, stream) in streams.iter_mut().enumerate() {
+            if stream.ended {
+                continue;
+            }
+            match Pin::new(&mut stream.messages).poll_next(cx) {
+                Poll::Ready(Some(message)) => return Poll::Ready(Some((index, message))),
+                Poll::Ready(None) => stream.ended = true,
+                Poll::Pending => open = true,
+            }
+        }
+        if open {
+            Poll::Pending
+        } else {
+            Poll::Ready(None)
+        }
+    })
+    .await
+}
+
+/// The next message if one is waiting already, without waiting.
+fn ready_message(streams: &mut [Feed]) -> Option<(usize, Message)> {
+    let mut next = std::pin::pin!(next_message(streams));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match next.as_mut().poll(&mut cx) {
+        Poll::Ready(message) => message,
+        Poll::Pending => None,
+    }
+}
+
+/// A failed write to stdout: a reader that went away (`| head`) ends the run normally.
+fn stdout_failed(err: &std::io::Error) -> Result<(), Failure> {
+    if err.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(Failure::runtime(format!("cannot write to stdout: {err}")))
+    }
+}
+
+/// midge-client hands one received PUBLISH to every subscription whose filter matches it,
+/// while mosquitto_sub prints each PUBLISH once: a message from stream `index` whose topic
+/// an earlier stream also matches was handed to that one too.
+fn delivered_earlier(streams: &[Feed], index: usize, message: &Message) -> bool {
+    let Ok(topic) = TopicName::new(message.topic()) else {
+        return false;
+    };
+    streams.iter().take(index).any(|earlier| {
+        !earlier.ended
+            && TopicFilter::new(&earlier.filter).is_ok_and(|filter| filter.matches(&topic))
+    })
+}
+
+/// Writes a message as mosquitto_sub does: in the `-F` format, or the payload (with `-v` the
+/// topic and a space first, and `(null)` for an empty payload); then a newline unless `-N`.
+fn print(out: &mut impl Write, message: &Message, args: &SubArgs) -> std::io::Result<()> {
+    if let Some(format) = &args.format {
+        format.write(out, &View::of(message))?;
+    } else {
+        if args.verbose {
+            out.write_all(message.topic().as_bytes())?;
+            out.write_all(b" ")?;
+            if message.payload().is_empty() {
+                out.write_all(b"(null)")?;
+            }
+        }
+        out.write_all(message.payload())?;
+    }
+    if !args.no_newline {
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}

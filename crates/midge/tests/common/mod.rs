@@ -1,0 +1,269 @@
+//! Helpers for the `midge pub` / `midge sub` tests: an in-process broker on 127.0.0.1:0, the
+//! built binary run with a bounded wait, a `midge sub` child that is ready once it reports
+//! its subscriptions, and peer detection with loud skips.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use midge_broker::{Broker, BrokerConfig, Hooks};
+
+/// The longest any child process may run before the test kills it and fails.
+pub const LIMIT: Duration = Duration::from_secs(20);
+
+/// Starts a broker with `hooks` on 127.0.0.1:0 in a background runtime; it lives until the
+/// test process ends.
+pub fn start_broker_with(hooks: impl Hooks) -> SocketAddr {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let mut config = BrokerConfig::default();
+            config.sys.interval_secs = 0;
+            let broker = Broker::builder()
+                .config(config)
+                .hooks(hooks)
+                .bind("127.0.0.1:0".parse().expect("addr"))
+                .start()
+                .await
+                .expect("broker starts");
+            tx.send(broker.local_addr()).expect("send addr");
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("broker address")
+}
+
+pub fn start_broker() -> SocketAddr {
+    start_broker_with(midge_broker::AllowAll)
+}
+
+/// What a finished child left.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Asserts exit code 0, showing stderr otherwise.
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code(), Some(0), "stderr: {}", self.stderr);
+        self
+    }
+}
+
+/// `midge <args>` with `-h 127.0.0.1 -p <port>` after the subcommand.
+pub fn midge(sub: &str, addr: SocketAddr, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_midge"));
+    command
+        .arg(sub)
+        .args(["-h", "127.0.0.1", "-p", &addr.port().to_string()])
+        .args(args);
+    command
+}
+
+/// Runs a command to its end with `stdin` as input, killing it after [`LIMIT`].
+pub fn run(mut command: Command, stdin: &[u8]) -> Finished {
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawns");
+    let mut input = child.stdin.take().expect("stdin");
+    let stdin = stdin.to_vec();
+    let writer = thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let finished = wait(child, LIMIT);
+    let _ = writer.join();
+    finished
+}
+
+/// Waits for `child` (stdout and stderr piped) for at most `limit`; kills it and panics
+/// after that.
+pub fn wait(mut child: Child, limit: Duration) -> Finished {
+    let mut stdout = child.stdout.take().expect("stdout piped");
+    let stderr = child.stderr.take();
+    let out = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err = thread::spawn(move || {
+        let mut buf = String::new();
+        if let Some(mut stderr) = stderr {
+            let _ = stderr.read_to_string(&mut buf);
+        }
+        buf
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waits") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child did not finish within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Finished {
+        status,
+        stdout: out.join().expect("stdout"),
+        stderr: err.join().expect("stderr"),
+    }
+}
+
+/// A running child whose stderr is read line by line, so that the test can wait for what it
+/// reports. Killed when dropped.
+pub struct Running {
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    /// Spawns `command` (adds nothing: pass `-d` for progress lines) with stdin piped.
+    pub fn spawn(mut command: Command) -> Self {
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawns");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child: Some(child),
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until `n` lines of stderr contain `text`; panics after [`LIMIT`].
+    pub fn wait_for(&mut self, text: &str, n: usize) {
+        let deadline = Instant::now() + LIMIT;
+        while self.seen.iter().filter(|l| l.contains(text)).count() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("no {n} × {text:?} on stderr; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("running")
+    }
+
+    /// Waits for the end (at most [`LIMIT`]); stderr holds the lines seen after the ones
+    /// already waited for.
+    pub fn finish(mut self) -> Finished {
+        if let Some(child) = self.child.as_mut() {
+            drop(child.stdin.take());
+        }
+        self.finish_keeping_stdin()
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits for the end.
+    pub fn interrupt(mut self) -> Finished {
+        let pid = self.child().id().to_string();
+        let status = Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        self.finish_keeping_stdin()
+    }
+
+    /// As [`Running::finish`], with stdin left open: the child must end on its own.
+    pub fn finish_keeping_stdin(mut self) -> Finished {
+        let child = self.child.take().expect("running");
+        let mut finished = wait(child, LIMIT);
+        let mut all = self.seen.join("\n");
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+            all.push('\n');
+            all.push_str(&line);
+        }
+        finished.stderr = all;
+        finished
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `midge sub -d <args>`, returned once it has made `filters` subscriptions.
+pub fn subscriber(addr: SocketAddr, args: &[&str], filters: usize) -> Running {
+    let mut command = midge("sub", addr, &["-d"]);
+    command.args(args);
+    let mut sub = Running::spawn(command);
+    sub.wait_for("subscribed to", filters);
+    sub
+}
+
+/// True if the peer is there. Otherwise skips loudly, or panics under `MIDGE_REQUIRE_PEERS=1`.
+pub fn require(peer: &str, available: bool) -> bool {
+    if available {
+        return true;
+    }
+    if std::env::var("MIDGE_REQUIRE_PEERS").is_ok_and(|v| v == "1") {
+        panic!("{peer} is not installed, and MIDGE_REQUIRE_PEERS=1 requires it");
+    }
+    // Straight to stderr, past the test harness's capture, so that the skip shows.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {peer} not installed (MIDGE_REQUIRE_PEERS=1 makes this a failure)"
+    );
+    false
+}
+
+/// True if `program` can be started (whatever its exit status).
+pub fn installed(program: &str, probe: &[&str]) -> bool {
+    Command::new(program)
+        .args(probe)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// A port nothing listens on (bound, read, released).
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
