@@ -231,6 +231,7 @@ pub struct ClientBuilder {
     session_expiry: u32,
     username: Option<String>,
     password: Option<Bytes>,
+    connect_user_properties: Vec<(String, String)>,
     will: Option<Will>,
     limits: Limits,
     reconnect: Option<ReconnectPolicy>,
@@ -255,6 +256,7 @@ impl ClientBuilder {
             session_expiry: 0,
             username: None,
             password: None,
+            connect_user_properties: Vec::new(),
             will: None,
             limits: Limits::default(),
             reconnect: Some(ReconnectPolicy::default()),
@@ -292,6 +294,27 @@ impl ClientBuilder {
     pub fn credentials(mut self, username: impl Into<String>, password: impl Into<Bytes>) -> Self {
         self.username = Some(username.into());
         self.password = Some(password.into());
+        self
+    }
+
+    /// User name without a password.
+    #[must_use]
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self.password = None;
+        self
+    }
+
+    /// Adds a 5.0 User Property to CONNECT (repeatable, kept in order). Ignored under 3.x,
+    /// which has no properties.
+    #[must_use]
+    pub fn connect_user_property(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        self.connect_user_properties
+            .push((key.into(), value.into()));
         self
     }
 
@@ -384,6 +407,11 @@ impl ClientBuilder {
             if self.limits.topic_alias_maximum > 0 {
                 properties.topic_alias_maximum = Some(self.limits.topic_alias_maximum);
             }
+            properties.user_properties = self
+                .connect_user_properties
+                .iter()
+                .map(|(k, v)| (ByteStr::from(k.clone()), ByteStr::from(v.clone())))
+                .collect();
             config.properties = properties;
         } else {
             // 3.1.1 cannot announce limits; the packet size limit still holds on what arrives.

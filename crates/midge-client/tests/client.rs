@@ -739,3 +739,51 @@ async fn connect_failures_follow_the_policy_and_will_is_sent() {
     watcher.disconnect(ReasonCode::SUCCESS).await;
     broker.shutdown().await;
 }
+
+/// The CONNECT a client sends carries its user properties in order, and a user name without a
+/// password has no password field at all [MQTT-5:3.1.2-18] (the password flag is 0).
+#[tokio::test]
+async fn connect_carries_user_properties_and_a_user_name_without_password() {
+    use midge_client::codec::{Packet, MAX_PACKET_SIZE};
+    use tokio::io::AsyncReadExt;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = midge_client::Client::builder("127.0.0.1", port)
+        .client_id("props")
+        .username("alice")
+        .connect_user_property("region", "eu-1")
+        .connect_user_property("region", "eu-2")
+        .build()
+        .unwrap();
+    let (mut socket, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+        .await
+        .expect("the client connects")
+        .unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let connect = loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.read_buf(&mut buf))
+            .await
+            .expect("CONNECT arrives")
+            .unwrap();
+        assert!(n > 0, "closed before a whole CONNECT");
+        if let Some(packet) =
+            Packet::decode(&mut buf, ProtocolVersion::V5, MAX_PACKET_SIZE).unwrap()
+        {
+            break packet;
+        }
+    };
+    let Packet::Connect(connect) = connect else {
+        panic!("expected CONNECT, got {connect:?}");
+    };
+    assert_eq!(connect.username.as_ref().map(|u| u.as_str()), Some("alice"));
+    assert_eq!(connect.password, None);
+    let properties: Vec<(&str, &str)> = connect
+        .properties
+        .user_properties
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(properties, [("region", "eu-1"), ("region", "eu-2")]);
+    drop(client);
+}

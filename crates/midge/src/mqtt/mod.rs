@@ -161,8 +161,9 @@ pub(crate) struct ConnectArgs {
     pub(crate) will_retain: bool,
     /// MQTT 5.0 property: -D COMMAND NAME VALUE, or -D COMMAND user-property KEY VALUE.
     /// Supported: `publish` (pub only) user-property, content-type, response-topic,
-    /// correlation-data, message-expiry-interval; `connect` session-expiry-interval,
-    /// receive-maximum, maximum-packet-size, topic-alias-maximum; `will` user-property,
+    /// correlation-data, message-expiry-interval; `connect` user-property,
+    /// session-expiry-interval, receive-maximum, maximum-packet-size, topic-alias-maximum;
+    /// `will` user-property,
     /// will-delay-interval, content-type, message-expiry-interval. Needs -V 5.
     #[arg(short = 'D', long = "property", num_args = 3..=4, action = ArgAction::Append,
           value_names = ["COMMAND", "NAME", "VALUE"])]
@@ -218,8 +219,9 @@ pub(crate) struct Properties {
 }
 
 /// `-D connect` properties.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct ConnectProperties {
+    pub(crate) user_properties: Vec<(String, String)>,
     pub(crate) session_expiry: Option<u32>,
     pub(crate) receive_maximum: Option<u16>,
     pub(crate) maximum_packet_size: Option<u32>,
@@ -346,16 +348,17 @@ pub(crate) fn parse_properties(
                     .map_err(|_| Failure::usage(format!("-D {what}: use 0 to 65535")))?;
                 properties.connect.topic_alias_maximum = Some(n);
             }
-            ["connect", "user-property", ..] => {
-                // midge-client builds the CONNECT properties itself and has no way to add
-                // user properties to them.
-                return Err(Failure::usage(format!(
-                    "-D {what}: CONNECT user properties are not supported (midge-client cannot send them yet)"
-                )));
+            ["connect", "user-property", key, value] => {
+                string(&what, key)?;
+                string(&what, value)?;
+                properties
+                    .connect
+                    .user_properties
+                    .push(((*key).to_owned(), (*value).to_owned()));
             }
             _ => {
-                let connect_and_will = "connect session-expiry-interval|receive-maximum|\
-                    maximum-packet-size|topic-alias-maximum, will user-property|\
+                let connect_and_will = "connect user-property|session-expiry-interval|\
+                    receive-maximum|maximum-packet-size|topic-alias-maximum, will user-property|\
                     will-delay-interval|content-type|message-expiry-interval";
                 let supported = if publish_allowed {
                     format!(
@@ -454,12 +457,13 @@ pub(crate) fn builder(
     }
     builder = builder.limits(limits);
     if let Some(username) = &args.username {
-        // midge-client sets user name and password together: without -P the password is
-        // empty (present, zero bytes).
-        builder = builder.credentials(
-            username.clone(),
-            Bytes::from(args.password.clone().unwrap_or_default()),
-        );
+        builder = match &args.password {
+            Some(password) => builder.credentials(username.clone(), Bytes::from(password.clone())),
+            None => builder.username(username.clone()),
+        };
+    }
+    for (key, value) in &connect.user_properties {
+        builder = builder.connect_user_property(key.clone(), value.clone());
     }
     match &args.will_topic {
         Some(topic) => {
