@@ -710,8 +710,9 @@ impl Client {
         }
     }
 
-    /// QoS 0 messages dropped because their subscription's buffer was full, and messages
-    /// that matched no subscription.
+    /// QoS 0 messages dropped because their subscription's buffer was full or because they
+    /// matched no subscription. (QoS 1 and 2 messages that match no subscription are held
+    /// until one does, not dropped.)
     pub fn dropped_messages(&self) -> u64 {
         self.shared.dropped.load(Relaxed)
     }

@@ -1,7 +1,7 @@
 //! The driver task: the one owner of the `midge-proto` state machine, the socket and the
 //! routing of received messages. Handles talk to it over channels and never block it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -97,6 +97,11 @@ pub(crate) struct Driver {
     unsubscribing: HashMap<PacketId, (ByteStr, Option<Reply<ReasonCode>>)>,
     routes: Vec<Route>,
     next_route: u64,
+    /// QoS 1 and 2 messages that matched no subscription stream, for example those a resumed
+    /// session delivers before the application subscribes again: held unacknowledged until a
+    /// subscription that matches them is made. Held messages count against our Receive
+    /// Maximum, so the broker sends at most that many of them.
+    unclaimed: VecDeque<(Message, Arc<AckOnDrop>)>,
     /// Failed attempts in a row.
     attempt: u32,
     /// Set when the client is to close: by `disconnect`, or because every handle is gone.
@@ -130,6 +135,7 @@ impl Driver {
             unsubscribing: HashMap::new(),
             routes: Vec::new(),
             next_route: 0,
+            unclaimed: VecDeque::new(),
             attempt: 0,
             closing: false,
             handles_gone: false,
@@ -441,6 +447,7 @@ impl Driver {
             tx,
             qos0_buffered: qos0_buffered.clone(),
         });
+        self.claim(route_id);
         let subscription = Subscription {
             id: route_id,
             filter,
@@ -558,8 +565,8 @@ impl Driver {
     }
 
     /// Hands a received message to every subscription whose filter matches it. A QoS 1/2
-    /// message is acknowledged when the last of them has handed it out (or at once if none
-    /// takes it).
+    /// message is acknowledged when the last of them has handed it out; one that matches no
+    /// subscription is held, unacknowledged, until a new subscription claims it.
     fn route(&mut self, message: midge_proto::Message, packet_id: Option<PacketId>) {
         let ack = packet_id.map(|packet_id| {
             Arc::new(AckOnDrop {
@@ -573,11 +580,12 @@ impl Driver {
             return;
         };
         let message = Message::new(message);
-        let mut delivered = false;
+        let (mut matched, mut delivered) = (false, false);
         for route in &self.routes {
             if !TopicFilter::new(route.filter.as_str()).is_ok_and(|f| f.matches(&topic)) {
                 continue;
             }
+            matched = true;
             if ack.is_none() {
                 // QoS 0 has no flow control: a full buffer drops the newest.
                 if route.qos0_buffered.load(Relaxed) >= self.limits.max_buffered_qos0 as u64 {
@@ -596,8 +604,47 @@ impl Driver {
                 route.qos0_buffered.fetch_sub(1, Relaxed);
             }
         }
-        if !delivered {
-            self.dropped.fetch_add(1, Relaxed);
+        if delivered {
+            return;
+        }
+        match ack {
+            // Never acknowledged unseen: held until a subscription claims it.
+            Some(ack) if self.unclaimed.len() < usize::from(self.limits.receive_maximum.max(1)) => {
+                self.unclaimed.push_back((message, ack));
+            }
+            // A QoS 0 message that found only full buffers was counted there.
+            None if matched => {}
+            // QoS 0 that matched nothing, or a broker that exceeds our Receive Maximum.
+            _ => {
+                self.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Hands the held messages that match the new route `route_id` to it.
+    fn claim(&mut self, route_id: u64) {
+        if self.unclaimed.is_empty() {
+            return;
+        }
+        let Some(route) = self.routes.iter().find(|r| r.id == route_id) else {
+            return;
+        };
+        let Ok(filter) = TopicFilter::new(route.filter.as_str()) else {
+            return;
+        };
+        let held = std::mem::take(&mut self.unclaimed);
+        for (message, ack) in held {
+            let matches = TopicName::new(message.topic()).is_ok_and(|t| filter.matches(&t));
+            if matches {
+                let delivery = Delivery {
+                    message,
+                    ack: Some(ack),
+                };
+                // A closed stream gives the delivery back, dropping it acknowledges it.
+                let _ = route.tx.send(delivery);
+            } else {
+                self.unclaimed.push_back((message, ack));
+            }
         }
     }
 

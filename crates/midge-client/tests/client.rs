@@ -787,3 +787,91 @@ async fn connect_carries_user_properties_and_a_user_name_without_password() {
     assert_eq!(properties, [("region", "eu-1"), ("region", "eu-2")]);
     drop(client);
 }
+
+/// Messages a resumed session delivers before the application subscribes again are held,
+/// unacknowledged, and handed to the first stream that matches them: none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_of_a_resumed_session_wait_for_a_matching_stream() {
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let persistent = || builder(addr, "held").clean_start(false).session_expiry(300);
+    let first = persistent().connect().await.unwrap();
+    let (_, stream) = first.subscribe("held/#", sub(QOS1)).await.unwrap();
+    // Keep the stream until after DISCONNECT, so the session keeps its subscription.
+    first.disconnect(ReasonCode::SUCCESS).await;
+    drop(stream);
+
+    let publisher = builder(addr, "held-publisher").connect().await.unwrap();
+    for n in 0..5 {
+        publisher
+            .publish("held/x", n.to_string(), pubq(QOS1))
+            .await
+            .unwrap();
+    }
+    publisher.disconnect(ReasonCode::SUCCESS).await;
+
+    let again = persistent().connect().await.unwrap();
+    // The queued messages arrive right after CONNACK, with no stream to take them yet.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, mut late) = again.subscribe("held/#", sub(QOS1)).await.unwrap();
+    for n in 0..5 {
+        let message = within("a held message", late.recv()).await.unwrap();
+        assert_eq!(message.payload(), n.to_string().as_str());
+    }
+    assert_eq!(again.dropped_messages(), 0);
+    again.disconnect(ReasonCode::SUCCESS).await;
+    broker.shutdown().await;
+}
+
+/// QoS 0 has no flow control: past `max_buffered_qos0` unread messages, the newest are dropped,
+/// and each is counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos0_overflow_and_unmatched_messages_are_each_counted_once() {
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let mut limits = Limits::default();
+    limits.max_buffered_qos0 = 2;
+    let client = builder(addr, "qos0-drops")
+        .limits(limits)
+        .connect()
+        .await
+        .unwrap();
+    let (_, mut stream) = client
+        .subscribe("drops/a", sub(QoS::AtMostOnce))
+        .await
+        .unwrap();
+    let (_, _other) = client
+        .subscribe("drops/b", sub(QoS::AtMostOnce))
+        .await
+        .unwrap();
+    let publisher = builder(addr, "qos0-drops-publisher")
+        .connect()
+        .await
+        .unwrap();
+    for n in 0..5 {
+        publisher
+            .publish("drops/a", n.to_string(), pubq(QoS::AtMostOnce))
+            .await
+            .unwrap();
+    }
+    // A marker on the other subscription: once it is there, the five have been routed.
+    publisher
+        .publish("drops/b", "marker", pubq(QOS1))
+        .await
+        .unwrap();
+    within("the marker", async {
+        while client.dropped_messages() < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(client.dropped_messages(), 3, "5 sent, 2 buffered");
+    for n in 0..2 {
+        let message = within("a buffered message", stream.recv()).await.unwrap();
+        assert_eq!(message.payload(), n.to_string().as_str());
+    }
+    publisher.disconnect(ReasonCode::SUCCESS).await;
+    client.disconnect(ReasonCode::SUCCESS).await;
+    broker.shutdown().await;
+}

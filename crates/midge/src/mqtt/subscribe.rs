@@ -91,11 +91,10 @@ async fn subscribe(args: SubArgs) -> Result<(), Failure> {
     drop(streams);
     // midge-client drops QoS 0 messages when a stream holds `max_buffered_qos0` unread
     // (stdout could not keep up); say so rather than lose them silently.
-    // (Not the count: `Client::dropped_messages` counts such a message twice when no other
-    // stream took it.)
-    if client.dropped_messages() > 0 {
+    let dropped = client.dropped_messages();
+    if dropped > 0 {
         eprintln!(
-            "midge sub: messages were dropped: QoS 0 messages arrived faster than they could be printed (-q 1 has flow control)"
+            "midge sub: {dropped} messages were dropped: QoS 0 messages arrived faster than they could be printed (-q 1 has flow control)"
         );
     }
     outcome
