@@ -711,8 +711,8 @@ impl Client {
     }
 
     /// QoS 0 messages dropped because their subscription's buffer was full or because they
-    /// matched no subscription. (QoS 1 and 2 messages that match no subscription are held
-    /// until one does, not dropped.)
+    /// matched no subscription, and QoS 1 and 2 messages that no subscription claimed within
+    /// [`Limits::hold_unclaimed`](crate::Limits::hold_unclaimed).
     pub fn dropped_messages(&self) -> u64 {
         self.shared.dropped.load(Relaxed)
     }

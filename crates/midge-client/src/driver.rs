@@ -101,7 +101,7 @@ pub(crate) struct Driver {
     /// session delivers before the application subscribes again: held unacknowledged until a
     /// subscription that matches them is made. Held messages count against our Receive
     /// Maximum, so the broker sends at most that many of them.
-    unclaimed: VecDeque<(Message, Arc<AckOnDrop>)>,
+    unclaimed: VecDeque<(Instant, Message, Arc<AckOnDrop>)>,
     /// Failed attempts in a row.
     attempt: u32,
     /// Set when the client is to close: by `disconnect`, or because every handle is gone.
@@ -284,7 +284,11 @@ impl Driver {
                 .await;
                 break Ended::Mqtt(reason);
             }
-            let deadline = self.proto.poll_timeout().map(Instant::from_std);
+            let held = self.unclaimed.front().map(|(until, ..)| *until);
+            let deadline = match (self.proto.poll_timeout().map(Instant::from_std), held) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if deadline != armed {
                 armed = deadline;
                 if let Some(at) = deadline {
@@ -313,6 +317,7 @@ impl Driver {
                 }
                 () = &mut sleep, if armed.is_some() => {
                     armed = None;
+                    self.expire_unclaimed(Instant::now());
                     self.proto.handle_timeout(std::time::Instant::now());
                 }
             }
@@ -447,7 +452,6 @@ impl Driver {
             tx,
             qos0_buffered: qos0_buffered.clone(),
         });
-        self.claim(route_id);
         let subscription = Subscription {
             id: route_id,
             filter,
@@ -554,6 +558,12 @@ impl Driver {
             .copied()
             .unwrap_or(ReasonCode::UNSPECIFIED_ERROR);
         if code.is_success() {
+            let id = pending.subscription.id;
+            if !pending.reply.is_closed() {
+                // Held messages go to the new stream only once it is sure to reach the
+                // application.
+                self.claim(id);
+            }
             // If the caller gave up waiting, the subscription comes back here and is dropped,
             // which unsubscribes.
             let _ = pending.reply.send(Ok((code, pending.subscription)));
@@ -566,7 +576,8 @@ impl Driver {
 
     /// Hands a received message to every subscription whose filter matches it. A QoS 1/2
     /// message is acknowledged when the last of them has handed it out; one that matches no
-    /// subscription is held, unacknowledged, until a new subscription claims it.
+    /// subscription is held, unacknowledged, until a new subscription claims it or
+    /// `Limits::hold_unclaimed` passes.
     fn route(&mut self, message: midge_proto::Message, packet_id: Option<PacketId>) {
         let ack = packet_id.map(|packet_id| {
             Arc::new(AckOnDrop {
@@ -608,9 +619,13 @@ impl Driver {
             return;
         }
         match ack {
-            // Never acknowledged unseen: held until a subscription claims it.
+            // Held for a subscription to claim it, for at most `Limits::hold_unclaimed`.
             Some(ack) if self.unclaimed.len() < usize::from(self.limits.receive_maximum.max(1)) => {
-                self.unclaimed.push_back((message, ack));
+                self.unclaimed.push_back((
+                    Instant::now() + self.limits.hold_unclaimed,
+                    message,
+                    ack,
+                ));
             }
             // A QoS 0 message that found only full buffers was counted there.
             None if matched => {}
@@ -618,6 +633,20 @@ impl Driver {
             _ => {
                 self.dropped.fetch_add(1, Relaxed);
             }
+        }
+    }
+
+    /// Gives up on held messages that no subscription claimed in time: they are acknowledged
+    /// and counted as dropped, so that messages nobody will ask for (late ones for a stream
+    /// just dropped, say) cannot hold the broker's window shut.
+    fn expire_unclaimed(&mut self, now: Instant) {
+        while self
+            .unclaimed
+            .front()
+            .is_some_and(|(until, ..)| *until <= now)
+        {
+            self.unclaimed.pop_front();
+            self.dropped.fetch_add(1, Relaxed);
         }
     }
 
@@ -633,7 +662,7 @@ impl Driver {
             return;
         };
         let held = std::mem::take(&mut self.unclaimed);
-        for (message, ack) in held {
+        for (until, message, ack) in held {
             let matches = TopicName::new(message.topic()).is_ok_and(|t| filter.matches(&t));
             if matches {
                 let delivery = Delivery {
@@ -643,7 +672,7 @@ impl Driver {
                 // A closed stream gives the delivery back, dropping it acknowledges it.
                 let _ = route.tx.send(delivery);
             } else {
-                self.unclaimed.push_back((message, ack));
+                self.unclaimed.push_back((until, message, ack));
             }
         }
     }

@@ -34,6 +34,14 @@ pub struct Limits {
     pub max_packet_size: u32,
     /// Topic aliases the broker may use towards us (5.0). Default 16.
     pub topic_alias_maximum: u16,
+    /// How long a received QoS 1 or 2 message that matches no subscription is held,
+    /// unacknowledged and within `receive_maximum`, for a subscription to claim it: a resumed
+    /// session's backlog arrives before the application has subscribed again. After that it
+    /// is acknowledged and counted in
+    /// [`Client::dropped_messages`](crate::Client::dropped_messages), so that messages nobody
+    /// asks for (late ones for a stream just dropped) cannot hold the broker's window shut.
+    /// Default 10 s.
+    pub hold_unclaimed: Duration,
 }
 
 impl Default for Limits {
@@ -44,6 +52,7 @@ impl Default for Limits {
             max_buffered_qos0: 1000,
             max_packet_size: 1024 * 1024,
             topic_alias_maximum: 16,
+            hold_unclaimed: Duration::from_secs(10),
         }
     }
 }

@@ -875,3 +875,58 @@ async fn qos0_overflow_and_unmatched_messages_are_each_counted_once() {
     client.disconnect(ReasonCode::SUCCESS).await;
     broker.shutdown().await;
 }
+
+/// Held messages that no subscription claims are given up after `Limits::hold_unclaimed`, so
+/// they cannot keep the broker's window shut: a later QoS 1 message on another stream still
+/// arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unclaimed_messages_are_given_up_and_do_not_block_the_window() {
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let mut limits = Limits::default();
+    limits.receive_maximum = 2;
+    limits.hold_unclaimed = Duration::from_millis(200);
+    let persistent = || {
+        builder(addr, "unclaimed")
+            .clean_start(false)
+            .session_expiry(300)
+            .limits(limits)
+    };
+    let first = persistent().connect().await.unwrap();
+    let (_, backlog) = first.subscribe("backlog/#", sub(QOS1)).await.unwrap();
+    let (_, other) = first.subscribe("other/#", sub(QOS1)).await.unwrap();
+    first.disconnect(ReasonCode::SUCCESS).await;
+    drop((backlog, other));
+
+    let publisher = builder(addr, "unclaimed-publisher")
+        .connect()
+        .await
+        .unwrap();
+    for n in 0..3 {
+        publisher
+            .publish("backlog/x", n.to_string(), pubq(QOS1))
+            .await
+            .unwrap();
+    }
+    let again = persistent().connect().await.unwrap();
+    // Nobody asks for backlog/#; the two held messages fill the window of 2.
+    let (_, mut other) = again.subscribe("other/#", sub(QOS1)).await.unwrap();
+    publisher
+        .publish("other/x", "through", pubq(QOS1))
+        .await
+        .unwrap();
+    let message = within("the message behind the held ones", other.recv())
+        .await
+        .unwrap();
+    assert_eq!(message.payload(), "through");
+    within("all three given up", async {
+        while again.dropped_messages() < 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(again.dropped_messages(), 3);
+    publisher.disconnect(ReasonCode::SUCCESS).await;
+    again.disconnect(ReasonCode::SUCCESS).await;
+    broker.shutdown().await;
+}
