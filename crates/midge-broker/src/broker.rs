@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{BrokerConfig, ConfigError};
 use crate::hooks::{AllowAll, Hooks};
-use crate::state::{Shared, Slot, SlotState};
+use crate::state::{Shared, Slot, SlotState, RESTORED};
 use crate::stats::BrokerStats;
 use crate::store::{Cluster, MemoryStore, Standalone, Store};
 
@@ -119,15 +119,16 @@ impl BrokerBuilder {
                 .map_or(1, |d| d.as_nanos() as u64),
             seed => seed,
         };
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared::new(
             self.config,
             self.hooks,
             self.store,
             self.cluster,
             seed,
+            shutdown_rx.clone(),
         ));
         restore_sessions(&shared);
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
         let listener_task = tokio::spawn(accept_loop(
             shared.clone(),
@@ -154,13 +155,14 @@ impl BrokerBuilder {
     }
 }
 
-/// Loads the sessions a persistent store kept from an earlier run.
+/// Loads the sessions a persistent store kept from an earlier run, with their expiry timers.
 fn restore_sessions(shared: &Arc<Shared>) {
     let now = Instant::now();
     let sessions = shared.store.load_sessions(now);
     for session in sessions {
         let client_id = session.client_id().clone();
         let queued = session.queued_bytes();
+        let expiry = session.expiry_interval();
         let slot = Arc::new(Slot {
             client_id: client_id.clone(),
             state: std::sync::Mutex::new(SlotState::Dead),
@@ -170,9 +172,10 @@ fn restore_sessions(shared: &Arc<Shared>) {
         shared.counters.queued_bytes.fetch_add(queued, Relaxed);
         *slot.lock() = SlotState::Offline {
             session: Box::new(session),
-            generation: 0,
+            generation: RESTORED,
             will: None,
         };
+        shared.expire_restored(&slot, expiry);
         shared.registry().insert(client_id, slot);
     }
 }
@@ -320,6 +323,15 @@ impl BrokerHandle {
 
     /// Stops accepting, tells every connected 5.0 client DISCONNECT 0x8B (Server shutting
     /// down), flushes and closes every connection, and waits until they are all closed.
+    ///
+    /// Then every session that outlives its connection is written to the [`Store`] once more
+    /// ([`Store::save_session`]), with what was routed to it while it was offline and its QoS
+    /// 1 and 2 state, so a broker started on the same store goes on where this one stopped.
+    /// Session expiry and delayed wills stop with the broker; a will still waiting for its
+    /// delay is not published and not stored.
+    ///
+    /// Dropping the handle instead stops the broker without waiting and without this last
+    /// write.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         if let Some(task) = self.listener_task.take() {
@@ -332,6 +344,7 @@ impl BrokerHandle {
             // Every connection task holds a sender; `None` means they all ended.
             let _ = done.recv().await;
         }
+        self.shared.save_offline_sessions();
         tracing::info!("midge broker stopped");
     }
 }

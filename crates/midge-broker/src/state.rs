@@ -14,7 +14,7 @@ use midge_proto::server::ServerConfig;
 use midge_proto::session::{Delivery, Session};
 use midge_proto::Message;
 use midge_topic::{Match, SubscriptionIndex, TopicFilter, TopicName};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::inbox::{Inbox, SendError};
 
@@ -154,6 +154,9 @@ pub(crate) struct Shared {
     hasher: std::collections::hash_map::RandomState,
     pub(crate) started: Instant,
     pub(crate) next_conn: AtomicU64,
+    /// Becomes true when the broker stops: offline sessions' timers end then, so that a
+    /// stopped broker never expires a session in a store a new broker has taken over.
+    stopping: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -169,6 +172,7 @@ impl Shared {
         store: Arc<dyn Store>,
         cluster: Arc<dyn Cluster>,
         seed: u64,
+        stopping: watch::Receiver<bool>,
     ) -> Self {
         Self {
             server_config: config.server_config(seed),
@@ -184,6 +188,7 @@ impl Shared {
             hasher: std::collections::hash_map::RandomState::new(),
             started: Instant::now(),
             next_conn: AtomicU64::new(1),
+            stopping,
         }
     }
 
@@ -683,9 +688,7 @@ impl Shared {
         self.counters
             .queued_bytes
             .fetch_add(session.queued_bytes(), Relaxed);
-        let mut encoded = BytesMut::new();
-        session.encode(now, &mut encoded);
-        self.store.save_session(&slot.client_id, encoded.freeze());
+        self.save_session(&slot.client_id, &session, now);
         let expire_at = (expiry != u32::MAX).then(|| now + Duration::from_secs(u64::from(expiry)));
         let will_at = pending.as_ref().map(|p| p.at);
         *state = SlotState::Offline {
@@ -707,6 +710,44 @@ impl Shared {
                 expire_at,
             ));
         }
+    }
+
+    fn save_session(&self, client_id: &ByteStr, session: &Session, now: Instant) {
+        let mut encoded = BytesMut::new();
+        session.encode(now, &mut encoded);
+        self.store.save_session(client_id, encoded.freeze());
+    }
+
+    /// Writes every offline session to the store again. Called when the broker stops, after
+    /// every connection has closed (and so has left its session offline): a session saved
+    /// when its client went offline has been queueing messages since, which a broker started
+    /// on the same store must find.
+    pub(crate) fn save_offline_sessions(&self) {
+        let now = Instant::now();
+        let registry = self.registry();
+        for slot in registry.values() {
+            if let SlotState::Offline { session, .. } = &*slot.lock() {
+                self.save_session(&slot.client_id, session, now);
+            }
+        }
+    }
+
+    /// Starts the expiry timer of a session restored from the store. The store does not
+    /// record when the client went offline, so the Session Expiry Interval counts again from
+    /// the restart: a session outlives its interval by the broker's downtime at most, and
+    /// never stays forever.
+    pub(crate) fn expire_restored(self: &Arc<Self>, slot: &Arc<Slot>, expiry: u32) {
+        if expiry == u32::MAX {
+            return;
+        }
+        let expire_at = Instant::now() + Duration::from_secs(u64::from(expiry));
+        tokio::spawn(offline_timer(
+            self.clone(),
+            slot.clone(),
+            RESTORED,
+            None,
+            Some(expire_at),
+        ));
     }
 
     /// Ends an offline session now (expired).
@@ -759,8 +800,11 @@ impl Shared {
     }
 }
 
+/// The generation of a session restored from the store: connections count from 1.
+pub(crate) const RESTORED: u64 = 0;
+
 /// Waits for an offline session's delayed will and expiry; stops early if the client comes
-/// back (the slot's generation changes).
+/// back (the slot's generation changes) or the broker stops.
 async fn offline_timer(
     shared: Arc<Shared>,
     slot: Arc<Slot>,
@@ -775,7 +819,12 @@ async fn offline_timer(
             (None, Some(e)) => e,
             (None, None) => return,
         };
-        tokio::time::sleep_until(next.into()).await;
+        let mut stopping = shared.stopping.clone();
+        tokio::select! {
+            () = tokio::time::sleep_until(next.into()) => {}
+            // Stopped, or the broker is gone altogether.
+            _ = stopping.wait_for(|stopped| *stopped) => return,
+        }
         {
             let state = slot.lock();
             if !matches!(&*state, SlotState::Offline { generation: g, .. } if *g == generation) {

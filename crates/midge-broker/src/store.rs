@@ -1,7 +1,8 @@
 //! Seams for persistence and clustering: [`Store`] holds retained messages and persistent
 //! sessions; [`Cluster`] forwards routed messages to other nodes.
 
-use std::sync::{PoisonError, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -15,14 +16,14 @@ use midge_topic::{RetainedIndex, TopicFilter, TopicName};
 #[non_exhaustive]
 pub struct Retained {
     /// The message, shared with every delivery of it.
-    pub message: std::sync::Arc<midge_proto::Message>,
+    pub message: Arc<midge_proto::Message>,
     /// When it was received.
     pub received_at: Instant,
 }
 
 impl Retained {
     /// A retained message received at `received_at`.
-    pub fn new(message: std::sync::Arc<midge_proto::Message>, received_at: Instant) -> Self {
+    pub fn new(message: Arc<midge_proto::Message>, received_at: Instant) -> Self {
         Self {
             message,
             received_at,
@@ -37,7 +38,19 @@ impl Retained {
 /// live in memory while they exist; the broker writes an offline session through
 /// [`Store::save_session`] when its client goes offline, removes it with
 /// [`Store::remove_session`] when it ends, and restores what [`Store::load_sessions`] returns
-/// when it starts. Sessions are stored as bytes from [`Session::encode`].
+/// when it starts. Sessions are stored as bytes from [`Session::encode`], which keeps the
+/// queue and the QoS 1 and 2 state of both directions (messages sent and not yet acknowledged,
+/// PUBRELs sent, QoS 2 identifiers received and not yet released), so a restored session
+/// goes on without losing or duplicating a message.
+///
+/// A session is written again whenever the broker stops with
+/// [`BrokerHandle::shutdown`](crate::BrokerHandle::shutdown), after every connection has
+/// closed: the last write of each session then holds the messages routed to it while it was
+/// offline. A broker that ends without `shutdown` (dropped handle, crash) leaves each session
+/// as it was when its client went offline.
+///
+/// A store shared by brokers that run one after the other (a restart in one process) is
+/// passed as an `Arc`: `Arc<S>` is a `Store` too.
 ///
 /// Methods are synchronous and called from connection tasks: a persistent implementation
 /// should buffer writes and flush them from a task of its own.
@@ -75,26 +88,81 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// The default store: retained messages in a [`RetainedIndex`] behind an `RwLock`; sessions
-/// only in the broker's memory (nothing survives a restart).
+impl<S: Store + ?Sized> Store for Arc<S> {
+    fn set_retained(&self, topic: &TopicName<'_>, message: Option<Retained>) {
+        (**self).set_retained(topic, message);
+    }
+
+    fn retained_matching(&self, filter: &TopicFilter<'_>, visit: &mut dyn FnMut(&Retained)) {
+        (**self).retained_matching(filter, visit);
+    }
+
+    fn retained_count(&self) -> usize {
+        (**self).retained_count()
+    }
+
+    fn remove_expired_retained(&self, topic: &TopicName<'_>, expired: &Retained) {
+        (**self).remove_expired_retained(topic, expired);
+    }
+
+    fn save_session(&self, client_id: &ByteStr, encoded: Bytes) {
+        (**self).save_session(client_id, encoded);
+    }
+
+    fn remove_session(&self, client_id: &ByteStr) {
+        (**self).remove_session(client_id);
+    }
+
+    fn load_sessions(&self, now: Instant) -> Vec<Session> {
+        (**self).load_sessions(now)
+    }
+}
+
+/// The default store: retained messages in a [`RetainedIndex`] behind an `RwLock`.
+///
+/// [`MemoryStore::new`] keeps sessions only in the broker's memory: nothing survives a
+/// restart. [`MemoryStore::keeping_sessions`] also keeps the encoded offline sessions, so that
+/// a broker started later on the same store (shared as an `Arc`) restores them; that costs a
+/// second copy of each offline session's queue, outside the broker's memory budget.
 #[derive(Default)]
 pub struct MemoryStore {
     retained: RwLock<RetainedIndex<Retained>>,
+    /// Encoded sessions by client identifier; `None` when sessions are not kept.
+    sessions: Option<Mutex<HashMap<ByteStr, Bytes>>>,
 }
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
             .field("retained", &self.retained_count())
+            .field("sessions", &self.sessions.as_ref().map(|s| lock(s).len()))
             .finish()
     }
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store that keeps no sessions.
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// An empty store that keeps the sessions the broker saves, for a broker started later on
+    /// the same store.
+    pub fn keeping_sessions() -> Self {
+        Self {
+            retained: RwLock::default(),
+            sessions: Some(Mutex::default()),
+        }
+    }
+
+    /// Number of sessions kept (always 0 for a store from [`MemoryStore::new`]).
+    pub fn session_count(&self) -> usize {
+        self.sessions.as_ref().map_or(0, |s| lock(s).len())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Store for MemoryStore {
@@ -133,10 +201,38 @@ impl Store for MemoryStore {
         // Only if no newer message replaced it between the lookup and now.
         if index
             .get(topic)
-            .is_some_and(|current| std::sync::Arc::ptr_eq(&current.message, &expired.message))
+            .is_some_and(|current| Arc::ptr_eq(&current.message, &expired.message))
         {
             index.remove(topic);
         }
+    }
+
+    fn save_session(&self, client_id: &ByteStr, encoded: Bytes) {
+        if let Some(sessions) = &self.sessions {
+            lock(sessions).insert(client_id.clone(), encoded);
+        }
+    }
+
+    fn remove_session(&self, client_id: &ByteStr) {
+        if let Some(sessions) = &self.sessions {
+            lock(sessions).remove(client_id);
+        }
+    }
+
+    fn load_sessions(&self, now: Instant) -> Vec<Session> {
+        let Some(sessions) = &self.sessions else {
+            return Vec::new();
+        };
+        lock(sessions)
+            .iter()
+            .filter_map(|(client_id, encoded)| {
+                let session = Session::decode(now, encoded.clone());
+                if session.is_none() {
+                    tracing::warn!(%client_id, "stored session does not decode; skipped");
+                }
+                session
+            })
+            .collect()
     }
 }
 
@@ -149,7 +245,7 @@ impl Store for MemoryStore {
 pub trait Cluster: Send + Sync + 'static {
     /// Offers a message routed on this node. Must not block: queue it and send it from a task
     /// of your own.
-    fn forward(&self, message: &std::sync::Arc<midge_proto::Message>);
+    fn forward(&self, message: &Arc<midge_proto::Message>);
 }
 
 /// A single node: forwards nothing.
@@ -157,5 +253,5 @@ pub trait Cluster: Send + Sync + 'static {
 pub struct Standalone;
 
 impl Cluster for Standalone {
-    fn forward(&self, _message: &std::sync::Arc<midge_proto::Message>) {}
+    fn forward(&self, _message: &Arc<midge_proto::Message>) {}
 }

@@ -122,7 +122,8 @@ async fn recording_broker(broker: u8, routed: &Routed) -> midge_broker::BrokerHa
         .unwrap()
 }
 
-/// The midge broker keeps sessions in memory only, so a restart loses them, and with them
+/// With its default store the midge broker keeps sessions in memory only, so a restart loses
+/// them (restart.rs restarts it on a store that keeps them), and with them
 /// what it had queued for the subscriber: no client can get those back. What the client
 /// guarantees, and this test checks, is the rest: every QoS 1 message reaches a broker (those
 /// the dead one never acknowledged are sent again to the new one), the subscriber subscribes

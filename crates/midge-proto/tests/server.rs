@@ -1196,6 +1196,93 @@ fn session_expiry_is_stored_as_time_remaining() {
     );
 }
 
+/// A session stored and restored (a broker restart) keeps the QoS 2 flows of both
+/// directions where they were: an incoming message whose PUBREC was sent is not routed again
+/// when the client resends it [MQTT-4.3.3-10], and its PUBREL is answered with success; an
+/// outgoing message whose PUBREC came is released, not published again, and one still waiting
+/// for PUBREC is published again with DUP [MQTT-4.4.0-1].
+#[test]
+fn qos2_flows_of_both_directions_survive_encode_and_decode() {
+    for version in [V3_1_1, V5] {
+        let t0 = Instant::now();
+        let mut connect = connect_packet(version, "q2");
+        connect.clean_start = false;
+        if version.is_v5() {
+            connect.properties.session_expiry_interval = Some(60);
+        }
+        let (mut server, _) = accepted_server(config(), connect.clone(), None, t0);
+        // Incoming: 7 routed and PUBREC sent; 8 routed, released and completed.
+        for id in [7, 8] {
+            server_feed(
+                &mut server,
+                t0,
+                Packet::Publish(publish("in", QoS::ExactlyOnce, Some(id))),
+            );
+            assert_eq!(server_events(&mut server).len(), 1);
+            server.acknowledge(pid(id), QoS::ExactlyOnce, ReasonCode::SUCCESS);
+        }
+        server_feed(&mut server, t0, Packet::PubRel(ack(8)));
+        // Outgoing: `released` got its PUBREC, `waiting` did not, `done` completed.
+        for topic in ["released", "waiting", "done"] {
+            server.deliver(delivery(topic, QoS::ExactlyOnce, t0));
+        }
+        let sent = server_tx(&mut server, t0);
+        let id_of = |topic: &str| {
+            publishes(&sent)
+                .iter()
+                .find(|p| p.topic == topic)
+                .and_then(|p| p.packet_id)
+                .unwrap()
+        };
+        let (released, waiting, done) = (id_of("released"), id_of("waiting"), id_of("done"));
+        server_feed(&mut server, t0, Packet::PubRec(PubAck::new(released)));
+        server_feed(&mut server, t0, Packet::PubRec(PubAck::new(done)));
+        server_feed(&mut server, t0, Packet::PubComp(PubAck::new(done)));
+        let _ = server_tx(&mut server, t0);
+        server.connection_lost();
+        let mut buf = BytesMut::new();
+        server.take_session().unwrap().encode(t0, &mut buf);
+
+        let t1 = t0 + 5 * SEC;
+        let restored = Session::decode(t1, buf.freeze()).unwrap();
+        assert_eq!(restored.in_flight(), 2);
+        let (mut server, sent) = accepted_server_all(config(), connect, Some(restored), t1);
+        let Some(Packet::ConnAck(connack)) = sent.first() else {
+            panic!("{sent:?}");
+        };
+        assert!(connack.session_present);
+        let resent: Vec<_> = sent.iter().skip(1).cloned().collect();
+        let Some(Packet::Publish(again)) = resent.get(1) else {
+            panic!("{resent:?}");
+        };
+        assert_eq!(resent[0], Packet::PubRel(PubAck::new(released)));
+        assert_eq!(
+            (again.topic.as_str(), again.packet_id, again.dup),
+            ("waiting", Some(waiting), true)
+        );
+        assert_eq!(resent.len(), 2, "{resent:?}");
+        // The client resends 7, which was routed before the restart: PUBREC, no event.
+        let dup = Publish {
+            dup: true,
+            ..publish("in", QoS::ExactlyOnce, Some(7))
+        };
+        server_feed(&mut server, t1, Packet::Publish(dup));
+        assert!(server_events(&mut server).is_empty());
+        assert_eq!(server_tx(&mut server, t1), [Packet::PubRec(ack(7))]);
+        server_feed(&mut server, t1, Packet::PubRel(ack(7)));
+        assert_eq!(server_tx(&mut server, t1), [Packet::PubComp(ack(7))]);
+        // The outgoing flows finish.
+        server_feed(&mut server, t1, Packet::PubComp(PubAck::new(released)));
+        server_feed(&mut server, t1, Packet::PubRec(PubAck::new(waiting)));
+        assert_eq!(
+            server_tx(&mut server, t1),
+            [Packet::PubRel(PubAck::new(waiting))]
+        );
+        server_feed(&mut server, t1, Packet::PubComp(PubAck::new(waiting)));
+        assert_eq!(server.session().unwrap().in_flight(), 0);
+    }
+}
+
 #[test]
 fn a_qos2_retransmission_waits_for_the_brokers_answer() {
     // (§4.3.3) The PUBREC carries the broker's verdict, so a retransmission that arrives

@@ -327,10 +327,29 @@ pub async fn numbered_messages<D, F>(
     D: FnOnce(Arc<std::sync::atomic::AtomicUsize>) -> F,
     F: std::future::Future<Output = ()>,
 {
+    numbered_messages_via(addr, addr, version, qos, exactly_once, n, tag, disrupt).await;
+}
+
+/// [`numbered_messages`] with the subscriber connecting to `sub_addr` and the publisher to
+/// `pub_addr`, so that a test can cut one of them off alone.
+#[allow(clippy::too_many_arguments)]
+pub async fn numbered_messages_via<D, F>(
+    sub_addr: SocketAddr,
+    pub_addr: SocketAddr,
+    version: midge_client::ProtocolVersion,
+    qos: midge_client::QoS,
+    exactly_once: bool,
+    n: usize,
+    tag: &str,
+    disrupt: D,
+) where
+    D: FnOnce(Arc<std::sync::atomic::AtomicUsize>) -> F,
+    F: std::future::Future<Output = ()>,
+{
     use midge_client::{PublishOptions, ReasonCode, SubscribeOptions};
     use std::sync::atomic::AtomicUsize;
 
-    let persistent = |id: String| {
+    let persistent = |addr: SocketAddr, id: String| {
         builder(addr, &id)
             .version(version)
             .clean_start(false)
@@ -339,7 +358,7 @@ pub async fn numbered_messages<D, F>(
     };
     let subscriber = within(
         "subscriber connects",
-        persistent(format!("{tag}-sub")).connect(),
+        persistent(sub_addr, format!("{tag}-sub")).connect(),
     )
     .await
     .expect("subscriber connects");
@@ -351,7 +370,7 @@ pub async fn numbered_messages<D, F>(
     .expect("subscribed");
     let publisher = within(
         "publisher connects",
-        persistent(format!("{tag}-pub")).connect(),
+        persistent(pub_addr, format!("{tag}-pub")).connect(),
     )
     .await
     .expect("publisher connects");
