@@ -494,10 +494,20 @@ impl Client {
         for filter in &filters {
             TopicFilter::new(filter.as_str()).map_err(RequestError::InvalidFilter)?;
         }
-        self.request(Outgoing::Unsubscribe {
+        let removed: Vec<_> = filters
+            .iter()
+            .filter_map(|f| self.subscriptions.remove_entry(f))
+            .collect();
+        let id = self.request(Outgoing::Unsubscribe {
             filters,
             properties,
-        })
+        });
+        if id.is_err() {
+            self.subscriptions.extend(removed);
+        }
+        // Otherwise the filters leave the resubscribe set now, not at UNSUBACK: after a
+        // reconnect without a session, the resubscription must not make them again.
+        id
     }
 
     fn request(&mut self, request: Outgoing) -> Result<PacketId, RequestError> {
@@ -724,17 +734,16 @@ impl Client {
                 .collect();
             // Identifiers are only exhausted with 65,535 requests in flight; then the
             // application's own requests are already queued and will be resent.
-            let _ = self
-                .request(Outgoing::Subscribe {
-                    filters,
-                    properties: SubscribeProperties::default(),
-                })
-                .map(|id| {
-                    if let Some(packet) = self.outgoing.get(id).and_then(|r| request_packet(id, r))
-                    {
-                        self.transmit.push_back(packet);
-                    }
-                });
+            let id = self.request(Outgoing::Subscribe {
+                filters,
+                properties: SubscribeProperties::default(),
+            });
+            // `request` sends it at once when connected; send it exactly once either way.
+            if let (Ok(id), false) = (id, self.state == State::Connected) {
+                if let Some(packet) = self.outgoing.get(id).and_then(|r| request_packet(id, r)) {
+                    self.transmit.push_back(packet);
+                }
+            }
         }
     }
 

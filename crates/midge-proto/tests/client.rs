@@ -518,12 +518,50 @@ fn lost_session_resubscribes_and_requeues_sent_publishes() {
             panic!("{sent:?}")
         };
         assert_eq!(sub.filters[0].0.as_str(), "s/#");
+        let subscribes = sent
+            .iter()
+            .filter(|p| matches!(p, Packet::Subscribe(_)))
+            .count();
+        assert_eq!(subscribes, 1, "one resubscription: {sent:?}");
         let pubs = publishes(&sent[1..]);
         assert_eq!(pubs.len(), 2, "{sent:?}");
         assert_eq!((pubs[0].topic.as_str(), pubs[0].dup), ("a", false));
         assert_eq!((pubs[1].topic.as_str(), pubs[1].dup), ("b", false));
         assert_eq!(pubs[0].packet_id, Some(a));
         assert_eq!(pubs[1].packet_id, Some(b));
+    }
+}
+
+#[test]
+fn an_unsubscribe_in_flight_is_not_undone_by_the_resubscription() {
+    for version in [V3_1_1, V5] {
+        let t0 = Instant::now();
+        let mut client = connected_client(persistent(version), ConnAck::default(), t0);
+        subscribe_ok(&mut client, t0, version, "keep/#");
+        subscribe_ok(&mut client, t0, version, "drop/#");
+        client
+            .unsubscribe(vec!["drop/#".into()], UnsubscribeProperties::default())
+            .unwrap();
+        let _ = client_tx(&mut client, t0, version);
+        // Lost before UNSUBACK; the server has no session when we come back.
+        client.connection_lost();
+        client.connect(t0);
+        let _ = client_tx(&mut client, t0, version);
+        client_feed(&mut client, t0, version, Packet::ConnAck(Box::default()));
+        let sent = client_tx(&mut client, t0, version);
+        let resubscribed: Vec<&str> = sent
+            .iter()
+            .filter_map(|p| match p {
+                Packet::Subscribe(s) => Some(s.filters.iter().map(|(f, _)| f.as_str())),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(resubscribed, ["keep/#"], "{sent:?}");
+        assert!(
+            sent.iter().any(|p| matches!(p, Packet::Unsubscribe(_))),
+            "the UNSUBSCRIBE is sent again: {sent:?}"
+        );
     }
 }
 
