@@ -159,7 +159,7 @@ impl Driver {
     /// Whether another publish may be handed to the state machine: it holds QoS 0 messages
     /// until they are sent, so they are bounded here (QoS 1 and 2 by the handles' permits).
     fn accepts_publishes(&self) -> bool {
-        !self.handles_gone && self.proto.queued_messages() < self.limits.max_queued_publishes
+        !self.handles_gone && self.proto.queued_messages() < self.limits.max_queued_publishes()
     }
 
     pub(crate) async fn run(mut self) {
@@ -300,14 +300,17 @@ impl Driver {
             }
             tokio::select! {
                 biased;
-                read = conn.read.read_buf(&mut conn.rx) => match read {
-                    Ok(0) => break Ended::Io(io::ErrorKind::UnexpectedEof),
-                    Ok(_) => self.proto.handle_bytes(std::time::Instant::now(), &mut conn.rx),
-                    Err(err) => break Ended::Io(err.kind()),
-                },
+                // Output first, so that a flood of input cannot starve acknowledgements and
+                // pings; and no input while a full buffer of output waits, so that a peer that
+                // sends without reading cannot make the state machine queue without bound.
                 written = conn.write.write(&conn.tx), if !conn.tx.is_empty() => match written {
                     Ok(0) => break Ended::Io(io::ErrorKind::WriteZero),
                     Ok(n) => conn.tx.advance(n),
+                    Err(err) => break Ended::Io(err.kind()),
+                },
+                read = conn.read.read_buf(&mut conn.rx), if conn.tx.len() < WRITE_HIGH_WATER => match read {
+                    Ok(0) => break Ended::Io(io::ErrorKind::UnexpectedEof),
+                    Ok(_) => self.proto.handle_bytes(std::time::Instant::now(), &mut conn.rx),
                     Err(err) => break Ended::Io(err.kind()),
                 },
                 Some(internal) = self.internal_rx.recv() => self.internal(internal),

@@ -17,7 +17,9 @@ pub struct Limits {
     /// QoS 1 and 2, waiting for the broker's acknowledgement. When they are all taken,
     /// [`Client::publish`](crate::Client::publish) waits and
     /// [`Client::try_publish`](crate::Client::try_publish) fails with
-    /// [`ClientError::QueueFull`](crate::ClientError::QueueFull). Default 1,000.
+    /// [`ClientError::QueueFull`](crate::ClientError::QueueFull). Default 1,000; values
+    /// above 60,000 count as 60,000, so that QoS 1/2 publishes never run out of packet
+    /// identifiers (65,535, some kept for subscribe requests).
     pub max_queued_publishes: usize,
     /// Received QoS 1 and 2 messages the application may hold before it has read them from
     /// its [`Subscription`](crate::Subscription)s: sent as Receive Maximum (5.0). The client
@@ -43,6 +45,16 @@ pub struct Limits {
     /// Default 10 s.
     pub hold_unclaimed: Duration,
 }
+
+impl Limits {
+    /// [`Limits::max_queued_publishes`] within its bounds: at least 1, at most 60,000.
+    pub(crate) fn max_queued_publishes(&self) -> usize {
+        self.max_queued_publishes.clamp(1, MAX_QUEUED_PUBLISHES)
+    }
+}
+
+/// Publishes held at most, below the 65,535 packet identifiers.
+const MAX_QUEUED_PUBLISHES: usize = 60_000;
 
 impl Default for Limits {
     fn default() -> Self {

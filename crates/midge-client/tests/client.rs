@@ -930,3 +930,16 @@ async fn unclaimed_messages_are_given_up_and_do_not_block_the_window() {
     again.disconnect(ReasonCode::SUCCESS).await;
     broker.shutdown().await;
 }
+
+/// Out-of-range limits are clamped instead of panicking when the client is built.
+#[tokio::test]
+async fn huge_queue_limits_are_clamped() {
+    let mut limits = Limits::default();
+    limits.max_queued_publishes = usize::MAX;
+    let client = midge_client::Client::builder("127.0.0.1", 9)
+        .limits(limits)
+        .reconnect(None)
+        .build()
+        .expect("built");
+    drop(client);
+}
