@@ -687,11 +687,7 @@ impl Driver {
         };
         shared.hooks.on_disconnected(&info, hook_reason);
         if let Some(reply) = self.handover.take() {
-            let _ = reply.send(Handover {
-                session,
-                will,
-                info: Some(info),
-            });
+            shared.hand_over(reply, session, will, info);
             return;
         }
         let Some(session) = session else {

@@ -627,6 +627,37 @@ impl Shared {
 
     /// A connection ended and leaves its session behind: keep it offline (with its will
     /// waiting for its delay) or end it.
+    /// Answers a takeover request with the closing connection's session and will. A session
+    /// that ends with its connection (Session Expiry 0, or a 3.x clean session) is not handed
+    /// on: it ends here, so the new connection starts a new one and reports Session Present 0
+    /// [MQTT-3.1.2-4] [MQTT-3.2.2-2].
+    pub(crate) fn hand_over(
+        self: &Arc<Self>,
+        reply: TakeOver,
+        session: Option<Session>,
+        will: Option<(Will, u32)>,
+        info: ClientInfo,
+    ) {
+        let (session, will) = match session {
+            Some(ended) if ended.expiry_interval() == 0 => {
+                self.remove_subscriptions(&ended);
+                self.store.remove_session(ended.client_id());
+                self.hooks.on_session_expired(ended.client_id().as_str());
+                // The session's end ends any Will Delay too [MQTT-3.1.3-9].
+                if let Some((will, _)) = will {
+                    self.publish_will(will, &info);
+                }
+                (None, None)
+            }
+            session => (session, will),
+        };
+        let _ = reply.send(Handover {
+            session,
+            will,
+            info: Some(info),
+        });
+    }
+
     pub(crate) fn session_offline(
         self: &Arc<Self>,
         slot: &Arc<Slot>,
@@ -647,11 +678,7 @@ impl Shared {
             drop(registry);
             if let Some(mut rx) = takeover {
                 if let Ok(reply) = rx.try_recv() {
-                    let _ = reply.send(Handover {
-                        session: Some(session),
-                        will,
-                        info: Some(info.clone()),
-                    });
+                    self.hand_over(reply, Some(session), will, info.clone());
                     return;
                 }
             }

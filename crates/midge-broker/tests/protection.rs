@@ -478,3 +478,34 @@ async fn the_memory_budget_returns_to_zero_after_delivery() {
     assert_eq!(broker.stats().queued_bytes, 0, "{:?}", broker.stats());
     broker.shutdown().await;
 }
+
+/// Taking over a connection whose session ends with it (3.1.1 clean session, 5.0 Session
+/// Expiry 0) starts a new session: Session Present 0, and the old subscriptions are gone
+/// [MQTT-3.1.2-4] [MQTT-3.2.2-2].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taking_over_a_clean_session_starts_a_new_one() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    for version in [midge_codec::ProtocolVersion::V3_1_1, V5] {
+        let id = format!("takeover-clean-{}", version.is_v5());
+        let mut old = TestClient::connect(addr, version, &id).await;
+        old.subscribe("takeover/#", QoS::AtLeastOnce).await;
+        let mut again = Connect::new(version, id.clone());
+        again.clean_start = false;
+        if version.is_v5() {
+            again.properties.session_expiry_interval = Some(60);
+        }
+        let (mut new, ack) = TestClient::connect_with(addr, again).await;
+        assert!(
+            !ack.session_present,
+            "{version:?}: the clean session was handed over"
+        );
+        old.until_closed().await;
+        let mut p = TestClient::connect(addr, version, &format!("{id}-pub")).await;
+        p.publish("takeover/x", "old subscription", QoS::AtLeastOnce, false)
+            .await;
+        new.expect_silence(150).await;
+        assert_eq!(broker.stats().subscriptions, 0, "{version:?}");
+    }
+    broker.shutdown().await;
+}
