@@ -395,7 +395,7 @@ impl ClientBuilder {
         config.resubscribe = true;
         // The semaphore bounds QoS 1/2 publishes and the driver gates QoS 0 on this; the
         // state machine's own limit is never the one that bites.
-        config.max_queued_messages = self.limits.max_queued_publishes() * 2;
+        config.max_queued_messages = self.limits.queued_publishes_bound() * 2;
         let receive_maximum = self.limits.receive_maximum.max(1);
         if self.version.is_v5() {
             let mut properties = ConnectProperties::default();
@@ -436,7 +436,7 @@ impl ClientBuilder {
         let (commands, command_rx) = mpsc::channel(64);
         let (events, _) = broadcast::channel(64);
         let (state_tx, state) = watch::channel(State::Connecting);
-        let permits = Arc::new(Semaphore::new(self.limits.max_queued_publishes()));
+        let permits = Arc::new(Semaphore::new(self.limits.queued_publishes_bound()));
         let dropped = Arc::new(AtomicU64::new(0));
         let driver = Driver::new(crate::driver::Setup {
             proto,

@@ -159,7 +159,7 @@ impl Driver {
     /// Whether another publish may be handed to the state machine: it holds QoS 0 messages
     /// until they are sent, so they are bounded here (QoS 1 and 2 by the handles' permits).
     fn accepts_publishes(&self) -> bool {
-        !self.handles_gone && self.proto.queued_messages() < self.limits.max_queued_publishes()
+        !self.handles_gone && self.proto.queued_messages() < self.limits.queued_publishes_bound()
     }
 
     pub(crate) async fn run(mut self) {

@@ -47,8 +47,8 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// [`Limits::max_queued_publishes`] within its bounds: at least 1, at most 60,000.
-    pub(crate) fn max_queued_publishes(&self) -> usize {
+    /// `max_queued_publishes` within its bounds: at least 1, at most 60,000.
+    pub(crate) fn queued_publishes_bound(&self) -> usize {
         self.max_queued_publishes.clamp(1, MAX_QUEUED_PUBLISHES)
     }
 }
