@@ -76,8 +76,9 @@ pub(crate) struct PublishCommand {
 
 /// What subscriptions tell the driver.
 pub(crate) enum Internal {
-    /// The application took the message with this packet identifier.
-    Ack(PacketId),
+    /// The application took the message with this packet identifier, received on the
+    /// connection with this number.
+    Ack(PacketId, u64),
     /// A subscription stream was dropped.
     Dropped(u64),
 }
@@ -87,12 +88,17 @@ pub(crate) enum Internal {
 #[derive(Debug)]
 pub(crate) struct AckOnDrop {
     pub(crate) packet_id: PacketId,
+    /// The connection the message came on: an acknowledgement is only sent on it, since on a
+    /// later connection the identifier may name a resent copy or another message.
+    pub(crate) connection: u64,
     pub(crate) internal: mpsc::UnboundedSender<Internal>,
 }
 
 impl Drop for AckOnDrop {
     fn drop(&mut self) {
-        let _ = self.internal.send(Internal::Ack(self.packet_id));
+        let _ = self
+            .internal
+            .send(Internal::Ack(self.packet_id, self.connection));
     }
 }
 

@@ -102,6 +102,8 @@ pub(crate) struct Driver {
     /// subscription that matches them is made. Held messages count against our Receive
     /// Maximum, so the broker sends at most that many of them.
     unclaimed: VecDeque<(Instant, Message, Arc<AckOnDrop>)>,
+    /// Number of the current connection, counted from 1.
+    connection_number: u64,
     /// Failed attempts in a row.
     attempt: u32,
     /// Set when the client is to close: by `disconnect`, or because every handle is gone.
@@ -136,6 +138,7 @@ impl Driver {
             routes: Vec::new(),
             next_route: 0,
             unclaimed: VecDeque::new(),
+            connection_number: 0,
             attempt: 0,
             closing: false,
             handles_gone: false,
@@ -268,6 +271,7 @@ impl Driver {
             tx: BytesMut::with_capacity(64 * 1024),
         };
         self.closed = None;
+        self.connection_number += 1;
         self.proto.connect(std::time::Instant::now());
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
@@ -483,7 +487,13 @@ impl Driver {
 
     fn one_internal(&mut self, internal: Internal) {
         match internal {
-            Internal::Ack(id) => self.proto.acknowledge(id),
+            // A message from an earlier connection is not acknowledged on this one: after a
+            // resumed session the broker sends it again (and that copy is acknowledged), and
+            // after a lost session its identifier may name another message.
+            Internal::Ack(id, connection) if connection == self.connection_number => {
+                self.proto.acknowledge(id);
+            }
+            Internal::Ack(..) => {}
             Internal::Dropped(route) => {
                 let Some(pos) = self.routes.iter().position(|r| r.id == route) else {
                     return;
@@ -508,6 +518,11 @@ impl Driver {
             match event {
                 Event::Connected(connack) => {
                     self.attempt = 0;
+                    if connack.session_present {
+                        // The broker sends the held messages of the last connection again.
+                        // (With a lost session they stay: nobody else has them now.)
+                        self.unclaimed.clear();
+                    }
                     // The event first: whoever sees the state change can rely on it.
                     self.emit(ConnectionEvent::Connected {
                         session_present: connack.session_present,
@@ -585,6 +600,7 @@ impl Driver {
         let ack = packet_id.map(|packet_id| {
             Arc::new(AckOnDrop {
                 packet_id,
+                connection: self.connection_number,
                 internal: self.internal_tx.clone(),
             })
         });
