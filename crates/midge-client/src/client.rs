@@ -36,6 +36,14 @@ pub enum ConnectionEvent {
         /// Delay before it.
         delay: Duration,
     },
+    /// The broker refused to make a subscription again (after a reconnect without a session):
+    /// its [`Subscription`] streams have ended, and it is not retried.
+    SubscriptionLost {
+        /// The topic filter.
+        filter: String,
+        /// The SUBACK's failure code.
+        reason_code: ReasonCode,
+    },
     /// The client closed for good: every pending operation failed with
     /// [`ClientError::Closed`].
     Closed,

@@ -545,6 +545,17 @@ impl Driver {
                     packet_id,
                     reason_codes,
                 } => self.subscribed(packet_id, &reason_codes),
+                Event::SubscriptionLost {
+                    filter,
+                    reason_code,
+                } => {
+                    // Its streams end (they return `None`), and the application hears why.
+                    self.routes.retain(|r| r.filter != filter);
+                    self.emit(ConnectionEvent::SubscriptionLost {
+                        filter: filter.as_str().to_owned(),
+                        reason_code,
+                    });
+                }
                 Event::Unsubscribed {
                     packet_id,
                     reason_codes,

@@ -1042,3 +1042,46 @@ async fn an_acknowledgement_never_crosses_to_a_later_connection() {
     );
     drop(client);
 }
+
+/// A subscription the broker refuses to make again after a lost session is reported as an
+/// event and its stream ends, instead of staying open and silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_resubscription_ends_its_stream_and_is_reported() {
+    let first = start_broker().await;
+    let proxy = Proxy::start(first.local_addr(), 11).await;
+    let client = builder(proxy.addr, "relost").connect().await.unwrap();
+    let mut events = client.events();
+    let (_, mut secret) = client.subscribe("secret/#", sub(QOS1)).await.unwrap();
+    let (_, mut open) = client.subscribe("open/#", sub(QOS1)).await.unwrap();
+    // A new broker, without our session, that refuses `secret/...`.
+    first.shutdown().await;
+    let (second, _) = broker_with_counter().await;
+    proxy.retarget(second.local_addr());
+    proxy.cut_all();
+    let lost = within("the lost subscription", async {
+        loop {
+            if let ConnectionEvent::SubscriptionLost {
+                filter,
+                reason_code,
+            } = next_event(&mut events).await
+            {
+                break (filter, reason_code);
+            }
+        }
+    })
+    .await;
+    assert_eq!(lost, ("secret/#".to_owned(), ReasonCode::NOT_AUTHORIZED));
+    assert!(within("the stream ends", secret.recv()).await.is_none());
+    let other = builder(second.local_addr(), "relost-pub")
+        .connect()
+        .await
+        .unwrap();
+    other.publish("open/x", "still", pubq(QOS1)).await.unwrap();
+    assert_eq!(
+        within("open/#", open.recv()).await.unwrap().payload(),
+        "still"
+    );
+    other.disconnect(ReasonCode::SUCCESS).await;
+    client.disconnect(ReasonCode::SUCCESS).await;
+    second.shutdown().await;
+}

@@ -159,6 +159,15 @@ pub enum Event {
         /// One code per filter.
         reason_codes: Vec<ReasonCode>,
     },
+    /// A subscription the client held was refused when it was made again (the automatic
+    /// resubscription after a lost session, or the same filter subscribed again): it no
+    /// longer exists, and is not made again on later reconnects.
+    SubscriptionLost {
+        /// The filter.
+        filter: ByteStr,
+        /// The SUBACK's failure code.
+        reason_code: ReasonCode,
+    },
     /// UNSUBACK arrived.
     Unsubscribed {
         /// The identifier [`Client::unsubscribe`] returned.
@@ -811,6 +820,13 @@ impl Client {
                     for ((filter, options), code) in filters.iter().zip(&reason_codes) {
                         if code.is_success() {
                             self.subscriptions.insert(filter.clone(), *options);
+                        } else if self.subscriptions.remove(filter).is_some() {
+                            // A subscription we held was refused when made again (after a
+                            // lost session, say): it is gone, and the application must know.
+                            self.events.push_back(Event::SubscriptionLost {
+                                filter: filter.clone(),
+                                reason_code: *code,
+                            });
                         }
                     }
                     self.outgoing.remove(packet_id);

@@ -565,6 +565,56 @@ fn an_unsubscribe_in_flight_is_not_undone_by_the_resubscription() {
     }
 }
 
+#[test]
+fn a_refused_resubscription_is_reported_and_not_retried() {
+    for version in [V3_1_1, V5] {
+        let t0 = Instant::now();
+        let mut client = connected_client(persistent(version), ConnAck::default(), t0);
+        subscribe_ok(&mut client, t0, version, "keep/#");
+        subscribe_ok(&mut client, t0, version, "lose/#");
+        // Two lost sessions in a row.
+        for round in 0..2 {
+            client.connection_lost();
+            let _ = client_events(&mut client);
+            client.connect(t0);
+            let _ = client_tx(&mut client, t0, version);
+            client_feed(&mut client, t0, version, Packet::ConnAck(Box::default()));
+            let _ = client_events(&mut client);
+            let sent = client_tx(&mut client, t0, version);
+            let Some(Packet::Subscribe(sub)) =
+                sent.iter().find(|p| matches!(p, Packet::Subscribe(_)))
+            else {
+                panic!("no resubscription: {sent:?}");
+            };
+            let filters: Vec<&str> = sub.filters.iter().map(|(f, _)| f.as_str()).collect();
+            if round == 0 {
+                assert_eq!(filters, ["keep/#", "lose/#"]);
+                let refuse = if version.is_v5() {
+                    ReasonCode::NOT_AUTHORIZED
+                } else {
+                    ReasonCode::UNSPECIFIED_ERROR
+                };
+                let suback = SubAck {
+                    packet_id: sub.packet_id,
+                    reason_codes: vec![ReasonCode::GRANTED_QOS_1, refuse],
+                    properties: Default::default(),
+                };
+                client_feed(&mut client, t0, version, Packet::SubAck(suback));
+                let events = client_events(&mut client);
+                assert!(
+                    events.contains(&Event::SubscriptionLost {
+                        filter: "lose/#".into(),
+                        reason_code: refuse,
+                    }),
+                    "{events:?}"
+                );
+            } else {
+                assert_eq!(filters, ["keep/#"], "the lost one is not made again");
+            }
+        }
+    }
+}
+
 // Conformance: [MQTT-5:3.2.2-4]
 #[test]
 fn session_present_after_clean_start_is_a_protocol_error() {
