@@ -13,7 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use midge_broker::BrokerHandle;
-use peers::{installed, require, start, test_config, wait_until, Peer, PEER_TIMEOUT};
+use midge_testkit::peers::{installed, require};
+use peers::{start, test_config, wait_until, Peer, PEER_TIMEOUT};
 
 const WAIT: Duration = Duration::from_secs(5);
 

@@ -10,7 +10,8 @@ mod peers;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use peers::{peers_dir, require, start, test_config, Peer, PEER_TIMEOUT};
+use midge_testkit::peers::require;
+use peers::{peers_dir, start, test_config, Peer, PEER_TIMEOUT};
 
 fn node_modules() -> PathBuf {
     std::env::var_os("MIDGE_NODE_MODULES").map_or_else(

@@ -10,7 +10,8 @@ mod peers;
 use std::process::Command;
 
 use midge_broker::BrokerConfig;
-use peers::{peers_dir, require, start, succeeds, test_config, Peer, PEER_TIMEOUT};
+use midge_testkit::peers::{require, succeeds};
+use peers::{peers_dir, start, test_config, Peer, PEER_TIMEOUT};
 
 fn have_paho() -> bool {
     require(

@@ -15,6 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use midge_testkit::peers::{installed, require};
 
 fn mosquitto_path() -> Option<PathBuf> {
     [

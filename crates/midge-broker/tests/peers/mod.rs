@@ -4,9 +4,9 @@
 //!
 //! A missing peer skips its test with `SKIPPED: …` on stderr, unless `MIDGE_REQUIRE_PEERS=1`
 //! (set by `.ci/run`), where it fails the test.
+// Each test binary compiles this module and uses only part of it.
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -15,44 +15,6 @@ use midge_broker::{Broker, BrokerConfig, BrokerHandle};
 
 /// The longest any single peer process may run.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// True if the peer is there. Otherwise skips loudly, or panics under `MIDGE_REQUIRE_PEERS=1`.
-pub fn require(peer: &str, available: bool) -> bool {
-    if available {
-        return true;
-    }
-    if std::env::var("MIDGE_REQUIRE_PEERS").is_ok_and(|v| v == "1") {
-        panic!("{peer} is not installed, and MIDGE_REQUIRE_PEERS=1 requires it");
-    }
-    // Straight to stderr, past the test harness's capture, so that the skip shows.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: {peer} not installed (MIDGE_REQUIRE_PEERS=1 makes this a failure)"
-    );
-    false
-}
-
-/// True if `program` can be started (whatever its exit status).
-pub fn installed(program: &str, probe: &[&str]) -> bool {
-    Command::new(program)
-        .args(probe)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
-/// True if `program args` runs and exits with success.
-pub fn succeeds(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 /// The directory of the peer scripts.
 pub fn peers_dir() -> PathBuf {

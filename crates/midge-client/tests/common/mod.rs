@@ -1,9 +1,9 @@
 //! Helpers for the client tests: an in-process midge broker, a TCP proxy on loopback that
 //! cuts connections, and a real mosquitto started on a free port (skipped loudly when it is
 //! not installed, a failure under `MIDGE_REQUIRE_PEERS=1`).
+// Each test binary compiles this module and uses only part of it.
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -15,6 +15,8 @@ use midge_broker::{Broker, BrokerConfig, BrokerHandle};
 use midge_client::{Client, ClientBuilder, ReconnectPolicy};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+pub use midge_testkit::peers::require;
 
 /// The longest any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -164,21 +166,6 @@ async fn pipe(
 }
 
 // ------------------------------------------------------------------------------- mosquitto
-
-/// True if the peer is there. Otherwise skips loudly, or panics under `MIDGE_REQUIRE_PEERS=1`.
-pub fn require(peer: &str, available: bool) -> bool {
-    if available {
-        return true;
-    }
-    if std::env::var("MIDGE_REQUIRE_PEERS").is_ok_and(|v| v == "1") {
-        panic!("{peer} is not installed, and MIDGE_REQUIRE_PEERS=1 requires it");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: {peer} not installed (MIDGE_REQUIRE_PEERS=1 makes this a failure)"
-    );
-    false
-}
 
 fn mosquitto_path() -> Option<PathBuf> {
     [

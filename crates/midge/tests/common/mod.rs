@@ -1,6 +1,7 @@
 //! Helpers for the `midge pub` / `midge sub` tests: an in-process broker on 127.0.0.1:0, the
 //! built binary run with a bounded wait, a `midge sub` child that is ready once it reports
 //! its subscriptions, and peer detection with loud skips.
+// Each test binary compiles this module and uses only part of it.
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -233,33 +234,6 @@ pub fn subscriber(addr: SocketAddr, args: &[&str], filters: usize) -> Running {
     let mut sub = Running::spawn(command);
     sub.wait_for("subscribed to", filters);
     sub
-}
-
-/// True if the peer is there. Otherwise skips loudly, or panics under `MIDGE_REQUIRE_PEERS=1`.
-pub fn require(peer: &str, available: bool) -> bool {
-    if available {
-        return true;
-    }
-    if std::env::var("MIDGE_REQUIRE_PEERS").is_ok_and(|v| v == "1") {
-        panic!("{peer} is not installed, and MIDGE_REQUIRE_PEERS=1 requires it");
-    }
-    // Straight to stderr, past the test harness's capture, so that the skip shows.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: {peer} not installed (MIDGE_REQUIRE_PEERS=1 makes this a failure)"
-    );
-    false
-}
-
-/// True if `program` can be started (whatever its exit status).
-pub fn installed(program: &str, probe: &[&str]) -> bool {
-    Command::new(program)
-        .args(probe)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
 }
 
 /// A port nothing listens on (bound, read, released).
