@@ -211,13 +211,13 @@ async fn accept_loop(
             continue;
         }
         let over_limit = open >= max;
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        let done = done.clone();
-        tokio::spawn(async move {
-            crate::connection::run(shared, stream, peer, shutdown, over_limit).await;
-            drop(done);
-        });
+        tokio::spawn(crate::connection::run(
+            shared.clone(),
+            stream,
+            peer,
+            over_limit,
+            done.clone(),
+        ));
     }
 }
 
@@ -334,6 +334,7 @@ impl BrokerHandle {
     /// write.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
+        self.shared.shut_down_connections();
         if let Some(task) = self.listener_task.take() {
             let _ = task.await;
         }
@@ -352,6 +353,7 @@ impl BrokerHandle {
 impl Drop for BrokerHandle {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+        self.shared.shut_down_connections();
         if let Some(task) = self.sys_task.take() {
             task.abort();
         }

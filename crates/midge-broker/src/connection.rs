@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -15,9 +16,9 @@ use midge_codec::{ReasonCode, RetainHandling};
 use midge_proto::server::{ServerCloseReason, ServerConnection, ServerEvent, SubscriptionRequest};
 use midge_proto::session::Delivery;
 use midge_topic::TopicFilter;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::hooks::{ClientInfo, ConnectRequest, DisconnectReason};
 use crate::inbox::Inbox;
@@ -39,22 +40,36 @@ struct Driver {
     over_limit: bool,
     info: Option<ClientInfo>,
     slot: Option<Arc<Slot>>,
+    /// Deliveries, takeover requests and shutdown arrive here.
     inbox: Arc<Inbox>,
     /// Deliveries just taken from the inbox; kept to reuse its allocation.
     taken: Vec<Delivery>,
-    /// Given to the slot when this connection owns it.
-    takeover_tx: Option<oneshot::Sender<TakeOver>>,
-    takeover_rx: Option<oneshot::Receiver<TakeOver>>,
     /// Set when another connection asked for our session.
     handover: Option<TakeOver>,
     /// The CONNECT just accepted: re-run input that waited for the decision.
     accepted: bool,
+    /// The broker is stopping, and the client was told.
+    shutting_down: bool,
+    /// The inbox signalled deliveries that are not taken yet: taken once the session's queue
+    /// has room.
+    deliveries_waiting: bool,
     /// Bytes of this session's queue counted against the global memory budget: the budget
     /// covers online sessions' queues too, not only inboxes and offline sessions.
     counted: usize,
 }
 
-/// Runs one connection to its end. Returns when the socket is closed.
+/// What woke the connection's task; any number of these at once.
+#[derive(Default)]
+struct Woken {
+    readable: bool,
+    writable: bool,
+    inbox: bool,
+    timer: bool,
+    failed: bool,
+}
+
+/// Runs one connection to its end; the returned future ends when the socket is closed, and
+/// drops `done` then.
 ///
 /// One task owns the socket and the [`ServerConnection`]: it reads when the socket is readable,
 /// writes when there is output and the socket takes it, and takes deliveries from the inbox.
@@ -62,20 +77,22 @@ struct Driver {
 /// (and stops this task reading from it once [`MAX_WRITE`] is pending), and further deliveries
 /// wait in its session's bounded queue. Both buffers are allocated only while they hold
 /// bytes, so an idle connection costs little memory.
-pub(crate) async fn run(
+///
+/// The task of an idle connection is most of its memory, so the future is kept small: the
+/// waits are polled by hand (socket readiness and the inbox keep their wakers themselves,
+/// with no waiter stored in the task), the arguments are captured once, and what only the
+/// end of a connection needs is boxed there.
+pub(crate) fn run(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
     over_limit: bool,
-) {
+    done: mpsc::Sender<()>,
+) -> impl Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
     let conn_id = shared.next_conn.fetch_add(1, Relaxed);
     let conn = ServerConnection::new(shared.server_config.clone(), Instant::now(), conn_id);
     let inbox = Arc::new(Inbox::new(shared.config.limits.inbox_capacity));
-    let (takeover_tx, takeover_rx) = oneshot::channel();
-    let close_timeout = Duration::from_millis(shared.config.limits.close_timeout_ms);
-
     let mut d = Driver {
         shared,
         conn,
@@ -86,130 +103,22 @@ pub(crate) async fn run(
         slot: None,
         inbox,
         taken: Vec::new(),
-        takeover_tx: Some(takeover_tx),
-        takeover_rx: Some(takeover_rx),
         handover: None,
         accepted: false,
+        shutting_down: false,
+        deliveries_waiting: false,
         counted: 0,
     };
-    let mut rbuf = BytesMut::new();
-    let mut wbuf = BytesMut::new();
-    let sleep = tokio::time::sleep(Duration::from_secs(3600));
-    tokio::pin!(sleep);
-    let mut armed: Option<Instant> = None;
-    let mut shutting_down = *shutdown.borrow();
-    if shutting_down {
-        d.conn.disconnect(ReasonCode::SERVER_SHUTTING_DOWN);
-    }
-
-    loop {
-        d.handle_events(&mut rbuf).await;
-        // Transmit: as many packets as fit into the write buffer, then one write for them all.
-        // The socket usually takes them at once, which saves a trip through `select!`.
-        let now = Instant::now();
-        while wbuf.len() < MAX_WRITE && d.conn.poll_transmit(now, &mut wbuf) {}
-        d.sync_budget();
-        if !wbuf.is_empty() && d.write_some(&stream, &mut wbuf).is_err() {
-            // The peer is gone: what it did not take is dropped with the connection.
-            wbuf = BytesMut::new();
-            d.conn.connection_lost();
-            continue;
+    async move {
+        if d.shared.register_connection(d.conn_id, &d.inbox) {
+            d.shut_down();
         }
-        release_if_empty(&mut wbuf);
-        if wbuf.is_empty() && rbuf.is_empty() {
-            d.conn.release_idle_memory();
-        }
-        if d.conn.is_closed() {
-            break;
-        }
-        let deadline = d.conn.poll_timeout();
-        if deadline != armed {
-            if let Some(at) = deadline {
-                sleep.as_mut().reset(at.into());
-            }
-            armed = deadline;
-        }
-        // Take deliveries only while the session's queue has room, so that the inbox holds
-        // the rest and publishers wait for it, instead of the queue dropping what the inbox
-        // accepted.
-        let connected = d.conn.is_connected() && d.queue_has_room();
-        // A peer that does not read its output is not read from either, once a full buffer
-        // of output waits for it.
-        let can_read = wbuf.len() < MAX_WRITE;
-        let takeover_pending = d.takeover_rx.is_some() && d.slot.is_some();
-        tokio::select! {
-            // One readiness future for both directions keeps the task small.
-            ready = stream.ready(interest(can_read, !wbuf.is_empty())), if can_read || !wbuf.is_empty() => match ready {
-                Ok(ready) => {
-                    if ready.is_writable() && !wbuf.is_empty() && d.write_some(&stream, &mut wbuf).is_err() {
-                        wbuf = BytesMut::new();
-                        d.conn.connection_lost();
-                    } else if ready.is_readable() && can_read {
-                        rbuf.reserve(READ_CHUNK);
-                        match stream.try_read_buf(&mut rbuf) {
-                            Ok(0) => d.conn.connection_lost(),
-                            Ok(n) => {
-                                add(&d.shared.counters.bytes_received, n as u64);
-                                d.conn.handle_bytes(Instant::now(), &mut rbuf);
-                            }
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                            Err(_) => d.conn.connection_lost(),
-                        }
-                        release_if_empty(&mut rbuf);
-                    }
-                }
-                Err(_) => d.conn.connection_lost(),
-            },
-            () = d.inbox.ready(), if connected => d.take_deliveries(),
-            request = recv_takeover(&mut d.takeover_rx), if takeover_pending => {
-                d.takeover_rx = None;
-                if let Some(reply) = request {
-                    d.handover = Some(reply);
-                    d.conn.take_over();
-                }
-            }
-            () = &mut sleep, if armed.is_some() => {
-                armed = None;
-                d.conn.handle_timeout(Instant::now());
-            }
-            changed = shutdown.changed(), if !shutting_down => {
-                shutting_down = true;
-                if changed.is_ok() {
-                    d.conn.disconnect(ReasonCode::SERVER_SHUTTING_DOWN);
-                }
-            }
-        }
-    }
-    d.handle_events(&mut rbuf).await;
-    // Flush what the connection still has (a DISCONNECT or a refusing CONNACK), close the
-    // write side, and discard input until the peer closes too, so that unread input does not
-    // make the kernel reset the connection before the peer has read our last packet.
-    let final_flush = async {
-        loop {
-            let now = Instant::now();
-            while wbuf.len() < MAX_WRITE && d.conn.poll_transmit(now, &mut wbuf) {}
-            if wbuf.is_empty() {
-                break;
-            }
-            if stream.writable().await.is_err() || d.write_some(&stream, &mut wbuf).is_err() {
-                break;
-            }
-        }
-        let _ = stream.shutdown().await;
-        // On the heap: an array here would be part of every idle connection's task.
-        let mut scratch = vec![0u8; 4096];
-        while matches!(stream.read(&mut scratch).await, Ok(n) if n > 0) {}
-    };
-    let _ = tokio::time::timeout(close_timeout, final_flush).await;
-    d.shared.counters.connections.fetch_sub(1, Relaxed);
-}
-
-/// What to wait for on the socket: input while reading, room while output waits.
-fn interest(read: bool, write: bool) -> Interest {
-    match (read, write) {
-        (true, true) => Interest::READABLE | Interest::WRITABLE,
-        (false, true) => Interest::WRITABLE,
-        _ => Interest::READABLE,
+        let unsent = d.drive(&stream).await;
+        d.shared.deregister_connection(d.conn_id);
+        let close_timeout = Duration::from_millis(d.shared.config.limits.close_timeout_ms);
+        let _ = tokio::time::timeout(close_timeout, Box::pin(d.close(stream, unsent))).await;
+        d.shared.counters.connections.fetch_sub(1, Relaxed);
+        drop(done);
     }
 }
 
@@ -221,6 +130,151 @@ fn release_if_empty(buf: &mut BytesMut) {
 }
 
 impl Driver {
+    /// Serves the connection until it is closed. Returns output the socket did not take yet.
+    async fn drive(&mut self, stream: &TcpStream) -> BytesMut {
+        let mut rbuf = BytesMut::new();
+        let mut wbuf = BytesMut::new();
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
+        loop {
+            self.handle_events(&mut rbuf).await;
+            // Take deliveries only while the session's queue has room, so that the inbox holds
+            // the rest and publishers wait for it, instead of the queue dropping what the
+            // inbox accepted.
+            if self.deliveries_waiting && self.conn.is_connected() && self.queue_has_room() {
+                self.deliveries_waiting = false;
+                self.take_deliveries();
+            }
+            // Transmit: as many packets as fit into the write buffer, then one write for them
+            // all. The socket usually takes them at once, which saves a wait.
+            let now = Instant::now();
+            while wbuf.len() < MAX_WRITE && self.conn.poll_transmit(now, &mut wbuf) {}
+            self.sync_budget();
+            if !wbuf.is_empty() && self.write_some(stream, &mut wbuf).is_err() {
+                // The peer is gone: what it did not take is dropped with the connection.
+                wbuf = BytesMut::new();
+                self.conn.connection_lost();
+                continue;
+            }
+            release_if_empty(&mut wbuf);
+            if wbuf.is_empty() && rbuf.is_empty() {
+                self.conn.release_idle_memory();
+            }
+            if self.conn.is_closed() {
+                break;
+            }
+            let deadline = self.conn.poll_timeout();
+            if deadline != armed {
+                if let Some(at) = deadline {
+                    sleep.as_mut().reset(at.into());
+                }
+                armed = deadline;
+            }
+            // A peer that does not read its output is not read from either, once a full
+            // buffer of output waits for it.
+            let can_read = wbuf.len() < MAX_WRITE;
+            let must_write = !wbuf.is_empty();
+            let woken = std::future::poll_fn(|cx| {
+                let mut woken = Woken::default();
+                if can_read {
+                    match stream.poll_read_ready(cx) {
+                        Poll::Ready(Ok(())) => woken.readable = true,
+                        Poll::Ready(Err(_)) => woken.failed = true,
+                        Poll::Pending => {}
+                    }
+                }
+                if must_write {
+                    match stream.poll_write_ready(cx) {
+                        Poll::Ready(Ok(())) => woken.writable = true,
+                        Poll::Ready(Err(_)) => woken.failed = true,
+                        Poll::Pending => {}
+                    }
+                }
+                woken.inbox = self.inbox.poll_ready(cx).is_ready();
+                woken.timer = armed.is_some() && sleep.as_mut().poll(cx).is_ready();
+                let any = woken.readable || woken.writable || woken.inbox || woken.timer;
+                if any || woken.failed {
+                    Poll::Ready(woken)
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            if woken.failed {
+                self.conn.connection_lost();
+                continue;
+            }
+            if woken.writable && self.write_some(stream, &mut wbuf).is_err() {
+                wbuf = BytesMut::new();
+                self.conn.connection_lost();
+                continue;
+            }
+            if woken.readable {
+                rbuf.reserve(READ_CHUNK);
+                match stream.try_read_buf(&mut rbuf) {
+                    Ok(0) => self.conn.connection_lost(),
+                    Ok(n) => {
+                        add(&self.shared.counters.bytes_received, n as u64);
+                        self.conn.handle_bytes(Instant::now(), &mut rbuf);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => self.conn.connection_lost(),
+                }
+                release_if_empty(&mut rbuf);
+            }
+            if woken.inbox {
+                self.on_signalled();
+            }
+            if woken.timer {
+                armed = None;
+                self.conn.handle_timeout(Instant::now());
+            }
+        }
+        self.handle_events(&mut rbuf).await;
+        wbuf
+    }
+
+    /// Flushes what the connection still has (a DISCONNECT or a refusing CONNACK), closes the
+    /// write side, and discards input until the peer closes too, so that unread input does
+    /// not make the kernel reset the connection before the peer has read our last packet.
+    async fn close(&mut self, mut stream: TcpStream, mut wbuf: BytesMut) {
+        loop {
+            let now = Instant::now();
+            while wbuf.len() < MAX_WRITE && self.conn.poll_transmit(now, &mut wbuf) {}
+            if wbuf.is_empty() {
+                break;
+            }
+            if stream.writable().await.is_err() || self.write_some(&stream, &mut wbuf).is_err() {
+                break;
+            }
+        }
+        let _ = stream.shutdown().await;
+        let mut scratch = vec![0u8; 4096];
+        while matches!(stream.read(&mut scratch).await, Ok(n) if n > 0) {}
+    }
+
+    /// The inbox signalled: the broker is stopping, another connection asks for the session,
+    /// or deliveries arrived.
+    fn on_signalled(&mut self) {
+        let signals = self.inbox.signals(self.slot.is_some());
+        if signals.shutting_down {
+            self.shut_down();
+        }
+        if let Some(reply) = signals.takeover {
+            self.handover = Some(reply);
+            self.conn.take_over();
+        }
+        self.deliveries_waiting = true;
+    }
+
+    /// Tells the client the broker is stopping (DISCONNECT 0x8B under 5.0), once.
+    fn shut_down(&mut self) {
+        if !std::mem::replace(&mut self.shutting_down, true) {
+            self.conn.disconnect(ReasonCode::SERVER_SHUTTING_DOWN);
+        }
+    }
+
     /// Writes as much of `buf` as the socket takes now.
     fn write_some(&self, stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<()> {
         while !buf.is_empty() {
@@ -293,9 +347,14 @@ impl Driver {
 
     async fn handle_events(&mut self, rbuf: &mut BytesMut) {
         loop {
-            while let Some(event) = self.conn.poll_event() {
-                // No event is held across the wait, so the task does not carry room for one.
-                if let Some(wait) = self.on_event(event) {
+            // No event is held across the wait, so the task does not carry room for one:
+            // hence no `while let`, whose scrutinee would live across the `.await`.
+            loop {
+                let Some(event) = self.conn.poll_event() else {
+                    break;
+                };
+                let wait = self.on_event(event);
+                if let Some(wait) = wait {
                     wait.await;
                 }
             }
@@ -390,17 +449,12 @@ impl Driver {
             let online = SlotState::Online {
                 conn: self.conn_id,
                 inbox: self.inbox.clone(),
-                takeover: self.takeover_tx.take(),
             };
             match std::mem::replace(&mut *state, online) {
                 SlotState::Vacant => break (slot.clone(), None, None),
                 SlotState::Dead => {
                     // Removed from the registry after we looked it up: undo and look again.
-                    if let SlotState::Online { takeover, .. } =
-                        std::mem::replace(&mut *state, SlotState::Dead)
-                    {
-                        self.takeover_tx = takeover;
-                    }
+                    *state = SlotState::Dead;
                     continue;
                 }
                 SlotState::Offline { session, will, .. } => {
@@ -418,11 +472,11 @@ impl Driver {
                         None,
                     );
                 }
-                SlotState::Online { takeover, .. } => {
+                SlotState::Online { inbox: old, .. } => {
                     // Ask the old connection for the session while holding the slot lock, so
                     // that a connection closing at the same time finds the request.
                     let (reply_tx, reply_rx) = oneshot::channel();
-                    let asked = takeover.is_some_and(|t| t.send(reply_tx).is_ok());
+                    let asked = old.request_takeover(reply_tx).is_ok();
                     break (slot.clone(), None, asked.then_some(reply_rx));
                 }
             }
@@ -473,6 +527,8 @@ impl Driver {
         self.info = Some(info);
         self.slot = Some(slot);
         self.accepted = true;
+        // A takeover request that arrived while this CONNECT was decided waited for it.
+        self.inbox.wake_driver();
     }
 
     /// Routes a publish, then acknowledges it: only once it is queued for every matching
@@ -693,14 +749,7 @@ impl Driver {
         let Some(session) = session else {
             return;
         };
-        shared.session_offline(
-            &slot,
-            self.conn_id,
-            session,
-            will,
-            &info,
-            self.takeover_rx.take(),
-        );
+        shared.session_offline(&slot, self.conn_id, session, will, &info, &self.inbox);
     }
 }
 
@@ -731,12 +780,4 @@ impl PendingPublish {
 /// Counts bytes that are already queued against the global budget, without refusing them.
 fn add_bytes(shared: &Shared, size: usize) {
     shared.counters.queued_bytes.fetch_add(size, Relaxed);
-}
-
-/// Waits for a takeover request, forever if there is no receiver.
-async fn recv_takeover(rx: &mut Option<oneshot::Receiver<TakeOver>>) -> Option<TakeOver> {
-    match rx {
-        Some(rx) => rx.await.ok(),
-        None => std::future::pending().await,
-    }
 }

@@ -8,15 +8,22 @@
 //! takes many deliveries per lock, and is woken only when the queue goes from empty to
 //! non-empty.
 //!
+//! The inbox is also the only way into the driver from outside: a takeover request and the
+//! broker's shutdown arrive through it too, so the driver waits on one waker registered here
+//! and its socket, and an idle connection's task holds no waiter for each of them.
+//!
 //! Overflow policy: the inbox holds at most `capacity` deliveries. [`Inbox::try_send`] refuses
 //! the next one and hands it back; the caller decides whether to wait for room
 //! ([`Inbox::send_until`]) or drop it and count the drop.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use midge_proto::session::Delivery;
 use tokio::sync::Notify;
+
+use crate::state::TakeOver;
 
 /// Why a delivery was refused.
 #[derive(Debug)]
@@ -32,6 +39,33 @@ pub(crate) enum SendError {
 struct Queue {
     deliveries: VecDeque<Delivery>,
     closed: bool,
+    /// Something is waiting for the driver: deliveries, a takeover request or shutdown. Kept
+    /// until the driver next polls, so that no wake-up is lost.
+    signalled: bool,
+    /// The driver's task, woken when `signalled` is set.
+    driver: Option<Waker>,
+    takeover: Takeover,
+    shutting_down: bool,
+}
+
+/// Whether another connection may ask for this connection's session.
+#[derive(Debug, Default)]
+enum Takeover {
+    #[default]
+    Open,
+    /// Asked, and not yet answered.
+    Requested(TakeOver),
+    /// Taken by the driver, or the connection is closing: later requests are refused.
+    Ended,
+}
+
+/// What the driver was signalled, besides deliveries.
+#[derive(Debug, Default)]
+pub(crate) struct Signals {
+    /// The broker is stopping.
+    pub(crate) shutting_down: bool,
+    /// Another connection asks for the session.
+    pub(crate) takeover: Option<TakeOver>,
 }
 
 /// A bounded queue from routing to one connection's driver.
@@ -39,9 +73,6 @@ struct Queue {
 pub(crate) struct Inbox {
     queue: Mutex<Queue>,
     capacity: usize,
-    /// Wakes the driver: notified when the queue goes from empty to non-empty. A notification
-    /// that finds no waiter is kept as a permit, so none is lost.
-    ready: Notify,
     /// Wakes senders waiting for room.
     room: Notify,
 }
@@ -51,7 +82,6 @@ impl Inbox {
         Self {
             queue: Mutex::default(),
             capacity: capacity.max(1),
-            ready: Notify::new(),
             room: Notify::new(),
         }
     }
@@ -70,10 +100,8 @@ impl Inbox {
             return Err(SendError::Full(delivery));
         }
         queue.deliveries.push_back(delivery);
-        let first = queue.deliveries.len() == 1;
-        drop(queue);
-        if first {
-            self.ready.notify_one();
+        if queue.deliveries.len() == 1 {
+            signal(queue);
         }
         Ok(())
     }
@@ -106,28 +134,88 @@ impl Inbox {
         self.lock().closed
     }
 
-    /// Waits until a delivery may be waiting. Cancel-safe: a wake-up that is not awaited stays
-    /// pending for the next call.
-    pub(crate) async fn ready(&self) {
-        self.ready.notified().await;
+    /// Ready when the driver was signalled since its last ready poll: a delivery arrived in an
+    /// empty inbox (or remains after [`Inbox::take`]), a takeover was requested, or the broker
+    /// is stopping. Otherwise registers the task to be woken.
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut queue = self.lock();
+        if std::mem::take(&mut queue.signalled) {
+            return Poll::Ready(());
+        }
+        match &mut queue.driver {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            driver => *driver = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
-    /// Moves up to `max` deliveries, oldest first, into `out`. If deliveries remain, the next
-    /// [`Inbox::ready`] returns at once.
+    /// Signals the driver again, so that it looks at what arrived while it could not act on
+    /// it (a takeover request while its own CONNECT was being decided).
+    pub(crate) fn wake_driver(&self) {
+        signal(self.lock());
+    }
+
+    /// Asks the connection for its session. Refused, and the reply handed back, when the
+    /// connection already answered one request or is closing.
+    pub(crate) fn request_takeover(&self, reply: TakeOver) -> Result<(), TakeOver> {
+        let mut queue = self.lock();
+        if !matches!(queue.takeover, Takeover::Open) {
+            return Err(reply);
+        }
+        queue.takeover = Takeover::Requested(reply);
+        signal(queue);
+        Ok(())
+    }
+
+    /// Ends takeovers: returns a request that is waiting, and refuses any later one.
+    pub(crate) fn end_takeovers(&self) -> Option<TakeOver> {
+        match std::mem::replace(&mut self.lock().takeover, Takeover::Ended) {
+            Takeover::Requested(reply) => Some(reply),
+            Takeover::Open | Takeover::Ended => None,
+        }
+    }
+
+    /// Tells the driver the broker is stopping.
+    pub(crate) fn shut_down(&self) {
+        let mut queue = self.lock();
+        queue.shutting_down = true;
+        signal(queue);
+    }
+
+    /// What the driver was signalled besides deliveries. A takeover request is taken only
+    /// when `may_take_over` (the connection owns its session); otherwise it keeps waiting.
+    pub(crate) fn signals(&self, may_take_over: bool) -> Signals {
+        let mut queue = self.lock();
+        let takeover = match &queue.takeover {
+            Takeover::Requested(_) if may_take_over => {
+                match std::mem::replace(&mut queue.takeover, Takeover::Ended) {
+                    Takeover::Requested(reply) => Some(reply),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        Signals {
+            shutting_down: queue.shutting_down,
+            takeover,
+        }
+    }
+
+    /// Moves up to `max` deliveries, oldest first, into `out`. If deliveries remain, the
+    /// driver stays signalled, so its next [`Inbox::poll_ready`] is ready at once.
     pub(crate) fn take(&self, max: usize, out: &mut Vec<Delivery>) {
         let mut queue = self.lock();
         let n = max.min(queue.deliveries.len());
         let was_full = queue.deliveries.len() >= self.capacity;
         out.extend(queue.deliveries.drain(..n));
-        let more = !queue.deliveries.is_empty();
-        if queue.deliveries.is_empty() && queue.deliveries.capacity() > SHRINK_ABOVE {
+        if !queue.deliveries.is_empty() {
+            // The driver is running: it polls again without being woken.
+            queue.signalled = true;
+        } else if queue.deliveries.capacity() > SHRINK_ABOVE {
             // A burst is over: give its memory back.
             queue.deliveries = VecDeque::new();
         }
         drop(queue);
-        if more {
-            self.ready.notify_one();
-        }
         if was_full && n > 0 {
             self.room.notify_waiters();
         }
@@ -141,6 +229,16 @@ impl Inbox {
         drop(queue);
         self.room.notify_waiters();
         rest
+    }
+}
+
+/// Marks the driver signalled and wakes it, outside the lock.
+fn signal(mut queue: MutexGuard<'_, Queue>) {
+    queue.signalled = true;
+    let driver = queue.driver.take();
+    drop(queue);
+    if let Some(driver) = driver {
+        driver.wake();
     }
 }
 
@@ -168,6 +266,10 @@ mod tests {
             subscription_ids: Vec::new(),
             received_at: Instant::now(),
         }
+    }
+
+    async fn ready(inbox: &Inbox) {
+        std::future::poll_fn(|cx| inbox.poll_ready(cx)).await;
     }
 
     fn payloads(v: &[Delivery]) -> Vec<u8> {
@@ -216,10 +318,10 @@ mod tests {
         };
         tokio::task::yield_now().await;
         let mut out = Vec::new();
-        inbox.ready().await;
+        ready(&inbox).await;
         inbox.take(8, &mut out);
         assert!(sender.await.unwrap(), "the waiting delivery was queued");
-        inbox.ready().await;
+        ready(&inbox).await;
         inbox.take(8, &mut out);
         assert_eq!(payloads(&out), [1, 2]);
     }
@@ -240,13 +342,58 @@ mod tests {
             inbox.try_send(delivery(n)).unwrap();
         }
         let mut out = Vec::new();
-        inbox.ready().await;
+        ready(&inbox).await;
         inbox.take(2, &mut out);
         // One remains: ready() must not wait for a new delivery.
-        tokio::time::timeout(Duration::from_millis(10), inbox.ready())
+        tokio::time::timeout(Duration::from_millis(10), ready(&inbox))
             .await
             .expect("woken for the remaining delivery");
         inbox.take(2, &mut out);
         assert_eq!(payloads(&out), [0, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_takeover_request_waits_until_the_driver_may_take_it() {
+        let inbox = Inbox::new(4);
+        let (reply, _answer) = tokio::sync::oneshot::channel();
+        inbox
+            .request_takeover(reply)
+            .expect("the first request is taken");
+        ready(&inbox).await;
+        // Still deciding its own CONNECT: the request keeps waiting.
+        assert!(inbox.signals(false).takeover.is_none());
+        assert!(inbox.signals(true).takeover.is_some());
+        // Answered once: a second request is refused.
+        let (again, _) = tokio::sync::oneshot::channel();
+        assert!(inbox.request_takeover(again).is_err());
+    }
+
+    #[test]
+    fn a_closing_connection_finds_the_request_and_refuses_later_ones() {
+        let inbox = Inbox::new(4);
+        let (reply, _answer) = tokio::sync::oneshot::channel();
+        inbox.request_takeover(reply).unwrap();
+        assert!(inbox.end_takeovers().is_some());
+        let (again, _) = tokio::sync::oneshot::channel();
+        assert!(inbox.request_takeover(again).is_err());
+        assert!(inbox.end_takeovers().is_none());
+    }
+
+    #[tokio::test]
+    async fn shutdown_wakes_a_waiting_driver() {
+        let inbox = Arc::new(Inbox::new(4));
+        let driver = {
+            let inbox = inbox.clone();
+            tokio::spawn(async move {
+                ready(&inbox).await;
+                inbox.signals(true).shutting_down
+            })
+        };
+        tokio::task::yield_now().await;
+        inbox.shut_down();
+        let woken = tokio::time::timeout(Duration::from_secs(5), driver)
+            .await
+            .expect("woken");
+        assert!(woken.unwrap(), "the driver saw the shutdown");
     }
 }

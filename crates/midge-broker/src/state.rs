@@ -40,8 +40,8 @@ pub(crate) enum SlotState {
     /// A connection owns the session; deliveries go to its inbox.
     Online {
         conn: u64,
+        /// Also where a connecting client with the same identifier asks for the session.
         inbox: Arc<Inbox>,
-        takeover: Option<oneshot::Sender<TakeOver>>,
     },
     /// The client is away; deliveries are queued in the session.
     Offline {
@@ -157,6 +157,8 @@ pub(crate) struct Shared {
     /// Becomes true when the broker stops: offline sessions' timers end then, so that a
     /// stopped broker never expires a session in a store a new broker has taken over.
     stopping: watch::Receiver<bool>,
+    /// Every open connection's inbox, by connection number: how shutdown reaches them.
+    connections: Mutex<HashMap<u64, Arc<Inbox>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -189,6 +191,42 @@ impl Shared {
             started: Instant::now(),
             next_conn: AtomicU64::new(1),
             stopping,
+            connections: Mutex::default(),
+        }
+    }
+
+    /// Registers an open connection's inbox, so that shutdown reaches it. Returns whether
+    /// the broker is already stopping.
+    pub(crate) fn register_connection(&self, conn: u64, inbox: &Arc<Inbox>) -> bool {
+        let mut connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        connections.insert(conn, inbox.clone());
+        // Read under the lock that `shut_down_connections` holds after setting it.
+        *self.stopping.borrow()
+    }
+
+    pub(crate) fn deregister_connection(&self, conn: u64) {
+        let mut connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        connections.remove(&conn);
+        if connections.is_empty() && connections.capacity() > 64 {
+            connections.shrink_to_fit();
+        }
+    }
+
+    /// Tells every open connection that the broker is stopping. Called after the stop
+    /// signal is set, so a connection registering later sees the signal instead.
+    pub(crate) fn shut_down_connections(&self) {
+        let connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for inbox in connections.values() {
+            inbox.shut_down();
         }
     }
 
@@ -665,7 +703,7 @@ impl Shared {
         session: Session,
         will: Option<(Will, u32)>,
         info: &ClientInfo,
-        takeover: Option<oneshot::Receiver<TakeOver>>,
+        inbox: &Inbox,
     ) {
         let now = Instant::now();
         let mut registry = self.registry();
@@ -676,11 +714,9 @@ impl Shared {
             // while holding the slot lock, so the request is already here.
             drop(state);
             drop(registry);
-            if let Some(mut rx) = takeover {
-                if let Ok(reply) = rx.try_recv() {
-                    self.hand_over(reply, Some(session), will, info.clone());
-                    return;
-                }
+            if let Some(reply) = inbox.end_takeovers() {
+                self.hand_over(reply, Some(session), will, info.clone());
+                return;
             }
             self.remove_subscriptions(&session);
             return;
