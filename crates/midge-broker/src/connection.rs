@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::hooks::{ClientInfo, ConnectRequest, DisconnectReason};
 use crate::inbox::Inbox;
-use crate::state::{Handover, Shared, Slot, SlotState, Sub, TakeOver};
+use crate::state::{Handover, Registered, Shared, Slot, SlotState, Sub, TakeOver};
 use crate::stats::add;
 
 /// Bytes gathered into one write before it is handed to the writer.
@@ -35,10 +35,10 @@ const READ_CHUNK: usize = 8 * 1024;
 struct Driver {
     shared: Arc<Shared>,
     conn: ServerConnection,
-    conn_id: u64,
-    peer: SocketAddr,
     over_limit: bool,
-    info: Option<ClientInfo>,
+    /// The client, once its CONNECT is accepted (`slot` is set then); before that only the
+    /// peer address is filled in.
+    info: ClientInfo,
     slot: Option<Arc<Slot>>,
     /// Deliveries, takeover requests and shutdown arrive here.
     inbox: Arc<Inbox>,
@@ -90,16 +90,19 @@ pub(crate) fn run(
     done: mpsc::Sender<()>,
 ) -> impl Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
-    let conn_id = shared.next_conn.fetch_add(1, Relaxed);
-    let conn = ServerConnection::new(shared.server_config.clone(), Instant::now(), conn_id);
+    let conn_number = shared.next_conn.fetch_add(1, Relaxed);
+    let conn = ServerConnection::new(shared.server_config.clone(), Instant::now(), conn_number);
     let inbox = Arc::new(Inbox::new(shared.config.limits.inbox_capacity));
     let mut d = Driver {
         shared,
         conn,
-        conn_id,
-        peer,
         over_limit,
-        info: None,
+        info: ClientInfo {
+            client_id: midge_codec::ByteStr::new(),
+            username: None,
+            version: midge_codec::ProtocolVersion::V5,
+            peer,
+        },
         slot: None,
         inbox,
         taken: Vec::new(),
@@ -110,11 +113,12 @@ pub(crate) fn run(
         counted: 0,
     };
     async move {
-        if d.shared.register_connection(d.conn_id, &d.inbox) {
+        let conn_id = d.conn.connection_number();
+        if d.shared.register_connection(conn_id, &d.inbox) {
             d.shut_down();
         }
         let unsent = d.drive(&stream).await;
-        d.shared.deregister_connection(d.conn_id);
+        d.shared.deregister_connection(conn_id);
         let close_timeout = Duration::from_millis(d.shared.config.limits.close_timeout_ms);
         let _ = tokio::time::timeout(close_timeout, Box::pin(d.close(stream, unsent))).await;
         d.shared.counters.connections.fetch_sub(1, Relaxed);
@@ -122,23 +126,38 @@ pub(crate) fn run(
     }
 }
 
-/// Frees a buffer's memory once it holds nothing, so that idle connections keep none.
-fn release_if_empty(buf: &mut BytesMut) {
-    if buf.is_empty() && buf.capacity() > 0 {
-        *buf = BytesMut::new();
+/// A connection's input and output buffers, allocated only while they hold bytes.
+#[derive(Default)]
+struct Buffers {
+    read: BytesMut,
+    write: BytesMut,
+}
+
+impl Buffers {
+    /// Frees the memory of a buffer that holds nothing. True when both are empty, so that the
+    /// whole box can go.
+    fn release_empty(&mut self) -> bool {
+        for buf in [&mut self.read, &mut self.write] {
+            if buf.is_empty() && buf.capacity() > 0 {
+                *buf = BytesMut::new();
+            }
+        }
+        self.read.is_empty() && self.write.is_empty()
     }
 }
 
 impl Driver {
     /// Serves the connection until it is closed. Returns output the socket did not take yet.
     async fn drive(&mut self, stream: &TcpStream) -> BytesMut {
-        let mut rbuf = BytesMut::new();
-        let mut wbuf = BytesMut::new();
+        // Both buffers live in one box that exists only while either holds bytes: an idle
+        // connection keeps one pointer instead of two empty buffers.
+        let mut io: Option<Box<Buffers>> = None;
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
         loop {
-            self.handle_events(&mut rbuf).await;
+            let bufs = io.get_or_insert_with(Box::default);
+            self.handle_events(&mut bufs.read).await;
             // Take deliveries only while the session's queue has room, so that the inbox holds
             // the rest and publishers wait for it, instead of the queue dropping what the
             // inbox accepted.
@@ -149,16 +168,20 @@ impl Driver {
             // Transmit: as many packets as fit into the write buffer, then one write for them
             // all. The socket usually takes them at once, which saves a wait.
             let now = Instant::now();
-            while wbuf.len() < MAX_WRITE && self.conn.poll_transmit(now, &mut wbuf) {}
+            while bufs.write.len() < MAX_WRITE && self.conn.poll_transmit(now, &mut bufs.write) {}
             self.sync_budget();
-            if !wbuf.is_empty() && self.write_some(stream, &mut wbuf).is_err() {
+            if !bufs.write.is_empty() && self.write_some(stream, &mut bufs.write).is_err() {
                 // The peer is gone: what it did not take is dropped with the connection.
-                wbuf = BytesMut::new();
+                bufs.write = BytesMut::new();
                 self.conn.connection_lost();
                 continue;
             }
-            release_if_empty(&mut wbuf);
-            if wbuf.is_empty() && rbuf.is_empty() {
+            // A peer that does not read its output is not read from either, once a full
+            // buffer of output waits for it.
+            let can_read = bufs.write.len() < MAX_WRITE;
+            let must_write = !bufs.write.is_empty();
+            if bufs.release_empty() {
+                io = None;
                 self.conn.release_idle_memory();
             }
             if self.conn.is_closed() {
@@ -171,10 +194,6 @@ impl Driver {
                 }
                 armed = deadline;
             }
-            // A peer that does not read its output is not read from either, once a full
-            // buffer of output waits for it.
-            let can_read = wbuf.len() < MAX_WRITE;
-            let must_write = !wbuf.is_empty();
             let woken = std::future::poll_fn(|cx| {
                 let mut woken = Woken::default();
                 if can_read {
@@ -205,23 +224,25 @@ impl Driver {
                 self.conn.connection_lost();
                 continue;
             }
-            if woken.writable && self.write_some(stream, &mut wbuf).is_err() {
-                wbuf = BytesMut::new();
-                self.conn.connection_lost();
-                continue;
-            }
-            if woken.readable {
-                rbuf.reserve(READ_CHUNK);
-                match stream.try_read_buf(&mut rbuf) {
-                    Ok(0) => self.conn.connection_lost(),
-                    Ok(n) => {
-                        add(&self.shared.counters.bytes_received, n as u64);
-                        self.conn.handle_bytes(Instant::now(), &mut rbuf);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => self.conn.connection_lost(),
+            if woken.writable || woken.readable {
+                let bufs = io.get_or_insert_with(Box::default);
+                if woken.writable && self.write_some(stream, &mut bufs.write).is_err() {
+                    bufs.write = BytesMut::new();
+                    self.conn.connection_lost();
+                    continue;
                 }
-                release_if_empty(&mut rbuf);
+                if woken.readable {
+                    bufs.read.reserve(READ_CHUNK);
+                    match stream.try_read_buf(&mut bufs.read) {
+                        Ok(0) => self.conn.connection_lost(),
+                        Ok(n) => {
+                            add(&self.shared.counters.bytes_received, n as u64);
+                            self.conn.handle_bytes(Instant::now(), &mut bufs.read);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => self.conn.connection_lost(),
+                    }
+                }
             }
             if woken.inbox {
                 self.on_signalled();
@@ -231,8 +252,9 @@ impl Driver {
                 self.conn.handle_timeout(Instant::now());
             }
         }
-        self.handle_events(&mut rbuf).await;
-        wbuf
+        let mut bufs = io.unwrap_or_default();
+        self.handle_events(&mut bufs.read).await;
+        bufs.write
     }
 
     /// Flushes what the connection still has (a DISCONNECT or a refusing CONNACK), closes the
@@ -252,6 +274,11 @@ impl Driver {
         let _ = stream.shutdown().await;
         let mut scratch = vec![0u8; 4096];
         while matches!(stream.read(&mut scratch).await, Ok(n) if n > 0) {}
+    }
+
+    /// The client, once its CONNECT is accepted.
+    fn client(&self) -> Option<&ClientInfo> {
+        self.slot.as_ref().map(|_| &self.info)
     }
 
     /// The inbox signalled: the broker is stopping, another connection asks for the session,
@@ -409,7 +436,7 @@ impl Driver {
         let shared = self.shared.clone();
         if self.over_limit {
             shared.counters.rejected_connections.fetch_add(1, Relaxed);
-            tracing::warn!(peer = %self.peer, "connection limit reached, refusing CONNECT");
+            tracing::warn!(peer = %self.info.peer, "connection limit reached, refusing CONNECT");
             return self.conn.reject(ReasonCode::SERVER_BUSY);
         }
         let request = ConnectRequest {
@@ -417,37 +444,27 @@ impl Driver {
             username: connect.username.as_ref().map(|u| u.as_str()),
             password: connect.password.as_deref(),
             version: connect.protocol,
-            peer: self.peer,
+            peer: self.info.peer,
             clean_start: connect.clean_start,
         };
         if let Err(code) = shared.hooks.authenticate(&request) {
             shared.counters.rejected_connections.fetch_add(1, Relaxed);
-            tracing::info!(peer = %self.peer, client_id = %client_id, code = code.0, "authentication refused");
+            tracing::info!(peer = %self.info.peer, client_id = %client_id, code = code.0, "authentication refused");
             return self.conn.reject(code);
         }
         let info = ClientInfo {
             client_id: client_id.clone(),
             username: connect.username.clone(),
             version: connect.protocol,
-            peer: self.peer,
+            peer: self.info.peer,
         };
         // Claim the client's slot: route new messages to our inbox from now on, and take the
         // session from its previous owner (offline, or a connection we take over).
         let (slot, mut existing, request) = loop {
-            let slot = shared
-                .registry()
-                .entry(client_id.clone())
-                .or_insert_with(|| {
-                    Arc::new(Slot {
-                        client_id: client_id.clone(),
-                        state: std::sync::Mutex::new(SlotState::Vacant),
-                        congested: Default::default(),
-                    })
-                })
-                .clone();
+            let slot = Registered::find_or_add(&mut shared.registry(), &client_id);
             let mut state = slot.lock();
             let online = SlotState::Online {
-                conn: self.conn_id,
+                conn: self.conn.connection_number(),
                 inbox: self.inbox.clone(),
             };
             match std::mem::replace(&mut *state, online) {
@@ -522,9 +539,9 @@ impl Driver {
         let present = session.is_some();
         self.conn.accept(Instant::now(), session);
         shared.counters.clients_connected.fetch_add(1, Relaxed);
-        tracing::debug!(client_id = %client_id, peer = %self.peer, version = ?connect.protocol, session_present = present, "client connected");
+        tracing::debug!(client_id = %client_id, peer = %self.info.peer, version = ?connect.protocol, session_present = present, "client connected");
         shared.hooks.on_connected(&info, present);
-        self.info = Some(info);
+        self.info = info;
         self.slot = Some(slot);
         self.accepted = true;
         // A takeover request that arrived while this CONNECT was decided waited for it.
@@ -546,7 +563,7 @@ impl Driver {
     ) -> Option<PendingPublish> {
         let shared = self.shared.clone();
         shared.counters.messages_received.fetch_add(1, Relaxed);
-        let info = self.info.as_ref()?;
+        let info = self.client()?;
         let qos = message.qos;
         let routed = match shared.hooks.authorize_publish(info, &message) {
             Err(code) => {
@@ -602,7 +619,7 @@ impl Driver {
         subscription_id: Option<midge_codec::SubscriptionId>,
     ) {
         let shared = self.shared.clone();
-        let (Some(info), Some(slot)) = (self.info.as_ref(), self.slot.as_ref()) else {
+        let (Some(info), Some(slot)) = (self.client(), self.slot.as_ref()) else {
             return;
         };
         let limits = shared.config.topic_limits();
@@ -694,7 +711,7 @@ impl Driver {
     }
 
     fn unsubscribe(&mut self, filters: &[midge_codec::ByteStr], codes: &[ReasonCode]) {
-        let Some(info) = self.info.as_ref() else {
+        let Some(info) = self.client() else {
             return;
         };
         let limits = self.shared.config.topic_limits();
@@ -716,8 +733,8 @@ impl Driver {
         if matches!(reason, ServerCloseReason::ProtocolViolation(_)) {
             shared.counters.protocol_errors.fetch_add(1, Relaxed);
         }
-        tracing::debug!(peer = %self.peer, ?reason, "connection closed");
-        let (Some(info), Some(slot)) = (self.info.clone(), self.slot.clone()) else {
+        tracing::debug!(peer = %self.info.peer, ?reason, "connection closed");
+        let (Some(info), Some(slot)) = (self.client().cloned(), self.slot.clone()) else {
             return;
         };
         shared.counters.clients_connected.fetch_sub(1, Relaxed);
@@ -749,7 +766,14 @@ impl Driver {
         let Some(session) = session else {
             return;
         };
-        shared.session_offline(&slot, self.conn_id, session, will, &info, &self.inbox);
+        shared.session_offline(
+            &slot,
+            self.conn.connection_number(),
+            session,
+            will,
+            &info,
+            &self.inbox,
+        );
     }
 }
 

@@ -1,8 +1,9 @@
 //! State shared by every task: the subscription index, the client registry, routing, and the
 //! lifecycle of offline sessions (expiry, delayed wills).
 
+use std::borrow::Borrow;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -84,6 +85,51 @@ impl Slot {
     }
 }
 
+/// A slot in the registry, hashed and compared by its client identifier: the entry is one
+/// pointer, where a map would keep a second copy of the identifier beside it.
+#[derive(Clone, Debug)]
+pub(crate) struct Registered(pub(crate) Arc<Slot>);
+
+impl Registered {
+    /// The slot of `client_id`, made vacant if the client has none.
+    // The key is hashed by the slot's client identifier, which never changes; the slot's
+    // interior mutability is its state, which the hash does not see.
+    #[allow(clippy::mutable_key_type)]
+    pub(crate) fn find_or_add(registry: &mut HashSet<Self>, client_id: &ByteStr) -> Arc<Slot> {
+        if let Some(Self(slot)) = registry.get(client_id) {
+            return slot.clone();
+        }
+        let slot = Arc::new(Slot {
+            client_id: client_id.clone(),
+            state: Mutex::new(SlotState::Vacant),
+            congested: AtomicBool::new(false),
+        });
+        registry.insert(Self(slot.clone()));
+        slot
+    }
+}
+
+impl PartialEq for Registered {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.client_id == other.0.client_id
+    }
+}
+
+impl Eq for Registered {}
+
+impl std::hash::Hash for Registered {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `ByteStr` hashes, so that lookups by `&ByteStr` find the entry.
+        self.0.client_id.hash(state);
+    }
+}
+
+impl Borrow<ByteStr> for Registered {
+    fn borrow(&self) -> &ByteStr {
+        &self.0.client_id
+    }
+}
+
 /// One subscription in the index, keyed by client identifier.
 #[derive(Clone, Debug)]
 pub(crate) struct Sub {
@@ -147,8 +193,9 @@ pub(crate) struct Shared {
     /// Read-mostly: every publish takes the read lock once; SUBSCRIBE and UNSUBSCRIBE take
     /// the write lock for one trie walk.
     pub(crate) index: RwLock<SubscriptionIndex<ByteStr, Sub>>,
-    /// Client identifier -> slot. Locked on CONNECT, close and expiry, never per publish.
-    pub(crate) registry: Mutex<HashMap<ByteStr, Arc<Slot>>>,
+    /// Every client's slot, found by client identifier. Locked on CONNECT, close and expiry,
+    /// never per publish.
+    pub(crate) registry: Mutex<HashSet<Registered>>,
     round_robin: [AtomicUsize; RR_SLOTS],
     random: AtomicU64,
     hasher: std::collections::hash_map::RandomState,
@@ -184,7 +231,7 @@ impl Shared {
             cluster,
             counters: Counters::default(),
             index: RwLock::new(SubscriptionIndex::new()),
-            registry: Mutex::new(HashMap::new()),
+            registry: Mutex::default(),
             round_robin: std::array::from_fn(|_| AtomicUsize::new(0)),
             random: AtomicU64::new(seed | 1),
             hasher: std::collections::hash_map::RandomState::new(),
@@ -230,7 +277,7 @@ impl Shared {
         }
     }
 
-    pub(crate) fn registry(&self) -> MutexGuard<'_, HashMap<ByteStr, Arc<Slot>>> {
+    pub(crate) fn registry(&self) -> MutexGuard<'_, HashSet<Registered>> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -788,7 +835,7 @@ impl Shared {
     pub(crate) fn save_offline_sessions(&self) {
         let now = Instant::now();
         let registry = self.registry();
-        for slot in registry.values() {
+        for Registered(slot) in registry.iter() {
             if let SlotState::Offline { session, .. } = &*slot.lock() {
                 self.save_session(&slot.client_id, session, now);
             }

@@ -5,7 +5,7 @@
 //! not use any if the maximum is 0 or absent ([MQTT-3.3.2-9], [MQTT-3.3.2-10]). Aliases last for
 //! one network connection ([MQTT-3.3.2-7]), so both tables are dropped on reconnect.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::num::NonZeroU16;
 
 use midge_codec::{ByteStr, Publish, ReasonCode};
@@ -14,7 +14,7 @@ use midge_codec::{ByteStr, Publish, ReasonCode};
 #[derive(Clone, Debug, Default)]
 pub struct InboundAliases {
     maximum: u16,
-    topics: HashMap<NonZeroU16, ByteStr>,
+    topics: BTreeMap<NonZeroU16, ByteStr>,
 }
 
 impl InboundAliases {
@@ -23,7 +23,7 @@ impl InboundAliases {
     pub fn new(maximum: u16) -> Self {
         Self {
             maximum,
-            topics: HashMap::new(),
+            topics: BTreeMap::new(),
         }
     }
 
@@ -75,7 +75,7 @@ pub enum OutboundTopic {
 #[derive(Clone, Debug, Default)]
 pub struct OutboundAliases {
     maximum: u16,
-    aliases: HashMap<ByteStr, NonZeroU16>,
+    aliases: BTreeMap<ByteStr, NonZeroU16>,
 }
 
 impl OutboundAliases {
@@ -83,7 +83,7 @@ impl OutboundAliases {
     pub fn new(maximum: u16) -> Self {
         Self {
             maximum,
-            aliases: HashMap::new(),
+            aliases: BTreeMap::new(),
         }
     }
 

@@ -4,11 +4,12 @@
 //! Order matters because a resumed session resends unacknowledged PUBLISH and PUBREL packets in
 //! their original order [MQTT-4.4.0-1]. Lookup by identifier matters because every
 //! acknowledgement names one. A `BTreeMap` keyed by a send sequence number gives the order, and
-//! a `HashMap` from identifier to sequence number gives the lookup; both shrink as packets are
-//! acknowledged, so a peer that never acknowledges one packet cannot make the store grow past
-//! the number of packets actually in flight.
+//! a second `BTreeMap` from identifier to sequence number gives the lookup (no hasher state, so an
+//! idle connection's store is smaller, and 16-bit keys need no protection from collisions);
+//! both shrink as packets are acknowledged, so a peer that never acknowledges one packet cannot
+//! make the store grow past the number of packets actually in flight.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use midge_codec::{PacketId, PubAck, ReasonCode};
 
@@ -27,7 +28,7 @@ pub(crate) fn qos2_answer(packet_id: PacketId, known: bool, v5: bool) -> PubAck 
 #[derive(Clone, Debug)]
 pub struct Inflight<T> {
     by_order: BTreeMap<u64, (PacketId, T)>,
-    by_id: HashMap<PacketId, u64>,
+    by_id: BTreeMap<PacketId, u64>,
     next_seq: u64,
     next_id: u16,
 }
@@ -36,7 +37,7 @@ impl<T> Default for Inflight<T> {
     fn default() -> Self {
         Self {
             by_order: BTreeMap::new(),
-            by_id: HashMap::new(),
+            by_id: BTreeMap::new(),
             next_seq: 0,
             next_id: 0,
         }

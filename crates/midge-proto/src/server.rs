@@ -211,7 +211,7 @@ pub struct ServerConnection {
     /// Inbound QoS 2 publishes reported and not yet acknowledged by the broker: a
     /// retransmission of one of these waits for the broker's answer instead of getting a PUBREC
     /// that might contradict it.
-    unacked_qos2: std::collections::HashSet<PacketId>,
+    unacked_qos2: std::collections::BTreeSet<PacketId>,
     transmit: VecDeque<Packet>,
     events: VecDeque<ServerEvent>,
     connected_at: Option<Instant>,
@@ -245,13 +245,18 @@ impl ServerConnection {
             client_maximum_packet_size: MAX_PACKET_SIZE,
             outbound_aliases: OutboundAliases::new(0),
             unacked_qos1: 0,
-            unacked_qos2: std::collections::HashSet::new(),
+            unacked_qos2: std::collections::BTreeSet::new(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             connected_at: None,
             early: VecDeque::new(),
             connection_number,
         }
+    }
+
+    /// The number this connection was made with ([`ServerConnection::new`]).
+    pub fn connection_number(&self) -> u64 {
+        self.connection_number
     }
 
     /// The protocol version of the connection (5.0 until CONNECT says otherwise).

@@ -5,7 +5,7 @@
 //! same client. [`Session::encode`] and [`Session::decode`] turn it into bytes and back, so a
 //! persistence layer can store it.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -131,7 +131,7 @@ pub struct Session {
     pub(crate) queue: VecDeque<Delivery>,
     pub(crate) queued_bytes: usize,
     /// QoS 2 identifiers received from the client whose PUBREL has not come yet.
-    pub(crate) incoming_qos2: HashSet<PacketId>,
+    pub(crate) incoming_qos2: BTreeSet<PacketId>,
     pub(crate) limits: QueueLimits,
     pub(crate) stats: SessionStats,
 }
@@ -146,7 +146,7 @@ impl Session {
             outgoing: Inflight::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
-            incoming_qos2: HashSet::new(),
+            incoming_qos2: BTreeSet::new(),
             limits,
             stats: SessionStats::default(),
         }
@@ -303,7 +303,7 @@ impl Session {
         for _ in 0..get_u32(b)? {
             queue.push_back(get_delivery(b, now)?);
         }
-        let mut incoming_qos2 = HashSet::new();
+        let mut incoming_qos2 = BTreeSet::new();
         for _ in 0..get_u32(b)? {
             incoming_qos2.insert(PacketId::new(get_u16(b)?)?);
         }
