@@ -14,7 +14,10 @@ use bytes::Bytes;
 use common::*;
 use midge_broker::codec::SubscriptionOptions;
 use midge_broker::{Broker, ClientInfo, Hooks};
-use midge_client::codec::{PayloadFormat, SubscriptionId, Will};
+use midge_client::codec::{
+    ConnAck, Packet, PacketId, PayloadFormat, PubAck, Publish, SubAck, Subscribe, SubscriptionId,
+    Will, MAX_PACKET_SIZE,
+};
 use midge_client::{
     ClientError, CloseReason, ConnectionEvent, Disconnect, Limits, ProtocolVersion, PublishOptions,
     QoS, ReasonCode, SubscribeOptions,
@@ -744,7 +747,6 @@ async fn connect_failures_follow_the_policy_and_will_is_sent() {
 /// password has no password field at all [MQTT-5:3.1.2-18] (the password flag is 0).
 #[tokio::test]
 async fn connect_carries_user_properties_and_a_user_name_without_password() {
-    use midge_client::codec::{Packet, MAX_PACKET_SIZE};
     use tokio::io::AsyncReadExt;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -944,102 +946,154 @@ async fn huge_queue_limits_are_clamped() {
     drop(client);
 }
 
-/// A message received on one connection and read by the application after a reconnect is
-/// not acknowledged on the new connection, where its packet identifier may name another
-/// message; the new connection's own message with that identifier is acknowledged when read.
-/// (A scripted broker on a raw socket, MQTT 3.1.1, session lost in between.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_acknowledgement_never_crosses_to_a_later_connection() {
-    use bytes::BytesMut;
-    use midge_client::codec::{Packet, PacketId, PubAck, Publish, SubAck, MAX_PACKET_SIZE};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
+/// A scripted broker on a raw socket, for brokers that misbehave or that must be watched
+/// packet by packet.
+struct Peer {
+    socket: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+    version: ProtocolVersion,
+}
 
-    const V: ProtocolVersion = ProtocolVersion::V3_1_1;
-    struct Peer(TcpStream, BytesMut);
-    impl Peer {
-        async fn next(&mut self, wait: Duration) -> Option<Packet> {
-            loop {
-                if let Some(p) = Packet::decode(&mut self.1, V, MAX_PACKET_SIZE).unwrap() {
-                    return Some(p);
-                }
-                match tokio::time::timeout(wait, self.0.read_buf(&mut self.1)).await {
-                    Ok(Ok(n)) if n > 0 => {}
-                    _ => return None,
-                }
-            }
-        }
-        async fn send(&mut self, packet: Packet) {
-            let mut out = BytesMut::new();
-            packet.encode(V, &mut out).unwrap();
-            self.0.write_all(&out).await.unwrap();
-        }
-        /// Answers CONNECT and the (re)subscription.
-        async fn handshake(&mut self) {
-            let connect = self.next(WAIT).await;
-            assert!(matches!(connect, Some(Packet::Connect(_))), "{connect:?}");
-            self.send(Packet::ConnAck(Box::default())).await;
-            let Some(Packet::Subscribe(sub)) = self.next(WAIT).await else {
-                panic!("expected SUBSCRIBE");
-            };
-            self.send(Packet::SubAck(SubAck {
-                packet_id: sub.packet_id,
-                reason_codes: vec![ReasonCode(1)],
-                properties: Default::default(),
-            }))
-            .await;
-        }
-        async fn publish(&mut self, payload: &'static str) {
-            self.send(Packet::Publish(Publish {
-                qos: QOS1,
-                topic: "acks/x".into(),
-                packet_id: PacketId::new(1),
-                payload: Bytes::from_static(payload.as_bytes()),
-                ..Publish::default()
-            }))
-            .await;
+impl Peer {
+    async fn accept(listener: &tokio::net::TcpListener, version: ProtocolVersion) -> Self {
+        Self {
+            socket: within("connect", listener.accept()).await.unwrap().0,
+            buf: bytes::BytesMut::new(),
+            version,
         }
     }
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// The next packet, or `None` if none comes within `wait` or the socket closes.
+    async fn next(&mut self, wait: Duration) -> Option<Packet> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(p) = Packet::decode(&mut self.buf, self.version, MAX_PACKET_SIZE).unwrap()
+            {
+                return Some(p);
+            }
+            match tokio::time::timeout(wait, self.socket.read_buf(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return None,
+            }
+        }
+    }
+
+    async fn send(&mut self, packet: Packet) {
+        use tokio::io::AsyncWriteExt;
+        let mut out = bytes::BytesMut::new();
+        packet.encode(self.version, &mut out).unwrap();
+        self.socket.write_all(&out).await.unwrap();
+    }
+
+    /// Reads CONNECT and accepts it.
+    async fn accept_connect(&mut self, session_present: bool) {
+        let connect = self.next(WAIT).await;
+        assert!(matches!(connect, Some(Packet::Connect(_))), "{connect:?}");
+        let mut connack = ConnAck::default();
+        connack.session_present = session_present;
+        self.send(Packet::ConnAck(Box::new(connack))).await;
+    }
+
+    /// Reads a SUBSCRIBE and grants it; returns it.
+    async fn grant_subscribe(&mut self) -> Subscribe {
+        let packet = self.next(WAIT).await;
+        let Some(Packet::Subscribe(sub)) = packet else {
+            panic!("expected SUBSCRIBE, got {packet:?}");
+        };
+        self.send(Packet::SubAck(SubAck {
+            packet_id: sub.packet_id,
+            reason_codes: vec![ReasonCode(1); sub.filters.len()],
+            properties: Default::default(),
+        }))
+        .await;
+        sub
+    }
+
+    async fn publish(&mut self, topic: &str, id: u16, payload: &'static str) {
+        self.publish_with(topic, id, payload, QOS1, &[]).await;
+    }
+
+    async fn publish_with(
+        &mut self,
+        topic: &str,
+        id: u16,
+        payload: &'static str,
+        qos: QoS,
+        subscription_ids: &[u32],
+    ) {
+        let mut properties = midge_client::codec::PublishProperties::default();
+        let ids: Vec<_> = subscription_ids
+            .iter()
+            .map(|&id| SubscriptionId::new(id).unwrap())
+            .collect();
+        properties.set_subscription_identifiers(&ids);
+        self.send(Packet::Publish(Publish {
+            qos,
+            topic: topic.to_owned().into(),
+            packet_id: PacketId::new(id),
+            payload: Bytes::from_static(payload.as_bytes()),
+            properties,
+            ..Publish::default()
+        }))
+        .await;
+    }
+}
+
+/// A message held back on one connection (its stream was full) and taken by the stream after
+/// a reconnect is not acknowledged on the new connection, where its packet identifier may
+/// name another message; the new connection's own message with that identifier is
+/// acknowledged when its stream takes it. (MQTT 3.1.1, session lost in between.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_never_crosses_to_a_later_connection() {
+    const V: ProtocolVersion = ProtocolVersion::V3_1_1;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let client = builder(addr, "acks").version(V).build().unwrap();
+    let mut limits = Limits::default();
+    limits.max_buffered_qos12 = 1;
+    let client = builder(addr, "acks")
+        .version(V)
+        .limits(limits)
+        .build()
+        .unwrap();
     let subscribing = {
         let client = client.clone();
         tokio::spawn(async move { client.subscribe("acks/#", sub(QOS1)).await })
     };
-    let mut first = Peer(
-        within("connect", listener.accept()).await.unwrap().0,
-        BytesMut::new(),
-    );
-    first.handshake().await;
+    let mut first = Peer::accept(&listener, V).await;
+    first.accept_connect(false).await;
+    first.grant_subscribe().await;
     let (_, mut stream) = subscribing.await.unwrap().unwrap();
-    first.publish("old").await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    drop(first); // cut before the application reads it
-
-    let mut second = Peer(
-        within("reconnect", listener.accept()).await.unwrap().0,
-        BytesMut::new(),
+    first.publish("acks/x", 1, "buffered").await;
+    first.publish("acks/x", 2, "old").await;
+    // The first fills the stream's buffer and is acknowledged; "old" is held back.
+    assert_eq!(
+        first.next(WAIT).await,
+        Some(Packet::PubAck(PubAck::new(PacketId::new(1).unwrap())))
     );
-    second.handshake().await;
-    second.publish("new").await;
-    // Let the client take "new" in first, so that its identifier is live when "old" is read.
+    drop(first); // cut before the application reads anything
+
+    let mut second = Peer::accept(&listener, V).await;
+    second.accept_connect(false).await;
+    second.grant_subscribe().await;
+    second.publish("acks/x", 2, "new").await;
+    // Let the client take "new" in (held back behind "old") before "old" moves on.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let old = within("the old message", stream.recv()).await.unwrap();
-    assert_eq!(old.payload(), "old");
-    drop(old);
+    let buffered = within("the buffered message", stream.recv()).await.unwrap();
+    assert_eq!(buffered.payload(), "buffered");
+    // "old" moves into the stream now; its acknowledgement belongs to the first connection.
     match second.next(Duration::from_millis(300)).await {
         None => {}
         Some(packet) => panic!("acknowledged on the wrong connection: {packet:?}"),
     }
-    let new = within("the new message", stream.recv()).await.unwrap();
-    assert_eq!(new.payload(), "new");
-    drop(new);
+    let old = within("the old message", stream.recv()).await.unwrap();
+    assert_eq!(old.payload(), "old");
+    // "new" moves into the stream, which acknowledges it on its own connection.
     assert_eq!(
         second.next(WAIT).await,
-        Some(Packet::PubAck(PubAck::new(PacketId::new(1).unwrap())))
+        Some(Packet::PubAck(PubAck::new(PacketId::new(2).unwrap())))
     );
+    let new = within("the new message", stream.recv()).await.unwrap();
+    assert_eq!(new.payload(), "new");
     drop(client);
 }
 
