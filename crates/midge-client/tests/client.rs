@@ -1139,3 +1139,327 @@ async fn a_refused_resubscription_ends_its_stream_and_is_reported() {
     client.disconnect(ReasonCode::SUCCESS).await;
     second.shutdown().await;
 }
+
+/// 3.1.1 has no Receive Maximum, so a resumed session's broker may send more unclaimed
+/// messages than the client holds (`receive_maximum`). Those beyond are never acknowledged:
+/// the broker keeps them and sends them again on the next connection, where they reach the
+/// stream. None is acknowledged before a stream has taken it, and the SUBACK that claims the
+/// held ones is read at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overflowing_held_messages_are_never_acknowledged_unseen() {
+    const V: ProtocolVersion = ProtocolVersion::V3_1_1;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut limits = Limits::default();
+    limits.receive_maximum = 2;
+    let client = builder(addr, "overflow")
+        .version(V)
+        .clean_start(false)
+        .limits(limits)
+        .build()
+        .unwrap();
+    let mut first = Peer::accept(&listener, V).await;
+    first.accept_connect(true).await;
+    for (id, payload) in [(1, "1"), (2, "2"), (3, "3"), (4, "4")] {
+        first.publish("held/x", id, payload).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let subscribing = {
+        let client = client.clone();
+        tokio::spawn(async move { client.subscribe("held/#", sub(QOS1)).await })
+    };
+    // Nothing was acknowledged before the application subscribed.
+    first.grant_subscribe().await;
+    let (_, mut stream) = within("SUBACK", subscribing).await.unwrap().unwrap();
+    for id in [1, 2] {
+        assert_eq!(
+            first.next(WAIT).await,
+            Some(Packet::PubAck(PubAck::new(PacketId::new(id).unwrap())))
+        );
+    }
+    match first.next(Duration::from_millis(300)).await {
+        None => {}
+        Some(packet) => panic!("an abandoned message was answered: {packet:?}"),
+    }
+    for payload in ["1", "2"] {
+        assert_eq!(within("held", stream.recv()).await.unwrap().payload(), payload);
+    }
+    assert_eq!(client.dropped_messages(), 2, "two abandoned");
+    // The next connection of the session brings them back.
+    drop(first);
+    let mut second = Peer::accept(&listener, V).await;
+    second.accept_connect(true).await;
+    for (id, payload) in [(3, "3"), (4, "4")] {
+        second.publish("held/x", id, payload).await;
+    }
+    for payload in ["3", "4"] {
+        assert_eq!(within("resent", stream.recv()).await.unwrap().payload(), payload);
+    }
+    for id in [3, 4] {
+        assert_eq!(
+            second.next(WAIT).await,
+            Some(Packet::PubAck(PubAck::new(PacketId::new(id).unwrap())))
+        );
+    }
+    drop(client);
+}
+
+/// Under 5.0 each subscribe call gets its own Subscription Identifier, and a broker that sends
+/// one copy per matching subscription ([MQTT-3.3.4-5]) delivers each copy to its own stream
+/// only; a single copy with both identifiers ([MQTT-3.3.4-4]) reaches each stream once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_subscriptions_deliver_each_message_once_per_stream() {
+    const V: ProtocolVersion = ProtocolVersion::V5;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = builder(addr, "overlap").build().unwrap();
+    let mut peer = Peer::accept(&listener, V).await;
+    peer.accept_connect(false).await;
+    within("connected", client.wait_connected()).await.unwrap();
+    let mut streams = Vec::new();
+    let mut ids = Vec::new();
+    for filter in ["o/#", "o/+"] {
+        let subscribing = {
+            let client = client.clone();
+            tokio::spawn(async move { client.subscribe(filter, sub(QOS2)).await })
+        };
+        let subscribe = peer.grant_subscribe().await;
+        let id = subscribe
+            .properties
+            .subscription_identifier
+            .expect("an identifier")
+            .get();
+        ids.push(id);
+        streams.push(within("SUBACK", subscribing).await.unwrap().unwrap().1);
+    }
+    assert_ne!(ids[0], ids[1]);
+    // One copy per subscription, QoS 2, each with its own identifier.
+    peer.publish_with("o/x", 1, "copies", QOS2, &[ids[0]]).await;
+    peer.publish_with("o/x", 2, "copies", QOS2, &[ids[1]]).await;
+    // One copy for both.
+    peer.publish_with("o/x", 3, "single", QOS1, &[ids[0], ids[1]])
+        .await;
+    for stream in &mut streams {
+        let first = within("copy", stream.recv()).await.unwrap();
+        assert_eq!(first.payload(), "copies");
+        let second = within("single", stream.recv()).await.unwrap();
+        assert_eq!(second.payload(), "single", "a copy arrived twice");
+    }
+    drop(client);
+}
+
+/// A stream nobody reads does not stall the others: its messages are acknowledged as it
+/// buffers them, so the broker's window stays open for a second stream and for a request's
+/// response. Read later, it has lost nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_stream_stalls_neither_other_streams_nor_requests() {
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let responder = builder(addr, "stall-responder").connect().await.unwrap();
+    let (_, mut requests) = responder.subscribe("svc/echo", sub(QOS1)).await.unwrap();
+    let answering = tokio::spawn({
+        let responder = responder.clone();
+        async move {
+            while let Some(request) = requests.recv().await {
+                let _ = responder.respond(&request, "pong", pubq(QOS1)).await;
+            }
+        }
+    });
+    let mut limits = Limits::default();
+    limits.receive_maximum = 5;
+    let client = builder(addr, "stall").limits(limits).connect().await.unwrap();
+    let (_, mut noisy) = client.subscribe("noisy/#", sub(QOS1)).await.unwrap();
+    let (_, mut quiet) = client.subscribe("quiet/#", sub(QOS1)).await.unwrap();
+    let publisher = builder(addr, "stall-publisher").connect().await.unwrap();
+    for n in 0..50 {
+        publisher
+            .publish("noisy/x", n.to_string(), pubq(QOS1))
+            .await
+            .unwrap();
+    }
+    publisher.publish("quiet/x", "through", pubq(QOS1)).await.unwrap();
+    let through = tokio::time::timeout(Duration::from_secs(5), quiet.recv())
+        .await
+        .expect("the quiet stream is stalled by the unread one")
+        .unwrap();
+    assert_eq!(through.payload(), "through");
+    let response = client
+        .request("svc/echo", "ping", pubq(QOS1), Duration::from_secs(5))
+        .await
+        .expect("a request while a stream is unread");
+    assert_eq!(response.payload(), "pong");
+    for n in 0..50 {
+        let m = within("noisy", noisy.recv()).await.unwrap();
+        assert_eq!(m.payload(), n.to_string().as_str());
+    }
+    assert_eq!(client.dropped_messages(), 0);
+    client.disconnect(ReasonCode::SUCCESS).await;
+    responder.disconnect(ReasonCode::SUCCESS).await;
+    answering.await.unwrap();
+    publisher.disconnect(ReasonCode::SUCCESS).await;
+    broker.shutdown().await;
+}
+
+/// A stream's buffer is bounded (`max_buffered_qos12`); beyond it the client holds messages
+/// back unacknowledged, and the broker's window then pauses the flow. Nothing is dropped:
+/// once read, every message arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_stream_holds_messages_back_and_loses_none() {
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let mut limits = Limits::default();
+    limits.receive_maximum = 3;
+    limits.max_buffered_qos12 = 2;
+    let client = builder(addr, "full").limits(limits).connect().await.unwrap();
+    let (_, mut stream) = client.subscribe("full/#", sub(QOS2)).await.unwrap();
+    let publisher = builder(addr, "full-publisher").connect().await.unwrap();
+    let mut handles = Vec::new();
+    for n in 0..30 {
+        let qos = if n % 2 == 0 { QOS1 } else { QOS2 };
+        handles.push(
+            publisher
+                .enqueue("full/x", n.to_string(), pubq(qos))
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for n in 0..30 {
+        let m = within("in order", stream.recv()).await.unwrap();
+        assert_eq!(m.payload(), n.to_string().as_str());
+    }
+    for handle in handles {
+        within("ack", handle).await.unwrap();
+    }
+    assert_eq!(client.dropped_messages(), 0);
+    client.disconnect(ReasonCode::SUCCESS).await;
+    publisher.disconnect(ReasonCode::SUCCESS).await;
+    broker.shutdown().await;
+}
+
+/// Dropping the last handle does not discard queued publishes: the driver keeps going (and
+/// reconnecting) for up to `linger`, sends them, then disconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_still_sends_the_queued_publishes() {
+    let broker = start_broker().await;
+    let watcher = builder(broker.local_addr(), "linger-watcher")
+        .connect()
+        .await
+        .unwrap();
+    let (_, mut seen) = watcher.subscribe("linger/#", sub(QOS1)).await.unwrap();
+    // The publisher is offline: its proxy leads nowhere yet.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let proxy = Proxy::start(dead_addr, 5).await;
+    let publisher = builder(proxy.addr, "linger")
+        .linger(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for n in 0..5 {
+        let qos = if n % 2 == 0 { QOS1 } else { QoS::AtMostOnce };
+        drop(publisher.try_publish(format!("linger/{n}"), "m", pubq(qos)).unwrap());
+    }
+    drop(publisher);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.retarget(broker.local_addr());
+    for n in 0..5 {
+        let m = within("a queued publish", seen.recv()).await.unwrap();
+        assert_eq!(m.topic(), format!("linger/{n}"));
+    }
+    watcher.disconnect(ReasonCode::SUCCESS).await;
+    broker.shutdown().await;
+}
+
+/// A QoS 2 publish the broker has acknowledged with PUBREC is with the broker: when the client
+/// closes before PUBCOMP, the outcome says so (`ReleasePending`), not `Closed`, so that the
+/// caller does not publish it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos2_publish_the_broker_received_reports_release_pending_on_close() {
+    const V: ProtocolVersion = ProtocolVersion::V5;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = builder(addr, "release").reconnect(None).build().unwrap();
+    let mut peer = Peer::accept(&listener, V).await;
+    peer.accept_connect(false).await;
+    within("connected", client.wait_connected()).await.unwrap();
+    let received = client.try_publish("r/x", "m", pubq(QOS2)).unwrap();
+    let unsent = client.try_publish("r/y", "m", pubq(QOS2)).unwrap();
+    let Some(Packet::Publish(first)) = peer.next(WAIT).await else {
+        panic!("expected PUBLISH");
+    };
+    let Some(Packet::Publish(_)) = peer.next(WAIT).await else {
+        panic!("expected PUBLISH");
+    };
+    let id = first.packet_id.unwrap();
+    peer.send(Packet::PubRec(PubAck::new(id))).await;
+    assert_eq!(peer.next(WAIT).await, Some(Packet::PubRel(PubAck::new(id))));
+    client.disconnect(ReasonCode::SUCCESS).await;
+    assert_eq!(within("outcome", received).await, Err(ClientError::ReleasePending));
+    assert_eq!(within("outcome", unsent).await, Err(ClientError::Closed));
+}
+
+/// Acknowledgements go out in the order the PUBLISHes arrived, whichever stream the
+/// application reads first [MQTT-4.6.0-2].
+// Conformance: [MQTT-5:4.6.0-2]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_follow_arrival_order_not_read_order() {
+    const V: ProtocolVersion = ProtocolVersion::V5;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = builder(addr, "order").build().unwrap();
+    let mut peer = Peer::accept(&listener, V).await;
+    peer.accept_connect(false).await;
+    let mut streams = Vec::new();
+    for filter in ["a/#", "b/#"] {
+        let subscribing = {
+            let client = client.clone();
+            tokio::spawn(async move { client.subscribe(filter, sub(QOS1)).await })
+        };
+        peer.grant_subscribe().await;
+        streams.push(within("SUBACK", subscribing).await.unwrap().unwrap().1);
+    }
+    peer.publish("a/x", 1, "a").await;
+    peer.publish("b/x", 2, "b").await;
+    // The application reads b first.
+    assert_eq!(within("b", streams[1].recv()).await.unwrap().payload(), "b");
+    assert_eq!(within("a", streams[0].recv()).await.unwrap().payload(), "a");
+    for id in [1, 2] {
+        assert_eq!(
+            peer.next(WAIT).await,
+            Some(Packet::PubAck(PubAck::new(PacketId::new(id).unwrap())))
+        );
+    }
+    drop(client);
+}
+
+/// A topic deeper than the 128 levels a broker refuses by default is still a valid topic:
+/// what the broker delivers is bounded by our Maximum Packet Size, and it reaches the stream
+/// instead of being acknowledged and dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_of_any_depth_is_delivered() {
+    const V: ProtocolVersion = ProtocolVersion::V5;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = builder(addr, "deep").build().unwrap();
+    let mut peer = Peer::accept(&listener, V).await;
+    peer.accept_connect(false).await;
+    let subscribing = {
+        let client = client.clone();
+        tokio::spawn(async move { client.subscribe("deep/#", sub(QOS1)).await })
+    };
+    let subscribe = peer.grant_subscribe().await;
+    let (_, mut stream) = within("SUBACK", subscribing).await.unwrap().unwrap();
+    let id = subscribe.properties.subscription_identifier.map(|i| i.get());
+    let topic = format!("deep{}", "/l".repeat(300));
+    peer.publish_with(&topic, 1, "deep", QOS1, &id.into_iter().collect::<Vec<_>>())
+        .await;
+    let m = within("the deep message", stream.recv()).await.unwrap();
+    assert_eq!(m.topic(), topic);
+    assert_eq!(
+        peer.next(WAIT).await,
+        Some(Packet::PubAck(PubAck::new(PacketId::new(1).unwrap())))
+    );
+    assert_eq!(client.dropped_messages(), 0);
+    drop(client);
+}
