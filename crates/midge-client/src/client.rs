@@ -165,8 +165,9 @@ struct Shared {
 }
 
 /// A handle to an MQTT client. Cheap to clone and usable from any task; all clones drive one
-/// connection through one driver task. When the last handle is dropped, the driver
-/// disconnects (reason 0) and ends.
+/// connection through one driver task. When the last handle is dropped, the driver sends
+/// the publishes already queued, for at most [`ClientBuilder::linger`], then disconnects
+/// (reason 0) and ends.
 ///
 /// ## Back-pressure
 ///
@@ -175,7 +176,8 @@ struct Shared {
 /// [`Client::enqueue`] wait for a free place; [`Client::try_publish`] fails at once with
 /// [`ClientError::QueueFull`]. Waiting never blocks the driver, so a publish from inside a
 /// message handler cannot deadlock: the driver keeps reading acknowledgements, which free
-/// places.
+/// places. (The one exception is 3.1.1 with a stream left full: see
+/// [`Limits::receive_maximum`].)
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
@@ -715,7 +717,12 @@ impl Client {
     /// that it lost our session.
     ///
     /// Cancel-safe: if dropped before it returns, the subscription is either never sent or
-    /// undone with UNSUBSCRIBE once its SUBACK arrives.
+    /// undone with UNSUBSCRIBE once its SUBACK arrives (messages it received meanwhile are
+    /// acknowledged and discarded, as for a dropped [`Subscription`]).
+    ///
+    /// Under 5.0, when the broker supports Subscription Identifiers and `options` sets none,
+    /// the client gives the filter one of its own (the same for every stream of the filter),
+    /// which routes the messages; see [`Subscription`].
     pub async fn subscribe(
         &self,
         filter: impl Into<String>,
@@ -735,8 +742,9 @@ impl Client {
     /// Unsubscribes from a topic filter; every [`Subscription`] of that filter ends. Returns
     /// the UNSUBACK reason code (always 0 in 3.1.1).
     ///
-    /// Not cancel-safe: once it has been polled, the UNSUBSCRIBE goes out even if this is
-    /// dropped; only the result is lost.
+    /// Not cancel-safe: once the request has reached the driver (at the first poll, unless
+    /// 64 requests are already waiting for it), the UNSUBSCRIBE goes out even if this is
+    /// dropped; only the result is lost. Dropped before that, nothing happens.
     pub async fn unsubscribe(&self, filter: impl Into<String>) -> Result<ReasonCode, ClientError> {
         let filter = ByteStr::from(filter.into());
         midge_topic::TopicFilter::new(filter.as_str())
@@ -747,11 +755,13 @@ impl Client {
 
     /// Disconnects with `reason` (5.0; use `DISCONNECT_WITH_WILL_MESSAGE` to have the broker
     /// publish the will), closes the connection and ends the client: pending publishes and
-    /// requests fail with [`ClientError::Closed`], subscriptions end. Returns once the
+    /// requests fail with [`ClientError::Closed`] (a QoS 2 publish the broker has received
+    /// with [`ClientError::ReleasePending`]), subscriptions end. Returns once the
     /// connection is closed; returns at once if the client is already closed.
     ///
-    /// Not cancel-safe: once it has been polled, the disconnect happens even if this is
-    /// dropped.
+    /// Not cancel-safe: once the request has reached the driver (at the first poll, unless
+    /// 64 requests are already waiting for it), the disconnect happens even if this is
+    /// dropped. Dropped before that, nothing happens.
     pub async fn disconnect(&self, reason: ReasonCode) {
         let (reply, rx) = oneshot::channel();
         if self
@@ -799,9 +809,12 @@ impl Client {
         }
     }
 
-    /// QoS 0 messages dropped because their subscription's buffer was full or because they
-    /// matched no subscription, and QoS 1 and 2 messages that no subscription claimed within
-    /// [`Limits::hold_unclaimed`](crate::Limits::hold_unclaimed).
+    /// Received messages that reached no stream: QoS 0 messages dropped because their
+    /// subscription's buffer was full or because they matched no subscription, and QoS 1
+    /// and 2 messages that matched no subscription: for one the application unsubscribed,
+    /// or of a resumed session and not claimed (see
+    /// [`Limits::hold_unclaimed`](crate::Limits::hold_unclaimed), which also says which of
+    /// them the broker sends again).
     pub fn dropped_messages(&self) -> u64 {
         self.shared.dropped.load(Relaxed)
     }

@@ -237,9 +237,8 @@ impl Driver {
         let Some(until) = self.linger_until else {
             return;
         };
-        let done = self.publishes_done
-            && self.proto.queued_messages() == 0
-            && self.waiters.is_empty();
+        let done =
+            self.publishes_done && self.proto.queued_messages() == 0 && self.waiters.is_empty();
         if !self.closing && (done || Instant::now() >= until) {
             self.linger_until = None;
             self.start_closing(ReasonCode::SUCCESS);
@@ -906,9 +905,9 @@ impl Driver {
         let Ok(topic) = TopicName::with_limits(message.topic(), &DEEP) else {
             return false;
         };
-        self.unsubscribed.iter().any(|f| {
-            TopicFilter::with_limits(f.as_str(), &DEEP).is_ok_and(|f| f.matches(&topic))
-        })
+        self.unsubscribed
+            .iter()
+            .any(|f| TopicFilter::with_limits(f.as_str(), &DEEP).is_ok_and(|f| f.matches(&topic)))
     }
 
     fn token(&self, packet_id: PacketId, qos: QoS) -> AckToken {
@@ -1042,8 +1041,8 @@ impl Driver {
             return;
         };
         for held in std::mem::take(&mut self.unclaimed) {
-            let matches =
-                TopicName::with_limits(held.message.topic(), &DEEP).is_ok_and(|t| filter.matches(&t));
+            let matches = TopicName::with_limits(held.message.topic(), &DEEP)
+                .is_ok_and(|t| filter.matches(&t));
             if matches {
                 self.deliver(&[index], held.message, held.token);
             } else {

@@ -967,8 +967,7 @@ impl Peer {
     async fn next(&mut self, wait: Duration) -> Option<Packet> {
         use tokio::io::AsyncReadExt;
         loop {
-            if let Some(p) = Packet::decode(&mut self.buf, self.version, MAX_PACKET_SIZE).unwrap()
-            {
+            if let Some(p) = Packet::decode(&mut self.buf, self.version, MAX_PACKET_SIZE).unwrap() {
                 return Some(p);
             }
             match tokio::time::timeout(wait, self.socket.read_buf(&mut self.buf)).await {
@@ -989,8 +988,10 @@ impl Peer {
     async fn accept_connect(&mut self, session_present: bool) {
         let connect = self.next(WAIT).await;
         assert!(matches!(connect, Some(Packet::Connect(_))), "{connect:?}");
-        let mut connack = ConnAck::default();
-        connack.session_present = session_present;
+        let connack = ConnAck {
+            session_present,
+            ..ConnAck::default()
+        };
         self.send(Packet::ConnAck(Box::new(connack))).await;
     }
 
@@ -1182,7 +1183,10 @@ async fn overflowing_held_messages_are_never_acknowledged_unseen() {
         Some(packet) => panic!("an abandoned message was answered: {packet:?}"),
     }
     for payload in ["1", "2"] {
-        assert_eq!(within("held", stream.recv()).await.unwrap().payload(), payload);
+        assert_eq!(
+            within("held", stream.recv()).await.unwrap().payload(),
+            payload
+        );
     }
     assert_eq!(client.dropped_messages(), 2, "two abandoned");
     // The next connection of the session brings them back.
@@ -1193,7 +1197,10 @@ async fn overflowing_held_messages_are_never_acknowledged_unseen() {
         second.publish("held/x", id, payload).await;
     }
     for payload in ["3", "4"] {
-        assert_eq!(within("resent", stream.recv()).await.unwrap().payload(), payload);
+        assert_eq!(
+            within("resent", stream.recv()).await.unwrap().payload(),
+            payload
+        );
     }
     for id in [3, 4] {
         assert_eq!(
@@ -1267,7 +1274,11 @@ async fn an_unread_stream_stalls_neither_other_streams_nor_requests() {
     });
     let mut limits = Limits::default();
     limits.receive_maximum = 5;
-    let client = builder(addr, "stall").limits(limits).connect().await.unwrap();
+    let client = builder(addr, "stall")
+        .limits(limits)
+        .connect()
+        .await
+        .unwrap();
     let (_, mut noisy) = client.subscribe("noisy/#", sub(QOS1)).await.unwrap();
     let (_, mut quiet) = client.subscribe("quiet/#", sub(QOS1)).await.unwrap();
     let publisher = builder(addr, "stall-publisher").connect().await.unwrap();
@@ -1277,7 +1288,10 @@ async fn an_unread_stream_stalls_neither_other_streams_nor_requests() {
             .await
             .unwrap();
     }
-    publisher.publish("quiet/x", "through", pubq(QOS1)).await.unwrap();
+    publisher
+        .publish("quiet/x", "through", pubq(QOS1))
+        .await
+        .unwrap();
     let through = tokio::time::timeout(Duration::from_secs(5), quiet.recv())
         .await
         .expect("the quiet stream is stalled by the unread one")
@@ -1310,7 +1324,11 @@ async fn a_full_stream_holds_messages_back_and_loses_none() {
     let mut limits = Limits::default();
     limits.receive_maximum = 3;
     limits.max_buffered_qos12 = 2;
-    let client = builder(addr, "full").limits(limits).connect().await.unwrap();
+    let client = builder(addr, "full")
+        .limits(limits)
+        .connect()
+        .await
+        .unwrap();
     let (_, mut stream) = client.subscribe("full/#", sub(QOS2)).await.unwrap();
     let publisher = builder(addr, "full-publisher").connect().await.unwrap();
     let mut handles = Vec::new();
@@ -1358,7 +1376,11 @@ async fn dropping_the_last_handle_still_sends_the_queued_publishes() {
         .unwrap();
     for n in 0..5 {
         let qos = if n % 2 == 0 { QOS1 } else { QoS::AtMostOnce };
-        drop(publisher.try_publish(format!("linger/{n}"), "m", pubq(qos)).unwrap());
+        drop(
+            publisher
+                .try_publish(format!("linger/{n}"), "m", pubq(qos))
+                .unwrap(),
+        );
     }
     drop(publisher);
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1395,7 +1417,10 @@ async fn a_qos2_publish_the_broker_received_reports_release_pending_on_close() {
     peer.send(Packet::PubRec(PubAck::new(id))).await;
     assert_eq!(peer.next(WAIT).await, Some(Packet::PubRel(PubAck::new(id))));
     client.disconnect(ReasonCode::SUCCESS).await;
-    assert_eq!(within("outcome", received).await, Err(ClientError::ReleasePending));
+    assert_eq!(
+        within("outcome", received).await,
+        Err(ClientError::ReleasePending)
+    );
     assert_eq!(within("outcome", unsent).await, Err(ClientError::Closed));
 }
 
@@ -1450,7 +1475,10 @@ async fn a_topic_of_any_depth_is_delivered() {
     };
     let subscribe = peer.grant_subscribe().await;
     let (_, mut stream) = within("SUBACK", subscribing).await.unwrap().unwrap();
-    let id = subscribe.properties.subscription_identifier.map(|i| i.get());
+    let id = subscribe
+        .properties
+        .subscription_identifier
+        .map(|i| i.get());
     let topic = format!("deep{}", "/l".repeat(300));
     peer.publish_with(&topic, 1, "deep", QOS1, &id.into_iter().collect::<Vec<_>>())
         .await;

@@ -539,7 +539,12 @@ fn lost_session_resubscribes_and_requeues_sent_publishes() {
 fn the_resubscription_keeps_each_subscription_identifier() {
     let t0 = Instant::now();
     let mut client = connected_client(persistent(V5), ConnAck::default(), t0);
-    let made = [("a/#", Some(7)), ("b/#", Some(9)), ("c/#", Some(7)), ("d/#", None)];
+    let made = [
+        ("a/#", Some(7)),
+        ("b/#", Some(9)),
+        ("c/#", Some(7)),
+        ("d/#", None),
+    ];
     for (filter, id) in made {
         let mut properties = SubscribeProperties::default();
         properties.subscription_identifier = id.and_then(SubscriptionId::new);
@@ -569,7 +574,9 @@ fn the_resubscription_keeps_each_subscription_identifier() {
         .into_iter()
         .filter_map(|p| match p {
             Packet::Subscribe(s) => Some((
-                s.properties.subscription_identifier.map(SubscriptionId::get),
+                s.properties
+                    .subscription_identifier
+                    .map(SubscriptionId::get),
                 s.filters
                     .iter()
                     .map(|(f, _)| f.as_str().to_owned())
@@ -1163,9 +1170,15 @@ fn manual_acks_answer_in_arrival_order_whatever_order_the_application_acknowledg
         // The last two first: nothing may go before 5 and 6.
         client.acknowledge(pid(8));
         client.acknowledge(pid(7));
-        assert!(client_tx(&mut client, t0, version).is_empty(), "{version:?}");
+        assert!(
+            client_tx(&mut client, t0, version).is_empty(),
+            "{version:?}"
+        );
         client.acknowledge(pid(6));
-        assert!(client_tx(&mut client, t0, version).is_empty(), "{version:?}");
+        assert!(
+            client_tx(&mut client, t0, version).is_empty(),
+            "{version:?}"
+        );
         client.acknowledge(pid(5));
         assert_eq!(
             client_tx(&mut client, t0, version),
