@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -82,31 +82,55 @@ pub(crate) struct PublishCommand {
     pub(crate) permit: OwnedSemaphorePermit,
 }
 
-/// What subscriptions tell the driver.
+/// What subscriptions tell the driver. The channel carries at most one message per received
+/// QoS 1/2 message (bounded by the broker's window), per stream read that frees room for held
+/// messages, and per stream dropped.
 pub(crate) enum Internal {
-    /// The application took the message with this packet identifier, received on the
-    /// connection with this number.
-    Ack(PacketId, u64),
+    /// Every stream a held QoS 1 or 2 message was meant for has taken it (or is gone): it may
+    /// be acknowledged.
+    Ack(AckKey),
     /// A subscription stream was dropped.
     Dropped(u64),
+    /// A subscription stream that the driver holds messages for has room again.
+    Room(u64),
 }
 
-/// Acknowledges a received QoS 1 or 2 message when the last copy of it has been handed to
-/// the application.
-#[derive(Debug)]
-pub(crate) struct AckOnDrop {
+/// Which received QoS 1 or 2 message an acknowledgement is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AckKey {
     pub(crate) packet_id: PacketId,
-    /// The connection the message came on: an acknowledgement is only sent on it, since on a
-    /// later connection the identifier may name a resent copy or another message.
+    pub(crate) qos2: bool,
+    /// The connection the message came on: a QoS 1 acknowledgement is only sent on it, since
+    /// on a later connection the identifier may name a resent copy or another message.
     pub(crate) connection: u64,
+    /// The session it came in: a QoS 2 acknowledgement holds across the connections of one
+    /// session (the broker resends the message, and PUBREC answers it then), never into a new
+    /// one.
+    pub(crate) session: u64,
+}
+
+/// Acknowledges a received QoS 1 or 2 message when the last stream that holds it back has
+/// taken it. Dropped without being disarmed, it acknowledges.
+#[derive(Debug)]
+pub(crate) struct AckToken {
+    pub(crate) key: AckKey,
+    pub(crate) armed: bool,
     pub(crate) internal: mpsc::UnboundedSender<Internal>,
 }
 
-impl Drop for AckOnDrop {
+impl AckToken {
+    /// Takes the key, so that dropping the token sends nothing.
+    pub(crate) fn disarm(mut self) -> AckKey {
+        self.armed = false;
+        self.key
+    }
+}
+
+impl Drop for AckToken {
     fn drop(&mut self) {
-        let _ = self
-            .internal
-            .send(Internal::Ack(self.packet_id, self.connection));
+        if self.armed {
+            let _ = self.internal.send(Internal::Ack(self.key));
+        }
     }
 }
 
@@ -114,7 +138,17 @@ impl Drop for AckOnDrop {
 #[derive(Debug)]
 pub(crate) struct Delivery {
     pub(crate) message: Message,
-    pub(crate) ack: Option<Arc<AckOnDrop>>,
+    /// QoS 1 or 2: counted in `StreamState::reliable`, else in `StreamState::qos0`.
+    pub(crate) reliable: bool,
+}
+
+/// What a subscription stream shares with the driver: how much it buffers, and whether the
+/// driver holds messages back until it has room.
+#[derive(Debug, Default)]
+pub(crate) struct StreamState {
+    pub(crate) qos0: AtomicU64,
+    pub(crate) reliable: AtomicU64,
+    pub(crate) waiting: std::sync::atomic::AtomicBool,
 }
 
 struct Shared {
@@ -131,8 +165,9 @@ struct Shared {
 }
 
 /// A handle to an MQTT client. Cheap to clone and usable from any task; all clones drive one
-/// connection through one driver task. When the last handle is dropped, the driver
-/// disconnects (reason 0) and ends.
+/// connection through one driver task. When the last handle is dropped, the driver sends
+/// the publishes already queued, for at most [`ClientBuilder::linger`], then disconnects
+/// (reason 0) and ends.
 ///
 /// ## Back-pressure
 ///
@@ -141,7 +176,8 @@ struct Shared {
 /// [`Client::enqueue`] wait for a free place; [`Client::try_publish`] fails at once with
 /// [`ClientError::QueueFull`]. Waiting never blocks the driver, so a publish from inside a
 /// message handler cannot deadlock: the driver keeps reading acknowledgements, which free
-/// places.
+/// places. (The one exception is 3.1.1 with a stream left full: see
+/// [`Limits::receive_maximum`].)
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
@@ -177,18 +213,40 @@ impl Future for PublishHandle {
 /// The messages of one subscription, in the order the broker sent them. Also a
 /// [`futures_core::Stream`].
 ///
-/// A QoS 1 or 2 message is acknowledged to the broker when this stream hands it out, so the
-/// broker's flow control (Receive Maximum, [`Limits::receive_maximum`]) paces a slow reader
-/// instead of memory growing. QoS 0 messages beyond [`Limits::max_buffered_qos0`] are dropped.
+/// ## Buffering and acknowledgement
+///
+/// The stream buffers up to [`Limits::max_buffered_qos12`] QoS 1 and 2 messages. A QoS 1 or 2
+/// message is acknowledged to the broker once every stream it is for has taken it into its
+/// buffer, and acknowledgements go out in the order the messages arrived [MQTT-4.6.0-2]
+/// [MQTT-4.6.0-3]. So a stream that is read slowly does not hold up the others until its
+/// buffer is full. When it is full, the client holds its further messages back,
+/// unacknowledged, until it is read: nothing is dropped, but the acknowledgements of later
+/// messages (for any stream) wait behind them, and once the broker's window
+/// ([`Limits::receive_maximum`]) is used up the broker sends no more QoS 1 or 2 messages
+/// until this stream is read. Read every stream you keep, or drop it.
+///
+/// QoS 0 messages beyond [`Limits::max_buffered_qos0`] are dropped (the newest) and counted
+/// in [`Client::dropped_messages`].
+///
+/// ## Overlapping subscriptions
+///
+/// Each received PUBLISH reaches each stream at most once. Under 5.0 the client gives every
+/// filter a Subscription Identifier (when the broker supports them and none was set in
+/// [`SubscribeOptions`]) and hands a message to the streams whose identifier it carries, so
+/// a broker that sends one copy per matching subscription delivers each to its own stream.
+/// Without identifiers (3.1.1, or a broker without them) a message goes to every stream whose
+/// filter matches it; a 3.1.1 broker may send one copy per matching subscription
+/// ([MQTT-3.3.5-1] allows it), and each copy then reaches every matching stream.
 ///
 /// The stream ends after [`Client::unsubscribe`] of its filter, or when the client closes.
-/// Dropping it removes it; when no other stream has its filter, the client unsubscribes.
+/// Dropping it removes it; when no other stream has its filter, the client unsubscribes;
+/// messages it buffered or that were held for it are acknowledged and discarded.
 #[derive(Debug)]
 pub struct Subscription {
     pub(crate) id: u64,
     pub(crate) filter: ByteStr,
     pub(crate) rx: mpsc::UnboundedReceiver<Delivery>,
-    pub(crate) qos0_buffered: Arc<AtomicU64>,
+    pub(crate) state: Arc<StreamState>,
     pub(crate) internal: mpsc::UnboundedSender<Internal>,
 }
 
@@ -208,11 +266,16 @@ impl Subscription {
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
         self.rx.poll_recv(cx).map(|delivery| {
             delivery.map(|d| {
-                if d.ack.is_none() {
-                    self.qos0_buffered.fetch_sub(1, Relaxed);
+                if d.reliable {
+                    // SeqCst with the driver's store of `waiting` and load of `reliable`: one
+                    // of the two sides sees the other, so room is never missed.
+                    self.state.reliable.fetch_sub(1, SeqCst);
+                    if self.state.waiting.swap(false, SeqCst) {
+                        let _ = self.internal.send(Internal::Room(self.id));
+                    }
+                } else {
+                    self.state.qos0.fetch_sub(1, Relaxed);
                 }
-                // Dropping the guard acknowledges the message once every subscription that
-                // got it has handed it out.
                 d.message
             })
         })
@@ -251,6 +314,7 @@ pub struct ClientBuilder {
     reconnect: Option<ReconnectPolicy>,
     connect_timeout: Duration,
     response_timeout: Duration,
+    linger: Duration,
     topic_aliases: bool,
 }
 
@@ -276,6 +340,7 @@ impl ClientBuilder {
             reconnect: Some(ReconnectPolicy::default()),
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(10),
+            linger: Duration::from_secs(5),
             topic_aliases: true,
         }
     }
@@ -385,6 +450,16 @@ impl ClientBuilder {
         self
     }
 
+    /// How long the driver keeps going after the last [`Client`] handle is dropped, to send
+    /// the publishes already queued and wait for their acknowledgements (also reconnecting,
+    /// per the policy, if the connection is down). It then disconnects (reason 0) and ends;
+    /// publishes still unfinished are lost. Default 5 s; zero disconnects at once.
+    #[must_use]
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
     /// Use topic aliases for outgoing messages when the broker allows them (default on).
     #[must_use]
     pub fn topic_aliases(mut self, on: bool) -> Self {
@@ -459,6 +534,8 @@ impl ClientBuilder {
             limits: self.limits,
             reconnect: self.reconnect,
             connect_timeout: self.connect_timeout,
+            linger: self.linger,
+            v5: self.version.is_v5(),
             publishes: publish_rx,
             commands: command_rx,
             events: events.clone(),
@@ -640,7 +717,12 @@ impl Client {
     /// that it lost our session.
     ///
     /// Cancel-safe: if dropped before it returns, the subscription is either never sent or
-    /// undone with UNSUBSCRIBE once its SUBACK arrives.
+    /// undone with UNSUBSCRIBE once its SUBACK arrives (messages it received meanwhile are
+    /// acknowledged and discarded, as for a dropped [`Subscription`]).
+    ///
+    /// Under 5.0, when the broker supports Subscription Identifiers and `options` sets none,
+    /// the client gives the filter one of its own (the same for every stream of the filter),
+    /// which routes the messages; see [`Subscription`].
     pub async fn subscribe(
         &self,
         filter: impl Into<String>,
@@ -660,8 +742,9 @@ impl Client {
     /// Unsubscribes from a topic filter; every [`Subscription`] of that filter ends. Returns
     /// the UNSUBACK reason code (always 0 in 3.1.1).
     ///
-    /// Not cancel-safe: once it has been polled, the UNSUBSCRIBE goes out even if this is
-    /// dropped; only the result is lost.
+    /// Not cancel-safe: once the request has reached the driver (at the first poll, unless
+    /// 64 requests are already waiting for it), the UNSUBSCRIBE goes out even if this is
+    /// dropped; only the result is lost. Dropped before that, nothing happens.
     pub async fn unsubscribe(&self, filter: impl Into<String>) -> Result<ReasonCode, ClientError> {
         let filter = ByteStr::from(filter.into());
         midge_topic::TopicFilter::new(filter.as_str())
@@ -672,11 +755,13 @@ impl Client {
 
     /// Disconnects with `reason` (5.0; use `DISCONNECT_WITH_WILL_MESSAGE` to have the broker
     /// publish the will), closes the connection and ends the client: pending publishes and
-    /// requests fail with [`ClientError::Closed`], subscriptions end. Returns once the
+    /// requests fail with [`ClientError::Closed`] (a QoS 2 publish the broker has received
+    /// with [`ClientError::ReleasePending`]), subscriptions end. Returns once the
     /// connection is closed; returns at once if the client is already closed.
     ///
-    /// Not cancel-safe: once it has been polled, the disconnect happens even if this is
-    /// dropped.
+    /// Not cancel-safe: once the request has reached the driver (at the first poll, unless
+    /// 64 requests are already waiting for it), the disconnect happens even if this is
+    /// dropped. Dropped before that, nothing happens.
     pub async fn disconnect(&self, reason: ReasonCode) {
         let (reply, rx) = oneshot::channel();
         if self
@@ -724,9 +809,12 @@ impl Client {
         }
     }
 
-    /// QoS 0 messages dropped because their subscription's buffer was full or because they
-    /// matched no subscription, and QoS 1 and 2 messages that no subscription claimed within
-    /// [`Limits::hold_unclaimed`](crate::Limits::hold_unclaimed).
+    /// Received messages that reached no stream: QoS 0 messages dropped because their
+    /// subscription's buffer was full or because they matched no subscription, and QoS 1
+    /// and 2 messages that matched no subscription: for one the application unsubscribed,
+    /// or of a resumed session and not claimed (see
+    /// [`Limits::hold_unclaimed`](crate::Limits::hold_unclaimed), which also says which of
+    /// them the broker sends again).
     pub fn dropped_messages(&self) -> u64 {
         self.shared.dropped.load(Relaxed)
     }

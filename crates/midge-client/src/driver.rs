@@ -3,12 +3,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use midge_codec::{ByteStr, PacketId, ReasonCode, SubscribeProperties, UnsubscribeProperties};
+use midge_codec::{
+    ByteStr, PacketId, QoS, ReasonCode, SubscribeProperties, SubscriptionId, UnsubscribeProperties,
+};
 use midge_proto::client::{CloseReason, Event};
 use midge_topic::{TopicFilter, TopicName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,7 +20,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use crate::client::{
-    AckOnDrop, Command, ConnectionEvent, Delivery, Internal, PublishCommand, State, Subscription,
+    AckKey, AckToken, Command, ConnectionEvent, Delivery, Internal, PublishCommand, State,
+    StreamState, Subscription,
 };
 use crate::error::{ClientError, Disconnect};
 use crate::message::Message;
@@ -32,6 +35,15 @@ const WRITE_HIGH_WATER: usize = 256 * 1024;
 const BATCH: usize = 256;
 /// How long the final DISCONNECT may take to write.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Filters unsubscribed on this connection that are remembered, so that messages the broker
+/// still delivers for them [MQTT-3.10.4-3] are recognised and not held for a stream.
+const UNSUBSCRIBED_MEMORY: usize = 64;
+/// The largest Subscription Identifier (a Variable Byte Integer, §3.8.2.1.2).
+const MAX_SUBSCRIPTION_ID: u32 = 268_435_455;
+
+/// Received topics are bounded by the packet size, not by a level count: a topic the broker
+/// delivered is never refused for its depth.
+const DEEP: midge_topic::Limits = midge_topic::Limits::DEFAULT.with_max_levels(usize::MAX);
 
 pub(crate) struct Setup {
     pub(crate) proto: midge_proto::client::Client,
@@ -40,6 +52,8 @@ pub(crate) struct Setup {
     pub(crate) limits: Limits,
     pub(crate) reconnect: Option<ReconnectPolicy>,
     pub(crate) connect_timeout: Duration,
+    pub(crate) linger: Duration,
+    pub(crate) v5: bool,
     pub(crate) publishes: mpsc::UnboundedReceiver<PublishCommand>,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) events: broadcast::Sender<ConnectionEvent>,
@@ -54,8 +68,20 @@ type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 struct Route {
     id: u64,
     filter: ByteStr,
+    /// The 5.0 Subscription Identifier of its filter, if it has one.
+    subscription_id: Option<u32>,
     tx: mpsc::UnboundedSender<Delivery>,
-    qos0_buffered: Arc<AtomicU64>,
+    state: Arc<StreamState>,
+    /// QoS 1/2 messages for this stream that did not fit in its buffer: unacknowledged until
+    /// they are moved in.
+    backlog: VecDeque<(Message, Arc<AckToken>)>,
+}
+
+/// A QoS 1/2 message that matched no stream, waiting for one.
+struct Unclaimed {
+    until: Instant,
+    message: Message,
+    token: AckToken,
 }
 
 struct PendingSubscribe {
@@ -84,6 +110,8 @@ pub(crate) struct Driver {
     limits: Limits,
     reconnect: Option<ReconnectPolicy>,
     connect_timeout: Duration,
+    linger: Duration,
+    v5: bool,
     publishes: mpsc::UnboundedReceiver<PublishCommand>,
     commands: mpsc::Receiver<Command>,
     internal_tx: mpsc::UnboundedSender<Internal>,
@@ -97,13 +125,27 @@ pub(crate) struct Driver {
     unsubscribing: HashMap<PacketId, (ByteStr, Option<Reply<ReasonCode>>)>,
     routes: Vec<Route>,
     next_route: u64,
-    /// QoS 1 and 2 messages that matched no subscription stream, for example those a resumed
-    /// session delivers before the application subscribes again: held unacknowledged until a
-    /// subscription that matches them is made. Held messages count against our Receive
-    /// Maximum, so the broker sends at most that many of them.
-    unclaimed: VecDeque<(Instant, Message, Arc<AckOnDrop>)>,
+    next_subscription_id: u32,
+    /// The broker of this connection takes Subscription Identifiers (5.0).
+    subscription_ids: bool,
+    /// QoS 1 and 2 messages of a resumed session that matched no subscription stream (its
+    /// backlog arrives before the application has subscribed again): held unacknowledged
+    /// until a subscription that matches them is made, at most `Limits::receive_maximum` of
+    /// them (see `route`).
+    unclaimed: VecDeque<Unclaimed>,
+    /// Filters the application unsubscribed from on this connection, newest last.
+    unsubscribed: VecDeque<ByteStr>,
     /// Number of the current connection, counted from 1.
     connection_number: u64,
+    /// Number of the current session on the broker's side: it changes with every CONNACK
+    /// without Session Present.
+    session_number: u64,
+    /// The current connection resumed a session.
+    session_resumed: bool,
+    /// Every handle is gone and publishes are still queued: they may go out until then.
+    linger_until: Option<Instant>,
+    /// The publish channel is closed and empty.
+    publishes_done: bool,
     /// Failed attempts in a row.
     attempt: u32,
     /// Set when the client is to close: by `disconnect`, or because every handle is gone.
@@ -124,6 +166,8 @@ impl Driver {
             limits: setup.limits,
             reconnect: setup.reconnect,
             connect_timeout: setup.connect_timeout,
+            linger: setup.linger,
+            v5: setup.v5,
             publishes: setup.publishes,
             commands: setup.commands,
             internal_tx,
@@ -137,8 +181,15 @@ impl Driver {
             unsubscribing: HashMap::new(),
             routes: Vec::new(),
             next_route: 0,
+            next_subscription_id: 1,
+            subscription_ids: false,
             unclaimed: VecDeque::new(),
+            unsubscribed: VecDeque::new(),
             connection_number: 0,
+            session_number: 0,
+            session_resumed: false,
+            linger_until: None,
+            publishes_done: false,
             attempt: 0,
             closing: false,
             handles_gone: false,
@@ -162,7 +213,36 @@ impl Driver {
     /// Whether another publish may be handed to the state machine: it holds QoS 0 messages
     /// until they are sent, so they are bounded here (QoS 1 and 2 by the handles' permits).
     fn accepts_publishes(&self) -> bool {
-        !self.handles_gone && self.proto.queued_messages() < self.limits.queued_publishes_bound()
+        !self.publishes_done
+            && !self.closing
+            && self.proto.queued_messages() < self.limits.queued_publishes_bound()
+    }
+
+    /// QoS 1/2 messages held back for full streams.
+    fn backlogged(&self) -> usize {
+        self.routes.iter().map(|r| r.backlog.len()).sum()
+    }
+
+    /// Whether to read from the socket. Under 5.0 the broker's window (our Receive Maximum)
+    /// bounds what it sends unacknowledged; 3.1.1 has no such limit, so the client stops
+    /// reading while `receive_maximum` messages are held back for full streams, and reads
+    /// again as the application reads them.
+    fn reads(&self) -> bool {
+        self.v5 || self.backlogged() < usize::from(self.limits.receive_maximum.max(1))
+    }
+
+    /// After the last handle is gone: closes once every queued publish is done, or when the
+    /// linger time is up.
+    fn check_linger(&mut self) {
+        let Some(until) = self.linger_until else {
+            return;
+        };
+        let done =
+            self.publishes_done && self.proto.queued_messages() == 0 && self.waiters.is_empty();
+        if !self.closing && (done || Instant::now() >= until) {
+            self.linger_until = None;
+            self.start_closing(ReasonCode::SUCCESS);
+        }
     }
 
     pub(crate) async fn run(mut self) {
@@ -219,9 +299,11 @@ impl Driver {
             tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, self.port)));
         tokio::pin!(connect);
         loop {
+            self.check_linger();
             if self.closing {
                 return None;
             }
+            let linger = self.linger_until;
             tokio::select! {
                 result = &mut connect => {
                     return Some(match result {
@@ -235,6 +317,7 @@ impl Driver {
                     self.publish_batch(publish)
                 }
                 Some(internal) = self.internal_rx.recv() => self.internal(internal),
+                () = sleep_until_some(linger) => {}
             }
             self.drain_events();
         }
@@ -245,9 +328,11 @@ impl Driver {
         let sleep = tokio::time::sleep_until(until);
         tokio::pin!(sleep);
         loop {
+            self.check_linger();
             if self.closing {
                 return false;
             }
+            let linger = self.linger_until;
             tokio::select! {
                 () = &mut sleep => return true,
                 command = self.commands.recv(), if !self.handles_gone => self.command(command),
@@ -255,6 +340,7 @@ impl Driver {
                     self.publish_batch(publish)
                 }
                 Some(internal) = self.internal_rx.recv() => self.internal(internal),
+                () = sleep_until_some(linger) => {}
             }
             self.drain_events();
         }
@@ -278,6 +364,7 @@ impl Driver {
         let mut armed = None;
         let ended = loop {
             self.drain_events();
+            self.check_linger();
             self.fill(&mut conn.tx);
             if let Some(reason) = self.closed.take() {
                 // Whatever the state machine queued last (DISCONNECT) goes out, briefly.
@@ -288,11 +375,14 @@ impl Driver {
                 .await;
                 break Ended::Mqtt(reason);
             }
-            let held = self.unclaimed.front().map(|(until, ..)| *until);
-            let deadline = match (self.proto.poll_timeout().map(Instant::from_std), held) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let deadline = [
+                self.proto.poll_timeout().map(Instant::from_std),
+                self.unclaimed.front().map(|held| held.until),
+                self.linger_until,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             if deadline != armed {
                 armed = deadline;
                 if let Some(at) = deadline {
@@ -312,7 +402,7 @@ impl Driver {
                     Ok(n) => conn.tx.advance(n),
                     Err(err) => break Ended::Io(err.kind()),
                 },
-                read = conn.read.read_buf(&mut conn.rx), if conn.tx.len() < WRITE_HIGH_WATER => match read {
+                read = conn.read.read_buf(&mut conn.rx), if conn.tx.len() < WRITE_HIGH_WATER && self.reads() => match read {
                     Ok(0) => break Ended::Io(io::ErrorKind::UnexpectedEof),
                     Ok(_) => self.proto.handle_bytes(std::time::Instant::now(), &mut conn.rx),
                     Err(err) => break Ended::Io(err.kind()),
@@ -347,6 +437,7 @@ impl Driver {
 
     fn publish_batch(&mut self, first: Option<PublishCommand>) {
         let Some(first) = first else {
+            self.publishes_done = true;
             self.handles_gone();
             return;
         };
@@ -381,10 +472,13 @@ impl Driver {
         }
     }
 
+    /// Every `Client` handle is gone: the publishes already queued still go out, for at most
+    /// the linger time, and then the client disconnects (reason 0).
     fn handles_gone(&mut self) {
         if !self.handles_gone {
             self.handles_gone = true;
-            self.start_closing(ReasonCode::SUCCESS);
+            self.linger_until = Some(Instant::now() + self.linger);
+            self.check_linger();
         }
     }
 
@@ -407,12 +501,13 @@ impl Driver {
                 reply,
             }) => self.subscribe(filter, options, reply),
             Some(Command::Unsubscribe { filter, reply }) => {
-                self.routes.retain(|r| r.filter != filter);
+                self.remove_routes(|r| r.filter == filter);
                 match self
                     .proto
                     .unsubscribe(vec![filter.clone()], UnsubscribeProperties::default())
                 {
                     Ok(id) => {
+                        self.remember_unsubscribed(filter.clone());
                         self.unsubscribing.insert(id, (filter, Some(reply)));
                     }
                     Err(err) => {
@@ -429,14 +524,63 @@ impl Driver {
         }
     }
 
+    fn remember_unsubscribed(&mut self, filter: ByteStr) {
+        if self.unsubscribed.len() == UNSUBSCRIBED_MEMORY {
+            self.unsubscribed.pop_front();
+        }
+        self.unsubscribed.push_back(filter);
+    }
+
+    /// Removes the routes `which` selects. Their streams end; the messages held back for
+    /// them are acknowledged (dropping their tokens), since the application gave them up.
+    fn remove_routes(&mut self, which: impl Fn(&Route) -> bool) {
+        self.routes.retain(|r| !which(r));
+    }
+
+    /// The Subscription Identifier for a new stream of `filter`: the one asked for; else,
+    /// under 5.0 with a broker that takes them, the one its filter has already (a SUBSCRIBE
+    /// replaces the subscription of the same filter [MQTT-3.8.4-3], identifier included) or a
+    /// fresh one.
+    fn subscription_id_for(
+        &mut self,
+        filter: &ByteStr,
+        asked: Option<SubscriptionId>,
+    ) -> Option<SubscriptionId> {
+        if asked.is_some() {
+            return asked;
+        }
+        if !(self.v5 && self.subscription_ids && self.proto.is_connected()) {
+            return None;
+        }
+        if let Some(id) = self
+            .routes
+            .iter()
+            .find(|r| r.filter == *filter)
+            .and_then(|r| r.subscription_id)
+        {
+            return SubscriptionId::new(id);
+        }
+        // Skip identifiers in use (set by the application); 2^28 - 1 of them never run out
+        // while streams are bounded by memory.
+        for _ in 0..=self.routes.len() {
+            let id = self.next_subscription_id;
+            self.next_subscription_id = if id >= MAX_SUBSCRIPTION_ID { 1 } else { id + 1 };
+            if !self.routes.iter().any(|r| r.subscription_id == Some(id)) {
+                return SubscriptionId::new(id);
+            }
+        }
+        None
+    }
+
     fn subscribe(
         &mut self,
         filter: ByteStr,
         options: crate::options::SubscribeOptions,
         reply: Reply<(ReasonCode, Subscription)>,
     ) {
+        let subscription_id = self.subscription_id_for(&filter, options.subscription_identifier);
         let mut properties = SubscribeProperties::default();
-        properties.subscription_identifier = options.subscription_identifier;
+        properties.subscription_identifier = subscription_id;
         let id = match self
             .proto
             .subscribe(vec![(filter.clone(), options.options)], properties)
@@ -447,23 +591,31 @@ impl Driver {
                 return;
             }
         };
+        self.unsubscribed.retain(|f| *f != filter);
+        let subscription_id = subscription_id.map(SubscriptionId::get);
+        // The broker replaces the subscription of this filter, identifier included.
+        for route in self.routes.iter_mut().filter(|r| r.filter == filter) {
+            route.subscription_id = subscription_id;
+        }
         // The route exists from now on, so that nothing sent right after SUBACK (retained
         // messages) is missed.
         let route_id = self.next_route;
         self.next_route += 1;
         let (tx, rx) = mpsc::unbounded_channel();
-        let qos0_buffered = Arc::new(AtomicU64::new(0));
+        let state = Arc::new(StreamState::default());
         self.routes.push(Route {
             id: route_id,
             filter: filter.clone(),
+            subscription_id,
             tx,
-            qos0_buffered: qos0_buffered.clone(),
+            state: state.clone(),
+            backlog: VecDeque::new(),
         });
         let subscription = Subscription {
             id: route_id,
             filter,
             rx,
-            qos0_buffered,
+            state,
             internal: self.internal_tx.clone(),
         };
         self.subscribing.insert(
@@ -485,15 +637,32 @@ impl Driver {
         }
     }
 
+    /// Whether an acknowledgement for `key` means the message it was taken for: a QoS 1
+    /// message only on its own connection (after a resumed session the broker sends it
+    /// again, and after a lost one its identifier may name another message), a QoS 2 message
+    /// within its session (the state machine answers the broker's retransmission).
+    fn current(&self, key: AckKey) -> bool {
+        if key.qos2 {
+            key.session == self.session_number
+        } else {
+            key.connection == self.connection_number
+        }
+    }
+
+    fn acknowledge(&mut self, key: AckKey) {
+        if self.current(key) {
+            self.proto.acknowledge(key.packet_id);
+        }
+    }
+
     fn one_internal(&mut self, internal: Internal) {
         match internal {
-            // A message from an earlier connection is not acknowledged on this one: after a
-            // resumed session the broker sends it again (and that copy is acknowledged), and
-            // after a lost session its identifier may name another message.
-            Internal::Ack(id, connection) if connection == self.connection_number => {
-                self.proto.acknowledge(id);
+            Internal::Ack(key) => self.acknowledge(key),
+            Internal::Room(route) => {
+                if let Some(index) = self.routes.iter().position(|r| r.id == route) {
+                    self.refill(index);
+                }
             }
-            Internal::Ack(..) => {}
             Internal::Dropped(route) => {
                 let Some(pos) = self.routes.iter().position(|r| r.id == route) else {
                     return;
@@ -507,9 +676,47 @@ impl Driver {
                     .proto
                     .unsubscribe(vec![filter.clone()], UnsubscribeProperties::default())
                 {
+                    self.remember_unsubscribed(filter.clone());
                     self.unsubscribing.insert(id, (filter, None));
                 }
             }
+        }
+    }
+
+    /// Moves held-back messages of route `index` into its stream while it has room.
+    fn refill(&mut self, index: usize) {
+        let bound = self.limits.max_buffered_qos12.max(1) as u64;
+        let Some(route) = self.routes.get_mut(index) else {
+            return;
+        };
+        let mut ready = Vec::new();
+        loop {
+            while route.state.reliable.load(SeqCst) < bound {
+                let Some((message, token)) = route.backlog.pop_front() else {
+                    break;
+                };
+                route.state.reliable.fetch_add(1, SeqCst);
+                let _ = route.tx.send(Delivery {
+                    message,
+                    reliable: true,
+                });
+                // The last stream that held it back has it now.
+                if let Ok(token) = Arc::try_unwrap(token) {
+                    ready.push(token.disarm());
+                }
+            }
+            if route.backlog.is_empty() {
+                break;
+            }
+            // Ask the stream to report room, then look again: a read between the check above
+            // and this store would otherwise go unnoticed.
+            route.state.waiting.store(true, SeqCst);
+            if route.state.reliable.load(SeqCst) >= bound {
+                break;
+            }
+        }
+        for key in ready {
+            self.acknowledge(key);
         }
     }
 
@@ -518,10 +725,17 @@ impl Driver {
             match event {
                 Event::Connected(connack) => {
                     self.attempt = 0;
+                    self.session_resumed = connack.session_present;
+                    if !connack.session_present {
+                        self.session_number += 1;
+                    }
+                    self.subscription_ids = connack
+                        .properties
+                        .subscription_identifiers_available
+                        .unwrap_or(true);
+                    self.unsubscribed.clear();
                     if connack.session_present {
-                        // The broker sends the held messages of the last connection again.
-                        // (With a lost session they stay: nobody else has them now.)
-                        self.unclaimed.clear();
+                        self.forget_resent();
                     }
                     // The event first: whoever sees the state change can rely on it.
                     self.emit(ConnectionEvent::Connected {
@@ -550,7 +764,7 @@ impl Driver {
                     reason_code,
                 } => {
                     // Its streams end (they return `None`), and the application hears why.
-                    self.routes.retain(|r| r.filter != filter);
+                    self.remove_routes(|r| r.filter == filter);
                     self.emit(ConnectionEvent::SubscriptionLost {
                         filter: filter.as_str().to_owned(),
                         reason_code,
@@ -577,6 +791,25 @@ impl Driver {
         }
     }
 
+    /// A resumed session: the broker sends again every QoS 1 message of earlier connections
+    /// that we did not acknowledge, so the copies still held from them go (the new copies
+    /// take their place). QoS 2 messages stay: the state machine does not report their
+    /// retransmissions again.
+    fn forget_resent(&mut self) {
+        let connection = self.connection_number;
+        let stale = |key: &AckKey| !key.qos2 && key.connection != connection;
+        for held in std::mem::take(&mut self.unclaimed) {
+            if stale(&held.token.key) {
+                let _ = held.token.disarm();
+            } else {
+                self.unclaimed.push_back(held);
+            }
+        }
+        for route in &mut self.routes {
+            route.backlog.retain(|(_, token)| !stale(&token.key));
+        }
+    }
+
     fn subscribed(&mut self, packet_id: PacketId, reason_codes: &[ReasonCode]) {
         // SUBACKs of the automatic resubscription have no pending request.
         let Some(pending) = self.subscribing.remove(&packet_id) else {
@@ -598,83 +831,198 @@ impl Driver {
             let _ = pending.reply.send(Ok((code, pending.subscription)));
         } else {
             let id = pending.subscription.id;
-            self.routes.retain(|r| r.id != id);
+            self.remove_routes(|r| r.id == id);
             let _ = pending.reply.send(Err(ClientError::Refused(code)));
         }
     }
 
-    /// Hands a received message to every subscription whose filter matches it. A QoS 1/2
-    /// message is acknowledged when the last of them has handed it out; one that matches no
-    /// subscription is held, unacknowledged, until a new subscription claims it or
-    /// `Limits::hold_unclaimed` passes.
+    /// Hands a received message to its streams: each received PUBLISH reaches each stream at
+    /// most once. Under 5.0 those whose Subscription Identifier it carries (see
+    /// [`Subscription`]); without identifiers, or when none is ours (a subscription of an
+    /// earlier process in a resumed session), every stream whose filter matches.
+    ///
+    /// A QoS 1/2 message is acknowledged once every one of its streams has taken it into its
+    /// buffer (a full stream holds it back until it is read); the state machine sends the
+    /// acknowledgements in arrival order [MQTT-4.6.0-2] [MQTT-4.6.0-3]. One that matches no
+    /// stream is never acknowledged unseen:
+    /// - in a session this client made, every subscription the broker has was made for a
+    ///   stream, so it is for one the application unsubscribed or dropped, which the broker
+    ///   may still deliver [MQTT-3.10.4-3]: acknowledged and counted as dropped;
+    /// - in a resumed session it may be backlog for a stream not made again yet: held,
+    ///   unacknowledged, until a subscription claims it. At most `Limits::receive_maximum`
+    ///   are held (only a 3.1.1 broker can send more): one beyond is abandoned, never
+    ///   acknowledged on this connection, so the broker keeps it and sends it again on the
+    ///   next connection of the session. One not claimed within `Limits::hold_unclaimed`
+    ///   (the application's choice, see there) is acknowledged, so that a subscription of
+    ///   the session that nobody reads cannot hold the broker's window shut. Both are counted
+    ///   as dropped.
     fn route(&mut self, message: midge_proto::Message, packet_id: Option<PacketId>) {
-        let ack = packet_id.map(|packet_id| {
-            Arc::new(AckOnDrop {
-                packet_id,
-                connection: self.connection_number,
-                internal: self.internal_tx.clone(),
-            })
-        });
-        let topic_text = message.topic.clone();
-        let Ok(topic) = TopicName::new(topic_text.as_str()) else {
-            self.dropped.fetch_add(1, Relaxed);
-            return;
-        };
+        let ids: Vec<u32> = message
+            .properties
+            .subscription_identifiers()
+            .map(SubscriptionId::get)
+            .collect();
         let message = Message::new(message);
-        let (mut matched, mut delivered) = (false, false);
-        for route in &self.routes {
-            if !TopicFilter::new(route.filter.as_str()).is_ok_and(|f| f.matches(&topic)) {
-                continue;
-            }
-            matched = true;
-            if ack.is_none() {
-                // QoS 0 has no flow control: a full buffer drops the newest.
-                if route.qos0_buffered.load(Relaxed) >= self.limits.max_buffered_qos0 as u64 {
-                    self.dropped.fetch_add(1, Relaxed);
-                    continue;
-                }
-                route.qos0_buffered.fetch_add(1, Relaxed);
-            }
-            let delivery = Delivery {
-                message: message.clone(),
-                ack: ack.clone(),
-            };
-            if route.tx.send(delivery).is_ok() {
-                delivered = true;
-            } else if ack.is_none() {
-                route.qos0_buffered.fetch_sub(1, Relaxed);
-            }
+        // Validated by the codec [MQTT-3.3.2-2]; only the depth is not limited here.
+        let Ok(topic) = TopicName::with_limits(message.topic(), &DEEP) else {
+            return self.unmatched(message, packet_id, false);
+        };
+        let matches = |r: &Route| {
+            TopicFilter::with_limits(r.filter.as_str(), &DEEP).is_ok_and(|f| f.matches(&topic))
+        };
+        let by_id = |r: &Route| r.subscription_id.is_some_and(|id| ids.contains(&id));
+        let without_id = |r: &Route| r.subscription_id.is_none();
+        let select: &dyn Fn(&Route) -> bool = if self.routes.iter().any(|r| matches(r) && by_id(r))
+        {
+            &by_id
+        } else if ids.is_empty() && self.routes.iter().any(|r| matches(r) && without_id(r)) {
+            // A copy without identifiers is for the subscriptions made without one.
+            &without_id
+        } else {
+            &|_| true
+        };
+        let targets: Vec<usize> = self
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches(r) && select(r))
+            .map(|(i, _)| i)
+            .collect();
+        if targets.is_empty() {
+            let unsubscribed = self.recently_unsubscribed(&message);
+            return self.unmatched(message, packet_id, unsubscribed);
         }
-        if delivered {
-            return;
-        }
-        match ack {
-            // Held for a subscription to claim it, for at most `Limits::hold_unclaimed`.
-            Some(ack) if self.unclaimed.len() < usize::from(self.limits.receive_maximum.max(1)) => {
-                self.unclaimed.push_back((
-                    Instant::now() + self.limits.hold_unclaimed,
-                    message,
-                    ack,
-                ));
-            }
-            // A QoS 0 message that found only full buffers was counted there.
-            None if matched => {}
-            // QoS 0 that matched nothing, or a broker that exceeds our Receive Maximum.
-            _ => {
-                self.dropped.fetch_add(1, Relaxed);
+        match packet_id {
+            None => self.deliver_qos0(&targets, &message),
+            Some(packet_id) => {
+                let token = self.token(packet_id, message.qos());
+                self.deliver(&targets, message, token);
             }
         }
     }
 
-    /// Gives up on held messages that no subscription claimed in time: they are acknowledged
-    /// and counted as dropped, so that messages nobody will ask for (late ones for a stream
-    /// just dropped, say) cannot hold the broker's window shut.
+    fn recently_unsubscribed(&self, message: &Message) -> bool {
+        let Ok(topic) = TopicName::with_limits(message.topic(), &DEEP) else {
+            return false;
+        };
+        self.unsubscribed
+            .iter()
+            .any(|f| TopicFilter::with_limits(f.as_str(), &DEEP).is_ok_and(|f| f.matches(&topic)))
+    }
+
+    fn token(&self, packet_id: PacketId, qos: QoS) -> AckToken {
+        AckToken {
+            key: AckKey {
+                packet_id,
+                qos2: qos == QoS::ExactlyOnce,
+                connection: self.connection_number,
+                session: self.session_number,
+            },
+            armed: true,
+            internal: self.internal_tx.clone(),
+        }
+    }
+
+    /// QoS 0 has no flow control: a full buffer drops the newest.
+    fn deliver_qos0(&self, targets: &[usize], message: &Message) {
+        for &index in targets {
+            let Some(route) = self.routes.get(index) else {
+                continue;
+            };
+            if route.state.qos0.load(Relaxed) >= self.limits.max_buffered_qos0 as u64 {
+                self.dropped.fetch_add(1, Relaxed);
+                continue;
+            }
+            route.state.qos0.fetch_add(1, Relaxed);
+            let delivery = Delivery {
+                message: message.clone(),
+                reliable: false,
+            };
+            if route.tx.send(delivery).is_err() {
+                route.state.qos0.fetch_sub(1, Relaxed);
+            }
+        }
+    }
+
+    /// Puts a QoS 1/2 message into the streams `targets`, holding it back for the full ones;
+    /// acknowledges it at once when none is full.
+    fn deliver(&mut self, targets: &[usize], message: Message, token: AckToken) {
+        let bound = self.limits.max_buffered_qos12.max(1) as u64;
+        let mut token = Some(token);
+        let mut shared: Option<Arc<AckToken>> = None;
+        let mut backlogged = Vec::new();
+        for &index in targets {
+            let Some(route) = self.routes.get_mut(index) else {
+                continue;
+            };
+            if route.backlog.is_empty() && route.state.reliable.load(SeqCst) < bound {
+                route.state.reliable.fetch_add(1, SeqCst);
+                // A stream dropped meanwhile gives it back; the application gave it up.
+                let _ = route.tx.send(Delivery {
+                    message: message.clone(),
+                    reliable: true,
+                });
+            } else {
+                let held = match (&shared, token.take()) {
+                    (Some(shared), _) => shared.clone(),
+                    (None, Some(token)) => shared.insert(Arc::new(token)).clone(),
+                    (None, None) => continue,
+                };
+                route.backlog.push_back((message.clone(), held));
+                backlogged.push(index);
+            }
+        }
+        if let Some(token) = token {
+            let key = token.disarm();
+            self.acknowledge(key);
+        }
+        drop(shared);
+        for index in backlogged {
+            self.refill(index);
+        }
+    }
+
+    /// A message for no stream (see `route`).
+    fn unmatched(&mut self, message: Message, packet_id: Option<PacketId>, unsubscribed: bool) {
+        let Some(packet_id) = packet_id else {
+            self.dropped.fetch_add(1, Relaxed);
+            return;
+        };
+        let token = self.token(packet_id, message.qos());
+        if !self.session_resumed || unsubscribed {
+            // The application gave its subscription up: dropping the token acknowledges it.
+            self.dropped.fetch_add(1, Relaxed);
+            return;
+        }
+        if self.unclaimed.len() >= usize::from(self.limits.receive_maximum.max(1)) {
+            self.abandon(token);
+            return;
+        }
+        let now = Instant::now();
+        let until = now
+            .checked_add(self.limits.hold_unclaimed)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
+        self.unclaimed.push_back(Unclaimed {
+            until,
+            message,
+            token,
+        });
+    }
+
+    /// Gives a message up unacknowledged: the broker keeps it in flight and sends it again on
+    /// the next connection of a resumed session.
+    fn abandon(&mut self, token: AckToken) {
+        let key = token.disarm();
+        if self.current(key) {
+            self.proto.abandon(key.packet_id);
+        }
+        self.dropped.fetch_add(1, Relaxed);
+    }
+
+    /// Gives up held messages that no subscription claimed in time (see `route`): dropping
+    /// their tokens acknowledges them.
     fn expire_unclaimed(&mut self, now: Instant) {
-        while self
-            .unclaimed
-            .front()
-            .is_some_and(|(until, ..)| *until <= now)
-        {
+        while self.unclaimed.front().is_some_and(|held| held.until <= now) {
             self.unclaimed.pop_front();
             self.dropped.fetch_add(1, Relaxed);
         }
@@ -685,24 +1033,20 @@ impl Driver {
         if self.unclaimed.is_empty() {
             return;
         }
-        let Some(route) = self.routes.iter().find(|r| r.id == route_id) else {
+        let Some(index) = self.routes.iter().position(|r| r.id == route_id) else {
             return;
         };
-        let Ok(filter) = TopicFilter::new(route.filter.as_str()) else {
+        let filter = self.routes[index].filter.clone();
+        let Ok(filter) = TopicFilter::with_limits(filter.as_str(), &DEEP) else {
             return;
         };
-        let held = std::mem::take(&mut self.unclaimed);
-        for (until, message, ack) in held {
-            let matches = TopicName::new(message.topic()).is_ok_and(|t| filter.matches(&t));
+        for held in std::mem::take(&mut self.unclaimed) {
+            let matches = TopicName::with_limits(held.message.topic(), &DEEP)
+                .is_ok_and(|t| filter.matches(&t));
             if matches {
-                let delivery = Delivery {
-                    message,
-                    ack: Some(ack),
-                };
-                // A closed stream gives the delivery back, dropping it acknowledges it.
-                let _ = route.tx.send(delivery);
+                self.deliver(&[index], held.message, held.token);
             } else {
-                self.unclaimed.push_back((until, message, ack));
+                self.unclaimed.push_back(held);
             }
         }
     }
@@ -711,8 +1055,15 @@ impl Driver {
     fn finish(mut self, reason: Option<Disconnect>) {
         self.emit(ConnectionEvent::Closed);
         self.state.send_replace(State::Closed(reason));
-        for (_, (reply, _)) in self.waiters.drain() {
-            let _ = reply.send(Err(ClientError::Closed));
+        for (packet_id, (reply, _)) in self.waiters.drain() {
+            // A QoS 2 message the broker acknowledged with PUBREC is with the broker: it must
+            // not be published again.
+            let error = if self.proto.is_awaiting_release(packet_id) {
+                ClientError::ReleasePending
+            } else {
+                ClientError::Closed
+            };
+            let _ = reply.send(Err(error));
         }
         for (_, pending) in self.subscribing.drain() {
             let _ = pending.reply.send(Err(ClientError::Closed));
@@ -723,6 +1074,7 @@ impl Driver {
             }
         }
         self.routes.clear();
+        self.unclaimed.clear();
         self.publishes.close();
         while let Ok(command) = self.publishes.try_recv() {
             let _ = command.reply.send(Err(ClientError::Closed));
@@ -766,4 +1118,12 @@ fn transient(code: ReasonCode) -> bool {
         ReasonCode::SERVER_MOVED,
     ]
     .contains(&code)
+}
+
+/// Sleeps until `at`, or forever when it is `None`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

@@ -16,6 +16,13 @@ pub enum ClientError {
     /// and not completed fail with this.
     #[error("the client is closed")]
     Closed,
+    /// The client closed while a QoS 2 publish waited for PUBCOMP, after the broker had
+    /// acknowledged receipt with PUBREC: the broker has the message, so do not publish it
+    /// again (that would duplicate it). With a resumed session the release completes on the
+    /// next connection; whether the broker forwards a message still unreleased depends on the
+    /// broker.
+    #[error("the client closed after the broker received the message (PUBREC), before PUBCOMP")]
+    ReleasePending,
     /// The broker answered with a failure reason code (0x80 or above) in PUBACK, PUBREC,
     /// SUBACK or UNSUBACK, or the client refused to send a message the broker's limits rule
     /// out (`QOS_NOT_SUPPORTED`, `RETAIN_NOT_SUPPORTED`, `PACKET_TOO_LARGE`).

@@ -21,28 +21,46 @@ pub struct Limits {
     /// above 60,000 count as 60,000, so that QoS 1/2 publishes never run out of packet
     /// identifiers (65,535, some kept for subscribe requests).
     pub max_queued_publishes: usize,
-    /// Received QoS 1 and 2 messages the application may hold before it has read them from
-    /// its [`Subscription`](crate::Subscription)s: sent as Receive Maximum (5.0). The client
-    /// acknowledges a message only once a subscription hands it out, so the broker never has
-    /// more than this many outstanding, and a slow reader slows the broker down instead of
-    /// growing memory. Default 100.
+    /// Received QoS 1 and 2 messages the client may hold unacknowledged: sent as Receive
+    /// Maximum (5.0), so the broker never has more than this many outstanding. A message is
+    /// acknowledged once its streams have taken it into their buffers
+    /// ([`Limits::max_buffered_qos12`]); messages held back for full streams, or waiting for a
+    /// stream in a resumed session, stay unacknowledged. 3.1.1 cannot announce it: there the
+    /// client stops reading from the socket while this many messages are held back for full
+    /// streams (acknowledgements of our own publishes then wait too, until the application
+    /// reads), and holds at most this many waiting for a stream. Default 100 (at least 1).
     pub receive_maximum: u16,
     /// QoS 0 messages each subscription buffers before it drops new ones (QoS 0 has no flow
     /// control). Dropped messages are counted in
     /// [`Client::dropped_messages`](crate::Client::dropped_messages). Default 1,000.
     pub max_buffered_qos0: usize,
+    /// QoS 1 and 2 messages each subscription stream buffers, acknowledged and not yet read.
+    /// Beyond it the client holds the stream's messages back unacknowledged until it is read,
+    /// which pauses the broker once its window is used up; see
+    /// [`Subscription`](crate::Subscription). Default 100 (at least 1).
+    pub max_buffered_qos12: usize,
     /// Largest packet the client accepts, sent as Maximum Packet Size (5.0) and enforced on
     /// every version. Default 1 MiB.
     pub max_packet_size: u32,
     /// Topic aliases the broker may use towards us (5.0). Default 16.
     pub topic_alias_maximum: u16,
-    /// How long a received QoS 1 or 2 message that matches no subscription is held,
-    /// unacknowledged and within `receive_maximum`, for a subscription to claim it: a resumed
-    /// session's backlog arrives before the application has subscribed again. After that it
-    /// is acknowledged and counted in
-    /// [`Client::dropped_messages`](crate::Client::dropped_messages), so that messages nobody
-    /// asks for (late ones for a stream just dropped) cannot hold the broker's window shut.
-    /// Default 10 s.
+    /// How long a received QoS 1 or 2 message of a resumed session that matches no
+    /// subscription is held, unacknowledged, for a subscription to claim it: the session's
+    /// backlog arrives before the application has subscribed again.
+    ///
+    /// - At most `receive_maximum` are held (only a 3.1.1 broker can send more). One beyond
+    ///   is abandoned: never acknowledged on this connection, so the broker keeps it and
+    ///   sends it again on the next connection of the session. It takes a place of the
+    ///   broker's window until then.
+    /// - One not claimed in time was sent for a subscription of the session that the
+    ///   application has not made again: it is acknowledged, so that such a subscription
+    ///   cannot hold the broker's window shut, and the message is lost. `Duration::MAX`
+    ///   never gives up instead: the message waits for a claim, and while unclaimed
+    ///   messages fill the window the broker sends no QoS 1 or 2 messages.
+    ///
+    /// Both are counted in [`Client::dropped_messages`](crate::Client::dropped_messages).
+    /// Messages for a subscription the application unsubscribed (or whose last stream it
+    /// dropped) are acknowledged at once and counted there too. Default 10 s.
     pub hold_unclaimed: Duration,
 }
 
@@ -62,6 +80,7 @@ impl Default for Limits {
             max_queued_publishes: 1000,
             receive_maximum: 100,
             max_buffered_qos0: 1000,
+            max_buffered_qos12: 100,
             max_packet_size: 1024 * 1024,
             topic_alias_maximum: 16,
             hold_unclaimed: Duration::from_secs(10),

@@ -14,7 +14,10 @@ use bytes::Bytes;
 use common::*;
 use midge_broker::codec::SubscriptionOptions;
 use midge_broker::{Broker, ClientInfo, Hooks};
-use midge_client::codec::{PayloadFormat, SubscriptionId, Will};
+use midge_client::codec::{
+    ConnAck, Packet, PacketId, PayloadFormat, PubAck, Publish, SubAck, Subscribe, SubscriptionId,
+    Will, MAX_PACKET_SIZE,
+};
 use midge_client::{
     ClientError, CloseReason, ConnectionEvent, Disconnect, Limits, ProtocolVersion, PublishOptions,
     QoS, ReasonCode, SubscribeOptions,
@@ -744,7 +747,6 @@ async fn connect_failures_follow_the_policy_and_will_is_sent() {
 /// password has no password field at all [MQTT-5:3.1.2-18] (the password flag is 0).
 #[tokio::test]
 async fn connect_carries_user_properties_and_a_user_name_without_password() {
-    use midge_client::codec::{Packet, MAX_PACKET_SIZE};
     use tokio::io::AsyncReadExt;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -944,102 +946,155 @@ async fn huge_queue_limits_are_clamped() {
     drop(client);
 }
 
-/// A message received on one connection and read by the application after a reconnect is
-/// not acknowledged on the new connection, where its packet identifier may name another
-/// message; the new connection's own message with that identifier is acknowledged when read.
-/// (A scripted broker on a raw socket, MQTT 3.1.1, session lost in between.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_acknowledgement_never_crosses_to_a_later_connection() {
-    use bytes::BytesMut;
-    use midge_client::codec::{Packet, PacketId, PubAck, Publish, SubAck, MAX_PACKET_SIZE};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
+/// A scripted broker on a raw socket, for brokers that misbehave or that must be watched
+/// packet by packet.
+struct Peer {
+    socket: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+    version: ProtocolVersion,
+}
 
-    const V: ProtocolVersion = ProtocolVersion::V3_1_1;
-    struct Peer(TcpStream, BytesMut);
-    impl Peer {
-        async fn next(&mut self, wait: Duration) -> Option<Packet> {
-            loop {
-                if let Some(p) = Packet::decode(&mut self.1, V, MAX_PACKET_SIZE).unwrap() {
-                    return Some(p);
-                }
-                match tokio::time::timeout(wait, self.0.read_buf(&mut self.1)).await {
-                    Ok(Ok(n)) if n > 0 => {}
-                    _ => return None,
-                }
-            }
-        }
-        async fn send(&mut self, packet: Packet) {
-            let mut out = BytesMut::new();
-            packet.encode(V, &mut out).unwrap();
-            self.0.write_all(&out).await.unwrap();
-        }
-        /// Answers CONNECT and the (re)subscription.
-        async fn handshake(&mut self) {
-            let connect = self.next(WAIT).await;
-            assert!(matches!(connect, Some(Packet::Connect(_))), "{connect:?}");
-            self.send(Packet::ConnAck(Box::default())).await;
-            let Some(Packet::Subscribe(sub)) = self.next(WAIT).await else {
-                panic!("expected SUBSCRIBE");
-            };
-            self.send(Packet::SubAck(SubAck {
-                packet_id: sub.packet_id,
-                reason_codes: vec![ReasonCode(1)],
-                properties: Default::default(),
-            }))
-            .await;
-        }
-        async fn publish(&mut self, payload: &'static str) {
-            self.send(Packet::Publish(Publish {
-                qos: QOS1,
-                topic: "acks/x".into(),
-                packet_id: PacketId::new(1),
-                payload: Bytes::from_static(payload.as_bytes()),
-                ..Publish::default()
-            }))
-            .await;
+impl Peer {
+    async fn accept(listener: &tokio::net::TcpListener, version: ProtocolVersion) -> Self {
+        Self {
+            socket: within("connect", listener.accept()).await.unwrap().0,
+            buf: bytes::BytesMut::new(),
+            version,
         }
     }
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// The next packet, or `None` if none comes within `wait` or the socket closes.
+    async fn next(&mut self, wait: Duration) -> Option<Packet> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(p) = Packet::decode(&mut self.buf, self.version, MAX_PACKET_SIZE).unwrap() {
+                return Some(p);
+            }
+            match tokio::time::timeout(wait, self.socket.read_buf(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return None,
+            }
+        }
+    }
+
+    async fn send(&mut self, packet: Packet) {
+        use tokio::io::AsyncWriteExt;
+        let mut out = bytes::BytesMut::new();
+        packet.encode(self.version, &mut out).unwrap();
+        self.socket.write_all(&out).await.unwrap();
+    }
+
+    /// Reads CONNECT and accepts it.
+    async fn accept_connect(&mut self, session_present: bool) {
+        let connect = self.next(WAIT).await;
+        assert!(matches!(connect, Some(Packet::Connect(_))), "{connect:?}");
+        let connack = ConnAck {
+            session_present,
+            ..ConnAck::default()
+        };
+        self.send(Packet::ConnAck(Box::new(connack))).await;
+    }
+
+    /// Reads a SUBSCRIBE and grants it; returns it.
+    async fn grant_subscribe(&mut self) -> Subscribe {
+        let packet = self.next(WAIT).await;
+        let Some(Packet::Subscribe(sub)) = packet else {
+            panic!("expected SUBSCRIBE, got {packet:?}");
+        };
+        self.send(Packet::SubAck(SubAck {
+            packet_id: sub.packet_id,
+            reason_codes: vec![ReasonCode(1); sub.filters.len()],
+            properties: Default::default(),
+        }))
+        .await;
+        sub
+    }
+
+    async fn publish(&mut self, topic: &str, id: u16, payload: &'static str) {
+        self.publish_with(topic, id, payload, QOS1, &[]).await;
+    }
+
+    async fn publish_with(
+        &mut self,
+        topic: &str,
+        id: u16,
+        payload: &'static str,
+        qos: QoS,
+        subscription_ids: &[u32],
+    ) {
+        let mut properties = midge_client::codec::PublishProperties::default();
+        let ids: Vec<_> = subscription_ids
+            .iter()
+            .map(|&id| SubscriptionId::new(id).unwrap())
+            .collect();
+        properties.set_subscription_identifiers(&ids);
+        self.send(Packet::Publish(Publish {
+            qos,
+            topic: topic.to_owned().into(),
+            packet_id: PacketId::new(id),
+            payload: Bytes::from_static(payload.as_bytes()),
+            properties,
+            ..Publish::default()
+        }))
+        .await;
+    }
+}
+
+/// A message held back on one connection (its stream was full) and taken by the stream after
+/// a reconnect is not acknowledged on the new connection, where its packet identifier may
+/// name another message; the new connection's own message with that identifier is
+/// acknowledged when its stream takes it. (MQTT 3.1.1, session lost in between.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_never_crosses_to_a_later_connection() {
+    const V: ProtocolVersion = ProtocolVersion::V3_1_1;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let client = builder(addr, "acks").version(V).build().unwrap();
+    let mut limits = Limits::default();
+    limits.max_buffered_qos12 = 1;
+    let client = builder(addr, "acks")
+        .version(V)
+        .limits(limits)
+        .build()
+        .unwrap();
     let subscribing = {
         let client = client.clone();
         tokio::spawn(async move { client.subscribe("acks/#", sub(QOS1)).await })
     };
-    let mut first = Peer(
-        within("connect", listener.accept()).await.unwrap().0,
-        BytesMut::new(),
-    );
-    first.handshake().await;
+    let mut first = Peer::accept(&listener, V).await;
+    first.accept_connect(false).await;
+    first.grant_subscribe().await;
     let (_, mut stream) = subscribing.await.unwrap().unwrap();
-    first.publish("old").await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    drop(first); // cut before the application reads it
-
-    let mut second = Peer(
-        within("reconnect", listener.accept()).await.unwrap().0,
-        BytesMut::new(),
+    first.publish("acks/x", 1, "buffered").await;
+    first.publish("acks/x", 2, "old").await;
+    // The first fills the stream's buffer and is acknowledged; "old" is held back.
+    assert_eq!(
+        first.next(WAIT).await,
+        Some(Packet::PubAck(PubAck::new(PacketId::new(1).unwrap())))
     );
-    second.handshake().await;
-    second.publish("new").await;
-    // Let the client take "new" in first, so that its identifier is live when "old" is read.
+    drop(first); // cut before the application reads anything
+
+    let mut second = Peer::accept(&listener, V).await;
+    second.accept_connect(false).await;
+    second.grant_subscribe().await;
+    second.publish("acks/x", 2, "new").await;
+    // Let the client take "new" in (held back behind "old") before "old" moves on.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let old = within("the old message", stream.recv()).await.unwrap();
-    assert_eq!(old.payload(), "old");
-    drop(old);
+    let buffered = within("the buffered message", stream.recv()).await.unwrap();
+    assert_eq!(buffered.payload(), "buffered");
+    // "old" moves into the stream now; its acknowledgement belongs to the first connection.
     match second.next(Duration::from_millis(300)).await {
         None => {}
         Some(packet) => panic!("acknowledged on the wrong connection: {packet:?}"),
     }
-    let new = within("the new message", stream.recv()).await.unwrap();
-    assert_eq!(new.payload(), "new");
-    drop(new);
+    let old = within("the old message", stream.recv()).await.unwrap();
+    assert_eq!(old.payload(), "old");
+    // "new" moves into the stream, which acknowledges it on its own connection.
     assert_eq!(
         second.next(WAIT).await,
-        Some(Packet::PubAck(PubAck::new(PacketId::new(1).unwrap())))
+        Some(Packet::PubAck(PubAck::new(PacketId::new(2).unwrap())))
     );
+    let new = within("the new message", stream.recv()).await.unwrap();
+    assert_eq!(new.payload(), "new");
     drop(client);
 }
 
@@ -1084,4 +1139,355 @@ async fn a_refused_resubscription_ends_its_stream_and_is_reported() {
     other.disconnect(ReasonCode::SUCCESS).await;
     client.disconnect(ReasonCode::SUCCESS).await;
     second.shutdown().await;
+}
+
+/// 3.1.1 has no Receive Maximum, so a resumed session's broker may send more unclaimed
+/// messages than the client holds (`receive_maximum`). Those beyond are never acknowledged:
+/// the broker keeps them and sends them again on the next connection, where they reach the
+/// stream. None is acknowledged before a stream has taken it, and the SUBACK that claims the
+/// held ones is read at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overflowing_held_messages_are_never_acknowledged_unseen() {
+    const V: ProtocolVersion = ProtocolVersion::V3_1_1;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut limits = Limits::default();
+    limits.receive_maximum = 2;
+    let client = builder(addr, "overflow")
+        .version(V)
+        .clean_start(false)
+        .limits(limits)
+        .build()
+        .unwrap();
+    let mut first = Peer::accept(&listener, V).await;
+    first.accept_connect(true).await;
+    for (id, payload) in [(1, "1"), (2, "2"), (3, "3"), (4, "4")] {
+        first.publish("held/x", id, payload).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let subscribing = {
+        let client = client.clone();
+        tokio::spawn(async move { client.subscribe("held/#", sub(QOS1)).await })
+    };
+    // Nothing was acknowledged before the application subscribed.
+    first.grant_subscribe().await;
+    let (_, mut stream) = within("SUBACK", subscribing).await.unwrap().unwrap();
+    for id in [1, 2] {
+        assert_eq!(
+            first.next(WAIT).await,
+            Some(Packet::PubAck(PubAck::new(PacketId::new(id).unwrap())))
+        );
+    }
+    match first.next(Duration::from_millis(300)).await {
+        None => {}
+        Some(packet) => panic!("an abandoned message was answered: {packet:?}"),
+    }
+    for payload in ["1", "2"] {
+        assert_eq!(
+            within("held", stream.recv()).await.unwrap().payload(),
+            payload
+        );
+    }
+    assert_eq!(client.dropped_messages(), 2, "two abandoned");
+    // The next connection of the session brings them back.
+    drop(first);
+    let mut second = Peer::accept(&listener, V).await;
+    second.accept_connect(true).await;
+    for (id, payload) in [(3, "3"), (4, "4")] {
+        second.publish("held/x", id, payload).await;
+    }
+    for payload in ["3", "4"] {
+        assert_eq!(
+            within("resent", stream.recv()).await.unwrap().payload(),
+            payload
+        );
+    }
+    for id in [3, 4] {
+        assert_eq!(
+            second.next(WAIT).await,
+            Some(Packet::PubAck(PubAck::new(PacketId::new(id).unwrap())))
+        );
+    }
+    drop(client);
+}
+
+/// Under 5.0 each subscribe call gets its own Subscription Identifier, and a broker that sends
+/// one copy per matching subscription ([MQTT-3.3.4-5]) delivers each copy to its own stream
+/// only; a single copy with both identifiers ([MQTT-3.3.4-4]) reaches each stream once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_subscriptions_deliver_each_message_once_per_stream() {
+    const V: ProtocolVersion = ProtocolVersion::V5;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = builder(addr, "overlap").build().unwrap();
+    let mut peer = Peer::accept(&listener, V).await;
+    peer.accept_connect(false).await;
+    within("connected", client.wait_connected()).await.unwrap();
+    let mut streams = Vec::new();
+    let mut ids = Vec::new();
+    for filter in ["o/#", "o/+"] {
+        let subscribing = {
+            let client = client.clone();
+            tokio::spawn(async move { client.subscribe(filter, sub(QOS2)).await })
+        };
+        let subscribe = peer.grant_subscribe().await;
+        let id = subscribe
+            .properties
+            .subscription_identifier
+            .expect("an identifier")
+            .get();
+        ids.push(id);
+        streams.push(within("SUBACK", subscribing).await.unwrap().unwrap().1);
+    }
+    assert_ne!(ids[0], ids[1]);
+    // One copy per subscription, QoS 2, each with its own identifier.
+    peer.publish_with("o/x", 1, "copies", QOS2, &[ids[0]]).await;
+    peer.publish_with("o/x", 2, "copies", QOS2, &[ids[1]]).await;
+    // One copy for both.
+    peer.publish_with("o/x", 3, "single", QOS1, &[ids[0], ids[1]])
+        .await;
+    for stream in &mut streams {
+        let first = within("copy", stream.recv()).await.unwrap();
+        assert_eq!(first.payload(), "copies");
+        let second = within("single", stream.recv()).await.unwrap();
+        assert_eq!(second.payload(), "single", "a copy arrived twice");
+    }
+    drop(client);
+}
+
+/// A stream nobody reads does not stall the others: its messages are acknowledged as it
+/// buffers them, so the broker's window stays open for a second stream and for a request's
+/// response. Read later, it has lost nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_stream_stalls_neither_other_streams_nor_requests() {
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let responder = builder(addr, "stall-responder").connect().await.unwrap();
+    let (_, mut requests) = responder.subscribe("svc/echo", sub(QOS1)).await.unwrap();
+    let answering = tokio::spawn({
+        let responder = responder.clone();
+        async move {
+            while let Some(request) = requests.recv().await {
+                let _ = responder.respond(&request, "pong", pubq(QOS1)).await;
+            }
+        }
+    });
+    let mut limits = Limits::default();
+    limits.receive_maximum = 5;
+    let client = builder(addr, "stall")
+        .limits(limits)
+        .connect()
+        .await
+        .unwrap();
+    let (_, mut noisy) = client.subscribe("noisy/#", sub(QOS1)).await.unwrap();
+    let (_, mut quiet) = client.subscribe("quiet/#", sub(QOS1)).await.unwrap();
+    let publisher = builder(addr, "stall-publisher").connect().await.unwrap();
+    for n in 0..50 {
+        publisher
+            .publish("noisy/x", n.to_string(), pubq(QOS1))
+            .await
+            .unwrap();
+    }
+    publisher
+        .publish("quiet/x", "through", pubq(QOS1))
+        .await
+        .unwrap();
+    let through = tokio::time::timeout(Duration::from_secs(5), quiet.recv())
+        .await
+        .expect("the quiet stream is stalled by the unread one")
+        .unwrap();
+    assert_eq!(through.payload(), "through");
+    let response = client
+        .request("svc/echo", "ping", pubq(QOS1), Duration::from_secs(5))
+        .await
+        .expect("a request while a stream is unread");
+    assert_eq!(response.payload(), "pong");
+    for n in 0..50 {
+        let m = within("noisy", noisy.recv()).await.unwrap();
+        assert_eq!(m.payload(), n.to_string().as_str());
+    }
+    assert_eq!(client.dropped_messages(), 0);
+    client.disconnect(ReasonCode::SUCCESS).await;
+    responder.disconnect(ReasonCode::SUCCESS).await;
+    answering.await.unwrap();
+    publisher.disconnect(ReasonCode::SUCCESS).await;
+    broker.shutdown().await;
+}
+
+/// A stream's buffer is bounded (`max_buffered_qos12`); beyond it the client holds messages
+/// back unacknowledged, and the broker's window then pauses the flow. Nothing is dropped:
+/// once read, every message arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_stream_holds_messages_back_and_loses_none() {
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let mut limits = Limits::default();
+    limits.receive_maximum = 3;
+    limits.max_buffered_qos12 = 2;
+    let client = builder(addr, "full")
+        .limits(limits)
+        .connect()
+        .await
+        .unwrap();
+    let (_, mut stream) = client.subscribe("full/#", sub(QOS2)).await.unwrap();
+    let publisher = builder(addr, "full-publisher").connect().await.unwrap();
+    let mut handles = Vec::new();
+    for n in 0..30 {
+        let qos = if n % 2 == 0 { QOS1 } else { QOS2 };
+        handles.push(
+            publisher
+                .enqueue("full/x", n.to_string(), pubq(qos))
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for n in 0..30 {
+        let m = within("in order", stream.recv()).await.unwrap();
+        assert_eq!(m.payload(), n.to_string().as_str());
+    }
+    for handle in handles {
+        within("ack", handle).await.unwrap();
+    }
+    assert_eq!(client.dropped_messages(), 0);
+    client.disconnect(ReasonCode::SUCCESS).await;
+    publisher.disconnect(ReasonCode::SUCCESS).await;
+    broker.shutdown().await;
+}
+
+/// Dropping the last handle does not discard queued publishes: the driver keeps going (and
+/// reconnecting) for up to `linger`, sends them, then disconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_still_sends_the_queued_publishes() {
+    let broker = start_broker().await;
+    let watcher = builder(broker.local_addr(), "linger-watcher")
+        .connect()
+        .await
+        .unwrap();
+    let (_, mut seen) = watcher.subscribe("linger/#", sub(QOS1)).await.unwrap();
+    // The publisher is offline: its proxy leads nowhere yet.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let proxy = Proxy::start(dead_addr, 5).await;
+    let publisher = builder(proxy.addr, "linger")
+        .linger(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for n in 0..5 {
+        let qos = if n % 2 == 0 { QOS1 } else { QoS::AtMostOnce };
+        drop(
+            publisher
+                .try_publish(format!("linger/{n}"), "m", pubq(qos))
+                .unwrap(),
+        );
+    }
+    drop(publisher);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.retarget(broker.local_addr());
+    for n in 0..5 {
+        let m = within("a queued publish", seen.recv()).await.unwrap();
+        assert_eq!(m.topic(), format!("linger/{n}"));
+    }
+    watcher.disconnect(ReasonCode::SUCCESS).await;
+    broker.shutdown().await;
+}
+
+/// A QoS 2 publish the broker has acknowledged with PUBREC is with the broker: when the client
+/// closes before PUBCOMP, the outcome says so (`ReleasePending`), not `Closed`, so that the
+/// caller does not publish it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos2_publish_the_broker_received_reports_release_pending_on_close() {
+    const V: ProtocolVersion = ProtocolVersion::V5;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = builder(addr, "release").reconnect(None).build().unwrap();
+    let mut peer = Peer::accept(&listener, V).await;
+    peer.accept_connect(false).await;
+    within("connected", client.wait_connected()).await.unwrap();
+    let received = client.try_publish("r/x", "m", pubq(QOS2)).unwrap();
+    let unsent = client.try_publish("r/y", "m", pubq(QOS2)).unwrap();
+    let Some(Packet::Publish(first)) = peer.next(WAIT).await else {
+        panic!("expected PUBLISH");
+    };
+    let Some(Packet::Publish(_)) = peer.next(WAIT).await else {
+        panic!("expected PUBLISH");
+    };
+    let id = first.packet_id.unwrap();
+    peer.send(Packet::PubRec(PubAck::new(id))).await;
+    assert_eq!(peer.next(WAIT).await, Some(Packet::PubRel(PubAck::new(id))));
+    client.disconnect(ReasonCode::SUCCESS).await;
+    assert_eq!(
+        within("outcome", received).await,
+        Err(ClientError::ReleasePending)
+    );
+    assert_eq!(within("outcome", unsent).await, Err(ClientError::Closed));
+}
+
+/// Acknowledgements go out in the order the PUBLISHes arrived, whichever stream the
+/// application reads first [MQTT-4.6.0-2].
+// Conformance: [MQTT-5:4.6.0-2]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_follow_arrival_order_not_read_order() {
+    const V: ProtocolVersion = ProtocolVersion::V5;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = builder(addr, "order").build().unwrap();
+    let mut peer = Peer::accept(&listener, V).await;
+    peer.accept_connect(false).await;
+    let mut streams = Vec::new();
+    for filter in ["a/#", "b/#"] {
+        let subscribing = {
+            let client = client.clone();
+            tokio::spawn(async move { client.subscribe(filter, sub(QOS1)).await })
+        };
+        peer.grant_subscribe().await;
+        streams.push(within("SUBACK", subscribing).await.unwrap().unwrap().1);
+    }
+    peer.publish("a/x", 1, "a").await;
+    peer.publish("b/x", 2, "b").await;
+    // The application reads b first.
+    assert_eq!(within("b", streams[1].recv()).await.unwrap().payload(), "b");
+    assert_eq!(within("a", streams[0].recv()).await.unwrap().payload(), "a");
+    for id in [1, 2] {
+        assert_eq!(
+            peer.next(WAIT).await,
+            Some(Packet::PubAck(PubAck::new(PacketId::new(id).unwrap())))
+        );
+    }
+    drop(client);
+}
+
+/// A topic deeper than the 128 levels a broker refuses by default is still a valid topic:
+/// what the broker delivers is bounded by our Maximum Packet Size, and it reaches the stream
+/// instead of being acknowledged and dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_of_any_depth_is_delivered() {
+    const V: ProtocolVersion = ProtocolVersion::V5;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = builder(addr, "deep").build().unwrap();
+    let mut peer = Peer::accept(&listener, V).await;
+    peer.accept_connect(false).await;
+    let subscribing = {
+        let client = client.clone();
+        tokio::spawn(async move { client.subscribe("deep/#", sub(QOS1)).await })
+    };
+    let subscribe = peer.grant_subscribe().await;
+    let (_, mut stream) = within("SUBACK", subscribing).await.unwrap().unwrap();
+    let id = subscribe
+        .properties
+        .subscription_identifier
+        .map(|i| i.get());
+    let topic = format!("deep{}", "/l".repeat(300));
+    peer.publish_with(&topic, 1, "deep", QOS1, &id.into_iter().collect::<Vec<_>>())
+        .await;
+    let m = within("the deep message", stream.recv()).await.unwrap();
+    assert_eq!(m.topic(), topic);
+    assert_eq!(
+        peer.next(WAIT).await,
+        Some(Packet::PubAck(PubAck::new(PacketId::new(1).unwrap())))
+    );
+    assert_eq!(client.dropped_messages(), 0);
+    drop(client);
 }

@@ -11,8 +11,8 @@ use bytes::BytesMut;
 use midge_codec::{
     ByteStr, ConnAck, Connect, ConnectProperties, DecodeError, Disconnect, EncodeError, Packet,
     PacketId, ProtocolVersion, PubAck, Publish, QoS, ReasonCode, SubAck, Subscribe,
-    SubscribeProperties, SubscriptionOptions, UnsubAck, Unsubscribe, UnsubscribeProperties, Will,
-    MAX_PACKET_SIZE,
+    SubscribeProperties, SubscriptionId, SubscriptionOptions, UnsubAck, Unsubscribe,
+    UnsubscribeProperties, Will, MAX_PACKET_SIZE,
 };
 use midge_topic::TopicFilter;
 
@@ -329,8 +329,18 @@ pub struct Client {
     /// With manual acks: QoS 1 identifiers of this connection reported to the application and
     /// not yet acknowledged by it.
     qos1_unacknowledged: HashSet<PacketId>,
-    /// Acknowledged subscriptions, for resubscribing when the server loses the session.
-    subscriptions: BTreeMap<ByteStr, SubscriptionOptions>,
+    /// With manual acks: QoS 2 identifiers the application gave up with [`Client::abandon`]:
+    /// never answered, so the server still counts them and resends them on a resumed
+    /// session, where they are reported again.
+    qos2_abandoned: HashSet<PacketId>,
+    /// With manual acks: the QoS 1 and 2 PUBLISHes of this connection still to be answered
+    /// (PUBACK or PUBREC), in the order they arrived, and whether the application has
+    /// acknowledged each. Answers go out from the front only, so that they keep that order
+    /// whatever order the application acknowledges in [MQTT-4.6.0-2] [MQTT-4.6.0-3].
+    answer_order: VecDeque<(PacketId, QoS, bool)>,
+    /// Acknowledged subscriptions and their Subscription Identifiers, for resubscribing when
+    /// the server loses the session.
+    subscriptions: BTreeMap<ByteStr, (SubscriptionOptions, Option<SubscriptionId>)>,
     // Connection state.
     server: ServerLimits,
     keepalive: ClientKeepAlive,
@@ -353,6 +363,8 @@ impl Client {
             incoming_qos2: HashSet::new(),
             qos2_unacknowledged: HashSet::new(),
             qos1_unacknowledged: HashSet::new(),
+            qos2_abandoned: HashSet::new(),
+            answer_order: VecDeque::new(),
             subscriptions: BTreeMap::new(),
             server: ServerLimits::default(),
             keepalive: ClientKeepAlive::new(Duration::ZERO, config.response_timeout, now),
@@ -381,6 +393,8 @@ impl Client {
         // The server resends every QoS 1 message we did not acknowledge on a resumed session,
         // and forgets them otherwise: acknowledgements from the old connection mean nothing.
         self.qos1_unacknowledged.clear();
+        // Answers are owed per connection: the server resends what it still needs answered.
+        self.answer_order.clear();
         let connect = self.connect_packet();
         self.transmit.push_back(Packet::Connect(Box::new(connect)));
         self.state = State::Connecting {
@@ -698,6 +712,7 @@ impl Client {
     fn restart_session(&mut self) {
         self.incoming_qos2.clear();
         self.qos2_unacknowledged.clear();
+        self.qos2_abandoned.clear();
         self.unacknowledged = 0;
         let mut resend = Vec::new();
         let mut completed = Vec::new();
@@ -736,21 +751,30 @@ impl Client {
             self.pending.push_front(Pending::Identified(*id));
         }
         if self.config.resubscribe && !self.subscriptions.is_empty() {
-            let filters: Vec<_> = self
-                .subscriptions
-                .iter()
-                .map(|(f, o)| (f.clone(), *o))
-                .collect();
-            // Identifiers are only exhausted with 65,535 requests in flight; then the
-            // application's own requests are already queued and will be resent.
-            let id = self.request(Outgoing::Subscribe {
-                filters,
-                properties: SubscribeProperties::default(),
-            });
-            // `request` sends it at once when connected; send it exactly once either way.
-            if let (Ok(id), false) = (id, self.state == State::Connected) {
-                if let Some(packet) = self.outgoing.get(id).and_then(|r| request_packet(id, r)) {
-                    self.transmit.push_back(packet);
+            // A SUBSCRIBE carries at most one Subscription Identifier, for all its filters
+            // (§3.8.2.1.2): one SUBSCRIBE per identifier keeps each subscription's own.
+            let mut groups: BTreeMap<Option<SubscriptionId>, Vec<_>> = BTreeMap::new();
+            for (filter, (options, id)) in &self.subscriptions {
+                groups
+                    .entry(*id)
+                    .or_default()
+                    .push((filter.clone(), *options));
+            }
+            for (subscription_identifier, filters) in groups {
+                let mut properties = SubscribeProperties::default();
+                properties.subscription_identifier = subscription_identifier;
+                // Identifiers are only exhausted with 65,535 requests in flight; then the
+                // application's own requests are already queued and will be resent.
+                let id = self.request(Outgoing::Subscribe {
+                    filters,
+                    properties,
+                });
+                // `request` sends it at once when connected; send it exactly once either way.
+                if let (Ok(id), false) = (id, self.state == State::Connected) {
+                    if let Some(packet) = self.outgoing.get(id).and_then(|r| request_packet(id, r))
+                    {
+                        self.transmit.push_back(packet);
+                    }
                 }
             }
         }
@@ -816,10 +840,16 @@ impl Client {
                 reason_codes,
                 ..
             }) => {
-                if let Some(Outgoing::Subscribe { filters, .. }) = self.outgoing.get(packet_id) {
+                if let Some(Outgoing::Subscribe {
+                    filters,
+                    properties,
+                }) = self.outgoing.get(packet_id)
+                {
+                    let subscription_id = properties.subscription_identifier;
                     for ((filter, options), code) in filters.iter().zip(&reason_codes) {
                         if code.is_success() {
-                            self.subscriptions.insert(filter.clone(), *options);
+                            self.subscriptions
+                                .insert(filter.clone(), (*options, subscription_id));
                         } else if self.subscriptions.remove(filter).is_some() {
                             // A subscription we held was refused when made again (after a
                             // lost session, say): it is gone, and the application must know.
@@ -897,6 +927,7 @@ impl Client {
                     return self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
                 }
                 self.qos1_unacknowledged.insert(id);
+                self.owe_answer(id, QoS::AtLeastOnce, false);
                 let message = Message::from_publish(publish, topic);
                 self.events.push_back(Event::MessageToAcknowledge {
                     packet_id: id,
@@ -905,21 +936,29 @@ impl Client {
             }
             (QoS::ExactlyOnce, Some(id)) if manual => {
                 if self.incoming_qos2.contains(&id) {
-                    // Acknowledged already; the server missed our PUBREC.
-                    self.transmit.push_back(Packet::PubRec(PubAck::new(id)));
-                } else if !self.qos2_unacknowledged.contains(&id) {
-                    if self.unacknowledged_incoming() >= self.config.receive_maximum() {
+                    // Acknowledged already; the server missed our PUBREC. It still waits
+                    // behind the answers owed to earlier PUBLISHes [MQTT-4.6.0-3].
+                    self.owe_answer(id, QoS::ExactlyOnce, true);
+                } else if self.qos2_unacknowledged.contains(&id) {
+                    // A retransmission (after a reconnect) of a message the application
+                    // still holds: it gets PUBREC when the application acknowledges it.
+                    self.owe_answer(id, QoS::ExactlyOnce, false);
+                } else {
+                    // A message abandoned on an earlier connection comes back: it is new to
+                    // the application.
+                    let abandoned = self.qos2_abandoned.remove(&id);
+                    if !abandoned && self.unacknowledged_incoming() >= self.config.receive_maximum()
+                    {
                         return self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
                     }
                     self.qos2_unacknowledged.insert(id);
+                    self.owe_answer(id, QoS::ExactlyOnce, false);
                     let message = Message::from_publish(publish, topic);
                     self.events.push_back(Event::MessageToAcknowledge {
                         packet_id: id,
                         message,
                     });
                 }
-                // Otherwise a retransmission of a message the application still holds: it
-                // gets PUBREC when the application acknowledges it.
             }
             (QoS::AtLeastOnce, Some(id)) => {
                 self.events
@@ -952,26 +991,92 @@ impl Client {
     /// space), and servers that forget to count their retransmissions after a resumed session
     /// (mosquitto 2.0) would otherwise be disconnected over and over.
     fn unacknowledged_incoming(&self) -> usize {
-        self.qos1_unacknowledged.len() + self.qos2_unacknowledged.len()
+        self.qos1_unacknowledged.len() + self.qos2_unacknowledged.len() + self.qos2_abandoned.len()
+    }
+
+    /// Records that the PUBLISH `id` just received is owed a PUBACK (QoS 1) or PUBREC (QoS 2),
+    /// `ready` if it may go as soon as the answers before it have.
+    fn owe_answer(&mut self, id: PacketId, qos: QoS, ready: bool) {
+        match self.answer_order.iter_mut().find(|(owed, ..)| *owed == id) {
+            // The server sent it twice on one connection: one answer covers both.
+            Some(entry) => entry.2 |= ready,
+            None => self.answer_order.push_back((id, qos, ready)),
+        }
+        self.send_ready_answers();
+    }
+
+    /// Sends the answers at the front of the arrival order that the application has
+    /// acknowledged, stopping at the first it has not [MQTT-4.6.0-2] [MQTT-4.6.0-3].
+    fn send_ready_answers(&mut self) {
+        if self.state != State::Connected {
+            return;
+        }
+        while let Some(&(id, qos, true)) = self.answer_order.front() {
+            self.answer_order.pop_front();
+            let packet = if qos == QoS::ExactlyOnce {
+                Packet::PubRec(PubAck::new(id))
+            } else {
+                Packet::PubAck(PubAck::new(id))
+            };
+            self.transmit.push_back(packet);
+        }
+    }
+
+    fn mark_ready(&mut self, id: PacketId) {
+        if let Some(entry) = self.answer_order.iter_mut().find(|(owed, ..)| *owed == id) {
+            entry.2 = true;
+        }
+        self.send_ready_answers();
     }
 
     /// With [`ClientConfig::manual_acks`]: the application has taken the message reported as
     /// [`Event::MessageToAcknowledge`] with `packet_id`, so PUBACK (QoS 1) or PUBREC (QoS 2)
-    /// may go out. Identifiers that are not awaiting acknowledgement are ignored: a QoS 1
-    /// message from an earlier connection is resent by the server and reported again.
-    /// While not connected, a QoS 2 acknowledgement is remembered and PUBREC answers the
-    /// server.s retransmission; a QoS 1 one is dropped.
+    /// may go out. It goes out once every message that arrived before it on this connection
+    /// has been acknowledged or abandoned too: answers keep the arrival order
+    /// [MQTT-4.6.0-2] [MQTT-4.6.0-3].
+    ///
+    /// Identifiers that are not awaiting acknowledgement are ignored: a QoS 1 message from an
+    /// earlier connection is resent by the server and reported again. While not connected, a
+    /// QoS 2 acknowledgement is remembered and PUBREC answers the server's retransmission; a
+    /// QoS 1 one is dropped.
     pub fn acknowledge(&mut self, packet_id: PacketId) {
         if self.qos2_unacknowledged.remove(&packet_id) {
             self.incoming_qos2.insert(packet_id);
-            if self.state == State::Connected {
-                self.transmit
-                    .push_back(Packet::PubRec(PubAck::new(packet_id)));
-            }
-        } else if self.qos1_unacknowledged.remove(&packet_id) && self.state == State::Connected {
-            self.transmit
-                .push_back(Packet::PubAck(PubAck::new(packet_id)));
+            self.mark_ready(packet_id);
+        } else if self.qos1_unacknowledged.remove(&packet_id) {
+            self.mark_ready(packet_id);
         }
+    }
+
+    /// With [`ClientConfig::manual_acks`]: the application gives up the message reported as
+    /// [`Event::MessageToAcknowledge`] with `packet_id` without having taken it. It is never
+    /// answered on this connection, so the server keeps it: it still counts against our
+    /// Receive Maximum, and a resumed session's next connection delivers it again (reported
+    /// anew). The answers owed to later messages no longer wait for it.
+    ///
+    /// Identifiers that are not awaiting acknowledgement are ignored.
+    pub fn abandon(&mut self, packet_id: PacketId) {
+        if self.qos2_unacknowledged.remove(&packet_id) {
+            self.qos2_abandoned.insert(packet_id);
+        } else if !self.qos1_unacknowledged.contains(&packet_id) {
+            return;
+        }
+        // A QoS 1 identifier stays in `qos1_unacknowledged`, counted, until the connection
+        // ends: the server counts it until then too.
+        self.answer_order.retain(|(owed, ..)| *owed != packet_id);
+        self.send_ready_answers();
+    }
+
+    /// Whether the QoS 2 publish `packet_id` has been received by the server (PUBREC) and
+    /// waits for PUBCOMP. Such a message must not be published again: the server has it.
+    pub fn is_awaiting_release(&self, packet_id: PacketId) -> bool {
+        matches!(
+            self.outgoing.get(packet_id),
+            Some(Outgoing::Publish {
+                state: PublishState::Released(_),
+                ..
+            })
+        )
     }
 
     /// Checks the timers at `now`: keepalive pings, and the deadlines for CONNACK and PINGRESP.

@@ -532,6 +532,70 @@ fn lost_session_resubscribes_and_requeues_sent_publishes() {
     }
 }
 
+/// A SUBSCRIBE carries one Subscription Identifier for all its filters, so the resubscription
+/// after a lost session sends one SUBSCRIBE per identifier, and each subscription keeps its
+/// own (§3.8.2.1.2).
+#[test]
+fn the_resubscription_keeps_each_subscription_identifier() {
+    let t0 = Instant::now();
+    let mut client = connected_client(persistent(V5), ConnAck::default(), t0);
+    let made = [
+        ("a/#", Some(7)),
+        ("b/#", Some(9)),
+        ("c/#", Some(7)),
+        ("d/#", None),
+    ];
+    for (filter, id) in made {
+        let mut properties = SubscribeProperties::default();
+        properties.subscription_identifier = id.and_then(SubscriptionId::new);
+        let packet_id = client
+            .subscribe(
+                vec![(
+                    ByteStr::from(filter.to_owned()),
+                    SubscriptionOptions::qos(QoS::AtLeastOnce),
+                )],
+                properties,
+            )
+            .unwrap();
+        let _ = client_tx(&mut client, t0, V5);
+        let suback = SubAck {
+            packet_id,
+            reason_codes: vec![ReasonCode::GRANTED_QOS_1],
+            properties: Default::default(),
+        };
+        client_feed(&mut client, t0, V5, Packet::SubAck(suback));
+    }
+    let _ = client_events(&mut client);
+    client.connection_lost();
+    client.connect(t0);
+    let _ = client_tx(&mut client, t0, V5);
+    client_feed(&mut client, t0, V5, Packet::ConnAck(Box::default()));
+    let mut resubscribed: Vec<(Option<u32>, Vec<String>)> = client_tx(&mut client, t0, V5)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Subscribe(s) => Some((
+                s.properties
+                    .subscription_identifier
+                    .map(SubscriptionId::get),
+                s.filters
+                    .iter()
+                    .map(|(f, _)| f.as_str().to_owned())
+                    .collect(),
+            )),
+            _ => None,
+        })
+        .collect();
+    resubscribed.sort();
+    assert_eq!(
+        resubscribed,
+        [
+            (None, vec!["d/#".to_owned()]),
+            (Some(7), vec!["a/#".to_owned(), "c/#".to_owned()]),
+            (Some(9), vec!["b/#".to_owned()]),
+        ]
+    );
+}
+
 #[test]
 fn an_unsubscribe_in_flight_is_not_undone_by_the_resubscription() {
     for version in [V3_1_1, V5] {
@@ -1057,9 +1121,10 @@ fn manual_acks_hold_puback_and_pubrec_until_the_application_acknowledges() {
         client.acknowledge(pid(3));
         // An identifier not awaiting acknowledgement is ignored.
         client.acknowledge(pid(77));
+        // Answers keep the arrival order, not the order of acknowledgement [MQTT-4.6.0-2].
         assert_eq!(
             client_tx(&mut client, t0, version),
-            [Packet::PubRec(ack(4)), Packet::PubAck(ack(3))]
+            [Packet::PubAck(ack(3)), Packet::PubRec(ack(4))]
         );
         // Once acknowledged, a retransmission gets PUBREC and no second delivery [MQTT-4.3.3-10].
         client_feed(&mut client, t0, version, Packet::Publish(dup));
@@ -1074,6 +1139,124 @@ fn manual_acks_hold_puback_and_pubrec_until_the_application_acknowledges() {
             [Packet::PubComp(ack(4))]
         );
     }
+}
+
+/// With manual acks the application acknowledges in any order (it reads its streams
+/// independently), and the answers still go out in the order the PUBLISHes arrived: an
+/// acknowledged message waits for the ones before it.
+// Conformance: [MQTT-5:4.6.0-2] [MQTT-5:4.6.0-3] [MQTT-3.1.1:4.6.0-2] [MQTT-3.1.1:4.6.0-3]
+#[test]
+fn manual_acks_answer_in_arrival_order_whatever_order_the_application_acknowledges() {
+    for version in ALL {
+        let t0 = Instant::now();
+        let mut config = persistent(version);
+        config.manual_acks = true;
+        let mut client = connected_client(config, ConnAck::default(), t0);
+        let arrivals = [
+            (5, QoS::AtLeastOnce),
+            (6, QoS::ExactlyOnce),
+            (7, QoS::AtLeastOnce),
+            (8, QoS::ExactlyOnce),
+        ];
+        for (id, qos) in arrivals {
+            client_feed(
+                &mut client,
+                t0,
+                version,
+                Packet::Publish(publish("in", qos, Some(id))),
+            );
+        }
+        let _ = client_events(&mut client);
+        // The last two first: nothing may go before 5 and 6.
+        client.acknowledge(pid(8));
+        client.acknowledge(pid(7));
+        assert!(
+            client_tx(&mut client, t0, version).is_empty(),
+            "{version:?}"
+        );
+        client.acknowledge(pid(6));
+        assert!(
+            client_tx(&mut client, t0, version).is_empty(),
+            "{version:?}"
+        );
+        client.acknowledge(pid(5));
+        assert_eq!(
+            client_tx(&mut client, t0, version),
+            [
+                Packet::PubAck(ack(5)),
+                Packet::PubRec(ack(6)),
+                Packet::PubAck(ack(7)),
+                Packet::PubRec(ack(8)),
+            ],
+            "{version:?}"
+        );
+    }
+}
+
+/// A message the application abandons is never answered on this connection, and the answers
+/// of later messages stop waiting for it. The server keeps it in flight: it still counts
+/// against our Receive Maximum, and a QoS 2 one comes back as a new message on a resumed
+/// session.
+#[test]
+fn an_abandoned_message_is_never_answered_and_comes_back_on_a_resumed_session() {
+    let t0 = Instant::now();
+    let mut config = persistent(V5);
+    config.manual_acks = true;
+    config.properties.receive_maximum = NonZeroU16::new(3);
+    let mut client = connected_client(config, ConnAck::default(), t0);
+    let held = publish("held", QoS::ExactlyOnce, Some(1));
+    client_feed(&mut client, t0, V5, Packet::Publish(held.clone()));
+    client_feed(
+        &mut client,
+        t0,
+        V5,
+        Packet::Publish(publish("a", QoS::AtLeastOnce, Some(2))),
+    );
+    let _ = client_events(&mut client);
+    client.acknowledge(pid(2));
+    assert!(client_tx(&mut client, t0, V5).is_empty(), "2 waits for 1");
+    client.abandon(pid(1));
+    assert_eq!(client_tx(&mut client, t0, V5), [Packet::PubAck(ack(2))]);
+    // Acknowledging it later sends nothing: it was given up.
+    client.acknowledge(pid(1));
+    assert!(client_tx(&mut client, t0, V5).is_empty());
+    // It still takes a place of our Receive Maximum (3): two more fit, a third does not.
+    for id in [3, 4] {
+        client_feed(
+            &mut client,
+            t0,
+            V5,
+            Packet::Publish(publish("b", QoS::AtLeastOnce, Some(id))),
+        );
+    }
+    assert!(client.is_connected());
+    client.acknowledge(pid(3));
+    client.acknowledge(pid(4));
+    assert_eq!(
+        client_tx(&mut client, t0, V5),
+        [Packet::PubAck(ack(3)), Packet::PubAck(ack(4))]
+    );
+    let _ = client_events(&mut client);
+    // The resumed session resends it, and the application gets it again.
+    client.connection_lost();
+    client.connect(t0);
+    let _ = client_tx(&mut client, t0, V5);
+    let resumed = connack_with(|c| c.session_present = true);
+    client_feed(&mut client, t0, V5, Packet::ConnAck(Box::new(resumed)));
+    let _ = client_events(&mut client);
+    client_feed(
+        &mut client,
+        t0,
+        V5,
+        Packet::Publish(Publish { dup: true, ..held }),
+    );
+    let events = client_events(&mut client);
+    assert!(
+        matches!(events.as_slice(), [Event::MessageToAcknowledge { packet_id, .. }] if packet_id.get() == 1),
+        "{events:?}"
+    );
+    client.acknowledge(pid(1));
+    assert_eq!(client_tx(&mut client, t0, V5), [Packet::PubRec(ack(1))]);
 }
 
 #[test]
