@@ -204,8 +204,11 @@ pub struct ServerConnection {
     /// The client's limits, from CONNECT.
     client_receive_maximum: usize,
     client_maximum_packet_size: u32,
-    inbound_aliases: InboundAliases,
-    outbound_aliases: OutboundAliases,
+    /// Topic aliases, made when the first is used: most connections use none, and the two
+    /// tables would otherwise be part of every connection.
+    aliases: Option<Box<Aliases>>,
+    /// The client's Topic Alias Maximum, from CONNECT (0: send no aliases).
+    client_topic_alias_maximum: u16,
     /// Inbound QoS 1 publishes reported and not yet acknowledged by the broker.
     unacked_qos1: usize,
     /// Inbound QoS 2 publishes reported and not yet acknowledged by the broker: a
@@ -214,7 +217,6 @@ pub struct ServerConnection {
     unacked_qos2: std::collections::BTreeSet<PacketId>,
     transmit: VecDeque<Packet>,
     events: VecDeque<ServerEvent>,
-    connected_at: Option<Instant>,
     /// Packets that arrived after CONNECT while the broker decides; replayed on accept.
     early: VecDeque<Packet>,
     connection_number: u64,
@@ -223,6 +225,26 @@ pub struct ServerConnection {
 /// Packets a client may send after CONNECT before the broker has decided on it.
 const MAX_EARLY_PACKETS: usize = 64;
 
+/// The topic alias tables of one connection, in both directions.
+#[derive(Debug)]
+struct Aliases {
+    inbound: InboundAliases,
+    outbound: OutboundAliases,
+}
+
+impl Aliases {
+    /// The connection's tables, made on first use: `ours` is the Topic Alias Maximum we
+    /// announced, `theirs` the client's.
+    fn get(aliases: &mut Option<Box<Self>>, ours: u16, theirs: u16) -> &mut Self {
+        aliases.get_or_insert_with(|| {
+            Box::new(Self {
+                inbound: InboundAliases::new(ours),
+                outbound: OutboundAliases::new(theirs),
+            })
+        })
+    }
+}
+
 impl ServerConnection {
     /// A connection that has just been accepted and waits for CONNECT. `connection_number`
     /// must differ between the connections of one server run (with the configured seed it
@@ -230,7 +252,6 @@ impl ServerConnection {
     pub fn new(config: Arc<ServerConfig>, now: Instant, connection_number: u64) -> Self {
         let deadline = now + config.connect_timeout;
         Self {
-            inbound_aliases: InboundAliases::new(config.topic_alias_maximum),
             config,
             state: State::AwaitingConnect { deadline },
             version: ProtocolVersion::V5,
@@ -243,12 +264,12 @@ impl ServerConnection {
             keepalive: ServerKeepAlive::new(Duration::ZERO, now),
             client_receive_maximum: usize::from(u16::MAX),
             client_maximum_packet_size: MAX_PACKET_SIZE,
-            outbound_aliases: OutboundAliases::new(0),
+            aliases: None,
+            client_topic_alias_maximum: 0,
             unacked_qos1: 0,
             unacked_qos2: std::collections::BTreeSet::new(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
-            connected_at: None,
             early: VecDeque::new(),
             connection_number,
         }
@@ -502,8 +523,9 @@ impl ServerConnection {
             .properties
             .maximum_packet_size
             .map_or(MAX_PACKET_SIZE, |m| m.get());
-        self.outbound_aliases =
-            OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0));
+        // Aliases last for one network connection [MQTT-3.3.2-7].
+        self.client_topic_alias_maximum = connect.properties.topic_alias_maximum.unwrap_or(0);
+        self.aliases = None;
         self.keepalive = ServerKeepAlive::new(Duration::from_secs(u64::from(keep_alive)), now);
         self.transmit.push_back(Packet::ConnAck(Box::new(ConnAck {
             // 3.1 has no Session Present flag; a CONNACK with it set cannot be encoded.
@@ -525,7 +547,6 @@ impl ServerConnection {
         self.will = will.map(Box::new);
         self.problem_information = properties.request_problem_information != Some(false);
         self.connect_expiry_was_zero = properties.session_expiry_interval.unwrap_or(0) == 0;
-        self.connected_at = Some(now);
         self.state = State::Connected;
         while let Some(packet) = self.early.pop_front() {
             if self.state != State::Connected {
@@ -772,10 +793,17 @@ impl ServerConnection {
         if publish.retain && !self.config.retain_available {
             return self.violation(ReasonCode::RETAIN_NOT_SUPPORTED);
         }
-        let topic = match self
-            .inbound_aliases
-            .resolve(&publish.topic, publish.properties.topic_alias)
-        {
+        let resolved = match publish.properties.topic_alias {
+            None => Ok(publish.topic.clone()),
+            Some(_) => Aliases::get(
+                &mut self.aliases,
+                self.config.topic_alias_maximum,
+                self.client_topic_alias_maximum,
+            )
+            .inbound
+            .resolve(&publish.topic, publish.properties.topic_alias),
+        };
+        let topic = match resolved {
             Ok(topic) => topic,
             Err(reason) => return self.violation(reason),
         };
@@ -1093,7 +1121,7 @@ impl ServerConnection {
                     .properties
                     .message_expiry_interval
                     .is_none()
-                && !(self.version.is_v5() && self.outbound_aliases.is_enabled());
+                && !(self.version.is_v5() && self.client_topic_alias_maximum > 0);
             if plain {
                 let Some(bytes) = delivery.message.plain_publish(self.version) else {
                     continue;
@@ -1128,8 +1156,13 @@ impl ServerConnection {
             if let Some(id) = packet_id {
                 let _ = session.outgoing.insert(id, OutState::Published(delivery));
             }
-            if self.version.is_v5() {
-                self.outbound_aliases.apply(&mut publish, fits);
+            if self.version.is_v5() && self.client_topic_alias_maximum > 0 {
+                let aliases = Aliases::get(
+                    &mut self.aliases,
+                    self.config.topic_alias_maximum,
+                    self.client_topic_alias_maximum,
+                );
+                aliases.outbound.apply(&mut publish, fits);
             }
             return Some(Outgoing::Packet(Packet::Publish(publish)));
         }
