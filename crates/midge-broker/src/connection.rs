@@ -154,10 +154,11 @@ impl Driver {
         let mut io: Option<Box<Buffers>> = None;
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
-        let mut armed: Option<Instant> = None;
+        // Whether `sleep` runs to the connection's next deadline (its own deadline says which).
+        let mut armed = false;
         loop {
             let bufs = io.get_or_insert_with(Box::default);
-            self.handle_events(&mut bufs.read).await;
+            self.answer_events(&mut bufs.read).await;
             // Take deliveries only while the session's queue has room, so that the inbox holds
             // the rest and publishers wait for it, instead of the queue dropping what the
             // inbox accepted.
@@ -187,14 +188,19 @@ impl Driver {
             if self.conn.is_closed() {
                 break;
             }
-            let deadline = self.conn.poll_timeout();
-            if deadline != armed {
-                if let Some(at) = deadline {
+            match self.conn.poll_timeout() {
+                Some(at) if !armed || sleep.deadline() != at.into() => {
                     sleep.as_mut().reset(at.into());
+                    armed = true;
                 }
-                armed = deadline;
+                Some(_) => {}
+                None => armed = false,
             }
-            let woken = std::future::poll_fn(|cx| {
+            // Captured by value where it can be: this closure is part of the task's state.
+            let timer_armed = armed;
+            let inbox = &self.inbox;
+            let mut timer = sleep.as_mut();
+            let woken = std::future::poll_fn(move |cx| {
                 let mut woken = Woken::default();
                 if can_read {
                     match stream.poll_read_ready(cx) {
@@ -210,8 +216,8 @@ impl Driver {
                         Poll::Pending => {}
                     }
                 }
-                woken.inbox = self.inbox.poll_ready(cx).is_ready();
-                woken.timer = armed.is_some() && sleep.as_mut().poll(cx).is_ready();
+                woken.inbox = inbox.poll_ready(cx).is_ready();
+                woken.timer = timer_armed && timer.as_mut().poll(cx).is_ready();
                 let any = woken.readable || woken.writable || woken.inbox || woken.timer;
                 if any || woken.failed {
                     Poll::Ready(woken)
@@ -248,12 +254,12 @@ impl Driver {
                 self.on_signalled();
             }
             if woken.timer {
-                armed = None;
+                armed = false;
                 self.conn.handle_timeout(Instant::now());
             }
         }
         let mut bufs = io.unwrap_or_default();
-        self.handle_events(&mut bufs.read).await;
+        self.answer_events(&mut bufs.read).await;
         bufs.write
     }
 
@@ -372,41 +378,52 @@ impl Driver {
         self.counted = queued;
     }
 
-    async fn handle_events(&mut self, rbuf: &mut BytesMut) {
+    /// Answers the connection's events, waiting where one must, until none is left.
+    async fn answer_events(&mut self, rbuf: &mut BytesMut) {
         loop {
-            // No event is held across the wait, so the task does not carry room for one:
-            // hence no `while let`, whose scrutinee would live across the `.await`.
-            loop {
-                let Some(event) = self.conn.poll_event() else {
-                    break;
-                };
-                let wait = self.on_event(event);
-                if let Some(wait) = wait {
-                    wait.await;
+            // Not `while let`: its scrutinee would be kept across the `.await`, and with it
+            // room for a `Wait` in every connection's task.
+            let Some(wait) = self.handle_events(rbuf) else {
+                return;
+            };
+            let waiting = self.wait(wait);
+            waiting.await;
+        }
+    }
+
+    /// Answers the connection's events until one must wait, and returns that one.
+    fn handle_events(&mut self, rbuf: &mut BytesMut) -> Option<Wait> {
+        loop {
+            while let Some(event) = self.conn.poll_event() {
+                if let Some(wait) = self.on_event(event) {
+                    return Some(wait);
                 }
             }
             if !std::mem::take(&mut self.accepted) {
-                return;
+                return None;
             }
             // Packets that arrived right after CONNECT waited in the buffer for the decision.
             self.conn.handle_bytes(Instant::now(), rbuf);
         }
     }
 
-    /// Answers one event. The rare events that must wait (a CONNECT, a publish that found a
-    /// full inbox) return their waiting part boxed: inline, its state would be part of every
-    /// connection's task for the connection's whole life.
-    fn on_event(
-        &mut self,
-        event: ServerEvent,
-    ) -> Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> {
+    /// The waiting part of an event, boxed: inline, its state would be part of every
+    /// connection's task for the connection's whole life. Only the box is held across the
+    /// wait, so the task does not carry room for an event either.
+    fn wait(&mut self, wait: Wait) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        match wait {
+            Wait::Connect(connect, client_id) => Box::pin(self.on_connect(connect, client_id)),
+            Wait::Publish(pending) => Box::pin(self.finish_publish(pending)),
+        }
+    }
+
+    /// Answers one event, or returns what it must wait for: a CONNECT's decision, or room for
+    /// a publish that found a full inbox.
+    fn on_event(&mut self, event: ServerEvent) -> Option<Wait> {
         match event {
-            ServerEvent::Connect { connect, client_id } => {
-                Some(Box::pin(self.on_connect(connect, client_id)))
-            }
+            ServerEvent::Connect { connect, client_id } => Some(Wait::Connect(connect, client_id)),
             ServerEvent::Publish { message, packet_id } => {
-                let pending = self.on_publish(message, packet_id)?;
-                Some(Box::pin(self.finish_publish(pending)))
+                self.on_publish(message, packet_id).map(Wait::Publish)
             }
             ServerEvent::Subscribe {
                 packet_id,
@@ -775,6 +792,14 @@ impl Driver {
             &self.inbox,
         );
     }
+}
+
+/// What an event waits for before the connection goes on.
+enum Wait {
+    /// The broker's decision on a CONNECT (authentication, taking over the session).
+    Connect(Box<midge_codec::Connect>, midge_codec::ByteStr),
+    /// Room in full inboxes for a publish's deliveries.
+    Publish(PendingPublish),
 }
 
 /// A routed publish whose acknowledgement waits for room in full inboxes.

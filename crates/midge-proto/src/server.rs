@@ -202,7 +202,7 @@ pub struct ServerConnection {
     session: Option<Session>,
     keepalive: ServerKeepAlive,
     /// The client's limits, from CONNECT.
-    client_receive_maximum: usize,
+    client_receive_maximum: u16,
     client_maximum_packet_size: u32,
     /// Topic aliases, made when the first is used: most connections use none, and the two
     /// tables would otherwise be part of every connection.
@@ -210,7 +210,7 @@ pub struct ServerConnection {
     /// The client's Topic Alias Maximum, from CONNECT (0: send no aliases).
     client_topic_alias_maximum: u16,
     /// Inbound QoS 1 publishes reported and not yet acknowledged by the broker.
-    unacked_qos1: usize,
+    unacked_qos1: u32,
     /// Inbound QoS 2 publishes reported and not yet acknowledged by the broker: a
     /// retransmission of one of these waits for the broker's answer instead of getting a PUBREC
     /// that might contradict it.
@@ -262,7 +262,7 @@ impl ServerConnection {
             client_id: ByteStr::new(),
             session: None,
             keepalive: ServerKeepAlive::new(Duration::ZERO, now),
-            client_receive_maximum: usize::from(u16::MAX),
+            client_receive_maximum: u16::MAX,
             client_maximum_packet_size: MAX_PACKET_SIZE,
             aliases: None,
             client_topic_alias_maximum: 0,
@@ -518,7 +518,7 @@ impl ServerConnection {
         self.client_receive_maximum = connect
             .properties
             .receive_maximum
-            .map_or(usize::from(u16::MAX), |m| usize::from(m.get()));
+            .map_or(u16::MAX, |m| m.get());
         self.client_maximum_packet_size = connect
             .properties
             .maximum_packet_size
@@ -824,14 +824,15 @@ impl ServerConnection {
         };
         match (publish.qos, packet_id) {
             (QoS::AtLeastOnce, Some(_)) => {
-                if self.unacked_qos1 + self.session_mut().incoming_qos2.len() >= receive_maximum {
+                let unacked = self.unacked_qos1 as usize + self.session_mut().incoming_qos2.len();
+                if unacked >= receive_maximum {
                     // [MQTT-3.3.4-9]
                     return self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
                 }
                 self.unacked_qos1 += 1;
             }
             (QoS::ExactlyOnce, Some(id)) => {
-                let unacked = self.unacked_qos1 + self.session_mut().incoming_qos2.len();
+                let unacked = self.unacked_qos1 as usize + self.session_mut().incoming_qos2.len();
                 let session = self.session_mut();
                 if session.incoming_qos2.contains(&id) {
                     // A retransmission of a message already routed: route nothing, and
@@ -1095,9 +1096,7 @@ impl ServerConnection {
         if self.state != State::Connected {
             return None;
         }
-        let window = self
-            .client_receive_maximum
-            .min(usize::from(self.config.max_inflight));
+        let window = usize::from(self.client_receive_maximum.min(self.config.max_inflight));
         loop {
             let session = self.session.as_mut()?;
             let qos = session.queue.front()?.qos;
