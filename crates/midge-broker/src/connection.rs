@@ -29,6 +29,8 @@ use crate::stats::add;
 const MAX_WRITE: usize = 256 * 1024;
 /// Deliveries taken from the inbox per wake-up, so input is not starved.
 const INBOX_BATCH: usize = 1024;
+/// Capacity of the batch vector kept between inbox takes; a larger one is freed.
+const KEEP_TAKEN: usize = 64;
 /// Read buffer headroom per read.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -338,7 +340,11 @@ impl Driver {
         for delivery in taken.drain(..) {
             self.deliver(delivery);
         }
-        self.taken = taken;
+        // Kept for the next batch unless a burst made it large: an idle connection should not
+        // hold a burst's worth of room.
+        if taken.capacity() <= KEEP_TAKEN {
+            self.taken = taken;
+        }
     }
 
     /// Moves a delivery from the inbox into the session's queue. Its reservation against the
