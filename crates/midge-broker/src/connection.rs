@@ -172,6 +172,8 @@ impl Driver {
             // all. The socket usually takes them at once, which saves a wait.
             let now = Instant::now();
             while bufs.write.len() < MAX_WRITE && self.conn.poll_transmit(now, &mut bufs.write) {}
+            // Stopped by the buffer's limit, not for lack of output: more may be queued.
+            let more_queued = bufs.write.len() >= MAX_WRITE;
             self.sync_budget();
             if !bufs.write.is_empty() && self.write_some(stream, &mut bufs.write).is_err() {
                 // The peer is gone: what it did not take is dropped with the connection.
@@ -182,7 +184,11 @@ impl Driver {
             // A peer that does not read its output is not read from either, once a full
             // buffer of output waits for it.
             let can_read = bufs.write.len() < MAX_WRITE;
-            let must_write = !bufs.write.is_empty();
+            // Output still queued waits for room in the socket too, even when the socket took
+            // the whole buffer: nothing else may come to wake this task (a QoS 0 backlog has
+            // no acknowledgements). A socket that took everything is still writable, so this
+            // wait ends at once, through tokio's budget, which lets other tasks run.
+            let must_write = !bufs.write.is_empty() || more_queued;
             if bufs.release_empty() {
                 io = None;
                 self.conn.release_idle_memory();
