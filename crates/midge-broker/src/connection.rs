@@ -67,6 +67,8 @@ struct Woken {
     writable: bool,
     inbox: bool,
     timer: bool,
+    /// Work is waiting in this task itself (deliveries that now have room).
+    again: bool,
     failed: bool,
 }
 
@@ -196,6 +198,11 @@ impl Driver {
             if self.conn.is_closed() {
                 break;
             }
+            // Deliveries waited in the inbox for room that this transmit just made: nothing
+            // else may come to wake this task for them, so it goes on at once, through tokio's
+            // budget so that a long inbox does not keep other tasks from running.
+            let again =
+                self.deliveries_waiting && self.conn.is_connected() && self.queue_has_room();
             match self.conn.poll_timeout() {
                 Some(at) if !armed || sleep.deadline() != at.into() => {
                     sleep.as_mut().reset(at.into());
@@ -225,8 +232,15 @@ impl Driver {
                     }
                 }
                 woken.inbox = inbox.poll_ready(cx).is_ready();
+                if again {
+                    if let Poll::Ready(progress) = tokio::task::coop::poll_proceed(cx) {
+                        progress.made_progress();
+                        woken.again = true;
+                    }
+                }
                 woken.timer = timer_armed && timer.as_mut().poll(cx).is_ready();
-                let any = woken.readable || woken.writable || woken.inbox || woken.timer;
+                let any =
+                    woken.readable || woken.writable || woken.inbox || woken.timer || woken.again;
                 if any || woken.failed {
                     Poll::Ready(woken)
                 } else {

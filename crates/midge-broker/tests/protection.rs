@@ -544,3 +544,37 @@ async fn a_backlog_larger_than_the_write_buffer_is_delivered_whole() {
     assert_eq!(received, MESSAGES, "the whole backlog arrived");
     broker.shutdown().await;
 }
+
+/// Deliveries waiting in the inbox while the session's queue was full go out once the queue
+/// drains, even when the drain happens with nothing else arriving to wake the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_that_waited_for_a_full_queue_are_delivered() {
+    let mut config = test_config();
+    config.limits.inbox_capacity = 10_000;
+    config.sessions.max_queued_messages = 10;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    let mut subscriber = TestClient::connect(addr, V5, "small-queue").await;
+    subscriber.subscribe("small/#", QoS::AtMostOnce).await;
+    let mut publisher = TestClient::connect(addr, V5, "filler").await;
+    let payload = "q".repeat(4096);
+    const MESSAGES: usize = 4000;
+    for _ in 0..MESSAGES {
+        publisher
+            .publish("small/x", &payload, QoS::AtLeastOnce, false)
+            .await;
+    }
+    let mut received = 0;
+    while subscriber
+        .try_recv_publish(Duration::from_secs(3))
+        .await
+        .is_ok()
+    {
+        received += 1;
+    }
+    assert_eq!(
+        received, MESSAGES,
+        "every delivery that waited in the inbox arrived"
+    );
+    broker.shutdown().await;
+}
