@@ -297,7 +297,25 @@ impl Driver {
         let host = self.host.clone();
         let connect =
             tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, self.port)));
-        tokio::pin!(connect);
+        let result = self.serve_until(connect).await?;
+        Some(match result {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(err)) => Err(Ended::Io(err.kind())),
+            Err(_) => Err(Ended::Io(io::ErrorKind::TimedOut)),
+        })
+    }
+
+    /// Waits until `until`, serving the handles. `false` if the client is to close instead.
+    async fn idle(&mut self, until: Instant) -> bool {
+        self.serve_until(tokio::time::sleep_until(until))
+            .await
+            .is_some()
+    }
+
+    /// Serves the handles while no connection is up, until `done` completes. `None` if the
+    /// client is to close first.
+    async fn serve_until<F: std::future::Future>(&mut self, done: F) -> Option<F::Output> {
+        tokio::pin!(done);
         loop {
             self.check_linger();
             if self.closing {
@@ -305,36 +323,7 @@ impl Driver {
             }
             let linger = self.linger_until;
             tokio::select! {
-                result = &mut connect => {
-                    return Some(match result {
-                        Ok(Ok(stream)) => Ok(stream),
-                        Ok(Err(err)) => Err(Ended::Io(err.kind())),
-                        Err(_) => Err(Ended::Io(io::ErrorKind::TimedOut)),
-                    });
-                }
-                command = self.commands.recv(), if !self.handles_gone => self.command(command),
-                publish = self.publishes.recv(), if self.accepts_publishes() => {
-                    self.publish_batch(publish)
-                }
-                Some(internal) = self.internal_rx.recv() => self.internal(internal),
-                () = sleep_until_some(linger) => {}
-            }
-            self.drain_events();
-        }
-    }
-
-    /// Waits until `until`, serving the handles. `false` if the client is to close instead.
-    async fn idle(&mut self, until: Instant) -> bool {
-        let sleep = tokio::time::sleep_until(until);
-        tokio::pin!(sleep);
-        loop {
-            self.check_linger();
-            if self.closing {
-                return false;
-            }
-            let linger = self.linger_until;
-            tokio::select! {
-                () = &mut sleep => return true,
+                output = &mut done => return Some(output),
                 command = self.commands.recv(), if !self.handles_gone => self.command(command),
                 publish = self.publishes.recv(), if self.accepts_publishes() => {
                     self.publish_batch(publish)
@@ -867,27 +856,26 @@ impl Driver {
         let Ok(topic) = TopicName::with_limits(message.topic(), &DEEP) else {
             return self.unmatched(message, packet_id, false);
         };
-        let matches = |r: &Route| {
-            TopicFilter::with_limits(r.filter.as_str(), &DEEP).is_ok_and(|f| f.matches(&topic))
-        };
-        let by_id = |r: &Route| r.subscription_id.is_some_and(|id| ids.contains(&id));
-        let without_id = |r: &Route| r.subscription_id.is_none();
-        let select: &dyn Fn(&Route) -> bool = if self.routes.iter().any(|r| matches(r) && by_id(r))
-        {
-            &by_id
-        } else if ids.is_empty() && self.routes.iter().any(|r| matches(r) && without_id(r)) {
-            // A copy without identifiers is for the subscriptions made without one.
-            &without_id
-        } else {
-            &|_| true
-        };
-        let targets: Vec<usize> = self
+        // Each filter is parsed and matched once per message.
+        let mut targets: Vec<usize> = self
             .routes
             .iter()
             .enumerate()
-            .filter(|(_, r)| matches(r) && select(r))
+            .filter(|(_, r)| {
+                TopicFilter::with_limits(r.filter.as_str(), &DEEP).is_ok_and(|f| f.matches(&topic))
+            })
             .map(|(i, _)| i)
             .collect();
+        let routes = &self.routes;
+        let has = |i: &usize, which: &dyn Fn(&Route) -> bool| routes.get(*i).is_some_and(which);
+        let by_id = |r: &Route| r.subscription_id.is_some_and(|id| ids.contains(&id));
+        let without_id = |r: &Route| r.subscription_id.is_none();
+        if targets.iter().any(|i| has(i, &by_id)) {
+            targets.retain(|i| has(i, &by_id));
+        } else if ids.is_empty() && targets.iter().any(|i| has(i, &without_id)) {
+            // A copy without identifiers is for the subscriptions made without one.
+            targets.retain(|i| has(i, &without_id));
+        }
         if targets.is_empty() {
             let unsubscribed = self.recently_unsubscribed(&message);
             return self.unmatched(message, packet_id, unsubscribed);
