@@ -29,8 +29,6 @@ use crate::stats::add;
 const MAX_WRITE: usize = 256 * 1024;
 /// Deliveries taken from the inbox per wake-up, so input is not starved.
 const INBOX_BATCH: usize = 1024;
-/// Capacity of the batch vector kept between inbox takes; a larger one is freed.
-const KEEP_TAKEN: usize = 64;
 /// Read buffer headroom per read.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -362,7 +360,7 @@ impl Driver {
         }
         // Kept for the next batch unless a burst made it large: an idle connection should not
         // hold a burst's worth of room.
-        if taken.capacity() <= KEEP_TAKEN {
+        if taken.capacity() <= crate::inbox::SHRINK_ABOVE {
             self.taken = taken;
         }
     }
@@ -588,7 +586,7 @@ impl Driver {
         self.slot = Some(slot);
         self.accepted = true;
         // A takeover request that arrived while this CONNECT was decided waited for it.
-        self.inbox.wake_driver();
+        self.inbox.signal();
     }
 
     /// Routes a publish, then acknowledges it: only once it is queued for every matching

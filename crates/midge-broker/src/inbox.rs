@@ -162,14 +162,10 @@ impl Inbox {
         }
     }
 
-    /// Signals the driver again, so that it looks at what arrived while it could not act on
-    /// it (a takeover request while its own CONNECT was being decided).
-    pub(crate) fn wake_driver(&self) {
-        self.signal();
-    }
-
-    /// Marks the driver signalled and wakes it. Called without the queue's lock held.
-    fn signal(&self) {
+    /// Marks the driver signalled and wakes it. Called without the queue's lock held; the
+    /// driver also calls it to look again at what arrived while it could not act on it (a
+    /// takeover request while its own CONNECT was being decided).
+    pub(crate) fn signal(&self) {
         self.signalled.store(true, Ordering::Release);
         self.driver.wake();
     }
@@ -251,8 +247,9 @@ impl Inbox {
     }
 }
 
-/// Queue capacity kept after the inbox empties; larger queues are freed.
-const SHRINK_ABOVE: usize = 64;
+/// Queue capacity kept after the inbox empties, and by the driver for its batches; larger
+/// ones are freed, so that an idle connection does not keep a burst's worth of room.
+pub(crate) const SHRINK_ABOVE: usize = 64;
 
 #[cfg(test)]
 mod tests {

@@ -510,25 +510,16 @@ async fn taking_over_a_clean_session_starts_a_new_one() {
     broker.shutdown().await;
 }
 
-/// A subscriber's backlog larger than one write buffer reaches it whole, even when nothing new
-/// arrives to wake its connection: after a write that the socket takes entirely, the rest of
-/// the session's queue still goes out. QoS 0 has no acknowledgements that would wake the
-/// connection instead.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backlog_larger_than_the_write_buffer_is_delivered_whole() {
-    let mut config = test_config();
-    config.limits.inbox_capacity = 10_000;
-    config.sessions.max_queued_messages = 10_000;
-    config.sessions.max_queued_bytes = 64 << 20;
+/// Publishes `messages` of 4 KiB at QoS 1 (each acknowledged once queued) to a QoS 0
+/// subscriber that reads nothing until all are published, then counts what reaches it.
+async fn backlog_received(config: midge_broker::BrokerConfig, messages: usize) -> usize {
     let broker = start(config).await;
     let addr = broker.local_addr();
     let mut subscriber = TestClient::connect(addr, V5, "backlog").await;
     subscriber.subscribe("backlog/#", QoS::AtMostOnce).await;
     let mut publisher = TestClient::connect(addr, V5, "producer").await;
     let payload = "z".repeat(4096);
-    const MESSAGES: usize = 2000;
-    // QoS 1: each is acknowledged once it is queued for the subscriber, which reads nothing yet.
-    for _ in 0..MESSAGES {
+    for _ in 0..messages {
         publisher
             .publish("backlog/x", &payload, QoS::AtLeastOnce, false)
             .await;
@@ -541,8 +532,26 @@ async fn a_backlog_larger_than_the_write_buffer_is_delivered_whole() {
     {
         received += 1;
     }
-    assert_eq!(received, MESSAGES, "the whole backlog arrived");
     broker.shutdown().await;
+    received
+}
+
+/// A subscriber's backlog larger than one write buffer reaches it whole, even when nothing new
+/// arrives to wake its connection: after a write that the socket takes entirely, the rest of
+/// the session's queue still goes out. QoS 0 has no acknowledgements that would wake the
+/// connection instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_larger_than_the_write_buffer_is_delivered_whole() {
+    let mut config = test_config();
+    config.limits.inbox_capacity = 10_000;
+    config.sessions.max_queued_messages = 10_000;
+    config.sessions.max_queued_bytes = 64 << 20;
+    const MESSAGES: usize = 2000;
+    assert_eq!(
+        backlog_received(config, MESSAGES).await,
+        MESSAGES,
+        "the whole backlog arrived"
+    );
 }
 
 /// Deliveries waiting in the inbox while the session's queue was full go out once the queue
@@ -552,29 +561,10 @@ async fn deliveries_that_waited_for_a_full_queue_are_delivered() {
     let mut config = test_config();
     config.limits.inbox_capacity = 10_000;
     config.sessions.max_queued_messages = 10;
-    let broker = start(config).await;
-    let addr = broker.local_addr();
-    let mut subscriber = TestClient::connect(addr, V5, "small-queue").await;
-    subscriber.subscribe("small/#", QoS::AtMostOnce).await;
-    let mut publisher = TestClient::connect(addr, V5, "filler").await;
-    let payload = "q".repeat(4096);
     const MESSAGES: usize = 4000;
-    for _ in 0..MESSAGES {
-        publisher
-            .publish("small/x", &payload, QoS::AtLeastOnce, false)
-            .await;
-    }
-    let mut received = 0;
-    while subscriber
-        .try_recv_publish(Duration::from_secs(3))
-        .await
-        .is_ok()
-    {
-        received += 1;
-    }
     assert_eq!(
-        received, MESSAGES,
+        backlog_received(config, MESSAGES).await,
+        MESSAGES,
         "every delivery that waited in the inbox arrived"
     );
-    broker.shutdown().await;
 }
