@@ -17,8 +17,9 @@ use tracing_subscriber::EnvFilter;
 /// that routes it and frees it on the thread that writes it out; glibc's malloc returns such
 /// a block to the arena of the thread that allocated it under that arena's lock, so routing
 /// and writing contend on every delivery. With 10,000 subscribers on distinct filters this
-/// cut the broker's CPU per delivery by about a third (docs/benchmarks.md), at 33 bytes more
-/// per idle connection.
+/// cut the broker's CPU per delivery by about a third (docs/benchmarks.md). Its size classes
+/// also set what an idle connection costs: the connection task's future is kept within the
+/// 1 KiB class.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
