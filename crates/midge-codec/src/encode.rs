@@ -341,25 +341,6 @@ fn publish_sizes(p: &Publish, v5: bool) -> Result<(usize, usize), EncodeError> {
     Ok((remaining, props))
 }
 
-/// Topics up to this length are written together with the header (see [`encode_publish`]).
-const SHORT_TOPIC: usize = 48;
-
-/// A variable byte integer as the low bytes of a little-endian word, and its length.
-#[inline]
-fn varint_word(mut value: u32) -> (u64, usize) {
-    let mut word = 0;
-    let mut n = 0;
-    loop {
-        let byte = u64::from(value & 0x7F);
-        value >>= 7;
-        if value == 0 {
-            return (word | (byte << (8 * n)), n + 1);
-        }
-        word |= (byte | 0x80) << (8 * n);
-        n += 1;
-    }
-}
-
 /// [`Packet::encode`] for a PUBLISH.
 #[inline]
 fn encode_publish(p: &Publish, v5: bool, buf: &mut BytesMut) -> Result<(), EncodeError> {
@@ -379,44 +360,9 @@ fn encode_publish(p: &Publish, v5: bool, buf: &mut BytesMut) -> Result<(), Encod
         let remaining = 2 + topic.len() + id_len + usize::from(v5) + p.payload.len();
         if remaining <= MAX_VARINT as usize {
             buf.reserve(5 + remaining);
-            // First byte, Remaining Length and the topic's length prefix: at most 7 bytes.
-            let (varint, n) = varint_word(remaining as u32);
-            let head = u64::from(publish_first_byte(p))
-                | (varint << 8)
-                | (u64::from((topic.len() as u16).swap_bytes()) << (8 * (1 + n)));
-            if topic.len() <= SHORT_TOPIC {
-                // Everything before the payload in one write, assembled on the stack: the
-                // usual topic is short, and each write into a `BytesMut` is a call.
-                let mut stack = [0u8; SHORT_TOPIC + 16];
-                let topic_at = 3 + n;
-                let id_at = topic_at + topic.len();
-                // The zeroed buffer already holds the empty property block's length.
-                let end = id_at + id_len + usize::from(v5);
-                if let Some(to) = stack.get_mut(..8) {
-                    to.copy_from_slice(&head.to_le_bytes());
-                }
-                if let Some(to) = stack.get_mut(topic_at..id_at) {
-                    to.copy_from_slice(topic);
-                }
-                if let (Some(id), Some(to)) = (p.packet_id, stack.get_mut(id_at..id_at + 2)) {
-                    to.copy_from_slice(&id.get().to_be_bytes());
-                }
-                buf.put_slice(stack.get(..end).unwrap_or_default());
-            } else {
-                // Eight bytes written at once, the extra ones cut off again.
-                let start = buf.len();
-                buf.put_u64_le(head);
-                buf.truncate(start + 3 + n);
-                buf.put_slice(topic);
-                if let Some(id) = p.packet_id {
-                    buf.put_u16(id.get());
-                }
-                if v5 {
-                    // The empty property block.
-                    buf.put_u8(0);
-                }
-            }
-            buf.put_slice(&p.payload);
+            buf.put_u8(publish_first_byte(p));
+            put_varint(buf, remaining as u32);
+            write_publish_body(p, v5, 0, buf);
             return Ok(());
         }
     }
@@ -424,7 +370,12 @@ fn encode_publish(p: &Publish, v5: bool, buf: &mut BytesMut) -> Result<(), Encod
 }
 
 /// [`encode_publish`] for any PUBLISH: every check, in order, then the packet.
-#[inline(never)]
+///
+/// `#[cold]` is a hint to the optimiser, not a claim that properties are rare: without it the
+/// chain of checks above makes LLVM rate the fast path's writes as cold call sites, and it
+/// then keeps `BytesMut::extend_from_slice` out of line there, which cost about 15% of a
+/// 64-byte PUBLISH's encode (`cargo bench -p midge-benches --bench codec -- publish_encode`).
+#[cold]
 fn encode_publish_checked(p: &Publish, v5: bool, buf: &mut BytesMut) -> Result<(), EncodeError> {
     let (remaining, props) = publish_sizes(p, v5)?;
     buf.reserve(1 + varint_len(remaining as u32) + remaining);
@@ -441,7 +392,9 @@ fn publish_first_byte(p: &Publish) -> u8 {
         | u8::from(p.retain)
 }
 
-#[inline]
+/// Always inlined, so that the fast path of [`encode_publish`] writes with inlined
+/// `BytesMut` calls whatever the size of the properties' branch here.
+#[inline(always)]
 fn write_publish_body(p: &Publish, v5: bool, props: usize, buf: &mut BytesMut) {
     put_binary(buf, p.topic.as_bytes());
     if let Some(id) = p.packet_id {
