@@ -228,10 +228,13 @@ pub(crate) fn field_len(bytes: &[u8]) -> Result<usize, EncodeError> {
 
 /// Encoded size of a string, checking the limit and the absence of U+0000 [MQTT-1.5.4-2].
 pub(crate) fn str_len(s: &ByteStr) -> Result<usize, EncodeError> {
-    if s.as_bytes().contains(&0) {
+    // A string known to be a plain topic has no U+0000: decoding and construction learnt that
+    // already, so the scan is skipped.
+    let (bytes, known_plain) = s.bytes_and_plain_topic();
+    if !known_plain && bytes.contains(&0) {
         return Err(EncodeError::NullCharacter);
     }
-    field_len(s.as_bytes())
+    field_len(bytes)
 }
 
 /// Writes a field whose length was checked by [`field_len`] or [`str_len`].
