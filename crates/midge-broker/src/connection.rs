@@ -633,7 +633,20 @@ impl Driver {
         for blocked in std::mem::take(&mut pending.blocked) {
             // A QoS 0 delivery may be dropped without failing the publish.
             let at_most_once = blocked.delivery.qos == midge_codec::QoS::AtMostOnce;
-            if self.shared.send_blocked(blocked).await {
+            let sent = if blocked.is_for(&self.inbox) {
+                // Our own publish to ourselves found our own inbox full. Only this task
+                // empties it, and it would be the one waiting: nothing but the timeout would
+                // end the wait. Move what the session's queue has room for out of the inbox,
+                // then try once. Still full, the session's queue is full too, and only the
+                // client's reads and acknowledgements drain it, which are not handled while
+                // this publish waits: the delivery is dropped and counted.
+                self.take_deliveries();
+                let now = tokio::time::Instant::now();
+                self.shared.send_blocked_until(blocked, now).await
+            } else {
+                self.shared.send_blocked(blocked).await
+            };
+            if sent {
                 pending.matched += 1;
             } else if !at_most_once {
                 pending.refused += 1;

@@ -168,6 +168,13 @@ pub(crate) struct Blocked {
     pub(crate) delivery: Delivery,
 }
 
+impl Blocked {
+    /// Whether the delivery waits for room in `inbox`.
+    pub(crate) fn is_for(&self, inbox: &Arc<Inbox>) -> bool {
+        Arc::ptr_eq(&self.inbox, inbox)
+    }
+}
+
 /// The outcome of handing one delivery to one client.
 enum Handed {
     Queued,
@@ -386,9 +393,19 @@ impl Shared {
     /// the pace of its slowest subscriber instead of losing messages it was promised. A
     /// client that is not reading at all costs one timeout, then is marked congested and
     /// skipped at once until it catches up. Returns whether the delivery was queued.
-    pub(crate) async fn send_blocked(&self, mut blocked: Blocked) -> bool {
+    pub(crate) async fn send_blocked(&self, blocked: Blocked) -> bool {
         let wait = Duration::from_millis(self.config.limits.backpressure_timeout_ms);
-        let deadline = tokio::time::Instant::now() + wait;
+        self.send_blocked_until(blocked, tokio::time::Instant::now() + wait)
+            .await
+    }
+
+    /// [`Shared::send_blocked`], waiting until `deadline` at most; a deadline already past
+    /// tries once.
+    pub(crate) async fn send_blocked_until(
+        &self,
+        mut blocked: Blocked,
+        deadline: tokio::time::Instant,
+    ) -> bool {
         loop {
             let Blocked {
                 slot,

@@ -568,3 +568,56 @@ async fn deliveries_that_waited_for_a_full_queue_are_delivered() {
         "every delivery that waited in the inbox arrived"
     );
 }
+
+/// A client subscribed to its own topic, publishing more messages at once than its inbox
+/// holds: its deliveries to itself wait for room in its own inbox, which only its own task
+/// empties. They must not wait for the backpressure timeout and then be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_to_itself_past_its_inbox_capacity_loses_nothing() {
+    let mut config = test_config();
+    config.limits.inbox_capacity = 8;
+    // Long enough that waiting it out would fail the test's own bound below.
+    config.limits.backpressure_timeout_ms = 5_000;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    let mut c = TestClient::connect(addr, V5, "echo").await;
+    c.subscribe("echo/#", QoS::AtLeastOnce).await;
+    const MESSAGES: u16 = 40;
+    // All in one write, so that the broker reads and routes them in one pass.
+    let mut burst = bytes::BytesMut::new();
+    for n in 1..=MESSAGES {
+        let mut p = c.publish_packet("echo/x", &n.to_string(), QoS::AtLeastOnce, false);
+        p.packet_id = Some(pid(n));
+        Packet::Publish(p).encode(V5, &mut burst).expect("encodes");
+    }
+    c.send_raw(&burst).await;
+    let mut acks = Vec::new();
+    let mut payloads = Vec::new();
+    // Two seconds of silence ends the wait: far less than the backpressure timeout.
+    while acks.len() < usize::from(MESSAGES) || payloads.len() < usize::from(MESSAGES) {
+        match c.recv_within(Duration::from_secs(2)).await {
+            Recv::Packet(Packet::PubAck(ack)) => acks.push(ack.reason_code),
+            Recv::Packet(Packet::Publish(p)) => {
+                if let Some(id) = p.packet_id {
+                    c.send(Packet::PubAck(PubAck::new(id))).await;
+                }
+                payloads.push(String::from_utf8_lossy(&p.payload).into_owned());
+            }
+            other => panic!(
+                "got {other:?} after {} acks {acks:?} and {} deliveries",
+                acks.len(),
+                payloads.len()
+            ),
+        }
+    }
+    assert!(acks.iter().all(|a| *a == ReasonCode::SUCCESS), "{acks:?}");
+    let expected: Vec<String> = (1..=MESSAGES).map(|n| n.to_string()).collect();
+    assert_eq!(payloads, expected, "every message, in order");
+    let stats = broker.stats();
+    assert_eq!(
+        stats.dropped_inbox_full + stats.dropped_queue_full,
+        0,
+        "{stats:?}"
+    );
+    broker.shutdown().await;
+}
