@@ -306,10 +306,12 @@ impl Shared {
         let q = &self.counters.queued_bytes;
         let mut current = q.load(Relaxed);
         loop {
-            if current + size > max {
+            // Checked: a fan-out's reservation (size × subscribers, saturated) can reach
+            // `usize::MAX` on a 32-bit target, where a plain add would wrap past the limit.
+            let Some(after) = current.checked_add(size).filter(|after| *after <= max) else {
                 return false;
-            }
-            match q.compare_exchange_weak(current, current + size, Relaxed, Relaxed) {
+            };
+            match q.compare_exchange_weak(current, after, Relaxed, Relaxed) {
                 Ok(_) => return true,
                 Err(now) => current = now,
             }
@@ -967,5 +969,38 @@ async fn offline_timer(
             shared.fire_will(&slot, generation);
             will_at = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hooks::AllowAll;
+    use crate::store::MemoryStore;
+
+    fn shared(max_queued_bytes_total: usize) -> Shared {
+        let mut config = BrokerConfig::default();
+        config.limits.max_queued_bytes_total = max_queued_bytes_total;
+        let (_stop, stopping) = watch::channel(false);
+        Shared::new(
+            config,
+            Arc::new(AllowAll),
+            Arc::new(MemoryStore::new()),
+            Arc::new(crate::store::Standalone),
+            1,
+            stopping,
+        )
+    }
+
+    #[test]
+    fn the_global_budget_refuses_what_does_not_fit_and_never_wraps() {
+        let shared = shared(1000);
+        assert!(shared.reserve(600));
+        assert!(!shared.reserve(401), "over the limit");
+        assert!(shared.reserve(400), "exactly up to the limit");
+        shared.release(500);
+        // A saturated fan-out reservation: refused, not wrapped round to a small number.
+        assert!(!shared.reserve(usize::MAX));
+        assert_eq!(shared.counters.queued_bytes.load(Relaxed), 500);
     }
 }
