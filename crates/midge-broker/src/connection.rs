@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::hooks::{ClientInfo, ConnectRequest, DisconnectReason};
 use crate::inbox::Inbox;
-use crate::state::{Handover, Registered, Shared, Slot, SlotState, Sub, TakeOver};
+use crate::state::{Blocked, Handover, Registered, Shared, Slot, SlotState, Sub, TakeOver};
 use crate::stats::add;
 
 /// Bytes gathered into one write before it is handed to the writer.
@@ -633,19 +633,7 @@ impl Driver {
         for blocked in std::mem::take(&mut pending.blocked) {
             // A QoS 0 delivery may be dropped without failing the publish.
             let at_most_once = blocked.delivery.qos == midge_codec::QoS::AtMostOnce;
-            let sent = if blocked.is_for(&self.inbox) {
-                // Our own publish to ourselves found our own inbox full. Only this task
-                // empties it, and it would be the one waiting: nothing but the timeout would
-                // end the wait. Move what the session's queue has room for out of the inbox,
-                // then try once. Still full, the session's queue is full too, and only the
-                // client's reads and acknowledgements drain it, which are not handled while
-                // this publish waits: the delivery is dropped and counted.
-                self.take_deliveries();
-                let now = tokio::time::Instant::now();
-                self.shared.send_blocked_until(blocked, now).await
-            } else {
-                self.shared.send_blocked(blocked).await
-            };
+            let sent = self.send_blocked(blocked).await;
             if sent {
                 pending.matched += 1;
             } else if !at_most_once {
@@ -653,6 +641,40 @@ impl Driver {
             }
         }
         self.acknowledge(pending.packet_id, pending.qos, pending.reason());
+    }
+
+    /// Waits, at most `limits.backpressure_timeout_ms`, for room in the full inbox a delivery
+    /// of this connection's publish is for, and returns whether it was queued.
+    ///
+    /// While it waits, this task keeps moving deliveries from its own inbox into its session's
+    /// queue, as far as the queue has room: the publisher of what fills that inbox may be the
+    /// very client this publish waits for, itself waiting for room here. Two clients
+    /// publishing to each other, or one publishing to itself, would otherwise both wait out
+    /// the timeout and drop. Only a full session queue, which only the client's reading
+    /// drains, still ends in the timeout; a publish to itself does not wait for that.
+    async fn send_blocked(&mut self, mut blocked: Blocked) -> bool {
+        // How often a waiting publish looks at its own inbox. Short against the timeout, long
+        // against a wake-up: a wait that lasts is already the exception.
+        const LOOK_AGAIN: Duration = Duration::from_millis(5);
+        let now = tokio::time::Instant::now();
+        let deadline = if blocked.is_for(&self.inbox) {
+            now
+        } else {
+            now + Duration::from_millis(self.shared.config.limits.backpressure_timeout_ms)
+        };
+        loop {
+            if self.queue_has_room() {
+                self.take_deliveries();
+            }
+            let until = deadline.min(tokio::time::Instant::now() + LOOK_AGAIN);
+            match self.shared.offer_until(blocked, until).await {
+                Ok(queued) => return queued,
+                Err(back) if tokio::time::Instant::now() >= deadline => {
+                    return self.shared.refuse(back);
+                }
+                Err(back) => blocked = back,
+            }
+        }
     }
 
     fn acknowledge(
@@ -847,7 +869,7 @@ struct PendingPublish {
     matched: usize,
     /// QoS 1 and 2 deliveries that were refused.
     refused: usize,
-    blocked: Vec<crate::state::Blocked>,
+    blocked: Vec<Blocked>,
 }
 
 impl PendingPublish {

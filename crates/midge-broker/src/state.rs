@@ -397,17 +397,23 @@ impl Shared {
     /// skipped at once until it catches up. Returns whether the delivery was queued.
     pub(crate) async fn send_blocked(&self, blocked: Blocked) -> bool {
         let wait = Duration::from_millis(self.config.limits.backpressure_timeout_ms);
-        self.send_blocked_until(blocked, tokio::time::Instant::now() + wait)
+        match self
+            .offer_until(blocked, tokio::time::Instant::now() + wait)
             .await
+        {
+            Ok(queued) => queued,
+            Err(back) => self.refuse(back),
+        }
     }
 
-    /// [`Shared::send_blocked`], waiting until `deadline` at most; a deadline already past
-    /// tries once.
-    pub(crate) async fn send_blocked_until(
+    /// Offers a blocked delivery until `until` at most (a time already past tries once):
+    /// `Ok(true)` once queued, `Ok(false)` if the session refused it, and the delivery back
+    /// if the inbox stayed full, for the caller to go on waiting or [`Shared::refuse`] it.
+    pub(crate) async fn offer_until(
         &self,
         mut blocked: Blocked,
-        deadline: tokio::time::Instant,
-    ) -> bool {
+        until: tokio::time::Instant,
+    ) -> Result<bool, Blocked> {
         loop {
             let Blocked {
                 slot,
@@ -415,16 +421,16 @@ impl Shared {
                 delivery,
             } = blocked;
             let size = delivery.size();
-            match inbox.send_until(delivery, deadline).await {
-                Ok(()) => return true,
+            match inbox.send_until(delivery, until).await {
+                Ok(()) => return Ok(true),
                 Err(SendError::Closed(delivery)) => {
                     // The connection closed while we waited, after it moved its inbox into
                     // the session: hand the delivery to whoever holds the session now,
                     // offline or a new connection, instead of losing it.
                     self.release(size);
                     match self.deliver_to(&slot, delivery, false) {
-                        Handed::Queued => return true,
-                        Handed::Refused => return false,
+                        Handed::Queued => return Ok(true),
+                        Handed::Refused => return Ok(false),
                         Handed::Blocked(again) => {
                             if again.inbox.is_closed() {
                                 // The slot still names the closing connection: let it finish.
@@ -434,14 +440,24 @@ impl Shared {
                         }
                     }
                 }
-                Err(SendError::Full(_)) => {
-                    self.release(size);
-                    self.counters.dropped_inbox_full.fetch_add(1, Relaxed);
-                    slot.congested.store(true, Relaxed);
-                    return false;
+                Err(SendError::Full(delivery)) => {
+                    return Err(Blocked {
+                        slot,
+                        inbox,
+                        delivery,
+                    })
                 }
             }
         }
+    }
+
+    /// Gives up on a blocked delivery whose wait ran out: it is dropped and counted, and its
+    /// client is marked congested, so that later deliveries skip it until it catches up.
+    pub(crate) fn refuse(&self, blocked: Blocked) -> bool {
+        self.release(blocked.delivery.size());
+        self.counters.dropped_inbox_full.fetch_add(1, Relaxed);
+        blocked.slot.congested.store(true, Relaxed);
+        false
     }
 
     /// Routes to every matching subscription, applying No Local, Retain As Published and the

@@ -569,37 +569,31 @@ async fn deliveries_that_waited_for_a_full_queue_are_delivered() {
     );
 }
 
-/// A client subscribed to its own topic, publishing more messages at once than its inbox
-/// holds: its deliveries to itself wait for room in its own inbox, which only its own task
-/// empties. They must not wait for the backpressure timeout and then be refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publishing_to_itself_past_its_inbox_capacity_loses_nothing() {
-    let mut config = test_config();
-    config.limits.inbox_capacity = 8;
-    // Long enough that waiting it out would fail the test's own bound below.
-    config.limits.backpressure_timeout_ms = 5_000;
-    let broker = start(config).await;
-    let addr = broker.local_addr();
-    let mut c = TestClient::connect(addr, V5, "echo").await;
-    c.subscribe("echo/#", QoS::AtLeastOnce).await;
-    const MESSAGES: u16 = 40;
-    // All in one write, so that the broker reads and routes them in one pass.
+/// `count` QoS 1 PUBLISHes to `topic` numbered from 1, in one buffer, so that the broker
+/// reads and routes them in one pass.
+fn qos1_burst(client: &mut TestClient, topic: &str, count: u16) -> bytes::BytesMut {
     let mut burst = bytes::BytesMut::new();
-    for n in 1..=MESSAGES {
-        let mut p = c.publish_packet("echo/x", &n.to_string(), QoS::AtLeastOnce, false);
+    for n in 1..=count {
+        let mut p = client.publish_packet(topic, &n.to_string(), QoS::AtLeastOnce, false);
         p.packet_id = Some(pid(n));
         Packet::Publish(p).encode(V5, &mut burst).expect("encodes");
     }
-    c.send_raw(&burst).await;
+    burst
+}
+
+/// Receives until `count` PUBACKs and `count` messages arrived, acknowledging the messages,
+/// and returns the PUBACKs' reason codes and the payloads in order. Two seconds of silence
+/// fail the test: far less than the backpressure timeout of the tests that use it.
+async fn acks_and_messages(client: &mut TestClient, count: u16) -> (Vec<ReasonCode>, Vec<String>) {
+    let count = usize::from(count);
     let mut acks = Vec::new();
     let mut payloads = Vec::new();
-    // Two seconds of silence ends the wait: far less than the backpressure timeout.
-    while acks.len() < usize::from(MESSAGES) || payloads.len() < usize::from(MESSAGES) {
-        match c.recv_within(Duration::from_secs(2)).await {
+    while acks.len() < count || payloads.len() < count {
+        match client.recv_within(Duration::from_secs(2)).await {
             Recv::Packet(Packet::PubAck(ack)) => acks.push(ack.reason_code),
             Recv::Packet(Packet::Publish(p)) => {
                 if let Some(id) = p.packet_id {
-                    c.send(Packet::PubAck(PubAck::new(id))).await;
+                    client.send(Packet::PubAck(PubAck::new(id))).await;
                 }
                 payloads.push(String::from_utf8_lossy(&p.payload).into_owned());
             }
@@ -610,9 +604,67 @@ async fn publishing_to_itself_past_its_inbox_capacity_loses_nothing() {
             ),
         }
     }
+    (acks, payloads)
+}
+
+/// Every PUBACK a success and the messages 1 to `count` in order.
+fn assert_all_delivered((acks, payloads): &(Vec<ReasonCode>, Vec<String>), count: u16) {
     assert!(acks.iter().all(|a| *a == ReasonCode::SUCCESS), "{acks:?}");
-    let expected: Vec<String> = (1..=MESSAGES).map(|n| n.to_string()).collect();
-    assert_eq!(payloads, expected, "every message, in order");
+    let expected: Vec<String> = (1..=count).map(|n| n.to_string()).collect();
+    assert_eq!(payloads, &expected, "every message, in order");
+}
+
+/// A client subscribed to its own topic, publishing more messages at once than its inbox
+/// holds: its deliveries to itself wait for room in its own inbox, which only its own task
+/// empties. They must not wait for the backpressure timeout and then be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_to_itself_past_its_inbox_capacity_loses_nothing() {
+    let mut config = test_config();
+    config.limits.inbox_capacity = 8;
+    // Long enough that waiting it out would fail the test's own bound.
+    config.limits.backpressure_timeout_ms = 5_000;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    let mut c = TestClient::connect(addr, V5, "echo").await;
+    c.subscribe("echo/#", QoS::AtLeastOnce).await;
+    const MESSAGES: u16 = 40;
+    let burst = qos1_burst(&mut c, "echo/x", MESSAGES);
+    c.send_raw(&burst).await;
+    assert_all_delivered(&acks_and_messages(&mut c, MESSAGES).await, MESSAGES);
+    let stats = broker.stats();
+    assert_eq!(
+        stats.dropped_inbox_full + stats.dropped_queue_full,
+        0,
+        "{stats:?}"
+    );
+    broker.shutdown().await;
+}
+
+/// Two clients, each subscribed to the other's topic, publishing more at once than an inbox
+/// holds: each one's publish waits for room in the other's inbox, which the other's task
+/// empties only if it goes on doing so while its own publish waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_publishing_to_each_other_past_their_inboxes_lose_nothing() {
+    let mut config = test_config();
+    config.limits.inbox_capacity = 8;
+    config.limits.backpressure_timeout_ms = 5_000;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    let mut a = TestClient::connect(addr, V5, "a").await;
+    a.subscribe("to-a/#", QoS::AtLeastOnce).await;
+    let mut b = TestClient::connect(addr, V5, "b").await;
+    b.subscribe("to-b/#", QoS::AtLeastOnce).await;
+    // Enough that both publishes are waiting at once in practically every run.
+    const MESSAGES: u16 = 200;
+    let to_b = qos1_burst(&mut a, "to-b/x", MESSAGES);
+    let to_a = qos1_burst(&mut b, "to-a/x", MESSAGES);
+    tokio::join!(a.send_raw(&to_b), b.send_raw(&to_a));
+    let (at_a, at_b) = tokio::join!(
+        acks_and_messages(&mut a, MESSAGES),
+        acks_and_messages(&mut b, MESSAGES)
+    );
+    assert_all_delivered(&at_a, MESSAGES);
+    assert_all_delivered(&at_b, MESSAGES);
     let stats = broker.stats();
     assert_eq!(
         stats.dropped_inbox_full + stats.dropped_queue_full,
