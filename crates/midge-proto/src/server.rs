@@ -536,7 +536,9 @@ impl ServerConnection {
         // Resume: resend what was in flight, in order, PUBLISH with DUP [MQTT-4.4.0-1].
         for (id, state) in session.outgoing.iter() {
             self.transmit.push_back(match state {
-                OutState::Published(d) => Packet::Publish(d.to_publish(now, Some(id), true)),
+                OutState::Published(d) => {
+                    Packet::Publish(publish_for(self.version, d, now, Some(id), true))
+                }
                 OutState::Released => Packet::PubRel(PubAck::new(id)),
             });
         }
@@ -1135,10 +1137,7 @@ impl ServerConnection {
                 QoS::AtMostOnce => None,
                 _ => Some(session.outgoing.next_free_id()?),
             };
-            let mut publish = delivery.to_publish(now, packet_id, false);
-            if !self.version.is_v5() {
-                publish.properties = Default::default();
-            }
+            let mut publish = publish_for(self.version, &delivery, now, packet_id, false);
             // The client's Maximum Packet Size: a message too large is dropped
             // [MQTT-3.1.2-25]. Measured without an alias; one is added only if the packet
             // still fits, since setting an alias adds three bytes [MQTT-3.1.2-24].
@@ -1166,6 +1165,24 @@ impl ServerConnection {
             return Some(Outgoing::Packet(Packet::Publish(publish)));
         }
     }
+}
+
+/// The PUBLISH of `delivery` for a client of `version`, without a topic alias. 3.x has no
+/// properties: a message published by a 5.0 client goes to a 3.x one without them, on its
+/// first send and on a resend after resume alike, since a PUBLISH with properties does not
+/// encode under 3.x and would silently never be (re)sent [MQTT-4.4.0-1].
+fn publish_for(
+    version: ProtocolVersion,
+    delivery: &Delivery,
+    now: Instant,
+    packet_id: Option<PacketId>,
+    dup: bool,
+) -> Publish {
+    let mut publish = delivery.to_publish(now, packet_id, dup);
+    if !version.is_v5() {
+        publish.properties = Default::default();
+    }
+    publish
 }
 
 /// Largest payload whose plain PUBLISH is cached in its message. The cache holds a second copy

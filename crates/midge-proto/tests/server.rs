@@ -889,6 +889,52 @@ fn resumed_session_resends_in_flight_with_dup_in_order() {
     }
 }
 
+// Conformance: [MQTT-3.1.1:4.4.0-1]
+#[test]
+fn a_3_x_resume_resends_messages_that_carry_5_0_properties() {
+    // [MQTT-4.4.0-1]: a 3.1.1 subscriber that reconnects gets its unacknowledged messages
+    // again, also one that a 5.0 client published with properties (here a Content Type and a
+    // Message Expiry Interval), which 3.x cannot carry and which must be left out, not make
+    // the resent PUBLISH fail to encode and vanish.
+    for version in [V3_1, V3_1_1] {
+        let t0 = Instant::now();
+        let mut connect = connect_packet(version, "c");
+        connect.clean_start = false;
+        let (mut server, _) = accepted_server(config(), connect.clone(), None, t0);
+        let mut message = Message::new("a", &b"data"[..], QoS::AtLeastOnce);
+        message
+            .properties
+            .set_content_type(Some(ByteStr::from("text/plain")))
+            .unwrap();
+        message.properties.message_expiry_interval = Some(100);
+        server.deliver(Delivery {
+            message: Arc::new(message),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: Vec::new(),
+            received_at: t0,
+        });
+        let sent = server_tx(&mut server, t0);
+        let first = publishes(&sent)[0].packet_id;
+        server.connection_lost();
+        let session = server.take_session().unwrap();
+        let (mut server, sent) = accepted_server_all(config(), connect, Some(session), t0);
+        let resent = publishes(&sent);
+        assert_eq!(resent.len(), 1, "{version:?}: {sent:?}");
+        assert_eq!(
+            (
+                resent[0].packet_id,
+                resent[0].dup,
+                resent[0].payload.as_ref()
+            ),
+            (first, true, &b"data"[..])
+        );
+        let id = first.unwrap();
+        server_feed(&mut server, t0, Packet::PubAck(PubAck::new(id)));
+        assert_eq!(server.session().unwrap().in_flight(), 0);
+    }
+}
+
 // ----------------------------------------------------------------------------- SUBSCRIBE
 
 fn subscribe_event(
