@@ -533,14 +533,28 @@ impl ServerConnection {
             reason_code: ReasonCode::SUCCESS,
             properties: props,
         })));
-        // Resume: resend what was in flight, in order, PUBLISH with DUP [MQTT-4.4.0-1].
+        // Resume: resend what was in flight, in order, PUBLISH with DUP [MQTT-4.4.0-1]. The
+        // client may now accept smaller packets than when a PUBLISH was first sent: one that
+        // no longer fits is dropped as if delivered [MQTT-3.1.2-25], or the client would
+        // refuse it with 0x95 on every reconnect.
+        let mut too_large = Vec::new();
         for (id, state) in session.outgoing.iter() {
-            self.transmit.push_back(match state {
+            match state {
                 OutState::Published(d) => {
-                    Packet::Publish(publish_for(self.version, d, now, Some(id), true))
+                    let publish =
+                        Packet::Publish(publish_for(self.version, d, now, Some(id), true));
+                    if self.fits(&publish) {
+                        self.transmit.push_back(publish);
+                    } else {
+                        too_large.push(id);
+                    }
                 }
-                OutState::Released => Packet::PubRel(PubAck::new(id)),
-            });
+                OutState::Released => self.transmit.push_back(Packet::PubRel(PubAck::new(id))),
+            }
+        }
+        for id in too_large {
+            session.outgoing.remove(id);
+            session.stats.dropped_too_large += 1;
         }
         self.session = Some(session);
         let Connect {

@@ -668,6 +668,35 @@ fn deliveries_larger_than_the_clients_maximum_are_dropped() {
     assert_eq!(session.in_flight(), 1);
 }
 
+// Conformance: [MQTT-5:3.1.2-24] [MQTT-5:3.1.2-25]
+#[test]
+fn a_resumed_delivery_larger_than_the_clients_new_maximum_is_dropped() {
+    // [MQTT-3.1.2-24], [MQTT-3.1.2-25]: a client that reconnects with a smaller Maximum
+    // Packet Size never gets a resent PUBLISH above it (it would disconnect with 0x95 and
+    // get the same packet on every reconnect); the message is dropped as if delivered, and
+    // the delivery behind it is resent as usual.
+    let t0 = Instant::now();
+    let mut connect = connect_packet(V5, "c");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(100);
+    let (mut server, _) = accepted_server(config(), connect.clone(), None, t0);
+    let mut big = delivery("big", QoS::ExactlyOnce, t0);
+    big.message = Arc::new(Message::new("big", vec![0u8; 100], QoS::ExactlyOnce));
+    server.deliver(big);
+    server.deliver(delivery("small", QoS::AtLeastOnce, t0));
+    assert_eq!(publishes(&server_tx(&mut server, t0)).len(), 2);
+    server.connection_lost();
+    let session = server.take_session().unwrap();
+    connect.properties.maximum_packet_size = NonZeroU32::new(40);
+    let (server, sent) = accepted_server_all(config(), connect, Some(session), t0);
+    let resent = publishes(&sent);
+    assert_eq!(resent.len(), 1, "{sent:?}");
+    assert_eq!((resent[0].topic.as_str(), resent[0].dup), ("small", true));
+    let session = server.session().unwrap();
+    assert_eq!(session.stats().dropped_too_large, 1);
+    assert_eq!(session.in_flight(), 1);
+}
+
 // Conformance: [MQTT-5:3.1.2-24]
 #[test]
 fn setting_an_alias_never_pushes_a_packet_over_the_clients_maximum() {
