@@ -216,6 +216,10 @@ pub struct ServerConnection {
     /// that might contradict it.
     unacked_qos2: std::collections::BTreeSet<PacketId>,
     transmit: VecDeque<Packet>,
+    /// In-flight packets of a resumed session not yet resent on this connection, in their
+    /// original order: the client may have reconnected with a smaller Receive Maximum than
+    /// was in flight, and the rest go out as it acknowledges [MQTT-3.3.4-9].
+    resend: VecDeque<PacketId>,
     events: VecDeque<ServerEvent>,
     /// Packets that arrived after CONNECT while the broker decides; replayed on accept.
     early: VecDeque<Packet>,
@@ -269,6 +273,7 @@ impl ServerConnection {
             unacked_qos1: 0,
             unacked_qos2: std::collections::BTreeSet::new(),
             transmit: VecDeque::new(),
+            resend: VecDeque::new(),
             events: VecDeque::new(),
             early: VecDeque::new(),
             connection_number,
@@ -307,6 +312,9 @@ impl ServerConnection {
         }
         if self.early.is_empty() && self.early.capacity() > 0 {
             self.early = VecDeque::new();
+        }
+        if self.resend.is_empty() && self.resend.capacity() > 0 {
+            self.resend = VecDeque::new();
         }
     }
 
@@ -536,20 +544,25 @@ impl ServerConnection {
         // Resume: resend what was in flight, in order, PUBLISH with DUP [MQTT-4.4.0-1]. The
         // client may now accept smaller packets than when a PUBLISH was first sent: one that
         // no longer fits is dropped as if delivered [MQTT-3.1.2-25], or the client would
-        // refuse it with 0x95 on every reconnect.
+        // refuse it with 0x95 on every reconnect. It may also accept fewer at a time: what
+        // is beyond its Receive Maximum waits in `resend` [MQTT-3.3.4-9].
+        let window = self.window();
+        let mut resent = 0;
         let mut too_large = Vec::new();
         for (id, state) in session.outgoing.iter() {
-            match state {
+            let packet = match state {
                 OutState::Published(d) => {
-                    let publish =
-                        Packet::Publish(publish_for(self.version, d, now, Some(id), true));
-                    if self.fits(&publish) {
-                        self.transmit.push_back(publish);
-                    } else {
-                        too_large.push(id);
-                    }
+                    Packet::Publish(publish_for(self.version, d, now, Some(id), true))
                 }
-                OutState::Released => self.transmit.push_back(Packet::PubRel(PubAck::new(id))),
+                OutState::Released => Packet::PubRel(PubAck::new(id)),
+            };
+            if !self.fits(&packet) {
+                too_large.push(id);
+            } else if resent < window && self.resend.is_empty() {
+                self.transmit.push_back(packet);
+                resent += 1;
+            } else {
+                self.resend.push_back(id);
             }
         }
         for id in too_large {
@@ -715,6 +728,7 @@ impl ServerConnection {
                 if let Some(OutState::Published(d)) = self.outgoing().get(ack.packet_id) {
                     if d.qos == QoS::AtLeastOnce {
                         self.outgoing().remove(ack.packet_id);
+                        self.no_resend(ack.packet_id);
                     }
                 }
             }
@@ -727,10 +741,12 @@ impl ServerConnection {
                     } else {
                         self.outgoing().remove(ack.packet_id);
                     }
+                    self.no_resend(ack.packet_id);
                 }
                 Some(OutState::Released) => {
                     self.transmit
                         .push_back(Packet::PubRel(PubAck::new(ack.packet_id)));
+                    self.no_resend(ack.packet_id);
                 }
                 None => {
                     let rel = qos2_answer(ack.packet_id, false, v5);
@@ -740,6 +756,7 @@ impl ServerConnection {
             Packet::PubComp(ack) => {
                 if let Some(OutState::Released) = self.outgoing().get(ack.packet_id) {
                     self.outgoing().remove(ack.packet_id);
+                    self.no_resend(ack.packet_id);
                 }
             }
             Packet::PubRel(rel) => {
@@ -792,6 +809,20 @@ impl ServerConnection {
         let client_id = self.client_id.clone();
         self.session
             .get_or_insert_with(|| Session::new(client_id, limits))
+    }
+
+    /// An in-flight packet still waiting in `resend` was answered before it was resent: it
+    /// is no longer to be resent (or was just answered with a PUBREL).
+    fn no_resend(&mut self, id: PacketId) {
+        if !self.resend.is_empty() {
+            self.resend.retain(|r| *r != id);
+        }
+    }
+
+    /// Most QoS 1 and 2 deliveries in flight on this connection: the client's Receive
+    /// Maximum [MQTT-3.3.4-9], within the server's own limit.
+    fn window(&self) -> usize {
+        usize::from(self.client_receive_maximum.min(self.config.max_inflight))
     }
 
     fn outgoing(&mut self) -> &mut Inflight<OutState> {
@@ -1112,7 +1143,24 @@ impl ServerConnection {
         if self.state != State::Connected {
             return None;
         }
-        let window = usize::from(self.client_receive_maximum.min(self.config.max_inflight));
+        let window = self.window();
+        // What a resumed session had in flight beyond the window goes first, as the window
+        // opens, in its original order with its original identifiers [MQTT-4.4.0-1].
+        while let Some(&id) = self.resend.front() {
+            let session = self.session.as_mut()?;
+            if session.outgoing.len().saturating_sub(self.resend.len()) >= window {
+                return None;
+            }
+            self.resend.pop_front();
+            let packet = match session.outgoing.get(id) {
+                Some(OutState::Published(d)) => {
+                    Packet::Publish(publish_for(self.version, d, now, Some(id), true))
+                }
+                Some(OutState::Released) => Packet::PubRel(PubAck::new(id)),
+                None => continue,
+            };
+            return Some(Outgoing::Packet(packet));
+        }
         loop {
             let session = self.session.as_mut()?;
             let qos = session.queue.front()?.qos;

@@ -554,6 +554,54 @@ fn outbound_respects_the_clients_receive_maximum() {
     assert_eq!(server.session().unwrap().in_flight(), 2);
 }
 
+// Conformance: [MQTT-5:3.3.4-9] [MQTT-5:4.9.0-1] [MQTT-5:4.9.0-2] [MQTT-5:4.4.0-1]
+#[test]
+fn a_resumed_session_resends_within_the_clients_new_receive_maximum() {
+    // [MQTT-3.3.4-9], [MQTT-4.9.0-1]: the send quota of a new connection is the Receive
+    // Maximum of its CONNECT, also for the resends of a resumed session [MQTT-4.4.0-1]. A
+    // client that reconnects with a smaller one gets the rest once it acknowledges, still
+    // in the original order and with their original identifiers.
+    let t0 = Instant::now();
+    let mut connect = connect_packet(V5, "c");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(100);
+    let (mut server, _) = accepted_server(config(), connect.clone(), None, t0);
+    server.deliver(delivery("a", QoS::ExactlyOnce, t0));
+    server.deliver(delivery("b", QoS::AtLeastOnce, t0));
+    server.deliver(delivery("c", QoS::AtLeastOnce, t0));
+    let sent = server_tx(&mut server, t0);
+    let ids: Vec<_> = publishes(&sent)
+        .iter()
+        .map(|p| p.packet_id.unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    server_feed(&mut server, t0, Packet::PubRec(PubAck::new(ids[0])));
+    let _ = server_tx(&mut server, t0);
+    server.connection_lost();
+    let session = server.take_session().unwrap();
+    connect.properties.receive_maximum = NonZeroU16::new(1);
+    let (mut server, sent) = accepted_server_all(config(), connect, Some(session), t0);
+    assert_eq!(sent[1..], [Packet::PubRel(PubAck::new(ids[0]))], "{sent:?}");
+    server.deliver(delivery("d", QoS::AtLeastOnce, t0));
+    assert_eq!(server_tx(&mut server, t0), [], "the quota is used up");
+    server_feed(&mut server, t0, Packet::PubComp(PubAck::new(ids[0])));
+    let sent = server_tx(&mut server, t0);
+    let resent = publishes(&sent);
+    assert_eq!(resent.len(), 1, "{sent:?}");
+    assert_eq!((resent[0].packet_id, resent[0].dup), (Some(ids[1]), true));
+    server_feed(&mut server, t0, Packet::PubAck(PubAck::new(ids[1])));
+    let sent = server_tx(&mut server, t0);
+    let resent = publishes(&sent);
+    assert_eq!(resent.len(), 1, "{sent:?}");
+    assert_eq!((resent[0].packet_id, resent[0].dup), (Some(ids[2]), true));
+    server_feed(&mut server, t0, Packet::PubAck(PubAck::new(ids[2])));
+    let sent = server_tx(&mut server, t0);
+    let new = publishes(&sent);
+    assert_eq!(new.len(), 1, "{sent:?}");
+    assert_eq!((new[0].topic.as_str(), new[0].dup), ("d", false));
+    assert_eq!(server.session().unwrap().in_flight(), 1);
+}
+
 #[test]
 fn outbound_qos2_runs_its_flow() {
     let t0 = Instant::now();
