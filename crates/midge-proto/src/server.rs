@@ -907,6 +907,15 @@ impl ServerConnection {
     /// of routing it: `SUCCESS`, `NO_MATCHING_SUBSCRIBERS`, `NOT_AUTHORIZED`, …. For 3.x a
     /// failure cannot be expressed and is acknowledged as success, as the protocol requires.
     pub fn acknowledge(&mut self, packet_id: PacketId, qos: QoS, reason: ReasonCode) {
+        if qos == QoS::ExactlyOnce && !reason.is_success() && self.version.is_v5() {
+            // A refused QoS 2 message ends its flow: the identifier is free again
+            // [MQTT-4.3.3-9]. Also when the connection has closed and the PUBREC cannot be
+            // sent: the client then resends the PUBLISH on resume, and it must be routed
+            // again rather than get a PUBREC of success for a message that was dropped.
+            if let Some(session) = self.session.as_mut() {
+                session.incoming_qos2.remove(&packet_id);
+            }
+        }
         if self.state != State::Connected {
             return;
         }
@@ -927,10 +936,6 @@ impl ServerConnection {
             }
             QoS::ExactlyOnce => {
                 self.unacked_qos2.remove(&packet_id);
-                if !reason.is_success() && self.version.is_v5() {
-                    // A failing PUBREC ends the flow: the identifier is free again.
-                    self.session_mut().incoming_qos2.remove(&packet_id);
-                }
                 self.transmit.push_back(Packet::PubRec(ack));
             }
             QoS::AtMostOnce => {}

@@ -1427,6 +1427,48 @@ fn a_qos2_retransmission_waits_for_the_brokers_answer() {
     }
 }
 
+#[test]
+fn a_qos2_message_refused_after_the_connection_closed_is_routed_again_on_resend() {
+    // [MQTT-4.3.3-9] (5.0): a refused QoS 2 message leaves its identifier free. When the
+    // connection closed before the refusal could be sent (here the client's DISCONNECT came
+    // in the same read as its PUBLISH), the client resends the PUBLISH on resume: it must be
+    // routed again, not answered with a PUBREC of success for a message that was dropped.
+    let t0 = Instant::now();
+    let mut connect = connect_packet(V5, "c");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(100);
+    let (mut server, _) = accepted_server(config(), connect.clone(), None, t0);
+    let p = publish("a", QoS::ExactlyOnce, Some(9));
+    server_feed(&mut server, t0, Packet::Publish(p.clone()));
+    server_feed(&mut server, t0, disconnect(ReasonCode::SUCCESS));
+    let events = server_events(&mut server);
+    assert!(
+        matches!(events[0], ServerEvent::Publish { .. }),
+        "{events:?}"
+    );
+    server.acknowledge(pid(9), QoS::ExactlyOnce, ReasonCode::QUOTA_EXCEEDED);
+    let session = server.take_session().unwrap();
+    let (mut server, _) = accepted_server(config(), connect, Some(session), t0);
+    server_feed(&mut server, t0, Packet::Publish(Publish { dup: true, ..p }));
+    let events = server_events(&mut server);
+    assert!(
+        matches!(
+            events.as_slice(),
+            [ServerEvent::Publish {
+                packet_id: Some(_),
+                ..
+            }]
+        ),
+        "routed again: {events:?}"
+    );
+    assert!(
+        server_tx(&mut server, t0).is_empty(),
+        "no PUBREC before the answer"
+    );
+    server.acknowledge(pid(9), QoS::ExactlyOnce, ReasonCode::SUCCESS);
+    assert_eq!(server_tx(&mut server, t0), [Packet::PubRec(ack(9))]);
+}
+
 fn reason_string(packet: &Packet) -> Option<String> {
     let reason = match packet {
         Packet::Disconnect(d) => &d.properties.reason_string,
