@@ -516,16 +516,24 @@ impl Driver {
                     continue;
                 }
                 SlotState::Offline { session, will, .. } => {
-                    // Back before the will's delay: the will is cancelled [MQTT-3.1.3-9].
+                    // Back before the will's delay: the will is cancelled [MQTT-3.1.3-9],
+                    // unless Clean Start 1 ends the session first, which publishes it
+                    // [MQTT-3.1.2-8]; it goes on as a takeover's will does, below.
                     // The queue's bytes stay counted against the budget, now as ours.
-                    drop(will);
                     self.counted = session.queued_bytes();
+                    let (will, info) = match will {
+                        Some(p) if connect.clean_start => {
+                            let delay = p.will.properties.will_delay_interval.unwrap_or(0);
+                            (Some((p.will, delay)), Some(p.info))
+                        }
+                        _ => (None, None),
+                    };
                     break (
                         slot.clone(),
                         Some(Handover {
                             session: Some(*session),
-                            will: None,
-                            info: None,
+                            will,
+                            info,
                         }),
                         None,
                     );
@@ -558,8 +566,9 @@ impl Driver {
         }
         let mut session = None;
         if let Some(handover) = existing {
-            // A will of a taken-over connection is published unless its delay is running and
-            // the session goes on [MQTT-3.1.3-9].
+            // The will of the session's previous connection (taken over, or closed with its
+            // delay running) is published unless its delay is running and the session goes
+            // on [MQTT-3.1.3-9].
             if let (Some((will, delay)), Some(old)) = (handover.will, handover.info.as_ref()) {
                 if delay == 0 || connect.clean_start {
                     shared.publish_will(will, old);

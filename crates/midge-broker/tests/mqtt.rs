@@ -208,6 +208,38 @@ async fn wills() {
     broker.shutdown().await;
 }
 
+// A delayed will is published when its session ends, if that comes before the delay
+// [MQTT-5:3.1.2-8]; a reconnect with Clean Start 1 ends the session [MQTT-5:3.1.2-4], whether
+// the old connection is still open (a takeover) or already closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_start_reconnect_publishes_the_delayed_will_of_the_session_it_ends() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut watcher = TestClient::connect(addr, V5, "watcher").await;
+    watcher.subscribe("will/#", QoS::AtLeastOnce).await;
+    for (id, taken_over) in [("offline", false), ("online", true)] {
+        let mut c = Connect::new(V5, id);
+        c.properties.session_expiry_interval = Some(60);
+        c.will = Some(will(&format!("will/{id}"), "ended", Some(30)));
+        let (old, _) = TestClient::connect_with(addr, c.clone()).await;
+        if !taken_over {
+            drop(old);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            watcher.expect_silence(100).await;
+        }
+        let mut again = Connect::new(V5, id);
+        again.clean_start = true;
+        let (_new, ack) = TestClient::connect_with(addr, again).await;
+        assert!(!ack.session_present);
+        let p = watcher
+            .try_recv_publish(Duration::from_secs(3))
+            .await
+            .unwrap_or_else(|got| panic!("{id}: no will for the ended session: {got:?}"));
+        assert_eq!(p.topic.as_str(), format!("will/{id}"));
+    }
+    broker.shutdown().await;
+}
+
 // Conformance: [MQTT-3.1.1:3.1.2-4] [MQTT-3.1.1:3.1.2-5] [MQTT-3.1.1:3.2.2-2] [MQTT-3.1.1:3.2.2-3] [MQTT-5:4.1.0-2] [MQTT-5:3.1.2-23] [MQTT-5:3.2.2-3]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_session_offline_messages_and_expiry() {
