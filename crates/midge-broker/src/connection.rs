@@ -638,11 +638,17 @@ impl Driver {
 
     /// Waits for room for the deliveries of a publish that found full inboxes, then
     /// acknowledges it.
+    ///
+    /// One deadline covers all of them: waiting the timeout for each in turn kept the
+    /// connection from answering a takeover for as many timeouts as there were stuck
+    /// subscribers, longer than the taking-over connection waits for its session.
     async fn finish_publish(&mut self, mut pending: PendingPublish) {
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(self.shared.config.limits.backpressure_timeout_ms);
         for blocked in std::mem::take(&mut pending.blocked) {
             // A QoS 0 delivery may be dropped without failing the publish.
             let at_most_once = blocked.delivery.qos == midge_codec::QoS::AtMostOnce;
-            let sent = self.send_blocked(blocked).await;
+            let sent = self.send_blocked(blocked, deadline).await;
             if sent {
                 pending.matched += 1;
             } else if !at_most_once {
@@ -652,8 +658,8 @@ impl Driver {
         self.acknowledge(pending.packet_id, pending.qos, pending.reason());
     }
 
-    /// Waits, at most `limits.backpressure_timeout_ms`, for room in the full inbox a delivery
-    /// of this connection's publish is for, and returns whether it was queued.
+    /// Waits, until `deadline` at most, for room in the full inbox a delivery of this
+    /// connection's publish is for, and returns whether it was queued.
     ///
     /// While it waits, this task keeps moving deliveries from its own inbox into its session's
     /// queue, as far as the queue has room: the publisher of what fills that inbox may be the
@@ -661,15 +667,14 @@ impl Driver {
     /// publishing to each other, or one publishing to itself, would otherwise both wait out
     /// the timeout and drop. Only a full session queue, which only the client's reading
     /// drains, still ends in the timeout; a publish to itself does not wait for that.
-    async fn send_blocked(&mut self, mut blocked: Blocked) -> bool {
+    async fn send_blocked(&mut self, mut blocked: Blocked, deadline: tokio::time::Instant) -> bool {
         // How often a waiting publish looks at its own inbox. Short against the timeout, long
         // against a wake-up: a wait that lasts is already the exception.
         const LOOK_AGAIN: Duration = Duration::from_millis(5);
-        let now = tokio::time::Instant::now();
         let deadline = if blocked.is_for(&self.inbox) {
-            now
+            tokio::time::Instant::now()
         } else {
-            now + Duration::from_millis(self.shared.config.limits.backpressure_timeout_ms)
+            deadline
         };
         loop {
             if self.queue_has_room() {

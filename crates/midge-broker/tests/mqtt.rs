@@ -477,6 +477,53 @@ async fn session_takeover() {
     broker.shutdown().await;
 }
 
+// A publish that found several subscribers' inboxes full waits for them at most
+// `backpressure_timeout_ms` in all, not that long for each: the connection answers a
+// takeover only once the publish is done, and the new connection waits for the answer only
+// `close_timeout_ms + backpressure_timeout_ms` before it starts a new session. Waiting in
+// turn for each stuck subscriber lost the session of a client that reconnected meanwhile,
+// though Clean Start 0 resumes it [MQTT-5:3.1.2-5].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_blocked_by_many_stuck_subscribers_does_not_lose_its_session_on_takeover() {
+    let mut config = test_config();
+    config.limits.backpressure_timeout_ms = 1000;
+    config.limits.close_timeout_ms = 1000;
+    config.limits.inbox_capacity = 1;
+    config.sessions.max_queued_messages = 1;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    // Subscribers that read nothing and allow one message in flight: one in flight, one in
+    // the session's queue and one in the inbox fill them.
+    let mut stuck = Vec::new();
+    for n in 0..5 {
+        let mut c = Connect::new(V5, format!("stuck{n}"));
+        c.properties.receive_maximum = std::num::NonZeroU16::new(1);
+        let (mut s, _) = TestClient::connect_with(addr, c).await;
+        s.subscribe("stall/#", QoS::AtLeastOnce).await;
+        stuck.push(s);
+    }
+    let mut filler = TestClient::connect(addr, V5, "filler").await;
+    for n in 0..3 {
+        filler
+            .publish("stall/x", &n.to_string(), QoS::AtLeastOnce, false)
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let mut c = Connect::new(V5, "blocked");
+    c.properties.session_expiry_interval = Some(60);
+    let (mut old, _) = TestClient::connect_with(addr, c.clone()).await;
+    old.subscribe("mine/#", QoS::AtLeastOnce).await;
+    let publish = old.publish_packet("stall/x", "waits", QoS::AtLeastOnce, false);
+    old.send(Packet::Publish(publish)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.clean_start = false;
+    let (_new, ack) = TestClient::connect_with(addr, c).await;
+    assert!(ack.session_present, "the session was handed over");
+    drop(stuck);
+    broker.shutdown().await;
+}
+
 // Conformance: [MQTT-5:3.1.3-7] [MQTT-5:3.2.2-16]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_keepalive_and_assigned_client_id() {
