@@ -87,6 +87,14 @@ pub struct LimitsConfig {
     /// Global budget, in bytes, for messages queued in inboxes and offline sessions. A message
     /// that would exceed it is dropped and counted. Default 256 MiB.
     pub max_queued_bytes_total: usize,
+    /// Most retained messages kept. A retained PUBLISH on a new topic beyond it is delivered
+    /// but not retained, and counted (`dropped_retained`). Default 1 000 000.
+    pub max_retained_messages: usize,
+    /// Most topic and payload bytes of retained messages kept. A retained PUBLISH that would
+    /// go over it is delivered but not retained, and its topic's previous retained message is
+    /// cleared, since it is no longer the last one; counted (`dropped_retained`). Default
+    /// 256 MiB.
+    pub max_retained_bytes: usize,
     /// How long, in milliseconds, a closing connection may take to flush its last packets
     /// (a DISCONNECT or CONNACK) before the socket is dropped. Default 2000.
     pub close_timeout_ms: u64,
@@ -107,6 +115,8 @@ impl Default for LimitsConfig {
             inbox_capacity: 4096,
             backpressure_timeout_ms: 1000,
             max_queued_bytes_total: 256 * 1024 * 1024,
+            max_retained_messages: 1_000_000,
+            max_retained_bytes: 256 * 1024 * 1024,
             close_timeout_ms: 2000,
         }
     }

@@ -794,7 +794,7 @@ impl Driver {
             // are removed instead of being skipped on every later SUBSCRIBE.
             for r in expired {
                 if let Ok(topic) = midge_topic::TopicName::new(r.message.topic.as_str()) {
-                    shared.store.remove_expired_retained(&topic, &r);
+                    shared.remove_expired_retained(&topic, &r);
                 }
             }
         }

@@ -22,7 +22,7 @@ use crate::inbox::{Inbox, SendError};
 use crate::config::{BrokerConfig, SharedStrategy};
 use crate::hooks::{ClientInfo, Hooks};
 use crate::stats::Counters;
-use crate::store::{Cluster, Retained, Store};
+use crate::store::{lock, Cluster, Retained, Store};
 
 /// What an old connection hands to the one taking over its session.
 #[derive(Debug)]
@@ -213,6 +213,33 @@ pub(crate) struct Shared {
     stopping: watch::Receiver<bool>,
     /// Every open connection's inbox, by connection number: how shutdown reaches them.
     connections: Mutex<HashMap<u64, Arc<Inbox>>>,
+    /// What the store holds in retained messages, checked against the retained limits. Every
+    /// retained write goes through [`Shared::set_retained`] under this lock, so that the
+    /// figures and the store agree.
+    retained_usage: Mutex<RetainedUsage>,
+}
+
+/// Retained messages kept, and their topic and payload bytes.
+#[derive(Debug, Default)]
+struct RetainedUsage {
+    messages: usize,
+    bytes: usize,
+}
+
+impl RetainedUsage {
+    fn add(&mut self, retained: &Retained) {
+        self.messages += 1;
+        self.bytes += retained_size(retained);
+    }
+
+    fn remove(&mut self, retained: &Retained) {
+        self.messages = self.messages.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(retained_size(retained));
+    }
+}
+
+fn retained_size(retained: &Retained) -> usize {
+    retained.message.topic.len() + retained.message.payload.len()
 }
 
 impl std::fmt::Debug for Shared {
@@ -246,6 +273,62 @@ impl Shared {
             next_conn: AtomicU64::new(1),
             stopping,
             connections: Mutex::default(),
+            retained_usage: Mutex::new(RetainedUsage::default()),
+        }
+        .counting_stored_retained()
+    }
+
+    /// Starts the retained figures from what the store already holds (a persistent store's
+    /// messages from an earlier run). Topics under `$` are not reached by `#` and count as
+    /// messages without their bytes.
+    fn counting_stored_retained(self) -> Self {
+        let mut usage = RetainedUsage {
+            messages: self.store.retained_count(),
+            bytes: 0,
+        };
+        if let Ok(everything) = TopicFilter::new("#") {
+            self.store
+                .retained_matching(&everything, &mut |r| usage.bytes += retained_size(r));
+        }
+        *lock(&self.retained_usage) = usage;
+        self
+    }
+
+    /// Sets (`Some`) or clears the retained message of `topic` within
+    /// `limits.max_retained_messages` and `limits.max_retained_bytes`. A message that does not
+    /// fit is not retained and is counted in `dropped_retained`, and the topic's previous
+    /// message is cleared with it: it is no longer the last message on the topic, and a
+    /// subscriber must not be given it as if it were.
+    pub(crate) fn set_retained(&self, topic: &TopicName<'_>, value: Option<Retained>) {
+        let limits = &self.config.limits;
+        let mut usage = lock(&self.retained_usage);
+        let Some(new) = value else {
+            if let Some(old) = self.store.set_retained(topic, None) {
+                usage.remove(&old);
+            }
+            return;
+        };
+        // Set first and undo if it did not fit: only the store knows whether the topic had
+        // a message, which decides whether the count grows.
+        usage.add(&new);
+        if let Some(old) = self.store.set_retained(topic, Some(new)) {
+            usage.remove(&old);
+        }
+        if usage.messages > limits.max_retained_messages || usage.bytes > limits.max_retained_bytes
+        {
+            if let Some(refused) = self.store.set_retained(topic, None) {
+                usage.remove(&refused);
+            }
+            self.counters.dropped_retained.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Deletes an expired retained message found by a lookup, if it is still the topic's
+    /// message, and keeps the retained figures with the store.
+    pub(crate) fn remove_expired_retained(&self, topic: &TopicName<'_>, expired: &Retained) {
+        let mut usage = lock(&self.retained_usage);
+        if self.store.remove_expired_retained(topic, expired) {
+            usage.remove(expired);
         }
     }
 
@@ -342,7 +425,7 @@ impl Shared {
                     message: message.clone(),
                     received_at: now,
                 });
-                self.store.set_retained(&topic, value);
+                self.set_retained(&topic, value);
             }
         }
         let routed = self.route(&message, publisher.map(|p| &p.client_id), now);

@@ -15,6 +15,7 @@ pub(crate) struct Counters {
     pub(crate) dropped_inbox_full: AtomicU64,
     pub(crate) dropped_queue_full: AtomicU64,
     pub(crate) dropped_memory_budget: AtomicU64,
+    pub(crate) dropped_retained: AtomicU64,
     pub(crate) queued_bytes: AtomicUsize,
     pub(crate) subscriptions: AtomicUsize,
     pub(crate) sessions: AtomicUsize,
@@ -56,6 +57,9 @@ pub struct BrokerStats {
     pub dropped_queue_full: u64,
     /// Deliveries dropped because the global queue memory budget was spent.
     pub dropped_memory_budget: u64,
+    /// Retained PUBLISHes not retained because of `max_retained_messages` or
+    /// `max_retained_bytes` (they were still delivered).
+    pub dropped_retained: u64,
     /// Bytes queued in inboxes and offline sessions, counted against the global budget.
     pub queued_bytes: usize,
     /// CONNECTs refused (authentication, connection limit).
@@ -80,6 +84,7 @@ impl Counters {
             dropped_inbox_full: self.dropped_inbox_full.load(Relaxed),
             dropped_queue_full: self.dropped_queue_full.load(Relaxed),
             dropped_memory_budget: self.dropped_memory_budget.load(Relaxed),
+            dropped_retained: self.dropped_retained.load(Relaxed),
             queued_bytes: self.queued_bytes.load(Relaxed),
             rejected_connections: self.rejected_connections.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),

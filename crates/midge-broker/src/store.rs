@@ -55,8 +55,9 @@ impl Retained {
 /// Methods are synchronous and called from connection tasks: a persistent implementation
 /// should buffer writes and flush them from a task of its own.
 pub trait Store: Send + Sync + 'static {
-    /// Sets the retained message of `topic` (`Some`), or deletes it (`None`).
-    fn set_retained(&self, topic: &TopicName<'_>, message: Option<Retained>);
+    /// Sets the retained message of `topic` (`Some`), or deletes it (`None`). Returns the
+    /// message it replaced or deleted, which the broker needs to keep its retained limits.
+    fn set_retained(&self, topic: &TopicName<'_>, message: Option<Retained>) -> Option<Retained>;
 
     /// Calls `visit` for each retained message whose topic matches `filter`.
     fn retained_matching(&self, filter: &TopicFilter<'_>, visit: &mut dyn FnMut(&Retained));
@@ -66,9 +67,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes the retained message of `topic` if it is still `expired` (the same message,
     /// not one set since), after a lookup found that its Message Expiry Interval has passed
-    /// [MQTT-3.3.2-5]. The default keeps it; the broker skips expired messages either way.
-    fn remove_expired_retained(&self, topic: &TopicName<'_>, expired: &Retained) {
+    /// [MQTT-3.3.2-5]. Returns whether it was deleted. The default keeps it; the broker skips
+    /// expired messages either way.
+    fn remove_expired_retained(&self, topic: &TopicName<'_>, expired: &Retained) -> bool {
         let _ = (topic, expired);
+        false
     }
 
     /// Stores the encoded session of an offline client.
@@ -89,8 +92,8 @@ pub trait Store: Send + Sync + 'static {
 }
 
 impl<S: Store + ?Sized> Store for Arc<S> {
-    fn set_retained(&self, topic: &TopicName<'_>, message: Option<Retained>) {
-        (**self).set_retained(topic, message);
+    fn set_retained(&self, topic: &TopicName<'_>, message: Option<Retained>) -> Option<Retained> {
+        (**self).set_retained(topic, message)
     }
 
     fn retained_matching(&self, filter: &TopicFilter<'_>, visit: &mut dyn FnMut(&Retained)) {
@@ -101,8 +104,8 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         (**self).retained_count()
     }
 
-    fn remove_expired_retained(&self, topic: &TopicName<'_>, expired: &Retained) {
-        (**self).remove_expired_retained(topic, expired);
+    fn remove_expired_retained(&self, topic: &TopicName<'_>, expired: &Retained) -> bool {
+        (**self).remove_expired_retained(topic, expired)
     }
 
     fn save_session(&self, client_id: &ByteStr, encoded: Bytes) {
@@ -161,23 +164,19 @@ impl MemoryStore {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Store for MemoryStore {
-    fn set_retained(&self, topic: &TopicName<'_>, message: Option<Retained>) {
+    fn set_retained(&self, topic: &TopicName<'_>, message: Option<Retained>) -> Option<Retained> {
         let mut index = self
             .retained
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         match message {
-            Some(m) => {
-                index.insert(topic, m);
-            }
-            None => {
-                index.remove(topic);
-            }
+            Some(m) => index.insert(topic, m),
+            None => index.remove(topic),
         }
     }
 
@@ -193,18 +192,16 @@ impl Store for MemoryStore {
             .len()
     }
 
-    fn remove_expired_retained(&self, topic: &TopicName<'_>, expired: &Retained) {
+    fn remove_expired_retained(&self, topic: &TopicName<'_>, expired: &Retained) -> bool {
         let mut index = self
             .retained
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         // Only if no newer message replaced it between the lookup and now.
-        if index
+        let current = index
             .get(topic)
-            .is_some_and(|current| Arc::ptr_eq(&current.message, &expired.message))
-        {
-            index.remove(topic);
-        }
+            .is_some_and(|current| Arc::ptr_eq(&current.message, &expired.message));
+        current && index.remove(topic).is_some()
     }
 
     fn save_session(&self, client_id: &ByteStr, encoded: Bytes) {

@@ -673,3 +673,46 @@ async fn two_clients_publishing_to_each_other_past_their_inboxes_lose_nothing() 
     );
     broker.shutdown().await;
 }
+
+/// Retained messages are bounded in count and bytes: a retained PUBLISH that does not fit is
+/// still delivered but not retained, and counted; a replacement that does not fit clears the
+/// topic instead of leaving the older message to pass for the last one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_are_bounded_in_count_and_bytes() {
+    let mut config = test_config();
+    config.limits.max_retained_messages = 3;
+    config.limits.max_retained_bytes = 1000;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    let mut p = TestClient::connect(addr, V5, "p").await;
+    let mut live = TestClient::connect(addr, V5, "live").await;
+    live.subscribe("r/#", QoS::AtMostOnce).await;
+    for topic in ["r/1", "r/2", "r/3", "r/4"] {
+        p.publish(topic, "x", QoS::AtLeastOnce, true).await;
+        assert_eq!(
+            live.recv_publish().await.topic,
+            topic,
+            "delivered either way"
+        );
+    }
+    let stats = broker.stats();
+    assert_eq!((stats.retained_messages, stats.dropped_retained), (3, 1));
+    // A replacement within the count, over the bytes: r/1 is cleared, not left as "x".
+    p.publish("r/1", &"y".repeat(2000), QoS::AtLeastOnce, true)
+        .await;
+    let stats = broker.stats();
+    assert_eq!((stats.retained_messages, stats.dropped_retained), (2, 2));
+    // A replacement that fits, and a deletion.
+    p.publish("r/2", "z", QoS::AtLeastOnce, true).await;
+    p.publish("r/3", "", QoS::AtLeastOnce, true).await;
+    assert_eq!(broker.stats().retained_messages, 1);
+    let mut late = TestClient::connect(addr, V5, "late").await;
+    late.subscribe("r/#", QoS::AtMostOnce).await;
+    let only = late.recv_publish().await;
+    assert_eq!((only.topic.as_str(), &only.payload[..]), ("r/2", &b"z"[..]));
+    late.expect_silence(150).await;
+    // Room again: a new topic is retained.
+    p.publish("r/5", "x", QoS::AtLeastOnce, true).await;
+    assert_eq!(broker.stats().retained_messages, 2);
+    broker.shutdown().await;
+}
