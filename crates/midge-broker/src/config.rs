@@ -57,6 +57,12 @@ pub struct LimitsConfig {
     /// Most simultaneous client connections; a CONNECT beyond it is refused with 0x89
     /// (Server busy; 3.x: 3 Server unavailable). Default 100 000.
     pub max_connections: usize,
+    /// Most sessions, online and offline: every client identifier the broker keeps state
+    /// for. A persistent session outlives its connection, so without this limit clients
+    /// could pile up offline sessions without end. A CONNECT with a new client identifier
+    /// beyond it is refused with 0x97 (Quota exceeded; 3.x: 3 Server unavailable); known
+    /// identifiers still connect. Default 1 000 000.
+    pub max_sessions: usize,
     /// A connection that sends no CONNECT within this many milliseconds is closed. Default
     /// 10 000.
     pub connect_timeout_ms: u64,
@@ -104,6 +110,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_connections: 100_000,
+            max_sessions: 1_000_000,
             connect_timeout_ms: 10_000,
             max_packet_size: 1024 * 1024,
             receive_maximum: 1024,
@@ -251,6 +258,7 @@ impl BrokerConfig {
             ("limits.max_inflight", usize::from(self.limits.max_inflight)),
             ("limits.max_topic_levels", self.limits.max_topic_levels),
             ("limits.inbox_capacity", self.limits.inbox_capacity),
+            ("limits.max_sessions", self.limits.max_sessions),
         ];
         for (name, value) in zero {
             if value == 0 {

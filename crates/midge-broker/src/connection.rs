@@ -502,7 +502,14 @@ impl Driver {
         // Claim the client's slot: route new messages to our inbox from now on, and take the
         // session from its previous owner (offline, or a connection we take over).
         let (slot, mut existing, request) = loop {
-            let slot = Registered::find_or_add(&mut shared.registry(), &client_id);
+            let max_sessions = shared.config.limits.max_sessions;
+            let Some(slot) =
+                Registered::find_or_add(&mut shared.registry(), &client_id, max_sessions)
+            else {
+                shared.counters.rejected_connections.fetch_add(1, Relaxed);
+                tracing::warn!(peer = %self.info.peer, client_id = %client_id, "session limit reached, refusing CONNECT");
+                return self.conn.reject(ReasonCode::QUOTA_EXCEEDED);
+            };
             let mut state = slot.lock();
             let online = SlotState::Online {
                 conn: self.conn.connection_number(),

@@ -95,9 +95,18 @@ impl Registered {
     // The key is hashed by the slot's client identifier, which never changes; the slot's
     // interior mutability is its state, which the hash does not see.
     #[allow(clippy::mutable_key_type)]
-    pub(crate) fn find_or_add(registry: &mut HashSet<Self>, client_id: &ByteStr) -> Arc<Slot> {
+    /// The slot of `client_id`, added if the registry has none and holds fewer than
+    /// `max_sessions` slots; `None` when it is full.
+    pub(crate) fn find_or_add(
+        registry: &mut HashSet<Self>,
+        client_id: &ByteStr,
+        max_sessions: usize,
+    ) -> Option<Arc<Slot>> {
         if let Some(Self(slot)) = registry.get(client_id) {
-            return slot.clone();
+            return Some(slot.clone());
+        }
+        if registry.len() >= max_sessions {
+            return None;
         }
         let slot = Arc::new(Slot {
             client_id: client_id.clone(),
@@ -105,7 +114,7 @@ impl Registered {
             congested: AtomicBool::new(false),
         });
         registry.insert(Self(slot.clone()));
-        slot
+        Some(slot)
     }
 }
 

@@ -716,3 +716,46 @@ async fn retained_messages_are_bounded_in_count_and_bytes() {
     assert_eq!(broker.stats().retained_messages, 2);
     broker.shutdown().await;
 }
+
+/// Sessions are bounded: persistent sessions outlive their connections, so past
+/// `max_sessions` a CONNECT with a new client identifier is refused, while a client whose
+/// session the broker keeps still connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_bounded_and_known_clients_still_connect() {
+    let mut config = test_config();
+    config.limits.max_sessions = 2;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    for id in ["kept-1", "kept-2"] {
+        let mut connect = Connect::new(V311, id);
+        connect.clean_start = false;
+        let (mut c, ack) = TestClient::connect_with(addr, connect).await;
+        assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+        c.send(Packet::Disconnect(Default::default())).await;
+    }
+    // Both offline sessions remain; a third client identifier finds no room.
+    let (_c, ack) = TestClient::connect_with(addr, Connect::new(V5, "third")).await;
+    assert_eq!(ack.reason_code, ReasonCode::QUOTA_EXCEEDED);
+    let (_c, ack) = TestClient::connect_with(addr, Connect::new(V311, "third-3x")).await;
+    assert_eq!(
+        ack.reason_code,
+        ReasonCode::SERVER_UNAVAILABLE,
+        "3.x: return code 3"
+    );
+    let mut connect = Connect::new(V311, "kept-1");
+    connect.clean_start = false;
+    let (_c, ack) = TestClient::connect_with(addr, connect).await;
+    assert_eq!(
+        ack.reason_code,
+        ReasonCode::SUCCESS,
+        "a known client still connects"
+    );
+    assert!(ack.session_present, "with its session");
+    let stats = broker.stats();
+    assert_eq!(
+        (stats.sessions, stats.rejected_connections),
+        (2, 2),
+        "{stats:?}"
+    );
+    broker.shutdown().await;
+}
