@@ -249,6 +249,9 @@ enum State {
 enum PublishState {
     /// Waiting to be sent.
     Queued,
+    /// Sent on an earlier connection of a resumed session and waiting, behind the server's
+    /// Receive Maximum or Maximum Packet Size, to be sent again with DUP 1.
+    Resend,
     /// PUBLISH sent, waiting for PUBACK or PUBREC.
     Sent,
     /// PUBREC received (with this reason code) and PUBREL sent, waiting for PUBCOMP.
@@ -681,19 +684,54 @@ impl Client {
 
     /// The server kept the session: resend what is in flight, in the original order, PUBLISH
     /// with DUP set and PUBREL as it was [MQTT-4.4.0-1].
+    ///
+    /// The send quota starts afresh with the new connection's limits (§4.9): a resent PUBLISH
+    /// counts against the server's Receive Maximum [MQTT-3.3.4-7] and must fit its Maximum
+    /// Packet Size [MQTT-3.2.2-15], both of which may be lower than on the connection that
+    /// first sent it. From the first PUBLISH that cannot go now, the rest wait at the front of
+    /// the queue, in order, and go out with DUP 1 as acknowledgements free the quota (or
+    /// complete with 0x95 if too large). PUBRELs always go: they are not limited, but their
+    /// flows still count until PUBCOMP.
     fn resume_session(&mut self) {
+        let (version, max) = (self.config.version, self.server.maximum_packet_size);
+        let mut in_flight = self
+            .outgoing
+            .iter()
+            .filter(|(_, o)| {
+                matches!(
+                    o,
+                    Outgoing::Publish {
+                        state: PublishState::Released(_),
+                        ..
+                    }
+                )
+            })
+            .count();
+        let mut deferred = Vec::new();
         for (id, outgoing) in self.outgoing.iter() {
             let packet = match outgoing {
                 Outgoing::Publish {
                     message,
                     state: PublishState::Sent,
-                } => Packet::Publish(message.to_publish(Some(id), true)),
+                } => {
+                    let publish = Packet::Publish(message.to_publish(Some(id), true));
+                    let fits = publish
+                        .encoded_len(version)
+                        .is_ok_and(|len| len <= max as usize);
+                    if !deferred.is_empty() || in_flight >= self.server.receive_maximum || !fits {
+                        deferred.push(id);
+                        continue;
+                    }
+                    in_flight += 1;
+                    publish
+                }
                 Outgoing::Publish {
                     state: PublishState::Released(_),
                     ..
                 } => Packet::PubRel(PubAck::new(id)),
+                // Already in `pending`.
                 Outgoing::Publish {
-                    state: PublishState::Queued,
+                    state: PublishState::Queued | PublishState::Resend,
                     ..
                 } => continue,
                 request => match request_packet(id, request) {
@@ -702,6 +740,14 @@ impl Client {
                 },
             };
             self.transmit.push_back(packet);
+        }
+        self.unacknowledged = in_flight;
+        // Sent before anything still queued, so they go first.
+        for id in deferred.into_iter().rev() {
+            if let Some(Outgoing::Publish { state, .. }) = self.outgoing.get_mut(id) {
+                *state = PublishState::Resend;
+            }
+            self.pending.push_front(Pending::Identified(id));
         }
     }
 
@@ -716,6 +762,7 @@ impl Client {
         self.unacknowledged = 0;
         let mut resend = Vec::new();
         let mut completed = Vec::new();
+        let mut fresh = Vec::new();
         for (id, outgoing) in self.outgoing.iter() {
             match outgoing {
                 Outgoing::Publish {
@@ -730,6 +777,12 @@ impl Client {
                     state: PublishState::Queued,
                     ..
                 } => {}
+                // Waiting in `pending` to be resent: to a server without our session it is a
+                // new message, DUP 0.
+                Outgoing::Publish {
+                    state: PublishState::Resend,
+                    ..
+                } => fresh.push(id),
                 request => {
                     if let Some(packet) = request_packet(id, request) {
                         self.transmit.push_back(packet);
@@ -743,6 +796,11 @@ impl Client {
                 packet_id: id,
                 reason_code,
             });
+        }
+        for id in fresh {
+            if let Some(Outgoing::Publish { state, .. }) = self.outgoing.get_mut(id) {
+                *state = PublishState::Queued;
+            }
         }
         for id in resend.iter().rev() {
             if let Some(Outgoing::Publish { state, .. }) = self.outgoing.get_mut(*id) {
@@ -809,7 +867,7 @@ impl Client {
                             self.transmit
                                 .push_back(Packet::PubRel(PubAck::new(ack.packet_id)));
                         }
-                        PublishState::Queued => {}
+                        PublishState::Queued | PublishState::Resend => {}
                     }
                 }
                 _ => {
@@ -1132,6 +1190,7 @@ impl Client {
     /// The next queued publish that may go out now, if connected and within Receive Maximum.
     fn next_publish(&mut self) -> Option<Packet> {
         while self.state == State::Connected {
+            let mut dup = false;
             let (message, packet_id) = match self.pending.front()? {
                 Pending::AtMostOnce(_) => match self.pending.pop_front() {
                     Some(Pending::AtMostOnce(message)) => (message, None),
@@ -1149,6 +1208,7 @@ impl Client {
                     else {
                         continue;
                     };
+                    dup = *state == PublishState::Resend;
                     *state = PublishState::Sent;
                     self.unacknowledged += 1;
                     (message.clone(), Some(id))
@@ -1161,7 +1221,7 @@ impl Client {
             } else {
                 None
             };
-            let mut publish = message.to_publish(packet_id, false);
+            let mut publish = message.to_publish(packet_id, dup);
             let (version, max) = (self.config.version, self.server.maximum_packet_size);
             let fits = |p: &Publish| {
                 Packet::Publish(p.clone())

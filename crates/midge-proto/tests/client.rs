@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use common::*;
 use midge_codec::{
-    ByteStr, ConnAck, Connect, Disconnect, Packet, ProtocolVersion, Publish, QoS, ReasonCode,
-    SubAck, Subscribe, SubscribeProperties, SubscriptionId, SubscriptionOptions,
+    ByteStr, ConnAck, Connect, Disconnect, Packet, PacketId, ProtocolVersion, Publish, QoS,
+    ReasonCode, SubAck, Subscribe, SubscribeProperties, SubscriptionId, SubscriptionOptions,
     UnsubscribeProperties, Will,
 };
 use midge_proto::client::{Client, ClientConfig, CloseReason, Event, PublishError, RequestError};
@@ -495,6 +495,130 @@ fn resumed_session_resends_in_flight_in_order_with_dup() {
         }));
         assert_eq!(client.in_flight(), 1);
     }
+}
+
+/// Reconnects `client` (5.0) and feeds a CONNACK with Session Present and `f` applied.
+fn resume(client: &mut Client, now: Instant, f: impl FnOnce(&mut ConnAck)) {
+    client.connection_lost();
+    client.connect(now);
+    let _ = client_tx(client, now, V5);
+    let connack = connack_with(|c| {
+        c.session_present = true;
+        f(c);
+    });
+    client_feed(client, now, V5, Packet::ConnAck(Box::new(connack)));
+    let _ = client_events(client);
+}
+
+/// (kind, packet identifier, DUP) of each PUBLISH and PUBREL in `sent`.
+fn flow_summary(sent: &[Packet]) -> Vec<(&'static str, PacketId, bool)> {
+    sent.iter()
+        .map(|p| match p {
+            Packet::Publish(p) => ("PUBLISH", p.packet_id.unwrap(), p.dup),
+            Packet::PubRel(r) => ("PUBREL", r.packet_id, false),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+// Conformance: [MQTT-5:3.3.4-7] [MQTT-5:4.9.0-2]
+#[test]
+fn resent_publishes_respect_the_new_receive_maximum() {
+    // [MQTT-3.3.4-7], [MQTT-4.9.0-2]: the send quota starts afresh with each connection
+    // (§4.9), so the PUBLISHes resent on a resumed session [MQTT-4.4.0-1] count against the
+    // new connection's Receive Maximum, as do QoS 2 flows awaiting PUBCOMP. The rest wait, in
+    // order and ahead of new messages, and keep DUP 1 [MQTT-3.3.1-1].
+    let t0 = Instant::now();
+    let mut client = connected_client(persistent(V5), ConnAck::default(), t0);
+    let a = client.publish(msg("a", QoS::ExactlyOnce)).unwrap().unwrap();
+    let ids: Vec<_> = ["b", "c", "d"]
+        .iter()
+        .map(|t| client.publish(msg(t, QoS::AtLeastOnce)).unwrap().unwrap())
+        .collect();
+    assert_eq!(publishes(&client_tx(&mut client, t0, V5)).len(), 4);
+    client_feed(&mut client, t0, V5, Packet::PubRec(ack(a.get())));
+    assert_eq!(
+        client_tx(&mut client, t0, V5),
+        [Packet::PubRel(ack(a.get()))]
+    );
+    resume(&mut client, t0, |c| {
+        c.properties.receive_maximum = NonZeroU16::new(2)
+    });
+    let e = client.publish(msg("e", QoS::AtLeastOnce)).unwrap().unwrap();
+    assert_eq!(
+        flow_summary(&client_tx(&mut client, t0, V5)),
+        [("PUBREL", a, false), ("PUBLISH", ids[0], true)]
+    );
+    client_feed(&mut client, t0, V5, Packet::PubAck(ack(ids[0].get())));
+    assert_eq!(
+        flow_summary(&client_tx(&mut client, t0, V5)),
+        [("PUBLISH", ids[1], true)]
+    );
+    client_feed(&mut client, t0, V5, Packet::PubComp(ack(a.get())));
+    client_feed(&mut client, t0, V5, Packet::PubAck(ack(ids[1].get())));
+    assert_eq!(
+        flow_summary(&client_tx(&mut client, t0, V5)),
+        [("PUBLISH", ids[2], true), ("PUBLISH", e, false)]
+    );
+}
+
+#[test]
+fn a_message_still_waiting_to_be_resent_is_new_to_a_server_that_lost_the_session() {
+    // Deferred by the Receive Maximum of a resumed session, then the session is lost: to the
+    // new server it is a new message, DUP 0, sent in its original order.
+    let t0 = Instant::now();
+    let mut client = connected_client(persistent(V5), ConnAck::default(), t0);
+    let a = client.publish(msg("a", QoS::AtLeastOnce)).unwrap().unwrap();
+    let b = client.publish(msg("b", QoS::AtLeastOnce)).unwrap().unwrap();
+    assert_eq!(publishes(&client_tx(&mut client, t0, V5)).len(), 2);
+    resume(&mut client, t0, |c| {
+        c.properties.receive_maximum = NonZeroU16::new(1)
+    });
+    assert_eq!(
+        flow_summary(&client_tx(&mut client, t0, V5)),
+        [("PUBLISH", a, true)]
+    );
+    client.connection_lost();
+    client.connect(t0);
+    let _ = client_tx(&mut client, t0, V5);
+    client_feed(&mut client, t0, V5, Packet::ConnAck(Box::default()));
+    assert_eq!(
+        flow_summary(&client_tx(&mut client, t0, V5)),
+        [("PUBLISH", a, false), ("PUBLISH", b, false)]
+    );
+}
+
+// Conformance: [MQTT-5:3.2.2-15]
+#[test]
+fn a_resent_publish_larger_than_the_new_maximum_packet_size_completes_unsent() {
+    // [MQTT-3.2.2-15]: the Maximum Packet Size of the resuming connection holds for resent
+    // PUBLISHes too; one that no longer fits completes with 0x95 and is not sent, and the
+    // ones after it are still resent in order.
+    let t0 = Instant::now();
+    let mut client = connected_client(persistent(V5), ConnAck::default(), t0);
+    let big = client
+        .publish(Message::new("big", vec![0u8; 100], QoS::AtLeastOnce))
+        .unwrap()
+        .unwrap();
+    let small = client.publish(msg("s", QoS::AtLeastOnce)).unwrap().unwrap();
+    assert_eq!(publishes(&client_tx(&mut client, t0, V5)).len(), 2);
+    client.connection_lost();
+    client.connect(t0);
+    let _ = client_tx(&mut client, t0, V5);
+    let connack = connack_with(|c| {
+        c.session_present = true;
+        c.properties.maximum_packet_size = NonZeroU32::new(64);
+    });
+    client_feed(&mut client, t0, V5, Packet::ConnAck(Box::new(connack)));
+    let mut buf = BytesMut::new();
+    while client.poll_transmit(t0, &mut buf) {}
+    let sent = decode_all(&mut buf.clone(), V5);
+    assert!(buf.len() <= 64, "{sent:?}");
+    assert_eq!(flow_summary(&sent), [("PUBLISH", small, true)]);
+    assert!(client_events(&mut client).contains(&Event::Published {
+        packet_id: big,
+        reason_code: ReasonCode::PACKET_TOO_LARGE
+    }));
 }
 
 // Conformance: [MQTT-5:3.2.2-5]
