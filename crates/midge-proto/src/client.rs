@@ -229,6 +229,9 @@ pub enum RequestError {
     /// Every packet identifier is in use.
     #[error("no packet identifier is free")]
     PacketIdsExhausted,
+    /// The packet would exceed the server's Maximum Packet Size [MQTT-3.2.2-15].
+    #[error("packet larger than the server accepts")]
+    PacketTooLarge,
     /// The request cannot be encoded for this protocol version.
     #[error(transparent)]
     Encode(#[from] EncodeError),
@@ -542,7 +545,10 @@ impl Client {
             .next_free_id()
             .ok_or(RequestError::PacketIdsExhausted)?;
         let packet = request_packet(id, &request).ok_or(RequestError::NoFilters)?;
-        packet.encoded_len(self.config.version)?;
+        // The server would close the connection over it [MQTT-3.2.2-15].
+        if packet.encoded_len(self.config.version)? > self.server.maximum_packet_size as usize {
+            return Err(RequestError::PacketTooLarge);
+        }
         let _ = self.outgoing.insert(id, request);
         if self.state == State::Connected {
             self.transmit.push_back(packet);
@@ -818,21 +824,46 @@ impl Client {
                     .or_default()
                     .push((filter.clone(), *options));
             }
-            for (subscription_identifier, filters) in groups {
-                let mut properties = SubscribeProperties::default();
-                properties.subscription_identifier = subscription_identifier;
+            let (version, max) = (self.config.version, self.server.maximum_packet_size);
+            let chunks = groups
+                .into_iter()
+                .flat_map(|(subscription_identifier, filters)| {
+                    let mut properties = SubscribeProperties::default();
+                    properties.subscription_identifier = subscription_identifier;
+                    subscribe_chunks(filters, &properties, version, max)
+                        .into_iter()
+                        .map(move |chunk| (chunk, properties.clone()))
+                });
+            for (filters, properties) in chunks.collect::<Vec<_>>() {
+                let names: Vec<ByteStr> = filters.iter().map(|(f, _)| f.clone()).collect();
                 // Identifiers are only exhausted with 65,535 requests in flight; then the
                 // application's own requests are already queued and will be resent.
                 let id = self.request(Outgoing::Subscribe {
                     filters,
                     properties,
                 });
-                // `request` sends it at once when connected; send it exactly once either way.
-                if let (Ok(id), false) = (id, self.state == State::Connected) {
-                    if let Some(packet) = self.outgoing.get(id).and_then(|r| request_packet(id, r))
-                    {
-                        self.transmit.push_back(packet);
+                match id {
+                    // A filter that alone no longer fits this server's Maximum Packet Size
+                    // cannot be made again: the subscription is gone.
+                    Err(RequestError::PacketTooLarge) => {
+                        for filter in names {
+                            self.subscriptions.remove(&filter);
+                            self.events.push_back(Event::SubscriptionLost {
+                                filter,
+                                reason_code: ReasonCode::PACKET_TOO_LARGE,
+                            });
+                        }
                     }
+                    // `request` sends it at once when connected; send it exactly once either
+                    // way.
+                    Ok(id) if self.state != State::Connected => {
+                        if let Some(packet) =
+                            self.outgoing.get(id).and_then(|r| request_packet(id, r))
+                        {
+                            self.transmit.push_back(packet);
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
@@ -1275,6 +1306,47 @@ impl Client {
     pub fn in_flight(&self) -> usize {
         self.outgoing.len()
     }
+}
+
+/// Splits the filters of a resubscription into runs whose SUBSCRIBE, with `properties`, fits
+/// in `max` bytes, the server's Maximum Packet Size [MQTT-3.2.2-15]: a client holding many
+/// subscriptions would otherwise be disconnected (0x95) on every session it has to rebuild.
+/// A filter too large on its own gets a run of its own, which the caller refuses.
+fn subscribe_chunks(
+    filters: Vec<(ByteStr, SubscriptionOptions)>,
+    properties: &SubscribeProperties,
+    version: ProtocolVersion,
+    max: u32,
+) -> Vec<Vec<(ByteStr, SubscriptionOptions)>> {
+    // Each filter costs its string (2-byte length prefix) and one options byte; the rest is
+    // measured once, with 3 bytes to spare for the Remaining Length growing with the packet.
+    let entry = |filter: &ByteStr| 2 + filter.len() + 1;
+    let overhead = filters.first().map_or(0, |first| {
+        Packet::Subscribe(Subscribe {
+            packet_id: PacketId::MIN,
+            filters: vec![first.clone()],
+            properties: properties.clone(),
+        })
+        .encoded_len(version)
+        .map_or(0, |len| len.saturating_sub(entry(&first.0)) + 3)
+    });
+    let max = max as usize;
+    let mut chunks = Vec::new();
+    let mut chunk = Vec::new();
+    let mut size = overhead;
+    for (filter, options) in filters {
+        let cost = entry(&filter);
+        if !chunk.is_empty() && size + cost > max {
+            chunks.push(std::mem::take(&mut chunk));
+            size = overhead;
+        }
+        size += cost;
+        chunk.push((filter, options));
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
 }
 
 /// The SUBSCRIBE or UNSUBSCRIBE packet for a request in flight.

@@ -656,6 +656,92 @@ fn lost_session_resubscribes_and_requeues_sent_publishes() {
     }
 }
 
+// Conformance: [MQTT-5:3.2.2-15]
+#[test]
+fn requests_larger_than_the_server_maximum_packet_size_are_refused() {
+    // [MQTT-3.2.2-15]: a SUBSCRIBE or UNSUBSCRIBE the server would not accept is an error to
+    // the caller, not sent.
+    let t0 = Instant::now();
+    let mut client = v5_client(
+        connack_with(|c| c.properties.maximum_packet_size = NonZeroU32::new(64)),
+        t0,
+    );
+    subscribe_ok(&mut client, t0, V5, "small");
+    let long = ByteStr::from("f/".repeat(40));
+    let options = SubscriptionOptions::qos(QoS::AtMostOnce);
+    assert_eq!(
+        client.subscribe(
+            vec![(long.clone(), options)],
+            SubscribeProperties::default()
+        ),
+        Err(RequestError::PacketTooLarge)
+    );
+    assert_eq!(
+        client.unsubscribe(
+            vec![ByteStr::from("small"), long],
+            UnsubscribeProperties::default()
+        ),
+        Err(RequestError::PacketTooLarge)
+    );
+    assert!(client_tx(&mut client, t0, V5).is_empty());
+    assert_eq!(client.in_flight(), 0);
+    // The refused UNSUBSCRIBE left the subscription in place: it is made again on a lost
+    // session.
+    client.connection_lost();
+    client.connect(t0);
+    let _ = client_tx(&mut client, t0, V5);
+    client_feed(&mut client, t0, V5, Packet::ConnAck(Box::default()));
+    let sent = client_tx(&mut client, t0, V5);
+    assert!(
+        matches!(sent.as_slice(), [Packet::Subscribe(s)] if s.filters[0].0.as_str() == "small"),
+        "{sent:?}"
+    );
+}
+
+// Conformance: [MQTT-5:3.2.2-15]
+#[test]
+fn the_resubscription_is_split_to_fit_the_server_maximum_packet_size() {
+    // [MQTT-3.2.2-15]: the resubscription after a lost session puts every subscription in
+    // one SUBSCRIBE per Subscription Identifier; a client holding many would be disconnected
+    // (0x95) by a server with a small Maximum Packet Size on every reconnect. Each SUBSCRIBE
+    // must fit; a filter that alone no longer fits is reported lost.
+    let t0 = Instant::now();
+    let mut client = connected_client(persistent(V5), ConnAck::default(), t0);
+    let filters: Vec<String> = (0..40)
+        .map(|i| format!("sensors/room-{i:02}/temperature"))
+        .collect();
+    for filter in &filters {
+        subscribe_ok(&mut client, t0, V5, filter);
+    }
+    let huge = format!("h/{}", "x".repeat(300));
+    subscribe_ok(&mut client, t0, V5, &huge);
+    client.connection_lost();
+    client.connect(t0);
+    let _ = client_tx(&mut client, t0, V5);
+    let connack = connack_with(|c| c.properties.maximum_packet_size = NonZeroU32::new(256));
+    client_feed(&mut client, t0, V5, Packet::ConnAck(Box::new(connack)));
+    let sent = client_tx(&mut client, t0, V5);
+    let mut resubscribed = Vec::new();
+    for packet in &sent {
+        let Packet::Subscribe(subscribe) = packet else {
+            panic!("{packet:?}")
+        };
+        assert!(packet.encoded_len(V5).unwrap() <= 256, "{packet:?}");
+        resubscribed.extend(subscribe.filters.iter().map(|(f, _)| f.as_str().to_owned()));
+    }
+    assert!(sent.len() > 1);
+    resubscribed.sort();
+    assert_eq!(resubscribed, filters);
+    let events = client_events(&mut client);
+    assert!(
+        events.contains(&Event::SubscriptionLost {
+            filter: ByteStr::from(huge),
+            reason_code: ReasonCode::PACKET_TOO_LARGE
+        }),
+        "{events:?}"
+    );
+}
+
 /// A SUBSCRIBE carries one Subscription Identifier for all its filters, so the resubscription
 /// after a lost session sends one SUBSCRIBE per identifier, and each subscription keeps its
 /// own (§3.8.2.1.2).
