@@ -48,6 +48,10 @@ pub struct ClientConfig {
     pub will: Option<Will>,
     /// 5.0 CONNECT properties. Receive Maximum, Maximum Packet Size and Topic Alias Maximum set
     /// here are also enforced on what the server sends.
+    ///
+    /// Enhanced authentication (§4.12) is not supported: leave Authentication Method and
+    /// Authentication Data unset. A server that answers with an AUTH packet is treated as
+    /// breaking the protocol (DISCONNECT 0x82); plain User Name and Password work as usual.
     pub properties: ConnectProperties,
     /// Subscribe again to every acknowledged subscription when the server reports no session
     /// (Session Present 0). On by default.
