@@ -219,7 +219,8 @@ pub struct ServerConnection {
     /// In-flight packets of a resumed session not yet resent on this connection, in their
     /// original order: the client may have reconnected with a smaller Receive Maximum than
     /// was in flight, and the rest go out as it acknowledges [MQTT-3.3.4-9].
-    resend: VecDeque<PacketId>,
+    /// Boxed and made only when needed: it is rare, and every connection carries the field.
+    resend: Option<Box<VecDeque<PacketId>>>,
     events: VecDeque<ServerEvent>,
     /// Packets that arrived after CONNECT while the broker decides; replayed on accept.
     early: VecDeque<Packet>,
@@ -273,7 +274,7 @@ impl ServerConnection {
             unacked_qos1: 0,
             unacked_qos2: std::collections::BTreeSet::new(),
             transmit: VecDeque::new(),
-            resend: VecDeque::new(),
+            resend: None,
             events: VecDeque::new(),
             early: VecDeque::new(),
             connection_number,
@@ -313,8 +314,8 @@ impl ServerConnection {
         if self.early.is_empty() && self.early.capacity() > 0 {
             self.early = VecDeque::new();
         }
-        if self.resend.is_empty() && self.resend.capacity() > 0 {
-            self.resend = VecDeque::new();
+        if self.resend.as_ref().is_some_and(|r| r.is_empty()) {
+            self.resend = None;
         }
     }
 
@@ -558,11 +559,11 @@ impl ServerConnection {
             };
             if !self.fits(&packet) {
                 too_large.push(id);
-            } else if resent < window && self.resend.is_empty() {
+            } else if resent < window && self.resend.is_none() {
                 self.transmit.push_back(packet);
                 resent += 1;
             } else {
-                self.resend.push_back(id);
+                self.resend.get_or_insert_with(Box::default).push_back(id);
             }
         }
         for id in too_large {
@@ -814,8 +815,8 @@ impl ServerConnection {
     /// An in-flight packet still waiting in `resend` was answered before it was resent: it
     /// is no longer to be resent (or was just answered with a PUBREL).
     fn no_resend(&mut self, id: PacketId) {
-        if !self.resend.is_empty() {
-            self.resend.retain(|r| *r != id);
+        if let Some(resend) = self.resend.as_mut() {
+            resend.retain(|r| *r != id);
         }
     }
 
@@ -1151,12 +1152,16 @@ impl ServerConnection {
         let window = self.window();
         // What a resumed session had in flight beyond the window goes first, as the window
         // opens, in its original order with its original identifiers [MQTT-4.4.0-1].
-        while let Some(&id) = self.resend.front() {
+        while let Some(resend) = self.resend.as_mut() {
+            let Some(&id) = resend.front() else {
+                self.resend = None;
+                break;
+            };
             let session = self.session.as_mut()?;
-            if session.outgoing.len().saturating_sub(self.resend.len()) >= window {
+            if session.outgoing.len().saturating_sub(resend.len()) >= window {
                 return None;
             }
-            self.resend.pop_front();
+            resend.pop_front();
             let packet = match session.outgoing.get(id) {
                 Some(OutState::Published(d)) => {
                     Packet::Publish(publish_for(self.version, d, now, Some(id), true))
