@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use midge_broker::BrokerHandle;
 use midge_codec::{Connect, Packet, PubAck, QoS, ReasonCode};
 
 /// A v5 PUBLISH QoS 0 with a raw topic.
@@ -614,16 +615,31 @@ fn assert_all_delivered((acks, payloads): &(Vec<ReasonCode>, Vec<String>), count
     assert_eq!(payloads, &expected, "every message, in order");
 }
 
+/// A broker whose inboxes hold 8 deliveries, with a backpressure timeout (5 s) longer than
+/// the tests that use it wait for an answer: waiting it out fails them.
+async fn small_inbox_broker() -> BrokerHandle {
+    let mut config = test_config();
+    config.limits.inbox_capacity = 8;
+    config.limits.backpressure_timeout_ms = 5_000;
+    start(config).await
+}
+
+/// No delivery was dropped for a full inbox or queue.
+fn assert_nothing_dropped(broker: &BrokerHandle) {
+    let stats = broker.stats();
+    assert_eq!(
+        stats.dropped_inbox_full + stats.dropped_queue_full,
+        0,
+        "{stats:?}"
+    );
+}
+
 /// A client subscribed to its own topic, publishing more messages at once than its inbox
 /// holds: its deliveries to itself wait for room in its own inbox, which only its own task
 /// empties. They must not wait for the backpressure timeout and then be refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_to_itself_past_its_inbox_capacity_loses_nothing() {
-    let mut config = test_config();
-    config.limits.inbox_capacity = 8;
-    // Long enough that waiting it out would fail the test's own bound.
-    config.limits.backpressure_timeout_ms = 5_000;
-    let broker = start(config).await;
+    let broker = small_inbox_broker().await;
     let addr = broker.local_addr();
     let mut c = TestClient::connect(addr, V5, "echo").await;
     c.subscribe("echo/#", QoS::AtLeastOnce).await;
@@ -631,12 +647,7 @@ async fn publishing_to_itself_past_its_inbox_capacity_loses_nothing() {
     let burst = qos1_burst(&mut c, "echo/x", MESSAGES);
     c.send_raw(&burst).await;
     assert_all_delivered(&acks_and_messages(&mut c, MESSAGES).await, MESSAGES);
-    let stats = broker.stats();
-    assert_eq!(
-        stats.dropped_inbox_full + stats.dropped_queue_full,
-        0,
-        "{stats:?}"
-    );
+    assert_nothing_dropped(&broker);
     broker.shutdown().await;
 }
 
@@ -645,10 +656,7 @@ async fn publishing_to_itself_past_its_inbox_capacity_loses_nothing() {
 /// empties only if it goes on doing so while its own publish waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_publishing_to_each_other_past_their_inboxes_lose_nothing() {
-    let mut config = test_config();
-    config.limits.inbox_capacity = 8;
-    config.limits.backpressure_timeout_ms = 5_000;
-    let broker = start(config).await;
+    let broker = small_inbox_broker().await;
     let addr = broker.local_addr();
     let mut a = TestClient::connect(addr, V5, "a").await;
     a.subscribe("to-a/#", QoS::AtLeastOnce).await;
@@ -665,12 +673,7 @@ async fn two_clients_publishing_to_each_other_past_their_inboxes_lose_nothing() 
     );
     assert_all_delivered(&at_a, MESSAGES);
     assert_all_delivered(&at_b, MESSAGES);
-    let stats = broker.stats();
-    assert_eq!(
-        stats.dropped_inbox_full + stats.dropped_queue_full,
-        0,
-        "{stats:?}"
-    );
+    assert_nothing_dropped(&broker);
     broker.shutdown().await;
 }
 
