@@ -497,16 +497,22 @@ fn resumed_session_resends_in_flight_in_order_with_dup() {
     }
 }
 
-/// Reconnects `client` (5.0) and feeds a CONNACK with Session Present and `f` applied.
-fn resume(client: &mut Client, now: Instant, f: impl FnOnce(&mut ConnAck)) {
+/// Drops the connection of `client` (5.0), connects again, discards the CONNECT and feeds
+/// `connack`.
+fn reconnect(client: &mut Client, now: Instant, connack: ConnAck) {
     client.connection_lost();
     client.connect(now);
     let _ = client_tx(client, now, V5);
+    client_feed(client, now, V5, Packet::ConnAck(Box::new(connack)));
+}
+
+/// [`reconnect`] with Session Present and `f` applied to the CONNACK; the events are dropped.
+fn resume(client: &mut Client, now: Instant, f: impl FnOnce(&mut ConnAck)) {
     let connack = connack_with(|c| {
         c.session_present = true;
         f(c);
     });
-    client_feed(client, now, V5, Packet::ConnAck(Box::new(connack)));
+    reconnect(client, now, connack);
     let _ = client_events(client);
 }
 
@@ -578,10 +584,7 @@ fn a_message_still_waiting_to_be_resent_is_new_to_a_server_that_lost_the_session
         flow_summary(&client_tx(&mut client, t0, V5)),
         [("PUBLISH", a, true)]
     );
-    client.connection_lost();
-    client.connect(t0);
-    let _ = client_tx(&mut client, t0, V5);
-    client_feed(&mut client, t0, V5, Packet::ConnAck(Box::default()));
+    reconnect(&mut client, t0, ConnAck::default());
     assert_eq!(
         flow_summary(&client_tx(&mut client, t0, V5)),
         [("PUBLISH", a, false), ("PUBLISH", b, false)]
@@ -602,14 +605,11 @@ fn a_resent_publish_larger_than_the_new_maximum_packet_size_completes_unsent() {
         .unwrap();
     let small = client.publish(msg("s", QoS::AtLeastOnce)).unwrap().unwrap();
     assert_eq!(publishes(&client_tx(&mut client, t0, V5)).len(), 2);
-    client.connection_lost();
-    client.connect(t0);
-    let _ = client_tx(&mut client, t0, V5);
     let connack = connack_with(|c| {
         c.session_present = true;
         c.properties.maximum_packet_size = NonZeroU32::new(64);
     });
-    client_feed(&mut client, t0, V5, Packet::ConnAck(Box::new(connack)));
+    reconnect(&mut client, t0, connack);
     let mut buf = BytesMut::new();
     while client.poll_transmit(t0, &mut buf) {}
     let sent = decode_all(&mut buf.clone(), V5);
@@ -687,10 +687,7 @@ fn requests_larger_than_the_server_maximum_packet_size_are_refused() {
     assert_eq!(client.in_flight(), 0);
     // The refused UNSUBSCRIBE left the subscription in place: it is made again on a lost
     // session.
-    client.connection_lost();
-    client.connect(t0);
-    let _ = client_tx(&mut client, t0, V5);
-    client_feed(&mut client, t0, V5, Packet::ConnAck(Box::default()));
+    reconnect(&mut client, t0, ConnAck::default());
     let sent = client_tx(&mut client, t0, V5);
     assert!(
         matches!(sent.as_slice(), [Packet::Subscribe(s)] if s.filters[0].0.as_str() == "small"),
@@ -715,11 +712,8 @@ fn the_resubscription_is_split_to_fit_the_server_maximum_packet_size() {
     }
     let huge = format!("h/{}", "x".repeat(300));
     subscribe_ok(&mut client, t0, V5, &huge);
-    client.connection_lost();
-    client.connect(t0);
-    let _ = client_tx(&mut client, t0, V5);
     let connack = connack_with(|c| c.properties.maximum_packet_size = NonZeroU32::new(256));
-    client_feed(&mut client, t0, V5, Packet::ConnAck(Box::new(connack)));
+    reconnect(&mut client, t0, connack);
     let sent = client_tx(&mut client, t0, V5);
     let mut resubscribed = Vec::new();
     for packet in &sent {
