@@ -164,7 +164,8 @@ pub(crate) struct Routed {
     /// QoS 1 and 2 deliveries that were refused: a full offline queue, or the memory budget.
     pub(crate) refused: usize,
     /// Deliveries waiting for room in a connected client's inbox; finish them with
-    /// [`Shared::send_blocked`] before acknowledging the publish.
+    /// [`Shared::offer_until`] (a connection's publish) or [`Shared::send_blocked`] (one from
+    /// inside the broker) before acknowledging the publish.
     pub(crate) blocked: Vec<Blocked>,
 }
 
@@ -482,11 +483,12 @@ impl Shared {
         matched
     }
 
-    /// Waits, at most `limits.backpressure_timeout_ms`, for room in a connected client's inbox.
-    /// The publisher's connection stops reading meanwhile, which slows the publisher down to
-    /// the pace of its slowest subscriber instead of losing messages it was promised. A
-    /// client that is not reading at all costs one timeout, then is marked congested and
-    /// skipped at once until it catches up. Returns whether the delivery was queued.
+    /// Waits, at most `limits.backpressure_timeout_ms`, for room in a connected client's inbox,
+    /// for a publish from inside the broker (a will, `$SYS`, the handle), which no connection
+    /// waits on. A connection's own publishes wait through its driver, which goes on emptying
+    /// its own inbox meanwhile. A client that is not reading at all costs one timeout, then is
+    /// marked congested and skipped at once until it catches up. Returns whether the delivery
+    /// was queued.
     pub(crate) async fn send_blocked(&self, blocked: Blocked) -> bool {
         let wait = Duration::from_millis(self.config.limits.backpressure_timeout_ms);
         match self
