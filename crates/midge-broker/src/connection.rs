@@ -3,6 +3,7 @@
 //! the write buffer while the task goes on, and deliveries pile up in the session's bounded
 //! queue (and are dropped and counted past its limits).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -21,9 +22,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::hooks::{ClientInfo, ConnectRequest, DisconnectReason};
-use crate::inbox::Inbox;
+use crate::inbox::{Inbox, QueueUse};
 use crate::state::{Blocked, Handover, Registered, Shared, Slot, SlotState, Sub, TakeOver};
 use crate::stats::add;
+use crate::store::Retained;
 
 /// Bytes gathered into one write before it is handed to the writer.
 const MAX_WRITE: usize = 256 * 1024;
@@ -50,13 +52,39 @@ struct Driver {
     accepted: bool,
     /// The broker is stopping, and the client was told.
     shutting_down: bool,
-    /// The inbox signalled deliveries that are not taken yet: taken once the session's queue
-    /// has room.
+    /// The inbox signalled deliveries that are not taken yet.
     deliveries_waiting: bool,
+    /// The session's queue as last reported to the inbox, which counts it against the
+    /// session's limits together with its own deliveries; `None` before the first report.
+    reported: Option<QueueUse>,
     /// Bytes of this session's queue counted against the global memory budget: the budget
     /// covers online sessions' queues too, not only inboxes and offline sessions.
     counted: usize,
+    /// Retained messages still to send for new subscriptions; boxed and made only when a
+    /// subscription matches some.
+    retained: Option<Box<RetainedBacklog>>,
 }
+
+/// Retained messages matched by new subscriptions and not yet sent. They are moved into the
+/// session's queue as it has room, so that any number of them reach a subscriber that reads,
+/// under its Receive Maximum, while only their references wait here [MQTT-3.3.1-9]. Each entry
+/// is counted against the global memory budget until it is sent.
+#[derive(Default)]
+struct RetainedBacklog {
+    batches: VecDeque<RetainedBatch>,
+    /// Bytes reserved against the global budget for the entries.
+    reserved: usize,
+}
+
+/// The retained messages of one subscription, with what their deliveries take from it.
+struct RetainedBatch {
+    qos: midge_codec::QoS,
+    subscription_id: Option<midge_codec::SubscriptionId>,
+    messages: VecDeque<Retained>,
+}
+
+/// What one waiting retained message costs, counted against the global budget: its entry.
+const RETAINED_ENTRY: usize = size_of::<Retained>();
 
 /// What woke the connection's task; any number of these at once.
 #[derive(Default)]
@@ -94,7 +122,10 @@ pub(crate) fn run(
     let _ = stream.set_nodelay(true);
     let conn_number = shared.next_conn.fetch_add(1, Relaxed);
     let conn = ServerConnection::new(shared.server_config.clone(), Instant::now(), conn_number);
-    let inbox = Arc::new(Inbox::new(shared.config.limits.inbox_capacity));
+    let inbox = Arc::new(Inbox::new(
+        shared.config.limits.inbox_capacity,
+        shared.server_config.queue_limits,
+    ));
     let mut d = Driver {
         shared,
         conn,
@@ -112,7 +143,9 @@ pub(crate) fn run(
         accepted: false,
         shutting_down: false,
         deliveries_waiting: false,
+        reported: None,
         counted: 0,
+        retained: None,
     };
     async move {
         let conn_id = d.conn.connection_number();
@@ -161,10 +194,14 @@ impl Driver {
         loop {
             let bufs = io.get_or_insert_with(Box::default);
             self.answer_events(&mut bufs.read).await;
-            // Take deliveries only while the session's queue has room, so that the inbox holds
-            // the rest and publishers wait for it, instead of the queue dropping what the
-            // inbox accepted.
-            if self.deliveries_waiting && self.conn.is_connected() && self.queue_has_room() {
+            // Retained messages of new subscriptions go first: a message published after the
+            // SUBSCRIBE must not arrive before the retained one it replaces.
+            if self.retained.is_some() && self.conn.is_connected() {
+                self.send_retained();
+            }
+            // What the inbox accepted already counts against the session's limits, so taking
+            // it into the session's queue needs no room of its own.
+            if self.deliveries_waiting && self.retained.is_none() && self.conn.is_connected() {
                 self.deliveries_waiting = false;
                 self.take_deliveries();
             }
@@ -199,8 +236,11 @@ impl Driver {
             // Deliveries waited in the inbox for room that this transmit just made: nothing
             // else may come to wake this task for them, so it goes on at once, through tokio's
             // budget so that a long inbox does not keep other tasks from running.
-            let again =
-                self.deliveries_waiting && self.conn.is_connected() && self.queue_has_room();
+            let again = self.conn.is_connected()
+                && match self.retained {
+                    None => self.deliveries_waiting,
+                    Some(_) => self.session_has_room(),
+                };
             match self.conn.poll_timeout() {
                 Some(at) if !armed || sleep.deadline() != at.into() => {
                     sleep.as_mut().reset(at.into());
@@ -344,19 +384,20 @@ impl Driver {
         Ok(())
     }
 
-    /// Moves deliveries from the inbox into the session's queue, as many as it has room for,
-    /// at most [`INBOX_BATCH`] per wake-up so that input is not starved.
+    /// Moves deliveries from the inbox into the session's queue, at most [`INBOX_BATCH`] per
+    /// wake-up so that input is not starved.
     fn take_deliveries(&mut self) {
-        let sessions = &self.shared.config.sessions;
-        let room = self.conn.session().map_or(0, |s| {
-            sessions
-                .max_queued_messages
-                .saturating_sub(s.queued_messages())
-        });
         let mut taken = std::mem::take(&mut self.taken);
-        self.inbox.take(room.min(INBOX_BATCH), &mut taken);
+        self.inbox.take(INBOX_BATCH, &mut taken);
+        // The inbox moved their count to the session's queue.
+        if let Some(reported) = &mut self.reported {
+            for delivery in &taken {
+                reported.messages += 1;
+                reported.bytes += delivery.size();
+            }
+        }
         for delivery in taken.drain(..) {
-            self.deliver(delivery);
+            self.admit(delivery);
         }
         // Kept for the next batch unless a burst made it large: an idle connection should not
         // hold a burst's worth of room.
@@ -365,41 +406,92 @@ impl Driver {
         }
     }
 
-    /// Moves a delivery from the inbox into the session's queue. Its reservation against the
-    /// global budget moves with it, and is released as the queue drains ([`Self::sync_budget`]).
-    fn deliver(&mut self, delivery: Delivery) {
-        let size = delivery.size();
-        if self.conn.deliver(delivery) {
-            self.counted += size;
-            self.shared.counters.messages_sent.fetch_add(1, Relaxed);
-        } else {
-            self.shared.release(size);
-            self.shared
-                .counters
-                .dropped_queue_full
-                .fetch_add(1, Relaxed);
-        }
-    }
-
-    /// Whether the session's queue can take another delivery within its limits.
-    fn queue_has_room(&self) -> bool {
-        let sessions = &self.shared.config.sessions;
-        self.conn.session().is_none_or(|s| {
-            s.queued_messages() < sessions.max_queued_messages
-                && s.queued_bytes() < sessions.max_queued_bytes
+    /// Whether the session's own queue is below its limits.
+    fn session_has_room(&self) -> bool {
+        let limits = &self.shared.server_config.queue_limits;
+        self.conn.session().is_some_and(|s| {
+            s.queued_messages() < limits.max_messages && s.queued_bytes() < limits.max_bytes
         })
     }
 
-    /// Brings the global budget in line with the session's queue after it was drained by
-    /// `poll_transmit` (or grew by retained messages, which are not reserved on the way in).
-    fn sync_budget(&mut self) {
-        let queued = self.conn.session().map_or(0, |s| s.queued_bytes());
-        if queued > self.counted {
-            add_bytes(&self.shared, queued - self.counted);
-        } else {
-            self.shared.release(self.counted - queued);
+    /// Moves retained messages of new subscriptions into the session's queue while it has
+    /// room. Expired ones are skipped, and removed from the store [MQTT-3.3.2-5].
+    fn send_retained(&mut self) {
+        let shared = self.shared.clone();
+        let now = Instant::now();
+        let mut sent = 0u64;
+        let mut released = 0;
+        let mut expired = Vec::new();
+        while self.session_has_room() {
+            let Some(backlog) = self.retained.as_mut() else {
+                break;
+            };
+            let Some(batch) = backlog.batches.front_mut() else {
+                shared.release(backlog.reserved);
+                self.retained = None;
+                break;
+            };
+            let Some(r) = batch.messages.pop_front() else {
+                backlog.batches.pop_front();
+                continue;
+            };
+            backlog.reserved -= RETAINED_ENTRY;
+            released += RETAINED_ENTRY;
+            let delivery = Delivery {
+                qos: batch.qos.min(r.message.qos),
+                retain: true,
+                subscription_ids: batch.subscription_id.into_iter().collect(),
+                received_at: r.received_at,
+                message: r.message.clone(),
+            };
+            if delivery.is_expired(now) {
+                expired.push(r);
+            } else if self.conn.deliver(delivery) {
+                sent += 1;
+            }
         }
-        self.counted = queued;
+        shared.release(released);
+        add(&shared.counters.messages_sent, sent);
+        // Expired retained messages are gone for good [MQTT-3.3.2-5]: found here, they are
+        // removed instead of being skipped on every later SUBSCRIBE.
+        for r in expired {
+            if let Ok(topic) = midge_topic::TopicName::new(r.message.topic.as_str()) {
+                shared.remove_expired_retained(&topic, &r);
+            }
+        }
+    }
+
+    /// Moves a delivery from the inbox into the session's queue. The inbox admitted it against
+    /// the session's limits, so the queue keeps it whatever it holds now: it may already be
+    /// acknowledged to its publisher. Its reservation against the global budget moves with it,
+    /// and is released as the queue drains ([`Self::sync_budget`]).
+    fn admit(&mut self, delivery: Delivery) {
+        self.counted += delivery.size();
+        self.conn.deliver_admitted(delivery);
+        self.shared.counters.messages_sent.fetch_add(1, Relaxed);
+    }
+
+    /// Brings the global budget and the inbox's view of the session's queue in line with the
+    /// queue after it was drained by `poll_transmit` (or grew by retained messages, which are
+    /// not reserved on the way in).
+    fn sync_budget(&mut self) {
+        let Some(session) = self.conn.session() else {
+            return;
+        };
+        let queued = QueueUse {
+            messages: session.queued_messages(),
+            bytes: session.queued_bytes(),
+        };
+        if queued.bytes > self.counted {
+            add_bytes(&self.shared, queued.bytes - self.counted);
+        } else {
+            self.shared.release(self.counted - queued.bytes);
+        }
+        self.counted = queued.bytes;
+        if self.reported != Some(queued) {
+            self.reported = Some(queued);
+            self.inbox.report_session_queue(queued);
+        }
     }
 
     /// Answers the connection's events, waiting where one must, until none is left.
@@ -595,6 +687,9 @@ impl Driver {
         }
         let present = session.is_some();
         self.conn.accept(Instant::now(), session);
+        // Deliveries routed to our inbox since the slot became ours waited for this: the
+        // session's queue, which they count against together with the inbox.
+        self.sync_budget();
         shared.counters.clients_connected.fetch_add(1, Relaxed);
         tracing::debug!(client_id = %client_id, peer = %self.info.peer, version = ?connect.protocol, session_present = present, "client connected");
         shared.hooks.on_connected(&info, present);
@@ -669,11 +764,11 @@ impl Driver {
     /// connection's publish is for, and returns whether it was queued.
     ///
     /// While it waits, this task keeps moving deliveries from its own inbox into its session's
-    /// queue, as far as the queue has room: the publisher of what fills that inbox may be the
+    /// queue, which frees room in the inbox: the publisher of what fills that inbox may be the
     /// very client this publish waits for, itself waiting for room here. Two clients
     /// publishing to each other, or one publishing to itself, would otherwise both wait out
-    /// the timeout and drop. Only a full session queue, which only the client's reading
-    /// drains, still ends in the timeout; a publish to itself does not wait for that.
+    /// the timeout and drop. Only a full session, which only the client's reading drains,
+    /// still ends in the timeout; a publish to itself does not wait for that.
     async fn send_blocked(&mut self, mut blocked: Blocked, deadline: tokio::time::Instant) -> bool {
         // How often a waiting publish looks at its own inbox. Short against the timeout, long
         // against a wake-up: a wait that lasts is already the exception.
@@ -684,9 +779,7 @@ impl Driver {
             deadline
         };
         loop {
-            if self.queue_has_room() {
-                self.take_deliveries();
-            }
+            self.take_deliveries();
             let until = deadline.min(tokio::time::Instant::now() + LOOK_AGAIN);
             match self.shared.offer_until(blocked, until).await {
                 Ok(queued) => return queued,
@@ -763,7 +856,6 @@ impl Driver {
         self.conn
             .subscribe_ack(packet_id, requests, subscription_id, codes);
         // Retained messages, after SUBACK [MQTT-3.3.1-9]; never for shared subscriptions.
-        let now = Instant::now();
         for (i, existed) in granted {
             let Some(request) = requests.get(i) else {
                 continue;
@@ -779,30 +871,27 @@ impl Driver {
             if !send || filter.share_name().is_some() {
                 continue;
             }
-            let conn = &mut self.conn;
-            let mut sent = 0u64;
-            let mut expired = Vec::new();
+            let mut batch = RetainedBatch {
+                qos: request.options.qos,
+                subscription_id,
+                messages: VecDeque::new(),
+            };
+            let mut refused = 0u64;
             shared.store.retained_matching(&filter, &mut |r| {
-                let delivery = Delivery {
-                    message: r.message.clone(),
-                    qos: request.options.qos.min(r.message.qos),
-                    retain: true,
-                    subscription_ids: subscription_id.into_iter().collect(),
-                    received_at: r.received_at,
-                };
-                if delivery.is_expired(now) {
-                    expired.push(r.clone());
-                } else if conn.deliver(delivery) {
-                    sent += 1;
+                if shared.reserve(RETAINED_ENTRY) {
+                    batch.messages.push_back(r.clone());
+                } else {
+                    refused += 1;
                 }
             });
-            add(&shared.counters.messages_sent, sent);
-            // Expired retained messages are gone for good [MQTT-3.3.2-5]: found here, they
-            // are removed instead of being skipped on every later SUBSCRIBE.
-            for r in expired {
-                if let Ok(topic) = midge_topic::TopicName::new(r.message.topic.as_str()) {
-                    shared.remove_expired_retained(&topic, &r);
-                }
+            if refused > 0 {
+                add(&shared.counters.dropped_memory_budget, refused);
+                tracing::warn!(client_id = %self.info.client_id, refused, "memory budget exhausted: retained messages not sent to a new subscription");
+            }
+            if !batch.messages.is_empty() {
+                let backlog = self.retained.get_or_insert_with(Box::default);
+                backlog.reserved += batch.messages.len() * RETAINED_ENTRY;
+                backlog.batches.push_back(batch);
             }
         }
     }
@@ -835,9 +924,15 @@ impl Driver {
             return;
         };
         shared.counters.clients_connected.fetch_sub(1, Relaxed);
-        // Deliveries still in the inbox belong to the session.
+        // Retained messages not sent yet end with the connection: they were never acknowledged
+        // to anyone.
+        if let Some(backlog) = self.retained.take() {
+            shared.release(backlog.reserved);
+        }
+        // Deliveries still in the inbox belong to the session: they were admitted against its
+        // limits, and may be acknowledged already [MQTT-4.3.2-3].
         for delivery in self.inbox.close() {
-            self.deliver(delivery);
+            self.admit(delivery);
         }
         let session = self.conn.take_session();
         // The queue's bytes leave this connection's account; `session_offline` (or the taking-

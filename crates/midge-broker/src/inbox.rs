@@ -17,9 +17,14 @@
 //! broker's shutdown arrive through it too, so the driver waits on one waker registered here
 //! and its socket, and an idle connection's task holds no waiter for each of them.
 //!
-//! Overflow policy: the inbox holds at most `capacity` deliveries. [`Inbox::try_send`] refuses
-//! the next one and hands it back; the caller decides whether to wait for room
-//! ([`Inbox::send_until`]) or drop it and count the drop.
+//! Overflow policy: the inbox holds at most `capacity` deliveries, and what it holds counts
+//! against its session's queue limits together with the session's own queue (as the driver
+//! last reported it): a delivery the inbox accepts is one the session has room for, so the
+//! publisher is told of a full session when it publishes, and a delivery acknowledged to its
+//! publisher is never refused later, when the connection closes and the inbox is emptied into
+//! the session. [`Inbox::try_send`] refuses a delivery past either bound and hands it back; the
+//! caller decides whether to wait for room ([`Inbox::send_until`]) or drop it and count the
+//! drop.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +32,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
-use midge_proto::session::Delivery;
+use midge_proto::session::{Delivery, QueueLimits};
 use tokio::sync::Notify;
 
 use crate::state::TakeOver;
@@ -45,9 +50,21 @@ pub(crate) enum SendError {
 #[derive(Debug, Default)]
 struct Queue {
     deliveries: VecDeque<Delivery>,
+    /// Bytes of `deliveries`, as [`Delivery::size`] counts them.
+    bytes: usize,
+    /// The session's own queue, as the driver last reported it; `None` until the driver has
+    /// its session (deliveries wait until then, since the session may already be full).
+    session: Option<QueueUse>,
     closed: bool,
     takeover: Takeover,
     shutting_down: bool,
+}
+
+/// Messages and bytes in a queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct QueueUse {
+    pub(crate) messages: usize,
+    pub(crate) bytes: usize,
 }
 
 /// Whether another connection may ask for this connection's session.
@@ -75,6 +92,8 @@ pub(crate) struct Signals {
 pub(crate) struct Inbox {
     queue: Mutex<Queue>,
     capacity: usize,
+    /// The session's queue limits, which the inbox and the session's queue share.
+    limits: QueueLimits,
     /// Something is waiting for the driver: deliveries, a takeover request or shutdown. Kept
     /// until the driver next polls, so that a wake-up that finds the driver busy is not lost.
     signalled: AtomicBool,
@@ -85,10 +104,11 @@ pub(crate) struct Inbox {
 }
 
 impl Inbox {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, limits: QueueLimits) -> Self {
         Self {
             queue: Mutex::default(),
             capacity: capacity.max(1),
+            limits,
             signalled: AtomicBool::new(false),
             driver: AtomicWaker::new(),
             room: Notify::new(),
@@ -105,9 +125,10 @@ impl Inbox {
         if queue.closed {
             return Err(SendError::Closed(delivery));
         }
-        if queue.deliveries.len() >= self.capacity {
+        if !self.has_room(&queue, delivery.size()) {
             return Err(SendError::Full(delivery));
         }
+        queue.bytes += delivery.size();
         queue.deliveries.push_back(delivery);
         let first = queue.deliveries.len() == 1;
         drop(queue);
@@ -115,6 +136,31 @@ impl Inbox {
             self.signal();
         }
         Ok(())
+    }
+
+    /// Whether a delivery of `size` bytes fits: within the inbox's capacity, and within the
+    /// session's limits together with the session's own queue.
+    fn has_room(&self, queue: &Queue, size: usize) -> bool {
+        let Some(session) = queue.session else {
+            return false;
+        };
+        let messages = queue.deliveries.len();
+        messages < self.capacity
+            && messages + session.messages < self.limits.max_messages
+            && queue.bytes + session.bytes + size <= self.limits.max_bytes
+    }
+
+    /// Records what the session's own queue holds now. Called by the driver once it has its
+    /// session and whenever the queue changed (sent messages leave it); room made here wakes
+    /// senders waiting for it.
+    pub(crate) fn report_session_queue(&self, session: QueueUse) {
+        let mut queue = self.lock();
+        let before = queue.session.replace(session);
+        drop(queue);
+        let less = before.is_none_or(|b| session.messages < b.messages || session.bytes < b.bytes);
+        if less {
+            self.room.notify_waiters();
+        }
     }
 
     /// Queues a delivery, waiting until `deadline` at most for room. Gives the delivery back
@@ -218,11 +264,26 @@ impl Inbox {
 
     /// Moves up to `max` deliveries, oldest first, into `out`. If deliveries remain, the
     /// driver stays signalled, so its next [`Inbox::poll_ready`] is ready at once.
+    ///
+    /// What is taken goes into the session's queue, so it counts there from now on, until the
+    /// driver next reports the session's queue.
     pub(crate) fn take(&self, max: usize, out: &mut Vec<Delivery>) {
         let mut queue = self.lock();
         let n = max.min(queue.deliveries.len());
         let was_full = queue.deliveries.len() >= self.capacity;
+        let from = out.len();
         out.extend(queue.deliveries.drain(..n));
+        let bytes: usize = out
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .map(Delivery::size)
+            .sum();
+        queue.bytes -= bytes;
+        if let Some(session) = &mut queue.session {
+            session.messages += n;
+            session.bytes += bytes;
+        }
         if !queue.deliveries.is_empty() {
             // The driver is running: it polls again without being woken.
             self.signalled.store(true, Ordering::Release);
@@ -240,6 +301,7 @@ impl Inbox {
     pub(crate) fn close(&self) -> VecDeque<Delivery> {
         let mut queue = self.lock();
         queue.closed = true;
+        queue.bytes = 0;
         let rest = std::mem::take(&mut queue.deliveries);
         drop(queue);
         self.room.notify_waiters();
@@ -282,9 +344,23 @@ mod tests {
         v.iter().map(|d| d.message.payload[0]).collect()
     }
 
+    /// An inbox whose session's queue is empty and unlimited.
+    fn inbox(capacity: usize) -> Inbox {
+        let inbox = Inbox::new(capacity, unlimited());
+        inbox.report_session_queue(QueueUse::default());
+        inbox
+    }
+
+    fn unlimited() -> QueueLimits {
+        let mut limits = QueueLimits::default();
+        limits.max_messages = usize::MAX;
+        limits.max_bytes = usize::MAX;
+        limits
+    }
+
     #[test]
     fn refuses_past_capacity_and_keeps_order() {
-        let inbox = Inbox::new(2);
+        let inbox = inbox(2);
         assert!(inbox.try_send(delivery(1)).is_ok());
         assert!(inbox.try_send(delivery(2)).is_ok());
         assert!(
@@ -299,9 +375,52 @@ mod tests {
         assert_eq!(payloads(&out), [2, 3]);
     }
 
+    /// The inbox and the session's queue share the session's limits, so what the inbox
+    /// accepts is never refused by the session later.
+    #[test]
+    fn the_inbox_and_the_session_queue_share_the_session_limits() {
+        let mut limits = unlimited();
+        limits.max_messages = 3;
+        let inbox = Inbox::new(100, limits);
+        assert!(
+            matches!(inbox.try_send(delivery(0)), Err(SendError::Full(_))),
+            "nothing is accepted before the session's queue is known"
+        );
+        inbox.report_session_queue(QueueUse {
+            messages: 2,
+            bytes: 2,
+        });
+        assert!(inbox.try_send(delivery(1)).is_ok());
+        assert!(matches!(inbox.try_send(delivery(2)), Err(SendError::Full(_))));
+        // Taken into the session's queue, it still counts.
+        let mut out = Vec::new();
+        inbox.take(10, &mut out);
+        assert!(matches!(inbox.try_send(delivery(2)), Err(SendError::Full(_))));
+        // Sent: room again.
+        inbox.report_session_queue(QueueUse {
+            messages: 1,
+            bytes: 1,
+        });
+        assert!(inbox.try_send(delivery(2)).is_ok());
+    }
+
+    #[test]
+    fn the_session_byte_limit_counts_the_inbox_too() {
+        let mut limits = unlimited();
+        limits.max_bytes = 5;
+        let inbox = Inbox::new(100, limits);
+        inbox.report_session_queue(QueueUse {
+            messages: 1,
+            bytes: 2,
+        });
+        // Each delivery is 2 bytes: topic and payload.
+        assert!(inbox.try_send(delivery(1)).is_ok());
+        assert!(matches!(inbox.try_send(delivery(2)), Err(SendError::Full(_))));
+    }
+
     #[test]
     fn closed_inbox_gives_back_the_rest_and_refuses_more() {
-        let inbox = Inbox::new(4);
+        let inbox = inbox(4);
         inbox.try_send(delivery(1)).unwrap();
         let rest = inbox.close();
         assert_eq!(rest.len(), 1);
@@ -313,7 +432,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_waiting_sender_gets_room_when_the_driver_takes() {
-        let inbox = Arc::new(Inbox::new(1));
+        let inbox = Arc::new(inbox(1));
         inbox.try_send(delivery(1)).unwrap();
         let sender = {
             let inbox = inbox.clone();
@@ -334,7 +453,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_waiting_sender_gives_up_after_its_timeout() {
-        let inbox = Inbox::new(1);
+        let inbox = inbox(1);
         inbox.try_send(delivery(1)).unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
         let outcome = inbox.send_until(delivery(2), deadline).await;
@@ -343,7 +462,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_driver_is_woken_again_while_deliveries_remain() {
-        let inbox = Inbox::new(8);
+        let inbox = inbox(8);
         for n in 0..3 {
             inbox.try_send(delivery(n)).unwrap();
         }
@@ -360,7 +479,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_takeover_request_waits_until_the_driver_may_take_it() {
-        let inbox = Inbox::new(4);
+        let inbox = inbox(4);
         let (reply, _answer) = tokio::sync::oneshot::channel();
         inbox
             .request_takeover(reply)
@@ -376,7 +495,7 @@ mod tests {
 
     #[test]
     fn a_closing_connection_finds_the_request_and_refuses_later_ones() {
-        let inbox = Inbox::new(4);
+        let inbox = inbox(4);
         let (reply, _answer) = tokio::sync::oneshot::channel();
         inbox.request_takeover(reply).unwrap();
         assert!(inbox.end_takeovers().is_some());
@@ -387,7 +506,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_wakes_a_waiting_driver() {
-        let inbox = Arc::new(Inbox::new(4));
+        let inbox = Arc::new(inbox(4));
         let driver = {
             let inbox = inbox.clone();
             tokio::spawn(async move {

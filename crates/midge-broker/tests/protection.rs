@@ -555,19 +555,46 @@ async fn a_backlog_larger_than_the_write_buffer_is_delivered_whole() {
     );
 }
 
-/// Deliveries waiting in the inbox while the session's queue was full go out once the queue
-/// drains, even when the drain happens with nothing else arriving to wake the connection.
+/// Publishes waiting for room in a subscriber's full session go on as soon as its queue
+/// drains, even when the drain happens with nothing else arriving to wake the waiting
+/// publisher: nothing is refused, and every message arrives, while the inbox and the queue
+/// together never hold more than the session's limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deliveries_that_waited_for_a_full_queue_are_delivered() {
+async fn publishes_waiting_for_a_full_session_go_on_as_it_drains() {
     let mut config = test_config();
     config.limits.inbox_capacity = 10_000;
     config.sessions.max_queued_messages = 10;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    let mut subscriber = TestClient::connect(addr, V5, "backlog").await;
+    subscriber.subscribe("backlog/#", QoS::AtMostOnce).await;
     const MESSAGES: usize = 4000;
+    let reader = tokio::spawn(async move {
+        let mut received = 0;
+        while received < MESSAGES {
+            match subscriber.try_recv_publish(Duration::from_secs(5)).await {
+                Ok(_) => received += 1,
+                Err(_) => break,
+            }
+        }
+        received
+    });
+    let mut publisher = TestClient::connect(addr, V5, "producer").await;
+    let payload = "z".repeat(4096);
+    for n in 0..MESSAGES {
+        let code = publisher
+            .publish("backlog/x", &payload, QoS::AtLeastOnce, false)
+            .await;
+        assert_eq!(code, ReasonCode::SUCCESS, "message {n}");
+    }
+    assert_eq!(reader.await.unwrap(), MESSAGES, "every message arrived");
+    let stats = broker.stats();
     assert_eq!(
-        backlog_received(config, MESSAGES).await,
-        MESSAGES,
-        "every delivery that waited in the inbox arrived"
+        stats.dropped_inbox_full + stats.dropped_queue_full,
+        0,
+        "{stats:?}"
     );
+    broker.shutdown().await;
 }
 
 /// `count` QoS 1 PUBLISHes to `topic` numbered from 1, in one buffer, so that the broker

@@ -1084,6 +1084,12 @@ impl ServerConnection {
         self.session_mut().enqueue(delivery)
     }
 
+    /// Queues a message that was already admitted against the session's queue limits, as
+    /// [`Session::enqueue_admitted`] does: it is kept even if the queue is at its limits.
+    pub fn deliver_admitted(&mut self, delivery: Delivery) {
+        self.session_mut().enqueue_admitted(delivery);
+    }
+
     /// Checks the timers at `now`: the CONNECT deadline and keepalive.
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.state {

@@ -203,6 +203,15 @@ impl Session {
         true
     }
 
+    /// Queues a delivery that was already admitted against this session's limits elsewhere
+    /// (a broker's per-connection buffer that counts against the same limits), so it is kept
+    /// even if the queue is at its limits now: a message acknowledged to its publisher must
+    /// not be dropped on its way into the session.
+    pub fn enqueue_admitted(&mut self, delivery: Delivery) {
+        self.queued_bytes += delivery.size();
+        self.queue.push_back(delivery);
+    }
+
     pub(crate) fn dequeue(&mut self) -> Option<Delivery> {
         let delivery = self.queue.pop_front()?;
         self.queued_bytes -= delivery.size();

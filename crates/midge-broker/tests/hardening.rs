@@ -1,0 +1,212 @@
+//! What the broker promises under pressure: a message acknowledged with success is delivered
+//! after a disconnect or a takeover, and every retained message reaches a new subscription.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::*;
+use midge_codec::{Connect, Packet, PubAck, QoS, ReasonCode};
+
+/// A 5.0 connection that keeps its session, as client `client_id`.
+async fn persistent(addr: std::net::SocketAddr, client_id: &str) -> (TestClient, bool) {
+    let mut connect = Connect::new(V5, client_id.to_owned());
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(u32::MAX - 1);
+    let (client, ack) = TestClient::connect_with(addr, connect).await;
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "{ack:?}");
+    (client, ack.session_present)
+}
+
+/// Publishes QoS 1 messages numbered `1..=count` to `topic`, a window at a time (within the
+/// broker's Receive Maximum), and returns the numbers acknowledged with success.
+async fn publish_counting_successes(
+    publisher: &mut TestClient,
+    topic: &str,
+    count: u16,
+) -> BTreeSet<u16> {
+    const WINDOW: u16 = 500;
+    let mut succeeded = BTreeSet::new();
+    let mut n = 1;
+    while n <= count {
+        let last = (n + WINDOW - 1).min(count);
+        let mut burst = BytesMut::new();
+        for k in n..=last {
+            let mut p = publisher.publish_packet(topic, &k.to_string(), QoS::AtLeastOnce, false);
+            p.packet_id = Some(pid(k));
+            Packet::Publish(p).encode(V5, &mut burst).expect("encodes");
+        }
+        publisher.send_raw(&burst).await;
+        for _ in n..=last {
+            match publisher.recv_within(Duration::from_secs(10)).await {
+                Recv::Packet(Packet::PubAck(ack)) => {
+                    if ack.reason_code == ReasonCode::SUCCESS {
+                        succeeded.insert(ack.packet_id.get());
+                    } else {
+                        assert_eq!(ack.reason_code, ReasonCode::QUOTA_EXCEEDED, "{ack:?}");
+                    }
+                }
+                other => panic!("expected PUBACK, got {other:?}"),
+            }
+        }
+        n = last + 1;
+    }
+    succeeded
+}
+
+/// Receives, acknowledging each, until a second of silence; returns the payloads as numbers.
+async fn receive_all(client: &mut TestClient) -> BTreeSet<u16> {
+    let mut got = BTreeSet::new();
+    loop {
+        match client.recv_within(Duration::from_secs(1)).await {
+            Recv::Packet(Packet::Publish(p)) => {
+                if let Some(id) = p.packet_id {
+                    client.send(Packet::PubAck(PubAck::new(id))).await;
+                }
+                let n = std::str::from_utf8(&p.payload).expect("utf-8");
+                got.insert(n.parse().expect("a number"));
+            }
+            Recv::Timeout => return got,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+}
+
+/// A persistent subscriber stops reading while 3,000 QoS 1 messages are published to it.
+/// Whatever was acknowledged with success must reach it when it comes back, by a new
+/// connection after the old one dropped (`takeover` false) or by one that takes the session
+/// over from the stalled connection [MQTT-3.1.2-5] [MQTT-4.3.2-3]. What the session could
+/// not hold is refused with 0x97 when published, not lost after being acknowledged.
+async fn acknowledged_messages_reach_a_stalled_subscriber(takeover: bool) {
+    let mut config = test_config();
+    config.limits.backpressure_timeout_ms = 200;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    let (mut stalled, _) = persistent(addr, "stalled").await;
+    stalled.subscribe("stalled/#", QoS::AtLeastOnce).await;
+    let mut publisher = TestClient::connect(addr, V5, "publisher").await;
+    const MESSAGES: u16 = 3_000;
+    let succeeded = publish_counting_successes(&mut publisher, "stalled/x", MESSAGES).await;
+    let mut stalled = Some(stalled);
+    if !takeover {
+        drop(stalled.take());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (mut back, present) = persistent(addr, "stalled").await;
+    assert!(present, "the session was kept");
+    let received = receive_all(&mut back).await;
+    let lost: Vec<u16> = succeeded.difference(&received).copied().collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged messages lost, e.g. {:?}",
+        lost.len(),
+        succeeded.len(),
+        &lost[..lost.len().min(10)]
+    );
+    assert!(
+        succeeded.len() < usize::from(MESSAGES),
+        "the session's limits must refuse some of {MESSAGES}"
+    );
+    assert!(succeeded.len() >= 1_000, "{} accepted", succeeded.len());
+    drop(stalled);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_survive_a_reconnect_of_a_stalled_subscriber() {
+    acknowledged_messages_reach_a_stalled_subscriber(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_survive_a_takeover_of_a_stalled_subscriber() {
+    acknowledged_messages_reach_a_stalled_subscriber(true).await;
+}
+
+/// Publishes `count` retained QoS 0 messages, `{prefix}/{n}` with payload `n`, padded with
+/// `pad` bytes after a `:`, in bursts, and waits until the broker holds them all.
+async fn retain_many(broker: &midge_broker::BrokerHandle, prefix: &str, count: u32, pad: usize) {
+    let padding = "x".repeat(pad);
+    let mut publisher = TestClient::connect(broker.local_addr(), V5, "").await;
+    let mut n = 0;
+    while n < count {
+        let mut burst = BytesMut::new();
+        for k in n..(n + 1_000).min(count) {
+            let p = publisher.publish_packet(
+                &format!("{prefix}/{k}"),
+                &format!("{k}:{padding}"),
+                QoS::AtMostOnce,
+                true,
+            );
+            Packet::Publish(p).encode(V5, &mut burst).expect("encodes");
+        }
+        publisher.send_raw(&burst).await;
+        n = (n + 1_000).min(count);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while broker.stats().retained_messages < count as usize {
+        assert!(std::time::Instant::now() < deadline, "{:?}", broker.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A new subscription gets every matching retained message, however many, as fast as it
+/// reads them, with the session's queue limits in force [MQTT-3.3.1-9] [MQTT-3.8.4-4]: they
+/// wait outside the queue, and go into it as it has room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_retained_message_reaches_a_new_subscription() {
+    const RETAINED: u32 = 100_000;
+    let broker = start(test_config()).await;
+    retain_many(&broker, "r", RETAINED, 0).await;
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+        let mut sub = TestClient::connect(broker.local_addr(), V5, "").await;
+        sub.subscribe("r/#", qos).await;
+        let mut seen = vec![false; RETAINED as usize];
+        let mut received = 0;
+        while received < RETAINED {
+            let p = match sub.try_recv_publish(Duration::from_secs(5)).await {
+                Ok(p) => p,
+                Err(other) => {
+                    panic!("{received} of {RETAINED} retained at {qos:?}, then {other:?}")
+                }
+            };
+            assert!(p.retain, "sent as retained [MQTT-3.3.1-8]");
+            let payload = std::str::from_utf8(&p.payload).unwrap();
+            let n: usize = payload.split(':').next().unwrap().parse().unwrap();
+            assert!(!std::mem::replace(&mut seen[n], true), "{n} twice");
+            received += 1;
+        }
+        sub.expect_silence(200).await;
+    }
+    let stats = broker.stats();
+    assert_eq!(stats.dropped_queue_full, 0, "{stats:?}");
+    broker.shutdown().await;
+}
+
+/// A subscriber that reads nothing holds only references to the retained messages it was
+/// not sent, counted in the memory budget, and gives them back when it goes: the budget
+/// returns to nothing queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_waiting_for_a_subscriber_are_counted_and_released() {
+    const RETAINED: u32 = 20_000;
+    let broker = start(test_config()).await;
+    // 20 MB in all: more than the sockets' buffers take.
+    retain_many(&broker, "w", RETAINED, 1000).await;
+    let mut sub = TestClient::connect(broker.local_addr(), V5, "").await;
+    sub.subscribe("w/#", QoS::AtLeastOnce).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let queued = broker.stats().queued_bytes;
+    assert!(
+        queued > 0,
+        "the waiting entries count against the budget: {:?}",
+        broker.stats()
+    );
+    drop(sub);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while broker.stats().queued_bytes != 0 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", broker.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    broker.shutdown().await;
+}
