@@ -587,7 +587,11 @@ impl Driver {
         }
         let info = ClientInfo {
             client_id: client_id.clone(),
-            username: connect.username.clone(),
+            // Kept for the connection's life (and a delayed will's): its own bytes.
+            username: connect
+                .username
+                .as_ref()
+                .map(midge_codec::ByteStr::unshared),
             version: connect.protocol,
             peer: self.info.peer,
         };

@@ -391,11 +391,17 @@ mod tests {
             bytes: 2,
         });
         assert!(inbox.try_send(delivery(1)).is_ok());
-        assert!(matches!(inbox.try_send(delivery(2)), Err(SendError::Full(_))));
+        assert!(matches!(
+            inbox.try_send(delivery(2)),
+            Err(SendError::Full(_))
+        ));
         // Taken into the session's queue, it still counts.
         let mut out = Vec::new();
         inbox.take(10, &mut out);
-        assert!(matches!(inbox.try_send(delivery(2)), Err(SendError::Full(_))));
+        assert!(matches!(
+            inbox.try_send(delivery(2)),
+            Err(SendError::Full(_))
+        ));
         // Sent: room again.
         inbox.report_session_queue(QueueUse {
             messages: 1,
@@ -415,7 +421,10 @@ mod tests {
         });
         // Each delivery is 2 bytes: topic and payload.
         assert!(inbox.try_send(delivery(1)).is_ok());
-        assert!(matches!(inbox.try_send(delivery(2)), Err(SendError::Full(_))));
+        assert!(matches!(
+            inbox.try_send(delivery(2)),
+            Err(SendError::Full(_))
+        ));
     }
 
     #[test]

@@ -248,8 +248,10 @@ impl RetainedUsage {
     }
 }
 
+/// What a retained message costs against `max_retained_bytes`: what its message holds, and
+/// its entry in the store.
 fn retained_size(retained: &Retained) -> usize {
-    retained.message.topic.len() + retained.message.payload.len()
+    size_of::<Retained>() + retained.message.held_bytes()
 }
 
 impl std::fmt::Debug for Shared {
@@ -622,7 +624,7 @@ impl Shared {
                 // One delivery per target: reserve their bytes against the global budget at
                 // once, rather than one contended atomic operation per subscriber. If the
                 // budget cannot take them all, each delivery tries on its own.
-                let size = message.topic.len() + message.payload.len(); // `Delivery::size`
+                let size = Delivery::size_of(message);
                 !targets.is_empty() && self.reserve(size.saturating_mul(targets.len()))
             };
             let mut i = 0;

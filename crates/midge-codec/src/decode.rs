@@ -104,6 +104,39 @@ impl Packet {
         version: ProtocolVersion,
         max_packet_size: u32,
     ) -> Result<Option<Self>, DecodeError> {
+        Self::decode_from(buf, version, max_packet_size, false)
+    }
+
+    /// Decodes one packet from the front of `buf`, like [`Packet::decode`], except that a
+    /// PUBLISH is copied into an allocation of its own instead of sharing `buf`'s memory.
+    ///
+    /// For a reader that keeps messages long after they arrive, as a broker keeps retained
+    /// messages and queues for offline clients. A message that shares its read buffer keeps
+    /// the whole buffer alive, with every packet that was read with it: a one-byte message
+    /// read together with a large one would hold the large one's memory for as long as it is
+    /// kept. Copied, a message holds its own packet's bytes and nothing else, and `buf` stays
+    /// unshared, so its memory is reused by the next read instead of a new one being
+    /// allocated. The copy is skipped when `buf` holds exactly the one packet (its capacity is
+    /// the packet's length), which is then taken whole, as [`Packet::decode`] does.
+    ///
+    /// Other packets are decoded as by [`Packet::decode`]: their strings share `buf` only
+    /// while they are handled. A part kept longer (a subscription's filter, a client
+    /// identifier) should be copied on its own with [`ByteStr::unshared`](crate::ByteStr::unshared).
+    pub fn decode_unshared(
+        buf: &mut BytesMut,
+        version: ProtocolVersion,
+        max_packet_size: u32,
+    ) -> Result<Option<Self>, DecodeError> {
+        Self::decode_from(buf, version, max_packet_size, true)
+    }
+
+    #[inline]
+    fn decode_from(
+        buf: &mut BytesMut,
+        version: ProtocolVersion,
+        max_packet_size: u32,
+        copy_publish: bool,
+    ) -> Result<Option<Self>, DecodeError> {
         let Some(header) = parse_fixed_header(buf, version, max_packet_size)? else {
             return Ok(None);
         };
@@ -119,6 +152,11 @@ impl Packet {
                 // reader sizes a buffer to one packet: it becomes the packet's storage whole.
                 // Splitting it would make it shared, which allocates on a fresh buffer.
                 core::mem::take(buf).freeze()
+            } else if copy_publish {
+                let packet =
+                    Bytes::copy_from_slice(buf.get(..header.total_len).unwrap_or_default());
+                buf.advance(header.total_len);
+                packet
             } else {
                 buf.split_to(header.total_len).freeze()
             };

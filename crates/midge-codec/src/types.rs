@@ -308,6 +308,25 @@ impl ByteStr {
         }
     }
 
+    /// The same string holding only its own bytes: inline when short, otherwise copied into
+    /// an allocation of exactly its length.
+    ///
+    /// A decoded string longer than [`ByteStr::INLINE_CAPACITY`] shares the memory of the
+    /// packet it came from, and keeps all of it alive, payload included. Call this where a
+    /// string is kept long after its packet (a session's client identifier, a subscription's
+    /// filter, a topic alias), so that what it holds is its own length.
+    #[must_use]
+    pub fn unshared(&self) -> Self {
+        match &self.0 {
+            Repr::Inline { .. } => self.clone(),
+            Repr::Shared { bytes, plain_topic } => {
+                let bytes = Bytes::copy_from_slice(bytes);
+                let len = bytes.len();
+                Self::from_scanned_part(&bytes, 0..len, *plain_topic)
+            }
+        }
+    }
+
     /// The bytes as a `Bytes`: the shared buffer itself, or a copy of a string held inline.
     pub fn to_bytes(&self) -> Bytes {
         match &self.0 {

@@ -51,7 +51,12 @@ impl InboundAliases {
                 .cloned()
                 .ok_or(ReasonCode::PROTOCOL_ERROR);
         }
-        self.topics.insert(alias, topic.clone());
+        // Kept for the connection's life: the topic's own bytes, not its packet's, which may
+        // carry a large payload. A topic sent again with the alias it already has is not copied
+        // again.
+        if self.topics.get(&alias) != Some(topic) {
+            self.topics.insert(alias, topic.unshared());
+        }
         Ok(topic.clone())
     }
 }
@@ -96,7 +101,8 @@ impl OutboundAliases {
     pub fn assign(&mut self, topic: &ByteStr) -> OutboundTopic {
         let choice = self.peek(topic);
         if let OutboundTopic::SetAlias(alias) = choice {
-            self.aliases.insert(topic.clone(), alias);
+            // Kept for the connection's life: the topic's own bytes, not the message's.
+            self.aliases.insert(topic.unshared(), alias);
         }
         choice
     }

@@ -66,6 +66,26 @@ impl Message {
         }
     }
 
+    /// Bytes this message holds: its topic (when longer than a `ByteStr` holds inline),
+    /// payload and encoded properties, and the message itself with its reference counts.
+    ///
+    /// This is what the message really costs when its parts hold only their own bytes, as a
+    /// server's messages do (decoded with
+    /// [`Packet::decode_unshared`](midge_codec::Packet::decode_unshared)): queue and memory
+    /// limits count it. Not included: the encoded PUBLISH a message caches when it is first
+    /// sent at QoS 0, to share among its subscribers, which at most doubles what it holds.
+    #[inline]
+    pub fn held_bytes(&self) -> usize {
+        /// An `Arc`'s strong and weak counts.
+        const ARC_COUNTS: usize = 2 * size_of::<usize>();
+        let topic = if self.topic.len() > ByteStr::INLINE_CAPACITY {
+            self.topic.len()
+        } else {
+            0
+        };
+        size_of::<Self>() + ARC_COUNTS + topic + self.payload.len() + self.properties.encoded_size()
+    }
+
     /// The message of a received PUBLISH whose topic has been resolved.
     pub(crate) fn from_publish(publish: Publish, topic: ByteStr) -> Self {
         let mut properties = publish.properties;

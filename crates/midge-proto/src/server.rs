@@ -348,7 +348,9 @@ impl ServerConnection {
     pub fn handle_bytes(&mut self, now: Instant, buf: &mut BytesMut) {
         // While the broker decides on CONNECT, later packets stay in `buf` for the next call.
         while matches!(self.state, State::AwaitingConnect { .. } | State::Connected) {
-            match Packet::decode(buf, self.version, self.config.maximum_packet_size) {
+            // A message may be kept long (retained, queued for offline clients): it is copied
+            // out of the read buffer, so that it holds its own bytes and never the buffer's.
+            match Packet::decode_unshared(buf, self.version, self.config.maximum_packet_size) {
                 Ok(Some(packet)) => self.handle_packet(now, packet),
                 Ok(None) => return,
                 Err(err) => return self.decode_error(err),
@@ -448,6 +450,8 @@ impl ServerConnection {
             // Enhanced authentication is not offered [MQTT-4.12.0-1].
             return self.refuse(ReasonCode::BAD_AUTHENTICATION_METHOD);
         }
+        // Kept for the session's life, so it holds its own bytes, not the CONNECT's.
+        let client_id = client_id.unshared();
         self.client_id = client_id.clone();
         self.state = State::Authenticating;
         self.connect = Some(connect.clone());
@@ -1017,9 +1021,10 @@ impl ServerConnection {
                     options: request.options,
                     id: subscription_id,
                 };
+                // Kept for the session's life: its own bytes, not the SUBSCRIBE's.
                 self.session_mut()
                     .subscriptions
-                    .insert(request.filter.clone(), sub);
+                    .insert(request.filter.unshared(), sub);
             }
         }
         let v5 = self.version.is_v5();

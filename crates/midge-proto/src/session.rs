@@ -35,9 +35,17 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Bytes this delivery counts against queue limits: topic and payload.
+    /// Bytes this delivery counts against queue and memory limits: what its message holds
+    /// ([`Message::held_bytes`]) and the delivery itself. A message shared by many deliveries
+    /// counts in each, so the count never falls short of what is held.
     pub fn size(&self) -> usize {
-        self.message.topic.len() + self.message.payload.len()
+        Self::size_of(&self.message)
+    }
+
+    /// What [`Delivery::size`] is for any delivery of `message`.
+    #[inline]
+    pub fn size_of(message: &Message) -> usize {
+        size_of::<Self>() + message.held_bytes()
     }
 
     /// True once the message's expiry interval has passed [MQTT-3.3.2-5].
@@ -78,7 +86,7 @@ impl Delivery {
 pub struct QueueLimits {
     /// Most messages waiting to be sent.
     pub max_messages: usize,
-    /// Most topic and payload bytes waiting to be sent.
+    /// Most bytes waiting to be sent, as [`Delivery::size`] counts them.
     pub max_bytes: usize,
 }
 
@@ -177,7 +185,7 @@ impl Session {
         self.queue.len()
     }
 
-    /// Topic and payload bytes waiting to be sent.
+    /// Bytes waiting to be sent, as [`Delivery::size`] counts them.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
     }

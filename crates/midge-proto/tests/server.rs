@@ -779,13 +779,16 @@ fn offline_queue_limits_drop_the_newest_and_count() {
     assert_eq!(session.queued_messages(), 2);
     assert_eq!(session.stats().dropped_queue_full, 1);
 
+    // Each delivery counts what its message holds, and the delivery itself.
+    let each = delivery("a", QoS::AtMostOnce, t0).size();
+    assert!(each > "a".len() + "data".len());
     let mut limits = QueueLimits::default();
-    limits.max_bytes = 10; // "a" + "data" = 5 bytes each
+    limits.max_bytes = 2 * each;
     let mut session = Session::new("c".into(), limits);
     assert!(session.enqueue(delivery("a", QoS::AtMostOnce, t0)));
     assert!(session.enqueue(delivery("b", QoS::AtMostOnce, t0)));
     assert!(!session.enqueue(delivery("c", QoS::AtMostOnce, t0)));
-    assert_eq!(session.queued_bytes(), 10);
+    assert_eq!(session.queued_bytes(), 2 * each);
     assert_eq!(session.stats().dropped_queue_full, 1);
 
     // The queue is kept in order and delivered on the next connection.
@@ -810,10 +813,12 @@ fn drop_expired_counts_and_keeps_bytes_right() {
         message: Arc::new(m),
         ..delivery("x", QoS::AtMostOnce, t0)
     });
-    session.enqueue(delivery("y", QoS::AtMostOnce, t0));
+    let kept = delivery("y", QoS::AtMostOnce, t0);
+    let kept_size = kept.size();
+    session.enqueue(kept);
     session.drop_expired(t0 + 2 * SEC);
     assert_eq!(session.queued_messages(), 1);
-    assert_eq!(session.queued_bytes(), 5);
+    assert_eq!(session.queued_bytes(), kept_size);
     assert_eq!(session.stats().dropped_expired, 1);
 }
 

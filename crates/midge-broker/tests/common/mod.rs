@@ -247,7 +247,9 @@ impl TestClient {
                             .cloned()
                             .expect("known alias");
                     } else {
-                        self.aliases.insert(alias.get(), publish.topic.clone());
+                        // A copy: the topic shares this client's read buffer.
+                        let topic = publish.topic.as_str().to_owned().into();
+                        self.aliases.insert(alias.get(), topic);
                     }
                 }
                 match (publish.qos, publish.packet_id) {

@@ -118,6 +118,24 @@ impl PublishProperties {
             && self.rest_len == 0
     }
 
+    /// The same properties holding only their own bytes. Decoded properties share the memory
+    /// of their packet; call this where they are kept long after it (see
+    /// [`ByteStr::unshared`]).
+    #[must_use]
+    pub fn unshared(&self) -> Self {
+        Self {
+            raw: Bytes::copy_from_slice(&self.raw),
+            ..self.clone()
+        }
+    }
+
+    /// Bytes of the encoded property block, without its length prefix: what the properties
+    /// hold, once [unshared](Self::unshared).
+    #[inline]
+    pub fn encoded_size(&self) -> usize {
+        self.encoded_len()
+    }
+
     fn entries(&self) -> Entries<'_> {
         Entries {
             raw: &self.raw,

@@ -1,0 +1,320 @@
+//! The configured limits bound memory: what the broker keeps after a packet is handled holds
+//! only its own bytes, never the read buffer it arrived in.
+//!
+//! Each test sends small packets whose contents the broker keeps (a retained message, a
+//! message queued for an offline client, a session's client identifier and will, a
+//! subscription's filter, a topic alias in either direction) in the same read as a large
+//! packet whose contents it does not keep, and checks that the process's resident memory grows
+//! by at most about twice the bytes kept, plus a small constant for each entry. A kept part
+//! that shared its read buffer would hold the large packet's memory too: megabytes per entry.
+//!
+//! The tests measure the whole process, so they run one at a time.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use common::*;
+use midge_broker::{BrokerConfig, BrokerHandle};
+use midge_codec::{
+    Connect, Packet, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
+    Will,
+};
+
+/// One measurement at a time: they read the resident memory of the whole process.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Size of the large packets sent along with the small ones.
+const LARGE: usize = 2 << 20;
+/// Entries each test makes: with a large packet held by each, hundreds of MiB.
+const ENTRIES: usize = 100;
+/// What one entry may cost beyond twice its bytes: its message or session structures, its
+/// index nodes, the allocator's rounding.
+const PER_ENTRY: usize = 4 << 10;
+/// Room for what the measurement itself moves: buffers, allocator caches, tasks.
+const SLACK: usize = 24 << 20;
+
+fn config() -> BrokerConfig {
+    let mut config = test_config();
+    config.limits.max_packet_size = 4 << 20;
+    config.limits.topic_alias_maximum = ENTRIES as u16;
+    config
+}
+
+/// A QoS 0 PUBLISH of `LARGE` bytes to a topic nobody subscribes to, encoded.
+fn large_publish(out: &mut BytesMut, version: ProtocolVersion) {
+    let publish = Publish {
+        topic: "nobody/listens".into(),
+        payload: Bytes::from(vec![b'L'; LARGE]),
+        ..Publish::default()
+    };
+    Packet::Publish(publish)
+        .encode(version, out)
+        .expect("encodes");
+}
+
+/// A topic or filter longer than a string held inline, unique to entry `n`.
+fn long_name(prefix: &str, n: usize) -> String {
+    format!("{prefix}/a-name-long-enough-not-to-be-held-inline/{n}")
+}
+
+fn resident_bytes() -> usize {
+    rss_kib().expect("RSS readable on Linux") as usize * 1024
+}
+
+/// Waits until `done` holds (polling the broker), at most 60 seconds.
+async fn until(
+    broker: &BrokerHandle,
+    what: &str,
+    done: impl Fn(&midge_broker::BrokerStats) -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = broker.stats();
+        if done(&stats) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asserts that resident memory grew from `before` by at most twice `kept` bytes plus
+/// `PER_ENTRY` for each of `ENTRIES` and `SLACK`.
+async fn assert_bounded(what: &str, before: usize, kept: usize) {
+    // Let freed buffers go back first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = resident_bytes();
+    let grown = after.saturating_sub(before);
+    let bound = 2 * kept + ENTRIES * PER_ENTRY + SLACK;
+    eprintln!(
+        "{what}: {ENTRIES} entries keeping {kept} bytes grew RSS by {grown} bytes (bound {bound})"
+    );
+    assert!(
+        grown <= bound,
+        "{what}: RSS grew by {} KiB for {ENTRIES} entries of {kept} bytes in all; at most {} KiB \
+         expected",
+        grown / 1024,
+        bound / 1024
+    );
+}
+
+async fn start_measured() -> (BrokerHandle, SocketAddr) {
+    let broker = start(config()).await;
+    let addr = broker.local_addr();
+    (broker, addr)
+}
+
+/// Warms up what every test uses once (a connection, a large packet through the broker), so
+/// that it is not counted against the entries.
+async fn warm_up(addr: SocketAddr) {
+    let mut c = TestClient::connect(addr, V5, "").await;
+    let mut out = BytesMut::new();
+    for _ in 0..3 {
+        large_publish(&mut out, V5);
+    }
+    c.send_raw(&out).await;
+    c.publish("warm/up", "x", QoS::AtLeastOnce, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_hold_only_their_own_bytes() {
+    let _serial = SERIAL.lock().await;
+    let (broker, addr) = start_measured().await;
+    warm_up(addr).await;
+    let before = resident_bytes();
+    let mut c = TestClient::connect(addr, V5, "").await;
+    let mut kept = 0;
+    for n in 0..ENTRIES {
+        let mut out = BytesMut::new();
+        large_publish(&mut out, V5);
+        let topic = long_name("retained", n);
+        kept += topic.len() + 1;
+        let p = c.publish_packet(&topic, "r", QoS::AtMostOnce, true);
+        Packet::Publish(p).encode(V5, &mut out).expect("encodes");
+        c.send_raw(&out).await;
+    }
+    until(&broker, "retained", |s| s.retained_messages == ENTRIES).await;
+    assert_bounded("retained messages", before, kept).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_queued_for_an_offline_session_hold_only_their_own_bytes() {
+    let _serial = SERIAL.lock().await;
+    let (broker, addr) = start_measured().await;
+    warm_up(addr).await;
+    let mut connect = Connect::new(V5, "offline-subscriber");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(3600);
+    let (mut sub, _) = TestClient::connect_with(addr, connect).await;
+    sub.subscribe("queued/#", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    until(&broker, "offline", |s| s.clients_connected == 0).await;
+    let before = resident_bytes();
+    let mut c = TestClient::connect(addr, V5, "").await;
+    let mut kept = 0;
+    for n in 0..ENTRIES {
+        let mut out = BytesMut::new();
+        large_publish(&mut out, V5);
+        let topic = long_name("queued", n);
+        kept += topic.len() + 1;
+        let p = c.publish_packet(&topic, "q", QoS::AtLeastOnce, false);
+        Packet::Publish(p).encode(V5, &mut out).expect("encodes");
+        c.send_raw(&out).await;
+        match c.recv_packet().await {
+            Packet::PubAck(ack) => assert_eq!(ack.reason_code, ReasonCode::SUCCESS),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    assert_bounded("offline queue", before, kept).await;
+    broker.shutdown().await;
+}
+
+/// Each client's CONNECT is itself large (user properties, which are not kept), and its client
+/// identifier, user name and will are kept in its offline session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_sessions_and_their_wills_hold_only_their_own_bytes() {
+    let _serial = SERIAL.lock().await;
+    let (broker, addr) = start_measured().await;
+    warm_up(addr).await;
+    let before = resident_bytes();
+    let mut kept = 0;
+    for n in 0..ENTRIES {
+        let client_id = long_name("client", n);
+        let will_topic = long_name("will", n);
+        kept += client_id.len() + will_topic.len() + 1 + "user".len();
+        let mut will = Will {
+            topic: will_topic.into(),
+            payload: Bytes::from_static(b"w"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+        };
+        // Waits a day: kept with the offline session.
+        will.properties.will_delay_interval = Some(86_400);
+        let mut connect = Connect::new(V5, client_id);
+        connect.clean_start = false;
+        connect.properties.session_expiry_interval = Some(86_400);
+        connect.will = Some(will);
+        connect.username = Some("user".into());
+        connect.password = Some(Bytes::from_static(b"secret"));
+        // Not kept: about `LARGE` bytes in 60 KB values.
+        let value: midge_codec::ByteStr = "v".repeat(60_000).into();
+        connect.properties.user_properties = (0..LARGE / 60_000)
+            .map(|_| (midge_codec::ByteStr::from("k"), value.clone()))
+            .collect();
+        let mut out = BytesMut::new();
+        Packet::Connect(Box::new(connect))
+            .encode(V5, &mut out)
+            .expect("encodes");
+        // And a large PUBLISH in the same read.
+        large_publish(&mut out, V5);
+        let mut c = TestClient::raw(addr, V5).await;
+        c.send_raw(&out).await;
+        match c.recv_packet().await {
+            Packet::ConnAck(ack) => assert_eq!(ack.reason_code, ReasonCode::SUCCESS),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        // Gone without DISCONNECT: the will waits for its delay.
+        drop(c);
+    }
+    until(&broker, "sessions", |s| {
+        s.clients_connected == 0 && s.sessions == ENTRIES
+    })
+    .await;
+    assert_bounded("offline sessions and wills", before, kept).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_hold_only_their_own_bytes() {
+    let _serial = SERIAL.lock().await;
+    let (broker, addr) = start_measured().await;
+    warm_up(addr).await;
+    let before = resident_bytes();
+    let mut c = TestClient::connect(addr, V5, "subscriber").await;
+    let mut kept = 0;
+    for n in 0..ENTRIES {
+        let mut out = BytesMut::new();
+        large_publish(&mut out, V5);
+        let filter = long_name("filter", n);
+        kept += filter.len();
+        let subscribe = Subscribe {
+            packet_id: pid(n as u16 + 1),
+            filters: vec![(filter.into(), SubscriptionOptions::qos(QoS::AtLeastOnce))],
+            properties: Default::default(),
+        };
+        Packet::Subscribe(subscribe)
+            .encode(V5, &mut out)
+            .expect("encodes");
+        c.send_raw(&out).await;
+        match c.recv_packet().await {
+            Packet::SubAck(ack) => assert!(ack.reason_codes[0].is_success(), "{ack:?}"),
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+    assert_eq!(broker.stats().subscriptions, ENTRIES);
+    assert_bounded("subscriptions", before, kept).await;
+    broker.shutdown().await;
+}
+
+/// Topic aliases a client sets towards the broker, each in the same read as a large packet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_aliases_from_a_client_hold_only_their_own_bytes() {
+    let _serial = SERIAL.lock().await;
+    let (broker, addr) = start_measured().await;
+    warm_up(addr).await;
+    let before = resident_bytes();
+    let mut c = TestClient::connect(addr, V5, "aliasing").await;
+    let mut kept = 0;
+    for n in 0..ENTRIES {
+        let mut out = BytesMut::new();
+        large_publish(&mut out, V5);
+        let topic = long_name("alias-in", n);
+        kept += topic.len();
+        let mut p = c.publish_packet(&topic, "a", QoS::AtLeastOnce, false);
+        p.properties.topic_alias = std::num::NonZeroU16::new(n as u16 + 1);
+        Packet::Publish(p).encode(V5, &mut out).expect("encodes");
+        c.send_raw(&out).await;
+        match c.recv_packet().await {
+            Packet::PubAck(_) => {}
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    assert_bounded("inbound topic aliases", before, kept).await;
+    broker.shutdown().await;
+}
+
+/// Topic aliases the broker sets towards a subscriber, for messages that carry large payloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_aliases_to_a_client_hold_only_their_own_bytes() {
+    let _serial = SERIAL.lock().await;
+    let (broker, addr) = start_measured().await;
+    warm_up(addr).await;
+    let before = resident_bytes();
+    let mut connect = Connect::new(V5, "alias-receiver");
+    connect.properties.topic_alias_maximum = Some(ENTRIES as u16);
+    connect.properties.maximum_packet_size = std::num::NonZeroU32::new(8 << 20);
+    let (mut sub, _) = TestClient::connect_with(addr, connect).await;
+    sub.subscribe("alias-out/#", QoS::AtMostOnce).await;
+    let mut c = TestClient::connect(addr, V5, "").await;
+    let mut kept = 0;
+    for n in 0..ENTRIES {
+        let topic = long_name("alias-out", n);
+        kept += topic.len();
+        let mut p = c.publish_packet(&topic, "", QoS::AtMostOnce, false);
+        p.payload = Bytes::from(vec![b'P'; LARGE]);
+        c.send(Packet::Publish(p)).await;
+        let received = sub.recv_publish().await;
+        assert!(
+            received.properties.topic_alias.is_some(),
+            "the broker set an alias"
+        );
+        assert_eq!(received.payload.len(), LARGE);
+    }
+    assert_bounded("outbound topic aliases", before, kept).await;
+    broker.shutdown().await;
+}
