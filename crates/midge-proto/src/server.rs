@@ -242,12 +242,13 @@ struct Aliases {
 
 impl Aliases {
     /// The connection's tables, made on first use: `ours` is the Topic Alias Maximum we
-    /// announced, `theirs` the client's.
+    /// announced, `theirs` the client's. We set no more aliases than we accept: each holds a
+    /// topic for the connection's life, and a client's maximum may be 65,535.
     fn get(aliases: &mut Option<Box<Self>>, ours: u16, theirs: u16) -> &mut Self {
         aliases.get_or_insert_with(|| {
             Box::new(Self {
                 inbound: InboundAliases::new(ours),
-                outbound: OutboundAliases::new(theirs),
+                outbound: OutboundAliases::new(theirs.min(ours)),
             })
         })
     }
