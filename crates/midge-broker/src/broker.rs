@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -129,6 +130,7 @@ impl BrokerBuilder {
             shutdown_rx.clone(),
         ));
         restore_sessions(&shared);
+        let timer_task = tokio::spawn(timer_loop(shared.clone(), shutdown_rx.clone()));
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
         let listener_task = tokio::spawn(accept_loop(
             shared.clone(),
@@ -151,11 +153,12 @@ impl BrokerBuilder {
             done: Some(done_rx),
             listener_task: Some(listener_task),
             sys_task,
+            timer_task: Some(timer_task),
         })
     }
 }
 
-/// Loads the sessions a persistent store kept from an earlier run, with their expiry timers.
+/// Loads the sessions a persistent store kept from an earlier run, with their expiry.
 fn restore_sessions(shared: &Arc<Shared>) {
     let now = Instant::now();
     let sessions = shared.store.load_sessions(now);
@@ -170,12 +173,14 @@ fn restore_sessions(shared: &Arc<Shared>) {
         });
         shared.restore_subscriptions(&session, &slot);
         shared.counters.queued_bytes.fetch_add(queued, Relaxed);
-        *slot.lock() = SlotState::Offline {
+        let mut state = slot.lock();
+        *state = SlotState::Offline {
             session: Box::new(session),
             generation: RESTORED,
             will: None,
+            expiry: shared.expire_restored(&slot, expiry),
         };
-        shared.expire_restored(&slot, expiry);
+        drop(state);
         shared.registry().insert(crate::state::Registered(slot));
     }
 }
@@ -221,6 +226,36 @@ async fn accept_loop(
             over_limit,
             done.clone(),
         )));
+    }
+}
+
+/// Fires offline sessions' deadlines (delayed wills, session expiry) when they come due: one
+/// task for every offline session. It sleeps until the earliest deadline, and wakes sooner when
+/// an earlier one is added. It ends when the broker stops, so that a stopped broker never
+/// expires a session in a store a new broker may have taken over.
+async fn timer_loop(shared: Arc<Shared>, mut stopping: watch::Receiver<bool>) {
+    loop {
+        let sleep = async {
+            match shared.poll_timeout() {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            // Stopped, or the broker is gone altogether.
+            _ = stopping.wait_for(|stopped| *stopped) => return,
+            // An earlier deadline: sleep again, until it. `notify_one` keeps the wake-up for
+            // the next wait if it comes while this task is not waiting.
+            () = shared.timer_added.notified() => {}
+            () = sleep => {
+                // A hook that panics loses the deadline it was called for, not every later one.
+                let now = Instant::now();
+                let fired = panic::catch_unwind(AssertUnwindSafe(|| shared.handle_timeout(now)));
+                if fired.is_err() {
+                    tracing::error!("a hook panicked while a session deadline fired");
+                }
+            }
+        }
     }
 }
 
@@ -293,6 +328,7 @@ pub struct BrokerHandle {
     done: Option<mpsc::Receiver<()>>,
     listener_task: Option<JoinHandle<()>>,
     sys_task: Option<JoinHandle<()>>,
+    timer_task: Option<JoinHandle<()>>,
 }
 
 impl BrokerHandle {
@@ -319,6 +355,13 @@ impl BrokerHandle {
         self.shared.publish_detached(message, Instant::now(), false)
     }
 
+    /// Deadlines of offline sessions waiting to fire: at most a delayed will and an expiry per
+    /// offline session. For tests.
+    #[doc(hidden)]
+    pub fn pending_session_deadlines(&self) -> usize {
+        self.shared.pending_deadlines()
+    }
+
     /// Publishes the `$SYS` topics now, without waiting for the interval.
     pub fn publish_sys(&self) {
         publish_sys(&self.shared);
@@ -339,6 +382,11 @@ impl BrokerHandle {
         let _ = self.shutdown.send(true);
         self.shared.shut_down_connections();
         if let Some(task) = self.listener_task.take() {
+            let _ = task.await;
+        }
+        // Ended by the stop signal; waited for, so that no deadline fires while the sessions
+        // are written below.
+        if let Some(task) = self.timer_task.take() {
             let _ = task.await;
         }
         if let Some(task) = self.sys_task.take() {

@@ -618,7 +618,13 @@ impl Driver {
                     *state = SlotState::Dead;
                     continue;
                 }
-                SlotState::Offline { session, will, .. } => {
+                SlotState::Offline {
+                    session,
+                    will,
+                    expiry,
+                    ..
+                } => {
+                    shared.cancel_deadlines(will.as_deref(), expiry);
                     // Back before the will's delay: the will is cancelled [MQTT-3.1.3-9],
                     // unless Clean Start 1 ends the session first, which publishes it
                     // [MQTT-3.1.2-8]; it goes on as a takeover's will does, below.

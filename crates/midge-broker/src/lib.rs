@@ -11,6 +11,7 @@ mod inbox;
 mod state;
 mod stats;
 pub mod store;
+mod timers;
 
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, StartError};
 pub use config::{BrokerConfig, SharedStrategy};

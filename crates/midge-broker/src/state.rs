@@ -1,5 +1,14 @@
 //! State shared by every task: the subscription index, the client registry, routing, and the
 //! lifecycle of offline sessions (expiry, delayed wills).
+//!
+//! An offline session's deadlines (its delayed will and its expiry) are entries in one
+//! [`Timers`] queue for the whole broker, not a task each. The session's
+//! [`SlotState::Offline`] keeps their keys, and whatever ends that state removes them: the
+//! client coming back, or the session ending. So the queue holds at most two entries per
+//! offline session, bounded by `limits.max_sessions`, and a deadline 136 years ahead costs
+//! nothing once its client is back. One task (see `broker.rs`) sleeps until
+//! [`Shared::poll_timeout`] and calls [`Shared::handle_timeout`]; both take the time as an
+//! argument or return it, and neither sleeps.
 
 use std::borrow::Borrow;
 use std::cell::RefCell;
@@ -15,7 +24,7 @@ use midge_proto::server::ServerConfig;
 use midge_proto::session::{Delivery, Session};
 use midge_proto::Message;
 use midge_topic::{Match, SubscriptionIndex, TopicFilter, TopicName};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Notify};
 
 use crate::inbox::{Inbox, SendError};
 
@@ -23,6 +32,7 @@ use crate::config::{BrokerConfig, SharedStrategy};
 use crate::hooks::{ClientInfo, Hooks};
 use crate::stats::Counters;
 use crate::store::{lock, Cluster, Retained, Store};
+use crate::timers::{TimerKey, Timers};
 
 /// What an old connection hands to the one taking over its session.
 #[derive(Debug)]
@@ -49,6 +59,9 @@ pub(crate) enum SlotState {
         session: Box<Session>,
         generation: u64,
         will: Option<Box<PendingWill>>,
+        /// The session's expiry in [`Shared`]'s timers; `None` for a session that never
+        /// expires.
+        expiry: Option<TimerKey>,
     },
     /// Just created in the registry, with no session yet.
     Vacant,
@@ -61,7 +74,26 @@ pub(crate) enum SlotState {
 pub(crate) struct PendingWill {
     pub(crate) will: Will,
     pub(crate) info: ClientInfo,
-    pub(crate) at: Instant,
+    /// When it is published, in [`Shared`]'s timers.
+    pub(crate) timer: TimerKey,
+}
+
+/// What an offline session's deadline does when it comes: only to the session of
+/// `generation`, so that a deadline taken just as its client came back never acts on the
+/// client's next session.
+#[derive(Debug)]
+struct Deadline {
+    slot: Arc<Slot>,
+    generation: u64,
+    kind: DeadlineKind,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum DeadlineKind {
+    /// Publish the delayed will [MQTT-3.1.2-8].
+    Will,
+    /// End the session [MQTT-4.1.0-2].
+    Expiry,
 }
 
 /// One client identifier's routing target, stable while its session exists.
@@ -218,9 +250,14 @@ pub(crate) struct Shared {
     hasher: std::collections::hash_map::RandomState,
     pub(crate) started: Instant,
     pub(crate) next_conn: AtomicU64,
-    /// Becomes true when the broker stops: offline sessions' timers end then, so that a
-    /// stopped broker never expires a session in a store a new broker has taken over.
+    /// Becomes true when the broker stops: offline sessions' deadlines stop firing then, so
+    /// that a stopped broker never expires a session in a store a new broker has taken over.
     stopping: watch::Receiver<bool>,
+    /// Every offline session's delayed will and expiry. Locked after the registry and a
+    /// slot, never before: nothing else is locked while this is held.
+    timers: Mutex<Timers<Deadline>>,
+    /// Woken when a deadline earlier than all others is added.
+    pub(crate) timer_added: Notify,
     /// Every open connection's inbox, by connection number: how shutdown reaches them.
     connections: Mutex<HashMap<u64, Arc<Inbox>>>,
     /// What the store holds in retained messages, checked against the retained limits. Every
@@ -284,6 +321,8 @@ impl Shared {
             started: Instant::now(),
             next_conn: AtomicU64::new(1),
             stopping,
+            timers: Mutex::default(),
+            timer_added: Notify::new(),
             connections: Mutex::default(),
             retained_usage: Mutex::new(RetainedUsage::default()),
         }
@@ -913,43 +952,42 @@ impl Shared {
             }
             return;
         }
+        // The deadlines are added under the slot's lock, with the state that keeps their keys.
         let (publish_now, pending) = match will {
             Some((will, 0)) => (Some(will), None),
-            Some((will, delay)) => (
-                None,
-                Some(Box::new(PendingWill {
-                    will,
-                    info: info.clone(),
-                    at: now + Duration::from_secs(u64::from(delay)),
-                })),
-            ),
+            Some((will, delay)) => {
+                let at = now + Duration::from_secs(u64::from(delay));
+                let timer = self.add_deadline(at, slot, conn, DeadlineKind::Will);
+                (
+                    None,
+                    Some(Box::new(PendingWill {
+                        will,
+                        info: info.clone(),
+                        timer,
+                    })),
+                )
+            }
             None => (None, None),
         };
+        let expiry = (expiry != u32::MAX).then(|| {
+            let at = now + Duration::from_secs(u64::from(expiry));
+            self.add_deadline(at, slot, conn, DeadlineKind::Expiry)
+        });
         // Messages left in the session's queue now count against the global budget.
         self.counters
             .queued_bytes
             .fetch_add(session.queued_bytes(), Relaxed);
         self.save_session(&slot.client_id, &session, now);
-        let expire_at = (expiry != u32::MAX).then(|| now + Duration::from_secs(u64::from(expiry)));
-        let will_at = pending.as_ref().map(|p| p.at);
         *state = SlotState::Offline {
             session: Box::new(session),
             generation: conn,
             will: pending,
+            expiry,
         };
         drop(state);
         drop(registry);
         if let Some(will) = publish_now {
             self.publish_will(will, info);
-        }
-        if expire_at.is_some() || will_at.is_some() {
-            tokio::spawn(offline_timer(
-                self.clone(),
-                slot.clone(),
-                conn,
-                will_at,
-                expire_at,
-            ));
         }
     }
 
@@ -973,22 +1011,85 @@ impl Shared {
         }
     }
 
-    /// Starts the expiry timer of a session restored from the store. The store does not
-    /// record when the client went offline, so the Session Expiry Interval counts again from
-    /// the restart: a session outlives its interval by the broker's downtime at most, and
-    /// never stays forever.
-    pub(crate) fn expire_restored(self: &Arc<Self>, slot: &Arc<Slot>, expiry: u32) {
-        if expiry == u32::MAX {
-            return;
+    /// Adds the expiry of a session restored from the store, for its
+    /// [`SlotState::Offline`] (call it under the slot's lock, while setting that state); `None`
+    /// for a session that never expires. The store does not record when the client went
+    /// offline, so the Session Expiry Interval counts again from the restart: a session
+    /// outlives its interval by the broker's downtime at most, and never stays forever.
+    pub(crate) fn expire_restored(&self, slot: &Arc<Slot>, expiry: u32) -> Option<TimerKey> {
+        (expiry != u32::MAX).then(|| {
+            let at = Instant::now() + Duration::from_secs(u64::from(expiry));
+            self.add_deadline(at, slot, RESTORED, DeadlineKind::Expiry)
+        })
+    }
+
+    fn timers(&self) -> MutexGuard<'_, Timers<Deadline>> {
+        self.timers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a deadline of the offline session `generation` in `slot`, and wakes the timer task
+    /// if it comes before every other.
+    fn add_deadline(
+        &self,
+        at: Instant,
+        slot: &Arc<Slot>,
+        generation: u64,
+        kind: DeadlineKind,
+    ) -> TimerKey {
+        let deadline = Deadline {
+            slot: slot.clone(),
+            generation,
+            kind,
+        };
+        let (key, earliest) = self.timers().insert(at, deadline);
+        if earliest {
+            self.timer_added.notify_one();
         }
-        let expire_at = Instant::now() + Duration::from_secs(u64::from(expiry));
-        tokio::spawn(offline_timer(
-            self.clone(),
-            slot.clone(),
-            RESTORED,
-            None,
-            Some(expire_at),
-        ));
+        key
+    }
+
+    /// Removes the deadlines of an offline session that ended otherwise: its client came back
+    /// (which cancels a delayed will [MQTT-3.1.3-9]), or the session ended.
+    pub(crate) fn cancel_deadlines(&self, will: Option<&PendingWill>, expiry: Option<TimerKey>) {
+        let mut timers = self.timers();
+        for key in will.map(|p| p.timer).into_iter().chain(expiry) {
+            timers.remove(key);
+        }
+    }
+
+    /// The earliest deadline of an offline session, if any: when [`Shared::handle_timeout`]
+    /// has work. Changed by sessions going offline (earlier deadlines wake `timer_added`),
+    /// clients coming back, sessions ending, and `handle_timeout`.
+    #[must_use]
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.timers().poll_timeout()
+    }
+
+    /// Fires every offline session's deadline due at `now`, in time order: publishes delayed
+    /// wills [MQTT-3.1.2-8] and ends expired sessions [MQTT-4.1.0-2]. Once the broker is
+    /// stopping it fires nothing: a stopped broker never expires a session in a store a new
+    /// broker may have taken over.
+    pub(crate) fn handle_timeout(self: &Arc<Self>, now: Instant) {
+        loop {
+            if *self.stopping.borrow() {
+                return;
+            }
+            // One at a time, with the timers unlocked while it fires: firing locks the
+            // registry and the slot, which are locked before the timers elsewhere.
+            let Some(due) = self.timers().pop_due(now) else {
+                return;
+            };
+            match due.kind {
+                DeadlineKind::Will => self.fire_will(&due.slot, due.generation),
+                DeadlineKind::Expiry => self.expire(&due.slot, due.generation),
+            }
+        }
+    }
+
+    /// Offline sessions' deadlines waiting: at most a delayed will and an expiry per offline
+    /// session.
+    pub(crate) fn pending_deadlines(&self) -> usize {
+        self.timers().len()
     }
 
     /// Ends an offline session now (expired).
@@ -1001,14 +1102,19 @@ impl Shared {
         if *g != generation {
             return;
         }
-        let SlotState::Offline { session, will, .. } =
-            std::mem::replace(&mut *state, SlotState::Dead)
+        let SlotState::Offline {
+            session,
+            will,
+            expiry,
+            ..
+        } = std::mem::replace(&mut *state, SlotState::Dead)
         else {
             return;
         };
         drop(state);
         registry.remove(&slot.client_id);
         drop(registry);
+        self.cancel_deadlines(will.as_deref(), expiry);
         self.release(session.queued_bytes());
         self.remove_subscriptions(&session);
         self.store.remove_session(&slot.client_id);
@@ -1043,46 +1149,6 @@ impl Shared {
 
 /// The generation of a session restored from the store: connections count from 1.
 pub(crate) const RESTORED: u64 = 0;
-
-/// Waits for an offline session's delayed will and expiry; stops early if the client comes
-/// back (the slot's generation changes) or the broker stops.
-async fn offline_timer(
-    shared: Arc<Shared>,
-    slot: Arc<Slot>,
-    generation: u64,
-    mut will_at: Option<Instant>,
-    expire_at: Option<Instant>,
-) {
-    loop {
-        let next = match (will_at, expire_at) {
-            (Some(w), Some(e)) => w.min(e),
-            (Some(w), None) => w,
-            (None, Some(e)) => e,
-            (None, None) => return,
-        };
-        let mut stopping = shared.stopping.clone();
-        tokio::select! {
-            () = tokio::time::sleep_until(next.into()) => {}
-            // Stopped, or the broker is gone altogether.
-            _ = stopping.wait_for(|stopped| *stopped) => return,
-        }
-        {
-            let state = slot.lock();
-            if !matches!(&*state, SlotState::Offline { generation: g, .. } if *g == generation) {
-                return;
-            }
-        }
-        let now = Instant::now();
-        if expire_at.is_some_and(|e| now >= e) {
-            shared.expire(&slot, generation);
-            return;
-        }
-        if will_at.is_some_and(|w| now >= w) {
-            shared.fire_will(&slot, generation);
-            will_at = None;
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
