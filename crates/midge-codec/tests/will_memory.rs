@@ -85,6 +85,10 @@ fn a_decoded_will_holds_about_its_wire_size() {
         "the will holds {held} bytes for a {}-byte CONNECT (limit {limit})",
         wire.len()
     );
+    // What the will reports holding is what it holds: the 7-byte pairs, the will's topic and
+    // payload, and no more than the CONNECT around them.
     assert_eq!(will.properties.message.user_properties().count(), pairs);
+    assert_eq!(will.held_bytes(), 7 * pairs + 3 + 3);
+    assert!(held as usize >= will.held_bytes());
     drop(will);
 }
