@@ -853,21 +853,12 @@ impl Shared {
         }
     }
 
-    /// The message a will becomes.
+    /// The message a will becomes: its properties are already those of a PUBLISH, and move
+    /// over as they are (5.0 §3.1.3.2).
     pub(crate) fn will_message(will: Will) -> Message {
-        let p = will.properties;
         let mut message = Message::new(will.topic, will.payload, will.qos);
         message.retain = will.retain;
-        message.properties.payload_format_indicator = p.payload_format_indicator;
-        message.properties.message_expiry_interval = p.message_expiry_interval;
-        // The will's properties were checked when its CONNECT was decoded, so they re-encode.
-        let props = &mut message.properties;
-        let copied = props
-            .set_content_type(p.content_type)
-            .and_then(|()| props.set_response_topic(p.response_topic))
-            .and_then(|()| props.set_correlation_data(p.correlation_data))
-            .and_then(|()| props.set_user_properties(p.user_properties));
-        debug_assert!(copied.is_ok(), "{copied:?}");
+        message.properties = will.properties.message;
         message
     }
 

@@ -188,6 +188,10 @@ pub enum EncodeError {
     /// A property value outside its range, such as Maximum QoS 2 (5.0 §3.2.2.3.4).
     #[error("invalid value for property 0x{0:02X}")]
     InvalidPropertyValue(u8),
+    /// A property the packet cannot carry: a Topic Alias (0x23) or Subscription Identifier
+    /// (0x0B) in will properties, which hold the other properties of a PUBLISH (5.0 §3.1.3.2).
+    #[error("property 0x{0:02X} is not allowed on this packet")]
+    PropertyNotAllowed(u8),
     /// Session Present on a 3.1 CONNACK, which has no such flag.
     #[error("{0} requires MQTT 3.1.1 or later")]
     RequiresV311(&'static str),

@@ -1,4 +1,10 @@
 #![doc = include_str!("../README.md")]
+// Without the `tokio-util` feature, the README's link to `MqttCodec` goes to docs.rs.
+#![cfg_attr(
+    not(feature = "tokio-util"),
+    doc = "",
+    doc = "[`MqttCodec`]: https://docs.rs/midge-codec/latest/midge_codec/struct.MqttCodec.html"
+)]
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

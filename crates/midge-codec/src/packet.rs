@@ -147,6 +147,35 @@ pub struct Will {
     pub properties: WillProperties,
 }
 
+impl Will {
+    /// The bytes the will holds: its topic, its payload and its properties as encoded (without
+    /// the block's length prefix). A server keeps the will for the connection's life, and
+    /// with a Will Delay Interval while the session is offline (5.0 §3.1.3.2.2), so this is
+    /// what it counts against its memory limits. Decoding copies none of them: the payload,
+    /// the encoded properties and a topic longer than [`ByteStr::INLINE_CAPACITY`] share the
+    /// decoded buffer, which stays allocated as long as any of them does.
+    ///
+    /// ```
+    /// use midge_codec::{QoS, Will};
+    ///
+    /// let mut will = Will {
+    ///     topic: "clients/7/status".into(),
+    ///     payload: bytes::Bytes::from_static(b"offline"),
+    ///     qos: QoS::AtLeastOnce,
+    ///     retain: true,
+    ///     properties: Default::default(),
+    /// };
+    /// assert_eq!(will.held_bytes(), 16 + 7);
+    /// // A user property takes 1 + (2 + 4) + (2 + 2) bytes.
+    /// will.properties.message.push_user_property("host", "h1")?;
+    /// assert_eq!(will.held_bytes(), 16 + 7 + 11);
+    /// # Ok::<(), midge_codec::EncodeError>(())
+    /// ```
+    pub fn held_bytes(&self) -> usize {
+        self.topic.len() + self.payload.len() + self.properties.size()
+    }
+}
+
 /// CONNACK (§3.2).
 ///
 /// A 3.x return code maps onto the 5.0 reason code of the same meaning: 0 `SUCCESS`,

@@ -2,15 +2,19 @@
 //!
 //! Each struct holds exactly the properties its packet may carry, so a property in the wrong
 //! place cannot be built, and decoding one is an error ([`DecodeError::PropertyNotAllowed`]).
-//! Under 3.x every property struct must be empty, or encoding fails with
-//! [`EncodeError::RequiresV5`].
+//! The exception is [`WillProperties`], which keeps the properties of the message the will
+//! becomes as [`PublishProperties`]: a Topic Alias or Subscription Identifier set there is an
+//! [`EncodeError::PropertyNotAllowed`]. Under 3.x every property struct must be empty, or
+//! encoding fails with [`EncodeError::RequiresV5`].
 
 use alloc::vec::Vec;
 use bytes::{BufMut, Bytes, BytesMut};
 use core::num::{NonZeroU16, NonZeroU32};
 
 mod publish;
+mod will;
 pub use publish::PublishProperties;
+pub use will::WillProperties;
 
 use crate::types::{ByteStr, PayloadFormat, QoS, SubscriptionId};
 use crate::wire::{self, put_binary, put_varint, varint_len};
@@ -337,24 +341,6 @@ property_set! {
         authentication_method: Option<ByteStr> = AUTHENTICATION_METHOD,
         /// Authentication Data (0x16).
         authentication_data: Option<Bytes> = AUTHENTICATION_DATA,
-    }
-}
-
-property_set! {
-    /// Will properties, in the CONNECT payload (5.0 §3.1.3.2).
-    WillProperties {
-        /// Will Delay Interval in seconds (0x18).
-        will_delay_interval: Option<u32> = WILL_DELAY_INTERVAL,
-        /// Payload Format Indicator (0x01).
-        payload_format_indicator: Option<PayloadFormat> = PAYLOAD_FORMAT_INDICATOR,
-        /// Message Expiry Interval in seconds (0x02).
-        message_expiry_interval: Option<u32> = MESSAGE_EXPIRY_INTERVAL,
-        /// Content Type (0x03).
-        content_type: Option<ByteStr> = CONTENT_TYPE,
-        /// Response Topic (0x08).
-        response_topic: Option<ByteStr> = RESPONSE_TOPIC,
-        /// Correlation Data (0x09).
-        correlation_data: Option<Bytes> = CORRELATION_DATA,
     }
 }
 

@@ -148,8 +148,39 @@ fn connect_properties(v5: bool) -> BoxedStrategy<ConnectProperties> {
     or_empty(v5, s)
 }
 
-fn will_properties(v5: bool) -> BoxedStrategy<WillProperties> {
-    let s = (
+/// The values of every will property (5.0 §3.1.3.2), in the order they are encoded.
+type WillValues = (
+    Option<u32>,
+    Option<PayloadFormat>,
+    Option<u32>,
+    Option<ByteStr>,
+    Option<ByteStr>,
+    Option<Bytes>,
+    Vec<(ByteStr, ByteStr)>,
+);
+
+/// Will properties holding `values`, whose encoded ones are set in the order `order` gives
+/// (0 Content Type, 1 Response Topic, 2 Correlation Data, 3 User Properties).
+fn will_properties_from(values: WillValues, order: &[usize]) -> WillProperties {
+    let (delay, format, expiry, content_type, response_topic, correlation_data, users) = values;
+    let mut p = WillProperties::default();
+    p.will_delay_interval = delay;
+    p.message.payload_format_indicator = format;
+    p.message.message_expiry_interval = expiry;
+    for &i in order {
+        let m = &mut p.message;
+        match i {
+            0 => m.set_content_type(content_type.clone()).unwrap(),
+            1 => m.set_response_topic(response_topic.clone()).unwrap(),
+            2 => m.set_correlation_data(correlation_data.clone()).unwrap(),
+            _ => m.set_user_properties(users.clone()).unwrap(),
+        }
+    }
+    p
+}
+
+fn will_values() -> impl Strategy<Value = WillValues> + Clone {
+    (
         of(any::<u32>()),
         of(payload_format()),
         of(any::<u32>()),
@@ -158,17 +189,30 @@ fn will_properties(v5: bool) -> BoxedStrategy<WillProperties> {
         of(binary()),
         user_properties(),
     )
-        .prop_map(|(a, b, c, d, e, f, u)| {
-            let mut p = WillProperties::default();
-            p.will_delay_interval = a;
-            p.payload_format_indicator = b;
-            p.message_expiry_interval = c;
-            p.content_type = d;
-            p.response_topic = e;
-            p.correlation_data = f;
-            p.user_properties = u;
-            p
-        });
+}
+
+/// Every will property present, user properties included.
+fn every_will_value() -> impl Strategy<Value = WillValues> + Clone {
+    (
+        any::<u32>(),
+        payload_format(),
+        any::<u32>(),
+        string(),
+        topic_name(),
+        binary(),
+        vec((string(), string()), 1..4),
+    )
+        .prop_map(|(a, b, c, d, e, f, u)| (Some(a), Some(b), Some(c), Some(d), Some(e), Some(f), u))
+}
+
+/// The order in which the encoded will properties are set.
+fn setter_order() -> impl Strategy<Value = Vec<usize>> + Clone {
+    Just(vec![0, 1, 2, 3]).prop_shuffle()
+}
+
+fn will_properties(v5: bool) -> BoxedStrategy<WillProperties> {
+    let s = (will_values(), setter_order())
+        .prop_map(|(values, order)| will_properties_from(values, &order));
     or_empty(v5, s)
 }
 
@@ -687,6 +731,53 @@ proptest! {
         drain(BytesMut::from(&wire[..]), v);
     }
 
+    /// Will properties with every property present (5.0 §3.1.3.2) round-trip, and encode to
+    /// the same bytes whatever order they were set in: Will Delay Interval, Payload Format
+    /// Indicator, Message Expiry Interval, Content Type, Response Topic, Correlation Data,
+    /// User Properties.
+    #[test]
+    fn will_properties_with_every_property_round_trip(
+        values in every_will_value(),
+        order in setter_order(),
+        qos in qos(),
+        retain in any::<bool>(),
+    ) {
+        let will = |properties| Will {
+            topic: s("w/t"),
+            payload: b(b"bye"),
+            qos,
+            retain,
+            properties,
+        };
+        let connect = |properties| Packet::Connect(Box::new(Connect {
+            will: Some(will(properties)),
+            ..Connect::new(V5, "cid")
+        }));
+        let p = connect(will_properties_from(values.clone(), &order));
+        let wire = encode(&p, V5);
+        let in_order = encode(&connect(will_properties_from(values.clone(), &[0, 1, 2, 3])), V5);
+        prop_assert_eq!(&wire, &in_order);
+        let mut buf = wire.clone();
+        let decoded = Packet::decode(&mut buf, V5, MAX_PACKET_SIZE);
+        prop_assert_eq!(&decoded, &Ok(Some(p)));
+        let Ok(Some(Packet::Connect(c))) = decoded else { unreachable!() };
+        let w = c.will.as_ref().unwrap();
+        let (delay, format, expiry, content_type, response_topic, correlation_data, users) = values;
+        let m = &w.properties.message;
+        prop_assert_eq!(w.properties.will_delay_interval, delay);
+        prop_assert_eq!(m.payload_format_indicator, format);
+        prop_assert_eq!(m.message_expiry_interval, expiry);
+        prop_assert_eq!(m.content_type(), content_type);
+        prop_assert_eq!(m.response_topic(), response_topic);
+        prop_assert_eq!(m.correlation_data(), correlation_data);
+        prop_assert_eq!(m.user_properties().collect::<Vec<_>>(), users);
+        prop_assert_eq!(m.topic_alias, None);
+        prop_assert!(!m.has_subscription_identifiers());
+        // The decoded will re-encodes to the same bytes.
+        let again = encode(&Packet::Connect(c), V5);
+        prop_assert_eq!(again, wire);
+    }
+
     /// A 5.0 packet encoded for 3.1.1 either carries everything it holds or is refused with
     /// nothing written: never silently trimmed.
     #[test]
@@ -740,7 +831,7 @@ fn v5_only_fields_are_refused_under_v3() {
             EncodeError::RequiresV5("CONNECT properties"),
         );
         let mut will_props = WillProperties::default();
-        will_props.user_properties = vec![up("k", "v")];
+        will_props.message.push_user_property("k", "v").unwrap();
         let will = Will {
             topic: s("t"),
             payload: b(b""),
@@ -1075,5 +1166,31 @@ fn caller_errors_are_refused_before_writing() {
         &Packet::Auth(Box::new(auth)),
         V5,
         EncodeError::InvalidReasonCode(0x87),
+    );
+    // 5.0 §3.1.3.2: a will's properties are those of a PUBLISH but Topic Alias and
+    // Subscription Identifier.
+    let with_will = |message: PublishProperties| {
+        let mut properties = WillProperties::default();
+        properties.message = message;
+        Packet::Connect(Box::new(Connect {
+            will: Some(Will {
+                topic: s("w/t"),
+                payload: b(b""),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties,
+            }),
+            ..Connect::new(V5, "c")
+        }))
+    };
+    let mut alias = PublishProperties::default();
+    alias.topic_alias = NonZeroU16::new(1);
+    assert_encode_err(&with_will(alias), V5, EncodeError::PropertyNotAllowed(0x23));
+    let mut sub_id = PublishProperties::default();
+    sub_id.set_subscription_identifiers(&[SubscriptionId::new(1).unwrap()]);
+    assert_encode_err(
+        &with_will(sub_id),
+        V5,
+        EncodeError::PropertyNotAllowed(0x0B),
     );
 }

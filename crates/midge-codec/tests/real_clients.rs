@@ -236,8 +236,9 @@ fn mosquitto_pub_v5_carries_its_properties() {
     assert_eq!(cp.user_properties, [up("ck", "cv")]);
     let will = c.will.as_ref().unwrap();
     assert_eq!(will.properties.will_delay_interval, Some(10));
-    assert_eq!(will.properties.content_type.as_ref().unwrap(), "text/plain");
-    assert_eq!(will.properties.user_properties, [up("wk", "wv")]);
+    let wm = &will.properties.message;
+    assert_eq!(wm.content_type().unwrap(), "text/plain");
+    assert_eq!(wm.user_properties().collect::<Vec<_>>(), [up("wk", "wv")]);
 
     let Packet::Publish(publish) = &p[1] else {
         panic!()

@@ -431,6 +431,81 @@ fn property_not_allowed_on_the_packet_is_malformed() {
     );
 }
 
+/// A 5.0 CONNECT (Will, Clean Start, client "cid") whose Will Properties are `props` (hex, at
+/// most 100 bytes), with Will Topic "w/t" and Will Payload "x".
+fn connect_with_will_properties(props: &str) -> String {
+    let props = hex(props);
+    let body = format!(
+        "0004 4d515454 05 06 003c 00 0003 636964 {:02x} {} 0003 772f74 0001 78",
+        props.len(),
+        to_hex(&props)
+    );
+    format!("10 {:02x} {body}", hex(&body).len())
+}
+
+/// 5.0 §3.1.3.2: Will Properties are checked as strictly as a packet's. Only Will Delay
+/// Interval, Payload Format Indicator, Message Expiry Interval, Content Type, Response Topic,
+/// Correlation Data and User Property may appear (§2.2.2.2: any other identifier is
+/// malformed), each at most once but User Property (§3.1.3.2.2 to §3.1.3.2.8).
+#[test]
+fn will_properties_are_checked_as_strictly_as_a_packets() {
+    let will = |props: &str, expected: E, reason: R| {
+        err(&connect_with_will_properties(props), V5, expected, reason);
+    };
+    // Allowed on a PUBLISH, not in a will: Topic Alias and Subscription Identifier.
+    will("230001", E::PropertyNotAllowed(0x23), MALFORMED);
+    will("0b01", E::PropertyNotAllowed(0x0B), MALFORMED);
+    // After allowed properties, too.
+    will(
+        "1800000005 260001 6b 0001 76 230001",
+        E::PropertyNotAllowed(0x23),
+        MALFORMED,
+    );
+    // CONNECT properties and others.
+    will("1100000001", E::PropertyNotAllowed(0x11), MALFORMED);
+    will("1f0001 61", E::PropertyNotAllowed(0x1F), MALFORMED);
+    will("2101", E::PropertyNotAllowed(0x21), MALFORMED);
+    will("00", E::PropertyNotAllowed(0x00), MALFORMED);
+    // An identifier in two bytes is none of the defined ones (§2.2.2.2).
+    will("8001", E::PropertyNotAllowed(0x80), MALFORMED);
+    will("8002", E::PropertyNotAllowed(0xFF), MALFORMED);
+    // Each single-valued property twice: "It is a Protocol Error to include [it] more than
+    // once" (§3.1.3.2.2 to §3.1.3.2.7).
+    for twice in [
+        "1800000001 1800000002",
+        "0101 0100",
+        "020000000a 020000000a",
+        "030001 61 030001 62",
+        "080001 61 080001 62",
+        "090001 01 090000",
+    ] {
+        let code = hex(twice)[0];
+        will(twice, E::DuplicateProperty(code), PROTOCOL);
+    }
+    // Duplicates are found wherever they are.
+    will(
+        "030001 61 1800000001 260001 6b 0001 76 030001 61",
+        E::DuplicateProperty(0x03),
+        PROTOCOL,
+    );
+    // Payload Format Indicator 2 (§3.1.3.2.3).
+    will("0102", E::InvalidPropertyValue(0x01), PROTOCOL);
+    // Strings are UTF-8 without U+0000 (§1.5.4): Content Type, Response Topic, User Property.
+    will("030001 ff", E::InvalidUtf8, MALFORMED);
+    will("080002 c328", E::InvalidUtf8, MALFORMED);
+    will("260001 ff 0001 76", E::InvalidUtf8, MALFORMED);
+    will("260001 6b 0001 00", E::NullCharacter, MALFORMED);
+    // A value that runs past the end of the block.
+    will("18000000", E::LengthOutOfBounds, MALFORMED);
+    will("260001 6b 0002 76", E::LengthOutOfBounds, MALFORMED);
+    // Correlation Data is binary: any bytes.
+    let ok = decode_whole(&hex(&connect_with_will_properties("090002 ff00")), V5);
+    let Packet::Connect(c) = ok else {
+        panic!("not a CONNECT")
+    };
+    assert!(c.will.is_some());
+}
+
 /// 5.0 §3.1.2.11.3 Receive Maximum: "It is a Protocol Error ... for it to have the value 0."
 #[test]
 fn zero_receive_maximum_is_a_protocol_error() {

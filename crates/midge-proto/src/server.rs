@@ -432,7 +432,7 @@ impl ServerConnection {
             if TopicName::with_limits(will.topic.as_str(), &self.config.topic_limits).is_err() {
                 return self.refuse(ReasonCode::TOPIC_NAME_INVALID);
             }
-            if !response_topic_valid(will.properties.response_topic.as_ref()) {
+            if !response_topic_valid(will.properties.message.response_topic().as_ref()) {
                 // [MQTT-3.3.2-14], for the will's Response Topic.
                 return self.refuse(ReasonCode::PROTOCOL_ERROR);
             }

@@ -242,6 +242,17 @@ fn will_is_checked_against_the_server() {
     cfg.retain_available = false;
     let (connack, _) = refused(cfg, with_will(connect_packet(V5, "c"), |w| w.retain = true));
     assert_eq!(connack.reason_code, ReasonCode::RETAIN_NOT_SUPPORTED);
+    // [MQTT-3.3.2-14]: the will's Response Topic is a topic name, without wildcards.
+    let (connack, _) = refused(
+        config(),
+        with_will(connect_packet(V5, "c"), |w| {
+            w.properties
+                .message
+                .set_response_topic(Some(ByteStr::from("re/+")))
+                .unwrap()
+        }),
+    );
+    assert_eq!(connack.reason_code, ReasonCode::PROTOCOL_ERROR);
 }
 
 #[test]

@@ -21,6 +21,9 @@ use crate::{DecodeError, EncodeError};
 ///
 /// Equality compares what the properties mean: the three fields, then each other property in
 /// the order its own values arrived.
+///
+/// A will carries the properties it is published with in this form too
+/// ([`WillProperties::message`](super::WillProperties::message)).
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct PublishProperties {
@@ -31,20 +34,25 @@ pub struct PublishProperties {
     /// Topic Alias (0x23); zero is not a valid alias [MQTT-3.3.2-8].
     pub topic_alias: Option<NonZeroU16>,
     /// Encoded, validated property entries (identifier and value). It holds every entry that is
-    /// not one of the three fields above; after decoding it may hold those too, and they are
-    /// skipped: the fields are what counts.
+    /// not one of the three fields above; after decoding it may hold those too (and, decoded
+    /// from will properties, the Will Delay Interval), and they are skipped: the fields are
+    /// what counts.
     raw: Bytes,
     /// Encoded length of the entries of `raw` that are not one of the three fields. Equal to
     /// `raw.len()` when `raw` holds nothing else.
     rest_len: u32,
 }
 
-/// True for the properties kept as fields.
+/// True for the properties kept as fields, here or, for the Will Delay Interval, in
+/// [`WillProperties`](super::WillProperties).
 #[inline]
 const fn is_field(code: u8) -> bool {
     matches!(
         code,
-        id::PAYLOAD_FORMAT_INDICATOR | id::MESSAGE_EXPIRY_INTERVAL | id::TOPIC_ALIAS
+        id::PAYLOAD_FORMAT_INDICATOR
+            | id::MESSAGE_EXPIRY_INTERVAL
+            | id::TOPIC_ALIAS
+            | id::WILL_DELAY_INTERVAL
     )
 }
 
@@ -63,7 +71,7 @@ fn entry_len(cur: &[u8]) -> Option<(u8, usize)> {
     let (&code, rest) = cur.split_first()?;
     let value = match code {
         id::PAYLOAD_FORMAT_INDICATOR => 1,
-        id::MESSAGE_EXPIRY_INTERVAL => 4,
+        id::MESSAGE_EXPIRY_INTERVAL | id::WILL_DELAY_INTERVAL => 4,
         id::TOPIC_ALIAS => 2,
         id::RESPONSE_TOPIC | id::CORRELATION_DATA | id::CONTENT_TYPE => field_len(rest)?,
         id::USER_PROPERTY => {
@@ -315,7 +323,28 @@ impl PublishProperties {
 
     /// Decodes a property block: every byte of `block` belongs to it.
     pub(crate) fn decode(block: Bytes) -> Result<Self, DecodeError> {
+        Self::decode_block::<false>(block).map(|(props, _)| props)
+    }
+
+    /// Decodes a will property block (5.0 §3.1.3.2): the properties of a PUBLISH but Topic
+    /// Alias and Subscription Identifier, and the Will Delay Interval, which is returned apart
+    /// and stays in `raw` as a skipped entry.
+    pub(super) fn decode_will(block: Bytes) -> Result<(Self, Option<u32>), DecodeError> {
+        Self::decode_block::<true>(block)
+    }
+
+    /// Writes the entries of `code` kept encoded, in the order they arrived.
+    pub(super) fn put_entries(&self, buf: &mut BytesMut, code: u8) {
+        for (_, start, end) in self.entries().filter(|&(c, _, _)| c == code) {
+            buf.put_slice(self.raw.get(start..end).unwrap_or_default());
+        }
+    }
+
+    /// [`Self::decode`] for a PUBLISH, or [`Self::decode_will`] if `WILL`.
+    #[inline(always)]
+    fn decode_block<const WILL: bool>(block: Bytes) -> Result<(Self, Option<u32>), DecodeError> {
         let mut props = Self::default();
+        let mut will_delay_interval = None;
         let mut cur: &[u8] = &block;
         // Which single-valued kept-encoded properties were seen: bit per identifier below 16.
         let mut seen: u16 = 0;
@@ -353,7 +382,18 @@ impl PublishProperties {
                     props.message_expiry_interval = Some(u32::from_be_bytes(*v));
                     cur = after;
                 }
-                id::TOPIC_ALIAS => {
+                id::WILL_DELAY_INTERVAL if WILL => {
+                    if will_delay_interval.is_some() {
+                        return Err(DecodeError::DuplicateProperty(code));
+                    }
+                    let (v, after) = cur
+                        .split_first_chunk::<4>()
+                        .ok_or(DecodeError::LengthOutOfBounds)?;
+                    will_delay_interval = Some(u32::from_be_bytes(*v));
+                    cur = after;
+                }
+                // Not will properties (5.0 §3.1.3.2): they fall to `PropertyNotAllowed` below.
+                id::TOPIC_ALIAS if !WILL => {
                     if props.topic_alias.is_some() {
                         return Err(DecodeError::DuplicateProperty(code));
                     }
@@ -380,7 +420,7 @@ impl PublishProperties {
                     cur = cur.get(len..).unwrap_or_default();
                     rest += 1 + len;
                 }
-                id::SUBSCRIPTION_IDENTIFIER => {
+                id::SUBSCRIPTION_IDENTIFIER if !WILL => {
                     let (v, len) = parse_varint(cur)?.ok_or(DecodeError::LengthOutOfBounds)?;
                     if v == 0 {
                         return Err(DecodeError::InvalidPropertyValue(code));
@@ -401,7 +441,7 @@ impl PublishProperties {
         // A block fits a packet, so its length fits a u32.
         props.rest_len = rest as u32;
         props.raw = block;
-        Ok(props)
+        Ok((props, will_delay_interval))
     }
 
     /// Size of the property block, without its length prefix.

@@ -285,14 +285,19 @@ fn v5() -> Vec<Kat> {
     // Kept in the order received (§3.1.2.11.8): "b" before "a".
     connect_props.user_properties = vec![up("b", "1"), up("a", "2")];
 
+    // Every will property (5.0 §3.1.3.2), set in another order than the one they are written
+    // in: Will Delay Interval, then as §3.1.3.2.3 to §3.1.3.2.8 list them.
     let mut will_props = WillProperties::default();
+    let message = &mut will_props.message;
+    message.push_user_property("w", "x").unwrap();
+    message
+        .set_correlation_data(Some(b(&[0xab, 0xcd])))
+        .unwrap();
+    message.set_response_topic(Some(s("r/t"))).unwrap();
+    message.set_content_type(Some(s("text"))).unwrap();
+    message.message_expiry_interval = Some(60);
+    message.payload_format_indicator = Some(PayloadFormat::Utf8);
     will_props.will_delay_interval = Some(5);
-    will_props.payload_format_indicator = Some(PayloadFormat::Utf8);
-    will_props.message_expiry_interval = Some(60);
-    will_props.content_type = Some(s("text"));
-    will_props.response_topic = Some(s("r/t"));
-    will_props.correlation_data = Some(b(&[0xab, 0xcd]));
-    will_props.user_properties = vec![up("w", "x")];
 
     let mut connack_props = ConnAckProperties::default();
     connack_props.session_expiry_interval = Some(300);

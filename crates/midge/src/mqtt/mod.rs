@@ -309,17 +309,25 @@ pub(crate) fn parse_properties(
                     .push(PublishProperty::MessageExpiry(seconds(&what, value)?));
             }
             ["will", "user-property", key, value] => {
-                let pair = (string(&what, key)?, string(&what, value)?);
-                properties.will.user_properties.push(pair);
+                let (key, value) = (string(&what, key)?, string(&what, value)?);
+                properties
+                    .will
+                    .message
+                    .push_user_property(key, value)
+                    .map_err(|e| Failure::usage(format!("-D {what}: {e}")))?;
             }
             ["will", "will-delay-interval", value] => {
                 properties.will.will_delay_interval = Some(seconds(&what, value)?);
             }
             ["will", "content-type", value] => {
-                properties.will.content_type = Some(string(&what, value)?);
+                properties
+                    .will
+                    .message
+                    .set_content_type(Some(string(&what, value)?))
+                    .map_err(|e| Failure::usage(format!("-D {what}: {e}")))?;
             }
             ["will", "message-expiry-interval", value] => {
-                properties.will.message_expiry_interval = Some(seconds(&what, value)?);
+                properties.will.message.message_expiry_interval = Some(seconds(&what, value)?);
             }
             ["connect", "session-expiry-interval", value] => {
                 properties.connect.session_expiry = Some(seconds(&what, value)?);
