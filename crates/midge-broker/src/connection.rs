@@ -54,9 +54,6 @@ struct Driver {
     shutting_down: bool,
     /// The inbox signalled deliveries that are not taken yet.
     deliveries_waiting: bool,
-    /// The session's queue as last reported to the inbox, which counts it against the
-    /// session's limits together with its own deliveries; `None` before the first report.
-    reported: Option<QueueUse>,
     /// Bytes of this session's queue counted against the global memory budget: the budget
     /// covers online sessions' queues too, not only inboxes and offline sessions.
     counted: usize,
@@ -143,7 +140,6 @@ pub(crate) fn run(
         accepted: false,
         shutting_down: false,
         deliveries_waiting: false,
-        reported: None,
         counted: 0,
         retained: None,
     };
@@ -389,13 +385,6 @@ impl Driver {
     fn take_deliveries(&mut self) {
         let mut taken = std::mem::take(&mut self.taken);
         self.inbox.take(INBOX_BATCH, &mut taken);
-        // The inbox moved their count to the session's queue.
-        if let Some(reported) = &mut self.reported {
-            for delivery in &taken {
-                reported.messages += 1;
-                reported.bytes += delivery.size();
-            }
-        }
         for delivery in taken.drain(..) {
             self.admit(delivery);
         }
@@ -488,10 +477,7 @@ impl Driver {
             self.shared.release(self.counted - queued.bytes);
         }
         self.counted = queued.bytes;
-        if self.reported != Some(queued) {
-            self.reported = Some(queued);
-            self.inbox.report_session_queue(queued);
-        }
+        self.inbox.report_session_queue(queued);
     }
 
     /// Answers the connection's events, waiting where one must, until none is left.
@@ -585,6 +571,22 @@ impl Driver {
             tracing::info!(peer = %self.info.peer, client_id = %client_id, code = code.0, "authentication refused");
             return self.conn.reject(code);
         }
+        // The will is kept for the connection's life (and a delayed one after it): it counts
+        // against the memory budget like a queued message, and a CONNECT whose will does not
+        // fit is refused.
+        let will_bytes = connect
+            .will
+            .as_ref()
+            .map_or(0, midge_codec::Will::held_bytes);
+        if will_bytes > 0 {
+            if !shared.reserve(will_bytes) {
+                shared.counters.rejected_connections.fetch_add(1, Relaxed);
+                shared.counters.dropped_memory_budget.fetch_add(1, Relaxed);
+                tracing::warn!(peer = %self.info.peer, client_id = %client_id, "memory budget exhausted, refusing CONNECT with a will");
+                return self.conn.reject(ReasonCode::QUOTA_EXCEEDED);
+            }
+            self.inbox.charge_will(will_bytes);
+        }
         let info = ClientInfo {
             client_id: client_id.clone(),
             // Kept for the connection's life (and a delayed will's): its own bytes.
@@ -602,6 +604,7 @@ impl Driver {
             let Some(slot) =
                 Registered::find_or_add(&mut shared.registry(), &client_id, max_sessions)
             else {
+                shared.release(self.inbox.take_will_charge());
                 shared.counters.rejected_connections.fetch_add(1, Relaxed);
                 tracing::warn!(peer = %self.info.peer, client_id = %client_id, "session limit reached, refusing CONNECT");
                 return self.conn.reject(ReasonCode::QUOTA_EXCEEDED);
@@ -930,6 +933,9 @@ impl Driver {
             shared.counters.protocol_errors.fetch_add(1, Relaxed);
         }
         tracing::debug!(peer = %self.info.peer, ?reason, "connection closed");
+        // The will leaves this connection: published, dropped, or kept with the offline
+        // session, which counts it again.
+        shared.release(self.inbox.take_will_charge());
         let (Some(info), Some(slot)) = (self.client().cloned(), self.slot.clone()) else {
             return;
         };

@@ -27,7 +27,7 @@
 //! drop.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
@@ -52,9 +52,6 @@ struct Queue {
     deliveries: VecDeque<Delivery>,
     /// Bytes of `deliveries`, as [`Delivery::size`] counts them.
     bytes: usize,
-    /// The session's own queue, as the driver last reported it; `None` until the driver has
-    /// its session (deliveries wait until then, since the session may already be full).
-    session: Option<QueueUse>,
     closed: bool,
     takeover: Takeover,
     shutting_down: bool,
@@ -101,6 +98,13 @@ pub(crate) struct Inbox {
     driver: AtomicWaker,
     /// Wakes senders waiting for room.
     room: Notify,
+    /// Bytes of the connection's will counted against the global memory budget.
+    will_charge: AtomicUsize,
+    /// The session's own queue, as the driver last reported it: messages, `usize::MAX` until
+    /// the driver has its session (deliveries wait until then, since the session may already
+    /// be full), and bytes. Written by the driver only, read under the queue's lock.
+    session_messages: AtomicUsize,
+    session_bytes: AtomicUsize,
 }
 
 impl Inbox {
@@ -112,6 +116,9 @@ impl Inbox {
             signalled: AtomicBool::new(false),
             driver: AtomicWaker::new(),
             room: Notify::new(),
+            will_charge: AtomicUsize::new(0),
+            session_messages: AtomicUsize::new(usize::MAX),
+            session_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -138,27 +145,44 @@ impl Inbox {
         Ok(())
     }
 
+    /// Records the bytes of the connection's will, counted against the global budget.
+    pub(crate) fn charge_will(&self, bytes: usize) {
+        self.will_charge.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The bytes recorded by [`Inbox::charge_will`], once: the caller gives them back.
+    pub(crate) fn take_will_charge(&self) -> usize {
+        self.will_charge.swap(0, Ordering::Relaxed)
+    }
+
     /// Whether a delivery of `size` bytes fits: within the inbox's capacity, and within the
     /// session's limits together with the session's own queue.
     fn has_room(&self, queue: &Queue, size: usize) -> bool {
-        let Some(session) = queue.session else {
-            return false;
-        };
         let messages = queue.deliveries.len();
+        let session_messages = self.session_messages.load(Ordering::Relaxed);
+        let session_bytes = self.session_bytes.load(Ordering::Relaxed);
         messages < self.capacity
-            && messages + session.messages < self.limits.max_messages
-            && queue.bytes + session.bytes + size <= self.limits.max_bytes
+            && messages.saturating_add(session_messages) < self.limits.max_messages
+            && queue
+                .bytes
+                .saturating_add(session_bytes)
+                .saturating_add(size)
+                <= self.limits.max_bytes
     }
 
     /// Records what the session's own queue holds now. Called by the driver once it has its
-    /// session and whenever the queue changed (sent messages leave it); room made here wakes
-    /// senders waiting for it.
+    /// session and after each transmit; it costs two loads when nothing changed. Room made
+    /// here wakes senders waiting for it.
     pub(crate) fn report_session_queue(&self, session: QueueUse) {
-        let mut queue = self.lock();
-        let before = queue.session.replace(session);
-        drop(queue);
-        let less = before.is_none_or(|b| session.messages < b.messages || session.bytes < b.bytes);
-        if less {
+        let messages = self.session_messages.load(Ordering::Relaxed);
+        let bytes = self.session_bytes.load(Ordering::Relaxed);
+        if messages == session.messages && bytes == session.bytes {
+            return;
+        }
+        self.session_messages
+            .store(session.messages, Ordering::Relaxed);
+        self.session_bytes.store(session.bytes, Ordering::Relaxed);
+        if session.messages < messages || session.bytes < bytes {
             self.room.notify_waiters();
         }
     }
@@ -280,9 +304,10 @@ impl Inbox {
             .map(Delivery::size)
             .sum();
         queue.bytes -= bytes;
-        if let Some(session) = &mut queue.session {
-            session.messages += n;
-            session.bytes += bytes;
+        // Under the lock, so that a sender never sees them in neither place.
+        if self.session_messages.load(Ordering::Relaxed) != usize::MAX {
+            self.session_messages.fetch_add(n, Ordering::Relaxed);
+            self.session_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
         if !queue.deliveries.is_empty() {
             // The driver is running: it polls again without being woken.
@@ -412,14 +437,14 @@ mod tests {
 
     #[test]
     fn the_session_byte_limit_counts_the_inbox_too() {
+        let each = delivery(0).size();
         let mut limits = unlimited();
-        limits.max_bytes = 5;
+        limits.max_bytes = 2 * each;
         let inbox = Inbox::new(100, limits);
         inbox.report_session_queue(QueueUse {
             messages: 1,
-            bytes: 2,
+            bytes: each,
         });
-        // Each delivery is 2 bytes: topic and payload.
         assert!(inbox.try_send(delivery(1)).is_ok());
         assert!(matches!(
             inbox.try_send(delivery(2)),

@@ -949,6 +949,11 @@ impl Shared {
             Some((will, delay)) => {
                 let at = now + Duration::from_secs(u64::from(delay));
                 let timer = self.add_deadline(at, slot, conn, DeadlineKind::Will);
+                // Kept while it waits: counted like a queued message, until it is published
+                // or cancelled.
+                self.counters
+                    .queued_bytes
+                    .fetch_add(will.held_bytes(), Relaxed);
                 (
                     None,
                     Some(Box::new(PendingWill {
@@ -1041,7 +1046,11 @@ impl Shared {
 
     /// Removes the deadlines of an offline session that ended otherwise: its client came back
     /// (which cancels a delayed will [MQTT-3.1.3-9]), or the session ended.
+    /// A will passed here leaves the offline session, and its bytes the memory budget.
     pub(crate) fn cancel_deadlines(&self, will: Option<&PendingWill>, expiry: Option<TimerKey>) {
+        if let Some(p) = will {
+            self.release(p.will.held_bytes());
+        }
         let mut timers = self.timers();
         for key in will.map(|p| p.timer).into_iter().chain(expiry) {
             timers.remove(key);
@@ -1133,6 +1142,7 @@ impl Shared {
         };
         if let Some(p) = pending {
             let p = *p;
+            self.release(p.will.held_bytes());
             self.publish_will(p.will, &p.info);
         }
     }

@@ -210,3 +210,74 @@ async fn retained_messages_waiting_for_a_subscriber_are_counted_and_released() {
     }
     broker.shutdown().await;
 }
+
+/// Waits until the broker's queued bytes are `expected`.
+async fn queued_bytes_become(
+    broker: &midge_broker::BrokerHandle,
+    what: &str,
+    done: impl Fn(usize) -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done(broker.stats().queued_bytes) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {:?}",
+            broker.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn connect_with_will(client_id: &str, payload: usize, delay: u32) -> Connect {
+    let mut will = midge_codec::Will {
+        topic: "wills/x".into(),
+        payload: bytes::Bytes::from(vec![b'w'; payload]),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+    };
+    will.properties.will_delay_interval = Some(delay);
+    let mut connect = Connect::new(V5, client_id.to_owned());
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(3600);
+    connect.will = Some(will);
+    connect
+}
+
+/// A will counts against the memory budget while the broker keeps it: for its connection's
+/// life, and while it waits for its delay with the offline session. A CONNECT whose will does
+/// not fit is refused with 0x97.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wills_count_against_the_memory_budget() {
+    const WILL: usize = 60_000;
+    let mut config = test_config();
+    config.limits.max_queued_bytes_total = 3 * WILL + 1_000;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    let (c, ack) = TestClient::connect_with(addr, connect_with_will("w1", WILL, 3600)).await;
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    queued_bytes_become(&broker, "connected", |q| q >= WILL).await;
+    // Gone without DISCONNECT: the will waits an hour, still counted.
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    queued_bytes_become(&broker, "offline", |q| q >= WILL).await;
+    // Two more fit, the fourth does not.
+    let (_c2, ack) = TestClient::connect_with(addr, connect_with_will("w2", WILL, 0)).await;
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    let (_c3, ack) = TestClient::connect_with(addr, connect_with_will("w3", WILL, 0)).await;
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    let (_, ack) = TestClient::connect_with(addr, connect_with_will("w4", WILL, 0)).await;
+    assert_eq!(ack.reason_code, ReasonCode::QUOTA_EXCEEDED);
+    // The first client comes back: its will is cancelled and no longer counted.
+    let mut back = Connect::new(V5, "w1");
+    back.clean_start = false;
+    back.properties.session_expiry_interval = Some(3600);
+    let (c1, ack) = TestClient::connect_with(addr, back).await;
+    assert!(ack.session_present);
+    queued_bytes_become(&broker, "w1 back", |q| q < 3 * WILL && q >= 2 * WILL).await;
+    c1.disconnect().await;
+    drop((_c2, _c3));
+    // Every will published or dropped: nothing counted.
+    queued_bytes_become(&broker, "all gone", |q| q == 0).await;
+    broker.shutdown().await;
+}

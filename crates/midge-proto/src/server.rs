@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use midge_codec::{
     ByteStr, ConnAck, ConnAckProperties, Connect, DecodeError, Disconnect, Packet, PacketId,
     ProtocolVersion, PubAck, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscriptionId,
@@ -582,7 +582,9 @@ impl ServerConnection {
         let Connect {
             will, properties, ..
         } = *connect;
-        self.will = will.map(Box::new);
+        // Kept for the connection's life, and a delayed one while the session is offline: its
+        // own bytes, not the CONNECT's (which may carry a large password or properties).
+        self.will = will.map(|will| Box::new(unshared_will(will)));
         self.problem_information = properties.request_problem_information != Some(false);
         self.connect_expiry_was_zero = properties.session_expiry_interval.unwrap_or(0) == 0;
         self.state = State::Connected;
@@ -1285,7 +1287,7 @@ enum Outgoing {
     /// A packet to encode.
     Packet(Packet),
     /// A packet encoded once for every subscriber that receives it in this form.
-    Encoded(bytes::Bytes),
+    Encoded(Bytes),
 }
 
 /// A Reason String for a reason code: its name in the specification, in words.
@@ -1309,5 +1311,17 @@ fn v3_connack_code(reason: ReasonCode) -> ReasonCode {
         0x8A | 0x8C => ReasonCode::NOT_AUTHORIZED,
         0x89 | 0x97 | 0x9C | 0x9D | 0x9F => ReasonCode::SERVER_UNAVAILABLE,
         _ => ReasonCode::SERVER_UNAVAILABLE,
+    }
+}
+
+/// A will whose parts hold only their own bytes: a decoded one shares its CONNECT's memory.
+fn unshared_will(will: Will) -> Will {
+    let mut properties = will.properties;
+    properties.message = properties.message.unshared();
+    Will {
+        topic: will.topic.unshared(),
+        payload: Bytes::copy_from_slice(&will.payload),
+        properties,
+        ..will
     }
 }
