@@ -448,6 +448,11 @@ impl ServerConnection {
             // Enhanced authentication is not offered [MQTT-4.12.0-1].
             return self.refuse(ReasonCode::BAD_AUTHENTICATION_METHOD);
         }
+        if connect.properties.authentication_data.is_some() {
+            // Authentication Data without an Authentication Method is a Protocol Error
+            // (5.0 §3.1.2.11.10).
+            return self.refuse(ReasonCode::PROTOCOL_ERROR);
+        }
         self.client_id = client_id.clone();
         self.state = State::Authenticating;
         self.connect = Some(connect.clone());

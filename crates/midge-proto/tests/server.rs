@@ -245,6 +245,37 @@ fn will_is_checked_against_the_server() {
 }
 
 #[test]
+fn authentication_data_without_a_method_is_a_protocol_error() {
+    // §3.1.2.11.10: Authentication Data without an Authentication Method is a Protocol
+    // Error: CONNACK 0x82, closed, and the broker is never asked to accept the client.
+    let mut connect = connect_packet(V5, "c");
+    connect.properties.authentication_data = Some(Bytes::from_static(b"secret"));
+    let (connack, events) = refused(config(), connect);
+    assert_eq!(connack.reason_code, ReasonCode::PROTOCOL_ERROR);
+    assert!(
+        matches!(
+            events.as_slice(),
+            [ServerEvent::Closed {
+                reason: ServerCloseReason::Rejected(ReasonCode::PROTOCOL_ERROR),
+                will: None
+            }]
+        ),
+        "{events:?}"
+    );
+    // The same data in AUTH, which must name its method (§3.15.2.2.2): DISCONNECT 0x82.
+    let t0 = Instant::now();
+    let mut server = fresh(V5, t0);
+    let mut auth = midge_codec::Auth::default();
+    auth.properties.authentication_data = Some(Bytes::from_static(b"secret"));
+    server_feed(&mut server, t0, Packet::Auth(Box::new(auth)));
+    assert_eq!(
+        server_tx(&mut server, t0),
+        [disconnect(ReasonCode::PROTOCOL_ERROR)]
+    );
+    assert!(server.is_closed());
+}
+
+#[test]
 fn maximum_keep_alive() {
     // [MQTT-3.2.2-21]: a 5.0 client is told the Server Keep Alive and held to it; a 3.x
     // client cannot be told and is refused (0x02, as mosquitto does).
