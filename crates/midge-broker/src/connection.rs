@@ -622,7 +622,7 @@ impl Driver {
         shared.counters.messages_received.fetch_add(1, Relaxed);
         let info = self.client()?;
         let qos = message.qos;
-        let routed = match shared.hooks.authorize_publish(info, &message) {
+        let routed = match shared.authorize_publish(info, &message) {
             Err(code) => {
                 self.acknowledge(packet_id, qos, code);
                 return None;
