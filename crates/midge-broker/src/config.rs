@@ -172,8 +172,6 @@ pub struct MqttConfig {
     pub subscription_identifiers: bool,
     /// Whether shared subscriptions are supported. Default true.
     pub shared_subscriptions: bool,
-    /// Seed for assigned client identifiers (0: derived from the start time).
-    pub seed: u64,
 }
 
 impl Default for MqttConfig {
@@ -184,7 +182,6 @@ impl Default for MqttConfig {
             wildcard_subscriptions: true,
             subscription_identifiers: true,
             shared_subscriptions: true,
-            seed: 0,
         }
     }
 }
@@ -269,7 +266,7 @@ impl BrokerConfig {
     }
 
     /// The per-connection configuration for [`midge_proto`].
-    pub(crate) fn server_config(&self, seed: u64) -> Arc<ServerConfig> {
+    pub(crate) fn server_config(&self) -> Arc<ServerConfig> {
         let mut c = ServerConfig::default();
         c.connect_timeout = Duration::from_millis(self.limits.connect_timeout_ms);
         c.max_keep_alive = self.limits.max_keepalive;
@@ -286,7 +283,6 @@ impl BrokerConfig {
         c.queue_limits = self.queue_limits();
         c.topic_limits = self.topic_limits();
         c.max_subscriptions = self.limits.max_subscriptions_per_client;
-        c.seed = seed;
         Arc::new(c)
     }
 

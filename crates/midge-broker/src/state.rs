@@ -268,7 +268,7 @@ impl Shared {
         stopping: watch::Receiver<bool>,
     ) -> Self {
         Self {
-            server_config: config.server_config(seed),
+            server_config: config.server_config(),
             config,
             hooks,
             store,

@@ -544,6 +544,83 @@ async fn max_keepalive_and_assigned_client_id() {
     broker.shutdown().await;
 }
 
+/// Records the client identifier of every CONNECT the broker authenticates.
+#[derive(Clone, Default)]
+struct SeenIds(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl midge_broker::Hooks for SeenIds {
+    fn authenticate(&self, request: &midge_broker::ConnectRequest<'_>) -> Result<(), ReasonCode> {
+        self.0.lock().unwrap().push(request.client_id.to_owned());
+        Ok(())
+    }
+}
+
+/// The 128 bits an assigned identifier carries: `midge-` and 26 base32 characters.
+fn assigned_bits(id: &str) -> u128 {
+    let chars = id.strip_prefix("midge-").unwrap_or_else(|| panic!("{id}"));
+    assert_eq!(
+        chars.len(),
+        26,
+        "{id}: at least 96 bits' worth of characters"
+    );
+    chars.bytes().fold(0u128, |bits, c| {
+        let value = b"abcdefghijklmnopqrstuvwxyz234567"
+            .iter()
+            .position(|&b| b == c)
+            .unwrap_or_else(|| panic!("{id}: not base32"));
+        (bits << 5) | value as u128
+    })
+}
+
+// Conformance: [MQTT-5:3.1.3-6] [MQTT-3.1.1:3.1.3-6] [MQTT-3.1.1:3.1.3-8]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assigned_client_identifiers_cannot_be_guessed() {
+    let seen = SeenIds::default();
+    let broker = midge_broker::Broker::builder()
+        .config(test_config())
+        .hooks(seen.clone())
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .start()
+        .await
+        .expect("starts");
+    let addr = broker.local_addr();
+    // Consecutive connections, as an attacker would open them to learn the next identifier.
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let (_c, ack) = TestClient::connect_with(addr, Connect::new(V5, "")).await;
+        let id = ack.properties.assigned_client_identifier.expect("assigned");
+        ids.push(id.as_str().to_owned());
+    }
+    // 3.1.1 with Clean Session 1 is assigned one too, which its CONNACK cannot carry.
+    let (_c, ack) = TestClient::connect_with(addr, Connect::new(V311, "")).await;
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    let v311 = seen
+        .0
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("authenticated");
+    ids.push(v311);
+    assert_eq!(seen.0.lock().unwrap().as_slice(), ids.as_slice());
+    // Random bits: any two identifiers differ in about half of their 128 bits. A counter or
+    // a mix of one would make consecutive ones share structure; 24 or fewer differing bits
+    // happen by chance with a probability below 10^-14 per pair.
+    let bits: Vec<u128> = ids.iter().map(|id| assigned_bits(id)).collect();
+    for (i, a) in bits.iter().enumerate() {
+        for b in &bits[i + 1..] {
+            let differing = (a ^ b).count_ones();
+            assert!(differing > 24, "{ids:?}: only {differing} bits differ");
+        }
+    }
+    // 3.1.1 without an identifier and with Clean Session 0 is still refused [MQTT-3.1.3-8].
+    let mut c = Connect::new(V311, "");
+    c.clean_start = false;
+    let (_c, ack) = TestClient::connect_with(addr, c).await;
+    assert_eq!(ack.reason_code, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+    broker.shutdown().await;
+}
+
 // Conformance: [MQTT-5:3.3.2-15] [MQTT-5:3.3.2-16] [MQTT-5:3.3.2-17] [MQTT-5:3.3.2-20]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_properties_and_request_response_pass_through() {
