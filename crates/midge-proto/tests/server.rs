@@ -325,6 +325,16 @@ fn authentication_data_without_a_method_is_a_protocol_error() {
         [disconnect(ReasonCode::PROTOCOL_ERROR)]
     );
     assert!(server.is_closed());
+    // DISCONNECT has no Authentication Data property at all: one that carries it is
+    // malformed (§2.2.2.2), 0x81.
+    let mut server = fresh(V5, t0);
+    let mut bytes = BytesMut::from(&b"\xe0\x07\x00\x05\x16\x00\x02ab"[..]);
+    server.handle_bytes(t0, &mut bytes);
+    assert_eq!(
+        server_tx(&mut server, t0),
+        [disconnect(ReasonCode::MALFORMED_PACKET)]
+    );
+    assert!(server.is_closed());
 }
 
 #[test]
