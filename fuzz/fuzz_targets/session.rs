@@ -77,7 +77,10 @@ fn run_server(version: ProtocolVersion, accept: bool, preamble: bool, data: &[u8
         server.handle_bytes(now, &mut rx);
         while let Some(event) = server.poll_event() {
             match event {
-                ServerEvent::Connect { .. } => {
+                ServerEvent::Connect { client_id, .. } => {
+                    if client_id.is_empty() {
+                        server.assign_client_id("fz-assigned".into());
+                    }
                     if accept {
                         server.accept(now, stored.take());
                         server.handle_bytes(now, &mut rx);

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use midge_codec::QoS;
 use midge_proto::Message;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -108,18 +108,12 @@ impl BrokerBuilder {
     pub async fn start(self) -> Result<BrokerHandle, StartError> {
         self.config.validate()?;
         let addr = self.bind.unwrap_or(self.config.listener.bind);
-        let listener = TcpListener::bind(addr)
-            .await
+        let listener = listen(addr, self.config.listener.backlog)
             .map_err(|source| StartError::Bind { addr, source })?;
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
-        let seed = match self.config.mqtt.seed {
-            0 => SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64),
-            seed => seed,
-        };
+        let seed = crate::random::seed();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared::new(
             self.config,
@@ -156,6 +150,22 @@ impl BrokerBuilder {
             timer_task: Some(timer_task),
         })
     }
+}
+
+/// A listener on `addr` whose kernel queue of connections not yet accepted holds `backlog`
+/// (tokio's and std's `bind` fix it at 128, which a burst of connecting clients overflows).
+fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As tokio's `bind` does: a restarted broker binds again at once while its previous
+    // connections linger in TIME_WAIT. Not on Windows, where it would let another socket take
+    // the port.
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Loads the sessions a persistent store kept from an earlier run, with their expiry.

@@ -39,12 +39,18 @@ pub struct BrokerConfig {
 pub struct ListenerConfig {
     /// Address and port to listen on. Default `0.0.0.0:1883`.
     pub bind: SocketAddr,
+    /// Connections the kernel completes and holds until the broker accepts them (the `listen`
+    /// backlog). Past it, a connecting client's SYN goes unanswered and is retried after a
+    /// second or more, so a burst of connections larger than the backlog waits. The kernel
+    /// may cap it (Linux: `net.core.somaxconn`). Default 1024.
+    pub backlog: u32,
 }
 
 impl Default for ListenerConfig {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            backlog: 1024,
         }
     }
 }
@@ -172,8 +178,6 @@ pub struct MqttConfig {
     pub subscription_identifiers: bool,
     /// Whether shared subscriptions are supported. Default true.
     pub shared_subscriptions: bool,
-    /// Seed for assigned client identifiers (0: derived from the start time).
-    pub seed: u64,
 }
 
 impl Default for MqttConfig {
@@ -184,7 +188,6 @@ impl Default for MqttConfig {
             wildcard_subscriptions: true,
             subscription_identifiers: true,
             shared_subscriptions: true,
-            seed: 0,
         }
     }
 }
@@ -247,6 +250,7 @@ impl BrokerConfig {
             return Err(ConfigError::MaximumQos(self.mqtt.maximum_qos));
         }
         let zero = [
+            ("listener.backlog", self.listener.backlog as usize),
             (
                 "limits.max_packet_size",
                 self.limits.max_packet_size as usize,
@@ -269,7 +273,7 @@ impl BrokerConfig {
     }
 
     /// The per-connection configuration for [`midge_proto`].
-    pub(crate) fn server_config(&self, seed: u64) -> Arc<ServerConfig> {
+    pub(crate) fn server_config(&self) -> Arc<ServerConfig> {
         let mut c = ServerConfig::default();
         c.connect_timeout = Duration::from_millis(self.limits.connect_timeout_ms);
         c.max_keep_alive = self.limits.max_keepalive;
@@ -286,7 +290,6 @@ impl BrokerConfig {
         c.queue_limits = self.queue_limits();
         c.topic_limits = self.topic_limits();
         c.max_subscriptions = self.limits.max_subscriptions_per_client;
-        c.seed = seed;
         Arc::new(c)
     }
 
@@ -299,5 +302,36 @@ impl BrokerConfig {
 
     pub(crate) fn topic_limits(&self) -> Limits {
         Limits::DEFAULT.with_max_levels(self.limits.max_topic_levels)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<BrokerConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    #[test]
+    fn the_listen_backlog_defaults_to_1024_parses_and_is_checked() {
+        assert_eq!(BrokerConfig::default().listener.backlog, 1024);
+        assert_eq!(parse("").expect("parses").listener.backlog, 1024);
+        let config = parse("[listener]\nbacklog = 4096\n").expect("parses");
+        assert_eq!(config.listener.backlog, 4096);
+        config.validate().expect("valid");
+        let config = parse("[listener]\nbacklog = 0\n").expect("parses");
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Zero("listener.backlog"))
+        ));
+        assert!(parse("[listener]\nbacklog = -1\n").is_err());
+    }
+
+    #[test]
+    fn there_is_no_seed_to_configure() {
+        // Assigned client identifiers come from the OS's secure random source.
+        let err = parse("[mqtt]\nseed = 7\n").expect_err("unknown key");
+        assert!(err.to_string().contains("seed"), "{err}");
     }
 }

@@ -558,6 +558,16 @@ impl Driver {
             tracing::warn!(peer = %self.info.peer, "connection limit reached, refusing CONNECT");
             return self.conn.reject(ReasonCode::SERVER_BUSY);
         }
+        // A client that sent no identifier gets one nobody can guess [MQTT-3.1.3-6].
+        let client_id = if !client_id.is_empty() {
+            client_id
+        } else if let Some(id) = crate::random::assigned_client_id() {
+            self.conn.assign_client_id(id.clone());
+            id
+        } else {
+            tracing::error!(peer = %self.info.peer, "no random source to assign a client identifier");
+            return self.conn.reject(ReasonCode::SERVER_UNAVAILABLE);
+        };
         let request = ConnectRequest {
             client_id: client_id.as_str(),
             username: connect.username.as_ref().map(|u| u.as_str()),
@@ -730,7 +740,7 @@ impl Driver {
         shared.counters.messages_received.fetch_add(1, Relaxed);
         let info = self.client()?;
         let qos = message.qos;
-        let routed = match shared.hooks.authorize_publish(info, &message) {
+        let routed = match shared.authorize_publish(info, &message) {
             Err(code) => {
                 self.acknowledge(packet_id, qos, code);
                 return None;

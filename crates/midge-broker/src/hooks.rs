@@ -11,8 +11,10 @@
 //! [`tokio::task::block_in_place`], which lets the runtime move other connections off the
 //! blocked worker.
 //!
-//! Every method has a default that allows everything and ignores every event, so an
-//! implementation overrides only what it needs.
+//! Every method has a default that allows what a client may do on an open broker and ignores
+//! every event, so an implementation overrides only what it needs. The one refusal by default is
+//! a client's publish into `$SYS`, the broker's own statistics: see
+//! [`Hooks::authorize_sys_publish`].
 
 use std::net::SocketAddr;
 
@@ -69,7 +71,8 @@ pub enum DisconnectReason {
     ConnectionLost,
 }
 
-/// Authentication, authorization and event hooks. All methods have permissive defaults.
+/// Authentication, authorization and event hooks. All methods have permissive defaults, except
+/// [`Hooks::authorize_sys_publish`], which keeps clients out of `$SYS`.
 ///
 /// Implementations are shared by every connection task (`Send + Sync`) and must not block for
 /// long; see the [module docs](self) for why they are synchronous.
@@ -109,9 +112,33 @@ pub trait Hooks: Send + Sync + 'static {
 
     /// Decides whether `client` may publish `message`. A refused QoS 1 or 2 message is
     /// acknowledged with the code (5.0) and not routed; a refused will is dropped.
+    ///
+    /// For a topic in `$SYS`, [`Hooks::authorize_sys_publish`] decides first, and this is
+    /// asked only if it allowed the message.
     fn authorize_publish(&self, client: &ClientInfo, message: &Message) -> Result<(), ReasonCode> {
         let _ = (client, message);
         Ok(())
+    }
+
+    /// Decides whether `client` may publish `message`, whose topic is `$SYS` or starts with
+    /// `$SYS/`: the topics where the broker publishes its statistics, which a client could
+    /// otherwise overwrite (retained) or spoof. The default refuses with
+    /// [`ReasonCode::NOT_AUTHORIZED`]; override it to let some clients in, for example a
+    /// bridge that relays another broker's `$SYS` topics.
+    ///
+    /// A refused message is neither routed nor retained, and is counted
+    /// ([`BrokerStats::dropped_sys_publish`](crate::BrokerStats::dropped_sys_publish)). A 5.0
+    /// client's QoS 1 or 2 message is acknowledged with the code; a 3.x client's is
+    /// acknowledged as usual, since 3.x cannot refuse a PUBLISH [MQTT-3.3.5-2]. A refused will
+    /// is dropped. What the broker publishes itself (its `$SYS` topics,
+    /// [`BrokerHandle::publish`](crate::BrokerHandle::publish)) is not asked about.
+    fn authorize_sys_publish(
+        &self,
+        client: &ClientInfo,
+        message: &Message,
+    ) -> Result<(), ReasonCode> {
+        let _ = (client, message);
+        Err(ReasonCode::NOT_AUTHORIZED)
     }
 
     /// Decides whether `client` may subscribe to `filter` (possibly `$share/{name}/…`). The
@@ -155,7 +182,9 @@ pub trait Hooks: Send + Sync + 'static {
     }
 }
 
-/// Hooks that allow everything and ignore every event.
+/// Hooks that allow everything a client may do by default and ignore every event: every
+/// method keeps its default, so clients may publish anywhere but into `$SYS`
+/// ([`Hooks::authorize_sys_publish`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AllowAll;
 

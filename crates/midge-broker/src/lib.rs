@@ -8,6 +8,7 @@ pub mod config;
 mod connection;
 pub mod hooks;
 mod inbox;
+mod random;
 mod state;
 mod stats;
 pub mod store;

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use midge_codec::{ByteStr, QoS, SubscriptionId, SubscriptionOptions, Will};
+use midge_codec::{ByteStr, QoS, ReasonCode, SubscriptionId, SubscriptionOptions, Will};
 use midge_proto::server::ServerConfig;
 use midge_proto::session::{Delivery, Session};
 use midge_proto::Message;
@@ -307,7 +307,7 @@ impl Shared {
         stopping: watch::Receiver<bool>,
     ) -> Self {
         Self {
-            server_config: config.server_config(seed),
+            server_config: config.server_config(),
             config,
             hooks,
             store,
@@ -862,10 +862,29 @@ impl Shared {
         message
     }
 
+    /// Asks the hooks whether a client may publish `message` (or have it published as its
+    /// will): a topic in `$SYS` needs [`Hooks::authorize_sys_publish`] first, and a refusal
+    /// there is counted.
+    pub(crate) fn authorize_publish(
+        &self,
+        client: &ClientInfo,
+        message: &Message,
+    ) -> Result<(), ReasonCode> {
+        let topic = message.topic.as_str();
+        if topic == "$SYS" || topic.starts_with("$SYS/") {
+            if let Err(code) = self.hooks.authorize_sys_publish(client, message) {
+                self.counters.dropped_sys_publish.fetch_add(1, Relaxed);
+                tracing::debug!(client_id = %client.client_id, topic, "publish into $SYS refused");
+                return Err(code);
+            }
+        }
+        self.hooks.authorize_publish(client, message)
+    }
+
     /// Publishes a will if the hooks allow it.
     pub(crate) fn publish_will(self: &Arc<Self>, will: Will, info: &ClientInfo) {
         let message = Self::will_message(will);
-        if self.hooks.authorize_publish(info, &message).is_ok() {
+        if self.authorize_publish(info, &message).is_ok() {
             tracing::debug!(client_id = %info.client_id, topic = %message.topic, "publishing will");
             self.publish_detached(message, Instant::now(), true);
         }

@@ -16,6 +16,7 @@ pub(crate) struct Counters {
     pub(crate) dropped_queue_full: AtomicU64,
     pub(crate) dropped_memory_budget: AtomicU64,
     pub(crate) dropped_retained: AtomicU64,
+    pub(crate) dropped_sys_publish: AtomicU64,
     pub(crate) queued_bytes: AtomicUsize,
     pub(crate) subscriptions: AtomicUsize,
     pub(crate) sessions: AtomicUsize,
@@ -60,6 +61,10 @@ pub struct BrokerStats {
     /// Retained PUBLISHes not retained because of `max_retained_messages` or
     /// `max_retained_bytes` (they were still delivered).
     pub dropped_retained: u64,
+    /// PUBLISHes and wills of clients into `$SYS` that were refused
+    /// ([`Hooks::authorize_sys_publish`](crate::Hooks::authorize_sys_publish)): not routed,
+    /// not retained.
+    pub dropped_sys_publish: u64,
     /// Bytes queued in inboxes and offline sessions, counted against the global budget.
     pub queued_bytes: usize,
     /// CONNECTs refused (authentication, connection limit).
@@ -85,6 +90,7 @@ impl Counters {
             dropped_queue_full: self.dropped_queue_full.load(Relaxed),
             dropped_memory_budget: self.dropped_memory_budget.load(Relaxed),
             dropped_retained: self.dropped_retained.load(Relaxed),
+            dropped_sys_publish: self.dropped_sys_publish.load(Relaxed),
             queued_bytes: self.queued_bytes.load(Relaxed),
             rejected_connections: self.rejected_connections.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),

@@ -228,6 +228,32 @@ async fn a_connect_that_breaks_the_rules_gets_no_session() {
     broker.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_data_without_a_method_is_refused_with_0x82() {
+    // 5.0 §3.1.2.11.10: Authentication Data (0x16) without an Authentication Method (0x15)
+    // is a Protocol Error. CONNECT of client "a", Session Expiry 60, and the property.
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let connect = raw(
+        0x10,
+        b"\x00\x04MQTT\x05\x00\x00\x3c\x0a\x11\x00\x00\x00\x3c\x16\x00\x02ab\x00\x01a",
+    );
+    let mut c = TestClient::raw(addr, V5).await;
+    c.send_raw(&connect).await;
+    let packets = c.until_closed().await;
+    let [Packet::ConnAck(ack)] = packets.as_slice() else {
+        panic!("{packets:?}")
+    };
+    assert_eq!(ack.reason_code, ReasonCode::PROTOCOL_ERROR);
+    // No session was made for the refused client.
+    let mut again = Connect::new(V5, "a");
+    again.clean_start = false;
+    let (_c, ack) = TestClient::connect_with(addr, again).await;
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    assert!(!ack.session_present);
+    broker.shutdown().await;
+}
+
 /// Refuses client identifiers that start with `bad` (0x85) and the user name `nope` (0x87).
 struct Gate;
 

@@ -544,6 +544,83 @@ async fn max_keepalive_and_assigned_client_id() {
     broker.shutdown().await;
 }
 
+/// Records the client identifier of every CONNECT the broker authenticates.
+#[derive(Clone, Default)]
+struct SeenIds(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl midge_broker::Hooks for SeenIds {
+    fn authenticate(&self, request: &midge_broker::ConnectRequest<'_>) -> Result<(), ReasonCode> {
+        self.0.lock().unwrap().push(request.client_id.to_owned());
+        Ok(())
+    }
+}
+
+/// The 128 bits an assigned identifier carries: `midge-` and 26 base32 characters.
+fn assigned_bits(id: &str) -> u128 {
+    let chars = id.strip_prefix("midge-").unwrap_or_else(|| panic!("{id}"));
+    assert_eq!(
+        chars.len(),
+        26,
+        "{id}: at least 96 bits' worth of characters"
+    );
+    chars.bytes().fold(0u128, |bits, c| {
+        let value = b"abcdefghijklmnopqrstuvwxyz234567"
+            .iter()
+            .position(|&b| b == c)
+            .unwrap_or_else(|| panic!("{id}: not base32"));
+        (bits << 5) | value as u128
+    })
+}
+
+// Conformance: [MQTT-5:3.1.3-6] [MQTT-3.1.1:3.1.3-6] [MQTT-3.1.1:3.1.3-8]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assigned_client_identifiers_cannot_be_guessed() {
+    let seen = SeenIds::default();
+    let broker = midge_broker::Broker::builder()
+        .config(test_config())
+        .hooks(seen.clone())
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .start()
+        .await
+        .expect("starts");
+    let addr = broker.local_addr();
+    // Consecutive connections, as an attacker would open them to learn the next identifier.
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let (_c, ack) = TestClient::connect_with(addr, Connect::new(V5, "")).await;
+        let id = ack.properties.assigned_client_identifier.expect("assigned");
+        ids.push(id.as_str().to_owned());
+    }
+    // 3.1.1 with Clean Session 1 is assigned one too, which its CONNACK cannot carry.
+    let (_c, ack) = TestClient::connect_with(addr, Connect::new(V311, "")).await;
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    let v311 = seen
+        .0
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("authenticated");
+    ids.push(v311);
+    assert_eq!(seen.0.lock().unwrap().as_slice(), ids.as_slice());
+    // Random bits: any two identifiers differ in about half of their 128 bits. A counter or
+    // a mix of one would make consecutive ones share structure; 24 or fewer differing bits
+    // happen by chance with a probability below 10^-14 per pair.
+    let bits: Vec<u128> = ids.iter().map(|id| assigned_bits(id)).collect();
+    for (i, a) in bits.iter().enumerate() {
+        for b in &bits[i + 1..] {
+            let differing = (a ^ b).count_ones();
+            assert!(differing > 24, "{ids:?}: only {differing} bits differ");
+        }
+    }
+    // 3.1.1 without an identifier and with Clean Session 0 is still refused [MQTT-3.1.3-8].
+    let mut c = Connect::new(V311, "");
+    c.clean_start = false;
+    let (_c, ack) = TestClient::connect_with(addr, c).await;
+    assert_eq!(ack.reason_code, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+    broker.shutdown().await;
+}
+
 // Conformance: [MQTT-5:3.3.2-15] [MQTT-5:3.3.2-16] [MQTT-5:3.3.2-17] [MQTT-5:3.3.2-20]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_properties_and_request_response_pass_through() {
@@ -622,6 +699,141 @@ async fn sys_interval_publishes() {
     let _ = s.recv_publish().await;
     let live = s.recv_publish().await;
     assert!(!live.retain);
+    broker.shutdown().await;
+}
+
+/// A client subscribed to `$SYS/#` (which matches `$SYS` itself too) and to `$SYSTEM/#`.
+async fn sys_watcher(addr: std::net::SocketAddr) -> TestClient {
+    let mut watcher = TestClient::connect(addr, V5, "sys-watcher").await;
+    watcher.subscribe("$SYS/#", QoS::AtLeastOnce).await;
+    watcher.subscribe("$SYSTEM/#", QoS::AtLeastOnce).await;
+    watcher
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_may_not_publish_into_sys() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut watcher = sys_watcher(addr).await;
+    // 5.0: QoS 1 and 2 are refused with 0x87 Not authorized, QoS 0 dropped.
+    let mut c5 = TestClient::connect(addr, V5, "spoof5").await;
+    let code = c5
+        .publish("$SYS/broker/clients/connected", "0", QoS::AtLeastOnce, true)
+        .await;
+    assert_eq!(code, ReasonCode::NOT_AUTHORIZED);
+    let publish = c5.publish_packet("$SYS/broker/uptime", "0", QoS::ExactlyOnce, true);
+    let id = publish.packet_id;
+    c5.send(Packet::Publish(publish)).await;
+    match c5.recv_packet().await {
+        Packet::PubRec(ack) if ack.packet_id == id.unwrap() => {
+            assert_eq!(ack.reason_code, ReasonCode::NOT_AUTHORIZED)
+        }
+        other => panic!("expected PUBREC, got {other:?}"),
+    }
+    c5.publish("$SYS", "0", QoS::AtMostOnce, true).await;
+    // 3.1.1 cannot refuse: the publisher is acknowledged as usual, and the message dropped.
+    let mut c3 = TestClient::connect(addr, V311, "spoof3").await;
+    for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        let code = c3.publish("$SYS/broker/version", "fake", qos, true).await;
+        assert_eq!(code, ReasonCode::SUCCESS);
+    }
+    // `$SYSTEM` is not `$SYS`: it goes through, and is the first thing the watcher gets.
+    c3.publish("$SYSTEM/x", "fine", QoS::AtLeastOnce, false)
+        .await;
+    assert_eq!(watcher.recv_publish().await.topic, "$SYSTEM/x");
+    watcher.expect_silence(150).await;
+    // Nothing was retained: a new subscriber gets nothing either.
+    assert_eq!(broker.stats().retained_messages, 0);
+    let mut late = TestClient::connect(addr, V311, "sys-late").await;
+    late.subscribe("$SYS/#", QoS::AtLeastOnce).await;
+    late.expect_silence(150).await;
+    assert_eq!(broker.stats().dropped_sys_publish, 5);
+    // The broker itself still publishes there, through `$SYS` and through the handle.
+    broker.publish_sys();
+    let p = late.recv_publish().await;
+    assert!(p.topic.as_str().starts_with("$SYS/broker/"), "{p:?}");
+    let mut own = midge_proto::Message::new("$SYS/broker/custom", "1", QoS::AtMostOnce);
+    own.retain = true;
+    broker.publish(own);
+    let mut topics = Vec::new();
+    while let Ok(p) = watcher.try_recv_publish(Duration::from_millis(300)).await {
+        topics.push(p.topic.as_str().to_owned());
+    }
+    assert!(
+        topics.iter().any(|t| t == "$SYS/broker/custom"),
+        "{topics:?}"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_will_into_sys_is_not_published() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let mut watcher = sys_watcher(addr).await;
+    for (id, topic) in [("w-sys", "$SYS/broker/uptime"), ("w-ok", "$SYSTEM/will")] {
+        let mut c = Connect::new(V5, id);
+        let mut w = will(topic, "died", None);
+        w.retain = true;
+        c.will = Some(w);
+        let (client, _) = TestClient::connect_with(addr, c).await;
+        // Closed without DISCONNECT: the will is due.
+        drop(client);
+    }
+    assert_eq!(watcher.recv_publish().await.topic, "$SYSTEM/will");
+    watcher.expect_silence(150).await;
+    let stats = broker.stats();
+    assert_eq!(stats.dropped_sys_publish, 1, "{stats:?}");
+    assert_eq!(
+        stats.retained_messages, 1,
+        "only the will outside $SYS: {stats:?}"
+    );
+    broker.shutdown().await;
+}
+
+/// Lets the client `bridge` publish into `$SYS`.
+struct SysBridge;
+
+impl midge_broker::Hooks for SysBridge {
+    fn authorize_sys_publish(
+        &self,
+        client: &midge_broker::ClientInfo,
+        _message: &midge_proto::Message,
+    ) -> Result<(), ReasonCode> {
+        if client.client_id == "bridge" {
+            Ok(())
+        } else {
+            Err(ReasonCode::NOT_AUTHORIZED)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_may_let_a_client_publish_into_sys() {
+    let broker = midge_broker::Broker::builder()
+        .config(test_config())
+        .hooks(SysBridge)
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .start()
+        .await
+        .expect("starts");
+    let addr = broker.local_addr();
+    let mut watcher = sys_watcher(addr).await;
+    let mut bridge = TestClient::connect(addr, V5, "bridge").await;
+    let code = bridge
+        .publish("$SYS/remote/uptime", "9", QoS::AtLeastOnce, true)
+        .await;
+    assert_eq!(code, ReasonCode::SUCCESS);
+    assert_eq!(watcher.recv_publish().await.topic, "$SYS/remote/uptime");
+    let mut other = TestClient::connect(addr, V5, "other").await;
+    let code = other
+        .publish("$SYS/remote/uptime", "0", QoS::AtLeastOnce, true)
+        .await;
+    assert_eq!(code, ReasonCode::NOT_AUTHORIZED);
+    watcher.expect_silence(150).await;
+    let stats = broker.stats();
+    assert_eq!(stats.retained_messages, 1, "{stats:?}");
+    assert_eq!(stats.dropped_sys_publish, 1, "{stats:?}");
     broker.shutdown().await;
 }
 

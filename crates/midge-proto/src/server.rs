@@ -65,8 +65,6 @@ pub struct ServerConfig {
     pub topic_limits: Limits,
     /// Most subscriptions one session may hold.
     pub max_subscriptions: usize,
-    /// Seed for assigned client identifiers.
-    pub seed: u64,
 }
 
 impl Default for ServerConfig {
@@ -87,7 +85,6 @@ impl Default for ServerConfig {
             queue_limits: QueueLimits::default(),
             topic_limits: Limits::DEFAULT,
             max_subscriptions: 10_000,
-            seed: 0x6d69_6467_655f_7631,
         }
     }
 }
@@ -129,12 +126,15 @@ pub enum ServerCloseReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerEvent {
     /// A valid CONNECT. Authenticate it, find the client's session, then call
-    /// [`ServerConnection::accept`] or [`ServerConnection::reject`]. `client_id` is the one to
-    /// use: the client's own, or the one assigned to it.
+    /// [`ServerConnection::accept`] or [`ServerConnection::reject`].
+    ///
+    /// `client_id` is the client's own identifier, or empty when the client sent none and the
+    /// server is to assign one [MQTT-3.1.3-6]: then call
+    /// [`ServerConnection::assign_client_id`] first and use that identifier.
     Connect {
         /// The packet.
         connect: Box<Connect>,
-        /// The client identifier in effect.
+        /// The client's identifier; empty when one is to be assigned.
         client_id: ByteStr,
     },
     /// A message to route. For QoS 1 and 2 call [`ServerConnection::acknowledge`] with the
@@ -256,8 +256,7 @@ impl Aliases {
 
 impl ServerConnection {
     /// A connection that has just been accepted and waits for CONNECT. `connection_number`
-    /// must differ between the connections of one server run (with the configured seed it
-    /// makes assigned client identifiers unique).
+    /// is the caller's name for it ([`ServerConnection::connection_number`]).
     pub fn new(config: Arc<ServerConfig>, now: Instant, connection_number: u64) -> Self {
         let deadline = now + config.connect_timeout;
         Self {
@@ -295,7 +294,8 @@ impl ServerConnection {
         self.version
     }
 
-    /// The client identifier in effect, once CONNECT has been received.
+    /// The client identifier in effect, once CONNECT has been received (and one was
+    /// assigned, if the client sent none).
     pub fn client_id(&self) -> &ByteStr {
         &self.client_id
     }
@@ -416,14 +416,13 @@ impl ServerConnection {
             .properties
             .maximum_packet_size
             .map_or(MAX_PACKET_SIZE, |m| m.get());
-        let mut client_id = connect.client_id.clone();
+        let client_id = connect.client_id.clone();
         if client_id.is_empty() {
             // 3.1 requires an identifier; 3.1.1 allows none only with a clean session
-            // [MQTT-3.1.3-8]; 5.0 assigns one [MQTT-3.1.3-6].
+            // [MQTT-3.1.3-8]; otherwise the broker assigns one [MQTT-3.1.3-6].
             if self.version == ProtocolVersion::V3_1 || (!v5 && !connect.clean_start) {
                 return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
             }
-            client_id = self.assign_client_id();
         }
         if self.version == ProtocolVersion::V3_1 && client_id.len() > 23 {
             return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
@@ -451,6 +450,11 @@ impl ServerConnection {
             // Enhanced authentication is not offered [MQTT-4.12.0-1].
             return self.refuse(ReasonCode::BAD_AUTHENTICATION_METHOD);
         }
+        if connect.properties.authentication_data.is_some() {
+            // Authentication Data without an Authentication Method is a Protocol Error
+            // (5.0 §3.1.2.11.10).
+            return self.refuse(ReasonCode::PROTOCOL_ERROR);
+        }
         // Kept for the session's life, so it holds its own bytes, not the CONNECT's.
         let client_id = client_id.unshared();
         self.client_id = client_id.clone();
@@ -460,27 +464,43 @@ impl ServerConnection {
             .push_back(ServerEvent::Connect { connect, client_id });
     }
 
-    /// `midge-` and 16 hex digits, from the configured seed and this connection's number.
-    fn assign_client_id(&self) -> ByteStr {
-        // A 64-bit mix (splitmix64's finaliser) so that consecutive connection numbers give
-        // unrelated-looking identifiers; uniqueness comes from the connection number.
-        let mut x = self.config.seed ^ self.connection_number.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        x ^= x >> 30;
-        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        x ^= x >> 27;
-        x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-        x ^= x >> 31;
-        ByteStr::from(format!("midge-{x:016x}"))
+    /// Gives the client the identifier `client_id`, after a [`ServerEvent::Connect`] whose
+    /// client sent none. The session is kept under it, and a 5.0 client learns it from the
+    /// CONNACK's Assigned Client Identifier [MQTT-3.2.2-16].
+    ///
+    /// The identifier must be unique among the server's sessions, and must not be guessable:
+    /// a client that can predict the identifier another client will be assigned can take over
+    /// that client's session. Make it from a cryptographically secure random source (this
+    /// crate reads no randomness itself). Ignored unless the connection waits for the
+    /// decision on a CONNECT without an identifier; without one, [`ServerConnection::accept`]
+    /// refuses the client.
+    pub fn assign_client_id(&mut self, client_id: ByteStr) {
+        let waiting = self.state == State::Authenticating
+            && self
+                .connect
+                .as_ref()
+                .is_some_and(|c| c.client_id.is_empty());
+        if waiting {
+            self.client_id = client_id;
+        }
     }
 
     /// Accepts the connection after [`ServerEvent::Connect`]. `existing` is the client's stored
     /// session, if the broker has one; it is resumed unless the client asked for a clean start.
+    ///
+    /// A client that sent no identifier needs one assigned first
+    /// ([`ServerConnection::assign_client_id`]); without it the client is refused with
+    /// 0x85 Client Identifier not valid (3.x: 2 Identifier rejected), as a server that does not
+    /// assign identifiers may (5.0 [MQTT-3.1.3-8]).
     pub fn accept(&mut self, now: Instant, existing: Option<Session>) {
         let Some(connect) = self.connect.take() else {
             return;
         };
         if self.state != State::Authenticating {
             return;
+        }
+        if self.client_id.is_empty() {
+            return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
         }
         let v5 = self.version.is_v5();
         let resumed = existing.filter(|_| !connect.clean_start);

@@ -179,6 +179,18 @@ fn unsupported_protocol_level_is_refused_in_the_clients_format() {
     assert_eq!(&out[..], &[0x20, 2, 0, 1]);
 }
 
+/// A server fed a CONNECT without a client identifier, with the Connect event checked.
+fn awaiting_an_assigned_id(connect: Connect, now: Instant) -> ServerConnection {
+    let mut server = ServerConnection::new(Arc::new(config()), now, 1);
+    server_feed(&mut server, now, Packet::Connect(Box::new(connect)));
+    let events = server_events(&mut server);
+    let [ServerEvent::Connect { client_id, .. }] = events.as_slice() else {
+        panic!("{events:?}")
+    };
+    assert!(client_id.is_empty(), "the event says one is to be assigned");
+    server
+}
+
 // Conformance: [MQTT-3.1.1:3.1.3-8] [MQTT-3.1.1:3.1.3-6] [MQTT-5:3.1.3-6] [MQTT-5:3.1.3-7] [MQTT-5:3.2.2-16]
 #[test]
 fn empty_client_id_rules() {
@@ -187,24 +199,64 @@ fn empty_client_id_rules() {
     connect.clean_start = false;
     let (connack, _) = refused(config(), connect);
     assert_eq!(connack.reason_code, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
-    // 3.1.1 with Clean Session 1: accepted, an identifier assigned internally [MQTT-3.1.3-6].
+    // 3.1.1 with Clean Session 1: accepted under the identifier the broker assigns
+    // [MQTT-3.1.3-6], which a 3.1.1 CONNACK cannot carry.
     let t0 = Instant::now();
-    let (server, connack) = accepted_server(config(), connect_packet(V3_1_1, ""), None, t0);
-    assert_eq!(connack.reason_code, ReasonCode::SUCCESS);
-    assert!(!server.client_id().is_empty());
-    // 5.0: the assigned identifier is returned in CONNACK [MQTT-3.2.2-16].
-    let (server, connack) = accepted_server(config(), connect_packet(V5, ""), None, t0);
-    let assigned = connack.properties.assigned_client_identifier.unwrap();
-    assert!(!assigned.is_empty());
-    assert_eq!(&assigned, server.client_id());
-    // Different connections get different identifiers.
-    let mut other = ServerConnection::new(Arc::new(config()), t0, 2);
-    server_feed(
-        &mut other,
-        t0,
-        Packet::Connect(Box::new(connect_packet(V5, ""))),
+    let mut server = awaiting_an_assigned_id(connect_packet(V3_1_1, ""), t0);
+    server.assign_client_id(ByteStr::from("given-3"));
+    server.accept(t0, None);
+    let sent = server_tx(&mut server, t0);
+    assert!(
+        matches!(sent.as_slice(), [Packet::ConnAck(c)] if c.reason_code == ReasonCode::SUCCESS),
+        "{sent:?}"
     );
-    assert_ne!(other.client_id(), server.client_id());
+    assert_eq!(server.client_id(), "given-3");
+    assert_eq!(server.session().unwrap().client_id(), "given-3");
+    // 5.0: the assigned identifier is returned in CONNACK [MQTT-3.2.2-16].
+    let mut server = awaiting_an_assigned_id(connect_packet(V5, ""), t0);
+    server.assign_client_id(ByteStr::from("given-5"));
+    server.accept(t0, None);
+    let sent = server_tx(&mut server, t0);
+    let [Packet::ConnAck(connack)] = sent.as_slice() else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(connack.reason_code, ReasonCode::SUCCESS);
+    assert_eq!(
+        connack
+            .properties
+            .assigned_client_identifier
+            .as_ref()
+            .map(ByteStr::as_str),
+        Some("given-5")
+    );
+    assert_eq!(server.session().unwrap().client_id(), "given-5");
+    // A client's own identifier is not replaced, and is not echoed in CONNACK.
+    let mut server = ServerConnection::new(Arc::new(config()), t0, 1);
+    server_feed(
+        &mut server,
+        t0,
+        Packet::Connect(Box::new(connect_packet(V5, "own"))),
+    );
+    let _ = server_events(&mut server);
+    server.assign_client_id(ByteStr::from("other"));
+    server.accept(t0, None);
+    let sent = server_tx(&mut server, t0);
+    assert!(
+        matches!(sent.as_slice(), [Packet::ConnAck(c)] if c.properties.assigned_client_identifier.is_none()),
+        "{sent:?}"
+    );
+    assert_eq!(server.client_id(), "own");
+    // No identifier assigned: refused as an identifier the server does not accept.
+    for version in [V3_1_1, V5] {
+        let mut server = awaiting_an_assigned_id(connect_packet(version, ""), t0);
+        server.accept(t0, None);
+        let sent = server_tx(&mut server, t0);
+        assert!(
+            matches!(sent.as_slice(), [Packet::ConnAck(c)] if c.reason_code == ReasonCode::CLIENT_IDENTIFIER_NOT_VALID),
+            "{sent:?}"
+        );
+        assert!(server.is_closed());
+    }
     // 3.1: 1 to 23 characters (3.1 §3.1).
     let (connack, _) = refused(config(), connect_packet(V3_1, &"x".repeat(24)));
     assert_eq!(connack.reason_code, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
@@ -253,6 +305,47 @@ fn will_is_checked_against_the_server() {
         }),
     );
     assert_eq!(connack.reason_code, ReasonCode::PROTOCOL_ERROR);
+}
+
+#[test]
+fn authentication_data_without_a_method_is_a_protocol_error() {
+    // §3.1.2.11.10: Authentication Data without an Authentication Method is a Protocol
+    // Error: CONNACK 0x82, closed, and the broker is never asked to accept the client.
+    let mut connect = connect_packet(V5, "c");
+    connect.properties.authentication_data = Some(Bytes::from_static(b"secret"));
+    let (connack, events) = refused(config(), connect);
+    assert_eq!(connack.reason_code, ReasonCode::PROTOCOL_ERROR);
+    assert!(
+        matches!(
+            events.as_slice(),
+            [ServerEvent::Closed {
+                reason: ServerCloseReason::Rejected(ReasonCode::PROTOCOL_ERROR),
+                will: None
+            }]
+        ),
+        "{events:?}"
+    );
+    // The same data in AUTH, which must name its method (§3.15.2.2.2): DISCONNECT 0x82.
+    let t0 = Instant::now();
+    let mut server = fresh(V5, t0);
+    let mut auth = midge_codec::Auth::default();
+    auth.properties.authentication_data = Some(Bytes::from_static(b"secret"));
+    server_feed(&mut server, t0, Packet::Auth(Box::new(auth)));
+    assert_eq!(
+        server_tx(&mut server, t0),
+        [disconnect(ReasonCode::PROTOCOL_ERROR)]
+    );
+    assert!(server.is_closed());
+    // DISCONNECT has no Authentication Data property at all: one that carries it is
+    // malformed (§2.2.2.2), 0x81.
+    let mut server = fresh(V5, t0);
+    let mut bytes = BytesMut::from(&b"\xe0\x07\x00\x05\x16\x00\x02ab"[..]);
+    server.handle_bytes(t0, &mut bytes);
+    assert_eq!(
+        server_tx(&mut server, t0),
+        [disconnect(ReasonCode::MALFORMED_PACKET)]
+    );
+    assert!(server.is_closed());
 }
 
 #[test]

@@ -16,6 +16,10 @@ use midge_proto::session::{Delivery, Session};
 use midge_proto::Message;
 use midge_topic::{TopicFilter, TopicName};
 
+/// The client identifier the simulated broker assigns to a client that sends none. Fixed, so
+/// that a simulation is reproducible; a real broker's must be unguessable.
+pub const ASSIGNED_CLIENT_ID: &str = "testkit-assigned";
+
 /// What travels on one direction of the virtual network.
 #[derive(Debug)]
 enum Segment {
@@ -251,7 +255,10 @@ impl Pair {
     fn drain_server_events(&mut self, server: &mut ServerConnection) {
         while let Some(event) = server.poll_event() {
             match event {
-                ServerEvent::Connect { .. } => {
+                ServerEvent::Connect { client_id, .. } => {
+                    if client_id.is_empty() {
+                        server.assign_client_id(ASSIGNED_CLIENT_ID.into());
+                    }
                     server.accept(self.now, self.stored_session.take());
                     // Packets that arrived right after CONNECT wait in the buffer.
                     server.handle_bytes(self.now, &mut self.server_rx);

@@ -267,7 +267,7 @@ fn server_assigns_an_identifier_to_a_5_0_client_and_the_client_reuses_it() {
         _ => None,
     });
     let assigned = assigned.expect("CONNACK carries the assigned identifier [MQTT-3.2.2-16]");
-    assert!(assigned.as_str().starts_with("midge-"));
+    assert_eq!(assigned.as_str(), midge_testkit::ASSIGNED_CLIENT_ID);
     pair.cut();
     assert!(pair.run_until(100, |p| p.client.is_connected()));
     // The resumed session is found under the assigned identifier.
