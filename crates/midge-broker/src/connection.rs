@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use midge_codec::{ReasonCode, RetainHandling};
 use midge_proto::server::{ServerCloseReason, ServerConnection, ServerEvent, SubscriptionRequest};
 use midge_proto::session::Delivery;
@@ -75,6 +75,8 @@ struct RetainedBacklog {
 
 /// The retained messages of one subscription, with what their deliveries take from it.
 struct RetainedBatch {
+    /// The subscription's filter: a later subscription to the same filter replaces the batch.
+    filter: midge_codec::ByteStr,
     qos: midge_codec::QoS,
     subscription_id: Option<midge_codec::SubscriptionId>,
     messages: VecDeque<Retained>,
@@ -235,7 +237,7 @@ impl Driver {
             let again = self.conn.is_connected()
                 && match self.retained {
                     None => self.deliveries_waiting,
-                    Some(_) => self.session_has_room(),
+                    Some(_) => self.retained_ready(),
                 };
             match self.conn.poll_timeout() {
                 Some(at) if !armed || sleep.deadline() != at.into() => {
@@ -294,8 +296,18 @@ impl Driver {
                     continue;
                 }
                 if woken.readable {
-                    bufs.read.reserve(READ_CHUNK);
-                    match stream.try_read_buf(&mut bufs.read) {
+                    // At most a chunk, or the rest of a larger packet that has begun: one read
+                    // never holds more than that, so the replies to what it holds are bounded
+                    // too (a client sending tiny packets whose answers it does not read cannot
+                    // queue up more than a chunk's worth before reading stops).
+                    let want = match midge_codec::Packet::peek_len(&bufs.read) {
+                        Some(len) if len > bufs.read.len() => {
+                            (len - bufs.read.len()).max(READ_CHUNK)
+                        }
+                        _ => READ_CHUNK,
+                    };
+                    bufs.read.reserve(want);
+                    match stream.try_read_buf(&mut (&mut bufs.read).limit(want)) {
                         Ok(0) => self.conn.connection_lost(),
                         Ok(n) => {
                             add(&self.shared.counters.bytes_received, n as u64);
@@ -346,6 +358,12 @@ impl Driver {
     /// The inbox signalled: the broker is stopping, another connection asks for the session,
     /// or deliveries arrived.
     fn on_signalled(&mut self) {
+        self.take_signals();
+        self.deliveries_waiting = true;
+    }
+
+    /// Acts on a takeover request or the broker's shutdown, if either came.
+    fn take_signals(&mut self) {
         let signals = self.inbox.signals(self.slot.is_some());
         if signals.shutting_down {
             self.shut_down();
@@ -354,7 +372,6 @@ impl Driver {
             self.handover = Some(reply);
             self.conn.take_over();
         }
-        self.deliveries_waiting = true;
     }
 
     /// Tells the client the broker is stopping (DISCONNECT 0x8B under 5.0), once.
@@ -395,34 +412,52 @@ impl Driver {
         }
     }
 
-    /// Whether the session's own queue is below its limits.
-    fn session_has_room(&self) -> bool {
+    /// Whether the next retained message of new subscriptions can go into the session's queue
+    /// now: it fits the queue's limits, counted as the session counts them. One that could
+    /// never fit (larger than the whole byte limit) goes once the queue is empty, and is
+    /// refused and counted there. Drops the backlog's finished batches on the way.
+    fn retained_ready(&mut self) -> bool {
         let limits = &self.shared.server_config.queue_limits;
-        self.conn.session().is_some_and(|s| {
-            s.queued_messages() < limits.max_messages && s.queued_bytes() < limits.max_bytes
-        })
+        let (queued, bytes) = self
+            .conn
+            .session()
+            .map_or((0, 0), |s| (s.queued_messages(), s.queued_bytes()));
+        let Some(backlog) = self.retained.as_mut() else {
+            return false;
+        };
+        while backlog
+            .batches
+            .front()
+            .is_some_and(|b| b.messages.is_empty())
+        {
+            backlog.batches.pop_front();
+        }
+        let Some(next) = backlog.batches.front().and_then(|b| b.messages.front()) else {
+            self.shared.release(backlog.reserved);
+            self.retained = None;
+            return false;
+        };
+        let size = Delivery::size_of(&next.message);
+        queued == 0 || (queued < limits.max_messages && bytes + size <= limits.max_bytes)
     }
 
-    /// Moves retained messages of new subscriptions into the session's queue while it has
-    /// room. Expired ones are skipped, and removed from the store [MQTT-3.3.2-5].
+    /// Moves retained messages of new subscriptions into the session's queue while they fit.
+    /// Expired ones are skipped, and removed from the store [MQTT-3.3.2-5].
     fn send_retained(&mut self) {
         let shared = self.shared.clone();
         let now = Instant::now();
         let mut sent = 0u64;
         let mut released = 0;
         let mut expired = Vec::new();
-        while self.session_has_room() {
+        while self.retained_ready() {
             let Some(backlog) = self.retained.as_mut() else {
                 break;
             };
             let Some(batch) = backlog.batches.front_mut() else {
-                shared.release(backlog.reserved);
-                self.retained = None;
                 break;
             };
             let Some(r) = batch.messages.pop_front() else {
-                backlog.batches.pop_front();
-                continue;
+                break;
             };
             backlog.reserved -= RETAINED_ENTRY;
             released += RETAINED_ENTRY;
@@ -437,6 +472,8 @@ impl Driver {
                 expired.push(r);
             } else if self.conn.deliver(delivery) {
                 sent += 1;
+            } else {
+                shared.counters.dropped_queue_full.fetch_add(1, Relaxed);
             }
         }
         shared.release(released);
@@ -523,7 +560,15 @@ impl Driver {
     /// a publish that found a full inbox.
     fn on_event(&mut self, event: ServerEvent) -> Option<Wait> {
         match event {
-            ServerEvent::Connect { connect, client_id } => Some(Wait::Connect(connect, client_id)),
+            ServerEvent::Connect {
+                mut connect,
+                client_id,
+            } => {
+                // Not used, and held across the decision: a CONNECT's user properties decode to
+                // many times their wire size.
+                connect.properties.user_properties = Vec::new();
+                Some(Wait::Connect(connect, client_id))
+            }
             ServerEvent::Publish { message, packet_id } => {
                 self.on_publish(message, packet_id).map(Wait::Publish)
             }
@@ -803,6 +848,13 @@ impl Driver {
         };
         loop {
             self.take_deliveries();
+            // A connection taking over the session waits for it only so long: answer it
+            // now rather than after this wait. The publish is not acknowledged then (the
+            // connection closes), so its client sends it again.
+            self.take_signals();
+            if self.handover.is_some() || self.conn.is_closed() {
+                return self.shared.abandon(blocked);
+            }
             let until = deadline.min(tokio::time::Instant::now() + LOOK_AGAIN);
             match self.shared.offer_until(blocked, until).await {
                 Ok(queued) => return queued,
@@ -894,14 +946,38 @@ impl Driver {
             if !send || filter.share_name().is_some() {
                 continue;
             }
+            // A subscription that replaces one whose retained messages are still waiting
+            // replaces them too: they are the same messages.
+            if let Some(backlog) = self.retained.as_mut() {
+                backlog.batches.retain(|b| {
+                    let same = b.filter == request.filter;
+                    if same {
+                        backlog.reserved -= b.messages.len() * RETAINED_ENTRY;
+                        shared.release(b.messages.len() * RETAINED_ENTRY);
+                    }
+                    !same
+                });
+            }
             let mut batch = RetainedBatch {
+                filter: request.filter.unshared(),
                 qos: request.options.qos,
                 subscription_id,
                 messages: VecDeque::new(),
             };
+            // One connection waits for at most as many as the broker retains, whatever its
+            // subscriptions: more can only be the same messages again.
+            let waiting = self
+                .retained
+                .as_ref()
+                .map_or(0, |b| b.reserved / RETAINED_ENTRY);
+            let room = shared
+                .config
+                .limits
+                .max_retained_messages
+                .saturating_sub(waiting);
             let mut refused = 0u64;
             shared.store.retained_matching(&filter, &mut |r| {
-                if shared.reserve(RETAINED_ENTRY) {
+                if batch.messages.len() < room && shared.reserve(RETAINED_ENTRY) {
                     batch.messages.push_back(r.clone());
                 } else {
                     refused += 1;
@@ -909,7 +985,7 @@ impl Driver {
             });
             if refused > 0 {
                 add(&shared.counters.dropped_memory_budget, refused);
-                tracing::warn!(client_id = %self.info.client_id, refused, "memory budget exhausted: retained messages not sent to a new subscription");
+                tracing::warn!(client_id = %self.info.client_id, refused, "retained messages not sent to a new subscription: memory budget exhausted, or as many already waiting as the broker retains");
             }
             if !batch.messages.is_empty() {
                 let backlog = self.retained.get_or_insert_with(Box::default);

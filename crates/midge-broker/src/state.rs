@@ -586,6 +586,15 @@ impl Shared {
         }
     }
 
+    /// Gives up on a blocked delivery because its publisher's connection is closing: it is
+    /// dropped and counted, and its publish is not acknowledged, so the client sends it again.
+    /// The subscriber is not to blame, and is not marked congested.
+    pub(crate) fn abandon(&self, blocked: Blocked) -> bool {
+        self.release(blocked.delivery.size());
+        self.counters.dropped_inbox_full.fetch_add(1, Relaxed);
+        false
+    }
+
     /// Gives up on a blocked delivery whose wait ran out: it is dropped and counted, and its
     /// client is marked congested, so that later deliveries skip it until it catches up.
     pub(crate) fn refuse(&self, blocked: Blocked) -> bool {

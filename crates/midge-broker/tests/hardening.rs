@@ -274,10 +274,102 @@ async fn wills_count_against_the_memory_budget() {
     back.properties.session_expiry_interval = Some(3600);
     let (c1, ack) = TestClient::connect_with(addr, back).await;
     assert!(ack.session_present);
-    queued_bytes_become(&broker, "w1 back", |q| q < 3 * WILL && q >= 2 * WILL).await;
+    queued_bytes_become(&broker, "w1 back", |q| (2 * WILL..3 * WILL).contains(&q)).await;
     c1.disconnect().await;
     drop((_c2, _c3));
     // Every will published or dropped: nothing counted.
     queued_bytes_become(&broker, "all gone", |q| q == 0).await;
+    broker.shutdown().await;
+}
+
+/// Retained messages near the session's byte limit wait for room instead of being refused:
+/// a subscriber that reads gets every one [MQTT-3.3.1-9].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_wait_for_room_under_the_session_byte_limit() {
+    let mut config = test_config();
+    // Room for about two of the messages below at once.
+    config.sessions.max_queued_bytes = 3_300;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    let mut publisher = TestClient::connect(addr, V5, "pub").await;
+    let payload = "x".repeat(1000);
+    for i in 0..10 {
+        publisher
+            .publish(&format!("r/{i}"), &payload, QoS::AtLeastOnce, true)
+            .await;
+    }
+    let mut sub = TestClient::connect(addr, V5, "sub").await;
+    sub.subscribe("r/#", QoS::AtLeastOnce).await;
+    let mut got = 0;
+    while sub.try_recv_publish(Duration::from_secs(2)).await.is_ok() {
+        got += 1;
+    }
+    assert_eq!(got, 10, "{:?}", broker.stats());
+    broker.shutdown().await;
+}
+
+/// A 5.0 CONNECT with Receive Maximum 1, keep-alive off and a session that outlives it.
+fn receive_maximum_1(id: &str, clean: bool) -> Connect {
+    let mut c = Connect::new(V5, id.to_owned());
+    c.clean_start = clean;
+    c.keep_alive = 0;
+    c.properties.receive_maximum = std::num::NonZeroU16::new(1);
+    c.properties.session_expiry_interval = Some(600);
+    c
+}
+
+/// A connection busy waiting for room in full inboxes, for several publishes of one read,
+/// still answers a takeover of its session at once: the taking-over connection gets the
+/// session with its acknowledged messages, instead of giving up waiting and starting a new
+/// one while the old session is lost [MQTT-3.1.4-3].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_connection_hands_its_session_over_at_once() {
+    let mut config = test_config();
+    config.limits.backpressure_timeout_ms = 300;
+    // The taking-over connection waits 500 ms: less than the three waits below.
+    config.limits.close_timeout_ms = 200;
+    config.sessions.max_queued_messages = 1;
+    config.limits.inbox_capacity = 1;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    let mut subscribers = Vec::new();
+    let mut filler = TestClient::connect(addr, V5, "filler").await;
+    // Three full subscribers: one message in flight, one queued.
+    for k in 0..3 {
+        let (mut s, _) =
+            TestClient::connect_with(addr, receive_maximum_1(&format!("s{k}"), true)).await;
+        s.subscribe(&format!("t/{k}"), QoS::AtLeastOnce).await;
+        for _ in 0..2 {
+            let code = filler
+                .publish(&format!("t/{k}"), "fill", QoS::AtLeastOnce, false)
+                .await;
+            assert_eq!(code, ReasonCode::SUCCESS);
+        }
+        subscribers.push(s);
+    }
+    let (mut victim, _) = TestClient::connect_with(addr, receive_maximum_1("victim", true)).await;
+    victim.subscribe("v/in", QoS::AtLeastOnce).await;
+    for n in 0..2 {
+        let code = filler
+            .publish("v/in", &format!("m{n}"), QoS::AtLeastOnce, false)
+            .await;
+        assert_eq!(code, ReasonCode::SUCCESS);
+    }
+    // Three publishes in one read, each waiting for a full subscriber.
+    let mut out = BytesMut::new();
+    for k in 0..3 {
+        let p = victim.publish_packet(&format!("t/{k}"), "x", QoS::AtLeastOnce, false);
+        Packet::Publish(p).encode(V5, &mut out).expect("encodes");
+    }
+    victim.send_raw(&out).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (mut back, ack) = TestClient::connect_with(addr, receive_maximum_1("victim", false)).await;
+    assert!(ack.session_present, "the session was handed over");
+    let mut got = Vec::new();
+    while let Ok(p) = back.try_recv_publish(Duration::from_secs(2)).await {
+        got.push(String::from_utf8_lossy(&p.payload).into_owned());
+    }
+    assert_eq!(got, ["m0", "m1"], "{:?}", broker.stats());
+    drop(subscribers);
     broker.shutdown().await;
 }

@@ -318,3 +318,69 @@ async fn topic_aliases_to_a_client_hold_only_their_own_bytes() {
     assert_bounded("outbound topic aliases", before, kept).await;
     broker.shutdown().await;
 }
+
+/// A CONNECT whose Receive Maximum is 1 and whose session outlives it.
+fn receive_maximum_1(id: &str) -> Connect {
+    let mut c = Connect::new(V5, id.to_owned());
+    c.keep_alive = 0;
+    c.properties.receive_maximum = std::num::NonZeroU16::new(1);
+    c.properties.session_expiry_interval = Some(600);
+    c
+}
+
+/// CONNECTs that wait for the broker's decision (here: for a busy connection to hand over
+/// the session) do not hold their user properties, which decode to many times their wire
+/// size: twenty 1 MB CONNECTs hold well under four times their size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_waiting_for_a_decision_hold_about_their_size() {
+    let _serial = SERIAL.lock().await;
+    let mut config = test_config();
+    // The busy connection below waits this long for room, and the CONNECTs with it.
+    config.limits.backpressure_timeout_ms = 6_000;
+    config.limits.close_timeout_ms = 2_000;
+    config.sessions.max_queued_messages = 1;
+    config.limits.inbox_capacity = 1;
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    assert_healthy(addr).await;
+    let mut filler = TestClient::connect(addr, V5, "filler").await;
+    let (mut full, _) = TestClient::connect_with(addr, receive_maximum_1("full")).await;
+    full.subscribe("t", QoS::AtLeastOnce).await;
+    for _ in 0..2 {
+        filler.publish("t", "fill", QoS::AtLeastOnce, false).await;
+    }
+    // The holder of "x" is busy waiting for room in the full subscriber's inbox.
+    let (mut holder, _) = TestClient::connect_with(addr, receive_maximum_1("x")).await;
+    let p = holder.publish_packet("t", "x", QoS::AtLeastOnce, false);
+    holder.send(Packet::Publish(p)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut connect = Connect::new(V5, "x");
+    connect.properties.user_properties =
+        vec![(midge_codec::ByteStr::new(), midge_codec::ByteStr::new()); 200_000];
+    let mut encoded = BytesMut::new();
+    Packet::Connect(Box::new(connect))
+        .encode(V5, &mut encoded)
+        .expect("encodes");
+    let wire = encoded.len();
+    let before = resident_bytes();
+    const CONNECTS: usize = 20;
+    let mut parked = Vec::new();
+    for _ in 0..CONNECTS {
+        let mut c = TestClient::raw(addr, V5).await;
+        c.send_raw(&encoded).await;
+        parked.push(c);
+    }
+    let mut grown = 0;
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        grown = grown.max(resident_bytes().saturating_sub(before));
+    }
+    eprintln!("{CONNECTS} CONNECTs of {wire} bytes waiting: RSS grew by up to {grown} bytes");
+    assert!(
+        grown < 4 * CONNECTS * wire,
+        "RSS grew by {} MiB for {CONNECTS} CONNECTs of {wire} bytes",
+        grown >> 20
+    );
+    drop((parked, full, holder));
+    broker.shutdown().await;
+}

@@ -107,6 +107,15 @@ impl Packet {
         Self::decode_from(buf, version, max_packet_size, false)
     }
 
+    /// The length of the packet at the front of `buf`, fixed header included, once its fixed
+    /// header is there; nothing is validated. For a reader that sizes its next read to the rest
+    /// of a large packet instead of reading past it.
+    pub fn peek_len(buf: &[u8]) -> Option<usize> {
+        let (_, rest) = buf.split_first()?;
+        let (remaining, varint_len) = parse_varint(rest).ok()??;
+        Some(1 + varint_len + remaining as usize)
+    }
+
     /// Decodes one packet from the front of `buf`, like [`Packet::decode`], except that a
     /// PUBLISH is copied into an allocation of its own instead of sharing `buf`'s memory.
     ///

@@ -408,7 +408,7 @@ impl ServerConnection {
         }
     }
 
-    fn handle_connect(&mut self, connect: Box<Connect>) {
+    fn handle_connect(&mut self, mut connect: Box<Connect>) {
         self.version = connect.protocol;
         let v5 = self.version.is_v5();
         // A refusal must fit the client's Maximum Packet Size too [MQTT-3.2.2-19].
@@ -459,7 +459,11 @@ impl ServerConnection {
         let client_id = client_id.unshared();
         self.client_id = client_id.clone();
         self.state = State::Authenticating;
+        // The copy kept for the decision goes without the CONNECT's user properties, which it
+        // does not need and which decode to many times their wire size.
+        let user_properties = std::mem::take(&mut connect.properties.user_properties);
         self.connect = Some(connect.clone());
+        connect.properties.user_properties = user_properties;
         self.events
             .push_back(ServerEvent::Connect { connect, client_id });
     }
