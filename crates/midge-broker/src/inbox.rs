@@ -127,12 +127,23 @@ impl Inbox {
     }
 
     /// Queues a delivery if there is room.
-    pub(crate) fn try_send(&self, delivery: Delivery) -> Result<(), SendError> {
+    ///
+    /// `own`: the connection's own client published it, to one of its own subscriptions. Such
+    /// a delivery needs room in the inbox only, not in the session's limits: the publish
+    /// cannot wait for its own session to drain, since only its own connection drains it. A
+    /// session can so hold at most `capacity` more than its limits, and only of messages its
+    /// client sent itself.
+    pub(crate) fn try_send(&self, delivery: Delivery, own: bool) -> Result<(), SendError> {
         let mut queue = self.lock();
         if queue.closed {
             return Err(SendError::Closed(delivery));
         }
-        if !self.has_room(&queue, delivery.size()) {
+        let room = if own {
+            queue.deliveries.len() < self.capacity
+        } else {
+            self.has_room(&queue, delivery.size())
+        };
+        if !room {
             return Err(SendError::Full(delivery));
         }
         queue.bytes += delivery.size();
@@ -200,7 +211,7 @@ impl Inbox {
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.try_send(delivery) {
+            match self.try_send(delivery, false) {
                 Err(SendError::Full(back)) => delivery = back,
                 outcome => return outcome,
             }
@@ -386,15 +397,15 @@ mod tests {
     #[test]
     fn refuses_past_capacity_and_keeps_order() {
         let inbox = inbox(2);
-        assert!(inbox.try_send(delivery(1)).is_ok());
-        assert!(inbox.try_send(delivery(2)).is_ok());
+        assert!(inbox.try_send(delivery(1), false).is_ok());
+        assert!(inbox.try_send(delivery(2), false).is_ok());
         assert!(
-            matches!(inbox.try_send(delivery(3)), Err(SendError::Full(d)) if d.message.payload[0] == 3)
+            matches!(inbox.try_send(delivery(3), false), Err(SendError::Full(d)) if d.message.payload[0] == 3)
         );
         let mut out = Vec::new();
         inbox.take(1, &mut out);
         assert_eq!(payloads(&out), [1]);
-        assert!(inbox.try_send(delivery(3)).is_ok());
+        assert!(inbox.try_send(delivery(3), false).is_ok());
         out.clear();
         inbox.take(10, &mut out);
         assert_eq!(payloads(&out), [2, 3]);
@@ -408,23 +419,23 @@ mod tests {
         limits.max_messages = 3;
         let inbox = Inbox::new(100, limits);
         assert!(
-            matches!(inbox.try_send(delivery(0)), Err(SendError::Full(_))),
+            matches!(inbox.try_send(delivery(0), false), Err(SendError::Full(_))),
             "nothing is accepted before the session's queue is known"
         );
         inbox.report_session_queue(QueueUse {
             messages: 2,
             bytes: 2,
         });
-        assert!(inbox.try_send(delivery(1)).is_ok());
+        assert!(inbox.try_send(delivery(1), false).is_ok());
         assert!(matches!(
-            inbox.try_send(delivery(2)),
+            inbox.try_send(delivery(2), false),
             Err(SendError::Full(_))
         ));
         // Taken into the session's queue, it still counts.
         let mut out = Vec::new();
         inbox.take(10, &mut out);
         assert!(matches!(
-            inbox.try_send(delivery(2)),
+            inbox.try_send(delivery(2), false),
             Err(SendError::Full(_))
         ));
         // Sent: room again.
@@ -432,7 +443,7 @@ mod tests {
             messages: 1,
             bytes: 1,
         });
-        assert!(inbox.try_send(delivery(2)).is_ok());
+        assert!(inbox.try_send(delivery(2), false).is_ok());
     }
 
     #[test]
@@ -445,9 +456,9 @@ mod tests {
             messages: 1,
             bytes: each,
         });
-        assert!(inbox.try_send(delivery(1)).is_ok());
+        assert!(inbox.try_send(delivery(1), false).is_ok());
         assert!(matches!(
-            inbox.try_send(delivery(2)),
+            inbox.try_send(delivery(2), false),
             Err(SendError::Full(_))
         ));
     }
@@ -455,11 +466,11 @@ mod tests {
     #[test]
     fn closed_inbox_gives_back_the_rest_and_refuses_more() {
         let inbox = inbox(4);
-        inbox.try_send(delivery(1)).unwrap();
+        inbox.try_send(delivery(1), false).unwrap();
         let rest = inbox.close();
         assert_eq!(rest.len(), 1);
         assert!(matches!(
-            inbox.try_send(delivery(2)),
+            inbox.try_send(delivery(2), false),
             Err(SendError::Closed(_))
         ));
     }
@@ -467,7 +478,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_waiting_sender_gets_room_when_the_driver_takes() {
         let inbox = Arc::new(inbox(1));
-        inbox.try_send(delivery(1)).unwrap();
+        inbox.try_send(delivery(1), false).unwrap();
         let sender = {
             let inbox = inbox.clone();
             tokio::spawn(async move {
@@ -488,7 +499,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_waiting_sender_gives_up_after_its_timeout() {
         let inbox = inbox(1);
-        inbox.try_send(delivery(1)).unwrap();
+        inbox.try_send(delivery(1), false).unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
         let outcome = inbox.send_until(delivery(2), deadline).await;
         assert!(matches!(outcome, Err(SendError::Full(_))));
@@ -498,7 +509,7 @@ mod tests {
     async fn the_driver_is_woken_again_while_deliveries_remain() {
         let inbox = inbox(8);
         for n in 0..3 {
-            inbox.try_send(delivery(n)).unwrap();
+            inbox.try_send(delivery(n), false).unwrap();
         }
         let mut out = Vec::new();
         ready(&inbox).await;

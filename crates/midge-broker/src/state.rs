@@ -563,7 +563,7 @@ impl Shared {
                     // the session: hand the delivery to whoever holds the session now,
                     // offline or a new connection, instead of losing it.
                     self.release(size);
-                    match self.deliver_to(&slot, delivery, false) {
+                    match self.deliver_to(&slot, delivery, false, false) {
                         Handed::Queued => return Ok(true),
                         Handed::Refused => return Ok(false),
                         Handed::Blocked(again) => {
@@ -700,7 +700,8 @@ impl Shared {
                     received_at: now,
                 };
                 let qos = delivery.qos;
-                match self.deliver_to(&first.slot, delivery, prepaid) {
+                let own = publisher == Some(&first.slot.client_id);
+                match self.deliver_to(&first.slot, delivery, prepaid, own) {
                     Handed::Queued => routed.matched += 1,
                     // A QoS 0 delivery may be dropped; it is counted, but does not fail the
                     // publish.
@@ -762,7 +763,8 @@ impl Shared {
     ///
     /// `prepaid`: the delivery's bytes are already reserved against the global budget (by
     /// [`Shared::route`], once for all its deliveries); a refused delivery gives them back.
-    fn deliver_to(&self, slot: &Arc<Slot>, delivery: Delivery, prepaid: bool) -> Handed {
+    /// `own`: the client published the message itself (see [`Inbox::try_send`]).
+    fn deliver_to(&self, slot: &Arc<Slot>, delivery: Delivery, prepaid: bool, own: bool) -> Handed {
         let size = delivery.size();
         let mut state = slot.lock();
         match &mut *state {
@@ -771,7 +773,7 @@ impl Shared {
                     self.counters.dropped_memory_budget.fetch_add(1, Relaxed);
                     return Handed::Refused;
                 }
-                match inbox.try_send(delivery) {
+                match inbox.try_send(delivery, own) {
                     Ok(()) => {
                         slot.congested.store(false, Relaxed);
                         Handed::Queued
