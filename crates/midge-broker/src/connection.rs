@@ -1031,10 +1031,25 @@ impl Driver {
         if let Some(backlog) = self.retained.take() {
             shared.release(backlog.reserved);
         }
-        // Deliveries still in the inbox belong to the session: they were admitted against its
-        // limits, and may be acknowledged already [MQTT-4.3.2-3].
+        // Deliveries still in the inbox belong to the session: QoS 1 and 2 ones were admitted
+        // against its limits, and may be acknowledged already [MQTT-4.3.2-3]; QoS 0 ones are
+        // kept as far as the session has room, and dropped and counted past it.
         for delivery in self.inbox.close() {
-            self.admit(delivery);
+            if delivery.qos == midge_codec::QoS::AtMostOnce {
+                let size = delivery.size();
+                if self.conn.deliver(delivery) {
+                    self.counted += size;
+                    self.shared.counters.messages_sent.fetch_add(1, Relaxed);
+                } else {
+                    self.shared.release(size);
+                    self.shared
+                        .counters
+                        .dropped_queue_full
+                        .fetch_add(1, Relaxed);
+                }
+            } else {
+                self.admit(delivery);
+            }
         }
         let session = self.conn.take_session();
         // The queue's bytes leave this connection's account; `session_offline` (or the taking-

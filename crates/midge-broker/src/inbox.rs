@@ -128,17 +128,20 @@ impl Inbox {
 
     /// Queues a delivery if there is room.
     ///
-    /// `own`: the connection's own client published it, to one of its own subscriptions. Such
-    /// a delivery needs room in the inbox only, not in the session's limits: the publish
-    /// cannot wait for its own session to drain, since only its own connection drains it. A
-    /// session can so hold at most `capacity` more than its limits, and only of messages its
-    /// client sent itself.
+    /// Two kinds of delivery need room in the inbox only, not in the session's limits:
+    /// - QoS 0 ones, which promise nothing to their publisher: a burst of them may fill the
+    ///   inbox, and what the session cannot hold when the connection closes is dropped and
+    ///   counted then;
+    /// - `own` ones: the connection's own client published it, to one of its own
+    ///   subscriptions. The publish cannot wait for its own session to drain, since only its
+    ///   own connection drains it. A session can so hold at most `capacity` more than its
+    ///   limits, and only of messages its client sent itself.
     pub(crate) fn try_send(&self, delivery: Delivery, own: bool) -> Result<(), SendError> {
         let mut queue = self.lock();
         if queue.closed {
             return Err(SendError::Closed(delivery));
         }
-        let room = if own {
+        let room = if own || delivery.qos == midge_codec::QoS::AtMostOnce {
             queue.deliveries.len() < self.capacity
         } else {
             self.has_room(&queue, delivery.size())
@@ -363,9 +366,9 @@ mod tests {
             message: Arc::new(Message::new(
                 ByteStr::from_static("t"),
                 Bytes::from(vec![n]),
-                QoS::AtMostOnce,
+                QoS::AtLeastOnce,
             )),
-            qos: QoS::AtMostOnce,
+            qos: QoS::AtLeastOnce,
             retain: false,
             subscription_ids: Vec::new(),
             received_at: Instant::now(),
@@ -444,6 +447,22 @@ mod tests {
             bytes: 1,
         });
         assert!(inbox.try_send(delivery(2), false).is_ok());
+    }
+
+    #[test]
+    fn qos0_deliveries_need_room_in_the_inbox_only() {
+        let mut limits = unlimited();
+        limits.max_messages = 1;
+        let inbox = Inbox::new(2, limits);
+        inbox.report_session_queue(QueueUse {
+            messages: 1,
+            bytes: 0,
+        });
+        let mut d = delivery(1);
+        d.qos = QoS::AtMostOnce;
+        assert!(inbox.try_send(d.clone(), false).is_ok());
+        assert!(inbox.try_send(d.clone(), false).is_ok());
+        assert!(matches!(inbox.try_send(d, false), Err(SendError::Full(_))));
     }
 
     #[test]
