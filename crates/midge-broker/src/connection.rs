@@ -121,10 +121,7 @@ pub(crate) fn run(
     let _ = stream.set_nodelay(true);
     let conn_number = shared.next_conn.fetch_add(1, Relaxed);
     let conn = ServerConnection::new(shared.server_config.clone(), Instant::now(), conn_number);
-    let inbox = Arc::new(Inbox::new(
-        shared.config.limits.inbox_capacity,
-        shared.server_config.queue_limits,
-    ));
+    let inbox = Arc::new(Inbox::new());
     let mut d = Driver {
         shared,
         conn,
@@ -401,7 +398,8 @@ impl Driver {
     /// wake-up so that input is not starved.
     fn take_deliveries(&mut self) {
         let mut taken = std::mem::take(&mut self.taken);
-        self.inbox.take(INBOX_BATCH, &mut taken);
+        self.inbox
+            .take(INBOX_BATCH, &mut taken, &self.shared.inbox_limits);
         for delivery in taken.drain(..) {
             self.admit(delivery);
         }

@@ -27,7 +27,7 @@
 //! drop.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
@@ -52,9 +52,47 @@ struct Queue {
     deliveries: VecDeque<Delivery>,
     /// Bytes of `deliveries`, as [`Delivery::size`] counts them.
     bytes: usize,
+    /// Bytes of the connection's will counted against the global memory budget (a will fits
+    /// a packet, so a `u32`: it takes room the flags leave free).
+    will_charge: u32,
     closed: bool,
     takeover: Takeover,
     shutting_down: bool,
+}
+
+/// What bounds an inbox: its own capacity, and its session's queue limits, which the inbox
+/// and the session's queue share. One for the whole broker, passed in rather than kept by
+/// every inbox.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InboxLimits {
+    /// Most deliveries the inbox holds.
+    pub(crate) capacity: usize,
+    pub(crate) session: QueueLimits,
+}
+
+/// A session's queue as an inbox keeps it, in one word: messages in the high half, bytes in
+/// the low half, each saturated at `u32::MAX`. A saturated figure reads as `usize::MAX`, which
+/// no limit admits: a session's queue is full at 4 GiB, whatever `max_queued_bytes` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SessionQueue(u64);
+
+impl SessionQueue {
+    /// Before the driver has its session: full, so that deliveries wait for the first report.
+    const UNKNOWN: Self = Self(u64::MAX);
+
+    fn new(messages: usize, bytes: usize) -> Self {
+        let half = |n: usize| u64::from(u32::try_from(n).unwrap_or(u32::MAX));
+        Self(half(messages) << 32 | half(bytes))
+    }
+
+    /// Messages and bytes.
+    fn get(self) -> (usize, usize) {
+        let widen = |n: u64| match u32::try_from(n) {
+            Ok(u32::MAX) | Err(_) => usize::MAX,
+            Ok(n) => n as usize,
+        };
+        (widen(self.0 >> 32), widen(self.0 & u64::from(u32::MAX)))
+    }
 }
 
 /// Messages and bytes in a queue.
@@ -88,9 +126,6 @@ pub(crate) struct Signals {
 #[derive(Debug)]
 pub(crate) struct Inbox {
     queue: Mutex<Queue>,
-    capacity: usize,
-    /// The session's queue limits, which the inbox and the session's queue share.
-    limits: QueueLimits,
     /// Something is waiting for the driver: deliveries, a takeover request or shutdown. Kept
     /// until the driver next polls, so that a wake-up that finds the driver busy is not lost.
     signalled: AtomicBool,
@@ -98,27 +133,19 @@ pub(crate) struct Inbox {
     driver: AtomicWaker,
     /// Wakes senders waiting for room.
     room: Notify,
-    /// Bytes of the connection's will counted against the global memory budget.
-    will_charge: AtomicUsize,
-    /// The session's own queue, as the driver last reported it: messages, `usize::MAX` until
-    /// the driver has its session (deliveries wait until then, since the session may already
-    /// be full), and bytes. Written by the driver only, read under the queue's lock.
-    session_messages: AtomicUsize,
-    session_bytes: AtomicUsize,
+    /// The session's own queue, as the driver last reported it ([`SessionQueue`]). Written by
+    /// the driver only, read under the queue's lock.
+    session: AtomicU64,
 }
 
 impl Inbox {
-    pub(crate) fn new(capacity: usize, limits: QueueLimits) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             queue: Mutex::default(),
-            capacity: capacity.max(1),
-            limits,
             signalled: AtomicBool::new(false),
             driver: AtomicWaker::new(),
             room: Notify::new(),
-            will_charge: AtomicUsize::new(0),
-            session_messages: AtomicUsize::new(usize::MAX),
-            session_bytes: AtomicUsize::new(0),
+            session: AtomicU64::new(SessionQueue::UNKNOWN.0),
         }
     }
 
@@ -136,15 +163,20 @@ impl Inbox {
     ///   subscriptions. The publish cannot wait for its own session to drain, since only its
     ///   own connection drains it. A session can so hold at most `capacity` more than its
     ///   limits, and only of messages its client sent itself.
-    pub(crate) fn try_send(&self, delivery: Delivery, own: bool) -> Result<(), SendError> {
+    pub(crate) fn try_send(
+        &self,
+        delivery: Delivery,
+        own: bool,
+        limits: &InboxLimits,
+    ) -> Result<(), SendError> {
         let mut queue = self.lock();
         if queue.closed {
             return Err(SendError::Closed(delivery));
         }
         let room = if own || delivery.qos == midge_codec::QoS::AtMostOnce {
-            queue.deliveries.len() < self.capacity
+            queue.deliveries.len() < limits.capacity
         } else {
-            self.has_room(&queue, delivery.size())
+            self.has_room(&queue, delivery.size(), limits)
         };
         if !room {
             return Err(SendError::Full(delivery));
@@ -161,42 +193,41 @@ impl Inbox {
 
     /// Records the bytes of the connection's will, counted against the global budget.
     pub(crate) fn charge_will(&self, bytes: usize) {
-        self.will_charge.store(bytes, Ordering::Relaxed);
+        self.lock().will_charge = u32::try_from(bytes).unwrap_or(u32::MAX);
     }
 
     /// The bytes recorded by [`Inbox::charge_will`], once: the caller gives them back.
     pub(crate) fn take_will_charge(&self) -> usize {
-        self.will_charge.swap(0, Ordering::Relaxed)
+        std::mem::take(&mut self.lock().will_charge) as usize
     }
 
     /// Whether a delivery of `size` bytes fits: within the inbox's capacity, and within the
     /// session's limits together with the session's own queue.
-    fn has_room(&self, queue: &Queue, size: usize) -> bool {
+    fn has_room(&self, queue: &Queue, size: usize, limits: &InboxLimits) -> bool {
         let messages = queue.deliveries.len();
-        let session_messages = self.session_messages.load(Ordering::Relaxed);
-        let session_bytes = self.session_bytes.load(Ordering::Relaxed);
-        messages < self.capacity
-            && messages.saturating_add(session_messages) < self.limits.max_messages
+        let session = SessionQueue(self.session.load(Ordering::Relaxed));
+        let (session_messages, session_bytes) = session.get();
+        messages < limits.capacity
+            && messages.saturating_add(session_messages) < limits.session.max_messages
             && queue
                 .bytes
                 .saturating_add(session_bytes)
                 .saturating_add(size)
-                <= self.limits.max_bytes
+                <= limits.session.max_bytes
     }
 
     /// Records what the session's own queue holds now. Called by the driver once it has its
     /// session and after each transmit; it costs two loads when nothing changed. Room made
     /// here wakes senders waiting for it.
     pub(crate) fn report_session_queue(&self, session: QueueUse) {
-        let messages = self.session_messages.load(Ordering::Relaxed);
-        let bytes = self.session_bytes.load(Ordering::Relaxed);
-        if messages == session.messages && bytes == session.bytes {
+        let now = SessionQueue::new(session.messages, session.bytes);
+        if self.session.load(Ordering::Relaxed) == now.0 {
             return;
         }
-        self.session_messages
-            .store(session.messages, Ordering::Relaxed);
-        self.session_bytes.store(session.bytes, Ordering::Relaxed);
-        if session.messages < messages || session.bytes < bytes {
+        let before = SessionQueue(self.session.swap(now.0, Ordering::Relaxed));
+        let (messages, bytes) = now.get();
+        let (messages_before, bytes_before) = before.get();
+        if messages < messages_before || bytes < bytes_before {
             self.room.notify_waiters();
         }
     }
@@ -207,6 +238,7 @@ impl Inbox {
         &self,
         mut delivery: Delivery,
         deadline: tokio::time::Instant,
+        limits: &InboxLimits,
     ) -> Result<(), SendError> {
         loop {
             // Registered before trying, so that room made between the try and the wait wakes
@@ -214,7 +246,7 @@ impl Inbox {
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.try_send(delivery, false) {
+            match self.try_send(delivery, false, limits) {
                 Err(SendError::Full(back)) => delivery = back,
                 outcome => return outcome,
             }
@@ -305,10 +337,10 @@ impl Inbox {
     ///
     /// What is taken goes into the session's queue, so it counts there from now on, until the
     /// driver next reports the session's queue.
-    pub(crate) fn take(&self, max: usize, out: &mut Vec<Delivery>) {
+    pub(crate) fn take(&self, max: usize, out: &mut Vec<Delivery>, limits: &InboxLimits) {
         let mut queue = self.lock();
         let n = max.min(queue.deliveries.len());
-        let was_full = queue.deliveries.len() >= self.capacity;
+        let was_full = queue.deliveries.len() >= limits.capacity;
         let from = out.len();
         out.extend(queue.deliveries.drain(..n));
         let bytes: usize = out
@@ -319,9 +351,11 @@ impl Inbox {
             .sum();
         queue.bytes -= bytes;
         // Under the lock, so that a sender never sees them in neither place.
-        if self.session_messages.load(Ordering::Relaxed) != usize::MAX {
-            self.session_messages.fetch_add(n, Ordering::Relaxed);
-            self.session_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let session = SessionQueue(self.session.load(Ordering::Relaxed));
+        if session != SessionQueue::UNKNOWN {
+            let (messages, queued) = session.get();
+            let now = SessionQueue::new(messages.saturating_add(n), queued.saturating_add(bytes));
+            self.session.store(now.0, Ordering::Relaxed);
         }
         if !queue.deliveries.is_empty() {
             // The driver is running: it polls again without being woken.
@@ -383,9 +417,49 @@ mod tests {
         v.iter().map(|d| d.message.payload[0]).collect()
     }
 
+    /// An inbox with the limits it is used under.
+    struct TestInbox {
+        inbox: Inbox,
+        limits: InboxLimits,
+    }
+
+    impl TestInbox {
+        fn new(capacity: usize, session: QueueLimits) -> Self {
+            Self {
+                inbox: Inbox::new(),
+                limits: InboxLimits { capacity, session },
+            }
+        }
+
+        fn try_send(&self, delivery: Delivery) -> Result<(), SendError> {
+            self.inbox.try_send(delivery, false, &self.limits)
+        }
+
+        fn take(&self, max: usize, out: &mut Vec<Delivery>) {
+            self.inbox.take(max, out, &self.limits);
+        }
+
+        async fn send_until(
+            &self,
+            delivery: Delivery,
+            deadline: tokio::time::Instant,
+        ) -> Result<(), SendError> {
+            self.inbox
+                .send_until(delivery, deadline, &self.limits)
+                .await
+        }
+    }
+
+    impl std::ops::Deref for TestInbox {
+        type Target = Inbox;
+        fn deref(&self) -> &Inbox {
+            &self.inbox
+        }
+    }
+
     /// An inbox whose session's queue is empty and unlimited.
-    fn inbox(capacity: usize) -> Inbox {
-        let inbox = Inbox::new(capacity, unlimited());
+    fn inbox(capacity: usize) -> TestInbox {
+        let inbox = TestInbox::new(capacity, unlimited());
         inbox.report_session_queue(QueueUse::default());
         inbox
     }
@@ -400,15 +474,15 @@ mod tests {
     #[test]
     fn refuses_past_capacity_and_keeps_order() {
         let inbox = inbox(2);
-        assert!(inbox.try_send(delivery(1), false).is_ok());
-        assert!(inbox.try_send(delivery(2), false).is_ok());
+        assert!(inbox.try_send(delivery(1)).is_ok());
+        assert!(inbox.try_send(delivery(2)).is_ok());
         assert!(
-            matches!(inbox.try_send(delivery(3), false), Err(SendError::Full(d)) if d.message.payload[0] == 3)
+            matches!(inbox.try_send(delivery(3)), Err(SendError::Full(d)) if d.message.payload[0] == 3)
         );
         let mut out = Vec::new();
         inbox.take(1, &mut out);
         assert_eq!(payloads(&out), [1]);
-        assert!(inbox.try_send(delivery(3), false).is_ok());
+        assert!(inbox.try_send(delivery(3)).is_ok());
         out.clear();
         inbox.take(10, &mut out);
         assert_eq!(payloads(&out), [2, 3]);
@@ -420,25 +494,25 @@ mod tests {
     fn the_inbox_and_the_session_queue_share_the_session_limits() {
         let mut limits = unlimited();
         limits.max_messages = 3;
-        let inbox = Inbox::new(100, limits);
+        let inbox = TestInbox::new(100, limits);
         assert!(
-            matches!(inbox.try_send(delivery(0), false), Err(SendError::Full(_))),
+            matches!(inbox.try_send(delivery(0)), Err(SendError::Full(_))),
             "nothing is accepted before the session's queue is known"
         );
         inbox.report_session_queue(QueueUse {
             messages: 2,
             bytes: 2,
         });
-        assert!(inbox.try_send(delivery(1), false).is_ok());
+        assert!(inbox.try_send(delivery(1)).is_ok());
         assert!(matches!(
-            inbox.try_send(delivery(2), false),
+            inbox.try_send(delivery(2)),
             Err(SendError::Full(_))
         ));
         // Taken into the session's queue, it still counts.
         let mut out = Vec::new();
         inbox.take(10, &mut out);
         assert!(matches!(
-            inbox.try_send(delivery(2), false),
+            inbox.try_send(delivery(2)),
             Err(SendError::Full(_))
         ));
         // Sent: room again.
@@ -446,23 +520,23 @@ mod tests {
             messages: 1,
             bytes: 1,
         });
-        assert!(inbox.try_send(delivery(2), false).is_ok());
+        assert!(inbox.try_send(delivery(2)).is_ok());
     }
 
     #[test]
     fn qos0_deliveries_need_room_in_the_inbox_only() {
         let mut limits = unlimited();
         limits.max_messages = 1;
-        let inbox = Inbox::new(2, limits);
+        let inbox = TestInbox::new(2, limits);
         inbox.report_session_queue(QueueUse {
             messages: 1,
             bytes: 0,
         });
         let mut d = delivery(1);
         d.qos = QoS::AtMostOnce;
-        assert!(inbox.try_send(d.clone(), false).is_ok());
-        assert!(inbox.try_send(d.clone(), false).is_ok());
-        assert!(matches!(inbox.try_send(d, false), Err(SendError::Full(_))));
+        assert!(inbox.try_send(d.clone()).is_ok());
+        assert!(inbox.try_send(d.clone()).is_ok());
+        assert!(matches!(inbox.try_send(d), Err(SendError::Full(_))));
     }
 
     #[test]
@@ -470,14 +544,14 @@ mod tests {
         let each = delivery(0).size();
         let mut limits = unlimited();
         limits.max_bytes = 2 * each;
-        let inbox = Inbox::new(100, limits);
+        let inbox = TestInbox::new(100, limits);
         inbox.report_session_queue(QueueUse {
             messages: 1,
             bytes: each,
         });
-        assert!(inbox.try_send(delivery(1), false).is_ok());
+        assert!(inbox.try_send(delivery(1)).is_ok());
         assert!(matches!(
-            inbox.try_send(delivery(2), false),
+            inbox.try_send(delivery(2)),
             Err(SendError::Full(_))
         ));
     }
@@ -485,11 +559,11 @@ mod tests {
     #[test]
     fn closed_inbox_gives_back_the_rest_and_refuses_more() {
         let inbox = inbox(4);
-        inbox.try_send(delivery(1), false).unwrap();
+        inbox.try_send(delivery(1)).unwrap();
         let rest = inbox.close();
         assert_eq!(rest.len(), 1);
         assert!(matches!(
-            inbox.try_send(delivery(2), false),
+            inbox.try_send(delivery(2)),
             Err(SendError::Closed(_))
         ));
     }
@@ -497,7 +571,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_waiting_sender_gets_room_when_the_driver_takes() {
         let inbox = Arc::new(inbox(1));
-        inbox.try_send(delivery(1), false).unwrap();
+        inbox.try_send(delivery(1)).unwrap();
         let sender = {
             let inbox = inbox.clone();
             tokio::spawn(async move {
@@ -518,7 +592,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_waiting_sender_gives_up_after_its_timeout() {
         let inbox = inbox(1);
-        inbox.try_send(delivery(1), false).unwrap();
+        inbox.try_send(delivery(1)).unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
         let outcome = inbox.send_until(delivery(2), deadline).await;
         assert!(matches!(outcome, Err(SendError::Full(_))));
@@ -528,7 +602,7 @@ mod tests {
     async fn the_driver_is_woken_again_while_deliveries_remain() {
         let inbox = inbox(8);
         for n in 0..3 {
-            inbox.try_send(delivery(n), false).unwrap();
+            inbox.try_send(delivery(n)).unwrap();
         }
         let mut out = Vec::new();
         ready(&inbox).await;

@@ -26,7 +26,7 @@ use midge_proto::Message;
 use midge_topic::{Match, SubscriptionIndex, TopicFilter, TopicName};
 use tokio::sync::{oneshot, watch, Notify};
 
-use crate::inbox::{Inbox, SendError};
+use crate::inbox::{Inbox, InboxLimits, SendError};
 
 use crate::config::{BrokerConfig, SharedStrategy};
 use crate::hooks::{ClientInfo, Hooks};
@@ -235,6 +235,8 @@ const RR_SLOTS: usize = 64;
 pub(crate) struct Shared {
     pub(crate) config: BrokerConfig,
     pub(crate) server_config: Arc<ServerConfig>,
+    /// What bounds every connection's inbox.
+    pub(crate) inbox_limits: InboxLimits,
     pub(crate) hooks: Arc<dyn Hooks>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) cluster: Arc<dyn Cluster>,
@@ -308,6 +310,10 @@ impl Shared {
     ) -> Self {
         Self {
             server_config: config.server_config(),
+            inbox_limits: InboxLimits {
+                capacity: config.limits.inbox_capacity.max(1),
+                session: config.queue_limits(),
+            },
             config,
             hooks,
             store,
@@ -556,7 +562,7 @@ impl Shared {
                 delivery,
             } = blocked;
             let size = delivery.size();
-            match inbox.send_until(delivery, until).await {
+            match inbox.send_until(delivery, until, &self.inbox_limits).await {
                 Ok(()) => return Ok(true),
                 Err(SendError::Closed(delivery)) => {
                     // The connection closed while we waited, after it moved its inbox into
@@ -773,7 +779,7 @@ impl Shared {
                     self.counters.dropped_memory_budget.fetch_add(1, Relaxed);
                     return Handed::Refused;
                 }
-                match inbox.try_send(delivery, own) {
+                match inbox.try_send(delivery, own, &self.inbox_limits) {
                     Ok(()) => {
                         slot.congested.store(false, Relaxed);
                         Handed::Queued
