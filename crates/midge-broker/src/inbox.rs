@@ -27,7 +27,7 @@
 //! drop.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
@@ -136,6 +136,9 @@ pub(crate) struct Inbox {
     /// The session's own queue, as the driver last reported it ([`SessionQueue`]). Written by
     /// the driver only, read under the queue's lock.
     session: AtomicU64,
+    /// Senders waiting for room ([`Inbox::send_until`]): a report that makes room wakes them
+    /// only if there are any, so that the driver's hot path takes no lock for nobody.
+    waiting: AtomicU32,
 }
 
 impl Inbox {
@@ -146,6 +149,7 @@ impl Inbox {
             driver: AtomicWaker::new(),
             room: Notify::new(),
             session: AtomicU64::new(SessionQueue::UNKNOWN.0),
+            waiting: AtomicU32::new(0),
         }
     }
 
@@ -205,7 +209,9 @@ impl Inbox {
     /// session's limits together with the session's own queue.
     fn has_room(&self, queue: &Queue, size: usize, limits: &InboxLimits) -> bool {
         let messages = queue.deliveries.len();
-        let session = SessionQueue(self.session.load(Ordering::Relaxed));
+        // Sequentially consistent with `report_session_queue`: a sender either sees the room
+        // a report made, or the report sees the sender waiting.
+        let session = SessionQueue(self.session.load(Ordering::SeqCst));
         let (session_messages, session_bytes) = session.get();
         messages < limits.capacity
             && messages.saturating_add(session_messages) < limits.session.max_messages
@@ -224,10 +230,11 @@ impl Inbox {
         if self.session.load(Ordering::Relaxed) == now.0 {
             return;
         }
-        let before = SessionQueue(self.session.swap(now.0, Ordering::Relaxed));
+        let before = SessionQueue(self.session.swap(now.0, Ordering::SeqCst));
         let (messages, bytes) = now.get();
         let (messages_before, bytes_before) = before.get();
-        if messages < messages_before || bytes < bytes_before {
+        let less = messages < messages_before || bytes < bytes_before;
+        if less && self.waiting.load(Ordering::SeqCst) > 0 {
             self.room.notify_waiters();
         }
     }
@@ -240,6 +247,15 @@ impl Inbox {
         deadline: tokio::time::Instant,
         limits: &InboxLimits,
     ) -> Result<(), SendError> {
+        /// Counts this sender among the waiting while it lives, however it ends.
+        struct Waiting<'a>(&'a AtomicU32);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
         loop {
             // Registered before trying, so that room made between the try and the wait wakes
             // this sender.
