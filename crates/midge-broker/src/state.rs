@@ -933,11 +933,19 @@ impl Shared {
             }
             session => (session, will),
         };
-        let _ = reply.send(Handover {
+        if let Err(lost) = reply.send(Handover {
             session,
             will,
             info: Some(info),
-        });
+        }) {
+            // The taking-over connection stopped waiting and began a new session. A busy
+            // connection answers a takeover at once, so this takes a connection stuck for
+            // longer than `close_timeout_ms` plus `backpressure_timeout_ms`.
+            if let Some(session) = lost.session {
+                let queued = session.queued_messages() + session.in_flight();
+                tracing::warn!(client_id = %session.client_id(), queued, "a session was handed over after its taker stopped waiting, and is dropped");
+            }
+        }
     }
 
     pub(crate) fn session_offline(
