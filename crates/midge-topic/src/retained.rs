@@ -1,5 +1,6 @@
 //! The retained-message index: topic name -> value, looked up by topic filter.
 
+use core::fmt;
 use core::num::NonZeroU32;
 
 use crate::arena::{Arena, Edges, Level, TreeNode, WalkStack, ROOT};
@@ -53,6 +54,15 @@ pub struct RetainedIndex<V> {
     nodes: Arena<Node<V>>,
     edges: Edges,
     len: usize,
+}
+
+/// Shows the number of retained topics, not the trie or the values.
+impl<V> fmt::Debug for RetainedIndex<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetainedIndex")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<V> Default for RetainedIndex<V> {

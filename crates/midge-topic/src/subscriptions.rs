@@ -3,6 +3,7 @@
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::fmt;
 use core::hash::Hash;
 use core::mem;
 use core::num::NonZeroU32;
@@ -219,6 +220,15 @@ pub struct SubscriptionIndex<K, V> {
     nodes: Arena<Node<K, V>>,
     edges: Edges,
     len: usize,
+}
+
+/// Shows the number of subscriptions, not the trie, the keys or the values.
+impl<K, V> fmt::Debug for SubscriptionIndex<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscriptionIndex")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<K: Eq + Hash, V> Default for SubscriptionIndex<K, V> {

@@ -1,7 +1,8 @@
 //! A subscription index that many threads read while one updates it.
 
+use core::fmt;
 use core::hash::Hash;
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use crate::{Match, SubscriptionIndex, TopicFilter, TopicName};
 
@@ -12,6 +13,19 @@ use crate::{Match, SubscriptionIndex, TopicFilter, TopicName};
 /// See the crate docs for why this beats an immutable snapshot here.
 pub struct ConcurrentSubscriptionIndex<K, V> {
     index: RwLock<SubscriptionIndex<K, V>>,
+}
+
+/// Shows the inner index if its read lock is free at once; it never waits for the lock.
+impl<K, V> fmt::Debug for ConcurrentSubscriptionIndex<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("ConcurrentSubscriptionIndex");
+        match self.index.try_read() {
+            Ok(index) => d.field("index", &*index),
+            Err(TryLockError::Poisoned(poisoned)) => d.field("index", &*poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => d.field("index", &format_args!("<locked>")),
+        };
+        d.finish_non_exhaustive()
+    }
 }
 
 impl<K: Eq + Hash, V> Default for ConcurrentSubscriptionIndex<K, V> {

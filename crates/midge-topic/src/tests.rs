@@ -396,3 +396,39 @@ fn retained_get_replace_remove() {
     assert_eq!(retained.node_count(), 1);
     assert!(retained.is_empty());
 }
+
+#[test]
+fn debug_shows_counts_not_contents() {
+    /// A key and value with no `Debug`: the indexes' `Debug` must not need one.
+    #[derive(PartialEq, Eq, Hash)]
+    struct Opaque;
+    let mut subscriptions = SubscriptionIndex::new();
+    subscriptions.insert(&filter("a/+"), Opaque, Opaque);
+    assert_eq!(
+        alloc::format!("{subscriptions:?}"),
+        "SubscriptionIndex { len: 1, .. }"
+    );
+    let mut retained = RetainedIndex::new();
+    retained.insert(&name("a/b"), Opaque);
+    assert_eq!(
+        alloc::format!("{retained:?}"),
+        "RetainedIndex { len: 1, .. }"
+    );
+}
+
+#[cfg(feature = "std")]
+#[test]
+fn concurrent_debug_does_not_wait_for_the_lock() {
+    let index = crate::ConcurrentSubscriptionIndex::<u8, ()>::new();
+    index.insert(&filter("a"), 1, ());
+    assert_eq!(
+        alloc::format!("{index:?}"),
+        "ConcurrentSubscriptionIndex { index: SubscriptionIndex { len: 1, .. }, .. }"
+    );
+    let guard = index.write();
+    assert_eq!(
+        alloc::format!("{index:?}"),
+        "ConcurrentSubscriptionIndex { index: <locked>, .. }"
+    );
+    drop(guard);
+}
