@@ -10,6 +10,7 @@ pub mod keepalive;
 mod message;
 pub mod server;
 pub mod session;
+pub mod splitmix64;
 
 pub use message::Message;
 
