@@ -7,13 +7,12 @@
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::RwLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use midge_topic::{
-    ConcurrentSubscriptionIndex, RetainedIndex, SubscriptionIndex, TopicFilter, TopicName,
-};
+use midge_topic::{RetainedIndex, SubscriptionIndex, TopicFilter, TopicName};
 
 const DEVICES_PER_TENANT: usize = 100;
 /// Subscriptions per tenant: three per device, two dashboards on `+`, two archivers on `#`.
@@ -385,19 +384,17 @@ fn retained_lookup(c: &mut Criterion, size: usize) {
 }
 
 /// Matches from one and two reader threads, and from one reader while a writer thread
-/// subscribes and unsubscribes as fast as it can.
+/// subscribes and unsubscribes as fast as it can, with the index behind a `std::sync::RwLock`
+/// as the broker holds it.
 fn concurrent_reads(c: &mut Criterion, size: usize) {
     let workload = workload(size);
-    let shared = ConcurrentSubscriptionIndex::new();
-    for (filter, client) in &workload.subscriptions {
-        shared.insert(&TopicFilter::new(filter).unwrap(), *client, 1u8);
-    }
+    let shared = RwLock::new(midge_index(&workload));
     let fresh = fresh_filters(&workload);
     let read = |next: &mut usize| {
         *next = (*next + 1) % QUERY_TOPICS;
         let mut found = 0;
         let topic = TopicName::new(&workload.topics[*next]).unwrap();
-        shared.for_each_match(&topic, |one| {
+        shared.read().unwrap().for_each_match(&topic, |one| {
             black_box(one);
             found += 1;
         });
@@ -442,8 +439,8 @@ fn concurrent_reads(c: &mut Criterion, size: usize) {
                             break;
                         }
                         let filter = TopicFilter::new(filter).unwrap();
-                        shared.insert(&filter, CHURN_CLIENT, 1);
-                        shared.remove(&filter, &CHURN_CLIENT);
+                        shared.write().unwrap().insert(&filter, CHURN_CLIENT, 1);
+                        shared.write().unwrap().remove(&filter, &CHURN_CLIENT);
                         done += 2;
                     }
                     writes.fetch_add(done, Ordering::Relaxed);

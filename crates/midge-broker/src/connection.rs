@@ -886,60 +886,58 @@ impl Driver {
             return;
         };
         let limits = shared.config.topic_limits();
+        // Ask the hooks and check the filters first, under no lock: a hook may take its time,
+        // and publishers match against the index meanwhile.
         let mut codes = Vec::with_capacity(requests.len());
-        // (request index, whether the subscription existed before)
-        let mut granted = Vec::with_capacity(requests.len());
-        {
-            let mut index = None;
-            for (i, request) in requests.iter().enumerate() {
-                let code = match request.verdict {
-                    Err(code) => code,
-                    Ok(()) => match shared.hooks.authorize_subscribe(
+        let mut accepted = Vec::with_capacity(requests.len());
+        for request in requests {
+            let verdict = request
+                .verdict
+                .and_then(|()| {
+                    shared.hooks.authorize_subscribe(
                         info,
                         request.filter.as_str(),
                         &request.options,
-                    ) {
-                        Err(code) => code,
-                        Ok(()) => {
-                            match TopicFilter::with_limits(request.filter.as_str(), &limits) {
-                                Err(_) => ReasonCode::TOPIC_FILTER_INVALID,
-                                Ok(filter) => {
-                                    let index = index.get_or_insert_with(|| shared.index_write());
-                                    let sub = Sub {
-                                        options: request.options,
-                                        id: subscription_id,
-                                        slot: slot.clone(),
-                                    };
-                                    let existed = index
-                                        .insert(&filter, info.client_id.clone(), sub)
-                                        .is_some();
-                                    if !existed {
-                                        shared.counters.subscriptions.fetch_add(1, Relaxed);
-                                    }
-                                    granted.push((i, existed));
-                                    ReasonCode(request.options.qos as u8)
-                                }
-                            }
-                        }
-                    },
+                    )
+                })
+                .and_then(|()| {
+                    TopicFilter::with_limits(request.filter.as_str(), &limits)
+                        .map_err(|_| ReasonCode::TOPIC_FILTER_INVALID)
+                });
+            match verdict {
+                Err(code) => codes.push(code),
+                Ok(filter) => {
+                    codes.push(ReasonCode(request.options.qos as u8));
+                    accepted.push((request, filter));
+                }
+            }
+        }
+        // Then insert the granted ones under one write lock.
+        // (request, its filter, whether the subscription existed before)
+        let mut granted = Vec::with_capacity(accepted.len());
+        if !accepted.is_empty() {
+            let mut index = shared.index_write();
+            for (request, filter) in accepted {
+                let sub = Sub {
+                    options: request.options,
+                    id: subscription_id,
+                    slot: slot.clone(),
                 };
-                codes.push(code);
+                let existed = index.insert(&filter, info.client_id.clone(), sub).is_some();
+                if !existed {
+                    shared.counters.subscriptions.fetch_add(1, Relaxed);
+                }
+                granted.push((request, filter, existed));
             }
         }
         self.conn
             .subscribe_ack(packet_id, requests, subscription_id, codes);
         // Retained messages, after SUBACK [MQTT-3.3.1-9]; never for shared subscriptions.
-        for (i, existed) in granted {
-            let Some(request) = requests.get(i) else {
-                continue;
-            };
+        for (request, filter, existed) in granted {
             let send = match request.options.retain_handling {
                 RetainHandling::SendAtSubscribe => true,
                 RetainHandling::SendIfNew => !existed,
                 RetainHandling::DoNotSend => false,
-            };
-            let Ok(filter) = TopicFilter::with_limits(request.filter.as_str(), &limits) else {
-                continue;
             };
             if !send || filter.share_name().is_some() {
                 continue;

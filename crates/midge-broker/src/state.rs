@@ -22,6 +22,7 @@ use bytes::BytesMut;
 use midge_codec::{ByteStr, QoS, ReasonCode, SubscriptionId, SubscriptionOptions, Will};
 use midge_proto::server::ServerConfig;
 use midge_proto::session::{Delivery, Session};
+use midge_proto::splitmix64;
 use midge_proto::Message;
 use midge_topic::{Match, SubscriptionIndex, TopicFilter, TopicName};
 use tokio::sync::{oneshot, watch, Notify};
@@ -742,13 +743,8 @@ impl Shared {
             }
             SharedStrategy::Random => {
                 // splitmix64 over a shared counter: cheap, lock-free, good enough to spread.
-                let mut x = self
-                    .random
-                    .fetch_add(0x9e37_79b9_7f4a_7c15, Relaxed)
-                    .wrapping_add(0x9e37_79b9_7f4a_7c15);
-                x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                (x ^ (x >> 31)) as usize
+                let x = self.random.fetch_add(splitmix64::GAMMA, Relaxed);
+                splitmix64::mix(x.wrapping_add(splitmix64::GAMMA)) as usize
             }
             SharedStrategy::Sticky => {
                 self.hasher.hash_one(publisher.map(ByteStr::as_bytes)) as usize

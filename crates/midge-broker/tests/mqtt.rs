@@ -911,6 +911,58 @@ async fn hooks_authenticate_and_authorize() {
     broker.shutdown().await;
 }
 
+/// A hook may call back into the broker: it runs under none of the broker's locks, also for
+/// the second filter of a SUBSCRIBE whose first one was already granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_run_outside_the_index_lock() {
+    use std::sync::{Arc, Mutex};
+
+    use midge_broker::{BrokerHandle, ClientInfo, Hooks};
+    struct Reentrant(Arc<Mutex<Option<BrokerHandle>>>);
+    impl Hooks for Reentrant {
+        fn authorize_subscribe(
+            &self,
+            _: &ClientInfo,
+            f: &str,
+            _: &SubscriptionOptions,
+        ) -> Result<(), ReasonCode> {
+            if let Some(broker) = self.0.lock().expect("not poisoned").as_ref() {
+                // Routing reads the subscription index.
+                broker.publish(midge_proto::Message::new(
+                    "hooks/asked",
+                    f.to_owned().into_bytes(),
+                    QoS::AtMostOnce,
+                ));
+            }
+            Ok(())
+        }
+    }
+    let cell = Arc::new(Mutex::new(None));
+    let broker = midge_broker::Broker::builder()
+        .config(test_config())
+        .hooks(Reentrant(cell.clone()))
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .start()
+        .await
+        .expect("starts");
+    let addr = broker.local_addr();
+    *cell.lock().expect("not poisoned") = Some(broker);
+    let mut c = TestClient::connect(addr, V5, "reentrant").await;
+    let qos1 = SubscriptionOptions::qos(QoS::AtLeastOnce);
+    let ack = tokio::time::timeout(
+        Duration::from_secs(5),
+        c.subscribe_opts(&[("hooks/asked", qos1), ("other/#", qos1)], None),
+    )
+    .await
+    .expect("SUBACK, not a deadlock");
+    assert_eq!(
+        ack.reason_codes,
+        vec![ReasonCode::GRANTED_QOS_1, ReasonCode::GRANTED_QOS_1]
+    );
+    let broker = cell.lock().expect("not poisoned").take().expect("set");
+    broker.shutdown().await;
+}
+
 /// Counts, per member, the messages two shared-subscription members receive.
 async fn shared_split(
     strategy: midge_broker::SharedStrategy,

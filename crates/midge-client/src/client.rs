@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use midge_codec::{ByteStr, ConnectProperties, PacketId, ProtocolVersion, QoS, ReasonCode, Will};
 use midge_proto::client::ClientConfig;
+use midge_proto::splitmix64;
 use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::driver::Driver;
@@ -589,13 +590,9 @@ fn random_seed() -> u64 {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let mut x = nanos
-        ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed)
-        ^ u64::from(std::process::id()) << 32;
-    // splitmix64 finaliser
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
+    splitmix64::mix(
+        nanos ^ COUNTER.fetch_add(splitmix64::GAMMA, Relaxed) ^ u64::from(std::process::id()) << 32,
+    )
 }
 
 impl Client {

@@ -20,10 +20,7 @@ use crate::alias::{InboundAliases, OutboundAliases};
 use crate::inflight::{qos2_answer, Inflight};
 use crate::keepalive::{ClientKeepAlive, KeepAliveAction};
 use crate::message::Message;
-
-/// Bytes [`Client::poll_transmit`] writes per call before it yields, so that one call never
-/// builds an unbounded buffer.
-pub const TRANSMIT_BATCH: usize = 64 * 1024;
+use crate::TRANSMIT_BATCH;
 
 /// How a client connects. Shared between reconnections; build it once.
 #[derive(Clone, Debug)]

@@ -10,5 +10,10 @@ pub mod keepalive;
 mod message;
 pub mod server;
 pub mod session;
+pub mod splitmix64;
 
 pub use message::Message;
+
+/// Bytes [`client::Client::poll_transmit`] and [`server::ServerConnection::poll_transmit`]
+/// write per call before they yield, so that one call never builds an unbounded buffer.
+pub const TRANSMIT_BATCH: usize = 64 * 1024;

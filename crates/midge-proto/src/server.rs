@@ -24,9 +24,7 @@ use crate::inflight::{qos2_answer, Inflight};
 use crate::keepalive::ServerKeepAlive;
 use crate::message::Message;
 use crate::session::{Delivery, OutState, QueueLimits, Session, SessionSubscription};
-
-/// Bytes [`ServerConnection::poll_transmit`] writes per call before it yields.
-pub const TRANSMIT_BATCH: usize = 64 * 1024;
+use crate::TRANSMIT_BATCH;
 
 /// The server's limits and capabilities, announced to 5.0 clients in CONNACK and enforced on
 /// every client.

@@ -12,22 +12,18 @@
 )]
 
 extern crate alloc;
-#[cfg(any(feature = "std", test))]
+#[cfg(test)]
 extern crate std;
 
 mod arena;
 mod error;
 mod retained;
 mod subscriptions;
-#[cfg(feature = "std")]
-mod sync;
 mod topic;
 
 pub use error::TopicError;
 pub use retained::RetainedIndex;
 pub use subscriptions::{FilterId, Match, SubscriptionIndex};
-#[cfg(feature = "std")]
-pub use sync::ConcurrentSubscriptionIndex;
 pub use topic::{Limits, TopicFilter, TopicName};
 
 #[cfg(test)]

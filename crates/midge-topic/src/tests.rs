@@ -415,20 +415,3 @@ fn debug_shows_counts_not_contents() {
         "RetainedIndex { len: 1, .. }"
     );
 }
-
-#[cfg(feature = "std")]
-#[test]
-fn concurrent_debug_does_not_wait_for_the_lock() {
-    let index = crate::ConcurrentSubscriptionIndex::<u8, ()>::new();
-    index.insert(&filter("a"), 1, ());
-    assert_eq!(
-        alloc::format!("{index:?}"),
-        "ConcurrentSubscriptionIndex { index: SubscriptionIndex { len: 1, .. }, .. }"
-    );
-    let guard = index.write();
-    assert_eq!(
-        alloc::format!("{index:?}"),
-        "ConcurrentSubscriptionIndex { index: <locked>, .. }"
-    );
-    drop(guard);
-}
