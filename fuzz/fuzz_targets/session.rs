@@ -127,7 +127,8 @@ fn run_server(version: ProtocolVersion, accept: bool, preamble: bool, data: &[u8
                 ServerEvent::Unsubscribe { packet_id, filters } => {
                     server.unsubscribe_ack(packet_id, &filters);
                 }
-                ServerEvent::Closed { .. } => {}
+                // Closed, and events added to midge-proto later.
+                _ => {}
             }
         }
         while server.poll_transmit(now, &mut out) {}

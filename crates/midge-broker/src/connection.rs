@@ -586,7 +586,8 @@ impl Driver {
             ServerEvent::Closed { reason, will } => {
                 self.on_closed(reason, will);
                 None
-            }
+            } // Events added to midge-proto after this broker: nothing to answer.
+            _ => None,
         }
     }
 
@@ -1062,6 +1063,8 @@ impl Driver {
             ServerCloseReason::TakenOver => DisconnectReason::TakenOver,
             ServerCloseReason::ServerDisconnect(code) => DisconnectReason::Server(code),
             ServerCloseReason::ConnectionLost => DisconnectReason::ConnectionLost,
+            // A reason added to midge-proto after this broker: the server side ended it.
+            _ => DisconnectReason::Server(ReasonCode::UNSPECIFIED_ERROR),
         };
         shared.hooks.on_disconnected(&info, hook_reason);
         if let Some(reply) = self.handover.take() {

@@ -776,6 +776,8 @@ impl Driver {
                     }
                     self.closed = Some(reason);
                 }
+                // Events added to midge-proto after this driver: nothing to do.
+                _ => {}
             }
         }
     }

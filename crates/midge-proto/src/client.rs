@@ -111,6 +111,7 @@ impl ClientConfig {
 
 /// Why a connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The server refused the connection in CONNACK.
     Rejected(ReasonCode),
@@ -128,6 +129,7 @@ pub enum CloseReason {
 
 /// What the client reports to the application, from [`Client::poll_event`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// CONNACK accepted the connection. Its properties are the server's limits, which the
     /// client now honours.

@@ -101,6 +101,7 @@ pub struct SubscriptionRequest {
 
 /// Why a connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ServerCloseReason {
     /// The client sent DISCONNECT with this reason.
     ClientDisconnect(ReasonCode),
@@ -122,6 +123,7 @@ pub enum ServerCloseReason {
 
 /// What the connection reports to the broker, from [`ServerConnection::poll_event`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ServerEvent {
     /// A valid CONNECT. Authenticate it, find the client's session, then call
     /// [`ServerConnection::accept`] or [`ServerConnection::reject`].

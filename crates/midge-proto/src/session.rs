@@ -101,6 +101,7 @@ impl Default for QueueLimits {
 
 /// Counters of one session.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionStats {
     /// Messages dropped because the queue was full.
     pub dropped_queue_full: u64,

@@ -288,7 +288,8 @@ impl Pair {
                 ServerEvent::Unsubscribe { packet_id, filters } => {
                     server.unsubscribe_ack(packet_id, &filters);
                 }
-                ServerEvent::Closed { .. } => {}
+                // Closed, and events added to midge-proto later.
+                _ => {}
             }
         }
     }
