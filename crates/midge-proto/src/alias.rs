@@ -12,7 +12,7 @@ use midge_codec::{ByteStr, Publish, ReasonCode};
 
 /// Aliases the peer has set on this connection, for resolving its PUBLISH packets.
 #[derive(Clone, Debug, Default)]
-pub struct InboundAliases {
+pub(crate) struct InboundAliases {
     maximum: u16,
     topics: BTreeMap<NonZeroU16, ByteStr>,
 }
@@ -20,7 +20,7 @@ pub struct InboundAliases {
 impl InboundAliases {
     /// A table that accepts aliases 1 to `maximum`, the Topic Alias Maximum we announced.
     /// Memory grows only with the aliases the peer actually sets, never past `maximum` entries.
-    pub fn new(maximum: u16) -> Self {
+    pub(crate) fn new(maximum: u16) -> Self {
         Self {
             maximum,
             topics: BTreeMap::new(),
@@ -33,7 +33,7 @@ impl InboundAliases {
     /// uses it. Errors carry the reason code for the DISCONNECT: 0x94 Topic Alias invalid for an
     /// alias above our maximum [MQTT-3.3.2-10], and 0x82 Protocol Error for an empty topic whose
     /// alias was never set.
-    pub fn resolve(
+    pub(crate) fn resolve(
         &mut self,
         topic: &ByteStr,
         alias: Option<NonZeroU16>,
@@ -63,7 +63,7 @@ impl InboundAliases {
 
 /// What to put in an outgoing PUBLISH for its topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OutboundTopic {
+pub(crate) enum OutboundTopic {
     /// Send the topic without an alias.
     Topic,
     /// Send the topic and this alias, which the peer will remember.
@@ -78,27 +78,22 @@ pub enum OutboundTopic {
 /// keep them for the connection; later topics go out in full. It never evicts, so an alias the
 /// peer holds always means what we think it means, and the table is bounded by `maximum`.
 #[derive(Clone, Debug, Default)]
-pub struct OutboundAliases {
+pub(crate) struct OutboundAliases {
     maximum: u16,
     aliases: BTreeMap<ByteStr, NonZeroU16>,
 }
 
 impl OutboundAliases {
     /// A table for a peer that accepts aliases 1 to `maximum` (0: no aliases).
-    pub fn new(maximum: u16) -> Self {
+    pub(crate) fn new(maximum: u16) -> Self {
         Self {
             maximum,
             aliases: BTreeMap::new(),
         }
     }
 
-    /// True if the peer accepts aliases at all.
-    pub fn is_enabled(&self) -> bool {
-        self.maximum > 0
-    }
-
     /// Chooses how to send `topic`, and remembers the alias if it sets one.
-    pub fn assign(&mut self, topic: &ByteStr) -> OutboundTopic {
+    pub(crate) fn assign(&mut self, topic: &ByteStr) -> OutboundTopic {
         let choice = self.peek(topic);
         if let OutboundTopic::SetAlias(alias) = choice {
             // Kept for the connection's life: the topic's own bytes, not the message's.
@@ -108,7 +103,7 @@ impl OutboundAliases {
     }
 
     /// What [`Self::assign`] would choose for `topic`, without remembering anything.
-    pub fn peek(&self, topic: &ByteStr) -> OutboundTopic {
+    pub(crate) fn peek(&self, topic: &ByteStr) -> OutboundTopic {
         if let Some(alias) = self.aliases.get(topic) {
             return OutboundTopic::UseAlias(*alias);
         }

@@ -26,7 +26,7 @@ pub(crate) fn qos2_answer(packet_id: PacketId, known: bool, v5: bool) -> PubAck 
 
 /// An ordered store of in-flight packets of type `T`, keyed by packet identifier.
 #[derive(Clone, Debug)]
-pub struct Inflight<T> {
+pub(crate) struct Inflight<T> {
     by_order: BTreeMap<u64, (PacketId, T)>,
     by_id: BTreeMap<PacketId, u64>,
     next_seq: u64,
@@ -46,23 +46,13 @@ impl<T> Default for Inflight<T> {
 
 impl<T> Inflight<T> {
     /// An empty store.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Number of packets in flight.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_id.len()
-    }
-
-    /// True if nothing is in flight.
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
-
-    /// True if `id` is in flight.
-    pub fn contains(&self, id: PacketId) -> bool {
-        self.by_id.contains_key(&id)
     }
 
     /// The next identifier not in flight, in increasing order with wrap-around, or `None` when
@@ -70,7 +60,7 @@ impl<T> Inflight<T> {
     ///
     /// The scan is short in practice: identifiers are handed out in order and usually
     /// acknowledged in order, so the next one is almost always free.
-    pub fn next_free_id(&mut self) -> Option<PacketId> {
+    pub(crate) fn next_free_id(&mut self) -> Option<PacketId> {
         if self.by_id.len() >= usize::from(u16::MAX) {
             return None;
         }
@@ -86,7 +76,7 @@ impl<T> Inflight<T> {
 
     /// Adds a packet at the end of the send order. Returns the value back if `id` is already in
     /// flight: the caller decides whether that is a protocol error.
-    pub fn insert(&mut self, id: PacketId, value: T) -> Result<(), T> {
+    pub(crate) fn insert(&mut self, id: PacketId, value: T) -> Result<(), T> {
         if self.by_id.contains_key(&id) {
             return Err(value);
         }
@@ -98,33 +88,27 @@ impl<T> Inflight<T> {
     }
 
     /// The packet in flight under `id`.
-    pub fn get(&self, id: PacketId) -> Option<&T> {
+    pub(crate) fn get(&self, id: PacketId) -> Option<&T> {
         let seq = self.by_id.get(&id)?;
         self.by_order.get(seq).map(|(_, v)| v)
     }
 
     /// The packet in flight under `id`, to change its state in place (PUBLISH sent → PUBREC
     /// received keeps its position in the order, as PUBREL takes the PUBLISH's place).
-    pub fn get_mut(&mut self, id: PacketId) -> Option<&mut T> {
+    pub(crate) fn get_mut(&mut self, id: PacketId) -> Option<&mut T> {
         let seq = self.by_id.get(&id)?;
         self.by_order.get_mut(seq).map(|(_, v)| v)
     }
 
     /// Removes and returns the packet in flight under `id`.
-    pub fn remove(&mut self, id: PacketId) -> Option<T> {
+    pub(crate) fn remove(&mut self, id: PacketId) -> Option<T> {
         let seq = self.by_id.remove(&id)?;
         self.by_order.remove(&seq).map(|(_, v)| v)
     }
 
     /// The packets in the order they were first sent.
-    pub fn iter(&self) -> impl Iterator<Item = (PacketId, &T)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (PacketId, &T)> {
         self.by_order.values().map(|(id, v)| (*id, v))
-    }
-
-    /// Removes every packet, returning them in send order.
-    pub fn drain(&mut self) -> impl Iterator<Item = (PacketId, T)> {
-        self.by_id.clear();
-        core::mem::take(&mut self.by_order).into_values()
     }
 }
 

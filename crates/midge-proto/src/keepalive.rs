@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// What the client's keepalive asks for when its timeout fires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeepAliveAction {
+pub(crate) enum KeepAliveAction {
     /// Nothing to do yet.
     None,
     /// Send a PINGREQ now.
@@ -20,7 +20,7 @@ pub enum KeepAliveAction {
 
 /// The client side: when to send PINGREQ, and when to give up on the server.
 #[derive(Clone, Debug)]
-pub struct ClientKeepAlive {
+pub(crate) struct ClientKeepAlive {
     interval: Duration,
     response_timeout: Duration,
     last_sent: Instant,
@@ -30,7 +30,7 @@ pub struct ClientKeepAlive {
 impl ClientKeepAlive {
     /// `interval` is the Keep Alive in effect: the client's, or the 5.0 Server Keep Alive when
     /// the CONNACK carries one [MQTT-3.2.2-21]. Zero turns keepalive off.
-    pub fn new(interval: Duration, response_timeout: Duration, now: Instant) -> Self {
+    pub(crate) fn new(interval: Duration, response_timeout: Duration, now: Instant) -> Self {
         Self {
             interval,
             response_timeout,
@@ -40,25 +40,25 @@ impl ClientKeepAlive {
     }
 
     /// Records that a packet went out: any control packet restarts the interval.
-    pub fn on_packet_sent(&mut self, now: Instant) {
+    pub(crate) fn on_packet_sent(&mut self, now: Instant) {
         self.last_sent = now;
     }
 
     /// Records that a PINGREQ went out.
-    pub fn on_ping_sent(&mut self, now: Instant) {
+    pub(crate) fn on_ping_sent(&mut self, now: Instant) {
         self.last_sent = now;
         self.ping_sent = Some(now);
     }
 
     /// Records that a packet came in. Any packet proves the server is alive, not only PINGRESP.
-    pub fn on_packet_received(&mut self) {
+    pub(crate) fn on_packet_received(&mut self) {
         self.ping_sent = None;
     }
 
     /// When [`Self::handle_timeout`] next has something to do, or `None` if keepalive is off.
     ///
     /// Changed by every `on_*` call.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         if self.interval.is_zero() {
             return None;
         }
@@ -69,7 +69,7 @@ impl ClientKeepAlive {
     }
 
     /// Decides what is due at `now`.
-    pub fn handle_timeout(&mut self, now: Instant) -> KeepAliveAction {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> KeepAliveAction {
         match self.poll_timeout() {
             Some(at) if now >= at => {
                 if self.ping_sent.is_some() {
@@ -85,7 +85,7 @@ impl ClientKeepAlive {
 
 /// The server side: the deadline by which the client must have sent something.
 #[derive(Clone, Debug)]
-pub struct ServerKeepAlive {
+pub(crate) struct ServerKeepAlive {
     grace: Option<Duration>,
     deadline: Option<Instant>,
 }
@@ -93,7 +93,7 @@ pub struct ServerKeepAlive {
 impl ServerKeepAlive {
     /// `interval` is the Keep Alive the client asked for, or the server's own if it imposed one
     /// in CONNACK. Zero turns the check off.
-    pub fn new(interval: Duration, now: Instant) -> Self {
+    pub(crate) fn new(interval: Duration, now: Instant) -> Self {
         // One and a half intervals [MQTT-3.1.2-24].
         let grace = (!interval.is_zero()).then(|| interval + interval / 2);
         Self {
@@ -103,17 +103,17 @@ impl ServerKeepAlive {
     }
 
     /// Records that a packet came in from the client.
-    pub fn on_packet_received(&mut self, now: Instant) {
+    pub(crate) fn on_packet_received(&mut self, now: Instant) {
         self.deadline = self.grace.map(|g| now + g);
     }
 
     /// The instant at which the client is declared dead, unless a packet arrives first.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.deadline
     }
 
     /// True once the client has been silent past its deadline.
-    pub fn is_expired(&self, now: Instant) -> bool {
+    pub(crate) fn is_expired(&self, now: Instant) -> bool {
         self.deadline.is_some_and(|d| now >= d)
     }
 }

@@ -3,10 +3,10 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::indexing_slicing))]
 
-pub mod alias;
+mod alias;
 pub mod client;
-pub mod inflight;
-pub mod keepalive;
+mod inflight;
+mod keepalive;
 mod message;
 pub mod server;
 pub mod session;
