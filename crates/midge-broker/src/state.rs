@@ -831,12 +831,12 @@ impl Shared {
 
     /// Removes a session's subscriptions from the index.
     pub(crate) fn remove_subscriptions(&self, session: &Session) {
-        if session.subscriptions().is_empty() {
+        if session.subscription_count() == 0 {
             return;
         }
         let limits = self.config.topic_limits();
         let mut index = self.index_write();
-        for filter in session.subscriptions().keys() {
+        for (filter, _) in session.subscriptions() {
             if let Ok(f) = TopicFilter::with_limits(filter.as_str(), &limits) {
                 if index.remove(&f, session.client_id()).is_some() {
                     self.counters.subscriptions.fetch_sub(1, Relaxed);

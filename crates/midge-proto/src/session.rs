@@ -171,9 +171,14 @@ impl Session {
         self.expiry_interval
     }
 
-    /// The subscriptions, by topic filter.
-    pub fn subscriptions(&self) -> &BTreeMap<ByteStr, SessionSubscription> {
-        &self.subscriptions
+    /// The subscriptions with their topic filters, in the filters' byte order.
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&ByteStr, &SessionSubscription)> + '_ {
+        self.subscriptions.iter()
+    }
+
+    /// How many subscriptions the session holds.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
     }
 
     /// Counters.

@@ -332,7 +332,6 @@ fn route(server: &mut ServerConnection, now: Instant, message: Message) {
     };
     let matches: Vec<_> = session
         .subscriptions()
-        .iter()
         .filter(|(filter, _)| TopicFilter::new(filter.as_str()).is_ok_and(|f| f.matches(&topic)))
         .map(|(_, sub)| (sub.options.qos, sub.id))
         .collect();
