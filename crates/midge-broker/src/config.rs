@@ -96,13 +96,16 @@ pub struct LimitsConfig {
     /// in that time is marked congested, and later deliveries to it are dropped and counted at
     /// once until it catches up. Default 1000 ms.
     pub backpressure_timeout_ms: u64,
-    /// Global budget, in bytes, for messages queued in inboxes and offline sessions. A message
-    /// that would exceed it is dropped and counted. Default 256 MiB.
+    /// Global budget, in bytes, for what waits anywhere: messages in inboxes and in online and
+    /// offline sessions' queues, retained messages waiting to be sent to new subscriptions, and
+    /// wills while they are kept, each counted as it really holds (see `docs/broker-config.md`).
+    /// A message that would exceed it is dropped and counted. Default 256 MiB.
     pub max_queued_bytes_total: usize,
     /// Most retained messages kept. A retained PUBLISH on a new topic beyond it is delivered
     /// but not retained, and counted (`dropped_retained`). Default 1 000 000.
     pub max_retained_messages: usize,
-    /// Most topic and payload bytes of retained messages kept. A retained PUBLISH that would
+    /// Most bytes of retained messages kept: what each message holds (topic, payload,
+    /// properties and its fixed size) and its index entry. A retained PUBLISH that would
     /// go over it is delivered but not retained, and its topic's previous retained message is
     /// cleared, since it is no longer the last one; counted (`dropped_retained`). Default
     /// 256 MiB.
@@ -140,9 +143,12 @@ impl Default for LimitsConfig {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SessionsConfig {
-    /// Most messages queued for one session. Default 1000.
+    /// Most messages waiting for one session: its queue, and while it is connected its inbox
+    /// too; counted when a message is routed, so the publisher learns of a full session then.
+    /// Default 1000.
     pub max_queued_messages: usize,
-    /// Most topic and payload bytes queued for one session. Default 16 MiB.
+    /// Most bytes waiting for one session, counted as `max_queued_messages` counts messages,
+    /// each message as it really holds. Default 16 MiB.
     pub max_queued_bytes: usize,
     /// Largest Session Expiry Interval granted to 5.0 clients, in seconds. Default
     /// 4 294 967 295 (never expire).

@@ -269,7 +269,7 @@ pub(crate) struct Shared {
     retained_usage: Mutex<RetainedUsage>,
 }
 
-/// Retained messages kept, and their topic and payload bytes.
+/// Retained messages kept, and the bytes they hold.
 #[derive(Debug, Default)]
 struct RetainedUsage {
     messages: usize,
