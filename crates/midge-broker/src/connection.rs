@@ -586,7 +586,8 @@ impl Driver {
             ServerEvent::Closed { reason, will } => {
                 self.on_closed(reason, will);
                 None
-            } // Events added to midge-proto after this broker: nothing to answer.
+            }
+            // Events added to midge-proto after this broker: nothing to answer.
             _ => None,
         }
     }

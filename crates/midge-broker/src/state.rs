@@ -605,10 +605,8 @@ impl Shared {
     /// Gives up on a blocked delivery whose wait ran out: it is dropped and counted, and its
     /// client is marked congested, so that later deliveries skip it until it catches up.
     pub(crate) fn refuse(&self, blocked: Blocked) -> bool {
-        self.release(blocked.delivery.size());
-        self.counters.dropped_inbox_full.fetch_add(1, Relaxed);
         blocked.slot.congested.store(true, Relaxed);
-        false
+        self.abandon(blocked)
     }
 
     /// Routes to every matching subscription, applying No Local, Retain As Published and the

@@ -308,16 +308,6 @@ async fn retained_messages_wait_for_room_under_the_session_byte_limit() {
     broker.shutdown().await;
 }
 
-/// A 5.0 CONNECT with Receive Maximum 1, keep-alive off and a session that outlives it.
-fn receive_maximum_1(id: &str, clean: bool) -> Connect {
-    let mut c = Connect::new(V5, id.to_owned());
-    c.clean_start = clean;
-    c.keep_alive = 0;
-    c.properties.receive_maximum = std::num::NonZeroU16::new(1);
-    c.properties.session_expiry_interval = Some(600);
-    c
-}
-
 /// A connection busy waiting for room in full inboxes, for several publishes of one read,
 /// still answers a takeover of its session at once: the taking-over connection gets the
 /// session with its acknowledged messages, instead of giving up waiting and starting a new
@@ -336,15 +326,7 @@ async fn a_busy_connection_hands_its_session_over_at_once() {
     let mut filler = TestClient::connect(addr, V5, "filler").await;
     // Three full subscribers: one message in flight, one queued.
     for k in 0..3 {
-        let (mut s, _) =
-            TestClient::connect_with(addr, receive_maximum_1(&format!("s{k}"), true)).await;
-        s.subscribe(&format!("t/{k}"), QoS::AtLeastOnce).await;
-        for _ in 0..2 {
-            let code = filler
-                .publish(&format!("t/{k}"), "fill", QoS::AtLeastOnce, false)
-                .await;
-            assert_eq!(code, ReasonCode::SUCCESS);
-        }
+        let s = full_subscriber(addr, &mut filler, &format!("s{k}"), &format!("t/{k}")).await;
         subscribers.push(s);
     }
     let (mut victim, _) = TestClient::connect_with(addr, receive_maximum_1("victim", true)).await;

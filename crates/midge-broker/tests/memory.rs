@@ -55,6 +55,14 @@ fn large_publish(out: &mut BytesMut, version: ProtocolVersion) {
         .expect("encodes");
 }
 
+/// `packet` after a large PUBLISH, encoded in one buffer: the broker reads them together.
+fn after_large(packet: Packet) -> BytesMut {
+    let mut out = BytesMut::new();
+    large_publish(&mut out, V5);
+    packet.encode(V5, &mut out).expect("encodes");
+    out
+}
+
 /// A topic or filter longer than a string held inline, unique to entry `n`.
 fn long_name(prefix: &str, n: usize) -> String {
     format!("{prefix}/a-name-long-enough-not-to-be-held-inline/{n}")
@@ -128,13 +136,10 @@ async fn retained_messages_hold_only_their_own_bytes() {
     let mut c = TestClient::connect(addr, V5, "").await;
     let mut kept = 0;
     for n in 0..ENTRIES {
-        let mut out = BytesMut::new();
-        large_publish(&mut out, V5);
         let topic = long_name("retained", n);
         kept += topic.len() + 1;
         let p = c.publish_packet(&topic, "r", QoS::AtMostOnce, true);
-        Packet::Publish(p).encode(V5, &mut out).expect("encodes");
-        c.send_raw(&out).await;
+        c.send_raw(&after_large(Packet::Publish(p))).await;
     }
     until(&broker, "retained", |s| s.retained_messages == ENTRIES).await;
     assert_bounded("retained messages", before, kept).await;
@@ -157,13 +162,10 @@ async fn messages_queued_for_an_offline_session_hold_only_their_own_bytes() {
     let mut c = TestClient::connect(addr, V5, "").await;
     let mut kept = 0;
     for n in 0..ENTRIES {
-        let mut out = BytesMut::new();
-        large_publish(&mut out, V5);
         let topic = long_name("queued", n);
         kept += topic.len() + 1;
         let p = c.publish_packet(&topic, "q", QoS::AtLeastOnce, false);
-        Packet::Publish(p).encode(V5, &mut out).expect("encodes");
-        c.send_raw(&out).await;
+        c.send_raw(&after_large(Packet::Publish(p))).await;
         match c.recv_packet().await {
             Packet::PubAck(ack) => assert_eq!(ack.reason_code, ReasonCode::SUCCESS),
             other => panic!("expected PUBACK, got {other:?}"),
@@ -238,8 +240,6 @@ async fn subscriptions_hold_only_their_own_bytes() {
     let mut c = TestClient::connect(addr, V5, "subscriber").await;
     let mut kept = 0;
     for n in 0..ENTRIES {
-        let mut out = BytesMut::new();
-        large_publish(&mut out, V5);
         let filter = long_name("filter", n);
         kept += filter.len();
         let subscribe = Subscribe {
@@ -247,10 +247,7 @@ async fn subscriptions_hold_only_their_own_bytes() {
             filters: vec![(filter.into(), SubscriptionOptions::qos(QoS::AtLeastOnce))],
             properties: Default::default(),
         };
-        Packet::Subscribe(subscribe)
-            .encode(V5, &mut out)
-            .expect("encodes");
-        c.send_raw(&out).await;
+        c.send_raw(&after_large(Packet::Subscribe(subscribe))).await;
         match c.recv_packet().await {
             Packet::SubAck(ack) => assert!(ack.reason_codes[0].is_success(), "{ack:?}"),
             other => panic!("expected SUBACK, got {other:?}"),
@@ -271,14 +268,11 @@ async fn topic_aliases_from_a_client_hold_only_their_own_bytes() {
     let mut c = TestClient::connect(addr, V5, "aliasing").await;
     let mut kept = 0;
     for n in 0..ENTRIES {
-        let mut out = BytesMut::new();
-        large_publish(&mut out, V5);
         let topic = long_name("alias-in", n);
         kept += topic.len();
         let mut p = c.publish_packet(&topic, "a", QoS::AtLeastOnce, false);
         p.properties.topic_alias = std::num::NonZeroU16::new(n as u16 + 1);
-        Packet::Publish(p).encode(V5, &mut out).expect("encodes");
-        c.send_raw(&out).await;
+        c.send_raw(&after_large(Packet::Publish(p))).await;
         match c.recv_packet().await {
             Packet::PubAck(_) => {}
             other => panic!("expected PUBACK, got {other:?}"),
@@ -319,15 +313,6 @@ async fn topic_aliases_to_a_client_hold_only_their_own_bytes() {
     broker.shutdown().await;
 }
 
-/// A CONNECT whose Receive Maximum is 1 and whose session outlives it.
-fn receive_maximum_1(id: &str) -> Connect {
-    let mut c = Connect::new(V5, id.to_owned());
-    c.keep_alive = 0;
-    c.properties.receive_maximum = std::num::NonZeroU16::new(1);
-    c.properties.session_expiry_interval = Some(600);
-    c
-}
-
 /// CONNECTs that wait for the broker's decision (here: for a busy connection to hand over
 /// the session) do not hold their user properties, which decode to many times their wire
 /// size: twenty 1 MB CONNECTs hold well under four times their size.
@@ -344,13 +329,9 @@ async fn connects_waiting_for_a_decision_hold_about_their_size() {
     let addr = broker.local_addr();
     assert_healthy(addr).await;
     let mut filler = TestClient::connect(addr, V5, "filler").await;
-    let (mut full, _) = TestClient::connect_with(addr, receive_maximum_1("full")).await;
-    full.subscribe("t", QoS::AtLeastOnce).await;
-    for _ in 0..2 {
-        filler.publish("t", "fill", QoS::AtLeastOnce, false).await;
-    }
+    let full = full_subscriber(addr, &mut filler, "full", "t").await;
     // The holder of "x" is busy waiting for room in the full subscriber's inbox.
-    let (mut holder, _) = TestClient::connect_with(addr, receive_maximum_1("x")).await;
+    let (mut holder, _) = TestClient::connect_with(addr, receive_maximum_1("x", true)).await;
     let p = holder.publish_packet("t", "x", QoS::AtLeastOnce, false);
     holder.send(Packet::Publish(p)).await;
     tokio::time::sleep(Duration::from_millis(100)).await;

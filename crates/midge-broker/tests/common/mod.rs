@@ -310,6 +310,34 @@ impl TestClient {
     }
 }
 
+/// A 5.0 CONNECT with Receive Maximum 1, keep-alive off and a session that outlives it.
+pub fn receive_maximum_1(id: &str, clean: bool) -> Connect {
+    let mut c = Connect::new(V5, id.to_owned());
+    c.clean_start = clean;
+    c.keep_alive = 0;
+    c.properties.receive_maximum = std::num::NonZeroU16::new(1);
+    c.properties.session_expiry_interval = Some(600);
+    c
+}
+
+/// A subscriber to `topic` that reads nothing, with Receive Maximum 1, made full by two QoS 1
+/// messages from `filler`: one in flight, one queued. With `max_queued_messages = 1` and
+/// `inbox_capacity = 1`, the next delivery to it waits for room.
+pub async fn full_subscriber(
+    addr: SocketAddr,
+    filler: &mut TestClient,
+    id: &str,
+    topic: &str,
+) -> TestClient {
+    let (mut s, _) = TestClient::connect_with(addr, receive_maximum_1(id, true)).await;
+    s.subscribe(topic, QoS::AtLeastOnce).await;
+    for _ in 0..2 {
+        let code = filler.publish(topic, "fill", QoS::AtLeastOnce, false).await;
+        assert_eq!(code, ReasonCode::SUCCESS);
+    }
+    s
+}
+
 /// Resident set size of this process, in KiB (Linux).
 pub fn rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
