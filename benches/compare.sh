@@ -9,7 +9,7 @@
 # scenario against it with --broker-pid, and stops it; the order of the brokers alternates
 # from round to round. At the end it prints a table of medians with ratios to mosquitto.
 #
-# Scenarios (the reference table of issue 8; --quick shrinks the counts about 5x):
+# Scenarios (the reference table in docs/benchmarks.md; --quick shrinks the counts about 5x):
 #   fanin-qos0   8 publishers x 100k messages of 64 B -> 1 subscriber on <prefix>/+   (msg/s)
 #   fanin-qos1   the same at QoS 1, 16 in flight per publisher                         (msg/s)
 #   fanout-qos0  1 publisher x 20k messages -> 100 subscribers                         (deliveries/s)
