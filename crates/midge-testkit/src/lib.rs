@@ -2,7 +2,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod check;
+pub mod log;
 pub mod peers;
+pub mod rng;
 
 use std::collections::VecDeque;
 use std::sync::Arc;

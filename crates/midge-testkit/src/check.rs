@@ -1,0 +1,1569 @@
+//! The checker: compares every delivery in a run's [`Log`] with what MQTT promises.
+//!
+//! The checker sees only the log: the clients' view of the run, when the simulation broke a
+//! transport, crashed or restarted the broker, and when the broker ended each connection. It
+//! knows nothing of the broker's insides, so it reasons with certainty windows: a publish was
+//! routed somewhere between the client's publish call and its acknowledgement; a subscription
+//! certainly exists from its SUBACK until its session may have ended. What happened inside
+//! such a window may go either way and is not judged; what is certain is.
+//!
+//! # What it checks
+//!
+//! - Nothing is delivered that was not published, on another topic, with a higher QoS, or to a
+//!   client that never subscribed to a matching filter [MQTT-3.3.2-3], and RETAIN is set only
+//!   on messages sent for a new subscription [MQTT-3.3.1-9].
+//! - QoS 0 at most once [MQTT-4.3.1-1], QoS 1 at least once [MQTT-4.3.2-2], QoS 2 exactly once
+//!   [MQTT-4.3.3-2]. A QoS 1 message is sent again only on a new connection of the session
+//!   [MQTT-4.4.0-1] or when its publisher sent it again; a message arrives once however many
+//!   of a client's subscriptions match it (the overlap rule, [MQTT-3.3.4-2] in 5.0).
+//! - Each publisher's messages on a topic reach each subscriber in the order they were
+//!   published, per QoS [MQTT-4.6.0-6].
+//! - A retained message given to a new subscription is the topic's last retained message
+//!   [MQTT-3.3.1-5] [MQTT-3.3.1-6], never an empty one [MQTT-3.3.1-11], and a fresh
+//!   subscription at the end of the run gets every topic's last one.
+//! - Wills are published when a connection is lost and not after DISCONNECT 0x00
+//!   [MQTT-3.1.2-8] [MQTT-3.14.4-3], after their Will Delay Interval unless the client came
+//!   back first [MQTT-3.1.3-9].
+//! - A persistent session is resumed with its subscriptions and queued messages while it has
+//!   not expired [MQTT-3.1.2-4] (3.1.1) / [MQTT-3.1.2-5] (5.0), and not after it expired
+//!   [MQTT-4.1.0-2]; Clean Start 1 always gets a new one [MQTT-3.2.2-2].
+//! - A message's expiry is passed on reduced by the time it waited [MQTT-3.3.2-6].
+//! - Shared subscriptions deliver each message to one member of each group.
+//! - Every QoS 1 and 2 message acknowledged to its publisher reaches every session that
+//!   certainly subscribed before it was published, unless a documented limit says otherwise:
+//!   the session ended (expiry, Clean Start, a crash of the broker), the message expired, or
+//!   the broker refused it (5.0 publishers learn that from reason code 0x97; 3.x publishers
+//!   cannot be told). Every such refusal must be counted in the broker's `dropped_*`
+//!   counters.
+//! - Every publish and subscription completes once the faults stop, no client sees the broker
+//!   break the protocol, and the broker counts no protocol error from these clients.
+//!
+//! # What a crash is allowed to lose
+//!
+//! The store is written when a session goes offline and when the broker stops gracefully. A
+//! crash loses what the broker had not given the store: sessions online at the crash come
+//! back as they were when their client last went offline, or not at all. So from a crash on,
+//! every session's state is uncertain until its client subscribes again, and a message routed
+//! before a crash may be lost or delivered again. Retained messages are the store's and
+//! survive.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use midge_codec::{ProtocolVersion, QoS};
+use midge_topic::{TopicFilter, TopicName};
+
+use crate::log::{ClientIdx, CloseKind, ConnNo, Counters, Entry, Event, Log, MsgId, Payload, Role};
+
+/// Slack for comparisons with intervals counted in whole seconds.
+const SECOND: Duration = Duration::from_secs(1);
+
+/// An index past every entry: "never".
+const NEVER: usize = usize::MAX;
+
+/// A broken promise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The rule, with the specification's statement where there is one.
+    pub rule: &'static str,
+    /// What happened.
+    pub detail: String,
+    /// The log entry where it shows, if one does.
+    pub entry: Option<usize>,
+}
+
+/// What the checker looked at, and why it let some losses pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// QoS 1 and 2 messages published and acknowledged.
+    pub acknowledged: usize,
+    /// (message, session) pairs that had to be delivered.
+    pub expected: usize,
+    /// Of those, delivered.
+    pub delivered: usize,
+    /// Not delivered: a crash came after the publish.
+    pub lost_to_crash: usize,
+    /// Not delivered: the session ended before it could be.
+    pub lost_to_session_end: usize,
+    /// Not delivered: the message may have expired.
+    pub lost_to_expiry: usize,
+    /// Not delivered: the broker refused it (0x97 to a 5.0 publisher).
+    pub refused: usize,
+    /// Not delivered: dropped by a limit, which a 3.x publisher cannot be told.
+    pub dropped_unacknowledgeable: usize,
+    /// Wills that had to reach a subscriber.
+    pub wills_expected: usize,
+    /// Wills that reached them.
+    pub wills_delivered: usize,
+    /// Retained messages received for new subscriptions.
+    pub retained_received: usize,
+    /// Deliveries the broker counted as dropped, all brokers of the run together.
+    pub counted_drops: u64,
+}
+
+/// The checker's verdict on a run.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Every broken promise; empty for a run that kept them all.
+    pub violations: Vec<Violation>,
+    /// What was checked.
+    pub tally: Tally,
+}
+
+impl Report {
+    /// True if no promise was broken.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// Whether some violation names `rule` (a substring of [`Violation::rule`]).
+    pub fn broke(&self, rule: &str) -> bool {
+        self.violations.iter().any(|v| v.rule.contains(rule))
+    }
+
+    /// The report with the log entries each violation points at, and those just before.
+    pub fn explain(&self, log: &Log) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        for v in &self.violations {
+            let _ = writeln!(out, "VIOLATION {}: {}", v.rule, v.detail);
+            if let Some(i) = v.entry {
+                for j in i.saturating_sub(3)..=i {
+                    if let Some(e) = log.entries.get(j) {
+                        let _ = writeln!(out, "    {}#{j:<6} {e}", if j == i { ">" } else { " " });
+                    }
+                }
+            }
+        }
+        let _ = write!(out, "{:?}", self.tally);
+        out
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.rule, self.detail)?;
+        if let Some(e) = self.entry {
+            write!(f, " (entry #{e})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a run. See the [module documentation](self) for the rules.
+pub fn check(log: &Log) -> Report {
+    let mut ctx = Ctx::new(log);
+    ctx.sessions();
+    ctx.subscriptions();
+    ctx.receptions();
+    ctx.deliveries();
+    ctx.order();
+    ctx.retained();
+    ctx.wills();
+    ctx.liveness_and_protocol();
+    ctx.counting();
+    Report {
+        violations: ctx.violations,
+        tally: ctx.tally,
+    }
+}
+
+/// One connection of one client, as the log shows it.
+#[derive(Clone, Debug, Default)]
+struct Conn {
+    connect: usize,
+    connected: Option<(usize, bool)>,
+    closed: Option<usize>,
+    down: Option<usize>,
+    broker_closed: Option<(usize, Option<u8>)>,
+}
+
+#[derive(Clone, Debug)]
+struct Pub {
+    publisher: ClientIdx,
+    idx: usize,
+    topic: String,
+    qos: QoS,
+    retain: bool,
+    empty: bool,
+    expiry: Option<u32>,
+    /// The completion: entry and reason code.
+    done: Option<(usize, u8)>,
+}
+
+impl Pub {
+    /// Whether the broker had the message by `done`: acknowledged or refused, but taken.
+    fn taken(&self) -> Option<usize> {
+        self.done.map(|(d, _)| d)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EndReason {
+    Crash,
+    CleanStart,
+    Closed,
+    Lost,
+}
+
+/// A stretch of one session's life that the broker must have kept whole.
+#[derive(Clone, Debug)]
+struct Epoch {
+    start: usize,
+    /// The earliest point the session may have ended; [`NEVER`] if it lived to the end.
+    end: usize,
+    reason: Option<EndReason>,
+    /// Resumed after a crash or an uncertain Clean Start: its content is not known.
+    restored: bool,
+    owner: (ClientIdx, ConnNo),
+}
+
+/// A subscription that certainly existed from `start` to `end` (entries).
+#[derive(Clone, Debug)]
+struct Interval {
+    client: ClientIdx,
+    filter: String,
+    share: Option<String>,
+    qos: u8,
+    start: usize,
+    end: usize,
+}
+
+struct Ctx<'a> {
+    log: &'a Log,
+    entries: &'a [Entry],
+    /// Session key (distinct client identifier) of each client.
+    key: Vec<usize>,
+    keys: usize,
+    conns: BTreeMap<(ClientIdx, ConnNo), Conn>,
+    pubs: BTreeMap<MsgId, Pub>,
+    crashes: Vec<usize>,
+    starts: Vec<usize>,
+    stops: Vec<usize>,
+    end: Option<usize>,
+    epochs: Vec<Vec<Epoch>>,
+    intervals: Vec<Interval>,
+    /// Every filter a client asked for, with when (for the "never subscribed" check).
+    asked: Vec<Vec<(usize, String)>>,
+    /// Non-retained receptions of each message by each client: entry indexes.
+    got: BTreeMap<MsgId, BTreeMap<ClientIdx, Vec<usize>>>,
+    counters: Counters,
+    violations: Vec<Violation>,
+    tally: Tally,
+}
+
+fn matches(filter: &str, topic: &str) -> bool {
+    match (TopicFilter::new(filter), TopicName::new(topic)) {
+        (Ok(f), Ok(t)) => f.matches(&t),
+        _ => false,
+    }
+}
+
+fn share_of(filter: &str) -> Option<String> {
+    TopicFilter::new(filter)
+        .ok()
+        .and_then(|f| f.share_name().map(str::to_owned))
+}
+
+impl<'a> Ctx<'a> {
+    fn new(log: &'a Log) -> Self {
+        let mut ids: Vec<&str> = log.clients.iter().map(|c| c.client_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let key = log
+            .clients
+            .iter()
+            .map(|c| ids.binary_search(&c.client_id.as_str()).unwrap_or(0))
+            .collect();
+        let mut ctx = Self {
+            log,
+            entries: &log.entries,
+            key,
+            keys: ids.len(),
+            conns: BTreeMap::new(),
+            pubs: BTreeMap::new(),
+            crashes: Vec::new(),
+            starts: Vec::new(),
+            stops: Vec::new(),
+            end: None,
+            epochs: vec![Vec::new(); ids.len()],
+            intervals: Vec::new(),
+            asked: vec![Vec::new(); log.clients.len()],
+            got: BTreeMap::new(),
+            counters: Counters::default(),
+            violations: Vec::new(),
+            tally: Tally::default(),
+        };
+        ctx.index();
+        ctx
+    }
+
+    fn violation(&mut self, rule: &'static str, detail: String, entry: Option<usize>) {
+        self.violations.push(Violation {
+            rule,
+            detail,
+            entry,
+        });
+    }
+
+    fn at(&self, i: usize) -> Duration {
+        match self.entries.get(i) {
+            Some(e) => e.at,
+            None => Duration::MAX,
+        }
+    }
+
+    fn end_idx(&self) -> usize {
+        self.end.unwrap_or(self.entries.len())
+    }
+
+    fn crash_in(&self, after: usize, until: usize) -> bool {
+        self.crashes.iter().any(|&c| c > after && c <= until)
+    }
+
+    fn connected_in(&self, client: ClientIdx, after: usize, until: usize) -> bool {
+        self.conns.iter().any(|((c, _), conn)| {
+            *c == client && conn.connected.is_some_and(|(i, _)| i > after && i < until)
+        })
+    }
+
+    /// Any connection of `client` accepted or ended in `after..until`: a publish in flight
+    /// then may be sent again.
+    fn reconnected_in(&self, client: ClientIdx, after: usize, until: usize) -> bool {
+        self.conns.iter().any(|((c, _), conn)| {
+            *c == client
+                && [conn.connected.map(|(i, _)| i), conn.closed, conn.down]
+                    .into_iter()
+                    .flatten()
+                    .any(|i| i > after && i < until)
+        })
+    }
+
+    /// Whether the session of `key` may have ended, or begun anew, in `after..until`.
+    fn session_changed_in(&self, key: usize, after: usize, until: usize) -> bool {
+        self.epochs[key].iter().any(|e| {
+            (e.end != NEVER && e.end > after && e.end < until)
+                || (e.start > after && e.start < until)
+        })
+    }
+
+    fn epoch_at(&self, key: usize, i: usize) -> Option<&Epoch> {
+        self.epochs[key]
+            .iter()
+            .rev()
+            .find(|e| e.start <= i && i < e.end)
+    }
+
+    /// Pass 1: connections, publishes, crashes and restarts, counters.
+    fn index(&mut self) {
+        for (i, entry) in self.entries.iter().enumerate() {
+            match &entry.event {
+                Event::Connect { client, conn } => {
+                    self.conns.insert(
+                        (*client, *conn),
+                        Conn {
+                            connect: i,
+                            ..Conn::default()
+                        },
+                    );
+                }
+                Event::Connected {
+                    client,
+                    conn,
+                    session_present,
+                } => {
+                    if let Some(c) = self.conns.get_mut(&(*client, *conn)) {
+                        c.connected = Some((i, *session_present));
+                    }
+                }
+                Event::Closed { client, conn, .. } => {
+                    if let Some(c) = self.conns.get_mut(&(*client, *conn)) {
+                        c.closed.get_or_insert(i);
+                    }
+                }
+                Event::TransportDown { client, conn } => {
+                    if let Some(c) = self.conns.get_mut(&(*client, *conn)) {
+                        c.down.get_or_insert(i);
+                    }
+                }
+                Event::BrokerClosed {
+                    client,
+                    conn,
+                    disconnect,
+                } => {
+                    if let Some(c) = self.conns.get_mut(&(*client, *conn)) {
+                        c.broker_closed.get_or_insert((i, *disconnect));
+                    }
+                }
+                Event::Publish {
+                    msg,
+                    topic,
+                    qos,
+                    retain,
+                    empty,
+                    expiry,
+                } => {
+                    self.pubs.insert(
+                        *msg,
+                        Pub {
+                            publisher: msg.publisher,
+                            idx: i,
+                            topic: topic.clone(),
+                            qos: *qos,
+                            retain: *retain,
+                            empty: *empty,
+                            expiry: *expiry,
+                            done: None,
+                        },
+                    );
+                }
+                Event::Published { msg, code } => {
+                    if let Some(p) = self.pubs.get_mut(msg) {
+                        p.done.get_or_insert((i, *code));
+                    }
+                }
+                Event::Crash => self.crashes.push(i),
+                Event::Start => self.starts.push(i),
+                Event::Stop => self.stops.push(i),
+                Event::End => self.end = Some(i),
+                Event::Counters(c) => {
+                    self.counters.dropped_inbox_full += c.dropped_inbox_full;
+                    self.counters.dropped_queue_full += c.dropped_queue_full;
+                    self.counters.dropped_memory_budget += c.dropped_memory_budget;
+                    self.counters.dropped_retained += c.dropped_retained;
+                    self.counters.protocol_errors += c.protocol_errors;
+                }
+                _ => {}
+            }
+        }
+        self.tally.counted_drops = self.counters.dropped_deliveries();
+    }
+
+    /// Pass 2: the epochs of every session, and whether each resumption was right.
+    fn sessions(&mut self) {
+        let mut last_down: Vec<Option<usize>> = vec![None; self.keys];
+        // The last time a session of the key went offline at the broker, for expiry.
+        let mut offline_since: Vec<Option<usize>> = vec![None; self.keys];
+        for i in 0..self.entries.len() {
+            let event = self.entries[i].event.clone();
+            match event {
+                Event::Crash => {
+                    for k in 0..self.keys {
+                        self.end_epoch(k, i, EndReason::Crash);
+                    }
+                }
+                Event::Connect { client, .. } if self.log.clients[client].clean_start => {
+                    self.end_epoch(self.key[client], i, EndReason::CleanStart);
+                }
+                Event::Connected {
+                    client,
+                    conn,
+                    session_present,
+                } => {
+                    let k = self.key[client];
+                    let connect = self.conns.get(&(client, conn)).map_or(i, |c| c.connect);
+                    self.check_resume(client, i, connect, session_present, offline_since[k]);
+                    let open = self.epochs[k].last().filter(|e| e.end == NEVER).is_some();
+                    let start = self.epochs[k].last().map_or(connect, |e| {
+                        if e.end == NEVER {
+                            connect
+                        } else {
+                            connect.max(e.end)
+                        }
+                    });
+                    if !session_present {
+                        if open {
+                            let from = self.epochs[k].last().map_or(0, |e| e.start);
+                            let at = last_down[k].filter(|&d| d > from).unwrap_or(connect);
+                            self.end_epoch(k, at, EndReason::Lost);
+                        }
+                        self.epochs[k].push(Epoch {
+                            start,
+                            end: NEVER,
+                            reason: None,
+                            restored: false,
+                            owner: (client, conn),
+                        });
+                    } else if !open {
+                        self.epochs[k].push(Epoch {
+                            start,
+                            end: NEVER,
+                            reason: None,
+                            restored: true,
+                            owner: (client, conn),
+                        });
+                    }
+                    offline_since[k] = None;
+                }
+                Event::Closed { client, conn, .. } | Event::TransportDown { client, conn } => {
+                    let k = self.key[client];
+                    last_down[k] = Some(i);
+                    self.end_if_transient(client, conn, i);
+                }
+                Event::BrokerClosed { client, conn, .. } => {
+                    let k = self.key[client];
+                    last_down[k] = Some(i);
+                    // Offline from here unless another connection of the key is accepted.
+                    let other_online = self.conns.iter().any(|((c, n), x)| {
+                        self.key[*c] == k
+                            && (*c, *n) != (client, conn)
+                            && x.connected.is_some_and(|(a, _)| a < i)
+                            && x.broker_closed.is_none_or(|(b, _)| b > i)
+                    });
+                    if !other_online {
+                        offline_since[k] = Some(i);
+                    }
+                    self.end_if_transient(client, conn, i);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A session that ends with its connection (expiry 0) ends at the first sign that the
+    /// connection is gone.
+    fn end_if_transient(&mut self, client: ClientIdx, conn: ConnNo, i: usize) {
+        if self.log.clients[client].session_expiry != 0 {
+            return;
+        }
+        let k = self.key[client];
+        if self.epochs[k]
+            .last()
+            .is_some_and(|e| e.end == NEVER && e.owner == (client, conn))
+        {
+            self.end_epoch(k, i, EndReason::Closed);
+        }
+    }
+
+    fn end_epoch(&mut self, key: usize, at: usize, reason: EndReason) {
+        if let Some(e) = self.epochs[key].last_mut() {
+            if e.end == NEVER {
+                e.end = at.max(e.start);
+                e.reason = Some(reason);
+            }
+        }
+    }
+
+    /// Session Present against what the session's history allows.
+    fn check_resume(
+        &mut self,
+        client: ClientIdx,
+        i: usize,
+        connect: usize,
+        present: bool,
+        offline_since: Option<usize>,
+    ) {
+        let spec = &self.log.clients[client];
+        let k = self.key[client];
+        if spec.clean_start {
+            if present {
+                self.violation(
+                    "[MQTT-3.2.2-2] Clean Start 1 gets Session Present 0",
+                    format!("client {client} ({}) resumed a session", spec.client_id),
+                    Some(i),
+                );
+            }
+            return;
+        }
+        let expiry = Duration::from_secs(u64::from(spec.session_expiry));
+        let prev = self.epochs[k].last().cloned();
+        // Expiry counts from the session going offline, and again from each restart
+        // (the store does not keep when the session went offline).
+        let counted_from = offline_since.map(|off| {
+            let restart = self
+                .starts
+                .iter()
+                .copied()
+                .filter(|&s| s > off && s < i)
+                .max();
+            self.at(restart.unwrap_or(off))
+        });
+        if present {
+            let Some(prev) = prev else {
+                self.violation(
+                    "[MQTT-3.2.2-3] Session Present 1 needs a session",
+                    format!("client {client}'s first session was reported present"),
+                    Some(i),
+                );
+                return;
+            };
+            match prev.reason {
+                None => {
+                    if let Some(from) = counted_from {
+                        if spec.session_expiry != u32::MAX
+                            && self.at(connect) > from + expiry + SECOND
+                        {
+                            self.violation(
+                                "[MQTT-4.1.0-2] an expired session is discarded",
+                                format!(
+                                    "client {client}'s session was offline {:?} with expiry {}s and was resumed",
+                                    self.at(connect) - from,
+                                    spec.session_expiry
+                                ),
+                                Some(i),
+                            );
+                        }
+                    }
+                }
+                Some(EndReason::CleanStart) => {
+                    // The Clean Start that ended it was certainly handled before this
+                    // CONNECT was sent: nothing may be resumed.
+                    let ender = self.conns.values().find(|c| c.connect == prev.end);
+                    if ender.is_some_and(|c| c.connected.is_some_and(|(a, _)| a < connect)) {
+                        self.violation(
+                            "[MQTT-3.1.2-4] Clean Start 1 discards the session",
+                            format!("client {client} resumed a session that a Clean Start ended"),
+                            Some(i),
+                        );
+                    }
+                }
+                Some(EndReason::Crash) => {
+                    // The store has the session only if it was written: when it went offline,
+                    // or at a graceful stop.
+                    let written = self.conns.iter().any(|((c, _), x)| {
+                        self.key[*c] == k
+                            && x.broker_closed
+                                .is_some_and(|(b, _)| b > prev.start && b < prev.end)
+                    }) || self.stops.iter().any(|&s| s > prev.start && s < prev.end)
+                        || prev.restored;
+                    if !written {
+                        self.violation(
+                            "[MQTT-3.2.2-3] Session Present 1 needs a session",
+                            format!(
+                                "client {client}'s session was restored after a crash, but the store was never given it"
+                            ),
+                            Some(i),
+                        );
+                    }
+                }
+                Some(EndReason::Closed | EndReason::Lost) => {}
+            }
+            return;
+        }
+        // Session Present 0: fine if there was none, it ended, or it may have expired.
+        let Some(prev) = prev else { return };
+        if prev.reason.is_some() || self.crash_in(prev.start, i) {
+            return;
+        }
+        let may_have_expired = match counted_from {
+            Some(from) => self.at(i) + SECOND >= from + expiry,
+            None => false,
+        };
+        if !may_have_expired {
+            self.violation(
+                "[MQTT-3.1.2-4] a persistent session is resumed",
+                format!(
+                    "client {client} ({}) lost its session (expiry {}s){}",
+                    spec.client_id,
+                    spec.session_expiry,
+                    match counted_from {
+                        Some(from) => format!(" after {:?} offline", self.at(i) - from),
+                        None => " while it was still connected".to_owned(),
+                    }
+                ),
+                Some(i),
+            );
+        }
+    }
+
+    /// Pass 3: the windows in which each subscription certainly existed.
+    fn subscriptions(&mut self) {
+        let mut pending: BTreeMap<(ClientIdx, u16), Vec<(String, QoS)>> = BTreeMap::new();
+        let mut open: BTreeMap<(ClientIdx, String), Interval> = BTreeMap::new();
+        for i in 0..self.entries.len() {
+            match &self.entries[i].event {
+                Event::Subscribe {
+                    client,
+                    packet,
+                    filters,
+                } => {
+                    for (f, _) in filters {
+                        self.asked[*client].push((i, f.clone()));
+                        if let Some(mut iv) = open.remove(&(*client, f.clone())) {
+                            iv.end = iv.end.min(i);
+                            self.intervals.push(iv);
+                        }
+                    }
+                    pending.insert((*client, *packet), filters.clone());
+                }
+                Event::Subscribed {
+                    client,
+                    packet,
+                    codes,
+                } => {
+                    let Some(filters) = pending.remove(&(*client, *packet)) else {
+                        continue;
+                    };
+                    let k = self.key[*client];
+                    let Some(epoch_end) = self.epoch_at(k, i).map(|e| e.end) else {
+                        continue;
+                    };
+                    for ((filter, _), code) in filters.into_iter().zip(codes) {
+                        if *code >= 0x80 {
+                            continue;
+                        }
+                        let iv = Interval {
+                            client: *client,
+                            share: share_of(&filter),
+                            filter: filter.clone(),
+                            qos: *code,
+                            start: i,
+                            end: epoch_end,
+                        };
+                        if let Some(mut old) = open.insert((*client, filter), iv) {
+                            old.end = old.end.min(i);
+                            self.intervals.push(old);
+                        }
+                    }
+                }
+                Event::Unsubscribe { client, filters } => {
+                    for f in filters {
+                        if let Some(mut iv) = open.remove(&(*client, f.clone())) {
+                            iv.end = iv.end.min(i);
+                            self.intervals.push(iv);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.intervals.extend(open.into_values());
+    }
+
+    /// Pass 4: each reception on its own: was it ever published, on this topic, at this QoS,
+    /// to a client that asked for it?
+    fn receptions(&mut self) {
+        for i in 0..self.entries.len() {
+            let Event::Received {
+                client,
+                topic,
+                payload,
+                qos,
+                retain,
+                expiry,
+            } = &self.entries[i].event
+            else {
+                continue;
+            };
+            let (client, qos, retain, expiry) = (*client, *qos, *retain, *expiry);
+            let asked = self.asked[client]
+                .iter()
+                .any(|(a, f)| *a < i && matches(f, topic));
+            if !asked {
+                self.violation(
+                    "[MQTT-3.3.2-3] messages go to matching subscriptions only",
+                    format!("client {client} got a message on {topic} without subscribing to it"),
+                    Some(i),
+                );
+            }
+            match *payload {
+                Payload::Message(id) => {
+                    let Some(p) = self.pubs.get(&id).cloned() else {
+                        self.violation(
+                            "a delivered message was published",
+                            format!("client {client} got {id:?}, which nobody published"),
+                            Some(i),
+                        );
+                        continue;
+                    };
+                    if p.idx > i || p.topic != *topic {
+                        self.violation(
+                            "a delivered message was published",
+                            format!(
+                                "client {client} got {id:?} on {topic}, published on {} at entry {}",
+                                p.topic, p.idx
+                            ),
+                            Some(i),
+                        );
+                        continue;
+                    }
+                    if qos > p.qos {
+                        self.violation(
+                            "[MQTT-3.8.4-8] delivered QoS is at most the published QoS",
+                            format!(
+                                "client {client} got {id:?} at {qos:?}, published at {:?}",
+                                p.qos
+                            ),
+                            Some(i),
+                        );
+                    }
+                    if retain && !p.retain {
+                        self.violation(
+                            "[MQTT-3.3.1-9] RETAIN is 0 on messages for established subscriptions",
+                            format!("client {client} got the non-retained {id:?} with RETAIN 1"),
+                            Some(i),
+                        );
+                    }
+                    self.check_expiry(client, i, &p, expiry);
+                    if !retain {
+                        self.got
+                            .entry(id)
+                            .or_default()
+                            .entry(client)
+                            .or_default()
+                            .push(i);
+                    }
+                }
+                Payload::Will { client: owner } => {
+                    let will = self.log.clients.get(owner).and_then(|c| c.will.clone());
+                    match will {
+                        Some(w) if w.topic == *topic && qos <= w.qos && !retain => {}
+                        _ => self.violation(
+                            "a delivered will was set",
+                            format!(
+                                "client {client} got client {owner}'s will on {topic} at {qos:?}, retain {retain}"
+                            ),
+                            Some(i),
+                        ),
+                    }
+                }
+                Payload::Empty => {
+                    if retain {
+                        self.violation(
+                            "[MQTT-3.3.1-11] an empty retained message is never stored",
+                            format!("client {client} got an empty retained message on {topic}"),
+                            Some(i),
+                        );
+                    }
+                }
+                Payload::Unknown => self.violation(
+                    "a delivered message was published",
+                    format!("client {client} got a payload nobody sent, on {topic}"),
+                    Some(i),
+                ),
+            }
+        }
+    }
+
+    /// The Message Expiry Interval of a delivery: the published one less the time waited
+    /// [MQTT-3.3.2-6]. Each restart of the broker may round away up to a second.
+    fn check_expiry(&mut self, client: ClientIdx, i: usize, p: &Pub, got: Option<u32>) {
+        if self.log.clients[client].version != ProtocolVersion::V5 {
+            return;
+        }
+        let waited = self.at(i).saturating_sub(self.at(p.idx)).as_secs();
+        let restarts = self.starts.iter().filter(|&&s| s > p.idx && s < i).count() as u64;
+        let ok = match (p.expiry, got) {
+            (None, None) => true,
+            (Some(sent), Some(got)) => {
+                u64::from(got) <= u64::from(sent)
+                    && u64::from(got) + waited + 1 + restarts >= u64::from(sent)
+            }
+            _ => false,
+        };
+        if !ok {
+            self.violation(
+                "[MQTT-3.3.2-6] the expiry interval is passed on, less the time waited",
+                format!(
+                    "client {client} got expiry {got:?} for a message published with {:?} {waited}s before",
+                    p.expiry
+                ),
+                Some(i),
+            );
+        }
+    }
+
+    fn received(&self, client: ClientIdx, id: MsgId) -> bool {
+        self.got.get(&id).is_some_and(|m| m.contains_key(&client))
+    }
+
+    /// The highest QoS of the non-shared subscriptions of `client` to `topic` that certainly
+    /// existed from before `from` until after `until`.
+    fn certain_qos(&self, client: ClientIdx, topic: &str, from: usize, until: usize) -> Option<u8> {
+        self.intervals
+            .iter()
+            .filter(|iv| {
+                iv.client == client
+                    && iv.share.is_none()
+                    && iv.start < from
+                    && iv.end > until
+                    && matches(&iv.filter, topic)
+            })
+            .map(|iv| iv.qos)
+            .max()
+    }
+
+    /// Why a message that had to reach `keys` may not have, if it may not.
+    fn loss_excuse(&self, p: &Pub, keys: &[usize]) -> Option<Excuse> {
+        let end = self.end_idx();
+        if self.crash_in(p.idx, end) {
+            return Some(Excuse::Crash);
+        }
+        let session_ended = keys.iter().any(|&k| {
+            self.epochs[k]
+                .iter()
+                .any(|e| e.end != NEVER && e.end >= p.idx && e.end < end)
+        });
+        if session_ended {
+            return Some(Excuse::SessionEnded);
+        }
+        if let Some(e) = p.expiry {
+            let alive = Duration::from_secs(u64::from(e));
+            if self.at(end) + SECOND >= self.at(p.idx) + alive {
+                return Some(Excuse::Expired);
+            }
+        }
+        let (_, code) = p.done?;
+        if code == 0x97 {
+            return Some(Excuse::Refused);
+        }
+        let v5 = self.log.clients[p.publisher].version == ProtocolVersion::V5;
+        if !v5 {
+            return Some(Excuse::Unacknowledgeable);
+        }
+        None
+    }
+
+    fn excuse(&mut self, excuse: Excuse) {
+        match excuse {
+            Excuse::Crash => self.tally.lost_to_crash += 1,
+            Excuse::SessionEnded => self.tally.lost_to_session_end += 1,
+            Excuse::Expired => self.tally.lost_to_expiry += 1,
+            Excuse::Refused => self.tally.refused += 1,
+            Excuse::Unacknowledgeable => self.tally.dropped_unacknowledgeable += 1,
+        }
+    }
+
+    /// Pass 5: every acknowledged QoS 1 and 2 message reached every session that certainly
+    /// subscribed to it, once for QoS 2, and each shared group once.
+    fn deliveries(&mut self) {
+        let pubs: Vec<(MsgId, Pub)> = self.pubs.iter().map(|(k, v)| (*k, v.clone())).collect();
+        let regular: Vec<ClientIdx> = (0..self.log.clients.len())
+            .filter(|&c| self.log.clients[c].role == Role::Regular)
+            .collect();
+        for (id, p) in &pubs {
+            self.duplicates(*id, p);
+            if p.qos == QoS::AtMostOnce || p.empty {
+                continue;
+            }
+            let Some((done, code)) = p.done else { continue };
+            self.tally.acknowledged += 1;
+            // Ordinary subscriptions.
+            for &s in &regular {
+                let Some(granted) = self.certain_qos(s, &p.topic, p.idx, done) else {
+                    continue;
+                };
+                if granted == 0 {
+                    continue;
+                }
+                if code == 0x10 && !self.crash_in(p.idx, done) {
+                    self.violation(
+                        "0x10 No matching subscribers means none matched",
+                        format!(
+                            "{id:?} on {} was answered 0x10 while client {s} was subscribed",
+                            p.topic
+                        ),
+                        Some(done),
+                    );
+                }
+                self.tally.expected += 1;
+                if self.received(s, *id) {
+                    self.tally.delivered += 1;
+                    continue;
+                }
+                match self.loss_excuse(p, &[self.key[s]]) {
+                    Some(e) => self.excuse(e),
+                    None => self.violation(
+                        "[MQTT-4.5.0-1] an acknowledged message reaches every matching session",
+                        format!(
+                            "{id:?} ({:?}, on {}) was acknowledged {code:#04x} but never reached client {s}",
+                            p.qos, p.topic
+                        ),
+                        Some(done),
+                    ),
+                }
+            }
+            // Shared subscriptions: one member of each group.
+            let groups: BTreeSet<String> = self
+                .intervals
+                .iter()
+                .filter(|iv| matches(&iv.filter, &p.topic))
+                .filter_map(|iv| iv.share.clone())
+                .collect();
+            for group in groups {
+                let members: BTreeSet<ClientIdx> = self
+                    .intervals
+                    .iter()
+                    .filter(|iv| iv.share.as_deref() == Some(group.as_str()))
+                    .map(|iv| iv.client)
+                    .collect();
+                let receivers: Vec<ClientIdx> = members
+                    .iter()
+                    .copied()
+                    .filter(|m| self.received(*m, *id))
+                    .collect();
+                let resent = self.reconnected_in(id.publisher, p.idx, done)
+                    || self.crash_in(p.idx, self.end_idx());
+                if receivers.len() > 1 && !resent {
+                    self.violation(
+                        "a shared subscription delivers each message to one member",
+                        format!("{id:?} reached members {receivers:?} of group {group}"),
+                        Some(done),
+                    );
+                }
+                let certain = self.intervals.iter().any(|iv| {
+                    iv.share.as_deref() == Some(group.as_str())
+                        && iv.qos > 0
+                        && iv.start < p.idx
+                        && iv.end > done
+                        && matches(&iv.filter, &p.topic)
+                });
+                if !certain {
+                    continue;
+                }
+                self.tally.expected += 1;
+                if !receivers.is_empty() {
+                    self.tally.delivered += 1;
+                    continue;
+                }
+                let keys: Vec<usize> = members.iter().map(|m| self.key[*m]).collect();
+                match self.loss_excuse(p, &keys) {
+                    Some(e) => self.excuse(e),
+                    None => self.violation(
+                        "[MQTT-4.5.0-1] an acknowledged message reaches every matching session",
+                        format!(
+                            "{id:?} on {} was acknowledged {code:#04x} but reached no member of group {group}",
+                            p.topic
+                        ),
+                        Some(done),
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Copies of one message at one client beyond the first, each needing a reason.
+    fn duplicates(&mut self, id: MsgId, p: &Pub) {
+        let receivers: Vec<(ClientIdx, Vec<usize>)> = self
+            .got
+            .get(&id)
+            .map(|m| m.iter().map(|(c, v)| (*c, v.clone())).collect())
+            .unwrap_or_default();
+        let publisher_key = self.key[id.publisher];
+        let flight_end = p.done.map_or(self.end_idx(), |(d, _)| d);
+        // The publisher sent it again: on a new connection (QoS 1), or as a new message
+        // after losing its session (QoS 2).
+        let resent = match p.qos {
+            QoS::AtMostOnce => false,
+            QoS::AtLeastOnce => self.reconnected_in(id.publisher, p.idx, flight_end),
+            QoS::ExactlyOnce => self.session_changed_in(publisher_key, p.idx, flight_end),
+        };
+        for (c, copies) in receivers {
+            for pair in copies.windows(2) {
+                let (first, second) = (pair[0], pair[1]);
+                if resent || self.crash_in(p.idx, second) {
+                    continue;
+                }
+                let Event::Received { qos, .. } = self.entries[second].event else {
+                    continue;
+                };
+                let again = qos == QoS::AtLeastOnce && self.connected_in(c, first, second);
+                if again {
+                    continue;
+                }
+                let rule = match qos {
+                    QoS::AtMostOnce => "[MQTT-4.3.1-1] QoS 0 is delivered at most once",
+                    QoS::AtLeastOnce => {
+                        "[MQTT-4.4.0-1] a QoS 1 message is sent again only on a new connection"
+                    }
+                    QoS::ExactlyOnce => "[MQTT-4.3.3-2] QoS 2 is delivered exactly once",
+                };
+                self.violation(
+                    rule,
+                    format!("client {c} got {id:?} twice (entries {first} and {second})"),
+                    Some(second),
+                );
+            }
+        }
+    }
+
+    /// Pass 6: per subscriber, publisher, topic and QoS, messages arrive in publish order
+    /// [MQTT-4.6.0-6]. A crash starts the count again: a restored session may give old
+    /// messages again.
+    fn order(&mut self) {
+        let mut last: BTreeMap<(ClientIdx, ClientIdx, String, QoS), u32> = BTreeMap::new();
+        let mut seen: BTreeSet<(ClientIdx, MsgId)> = BTreeSet::new();
+        for i in 0..self.entries.len() {
+            match &self.entries[i].event {
+                Event::Crash => {
+                    last.clear();
+                    seen.clear();
+                }
+                Event::Received {
+                    client,
+                    topic,
+                    payload: Payload::Message(id),
+                    qos,
+                    retain: false,
+                    ..
+                } => {
+                    if !seen.insert((*client, *id)) {
+                        continue;
+                    }
+                    let key = (*client, id.publisher, topic.clone(), *qos);
+                    if let Some(&before) = last.get(&key) {
+                        if before > id.seq {
+                            self.violation(
+                                "[MQTT-4.6.0-6] one publisher's messages on a topic arrive in order",
+                                format!(
+                                    "client {client} got message {} of client {} on {topic} ({qos:?}) after message {before}",
+                                    id.seq, id.publisher
+                                ),
+                                Some(i),
+                            );
+                        }
+                    }
+                    let e = last.entry(key).or_insert(id.seq);
+                    *e = (*e).max(id.seq);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Retained publishes to `topic`, in publish order.
+    fn retained_publishes(&self, topic: &str) -> Vec<(MsgId, Pub)> {
+        let mut v: Vec<(MsgId, Pub)> = self
+            .pubs
+            .iter()
+            .filter(|(_, p)| p.retain && p.topic == topic)
+            .map(|(k, p)| (*k, p.clone()))
+            .collect();
+        v.sort_by_key(|(_, p)| p.idx);
+        v
+    }
+
+    /// The retained messages of `topic` that may be its retained message at some moment in
+    /// `from..=until` (entries); `None` stands for "no retained message".
+    ///
+    /// A retained publish is applied somewhere between its publish call and its completion;
+    /// a publish sent after another completed is applied after it. A message is possible if
+    /// it was published before `until`, no message certainly applied after it was certainly
+    /// applied before `from`, and it had not certainly expired by `from` (the broker checks
+    /// expiry when it sends a retained message, after the SUBSCRIBE).
+    fn possible_retained(&self, topic: &str, from: usize, until: usize) -> Vec<Option<MsgId>> {
+        let all = self.retained_publishes(topic);
+        let mut out = Vec::new();
+        for (id, p) in &all {
+            if p.idx >= until || p.empty {
+                continue;
+            }
+            let replaced = all.iter().any(|(_, w)| {
+                w.taken().is_some_and(|wd| wd < from) && p.taken().is_some_and(|pd| w.idx > pd)
+            });
+            let expired = match (p.expiry, p.taken()) {
+                (Some(e), Some(d)) => {
+                    self.at(from) > self.at(d) + Duration::from_secs(u64::from(e)) + SECOND
+                }
+                _ => false,
+            };
+            if !replaced && !expired {
+                out.push(Some(*id));
+            }
+        }
+        // No retained message is impossible only if one without expiry was certainly applied
+        // before `from`, and nothing that may have been applied after it could clear it (an
+        // empty message, or one that expires), nor could a limit have (`dropped_retained`).
+        let held = all.iter().any(|(_, p)| {
+            p.taken().is_some_and(|d| d < from)
+                && !p.empty
+                && p.expiry.is_none()
+                && all.iter().all(|(_, w)| {
+                    let may_follow =
+                        w.idx != p.idx && w.idx < until && w.taken().is_none_or(|wd| wd >= p.idx);
+                    !may_follow || (!w.empty && w.expiry.is_none())
+                })
+        });
+        if !held || self.counters.dropped_retained > 0 {
+            out.push(None);
+        }
+        out
+    }
+
+    /// Pass 7: retained messages for new subscriptions are the topic's last one
+    /// [MQTT-3.3.1-5] [MQTT-3.3.1-6]; the probe at the end gets every topic's.
+    fn retained(&mut self) {
+        // Every SUBSCRIBE of a filter: (sent, answered or NEVER, filter).
+        let mut windows: Vec<Vec<(usize, usize, String)>> =
+            vec![Vec::new(); self.log.clients.len()];
+        let mut pending: BTreeMap<(ClientIdx, u16), Vec<usize>> = BTreeMap::new();
+        for i in 0..self.entries.len() {
+            match &self.entries[i].event {
+                Event::Subscribe {
+                    client,
+                    packet,
+                    filters,
+                } => {
+                    let mut slots = Vec::new();
+                    for (f, _) in filters {
+                        slots.push(windows[*client].len());
+                        windows[*client].push((i, NEVER, f.clone()));
+                    }
+                    pending.insert((*client, *packet), slots);
+                }
+                Event::Subscribed { client, packet, .. } => {
+                    for slot in pending.remove(&(*client, *packet)).unwrap_or_default() {
+                        if let Some(w) = windows[*client].get_mut(slot) {
+                            w.1 = i;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for i in 0..self.entries.len() {
+            let Event::Received {
+                client,
+                topic,
+                payload: Payload::Message(id),
+                retain: true,
+                ..
+            } = &self.entries[i].event
+            else {
+                continue;
+            };
+            self.tally.retained_received += 1;
+            // A subscription's retained messages may arrive late: on a later connection of
+            // the session, or before the SUBACK of a SUBSCRIBE sent again.
+            let ok = windows[*client]
+                .iter()
+                .filter(|(sent, _, f)| *sent < i && matches(f, topic))
+                .any(|&(sent, acked, _)| {
+                    self.possible_retained(topic, sent, acked.min(i))
+                        .contains(&Some(*id))
+                });
+            if !ok {
+                self.violation(
+                    "[MQTT-3.3.1-6] a new subscription gets the topic's last retained message",
+                    format!(
+                        "client {client} got {id:?} as the retained message of {topic}, which it was not then"
+                    ),
+                    Some(i),
+                );
+            }
+        }
+        // The probe: a new session at the end must get every topic's last retained message.
+        let probes: Vec<ClientIdx> = (0..self.log.clients.len())
+            .filter(|&c| self.log.clients[c].role == Role::Probe)
+            .collect();
+        for probe in probes {
+            let Some((from, until, filter)) = windows[probe].first().cloned() else {
+                continue;
+            };
+            if until == NEVER {
+                continue;
+            }
+            let topics: BTreeSet<String> = self
+                .pubs
+                .values()
+                .filter(|p| p.retain && matches(&filter, &p.topic))
+                .map(|p| p.topic.clone())
+                .collect();
+            for topic in topics {
+                let got = self.entries.iter().skip(until).any(|e| {
+                    matches!(&e.event, Event::Received { client, topic: t, retain: true, .. }
+                        if *client == probe && *t == topic)
+                });
+                let possible = self.possible_retained(&topic, from, until);
+                if !got && !possible.contains(&None) {
+                    self.violation(
+                        "[MQTT-3.3.1-6] a new subscription gets the topic's last retained message",
+                        format!(
+                            "the probe got no retained message for {topic}; it could have been one of {possible:?}"
+                        ),
+                        Some(until),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Pass 8: wills, for each watcher.
+    fn wills(&mut self) {
+        #[derive(Clone, Debug)]
+        struct Firing {
+            /// When, at the earliest and latest (entries).
+            lo: usize,
+            hi: usize,
+            must: bool,
+        }
+        let end = self.end_idx();
+        let mut firings: BTreeMap<ClientIdx, Vec<Firing>> = BTreeMap::new();
+        let conns: Vec<((ClientIdx, ConnNo), Conn)> =
+            self.conns.iter().map(|(k, v)| (*k, v.clone())).collect();
+        for ((c, n), conn) in &conns {
+            let spec = &self.log.clients[*c];
+            let Some(will) = spec.will.clone() else {
+                continue;
+            };
+            let Some((closed, disconnect)) = conn.broker_closed else {
+                continue;
+            };
+            if disconnect == Some(0) {
+                continue;
+            }
+            let delay = Duration::from_secs(u64::from(will.delay.min(spec.session_expiry)));
+            let fire_at = self.at(closed) + delay;
+            let idx_at = |t: Duration, last: bool| -> usize {
+                let pos = self.entries.partition_point(|e| e.at < t);
+                if last {
+                    self.entries
+                        .partition_point(|e| e.at <= t)
+                        .saturating_sub(1)
+                        .max(pos)
+                } else {
+                    pos
+                }
+            };
+            let (mut lo, hi) = if delay.is_zero() {
+                (closed, closed)
+            } else {
+                (idx_at(fire_at, false), idx_at(fire_at, true))
+            };
+            let mut must = conn.connected.is_some() && hi < end;
+            if !delay.is_zero() {
+                // Cancelled by the client's next connection, if the broker took it before the
+                // delay ran out [MQTT-3.1.3-9].
+                let next = conns
+                    .iter()
+                    .filter(|((c2, n2), _)| c2 == c && n2 > n)
+                    .map(|(_, x)| x)
+                    .next();
+                if let Some(next) = next {
+                    let accepted_before = next.connected.is_some_and(|(a, _)| a < lo);
+                    if accepted_before {
+                        continue;
+                    }
+                    if next.connect <= hi {
+                        must = false;
+                    }
+                }
+                // A Clean Start by another client with the identifier ends the session, and
+                // the will goes then.
+                let k = self.key[*c];
+                if let Some(ender) = conns.iter().find(|((c2, _), x)| {
+                    self.key[*c2] == k
+                        && c2 != c
+                        && self.log.clients[*c2].clean_start
+                        && x.connect > closed
+                        && x.connect < hi
+                }) {
+                    lo = lo.min(ender.1.connect);
+                    must = false;
+                }
+                if self.crash_in(closed, hi) || self.stops.iter().any(|&s| s >= closed && s <= hi) {
+                    must = false;
+                }
+            }
+            firings.entry(*c).or_default().push(Firing { lo, hi, must });
+        }
+        let watchers: Vec<ClientIdx> = (0..self.log.clients.len())
+            .filter(|&w| self.log.clients[w].role == Role::Regular)
+            .collect();
+        let owners: Vec<ClientIdx> = (0..self.log.clients.len())
+            .filter(|&c| self.log.clients[c].will.is_some())
+            .collect();
+        for &owner in &owners {
+            let Some(topic) = self.log.clients[owner]
+                .will
+                .as_ref()
+                .map(|w| w.topic.clone())
+            else {
+                continue;
+            };
+            let fires = firings.get(&owner).cloned().unwrap_or_default();
+            for &w in &watchers {
+                let got: Vec<(usize, QoS)> = self
+                    .entries
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, e)| match &e.event {
+                        Event::Received {
+                            client,
+                            payload: Payload::Will { client: o },
+                            qos,
+                            ..
+                        } if *client == w && *o == owner => Some((i, *qos)),
+                        _ => None,
+                    })
+                    .collect();
+                // At most one copy per firing: match each copy to a firing before it. A QoS 1
+                // copy after a reconnect of the watcher may be the same one sent again.
+                let mut used = vec![false; fires.len()];
+                let mut prev: Option<usize> = None;
+                for &(i, qos) in &got {
+                    let resend =
+                        qos == QoS::AtLeastOnce && prev.is_some_and(|p| self.connected_in(w, p, i));
+                    prev = Some(i);
+                    if resend {
+                        continue;
+                    }
+                    let slot = (0..fires.len())
+                        .filter(|&f| !used[f] && fires[f].lo <= i)
+                        .min_by_key(|&f| fires[f].lo);
+                    match slot {
+                        Some(f) => used[f] = true,
+                        None if self.crash_in(0, i) => {}
+                        None => self.violation(
+                            "[MQTT-3.1.2-8] a will is published once, after its connection is lost, and not after DISCONNECT 0x00",
+                            format!("client {w} got client {owner}'s will with no lost connection to publish it for"),
+                            Some(i),
+                        ),
+                    }
+                }
+                // Every will that had to go reached a watcher that certainly subscribed.
+                let mut taken = vec![false; got.len()];
+                for f in fires.iter().filter(|f| f.must) {
+                    let watching = self.intervals.iter().any(|iv| {
+                        iv.client == w
+                            && iv.share.is_none()
+                            && iv.qos > 0
+                            && iv.start < f.lo
+                            && iv.end > f.hi
+                            && matches(&iv.filter, &topic)
+                    });
+                    if !watching {
+                        continue;
+                    }
+                    self.tally.wills_expected += 1;
+                    let found = (0..got.len()).find(|&g| !taken[g] && got[g].0 > f.lo);
+                    if let Some(g) = found {
+                        taken[g] = true;
+                        self.tally.wills_delivered += 1;
+                        continue;
+                    }
+                    let k = self.key[w];
+                    let ended = self.epochs[k]
+                        .iter()
+                        .any(|e| e.end != NEVER && e.end >= f.lo && e.end < end);
+                    if self.crash_in(f.lo, end) {
+                        self.tally.lost_to_crash += 1;
+                    } else if ended {
+                        self.tally.lost_to_session_end += 1;
+                    } else {
+                        // A will has no publisher to tell: a limit may drop it, counted.
+                        self.tally.dropped_unacknowledgeable += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pass 9: every flow completes once the faults stop, and nobody breaks the protocol.
+    fn liveness_and_protocol(&mut self) {
+        let finished = self.end.is_some();
+        let pubs: Vec<(MsgId, Pub)> = self.pubs.iter().map(|(k, v)| (*k, v.clone())).collect();
+        for (id, p) in pubs {
+            let spec = &self.log.clients[id.publisher];
+            if let Some((d, code)) = p.done {
+                let allowed: &[u8] = if spec.version == ProtocolVersion::V5 {
+                    &[0x00, 0x10, 0x97]
+                } else {
+                    &[0x00]
+                };
+                if !allowed.contains(&code) {
+                    self.violation(
+                        "a publish is answered with success, 0x10 or 0x97",
+                        format!("{id:?} was answered {code:#04x}"),
+                        Some(d),
+                    );
+                }
+            } else if finished && p.qos != QoS::AtMostOnce && spec.role == Role::Regular {
+                self.violation(
+                    "every QoS 1 and 2 publish completes once the faults stop",
+                    format!("{id:?} ({:?} on {}) never completed", p.qos, p.topic),
+                    Some(p.idx),
+                );
+            }
+        }
+        let mut subscribes: BTreeMap<(ClientIdx, u16), usize> = BTreeMap::new();
+        for i in 0..self.entries.len() {
+            match &self.entries[i].event {
+                Event::Subscribe { client, packet, .. } => {
+                    subscribes.insert((*client, *packet), i);
+                }
+                Event::Subscribed { client, packet, .. } => {
+                    subscribes.remove(&(*client, *packet));
+                }
+                Event::Closed { client, reason, .. } => {
+                    let bad = match reason {
+                        CloseKind::ProtocolViolation(_) | CloseKind::Rejected(_) => true,
+                        // Taken over, shutting down, keep alive timeout (a frozen client).
+                        CloseKind::ServerDisconnect(code) => ![0x8e, 0x8b, 0x8d].contains(code),
+                        _ => false,
+                    };
+                    if bad {
+                        self.violation(
+                            "the broker keeps the protocol with well-behaved clients",
+                            format!("client {client}'s connection ended: {reason:?}"),
+                            Some(i),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        if finished {
+            for ((client, packet), i) in subscribes {
+                if self.log.clients[client].role == Role::Regular {
+                    self.violation(
+                        "every SUBSCRIBE is answered once the faults stop",
+                        format!("client {client}'s SUBSCRIBE {packet} was never answered"),
+                        Some(i),
+                    );
+                }
+            }
+        }
+        if self.counters.protocol_errors > 0 {
+            self.violation(
+                "the broker keeps the protocol with well-behaved clients",
+                format!(
+                    "the broker counted {} protocol errors",
+                    self.counters.protocol_errors
+                ),
+                None,
+            );
+        }
+    }
+
+    /// Pass 10: every loss the broker may cause by a limit is counted.
+    fn counting(&mut self) {
+        let refusals = self
+            .pubs
+            .values()
+            .filter(|p| p.done.is_some_and(|(_, c)| c == 0x97))
+            .count() as u64;
+        let drops = self.counters.dropped_deliveries();
+        if refusals > drops {
+            self.violation(
+                "every refused delivery is counted",
+                format!("{refusals} publishes were refused with 0x97, but only {drops} drops were counted"),
+                None,
+            );
+        }
+        let losses = (self.tally.refused + self.tally.dropped_unacknowledgeable) as u64;
+        if losses > drops {
+            self.violation(
+                "every dropped delivery is counted",
+                format!(
+                    "{losses} deliveries were lost to limits ({} refused with 0x97, {} that could not be refused), but only {drops} drops were counted",
+                    self.tally.refused, self.tally.dropped_unacknowledgeable
+                ),
+                None,
+            );
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Excuse {
+    Crash,
+    SessionEnded,
+    Expired,
+    Refused,
+    Unacknowledgeable,
+}
+
+#[cfg(test)]
+mod tests;
