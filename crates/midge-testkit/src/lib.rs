@@ -4,8 +4,12 @@
 
 pub mod check;
 pub mod log;
+mod net;
 pub mod peers;
 pub mod rng;
+mod shim;
+pub mod sim;
+pub mod world;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
