@@ -249,6 +249,8 @@ struct Ctx<'a> {
     /// Non-retained receptions of each message by each client: entry indexes.
     got: BTreeMap<MsgId, BTreeMap<ClientIdx, Vec<usize>>>,
     counters: Counters,
+    /// Losses only a counted drop explains, for the counting check's message.
+    drops_needed: Vec<String>,
     violations: Vec<Violation>,
     tally: Tally,
 }
@@ -292,6 +294,7 @@ impl<'a> Ctx<'a> {
             asked: vec![Vec::new(); log.clients.len()],
             got: BTreeMap::new(),
             counters: Counters::default(),
+            drops_needed: Vec::new(),
             violations: Vec::new(),
             tally: Tally::default(),
         };
@@ -442,10 +445,26 @@ impl<'a> Ctx<'a> {
 
     /// Pass 2: the epochs of every session, and whether each resumption was right.
     fn sessions(&mut self) {
-        let mut last_down: Vec<Option<usize>> = vec![None; self.keys];
+        // The first sign, since the key's last accepted connection, that the connection is
+        // gone: the earliest moment its session can have gone offline, and so ended.
+        let mut first_down: Vec<Option<usize>> = vec![None; self.keys];
         // The last time a session of the key went offline at the broker, for expiry.
         let mut offline_since: Vec<Option<usize>> = vec![None; self.keys];
         for i in 0..self.entries.len() {
+            // An offline session may have expired by now: from here on it is not certain.
+            for k in 0..self.keys {
+                let Some(off) = offline_since[k] else { continue };
+                let Some(owner) = self.epochs[k].last().filter(|e| e.end == NEVER).map(|e| e.owner.0)
+                else {
+                    continue;
+                };
+                let expiry = self.log.clients[owner].session_expiry;
+                if expiry != u32::MAX
+                    && self.at(i) >= self.at(off) + Duration::from_secs(u64::from(expiry))
+                {
+                    self.end_epoch(k, i, EndReason::Lost);
+                }
+            }
             let event = self.entries[i].event.clone();
             match event {
                 Event::Crash => {
@@ -463,8 +482,16 @@ impl<'a> Ctx<'a> {
                 } => {
                     let k = self.key[client];
                     let connect = self.conns.get(&(client, conn)).map_or(i, |c| c.connect);
-                    self.check_resume(client, i, connect, session_present, offline_since[k]);
                     let open = self.epochs[k].last().filter(|e| e.end == NEVER).is_some();
+                    // MQTT 3.1's CONNACK has no Session Present flag: a 3.1 client cannot
+                    // tell, so its persistent session is taken to go on while it may.
+                    let spec = &self.log.clients[client];
+                    let session_present = if spec.version == ProtocolVersion::V3_1 {
+                        open && !spec.clean_start
+                    } else {
+                        self.check_resume(client, i, connect, session_present, offline_since[k]);
+                        session_present
+                    };
                     let start = self.epochs[k].last().map_or(connect, |e| {
                         if e.end == NEVER {
                             connect
@@ -475,7 +502,7 @@ impl<'a> Ctx<'a> {
                     if !session_present {
                         if open {
                             let from = self.epochs[k].last().map_or(0, |e| e.start);
-                            let at = last_down[k].filter(|&d| d > from).unwrap_or(connect);
+                            let at = first_down[k].filter(|&d| d > from).unwrap_or(connect);
                             self.end_epoch(k, at, EndReason::Lost);
                         }
                         self.epochs[k].push(Epoch {
@@ -495,15 +522,16 @@ impl<'a> Ctx<'a> {
                         });
                     }
                     offline_since[k] = None;
+                    first_down[k] = None;
                 }
                 Event::Closed { client, conn, .. } | Event::TransportDown { client, conn } => {
                     let k = self.key[client];
-                    last_down[k] = Some(i);
+                    first_down[k].get_or_insert(i);
                     self.end_if_transient(client, conn, i);
                 }
                 Event::BrokerClosed { client, conn, .. } => {
                     let k = self.key[client];
-                    last_down[k] = Some(i);
+                    first_down[k].get_or_insert(i);
                     // Offline from here unless another connection of the key is accepted.
                     let other_online = self.conns.iter().any(|((c, n), x)| {
                         self.key[*c] == k
@@ -545,6 +573,14 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Whether a connection of `key` whose CONNACK never reached its client was opened in
+    /// `after..before`: the broker may have made a session for it.
+    fn unseen_connect(&self, key: usize, after: usize, before: usize) -> bool {
+        self.conns.iter().any(|((c, _), x)| {
+            self.key[*c] == key && x.connect > after && x.connect < before && x.connected.is_none()
+        })
+    }
+
     /// Session Present against what the session's history allows.
     fn check_resume(
         &mut self,
@@ -580,37 +616,39 @@ impl<'a> Ctx<'a> {
             self.at(restart.unwrap_or(off))
         });
         if present {
+            // A connection whose CONNACK never reached its client may have made a session
+            // (and gone offline, and so written it to the store).
             let Some(prev) = prev else {
-                self.violation(
-                    "[MQTT-3.2.2-3] Session Present 1 needs a session",
-                    format!("client {client}'s first session was reported present"),
-                    Some(i),
-                );
+                if !self.unseen_connect(k, 0, connect) {
+                    self.violation(
+                        "[MQTT-3.2.2-3] Session Present 1 needs a session",
+                        format!("client {client}'s first session was reported present"),
+                        Some(i),
+                    );
+                }
                 return;
             };
-            match prev.reason {
-                None => {
-                    if let Some(from) = counted_from {
-                        if spec.session_expiry != u32::MAX
-                            && self.at(connect) > from + expiry + SECOND
-                        {
-                            self.violation(
-                                "[MQTT-4.1.0-2] an expired session is discarded",
-                                format!(
-                                    "client {client}'s session was offline {:?} with expiry {}s and was resumed",
-                                    self.at(connect) - from,
-                                    spec.session_expiry
-                                ),
-                                Some(i),
-                            );
-                        }
-                    }
+            if let Some(from) = counted_from {
+                if spec.session_expiry != u32::MAX && self.at(connect) > from + expiry + SECOND {
+                    self.violation(
+                        "[MQTT-4.1.0-2] an expired session is discarded",
+                        format!(
+                            "client {client}'s session was offline {:?} with expiry {}s and was resumed",
+                            self.at(connect) - from,
+                            spec.session_expiry
+                        ),
+                        Some(i),
+                    );
                 }
+            }
+            match prev.reason {
                 Some(EndReason::CleanStart) => {
                     // The Clean Start that ended it was certainly handled before this
                     // CONNECT was sent: nothing may be resumed.
                     let ender = self.conns.values().find(|c| c.connect == prev.end);
-                    if ender.is_some_and(|c| c.connected.is_some_and(|(a, _)| a < connect)) {
+                    if ender.is_some_and(|c| c.connected.is_some_and(|(a, _)| a < connect))
+                        && !self.unseen_connect(k, prev.end, connect)
+                    {
                         self.violation(
                             "[MQTT-3.1.2-4] Clean Start 1 discards the session",
                             format!("client {client} resumed a session that a Clean Start ended"),
@@ -623,8 +661,7 @@ impl<'a> Ctx<'a> {
                     // or at a graceful stop.
                     let written = self.conns.iter().any(|((c, _), x)| {
                         self.key[*c] == k
-                            && x.broker_closed
-                                .is_some_and(|(b, _)| b > prev.start && b < prev.end)
+                            && x.broker_closed.is_some_and(|(b, _)| b > prev.start && b < i)
                     }) || self.stops.iter().any(|&s| s > prev.start && s < prev.end)
                         || prev.restored;
                     if !written {
@@ -637,7 +674,7 @@ impl<'a> Ctx<'a> {
                         );
                     }
                 }
-                Some(EndReason::Closed | EndReason::Lost) => {}
+                None | Some(EndReason::Closed | EndReason::Lost) => {}
             }
             return;
         }
@@ -668,9 +705,13 @@ impl<'a> Ctx<'a> {
     }
 
     /// Pass 3: the windows in which each subscription certainly existed.
+    ///
+    /// A SUBACK opens a window only if nothing else was asked for the filter since its
+    /// SUBSCRIBE: an UNSUBSCRIBE sent before the SUBACK arrived is handled after it.
     fn subscriptions(&mut self) {
-        let mut pending: BTreeMap<(ClientIdx, u16), Vec<(String, QoS)>> = BTreeMap::new();
+        let mut pending: BTreeMap<(ClientIdx, u16), (usize, Vec<(String, QoS)>)> = BTreeMap::new();
         let mut open: BTreeMap<(ClientIdx, String), Interval> = BTreeMap::new();
+        let mut touched: BTreeMap<(ClientIdx, String), usize> = BTreeMap::new();
         for i in 0..self.entries.len() {
             match &self.entries[i].event {
                 Event::Subscribe {
@@ -680,19 +721,20 @@ impl<'a> Ctx<'a> {
                 } => {
                     for (f, _) in filters {
                         self.asked[*client].push((i, f.clone()));
+                        touched.insert((*client, f.clone()), i);
                         if let Some(mut iv) = open.remove(&(*client, f.clone())) {
                             iv.end = iv.end.min(i);
                             self.intervals.push(iv);
                         }
                     }
-                    pending.insert((*client, *packet), filters.clone());
+                    pending.insert((*client, *packet), (i, filters.clone()));
                 }
                 Event::Subscribed {
                     client,
                     packet,
                     codes,
                 } => {
-                    let Some(filters) = pending.remove(&(*client, *packet)) else {
+                    let Some((sent, filters)) = pending.remove(&(*client, *packet)) else {
                         continue;
                     };
                     let k = self.key[*client];
@@ -700,7 +742,8 @@ impl<'a> Ctx<'a> {
                         continue;
                     };
                     for ((filter, _), code) in filters.into_iter().zip(codes) {
-                        if *code >= 0x80 {
+                        let last = touched.get(&(*client, filter.clone())).copied();
+                        if *code >= 0x80 || last != Some(sent) {
                             continue;
                         }
                         let iv = Interval {
@@ -719,6 +762,7 @@ impl<'a> Ctx<'a> {
                 }
                 Event::Unsubscribe { client, filters } => {
                     for f in filters {
+                        touched.insert((*client, f.clone()), i);
                         if let Some(mut iv) = open.remove(&(*client, f.clone())) {
                             iv.end = iv.end.min(i);
                             self.intervals.push(iv);
@@ -915,7 +959,10 @@ impl<'a> Ctx<'a> {
         None
     }
 
-    fn excuse(&mut self, excuse: Excuse) {
+    fn excuse(&mut self, excuse: Excuse, what: impl FnOnce() -> String) {
+        if matches!(excuse, Excuse::Refused | Excuse::Unacknowledgeable) {
+            self.drops_needed.push(what());
+        }
         match excuse {
             Excuse::Crash => self.tally.lost_to_crash += 1,
             Excuse::SessionEnded => self.tally.lost_to_session_end += 1,
@@ -963,7 +1010,7 @@ impl<'a> Ctx<'a> {
                     continue;
                 }
                 match self.loss_excuse(p, &[self.key[s]]) {
-                    Some(e) => self.excuse(e),
+                    Some(e) => self.excuse(e, || format!("{id:?} to client {s}")),
                     None => self.violation(
                         "[MQTT-4.5.0-1] an acknowledged message reaches every matching session",
                         format!(
@@ -1019,7 +1066,7 @@ impl<'a> Ctx<'a> {
                 }
                 let keys: Vec<usize> = members.iter().map(|m| self.key[*m]).collect();
                 match self.loss_excuse(p, &keys) {
-                    Some(e) => self.excuse(e),
+                    Some(e) => self.excuse(e, || format!("{id:?} to group {group}")),
                     None => self.violation(
                         "[MQTT-4.5.0-1] an acknowledged message reaches every matching session",
                         format!(
@@ -1042,24 +1089,34 @@ impl<'a> Ctx<'a> {
             .unwrap_or_default();
         let publisher_key = self.key[id.publisher];
         let flight_end = p.done.map_or(self.end_idx(), |(d, _)| d);
-        // The publisher sent it again: on a new connection (QoS 1), or as a new message
-        // after losing its session (QoS 2).
-        let resent = match p.qos {
-            QoS::AtMostOnce => false,
-            QoS::AtLeastOnce => self.reconnected_in(id.publisher, p.idx, flight_end),
-            QoS::ExactlyOnce => self.session_changed_in(publisher_key, p.idx, flight_end),
-        };
+        // The publisher may have sent it again on a new connection; the broker routes a QoS 1
+        // message again, and a QoS 2 one only if it lost the publisher's session (then it is
+        // a new message to it).
+        let resent = p.qos != QoS::AtMostOnce
+            && self.reconnected_in(id.publisher, p.idx, flight_end);
+        let routed_again = self.session_changed_in(publisher_key, p.idx, flight_end);
         for (c, copies) in receivers {
             for pair in copies.windows(2) {
                 let (first, second) = (pair[0], pair[1]);
-                if resent || self.crash_in(p.idx, second) {
+                if self.crash_in(p.idx, second) {
                     continue;
                 }
                 let Event::Received { qos, .. } = self.entries[second].event else {
                     continue;
                 };
-                let again = qos == QoS::AtLeastOnce && self.connected_in(c, first, second);
-                if again {
+                let reconnected = self.connected_in(c, first, second);
+                // A 3.1 client cannot know that its session was resumed, so it forgets the QoS
+                // 2 messages it has not seen released: the broker's resend looks new to it.
+                let forgot = self.log.clients[c].version == ProtocolVersion::V3_1 && reconnected;
+                let excused = match qos {
+                    // Delivered at QoS 0 or 1, a copy of each routing may come; at QoS 1 the
+                    // broker also sends again what a new connection of the session has not
+                    // acknowledged.
+                    QoS::AtMostOnce => resent || routed_again,
+                    QoS::AtLeastOnce => resent || routed_again || reconnected,
+                    QoS::ExactlyOnce => routed_again || forgot,
+                };
+                if excused {
                     continue;
                 }
                 let rule = match qos {
@@ -1081,7 +1138,20 @@ impl<'a> Ctx<'a> {
     /// Pass 6: per subscriber, publisher, topic and QoS, messages arrive in publish order
     /// [MQTT-4.6.0-6]. A crash starts the count again: a restored session may give old
     /// messages again.
+    ///
+    /// A message its publisher may have sent again on a new connection (its flow spanned a
+    /// reconnection) says nothing about order: the broker received it again after later
+    /// ones, and that copy may be the first one a subscriber gets.
     fn order(&mut self) {
+        let resent: BTreeSet<MsgId> = self
+            .pubs
+            .iter()
+            .filter(|(id, p)| {
+                let until = p.done.map_or(self.end_idx(), |(d, _)| d);
+                self.reconnected_in(id.publisher, p.idx, until)
+            })
+            .map(|(id, _)| *id)
+            .collect();
         let mut last: BTreeMap<(ClientIdx, ClientIdx, String, QoS), u32> = BTreeMap::new();
         let mut seen: BTreeSet<(ClientIdx, MsgId)> = BTreeSet::new();
         for i in 0..self.entries.len() {
@@ -1098,7 +1168,7 @@ impl<'a> Ctx<'a> {
                     retain: false,
                     ..
                 } => {
-                    if !seen.insert((*client, *id)) {
+                    if !seen.insert((*client, *id)) || resent.contains(id) {
                         continue;
                     }
                     let key = (*client, id.publisher, topic.clone(), *qos);
@@ -1323,34 +1393,36 @@ impl<'a> Ctx<'a> {
             };
             let mut must = conn.connected.is_some() && hi < end;
             if !delay.is_zero() {
-                // Cancelled by the client's next connection, if the broker took it before the
-                // delay ran out [MQTT-3.1.3-9].
                 let next = conns
                     .iter()
                     .filter(|((c2, n2), _)| c2 == c && n2 > n)
                     .map(|(_, x)| x)
                     .next();
-                if let Some(next) = next {
-                    let accepted_before = next.connected.is_some_and(|(a, _)| a < lo);
-                    if accepted_before {
+                let next_accepted = next.and_then(|x| x.connected).map_or(NEVER, |(a, _)| a);
+                // A Clean Start by another client with the identifier ends the session, and the
+                // will goes then [MQTT-3.1.2-8]. A Clean Start that takes the connection over
+                // closes it: its CONNECT may come first.
+                let k = self.key[*c];
+                let ended_early = conns.iter().any(|((c2, _), x)| {
+                    self.key[*c2] == k
+                        && c2 != c
+                        && self.log.clients[*c2].clean_start
+                        && x.connect > conn.connect
+                        && x.connect < hi
+                        && x.connect < next_accepted
+                });
+                if ended_early {
+                    lo = lo.min(closed);
+                    must = false;
+                } else if let Some(next) = next {
+                    // Cancelled by the client's next connection, if the broker took it before
+                    // the delay ran out [MQTT-3.1.3-9].
+                    if next_accepted < lo {
                         continue;
                     }
                     if next.connect <= hi {
                         must = false;
                     }
-                }
-                // A Clean Start by another client with the identifier ends the session, and
-                // the will goes then.
-                let k = self.key[*c];
-                if let Some(ender) = conns.iter().find(|((c2, _), x)| {
-                    self.key[*c2] == k
-                        && c2 != c
-                        && self.log.clients[*c2].clean_start
-                        && x.connect > closed
-                        && x.connect < hi
-                }) {
-                    lo = lo.min(ender.1.connect);
-                    must = false;
                 }
                 if self.crash_in(closed, hi) || self.stops.iter().any(|&s| s >= closed && s <= hi) {
                     must = false;
@@ -1427,7 +1499,7 @@ impl<'a> Ctx<'a> {
                         continue;
                     }
                     self.tally.wills_expected += 1;
-                    let found = (0..got.len()).find(|&g| !taken[g] && got[g].0 > f.lo);
+                    let found = (0..got.len()).find(|&g| !taken[g] && got[g].0 >= f.lo);
                     if let Some(g) = found {
                         taken[g] = true;
                         self.tally.wills_delivered += 1;
@@ -1444,6 +1516,8 @@ impl<'a> Ctx<'a> {
                     } else {
                         // A will has no publisher to tell: a limit may drop it, counted.
                         self.tally.dropped_unacknowledgeable += 1;
+                        self.drops_needed
+                            .push(format!("client {owner}'s will (entry {}) to client {w}", f.lo));
                     }
                 }
             }
@@ -1547,8 +1621,10 @@ impl<'a> Ctx<'a> {
             self.violation(
                 "every dropped delivery is counted",
                 format!(
-                    "{losses} deliveries were lost to limits ({} refused with 0x97, {} that could not be refused), but only {drops} drops were counted",
-                    self.tally.refused, self.tally.dropped_unacknowledgeable
+                    "{losses} deliveries were lost to limits ({} refused with 0x97, {} that could not be refused), but only {drops} drops were counted: {}",
+                    self.tally.refused,
+                    self.tally.dropped_unacknowledgeable,
+                    self.drops_needed.join(", ")
                 ),
                 None,
             );

@@ -7,7 +7,6 @@ pub mod log;
 mod net;
 pub mod peers;
 pub mod rng;
-mod shim;
 pub mod sim;
 pub mod world;
 

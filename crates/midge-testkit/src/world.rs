@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use midge_broker::core::{Connection, Core};
 use midge_broker::{AllowAll, BrokerConfig, BrokerStats, MemoryStore, Standalone, Store};
 use midge_codec::{ByteStr, QoS, SubscribeProperties, SubscriptionOptions};
 use midge_proto::client::{Client, ClientConfig, CloseReason, Event as ClientEvent};
@@ -18,13 +19,61 @@ use midge_proto::Message;
 use crate::log::{ClientIdx, ClientSpec, CloseKind, ConnNo, Counters, Event, Log, MsgId, Payload};
 use crate::net::{Chunk, Pipe};
 use crate::rng::Rng;
-use crate::shim::{Connection, Core};
 
 /// How much a broker connection reads into its buffer at a time.
 const READ_LIMIT: usize = 16 * 1024;
 /// Rounds of one step before the clock must move on: each round lets what the last one did
 /// (a delivery routed, room made) reach the next connection.
 const MAX_ROUNDS: usize = 64;
+
+/// The store every broker of a run uses in turn: a [`MemoryStore`] that keeps sessions, and
+/// gives them back in client identifier order, so that a restart replays exactly.
+#[derive(Debug)]
+struct SimStore(Arc<MemoryStore>);
+
+impl Store for SimStore {
+    fn set_retained(
+        &self,
+        topic: &midge_topic::TopicName<'_>,
+        message: Option<midge_broker::Retained>,
+    ) -> Option<midge_broker::Retained> {
+        self.0.set_retained(topic, message)
+    }
+
+    fn retained_matching(
+        &self,
+        filter: &midge_topic::TopicFilter<'_>,
+        visit: &mut dyn FnMut(&midge_broker::Retained),
+    ) {
+        self.0.retained_matching(filter, visit);
+    }
+
+    fn retained_count(&self) -> usize {
+        self.0.retained_count()
+    }
+
+    fn remove_expired_retained(
+        &self,
+        topic: &midge_topic::TopicName<'_>,
+        expired: &midge_broker::Retained,
+    ) -> bool {
+        self.0.remove_expired_retained(topic, expired)
+    }
+
+    fn save_session(&self, client_id: &ByteStr, encoded: Bytes) {
+        self.0.save_session(client_id, encoded);
+    }
+
+    fn remove_session(&self, client_id: &ByteStr) {
+        self.0.remove_session(client_id);
+    }
+
+    fn load_sessions(&self, now: Instant) -> Vec<midge_proto::session::Session> {
+        let mut sessions = self.0.load_sessions(now);
+        sessions.sort_by(|a, b| a.client_id().cmp(b.client_id()));
+        sessions
+    }
+}
 
 /// A direction of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,7 +257,7 @@ impl World {
     }
 
     fn start_broker(&mut self) {
-        let store: Arc<dyn Store> = self.store.clone();
+        let store: Arc<dyn Store> = Arc::new(SimStore(self.store.clone()));
         let core = Core::new(
             self.config.clone(),
             Arc::new(AllowAll),
@@ -463,6 +512,17 @@ impl World {
     /// whatever connections did not close are dropped.
     pub fn finish_stop(&mut self) {
         let now = self.now;
+        // Connections still open lose their transport now, as a stopping broker closes its
+        // sockets: their sessions go offline first, to be written below.
+        let ids: Vec<u64> = self.links.keys().copied().collect();
+        for id in ids {
+            if let Some(conn) = self.links.get_mut(&id).and_then(|l| l.broker.as_mut()) {
+                if !conn.is_closed() {
+                    conn.connection_lost(now);
+                }
+            }
+            self.broker_transmit(id);
+        }
         if let Some(core) = &self.core {
             core.save_offline_sessions(now);
         }
@@ -628,10 +688,9 @@ impl World {
         let now = self.now;
         let mut moved = false;
         if let Some(core) = &self.core {
-            if core.poll_timeout().is_some_and(|t| t <= now) {
-                core.handle_timeout(now);
-                moved = true;
-            }
+            // Cheap when nothing is due; it also offers the broker's own publishes (wills)
+            // waiting for room again.
+            core.handle_timeout(now);
         }
         let ids: Vec<u64> = self.links.keys().copied().collect();
         for &id in &ids {
@@ -911,9 +970,11 @@ impl World {
             } else {
                 None
             };
+            // Only a DISCONNECT the network took can reach the broker.
+            let open = !link.up.is_closed();
             if send(link, Dir::Up, now, buf.freeze()) {
                 broke = Some((link.client, link.conn));
-            } else if let Some(code) = code {
+            } else if let Some(code) = code.filter(|_| open) {
                 link.disconnect = Some((link.up.sent, code));
             }
             link.up.close(now, link.latency);
