@@ -71,7 +71,59 @@ pub struct Violation {
     pub detail: String,
     /// The log entry where it shows, if one does.
     pub entry: Option<usize>,
+    /// The known broker issue this is an instance of, if it is one (see [`KNOWN_ISSUES`]).
+    pub known: Option<&'static str>,
 }
+
+/// A way the broker is known to break a promise, not fixed yet. The checker reports its
+/// instances apart: they fail a run only when it is checked strictly
+/// ([`Report::passed_strictly`]). Each is recognised narrowly, by the circumstances that
+/// cause it, so that anything else breaking the same rule still fails the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KnownIssue {
+    /// A short name.
+    pub id: &'static str,
+    /// What goes wrong.
+    pub what: &'static str,
+}
+
+/// The known issues.
+pub const KNOWN_ISSUES: [KnownIssue; 5] = [
+    KnownIssue {
+        id: "clean-start-inherits-deliveries",
+        what: "a CONNECT with Clean Start 1 takes the slot before the old session's \
+               subscriptions are removed, so what they match meanwhile (the old session's \
+               will above all, which the Clean Start publishes) is delivered into the new \
+               session, which never subscribed to it",
+    },
+    KnownIssue {
+        id: "stop-drops-delayed-will",
+        what: "a will waiting for its Will Delay Interval when the broker stops gracefully is \
+               lost: the offline session is stored without it, and the restarted broker never \
+               publishes it",
+    },
+    KnownIssue {
+        id: "qos2-routed-again-after-abandon",
+        what: "a QoS 2 publish whose connection is lost while it waits for room in a full \
+               inbox is abandoned and its packet identifier freed, so the publisher's resend on \
+               the resumed session is routed again: subscribers that took the first copy get \
+               it twice",
+    },
+    KnownIssue {
+        id: "subscribe-then-close-leaks-subscription",
+        what: "a SUBSCRIBE handled in the same input as the connection's end (a DISCONNECT \
+               right behind it) goes into the broker's subscription index but not into the \
+               session, which no longer records it; when the session ends the index keeps it, \
+               pointing at a session that is gone, and every later matching publish is \
+               answered 0x97 with no drop counted",
+    },
+    KnownIssue {
+        id: "refused-when-subscriber-left",
+        what: "a publish that waits for room in a subscriber's inbox is answered 0x97 Quota \
+               exceeded when that subscriber's session ends meanwhile, though no limit refused \
+               it and no drop is counted",
+    },
+];
 
 /// What the checker looked at, and why it let some losses pass.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -112,9 +164,19 @@ pub struct Report {
 }
 
 impl Report {
-    /// True if no promise was broken.
+    /// True if no promise was broken, known issues aside.
     pub fn passed(&self) -> bool {
+        self.violations.iter().all(|v| v.known.is_some())
+    }
+
+    /// True if no promise was broken at all, known issues included.
+    pub fn passed_strictly(&self) -> bool {
         self.violations.is_empty()
+    }
+
+    /// The instances of known issues.
+    pub fn known(&self) -> impl Iterator<Item = &Violation> {
+        self.violations.iter().filter(|v| v.known.is_some())
     }
 
     /// Whether some violation names `rule` (a substring of [`Violation::rule`]).
@@ -127,7 +189,14 @@ impl Report {
         use std::fmt::Write;
         let mut out = String::new();
         for v in &self.violations {
-            let _ = writeln!(out, "VIOLATION {}: {}", v.rule, v.detail);
+            match v.known {
+                Some(id) => {
+                    let _ = writeln!(out, "KNOWN ISSUE {id}: {}: {}", v.rule, v.detail);
+                }
+                None => {
+                    let _ = writeln!(out, "VIOLATION {}: {}", v.rule, v.detail);
+                }
+            }
             if let Some(i) = v.entry {
                 for j in i.saturating_sub(3)..=i {
                     if let Some(e) = log.entries.get(j) {
@@ -177,6 +246,8 @@ struct Conn {
     closed: Option<usize>,
     down: Option<usize>,
     broker_closed: Option<(usize, Option<u8>)>,
+    /// The broker crashed while the connection was open: it ended then, with no close.
+    crashed: Option<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -307,6 +378,18 @@ impl<'a> Ctx<'a> {
             rule,
             detail,
             entry,
+            known: None,
+        });
+    }
+
+    /// A violation that is an instance of the known issue `id`.
+    fn known(&mut self, id: &'static str, rule: &'static str, detail: String, entry: Option<usize>) {
+        debug_assert!(KNOWN_ISSUES.iter().any(|k| k.id == id));
+        self.violations.push(Violation {
+            rule,
+            detail,
+            entry,
+            known: Some(id),
         });
     }
 
@@ -426,7 +509,14 @@ impl<'a> Ctx<'a> {
                         p.done.get_or_insert((i, *code));
                     }
                 }
-                Event::Crash => self.crashes.push(i),
+                Event::Crash => {
+                    self.crashes.push(i);
+                    for c in self.conns.values_mut() {
+                        if c.broker_closed.is_none() {
+                            c.crashed.get_or_insert(i);
+                        }
+                    }
+                }
                 Event::Start => self.starts.push(i),
                 Event::Stop => self.stops.push(i),
                 Event::End => self.end = Some(i),
@@ -499,7 +589,12 @@ impl<'a> Ctx<'a> {
                             connect.max(e.end)
                         }
                     });
-                    if !session_present {
+                    // A CONNACK that arrives after something ended the session since its
+                    // CONNECT (a Clean Start, a crash) tells of a session that is gone.
+                    let stale = !open && self.epochs[k].last().is_some_and(|e| e.end > connect);
+                    if stale {
+                        // No session to be certain of.
+                    } else if !session_present {
                         if open {
                             let from = self.epochs[k].last().map_or(0, |e| e.start);
                             let at = first_down[k].filter(|&d| d > from).unwrap_or(connect);
@@ -538,6 +633,7 @@ impl<'a> Ctx<'a> {
                             && (*c, *n) != (client, conn)
                             && x.connected.is_some_and(|(a, _)| a < i)
                             && x.broker_closed.is_none_or(|(b, _)| b > i)
+                            && x.crashed.is_none_or(|c| c > i)
                     });
                     if !other_online {
                         offline_since[k] = Some(i);
@@ -795,11 +891,22 @@ impl<'a> Ctx<'a> {
                 .iter()
                 .any(|(a, f)| *a < i && matches(f, topic));
             if !asked {
-                self.violation(
-                    "[MQTT-3.3.2-3] messages go to matching subscriptions only",
-                    format!("client {client} got a message on {topic} without subscribing to it"),
-                    Some(i),
-                );
+                let rule = "[MQTT-3.3.2-3] messages go to matching subscriptions only";
+                let detail =
+                    format!("client {client} got a message on {topic} without subscribing to it");
+                // A Clean Start session of an identifier whose earlier session subscribed.
+                let k = self.key[client];
+                let inherited = self.log.clients[client].clean_start
+                    && (0..self.log.clients.len()).any(|o| {
+                        o != client
+                            && self.key[o] == k
+                            && self.asked[o].iter().any(|(a, f)| *a < i && matches(f, topic))
+                    });
+                if inherited {
+                    self.known("clean-start-inherits-deliveries", rule, detail, Some(i));
+                } else {
+                    self.violation(rule, detail, Some(i));
+                }
             }
             match *payload {
                 Payload::Message(id) => {
@@ -928,16 +1035,38 @@ impl<'a> Ctx<'a> {
             .max()
     }
 
-    /// Why a message that had to reach `keys` may not have, if it may not.
-    fn loss_excuse(&self, p: &Pub, keys: &[usize]) -> Option<Excuse> {
+    /// The latest point at which the session of `epoch` may really have ended: an epoch ends
+    /// at the first sign that it may have (a client that saw its connection break), but the
+    /// broker may hold the session until it notices, or until the next session shows.
+    fn latest_end(&self, key: usize, epoch: &Epoch) -> usize {
+        let owner = self.conns.get(&epoch.owner);
+        let closed = owner
+            .and_then(|c| c.broker_closed.map(|(b, _)| b).or(c.crashed))
+            .unwrap_or(epoch.end);
+        let next = self.conns.iter().filter(|((c, _), _)| self.key[*c] == key).find_map(|(_, x)| {
+            x.connected.map(|(a, _)| a).filter(|&a| a > epoch.end)
+        });
+        match next {
+            Some(n) => closed.max(n),
+            None if epoch.reason == Some(EndReason::Closed) && owner.is_some_and(|c| c.broker_closed.is_some() || c.crashed.is_some()) => closed,
+            None => NEVER,
+        }
+    }
+
+    /// Why a message that had to reach `keys` may not have, if it may not. With `loosely`,
+    /// a session whose end may have come after the publish counts (for shared groups, whose
+    /// member may be one that was not certainly subscribed).
+    fn loss_excuse(&self, p: &Pub, keys: &[usize], loosely: bool) -> Option<Excuse> {
         let end = self.end_idx();
         if self.crash_in(p.idx, end) {
             return Some(Excuse::Crash);
         }
         let session_ended = keys.iter().any(|&k| {
-            self.epochs[k]
-                .iter()
-                .any(|e| e.end != NEVER && e.end >= p.idx && e.end < end)
+            self.epochs[k].iter().any(|e| {
+                e.end != NEVER
+                    && e.end < end
+                    && (e.end >= p.idx || (loosely && self.latest_end(k, e) >= p.idx))
+            })
         });
         if session_ended {
             return Some(Excuse::SessionEnded);
@@ -1009,7 +1138,7 @@ impl<'a> Ctx<'a> {
                     self.tally.delivered += 1;
                     continue;
                 }
-                match self.loss_excuse(p, &[self.key[s]]) {
+                match self.loss_excuse(p, &[self.key[s]], false) {
                     Some(e) => self.excuse(e, || format!("{id:?} to client {s}")),
                     None => self.violation(
                         "[MQTT-4.5.0-1] an acknowledged message reaches every matching session",
@@ -1056,7 +1185,9 @@ impl<'a> Ctx<'a> {
                         && iv.end > done
                         && matches(&iv.filter, &p.topic)
                 });
-                if !certain {
+                // Any member may be chosen: one that may hold the subscription at QoS 0 gets
+                // the message at QoS 0, with no promise.
+                if !certain || self.may_share_at_qos0(&group, p.idx, done) {
                     continue;
                 }
                 self.tally.expected += 1;
@@ -1065,7 +1196,7 @@ impl<'a> Ctx<'a> {
                     continue;
                 }
                 let keys: Vec<usize> = members.iter().map(|m| self.key[*m]).collect();
-                match self.loss_excuse(p, &keys) {
+                match self.loss_excuse(p, &keys, true) {
                     Some(e) => self.excuse(e, || format!("{id:?} to group {group}")),
                     None => self.violation(
                         "[MQTT-4.5.0-1] an acknowledged message reaches every matching session",
@@ -1078,6 +1209,66 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
+    }
+
+    /// Whether some client may be a member of shared group `group` at QoS 0 at some point in
+    /// `from..=until`: its last SUBSCRIBE or UNSUBSCRIBE of the group before `from`, or one in
+    /// the window, is a SUBSCRIBE at QoS 0.
+    fn may_share_at_qos0(&self, group: &str, from: usize, until: usize) -> bool {
+        let mut last: BTreeMap<ClientIdx, Option<QoS>> = BTreeMap::new();
+        for (i, e) in self.entries.iter().enumerate().take(until + 1) {
+            if i == from && last.values().any(|q| *q == Some(QoS::AtMostOnce)) {
+                return true;
+            }
+            let touched = match &e.event {
+                Event::Subscribe {
+                    client, filters, ..
+                } => filters
+                    .iter()
+                    .find(|(f, _)| share_of(f).as_deref() == Some(group))
+                    .map(|(_, q)| (*client, Some(*q))),
+                Event::Unsubscribe { client, filters } => filters
+                    .iter()
+                    .any(|f| share_of(f).as_deref() == Some(group))
+                    .then_some((*client, None)),
+                _ => None,
+            };
+            if let Some((c, q)) = touched {
+                if i >= from && q == Some(QoS::AtMostOnce) {
+                    return true;
+                }
+                last.insert(c, q);
+            }
+        }
+        false
+    }
+
+    /// Whether, before `until`, some client sent a SUBSCRIBE to a filter matching `topic` that
+    /// was never answered on its connection: the connection ended right behind it.
+    fn leaked_subscription(&self, topic: &str, until: usize) -> bool {
+        let mut open: BTreeMap<(ClientIdx, u16), bool> = BTreeMap::new();
+        for e in self.entries.iter().take(until) {
+            match &e.event {
+                Event::Subscribe {
+                    client,
+                    packet,
+                    filters,
+                } => {
+                    let m = filters.iter().any(|(f, _)| matches(f, topic));
+                    open.insert((*client, *packet), m);
+                }
+                Event::Subscribed { client, packet, .. } => {
+                    open.remove(&(*client, *packet));
+                }
+                Event::Closed { client, .. } | Event::TransportDown { client, .. } => {
+                    if open.iter().any(|((c, _), m)| c == client && *m) {
+                        return true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        false
     }
 
     /// Copies of one message at one client beyond the first, each needing a reason.
@@ -1117,6 +1308,15 @@ impl<'a> Ctx<'a> {
                     QoS::ExactlyOnce => routed_again || forgot,
                 };
                 if excused {
+                    continue;
+                }
+                if qos == QoS::ExactlyOnce && p.qos == QoS::ExactlyOnce && resent {
+                    self.known(
+                        "qos2-routed-again-after-abandon",
+                        "[MQTT-4.3.3-2] QoS 2 is delivered exactly once",
+                        format!("client {c} got {id:?} twice (entries {first} and {second})"),
+                        Some(second),
+                    );
                     continue;
                 }
                 let rule = match qos {
@@ -1357,6 +1557,8 @@ impl<'a> Ctx<'a> {
             lo: usize,
             hi: usize,
             must: bool,
+            /// The broker stopped gracefully while the will waited for its delay.
+            stopped: bool,
         }
         let end = self.end_idx();
         let mut firings: BTreeMap<ClientIdx, Vec<Firing>> = BTreeMap::new();
@@ -1375,21 +1577,16 @@ impl<'a> Ctx<'a> {
             }
             let delay = Duration::from_secs(u64::from(will.delay.min(spec.session_expiry)));
             let fire_at = self.at(closed) + delay;
-            let idx_at = |t: Duration, last: bool| -> usize {
-                let pos = self.entries.partition_point(|e| e.at < t);
-                if last {
-                    self.entries
-                        .partition_point(|e| e.at <= t)
-                        .saturating_sub(1)
-                        .max(pos)
-                } else {
-                    pos
-                }
-            };
+            // The will fires at the first instant the broker runs at or after `fire_at`: from
+            // the first entry then to the last entry of that instant (after a clock jump, the
+            // instant may be well past `fire_at`).
             let (mut lo, hi) = if delay.is_zero() {
                 (closed, closed)
             } else {
-                (idx_at(fire_at, false), idx_at(fire_at, true))
+                let lo = self.entries.partition_point(|e| e.at < fire_at);
+                let instant = self.at(lo);
+                let hi = self.entries.partition_point(|e| e.at <= instant);
+                (lo, hi.saturating_sub(1).max(lo))
             };
             let mut must = conn.connected.is_some() && hi < end;
             if !delay.is_zero() {
@@ -1424,11 +1621,22 @@ impl<'a> Ctx<'a> {
                         must = false;
                     }
                 }
-                if self.crash_in(closed, hi) || self.stops.iter().any(|&s| s >= closed && s <= hi) {
-                    must = false;
-                }
             }
-            firings.entry(*c).or_default().push(Firing { lo, hi, must });
+            // The broker was down, or stopping, while the will waited: a crash loses it.
+            let down = |marks: &[usize]| {
+                marks.iter().any(|&s| {
+                    let back = self.starts.iter().copied().find(|&b| b > s).unwrap_or(NEVER);
+                    s <= hi && back > closed
+                })
+            };
+            let stopped = !delay.is_zero() && down(&self.stops);
+            if down(&self.crashes) {
+                must = false;
+            }
+            firings
+                .entry(*c)
+                .or_default()
+                .push(Firing { lo, hi, must, stopped });
         }
         let watchers: Vec<ClientIdx> = (0..self.log.clients.len())
             .filter(|&w| self.log.clients[w].role == Role::Regular)
@@ -1484,8 +1692,12 @@ impl<'a> Ctx<'a> {
                         ),
                     }
                 }
-                // Every will that had to go reached a watcher that certainly subscribed.
-                let mut taken = vec![false; got.len()];
+                // Every will that had to go reached a watcher that certainly subscribed. The
+                // copies all look alike, so each will is matched to a copy after it; the wills
+                // with no reason to be missing are matched first, latest first, so that a
+                // missing copy is blamed on a will that may be missing where one is.
+                let k = self.key[w];
+                let mut due: Vec<(bool, &Firing)> = Vec::new();
                 for f in fires.iter().filter(|f| f.must) {
                     let watching = self.intervals.iter().any(|iv| {
                         iv.client == w
@@ -1495,9 +1707,17 @@ impl<'a> Ctx<'a> {
                             && iv.end > f.hi
                             && matches(&iv.filter, &topic)
                     });
-                    if !watching {
-                        continue;
+                    if watching {
+                        let ended = self.epochs[k]
+                            .iter()
+                            .any(|e| e.end != NEVER && e.end >= f.lo && e.end < end);
+                        let excused = f.stopped || self.crash_in(f.lo, end) || ended;
+                        due.push((excused, f));
                     }
+                }
+                due.sort_by_key(|(excused, f)| (*excused, std::cmp::Reverse(f.lo)));
+                let mut taken = vec![false; got.len()];
+                for (_, f) in due {
                     self.tally.wills_expected += 1;
                     let found = (0..got.len()).find(|&g| !taken[g] && got[g].0 >= f.lo);
                     if let Some(g) = found {
@@ -1505,7 +1725,6 @@ impl<'a> Ctx<'a> {
                         self.tally.wills_delivered += 1;
                         continue;
                     }
-                    let k = self.key[w];
                     let ended = self.epochs[k]
                         .iter()
                         .any(|e| e.end != NEVER && e.end >= f.lo && e.end < end);
@@ -1513,6 +1732,13 @@ impl<'a> Ctx<'a> {
                         self.tally.lost_to_crash += 1;
                     } else if ended {
                         self.tally.lost_to_session_end += 1;
+                    } else if f.stopped {
+                        self.known(
+                            "stop-drops-delayed-will",
+                            "[MQTT-3.1.2-8] a will is published when its delay has passed",
+                            format!("client {owner}'s will (entry {}) never reached client {w}", f.lo),
+                            Some(f.lo),
+                        );
                     } else {
                         // A will has no publisher to tell: a limit may drop it, counted.
                         self.tally.dropped_unacknowledgeable += 1;
@@ -1610,11 +1836,46 @@ impl<'a> Ctx<'a> {
             .count() as u64;
         let drops = self.counters.dropped_deliveries();
         if refusals > drops {
-            self.violation(
-                "every refused delivery is counted",
-                format!("{refusals} publishes were refused with 0x97, but only {drops} drops were counted"),
-                None,
+            let rule = "every refused delivery is counted";
+            let detail = format!(
+                "{refusals} publishes were refused with 0x97, but only {drops} drops were counted"
             );
+            // Refusals a subscriber's session ending while the publish waited explains.
+            let left = self
+                .pubs
+                .values()
+                .filter(|p| match p.done {
+                    Some((d, 0x97)) => (0..self.log.clients.len()).any(|s| {
+                        let k = self.key[s];
+                        self.asked[s].iter().any(|(a, f)| *a < d && matches(f, &p.topic))
+                            && (self.session_changed_in(k, p.idx, d + 1)
+                                || self.conns.iter().any(|((c, _), x)| {
+                                    self.key[*c] == k
+                                        && x.broker_closed.is_some_and(|(b, _)| b > p.idx && b < d)
+                                }))
+                    }),
+                    _ => false,
+                })
+                .count() as u64;
+            // Refusals a subscription left behind by a session that ended explains.
+            let leaked = self
+                .pubs
+                .values()
+                .filter(|p| match p.done {
+                    Some((d, 0x97)) => self.leaked_subscription(&p.topic, d),
+                    _ => false,
+                })
+                .count() as u64;
+            if refusals - left.max(leaked) <= drops || refusals - (left + leaked) <= drops {
+                let id = if leaked > 0 {
+                    "subscribe-then-close-leaks-subscription"
+                } else {
+                    "refused-when-subscriber-left"
+                };
+                self.known(id, rule, detail, None);
+            } else {
+                self.violation(rule, detail, None);
+            }
         }
         let losses = (self.tally.refused + self.tally.dropped_unacknowledgeable) as u64;
         if losses > drops {
