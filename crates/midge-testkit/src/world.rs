@@ -152,6 +152,8 @@ pub struct SimClient {
     pub away_until: Option<Instant>,
     /// It received CONNACK on its current connection.
     pub connected: bool,
+    /// The client identifier the broker assigned, if it assigned one (5.0).
+    pub assigned_id: Option<String>,
 }
 
 impl SimClient {
@@ -308,6 +310,7 @@ impl World {
             reconnect_after: None,
             away_until: None,
             connected: false,
+            assigned_id: None,
         });
         self.clients.len() - 1
     }
@@ -536,6 +539,37 @@ impl World {
         self.core = None;
     }
 
+    /// Bytes written so far in direction `dir` of client `c`'s current connection.
+    pub fn bytes_sent(&self, c: ClientIdx, dir: Dir) -> u64 {
+        self.clients[c]
+            .link
+            .and_then(|id| self.links.get(&id))
+            .map_or(0, |l| match dir {
+                Dir::Up => l.up.sent,
+                Dir::Down => l.down.sent,
+            })
+    }
+
+    /// Steps until `done` holds, at most `max_steps` steps. Returns whether it held.
+    pub fn run_until(&mut self, max_steps: u64, mut done: impl FnMut(&Self) -> bool) -> bool {
+        for _ in 0..max_steps {
+            if done(self) {
+                return true;
+            }
+            if !self.step() {
+                return done(self);
+            }
+        }
+        done(self)
+    }
+
+    /// Ends the log and checks it.
+    pub fn finish(&mut self) -> crate::check::Report {
+        self.log_final_counters();
+        self.record(Event::End);
+        crate::check::check(&self.log)
+    }
+
     /// Broker connections still open.
     pub fn connections(&self) -> usize {
         self.links
@@ -702,8 +736,10 @@ impl World {
         for &id in &ids {
             moved |= self.broker_transmit(id);
         }
+        // A link lives while either end holds it.
+        let attached: Vec<u64> = self.clients.iter().filter_map(|c| c.link).collect();
         self.links
-            .retain(|_, l| l.broker.is_some() || l.down.held() > 0 || !l.down.is_closed());
+            .retain(|id, l| l.broker.is_some() || attached.contains(id));
         moved
     }
 
@@ -884,6 +920,9 @@ impl World {
             match event {
                 ClientEvent::Connected(ack) => {
                     self.clients[c].connected = true;
+                    if let Some(id) = &ack.properties.assigned_client_identifier {
+                        self.clients[c].assigned_id = Some(id.as_str().to_owned());
+                    }
                     self.record(Event::Connected {
                         client: c,
                         conn,
