@@ -124,7 +124,9 @@ pub const KNOWN_ISSUES: [KnownIssue; 6] = [
                messages the broker forgot counts them against its Receive Maximum, and the \
                broker counts the identifiers it awaits a PUBREL for, which the client has \
                forgotten, against its own; either side then ends every new connection of the \
-               session with 0x93 Receive Maximum exceeded, for good",
+               session with 0x93 Receive Maximum exceeded, for good. And a new QoS 2 message \
+               sent with an identifier the client still awaits a PUBREL for is taken for a \
+               duplicate and lost",
     },
     KnownIssue {
         id: "refused-when-subscriber-left",
@@ -396,9 +398,21 @@ impl<'a> Ctx<'a> {
     }
 
     /// A violation that is an instance of the known issue `id`; the first few of each.
-    fn known(&mut self, id: &'static str, rule: &'static str, detail: String, entry: Option<usize>) {
+    fn known(
+        &mut self,
+        id: &'static str,
+        rule: &'static str,
+        detail: String,
+        entry: Option<usize>,
+    ) {
         debug_assert!(KNOWN_ISSUES.iter().any(|k| k.id == id));
-        if self.violations.iter().filter(|v| v.known == Some(id)).count() >= 5 {
+        if self
+            .violations
+            .iter()
+            .filter(|v| v.known == Some(id))
+            .count()
+            >= 5
+        {
             return;
         }
         self.violations.push(Violation {
@@ -559,8 +573,13 @@ impl<'a> Ctx<'a> {
         for i in 0..self.entries.len() {
             // An offline session may have expired by now: from here on it is not certain.
             for k in 0..self.keys {
-                let Some(off) = offline_since[k] else { continue };
-                let Some(owner) = self.epochs[k].last().filter(|e| e.end == NEVER).map(|e| e.owner.0)
+                let Some(off) = offline_since[k] else {
+                    continue;
+                };
+                let Some(owner) = self.epochs[k]
+                    .last()
+                    .filter(|e| e.end == NEVER)
+                    .map(|e| e.owner.0)
                 else {
                     continue;
                 };
@@ -720,8 +739,13 @@ impl<'a> Ctx<'a> {
             self.key[*c] == key
                 && after.is_none_or(|a| x.connect > a)
                 && x.connect < before
-                && x.connected.is_none()
                 && !self.log.clients[*c].clean_start
+                // No CONNACK, or one read only after the broker had closed the connection.
+                && match (x.connected, x.broker_closed) {
+                    (None, _) => true,
+                    (Some((a, _)), Some((b, _))) => a > b,
+                    (Some(_), None) => false,
+                }
         })
     }
 
@@ -805,7 +829,8 @@ impl<'a> Ctx<'a> {
                     // or at a graceful stop.
                     let written = self.conns.iter().any(|((c, _), x)| {
                         self.key[*c] == k
-                            && x.broker_closed.is_some_and(|(b, _)| b > prev.start && b < i)
+                            && x.broker_closed
+                                .is_some_and(|(b, _)| b > prev.start && b < i)
                     }) || self.stops.iter().any(|&s| s > prev.start && s < prev.end)
                         || prev.restored;
                     if !written {
@@ -954,7 +979,9 @@ impl<'a> Ctx<'a> {
                     && (0..self.log.clients.len()).any(|o| {
                         o != client
                             && self.key[o] == k
-                            && self.asked[o].iter().any(|(a, f)| *a < i && matches(f, topic))
+                            && self.asked[o]
+                                .iter()
+                                .any(|(a, f)| *a < i && matches(f, topic))
                     });
                 if inherited {
                     self.known("clean-start-inherits-deliveries", rule, detail, Some(i));
@@ -1097,12 +1124,18 @@ impl<'a> Ctx<'a> {
         let closed = owner
             .and_then(|c| c.broker_closed.map(|(b, _)| b).or(c.crashed))
             .unwrap_or(epoch.end);
-        let next = self.conns.iter().filter(|((c, _), _)| self.key[*c] == key).find_map(|(_, x)| {
-            x.connected.map(|(a, _)| a).filter(|&a| a > epoch.end)
-        });
+        let next = self
+            .conns
+            .iter()
+            .filter(|((c, _), _)| self.key[*c] == key)
+            .find_map(|(_, x)| x.connected.map(|(a, _)| a).filter(|&a| a > epoch.end));
         match next {
             Some(n) => closed.max(n),
-            None if epoch.reason == Some(EndReason::Closed) && owner.is_some_and(|c| c.broker_closed.is_some() || c.crashed.is_some()) => closed,
+            None if epoch.reason == Some(EndReason::Closed)
+                && owner.is_some_and(|c| c.broker_closed.is_some() || c.crashed.is_some()) =>
+            {
+                closed
+            }
             None => NEVER,
         }
     }
@@ -1194,14 +1227,24 @@ impl<'a> Ctx<'a> {
                 }
                 match self.loss_excuse(p, &[self.key[s]], false) {
                     Some(e) => self.excuse(e, || format!("{id:?} to client {s}")),
-                    None => self.violation(
-                        "[MQTT-4.5.0-1] an acknowledged message reaches every matching session",
-                        format!(
+                    None => {
+                        let rule =
+                            "[MQTT-4.5.0-1] an acknowledged message reaches every matching session";
+                        let detail = format!(
                             "{id:?} ({:?}, on {}) was acknowledged {code:#04x} but never reached client {s}",
                             p.qos, p.topic
-                        ),
-                        Some(done),
-                    ),
+                        );
+                        // A session restored after a crash may send it with the identifier of
+                        // a QoS 2 message the client still awaits the PUBREL of.
+                        let restored = self
+                            .epoch_at(self.key[s], p.idx)
+                            .is_some_and(|e| e.restored && self.crash_in(0, e.start + 1));
+                        if restored && p.qos == QoS::ExactlyOnce && granted == 2 {
+                            self.known("crash-restores-stale-qos2-state", rule, detail, Some(done));
+                        } else {
+                            self.violation(rule, detail, Some(done));
+                        }
+                    }
                 }
             }
             // Shared subscriptions: one member of each group.
@@ -1337,8 +1380,8 @@ impl<'a> Ctx<'a> {
         // The publisher may have sent it again on a new connection; the broker routes a QoS 1
         // message again, and a QoS 2 one only if it lost the publisher's session (then it is
         // a new message to it).
-        let resent = p.qos != QoS::AtMostOnce
-            && self.reconnected_in(id.publisher, p.idx, flight_end);
+        let resent =
+            p.qos != QoS::AtMostOnce && self.reconnected_in(id.publisher, p.idx, flight_end);
         let routed_again = self.session_changed_in(publisher_key, p.idx, flight_end);
         for (c, copies) in receivers {
             for pair in copies.windows(2) {
@@ -1679,7 +1722,12 @@ impl<'a> Ctx<'a> {
             // The broker was down, or stopping, while the will waited: a crash loses it.
             let down = |marks: &[usize]| {
                 marks.iter().any(|&s| {
-                    let back = self.starts.iter().copied().find(|&b| b > s).unwrap_or(NEVER);
+                    let back = self
+                        .starts
+                        .iter()
+                        .copied()
+                        .find(|&b| b > s)
+                        .unwrap_or(NEVER);
                     s <= hi && back > closed
                 })
             };
@@ -1687,10 +1735,12 @@ impl<'a> Ctx<'a> {
             if down(&self.crashes) {
                 must = false;
             }
-            firings
-                .entry(*c)
-                .or_default()
-                .push(Firing { lo, hi, must, stopped });
+            firings.entry(*c).or_default().push(Firing {
+                lo,
+                hi,
+                must,
+                stopped,
+            });
         }
         let watchers: Vec<ClientIdx> = (0..self.log.clients.len())
             .filter(|&w| self.log.clients[w].role == Role::Regular)
@@ -1790,14 +1840,19 @@ impl<'a> Ctx<'a> {
                         self.known(
                             "stop-drops-delayed-will",
                             "[MQTT-3.1.2-8] a will is published when its delay has passed",
-                            format!("client {owner}'s will (entry {}) never reached client {w}", f.lo),
+                            format!(
+                                "client {owner}'s will (entry {}) never reached client {w}",
+                                f.lo
+                            ),
                             Some(f.lo),
                         );
                     } else {
                         // A will has no publisher to tell: a limit may drop it, counted.
                         self.tally.dropped_unacknowledgeable += 1;
-                        self.drops_needed
-                            .push(format!("client {owner}'s will (entry {}) to client {w}", f.lo));
+                        self.drops_needed.push(format!(
+                            "client {owner}'s will (entry {}) to client {w}",
+                            f.lo
+                        ));
                     }
                 }
             }
@@ -1816,8 +1871,7 @@ impl<'a> Ctx<'a> {
             .filter_map(|(i, e)| match e.event {
                 Event::Closed {
                     client,
-                    reason:
-                        CloseKind::ProtocolViolation(0x93) | CloseKind::ServerDisconnect(0x93),
+                    reason: CloseKind::ProtocolViolation(0x93) | CloseKind::ServerDisconnect(0x93),
                     ..
                 } if self.crash_in(0, i) => Some(client),
                 _ => None,
@@ -1885,11 +1939,13 @@ impl<'a> Ctx<'a> {
         if finished {
             for ((client, packet), i) in subscribes {
                 if self.log.clients[client].role == Role::Regular {
-                    self.violation(
-                        "every SUBSCRIBE is answered once the faults stop",
-                        format!("client {client}'s SUBSCRIBE {packet} was never answered"),
-                        Some(i),
-                    );
+                    let rule = "every SUBSCRIBE is answered once the faults stop";
+                    let detail = format!("client {client}'s SUBSCRIBE {packet} was never answered");
+                    if stale.contains(&client) {
+                        self.known("crash-restores-stale-qos2-state", rule, detail, Some(i));
+                    } else {
+                        self.violation(rule, detail, Some(i));
+                    }
                 }
             }
         }
@@ -1927,7 +1983,9 @@ impl<'a> Ctx<'a> {
                 .filter(|p| match p.done {
                     Some((d, 0x97)) => (0..self.log.clients.len()).any(|s| {
                         let k = self.key[s];
-                        self.asked[s].iter().any(|(a, f)| *a < d && matches(f, &p.topic))
+                        self.asked[s]
+                            .iter()
+                            .any(|(a, f)| *a < d && matches(f, &p.topic))
                             && (self.session_changed_in(k, p.idx, d + 1)
                                 || self.conns.iter().any(|((c, _), x)| {
                                     self.key[*c] == k

@@ -126,6 +126,8 @@ struct Link {
     disconnect: Option<(u64, u8)>,
     /// A cut scheduled at a byte of one direction's stream.
     cut_at: Option<(Dir, u64)>,
+    /// The network dropped the connection without a word to either end.
+    silent: bool,
 }
 
 /// A simulated client: `midge_proto`'s [`Client`] and what its application remembers.
@@ -372,6 +374,7 @@ impl World {
             up_ended: false,
             disconnect: None,
             cut_at: None,
+            silent: false,
         };
         match &self.core {
             Some(core) => link.broker = Some(Connection::new(core, peer, self.now)),
@@ -399,6 +402,7 @@ impl World {
         if let Some(link) = self.links.get_mut(&id) {
             link.up.break_off(now, link.latency, true);
             link.down.break_off(now, link.latency, true);
+            link.silent = true;
             let (client, conn) = (link.client, link.conn);
             self.record(Event::TransportDown { client, conn });
         }
@@ -465,7 +469,8 @@ impl World {
         }
     }
 
-    /// Ends every stall, freeze and deafness now.
+    /// Ends every stall, freeze and deafness now, and tells every client whose connection
+    /// went silent that it is gone (as its keepalive would, later).
     pub fn heal(&mut self) {
         for link in self.links.values_mut() {
             link.up.unstall();
@@ -474,6 +479,15 @@ impl World {
         for c in &mut self.clients {
             c.frozen_until = None;
             c.deaf_until = None;
+        }
+        for c in 0..self.clients.len() {
+            let silent = self.clients[c]
+                .link
+                .and_then(|id| self.links.get(&id))
+                .is_some_and(|l| l.silent);
+            if silent {
+                self.abandon(c);
+            }
         }
     }
 
@@ -490,6 +504,7 @@ impl World {
             link.rx.clear();
             link.up.break_off(now, link.latency, true);
             link.down.break_off(now, link.latency, !reset);
+            link.silent |= !reset;
         }
         self.core = None;
     }

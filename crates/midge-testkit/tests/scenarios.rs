@@ -55,10 +55,16 @@ fn count(world: &World, mut f: impl FnMut(&Event) -> bool) -> usize {
 /// Connects `c` and subscribes it to `t/#` at QoS 2.
 fn subscribed(world: &mut World, c: ClientIdx) {
     world.connect(c);
-    assert!(world.run_until(1_000, |w| w.clients[c].connected), "connects");
+    assert!(
+        world.run_until(1_000, |w| w.clients[c].connected),
+        "connects"
+    );
     world.subscribe(c, &[("t/#".to_owned(), QoS::ExactlyOnce)]);
     assert!(
-        world.run_until(1_000, |w| count(w, |e| matches!(e, Event::Subscribed { .. })) >= 1),
+        world.run_until(1_000, |w| count(w, |e| matches!(
+            e,
+            Event::Subscribed { .. }
+        )) >= 1),
         "subscribes"
     );
 }
@@ -105,7 +111,11 @@ fn messages_round_trip_without_faults() {
         subscribed(&mut world, c);
         publish_and_finish(&mut world, c);
         let report = world.finish();
-        assert!(report.passed_strictly(), "{version:?}: {}", report.explain(&world.log));
+        assert!(
+            report.passed_strictly(),
+            "{version:?}: {}",
+            report.explain(&world.log)
+        );
         assert_eq!(report.tally.delivered, MESSAGES.len() - 2 + 2);
         assert_eq!(count(&world, |e| matches!(e, Event::Connect { .. })), 1);
         // Without faults nothing is duplicated.
@@ -192,7 +202,10 @@ fn a_silent_network_makes_the_client_time_out() {
         "{elapsed:?}"
     );
     // The broker notices too, after 1.5 times the keepalive, and keeps the session.
-    assert!(world.run_until(10_000, |w| count(w, |e| matches!(e, Event::BrokerClosed { .. })) == 1));
+    assert!(world.run_until(10_000, |w| count(w, |e| matches!(
+        e,
+        Event::BrokerClosed { .. }
+    )) == 1));
 }
 
 // Conformance: [MQTT-3.1.1:3.1.3-7]
@@ -236,7 +249,10 @@ fn the_broker_assigns_an_identifier_to_a_5_0_client_which_resumes_its_session_wi
     let assigned = world.clients[c].assigned_id.clone().expect("an identifier");
     assert!(assigned.starts_with("midge-"), "{assigned}");
     world.cut(c);
-    assert!(world.run_until(100, |w| count(w, |e| matches!(e, Event::Connected { .. })) == 2));
+    assert!(
+        world.run_until(100, |w| count(w, |e| matches!(e, Event::Connected { .. }))
+            == 2)
+    );
     let present: Vec<bool> = world
         .log
         .entries
@@ -248,5 +264,9 @@ fn the_broker_assigns_an_identifier_to_a_5_0_client_which_resumes_its_session_wi
             _ => None,
         })
         .collect();
-    assert_eq!(present, [false, true], "the session resumed under the assigned identifier");
+    assert_eq!(
+        present,
+        [false, true],
+        "the session resumed under the assigned identifier"
+    );
 }

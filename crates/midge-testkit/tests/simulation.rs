@@ -108,7 +108,9 @@ fn report_failures(failed: &[Outcome], what: &str) {
     for outcome in failed.iter().take(3) {
         eprintln!("\n{}", outcome.failure(60));
         if !outcome.drawn.replays_exactly {
-            eprintln!("(this seed ran with a small global memory budget, and may not replay exactly)");
+            eprintln!(
+                "(this seed ran with a small global memory budget, and may not replay exactly)"
+            );
         }
     }
     eprintln!("\n{} {what} failed:", failed.len());

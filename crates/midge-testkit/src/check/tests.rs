@@ -636,3 +636,182 @@ fn a_publish_that_never_completes_and_a_broken_protocol_are_violations() {
     });
     breaks(b, "SUBSCRIBE");
 }
+
+#[test]
+fn a_suback_that_arrives_after_an_unsubscribe_of_the_filter_opens_no_window() {
+    let mut b = B::new(vec![v5("p"), v5("s")]);
+    b.connect(0, 1, false);
+    b.connect(1, 1, false);
+    b.ev(Event::Subscribe {
+        client: 1,
+        packet: 1,
+        filters: vec![("t/#".to_owned(), QoS::AtLeastOnce)],
+    });
+    b.ev(Event::Unsubscribe {
+        client: 1,
+        filters: vec!["t/#".to_owned()],
+    });
+    b.ev(Event::Subscribed {
+        client: 1,
+        packet: 1,
+        codes: vec![1],
+    });
+    let m = b.publish(0, 0, "t/a", QoS::AtLeastOnce);
+    b.ack(m, 0x10);
+    passes(b);
+}
+
+#[test]
+fn a_connack_read_after_the_broker_closed_the_connection_says_nothing_of_the_session_now() {
+    // The client did not read for a while: its CONNACK (a new session) comes after the
+    // broker closed the connection, and the session expired meanwhile.
+    let mut b = B::new(vec![spec("s", ProtocolVersion::V5, 2)]);
+    b.connect(0, 1, false);
+    b.cut(0, 1);
+    b.ev(Event::Connect { client: 0, conn: 2 });
+    b.ev(Event::BrokerClosed {
+        client: 0,
+        conn: 2,
+        disconnect: None,
+    });
+    b.wait(10);
+    b.ev(Event::Connected {
+        client: 0,
+        conn: 2,
+        session_present: false,
+    });
+    b.connect(0, 3, false);
+    passes(b);
+}
+
+#[test]
+fn a_3_1_client_cannot_tell_whether_its_session_is_present() {
+    // MQTT 3.1's CONNACK has no Session Present flag: it always reads 0.
+    let mut b = B::new(vec![spec("s", ProtocolVersion::V3_1, u32::MAX)]);
+    b.connect(0, 1, false);
+    b.cut(0, 1);
+    b.connect(0, 2, false);
+    passes(b);
+}
+
+#[test]
+fn a_shared_member_at_qos_0_may_be_chosen_and_lose_the_message() {
+    let mut b = B::new(vec![v5("p"), v5("a"), v5("b")]);
+    for c in 0..3 {
+        b.connect(c, 1, false);
+    }
+    b.subscribe(1, 1, "$share/g/s/#", QoS::AtLeastOnce);
+    b.subscribe(2, 1, "$share/g/s/#", QoS::AtMostOnce);
+    let m = b.publish(0, 0, "s/x", QoS::AtLeastOnce);
+    b.ack(m, 0);
+    passes(b);
+}
+
+/// A known broker issue passes a run, and fails it checked strictly.
+fn known(b: B, id: &str) {
+    let (log, report) = b.end();
+    assert!(report.passed(), "{}", report.explain(&log));
+    assert!(!report.passed_strictly());
+    assert!(
+        report.known().any(|v| v.known == Some(id)),
+        "expected the known issue {id}:\n{}",
+        report.explain(&log)
+    );
+}
+
+#[test]
+fn a_clean_start_that_gets_the_old_sessions_will_is_a_known_issue() {
+    let mut intruder = spec("owner", ProtocolVersion::V5, 0);
+    intruder.role = Role::Intruder;
+    let mut b = B::new(vec![will_owner(), intruder]);
+    b.connect(0, 1, false);
+    b.subscribe(0, 1, "w/+", QoS::AtLeastOnce);
+    b.ev(Event::Connect { client: 1, conn: 1 });
+    b.ev(Event::BrokerClosed {
+        client: 0,
+        conn: 1,
+        disconnect: None,
+    });
+    b.ev(Event::Connected {
+        client: 1,
+        conn: 1,
+        session_present: false,
+    });
+    b.recv_with(
+        1,
+        Payload::Will { client: 0 },
+        "w/0",
+        QoS::AtLeastOnce,
+        false,
+        None,
+    );
+    known(b, "clean-start-inherits-deliveries");
+
+    // Anything else the new session never asked for is a plain violation.
+    let mut b = B::new(vec![v5("p"), v5("s")]);
+    b.connect(1, 1, false);
+    let m = b.publish(0, 0, "t/a", QoS::AtMostOnce);
+    b.recv(1, m, "t/a", QoS::AtMostOnce);
+    breaks(b, "MQTT-3.3.2-3");
+}
+
+#[test]
+fn a_qos_2_message_routed_again_after_its_publisher_reconnected_is_a_known_issue() {
+    let mut b = pub_sub();
+    let m = b.publish(0, 0, "t/a", QoS::ExactlyOnce);
+    b.recv(1, m, "t/a", QoS::ExactlyOnce);
+    b.cut(0, 1);
+    b.connect(0, 2, true);
+    b.recv(1, m, "t/a", QoS::ExactlyOnce);
+    b.ack(m, 0);
+    known(b, "qos2-routed-again-after-abandon");
+}
+
+#[test]
+fn a_delayed_will_lost_to_a_graceful_restart_is_a_known_issue() {
+    let mut owner = will_owner();
+    if let Some(w) = owner.will.as_mut() {
+        w.delay = 2;
+    }
+    let mut b = B::new(vec![owner, v5("watcher")]);
+    b.connect(1, 1, false);
+    b.subscribe(1, 1, "w/+", QoS::AtLeastOnce);
+    b.connect(0, 1, false);
+    b.ev(Event::Stop);
+    b.ev(Event::BrokerClosed {
+        client: 0,
+        conn: 1,
+        disconnect: None,
+    });
+    b.ev(Event::BrokerClosed {
+        client: 1,
+        conn: 1,
+        disconnect: None,
+    });
+    b.ev(Event::Start);
+    b.connect(1, 2, true);
+    b.wait(5);
+    b.ev(Event::Drain);
+    known(b, "stop-drops-delayed-will");
+}
+
+#[test]
+fn receive_maximum_exceeded_is_a_violation_and_after_a_crash_a_known_issue() {
+    let exceeded = |crash: bool| {
+        let mut b = pub_sub();
+        b.cut(1, 1);
+        if crash {
+            b.ev(Event::Crash);
+            b.ev(Event::Start);
+        }
+        b.connect(1, 2, true);
+        b.ev(Event::Closed {
+            client: 1,
+            conn: 2,
+            reason: CloseKind::ProtocolViolation(0x93),
+        });
+        b
+    };
+    breaks(exceeded(false), "protocol");
+    known(exceeded(true), "crash-restores-stale-qos2-state");
+}
