@@ -572,8 +572,8 @@ impl<'a> Ctx<'a> {
         let mut offline_since: Vec<Option<usize>> = vec![None; self.keys];
         for i in 0..self.entries.len() {
             // An offline session may have expired by now: from here on it is not certain.
-            for k in 0..self.keys {
-                let Some(off) = offline_since[k] else {
+            for (k, off) in offline_since.iter().enumerate() {
+                let Some(off) = *off else {
                     continue;
                 };
                 let Some(owner) = self.epochs[k]
@@ -878,7 +878,9 @@ impl<'a> Ctx<'a> {
     /// A SUBACK opens a window only if nothing else was asked for the filter since its
     /// SUBSCRIBE: an UNSUBSCRIBE sent before the SUBACK arrived is handled after it.
     fn subscriptions(&mut self) {
-        let mut pending: BTreeMap<(ClientIdx, u16), (usize, Vec<(String, QoS)>)> = BTreeMap::new();
+        // By (client, packet identifier): when the SUBSCRIBE was sent, and its filters.
+        type Sent = (usize, Vec<(String, QoS)>);
+        let mut pending: BTreeMap<(ClientIdx, u16), Sent> = BTreeMap::new();
         let mut open: BTreeMap<(ClientIdx, String), Interval> = BTreeMap::new();
         let mut touched: BTreeMap<(ClientIdx, String), usize> = BTreeMap::new();
         for i in 0..self.entries.len() {
@@ -1255,11 +1257,13 @@ impl<'a> Ctx<'a> {
                 .filter_map(|iv| iv.share.clone())
                 .collect();
             for group in groups {
-                let members: BTreeSet<ClientIdx> = self
-                    .intervals
-                    .iter()
-                    .filter(|iv| iv.share.as_deref() == Some(group.as_str()))
-                    .map(|iv| iv.client)
+                // Whoever ever asked to join may be a member.
+                let members: BTreeSet<ClientIdx> = (0..self.log.clients.len())
+                    .filter(|&c| {
+                        self.asked[c]
+                            .iter()
+                            .any(|(_, f)| share_of(f).as_deref() == Some(group.as_str()))
+                    })
                     .collect();
                 let receivers: Vec<ClientIdx> = members
                     .iter()
@@ -1357,10 +1361,10 @@ impl<'a> Ctx<'a> {
                 Event::Subscribed { client, packet, .. } => {
                     open.remove(&(*client, *packet));
                 }
-                Event::Closed { client, .. } | Event::TransportDown { client, .. } => {
-                    if open.iter().any(|((c, _), m)| c == client && *m) {
-                        return true;
-                    }
+                Event::Closed { client, .. } | Event::TransportDown { client, .. }
+                    if open.iter().any(|((c, _), m)| c == client && *m) =>
+                {
+                    return true;
                 }
                 _ => {}
             }

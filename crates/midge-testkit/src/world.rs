@@ -703,8 +703,11 @@ impl World {
     /// due. Returns `false` when nothing at all is pending.
     pub fn step(&mut self) -> bool {
         self.steps += 1;
+        // Only what was due when the step began: a clock jump among them leaves what it
+        // skipped for the next step, after everything else has run at the new time.
+        let began = self.now;
         while let Some(entry) = self.actions.first_entry() {
-            if entry.key().0 > self.now {
+            if entry.key().0 > began {
                 break;
             }
             let action = entry.remove();
