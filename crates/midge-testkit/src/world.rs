@@ -703,11 +703,11 @@ impl World {
     /// due. Returns `false` when nothing at all is pending.
     pub fn step(&mut self) -> bool {
         self.steps += 1;
-        // Only what was due when the step began: a clock jump among them leaves what it
-        // skipped for the next step, after everything else has run at the new time.
+        // Only what was due when the step began, and nothing after a clock jump: the rest
+        // waits for the next step, after everything has run once at the new time.
         let began = self.now;
         while let Some(entry) = self.actions.first_entry() {
-            if entry.key().0 > began {
+            if entry.key().0 > began || self.now != began {
                 break;
             }
             let action = entry.remove();
