@@ -1781,8 +1781,11 @@ impl<'a> Ctx<'a> {
                 let mut used = vec![false; fires.len()];
                 let mut prev: Option<usize> = None;
                 for &(i, qos) in &got {
-                    let resend =
-                        qos == QoS::AtLeastOnce && prev.is_some_and(|p| self.connected_in(w, p, i));
+                    // (A 3.1 watcher forgets its QoS 2 state on reconnecting: a QoS 2 copy
+                    // sent again looks new to it.)
+                    let forgets = qos == QoS::AtLeastOnce
+                        || self.log.clients[w].version == ProtocolVersion::V3_1;
+                    let resend = forgets && prev.is_some_and(|p| self.connected_in(w, p, i));
                     prev = Some(i);
                     if resend {
                         continue;

@@ -194,8 +194,7 @@ fn known_issue_seeds_strictly() {
     report_failures(&failed, "known-issue seeds");
 }
 
-/// Every regression seed marked with a known issue still shows it, and only names issues that
-/// exist.
+/// The regression file names only known issues that exist.
 #[test]
 fn regression_seeds_name_known_issues_that_exist() {
     let ids: Vec<&str> = midge_testkit::check::KNOWN_ISSUES
