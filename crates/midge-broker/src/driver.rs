@@ -259,3 +259,33 @@ fn write_some(core: &Core, stream: &TcpStream, buf: &mut BytesMut) -> std::io::R
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AllowAll, BrokerConfig, MemoryStore, Standalone};
+
+    /// An idle connection's memory is mostly its task; jemalloc's size classes step from 1 KiB
+    /// to 1.25 KiB, so a future a few bytes over 1 KiB costs a quarter more per connection.
+    #[tokio::test]
+    async fn a_connection_task_fits_in_one_kib() {
+        let core = Core::new(
+            BrokerConfig::default(),
+            Arc::new(AllowAll),
+            Arc::new(MemoryStore::new()),
+            Arc::new(Standalone),
+            now(),
+        )
+        .expect("valid");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (done, _) = mpsc::channel(1);
+        let task = run(core, stream, addr, done);
+        let size = std::mem::size_of_val(&task);
+        eprintln!("connection task: {size} bytes");
+        assert!(size <= 1024, "the connection task grew to {size} bytes");
+    }
+}
