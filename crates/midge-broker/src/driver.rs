@@ -284,7 +284,7 @@ mod tests {
         let stream = TcpStream::connect(addr).await.expect("connect");
         let (done, _) = mpsc::channel(1);
         let task = run(core, stream, addr, done);
-        let size = std::mem::size_of_val(&task);
+        let size = size_of_val(&task);
         eprintln!("connection task: {size} bytes");
         assert!(size <= 1024, "the connection task grew to {size} bytes");
     }
