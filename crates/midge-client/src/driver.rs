@@ -136,7 +136,9 @@ impl Conn {
             // `read_buf` is cancel-safe: dropped unfinished, it has read nothing.
             let reading = pin!(self.stream.read_buf(&mut self.rx));
             if let Poll::Ready(read) = reading.poll(cx) {
-                return Poll::Ready(read.map_or_else(|err| IoStep::Failed(err.kind()), IoStep::Read));
+                return Poll::Ready(
+                    read.map_or_else(|err| IoStep::Failed(err.kind()), IoStep::Read),
+                );
             }
         }
         Poll::Pending

@@ -180,7 +180,9 @@ async fn an_unanswered_ping_closes_the_connection_after_the_response_timeout() {
     let mut second = network.accept().await;
     assert_at(connected.elapsed(), secs(13) + ms(100));
     second.accept_connect(false).await;
-    within("reconnected", client.wait_connected()).await.unwrap();
+    within("reconnected", client.wait_connected())
+        .await
+        .unwrap();
     assert_no_real_wait(real);
 }
 
@@ -190,12 +192,7 @@ async fn an_unanswered_connect_times_out() {
     let real = std::time::Instant::now();
     let (mut network, builder) = Network::client(V5, "mute");
     let start = Instant::now();
-    let connecting = tokio::spawn(
-        builder
-            .response_timeout(secs(8))
-            .reconnect(None)
-            .connect(),
-    );
+    let connecting = tokio::spawn(builder.response_timeout(secs(8)).reconnect(None).connect());
     let mut peer = network.accept().await;
     peer.connect().await;
     let outcome = within("connect fails", connecting).await.unwrap();
@@ -258,7 +255,10 @@ async fn reconnect_backoff_doubles_up_to_its_cap_and_gives_up_after_max_attempts
     loop {
         match next_event(&mut events).await {
             ConnectionEvent::Disconnected { reason } => {
-                assert_eq!(reason, CloseReason::Io(std::io::ErrorKind::ConnectionRefused));
+                assert_eq!(
+                    reason,
+                    CloseReason::Io(std::io::ErrorKind::ConnectionRefused)
+                );
             }
             ConnectionEvent::Reconnecting { attempt, delay } => {
                 assert_eq!(attempt as usize, delays.len() + 1);
@@ -370,8 +370,15 @@ async fn unacknowledged_messages_are_resent_only_when_the_session_resumes() {
         assert!(!first.dup && !second.dup);
         let (id1, id2) = (first.packet_id.unwrap(), second.packet_id.unwrap());
         peer.send(Packet::PubRec(PubAck::new(id2))).await;
-        assert_eq!(peer.expect("PUBREL").await, Packet::PubRel(PubAck::new(id2)));
-        assert_eq!(peer.next(secs(600)).await, None, "{version:?}: resent early");
+        assert_eq!(
+            peer.expect("PUBREL").await,
+            Packet::PubRel(PubAck::new(id2))
+        );
+        assert_eq!(
+            peer.next(secs(600)).await,
+            None,
+            "{version:?}: resent early"
+        );
         drop(peer);
 
         let mut peer = network.accept().await;
@@ -414,7 +421,10 @@ async fn a_request_without_response_times_out_and_unsubscribes() {
     let subscribe = peer.grant_subscribe().await;
     let response_topic = subscribe.filters[0].0.clone();
     let request = publish_packet(&mut peer, "the request").await;
-    assert_eq!(request.properties.response_topic(), Some(response_topic.clone()));
+    assert_eq!(
+        request.properties.response_topic(),
+        Some(response_topic.clone())
+    );
     assert!(request.properties.correlation_data().is_some());
     peer.send(Packet::PubAck(PubAck::new(request.packet_id.unwrap())))
         .await;
@@ -537,7 +547,10 @@ async fn linger_gives_up_after_its_time() {
     let handle = client.try_publish("x", "m", pubq(QOS1)).unwrap();
     let start = Instant::now();
     drop(client);
-    assert_eq!(within("the outcome", handle).await, Err(ClientError::Closed));
+    assert_eq!(
+        within("the outcome", handle).await,
+        Err(ClientError::Closed)
+    );
     assert_at(start.elapsed(), secs(3));
     while next_event(&mut events).await != ConnectionEvent::Closed {}
     let attempts = network.attempts().len();

@@ -19,8 +19,8 @@ use bytes::Bytes;
 use clap::{ArgAction, Args};
 use midge_client::codec::{ByteStr, Will, WillProperties, MAX_PACKET_SIZE};
 use midge_client::{
-    Client, CloseReason, ConnectError, ConnectionEvent, Limits, ProtocolVersion, QoS,
-    ReasonCode, ReconnectPolicy,
+    Client, CloseReason, ConnectError, ConnectionEvent, Limits, ProtocolVersion, QoS, ReasonCode,
+    ReconnectPolicy,
 };
 use tokio::sync::broadcast;
 use tokio::time::Instant;

@@ -9,8 +9,8 @@ use std::task::Poll;
 use clap::Args;
 use futures_core::Stream;
 use midge_client::{
-    ClientError, CloseReason, ConnectionEvent, Message, QoS, ReasonCode,
-    SubscribeOptions, Subscription,
+    ClientError, CloseReason, ConnectionEvent, Message, QoS, ReasonCode, SubscribeOptions,
+    Subscription,
 };
 use midge_topic::{TopicFilter, TopicName};
 use tokio::sync::broadcast::error::RecvError;
