@@ -7,7 +7,7 @@ use midge_codec::{EncodeError, ReasonCode};
 use midge_topic::TopicError;
 
 /// Why a client operation failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
     /// [`Client::try_publish`](crate::Client::try_publish): `max_queued_publishes` publishes
@@ -49,7 +49,7 @@ pub enum ClientError {
 
 /// Why [`ClientBuilder::build`](crate::ClientBuilder::build) or
 /// [`ClientBuilder::connect`](crate::ClientBuilder::connect) failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
     /// The builder's settings cannot be encoded as a CONNECT: a 5.0-only setting (such as a
@@ -97,7 +97,7 @@ impl fmt::Display for InputKind {
 /// A topic name, topic filter or option the client cannot send. [`kind`](Self::kind) says
 /// which; [`source`](std::error::Error::source), where there is one, says which rule it
 /// breaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}")]
 pub struct InvalidInput {
     kind: InputKind,
