@@ -104,44 +104,71 @@ struct Conn {
     stream: BoxedTransport,
     rx: BytesMut,
     tx: BytesMut,
-    /// Bytes were written since the last flush: a transport that buffers (TLS) holds them
-    /// until it is flushed.
+    /// Bytes were written since the last flush: a transport that buffers (TLS) may hold
+    /// them until it is flushed.
     unflushed: bool,
 }
 
 /// What one turn of [`Conn::poll_io`] did.
 enum IoStep {
-    Wrote(usize),
-    Flushed,
-    Read(usize),
+    /// Bytes of `tx` went out, or were flushed.
+    Wrote,
+    /// Bytes came in, into `rx`.
+    Read,
+    /// The transport failed or closed.
     Failed(io::ErrorKind),
 }
 
 impl Conn {
-    /// Writes (or flushes) if `write`, else or if that would wait reads if `read`: output
-    /// first, so that a flood of input cannot starve acknowledgements and pings.
+    /// Writes `tx` (and flushes it once it is all written) if `write`; reads into `rx` if
+    /// `read` and writing has to wait. Output goes first, so that a flood of input cannot
+    /// starve acknowledgements and pings.
     fn poll_io(&mut self, cx: &mut Context<'_>, write: bool, read: bool) -> Poll<IoStep> {
         if write {
-            let stream = Pin::new(&mut self.stream);
-            let step = if self.tx.is_empty() {
-                stream.poll_flush(cx).map_ok(|()| IoStep::Flushed)
-            } else {
-                stream.poll_write(cx, &self.tx).map_ok(IoStep::Wrote)
-            };
-            if let Poll::Ready(step) = step {
-                return Poll::Ready(step.unwrap_or_else(|err| IoStep::Failed(err.kind())));
+            if let Poll::Ready(step) = self.poll_write(cx) {
+                return Poll::Ready(step);
             }
         }
         if read {
             // `read_buf` is cancel-safe: dropped unfinished, it has read nothing.
             let reading = pin!(self.stream.read_buf(&mut self.rx));
             if let Poll::Ready(read) = reading.poll(cx) {
-                return Poll::Ready(
-                    read.map_or_else(|err| IoStep::Failed(err.kind()), IoStep::Read),
-                );
+                return Poll::Ready(match read {
+                    Ok(0) => IoStep::Failed(io::ErrorKind::UnexpectedEof),
+                    Ok(_) => IoStep::Read,
+                    Err(err) => IoStep::Failed(err.kind()),
+                });
             }
         }
         Poll::Pending
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<IoStep> {
+        if !self.tx.is_empty() {
+            match Pin::new(&mut self.stream).poll_write(cx, &self.tx) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(IoStep::Failed(io::ErrorKind::WriteZero)),
+                Poll::Ready(Ok(n)) => {
+                    self.tx.advance(n);
+                    self.unflushed = true;
+                    if !self.tx.is_empty() {
+                        return Poll::Ready(IoStep::Wrote);
+                    }
+                }
+                Poll::Ready(Err(err)) => return Poll::Ready(IoStep::Failed(err.kind())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        // All written: a transport that buffers (TLS) sends it when flushed. A flush that
+        // has to wait wakes the task when it can go on.
+        Pin::new(&mut self.stream)
+            .poll_flush(cx)
+            .map(|flushed| match flushed {
+                Ok(()) => {
+                    self.unflushed = false;
+                    IoStep::Wrote
+                }
+                Err(err) => IoStep::Failed(err.kind()),
+            })
     }
 }
 
@@ -436,14 +463,8 @@ impl Driver {
             tokio::select! {
                 biased;
                 step = std::future::poll_fn(|cx| conn.poll_io(cx, write, read)), if write || read => match step {
-                    IoStep::Wrote(0) => break Ended::Io(io::ErrorKind::WriteZero),
-                    IoStep::Wrote(n) => {
-                        conn.tx.advance(n);
-                        conn.unflushed = true;
-                    }
-                    IoStep::Flushed => conn.unflushed = false,
-                    IoStep::Read(0) => break Ended::Io(io::ErrorKind::UnexpectedEof),
-                    IoStep::Read(_) => self.proto.handle_bytes(now(), &mut conn.rx),
+                    IoStep::Wrote => {}
+                    IoStep::Read => self.proto.handle_bytes(now(), &mut conn.rx),
                     IoStep::Failed(kind) => break Ended::Io(kind),
                 },
                 Some(internal) = self.internal_rx.recv() => self.internal(internal),

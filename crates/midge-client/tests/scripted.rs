@@ -14,8 +14,8 @@ use midge_client::codec::{
     ConnAck, Packet, PacketId, PubAck, Publish, UnsubAck, Will, WillProperties,
 };
 use midge_client::{
-    ClientError, CloseReason, ConnectError, ConnectionEvent, InputKind, Limits, ProtocolVersion,
-    PublishOptions, QoS, ReasonCode, ReconnectPolicy, SubscribeOptions,
+    ClientBuilder, ClientError, CloseReason, ConnectError, ConnectionEvent, Connector, InputKind,
+    Limits, ProtocolVersion, PublishOptions, QoS, ReasonCode, ReconnectPolicy, SubscribeOptions,
 };
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -742,6 +742,56 @@ async fn invalid_input_names_what_is_wrong_and_the_rule() {
     // Nothing of it reached the brokers.
     assert_eq!(peer.next(secs(1)).await, None);
     assert_eq!(old_peer.next(secs(1)).await, None);
+    assert_no_real_wait(real);
+}
+
+// ------------------------------------------------------------------------- transport
+
+/// A transport that buffers what is written until it is flushed (as TLS streams do) carries
+/// every packet: the client flushes what it writes.
+#[tokio::test(start_paused = true)]
+async fn a_transport_that_buffers_is_flushed() {
+    let real = std::time::Instant::now();
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    let connector = Connector::from_fn(move || {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let sent = accepted_tx.send(server);
+        async move {
+            sent.map_err(|_| std::io::Error::from(std::io::ErrorKind::ConnectionRefused))?;
+            Ok(tokio::io::BufWriter::new(client))
+        }
+    });
+    let client = ClientBuilder::with_connector(connector)
+        .client_id("buffered")
+        .keep_alive(10)
+        .build()
+        .unwrap();
+    let server = within("the client connects", accepted.recv())
+        .await
+        .unwrap();
+    let mut peer = Peer::new(server, V5);
+    peer.accept_connect(false).await;
+    within("connected", client.wait_connected()).await.unwrap();
+    let publishing = tokio::spawn({
+        let client = client.clone();
+        async move { client.publish("b/x", "m", pubq(QOS1)).await }
+    });
+    let publish = publish_packet(&mut peer, "the publish").await;
+    peer.send(Packet::PubAck(PubAck::new(publish.packet_id.unwrap())))
+        .await;
+    assert_eq!(
+        within("PUBACK", publishing).await.unwrap(),
+        Ok(ReasonCode::SUCCESS)
+    );
+    assert_eq!(peer.expect("PINGREQ").await, Packet::PingReq);
+    peer.send(Packet::PingResp).await;
+    client.disconnect(ReasonCode::SUCCESS).await;
+    match peer.until_closed().await.as_slice() {
+        [Packet::Disconnect(disconnect)] => {
+            assert_eq!(disconnect.reason_code, ReasonCode::SUCCESS);
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
     assert_no_real_wait(real);
 }
 

@@ -148,6 +148,15 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// The broker's end `stream` of a connection made outside a [`Network`].
+    pub fn new(stream: DuplexStream, version: ProtocolVersion) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::new(),
+            version,
+        }
+    }
+
     /// The next packet, or `None` if none comes within `wait` or the client closes the
     /// connection.
     pub async fn next(&mut self, wait: Duration) -> Option<Packet> {
