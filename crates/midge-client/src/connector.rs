@@ -66,7 +66,8 @@ impl Connector {
     }
 
     /// A connector that calls `open` for each connection attempt and runs MQTT over the
-    /// stream it returns. An error fails the attempt with
+    /// stream its future returns. `open` runs on the client's driver task, so it should only
+    /// start the work, which its future does. An error fails the attempt with
     /// [`CloseReason::Io`](crate::CloseReason::Io) of its kind, and the client reconnects
     /// per its policy.
     ///
