@@ -1,7 +1,7 @@
-//! The deadlines of offline sessions through the tokio driver on a real clock: the timer task
-//! fires a delayed will on time, and a client that comes back leaves nothing of its session's
-//! deadlines behind, however far off they were. The timing rules themselves, on both sides of
-//! each deadline, are in `tests/virtual_time.rs`.
+//! The deadlines of offline sessions through the tokio driver on a real clock: a client that
+//! comes back leaves nothing of its session's deadlines behind, however far off they were. The
+//! timing rules themselves, on both sides of each deadline, are in `tests/virtual_time.rs` (the
+//! core) and `tests/driver_virtual_time.rs` (the driver's timer task, on tokio's paused clock).
 //!
 //! The tests here run one at a time ([`one_at_a_time`]): one measures the process's memory,
 //! which another test running beside it would disturb.
@@ -137,32 +137,3 @@ async fn reconnects_of_a_long_lived_session_leave_no_timers_behind() {
     broker.shutdown().await;
 }
 
-/// A delayed will is published once its delay has passed [MQTT-3.1.2-8], also when a later
-/// deadline was all the broker waited for until then.
-// Conformance: [MQTT-5:3.1.2-8]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delayed_will_is_published_after_its_delay() {
-    let _serial = one_at_a_time().await;
-    let broker = start(test_config()).await;
-    let addr = broker.local_addr();
-    let mut watcher = TestClient::connect(addr, V5, "watcher").await;
-    watcher.subscribe("will/#", QoS::AtLeastOnce).await;
-    // A deadline a minute ahead first, then an earlier one.
-    connect_and_drop(addr, &persistent("later", 60, 60), false).await;
-    let offline = std::time::Instant::now();
-    connect_and_drop(addr, &persistent("sooner", 60, 1), false).await;
-    assert_eq!(broker.pending_session_deadlines(), 4);
-    let p = watcher.recv_publish().await;
-    let waited = offline.elapsed();
-    assert_eq!(p.topic, "will/sooner");
-    assert!(
-        waited >= Duration::from_millis(900),
-        "published after {waited:?}, before its delay"
-    );
-    // Its session goes on: only its expiry is left, beside the other session's two.
-    assert_eq!(broker.pending_session_deadlines(), 3);
-    let (_back, ack) = TestClient::connect_with(addr, persistent("sooner", 60, 1)).await;
-    assert!(ack.session_present);
-    watcher.expect_silence(100).await;
-    broker.shutdown().await;
-}
