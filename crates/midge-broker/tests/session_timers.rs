@@ -136,4 +136,3 @@ async fn reconnects_of_a_long_lived_session_leave_no_timers_behind() {
     drop(back);
     broker.shutdown().await;
 }
-
