@@ -176,7 +176,10 @@ fn run_client(version: ProtocolVersion, session_present: bool, data: &[u8]) {
         connack.properties.topic_alias_maximum = Some(2);
     }
     let mut rx = BytesMut::new();
-    if Packet::ConnAck(Box::new(connack)).encode(version, &mut rx).is_ok() {
+    if Packet::ConnAck(Box::new(connack))
+        .encode(version, &mut rx)
+        .is_ok()
+    {
         client.handle_bytes(now, &mut rx);
     }
     for (i, (wait, chunk)) in chunks(data).enumerate() {

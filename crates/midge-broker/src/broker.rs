@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{BrokerConfig, ConfigError};
 use crate::core::Core;
-use crate::driver::now;
+use crate::driver::{now, Transport};
 use crate::hooks::{AllowAll, Hooks};
 use crate::stats::BrokerStats;
 use crate::store::{Cluster, MemoryStore, Standalone, Store};
@@ -107,6 +107,9 @@ impl BrokerBuilder {
 
     /// Binds the listener and starts serving. Must be called within a tokio runtime.
     pub async fn start(self) -> Result<BrokerHandle, StartError> {
+        // Checked before binding, though the core checks it again: a bad configuration is
+        // reported as such, not as whatever binding would do with it.
+        self.config.validate()?;
         let addr = self.bind.unwrap_or(self.config.listener.bind);
         let listener = listen(addr, self.config.listener.backlog)
             .map_err(|source| StartError::Bind { addr, source })?;
@@ -121,7 +124,7 @@ impl BrokerBuilder {
             shared.clone(),
             listener,
             shutdown_rx.clone(),
-            done_tx,
+            done_tx.clone(),
         ));
         let sys_task = match shared.config.sys.interval_secs {
             0 => None,
@@ -136,6 +139,7 @@ impl BrokerBuilder {
             local_addr,
             shutdown: shutdown_tx,
             done: Some(done_rx),
+            serving: Some(done_tx),
             listener_task: Some(listener_task),
             sys_task,
             timer_task: Some(timer_task),
@@ -159,7 +163,7 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
-/// Loads the sessions a persistent store kept from an earlier run, with their expiry.
+/// Accepts connections until the broker stops, and runs each on a task of its own.
 async fn accept_loop(
     shared: Arc<Core>,
     listener: TcpListener,
@@ -192,13 +196,27 @@ async fn accept_loop(
         // Boxed: a task stores its future inline in a cache-line-aligned cell, which rounds
         // every idle connection's task up to a multiple of 128 bytes; boxing keeps the cell at
         // 128 bytes and the future at its exact size.
-        tokio::spawn(Box::pin(crate::driver::run(
-            shared.clone(),
-            stream,
-            peer,
-            done.clone(),
-        )));
+        let _ = stream.set_nodelay(true);
+        spawn_connection(&shared, stream, peer, &done);
     }
+}
+
+/// Runs a connection on its own task.
+fn spawn_connection<S: Transport>(
+    shared: &Arc<Core>,
+    stream: S,
+    peer: SocketAddr,
+    done: &mpsc::Sender<()>,
+) {
+    // Boxed: a task stores its future inline in a cache-line-aligned cell, which rounds every
+    // idle connection's task up to a multiple of 128 bytes; boxing keeps the cell at 128 bytes
+    // and the future at its exact size.
+    tokio::spawn(Box::pin(crate::driver::run(
+        shared.clone(),
+        stream,
+        peer,
+        done.clone(),
+    )));
 }
 
 /// Runs the core's broker-wide work when it comes due: offline sessions' deadlines (delayed
@@ -290,12 +308,26 @@ pub struct BrokerHandle {
     local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     done: Option<mpsc::Receiver<()>>,
+    /// What connections given to [`BrokerHandle::serve`] hold, as the accept task does.
+    serving: Option<mpsc::Sender<()>>,
     listener_task: Option<JoinHandle<()>>,
     sys_task: Option<JoinHandle<()>>,
     timer_task: Option<JoinHandle<()>>,
 }
 
 impl BrokerHandle {
+    /// Serves a client connected some other way than through the listener: any byte stream,
+    /// such as an accepted TLS or WebSocket stream, or one end of an in-memory pipe
+    /// ([`tokio::io::duplex`]) in a test. `peer` is what hooks and logs see as its address.
+    /// The connection counts against `limits.max_connections` like any other, and
+    /// [`BrokerHandle::shutdown`] waits for it.
+    pub fn serve<S: Transport>(&self, stream: S, peer: SocketAddr) {
+        match &self.serving {
+            Some(done) => spawn_connection(&self.shared, stream, peer, done),
+            None => drop(stream),
+        }
+    }
+
     /// The address the listener is bound to (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -356,10 +388,12 @@ impl BrokerHandle {
         if let Some(task) = self.sys_task.take() {
             task.abort();
         }
+        drop(self.serving.take());
         if let Some(mut done) = self.done.take() {
             // Every connection task holds a sender; `None` means they all ended.
             let _ = done.recv().await;
         }
+        self.shared.flush_detached();
         self.shared.save_offline_sessions(now());
         tracing::info!("midge broker stopped");
     }

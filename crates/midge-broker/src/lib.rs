@@ -17,6 +17,8 @@ pub mod store;
 #[cfg(feature = "runtime")]
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, StartError};
 pub use config::{BrokerConfig, SharedStrategy};
+#[cfg(feature = "runtime")]
+pub use driver::Transport;
 pub use hooks::{AllowAll, ClientInfo, ConnectRequest, DisconnectReason, Hooks};
 pub use stats::BrokerStats;
 pub use store::{Cluster, MemoryStore, Retained, Standalone, Store};

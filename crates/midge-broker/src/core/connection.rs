@@ -46,9 +46,9 @@ const INBOX_BATCH: usize = 1024;
 /// sent, the driver drops it.
 pub struct Connection {
     core: Arc<Core>,
+    /// Also knows the connection's number in the broker ([`ServerConnection::connection_number`]):
+    /// which connection owns a session.
     conn: ServerConnection,
-    /// This connection's number in the broker: which connection owns a session.
-    number: u64,
     /// Refuse the CONNECT: the broker has `limits.max_connections` open already.
     over_limit: bool,
     /// The client, once its CONNECT is accepted (`slot` is set then); before that only the
@@ -67,9 +67,11 @@ pub struct Connection {
     shutting_down: bool,
     /// The inbox signalled deliveries that are not taken yet.
     deliveries_waiting: bool,
-    /// A transmit batch is under way: the inbox and the retained backlog were drained into
-    /// the session's queue at its start.
+    /// A transmit batch is under way: [`Connection::poll_transmit`] has not said false since
+    /// it began.
     transmitting: bool,
+    /// The CONNECT was just accepted: input that waited for the decision can go on.
+    accepted: bool,
     /// Bytes of this session's queue counted against the global memory budget: the budget
     /// covers online sessions' queues too, not only inboxes and offline sessions.
     counted: usize,
@@ -83,7 +85,7 @@ pub struct Connection {
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("number", &self.number)
+            .field("number", &self.conn.connection_number())
             .field("peer", &self.info.peer)
             .field("client_id", &self.info.client_id)
             .field("closed", &self.conn.is_closed())
@@ -155,7 +157,6 @@ impl Connection {
         let inbox = Arc::new(Inbox::new());
         let mut connection = Self {
             conn,
-            number,
             over_limit,
             info: ClientInfo {
                 client_id: midge_codec::ByteStr::new(),
@@ -170,6 +171,7 @@ impl Connection {
             shutting_down: false,
             deliveries_waiting: false,
             transmitting: false,
+            accepted: false,
             counted: 0,
             retained: None,
             waiting: None,
@@ -190,10 +192,15 @@ impl Connection {
     /// ([`Connection::wants_input`] is false) packets stay in `input` too: call again once it
     /// wants input, even without new bytes.
     pub fn handle_input(&mut self, now: Instant, input: &mut BytesMut) {
-        if self.wants_input() {
+        while self.wants_input() {
             self.conn.handle_bytes(now, input);
             self.progress(now);
+            // A CONNECT accepted at once: the packets behind it waited for the decision.
+            if !std::mem::take(&mut self.accepted) {
+                break;
+            }
         }
+        self.pump(now);
     }
 
     /// Whether the connection takes input now: not while it waits for a session it takes
@@ -224,35 +231,35 @@ impl Connection {
     }
 
     /// Acts on whatever came from elsewhere in the broker (see [`Connection::poll_wakeup`]).
-    /// Cheap when nothing did: a driver may also call it for every connection in turn.
+    /// Cheap when nothing came and nothing waits, so that a driver may also call it for every
+    /// connection in turn; a publish waiting for room is offered again each time.
     pub fn handle_wakeup(&mut self, now: Instant) {
         let signalled = std::mem::take(&mut self.signalled) | self.inbox.take_signal();
         if signalled && !self.is_deciding() {
             self.on_signalled();
         }
         self.progress(now);
+        self.pump(now);
     }
 
     /// Handles the connection's timers due at `now`: keepalive, the CONNECT timeout,
     /// retransmission, and the end of a wait.
     pub fn handle_timeout(&mut self, now: Instant) {
-        // While its CONNECT is decided, the connection's own timers wait with it.
-        if !self.is_deciding() {
+        // While the connection waits (its CONNECT decided, or room for a publish), it reads no
+        // input, so its own timers wait with it: a keepalive must not run out on a PINGREQ
+        // that sits unread.
+        if self.waiting.is_none() {
             self.conn.handle_timeout(now);
         }
         self.progress(now);
+        self.pump(now);
     }
 
     /// When to call [`Connection::handle_timeout`] next, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let wait = match self.waiting.as_deref() {
-            Some(Waiting::Takeover { until, .. }) => return Some(*until),
-            Some(Waiting::Publish { until, .. }) => Some(*until),
-            None => None,
-        };
-        match (self.conn.poll_timeout(), wait) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        match self.waiting.as_deref() {
+            Some(Waiting::Takeover { until, .. } | Waiting::Publish { until, .. }) => Some(*until),
+            None => self.conn.poll_timeout(),
         }
     }
 
@@ -263,7 +270,7 @@ impl Connection {
     /// its end the session's queue is accounted against the broker's limits.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut BytesMut) -> bool {
         if !std::mem::replace(&mut self.transmitting, true) {
-            self.prepare_transmit(now);
+            self.pump(now);
         }
         if self.conn.poll_transmit(now, out) {
             return true;
@@ -273,11 +280,13 @@ impl Connection {
         false
     }
 
-    /// Whether work waits that nothing else will wake the driver for: deliveries left in the
-    /// inbox past a batch, or retained messages that now fit the session's queue. The driver
-    /// should transmit again soon (after letting others run).
+    /// Whether work waits that nothing else will wake the driver for: retained messages that
+    /// now fit the session's queue, or deliveries that waited for them. The driver should
+    /// transmit again soon (after letting others run). False while a transmit batch is under
+    /// way: the rest of the batch comes first, and waits for the transport to take output.
     pub fn has_work(&mut self) -> bool {
-        self.conn.is_connected()
+        !self.transmitting
+            && self.conn.is_connected()
             && match self.retained {
                 None => self.deliveries_waiting,
                 Some(_) => self.retained_ready(),
@@ -300,6 +309,11 @@ impl Connection {
         self.conn.is_closed()
     }
 
+    /// The broker core the connection belongs to.
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
     /// Frees memory kept for reuse while the connection is idle: call it when its buffers
     /// are empty.
     pub fn release_idle_memory(&mut self) {
@@ -312,8 +326,12 @@ impl Connection {
         matches!(self.waiting.as_deref(), Some(Waiting::Takeover { .. }))
     }
 
-    /// Moves deliveries and retained messages into the session's queue, for a transmit.
-    fn prepare_transmit(&mut self, now: Instant) {
+    /// Moves deliveries and retained messages into the session's queue: after every input,
+    /// wakeup and timeout, and when a transmit batch begins. Deliveries are taken even while
+    /// the transport is not taking output, so that the inbox does not fill for a slow reader:
+    /// the session's queue holds them within its limits (and drops QoS 0 ones past them,
+    /// counted), and publishers do not wait on an inbox nobody empties.
+    fn pump(&mut self, now: Instant) {
         // Retained messages of new subscriptions go first: a message published after the
         // SUBSCRIBE must not arrive before the retained one it replaces.
         if self.retained.is_some() && self.conn.is_connected() {
@@ -487,7 +505,7 @@ impl Connection {
             };
             let mut state = slot.lock();
             let online = SlotState::Online {
-                conn: self.number,
+                conn: self.conn.connection_number(),
                 inbox: self.inbox.clone(),
             };
             match std::mem::replace(&mut *state, online) {
@@ -599,6 +617,7 @@ impl Connection {
         core.hooks.on_connected(&connect.info, present);
         self.info = connect.info;
         self.slot = Some(connect.slot);
+        self.accepted = true;
         // A takeover request (or the broker's stop) that arrived while this CONNECT was
         // decided waited for it.
         self.inbox.signal();
@@ -1057,7 +1076,15 @@ impl Connection {
         let Some(session) = session else {
             return;
         };
-        core.session_offline(&slot, self.number, session, will, &info, &self.inbox, now);
+        core.session_offline(
+            &slot,
+            self.conn.connection_number(),
+            session,
+            will,
+            &info,
+            &self.inbox,
+            now,
+        );
     }
 }
 
@@ -1093,7 +1120,8 @@ fn add_bytes(core: &Core, size: usize) {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.core.deregister_connection(self.number);
+        self.core
+            .deregister_connection(self.conn.connection_number());
         self.core.counters.connections.fetch_sub(1, Relaxed);
     }
 }

@@ -606,18 +606,14 @@ impl Core {
             return matched;
         }
         let until = now + Duration::from_millis(self.config.limits.backpressure_timeout_ms);
-        let mut detached = lock(&self.detached);
-        let earliest = detached.is_empty();
-        detached.extend(
+        lock(&self.detached).extend(
             routed
                 .blocked
                 .into_iter()
                 .map(|blocked| Detached { blocked, until }),
         );
-        drop(detached);
-        if earliest {
-            self.timers_moved();
-        }
+        // Always: the driver waits for room in these inboxes only once it looks again.
+        self.timers_moved();
         matched
     }
 
@@ -1181,7 +1177,12 @@ impl Core {
     /// which wake the task last given to [`Core::poll_wakeup`].
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let sessions = self.timers().poll_timeout();
+        // A stopped broker fires no session deadline, so it reports none.
+        let sessions = if self.is_stopping() {
+            None
+        } else {
+            self.timers().poll_timeout()
+        };
         let detached = lock(&self.detached).iter().map(|d| d.until).min();
         match (sessions, detached) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -1228,6 +1229,19 @@ impl Core {
             match due.kind {
                 DeadlineKind::Will => self.fire_will(&due.slot, due.generation, now),
                 DeadlineKind::Expiry => self.expire(&due.slot, due.generation, now),
+            }
+        }
+    }
+
+    /// Offers every delivery from inside the broker that waits for room once more, and drops
+    /// (and counts) those that still find no room. For a broker that stops: once every
+    /// connection has closed, a delivery refused by a closing connection goes to the offline
+    /// session that connection left, which is then saved with it.
+    pub fn flush_detached(&self) {
+        let waiting = std::mem::take(&mut *lock(&self.detached));
+        for Detached { blocked, .. } in waiting {
+            if let Err(back) = self.offer(blocked) {
+                self.refuse(back);
             }
         }
     }
