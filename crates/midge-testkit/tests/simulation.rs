@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use midge_testkit::sim::{self, replay_command, Outcome};
 
-const DEFAULT_SEEDS: u64 = 2000;
+const DEFAULT_SEEDS: u64 = 3000;
 
 fn env_u64(name: &str) -> Option<u64> {
     let value = std::env::var(name).ok()?;
