@@ -135,13 +135,20 @@ impl Outcome {
         self.report.passed()
     }
 
-    /// What to print for a failing seed: how to replay it, what it drew, what broke, and the
-    /// end of the log.
-    pub fn failure(&self, log_lines: usize) -> String {
+    /// The report of a seed: how to replay it, what it drew, what broke, and the end of the
+    /// log.
+    pub fn explain(&self, log_lines: usize) -> String {
         let mut out = String::new();
+        let verdict = if !self.report.passed() {
+            "failed"
+        } else if !self.report.passed_strictly() {
+            "passed, but for known broker issues"
+        } else {
+            "passed"
+        };
         let _ = writeln!(
             out,
-            "seed {} failed; replay with:\n    {}",
+            "seed {} {verdict}; replay with:\n    {}",
             self.seed,
             replay_command(self.seed)
         );

@@ -106,7 +106,7 @@ fn report_failures(failed: &[Outcome], what: &str) {
         return;
     }
     for outcome in failed.iter().take(3) {
-        eprintln!("\n{}", outcome.failure(60));
+        eprintln!("\n{}", outcome.explain(60));
         if !outcome.drawn.replays_exactly {
             eprintln!(
                 "(this seed ran with a small global memory budget, and may not replay exactly)"
@@ -136,7 +136,7 @@ fn replay(seed: u64) {
         outcome.virtual_time.as_secs_f64(),
         started.elapsed()
     );
-    eprintln!("{}", outcome.failure(lines));
+    eprintln!("{}", outcome.explain(lines));
     let strict = strict();
     assert!(
         !fails(&outcome, strict),
