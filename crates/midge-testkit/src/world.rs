@@ -193,6 +193,8 @@ pub struct World {
     /// Everything that happened.
     pub log: Log,
     rng: Rng,
+    /// Seeds the broker's shared-subscription choices, so that they replay too.
+    seed: u64,
     net: NetConfig,
     actions: BTreeMap<(Instant, u64), Action>,
     next_action: u64,
@@ -224,6 +226,7 @@ impl World {
             clients: Vec::new(),
             log: Log::default(),
             rng: Rng::new(seed),
+            seed,
             net,
             actions: BTreeMap::new(),
             next_action: 0,
@@ -262,12 +265,13 @@ impl World {
 
     fn start_broker(&mut self) {
         let store: Arc<dyn Store> = Arc::new(SimStore(self.store.clone()));
-        let core = Core::new(
+        let core = Core::with_seed(
             self.config.clone(),
             Arc::new(AllowAll),
             store,
             Arc::new(Standalone),
             self.now,
+            self.seed,
         )
         .expect("the simulation's broker configuration is valid");
         self.core = Some(core);

@@ -27,7 +27,7 @@ use midge_topic::TopicFilter;
 
 use super::handover::{self, Answer, Awaited, Handover, TakeOver};
 use super::inbox::{Inbox, QueueUse, SHRINK_ABOVE};
-use super::state::{Blocked, Core, Registered, Slot, SlotState, Sub};
+use super::state::{Blocked, Core, Offered, Registered, Slot, SlotState, Sub};
 use crate::hooks::{ClientInfo, ConnectRequest, DisconnectReason};
 use crate::stats::add;
 use crate::store::Retained;
@@ -410,6 +410,12 @@ impl Connection {
             ServerEvent::Publish { message, packet_id } => {
                 self.on_publish(now, message, packet_id);
             }
+            // A SUBSCRIBE or UNSUBSCRIBE read together with what closed the connection (a
+            // DISCONNECT after it, a protocol error) can no longer be answered: the client did
+            // not see it done, and the session does not record it, so the index must not
+            // either.
+            ServerEvent::Subscribe { .. } | ServerEvent::Unsubscribe { .. }
+                if self.conn.is_closed() => {}
             ServerEvent::Subscribe {
                 packet_id,
                 requests,
@@ -586,13 +592,14 @@ impl Connection {
         let core = self.core.clone();
         let client_id = connect.info.client_id.clone();
         let mut session = None;
+        let mut old_will = None;
         if let Some(handover) = existing {
             // The will of the session's previous connection (taken over, or closed with its
             // delay running) is published unless its delay is running and the session goes
             // on [MQTT-3.1.3-9].
-            if let (Some((will, delay)), Some(old)) = (handover.will, handover.info.as_ref()) {
+            if let (Some((will, delay)), Some(old)) = (handover.will, handover.info) {
                 if delay == 0 || connect.clean_start {
-                    core.publish_will(will, old, now);
+                    old_will = Some((will, old));
                 }
             }
             session = handover.session;
@@ -602,6 +609,19 @@ impl Connection {
                 core.remove_subscriptions(&old);
                 core.hooks.on_session_expired(client_id.as_str());
             }
+            // What reached our inbox before the old session's subscriptions were removed was
+            // routed by them: it ends with the old session, as its queue does. The new session
+            // has no subscription yet.
+            let mut stale = Vec::new();
+            self.inbox.take(usize::MAX, &mut stale, &core.inbox_limits);
+            for delivery in stale {
+                core.release(delivery.size());
+            }
+        }
+        // Published once the old subscriptions are gone, so that it does not reach the new
+        // session through them.
+        if let Some((will, old)) = old_will {
+            core.publish_will(will, &old, now);
         }
         if session.is_none() {
             core.store.remove_session(&client_id);
@@ -654,7 +674,8 @@ impl Connection {
             blocked: routed.blocked,
         };
         if pending.blocked.is_empty() {
-            self.acknowledge(packet_id, qos, pending.reason());
+            let reason = pending.reason(self.conn.is_closed());
+            self.acknowledge(packet_id, qos, reason);
             return;
         }
         // One deadline covers all of them: waiting the timeout for each in turn kept the
@@ -691,29 +712,40 @@ impl Connection {
         for blocked in std::mem::take(&mut pending.blocked) {
             // A QoS 0 delivery may be dropped without failing the publish.
             let at_most_once = blocked.delivery.qos == midge_codec::QoS::AtMostOnce;
-            let sent = if give_up {
-                core.abandon(blocked)
+            let offered = if give_up {
+                if pending.qos == midge_codec::QoS::ExactlyOnce && pending.matched > 0 {
+                    // Some have the message, and its resend will not reach the rest (see
+                    // `PendingPublish::reason`): this delivery goes on waiting, in the core.
+                    core.detach(blocked, until);
+                    continue;
+                }
+                core.abandon(blocked);
+                Offered::Refused
             } else {
                 match core.offer(blocked) {
-                    Ok(sent) => sent,
-                    Err(back) if now >= until || back.is_for(&self.inbox) => core.refuse(back),
+                    Ok(offered) => offered,
+                    Err(back) if now >= until || back.is_for(&self.inbox) => {
+                        core.refuse(back);
+                        Offered::Refused
+                    }
                     Err(back) => {
                         still.push(back);
                         continue;
                     }
                 }
             };
-            if sent {
-                pending.matched += 1;
-            } else if !at_most_once {
-                pending.refused += 1;
+            match offered {
+                Offered::Queued => pending.matched += 1,
+                Offered::Refused if !at_most_once => pending.refused += 1,
+                Offered::Refused | Offered::Gone => {}
             }
         }
         if !still.is_empty() {
             pending.blocked = still;
             return Some(pending);
         }
-        self.acknowledge(pending.packet_id, pending.qos, pending.reason());
+        let reason = pending.reason(self.conn.is_closed());
+        self.acknowledge(pending.packet_id, pending.qos, reason);
         None
     }
 
@@ -1102,8 +1134,18 @@ struct PendingPublish {
 
 impl PendingPublish {
     /// The acknowledgement's reason code.
-    fn reason(&self) -> ReasonCode {
-        if self.refused > 0 {
+    ///
+    /// Once the connection has closed, a QoS 2 message that reached anyone is acknowledged
+    /// with success whatever else became of it: the acknowledgement is not sent, but it keeps
+    /// the packet identifier in the session, so that the client's resend on its resumed
+    /// session is answered as a duplicate instead of being routed again to those who have it
+    /// [MQTT-4.3.3-2]. (A refusal would free the identifier [MQTT-4.3.3-9], which is right
+    /// only while the client can see it.) Those it did not reach were refused and counted, or
+    /// go on waiting in the core.
+    fn reason(&self, closed: bool) -> ReasonCode {
+        if closed && self.qos == midge_codec::QoS::ExactlyOnce && self.matched > 0 {
+            ReasonCode::SUCCESS
+        } else if self.refused > 0 {
             ReasonCode::QUOTA_EXCEEDED
         } else if self.matched == 0 {
             ReasonCode::NO_MATCHING_SUBSCRIBERS

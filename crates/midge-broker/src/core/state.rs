@@ -13,7 +13,7 @@
 
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
-use std::hash::BuildHasher;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::task::{Context, Poll};
@@ -150,8 +150,8 @@ impl PartialEq for Registered {
 
 impl Eq for Registered {}
 
-impl std::hash::Hash for Registered {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+impl Hash for Registered {
+    fn hash<H: Hasher>(&self, state: &mut H) {
         // As `ByteStr` hashes, so that lookups by `&ByteStr` find the entry.
         self.0.client_id.hash(state);
     }
@@ -229,7 +229,19 @@ struct Detached {
 enum Handed {
     Queued,
     Refused,
+    /// The client's session has ended.
+    Gone,
     Blocked(Blocked),
+}
+
+/// The outcome of offering a blocked delivery again ([`Core::offer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Offered {
+    Queued,
+    /// Refused by a limit, which counted it.
+    Refused,
+    /// The client's session ended meanwhile: nobody to deliver to.
+    Gone,
 }
 
 /// Routing targets of one publish held on the stack: a publish to this many clients or fewer
@@ -261,7 +273,9 @@ pub struct Core {
     pub(crate) registry: Mutex<HashSet<Registered>>,
     round_robin: [AtomicUsize; RR_SLOTS],
     random: AtomicU64,
-    hasher: std::collections::hash_map::RandomState,
+    /// Seeds the shared-subscription choices (round robin's counters, sticky members and
+    /// random picks), so that a simulation given the same seed makes the same choices.
+    seed: u64,
     pub(crate) started: Instant,
     pub(crate) next_conn: AtomicU64,
     /// Becomes true when the broker stops: offline sessions' deadlines stop firing then, so
@@ -326,14 +340,28 @@ impl Core {
         cluster: Arc<dyn Cluster>,
         now: Instant,
     ) -> Result<Arc<Self>, ConfigError> {
-        config.validate()?;
         let seed = crate::random::seed();
-        let core = Arc::new(Self::with_seed(config, hooks, store, cluster, seed, now));
+        Self::with_seed(config, hooks, store, cluster, now, seed)
+    }
+
+    /// Like [`Core::new`], with the seed of the shared-subscription choices given rather than
+    /// drawn from the operating system: the same seed makes the same choices, for a
+    /// reproducible simulation.
+    pub fn with_seed(
+        config: BrokerConfig,
+        hooks: Arc<dyn Hooks>,
+        store: Arc<dyn Store>,
+        cluster: Arc<dyn Cluster>,
+        now: Instant,
+        seed: u64,
+    ) -> Result<Arc<Self>, ConfigError> {
+        config.validate()?;
+        let core = Arc::new(Self::build(config, hooks, store, cluster, seed, now));
         core.restore_sessions(now);
         Ok(core)
     }
 
-    fn with_seed(
+    fn build(
         config: BrokerConfig,
         hooks: Arc<dyn Hooks>,
         store: Arc<dyn Store>,
@@ -356,7 +384,7 @@ impl Core {
             registry: Mutex::default(),
             round_robin: std::array::from_fn(|_| AtomicUsize::new(0)),
             random: AtomicU64::new(seed | 1),
-            hasher: std::collections::hash_map::RandomState::new(),
+            seed,
             started: now,
             next_conn: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
@@ -520,6 +548,15 @@ impl Core {
         self.index.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A hash of `value` under the core's seed. Not for a hash table: nothing here is
+    /// flooded by a chosen key, only spread.
+    fn hash(&self, value: impl Hash) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        self.seed.hash(&mut hasher);
+        value.hash(&mut hasher);
+        hasher.finish()
+    }
+
     /// Takes `size` bytes from the global queue budget, or refuses.
     pub(crate) fn reserve(&self, size: usize) -> bool {
         let max = self.config.limits.max_queued_bytes_total;
@@ -617,10 +654,17 @@ impl Core {
         matched
     }
 
-    /// Offers a blocked delivery again, once: `Ok(true)` once queued, `Ok(false)` if the
-    /// session refused it, and the delivery back if the inbox is still full, for the caller
-    /// to go on waiting (as room is made: [`Blocked::poll_room`]) or [`Core::refuse`] it.
-    pub(crate) fn offer(&self, blocked: Blocked) -> Result<bool, Blocked> {
+    /// Leaves a blocked delivery to wait for room in the core, until `until`, as a publish
+    /// from inside the broker waits.
+    pub(crate) fn detach(&self, blocked: Blocked, until: Instant) {
+        lock(&self.detached).push(Detached { blocked, until });
+        self.timers_moved();
+    }
+
+    /// Offers a blocked delivery again, once: what became of it, or the delivery back if the
+    /// inbox is still full, for the caller to go on waiting (as room is made:
+    /// [`Blocked::poll_room`]) or [`Core::refuse`] it.
+    pub(crate) fn offer(&self, blocked: Blocked) -> Result<Offered, Blocked> {
         let Blocked {
             slot,
             inbox,
@@ -632,7 +676,7 @@ impl Core {
         match inbox.try_send(delivery, false, &self.inbox_limits) {
             Ok(()) => {
                 slot.congested.store(false, Relaxed);
-                Ok(true)
+                Ok(Offered::Queued)
             }
             Err(SendError::Closed(delivery)) => {
                 // The connection closed while we waited, after it moved its inbox into the
@@ -641,8 +685,9 @@ impl Core {
                 // connection, the delivery waits for it to finish.
                 self.release(size);
                 match self.deliver_to(&slot, delivery, false, false) {
-                    Handed::Queued => Ok(true),
-                    Handed::Refused => Ok(false),
+                    Handed::Queued => Ok(Offered::Queued),
+                    Handed::Refused => Ok(Offered::Refused),
+                    Handed::Gone => Ok(Offered::Gone),
                     Handed::Blocked(again) => Err(again),
                 }
             }
@@ -730,7 +775,12 @@ impl Core {
             }
             let prepaid = if overlaps_possible {
                 // Bring each client's deliveries together for the overlap rule.
-                targets.sort_unstable_by_key(|t| (Arc::as_ptr(&t.slot) as usize, t.shared));
+                // By client identifier, not by address: which of them a full budget refuses
+                // must not depend on where the allocator put their slots.
+                targets.sort_unstable_by(|a, b| {
+                    (a.slot.client_id.as_bytes(), a.shared)
+                        .cmp(&(b.slot.client_id.as_bytes(), b.shared))
+                });
                 false
             } else {
                 // One delivery per target: reserve their bytes against the global budget at
@@ -770,7 +820,7 @@ impl Core {
                     // A QoS 0 delivery may be dropped; it is counted, but does not fail the
                     // publish.
                     Handed::Refused if qos != QoS::AtMostOnce => routed.refused += 1,
-                    Handed::Refused => {}
+                    Handed::Refused | Handed::Gone => {}
                     Handed::Blocked(blocked) => routed.blocked.push(blocked),
                 }
                 i = j;
@@ -792,7 +842,7 @@ impl Core {
         }
         let start = match self.config.shared_subscriptions.strategy {
             SharedStrategy::RoundRobin => {
-                let slot = (self.hasher.hash_one((share_name, filter)) as usize) % RR_SLOTS;
+                let slot = (self.hash((share_name, filter)) as usize) % RR_SLOTS;
                 self.round_robin
                     .get(slot)
                     .map_or(0, |c| c.fetch_add(1, Relaxed))
@@ -802,9 +852,7 @@ impl Core {
                 let x = self.random.fetch_add(splitmix64::GAMMA, Relaxed);
                 splitmix64::mix(x.wrapping_add(splitmix64::GAMMA)) as usize
             }
-            SharedStrategy::Sticky => {
-                self.hasher.hash_one(publisher.map(ByteStr::as_bytes)) as usize
-            }
+            SharedStrategy::Sticky => self.hash(publisher.map(ByteStr::as_bytes)) as usize,
         };
         // Prefer an online member, starting from the strategy's choice; if none is online,
         // queue for the chosen one.
@@ -891,11 +939,13 @@ impl Core {
                     Handed::Refused
                 }
             }
+            // The session ended after routing found its subscription: nobody to deliver to,
+            // and nothing refused either.
             SlotState::Vacant | SlotState::Dead => {
                 if prepaid {
                     self.release(size);
                 }
-                Handed::Refused
+                Handed::Gone
             }
         }
     }
