@@ -5,7 +5,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::types::ByteStr;
+use crate::types::{ByteStr, Known};
 use crate::{DecodeError, EncodeError};
 
 /// The largest value of a variable byte integer (§1.5.5).
@@ -82,7 +82,7 @@ pub(crate) fn read_str(buf: &mut Bytes) -> Result<ByteStr, DecodeError> {
     let len = usize::from(read_u16(buf)?);
     let bytes = buf.get(..len).ok_or(DecodeError::LengthOutOfBounds)?;
     let found = check_utf8_scan(bytes)?;
-    let s = ByteStr::from_scanned_part(buf, 0..len, found.ascii && !found.wildcard);
+    let s = ByteStr::from_scanned_part(buf, 0..len, Known::plain(found.ascii && !found.wildcard));
     buf.advance(len);
     Ok(s)
 }
@@ -148,6 +148,60 @@ pub(crate) fn is_plain_topic(bytes: &[u8]) -> bool {
         }
     }
     acc & HI == 0
+}
+
+/// [`is_plain_topic`] and, for a plain topic, its number of levels (one more than its `/`
+/// bytes), in the same pass: `None` if the bytes are not plain. Decoding a PUBLISH learns the
+/// levels here, so that what routes the topic later need not walk it again.
+#[inline(always)]
+pub(crate) fn plain_topic_levels(bytes: &[u8]) -> Option<usize> {
+    const LO: u64 = u64::from_le_bytes([0x01; 8]);
+    const HI: u64 = u64::from_le_bytes([0x80; 8]);
+    const LOW7: u64 = u64::from_le_bytes([0x7F; 8]);
+    const PLUS: u64 = u64::from_le_bytes([b'+'; 8]);
+    const HASH: u64 = u64::from_le_bytes([b'#'; 8]);
+    const SLASH: u64 = u64::from_le_bytes([b'/'; 8]);
+    #[inline(always)]
+    const fn bad(w: u64) -> u64 {
+        w.wrapping_sub(LO) | (w ^ PLUS).wrapping_sub(LO) | (w ^ HASH).wrapping_sub(LO) | w
+    }
+    /// `/` bytes of `w`, exactly (no borrow or carry crosses a byte); only meaningful when
+    /// every byte is below 0x80, which `bad` checks.
+    #[inline(always)]
+    const fn slashes(w: u64) -> u32 {
+        let y = w ^ SLASH;
+        (!(((y & LOW7) + LOW7) | y | LOW7)).count_ones()
+    }
+    let mut acc = 0;
+    let mut count = 0;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        acc |= bad(w);
+        count += slashes(w);
+    }
+    let rest = chunks.remainder().len();
+    if rest != 0 {
+        match bytes.last_chunk::<8>() {
+            Some(last) => {
+                let w = u64::from_le_bytes(*last);
+                acc |= bad(w);
+                // The first `8 - rest` bytes were counted already: shifted out (little-endian
+                // order puts them lowest), and the zeros shifted in are no `/`.
+                count += slashes(w >> (8 * (8 - rest)));
+            }
+            None => {
+                let mut padded = [b'a'; 8];
+                for (to, &from) in padded.iter_mut().zip(bytes) {
+                    *to = from;
+                }
+                let w = u64::from_le_bytes(padded);
+                acc |= bad(w);
+                count += slashes(w);
+            }
+        }
+    }
+    (acc & HI == 0).then_some(count as usize + 1)
 }
 
 /// Looks for U+0000, the topic wildcards and non-ASCII bytes in one pass, eight bytes at a time.
@@ -228,10 +282,10 @@ pub(crate) fn field_len(bytes: &[u8]) -> Result<usize, EncodeError> {
 
 /// Encoded size of a string, checking the limit and the absence of U+0000 [MQTT-1.5.4-2].
 pub(crate) fn str_len(s: &ByteStr) -> Result<usize, EncodeError> {
-    // A string known to be a plain topic has no U+0000: decoding and construction learnt that
+    // A string known to be clean has no U+0000: decoding and construction learnt that
     // already, so the scan is skipped.
-    let (bytes, known_plain) = s.bytes_and_plain_topic();
-    if !known_plain && bytes.contains(&0) {
+    let (bytes, known_clean) = s.bytes_and_clean();
+    if !known_clean && bytes.contains(&0) {
         return Err(EncodeError::NullCharacter);
     }
     field_len(bytes)
@@ -309,7 +363,7 @@ mod tests {
 
 #[cfg(test)]
 mod scan_tests {
-    use super::{is_plain_topic, scan, Scan};
+    use super::{is_plain_topic, plain_topic_levels, scan, Scan};
 
     fn clean() -> Scan {
         Scan {
@@ -354,5 +408,37 @@ mod scan_tests {
             ..clean
         };
         assert_eq!(scan("ünïcødé/topic/é".as_bytes()), unicode);
+    }
+
+    /// The level count agrees with a byte-wise one wherever the `/` bytes fall, at every
+    /// length around the eight-byte steps, and is given exactly for plain topics.
+    #[test]
+    fn levels_match_bytewise() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for len in 0..=41 {
+            for _ in 0..64 {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        match seed % 32 {
+                            0 => b'+',
+                            1 => 0x80,
+                            2..=9 => b'/',
+                            _ => b'a',
+                        }
+                    })
+                    .collect();
+                let expected = is_plain_topic(&bytes)
+                    .then(|| 1 + bytes.iter().filter(|&&b| b == b'/').count());
+                assert_eq!(plain_topic_levels(&bytes), expected, "{bytes:?}");
+            }
+            let slashes = vec![b'/'; len];
+            assert_eq!(plain_topic_levels(&slashes), Some(len + 1));
+        }
+        assert_eq!(plain_topic_levels(b"sensors/dev-0042/tmp"), Some(3));
+        assert_eq!(plain_topic_levels(b""), Some(1));
+        assert_eq!(plain_topic_levels("a/\u{e9}".as_bytes()), None);
     }
 }
