@@ -102,11 +102,35 @@ fn fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("server_fanout");
     let id = SubscriptionId::new(7).expect("valid");
     let cases: [(&str, ProtocolVersion, QoS, bool, &[SubscriptionId]); 5] = [
-        ("v5_qos0_subid", ProtocolVersion::V5, QoS::AtMostOnce, false, &[id]),
+        (
+            "v5_qos0_subid",
+            ProtocolVersion::V5,
+            QoS::AtMostOnce,
+            false,
+            &[id],
+        ),
         ("v5_qos1", ProtocolVersion::V5, QoS::AtLeastOnce, false, &[]),
-        ("v5_qos1_subid", ProtocolVersion::V5, QoS::AtLeastOnce, false, &[id]),
-        ("v5_qos1_props_subid", ProtocolVersion::V5, QoS::AtLeastOnce, true, &[id]),
-        ("v311_qos1", ProtocolVersion::V3_1_1, QoS::AtLeastOnce, false, &[]),
+        (
+            "v5_qos1_subid",
+            ProtocolVersion::V5,
+            QoS::AtLeastOnce,
+            false,
+            &[id],
+        ),
+        (
+            "v5_qos1_props_subid",
+            ProtocolVersion::V5,
+            QoS::AtLeastOnce,
+            true,
+            &[id],
+        ),
+        (
+            "v311_qos1",
+            ProtocolVersion::V3_1_1,
+            QoS::AtLeastOnce,
+            false,
+            &[],
+        ),
     ];
     for (name, version, qos, properties, ids) in cases {
         let now = Instant::now();
@@ -142,7 +166,10 @@ fn fanout(c: &mut Criterion) {
 
 fn inbound(c: &mut Criterion) {
     let mut group = c.benchmark_group("server_inbound");
-    for (name, version) in [("v5_qos1", ProtocolVersion::V5), ("v311_qos1", ProtocolVersion::V3_1_1)] {
+    for (name, version) in [
+        ("v5_qos1", ProtocolVersion::V5),
+        ("v311_qos1", ProtocolVersion::V3_1_1),
+    ] {
         let now = Instant::now();
         let mut stream = BytesMut::new();
         for n in 1..=INBOUND {

@@ -152,12 +152,9 @@ impl ReasonCode {
             T::UnsubAck => UNSUBACK_CODES,
             T::Disconnect => DISCONNECT_CODES,
             T::Auth => AUTH_CODES,
-            T::Connect
-            | T::Publish
-            | T::Subscribe
-            | T::Unsubscribe
-            | T::PingReq
-            | T::PingResp => return false,
+            T::Connect | T::Publish | T::Subscribe | T::Unsubscribe | T::PingReq | T::PingResp => {
+                return false
+            }
         };
         set.contains(self)
     }

@@ -1586,3 +1586,78 @@ fn unshared_will(will: Will) -> Will {
         ..will
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use midge_codec::Publish;
+
+    fn feed(server: &mut ServerConnection, now: Instant, packets: &[Packet]) {
+        let mut buf = BytesMut::new();
+        for packet in packets {
+            packet.encode(server.version(), &mut buf).unwrap();
+        }
+        server.handle_bytes(now, &mut buf);
+    }
+
+    /// Once its output and events are drained and its requests answered, a connection keeps
+    /// no room from the burst: the driver has nothing to call for that.
+    #[test]
+    fn a_drained_connection_keeps_no_room_from_its_last_burst() {
+        let t0 = Instant::now();
+        let mut s = ServerConnection::new(Arc::new(ServerConfig::default()), t0);
+        let connect = Connect::new(ProtocolVersion::V5, "idle");
+        s.handle_packet(t0, Packet::Connect(Box::new(connect)));
+        while s.poll_event().is_some() {}
+        s.accept(t0, None);
+        let mut burst = Vec::new();
+        for n in 1..=40u16 {
+            burst.push(Packet::Publish(Publish {
+                qos: QoS::AtLeastOnce,
+                topic: ByteStr::from_static("a/b"),
+                packet_id: PacketId::new(n),
+                ..Publish::default()
+            }));
+            burst.push(Packet::PingReq);
+        }
+        for n in 1..=20u16 {
+            burst.push(Packet::Subscribe(Subscribe {
+                packet_id: PacketId::new(n).unwrap(),
+                filters: vec![(ByteStr::from_static("t"), SubscriptionOptions::default())],
+                properties: Default::default(),
+            }));
+        }
+        let mut buf = BytesMut::new();
+        for packet in &burst {
+            packet.encode(ProtocolVersion::V5, &mut buf).unwrap();
+        }
+        let mut out = BytesMut::new();
+        // Answer everything, as a broker would, until the input is used up.
+        while !buf.is_empty() || s.events.capacity() > 0 {
+            s.handle_bytes(t0, &mut buf);
+            while let Some(event) = s.poll_event() {
+                match event {
+                    ServerEvent::Publish {
+                        packet_id: Some(id),
+                        ..
+                    } => s.acknowledge(id, ReasonCode::SUCCESS),
+                    ServerEvent::Subscribe { packet_id, .. } => {
+                        s.subscribe_ack(packet_id, vec![ReasonCode::GRANTED_QOS_0])
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert!(s.transmit.capacity() > 0, "the burst's answers are queued");
+        while s.poll_transmit(t0, &mut out) {}
+        assert!(s.is_connected());
+        assert_eq!(s.transmit.capacity(), 0);
+        assert_eq!(s.events.capacity(), 0);
+        assert_eq!(s.unanswered.capacity(), 0);
+        assert!(s.waiting.is_none());
+        assert!(s.resend.is_none());
+        feed(&mut s, t0, &[Packet::PingReq]);
+        while s.poll_transmit(t0, &mut out) {}
+        assert_eq!(s.transmit.capacity(), 0);
+    }
+}
