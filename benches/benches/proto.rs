@@ -37,21 +37,14 @@ const INBOUND: usize = 32;
 const TOPIC: &str = "sensors/dev-0042/tmp";
 
 fn new_server(config: ServerConfig, now: Instant) -> ServerConnection {
-    ServerConnection::new(Arc::new(config), now, 1)
+    ServerConnection::new(Arc::new(config), now)
 }
 
 fn delivery(message: &Arc<Message>, qos: QoS, ids: &[SubscriptionId], now: Instant) -> Delivery {
-    Delivery {
-        message: message.clone(),
-        qos,
-        retain: false,
-        subscription_ids: ids.to_vec(),
-        received_at: now,
-    }
-}
-
-fn acknowledge(server: &mut ServerConnection, id: PacketId, qos: QoS) {
-    server.acknowledge(id, qos, ReasonCode::SUCCESS);
+    let mut delivery = Delivery::new(message.clone(), now);
+    delivery.qos = qos;
+    delivery.subscription_ids = ids.to_vec();
+    delivery
 }
 
 /// A connected server: CONNECT answered, CONNACK written.
@@ -201,7 +194,7 @@ fn inbound(c: &mut Criterion) {
                         } = event
                         {
                             routed += message.payload.len();
-                            acknowledge(&mut server, id, message.qos);
+                            server.acknowledge(id, ReasonCode::SUCCESS);
                         }
                     }
                     out.clear();

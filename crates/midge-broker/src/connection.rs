@@ -37,6 +37,8 @@ const READ_CHUNK: usize = 8 * 1024;
 struct Driver {
     shared: Arc<Shared>,
     conn: ServerConnection,
+    /// This connection's number, unique in the broker.
+    conn_id: u64,
     over_limit: bool,
     /// The client, once its CONNECT is accepted (`slot` is set then); before that only the
     /// peer address is filled in.
@@ -120,11 +122,12 @@ pub(crate) fn run(
 ) -> impl Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
     let conn_number = shared.next_conn.fetch_add(1, Relaxed);
-    let conn = ServerConnection::new(shared.server_config.clone(), Instant::now(), conn_number);
+    let conn = ServerConnection::new(shared.server_config.clone(), Instant::now());
     let inbox = Arc::new(Inbox::new());
     let mut d = Driver {
         shared,
         conn,
+        conn_id: conn_number,
         over_limit,
         info: ClientInfo {
             client_id: midge_codec::ByteStr::new(),
@@ -143,7 +146,7 @@ pub(crate) fn run(
         retained: None,
     };
     async move {
-        let conn_id = d.conn.connection_number();
+        let conn_id = d.conn_id;
         if d.shared.register_connection(conn_id, &d.inbox) {
             d.shut_down();
         }
@@ -223,7 +226,6 @@ impl Driver {
             let must_write = !bufs.write.is_empty() || more_queued;
             if bufs.release_empty() {
                 io = None;
-                self.conn.release_idle_memory();
             }
             if self.conn.is_closed() {
                 break;
@@ -459,13 +461,10 @@ impl Driver {
             };
             backlog.reserved -= RETAINED_ENTRY;
             released += RETAINED_ENTRY;
-            let delivery = Delivery {
-                qos: batch.qos.min(r.message.qos),
-                retain: true,
-                subscription_ids: batch.subscription_id.into_iter().collect(),
-                received_at: r.received_at,
-                message: r.message.clone(),
-            };
+            let mut delivery = Delivery::new(r.message.clone(), r.received_at);
+            delivery.qos = batch.qos.min(r.message.qos);
+            delivery.retain = true;
+            delivery.subscription_ids = batch.subscription_id.into_iter().collect();
             if delivery.is_expired(now) {
                 expired.push(r);
             } else if self.conn.deliver(delivery) {
@@ -479,7 +478,7 @@ impl Driver {
         // Expired retained messages are gone for good [MQTT-3.3.2-5]: found here, they are
         // removed instead of being skipped on every later SUBSCRIBE.
         for r in expired {
-            if let Ok(topic) = midge_topic::TopicName::new(r.message.topic.as_str()) {
+            if let Ok(topic) = r.message.topic_name() {
                 shared.remove_expired_retained(&topic, &r);
             }
         }
@@ -536,11 +535,18 @@ impl Driver {
                     return Some(wait);
                 }
             }
-            if !std::mem::take(&mut self.accepted) {
+            // Packets that arrived right after CONNECT waited in the buffer for the decision,
+            // and packets after too many unanswered SUBSCRIBE or UNSUBSCRIBE packets for the
+            // answers just given: go on with them until nothing more decodes.
+            let accepted = std::mem::take(&mut self.accepted);
+            let before = rbuf.len();
+            if before == 0 && !accepted {
                 return None;
             }
-            // Packets that arrived right after CONNECT waited in the buffer for the decision.
             self.conn.handle_bytes(Instant::now(), rbuf);
+            if rbuf.len() == before && !accepted {
+                return None;
+            }
         }
     }
 
@@ -579,7 +585,7 @@ impl Driver {
                 None
             }
             ServerEvent::Unsubscribe { packet_id, filters } => {
-                let codes = self.conn.unsubscribe_ack(packet_id, &filters);
+                let codes = self.conn.unsubscribe_ack(packet_id);
                 self.unsubscribe(&filters, &codes);
                 None
             }
@@ -666,7 +672,7 @@ impl Driver {
             };
             let mut state = slot.lock();
             let online = SlotState::Online {
-                conn: self.conn.connection_number(),
+                conn: self.conn_id,
                 inbox: self.inbox.clone(),
             };
             match std::mem::replace(&mut *state, online) {
@@ -784,23 +790,21 @@ impl Driver {
         let shared = self.shared.clone();
         shared.counters.messages_received.fetch_add(1, Relaxed);
         let info = self.client()?;
-        let qos = message.qos;
         let routed = match shared.authorize_publish(info, &message) {
             Err(code) => {
-                self.acknowledge(packet_id, qos, code);
+                self.acknowledge(packet_id, code);
                 return None;
             }
             Ok(()) => shared.publish(message, Some(info), Instant::now(), true),
         };
         let pending = PendingPublish {
             packet_id,
-            qos,
             matched: routed.matched,
             refused: routed.refused,
             blocked: routed.blocked,
         };
         if pending.blocked.is_empty() {
-            self.acknowledge(packet_id, qos, pending.reason());
+            self.acknowledge(packet_id, pending.reason());
             return None;
         }
         Some(pending)
@@ -825,7 +829,7 @@ impl Driver {
                 pending.refused += 1;
             }
         }
-        self.acknowledge(pending.packet_id, pending.qos, pending.reason());
+        self.acknowledge(pending.packet_id, pending.reason());
     }
 
     /// Waits, until `deadline` at most, for room in the full inbox a delivery of this
@@ -866,14 +870,9 @@ impl Driver {
         }
     }
 
-    fn acknowledge(
-        &mut self,
-        packet_id: Option<midge_codec::PacketId>,
-        qos: midge_codec::QoS,
-        reason: ReasonCode,
-    ) {
+    fn acknowledge(&mut self, packet_id: Option<midge_codec::PacketId>, reason: ReasonCode) {
         if let Some(id) = packet_id {
-            self.conn.acknowledge(id, qos, reason);
+            self.conn.acknowledge(id, reason);
         }
     }
 
@@ -932,8 +931,7 @@ impl Driver {
                 granted.push((request, filter, existed));
             }
         }
-        self.conn
-            .subscribe_ack(packet_id, requests, subscription_id, codes);
+        self.conn.subscribe_ack(packet_id, codes);
         // Retained messages, after SUBACK [MQTT-3.3.1-9]; never for shared subscriptions.
         for (request, filter, existed) in granted {
             let send = match request.options.retain_handling {
@@ -1075,14 +1073,7 @@ impl Driver {
         let Some(session) = session else {
             return;
         };
-        shared.session_offline(
-            &slot,
-            self.conn.connection_number(),
-            session,
-            will,
-            &info,
-            &self.inbox,
-        );
+        shared.session_offline(&slot, self.conn_id, session, will, &info, &self.inbox);
     }
 }
 
@@ -1097,7 +1088,6 @@ enum Wait {
 /// A routed publish whose acknowledgement waits for room in full inboxes.
 struct PendingPublish {
     packet_id: Option<midge_codec::PacketId>,
-    qos: midge_codec::QoS,
     /// Sessions the message was queued for.
     matched: usize,
     /// QoS 1 and 2 deliveries that were refused.

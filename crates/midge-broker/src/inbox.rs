@@ -412,17 +412,12 @@ mod tests {
     use std::time::{Duration, Instant};
 
     fn delivery(n: u8) -> Delivery {
-        Delivery {
-            message: Arc::new(Message::new(
-                ByteStr::from_static("t"),
-                Bytes::from(vec![n]),
-                QoS::AtLeastOnce,
-            )),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            subscription_ids: Vec::new(),
-            received_at: Instant::now(),
-        }
+        let message = Message::new(
+            ByteStr::from_static("t"),
+            Bytes::from(vec![n]),
+            QoS::AtLeastOnce,
+        );
+        Delivery::new(Arc::new(message), Instant::now())
     }
 
     async fn ready(inbox: &Inbox) {

@@ -108,11 +108,7 @@ impl Pair {
     pub fn connect(&mut self) {
         self.cut_transport();
         self.connections += 1;
-        self.server = Some(ServerConnection::new(
-            self.server_config.clone(),
-            self.now,
-            self.connections,
-        ));
+        self.server = Some(ServerConnection::new(self.server_config.clone(), self.now));
         self.client.connect(self.now);
     }
 
@@ -253,6 +249,22 @@ impl Pair {
 
     /// The router: the broker's part, reduced to one client.
     fn drain_server_events(&mut self, server: &mut ServerConnection) {
+        loop {
+            self.answer_server_events(server);
+            // Input may have waited for the answers: go on with what the buffer holds, until
+            // nothing more can be decoded.
+            let before = self.server_rx.len();
+            if before == 0 {
+                return;
+            }
+            server.handle_bytes(self.now, &mut self.server_rx);
+            if self.server_rx.len() == before {
+                return;
+            }
+        }
+    }
+
+    fn answer_server_events(&mut self, server: &mut ServerConnection) {
         while let Some(event) = server.poll_event() {
             match event {
                 ServerEvent::Connect { client_id, .. } => {
@@ -264,17 +276,16 @@ impl Pair {
                     server.handle_bytes(self.now, &mut self.server_rx);
                 }
                 ServerEvent::Publish { message, packet_id } => {
-                    let qos = message.qos;
                     self.routed.push(message.clone());
                     route(server, self.now, message);
                     if let Some(id) = packet_id {
-                        server.acknowledge(id, qos, ReasonCode::SUCCESS);
+                        server.acknowledge(id, ReasonCode::SUCCESS);
                     }
                 }
                 ServerEvent::Subscribe {
                     packet_id,
                     requests,
-                    subscription_id,
+                    ..
                 } => {
                     let codes = requests
                         .iter()
@@ -283,10 +294,10 @@ impl Pair {
                             Err(code) => code,
                         })
                         .collect();
-                    server.subscribe_ack(packet_id, &requests, subscription_id, codes);
+                    server.subscribe_ack(packet_id, codes);
                 }
-                ServerEvent::Unsubscribe { packet_id, filters } => {
-                    server.unsubscribe_ack(packet_id, &filters);
+                ServerEvent::Unsubscribe { packet_id, .. } => {
+                    server.unsubscribe_ack(packet_id);
                 }
                 // Closed, and events added to midge-proto later.
                 _ => {}
@@ -337,12 +348,10 @@ fn route(server: &mut ServerConnection, now: Instant, message: Message) {
         .collect();
     let message = Arc::new(message);
     for (qos, id) in matches {
-        server.deliver(Delivery {
-            qos: qos.min(message.qos),
-            retain: false,
-            subscription_ids: id.into_iter().collect(),
-            received_at: now,
-            message: message.clone(),
-        });
+        let mut delivery = Delivery::new(message.clone(), now);
+        delivery.qos = qos.min(message.qos);
+        delivery.retain = false;
+        delivery.subscription_ids = id.into_iter().collect();
+        server.deliver(delivery);
     }
 }
