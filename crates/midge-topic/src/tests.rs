@@ -133,8 +133,6 @@ fn levels_compare_exactly() {
     check("a/+/b", "a//b", true);
 }
 
-// 4.7.0 [MQTT-4.7.0-1] (3.1.1 [MQTT-4.7.1-1]).
-// Conformance: [MQTT-5:4.7.0-1] [MQTT-3.1.1:4.7.1-1]
 /// A name validated elsewhere is wrapped as it is, and matches as the validated one does.
 #[test]
 fn validated_names_match_as_checked_ones() {
@@ -147,6 +145,8 @@ fn validated_names_match_as_checked_ones() {
     }
 }
 
+// 4.7.0 [MQTT-4.7.0-1] (3.1.1 [MQTT-4.7.1-1]).
+// Conformance: [MQTT-5:4.7.0-1] [MQTT-3.1.1:4.7.1-1]
 #[test]
 fn names_contain_no_wildcards() {
     assert_eq!(TopicName::new("sport/+"), Err(TopicError::WildcardInName));
