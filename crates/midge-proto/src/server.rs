@@ -453,7 +453,7 @@ impl ServerConnection {
     }
 
     /// Whether input waits for the broker's answers: too many requests are unanswered, or
-    /// packets held while they were still wait their turn.
+    /// packets held earlier still wait their turn.
     fn input_waits(&self) -> bool {
         self.state == State::Connected
             && self
@@ -1009,8 +1009,11 @@ impl ServerConnection {
         };
         // QoS 1 publishes until their PUBACK and QoS 2 ones until their PUBCOMP count against
         // it; a client that sends more breaks its side of the limit [MQTT-3.3.4-7], and is
-        // disconnected with 0x93 (5.0 §3.3.4). The check comes before anything is kept.
-        let unanswered = self.unanswered_qos1 as usize + self.session_mut().incoming_qos2.len();
+        // disconnected with 0x93 (5.0 §3.3.4). The check comes before anything is kept, and
+        // also bounds what waits for the broker's answer: a client that releases a QoS 2
+        // message (PUBREL) before its PUBREC does not make room by that.
+        let in_flow = self.unanswered_qos1 as usize + self.session_mut().incoming_qos2.len();
+        let unanswered = in_flow.max(self.unanswered.len());
         match (publish.qos, packet_id) {
             (QoS::AtLeastOnce, Some(id)) => {
                 if unanswered >= receive_maximum {

@@ -441,3 +441,34 @@ fn one_message_goes_to_each_subscriber_with_its_own_identifiers() {
         assert_eq!(s.session().unwrap().in_flight(), 0);
     }
 }
+
+#[test]
+fn what_waits_for_answers_is_bounded_by_the_receive_maximum() {
+    // A client that releases its QoS 2 messages (PUBREL) before the server has acknowledged
+    // them makes no room by that: unanswered publishes count against the Receive Maximum
+    // until the broker answers them (5.0 §3.3.4: more is DISCONNECT 0x93).
+    let mut config = ServerConfig::default();
+    config.receive_maximum = 2;
+    let (mut s, t0) = connected(ProtocolVersion::V5, config);
+    for id in 1..=2 {
+        server_feed(
+            &mut s,
+            t0,
+            Packet::Publish(publish("q", QoS::ExactlyOnce, Some(id))),
+        );
+        server_feed(&mut s, t0, Packet::PubRel(ack(id)));
+    }
+    assert_eq!(server_events(&mut s).len(), 2);
+    assert!(s.is_connected());
+    server_feed(
+        &mut s,
+        t0,
+        Packet::Publish(publish("q", QoS::ExactlyOnce, Some(3))),
+    );
+    assert_eq!(
+        server_closed(&server_events(&mut s)),
+        Some(ServerCloseReason::ProtocolViolation(
+            ReasonCode::RECEIVE_MAXIMUM_EXCEEDED
+        ))
+    );
+}
