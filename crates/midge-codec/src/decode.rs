@@ -277,15 +277,15 @@ fn read_topic_name(buf: &mut Bytes) -> Result<ByteStr, DecodeError> {
 }
 
 /// Checks a topic name's characters, UTF-8 without U+0000 and without wildcards
-/// ([MQTT-1.5.4-1], [MQTT-4.7.3-2], [MQTT-3.3.2-2]), and counts its levels on the way: the
-/// validation a topic needs, done once, whose result goes with the topic (see
-/// [`ByteStr::topic_levels`]). The usual topic, plain ASCII, takes one quick pass.
+/// ([MQTT-1.5.4-1], [MQTT-4.7.3-2], [MQTT-3.3.2-2]): a check made once, whose result goes
+/// with the topic, so that neither encoding it again nor [`ByteStr::into_topic_name`] looks
+/// at its characters again. The usual topic, plain ASCII, takes one quick pass.
 #[inline(always)]
 fn topic_name_known(bytes: &[u8]) -> Result<Known, DecodeError> {
-    match wire::plain_topic_levels(bytes) {
-        Some(levels) => Ok(Known::topic_name(true, bytes.len(), levels)),
-        None => check_topic_name(bytes),
+    if wire::is_plain_topic(bytes) {
+        return Ok(Known::clean(true));
     }
+    check_topic_name(bytes)
 }
 
 /// The checks of a topic name that is not plain ASCII, or has U+0000 or a wildcard.
@@ -307,8 +307,7 @@ fn check_topic_name(bytes: &[u8]) -> Result<Known, DecodeError> {
     if !found.ascii && core::str::from_utf8(bytes).is_err() {
         return Err(DecodeError::InvalidUtf8);
     }
-    let levels = 1 + bytes.iter().filter(|&&b| b == b'/').count();
-    Ok(Known::topic_name(false, bytes.len(), levels))
+    Ok(Known::clean(true))
 }
 
 /// A topic filter: a non-empty string [MQTT-4.7.3-1]. Wildcard placement is checked by

@@ -6,7 +6,7 @@ use bytes::{BufMut, BytesMut};
 use crate::packet::*;
 use crate::properties::Overrides;
 use crate::reason::{self, CodeSet};
-use crate::types::{ByteStr, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
+use crate::types::{ByteStr, PacketId, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
 use crate::wire::{
     self, field_len, put_binary, put_varint, scan, str_len, varint_len, MAX_FIELD, MAX_VARINT,
 };
@@ -86,7 +86,7 @@ impl Packet {
     pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
         if let Self::Publish(p) = self {
             // The most frequent packet skips the dispatch through `sizes` and `first_byte`.
-            return encode_publish(&PublishRef::from(p), version.is_v5(), buf);
+            return encode_publish(p, version.is_v5(), buf);
         }
         self.encode_other(version, buf)
     }
@@ -323,7 +323,7 @@ impl Publish {
     /// Appends the PUBLISH, encoded for `version`, to `buf`: [`Packet::encode`] without making
     /// a `Packet`. On error `buf` is unchanged.
     pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
-        encode_publish(&PublishRef::from(self), version.is_v5(), buf)
+        encode_publish(self, version.is_v5(), buf)
     }
 }
 
@@ -379,35 +379,114 @@ fn publish_sizes(p: &PublishRef<'_>, v5: bool) -> Result<(usize, usize), EncodeE
     Ok((remaining, props))
 }
 
+/// What the PUBLISH encoder reads: a [`Publish`] or a [`PublishRef`]. The usual PUBLISH is
+/// written from these without a `PublishRef` being built for a `Publish`; the general path
+/// takes a `PublishRef`.
+trait PublishSource {
+    /// True if no property is to be sent.
+    fn no_properties(&self) -> bool;
+    fn flags(&self) -> (bool, QoS, bool);
+    fn packet_id(&self) -> Option<PacketId>;
+    fn topic(&self) -> &ByteStr;
+    fn payload(&self) -> &[u8];
+    fn as_publish_ref(&self) -> PublishRef<'_>;
+}
+
+impl PublishSource for Publish {
+    #[inline(always)]
+    fn no_properties(&self) -> bool {
+        self.properties.is_empty()
+    }
+    #[inline(always)]
+    fn flags(&self) -> (bool, QoS, bool) {
+        (self.dup, self.qos, self.retain)
+    }
+    #[inline(always)]
+    fn packet_id(&self) -> Option<PacketId> {
+        self.packet_id
+    }
+    #[inline(always)]
+    fn topic(&self) -> &ByteStr {
+        &self.topic
+    }
+    #[inline(always)]
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+    #[inline(always)]
+    fn as_publish_ref(&self) -> PublishRef<'_> {
+        PublishRef::from(self)
+    }
+}
+
+impl PublishSource for PublishRef<'_> {
+    #[inline(always)]
+    fn no_properties(&self) -> bool {
+        self.message_expiry_interval.is_none()
+            && self.topic_alias.is_none()
+            && self.properties.only_replaceable()
+            && self.subscription_identifiers.is_none_or(<[_]>::is_empty)
+    }
+    #[inline(always)]
+    fn flags(&self) -> (bool, QoS, bool) {
+        (self.dup, self.qos, self.retain)
+    }
+    #[inline(always)]
+    fn packet_id(&self) -> Option<PacketId> {
+        self.packet_id
+    }
+    #[inline(always)]
+    fn topic(&self) -> &ByteStr {
+        self.topic
+    }
+    #[inline(always)]
+    fn payload(&self) -> &[u8] {
+        self.payload
+    }
+    #[inline(always)]
+    fn as_publish_ref(&self) -> PublishRef<'_> {
+        *self
+    }
+}
+
 /// Encodes a PUBLISH: [`Packet::encode`], [`Publish::encode`] and [`PublishRef::encode`].
-#[inline]
-fn encode_publish(p: &PublishRef<'_>, v5: bool, buf: &mut BytesMut) -> Result<(), EncodeError> {
-    let (topic, known_clean) = p.topic.bytes_and_clean();
-    let qos0 = p.qos == QoS::AtMostOnce;
+/// Always inlined: the most frequent packet skips the dispatch of [`Packet::encode`].
+#[inline(always)]
+fn encode_publish(p: &impl PublishSource, v5: bool, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    let (topic, known_clean) = p.topic().bytes_and_clean();
+    let (dup, qos, retain) = p.flags();
+    let packet_id = p.packet_id();
+    let payload = p.payload();
+    let qos0 = qos == QoS::AtMostOnce;
     // The usual PUBLISH: no property, a plain ASCII topic name, consistent flags. Every check
     // of the general path holds for it, so it is written directly; anything else takes the
     // general path, which reports the errors in their order.
-    if p.message_expiry_interval.is_none()
-        && p.topic_alias.is_none()
-        && p.properties.only_replaceable()
-        && p.subscription_identifiers.is_none_or(<[_]>::is_empty)
-        && p.packet_id.is_some() != qos0
-        && !(p.dup && qos0)
+    if p.no_properties()
+        && packet_id.is_some() != qos0
+        && !(dup && qos0)
         && !topic.is_empty()
         && topic.len() <= MAX_FIELD
         && (known_clean || wire::is_plain_topic(topic))
     {
-        let id_len = if p.packet_id.is_some() { 2 } else { 0 };
-        let remaining = 2 + topic.len() + id_len + usize::from(v5) + p.payload.len();
+        let id_len = if packet_id.is_some() { 2 } else { 0 };
+        let remaining = 2 + topic.len() + id_len + usize::from(v5) + payload.len();
         if remaining <= MAX_VARINT as usize {
             buf.reserve(5 + remaining);
-            buf.put_u8(publish_first_byte(p));
+            buf.put_u8(first_byte_of(dup, qos, retain));
             put_varint(buf, remaining as u32);
-            write_publish_body(p, v5, 0, buf);
+            put_binary(buf, topic);
+            if let Some(id) = packet_id {
+                buf.put_u16(id.get());
+            }
+            if v5 {
+                // No property is set: the block is its zero length alone.
+                buf.put_u8(0);
+            }
+            buf.put_slice(payload);
             return Ok(());
         }
     }
-    encode_publish_checked(p, v5, buf)
+    encode_publish_checked(&p.as_publish_ref(), v5, buf)
 }
 
 /// [`encode_publish`] for any PUBLISH: every check, in order, then the packet.
@@ -431,15 +510,17 @@ fn encode_publish_checked(
 }
 
 fn publish_first_byte(p: &PublishRef<'_>) -> u8 {
-    ((PacketType::Publish as u8) << 4)
-        | (u8::from(p.dup) << 3)
-        | ((p.qos as u8) << 1)
-        | u8::from(p.retain)
+    first_byte_of(p.dup, p.qos, p.retain)
 }
 
-/// Always inlined, so that the fast path of [`encode_publish`] writes with inlined
-/// `BytesMut` calls whatever the size of the properties' branch here.
 #[inline(always)]
+fn first_byte_of(dup: bool, qos: QoS, retain: bool) -> u8 {
+    ((PacketType::Publish as u8) << 4)
+        | (u8::from(dup) << 3)
+        | ((qos as u8) << 1)
+        | u8::from(retain)
+}
+
 fn write_publish_body(p: &PublishRef<'_>, v5: bool, props: usize, buf: &mut BytesMut) {
     put_binary(buf, p.topic.as_bytes());
     if let Some(id) = p.packet_id {

@@ -167,7 +167,7 @@ pub struct ByteStr(Repr);
 
 /// The two forms of a [`ByteStr`]. Each carries what is [`Known`] about its bytes, learnt where
 /// that was free (decoding, construction), so that encoding a forwarded or reused string skips
-/// its scan and routing a decoded topic skips its validation. What is known is not part of the
+/// its scan and routing a checked topic skips its validation. What is known is not part of the
 /// value: equality, order and hashing look at the bytes only.
 #[derive(Clone)]
 enum Repr {
@@ -182,49 +182,49 @@ enum Repr {
     },
 }
 
-/// What is known about a string's bytes, in one byte: two independent facts.
+/// What is known about a string's bytes, in one byte: two facts.
 ///
-/// - Bit 7, *plain*: ASCII without U+0000 and without the topic wildcards `+` and `#`.
+/// - Bit 7, *clean*: no U+0000 and no topic wildcard (`+`, `#`).
 /// - Bits 0 to 6, *levels*: if not zero, the string is a valid topic name — at least one byte
 ///   [MQTT-4.7.3-1], no U+0000 [MQTT-4.7.3-2], no wildcard [MQTT-3.3.2-2], at most 65,535 bytes
 ///   [MQTT-4.7.3-3] — with this many `/`-separated levels. Topics of more than 127 levels are
-///   valid too, but their count is not kept, so they are checked again where they are used.
+///   valid too, but their count is not kept.
 ///
-/// Zero means nothing is known. Either fact implies that the bytes hold no U+0000.
+/// Zero means nothing is known.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Known(u8);
 
 impl Known {
-    const PLAIN: u8 = 0x80;
+    const CLEAN: u8 = 0x80;
     /// Largest level count kept.
     const MAX_LEVELS: usize = 0x7F;
 
     /// Nothing known.
     pub(crate) const NOTHING: Self = Self(0);
 
-    /// Whether the bytes are plain (see the type's docs); nothing about topic levels.
+    /// Whether the bytes are clean (see the type's docs); nothing about topic levels.
     #[inline]
-    pub(crate) const fn plain(plain: bool) -> Self {
-        Self(if plain { Self::PLAIN } else { 0 })
+    pub(crate) const fn clean(clean: bool) -> Self {
+        Self(if clean { Self::CLEAN } else { 0 })
     }
 
-    /// A string already checked to be a valid topic name but for its length and emptiness,
-    /// which are checked here from `len`, with `levels` levels; `plain` as for [`Self::plain`].
+    /// A clean string of `len` bytes with `levels` levels: a valid topic name if `len` is
+    /// within its bounds, with its levels kept if they are few enough.
     #[inline]
-    pub(crate) const fn topic_name(plain: bool, len: usize, levels: usize) -> Self {
+    const fn topic_name(len: usize, levels: usize) -> Self {
         let levels = if len == 0 || len > MAX_TOPIC_LEN || levels > Self::MAX_LEVELS {
             0
         } else {
             levels as u8
         };
-        Self(Self::plain(plain).0 | levels)
+        Self(Self::CLEAN | levels)
     }
 
-    /// What a look at `bytes` (UTF-8) tells: plain, and then a topic name and its levels.
+    /// What a look at `bytes` (UTF-8) tells, levels included when they are ASCII.
     #[inline]
     fn of(bytes: &[u8]) -> Self {
         match crate::wire::plain_topic_levels(bytes) {
-            Some(levels) => Self::topic_name(true, bytes.len(), levels),
+            Some(levels) => Self::topic_name(bytes.len(), levels),
             None => Self::NOTHING,
         }
     }
@@ -241,19 +241,19 @@ impl Known {
             }
             bytes = rest;
         }
-        Self::topic_name(true, len, levels)
+        Self::topic_name(len, levels)
     }
 
     /// Known to hold no U+0000 and no wildcard.
     #[inline]
     pub(crate) const fn is_clean(self) -> bool {
-        self.0 != 0
+        self.0 & Self::CLEAN != 0
     }
 
     /// The levels of a string known to be a valid topic name.
     #[inline]
     const fn levels(self) -> Option<usize> {
-        match self.0 & !Self::PLAIN {
+        match self.0 & !Self::CLEAN {
             0 => None,
             n => Some(n as usize),
         }
@@ -362,16 +362,22 @@ impl ByteStr {
         }
     }
 
+    fn with_known(mut self, new: Known) -> Self {
+        match &mut self.0 {
+            Repr::Shared { known, .. } | Repr::Inline { known, .. } => *known = new,
+        }
+        self
+    }
+
     /// The number of levels of this string if it is known to be a valid topic name: at least
     /// one character [MQTT-4.7.3-1], no U+0000 [MQTT-4.7.3-2], no wildcard [MQTT-3.3.2-2] and
-    /// at most 65,535 bytes [MQTT-4.7.3-3]. `None` means not known, not invalid: check the
-    /// string then.
+    /// at most 65,535 bytes [MQTT-4.7.3-3]. `None` means not known, not invalid (and is the
+    /// answer for topics of more than 127 levels, whose count is not kept).
     ///
-    /// It is learnt for free where the string is decoded as a PUBLISH or will topic, or made
-    /// from text ([`ByteStr::from_static`], `From<String>`, [`ByteStr::from_utf8`]) when that
-    /// text is ASCII; counts above 127 levels are not kept. The knowledge goes with the value,
-    /// so a topic validated once, when its PUBLISH was decoded, needs no second validation
-    /// where it is routed: only a level limit, if there is one, is left to compare.
+    /// It is known for a string checked by [`ByteStr::into_topic_name`], and for one made
+    /// from ASCII text ([`ByteStr::from_static`], `From<String>`, [`ByteStr::from_utf8`]). The
+    /// knowledge goes with the value, clones included, so a topic validated once needs no
+    /// second validation where it is routed.
     ///
     /// ```
     /// use midge_codec::ByteStr;
@@ -383,6 +389,41 @@ impl ByteStr {
     #[inline]
     pub fn topic_levels(&self) -> Option<usize> {
         self.known().levels()
+    }
+
+    /// This string as a checked topic name: if it is a valid one (see
+    /// [`ByteStr::topic_levels`]), the same string, knowing that and its level count;
+    /// otherwise the string back as an error.
+    ///
+    /// A topic name decoded from a PUBLISH or a will had its characters checked then, so only
+    /// its levels are counted here; any other string gets the whole check. A server calls this
+    /// once per PUBLISH, compares the level count with its limit, and whatever routes the
+    /// message after it can trust the topic ([`ByteStr::topic_levels`] is `Some`).
+    ///
+    /// ```
+    /// use midge_codec::ByteStr;
+    ///
+    /// let topic = ByteStr::from("a/b/c".to_owned()).into_topic_name().unwrap();
+    /// assert_eq!(topic.topic_levels(), Some(3));
+    /// assert!(ByteStr::from("a/#".to_owned()).into_topic_name().is_err());
+    /// ```
+    pub fn into_topic_name(self) -> Result<Self, Self> {
+        if self.topic_levels().is_some() {
+            return Ok(self);
+        }
+        let (bytes, clean) = self.bytes_and_clean();
+        if bytes.is_empty() || bytes.len() > MAX_TOPIC_LEN {
+            return Err(self);
+        }
+        if !clean {
+            let found = crate::wire::scan(bytes);
+            if found.nul || found.wildcard {
+                return Err(self);
+            }
+        }
+        let levels = 1 + crate::wire::count_slashes(bytes);
+        let known = Known::topic_name(bytes.len(), levels);
+        Ok(self.with_known(known))
     }
 
     /// The string.

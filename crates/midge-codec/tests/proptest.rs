@@ -1281,10 +1281,11 @@ proptest! {
         prop_assert_eq!(owned.encoded_len(v), Packet::Publish(owned).encoded_len(v));
     }
 
-    /// A decoded PUBLISH topic knows its levels, ASCII or not, so that routing it needs no
-    /// second validation; the count is one more than its `/` characters.
+    /// A decoded PUBLISH topic, ASCII or not, becomes a checked topic name without a second
+    /// look at its characters, and knows its levels from then on, clones and copies included;
+    /// the count is one more than its `/` characters.
     #[test]
-    fn decoded_topics_know_their_levels(
+    fn decoded_topics_become_checked_topic_names(
         v in any_version(),
         topic in "[^\u{0}+#]{1,12}|[a/]{1,40}",
     ) {
@@ -1297,8 +1298,11 @@ proptest! {
             panic!("a valid PUBLISH decodes");
         };
         let levels = 1 + topic.matches('/').count();
-        prop_assert_eq!(p.topic.topic_levels(), Some(levels));
-        prop_assert_eq!(p.topic.unshared().topic_levels(), Some(levels));
+        let checked = p.topic.into_topic_name().unwrap();
+        prop_assert_eq!(checked.as_str(), topic.as_str());
+        prop_assert_eq!(checked.topic_levels(), Some(levels));
+        prop_assert_eq!(checked.clone().topic_levels(), Some(levels));
+        prop_assert_eq!(checked.unshared().topic_levels(), Some(levels));
     }
 }
 
@@ -1321,7 +1325,17 @@ fn topic_levels_are_claimed_only_for_valid_names() {
             None,
             "{invalid:?}"
         );
+        let back = ByteStr::from(invalid.to_owned()).into_topic_name();
+        assert_eq!(back, Err(ByteStr::from(invalid.to_owned())), "{invalid:?}");
     }
+    // Not ASCII: not known when made, known once checked.
+    let accented = ByteStr::from("caf\u{e9}/cr\u{e8}me".to_owned());
+    assert_eq!(accented.topic_levels(), None);
+    assert_eq!(accented.into_topic_name().unwrap().topic_levels(), Some(2));
+    assert!(ByteStr::from("a".repeat(65_536)).into_topic_name().is_err());
+    // Valid beyond 127 levels, without a kept count.
+    let deep = ByteStr::from("/".repeat(200)).into_topic_name().unwrap();
+    assert_eq!(deep.topic_levels(), None);
     assert_eq!(ByteStr::from("a".repeat(65_536)).topic_levels(), None);
     assert_eq!(ByteStr::from("a".repeat(65_535)).topic_levels(), Some(1));
     assert_eq!(ByteStr::from("/".repeat(126)).topic_levels(), Some(127));

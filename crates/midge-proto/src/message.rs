@@ -93,10 +93,10 @@ impl Message {
     /// The topic as a [`TopicName`], for routing.
     ///
     /// A topic known to be a valid topic name is not checked again (see
-    /// [`ByteStr::topic_levels`]): one decoded from a PUBLISH, as a server's
-    /// [`ServerEvent::Publish`](crate::server::ServerEvent::Publish) carries it (validated
-    /// against the server's topic limits too), or made from ASCII text. Any other is
-    /// validated here, with [`midge_topic::Limits::DEFAULT`].
+    /// [`ByteStr::topic_levels`]): the topic of a server's
+    /// [`ServerEvent::Publish`](crate::server::ServerEvent::Publish) or will, which the server
+    /// checked against its topic limits, or one made from ASCII text. Any other is validated
+    /// here, with [`midge_topic::Limits::DEFAULT`].
     ///
     /// # Errors
     ///

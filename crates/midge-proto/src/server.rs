@@ -528,10 +528,14 @@ impl ServerConnection {
         if self.version == ProtocolVersion::V3_1 && client_id.len() > 23 {
             return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
         }
-        if let Some(will) = &connect.will {
-            if !topic_name_valid(&will.topic, &self.config.topic_limits) {
-                return self.refuse(ReasonCode::TOPIC_NAME_INVALID);
+        if let Some(will) = &mut connect.will {
+            // Checked once, here: the will is routed with the topic that knows it is valid.
+            match checked_topic(std::mem::take(&mut will.topic), &self.config.topic_limits) {
+                Some(topic) => will.topic = topic,
+                None => return self.refuse(ReasonCode::TOPIC_NAME_INVALID),
             }
+        }
+        if let Some(will) = &connect.will {
             if !response_topic_valid(will.properties.message.response_topic().as_ref()) {
                 // [MQTT-3.3.2-14], for the will's Response Topic.
                 return self.refuse(ReasonCode::PROTOCOL_ERROR);
@@ -992,9 +996,9 @@ impl ServerConnection {
             Ok(topic) => topic,
             Err(reason) => return self.violation(reason),
         };
-        if !topic_name_valid(&topic, &self.config.topic_limits) {
+        let Some(topic) = checked_topic(topic, &self.config.topic_limits) else {
             return self.violation(ReasonCode::TOPIC_NAME_INVALID);
-        }
+        };
         if !response_topic_valid(publish.properties.response_topic().as_ref()) {
             // A Response Topic is a topic name: no wildcards [MQTT-3.3.2-14].
             return self.violation(ReasonCode::PROTOCOL_ERROR);
@@ -1057,10 +1061,15 @@ impl ServerConnection {
     /// ignored. A refused QoS 2 publish is forgotten even after the connection has closed, so
     /// that the client's resend of it on a resumed session is routed again.
     pub fn acknowledge(&mut self, packet_id: PacketId, reason: ReasonCode) {
-        let Some(at) = self.unanswered.iter().position(|(id, _)| *id == packet_id) else {
-            return;
+        // Usually the oldest: publishes are mostly answered in the order they came.
+        let answered = match self.unanswered.front() {
+            Some(&(id, _)) if id == packet_id => self.unanswered.pop_front(),
+            _ => match self.unanswered.iter().position(|(id, _)| *id == packet_id) {
+                Some(at) => self.unanswered.remove(at),
+                None => None,
+            },
         };
-        let Some((_, qos)) = self.unanswered.remove(at) else {
+        let Some((_, qos)) = answered else {
             return;
         };
         if self.unanswered.is_empty() && self.unanswered.capacity() > 0 {
@@ -1538,14 +1547,19 @@ fn publish_for(
     publish
 }
 
-/// Whether `topic` is a valid topic name within `limits` [MQTT-4.7.3-1] [MQTT-4.7.3-2]
-/// [MQTT-3.3.2-2]. A topic decoded from a PUBLISH or a will was validated then, and knows its
-/// levels (see [`ByteStr::topic_levels`]): only the level limit is left to compare.
-fn topic_name_valid(topic: &ByteStr, limits: &Limits) -> bool {
-    match topic.topic_levels() {
+/// `topic` if it is a valid topic name within `limits` [MQTT-4.7.3-1] [MQTT-4.7.3-2]
+/// [MQTT-3.3.2-2], knowing that ([`ByteStr::into_topic_name`]): the one validation of a
+/// PUBLISH's topic. Its characters were checked when it was decoded, so this counts its levels
+/// and compares them with the limit; what routes it later trusts it
+/// ([`Message::topic_name`]).
+fn checked_topic(topic: ByteStr, limits: &Limits) -> Option<ByteStr> {
+    let topic = topic.into_topic_name().ok()?;
+    let within = match topic.topic_levels() {
         Some(levels) => levels <= limits.max_levels,
+        // More levels than a topic keeps count of: counted again, against the limit.
         None => TopicName::with_limits(topic.as_str(), limits).is_ok(),
-    }
+    };
+    within.then_some(topic)
 }
 
 /// Largest payload whose plain PUBLISH is cached in its message. The cache holds a second copy
