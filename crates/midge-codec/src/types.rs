@@ -244,10 +244,11 @@ impl Known {
         Self::topic_name(len, levels)
     }
 
-    /// Known to hold no U+0000 and no wildcard.
+    /// Known to hold no U+0000 and no wildcard: anything known says so, since a level count
+    /// is kept only for a clean string.
     #[inline]
     pub(crate) const fn is_clean(self) -> bool {
-        self.0 & Self::CLEAN != 0
+        self.0 != 0
     }
 
     /// The levels of a string known to be a valid topic name.
