@@ -5,7 +5,9 @@
 use midge_codec::ProtocolVersion;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let Some((&selector, rest)) = data.split_first() else { return };
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
     let version = match selector % 3 {
         0 => ProtocolVersion::V3_1,
         1 => ProtocolVersion::V3_1_1,

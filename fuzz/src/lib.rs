@@ -30,9 +30,13 @@ pub fn decode_all(data: &[u8], version: ProtocolVersion) {
 
 /// Encodes `packet` for `version`, checks the length promise, and decodes it back.
 pub fn roundtrip(packet: &Packet, version: ProtocolVersion) {
-    let len = packet.encoded_len(version).expect("a decoded packet encodes");
+    let len = packet
+        .encoded_len(version)
+        .expect("a decoded packet encodes");
     let mut out = BytesMut::new();
-    packet.encode(version, &mut out).expect("a decoded packet encodes");
+    packet
+        .encode(version, &mut out)
+        .expect("a decoded packet encodes");
     assert_eq!(out.len(), len, "encoded_len matches encode");
     let mut bytes = Bytes::from(out);
     let again = Packet::decode_bytes(&mut bytes, version, MAX_PACKET_SIZE)

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use midge_codec::QoS;
 use midge_proto::Message;
@@ -14,8 +14,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{BrokerConfig, ConfigError};
+use crate::core::Core;
+use crate::driver::{now, Transport};
 use crate::hooks::{AllowAll, Hooks};
-use crate::state::{Shared, Slot, SlotState, RESTORED};
 use crate::stats::BrokerStats;
 use crate::store::{Cluster, MemoryStore, Standalone, Store};
 
@@ -106,6 +107,8 @@ impl BrokerBuilder {
 
     /// Binds the listener and starts serving. Must be called within a tokio runtime.
     pub async fn start(self) -> Result<BrokerHandle, StartError> {
+        // Checked before binding, though the core checks it again: a bad configuration is
+        // reported as such, not as whatever binding would do with it.
         self.config.validate()?;
         let addr = self.bind.unwrap_or(self.config.listener.bind);
         let listener = listen(addr, self.config.listener.backlog)
@@ -113,24 +116,15 @@ impl BrokerBuilder {
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
-        let seed = crate::random::seed();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let shared = Arc::new(Shared::new(
-            self.config,
-            self.hooks,
-            self.store,
-            self.cluster,
-            seed,
-            shutdown_rx.clone(),
-        ));
-        restore_sessions(&shared);
+        let shared = Core::new(self.config, self.hooks, self.store, self.cluster, now())?;
         let timer_task = tokio::spawn(timer_loop(shared.clone(), shutdown_rx.clone()));
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
         let listener_task = tokio::spawn(accept_loop(
             shared.clone(),
             listener,
             shutdown_rx.clone(),
-            done_tx,
+            done_tx.clone(),
         ));
         let sys_task = match shared.config.sys.interval_secs {
             0 => None,
@@ -145,6 +139,7 @@ impl BrokerBuilder {
             local_addr,
             shutdown: shutdown_tx,
             done: Some(done_rx),
+            serving: Some(done_tx),
             listener_task: Some(listener_task),
             sys_task,
             timer_task: Some(timer_task),
@@ -168,35 +163,9 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
-/// Loads the sessions a persistent store kept from an earlier run, with their expiry.
-fn restore_sessions(shared: &Arc<Shared>) {
-    let now = Instant::now();
-    let sessions = shared.store.load_sessions(now);
-    for session in sessions {
-        let client_id = session.client_id().clone();
-        let queued = session.queued_bytes();
-        let expiry = session.expiry_interval();
-        let slot = Arc::new(Slot {
-            client_id: client_id.clone(),
-            state: std::sync::Mutex::new(SlotState::Dead),
-            congested: Default::default(),
-        });
-        shared.restore_subscriptions(&session, &slot);
-        shared.counters.queued_bytes.fetch_add(queued, Relaxed);
-        let mut state = slot.lock();
-        *state = SlotState::Offline {
-            session: Box::new(session),
-            generation: RESTORED,
-            will: None,
-            expiry: shared.expire_restored(&slot, expiry),
-        };
-        drop(state);
-        shared.registry().insert(crate::state::Registered(slot));
-    }
-}
-
+/// Accepts connections until the broker stops, and runs each on a task of its own.
 async fn accept_loop(
-    shared: Arc<Shared>,
+    shared: Arc<Core>,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
@@ -216,34 +185,46 @@ async fn accept_loop(
                 continue;
             }
         };
-        let open = shared.counters.connections.fetch_add(1, Relaxed);
-        shared.counters.connections_total.fetch_add(1, Relaxed);
-        if open >= max.saturating_mul(2).max(16) {
-            // Far over the limit: not even a CONNACK.
-            shared.counters.connections.fetch_sub(1, Relaxed);
+        if shared.counters.connections.load(Relaxed) >= max.saturating_mul(2).max(16) {
+            // Far over the limit: not even a CONNACK. (Up to twice the limit, the CONNECT is
+            // refused with 0x89, Server busy, which the client understands.)
+            shared.counters.connections_total.fetch_add(1, Relaxed);
             shared.counters.rejected_connections.fetch_add(1, Relaxed);
             drop(stream);
             continue;
         }
-        let over_limit = open >= max;
         // Boxed: a task stores its future inline in a cache-line-aligned cell, which rounds
         // every idle connection's task up to a multiple of 128 bytes; boxing keeps the cell at
         // 128 bytes and the future at its exact size.
-        tokio::spawn(Box::pin(crate::connection::run(
-            shared.clone(),
-            stream,
-            peer,
-            over_limit,
-            done.clone(),
-        )));
+        let _ = stream.set_nodelay(true);
+        spawn_connection(&shared, stream, peer, &done);
     }
 }
 
-/// Fires offline sessions' deadlines (delayed wills, session expiry) when they come due: one
-/// task for every offline session. It sleeps until the earliest deadline, and wakes sooner when
-/// an earlier one is added. It ends when the broker stops, so that a stopped broker never
-/// expires a session in a store a new broker may have taken over.
-async fn timer_loop(shared: Arc<Shared>, mut stopping: watch::Receiver<bool>) {
+/// Runs a connection on its own task.
+fn spawn_connection<S: Transport>(
+    shared: &Arc<Core>,
+    stream: S,
+    peer: SocketAddr,
+    done: &mpsc::Sender<()>,
+) {
+    // Boxed: a task stores its future inline in a cache-line-aligned cell, which rounds every
+    // idle connection's task up to a multiple of 128 bytes; boxing keeps the cell at 128 bytes
+    // and the future at its exact size.
+    tokio::spawn(Box::pin(crate::driver::run(
+        shared.clone(),
+        stream,
+        peer,
+        done.clone(),
+    )));
+}
+
+/// Runs the core's broker-wide work when it comes due: offline sessions' deadlines (delayed
+/// wills, session expiry) and publishes from inside the broker that wait for room. It sleeps
+/// until the earliest, and wakes sooner when the core has earlier work. It ends when the
+/// broker stops, so that a stopped broker never expires a session in a store a new broker may
+/// have taken over.
+async fn timer_loop(shared: Arc<Core>, mut stopping: watch::Receiver<bool>) {
     loop {
         let sleep = async {
             match shared.poll_timeout() {
@@ -251,25 +232,22 @@ async fn timer_loop(shared: Arc<Shared>, mut stopping: watch::Receiver<bool>) {
                 None => std::future::pending().await,
             }
         };
+        let changed = std::future::poll_fn(|cx| shared.poll_wakeup(cx));
         tokio::select! {
             // Stopped, or the broker is gone altogether.
             _ = stopping.wait_for(|stopped| *stopped) => return,
-            // An earlier deadline: sleep again, until it. `notify_one` keeps the wake-up for
-            // the next wait if it comes while this task is not waiting.
-            () = shared.timer_added.notified() => {}
-            () = sleep => {
-                // A hook that panics loses the deadline it was called for, not every later one.
-                let now = Instant::now();
-                let fired = panic::catch_unwind(AssertUnwindSafe(|| shared.handle_timeout(now)));
-                if fired.is_err() {
-                    tracing::error!("a hook panicked while a session deadline fired");
-                }
-            }
+            () = changed => {}
+            () = sleep => {}
+        }
+        // A hook that panics loses the deadline it was called for, not every later one.
+        let fired = panic::catch_unwind(AssertUnwindSafe(|| shared.handle_timeout(now())));
+        if fired.is_err() {
+            tracing::error!("a hook panicked while a session deadline fired");
         }
     }
 }
 
-async fn sys_loop(shared: Arc<Shared>, every: Duration) {
+async fn sys_loop(shared: Arc<Core>, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     loop {
         ticker.tick().await;
@@ -277,9 +255,10 @@ async fn sys_loop(shared: Arc<Shared>, every: Duration) {
     }
 }
 
-fn publish_sys(shared: &Arc<Shared>) {
-    let stats = snapshot(shared);
-    let uptime = shared.started.elapsed().as_secs();
+fn publish_sys(shared: &Arc<Core>) {
+    let stats = shared.stats();
+    let now = now();
+    let uptime = now.saturating_duration_since(shared.started()).as_secs();
     let values: [(&'static str, String); 11] = [
         (
             "$SYS/broker/version",
@@ -314,34 +293,41 @@ fn publish_sys(shared: &Arc<Shared>) {
             stats.connections_total.to_string(),
         ),
     ];
-    let now = Instant::now();
     for (topic, value) in values {
         let mut message = Message::new(topic, value, QoS::AtMostOnce);
         message.retain = true;
-        shared.publish_detached(message, now, false);
+        shared.publish_local(message, now);
     }
-}
-
-fn snapshot(shared: &Shared) -> BrokerStats {
-    let mut stats = shared.counters.snapshot(shared.store.retained_count());
-    stats.sessions = shared.registry().len();
-    stats
 }
 
 /// A running broker: its address, counters, and a way to stop it. Dropping the handle
 /// signals shutdown without waiting for it; call [`BrokerHandle::shutdown`] to wait.
 #[derive(Debug)]
 pub struct BrokerHandle {
-    shared: Arc<Shared>,
+    shared: Arc<Core>,
     local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     done: Option<mpsc::Receiver<()>>,
+    /// What connections given to [`BrokerHandle::serve`] hold, as the accept task does.
+    serving: Option<mpsc::Sender<()>>,
     listener_task: Option<JoinHandle<()>>,
     sys_task: Option<JoinHandle<()>>,
     timer_task: Option<JoinHandle<()>>,
 }
 
 impl BrokerHandle {
+    /// Serves a client connected some other way than through the listener: any byte stream,
+    /// such as an accepted TLS or WebSocket stream, or one end of an in-memory pipe
+    /// ([`tokio::io::duplex`]) in a test. `peer` is what hooks and logs see as its address.
+    /// The connection counts against `limits.max_connections` like any other, and
+    /// [`BrokerHandle::shutdown`] waits for it.
+    pub fn serve<S: Transport>(&self, stream: S, peer: SocketAddr) {
+        match &self.serving {
+            Some(done) => spawn_connection(&self.shared, stream, peer, done),
+            None => drop(stream),
+        }
+    }
+
     /// The address the listener is bound to (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -349,20 +335,20 @@ impl BrokerHandle {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> BrokerStats {
-        snapshot(&self.shared)
+        self.shared.stats()
     }
 
     /// Publishes a message as the broker itself (no client): retained if flagged, routed to
     /// every matching session, and offered to the cluster seam. Returns the number of sessions
     /// it went to.
     pub fn publish(&self, message: Message) -> usize {
-        self.shared.publish_detached(message, Instant::now(), true)
+        self.shared.publish(message, now())
     }
 
     /// Like [`BrokerHandle::publish`], but not offered to the cluster seam: for messages that
     /// arrived from another node.
     pub fn publish_local(&self, message: Message) -> usize {
-        self.shared.publish_detached(message, Instant::now(), false)
+        self.shared.publish_local(message, now())
     }
 
     /// Deadlines of offline sessions waiting to fire: at most a delayed will and an expiry per
@@ -390,7 +376,7 @@ impl BrokerHandle {
     /// write.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        self.shared.shut_down_connections();
+        self.shared.stop();
         if let Some(task) = self.listener_task.take() {
             let _ = task.await;
         }
@@ -402,11 +388,13 @@ impl BrokerHandle {
         if let Some(task) = self.sys_task.take() {
             task.abort();
         }
+        drop(self.serving.take());
         if let Some(mut done) = self.done.take() {
             // Every connection task holds a sender; `None` means they all ended.
             let _ = done.recv().await;
         }
-        self.shared.save_offline_sessions();
+        self.shared.flush_detached();
+        self.shared.save_offline_sessions(now());
         tracing::info!("midge broker stopped");
     }
 }
@@ -414,7 +402,7 @@ impl BrokerHandle {
 impl Drop for BrokerHandle {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
-        self.shared.shut_down_connections();
+        self.shared.stop();
         if let Some(task) = self.sys_task.take() {
             task.abort();
         }

@@ -3,19 +3,22 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+#[cfg(feature = "runtime")]
 mod broker;
 pub mod config;
-mod connection;
+pub mod core;
+#[cfg(feature = "runtime")]
+mod driver;
 pub mod hooks;
-mod inbox;
 mod random;
-mod state;
 mod stats;
 pub mod store;
-mod timers;
 
+#[cfg(feature = "runtime")]
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, StartError};
 pub use config::{BrokerConfig, SharedStrategy};
+#[cfg(feature = "runtime")]
+pub use driver::Transport;
 pub use hooks::{AllowAll, ClientInfo, ConnectRequest, DisconnectReason, Hooks};
 pub use stats::BrokerStats;
 pub use store::{Cluster, MemoryStore, Retained, Standalone, Store};

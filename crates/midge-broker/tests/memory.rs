@@ -365,3 +365,49 @@ async fn connects_waiting_for_a_decision_hold_about_their_size() {
     drop((parked, full, holder));
     broker.shutdown().await;
 }
+
+/// CPU time this process has used (all threads), from `/proc/self/stat` (Linux).
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime, fields 14 and 15 of the whole line, in clock ticks (100 per second).
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// A subscriber that stops reading, with more deliveries arriving for it, costs the broker no
+/// CPU while nothing else happens: its connection waits for the socket to take output, and
+/// does not spin. (A connection that kept polling for the deliveries it could not send used a
+/// whole core.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_costs_no_cpu() {
+    let _serial = SERIAL.lock().await;
+    let (broker, addr) = start_measured().await;
+    let mut subscriber = TestClient::connect(addr, V5, "stalled").await;
+    subscriber.subscribe("stall/#", QoS::AtMostOnce).await;
+    let mut publisher = TestClient::connect(addr, V5, "publisher").await;
+    let payload = "x".repeat(16 << 10);
+    for _ in 0..1505 {
+        publisher
+            .publish("stall/x", &payload, QoS::AtMostOnce, false)
+            .await;
+    }
+    // Settled: the publisher's last QoS 1 publish is answered once all before it are routed.
+    publisher
+        .publish("stall/x", "last", QoS::AtLeastOnce, false)
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let Some(before) = cpu_time() else {
+        eprintln!("no /proc/self/stat here: skipped");
+        return;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = cpu_time().expect("read before") - before;
+    assert!(
+        used < Duration::from_millis(300),
+        "the broker used {used:?} of CPU in 2 s with nothing to do"
+    );
+    drop(subscriber);
+    broker.shutdown().await;
+}

@@ -240,9 +240,9 @@ async fn a_clean_start_reconnect_publishes_the_delayed_will_of_the_session_it_en
     broker.shutdown().await;
 }
 
-// Conformance: [MQTT-3.1.1:3.1.2-4] [MQTT-3.1.1:3.1.2-5] [MQTT-3.1.1:3.2.2-2] [MQTT-3.1.1:3.2.2-3] [MQTT-5:4.1.0-2] [MQTT-5:3.1.2-23] [MQTT-5:3.2.2-3]
+// Conformance: [MQTT-3.1.1:3.1.2-4] [MQTT-3.1.1:3.1.2-5] [MQTT-3.1.1:3.2.2-2] [MQTT-3.1.1:3.2.2-3] [MQTT-5:3.2.2-3]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn persistent_session_offline_messages_and_expiry() {
+async fn persistent_session_offline_messages() {
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
     // 3.1.1 persistent session.
@@ -264,53 +264,7 @@ async fn persistent_session_offline_messages_and_expiry() {
     s.expect_silence(150).await;
     s.disconnect().await;
 
-    // 5.0 session expiry: gone after its interval.
-    let mut c = Connect::new(V5, "expiring");
-    c.properties.session_expiry_interval = Some(1);
-    let (mut s, _) = TestClient::connect_with(addr, c.clone()).await;
-    s.subscribe("exp/#", QoS::AtLeastOnce).await;
-    s.disconnect().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut c2 = c.clone();
-    c2.clean_start = false;
-    let (s, ack) = TestClient::connect_with(addr, c2.clone()).await;
-    assert!(ack.session_present, "still there within the interval");
-    s.disconnect().await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (_s, ack) = TestClient::connect_with(addr, c2).await;
-    assert!(!ack.session_present, "expired");
-    broker.shutdown().await;
-}
-
-// Conformance: [MQTT-5:3.3.2-5] [MQTT-5:3.3.2-6]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn message_expiry_while_offline() {
-    let broker = start(test_config()).await;
-    let addr = broker.local_addr();
-    let mut c = Connect::new(V5, "me");
-    c.properties.session_expiry_interval = Some(60);
-    let (mut s, _) = TestClient::connect_with(addr, c.clone()).await;
-    s.subscribe("me/#", QoS::AtLeastOnce).await;
-    s.disconnect().await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut p = TestClient::connect(addr, V5, "p").await;
-    let mut short = p.publish_packet("me/short", "s", QoS::AtLeastOnce, false);
-    short.properties.message_expiry_interval = Some(1);
-    p.publish_full(short).await;
-    let mut long = p.publish_packet("me/long", "l", QoS::AtLeastOnce, false);
-    long.properties.message_expiry_interval = Some(100);
-    p.publish_full(long).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    c.clean_start = false;
-    let (mut s, _) = TestClient::connect_with(addr, c).await;
-    let got = s.recv_publish().await;
-    assert_eq!(got.topic, "me/long");
-    let left = got
-        .properties
-        .message_expiry_interval
-        .expect("remaining expiry");
-    assert!(left <= 99, "expiry counts down: {left}");
-    s.expect_silence(150).await;
+    // 5.0 session expiry: tests/virtual_time.rs.
     broker.shutdown().await;
 }
 
@@ -1008,113 +962,4 @@ async fn shared_subscriptions_random_and_sticky_strategies() {
         a == 0 || b == 0,
         "sticky keeps one publisher on one member: {a}/{b}"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn event_hooks_see_connections_messages_and_sessions() {
-    use std::sync::{Arc, Mutex};
-
-    use midge_broker::{ClientInfo, DisconnectReason, Hooks};
-    #[derive(Default)]
-    struct Log(Mutex<Vec<String>>);
-    struct Events(Arc<Log>);
-    impl Hooks for Events {
-        fn on_connected(&self, client: &ClientInfo, session_present: bool) {
-            self.0
-                 .0
-                .lock()
-                .unwrap()
-                .push(format!("connected {} {session_present}", client.client_id));
-        }
-        fn on_disconnected(&self, client: &ClientInfo, reason: DisconnectReason) {
-            self.0
-                 .0
-                .lock()
-                .unwrap()
-                .push(format!("disconnected {} {reason:?}", client.client_id));
-        }
-        fn on_message_published(
-            &self,
-            client: Option<&ClientInfo>,
-            message: &midge_proto::Message,
-            matched: usize,
-        ) {
-            let who = client.map_or("broker".to_owned(), |c| c.client_id.to_string());
-            self.0
-                 .0
-                .lock()
-                .unwrap()
-                .push(format!("published {who} {} {matched}", message.topic));
-        }
-        fn on_session_created(&self, client_id: &str) {
-            self.0
-                 .0
-                .lock()
-                .unwrap()
-                .push(format!("session created {client_id}"));
-        }
-        fn on_session_expired(&self, client_id: &str) {
-            self.0
-                 .0
-                .lock()
-                .unwrap()
-                .push(format!("session expired {client_id}"));
-        }
-    }
-    let log = Arc::new(Log::default());
-    let broker = midge_broker::Broker::builder()
-        .config(test_config())
-        .hooks(Events(log.clone()))
-        .bind("127.0.0.1:0".parse().expect("addr"))
-        .start()
-        .await
-        .expect("starts");
-    let addr = broker.local_addr();
-    let mut c = Connect::new(V5, "watched");
-    c.properties.session_expiry_interval = Some(1);
-    let (mut watched, _) = TestClient::connect_with(addr, c).await;
-    watched.subscribe("w/#", QoS::AtMostOnce).await;
-    watched
-        .publish("w/x", "hello", QoS::AtLeastOnce, false)
-        .await;
-    watched.disconnect().await;
-    // The session outlives the connection by its 1 s expiry, then ends.
-    tokio::time::sleep(Duration::from_millis(1600)).await;
-    broker.shutdown().await;
-    let log = log.0.lock().unwrap().clone();
-    let expected = [
-        "session created watched",
-        "connected watched false",
-        "published watched w/x 1",
-        "disconnected watched Client(SUCCESS(0x00))",
-        "session expired watched",
-    ];
-    assert_eq!(log, expected);
-}
-
-// Conformance: [MQTT-5:3.3.2-5]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_retained_messages_are_not_sent_and_are_removed() {
-    // [MQTT-3.3.2-5]: a retained message whose expiry passed is not delivered, and the
-    // broker forgets it instead of skipping it on every subscribe.
-    let broker = start(test_config()).await;
-    let addr = broker.local_addr();
-    let mut p = TestClient::connect(addr, V5, "retainer").await;
-    let mut short = p.publish_packet("r/short", "gone soon", QoS::AtLeastOnce, true);
-    short.properties.message_expiry_interval = Some(1);
-    p.publish_full(short).await;
-    p.publish("r/long", "stays", QoS::AtLeastOnce, true).await;
-    assert_eq!(broker.stats().retained_messages, 2);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let mut s = TestClient::connect(addr, V5, "late").await;
-    s.subscribe("r/#", QoS::AtLeastOnce).await;
-    let got = s.recv_publish().await;
-    assert_eq!(got.topic.as_str(), "r/long");
-    s.expect_silence(200).await;
-    assert_eq!(
-        broker.stats().retained_messages,
-        1,
-        "the expired one was removed"
-    );
-    broker.shutdown().await;
 }

@@ -1,5 +1,7 @@
-//! The deadlines of offline sessions: delayed wills and session expiry fire on time, and a
-//! client that comes back leaves nothing of them behind, however far off they were.
+//! The deadlines of offline sessions through the tokio driver on a real clock: a client that
+//! comes back leaves nothing of its session's deadlines behind, however far off they were. The
+//! timing rules themselves, on both sides of each deadline, are in `tests/virtual_time.rs` (the
+//! core) and `tests/driver_virtual_time.rs` (the driver's timer task, on tokio's paused clock).
 //!
 //! The tests here run one at a time ([`one_at_a_time`]): one measures the process's memory,
 //! which another test running beside it would disturb.
@@ -132,66 +134,5 @@ async fn reconnects_of_a_long_lived_session_leave_no_timers_behind() {
     assert!(ack.session_present);
     assert_eq!(broker.pending_session_deadlines(), 0);
     drop(back);
-    broker.shutdown().await;
-}
-
-/// A delayed will is published once its delay has passed [MQTT-3.1.2-8], also when a later
-/// deadline was all the broker waited for until then.
-// Conformance: [MQTT-5:3.1.2-8]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delayed_will_is_published_after_its_delay() {
-    let _serial = one_at_a_time().await;
-    let broker = start(test_config()).await;
-    let addr = broker.local_addr();
-    let mut watcher = TestClient::connect(addr, V5, "watcher").await;
-    watcher.subscribe("will/#", QoS::AtLeastOnce).await;
-    // A deadline a minute ahead first, then an earlier one.
-    connect_and_drop(addr, &persistent("later", 60, 60), false).await;
-    let offline = std::time::Instant::now();
-    connect_and_drop(addr, &persistent("sooner", 60, 1), false).await;
-    assert_eq!(broker.pending_session_deadlines(), 4);
-    let p = watcher.recv_publish().await;
-    let waited = offline.elapsed();
-    assert_eq!(p.topic, "will/sooner");
-    assert!(
-        waited >= Duration::from_millis(900),
-        "published after {waited:?}, before its delay"
-    );
-    // Its session goes on: only its expiry is left, beside the other session's two.
-    assert_eq!(broker.pending_session_deadlines(), 3);
-    let (_back, ack) = TestClient::connect_with(addr, persistent("sooner", 60, 1)).await;
-    assert!(ack.session_present);
-    watcher.expect_silence(100).await;
-    broker.shutdown().await;
-}
-
-/// A will whose delay outlasts its session is published when the session expires
-/// [MQTT-3.1.2-8], and the session is gone [MQTT-4.1.0-2].
-// Conformance: [MQTT-5:3.1.2-8] [MQTT-5:4.1.0-2]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_will_delayed_past_its_session_is_published_when_the_session_expires() {
-    let _serial = one_at_a_time().await;
-    let broker = start(test_config()).await;
-    let addr = broker.local_addr();
-    let mut watcher = TestClient::connect(addr, V5, "watcher").await;
-    watcher.subscribe("will/#", QoS::AtLeastOnce).await;
-    let connect = persistent("short", 1, 30);
-    connect_and_drop(addr, &connect, false).await;
-    let offline = std::time::Instant::now();
-    let p = watcher.recv_publish().await;
-    let waited = offline.elapsed();
-    assert_eq!(p.topic, "will/short");
-    assert!(
-        (Duration::from_millis(900)..Duration::from_secs(3)).contains(&waited),
-        "published after {waited:?}, not at the session's expiry"
-    );
-    assert_eq!(
-        broker.pending_session_deadlines(),
-        0,
-        "the will's went with it"
-    );
-    assert_eq!(broker.stats().sessions, 1, "the watcher's only");
-    let (_back, ack) = TestClient::connect_with(addr, connect).await;
-    assert!(!ack.session_present, "expired");
     broker.shutdown().await;
 }

@@ -23,19 +23,19 @@
 //! publisher is told of a full session when it publishes, and a delivery acknowledged to its
 //! publisher is never refused later, when the connection closes and the inbox is emptied into
 //! the session. [`Inbox::try_send`] refuses a delivery past either bound and hands it back; the
-//! caller decides whether to wait for room ([`Inbox::send_until`]) or drop it and count the
-//! drop.
+//! caller decides whether to wait for room or drop it and count the drop. Waiting is the
+//! caller's: the inbox counts the times it made room ([`Inbox::room_epoch`]) and wakes the
+//! tasks that registered for room ([`Inbox::poll_room`]), and nothing here sleeps.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use futures_util::task::AtomicWaker;
 use midge_proto::session::{Delivery, QueueLimits};
-use tokio::sync::Notify;
 
-use crate::state::TakeOver;
+use super::handover::TakeOver;
 
 /// Why a delivery was refused.
 #[derive(Debug)]
@@ -131,14 +131,17 @@ pub(crate) struct Inbox {
     signalled: AtomicBool,
     /// The driver's waker.
     driver: AtomicWaker,
-    /// Wakes senders waiting for room.
-    room: Notify,
     /// The session's own queue, as the driver last reported it ([`SessionQueue`]). Written by
     /// the driver only, read under the queue's lock.
     session: AtomicU64,
-    /// Senders waiting for room ([`Inbox::send_until`]): a report that makes room wakes them
-    /// only if there are any, so that the driver's hot path takes no lock for nobody.
-    waiting: AtomicU32,
+    /// How many times room was made: a sender that saw a value and was refused has room to
+    /// try again once the value moved on.
+    room_epoch: AtomicU64,
+    /// Whether `room_wakers` holds any waker: a report that makes room takes the lock only
+    /// if someone waits, so that the driver's hot path takes no lock for nobody.
+    room_waited: AtomicBool,
+    /// Tasks waiting for room, woken (and forgotten) each time room is made.
+    room_wakers: Mutex<Vec<Waker>>,
 }
 
 impl Inbox {
@@ -147,9 +150,10 @@ impl Inbox {
             queue: Mutex::default(),
             signalled: AtomicBool::new(false),
             driver: AtomicWaker::new(),
-            room: Notify::new(),
             session: AtomicU64::new(SessionQueue::UNKNOWN.0),
-            waiting: AtomicU32::new(0),
+            room_epoch: AtomicU64::new(0),
+            room_waited: AtomicBool::new(false),
+            room_wakers: Mutex::default(),
         }
     }
 
@@ -233,48 +237,62 @@ impl Inbox {
         let before = SessionQueue(self.session.swap(now.0, Ordering::SeqCst));
         let (messages, bytes) = now.get();
         let (messages_before, bytes_before) = before.get();
-        let less = messages < messages_before || bytes < bytes_before;
-        if less && self.waiting.load(Ordering::SeqCst) > 0 {
-            self.room.notify_waiters();
+        if messages < messages_before || bytes < bytes_before {
+            self.made_room();
         }
     }
 
-    /// Queues a delivery, waiting until `deadline` at most for room. Gives the delivery back
-    /// if the time ran out (`Full`) or the connection closed.
-    pub(crate) async fn send_until(
-        &self,
-        mut delivery: Delivery,
-        deadline: tokio::time::Instant,
-        limits: &InboxLimits,
-    ) -> Result<(), SendError> {
-        /// Counts this sender among the waiting while it lives, however it ends.
-        struct Waiting<'a>(&'a AtomicU32);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
+    /// The number of times room was made so far. Read it before [`Inbox::try_send`]: a
+    /// sender refused for want of room may try again once [`Inbox::room_epoch`] moved on.
+    pub(crate) fn room_epoch(&self) -> u64 {
+        self.room_epoch.load(Ordering::SeqCst)
+    }
+
+    /// Ready when room was made since `epoch` (an earlier [`Inbox::room_epoch`]); otherwise
+    /// registers the task to be woken when room is made next.
+    pub(crate) fn poll_room(&self, epoch: u64, cx: &mut Context<'_>) -> Poll<()> {
+        if self.room_epoch() != epoch {
+            return Poll::Ready(());
         }
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let _waiting = Waiting(&self.waiting);
-        loop {
-            // Registered before trying, so that room made between the try and the wait wakes
-            // this sender.
-            let room = self.room.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            match self.try_send(delivery, false, limits) {
-                Err(SendError::Full(back)) => delivery = back,
-                outcome => return outcome,
+        {
+            let mut wakers = self
+                .room_wakers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
             }
-            if tokio::time::timeout_at(deadline, room).await.is_err() {
-                return Err(SendError::Full(delivery));
-            }
+            self.room_waited.store(true, Ordering::SeqCst);
+        }
+        // Room made between the first look and the registration found no waker: look again.
+        if self.room_epoch() != epoch {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
 
-    /// True once the connection closed its inbox.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.lock().closed
+    /// Counts room made, and wakes whoever waits for it. The connection also calls it once its
+    /// session is handed on after it closed: deliveries refused by the closed inbox wait for
+    /// that, to go to the session's next holder.
+    pub(crate) fn made_room(&self) {
+        // Sequentially consistent with `poll_room`: a waiter either sees the new epoch, or
+        // this sees the waiter registered.
+        self.room_epoch.fetch_add(1, Ordering::SeqCst);
+        if !self.room_waited.load(Ordering::SeqCst) {
+            return;
+        }
+        let wakers = {
+            let mut wakers = self
+                .room_wakers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.room_waited.store(false, Ordering::SeqCst);
+            std::mem::take(&mut *wakers)
+        };
+        for waker in wakers {
+            waker.wake();
+        }
     }
 
     /// Ready when the driver was signalled since its last ready poll: a delivery arrived in an
@@ -292,6 +310,12 @@ impl Inbox {
         } else {
             Poll::Pending
         }
+    }
+
+    /// Takes the signal [`Inbox::poll_ready`] would report, without registering a waker: for
+    /// a driver that looks at every connection in turn instead of waiting on it.
+    pub(crate) fn take_signal(&self) -> bool {
+        self.signalled.swap(false, Ordering::AcqRel)
     }
 
     /// Marks the driver signalled and wakes it. Called without the queue's lock held; the
@@ -382,7 +406,7 @@ impl Inbox {
         }
         drop(queue);
         if was_full && n > 0 {
-            self.room.notify_waiters();
+            self.made_room();
         }
     }
 
@@ -393,7 +417,7 @@ impl Inbox {
         queue.bytes = 0;
         let rest = std::mem::take(&mut queue.deliveries);
         drop(queue);
-        self.room.notify_waiters();
+        self.made_room();
         rest
     }
 }
@@ -408,8 +432,12 @@ mod tests {
     use bytes::Bytes;
     use midge_codec::{ByteStr, QoS};
     use midge_proto::Message;
+    use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
-    use std::time::{Duration, Instant};
+    use std::task::Wake;
+    use std::time::Instant;
+
+    use crate::core::handover;
 
     fn delivery(n: u8) -> Delivery {
         let message = Message::new(
@@ -420,8 +448,27 @@ mod tests {
         Delivery::new(Arc::new(message), Instant::now())
     }
 
-    async fn ready(inbox: &Inbox) {
-        std::future::poll_fn(|cx| inbox.poll_ready(cx)).await;
+    /// A waker that records whether it was woken.
+    #[derive(Default)]
+    struct Flag(AtomicBool);
+
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    impl Flag {
+        fn woken(&self) -> bool {
+            self.0.swap(false, Ordering::SeqCst)
+        }
+    }
+
+    fn ready(inbox: &Inbox, flag: &Arc<Flag>) -> bool {
+        let waker = Waker::from(flag.clone());
+        inbox
+            .poll_ready(&mut Context::from_waker(&waker))
+            .is_ready()
     }
 
     fn payloads(v: &[Delivery]) -> Vec<u8> {
@@ -448,16 +495,6 @@ mod tests {
 
         fn take(&self, max: usize, out: &mut Vec<Delivery>) {
             self.inbox.take(max, out, &self.limits);
-        }
-
-        async fn send_until(
-            &self,
-            delivery: Delivery,
-            deadline: tokio::time::Instant,
-        ) -> Result<(), SendError> {
-            self.inbox
-                .send_until(delivery, deadline, &self.limits)
-                .await
         }
     }
 
@@ -579,95 +616,119 @@ mod tests {
         ));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_waiting_sender_gets_room_when_the_driver_takes() {
-        let inbox = Arc::new(inbox(1));
-        inbox.try_send(delivery(1)).unwrap();
-        let sender = {
-            let inbox = inbox.clone();
-            tokio::spawn(async move {
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-                inbox.send_until(delivery(2), deadline).await.is_ok()
-            })
-        };
-        tokio::task::yield_now().await;
-        let mut out = Vec::new();
-        ready(&inbox).await;
-        inbox.take(8, &mut out);
-        assert!(sender.await.unwrap(), "the waiting delivery was queued");
-        ready(&inbox).await;
-        inbox.take(8, &mut out);
-        assert_eq!(payloads(&out), [1, 2]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_waiting_sender_gives_up_after_its_timeout() {
+    #[test]
+    fn a_refused_sender_is_woken_when_the_driver_makes_room() {
         let inbox = inbox(1);
         inbox.try_send(delivery(1)).unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
-        let outcome = inbox.send_until(delivery(2), deadline).await;
-        assert!(matches!(outcome, Err(SendError::Full(_))));
+        let epoch = inbox.room_epoch();
+        assert!(matches!(
+            inbox.try_send(delivery(2)),
+            Err(SendError::Full(_))
+        ));
+        let flag = Arc::new(Flag::default());
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(inbox.poll_room(epoch, &mut cx).is_pending());
+        let mut out = Vec::new();
+        inbox.take(8, &mut out);
+        assert!(
+            flag.woken(),
+            "taking from a full inbox wakes the waiting sender"
+        );
+        assert!(inbox.poll_room(epoch, &mut cx).is_ready());
+        assert!(inbox.try_send(delivery(2)).is_ok());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_driver_is_woken_again_while_deliveries_remain() {
+    #[test]
+    fn a_report_that_makes_room_in_the_session_wakes_a_waiting_sender() {
+        let mut limits = unlimited();
+        limits.max_messages = 1;
+        let inbox = TestInbox::new(8, limits);
+        inbox.report_session_queue(QueueUse {
+            messages: 1,
+            bytes: 1,
+        });
+        let epoch = inbox.room_epoch();
+        assert!(matches!(
+            inbox.try_send(delivery(1)),
+            Err(SendError::Full(_))
+        ));
+        let flag = Arc::new(Flag::default());
+        let waker = Waker::from(flag.clone());
+        assert!(inbox
+            .poll_room(epoch, &mut Context::from_waker(&waker))
+            .is_pending());
+        // Unchanged: no room made, nobody woken.
+        inbox.report_session_queue(QueueUse {
+            messages: 1,
+            bytes: 1,
+        });
+        assert!(!flag.woken());
+        inbox.report_session_queue(QueueUse::default());
+        assert!(flag.woken());
+        assert!(inbox.try_send(delivery(1)).is_ok());
+    }
+
+    #[test]
+    fn the_driver_is_woken_again_while_deliveries_remain() {
         let inbox = inbox(8);
         for n in 0..3 {
             inbox.try_send(delivery(n)).unwrap();
         }
+        let flag = Arc::new(Flag::default());
         let mut out = Vec::new();
-        ready(&inbox).await;
+        assert!(ready(&inbox, &flag));
         inbox.take(2, &mut out);
-        // One remains: ready() must not wait for a new delivery.
-        tokio::time::timeout(Duration::from_millis(10), ready(&inbox))
-            .await
-            .expect("woken for the remaining delivery");
+        // One remains: ready at once, without a new delivery.
+        assert!(ready(&inbox, &flag));
         inbox.take(2, &mut out);
         assert_eq!(payloads(&out), [0, 1, 2]);
+        assert!(!ready(&inbox, &flag));
+        inbox.try_send(delivery(3)).unwrap();
+        assert!(
+            flag.woken(),
+            "a delivery into an empty inbox wakes the driver"
+        );
     }
 
-    #[tokio::test]
-    async fn a_takeover_request_waits_until_the_driver_may_take_it() {
+    #[test]
+    fn a_takeover_request_waits_until_the_driver_may_take_it() {
         let inbox = inbox(4);
-        let (reply, _answer) = tokio::sync::oneshot::channel();
+        let (reply, _answer) = handover::request(Arc::new(Inbox::new()));
         inbox
             .request_takeover(reply)
             .expect("the first request is taken");
-        ready(&inbox).await;
+        assert!(ready(&inbox, &Arc::new(Flag::default())));
         // Still deciding its own CONNECT: the request keeps waiting.
         assert!(inbox.signals(false).takeover.is_none());
         assert!(inbox.signals(true).takeover.is_some());
         // Answered once: a second request is refused.
-        let (again, _) = tokio::sync::oneshot::channel();
+        let (again, _) = handover::request(Arc::new(Inbox::new()));
         assert!(inbox.request_takeover(again).is_err());
     }
 
     #[test]
     fn a_closing_connection_finds_the_request_and_refuses_later_ones() {
         let inbox = inbox(4);
-        let (reply, _answer) = tokio::sync::oneshot::channel();
+        let (reply, _answer) = handover::request(Arc::new(Inbox::new()));
         inbox.request_takeover(reply).unwrap();
         assert!(inbox.end_takeovers().is_some());
-        let (again, _) = tokio::sync::oneshot::channel();
+        let (again, _) = handover::request(Arc::new(Inbox::new()));
         assert!(inbox.request_takeover(again).is_err());
         assert!(inbox.end_takeovers().is_none());
     }
 
-    #[tokio::test]
-    async fn shutdown_wakes_a_waiting_driver() {
-        let inbox = Arc::new(inbox(4));
-        let driver = {
-            let inbox = inbox.clone();
-            tokio::spawn(async move {
-                ready(&inbox).await;
-                inbox.signals(true).shutting_down
-            })
-        };
-        tokio::task::yield_now().await;
+    #[test]
+    fn shutdown_wakes_a_waiting_driver() {
+        let inbox = inbox(4);
+        let flag = Arc::new(Flag::default());
+        assert!(!ready(&inbox, &flag));
         inbox.shut_down();
-        let woken = tokio::time::timeout(Duration::from_secs(5), driver)
-            .await
-            .expect("woken");
-        assert!(woken.unwrap(), "the driver saw the shutdown");
+        assert!(flag.woken());
+        assert!(ready(&inbox, &flag));
+        assert!(
+            inbox.signals(true).shutting_down,
+            "the driver sees the shutdown"
+        );
     }
 }

@@ -1,50 +1,41 @@
-//! State shared by every task: the subscription index, the client registry, routing, and the
-//! lifecycle of offline sessions (expiry, delayed wills).
+//! The broker's state, shared by every connection: the subscription index, the client
+//! registry, routing, retained messages, and the lifecycle of offline sessions (expiry,
+//! delayed wills). No clock is read here and nothing waits: the time comes in as an argument,
+//! and deliveries that must wait for room come back as values ([`Blocked`]).
 //!
 //! An offline session's deadlines (its delayed will and its expiry) are entries in one
 //! [`Timers`] queue for the whole broker, not a task each. The session's
 //! [`SlotState::Offline`] keeps their keys, and whatever ends that state removes them: the
 //! client coming back, or the session ending. So the queue holds at most two entries per
 //! offline session, bounded by `limits.max_sessions`, and a deadline 136 years ahead costs
-//! nothing once its client is back. One task (see `broker.rs`) sleeps until
-//! [`Shared::poll_timeout`] and calls [`Shared::handle_timeout`]; both take the time as an
-//! argument or return it, and neither sleeps.
+//! nothing once its client is back. The driver sleeps until [`Core::poll_timeout`] and calls
+//! [`Core::handle_timeout`].
 
 use std::borrow::Borrow;
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use futures_util::task::AtomicWaker;
 use midge_codec::{ByteStr, QoS, ReasonCode, SubscriptionId, SubscriptionOptions, Will};
 use midge_proto::server::ServerConfig;
 use midge_proto::session::{Delivery, Session};
 use midge_proto::splitmix64;
 use midge_proto::Message;
 use midge_topic::{Match, SubscriptionIndex, TopicFilter, TopicName};
-use tokio::sync::{oneshot, watch, Notify};
+use smallvec::SmallVec;
 
-use crate::inbox::{Inbox, InboxLimits, SendError};
-
-use crate::config::{BrokerConfig, SharedStrategy};
+use super::handover::{Handover, TakeOver};
+use super::inbox::{Inbox, InboxLimits, SendError};
+use super::timers::{TimerKey, Timers};
+use crate::config::{BrokerConfig, ConfigError, SharedStrategy};
 use crate::hooks::{ClientInfo, Hooks};
-use crate::stats::Counters;
+use crate::stats::{BrokerStats, Counters};
 use crate::store::{lock, Cluster, Retained, Store};
-use crate::timers::{TimerKey, Timers};
-
-/// What an old connection hands to the one taking over its session.
-#[derive(Debug)]
-pub(crate) struct Handover {
-    pub(crate) session: Option<Session>,
-    pub(crate) will: Option<(Will, u32)>,
-    pub(crate) info: Option<ClientInfo>,
-}
-
-/// A request to take over a session, answered with the [`Handover`].
-pub(crate) type TakeOver = oneshot::Sender<Handover>;
 
 /// Where a client's messages go.
 #[derive(Debug)]
@@ -60,7 +51,7 @@ pub(crate) enum SlotState {
         session: Box<Session>,
         generation: u64,
         will: Option<Box<PendingWill>>,
-        /// The session's expiry in [`Shared`]'s timers; `None` for a session that never
+        /// The session's expiry in [`Core`]'s timers; `None` for a session that never
         /// expires.
         expiry: Option<TimerKey>,
     },
@@ -75,7 +66,7 @@ pub(crate) enum SlotState {
 pub(crate) struct PendingWill {
     pub(crate) will: Will,
     pub(crate) info: ClientInfo,
-    /// When it is published, in [`Shared`]'s timers.
+    /// When it is published, in [`Core`]'s timers.
     pub(crate) timer: TimerKey,
 }
 
@@ -196,9 +187,9 @@ pub(crate) struct Routed {
     pub(crate) matched: usize,
     /// QoS 1 and 2 deliveries that were refused: a full offline queue, or the memory budget.
     pub(crate) refused: usize,
-    /// Deliveries waiting for room in a connected client's inbox; finish them with
-    /// [`Shared::offer_until`] (a connection's publish) or [`Shared::send_blocked`] (one from
-    /// inside the broker) before acknowledging the publish.
+    /// Deliveries waiting for room in a connected client's inbox: offer them again
+    /// ([`Core::offer`]) as room is made, until the backpressure timeout, before acknowledging
+    /// the publish.
     pub(crate) blocked: Vec<Blocked>,
 }
 
@@ -209,6 +200,8 @@ pub(crate) struct Blocked {
     pub(crate) slot: Arc<Slot>,
     inbox: Arc<Inbox>,
     pub(crate) delivery: Delivery,
+    /// The inbox's [`Inbox::room_epoch`] when the delivery was last refused.
+    epoch: u64,
 }
 
 impl Blocked {
@@ -216,6 +209,20 @@ impl Blocked {
     pub(crate) fn is_for(&self, inbox: &Arc<Inbox>) -> bool {
         Arc::ptr_eq(&self.inbox, inbox)
     }
+
+    /// Ready once the inbox made room since the delivery was refused, or closed; otherwise
+    /// registers the task to be woken then.
+    pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.inbox.poll_room(self.epoch, cx)
+    }
+}
+
+/// A delivery of a publish from inside the broker (a will, `$SYS`, [`Core::publish`]) that
+/// waits for room in a connected client's inbox, until `until`.
+#[derive(Debug)]
+struct Detached {
+    blocked: Blocked,
+    until: Instant,
 }
 
 /// The outcome of handing one delivery to one client.
@@ -225,15 +232,19 @@ enum Handed {
     Blocked(Blocked),
 }
 
-thread_local! {
-    /// Per-worker scratch for routing, reused so that a publish allocates nothing here.
-    static TARGETS: RefCell<Vec<Target>> = const { RefCell::new(Vec::new()) };
-}
+/// Routing targets of one publish held on the stack: a publish to this many clients or fewer
+/// allocates nothing to find them.
+const INLINE_TARGETS: usize = 4;
 
 const RR_SLOTS: usize = 64;
 
-/// Everything the tasks share.
-pub(crate) struct Shared {
+/// The broker without its runtime: the state every connection shares and the decisions made
+/// on it. It reads no clock (every call that needs the time takes it), spawns nothing and does
+/// no I/O, so a driver can run it on any runtime, or a simulation on a virtual clock.
+///
+/// Routing runs on the publisher's thread: many connections publish at once, under a
+/// read-mostly lock of the subscription index and one lock per receiving client.
+pub struct Core {
     pub(crate) config: BrokerConfig,
     pub(crate) server_config: Arc<ServerConfig>,
     /// What bounds every connection's inbox.
@@ -255,16 +266,20 @@ pub(crate) struct Shared {
     pub(crate) next_conn: AtomicU64,
     /// Becomes true when the broker stops: offline sessions' deadlines stop firing then, so
     /// that a stopped broker never expires a session in a store a new broker has taken over.
-    stopping: watch::Receiver<bool>,
+    stopping: AtomicBool,
     /// Every offline session's delayed will and expiry. Locked after the registry and a
     /// slot, never before: nothing else is locked while this is held.
     timers: Mutex<Timers<Deadline>>,
-    /// Woken when a deadline earlier than all others is added.
-    pub(crate) timer_added: Notify,
+    /// Deliveries of publishes from inside the broker waiting for room. Locked alone.
+    detached: Mutex<Vec<Detached>>,
+    /// The driver's waker, woken when [`Core::poll_timeout`] moves earlier.
+    timers_changed: AtomicWaker,
+    /// [`Core::poll_timeout`] moved earlier since the driver last looked.
+    timers_moved: AtomicBool,
     /// Every open connection's inbox, by connection number: how shutdown reaches them.
     connections: Mutex<HashMap<u64, Arc<Inbox>>>,
     /// What the store holds in retained messages, checked against the retained limits. Every
-    /// retained write goes through [`Shared::set_retained`] under this lock, so that the
+    /// retained write goes through [`Core::set_retained`] under this lock, so that the
     /// figures and the store agree.
     retained_usage: Mutex<RetainedUsage>,
 }
@@ -294,20 +309,37 @@ fn retained_size(retained: &Retained) -> usize {
     size_of::<Retained>() + retained.message.held_bytes()
 }
 
-impl std::fmt::Debug for Shared {
+impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").finish_non_exhaustive()
+        f.debug_struct("Core").finish_non_exhaustive()
     }
 }
 
-impl Shared {
-    pub(crate) fn new(
+impl Core {
+    /// A broker core on `config` (checked first), with the sessions and retained messages
+    /// `store` holds from an earlier run. `now` is the broker's start: restored sessions'
+    /// expiry counts from it, and `$SYS` uptime.
+    pub fn new(
+        config: BrokerConfig,
+        hooks: Arc<dyn Hooks>,
+        store: Arc<dyn Store>,
+        cluster: Arc<dyn Cluster>,
+        now: Instant,
+    ) -> Result<Arc<Self>, ConfigError> {
+        config.validate()?;
+        let seed = crate::random::seed();
+        let core = Arc::new(Self::with_seed(config, hooks, store, cluster, seed, now));
+        core.restore_sessions(now);
+        Ok(core)
+    }
+
+    fn with_seed(
         config: BrokerConfig,
         hooks: Arc<dyn Hooks>,
         store: Arc<dyn Store>,
         cluster: Arc<dyn Cluster>,
         seed: u64,
-        stopping: watch::Receiver<bool>,
+        now: Instant,
     ) -> Self {
         Self {
             server_config: config.server_config(),
@@ -325,11 +357,13 @@ impl Shared {
             round_robin: std::array::from_fn(|_| AtomicUsize::new(0)),
             random: AtomicU64::new(seed | 1),
             hasher: std::collections::hash_map::RandomState::new(),
-            started: Instant::now(),
+            started: now,
             next_conn: AtomicU64::new(1),
-            stopping,
+            stopping: AtomicBool::new(false),
             timers: Mutex::default(),
-            timer_added: Notify::new(),
+            detached: Mutex::default(),
+            timers_changed: AtomicWaker::new(),
+            timers_moved: AtomicBool::new(false),
             connections: Mutex::default(),
             retained_usage: Mutex::new(RetainedUsage::default()),
         }
@@ -398,8 +432,8 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         connections.insert(conn, inbox.clone());
-        // Read under the lock that `shut_down_connections` holds after setting it.
-        *self.stopping.borrow()
+        // Read under the lock that `stop` holds after setting it.
+        self.stopping.load(Relaxed)
     }
 
     pub(crate) fn deregister_connection(&self, conn: u64) {
@@ -413,15 +447,60 @@ impl Shared {
         }
     }
 
-    /// Tells every open connection that the broker is stopping. Called after the stop
-    /// signal is set, so a connection registering later sees the signal instead.
-    pub(crate) fn shut_down_connections(&self) {
+    /// Stops the broker: offline sessions' deadlines stop firing, and every open connection
+    /// is told to shut down (DISCONNECT 0x8B under 5.0), as is any connection made later.
+    pub fn stop(&self) {
         let connections = self
             .connections
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // Set under the lock that `register_connection` reads it under.
+        self.stopping.store(true, Relaxed);
         for inbox in connections.values() {
             inbox.shut_down();
+        }
+    }
+
+    /// Whether [`Core::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Relaxed)
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> BrokerStats {
+        let mut stats = self.counters.snapshot(self.store.retained_count());
+        stats.sessions = self.registry().len();
+        stats
+    }
+
+    /// When the broker was started, as given to [`Core::new`].
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Puts the sessions the store holds back into the registry, offline, with their
+    /// subscriptions in the index.
+    fn restore_sessions(&self, now: Instant) {
+        for session in self.store.load_sessions(now) {
+            let slot = Arc::new(Slot {
+                client_id: session.client_id().clone(),
+                state: Mutex::new(SlotState::Dead),
+                congested: AtomicBool::new(false),
+            });
+            self.restore_subscriptions(&session, &slot);
+            self.counters
+                .queued_bytes
+                .fetch_add(session.queued_bytes(), Relaxed);
+            let expiry = session.expiry_interval();
+            let mut state = slot.lock();
+            *state = SlotState::Offline {
+                session: Box::new(session),
+                generation: RESTORED,
+                will: None,
+                expiry: self.expire_restored(&slot, expiry, now),
+            };
+            drop(state);
+            self.registry().insert(Registered(slot));
         }
     }
 
@@ -469,7 +548,7 @@ impl Shared {
     /// Publishes a message: stores or clears it as retained, routes it to every matching
     /// session, offers it to the cluster seam, and tells the hooks. Returns the number of
     /// sessions it went to.
-    pub(crate) fn publish(
+    pub(crate) fn route_publish(
         &self,
         message: Message,
         publisher: Option<&ClientInfo>,
@@ -496,100 +575,83 @@ impl Shared {
         routed
     }
 
-    /// Publishes from inside the broker (wills, `$SYS`, the handle), where nothing waits for
-    /// the outcome: blocked deliveries finish in a task of their own. Returns the number of
-    /// clients the message was queued for or is waiting for.
+    /// Publishes a message as the broker itself (no client): retained if flagged, routed to
+    /// every matching session, and offered to the cluster seam. Returns the number of
+    /// sessions it went to or waits for.
+    ///
+    /// Nothing waits for the outcome: a delivery that finds a connected client's inbox full
+    /// waits in the core, at most `limits.backpressure_timeout_ms`, offered again as room is
+    /// made ([`Core::poll_wakeup`]) and dropped and counted at the timeout
+    /// ([`Core::handle_timeout`]). A client that is not reading at all costs one timeout, then
+    /// is marked congested and skipped at once until it catches up.
+    pub fn publish(self: &Arc<Self>, message: Message, now: Instant) -> usize {
+        self.publish_detached(message, now, true)
+    }
+
+    /// Like [`Core::publish`], but not offered to the cluster seam: for messages that arrived
+    /// from another node.
+    pub fn publish_local(self: &Arc<Self>, message: Message, now: Instant) -> usize {
+        self.publish_detached(message, now, false)
+    }
+
     pub(crate) fn publish_detached(
         self: &Arc<Self>,
         message: Message,
         now: Instant,
         forward: bool,
     ) -> usize {
-        let routed = self.publish(message, None, now, forward);
+        let routed = self.route_publish(message, None, now, forward);
         let matched = routed.matched + routed.blocked.len();
         if routed.blocked.is_empty() {
             return matched;
         }
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                let shared = self.clone();
-                runtime.spawn(async move {
-                    for blocked in routed.blocked {
-                        shared.send_blocked(blocked).await;
-                    }
-                });
-            }
-            // Called from outside the runtime (a handle used on a plain thread): nothing can
-            // wait, so the deliveries that found a full inbox are dropped and counted.
-            Err(_) => {
-                for blocked in routed.blocked {
-                    self.release(blocked.delivery.size());
-                    self.counters.dropped_inbox_full.fetch_add(1, Relaxed);
-                }
-            }
-        }
+        let until = now + Duration::from_millis(self.config.limits.backpressure_timeout_ms);
+        lock(&self.detached).extend(
+            routed
+                .blocked
+                .into_iter()
+                .map(|blocked| Detached { blocked, until }),
+        );
+        // Always: the driver waits for room in these inboxes only once it looks again.
+        self.timers_moved();
         matched
     }
 
-    /// Waits, at most `limits.backpressure_timeout_ms`, for room in a connected client's inbox,
-    /// for a publish from inside the broker (a will, `$SYS`, the handle), which no connection
-    /// waits on. A connection's own publishes wait through its driver, which goes on emptying
-    /// its own inbox meanwhile. A client that is not reading at all costs one timeout, then is
-    /// marked congested and skipped at once until it catches up. Returns whether the delivery
-    /// was queued.
-    pub(crate) async fn send_blocked(&self, blocked: Blocked) -> bool {
-        let wait = Duration::from_millis(self.config.limits.backpressure_timeout_ms);
-        match self
-            .offer_until(blocked, tokio::time::Instant::now() + wait)
-            .await
-        {
-            Ok(queued) => queued,
-            Err(back) => self.refuse(back),
-        }
-    }
-
-    /// Offers a blocked delivery until `until` at most (a time already past tries once):
-    /// `Ok(true)` once queued, `Ok(false)` if the session refused it, and the delivery back
-    /// if the inbox stayed full, for the caller to go on waiting or [`Shared::refuse`] it.
-    pub(crate) async fn offer_until(
-        &self,
-        mut blocked: Blocked,
-        until: tokio::time::Instant,
-    ) -> Result<bool, Blocked> {
-        loop {
-            let Blocked {
+    /// Offers a blocked delivery again, once: `Ok(true)` once queued, `Ok(false)` if the
+    /// session refused it, and the delivery back if the inbox is still full, for the caller
+    /// to go on waiting (as room is made: [`Blocked::poll_room`]) or [`Core::refuse`] it.
+    pub(crate) fn offer(&self, blocked: Blocked) -> Result<bool, Blocked> {
+        let Blocked {
+            slot,
+            inbox,
+            delivery,
+            ..
+        } = blocked;
+        let size = delivery.size();
+        let epoch = inbox.room_epoch();
+        match inbox.try_send(delivery, false, &self.inbox_limits) {
+            Ok(()) => {
+                slot.congested.store(false, Relaxed);
+                Ok(true)
+            }
+            Err(SendError::Closed(delivery)) => {
+                // The connection closed while we waited, after it moved its inbox into the
+                // session: hand the delivery to whoever holds the session now, offline or a
+                // new connection, instead of losing it. If the slot still names the closing
+                // connection, the delivery waits for it to finish.
+                self.release(size);
+                match self.deliver_to(&slot, delivery, false, false) {
+                    Handed::Queued => Ok(true),
+                    Handed::Refused => Ok(false),
+                    Handed::Blocked(again) => Err(again),
+                }
+            }
+            Err(SendError::Full(delivery)) => Err(Blocked {
                 slot,
                 inbox,
                 delivery,
-            } = blocked;
-            let size = delivery.size();
-            match inbox.send_until(delivery, until, &self.inbox_limits).await {
-                Ok(()) => return Ok(true),
-                Err(SendError::Closed(delivery)) => {
-                    // The connection closed while we waited, after it moved its inbox into
-                    // the session: hand the delivery to whoever holds the session now,
-                    // offline or a new connection, instead of losing it.
-                    self.release(size);
-                    match self.deliver_to(&slot, delivery, false, false) {
-                        Handed::Queued => return Ok(true),
-                        Handed::Refused => return Ok(false),
-                        Handed::Blocked(again) => {
-                            if again.inbox.is_closed() {
-                                // The slot still names the closing connection: let it finish.
-                                tokio::task::yield_now().await;
-                            }
-                            blocked = again;
-                        }
-                    }
-                }
-                Err(SendError::Full(delivery)) => {
-                    return Err(Blocked {
-                        slot,
-                        inbox,
-                        delivery,
-                    })
-                }
-            }
+                epoch,
+            }),
         }
     }
 
@@ -622,11 +684,8 @@ impl Shared {
         let Ok(topic) = message.topic_name() else {
             return routed;
         };
-        TARGETS.with(|cell| {
-            let Ok(mut targets) = cell.try_borrow_mut() else {
-                return routed;
-            };
-            targets.clear();
+        {
+            let mut targets: SmallVec<[Target; INLINE_TARGETS]> = SmallVec::new();
             // The filter of the first ordinary subscription, and whether any other filter
             // matched too: within one filter each client subscribes once, so a message that
             // matches a single filter (the usual fan-out) needs no search for overlaps.
@@ -713,9 +772,8 @@ impl Shared {
                 }
                 i = j;
             }
-            targets.clear();
-            routed
-        })
+        }
+        routed
     }
 
     fn pick_member<'m>(
@@ -759,7 +817,7 @@ impl Shared {
     /// is dropped and counted.
     ///
     /// `prepaid`: the delivery's bytes are already reserved against the global budget (by
-    /// [`Shared::route`], once for all its deliveries); a refused delivery gives them back.
+    /// [`Core::route`], once for all its deliveries); a refused delivery gives them back.
     /// `own`: the client published the message itself (see [`Inbox::try_send`]).
     fn deliver_to(&self, slot: &Arc<Slot>, delivery: Delivery, prepaid: bool, own: bool) -> Handed {
         let size = delivery.size();
@@ -770,24 +828,39 @@ impl Shared {
                     self.counters.dropped_memory_budget.fetch_add(1, Relaxed);
                     return Handed::Refused;
                 }
-                match inbox.try_send(delivery, own, &self.inbox_limits) {
+                let outcome = match inbox.try_send(delivery, own, &self.inbox_limits) {
+                    // Full: wait for room. The epoch is read after the refusal, and the
+                    // delivery offered once more, so that room made in between is not missed
+                    // (reading it first would cost every delivery a load).
+                    Err(SendError::Full(delivery)) if !slot.congested.load(Relaxed) => {
+                        let epoch = inbox.room_epoch();
+                        inbox
+                            .try_send(delivery, own, &self.inbox_limits)
+                            .map_err(|e| (e, epoch))
+                    }
+                    outcome => outcome.map_err(|e| (e, 0)),
+                };
+                match outcome {
                     Ok(()) => {
                         slot.congested.store(false, Relaxed);
                         Handed::Queued
                     }
-                    // Full: wait for room. Closed: the connection is closing and about to
-                    // hand the session on; wait for its next holder.
-                    Err(SendError::Full(delivery)) if !slot.congested.load(Relaxed) => {
+                    Err((SendError::Full(delivery), epoch)) if !slot.congested.load(Relaxed) => {
                         Handed::Blocked(Blocked {
                             slot: slot.clone(),
                             inbox: inbox.clone(),
                             delivery,
+                            epoch,
                         })
                     }
-                    Err(SendError::Closed(delivery)) => Handed::Blocked(Blocked {
+                    // The connection is closing and about to hand the session on: wait for its
+                    // next holder. The closing connection makes room in its inbox once more
+                    // when the session is handed on ([`Inbox::made_room`]).
+                    Err((SendError::Closed(delivery), _)) => Handed::Blocked(Blocked {
                         slot: slot.clone(),
                         inbox: inbox.clone(),
                         delivery,
+                        epoch: inbox.room_epoch(),
                     }),
                     Err(_) => {
                         self.release(size);
@@ -890,11 +963,11 @@ impl Shared {
     }
 
     /// Publishes a will if the hooks allow it.
-    pub(crate) fn publish_will(self: &Arc<Self>, will: Will, info: &ClientInfo) {
+    pub(crate) fn publish_will(self: &Arc<Self>, will: Will, info: &ClientInfo, now: Instant) {
         let message = Self::will_message(will);
         if self.authorize_publish(info, &message).is_ok() {
             tracing::debug!(client_id = %info.client_id, topic = %message.topic, "publishing will");
-            self.publish_detached(message, Instant::now(), true);
+            self.publish(message, now);
         }
     }
 
@@ -910,6 +983,7 @@ impl Shared {
         session: Option<Session>,
         will: Option<(Will, u32)>,
         info: ClientInfo,
+        now: Instant,
     ) {
         let (session, will) = match session {
             Some(ended) if ended.expiry_interval() == 0 => {
@@ -918,17 +992,17 @@ impl Shared {
                 self.hooks.on_session_expired(ended.client_id().as_str());
                 // The session's end ends any Will Delay too [MQTT-3.1.3-9].
                 if let Some((will, _)) = will {
-                    self.publish_will(will, &info);
+                    self.publish_will(will, &info, now);
                 }
                 (None, None)
             }
             session => (session, will),
         };
-        if let Err(lost) = reply.send(Handover {
+        if let Err(lost) = reply.send(Box::new(Handover {
             session,
             will,
             info: Some(info),
-        }) {
+        })) {
             // The taking-over connection stopped waiting and began a new session. A busy
             // connection answers a takeover at once, so this takes a connection stuck for
             // longer than `close_timeout_ms` plus `backpressure_timeout_ms`.
@@ -939,6 +1013,9 @@ impl Shared {
         }
     }
 
+    // The connection's parts it needs, passed one by one rather than as the connection, which
+    // the core does not know.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn session_offline(
         self: &Arc<Self>,
         slot: &Arc<Slot>,
@@ -947,8 +1024,8 @@ impl Shared {
         will: Option<(Will, u32)>,
         info: &ClientInfo,
         inbox: &Inbox,
+        now: Instant,
     ) {
-        let now = Instant::now();
         let mut registry = self.registry();
         let mut state = slot.lock();
         let mine = matches!(&*state, SlotState::Online { conn: c, .. } if *c == conn);
@@ -958,7 +1035,7 @@ impl Shared {
             drop(state);
             drop(registry);
             if let Some(reply) = inbox.end_takeovers() {
-                self.hand_over(reply, Some(session), will, info.clone());
+                self.hand_over(reply, Some(session), will, info.clone(), now);
                 return;
             }
             self.remove_subscriptions(&session);
@@ -974,7 +1051,7 @@ impl Shared {
             self.store.remove_session(&slot.client_id);
             self.hooks.on_session_expired(slot.client_id.as_str());
             if let Some((will, _)) = will {
-                self.publish_will(will, info);
+                self.publish_will(will, info, now);
             }
             return;
         }
@@ -1018,7 +1095,7 @@ impl Shared {
         drop(state);
         drop(registry);
         if let Some(will) = publish_now {
-            self.publish_will(will, info);
+            self.publish_will(will, info, now);
         }
     }
 
@@ -1028,12 +1105,11 @@ impl Shared {
         self.store.save_session(client_id, encoded.freeze());
     }
 
-    /// Writes every offline session to the store again. Called when the broker stops, after
+    /// Writes every offline session to the store again. Call it when the broker stops, after
     /// every connection has closed (and so has left its session offline): a session saved
     /// when its client went offline has been queueing messages since, which a broker started
     /// on the same store must find.
-    pub(crate) fn save_offline_sessions(&self) {
-        let now = Instant::now();
+    pub fn save_offline_sessions(&self, now: Instant) {
         let registry = self.registry();
         for Registered(slot) in registry.iter() {
             if let SlotState::Offline { session, .. } = &*slot.lock() {
@@ -1047,9 +1123,9 @@ impl Shared {
     /// for a session that never expires. The store does not record when the client went
     /// offline, so the Session Expiry Interval counts again from the restart: a session
     /// outlives its interval by the broker's downtime at most, and never stays forever.
-    pub(crate) fn expire_restored(&self, slot: &Arc<Slot>, expiry: u32) -> Option<TimerKey> {
+    fn expire_restored(&self, slot: &Arc<Slot>, expiry: u32, now: Instant) -> Option<TimerKey> {
         (expiry != u32::MAX).then(|| {
-            let at = Instant::now() + Duration::from_secs(u64::from(expiry));
+            let at = now + Duration::from_secs(u64::from(expiry));
             self.add_deadline(at, slot, RESTORED, DeadlineKind::Expiry)
         })
     }
@@ -1074,7 +1150,7 @@ impl Shared {
         };
         let (key, earliest) = self.timers().insert(at, deadline);
         if earliest {
-            self.timer_added.notify_one();
+            self.timers_moved();
         }
         key
     }
@@ -1092,21 +1168,54 @@ impl Shared {
         }
     }
 
-    /// The earliest deadline of an offline session, if any: when [`Shared::handle_timeout`]
-    /// has work. Changed by sessions going offline (earlier deadlines wake `timer_added`),
-    /// clients coming back, sessions ending, and `handle_timeout`.
+    /// When [`Core::handle_timeout`] next has work, if ever: the earliest deadline of an
+    /// offline session (a delayed will, an expiry), or of a delivery from inside the broker
+    /// waiting for room. Moved earlier by sessions going offline and by [`Core::publish`],
+    /// which wake the task last given to [`Core::poll_wakeup`].
     #[must_use]
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.timers().poll_timeout()
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        // A stopped broker fires no session deadline, so it reports none.
+        let sessions = if self.is_stopping() {
+            None
+        } else {
+            self.timers().poll_timeout()
+        };
+        let detached = lock(&self.detached).iter().map(|d| d.until).min();
+        match (sessions, detached) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Fires every offline session's deadline due at `now`, in time order: publishes delayed
-    /// wills [MQTT-3.1.2-8] and ends expired sessions [MQTT-4.1.0-2]. Once the broker is
-    /// stopping it fires nothing: a stopped broker never expires a session in a store a new
-    /// broker may have taken over.
-    pub(crate) fn handle_timeout(self: &Arc<Self>, now: Instant) {
+    /// Ready when the broker-wide work changed: [`Core::poll_timeout`] moved earlier, or an
+    /// inbox that a delivery from inside the broker waits for made room. The driver then calls
+    /// [`Core::handle_timeout`] (which offers the waiting deliveries again) and looks at
+    /// [`Core::poll_timeout`] anew. For one task at a time.
+    pub fn poll_wakeup(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.timers_changed.register(cx.waker());
+        let mut ready = self
+            .timers_moved
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
+        let detached = lock(&self.detached);
+        for waiting in detached.iter() {
+            ready |= waiting.blocked.poll_room(cx).is_ready();
+        }
+        if ready {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Does the broker-wide work due at `now`, in time order: publishes delayed wills
+    /// [MQTT-3.1.2-8], ends expired sessions [MQTT-4.1.0-2], and offers deliveries from inside
+    /// the broker waiting for room again, dropping and counting those whose wait ran out. Once
+    /// the broker is stopping it fires no session deadline: a stopped broker never expires a
+    /// session in a store a new broker may have taken over.
+    pub fn handle_timeout(self: &Arc<Self>, now: Instant) {
+        self.offer_detached(now);
         loop {
-            if *self.stopping.borrow() {
+            if self.is_stopping() {
                 return;
             }
             // One at a time, with the timers unlocked while it fires: firing locks the
@@ -1115,20 +1224,60 @@ impl Shared {
                 return;
             };
             match due.kind {
-                DeadlineKind::Will => self.fire_will(&due.slot, due.generation),
-                DeadlineKind::Expiry => self.expire(&due.slot, due.generation),
+                DeadlineKind::Will => self.fire_will(&due.slot, due.generation, now),
+                DeadlineKind::Expiry => self.expire(&due.slot, due.generation, now),
             }
         }
     }
 
+    /// Offers every delivery from inside the broker that waits for room once more, and drops
+    /// (and counts) those that still find no room. For a broker that stops: once every
+    /// connection has closed, a delivery refused by a closing connection goes to the offline
+    /// session that connection left, which is then saved with it.
+    pub fn flush_detached(&self) {
+        let waiting = std::mem::take(&mut *lock(&self.detached));
+        for Detached { blocked, .. } in waiting {
+            if let Err(back) = self.offer(blocked) {
+                self.refuse(back);
+            }
+        }
+    }
+
+    /// Tells the driver that [`Core::poll_timeout`] moved earlier.
+    fn timers_moved(&self) {
+        self.timers_moved
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.timers_changed.wake();
+    }
+
+    /// Offers every delivery from inside the broker that waits for room again.
+    fn offer_detached(&self, now: Instant) {
+        let waiting = std::mem::take(&mut *lock(&self.detached));
+        if waiting.is_empty() {
+            return;
+        }
+        // Offered with the list unlocked: an offer locks a slot and an inbox.
+        let mut still = Vec::new();
+        for Detached { blocked, until } in waiting {
+            match self.offer(blocked) {
+                Ok(_) => {}
+                Err(back) if now >= until => {
+                    self.refuse(back);
+                }
+                Err(blocked) => still.push(Detached { blocked, until }),
+            }
+        }
+        lock(&self.detached).append(&mut still);
+    }
+
     /// Offline sessions' deadlines waiting: at most a delayed will and an expiry per offline
     /// session.
-    pub(crate) fn pending_deadlines(&self) -> usize {
+    pub fn pending_deadlines(&self) -> usize {
         self.timers().len()
     }
 
     /// Ends an offline session now (expired).
-    fn expire(self: &Arc<Self>, slot: &Arc<Slot>, generation: u64) {
+    fn expire(self: &Arc<Self>, slot: &Arc<Slot>, generation: u64, now: Instant) {
         let mut registry = self.registry();
         let mut state = slot.lock();
         let SlotState::Offline { generation: g, .. } = &*state else {
@@ -1158,12 +1307,12 @@ impl Shared {
         // A will still waiting is published when the session ends, if that comes first.
         if let Some(p) = will {
             let p = *p;
-            self.publish_will(p.will, &p.info);
+            self.publish_will(p.will, &p.info, now);
         }
     }
 
     /// Publishes a delayed will whose time has come.
-    fn fire_will(self: &Arc<Self>, slot: &Slot, generation: u64) {
+    fn fire_will(self: &Arc<Self>, slot: &Slot, generation: u64, now: Instant) {
         let pending = {
             let mut state = slot.lock();
             match &mut *state {
@@ -1178,7 +1327,7 @@ impl Shared {
         if let Some(p) = pending {
             let p = *p;
             self.release(p.will.held_bytes());
-            self.publish_will(p.will, &p.info);
+            self.publish_will(p.will, &p.info, now);
         }
     }
 }
@@ -1192,18 +1341,17 @@ mod tests {
     use crate::hooks::AllowAll;
     use crate::store::MemoryStore;
 
-    fn shared(max_queued_bytes_total: usize) -> Shared {
+    fn shared(max_queued_bytes_total: usize) -> Arc<Core> {
         let mut config = BrokerConfig::default();
         config.limits.max_queued_bytes_total = max_queued_bytes_total;
-        let (_stop, stopping) = watch::channel(false);
-        Shared::new(
+        Core::new(
             config,
             Arc::new(AllowAll),
             Arc::new(MemoryStore::new()),
             Arc::new(crate::store::Standalone),
-            1,
-            stopping,
+            Instant::now(),
         )
+        .expect("the default configuration is valid")
     }
 
     #[test]

@@ -1,0 +1,1104 @@
+//! One client connection's broker side, sans-IO: it owns the [`ServerConnection`] and answers
+//! its events against the [`Core`]: authentication, taking the session over, routing
+//! publishes, subscriptions and retained messages, and the session's end. It reads no clock
+//! and does no I/O: the driver hands it bytes and the time, and asks it for bytes to send and
+//! for when to call again, as midge-proto's [`ServerConnection`] does for one connection.
+//!
+//! Two things make a connection wait, and both are values here rather than awaits: a CONNECT
+//! whose client identifier another connection holds waits for that connection's session, and
+//! a publish that found a subscriber's inbox full waits for room (at most
+//! `limits.backpressure_timeout_ms`) before it is acknowledged. Meanwhile the connection takes
+//! no input ([`Connection::wants_input`]), and the driver calls
+//! [`Connection::handle_wakeup`] when [`Connection::poll_wakeup`] is ready and
+//! [`Connection::handle_timeout`] at [`Connection::poll_timeout`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use midge_codec::{ProtocolVersion, ReasonCode, RetainHandling};
+use midge_proto::server::{ServerCloseReason, ServerConnection, ServerEvent, SubscriptionRequest};
+use midge_proto::session::Delivery;
+use midge_topic::TopicFilter;
+
+use super::handover::{self, Answer, Awaited, Handover, TakeOver};
+use super::inbox::{Inbox, QueueUse, SHRINK_ABOVE};
+use super::state::{Blocked, Core, Registered, Slot, SlotState, Sub};
+use crate::hooks::{ClientInfo, ConnectRequest, DisconnectReason};
+use crate::stats::add;
+use crate::store::Retained;
+
+/// Deliveries taken from the inbox per transmit, so input is not starved.
+const INBOX_BATCH: usize = 1024;
+
+/// One client connection's broker side, sans-IO: it owns the [`ServerConnection`] and
+/// answers its events against the [`Core`], reading no clock and doing no I/O.
+///
+/// A driver feeds it the bytes the client sent ([`Connection::handle_input`]), sends what
+/// [`Connection::poll_transmit`] produces, calls [`Connection::handle_timeout`] at
+/// [`Connection::poll_timeout`] and [`Connection::handle_wakeup`] when
+/// [`Connection::poll_wakeup`] is ready, and tells it when the transport is gone
+/// ([`Connection::connection_lost`]). Once [`Connection::is_closed`] and its last output is
+/// sent, the driver drops it.
+pub struct Connection {
+    core: Arc<Core>,
+    conn: ServerConnection,
+    /// The connection's number in the broker: which connection owns a session.
+    number: u64,
+    /// Refuse the CONNECT: the broker has `limits.max_connections` open already.
+    over_limit: bool,
+    /// The client, once its CONNECT is accepted (`slot` is set then); before that only the
+    /// peer address is filled in.
+    info: ClientInfo,
+    slot: Option<Arc<Slot>>,
+    /// Deliveries, takeover requests and shutdown arrive here.
+    inbox: Arc<Inbox>,
+    /// Deliveries just taken from the inbox; kept to reuse its allocation.
+    taken: Vec<Delivery>,
+    /// Set when another connection asked for our session.
+    handover: Option<TakeOver>,
+    /// The inbox was signalled (seen by [`Connection::poll_wakeup`]) and not yet acted on.
+    signalled: bool,
+    /// The broker is stopping, and the client was told.
+    shutting_down: bool,
+    /// The inbox signalled deliveries that are not taken yet.
+    deliveries_waiting: bool,
+    /// A transmit batch is under way: [`Connection::poll_transmit`] has not said false since
+    /// it began.
+    transmitting: bool,
+    /// The CONNECT was just accepted: input that waited for the decision can go on.
+    accepted: bool,
+    /// Bytes of this session's queue counted against the global memory budget: the budget
+    /// covers online sessions' queues too, not only inboxes and offline sessions.
+    counted: usize,
+    /// Retained messages still to send for new subscriptions; boxed and made only when a
+    /// subscription matches some.
+    retained: Option<Box<RetainedBacklog>>,
+    /// What the connection waits for, if anything; boxed, as it is rare.
+    waiting: Option<Box<Waiting>>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("number", &self.number)
+            .field("peer", &self.info.peer)
+            .field("client_id", &self.info.client_id)
+            .field("closed", &self.conn.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a connection waits for.
+#[derive(Debug)]
+enum Waiting {
+    /// A CONNECT accepted so far waits for the session of the connection it takes over.
+    Takeover {
+        connect: Accepting,
+        awaited: Awaited,
+        until: Instant,
+        /// The transport was lost meanwhile: the connection closes once the session is here,
+        /// so that the session goes on offline instead of being lost with the request.
+        lost: bool,
+    },
+    /// A routed publish waits for room in full inboxes before it is acknowledged.
+    Publish {
+        pending: PendingPublish,
+        until: Instant,
+    },
+}
+
+/// A CONNECT that passed authentication and owns its client's slot.
+#[derive(Debug)]
+struct Accepting {
+    info: ClientInfo,
+    slot: Arc<Slot>,
+    clean_start: bool,
+    version: ProtocolVersion,
+}
+
+/// Retained messages matched by new subscriptions and not yet sent. They are moved into the
+/// session's queue as it has room, so that any number of them reach a subscriber that reads,
+/// under its Receive Maximum, while only their references wait here [MQTT-3.3.1-9]. Each entry
+/// is counted against the global memory budget until it is sent.
+#[derive(Default)]
+struct RetainedBacklog {
+    batches: VecDeque<RetainedBatch>,
+    /// Bytes reserved against the global budget for the entries.
+    reserved: usize,
+}
+
+/// The retained messages of one subscription, with what their deliveries take from it.
+struct RetainedBatch {
+    /// The subscription's filter: a later subscription to the same filter replaces the batch.
+    filter: midge_codec::ByteStr,
+    qos: midge_codec::QoS,
+    subscription_id: Option<midge_codec::SubscriptionId>,
+    messages: VecDeque<Retained>,
+}
+
+/// What one waiting retained message costs, counted against the global budget: its entry.
+const RETAINED_ENTRY: usize = size_of::<Retained>();
+
+impl Connection {
+    /// A new connection from `peer`, counted among the broker's open connections until it is
+    /// dropped. Past `limits.max_connections` its CONNECT is refused with 0x89 (Server busy).
+    pub fn new(core: &Arc<Core>, peer: SocketAddr, now: Instant) -> Self {
+        let core = core.clone();
+        let open = core.counters.connections.fetch_add(1, Relaxed);
+        core.counters.connections_total.fetch_add(1, Relaxed);
+        let over_limit = open >= core.config.limits.max_connections;
+        let number = core.next_conn.fetch_add(1, Relaxed);
+        let conn = ServerConnection::new(core.server_config.clone(), now);
+        let inbox = Arc::new(Inbox::new());
+        let mut connection = Self {
+            conn,
+            number,
+            over_limit,
+            info: ClientInfo {
+                client_id: midge_codec::ByteStr::new(),
+                username: None,
+                version: ProtocolVersion::V5,
+                peer,
+            },
+            slot: None,
+            taken: Vec::new(),
+            handover: None,
+            signalled: false,
+            shutting_down: false,
+            deliveries_waiting: false,
+            transmitting: false,
+            accepted: false,
+            counted: 0,
+            retained: None,
+            waiting: None,
+            inbox,
+            core,
+        };
+        if connection
+            .core
+            .register_connection(number, &connection.inbox)
+        {
+            connection.shut_down();
+        }
+        connection
+    }
+
+    /// Handles the bytes the client sent: complete packets are taken from `input` and
+    /// answered; an incomplete one stays for more bytes. While the connection waits
+    /// ([`Connection::wants_input`] is false) packets stay in `input` too: call again once it
+    /// wants input, even without new bytes.
+    pub fn handle_input(&mut self, now: Instant, input: &mut BytesMut) {
+        while self.wants_input() {
+            let before = input.len();
+            self.conn.handle_bytes(now, input);
+            self.progress(now);
+            // A CONNECT accepted at once, or SUBSCRIBE and UNSUBSCRIBE packets just answered:
+            // the packets behind them may have waited for the answers (see
+            // `ServerConnection::handle_bytes`). Go on until nothing more is taken.
+            if !std::mem::take(&mut self.accepted) && input.len() == before {
+                break;
+            }
+        }
+        self.pump(now);
+    }
+
+    /// Whether the connection takes input now: not while it waits for a session it takes
+    /// over or for room for a publish, and not once it is closed.
+    pub fn wants_input(&self) -> bool {
+        self.waiting.is_none() && !self.conn.is_closed()
+    }
+
+    /// Ready when something came for the connection from elsewhere in the broker:
+    /// deliveries, a takeover request or its answer, the broker stopping, or room in an inbox
+    /// a publish waits for. Then call [`Connection::handle_wakeup`]. Registers the task to be
+    /// woken otherwise; for one task at a time.
+    pub fn poll_wakeup(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.inbox.poll_ready(cx).is_ready() {
+            self.signalled = true;
+        }
+        let mut room = false;
+        if let Some(Waiting::Publish { pending, .. }) = self.waiting.as_deref() {
+            for blocked in &pending.blocked {
+                room |= blocked.poll_room(cx).is_ready();
+            }
+        }
+        if self.signalled || room {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Acts on whatever came from elsewhere in the broker (see [`Connection::poll_wakeup`]).
+    /// Cheap when nothing came and nothing waits, so that a driver may also call it for every
+    /// connection in turn; a publish waiting for room is offered again each time.
+    pub fn handle_wakeup(&mut self, now: Instant) {
+        let signalled = std::mem::take(&mut self.signalled) | self.inbox.take_signal();
+        if signalled && !self.is_deciding() {
+            self.on_signalled();
+        }
+        self.progress(now);
+        self.pump(now);
+    }
+
+    /// Handles the connection's timers due at `now`: keepalive, the CONNECT timeout,
+    /// retransmission, and the end of a wait.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        // While the connection waits (its CONNECT decided, or room for a publish), it reads no
+        // input, so its own timers wait with it: a keepalive must not run out on a PINGREQ
+        // that sits unread.
+        if self.waiting.is_none() {
+            self.conn.handle_timeout(now);
+        }
+        self.progress(now);
+        self.pump(now);
+    }
+
+    /// When to call [`Connection::handle_timeout`] next, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.waiting.as_deref() {
+            Some(Waiting::Takeover { until, .. } | Waiting::Publish { until, .. }) => Some(*until),
+            None => self.conn.poll_timeout(),
+        }
+    }
+
+    /// Appends the next packet to send to `out`; false when there is none. A run of calls
+    /// until false is one batch: at its start, deliveries routed to the client and retained
+    /// messages of new subscriptions move into the session's queue (a batch at a time, so
+    /// that input is not starved: [`Connection::has_work`] tells whether more wait), and at
+    /// its end the session's queue is accounted against the broker's limits.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut BytesMut) -> bool {
+        if !std::mem::replace(&mut self.transmitting, true) {
+            self.pump(now);
+        }
+        if self.conn.poll_transmit(now, out) {
+            return true;
+        }
+        self.transmitting = false;
+        self.sync_budget();
+        false
+    }
+
+    /// Whether work waits that nothing else will wake the driver for: retained messages that
+    /// now fit the session's queue, or deliveries that waited for them. The driver should
+    /// transmit again soon (after letting others run). False while a transmit batch is under
+    /// way: the rest of the batch comes first, and waits for the transport to take output.
+    pub fn has_work(&mut self) -> bool {
+        !self.transmitting
+            && self.conn.is_connected()
+            && match self.retained {
+                None => self.deliveries_waiting,
+                Some(_) => self.retained_ready(),
+            }
+    }
+
+    /// The transport is gone: the connection closes, its session goes offline or ends, and
+    /// its will is published as its Will Delay says.
+    pub fn connection_lost(&mut self, now: Instant) {
+        match self.waiting.as_deref_mut() {
+            Some(Waiting::Takeover { lost, .. }) => *lost = true,
+            _ => self.conn.connection_lost(),
+        }
+        self.progress(now);
+    }
+
+    /// Whether the connection is closed; send what [`Connection::poll_transmit`] still has (a
+    /// DISCONNECT or a refusing CONNACK), then drop it.
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
+    /// The broker core the connection belongs to.
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// Whether the connection waits for the session of the connection it takes over: its
+    /// CONNECT is not decided yet.
+    fn is_deciding(&self) -> bool {
+        matches!(self.waiting.as_deref(), Some(Waiting::Takeover { .. }))
+    }
+
+    /// Moves deliveries and retained messages into the session's queue: after every input,
+    /// wakeup and timeout, and when a transmit batch begins. Deliveries are taken even while
+    /// the transport is not taking output, so that the inbox does not fill for a slow reader:
+    /// the session's queue holds them within its limits (and drops QoS 0 ones past them,
+    /// counted), and publishers do not wait on an inbox nobody empties.
+    fn pump(&mut self, now: Instant) {
+        // Retained messages of new subscriptions go first: a message published after the
+        // SUBSCRIBE must not arrive before the retained one it replaces.
+        if self.retained.is_some() && self.conn.is_connected() {
+            self.send_retained(now);
+        }
+        // What the inbox accepted already counts against the session's limits, so taking
+        // it into the session's queue needs no room of its own.
+        if self.deliveries_waiting && self.retained.is_none() && self.conn.is_connected() {
+            self.deliveries_waiting = false;
+            self.take_deliveries();
+        }
+    }
+
+    /// Goes on with what the connection waits for, then answers its events, until it waits
+    /// again or none is left.
+    fn progress(&mut self, now: Instant) {
+        loop {
+            let Some(waiting) = self.waiting.take() else {
+                match self.conn.poll_event() {
+                    Some(event) => self.on_event(event, now),
+                    None => return,
+                }
+                continue;
+            };
+            match *waiting {
+                Waiting::Takeover {
+                    connect,
+                    awaited,
+                    until,
+                    lost,
+                } => {
+                    let handover = match awaited.poll() {
+                        Answer::Waiting if now < until => {
+                            self.waiting = Some(Box::new(Waiting::Takeover {
+                                connect,
+                                awaited,
+                                until,
+                                lost,
+                            }));
+                            return;
+                        }
+                        Answer::Waiting => awaited.give_up().map(|handover| *handover),
+                        Answer::Answered(handover) => Some(*handover),
+                        Answer::Refused => None,
+                    };
+                    if handover.is_none() {
+                        tracing::warn!(client_id = %connect.info.client_id, "previous connection did not hand over its session");
+                    }
+                    self.finish_connect(now, connect, handover);
+                    if lost {
+                        self.conn.connection_lost();
+                    }
+                }
+                Waiting::Publish { pending, until } => {
+                    if let Some(pending) = self.retry_publish(now, pending, until) {
+                        self.waiting = Some(Box::new(Waiting::Publish { pending, until }));
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers one event; a CONNECT or a publish may leave the connection waiting.
+    fn on_event(&mut self, event: ServerEvent, now: Instant) {
+        match event {
+            ServerEvent::Connect {
+                mut connect,
+                client_id,
+            } => {
+                // Not used, and held across the decision: a CONNECT's user properties decode to
+                // many times their wire size.
+                connect.properties.user_properties = Vec::new();
+                self.on_connect(now, &connect, client_id);
+            }
+            ServerEvent::Publish { message, packet_id } => {
+                self.on_publish(now, message, packet_id);
+            }
+            ServerEvent::Subscribe {
+                packet_id,
+                requests,
+                subscription_id,
+            } => self.on_subscribe(packet_id, &requests, subscription_id),
+            ServerEvent::Unsubscribe { packet_id, filters } => {
+                let codes = self.conn.unsubscribe_ack(packet_id);
+                self.unsubscribe(&filters, &codes);
+            }
+            ServerEvent::Closed { reason, will } => {
+                self.on_closed(reason, will, now);
+                // Deliveries refused by the closed inbox wait for the session's next holder,
+                // which is known now.
+                self.inbox.made_room();
+            }
+            // Events added to midge-proto after this broker: nothing to answer.
+            _ => {}
+        }
+    }
+
+    fn on_connect(
+        &mut self,
+        now: Instant,
+        connect: &midge_codec::Connect,
+        client_id: midge_codec::ByteStr,
+    ) {
+        let core = self.core.clone();
+        if self.over_limit {
+            core.counters.rejected_connections.fetch_add(1, Relaxed);
+            tracing::warn!(peer = %self.info.peer, "connection limit reached, refusing CONNECT");
+            return self.conn.reject(ReasonCode::SERVER_BUSY);
+        }
+        // A client that sent no identifier gets one nobody can guess [MQTT-3.1.3-6].
+        let client_id = if !client_id.is_empty() {
+            client_id
+        } else if let Some(id) = crate::random::assigned_client_id() {
+            self.conn.assign_client_id(id.clone());
+            id
+        } else {
+            tracing::error!(peer = %self.info.peer, "no random source to assign a client identifier");
+            return self.conn.reject(ReasonCode::SERVER_UNAVAILABLE);
+        };
+        let request = ConnectRequest {
+            client_id: client_id.as_str(),
+            username: connect.username.as_ref().map(|u| u.as_str()),
+            password: connect.password.as_deref(),
+            version: connect.protocol,
+            peer: self.info.peer,
+            clean_start: connect.clean_start,
+        };
+        if let Err(code) = core.hooks.authenticate(&request) {
+            core.counters.rejected_connections.fetch_add(1, Relaxed);
+            tracing::info!(peer = %self.info.peer, client_id = %client_id, code = code.0, "authentication refused");
+            return self.conn.reject(code);
+        }
+        // The will is kept for the connection's life (and a delayed one after it): it counts
+        // against the memory budget like a queued message, and a CONNECT whose will does not
+        // fit is refused.
+        let will_bytes = connect
+            .will
+            .as_ref()
+            .map_or(0, midge_codec::Will::held_bytes);
+        if will_bytes > 0 {
+            if !core.reserve(will_bytes) {
+                core.counters.rejected_connections.fetch_add(1, Relaxed);
+                core.counters.dropped_memory_budget.fetch_add(1, Relaxed);
+                tracing::warn!(peer = %self.info.peer, client_id = %client_id, "memory budget exhausted, refusing CONNECT with a will");
+                return self.conn.reject(ReasonCode::QUOTA_EXCEEDED);
+            }
+            self.inbox.charge_will(will_bytes);
+        }
+        let info = ClientInfo {
+            client_id: client_id.clone(),
+            // Kept for the connection's life (and a delayed will's): its own bytes.
+            username: connect
+                .username
+                .as_ref()
+                .map(midge_codec::ByteStr::unshared),
+            version: connect.protocol,
+            peer: self.info.peer,
+        };
+        // Claim the client's slot: route new messages to our inbox from now on, and take the
+        // session from its previous owner (offline, or a connection we take over).
+        let max_sessions = core.config.limits.max_sessions;
+        let (slot, existing, awaited) = loop {
+            let Some(slot) =
+                Registered::find_or_add(&mut core.registry(), &client_id, max_sessions)
+            else {
+                core.release(self.inbox.take_will_charge());
+                core.counters.rejected_connections.fetch_add(1, Relaxed);
+                tracing::warn!(peer = %self.info.peer, client_id = %client_id, "session limit reached, refusing CONNECT");
+                return self.conn.reject(ReasonCode::QUOTA_EXCEEDED);
+            };
+            let mut state = slot.lock();
+            let online = SlotState::Online {
+                conn: self.number,
+                inbox: self.inbox.clone(),
+            };
+            match std::mem::replace(&mut *state, online) {
+                SlotState::Vacant => break (slot.clone(), None, None),
+                SlotState::Dead => {
+                    // Removed from the registry after we looked it up: undo and look again.
+                    *state = SlotState::Dead;
+                    continue;
+                }
+                SlotState::Offline {
+                    session,
+                    will,
+                    expiry,
+                    ..
+                } => {
+                    core.cancel_deadlines(will.as_deref(), expiry);
+                    // Back before the will's delay: the will is cancelled [MQTT-3.1.3-9],
+                    // unless Clean Start 1 ends the session first, which publishes it
+                    // [MQTT-3.1.2-8]; it goes on as a takeover's will does, below.
+                    // The queue's bytes stay counted against the budget, now as ours.
+                    self.counted = session.queued_bytes();
+                    let (will, info) = match will {
+                        Some(p) if connect.clean_start => {
+                            let delay = p.will.properties.will_delay_interval.unwrap_or(0);
+                            (Some((p.will, delay)), Some(p.info))
+                        }
+                        _ => (None, None),
+                    };
+                    break (
+                        slot.clone(),
+                        Some(Handover {
+                            session: Some(*session),
+                            will,
+                            info,
+                        }),
+                        None,
+                    );
+                }
+                SlotState::Online { inbox: old, .. } => {
+                    // Ask the old connection for the session while holding the slot lock, so
+                    // that a connection closing at the same time finds the request.
+                    let (reply, awaited) = handover::request(self.inbox.clone());
+                    let asked = old.request_takeover(reply).is_ok();
+                    break (slot.clone(), None, asked.then_some(awaited));
+                }
+            }
+        };
+        let accepting = Accepting {
+            info,
+            slot,
+            clean_start: connect.clean_start,
+            version: connect.protocol,
+        };
+        match awaited {
+            Some(awaited) => {
+                // The old connection answers between two packets: it may first have to wait
+                // up to the backpressure timeout for a full inbox. Giving up before that would
+                // start a new session and lose the old one's queued messages.
+                let limits = &core.config.limits;
+                let wait = Duration::from_millis(
+                    limits
+                        .close_timeout_ms
+                        .saturating_add(limits.backpressure_timeout_ms),
+                );
+                self.waiting = Some(Box::new(Waiting::Takeover {
+                    connect: accepting,
+                    awaited,
+                    until: now + wait,
+                    lost: false,
+                }));
+            }
+            None => self.finish_connect(now, accepting, existing),
+        }
+    }
+
+    /// Accepts a CONNECT with the session it takes over, if any.
+    fn finish_connect(&mut self, now: Instant, connect: Accepting, existing: Option<Handover>) {
+        let core = self.core.clone();
+        let client_id = connect.info.client_id.clone();
+        let mut session = None;
+        if let Some(handover) = existing {
+            // The will of the session's previous connection (taken over, or closed with its
+            // delay running) is published unless its delay is running and the session goes
+            // on [MQTT-3.1.3-9].
+            if let (Some((will, delay)), Some(old)) = (handover.will, handover.info.as_ref()) {
+                if delay == 0 || connect.clean_start {
+                    core.publish_will(will, old, now);
+                }
+            }
+            session = handover.session;
+        }
+        if connect.clean_start {
+            if let Some(old) = session.take() {
+                core.remove_subscriptions(&old);
+                core.hooks.on_session_expired(client_id.as_str());
+            }
+        }
+        if session.is_none() {
+            core.store.remove_session(&client_id);
+            core.hooks.on_session_created(client_id.as_str());
+        }
+        let present = session.is_some();
+        self.conn.accept(now, session);
+        // Deliveries routed to our inbox since the slot became ours waited for this: the
+        // session's queue, which they count against together with the inbox.
+        self.sync_budget();
+        core.counters.clients_connected.fetch_add(1, Relaxed);
+        tracing::debug!(client_id = %client_id, peer = %self.info.peer, version = ?connect.version, session_present = present, "client connected");
+        core.hooks.on_connected(&connect.info, present);
+        self.info = connect.info;
+        self.slot = Some(connect.slot);
+        self.accepted = true;
+        // A takeover request (or the broker's stop) that arrived while this CONNECT was
+        // decided waited for it.
+        self.inbox.signal();
+    }
+
+    /// Routes a publish, then acknowledges it: only once it is queued for every matching
+    /// session, waiting (bounded) for room where a subscriber's inbox is full, so that no
+    /// acknowledged QoS 1 or 2 message is silently lost. A 5.0 publisher learns of a
+    /// subscriber that could not take it from 0x97 Quota exceeded.
+    fn on_publish(
+        &mut self,
+        now: Instant,
+        message: midge_proto::Message,
+        packet_id: Option<midge_codec::PacketId>,
+    ) {
+        let core = self.core.clone();
+        core.counters.messages_received.fetch_add(1, Relaxed);
+        let Some(info) = self.client() else {
+            return;
+        };
+        let routed = match core.authorize_publish(info, &message) {
+            Err(code) => {
+                self.acknowledge(packet_id, code);
+                return;
+            }
+            Ok(()) => core.route_publish(message, Some(info), now, true),
+        };
+        let pending = PendingPublish {
+            packet_id,
+            matched: routed.matched,
+            refused: routed.refused,
+            blocked: routed.blocked,
+        };
+        if pending.blocked.is_empty() {
+            self.acknowledge(packet_id, pending.reason());
+            return;
+        }
+        // One deadline covers all of them: waiting the timeout for each in turn kept the
+        // connection from answering a takeover for as many timeouts as there were stuck
+        // subscribers, longer than the taking-over connection waits for its session.
+        let until = now + Duration::from_millis(core.config.limits.backpressure_timeout_ms);
+        self.waiting = Some(Box::new(Waiting::Publish { pending, until }));
+    }
+
+    /// Offers a waiting publish's deliveries again; acknowledges the publish and returns
+    /// `None` once none waits, or gives it back to wait on.
+    ///
+    /// Deliveries for this connection's own inbox are tried once more and then refused: only
+    /// this connection makes room there. Before each try it moves deliveries from its own
+    /// inbox into its session's queue, which frees room in the inbox: the publisher of what
+    /// fills that inbox may be the very client this publish waits for, itself waiting for room
+    /// here. Two clients publishing to each other would otherwise both wait out the timeout
+    /// and drop. Only a full session, which only the client's reading drains, still ends in
+    /// the timeout.
+    fn retry_publish(
+        &mut self,
+        now: Instant,
+        mut pending: PendingPublish,
+        until: Instant,
+    ) -> Option<PendingPublish> {
+        let core = self.core.clone();
+        self.take_deliveries();
+        // A connection taking over the session waits for it only so long: answer it now
+        // rather than after this wait. The publish is not acknowledged then (the connection
+        // closes), so its client sends it again.
+        self.take_signals();
+        let give_up = self.handover.is_some() || self.conn.is_closed();
+        let mut still = Vec::new();
+        for blocked in std::mem::take(&mut pending.blocked) {
+            // A QoS 0 delivery may be dropped without failing the publish.
+            let at_most_once = blocked.delivery.qos == midge_codec::QoS::AtMostOnce;
+            let sent = if give_up {
+                core.abandon(blocked)
+            } else {
+                match core.offer(blocked) {
+                    Ok(sent) => sent,
+                    Err(back) if now >= until || back.is_for(&self.inbox) => core.refuse(back),
+                    Err(back) => {
+                        still.push(back);
+                        continue;
+                    }
+                }
+            };
+            if sent {
+                pending.matched += 1;
+            } else if !at_most_once {
+                pending.refused += 1;
+            }
+        }
+        if !still.is_empty() {
+            pending.blocked = still;
+            return Some(pending);
+        }
+        self.acknowledge(pending.packet_id, pending.reason());
+        None
+    }
+
+    fn acknowledge(&mut self, packet_id: Option<midge_codec::PacketId>, reason: ReasonCode) {
+        if let Some(id) = packet_id {
+            self.conn.acknowledge(id, reason);
+        }
+    }
+
+    /// The client, once its CONNECT is accepted.
+    fn client(&self) -> Option<&ClientInfo> {
+        self.slot.as_ref().map(|_| &self.info)
+    }
+
+    /// The inbox signalled: the broker is stopping, another connection asks for the session,
+    /// or deliveries arrived.
+    fn on_signalled(&mut self) {
+        self.take_signals();
+        self.deliveries_waiting = true;
+    }
+
+    /// Acts on a takeover request or the broker's shutdown, if either came.
+    fn take_signals(&mut self) {
+        let signals = self.inbox.signals(self.slot.is_some());
+        if signals.shutting_down {
+            self.shut_down();
+        }
+        if let Some(reply) = signals.takeover {
+            self.handover = Some(reply);
+            self.conn.take_over();
+        }
+    }
+
+    /// Tells the client the broker is stopping (DISCONNECT 0x8B under 5.0), once.
+    fn shut_down(&mut self) {
+        if !std::mem::replace(&mut self.shutting_down, true) {
+            self.conn.disconnect(ReasonCode::SERVER_SHUTTING_DOWN);
+        }
+    }
+
+    /// Moves deliveries from the inbox into the session's queue, at most [`INBOX_BATCH`] per
+    /// wake-up so that input is not starved.
+    fn take_deliveries(&mut self) {
+        let mut taken = std::mem::take(&mut self.taken);
+        self.inbox
+            .take(INBOX_BATCH, &mut taken, &self.core.inbox_limits);
+        for delivery in taken.drain(..) {
+            self.admit(delivery);
+        }
+        // Kept for the next batch unless a burst made it large: an idle connection should not
+        // hold a burst's worth of room.
+        if taken.capacity() <= SHRINK_ABOVE {
+            self.taken = taken;
+        }
+    }
+
+    /// Whether the next retained message of new subscriptions can go into the session's queue
+    /// now: it fits the queue's limits, counted as the session counts them. One that could
+    /// never fit (larger than the whole byte limit) goes once the queue is empty, and is
+    /// refused and counted there. Drops the backlog's finished batches on the way.
+    fn retained_ready(&mut self) -> bool {
+        let limits = &self.core.server_config.queue_limits;
+        let (queued, bytes) = self
+            .conn
+            .session()
+            .map_or((0, 0), |s| (s.queued_messages(), s.queued_bytes()));
+        let Some(backlog) = self.retained.as_mut() else {
+            return false;
+        };
+        while backlog
+            .batches
+            .front()
+            .is_some_and(|b| b.messages.is_empty())
+        {
+            backlog.batches.pop_front();
+        }
+        let Some(next) = backlog.batches.front().and_then(|b| b.messages.front()) else {
+            self.core.release(backlog.reserved);
+            self.retained = None;
+            return false;
+        };
+        let size = Delivery::size_of(&next.message);
+        queued == 0 || (queued < limits.max_messages && bytes + size <= limits.max_bytes)
+    }
+
+    /// Moves retained messages of new subscriptions into the session's queue while they fit.
+    /// Expired ones are skipped, and removed from the store [MQTT-3.3.2-5].
+    fn send_retained(&mut self, now: Instant) {
+        let core = self.core.clone();
+        let mut sent = 0u64;
+        let mut released = 0;
+        let mut expired = Vec::new();
+        while self.retained_ready() {
+            let Some(backlog) = self.retained.as_mut() else {
+                break;
+            };
+            let Some(batch) = backlog.batches.front_mut() else {
+                break;
+            };
+            let Some(r) = batch.messages.pop_front() else {
+                break;
+            };
+            backlog.reserved -= RETAINED_ENTRY;
+            released += RETAINED_ENTRY;
+            let mut delivery = Delivery::new(r.message.clone(), r.received_at);
+            delivery.qos = batch.qos.min(r.message.qos);
+            delivery.retain = true;
+            delivery.subscription_ids = batch.subscription_id.into_iter().collect();
+            if delivery.is_expired(now) {
+                expired.push(r);
+            } else if self.conn.deliver(delivery) {
+                sent += 1;
+            } else {
+                core.counters.dropped_queue_full.fetch_add(1, Relaxed);
+            }
+        }
+        core.release(released);
+        add(&core.counters.messages_sent, sent);
+        // Expired retained messages are gone for good [MQTT-3.3.2-5]: found here, they are
+        // removed instead of being skipped on every later SUBSCRIBE.
+        for r in expired {
+            if let Ok(topic) = midge_topic::TopicName::new(r.message.topic.as_str()) {
+                core.remove_expired_retained(&topic, &r);
+            }
+        }
+    }
+
+    /// Moves a delivery from the inbox into the session's queue. The inbox admitted it against
+    /// the session's limits, so the queue keeps it whatever it holds now: it may already be
+    /// acknowledged to its publisher. Its reservation against the global budget moves with it,
+    /// and is released as the queue drains ([`Self::sync_budget`]).
+    fn admit(&mut self, delivery: Delivery) {
+        self.counted += delivery.size();
+        self.conn.deliver_admitted(delivery);
+        self.core.counters.messages_sent.fetch_add(1, Relaxed);
+    }
+
+    /// Brings the global budget and the inbox's view of the session's queue in line with the
+    /// queue after it was drained by `poll_transmit` (or grew by retained messages, which are
+    /// not reserved on the way in).
+    fn sync_budget(&mut self) {
+        let Some(session) = self.conn.session() else {
+            return;
+        };
+        let queued = QueueUse {
+            messages: session.queued_messages(),
+            bytes: session.queued_bytes(),
+        };
+        if queued.bytes > self.counted {
+            add_bytes(&self.core, queued.bytes - self.counted);
+        } else {
+            self.core.release(self.counted - queued.bytes);
+        }
+        self.counted = queued.bytes;
+        self.inbox.report_session_queue(queued);
+    }
+
+    fn on_subscribe(
+        &mut self,
+        packet_id: midge_codec::PacketId,
+        requests: &[SubscriptionRequest],
+        subscription_id: Option<midge_codec::SubscriptionId>,
+    ) {
+        let core = self.core.clone();
+        let (Some(info), Some(slot)) = (self.client(), self.slot.as_ref()) else {
+            return;
+        };
+        let limits = core.config.topic_limits();
+        // Ask the hooks and check the filters first, under no lock: a hook may take its time,
+        // and publishers match against the index meanwhile.
+        let mut codes = Vec::with_capacity(requests.len());
+        let mut accepted = Vec::with_capacity(requests.len());
+        for request in requests {
+            let verdict = request
+                .verdict
+                .and_then(|()| {
+                    core.hooks
+                        .authorize_subscribe(info, request.filter.as_str(), &request.options)
+                })
+                .and_then(|()| {
+                    TopicFilter::with_limits(request.filter.as_str(), &limits)
+                        .map_err(|_| ReasonCode::TOPIC_FILTER_INVALID)
+                });
+            match verdict {
+                Err(code) => codes.push(code),
+                Ok(filter) => {
+                    codes.push(ReasonCode(request.options.qos as u8));
+                    accepted.push((request, filter));
+                }
+            }
+        }
+        // Then insert the granted ones under one write lock.
+        // (request, its filter, whether the subscription existed before)
+        let mut granted = Vec::with_capacity(accepted.len());
+        if !accepted.is_empty() {
+            let mut index = core.index_write();
+            for (request, filter) in accepted {
+                let sub = Sub {
+                    options: request.options,
+                    id: subscription_id,
+                    slot: slot.clone(),
+                };
+                let existed = index.insert(&filter, info.client_id.clone(), sub).is_some();
+                if !existed {
+                    core.counters.subscriptions.fetch_add(1, Relaxed);
+                }
+                granted.push((request, filter, existed));
+            }
+        }
+        self.conn.subscribe_ack(packet_id, codes);
+        // Retained messages, after SUBACK [MQTT-3.3.1-9]; never for shared subscriptions.
+        for (request, filter, existed) in granted {
+            let send = match request.options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendIfNew => !existed,
+                RetainHandling::DoNotSend => false,
+            };
+            if !send || filter.share_name().is_some() {
+                continue;
+            }
+            // A subscription that replaces one whose retained messages are still waiting
+            // replaces them too: they are the same messages.
+            if let Some(backlog) = self.retained.as_mut() {
+                backlog.batches.retain(|b| {
+                    let same = b.filter == request.filter;
+                    if same {
+                        backlog.reserved -= b.messages.len() * RETAINED_ENTRY;
+                        core.release(b.messages.len() * RETAINED_ENTRY);
+                    }
+                    !same
+                });
+            }
+            let mut batch = RetainedBatch {
+                filter: request.filter.unshared(),
+                qos: request.options.qos,
+                subscription_id,
+                messages: VecDeque::new(),
+            };
+            // One connection waits for at most as many as the broker retains, whatever its
+            // subscriptions: more can only be the same messages again.
+            let waiting = self
+                .retained
+                .as_ref()
+                .map_or(0, |b| b.reserved / RETAINED_ENTRY);
+            let room = core
+                .config
+                .limits
+                .max_retained_messages
+                .saturating_sub(waiting);
+            let mut refused = 0u64;
+            core.store.retained_matching(&filter, &mut |r| {
+                if batch.messages.len() < room && core.reserve(RETAINED_ENTRY) {
+                    batch.messages.push_back(r.clone());
+                } else {
+                    refused += 1;
+                }
+            });
+            if refused > 0 {
+                add(&core.counters.dropped_memory_budget, refused);
+                tracing::warn!(client_id = %self.info.client_id, refused, "retained messages not sent to a new subscription: memory budget exhausted, or as many already waiting as the broker retains");
+            }
+            if !batch.messages.is_empty() {
+                let backlog = self.retained.get_or_insert_with(Box::default);
+                backlog.reserved += batch.messages.len() * RETAINED_ENTRY;
+                backlog.batches.push_back(batch);
+            }
+        }
+    }
+
+    fn unsubscribe(&mut self, filters: &[midge_codec::ByteStr], codes: &[ReasonCode]) {
+        let Some(info) = self.client() else {
+            return;
+        };
+        let limits = self.core.config.topic_limits();
+        let mut index = self.core.index_write();
+        for (filter, code) in filters.iter().zip(codes) {
+            if !code.is_success() {
+                continue;
+            }
+            if let Ok(f) = TopicFilter::with_limits(filter.as_str(), &limits) {
+                if index.remove(&f, &info.client_id).is_some() {
+                    self.core.counters.subscriptions.fetch_sub(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    fn on_closed(
+        &mut self,
+        reason: ServerCloseReason,
+        will: Option<(midge_codec::Will, u32)>,
+        now: Instant,
+    ) {
+        let core = self.core.clone();
+        if matches!(reason, ServerCloseReason::ProtocolViolation(_)) {
+            core.counters.protocol_errors.fetch_add(1, Relaxed);
+        }
+        tracing::debug!(peer = %self.info.peer, ?reason, "connection closed");
+        // The will leaves this connection: published, dropped, or kept with the offline
+        // session, which counts it again.
+        core.release(self.inbox.take_will_charge());
+        let (Some(info), Some(slot)) = (self.client().cloned(), self.slot.clone()) else {
+            return;
+        };
+        core.counters.clients_connected.fetch_sub(1, Relaxed);
+        // Retained messages not sent yet end with the connection: they were never acknowledged
+        // to anyone.
+        if let Some(backlog) = self.retained.take() {
+            core.release(backlog.reserved);
+        }
+        // Deliveries still in the inbox belong to the session: QoS 1 and 2 ones were admitted
+        // against its limits, and may be acknowledged already [MQTT-4.3.2-3]; QoS 0 ones are
+        // kept as far as the session has room, and dropped and counted past it.
+        for delivery in self.inbox.close() {
+            if delivery.qos == midge_codec::QoS::AtMostOnce {
+                let size = delivery.size();
+                if self.conn.deliver(delivery) {
+                    self.counted += size;
+                    self.core.counters.messages_sent.fetch_add(1, Relaxed);
+                } else {
+                    self.core.release(size);
+                    self.core.counters.dropped_queue_full.fetch_add(1, Relaxed);
+                }
+            } else {
+                self.admit(delivery);
+            }
+        }
+        let session = self.conn.take_session();
+        // The queue's bytes leave this connection's account; `session_offline` (or the taking-
+        // over connection, via `sync_budget`) counts them again.
+        self.core.release(std::mem::take(&mut self.counted));
+        let hook_reason = match reason {
+            ServerCloseReason::ClientDisconnect(code) => DisconnectReason::Client(code),
+            ServerCloseReason::ProtocolViolation(code) | ServerCloseReason::Rejected(code) => {
+                DisconnectReason::ProtocolViolation(code)
+            }
+            ServerCloseReason::KeepAliveTimeout | ServerCloseReason::ConnectTimeout => {
+                DisconnectReason::KeepAliveTimeout
+            }
+            ServerCloseReason::TakenOver => DisconnectReason::TakenOver,
+            ServerCloseReason::ServerDisconnect(code) => DisconnectReason::Server(code),
+            ServerCloseReason::ConnectionLost => DisconnectReason::ConnectionLost,
+            // A reason added to midge-proto after this broker: the server side ended it.
+            _ => DisconnectReason::Server(ReasonCode::UNSPECIFIED_ERROR),
+        };
+        core.hooks.on_disconnected(&info, hook_reason);
+        if let Some(reply) = self.handover.take() {
+            core.hand_over(reply, session, will, info, now);
+            return;
+        }
+        let Some(session) = session else {
+            return;
+        };
+        core.session_offline(&slot, self.number, session, will, &info, &self.inbox, now);
+    }
+}
+
+/// A routed publish whose acknowledgement waits for room in full inboxes.
+#[derive(Debug)]
+struct PendingPublish {
+    packet_id: Option<midge_codec::PacketId>,
+    /// Sessions the message was queued for.
+    matched: usize,
+    /// QoS 1 and 2 deliveries that were refused.
+    refused: usize,
+    blocked: Vec<Blocked>,
+}
+
+impl PendingPublish {
+    /// The acknowledgement's reason code.
+    fn reason(&self) -> ReasonCode {
+        if self.refused > 0 {
+            ReasonCode::QUOTA_EXCEEDED
+        } else if self.matched == 0 {
+            ReasonCode::NO_MATCHING_SUBSCRIBERS
+        } else {
+            ReasonCode::SUCCESS
+        }
+    }
+}
+
+/// Counts bytes that are already queued against the global budget, without refusing them.
+fn add_bytes(core: &Core, size: usize) {
+    core.counters.queued_bytes.fetch_add(size, Relaxed);
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.core.deregister_connection(self.number);
+        self.core.counters.connections.fetch_sub(1, Relaxed);
+    }
+}
