@@ -33,7 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ConnectionEvent::Connected { session_present } => {
                     println!("connected (session present: {session_present})");
                 }
-                ConnectionEvent::Disconnected(why) => println!("disconnected: {why:?}"),
+                ConnectionEvent::Disconnected { reason } => println!("disconnected: {reason}"),
                 ConnectionEvent::Reconnecting { attempt, delay } => {
                     println!("reconnecting, attempt {attempt} in {delay:?}");
                 }

@@ -13,8 +13,9 @@ use midge_proto::client::ClientConfig;
 use midge_proto::splitmix64;
 use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::driver::Driver;
-use crate::error::{ClientError, ConnectError, Disconnect};
+use crate::connector::Connector;
+use crate::driver::{now, Driver};
+use crate::error::{ClientError, CloseReason, ConnectError, InputKind, InvalidInput};
 use crate::message::Message;
 use crate::options::{Limits, PublishOptions, ReconnectPolicy, SubscribeOptions};
 
@@ -28,8 +29,12 @@ pub enum ConnectionEvent {
         /// The broker resumed our session.
         session_present: bool,
     },
-    /// A connection ended or could not be made.
-    Disconnected(Disconnect),
+    /// A connection ended or could not be opened. A connection the application closes itself
+    /// ([`Client::disconnect`]) is not reported: [`ConnectionEvent::Closed`] follows at once.
+    Disconnected {
+        /// Why.
+        reason: CloseReason,
+    },
     /// The next attempt starts after `delay`.
     Reconnecting {
         /// Attempts in a row so far, from 1.
@@ -55,7 +60,7 @@ pub enum ConnectionEvent {
 pub(crate) enum State {
     Connecting,
     Connected,
-    Closed(Option<Disconnect>),
+    Closed(Option<CloseReason>),
 }
 
 /// What [`Client`] handles send to the driver, other than publishes.
@@ -300,8 +305,7 @@ impl Drop for Subscription {
 /// Configures and starts a [`Client`].
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
-    host: String,
-    port: u16,
+    connector: Connector,
     version: ProtocolVersion,
     client_id: Option<String>,
     keep_alive: u16,
@@ -320,14 +324,20 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// A client of `host:port` with defaults: MQTT 5.0, a random client identifier
-    /// (`midge-` and 16 hex digits), keepalive 30 s, clean start, session expiry 0, reconnect
-    /// with [`ReconnectPolicy::default`], [`Limits::default`], 10 s connect and response
-    /// timeouts.
+    /// A client of `host:port` over TCP ([`Connector::tcp`]) with defaults: MQTT 5.0, a
+    /// random client identifier (`midge-` and 16 hex digits), keepalive 30 s, clean start,
+    /// session expiry 0, reconnect with [`ReconnectPolicy::default`], [`Limits::default`],
+    /// 10 s connect and response timeouts.
     pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self::with_connector(Connector::tcp(host, port))
+    }
+
+    /// A client that opens its connections with `connector` (any byte stream: TLS,
+    /// WebSocket, Unix socket, an in-memory pipe), with the defaults of
+    /// [`ClientBuilder::new`].
+    pub fn with_connector(connector: Connector) -> Self {
         Self {
-            host: host.into(),
-            port,
+            connector,
             version: ProtocolVersion::V5,
             client_id: None,
             keep_alive: 30,
@@ -437,14 +447,17 @@ impl ClientBuilder {
         self
     }
 
-    /// How long a TCP connection may take to come up.
+    /// How long opening the transport may take: the TCP connection, or the whole of what
+    /// the [`Connector`] does (a TLS handshake included). Default 10 s. An attempt that
+    /// takes longer fails with [`CloseReason::ConnectTimeout`].
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// How long to wait for CONNACK and PINGRESP before the connection counts as dead.
+    /// How long to wait for CONNACK, and for an answer to a keepalive PINGREQ, before the
+    /// connection counts as dead ([`CloseReason::ResponseTimeout`]). Default 10 s.
     #[must_use]
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
@@ -521,7 +534,9 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, ConnectError> {
         let nonce = random_seed();
         let config = Arc::new(self.proto_config(nonce));
-        let proto = midge_proto::client::Client::new(config, std::time::Instant::now())?;
+        let proto = midge_proto::client::Client::new(config, now()).map_err(|err| {
+            ConnectError::InvalidConfig(InvalidInput::encode(InputKind::Connect, err))
+        })?;
         let (publishes, publish_rx) = mpsc::unbounded_channel();
         let (commands, command_rx) = mpsc::channel(64);
         let (events, _) = broadcast::channel(64);
@@ -530,8 +545,7 @@ impl ClientBuilder {
         let dropped = Arc::new(AtomicU64::new(0));
         let driver = Driver::new(crate::driver::Setup {
             proto,
-            host: self.host,
-            port: self.port,
+            connector: self.connector,
             limits: self.limits,
             reconnect: self.reconnect,
             connect_timeout: self.connect_timeout,
@@ -578,7 +592,7 @@ impl ClientBuilder {
         match outcome {
             Ok(State::Connected) => Ok(client),
             Ok(State::Closed(Some(reason))) => Err(ConnectError::Failed(reason)),
-            _ => Err(ConnectError::Failed(Disconnect::Io(
+            _ => Err(ConnectError::Failed(CloseReason::Io(
                 std::io::ErrorKind::ConnectionAborted,
             ))),
         }
@@ -596,7 +610,8 @@ fn random_seed() -> u64 {
 }
 
 impl Client {
-    /// A builder for a client of `host:port`; see [`ClientBuilder::new`].
+    /// A builder for a client of `host:port` over TCP; see [`ClientBuilder::new`], and
+    /// [`ClientBuilder::with_connector`] for other transports.
     pub fn builder(host: impl Into<String>, port: u16) -> ClientBuilder {
         ClientBuilder::new(host, port)
     }
@@ -607,11 +622,15 @@ impl Client {
         options: PublishOptions,
     ) -> Result<midge_proto::Message, ClientError> {
         if let Some(err) = options.error {
-            return Err(ClientError::Encode(err));
+            return Err(InvalidInput::encode(InputKind::Options, err).into());
         }
         let topic = topic.into();
         midge_topic::TopicName::new(&topic)
-            .map_err(|_| midge_proto::client::PublishError::InvalidTopic)?;
+            .map_err(|err| InvalidInput::topic(InputKind::TopicName, err))?;
+        if let Some(response_topic) = options.properties.response_topic() {
+            midge_topic::TopicName::new(response_topic.as_str())
+                .map_err(|err| InvalidInput::topic(InputKind::ResponseTopic, err))?;
+        }
         let mut message = midge_proto::Message::new(topic, payload.into(), options.qos);
         message.retain = options.retain;
         message.properties = options.properties;
@@ -727,7 +746,7 @@ impl Client {
     ) -> Result<(ReasonCode, Subscription), ClientError> {
         let filter = ByteStr::from(filter.into());
         midge_topic::TopicFilter::new(filter.as_str())
-            .map_err(midge_proto::client::RequestError::InvalidFilter)?;
+            .map_err(|err| InvalidInput::topic(InputKind::TopicFilter, err))?;
         self.command(|reply| Command::Subscribe {
             filter,
             options,
@@ -745,7 +764,7 @@ impl Client {
     pub async fn unsubscribe(&self, filter: impl Into<String>) -> Result<ReasonCode, ClientError> {
         let filter = ByteStr::from(filter.into());
         midge_topic::TopicFilter::new(filter.as_str())
-            .map_err(midge_proto::client::RequestError::InvalidFilter)?;
+            .map_err(|err| InvalidInput::topic(InputKind::TopicFilter, err))?;
         self.command(|reply| Command::Unsubscribe { filter, reply })
             .await
     }
@@ -861,7 +880,8 @@ impl Client {
 
     /// Answers a request (5.0): publishes `payload` to the request's Response Topic with its
     /// Correlation Data, and waits as [`Client::publish`] does. Fails with
-    /// [`ClientError::Publish`] if the request has no Response Topic.
+    /// [`ClientError::InvalidInput`] ([`InputKind::ResponseTopic`]) if the request has no
+    /// Response Topic.
     ///
     /// Cancel-safe as [`Client::publish`].
     pub async fn respond(
@@ -872,7 +892,7 @@ impl Client {
     ) -> Result<ReasonCode, ClientError> {
         let topic = request
             .response_topic()
-            .ok_or(midge_proto::client::PublishError::InvalidTopic)?;
+            .ok_or(InvalidInput::new(InputKind::ResponseTopic))?;
         let options = match request.correlation_data() {
             Some(data) => options.correlation_data(data),
             None => options,

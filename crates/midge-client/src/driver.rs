@@ -1,21 +1,26 @@
-//! The driver task: the one owner of the `midge-proto` state machine, the socket and the
+//! The driver task: the one owner of the `midge-proto` state machine, the transport and the
 //! routing of received messages. Handles talk to it over channels and never block it.
+//!
+//! One clock: every instant, the state machine's included, comes from tokio's clock
+//! ([`now`]), so that keepalive, timeouts and backoff all follow it (and tokio's paused
+//! clock in tests).
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::io;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use midge_codec::{
     ByteStr, PacketId, QoS, ReasonCode, SubscribeProperties, SubscriptionId, UnsubscribeProperties,
 };
-use midge_proto::client::{CloseReason, Event};
+use midge_proto::client::Event;
 use midge_topic::{TopicFilter, TopicName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
@@ -23,7 +28,8 @@ use crate::client::{
     AckKey, AckToken, Command, ConnectionEvent, Delivery, Internal, PublishCommand, State,
     StreamState, Subscription,
 };
-use crate::error::{ClientError, Disconnect};
+use crate::connector::{BoxedTransport, Connector};
+use crate::error::{self, ClientError, CloseReason};
 use crate::message::Message;
 use crate::options::{Limits, ReconnectPolicy};
 
@@ -45,10 +51,14 @@ const MAX_SUBSCRIPTION_ID: u32 = 268_435_455;
 /// delivered is never refused for its depth.
 const DEEP: midge_topic::Limits = midge_topic::Limits::DEFAULT.with_max_levels(usize::MAX);
 
+/// Now, on tokio's clock, as the state machine takes it.
+pub(crate) fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
 pub(crate) struct Setup {
     pub(crate) proto: midge_proto::client::Client,
-    pub(crate) host: String,
-    pub(crate) port: u16,
+    pub(crate) connector: Connector,
     pub(crate) limits: Limits,
     pub(crate) reconnect: Option<ReconnectPolicy>,
     pub(crate) connect_timeout: Duration,
@@ -89,24 +99,90 @@ struct PendingSubscribe {
     subscription: Subscription,
 }
 
-/// One TCP connection.
+/// One open connection.
 struct Conn {
-    read: OwnedReadHalf,
-    write: OwnedWriteHalf,
+    stream: BoxedTransport,
     rx: BytesMut,
     tx: BytesMut,
+    /// Bytes were written since the last flush: a transport that buffers (TLS) may hold
+    /// them until it is flushed.
+    unflushed: bool,
+}
+
+/// What one turn of [`Conn::poll_io`] did.
+enum IoStep {
+    /// Bytes of `tx` went out, or were flushed.
+    Wrote,
+    /// Bytes came in, into `rx`.
+    Read,
+    /// The transport failed or closed.
+    Failed(io::ErrorKind),
+}
+
+impl Conn {
+    /// Writes `tx` (and flushes it once it is all written) if `write`; reads into `rx` if
+    /// `read` and writing has to wait. Output goes first, so that a flood of input cannot
+    /// starve acknowledgements and pings.
+    fn poll_io(&mut self, cx: &mut Context<'_>, write: bool, read: bool) -> Poll<IoStep> {
+        if write {
+            if let Poll::Ready(step) = self.poll_write(cx) {
+                return Poll::Ready(step);
+            }
+        }
+        if read {
+            // `read_buf` is cancel-safe: dropped unfinished, it has read nothing.
+            let reading = pin!(self.stream.read_buf(&mut self.rx));
+            if let Poll::Ready(read) = reading.poll(cx) {
+                return Poll::Ready(match read {
+                    Ok(0) => IoStep::Failed(io::ErrorKind::UnexpectedEof),
+                    Ok(_) => IoStep::Read,
+                    Err(err) => IoStep::Failed(err.kind()),
+                });
+            }
+        }
+        Poll::Pending
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<IoStep> {
+        if !self.tx.is_empty() {
+            match Pin::new(&mut self.stream).poll_write(cx, &self.tx) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(IoStep::Failed(io::ErrorKind::WriteZero)),
+                Poll::Ready(Ok(n)) => {
+                    self.tx.advance(n);
+                    self.unflushed = true;
+                    if !self.tx.is_empty() {
+                        return Poll::Ready(IoStep::Wrote);
+                    }
+                }
+                Poll::Ready(Err(err)) => return Poll::Ready(IoStep::Failed(err.kind())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        // All written: a transport that buffers (TLS) sends it when flushed. A flush that
+        // has to wait wakes the task when it can go on.
+        Pin::new(&mut self.stream)
+            .poll_flush(cx)
+            .map(|flushed| match flushed {
+                Ok(()) => {
+                    self.unflushed = false;
+                    IoStep::Wrote
+                }
+                Err(err) => IoStep::Failed(err.kind()),
+            })
+    }
 }
 
 /// Why the loop is leaving a connection.
+#[derive(Clone, Copy)]
 enum Ended {
-    Mqtt(CloseReason),
+    Mqtt(midge_proto::client::CloseReason),
     Io(io::ErrorKind),
+    ConnectTimeout,
 }
 
 pub(crate) struct Driver {
     proto: midge_proto::client::Client,
-    host: String,
-    port: u16,
+    connector: Connector,
     limits: Limits,
     reconnect: Option<ReconnectPolicy>,
     connect_timeout: Duration,
@@ -153,7 +229,7 @@ pub(crate) struct Driver {
     handles_gone: bool,
     disconnect_replies: Vec<oneshot::Sender<()>>,
     /// Set by the state machine's `Closed` event.
-    closed: Option<CloseReason>,
+    closed: Option<midge_proto::client::CloseReason>,
 }
 
 impl Driver {
@@ -161,8 +237,7 @@ impl Driver {
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         Self {
             proto: setup.proto,
-            host: setup.host,
-            port: setup.port,
+            connector: setup.connector,
             limits: setup.limits,
             reconnect: setup.reconnect,
             connect_timeout: setup.connect_timeout,
@@ -253,20 +328,22 @@ impl Driver {
                 Some(Err(ended)) => ended,
                 None => break,
             };
-            let disconnect = match ended {
-                Ended::Io(kind) => Disconnect::Io(kind),
-                Ended::Mqtt(reason) => Disconnect::Mqtt(reason),
+            let closed = match ended {
+                Ended::Io(kind) => Some(CloseReason::Io(kind)),
+                Ended::ConnectTimeout => Some(CloseReason::ConnectTimeout),
+                Ended::Mqtt(reason) => error::close_reason(reason),
             };
-            if !matches!(disconnect, Disconnect::Mqtt(CloseReason::Disconnected)) {
-                self.emit(ConnectionEvent::Disconnected(disconnect));
+            // A connection the application closed itself is not reported.
+            if let Some(closed) = closed {
+                self.emit(ConnectionEvent::Disconnected { reason: closed });
+                reason = Some(closed);
             }
-            reason = Some(disconnect);
             if self.closing {
                 break;
             }
-            let retry = match (&self.reconnect, ended) {
+            let retry = match (&self.reconnect, closed) {
                 (None, _) => None,
-                (Some(_), Ended::Mqtt(CloseReason::Rejected(code))) if !transient(code) => None,
+                (Some(_), Some(CloseReason::Refused(code))) if !transient(code) => None,
                 (Some(policy), _) => {
                     let policy = *policy;
                     self.attempt += 1;
@@ -291,17 +368,15 @@ impl Driver {
         self.finish(reason);
     }
 
-    /// Opens a TCP connection, serving the handles meanwhile. `None` if the client is to
-    /// close instead.
-    async fn dial(&mut self) -> Option<Result<TcpStream, Ended>> {
-        let host = self.host.clone();
-        let connect =
-            tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, self.port)));
+    /// Opens a connection's transport, serving the handles meanwhile. `None` if the client
+    /// is to close instead.
+    async fn dial(&mut self) -> Option<Result<BoxedTransport, Ended>> {
+        let connect = tokio::time::timeout(self.connect_timeout, self.connector.open());
         let result = self.serve_until(connect).await?;
         Some(match result {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(err)) => Err(Ended::Io(err.kind())),
-            Err(_) => Err(Ended::Io(io::ErrorKind::TimedOut)),
+            Err(_) => Err(Ended::ConnectTimeout),
         })
     }
 
@@ -314,7 +389,7 @@ impl Driver {
 
     /// Serves the handles while no connection is up, until `done` completes. `None` if the
     /// client is to close first.
-    async fn serve_until<F: std::future::Future>(&mut self, done: F) -> Option<F::Output> {
+    async fn serve_until<F: Future>(&mut self, done: F) -> Option<F::Output> {
         tokio::pin!(done);
         loop {
             self.check_linger();
@@ -336,18 +411,16 @@ impl Driver {
     }
 
     /// Runs one connection until it ends.
-    async fn connection(&mut self, stream: TcpStream) -> Ended {
-        let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
+    async fn connection(&mut self, stream: BoxedTransport) -> Ended {
         let mut conn = Conn {
-            read,
-            write,
+            stream,
             rx: BytesMut::with_capacity(64 * 1024),
             tx: BytesMut::with_capacity(64 * 1024),
+            unflushed: false,
         };
         self.closed = None;
         self.connection_number += 1;
-        self.proto.connect(std::time::Instant::now());
+        self.proto.connect(now());
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
         let mut armed = None;
@@ -358,8 +431,9 @@ impl Driver {
             if let Some(reason) = self.closed.take() {
                 // Whatever the state machine queued last (DISCONNECT) goes out, briefly.
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-                    let _ = conn.write.write_all(&conn.tx).await;
-                    let _ = conn.write.shutdown().await;
+                    let _ = conn.stream.write_all(&conn.tx).await;
+                    let _ = conn.stream.flush().await;
+                    let _ = conn.stream.shutdown().await;
                 })
                 .await;
                 break Ended::Mqtt(reason);
@@ -381,20 +455,17 @@ impl Driver {
             if conn.rx.capacity() - conn.rx.len() < 8 * 1024 {
                 conn.rx.reserve(64 * 1024);
             }
+            // Output first (see `Conn::poll_io`); and no input while a full buffer of output
+            // waits, so that a peer that sends without reading cannot make the state machine
+            // queue without bound.
+            let write = !conn.tx.is_empty() || conn.unflushed;
+            let read = conn.tx.len() < WRITE_HIGH_WATER && self.reads();
             tokio::select! {
                 biased;
-                // Output first, so that a flood of input cannot starve acknowledgements and
-                // pings; and no input while a full buffer of output waits, so that a peer that
-                // sends without reading cannot make the state machine queue without bound.
-                written = conn.write.write(&conn.tx), if !conn.tx.is_empty() => match written {
-                    Ok(0) => break Ended::Io(io::ErrorKind::WriteZero),
-                    Ok(n) => conn.tx.advance(n),
-                    Err(err) => break Ended::Io(err.kind()),
-                },
-                read = conn.read.read_buf(&mut conn.rx), if conn.tx.len() < WRITE_HIGH_WATER && self.reads() => match read {
-                    Ok(0) => break Ended::Io(io::ErrorKind::UnexpectedEof),
-                    Ok(_) => self.proto.handle_bytes(std::time::Instant::now(), &mut conn.rx),
-                    Err(err) => break Ended::Io(err.kind()),
+                step = std::future::poll_fn(|cx| conn.poll_io(cx, write, read)), if write || read => match step {
+                    IoStep::Wrote => {}
+                    IoStep::Read => self.proto.handle_bytes(now(), &mut conn.rx),
+                    IoStep::Failed(kind) => break Ended::Io(kind),
                 },
                 Some(internal) = self.internal_rx.recv() => self.internal(internal),
                 command = self.commands.recv(), if !self.handles_gone => self.command(command),
@@ -403,8 +474,9 @@ impl Driver {
                 }
                 () = &mut sleep, if armed.is_some() => {
                     armed = None;
-                    self.expire_unclaimed(Instant::now());
-                    self.proto.handle_timeout(std::time::Instant::now());
+                    let now = Instant::now();
+                    self.expire_unclaimed(now);
+                    self.proto.handle_timeout(now.into_std());
                 }
             }
         };
@@ -418,7 +490,7 @@ impl Driver {
 
     /// Moves due packets from the state machine into `tx`, up to the high-water mark.
     fn fill(&mut self, tx: &mut BytesMut) {
-        let now = std::time::Instant::now();
+        let now = now();
         while tx.len() < WRITE_HIGH_WATER && self.proto.poll_transmit(now, tx) {}
         // Sending may free places for QoS 0 publishes and complete refused ones.
         self.drain_events();
@@ -456,7 +528,7 @@ impl Driver {
                 let _ = reply.send(Ok(ReasonCode::SUCCESS));
             }
             Err(err) => {
-                let _ = reply.send(Err(err.into()));
+                let _ = reply.send(Err(error::publish_refused(err)));
             }
         }
     }
@@ -500,7 +572,7 @@ impl Driver {
                         self.unsubscribing.insert(id, (filter, Some(reply)));
                     }
                     Err(err) => {
-                        let _ = reply.send(Err(err.into()));
+                        let _ = reply.send(Err(error::request_refused(err)));
                     }
                 }
             }
@@ -576,7 +648,7 @@ impl Driver {
         {
             Ok(id) => id,
             Err(err) => {
-                let _ = reply.send(Err(err.into()));
+                let _ = reply.send(Err(error::request_refused(err)));
                 return;
             }
         };
@@ -1042,7 +1114,7 @@ impl Driver {
     }
 
     /// The client closes for good: every pending operation fails, subscriptions end.
-    fn finish(mut self, reason: Option<Disconnect>) {
+    fn finish(mut self, reason: Option<CloseReason>) {
         self.emit(ConnectionEvent::Closed);
         self.state.send_replace(State::Closed(reason));
         for (packet_id, (reply, _)) in self.waiters.drain() {

@@ -1,14 +1,18 @@
-//! Errors.
+//! Errors, and why a connection closed.
+
+use std::fmt;
+use std::io;
 
 use midge_codec::{EncodeError, ReasonCode};
-use midge_proto::client::{CloseReason, PublishError, RequestError};
+use midge_topic::TopicError;
 
 /// Why a client operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
     /// [`Client::try_publish`](crate::Client::try_publish): `max_queued_publishes` publishes
-    /// are already held. Nothing was queued.
+    /// are already held; or, for any operation, every packet identifier is taken by
+    /// operations in flight. Nothing was queued.
     #[error("the publish queue is full")]
     QueueFull,
     /// The client is closed: [`Client::disconnect`](crate::Client::disconnect) was called,
@@ -24,50 +28,213 @@ pub enum ClientError {
     #[error("the client closed after the broker received the message (PUBREC), before PUBCOMP")]
     ReleasePending,
     /// The broker answered with a failure reason code (0x80 or above) in PUBACK, PUBREC,
-    /// SUBACK or UNSUBACK, or the client refused to send a message the broker's limits rule
-    /// out (`QOS_NOT_SUPPORTED`, `RETAIN_NOT_SUPPORTED`, `PACKET_TOO_LARGE`).
+    /// SUBACK or UNSUBACK; or the client did not send the request because the limits the
+    /// broker announced in CONNACK rule it out, and this is the code the broker would have
+    /// answered with (`QOS_NOT_SUPPORTED`, `RETAIN_NOT_SUPPORTED`, `PACKET_TOO_LARGE`,
+    /// `WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED`, `SHARED_SUBSCRIPTIONS_NOT_SUPPORTED`,
+    /// `SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED`).
     #[error("refused with reason code {0}")]
     Refused(ReasonCode),
-    /// The message cannot be published (invalid topic, limits, encoding).
+    /// A topic name, topic filter or option given by the application cannot be sent. Nothing
+    /// was queued.
     #[error(transparent)]
-    Publish(#[from] PublishError),
-    /// The subscribe or unsubscribe request is invalid.
-    #[error(transparent)]
-    Request(#[from] RequestError),
-    /// A property cannot be encoded.
-    #[error(transparent)]
-    Encode(#[from] EncodeError),
-    /// Request/response: no response within the timeout.
+    InvalidInput(#[from] InvalidInput),
+    /// [`Client::request`](crate::Client::request): no response within the timeout.
     #[error("no response in time")]
     Timeout,
-    /// Request/response needs MQTT 5.0.
+    /// [`Client::request`](crate::Client::request) needs MQTT 5.0.
     #[error("request/response needs MQTT 5.0")]
     NeedsV5,
 }
 
-/// Why [`ClientBuilder::connect`](crate::ClientBuilder::connect) failed.
-#[derive(Debug, thiserror::Error)]
+/// Why [`ClientBuilder::build`](crate::ClientBuilder::build) or
+/// [`ClientBuilder::connect`](crate::ClientBuilder::connect) failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
-    /// The configuration cannot be encoded as a CONNECT (for example 5.0 properties under
-    /// 3.1.1).
+    /// The builder's settings cannot be encoded as a CONNECT: a 5.0-only setting (such as a
+    /// will property) under 3.1.1, or a field longer than 65,535 bytes. Its
+    /// [`kind`](InvalidInput::kind) is [`InputKind::Connect`].
     #[error("invalid configuration: {0}")]
-    Config(#[from] EncodeError),
+    InvalidConfig(#[source] InvalidInput),
     /// The connection ended before it was accepted, and the reconnect policy did not try
     /// again.
-    #[error("connection failed: {0:?}")]
-    Failed(Disconnect),
+    #[error("connection failed: {0}")]
+    Failed(CloseReason),
 }
 
-/// Why a connection ended or could not start.
+/// Which input [`InvalidInput`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum InputKind {
+    /// The topic of a publish is not a valid topic name: empty, with a wildcard or U+0000,
+    /// or longer than 65,535 bytes.
+    TopicName,
+    /// The 5.0 Response Topic of a publish is not a valid topic name, or
+    /// [`Client::respond`](crate::Client::respond) was given a message without one.
+    ResponseTopic,
+    /// A subscribe or unsubscribe filter is not a valid topic filter.
+    TopicFilter,
+    /// A publish or subscribe option cannot be encoded: a property longer than 65,535 bytes,
+    /// or a 5.0-only option or property under 3.1.1.
+    Options,
+    /// A [`ClientBuilder`](crate::ClientBuilder) setting cannot be encoded as a CONNECT.
+    Connect,
+}
+
+impl fmt::Display for InputKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::TopicName => "invalid topic name",
+            Self::ResponseTopic => "invalid or missing response topic",
+            Self::TopicFilter => "invalid topic filter",
+            Self::Options => "an option cannot be encoded",
+            Self::Connect => "the CONNECT cannot be encoded",
+        })
+    }
+}
+
+/// A topic name, topic filter or option the client cannot send. [`kind`](Self::kind) says
+/// which; [`source`](std::error::Error::source), where there is one, says which rule it
+/// breaks.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}")]
+pub struct InvalidInput {
+    kind: InputKind,
+    #[source]
+    rule: Option<Rule>,
+}
+
+impl InvalidInput {
+    /// Which input is invalid.
+    pub fn kind(&self) -> InputKind {
+        self.kind
+    }
+
+    pub(crate) fn new(kind: InputKind) -> Self {
+        Self { kind, rule: None }
+    }
+
+    pub(crate) fn topic(kind: InputKind, error: TopicError) -> Self {
+        Self {
+            kind,
+            rule: Some(Rule::Topic(error)),
+        }
+    }
+
+    pub(crate) fn encode(kind: InputKind, error: EncodeError) -> Self {
+        Self {
+            kind,
+            rule: Some(Rule::Encode(error)),
+        }
+    }
+}
+
+/// The rule an [`InvalidInput`] breaks, as the lower layers report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+enum Rule {
+    #[error(transparent)]
+    Topic(TopicError),
+    #[error(transparent)]
+    Encode(EncodeError),
+}
+
+/// Why a connection closed, or could not be opened. Reported by
+/// [`ConnectionEvent::Disconnected`](crate::ConnectionEvent::Disconnected) and
+/// [`ConnectError::Failed`]. A connection the application closes itself
+/// ([`Client::disconnect`](crate::Client::disconnect), or the last handle dropped) is not
+/// reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Disconnect {
-    /// The TCP connection could not be made or broke.
-    Io(std::io::ErrorKind),
-    /// The TCP connection did not come up within the connect timeout.
+pub enum CloseReason {
+    /// The transport could not be opened, or failed: the connection was refused or reset,
+    /// or the broker closed it without DISCONNECT ([`io::ErrorKind::UnexpectedEof`]).
+    Io(io::ErrorKind),
+    /// The transport did not open within
+    /// [`ClientBuilder::connect_timeout`](crate::ClientBuilder::connect_timeout).
     ConnectTimeout,
-    /// The MQTT session ended: refused in CONNACK, DISCONNECT from the broker, a protocol
-    /// violation, a keepalive timeout, or our own disconnect.
-    Mqtt(CloseReason),
+    /// The broker refused the connection in CONNACK with this reason code (a 3.1.1 return
+    /// code as its 5.0 equivalent).
+    Refused(ReasonCode),
+    /// The broker closed the connection with a DISCONNECT (5.0) carrying this reason code.
+    DisconnectedByBroker(ReasonCode),
+    /// The broker broke the protocol, so the client closed the connection, under 5.0 with a
+    /// DISCONNECT carrying this reason code.
+    ProtocolViolation(ReasonCode),
+    /// No CONNACK, or no answer to a keepalive PINGREQ, within
+    /// [`ClientBuilder::response_timeout`](crate::ClientBuilder::response_timeout).
+    ResponseTimeout,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(kind) => write!(f, "transport error: {kind}"),
+            Self::ConnectTimeout => f.write_str("the transport did not open in time"),
+            Self::Refused(code) => write!(f, "refused in CONNACK with reason code {code}"),
+            Self::DisconnectedByBroker(code) => {
+                write!(f, "disconnected by the broker with reason code {code}")
+            }
+            Self::ProtocolViolation(code) => {
+                write!(f, "the broker broke the protocol (reason code {code})")
+            }
+            Self::ResponseTimeout => f.write_str("no CONNACK or PINGRESP in time"),
+        }
+    }
+}
+
+/// What the state machine's refusal of a publish means to the application.
+pub(crate) fn publish_refused(error: midge_proto::client::PublishError) -> ClientError {
+    use midge_proto::client::PublishError as E;
+    match error {
+        E::QueueFull | E::PacketIdsExhausted => ClientError::QueueFull,
+        // The topic itself was checked before it was queued: this is the Response Topic.
+        E::InvalidTopic => InvalidInput::new(InputKind::ResponseTopic).into(),
+        E::QoSNotSupported => ClientError::Refused(ReasonCode::QOS_NOT_SUPPORTED),
+        E::RetainNotSupported => ClientError::Refused(ReasonCode::RETAIN_NOT_SUPPORTED),
+        E::PacketTooLarge => ClientError::Refused(ReasonCode::PACKET_TOO_LARGE),
+        E::Encode(error) => InvalidInput::encode(InputKind::Options, error).into(),
+        // A refusal added to midge-proto after this mapping: the message as given.
+        _ => InvalidInput::new(InputKind::Options).into(),
+    }
+}
+
+/// What the state machine's refusal of a subscribe or unsubscribe request means to the
+/// application.
+pub(crate) fn request_refused(error: midge_proto::client::RequestError) -> ClientError {
+    use midge_proto::client::RequestError as E;
+    match error {
+        E::PacketIdsExhausted => ClientError::QueueFull,
+        E::InvalidFilter(error) => InvalidInput::topic(InputKind::TopicFilter, error).into(),
+        E::NoFilters => InvalidInput::new(InputKind::TopicFilter).into(),
+        E::WildcardsNotSupported => {
+            ClientError::Refused(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED)
+        }
+        E::SharedNotSupported => {
+            ClientError::Refused(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
+        }
+        E::SubscriptionIdsNotSupported => {
+            ClientError::Refused(ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED)
+        }
+        E::PacketTooLarge => ClientError::Refused(ReasonCode::PACKET_TOO_LARGE),
+        E::Encode(error) => InvalidInput::encode(InputKind::Options, error).into(),
+        // A refusal added to midge-proto after this mapping: the request as given.
+        _ => InvalidInput::new(InputKind::Options).into(),
+    }
+}
+
+/// Why a connection closed, from the state machine's reason; `None` when the client closed
+/// it itself.
+pub(crate) fn close_reason(reason: midge_proto::client::CloseReason) -> Option<CloseReason> {
+    use midge_proto::client::CloseReason as R;
+    match reason {
+        R::Rejected(code) => Some(CloseReason::Refused(code)),
+        R::ServerDisconnect(code) => Some(CloseReason::DisconnectedByBroker(code)),
+        R::ProtocolViolation(code) => Some(CloseReason::ProtocolViolation(code)),
+        R::Timeout => Some(CloseReason::ResponseTimeout),
+        // The driver reports transport failures itself; the state machine hears of a lost
+        // transport only when the client closes while CONNECT is unanswered.
+        R::ConnectionLost | R::Disconnected => None,
+        _ => Some(CloseReason::Io(io::ErrorKind::Other)),
+    }
 }

@@ -3,15 +3,16 @@
 #![warn(missing_docs)]
 
 mod client;
+mod connector;
 mod driver;
 mod error;
 mod message;
 mod options;
 
 pub use client::{Client, ClientBuilder, ConnectionEvent, PublishHandle, Subscription};
-pub use error::{ClientError, ConnectError, Disconnect};
+pub use connector::Connector;
+pub use error::{ClientError, CloseReason, ConnectError, InputKind, InvalidInput};
 pub use message::Message;
-pub use midge_proto::client::CloseReason;
 pub use options::{Limits, PublishOptions, ReconnectPolicy, SubscribeOptions};
 
 /// The packet types and values the API uses (`QoS`, `ReasonCode`, `Will`, properties), from

@@ -80,9 +80,4 @@ impl Message {
             .map(|id| id.get())
             .collect()
     }
-
-    /// The message as `midge-proto` models it.
-    pub fn into_inner(self) -> midge_proto::Message {
-        self.inner
-    }
 }

@@ -1,8 +1,11 @@
 //! Helpers for the client tests: an in-process midge broker, a TCP proxy on loopback that
-//! cuts connections, and a real mosquitto started on a free port (skipped loudly when it is
-//! not installed, a failure under `MIDGE_REQUIRE_PEERS=1`).
+//! cuts connections, a real mosquitto started on a free port (skipped loudly when it is
+//! not installed, a failure under `MIDGE_REQUIRE_PEERS=1`), and (in [`script`]) a scripted
+//! broker on an in-memory network for tests on tokio's paused clock.
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code, unreachable_pub)]
+
+pub mod script;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

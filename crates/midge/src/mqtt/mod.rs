@@ -19,8 +19,8 @@ use bytes::Bytes;
 use clap::{ArgAction, Args};
 use midge_client::codec::{ByteStr, Will, WillProperties, MAX_PACKET_SIZE};
 use midge_client::{
-    Client, CloseReason, ConnectError, ConnectionEvent, Disconnect, Limits, ProtocolVersion, QoS,
-    ReasonCode, ReconnectPolicy,
+    Client, CloseReason, ConnectError, ConnectionEvent, Limits, ProtocolVersion, QoS, ReasonCode,
+    ReconnectPolicy,
 };
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -508,22 +508,22 @@ pub(crate) fn describe(code: ReasonCode) -> String {
 }
 
 /// Why a connection could not be made or was lost, as a failure with its exit code.
-pub(crate) fn connection_failure(args: &ConnectArgs, disconnect: Option<Disconnect>) -> Failure {
+pub(crate) fn connection_failure(args: &ConnectArgs, reason: Option<CloseReason>) -> Failure {
     let at = format!("{}:{}", args.host, args.port);
-    match disconnect {
-        Some(Disconnect::Io(std::io::ErrorKind::ConnectionRefused)) => Failure::runtime(format!(
+    match reason {
+        Some(CloseReason::Io(std::io::ErrorKind::ConnectionRefused)) => Failure::runtime(format!(
             "cannot connect to {at}: connection refused (is a broker listening there?)"
         )),
-        Some(Disconnect::Io(std::io::ErrorKind::UnexpectedEof)) => {
+        Some(CloseReason::Io(std::io::ErrorKind::UnexpectedEof)) => {
             Failure::runtime(format!("the broker at {at} closed the connection"))
         }
-        Some(Disconnect::Io(kind)) => {
+        Some(CloseReason::Io(kind)) => {
             Failure::runtime(format!("connection to {at} failed: {kind}"))
         }
-        Some(Disconnect::ConnectTimeout) => {
+        Some(CloseReason::ConnectTimeout) => {
             Failure::runtime(format!("cannot connect to {at}: timed out"))
         }
-        Some(Disconnect::Mqtt(CloseReason::Rejected(code))) => Failure {
+        Some(CloseReason::Refused(code)) => Failure {
             // 128-255 by construction: only failure codes refuse a connection.
             code: if code.0 >= 0x80 { code.0 } else { EXIT_FAILURE },
             message: format!(
@@ -531,22 +531,19 @@ pub(crate) fn connection_failure(args: &ConnectArgs, disconnect: Option<Disconne
                 describe(code)
             ),
         },
-        Some(Disconnect::Mqtt(CloseReason::ServerDisconnect(ReasonCode::SESSION_TAKEN_OVER))) => {
+        Some(CloseReason::DisconnectedByBroker(ReasonCode::SESSION_TAKEN_OVER)) => {
             Failure::runtime(
                 "the broker disconnected us: session taken over (0x8E): another client connected with the same client id",
             )
         }
-        Some(Disconnect::Mqtt(CloseReason::ServerDisconnect(code))) => {
+        Some(CloseReason::DisconnectedByBroker(code)) => {
             Failure::runtime(format!("the broker disconnected us: {}", describe(code)))
         }
-        Some(Disconnect::Mqtt(CloseReason::ProtocolViolation(code))) => {
+        Some(CloseReason::ProtocolViolation(code)) => {
             Failure::runtime(format!("the broker broke the protocol: {}", describe(code)))
         }
-        Some(Disconnect::Mqtt(CloseReason::Timeout)) => {
+        Some(CloseReason::ResponseTimeout) => {
             Failure::runtime(format!("no answer from {at} in time (CONNACK or PINGRESP)"))
-        }
-        Some(Disconnect::Mqtt(CloseReason::ConnectionLost)) => {
-            Failure::runtime(format!("the connection to {at} was lost"))
         }
         Some(_) | None => Failure::runtime(format!("the connection to {at} closed")),
     }
@@ -575,7 +572,7 @@ pub(crate) async fn start(
         )));
     }
     let client = builder.build().map_err(|e| match e {
-        ConnectError::Config(e) => Failure::usage(format!("invalid options: {e}")),
+        ConnectError::InvalidConfig(e) => Failure::usage(format!("invalid options: {e}")),
         other => Failure::runtime(other.to_string()),
     })?;
     // On this single-threaded runtime the driver task has not run yet, so no event is missed.
@@ -604,7 +601,7 @@ pub(crate) async fn connected(
                 }
                 return Ok(());
             }
-            Ok(ConnectionEvent::Disconnected(reason)) => {
+            Ok(ConnectionEvent::Disconnected { reason }) => {
                 return Err(connection_failure(args, Some(reason)))
             }
             Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -624,11 +621,11 @@ pub(crate) fn version_name(version: ProtocolVersion) -> &'static str {
 /// The last connection loss among the events received so far.
 pub(crate) fn last_disconnect(
     events: &mut broadcast::Receiver<ConnectionEvent>,
-    mut last: Option<Disconnect>,
-) -> Option<Disconnect> {
+    mut last: Option<CloseReason>,
+) -> Option<CloseReason> {
     loop {
         match events.try_recv() {
-            Ok(ConnectionEvent::Disconnected(reason)) => last = Some(reason),
+            Ok(ConnectionEvent::Disconnected { reason }) => last = Some(reason),
             Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
             Err(_) => return last,
         }

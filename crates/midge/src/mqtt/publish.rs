@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use bytes::Bytes;
 use clap::{ArgGroup, Args};
 use midge_client::{
-    Client, ClientError, ConnectionEvent, Disconnect, PublishHandle, PublishOptions, QoS,
+    Client, ClientError, CloseReason, ConnectionEvent, PublishHandle, PublishOptions, QoS,
     ReasonCode,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
@@ -124,7 +124,7 @@ async fn publish(args: PubArgs) -> Result<(), Failure> {
 /// Why publishing stopped.
 enum Sent {
     /// The client closed: the connection was lost (for this reason, if already known).
-    Closed(Option<Disconnect>),
+    Closed(Option<CloseReason>),
     Failed(Failure),
 }
 
@@ -237,11 +237,11 @@ async fn send_lines(
 }
 
 /// Waits until the client closes; returns the last connection loss it reported.
-async fn closed(events: &mut broadcast::Receiver<ConnectionEvent>) -> Option<Disconnect> {
+async fn closed(events: &mut broadcast::Receiver<ConnectionEvent>) -> Option<CloseReason> {
     let mut lost = None;
     loop {
         match events.recv().await {
-            Ok(ConnectionEvent::Disconnected(reason)) => lost = Some(reason),
+            Ok(ConnectionEvent::Disconnected { reason }) => lost = Some(reason),
             Ok(ConnectionEvent::Closed) | Err(RecvError::Closed) => return lost,
             Ok(_) | Err(RecvError::Lagged(_)) => {}
         }

@@ -9,8 +9,8 @@ use std::task::Poll;
 use clap::Args;
 use futures_core::Stream;
 use midge_client::{
-    ClientError, CloseReason, ConnectionEvent, Disconnect, Message, QoS, ReasonCode,
-    SubscribeOptions, Subscription,
+    ClientError, CloseReason, ConnectionEvent, Message, QoS, ReasonCode, SubscribeOptions,
+    Subscription,
 };
 use midge_topic::{TopicFilter, TopicName};
 use tokio::sync::broadcast::error::RecvError;
@@ -187,10 +187,10 @@ async fn receive(
                 }
             }
             event = events.recv() => match event {
-                Ok(ConnectionEvent::Disconnected(reason)) => {
+                Ok(ConnectionEvent::Disconnected { reason }) => {
                     // Another client took our client id: reconnecting would take it back, and
                     // the two would push each other out forever.
-                    if reason == Disconnect::Mqtt(CloseReason::ServerDisconnect(ReasonCode::SESSION_TAKEN_OVER)) {
+                    if reason == CloseReason::DisconnectedByBroker(ReasonCode::SESSION_TAKEN_OVER) {
                         return Err(connection_failure(&args.connect, Some(reason)));
                     }
                     lost = Some(reason);
