@@ -278,7 +278,7 @@ fn read_topic_name(buf: &mut Bytes) -> Result<ByteStr, DecodeError> {
 
 /// Checks a topic name's characters, UTF-8 without U+0000 and without wildcards
 /// ([MQTT-1.5.4-1], [MQTT-4.7.3-2], [MQTT-3.3.2-2]): a check made once, whose result goes
-/// with the topic, so that neither encoding it again nor [`ByteStr::into_topic_name`] looks
+/// with the topic, so that neither encoding it again nor [`ByteStr::check_topic_name`] looks
 /// at its characters again. The usual topic, plain ASCII, takes one quick pass.
 #[inline(always)]
 fn topic_name_known(bytes: &[u8]) -> Result<Known, DecodeError> {

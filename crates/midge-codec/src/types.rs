@@ -363,11 +363,10 @@ impl ByteStr {
         }
     }
 
-    fn with_known(mut self, new: Known) -> Self {
+    fn set_known(&mut self, new: Known) {
         match &mut self.0 {
             Repr::Shared { known, .. } | Repr::Inline { known, .. } => *known = new,
         }
-        self
     }
 
     /// The number of levels of this string if it is known to be a valid topic name: at least
@@ -375,7 +374,7 @@ impl ByteStr {
     /// at most 65,535 bytes [MQTT-4.7.3-3]. `None` means not known, not invalid (and is the
     /// answer for topics of more than 127 levels, whose count is not kept).
     ///
-    /// It is known for a string checked by [`ByteStr::into_topic_name`], and for one made
+    /// It is known for a string checked by [`ByteStr::check_topic_name`], and for one made
     /// from ASCII text ([`ByteStr::from_static`], `From<String>`, [`ByteStr::from_utf8`]). The
     /// knowledge goes with the value, clones included, so a topic validated once needs no
     /// second validation where it is routed.
@@ -392,39 +391,41 @@ impl ByteStr {
         self.known().levels()
     }
 
-    /// This string as a checked topic name: if it is a valid one (see
-    /// [`ByteStr::topic_levels`]), the same string, knowing that and its level count;
-    /// otherwise the string back as an error.
+    /// Whether this string is a valid topic name (see [`ByteStr::topic_levels`]), checked
+    /// once and remembered: if it is, [`ByteStr::topic_levels`] answers from then on, for
+    /// this value and its clones.
     ///
     /// A topic name decoded from a PUBLISH or a will had its characters checked then, so only
     /// its levels are counted here; any other string gets the whole check. A server calls this
     /// once per PUBLISH, compares the level count with its limit, and whatever routes the
-    /// message after it can trust the topic ([`ByteStr::topic_levels`] is `Some`).
+    /// message after it can trust the topic. The check is in place: the string is not moved.
     ///
     /// ```
     /// use midge_codec::ByteStr;
     ///
-    /// let topic = ByteStr::from("a/b/c".to_owned()).into_topic_name().unwrap();
-    /// assert_eq!(topic.topic_levels(), Some(3));
-    /// assert!(ByteStr::from("a/#".to_owned()).into_topic_name().is_err());
+    /// let mut topic = ByteStr::from("caf\u{e9}/cr\u{e8}me".to_owned());
+    /// assert_eq!(topic.topic_levels(), None);
+    /// assert!(topic.check_topic_name());
+    /// assert_eq!(topic.topic_levels(), Some(2));
+    /// assert!(!ByteStr::from("a/#".to_owned()).check_topic_name());
     /// ```
-    pub fn into_topic_name(self) -> Result<Self, Self> {
+    pub fn check_topic_name(&mut self) -> bool {
         if self.topic_levels().is_some() {
-            return Ok(self);
+            return true;
         }
         let (bytes, clean) = self.bytes_and_clean();
         if bytes.is_empty() || bytes.len() > MAX_TOPIC_LEN {
-            return Err(self);
+            return false;
         }
         if !clean {
             let found = crate::wire::scan(bytes);
             if found.nul || found.wildcard {
-                return Err(self);
+                return false;
             }
         }
-        let levels = 1 + crate::wire::count_slashes(bytes);
-        let known = Known::topic_name(bytes.len(), levels);
-        Ok(self.with_known(known))
+        let known = Known::topic_name(bytes.len(), 1 + crate::wire::count_slashes(bytes));
+        self.set_known(known);
+        true
     }
 
     /// The string.

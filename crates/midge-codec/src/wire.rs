@@ -218,7 +218,7 @@ pub(crate) fn plain_topic_levels(bytes: &[u8]) -> Option<usize> {
 }
 
 /// The `/` bytes of `bytes`, whatever the other bytes are, eight at a time: for
-/// [`ByteStr::into_topic_name`], which counts the levels of a topic whose characters were
+/// [`ByteStr::check_topic_name`], which counts the levels of a topic whose characters were
 /// checked when it was decoded.
 #[inline]
 pub(crate) fn count_slashes(bytes: &[u8]) -> usize {

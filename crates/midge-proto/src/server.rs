@@ -500,6 +500,16 @@ impl ServerConnection {
         }
     }
 
+    /// Remembers a QoS 1 or 2 publish reported to the broker, for its acknowledgement. Room
+    /// for a few is made at once: publishes come in runs, and the queue is freed when a run is
+    /// answered.
+    fn remember_publish(&mut self, id: PacketId, qos: QoS) {
+        if self.unanswered.capacity() == 0 {
+            self.unanswered.reserve(16);
+        }
+        self.unanswered.push_back((id, qos));
+    }
+
     /// Remembers a request reported to the broker. Fewer than [`MAX_PENDING_REQUESTS`] are
     /// pending: input waits at that many, so no packet reaches here then.
     fn remember(&mut self, request: PendingRequest) {
@@ -530,12 +540,9 @@ impl ServerConnection {
         }
         if let Some(will) = &mut connect.will {
             // Checked once, here: the will is routed with the topic that knows it is valid.
-            match checked_topic(std::mem::take(&mut will.topic), &self.config.topic_limits) {
-                Some(topic) => will.topic = topic,
-                None => return self.refuse(ReasonCode::TOPIC_NAME_INVALID),
+            if !check_topic(&mut will.topic, &self.config.topic_limits) {
+                return self.refuse(ReasonCode::TOPIC_NAME_INVALID);
             }
-        }
-        if let Some(will) = &connect.will {
             if !response_topic_valid(will.properties.message.response_topic().as_ref()) {
                 // [MQTT-3.3.2-14], for the will's Response Topic.
                 return self.refuse(ReasonCode::PROTOCOL_ERROR);
@@ -992,13 +999,13 @@ impl ServerConnection {
             .inbound
             .resolve(&publish.topic, publish.properties.topic_alias),
         };
-        let topic = match resolved {
+        let mut topic = match resolved {
             Ok(topic) => topic,
             Err(reason) => return self.violation(reason),
         };
-        let Some(topic) = checked_topic(topic, &self.config.topic_limits) else {
+        if !check_topic(&mut topic, &self.config.topic_limits) {
             return self.violation(ReasonCode::TOPIC_NAME_INVALID);
-        };
+        }
         if !response_topic_valid(publish.properties.response_topic().as_ref()) {
             // A Response Topic is a topic name: no wildcards [MQTT-3.3.2-14].
             return self.violation(ReasonCode::PROTOCOL_ERROR);
@@ -1024,7 +1031,7 @@ impl ServerConnection {
                     return self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
                 }
                 self.unanswered_qos1 += 1;
-                self.unanswered.push_back((id, QoS::AtLeastOnce));
+                self.remember_publish(id, QoS::AtLeastOnce);
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 if self.session_mut().incoming_qos2.contains(&id) {
@@ -1041,7 +1048,7 @@ impl ServerConnection {
                     return self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
                 }
                 self.session_mut().incoming_qos2.insert(id);
-                self.unanswered.push_back((id, QoS::ExactlyOnce));
+                self.remember_publish(id, QoS::ExactlyOnce);
             }
             _ => {}
         }
@@ -1547,19 +1554,20 @@ fn publish_for(
     publish
 }
 
-/// `topic` if it is a valid topic name within `limits` [MQTT-4.7.3-1] [MQTT-4.7.3-2]
-/// [MQTT-3.3.2-2], knowing that ([`ByteStr::into_topic_name`]): the one validation of a
-/// PUBLISH's topic. Its characters were checked when it was decoded, so this counts its levels
-/// and compares them with the limit; what routes it later trusts it
+/// Whether `topic` is a valid topic name within `limits` [MQTT-4.7.3-1] [MQTT-4.7.3-2]
+/// [MQTT-3.3.2-2]: the one validation of a PUBLISH's topic, which the topic then carries
+/// ([`ByteStr::check_topic_name`]). Its characters were checked when it was decoded, so this
+/// counts its levels and compares them with the limit; what routes it later trusts it
 /// ([`Message::topic_name`]).
-fn checked_topic(topic: ByteStr, limits: &Limits) -> Option<ByteStr> {
-    let topic = topic.into_topic_name().ok()?;
-    let within = match topic.topic_levels() {
+fn check_topic(topic: &mut ByteStr, limits: &Limits) -> bool {
+    if !topic.check_topic_name() {
+        return false;
+    }
+    match topic.topic_levels() {
         Some(levels) => levels <= limits.max_levels,
         // More levels than a topic keeps count of: counted again, against the limit.
         None => TopicName::with_limits(topic.as_str(), limits).is_ok(),
-    };
-    within.then_some(topic)
+    }
 }
 
 /// Largest payload whose plain PUBLISH is cached in its message. The cache holds a second copy
