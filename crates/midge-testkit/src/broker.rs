@@ -268,7 +268,7 @@ impl VirtualBroker {
     /// answered and output moved to the clients, until nothing changes.
     ///
     /// # Panics
-    /// If the broker keeps making progress for [`MAX_SETTLE_ROUNDS`] rounds.
+    /// If the broker keeps making progress for 10,000 rounds.
     pub fn settle(&mut self) {
         let now = self.now;
         for _ in 0..MAX_SETTLE_ROUNDS {

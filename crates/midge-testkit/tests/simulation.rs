@@ -1,296 +1,235 @@
-//! Client and server state machines on a virtual network and clock: QoS guarantees across cut
-//! connections, keepalive and ordering, in virtual time.
+//! The seeded simulation of the broker and its clients (see the crate documentation): the
+//! regression seeds, then thousands more, on several threads. A failing seed prints the
+//! command that replays it.
 
-use std::collections::HashMap;
-use std::num::NonZeroU16;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
 
-use midge_codec::{
-    ByteStr, ProtocolVersion, QoS, ReasonCode, SubscribeProperties, SubscriptionOptions,
-};
-use midge_proto::client::{ClientConfig, CloseReason, Event};
-use midge_proto::server::ServerConfig;
-use midge_proto::Message;
-use midge_testkit::Pair;
-use proptest::prelude::*;
+use midge_testkit::sim::{self, replay_command, Outcome};
 
-const TOPICS: [&str; 3] = ["t/a", "t/b", "t/c/d"];
+const DEFAULT_SEEDS: u64 = 3000;
 
-fn client_config(version: ProtocolVersion) -> Arc<ClientConfig> {
-    let mut config = ClientConfig::new(version, "sim-client");
-    // A persistent session, so that QoS state survives the cuts.
-    config.clean_start = false;
-    config.keep_alive = 30;
-    if version.is_v5() {
-        config.properties.session_expiry_interval = Some(3600);
-        config.properties.receive_maximum = NonZeroU16::new(4);
-        config.properties.topic_alias_maximum = Some(2);
+fn env_u64(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    match value.trim().parse() {
+        Ok(n) => Some(n),
+        Err(_) => panic!("{name}={value:?} is not a number"),
     }
-    config.max_queued_messages = 10_000;
-    Arc::new(config)
 }
 
-fn server_config() -> Arc<ServerConfig> {
-    let mut config = ServerConfig::default();
-    config.receive_maximum = 3;
-    config.max_inflight = 2;
-    Arc::new(config)
+fn strict() -> bool {
+    std::env::var("MIDGE_SIM_STRICT").is_ok_and(|v| v == "1")
 }
 
-/// Connects and subscribes to `t/#` at QoS 2, without cuts.
-fn subscribed_pair(version: ProtocolVersion) -> Pair {
-    let mut pair = Pair::new(client_config(version), server_config());
-    pair.connect();
-    assert!(
-        pair.run_until(1_000, |p| p.client.is_connected()),
-        "connects"
-    );
-    let filters = vec![(
-        ByteStr::from("t/#"),
-        SubscriptionOptions::qos(QoS::ExactlyOnce),
-    )];
-    pair.client
-        .subscribe(filters, SubscribeProperties::default())
-        .unwrap();
-    assert!(
-        pair.run_until(1_000, |p| p
-            .client_events
-            .iter()
-            .any(|e| matches!(e, Event::Subscribed { .. }))),
-        "subscribes"
-    );
-    pair
+/// A line of the regression file: a seed, and the known issue it shows, if it is marked so.
+struct Regression {
+    seed: u64,
+    known: Option<String>,
 }
 
-/// Publishes `messages` (topic index, QoS) with payloads "0", "1", …, cutting the connection
-/// at the given step numbers, and runs until every publish has completed and every message
-/// has come back. Returns the pair for inspection.
-fn run_with_cuts(version: ProtocolVersion, messages: &[(usize, QoS)], cuts: &[u64]) -> Pair {
-    let mut pair = subscribed_pair(version);
-    for (i, (topic, qos)) in messages.iter().enumerate() {
-        let message = Message::new(TOPICS[*topic], i.to_string().into_bytes(), *qos);
-        pair.client.publish(message).unwrap();
+fn regressions() -> Vec<Regression> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/regression-seeds.txt");
+    let text = std::fs::read_to_string(path).expect("tests/regression-seeds.txt is readable");
+    text.lines()
+        .filter_map(|line| {
+            let line = line.split('#').next().unwrap_or("").trim();
+            let mut words = line.split_whitespace();
+            let seed = words.next()?;
+            let seed = seed
+                .parse()
+                .unwrap_or_else(|_| panic!("regression-seeds.txt: {seed:?} is not a seed"));
+            let known = words
+                .find_map(|w| w.strip_prefix("known:"))
+                .map(str::to_owned);
+            Some(Regression { seed, known })
+        })
+        .collect()
+}
+
+/// Whether an outcome fails: any violation under `strict`, else any that is not a known issue.
+fn fails(outcome: &Outcome, strict: bool) -> bool {
+    if strict {
+        !outcome.report.passed_strictly()
+    } else {
+        !outcome.passed()
     }
-    let start = pair.steps;
-    let mut cuts: Vec<u64> = cuts.iter().map(|c| start + c).collect();
-    cuts.sort_unstable();
-    cuts.dedup();
-    let expected = messages.len();
-    let mut next_cut = cuts.into_iter().peekable();
-    for _ in 0..20_000 {
-        if complete(&pair, expected) {
-            break;
+}
+
+/// Runs `seeds` on `threads` threads; returns the failing outcomes and, by known issue, the
+/// seeds that showed it.
+fn run_seeds(
+    seeds: &[u64],
+    threads: usize,
+    strict: bool,
+) -> (Vec<Outcome>, BTreeMap<&'static str, Vec<u64>>) {
+    let next = AtomicUsize::new(0);
+    let failed = Mutex::new(Vec::new());
+    let known: Mutex<BTreeMap<&'static str, Vec<u64>>> = Mutex::new(BTreeMap::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&seed) = seeds.get(i) else { break };
+                let outcome = sim::run(seed);
+                for v in outcome.report.known() {
+                    if let Some(id) = v.known {
+                        let mut known = known.lock().unwrap_or_else(|e| e.into_inner());
+                        let list = known.entry(id).or_default();
+                        if list.last() != Some(&seed) {
+                            list.push(seed);
+                        }
+                    }
+                }
+                if fails(&outcome, strict) {
+                    failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(outcome);
+                }
+            });
         }
-        if next_cut.peek().is_some_and(|c| *c <= pair.steps) {
-            next_cut.next();
-            pair.cut();
+    });
+    let mut failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
+    failed.sort_by_key(|o| o.seed);
+    let mut known = known.into_inner().unwrap_or_else(|e| e.into_inner());
+    for seeds in known.values_mut() {
+        seeds.sort_unstable();
+    }
+    (failed, known)
+}
+
+/// Reports failures: the first few in full, then every replay command; and panics.
+fn report_failures(failed: &[Outcome], what: &str) {
+    if failed.is_empty() {
+        return;
+    }
+    for outcome in failed.iter().take(3) {
+        eprintln!("\n{}", outcome.explain(60));
+        if !outcome.drawn.replays_exactly {
+            eprintln!(
+                "(this seed ran with a small global memory budget, and may not replay exactly)"
+            );
         }
-        pair.step();
     }
-    assert!(
-        complete(&pair, expected),
-        "all flows completed ({} connections)",
-        pair.connections()
+    eprintln!("\n{} {what} failed:", failed.len());
+    for outcome in failed {
+        eprintln!("    {}", replay_command(outcome.seed));
+    }
+    panic!(
+        "{} {what} failed; replay one with {}",
+        failed.len(),
+        replay_command(failed[0].seed)
     );
-    pair
 }
 
-fn complete(pair: &Pair, expected: usize) -> bool {
-    let published = pair
-        .client_events
-        .iter()
-        .filter(|e| matches!(e, Event::Published { .. }))
-        .count();
-    let qos0 = 0;
-    published + qos0 >= expected && distinct_received(pair) >= expected
+/// `MIDGE_SIM_SEED=n`: one seed, with its report and the end of its log.
+fn replay(seed: u64) {
+    let started = Instant::now();
+    let outcome = sim::run(seed);
+    let lines = env_u64("MIDGE_SIM_LOG").unwrap_or(200) as usize;
+    eprintln!(
+        "seed {seed}: {} log entries, {} steps, {:.1} virtual seconds, {:?} of real time",
+        outcome.log.entries.len(),
+        outcome.steps,
+        outcome.virtual_time.as_secs_f64(),
+        started.elapsed()
+    );
+    eprintln!("{}", outcome.explain(lines));
+    let strict = strict();
+    assert!(
+        !fails(&outcome, strict),
+        "seed {seed} failed: {} violation(s), see above",
+        outcome.report.violations.len()
+    );
 }
 
-fn distinct_received(pair: &Pair) -> usize {
-    let mut seen: Vec<_> = pair.received().map(|m| m.payload.clone()).collect();
-    seen.sort();
-    seen.dedup();
-    seen.len()
-}
-
-/// The delivery guarantees, checked on a finished run.
-fn check_guarantees(pair: &Pair, messages: &[(usize, QoS)]) {
-    let mut routed: HashMap<Vec<u8>, usize> = HashMap::new();
-    for m in &pair.routed {
-        *routed.entry(m.payload.to_vec()).or_default() += 1;
+#[test]
+fn simulation() {
+    if let Some(seed) = env_u64("MIDGE_SIM_SEED") {
+        return replay(seed);
     }
-    let mut received: HashMap<Vec<u8>, usize> = HashMap::new();
-    for m in pair.received() {
-        *received.entry(m.payload.to_vec()).or_default() += 1;
-    }
-    for (i, (_, qos)) in messages.iter().enumerate() {
-        let key = i.to_string().into_bytes();
-        let (r, d) = (
-            routed.get(&key).copied().unwrap_or(0),
-            received.get(&key).copied().unwrap_or(0),
+    let strict = strict();
+    let threads = env_u64("MIDGE_SIM_THREADS")
+        .map(|n| n as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let started = Instant::now();
+
+    let regressions: Vec<u64> = regressions().iter().map(|r| r.seed).collect();
+    let (failed, _) = run_seeds(&regressions, threads, strict);
+    report_failures(&failed, "regression seeds");
+
+    let first = env_u64("MIDGE_SIM_FIRST_SEED").unwrap_or(0);
+    let count = env_u64("MIDGE_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    let seeds: Vec<u64> = (first..first + count).collect();
+    let (failed, known) = run_seeds(&seeds, threads, strict);
+    eprintln!(
+        "simulation: {} regression seeds and seeds {first}..{} in {:.1?} on {threads} threads",
+        regressions.len(),
+        first + count,
+        started.elapsed()
+    );
+    for (id, seeds) in &known {
+        eprintln!(
+            "known broker issue {id}: {} seeds, first {:?}",
+            seeds.len(),
+            &seeds[..seeds.len().min(10)]
         );
-        match qos {
-            // QoS 1: at least once, in both directions [MQTT-4.3.2].
-            QoS::AtLeastOnce => assert!(r >= 1 && d >= 1, "message {i}: routed {r}, received {d}"),
-            // QoS 2: exactly once to routing and exactly once to the application [MQTT-4.3.3].
-            QoS::ExactlyOnce => assert!(r == 1 && d == 1, "message {i}: routed {r}, received {d}"),
-            QoS::AtMostOnce => assert!(r <= 1 && d <= 1),
-        }
     }
-    // Order per topic [MQTT-4.6.0-5]/[MQTT-4.6.0-6]: first deliveries arrive in publish order.
-    for topic in TOPICS {
-        let mut seen = Vec::new();
-        for m in pair.received().filter(|m| m.topic == topic) {
-            let n: usize = std::str::from_utf8(&m.payload).unwrap().parse().unwrap();
-            if !seen.contains(&n) {
-                seen.push(n);
-            }
-        }
-        let mut sorted = seen.clone();
-        sorted.sort_unstable();
-        assert_eq!(seen, sorted, "order on {topic}");
-    }
-    // Every completion reports success, except that a PUBREL resent after a cut may find the
-    // flow already finished on the server, which answers 0x92 (5.0 §3.7.2.1).
-    for event in &pair.client_events {
-        if let Event::Published { reason_code, .. } = event {
+    report_failures(&failed, "seeds");
+}
+
+/// The regression seeds of known broker issues, strictly: they fail until the issue is fixed,
+/// then this passes and the issue can leave `KNOWN_ISSUES`.
+#[test]
+#[ignore = "fails while the known broker issues are not fixed"]
+fn known_issue_seeds_strictly() {
+    let seeds: Vec<u64> = regressions()
+        .iter()
+        .filter(|r| r.known.is_some())
+        .map(|r| r.seed)
+        .collect();
+    let (failed, _) = run_seeds(&seeds, 2, true);
+    report_failures(&failed, "known-issue seeds");
+}
+
+/// The regression file names only known issues that exist.
+#[test]
+fn regression_seeds_name_known_issues_that_exist() {
+    let ids: Vec<&str> = midge_testkit::check::KNOWN_ISSUES
+        .iter()
+        .map(|k| k.id)
+        .collect();
+    for r in regressions() {
+        if let Some(id) = &r.known {
             assert!(
-                reason_code.is_success() || *reason_code == ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
-                "publish completed with {reason_code:?}"
+                ids.contains(&id.as_str()),
+                "regression seed {} names the unknown issue {id}",
+                r.seed
             );
         }
     }
 }
 
+/// A seed replays exactly: the same log, event for event.
 #[test]
-fn messages_round_trip_without_cuts() {
-    for version in [
-        ProtocolVersion::V3_1_1,
-        ProtocolVersion::V5,
-        ProtocolVersion::V3_1,
-    ] {
-        let messages = [
-            (0, QoS::AtLeastOnce),
-            (1, QoS::ExactlyOnce),
-            (2, QoS::AtLeastOnce),
-            (0, QoS::ExactlyOnce),
-        ];
-        let pair = run_with_cuts(version, &messages, &[]);
-        check_guarantees(&pair, &messages);
-        assert_eq!(pair.connections(), 1, "{version:?}");
-        // Without cuts nothing is duplicated.
-        assert_eq!(pair.received().count(), messages.len());
-    }
-}
-
-#[test]
-fn cut_at_every_step_of_a_qos2_and_a_qos1_flow() {
-    // Cut once at each step of the flows, for both versions: "every possible step".
-    let messages = [
-        (0, QoS::ExactlyOnce),
-        (0, QoS::AtLeastOnce),
-        (1, QoS::ExactlyOnce),
-    ];
-    for version in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
-        let uncut = run_with_cuts(version, &messages, &[]);
-        let flow_steps = uncut.steps;
-        for cut in 0..flow_steps {
-            let pair = run_with_cuts(version, &messages, &[cut]);
-            check_guarantees(&pair, &messages);
+fn a_seed_replays_exactly() {
+    let mut checked = 0;
+    for seed in 0..40 {
+        let first = sim::run(seed);
+        if !first.drawn.replays_exactly {
+            continue;
+        }
+        let second = sim::run(seed);
+        assert_eq!(
+            first.log.entries, second.log.entries,
+            "seed {seed} ran differently the second time"
+        );
+        checked += 1;
+        if checked == 8 {
+            break;
         }
     }
-}
-
-#[test]
-fn keepalive_runs_in_virtual_time() {
-    let mut pair = subscribed_pair(ProtocolVersion::V5);
-    let start = pair.now;
-    // An idle hour of virtual time: the client pings every 30 s and the server answers, so the
-    // connection stays up. The test takes milliseconds.
-    assert!(
-        !pair.run_until(100_000, |p| p.now >= start + Duration::from_secs(3600)
-            && p.client_events
-                .iter()
-                .any(|e| matches!(e, Event::Closed(_))))
-    );
-    assert!(pair.now >= start + Duration::from_secs(3600));
-    assert!(pair.client.is_connected());
-    assert_eq!(pair.connections(), 1);
-}
-
-#[test]
-fn a_silent_network_makes_the_client_time_out() {
-    let mut pair = subscribed_pair(ProtocolVersion::V5);
-    pair.auto_reconnect = false;
-    // The network swallows everything from now on; the server is gone.
-    pair.server = None;
-    let start = pair.now;
-    assert!(pair.run_until(10_000, |p| p
-        .client_events
-        .iter()
-        .any(|e| *e == Event::Closed(CloseReason::Timeout))));
-    // At most a keepalive interval (30 s) until the ping, then the 10 s PINGRESP deadline.
-    let elapsed = pair.now - start;
-    assert!(
-        elapsed >= Duration::from_secs(10) && elapsed <= Duration::from_secs(41),
-        "{elapsed:?}"
-    );
-}
-
-// Conformance: [MQTT-3.1.1:3.1.3-7]
-#[test]
-fn a_3_1_1_client_without_id_asks_for_a_clean_session_and_is_accepted() {
-    // 3.1.1 [MQTT-3.1.3-7]: no identifier, so Clean Session 1 even when the configuration asks
-    // for a persistent session; the server would refuse anything else with return code 2
-    // [MQTT-3.1.3-8] (crates/midge-proto/tests/server.rs, empty_client_id_rules).
-    let mut config = ClientConfig::new(ProtocolVersion::V3_1_1, "");
-    config.clean_start = false;
-    let mut pair = Pair::new(Arc::new(config), server_config());
-    pair.auto_reconnect = false;
-    pair.connect();
-    assert!(pair.run_until(100, |p| p
-        .client_events
-        .iter()
-        .any(|e| matches!(e, Event::Connected(c) if c.reason_code == ReasonCode::SUCCESS && !c.session_present))));
-}
-
-#[test]
-fn server_assigns_an_identifier_to_a_5_0_client_and_the_client_reuses_it() {
-    let mut config = ClientConfig::new(ProtocolVersion::V5, "");
-    config.clean_start = false;
-    config.properties.session_expiry_interval = Some(60);
-    let mut pair = Pair::new(Arc::new(config), server_config());
-    pair.connect();
-    assert!(pair.run_until(100, |p| p.client.is_connected()));
-    let assigned = pair.client_events.iter().find_map(|e| match e {
-        Event::Connected(c) => c.properties.assigned_client_identifier.clone(),
-        _ => None,
-    });
-    let assigned = assigned.expect("CONNACK carries the assigned identifier [MQTT-3.2.2-16]");
-    assert_eq!(assigned.as_str(), midge_testkit::ASSIGNED_CLIENT_ID);
-    pair.cut();
-    assert!(pair.run_until(100, |p| p.client.is_connected()));
-    // The resumed session is found under the assigned identifier.
-    let present = pair.client_events.iter().filter_map(|e| match e {
-        Event::Connected(c) => Some(c.session_present),
-        _ => None,
-    });
-    assert_eq!(present.collect::<Vec<_>>(), [false, true]);
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
-
-    /// For any messages and any sequence of cuts: QoS 1 at least once, QoS 2 exactly once,
-    /// order per topic kept.
-    #[test]
-    fn guarantees_hold_for_any_cuts(
-        v5 in any::<bool>(),
-        messages in proptest::collection::vec((0..TOPICS.len(), prop_oneof![Just(QoS::AtLeastOnce), Just(QoS::ExactlyOnce)]), 1..12),
-        cuts in proptest::collection::vec(0u64..80, 0..10),
-    ) {
-        let version = if v5 { ProtocolVersion::V5 } else { ProtocolVersion::V3_1_1 };
-        let pair = run_with_cuts(version, &messages, &cuts);
-        check_guarantees(&pair, &messages);
-    }
+    assert_eq!(checked, 8);
 }

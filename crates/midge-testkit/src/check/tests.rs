@@ -1,0 +1,817 @@
+//! The checker against hand-made logs: each promise, kept and broken. A checker that cannot
+//! fail checks nothing.
+
+use std::time::Duration;
+
+use midge_codec::{ProtocolVersion, QoS};
+
+use super::{check, Report};
+use crate::log::{
+    ClientIdx, ClientSpec, CloseKind, ConnNo, Counters, Event, Log, MsgId, Payload, Role, WillSpec,
+};
+
+fn spec(id: &str, version: ProtocolVersion, expiry: u32) -> ClientSpec {
+    ClientSpec {
+        client_id: id.to_owned(),
+        version,
+        role: Role::Regular,
+        clean_start: expiry == 0,
+        session_expiry: expiry,
+        will: None,
+    }
+}
+
+fn v5(id: &str) -> ClientSpec {
+    spec(id, ProtocolVersion::V5, 3600)
+}
+
+/// A log under construction, with its own clock.
+struct B {
+    log: Log,
+    now: Duration,
+}
+
+impl B {
+    fn new(clients: Vec<ClientSpec>) -> Self {
+        Self {
+            log: Log {
+                clients,
+                entries: Vec::new(),
+            },
+            now: Duration::ZERO,
+        }
+    }
+
+    fn ev(&mut self, event: Event) -> usize {
+        self.now += Duration::from_millis(10);
+        self.log.push(self.now, event);
+        self.log.entries.len() - 1
+    }
+
+    fn wait(&mut self, secs: u64) {
+        self.now += Duration::from_secs(secs);
+    }
+
+    fn connect(&mut self, client: ClientIdx, conn: ConnNo, session_present: bool) {
+        self.ev(Event::Connect { client, conn });
+        self.ev(Event::Connected {
+            client,
+            conn,
+            session_present,
+        });
+    }
+
+    /// The connection is cut: the client and the broker both see it.
+    fn cut(&mut self, client: ClientIdx, conn: ConnNo) {
+        self.ev(Event::TransportDown { client, conn });
+        self.ev(Event::BrokerClosed {
+            client,
+            conn,
+            disconnect: None,
+        });
+        self.ev(Event::Closed {
+            client,
+            conn,
+            reason: CloseKind::ConnectionLost,
+        });
+    }
+
+    fn disconnect(&mut self, client: ClientIdx, conn: ConnNo, code: u8) {
+        self.ev(Event::Disconnect { client, conn, code });
+        self.ev(Event::Closed {
+            client,
+            conn,
+            reason: CloseKind::Disconnected,
+        });
+        self.ev(Event::BrokerClosed {
+            client,
+            conn,
+            disconnect: Some(code),
+        });
+    }
+
+    fn subscribe(&mut self, client: ClientIdx, packet: u16, filter: &str, qos: QoS) {
+        self.ev(Event::Subscribe {
+            client,
+            packet,
+            filters: vec![(filter.to_owned(), qos)],
+        });
+        self.ev(Event::Subscribed {
+            client,
+            packet,
+            codes: vec![qos as u8],
+        });
+    }
+
+    fn publish(&mut self, publisher: ClientIdx, seq: u32, topic: &str, qos: QoS) -> MsgId {
+        self.publish_with(publisher, seq, topic, qos, false, None)
+    }
+
+    fn publish_with(
+        &mut self,
+        publisher: ClientIdx,
+        seq: u32,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        expiry: Option<u32>,
+    ) -> MsgId {
+        let msg = MsgId { publisher, seq };
+        self.ev(Event::Publish {
+            msg,
+            topic: topic.to_owned(),
+            qos,
+            retain,
+            empty: false,
+            expiry,
+        });
+        msg
+    }
+
+    fn ack(&mut self, msg: MsgId, code: u8) {
+        self.ev(Event::Published { msg, code });
+    }
+
+    fn recv(&mut self, client: ClientIdx, msg: MsgId, topic: &str, qos: QoS) -> usize {
+        self.recv_with(client, Payload::Message(msg), topic, qos, false, None)
+    }
+
+    fn recv_with(
+        &mut self,
+        client: ClientIdx,
+        payload: Payload,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        expiry: Option<u32>,
+    ) -> usize {
+        self.ev(Event::Received {
+            client,
+            topic: topic.to_owned(),
+            payload,
+            qos,
+            retain,
+            expiry,
+        })
+    }
+
+    fn counters(&mut self, dropped: u64) {
+        self.ev(Event::Counters(Counters {
+            dropped_queue_full: dropped,
+            ..Counters::default()
+        }));
+    }
+
+    fn end(mut self) -> (Log, Report) {
+        self.ev(Event::End);
+        let report = check(&self.log);
+        (self.log, report)
+    }
+}
+
+fn passes(b: B) {
+    let (log, report) = b.end();
+    assert!(report.passed(), "{}", report.explain(&log));
+}
+
+fn breaks(b: B, rule: &str) {
+    let (log, report) = b.end();
+    assert!(
+        report.broke(rule),
+        "expected a violation of {rule}, got:\n{}",
+        report.explain(&log)
+    );
+}
+
+/// A publisher (0) and a subscriber (1) to `t/#` at QoS 2, both connected.
+fn pub_sub() -> B {
+    let mut b = B::new(vec![v5("p"), v5("s")]);
+    b.connect(0, 1, false);
+    b.connect(1, 1, false);
+    b.subscribe(1, 1, "t/#", QoS::ExactlyOnce);
+    b
+}
+
+#[test]
+fn a_clean_run_passes() {
+    let mut b = pub_sub();
+    let m = b.publish(0, 0, "t/a", QoS::AtLeastOnce);
+    b.recv(1, m, "t/a", QoS::AtLeastOnce);
+    b.ack(m, 0);
+    let (log, report) = b.end();
+    assert!(report.passed(), "{}", report.explain(&log));
+    assert_eq!(report.tally.expected, 1);
+    assert_eq!(report.tally.delivered, 1);
+}
+
+#[test]
+fn an_acknowledged_message_that_never_arrives_is_a_violation() {
+    let mut b = pub_sub();
+    let m = b.publish(0, 0, "t/a", QoS::AtLeastOnce);
+    b.ack(m, 0);
+    breaks(b, "MQTT-4.5.0-1");
+}
+
+#[test]
+fn a_crash_after_the_publish_excuses_the_loss() {
+    let mut b = pub_sub();
+    let m = b.publish(0, 0, "t/a", QoS::AtLeastOnce);
+    b.ack(m, 0);
+    b.ev(Event::Crash);
+    b.ev(Event::Start);
+    let (log, report) = b.end();
+    assert!(report.passed(), "{}", report.explain(&log));
+    assert_eq!(report.tally.lost_to_crash, 1);
+}
+
+#[test]
+fn a_refused_message_may_be_lost_only_if_the_drop_was_counted() {
+    let refused = |dropped| {
+        let mut b = pub_sub();
+        let m = b.publish(0, 0, "t/a", QoS::AtLeastOnce);
+        b.ack(m, 0x97);
+        b.counters(dropped);
+        b
+    };
+    passes(refused(1));
+    breaks(refused(0), "counted");
+}
+
+#[test]
+fn a_3_1_1_publisher_cannot_be_refused_so_its_losses_must_be_counted() {
+    let lost = |dropped| {
+        let mut b = B::new(vec![spec("p", ProtocolVersion::V3_1_1, u32::MAX), v5("s")]);
+        b.connect(0, 1, false);
+        b.connect(1, 1, false);
+        b.subscribe(1, 1, "t/#", QoS::AtLeastOnce);
+        let m = b.publish(0, 0, "t/a", QoS::AtLeastOnce);
+        b.ack(m, 0);
+        b.counters(dropped);
+        b
+    };
+    passes(lost(1));
+    breaks(lost(0), "every dropped delivery is counted");
+}
+
+#[test]
+fn no_matching_subscribers_while_one_was_subscribed_is_a_violation() {
+    let mut b = pub_sub();
+    let m = b.publish(0, 0, "t/a", QoS::AtLeastOnce);
+    b.recv(1, m, "t/a", QoS::AtLeastOnce);
+    b.ack(m, 0x10);
+    breaks(b, "0x10");
+}
+
+#[test]
+fn qos_2_delivered_twice_is_a_violation_unless_the_publisher_lost_its_session() {
+    let mut b = pub_sub();
+    let m = b.publish(0, 0, "t/a", QoS::ExactlyOnce);
+    b.recv(1, m, "t/a", QoS::ExactlyOnce);
+    b.recv(1, m, "t/a", QoS::ExactlyOnce);
+    b.ack(m, 0);
+    breaks(b, "MQTT-4.3.3-2");
+
+    // The publisher's session expired while the message was in flight: it is sent again as a
+    // new message, and exactly once is no longer promised.
+    let mut b = B::new(vec![spec("p", ProtocolVersion::V5, 1), v5("s")]);
+    b.connect(0, 1, false);
+    b.connect(1, 1, false);
+    b.subscribe(1, 1, "t/#", QoS::ExactlyOnce);
+    let m = b.publish(0, 0, "t/a", QoS::ExactlyOnce);
+    b.recv(1, m, "t/a", QoS::ExactlyOnce);
+    b.cut(0, 1);
+    b.wait(5);
+    b.connect(0, 2, false);
+    b.recv(1, m, "t/a", QoS::ExactlyOnce);
+    b.ack(m, 0);
+    passes(b);
+}
+
+#[test]
+fn qos_0_delivered_twice_is_a_violation() {
+    // Two overlapping subscriptions must still give one copy.
+    let mut b = pub_sub();
+    b.subscribe(1, 2, "t/+", QoS::AtMostOnce);
+    let m = b.publish(0, 0, "t/a", QoS::AtMostOnce);
+    b.recv(1, m, "t/a", QoS::AtMostOnce);
+    b.recv(1, m, "t/a", QoS::AtMostOnce);
+    breaks(b, "MQTT-4.3.1-1");
+}
+
+#[test]
+fn qos_1_sent_again_needs_a_new_connection() {
+    let twice = |reconnect: bool| {
+        let mut b = pub_sub();
+        let m = b.publish(0, 0, "t/a", QoS::AtLeastOnce);
+        b.recv(1, m, "t/a", QoS::AtLeastOnce);
+        b.ack(m, 0);
+        if reconnect {
+            b.cut(1, 1);
+            b.connect(1, 2, true);
+        }
+        b.recv(1, m, "t/a", QoS::AtLeastOnce);
+        b
+    };
+    passes(twice(true));
+    breaks(twice(false), "MQTT-4.4.0-1");
+}
+
+#[test]
+fn messages_out_of_order_are_a_violation() {
+    let mut b = pub_sub();
+    let m0 = b.publish(0, 0, "t/a", QoS::AtLeastOnce);
+    let m1 = b.publish(0, 1, "t/a", QoS::AtLeastOnce);
+    b.recv(1, m1, "t/a", QoS::AtLeastOnce);
+    b.recv(1, m0, "t/a", QoS::AtLeastOnce);
+    b.ack(m0, 0);
+    b.ack(m1, 0);
+    breaks(b, "MQTT-4.6.0-6");
+
+    // Different topics may interleave.
+    let mut b = pub_sub();
+    let m0 = b.publish(0, 0, "t/a", QoS::AtLeastOnce);
+    let m1 = b.publish(0, 1, "t/b", QoS::AtLeastOnce);
+    b.recv(1, m1, "t/b", QoS::AtLeastOnce);
+    b.recv(1, m0, "t/a", QoS::AtLeastOnce);
+    b.ack(m0, 0);
+    b.ack(m1, 0);
+    passes(b);
+}
+
+#[test]
+fn a_message_that_was_never_published_or_not_subscribed_to_is_a_violation() {
+    let mut b = pub_sub();
+    b.recv_with(1, Payload::Unknown, "t/a", QoS::AtMostOnce, false, None);
+    breaks(b, "published");
+
+    let mut b = pub_sub();
+    let m = b.publish(0, 0, "x/a", QoS::AtMostOnce);
+    b.recv(1, m, "x/a", QoS::AtMostOnce);
+    breaks(b, "MQTT-3.3.2-3");
+
+    let mut b = pub_sub();
+    let m = b.publish(0, 0, "t/a", QoS::AtMostOnce);
+    b.recv(1, m, "t/b", QoS::AtMostOnce);
+    breaks(b, "published");
+
+    let mut b = pub_sub();
+    let m = b.publish(0, 0, "t/a", QoS::AtLeastOnce);
+    b.recv(1, m, "t/a", QoS::ExactlyOnce);
+    b.ack(m, 0);
+    breaks(b, "MQTT-3.8.4-8");
+}
+
+#[test]
+fn retain_on_an_established_subscription_is_a_violation() {
+    let mut b = pub_sub();
+    let m = b.publish(0, 0, "t/a", QoS::AtMostOnce);
+    b.recv_with(1, Payload::Message(m), "t/a", QoS::AtMostOnce, true, None);
+    breaks(b, "MQTT-3.3.1-9");
+}
+
+#[test]
+fn a_retained_message_for_a_new_subscription_must_be_the_last_one() {
+    let run = |which: u32| {
+        let mut b = B::new(vec![v5("p"), v5("s")]);
+        b.connect(0, 1, false);
+        let old = b.publish_with(0, 0, "t/a", QoS::AtLeastOnce, true, None);
+        b.ack(old, 0x10);
+        let new = b.publish_with(0, 1, "t/a", QoS::AtLeastOnce, true, None);
+        b.ack(new, 0x10);
+        b.connect(1, 1, false);
+        b.subscribe(1, 1, "t/#", QoS::AtLeastOnce);
+        let got = if which == 0 { old } else { new };
+        b.recv_with(
+            1,
+            Payload::Message(got),
+            "t/a",
+            QoS::AtLeastOnce,
+            true,
+            None,
+        );
+        b
+    };
+    passes(run(1));
+    breaks(run(0), "MQTT-3.3.1-6");
+
+    // Cleared: nothing may be sent, and an empty retained message never.
+    let mut b = B::new(vec![v5("p"), v5("s")]);
+    b.connect(0, 1, false);
+    b.connect(1, 1, false);
+    b.subscribe(1, 1, "t/#", QoS::AtLeastOnce);
+    b.recv_with(1, Payload::Empty, "t/a", QoS::AtLeastOnce, true, None);
+    breaks(b, "MQTT-3.3.1-11");
+}
+
+#[test]
+fn the_probe_must_get_every_topics_retained_message() {
+    let run = |gets: bool| {
+        let mut clients = vec![v5("p"), spec("probe", ProtocolVersion::V5, 0)];
+        clients[1].role = Role::Probe;
+        let mut b = B::new(clients);
+        b.connect(0, 1, false);
+        let m = b.publish_with(0, 0, "t/a", QoS::AtLeastOnce, true, None);
+        b.ack(m, 0x10);
+        b.ev(Event::Drain);
+        b.connect(1, 1, false);
+        b.subscribe(1, 1, "t/#", QoS::ExactlyOnce);
+        if gets {
+            b.recv_with(1, Payload::Message(m), "t/a", QoS::AtLeastOnce, true, None);
+        }
+        b
+    };
+    passes(run(true));
+    breaks(run(false), "MQTT-3.3.1-6");
+}
+
+fn will_owner() -> ClientSpec {
+    let mut c = v5("owner");
+    c.will = Some(WillSpec {
+        topic: "w/0".to_owned(),
+        qos: QoS::AtLeastOnce,
+        delay: 0,
+    });
+    c
+}
+
+#[test]
+fn a_will_after_disconnect_0x00_is_a_violation_and_after_a_lost_connection_it_must_come() {
+    // Normal disconnection: the will is discarded.
+    let mut b = B::new(vec![will_owner(), v5("watcher")]);
+    b.connect(1, 1, false);
+    b.subscribe(1, 1, "w/+", QoS::AtLeastOnce);
+    b.connect(0, 1, false);
+    b.disconnect(0, 1, 0x00);
+    b.recv_with(
+        1,
+        Payload::Will { client: 0 },
+        "w/0",
+        QoS::AtLeastOnce,
+        false,
+        None,
+    );
+    breaks(b, "MQTT-3.1.2-8");
+
+    // Lost connection: the will comes.
+    let lost = |arrives: bool| {
+        let mut b = B::new(vec![will_owner(), v5("watcher")]);
+        b.connect(1, 1, false);
+        b.subscribe(1, 1, "w/+", QoS::AtLeastOnce);
+        b.connect(0, 1, false);
+        b.cut(0, 1);
+        if arrives {
+            b.recv_with(
+                1,
+                Payload::Will { client: 0 },
+                "w/0",
+                QoS::AtLeastOnce,
+                false,
+                None,
+            );
+        }
+        b
+    };
+    let (_, report) = lost(true).end();
+    assert_eq!(report.tally.wills_delivered, 1);
+    // Missing, and no drop counted to explain it.
+    breaks(lost(false), "counted");
+}
+
+#[test]
+fn a_delayed_will_is_cancelled_by_a_reconnection() {
+    let mut owner = will_owner();
+    if let Some(w) = owner.will.as_mut() {
+        w.delay = 5;
+    }
+    let mut b = B::new(vec![owner, v5("watcher")]);
+    b.connect(1, 1, false);
+    b.subscribe(1, 1, "w/+", QoS::AtLeastOnce);
+    b.connect(0, 1, false);
+    b.cut(0, 1);
+    b.connect(0, 2, true);
+    b.wait(6);
+    b.recv_with(
+        1,
+        Payload::Will { client: 0 },
+        "w/0",
+        QoS::AtLeastOnce,
+        false,
+        None,
+    );
+    breaks(b, "MQTT-3.1.2-8");
+}
+
+#[test]
+fn a_persistent_session_must_be_resumed_until_it_expires() {
+    let run = |offline: u64, present: bool| {
+        let mut b = B::new(vec![spec("s", ProtocolVersion::V5, 10)]);
+        b.connect(0, 1, false);
+        b.cut(0, 1);
+        b.wait(offline);
+        b.connect(0, 2, present);
+        b
+    };
+    passes(run(2, true));
+    passes(run(20, false));
+    breaks(run(2, false), "MQTT-3.1.2-4");
+    breaks(run(20, true), "MQTT-4.1.0-2");
+
+    // A takeover hands the session over: it is never lost.
+    let mut b = B::new(vec![spec("s", ProtocolVersion::V5, 10)]);
+    b.connect(0, 1, false);
+    b.ev(Event::Closed {
+        client: 0,
+        conn: 1,
+        reason: CloseKind::ConnectionLost,
+    });
+    b.ev(Event::Connect { client: 0, conn: 2 });
+    b.ev(Event::BrokerClosed {
+        client: 0,
+        conn: 1,
+        disconnect: None,
+    });
+    b.ev(Event::Connected {
+        client: 0,
+        conn: 2,
+        session_present: false,
+    });
+    breaks(b, "MQTT-3.1.2-4");
+
+    // Clean Start gets a new session.
+    let mut b = B::new(vec![spec("s", ProtocolVersion::V5, 0)]);
+    b.connect(0, 1, true);
+    breaks(b, "MQTT-3.2.2-2");
+}
+
+#[test]
+fn queued_messages_survive_a_reconnection() {
+    let run = |delivered: bool| {
+        let mut b = pub_sub();
+        b.cut(1, 1);
+        let m = b.publish(0, 0, "t/a", QoS::ExactlyOnce);
+        b.ack(m, 0);
+        b.connect(1, 2, true);
+        if delivered {
+            b.recv(1, m, "t/a", QoS::ExactlyOnce);
+        }
+        b
+    };
+    passes(run(true));
+    breaks(run(false), "MQTT-4.5.0-1");
+}
+
+#[test]
+fn the_expiry_interval_is_passed_on_less_the_time_waited() {
+    let run = |got: Option<u32>| {
+        let mut b = pub_sub();
+        let m = b.publish_with(0, 0, "t/a", QoS::AtLeastOnce, false, Some(60));
+        b.ack(m, 0);
+        b.wait(10);
+        b.recv_with(1, Payload::Message(m), "t/a", QoS::AtLeastOnce, false, got);
+        b
+    };
+    passes(run(Some(50)));
+    breaks(run(Some(61)), "MQTT-3.3.2-6");
+    breaks(run(Some(30)), "MQTT-3.3.2-6");
+    breaks(run(None), "MQTT-3.3.2-6");
+
+    // An expired message may be lost.
+    let mut b = pub_sub();
+    let m = b.publish_with(0, 0, "t/a", QoS::AtLeastOnce, false, Some(2));
+    b.ack(m, 0);
+    b.wait(5);
+    let (log, report) = b.end();
+    assert!(report.passed(), "{}", report.explain(&log));
+    assert_eq!(report.tally.lost_to_expiry, 1);
+}
+
+#[test]
+fn a_shared_subscription_delivers_to_exactly_one_member() {
+    let run = |receivers: &[ClientIdx]| {
+        let mut b = B::new(vec![v5("p"), v5("a"), v5("b")]);
+        for c in 0..3 {
+            b.connect(c, 1, false);
+        }
+        b.subscribe(1, 1, "$share/g/s/#", QoS::AtLeastOnce);
+        b.subscribe(2, 1, "$share/g/s/#", QoS::AtLeastOnce);
+        let m = b.publish(0, 0, "s/x", QoS::AtLeastOnce);
+        for &r in receivers {
+            b.recv(r, m, "s/x", QoS::AtLeastOnce);
+        }
+        b.ack(m, 0);
+        b
+    };
+    passes(run(&[1]));
+    passes(run(&[2]));
+    breaks(run(&[1, 2]), "one member");
+    breaks(run(&[]), "MQTT-4.5.0-1");
+}
+
+#[test]
+fn a_publish_that_never_completes_and_a_broken_protocol_are_violations() {
+    let mut b = pub_sub();
+    b.publish(0, 0, "t/a", QoS::AtLeastOnce);
+    breaks(b, "completes");
+
+    let mut b = pub_sub();
+    b.ev(Event::Closed {
+        client: 1,
+        conn: 1,
+        reason: CloseKind::ProtocolViolation(0x82),
+    });
+    breaks(b, "protocol");
+
+    let mut b = pub_sub();
+    b.ev(Event::Counters(Counters {
+        protocol_errors: 1,
+        ..Counters::default()
+    }));
+    breaks(b, "protocol");
+
+    let mut b = pub_sub();
+    b.ev(Event::Subscribe {
+        client: 1,
+        packet: 9,
+        filters: vec![("t/z".to_owned(), QoS::AtMostOnce)],
+    });
+    breaks(b, "SUBSCRIBE");
+}
+
+#[test]
+fn a_suback_that_arrives_after_an_unsubscribe_of_the_filter_opens_no_window() {
+    let mut b = B::new(vec![v5("p"), v5("s")]);
+    b.connect(0, 1, false);
+    b.connect(1, 1, false);
+    b.ev(Event::Subscribe {
+        client: 1,
+        packet: 1,
+        filters: vec![("t/#".to_owned(), QoS::AtLeastOnce)],
+    });
+    b.ev(Event::Unsubscribe {
+        client: 1,
+        filters: vec!["t/#".to_owned()],
+    });
+    b.ev(Event::Subscribed {
+        client: 1,
+        packet: 1,
+        codes: vec![1],
+    });
+    let m = b.publish(0, 0, "t/a", QoS::AtLeastOnce);
+    b.ack(m, 0x10);
+    passes(b);
+}
+
+#[test]
+fn a_connack_read_after_the_broker_closed_the_connection_says_nothing_of_the_session_now() {
+    // The client did not read for a while: its CONNACK (a new session) comes after the
+    // broker closed the connection, and the session expired meanwhile.
+    let mut b = B::new(vec![spec("s", ProtocolVersion::V5, 2)]);
+    b.connect(0, 1, false);
+    b.cut(0, 1);
+    b.ev(Event::Connect { client: 0, conn: 2 });
+    b.ev(Event::BrokerClosed {
+        client: 0,
+        conn: 2,
+        disconnect: None,
+    });
+    b.wait(10);
+    b.ev(Event::Connected {
+        client: 0,
+        conn: 2,
+        session_present: false,
+    });
+    b.connect(0, 3, false);
+    passes(b);
+}
+
+#[test]
+fn a_3_1_client_cannot_tell_whether_its_session_is_present() {
+    // MQTT 3.1's CONNACK has no Session Present flag: it always reads 0.
+    let mut b = B::new(vec![spec("s", ProtocolVersion::V3_1, u32::MAX)]);
+    b.connect(0, 1, false);
+    b.cut(0, 1);
+    b.connect(0, 2, false);
+    passes(b);
+}
+
+#[test]
+fn a_shared_member_at_qos_0_may_be_chosen_and_lose_the_message() {
+    let mut b = B::new(vec![v5("p"), v5("a"), v5("b")]);
+    for c in 0..3 {
+        b.connect(c, 1, false);
+    }
+    b.subscribe(1, 1, "$share/g/s/#", QoS::AtLeastOnce);
+    b.subscribe(2, 1, "$share/g/s/#", QoS::AtMostOnce);
+    let m = b.publish(0, 0, "s/x", QoS::AtLeastOnce);
+    b.ack(m, 0);
+    passes(b);
+}
+
+/// A known broker issue passes a run, and fails it checked strictly.
+fn known(b: B, id: &str) {
+    let (log, report) = b.end();
+    assert!(report.passed(), "{}", report.explain(&log));
+    assert!(!report.passed_strictly());
+    assert!(
+        report.known().any(|v| v.known == Some(id)),
+        "expected the known issue {id}:\n{}",
+        report.explain(&log)
+    );
+}
+
+#[test]
+fn a_clean_start_that_gets_the_old_sessions_will_is_a_known_issue() {
+    let mut intruder = spec("owner", ProtocolVersion::V5, 0);
+    intruder.role = Role::Intruder;
+    let mut b = B::new(vec![will_owner(), intruder]);
+    b.connect(0, 1, false);
+    b.subscribe(0, 1, "w/+", QoS::AtLeastOnce);
+    b.ev(Event::Connect { client: 1, conn: 1 });
+    b.ev(Event::BrokerClosed {
+        client: 0,
+        conn: 1,
+        disconnect: None,
+    });
+    b.ev(Event::Connected {
+        client: 1,
+        conn: 1,
+        session_present: false,
+    });
+    b.recv_with(
+        1,
+        Payload::Will { client: 0 },
+        "w/0",
+        QoS::AtLeastOnce,
+        false,
+        None,
+    );
+    known(b, "clean-start-inherits-deliveries");
+
+    // Anything else the new session never asked for is a plain violation.
+    let mut b = B::new(vec![v5("p"), v5("s")]);
+    b.connect(1, 1, false);
+    let m = b.publish(0, 0, "t/a", QoS::AtMostOnce);
+    b.recv(1, m, "t/a", QoS::AtMostOnce);
+    breaks(b, "MQTT-3.3.2-3");
+}
+
+#[test]
+fn a_qos_2_message_routed_again_after_its_publisher_reconnected_is_a_known_issue() {
+    let mut b = pub_sub();
+    let m = b.publish(0, 0, "t/a", QoS::ExactlyOnce);
+    b.recv(1, m, "t/a", QoS::ExactlyOnce);
+    b.cut(0, 1);
+    b.connect(0, 2, true);
+    b.recv(1, m, "t/a", QoS::ExactlyOnce);
+    b.ack(m, 0);
+    known(b, "qos2-routed-again-after-abandon");
+}
+
+#[test]
+fn a_delayed_will_lost_to_a_graceful_restart_is_a_known_issue() {
+    let mut owner = will_owner();
+    if let Some(w) = owner.will.as_mut() {
+        w.delay = 2;
+    }
+    let mut b = B::new(vec![owner, v5("watcher")]);
+    b.connect(1, 1, false);
+    b.subscribe(1, 1, "w/+", QoS::AtLeastOnce);
+    b.connect(0, 1, false);
+    b.ev(Event::Stop);
+    b.ev(Event::BrokerClosed {
+        client: 0,
+        conn: 1,
+        disconnect: None,
+    });
+    b.ev(Event::BrokerClosed {
+        client: 1,
+        conn: 1,
+        disconnect: None,
+    });
+    b.ev(Event::Start);
+    b.connect(1, 2, true);
+    b.wait(5);
+    b.ev(Event::Drain);
+    known(b, "stop-drops-delayed-will");
+}
+
+#[test]
+fn receive_maximum_exceeded_is_a_violation_and_after_a_crash_a_known_issue() {
+    let exceeded = |crash: bool| {
+        let mut b = pub_sub();
+        b.cut(1, 1);
+        if crash {
+            b.ev(Event::Crash);
+            b.ev(Event::Start);
+        }
+        b.connect(1, 2, true);
+        b.ev(Event::Closed {
+            client: 1,
+            conn: 2,
+            reason: CloseKind::ProtocolViolation(0x93),
+        });
+        b
+    };
+    breaks(exceeded(false), "protocol");
+    known(exceeded(true), "crash-restores-stale-qos2-state");
+}
