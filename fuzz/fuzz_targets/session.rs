@@ -4,7 +4,8 @@
 //! - server: the rest is the client's byte stream (after a valid CONNECT unless bit 0x40 is
 //!   set), fed in chunks to a `ServerConnection`
 //!   whose events are answered as a broker would (accept, acknowledge, subscribe_ack,
-//!   unsubscribe_ack, deliver messages back), with virtual time advancing;
+//!   unsubscribe_ack, deliver messages back, and feed input that waited for the answers
+//!   again), with virtual time advancing;
 //! - client: a `Client` sends CONNECT, gets a CONNACK, then the rest is the server's stream.
 //!
 //! Nothing may panic, and every byte either side transmits must decode as packets of the
@@ -54,7 +55,7 @@ fn run_server(version: ProtocolVersion, accept: bool, preamble: bool, data: &[u8
     config.max_keep_alive = 30;
     let t0 = Instant::now();
     let mut now = t0;
-    let mut server = ServerConnection::new(Arc::new(config), now, 1);
+    let mut server = ServerConnection::new(Arc::new(config), now);
     let mut rx = BytesMut::new();
     if preamble {
         // A valid CONNECT first, so that the input reaches the connected state quickly.
@@ -75,60 +76,15 @@ fn run_server(version: ProtocolVersion, accept: bool, preamble: bool, data: &[u8
         server.handle_timeout(now);
         rx.extend_from_slice(chunk);
         server.handle_bytes(now, &mut rx);
-        while let Some(event) = server.poll_event() {
-            match event {
-                ServerEvent::Connect { client_id, .. } => {
-                    if client_id.is_empty() {
-                        server.assign_client_id("fz-assigned".into());
-                    }
-                    if accept {
-                        server.accept(now, stored.take());
-                        server.handle_bytes(now, &mut rx);
-                    } else {
-                        server.reject(ReasonCode::NOT_AUTHORIZED);
-                    }
-                }
-                ServerEvent::Publish { message, packet_id } => {
-                    if let Some(id) = packet_id {
-                        server.acknowledge(id, message.qos, ReasonCode::SUCCESS);
-                    }
-                    // Route it back to the publisher, as if it subscribed to everything.
-                    server.deliver(Delivery {
-                        qos: message.qos,
-                        retain: message.retain,
-                        subscription_ids: Vec::new(),
-                        received_at: now,
-                        message: Arc::new(message),
-                    });
-                }
-                ServerEvent::Subscribe {
-                    packet_id,
-                    requests,
-                    subscription_id,
-                } => {
-                    let codes = requests
-                        .iter()
-                        .map(|r| match r.verdict {
-                            Ok(()) => ReasonCode(r.options.qos as u8),
-                            Err(code) => code,
-                        })
-                        .collect();
-                    server.subscribe_ack(packet_id, &requests, subscription_id, codes);
-                    let mut m = Message::new("retained/x", &b"r"[..], QoS::AtLeastOnce);
-                    m.properties.message_expiry_interval = Some(10);
-                    server.deliver(Delivery {
-                        message: Arc::new(m),
-                        qos: QoS::AtLeastOnce,
-                        retain: true,
-                        subscription_ids: subscription_id.into_iter().collect(),
-                        received_at: now,
-                    });
-                }
-                ServerEvent::Unsubscribe { packet_id, filters } => {
-                    server.unsubscribe_ack(packet_id, &filters);
-                }
-                // Closed, and events added to midge-proto later.
-                _ => {}
+        // Input may wait for answers: after answering, go on with what `rx` holds until
+        // nothing more decodes.
+        loop {
+            let before = rx.len();
+            answer(&mut server, &mut rx, &mut stored, accept, now);
+            server.handle_bytes(now, &mut rx);
+            if rx.len() == before {
+                answer(&mut server, &mut rx, &mut stored, accept, now);
+                break;
             }
         }
         while server.poll_transmit(now, &mut out) {}
@@ -145,8 +101,65 @@ fn run_server(version: ProtocolVersion, accept: bool, preamble: bool, data: &[u8
             }
             let mut config = ServerConfig::default();
             config.receive_maximum = 4;
-            server = ServerConnection::new(Arc::new(config), now, 2);
+            server = ServerConnection::new(Arc::new(config), now);
             rx.clear();
+        }
+    }
+}
+
+/// Answers the server's events as a broker would.
+fn answer(
+    server: &mut ServerConnection,
+    rx: &mut BytesMut,
+    stored: &mut Option<Session>,
+    accept: bool,
+    now: Instant,
+) {
+    while let Some(event) = server.poll_event() {
+        match event {
+            ServerEvent::Connect { client_id, .. } => {
+                if client_id.is_empty() {
+                    server.assign_client_id("fz-assigned".into());
+                }
+                if accept {
+                    server.accept(now, stored.take());
+                    server.handle_bytes(now, rx);
+                } else {
+                    server.reject(ReasonCode::NOT_AUTHORIZED);
+                }
+            }
+            ServerEvent::Publish { message, packet_id } => {
+                if let Some(id) = packet_id {
+                    server.acknowledge(id, ReasonCode::SUCCESS);
+                }
+                // Route it back to the publisher, as if it subscribed to everything.
+                server.deliver(Delivery::new(Arc::new(message), now));
+            }
+            ServerEvent::Subscribe {
+                packet_id,
+                requests,
+                subscription_id,
+            } => {
+                let codes = requests
+                    .iter()
+                    .map(|r| match r.verdict {
+                        Ok(()) => ReasonCode(r.options.qos as u8),
+                        Err(code) => code,
+                    })
+                    .collect();
+                server.subscribe_ack(packet_id, codes);
+                let mut m = Message::new("retained/x", &b"r"[..], QoS::AtLeastOnce);
+                m.properties.message_expiry_interval = Some(10);
+                m.retain = true;
+                let mut delivery = Delivery::new(Arc::new(m), now);
+                delivery.subscription_ids = subscription_id.into_iter().collect();
+                server.deliver(delivery);
+            }
+            ServerEvent::Unsubscribe { packet_id, .. } => {
+                server.unsubscribe_ack(packet_id);
+            }
+            // Closed, and events added to midge-proto later.
+            _ => {}
         }
     }
 }

@@ -192,9 +192,6 @@ async fn drive<S: Transport>(connection: &mut Connection, stream: &mut S) -> Byt
         let counters = &connection.core().counters;
         add(&counters.bytes_sent, woken.sent as u64);
         add(&counters.bytes_received, woken.received as u64);
-        if io.is_none() {
-            connection.release_idle_memory();
-        }
         if woken.failed || woken.eof {
             // The peer is gone: what it did not take is dropped with the connection.
             if let Some(bufs) = io.as_mut() {

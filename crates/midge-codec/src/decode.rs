@@ -10,7 +10,9 @@ use crate::properties::{
     PublishProperties, SubscribeProperties, UnsubscribeProperties, WillProperties,
 };
 use crate::reason::{self, CodeSet};
-use crate::types::{ByteStr, PacketId, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
+use crate::types::{
+    ByteStr, Known, PacketId, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions,
+};
 use crate::wire::{self, parse_varint, read_binary, read_str, read_u16, read_u8};
 use crate::{DecodeError, ReasonCode};
 
@@ -268,19 +270,27 @@ fn read_property_block(buf: &mut Bytes) -> Result<Bytes, DecodeError> {
 fn read_topic_name(buf: &mut Bytes) -> Result<ByteStr, DecodeError> {
     let len = usize::from(read_u16(buf)?);
     let bytes = buf.get(..len).ok_or(DecodeError::LengthOutOfBounds)?;
-    // The usual topic, plain ASCII without U+0000 or wildcards, passes with one quick pass.
-    let plain = wire::is_plain_topic(bytes);
-    if !plain {
-        check_topic_name(bytes)?;
-    }
-    let topic = ByteStr::from_scanned_part(buf, 0..len, plain);
+    let known = topic_name_known(bytes)?;
+    let topic = ByteStr::from_scanned_part(buf, 0..len, known);
     buf.advance(len);
     Ok(topic)
 }
 
+/// Checks a topic name's characters, UTF-8 without U+0000 and without wildcards
+/// ([MQTT-1.5.4-1], [MQTT-4.7.3-2], [MQTT-3.3.2-2]): a check made once, whose result goes
+/// with the topic, so that neither encoding it again nor [`ByteStr::check_topic_name`] looks
+/// at its characters again. The usual topic, plain ASCII, takes one quick pass.
+#[inline(always)]
+fn topic_name_known(bytes: &[u8]) -> Result<Known, DecodeError> {
+    if wire::is_plain_topic(bytes) {
+        return Ok(Known::clean(true));
+    }
+    check_topic_name(bytes)
+}
+
 /// The checks of a topic name that is not plain ASCII, or has U+0000 or a wildcard.
 #[cold]
-fn check_topic_name(bytes: &[u8]) -> Result<(), DecodeError> {
+fn check_topic_name(bytes: &[u8]) -> Result<Known, DecodeError> {
     // One pass over the bytes for U+0000, the wildcards and non-ASCII bytes; only a topic that
     // is not plain ASCII needs the full UTF-8 check.
     let found = wire::scan(bytes);
@@ -297,7 +307,7 @@ fn check_topic_name(bytes: &[u8]) -> Result<(), DecodeError> {
     if !found.ascii && core::str::from_utf8(bytes).is_err() {
         return Err(DecodeError::InvalidUtf8);
     }
-    Ok(())
+    Ok(Known::clean(true))
 }
 
 /// A topic filter: a non-empty string [MQTT-4.7.3-1]. Wildcard placement is checked by
@@ -431,8 +441,8 @@ fn decode_connack(body: &mut Bytes, version: ProtocolVersion) -> Result<ConnAck,
 struct PublishLayout {
     packet_id: Option<PacketId>,
     topic: (usize, usize),
-    /// The topic is plain ASCII without U+0000 or wildcards.
-    plain_topic: bool,
+    /// What checking the topic found.
+    topic_known: Known,
     /// The property block without its length; empty if there is none.
     props: (usize, usize),
     payload: usize,
@@ -453,10 +463,7 @@ fn publish_layout(
     let topic_bytes = packet
         .get(topic.0..topic.1)
         .ok_or(DecodeError::LengthOutOfBounds)?;
-    let plain_topic = wire::is_plain_topic(topic_bytes);
-    if !plain_topic {
-        check_topic_name(topic_bytes)?;
-    }
+    let topic_known = topic_name_known(topic_bytes)?;
     pos = topic.1;
     // The QoS was checked with the fixed header: 0, 1 or 2.
     let packet_id = if (header.first >> 1) & 0b11 == 0 {
@@ -486,7 +493,7 @@ fn publish_layout(
     Ok(PublishLayout {
         packet_id,
         topic,
-        plain_topic,
+        topic_known,
         props,
         payload: pos,
     })
@@ -517,7 +524,7 @@ fn build_publish(
     if l.topic.0 == l.topic.1 && properties.topic_alias.is_none() {
         return Err(DecodeError::EmptyTopic);
     }
-    let topic = ByteStr::from_scanned_part(&packet, l.topic.0..l.topic.1, l.plain_topic);
+    let topic = ByteStr::from_scanned_part(&packet, l.topic.0..l.topic.1, l.topic_known);
     packet.advance(l.payload);
     Ok(Some(Packet::Publish(Publish {
         dup: first & 0b1000 != 0,

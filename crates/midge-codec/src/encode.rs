@@ -4,8 +4,9 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::packet::*;
+use crate::properties::Overrides;
 use crate::reason::{self, CodeSet};
-use crate::types::{ByteStr, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
+use crate::types::{ByteStr, PacketId, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
 use crate::wire::{
     self, field_len, put_binary, put_varint, scan, str_len, varint_len, MAX_FIELD, MAX_VARINT,
 };
@@ -47,8 +48,8 @@ fn check_reason(code: ReasonCode, allowed: CodeSet) -> Result<(), EncodeError> {
 /// wildcards ([MQTT-4.7.3-1], [MQTT-3.3.2-2]).
 #[inline]
 fn topic_name_len(topic: &ByteStr, alias: bool) -> Result<usize, EncodeError> {
-    let (bytes, known_plain) = topic.bytes_and_plain_topic();
-    if !bytes.is_empty() && (known_plain || wire::is_plain_topic(bytes)) {
+    let (bytes, known_clean) = topic.bytes_and_clean();
+    if !bytes.is_empty() && (known_clean || wire::is_plain_topic(bytes)) {
         return field_len(bytes);
     }
     // One pass for the wildcards and U+0000 [MQTT-1.5.4-2], with the errors of checking one
@@ -115,7 +116,7 @@ impl Packet {
                     buf.put_u8(reason::connack_v3_code(c.reason_code).unwrap_or(0));
                 }
             }
-            Self::Publish(p) => write_publish_body(p, v5, sizes.props, buf),
+            Self::Publish(p) => write_publish_body(&PublishRef::from(p), v5, sizes.props, buf),
             Self::PubAck(a) | Self::PubRec(a) | Self::PubRel(a) | Self::PubComp(a) => {
                 buf.put_u16(a.packet_id.get());
                 if sizes.remaining > 2 {
@@ -181,7 +182,7 @@ impl Packet {
 
     fn first_byte(&self) -> u8 {
         let flags = match self {
-            Self::Publish(p) => return publish_first_byte(p),
+            Self::Publish(p) => return publish_first_byte(&PublishRef::from(p)),
             Self::PubRel(_) | Self::Subscribe(_) | Self::Unsubscribe(_) => 0b0010,
             _ => 0,
         };
@@ -211,7 +212,7 @@ impl Packet {
                 }
             }
             Self::Publish(p) => {
-                let (remaining, props) = publish_sizes(p, v5)?;
+                let (remaining, props) = publish_sizes(&PublishRef::from(p), v5)?;
                 sizes.props = props;
                 remaining
             }
@@ -312,9 +313,49 @@ impl Packet {
     }
 }
 
+impl Publish {
+    /// The exact number of bytes [`Publish::encode`] writes for `version`, after checking that
+    /// the PUBLISH can be encoded for it: [`Packet::encoded_len`] without making a `Packet`.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
+        PublishRef::from(self).encoded_len(version)
+    }
+
+    /// Appends the PUBLISH, encoded for `version`, to `buf`: [`Packet::encode`] without making
+    /// a `Packet`. On error `buf` is unchanged.
+    pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        encode_publish(self, version.is_v5(), buf)
+    }
+}
+
+impl PublishRef<'_> {
+    /// The exact number of bytes [`PublishRef::encode`] writes for `version`, after checking
+    /// that the PUBLISH can be encoded for it. Nothing is copied or built to measure it.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
+        let (remaining, _) = publish_sizes(self, version.is_v5())?;
+        Ok(1 + varint_len(remaining as u32) + remaining)
+    }
+
+    /// Appends the PUBLISH, encoded for `version`, to `buf`: the bytes [`Publish::encode`]
+    /// writes for the `Publish` with the same parts. Every check runs before the first byte is
+    /// written, so on error `buf` is unchanged.
+    pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        encode_publish(self, version.is_v5(), buf)
+    }
+
+    /// What is sent in place of the properties' own values.
+    #[inline(always)]
+    fn overrides(&self) -> Overrides<'_> {
+        Overrides {
+            message_expiry_interval: self.message_expiry_interval,
+            topic_alias: self.topic_alias,
+            subscription_identifiers: self.subscription_identifiers,
+        }
+    }
+}
+
 /// Checks a PUBLISH and returns its Remaining Length and the length of its property block.
 #[inline]
-fn publish_sizes(p: &Publish, v5: bool) -> Result<(usize, usize), EncodeError> {
+fn publish_sizes(p: &PublishRef<'_>, v5: bool) -> Result<(usize, usize), EncodeError> {
     if p.packet_id.is_some() != (p.qos != QoS::AtMostOnce) {
         return Err(EncodeError::PacketIdMismatch);
     }
@@ -322,17 +363,14 @@ fn publish_sizes(p: &Publish, v5: bool) -> Result<(usize, usize), EncodeError> {
         return Err(EncodeError::DupOnQoS0);
     }
     // Most PUBLISH packets carry no properties: one check settles both versions.
-    let no_props = p.properties.is_empty();
-    require_v5(v5, no_props, "PUBLISH properties")?;
-    let topic = topic_name_len(&p.topic, v5 && p.properties.topic_alias.is_some())?;
+    let props = p.properties.encoded_len_as(&p.overrides());
+    require_v5(v5, props == 0, "PUBLISH properties")?;
+    let topic = topic_name_len(p.topic, v5 && p.topic_alias.is_some())?;
     let id = if p.packet_id.is_some() { 2 } else { 0 };
-    let (props, block) = match (v5, no_props) {
-        (false, _) => (0, 0),
-        (true, true) => (0, 1),
-        (true, false) => {
-            let props = p.properties.encoded_len();
-            (props, block_len(props))
-        }
+    let block = match (v5, props) {
+        (false, _) => 0,
+        (true, 0) => 1,
+        (true, props) => block_len(props),
     };
     let remaining = topic + id + block + p.payload.len();
     if remaining > MAX_VARINT as usize {
@@ -341,32 +379,114 @@ fn publish_sizes(p: &Publish, v5: bool) -> Result<(usize, usize), EncodeError> {
     Ok((remaining, props))
 }
 
-/// [`Packet::encode`] for a PUBLISH.
-#[inline]
-fn encode_publish(p: &Publish, v5: bool, buf: &mut BytesMut) -> Result<(), EncodeError> {
-    let (topic, known_plain) = p.topic.bytes_and_plain_topic();
-    let qos0 = p.qos == QoS::AtMostOnce;
+/// What the PUBLISH encoder reads: a [`Publish`] or a [`PublishRef`]. The usual PUBLISH is
+/// written from these without a `PublishRef` being built for a `Publish`; the general path
+/// takes a `PublishRef`.
+trait PublishSource {
+    /// True if no property is to be sent.
+    fn no_properties(&self) -> bool;
+    fn flags(&self) -> (bool, QoS, bool);
+    fn packet_id(&self) -> Option<PacketId>;
+    fn topic(&self) -> &ByteStr;
+    fn payload(&self) -> &[u8];
+    fn as_publish_ref(&self) -> PublishRef<'_>;
+}
+
+impl PublishSource for Publish {
+    #[inline(always)]
+    fn no_properties(&self) -> bool {
+        self.properties.is_empty()
+    }
+    #[inline(always)]
+    fn flags(&self) -> (bool, QoS, bool) {
+        (self.dup, self.qos, self.retain)
+    }
+    #[inline(always)]
+    fn packet_id(&self) -> Option<PacketId> {
+        self.packet_id
+    }
+    #[inline(always)]
+    fn topic(&self) -> &ByteStr {
+        &self.topic
+    }
+    #[inline(always)]
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+    #[inline(always)]
+    fn as_publish_ref(&self) -> PublishRef<'_> {
+        PublishRef::from(self)
+    }
+}
+
+impl PublishSource for PublishRef<'_> {
+    #[inline(always)]
+    fn no_properties(&self) -> bool {
+        self.message_expiry_interval.is_none()
+            && self.topic_alias.is_none()
+            && self.properties.only_replaceable()
+            && self.subscription_identifiers.is_none_or(<[_]>::is_empty)
+    }
+    #[inline(always)]
+    fn flags(&self) -> (bool, QoS, bool) {
+        (self.dup, self.qos, self.retain)
+    }
+    #[inline(always)]
+    fn packet_id(&self) -> Option<PacketId> {
+        self.packet_id
+    }
+    #[inline(always)]
+    fn topic(&self) -> &ByteStr {
+        self.topic
+    }
+    #[inline(always)]
+    fn payload(&self) -> &[u8] {
+        self.payload
+    }
+    #[inline(always)]
+    fn as_publish_ref(&self) -> PublishRef<'_> {
+        *self
+    }
+}
+
+/// Encodes a PUBLISH: [`Packet::encode`], [`Publish::encode`] and [`PublishRef::encode`].
+/// Always inlined: the most frequent packet skips the dispatch of [`Packet::encode`].
+#[inline(always)]
+fn encode_publish(p: &impl PublishSource, v5: bool, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    let (topic, known_clean) = p.topic().bytes_and_clean();
+    let (dup, qos, retain) = p.flags();
+    let packet_id = p.packet_id();
+    let payload = p.payload();
+    let qos0 = qos == QoS::AtMostOnce;
     // The usual PUBLISH: no property, a plain ASCII topic name, consistent flags. Every check
     // of the general path holds for it, so it is written directly; anything else takes the
     // general path, which reports the errors in their order.
-    if p.properties.is_empty()
-        && p.packet_id.is_some() != qos0
-        && !(p.dup && qos0)
+    if p.no_properties()
+        && packet_id.is_some() != qos0
+        && !(dup && qos0)
         && !topic.is_empty()
         && topic.len() <= MAX_FIELD
-        && (known_plain || wire::is_plain_topic(topic))
+        && (known_clean || wire::is_plain_topic(topic))
     {
-        let id_len = if p.packet_id.is_some() { 2 } else { 0 };
-        let remaining = 2 + topic.len() + id_len + usize::from(v5) + p.payload.len();
+        let id_len = if packet_id.is_some() { 2 } else { 0 };
+        let remaining = 2 + topic.len() + id_len + usize::from(v5) + payload.len();
         if remaining <= MAX_VARINT as usize {
             buf.reserve(5 + remaining);
-            buf.put_u8(publish_first_byte(p));
+            buf.put_u8(first_byte_of(dup, qos, retain));
             put_varint(buf, remaining as u32);
-            write_publish_body(p, v5, 0, buf);
+            put_binary(buf, topic);
+            if let Some(id) = packet_id {
+                buf.put_u16(id.get());
+            }
+            if v5 {
+                // No property is set: the block is its zero length alone.
+                buf.put_u8(0);
+            }
+            buf.put_slice(payload);
             return Ok(());
         }
     }
-    encode_publish_checked(p, v5, buf)
+    encode_publish_checked(&p.as_publish_ref(), v5, buf)
 }
 
 /// [`encode_publish`] for any PUBLISH: every check, in order, then the packet.
@@ -376,7 +496,11 @@ fn encode_publish(p: &Publish, v5: bool, buf: &mut BytesMut) -> Result<(), Encod
 /// then keeps `BytesMut::extend_from_slice` out of line there, which cost about 15% of a
 /// 64-byte PUBLISH's encode (`cargo bench -p midge-benches --bench codec -- publish_encode`).
 #[cold]
-fn encode_publish_checked(p: &Publish, v5: bool, buf: &mut BytesMut) -> Result<(), EncodeError> {
+fn encode_publish_checked(
+    p: &PublishRef<'_>,
+    v5: bool,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
     let (remaining, props) = publish_sizes(p, v5)?;
     buf.reserve(1 + varint_len(remaining as u32) + remaining);
     buf.put_u8(publish_first_byte(p));
@@ -385,17 +509,19 @@ fn encode_publish_checked(p: &Publish, v5: bool, buf: &mut BytesMut) -> Result<(
     Ok(())
 }
 
-fn publish_first_byte(p: &Publish) -> u8 {
-    ((PacketType::Publish as u8) << 4)
-        | (u8::from(p.dup) << 3)
-        | ((p.qos as u8) << 1)
-        | u8::from(p.retain)
+fn publish_first_byte(p: &PublishRef<'_>) -> u8 {
+    first_byte_of(p.dup, p.qos, p.retain)
 }
 
-/// Always inlined, so that the fast path of [`encode_publish`] writes with inlined
-/// `BytesMut` calls whatever the size of the properties' branch here.
 #[inline(always)]
-fn write_publish_body(p: &Publish, v5: bool, props: usize, buf: &mut BytesMut) {
+fn first_byte_of(dup: bool, qos: QoS, retain: bool) -> u8 {
+    ((PacketType::Publish as u8) << 4)
+        | (u8::from(dup) << 3)
+        | ((qos as u8) << 1)
+        | u8::from(retain)
+}
+
+fn write_publish_body(p: &PublishRef<'_>, v5: bool, props: usize, buf: &mut BytesMut) {
     put_binary(buf, p.topic.as_bytes());
     if let Some(id) = p.packet_id {
         buf.put_u16(id.get());
@@ -405,10 +531,10 @@ fn write_publish_body(p: &Publish, v5: bool, props: usize, buf: &mut BytesMut) {
             // No property is set: the block is its zero length alone.
             buf.put_u8(0);
         } else {
-            p.properties.encode(buf, props);
+            p.properties.encode_as(buf, props, &p.overrides());
         }
     }
-    buf.put_slice(&p.payload);
+    buf.put_slice(p.payload);
 }
 
 /// DISCONNECT and AUTH leave out a Success reason code and empty properties (§3.14.2.1).

@@ -12,7 +12,9 @@ use crate::properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
     PublishProperties, SubscribeProperties, UnsubscribeProperties, WillProperties,
 };
-use crate::types::{ByteStr, PacketId, ProtocolVersion, QoS, SubscriptionOptions};
+use core::num::NonZeroU16;
+
+use crate::types::{ByteStr, PacketId, ProtocolVersion, QoS, SubscriptionId, SubscriptionOptions};
 use crate::ReasonCode;
 
 /// An MQTT control packet (§2.1.2, Table 2-1).
@@ -215,6 +217,117 @@ pub struct Publish {
     pub payload: Bytes,
     /// 5.0 properties.
     pub properties: PublishProperties,
+}
+
+/// A PUBLISH made of borrowed parts, encoded as the [`Publish`] with the same parts would be.
+///
+/// A server sends one message to many subscribers. The topic, payload and properties are the
+/// message's and the same for all; the packet identifier, QoS, RETAIN, DUP, Topic Alias,
+/// remaining Message Expiry Interval and Subscription Identifiers may differ from one
+/// subscriber to the next. A `PublishRef` borrows the shared parts and holds the others, so
+/// measuring ([`PublishRef::encoded_len`]) and encoding ([`PublishRef::encode`]) one delivery
+/// copies nothing beforehand, touches no reference count, and does not rebuild the property
+/// block: the properties the message keeps encoded are copied into the packet as they are,
+/// followed by this delivery's Subscription Identifiers.
+///
+/// `properties` supplies every property but Message Expiry Interval and Topic Alias, which
+/// come from the fields of the same name, and but the Subscription Identifiers when
+/// `subscription_identifiers` is `Some`. [`PublishRef::new`] and `From<&Publish>` take all of
+/// them from the properties.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use midge_codec::{ByteStr, ProtocolVersion, Publish, PublishProperties, PublishRef, QoS, SubscriptionId};
+///
+/// let topic = ByteStr::from_static("sensors/17/temp");
+/// let mut properties = PublishProperties::default();
+/// properties.set_content_type(Some("text/plain".into()))?;
+/// let ids = [SubscriptionId::new(7).unwrap()];
+///
+/// let mut delivery = PublishRef::new(&topic, b"21.5", &properties);
+/// delivery.qos = QoS::AtLeastOnce;
+/// delivery.packet_id = std::num::NonZeroU16::new(1);
+/// delivery.subscription_identifiers = Some(&ids);
+/// let mut buf = BytesMut::new();
+/// delivery.encode(ProtocolVersion::V5, &mut buf)?;
+/// assert_eq!(delivery.encoded_len(ProtocolVersion::V5)?, buf.len());
+///
+/// // The same bytes as the owned PUBLISH with those parts.
+/// let mut owned = Publish {
+///     qos: QoS::AtLeastOnce,
+///     topic: topic.clone(),
+///     packet_id: std::num::NonZeroU16::new(1),
+///     payload: bytes::Bytes::from_static(b"21.5"),
+///     properties: properties.clone(),
+///     ..Publish::default()
+/// };
+/// owned.properties.set_subscription_identifiers(&ids);
+/// let mut expected = BytesMut::new();
+/// owned.encode(ProtocolVersion::V5, &mut expected)?;
+/// assert_eq!(buf, expected);
+/// # Ok::<(), midge_codec::EncodeError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublishRef<'a> {
+    /// DUP: this may be a re-delivery.
+    pub dup: bool,
+    /// QoS of this delivery.
+    pub qos: QoS,
+    /// RETAIN.
+    pub retain: bool,
+    /// Topic Name. Empty only in 5.0 with a Topic Alias.
+    pub topic: &'a ByteStr,
+    /// Packet Identifier: present exactly when QoS is 1 or 2 [MQTT-2.2.1-2].
+    pub packet_id: Option<PacketId>,
+    /// Application message.
+    pub payload: &'a [u8],
+    /// 5.0 properties, but for those the fields below stand for.
+    pub properties: &'a PublishProperties,
+    /// Message Expiry Interval (5.0), sent instead of the properties' own.
+    pub message_expiry_interval: Option<u32>,
+    /// Topic Alias (5.0), sent instead of the properties' own.
+    pub topic_alias: Option<NonZeroU16>,
+    /// Subscription Identifiers (5.0): `Some` sends these instead of the properties' own,
+    /// `None` sends the properties' own.
+    pub subscription_identifiers: Option<&'a [SubscriptionId]>,
+}
+
+impl<'a> PublishRef<'a> {
+    /// A QoS 0 PUBLISH of these parts, without DUP or RETAIN, with every property taken from
+    /// `properties`.
+    pub fn new(topic: &'a ByteStr, payload: &'a [u8], properties: &'a PublishProperties) -> Self {
+        Self {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic,
+            packet_id: None,
+            payload,
+            properties,
+            message_expiry_interval: properties.message_expiry_interval,
+            topic_alias: properties.topic_alias,
+            subscription_identifiers: None,
+        }
+    }
+}
+
+impl<'a> From<&'a Publish> for PublishRef<'a> {
+    #[inline(always)]
+    fn from(p: &'a Publish) -> Self {
+        Self {
+            dup: p.dup,
+            qos: p.qos,
+            retain: p.retain,
+            topic: &p.topic,
+            packet_id: p.packet_id,
+            payload: &p.payload,
+            properties: &p.properties,
+            message_expiry_interval: p.properties.message_expiry_interval,
+            topic_alias: p.properties.topic_alias,
+            subscription_identifiers: None,
+        }
+    }
 }
 
 /// PUBACK, PUBREC, PUBREL and PUBCOMP, which share one layout (§3.4 to §3.7).

@@ -13,6 +13,7 @@ use core::num::{NonZeroU16, NonZeroU32};
 
 mod publish;
 mod will;
+pub(crate) use publish::Overrides;
 pub use publish::PublishProperties;
 pub use will::WillProperties;
 

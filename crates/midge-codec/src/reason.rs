@@ -130,6 +130,34 @@ impl ReasonCode {
     pub const fn is_success(self) -> bool {
         self.0 < 0x80
     }
+
+    /// Whether a 5.0 packet of type `packet` may carry this code (MQTT 5.0 §2.4, Table 2-6):
+    /// encoding one that may not is an [`EncodeError::InvalidReasonCode`](crate::EncodeError).
+    /// Packet types without a reason code allow none.
+    ///
+    /// ```
+    /// use midge_codec::{PacketType, ReasonCode};
+    ///
+    /// assert!(ReasonCode::QUOTA_EXCEEDED.is_allowed_in(PacketType::PubAck));
+    /// assert!(!ReasonCode::SESSION_TAKEN_OVER.is_allowed_in(PacketType::PubAck));
+    /// assert!(ReasonCode::GRANTED_QOS_0.is_allowed_in(PacketType::SubAck));
+    /// ```
+    pub fn is_allowed_in(self, packet: crate::PacketType) -> bool {
+        use crate::PacketType as T;
+        let set = match packet {
+            T::ConnAck => CONNACK_CODES,
+            T::PubAck | T::PubRec => PUBACK_CODES,
+            T::PubRel | T::PubComp => PUBREL_CODES,
+            T::SubAck => SUBACK_CODES,
+            T::UnsubAck => UNSUBACK_CODES,
+            T::Disconnect => DISCONNECT_CODES,
+            T::Auth => AUTH_CODES,
+            T::Connect | T::Publish | T::Subscribe | T::Unsubscribe | T::PingReq | T::PingResp => {
+                return false
+            }
+        };
+        set.contains(self)
+    }
 }
 
 impl fmt::Debug for ReasonCode {

@@ -165,34 +165,104 @@ impl SubscriptionId {
 #[derive(Clone)]
 pub struct ByteStr(Repr);
 
-/// The two forms of a [`ByteStr`]. Each carries the plain-topic flag: known to be plain ASCII
-/// without U+0000 or topic wildcards, so a valid topic name if it is not empty; set where that
-/// was learnt for free (decoding, construction), so encoding a forwarded or reused topic skips
-/// its scan. `false` means "not known". The flag and the form are not part of the value:
-/// equality, order and hashing look at the bytes only.
+/// The two forms of a [`ByteStr`]. Each carries what is [`Known`] about its bytes, learnt where
+/// that was free (decoding, construction), so that encoding a forwarded or reused string skips
+/// its scan and routing a checked topic skips its validation. What is known is not part of the
+/// value: equality, order and hashing look at the bytes only.
 #[derive(Clone)]
 enum Repr {
     Shared {
         bytes: Bytes,
-        plain_topic: bool,
+        known: Known,
     },
     Inline {
-        plain_topic: bool,
+        known: Known,
         len: u8,
         data: [u8; ByteStr::INLINE_CAPACITY],
     },
 }
 
-/// [`crate::wire::is_plain_topic`] for constant strings.
-const fn const_plain_topic(mut bytes: &[u8]) -> bool {
-    while let [b, rest @ ..] = bytes {
-        if *b == 0 || *b == b'+' || *b == b'#' || *b >= 0x80 {
-            return false;
-        }
-        bytes = rest;
+/// What is known about a string's bytes, in one byte: two facts.
+///
+/// - Bit 7, *clean*: no U+0000 and no topic wildcard (`+`, `#`).
+/// - Bits 0 to 6, *levels*: if not zero, the string is a valid topic name — at least one byte
+///   [MQTT-4.7.3-1], no U+0000 [MQTT-4.7.3-2], no wildcard [MQTT-3.3.2-2], at most 65,535 bytes
+///   [MQTT-4.7.3-3] — with this many `/`-separated levels. Topics of more than 127 levels are
+///   valid too, but their count is not kept.
+///
+/// Zero means nothing is known.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Known(u8);
+
+impl Known {
+    const CLEAN: u8 = 0x80;
+    /// Largest level count kept.
+    const MAX_LEVELS: usize = 0x7F;
+
+    /// Nothing known.
+    pub(crate) const NOTHING: Self = Self(0);
+
+    /// Whether the bytes are clean (see the type's docs); nothing about topic levels.
+    #[inline]
+    pub(crate) const fn clean(clean: bool) -> Self {
+        Self(if clean { Self::CLEAN } else { 0 })
     }
-    true
+
+    /// A clean string of `len` bytes with `levels` levels: a valid topic name if `len` is
+    /// within its bounds, with its levels kept if they are few enough.
+    #[inline]
+    const fn topic_name(len: usize, levels: usize) -> Self {
+        let levels = if len == 0 || len > MAX_TOPIC_LEN || levels > Self::MAX_LEVELS {
+            0
+        } else {
+            levels as u8
+        };
+        Self(Self::CLEAN | levels)
+    }
+
+    /// What a look at `bytes` (UTF-8) tells, levels included when they are ASCII.
+    #[inline]
+    fn of(bytes: &[u8]) -> Self {
+        match crate::wire::plain_topic_levels(bytes) {
+            Some(levels) => Self::topic_name(bytes.len(), levels),
+            None => Self::NOTHING,
+        }
+    }
+
+    /// [`Self::of`] for constant strings.
+    const fn of_const(mut bytes: &[u8]) -> Self {
+        let len = bytes.len();
+        let mut levels = 1;
+        while let [b, rest @ ..] = bytes {
+            match *b {
+                0 | b'+' | b'#' | 0x80..=0xFF => return Self::NOTHING,
+                b'/' => levels += 1,
+                _ => {}
+            }
+            bytes = rest;
+        }
+        Self::topic_name(len, levels)
+    }
+
+    /// Known to hold no U+0000 and no wildcard: anything known says so, since a level count
+    /// is kept only for a clean string.
+    #[inline]
+    pub(crate) const fn is_clean(self) -> bool {
+        self.0 != 0
+    }
+
+    /// The levels of a string known to be a valid topic name.
+    #[inline]
+    const fn levels(self) -> Option<usize> {
+        match self.0 & !Self::CLEAN {
+            0 => None,
+            n => Some(n as usize),
+        }
+    }
 }
+
+/// The longest topic name: its length prefix is two bytes [MQTT-4.7.3-3].
+const MAX_TOPIC_LEN: usize = 65_535;
 
 impl ByteStr {
     /// The longest string held inline rather than in a shared buffer.
@@ -202,7 +272,7 @@ impl ByteStr {
     pub const fn new() -> Self {
         Self(Repr::Shared {
             bytes: Bytes::new(),
-            plain_topic: false,
+            known: Known::NOTHING,
         })
     }
 
@@ -210,7 +280,7 @@ impl ByteStr {
     pub const fn from_static(s: &'static str) -> Self {
         Self(Repr::Shared {
             bytes: Bytes::from_static(s.as_bytes()),
-            plain_topic: const_plain_topic(s.as_bytes()),
+            known: Known::of_const(s.as_bytes()),
         })
     }
 
@@ -224,13 +294,13 @@ impl ByteStr {
 
     /// Wraps bytes already checked to be UTF-8.
     pub(crate) fn from_checked(bytes: Bytes) -> Self {
-        Self::from_scanned(bytes, false)
+        Self::from_scanned(bytes, Known::NOTHING)
     }
 
     /// Wraps bytes already checked to be UTF-8, with what a scan found about them.
     #[inline]
-    pub(crate) fn from_scanned(bytes: Bytes, plain_topic: bool) -> Self {
-        Self(Repr::Shared { bytes, plain_topic })
+    pub(crate) fn from_scanned(bytes: Bytes, known: Known) -> Self {
+        Self(Repr::Shared { bytes, known })
     }
 
     /// The bytes at `range` of `buf`, already checked to be UTF-8: copied inline when short,
@@ -239,11 +309,11 @@ impl ByteStr {
     pub(crate) fn from_scanned_part(
         buf: &Bytes,
         range: core::ops::Range<usize>,
-        plain_topic: bool,
+        known: Known,
     ) -> Self {
         let len = range.len();
         if len > Self::INLINE_CAPACITY || range.end > buf.len() {
-            return Self::from_scanned(buf.slice(range), plain_topic);
+            return Self::from_scanned(buf.slice(range), known);
         }
         // Copying a whole window of the buffer is a few fixed-size moves instead of a call to
         // `memcpy`; the bytes past `len` are never read.
@@ -261,34 +331,101 @@ impl ByteStr {
             }
         };
         Self(Repr::Inline {
-            plain_topic,
+            known,
             // At most INLINE_CAPACITY.
             len: len as u8,
             data,
         })
     }
 
-    /// Wraps UTF-8 bytes, and learns whether they are a plain topic.
+    /// Wraps UTF-8 bytes, and learns what a look at them tells.
     fn from_known(bytes: Bytes) -> Self {
-        let plain_topic = crate::wire::is_plain_topic(&bytes);
-        Self::from_scanned(bytes, plain_topic)
+        let known = Known::of(&bytes);
+        Self::from_scanned(bytes, known)
     }
 
-    /// The bytes, and whether they are known to be plain ASCII without U+0000 or topic
-    /// wildcards: both from one look at the representation, for the encoder's hot path.
+    /// The bytes, and whether they are known to hold no U+0000 and no topic wildcard: both
+    /// from one look at the representation, for the encoder's hot path.
     #[inline]
-    pub(crate) fn bytes_and_plain_topic(&self) -> (&[u8], bool) {
+    pub(crate) fn bytes_and_clean(&self) -> (&[u8], bool) {
         match &self.0 {
-            Repr::Shared { bytes, plain_topic } => (bytes, *plain_topic),
-            Repr::Inline {
-                plain_topic,
-                len,
-                data,
-            } => (
+            Repr::Shared { bytes, known } => (bytes, known.is_clean()),
+            Repr::Inline { known, len, data } => (
                 data.get(..usize::from(*len)).unwrap_or_default(),
-                *plain_topic,
+                known.is_clean(),
             ),
         }
+    }
+
+    fn known(&self) -> Known {
+        match &self.0 {
+            Repr::Shared { known, .. } | Repr::Inline { known, .. } => *known,
+        }
+    }
+
+    fn set_known(&mut self, new: Known) {
+        match &mut self.0 {
+            Repr::Shared { known, .. } | Repr::Inline { known, .. } => *known = new,
+        }
+    }
+
+    /// The number of levels of this string if it is known to be a valid topic name: at least
+    /// one character [MQTT-4.7.3-1], no U+0000 [MQTT-4.7.3-2], no wildcard [MQTT-3.3.2-2] and
+    /// at most 65,535 bytes [MQTT-4.7.3-3]. `None` means not known, not invalid (and is the
+    /// answer for topics of more than 127 levels, whose count is not kept).
+    ///
+    /// It is known for a string checked by [`ByteStr::check_topic_name`], and for one made
+    /// from ASCII text ([`ByteStr::from_static`], `From<String>`, [`ByteStr::from_utf8`]). The
+    /// knowledge goes with the value, clones included, so a topic validated once needs no
+    /// second validation where it is routed.
+    ///
+    /// ```
+    /// use midge_codec::ByteStr;
+    ///
+    /// assert_eq!(ByteStr::from_static("sensors/dev-0042/tmp").topic_levels(), Some(3));
+    /// assert_eq!(ByteStr::from_static("sensors/+/tmp").topic_levels(), None);
+    /// assert_eq!(ByteStr::from_static("").topic_levels(), None);
+    /// ```
+    #[inline]
+    pub fn topic_levels(&self) -> Option<usize> {
+        self.known().levels()
+    }
+
+    /// Whether this string is a valid topic name (see [`ByteStr::topic_levels`]), checked
+    /// once and remembered: if it is, [`ByteStr::topic_levels`] answers from then on, for
+    /// this value and its clones.
+    ///
+    /// A topic name decoded from a PUBLISH or a will had its characters checked then, so only
+    /// its levels are counted here; any other string gets the whole check. A server calls this
+    /// once per PUBLISH, compares the level count with its limit, and whatever routes the
+    /// message after it can trust the topic. The check is in place: the string is not moved.
+    ///
+    /// ```
+    /// use midge_codec::ByteStr;
+    ///
+    /// let mut topic = ByteStr::from("caf\u{e9}/cr\u{e8}me".to_owned());
+    /// assert_eq!(topic.topic_levels(), None);
+    /// assert!(topic.check_topic_name());
+    /// assert_eq!(topic.topic_levels(), Some(2));
+    /// assert!(!ByteStr::from("a/#".to_owned()).check_topic_name());
+    /// ```
+    pub fn check_topic_name(&mut self) -> bool {
+        if self.topic_levels().is_some() {
+            return true;
+        }
+        let (bytes, clean) = self.bytes_and_clean();
+        if bytes.is_empty() || bytes.len() > MAX_TOPIC_LEN {
+            return false;
+        }
+        if !clean {
+            let found = crate::wire::scan(bytes);
+            if found.nul || found.wildcard {
+                return false;
+            }
+        }
+        let known = Known::topic_name(bytes.len(), 1 + crate::wire::count_slashes(bytes));
+        self.set_known(known);
+        true
     }
 
     /// The string.
@@ -319,10 +456,10 @@ impl ByteStr {
     pub fn unshared(&self) -> Self {
         match &self.0 {
             Repr::Inline { .. } => self.clone(),
-            Repr::Shared { bytes, plain_topic } => {
+            Repr::Shared { bytes, known } => {
                 let bytes = Bytes::copy_from_slice(bytes);
                 let len = bytes.len();
-                Self::from_scanned_part(&bytes, 0..len, *plain_topic)
+                Self::from_scanned_part(&bytes, 0..len, *known)
             }
         }
     }
@@ -435,8 +572,8 @@ mod tests {
         extern crate std;
         use core::hash::{Hash, Hasher};
         let buf = Bytes::from_static(b"xxsensors/dev-0042/tmp");
-        let inline = ByteStr::from_scanned_part(&buf, 2..buf.len(), true);
-        let shared = ByteStr::from_scanned(buf.slice(2..), true);
+        let inline = ByteStr::from_scanned_part(&buf, 2..buf.len(), Known::NOTHING);
+        let shared = ByteStr::from_scanned(buf.slice(2..), Known::NOTHING);
         assert!(matches!(inline.0, Repr::Inline { .. }));
         assert!(matches!(shared.0, Repr::Shared { .. }));
         assert_eq!(inline, shared);
@@ -458,13 +595,13 @@ mod tests {
     fn parts_are_inline_up_to_the_capacity() {
         let long = "a".repeat(ByteStr::INLINE_CAPACITY + 1);
         let buf = Bytes::from(long.clone());
-        let at_capacity = ByteStr::from_scanned_part(&buf, 1..buf.len(), true);
+        let at_capacity = ByteStr::from_scanned_part(&buf, 1..buf.len(), Known::NOTHING);
         assert!(matches!(at_capacity.0, Repr::Inline { .. }));
         assert_eq!(at_capacity.len(), ByteStr::INLINE_CAPACITY);
-        let over = ByteStr::from_scanned_part(&buf, 0..buf.len(), true);
+        let over = ByteStr::from_scanned_part(&buf, 0..buf.len(), Known::NOTHING);
         assert!(matches!(over.0, Repr::Shared { .. }));
         assert_eq!(over, *long.as_str());
-        let tail = ByteStr::from_scanned_part(&buf, buf.len() - 3..buf.len(), true);
+        let tail = ByteStr::from_scanned_part(&buf, buf.len() - 3..buf.len(), Known::NOTHING);
         assert_eq!(tail, "aaa");
         assert_eq!(size_of::<ByteStr>(), 40);
     }

@@ -5,7 +5,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::types::ByteStr;
+use crate::types::{ByteStr, Known};
 use crate::{DecodeError, EncodeError};
 
 /// The largest value of a variable byte integer (§1.5.5).
@@ -82,7 +82,8 @@ pub(crate) fn read_str(buf: &mut Bytes) -> Result<ByteStr, DecodeError> {
     let len = usize::from(read_u16(buf)?);
     let bytes = buf.get(..len).ok_or(DecodeError::LengthOutOfBounds)?;
     let found = check_utf8_scan(bytes)?;
-    let s = ByteStr::from_scanned_part(buf, 0..len, found.ascii && !found.wildcard);
+    // UTF-8 without U+0000 (or an error above): clean unless it holds a wildcard.
+    let s = ByteStr::from_scanned_part(buf, 0..len, Known::clean(!found.wildcard));
     buf.advance(len);
     Ok(s)
 }
@@ -149,6 +150,117 @@ pub(crate) fn is_plain_topic(bytes: &[u8]) -> bool {
     }
     acc & HI == 0
 }
+
+/// [`is_plain_topic`] and, for a plain topic, its number of levels (one more than its `/`
+/// bytes), in the same pass: `None` if the bytes are not plain. Decoding a PUBLISH learns the
+/// levels here, so that what routes the topic later need not walk it again.
+#[inline(always)]
+pub(crate) fn plain_topic_levels(bytes: &[u8]) -> Option<usize> {
+    const LO: u64 = u64::from_le_bytes([0x01; 8]);
+    const HI: u64 = u64::from_le_bytes([0x80; 8]);
+    const LOW7: u64 = u64::from_le_bytes([0x7F; 8]);
+    const PLUS: u64 = u64::from_le_bytes([b'+'; 8]);
+    const HASH: u64 = u64::from_le_bytes([b'#'; 8]);
+    const SLASH: u64 = u64::from_le_bytes([b'/'; 8]);
+    #[inline(always)]
+    const fn bad(w: u64) -> u64 {
+        w.wrapping_sub(LO) | (w ^ PLUS).wrapping_sub(LO) | (w ^ HASH).wrapping_sub(LO) | w
+    }
+    /// 1 in each byte lane of `w` that holds `/`, 0 in the others. Exact when every byte is
+    /// below 0x80 (which `bad` checks; otherwise the result is not used): then `y + LOW7`
+    /// carries into no other lane, and sets a lane's high bit unless the lane is zero.
+    #[inline(always)]
+    const fn slashes(w: u64) -> u64 {
+        let y = w ^ SLASH;
+        (!y.wrapping_add(LOW7) & HI) >> 7
+    }
+    /// The sum of the byte lanes of `lanes`, each at most 31, so that the sum fits a byte.
+    #[inline(always)]
+    const fn lane_sum(lanes: u64) -> usize {
+        (lanes.wrapping_mul(LO) >> 56) as usize
+    }
+    if bytes.len() > LANE_WORDS * 8 {
+        // Longer than topics usually are: per-lane counts could overflow, so count apart.
+        return is_plain_topic(bytes).then(|| 1 + bytes.iter().filter(|&&b| b == b'/').count());
+    }
+    let mut acc = 0;
+    // Per-lane counts: at most LANE_WORDS + 1 words, so no lane's sum passes 31.
+    let mut lanes = 0;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        acc |= bad(w);
+        lanes += slashes(w);
+    }
+    let rest = chunks.remainder().len();
+    if rest != 0 {
+        let w = match bytes.last_chunk::<8>() {
+            // The first `8 - rest` bytes were counted already: shifted out of the count
+            // (little-endian order puts them lowest), and the zeros shifted in are no `/`.
+            Some(last) => {
+                let w = u64::from_le_bytes(*last);
+                acc |= bad(w);
+                w >> (8 * (8 - rest))
+            }
+            None => {
+                let mut padded = [b'a'; 8];
+                for (to, &from) in padded.iter_mut().zip(bytes) {
+                    *to = from;
+                }
+                let w = u64::from_le_bytes(padded);
+                acc |= bad(w);
+                w
+            }
+        };
+        lanes += slashes(w);
+    }
+    (acc & HI == 0).then_some(lane_sum(lanes) + 1)
+}
+
+/// The `/` bytes of `bytes`, whatever the other bytes are, eight at a time: for
+/// [`ByteStr::check_topic_name`], which counts the levels of a topic whose characters were
+/// checked when it was decoded.
+#[inline]
+pub(crate) fn count_slashes(bytes: &[u8]) -> usize {
+    const LO: u64 = u64::from_le_bytes([0x01; 8]);
+    const LOW7: u64 = u64::from_le_bytes([0x7F; 8]);
+    const SLASH: u64 = u64::from_le_bytes([b'/'; 8]);
+    /// 1 in each byte lane of `w` that holds `/`, whatever the other bytes: no carry crosses
+    /// a lane, since each lane's low seven bits are added alone.
+    #[inline(always)]
+    const fn slashes(w: u64) -> u64 {
+        let y = w ^ SLASH;
+        (!(((y & LOW7) + LOW7) | y | LOW7)) >> 7
+    }
+    if bytes.len() > LANE_WORDS * 8 {
+        return bytes.iter().filter(|&&b| b == b'/').count();
+    }
+    let mut lanes = 0;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        lanes += slashes(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
+    }
+    let rest = chunks.remainder().len();
+    if rest != 0 {
+        let w = match bytes.last_chunk::<8>() {
+            // Shifted as in `plain_topic_levels`: only the bytes not counted yet remain.
+            Some(last) => u64::from_le_bytes(*last) >> (8 * (8 - rest)),
+            None => {
+                let mut padded = [0; 8];
+                for (to, &from) in padded.iter_mut().zip(bytes) {
+                    *to = from;
+                }
+                u64::from_le_bytes(padded)
+            }
+        };
+        lanes += slashes(w);
+    }
+    (lanes.wrapping_mul(LO) >> 56) as usize
+}
+
+/// Longest topic, in eight-byte words, whose `/` bytes [`plain_topic_levels`] counts in byte
+/// lanes: with the tail, a lane counts at most 31, and the eight lanes add up within a byte.
+const LANE_WORDS: usize = 30;
 
 /// Looks for U+0000, the topic wildcards and non-ASCII bytes in one pass, eight bytes at a time.
 ///
@@ -228,10 +340,10 @@ pub(crate) fn field_len(bytes: &[u8]) -> Result<usize, EncodeError> {
 
 /// Encoded size of a string, checking the limit and the absence of U+0000 [MQTT-1.5.4-2].
 pub(crate) fn str_len(s: &ByteStr) -> Result<usize, EncodeError> {
-    // A string known to be a plain topic has no U+0000: decoding and construction learnt that
+    // A string known to be clean has no U+0000: decoding and construction learnt that
     // already, so the scan is skipped.
-    let (bytes, known_plain) = s.bytes_and_plain_topic();
-    if !known_plain && bytes.contains(&0) {
+    let (bytes, known_clean) = s.bytes_and_clean();
+    if !known_clean && bytes.contains(&0) {
         return Err(EncodeError::NullCharacter);
     }
     field_len(bytes)
@@ -309,7 +421,7 @@ mod tests {
 
 #[cfg(test)]
 mod scan_tests {
-    use super::{is_plain_topic, scan, Scan};
+    use super::{count_slashes, is_plain_topic, plain_topic_levels, scan, Scan};
 
     fn clean() -> Scan {
         Scan {
@@ -354,5 +466,42 @@ mod scan_tests {
             ..clean
         };
         assert_eq!(scan("ünïcødé/topic/é".as_bytes()), unicode);
+    }
+
+    /// The level count agrees with a byte-wise one wherever the `/` bytes fall, at every
+    /// length around the eight-byte steps and around the 31 words after which lane counts
+    /// are added up, and is given exactly for plain topics.
+    #[test]
+    fn levels_match_bytewise() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for len in (0..=41).chain([247, 248, 249, 255, 256, 257, 500, 2048]) {
+            for _ in 0..64 {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        match seed % 32 {
+                            0 => b'+',
+                            1 => 0x80,
+                            // `/` with the high bit set, which must not count as one.
+                            10 => 0xAF,
+                            2..=9 => b'/',
+                            _ => b'a',
+                        }
+                    })
+                    .collect();
+                let slashes = bytes.iter().filter(|&&b| b == b'/').count();
+                let expected = is_plain_topic(&bytes).then_some(1 + slashes);
+                assert_eq!(plain_topic_levels(&bytes), expected, "{bytes:?}");
+                assert_eq!(count_slashes(&bytes), slashes, "{bytes:?}");
+            }
+            let slashes = vec![b'/'; len];
+            assert_eq!(plain_topic_levels(&slashes), Some(len + 1));
+            assert_eq!(count_slashes(&slashes), len);
+        }
+        assert_eq!(plain_topic_levels(b"sensors/dev-0042/tmp"), Some(3));
+        assert_eq!(plain_topic_levels(b""), Some(1));
+        assert_eq!(plain_topic_levels("a/\u{e9}".as_bytes()), None);
     }
 }

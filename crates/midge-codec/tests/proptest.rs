@@ -11,9 +11,9 @@ use common::{assert_encode_err, b, pid, s, up, V3_1, V3_1_1, V5};
 use midge_codec::{
     AckProperties, Auth, AuthProperties, ByteStr, ConnAck, ConnAckProperties, Connect,
     ConnectProperties, Disconnect, DisconnectProperties, EncodeError, Packet, PayloadFormat,
-    ProtocolVersion, PubAck, Publish, PublishProperties, QoS, ReasonCode, RetainHandling, SubAck,
-    Subscribe, SubscribeProperties, SubscriptionId, SubscriptionOptions, UnsubAck, Unsubscribe,
-    UnsubscribeProperties, Will, WillProperties, MAX_PACKET_SIZE,
+    ProtocolVersion, PubAck, Publish, PublishProperties, PublishRef, QoS, ReasonCode,
+    RetainHandling, SubAck, Subscribe, SubscribeProperties, SubscriptionId, SubscriptionOptions,
+    UnsubAck, Unsubscribe, UnsubscribeProperties, Will, WillProperties, MAX_PACKET_SIZE,
 };
 use proptest::collection::vec;
 use proptest::option::of;
@@ -1193,4 +1193,169 @@ fn caller_errors_are_refused_before_writing() {
         V5,
         EncodeError::PropertyNotAllowed(0x0B),
     );
+}
+
+// ------------------------------------------------------------- borrowed PUBLISH, topic levels
+
+/// A PUBLISH of any version (5.0 properties even when the version is 3.x, for the errors),
+/// and what one delivery of it replaces.
+fn publish_and_parts() -> impl Strategy<Value = (ProtocolVersion, Publish, Parts)> {
+    (
+        any_version(),
+        any::<bool>(),
+        publish(V5),
+        (
+            of(any::<u32>()),
+            of(nz16()),
+            of(vec(subscription_id(), 0..3)),
+            any::<bool>(),
+            any::<bool>(),
+        ),
+    )
+        .prop_map(|(v, keep, p, (expiry, alias, ids, dup, drop_topic))| {
+            let Packet::Publish(mut p) = p else {
+                unreachable!("a PUBLISH strategy");
+            };
+            if !keep {
+                // Mostly what 3.x can encode, so that both outcomes are exercised.
+                p.properties = PublishProperties::default();
+            }
+            let parts = Parts {
+                expiry: if keep { expiry } else { None },
+                alias: if keep { alias } else { None },
+                ids: if keep { ids } else { None },
+                dup: dup && p.qos != QoS::AtMostOnce,
+                drop_topic,
+            };
+            (v, p, parts)
+        })
+}
+
+#[derive(Clone, Debug)]
+struct Parts {
+    expiry: Option<u32>,
+    alias: Option<NonZeroU16>,
+    ids: Option<Vec<SubscriptionId>>,
+    dup: bool,
+    drop_topic: bool,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// A `PublishRef` encodes as the `Publish` with its parts would: the same bytes, the same
+    /// length, or the same error; and `Publish::encode` is `Packet::encode`.
+    #[test]
+    fn publish_ref_encodes_as_the_owned_publish((v, p, parts) in publish_and_parts()) {
+        let empty = ByteStr::new();
+        let topic = if parts.drop_topic { &empty } else { &p.topic };
+        let mut borrowed = PublishRef::from(&p);
+        borrowed.topic = topic;
+        borrowed.dup = parts.dup;
+        borrowed.message_expiry_interval = parts.expiry;
+        borrowed.topic_alias = parts.alias;
+        borrowed.subscription_identifiers = parts.ids.as_deref();
+
+        let mut owned = p.clone();
+        owned.topic = topic.clone();
+        owned.dup = parts.dup;
+        owned.properties.message_expiry_interval = parts.expiry;
+        owned.properties.topic_alias = parts.alias;
+        if let Some(ids) = &parts.ids {
+            owned.properties.set_subscription_identifiers(ids);
+        }
+
+        let mut expected = BytesMut::new();
+        let expected_result = Packet::Publish(owned.clone()).encode(v, &mut expected);
+        let mut got = BytesMut::new();
+        let got_result = borrowed.encode(v, &mut got);
+        prop_assert_eq!(got_result, expected_result);
+        prop_assert_eq!(&got, &expected);
+        prop_assert_eq!(
+            borrowed.encoded_len(v),
+            expected_result.map(|()| expected.len())
+        );
+        let mut direct = BytesMut::new();
+        prop_assert_eq!(owned.encode(v, &mut direct), expected_result);
+        prop_assert_eq!(&direct, &expected);
+        prop_assert_eq!(owned.encoded_len(v), Packet::Publish(owned).encoded_len(v));
+    }
+
+    /// A decoded PUBLISH topic, ASCII or not, becomes a checked topic name without a second
+    /// look at its characters, and knows its levels from then on, clones and copies included;
+    /// the count is one more than its `/` characters.
+    #[test]
+    fn decoded_topics_become_checked_topic_names(
+        v in any_version(),
+        topic in "[^\u{0}+#]{1,12}|[a/]{1,40}",
+    ) {
+        let publish = Packet::Publish(Publish {
+            topic: ByteStr::from(topic.clone()),
+            ..Publish::default()
+        });
+        let mut wire = encode(&publish, v);
+        let Ok(Some(Packet::Publish(p))) = Packet::decode(&mut wire, v, MAX_PACKET_SIZE) else {
+            panic!("a valid PUBLISH decodes");
+        };
+        let levels = 1 + topic.matches('/').count();
+        let mut checked = p.topic;
+        prop_assert!(checked.check_topic_name());
+        prop_assert_eq!(checked.as_str(), topic.as_str());
+        prop_assert_eq!(checked.topic_levels(), Some(levels));
+        prop_assert_eq!(checked.clone().topic_levels(), Some(levels));
+        prop_assert_eq!(checked.unshared().topic_levels(), Some(levels));
+    }
+}
+
+/// What is known of a topic goes with it, and is never claimed for what is not a valid topic
+/// name: empty [MQTT-4.7.3-1], U+0000 [MQTT-4.7.3-2], a wildcard [MQTT-3.3.2-2], longer than
+/// 65,535 bytes [MQTT-4.7.3-3]; above 127 levels the count is not kept.
+#[test]
+fn topic_levels_are_claimed_only_for_valid_names() {
+    assert_eq!(ByteStr::from("a/b/c".to_owned()).topic_levels(), Some(3));
+    assert_eq!(ByteStr::from_static("/").topic_levels(), Some(2));
+    assert_eq!(
+        ByteStr::from_utf8(Bytes::from_static(b"x/y"))
+            .unwrap()
+            .topic_levels(),
+        Some(2)
+    );
+    for invalid in ["", "a/+", "#", "a\u{0}b"] {
+        assert_eq!(
+            ByteStr::from(invalid.to_owned()).topic_levels(),
+            None,
+            "{invalid:?}"
+        );
+        let mut checked = ByteStr::from(invalid.to_owned());
+        assert!(!checked.check_topic_name(), "{invalid:?}");
+        assert_eq!(checked.topic_levels(), None, "{invalid:?}");
+    }
+    // Not ASCII: not known when made, known once checked.
+    let accented = ByteStr::from("caf\u{e9}/cr\u{e8}me".to_owned());
+    assert_eq!(accented.topic_levels(), None);
+    let mut accented = accented;
+    assert!(accented.check_topic_name());
+    assert_eq!(accented.topic_levels(), Some(2));
+    assert!(!ByteStr::from("a".repeat(65_536)).check_topic_name());
+    // Valid beyond 127 levels, without a kept count.
+    let mut deep = ByteStr::from("/".repeat(200));
+    assert!(deep.check_topic_name());
+    assert_eq!(deep.topic_levels(), None);
+    assert_eq!(ByteStr::from("a".repeat(65_536)).topic_levels(), None);
+    assert_eq!(ByteStr::from("a".repeat(65_535)).topic_levels(), Some(1));
+    assert_eq!(ByteStr::from("/".repeat(126)).topic_levels(), Some(127));
+    assert_eq!(ByteStr::from("/".repeat(127)).topic_levels(), None);
+    // Strings decoded as something other than a topic name are not claimed as one.
+    let mut wire = BytesMut::new();
+    Packet::Unsubscribe(Unsubscribe {
+        packet_id: pid(1),
+        filters: vec![ByteStr::from_static("a/b")],
+        properties: UnsubscribeProperties::default(),
+    })
+    .encode(V5, &mut wire)
+    .unwrap();
+    let Ok(Some(Packet::Unsubscribe(u))) = Packet::decode(&mut wire, V5, MAX_PACKET_SIZE) else {
+        panic!("decodes");
+    };
+    assert_eq!(u.filters[0].topic_levels(), None);
 }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroU16;
 
-use midge_codec::{ByteStr, Publish, ReasonCode};
+use midge_codec::{ByteStr, ReasonCode};
 
 /// Aliases the peer has set on this connection, for resolving its PUBLISH packets.
 #[derive(Clone, Debug, Default)]
@@ -118,24 +118,27 @@ impl OutboundAliases {
         }
     }
 
-    /// Gives `publish` an alias if `fits` still accepts the aliased packet, and only then
-    /// remembers it. Setting an alias adds three bytes, so a packet at the peer's Maximum
-    /// Packet Size goes out without one; and an alias is never recorded for a packet that is
-    /// not sent, which would make later packets use an alias the peer never learnt.
-    pub(crate) fn apply(&mut self, publish: &mut Publish, fits: impl Fn(&Publish) -> bool) {
-        let mut aliased = publish.clone();
-        match self.peek(&publish.topic) {
-            OutboundTopic::Topic => return,
-            OutboundTopic::SetAlias(alias) => aliased.properties.topic_alias = Some(alias),
-            OutboundTopic::UseAlias(alias) => {
-                aliased.properties.topic_alias = Some(alias);
-                aliased.topic = ByteStr::new();
-            }
+    /// The alias for a PUBLISH of `topic`, and whether the topic goes with it (`false`: the
+    /// peer knows the alias, and the topic is left empty), if `fits` accepts the PUBLISH so
+    /// changed; the choice is remembered only then. Setting an alias adds three bytes, so a
+    /// packet at the peer's Maximum Packet Size goes out without one; and an alias is never
+    /// recorded for a packet that is not sent, which would make later packets use an alias
+    /// the peer never learnt. `None`: send the topic without an alias.
+    pub(crate) fn choose(
+        &mut self,
+        topic: &ByteStr,
+        fits: impl FnOnce(NonZeroU16, bool) -> bool,
+    ) -> Option<(NonZeroU16, bool)> {
+        let chosen = match self.peek(topic) {
+            OutboundTopic::Topic => return None,
+            OutboundTopic::SetAlias(alias) => (alias, true),
+            OutboundTopic::UseAlias(alias) => (alias, false),
+        };
+        if !fits(chosen.0, chosen.1) {
+            return None;
         }
-        if fits(&aliased) {
-            self.assign(&publish.topic);
-            *publish = aliased;
-        }
+        self.assign(topic);
+        Some(chosen)
     }
 }
 
@@ -205,5 +208,22 @@ mod tests {
     fn outbound_without_maximum_never_aliases() {
         let mut table = OutboundAliases::new(0);
         assert_eq!(table.assign(&ByteStr::from("a")), OutboundTopic::Topic);
+    }
+
+    #[test]
+    fn an_alias_is_chosen_only_if_the_packet_still_fits() {
+        let mut table = OutboundAliases::new(4);
+        let topic = ByteStr::from("a/b");
+        // Refused: nothing is remembered, so the next try sets the alias again.
+        assert_eq!(table.choose(&topic, |_, _| false), None);
+        let one = alias(1).unwrap();
+        assert_eq!(
+            table.choose(&topic, |a, send| a == one && send),
+            Some((one, true))
+        );
+        // Known now: sent without the topic.
+        assert_eq!(table.choose(&topic, |_, send| !send), Some((one, false)));
+        let mut none = OutboundAliases::new(0);
+        assert_eq!(none.choose(&topic, |_, _| true), None);
     }
 }

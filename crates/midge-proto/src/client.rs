@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use midge_codec::{
     ByteStr, ConnAck, Connect, ConnectProperties, DecodeError, Disconnect, EncodeError, Packet,
-    PacketId, ProtocolVersion, PubAck, Publish, QoS, ReasonCode, SubAck, Subscribe,
+    PacketId, ProtocolVersion, PubAck, Publish, PublishRef, QoS, ReasonCode, SubAck, Subscribe,
     SubscribeProperties, SubscriptionId, SubscriptionOptions, UnsubAck, Unsubscribe,
     UnsubscribeProperties, Will, MAX_PACKET_SIZE,
 };
@@ -436,7 +436,8 @@ impl Client {
     /// Messages wait in a queue of at most `max_queued_messages` until they can be sent: while
     /// not connected, and while the server's Receive Maximum is used up.
     pub fn publish(&mut self, mut message: Message) -> Result<Option<PacketId>, PublishError> {
-        midge_topic::TopicName::new(message.topic.as_str())
+        message
+            .topic_name()
             .map_err(|_| PublishError::InvalidTopic)?;
         if !crate::server::response_topic_valid(message.properties.response_topic().as_ref()) {
             return Err(PublishError::InvalidTopic);
@@ -458,7 +459,8 @@ impl Client {
             QoS::AtMostOnce => None,
             _ => Some(PacketId::MIN),
         };
-        let len = Packet::Publish(message.to_publish(packet_id, false))
+        let len = message
+            .publish_ref(packet_id, false)
             .encoded_len(self.config.version)?;
         if len > self.server.maximum_packet_size as usize {
             return Err(PublishError::PacketTooLarge);
@@ -1257,16 +1259,29 @@ impl Client {
             };
             let mut publish = message.to_publish(packet_id, dup);
             let (version, max) = (self.config.version, self.server.maximum_packet_size);
-            let fits = |p: &Publish| {
-                Packet::Publish(p.clone())
-                    .encoded_len(version)
-                    .is_ok_and(|len| len <= max as usize)
-            };
+            let fits =
+                |p: &PublishRef<'_>| p.encoded_len(version).is_ok_and(|len| len <= max as usize);
             // Measured without an alias; one is added only if the result still fits, and
             // never for a packet that is not sent.
-            let too_large = !fits(&publish);
+            let too_large = !fits(&PublishRef::from(&publish));
             if refusal.is_none() && !too_large {
-                self.outbound_aliases.apply(&mut publish, fits);
+                let no_topic = ByteStr::new();
+                let chosen = self
+                    .outbound_aliases
+                    .choose(&publish.topic, |alias, send_topic| {
+                        let mut aliased = PublishRef::from(&publish);
+                        aliased.topic_alias = Some(alias);
+                        if !send_topic {
+                            aliased.topic = &no_topic;
+                        }
+                        fits(&aliased)
+                    });
+                if let Some((alias, send_topic)) = chosen {
+                    publish.properties.topic_alias = Some(alias);
+                    if !send_topic {
+                        publish.topic = no_topic;
+                    }
+                }
             }
             match (
                 refusal.or(too_large.then_some(ReasonCode::PACKET_TOO_LARGE)),

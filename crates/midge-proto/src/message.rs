@@ -4,13 +4,17 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use bytes::{Bytes, BytesMut};
-use midge_codec::{ByteStr, Packet, PacketId, ProtocolVersion, Publish, PublishProperties, QoS};
+use midge_codec::{
+    ByteStr, PacketId, ProtocolVersion, Publish, PublishProperties, PublishRef, QoS,
+};
+use midge_topic::{TopicError, TopicName};
 
 /// An application message: what a client publishes and what a subscriber receives.
 ///
 /// Topic aliases and packet identifiers are connection details handled by the state machines,
 /// so they are not part of a message.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct Message {
     /// Topic name.
     pub topic: ByteStr,
@@ -86,6 +90,24 @@ impl Message {
         size_of::<Self>() + ARC_COUNTS + topic + self.payload.len() + self.properties.encoded_size()
     }
 
+    /// The topic as a [`TopicName`], for routing.
+    ///
+    /// A topic known to be a valid topic name is not checked again (see
+    /// [`ByteStr::topic_levels`]): the topic of a server's
+    /// [`ServerEvent::Publish`](crate::server::ServerEvent::Publish) or will, which the server
+    /// checked against its topic limits, or one made from ASCII text. Any other is validated
+    /// here, with [`midge_topic::Limits::DEFAULT`].
+    ///
+    /// # Errors
+    ///
+    /// The [`TopicError`] of a topic that is not a valid topic name.
+    pub fn topic_name(&self) -> Result<TopicName<'_>, TopicError> {
+        match self.topic.topic_levels() {
+            Some(_) => Ok(TopicName::from_validated(self.topic.as_str())),
+            None => TopicName::new(self.topic.as_str()),
+        }
+    }
+
     /// The message of a received PUBLISH whose topic has been resolved.
     pub(crate) fn from_publish(publish: Publish, topic: ByteStr) -> Self {
         let mut properties = publish.properties;
@@ -116,6 +138,18 @@ impl Message {
         }
     }
 
+    /// The PUBLISH packet for this message, borrowed, without a topic alias: what
+    /// [`Self::to_publish`] makes, without copying anything.
+    pub(crate) fn publish_ref(&self, packet_id: Option<PacketId>, dup: bool) -> PublishRef<'_> {
+        let mut publish = PublishRef::new(&self.topic, &self.payload, &self.properties);
+        publish.dup = dup;
+        publish.qos = self.qos;
+        publish.retain = self.retain;
+        publish.packet_id = packet_id;
+        publish.topic_alias = None;
+        publish
+    }
+
     /// The plain QoS 0 PUBLISH of this message for `version`, encoded at most once however
     /// many subscribers receive it: fan-out shares the bytes as it shares the payload. `None`
     /// if the message cannot be encoded for `version`.
@@ -126,14 +160,18 @@ impl Message {
             &self.encoded.v3
         };
         if form.get().is_none() {
-            let mut publish = self.to_publish(None, false);
+            let no_properties = PublishProperties::default();
+            let mut publish = self.publish_ref(None, false);
             publish.qos = QoS::AtMostOnce;
-            publish.properties.clear_subscription_identifiers();
-            if !version.is_v5() {
-                publish.properties = PublishProperties::default();
+            if version.is_v5() {
+                // A server sends its own Subscription Identifiers, never the publisher's.
+                publish.subscription_identifiers = Some(&[]);
+            } else {
+                publish.properties = &no_properties;
+                publish.message_expiry_interval = None;
             }
             let mut buf = BytesMut::new();
-            Packet::Publish(publish).encode(version, &mut buf).ok()?;
+            publish.encode(version, &mut buf).ok()?;
             let _ = form.set(buf.freeze());
         }
         form.get()
@@ -143,6 +181,7 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use midge_codec::Packet;
 
     #[test]
     fn the_plain_form_is_encoded_once_per_version() {

@@ -8,14 +8,16 @@
 //! [`ServerConnection::take_session`].
 
 use std::collections::VecDeque;
+use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use midge_codec::{
     ByteStr, ConnAck, ConnAckProperties, Connect, DecodeError, Disconnect, Packet, PacketId,
-    ProtocolVersion, PubAck, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscriptionId,
-    SubscriptionOptions, UnsubAck, Unsubscribe, Will, MAX_PACKET_SIZE,
+    PacketType, ProtocolVersion, PubAck, Publish, PublishProperties, PublishRef, QoS, ReasonCode,
+    SubAck, Subscribe, SubscriptionId, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
+    MAX_PACKET_SIZE,
 };
 use midge_topic::{Limits, TopicFilter, TopicName};
 
@@ -89,14 +91,31 @@ impl Default for ServerConfig {
 
 /// One filter of a SUBSCRIBE, checked against the protocol and the server's capabilities.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SubscriptionRequest {
     /// The topic filter, possibly `$share/{name}/{filter}`.
     pub filter: ByteStr,
     /// Its options.
     pub options: SubscriptionOptions,
-    /// `Ok` if the server can accept it; otherwise the reason code for SUBACK. The broker may
+    /// `Ok` if the server can accept it; otherwise the reason code for SUBACK, which
+    /// [`ServerConnection::subscribe_ack`] sends whatever code it is given. The broker may
     /// still refuse an `Ok` one (for example 0x87 Not authorized).
     pub verdict: Result<(), ReasonCode>,
+}
+
+impl SubscriptionRequest {
+    /// A request for `filter` with `options` and the server's `verdict` on it.
+    pub fn new(
+        filter: ByteStr,
+        options: SubscriptionOptions,
+        verdict: Result<(), ReasonCode>,
+    ) -> Self {
+        Self {
+            filter,
+            options,
+            verdict,
+        }
+    }
 }
 
 /// Why a connection ended.
@@ -137,15 +156,18 @@ pub enum ServerEvent {
         /// The client's identifier; empty when one is to be assigned.
         client_id: ByteStr,
     },
-    /// A message to route. For QoS 1 and 2 call [`ServerConnection::acknowledge`] with the
-    /// outcome; a QoS 2 message is reported once however often the client retransmits it.
+    /// A message to route. For QoS 1 and 2 call [`ServerConnection::acknowledge`] with its
+    /// packet identifier and the outcome; a QoS 2 message is reported once however often the
+    /// client retransmits it.
     Publish {
-        /// The message, topic alias resolved.
+        /// The message, topic alias resolved. Its topic name was validated against
+        /// [`ServerConfig::topic_limits`], and [`Message::topic_name`] trusts that.
         message: Message,
         /// Its packet identifier, for QoS 1 and 2.
         packet_id: Option<PacketId>,
     },
-    /// A SUBSCRIBE to authorize and apply; answer with [`ServerConnection::subscribe_ack`].
+    /// A SUBSCRIBE to authorize and apply; answer with [`ServerConnection::subscribe_ack`],
+    /// one code per request. The connection keeps what the answer needs.
     Subscribe {
         /// Its packet identifier.
         packet_id: PacketId,
@@ -154,7 +176,8 @@ pub enum ServerEvent {
         /// The Subscription Identifier, if any.
         subscription_id: Option<SubscriptionId>,
     },
-    /// An UNSUBSCRIBE to apply; answer with [`ServerConnection::unsubscribe_ack`].
+    /// An UNSUBSCRIBE to apply; answer with [`ServerConnection::unsubscribe_ack`]. The
+    /// connection keeps the filters.
     Unsubscribe {
         /// Its packet identifier.
         packet_id: PacketId,
@@ -209,12 +232,18 @@ pub struct ServerConnection {
     aliases: Option<Box<Aliases>>,
     /// The client's Topic Alias Maximum, from CONNECT (0: send no aliases).
     client_topic_alias_maximum: u16,
-    /// Inbound QoS 1 publishes reported and not yet acknowledged by the broker.
-    unacked_qos1: u32,
-    /// Inbound QoS 2 publishes reported and not yet acknowledged by the broker: a
-    /// retransmission of one of these waits for the broker's answer instead of getting a PUBREC
-    /// that might contradict it.
-    unacked_qos2: std::collections::BTreeSet<PacketId>,
+    /// Inbound QoS 1 and 2 publishes reported and not yet acknowledged by the broker, with
+    /// their QoS, in the order they arrived: what [`ServerConnection::acknowledge`] answers.
+    /// At most the Receive Maximum we announced (5.0), or the 65,535 packet identifiers (3.x).
+    /// A retransmission of a QoS 2 one waits for the broker's answer instead of getting a
+    /// PUBREC that might contradict it.
+    unanswered: VecDeque<(PacketId, QoS)>,
+    /// How many of `unanswered` are QoS 1 (the QoS 2 ones are in the session's
+    /// `incoming_qos2`, which counts against the Receive Maximum until PUBREL).
+    unanswered_qos1: u32,
+    /// Requests waiting for answers and packets held meanwhile: made with the first, dropped
+    /// when both are empty, so that a connection with none keeps a pointer, not two queues.
+    waiting: Option<Box<Waiting>>,
     transmit: VecDeque<Packet>,
     /// In-flight packets of a resumed session not yet resent on this connection, in their
     /// original order: the client may have reconnected with a smaller Receive Maximum than
@@ -225,13 +254,43 @@ pub struct ServerConnection {
     #[allow(clippy::box_collection)]
     resend: Option<Box<VecDeque<PacketId>>>,
     events: VecDeque<ServerEvent>,
-    /// Packets that arrived after CONNECT while the broker decides; replayed on accept.
-    early: VecDeque<Packet>,
-    connection_number: u64,
 }
 
-/// Packets a client may send after CONNECT before the broker has decided on it.
-const MAX_EARLY_PACKETS: usize = 64;
+/// What a connection keeps while the broker has requests to answer, or while input waits.
+#[derive(Debug, Default)]
+struct Waiting {
+    /// SUBSCRIBE and UNSUBSCRIBE packets reported and not yet answered, at most
+    /// [`MAX_PENDING_REQUESTS`], oldest first.
+    requests: Vec<PendingRequest>,
+    /// Packets that arrived while input waits: after CONNECT while the broker decides on it,
+    /// or while [`MAX_PENDING_REQUESTS`] requests wait for answers. Replayed, in order, once
+    /// the wait is over; at most [`MAX_HELD_PACKETS`].
+    held: VecDeque<Packet>,
+}
+
+/// Packets [`ServerConnection::handle_packet`] holds while input waits (see
+/// [`ServerConnection::handle_bytes`]); one more closes the connection.
+const MAX_HELD_PACKETS: usize = 64;
+
+/// SUBSCRIBE and UNSUBSCRIBE packets reported to the broker and not yet answered. At this
+/// many, input waits for an answer: [`ServerConnection::handle_bytes`] leaves the rest of its
+/// buffer undecoded, and [`ServerConnection::handle_packet`] holds packets, so what the
+/// connection keeps for its answers stays small however many a client pipelines.
+pub const MAX_PENDING_REQUESTS: usize = 16;
+
+/// A SUBSCRIBE or UNSUBSCRIBE reported and not yet answered: what the answer needs.
+#[derive(Debug)]
+enum PendingRequest {
+    Subscribe {
+        packet_id: PacketId,
+        subscription_id: Option<SubscriptionId>,
+        requests: Vec<SubscriptionRequest>,
+    },
+    Unsubscribe {
+        packet_id: PacketId,
+        filters: Vec<ByteStr>,
+    },
+}
 
 /// The topic alias tables of one connection, in both directions.
 #[derive(Debug)]
@@ -255,9 +314,9 @@ impl Aliases {
 }
 
 impl ServerConnection {
-    /// A connection that has just been accepted and waits for CONNECT. `connection_number`
-    /// is the caller's name for it ([`ServerConnection::connection_number`]).
-    pub fn new(config: Arc<ServerConfig>, now: Instant, connection_number: u64) -> Self {
+    /// A connection whose transport has just been accepted, waiting for CONNECT until
+    /// [`ServerConfig::connect_timeout`] after `now`.
+    pub fn new(config: Arc<ServerConfig>, now: Instant) -> Self {
         let deadline = now + config.connect_timeout;
         Self {
             config,
@@ -274,19 +333,13 @@ impl ServerConnection {
             client_maximum_packet_size: MAX_PACKET_SIZE,
             aliases: None,
             client_topic_alias_maximum: 0,
-            unacked_qos1: 0,
-            unacked_qos2: std::collections::BTreeSet::new(),
+            unanswered: VecDeque::new(),
+            unanswered_qos1: 0,
+            waiting: None,
             transmit: VecDeque::new(),
             resend: None,
             events: VecDeque::new(),
-            early: VecDeque::new(),
-            connection_number,
         }
-    }
-
-    /// The number this connection was made with ([`ServerConnection::new`]).
-    pub fn connection_number(&self) -> u64 {
-        self.connection_number
     }
 
     /// The protocol version of the connection (5.0 until CONNECT says otherwise).
@@ -303,24 +356,6 @@ impl ServerConnection {
     /// True between [`ServerConnection::accept`] and the end of the connection.
     pub fn is_connected(&self) -> bool {
         self.state == State::Connected
-    }
-
-    /// Frees the memory of internal queues that are empty. A driver calls this when the
-    /// connection has nothing to read or write, so that an idle connection keeps no buffers
-    /// from its last burst; the queues grow again when needed.
-    pub fn release_idle_memory(&mut self) {
-        if self.transmit.is_empty() && self.transmit.capacity() > 0 {
-            self.transmit = VecDeque::new();
-        }
-        if self.events.is_empty() && self.events.capacity() > 0 {
-            self.events = VecDeque::new();
-        }
-        if self.early.is_empty() && self.early.capacity() > 0 {
-            self.early = VecDeque::new();
-        }
-        if self.resend.as_ref().is_some_and(|r| r.is_empty()) {
-            self.resend = None;
-        }
     }
 
     /// True once the connection has ended; flush [`ServerConnection::poll_transmit`], then
@@ -344,11 +379,18 @@ impl ServerConnection {
         }
     }
 
-    /// Decodes and handles every whole packet at the front of `buf`, enforcing the server's
+    /// Decodes and handles the whole packets at the front of `buf`, enforcing the server's
     /// Maximum Packet Size from the fixed header alone.
+    ///
+    /// Input waits, and the rest of `buf` stays there undecoded, while the broker decides on
+    /// CONNECT ([`ServerConnection::accept`]) and while [`MAX_PENDING_REQUESTS`] SUBSCRIBE and
+    /// UNSUBSCRIBE packets wait for answers ([`ServerConnection::subscribe_ack`],
+    /// [`ServerConnection::unsubscribe_ack`]). After answering, call this again with the same
+    /// buffer: it goes on where it stopped, and does nothing if input still waits.
     pub fn handle_bytes(&mut self, now: Instant, buf: &mut BytesMut) {
-        // While the broker decides on CONNECT, later packets stay in `buf` for the next call.
-        while matches!(self.state, State::AwaitingConnect { .. } | State::Connected) {
+        while matches!(self.state, State::AwaitingConnect { .. } | State::Connected)
+            && !self.input_waits()
+        {
             // A message may be kept long (retained, queued for offline clients): it is copied
             // out of the read buffer, so that it holds its own bytes and never the buffer's.
             match Packet::decode_unshared(buf, self.version, self.config.maximum_packet_size) {
@@ -384,6 +426,10 @@ impl ServerConnection {
     }
 
     /// Handles one packet from the client.
+    ///
+    /// While input waits (see [`ServerConnection::handle_bytes`]) the packet is held, and
+    /// handled in order once the wait is over; more than 64 held packets close the connection
+    /// with 0x93 Receive Maximum exceeded.
     pub fn handle_packet(&mut self, now: Instant, packet: Packet) {
         match self.state {
             State::Closed => {}
@@ -394,18 +440,83 @@ impl ServerConnection {
             },
             // A client may send packets right after CONNECT, before CONNACK; they wait, a
             // bounded number of them, until the broker has decided.
-            State::Authenticating => {
-                if self.early.len() >= MAX_EARLY_PACKETS {
-                    self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
-                } else {
-                    self.early.push_back(packet);
-                }
-            }
+            State::Authenticating => self.hold(packet),
             State::Connected => {
                 self.keepalive.on_packet_received(now);
-                self.handle_connected(packet);
+                if self.input_waits() {
+                    self.hold(packet);
+                } else {
+                    self.handle_connected(packet);
+                }
             }
         }
+    }
+
+    /// Whether input waits for the broker's answers: too many requests are unanswered, or
+    /// packets held earlier still wait their turn.
+    fn input_waits(&self) -> bool {
+        self.state == State::Connected
+            && self
+                .waiting
+                .as_ref()
+                .is_some_and(|w| w.requests.len() >= MAX_PENDING_REQUESTS || !w.held.is_empty())
+    }
+
+    /// Keeps a packet that arrived while input waits, a bounded number of them.
+    fn hold(&mut self, packet: Packet) {
+        let waiting = self.waiting.get_or_insert_with(Box::default);
+        if waiting.held.len() >= MAX_HELD_PACKETS {
+            self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+        } else {
+            waiting.held.push_back(packet);
+        }
+    }
+
+    /// Handles the held packets, in order, until input waits again.
+    fn replay_held(&mut self) {
+        while self.state == State::Connected {
+            let Some(waiting) = self.waiting.as_mut() else {
+                break;
+            };
+            if waiting.requests.len() >= MAX_PENDING_REQUESTS {
+                break;
+            }
+            let Some(packet) = waiting.held.pop_front() else {
+                break;
+            };
+            self.handle_connected(packet);
+        }
+        self.tidy_waiting();
+    }
+
+    /// Drops what [`Waiting`] holds once it holds nothing.
+    fn tidy_waiting(&mut self) {
+        if let Some(waiting) = self.waiting.as_mut() {
+            if waiting.requests.is_empty() && waiting.held.is_empty() {
+                self.waiting = None;
+            } else if waiting.held.is_empty() && waiting.held.capacity() > 0 {
+                waiting.held = VecDeque::new();
+            }
+        }
+    }
+
+    /// Remembers a QoS 1 or 2 publish reported to the broker, for its acknowledgement. Room
+    /// for a few is made at once: publishes come in runs, and the queue is freed when a run is
+    /// answered.
+    fn remember_publish(&mut self, id: PacketId, qos: QoS) {
+        if self.unanswered.capacity() == 0 {
+            self.unanswered.reserve(16);
+        }
+        self.unanswered.push_back((id, qos));
+    }
+
+    /// Remembers a request reported to the broker. Fewer than [`MAX_PENDING_REQUESTS`] are
+    /// pending: input waits at that many, so no packet reaches here then.
+    fn remember(&mut self, request: PendingRequest) {
+        self.waiting
+            .get_or_insert_with(Box::default)
+            .requests
+            .push(request);
     }
 
     fn handle_connect(&mut self, mut connect: Box<Connect>) {
@@ -427,8 +538,9 @@ impl ServerConnection {
         if self.version == ProtocolVersion::V3_1 && client_id.len() > 23 {
             return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
         }
-        if let Some(will) = &connect.will {
-            if TopicName::with_limits(will.topic.as_str(), &self.config.topic_limits).is_err() {
+        if let Some(will) = &mut connect.will {
+            // Checked once, here: the will is routed with the topic that knows it is valid.
+            if !check_topic(&mut will.topic, &self.config.topic_limits) {
                 return self.refuse(ReasonCode::TOPIC_NAME_INVALID);
             }
             if !response_topic_valid(will.properties.message.response_topic().as_ref()) {
@@ -537,7 +649,7 @@ impl ServerConnection {
             if session.expiry_interval != requested {
                 props.session_expiry_interval = Some(session.expiry_interval);
             }
-            props.receive_maximum = std::num::NonZeroU16::new(self.config.receive_maximum);
+            props.receive_maximum = NonZeroU16::new(self.config.receive_maximum);
             props.maximum_packet_size = std::num::NonZeroU32::new(self.config.maximum_packet_size);
             props.topic_alias_maximum = Some(self.config.topic_alias_maximum);
             if self.config.maximum_qos != QoS::ExactlyOnce {
@@ -612,12 +724,7 @@ impl ServerConnection {
         self.problem_information = properties.request_problem_information != Some(false);
         self.connect_expiry_was_zero = properties.session_expiry_interval.unwrap_or(0) == 0;
         self.state = State::Connected;
-        while let Some(packet) = self.early.pop_front() {
-            if self.state != State::Connected {
-                break;
-            }
-            self.handle_connected(packet);
-        }
+        self.replay_held();
     }
 
     /// Refuses the connection after [`ServerEvent::Connect`] with a CONNACK reason code (mapped
@@ -803,6 +910,10 @@ impl ServerConnection {
             Packet::Unsubscribe(Unsubscribe {
                 packet_id, filters, ..
             }) => {
+                self.remember(PendingRequest::Unsubscribe {
+                    packet_id,
+                    filters: filters.clone(),
+                });
                 self.events
                     .push_back(ServerEvent::Unsubscribe { packet_id, filters });
             }
@@ -851,6 +962,9 @@ impl ServerConnection {
     fn no_resend(&mut self, id: PacketId) {
         if let Some(resend) = self.resend.as_mut() {
             resend.retain(|r| *r != id);
+            if resend.is_empty() {
+                self.resend = None;
+            }
         }
     }
 
@@ -885,11 +999,11 @@ impl ServerConnection {
             .inbound
             .resolve(&publish.topic, publish.properties.topic_alias),
         };
-        let topic = match resolved {
+        let mut topic = match resolved {
             Ok(topic) => topic,
             Err(reason) => return self.violation(reason),
         };
-        if TopicName::with_limits(topic.as_str(), &self.config.topic_limits).is_err() {
+        if !check_topic(&mut topic, &self.config.topic_limits) {
             return self.violation(ReasonCode::TOPIC_NAME_INVALID);
         }
         if !response_topic_valid(publish.properties.response_topic().as_ref()) {
@@ -904,32 +1018,37 @@ impl ServerConnection {
         } else {
             usize::from(u16::MAX)
         };
+        // QoS 1 publishes until their PUBACK and QoS 2 ones until their PUBCOMP count against
+        // it; a client that sends more breaks its side of the limit [MQTT-3.3.4-7], and is
+        // disconnected with 0x93 (5.0 §3.3.4). The check comes before anything is kept, and
+        // also bounds what waits for the broker's answer: a client that releases a QoS 2
+        // message (PUBREL) before its PUBREC does not make room by that.
+        let in_flow = self.unanswered_qos1 as usize + self.session_mut().incoming_qos2.len();
+        let unanswered = in_flow.max(self.unanswered.len());
         match (publish.qos, packet_id) {
-            (QoS::AtLeastOnce, Some(_)) => {
-                let unacked = self.unacked_qos1 as usize + self.session_mut().incoming_qos2.len();
-                if unacked >= receive_maximum {
-                    // [MQTT-3.3.4-9]
+            (QoS::AtLeastOnce, Some(id)) => {
+                if unanswered >= receive_maximum {
                     return self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
                 }
-                self.unacked_qos1 += 1;
+                self.unanswered_qos1 += 1;
+                self.remember_publish(id, QoS::AtLeastOnce);
             }
             (QoS::ExactlyOnce, Some(id)) => {
-                let unacked = self.unacked_qos1 as usize + self.session_mut().incoming_qos2.len();
-                let session = self.session_mut();
-                if session.incoming_qos2.contains(&id) {
+                if self.session_mut().incoming_qos2.contains(&id) {
                     // A retransmission of a message already routed: route nothing, and
                     // acknowledge again unless the broker's answer is still to come
                     // (§4.3.3).
-                    if !self.unacked_qos2.contains(&id) {
+                    let waiting = self.unanswered.contains(&(id, QoS::ExactlyOnce));
+                    if !waiting {
                         self.transmit.push_back(Packet::PubRec(PubAck::new(id)));
                     }
                     return;
                 }
-                if unacked >= receive_maximum {
+                if unanswered >= receive_maximum {
                     return self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
                 }
-                session.incoming_qos2.insert(id);
-                self.unacked_qos2.insert(id);
+                self.session_mut().incoming_qos2.insert(id);
+                self.remember_publish(id, QoS::ExactlyOnce);
             }
             _ => {}
         }
@@ -938,43 +1057,68 @@ impl ServerConnection {
             .push_back(ServerEvent::Publish { message, packet_id });
     }
 
-    /// Acknowledges a QoS 1 or 2 publish reported by [`ServerEvent::Publish`], with the outcome
-    /// of routing it: `SUCCESS`, `NO_MATCHING_SUBSCRIBERS`, `NOT_AUTHORIZED`, …. For 3.x a
-    /// failure cannot be expressed and is acknowledged as success, as the protocol requires.
-    pub fn acknowledge(&mut self, packet_id: PacketId, qos: QoS, reason: ReasonCode) {
-        if qos == QoS::ExactlyOnce && !reason.is_success() && self.version.is_v5() {
-            // A refused QoS 2 message ends its flow: the identifier is free again
-            // [MQTT-4.3.3-9]. Also when the connection has closed and the PUBREC cannot be
-            // sent: the client then resends the PUBLISH on resume, and it must be routed
-            // again rather than get a PUBREC of success for a message that was dropped.
-            if let Some(session) = self.session.as_mut() {
-                session.incoming_qos2.remove(&packet_id);
+    /// Acknowledges a QoS 1 or 2 publish reported by [`ServerEvent::Publish`] with the outcome
+    /// of routing it: `SUCCESS`, `NO_MATCHING_SUBSCRIBERS`, `NOT_AUTHORIZED`, …, in a PUBACK
+    /// or a PUBREC as its QoS requires, which the connection remembers. For 3.x a failure
+    /// cannot be expressed and is acknowledged as success, as the protocol requires; a code
+    /// that PUBACK and PUBREC cannot carry is sent as 0x80 Unspecified error (5.0 §3.4.2.1).
+    ///
+    /// `packet_id` answers the oldest unacknowledged publish with that identifier. An
+    /// identifier with no publish waiting for an answer (a QoS 0 one, one answered already) is
+    /// ignored. A refused QoS 2 publish is forgotten even after the connection has closed, so
+    /// that the client's resend of it on a resumed session is routed again.
+    pub fn acknowledge(&mut self, packet_id: PacketId, reason: ReasonCode) {
+        // Usually the oldest: publishes are mostly answered in the order they came.
+        let answered = match self.unanswered.front() {
+            Some(&(id, _)) if id == packet_id => self.unanswered.pop_front(),
+            _ => match self.unanswered.iter().position(|(id, _)| *id == packet_id) {
+                Some(at) => self.unanswered.remove(at),
+                None => None,
+            },
+        };
+        let Some((_, qos)) = answered else {
+            return;
+        };
+        if self.unanswered.is_empty() && self.unanswered.capacity() > 0 {
+            self.unanswered = VecDeque::new();
+        }
+        let v5 = self.version.is_v5();
+        let reason = if !v5 {
+            ReasonCode::SUCCESS
+        } else if reason.is_allowed_in(PacketType::PubAck) {
+            reason
+        } else {
+            ReasonCode::UNSPECIFIED_ERROR
+        };
+        match qos {
+            QoS::AtLeastOnce => self.unanswered_qos1 = self.unanswered_qos1.saturating_sub(1),
+            QoS::ExactlyOnce if !reason.is_success() && v5 => {
+                // A refused QoS 2 message ends its flow: the identifier is free again
+                // [MQTT-4.3.3-9]. Also when the connection has closed and the PUBREC cannot be
+                // sent: the client then resends the PUBLISH on resume, and it must be routed
+                // again rather than get a PUBREC of success for a message that was dropped.
+                if let Some(session) = self.session.as_mut() {
+                    session.incoming_qos2.remove(&packet_id);
+                }
             }
+            _ => {}
         }
         if self.state != State::Connected {
             return;
         }
         let mut ack = PubAck::new(packet_id);
-        if self.version.is_v5() {
-            ack.reason_code = reason;
-            if !reason.is_success() && self.problem_information_allowed() {
-                ack.properties.reason_string = Some(explain(reason));
-                if !self.fits(&Packet::PubAck(ack.clone())) {
-                    ack.properties.reason_string = None;
-                }
+        ack.reason_code = reason;
+        // 5.0 only, and not if the client asked for no problem information.
+        if !reason.is_success() && self.problem_information_allowed() {
+            ack.properties.reason_string = Some(explain(reason));
+            if !self.fits(&Packet::PubAck(ack.clone())) {
+                ack.properties.reason_string = None;
             }
         }
-        match qos {
-            QoS::AtLeastOnce => {
-                self.unacked_qos1 = self.unacked_qos1.saturating_sub(1);
-                self.transmit.push_back(Packet::PubAck(ack));
-            }
-            QoS::ExactlyOnce => {
-                self.unacked_qos2.remove(&packet_id);
-                self.transmit.push_back(Packet::PubRec(ack));
-            }
-            QoS::AtMostOnce => {}
-        }
+        self.transmit.push_back(match qos {
+            QoS::ExactlyOnce => Packet::PubRec(ack),
+            _ => Packet::PubAck(ack),
+        });
     }
 
     fn handle_subscribe(&mut self, subscribe: Subscribe) {
@@ -988,7 +1132,20 @@ impl ServerConnection {
             // 5.0 §3.8.2.1.2: a server without them treats one as a protocol error.
             return self.violation(ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED);
         }
-        let held = self.session_mut().subscriptions.len();
+        // The session's subscriptions, and those that answers still to come may add: a quota
+        // checked against the session alone could be passed by pipelined SUBSCRIBEs.
+        let pending: usize = self
+            .waiting
+            .iter()
+            .flat_map(|w| &w.requests)
+            .map(|r| match r {
+                PendingRequest::Subscribe { requests, .. } => {
+                    requests.iter().filter(|r| r.verdict.is_ok()).count()
+                }
+                PendingRequest::Unsubscribe { .. } => 0,
+            })
+            .sum();
+        let subscribed = self.session_mut().subscriptions.len() + pending;
         let mut requests = Vec::with_capacity(filters.len());
         for (i, (filter, options)) in filters.into_iter().enumerate() {
             let verdict = match TopicFilter::with_limits(filter.as_str(), &self.config.topic_limits)
@@ -1005,7 +1162,7 @@ impl ServerConnection {
                         && !self.config.wildcard_subscriptions
                     {
                         Err(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED)
-                    } else if held + i >= self.config.max_subscriptions
+                    } else if subscribed + i >= self.config.max_subscriptions
                         && !self.session_mut().subscriptions.contains_key(&filter)
                     {
                         Err(ReasonCode::QUOTA_EXCEEDED)
@@ -1017,12 +1174,13 @@ impl ServerConnection {
             let mut options = options;
             // The granted QoS is at most the server's maximum.
             options.qos = options.qos.min(self.config.maximum_qos);
-            requests.push(SubscriptionRequest {
-                filter,
-                options,
-                verdict,
-            });
+            requests.push(SubscriptionRequest::new(filter, options, verdict));
         }
+        self.remember(PendingRequest::Subscribe {
+            packet_id,
+            subscription_id,
+            requests: requests.clone(),
+        });
         self.events.push_back(ServerEvent::Subscribe {
             packet_id,
             requests,
@@ -1030,41 +1188,83 @@ impl ServerConnection {
         });
     }
 
-    /// Answers a [`ServerEvent::Subscribe`]: one code per request, in order. Successful
-    /// codes record the subscription in the session. 3.x clients get 0x80 for every failure.
-    pub fn subscribe_ack(
+    /// Takes the pending request that `matches` accepts, oldest first.
+    fn take_request(
         &mut self,
-        packet_id: PacketId,
-        requests: &[SubscriptionRequest],
-        subscription_id: Option<SubscriptionId>,
-        codes: Vec<ReasonCode>,
-    ) {
+        matches: impl Fn(&PendingRequest) -> bool,
+    ) -> Option<PendingRequest> {
+        let waiting = self.waiting.as_mut()?;
+        let at = waiting.requests.iter().position(matches)?;
+        let request = waiting.requests.remove(at);
+        self.tidy_waiting();
+        Some(request)
+    }
+
+    /// Answers the [`ServerEvent::Subscribe`] with this packet identifier: `codes` holds one
+    /// code per request, in order — the granted QoS (0x00, 0x01, 0x02) or a failure — and the
+    /// SUBACK carries them [MQTT-3.8.4-6] [MQTT-3.9.3-1]. The connection remembers the
+    /// requests and the Subscription Identifier, and records each granted subscription in the
+    /// session, the one place a session's subscriptions are kept.
+    ///
+    /// What the codes cannot say is settled here, so that the SUBACK is always valid:
+    /// a request the server refused itself ([`SubscriptionRequest::verdict`]) gets that
+    /// verdict; a missing code is 0x80 Unspecified error, and codes beyond the requests are
+    /// ignored; a granted QoS above the one requested is lowered to it, and a code SUBACK
+    /// does not define is 0x80; a subscription that would take the session past
+    /// [`ServerConfig::max_subscriptions`] is 0x97 Quota exceeded. 3.x clients get 0x80 for
+    /// every failure.
+    ///
+    /// An identifier with no SUBSCRIBE waiting for an answer is ignored. After the answer,
+    /// input that waited for it goes on: call [`ServerConnection::handle_bytes`] again.
+    pub fn subscribe_ack(&mut self, packet_id: PacketId, codes: Vec<ReasonCode>) {
+        let is_it = |r: &PendingRequest| matches!(r, PendingRequest::Subscribe { packet_id: id, .. } if *id == packet_id);
+        let Some(PendingRequest::Subscribe {
+            subscription_id,
+            requests,
+            ..
+        }) = self.take_request(is_it)
+        else {
+            return;
+        };
         if self.state != State::Connected {
             return;
         }
-        for (request, code) in requests.iter().zip(&codes) {
-            if code.is_success() {
-                let sub = SessionSubscription {
-                    options: request.options,
-                    id: subscription_id,
-                };
-                // Kept for the session's life: its own bytes, not the SUBSCRIBE's.
-                self.session_mut()
-                    .subscriptions
-                    .insert(request.filter.unshared(), sub);
-            }
-        }
         let v5 = self.version.is_v5();
-        let reason_codes = codes
-            .into_iter()
-            .map(|c| {
-                if v5 || c.is_success() {
-                    c
-                } else {
-                    ReasonCode::UNSPECIFIED_ERROR
-                }
-            })
-            .collect::<Vec<_>>();
+        let max = self.config.max_subscriptions;
+        let mut given = codes.into_iter();
+        let mut reason_codes = Vec::with_capacity(requests.len());
+        for request in requests {
+            let code = match (request.verdict, given.next()) {
+                (Err(verdict), _) => verdict,
+                (Ok(()), None) => ReasonCode::UNSPECIFIED_ERROR,
+                (Ok(()), Some(code)) if !code.is_success() => code,
+                (Ok(()), Some(code)) => match QoS::from_u8(code.0) {
+                    None => ReasonCode::UNSPECIFIED_ERROR,
+                    Some(granted) => {
+                        let mut options = request.options;
+                        options.qos = granted.min(options.qos);
+                        let session = self.session_mut();
+                        if session.subscriptions.len() >= max
+                            && !session.subscriptions.contains_key(&request.filter)
+                        {
+                            ReasonCode::QUOTA_EXCEEDED
+                        } else {
+                            // Kept for the session's life: its own bytes, not the SUBSCRIBE's.
+                            let sub = SessionSubscription::new(options, subscription_id);
+                            session.subscriptions.insert(request.filter.unshared(), sub);
+                            ReasonCode(options.qos as u8)
+                        }
+                    }
+                },
+            };
+            // Every code is one SUBACK defines [MQTT-3.9.3-2]; 3.x has one failure code.
+            let allowed = code.is_allowed_in(PacketType::SubAck) && (v5 || code.is_success());
+            reason_codes.push(if allowed {
+                code
+            } else {
+                ReasonCode::UNSPECIFIED_ERROR
+            });
+        }
         let mut suback = SubAck {
             packet_id,
             reason_codes,
@@ -1082,11 +1282,23 @@ impl ServerConnection {
             }
         }
         self.transmit.push_back(Packet::SubAck(suback));
+        self.replay_held();
     }
 
-    /// Answers a [`ServerEvent::Unsubscribe`], removing the filters from the session. Returns
-    /// the 5.0 reason code for each filter: `SUCCESS` or `NO_SUBSCRIPTION_EXISTED`.
-    pub fn unsubscribe_ack(&mut self, packet_id: PacketId, filters: &[ByteStr]) -> Vec<ReasonCode> {
+    /// Answers the [`ServerEvent::Unsubscribe`] with this packet identifier, removing its
+    /// filters, which the connection remembers, from the session. Returns the 5.0 reason
+    /// code for each filter, in order: `SUCCESS`, or `NO_SUBSCRIPTION_EXISTED` if the session
+    /// held no such subscription; 5.0 clients get them in the UNSUBACK.
+    ///
+    /// An identifier with no UNSUBSCRIBE waiting for an answer is ignored, and the result is
+    /// empty. The filters are removed from the session even if the connection has closed,
+    /// since the broker has removed them from its routes. After the answer, input that waited
+    /// for it goes on: call [`ServerConnection::handle_bytes`] again.
+    pub fn unsubscribe_ack(&mut self, packet_id: PacketId) -> Vec<ReasonCode> {
+        let is_it = |r: &PendingRequest| matches!(r, PendingRequest::Unsubscribe { packet_id: id, .. } if *id == packet_id);
+        let Some(PendingRequest::Unsubscribe { filters, .. }) = self.take_request(is_it) else {
+            return Vec::new();
+        };
         let codes: Vec<_> = filters
             .iter()
             .map(|f| match self.session_mut().subscriptions.remove(f) {
@@ -1105,6 +1317,7 @@ impl ServerConnection {
                 reason_codes,
                 properties: Default::default(),
             }));
+            self.replay_held();
         }
         codes
     }
@@ -1155,9 +1368,18 @@ impl ServerConnection {
     }
 
     /// The next event for the broker.
+    ///
+    /// Changed by every input, by [`ServerConnection::accept`] (packets that waited for it),
+    /// by the answers to SUBSCRIBE and UNSUBSCRIBE (packets that waited for them), and by
+    /// the commands that close the connection.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            // An idle connection keeps no room from its last burst.
+            self.events = VecDeque::new();
+        }
+        event
     }
 
     /// Appends the packets due now to `buf`, at most about [`TRANSMIT_BATCH`] bytes per call:
@@ -1169,56 +1391,80 @@ impl ServerConnection {
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut BytesMut) -> bool {
         let start = buf.len();
         while buf.len() - start < TRANSMIT_BATCH {
-            let packet = match self.transmit.pop_front() {
-                Some(packet) => packet,
-                None => match self.next_delivery(now) {
-                    Some(Outgoing::Packet(packet)) => packet,
-                    Some(Outgoing::Encoded(bytes)) => {
-                        buf.extend_from_slice(&bytes);
-                        continue;
-                    }
-                    None => break,
-                },
-            };
-            // Packets built here were validated when they were decoded or accepted.
-            let _ = packet.encode(self.version, buf);
+            if let Some(packet) = self.transmit.pop_front() {
+                // Packets built here were validated when they were decoded or accepted.
+                let _ = packet.encode(self.version, buf);
+            } else if !self.write_delivery(now, buf) {
+                break;
+            }
+        }
+        if self.transmit.is_empty() && self.transmit.capacity() > 0 {
+            // An idle connection keeps no room from its last burst.
+            self.transmit = VecDeque::new();
         }
         buf.len() > start
     }
 
-    fn next_delivery(&mut self, now: Instant) -> Option<Outgoing> {
+    /// Writes the next delivery that is due to `buf`, if there is one.
+    fn write_delivery(&mut self, now: Instant, buf: &mut BytesMut) -> bool {
         if self.state != State::Connected {
-            return None;
+            return false;
         }
+        let version = self.version;
         let window = self.window();
+        // What 3.x clients get in place of a message's properties: none.
+        let no_properties = PublishProperties::default();
         // What a resumed session had in flight beyond the window goes first, as the window
-        // opens, in its original order with its original identifiers [MQTT-4.4.0-1].
+        // opens, in their original order with their original identifiers
+        // [MQTT-4.4.0-1].
         while let Some(resend) = self.resend.as_mut() {
             let Some(&id) = resend.front() else {
                 self.resend = None;
                 break;
             };
-            let session = self.session.as_mut()?;
+            let Some(session) = self.session.as_mut() else {
+                return false;
+            };
             if session.outgoing.len().saturating_sub(resend.len()) >= window {
-                return None;
+                return false;
             }
             resend.pop_front();
-            let packet = match session.outgoing.get(id) {
+            match session.outgoing.get(id) {
                 Some(OutState::Published(d)) => {
-                    Packet::Publish(publish_for(self.version, d, now, Some(id), true))
+                    let publish = d.publish_ref(version, now, Some(id), true, &no_properties);
+                    let _ = publish.encode(version, buf);
                 }
-                Some(OutState::Released) => Packet::PubRel(PubAck::new(id)),
+                Some(OutState::Released) => {
+                    let _ = Packet::PubRel(PubAck::new(id)).encode(version, buf);
+                }
                 None => continue,
-            };
-            return Some(Outgoing::Packet(packet));
-        }
-        loop {
-            let session = self.session.as_mut()?;
-            let qos = session.queue.front()?.qos;
-            if qos != QoS::AtMostOnce && session.outgoing.len() >= window {
-                return None;
             }
-            let delivery = session.dequeue()?;
+            return true;
+        }
+        let max = self.client_maximum_packet_size as usize;
+        let aliases_on = version.is_v5() && self.client_topic_alias_maximum > 0;
+        loop {
+            let Some(session) = self.session.as_mut() else {
+                return false;
+            };
+            let Some(qos) = session.queue.front().map(|d| d.qos) else {
+                return false;
+            };
+            if qos != QoS::AtMostOnce && session.outgoing.len() >= window {
+                return false;
+            }
+            // An identifier is found before the delivery leaves the queue (there is one: fewer
+            // than the window, at most 65,535, are in flight).
+            let packet_id = match qos {
+                QoS::AtMostOnce => None,
+                _ => match session.outgoing.next_free_id() {
+                    Some(id) => Some(id),
+                    None => return false,
+                },
+            };
+            let Some(delivery) = session.dequeue() else {
+                return false;
+            };
             if delivery.is_expired(now) {
                 session.stats.dropped_expired += 1;
                 continue;
@@ -1235,47 +1481,57 @@ impl ServerConnection {
                     .properties
                     .message_expiry_interval
                     .is_none()
-                && !(self.version.is_v5() && self.client_topic_alias_maximum > 0);
+                && !aliases_on;
             if plain {
-                let Some(bytes) = delivery.message.plain_publish(self.version) else {
+                let Some(bytes) = delivery.message.plain_publish(version) else {
                     continue;
                 };
-                if bytes.len() > self.client_maximum_packet_size as usize {
+                if bytes.len() > max {
                     session.stats.dropped_too_large += 1;
                     continue;
                 }
-                return Some(Outgoing::Encoded(bytes.clone()));
+                buf.extend_from_slice(bytes);
+                return true;
             }
-            let packet_id = match qos {
-                QoS::AtMostOnce => None,
-                _ => Some(session.outgoing.next_free_id()?),
-            };
-            let mut publish = publish_for(self.version, &delivery, now, packet_id, false);
+            // The message's parts are borrowed, and its properties go out as they are kept,
+            // with this delivery's identifiers, expiry and alias added: one message sent to
+            // many subscribers is not copied or re-encoded for each.
+            let mut publish = delivery.publish_ref(version, now, packet_id, false, &no_properties);
+            let fits = |p: &PublishRef<'_>| p.encoded_len(version).is_ok_and(|len| len <= max);
             // The client's Maximum Packet Size: a message too large is dropped
             // [MQTT-3.1.2-25]. Measured without an alias; one is added only if the packet
             // still fits, since setting an alias adds three bytes [MQTT-3.1.2-24].
-            let (version, max) = (self.version, self.client_maximum_packet_size);
-            let fits = |p: &Publish| {
-                Packet::Publish(p.clone())
-                    .encoded_len(version)
-                    .is_ok_and(|len| len <= max as usize)
-            };
             if !fits(&publish) {
                 session.stats.dropped_too_large += 1;
                 continue;
             }
-            if let Some(id) = packet_id {
-                let _ = session.outgoing.insert(id, OutState::Published(delivery));
-            }
-            if self.version.is_v5() && self.client_topic_alias_maximum > 0 {
+            let no_topic = ByteStr::new();
+            if aliases_on {
                 let aliases = Aliases::get(
                     &mut self.aliases,
                     self.config.topic_alias_maximum,
                     self.client_topic_alias_maximum,
                 );
-                aliases.outbound.apply(&mut publish, fits);
+                let aliased = |alias: NonZeroU16, send_topic: bool| {
+                    let mut p = publish;
+                    p.topic_alias = Some(alias);
+                    if !send_topic {
+                        p.topic = &no_topic;
+                    }
+                    p
+                };
+                let chosen = aliases
+                    .outbound
+                    .choose(publish.topic, |alias, send| fits(&aliased(alias, send)));
+                if let Some((alias, send_topic)) = chosen {
+                    publish = aliased(alias, send_topic);
+                }
             }
-            return Some(Outgoing::Packet(Packet::Publish(publish)));
+            let _ = publish.encode(version, buf);
+            if let Some(id) = packet_id {
+                let _ = session.outgoing.insert(id, OutState::Published(delivery));
+            }
+            return true;
         }
     }
 }
@@ -1298,21 +1554,27 @@ fn publish_for(
     publish
 }
 
+/// Whether `topic` is a valid topic name within `limits` [MQTT-4.7.3-1] [MQTT-4.7.3-2]
+/// [MQTT-3.3.2-2]: the one validation of a PUBLISH's topic, which the topic then carries
+/// ([`ByteStr::check_topic_name`]). Its characters were checked when it was decoded, so this
+/// counts its levels and compares them with the limit; what routes it later trusts it
+/// ([`Message::topic_name`]).
+fn check_topic(topic: &mut ByteStr, limits: &Limits) -> bool {
+    if !topic.check_topic_name() {
+        return false;
+    }
+    match topic.topic_levels() {
+        Some(levels) => levels <= limits.max_levels,
+        // More levels than a topic keeps count of: counted again, against the limit.
+        None => TopicName::with_limits(topic.as_str(), limits).is_ok(),
+    }
+}
+
 /// Largest payload whose plain PUBLISH is cached in its message. The cache holds a second copy
 /// of the payload for as long as the message lives (a retained message, for one), while the
 /// encoding work it saves is a few header bytes: worth it for the small messages that fan out
 /// by the thousand, not for large ones.
 const PLAIN_FORM_MAX_PAYLOAD: usize = 4 * 1024;
-
-/// What [`ServerConnection::next_delivery`] hands to the transmit loop; short-lived, so the
-/// size difference of its variants costs nothing.
-#[allow(clippy::large_enum_variant)]
-enum Outgoing {
-    /// A packet to encode.
-    Packet(Packet),
-    /// A packet encoded once for every subscriber that receives it in this form.
-    Encoded(Bytes),
-}
 
 /// A Reason String for a reason code: its name in the specification, in words.
 fn explain(reason: ReasonCode) -> ByteStr {
@@ -1347,5 +1609,80 @@ fn unshared_will(will: Will) -> Will {
         payload: Bytes::copy_from_slice(&will.payload),
         properties,
         ..will
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use midge_codec::Publish;
+
+    fn feed(server: &mut ServerConnection, now: Instant, packets: &[Packet]) {
+        let mut buf = BytesMut::new();
+        for packet in packets {
+            packet.encode(server.version(), &mut buf).unwrap();
+        }
+        server.handle_bytes(now, &mut buf);
+    }
+
+    /// Once its output and events are drained and its requests answered, a connection keeps
+    /// no room from the burst: the driver has nothing to call for that.
+    #[test]
+    fn a_drained_connection_keeps_no_room_from_its_last_burst() {
+        let t0 = Instant::now();
+        let mut s = ServerConnection::new(Arc::new(ServerConfig::default()), t0);
+        let connect = Connect::new(ProtocolVersion::V5, "idle");
+        s.handle_packet(t0, Packet::Connect(Box::new(connect)));
+        while s.poll_event().is_some() {}
+        s.accept(t0, None);
+        let mut burst = Vec::new();
+        for n in 1..=40u16 {
+            burst.push(Packet::Publish(Publish {
+                qos: QoS::AtLeastOnce,
+                topic: ByteStr::from_static("a/b"),
+                packet_id: PacketId::new(n),
+                ..Publish::default()
+            }));
+            burst.push(Packet::PingReq);
+        }
+        for n in 1..=20u16 {
+            burst.push(Packet::Subscribe(Subscribe {
+                packet_id: PacketId::new(n).unwrap(),
+                filters: vec![(ByteStr::from_static("t"), SubscriptionOptions::default())],
+                properties: Default::default(),
+            }));
+        }
+        let mut buf = BytesMut::new();
+        for packet in &burst {
+            packet.encode(ProtocolVersion::V5, &mut buf).unwrap();
+        }
+        let mut out = BytesMut::new();
+        // Answer everything, as a broker would, until the input is used up.
+        while !buf.is_empty() || s.events.capacity() > 0 {
+            s.handle_bytes(t0, &mut buf);
+            while let Some(event) = s.poll_event() {
+                match event {
+                    ServerEvent::Publish {
+                        packet_id: Some(id),
+                        ..
+                    } => s.acknowledge(id, ReasonCode::SUCCESS),
+                    ServerEvent::Subscribe { packet_id, .. } => {
+                        s.subscribe_ack(packet_id, vec![ReasonCode::GRANTED_QOS_0])
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert!(s.transmit.capacity() > 0, "the burst's answers are queued");
+        while s.poll_transmit(t0, &mut out) {}
+        assert!(s.is_connected());
+        assert_eq!(s.transmit.capacity(), 0);
+        assert_eq!(s.events.capacity(), 0);
+        assert_eq!(s.unanswered.capacity(), 0);
+        assert!(s.waiting.is_none());
+        assert!(s.resend.is_none());
+        feed(&mut s, t0, &[Packet::PingReq]);
+        while s.poll_transmit(t0, &mut out) {}
+        assert_eq!(s.transmit.capacity(), 0);
     }
 }

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use midge_codec::{
-    ByteStr, Packet, PacketId, ProtocolVersion, Publish, QoS, SubscriptionId, SubscriptionOptions,
-    MAX_PACKET_SIZE,
+    ByteStr, Packet, PacketId, ProtocolVersion, Publish, PublishProperties, PublishRef, QoS,
+    SubscriptionId, SubscriptionOptions, MAX_PACKET_SIZE,
 };
 
 use crate::inflight::Inflight;
@@ -20,7 +20,10 @@ use crate::message::Message;
 
 /// A message on its way to one subscriber: the shared message plus what differs per
 /// subscription. Cloning it copies no payload.
+///
+/// Made with [`Delivery::new`], then its fields set as they differ from the message's.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Delivery {
     /// The message, shared by every subscriber it fans out to.
     pub message: Arc<Message>,
@@ -35,6 +38,18 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// A delivery of `message`, received by the broker at `received_at`, with the message's
+    /// own QoS and RETAIN flag and no Subscription Identifiers.
+    pub fn new(message: Arc<Message>, received_at: Instant) -> Self {
+        Self {
+            qos: message.qos,
+            retain: message.retain,
+            message,
+            subscription_ids: Vec::new(),
+            received_at,
+        }
+    }
+
     /// Bytes this delivery counts against queue and memory limits: what its message holds
     /// ([`Message::held_bytes`]) and the delivery itself. A message shared by many deliveries
     /// counts in each, so the count never falls short of what is held.
@@ -58,6 +73,32 @@ impl Delivery {
         let interval = self.message.properties.message_expiry_interval?;
         let elapsed = now.saturating_duration_since(self.received_at).as_secs();
         Some(u32::try_from(u64::from(interval).saturating_sub(elapsed)).unwrap_or(0))
+    }
+
+    /// The PUBLISH for this delivery to a client of `version`, borrowed from it, without a
+    /// topic alias: the message's topic, payload and properties as they are, with this
+    /// delivery's QoS, RETAIN, remaining expiry and Subscription Identifiers. 3.x has no
+    /// properties, so a message published by a 5.0 client goes to a 3.x one without them
+    /// (`no_properties` is what it gets instead: empty ones).
+    pub(crate) fn publish_ref<'a>(
+        &'a self,
+        version: ProtocolVersion,
+        now: Instant,
+        packet_id: Option<PacketId>,
+        dup: bool,
+        no_properties: &'a PublishProperties,
+    ) -> PublishRef<'a> {
+        let mut publish = self.message.publish_ref(packet_id, dup);
+        publish.qos = self.qos;
+        publish.retain = self.retain;
+        if version.is_v5() {
+            publish.message_expiry_interval = self.remaining_expiry(now);
+            publish.subscription_identifiers = Some(&self.subscription_ids);
+        } else {
+            publish.properties = no_properties;
+            publish.message_expiry_interval = None;
+        }
+        publish
     }
 
     /// The PUBLISH for this delivery, without a topic alias.
@@ -122,11 +163,19 @@ pub(crate) enum OutState {
 
 /// One subscription as the session remembers it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionSubscription {
-    /// Options from SUBSCRIBE.
+    /// Options from SUBSCRIBE, with the QoS granted in SUBACK.
     pub options: SubscriptionOptions,
     /// Subscription Identifier from SUBSCRIBE (5.0).
     pub id: Option<SubscriptionId>,
+}
+
+impl SessionSubscription {
+    /// A subscription with these options and identifier.
+    pub fn new(options: SubscriptionOptions, id: Option<SubscriptionId>) -> Self {
+        Self { options, id }
+    }
 }
 
 /// The state a server keeps for a client between connections.

@@ -28,14 +28,9 @@ fn msg(topic: &str, qos: QoS) -> Message {
 }
 
 fn delivery(message: Message, now: Instant) -> Delivery {
-    let qos = message.qos;
-    Delivery {
-        message: Arc::new(message),
-        qos,
-        retain: false,
-        subscription_ids: Vec::new(),
-        received_at: now,
-    }
+    let mut delivery = Delivery::new(Arc::new(message), now);
+    delivery.retain = false;
+    delivery
 }
 
 fn server(version: ProtocolVersion, now: Instant) -> ServerConnection {
@@ -231,7 +226,7 @@ fn each_qos_gets_its_answer() {
         for (qos, id) in [(QoS::AtLeastOnce, 1), (QoS::ExactlyOnce, 2)] {
             server_feed(&mut s, t0, Packet::Publish(publish("a", qos, Some(id))));
             assert_eq!(server_publish_events(&mut s), 1);
-            s.acknowledge(pid(id), qos, ReasonCode::SUCCESS);
+            s.acknowledge(pid(id), ReasonCode::SUCCESS);
             let expected = if qos == QoS::AtLeastOnce {
                 Packet::PubAck(ack(id))
             } else {
@@ -264,7 +259,7 @@ fn after_puback_the_same_identifier_is_a_new_message() {
         let p = publish("a", QoS::AtLeastOnce, Some(5));
         server_feed(&mut s, t0, Packet::Publish(p.clone()));
         assert_eq!(server_publish_events(&mut s), 1);
-        s.acknowledge(pid(5), QoS::AtLeastOnce, ReasonCode::SUCCESS);
+        s.acknowledge(pid(5), ReasonCode::SUCCESS);
         assert_eq!(server_tx(&mut s, t0), [Packet::PubAck(ack(5))]);
         server_feed(
             &mut s,
@@ -298,7 +293,7 @@ fn after_pubcomp_or_a_failing_pubrec_the_same_identifier_is_a_new_message() {
         let p = publish("a", QoS::ExactlyOnce, Some(6));
         server_feed(&mut s, t0, Packet::Publish(p.clone()));
         assert_eq!(server_publish_events(&mut s), 1);
-        s.acknowledge(pid(6), QoS::ExactlyOnce, ReasonCode::SUCCESS);
+        s.acknowledge(pid(6), ReasonCode::SUCCESS);
         server_feed(&mut s, t0, Packet::PubRel(ack(6)));
         assert_eq!(
             server_tx(&mut s, t0),
@@ -319,7 +314,7 @@ fn after_pubcomp_or_a_failing_pubrec_the_same_identifier_is_a_new_message() {
     let p = publish("a", QoS::ExactlyOnce, Some(8));
     server_feed(&mut s, t0, Packet::Publish(p.clone()));
     assert_eq!(server_publish_events(&mut s), 1);
-    s.acknowledge(pid(8), QoS::ExactlyOnce, ReasonCode::NOT_AUTHORIZED);
+    s.acknowledge(pid(8), ReasonCode::NOT_AUTHORIZED);
     assert_eq!(
         server_tx(&mut s, t0),
         [Packet::PubRec(ack_with(8, ReasonCode::NOT_AUTHORIZED))]
@@ -343,7 +338,7 @@ fn an_expired_qos2_message_still_completes_its_exchange() {
     assert_eq!(client_tx(&mut c, later, V5), [Packet::PubComp(ack(9))]);
     let mut s = server(V5, t0);
     server_feed(&mut s, t0, Packet::Publish(p));
-    s.acknowledge(pid(9), QoS::ExactlyOnce, ReasonCode::SUCCESS);
+    s.acknowledge(pid(9), ReasonCode::SUCCESS);
     let _ = server_tx(&mut s, t0);
     server_feed(&mut s, later, Packet::PubRel(ack(9)));
     assert_eq!(server_tx(&mut s, later), [Packet::PubComp(ack(9))]);
@@ -361,7 +356,7 @@ fn an_unauthorised_3_1_1_publish_is_acknowledged_as_usual() {
             Packet::Publish(publish("secret", qos, Some(id))),
         );
         let _ = server_events(&mut s);
-        s.acknowledge(pid(id), qos, ReasonCode::NOT_AUTHORIZED);
+        s.acknowledge(pid(id), ReasonCode::NOT_AUTHORIZED);
         let expected = if qos == QoS::AtLeastOnce {
             Packet::PubAck(ack(id))
         } else {
@@ -498,17 +493,10 @@ fn a_server_out_of_quota_still_sends_and_answers_everything_else() {
             ServerEvent::Publish {
                 packet_id: Some(id),
                 ..
-            } => s.acknowledge(id, QoS::AtLeastOnce, ReasonCode::SUCCESS),
-            ServerEvent::Subscribe {
-                packet_id,
-                requests,
-                subscription_id,
-            } => s.subscribe_ack(
-                packet_id,
-                &requests,
-                subscription_id,
-                vec![ReasonCode::GRANTED_QOS_0],
-            ),
+            } => s.acknowledge(id, ReasonCode::SUCCESS),
+            ServerEvent::Subscribe { packet_id, .. } => {
+                s.subscribe_ack(packet_id, vec![ReasonCode::GRANTED_QOS_0])
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -542,25 +530,16 @@ fn deliveries_started_before_unsubscribe_are_completed() {
                 properties: Default::default(),
             }),
         );
-        let Some(ServerEvent::Subscribe {
-            packet_id,
-            requests,
-            subscription_id,
-        }) = server_events(&mut s).pop()
-        else {
+        let Some(ServerEvent::Subscribe { packet_id, .. }) = server_events(&mut s).pop() else {
             panic!()
         };
-        s.subscribe_ack(
-            packet_id,
-            &requests,
-            subscription_id,
-            vec![ReasonCode::GRANTED_QOS_2],
-        );
+        s.subscribe_ack(packet_id, vec![ReasonCode::GRANTED_QOS_2]);
         s.deliver(delivery(msg("u/1", QoS::AtLeastOnce), t0));
         s.deliver(delivery(msg("u/2", QoS::ExactlyOnce), t0));
         let sent = publishes(&server_tx(&mut s, t0));
         let (a, b) = (sent[0].packet_id.unwrap(), sent[1].packet_id.unwrap());
-        s.unsubscribe_ack(pid(2), &[ByteStr::from("u/#")]);
+        server_unsubscribe(&mut s, t0, 2, &["u/#"]);
+        s.unsubscribe_ack(pid(2));
         assert!(s.session().unwrap().subscription_count() == 0);
         let _ = server_tx(&mut s, t0);
         assert_eq!(s.session().unwrap().in_flight(), 2, "still being delivered");
@@ -598,20 +577,10 @@ fn session_state_lasts_as_long_as_the_connection() {
                 properties: Default::default(),
             }),
         );
-        let Some(ServerEvent::Subscribe {
-            packet_id,
-            requests,
-            subscription_id,
-        }) = server_events(&mut s).pop()
-        else {
+        let Some(ServerEvent::Subscribe { packet_id, .. }) = server_events(&mut s).pop() else {
             panic!()
         };
-        s.subscribe_ack(
-            packet_id,
-            &requests,
-            subscription_id,
-            vec![ReasonCode::GRANTED_QOS_1],
-        );
+        s.subscribe_ack(packet_id, vec![ReasonCode::GRANTED_QOS_1]);
         s.deliver(delivery(msg("k/1", QoS::AtLeastOnce), t0));
         let _ = server_tx(&mut s, t0);
         // An hour of pings, far past the Session Expiry Interval.
@@ -734,7 +703,7 @@ fn acknowledgements_shed_reason_strings_and_user_properties_to_fit_the_maximum()
         connect
     };
     // A refusing CONNACK, which would otherwise explain itself.
-    let mut s = ServerConnection::new(Arc::new(ServerConfig::default()), t0, 1);
+    let mut s = ServerConnection::new(Arc::new(ServerConfig::default()), t0);
     server_feed(&mut s, t0, Packet::Connect(Box::new(tiny())));
     let _ = server_events(&mut s);
     s.reject(ReasonCode::NOT_AUTHORIZED);
@@ -769,22 +738,16 @@ fn acknowledgements_shed_reason_strings_and_user_properties_to_fit_the_maximum()
         match event {
             ServerEvent::Publish {
                 packet_id: Some(id),
-                message,
-            } => s.acknowledge(id, message.qos, ReasonCode::NOT_AUTHORIZED),
-            ServerEvent::Subscribe {
-                packet_id,
-                requests,
-                subscription_id,
-            } => s.subscribe_ack(
-                packet_id,
-                &requests,
-                subscription_id,
-                vec![ReasonCode::NOT_AUTHORIZED],
-            ),
+                ..
+            } => s.acknowledge(id, ReasonCode::NOT_AUTHORIZED),
+            ServerEvent::Subscribe { packet_id, .. } => {
+                s.subscribe_ack(packet_id, vec![ReasonCode::NOT_AUTHORIZED])
+            }
             other => panic!("{other:?}"),
         }
     }
-    s.unsubscribe_ack(pid(4), &[ByteStr::from("none")]);
+    server_unsubscribe(&mut s, t0, 4, &["none"]);
+    s.unsubscribe_ack(pid(4));
     s.deliver(delivery(Message::new("d", &b""[..], QoS::ExactlyOnce), t0));
     let sent = server_tx_with_reasons(&mut s, t0);
     let kinds: Vec<_> = sent.iter().map(|p| p.packet_type()).collect();
@@ -889,7 +852,7 @@ fn wildcard_filters_are_refused_when_wildcards_are_not_supported() {
         let Some(ServerEvent::Subscribe {
             packet_id,
             requests,
-            subscription_id,
+            ..
         }) = server_events(&mut s).pop()
         else {
             panic!()
@@ -898,7 +861,7 @@ fn wildcard_filters_are_refused_when_wildcards_are_not_supported() {
             .iter()
             .map(|r| r.verdict.err().unwrap_or(ReasonCode::GRANTED_QOS_0))
             .collect();
-        s.subscribe_ack(packet_id, &requests, subscription_id, codes);
+        s.subscribe_ack(packet_id, codes);
         let sent = server_tx(&mut s, t0);
         let [Packet::SubAck(ack)] = sent.as_slice() else {
             panic!("{sent:?}")
@@ -921,7 +884,7 @@ fn enhanced_authentication_is_refused_and_never_started() {
     let t0 = Instant::now();
     let mut connect = connect_packet(V5, "c");
     connect.properties.authentication_method = Some(ByteStr::from("SCRAM-SHA-1"));
-    let mut s = ServerConnection::new(Arc::new(ServerConfig::default()), t0, 1);
+    let mut s = ServerConnection::new(Arc::new(ServerConfig::default()), t0);
     server_feed(&mut s, t0, Packet::Connect(Box::new(connect)));
     let sent = server_tx(&mut s, t0);
     assert!(
@@ -1027,7 +990,7 @@ fn a_refusal_is_sent_with_a_connack_reason_code() {
         ),
     ] {
         let t0 = Instant::now();
-        let mut s = ServerConnection::new(Arc::new(ServerConfig::default()), t0, 1);
+        let mut s = ServerConnection::new(Arc::new(ServerConfig::default()), t0);
         server_feed(
             &mut s,
             t0,
@@ -1053,7 +1016,7 @@ fn a_full_buffer_while_connecting_closes_the_connection() {
     // read limit bounds them.)
     for version in BOTH {
         let t0 = Instant::now();
-        let mut s = ServerConnection::new(Arc::new(ServerConfig::default()), t0, 1);
+        let mut s = ServerConnection::new(Arc::new(ServerConfig::default()), t0);
         server_feed(
             &mut s,
             t0,

@@ -276,19 +276,18 @@ fn run_server(version: ProtocolVersion, steps: &[Step]) {
                 if n % 2 == 0 {
                     message.properties.message_expiry_interval = Some(u32::from(n % 16));
                 }
-                server.deliver(Delivery {
-                    message: Arc::new(message),
-                    qos: *qos,
-                    retain: n % 3 == 0,
-                    subscription_ids: SubscriptionId::new(u32::from(*n)).into_iter().collect(),
-                    received_at: now,
-                });
+                let mut delivery = Delivery::new(Arc::new(message), now);
+                delivery.qos = *qos;
+                delivery.retain = n % 3 == 0;
+                delivery.subscription_ids =
+                    SubscriptionId::new(u32::from(*n)).into_iter().collect();
+                server.deliver(delivery);
             }
         }
         while let Some(event) = server.poll_event() {
             match event {
                 ServerEvent::Publish {
-                    message,
+                    message: _,
                     packet_id: Some(id),
                 } => {
                     let code = if id.get() % 2 == 0 {
@@ -296,21 +295,24 @@ fn run_server(version: ProtocolVersion, steps: &[Step]) {
                     } else {
                         ReasonCode::NOT_AUTHORIZED
                     };
-                    server.acknowledge(id, message.qos, code);
+                    server.acknowledge(id, code);
                 }
                 ServerEvent::Subscribe {
                     packet_id,
                     requests,
-                    subscription_id,
+                    subscription_id: _,
                 } => {
                     let codes = requests
                         .iter()
                         .map(|r| r.verdict.err().unwrap_or(ReasonCode(r.options.qos as u8)))
                         .collect();
-                    server.subscribe_ack(packet_id, &requests, subscription_id, codes);
+                    server.subscribe_ack(packet_id, codes);
                 }
-                ServerEvent::Unsubscribe { packet_id, filters } => {
-                    server.unsubscribe_ack(packet_id, &filters);
+                ServerEvent::Unsubscribe {
+                    packet_id,
+                    filters: _,
+                } => {
+                    server.unsubscribe_ack(packet_id);
                 }
                 _ => {}
             }

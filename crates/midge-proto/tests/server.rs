@@ -12,7 +12,8 @@ use bytes::{Bytes, BytesMut};
 use common::*;
 use midge_codec::{
     ByteStr, ConnAck, Connect, Disconnect, Packet, ProtocolVersion, PubAck, Publish, QoS,
-    ReasonCode, SubAck, Subscribe, SubscriptionId, SubscriptionOptions, Will,
+    ReasonCode, SubAck, Subscribe, SubscribeProperties, SubscriptionId, SubscriptionOptions,
+    Unsubscribe, Will,
 };
 use midge_proto::server::{
     ServerCloseReason, ServerConfig, ServerConnection, ServerEvent, SubscriptionRequest,
@@ -33,13 +34,16 @@ fn disconnect(code: ReasonCode) -> Packet {
 }
 
 fn delivery(topic: &str, qos: QoS, now: Instant) -> Delivery {
-    Delivery {
-        message: Arc::new(Message::new(topic.to_owned(), &b"data"[..], qos)),
-        qos,
-        retain: false,
-        subscription_ids: Vec::new(),
-        received_at: now,
-    }
+    Delivery::new(
+        Arc::new(Message::new(topic.to_owned(), &b"data"[..], qos)),
+        now,
+    )
+}
+
+/// `delivery` with another message.
+fn with_message(mut delivery: Delivery, message: Message) -> Delivery {
+    delivery.message = Arc::new(message);
+    delivery
 }
 
 fn fresh(version: ProtocolVersion, now: Instant) -> ServerConnection {
@@ -59,7 +63,7 @@ fn publishes(packets: &[Packet]) -> Vec<&Publish> {
 /// Feeds CONNECT and returns the refusal CONNACK (or panics).
 fn refused(config: ServerConfig, connect: Connect) -> (ConnAck, Vec<ServerEvent>) {
     let t0 = Instant::now();
-    let mut server = ServerConnection::new(Arc::new(config), t0, 1);
+    let mut server = ServerConnection::new(Arc::new(config), t0);
     server_feed(&mut server, t0, Packet::Connect(Box::new(connect)));
     let sent = server_tx(&mut server, t0);
     let [Packet::ConnAck(connack)] = sent.as_slice() else {
@@ -89,7 +93,7 @@ fn with_will(mut connect: Connect, f: impl FnOnce(&mut Will)) -> Connect {
 fn first_packet_must_be_connect() {
     // [MQTT-3.1.0-1]: closed without CONNACK.
     let t0 = Instant::now();
-    let mut server = ServerConnection::new(Arc::new(config()), t0, 1);
+    let mut server = ServerConnection::new(Arc::new(config()), t0);
     server_feed(&mut server, t0, Packet::PingReq);
     assert!(server.is_closed());
     assert!(server_tx(&mut server, t0).is_empty());
@@ -151,7 +155,7 @@ fn unsupported_protocol_level_is_refused_in_the_clients_format() {
     // [MQTT-3.1.2-2]: 3.1.1 return code 0x01, 5.0 reason code 0x84.
     for (level, version) in [(6u8, V5), (2u8, V3_1_1)] {
         let t0 = Instant::now();
-        let mut server = ServerConnection::new(Arc::new(config()), t0, 1);
+        let mut server = ServerConnection::new(Arc::new(config()), t0);
         let mut buf = BytesMut::new();
         Packet::Connect(Box::new(connect_packet(V3_1_1, "c1")))
             .encode(V3_1_1, &mut buf)
@@ -171,7 +175,7 @@ fn unsupported_protocol_level_is_refused_in_the_clients_format() {
     }
     // On the wire, the 3.1.1 return code is 1.
     let t0 = Instant::now();
-    let mut server = ServerConnection::new(Arc::new(config()), t0, 1);
+    let mut server = ServerConnection::new(Arc::new(config()), t0);
     let mut buf = BytesMut::from(&[0x10u8, 10, 0, 4, b'M', b'Q', b'T', b'T', 2, 2, 0, 0][..]);
     server.handle_bytes(t0, &mut buf);
     let mut out = BytesMut::new();
@@ -181,7 +185,7 @@ fn unsupported_protocol_level_is_refused_in_the_clients_format() {
 
 /// A server fed a CONNECT without a client identifier, with the Connect event checked.
 fn awaiting_an_assigned_id(connect: Connect, now: Instant) -> ServerConnection {
-    let mut server = ServerConnection::new(Arc::new(config()), now, 1);
+    let mut server = ServerConnection::new(Arc::new(config()), now);
     server_feed(&mut server, now, Packet::Connect(Box::new(connect)));
     let events = server_events(&mut server);
     let [ServerEvent::Connect { client_id, .. }] = events.as_slice() else {
@@ -231,7 +235,7 @@ fn empty_client_id_rules() {
     );
     assert_eq!(server.session().unwrap().client_id(), "given-5");
     // A client's own identifier is not replaced, and is not echoed in CONNACK.
-    let mut server = ServerConnection::new(Arc::new(config()), t0, 1);
+    let mut server = ServerConnection::new(Arc::new(config()), t0);
     server_feed(
         &mut server,
         t0,
@@ -413,7 +417,7 @@ fn connect_timeout_closes_a_silent_connection() {
     let t0 = Instant::now();
     let mut cfg = config();
     cfg.connect_timeout = 5 * SEC;
-    let mut server = ServerConnection::new(Arc::new(cfg), t0, 1);
+    let mut server = ServerConnection::new(Arc::new(cfg), t0);
     assert_eq!(server.poll_timeout(), Some(t0 + 5 * SEC));
     server.handle_timeout(t0 + 4 * SEC);
     assert!(!server.is_closed());
@@ -429,7 +433,7 @@ fn connect_timeout_closes_a_silent_connection() {
 #[test]
 fn packets_sent_before_connack_are_handled_after_accept() {
     let t0 = Instant::now();
-    let mut server = ServerConnection::new(Arc::new(config()), t0, 1);
+    let mut server = ServerConnection::new(Arc::new(config()), t0);
     let mut buf = BytesMut::new();
     Packet::Connect(Box::new(connect_packet(V5, "c")))
         .encode(V5, &mut buf)
@@ -462,7 +466,7 @@ fn rejection_maps_to_3_x_return_codes() {
         (ReasonCode::SERVER_BUSY, ReasonCode::SERVER_UNAVAILABLE),
     ] {
         let t0 = Instant::now();
-        let mut server = ServerConnection::new(Arc::new(config()), t0, 1);
+        let mut server = ServerConnection::new(Arc::new(config()), t0);
         server_feed(
             &mut server,
             t0,
@@ -501,11 +505,7 @@ fn inbound_qos1_is_acknowledged_after_routing() {
             server_tx(&mut server, t0).is_empty(),
             "PUBACK before routing"
         );
-        server.acknowledge(
-            pid(3),
-            QoS::AtLeastOnce,
-            ReasonCode::NO_MATCHING_SUBSCRIBERS,
-        );
+        server.acknowledge(pid(3), ReasonCode::NO_MATCHING_SUBSCRIBERS);
         let expected = if version.is_v5() {
             ack_with(3, ReasonCode::NO_MATCHING_SUBSCRIBERS)
         } else {
@@ -535,7 +535,7 @@ fn inbound_qos2_is_routed_exactly_once() {
             .filter(|e| matches!(e, ServerEvent::Publish { .. }))
             .count();
         assert_eq!(routed, 1);
-        server.acknowledge(pid(7), QoS::ExactlyOnce, ReasonCode::SUCCESS);
+        server.acknowledge(pid(7), ReasonCode::SUCCESS);
         server_feed(&mut server, t0, Packet::Publish(dup));
         assert!(server_events(&mut server).is_empty());
         let sent = server_tx(&mut server, t0);
@@ -734,10 +734,7 @@ fn message_expiry_counts_down_and_expired_messages_are_dropped() {
     let expiring = |topic: &str, secs| {
         let mut m = Message::new(topic.to_owned(), &b"e"[..], QoS::AtLeastOnce);
         m.properties.message_expiry_interval = Some(secs);
-        Delivery {
-            message: Arc::new(m),
-            ..delivery(topic, QoS::AtLeastOnce, t0)
-        }
+        with_message(delivery(topic, QoS::AtLeastOnce, t0), m)
     };
     server.deliver(expiring("e/1", 10));
     server.deliver(expiring("e/2", 10));
@@ -791,10 +788,7 @@ fn outbound_topic_aliases_when_the_client_allows() {
     let mut server = fresh(V5, t0);
     let mut m = Message::new("a", &b"x"[..], QoS::AtMostOnce);
     m.properties.topic_alias = NonZeroU16::new(3);
-    server.deliver(Delivery {
-        message: Arc::new(m),
-        ..delivery("a", QoS::AtMostOnce, t0)
-    });
+    server.deliver(with_message(delivery("a", QoS::AtMostOnce, t0), m));
     let sent = server_tx(&mut server, t0);
     assert_eq!(publishes(&sent)[0].properties.topic_alias, None);
 }
@@ -913,10 +907,7 @@ fn drop_expired_counts_and_keeps_bytes_right() {
     let mut session = Session::new("c".into(), QueueLimits::default());
     let mut m = Message::new("x", &b"1234"[..], QoS::AtMostOnce);
     m.properties.message_expiry_interval = Some(1);
-    session.enqueue(Delivery {
-        message: Arc::new(m),
-        ..delivery("x", QoS::AtMostOnce, t0)
-    });
+    session.enqueue(with_message(delivery("x", QoS::AtMostOnce, t0), m));
     let kept = delivery("y", QoS::AtMostOnce, t0);
     let kept_size = kept.size();
     session.enqueue(kept);
@@ -1093,13 +1084,10 @@ fn a_3_x_resume_resends_messages_that_carry_5_0_properties() {
             .set_content_type(Some(ByteStr::from("text/plain")))
             .unwrap();
         message.properties.message_expiry_interval = Some(100);
-        server.deliver(Delivery {
-            message: Arc::new(message),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            subscription_ids: Vec::new(),
-            received_at: t0,
-        });
+        let mut delivery = Delivery::new(Arc::new(message), t0);
+        delivery.qos = QoS::AtLeastOnce;
+        delivery.retain = false;
+        server.deliver(delivery);
         let sent = server_tx(&mut server, t0);
         let first = publishes(&sent)[0].packet_id;
         server.connection_lost();
@@ -1212,7 +1200,7 @@ fn no_local_on_a_shared_subscription_is_a_protocol_error() {
 #[test]
 fn suback_failures_are_0x80_in_3_x_and_successes_recorded() {
     // 3.1.1 §3.9.3: return codes 0x00-0x02 and 0x80 only.
-    let (mut server, requests) = subscribe_event(
+    let (mut server, _) = subscribe_event(
         config(),
         V3_1_1,
         &[
@@ -1222,8 +1210,6 @@ fn suback_failures_are_0x80_in_3_x_and_successes_recorded() {
     );
     server.subscribe_ack(
         pid(1),
-        &requests,
-        None,
         vec![ReasonCode::GRANTED_QOS_1, ReasonCode::TOPIC_FILTER_INVALID],
     );
     let t0 = Instant::now();
@@ -1238,7 +1224,17 @@ fn suback_failures_are_0x80_in_3_x_and_successes_recorded() {
     let subs = server.session().unwrap().subscriptions();
     assert_eq!(subs.map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["ok"]);
     // UNSUBSCRIBE removes it; 3.x UNSUBACK carries no codes.
-    let codes = server.unsubscribe_ack(pid(2), &[ByteStr::from("ok"), ByteStr::from("no")]);
+    let unsubscribe = Unsubscribe {
+        packet_id: pid(2),
+        filters: vec![ByteStr::from("ok"), ByteStr::from("no")],
+        properties: Default::default(),
+    };
+    server_feed(&mut server, t0, Packet::Unsubscribe(unsubscribe));
+    assert!(matches!(
+        server_events(&mut server).as_slice(),
+        [ServerEvent::Unsubscribe { .. }]
+    ));
+    let codes = server.unsubscribe_ack(pid(2));
     assert_eq!(
         codes,
         [ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]
@@ -1296,17 +1292,16 @@ fn built_session(
         let mut options = SubscriptionOptions::qos(qos_of(qos % 3));
         options.no_local = flags & 1 != 0;
         options.retain_as_published = flags & 2 != 0;
-        let request = SubscriptionRequest {
-            filter: ByteStr::from(format!("s/{i}/#")),
-            options,
-            verdict: Ok(()),
+        let mut properties = SubscribeProperties::default();
+        properties.subscription_identifier = id.and_then(SubscriptionId::new);
+        let subscribe = Subscribe {
+            packet_id: pid(i as u16 + 1),
+            filters: vec![(ByteStr::from(format!("s/{i}/#")), options)],
+            properties,
         };
-        server.subscribe_ack(
-            pid(i as u16 + 1),
-            &[request],
-            id.and_then(SubscriptionId::new),
-            vec![ReasonCode::SUCCESS],
-        );
+        server_feed(&mut server, now, Packet::Subscribe(subscribe));
+        let _ = server_events(&mut server);
+        server.subscribe_ack(pid(i as u16 + 1), vec![ReasonCode(options.qos as u8)]);
     }
     for (i, (qos, retain, expiry, ids, content)) in deliveries.iter().enumerate() {
         let mut m = Message::new(format!("d/{i}"), vec![i as u8; i % 5], qos_of(qos % 3));
@@ -1321,13 +1316,11 @@ fn built_session(
                 .set_user_properties(vec![(ByteStr::from("k"), ByteStr::from("v"))])
                 .unwrap();
         }
-        server.deliver(Delivery {
-            message: Arc::new(m),
-            qos: qos_of(qos % 3),
-            retain: !retain,
-            subscription_ids: ids.iter().filter_map(|n| SubscriptionId::new(*n)).collect(),
-            received_at: now,
-        });
+        let mut delivery = Delivery::new(Arc::new(m), now);
+        delivery.qos = qos_of(qos % 3);
+        delivery.retain = !retain;
+        delivery.subscription_ids = ids.iter().filter_map(|n| SubscriptionId::new(*n)).collect();
+        server.deliver(delivery);
     }
     let sent = server_tx(&mut server, now);
     for p in publishes(&sent)
@@ -1411,10 +1404,7 @@ fn session_expiry_is_stored_as_time_remaining() {
     let mut session = Session::new("c".into(), QueueLimits::default());
     let mut m = Message::new("x", &b""[..], QoS::AtMostOnce);
     m.properties.message_expiry_interval = Some(100);
-    session.enqueue(Delivery {
-        message: Arc::new(m),
-        ..delivery("x", QoS::AtMostOnce, t0)
-    });
+    session.enqueue(with_message(delivery("x", QoS::AtMostOnce, t0), m));
     let mut buf = BytesMut::new();
     session.encode(t0 + 30 * SEC, &mut buf);
     let later = t0 + 1000 * SEC;
@@ -1451,7 +1441,7 @@ fn qos2_flows_of_both_directions_survive_encode_and_decode() {
                 Packet::Publish(publish("in", QoS::ExactlyOnce, Some(id))),
             );
             assert_eq!(server_events(&mut server).len(), 1);
-            server.acknowledge(pid(id), QoS::ExactlyOnce, ReasonCode::SUCCESS);
+            server.acknowledge(pid(id), ReasonCode::SUCCESS);
         }
         server_feed(&mut server, t0, Packet::PubRel(ack(8)));
         // Outgoing: `released` got its PUBREC, `waiting` did not, `done` completed.
@@ -1526,7 +1516,7 @@ fn a_qos2_retransmission_waits_for_the_brokers_answer() {
         server_feed(&mut server, t0, Packet::Publish(p.clone()));
         server_feed(&mut server, t0, Packet::Publish(Publish { dup: true, ..p }));
         assert!(server_tx(&mut server, t0).is_empty());
-        server.acknowledge(pid(9), QoS::ExactlyOnce, ReasonCode::NOT_AUTHORIZED);
+        server.acknowledge(pid(9), ReasonCode::NOT_AUTHORIZED);
         let expected = if version.is_v5() {
             ack_with(9, ReasonCode::NOT_AUTHORIZED)
         } else {
@@ -1555,7 +1545,7 @@ fn a_qos2_message_refused_after_the_connection_closed_is_routed_again_on_resend(
         matches!(events[0], ServerEvent::Publish { .. }),
         "{events:?}"
     );
-    server.acknowledge(pid(9), QoS::ExactlyOnce, ReasonCode::QUOTA_EXCEEDED);
+    server.acknowledge(pid(9), ReasonCode::QUOTA_EXCEEDED);
     let session = server.take_session().unwrap();
     let (mut server, _) = accepted_server(config(), connect, Some(session), t0);
     server_feed(&mut server, t0, Packet::Publish(Publish { dup: true, ..p }));
@@ -1574,7 +1564,7 @@ fn a_qos2_message_refused_after_the_connection_closed_is_routed_again_on_resend(
         server_tx(&mut server, t0).is_empty(),
         "no PUBREC before the answer"
     );
-    server.acknowledge(pid(9), QoS::ExactlyOnce, ReasonCode::SUCCESS);
+    server.acknowledge(pid(9), ReasonCode::SUCCESS);
     assert_eq!(server_tx(&mut server, t0), [Packet::PubRec(ack(9))]);
 }
 
@@ -1610,7 +1600,7 @@ fn reason_strings_explain_disconnects_and_refusals() {
     let connect = with_will(connect_packet(ProtocolVersion::V5, "w"), |w| {
         w.qos = QoS::ExactlyOnce
     });
-    let mut server = ServerConnection::new(Arc::new(config), t0, 1);
+    let mut server = ServerConnection::new(Arc::new(config), t0);
     server_feed(&mut server, t0, Packet::Connect(Box::new(connect)));
     let sent = server_tx_with_reasons(&mut server, t0);
     assert_eq!(
@@ -1636,7 +1626,7 @@ fn failed_acknowledgements_carry_a_reason_string_unless_the_client_declined_them
             Packet::Publish(publish("a", QoS::AtLeastOnce, Some(1))),
         );
         let _ = server_events(&mut server);
-        server.acknowledge(pid(1), QoS::AtLeastOnce, ReasonCode::NOT_AUTHORIZED);
+        server.acknowledge(pid(1), ReasonCode::NOT_AUTHORIZED);
         let sent = server_tx_with_reasons(&mut server, t0);
         assert_eq!(
             reason_string(&sent[0]).as_deref(),
@@ -1654,20 +1644,11 @@ fn failed_acknowledgements_carry_a_reason_string_unless_the_client_declined_them
             properties: Default::default(),
         };
         server_feed(&mut server, t0, Packet::Subscribe(subscribe));
-        let Some(ServerEvent::Subscribe {
-            packet_id,
-            requests,
-            subscription_id,
-        }) = server_events(&mut server).pop()
+        let Some(ServerEvent::Subscribe { packet_id, .. }) = server_events(&mut server).pop()
         else {
             panic!("no Subscribe event");
         };
-        server.subscribe_ack(
-            packet_id,
-            &requests,
-            subscription_id,
-            vec![ReasonCode::NOT_AUTHORIZED],
-        );
+        server.subscribe_ack(packet_id, vec![ReasonCode::NOT_AUTHORIZED]);
         let sent = server_tx_with_reasons(&mut server, t0);
         assert_eq!(reason_string(&sent[0]).is_some(), !declined, "{sent:?}");
     }

@@ -133,6 +133,18 @@ fn levels_compare_exactly() {
     check("a/+/b", "a//b", true);
 }
 
+/// A name validated elsewhere is wrapped as it is, and matches as the validated one does.
+#[test]
+fn validated_names_match_as_checked_ones() {
+    for text in ["sport/tennis/player1", "$SYS/broker", "/", "a"] {
+        let trusted = TopicName::from_validated(text);
+        assert_eq!(trusted, name(text));
+        for f in ["sport/#", "+/+", "#", "a", "$SYS/+"] {
+            assert_eq!(filter(f).matches(&trusted), filter(f).matches(&name(text)));
+        }
+    }
+}
+
 // 4.7.0 [MQTT-4.7.0-1] (3.1.1 [MQTT-4.7.1-1]).
 // Conformance: [MQTT-5:4.7.0-1] [MQTT-3.1.1:4.7.1-1]
 #[test]

@@ -79,6 +79,26 @@ impl<'a> TopicName<'a> {
         Ok(Self(name))
     }
 
+    /// Wraps `name` without validating it, for a name that was validated already, such as a
+    /// topic whose PUBLISH was checked when it was decoded and which is now routed: a
+    /// topic needs one validation, not one per layer it passes through.
+    ///
+    /// This is safe whatever `name` holds: an invalid name makes matching give wrong answers
+    /// (a `+` in it is matched as a literal level, for one), never undefined behaviour.
+    ///
+    /// # Panics
+    ///
+    /// In debug builds only, if `name` breaks a rule that needs no [`Limits`]: passing an
+    /// unvalidated name is a bug in the caller.
+    #[must_use]
+    pub fn from_validated(name: &'a str) -> Self {
+        debug_assert!(
+            check_length(name).is_ok() && !name.contains(['\0', '+', '#']),
+            "TopicName::from_validated given an invalid topic name: {name:?}"
+        );
+        Self(name)
+    }
+
     /// The name as given.
     #[must_use]
     pub const fn as_str(&self) -> &'a str {

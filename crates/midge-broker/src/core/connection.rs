@@ -46,9 +46,9 @@ const INBOX_BATCH: usize = 1024;
 /// sent, the driver drops it.
 pub struct Connection {
     core: Arc<Core>,
-    /// Also knows the connection's number in the broker ([`ServerConnection::connection_number`]):
-    /// which connection owns a session.
     conn: ServerConnection,
+    /// The connection's number in the broker: which connection owns a session.
+    number: u64,
     /// Refuse the CONNECT: the broker has `limits.max_connections` open already.
     over_limit: bool,
     /// The client, once its CONNECT is accepted (`slot` is set then); before that only the
@@ -85,7 +85,7 @@ pub struct Connection {
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("number", &self.conn.connection_number())
+            .field("number", &self.number)
             .field("peer", &self.info.peer)
             .field("client_id", &self.info.client_id)
             .field("closed", &self.conn.is_closed())
@@ -153,10 +153,11 @@ impl Connection {
         core.counters.connections_total.fetch_add(1, Relaxed);
         let over_limit = open >= core.config.limits.max_connections;
         let number = core.next_conn.fetch_add(1, Relaxed);
-        let conn = ServerConnection::new(core.server_config.clone(), now, number);
+        let conn = ServerConnection::new(core.server_config.clone(), now);
         let inbox = Arc::new(Inbox::new());
         let mut connection = Self {
             conn,
+            number,
             over_limit,
             info: ClientInfo {
                 client_id: midge_codec::ByteStr::new(),
@@ -193,10 +194,13 @@ impl Connection {
     /// wants input, even without new bytes.
     pub fn handle_input(&mut self, now: Instant, input: &mut BytesMut) {
         while self.wants_input() {
+            let before = input.len();
             self.conn.handle_bytes(now, input);
             self.progress(now);
-            // A CONNECT accepted at once: the packets behind it waited for the decision.
-            if !std::mem::take(&mut self.accepted) {
+            // A CONNECT accepted at once, or SUBSCRIBE and UNSUBSCRIBE packets just answered:
+            // the packets behind them may have waited for the answers (see
+            // `ServerConnection::handle_bytes`). Go on until nothing more is taken.
+            if !std::mem::take(&mut self.accepted) && input.len() == before {
                 break;
             }
         }
@@ -314,12 +318,6 @@ impl Connection {
         &self.core
     }
 
-    /// Frees memory kept for reuse while the connection is idle: call it when its buffers
-    /// are empty.
-    pub fn release_idle_memory(&mut self) {
-        self.conn.release_idle_memory();
-    }
-
     /// Whether the connection waits for the session of the connection it takes over: its
     /// CONNECT is not decided yet.
     fn is_deciding(&self) -> bool {
@@ -422,7 +420,7 @@ impl Connection {
                 subscription_id,
             } => self.on_subscribe(packet_id, &requests, subscription_id),
             ServerEvent::Unsubscribe { packet_id, filters } => {
-                let codes = self.conn.unsubscribe_ack(packet_id, &filters);
+                let codes = self.conn.unsubscribe_ack(packet_id);
                 self.unsubscribe(&filters, &codes);
             }
             ServerEvent::Closed { reason, will } => {
@@ -511,7 +509,7 @@ impl Connection {
             };
             let mut state = slot.lock();
             let online = SlotState::Online {
-                conn: self.conn.connection_number(),
+                conn: self.number,
                 inbox: self.inbox.clone(),
             };
             match std::mem::replace(&mut *state, online) {
@@ -661,7 +659,7 @@ impl Connection {
         let qos = message.qos;
         let routed = match core.authorize_publish(info, &message) {
             Err(code) => {
-                self.acknowledge(packet_id, qos, code);
+                self.acknowledge(packet_id, code);
                 return;
             }
             Ok(()) => core.route_publish(message, Some(info), now, true),
@@ -675,7 +673,7 @@ impl Connection {
         };
         if pending.blocked.is_empty() {
             let reason = pending.reason(self.conn.is_closed());
-            self.acknowledge(packet_id, qos, reason);
+            self.acknowledge(packet_id, reason);
             return;
         }
         // One deadline covers all of them: waiting the timeout for each in turn kept the
@@ -745,18 +743,13 @@ impl Connection {
             return Some(pending);
         }
         let reason = pending.reason(self.conn.is_closed());
-        self.acknowledge(pending.packet_id, pending.qos, reason);
+        self.acknowledge(pending.packet_id, reason);
         None
     }
 
-    fn acknowledge(
-        &mut self,
-        packet_id: Option<midge_codec::PacketId>,
-        qos: midge_codec::QoS,
-        reason: ReasonCode,
-    ) {
+    fn acknowledge(&mut self, packet_id: Option<midge_codec::PacketId>, reason: ReasonCode) {
         if let Some(id) = packet_id {
-            self.conn.acknowledge(id, qos, reason);
+            self.conn.acknowledge(id, reason);
         }
     }
 
@@ -855,13 +848,10 @@ impl Connection {
             };
             backlog.reserved -= RETAINED_ENTRY;
             released += RETAINED_ENTRY;
-            let delivery = Delivery {
-                qos: batch.qos.min(r.message.qos),
-                retain: true,
-                subscription_ids: batch.subscription_id.into_iter().collect(),
-                received_at: r.received_at,
-                message: r.message.clone(),
-            };
+            let mut delivery = Delivery::new(r.message.clone(), r.received_at);
+            delivery.qos = batch.qos.min(r.message.qos);
+            delivery.retain = true;
+            delivery.subscription_ids = batch.subscription_id.into_iter().collect();
             if delivery.is_expired(now) {
                 expired.push(r);
             } else if self.conn.deliver(delivery) {
@@ -963,8 +953,7 @@ impl Connection {
                 granted.push((request, filter, existed));
             }
         }
-        self.conn
-            .subscribe_ack(packet_id, requests, subscription_id, codes);
+        self.conn.subscribe_ack(packet_id, codes);
         // Retained messages, after SUBACK [MQTT-3.3.1-9]; never for shared subscriptions.
         for (request, filter, existed) in granted {
             let send = match request.options.retain_handling {
@@ -1108,15 +1097,7 @@ impl Connection {
         let Some(session) = session else {
             return;
         };
-        core.session_offline(
-            &slot,
-            self.conn.connection_number(),
-            session,
-            will,
-            &info,
-            &self.inbox,
-            now,
-        );
+        core.session_offline(&slot, self.number, session, will, &info, &self.inbox, now);
     }
 }
 
@@ -1162,8 +1143,7 @@ fn add_bytes(core: &Core, size: usize) {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.core
-            .deregister_connection(self.conn.connection_number());
+        self.core.deregister_connection(self.number);
         self.core.counters.connections.fetch_sub(1, Relaxed);
     }
 }

@@ -445,17 +445,12 @@ mod tests {
     use crate::core::handover;
 
     fn delivery(n: u8) -> Delivery {
-        Delivery {
-            message: Arc::new(Message::new(
-                ByteStr::from_static("t"),
-                Bytes::from(vec![n]),
-                QoS::AtLeastOnce,
-            )),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            subscription_ids: Vec::new(),
-            received_at: Instant::now(),
-        }
+        let message = Message::new(
+            ByteStr::from_static("t"),
+            Bytes::from(vec![n]),
+            QoS::AtLeastOnce,
+        );
+        Delivery::new(Arc::new(message), Instant::now())
     }
 
     /// A waker that records whether it was woken.

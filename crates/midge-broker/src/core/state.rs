@@ -594,7 +594,7 @@ impl Core {
     ) -> Routed {
         let message = Arc::new(message);
         if message.retain && self.config.mqtt.retain_available {
-            if let Ok(topic) = TopicName::new(message.topic.as_str()) {
+            if let Ok(topic) = message.topic_name() {
                 let value = (!message.payload.is_empty()).then(|| Retained {
                     message: message.clone(),
                     received_at: now,
@@ -726,7 +726,7 @@ impl Core {
         now: Instant,
     ) -> Routed {
         let mut routed = Routed::default();
-        let Ok(topic) = TopicName::new(message.topic.as_str()) else {
+        let Ok(topic) = message.topic_name() else {
             return routed;
         };
         {
@@ -806,13 +806,10 @@ impl Core {
                         j += 1;
                     }
                 }
-                let delivery = Delivery {
-                    message: message.clone(),
-                    qos: qos.min(message.qos),
-                    retain: rap && message.retain,
-                    subscription_ids: ids,
-                    received_at: now,
-                };
+                let mut delivery = Delivery::new(message.clone(), now);
+                delivery.qos = qos.min(message.qos);
+                delivery.retain = rap && message.retain;
+                delivery.subscription_ids = ids;
                 let qos = delivery.qos;
                 let own = publisher == Some(&first.slot.client_id);
                 match self.deliver_to(&first.slot, delivery, prepaid, own) {

@@ -6,7 +6,7 @@ use core::num::NonZeroU16;
 
 use super::id;
 use crate::types::{ByteStr, PayloadFormat, SubscriptionId};
-use crate::wire::{self, parse_varint, put_binary, put_varint};
+use crate::wire::{self, parse_varint, put_binary, put_varint, varint_len};
 use crate::{DecodeError, EncodeError};
 
 /// PUBLISH properties (5.0 §3.3.2.3).
@@ -41,6 +41,10 @@ pub struct PublishProperties {
     /// Encoded length of the entries of `raw` that are not one of the three fields. Equal to
     /// `raw.len()` when `raw` holds nothing else.
     rest_len: u32,
+    /// Whether `raw` holds a Subscription Identifier, so that sending the properties with
+    /// other identifiers ([`PublishRef`](crate::PublishRef)) needs no look for them in the
+    /// usual case, where there are none.
+    has_ids: bool,
 }
 
 /// True for the properties kept as fields, here or, for the Will Delay Interval, in
@@ -126,6 +130,13 @@ impl PublishProperties {
             && self.rest_len == 0
     }
 
+    /// True if no property is set but those a [`PublishRef`](crate::PublishRef) sends in
+    /// place of the properties' own: Message Expiry Interval, Topic Alias.
+    #[inline]
+    pub(crate) fn only_replaceable(&self) -> bool {
+        self.payload_format_indicator.is_none() && self.rest_len == 0
+    }
+
     /// The same properties holding only their own bytes. Decoded properties share the memory
     /// of their packet; call this where they are kept long after it (see
     /// [`ByteStr::unshared`]).
@@ -195,9 +206,9 @@ impl PublishProperties {
     }
 
     /// True if the PUBLISH carries at least one Subscription Identifier.
+    #[inline]
     pub fn has_subscription_identifiers(&self) -> bool {
-        self.entries()
-            .any(|(code, _, _)| code == id::SUBSCRIPTION_IDENTIFIER)
+        self.has_ids
     }
 
     /// Replaces every entry of `code` by what `add` writes. Entries of other properties keep
@@ -213,6 +224,9 @@ impl PublishProperties {
         // Beyond 4 GiB the length saturates, which encoding reports as too large a packet.
         self.rest_len = u32::try_from(out.len()).unwrap_or(u32::MAX);
         self.raw = out.freeze();
+        self.has_ids = self
+            .entries()
+            .any(|(c, _, _)| c == id::SUBSCRIPTION_IDENTIFIER);
     }
 
     /// Sets or clears the Response Topic (0x08).
@@ -427,6 +441,7 @@ impl PublishProperties {
                     }
                     cur = cur.get(len..).unwrap_or_default();
                     rest += 1 + len;
+                    props.has_ids = true;
                 }
                 id::USER_PROPERTY => {
                     let name = string(cur)?;
@@ -447,35 +462,87 @@ impl PublishProperties {
     /// Size of the property block, without its length prefix.
     #[inline]
     pub(crate) fn encoded_len(&self) -> usize {
-        usize::from(self.payload_format_indicator.is_some()) * 2
-            + usize::from(self.message_expiry_interval.is_some()) * 5
-            + usize::from(self.topic_alias.is_some()) * 3
-            + self.rest_len as usize
+        self.encoded_len_as(&self.overrides())
     }
 
-    /// Writes the property block; `len` is what [`Self::encoded_len`] returned.
-    pub(crate) fn encode(&self, buf: &mut BytesMut, len: usize) {
+    /// The properties' own values of what [`Overrides`] can replace.
+    #[inline]
+    fn overrides(&self) -> Overrides<'static> {
+        Overrides {
+            message_expiry_interval: self.message_expiry_interval,
+            topic_alias: self.topic_alias,
+            subscription_identifiers: None,
+        }
+    }
+
+    /// Encoded length of the Subscription Identifier entries of `raw`.
+    #[cold]
+    fn own_ids_len(&self) -> usize {
+        self.entries()
+            .filter(|&(c, _, _)| c == id::SUBSCRIPTION_IDENTIFIER)
+            .map(|(_, start, end)| end - start)
+            .sum()
+    }
+
+    /// Size of the property block as sent with `o` in place of the properties' own values,
+    /// without its length prefix.
+    #[inline]
+    pub(crate) fn encoded_len_as(&self, o: &Overrides<'_>) -> usize {
+        let mut rest = self.rest_len as usize;
+        if let Some(ids) = o.subscription_identifiers {
+            if self.has_ids {
+                rest -= self.own_ids_len();
+            }
+            rest += ids.iter().map(|i| 1 + varint_len(i.get())).sum::<usize>();
+        }
+        usize::from(self.payload_format_indicator.is_some()) * 2
+            + usize::from(o.message_expiry_interval.is_some()) * 5
+            + usize::from(o.topic_alias.is_some()) * 3
+            + rest
+    }
+
+    /// Writes the property block as sent with `o`; `len` is what [`Self::encoded_len_as`]
+    /// returned for it. The entries kept encoded are copied as they are, in one piece when
+    /// nothing is to be left out of them.
+    #[inline]
+    pub(crate) fn encode_as(&self, buf: &mut BytesMut, len: usize, o: &Overrides<'_>) {
         put_varint(buf, len as u32);
         if let Some(v) = self.payload_format_indicator {
             buf.put_u8(id::PAYLOAD_FORMAT_INDICATOR);
             buf.put_u8(v as u8);
         }
-        if let Some(v) = self.message_expiry_interval {
+        if let Some(v) = o.message_expiry_interval {
             buf.put_u8(id::MESSAGE_EXPIRY_INTERVAL);
             buf.put_u32(v);
         }
-        if let Some(v) = self.topic_alias {
+        if let Some(v) = o.topic_alias {
             buf.put_u8(id::TOPIC_ALIAS);
             buf.put_u16(v.get());
         }
-        if self.rest_len as usize == self.raw.len() {
+        let skip_ids = o.subscription_identifiers.is_some() && self.has_ids;
+        if self.rest_len as usize == self.raw.len() && !skip_ids {
             buf.put_slice(&self.raw);
         } else {
-            for (_, start, end) in self.entries() {
-                buf.put_slice(self.raw.get(start..end).unwrap_or_default());
+            for (code, start, end) in self.entries() {
+                if !(skip_ids && code == id::SUBSCRIPTION_IDENTIFIER) {
+                    buf.put_slice(self.raw.get(start..end).unwrap_or_default());
+                }
             }
         }
+        for sub in o.subscription_identifiers.unwrap_or_default() {
+            buf.put_u8(id::SUBSCRIPTION_IDENTIFIER);
+            put_varint(buf, sub.get());
+        }
     }
+}
+
+/// What one PUBLISH sends in place of its properties' own Message Expiry Interval, Topic
+/// Alias and (if `Some`) Subscription Identifiers.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Overrides<'a> {
+    pub(crate) message_expiry_interval: Option<u32>,
+    pub(crate) topic_alias: Option<NonZeroU16>,
+    pub(crate) subscription_identifiers: Option<&'a [SubscriptionId]>,
 }
 
 /// The encoded length of the binary field at the front of `cur`, prefix included.

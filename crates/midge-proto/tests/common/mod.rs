@@ -185,7 +185,7 @@ pub fn accepted_server_all(
     existing: Option<Session>,
     now: Instant,
 ) -> (ServerConnection, Vec<Packet>) {
-    let mut server = ServerConnection::new(Arc::new(config), now, 1);
+    let mut server = ServerConnection::new(Arc::new(config), now);
     server_feed(&mut server, now, Packet::Connect(Box::new(connect)));
     let events = server_events(&mut server);
     assert!(
@@ -216,4 +216,22 @@ pub fn client_closed(events: &[Event]) -> Option<midge_proto::client::CloseReaso
 
 pub fn qos_of(n: u8) -> QoS {
     QoS::from_u8(n).expect("0, 1 or 2")
+}
+
+/// Feeds an UNSUBSCRIBE of `filters` and checks that it is reported.
+pub fn server_unsubscribe(server: &mut ServerConnection, now: Instant, id: u16, filters: &[&str]) {
+    let unsubscribe = midge_codec::Unsubscribe {
+        packet_id: pid(id),
+        filters: filters
+            .iter()
+            .map(|f| ByteStr::from(f.to_string()))
+            .collect(),
+        properties: Default::default(),
+    };
+    server_feed(server, now, Packet::Unsubscribe(unsubscribe));
+    let events = server_events(server);
+    assert!(
+        matches!(events.as_slice(), [ServerEvent::Unsubscribe { packet_id, .. }] if packet_id.get() == id),
+        "{events:?}"
+    );
 }
