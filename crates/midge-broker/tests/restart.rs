@@ -137,16 +137,14 @@ async fn messages_routed_to_an_offline_session_survive_a_restart() {
 async fn a_store_that_keeps_no_sessions_restores_none() {
     let store = Arc::new(MemoryStore::new());
     let first = start_on(&store).await;
-    let (mut s, _) =
-        Peer::connect_with(first.local_addr(), persistent(V5, "gone", 600)).await;
+    let (mut s, _) = Peer::connect_with(first.local_addr(), persistent(V5, "gone", 600)).await;
     s.subscribe("g/#", QoS::AtLeastOnce).await;
     s.disconnect().await;
     until_offline(&first).await;
     first.shutdown().await;
     assert_eq!(store.session_count(), 0);
     let second = start_on(&store).await;
-    let (_s, ack) =
-        Peer::connect_with(second.local_addr(), persistent(V5, "gone", 600)).await;
+    let (_s, ack) = Peer::connect_with(second.local_addr(), persistent(V5, "gone", 600)).await;
     assert!(!ack.session_present);
     second.shutdown().await;
 }

@@ -370,10 +370,7 @@ async fn unacknowledged_messages_are_resent_only_when_the_session_resumes() {
         assert!(!first.dup && !second.dup);
         let (id1, id2) = (first.packet_id.unwrap(), second.packet_id.unwrap());
         peer.send(Packet::PubRec(PubAck::new(id2))).await;
-        assert_eq!(
-            peer.recv_packet().await,
-            Packet::PubRel(PubAck::new(id2))
-        );
+        assert_eq!(peer.recv_packet().await, Packet::PubRel(PubAck::new(id2)));
         assert_eq!(
             peer.next(secs(600)).await,
             None,
@@ -388,10 +385,7 @@ async fn unacknowledged_messages_are_resent_only_when_the_session_resumes() {
             Packet::Publish(Publish { dup: true, ..first }),
             "{version:?}"
         );
-        assert_eq!(
-            peer.recv_packet().await,
-            Packet::PubRel(PubAck::new(id2))
-        );
+        assert_eq!(peer.recv_packet().await, Packet::PubRel(PubAck::new(id2)));
         peer.send(Packet::PubAck(PubAck::new(id1))).await;
         peer.send(Packet::PubComp(PubAck::new(id2))).await;
         assert_eq!(within("QoS 1", qos1).await, Ok(ReasonCode::SUCCESS));
@@ -487,10 +481,7 @@ async fn unclaimed_messages_are_held_for_hold_unclaimed_then_acknowledged() {
     // Acknowledgements go in arrival order [MQTT-4.6.0-2]: the claimed message's waits for
     // the unclaimed one before it.
     for n in [1, 2, 3] {
-        assert_eq!(
-            peer.recv_packet().await,
-            Packet::PubAck(PubAck::new(id(n)))
-        );
+        assert_eq!(peer.recv_packet().await, Packet::PubAck(PubAck::new(id(n))));
         assert_at(start.elapsed(), secs(2));
     }
     assert_eq!(client.dropped_messages(), 2);
@@ -935,11 +926,19 @@ async fn overlapping_subscriptions_deliver_each_message_once_per_stream() {
     }
     assert_ne!(ids[0], ids[1]);
     // One copy per subscription, QoS 2, each with its own identifier.
-    peer.send(script::publish_with("o/x", 1, "copies", QOS2, &[ids[0]])).await;
-    peer.send(script::publish_with("o/x", 2, "copies", QOS2, &[ids[1]])).await;
-    // One copy for both.
-    peer.send(script::publish_with("o/x", 3, "single", QOS1, &[ids[0], ids[1]]))
+    peer.send(script::publish_with("o/x", 1, "copies", QOS2, &[ids[0]]))
         .await;
+    peer.send(script::publish_with("o/x", 2, "copies", QOS2, &[ids[1]]))
+        .await;
+    // One copy for both.
+    peer.send(script::publish_with(
+        "o/x",
+        3,
+        "single",
+        QOS1,
+        &[ids[0], ids[1]],
+    ))
+    .await;
     for stream in &mut streams {
         let first = within("copy", stream.recv()).await.unwrap();
         assert_eq!(first.payload(), "copies");
@@ -1001,10 +1000,7 @@ async fn acknowledgements_follow_arrival_order_not_read_order() {
     assert_eq!(within("b", streams[1].recv()).await.unwrap().payload(), "b");
     assert_eq!(within("a", streams[0].recv()).await.unwrap().payload(), "a");
     for n in [1, 2] {
-        assert_eq!(
-            peer.recv_packet().await,
-            Packet::PubAck(PubAck::new(id(n)))
-        );
+        assert_eq!(peer.recv_packet().await, Packet::PubAck(PubAck::new(id(n))));
     }
     assert_no_real_wait(real);
 }
@@ -1032,13 +1028,11 @@ async fn a_topic_of_any_depth_is_delivered() {
         .into_iter()
         .collect();
     let topic = format!("deep{}", "/l".repeat(300));
-    peer.send(script::publish_with(&topic, 1, "deep", QOS1, &ids)).await;
+    peer.send(script::publish_with(&topic, 1, "deep", QOS1, &ids))
+        .await;
     let m = within("the deep message", stream.recv()).await.unwrap();
     assert_eq!(m.topic(), topic);
-    assert_eq!(
-        peer.recv_packet().await,
-        Packet::PubAck(PubAck::new(id(1)))
-    );
+    assert_eq!(peer.recv_packet().await, Packet::PubAck(PubAck::new(id(1))));
     assert_eq!(client.dropped_messages(), 0);
     assert_no_real_wait(real);
 }

@@ -170,7 +170,8 @@ impl VirtualBroker {
         let publish = Publish {
             qos,
             topic: topic.to_owned().into(),
-            packet_id: (qos != QoS::AtMostOnce).then(|| self.clients[client.0].packet_ids.allocate()),
+            packet_id: (qos != QoS::AtMostOnce)
+                .then(|| self.clients[client.0].packet_ids.allocate()),
             payload: payload.as_bytes().to_vec().into(),
             ..Publish::default()
         };

@@ -50,8 +50,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use midge_codec::{
     ByteStr, ConnAck, Connect, DecodeError, Disconnect, Packet, PacketId, ProtocolVersion, PubAck,
-    Publish, QoS, ReasonCode, SubAck, Subscribe, SubscriptionId, SubscriptionOptions,
-    Unsubscribe, MAX_PACKET_SIZE,
+    Publish, QoS, ReasonCode, SubAck, Subscribe, SubscriptionId, SubscriptionOptions, Unsubscribe,
+    MAX_PACKET_SIZE,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -420,7 +420,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Peer<S> {
 
     /// A PUBLISH of `payload` to `topic`; at QoS 1 and 2 with the peer's next packet
     /// identifier. Nothing is sent.
-    pub fn publish_packet(&mut self, topic: &str, payload: &str, qos: QoS, retain: bool) -> Publish {
+    pub fn publish_packet(
+        &mut self,
+        topic: &str,
+        payload: &str,
+        qos: QoS,
+        retain: bool,
+    ) -> Publish {
         Publish {
             qos,
             retain,
@@ -437,7 +443,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Peer<S> {
     /// # Panics
     ///
     /// As [`Peer::publish_full`].
-    pub async fn publish(&mut self, topic: &str, payload: &str, qos: QoS, retain: bool) -> ReasonCode {
+    pub async fn publish(
+        &mut self,
+        topic: &str,
+        payload: &str,
+        qos: QoS,
+        retain: bool,
+    ) -> ReasonCode {
         let publish = self.publish_packet(topic, payload, qos, retain);
         self.publish_full(publish).await
     }
@@ -626,7 +638,10 @@ mod tests {
                 receiver.recv_publish(),
             );
             assert_eq!(code, ReasonCode::SUCCESS);
-            assert_eq!((publish.topic.as_str(), &publish.payload[..]), ("a/b", &b"m"[..]));
+            assert_eq!(
+                (publish.topic.as_str(), &publish.payload[..]),
+                ("a/b", &b"m"[..])
+            );
             assert_eq!(publish.packet_id, Some(pid(1)));
             receiver.expect_silence(Duration::from_secs(1)).await;
         }
@@ -655,7 +670,10 @@ mod tests {
         assert!(matches!(a.recv().await, Recv::Invalid(_)));
         let (mut a, b) = pair(V5);
         b.disconnect().await;
-        assert!(matches!(a.until_closed().await[..], [Packet::Disconnect(_)]));
+        assert!(matches!(
+            a.until_closed().await[..],
+            [Packet::Disconnect(_)]
+        ));
         assert!(matches!(a.recv().await, Recv::Closed));
         assert_eq!(a.next(Duration::from_secs(1)).await, None);
     }
@@ -674,6 +692,9 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(365 * 24 * 3600)).await;
         assert!(!waiting.is_finished());
         b.send(Packet::PingReq).await;
-        assert!(matches!(waiting.await.unwrap(), Recv::Packet(Packet::PingReq)));
+        assert!(matches!(
+            waiting.await.unwrap(),
+            Recv::Packet(Packet::PingReq)
+        ));
     }
 }

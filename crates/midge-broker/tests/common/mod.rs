@@ -46,12 +46,7 @@ pub fn receive_maximum_1(id: &str, clean: bool) -> Connect {
 /// A subscriber to `topic` that reads nothing, with Receive Maximum 1, made full by two QoS 1
 /// messages from `filler`: one in flight, one queued. With `max_queued_messages = 1` and
 /// `inbox_capacity = 1`, the next delivery to it waits for room.
-pub async fn full_subscriber(
-    addr: SocketAddr,
-    filler: &mut Peer,
-    id: &str,
-    topic: &str,
-) -> Peer {
+pub async fn full_subscriber(addr: SocketAddr, filler: &mut Peer, id: &str, topic: &str) -> Peer {
     let (mut s, _) = Peer::connect_with(addr, receive_maximum_1(id, true)).await;
     s.subscribe(topic, QoS::AtLeastOnce).await;
     for _ in 0..2 {
