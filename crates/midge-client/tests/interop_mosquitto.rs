@@ -122,7 +122,10 @@ async fn qos2_loses_nothing_when_mosquitto_restarts_mid_stream() {
 }
 
 async fn mosquitto_through_random_cuts(qos: QoS, version: ProtocolVersion, tag: &str) {
-    let Some(mosquitto) = Mosquitto::start(tag).await else {
+    // Window 1: with more, mosquitto 2.0.11 lets its window grow to the whole backlog and
+    // sends it all again on each connection; under load it never gets to our PUBACKs
+    // before the next cut, and the stream stalls (see `Mosquitto::start_with_window`).
+    let Some(mosquitto) = Mosquitto::start_with_window(tag, 1).await else {
         return;
     };
     let proxy = Proxy::start(mosquitto.addr, 0x5eed).await;

@@ -202,6 +202,21 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts mosquitto, or returns `None` after a loud skip if it is not installed.
     pub async fn start(name: &str) -> Option<Self> {
+        Self::start_with_window(name, 20).await
+    }
+
+    /// [`Mosquitto::start`] with `max_inflight_messages` set to `window`.
+    ///
+    /// mosquitto 2.0.11 does not keep its outgoing window to `max_inflight_messages` above 1:
+    /// when a PUBACK acknowledges the oldest message in flight, `db__message_delete_outgoing`
+    /// counts only the messages in flight ahead of it (none) and moves up to a whole window
+    /// of queued messages into flight, so with acknowledgements in order the window grows by
+    /// `window - 1` with each one, until every queued message is in flight. A resumed session
+    /// has every message in flight sent again at once, so a backlog of thousands is sent
+    /// again on every connection: a test whose connections are cut within milliseconds needs
+    /// `window` 1, the one window mosquitto keeps, or under load mosquitto spends each
+    /// connection sending that backlog again and reads none of the PUBACKs before the cut.
+    pub async fn start_with_window(name: &str, window: u16) -> Option<Self> {
         let program = mosquitto_path();
         if !require("mosquitto (Debian package mosquitto)", program.is_some()) {
             return None;
@@ -231,7 +246,8 @@ impl Mosquitto {
         let config = format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
              persistence_location {}/\nautosave_interval 0\nmax_queued_messages 0\n\
-             max_inflight_messages 20\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\n",
+             max_inflight_messages {window}\nset_tcp_nodelay true\nlog_dest stderr\n\
+             log_type error\n",
             dir.display()
         );
         std::fs::write(dir.join("mosquitto.conf"), config).expect("mosquitto config");
