@@ -348,13 +348,58 @@ fn a_qos_2_publish_that_reached_some_subscribers_is_acknowledged_with_success() 
     broker.drop_connection(publisher);
     let (publisher, ack) = broker.connect(persistent("publisher", 600));
     assert!(ack.session_present);
-    let resent = midge_codec::Publish { dup: true, ..publish };
+    let resent = midge_codec::Publish {
+        dup: true,
+        ..publish
+    };
     broker.send(publisher, Packet::Publish(resent));
     match broker.recv(publisher) {
         Some(Packet::PubRec(ack)) => assert_eq!(ack.reason_code, ReasonCode::SUCCESS),
         other => panic!("expected PUBREC 0x00, got {other:?}"),
     }
     assert!(broker.recv_publish(reader).is_none(), "delivered twice");
+}
+
+/// A delivery that waits for room in a subscriber's inbox when a connection with Clean Start
+/// 1 takes the subscriber's session over ends with that session [MQTT-3.1.2-4]: the new
+/// session, which subscribed to nothing, never gets it.
+#[test]
+fn a_delivery_waiting_for_a_session_that_a_clean_start_ends_goes_with_it() {
+    let mut config = config();
+    config.limits.inbox_capacity = 1;
+    config.sessions.max_queued_messages = 1;
+    config.limits.backpressure_timeout_ms = 60_000;
+    let mut broker = VirtualBroker::new(config);
+    // Takes one message in flight (Receive Maximum 1), and never acknowledges it.
+    let mut connect = persistent("sleeper", 600);
+    connect.properties.receive_maximum = std::num::NonZeroU16::new(1);
+    let (sleeper, _) = broker.connect(connect);
+    broker.subscribe(sleeper, "load/#", QoS::AtLeastOnce);
+    let (publisher, _) = broker.connect(Connect::new(V5, "publisher"));
+    let mut acks = 0;
+    for n in 0..5 {
+        broker.publish(publisher, "load/x", &format!("{n}"), QoS::AtLeastOnce);
+        while let Some(packet) = broker.recv(publisher) {
+            acks += usize::from(matches!(packet, Packet::PubAck(_)));
+        }
+        if acks <= n {
+            break;
+        }
+    }
+    assert!(acks < 5, "a publish waits for room");
+    let mut connect = Connect::new(V5, "sleeper");
+    connect.clean_start = true;
+    let (intruder, ack) = broker.connect(connect);
+    assert!(!ack.session_present);
+    assert!(
+        broker.recv_publish(intruder).is_none(),
+        "the old session's delivery reached the new one"
+    );
+    assert!(
+        matches!(broker.recv(publisher), Some(Packet::PubAck(_))),
+        "the waiting publish is answered"
+    );
+    let _ = sleeper;
 }
 
 /// The hooks see a client's life in order, its session's expiry included.

@@ -260,7 +260,8 @@ pub struct ServerConnection {
     /// session was stored before the client completed the flow, and the broker restored that
     /// copy) would otherwise count against our Receive Maximum for good, and take the
     /// client's next message with the identifier for a duplicate. So they do not count, and
-    /// a PUBLISH with DUP 0 makes one new. Boxed and made only when needed, as `resend` is.
+    /// a PUBLISH with DUP 0 makes one new (but under 3.1: see `handle_publish`). Boxed and
+    /// made only when needed, as `resend` is.
     #[allow(clippy::box_collection)]
     carried_qos2: Option<Box<BTreeSet<PacketId>>>,
     events: VecDeque<ServerEvent>,
@@ -1071,8 +1072,11 @@ impl ServerConnection {
                 // A message from before this connection that the client no longer holds: it
                 // sends a new message with the identifier, with DUP 0 [MQTT-4.3.3-2], as it
                 // does only once it has completed the old one [MQTT-2.2.1-3]. A resend of the
-                // old one has DUP 1 [MQTT-3.3.1-1].
-                let stale = self.carried_qos2(id) && !publish.dup;
+                // old one has DUP 1 [MQTT-3.3.1-1]. Not so under 3.1, whose CONNACK does not
+                // say that the session was resumed: the client may send a message again as a
+                // new one.
+                let carried = self.carried_qos2(id);
+                let stale = carried && !publish.dup && self.version != ProtocolVersion::V3_1;
                 if stale {
                     self.session_mut().incoming_qos2.remove(&id);
                 }

@@ -1093,6 +1093,34 @@ fn qos2_state_a_resumed_session_carries_counts_only_once_the_client_names_it() {
 }
 
 #[test]
+fn under_3_1_a_carried_qos2_identifier_sent_again_with_dup_0_is_a_duplicate() {
+    // A 3.1 CONNACK does not say whether the session was resumed, so a client may send an
+    // unanswered QoS 2 message again as a new one, DUP 0: it must not be routed twice
+    // [MQTT-4.3.3-10].
+    let t0 = Instant::now();
+    let mut connect = connect_packet(V3_1, "c");
+    connect.clean_start = false;
+    let (mut server, _) = accepted_server(config(), connect.clone(), None, t0);
+    server_feed(
+        &mut server,
+        t0,
+        Packet::Publish(publish("f", QoS::ExactlyOnce, Some(1))),
+    );
+    assert_eq!(server_events(&mut server).len(), 1);
+    server.acknowledge(pid(1), ReasonCode::SUCCESS);
+    server.connection_lost();
+    let session = server.take_session().unwrap();
+    let (mut server, _) = accepted_server(config(), connect, Some(session), t0);
+    server_feed(
+        &mut server,
+        t0,
+        Packet::Publish(publish("f", QoS::ExactlyOnce, Some(1))),
+    );
+    assert!(server_events(&mut server).is_empty());
+    assert_eq!(server_tx(&mut server, t0), [Packet::PubRec(ack(1))]);
+}
+
+#[test]
 fn takeover_disconnects_and_hands_the_session_back() {
     // [MQTT-3.1.4-3]; 5.0 DISCONNECT 0x8E.
     for version in ALL {

@@ -1124,19 +1124,28 @@ impl<'a> Ctx<'a> {
                 return Some(Excuse::Expired);
             }
         }
-        let (_, code) = p.done?;
+        let (code_at, code) = p.done?;
         if code == 0x97 {
             return Some(Excuse::Refused);
         }
         let v5 = self.log.clients[p.publisher].version == ProtocolVersion::V5;
         // A QoS 2 message that reached another session is acknowledged with success even if a
         // limit dropped it here: a refusal would make the publisher's resend of it a new
-        // message [MQTT-4.3.3-9], delivered again to those who have it.
+        // message [MQTT-4.3.3-9], delivered again to those who have it. It shows as received
+        // there, or went to a session that ended before it could be.
+        let other = |c: ClientIdx| !keys.contains(&self.key[c]);
         let partly = p.qos == QoS::ExactlyOnce
-            && self
+            && (self
                 .got
                 .get(&id)
-                .is_some_and(|m| m.keys().any(|c| !keys.contains(&self.key[*c])));
+                .is_some_and(|m| m.keys().any(|&c| other(c)))
+                || (0..self.log.clients.len()).any(|c| {
+                    other(c)
+                        && self.asked[c]
+                            .iter()
+                            .any(|(a, f)| *a < code_at && matches(f, &p.topic))
+                        && self.session_changed_in(self.key[c], p.idx, end)
+                }));
         if !v5 || partly {
             return Some(Excuse::Unacknowledgeable);
         }

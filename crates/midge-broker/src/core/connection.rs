@@ -549,6 +549,9 @@ impl Connection {
                     );
                 }
                 SlotState::Online { inbox: old, .. } => {
+                    if connect.clean_start {
+                        old.end_session();
+                    }
                     // Ask the old connection for the session while holding the slot lock, so
                     // that a connection closing at the same time finds the request.
                     let (reply, awaited) = handover::request(self.inbox.clone());

@@ -811,6 +811,22 @@ fn a_qos_2_message_that_reached_others_may_be_dropped_for_one_only_if_counted() 
     breaks(run(true, 0), "every dropped delivery is counted");
     breaks(run(false, 2), "MQTT-4.5.0-1");
 
+    // Or it reached a session that ended before it could be delivered (here it expired
+    // offline).
+    let mut b = B::new(vec![v5("p"), v5("s1"), spec("s2", ProtocolVersion::V5, 1)]);
+    for c in 0..3 {
+        b.connect(c, 1, false);
+    }
+    b.subscribe(1, 1, "t/#", QoS::ExactlyOnce);
+    b.subscribe(2, 1, "t/#", QoS::ExactlyOnce);
+    b.cut(2, 1);
+    let m = b.publish(0, 0, "t/a", QoS::ExactlyOnce);
+    b.ack(m, 0);
+    b.wait(5);
+    b.connect(2, 2, false);
+    b.counters(1);
+    passes(b);
+
     // A QoS 1 message has no such reason: 5.0 publishers are told with 0x97.
     let mut b = B::new(vec![v5("p"), v5("s1"), v5("s2")]);
     for c in 0..3 {
