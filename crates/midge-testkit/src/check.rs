@@ -415,6 +415,16 @@ impl<'a> Ctx<'a> {
         })
     }
 
+    /// The latest connection of `client` accepted before `before`, if any.
+    fn last_connected(&self, client: ClientIdx, before: usize) -> Option<usize> {
+        self.conns
+            .iter()
+            .filter(|((c, _), _)| *c == client)
+            .filter_map(|(_, x)| x.connected.map(|(a, _)| a))
+            .filter(|&a| a < before)
+            .max()
+    }
+
     /// Any connection of `client` accepted or ended in `after..until`: a publish in flight
     /// then may be sent again.
     fn reconnected_in(&self, client: ClientIdx, after: usize, until: usize) -> bool {
@@ -605,9 +615,30 @@ impl<'a> Ctx<'a> {
                             connect.max(e.end)
                         }
                     });
+                    // A Clean Start of another client of the identifier accepted while this
+                    // connection was still open, and closed before this CONNACK: this CONNECT
+                    // was handled after it (it took that session over, or began when that
+                    // connection ended), since a CONNECT accepted first would have been taken
+                    // over and closed by the Clean Start.
+                    let closed_at = self
+                        .conns
+                        .get(&(client, conn))
+                        .and_then(|c| c.broker_closed.map(|(b, _)| b))
+                        .unwrap_or(NEVER);
+                    let handled_before = |x: &Conn| {
+                        x.connected.is_some_and(|(a, _)| a < closed_at)
+                            && x.broker_closed.is_some_and(|(b, _)| b < i)
+                    };
                     // A CONNACK that arrives after something ended the session since its
                     // CONNECT (a Clean Start, a crash) tells of a session that is gone.
-                    let stale = !open && self.epochs[k].last().is_some_and(|e| e.end > connect);
+                    let stale = !open
+                        && self.epochs[k].last().is_some_and(|e| {
+                            let after_it = e.reason == Some(EndReason::CleanStart)
+                                && self.conns.iter().any(|((c2, _), x)| {
+                                    *c2 != client && x.connect == e.end && handled_before(x)
+                                });
+                            e.end > connect && !after_it
+                        });
                     if stale {
                         // No session to be certain of.
                     } else if !session_present {
@@ -633,7 +664,8 @@ impl<'a> Ctx<'a> {
                         });
                     }
                     // A Clean Start of another client of the identifier sent after this
-                    // CONNECT may have been handled after it, ending the session just made.
+                    // CONNECT may have been handled after it, ending the session just made;
+                    // not one handled before it.
                     let ender = self
                         .conns
                         .iter()
@@ -643,6 +675,7 @@ impl<'a> Ctx<'a> {
                                 && self.log.clients[*c2].clean_start
                                 && x.connect > connect
                                 && x.connect < i
+                                && !handled_before(x)
                         })
                         .map(|(_, x)| x.connect)
                         .min();
@@ -1705,16 +1738,24 @@ impl<'a> Ctx<'a> {
                     })
                     .collect();
                 // At most one copy per firing: match each copy to a firing before it. A QoS 1
-                // copy after a reconnect of the watcher may be the same one sent again.
+                // copy on a later connection of the watcher may be one it got before, sent
+                // again: each copy got before the connection may come once more on it.
                 let mut used = vec![false; fires.len()];
-                let mut prev: Option<usize> = None;
-                for &(i, qos) in &got {
+                let mut resent: BTreeMap<usize, usize> = BTreeMap::new();
+                for (n, &(i, qos)) in got.iter().enumerate() {
                     // (A 3.1 watcher forgets its QoS 2 state on reconnecting: a QoS 2 copy
                     // sent again looks new to it.)
                     let forgets = qos == QoS::AtLeastOnce
                         || self.log.clients[w].version == ProtocolVersion::V3_1;
-                    let resend = forgets && prev.is_some_and(|p| self.connected_in(w, p, i));
-                    prev = Some(i);
+                    let resend = match self.last_connected(w, i) {
+                        Some(since) if forgets => {
+                            let before = got.iter().take(n).filter(|(g, _)| *g < since).count();
+                            let count = resent.entry(since).or_default();
+                            *count += 1;
+                            *count <= before
+                        }
+                        _ => false,
+                    };
                     if resend {
                         continue;
                     }

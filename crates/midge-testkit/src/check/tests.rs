@@ -482,6 +482,42 @@ fn a_will_after_disconnect_0x00_is_a_violation_and_after_a_lost_connection_it_mu
 }
 
 #[test]
+fn will_copies_a_watcher_got_may_each_come_again_on_its_next_connection() {
+    // Two lost connections, two wills; the watcher gets both, loses its connection before
+    // acknowledging them, and gets both again on its resumed session (QoS 1).
+    let run = |again: usize| {
+        let mut b = B::new(vec![will_owner(), v5("watcher")]);
+        b.connect(1, 1, false);
+        b.subscribe(1, 1, "w/+", QoS::AtLeastOnce);
+        for conn in 1..=2 {
+            b.connect(0, conn, conn > 1);
+            b.cut(0, conn);
+        }
+        let will = |b: &mut B| {
+            b.recv_with(
+                1,
+                Payload::Will { client: 0 },
+                "w/0",
+                QoS::AtLeastOnce,
+                false,
+                None,
+            );
+        };
+        will(&mut b);
+        will(&mut b);
+        b.cut(1, 1);
+        b.connect(1, 2, true);
+        for _ in 0..again {
+            will(&mut b);
+        }
+        b
+    };
+    passes(run(2));
+    // A third copy has no will to be.
+    breaks(run(3), "MQTT-3.1.2-8");
+}
+
+#[test]
 fn a_delayed_will_is_cancelled_by_a_reconnection() {
     let mut owner = will_owner();
     if let Some(w) = owner.will.as_mut() {
@@ -740,6 +776,39 @@ fn a_clean_start_session_gets_nothing_its_predecessor_subscribed_to() {
         None,
     );
     breaks(b, "MQTT-3.3.2-3");
+}
+
+#[test]
+fn a_connect_handled_after_a_clean_start_it_took_over_makes_a_session_that_lasts() {
+    // Client 0 reconnects (keeping its session); another client's Clean Start with the
+    // identifier, sent after it, reaches the broker first, and client 0's CONNECT takes that
+    // connection over (it is accepted and closed while client 0's is open). The session
+    // client 0's CONNECT made comes after the Clean Start, and may be resumed.
+    let mut intruder = spec("owner", ProtocolVersion::V5, 0);
+    intruder.role = Role::Intruder;
+    let mut b = B::new(vec![v5("owner"), intruder]);
+    b.connect(0, 1, false);
+    b.cut(0, 1);
+    b.ev(Event::Connect { client: 0, conn: 2 });
+    b.ev(Event::Connect { client: 1, conn: 1 });
+    b.ev(Event::BrokerClosed {
+        client: 1,
+        conn: 1,
+        disconnect: None,
+    });
+    b.ev(Event::Connected {
+        client: 1,
+        conn: 1,
+        session_present: false,
+    });
+    b.ev(Event::Connected {
+        client: 0,
+        conn: 2,
+        session_present: false,
+    });
+    b.cut(0, 2);
+    b.connect(0, 3, true);
+    passes(b);
 }
 
 #[test]
