@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use midge_broker::codec::{ReasonCode, SubscriptionOptions};
 use midge_broker::proto::Message;
-use midge_broker::{Broker, BrokerConfig, ClientInfo, ConnectRequest, DisconnectReason, Hooks};
+use midge_broker::{Broker, BrokerConfig, ClientInfo, CloseReason, ConnectRequest, Hooks};
 
 #[derive(Default)]
 struct MyHooks {
@@ -52,7 +52,7 @@ impl Hooks for MyHooks {
         );
     }
 
-    fn on_disconnected(&self, client: &ClientInfo, reason: DisconnectReason) {
+    fn on_disconnected(&self, client: &ClientInfo, reason: CloseReason) {
         println!("disconnected: {} ({reason:?})", client.client_id);
     }
 

@@ -53,23 +53,9 @@ pub struct ClientInfo {
     pub peer: SocketAddr,
 }
 
-/// Why a client's connection ended, for [`Hooks::on_disconnected`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DisconnectReason {
-    /// The client sent DISCONNECT with this reason code.
-    Client(ReasonCode),
-    /// The client broke the protocol and was disconnected with this reason code.
-    ProtocolViolation(ReasonCode),
-    /// Keep Alive expired.
-    KeepAliveTimeout,
-    /// Another connection with the same client identifier took over the session.
-    TakenOver,
-    /// The broker closed the connection (for example, shutting down).
-    Server(ReasonCode),
-    /// The network connection closed without DISCONNECT.
-    ConnectionLost,
-}
+/// Why a client's connection ended, for [`Hooks::on_disconnected`]: midge-proto's, as the
+/// connection's state machine saw it.
+pub use midge_proto::server::ServerCloseReason as CloseReason;
 
 /// Authentication, authorization and event hooks. All methods have permissive defaults, except
 /// [`Hooks::authorize_sys_publish`], which keeps clients out of `$SYS`.
@@ -159,7 +145,7 @@ pub trait Hooks: Send + Sync + 'static {
     }
 
     /// A client's connection ended.
-    fn on_disconnected(&self, client: &ClientInfo, reason: DisconnectReason) {
+    fn on_disconnected(&self, client: &ClientInfo, reason: CloseReason) {
         let _ = (client, reason);
     }
 

@@ -19,7 +19,7 @@ pub use broker::{Broker, BrokerBuilder, BrokerHandle, StartError};
 pub use config::{BrokerConfig, SharedStrategy};
 #[cfg(feature = "runtime")]
 pub use driver::Transport;
-pub use hooks::{AllowAll, ClientInfo, ConnectRequest, DisconnectReason, Hooks};
+pub use hooks::{AllowAll, ClientInfo, CloseReason, ConnectRequest, Hooks};
 pub use stats::BrokerStats;
 pub use store::{Cluster, MemoryStore, Retained, Standalone, Store};
 

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use midge_broker::{BrokerConfig, ClientInfo, DisconnectReason, Hooks, MemoryStore};
+use midge_broker::{BrokerConfig, ClientInfo, CloseReason, Hooks, MemoryStore};
 use midge_codec::{Connect, Packet, ProtocolVersion, QoS, ReasonCode, Will};
 use midge_testkit::broker::VirtualBroker;
 
@@ -416,7 +416,7 @@ fn event_hooks_see_connections_messages_and_sessions() {
                 .unwrap()
                 .push(format!("connected {} {session_present}", client.client_id));
         }
-        fn on_disconnected(&self, client: &ClientInfo, reason: DisconnectReason) {
+        fn on_disconnected(&self, client: &ClientInfo, reason: CloseReason) {
             self.0
                  .0
                 .lock()
@@ -467,7 +467,7 @@ fn event_hooks_see_connections_messages_and_sessions() {
         "session created watched",
         "connected watched false",
         "published watched w/x 1",
-        "disconnected watched Client(SUCCESS(0x00))",
+        "disconnected watched DisconnectedByClient(SUCCESS(0x00))",
         "session expired watched",
     ];
     assert_eq!(log, expected);

@@ -228,13 +228,13 @@ pub(crate) fn request_refused(error: midge_proto::client::RequestError) -> Clien
 pub(crate) fn close_reason(reason: midge_proto::client::CloseReason) -> Option<CloseReason> {
     use midge_proto::client::CloseReason as R;
     match reason {
-        R::Rejected(code) => Some(CloseReason::Refused(code)),
-        R::ServerDisconnect(code) => Some(CloseReason::DisconnectedByBroker(code)),
+        R::Refused(code) => Some(CloseReason::Refused(code)),
+        R::DisconnectedByServer(code) => Some(CloseReason::DisconnectedByBroker(code)),
         R::ProtocolViolation(code) => Some(CloseReason::ProtocolViolation(code)),
-        R::Timeout => Some(CloseReason::ResponseTimeout),
+        R::ResponseTimeout => Some(CloseReason::ResponseTimeout),
         // The driver reports transport failures itself; the state machine hears of a lost
         // transport only when the client closes while CONNECT is unanswered.
-        R::ConnectionLost | R::Disconnected => None,
+        R::ConnectionLost | R::DisconnectedByClient => None,
         _ => Some(CloseReason::Io(io::ErrorKind::Other)),
     }
 }

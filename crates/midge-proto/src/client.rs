@@ -112,19 +112,22 @@ impl ClientConfig {
 /// Why a connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
+///
+/// The names are the server side's too ([`crate::server::ServerCloseReason`]): who ended the
+/// connection, and how.
 pub enum CloseReason {
     /// The server refused the connection in CONNACK.
-    Rejected(ReasonCode),
+    Refused(ReasonCode),
     /// The server sent DISCONNECT (5.0) with this reason.
-    ServerDisconnect(ReasonCode),
+    DisconnectedByServer(ReasonCode),
     /// The server broke the protocol; a 5.0 DISCONNECT with this reason was queued.
     ProtocolViolation(ReasonCode),
     /// No PINGRESP or CONNACK within the response timeout.
-    Timeout,
+    ResponseTimeout,
     /// The transport closed ([`Client::connection_lost`]).
     ConnectionLost,
-    /// [`Client::disconnect`] was called.
-    Disconnected,
+    /// This client ended it: [`Client::disconnect`] was called.
+    DisconnectedByClient,
 }
 
 /// What the client reports to the application, from [`Client::poll_event`].
@@ -585,7 +588,7 @@ impl Client {
             reason_code,
             ..Disconnect::default()
         }));
-        self.close(CloseReason::Disconnected);
+        self.close(CloseReason::DisconnectedByClient);
     }
 
     /// Reports that the transport closed.
@@ -657,7 +660,7 @@ impl Client {
     fn handle_connack(&mut self, now: Instant, connack: ConnAck) {
         if !connack.reason_code.is_success() {
             self.transmit.clear();
-            self.close(CloseReason::Rejected(connack.reason_code));
+            self.close(CloseReason::Refused(connack.reason_code));
             return;
         }
         if connack.session_present && self.config.clean_start {
@@ -990,7 +993,7 @@ impl Client {
             Packet::PingResp => {}
             Packet::Disconnect(d) => {
                 self.transmit.clear();
-                self.close(CloseReason::ServerDisconnect(d.reason_code));
+                self.close(CloseReason::DisconnectedByServer(d.reason_code));
             }
             // Packets only a client sends, a second CONNACK, and AUTH without an
             // authentication method: the server broke the protocol.
@@ -1202,7 +1205,7 @@ impl Client {
             State::Connecting { deadline } => {
                 if now >= deadline {
                     self.transmit.clear();
-                    self.close(CloseReason::Timeout);
+                    self.close(CloseReason::ResponseTimeout);
                 }
             }
             State::Connected => match self.keepalive.handle_timeout(now) {
@@ -1213,7 +1216,7 @@ impl Client {
                 }
                 KeepAliveAction::PeerDead => {
                     self.transmit.clear();
-                    self.close(CloseReason::Timeout);
+                    self.close(CloseReason::ResponseTimeout);
                 }
             },
         }

@@ -123,7 +123,7 @@ impl SubscriptionRequest {
 #[non_exhaustive]
 pub enum ServerCloseReason {
     /// The client sent DISCONNECT with this reason.
-    ClientDisconnect(ReasonCode),
+    DisconnectedByClient(ReasonCode),
     /// The client broke the protocol; a 5.0 DISCONNECT (or a CONNACK refusal) was queued.
     ProtocolViolation(ReasonCode),
     /// The client was silent for 1.5 keepalive intervals.
@@ -131,11 +131,11 @@ pub enum ServerCloseReason {
     /// No CONNECT within the connect timeout.
     ConnectTimeout,
     /// The broker refused the CONNECT.
-    Rejected(ReasonCode),
+    Refused(ReasonCode),
     /// A new connection took over the session.
     TakenOver,
     /// The broker closed the connection ([`ServerConnection::disconnect`]).
-    ServerDisconnect(ReasonCode),
+    DisconnectedByServer(ReasonCode),
     /// The transport closed.
     ConnectionLost,
 }
@@ -774,7 +774,7 @@ impl ServerConnection {
         }
         self.transmit.clear();
         self.transmit.push_back(Packet::ConnAck(Box::new(connack)));
-        self.close(ServerCloseReason::Rejected(reason), None);
+        self.close(ServerCloseReason::Refused(reason), None);
     }
 
     /// The client broke the protocol: DISCONNECT with `reason` (5.0), then close. The will is
@@ -855,7 +855,7 @@ impl ServerConnection {
             self.transmit.push_back(packet);
         }
         let will = self.will();
-        self.close(ServerCloseReason::ServerDisconnect(reason), will);
+        self.close(ServerCloseReason::DisconnectedByServer(reason), will);
     }
 
     /// A new connection takes over this client's session [MQTT-3.1.4-3]: 5.0 clients get
@@ -952,7 +952,7 @@ impl ServerConnection {
                     None
                 };
                 self.transmit.clear();
-                self.close(ServerCloseReason::ClientDisconnect(d.reason_code), will);
+                self.close(ServerCloseReason::DisconnectedByClient(d.reason_code), will);
             }
             // A second CONNECT [MQTT-3.1.0-2], packets only a server sends, and AUTH without
             // an authentication method are protocol errors.

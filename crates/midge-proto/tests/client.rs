@@ -927,7 +927,7 @@ fn refused_connack_closes() {
     client_feed(&mut client, t0, V3_1_1, Packet::ConnAck(Box::new(connack)));
     assert_eq!(
         client_events(&mut client),
-        [Event::Closed(CloseReason::Rejected(
+        [Event::Closed(CloseReason::Refused(
             ReasonCode::NOT_AUTHORIZED
         ))]
     );
@@ -948,7 +948,7 @@ fn missing_connack_times_out() {
     client.handle_timeout(t0 + 3 * SEC);
     assert_eq!(
         client_events(&mut client),
-        [Event::Closed(CloseReason::Timeout)]
+        [Event::Closed(CloseReason::ResponseTimeout)]
     );
 }
 
@@ -1008,7 +1008,7 @@ fn keepalive_pings_when_idle_and_gives_up_without_an_answer() {
         assert!(!client.is_connected());
         assert_eq!(
             client_events(&mut client),
-            [Event::Closed(CloseReason::Timeout)]
+            [Event::Closed(CloseReason::ResponseTimeout)]
         );
     }
 }
@@ -1891,7 +1891,7 @@ fn server_disconnect_closes_with_its_reason() {
     );
     assert_eq!(
         client_events(&mut client),
-        [Event::Closed(CloseReason::ServerDisconnect(
+        [Event::Closed(CloseReason::DisconnectedByServer(
             ReasonCode::SERVER_SHUTTING_DOWN
         ))]
     );
@@ -1914,7 +1914,7 @@ fn disconnect_sends_its_reason_in_5_0_only() {
         assert_eq!(client_tx(&mut client, t0, version), [disconnect(expected)]);
         assert_eq!(
             client_events(&mut client),
-            [Event::Closed(CloseReason::Disconnected)]
+            [Event::Closed(CloseReason::DisconnectedByClient)]
         );
     }
 }

@@ -623,7 +623,7 @@ fn nothing_follows_a_disconnect() {
         );
         assert!(!c.is_connected());
         assert!(client_events(&mut c).contains(&Event::Closed(
-            midge_proto::client::CloseReason::Disconnected
+            midge_proto::client::CloseReason::DisconnectedByClient
         )));
         // The server side: after its DISCONNECT, nothing more, and the connection is closed.
         let mut s = server(version, t0);

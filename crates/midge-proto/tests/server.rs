@@ -323,7 +323,7 @@ fn authentication_data_without_a_method_is_a_protocol_error() {
         matches!(
             events.as_slice(),
             [ServerEvent::Closed {
-                reason: ServerCloseReason::Rejected(ReasonCode::PROTOCOL_ERROR),
+                reason: ServerCloseReason::Refused(ReasonCode::PROTOCOL_ERROR),
                 will: None
             }]
         ),

@@ -996,12 +996,12 @@ impl World {
                 ClientEvent::Closed(reason) => {
                     self.clients[c].connected = false;
                     let reason = match reason {
-                        CloseReason::Disconnected => CloseKind::Disconnected,
-                        CloseReason::ServerDisconnect(r) => CloseKind::ServerDisconnect(r.0),
+                        CloseReason::DisconnectedByClient => CloseKind::Disconnected,
+                        CloseReason::DisconnectedByServer(r) => CloseKind::ServerDisconnect(r.0),
                         CloseReason::ConnectionLost => CloseKind::ConnectionLost,
-                        CloseReason::Timeout => CloseKind::Timeout,
+                        CloseReason::ResponseTimeout => CloseKind::Timeout,
                         CloseReason::ProtocolViolation(r) => CloseKind::ProtocolViolation(r.0),
-                        CloseReason::Rejected(r) => CloseKind::Rejected(r.0),
+                        CloseReason::Refused(r) => CloseKind::Rejected(r.0),
                         _ => CloseKind::ProtocolViolation(0),
                     };
                     self.record(Event::Closed {

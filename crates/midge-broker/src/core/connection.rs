@@ -28,7 +28,7 @@ use midge_topic::TopicFilter;
 use super::handover::{self, Answer, Awaited, Handover, TakeOver};
 use super::inbox::{Inbox, QueueUse, SHRINK_ABOVE};
 use super::state::{Blocked, Core, Offered, Registered, Slot, SlotState, Sub};
-use crate::hooks::{ClientInfo, ConnectRequest, DisconnectReason};
+use crate::hooks::{ClientInfo, ConnectRequest};
 use crate::stats::add;
 use crate::store::Retained;
 
@@ -1078,21 +1078,7 @@ impl Connection {
         // The queue's bytes leave this connection's account; `session_offline` (or the taking-
         // over connection, via `sync_budget`) counts them again.
         self.core.release(std::mem::take(&mut self.counted));
-        let hook_reason = match reason {
-            ServerCloseReason::ClientDisconnect(code) => DisconnectReason::Client(code),
-            ServerCloseReason::ProtocolViolation(code) | ServerCloseReason::Rejected(code) => {
-                DisconnectReason::ProtocolViolation(code)
-            }
-            ServerCloseReason::KeepAliveTimeout | ServerCloseReason::ConnectTimeout => {
-                DisconnectReason::KeepAliveTimeout
-            }
-            ServerCloseReason::TakenOver => DisconnectReason::TakenOver,
-            ServerCloseReason::ServerDisconnect(code) => DisconnectReason::Server(code),
-            ServerCloseReason::ConnectionLost => DisconnectReason::ConnectionLost,
-            // A reason added to midge-proto after this broker: the server side ended it.
-            _ => DisconnectReason::Server(ReasonCode::UNSPECIFIED_ERROR),
-        };
-        core.hooks.on_disconnected(&info, hook_reason);
+        core.hooks.on_disconnected(&info, reason);
         if let Some(reply) = self.handover.take() {
             core.hand_over(reply, session, will, info, now);
             return;
