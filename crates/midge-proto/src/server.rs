@@ -917,7 +917,7 @@ impl ServerConnection {
                 }
             }
             Packet::PubRel(rel) => {
-                self.carried_qos2(rel.packet_id);
+                self.take_carried_qos2(rel.packet_id);
                 let known = self.session_mut().incoming_qos2.remove(&rel.packet_id);
                 let comp = qos2_answer(rel.packet_id, known, v5);
                 self.transmit.push_back(Packet::PubComp(comp));
@@ -967,7 +967,7 @@ impl ServerConnection {
 
     /// The client named `id`, a QoS 2 identifier carried over from before this connection:
     /// it counts against the Receive Maximum from now on. Whether it was carried over.
-    fn carried_qos2(&mut self, id: PacketId) -> bool {
+    fn take_carried_qos2(&mut self, id: PacketId) -> bool {
         let Some(carried) = self.carried_qos2.as_mut() else {
             return false;
         };
@@ -1075,8 +1075,8 @@ impl ServerConnection {
                 // old one has DUP 1 [MQTT-3.3.1-1]. Not so under 3.1, whose CONNACK does not
                 // say that the session was resumed: the client may send a message again as a
                 // new one.
-                let carried = self.carried_qos2(id);
-                let stale = carried && !publish.dup && self.version != ProtocolVersion::V3_1;
+                let from_before = self.take_carried_qos2(id);
+                let stale = from_before && !publish.dup && self.version != ProtocolVersion::V3_1;
                 if stale {
                     self.session_mut().incoming_qos2.remove(&id);
                 }
