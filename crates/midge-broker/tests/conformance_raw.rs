@@ -7,6 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
@@ -39,7 +40,7 @@ async fn assert_violation(
     bytes: &[u8],
     code: ReasonCode,
 ) {
-    let mut c = TestClient::connect(addr, version, "").await;
+    let mut c = Peer::connect(addr, version, "").await;
     c.send_raw(bytes).await;
     let packets = c.until_closed().await;
     if version.is_v5() {
@@ -162,7 +163,7 @@ async fn malformed_publish_and_subscribe_close_the_connection() {
 /// The CONNECT of a client that breaks section 3.1 never gets a session: 3.1.1 closes without
 /// CONNACK; 5.0 may answer CONNACK 0x80 or above, never DISCONNECT.
 async fn assert_connect_refused(addr: SocketAddr, bytes: &[u8], version: ProtocolVersion) {
-    let mut c = TestClient::raw(addr, version).await;
+    let mut c = Peer::tcp(addr, version).await;
     c.send_raw(bytes).await;
     let packets = c.until_closed().await;
     match packets.as_slice() {
@@ -238,7 +239,7 @@ async fn authentication_data_without_a_method_is_refused_with_0x82() {
         0x10,
         b"\x00\x04MQTT\x05\x00\x00\x3c\x0a\x11\x00\x00\x00\x3c\x16\x00\x02ab\x00\x01a",
     );
-    let mut c = TestClient::raw(addr, V5).await;
+    let mut c = Peer::tcp(addr, V5).await;
     c.send_raw(&connect).await;
     let packets = c.until_closed().await;
     let [Packet::ConnAck(ack)] = packets.as_slice() else {
@@ -248,7 +249,7 @@ async fn authentication_data_without_a_method_is_refused_with_0x82() {
     // No session was made for the refused client.
     let mut again = Connect::new(V5, "a");
     again.clean_start = false;
-    let (_c, ack) = TestClient::connect_with(addr, again).await;
+    let (_c, ack) = Peer::connect_with(addr, again).await;
     assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
     assert!(!ack.session_present);
     broker.shutdown().await;
@@ -297,7 +298,7 @@ async fn a_refused_connect_is_closed_and_nothing_after_it_is_processed() {
             ),
         ] {
             // CONNECT and, in the same write, a retained PUBLISH that must not be processed.
-            let mut c = TestClient::raw(addr, version).await;
+            let mut c = Peer::tcp(addr, version).await;
             let mut publish = c.publish_packet("refused/r", "x", QoS::AtMostOnce, true);
             publish.retain = true;
             let mut bytes = bytes::BytesMut::new();
@@ -315,9 +316,9 @@ async fn a_refused_connect_is_closed_and_nothing_after_it_is_processed() {
             assert_eq!(ack.reason_code, code, "{version:?}");
             assert!(!ack.session_present);
         }
-        let mut s = TestClient::connect(addr, version, "watch").await;
+        let mut s = Peer::connect(addr, version, "watch").await;
         s.subscribe("refused/#", QoS::AtMostOnce).await;
-        s.expect_silence(150).await;
+        s.expect_silence(Duration::from_millis(150)).await;
     }
     broker.shutdown().await;
 }
@@ -335,7 +336,7 @@ async fn connack_comes_first_once_then_pings_are_answered() {
     for version in BOTH {
         for id in ["a", "0123456789abcdefghijkLM", "Z9"] {
             // CONNECT and PINGREQ in one write: CONNACK 0 first, then PINGRESP, nothing else.
-            let mut c = TestClient::raw(addr, version).await;
+            let mut c = Peer::tcp(addr, version).await;
             let mut bytes = bytes::BytesMut::new();
             Packet::Connect(Box::new(Connect::new(version, id)))
                 .encode(version, &mut bytes)
@@ -352,7 +353,7 @@ async fn connack_comes_first_once_then_pings_are_answered() {
                 c.send(Packet::PingReq).await;
                 assert_eq!(c.recv_packet().await, Packet::PingResp);
             }
-            c.expect_silence(100).await;
+            c.expect_silence(Duration::from_millis(100)).await;
         }
     }
     broker.shutdown().await;
@@ -377,32 +378,32 @@ async fn clean_start_and_the_client_identifier_decide_the_session() {
         };
         let topic = format!("cs{v}/x");
         // A new persistent session: Session Present 0, then 1 on return.
-        let (mut s, ack) = TestClient::connect_with(addr, persistent("s1")).await;
+        let (mut s, ack) = Peer::connect_with(addr, persistent("s1")).await;
         assert!(!ack.session_present);
         s.subscribe(&format!("cs{v}/#"), QoS::AtLeastOnce).await;
         s.disconnect().await;
         // Another identifier does not see that session.
-        let (other, ack) = TestClient::connect_with(addr, persistent("s2")).await;
+        let (other, ack) = Peer::connect_with(addr, persistent("s2")).await;
         assert!(
             !ack.session_present,
             "sessions are keyed by client identifier"
         );
         other.disconnect().await;
-        let (s, ack) = TestClient::connect_with(addr, persistent("s1")).await;
+        let (s, ack) = Peer::connect_with(addr, persistent("s1")).await;
         assert!(ack.session_present);
         s.disconnect().await;
         // A clean start discards it: Session Present 0 and the subscription is gone.
         let mut clean = persistent("s1");
         clean.clean_start = true;
         clean.properties.session_expiry_interval = None;
-        let (mut s, ack) = TestClient::connect_with(addr, clean).await;
+        let (mut s, ack) = Peer::connect_with(addr, clean).await;
         assert!(!ack.session_present);
-        let mut p = TestClient::connect(addr, version, &format!("pub-{v}")).await;
+        let mut p = Peer::connect(addr, version, &format!("pub-{v}")).await;
         p.publish(&topic, "lost", QoS::AtLeastOnce, false).await;
-        s.expect_silence(150).await;
+        s.expect_silence(Duration::from_millis(150)).await;
         s.disconnect().await;
         // The clean session was not kept either.
-        let (s, ack) = TestClient::connect_with(addr, persistent("s1")).await;
+        let (s, ack) = Peer::connect_with(addr, persistent("s1")).await;
         assert!(!ack.session_present, "a clean session is never reused");
         s.disconnect().await;
     }
@@ -424,8 +425,8 @@ async fn subscribe_and_unsubscribe_are_acknowledged_filter_by_filter() {
     let addr = broker.local_addr();
     for version in BOTH {
         let v = if version.is_v5() { "5" } else { "3" };
-        let mut s = TestClient::connect(addr, version, &format!("sub-{v}")).await;
-        let mut p = TestClient::connect(addr, version, &format!("pub-{v}")).await;
+        let mut s = Peer::connect(addr, version, &format!("sub-{v}")).await;
+        let mut p = Peer::connect(addr, version, &format!("pub-{v}")).await;
         let (wild, bad, exact) = (format!("f{v}/+"), format!("f{v}/#/x"), format!("g{v}"));
         s.send(Packet::Subscribe(Subscribe {
             packet_id: pid(0x1234),
@@ -516,7 +517,7 @@ async fn subscribe_and_unsubscribe_are_acknowledged_filter_by_filter() {
         p.publish(&format!("f{v}/a"), "4", QoS::AtLeastOnce, false)
             .await;
         p.publish(&exact, "5", QoS::AtLeastOnce, false).await;
-        s.expect_silence(150).await;
+        s.expect_silence(Duration::from_millis(150)).await;
     }
     broker.shutdown().await;
 }
@@ -529,9 +530,9 @@ async fn an_identical_filter_replaces_the_subscription() {
     for version in BOTH {
         let v = if version.is_v5() { "5" } else { "3" };
         let topic = format!("rep{v}/t");
-        let mut p = TestClient::connect(addr, version, &format!("rp-{v}")).await;
+        let mut p = Peer::connect(addr, version, &format!("rp-{v}")).await;
         p.publish(&topic, "kept", QoS::AtLeastOnce, true).await;
-        let mut s = TestClient::connect(addr, version, &format!("rs-{v}")).await;
+        let mut s = Peer::connect(addr, version, &format!("rs-{v}")).await;
         s.subscribe(&topic, QoS::ExactlyOnce).await;
         assert!(s.recv_publish().await.retain);
         // The same filter again, at QoS 0: the retained message is sent again, and from now
@@ -546,7 +547,7 @@ async fn an_identical_filter_replaces_the_subscription() {
             (live.qos, &live.payload[..]),
             (QoS::AtMostOnce, &b"live"[..])
         );
-        s.expect_silence(150).await;
+        s.expect_silence(Duration::from_millis(150)).await;
         p.publish(&topic, "", QoS::AtLeastOnce, true).await;
     }
     broker.shutdown().await;
@@ -566,13 +567,13 @@ async fn retained_messages_are_replaced_kept_and_removed() {
         let topic = format!("ret{v}/a");
         let fresh = |n: &str| format!("{n}-{v}");
         // The publisher's session ends before anyone subscribes: retained messages outlive it.
-        let mut p = TestClient::connect(addr, version, &fresh("p1")).await;
+        let mut p = Peer::connect(addr, version, &fresh("p1")).await;
         p.publish(&topic, "one", QoS::AtLeastOnce, true).await;
         p.publish(&topic, "two", QoS::AtMostOnce, true).await;
         // RETAIN 0 neither stores nor replaces.
         p.publish(&topic, "three", QoS::AtLeastOnce, false).await;
         p.disconnect().await;
-        let mut s = TestClient::connect(addr, version, &fresh("s1")).await;
+        let mut s = Peer::connect(addr, version, &fresh("s1")).await;
         s.subscribe(&topic, QoS::ExactlyOnce).await;
         let got = s.recv_publish().await;
         assert_eq!(
@@ -582,15 +583,15 @@ async fn retained_messages_are_replaced_kept_and_removed() {
         );
         assert_eq!(got.qos, QoS::AtMostOnce, "stored with its QoS");
         assert!(got.retain);
-        s.expect_silence(100).await;
+        s.expect_silence(Duration::from_millis(100)).await;
         // An empty retained message is delivered as usual and removes the retained one.
-        let mut p = TestClient::connect(addr, version, &fresh("p2")).await;
+        let mut p = Peer::connect(addr, version, &fresh("p2")).await;
         p.publish(&topic, "", QoS::AtLeastOnce, true).await;
         let empty = s.recv_publish().await;
         assert!(empty.payload.is_empty());
-        let mut late = TestClient::connect(addr, version, &fresh("s2")).await;
+        let mut late = Peer::connect(addr, version, &fresh("s2")).await;
         late.subscribe(&topic, QoS::AtLeastOnce).await;
-        late.expect_silence(150).await;
+        late.expect_silence(Duration::from_millis(150)).await;
     }
     assert_eq!(
         broker.stats().retained_messages,
@@ -608,9 +609,9 @@ async fn dup_is_decided_by_the_sender_of_each_hop() {
     let addr = broker.local_addr();
     for version in BOTH {
         let v = if version.is_v5() { "5" } else { "3" };
-        let mut s = TestClient::connect(addr, version, &format!("ds-{v}")).await;
+        let mut s = Peer::connect(addr, version, &format!("ds-{v}")).await;
         s.subscribe(&format!("dup{v}/#"), QoS::AtLeastOnce).await;
-        let mut p = TestClient::connect(addr, version, &format!("dp-{v}")).await;
+        let mut p = Peer::connect(addr, version, &format!("dp-{v}")).await;
         // A first transmission that says DUP 1: forwarded with DUP 0.
         let mut first = p.publish_packet(&format!("dup{v}/1"), "x", QoS::AtLeastOnce, false);
         first.dup = true;
@@ -644,11 +645,11 @@ async fn messages_from_one_client_reach_subscribers_in_order() {
         let v = if version.is_v5() { "5" } else { "3" };
         let mut subs = Vec::new();
         for (i, qos) in [QoS::AtLeastOnce, QoS::ExactlyOnce].into_iter().enumerate() {
-            let mut s = TestClient::connect(addr, version, &format!("os{i}-{v}")).await;
+            let mut s = Peer::connect(addr, version, &format!("os{i}-{v}")).await;
             s.subscribe(&format!("ord{v}/#"), qos).await;
             subs.push(s);
         }
-        let mut p = TestClient::connect(addr, version, &format!("op-{v}")).await;
+        let mut p = Peer::connect(addr, version, &format!("op-{v}")).await;
         let qos_of = |i: usize| [QoS::AtLeastOnce, QoS::ExactlyOnce][i % 2];
         // Pipelined: every PUBLISH is written before any acknowledgement is read.
         let mut ids = Vec::new();
@@ -708,14 +709,14 @@ async fn wills_are_published_only_when_set_and_retained_only_when_asked() {
     let addr = broker.local_addr();
     for version in BOTH {
         let v = if version.is_v5() { "5" } else { "3" };
-        let mut watcher = TestClient::connect(addr, version, &format!("ww-{v}")).await;
+        let mut watcher = Peer::connect(addr, version, &format!("ww-{v}")).await;
         watcher
             .subscribe(&format!("wr{v}/#"), QoS::AtLeastOnce)
             .await;
         // No will: nothing when the connection drops.
-        let quiet = TestClient::connect(addr, version, &format!("wq-{v}")).await;
+        let quiet = Peer::connect(addr, version, &format!("wq-{v}")).await;
         drop(quiet);
-        watcher.expect_silence(300).await;
+        watcher.expect_silence(Duration::from_millis(300)).await;
         // Will Retain 0 and 1.
         for (name, retain) in [("plain", false), ("kept", true)] {
             let mut c = Connect::new(version, format!("w-{name}-{v}"));
@@ -738,7 +739,7 @@ async fn wills_are_published_only_when_set_and_retained_only_when_asked() {
                 .unwrap();
             }
             c.will = Some(w.clone());
-            let (conn, _) = TestClient::connect_with(addr, c).await;
+            let (conn, _) = Peer::connect_with(addr, c).await;
             drop(conn);
             let got = watcher.recv_publish().await;
             assert_eq!(got.topic.as_str(), format!("wr{v}/{name}"));
@@ -749,12 +750,12 @@ async fn wills_are_published_only_when_set_and_retained_only_when_asked() {
                 );
             }
         }
-        let mut late = TestClient::connect(addr, version, &format!("wl-{v}")).await;
+        let mut late = Peer::connect(addr, version, &format!("wl-{v}")).await;
         late.subscribe(&format!("wr{v}/#"), QoS::AtLeastOnce).await;
         let only = late.recv_publish().await;
         assert_eq!(only.topic.as_str(), format!("wr{v}/kept"));
         assert!(only.retain);
-        late.expect_silence(150).await;
+        late.expect_silence(Duration::from_millis(150)).await;
         late.publish(&format!("wr{v}/kept"), "", QoS::AtLeastOnce, true)
             .await;
     }
@@ -769,9 +770,9 @@ async fn wills_are_published_only_when_set_and_retained_only_when_asked() {
 async fn message_properties_are_forwarded_unaltered_and_in_order() {
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
-    let mut s = TestClient::connect(addr, V5, "props-s").await;
+    let mut s = Peer::connect(addr, V5, "props-s").await;
     s.subscribe("props/#", QoS::AtLeastOnce).await;
-    let mut p = TestClient::connect(addr, V5, "props-p").await;
+    let mut p = Peer::connect(addr, V5, "props-p").await;
     for format in [PayloadFormat::Utf8, PayloadFormat::Unspecified] {
         let mut m = p.publish_packet("props/t", "body", QoS::AtLeastOnce, false);
         m.properties.payload_format_indicator = Some(format);
@@ -812,9 +813,9 @@ async fn every_topic_alias_up_to_the_maximum_is_accepted() {
     config.limits.topic_alias_maximum = 4;
     let broker = start(config).await;
     let addr = broker.local_addr();
-    let mut s = TestClient::connect(addr, V5, "ta-s").await;
+    let mut s = Peer::connect(addr, V5, "ta-s").await;
     s.subscribe("ta/#", QoS::AtMostOnce).await;
-    let (mut p, ack) = TestClient::connect_with(addr, Connect::new(V5, "ta-p")).await;
+    let (mut p, ack) = Peer::connect_with(addr, Connect::new(V5, "ta-p")).await;
     assert_eq!(ack.properties.topic_alias_maximum, Some(4));
     for alias in 1..=4u16 {
         let mut m = p.publish_packet(&format!("ta/{alias}"), "set", QoS::AtMostOnce, false);
@@ -842,12 +843,12 @@ async fn every_topic_alias_up_to_the_maximum_is_accepted() {
     p.expect_disconnect(ReasonCode::PROTOCOL_ERROR).await;
     // A new connection starts with no aliases: using one set on the old connection is an
     // error [MQTT-5:3.3.2-7].
-    let (mut p, _) = TestClient::connect_with(addr, Connect::new(V5, "ta-p")).await;
+    let (mut p, _) = Peer::connect_with(addr, Connect::new(V5, "ta-p")).await;
     let mut m = p.publish_packet("", "stale", QoS::AtMostOnce, false);
     m.properties.topic_alias = NonZeroU16::new(1);
     p.send(Packet::Publish(m)).await;
     p.expect_disconnect(ReasonCode::PROTOCOL_ERROR).await;
-    s.expect_silence(100).await;
+    s.expect_silence(Duration::from_millis(100)).await;
     broker.shutdown().await;
 }
 
@@ -858,11 +859,11 @@ async fn every_topic_alias_up_to_the_maximum_is_accepted() {
 async fn shared_members_get_their_own_qos_and_a_refused_message_is_not_passed_on() {
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
-    let mut a = TestClient::connect(addr, V5, "sh-a").await;
-    let mut b = TestClient::connect(addr, V5, "sh-b").await;
+    let mut a = Peer::connect(addr, V5, "sh-a").await;
+    let mut b = Peer::connect(addr, V5, "sh-b").await;
     a.subscribe("$share/g/sh/#", QoS::AtMostOnce).await;
     b.subscribe("$share/g/sh/#", QoS::AtLeastOnce).await;
-    let mut p = TestClient::connect(addr, V5, "sh-p").await;
+    let mut p = Peer::connect(addr, V5, "sh-p").await;
     for i in 0..4 {
         p.publish("sh/t", &i.to_string(), QoS::AtLeastOnce, false)
             .await;
@@ -892,8 +893,8 @@ async fn shared_members_get_their_own_qos_and_a_refused_message_is_not_passed_on
         ["0", "1", "2", "3"].map(|s| Bytes::from(s.to_owned()))
     );
     // The refused messages go to no one else.
-    a.expect_silence(300).await;
-    b.expect_silence(100).await;
+    a.expect_silence(Duration::from_millis(300)).await;
+    b.expect_silence(Duration::from_millis(100)).await;
     broker.shutdown().await;
 }
 
@@ -908,21 +909,21 @@ async fn a_shared_qos2_delivery_stays_with_its_member() {
         c
     };
     // One member with a session that outlives its connection, one that never gets the message.
-    let (mut a, _) = TestClient::connect_with(addr, member("sq-a", 60)).await;
+    let (mut a, _) = Peer::connect_with(addr, member("sq-a", 60)).await;
     a.subscribe("$share/q/sq/#", QoS::ExactlyOnce).await;
-    let mut p = TestClient::connect(addr, V5, "sq-p").await;
+    let mut p = Peer::connect(addr, V5, "sq-p").await;
     p.publish("sq/1", "one", QoS::ExactlyOnce, false).await;
     let Packet::Publish(first) = a.recv_packet().await else {
         panic!()
     };
-    let mut b = TestClient::connect(addr, V5, "sq-b").await;
+    let mut b = Peer::connect(addr, V5, "sq-b").await;
     b.subscribe("$share/q/sq/#", QoS::ExactlyOnce).await;
     // a goes away with the message unacknowledged, and comes back: it gets it again.
     drop(a);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut again = member("sq-a", 60);
     again.clean_start = false;
-    let (mut a, ack) = TestClient::connect_with(addr, again).await;
+    let (mut a, ack) = Peer::connect_with(addr, again).await;
     assert!(ack.session_present);
     let Packet::Publish(resent) = a.recv_packet().await else {
         panic!()
@@ -933,12 +934,12 @@ async fn a_shared_qos2_delivery_stays_with_its_member() {
     a.send(Packet::PubRec(PubAck::new(id))).await;
     assert!(matches!(a.recv_packet().await, Packet::PubRel(r) if r.packet_id == id));
     a.send(Packet::PubComp(PubAck::new(id))).await;
-    b.expect_silence(200).await;
+    b.expect_silence(Duration::from_millis(200)).await;
     // Now a takes a message and its session ends before it returns: nobody else gets it.
     b.unsubscribe("$share/q/sq/#").await;
     drop(a);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let (mut a, _) = TestClient::connect_with(addr, member("sq-a", 1)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut a, _) = Peer::connect_with(addr, member("sq-a", 1)).await;
     a.subscribe("$share/q/sq/#", QoS::ExactlyOnce).await;
     p.publish("sq/2", "two", QoS::ExactlyOnce, false).await;
     let Packet::Publish(m) = a.recv_packet().await else {
@@ -947,6 +948,6 @@ async fn a_shared_qos2_delivery_stays_with_its_member() {
     assert_eq!(m.payload, Bytes::from_static(b"two"));
     b.subscribe("$share/q/sq/#", QoS::ExactlyOnce).await;
     drop(a);
-    b.expect_silence(2000).await;
+    b.expect_silence(Duration::from_millis(2000)).await;
     broker.shutdown().await;
 }

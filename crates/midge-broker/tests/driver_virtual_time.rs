@@ -6,59 +6,25 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::BytesMut;
-use common::{start, test_config};
-use midge_codec::{Connect, Packet, ProtocolVersion, QoS, Subscribe, SubscriptionOptions, Will};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use common::{start, test_config, Peer, Recv};
+use midge_broker::BrokerHandle;
+use midge_codec::{Connect, Packet, ProtocolVersion, QoS, Will};
+use tokio::io::DuplexStream;
 use tokio::time::Instant;
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
-/// A raw client on one end of an in-memory pipe.
-struct PipeClient {
-    stream: DuplexStream,
-    input: BytesMut,
-}
+/// Longer than any wait these tests make, in virtual time.
+const HOUR: Duration = Duration::from_secs(3600);
 
-impl PipeClient {
-    fn new(broker: &midge_broker::BrokerHandle) -> Self {
-        let (stream, server) = tokio::io::duplex(64 << 10);
-        broker.serve(server, "127.0.0.1:40000".parse().expect("addr"));
-        Self {
-            stream,
-            input: BytesMut::new(),
-        }
-    }
-
-    async fn send(&mut self, packet: Packet) {
-        let mut out = BytesMut::new();
-        packet.encode(V5, &mut out).expect("encodes");
-        self.stream.write_all(&out).await.expect("written");
-    }
-
-    /// The next packet, or `None` once the broker closed the pipe.
-    async fn recv(&mut self) -> Option<Packet> {
-        loop {
-            if let Some(packet) = Packet::decode(&mut self.input, V5, u32::MAX).expect("valid") {
-                return Some(packet);
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.input.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-
-    async fn connect(broker: &midge_broker::BrokerHandle, connect: Connect) -> Self {
-        let mut client = Self::new(broker);
-        client.send(Packet::Connect(Box::new(connect))).await;
-        match client.recv().await {
-            Some(Packet::ConnAck(ack)) => assert!(ack.reason_code.is_success()),
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
-        client
-    }
+/// A client on one end of an in-memory pipe that `broker` serves, connected with `connect`.
+async fn pipe_client(broker: &BrokerHandle, connect: Connect) -> Peer<DuplexStream> {
+    let (stream, server) = tokio::io::duplex(64 << 10);
+    broker.serve(server, "127.0.0.1:40000".parse().expect("addr"));
+    let mut client = Peer::new(stream, V5).with_wait(HOUR);
+    let ack = client.handshake(connect).await;
+    assert!(ack.reason_code.is_success(), "CONNACK {ack:?}");
+    client
 }
 
 /// A client that sends nothing for one and a half times its Keep Alive is disconnected
@@ -69,15 +35,13 @@ async fn the_driver_closes_a_silent_client_after_one_and_a_half_keepalives() {
     let broker = start(test_config()).await;
     let mut connect = Connect::new(V5, "silent");
     connect.keep_alive = 60;
-    let mut client = PipeClient::connect(&broker, connect).await;
+    let mut client = pipe_client(&broker, connect).await;
     let connected = Instant::now();
-    loop {
-        match client.recv().await {
-            Some(Packet::Disconnect(_)) => continue,
-            None => break,
-            Some(other) => panic!("unexpected {other:?}"),
-        }
-    }
+    let packets = client.until_closed().await;
+    assert!(
+        packets.iter().all(|p| matches!(p, Packet::Disconnect(_))),
+        "unexpected {packets:?}"
+    );
     let waited = connected.elapsed();
     assert!(
         (Duration::from_secs(90)..Duration::from_secs(91)).contains(&waited),
@@ -94,17 +58,8 @@ async fn the_driver_publishes_a_delayed_will_at_its_delay() {
     // Waits ten minutes without a word: no keepalive.
     let mut quiet = Connect::new(V5, "watcher");
     quiet.keep_alive = 0;
-    let mut watcher = PipeClient::connect(&broker, quiet).await;
-    let subscribe = Subscribe {
-        packet_id: midge_codec::PacketId::new(1).expect("non-zero"),
-        filters: vec![(
-            "will/#".to_owned().into(),
-            SubscriptionOptions::qos(QoS::AtMostOnce),
-        )],
-        properties: Default::default(),
-    };
-    watcher.send(Packet::Subscribe(subscribe)).await;
-    assert!(matches!(watcher.recv().await, Some(Packet::SubAck(_))));
+    let mut watcher = pipe_client(&broker, quiet).await;
+    watcher.subscribe("will/#", QoS::AtMostOnce).await;
     let mut connect = Connect::new(V5, "leaving");
     connect.properties.session_expiry_interval = Some(3600);
     let mut will = Will {
@@ -116,11 +71,11 @@ async fn the_driver_publishes_a_delayed_will_at_its_delay() {
     };
     will.properties.will_delay_interval = Some(600);
     connect.will = Some(will);
-    let leaving = PipeClient::connect(&broker, connect).await;
+    let leaving = pipe_client(&broker, connect).await;
     drop(leaving);
     let gone = Instant::now();
     match watcher.recv().await {
-        Some(Packet::Publish(p)) => assert_eq!(p.topic, "will/leaving"),
+        Recv::Packet(Packet::Publish(p)) => assert_eq!(p.topic, "will/leaving"),
         other => panic!("expected the will, got {other:?}"),
     }
     let waited = gone.elapsed();

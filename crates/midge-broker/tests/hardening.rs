@@ -11,11 +11,11 @@ use common::*;
 use midge_codec::{Connect, Packet, PubAck, QoS, ReasonCode};
 
 /// A 5.0 connection that keeps its session, as client `client_id`.
-async fn persistent(addr: std::net::SocketAddr, client_id: &str) -> (TestClient, bool) {
+async fn persistent(addr: std::net::SocketAddr, client_id: &str) -> (Peer, bool) {
     let mut connect = Connect::new(V5, client_id.to_owned());
     connect.clean_start = false;
     connect.properties.session_expiry_interval = Some(u32::MAX - 1);
-    let (client, ack) = TestClient::connect_with(addr, connect).await;
+    let (client, ack) = Peer::connect_with(addr, connect).await;
     assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "{ack:?}");
     (client, ack.session_present)
 }
@@ -23,7 +23,7 @@ async fn persistent(addr: std::net::SocketAddr, client_id: &str) -> (TestClient,
 /// Publishes QoS 1 messages numbered `1..=count` to `topic`, a window at a time (within the
 /// broker's Receive Maximum), and returns the numbers acknowledged with success.
 async fn publish_counting_successes(
-    publisher: &mut TestClient,
+    publisher: &mut Peer,
     topic: &str,
     count: u16,
 ) -> BTreeSet<u16> {
@@ -57,7 +57,7 @@ async fn publish_counting_successes(
 }
 
 /// Receives, acknowledging each, until a second of silence; returns the payloads as numbers.
-async fn receive_all(client: &mut TestClient) -> BTreeSet<u16> {
+async fn receive_all(client: &mut Peer) -> BTreeSet<u16> {
     let mut got = BTreeSet::new();
     loop {
         match client.recv_within(Duration::from_secs(1)).await {
@@ -86,7 +86,7 @@ async fn acknowledged_messages_reach_a_stalled_subscriber(takeover: bool) {
     let addr = broker.local_addr();
     let (mut stalled, _) = persistent(addr, "stalled").await;
     stalled.subscribe("stalled/#", QoS::AtLeastOnce).await;
-    let mut publisher = TestClient::connect(addr, V5, "publisher").await;
+    let mut publisher = Peer::connect(addr, V5, "publisher").await;
     const MESSAGES: u16 = 3_000;
     let succeeded = publish_counting_successes(&mut publisher, "stalled/x", MESSAGES).await;
     let mut stalled = Some(stalled);
@@ -128,7 +128,7 @@ async fn acknowledged_messages_survive_a_takeover_of_a_stalled_subscriber() {
 /// `pad` bytes after a `:`, in bursts, and waits until the broker holds them all.
 async fn retain_many(broker: &midge_broker::BrokerHandle, prefix: &str, count: u32, pad: usize) {
     let padding = "x".repeat(pad);
-    let mut publisher = TestClient::connect(broker.local_addr(), V5, "").await;
+    let mut publisher = Peer::connect(broker.local_addr(), V5, "").await;
     let mut n = 0;
     while n < count {
         let mut burst = BytesMut::new();
@@ -160,7 +160,7 @@ async fn every_retained_message_reaches_a_new_subscription() {
     let broker = start(test_config()).await;
     retain_many(&broker, "r", RETAINED, 0).await;
     for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
-        let mut sub = TestClient::connect(broker.local_addr(), V5, "").await;
+        let mut sub = Peer::connect(broker.local_addr(), V5, "").await;
         sub.subscribe("r/#", qos).await;
         let mut seen = vec![false; RETAINED as usize];
         let mut received = 0;
@@ -177,7 +177,7 @@ async fn every_retained_message_reaches_a_new_subscription() {
             assert!(!std::mem::replace(&mut seen[n], true), "{n} twice");
             received += 1;
         }
-        sub.expect_silence(200).await;
+        sub.expect_silence(Duration::from_millis(200)).await;
     }
     let stats = broker.stats();
     assert_eq!(stats.dropped_queue_full, 0, "{stats:?}");
@@ -193,7 +193,7 @@ async fn retained_messages_waiting_for_a_subscriber_are_counted_and_released() {
     let broker = start(test_config()).await;
     // 20 MB in all: more than the sockets' buffers take.
     retain_many(&broker, "w", RETAINED, 1000).await;
-    let mut sub = TestClient::connect(broker.local_addr(), V5, "").await;
+    let mut sub = Peer::connect(broker.local_addr(), V5, "").await;
     sub.subscribe("w/#", QoS::AtLeastOnce).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let queued = broker.stats().queued_bytes;
@@ -254,7 +254,7 @@ async fn wills_count_against_the_memory_budget() {
     config.limits.max_queued_bytes_total = 3 * WILL + 1_000;
     let broker = start(config).await;
     let addr = broker.local_addr();
-    let (c, ack) = TestClient::connect_with(addr, connect_with_will("w1", WILL, 3600)).await;
+    let (c, ack) = Peer::connect_with(addr, connect_with_will("w1", WILL, 3600)).await;
     assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
     queued_bytes_become(&broker, "connected", |q| q >= WILL).await;
     // Gone without DISCONNECT: the will waits an hour, still counted.
@@ -262,17 +262,17 @@ async fn wills_count_against_the_memory_budget() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     queued_bytes_become(&broker, "offline", |q| q >= WILL).await;
     // Two more fit, the fourth does not.
-    let (_c2, ack) = TestClient::connect_with(addr, connect_with_will("w2", WILL, 0)).await;
+    let (_c2, ack) = Peer::connect_with(addr, connect_with_will("w2", WILL, 0)).await;
     assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
-    let (_c3, ack) = TestClient::connect_with(addr, connect_with_will("w3", WILL, 0)).await;
+    let (_c3, ack) = Peer::connect_with(addr, connect_with_will("w3", WILL, 0)).await;
     assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
-    let (_, ack) = TestClient::connect_with(addr, connect_with_will("w4", WILL, 0)).await;
+    let (_, ack) = Peer::connect_with(addr, connect_with_will("w4", WILL, 0)).await;
     assert_eq!(ack.reason_code, ReasonCode::QUOTA_EXCEEDED);
     // The first client comes back: its will is cancelled and no longer counted.
     let mut back = Connect::new(V5, "w1");
     back.clean_start = false;
     back.properties.session_expiry_interval = Some(3600);
-    let (c1, ack) = TestClient::connect_with(addr, back).await;
+    let (c1, ack) = Peer::connect_with(addr, back).await;
     assert!(ack.session_present);
     queued_bytes_become(&broker, "w1 back", |q| (2 * WILL..3 * WILL).contains(&q)).await;
     c1.disconnect().await;
@@ -291,14 +291,14 @@ async fn retained_messages_wait_for_room_under_the_session_byte_limit() {
     config.sessions.max_queued_bytes = 3_300;
     let broker = start(config).await;
     let addr = broker.local_addr();
-    let mut publisher = TestClient::connect(addr, V5, "pub").await;
+    let mut publisher = Peer::connect(addr, V5, "pub").await;
     let payload = "x".repeat(1000);
     for i in 0..10 {
         publisher
             .publish(&format!("r/{i}"), &payload, QoS::AtLeastOnce, true)
             .await;
     }
-    let mut sub = TestClient::connect(addr, V5, "sub").await;
+    let mut sub = Peer::connect(addr, V5, "sub").await;
     sub.subscribe("r/#", QoS::AtLeastOnce).await;
     let mut got = 0;
     while sub.try_recv_publish(Duration::from_secs(2)).await.is_ok() {
@@ -323,13 +323,13 @@ async fn a_busy_connection_hands_its_session_over_at_once() {
     let broker = start(config).await;
     let addr = broker.local_addr();
     let mut subscribers = Vec::new();
-    let mut filler = TestClient::connect(addr, V5, "filler").await;
+    let mut filler = Peer::connect(addr, V5, "filler").await;
     // Three full subscribers: one message in flight, one queued.
     for k in 0..3 {
         let s = full_subscriber(addr, &mut filler, &format!("s{k}"), &format!("t/{k}")).await;
         subscribers.push(s);
     }
-    let (mut victim, _) = TestClient::connect_with(addr, receive_maximum_1("victim", true)).await;
+    let (mut victim, _) = Peer::connect_with(addr, receive_maximum_1("victim", true)).await;
     victim.subscribe("v/in", QoS::AtLeastOnce).await;
     for n in 0..2 {
         let code = filler
@@ -345,7 +345,7 @@ async fn a_busy_connection_hands_its_session_over_at_once() {
     }
     victim.send_raw(&out).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let (mut back, ack) = TestClient::connect_with(addr, receive_maximum_1("victim", false)).await;
+    let (mut back, ack) = Peer::connect_with(addr, receive_maximum_1("victim", false)).await;
     assert!(ack.session_present, "the session was handed over");
     let mut got = Vec::new();
     while let Ok(p) = back.try_recv_publish(Duration::from_secs(2)).await {

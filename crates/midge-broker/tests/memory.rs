@@ -118,7 +118,7 @@ async fn start_measured() -> (BrokerHandle, SocketAddr) {
 /// Warms up what every test uses once (a connection, a large packet through the broker), so
 /// that it is not counted against the entries.
 async fn warm_up(addr: SocketAddr) {
-    let mut c = TestClient::connect(addr, V5, "").await;
+    let mut c = Peer::connect(addr, V5, "").await;
     let mut out = BytesMut::new();
     for _ in 0..3 {
         large_publish(&mut out, V5);
@@ -133,7 +133,7 @@ async fn retained_messages_hold_only_their_own_bytes() {
     let (broker, addr) = start_measured().await;
     warm_up(addr).await;
     let before = resident_bytes();
-    let mut c = TestClient::connect(addr, V5, "").await;
+    let mut c = Peer::connect(addr, V5, "").await;
     let mut kept = 0;
     for n in 0..ENTRIES {
         let topic = long_name("retained", n);
@@ -154,12 +154,12 @@ async fn messages_queued_for_an_offline_session_hold_only_their_own_bytes() {
     let mut connect = Connect::new(V5, "offline-subscriber");
     connect.clean_start = false;
     connect.properties.session_expiry_interval = Some(3600);
-    let (mut sub, _) = TestClient::connect_with(addr, connect).await;
+    let (mut sub, _) = Peer::connect_with(addr, connect).await;
     sub.subscribe("queued/#", QoS::AtLeastOnce).await;
     sub.disconnect().await;
     until(&broker, "offline", |s| s.clients_connected == 0).await;
     let before = resident_bytes();
-    let mut c = TestClient::connect(addr, V5, "").await;
+    let mut c = Peer::connect(addr, V5, "").await;
     let mut kept = 0;
     for n in 0..ENTRIES {
         let topic = long_name("queued", n);
@@ -214,7 +214,7 @@ async fn offline_sessions_and_their_wills_hold_only_their_own_bytes() {
             .expect("encodes");
         // And a large PUBLISH in the same read.
         large_publish(&mut out, V5);
-        let mut c = TestClient::raw(addr, V5).await;
+        let mut c = Peer::tcp(addr, V5).await;
         c.send_raw(&out).await;
         match c.recv_packet().await {
             Packet::ConnAck(ack) => assert_eq!(ack.reason_code, ReasonCode::SUCCESS),
@@ -237,7 +237,7 @@ async fn subscriptions_hold_only_their_own_bytes() {
     let (broker, addr) = start_measured().await;
     warm_up(addr).await;
     let before = resident_bytes();
-    let mut c = TestClient::connect(addr, V5, "subscriber").await;
+    let mut c = Peer::connect(addr, V5, "subscriber").await;
     let mut kept = 0;
     for n in 0..ENTRIES {
         let filter = long_name("filter", n);
@@ -265,7 +265,7 @@ async fn topic_aliases_from_a_client_hold_only_their_own_bytes() {
     let (broker, addr) = start_measured().await;
     warm_up(addr).await;
     let before = resident_bytes();
-    let mut c = TestClient::connect(addr, V5, "aliasing").await;
+    let mut c = Peer::connect(addr, V5, "aliasing").await;
     let mut kept = 0;
     for n in 0..ENTRIES {
         let topic = long_name("alias-in", n);
@@ -292,9 +292,9 @@ async fn topic_aliases_to_a_client_hold_only_their_own_bytes() {
     let mut connect = Connect::new(V5, "alias-receiver");
     connect.properties.topic_alias_maximum = Some(ENTRIES as u16);
     connect.properties.maximum_packet_size = std::num::NonZeroU32::new(8 << 20);
-    let (mut sub, _) = TestClient::connect_with(addr, connect).await;
+    let (mut sub, _) = Peer::connect_with(addr, connect).await;
     sub.subscribe("alias-out/#", QoS::AtMostOnce).await;
-    let mut c = TestClient::connect(addr, V5, "").await;
+    let mut c = Peer::connect(addr, V5, "").await;
     let mut kept = 0;
     for n in 0..ENTRIES {
         let topic = long_name("alias-out", n);
@@ -328,10 +328,10 @@ async fn connects_waiting_for_a_decision_hold_about_their_size() {
     let broker = start(config).await;
     let addr = broker.local_addr();
     assert_healthy(addr).await;
-    let mut filler = TestClient::connect(addr, V5, "filler").await;
+    let mut filler = Peer::connect(addr, V5, "filler").await;
     let full = full_subscriber(addr, &mut filler, "full", "t").await;
     // The holder of "x" is busy waiting for room in the full subscriber's inbox.
-    let (mut holder, _) = TestClient::connect_with(addr, receive_maximum_1("x", true)).await;
+    let (mut holder, _) = Peer::connect_with(addr, receive_maximum_1("x", true)).await;
     let p = holder.publish_packet("t", "x", QoS::AtLeastOnce, false);
     holder.send(Packet::Publish(p)).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -347,7 +347,7 @@ async fn connects_waiting_for_a_decision_hold_about_their_size() {
     const CONNECTS: usize = 20;
     let mut parked = Vec::new();
     for _ in 0..CONNECTS {
-        let mut c = TestClient::raw(addr, V5).await;
+        let mut c = Peer::tcp(addr, V5).await;
         c.send_raw(&encoded).await;
         parked.push(c);
     }
@@ -384,9 +384,9 @@ fn cpu_time() -> Option<Duration> {
 async fn a_subscriber_that_stops_reading_costs_no_cpu() {
     let _serial = SERIAL.lock().await;
     let (broker, addr) = start_measured().await;
-    let mut subscriber = TestClient::connect(addr, V5, "stalled").await;
+    let mut subscriber = Peer::connect(addr, V5, "stalled").await;
     subscriber.subscribe("stall/#", QoS::AtMostOnce).await;
-    let mut publisher = TestClient::connect(addr, V5, "publisher").await;
+    let mut publisher = Peer::connect(addr, V5, "publisher").await;
     let payload = "x".repeat(16 << 10);
     for _ in 0..1505 {
         publisher

@@ -28,8 +28,8 @@ async fn pub_sub_all_qos_both_versions() {
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
     for version in [V311, V5] {
-        let mut sub = TestClient::connect(addr, version, "sub").await;
-        let mut publisher = TestClient::connect(addr, version, "pub").await;
+        let mut sub = Peer::connect(addr, version, "sub").await;
+        let mut publisher = Peer::connect(addr, version, "pub").await;
         let ack = sub.subscribe("a/+/c", QoS::ExactlyOnce).await;
         assert_eq!(ack.reason_codes, vec![ReasonCode::GRANTED_QOS_2]);
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
@@ -51,7 +51,7 @@ async fn pub_sub_all_qos_both_versions() {
         publisher
             .publish("a/b/c", "gone", QoS::AtLeastOnce, false)
             .await;
-        sub.expect_silence(200).await;
+        sub.expect_silence(Duration::from_millis(200)).await;
         sub.disconnect().await;
         publisher.disconnect().await;
     }
@@ -63,7 +63,7 @@ async fn pub_sub_all_qos_both_versions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v5_no_matching_subscribers_reason() {
     let broker = start(test_config()).await;
-    let mut c = TestClient::connect(broker.local_addr(), V5, "lonely").await;
+    let mut c = Peer::connect(broker.local_addr(), V5, "lonely").await;
     let code = c
         .publish("nobody/listens", "x", QoS::AtLeastOnce, false)
         .await;
@@ -76,16 +76,16 @@ async fn v5_no_matching_subscribers_reason() {
 async fn retained_set_replace_delete() {
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
-    let mut p = TestClient::connect(addr, V311, "p").await;
+    let mut p = Peer::connect(addr, V311, "p").await;
     p.publish("r/1", "first", QoS::AtLeastOnce, true).await;
     p.publish("r/1", "second", QoS::AtLeastOnce, true).await;
     p.publish("r/2", "other", QoS::AtMostOnce, true).await;
-    let mut s = TestClient::connect(addr, V311, "s").await;
+    let mut s = Peer::connect(addr, V311, "s").await;
     s.subscribe("r/1", QoS::AtLeastOnce).await;
     let got = s.recv_publish().await;
     assert_eq!(got.payload, Bytes::from_static(b"second"));
     assert!(got.retain, "retained on subscribe carries RETAIN");
-    s.expect_silence(150).await;
+    s.expect_silence(Duration::from_millis(150)).await;
     // A live message to an existing subscription has RETAIN cleared (3.1.1).
     p.publish("r/1", "live", QoS::AtLeastOnce, true).await;
     let live = s.recv_publish().await;
@@ -94,11 +94,11 @@ async fn retained_set_replace_delete() {
     p.publish("r/1", "", QoS::AtLeastOnce, true).await;
     let _ = s.recv_publish().await;
     assert_eq!(broker.stats().retained_messages, 1);
-    let mut s2 = TestClient::connect(addr, V311, "s2").await;
+    let mut s2 = Peer::connect(addr, V311, "s2").await;
     s2.subscribe("r/#", QoS::AtLeastOnce).await;
     let only = s2.recv_publish().await;
     assert_eq!(only.topic, "r/2");
-    s2.expect_silence(150).await;
+    s2.expect_silence(Duration::from_millis(150)).await;
     broker.shutdown().await;
 }
 
@@ -107,9 +107,9 @@ async fn retained_set_replace_delete() {
 async fn retain_handling_and_retain_as_published() {
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
-    let mut p = TestClient::connect(addr, V5, "p").await;
+    let mut p = Peer::connect(addr, V5, "p").await;
     p.publish("rh/t", "kept", QoS::AtLeastOnce, true).await;
-    let mut s = TestClient::connect(addr, V5, "s").await;
+    let mut s = Peer::connect(addr, V5, "s").await;
     let opts = |rh, rap| SubscriptionOptions {
         qos: QoS::AtLeastOnce,
         no_local: false,
@@ -119,7 +119,7 @@ async fn retain_handling_and_retain_as_published() {
     // 2: never.
     s.subscribe_opts(&[("rh/t", opts(RetainHandling::DoNotSend, false))], None)
         .await;
-    s.expect_silence(150).await;
+    s.expect_silence(Duration::from_millis(150)).await;
     s.unsubscribe("rh/t").await;
     // 1: only for a new subscription.
     s.subscribe_opts(&[("rh/t", opts(RetainHandling::SendIfNew, false))], None)
@@ -127,7 +127,7 @@ async fn retain_handling_and_retain_as_published() {
     assert!(s.recv_publish().await.retain);
     s.subscribe_opts(&[("rh/t", opts(RetainHandling::SendIfNew, false))], None)
         .await;
-    s.expect_silence(150).await;
+    s.expect_silence(Duration::from_millis(150)).await;
     // 0: every time.
     s.subscribe_opts(
         &[("rh/t", opts(RetainHandling::SendAtSubscribe, false))],
@@ -152,20 +152,20 @@ async fn retain_handling_and_retain_as_published() {
 async fn wills() {
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
-    let mut watcher = TestClient::connect(addr, V5, "watcher").await;
+    let mut watcher = Peer::connect(addr, V5, "watcher").await;
     watcher.subscribe("will/#", QoS::AtLeastOnce).await;
 
     // Normal DISCONNECT: no will.
     let mut c = Connect::new(V311, "w1");
     c.will = Some(will("will/w1", "gone", None));
-    let (w1, _) = TestClient::connect_with(addr, c).await;
+    let (w1, _) = Peer::connect_with(addr, c).await;
     w1.disconnect().await;
-    watcher.expect_silence(200).await;
+    watcher.expect_silence(Duration::from_millis(200)).await;
 
     // Abrupt close: will.
     let mut c = Connect::new(V311, "w2");
     c.will = Some(will("will/w2", "died", None));
-    let (w2, _) = TestClient::connect_with(addr, c).await;
+    let (w2, _) = Peer::connect_with(addr, c).await;
     drop(w2);
     let p = watcher.recv_publish().await;
     assert_eq!(p.topic, "will/w2");
@@ -176,28 +176,28 @@ async fn wills() {
     c.clean_start = true;
     c.properties.session_expiry_interval = Some(60);
     c.will = Some(will("will/w3", "late", Some(1)));
-    let (w3, _) = TestClient::connect_with(addr, c.clone()).await;
+    let (w3, _) = Peer::connect_with(addr, c.clone()).await;
     drop(w3);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut c2 = c.clone();
     c2.clean_start = false;
     c2.will = None;
-    let (w3b, ack) = TestClient::connect_with(addr, c2).await;
+    let (w3b, ack) = Peer::connect_with(addr, c2).await;
     assert!(ack.session_present);
-    watcher.expect_silence(1300).await;
+    watcher.expect_silence(Duration::from_millis(1300)).await;
 
     // 5.0 will delay longer than the session: published when the session ends.
     let mut c = Connect::new(V5, "w4");
     c.properties.session_expiry_interval = Some(0);
     c.will = Some(will("will/w4", "session-end", Some(30)));
-    let (w4, _) = TestClient::connect_with(addr, c).await;
+    let (w4, _) = Peer::connect_with(addr, c).await;
     drop(w4);
     assert_eq!(watcher.recv_publish().await.topic, "will/w4");
 
     // 5.0 DISCONNECT 0x04 publishes the will.
     let mut c = Connect::new(V5, "w5");
     c.will = Some(will("will/w5", "asked", None));
-    let (mut w5, _) = TestClient::connect_with(addr, c).await;
+    let (mut w5, _) = Peer::connect_with(addr, c).await;
     w5.send(Packet::Disconnect(Disconnect {
         reason_code: ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
         ..Default::default()
@@ -215,21 +215,21 @@ async fn wills() {
 async fn a_clean_start_reconnect_publishes_the_delayed_will_of_the_session_it_ends() {
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
-    let mut watcher = TestClient::connect(addr, V5, "watcher").await;
+    let mut watcher = Peer::connect(addr, V5, "watcher").await;
     watcher.subscribe("will/#", QoS::AtLeastOnce).await;
     for (id, taken_over) in [("offline", false), ("online", true)] {
         let mut c = Connect::new(V5, id);
         c.properties.session_expiry_interval = Some(60);
         c.will = Some(will(&format!("will/{id}"), "ended", Some(30)));
-        let (old, _) = TestClient::connect_with(addr, c.clone()).await;
+        let (old, _) = Peer::connect_with(addr, c.clone()).await;
         if !taken_over {
             drop(old);
             tokio::time::sleep(Duration::from_millis(200)).await;
-            watcher.expect_silence(100).await;
+            watcher.expect_silence(Duration::from_millis(100)).await;
         }
         let mut again = Connect::new(V5, id);
         again.clean_start = true;
-        let (_new, ack) = TestClient::connect_with(addr, again).await;
+        let (_new, ack) = Peer::connect_with(addr, again).await;
         assert!(!ack.session_present);
         let p = watcher
             .try_recv_publish(Duration::from_secs(3))
@@ -248,20 +248,20 @@ async fn persistent_session_offline_messages() {
     // 3.1.1 persistent session.
     let mut c = Connect::new(V311, "persist");
     c.clean_start = false;
-    let (mut s, ack) = TestClient::connect_with(addr, c.clone()).await;
+    let (mut s, ack) = Peer::connect_with(addr, c.clone()).await;
     assert!(!ack.session_present);
     s.subscribe("off/#", QoS::AtLeastOnce).await;
     s.disconnect().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut p = TestClient::connect(addr, V311, "p").await;
+    let mut p = Peer::connect(addr, V311, "p").await;
     p.publish("off/1", "q1", QoS::AtLeastOnce, false).await;
     p.publish("off/2", "q0", QoS::AtMostOnce, false).await;
     p.publish("off/3", "q2", QoS::ExactlyOnce, false).await;
-    let (mut s, ack) = TestClient::connect_with(addr, c.clone()).await;
+    let (mut s, ack) = Peer::connect_with(addr, c.clone()).await;
     assert!(ack.session_present);
     assert_eq!(s.recv_publish().await.payload, Bytes::from_static(b"q1"));
     assert_eq!(s.recv_publish().await.payload, Bytes::from_static(b"q2"));
-    s.expect_silence(150).await;
+    s.expect_silence(Duration::from_millis(150)).await;
     s.disconnect().await;
 
     // 5.0 session expiry: tests/virtual_time.rs.
@@ -272,11 +272,11 @@ async fn persistent_session_offline_messages() {
 async fn shared_subscriptions_round_robin_and_failover() {
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
-    let mut a = TestClient::connect(addr, V5, "a").await;
-    let mut b = TestClient::connect(addr, V5, "b").await;
+    let mut a = Peer::connect(addr, V5, "a").await;
+    let mut b = Peer::connect(addr, V5, "b").await;
     a.subscribe("$share/g/jobs/#", QoS::AtLeastOnce).await;
     b.subscribe("$share/g/jobs/#", QoS::AtLeastOnce).await;
-    let mut p = TestClient::connect(addr, V5, "p").await;
+    let mut p = Peer::connect(addr, V5, "p").await;
     for i in 0..4 {
         p.publish("jobs/x", &i.to_string(), QoS::AtLeastOnce, false)
             .await;
@@ -303,7 +303,7 @@ async fn shared_subscriptions_round_robin_and_failover() {
     // A member with a persistent session that is offline is skipped while another is online.
     let mut c = Connect::new(V5, "c");
     c.properties.session_expiry_interval = Some(60);
-    let (mut cc, _) = TestClient::connect_with(addr, c).await;
+    let (mut cc, _) = Peer::connect_with(addr, c).await;
     cc.subscribe("$share/g/jobs/#", QoS::AtLeastOnce).await;
     drop(cc);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -324,9 +324,9 @@ async fn topic_aliases_both_directions() {
     let addr = broker.local_addr();
     let mut c = Connect::new(V5, "alias-sub");
     c.properties.topic_alias_maximum = Some(5);
-    let (mut s, _) = TestClient::connect_with(addr, c).await;
+    let (mut s, _) = Peer::connect_with(addr, c).await;
     s.subscribe("al/#", QoS::AtMostOnce).await;
-    let mut p = TestClient::connect(addr, V5, "alias-pub").await;
+    let mut p = Peer::connect(addr, V5, "alias-pub").await;
     // Client -> broker: set alias 1, then use it with an empty topic.
     let mut first = p.publish_packet("al/long/topic", "1", QoS::AtMostOnce, false);
     first.properties.topic_alias = std::num::NonZeroU16::new(1);
@@ -358,7 +358,7 @@ async fn topic_aliases_both_directions() {
 async fn subscription_identifiers_no_local_and_overlaps() {
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
-    let mut s = TestClient::connect(addr, V5, "ids").await;
+    let mut s = Peer::connect(addr, V5, "ids").await;
     s.subscribe_opts(
         &[("ov/+", SubscriptionOptions::qos(QoS::AtMostOnce))],
         Some(7),
@@ -369,7 +369,7 @@ async fn subscription_identifiers_no_local_and_overlaps() {
         Some(9),
     )
     .await;
-    let mut p = TestClient::connect(addr, V5, "p").await;
+    let mut p = Peer::connect(addr, V5, "p").await;
     p.publish("ov/x", "m", QoS::ExactlyOnce, false).await;
     // 5.0: one copy, the highest QoS, every matching identifier.
     let got = s.recv_publish().await;
@@ -381,7 +381,7 @@ async fn subscription_identifiers_no_local_and_overlaps() {
         .collect();
     ids.sort_unstable();
     assert_eq!(ids, vec![7, 9]);
-    s.expect_silence(150).await;
+    s.expect_silence(Duration::from_millis(150)).await;
 
     // No Local: own messages are not echoed on that subscription.
     let nl = SubscriptionOptions {
@@ -390,18 +390,18 @@ async fn subscription_identifiers_no_local_and_overlaps() {
     };
     s.subscribe_opts(&[("nl/t", nl)], None).await;
     s.publish("nl/t", "self", QoS::AtLeastOnce, false).await;
-    s.expect_silence(150).await;
+    s.expect_silence(Duration::from_millis(150)).await;
     p.publish("nl/t", "other", QoS::AtLeastOnce, false).await;
     assert_eq!(s.recv_publish().await.payload, Bytes::from_static(b"other"));
 
     // 3.1.1 overlap: once, with the maximum QoS [MQTT-3.3.5-1].
-    let mut o = TestClient::connect(addr, V311, "ov311").await;
+    let mut o = Peer::connect(addr, V311, "ov311").await;
     o.subscribe("x/+", QoS::AtMostOnce).await;
     o.subscribe("x/#", QoS::ExactlyOnce).await;
     o.subscribe("x/y", QoS::AtLeastOnce).await;
     p.publish("x/y", "once", QoS::ExactlyOnce, false).await;
     assert_eq!(o.recv_publish().await.qos, QoS::ExactlyOnce);
-    o.expect_silence(150).await;
+    o.expect_silence(Duration::from_millis(150)).await;
     broker.shutdown().await;
 }
 
@@ -412,21 +412,21 @@ async fn session_takeover() {
     let addr = broker.local_addr();
     let mut c = Connect::new(V5, "dup");
     c.properties.session_expiry_interval = Some(60);
-    let (mut old, _) = TestClient::connect_with(addr, c.clone()).await;
+    let (mut old, _) = Peer::connect_with(addr, c.clone()).await;
     old.subscribe("to/#", QoS::AtLeastOnce).await;
     c.clean_start = false;
-    let (mut new, ack) = TestClient::connect_with(addr, c).await;
+    let (mut new, ack) = Peer::connect_with(addr, c).await;
     assert!(ack.session_present, "session handed over");
     old.expect_disconnect(ReasonCode::SESSION_TAKEN_OVER).await;
-    let mut p = TestClient::connect(addr, V5, "p").await;
+    let mut p = Peer::connect(addr, V5, "p").await;
     p.publish("to/x", "after", QoS::AtLeastOnce, false).await;
     assert_eq!(
         new.recv_publish().await.payload,
         Bytes::from_static(b"after")
     );
     // 3.1.1 takeover: the old connection is just closed.
-    let (mut o3, _) = TestClient::connect_with(addr, Connect::new(V311, "dup3")).await;
-    let _n3 = TestClient::connect(addr, V311, "dup3").await;
+    let (mut o3, _) = Peer::connect_with(addr, Connect::new(V311, "dup3")).await;
+    let _n3 = Peer::connect(addr, V311, "dup3").await;
     o3.until_closed().await;
     broker.shutdown().await;
 }
@@ -452,11 +452,11 @@ async fn a_publish_blocked_by_many_stuck_subscribers_does_not_lose_its_session_o
     for n in 0..5 {
         let mut c = Connect::new(V5, format!("stuck{n}"));
         c.properties.receive_maximum = std::num::NonZeroU16::new(1);
-        let (mut s, _) = TestClient::connect_with(addr, c).await;
+        let (mut s, _) = Peer::connect_with(addr, c).await;
         s.subscribe("stall/#", QoS::AtLeastOnce).await;
         stuck.push(s);
     }
-    let mut filler = TestClient::connect(addr, V5, "filler").await;
+    let mut filler = Peer::connect(addr, V5, "filler").await;
     for n in 0..3 {
         filler
             .publish("stall/x", &n.to_string(), QoS::AtLeastOnce, false)
@@ -466,13 +466,13 @@ async fn a_publish_blocked_by_many_stuck_subscribers_does_not_lose_its_session_o
 
     let mut c = Connect::new(V5, "blocked");
     c.properties.session_expiry_interval = Some(60);
-    let (mut old, _) = TestClient::connect_with(addr, c.clone()).await;
+    let (mut old, _) = Peer::connect_with(addr, c.clone()).await;
     old.subscribe("mine/#", QoS::AtLeastOnce).await;
     let publish = old.publish_packet("stall/x", "waits", QoS::AtLeastOnce, false);
     old.send(Packet::Publish(publish)).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     c.clean_start = false;
-    let (_new, ack) = TestClient::connect_with(addr, c).await;
+    let (_new, ack) = Peer::connect_with(addr, c).await;
     assert!(ack.session_present, "the session was handed over");
     drop(stuck);
     broker.shutdown().await;
@@ -487,13 +487,13 @@ async fn max_keepalive_and_assigned_client_id() {
     let addr = broker.local_addr();
     let mut c = Connect::new(V5, "");
     c.keep_alive = 600;
-    let (_c, ack) = TestClient::connect_with(addr, c).await;
+    let (_c, ack) = Peer::connect_with(addr, c).await;
     assert_eq!(ack.properties.server_keep_alive, Some(30));
     assert!(ack.properties.assigned_client_identifier.is_some());
     // 3.1.1 cannot be told: refused.
     let mut c = Connect::new(V311, "ka");
     c.keep_alive = 600;
-    let (_c, ack) = TestClient::connect_with(addr, c).await;
+    let (_c, ack) = Peer::connect_with(addr, c).await;
     assert!(!ack.reason_code.is_success());
     broker.shutdown().await;
 }
@@ -541,12 +541,12 @@ async fn assigned_client_identifiers_cannot_be_guessed() {
     // Consecutive connections, as an attacker would open them to learn the next identifier.
     let mut ids = Vec::new();
     for _ in 0..8 {
-        let (_c, ack) = TestClient::connect_with(addr, Connect::new(V5, "")).await;
+        let (_c, ack) = Peer::connect_with(addr, Connect::new(V5, "")).await;
         let id = ack.properties.assigned_client_identifier.expect("assigned");
         ids.push(id.as_str().to_owned());
     }
     // 3.1.1 with Clean Session 1 is assigned one too, which its CONNACK cannot carry.
-    let (_c, ack) = TestClient::connect_with(addr, Connect::new(V311, "")).await;
+    let (_c, ack) = Peer::connect_with(addr, Connect::new(V311, "")).await;
     assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
     let v311 = seen
         .0
@@ -570,7 +570,7 @@ async fn assigned_client_identifiers_cannot_be_guessed() {
     // 3.1.1 without an identifier and with Clean Session 0 is still refused [MQTT-3.1.3-8].
     let mut c = Connect::new(V311, "");
     c.clean_start = false;
-    let (_c, ack) = TestClient::connect_with(addr, c).await;
+    let (_c, ack) = Peer::connect_with(addr, c).await;
     assert_eq!(ack.reason_code, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
     broker.shutdown().await;
 }
@@ -580,9 +580,9 @@ async fn assigned_client_identifiers_cannot_be_guessed() {
 async fn user_properties_and_request_response_pass_through() {
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
-    let mut s = TestClient::connect(addr, V5, "rr-s").await;
+    let mut s = Peer::connect(addr, V5, "rr-s").await;
     s.subscribe("req", QoS::AtMostOnce).await;
-    let mut p = TestClient::connect(addr, V5, "rr-p").await;
+    let mut p = Peer::connect(addr, V5, "rr-p").await;
     let mut m = p.publish_packet("req", "q", QoS::AtMostOnce, false);
     let props = &mut m.properties;
     props.set_response_topic(Some("resp".into())).unwrap();
@@ -614,7 +614,7 @@ async fn sys_topics() {
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
     broker.publish_sys();
-    let mut s = TestClient::connect(addr, V311, "sys").await;
+    let mut s = Peer::connect(addr, V311, "sys").await;
     s.subscribe("$SYS/broker/#", QoS::AtMostOnce).await;
     let mut topics = Vec::new();
     while let Ok(p) = s.try_recv_publish(Duration::from_millis(300)).await {
@@ -636,9 +636,9 @@ async fn sys_topics() {
         assert!(topics.iter().any(|x| x == t), "{t} missing from {topics:?}");
     }
     // `#` does not match `$SYS`.
-    let mut all = TestClient::connect(addr, V311, "all").await;
+    let mut all = Peer::connect(addr, V311, "all").await;
     all.subscribe("#", QoS::AtMostOnce).await;
-    all.expect_silence(150).await;
+    all.expect_silence(Duration::from_millis(150)).await;
     broker.shutdown().await;
 }
 
@@ -647,7 +647,7 @@ async fn sys_interval_publishes() {
     let mut config = test_config();
     config.sys.interval_secs = 1;
     let broker = start(config).await;
-    let mut s = TestClient::connect(broker.local_addr(), V311, "sys-i").await;
+    let mut s = Peer::connect(broker.local_addr(), V311, "sys-i").await;
     s.subscribe("$SYS/broker/uptime", QoS::AtMostOnce).await;
     // The retained value on subscribe, then a live update within the interval.
     let _ = s.recv_publish().await;
@@ -657,8 +657,8 @@ async fn sys_interval_publishes() {
 }
 
 /// A client subscribed to `$SYS/#` (which matches `$SYS` itself too) and to `$SYSTEM/#`.
-async fn sys_watcher(addr: std::net::SocketAddr) -> TestClient {
-    let mut watcher = TestClient::connect(addr, V5, "sys-watcher").await;
+async fn sys_watcher(addr: std::net::SocketAddr) -> Peer {
+    let mut watcher = Peer::connect(addr, V5, "sys-watcher").await;
     watcher.subscribe("$SYS/#", QoS::AtLeastOnce).await;
     watcher.subscribe("$SYSTEM/#", QoS::AtLeastOnce).await;
     watcher
@@ -670,7 +670,7 @@ async fn clients_may_not_publish_into_sys() {
     let addr = broker.local_addr();
     let mut watcher = sys_watcher(addr).await;
     // 5.0: QoS 1 and 2 are refused with 0x87 Not authorized, QoS 0 dropped.
-    let mut c5 = TestClient::connect(addr, V5, "spoof5").await;
+    let mut c5 = Peer::connect(addr, V5, "spoof5").await;
     let code = c5
         .publish("$SYS/broker/clients/connected", "0", QoS::AtLeastOnce, true)
         .await;
@@ -686,7 +686,7 @@ async fn clients_may_not_publish_into_sys() {
     }
     c5.publish("$SYS", "0", QoS::AtMostOnce, true).await;
     // 3.1.1 cannot refuse: the publisher is acknowledged as usual, and the message dropped.
-    let mut c3 = TestClient::connect(addr, V311, "spoof3").await;
+    let mut c3 = Peer::connect(addr, V311, "spoof3").await;
     for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
         let code = c3.publish("$SYS/broker/version", "fake", qos, true).await;
         assert_eq!(code, ReasonCode::SUCCESS);
@@ -695,12 +695,12 @@ async fn clients_may_not_publish_into_sys() {
     c3.publish("$SYSTEM/x", "fine", QoS::AtLeastOnce, false)
         .await;
     assert_eq!(watcher.recv_publish().await.topic, "$SYSTEM/x");
-    watcher.expect_silence(150).await;
+    watcher.expect_silence(Duration::from_millis(150)).await;
     // Nothing was retained: a new subscriber gets nothing either.
     assert_eq!(broker.stats().retained_messages, 0);
-    let mut late = TestClient::connect(addr, V311, "sys-late").await;
+    let mut late = Peer::connect(addr, V311, "sys-late").await;
     late.subscribe("$SYS/#", QoS::AtLeastOnce).await;
-    late.expect_silence(150).await;
+    late.expect_silence(Duration::from_millis(150)).await;
     assert_eq!(broker.stats().dropped_sys_publish, 5);
     // The broker itself still publishes there, through `$SYS` and through the handle.
     broker.publish_sys();
@@ -730,12 +730,12 @@ async fn a_will_into_sys_is_not_published() {
         let mut w = will(topic, "died", None);
         w.retain = true;
         c.will = Some(w);
-        let (client, _) = TestClient::connect_with(addr, c).await;
+        let (client, _) = Peer::connect_with(addr, c).await;
         // Closed without DISCONNECT: the will is due.
         drop(client);
     }
     assert_eq!(watcher.recv_publish().await.topic, "$SYSTEM/will");
-    watcher.expect_silence(150).await;
+    watcher.expect_silence(Duration::from_millis(150)).await;
     let stats = broker.stats();
     assert_eq!(stats.dropped_sys_publish, 1, "{stats:?}");
     assert_eq!(
@@ -773,18 +773,18 @@ async fn a_hook_may_let_a_client_publish_into_sys() {
         .expect("starts");
     let addr = broker.local_addr();
     let mut watcher = sys_watcher(addr).await;
-    let mut bridge = TestClient::connect(addr, V5, "bridge").await;
+    let mut bridge = Peer::connect(addr, V5, "bridge").await;
     let code = bridge
         .publish("$SYS/remote/uptime", "9", QoS::AtLeastOnce, true)
         .await;
     assert_eq!(code, ReasonCode::SUCCESS);
     assert_eq!(watcher.recv_publish().await.topic, "$SYS/remote/uptime");
-    let mut other = TestClient::connect(addr, V5, "other").await;
+    let mut other = Peer::connect(addr, V5, "other").await;
     let code = other
         .publish("$SYS/remote/uptime", "0", QoS::AtLeastOnce, true)
         .await;
     assert_eq!(code, ReasonCode::NOT_AUTHORIZED);
-    watcher.expect_silence(150).await;
+    watcher.expect_silence(Duration::from_millis(150)).await;
     let stats = broker.stats();
     assert_eq!(stats.retained_messages, 1, "{stats:?}");
     assert_eq!(stats.dropped_sys_publish, 1, "{stats:?}");
@@ -795,8 +795,8 @@ async fn a_hook_may_let_a_client_publish_into_sys() {
 async fn graceful_shutdown_sends_0x8b() {
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
-    let mut c5 = TestClient::connect(addr, V5, "sd5").await;
-    let mut c3 = TestClient::connect(addr, V311, "sd3").await;
+    let mut c5 = Peer::connect(addr, V5, "sd5").await;
+    let mut c3 = Peer::connect(addr, V311, "sd3").await;
     let shutdown = tokio::spawn(broker.shutdown());
     c5.expect_disconnect(ReasonCode::SERVER_SHUTTING_DOWN).await;
     assert!(c3.until_closed().await.is_empty());
@@ -850,13 +850,13 @@ async fn hooks_authenticate_and_authorize() {
         .await
         .expect("starts");
     let addr = broker.local_addr();
-    let (_, ack) = TestClient::connect_with(addr, Connect::new(V5, "nope")).await;
+    let (_, ack) = Peer::connect_with(addr, Connect::new(V5, "nope")).await;
     assert_eq!(ack.reason_code, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
-    let (_, ack) = TestClient::connect_with(addr, Connect::new(V311, "nope")).await;
+    let (_, ack) = Peer::connect_with(addr, Connect::new(V311, "nope")).await;
     assert_eq!(ack.reason_code, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
     let mut c = Connect::new(V5, "yes");
     c.username = Some("ok".into());
-    let (mut c, ack) = TestClient::connect_with(addr, c).await;
+    let (mut c, ack) = Peer::connect_with(addr, c).await;
     assert!(ack.reason_code.is_success());
     let ack = c.subscribe("secret/#", QoS::AtLeastOnce).await;
     assert_eq!(ack.reason_codes, vec![ReasonCode::NOT_AUTHORIZED]);
@@ -901,7 +901,7 @@ async fn hooks_run_outside_the_index_lock() {
         .expect("starts");
     let addr = broker.local_addr();
     *cell.lock().expect("not poisoned") = Some(broker);
-    let mut c = TestClient::connect(addr, V5, "reentrant").await;
+    let mut c = Peer::connect(addr, V5, "reentrant").await;
     let qos1 = SubscriptionOptions::qos(QoS::AtLeastOnce);
     let ack = tokio::time::timeout(
         Duration::from_secs(5),
@@ -926,12 +926,12 @@ async fn shared_split(
     config.shared_subscriptions.strategy = strategy;
     let broker = start(config).await;
     let addr = broker.local_addr();
-    let mut a = TestClient::connect(addr, V5, "member-a").await;
-    let mut b = TestClient::connect(addr, V5, "member-b").await;
+    let mut a = Peer::connect(addr, V5, "member-a").await;
+    let mut b = Peer::connect(addr, V5, "member-b").await;
     a.subscribe("$share/g/work/#", QoS::AtLeastOnce).await;
     b.subscribe("$share/g/work/#", QoS::AtLeastOnce).await;
     for id in publishers {
-        let mut p = TestClient::connect(addr, V5, id).await;
+        let mut p = Peer::connect(addr, V5, id).await;
         for i in 0..40 {
             p.publish("work/item", &i.to_string(), QoS::AtLeastOnce, false)
                 .await;

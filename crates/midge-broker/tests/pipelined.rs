@@ -14,7 +14,7 @@ async fn pipelined_requests_are_all_answered_in_order() {
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
     for version in [V311, V5] {
-        let mut c = TestClient::connect(addr, version, &format!("pipe-{version:?}")).await;
+        let mut c = Peer::connect(addr, version, &format!("pipe-{version:?}")).await;
         let requests = 2 * MAX_PENDING_REQUESTS as u16 + 3;
         let mut out = BytesMut::new();
         for n in 1..=requests {

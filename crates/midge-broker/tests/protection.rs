@@ -21,8 +21,8 @@ fn raw_publish_v5(topic: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn v5_client(addr: std::net::SocketAddr) -> TestClient {
-    TestClient::connect(addr, V5, "").await
+async fn v5_client(addr: std::net::SocketAddr) -> Peer {
+    Peer::connect(addr, V5, "").await
 }
 
 fn rss_guard() -> Option<u64> {
@@ -50,7 +50,7 @@ async fn malformed_remaining_length() {
     c.send_raw(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]).await;
     c.expect_disconnect(ReasonCode::MALFORMED_PACKET).await;
     // Same before CONNECT: just closed.
-    let mut raw = TestClient::raw(addr, V5).await;
+    let mut raw = Peer::tcp(addr, V5).await;
     raw.send_raw(&[0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]).await;
     assert!(raw.until_closed().await.is_empty());
     assert_healthy(addr).await;
@@ -63,13 +63,13 @@ async fn malformed_remaining_length() {
 async fn first_packet_not_connect() {
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
-    let mut raw = TestClient::raw(addr, V5).await;
+    let mut raw = Peer::tcp(addr, V5).await;
     raw.send_raw(&[0xC0, 0x00]).await; // PINGREQ
     assert!(
         raw.until_closed().await.is_empty(),
         "no CONNACK, just closed"
     );
-    let mut raw = TestClient::raw(addr, V5).await;
+    let mut raw = Peer::tcp(addr, V5).await;
     raw.send_raw(&raw_publish_v5(b"a/b")).await;
     assert!(raw.until_closed().await.is_empty());
     assert_healthy(addr).await;
@@ -85,7 +85,7 @@ async fn second_connect() {
     c.send(Packet::Connect(Box::new(Connect::new(V5, "again"))))
         .await;
     c.expect_disconnect(ReasonCode::PROTOCOL_ERROR).await;
-    let mut c = TestClient::connect(addr, V311, "again311").await;
+    let mut c = Peer::connect(addr, V311, "again311").await;
     c.send(Packet::Connect(Box::new(Connect::new(V311, "again311"))))
         .await;
     assert!(c.until_closed().await.is_empty());
@@ -234,7 +234,7 @@ async fn no_connect_within_timeout() {
     let broker = start(config).await;
     let addr = broker.local_addr();
     let started = Instant::now();
-    let mut raw = TestClient::raw(addr, V5).await;
+    let mut raw = Peer::tcp(addr, V5).await;
     assert!(raw.until_closed().await.is_empty());
     let took = started.elapsed();
     assert!(
@@ -242,7 +242,7 @@ async fn no_connect_within_timeout() {
         "{took:?}"
     );
     // A partial CONNECT does not extend the deadline.
-    let mut raw = TestClient::raw(addr, V5).await;
+    let mut raw = Peer::tcp(addr, V5).await;
     raw.send_raw(&[0x10, 0x20, 0x00]).await;
     assert!(raw.until_closed().await.is_empty());
     assert_healthy(addr).await;
@@ -257,9 +257,9 @@ async fn connection_subscription_and_topic_level_limits() {
     config.limits.max_topic_levels = 3;
     let broker = start(config).await;
     let addr = broker.local_addr();
-    let mut a = TestClient::connect(addr, V5, "a").await;
-    let _b = TestClient::connect(addr, V5, "b").await;
-    let (_c, ack) = TestClient::connect_with(addr, Connect::new(V5, "c")).await;
+    let mut a = Peer::connect(addr, V5, "a").await;
+    let _b = Peer::connect(addr, V5, "b").await;
+    let (_c, ack) = Peer::connect_with(addr, Connect::new(V5, "c")).await;
     assert_eq!(ack.reason_code, ReasonCode::SERVER_BUSY);
     a.subscribe("one", QoS::AtMostOnce).await;
     a.subscribe("two", QoS::AtMostOnce).await;
@@ -280,11 +280,11 @@ async fn slow_subscriber_does_not_block_others() {
     let broker = start(config).await;
     let addr = broker.local_addr();
     // Subscribes, then never reads.
-    let mut sleeper = TestClient::connect(addr, V5, "sleeper").await;
+    let mut sleeper = Peer::connect(addr, V5, "sleeper").await;
     sleeper.subscribe("load/#", QoS::AtLeastOnce).await;
-    let mut healthy = TestClient::connect(addr, V5, "healthy").await;
+    let mut healthy = Peer::connect(addr, V5, "healthy").await;
     healthy.subscribe("load/#", QoS::AtMostOnce).await;
-    let mut p = TestClient::connect(addr, V5, "loader").await;
+    let mut p = Peer::connect(addr, V5, "loader").await;
     let payload = "y".repeat(4096);
     let started = Instant::now();
     let reader = tokio::spawn(async move {
@@ -323,9 +323,9 @@ async fn a_slow_subscriber_slows_its_publisher_and_loses_no_acknowledged_message
     let broker = start(config).await;
     let addr = broker.local_addr();
     for version in [V5, midge_codec::ProtocolVersion::V3_1_1] {
-        let mut slow = TestClient::connect(addr, version, "slow").await;
+        let mut slow = Peer::connect(addr, version, "slow").await;
         slow.subscribe("slow/#", QoS::AtLeastOnce).await;
-        let mut p = TestClient::connect(addr, version, "fast").await;
+        let mut p = Peer::connect(addr, version, "fast").await;
         let publisher = tokio::spawn(async move {
             for n in 0..400 {
                 let code = p
@@ -365,11 +365,11 @@ async fn global_queue_memory_budget() {
     let addr = broker.local_addr();
     let mut c = Connect::new(V5, "offline");
     c.properties.session_expiry_interval = Some(60);
-    let (mut s, _) = TestClient::connect_with(addr, c).await;
+    let (mut s, _) = Peer::connect_with(addr, c).await;
     s.subscribe("budget/#", QoS::AtLeastOnce).await;
     s.disconnect().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut p = TestClient::connect(addr, V5, "p").await;
+    let mut p = Peer::connect(addr, V5, "p").await;
     let payload = "z".repeat(1024);
     for _ in 0..200 {
         p.publish("budget/x", &payload, QoS::AtLeastOnce, false)
@@ -394,12 +394,12 @@ async fn global_budget_covers_online_subscribers_that_never_read() {
     let addr = broker.local_addr();
     let mut sleepers = Vec::new();
     for id in ["sleeper-1", "sleeper-2"] {
-        let mut s = TestClient::connect(addr, V5, id).await;
+        let mut s = Peer::connect(addr, V5, id).await;
         s.subscribe("flood/#", QoS::AtMostOnce).await;
         sleepers.push(s);
     }
     let before = rss_guard();
-    let mut p = TestClient::connect(addr, V5, "flooder").await;
+    let mut p = Peer::connect(addr, V5, "flooder").await;
     let payload = "f".repeat(16 * 1024);
     // 48 MiB per sleeper: far more than the kernel's socket buffers hold.
     for _ in 0..3000 {
@@ -419,7 +419,7 @@ async fn global_budget_covers_online_subscribers_that_never_read() {
 async fn v311_violation_just_closes_and_pubrel_unknown_is_answered() {
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
-    let mut c = TestClient::connect(addr, V311, "v3").await;
+    let mut c = Peer::connect(addr, V311, "v3").await;
     c.send(Packet::PubRel(PubAck::new(pid(9)))).await;
     assert!(matches!(c.recv_packet().await, Packet::PubComp(_)));
     c.send_raw(&[0x30, 0x05, 0x00, 0x03, b'a', b'/', b'#'])
@@ -439,23 +439,23 @@ async fn the_memory_budget_returns_to_zero_after_delivery() {
     let addr = broker.local_addr();
     let mut subscribers = Vec::new();
     for i in 0..3 {
-        let mut s = TestClient::connect(addr, V5, &format!("budget-{i}")).await;
+        let mut s = Peer::connect(addr, V5, &format!("budget-{i}")).await;
         s.subscribe("fan/x", QoS::AtLeastOnce).await;
         subscribers.push(s);
     }
     // One client with overlapping filters: one delivery for both [MQTT-3.3.4-2].
-    let mut overlap = TestClient::connect(addr, V5, "budget-overlap").await;
+    let mut overlap = Peer::connect(addr, V5, "budget-overlap").await;
     overlap.subscribe("over/+", QoS::AtLeastOnce).await;
     overlap.subscribe("over/#", QoS::AtMostOnce).await;
     // A persistent session that goes offline: it refuses QoS 0 while away.
     let mut connect = Connect::new(V5, "budget-away");
     connect.clean_start = false;
     connect.properties.session_expiry_interval = Some(60);
-    let (mut away, _) = TestClient::connect_with(addr, connect).await;
+    let (mut away, _) = Peer::connect_with(addr, connect).await;
     away.subscribe("fan/x", QoS::AtMostOnce).await;
     away.disconnect().await;
 
-    let mut p = TestClient::connect(addr, V5, "budget-publisher").await;
+    let mut p = Peer::connect(addr, V5, "budget-publisher").await;
     for n in 0..50 {
         let qos = if n % 2 == 0 {
             QoS::AtLeastOnce
@@ -470,7 +470,7 @@ async fn the_memory_budget_returns_to_zero_after_delivery() {
             let got = s.recv_publish().await;
             assert_eq!(&got.payload[..], format!("m{n}").as_bytes());
         }
-        s.expect_silence(50).await;
+        s.expect_silence(Duration::from_millis(50)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while broker.stats().queued_bytes != 0 && Instant::now() < deadline {
@@ -489,23 +489,23 @@ async fn taking_over_a_clean_session_starts_a_new_one() {
     let addr = broker.local_addr();
     for version in [midge_codec::ProtocolVersion::V3_1_1, V5] {
         let id = format!("takeover-clean-{}", version.is_v5());
-        let mut old = TestClient::connect(addr, version, &id).await;
+        let mut old = Peer::connect(addr, version, &id).await;
         old.subscribe("takeover/#", QoS::AtLeastOnce).await;
         let mut again = Connect::new(version, id.clone());
         again.clean_start = false;
         if version.is_v5() {
             again.properties.session_expiry_interval = Some(60);
         }
-        let (mut new, ack) = TestClient::connect_with(addr, again).await;
+        let (mut new, ack) = Peer::connect_with(addr, again).await;
         assert!(
             !ack.session_present,
             "{version:?}: the clean session was handed over"
         );
         old.until_closed().await;
-        let mut p = TestClient::connect(addr, version, &format!("{id}-pub")).await;
+        let mut p = Peer::connect(addr, version, &format!("{id}-pub")).await;
         p.publish("takeover/x", "old subscription", QoS::AtLeastOnce, false)
             .await;
-        new.expect_silence(150).await;
+        new.expect_silence(Duration::from_millis(150)).await;
         assert_eq!(broker.stats().subscriptions, 0, "{version:?}");
     }
     broker.shutdown().await;
@@ -516,9 +516,9 @@ async fn taking_over_a_clean_session_starts_a_new_one() {
 async fn backlog_received(config: midge_broker::BrokerConfig, messages: usize) -> usize {
     let broker = start(config).await;
     let addr = broker.local_addr();
-    let mut subscriber = TestClient::connect(addr, V5, "backlog").await;
+    let mut subscriber = Peer::connect(addr, V5, "backlog").await;
     subscriber.subscribe("backlog/#", QoS::AtMostOnce).await;
-    let mut publisher = TestClient::connect(addr, V5, "producer").await;
+    let mut publisher = Peer::connect(addr, V5, "producer").await;
     let payload = "z".repeat(4096);
     for _ in 0..messages {
         publisher
@@ -566,7 +566,7 @@ async fn publishes_waiting_for_a_full_session_go_on_as_it_drains() {
     config.sessions.max_queued_messages = 10;
     let broker = start(config).await;
     let addr = broker.local_addr();
-    let mut subscriber = TestClient::connect(addr, V5, "backlog").await;
+    let mut subscriber = Peer::connect(addr, V5, "backlog").await;
     subscriber.subscribe("backlog/#", QoS::AtMostOnce).await;
     const MESSAGES: usize = 4000;
     let reader = tokio::spawn(async move {
@@ -579,7 +579,7 @@ async fn publishes_waiting_for_a_full_session_go_on_as_it_drains() {
         }
         received
     });
-    let mut publisher = TestClient::connect(addr, V5, "producer").await;
+    let mut publisher = Peer::connect(addr, V5, "producer").await;
     let payload = "z".repeat(4096);
     for n in 0..MESSAGES {
         let code = publisher
@@ -599,7 +599,7 @@ async fn publishes_waiting_for_a_full_session_go_on_as_it_drains() {
 
 /// `count` QoS 1 PUBLISHes to `topic` numbered from 1, in one buffer, so that the broker
 /// reads and routes them in one pass.
-fn qos1_burst(client: &mut TestClient, topic: &str, count: u16) -> bytes::BytesMut {
+fn qos1_burst(client: &mut Peer, topic: &str, count: u16) -> bytes::BytesMut {
     let mut burst = bytes::BytesMut::new();
     for n in 1..=count {
         let mut p = client.publish_packet(topic, &n.to_string(), QoS::AtLeastOnce, false);
@@ -612,7 +612,7 @@ fn qos1_burst(client: &mut TestClient, topic: &str, count: u16) -> bytes::BytesM
 /// Receives until `count` PUBACKs and `count` messages arrived, acknowledging the messages,
 /// and returns the PUBACKs' reason codes and the payloads in order. Two seconds of silence
 /// fail the test: far less than the backpressure timeout of the tests that use it.
-async fn acks_and_messages(client: &mut TestClient, count: u16) -> (Vec<ReasonCode>, Vec<String>) {
+async fn acks_and_messages(client: &mut Peer, count: u16) -> (Vec<ReasonCode>, Vec<String>) {
     let count = usize::from(count);
     let mut acks = Vec::new();
     let mut payloads = Vec::new();
@@ -668,7 +668,7 @@ fn assert_nothing_dropped(broker: &BrokerHandle) {
 async fn publishing_to_itself_past_its_inbox_capacity_loses_nothing() {
     let broker = small_inbox_broker().await;
     let addr = broker.local_addr();
-    let mut c = TestClient::connect(addr, V5, "echo").await;
+    let mut c = Peer::connect(addr, V5, "echo").await;
     c.subscribe("echo/#", QoS::AtLeastOnce).await;
     const MESSAGES: u16 = 40;
     let burst = qos1_burst(&mut c, "echo/x", MESSAGES);
@@ -685,9 +685,9 @@ async fn publishing_to_itself_past_its_inbox_capacity_loses_nothing() {
 async fn two_clients_publishing_to_each_other_past_their_inboxes_lose_nothing() {
     let broker = small_inbox_broker().await;
     let addr = broker.local_addr();
-    let mut a = TestClient::connect(addr, V5, "a").await;
+    let mut a = Peer::connect(addr, V5, "a").await;
     a.subscribe("to-a/#", QoS::AtLeastOnce).await;
-    let mut b = TestClient::connect(addr, V5, "b").await;
+    let mut b = Peer::connect(addr, V5, "b").await;
     b.subscribe("to-b/#", QoS::AtLeastOnce).await;
     // Enough that both publishes are waiting at once in practically every run.
     const MESSAGES: u16 = 200;
@@ -714,8 +714,8 @@ async fn retained_messages_are_bounded_in_count_and_bytes() {
     config.limits.max_retained_bytes = 1000;
     let broker = start(config).await;
     let addr = broker.local_addr();
-    let mut p = TestClient::connect(addr, V5, "p").await;
-    let mut live = TestClient::connect(addr, V5, "live").await;
+    let mut p = Peer::connect(addr, V5, "p").await;
+    let mut live = Peer::connect(addr, V5, "live").await;
     live.subscribe("r/#", QoS::AtMostOnce).await;
     for topic in ["r/1", "r/2", "r/3", "r/4"] {
         p.publish(topic, "x", QoS::AtLeastOnce, true).await;
@@ -736,11 +736,11 @@ async fn retained_messages_are_bounded_in_count_and_bytes() {
     p.publish("r/2", "z", QoS::AtLeastOnce, true).await;
     p.publish("r/3", "", QoS::AtLeastOnce, true).await;
     assert_eq!(broker.stats().retained_messages, 1);
-    let mut late = TestClient::connect(addr, V5, "late").await;
+    let mut late = Peer::connect(addr, V5, "late").await;
     late.subscribe("r/#", QoS::AtMostOnce).await;
     let only = late.recv_publish().await;
     assert_eq!((only.topic.as_str(), &only.payload[..]), ("r/2", &b"z"[..]));
-    late.expect_silence(150).await;
+    late.expect_silence(Duration::from_millis(150)).await;
     // Room again: a new topic is retained.
     p.publish("r/5", "x", QoS::AtLeastOnce, true).await;
     assert_eq!(broker.stats().retained_messages, 2);
@@ -759,14 +759,14 @@ async fn sessions_are_bounded_and_known_clients_still_connect() {
     for id in ["kept-1", "kept-2"] {
         let mut connect = Connect::new(V311, id);
         connect.clean_start = false;
-        let (mut c, ack) = TestClient::connect_with(addr, connect).await;
+        let (mut c, ack) = Peer::connect_with(addr, connect).await;
         assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
         c.send(Packet::Disconnect(Default::default())).await;
     }
     // Both offline sessions remain; a third client identifier finds no room.
-    let (_c, ack) = TestClient::connect_with(addr, Connect::new(V5, "third")).await;
+    let (_c, ack) = Peer::connect_with(addr, Connect::new(V5, "third")).await;
     assert_eq!(ack.reason_code, ReasonCode::QUOTA_EXCEEDED);
-    let (_c, ack) = TestClient::connect_with(addr, Connect::new(V311, "third-3x")).await;
+    let (_c, ack) = Peer::connect_with(addr, Connect::new(V311, "third-3x")).await;
     assert_eq!(
         ack.reason_code,
         ReasonCode::SERVER_UNAVAILABLE,
@@ -774,7 +774,7 @@ async fn sessions_are_bounded_and_known_clients_still_connect() {
     );
     let mut connect = Connect::new(V311, "kept-1");
     connect.clean_start = false;
-    let (_c, ack) = TestClient::connect_with(addr, connect).await;
+    let (_c, ack) = Peer::connect_with(addr, connect).await;
     assert_eq!(
         ack.reason_code,
         ReasonCode::SUCCESS,

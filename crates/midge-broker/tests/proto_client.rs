@@ -156,7 +156,7 @@ async fn proto_client_resumes_its_session_and_gets_what_it_missed() {
     // Gone without DISCONNECT: the session stays on the broker.
     drop(sub);
 
-    let mut p = TestClient::connect(addr, ProtocolVersion::V5, "while-away").await;
+    let mut p = Peer::connect(addr, ProtocolVersion::V5, "while-away").await;
     p.publish("missed/a", "while you were away", QoS::AtLeastOnce, false)
         .await;
 

@@ -44,7 +44,7 @@ async fn until_offline(broker: &BrokerHandle) {
 
 /// Receives `n` PUBLISH packets, which the broker may send one after the other without
 /// waiting for the QoS 2 flows, and completes every flow.
-async fn receive(client: &mut TestClient, n: usize) -> Vec<Publish> {
+async fn receive(client: &mut Peer, n: usize) -> Vec<Publish> {
     let mut got = Vec::new();
     let mut open = 0;
     while got.len() < n || open > 0 {
@@ -79,7 +79,7 @@ async fn messages_routed_to_an_offline_session_survive_a_restart() {
     let subscribers = [(V5, "off-v5"), (V311, "off-v311")];
     for (version, id) in subscribers {
         let (mut s, ack) =
-            TestClient::connect_with(first.local_addr(), persistent(version, id, 600)).await;
+            Peer::connect_with(first.local_addr(), persistent(version, id, 600)).await;
         assert!(!ack.session_present);
         s.subscribe("r/#", QoS::ExactlyOnce).await;
         s.disconnect().await;
@@ -88,7 +88,7 @@ async fn messages_routed_to_an_offline_session_survive_a_restart() {
     // Both sessions were saved as they went offline, empty.
     assert_eq!(store.session_count(), 2);
     // Routed into the offline sessions after that save.
-    let mut p = TestClient::connect(first.local_addr(), V5, "off-pub").await;
+    let mut p = Peer::connect(first.local_addr(), V5, "off-pub").await;
     assert_eq!(
         p.publish("r/1", "one", QoS::AtLeastOnce, false).await,
         ReasonCode::SUCCESS
@@ -103,7 +103,7 @@ async fn messages_routed_to_an_offline_session_survive_a_restart() {
     let second = start_on(&store).await;
     // The restored sessions are subscribed: routed to while still offline.
     assert_eq!(second.stats().subscriptions, 2);
-    let mut p = TestClient::connect(second.local_addr(), V5, "off-pub").await;
+    let mut p = Peer::connect(second.local_addr(), V5, "off-pub").await;
     assert_eq!(
         p.publish("r/3", "three", QoS::AtLeastOnce, false).await,
         ReasonCode::SUCCESS
@@ -111,7 +111,7 @@ async fn messages_routed_to_an_offline_session_survive_a_restart() {
     p.disconnect().await;
     for (version, id) in subscribers {
         let (mut s, ack) =
-            TestClient::connect_with(second.local_addr(), persistent(version, id, 600)).await;
+            Peer::connect_with(second.local_addr(), persistent(version, id, 600)).await;
         assert!(ack.session_present, "{id}");
         let got: Vec<_> = receive(&mut s, 3)
             .await
@@ -127,7 +127,7 @@ async fn messages_routed_to_an_offline_session_survive_a_restart() {
             ],
             "{id}"
         );
-        s.expect_silence(150).await;
+        s.expect_silence(Duration::from_millis(150)).await;
         s.disconnect().await;
     }
     second.shutdown().await;
@@ -137,16 +137,14 @@ async fn messages_routed_to_an_offline_session_survive_a_restart() {
 async fn a_store_that_keeps_no_sessions_restores_none() {
     let store = Arc::new(MemoryStore::new());
     let first = start_on(&store).await;
-    let (mut s, _) =
-        TestClient::connect_with(first.local_addr(), persistent(V5, "gone", 600)).await;
+    let (mut s, _) = Peer::connect_with(first.local_addr(), persistent(V5, "gone", 600)).await;
     s.subscribe("g/#", QoS::AtLeastOnce).await;
     s.disconnect().await;
     until_offline(&first).await;
     first.shutdown().await;
     assert_eq!(store.session_count(), 0);
     let second = start_on(&store).await;
-    let (_s, ack) =
-        TestClient::connect_with(second.local_addr(), persistent(V5, "gone", 600)).await;
+    let (_s, ack) = Peer::connect_with(second.local_addr(), persistent(V5, "gone", 600)).await;
     assert!(!ack.session_present);
     second.shutdown().await;
 }
@@ -162,9 +160,9 @@ async fn qos2_flows_in_the_middle_go_on_after_a_restart() {
         let store = Arc::new(MemoryStore::keeping_sessions());
         let first = start_on(&store).await;
         let addr = first.local_addr();
-        let (mut s, _) = TestClient::connect_with(addr, persistent(version, "q2-sub", 600)).await;
+        let (mut s, _) = Peer::connect_with(addr, persistent(version, "q2-sub", 600)).await;
         s.subscribe("x/#", QoS::ExactlyOnce).await;
-        let (mut p, _) = TestClient::connect_with(addr, persistent(version, "q2-pub", 600)).await;
+        let (mut p, _) = Peer::connect_with(addr, persistent(version, "q2-pub", 600)).await;
         let publish = Publish {
             qos: QoS::ExactlyOnce,
             topic: "x/a".into(),
@@ -186,7 +184,7 @@ async fn qos2_flows_in_the_middle_go_on_after_a_restart() {
         let second = start_on(&store).await;
         let addr = second.local_addr();
         // The publisher first: a broker that routed its resend again would queue a second copy.
-        let (mut p, ack) = TestClient::connect_with(addr, persistent(version, "q2-pub", 600)).await;
+        let (mut p, ack) = Peer::connect_with(addr, persistent(version, "q2-pub", 600)).await;
         assert!(ack.session_present);
         p.send(Packet::Publish(Publish {
             dup: true,
@@ -203,14 +201,14 @@ async fn qos2_flows_in_the_middle_go_on_after_a_restart() {
             (pid(10), ReasonCode::SUCCESS)
         );
 
-        let (mut s, ack) = TestClient::connect_with(addr, persistent(version, "q2-sub", 600)).await;
+        let (mut s, ack) = Peer::connect_with(addr, persistent(version, "q2-sub", 600)).await;
         assert!(ack.session_present);
         let again = s.recv_publish().await;
         assert_eq!(
             (again.packet_id, again.dup, again.payload),
             (Some(out_id), true, Bytes::from_static(b"once"))
         );
-        s.expect_silence(200).await;
+        s.expect_silence(Duration::from_millis(200)).await;
         s.disconnect().await;
         p.disconnect().await;
         second.shutdown().await;
@@ -224,7 +222,7 @@ async fn qos2_flows_in_the_middle_go_on_after_a_restart() {
 async fn a_restored_session_expires() {
     let store = Arc::new(MemoryStore::keeping_sessions());
     let first = start_on(&store).await;
-    let (mut s, _) = TestClient::connect_with(first.local_addr(), persistent(V5, "brief", 1)).await;
+    let (mut s, _) = Peer::connect_with(first.local_addr(), persistent(V5, "brief", 1)).await;
     s.subscribe("b/#", QoS::AtLeastOnce).await;
     s.disconnect().await;
     until_offline(&first).await;
@@ -244,7 +242,7 @@ async fn a_restored_session_expires() {
         "the restored session did not expire"
     );
     assert_eq!(second.stats().subscriptions, 0);
-    let (_s, ack) = TestClient::connect_with(second.local_addr(), persistent(V5, "brief", 1)).await;
+    let (_s, ack) = Peer::connect_with(second.local_addr(), persistent(V5, "brief", 1)).await;
     assert!(!ack.session_present);
     second.shutdown().await;
 }

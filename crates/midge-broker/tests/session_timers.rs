@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use common::*;
 use midge_codec::{Connect, QoS, ReasonCode, Will};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{Mutex, MutexGuard};
 
 /// Reconnects in the test; `MIDGE_RECONNECTS` sets another number (100,000 takes about a
@@ -50,10 +49,10 @@ fn persistent(id: &str, expiry: u32, will_delay: u32) -> Connect {
 /// Connects, then closes without DISCONNECT, so that the will stays, waiting for its delay,
 /// and waits until the broker has closed its side: by then the session is offline.
 async fn connect_and_drop(addr: SocketAddr, connect: &Connect, present: bool) {
-    let (mut client, ack) = TestClient::connect_with(addr, connect.clone()).await;
+    let (mut client, ack) = Peer::connect_with(addr, connect.clone()).await;
     assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
     assert_eq!(ack.session_present, present);
-    let _ = client.stream.shutdown().await;
+    client.shutdown().await;
     client.until_closed().await;
 }
 
@@ -130,7 +129,7 @@ async fn reconnects_of_a_long_lived_session_leave_no_timers_behind() {
         );
     }
     // Online, the session has no deadline at all.
-    let (back, ack) = TestClient::connect_with(addr, connect.clone()).await;
+    let (back, ack) = Peer::connect_with(addr, connect.clone()).await;
     assert!(ack.session_present);
     assert_eq!(broker.pending_session_deadlines(), 0);
     drop(back);

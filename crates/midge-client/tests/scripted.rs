@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::script::{Mode, Network, Peer};
-use common::within;
+use common::script::{self, Mode, Network, Peer};
+use common::{within, WAIT};
 use midge_client::codec::{
     ConnAck, Packet, PacketId, PubAck, Publish, UnsubAck, Will, WillProperties,
 };
@@ -77,7 +77,7 @@ async fn next_event(events: &mut broadcast::Receiver<ConnectionEvent>) -> Connec
 }
 
 async fn publish_packet(peer: &mut Peer, what: &str) -> Publish {
-    match peer.expect(what).await {
+    match peer.recv_packet().await {
         Packet::Publish(publish) => publish,
         other => panic!("expected PUBLISH ({what}), got {other:?}"),
     }
@@ -99,7 +99,7 @@ async fn keepalive_pings_after_a_silent_interval_and_not_before() {
         assert_eq!(peer.accept_connect(false).await.keep_alive, 10);
         within("connected", client.wait_connected()).await.unwrap();
         let connected = Instant::now();
-        assert_eq!(peer.expect("PINGREQ").await, Packet::PingReq);
+        assert_eq!(peer.recv_packet().await, Packet::PingReq);
         assert_at(connected.elapsed(), secs(10));
         peer.send(Packet::PingResp).await;
         // A publish 4 s later: the next PINGREQ comes 10 s after it.
@@ -108,10 +108,10 @@ async fn keepalive_pings_after_a_silent_interval_and_not_before() {
         let publish = publish_packet(&mut peer, "the publish").await;
         assert_eq!(publish.topic.as_str(), "k/x");
         let published = Instant::now();
-        assert_eq!(peer.expect("PINGREQ").await, Packet::PingReq);
+        assert_eq!(peer.recv_packet().await, Packet::PingReq);
         assert_at(published.elapsed(), secs(10));
         peer.send(Packet::PingResp).await;
-        assert_eq!(peer.expect("PINGREQ").await, Packet::PingReq);
+        assert_eq!(peer.recv_packet().await, Packet::PingReq);
         assert_at(published.elapsed(), secs(20));
         assert!(client.is_connected(), "{version:?}");
     }
@@ -131,7 +131,7 @@ async fn server_keep_alive_replaces_ours() {
     assert_eq!(peer.accept_with(connack).await.keep_alive, 60);
     within("connected", client.wait_connected()).await.unwrap();
     let connected = Instant::now();
-    assert_eq!(peer.expect("PINGREQ").await, Packet::PingReq);
+    assert_eq!(peer.recv_packet().await, Packet::PingReq);
     assert_at(connected.elapsed(), secs(15));
     assert_no_real_wait(real);
 }
@@ -157,7 +157,7 @@ async fn an_unanswered_ping_closes_the_connection_after_the_response_timeout() {
         }
     );
     let connected = Instant::now();
-    assert_eq!(peer.expect("PINGREQ").await, Packet::PingReq);
+    assert_eq!(peer.recv_packet().await, Packet::PingReq);
     let rest = peer.until_closed().await;
     assert_at(connected.elapsed(), secs(13));
     assert!(
@@ -194,7 +194,7 @@ async fn an_unanswered_connect_times_out() {
     let start = Instant::now();
     let connecting = tokio::spawn(builder.response_timeout(secs(8)).reconnect(None).connect());
     let mut peer = network.accept().await;
-    peer.connect().await;
+    peer.expect_connect().await;
     let outcome = within("connect fails", connecting).await.unwrap();
     assert_eq!(
         outcome.unwrap_err(),
@@ -370,10 +370,7 @@ async fn unacknowledged_messages_are_resent_only_when_the_session_resumes() {
         assert!(!first.dup && !second.dup);
         let (id1, id2) = (first.packet_id.unwrap(), second.packet_id.unwrap());
         peer.send(Packet::PubRec(PubAck::new(id2))).await;
-        assert_eq!(
-            peer.expect("PUBREL").await,
-            Packet::PubRel(PubAck::new(id2))
-        );
+        assert_eq!(peer.recv_packet().await, Packet::PubRel(PubAck::new(id2)));
         assert_eq!(
             peer.next(secs(600)).await,
             None,
@@ -384,14 +381,11 @@ async fn unacknowledged_messages_are_resent_only_when_the_session_resumes() {
         let mut peer = network.accept().await;
         assert!(!peer.accept_connect(true).await.clean_start);
         assert_eq!(
-            peer.expect("the QoS 1 publish again").await,
+            peer.recv_packet().await,
             Packet::Publish(Publish { dup: true, ..first }),
             "{version:?}"
         );
-        assert_eq!(
-            peer.expect("the PUBREL again").await,
-            Packet::PubRel(PubAck::new(id2))
-        );
+        assert_eq!(peer.recv_packet().await, Packet::PubRel(PubAck::new(id2)));
         peer.send(Packet::PubAck(PubAck::new(id1))).await;
         peer.send(Packet::PubComp(PubAck::new(id2))).await;
         assert_eq!(within("QoS 1", qos1).await, Ok(ReasonCode::SUCCESS));
@@ -433,7 +427,7 @@ async fn a_request_without_response_times_out_and_unsubscribes() {
         ClientError::Timeout
     );
     assert_at(start.elapsed(), secs(5));
-    let Packet::Unsubscribe(unsubscribe) = peer.expect("UNSUBSCRIBE").await else {
+    let Packet::Unsubscribe(unsubscribe) = peer.recv_packet().await else {
         panic!("expected UNSUBSCRIBE");
     };
     assert_eq!(unsubscribe.filters, [response_topic]);
@@ -467,9 +461,9 @@ async fn unclaimed_messages_are_held_for_hold_unclaimed_then_acknowledged() {
     peer.accept_connect(true).await;
     within("connected", client.wait_connected()).await.unwrap();
     let start = Instant::now();
-    peer.publish("backlog/x", 1, "one").await;
-    peer.publish("claimed/x", 2, "two").await;
-    peer.publish("backlog/x", 3, "three").await;
+    peer.send(script::publish("backlog/x", 1, "one")).await;
+    peer.send(script::publish("claimed/x", 2, "two")).await;
+    peer.send(script::publish("backlog/x", 3, "three")).await;
     tokio::time::sleep(secs(1)).await;
     let subscribing = tokio::spawn({
         let client = client.clone();
@@ -487,10 +481,7 @@ async fn unclaimed_messages_are_held_for_hold_unclaimed_then_acknowledged() {
     // Acknowledgements go in arrival order [MQTT-4.6.0-2]: the claimed message's waits for
     // the unclaimed one before it.
     for n in [1, 2, 3] {
-        assert_eq!(
-            peer.expect("PUBACK").await,
-            Packet::PubAck(PubAck::new(id(n)))
-        );
+        assert_eq!(peer.recv_packet().await, Packet::PubAck(PubAck::new(id(n))));
         assert_at(start.elapsed(), secs(2));
     }
     assert_eq!(client.dropped_messages(), 2);
@@ -769,7 +760,7 @@ async fn a_transport_that_buffers_is_flushed() {
     let server = within("the client connects", accepted.recv())
         .await
         .unwrap();
-    let mut peer = Peer::new(server, V5);
+    let mut peer = Peer::new(server, V5).with_wait(WAIT);
     peer.accept_connect(false).await;
     within("connected", client.wait_connected()).await.unwrap();
     let publishing = tokio::spawn({
@@ -783,7 +774,7 @@ async fn a_transport_that_buffers_is_flushed() {
         within("PUBACK", publishing).await.unwrap(),
         Ok(ReasonCode::SUCCESS)
     );
-    assert_eq!(peer.expect("PINGREQ").await, Packet::PingReq);
+    assert_eq!(peer.recv_packet().await, Packet::PingReq);
     peer.send(Packet::PingResp).await;
     client.disconnect(ReasonCode::SUCCESS).await;
     match peer.until_closed().await.as_slice() {
@@ -828,7 +819,7 @@ async fn connect_carries_user_properties_and_a_user_name_without_password() {
         .connect_user_property("region", "eu-2")
         .build()
         .unwrap();
-    let connect = network.accept().await.connect().await;
+    let connect = network.accept().await.expect_connect().await;
     assert_eq!(connect.client_id.as_str(), "props");
     assert_eq!(connect.username.as_ref().map(|u| u.as_str()), Some("alice"));
     assert_eq!(connect.password, None);
@@ -858,7 +849,7 @@ async fn overflowing_held_messages_are_never_acknowledged_unseen() {
     let mut first = network.accept().await;
     first.accept_connect(true).await;
     for (id, payload) in [(1, "1"), (2, "2"), (3, "3"), (4, "4")] {
-        first.publish("held/x", id, payload).await;
+        first.send(script::publish("held/x", id, payload)).await;
     }
     // Nothing is acknowledged before the application subscribes.
     assert_eq!(first.next(secs(1)).await, None);
@@ -870,7 +861,7 @@ async fn overflowing_held_messages_are_never_acknowledged_unseen() {
     let (_, mut stream) = within("SUBACK", subscribing).await.unwrap().unwrap();
     for n in [1, 2] {
         assert_eq!(
-            first.expect("PUBACK").await,
+            first.recv_packet().await,
             Packet::PubAck(PubAck::new(id(n)))
         );
     }
@@ -889,7 +880,7 @@ async fn overflowing_held_messages_are_never_acknowledged_unseen() {
     let mut second = network.accept().await;
     second.accept_connect(true).await;
     for (id, payload) in [(3, "3"), (4, "4")] {
-        second.publish("held/x", id, payload).await;
+        second.send(script::publish("held/x", id, payload)).await;
     }
     for payload in ["3", "4"] {
         assert_eq!(
@@ -899,7 +890,7 @@ async fn overflowing_held_messages_are_never_acknowledged_unseen() {
     }
     for n in [3, 4] {
         assert_eq!(
-            second.expect("PUBACK").await,
+            second.recv_packet().await,
             Packet::PubAck(PubAck::new(id(n)))
         );
     }
@@ -935,11 +926,19 @@ async fn overlapping_subscriptions_deliver_each_message_once_per_stream() {
     }
     assert_ne!(ids[0], ids[1]);
     // One copy per subscription, QoS 2, each with its own identifier.
-    peer.publish_with("o/x", 1, "copies", QOS2, &[ids[0]]).await;
-    peer.publish_with("o/x", 2, "copies", QOS2, &[ids[1]]).await;
-    // One copy for both.
-    peer.publish_with("o/x", 3, "single", QOS1, &[ids[0], ids[1]])
+    peer.send(script::publish_with("o/x", 1, "copies", QOS2, &[ids[0]]))
         .await;
+    peer.send(script::publish_with("o/x", 2, "copies", QOS2, &[ids[1]]))
+        .await;
+    // One copy for both.
+    peer.send(script::publish_with(
+        "o/x",
+        3,
+        "single",
+        QOS1,
+        &[ids[0], ids[1]],
+    ))
+    .await;
     for stream in &mut streams {
         let first = within("copy", stream.recv()).await.unwrap();
         assert_eq!(first.payload(), "copies");
@@ -966,7 +965,7 @@ async fn a_qos2_publish_the_broker_received_reports_release_pending_on_close() {
     publish_packet(&mut peer, "the second publish").await;
     let id = first.packet_id.unwrap();
     peer.send(Packet::PubRec(PubAck::new(id))).await;
-    assert_eq!(peer.expect("PUBREL").await, Packet::PubRel(PubAck::new(id)));
+    assert_eq!(peer.recv_packet().await, Packet::PubRel(PubAck::new(id)));
     client.disconnect(ReasonCode::SUCCESS).await;
     assert_eq!(
         within("outcome", received).await,
@@ -995,16 +994,13 @@ async fn acknowledgements_follow_arrival_order_not_read_order() {
         peer.grant_subscribe().await;
         streams.push(within("SUBACK", subscribing).await.unwrap().unwrap().1);
     }
-    peer.publish("a/x", 1, "a").await;
-    peer.publish("b/x", 2, "b").await;
+    peer.send(script::publish("a/x", 1, "a")).await;
+    peer.send(script::publish("b/x", 2, "b")).await;
     // The application reads b first.
     assert_eq!(within("b", streams[1].recv()).await.unwrap().payload(), "b");
     assert_eq!(within("a", streams[0].recv()).await.unwrap().payload(), "a");
     for n in [1, 2] {
-        assert_eq!(
-            peer.expect("PUBACK").await,
-            Packet::PubAck(PubAck::new(id(n)))
-        );
+        assert_eq!(peer.recv_packet().await, Packet::PubAck(PubAck::new(id(n))));
     }
     assert_no_real_wait(real);
 }
@@ -1032,13 +1028,11 @@ async fn a_topic_of_any_depth_is_delivered() {
         .into_iter()
         .collect();
     let topic = format!("deep{}", "/l".repeat(300));
-    peer.publish_with(&topic, 1, "deep", QOS1, &ids).await;
+    peer.send(script::publish_with(&topic, 1, "deep", QOS1, &ids))
+        .await;
     let m = within("the deep message", stream.recv()).await.unwrap();
     assert_eq!(m.topic(), topic);
-    assert_eq!(
-        peer.expect("PUBACK").await,
-        Packet::PubAck(PubAck::new(id(1)))
-    );
+    assert_eq!(peer.recv_packet().await, Packet::PubAck(PubAck::new(id(1))));
     assert_eq!(client.dropped_messages(), 0);
     assert_no_real_wait(real);
 }
@@ -1062,11 +1056,11 @@ async fn an_acknowledgement_never_crosses_to_a_later_connection() {
     first.accept_connect(false).await;
     first.grant_subscribe().await;
     let (_, mut stream) = subscribing.await.unwrap().unwrap();
-    first.publish("acks/x", 1, "buffered").await;
-    first.publish("acks/x", 2, "old").await;
+    first.send(script::publish("acks/x", 1, "buffered")).await;
+    first.send(script::publish("acks/x", 2, "old")).await;
     // The first fills the stream's buffer and is acknowledged; "old" is held back.
     assert_eq!(
-        first.expect("PUBACK").await,
+        first.recv_packet().await,
         Packet::PubAck(PubAck::new(id(1)))
     );
     drop(first); // cut before the application reads anything
@@ -1074,7 +1068,7 @@ async fn an_acknowledgement_never_crosses_to_a_later_connection() {
     let mut second = network.accept().await;
     second.accept_connect(false).await;
     second.grant_subscribe().await;
-    second.publish("acks/x", 2, "new").await;
+    second.send(script::publish("acks/x", 2, "new")).await;
     // The client takes "new" in (held back behind "old") before "old" moves on.
     assert_eq!(second.next(secs(1)).await, None);
     let buffered = within("the buffered message", stream.recv()).await.unwrap();
@@ -1087,7 +1081,7 @@ async fn an_acknowledgement_never_crosses_to_a_later_connection() {
     assert_eq!(old.payload(), "old");
     // "new" moves into the stream, which acknowledges it on its own connection.
     assert_eq!(
-        second.expect("PUBACK").await,
+        second.recv_packet().await,
         Packet::PubAck(PubAck::new(id(2)))
     );
     let new = within("the new message", stream.recv()).await.unwrap();

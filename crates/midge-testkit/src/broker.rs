@@ -38,9 +38,11 @@ use bytes::BytesMut;
 use midge_broker::core::{Connection, Core};
 use midge_broker::{AllowAll, BrokerConfig, Hooks, MemoryStore, Standalone, Store};
 use midge_codec::{
-    ConnAck, Connect, Disconnect, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode,
-    Subscribe, SubscriptionOptions,
+    ConnAck, Connect, Disconnect, Packet, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe,
+    SubscriptionOptions,
 };
+
+use crate::raw::{acknowledgement, PacketIds};
 
 /// A client of a [`VirtualBroker`], by the order it connected in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -58,7 +60,7 @@ struct Client {
     from_broker: BytesMut,
     /// Packets the client has decoded and not yet handed to the test.
     received: VecDeque<Packet>,
-    next_packet_id: u16,
+    packet_ids: PacketIds,
 }
 
 /// The broker core with scripted clients on a virtual clock; see the [module
@@ -114,7 +116,7 @@ impl VirtualBroker {
             to_broker: BytesMut::new(),
             from_broker: BytesMut::new(),
             received: VecDeque::new(),
-            next_packet_id: 1,
+            packet_ids: PacketIds::new(),
         });
         ClientId(self.clients.len() - 1)
     }
@@ -149,7 +151,7 @@ impl VirtualBroker {
     /// # Panics
     /// If the broker does not answer with a SUBACK.
     pub fn subscribe(&mut self, client: ClientId, filter: &str, qos: QoS) -> ReasonCode {
-        let packet_id = self.packet_id(client);
+        let packet_id = self.clients[client.0].packet_ids.allocate();
         let subscribe = Subscribe {
             packet_id,
             filters: vec![(filter.to_owned().into(), SubscriptionOptions::qos(qos))],
@@ -168,7 +170,8 @@ impl VirtualBroker {
         let publish = Publish {
             qos,
             topic: topic.to_owned().into(),
-            packet_id: (qos != QoS::AtMostOnce).then(|| self.packet_id(client)),
+            packet_id: (qos != QoS::AtMostOnce)
+                .then(|| self.clients[client.0].packet_ids.allocate()),
             payload: payload.as_bytes().to_vec().into(),
             ..Publish::default()
         };
@@ -209,14 +212,8 @@ impl VirtualBroker {
         loop {
             match self.recv(client)? {
                 Packet::Publish(publish) => {
-                    match (publish.qos, publish.packet_id) {
-                        (QoS::AtLeastOnce, Some(id)) => {
-                            self.send(client, Packet::PubAck(midge_codec::PubAck::new(id)));
-                        }
-                        (QoS::ExactlyOnce, Some(id)) => {
-                            self.send(client, Packet::PubRec(midge_codec::PubAck::new(id)));
-                        }
-                        _ => {}
+                    if let Some(ack) = acknowledgement(&publish) {
+                        self.send(client, ack);
                     }
                     return Some(publish);
                 }
@@ -297,12 +294,5 @@ impl VirtualBroker {
             }
         }
         panic!("the broker did not settle in {MAX_SETTLE_ROUNDS} rounds");
-    }
-
-    fn packet_id(&mut self, client: ClientId) -> PacketId {
-        let c = &mut self.clients[client.0];
-        let id = c.next_packet_id;
-        c.next_packet_id = c.next_packet_id.checked_add(1).unwrap_or(1);
-        PacketId::new(id).expect("never zero")
     }
 }

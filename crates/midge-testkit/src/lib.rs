@@ -7,6 +7,7 @@ pub mod check;
 pub mod log;
 mod net;
 pub mod peers;
+pub mod raw;
 pub mod rng;
 pub mod sim;
 pub mod world;

@@ -3,46 +3,23 @@
 //! port, a broker that refuses subscriptions, and a fake broker that loses messages.
 #![allow(missing_docs)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use midge_broker::{Broker, BrokerConfig};
-use midge_codec::{ConnAck, Packet, ProtocolVersion, PubAck, ReasonCode, SubAck, MAX_PACKET_SIZE};
+use common::test_config;
+use midge_broker::BrokerConfig;
+use midge_codec::{Packet, ProtocolVersion, PubAck};
+use midge_testkit::raw::{Peer, Recv};
 use serde_json::Value;
 
-/// Starts a broker on 127.0.0.1:0 in a background runtime; it lives until the test ends.
+/// Starts a broker with `config` on 127.0.0.1:0 in a background runtime; it lives until the
+/// test ends.
 fn start_broker(config: BrokerConfig) -> SocketAddr {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let broker = Broker::builder()
-                .config(config)
-                .bind("127.0.0.1:0".parse().expect("addr"))
-                .start()
-                .await
-                .expect("broker starts");
-            tx.send(broker.local_addr()).expect("send addr");
-            std::future::pending::<()>().await;
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("broker address")
-}
-
-fn test_config() -> BrokerConfig {
-    let mut config = BrokerConfig::default();
-    config.sys.interval_secs = 0;
-    config
+    common::start_broker_configured(config, midge_broker::AllowAll)
 }
 
 /// Runs `midge bench <args> -p <port> --json --quiet -d 20s`.
@@ -321,52 +298,32 @@ fn invalid_arguments_exit_2() {
 
 /// A broker that acknowledges every QoS 1 PUBLISH and delivers nothing.
 fn start_lossy_broker() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            thread::spawn(move || serve_lossy(stream));
+    common::serve_in_background(|addr| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        addr.send(listener.local_addr().expect("addr"))
+            .expect("send addr");
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve_lossy(Peer::new(stream, ProtocolVersion::V3_1_1)));
         }
-    });
-    addr
+    })
 }
 
-fn serve_lossy(mut stream: TcpStream) {
-    let v = ProtocolVersion::V3_1_1;
-    let mut buf = BytesMut::new();
-    let mut chunk = [0u8; 4096];
+/// Accepts the connection and every subscription, acknowledges every PUBLISH, and forwards
+/// nothing, until the client closes the connection.
+async fn serve_lossy(mut peer: Peer) {
     loop {
-        while let Ok(Some(packet)) = Packet::decode(&mut buf, v, MAX_PACKET_SIZE) {
-            let reply = match packet {
-                Packet::Connect(_) => Packet::ConnAck(Box::new(ConnAck {
-                    session_present: false,
-                    reason_code: ReasonCode::SUCCESS,
-                    properties: Default::default(),
-                })),
-                Packet::Subscribe(s) => Packet::SubAck(SubAck {
-                    packet_id: s.packet_id,
-                    reason_codes: vec![ReasonCode(1); s.filters.len()],
-                    properties: Default::default(),
-                }),
-                Packet::Publish(p) => match p.packet_id {
-                    Some(id) => Packet::PubAck(PubAck {
-                        packet_id: id,
-                        reason_code: ReasonCode::SUCCESS,
-                        properties: Default::default(),
-                    }),
-                    None => continue,
-                },
-                _ => continue,
-            };
-            let mut out = BytesMut::new();
-            reply.encode(v, &mut out).expect("encodes");
-            if stream.write_all(&out).is_err() {
-                return;
+        match peer.recv_within(Duration::MAX).await {
+            Recv::Packet(Packet::Connect(_)) => peer.send(Packet::ConnAck(Box::default())).await,
+            Recv::Packet(Packet::Subscribe(subscribe)) => peer.grant(&subscribe).await,
+            Recv::Packet(Packet::Publish(publish)) => {
+                if let Some(id) = publish.packet_id {
+                    peer.send(Packet::PubAck(PubAck::new(id))).await;
+                }
             }
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Recv::Packet(_) => {}
+            _ => return,
         }
     }
 }

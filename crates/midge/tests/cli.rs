@@ -2,34 +2,23 @@
 //! DISCONNECT 0x8B before it exits.
 #![allow(missing_docs)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use midge_codec::{Connect, Packet, ProtocolVersion, ReasonCode, MAX_PACKET_SIZE};
+use midge_codec::{Connect, Packet, ProtocolVersion, ReasonCode};
+use midge_testkit::raw::Peer;
+use tokio::net::TcpStream;
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
 
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
 
-fn read_packet(stream: &mut TcpStream, buf: &mut BytesMut) -> Option<Packet> {
-    loop {
-        if let Ok(Some(p)) = Packet::decode(buf, ProtocolVersion::V5, MAX_PACKET_SIZE) {
-            return Some(p);
-        }
-        let mut chunk = [0u8; 1024];
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
-#[test]
-fn broker_serves_and_shuts_down_on_sigterm() {
+#[tokio::test]
+async fn broker_serves_and_shuts_down_on_sigterm() {
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_midge"))
         .args(["broker", "--bind", "127.0.0.1", "-p", &port.to_string()])
@@ -38,39 +27,31 @@ fn broker_serves_and_shuts_down_on_sigterm() {
         .spawn()
         .expect("spawns");
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut stream = loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
+    let stream = loop {
+        match TcpStream::connect(("127.0.0.1", port)).await {
             Ok(s) => break s,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             Err(e) => {
                 let _ = child.kill();
                 panic!("broker did not start: {e}");
             }
         }
     };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let mut out = BytesMut::new();
-    Packet::Connect(Box::new(Connect::new(ProtocolVersion::V5, "cli-test")))
-        .encode(ProtocolVersion::V5, &mut out)
-        .expect("encodes");
-    stream.write_all(&out).expect("writes");
-    let mut buf = BytesMut::new();
-    match read_packet(&mut stream, &mut buf) {
-        Some(Packet::ConnAck(ack)) => assert_eq!(ack.reason_code, ReasonCode::SUCCESS),
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
+    let mut peer = Peer::new(stream, V5).with_wait(Duration::from_secs(5));
+    let ack = peer.handshake(Connect::new(V5, "cli-test")).await;
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(status.success());
-    match read_packet(&mut stream, &mut buf) {
-        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, ReasonCode::SERVER_SHUTTING_DOWN),
+    match peer.recv_packet().await {
+        Packet::Disconnect(d) => assert_eq!(d.reason_code, ReasonCode::SERVER_SHUTTING_DOWN),
         other => panic!("expected DISCONNECT 0x8B, got {other:?}"),
     }
-    drop(stream);
+    drop(peer);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = child.try_wait().expect("waits") {
@@ -81,7 +62,7 @@ fn broker_serves_and_shuts_down_on_sigterm() {
             let _ = child.kill();
             panic!("broker did not exit");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -1,6 +1,7 @@
 //! A scripted broker on an in-memory network, for tests on tokio's paused clock: the client
 //! connects through a [`Connector`] that hands it one end of a `tokio::io::duplex` pipe, and
-//! the test plays the broker on the other end, packet by packet, with midge-codec.
+//! the test plays the broker on the other end, packet by packet, with the raw peer of
+//! `midge_testkit::raw`.
 //!
 //! Everything runs in the test's runtime and no byte passes through the kernel, so tokio
 //! advances its paused clock only when the client and the test both wait: a timer fires
@@ -10,13 +11,10 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use midge_client::codec::{
-    ConnAck, Connect, Packet, PacketId, Publish, PublishProperties, SubAck, Subscribe,
-    SubscriptionId, MAX_PACKET_SIZE,
-};
-use midge_client::{ClientBuilder, Connector, ProtocolVersion, QoS, ReasonCode, ReconnectPolicy};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use bytes::Bytes;
+use midge_client::codec::{Packet, PacketId, Publish, PublishProperties, SubscriptionId};
+use midge_client::{ClientBuilder, Connector, ProtocolVersion, QoS, ReconnectPolicy};
+use tokio::io::DuplexStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -115,11 +113,7 @@ impl Network {
             .await
             .expect("timed out: the client connects")
             .expect("the connector is alive");
-        Peer {
-            stream,
-            buf: BytesMut::new(),
-            version: self.version,
-        }
+        Peer::new(stream, self.version).with_wait(WAIT)
     }
 
     /// Whether another connection arrives within `wait`.
@@ -131,152 +125,34 @@ impl Network {
     }
 }
 
-/// What [`Peer::read`] found.
-enum Read {
-    Packet(Packet),
-    /// The client closed the connection.
-    Closed,
-    /// Nothing came in time.
-    Silent,
-}
-
 /// The broker's end of one connection.
-pub struct Peer {
-    stream: DuplexStream,
-    buf: BytesMut,
-    version: ProtocolVersion,
+pub type Peer = midge_testkit::raw::Peer<DuplexStream>;
+
+/// A QoS 1 PUBLISH from the broker, with packet identifier `id`.
+pub fn publish(topic: &str, id: u16, payload: &'static str) -> Packet {
+    publish_with(topic, id, payload, QoS::AtLeastOnce, &[])
 }
 
-impl Peer {
-    /// The broker's end `stream` of a connection made outside a [`Network`].
-    pub fn new(stream: DuplexStream, version: ProtocolVersion) -> Self {
-        Self {
-            stream,
-            buf: BytesMut::new(),
-            version,
-        }
-    }
-
-    /// The next packet, or `None` if none comes within `wait` or the client closes the
-    /// connection.
-    pub async fn next(&mut self, wait: Duration) -> Option<Packet> {
-        match self.read(Instant::now() + wait).await {
-            Read::Packet(packet) => Some(packet),
-            Read::Closed | Read::Silent => None,
-        }
-    }
-
-    async fn read(&mut self, deadline: Instant) -> Read {
-        loop {
-            if let Some(packet) = Packet::decode(&mut self.buf, self.version, MAX_PACKET_SIZE)
-                .expect("the client sends well-formed packets")
-            {
-                return Read::Packet(packet);
-            }
-            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                Ok(_) => return Read::Closed,
-                Err(_) => return Read::Silent,
-            }
-        }
-    }
-
-    /// The next packet; panics if none comes within [`WAIT`].
-    pub async fn expect(&mut self, what: &str) -> Packet {
-        self.next(WAIT)
-            .await
-            .unwrap_or_else(|| panic!("expected {what}, got nothing"))
-    }
-
-    /// Reads until the client closes the connection; returns what came before. Panics if it
-    /// does not close within [`WAIT`].
-    pub async fn until_closed(&mut self) -> Vec<Packet> {
-        let deadline = Instant::now() + WAIT;
-        let mut packets = Vec::new();
-        loop {
-            match self.read(deadline).await {
-                Read::Packet(packet) => packets.push(packet),
-                Read::Closed => return packets,
-                Read::Silent => panic!("the client did not close; it sent {packets:?}"),
-            }
-        }
-    }
-
-    pub async fn send(&mut self, packet: Packet) {
-        let mut out = BytesMut::new();
-        packet.encode(self.version, &mut out).expect("encodable");
-        // The client may have closed; the test's next read says so.
-        let _ = self.stream.write_all(&out).await;
-    }
-
-    /// Reads CONNECT and returns it.
-    pub async fn connect(&mut self) -> Connect {
-        match self.expect("CONNECT").await {
-            Packet::Connect(connect) => *connect,
-            other => panic!("expected CONNECT, got {other:?}"),
-        }
-    }
-
-    /// Reads CONNECT, answers with `connack`, and returns the CONNECT.
-    pub async fn accept_with(&mut self, connack: ConnAck) -> Connect {
-        let connect = self.connect().await;
-        self.send(Packet::ConnAck(Box::new(connack))).await;
-        connect
-    }
-
-    /// Reads CONNECT and accepts it.
-    pub async fn accept_connect(&mut self, session_present: bool) -> Connect {
-        self.accept_with(ConnAck {
-            session_present,
-            ..ConnAck::default()
-        })
-        .await
-    }
-
-    /// Reads a SUBSCRIBE and grants it; returns it.
-    pub async fn grant_subscribe(&mut self) -> Subscribe {
-        let packet = self.expect("SUBSCRIBE").await;
-        let Packet::Subscribe(subscribe) = packet else {
-            panic!("expected SUBSCRIBE, got {packet:?}");
-        };
-        self.send(Packet::SubAck(SubAck {
-            packet_id: subscribe.packet_id,
-            reason_codes: vec![ReasonCode(1); subscribe.filters.len()],
-            properties: Default::default(),
-        }))
-        .await;
-        subscribe
-    }
-
-    /// Sends a QoS 1 PUBLISH.
-    pub async fn publish(&mut self, topic: &str, id: u16, payload: &'static str) {
-        self.publish_with(topic, id, payload, QoS::AtLeastOnce, &[])
-            .await;
-    }
-
-    /// Sends a PUBLISH with these Subscription Identifiers.
-    pub async fn publish_with(
-        &mut self,
-        topic: &str,
-        id: u16,
-        payload: &'static str,
-        qos: QoS,
-        subscription_ids: &[u32],
-    ) {
-        let mut properties = PublishProperties::default();
-        let ids: Vec<_> = subscription_ids
-            .iter()
-            .map(|&id| SubscriptionId::new(id).expect("a valid identifier"))
-            .collect();
-        properties.set_subscription_identifiers(&ids);
-        self.send(Packet::Publish(Publish {
-            qos,
-            topic: topic.to_owned().into(),
-            packet_id: PacketId::new(id),
-            payload: Bytes::from_static(payload.as_bytes()),
-            properties,
-            ..Publish::default()
-        }))
-        .await;
-    }
+/// A PUBLISH from the broker, with packet identifier `id` and these Subscription Identifiers.
+pub fn publish_with(
+    topic: &str,
+    id: u16,
+    payload: &'static str,
+    qos: QoS,
+    subscription_ids: &[u32],
+) -> Packet {
+    let mut properties = PublishProperties::default();
+    let ids: Vec<_> = subscription_ids
+        .iter()
+        .map(|&id| SubscriptionId::new(id).expect("a valid identifier"))
+        .collect();
+    properties.set_subscription_identifiers(&ids);
+    Packet::Publish(Publish {
+        qos,
+        topic: topic.to_owned().into(),
+        packet_id: PacketId::new(id),
+        payload: Bytes::from_static(payload.as_bytes()),
+        properties,
+        ..Publish::default()
+    })
 }

@@ -1,9 +1,10 @@
-//! Helpers for the `midge pub` / `midge sub` tests: an in-process broker on 127.0.0.1:0, the
-//! built binary run with a bounded wait, a `midge sub` child that is ready once it reports
+//! Helpers for the CLI tests: an in-process broker (or any server) on 127.0.0.1:0, the built
+//! binary run with a bounded wait, a `midge sub` child that is ready once it reports
 //! its subscriptions, and peer detection with loud skips.
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code, unreachable_pub)]
 
+use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -16,9 +17,13 @@ use midge_broker::{Broker, BrokerConfig, Hooks};
 /// The longest any child process may run before the test kills it and fails.
 pub const LIMIT: Duration = Duration::from_secs(20);
 
-/// Starts a broker with `hooks` on 127.0.0.1:0 in a background runtime; it lives until the
-/// test process ends.
-pub fn start_broker_with(hooks: impl Hooks) -> SocketAddr {
+/// Runs `serve` on a runtime of its own in a background thread, for the rest of the test
+/// process, and returns the address it sends once it listens.
+pub fn serve_in_background<F, Fut>(serve: F) -> SocketAddr
+where
+    F: FnOnce(mpsc::Sender<SocketAddr>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -26,22 +31,38 @@ pub fn start_broker_with(hooks: impl Hooks) -> SocketAddr {
             .enable_all()
             .build()
             .expect("runtime");
-        rt.block_on(async move {
-            let mut config = BrokerConfig::default();
-            config.sys.interval_secs = 0;
-            let broker = Broker::builder()
-                .config(config)
-                .hooks(hooks)
-                .bind("127.0.0.1:0".parse().expect("addr"))
-                .start()
-                .await
-                .expect("broker starts");
-            tx.send(broker.local_addr()).expect("send addr");
-            std::future::pending::<()>().await;
-        });
+        rt.block_on(serve(tx));
     });
     rx.recv_timeout(Duration::from_secs(10))
-        .expect("broker address")
+        .expect("server address")
+}
+
+/// No `$SYS`: it would publish messages of its own.
+pub fn test_config() -> BrokerConfig {
+    let mut config = BrokerConfig::default();
+    config.sys.interval_secs = 0;
+    config
+}
+
+/// Starts a broker with `config` and `hooks` on 127.0.0.1:0 in a background runtime; it lives
+/// until the test process ends.
+pub fn start_broker_configured(config: BrokerConfig, hooks: impl Hooks) -> SocketAddr {
+    serve_in_background(move |addr| async move {
+        let broker = Broker::builder()
+            .config(config)
+            .hooks(hooks)
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .start()
+            .await
+            .expect("broker starts");
+        addr.send(broker.local_addr()).expect("send addr");
+        std::future::pending::<()>().await;
+    })
+}
+
+/// Starts a broker with [`test_config`] and `hooks`, as [`start_broker_configured`].
+pub fn start_broker_with(hooks: impl Hooks) -> SocketAddr {
+    start_broker_configured(test_config(), hooks)
 }
 
 pub fn start_broker() -> SocketAddr {
