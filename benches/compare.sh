@@ -23,6 +23,8 @@
 # three processes (`sub` plus two `pub`, or two `sub` plus one `pub`), and prints both rates.
 #
 # Environment: MOSQUITTO=/usr/sbin/mosquitto, RUMQTTD=$(command -v rumqttd),
+# MIDGE_BASE=path/to/another/midge (adds that build as broker `midge-base`, with midge's
+# configuration: a change against the build before it, in the same run),
 # BENCH_THREADS (worker threads of each bench process; default: all CPUs).
 # Every run is bounded (`midge bench -d`, plus `timeout`); brokers are killed on exit.
 set -euo pipefail
@@ -91,7 +93,7 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-declare -A PORT=([mosquitto]=$(free_port) [midge]=$(free_port) [rumqttd]=$(free_port))
+declare -A PORT=([mosquitto]=$(free_port) [midge]=$(free_port) [midge-base]=$(free_port) [rumqttd]=$(free_port))
 
 # Comparable limits: no queue limit that would drop QoS 1 messages, 256 messages in flight
 # towards each client, no connection limit below 20,000, no accept delay, Nagle off.
@@ -144,6 +146,7 @@ next_connection_delay_ms = 0
 EOF
 
 BROKERS=(mosquitto midge)
+[ -n "${MIDGE_BASE:-}" ] && BROKERS+=(midge-base)
 [ -n "$RUMQTTD" ] && BROKERS+=(rumqttd)
 
 wait_port() {
@@ -159,6 +162,7 @@ start_broker() {
   case "$1" in
     mosquitto) "$MOSQUITTO" -c "$tmp/mosquitto.conf" 2>>"$tmp/mosquitto.log" & ;;
     midge) "$MIDGE" broker --bind 127.0.0.1 -p "${PORT[midge]}" --config "$tmp/midge.toml" >>"$tmp/midge.log" 2>&1 & ;;
+    midge-base) "$MIDGE_BASE" broker --bind 127.0.0.1 -p "${PORT[midge-base]}" --config "$tmp/midge.toml" >>"$tmp/midge-base.log" 2>&1 & ;;
     rumqttd) "$RUMQTTD" --config "$tmp/rumqttd.toml" >>"$tmp/rumqttd.log" 2>&1 & ;;
   esac
   BROKER_PID=$!
@@ -182,6 +186,7 @@ bench() {
 echo "machine:   $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "mosquitto: $("$MOSQUITTO" -h 2>/dev/null | head -1)"
 echo "midge:     $("$MIDGE" --version) ($(git rev-parse --short HEAD))"
+[ -n "${MIDGE_BASE:-}" ] && echo "midge-base: $MIDGE_BASE"
 [ -n "$RUMQTTD" ] && echo "rumqttd:   $RUMQTTD"
 echo "rounds:    $ROUNDS$([ "$QUICK" = 1 ] && echo ', quick')"
 echo

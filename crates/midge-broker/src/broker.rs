@@ -369,8 +369,9 @@ impl BrokerHandle {
     /// Then every session that outlives its connection is written to the [`Store`] once more
     /// ([`Store::save_session`]), with what was routed to it while it was offline and its QoS
     /// 1 and 2 state, so a broker started on the same store goes on where this one stopped.
-    /// Session expiry and delayed wills stop with the broker; a will still waiting for its
-    /// delay is not published and not stored.
+    /// Session expiry and delayed wills stop with the broker. Wills are not stored: a will
+    /// still waiting for its Will Delay Interval is lost, and a broker started on the same
+    /// store never publishes it.
     ///
     /// Dropping the handle instead stops the broker without waiting and without this last
     /// write.

@@ -288,6 +288,120 @@ fn a_publish_waits_for_room_until_the_backpressure_timeout() {
     assert_eq!(broker.core().stats().dropped_inbox_full, 1);
 }
 
+/// A QoS 2 publish that reached some subscribers is acknowledged with PUBREC 0x00 even when a
+/// congested subscriber's copy was dropped (and counted): after a PUBREC of 0x97 a PUBLISH
+/// with its packet identifier is a new message [MQTT-4.3.3-9], so the publisher's resend (the
+/// PUBREC may be lost with the connection) would reach the others twice. The resend on the
+/// resumed session is a duplicate [MQTT-4.3.3-10].
+#[test]
+fn a_qos_2_publish_that_reached_some_subscribers_is_acknowledged_with_success() {
+    let mut config = config();
+    config.limits.inbox_capacity = 1;
+    config.sessions.max_queued_messages = 1;
+    config.limits.backpressure_timeout_ms = 500;
+    let mut broker = VirtualBroker::new(config);
+    // Takes one message in flight (Receive Maximum 1), and never acknowledges it.
+    let mut connect = Connect::new(V5, "sleeper");
+    connect.properties.receive_maximum = std::num::NonZeroU16::new(1);
+    let (sleeper, _) = broker.connect(connect);
+    broker.subscribe(sleeper, "load/#", QoS::AtLeastOnce);
+    let (reader, _) = broker.connect(Connect::new(V5, "reader"));
+    broker.subscribe(reader, "load/#", QoS::ExactlyOnce);
+    let (publisher, _) = broker.connect(persistent("publisher", 600));
+    // Publish until one waits for the sleeper, and let the wait run out: it is congested.
+    let mut acks = 0;
+    for n in 0..5 {
+        broker.publish(publisher, "load/x", &format!("{n}"), QoS::AtLeastOnce);
+        while broker.recv_publish(reader).is_some() {}
+        while let Some(packet) = broker.recv(publisher) {
+            acks += usize::from(matches!(packet, Packet::PubAck(_)));
+        }
+        if acks <= n {
+            break;
+        }
+    }
+    broker.advance(ms(500));
+    match broker.recv(publisher) {
+        Some(Packet::PubAck(ack)) => assert_eq!(ack.reason_code, ReasonCode::QUOTA_EXCEEDED),
+        other => panic!("expected PUBACK 0x97, got {other:?}"),
+    }
+    while broker.recv_publish(reader).is_some() {}
+    let dropped = broker.core().stats().dropped_inbox_full;
+
+    let id = std::num::NonZeroU16::new(500).expect("non-zero");
+    let publish = midge_codec::Publish {
+        qos: QoS::ExactlyOnce,
+        topic: "load/x".to_owned().into(),
+        packet_id: Some(id),
+        payload: "once".into(),
+        ..midge_codec::Publish::default()
+    };
+    broker.send(publisher, Packet::Publish(publish.clone()));
+    match broker.recv(publisher) {
+        Some(Packet::PubRec(ack)) => assert_eq!(ack.reason_code, ReasonCode::SUCCESS),
+        other => panic!("expected PUBREC 0x00, got {other:?}"),
+    }
+    assert_eq!(broker.core().stats().dropped_inbox_full, dropped + 1);
+    assert!(broker.recv_publish(reader).is_some());
+
+    // The PUBREC was lost with the connection: the client sends the PUBLISH again.
+    broker.drop_connection(publisher);
+    let (publisher, ack) = broker.connect(persistent("publisher", 600));
+    assert!(ack.session_present);
+    let resent = midge_codec::Publish {
+        dup: true,
+        ..publish
+    };
+    broker.send(publisher, Packet::Publish(resent));
+    match broker.recv(publisher) {
+        Some(Packet::PubRec(ack)) => assert_eq!(ack.reason_code, ReasonCode::SUCCESS),
+        other => panic!("expected PUBREC 0x00, got {other:?}"),
+    }
+    assert!(broker.recv_publish(reader).is_none(), "delivered twice");
+}
+
+/// A delivery that waits for room in a subscriber's inbox when a connection with Clean Start
+/// 1 takes the subscriber's session over ends with that session [MQTT-3.1.2-4]: the new
+/// session, which subscribed to nothing, never gets it.
+#[test]
+fn a_delivery_waiting_for_a_session_that_a_clean_start_ends_goes_with_it() {
+    let mut config = config();
+    config.limits.inbox_capacity = 1;
+    config.sessions.max_queued_messages = 1;
+    config.limits.backpressure_timeout_ms = 60_000;
+    let mut broker = VirtualBroker::new(config);
+    // Takes one message in flight (Receive Maximum 1), and never acknowledges it.
+    let mut connect = persistent("sleeper", 600);
+    connect.properties.receive_maximum = std::num::NonZeroU16::new(1);
+    let (sleeper, _) = broker.connect(connect);
+    broker.subscribe(sleeper, "load/#", QoS::AtLeastOnce);
+    let (publisher, _) = broker.connect(Connect::new(V5, "publisher"));
+    let mut acks = 0;
+    for n in 0..5 {
+        broker.publish(publisher, "load/x", &format!("{n}"), QoS::AtLeastOnce);
+        while let Some(packet) = broker.recv(publisher) {
+            acks += usize::from(matches!(packet, Packet::PubAck(_)));
+        }
+        if acks <= n {
+            break;
+        }
+    }
+    assert!(acks < 5, "a publish waits for room");
+    let mut connect = Connect::new(V5, "sleeper");
+    connect.clean_start = true;
+    let (intruder, ack) = broker.connect(connect);
+    assert!(!ack.session_present);
+    assert!(
+        broker.recv_publish(intruder).is_none(),
+        "the old session's delivery reached the new one"
+    );
+    assert!(
+        matches!(broker.recv(publisher), Some(Packet::PubAck(_))),
+        "the waiting publish is answered"
+    );
+    let _ = sleeper;
+}
+
 /// The hooks see a client's life in order, its session's expiry included.
 #[test]
 fn event_hooks_see_connections_messages_and_sessions() {

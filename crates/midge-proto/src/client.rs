@@ -335,6 +335,13 @@ pub struct Client {
     unacknowledged: usize,
     /// QoS 2 identifiers received, delivered, and not yet released (§4.3.3).
     incoming_qos2: HashSet<PacketId>,
+    /// Of `incoming_qos2`, those from before this connection that the server has not named
+    /// since. A server that still holds one sends its PUBREL, or its PUBLISH again with DUP 1
+    /// [MQTT-4.4.0-1]; one it has forgotten (it restored an older copy of the session, after
+    /// a crash) would otherwise count against our Receive Maximum for good, and make its next
+    /// message with the identifier look like a duplicate. So they do not count, and a PUBLISH
+    /// with DUP 0 makes one new.
+    carried_qos2: HashSet<PacketId>,
     /// With manual acks: QoS 2 identifiers reported to the application and not yet
     /// acknowledged by it (no PUBREC sent).
     qos2_unacknowledged: HashSet<PacketId>,
@@ -373,6 +380,7 @@ impl Client {
             pending: VecDeque::new(),
             unacknowledged: 0,
             incoming_qos2: HashSet::new(),
+            carried_qos2: HashSet::new(),
             qos2_unacknowledged: HashSet::new(),
             qos1_unacknowledged: HashSet::new(),
             qos2_abandoned: HashSet::new(),
@@ -689,6 +697,7 @@ impl Client {
         );
         self.state = State::Connected;
         if connack.session_present {
+            self.carried_qos2.clone_from(&self.incoming_qos2);
             self.resume_session();
         } else {
             self.restart_session();
@@ -771,6 +780,7 @@ impl Client {
     /// Subscriptions are made again if configured.
     fn restart_session(&mut self) {
         self.incoming_qos2.clear();
+        self.carried_qos2.clear();
         self.qos2_unacknowledged.clear();
         self.qos2_abandoned.clear();
         self.unacknowledged = 0;
@@ -928,6 +938,7 @@ impl Client {
                 }
             }
             Packet::PubRel(rel) => {
+                self.carried_qos2.remove(&rel.packet_id);
                 let known = self.incoming_qos2.remove(&rel.packet_id);
                 let comp = qos2_answer(rel.packet_id, known, v5);
                 self.transmit.push_back(Packet::PubComp(comp));
@@ -1014,6 +1025,15 @@ impl Client {
             Err(reason) => return self.violation(reason),
         };
         let manual = self.config.manual_acks;
+        if let (QoS::ExactlyOnce, Some(id)) = (publish.qos, publish.packet_id) {
+            // A message from before this connection that the server no longer holds: it sends
+            // a new message with the identifier, with DUP 0 [MQTT-4.3.3-2], as it does only
+            // once it has completed the old one [MQTT-2.2.1-4]. A resend of the old one has
+            // DUP 1 [MQTT-3.3.1-1].
+            if self.carried_qos2.remove(&id) && !publish.dup {
+                self.incoming_qos2.remove(&id);
+            }
+        }
         match (publish.qos, publish.packet_id) {
             (QoS::AtLeastOnce, Some(id)) if manual => {
                 // Receive Maximum: QoS 1 messages not yet acknowledged count against it
@@ -1065,8 +1085,10 @@ impl Client {
             (QoS::ExactlyOnce, Some(id)) => {
                 if !self.incoming_qos2.contains(&id) {
                     // Receive Maximum: QoS 2 messages not yet released count against it
-                    // [MQTT-3.3.4-9].
-                    if self.incoming_qos2.len() >= self.config.receive_maximum() {
+                    // [MQTT-3.3.4-9], but for those carried over that the server has forgotten.
+                    let carried = self.carried_qos2.len();
+                    let counted = self.incoming_qos2.len().saturating_sub(carried);
+                    if counted >= self.config.receive_maximum() {
                         return self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
                     }
                     self.incoming_qos2.insert(id);

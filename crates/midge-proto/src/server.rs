@@ -7,7 +7,7 @@
 //! the connection is handed in on [`ServerConnection::accept`] and taken back with
 //! [`ServerConnection::take_session`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -239,7 +239,8 @@ pub struct ServerConnection {
     /// PUBREC that might contradict it.
     unanswered: VecDeque<(PacketId, QoS)>,
     /// How many of `unanswered` are QoS 1 (the QoS 2 ones are in the session's
-    /// `incoming_qos2`, which counts against the Receive Maximum until PUBREL).
+    /// `incoming_qos2`, which counts against the Receive Maximum until PUBREL, but for
+    /// `carried_qos2`).
     unanswered_qos1: u32,
     /// Requests waiting for answers and packets held meanwhile: made with the first, dropped
     /// when both are empty, so that a connection with none keeps a pointer, not two queues.
@@ -253,6 +254,16 @@ pub struct ServerConnection {
     /// connection's task within 1 KiB).
     #[allow(clippy::box_collection)]
     resend: Option<Box<VecDeque<PacketId>>>,
+    /// QoS 2 identifiers the resumed session awaited a PUBREL for when this connection began,
+    /// and that the client has not named since. A client that still holds one sends its
+    /// PUBREL, or its PUBLISH again with DUP 1 [MQTT-4.4.0-1]; one it has forgotten (the
+    /// session was stored before the client completed the flow, and the broker restored that
+    /// copy) would otherwise count against our Receive Maximum for good, and take the
+    /// client's next message with the identifier for a duplicate. So they do not count, and
+    /// a PUBLISH with DUP 0 makes one new (but under 3.1: see `handle_publish`). Boxed and
+    /// made only when needed, as `resend` is.
+    #[allow(clippy::box_collection)]
+    carried_qos2: Option<Box<BTreeSet<PacketId>>>,
     events: VecDeque<ServerEvent>,
 }
 
@@ -338,6 +349,7 @@ impl ServerConnection {
             waiting: None,
             transmit: VecDeque::new(),
             resend: None,
+            carried_qos2: None,
             events: VecDeque::new(),
         }
     }
@@ -714,6 +726,9 @@ impl ServerConnection {
             session.outgoing.remove(id);
             session.stats.dropped_too_large += 1;
         }
+        if !session.incoming_qos2.is_empty() {
+            self.carried_qos2 = Some(Box::new(session.incoming_qos2.clone()));
+        }
         self.session = Some(session);
         let Connect {
             will, properties, ..
@@ -902,6 +917,7 @@ impl ServerConnection {
                 }
             }
             Packet::PubRel(rel) => {
+                self.take_carried_qos2(rel.packet_id);
                 let known = self.session_mut().incoming_qos2.remove(&rel.packet_id);
                 let comp = qos2_answer(rel.packet_id, known, v5);
                 self.transmit.push_back(Packet::PubComp(comp));
@@ -947,6 +963,19 @@ impl ServerConnection {
             | Packet::PingResp
             | Packet::Auth(_) => self.violation(ReasonCode::PROTOCOL_ERROR),
         }
+    }
+
+    /// The client named `id`, a QoS 2 identifier carried over from before this connection:
+    /// it counts against the Receive Maximum from now on. Whether it was carried over.
+    fn take_carried_qos2(&mut self, id: PacketId) -> bool {
+        let Some(carried) = self.carried_qos2.as_mut() else {
+            return false;
+        };
+        let was = carried.remove(&id);
+        if carried.is_empty() {
+            self.carried_qos2 = None;
+        }
+        was
     }
 
     fn session_mut(&mut self) -> &mut Session {
@@ -1023,7 +1052,13 @@ impl ServerConnection {
         // disconnected with 0x93 (5.0 §3.3.4). The check comes before anything is kept, and
         // also bounds what waits for the broker's answer: a client that releases a QoS 2
         // message (PUBREL) before its PUBREC does not make room by that.
-        let in_flow = self.unanswered_qos1 as usize + self.session_mut().incoming_qos2.len();
+        let carried = self.carried_qos2.as_ref().map_or(0, |c| c.len());
+        let qos2 = self
+            .session_mut()
+            .incoming_qos2
+            .len()
+            .saturating_sub(carried);
+        let in_flow = self.unanswered_qos1 as usize + qos2;
         let unanswered = in_flow.max(self.unanswered.len());
         match (publish.qos, packet_id) {
             (QoS::AtLeastOnce, Some(id)) => {
@@ -1034,6 +1069,17 @@ impl ServerConnection {
                 self.remember_publish(id, QoS::AtLeastOnce);
             }
             (QoS::ExactlyOnce, Some(id)) => {
+                // A message from before this connection that the client no longer holds: it
+                // sends a new message with the identifier, with DUP 0 [MQTT-4.3.3-2], as it
+                // does only once it has completed the old one [MQTT-2.2.1-3]. A resend of the
+                // old one has DUP 1 [MQTT-3.3.1-1]. Not so under 3.1, whose CONNACK does not
+                // say that the session was resumed: the client may send a message again as a
+                // new one.
+                let from_before = self.take_carried_qos2(id);
+                let stale = from_before && !publish.dup && self.version != ProtocolVersion::V3_1;
+                if stale {
+                    self.session_mut().incoming_qos2.remove(&id);
+                }
                 if self.session_mut().incoming_qos2.contains(&id) {
                     // A retransmission of a message already routed: route nothing, and
                     // acknowledge again unless the broker's answer is still to come

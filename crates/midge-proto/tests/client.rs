@@ -1600,6 +1600,83 @@ fn inbound_receive_maximum_exceeded_disconnects() {
     );
 }
 
+#[test]
+fn qos2_state_a_resumed_session_carries_counts_only_once_the_server_names_it() {
+    // A server that restored an older copy of the session (after a crash) has forgotten the
+    // QoS 2 messages we still await a PUBREL for. They must not count against our Receive
+    // Maximum for good, and its new message with such an identifier, DUP 0 [MQTT-4.3.3-2],
+    // is new [MQTT-2.2.1-4].
+    let t0 = Instant::now();
+    let mut config = persistent(V5);
+    config.properties.receive_maximum = NonZeroU16::new(2);
+    let mut client = connected_client(config, ConnAck::default(), t0);
+    for id in 1..=2 {
+        client_feed(
+            &mut client,
+            t0,
+            V5,
+            Packet::Publish(publish("in", QoS::ExactlyOnce, Some(id))),
+        );
+    }
+    let _ = client_tx(&mut client, t0, V5);
+    assert_eq!(client_events(&mut client).len(), 2);
+    resume(&mut client, t0, |_| {});
+    for id in [3, 1] {
+        client_feed(
+            &mut client,
+            t0,
+            V5,
+            Packet::Publish(publish("in", QoS::ExactlyOnce, Some(id))),
+        );
+    }
+    assert!(
+        client.is_connected(),
+        "{:?}",
+        client_tx(&mut client, t0, V5)
+    );
+    let delivered = client_events(&mut client)
+        .iter()
+        .filter(|e| matches!(e, Event::Message(_)))
+        .count();
+    assert_eq!(delivered, 2, "the new message 1 is delivered");
+    assert_eq!(
+        client_tx(&mut client, t0, V5),
+        [Packet::PubRec(ack(3)), Packet::PubRec(ack(1))]
+    );
+    // 3 and 1 count now: a third is one too many.
+    client_feed(
+        &mut client,
+        t0,
+        V5,
+        Packet::Publish(publish("in", QoS::ExactlyOnce, Some(4))),
+    );
+    assert_eq!(
+        client_tx(&mut client, t0, V5),
+        [disconnect(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED)]
+    );
+
+    // A server that still holds 2 sends it again with DUP 1: a duplicate [MQTT-4.3.3-10].
+    let mut config = persistent(V5);
+    config.properties.receive_maximum = NonZeroU16::new(2);
+    let mut client = connected_client(config, ConnAck::default(), t0);
+    client_feed(
+        &mut client,
+        t0,
+        V5,
+        Packet::Publish(publish("in", QoS::ExactlyOnce, Some(2))),
+    );
+    let _ = client_tx(&mut client, t0, V5);
+    let _ = client_events(&mut client);
+    resume(&mut client, t0, |_| {});
+    let resent = Publish {
+        dup: true,
+        ..publish("in", QoS::ExactlyOnce, Some(2))
+    };
+    client_feed(&mut client, t0, V5, Packet::Publish(resent));
+    assert!(client_events(&mut client).is_empty());
+    assert_eq!(client_tx(&mut client, t0, V5), [Packet::PubRec(ack(2))]);
+}
+
 // Conformance: [MQTT-5:3.3.2-10]
 #[test]
 fn inbound_topic_aliases_resolve_and_errors_disconnect() {

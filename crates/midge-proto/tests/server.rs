@@ -998,6 +998,129 @@ fn disconnect_cannot_set_a_session_expiry_when_it_was_zero() {
 
 // Conformance: [MQTT-5:3.1.4-3] [MQTT-3.1.1:3.1.4-2]
 #[test]
+fn qos2_state_a_resumed_session_carries_counts_only_once_the_client_names_it() {
+    // A session restored from an older copy (a broker crash) may await PUBRELs the client
+    // sent already. They must not count against the Receive Maximum for good (§3.3.4: the
+    // client counts only what it holds), and a new message with such an identifier, DUP 0
+    // [MQTT-4.3.3-2], is not a retransmission [MQTT-2.2.1-3].
+    let t0 = Instant::now();
+    let mut cfg = config();
+    cfg.receive_maximum = 2;
+    let mut connect = connect_packet(V5, "c");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(100);
+    let (mut server, _) = accepted_server(cfg.clone(), connect.clone(), None, t0);
+    for id in 1..=2 {
+        server_feed(
+            &mut server,
+            t0,
+            Packet::Publish(publish("f", QoS::ExactlyOnce, Some(id))),
+        );
+        server.acknowledge(pid(id), ReasonCode::SUCCESS);
+    }
+    let _ = server_tx(&mut server, t0);
+    assert_eq!(server_events(&mut server).len(), 2);
+    server.connection_lost();
+    let stored = server.take_session().unwrap();
+
+    // The client completed 1 and 2 on a connection the broker forgot: it sends new messages,
+    // one of them with identifier 1.
+    let (mut server, _) = accepted_server(cfg.clone(), connect.clone(), Some(stored.clone()), t0);
+    server_feed(
+        &mut server,
+        t0,
+        Packet::Publish(publish("f", QoS::AtLeastOnce, Some(3))),
+    );
+    server_feed(
+        &mut server,
+        t0,
+        Packet::Publish(publish("f", QoS::ExactlyOnce, Some(1))),
+    );
+    assert!(server.is_connected(), "{:?}", server_tx(&mut server, t0));
+    let routed = server_events(&mut server)
+        .iter()
+        .filter(|e| matches!(e, ServerEvent::Publish { .. }))
+        .count();
+    assert_eq!(routed, 2, "the new message 1 is routed");
+    server.acknowledge(pid(3), ReasonCode::SUCCESS);
+    server.acknowledge(pid(1), ReasonCode::SUCCESS);
+    assert_eq!(
+        server_tx(&mut server, t0),
+        [Packet::PubAck(ack(3)), Packet::PubRec(ack(1))]
+    );
+    // 1 counts now, 2 does not: one more fits, a second does not.
+    server_feed(
+        &mut server,
+        t0,
+        Packet::Publish(publish("f", QoS::AtLeastOnce, Some(4))),
+    );
+    assert!(server.is_connected());
+    server_feed(
+        &mut server,
+        t0,
+        Packet::Publish(publish("f", QoS::AtLeastOnce, Some(5))),
+    );
+    assert_eq!(
+        server_tx(&mut server, t0),
+        [disconnect(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED)]
+    );
+
+    // A client that still holds 2 sends it again with DUP 1: a duplicate, not routed again
+    // [MQTT-4.3.3-10], and counted from then on.
+    let (mut server, _) = accepted_server(cfg, connect, Some(stored), t0);
+    let resent = Publish {
+        dup: true,
+        ..publish("f", QoS::ExactlyOnce, Some(2))
+    };
+    server_feed(&mut server, t0, Packet::Publish(resent));
+    assert!(server_events(&mut server).is_empty());
+    assert_eq!(server_tx(&mut server, t0), [Packet::PubRec(ack(2))]);
+    server_feed(
+        &mut server,
+        t0,
+        Packet::Publish(publish("f", QoS::AtLeastOnce, Some(3))),
+    );
+    assert!(server.is_connected());
+    server_feed(
+        &mut server,
+        t0,
+        Packet::Publish(publish("f", QoS::AtLeastOnce, Some(4))),
+    );
+    assert_eq!(
+        server_tx(&mut server, t0),
+        [disconnect(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED)]
+    );
+}
+
+#[test]
+fn under_3_1_a_carried_qos2_identifier_sent_again_with_dup_0_is_a_duplicate() {
+    // A 3.1 CONNACK does not say whether the session was resumed, so a client may send an
+    // unanswered QoS 2 message again as a new one, DUP 0: it must not be routed twice
+    // [MQTT-4.3.3-10].
+    let t0 = Instant::now();
+    let mut connect = connect_packet(V3_1, "c");
+    connect.clean_start = false;
+    let (mut server, _) = accepted_server(config(), connect.clone(), None, t0);
+    server_feed(
+        &mut server,
+        t0,
+        Packet::Publish(publish("f", QoS::ExactlyOnce, Some(1))),
+    );
+    assert_eq!(server_events(&mut server).len(), 1);
+    server.acknowledge(pid(1), ReasonCode::SUCCESS);
+    server.connection_lost();
+    let session = server.take_session().unwrap();
+    let (mut server, _) = accepted_server(config(), connect, Some(session), t0);
+    server_feed(
+        &mut server,
+        t0,
+        Packet::Publish(publish("f", QoS::ExactlyOnce, Some(1))),
+    );
+    assert!(server_events(&mut server).is_empty());
+    assert_eq!(server_tx(&mut server, t0), [Packet::PubRec(ack(1))]);
+}
+
+#[test]
 fn takeover_disconnects_and_hands_the_session_back() {
     // [MQTT-3.1.4-3]; 5.0 DISCONNECT 0x8E.
     for version in ALL {

@@ -100,7 +100,7 @@ fn run_seeds(
     (failed, known)
 }
 
-/// Reports failures: the first few in full, then every replay command; and panics.
+/// Reports failures: the first few in full, then every replay command.
 fn report_failures(failed: &[Outcome], what: &str) {
     if failed.is_empty() {
         return;
@@ -115,13 +115,23 @@ fn report_failures(failed: &[Outcome], what: &str) {
     }
     eprintln!("\n{} {what} failed:", failed.len());
     for outcome in failed {
-        eprintln!("    {}", replay_command(outcome.seed));
+        // What broke first: the known issue, or the rule.
+        let first = outcome.report.violations.first();
+        let what = first.map_or("", |v| v.known.unwrap_or(v.rule));
+        eprintln!("    {}  # {what}", replay_command(outcome.seed));
     }
-    panic!(
-        "{} {what} failed; replay one with {}",
-        failed.len(),
-        replay_command(failed[0].seed)
-    );
+}
+
+/// Panics if any seed failed, naming how to replay the first.
+fn fail_on(failed: &[&[Outcome]]) {
+    let all: Vec<&Outcome> = failed.iter().flat_map(|f| f.iter()).collect();
+    if let Some(first) = all.first() {
+        panic!(
+            "{} seeds failed; replay one with {}",
+            all.len(),
+            replay_command(first.seed)
+        );
+    }
 }
 
 /// `MIDGE_SIM_SEED=n`: one seed, with its report and the end of its log.
@@ -157,8 +167,8 @@ fn simulation() {
     let started = Instant::now();
 
     let regressions: Vec<u64> = regressions().iter().map(|r| r.seed).collect();
-    let (failed, _) = run_seeds(&regressions, threads, strict);
-    report_failures(&failed, "regression seeds");
+    let (failed_regressions, _) = run_seeds(&regressions, threads, strict);
+    report_failures(&failed_regressions, "regression seeds");
 
     let first = env_u64("MIDGE_SIM_FIRST_SEED").unwrap_or(0);
     let count = env_u64("MIDGE_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
@@ -178,6 +188,7 @@ fn simulation() {
         );
     }
     report_failures(&failed, "seeds");
+    fail_on(&[&failed_regressions, &failed]);
 }
 
 /// The regression seeds of known broker issues, strictly: they fail until the issue is fixed,
@@ -192,6 +203,7 @@ fn known_issue_seeds_strictly() {
         .collect();
     let (failed, _) = run_seeds(&seeds, 2, true);
     report_failures(&failed, "known-issue seeds");
+    fail_on(&[&failed]);
 }
 
 /// The regression file names only known issues that exist.

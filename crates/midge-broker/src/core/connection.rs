@@ -549,6 +549,9 @@ impl Connection {
                     );
                 }
                 SlotState::Online { inbox: old, .. } => {
+                    if connect.clean_start {
+                        old.end_session();
+                    }
                     // Ask the old connection for the session while holding the slot lock, so
                     // that a connection closing at the same time finds the request.
                     let (reply, awaited) = handover::request(self.inbox.clone());
@@ -672,7 +675,7 @@ impl Connection {
             blocked: routed.blocked,
         };
         if pending.blocked.is_empty() {
-            let reason = pending.reason(self.conn.is_closed());
+            let reason = pending.reason();
             self.acknowledge(packet_id, reason);
             return;
         }
@@ -742,7 +745,7 @@ impl Connection {
             pending.blocked = still;
             return Some(pending);
         }
-        let reason = pending.reason(self.conn.is_closed());
+        let reason = pending.reason();
         self.acknowledge(pending.packet_id, reason);
         None
     }
@@ -1102,15 +1105,16 @@ struct PendingPublish {
 impl PendingPublish {
     /// The acknowledgement's reason code.
     ///
-    /// Once the connection has closed, a QoS 2 message that reached anyone is acknowledged
-    /// with success whatever else became of it: the acknowledgement is not sent, but it keeps
-    /// the packet identifier in the session, so that the client's resend on its resumed
-    /// session is answered as a duplicate instead of being routed again to those who have it
-    /// [MQTT-4.3.3-2]. (A refusal would free the identifier [MQTT-4.3.3-9], which is right
-    /// only while the client can see it.) Those it did not reach were refused and counted, or
-    /// go on waiting in the core.
-    fn reason(&self, closed: bool) -> ReasonCode {
-        if closed && self.qos == midge_codec::QoS::ExactlyOnce && self.matched > 0 {
+    /// A QoS 2 message that reached anyone is acknowledged with success whatever else became
+    /// of it: the broker owns it now [MQTT-4.3.3-8]. A PUBREC of 0x97 would make a later
+    /// PUBLISH with its packet identifier a new message [MQTT-4.3.3-9], and the PUBREC may
+    /// never reach the client (the connection may be lost, known here or not yet): the client
+    /// then resends the PUBLISH on its resumed session [MQTT-4.4.0-1], which would be routed
+    /// again to those who have it. Success keeps the identifier in the session until PUBREL,
+    /// so that resend is answered as a duplicate [MQTT-4.3.3-10]. Those it did not reach were
+    /// refused and counted, as for a 3.x publisher, or go on waiting in the core.
+    fn reason(&self) -> ReasonCode {
+        if self.qos == midge_codec::QoS::ExactlyOnce && self.matched > 0 {
             ReasonCode::SUCCESS
         } else if self.refused > 0 {
             ReasonCode::QUOTA_EXCEEDED

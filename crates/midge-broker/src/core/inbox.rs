@@ -56,6 +56,8 @@ struct Queue {
     /// a packet, so a `u32`: it takes room the flags leave free).
     will_charge: u32,
     closed: bool,
+    /// A Clean Start took the session over: it ends with this connection.
+    session_ends: bool,
     takeover: Takeover,
     shutting_down: bool,
 }
@@ -339,6 +341,17 @@ impl Inbox {
         drop(queue);
         self.signal();
         Ok(())
+    }
+
+    /// A connection with Clean Start 1 takes the session over: it ends with this connection,
+    /// and what waits to be delivered through this inbox has no session to go to.
+    pub(crate) fn end_session(&self) {
+        self.lock().session_ends = true;
+    }
+
+    /// Whether the session ends with this connection ([`Inbox::end_session`]).
+    pub(crate) fn session_ends(&self) -> bool {
+        self.lock().session_ends
     }
 
     /// Ends takeovers: returns a request that is waiting, and refuses any later one.

@@ -679,11 +679,17 @@ impl Core {
                 Ok(Offered::Queued)
             }
             Err(SendError::Closed(delivery)) => {
+                self.release(size);
+                // A Clean Start took the session over: the delivery was routed by a
+                // subscription of the session it discarded, and must not reach the new one
+                // [MQTT-3.1.2-4].
+                if inbox.session_ends() {
+                    return Ok(Offered::Gone);
+                }
                 // The connection closed while we waited, after it moved its inbox into the
                 // session: hand the delivery to whoever holds the session now, offline or a
                 // new connection, instead of losing it. If the slot still names the closing
                 // connection, the delivery waits for it to finish.
-                self.release(size);
                 match self.deliver_to(&slot, delivery, false, false) {
                     Handed::Queued => Ok(Offered::Queued),
                     Handed::Refused => Ok(Offered::Refused),
