@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use midge_codec::{Connect, QoS, ReasonCode, Will};
+use midge_codec::{Connect, ReasonCode};
 use tokio::sync::{Mutex, MutexGuard};
 
 /// Reconnects in the test; `MIDGE_RECONNECTS` sets another number (100,000 takes about a
@@ -24,25 +24,13 @@ async fn one_at_a_time() -> MutexGuard<'static, ()> {
     SERIAL.lock().await
 }
 
-fn will(topic: &str, delay: u32) -> Will {
-    let mut will = Will {
-        topic: topic.to_owned().into(),
-        payload: "gone".into(),
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        properties: Default::default(),
-    };
-    will.properties.will_delay_interval = Some(delay);
-    will
-}
-
 /// CONNECT of a session that outlives its connection by `expiry` seconds, with a will
 /// delayed by `will_delay` seconds.
 fn persistent(id: &str, expiry: u32, will_delay: u32) -> Connect {
     let mut connect = Connect::new(V5, id.to_owned());
     connect.clean_start = false;
     connect.properties.session_expiry_interval = Some(expiry);
-    connect.will = Some(will(&format!("will/{id}"), will_delay));
+    connect.will = Some(delayed_will(&format!("will/{id}"), will_delay));
     connect
 }
 

@@ -3,11 +3,14 @@
 //! Nothing here sleeps; `tests/session_timers.rs` keeps one test of the tokio driver's timer
 //! task on a real clock.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::delayed_will;
 use midge_broker::{BrokerConfig, ClientInfo, CloseReason, Hooks, MemoryStore};
-use midge_codec::{Connect, Packet, ProtocolVersion, QoS, ReasonCode, Will};
+use midge_codec::{Connect, Packet, ProtocolVersion, QoS, ReasonCode};
 use midge_testkit::broker::VirtualBroker;
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -24,18 +27,6 @@ fn persistent(id: &str, expiry: u32) -> Connect {
     connect.clean_start = false;
     connect.properties.session_expiry_interval = Some(expiry);
     connect
-}
-
-fn will(topic: &str, delay: u32) -> Will {
-    let mut will = Will {
-        topic: topic.to_owned().into(),
-        payload: "gone".into(),
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        properties: Default::default(),
-    };
-    will.properties.will_delay_interval = Some(delay);
-    will
 }
 
 fn ms(n: u64) -> Duration {
@@ -158,7 +149,7 @@ fn a_delayed_will_is_published_at_its_delay() {
     let (watcher, _) = broker.connect(Connect::new(V5, "watcher"));
     broker.subscribe(watcher, "will/#", QoS::AtLeastOnce);
     let mut connect = persistent("sooner", 60);
-    connect.will = Some(will("will/sooner", 5));
+    connect.will = Some(delayed_will("will/sooner", 5));
     let (client, _) = broker.connect(connect.clone());
     broker.drop_connection(client);
     assert_eq!(
@@ -194,7 +185,7 @@ fn a_client_back_within_the_delay_cancels_its_will() {
     let (watcher, _) = broker.connect(Connect::new(V5, "watcher"));
     broker.subscribe(watcher, "will/#", QoS::AtLeastOnce);
     let mut connect = persistent("flaky", 60);
-    connect.will = Some(will("will/flaky", 5));
+    connect.will = Some(delayed_will("will/flaky", 5));
     let (client, _) = broker.connect(connect.clone());
     broker.drop_connection(client);
     broker.advance(ms(4_999));
@@ -213,7 +204,7 @@ fn a_will_delayed_past_its_session_is_published_when_the_session_expires() {
     let (watcher, _) = broker.connect(Connect::new(V5, "watcher"));
     broker.subscribe(watcher, "will/#", QoS::AtLeastOnce);
     let mut connect = persistent("short", 1);
-    connect.will = Some(will("will/short", 30));
+    connect.will = Some(delayed_will("will/short", 30));
     let (client, _) = broker.connect(connect.clone());
     broker.drop_connection(client);
     broker.advance(ms(999));
@@ -241,7 +232,7 @@ fn a_normal_disconnect_discards_the_will() {
     let (watcher, _) = broker.connect(Connect::new(V5, "watcher"));
     broker.subscribe(watcher, "will/#", QoS::AtLeastOnce);
     let mut connect = persistent("polite", 60);
-    connect.will = Some(will("will/polite", 1));
+    connect.will = Some(delayed_will("will/polite", 1));
     let (client, _) = broker.connect(connect);
     broker.disconnect(client);
     broker.advance(Duration::from_secs(120));

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use midge_broker::{Broker, BrokerConfig, BrokerHandle};
-use midge_codec::{Connect, ProtocolVersion, QoS, ReasonCode};
+use midge_codec::{Connect, ProtocolVersion, QoS, ReasonCode, Will};
 
 // Each test binary uses only part of it.
 #[allow(unused_imports)]
@@ -16,6 +16,19 @@ pub const V5: ProtocolVersion = ProtocolVersion::V5;
 pub const V311: ProtocolVersion = ProtocolVersion::V3_1_1;
 
 /// Short timeouts, no `$SYS`, so that tests run fast.
+/// A QoS 1 will on `topic`, delayed by `delay` seconds.
+pub fn delayed_will(topic: &str, delay: u32) -> Will {
+    let mut will = Will {
+        topic: topic.to_owned().into(),
+        payload: "gone".into(),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+    };
+    will.properties.will_delay_interval = Some(delay);
+    will
+}
+
 pub fn test_config() -> BrokerConfig {
     let mut config = BrokerConfig::default();
     config.limits.connect_timeout_ms = 500;
