@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod certs;
 pub mod check;
 pub mod log;
 mod net;
