@@ -1,39 +1,19 @@
 //! Interop: the broker against MQTT.js (npm package `mqtt`, 5.x) on node, at MQTT 3.1.1 and 5.0.
 //!
-//! Runs `tests/peers/mqttjs.js` against an in-process broker on 127.0.0.1:0. MQTT.js is looked
+//! Runs `tests/peers/mqttjs.js` against an in-process broker on 127.0.0.1:0 over TCP, and over
+//! the broker's WebSocket listeners (ws:// and wss://, the latter with a test CA). MQTT.js is looked
 //! up in `$MIDGE_NODE_MODULES`, else in `target/interop-peers/node/node_modules` (where
 //! `.ci/run` installs it with `npm install --prefix target/interop-peers/node mqtt@5`). Without
 //! node or MQTT.js the test skips loudly (or fails under `MIDGE_REQUIRE_PEERS=1`).
 
 mod peers;
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-
-use midge_testkit::peers::require;
-use peers::{peers_dir, start, test_config, Peer, PEER_TIMEOUT};
-
-fn node_modules() -> PathBuf {
-    std::env::var_os("MIDGE_NODE_MODULES").map_or_else(
-        || {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../target/interop-peers/node/node_modules")
-        },
-        PathBuf::from,
-    )
-}
-
-fn have_mqttjs() -> bool {
-    let found = Command::new("node")
-        .args(["-e", "require('mqtt')"])
-        .env("NODE_PATH", node_modules())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    require("node with MQTT.js (npm package mqtt)", found)
-}
+use midge_broker::AllowAll;
+use midge_testkit::certs::TestPki;
+use peers::{
+    config_from_toml, have_mqttjs, listener, node, start, start_listeners, test_config, toml_path,
+    Peer, PEER_TIMEOUT,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mqttjs_v311_and_v5() {
@@ -43,11 +23,9 @@ async fn mqttjs_v311_and_v5() {
     for version in ["4", "5"] {
         let broker = start(test_config()).await;
         let stdout = Peer::spawn(
-            Command::new("node")
-                .arg(peers_dir().join("mqttjs.js"))
+            node("mqttjs.js")
                 .arg(broker.local_addr().port().to_string())
-                .arg(version)
-                .env("NODE_PATH", node_modules()),
+                .arg(version),
         )
         .success(PEER_TIMEOUT)
         .await;
@@ -59,4 +37,35 @@ async fn mqttjs_v311_and_v5() {
         eprintln!("MQTT.js protocol {version}: {line}");
         broker.shutdown().await;
     }
+}
+
+/// MQTT.js in node over ws:// (3.1.1 and 5.0) and wss:// (5.0; the server certificate checked
+/// against the test CA): the same QoS, large message, retained, will and 5.0 checks as over TCP.
+#[tokio::test(flavor = "multi_thread")]
+async fn mqttjs_over_ws_and_wss() {
+    if !have_mqttjs() {
+        return;
+    }
+    let pki = TestPki::generate();
+    let (cert, key) = (toml_path(&pki.server_cert), toml_path(&pki.server_key));
+    let config = config_from_toml(&format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"ws\"\npath = \"/mqtt\"\n\n\
+         [[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"ws\"\npath = \"/mqtt\"\n\
+         [listener.tls]\ncert = {cert}\nkey = {key}\n"
+    ));
+    let broker = start_listeners(config, AllowAll).await;
+    let ws = format!("ws://127.0.0.1:{}/mqtt", listener(&broker, 0).port());
+    let wss = format!("wss://127.0.0.1:{}/mqtt", listener(&broker, 1).port());
+    for (url, version) in [(&ws, "4"), (&ws, "5"), (&wss, "5")] {
+        let stdout = Peer::spawn(node("mqttjs.js").args([url, version]).arg(&pki.ca))
+            .success(PEER_TIMEOUT)
+            .await;
+        let line = stdout.lines().last().unwrap_or_default();
+        assert!(
+            line.contains("\"ok\":true") && line.contains("\"big\":307200"),
+            "MQTT.js v{version} at {url}: {stdout}"
+        );
+        eprintln!("MQTT.js protocol {version} at {url}: {line}");
+    }
+    broker.shutdown().await;
 }

@@ -1,17 +1,21 @@
-//! Helpers for the interop tests against real peers (mosquitto-clients, paho-mqtt): peer
-//! detection with loud skips, child processes that are killed on drop, bounded waits, and an
-//! in-process broker on 127.0.0.1:0.
+//! Helpers for the interop tests against real peers (mosquitto-clients, paho-mqtt, MQTT.js,
+//! Chromium): peer detection with loud skips, child processes that are killed on drop, bounded
+//! waits, and an in-process broker on 127.0.0.1:0, or on the listeners of a TOML config.
 //!
 //! A missing peer skips its test with `SKIPPED: …` on stderr, unless `MIDGE_REQUIRE_PEERS=1`
 //! (set by `.ci/run`), where it fails the test.
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use midge_broker::{Broker, BrokerConfig, BrokerHandle};
+use midge_broker::{Broker, BrokerConfig, BrokerHandle, Hooks};
+use midge_testkit::peers::require;
+use tokio::sync::mpsc;
 
 /// The longest any single peer process may run.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(20);
@@ -36,6 +40,83 @@ pub async fn start(config: BrokerConfig) -> BrokerHandle {
         .start()
         .await
         .expect("broker starts")
+}
+
+/// [`test_config`]'s settings on the `[[listener]]` tables (and anything else) of `toml`.
+pub fn config_from_toml(toml: &str) -> BrokerConfig {
+    let mut config: BrokerConfig =
+        toml::from_str(toml).unwrap_or_else(|e| panic!("broker config: {e}\n{toml}"));
+    config.sys.interval_secs = 0;
+    config.limits.close_timeout_ms = 500;
+    config
+}
+
+/// Starts a broker on the listeners of `config` alone, with `hooks`.
+pub async fn start_listeners(config: BrokerConfig, hooks: impl Hooks) -> BrokerHandle {
+    Broker::builder()
+        .config(config)
+        .hooks(hooks)
+        .start()
+        .await
+        .expect("broker starts")
+}
+
+/// The bound address of listener `i` of `broker`.
+pub fn listener(broker: &BrokerHandle, i: usize) -> SocketAddr {
+    broker
+        .listener_addr(i)
+        .unwrap_or_else(|| panic!("the broker has no listener {i}"))
+}
+
+/// `path` as a TOML literal string.
+pub fn toml_path(path: &Path) -> String {
+    let path = path.display().to_string();
+    assert!(
+        !path.contains(['\'', '\n']),
+        "{path:?} cannot be a TOML literal string"
+    );
+    format!("'{path}'")
+}
+
+/// Where MQTT.js (and puppeteer-core) are looked up: `$MIDGE_NODE_MODULES`, else
+/// `target/interop-peers/node/node_modules`, where `.ci/run` installs them.
+pub fn node_modules() -> PathBuf {
+    std::env::var_os("MIDGE_NODE_MODULES").map_or_else(
+        || {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/interop-peers/node/node_modules")
+        },
+        PathBuf::from,
+    )
+}
+
+/// True if node can `require` each of `modules` from [`node_modules`].
+pub fn node_requires(modules: &[&str]) -> bool {
+    let script: String = modules.iter().map(|m| format!("require('{m}');")).collect();
+    Command::new("node")
+        .args(["-e", &script])
+        .env("NODE_PATH", node_modules())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// node with MQTT.js, or a loud skip.
+pub fn have_mqttjs() -> bool {
+    require(
+        "node with MQTT.js (npm package mqtt)",
+        node_requires(&["mqtt"]),
+    )
+}
+
+/// A `node` command for `tests/peers/<script>`, with [`node_modules`] on its path.
+pub fn node(script: &str) -> Command {
+    let mut cmd = Command::new("node");
+    cmd.arg(peers_dir().join(script))
+        .env("NODE_PATH", node_modules());
+    cmd
 }
 
 /// Polls `ready` every 10 ms; panics with `what` after `timeout`.
@@ -67,6 +148,26 @@ impl Peer {
             child: Some(child),
             what,
         }
+    }
+
+    /// The lines of the process's stdout as it prints them (a thread reads them). After this,
+    /// [`Peer::finish`] returns no stdout.
+    pub fn stdout_lines(&mut self) -> mpsc::UnboundedReceiver<String> {
+        let stdout = self
+            .child
+            .as_mut()
+            .and_then(|c| c.stdout.take())
+            .expect("stdout not taken yet");
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
     }
 
     /// Kills the process (SIGKILL: no DISCONNECT reaches the broker) and reaps it.

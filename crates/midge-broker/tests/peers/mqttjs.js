@@ -1,13 +1,17 @@
-// Interop with MQTT.js (npm package `mqtt`, 5.x): `node mqttjs.js PORT VERSION` with VERSION
-// 4 (MQTT 3.1.1) or 5. Covers QoS 0/1/2, retained messages, a will on a dropped connection
-// and, at 5.0, user properties, the CONNACK Topic Alias Maximum and a client-set topic alias.
-// Prints one JSON line and exits non-zero on failure; every wait is bounded.
+// Interop with MQTT.js (npm package `mqtt`, 5.x): `node mqttjs.js TARGET VERSION [CA]` with
+// TARGET a TCP port on 127.0.0.1 or a ws:// or wss:// URL, VERSION 4 (MQTT 3.1.1) or 5, and
+// CA the PEM file a wss:// server certificate must chain to. Covers QoS 0/1/2, a 300 KB
+// message (several WebSocket frames and TLS records), retained messages, a will on a dropped
+// connection and, at 5.0, user properties, the CONNACK Topic Alias Maximum and a client-set
+// topic alias. Prints one JSON line and exits non-zero on failure; every wait is bounded.
 'use strict';
 
+const fs = require('fs');
 const mqtt = require('mqtt');
 
-const port = Number(process.argv[2]);
+const target = process.argv[2];
 const version = Number(process.argv[3] || 5);
+const ca = process.argv[4] ? fs.readFileSync(process.argv[4]) : undefined;
 const tag = `${version}-${process.pid}`;
 const TIMEOUT = 5000;
 
@@ -20,14 +24,10 @@ setTimeout(() => fail('overall timeout'), 20000).unref();
 
 function connect(opts = {}) {
   return new Promise((resolve, reject) => {
-    const c = mqtt.connect({
-      host: '127.0.0.1',
-      port,
-      protocolVersion: version,
-      reconnectPeriod: 0,
-      connectTimeout: TIMEOUT,
-      ...opts,
-    });
+    const common = { protocolVersion: version, reconnectPeriod: 0, connectTimeout: TIMEOUT, ...opts };
+    const c = /^\d+$/.test(target)
+      ? mqtt.connect({ host: '127.0.0.1', port: Number(target), ...common })
+      : mqtt.connect(target, { ca, rejectUnauthorized: true, ...common });
     c.received = [];
     c.waiters = [];
     c.on('message', (topic, payload, packet) => {
@@ -66,6 +66,14 @@ async function main() {
   const seen = got.map((m) => `${m.payload}@${m.packet.qos}`).join(',');
   if (seen !== 'm0@0,m1@1,m2@2') fail(`qos deliveries ${seen}`);
   result.qos = seen;
+
+  // A message larger than a WebSocket frame or a TLS record, byte for byte.
+  const big = Buffer.alloc(300 * 1024);
+  for (let i = 0; i < big.length; i++) big[i] = (i * 7 + (i >> 10)) & 0xff;
+  await pub.publishAsync(`${base}/big`, big, { qos: 1 });
+  const [b] = await expect(sub, 1, 'big message');
+  if (!b.packet.payload.equals(big)) fail(`big message: ${b.packet.payload.length} bytes, not the ${big.length} sent`);
+  result.big = big.length;
 
   // Retained: a late subscriber gets it flagged; an empty retained message deletes it.
   await pub.publishAsync(`${base}/retained`, 'kept', { qos: 1, retain: true });

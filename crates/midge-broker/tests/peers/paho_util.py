@@ -59,7 +59,19 @@ def props(packet_type, **values):
 class Client:
     """A paho client on its own network thread, with queues for what it receives."""
 
-    def __init__(self, port, proto, client_id="", clean=True, session_expiry=None, will=None):
+    def __init__(
+        self,
+        port,
+        proto,
+        client_id="",
+        clean=True,
+        session_expiry=None,
+        will=None,
+        transport="tcp",
+        ws_path=None,
+        ca=None,
+    ):
+        """transport "tcp" or "websockets" (at ws_path); ca: TLS with that CA's PEM file."""
         self.proto = proto
         self.port = port
         self.clean = clean
@@ -68,8 +80,16 @@ class Client:
         if proto != mqtt.MQTTv5:
             kwargs["clean_session"] = clean
         self.c = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, **kwargs
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=proto,
+            transport=transport,
+            **kwargs,
         )
+        if ws_path is not None:
+            self.c.ws_set_options(path=ws_path)
+        if ca is not None:
+            self.c.tls_set(ca_certs=ca)
         self.messages = queue.Queue()
         self.connacks = queue.Queue()
         self.subacks = queue.Queue()
