@@ -67,7 +67,11 @@ where
 /// Opens a WebSocket on `stream` (already through TLS, for `wss`) to `url`
 /// (`ws://host:port/path` or `wss://…`, which names the Host header and path), offering the
 /// subprotocol `mqtt`. Messages from the server are bounded by `max_message_size`.
-pub async fn connect<S>(stream: S, url: &str, max_message_size: usize) -> Result<WsStream<S>, WsError>
+pub async fn connect<S>(
+    stream: S,
+    url: &str,
+    max_message_size: usize,
+) -> Result<WsStream<S>, WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
