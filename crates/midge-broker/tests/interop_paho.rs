@@ -107,9 +107,10 @@ async fn message_expiry_v5() {
     eprintln!("paho_expiry.py v5: {line}");
 }
 
-/// paho over TLS (`tls_set(ca_certs=…)`, checking the server certificate for 127.0.0.1), over
-/// WebSocket (`transport="websockets"`, path `/mqtt`) and over WebSocket in TLS: QoS 1 messages,
-/// one of 300 KB among them, arrive in order and byte for byte, at 3.1.1 and 5.0.
+/// paho over TLS (`tls_set(ca_certs=…)`, checking the server certificate for 127.0.0.1; and
+/// offering ALPN `mqtt`, which the broker chooses), over WebSocket (`transport="websockets"`,
+/// path `/mqtt`) and over WebSocket in TLS: QoS 1 messages, one of 300 KB among them, arrive
+/// in order and byte for byte.
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_and_websockets() {
     if !have_paho() {
@@ -124,24 +125,29 @@ async fn tls_and_websockets() {
          [[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"ws\"\npath = \"/mqtt\"\n{tls}"
     ));
     let broker = start_listeners(config, AllowAll).await;
-    for (i, mode) in ["tls", "ws", "wss"].into_iter().enumerate() {
+    let runs = [
+        (0, "tls", "5"),
+        (0, "tls-alpn", "311"),
+        (1, "ws", "311"),
+        (1, "ws", "5"),
+        (2, "wss", "5"),
+    ];
+    for (i, mode, version) in runs {
         let port = listener(&broker, i).port().to_string();
-        for version in ["311", "5"] {
-            let stdout = Peer::spawn(
-                Command::new("python3")
-                    .arg(peers_dir().join("paho_transport.py"))
-                    .args([&port, version, mode])
-                    .arg(&pki.ca),
-            )
-            .success(PEER_TIMEOUT)
-            .await;
-            let line = stdout.lines().last().unwrap_or_default();
-            assert!(
-                line.contains("\"ok\": true") && line.contains("\"received\": 11"),
-                "paho {mode} v{version}: {stdout}"
-            );
-            eprintln!("paho {mode} v{version}: {line}");
-        }
+        let stdout = Peer::spawn(
+            Command::new("python3")
+                .arg(peers_dir().join("paho_transport.py"))
+                .args([&port, version, mode])
+                .arg(&pki.ca),
+        )
+        .success(PEER_TIMEOUT)
+        .await;
+        let line = stdout.lines().last().unwrap_or_default();
+        assert!(
+            line.contains("\"ok\": true") && line.contains("\"received\": 11"),
+            "paho {mode} v{version}: {stdout}"
+        );
+        eprintln!("paho {mode} v{version}: {line}");
     }
     broker.shutdown().await;
 }

@@ -15,8 +15,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use midge_broker::{AllowAll, BrokerHandle, ConnectRequest, Hooks};
+use midge_broker::{AllowAll, BrokerHandle, ClientInfo, ConnectRequest, Hooks};
 use midge_codec::ReasonCode;
+use midge_proto::Message;
 use midge_testkit::certs::{TestPki, CLIENT_CN};
 use midge_testkit::peers::{installed, require};
 use peers::{
@@ -102,22 +103,38 @@ async fn publish(mut cmd: Command, topic: &str, payload: &str) -> (bool, String)
     (out.status.success(), printed)
 }
 
-/// The user name of every CONNECT that reached authentication, in order.
+/// The user name of every CONNECT that reached authentication, and of every client whose
+/// PUBLISH was authorized, in order.
 #[derive(Clone, Default)]
-struct Usernames(Arc<Mutex<Vec<Option<String>>>>);
+struct Usernames {
+    connects: Arc<Mutex<Vec<Option<String>>>>,
+    publishers: Arc<Mutex<Vec<Option<String>>>>,
+}
 
 impl Usernames {
-    fn seen(&self) -> Vec<Option<String>> {
-        self.0.lock().expect("lock").clone()
+    fn connects(&self) -> Vec<Option<String>> {
+        self.connects.lock().expect("lock").clone()
+    }
+
+    fn publishers(&self) -> Vec<Option<String>> {
+        self.publishers.lock().expect("lock").clone()
     }
 }
 
 impl Hooks for Usernames {
     fn authenticate(&self, request: &ConnectRequest<'_>) -> Result<(), ReasonCode> {
-        self.0
+        self.connects
             .lock()
             .expect("lock")
             .push(request.username.map(str::to_owned));
+        Ok(())
+    }
+
+    fn authorize_publish(&self, client: &ClientInfo, _message: &Message) -> Result<(), ReasonCode> {
+        self.publishers
+            .lock()
+            .expect("lock")
+            .push(client.username.as_ref().map(|u| u.as_str().to_owned()));
         Ok(())
     }
 }
@@ -204,7 +221,7 @@ async fn mosquitto_clients_with_client_certificates() {
         "mosquitto_pub with the CA's client certificate: {printed}"
     );
     assert_eq!(sub.success(PEER_TIMEOUT).await, "mtls/a 1 signed\n");
-    assert_eq!(hooks.seen().len(), 2, "{:?}", hooks.seen());
+    assert_eq!(hooks.connects().len(), 2, "{:?}", hooks.connects());
 
     let refused = [
         ("no client certificate", None),
@@ -223,16 +240,16 @@ async fn mosquitto_clients_with_client_certificates() {
         assert!(!ok, "mosquitto_pub with {what} got in: {printed}");
     }
     assert_eq!(
-        hooks.seen().len(),
+        hooks.connects().len(),
         2,
         "a refused client's CONNECT reached the hooks: {:?}",
-        hooks.seen()
+        hooks.connects()
     );
     broker.shutdown().await;
 }
 
 /// `use_identity_as_username`: the certificate's Common Name is the user name the hooks see,
-/// in place of any the client sends.
+/// at CONNECT and after, in place of any the client sends.
 #[tokio::test(flavor = "multi_thread")]
 async fn client_certificate_identity_as_username() {
     if !have_clients() {
@@ -254,10 +271,8 @@ async fn client_certificate_identity_as_username() {
     let (ok, printed) = publish(pretender, "id/a", "who").await;
     assert!(ok, "mosquitto_pub with the client certificate: {printed}");
     assert_eq!(sub.success(PEER_TIMEOUT).await, "id/a 1 who\n");
-    assert_eq!(
-        hooks.seen(),
-        [Some(CLIENT_CN.to_owned()), Some(CLIENT_CN.to_owned())],
-        "the user names the hooks saw"
-    );
+    let cn = Some(CLIENT_CN.to_owned());
+    assert_eq!(hooks.connects(), [cn.clone(), cn.clone()], "at CONNECT");
+    assert_eq!(hooks.publishers(), [cn], "at PUBLISH");
     broker.shutdown().await;
 }

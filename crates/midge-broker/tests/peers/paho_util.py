@@ -7,6 +7,7 @@ one JSON line with what it saw, and exits non-zero on failure. Every wait is bou
 import json
 import os
 import queue
+import ssl
 import sys
 import time
 
@@ -70,8 +71,10 @@ class Client:
         transport="tcp",
         ws_path=None,
         ca=None,
+        alpn=None,
     ):
-        """transport "tcp" or "websockets" (at ws_path); ca: TLS with that CA's PEM file."""
+        """transport "tcp" or "websockets" (at ws_path); ca: TLS with that CA's PEM file,
+        offering the ALPN protocols alpn (a list) if given."""
         self.proto = proto
         self.port = port
         self.clean = clean
@@ -88,7 +91,11 @@ class Client:
         )
         if ws_path is not None:
             self.c.ws_set_options(path=ws_path)
-        if ca is not None:
+        if ca is not None and alpn is not None:
+            context = ssl.create_default_context(cafile=ca)
+            context.set_alpn_protocols(alpn)
+            self.c.tls_set_context(context)
+        elif ca is not None:
             self.c.tls_set(ca_certs=ca)
         self.messages = queue.Queue()
         self.connacks = queue.Queue()
