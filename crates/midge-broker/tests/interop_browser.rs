@@ -51,7 +51,9 @@ async fn next_event(lines: &mut UnboundedReceiver<String>, seen: &mut Vec<String
 /// Chromium connects over ws:// and wss:// (the test CA's server certificate, trusted by its
 /// public key alone), subscribes and publishes at QoS 1, and gets both its own message and
 /// one a TCP client published. A third listener allows only another Origin: the browser's
-/// handshake there is refused.
+/// handshake there is refused. Chromium refuses a handshake that does not select the
+/// subprotocol `mqtt` it offered.
+// Conformance: [MQTT-5:6.0.0-4]
 #[tokio::test(flavor = "multi_thread")]
 async fn chromium_over_ws_and_wss() {
     if !have_browser() {

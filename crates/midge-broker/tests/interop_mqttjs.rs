@@ -41,6 +41,8 @@ async fn mqttjs_v311_and_v5() {
 
 /// MQTT.js in node over ws:// (3.1.1 and 5.0) and wss:// (5.0; the server certificate checked
 /// against the test CA): the same QoS, large message, retained, will and 5.0 checks as over TCP.
+/// MQTT.js offers the subprotocol `mqtt` and refuses a handshake that does not select it.
+// Conformance: [MQTT-3.1.1:6.0.0-4] [MQTT-5:6.0.0-4]
 #[tokio::test(flavor = "multi_thread")]
 async fn mqttjs_over_ws_and_wss() {
     if !have_mqttjs() {
