@@ -1,4 +1,5 @@
 //! MQTT over WebSocket (MQTT 5.0 section 6) over loopback.
+#![cfg(all(feature = "ws", feature = "tls"))]
 #![allow(missing_docs)]
 
 mod common;
