@@ -440,6 +440,8 @@ async fn next_binary(ws: &mut Ws) -> Vec<u8> {
 
 #[tokio::test]
 async fn mqtt_6_0_0_2_packets_span_frames_and_frames_hold_several_packets() {
+    // [MQTT-5:6.0.0-2] [MQTT-3.1.1:6.0.0-2]: a 3.1.1 client here; `raw_ws` checks that the
+    // broker selected the subprotocol `mqtt` [MQTT-5:6.0.0-4] [MQTT-3.1.1:6.0.0-4].
     let broker = start(config(&ws_listener(""))).await;
     let addr = broker.local_addr();
     let mut ws = raw_ws(addr, "/mqtt").await.expect("upgrade");
@@ -482,6 +484,7 @@ async fn mqtt_6_0_0_2_packets_span_frames_and_frames_hold_several_packets() {
 
 #[tokio::test]
 async fn mqtt_6_0_0_1_a_text_frame_closes_the_connection() {
+    // [MQTT-5:6.0.0-1] [MQTT-3.1.1:6.0.0-1]
     let broker = start(config(&ws_listener(""))).await;
     let addr = broker.local_addr();
     let mut ws = raw_ws(addr, "/mqtt").await.expect("upgrade");

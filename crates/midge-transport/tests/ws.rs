@@ -86,6 +86,7 @@ where
 async fn accept_and_connect_move_bytes_both_ways_with_subprotocol_mqtt() {
     let (mut s, mut c) = pair(AcceptOptions::default()).await;
     // [MQTT-6.0.0-3], [MQTT-6.0.0-4]
+    // [MQTT-5:6.0.0-3] [MQTT-3.1.1:6.0.0-3] [MQTT-5:6.0.0-4] [MQTT-3.1.1:6.0.0-4]
     assert_eq!(s.subprotocol(), Some("mqtt"));
     assert_eq!(c.subprotocol(), Some("mqtt"));
     exchange(&mut c, &mut s).await;
@@ -134,6 +135,7 @@ async fn websocket_over_tls() {
 #[tokio::test]
 async fn one_packet_may_span_messages_and_one_message_hold_several_packets() {
     // [MQTT-6.0.0-2]
+    // [MQTT-5:6.0.0-2] [MQTT-3.1.1:6.0.0-2]
     let (s, c) = raw_pair(
         AcceptOptions::default(),
         "/mqtt",
@@ -187,6 +189,7 @@ async fn one_packet_may_span_messages_and_one_message_hold_several_packets() {
 #[tokio::test]
 async fn a_text_frame_is_a_read_error_and_closes_the_connection() {
     // [MQTT-6.0.0-1]
+    // [MQTT-5:6.0.0-1] [MQTT-3.1.1:6.0.0-1]
     let (s, c) = raw_pair(
         AcceptOptions::default(),
         "/mqtt",
