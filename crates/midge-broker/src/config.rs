@@ -238,6 +238,23 @@ pub struct TlsConfig {
     /// `require_client_cert`). Default false.
     #[serde(default)]
     pub use_identity_as_username: bool,
+    /// `[[listener.tls.sni]]`: certificates for particular server names. A client that asks
+    /// for one of these names (SNI) gets its certificate; any other gets `cert`. Default none.
+    #[serde(default)]
+    pub sni: Vec<SniConfig>,
+}
+
+/// `[[listener.tls.sni]]`: a certificate for one server name.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SniConfig {
+    /// The DNS name clients ask for, matched without regard to case.
+    pub server_name: String,
+    /// Its certificate chain, leaf first (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
 }
 
 impl TlsConfig {
@@ -249,12 +266,17 @@ impl TlsConfig {
             client_ca: None,
             require_client_cert: false,
             use_identity_as_username: false,
+            sni: Vec::new(),
         }
     }
 
     /// Makes relative paths relative to `dir`.
     pub fn resolve_paths(&mut self, dir: &Path) {
-        for path in [&mut self.cert, &mut self.key] {
+        let named = self
+            .sni
+            .iter_mut()
+            .flat_map(|sni| [&mut sni.cert, &mut sni.key]);
+        for path in [&mut self.cert, &mut self.key].into_iter().chain(named) {
             if path.is_relative() {
                 *path = dir.join(&*path);
             }

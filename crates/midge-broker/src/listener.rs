@@ -153,6 +153,17 @@ impl Bound {
                     midge_transport::tls::ServerTlsFiles::new(tls.cert.clone(), tls.key.clone());
                 files.client_ca = tls.client_ca.clone();
                 files.require_client_cert = tls.require_client_cert;
+                files.sni = tls
+                    .sni
+                    .iter()
+                    .map(|sni| {
+                        midge_transport::tls::SniCertificate::new(
+                            sni.server_name.clone(),
+                            sni.cert.clone(),
+                            sni.key.clone(),
+                        )
+                    })
+                    .collect();
                 // Browsers offer `h2` and `http/1.1` on a wss connection; MQTT clients that
                 // use ALPN offer `mqtt`.
                 let alpn: &[&[u8]] = match config.protocol {

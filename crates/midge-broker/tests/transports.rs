@@ -479,7 +479,11 @@ async fn mqtt_6_0_0_2_packets_span_frames_and_frames_hold_several_packets() {
         got.extend(next_binary(&mut ws).await);
     }
     assert_eq!(got[0], 0x90, "SUBACK first: {got:?}");
-    assert_eq!(got[5..].to_vec(), b"\x30\x08\x00\x04ws/thi".to_vec(), "{got:?}");
+    assert_eq!(
+        got[5..].to_vec(),
+        b"\x30\x08\x00\x04ws/thi".to_vec(),
+        "{got:?}"
+    );
 }
 
 #[tokio::test]
@@ -763,4 +767,31 @@ async fn a_proxy_header_where_none_is_configured_closes_the_connection() {
     );
     assert!(peers.0.lock().expect("lock").is_empty());
     assert_healthy(addr).await;
+}
+
+#[tokio::test]
+async fn sni_picks_the_certificate_for_the_name_asked_for() {
+    let default = TestPki::generate();
+    let named = TestPki::generate();
+    let listener = format!(
+        "{}[[listener.tls.sni]]\nserver_name = \"LocalHost\"\ncert = {:?}\nkey = {:?}\n",
+        tls_listener(&server_files(&default), ""),
+        named.server_cert.display().to_string(),
+        named.server_key.display().to_string()
+    );
+    let broker = start(config(&listener)).await;
+    let addr = broker.local_addr();
+    // Asking for `localhost`: the named certificate, which only the second CA vouches for.
+    tls_connect(addr, &client_tls(&named, None))
+        .await
+        .expect("the SNI certificate");
+    assert!(tls_connect(addr, &client_tls(&default, None))
+        .await
+        .is_err());
+    // An IP address sends no SNI: the default certificate.
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    client_tls(&default, None)
+        .connect(server_name("127.0.0.1").expect("name"), tcp)
+        .await
+        .expect("the default certificate");
 }
