@@ -389,3 +389,26 @@ async fn connect_refuses_a_server_that_does_not_choose_mqtt() {
         "{c:?}"
     );
 }
+
+#[tokio::test]
+async fn a_long_write_goes_out_as_messages_of_at_most_max_write_message() {
+    let (server, client) = raw_pair(
+        AcceptOptions::default(),
+        "/mqtt",
+        &[("Sec-WebSocket-Protocol", "mqtt")],
+    )
+    .await;
+    let (mut server, mut client) = (server.unwrap(), client.unwrap());
+    let data = vec![7u8; 3 * midge_transport::ws::MAX_WRITE_MESSAGE + 10];
+    within(server.write_all(&data)).await.expect("write");
+    within(server.flush()).await.expect("flush");
+    let mut sizes = Vec::new();
+    while sizes.iter().sum::<usize>() < data.len() {
+        match within(client.next()).await {
+            Some(Ok(Message::Binary(m))) => sizes.push(m.len()),
+            other => panic!("expected a binary message, got {other:?}"),
+        }
+    }
+    let max = midge_transport::ws::MAX_WRITE_MESSAGE;
+    assert_eq!(sizes, vec![max, max, max, 10]);
+}
