@@ -595,7 +595,7 @@ async fn http_without_upgrade_a_wrong_path_or_origin_is_refused() {
 #[tokio::test]
 async fn mqtt_over_wss() {
     let pki = TestPki::generate();
-    let listener = format!("{}", tls_listener(&server_files(&pki), "protocol = \"ws\""));
+    let listener = tls_listener(&server_files(&pki), "protocol = \"ws\"");
     let broker = start(config(&listener)).await;
     let addr = broker.local_addr();
     let mut options = ClientTlsOptions::new(Roots::File(pki.ca.clone()));
