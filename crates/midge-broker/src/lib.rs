@@ -19,7 +19,7 @@ pub mod store;
 #[cfg(feature = "runtime")]
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, StartError, TlsReloader};
 pub use config::{
-    BindAddr, BrokerConfig, ListenerConfig, ListenerProtocol, SharedStrategy, TlsConfig,
+    BindAddr, BrokerConfig, ListenerConfig, ListenerProtocol, SharedStrategy, SniConfig, TlsConfig,
 };
 #[cfg(feature = "runtime")]
 pub use driver::Transport;
