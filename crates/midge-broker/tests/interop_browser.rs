@@ -28,9 +28,13 @@ fn chromium() -> PathBuf {
 }
 
 fn have_browser() -> bool {
+    let chromium = chromium();
     require(
-        "Chromium (/usr/bin/chromium) with node, MQTT.js and puppeteer-core",
-        chromium().is_file() && node_requires(&["mqtt", "puppeteer-core"]),
+        &format!(
+            "Chromium ({}) with node, MQTT.js and puppeteer-core",
+            chromium.display()
+        ),
+        chromium.is_file() && node_requires(&["mqtt", "puppeteer-core"]),
     )
 }
 
