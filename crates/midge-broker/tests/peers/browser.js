@@ -156,6 +156,8 @@ async function main() {
     '--disable-background-networking',
     '--disable-component-update',
     '--disable-sync',
+    // A container's /dev/shm may be small; Chromium then uses /tmp instead.
+    '--disable-dev-shm-usage',
     `--user-data-dir=${profile}`,
   ];
   if (args.serverCert) flags.push(`--ignore-certificate-errors-spki-list=${spkiHash(args.serverCert)}`);
