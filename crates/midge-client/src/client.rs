@@ -13,8 +13,9 @@ use midge_proto::client::ClientConfig;
 use midge_proto::splitmix64;
 use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::connector::Connector;
+use crate::connector::{Connector, ConnectorError};
 use crate::driver::{now, Driver};
+use crate::endpoint::BrokerUrl;
 use crate::error::{ClientError, CloseReason, ConnectError, InputKind, InvalidInput};
 use crate::message::Message;
 use crate::options::{Limits, PublishOptions, ReconnectPolicy, SubscribeOptions};
@@ -353,6 +354,67 @@ impl ClientBuilder {
             response_timeout: Duration::from_secs(10),
             linger: Duration::from_secs(5),
             topic_aliases: true,
+        }
+    }
+
+    /// A client of the broker at `url`, with the defaults of [`ClientBuilder::new`]:
+    /// `mqtt://host[:port]` (TCP, port 1883), `mqtts://host[:port]` (TLS, 8883),
+    /// `ws://host[:port][/path]` (WebSocket, 80, path `/mqtt`), `wss://host[:port][/path]`
+    /// (WebSocket over TLS, 443) or `unix:///path/to/socket`; see [`BrokerUrl`]. TLS trusts
+    /// the system's CA certificates; [`ClientBuilder::from_url_with_tls`] takes others.
+    ///
+    /// A user name and password in the URL (`mqtts://user:password@host`, percent-encoded)
+    /// go into CONNECT, as [`ClientBuilder::credentials`] would put them.
+    ///
+    /// ```no_run
+    /// use midge_client::ClientBuilder;
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = ClientBuilder::from_url("mqtts://broker.example.com")?
+    ///     .client_id("sensor-17")
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_url(url: &str) -> Result<Self, ConnectorError> {
+        let url = BrokerUrl::parse(url)?;
+        Ok(Self::with_connector(Connector::for_url(&url)?).url_credentials(&url))
+    }
+
+    /// [`ClientBuilder::from_url`] with the TLS settings `tls` (used by `mqtts` and `wss`
+    /// URLs): the CA certificates to trust, a client certificate and key, ALPN, TLS versions.
+    ///
+    /// ```no_run
+    /// use midge_client::tls::{ClientTlsOptions, Roots};
+    /// use midge_client::ClientBuilder;
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tls = ClientTlsOptions::default();
+    /// tls.roots = Roots::File("ca.pem".into());
+    /// tls.identity = Some(("device.pem".into(), "device.key".into()));
+    /// let client = ClientBuilder::from_url_with_tls("mqtts://broker.example.com:8883", &tls)?
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn from_url_with_tls(
+        url: &str,
+        tls: &crate::tls::ClientTlsOptions,
+    ) -> Result<Self, ConnectorError> {
+        let url = BrokerUrl::parse(url)?;
+        Ok(Self::with_connector(Connector::for_url_with_tls(&url, tls)?).url_credentials(&url))
+    }
+
+    fn url_credentials(self, url: &BrokerUrl) -> Self {
+        match (url.username(), url.password()) {
+            (Some(user), Some(password)) => {
+                self.credentials(user, Bytes::from(password.to_owned()))
+            }
+            (Some(user), None) => self.username(user),
+            _ => self,
         }
     }
 
