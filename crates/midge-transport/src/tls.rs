@@ -1,10 +1,18 @@
 //! TLS with rustls: server configurations loaded from PEM files (and reloaded while running),
 //! and client configurations.
 //!
-//! Only TLS 1.2 and 1.3 are offered, with the ring crypto provider.
+//! Only TLS 1.2 and 1.3 are offered, with the ring crypto provider. Every configuration is
+//! built with that provider explicitly, so no process-wide default provider has to be
+//! installed.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, SupportedProtocolVersion};
 
 pub use rustls;
 pub use tokio_rustls;
@@ -16,22 +24,130 @@ pub enum TlsError {
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
-        /// The file.
+        /// The file (or directory).
         path: PathBuf,
         /// The error.
         source: std::io::Error,
     },
-    /// A PEM file holds nothing of what it should (no certificate, no private key).
+    /// A PEM file holds nothing of what it should (no certificate, no private key), or what it
+    /// holds is not valid.
     #[error("{path}: {what}")]
     Pem {
-        /// The file.
+        /// The file (or directory, for [`Roots::Dir`]).
         path: PathBuf,
         /// What is wrong with it.
         what: String,
     },
-    /// rustls refused the configuration (a key that does not match its certificate, say).
+    /// The private key does not belong to the certificate (the leaf of the chain).
+    #[error("the private key in {key} does not match the certificate in {cert}")]
+    KeyMismatch {
+        /// The certificate chain file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// `require_client_cert` is set without `client_ca`: there is nothing to verify client
+    /// certificates against.
+    #[error("client certificates are required (require_client_cert) but no client_ca is given to verify them against")]
+    ClientCertWithoutCa,
+    /// The client-certificate verifier could not be built from the CA certificates.
+    #[error("client CA certificates in {path}: {source}")]
+    ClientVerifier {
+        /// The `client_ca` file.
+        path: PathBuf,
+        /// The error.
+        source: rustls::server::VerifierBuilderError,
+    },
+    /// The operating system's certificate store yielded no usable CA certificate.
+    #[error("no CA certificate found in the system's certificate store{0}")]
+    NoSystemRoots(String),
+    /// A host name that is neither a DNS name nor an IP address.
+    #[error("invalid TLS server name {0:?}")]
+    ServerName(String),
+    /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+}
+
+/// The ring provider, as every configuration of this module uses it.
+///
+/// rustls 0.23.48 deprecates `ring::default_provider` because ring has no post-quantum key
+/// exchange; the alternative, aws-lc-rs, needs cmake to build, which this workspace avoids.
+/// Classical X25519/P-256/P-384 key exchange is what the MQTT peers in use offer anyway.
+#[allow(deprecated)]
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// TLS 1.3 and 1.2, the versions a server offers.
+static BOTH: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+static ONLY_12: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
+static ONLY_13: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// All certificates of a PEM file, in order; an error if there is none or one is malformed.
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_owned(),
+            what: format!("malformed PEM: {e}"),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_owned(),
+            what: "no certificate (no PEM block \"BEGIN CERTIFICATE\")".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {
+        path: path.to_owned(),
+        what: match e {
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                "no private key (no PEM block \"BEGIN PRIVATE KEY\", \"BEGIN RSA PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\")".into()
+            }
+            e => format!("malformed PEM: {e}"),
+        },
+    })
+}
+
+/// A root store with every certificate of `path`; an error if one is not a valid CA
+/// certificate.
+fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for (i, cert) in load_certs(path)?.into_iter().enumerate() {
+        roots.add(cert).map_err(|e| TlsError::Pem {
+            path: path.to_owned(),
+            what: format!("certificate {}: {e}", i + 1),
+        })?;
+    }
+    Ok(roots)
+}
+
+/// A certified key from the files, with a key that does not match its certificate reported
+/// as [`TlsError::KeyMismatch`].
+fn map_key_mismatch(e: rustls::Error, cert: &Path, key: &Path) -> TlsError {
+    match e {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+            TlsError::KeyMismatch {
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+            }
+        }
+        e => TlsError::Rustls(e),
+    }
 }
 
 /// A server's certificate files: what a listener's `[listener.tls]` table names.
@@ -45,7 +161,8 @@ pub struct ServerTlsFiles {
     /// CA certificates (PEM) that client certificates are verified against. Without it, no
     /// client certificate is asked for.
     pub client_ca: Option<PathBuf>,
-    /// Refuse clients without a valid certificate (only with `client_ca`). When false, a
+    /// Refuse clients without a valid certificate (only with `client_ca`: without it,
+    /// [`ServerTlsFiles::load`] fails with [`TlsError::ClientCertWithoutCa`]). When false, a
     /// certificate is asked for but optional; one that is sent must still be valid.
     pub require_client_cert: bool,
 }
@@ -61,13 +178,50 @@ impl ServerTlsFiles {
         }
     }
 
+    /// Verifies client certificates against the CA certificates in `client_ca`; `required`
+    /// refuses clients that send none.
+    #[must_use]
+    pub fn with_client_ca(mut self, client_ca: impl Into<PathBuf>, required: bool) -> Self {
+        self.client_ca = Some(client_ca.into());
+        self.require_client_cert = required;
+        self
+    }
+
     /// Reads the files and builds a rustls server configuration: TLS 1.2 and 1.3, the ALPN
     /// protocols `alpn` (for MQTT, `[b"mqtt"]`; a client that offers ALPN but none of these is
     /// refused, one that offers none is accepted), and client-certificate verification when
     /// `client_ca` is set.
     pub fn load(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let _ = alpn;
-        todo!()
+        let provider = provider();
+        let certs = load_certs(&self.cert)?;
+        let key = load_key(&self.key)?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(BOTH)?;
+        let builder = match &self.client_ca {
+            None if self.require_client_cert => return Err(TlsError::ClientCertWithoutCa),
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let roots = Arc::new(load_roots(ca)?);
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
+                let verifier = if self.require_client_cert {
+                    verifier
+                } else {
+                    verifier.allow_unauthenticated()
+                };
+                let verifier = verifier
+                    .build()
+                    .map_err(|source| TlsError::ClientVerifier {
+                        path: ca.clone(),
+                        source,
+                    })?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| map_key_mismatch(e, &self.cert, &self.key))?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
     }
 }
 
@@ -77,7 +231,7 @@ impl ServerTlsFiles {
 pub struct ReloadableAcceptor {
     files: ServerTlsFiles,
     alpn: Vec<Vec<u8>>,
-    config: std::sync::RwLock<Arc<rustls::ServerConfig>>,
+    config: RwLock<Arc<rustls::ServerConfig>>,
 }
 
 impl ReloadableAcceptor {
@@ -87,27 +241,62 @@ impl ReloadableAcceptor {
         Ok(Self {
             files,
             alpn: alpn.iter().map(|p| p.to_vec()).collect(),
-            config: std::sync::RwLock::new(config),
+            config: RwLock::new(config),
         })
+    }
+
+    /// The files this acceptor loads.
+    pub fn files(&self) -> &ServerTlsFiles {
+        &self.files
     }
 
     /// Reads the files again. On error the configuration in use stays, and the error says why.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let _ = (&self.files, &self.alpn);
-        todo!()
+        let alpn: Vec<&[u8]> = self.alpn.iter().map(Vec::as_slice).collect();
+        let config = self.files.load(&alpn)?;
+        // A panic while the lock was held cannot leave the Arc half-written: take it anyway.
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config;
+        Ok(())
+    }
+
+    /// The configuration in use now.
+    pub fn config(&self) -> Arc<rustls::ServerConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// An acceptor with the configuration in use now.
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        todo!()
+        tokio_rustls::TlsAcceptor::from(self.config())
     }
 }
 
 /// The subject Common Name of the client's certificate (the leaf of the chain it presented),
 /// if it sent one and it has a CN: what `use_identity_as_username` makes the user name.
+///
+/// With several CNs, the first; a CN that is not a string type (or not valid UTF-8) is none.
 pub fn peer_common_name(connection: &rustls::ServerConnection) -> Option<String> {
-    let _ = connection;
-    todo!()
+    let leaf = connection.peer_certificates()?.first()?;
+    common_name(leaf)
+}
+
+/// The subject Common Name of a DER certificate.
+pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let cn = parsed.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
+/// The name a client verifies the server's certificate against: an IP address (`127.0.0.1`,
+/// `::1`, also in brackets `[::1]` as in URLs) or a DNS name.
+pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    ServerName::try_from(bare.to_owned()).map_err(|_| TlsError::ServerName(host.to_owned()))
 }
 
 /// Where a client finds the CA certificates it trusts.
@@ -119,8 +308,70 @@ pub enum Roots {
     System,
     /// The certificates in one PEM file (mosquitto's `--cafile`).
     File(PathBuf),
-    /// The PEM certificates in every file of a directory (mosquitto's `--capath`).
+    /// The PEM certificates in every file of a directory (mosquitto's `--capath`). Files that
+    /// hold no PEM certificate are skipped; a directory without any is an error.
     Dir(PathBuf),
+}
+
+impl Roots {
+    fn load(&self) -> Result<RootCertStore, TlsError> {
+        match self {
+            Self::System => {
+                let found = rustls_native_certs::load_native_certs();
+                let mut roots = RootCertStore::empty();
+                let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+                if added == 0 {
+                    let why = if found.errors.is_empty() {
+                        String::new()
+                    } else {
+                        let errors: Vec<String> =
+                            found.errors.iter().map(ToString::to_string).collect();
+                        format!(": {}", errors.join("; "))
+                    };
+                    return Err(TlsError::NoSystemRoots(why));
+                }
+                Ok(roots)
+            }
+            Self::File(path) => load_roots(path),
+            Self::Dir(dir) => {
+                let entries = std::fs::read_dir(dir).map_err(|source| TlsError::Read {
+                    path: dir.clone(),
+                    source,
+                })?;
+                let mut roots = RootCertStore::empty();
+                for entry in entries {
+                    let path = entry
+                        .map_err(|source| TlsError::Read {
+                            path: dir.clone(),
+                            source,
+                        })?
+                        .path();
+                    if !path.is_file() {
+                        continue;
+                    }
+                    // Not a certificate file (a key, a CRL, a README): skipped.
+                    let Ok(pem) = std::fs::read(&path) else {
+                        continue;
+                    };
+                    let certs = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok);
+                    let (_added, ignored) = roots.add_parsable_certificates(certs);
+                    if ignored > 0 {
+                        tracing::debug!(
+                            "{}: {ignored} certificate(s) skipped as not valid CA certificates",
+                            path.display()
+                        );
+                    }
+                }
+                if roots.is_empty() {
+                    return Err(TlsError::Pem {
+                        path: dir.clone(),
+                        what: "no file of this directory holds a PEM CA certificate".into(),
+                    });
+                }
+                Ok(roots)
+            }
+        }
+    }
 }
 
 /// TLS protocol versions a client offers.
@@ -134,6 +385,16 @@ pub enum TlsVersions {
     Tls12,
     /// TLS 1.3 only.
     Tls13,
+}
+
+impl TlsVersions {
+    fn versions(self) -> &'static [&'static SupportedProtocolVersion] {
+        match self {
+            Self::Both => BOTH,
+            Self::Tls12 => ONLY_12,
+            Self::Tls13 => ONLY_13,
+        }
+    }
 }
 
 /// A client's TLS settings.
@@ -154,8 +415,94 @@ pub struct ClientTlsOptions {
 }
 
 impl ClientTlsOptions {
+    /// Options that trust the CA certificates in `roots`, and nothing else set.
+    pub fn new(roots: Roots) -> Self {
+        Self {
+            roots,
+            ..Self::default()
+        }
+    }
+
     /// Reads the files and builds a rustls client configuration.
+    ///
+    /// With `insecure_skip_verify_for_testing`, `roots` is not read.
     pub fn load(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-        todo!()
+        let provider = provider();
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(self.versions.versions())?;
+        let builder = if self.insecure_skip_verify_for_testing {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(danger::AcceptAnyServerCert(provider)))
+        } else {
+            builder.with_root_certificates(self.roots.load()?)
+        };
+        let mut config = match &self.identity {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => builder
+                .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+                .map_err(|e| map_key_mismatch(e, cert, key))?,
+        };
+        config.alpn_protocols = self.alpn.clone();
+        Ok(Arc::new(config))
+    }
+}
+
+mod danger {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::CryptoProvider;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    /// Accepts every server certificate, for every name, but still checks that the handshake
+    /// is signed by the key of the certificate presented (so the peer holds that key).
+    #[derive(Debug)]
+    pub(super) struct AcceptAnyServerCert(pub(super) Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AcceptAnyServerCert {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
     }
 }

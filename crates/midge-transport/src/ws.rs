@@ -6,16 +6,33 @@
 //! [`WsStream`] turns a WebSocket into a tokio byte stream (`AsyncRead + AsyncWrite`): reads
 //! yield the payloads of binary messages, in order; each write goes out as one binary
 //! message. Pings are answered as they arrive.
+//!
+//! Neither [`accept`] nor [`connect`] has a timeout of its own: wrap them in
+//! `tokio::time::timeout`, or a peer that sends half a request holds the task forever.
 
+use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::Bytes;
+use futures_util::{Sink, Stream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_tungstenite::tungstenite;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tungstenite::http::header::{self, HeaderValue};
+use tungstenite::http::StatusCode;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::Message;
 
 pub use tokio_tungstenite;
 
 /// The subprotocols a server accepts, in its order of preference.
 pub const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
+
+/// The subprotocol a client offers [MQTT-6.0.0-3].
+const CLIENT_SUBPROTOCOL: &str = "mqtt";
 
 /// Why a WebSocket handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,17 +45,19 @@ pub enum WsError {
     Refused(String),
     /// The peer broke the protocol or the stream failed.
     #[error("WebSocket: {0}")]
-    Protocol(#[from] tokio_tungstenite::tungstenite::Error),
+    Protocol(#[from] tungstenite::Error),
 }
 
 /// What a server accepts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AcceptOptions {
-    /// The one HTTP path upgraded (default `/mqtt`); any other gets 404.
+    /// The one HTTP path upgraded (default `/mqtt`); any other gets 404. The query string is
+    /// not part of the path.
     pub path: String,
-    /// Origins allowed (the browser's `Origin` header, e.g. `https://app.example.com`). Empty:
-    /// any origin, and requests without one.
+    /// Origins allowed (the browser's `Origin` header, e.g. `https://app.example.com`,
+    /// compared without regard to ASCII case). Empty: any origin, and requests without one.
+    /// Not empty: a request whose origin is not listed, or that has none, gets 403.
     pub allowed_origins: Vec<String>,
     /// Largest WebSocket message and frame accepted, in bytes, checked from the frame header
     /// before its payload is read. Set it to the MQTT maximum packet size.
@@ -55,30 +74,329 @@ impl Default for AcceptOptions {
     }
 }
 
+/// The WebSocket settings of both ends.
+fn config(max_message_size: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        // The read buffer is allocated up front for every connection and kept while it is
+        // idle (128 KiB by default). MQTT connections are many and mostly quiet, so keep it
+        // small: a larger frame makes tungstenite reserve room for that frame's payload
+        // (after the size check below), so big messages still arrive in one piece.
+        .read_buffer_size(4 * 1024)
+        // 0: each message is written to the stream as it is sent, not gathered until 128 KiB
+        // have piled up. The MQTT layer above decides when to flush; buffering here too would
+        // only delay packets and hold memory. (A TLS stream below buffers its records anyway.)
+        .write_buffer_size(0)
+        // Both limits are checked before any payload is read: tungstenite-0.30.0
+        // src/protocol/frame/mod.rs, `FrameCodec::read_frame`, compares the length from the
+        // frame header with `max_frame_size` ("Enforce frame size limit early") right after
+        // `FrameHeader::parse`, before `in_buffer.reserve(len)`, and fails with
+        // `CapacityError::MessageTooLong`. `max_message_size` bounds the sum of fragments
+        // (`IncompleteMessage::extend`) as each fragment arrives.
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size))
+}
+
+/// An HTTP error response with a short plain-text body, after which the connection closes.
+fn refusal(status: StatusCode, body: String) -> ErrorResponse {
+    let mut response = ErrorResponse::new(Some(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    let len = response.body().as_ref().map_or(0, String::len);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    response
+}
+
+/// The subprotocols a request offers, in its order, across all its `Sec-WebSocket-Protocol`
+/// headers.
+fn offered_subprotocols(request: &Request) -> Vec<&str> {
+    request
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// The checks of [`accept`], on the parsed request: path, origin, subprotocol. On success,
+/// the response carries the chosen subprotocol, which is also returned.
+fn check_request(
+    options: &AcceptOptions,
+    request: &Request,
+    mut response: Response,
+) -> Result<(Response, Option<&'static str>), ErrorResponse> {
+    let path = request.uri().path();
+    if path != options.path {
+        return Err(refusal(
+            StatusCode::NOT_FOUND,
+            format!("no WebSocket endpoint at {path}\n"),
+        ));
+    }
+    if !options.allowed_origins.is_empty() {
+        let origin = request
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok());
+        let allowed = origin.is_some_and(|origin| {
+            options
+                .allowed_origins
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(origin))
+        });
+        if !allowed {
+            return Err(refusal(
+                StatusCode::FORBIDDEN,
+                "origin not allowed\n".to_owned(),
+            ));
+        }
+    }
+    let offered = offered_subprotocols(request);
+    if offered.is_empty() {
+        // Lenient: [MQTT-6.0.0-3] says the client MUST offer "mqtt", but some clients offer
+        // nothing; they get a WebSocket without a subprotocol and speak MQTT on it anyway.
+        return Ok((response, None));
+    }
+    let Some(chosen) = SUBPROTOCOLS.into_iter().find(|ours| offered.contains(ours)) else {
+        return Err(refusal(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "no MQTT WebSocket subprotocol offered (accepted: {})\n",
+                SUBPROTOCOLS.join(", ")
+            ),
+        ));
+    };
+    // [MQTT-6.0.0-4]: the server selects one of the subprotocols the client offered.
+    response.headers_mut().insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(chosen),
+    );
+    Ok((response, Some(chosen)))
+}
+
+/// The response tungstenite does not send when the request is no WebSocket upgrade at all.
+fn bad_request(reason: &str) -> Vec<u8> {
+    let body = format!("not a WebSocket upgrade: {reason}\n");
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// Accepts a WebSocket upgrade on `stream` (already through TLS, for `wss`).
-pub async fn accept<S>(stream: S, options: &AcceptOptions) -> Result<WsStream<S>, WsError>
+///
+/// The request must name [`AcceptOptions::path`] (else 404), come from an allowed origin
+/// (else 403), and, if it offers subprotocols, offer one of [`SUBPROTOCOLS`] (else 400). A
+/// request that offers none is accepted without one ([`WsStream::subprotocol`] is `None`).
+/// A request that is no WebSocket upgrade at all (a plain `GET`, a `POST`) is answered
+/// `400 Bad Request`. In every refused case the error is [`WsError::Refused`], and the
+/// caller should drop the stream.
+pub async fn accept<S>(mut stream: S, options: &AcceptOptions) -> Result<WsStream<S>, WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let _ = (stream, options);
-    todo!()
+    let config = config(options.max_message_size);
+    let mut subprotocol = None;
+    let callback = |request: &Request, response: Response| {
+        let (response, chosen) = check_request(options, request, response)?;
+        subprotocol = chosen;
+        Ok(response)
+    };
+    // The handshake runs on `&mut stream`, so that when tungstenite refuses a request without
+    // answering it (it answers only what the callback refuses) the stream is still here to
+    // answer on. After a successful handshake nothing is buffered: tungstenite refuses bytes
+    // after the request (`JunkAfterRequest`), as a client must wait for the 101 response.
+    let handshake =
+        tokio_tungstenite::accept_hdr_async_with_config(&mut stream, callback, Some(config)).await;
+    match handshake {
+        Ok(ws) => drop(ws),
+        Err(tungstenite::Error::Http(response)) => {
+            // The callback refused it, and tungstenite has sent the response.
+            return Err(WsError::Refused(format!("HTTP {}", response.status())));
+        }
+        Err(e @ (tungstenite::Error::Io(_) | tungstenite::Error::ConnectionClosed)) => {
+            return Err(WsError::Protocol(e));
+        }
+        Err(tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::HandshakeIncomplete,
+        )) => {
+            return Err(WsError::Refused(
+                "the peer closed the connection before the end of its request".into(),
+            ));
+        }
+        Err(e) => {
+            // No Upgrade or Connection header, another method than GET, a malformed or
+            // oversized request: tungstenite fails before the callback runs and sends
+            // nothing. Answer 400 ourselves, best effort (the peer may be gone).
+            let reason = e.to_string();
+            let _ = stream.write_all(&bad_request(&reason)).await;
+            let _ = stream.shutdown().await;
+            return Err(WsError::Refused(reason));
+        }
+    }
+    let inner =
+        tokio_tungstenite::WebSocketStream::from_raw_socket(stream, Role::Server, Some(config))
+            .await;
+    Ok(WsStream::new(inner, subprotocol))
 }
 
 /// Opens a WebSocket on `stream` (already through TLS, for `wss`) to `url`
 /// (`ws://host:port/path` or `wss://…`, which names the Host header and path), offering the
 /// subprotocol `mqtt`. Messages from the server are bounded by `max_message_size`.
-pub async fn connect<S>(stream: S, url: &str, max_message_size: usize) -> Result<WsStream<S>, WsError>
+///
+/// A server that answers without choosing `mqtt` is refused ([`WsError::Refused`]), as is
+/// one that answers with an HTTP error status.
+pub async fn connect<S>(
+    stream: S,
+    url: &str,
+    max_message_size: usize,
+) -> Result<WsStream<S>, WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let _ = (stream, url, max_message_size);
-    todo!()
+    let mut request = url.into_client_request()?;
+    request.headers_mut().insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(CLIENT_SUBPROTOCOL),
+    );
+    let config = config(max_message_size);
+    let (inner, response) =
+        match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
+            Ok(done) => done,
+            Err(tungstenite::Error::Http(response)) => {
+                return Err(WsError::Refused(format!(
+                    "the server answered HTTP {}",
+                    response.status()
+                )));
+            }
+            Err(tungstenite::Error::Protocol(
+                e @ tungstenite::error::ProtocolError::SecWebSocketSubProtocolError(_),
+            )) => {
+                return Err(WsError::Refused(format!(
+                    "the server did not choose the subprotocol {CLIENT_SUBPROTOCOL}: {e}"
+                )));
+            }
+            Err(e) => return Err(WsError::Protocol(e)),
+        };
+    // tungstenite checks that the server chose one of the offered subprotocols (or none, which
+    // it refuses when some were offered); check again, as [MQTT-6.0.0-4] is what we rely on.
+    let chosen = response.headers().get(header::SEC_WEBSOCKET_PROTOCOL);
+    if chosen.map(HeaderValue::as_bytes) != Some(CLIENT_SUBPROTOCOL.as_bytes()) {
+        return Err(WsError::Refused(format!(
+            "the server chose the subprotocol {chosen:?}, not {CLIENT_SUBPROTOCOL}"
+        )));
+    }
+    Ok(WsStream::new(inner, Some(CLIENT_SUBPROTOCOL)))
 }
 
 /// A WebSocket as a byte stream. See the [module docs](self).
+///
+/// Reading: the payloads of binary messages, in order, with no regard to message boundaries
+/// [MQTT-6.0.0-2]. A text message is an error of kind `InvalidData` [MQTT-6.0.0-1] (and a
+/// close frame is sent); a close frame, or the end of the stream, is the end of file. Pings
+/// are answered with pongs, which are flushed as the ping is read, so a connection that only
+/// reads answers them too. Reading is cancel-safe: nothing is lost when a read future is
+/// dropped.
+///
+/// Writing: each `poll_write` sends one binary message with the whole buffer. (A peer may
+/// bound the size of the messages it accepts: write at most one MQTT packet at a time, or
+/// chunks no larger than the peer's limit.) `poll_shutdown` sends a close frame and then
+/// shuts the stream below down.
 #[derive(Debug)]
 pub struct WsStream<S> {
     inner: tokio_tungstenite::WebSocketStream<S>,
+    /// The unread rest of the current binary message; empty (no allocation held) otherwise.
+    pending: Bytes,
+    subprotocol: Option<&'static str>,
+    /// A close frame, the end of the stream or a text message was read: reads return EOF.
+    read_done: bool,
+    /// The close frame of `poll_shutdown` was sent.
+    close_sent: bool,
+}
+
+impl<S> WsStream<S> {
+    fn new(
+        inner: tokio_tungstenite::WebSocketStream<S>,
+        subprotocol: Option<&'static str>,
+    ) -> Self {
+        Self {
+            inner,
+            pending: Bytes::new(),
+            subprotocol,
+            read_done: false,
+            close_sent: false,
+        }
+    }
+
+    /// The subprotocol agreed in the handshake: `mqtt` or `mqttv3.1`, or `None` when the
+    /// client offered none.
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.subprotocol
+    }
+
+    /// The stream below (a TCP or TLS stream, say, to read its peer address or certificate).
+    pub fn get_ref(&self) -> &S
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.inner.get_ref()
+    }
+}
+
+/// A tungstenite error as an I/O error.
+fn io_error(e: tungstenite::Error) -> io::Error {
+    use tungstenite::Error;
+    match e {
+        Error::Io(e) => e,
+        Error::ConnectionClosed | Error::AlreadyClosed => {
+            io::Error::new(io::ErrorKind::BrokenPipe, e)
+        }
+        Error::Protocol(tungstenite::error::ProtocolError::SendAfterClosing) => {
+            io::Error::new(io::ErrorKind::BrokenPipe, e)
+        }
+        Error::Capacity(_) | Error::Protocol(_) | Error::Utf8(_) | Error::AttackAttempt => {
+            io::Error::new(io::ErrorKind::InvalidData, e)
+        }
+        e => io::Error::other(e),
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
+    /// Flushes what tungstenite queued on its own (a pong, a close reply), best effort: an
+    /// error is returned, but `Pending` is not, as the next read tries again.
+    fn flush_replies(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Ready(Err(e)) => Err(io_error(e)),
+            Poll::Ready(Ok(())) | Poll::Pending => Ok(()),
+        }
+    }
+
+    /// Sends a close frame for a text message, best effort (the connection ends anyway).
+    fn close_for_text(&mut self, cx: &mut Context<'_>) {
+        let mut inner = Pin::new(&mut self.inner);
+        if let Poll::Ready(Ok(())) = inner.as_mut().poll_ready(cx) {
+            let frame = CloseFrame {
+                code: CloseCode::Unsupported,
+                reason: "MQTT takes binary frames only [MQTT-6.0.0-1]".into(),
+            };
+            if inner
+                .as_mut()
+                .start_send(Message::Close(Some(frame)))
+                .is_ok()
+            {
+                let _ = inner.poll_flush(cx);
+            }
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
@@ -86,9 +404,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let _ = (&self.inner, cx, buf);
-        todo!()
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !this.pending.is_empty() {
+                let n = this.pending.len().min(buf.remaining());
+                if n == this.pending.len() {
+                    // Drop the message, so that no reference to tungstenite's buffer is kept.
+                    buf.put_slice(&std::mem::take(&mut this.pending));
+                } else {
+                    buf.put_slice(&this.pending.split_to(n));
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.read_done || buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            let message = match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+                // The close handshake is over, or the stream ended.
+                None => {
+                    this.read_done = true;
+                    return Poll::Ready(Ok(()));
+                }
+                Some(Ok(message)) => message,
+                Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
+            };
+            match message {
+                Message::Binary(payload) => this.pending = payload,
+                Message::Text(_) => {
+                    this.read_done = true;
+                    this.close_for_text(cx);
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a WebSocket text frame: MQTT is carried in binary frames only, the connection is closed [MQTT-6.0.0-1]",
+                    )));
+                }
+                Message::Ping(_) => {
+                    // tungstenite queued the pong, and would write it at the next read or
+                    // write; flush it now.
+                    this.flush_replies(cx)?;
+                }
+                Message::Close(_) => {
+                    // tungstenite queued the close reply; send it along.
+                    this.read_done = true;
+                    this.flush_replies(cx)?;
+                    return Poll::Ready(Ok(()));
+                }
+                Message::Pong(_) | Message::Frame(_) => {}
+            }
+        }
     }
 }
 
@@ -97,18 +461,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let _ = (cx, buf);
-        todo!()
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let mut inner = Pin::new(&mut self.get_mut().inner);
+        ready!(inner.as_mut().poll_ready(cx)).map_err(io_error)?;
+        inner
+            .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
+            .map_err(io_error)?;
+        Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let _ = cx;
-        todo!()
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner)
+            .poll_flush(cx)
+            .map_err(io_error)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let _ = cx;
-        todo!()
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.close_sent {
+            match ready!(Pin::new(&mut this.inner).poll_close(cx)) {
+                Ok(()) | Err(tungstenite::Error::AlreadyClosed) => {}
+                Err(e) => return Poll::Ready(Err(io_error(e))),
+            }
+            this.close_sent = true;
+        }
+        Pin::new(this.inner.get_mut()).poll_shutdown(cx)
     }
 }
