@@ -303,7 +303,17 @@ impl Drop for Subscription {
     }
 }
 
-/// Configures and starts a [`Client`].
+/// A password, which `Debug` does not show.
+#[derive(Clone)]
+struct Password(Bytes);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
+/// Configures and starts a [`Client`]. `Debug` shows no password.
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
     connector: Connector,
@@ -313,7 +323,7 @@ pub struct ClientBuilder {
     clean_start: bool,
     session_expiry: u32,
     username: Option<String>,
-    password: Option<Bytes>,
+    password: Option<Password>,
     connect_user_properties: Vec<(String, String)>,
     will: Option<Will>,
     limits: Limits,
@@ -378,7 +388,7 @@ impl ClientBuilder {
     /// # }
     /// ```
     pub fn from_url(url: &str) -> Result<Self, ConnectorError> {
-        let url = BrokerUrl::parse(url)?;
+        let url = BrokerUrl::parse(url)?.without_mqtt_path()?;
         Ok(Self::with_connector(Connector::for_url(&url)?).url_credentials(&url))
     }
 
@@ -404,7 +414,7 @@ impl ClientBuilder {
         url: &str,
         tls: &crate::tls::ClientTlsOptions,
     ) -> Result<Self, ConnectorError> {
-        let url = BrokerUrl::parse(url)?;
+        let url = BrokerUrl::parse(url)?.without_mqtt_path()?;
         Ok(Self::with_connector(Connector::for_url_with_tls(&url, tls)?).url_credentials(&url))
     }
 
@@ -445,7 +455,7 @@ impl ClientBuilder {
     #[must_use]
     pub fn credentials(mut self, username: impl Into<String>, password: impl Into<Bytes>) -> Self {
         self.username = Some(username.into());
-        self.password = Some(password.into());
+        self.password = Some(Password(password.into()));
         self
     }
 
@@ -552,7 +562,7 @@ impl ClientBuilder {
         config.keep_alive = self.keep_alive;
         config.clean_start = self.clean_start;
         config.username = self.username.clone().map(ByteStr::from);
-        config.password = self.password.clone();
+        config.password = self.password.clone().map(|p| p.0);
         config.will = self.will.clone();
         config.response_timeout = self.response_timeout;
         config.use_topic_aliases = self.topic_aliases;

@@ -107,7 +107,7 @@ impl Connector {
     /// # }
     /// ```
     pub fn url(url: &str) -> Result<Self, ConnectorError> {
-        let url = BrokerUrl::parse(url)?;
+        let url = BrokerUrl::parse(url)?.without_mqtt_path()?;
         if url.username().is_some() {
             return Err(UrlError::Credentials(
                 "a Connector takes no user name or password: give the URL to ClientBuilder::from_url, or the credentials to ClientBuilder::credentials",
@@ -136,7 +136,7 @@ impl Connector {
     /// ```
     #[cfg(feature = "tls")]
     pub fn url_with_tls(url: &str, tls: &ClientTlsOptions) -> Result<Self, ConnectorError> {
-        let url = BrokerUrl::parse(url)?;
+        let url = BrokerUrl::parse(url)?.without_mqtt_path()?;
         if url.username().is_some() {
             return Err(UrlError::Credentials(
                 "a Connector takes no user name or password: give the URL to ClientBuilder::from_url_with_tls, or the credentials to ClientBuilder::credentials",
@@ -146,8 +146,8 @@ impl Connector {
         Self::for_url_with_tls(&url, tls)
     }
 
-    /// [`Connector::url`] for a parsed URL; its user name and password, if any, are left
-    /// to the caller.
+    /// [`Connector::url`] for a parsed URL. Its user name and password, if any, are left
+    /// to the caller, and so is the path of an `mqtt` or `mqtts` URL.
     pub fn for_url(url: &BrokerUrl) -> Result<Self, ConnectorError> {
         #[cfg(feature = "tls")]
         {
@@ -159,8 +159,8 @@ impl Connector {
         }
     }
 
-    /// [`Connector::url_with_tls`] for a parsed URL; its user name and password, if any,
-    /// are left to the caller.
+    /// [`Connector::url_with_tls`] for a parsed URL. Its user name and password, if any,
+    /// are left to the caller, and so is the path of an `mqtt` or `mqtts` URL.
     #[cfg(feature = "tls")]
     pub fn for_url_with_tls(
         url: &BrokerUrl,
@@ -173,9 +173,6 @@ impl Connector {
         url: &BrokerUrl,
         #[cfg(feature = "tls")] tls: &ClientTlsOptions,
     ) -> Result<Self, ConnectorError> {
-        if url.has_mqtt_path() {
-            return Err(UrlError::UnexpectedPath(url.scheme()).into());
-        }
         let scheme = url.scheme();
         if scheme.is_tls() && cfg!(not(feature = "tls")) {
             return Err(UrlError::FeatureDisabled {
@@ -197,12 +194,7 @@ impl Connector {
         #[cfg(feature = "tls")]
         let tls = match scheme.is_tls() {
             true => {
-                let name = ServerName::try_from(url.host().to_owned()).map_err(|_| {
-                    UrlError::Syntax(format!(
-                        "{:?} is not a host name TLS can verify",
-                        url.host()
-                    ))
-                })?;
+                let name = midge_transport::tls::server_name(url.host())?;
                 Some((tokio_rustls::TlsConnector::from(tls.load()?), name))
             }
             false => None,

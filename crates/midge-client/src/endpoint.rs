@@ -309,12 +309,15 @@ impl BrokerUrl {
         self.password.as_deref()
     }
 
-    /// Whether the `mqtt`/`mqtts` URL has a path beyond a lone `/`.
-    pub(crate) fn has_mqtt_path(&self) -> bool {
-        !self.scheme.is_websocket()
-            && self.scheme != Scheme::Unix
-            && !self.path.is_empty()
-            && self.path != "/"
+    /// The URL itself, unless it is an `mqtt` or `mqtts` URL with a path beyond a lone `/`,
+    /// which has no meaning to a connection: refused with [`UrlError::UnexpectedPath`].
+    pub(crate) fn without_mqtt_path(self) -> Result<Self, UrlError> {
+        match self.scheme {
+            Scheme::Mqtt | Scheme::Mqtts if !self.path.is_empty() && self.path != "/" => {
+                Err(UrlError::UnexpectedPath(self.scheme))
+            }
+            _ => Ok(self),
+        }
     }
 
     /// The URL the WebSocket handshake asks for: scheme, host, port and path, no user
@@ -445,9 +448,12 @@ mod tests {
         assert_eq!(parse("mqtt://b/a/b").path(), "/a/b");
         assert_eq!(parse("mqtt://b:1884/a/#").path(), "/a/%23");
         assert_eq!(parse("mqtts://b/a?b").path(), "/a%3Fb");
-        assert!(parse("mqtt://b/a").has_mqtt_path());
-        assert!(!parse("mqtt://b/").has_mqtt_path());
-        assert!(!parse("ws://b/a").has_mqtt_path());
+        assert_eq!(
+            parse("mqtt://b/a").without_mqtt_path(),
+            Err(UrlError::UnexpectedPath(Scheme::Mqtt))
+        );
+        assert!(parse("mqtt://b/").without_mqtt_path().is_ok());
+        assert!(parse("ws://b/a").without_mqtt_path().is_ok());
     }
 
     #[test]

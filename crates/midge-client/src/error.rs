@@ -245,11 +245,9 @@ fn alert_name(code: u8) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum WebSocketFailure {
-    /// The server answered the upgrade request with this HTTP status instead of 101
-    /// Switching Protocols (404: not the WebSocket path, 403: origin or credentials refused).
-    Status(u16),
-    /// The server's answer is no WebSocket upgrade for MQTT: no `mqtt` subprotocol, or a
-    /// bad handshake.
+    /// The server refused the upgrade: it answered with an HTTP error status (404 when the
+    /// URL's path is not its WebSocket path), or without the `mqtt` subprotocol, or not as
+    /// a WebSocket server does.
     Refused,
     /// The WebSocket protocol was broken: a bad frame, a text frame where MQTT travels in
     /// binary ones [MQTT-6.0.0-1], or a message larger than the limit.
@@ -259,13 +257,9 @@ pub enum WebSocketFailure {
 impl fmt::Display for WebSocketFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Status(404) => f.write_str(
-                "the WebSocket upgrade was refused with HTTP status 404: is the URL's path the broker's WebSocket path?",
+            Self::Refused => f.write_str(
+                "the server refused the WebSocket upgrade for MQTT (is the URL's path its WebSocket path?)",
             ),
-            Self::Status(status) => {
-                write!(f, "the WebSocket upgrade was refused with HTTP status {status}")
-            }
-            Self::Refused => f.write_str("the server refused the WebSocket upgrade for MQTT"),
             Self::Protocol => f.write_str("the WebSocket protocol was broken"),
         }
     }
@@ -419,8 +413,7 @@ fn websocket_failure(
     use midge_transport::ws::tokio_tungstenite::tungstenite::Error as E;
     Some(CloseReason::WebSocket(match error {
         E::Io(_) | E::Tls(_) => return None,
-        E::Http(response) => WebSocketFailure::Status(response.status().as_u16()),
-        E::HttpFormat(_) | E::Url(_) => WebSocketFailure::Refused,
+        E::Http(_) | E::HttpFormat(_) | E::Url(_) => WebSocketFailure::Refused,
         _ => WebSocketFailure::Protocol,
     }))
 }
