@@ -374,15 +374,15 @@ fn tls_failures_are_clear_and_exit_1() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--cafile", ca],
-            "TLS with localhost:PORT failed: the broker refused the TLS handshake with alert CertificateRequired (116): it requires a client certificate (give --cert and --key)",
+            "TLS with mqtts://localhost:PORT failed: the broker refused the TLS handshake with alert CertificateRequired (116): it requires a client certificate (give --cert and --key)",
         ),
         (
             vec!["--cafile", ca, "--cert", path(&pki.expired_cert), "--key", path(&pki.expired_key)],
-            "TLS with localhost:PORT failed: the broker refused the TLS handshake with alert CertificateExpired (45): it refused the client certificate",
+            "TLS with mqtts://localhost:PORT failed: the broker refused the TLS handshake with alert CertificateExpired (45): it refused the client certificate",
         ),
         (
             vec!["--cafile", path(&pki.other_ca), "--cert", cert, "--key", key],
-            "TLS with localhost:PORT failed: the broker's certificate is not signed by a trusted CA (unknown issuer) (give the CA that signed it with --cafile or --capath)",
+            "TLS with mqtts://localhost:PORT failed: the broker's certificate is not signed by a trusted CA (unknown issuer) (give the CA that signed it with --cafile or --capath)",
         ),
     ];
     for (flags, expected) in cases {
