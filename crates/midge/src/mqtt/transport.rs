@@ -490,7 +490,7 @@ mod tests {
                 None,
                 None,
                 args(|a| a.url = Some("mqtt://u:secret@".into())),
-                "-L: the mqtt URL has no host",
+                "-L: invalid broker URL: empty host",
             ),
         ];
         for (host, port, t, expected) in cases {
