@@ -1,7 +1,7 @@
 //! `midge bench`: a load generator for MQTT brokers, bounded in count and time.
 //!
 //! Scenarios: `conn`, `pub`, `sub`, and the end-to-end `fanin`, `fanout`, `latency` and
-//! `filters`. Exit codes: 0 success; 1 the run could not start (connection refused, CONNACK or
+//! `filters`, each over TCP, TLS, WebSocket (over TCP or TLS) or a Unix socket. Exit codes: 0 success; 1 the run could not start (connection refused, CONNACK or
 //! SUBACK refused); 2 invalid arguments; 3 the run finished but acknowledged messages were lost,
 //! duplicated at QoS 2, or clients failed on the way.
 
