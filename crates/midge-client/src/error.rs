@@ -417,3 +417,91 @@ fn websocket_failure(
         _ => WebSocketFailure::Protocol,
     }))
 }
+
+#[cfg(all(test, feature = "tls", feature = "ws"))]
+mod tests {
+    use super::*;
+    use midge_transport::tls::rustls::{self, AlertDescription, CertificateError};
+    use midge_transport::ws::tokio_tungstenite::tungstenite;
+
+    fn io(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, error)
+    }
+
+    #[test]
+    fn rustls_errors_are_found_in_the_io_error() {
+        for (error, failure) in [
+            (
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                TlsFailure::UnknownIssuer,
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::Expired),
+                TlsFailure::CertificateExpired,
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+                TlsFailure::NameMismatch,
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::BadSignature),
+                TlsFailure::BadCertificate,
+            ),
+            (
+                rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+                TlsFailure::AlertReceived(116),
+            ),
+            (rustls::Error::DecryptError, TlsFailure::Handshake),
+        ] {
+            assert_eq!(transport_failure(&io(error)), CloseReason::Tls(failure));
+        }
+    }
+
+    #[test]
+    fn a_tls_error_under_a_websocket_is_a_tls_failure() {
+        // What a wss:// stream reports: tungstenite's I/O error around tokio-rustls' one.
+        let inner = io(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        ));
+        let ws = io(tungstenite::Error::Io(inner));
+        assert_eq!(
+            transport_failure(&ws),
+            CloseReason::Tls(TlsFailure::UnknownIssuer)
+        );
+        let refused = io::Error::other(midge_transport::ws::WsError::Refused("HTTP 404".into()));
+        assert_eq!(
+            transport_failure(&refused),
+            CloseReason::WebSocket(WebSocketFailure::Refused)
+        );
+        let broken = io(tungstenite::Error::AttackAttempt);
+        assert_eq!(
+            transport_failure(&broken),
+            CloseReason::WebSocket(WebSocketFailure::Protocol)
+        );
+    }
+
+    #[test]
+    fn other_errors_keep_their_kind() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            transport_failure(&refused),
+            CloseReason::Io(io::ErrorKind::ConnectionRefused)
+        );
+        assert_eq!(
+            transport_failure(&io::Error::other("something")),
+            CloseReason::Io(io::ErrorKind::Other)
+        );
+    }
+
+    #[test]
+    fn failures_read_as_sentences() {
+        assert_eq!(
+            CloseReason::Tls(TlsFailure::AlertReceived(116)).to_string(),
+            "TLS: the broker refused the TLS handshake with alert CertificateRequired (116): it requires a client certificate"
+        );
+        assert_eq!(
+            CloseReason::Tls(TlsFailure::NameMismatch).to_string(),
+            "TLS: the broker's certificate is not valid for the host name connected to"
+        );
+    }
+}

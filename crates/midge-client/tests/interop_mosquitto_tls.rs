@@ -1,7 +1,7 @@
 //! The client over TLS, WebSocket (plain and over TLS) and a Unix socket, against a real
 //! mosquitto (Debian package `mosquitto`) started by the test with certificates generated at
 //! test time (`midge_testkit::certs::TestPki`). Skipped loudly when mosquitto is missing; a
-//! failure under `MIDGE_REQUIRE_PEERS=1`.
+//! failure under `MIDGE_REQUIRE_PEERS=1`. One IPv6 URL test runs against the midge broker.
 //!
 //! mosquitto 2.0.11 refuses to start with only a WebSocket listener ("Unable to start any
 //! listening sockets"), so its WebSocket configurations carry a plain listener beside.
@@ -349,4 +349,17 @@ fn connectors_show_their_url_without_the_password() {
     // A connector sends no CONNECT: credentials in its URL would be lost, so they are refused.
     assert!(Connector::url("mqtt://alice:hunter2@localhost").is_err());
     assert!(Connector::url("mqtt://localhost/a/topic").is_err());
+}
+
+/// `mqtt://[::1]:port`: the IPv6 loopback, against the midge broker.
+#[tokio::test]
+async fn ipv6_urls_reach_a_broker_on_the_ipv6_loopback() {
+    let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("SKIPPED: no IPv6 loopback on this machine");
+        return;
+    };
+    drop(probe);
+    let broker = start_broker_on("[::1]:0".parse().unwrap()).await;
+    let url = format!("mqtt://[::1]:{}", broker.local_addr().port());
+    round_trip(ClientBuilder::from_url(&url).unwrap(), "ipv6/t").await;
 }
