@@ -1,22 +1,21 @@
 //! The builder, the listener task, the `$SYS` task and the handle.
 
-use std::io;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use midge_codec::QoS;
 use midge_proto::Message;
-use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::config::BindAddr;
 use crate::config::{BrokerConfig, ConfigError};
 use crate::core::Core;
 use crate::driver::{now, Transport};
 use crate::hooks::{AllowAll, Hooks};
+use crate::listener::{Bound, Gate, ListenError, Reloader};
 use crate::stats::BrokerStats;
 use crate::store::{Cluster, MemoryStore, Standalone, Store};
 
@@ -27,14 +26,9 @@ pub enum StartError {
     /// The configuration cannot work.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
-    /// Binding the listener failed.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The error.
-        source: io::Error,
-    },
+    /// A listener could not start: its socket, or its certificates.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
 }
 
 /// The broker. Start one with [`Broker::builder`].
@@ -98,34 +92,40 @@ impl BrokerBuilder {
         self
     }
 
-    /// Listens on `addr` instead of the configuration's `listener.bind` (port 0 picks a free
-    /// port; see [`BrokerHandle::local_addr`]).
+    /// The first listener listens on `addr` instead of its configured `bind` (port 0 picks a
+    /// free port; see [`BrokerHandle::local_addr`]).
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.bind = Some(addr);
         self
     }
 
-    /// Binds the listener and starts serving. Must be called within a tokio runtime.
-    pub async fn start(self) -> Result<BrokerHandle, StartError> {
+    /// Binds every listener and starts serving. Must be called within a tokio runtime.
+    pub async fn start(mut self) -> Result<BrokerHandle, StartError> {
+        if let (Some(addr), Some(first)) = (self.bind, self.config.listeners.first_mut()) {
+            first.bind = BindAddr::Tcp(addr);
+        }
         // Checked before binding, though the core checks it again: a bad configuration is
         // reported as such, not as whatever binding would do with it.
         self.config.validate()?;
-        let addr = self.bind.unwrap_or(self.config.listener.bind);
-        let listener = listen(addr, self.config.listener.backlog)
-            .map_err(|source| StartError::Bind { addr, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let max_packet_size = self.config.limits.max_packet_size;
+        let listeners = self
+            .config
+            .listeners
+            .iter()
+            .map(|listener| Bound::bind(listener, max_packet_size))
+            .collect::<Result<Vec<_>, _>>()?;
+        let addrs: Vec<Option<SocketAddr>> = listeners.iter().map(Bound::local_addr).collect();
+        let reloaders = TlsReloader(listeners.iter().filter_map(Bound::reloader).collect());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Core::new(self.config, self.hooks, self.store, self.cluster, now())?;
         let timer_task = tokio::spawn(timer_loop(shared.clone(), shutdown_rx.clone()));
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
-        let listener_task = tokio::spawn(accept_loop(
-            shared.clone(),
-            listener,
-            shutdown_rx.clone(),
-            done_tx.clone(),
-        ));
+        let listener_tasks = listeners
+            .into_iter()
+            .map(|listener| {
+                tokio::spawn(listener.serve(shared.clone(), shutdown_rx.clone(), done_tx.clone()))
+            })
+            .collect();
         let sys_task = match shared.config.sys.interval_secs {
             0 => None,
             secs => Some(tokio::spawn(sys_loop(
@@ -133,90 +133,18 @@ impl BrokerBuilder {
                 Duration::from_secs(secs),
             ))),
         };
-        tracing::info!(%local_addr, "midge broker listening");
         Ok(BrokerHandle {
             shared,
-            local_addr,
+            addrs,
+            reloaders,
             shutdown: shutdown_tx,
             done: Some(done_rx),
-            serving: Some(done_tx),
-            listener_task: Some(listener_task),
+            serving: Some(Gate::new(None, done_tx)),
+            listener_tasks,
             sys_task,
             timer_task: Some(timer_task),
         })
     }
-}
-
-/// A listener on `addr` whose kernel queue of connections not yet accepted holds `backlog`
-/// (tokio's and std's `bind` fix it at 128, which a burst of connecting clients overflows).
-fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
-    };
-    // As tokio's `bind` does: a restarted broker binds again at once while its previous
-    // connections linger in TIME_WAIT. Not on Windows, where it would let another socket take
-    // the port.
-    #[cfg(not(windows))]
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(backlog)
-}
-
-/// Accepts connections until the broker stops, and runs each on a task of its own.
-async fn accept_loop(
-    shared: Arc<Core>,
-    listener: TcpListener,
-    mut shutdown: watch::Receiver<bool>,
-    done: mpsc::Sender<()>,
-) {
-    let max = shared.config.limits.max_connections;
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                // Out of file descriptors and the like: back off briefly, keep serving.
-                tracing::warn!(%err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        if shared.counters.connections.load(Relaxed) >= max.saturating_mul(2).max(16) {
-            // Far over the limit: not even a CONNACK. (Up to twice the limit, the CONNECT is
-            // refused with 0x89, Server busy, which the client understands.)
-            shared.counters.connections_total.fetch_add(1, Relaxed);
-            shared.counters.rejected_connections.fetch_add(1, Relaxed);
-            drop(stream);
-            continue;
-        }
-        // Boxed: a task stores its future inline in a cache-line-aligned cell, which rounds
-        // every idle connection's task up to a multiple of 128 bytes; boxing keeps the cell at
-        // 128 bytes and the future at its exact size.
-        let _ = stream.set_nodelay(true);
-        spawn_connection(&shared, stream, peer, &done);
-    }
-}
-
-/// Runs a connection on its own task.
-fn spawn_connection<S: Transport>(
-    shared: &Arc<Core>,
-    stream: S,
-    peer: SocketAddr,
-    done: &mpsc::Sender<()>,
-) {
-    // Boxed: a task stores its future inline in a cache-line-aligned cell, which rounds every
-    // idle connection's task up to a multiple of 128 bytes; boxing keeps the cell at 128 bytes
-    // and the future at its exact size.
-    tokio::spawn(Box::pin(crate::driver::run(
-        shared.clone(),
-        stream,
-        peer,
-        done.clone(),
-    )));
 }
 
 /// Runs the core's broker-wide work when it comes due: offline sessions' deadlines (delayed
@@ -302,17 +230,62 @@ fn publish_sys(shared: &Arc<Core>) {
 
 /// A running broker: its address, counters, and a way to stop it. Dropping the handle
 /// signals shutdown without waiting for it; call [`BrokerHandle::shutdown`] to wait.
-#[derive(Debug)]
 pub struct BrokerHandle {
     shared: Arc<Core>,
-    local_addr: SocketAddr,
+    /// Each listener's TCP address, in the configuration's order.
+    addrs: Vec<Option<SocketAddr>>,
+    reloaders: TlsReloader,
     shutdown: watch::Sender<bool>,
     done: Option<mpsc::Receiver<()>>,
-    /// What connections given to [`BrokerHandle::serve`] hold, as the accept task does.
-    serving: Option<mpsc::Sender<()>>,
-    listener_task: Option<JoinHandle<()>>,
+    /// What connections given to [`BrokerHandle::serve`] are admitted through.
+    serving: Option<Arc<Gate>>,
+    listener_tasks: Vec<JoinHandle<()>>,
     sys_task: Option<JoinHandle<()>>,
     timer_task: Option<JoinHandle<()>>,
+}
+
+/// Reloads the TLS listeners' certificates: [`BrokerHandle::tls_reloader`].
+#[derive(Clone)]
+pub struct TlsReloader(Arc<[Reloader]>);
+
+impl std::fmt::Debug for TlsReloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(Reloader::name))
+            .finish()
+    }
+}
+
+impl TlsReloader {
+    /// Reads every TLS listener's certificate, key and client CA files again. Handshakes
+    /// from then on use the new files; open connections keep theirs. A listener whose files
+    /// fail to load keeps the ones it has, and the error, naming the listener and the file, is
+    /// logged and returned; the other listeners still reload.
+    pub fn reload(&self) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        for reloader in self.0.iter() {
+            match reloader.reload() {
+                Ok(()) => tracing::info!(listener = reloader.name(), "TLS certificates reloaded"),
+                Err(err) => {
+                    tracing::error!("{err}; keeping the certificates in use");
+                    errors.push(err);
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+impl std::fmt::Debug for BrokerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerHandle")
+            .field("listeners", &self.addrs)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BrokerHandle {
@@ -322,15 +295,37 @@ impl BrokerHandle {
     /// The connection counts against `limits.max_connections` like any other, and
     /// [`BrokerHandle::shutdown`] waits for it.
     pub fn serve<S: Transport>(&self, stream: S, peer: SocketAddr) {
-        match &self.serving {
-            Some(done) => spawn_connection(&self.shared, stream, peer, done),
-            None => drop(stream),
+        if let Some(admission) = self.serving.as_ref().and_then(Gate::admit) {
+            crate::driver::spawn(&self.shared, stream, peer, now(), None, admission);
         }
     }
 
-    /// The address the listener is bound to (with the real port when bound to port 0).
+    /// The address the first TCP listener is bound to (with the real port when bound to port
+    /// 0), or the unspecified address when every listener is a Unix socket.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.addrs
+            .iter()
+            .flatten()
+            .next()
+            .copied()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The address listener `index` (in the configuration's order) is bound to, if it is a
+    /// TCP listener.
+    pub fn listener_addr(&self, index: usize) -> Option<SocketAddr> {
+        self.addrs.get(index).copied().flatten()
+    }
+
+    /// Reads every TLS listener's certificate, key and client CA files again (what
+    /// `midge broker` does on SIGHUP); see [`TlsReloader::reload`].
+    pub fn reload_tls(&self) -> Result<(), Vec<String>> {
+        self.reloaders.reload()
+    }
+
+    /// What reloads the TLS listeners' files, for a task of its own (a signal handler).
+    pub fn tls_reloader(&self) -> TlsReloader {
+        self.reloaders.clone()
     }
 
     /// A snapshot of the counters.
@@ -378,7 +373,7 @@ impl BrokerHandle {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         self.shared.stop();
-        if let Some(task) = self.listener_task.take() {
+        for task in std::mem::take(&mut self.listener_tasks) {
             let _ = task.await;
         }
         // Ended by the stop signal; waited for, so that no deadline fires while the sessions

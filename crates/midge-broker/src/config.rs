@@ -4,6 +4,7 @@
 //! broker. `docs/broker-config.md` documents each key.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,12 +15,18 @@ use midge_topic::Limits;
 use serde::Deserialize;
 
 /// The whole broker configuration. Sections mirror the TOML file.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BrokerConfig {
-    /// `[listener]`: where to listen.
-    pub listener: ListenerConfig,
+    /// `[[listener]]`: where to listen, and how. At least one; a single `[listener]` table
+    /// is one.
+    #[serde(
+        rename = "listener",
+        deserialize_with = "one_or_many",
+        default = "default_listeners"
+    )]
+    pub listeners: Vec<ListenerConfig>,
     /// `[limits]`: protections against misbehaving and hostile clients.
     pub limits: LimitsConfig,
     /// `[sessions]`: persistent sessions and offline queues.
@@ -32,13 +39,46 @@ pub struct BrokerConfig {
     pub sys: SysConfig,
 }
 
-/// `[listener]`.
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            listeners: default_listeners(),
+            limits: LimitsConfig::default(),
+            sessions: SessionsConfig::default(),
+            mqtt: MqttConfig::default(),
+            shared_subscriptions: SharedConfig::default(),
+            sys: SysConfig::default(),
+        }
+    }
+}
+
+/// `[[listener]]`: one place the broker accepts connections, and the protocols spoken there.
+///
+/// A single `[listener]` table is one listener; an array of `[[listener]]` tables is several.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ListenerConfig {
-    /// Address and port to listen on. Default `0.0.0.0:1883`.
-    pub bind: SocketAddr,
+    /// Where to listen: `address:port` for TCP, or `unix:PATH` for a Unix socket. Default
+    /// `0.0.0.0:1883`.
+    pub bind: BindAddr,
+    /// What the stream carries: MQTT directly (`mqtt`, the default) or MQTT over WebSocket
+    /// (`ws`).
+    pub protocol: ListenerProtocol,
+    /// The HTTP path a WebSocket listener upgrades (`ws` only). Default `/mqtt`.
+    pub path: String,
+    /// Origins a WebSocket listener accepts (the browser's `Origin` header, such as
+    /// `https://app.example.com`); empty accepts any (`ws` only). Default empty.
+    pub allowed_origins: Vec<String>,
+    /// `[listener.tls]`: TLS on this listener (`mqtts`, or `wss` with `protocol = "ws"`).
+    pub tls: Option<TlsConfig>,
+    /// Most connections open at once on this listener; one beyond it is closed at once.
+    /// Default: no limit of its own (`limits.max_connections` still applies).
+    pub max_connections: Option<usize>,
+    /// Every connection begins with a HAProxy PROXY protocol header (v1 or v2), whose source
+    /// address then stands for the client's in logs and hooks. A connection without one is
+    /// closed. Only for listeners behind a load balancer that sends it. Default false.
+    pub proxy_protocol: bool,
     /// Connections the kernel completes and holds until the broker accepts them (the `listen`
     /// backlog). Past it, a connecting client's SYN goes unanswered and is retried after a
     /// second or more, so a burst of connections larger than the backlog waits. The kernel
@@ -49,10 +89,243 @@ pub struct ListenerConfig {
 impl Default for ListenerConfig {
     fn default() -> Self {
         Self {
-            bind: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            bind: BindAddr::Tcp(SocketAddr::from(([0, 0, 0, 0], 1883))),
+            protocol: ListenerProtocol::Mqtt,
+            path: "/mqtt".into(),
+            allowed_origins: Vec::new(),
+            tls: None,
+            max_connections: None,
+            proxy_protocol: false,
             backlog: 1024,
         }
     }
+}
+
+impl ListenerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |what| {
+            Err(ConfigError::Listener {
+                bind: self.bind.to_string(),
+                what,
+            })
+        };
+        if self.backlog == 0 {
+            return fail("backlog must be greater than 0");
+        }
+        if self.max_connections == Some(0) {
+            return fail("max_connections must be greater than 0");
+        }
+        match self.protocol {
+            ListenerProtocol::Ws if !self.path.starts_with('/') => {
+                return fail("path must begin with /");
+            }
+            ListenerProtocol::Mqtt if self.path != "/mqtt" => {
+                return fail("path is for WebSocket listeners (protocol = \"ws\") only");
+            }
+            ListenerProtocol::Mqtt if !self.allowed_origins.is_empty() => {
+                return fail("allowed_origins is for WebSocket listeners (protocol = \"ws\") only");
+            }
+            _ => {}
+        }
+        if let Some(tls) = &self.tls {
+            if tls.require_client_cert && tls.client_ca.is_none() {
+                return fail("tls.require_client_cert needs tls.client_ca, the CA that client certificates are checked against");
+            }
+            if tls.use_identity_as_username && !tls.require_client_cert {
+                return fail("tls.use_identity_as_username needs tls.require_client_cert = true");
+            }
+        }
+        Ok(())
+    }
+
+    /// A listener on `bind` with every other key at its default.
+    pub fn new(bind: BindAddr) -> Self {
+        Self {
+            bind,
+            ..Self::default()
+        }
+    }
+
+    /// How logs name the listener: its address and protocols, such as `0.0.0.0:8883 (mqtts)`.
+    pub fn describe(&self) -> String {
+        let scheme = match (self.protocol, self.tls.is_some()) {
+            (ListenerProtocol::Mqtt, false) => "mqtt",
+            (ListenerProtocol::Mqtt, true) => "mqtts",
+            (ListenerProtocol::Ws, false) => "ws",
+            (ListenerProtocol::Ws, true) => "wss",
+        };
+        let proxy = if self.proxy_protocol { ", PROXY" } else { "" };
+        format!("{} ({scheme}{proxy})", self.bind)
+    }
+}
+
+/// Where a listener listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BindAddr {
+    /// A TCP address and port (port 0 picks a free one).
+    Tcp(SocketAddr),
+    /// A Unix socket at this path (`unix:PATH` in the file).
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for BindAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(addr) => addr.fmt(f),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl std::str::FromStr for BindAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a socket path, as in unix:/run/midge.sock".into());
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        text.parse::<SocketAddr>().map(Self::Tcp).map_err(|_| {
+            format!("{text:?} is neither address:port (such as 0.0.0.0:1883 or [::]:1883) nor unix:PATH")
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for BindAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a listener's stream carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ListenerProtocol {
+    /// MQTT packets directly on the stream.
+    #[default]
+    Mqtt,
+    /// MQTT over WebSocket: binary frames carry the packets (MQTT 5.0 section 6).
+    Ws,
+}
+
+/// `[listener.tls]`: the listener's certificate, and client certificates.
+///
+/// Relative paths are taken from the directory the broker runs in; `midge broker --config`
+/// takes them from the configuration file's directory instead.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TlsConfig {
+    /// The server's certificate chain, leaf first (PEM).
+    pub cert: PathBuf,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to. Setting it makes the
+    /// broker ask clients for a certificate. Default: none asked for.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Refuse a client without a valid certificate (needs `client_ca`). When false, a client
+    /// may send none, but one it sends must be valid. Default false.
+    #[serde(default)]
+    pub require_client_cert: bool,
+    /// The Common Name of the client's certificate becomes its user name, in place of any
+    /// the CONNECT names, as mosquitto's option of that name does (needs
+    /// `require_client_cert`). Default false.
+    #[serde(default)]
+    pub use_identity_as_username: bool,
+    /// `[[listener.tls.sni]]`: certificates for particular server names. A client that asks
+    /// for one of these names (SNI) gets its certificate; any other gets `cert`. Default none.
+    #[serde(default)]
+    pub sni: Vec<SniConfig>,
+}
+
+/// `[[listener.tls.sni]]`: a certificate for one server name.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SniConfig {
+    /// The DNS name clients ask for, matched without regard to case.
+    pub server_name: String,
+    /// Its certificate chain, leaf first (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+}
+
+impl TlsConfig {
+    /// TLS with certificate `cert` and key `key`, no client certificates.
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        Self {
+            cert: cert.into(),
+            key: key.into(),
+            client_ca: None,
+            require_client_cert: false,
+            use_identity_as_username: false,
+            sni: Vec::new(),
+        }
+    }
+
+    /// Makes relative paths relative to `dir`.
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        let named = self
+            .sni
+            .iter_mut()
+            .flat_map(|sni| [&mut sni.cert, &mut sni.key]);
+        for path in [&mut self.cert, &mut self.key].into_iter().chain(named) {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
+        if let Some(path) = &mut self.client_ca {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
+    }
+}
+
+/// One listener (a `[listener]` table) or several (`[[listener]]` tables). By hand rather
+/// than an untagged enum, so that an error inside a listener keeps its message and place.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<ListenerConfig>, D::Error> {
+    struct Listeners;
+
+    impl<'de> serde::de::Visitor<'de> for Listeners {
+        type Value = Vec<ListenerConfig>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a [listener] table or [[listener]] tables")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            let one =
+                ListenerConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+            Ok(vec![one])
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut all = Vec::new();
+            while let Some(one) = seq.next_element::<ListenerConfig>()? {
+                all.push(one);
+            }
+            Ok(all)
+        }
+    }
+
+    deserializer.deserialize_any(Listeners)
+}
+
+fn default_listeners() -> Vec<ListenerConfig> {
+    vec![ListenerConfig::default()]
 }
 
 /// `[limits]`.
@@ -247,6 +520,17 @@ pub enum ConfigError {
     /// A limit that must be positive is 0.
     #[error("{0} must be greater than 0")]
     Zero(&'static str),
+    /// There is no listener.
+    #[error("at least one [[listener]] is needed")]
+    NoListener,
+    /// A listener's keys contradict each other.
+    #[error("listener {bind}: {what}")]
+    Listener {
+        /// The listener's `bind`.
+        bind: String,
+        /// What is wrong.
+        what: &'static str,
+    },
 }
 
 impl BrokerConfig {
@@ -255,8 +539,13 @@ impl BrokerConfig {
         if QoS::from_u8(self.mqtt.maximum_qos).is_none() {
             return Err(ConfigError::MaximumQos(self.mqtt.maximum_qos));
         }
+        if self.listeners.is_empty() {
+            return Err(ConfigError::NoListener);
+        }
+        for listener in &self.listeners {
+            listener.validate()?;
+        }
         let zero = [
-            ("listener.backlog", self.listener.backlog as usize),
             (
                 "limits.max_packet_size",
                 self.limits.max_packet_size as usize,
@@ -321,17 +610,115 @@ mod tests {
 
     #[test]
     fn the_listen_backlog_defaults_to_1024_parses_and_is_checked() {
-        assert_eq!(BrokerConfig::default().listener.backlog, 1024);
-        assert_eq!(parse("").expect("parses").listener.backlog, 1024);
+        assert_eq!(BrokerConfig::default().listeners[0].backlog, 1024);
+        assert_eq!(parse("").expect("parses").listeners[0].backlog, 1024);
         let config = parse("[listener]\nbacklog = 4096\n").expect("parses");
-        assert_eq!(config.listener.backlog, 4096);
+        assert_eq!(config.listeners[0].backlog, 4096);
         config.validate().expect("valid");
         let config = parse("[listener]\nbacklog = 0\n").expect("parses");
-        assert!(matches!(
-            config.validate(),
-            Err(ConfigError::Zero("listener.backlog"))
-        ));
+        let err = config.validate().expect_err("zero backlog");
+        assert!(err.to_string().contains("backlog"), "{err}");
         assert!(parse("[listener]\nbacklog = -1\n").is_err());
+    }
+
+    #[test]
+    fn one_listener_table_or_many() {
+        let one = parse("[listener]\nbind = \"127.0.0.1:1884\"\n").expect("parses");
+        assert_eq!(one.listeners.len(), 1);
+        assert_eq!(
+            one.listeners[0].bind,
+            BindAddr::Tcp("127.0.0.1:1884".parse().expect("addr"))
+        );
+        let many = parse(
+            r#"
+            [[listener]]
+            bind = "0.0.0.0:1883"
+
+            [[listener]]
+            bind = "0.0.0.0:8883"
+            max_connections = 10
+            [listener.tls]
+            cert = "server.pem"
+            key = "server.key"
+            client_ca = "ca.pem"
+            require_client_cert = true
+            use_identity_as_username = true
+
+            [[listener]]
+            bind = "unix:/run/midge.sock"
+            protocol = "ws"
+            path = "/ws"
+            allowed_origins = ["https://app.example.com"]
+            proxy_protocol = true
+            "#,
+        )
+        .expect("parses");
+        many.validate().expect("valid");
+        assert_eq!(many.listeners.len(), 3);
+        let tls = many.listeners[1].tls.as_ref().expect("tls");
+        assert!(tls.require_client_cert && tls.use_identity_as_username);
+        assert_eq!(many.listeners[1].max_connections, Some(10));
+        assert_eq!(many.listeners[1].describe(), "0.0.0.0:8883 (mqtts)");
+        let ws = &many.listeners[2];
+        assert_eq!(ws.bind, BindAddr::Unix("/run/midge.sock".into()));
+        assert_eq!(ws.protocol, ListenerProtocol::Ws);
+        assert_eq!(ws.path, "/ws");
+        assert_eq!(ws.describe(), "unix:/run/midge.sock (ws, PROXY)");
+        // An empty file has the one default listener.
+        let default = parse("").expect("parses");
+        assert_eq!(default.listeners.len(), 1);
+        assert_eq!(default.listeners[0].describe(), "0.0.0.0:1883 (mqtt)");
+    }
+
+    #[test]
+    fn contradictory_listeners_are_refused_with_the_reason() {
+        let refused = |text: &str, needle: &str| {
+            let err = match parse(text) {
+                Ok(config) => config.validate().expect_err(text).to_string(),
+                Err(err) => err.to_string(),
+            };
+            assert!(err.contains(needle), "{text}: {err}");
+        };
+        refused("listener = []\n", "at least one");
+        refused("[listener]\nbind = \"nowhere\"\n", "neither address:port");
+        refused("[listener]\nbind = \"unix:\"\n", "socket path");
+        refused("[listener]\nprotocol = \"quic\"\n", "unknown variant");
+        refused("[listener]\npath = \"/x\"\n", "WebSocket listeners");
+        refused(
+            "[listener]\nallowed_origins = [\"https://a\"]\n",
+            "WebSocket listeners",
+        );
+        refused(
+            "[listener]\nprotocol = \"ws\"\npath = \"mqtt\"\n",
+            "must begin with /",
+        );
+        refused("[listener]\nmax_connections = 0\n", "max_connections");
+        refused("[listener.tls]\ncert = \"c.pem\"\n", "missing field `key`");
+        refused(
+            "[listener.tls]\ncert = \"c\"\nkey = \"k\"\nrequire_client_cert = true\n",
+            "needs tls.client_ca",
+        );
+        refused(
+            "[listener.tls]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\nuse_identity_as_username = true\n",
+            "needs tls.require_client_cert",
+        );
+        refused(
+            "[listener.tls]\ncert = \"c\"\nkey = \"k\"\npassword = \"x\"\n",
+            "unknown field",
+        );
+    }
+
+    #[test]
+    fn relative_tls_paths_resolve_against_a_directory() {
+        let mut tls = TlsConfig::new("server.pem", "/etc/midge/server.key");
+        tls.client_ca = Some("ca/ca.pem".into());
+        tls.resolve_paths(Path::new("/srv/midge"));
+        assert_eq!(tls.cert, Path::new("/srv/midge/server.pem"));
+        assert_eq!(tls.key, Path::new("/etc/midge/server.key"));
+        assert_eq!(
+            tls.client_ca.as_deref(),
+            Some(Path::new("/srv/midge/ca/ca.pem"))
+        );
     }
 
     #[test]

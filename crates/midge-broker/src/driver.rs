@@ -15,13 +15,13 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::mpsc;
 
 use crate::core::{Connection, Core};
+use crate::listener::Admission;
 use crate::stats::add;
 
 /// Bytes gathered into one write before it is handed to the writer.
@@ -36,7 +36,7 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
 
 /// The driver's clock: tokio's, so that a test on a paused clock pauses the broker too.
-pub(crate) fn now() -> std::time::Instant {
+pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
@@ -83,13 +83,22 @@ impl Buffers {
 /// waits are polled by hand (the transport and the connection keep their wakers themselves,
 /// with no waiter stored in the task), and both buffers live in one box that exists only while
 /// either holds bytes. An idle connection's read is polled into a buffer on the stack.
+///
+/// `accepted_at` is when the transport was accepted: the CONNECT is due within
+/// `limits.connect_timeout_ms` of it, handshakes included. `certificate_username`, when
+/// given, is the user name the client's certificate gave it (`use_identity_as_username`).
 pub(crate) fn run<S: Transport>(
     core: Arc<Core>,
     stream: S,
     peer: SocketAddr,
-    done: mpsc::Sender<()>,
+    accepted_at: Instant,
+    certificate_username: Option<String>,
+    done: Admission,
 ) -> impl Future<Output = ()> + Send {
-    let mut connection = Connection::new(&core, peer, now());
+    let mut connection = Connection::new(&core, peer, accepted_at);
+    if let Some(name) = certificate_username {
+        connection.set_certificate_username(&name);
+    }
     drop(core);
     async move {
         let mut stream = stream;
@@ -103,6 +112,28 @@ pub(crate) fn run<S: Transport>(
         drop(connection);
         drop(done);
     }
+}
+
+/// Runs a connection on its own task; see [`run`].
+pub(crate) fn spawn<S: Transport>(
+    core: &Arc<Core>,
+    stream: S,
+    peer: SocketAddr,
+    accepted_at: Instant,
+    certificate_username: Option<String>,
+    done: Admission,
+) {
+    // Boxed: a task stores its future inline in a cache-line-aligned cell, which rounds every
+    // idle connection's task up to a multiple of 128 bytes; boxing keeps the cell at 128 bytes
+    // and the future at its exact size.
+    tokio::spawn(Box::pin(run(
+        core.clone(),
+        stream,
+        peer,
+        accepted_at,
+        certificate_username,
+        done,
+    )));
 }
 
 /// Serves the connection until it is closed. Returns output the transport did not take yet.
@@ -323,8 +354,10 @@ mod tests {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (done, _) = mpsc::channel(1);
-        let task = run(core, stream, addr, done);
+        let (done, _) = tokio::sync::mpsc::channel(1);
+        let gate = crate::listener::Gate::new(None, done);
+        let admission = gate.admit().expect("no limit");
+        let task = run(core, stream, addr, now(), None, admission);
         let size = size_of_val(&task);
         eprintln!("connection task: {size} bytes");
         assert!(size <= 1024, "the connection task grew to {size} bytes");

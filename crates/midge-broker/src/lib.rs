@@ -10,16 +10,22 @@ pub mod core;
 #[cfg(feature = "runtime")]
 mod driver;
 pub mod hooks;
+#[cfg(feature = "runtime")]
+mod listener;
 mod random;
 mod stats;
 pub mod store;
 
 #[cfg(feature = "runtime")]
-pub use broker::{Broker, BrokerBuilder, BrokerHandle, StartError};
-pub use config::{BrokerConfig, SharedStrategy};
+pub use broker::{Broker, BrokerBuilder, BrokerHandle, StartError, TlsReloader};
+pub use config::{
+    BindAddr, BrokerConfig, ListenerConfig, ListenerProtocol, SharedStrategy, SniConfig, TlsConfig,
+};
 #[cfg(feature = "runtime")]
 pub use driver::Transport;
 pub use hooks::{AllowAll, ClientInfo, CloseReason, ConnectRequest, Hooks};
+#[cfg(feature = "runtime")]
+pub use listener::ListenError;
 pub use stats::BrokerStats;
 pub use store::{Cluster, MemoryStore, Retained, Standalone, Store};
 

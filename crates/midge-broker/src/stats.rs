@@ -22,6 +22,10 @@ pub(crate) struct Counters {
     pub(crate) sessions: AtomicUsize,
     pub(crate) rejected_connections: AtomicU64,
     pub(crate) protocol_errors: AtomicU64,
+    /// Connections in their handshakes (PROXY header, TLS, WebSocket), not yet counted in
+    /// `connections`.
+    pub(crate) handshaking: AtomicUsize,
+    pub(crate) transport_errors: AtomicU64,
 }
 
 pub(crate) fn add(counter: &AtomicU64, n: u64) {
@@ -32,13 +36,13 @@ pub(crate) fn add(counter: &AtomicU64, n: u64) {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BrokerStats {
-    /// Open TCP connections, connected or not yet.
+    /// Open connections that got through their handshakes (if any), connected or not yet.
     pub connections: usize,
     /// Clients connected (CONNACK sent).
     pub clients_connected: usize,
     /// Sessions, online and offline (mosquitto's `clients/total`).
     pub sessions: usize,
-    /// TCP connections accepted since start.
+    /// Connections accepted since start, on every listener.
     pub connections_total: u64,
     /// PUBLISH packets received from clients.
     pub messages_received: u64,
@@ -71,6 +75,10 @@ pub struct BrokerStats {
     pub rejected_connections: u64,
     /// Connections closed for breaking the protocol.
     pub protocol_errors: u64,
+    /// Connections closed before MQTT began: a failed TLS handshake or WebSocket upgrade, a
+    /// missing or malformed PROXY header, or handshakes that outlasted
+    /// `limits.connect_timeout_ms`.
+    pub transport_errors: u64,
 }
 
 impl Counters {
@@ -94,6 +102,7 @@ impl Counters {
             queued_bytes: self.queued_bytes.load(Relaxed),
             rejected_connections: self.rejected_connections.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),
+            transport_errors: self.transport_errors.load(Relaxed),
         }
     }
 }

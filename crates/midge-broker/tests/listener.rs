@@ -37,7 +37,7 @@ fn somaxconn() -> usize {
 
 async fn with_backlog(backlog: u32) -> BrokerHandle {
     let mut config: BrokerConfig = test_config();
-    config.listener.backlog = backlog;
+    config.listeners[0].backlog = backlog;
     start(config).await
 }
 

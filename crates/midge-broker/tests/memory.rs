@@ -411,3 +411,70 @@ async fn a_subscriber_that_stops_reading_costs_no_cpu() {
     drop(subscriber);
     broker.shutdown().await;
 }
+
+/// Hostile handshakes that stall half-way hold a bounded amount each, and everything they
+/// hold is freed when `connect_timeout_ms` closes them: TLS connections that sent most of a
+/// maximum-size handshake record, and WebSocket connections that sent most of the largest
+/// HTTP request the upgrade reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_tls_and_websocket_handshakes_hold_bounded_memory() {
+    use tokio::io::AsyncWriteExt;
+    let _serial = SERIAL.lock().await;
+    let pki = midge_testkit::certs::TestPki::generate();
+    let text = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n[listener.tls]\ncert = {:?}\nkey = {:?}\n\
+         [[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"ws\"\n\
+         [limits]\nconnect_timeout_ms = 4000\n[sys]\ninterval_secs = 0\n",
+        pki.server_cert.display().to_string(),
+        pki.server_key.display().to_string()
+    );
+    let config: BrokerConfig = toml::from_str(&text).expect("config");
+    let broker = midge_broker::Broker::builder()
+        .config(config)
+        .start()
+        .await
+        .expect("starts");
+    let tls = broker.listener_addr(0).expect("tls");
+    let ws = broker.listener_addr(1).expect("ws");
+    // A handshake record header announcing 16 KiB, the most TLS allows, and all but the last
+    // byte of it.
+    let mut record = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0x3f, 0xfc];
+    record.resize(5 + 0x4000 - 1, 0);
+    // An upgrade request with headers up to 60 KiB, never ended.
+    let mut request = b"GET /mqtt HTTP/1.1\r\nHost: x\r\n".to_vec();
+    while request.len() < 60 << 10 {
+        request.extend_from_slice(
+            b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+        );
+    }
+    const EACH: usize = 150;
+    let before = resident_bytes();
+    let mut stalled = Vec::new();
+    for _ in 0..EACH {
+        for (addr, bytes) in [(tls, &record), (ws, &request)] {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            stream.write_all(bytes).await.expect("write");
+            stalled.push(stream);
+        }
+    }
+    let sent = EACH * (record.len() + request.len());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = resident_bytes().saturating_sub(before);
+    eprintln!(
+        "{EACH} stalled TLS and {EACH} stalled WebSocket handshakes, {sent} bytes sent: RSS grew by {during} bytes"
+    );
+    // What they sent, held once, and the state of each handshake: not more.
+    let bound = 2 * sent + 2 * EACH * (32 << 10) + SLACK;
+    assert!(
+        during <= bound,
+        "RSS grew by {} KiB, bound {} KiB",
+        during >> 10,
+        bound >> 10
+    );
+    until(&broker, "stalled handshakes closed", |s| {
+        s.transport_errors == 2 * EACH as u64
+    })
+    .await;
+    drop(stalled);
+    broker.shutdown().await;
+}

@@ -165,6 +165,73 @@ pub struct ServerTlsFiles {
     /// [`ServerTlsFiles::load`] fails with [`TlsError::ClientCertWithoutCa`]). When false, a
     /// certificate is asked for but optional; one that is sent must still be valid.
     pub require_client_cert: bool,
+    /// Certificates for particular server names: a client that asks for one of these names
+    /// (SNI) gets its certificate; any other client gets `cert`.
+    pub sni: Vec<SniCertificate>,
+}
+
+/// A certificate served to clients that ask for `server_name` (SNI).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SniCertificate {
+    /// The DNS name, matched without regard to case.
+    pub server_name: String,
+    /// Its certificate chain, leaf first (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+}
+
+impl SniCertificate {
+    /// Certificate `cert` with key `key` for `server_name`.
+    pub fn new(
+        server_name: impl Into<String>,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            server_name: server_name.into(),
+            cert: cert.into(),
+            key: key.into(),
+        }
+    }
+}
+
+/// Picks the certificate by the name the client asked for.
+#[derive(Debug)]
+struct SniResolver {
+    by_name: std::collections::HashMap<String, Arc<rustls::sign::CertifiedKey>>,
+    default: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl rustls::server::ResolvesServerCert for SniResolver {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let named = hello
+            .server_name()
+            .and_then(|name| self.by_name.get(&name.to_ascii_lowercase()));
+        Some(named.unwrap_or(&self.default).clone())
+    }
+}
+
+/// A certificate chain and its key, checked to belong together.
+fn certified_key(
+    provider: &CryptoProvider,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    let certs = load_certs(cert)?;
+    let signing = provider
+        .key_provider
+        .load_private_key(load_key(key)?)
+        .map_err(TlsError::Rustls)?;
+    let certified = rustls::sign::CertifiedKey::new(certs, signing);
+    certified
+        .keys_match()
+        .map_err(|e| map_key_mismatch(e, cert, key))?;
+    Ok(Arc::new(certified))
 }
 
 impl ServerTlsFiles {
@@ -175,6 +242,7 @@ impl ServerTlsFiles {
             key: key.into(),
             client_ca: None,
             require_client_cert: false,
+            sni: Vec::new(),
         }
     }
 
@@ -193,8 +261,6 @@ impl ServerTlsFiles {
     /// `client_ca` is set.
     pub fn load(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let provider = provider();
-        let certs = load_certs(&self.cert)?;
-        let key = load_key(&self.key)?;
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(BOTH)?;
         let builder = match &self.client_ca {
@@ -202,7 +268,7 @@ impl ServerTlsFiles {
             None => builder.with_no_client_auth(),
             Some(ca) => {
                 let roots = Arc::new(load_roots(ca)?);
-                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
                 let verifier = if self.require_client_cert {
                     verifier
                 } else {
@@ -217,9 +283,13 @@ impl ServerTlsFiles {
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let mut config = builder
-            .with_single_cert(certs, key)
-            .map_err(|e| map_key_mismatch(e, &self.cert, &self.key))?;
+        let default = certified_key(&provider, &self.cert, &self.key)?;
+        let mut by_name = std::collections::HashMap::new();
+        for named in &self.sni {
+            let certified = certified_key(&provider, &named.cert, &named.key)?;
+            by_name.insert(named.server_name.to_ascii_lowercase(), certified);
+        }
+        let mut config = builder.with_cert_resolver(Arc::new(SniResolver { by_name, default }));
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }

@@ -60,9 +60,16 @@ pub struct AcceptOptions {
     /// Not empty: a request whose origin is not listed, or that has none, gets 403.
     pub allowed_origins: Vec<String>,
     /// Largest WebSocket message and frame accepted, in bytes, checked from the frame header
-    /// before its payload is read. Set it to the MQTT maximum packet size.
+    /// before its payload is read. Set it to the MQTT maximum packet size; a value below
+    /// [`MAX_WRITE_MESSAGE`] counts as that, so that a peer that gathers small packets into
+    /// messages as large as [`WsStream`] writes is served.
     pub max_message_size: usize,
 }
+
+/// Largest message a [`WsStream`] writes: a longer write is cut into messages of this size
+/// (an MQTT packet may span messages [MQTT-6.0.0-2]), so that output gathered from many packets
+/// never exceeds the message limit of a peer that bounds messages by its packet size.
+pub const MAX_WRITE_MESSAGE: usize = 64 * 1024;
 
 impl Default for AcceptOptions {
     fn default() -> Self {
@@ -76,6 +83,7 @@ impl Default for AcceptOptions {
 
 /// The WebSocket settings of both ends.
 fn config(max_message_size: usize) -> WebSocketConfig {
+    let max_message_size = max_message_size.max(MAX_WRITE_MESSAGE);
     WebSocketConfig::default()
         // The read buffer is allocated up front for every connection and kept while it is
         // idle (128 KiB by default). MQTT connections are many and mostly quiet, so keep it
@@ -307,10 +315,9 @@ where
 /// reads answers them too. Reading is cancel-safe: nothing is lost when a read future is
 /// dropped.
 ///
-/// Writing: each `poll_write` sends one binary message with the whole buffer. (A peer may
-/// bound the size of the messages it accepts: write at most one MQTT packet at a time, or
-/// chunks no larger than the peer's limit.) `poll_shutdown` sends a close frame and then
-/// shuts the stream below down.
+/// Writing: each `poll_write` sends one binary message with the buffer, or with its first
+/// [`MAX_WRITE_MESSAGE`] bytes when it is longer (and says so in the count it returns).
+/// `poll_shutdown` sends a close frame and then shuts the stream below down.
 #[derive(Debug)]
 pub struct WsStream<S> {
     inner: tokio_tungstenite::WebSocketStream<S>,
@@ -467,10 +474,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
         }
         let mut inner = Pin::new(&mut self.get_mut().inner);
         ready!(inner.as_mut().poll_ready(cx)).map_err(io_error)?;
+        let message = &buf[..buf.len().min(MAX_WRITE_MESSAGE)];
         inner
-            .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
+            .start_send(Message::Binary(Bytes::copy_from_slice(message)))
             .map_err(io_error)?;
-        Poll::Ready(Ok(buf.len()))
+        Poll::Ready(Ok(message.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -1,4 +1,5 @@
 //! TLS over loopback with certificates made at test time.
+#![cfg(feature = "tls")]
 #![allow(missing_docs)]
 
 mod common;

@@ -1,4 +1,5 @@
 //! MQTT over WebSocket (MQTT 5.0 section 6) over loopback.
+#![cfg(all(feature = "ws", feature = "tls"))]
 #![allow(missing_docs)]
 
 mod common;
@@ -85,6 +86,7 @@ where
 async fn accept_and_connect_move_bytes_both_ways_with_subprotocol_mqtt() {
     let (mut s, mut c) = pair(AcceptOptions::default()).await;
     // [MQTT-6.0.0-3], [MQTT-6.0.0-4]
+    // [MQTT-5:6.0.0-3] [MQTT-3.1.1:6.0.0-3] [MQTT-5:6.0.0-4] [MQTT-3.1.1:6.0.0-4]
     assert_eq!(s.subprotocol(), Some("mqtt"));
     assert_eq!(c.subprotocol(), Some("mqtt"));
     exchange(&mut c, &mut s).await;
@@ -133,6 +135,7 @@ async fn websocket_over_tls() {
 #[tokio::test]
 async fn one_packet_may_span_messages_and_one_message_hold_several_packets() {
     // [MQTT-6.0.0-2]
+    // [MQTT-5:6.0.0-2] [MQTT-3.1.1:6.0.0-2]
     let (s, c) = raw_pair(
         AcceptOptions::default(),
         "/mqtt",
@@ -186,6 +189,7 @@ async fn one_packet_may_span_messages_and_one_message_hold_several_packets() {
 #[tokio::test]
 async fn a_text_frame_is_a_read_error_and_closes_the_connection() {
     // [MQTT-6.0.0-1]
+    // [MQTT-5:6.0.0-1] [MQTT-3.1.1:6.0.0-1]
     let (s, c) = raw_pair(
         AcceptOptions::default(),
         "/mqtt",
@@ -384,4 +388,27 @@ async fn connect_refuses_a_server_that_does_not_choose_mqtt() {
         matches!(c, Err(WsError::Refused(ref why)) if why.contains("subprotocol")),
         "{c:?}"
     );
+}
+
+#[tokio::test]
+async fn a_long_write_goes_out_as_messages_of_at_most_max_write_message() {
+    let (server, client) = raw_pair(
+        AcceptOptions::default(),
+        "/mqtt",
+        &[("Sec-WebSocket-Protocol", "mqtt")],
+    )
+    .await;
+    let (mut server, mut client) = (server.unwrap(), client.unwrap());
+    let data = vec![7u8; 3 * midge_transport::ws::MAX_WRITE_MESSAGE + 10];
+    within(server.write_all(&data)).await.expect("write");
+    within(server.flush()).await.expect("flush");
+    let mut sizes = Vec::new();
+    while sizes.iter().sum::<usize>() < data.len() {
+        match within(client.next()).await {
+            Some(Ok(Message::Binary(m))) => sizes.push(m.len()),
+            other => panic!("expected a binary message, got {other:?}"),
+        }
+    }
+    let max = midge_transport::ws::MAX_WRITE_MESSAGE;
+    assert_eq!(sizes, vec![max, max, max, 10]);
 }

@@ -6,11 +6,11 @@ mod bench;
 mod mqtt;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use midge_broker::{Broker, BrokerConfig};
+use midge_broker::{BindAddr, Broker, BrokerConfig};
 use tracing_subscriber::EnvFilter;
 
 /// jemalloc rather than the system allocator. The broker allocates a message on the thread
@@ -59,10 +59,10 @@ struct BrokerArgs {
     /// Configuration file (TOML); see docs/broker-config.md. Without one, built-in defaults.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Port to listen on (overrides the file's listener.bind port).
+    /// Port to listen on (overrides the port of the file's first listener).
     #[arg(short, long)]
     port: Option<u16>,
-    /// Address to listen on (overrides the file's listener.bind address).
+    /// Address to listen on (overrides the address of the file's first listener).
     #[arg(long, value_name = "ADDR")]
     bind: Option<IpAddr>,
     /// Verbose logging: -v debug, -vv trace. RUST_LOG, when set, takes precedence.
@@ -101,16 +101,36 @@ fn load_config(args: &BrokerArgs) -> Result<BrokerConfig, String> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            toml::from_str::<BrokerConfig>(&text)
-                .map_err(|e| format!("invalid configuration {}: {e}", path.display()))?
+            let mut config = toml::from_str::<BrokerConfig>(&text)
+                .map_err(|e| format!("invalid configuration {}: {e}", path.display()))?;
+            // Certificate paths in the file are relative to the file, wherever the broker
+            // is started from.
+            let dir = path.parent().unwrap_or(Path::new("."));
+            for listener in &mut config.listeners {
+                if let Some(tls) = &mut listener.tls {
+                    tls.resolve_paths(dir);
+                }
+            }
+            config
         }
         None => BrokerConfig::default(),
     };
-    let bind: SocketAddr = config.listener.bind;
-    config.listener.bind = SocketAddr::new(
-        args.bind.unwrap_or(bind.ip()),
-        args.port.unwrap_or(bind.port()),
-    );
+    if args.bind.is_some() || args.port.is_some() {
+        let first = config
+            .listeners
+            .first_mut()
+            .ok_or("at least one [[listener]] is needed")?;
+        let BindAddr::Tcp(bind) = first.bind else {
+            return Err(format!(
+                "-p and --bind set the first listener's address, but it is {}",
+                first.bind
+            ));
+        };
+        first.bind = BindAddr::Tcp(SocketAddr::new(
+            args.bind.unwrap_or(bind.ip()),
+            args.port.unwrap_or(bind.port()),
+        ));
+    }
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
 }
@@ -142,11 +162,39 @@ fn broker(args: BrokerArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        #[cfg(unix)]
+        let reload = tokio::spawn(reload_on_sighup(broker_reloads(&broker)));
         wait_for_signal().await;
+        #[cfg(unix)]
+        reload.abort();
         tracing::info!("shutting down");
         broker.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+/// What SIGHUP reloads.
+#[cfg(unix)]
+fn broker_reloads(broker: &midge_broker::BrokerHandle) -> impl Fn() + Send + 'static {
+    let broker = broker.tls_reloader();
+    move || {
+        // Errors are logged by the broker, naming the listener and the file.
+        let _ = broker.reload();
+    }
+}
+
+/// Reloads the listeners' certificates on every SIGHUP.
+#[cfg(unix)]
+async fn reload_on_sighup(reload: impl Fn()) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: certificates will not be reloaded");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading TLS certificates");
+        reload();
+    }
 }
 
 /// Waits for SIGINT (Ctrl-C) or, on Unix, SIGTERM.
@@ -197,15 +245,18 @@ mod tests {
         assert_eq!(args.verbose, 2);
         let config = load_config(&args).expect("valid");
         assert_eq!(
-            config.listener.bind,
-            "127.0.0.1:1884".parse().expect("addr")
+            config.listeners[0].bind,
+            BindAddr::Tcp("127.0.0.1:1884".parse().expect("addr"))
         );
     }
 
     #[test]
     fn defaults_listen_on_1883() {
         let config = load_config(&BrokerArgs::default()).expect("valid");
-        assert_eq!(config.listener.bind, "0.0.0.0:1883".parse().expect("addr"));
+        assert_eq!(
+            config.listeners[0].bind,
+            BindAddr::Tcp("0.0.0.0:1883".parse().expect("addr"))
+        );
     }
 
     #[test]

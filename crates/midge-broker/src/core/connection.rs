@@ -72,6 +72,9 @@ pub struct Connection {
     transmitting: bool,
     /// The CONNECT was just accepted: input that waited for the decision can go on.
     accepted: bool,
+    /// The user name is the client certificate's ([`Connection::set_certificate_username`]),
+    /// not the one in the CONNECT.
+    username_from_certificate: bool,
     /// Bytes of this session's queue counted against the global memory budget: the budget
     /// covers online sessions' queues too, not only inboxes and offline sessions.
     counted: usize,
@@ -173,6 +176,7 @@ impl Connection {
             deliveries_waiting: false,
             transmitting: false,
             accepted: false,
+            username_from_certificate: false,
             counted: 0,
             retained: None,
             waiting: None,
@@ -186,6 +190,15 @@ impl Connection {
             connection.shut_down();
         }
         connection
+    }
+
+    /// Makes `name`, from the client's TLS certificate, the connection's user name: what
+    /// [`Hooks::authenticate`](crate::Hooks::authenticate) and every later hook see, whatever
+    /// user name the CONNECT carries (the `use_identity_as_username` listener option). Call it
+    /// before any input.
+    pub fn set_certificate_username(&mut self, name: &str) {
+        self.info.username = Some(midge_codec::ByteStr::from(name.to_owned()));
+        self.username_from_certificate = true;
     }
 
     /// Handles the bytes the client sent: complete packets are taken from `input` and
@@ -456,9 +469,18 @@ impl Connection {
             tracing::error!(peer = %self.info.peer, "no random source to assign a client identifier");
             return self.conn.reject(ReasonCode::SERVER_UNAVAILABLE);
         };
+        let username = if self.username_from_certificate {
+            self.info.username.clone()
+        } else {
+            // Kept for the connection's life (and a delayed will's): its own bytes.
+            connect
+                .username
+                .as_ref()
+                .map(midge_codec::ByteStr::unshared)
+        };
         let request = ConnectRequest {
             client_id: client_id.as_str(),
-            username: connect.username.as_ref().map(|u| u.as_str()),
+            username: username.as_ref().map(|u| u.as_str()),
             password: connect.password.as_deref(),
             version: connect.protocol,
             peer: self.info.peer,
@@ -487,11 +509,7 @@ impl Connection {
         }
         let info = ClientInfo {
             client_id: client_id.clone(),
-            // Kept for the connection's life (and a delayed will's): its own bytes.
-            username: connect
-                .username
-                .as_ref()
-                .map(midge_codec::ByteStr::unshared),
+            username,
             version: connect.protocol,
             peer: self.info.peer,
         };
