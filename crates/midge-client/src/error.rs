@@ -220,6 +220,7 @@ impl fmt::Display for TlsFailure {
                 match *code {
                     116 => f.write_str(": it requires a client certificate"),
                     42 | 44 | 45 | 46 | 48 => f.write_str(": it refused the client certificate"),
+                    120 => f.write_str(": it speaks none of the ALPN protocols offered"),
                     _ => Ok(()),
                 }
             }
