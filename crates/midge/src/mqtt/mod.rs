@@ -181,7 +181,7 @@ pub(crate) struct ConnectArgs {
     /// `pub` or `sub`, for messages.
     #[arg(skip)]
     pub(crate) command: &'static str,
-    /// Where to connect, once [`resolve`] has checked the flags.
+    /// Where to connect, once [`ConnectArgs::resolve`] has checked the flags.
     #[arg(skip)]
     pub(crate) target: Option<transport::Target>,
 }

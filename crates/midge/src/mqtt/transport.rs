@@ -11,12 +11,17 @@ use midge_client::{BrokerUrl, Scheme};
 /// The transport flags `pub`, `sub` and `bench` share.
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct TransportArgs {
-    /// Broker URL instead of -h and -p, as mosquitto's -L:
-    /// mqtt(s)://[user[:password]@]host[:port]/topic (the path is the topic, as -t),
-    /// ws(s)://[user[:password]@]host[:port][/path] (the path is the WebSocket path, default
-    /// /mqtt; the topic comes from -t), or unix:///path/to/socket. Default ports: mqtt 1883,
-    /// mqtts 8883, ws 80, wss 443.
-    #[arg(short = 'L', long = "url", value_name = "URL")]
+    /// The broker as a URL, as mosquitto's `-L` (see the help text).
+    #[arg(
+        short = 'L',
+        long = "url",
+        value_name = "URL",
+        help = "Broker URL instead of -h and -p, as mosquitto's -L: \
+                mqtt(s)://[user[:password]@]host[:port]/topic (the path is the topic, as -t), \
+                ws(s)://[user[:password]@]host[:port][/path] (the path is the WebSocket path, \
+                default /mqtt; the topic comes from -t), or unix:///path/to/socket. Default \
+                ports: mqtt 1883, mqtts 8883, ws 80, wss 443"
+    )]
     pub(crate) url: Option<String>,
     /// Connect through this Unix domain socket instead of TCP.
     #[arg(long, value_name = "PATH")]
