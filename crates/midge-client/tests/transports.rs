@@ -1,6 +1,6 @@
 //! The client against the midge broker over every transport a URL names: TCP, TLS with a
 //! client certificate, WebSocket, WebSocket over TLS and a Unix socket, all listeners of one
-//! broker; and the WebSocket upgrade refused by a wrong path.
+//! broker; the WebSocket upgrade refused by a wrong path; a certificate for another name.
 
 mod common;
 
@@ -9,7 +9,7 @@ use midge_broker::{Broker, BrokerConfig, BrokerHandle};
 use midge_client::tls::{ClientTlsOptions, Roots};
 use midge_client::{
     ClientBuilder, CloseReason, ConnectError, PublishOptions, QoS, ReasonCode, SubscribeOptions,
-    WebSocketFailure,
+    TlsFailure, WebSocketFailure,
 };
 use midge_testkit::certs::TestPki;
 
@@ -126,4 +126,31 @@ async fn a_wrong_websocket_path_is_a_refused_upgrade() {
             .contains("is the URL's path its WebSocket path?"),
         "{reason}"
     );
+}
+
+/// The test certificate names localhost, 127.0.0.1 and ::1; a broker reached as 127.0.0.2
+/// (a loopback address too, on Linux) presents it for a name it does not hold.
+#[tokio::test]
+async fn a_certificate_for_another_name_is_a_name_mismatch() {
+    if std::net::TcpListener::bind("127.0.0.2:0").is_err() {
+        eprintln!("SKIPPED: 127.0.0.2 is not a loopback address here");
+        return;
+    }
+    let pki = TestPki::generate();
+    let broker = start(&format!(
+        "[[listener]]\nbind = \"127.0.0.2:0\"\n[listener.tls]\ncert = {:?}\nkey = {:?}\n",
+        pki.server_cert, pki.server_key
+    ))
+    .await;
+    let url = format!("mqtts://127.0.0.2:{}", broker.local_addr().port());
+    let options = ClientTlsOptions::new(Roots::File(pki.ca.clone()));
+    let outcome = ClientBuilder::from_url_with_tls(&url, &options)
+        .unwrap()
+        .reconnect(None)
+        .connect()
+        .await;
+    let Err(ConnectError::Failed(reason)) = outcome else {
+        panic!("connected to a broker whose certificate names another host");
+    };
+    assert_eq!(reason, CloseReason::Tls(TlsFailure::NameMismatch));
 }
