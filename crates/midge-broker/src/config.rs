@@ -134,8 +134,37 @@ impl ListenerConfig {
             if tls.use_identity_as_username && !tls.require_client_cert {
                 return fail("tls.use_identity_as_username needs tls.require_client_cert = true");
             }
+            let mut names = std::collections::HashSet::new();
+            for sni in &tls.sni {
+                if sni.server_name.is_empty() {
+                    return fail("a tls.sni entry has an empty server_name");
+                }
+                if !names.insert(sni.server_name.to_ascii_lowercase()) {
+                    return fail("two tls.sni entries have the same server_name");
+                }
+            }
+            if tls
+                .alpn
+                .iter()
+                .flatten()
+                .any(|p| p.is_empty() || p.len() > 255)
+            {
+                return fail("tls.alpn protocols are 1 to 255 bytes long");
+            }
         }
         Ok(())
+    }
+
+    /// Makes relative paths (a Unix socket's, the TLS files') relative to `dir`.
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        if let BindAddr::Unix(path) = &mut self.bind {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
+        if let Some(tls) = &mut self.tls {
+            tls.resolve_paths(dir);
+        }
     }
 
     /// A listener on `bind` with every other key at its default.
@@ -242,6 +271,12 @@ pub struct TlsConfig {
     /// for one of these names (SNI) gets its certificate; any other gets `cert`. Default none.
     #[serde(default)]
     pub sni: Vec<SniConfig>,
+    /// ALPN protocols the listener accepts. A client that offers ALPN but none of these fails
+    /// its handshake; one that offers none is served. Empty: no ALPN at all, so that any
+    /// client is served whatever it offers. Default `["mqtt"]` for `mqtt` listeners,
+    /// `["http/1.1"]` for `ws` ones.
+    #[serde(default)]
+    pub alpn: Option<Vec<String>>,
 }
 
 /// `[[listener.tls.sni]]`: a certificate for one server name.
@@ -267,6 +302,7 @@ impl TlsConfig {
             require_client_cert: false,
             use_identity_as_username: false,
             sni: Vec::new(),
+            alpn: None,
         }
     }
 

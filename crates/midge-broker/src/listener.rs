@@ -166,16 +166,19 @@ impl Bound {
                     .collect();
                 // Browsers offer `h2` and `http/1.1` on a wss connection; MQTT clients that
                 // use ALPN offer `mqtt`.
-                let alpn: &[&[u8]] = match config.protocol {
-                    ListenerProtocol::Mqtt => &[b"mqtt"],
-                    ListenerProtocol::Ws => &[b"http/1.1"],
+                let default_alpn = match config.protocol {
+                    ListenerProtocol::Mqtt => "mqtt",
+                    ListenerProtocol::Ws => "http/1.1",
                 };
-                let acceptor = midge_transport::tls::ReloadableAcceptor::new(files, alpn).map_err(
-                    |source| ListenError::Tls {
+                let alpn: Vec<&[u8]> = match &tls.alpn {
+                    Some(list) => list.iter().map(|p| p.as_bytes()).collect(),
+                    None => vec![default_alpn.as_bytes()],
+                };
+                let acceptor = midge_transport::tls::ReloadableAcceptor::new(files, &alpn)
+                    .map_err(|source| ListenError::Tls {
                         bind: bind.clone(),
                         source,
-                    },
-                )?;
+                    })?;
                 Some(Arc::new(acceptor))
             }
             None => None,
@@ -219,6 +222,19 @@ impl Bound {
                     "Unix sockets are not available on this system",
                 )))
             }
+        };
+        // Logs name the address really bound (the real port when port 0 was asked for).
+        let name = match &socket {
+            Socket::Tcp(listener) => match listener.local_addr() {
+                Ok(local) => {
+                    let mut bound = config.clone();
+                    bound.bind = BindAddr::Tcp(local);
+                    bound.describe()
+                }
+                Err(_) => name,
+            },
+            #[cfg(unix)]
+            Socket::Unix(..) => name,
         };
         Ok(Self {
             config: config.clone(),
@@ -279,7 +295,7 @@ impl Bound {
                     Ok((stream, peer)) => {
                         // Only an optimisation: a socket that refuses it still works.
                         let _ = stream.set_nodelay(true);
-                        admit(&core, &gate, &stack, stream, peer);
+                        admit(&core, &gate, &stack, &shutdown, stream, peer);
                     }
                     Err(err) => accept_failed(err).await,
                 }
@@ -294,11 +310,17 @@ impl Bound {
                     match accepted {
                         // A Unix socket's peer has no IP address: the unspecified one stands
                         // for it, unless a PROXY header names one.
-                        Ok((stream, _)) => admit(&core, &gate, &stack, stream, UNIX_PEER),
+                        Ok((stream, _)) => {
+                            admit(&core, &gate, &stack, &shutdown, stream, UNIX_PEER);
+                        }
                         Err(err) => accept_failed(err).await,
                     }
                 }
-                let _ = std::fs::remove_file(path);
+                // Only our own socket: not a file something else put there since.
+                drop(listener);
+                if is_stale_socket(&path) {
+                    let _ = std::fs::remove_file(path);
+                }
             }
         }
     }
@@ -342,8 +364,14 @@ impl Reloader {
 
 /// Takes in an accepted connection: refused at once past the limits, run directly when
 /// nothing comes before MQTT, or after its handshakes otherwise.
-fn admit<S>(core: &Arc<Core>, gate: &Arc<Gate>, stack: &Arc<Stack>, stream: S, peer: SocketAddr)
-where
+fn admit<S>(
+    core: &Arc<Core>,
+    gate: &Arc<Gate>,
+    stack: &Arc<Stack>,
+    shutdown: &watch::Receiver<bool>,
+    stream: S,
+    peer: SocketAddr,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static + IntoPlain,
 {
     let accepted_at = now();
@@ -377,12 +405,18 @@ where
     }
     let core = core.clone();
     let stack = stack.clone();
-    counters.handshaking.fetch_add(1, Relaxed);
+    let mut shutdown = shutdown.clone();
+    let handshaking = Handshaking::new(&core);
     tokio::spawn(async move {
         let deadline = accepted_at + Duration::from_millis(core.config.limits.connect_timeout_ms);
-        let prepared =
-            tokio::time::timeout_at(deadline.into(), prepare(&stack, stream, peer)).await;
-        core.counters.handshaking.fetch_sub(1, Relaxed);
+        let handshakes = tokio::time::timeout_at(deadline.into(), prepare(&stack, stream, peer));
+        let prepared = tokio::select! {
+            prepared = handshakes => prepared,
+            // The broker stops: a connection still in its handshakes is dropped, so that
+            // the shutdown does not wait for it.
+            _ = shutdown.wait_for(|stopped| *stopped) => return,
+        };
+        drop(handshaking);
         let failure = match prepared {
             Ok(Ok(Prepared::Plain(tcp, peer))) => {
                 return driver::spawn(&core, tcp, peer, accepted_at, None, admission)
@@ -397,6 +431,23 @@ where
         core.counters.transport_errors.fetch_add(1, Relaxed);
         tracing::debug!(listener = %stack.name, %peer, error = %failure, "connection closed before MQTT");
     });
+}
+
+/// A connection in its handshakes, counted in `handshaking` while it lives: whatever ends the
+/// handshake task (success, failure, shutdown, a panic) ends the count.
+struct Handshaking(Arc<Core>);
+
+impl Handshaking {
+    fn new(core: &Arc<Core>) -> Self {
+        core.counters.handshaking.fetch_add(1, Relaxed);
+        Self(core.clone())
+    }
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.0.counters.handshaking.fetch_sub(1, Relaxed);
+    }
 }
 
 /// A stream that may be a TCP socket, which runs unboxed (the common case, kept small).
@@ -519,17 +570,27 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 }
 
 /// A Unix socket listener at `path`. A socket file left by a broker that did not stop cleanly
-/// is replaced; one that a running process still listens on is not.
+/// (a socket nobody listens on) is replaced; anything else at the path, a socket a running
+/// process listens on or a file that is not a socket, is an error and left alone.
 #[cfg(unix)]
 fn listen_unix(path: &std::path::Path) -> io::Result<tokio::net::UnixListener> {
     match tokio::net::UnixListener::bind(path) {
-        Err(err) if err.kind() == io::ErrorKind::AddrInUse => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(err);
-            }
+        Err(err) if err.kind() == io::ErrorKind::AddrInUse && is_stale_socket(path) => {
             std::fs::remove_file(path)?;
             tokio::net::UnixListener::bind(path)
         }
         other => other,
     }
+}
+
+/// Whether `path` is a socket that refuses connections: nobody listens on it.
+#[cfg(unix)]
+fn is_stale_socket(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    is_socket
+        && matches!(
+            std::os::unix::net::UnixStream::connect(path),
+            Err(err) if err.kind() == io::ErrorKind::ConnectionRefused
+        )
 }

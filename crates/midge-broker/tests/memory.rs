@@ -478,3 +478,59 @@ async fn stalled_tls_and_websocket_handshakes_hold_bounded_memory() {
     drop(stalled);
     broker.shutdown().await;
 }
+
+/// A WebSocket client that sends pings and never reads, before any CONNECT, makes the broker
+/// stop reading once its pongs fill the socket: they do not pile up in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_pings_from_a_client_that_never_reads_do_not_pile_up() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _serial = SERIAL.lock().await;
+    let text = "[[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"ws\"\n\
+                [limits]\nconnect_timeout_ms = 60000\n[sys]\ninterval_secs = 0\n";
+    let config: BrokerConfig = toml::from_str(text).expect("config");
+    let broker = midge_broker::Broker::builder()
+        .config(config)
+        .start()
+        .await
+        .expect("starts");
+    let addr = broker.local_addr();
+    let mut ws = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let upgrade = format!(
+        "GET /mqtt HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: mqtt\r\n\r\n"
+    );
+    ws.write_all(upgrade.as_bytes()).await.expect("write");
+    let mut response = vec![0u8; 1024];
+    let n = ws.read(&mut response).await.expect("read");
+    assert!(response[..n].starts_with(b"HTTP/1.1 101"));
+    let before = resident_bytes();
+    // Masked pings with 125-byte payloads (a zero mask key: the payload as is).
+    let mut frame = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
+    frame.extend_from_slice(&[b'x'; 125]);
+    let batch: Vec<u8> = frame
+        .iter()
+        .copied()
+        .cycle()
+        .take(frame.len() * 1000)
+        .collect();
+    let mut sent = 0;
+    // Up to 80 MB of pings, until the broker stops taking them.
+    while sent < 600_000 {
+        match tokio::time::timeout(Duration::from_secs(1), ws.write_all(&batch)).await {
+            Ok(written) => written.expect("write"),
+            Err(_) => break,
+        }
+        sent += 1000;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = resident_bytes().saturating_sub(before);
+    eprintln!("{sent} pings sent to a client that never reads: RSS grew by {grown} bytes");
+    assert!(
+        sent < 600_000,
+        "the broker kept reading pings it could not answer"
+    );
+    assert!(grown < SLACK, "RSS grew by {} KiB", grown >> 10);
+    drop(ws);
+    broker.shutdown().await;
+}

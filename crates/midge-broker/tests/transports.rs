@@ -795,3 +795,99 @@ async fn sni_picks_the_certificate_for_the_name_asked_for() {
         .await
         .expect("the default certificate");
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_unix_listener_never_replaces_a_file_that_is_not_a_stale_socket() {
+    let pki = TestPki::generate();
+    let path = pki.path("data.db");
+    std::fs::write(&path, "precious").expect("write");
+    let config = config(&format!(
+        "[[listener]]\nbind = \"unix:{}\"\n",
+        path.display()
+    ));
+    let err = Broker::builder()
+        .config(config.clone())
+        .start()
+        .await
+        .expect_err("the path is taken");
+    assert!(err.to_string().contains("data.db"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("still there"),
+        "precious"
+    );
+    // A socket left behind by a broker that did not stop cleanly is replaced.
+    let stale = pki.path("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
+    let broker = start(self::config(&format!(
+        "[[listener]]\nbind = \"unix:{}\"\n",
+        stale.display()
+    )))
+    .await;
+    tokio::net::UnixStream::connect(&stale)
+        .await
+        .expect("the new socket listens");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_connections_in_their_handshakes() {
+    let pki = TestPki::generate();
+    let mut config = config(&format!(
+        "{}{}",
+        tls_listener(&server_files(&pki), ""),
+        ws_listener("")
+    ));
+    config.limits.connect_timeout_ms = 20_000;
+    let broker = start(config).await;
+    let stalled = [
+        TcpStream::connect(broker.listener_addr(0).expect("tls"))
+            .await
+            .expect("connect"),
+        TcpStream::connect(broker.listener_addr(1).expect("ws"))
+            .await
+            .expect("connect"),
+    ];
+    // The accept loops take them.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), broker.shutdown())
+        .await
+        .expect("shutdown waited for the handshakes");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn alpn_other_than_the_listeners_is_refused_unless_alpn_is_turned_off() {
+    let pki = TestPki::generate();
+    let files = server_files(&pki);
+    let broker = start(config(&format!(
+        "{}{}alpn = []\n",
+        tls_listener(&files, ""),
+        tls_listener(&files, "")
+    )))
+    .await;
+    let mut options = ClientTlsOptions::new(Roots::File(pki.ca.clone()));
+    options.alpn = vec![b"x-amzn-mqtt-ca".to_vec()];
+    let connector = TlsConnector::from(options.load().expect("client TLS"));
+    let strict = broker.listener_addr(0).expect("default ALPN");
+    assert!(
+        tls_connect(strict, &connector).await.is_err(),
+        "no common ALPN protocol"
+    );
+    let open = broker.listener_addr(1).expect("no ALPN");
+    let stream = tls_connect(open, &connector)
+        .await
+        .expect("served without ALPN");
+    assert_eq!(stream.get_ref().1.alpn_protocol(), None);
+    let mut peer = Peer::new(stream, V5);
+    let ack = peer
+        .handshake(Connect::new(V5, "aws-style".to_owned()))
+        .await;
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+}

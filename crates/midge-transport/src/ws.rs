@@ -328,6 +328,8 @@ pub struct WsStream<S> {
     read_done: bool,
     /// The close frame of `poll_shutdown` was sent.
     close_sent: bool,
+    /// A pong could not be written at once: no more is read until it is.
+    pong_unflushed: bool,
 }
 
 impl<S> WsStream<S> {
@@ -341,6 +343,7 @@ impl<S> WsStream<S> {
             subprotocol,
             read_done: false,
             close_sent: false,
+            pong_unflushed: false,
         }
     }
 
@@ -414,6 +417,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
+            if this.pong_unflushed && this.pending.is_empty() {
+                ready!(Pin::new(&mut this.inner).poll_flush(cx)).map_err(io_error)?;
+                this.pong_unflushed = false;
+            }
             if !this.pending.is_empty() {
                 let n = this.pending.len().min(buf.remaining());
                 if n == this.pending.len() {
@@ -447,9 +454,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                     )));
                 }
                 Message::Ping(_) => {
-                    // tungstenite queued the pong, and would write it at the next read or
-                    // write; flush it now.
-                    this.flush_replies(cx)?;
+                    this.pong_unflushed = true;
                 }
                 Message::Close(_) => {
                     // tungstenite queued the close reply; send it along.

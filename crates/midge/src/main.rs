@@ -103,13 +103,11 @@ fn load_config(args: &BrokerArgs) -> Result<BrokerConfig, String> {
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             let mut config = toml::from_str::<BrokerConfig>(&text)
                 .map_err(|e| format!("invalid configuration {}: {e}", path.display()))?;
-            // Certificate paths in the file are relative to the file, wherever the broker
-            // is started from.
+            // Paths in the file are relative to the file, wherever the broker is started
+            // from.
             let dir = path.parent().unwrap_or(Path::new("."));
             for listener in &mut config.listeners {
-                if let Some(tls) = &mut listener.tls {
-                    tls.resolve_paths(dir);
-                }
+                listener.resolve_paths(dir);
             }
             config
         }
@@ -155,6 +153,10 @@ fn broker(args: BrokerArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Before the broker starts, so that a SIGHUP while it starts is not fatal (its default
+        // action ends the process).
+        #[cfg(unix)]
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let broker = match Broker::builder().config(config).start().await {
             Ok(broker) => broker,
             Err(err) => {
@@ -163,7 +165,7 @@ fn broker(args: BrokerArgs) -> ExitCode {
             }
         };
         #[cfg(unix)]
-        let reload = tokio::spawn(reload_on_sighup(broker_reloads(&broker)));
+        let reload = tokio::spawn(reload_on_sighup(hangups, broker.tls_reloader()));
         wait_for_signal().await;
         #[cfg(unix)]
         reload.abort();
@@ -173,27 +175,20 @@ fn broker(args: BrokerArgs) -> ExitCode {
     })
 }
 
-/// What SIGHUP reloads.
-#[cfg(unix)]
-fn broker_reloads(broker: &midge_broker::BrokerHandle) -> impl Fn() + Send + 'static {
-    let broker = broker.tls_reloader();
-    move || {
-        // Errors are logged by the broker, naming the listener and the file.
-        let _ = broker.reload();
-    }
-}
-
 /// Reloads the listeners' certificates on every SIGHUP.
 #[cfg(unix)]
-async fn reload_on_sighup(reload: impl Fn()) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+async fn reload_on_sighup(
+    hangups: std::io::Result<tokio::signal::unix::Signal>,
+    reloader: midge_broker::TlsReloader,
+) {
+    let Ok(mut hangups) = hangups else {
         tracing::warn!("cannot listen for SIGHUP: certificates will not be reloaded");
         return;
     };
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading TLS certificates");
-        reload();
+        // Errors are logged by the broker, naming the listener and the file.
+        let _ = reloader.reload();
     }
 }
 
