@@ -5,6 +5,7 @@
 //!
 //! mosquitto 2.0.11 refuses to start with only a WebSocket listener ("Unable to start any
 //! listening sockets"), so its WebSocket configurations carry a plain listener beside.
+#![cfg(all(feature = "tls", feature = "ws"))]
 
 mod common;
 

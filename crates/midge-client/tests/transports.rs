@@ -1,6 +1,7 @@
 //! The client against the midge broker over every transport a URL names: TCP, TLS with a
 //! client certificate, WebSocket, WebSocket over TLS and a Unix socket, all listeners of one
 //! broker; the WebSocket upgrade refused by a wrong path; a certificate for another name.
+#![cfg(all(feature = "tls", feature = "ws"))]
 
 mod common;
 
