@@ -450,6 +450,14 @@ fn bad_tls_arguments_exit_2() {
             "tlsv1.1 is not supported",
         ),
         (vec!["-L", "ws://localhost/mqtt"], "-t is required"),
+        (
+            vec!["-L", "mqtt://u:pw@localhost/t", "-u", "v"],
+            "-L gives a user name, and so does -u",
+        ),
+        (
+            vec!["-L", "mqtt://u:pw@localhost/t", "-P", "x"],
+            "-L gives a password, and so does -P",
+        ),
     ] {
         let mut all = vec!["-p", &port, "-t", "a", "-m", "x"];
         if args.contains(&"-L") {

@@ -449,16 +449,21 @@ pub(crate) fn builder(
     if args.session_expiry.is_some() && !args.version.is_v5() {
         return Err(Failure::usage("-x (session expiry) needs -V 5"));
     }
-    if args.password.is_some() && args.username.is_none() {
-        return Err(Failure::usage("-P (password) needs -u (user name)"));
-    }
     let target = args
         .target
         .as_ref()
         .ok_or_else(|| Failure::usage("no broker address"))?;
+    if args.password.is_some() && args.username.is_none() && target.url.username().is_none() {
+        return Err(Failure::usage("-P (password) needs -u (user name)"));
+    }
     if target.url.username().is_some() && args.username.is_some() {
         return Err(Failure::usage(
             "-L gives a user name, and so does -u: give it in one place",
+        ));
+    }
+    if target.url.password().is_some() && args.password.is_some() {
+        return Err(Failure::usage(
+            "-L gives a password, and so does -P: give it in one place",
         ));
     }
     if let Some(id) = &args.id {
