@@ -13,8 +13,9 @@ use midge_proto::client::ClientConfig;
 use midge_proto::splitmix64;
 use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::connector::Connector;
+use crate::connector::{Connector, ConnectorError};
 use crate::driver::{now, Driver};
+use crate::endpoint::BrokerUrl;
 use crate::error::{ClientError, CloseReason, ConnectError, InputKind, InvalidInput};
 use crate::message::Message;
 use crate::options::{Limits, PublishOptions, ReconnectPolicy, SubscribeOptions};
@@ -302,7 +303,17 @@ impl Drop for Subscription {
     }
 }
 
-/// Configures and starts a [`Client`].
+/// A password, which `Debug` does not show.
+#[derive(Clone)]
+struct Password(Bytes);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
+/// Configures and starts a [`Client`]. `Debug` shows no password.
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
     connector: Connector,
@@ -312,7 +323,7 @@ pub struct ClientBuilder {
     clean_start: bool,
     session_expiry: u32,
     username: Option<String>,
-    password: Option<Bytes>,
+    password: Option<Password>,
     connect_user_properties: Vec<(String, String)>,
     will: Option<Will>,
     limits: Limits,
@@ -356,6 +367,67 @@ impl ClientBuilder {
         }
     }
 
+    /// A client of the broker at `url`, with the defaults of [`ClientBuilder::new`]:
+    /// `mqtt://host[:port]` (TCP, port 1883), `mqtts://host[:port]` (TLS, 8883),
+    /// `ws://host[:port][/path]` (WebSocket, 80, path `/mqtt`), `wss://host[:port][/path]`
+    /// (WebSocket over TLS, 443) or `unix:///path/to/socket`; see [`BrokerUrl`]. TLS trusts
+    /// the system's CA certificates; [`ClientBuilder::from_url_with_tls`] takes others.
+    ///
+    /// A user name and password in the URL (`mqtts://user:password@host`, percent-encoded)
+    /// go into CONNECT, as [`ClientBuilder::credentials`] would put them.
+    ///
+    /// ```no_run
+    /// use midge_client::ClientBuilder;
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = ClientBuilder::from_url("mqtts://broker.example.com")?
+    ///     .client_id("sensor-17")
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_url(url: &str) -> Result<Self, ConnectorError> {
+        let url = BrokerUrl::parse(url)?.without_mqtt_path()?;
+        Ok(Self::with_connector(Connector::for_url(&url)?).url_credentials(&url))
+    }
+
+    /// [`ClientBuilder::from_url`] with the TLS settings `tls` (used by `mqtts` and `wss`
+    /// URLs): the CA certificates to trust, a client certificate and key, ALPN, TLS versions.
+    ///
+    /// ```no_run
+    /// use midge_client::tls::{ClientTlsOptions, Roots};
+    /// use midge_client::ClientBuilder;
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tls = ClientTlsOptions::default();
+    /// tls.roots = Roots::File("ca.pem".into());
+    /// tls.identity = Some(("device.pem".into(), "device.key".into()));
+    /// let client = ClientBuilder::from_url_with_tls("mqtts://broker.example.com:8883", &tls)?
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn from_url_with_tls(
+        url: &str,
+        tls: &crate::tls::ClientTlsOptions,
+    ) -> Result<Self, ConnectorError> {
+        let url = BrokerUrl::parse(url)?.without_mqtt_path()?;
+        Ok(Self::with_connector(Connector::for_url_with_tls(&url, tls)?).url_credentials(&url))
+    }
+
+    fn url_credentials(self, url: &BrokerUrl) -> Self {
+        match (url.username(), url.password()) {
+            (Some(user), Some(password)) => {
+                self.credentials(user, Bytes::from(password.to_owned()))
+            }
+            (Some(user), None) => self.username(user),
+            _ => self,
+        }
+    }
+
     /// Protocol version: [`ProtocolVersion::V5`] (default) or [`ProtocolVersion::V3_1_1`]
     /// ([`ProtocolVersion::V3_1`] works as well, untested against peers).
     #[must_use]
@@ -383,7 +455,7 @@ impl ClientBuilder {
     #[must_use]
     pub fn credentials(mut self, username: impl Into<String>, password: impl Into<Bytes>) -> Self {
         self.username = Some(username.into());
-        self.password = Some(password.into());
+        self.password = Some(Password(password.into()));
         self
     }
 
@@ -490,7 +562,7 @@ impl ClientBuilder {
         config.keep_alive = self.keep_alive;
         config.clean_start = self.clean_start;
         config.username = self.username.clone().map(ByteStr::from);
-        config.password = self.password.clone();
+        config.password = self.password.clone().map(|p| p.0);
         config.will = self.will.clone();
         config.response_timeout = self.response_timeout;
         config.use_topic_aliases = self.topic_aliases;

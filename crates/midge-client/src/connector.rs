@@ -9,6 +9,12 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use crate::endpoint::{BrokerUrl, Scheme, UrlError};
+#[cfg(feature = "tls")]
+use midge_transport::tls::{rustls::pki_types::ServerName, tokio_rustls, ClientTlsOptions};
+#[cfg(feature = "ws")]
+use midge_transport::ws::WsError;
+
 /// A byte stream the client runs MQTT over.
 pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 
@@ -17,22 +23,40 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
 /// One open connection's stream, whatever its transport.
 pub(crate) type BoxedTransport = Box<dyn Transport>;
 
-type Opening = Pin<Box<dyn Future<Output = io::Result<BoxedTransport>> + Send>>;
+pub(crate) type Opening = Pin<Box<dyn Future<Output = io::Result<BoxedTransport>> + Send>>;
 
-/// Opens the byte stream of each connection to the broker: TCP
-/// ([`Connector::tcp`], what [`ClientBuilder::new`](crate::ClientBuilder::new) uses), or any
-/// stream that implements tokio's `AsyncRead + AsyncWrite` ([`Connector::from_fn`]): TLS, a
-/// WebSocket adapted to a byte stream, a Unix socket, or an in-memory pipe
-/// (`tokio::io::duplex`) in tests. MQTT needs nothing else from the transport; the client
-/// does not know which one it runs on.
+/// What the client tells a connector about the connection it is opening.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OpenParams {
+    /// The largest packet the client accepts ([`Limits::max_packet_size`](crate::Limits)):
+    /// bounds WebSocket messages.
+    #[cfg_attr(not(feature = "ws"), allow(dead_code))]
+    pub(crate) max_packet_size: u32,
+}
+
+type OpenFn = dyn Fn(OpenParams) -> Opening + Send + Sync;
+
+/// Opens the byte stream of each connection to the broker:
+///
+/// - [`Connector::tcp`]: TCP, what [`ClientBuilder::new`](crate::ClientBuilder::new) uses;
+/// - [`Connector::url`] and [`Connector::url_with_tls`]: what a [`BrokerUrl`] names: TCP,
+///   TLS, WebSocket (over TCP or TLS) or a Unix socket. TLS and WebSocket need the `tls` and
+///   `ws` features, both on by default;
+/// - [`Connector::from_fn`]: any stream that implements tokio's `AsyncRead + AsyncWrite`,
+///   such as an in-memory pipe (`tokio::io::duplex`) in tests.
+///
+/// MQTT needs nothing else from the transport; the client does not know which one it runs on.
 ///
 /// The client opens a stream for its first connection and for every reconnection. Each
 /// attempt may take at most [`ClientBuilder::connect_timeout`](crate::ClientBuilder::connect_timeout);
 /// an attempt that takes longer, or that the client gives up because it is closing, is
-/// dropped (cancelled) where it stands.
+/// dropped (cancelled) where it stands. For a URL connector the attempt is the whole of it:
+/// the TCP (or Unix socket) connection, the TLS handshake and the WebSocket upgrade.
+///
+/// `Debug` shows what the connector opens (for a URL, the URL without its password).
 #[derive(Clone)]
 pub struct Connector {
-    open: Arc<dyn Fn() -> Opening + Send + Sync>,
+    open: Arc<OpenFn>,
     /// What `Debug` shows.
     name: Arc<str>,
 }
@@ -50,7 +74,7 @@ impl Connector {
     pub fn tcp(host: impl Into<String>, port: u16) -> Self {
         let host: Arc<str> = host.into().into();
         let name = format!("tcp {host}:{port}").into();
-        let open = move || -> Opening {
+        let open = move |_: OpenParams| -> Opening {
             let host = host.clone();
             Box::pin(async move {
                 let stream = TcpStream::connect((&*host, port)).await?;
@@ -63,6 +87,128 @@ impl Connector {
             open: Arc::new(open),
             name,
         }
+    }
+
+    /// Opens connections to the broker at `url` (see [`BrokerUrl`] for the forms). `mqtts`
+    /// and `wss` URLs trust the system's CA certificates (with the `tls` feature);
+    /// [`Connector::url_with_tls`] takes other TLS settings.
+    ///
+    /// A user name or password in the URL is refused ([`UrlError::Credentials`]): a
+    /// connector only opens the stream; [`ClientBuilder::from_url`](crate::ClientBuilder::from_url)
+    /// takes them into the CONNECT.
+    ///
+    /// ```no_run
+    /// use midge_client::{ClientBuilder, Connector};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let connector = Connector::url("ws://127.0.0.1:8080/mqtt")?;
+    /// let client = ClientBuilder::with_connector(connector).connect().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn url(url: &str) -> Result<Self, ConnectorError> {
+        let url = BrokerUrl::parse(url)?.without_mqtt_path()?;
+        if url.username().is_some() {
+            return Err(UrlError::Credentials(
+                "a Connector takes no user name or password: give the URL to ClientBuilder::from_url, or the credentials to ClientBuilder::credentials",
+            )
+            .into());
+        }
+        Self::for_url(&url)
+    }
+
+    /// Opens connections to `url` with the TLS settings `tls` (for `mqtts` and `wss` URLs;
+    /// unused for the others): the CA certificates to trust, a client certificate, ALPN,
+    /// the TLS versions. Files are read once, here. Otherwise as [`Connector::url`].
+    ///
+    /// ```no_run
+    /// use midge_client::tls::{ClientTlsOptions, Roots};
+    /// use midge_client::{ClientBuilder, Connector};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tls = ClientTlsOptions::default();
+    /// tls.roots = Roots::File("ca.pem".into());
+    /// tls.identity = Some(("device.pem".into(), "device.key".into()));
+    /// let connector = Connector::url_with_tls("mqtts://broker.example.com", &tls)?;
+    /// let client = ClientBuilder::with_connector(connector).connect().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn url_with_tls(url: &str, tls: &ClientTlsOptions) -> Result<Self, ConnectorError> {
+        let url = BrokerUrl::parse(url)?.without_mqtt_path()?;
+        if url.username().is_some() {
+            return Err(UrlError::Credentials(
+                "a Connector takes no user name or password: give the URL to ClientBuilder::from_url_with_tls, or the credentials to ClientBuilder::credentials",
+            )
+            .into());
+        }
+        Self::for_url_with_tls(&url, tls)
+    }
+
+    /// [`Connector::url`] for a parsed URL. Its user name and password, if any, are left
+    /// to the caller, and so is the path of an `mqtt` or `mqtts` URL.
+    pub fn for_url(url: &BrokerUrl) -> Result<Self, ConnectorError> {
+        #[cfg(feature = "tls")]
+        {
+            Self::for_url_with_tls(url, &ClientTlsOptions::default())
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            Self::build(url)
+        }
+    }
+
+    /// [`Connector::url_with_tls`] for a parsed URL. Its user name and password, if any,
+    /// are left to the caller, and so is the path of an `mqtt` or `mqtts` URL.
+    #[cfg(feature = "tls")]
+    pub fn for_url_with_tls(
+        url: &BrokerUrl,
+        tls: &ClientTlsOptions,
+    ) -> Result<Self, ConnectorError> {
+        Self::build(url, tls)
+    }
+
+    fn build(
+        url: &BrokerUrl,
+        #[cfg(feature = "tls")] tls: &ClientTlsOptions,
+    ) -> Result<Self, ConnectorError> {
+        let scheme = url.scheme();
+        if scheme.is_tls() && cfg!(not(feature = "tls")) {
+            return Err(UrlError::FeatureDisabled {
+                scheme,
+                feature: "tls",
+            }
+            .into());
+        }
+        if scheme.is_websocket() && cfg!(not(feature = "ws")) {
+            return Err(UrlError::FeatureDisabled {
+                scheme,
+                feature: "ws",
+            }
+            .into());
+        }
+        if scheme == Scheme::Unix && cfg!(not(unix)) {
+            return Err(UrlError::UnixUnsupported.into());
+        }
+        #[cfg(feature = "tls")]
+        let tls = match scheme.is_tls() {
+            true => {
+                let name = midge_transport::tls::server_name(url.host())?;
+                Some((tokio_rustls::TlsConnector::from(tls.load()?), name))
+            }
+            false => None,
+        };
+        let target = Arc::new(Target {
+            url: url.clone(),
+            #[cfg(feature = "tls")]
+            tls,
+        });
+        let open = move |params: OpenParams| -> Opening { Box::pin(target.clone().open(params)) };
+        Ok(Self {
+            open: Arc::new(open),
+            name: url.to_string().into(),
+        })
     }
 
     /// A connector that calls `open` for each connection attempt and runs MQTT over the
@@ -90,7 +236,7 @@ impl Connector {
         Fut: Future<Output = io::Result<S>> + Send + 'static,
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let open = move || -> Opening {
+        let open = move |_: OpenParams| -> Opening {
             let opening = open();
             Box::pin(async move { Ok(Box::new(opening.await?) as BoxedTransport) })
         };
@@ -101,7 +247,102 @@ impl Connector {
     }
 
     /// Starts opening a stream.
-    pub(crate) fn open(&self) -> Opening {
-        (self.open)()
+    pub(crate) fn open(&self, params: OpenParams) -> Opening {
+        (self.open)(params)
+    }
+}
+
+/// Why [`Connector::url`] (or [`ClientBuilder::from_url`](crate::ClientBuilder::from_url))
+/// could not make a connector.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectorError {
+    /// The URL is not one the client can connect to.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// The TLS settings could not be loaded: a certificate or key file that cannot be read
+    /// or holds none, a key that does not match its certificate.
+    #[cfg(feature = "tls")]
+    #[error(transparent)]
+    Tls(#[from] midge_transport::tls::TlsError),
+}
+
+/// Where a URL connector connects, and with what.
+struct Target {
+    url: BrokerUrl,
+    /// For `mqtts` and `wss`.
+    #[cfg(feature = "tls")]
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+}
+
+impl Target {
+    async fn open(self: Arc<Self>, params: OpenParams) -> io::Result<BoxedTransport> {
+        let url = &self.url;
+        #[cfg(not(feature = "ws"))]
+        let _ = params;
+        if let Some(path) = url.socket_path() {
+            #[cfg(unix)]
+            return Ok(Box::new(tokio::net::UnixStream::connect(path).await?));
+            #[cfg(not(unix))]
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{}: no Unix sockets here", path.display()),
+            ));
+        }
+        let tcp = TcpStream::connect((url.host(), url.port())).await?;
+        // Only an optimisation: a stream that refuses it still works.
+        let _ = tcp.set_nodelay(true);
+        match url.scheme() {
+            #[cfg(feature = "tls")]
+            Scheme::Mqtts => Ok(Box::new(self.handshake(tcp).await?)),
+            #[cfg(feature = "ws")]
+            Scheme::Ws => Ok(Box::new(websocket(tcp, url, params).await?)),
+            #[cfg(all(feature = "tls", feature = "ws"))]
+            Scheme::Wss => {
+                let tls = self.handshake(tcp).await?;
+                Ok(Box::new(websocket(tls, url, params).await?))
+            }
+            Scheme::Mqtt => Ok(Box::new(tcp)),
+            // Refused when the connector was made.
+            other => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{other}:// is not supported by this build"),
+            )),
+        }
+    }
+
+    #[cfg(feature = "tls")]
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let (connector, name) = self
+            .tls
+            .as_ref()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no TLS configuration"))?;
+        connector.connect(name.clone(), tcp).await
+    }
+}
+
+/// The WebSocket upgrade; a refusal is an `io::Error` that carries the [`WsError`].
+#[cfg(feature = "ws")]
+async fn websocket<S>(
+    stream: S,
+    url: &BrokerUrl,
+    params: OpenParams,
+) -> io::Result<midge_transport::ws::WsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use midge_transport::ws::tokio_tungstenite::tungstenite;
+    // A WebSocket message may hold one whole packet and the start of the next.
+    let max_message = usize::try_from(params.max_packet_size)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2);
+    match midge_transport::ws::connect(stream, &url.websocket_url(), max_message).await {
+        Ok(stream) => Ok(stream),
+        // A failure of the stream below (TLS included) stays what it was.
+        Err(WsError::Protocol(tungstenite::Error::Io(err))) => Err(err),
+        Err(err) => Err(io::Error::other(err)),
     }
 }

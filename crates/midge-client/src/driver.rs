@@ -28,7 +28,7 @@ use crate::client::{
     AckKey, AckToken, Command, ConnectionEvent, Delivery, Internal, PublishCommand, State,
     StreamState, Subscription,
 };
-use crate::connector::{BoxedTransport, Connector};
+use crate::connector::{BoxedTransport, Connector, OpenParams};
 use crate::error::{self, ClientError, CloseReason};
 use crate::message::Message;
 use crate::options::{Limits, ReconnectPolicy};
@@ -116,7 +116,7 @@ enum IoStep {
     /// Bytes came in, into `rx`.
     Read,
     /// The transport failed or closed.
-    Failed(io::ErrorKind),
+    Failed(CloseReason),
 }
 
 impl Conn {
@@ -134,9 +134,9 @@ impl Conn {
             let reading = pin!(self.stream.read_buf(&mut self.rx));
             if let Poll::Ready(read) = reading.poll(cx) {
                 return Poll::Ready(match read {
-                    Ok(0) => IoStep::Failed(io::ErrorKind::UnexpectedEof),
+                    Ok(0) => IoStep::Failed(CloseReason::Io(io::ErrorKind::UnexpectedEof)),
                     Ok(_) => IoStep::Read,
-                    Err(err) => IoStep::Failed(err.kind()),
+                    Err(err) => IoStep::Failed(error::transport_failure(&err)),
                 });
             }
         }
@@ -146,7 +146,9 @@ impl Conn {
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<IoStep> {
         if !self.tx.is_empty() {
             match Pin::new(&mut self.stream).poll_write(cx, &self.tx) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(IoStep::Failed(io::ErrorKind::WriteZero)),
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(IoStep::Failed(CloseReason::Io(io::ErrorKind::WriteZero)))
+                }
                 Poll::Ready(Ok(n)) => {
                     self.tx.advance(n);
                     self.unflushed = true;
@@ -154,7 +156,9 @@ impl Conn {
                         return Poll::Ready(IoStep::Wrote);
                     }
                 }
-                Poll::Ready(Err(err)) => return Poll::Ready(IoStep::Failed(err.kind())),
+                Poll::Ready(Err(err)) => {
+                    return Poll::Ready(IoStep::Failed(error::transport_failure(&err)))
+                }
                 Poll::Pending => return Poll::Pending,
             }
         }
@@ -167,7 +171,7 @@ impl Conn {
                     self.unflushed = false;
                     IoStep::Wrote
                 }
-                Err(err) => IoStep::Failed(err.kind()),
+                Err(err) => IoStep::Failed(error::transport_failure(&err)),
             })
     }
 }
@@ -176,7 +180,8 @@ impl Conn {
 #[derive(Clone, Copy)]
 enum Ended {
     Mqtt(midge_proto::client::CloseReason),
-    Io(io::ErrorKind),
+    /// The transport failed (or did not open).
+    Transport(CloseReason),
     ConnectTimeout,
 }
 
@@ -329,7 +334,7 @@ impl Driver {
                 None => break,
             };
             let closed = match ended {
-                Ended::Io(kind) => Some(CloseReason::Io(kind)),
+                Ended::Transport(reason) => Some(reason),
                 Ended::ConnectTimeout => Some(CloseReason::ConnectTimeout),
                 Ended::Mqtt(reason) => error::close_reason(reason),
             };
@@ -371,11 +376,17 @@ impl Driver {
     /// Opens a connection's transport, serving the handles meanwhile. `None` if the client
     /// is to close instead.
     async fn dial(&mut self) -> Option<Result<BoxedTransport, Ended>> {
-        let connect = tokio::time::timeout(self.connect_timeout, self.connector.open());
+        let params = OpenParams {
+            max_packet_size: self.limits.max_packet_size,
+        };
+        let connect = tokio::time::timeout(self.connect_timeout, self.connector.open(params));
         let result = self.serve_until(connect).await?;
         Some(match result {
             Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(err)) => Err(Ended::Io(err.kind())),
+            Ok(Err(err)) => {
+                tracing::debug!(connector = ?self.connector, error = %err, "cannot connect");
+                Err(Ended::Transport(error::transport_failure(&err)))
+            }
             Err(_) => Err(Ended::ConnectTimeout),
         })
     }
@@ -465,7 +476,7 @@ impl Driver {
                 step = std::future::poll_fn(|cx| conn.poll_io(cx, write, read)), if write || read => match step {
                     IoStep::Wrote => {}
                     IoStep::Read => self.proto.handle_bytes(now(), &mut conn.rx),
-                    IoStep::Failed(kind) => break Ended::Io(kind),
+                    IoStep::Failed(reason) => break Ended::Transport(reason),
                 },
                 Some(internal) = self.internal_rx.recv() => self.internal(internal),
                 command = self.commands.recv(), if !self.handles_gone => self.command(command),
@@ -480,7 +491,7 @@ impl Driver {
                 }
             }
         };
-        if let Ended::Io(_) = ended {
+        if let Ended::Transport(_) = ended {
             self.proto.connection_lost();
             self.drain_events();
             self.closed = None;

@@ -164,6 +164,106 @@ pub enum CloseReason {
     /// No CONNACK, or no answer to a keepalive PINGREQ, within
     /// [`ClientBuilder::response_timeout`](crate::ClientBuilder::response_timeout).
     ResponseTimeout,
+    /// TLS failed: the broker's certificate was not accepted, or the broker refused the
+    /// handshake (or, under TLS 1.3, refused the client's certificate just after it).
+    Tls(TlsFailure),
+    /// The WebSocket upgrade was refused, or the WebSocket protocol broken.
+    WebSocket(WebSocketFailure),
+}
+
+/// Why TLS failed ([`CloseReason::Tls`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The broker's certificate does not chain to a CA the client trusts: give the CA that
+    /// signed it (`Roots::File`, mosquitto's `--cafile`).
+    UnknownIssuer,
+    /// The broker's certificate has expired.
+    CertificateExpired,
+    /// The broker's certificate is not valid yet.
+    CertificateNotValidYet,
+    /// The broker's certificate is not valid for the host name (or address) connected to.
+    NameMismatch,
+    /// The broker's certificate is invalid otherwise: revoked, badly signed or encoded, or
+    /// not meant for a server.
+    BadCertificate,
+    /// The broker ended the handshake with this TLS alert (RFC 8446 §6): 116
+    /// `certificate_required` when it wants a client certificate and got none, 45
+    /// `certificate_expired`, 48 `unknown_ca` or 42 `bad_certificate` when it refused the
+    /// one it got, 40 `handshake_failure` or 70 `protocol_version` when the two sides share
+    /// no version or cipher suite, 120 `no_application_protocol` for ALPN.
+    AlertReceived(u8),
+    /// Another TLS failure: the broker broke the protocol, or does not speak TLS.
+    Handshake,
+}
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownIssuer => f.write_str(
+                "the broker's certificate is not signed by a trusted CA (unknown issuer)",
+            ),
+            Self::CertificateExpired => f.write_str("the broker's certificate has expired"),
+            Self::CertificateNotValidYet => {
+                f.write_str("the broker's certificate is not valid yet")
+            }
+            Self::NameMismatch => {
+                f.write_str("the broker's certificate is not valid for the host name connected to")
+            }
+            Self::BadCertificate => f.write_str("the broker's certificate is invalid"),
+            Self::AlertReceived(code) => {
+                write!(
+                    f,
+                    "the broker refused the TLS handshake with alert {}",
+                    alert_name(*code)
+                )?;
+                match *code {
+                    116 => f.write_str(": it requires a client certificate"),
+                    42 | 44 | 45 | 46 | 48 => f.write_str(": it refused the client certificate"),
+                    120 => f.write_str(": it speaks none of the ALPN protocols offered"),
+                    _ => Ok(()),
+                }
+            }
+            Self::Handshake => f.write_str("the TLS handshake failed"),
+        }
+    }
+}
+
+/// A TLS alert as RFC 8446 names it, with its number.
+fn alert_name(code: u8) -> String {
+    #[cfg(feature = "tls")]
+    {
+        use midge_transport::tls::rustls::AlertDescription;
+        format!("{:?} ({code})", AlertDescription::from(code))
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        code.to_string()
+    }
+}
+
+/// Why a WebSocket connection failed ([`CloseReason::WebSocket`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WebSocketFailure {
+    /// The server refused the upgrade: it answered with an HTTP error status (404 when the
+    /// URL's path is not its WebSocket path), or without the `mqtt` subprotocol, or not as
+    /// a WebSocket server does.
+    Refused,
+    /// The WebSocket protocol was broken: a bad frame, a text frame where MQTT travels in
+    /// binary ones [MQTT-6.0.0-1], or a message larger than the limit.
+    Protocol,
+}
+
+impl fmt::Display for WebSocketFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Refused => f.write_str(
+                "the server refused the WebSocket upgrade for MQTT (is the URL's path its WebSocket path?)",
+            ),
+            Self::Protocol => f.write_str("the WebSocket protocol was broken"),
+        }
+    }
 }
 
 impl fmt::Display for CloseReason {
@@ -179,6 +279,8 @@ impl fmt::Display for CloseReason {
                 write!(f, "the broker broke the protocol (reason code {code})")
             }
             Self::ResponseTimeout => f.write_str("no CONNACK or PINGRESP in time"),
+            Self::Tls(failure) => write!(f, "TLS: {failure}"),
+            Self::WebSocket(failure) => write!(f, "WebSocket: {failure}"),
         }
     }
 }
@@ -236,5 +338,171 @@ pub(crate) fn close_reason(reason: midge_proto::client::CloseReason) -> Option<C
         // transport only when the client closes while CONNECT is unanswered.
         R::ConnectionLost | R::DisconnectedByClient => None,
         _ => Some(CloseReason::Io(io::ErrorKind::Other)),
+    }
+}
+
+/// Why a transport failed, from its error: a TLS or WebSocket failure where the error
+/// (or one it wraps) is one, else its [`io::ErrorKind`].
+pub(crate) fn transport_failure(err: &io::Error) -> CloseReason {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = err
+        .get_ref()
+        .map(|e| e as &(dyn std::error::Error + 'static));
+    // Bounded: error chains are short, and a cycle must not hang the driver.
+    for _ in 0..16 {
+        let Some(current) = next else { break };
+        if let Some(reason) = known_failure(current) {
+            return reason;
+        }
+        // `io::Error::source` skips the error it wraps; look at that one itself.
+        next = match current.downcast_ref::<io::Error>() {
+            Some(inner) => inner
+                .get_ref()
+                .map(|e| e as &(dyn std::error::Error + 'static)),
+            None => current.source(),
+        };
+    }
+    CloseReason::Io(err.kind())
+}
+
+#[allow(clippy::missing_const_for_fn, unused_variables)]
+fn known_failure(error: &(dyn std::error::Error + 'static)) -> Option<CloseReason> {
+    #[cfg(feature = "tls")]
+    if let Some(error) = error.downcast_ref::<midge_transport::tls::rustls::Error>() {
+        return Some(CloseReason::Tls(tls_failure(error)));
+    }
+    #[cfg(feature = "ws")]
+    {
+        use midge_transport::ws::tokio_tungstenite::tungstenite;
+        if let Some(error) = error.downcast_ref::<midge_transport::ws::WsError>() {
+            return match error {
+                midge_transport::ws::WsError::Protocol(inner) => websocket_failure(inner),
+                _ => Some(CloseReason::WebSocket(WebSocketFailure::Refused)),
+            };
+        }
+        if let Some(error) = error.downcast_ref::<tungstenite::Error>() {
+            return websocket_failure(error);
+        }
+    }
+    None
+}
+
+#[cfg(feature = "tls")]
+fn tls_failure(error: &midge_transport::tls::rustls::Error) -> TlsFailure {
+    use midge_transport::tls::rustls::{CertificateError as C, Error as E};
+    match error {
+        E::InvalidCertificate(C::UnknownIssuer) => TlsFailure::UnknownIssuer,
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            TlsFailure::CertificateExpired
+        }
+        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            TlsFailure::CertificateNotValidYet
+        }
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            TlsFailure::NameMismatch
+        }
+        E::InvalidCertificate(_) => TlsFailure::BadCertificate,
+        E::AlertReceived(alert) => TlsFailure::AlertReceived(u8::from(*alert)),
+        _ => TlsFailure::Handshake,
+    }
+}
+
+/// `None` for a failure of the stream below, which the caller looks into further.
+#[cfg(feature = "ws")]
+fn websocket_failure(
+    error: &midge_transport::ws::tokio_tungstenite::tungstenite::Error,
+) -> Option<CloseReason> {
+    use midge_transport::ws::tokio_tungstenite::tungstenite::Error as E;
+    Some(CloseReason::WebSocket(match error {
+        E::Io(_) | E::Tls(_) => return None,
+        E::Http(_) | E::HttpFormat(_) | E::Url(_) => WebSocketFailure::Refused,
+        _ => WebSocketFailure::Protocol,
+    }))
+}
+
+#[cfg(all(test, feature = "tls", feature = "ws"))]
+mod tests {
+    use super::*;
+    use midge_transport::tls::rustls::{self, AlertDescription, CertificateError};
+    use midge_transport::ws::tokio_tungstenite::tungstenite;
+
+    fn io(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, error)
+    }
+
+    #[test]
+    fn rustls_errors_are_found_in_the_io_error() {
+        for (error, failure) in [
+            (
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                TlsFailure::UnknownIssuer,
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::Expired),
+                TlsFailure::CertificateExpired,
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+                TlsFailure::NameMismatch,
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::BadSignature),
+                TlsFailure::BadCertificate,
+            ),
+            (
+                rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+                TlsFailure::AlertReceived(116),
+            ),
+            (rustls::Error::DecryptError, TlsFailure::Handshake),
+        ] {
+            assert_eq!(transport_failure(&io(error)), CloseReason::Tls(failure));
+        }
+    }
+
+    #[test]
+    fn a_tls_error_under_a_websocket_is_a_tls_failure() {
+        // What a wss:// stream reports: tungstenite's I/O error around tokio-rustls' one.
+        let inner = io(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        ));
+        let ws = io(tungstenite::Error::Io(inner));
+        assert_eq!(
+            transport_failure(&ws),
+            CloseReason::Tls(TlsFailure::UnknownIssuer)
+        );
+        let refused = io::Error::other(midge_transport::ws::WsError::Refused("HTTP 404".into()));
+        assert_eq!(
+            transport_failure(&refused),
+            CloseReason::WebSocket(WebSocketFailure::Refused)
+        );
+        let broken = io(tungstenite::Error::AttackAttempt);
+        assert_eq!(
+            transport_failure(&broken),
+            CloseReason::WebSocket(WebSocketFailure::Protocol)
+        );
+    }
+
+    #[test]
+    fn other_errors_keep_their_kind() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            transport_failure(&refused),
+            CloseReason::Io(io::ErrorKind::ConnectionRefused)
+        );
+        assert_eq!(
+            transport_failure(&io::Error::other("something")),
+            CloseReason::Io(io::ErrorKind::Other)
+        );
+    }
+
+    #[test]
+    fn failures_read_as_sentences() {
+        assert_eq!(
+            CloseReason::Tls(TlsFailure::AlertReceived(116)).to_string(),
+            "TLS: the broker refused the TLS handshake with alert CertificateRequired (116): it requires a client certificate"
+        );
+        assert_eq!(
+            CloseReason::Tls(TlsFailure::NameMismatch).to_string(),
+            "TLS: the broker's certificate is not valid for the host name connected to"
+        );
     }
 }

@@ -5,13 +5,17 @@
 mod client;
 mod connector;
 mod driver;
+mod endpoint;
 mod error;
 mod message;
 mod options;
 
 pub use client::{Client, ClientBuilder, ConnectionEvent, PublishHandle, Subscription};
-pub use connector::Connector;
-pub use error::{ClientError, CloseReason, ConnectError, InputKind, InvalidInput};
+pub use connector::{Connector, ConnectorError};
+pub use endpoint::{BrokerUrl, Scheme, UrlError};
+pub use error::{
+    ClientError, CloseReason, ConnectError, InputKind, InvalidInput, TlsFailure, WebSocketFailure,
+};
 pub use message::Message;
 pub use options::{Limits, PublishOptions, ReconnectPolicy, SubscribeOptions};
 
@@ -19,3 +23,11 @@ pub use options::{Limits, PublishOptions, ReconnectPolicy, SubscribeOptions};
 /// `midge-codec`.
 pub use midge_codec as codec;
 pub use midge_codec::{ProtocolVersion, QoS, ReasonCode};
+
+/// TLS settings for `mqtts://` and `wss://` connections (feature `tls`), from
+/// [`midge-transport`](https://docs.rs/midge-transport): see [`Connector::url_with_tls`] and
+/// [`ClientBuilder::from_url_with_tls`].
+#[cfg(feature = "tls")]
+pub mod tls {
+    pub use midge_transport::tls::{rustls, ClientTlsOptions, Roots, TlsError, TlsVersions};
+}

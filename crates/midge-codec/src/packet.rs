@@ -7,6 +7,7 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use bytes::Bytes;
+use core::fmt;
 
 use crate::properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
@@ -97,8 +98,8 @@ impl Packet {
     }
 }
 
-/// CONNECT (§3.1).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// CONNECT (§3.1). Its `Debug` output shows whether a password is set, never the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Connect {
     /// Protocol version requested; it also decides how this CONNECT is encoded.
     pub protocol: ProtocolVersion,
@@ -116,6 +117,22 @@ pub struct Connect {
     pub password: Option<Bytes>,
     /// 5.0 properties.
     pub properties: ConnectProperties,
+}
+
+impl fmt::Debug for Connect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connect")
+            .field("protocol", &self.protocol)
+            .field("clean_start", &self.clean_start)
+            .field("keep_alive", &self.keep_alive)
+            .field("client_id", &self.client_id)
+            .field("will", &self.will)
+            .field("username", &self.username)
+            // Secrets never reach logs.
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("properties", &self.properties)
+            .finish()
+    }
 }
 
 impl Connect {
@@ -412,4 +429,20 @@ pub struct Auth {
     pub reason_code: ReasonCode,
     /// Properties.
     pub properties: AuthProperties,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::format;
+
+    #[test]
+    fn a_connect_debug_output_hides_the_password() {
+        let mut connect = Connect::new(ProtocolVersion::V5, "c");
+        connect.username = Some("alice".into());
+        connect.password = Some(Bytes::from_static(b"s3cret-pw"));
+        let shown = format!("{connect:?}");
+        assert!(shown.contains("alice") && shown.contains("<hidden>"), "{shown}");
+        assert!(!shown.contains("s3cret") && !shown.contains("115, 51"), "{shown}");
+    }
 }

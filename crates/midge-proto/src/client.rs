@@ -22,8 +22,9 @@ use crate::keepalive::{ClientKeepAlive, KeepAliveAction};
 use crate::message::Message;
 use crate::TRANSMIT_BATCH;
 
-/// How a client connects. Shared between reconnections; build it once.
-#[derive(Clone, Debug)]
+/// How a client connects. Shared between reconnections; build it once. Its `Debug` output
+/// shows whether a password is set, never the password.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ClientConfig {
     /// Protocol version.
@@ -71,6 +72,28 @@ pub struct ClientConfig {
     /// Size: 3.1.1 cannot announce one, but a limit still holds on what is buffered. `None`
     /// (the default) accepts any size MQTT can express.
     pub incoming_packet_limit: Option<std::num::NonZeroU32>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("version", &self.version)
+            .field("client_id", &self.client_id)
+            .field("keep_alive", &self.keep_alive)
+            .field("clean_start", &self.clean_start)
+            .field("username", &self.username)
+            // Secrets never reach logs.
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("will", &self.will)
+            .field("properties", &self.properties)
+            .field("resubscribe", &self.resubscribe)
+            .field("max_queued_messages", &self.max_queued_messages)
+            .field("response_timeout", &self.response_timeout)
+            .field("use_topic_aliases", &self.use_topic_aliases)
+            .field("manual_acks", &self.manual_acks)
+            .field("incoming_packet_limit", &self.incoming_packet_limit)
+            .finish()
+    }
 }
 
 impl ClientConfig {
@@ -1412,5 +1435,19 @@ fn request_packet(id: PacketId, request: &Outgoing) -> Option<Packet> {
             properties: properties.clone(),
         })),
         Outgoing::Publish { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn a_client_config_debug_output_hides_the_password() {
+        let mut config = ClientConfig::new(ProtocolVersion::V5, "c");
+        config.password = Some(bytes::Bytes::from_static(b"s3cret-pw"));
+        let shown = format!("{config:?}");
+        assert!(shown.contains("<hidden>"), "{shown}");
+        assert!(!shown.contains("s3cret") && !shown.contains("115, 51"), "{shown}");
     }
 }

@@ -194,7 +194,7 @@ fn mosquitto_path() -> Option<PathBuf> {
 /// can be stopped and started again with its sessions. Killed when dropped.
 pub struct Mosquitto {
     pub addr: SocketAddr,
-    dir: PathBuf,
+    pub dir: PathBuf,
     program: PathBuf,
     child: Option<Child>,
 }
@@ -217,6 +217,25 @@ impl Mosquitto {
     /// `window` 1, the one window mosquitto keeps, or under load mosquitto spends each
     /// connection sending that backlog again and reads none of the PUBACKs before the cut.
     pub async fn start_with_window(name: &str, window: u16) -> Option<Self> {
+        Self::start_with(name, |port, dir| {
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                 persistence_location {}/\nautosave_interval 0\nmax_queued_messages 0\n\
+                 max_inflight_messages {window}\nset_tcp_nodelay true\nlog_dest stderr\n\
+                 log_type error\n",
+                dir.display()
+            )
+        })
+        .await
+    }
+
+    /// Starts mosquitto with the configuration `config` makes from a free port and a
+    /// directory of its own (which the mosquitto user can write to, for a Unix socket);
+    /// ready once that port accepts TCP connections.
+    pub async fn start_with(
+        name: &str,
+        config: impl FnOnce(u16, &std::path::Path) -> String,
+    ) -> Option<Self> {
         let program = mosquitto_path();
         if !require("mosquitto (Debian package mosquitto)", program.is_some()) {
             return None;
@@ -243,13 +262,7 @@ impl Mosquitto {
             .expect("free port")
             .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-        let config = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-             persistence_location {}/\nautosave_interval 0\nmax_queued_messages 0\n\
-             max_inflight_messages {window}\nset_tcp_nodelay true\nlog_dest stderr\n\
-             log_type error\n",
-            dir.display()
-        );
+        let config = config(port, &dir);
         std::fs::write(dir.join("mosquitto.conf"), config).expect("mosquitto config");
         let mut mosquitto = Self {
             addr,
@@ -506,4 +519,12 @@ pub async fn numbered_messages_via<D, F>(
     }
     publisher.disconnect(ReasonCode::SUCCESS).await;
     subscriber.disconnect(ReasonCode::SUCCESS).await;
+}
+
+/// A free port on 127.0.0.1: bound to port 0, read, released.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }

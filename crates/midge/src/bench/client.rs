@@ -1,5 +1,6 @@
 //! A bare MQTT client for load generation: CONNECT, SUBSCRIBE and pre-encoded PUBLISH
-//! templates over one TCP stream, with packets from `midge-codec`.
+//! templates over one stream (TCP, TLS, WebSocket over either, or a Unix socket), with
+//! packets from `midge-codec`.
 //!
 //! The bench speaks the protocol directly instead of through a full client: it needs no
 //! retransmission or session state (every session is clean and never resumed), and copying a
@@ -8,6 +9,10 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -15,28 +20,213 @@ use midge_codec::{
     ByteStr, Connect, Packet, PacketId, ProtocolVersion, Publish, QoS, Subscribe,
     SubscriptionOptions, MAX_PACKET_SIZE,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use midge_transport::tls::rustls::pki_types::ServerName;
+use midge_transport::tls::tokio_rustls::{client::TlsStream, TlsConnector};
+use midge_transport::ws::WsStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+#[cfg(unix)]
+use tokio::net::UnixStream;
 use tokio::time::timeout_at;
 
 use super::track::{Header, HEADER_LEN};
 
+/// Where and over what every bench client connects.
+#[derive(Clone)]
+pub(crate) enum Dial {
+    Tcp(SocketAddr),
+    /// TLS with this configuration, verifying the broker's certificate for this name.
+    Tls(SocketAddr, TlsConnector, ServerName<'static>),
+    /// WebSocket to this URL (which names the Host header and path), over TLS with `wss`.
+    Ws(
+        SocketAddr,
+        String,
+        Option<(TlsConnector, ServerName<'static>)>,
+    ),
+    #[cfg_attr(not(unix), allow(dead_code))]
+    Unix(PathBuf),
+}
+
+impl std::fmt::Debug for Dial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "tcp {addr}"),
+            Self::Tls(addr, _, name) => write!(f, "tls {addr} ({name:?})"),
+            Self::Ws(addr, url, _) => write!(f, "websocket {url} at {addr}"),
+            Self::Unix(path) => write!(f, "unix {}", path.display()),
+        }
+    }
+}
+
+/// Largest WebSocket message read: a whole largest packet and the start of the next.
+const MAX_WS_MESSAGE: usize = 2 * MAX_PACKET_SIZE as usize;
+
+impl Dial {
+    /// Opens the stream: connection, TLS handshake and WebSocket upgrade.
+    async fn open(&self) -> Result<Stream, SetupError> {
+        Ok(match self {
+            Self::Tcp(addr) => Stream::Tcp(tcp(*addr).await?),
+            Self::Tls(addr, connector, name) => Stream::Tls(Box::new(
+                connector.connect(name.clone(), tcp(*addr).await?).await?,
+            )),
+            Self::Ws(addr, url, None) => {
+                let ws = midge_transport::ws::connect(tcp(*addr).await?, url, MAX_WS_MESSAGE)
+                    .await
+                    .map_err(|e| SetupError::Protocol(e.to_string()))?;
+                Stream::Ws(Box::new(ws))
+            }
+            Self::Ws(addr, url, Some((connector, name))) => {
+                let tls = connector.connect(name.clone(), tcp(*addr).await?).await?;
+                let ws = midge_transport::ws::connect(tls, url, MAX_WS_MESSAGE)
+                    .await
+                    .map_err(|e| SetupError::Protocol(e.to_string()))?;
+                Stream::Wss(Box::new(ws))
+            }
+            #[cfg(unix)]
+            Self::Unix(path) => Stream::Unix(UnixStream::connect(path).await?),
+            #[cfg(not(unix))]
+            Self::Unix(_) => {
+                return Err(SetupError::Protocol(
+                    "Unix sockets need a Unix system".into(),
+                ))
+            }
+        })
+    }
+}
+
+async fn tcp(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// One client's stream. An enum rather than a boxed trait object, so that plain TCP costs
+/// what it did before the other transports came.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    Ws(Box<WsStream<TcpStream>>),
+    Wss(Box<WsStream<TlsStream<TcpStream>>>),
+    #[cfg(unix)]
+    Unix(UnixStream),
+}
+
+macro_rules! each {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Stream::Tcp($s) => $e,
+            Stream::Tls($s) => $e,
+            Stream::Ws($s) => $e,
+            Stream::Wss($s) => $e,
+            #[cfg(unix)]
+            Stream::Unix($s) => $e,
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        each!(self, s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        each!(self, s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each!(self, s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each!(self, s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+fn would_block<T>() -> io::Result<T> {
+    Err(io::ErrorKind::WouldBlock.into())
+}
+
+impl Stream {
+    /// Writes all of `buf` and flushes it: TLS and WebSocket streams hold what is written
+    /// until they are flushed (for TCP, flushing does nothing).
+    pub(crate) async fn send(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.write_all(buf).await?;
+        self.flush().await
+    }
+
+    /// Reads what has arrived, without waiting: `WouldBlock` if nothing has. For held
+    /// connections that many are polled in turn, without a task each.
+    pub(crate) fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.try_read(buf),
+            #[cfg(unix)]
+            Self::Unix(s) => s.try_read(buf),
+            other => {
+                let mut cx = Context::from_waker(Waker::noop());
+                let mut buf = ReadBuf::new(buf);
+                match Pin::new(other).poll_read(&mut cx, &mut buf) {
+                    Poll::Ready(Ok(())) => Ok(buf.filled().len()),
+                    Poll::Ready(Err(e)) => Err(e),
+                    Poll::Pending => would_block(),
+                }
+            }
+        }
+    }
+
+    /// Writes what fits now, without waiting (a TLS or WebSocket stream takes all of a small
+    /// packet, and sends it as far as the socket lets it). For held connections.
+    pub(crate) fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.try_write(buf),
+            #[cfg(unix)]
+            Self::Unix(s) => s.try_write(buf),
+            other => {
+                let mut cx = Context::from_waker(Waker::noop());
+                let mut pinned = Pin::new(other);
+                let written = match pinned.as_mut().poll_write(&mut cx, buf) {
+                    Poll::Ready(result) => result?,
+                    Poll::Pending => return would_block(),
+                };
+                // What does not go out now goes with the next write or flush.
+                if let Poll::Ready(Err(e)) = pinned.poll_flush(&mut cx) {
+                    return Err(e);
+                }
+                Ok(written)
+            }
+        }
+    }
+}
+
 /// How every bench client connects.
 #[derive(Clone, Debug)]
 pub(crate) struct ConnectOptions {
-    pub(crate) addr: SocketAddr,
+    pub(crate) dial: Dial,
+    /// The broker as messages name it.
+    pub(crate) broker: Arc<str>,
     pub(crate) version: ProtocolVersion,
     pub(crate) keep_alive: u16,
     pub(crate) username: Option<String>,
     pub(crate) password: Option<String>,
-    /// Limit for the TCP connect plus the CONNACK.
+    /// Limit for the connection (TLS handshake and WebSocket upgrade included) plus the
+    /// CONNACK.
     pub(crate) timeout: Duration,
 }
 
 /// A connected client.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Stream,
     pub(crate) buf: BytesMut,
     pub(crate) version: ProtocolVersion,
     /// The server's Receive Maximum (5.0), if it announced one.
@@ -81,11 +271,10 @@ impl Conn {
         client_id: &str,
     ) -> Result<Self, SetupError> {
         let deadline = tokio::time::Instant::now() + opts.timeout;
-        let stream = match timeout_at(deadline, TcpStream::connect(opts.addr)).await {
+        let stream = match timeout_at(deadline, opts.dial.open()).await {
             Ok(s) => s?,
             Err(_) => return Err(SetupError::Timeout),
         };
-        stream.set_nodelay(true)?;
         let mut conn = Self {
             stream,
             buf: BytesMut::with_capacity(4096),
@@ -121,7 +310,7 @@ impl Conn {
         packet.encode(self.version, &mut out).map_err(|e| {
             SetupError::Protocol(format!("cannot encode {:?}: {e}", packet.packet_type()))
         })?;
-        self.stream.write_all(&out).await?;
+        self.stream.send(&out).await?;
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! `midge bench`: a load generator for MQTT brokers, bounded in count and time.
 //!
 //! Scenarios: `conn`, `pub`, `sub`, and the end-to-end `fanin`, `fanout`, `latency` and
-//! `filters`. Exit codes: 0 success; 1 the run could not start (connection refused, CONNACK or
+//! `filters`, each over TCP, TLS, WebSocket (over TCP or TLS) or a Unix socket. Exit codes: 0 success; 1 the run could not start (connection refused, CONNACK or
 //! SUBACK refused); 2 invalid arguments; 3 the run finished but acknowledged messages were lost,
 //! duplicated at QoS 2, or clients failed on the way.
 
@@ -20,7 +20,11 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Subcommand};
 use midge_codec::{ProtocolVersion, QoS};
 
-use client::ConnectOptions;
+use client::{ConnectOptions, Dial};
+use midge_client::Scheme;
+use midge_transport::tls::tokio_rustls::TlsConnector;
+
+use crate::mqtt::transport::{self, Target, TransportArgs};
 use pattern::{check_topic_filter, check_topic_name, Pattern};
 use track::{HEADER_LEN, MAX_TRACKED_SEQ};
 
@@ -73,12 +77,14 @@ enum Scenario {
 /// Options every scenario has.
 #[derive(Debug, Clone, Args)]
 struct Common {
-    /// Broker host.
-    #[arg(short = 'h', long, default_value = "127.0.0.1")]
-    host: String,
-    /// Broker port.
-    #[arg(short, long, default_value_t = 1883)]
-    port: u16,
+    /// Broker host (default 127.0.0.1).
+    #[arg(short = 'h', long)]
+    host: Option<String>,
+    /// Broker port (default 1883, or 8883 with TLS).
+    #[arg(short, long)]
+    port: Option<u16>,
+    #[command(flatten)]
+    transport: TransportArgs,
     /// MQTT version: 3.1, 3.1.1 (or 311, mqttv311) or 5 (mqttv5).
     #[arg(short = 'V', long = "protocol-version", default_value = "3.1.1", value_parser = parse_version)]
     protocol_version: ProtocolVersion,
@@ -95,7 +101,8 @@ struct Common {
     /// Time limit of the measured phase (e.g. 30s, 500ms, 2m).
     #[arg(short = 'd', long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
-    /// Limit for each TCP connect plus CONNACK (and SUBACK).
+    /// Limit for each connection (TLS handshake and WebSocket upgrade included) plus CONNACK
+    /// (and SUBACK).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     connect_timeout: Duration,
     /// Connections set up at once.
@@ -449,6 +456,37 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{host} has no address"))
 }
 
+/// How the clients reach the target, and what the report calls it: the address (and the
+/// URL, for other transports than TCP).
+fn dial(target: &Target) -> Result<(Dial, String), String> {
+    let url = &target.url;
+    if let Some(path) = url.socket_path() {
+        return Ok((Dial::Unix(path), target.display()));
+    }
+    let addr = resolve(url.host(), url.port())?;
+    let tls = match &target.tls {
+        Some(options) => {
+            let config = options.load().map_err(|e| format!("TLS: {e}"))?;
+            let name =
+                midge_transport::tls::server_name(url.host()).map_err(|e| format!("TLS: {e}"))?;
+            Some((TlsConnector::from(config), name))
+        }
+        None => None,
+    };
+    Ok(match (url.scheme(), tls) {
+        (Scheme::Mqtt, _) => (Dial::Tcp(addr), addr.to_string()),
+        (Scheme::Mqtts, Some((connector, name))) => (
+            Dial::Tls(addr, connector, name),
+            format!("{} ({addr})", target.display()),
+        ),
+        (Scheme::Ws | Scheme::Wss, tls) => (
+            Dial::Ws(addr, target.websocket_url(), tls),
+            format!("{} ({addr})", target.display()),
+        ),
+        (scheme, _) => return Err(format!("{scheme}:// is not supported by midge bench")),
+    })
+}
+
 fn setup(c: &Common) -> Result<Setup, String> {
     if c.duration.is_zero() {
         return Err("--duration must be more than 0".into());
@@ -459,17 +497,33 @@ fn setup(c: &Common) -> Result<Setup, String> {
     if c.threads == Some(0) {
         return Err("--threads must be at least 1".into());
     }
-    let addr = resolve(&c.host, c.port)?;
+    let target = transport::target(c.host.as_deref(), c.port, "127.0.0.1", &c.transport)?;
+    if target.topic.is_some() {
+        return Err(
+            "-L: midge bench takes its topics from its own flags (-t, --prefix): give the URL without a path".into(),
+        );
+    }
+    if target.url.username().is_some() && c.username.is_some() {
+        return Err("-L gives a user name, and so does -u: give it in one place".into());
+    }
+    let (dial, broker) = dial(&target)?;
     Ok(Setup {
         connect: ConnectOptions {
-            addr,
+            dial,
+            broker: broker.as_str().into(),
             version: c.protocol_version,
             keep_alive: c.keepalive,
-            username: c.username.clone(),
-            password: c.password.clone(),
+            username: c
+                .username
+                .clone()
+                .or(target.url.username().map(str::to_owned)),
+            password: c
+                .password
+                .clone()
+                .or(target.url.password().map(str::to_owned)),
             timeout: c.connect_timeout,
         },
-        broker: addr.to_string(),
+        broker,
         protocol: protocol_name(c.protocol_version),
         duration: c.duration,
         concurrency: c.concurrency,
@@ -731,7 +785,7 @@ mod tests {
         let (common, setup, plan) = plan(&a).expect("valid");
         assert!(common.json);
         assert_eq!(setup.connect.version, ProtocolVersion::V5);
-        assert_eq!(setup.connect.addr.port(), 1884);
+        assert!(matches!(setup.connect.dial, Dial::Tcp(addr) if addr.port() == 1884));
         assert_eq!(setup.broker_pid, Some(1));
         let Plan::Pub {
             clients,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use midge_codec::{Packet, PacketId, QoS, MAX_PACKET_SIZE};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::time::{sleep_until, timeout_at};
 
 use super::client::{ping_time, put_ack, Conn, Template, PINGREQ};
@@ -179,7 +179,7 @@ pub(crate) async fn publish(
                     written.push((s as u32, seq));
                 }
             }
-            match timeout_at(ctx.deadline.into(), stream.write_all(&wbuf)).await {
+            match timeout_at(ctx.deadline.into(), stream.send(&wbuf)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     out.error = Some(format!("publisher {index}: write: {e}"));

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use midge_codec::{ProtocolVersion, QoS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout_at};
@@ -183,14 +183,14 @@ where
     Ok(conns.into_iter().flatten().collect())
 }
 
-fn client_error(role: &str, id: &str, addr: std::net::SocketAddr, e: SetupError) -> String {
-    format!("{role} {id}: cannot connect to {addr}: {e}")
+fn client_error(role: &str, id: &str, broker: &str, e: SetupError) -> String {
+    format!("{role} {id}: cannot connect to {broker}: {e}")
 }
 
 async fn connect_publisher(opts: ConnectOptions, id: String) -> Result<Conn, String> {
     Conn::connect(&opts, &id)
         .await
-        .map_err(|e| client_error("publisher", &id, opts.addr, e))
+        .map_err(|e| client_error("publisher", &id, &opts.broker, e))
 }
 
 async fn connect_subscriber(
@@ -201,7 +201,7 @@ async fn connect_subscriber(
 ) -> Result<Conn, String> {
     let mut conn = Conn::connect(&opts, &id)
         .await
-        .map_err(|e| client_error("subscriber", &id, opts.addr, e))?;
+        .map_err(|e| client_error("subscriber", &id, &opts.broker, e))?;
     let deadline = Instant::now() + opts.timeout;
     conn.subscribe(&filters, qos, deadline)
         .await
@@ -384,7 +384,7 @@ async fn conn_scenario(
             let r = Conn::connect(&opts, &id).await;
             drop(permit);
             r.map(|c| (c, t.elapsed()))
-                .map_err(|e| client_error("client", &id, opts.addr, e))
+                .map_err(|e| client_error("client", &id, &opts.broker, e))
         });
         while let Some(r) = set.try_join_next() {
             handle(r, &held, &mut summary, &mut lat);
@@ -430,9 +430,9 @@ async fn conn_scenario(
     if let Some(p) = pinger {
         p.abort();
     }
-    let held = std::mem::take(&mut *lock(&held));
-    let closed = held.iter().filter(|c| !drain(c)).count() as u64;
-    for c in &held {
+    let mut held = std::mem::take(&mut *lock(&held));
+    let closed = held.iter_mut().map(|c| u64::from(!drain(c))).sum::<u64>();
+    for c in &mut held {
         // DISCONNECT, so that the broker ends the session normally.
         let _ = c.stream.try_write(&[0xE0, 0x00]);
     }
@@ -445,7 +445,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Reads and discards what arrived (PINGRESP); `false` once the broker closed the connection.
-fn drain(c: &Conn) -> bool {
+fn drain(c: &mut Conn) -> bool {
     let mut scratch = [0u8; 256];
     loop {
         match c.stream.try_read(&mut scratch) {
@@ -471,7 +471,7 @@ fn keep_alive_pinger(
         tick.tick().await;
         loop {
             tick.tick().await;
-            for c in lock(&held).iter() {
+            for c in lock(&held).iter_mut() {
                 drain(c);
                 let _ = c.stream.try_write(&PINGREQ);
             }
@@ -841,7 +841,7 @@ async fn disconnect_all(conns: impl Iterator<Item = Conn>) {
     let mut set = JoinSet::new();
     for mut conn in conns {
         set.spawn(async move {
-            if conn.stream.write_all(&[0xE0, 0x00]).await.is_err() {
+            if conn.stream.send(&[0xE0, 0x00]).await.is_err() {
                 return;
             }
             let deadline = Instant::now() + Duration::from_secs(2);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use midge_codec::{Packet, QoS, MAX_PACKET_SIZE};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout_at};
 
@@ -150,7 +150,7 @@ pub(crate) async fn subscribe_loop(
             }
         }
         if !acks.is_empty() {
-            match timeout_at(ctx.deadline.into(), conn.stream.write_all(&acks)).await {
+            match timeout_at(ctx.deadline.into(), conn.stream.send(&acks)).await {
                 Ok(Ok(())) => {
                     acks.clear();
                     last_write = Instant::now();

@@ -10,6 +10,7 @@
 pub(crate) mod format;
 pub(crate) mod publish;
 pub(crate) mod subscribe;
+pub(crate) mod transport;
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -19,8 +20,8 @@ use bytes::Bytes;
 use clap::{ArgAction, Args};
 use midge_client::codec::{ByteStr, Will, WillProperties, MAX_PACKET_SIZE};
 use midge_client::{
-    Client, CloseReason, ConnectError, ConnectionEvent, Limits, ProtocolVersion, QoS, ReasonCode,
-    ReconnectPolicy,
+    Client, ClientBuilder, CloseReason, ConnectError, ConnectionEvent, Connector, ConnectorError,
+    Limits, ProtocolVersion, QoS, ReasonCode, ReconnectPolicy, Scheme, TlsFailure,
 };
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -45,7 +46,8 @@ pub(crate) const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0        success
   1        runtime failure: cannot connect, connection lost, a publish or every subscription refused
-  2        invalid arguments (bad topic, unreadable file, unsupported -D, ...)
+  2        invalid arguments (bad topic, bad -L URL, unreadable file or certificate, --cert
+           without --key, unsupported -D, ...)
   27       the -W time limit passed (as mosquitto_sub)
   128-255  the broker refused the connection: the MQTT 5.0 CONNACK reason code, under every
            version (3.1.1 return code 5 \"not authorized\" is 135, 4 \"bad user name or password\" 134)";
@@ -115,12 +117,14 @@ pub(crate) fn run(command: &str, work: impl Future<Output = Result<(), Failure>>
 /// The options `midge pub` and `midge sub` share: where to connect and how.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ConnectArgs {
-    /// Broker host.
-    #[arg(short = 'h', long, default_value = "localhost")]
-    pub(crate) host: String,
-    /// Broker port.
-    #[arg(short, long, default_value_t = 1883)]
-    pub(crate) port: u16,
+    /// Broker host (default localhost).
+    #[arg(short = 'h', long)]
+    pub(crate) host: Option<String>,
+    /// Broker port (default 1883, or 8883 with TLS).
+    #[arg(short, long)]
+    pub(crate) port: Option<u16>,
+    #[command(flatten)]
+    pub(crate) transport: transport::TransportArgs,
     /// Client identifier (default: midge-pub- or midge-sub- and 8 random hex digits).
     #[arg(short = 'i', long = "id")]
     pub(crate) id: Option<String>,
@@ -177,6 +181,38 @@ pub(crate) struct ConnectArgs {
     /// `pub` or `sub`, for messages.
     #[arg(skip)]
     pub(crate) command: &'static str,
+    /// Where to connect, once [`ConnectArgs::resolve`] has checked the flags.
+    #[arg(skip)]
+    pub(crate) target: Option<transport::Target>,
+}
+
+impl ConnectArgs {
+    /// Checks -h, -p, -L, --unix and the TLS flags; returns the topic an
+    /// `mqtt(s)://host/topic` URL gives.
+    pub(crate) fn resolve(&mut self) -> Result<Option<String>, Failure> {
+        let target = transport::target(
+            self.host.as_deref(),
+            self.port,
+            "localhost",
+            &self.transport,
+        )
+        .map_err(Failure::usage)?;
+        let topic = target.topic.clone();
+        self.target = Some(target);
+        Ok(topic)
+    }
+
+    /// The broker, as messages name it (never with a password).
+    pub(crate) fn at(&self) -> String {
+        match &self.target {
+            Some(target) => target.display(),
+            None => format!(
+                "{}:{}",
+                self.host.as_deref().unwrap_or("localhost"),
+                self.port.unwrap_or(1883)
+            ),
+        }
+    }
 }
 
 fn parse_version(s: &str) -> Result<ProtocolVersion, String> {
@@ -399,7 +435,7 @@ pub(crate) fn builder(
     properties: Properties,
     id_prefix: &str,
     reconnect: bool,
-) -> Result<midge_client::ClientBuilder, Failure> {
+) -> Result<ClientBuilder, Failure> {
     let Properties {
         will: will_properties,
         connect,
@@ -413,8 +449,22 @@ pub(crate) fn builder(
     if args.session_expiry.is_some() && !args.version.is_v5() {
         return Err(Failure::usage("-x (session expiry) needs -V 5"));
     }
-    if args.password.is_some() && args.username.is_none() {
+    let target = args
+        .target
+        .as_ref()
+        .ok_or_else(|| Failure::usage("no broker address"))?;
+    if args.password.is_some() && args.username.is_none() && target.url.username().is_none() {
         return Err(Failure::usage("-P (password) needs -u (user name)"));
+    }
+    if target.url.username().is_some() && args.username.is_some() {
+        return Err(Failure::usage(
+            "-L gives a user name, and so does -u: give it in one place",
+        ));
+    }
+    if target.url.password().is_some() && args.password.is_some() {
+        return Err(Failure::usage(
+            "-L gives a password, and so does -P: give it in one place",
+        ));
     }
     if let Some(id) = &args.id {
         if id.len() > MAX_STRING {
@@ -439,7 +489,15 @@ pub(crate) fn builder(
         .id
         .clone()
         .unwrap_or_else(|| format!("{id_prefix}-{:08x}", fastrand::u32(..)));
-    let mut builder = Client::builder(args.host.clone(), args.port)
+    let connector = match &target.tls {
+        Some(tls) => Connector::for_url_with_tls(&target.url, tls),
+        None => Connector::for_url(&target.url),
+    }
+    .map_err(|e| match e {
+        ConnectorError::Tls(e) => Failure::usage(format!("TLS: {e}")),
+        e => Failure::usage(format!("-L: {e}")),
+    })?;
+    let mut builder = ClientBuilder::with_connector(connector)
         .version(args.version)
         .client_id(id)
         .keep_alive(args.keepalive)
@@ -464,8 +522,17 @@ pub(crate) fn builder(
         limits.topic_alias_maximum = n;
     }
     builder = builder.limits(limits);
-    if let Some(username) = &args.username {
-        builder = match &args.password {
+    let username = args
+        .username
+        .as_ref()
+        .or(target.url.username().map(str::to_owned).as_ref())
+        .cloned();
+    let password = args
+        .password
+        .clone()
+        .or(target.url.password().map(str::to_owned));
+    if let Some(username) = &username {
+        builder = match &password {
             Some(password) => builder.credentials(username.clone(), Bytes::from(password.clone())),
             None => builder.username(username.clone()),
         };
@@ -509,7 +576,7 @@ pub(crate) fn describe(code: ReasonCode) -> String {
 
 /// Why a connection could not be made or was lost, as a failure with its exit code.
 pub(crate) fn connection_failure(args: &ConnectArgs, reason: Option<CloseReason>) -> Failure {
-    let at = format!("{}:{}", args.host, args.port);
+    let at = args.at();
     match reason {
         Some(CloseReason::Io(std::io::ErrorKind::ConnectionRefused)) => Failure::runtime(format!(
             "cannot connect to {at}: connection refused (is a broker listening there?)"
@@ -545,6 +612,20 @@ pub(crate) fn connection_failure(args: &ConnectArgs, reason: Option<CloseReason>
         Some(CloseReason::ResponseTimeout) => {
             Failure::runtime(format!("no answer from {at} in time (CONNACK or PINGRESP)"))
         }
+        Some(CloseReason::Tls(failure)) => {
+            let hint = match failure {
+                TlsFailure::UnknownIssuer => {
+                    " (give the CA that signed it with --cafile or --capath)"
+                }
+                TlsFailure::NameMismatch => " (is -h the name in its certificate?)",
+                TlsFailure::AlertReceived(116) => " (give --cert and --key)",
+                _ => "",
+            };
+            Failure::runtime(format!("TLS with {at} failed: {failure}{hint}"))
+        }
+        Some(CloseReason::WebSocket(failure)) => {
+            Failure::runtime(format!("WebSocket to {at} failed: {failure}"))
+        }
         Some(_) | None => Failure::runtime(format!("the connection to {at} closed")),
     }
 }
@@ -552,7 +633,7 @@ pub(crate) fn connection_failure(args: &ConnectArgs, reason: Option<CloseReason>
 /// Connects: starts the client and waits for its first CONNACK.
 pub(crate) async fn connect(
     args: &ConnectArgs,
-    builder: midge_client::ClientBuilder,
+    builder: ClientBuilder,
 ) -> Result<(Client, broadcast::Receiver<ConnectionEvent>), Failure> {
     let (client, mut events) = start(args, builder).await?;
     connected(args, &mut events).await?;
@@ -563,13 +644,17 @@ pub(crate) async fn connect(
 /// background.
 pub(crate) async fn start(
     args: &ConnectArgs,
-    builder: midge_client::ClientBuilder,
+    builder: ClientBuilder,
 ) -> Result<(Client, broadcast::Receiver<ConnectionEvent>), Failure> {
-    if let Err(err) = tokio::net::lookup_host((args.host.as_str(), args.port)).await {
-        return Err(Failure::runtime(format!(
-            "cannot resolve host {:?}: {err}",
-            args.host
-        )));
+    if let Some(url) = args.target.as_ref().map(|t| &t.url) {
+        if url.scheme() != Scheme::Unix {
+            if let Err(err) = tokio::net::lookup_host((url.host(), url.port())).await {
+                return Err(Failure::runtime(format!(
+                    "cannot resolve host {:?}: {err}",
+                    url.host()
+                )));
+            }
+        }
     }
     let client = builder.build().map_err(|e| match e {
         ConnectError::InvalidConfig(e) => Failure::usage(format!("invalid options: {e}")),
@@ -591,10 +676,9 @@ pub(crate) async fn connected(
             Ok(ConnectionEvent::Connected { session_present }) => {
                 if args.debug {
                     eprintln!(
-                        "midge {}: connected to {}:{} (MQTT {}, session present: {})",
+                        "midge {}: connected to {} (MQTT {}, session present: {})",
                         args.command,
-                        args.host,
-                        args.port,
+                        args.at(),
                         version_name(args.version),
                         if session_present { "yes" } else { "no" }
                     );

@@ -26,8 +26,8 @@ const PIPELINE: usize = 64;
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("payload").required(true).args(["message", "file", "lines", "null", "stdin"])))]
 pub(crate) struct PubArgs {
-    /// Topic to publish to; repeat it to publish the same message(s) to several topics.
-    #[arg(short, long = "topic", required = true)]
+    /// Topic to publish to; repeat it to publish the same message(s) to several topics. Required unless an mqtt(s):// URL (-L) gives one.
+    #[arg(short, long = "topic")]
     pub(crate) topic: Vec<String>,
     /// The message payload.
     #[arg(short, long)]
@@ -61,7 +61,15 @@ pub(crate) fn main(mut args: PubArgs) -> ExitCode {
     super::run("pub", publish(args))
 }
 
-async fn publish(args: PubArgs) -> Result<(), Failure> {
+async fn publish(mut args: PubArgs) -> Result<(), Failure> {
+    if let Some(topic) = args.connect.resolve()? {
+        args.topic.push(topic);
+    }
+    if args.topic.is_empty() {
+        return Err(Failure::usage(
+            "-t is required (or an mqtt:// or mqtts:// URL with the topic as its path: -L mqtt://host/topic)",
+        ));
+    }
     let mut properties = parse_properties(&args.connect, true)?;
     for topic in &args.topic {
         midge_topic::TopicName::new(topic)

@@ -24,8 +24,8 @@ use super::{
 /// `midge sub` options.
 #[derive(Debug, Args)]
 pub(crate) struct SubArgs {
-    /// Topic filter to subscribe to; repeat it for several.
-    #[arg(short, long = "topic", required = true)]
+    /// Topic filter to subscribe to; repeat it for several. Required unless an mqtt(s):// URL (-L) gives one.
+    #[arg(short, long = "topic")]
     pub(crate) topic: Vec<String>,
     /// Maximum QoS of the subscriptions: 0, 1 or 2.
     #[arg(short, long, default_value = "0", value_parser = parse_qos)]
@@ -62,7 +62,15 @@ struct Feed {
     ended: bool,
 }
 
-async fn subscribe(args: SubArgs) -> Result<(), Failure> {
+async fn subscribe(mut args: SubArgs) -> Result<(), Failure> {
+    if let Some(topic) = args.connect.resolve()? {
+        args.topic.push(topic);
+    }
+    if args.topic.is_empty() {
+        return Err(Failure::usage(
+            "-t is required (or an mqtt:// or mqtts:// URL with the topic as its path: -L mqtt://host/topic)",
+        ));
+    }
     let properties = parse_properties(&args.connect, false)?;
     for filter in &args.topic {
         TopicFilter::new(filter)
