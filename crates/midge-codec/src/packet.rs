@@ -442,7 +442,13 @@ mod tests {
         connect.username = Some("alice".into());
         connect.password = Some(Bytes::from_static(b"s3cret-pw"));
         let shown = format!("{connect:?}");
-        assert!(shown.contains("alice") && shown.contains("<hidden>"), "{shown}");
-        assert!(!shown.contains("s3cret") && !shown.contains("115, 51"), "{shown}");
+        assert!(
+            shown.contains("alice") && shown.contains("<hidden>"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("115, 51"),
+            "{shown}"
+        );
     }
 }

@@ -1448,6 +1448,9 @@ mod debug_tests {
         config.password = Some(bytes::Bytes::from_static(b"s3cret-pw"));
         let shown = format!("{config:?}");
         assert!(shown.contains("<hidden>"), "{shown}");
-        assert!(!shown.contains("s3cret") && !shown.contains("115, 51"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("115, 51"),
+            "{shown}"
+        );
     }
 }
