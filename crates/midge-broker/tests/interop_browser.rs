@@ -98,6 +98,10 @@ allowed_origins = ["https://elsewhere.example"]
         format!("wss://127.0.0.1:{}/mqtt", listener(&broker, 2).port()),
         format!("ws://127.0.0.1:{}/mqtt", listener(&broker, 3).port()),
     ];
+    let mut publisher = raw::Peer::connect(tcp, ProtocolVersion::V5, "tcp-publisher").await;
+    // A TCP subscriber to everything the browser exchanges, there before the browser starts.
+    let mut watcher = raw::Peer::connect(tcp, ProtocolVersion::V5, "tcp-watcher").await;
+    watcher.subscribe("browser/#", QoS::AtLeastOnce).await;
 
     let mut script = Peer::spawn(
         node("browser.js")
@@ -108,10 +112,6 @@ allowed_origins = ["https://elsewhere.example"]
     );
     let mut lines = script.stdout_lines();
     let mut seen = Vec::new();
-    let mut publisher = raw::Peer::connect(tcp, ProtocolVersion::V5, "tcp-publisher").await;
-    // A TCP subscriber to everything the browser exchanges.
-    let mut watcher = raw::Peer::connect(tcp, ProtocolVersion::V5, "tcp-watcher").await;
-    watcher.subscribe("browser/#", QoS::AtLeastOnce).await;
     let mut received = Vec::new();
     let mut errors = Vec::new();
     let ok = loop {
