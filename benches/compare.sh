@@ -2,7 +2,7 @@
 # Side-by-side broker comparison with `midge bench`: the midge broker (release build), mosquitto
 # (Debian package) and, when `rumqttd` is on PATH, rumqttd, in one run.
 #
-#   benches/compare.sh [--quick] [--rounds N] [--only a,b,...] [--check-bench]
+#   benches/compare.sh [--quick] [--rounds N] [--only a,b,...] [--transport T] [--check-bench]
 #
 # Each broker gets its own 127.0.0.1 port and comparable, raised limits (below). For every
 # round, scenario and broker, the script starts a fresh broker, runs one `midge bench`
@@ -17,6 +17,20 @@
 #   conn         10,000 idle connections: time to connect, broker RSS per connection
 #   filters      10,000 subscribers with distinct filters (exact, +, # in turn),
 #                100k messages on random topics, each matching one subscriber          (deliveries/s)
+# Run only when named in --only:
+#   fanout-qos1  1 publisher x 20k messages -> 100 subscribers at QoS 1, 16 in flight  (deliveries/s)
+#   handshakes   conn with a full TLS handshake for every connection (no resumption);
+#                tls and wss only                                  (connections/s, broker CPU)
+#
+# --transport tcp|tls|ws|wss (default tcp) runs the scenarios over that transport: MQTT over
+# TLS, over WebSocket, or over WebSocket on TLS. The script makes a throwaway CA and an ECDSA
+# P-256 server certificate for 127.0.0.1 with `openssl` in its temporary directory; every
+# broker gets the same certificate, and `midge bench` trusts the CA (--cafile). With a
+# transport other than tcp the table adds connections per second (conn, handshakes) and the
+# broker's CPU time per run; rumqttd is left out (the script configures it for TCP only), and
+# midge-base gets midge's configuration, so it needs a build with `[[listener]]` tables.
+# Over tls and wss, `conn` resumes TLS sessions where the broker allows it, as reconnecting
+# clients do; `handshakes` makes every connection a full handshake.
 #
 # --check-bench shows that the load generator is not the bottleneck: against each broker it
 # runs fan-in (QoS 0 and 1) and fan-out once as a single bench process and once split over
@@ -34,25 +48,36 @@ QUICK=0
 ROUNDS=3
 ONLY=""
 CHECK_BENCH=0
+TRANSPORT=tcp
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --rounds) ROUNDS=$2; shift ;;
     --only) ONLY=$2; shift ;;
     --check-bench) CHECK_BENCH=1 ;;
+    --transport) TRANSPORT=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | cut -c3-; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 
+case "$TRANSPORT" in
+  tcp|tls|ws|wss) ;;
+  *) echo "unknown transport $TRANSPORT: use tcp, tls, ws or wss" >&2; exit 2 ;;
+esac
+
 MOSQUITTO=${MOSQUITTO:-/usr/sbin/mosquitto}
 RUMQTTD=${RUMQTTD:-$(command -v rumqttd || true)}
+if [ "$TRANSPORT" != tcp ] && [ -n "$RUMQTTD" ]; then
+  echo "note: rumqttd left out: this script configures it for TCP only" >&2
+  RUMQTTD=""
+fi
 command -v "$MOSQUITTO" >/dev/null || { echo "mosquitto not found at $MOSQUITTO (apt-get install mosquitto)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "python3 is needed for the table" >&2; exit 1; }
 
 cargo build --release -p midge
-MIDGE=target/release/midge
+MIDGE=${CARGO_TARGET_DIR:-target}/release/midge
 THREADS_ARG=()
 [ -n "${BENCH_THREADS:-}" ] && THREADS_ARG=(--threads "$BENCH_THREADS")
 
@@ -73,13 +98,21 @@ declare -A SCENARIO=(
   [fanin-qos0]="fanin -c 8 -n $N_FANIN -q 0 -s 64"
   [fanin-qos1]="fanin -c 8 -n $N_FANIN -q 1 --inflight 16 -s 64"
   [fanout-qos0]="fanout -c 100 -n $N_FANOUT -q 0 -s 64"
+  [fanout-qos1]="fanout -c 100 -n $N_FANOUT -q 1 --inflight 16 -s 64"
   [latency]="latency -R 1000 -n $N_LATENCY -q 0 -s 64"
   [conn]="conn -c $N_CONN --settle 1s --concurrency 64"
+  [handshakes]="conn -c $N_CONN --settle 1s --concurrency 64 --no-tls-resumption"
   [filters]="filters -c $N_FILTERS -n $N_FILTER_MSGS -q 0 -s 64 --concurrency 64"
 )
 ORDER=(fanin-qos0 fanin-qos1 fanout-qos0 latency conn filters)
 if [ -n "$ONLY" ]; then IFS=, read -r -a ORDER <<<"$ONLY"; fi
 for s in "${ORDER[@]}"; do [ -n "${SCENARIO[$s]:-}" ] || { echo "unknown scenario $s" >&2; exit 2; }; done
+for s in "${ORDER[@]}"; do
+  if [ "$s" = handshakes ] && [ "$TRANSPORT" != tls ] && [ "$TRANSPORT" != wss ]; then
+    echo "handshakes needs --transport tls or wss" >&2
+    exit 2
+  fi
+done
 
 tmp=$(mktemp -d)
 BROKER_PID=""
@@ -95,10 +128,66 @@ free_port() {
 
 declare -A PORT=([mosquitto]=$(free_port) [midge]=$(free_port) [midge-base]=$(free_port) [rumqttd]=$(free_port))
 
+# TLS: a throwaway CA and a server certificate for 127.0.0.1 and localhost, both ECDSA P-256.
+if [ "$TRANSPORT" = tls ] || [ "$TRANSPORT" = wss ]; then
+  command -v openssl >/dev/null || { echo "openssl is needed for --transport $TRANSPORT" >&2; exit 1; }
+  (
+    cd "$tmp"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key
+    openssl req -x509 -new -key ca.key -days 2 -subj "/CN=compare.sh throwaway CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -out ca.pem
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out server.key
+    openssl req -new -key server.key -subj "/CN=localhost" -out server.csr
+    printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+      "extendedKeyUsage=serverAuth" "subjectAltName=IP:127.0.0.1,DNS:localhost" >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile server.ext -out server.pem 2>/dev/null
+  )
+  # mosquitto drops root privileges (to the user mosquitto) before it reads them.
+  chmod 755 "$tmp"
+  chmod 644 "$tmp/ca.pem" "$tmp/server.pem" "$tmp/server.key"
+fi
+
+# What each broker's first listener adds for the transport, and midge bench's address.
+case "$TRANSPORT" in
+  tcp) MOSQUITTO_LISTENER=""; MIDGE_LISTENER="" ;;
+  tls)
+    MOSQUITTO_LISTENER="cafile $tmp/ca.pem
+certfile $tmp/server.pem
+keyfile $tmp/server.key"
+    MIDGE_LISTENER='[listener.tls]
+cert = "server.pem"
+key = "server.key"' ;;
+  ws)
+    MOSQUITTO_LISTENER="protocol websockets"
+    MIDGE_LISTENER='protocol = "ws"
+path = "/mqtt"' ;;
+  wss)
+    MOSQUITTO_LISTENER="protocol websockets
+cafile $tmp/ca.pem
+certfile $tmp/server.pem
+keyfile $tmp/server.key"
+    MIDGE_LISTENER='protocol = "ws"
+path = "/mqtt"
+[listener.tls]
+cert = "server.pem"
+key = "server.key"' ;;
+esac
+target_args() {
+  case "$TRANSPORT" in
+    tcp) echo "-p ${PORT[$1]}" ;;
+    tls) echo "-L mqtts://127.0.0.1:${PORT[$1]} --cafile $tmp/ca.pem" ;;
+    ws) echo "-L ws://127.0.0.1:${PORT[$1]}/mqtt" ;;
+    wss) echo "-L wss://127.0.0.1:${PORT[$1]}/mqtt --cafile $tmp/ca.pem" ;;
+  esac
+}
+
 # Comparable limits: no queue limit that would drop QoS 1 messages, 256 messages in flight
 # towards each client, no connection limit below 20,000, no accept delay, Nagle off.
 cat >"$tmp/mosquitto.conf" <<EOF
-listener ${PORT[mosquitto]} 127.0.0.1
+listener ${PORT[mosquitto]} 127.0.0.1${MOSQUITTO_LISTENER:+
+$MOSQUITTO_LISTENER}
 allow_anonymous true
 persistence false
 max_connections -1
@@ -111,6 +200,10 @@ log_dest stderr
 log_type error
 log_type warning
 EOF
+# mosquitto does not start with websockets listeners alone: add a plain one.
+if [ "$TRANSPORT" = ws ] || [ "$TRANSPORT" = wss ]; then
+  printf 'listener %s 127.0.0.1\n' "$(free_port)" >>"$tmp/mosquitto.conf"
+fi
 
 cat >"$tmp/midge.toml" <<EOF
 [limits]
@@ -123,6 +216,10 @@ max_queued_bytes_total = 17179869184
 max_queued_messages = 100000000
 max_queued_bytes = 17179869184
 EOF
+if [ "$TRANSPORT" != tcp ]; then
+  # --bind and -p below apply to this first listener (midge-base gets its own port).
+  printf '\n[[listener]]\nbind = "127.0.0.1:%s"\n%s\n' "${PORT[midge]}" "$MIDGE_LISTENER" >>"$tmp/midge.toml"
+fi
 
 cat >"$tmp/rumqttd.toml" <<EOF
 id = 0
@@ -180,7 +277,8 @@ stop_broker() {
 # bench BROKER ARGS... -> JSON on stdout; exit code 0 or 3 (a run with losses) counts.
 bench() {
   local b=$1; shift
-  timeout 300 "$MIDGE" bench "$@" -p "${PORT[$b]}" --quiet --json -d 120s "${THREADS_ARG[@]}"
+  # shellcheck disable=SC2046 # target_args is a word list
+  timeout 300 "$MIDGE" bench "$@" $(target_args "$b") --quiet --json -d 120s "${THREADS_ARG[@]}"
 }
 
 echo "machine:   $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
@@ -189,6 +287,7 @@ echo "midge:     $("$MIDGE" --version) ($(git rev-parse --short HEAD))"
 [ -n "${MIDGE_BASE:-}" ] && echo "midge-base: $MIDGE_BASE"
 [ -n "$RUMQTTD" ] && echo "rumqttd:   $RUMQTTD"
 echo "rounds:    $ROUNDS$([ "$QUICK" = 1 ] && echo ', quick')"
+[ "$TRANSPORT" != tcp ] && echo "transport: $TRANSPORT"
 echo
 
 # get FILE PATH... prints the JSON values at dotted PATHs (e.g. broker_usage.cpu_s).
@@ -274,9 +373,9 @@ for round in $(seq "$ROUNDS"); do
       bench "$b" ${SCENARIO[$s]} --broker-pid "$BROKER_PID" >"$out" 2>"$out.err" && code=0 || code=$?
       stop_broker
       echo "$round $s $b $code $out" >>"$results"
-      python3 - "$out" "$round" "$s" "$b" "$code" <<'EOF'
+      python3 - "$out" "$round" "$s" "$b" "$code" "$TRANSPORT" <<'EOF'
 import json, sys
-path, rnd, s, b, code = sys.argv[1:]
+path, rnd, s, b, code, transport = sys.argv[1:]
 try:
     d = json.load(open(path))
 except Exception:
@@ -285,8 +384,10 @@ except Exception:
     sys.exit()
 u = d.get("broker_usage") or {}
 extra = ""
-if s == "conn":
+if s in ("conn", "handshakes"):
     extra = f"connect {d['elapsed_s']:.2f} s, {u.get('bytes_per_connection', 0):.0f} B/conn"
+    if transport != "tcp":
+        extra += f", {d['connect_rate']:.0f} conn/s"
 elif s == "latency":
     extra = f"p50 {d['latency']['p50_us']:.0f} µs, p99 {d['latency']['p99_us']:.0f} µs"
 else:
@@ -299,18 +400,32 @@ EOF
 done
 
 echo
-python3 - "$results" "${BROKERS[@]}" <<'EOF'
+python3 - "$results" "$TRANSPORT" "${BROKERS[@]}" <<'EOF'
 import json, statistics, sys
-results, brokers = sys.argv[1], sys.argv[2:]
+results, transport, brokers = sys.argv[1], sys.argv[2], sys.argv[3:]
+rate = lambda d: d["delivery_rate"]
+rss = lambda d: d["broker_usage"]["bytes_per_connection"]
+cpu = lambda d: d["broker_usage"]["cpu_s"]
+other = transport != "tcp"
 rows = [
-    ("fanin-qos0", "fan-in QoS 0, msg/s", lambda d: d["delivery_rate"], True),
-    ("fanin-qos1", "fan-in QoS 1, msg/s", lambda d: d["delivery_rate"], True),
-    ("fanout-qos0", "fan-out QoS 0, deliveries/s", lambda d: d["delivery_rate"], True),
+    ("fanin-qos0", "fan-in QoS 0, msg/s", rate, True),
+    ("fanin-qos1", "fan-in QoS 1, msg/s", rate, True),
+    ("fanout-qos0", "fan-out QoS 0, deliveries/s", rate, True),
+    ("fanout-qos1", "fan-out QoS 1, deliveries/s", rate, True),
     ("latency", "latency at 1000 msg/s, p99 µs", lambda d: d["latency"]["p99_us"], False),
     ("conn", "idle connections: time to connect, s", lambda d: d["elapsed_s"], False),
-    ("conn", "idle connections: broker RSS per connection, B", lambda d: d["broker_usage"]["bytes_per_connection"], False),
-    ("filters", "distinct filters, random topics, deliveries/s", lambda d: d["delivery_rate"], True),
+] + ([("conn", "idle connections: connections per second", lambda d: d["connect_rate"], True)] if other else []) + [
+    ("conn", "idle connections: broker RSS per connection, B", rss, False),
+    ("handshakes", "full TLS handshakes: connections per second", lambda d: d["connect_rate"], True),
+    ("handshakes", "full TLS handshakes: broker RSS per connection, B", rss, False),
+    ("filters", "distinct filters, random topics, deliveries/s", rate, True),
 ]
+if other:
+    # The broker's CPU time over the whole bench run (connecting included), per scenario.
+    names = {"fanin-qos0": "fan-in QoS 0", "fanin-qos1": "fan-in QoS 1", "fanout-qos0": "fan-out QoS 0",
+             "fanout-qos1": "fan-out QoS 1", "latency": "latency", "conn": "idle connections",
+             "handshakes": "full TLS handshakes", "filters": "distinct filters"}
+    rows += [(k, f"{v}: broker CPU per run, s", cpu, False) for k, v in names.items()]
 runs = {}
 for line in open(results):
     rnd, s, b, code, path = line.split()

@@ -15,6 +15,7 @@ mod track;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Subcommand};
@@ -108,6 +109,11 @@ struct Common {
     /// Connections set up at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// TLS: a full handshake for every connection. Without it, a connection resumes the TLS
+    /// session of an earlier one (TLS 1.3 tickets, TLS 1.2 session ids) when the broker
+    /// allows it, as a client that reconnects does.
+    #[arg(long)]
+    no_tls_resumption: bool,
     /// Client identifier prefix (default: midge-bench-PID).
     #[arg(long)]
     id_prefix: Option<String>,
@@ -458,7 +464,8 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
 
 /// How the clients reach the target, and what the report calls it: the address (and the
 /// URL, for other transports than TCP).
-fn dial(target: &Target) -> Result<(Dial, String), String> {
+/// Without `resume`, TLS clients never resume a session: every handshake is a full one.
+fn dial(target: &Target, resume: bool) -> Result<(Dial, String), String> {
     let url = &target.url;
     if let Some(path) = url.socket_path() {
         return Ok((Dial::Unix(path), target.display()));
@@ -466,7 +473,12 @@ fn dial(target: &Target) -> Result<(Dial, String), String> {
     let addr = resolve(url.host(), url.port())?;
     let tls = match &target.tls {
         Some(options) => {
-            let config = options.load().map_err(|e| format!("TLS: {e}"))?;
+            let mut config = options.load().map_err(|e| format!("TLS: {e}"))?;
+            if !resume {
+                let mut fresh = (*config).clone();
+                fresh.resumption = midge_transport::tls::rustls::client::Resumption::disabled();
+                config = Arc::new(fresh);
+            }
             let name =
                 midge_transport::tls::server_name(url.host()).map_err(|e| format!("TLS: {e}"))?;
             Some((TlsConnector::from(config), name))
@@ -506,7 +518,7 @@ fn setup(c: &Common) -> Result<Setup, String> {
     if target.url.username().is_some() && c.username.is_some() {
         return Err("-L gives a user name, and so does -u: give it in one place".into());
     }
-    let (dial, broker) = dial(&target)?;
+    let (dial, broker) = dial(&target, !c.no_tls_resumption)?;
     Ok(Setup {
         connect: ConnectOptions {
             dial,
