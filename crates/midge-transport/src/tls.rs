@@ -74,9 +74,18 @@ pub enum TlsError {
 /// rustls 0.23.48 deprecates `ring::default_provider` because ring has no post-quantum key
 /// exchange; the alternative, aws-lc-rs, needs cmake to build, which this workspace avoids.
 /// Classical X25519/P-256/P-384 key exchange is what the MQTT peers in use offer anyway.
+///
+/// Key exchange prefers X25519, then P-256, then P-384. ring's default list puts P-384 first,
+/// and a client offers its first group in its first flight: with P-384 a full handshake costs
+/// each side about ten times the CPU of X25519, most of it in P-384 arithmetic. A server keeps
+/// the client's choice, so this order is what our clients offer, and what a server falls back
+/// to when a client's offer does not fit.
 #[allow(deprecated)]
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::kx_group::{SECP256R1, SECP384R1, X25519};
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = vec![X25519, SECP256R1, SECP384R1];
+    Arc::new(provider)
 }
 
 /// TLS 1.3 and 1.2, the versions a server offers.
