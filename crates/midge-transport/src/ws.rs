@@ -254,7 +254,7 @@ where
     let inner =
         tokio_tungstenite::WebSocketStream::from_raw_socket(stream, Role::Server, Some(config))
             .await;
-    Ok(WsStream::new(inner, subprotocol))
+    Ok(WsStream::new(inner, subprotocol, Role::Server))
 }
 
 /// Opens a WebSocket on `stream` (already through TLS, for `wss`) to `url`
@@ -303,7 +303,7 @@ where
             "the server chose the subprotocol {chosen:?}, not {CLIENT_SUBPROTOCOL}"
         )));
     }
-    Ok(WsStream::new(inner, Some(CLIENT_SUBPROTOCOL)))
+    Ok(WsStream::new(inner, Some(CLIENT_SUBPROTOCOL), Role::Client))
 }
 
 /// A WebSocket as a byte stream. See the [module docs](self).
@@ -318,9 +318,24 @@ where
 /// Writing: each `poll_write` sends one binary message with the buffer, or with its first
 /// [`MAX_WRITE_MESSAGE`] bytes when it is longer (and says so in the count it returns).
 /// `poll_shutdown` sends a close frame and then shuts the stream below down.
+///
+/// A server's messages, which are not masked, go from the caller's buffer to the stream below
+/// in one vectored write of frame header and payload, with no copy; only what the stream does
+/// not take at once is kept, and written before anything else. A client's are masked, and
+/// written by tungstenite.
 #[derive(Debug)]
 pub struct WsStream<S> {
     inner: tokio_tungstenite::WebSocketStream<S>,
+    /// Server: frames are written directly ([`WsStream`]'s docs).
+    server: bool,
+    /// Server: the rest of a frame the stream below took only part of. Nothing else is
+    /// written, nor read (tungstenite may write a pong as it reads), until it is out.
+    unsent: bytes::BytesMut,
+    /// tungstenite may hold output of its own (a pong, a close frame) not yet flushed: flushed
+    /// before a frame is written directly.
+    replies_queued: bool,
+    /// A close frame was received or sent: no more messages may be written.
+    closing: bool,
     /// The unread rest of the current binary message; empty (no allocation held) otherwise.
     pending: Bytes,
     subprotocol: Option<&'static str>,
@@ -336,9 +351,14 @@ impl<S> WsStream<S> {
     fn new(
         inner: tokio_tungstenite::WebSocketStream<S>,
         subprotocol: Option<&'static str>,
+        role: Role,
     ) -> Self {
         Self {
             inner,
+            server: role == Role::Server,
+            unsent: bytes::BytesMut::new(),
+            replies_queued: false,
+            closing: false,
             pending: Bytes::new(),
             subprotocol,
             read_done: false,
@@ -380,18 +400,98 @@ fn io_error(e: tungstenite::Error) -> io::Error {
     }
 }
 
+/// The header of a final binary frame of `len` bytes, unmasked (a server's): its bytes and
+/// their number.
+fn binary_frame_header(len: usize) -> ([u8; 10], usize) {
+    let mut header = [0u8; 10];
+    header[0] = 0x82;
+    match len {
+        0..=125 => {
+            header[1] = len as u8;
+            (header, 2)
+        }
+        126..=0xffff => {
+            header[1] = 126;
+            header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            (header, 4)
+        }
+        _ => {
+            header[1] = 127;
+            header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            (header, 10)
+        }
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
+    /// Writes out the rest of a frame the stream below took only part of.
+    fn poll_unsent(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        use bytes::Buf;
+        while !self.unsent.is_empty() {
+            let stream = Pin::new(self.inner.get_mut());
+            match ready!(stream.poll_write(cx, &self.unsent))? {
+                0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                n => self.unsent.advance(n),
+            }
+        }
+        // Held only while a frame is under way.
+        if self.unsent.capacity() > 0 {
+            self.unsent = bytes::BytesMut::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Flushes what tungstenite holds of its own, once nothing of ours is half written.
+    fn poll_replies(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_unsent(cx))?;
+        if self.replies_queued {
+            ready!(Pin::new(&mut self.inner).poll_flush(cx)).map_err(io_error)?;
+            self.replies_queued = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// A server's message: header and payload in one vectored write, straight from `payload`.
+    fn poll_write_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+        payload: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_replies(cx))?;
+        let (header, header_len) = binary_frame_header(payload.len());
+        let header = &header[..header_len];
+        let parts = [io::IoSlice::new(header), io::IoSlice::new(payload)];
+        let stream = Pin::new(self.inner.get_mut());
+        let written = ready!(stream.poll_write_vectored(cx, &parts))?;
+        if written == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        // The frame is ours now: what the stream did not take goes out before anything else.
+        if written < header.len() {
+            self.unsent.extend_from_slice(&header[written..]);
+            self.unsent.extend_from_slice(payload);
+        } else if written < header.len() + payload.len() {
+            self.unsent
+                .extend_from_slice(&payload[written - header.len()..]);
+        }
+        Poll::Ready(Ok(payload.len()))
+    }
+
     /// Flushes what tungstenite queued on its own (a pong, a close reply), best effort: an
     /// error is returned, but `Pending` is not, as the next read tries again.
     fn flush_replies(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        match Pin::new(&mut self.inner).poll_flush(cx) {
-            Poll::Ready(Err(e)) => Err(io_error(e)),
+        match self.poll_replies(cx) {
+            Poll::Ready(Err(e)) => Err(e),
             Poll::Ready(Ok(())) | Poll::Pending => Ok(()),
         }
     }
 
     /// Sends a close frame for a text message, best effort (the connection ends anyway).
     fn close_for_text(&mut self, cx: &mut Context<'_>) {
+        self.closing = true;
+        if !matches!(self.poll_replies(cx), Poll::Ready(Ok(()))) {
+            return;
+        }
         let mut inner = Pin::new(&mut self.inner);
         if let Poll::Ready(Ok(())) = inner.as_mut().poll_ready(cx) {
             let frame = CloseFrame {
@@ -418,7 +518,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
         let this = self.get_mut();
         loop {
             if this.pong_unflushed && this.pending.is_empty() {
-                ready!(Pin::new(&mut this.inner).poll_flush(cx)).map_err(io_error)?;
+                ready!(this.poll_replies(cx))?;
                 this.pong_unflushed = false;
             }
             if !this.pending.is_empty() {
@@ -434,6 +534,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
             if this.read_done || buf.remaining() == 0 {
                 return Poll::Ready(Ok(()));
             }
+            // tungstenite writes as it reads only what it queued on a ping or a close, which
+            // `pong_unflushed` and `read_done` have sent before this: never into the middle of
+            // a frame of ours, and reading goes on while a frame of ours waits.
             let message = match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
                 // The close handshake is over, or the stream ended.
                 None => {
@@ -455,10 +558,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                 }
                 Message::Ping(_) => {
                     this.pong_unflushed = true;
+                    this.replies_queued = true;
                 }
                 Message::Close(_) => {
                     // tungstenite queued the close reply; send it along.
                     this.read_done = true;
+                    this.closing = true;
+                    this.replies_queued = true;
                     this.flush_replies(cx)?;
                     return Poll::Ready(Ok(()));
                 }
@@ -477,9 +583,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let mut inner = Pin::new(&mut self.get_mut().inner);
-        ready!(inner.as_mut().poll_ready(cx)).map_err(io_error)?;
+        let this = self.get_mut();
         let message = &buf[..buf.len().min(MAX_WRITE_MESSAGE)];
+        if this.server {
+            if this.closing {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the WebSocket is closing",
+                )));
+            }
+            return this.poll_write_frame(cx, message);
+        }
+        let mut inner = Pin::new(&mut this.inner);
+        ready!(inner.as_mut().poll_ready(cx)).map_err(io_error)?;
         inner
             .start_send(Message::Binary(Bytes::copy_from_slice(message)))
             .map_err(io_error)?;
@@ -487,19 +603,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner)
-            .poll_flush(cx)
-            .map_err(io_error)
+        let this = self.get_mut();
+        ready!(this.poll_unsent(cx))?;
+        ready!(Pin::new(&mut this.inner).poll_flush(cx)).map_err(io_error)?;
+        this.replies_queued = false;
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        ready!(this.poll_unsent(cx))?;
         if !this.close_sent {
             match ready!(Pin::new(&mut this.inner).poll_close(cx)) {
                 Ok(()) | Err(tungstenite::Error::AlreadyClosed) => {}
                 Err(e) => return Poll::Ready(Err(io_error(e))),
             }
             this.close_sent = true;
+            this.closing = true;
         }
         Pin::new(this.inner.get_mut()).poll_shutdown(cx)
     }

@@ -122,3 +122,113 @@ async fn a_pong_blocked_once_is_sent_by_reads_once_the_stream_takes_it() {
         "the pong was not sent after the socket drained: {sent:?}"
     );
 }
+
+/// A server's frames written straight to a stream that takes a few bytes at a time, with
+/// pings arriving meanwhile: every message and every pong arrives whole, none inside another.
+#[tokio::test]
+async fn frames_written_a_few_bytes_at_a_time_stay_whole_among_pongs() {
+    use futures_util::{SinkExt, StreamExt};
+    use midge_transport::ws::tokio_tungstenite::{client_async, tungstenite::Message};
+    use tokio_tungstenite_client_request as request;
+
+    // 7 bytes of room each way: every write of a frame is partial.
+    let (client_end, server_end) = tokio::io::duplex(7);
+    let options = AcceptOptions::default();
+    let (server, client) = tokio::join!(
+        accept(server_end, &options),
+        client_async(request(), client_end)
+    );
+    let mut server = server.expect("accepted");
+    let (client, _) = client.expect("connected");
+    let messages: Vec<Vec<u8>> = (0..5u8)
+        .map(|i| vec![i; 300 + 70_000 * usize::from(i % 2)])
+        .collect();
+    let expected = messages.clone();
+    // The server writes its messages and reads at the same time, as the broker does: reading
+    // answers the pings.
+    let writer = tokio::spawn(async move {
+        let (mut index, mut offset, mut flushed) = (0, 0, false);
+        std::future::poll_fn(|cx| loop {
+            let mut progress = false;
+            while index < messages.len() {
+                match Pin::new(&mut server).poll_write(cx, &messages[index][offset..]) {
+                    Poll::Ready(Ok(n)) => {
+                        progress = true;
+                        offset += n;
+                        if offset == messages[index].len() {
+                            (index, offset) = (index + 1, 0);
+                        }
+                    }
+                    Poll::Ready(Err(e)) => panic!("write: {e}"),
+                    Poll::Pending => break,
+                }
+            }
+            if index == messages.len() && !flushed {
+                if let Poll::Ready(result) = Pin::new(&mut server).poll_flush(cx) {
+                    result.expect("flush");
+                    flushed = true;
+                }
+            }
+            let mut buf = [0u8; 16];
+            let mut read = ReadBuf::new(&mut buf);
+            match Pin::new(&mut server).poll_read(cx, &mut read) {
+                // The client is done and gone.
+                Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(()),
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => panic!("unexpected data"),
+                Poll::Pending => {}
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        })
+        .await;
+    });
+    // Pings from a task of their own, while the messages are read.
+    let (mut pings, mut incoming) = client.split();
+    const PINGS: u8 = 20;
+    let pinger = tokio::spawn(async move {
+        for n in 0..PINGS {
+            pings
+                .send(Message::Ping(vec![n].into()))
+                .await
+                .expect("ping");
+        }
+        pings
+    });
+    let mut got = Vec::new();
+    let mut pongs = 0;
+    let total: usize = expected.iter().map(Vec::len).sum();
+    while got.len() < total || pongs < PINGS {
+        match tokio::time::timeout(Duration::from_secs(5), incoming.next()).await {
+            Ok(Some(Ok(Message::Binary(data)))) => got.extend_from_slice(&data),
+            Ok(Some(Ok(Message::Pong(data)))) => {
+                assert_eq!(data.len(), 1, "a pong whole");
+                pongs += 1;
+            }
+            other => panic!("after {} bytes and {pongs} pongs: {other:?}", got.len()),
+        }
+    }
+    let client = pinger
+        .await
+        .expect("pinger")
+        .reunite(incoming)
+        .expect("halves");
+    assert_eq!(got, expected.concat());
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .expect("the server sees the end")
+        .expect("writer");
+}
+
+use midge_transport::ws::tokio_tungstenite::tungstenite;
+
+fn tokio_tungstenite_client_request() -> tungstenite::handshake::client::Request {
+    use midge_transport::ws::tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = "ws://127.0.0.1/mqtt".into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+    request
+}
