@@ -438,7 +438,7 @@ async fn verify_hostname_off_skips_only_the_name() {
     )
     .await;
     let err = c.expect_err("a certificate for another name").to_string();
-    assert!(err.contains("NotValidForName"), "{err}");
+    assert!(err.contains("not valid for name"), "{err}");
 
     // Without the name check, the same certificate is accepted for another name…
     let mut any_name = client_trusting(&pki);
@@ -457,6 +457,6 @@ async fn verify_hostname_off_skips_only_the_name() {
     for host in ["localhost", "not-the-name.example"] {
         let (_, c) = handshake(foreign.clone(), any_name.clone(), host).await;
         let err = c.expect_err("an untrusted CA").to_string();
-        assert!(err.contains("UnknownIssuer"), "{host}: {err}");
+        assert!(err.to_lowercase().contains("unknown"), "{host}: {err}");
     }
 }

@@ -669,6 +669,7 @@ fn bench_drives_every_scenario_over_tls_ws_wss_and_unix() {
             ws: true,
             wss: true,
             unix: true,
+            ..Listeners::default()
         },
     ) else {
         return;
