@@ -641,7 +641,11 @@ mod tests {
     fn an_at_sign_after_the_first_slash_is_refused() {
         // A password with an unescaped `/`: read as URL text, `1234` would be the port and
         // `/secret@b` the path, both shown.
-        for url in ["mqtt://u:1234/secret@b", "ws://u:1234/secret@b/mqtt", "mqtt://b/a@b"] {
+        for url in [
+            "mqtt://u:1234/secret@b",
+            "ws://u:1234/secret@b/mqtt",
+            "mqtt://b/a@b",
+        ] {
             let err = BrokerUrl::parse(url).expect_err(url);
             assert!(matches!(err, UrlError::Syntax(_)), "{url}: {err:?}");
             assert!(!err.to_string().contains("secret"), "{err}");

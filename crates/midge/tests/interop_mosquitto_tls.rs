@@ -474,25 +474,49 @@ fn insecure_skips_only_the_host_name_check() {
     // mosquitto_pub agrees, and with --insecure gets through.
     let mosquitto_pub = |insecure: bool| {
         let mut command = Command::new("mosquitto_pub");
-        command.args(["-h", "127.0.0.2", "-p", &port, "--cafile", ca, "-t", "insecure/a"]);
+        command.args([
+            "-h",
+            "127.0.0.2",
+            "-p",
+            &port,
+            "--cafile",
+            ca,
+            "-t",
+            "insecure/a",
+        ]);
         command.args(["-m", if insecure { "mosquitto insecure" } else { "x" }]);
         if insecure {
             command.arg("--insecure");
         }
-        command.stderr(Stdio::null()).status().expect("mosquitto_pub runs")
+        command
+            .stderr(Stdio::null())
+            .status()
+            .expect("mosquitto_pub runs")
     };
     assert!(!mosquitto_pub(false).success());
     assert!(mosquitto_pub(true).success());
     watcher.expect("mosquitto insecure");
 
     // With --insecure: accepted, by -h and by -L.
-    publish(&[&by_host[..], &["--cafile", ca, "--insecure"]].concat(), "by -h").ok();
+    publish(
+        &[&by_host[..], &["--cafile", ca, "--insecure"]].concat(),
+        "by -h",
+    )
+    .ok();
     watcher.expect("by -h");
-    publish(&[&by_url[..], &["--cafile", ca, "--insecure"]].concat(), "by -L").ok();
+    publish(
+        &[&by_url[..], &["--cafile", ca, "--insecure"]].concat(),
+        "by -L",
+    )
+    .ok();
     watcher.expect("by -L");
     // …but a CA that did not sign the certificate is still refused.
     let out = publish(
-        &[&by_host[..], &["--cafile", path(&pki.other_ca), "--insecure"]].concat(),
+        &[
+            &by_host[..],
+            &["--cafile", path(&pki.other_ca), "--insecure"],
+        ]
+        .concat(),
         "other CA",
     );
     assert_eq!(out.code(), Some(1), "{}", out.stderr);

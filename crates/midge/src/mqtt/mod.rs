@@ -808,7 +808,10 @@ mod tests {
             .message
         };
         let by_url = failure(&["-L", "mqtts://127.0.0.2:8883/t"]);
-        assert!(by_url.contains("the -L URL") && !by_url.contains("-h"), "{by_url}");
+        assert!(
+            by_url.contains("the -L URL") && !by_url.contains("-h"),
+            "{by_url}"
+        );
         let by_host = failure(&["-h", "127.0.0.2", "--cafile", "ca.pem"]);
         assert!(by_host.contains("is -h a name"), "{by_host}");
     }

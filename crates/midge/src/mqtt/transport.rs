@@ -557,7 +557,12 @@ mod tests {
         ] {
             let t = ok(Some(host), Some(port), &TransportArgs::default());
             assert_eq!(
-                (t.url.host(), t.url.port(), t.url.username(), t.url.password()),
+                (
+                    t.url.host(),
+                    t.url.port(),
+                    t.url.username(),
+                    t.url.password()
+                ),
                 (host, port, None, None),
                 "-h {host}"
             );
@@ -610,7 +615,10 @@ mod tests {
             (t.url.scheme(), t.url.host(), t.url.port()),
             (Scheme::Mqtts, "b", 1883)
         );
-        assert_eq!((t.url.username(), t.url.password()), (Some("u"), Some("pw")));
+        assert_eq!(
+            (t.url.username(), t.url.password()),
+            (Some("u"), Some("pw"))
+        );
         assert_eq!(t.topic.as_deref(), Some("t"));
         let tls = t.tls.expect("tls");
         assert_eq!(tls.roots, Roots::File("ca.pem".into()));
@@ -637,7 +645,10 @@ mod tests {
         ] {
             let t = args(|a| a.url = Some(url.into()));
             let shown = format!("{t:?}");
-            assert!(!shown.contains("hunter2") && !shown.contains("ter2"), "{shown}");
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("ter2"),
+                "{shown}"
+            );
             if let Ok(target) = target(None, None, "localhost", &t) {
                 let shown = format!("{target:?} {}", target.display());
                 assert!(!shown.contains("ter2"), "{shown}");
