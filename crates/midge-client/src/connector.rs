@@ -335,14 +335,55 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     use midge_transport::ws::tokio_tungstenite::tungstenite;
-    // A WebSocket message may hold one whole packet and the start of the next.
-    let max_message = usize::try_from(params.max_packet_size)
-        .unwrap_or(usize::MAX)
-        .saturating_mul(2);
+    let max_message = websocket_message_limit(params.max_packet_size);
     match midge_transport::ws::connect(stream, &url.websocket_url(), max_message).await {
         Ok(stream) => Ok(stream),
         // A failure of the stream below (TLS included) stays what it was.
         Err(WsError::Protocol(tungstenite::Error::Io(err))) => Err(err),
         Err(err) => Err(io::Error::other(err)),
+    }
+}
+
+/// The largest packet MQTT can encode, its fixed header included: a Remaining Length of
+/// 268,435,455 (§2.2.3) after one byte of type and flags and four of length.
+const MQTT_MAX_PACKET: usize = 1 + 4 + 268_435_455;
+
+/// The smallest WebSocket message limit: a broker may gather several small packets into one
+/// message (midge's broker sends messages of up to 64 KiB, others may send more).
+const MIN_WEBSOCKET_MESSAGE: usize = 1024 * 1024;
+
+/// The largest WebSocket message accepted from the broker, for a client that accepts packets
+/// of up to `max_packet_size` bytes (0: any size MQTT allows).
+///
+/// MQTT ignores WebSocket message boundaries [MQTT-6.0.0-2], so a message may hold one
+/// packet, several, or a piece of one; the whole message is held in memory before any of it
+/// is read. The limit is what the client has agreed to hold for one packet anyway: the
+/// packet limit, and never less than 1 MiB so that brokers that gather small packets into
+/// larger messages are served. With no packet limit, the largest packet MQTT can encode.
+/// A message beyond the limit closes the connection with a
+/// [`WebSocketFailure::Protocol`](crate::WebSocketFailure::Protocol).
+#[cfg(any(feature = "ws", test))]
+pub(crate) fn websocket_message_limit(max_packet_size: u32) -> usize {
+    match max_packet_size {
+        0 => MQTT_MAX_PACKET,
+        limit => usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .clamp(MIN_WEBSOCKET_MESSAGE, MQTT_MAX_PACKET),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_messages_are_bounded_by_the_packet_limit() {
+        // No packet limit: any packet MQTT can encode fits in one message.
+        assert_eq!(websocket_message_limit(0), 268_435_460);
+        assert_eq!(websocket_message_limit(16 * 1024 * 1024), 16 * 1024 * 1024);
+        // Small packet limits still take messages that gather several packets.
+        assert_eq!(websocket_message_limit(1024), 1024 * 1024);
+        // A limit above what MQTT can encode is no limit.
+        assert_eq!(websocket_message_limit(u32::MAX), 268_435_460);
     }
 }

@@ -229,6 +229,8 @@ pub(crate) struct Driver {
     publishes_done: bool,
     /// Failed attempts in a row.
     attempt: u32,
+    /// A CONNACK has accepted a connection of this client.
+    ever_connected: bool,
     /// Set when the client is to close: by `disconnect`, or because every handle is gone.
     closing: bool,
     handles_gone: bool,
@@ -271,6 +273,7 @@ impl Driver {
             linger_until: None,
             publishes_done: false,
             attempt: 0,
+            ever_connected: false,
             closing: false,
             handles_gone: false,
             disconnect_replies: Vec::new(),
@@ -349,6 +352,7 @@ impl Driver {
             let retry = match (&self.reconnect, closed) {
                 (None, _) => None,
                 (Some(_), Some(CloseReason::Refused(code))) if !transient(code) => None,
+                (Some(_), Some(reason)) if !self.ever_connected && misconfigured(reason) => None,
                 (Some(policy), _) => {
                     let policy = *policy;
                     self.attempt += 1;
@@ -810,6 +814,7 @@ impl Driver {
                         self.forget_resent();
                     }
                     // The event first: whoever sees the state change can rely on it.
+                    self.ever_connected = true;
                     self.emit(ConnectionEvent::Connected {
                         session_present: connack.session_present,
                     });
@@ -1191,6 +1196,20 @@ fn transient(code: ReasonCode) -> bool {
         ReasonCode::SERVER_MOVED,
     ]
     .contains(&code)
+}
+
+/// Failures that trying again will not mend before someone changes a setting or a
+/// certificate: the broker's certificate is not accepted, the broker refused the TLS
+/// handshake, or the server refused the WebSocket upgrade. Before the first connection
+/// they end the client; after one, the reconnect policy retries them (a broker's
+/// certificate may be replaced again), and each attempt is reported with its reason.
+fn misconfigured(reason: CloseReason) -> bool {
+    use crate::error::{TlsFailure, WebSocketFailure};
+    match reason {
+        CloseReason::Tls(failure) => !matches!(failure, TlsFailure::Handshake),
+        CloseReason::WebSocket(failure) => failure == WebSocketFailure::Refused,
+        _ => false,
+    }
 }
 
 /// Sleeps until `at`, or forever when it is `None`.

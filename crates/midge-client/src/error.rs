@@ -57,8 +57,9 @@ pub enum ConnectError {
     /// [`kind`](InvalidInput::kind) is [`InputKind::Connect`].
     #[error("invalid configuration: {0}")]
     InvalidConfig(#[source] InvalidInput),
-    /// The connection ended before it was accepted, and the reconnect policy did not try
-    /// again.
+    /// The connection ended before it was accepted, and the client did not try again:
+    /// reconnection is off or gave up, or the failure is one that is not retried (see
+    /// [`ReconnectPolicy`](crate::ReconnectPolicy)), such as an untrusted broker certificate.
     #[error("connection failed: {0}")]
     Failed(CloseReason),
 }

@@ -40,7 +40,12 @@ pub struct Limits {
     /// [`Subscription`](crate::Subscription). Default 100 (at least 1).
     pub max_buffered_qos12: usize,
     /// Largest packet the client accepts, sent as Maximum Packet Size (5.0) and enforced on
-    /// every version. Default 1 MiB.
+    /// every version; 0 accepts any packet MQTT can encode. Default 1 MiB.
+    ///
+    /// Over WebSocket it also bounds each WebSocket message from the broker, which is held
+    /// whole in memory before it is read: a message may be as large as this limit, and
+    /// never has to be smaller than 1 MiB (a broker may gather several packets into one
+    /// message); with 0, as large as the largest MQTT packet (268,435,460 bytes).
     pub max_packet_size: u32,
     /// Topic aliases the broker may use towards us (5.0). Default 16.
     pub topic_alias_maximum: u16,
@@ -92,6 +97,18 @@ impl Default for Limits {
 /// jitter. The delay before attempt `n` (from 0) is `initial_delay * 2^n`, capped at
 /// `max_delay`; with `jitter` it is then drawn uniformly from its upper half, so that many
 /// clients cut off at once do not come back at once.
+///
+/// Some failures are not retried whatever the policy: a CONNACK refusal that is not about
+/// the broker's load (not authorized, bad user name or password, …) ends the client at any
+/// time. Until a first connection has been accepted, so does a failure that no retry can
+/// mend: a broker certificate that is not trusted, has expired, is not valid yet, is for
+/// another name or is invalid ([`TlsFailure`](crate::TlsFailure), all but `Handshake`), a
+/// TLS alert from the broker (such as a required client certificate), and a refused
+/// WebSocket upgrade; [`ClientBuilder::connect`](crate::ClientBuilder::connect) then fails
+/// with it. After a connection has been accepted these are retried under the policy, since
+/// a broker's certificate or configuration may be changed and put right again; each failed
+/// attempt is reported by [`ConnectionEvent::Disconnected`](crate::ConnectionEvent) with its
+/// reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReconnectPolicy {

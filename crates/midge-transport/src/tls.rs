@@ -50,6 +50,10 @@ pub enum TlsError {
     /// certificates against.
     #[error("client certificates are required (require_client_cert) but no client_ca is given to verify them against")]
     ClientCertWithoutCa,
+    /// The server-certificate verifier could not be built from the CA certificates
+    /// (`verify_hostname` off).
+    #[error("CA certificates to verify the server against: {0}")]
+    ServerVerifier(rustls::client::VerifierBuilderError),
     /// The client-certificate verifier could not be built from the CA certificates.
     #[error("client CA certificates in {path}: {source}")]
     ClientVerifier {
@@ -477,7 +481,12 @@ impl TlsVersions {
 }
 
 /// A client's TLS settings.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// The server's certificate is verified by default: it must chain to one of `roots`, be
+/// valid now, and be issued for the host name (or IP address) connected to.
+/// `verify_hostname: false` (mosquitto's `--insecure`) drops only the last check;
+/// `insecure_skip_verify_for_testing` drops them all.
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClientTlsOptions {
     /// The CA certificates the server's certificate must chain to.
@@ -488,9 +497,30 @@ pub struct ClientTlsOptions {
     pub alpn: Vec<Vec<u8>>,
     /// Versions offered.
     pub versions: TlsVersions,
+    /// Check that the server's certificate is issued for the host name (or IP address)
+    /// connected to. Default true. When false, a certificate that chains to `roots` and is
+    /// valid now is accepted whatever names it holds, as mosquitto's `--insecure` does: any
+    /// holder of a certificate from those CAs can then pose as the server, so use it only
+    /// with a private CA, to reach a server by a name its certificate lacks.
+    pub verify_hostname: bool,
     /// Accept any server certificate, for any name. For tests only: it turns off what TLS is
     /// for, and anyone on the path can read and change the traffic.
     pub insecure_skip_verify_for_testing: bool,
+}
+
+impl Default for ClientTlsOptions {
+    /// The system's CA certificates, no client certificate, no ALPN, TLS 1.2 and 1.3, full
+    /// verification.
+    fn default() -> Self {
+        Self {
+            roots: Roots::default(),
+            identity: None,
+            alpn: Vec::new(),
+            versions: TlsVersions::default(),
+            verify_hostname: true,
+            insecure_skip_verify_for_testing: false,
+        }
+    }
 }
 
 impl ClientTlsOptions {
@@ -504,7 +534,8 @@ impl ClientTlsOptions {
 
     /// Reads the files and builds a rustls client configuration.
     ///
-    /// With `insecure_skip_verify_for_testing`, `roots` is not read.
+    /// With `insecure_skip_verify_for_testing`, `roots` is not read (and `verify_hostname`
+    /// has no effect).
     pub fn load(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
         let provider = provider();
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -513,6 +544,16 @@ impl ClientTlsOptions {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(danger::AcceptAnyServerCert(provider)))
+        } else if !self.verify_hostname {
+            let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(self.roots.load()?),
+                provider,
+            )
+            .build()
+            .map_err(TlsError::ServerVerifier)?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(danger::AnyName(verifier)))
         } else {
             builder.with_root_certificates(self.roots.load()?)
         };
@@ -531,9 +572,64 @@ mod danger {
     use std::sync::Arc;
 
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::client::WebPkiServerVerifier;
     use rustls::crypto::CryptoProvider;
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+
+    /// Verifies the server's certificate as `.0` does, except for its names: a certificate
+    /// that is valid in every other way is accepted for any server name.
+    #[derive(Debug)]
+    pub(super) struct AnyName(pub(super) Arc<WebPkiServerVerifier>);
+
+    impl ServerCertVerifier for AnyName {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            server_name: &ServerName<'_>,
+            ocsp_response: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            // `WebPkiServerVerifier` checks the chain, validity and revocation first and the
+            // name last: a name error means that everything else passed.
+            match self.0.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ) {
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) => Ok(ServerCertVerified::assertion()),
+                other => other,
+            }
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_verify_schemes()
+        }
+    }
 
     /// Accepts every server certificate, for every name, but still checks that the handshake
     /// is signed by the key of the certificate presented (so the peer holds that key).

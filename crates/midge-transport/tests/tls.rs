@@ -440,3 +440,42 @@ async fn key_exchange_prefers_x25519() {
         assert_eq!(group.map(|g| g.name()), Some(rustls::NamedGroup::X25519));
     }
 }
+
+#[tokio::test]
+async fn verify_hostname_off_skips_only_the_name() {
+    let pki = Pki::new();
+    let server = ServerTlsFiles::new(&pki.server_cert, &pki.server_key)
+        .load(&[])
+        .unwrap();
+    assert!(ClientTlsOptions::default().verify_hostname);
+
+    // The name is checked by default.
+    let (_, c) = handshake(
+        server.clone(),
+        client_trusting(&pki).load().unwrap(),
+        "not-the-name.example",
+    )
+    .await;
+    let err = c.expect_err("a certificate for another name").to_string();
+    assert!(err.contains("not valid for name"), "{err}");
+
+    // Without the name check, the same certificate is accepted for another name…
+    let mut any_name = client_trusting(&pki);
+    any_name.verify_hostname = false;
+    let any_name = any_name.load().unwrap();
+    for host in ["not-the-name.example", "127.0.0.2"] {
+        let (s, c) = handshake(server.clone(), any_name.clone(), host).await;
+        s.unwrap();
+        c.unwrap_or_else(|e| panic!("{host}: {e}"));
+    }
+
+    // …but a certificate from a CA the client does not trust is still refused.
+    let foreign = ServerTlsFiles::new(&pki.foreign_server_cert, &pki.foreign_server_key)
+        .load(&[])
+        .unwrap();
+    for host in ["localhost", "not-the-name.example"] {
+        let (_, c) = handshake(foreign.clone(), any_name.clone(), host).await;
+        let err = c.expect_err("an untrusted CA").to_string();
+        assert!(err.to_lowercase().contains("unknown"), "{host}: {err}");
+    }
+}

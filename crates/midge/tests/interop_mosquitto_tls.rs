@@ -40,6 +40,8 @@ fn mosquitto_path() -> Option<PathBuf> {
 struct Listeners {
     /// TLS, with `require_certificate` when `Some(true)`.
     tls: Option<bool>,
+    /// The address the TLS listener binds (default 127.0.0.1).
+    tls_address: Option<&'static str>,
     ws: bool,
     wss: bool,
     unix: bool,
@@ -95,9 +97,10 @@ impl Mosquitto {
              log_dest stderr\nlog_type error\nlistener {} 127.0.0.1\n",
             plain.port()
         );
+        let tls_address = listeners.tls_address.unwrap_or("127.0.0.1");
         if let Some(require_certificate) = listeners.tls {
             config += &format!(
-                "listener {tls} 127.0.0.1\n{files}require_certificate {require_certificate}\n"
+                "listener {tls} {tls_address}\n{files}require_certificate {require_certificate}\n"
             );
         }
         if listeners.ws {
@@ -131,7 +134,7 @@ impl Mosquitto {
         let deadline = Instant::now() + LIMIT;
         let ready = |port: u16| TcpStream::connect(("127.0.0.1", port)).is_ok();
         while !(ready(plain.port())
-            && (listeners.tls.is_none() || ready(tls))
+            && (listeners.tls.is_none() || TcpStream::connect((tls_address, tls)).is_ok())
             && (!listeners.ws || ready(ws))
             && (!listeners.wss || ready(wss))
             && (!listeners.unix || mosquitto.socket.exists()))
@@ -301,6 +304,10 @@ fn pub_and_sub_over_tls_with_a_ca_file() {
     let url = format!("mqtts://localhost:{port}/tls/url");
     publish(&["-L", &url, "--cafile", ca], "by url").ok();
     watcher.expect("by url");
+    // As in mosquitto, --cafile turns TLS on for an mqtt:// URL too, on the URL's port.
+    let url = format!("mqtt://localhost:{port}/tls/url");
+    publish(&["-L", &url, "--cafile", ca], "mqtt url and cafile").ok();
+    watcher.expect("mqtt url and cafile");
 
     // midge sub over TLS gets what mosquitto_pub sends on the plain listener.
     let mut sub = Running::spawn(midge_cmd(
@@ -396,8 +403,9 @@ fn tls_failures_are_clear_and_exit_1() {
             "{args:?}"
         );
     }
-    // --insecure: any certificate (this one from the other CA) is accepted.
-    publish(
+    // --insecure skips only the name check, as mosquitto's: a certificate from a CA the
+    // client does not trust is still refused.
+    let out = publish(
         &[
             "-h",
             "localhost",
@@ -414,9 +422,126 @@ fn tls_failures_are_clear_and_exit_1() {
             "cert/a",
         ],
         "insecure",
+    );
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("unknown issuer"), "{}", out.stderr);
+}
+
+/// The server certificate names localhost, 127.0.0.1 and ::1; mosquitto is reached as
+/// 127.0.0.2 (loopback too, on Linux), a name the certificate lacks. `--insecure` skips that
+/// check and nothing else, as mosquitto_pub's `--insecure` does.
+#[test]
+fn insecure_skips_only_the_host_name_check() {
+    if std::net::TcpListener::bind("127.0.0.2:0").is_err() {
+        eprintln!("SKIPPED: 127.0.0.2 is not a loopback address here");
+        return;
+    }
+    let pki = TestPki::generate();
+    let Some(broker) = Mosquitto::start(
+        "insecure",
+        &pki,
+        Listeners {
+            tls: Some(false),
+            tls_address: Some("127.0.0.2"),
+            ..Listeners::default()
+        },
+    ) else {
+        return;
+    };
+    let port = broker.tls.to_string();
+    let watcher = Watcher::start(&broker, "insecure/#");
+    let ca = path(&pki.ca);
+    let by_host = ["-h", "127.0.0.2", "-p", &port, "-t", "insecure/a"];
+    let url = format!("mqtts://127.0.0.2:{port}/insecure/a");
+    let by_url = ["-L", url.as_str()];
+
+    // Without --insecure: the name does not match, and the hint names the flag that gave it.
+    let out = publish(&[&by_host[..], &["--cafile", ca]].concat(), "checked");
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not valid for the host name")
+            && out.stderr.contains("(is -h a name in its certificate?)"),
+        "{}",
+        out.stderr
+    );
+    let out = publish(&[&by_url[..], &["--cafile", ca]].concat(), "checked");
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("the host of the -L URL") && !out.stderr.contains("-h"),
+        "{}",
+        out.stderr
+    );
+    // mosquitto_pub agrees, and with --insecure gets through.
+    let mosquitto_pub = |insecure: bool| {
+        let mut command = Command::new("mosquitto_pub");
+        command.args([
+            "-h",
+            "127.0.0.2",
+            "-p",
+            &port,
+            "--cafile",
+            ca,
+            "-t",
+            "insecure/a",
+        ]);
+        command.args(["-m", if insecure { "mosquitto insecure" } else { "x" }]);
+        if insecure {
+            command.arg("--insecure");
+        }
+        command
+            .stderr(Stdio::null())
+            .status()
+            .expect("mosquitto_pub runs")
+    };
+    assert!(!mosquitto_pub(false).success());
+    assert!(mosquitto_pub(true).success());
+    watcher.expect("mosquitto insecure");
+
+    // With --insecure: accepted, by -h and by -L.
+    publish(
+        &[&by_host[..], &["--cafile", ca, "--insecure"]].concat(),
+        "by -h",
     )
     .ok();
-    watcher.expect("insecure");
+    watcher.expect("by -h");
+    publish(
+        &[&by_url[..], &["--cafile", ca, "--insecure"]].concat(),
+        "by -L",
+    )
+    .ok();
+    watcher.expect("by -L");
+    // …but a CA that did not sign the certificate is still refused.
+    let out = publish(
+        &[
+            &by_host[..],
+            &["--cafile", path(&pki.other_ca), "--insecure"],
+        ]
+        .concat(),
+        "other CA",
+    );
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("unknown issuer"), "{}", out.stderr);
+}
+
+/// mosquitto 2.0 takes the topic of `-L mqtt://host/topic` literally: everything after the
+/// first `/`, no percent-decoding, `..` kept. So does midge.
+#[test]
+fn url_topics_are_literal_as_in_mosquitto() {
+    let pki = TestPki::generate();
+    let Some(broker) = Mosquitto::start("topic", &pki, Listeners::default()) else {
+        return;
+    };
+    let topic = "lit/a%2Fb/../c";
+    let watcher = Watcher::start(&broker, topic);
+    let url = format!("mqtt://127.0.0.1:{}/{topic}", broker.plain.port());
+    let status = Command::new("mosquitto_pub")
+        .args(["-L", &url, "-m", "from mosquitto_pub"])
+        .status()
+        .expect("mosquitto_pub runs");
+    assert!(status.success());
+    watcher.expect("from mosquitto_pub");
+    publish(&["-L", &url], "from midge pub").ok();
+    watcher.expect("from midge pub");
 }
 
 #[test]
@@ -432,8 +557,8 @@ fn bad_tls_arguments_exit_2() {
         ),
         (vec!["--insecure"], "--insecure needs TLS"),
         (
-            vec!["-L", "mqtt://localhost/t", "--cafile", path(&pki.ca)],
-            "--cafile needs TLS: use an mqtts:// URL",
+            vec!["-L", "mqtt://localhost/t", "--insecure"],
+            "--insecure needs TLS: use an mqtts:// URL, or add --cafile",
         ),
         (
             vec!["-L", "mqtt://localhost/t", "-h", "localhost"],
@@ -568,6 +693,7 @@ fn bench_drives_every_scenario_over_tls_ws_wss_and_unix() {
             ws: true,
             wss: true,
             unix: true,
+            ..Listeners::default()
         },
     ) else {
         return;

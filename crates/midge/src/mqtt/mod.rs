@@ -114,8 +114,9 @@ pub(crate) fn run(command: &str, work: impl Future<Output = Result<(), Failure>>
     exit(command, outcome)
 }
 
-/// The options `midge pub` and `midge sub` share: where to connect and how.
-#[derive(Debug, Clone, Args)]
+/// The options `midge pub` and `midge sub` share: where to connect and how. `Debug` shows
+/// no password (neither `-P` nor one in the `-L` URL).
+#[derive(Clone, Args)]
 pub(crate) struct ConnectArgs {
     /// Broker host (default localhost).
     #[arg(short = 'h', long)]
@@ -184,6 +185,32 @@ pub(crate) struct ConnectArgs {
     /// Where to connect, once [`ConnectArgs::resolve`] has checked the flags.
     #[arg(skip)]
     pub(crate) target: Option<transport::Target>,
+}
+
+impl std::fmt::Debug for ConnectArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectArgs")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("transport", &self.transport)
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "(hidden)"))
+            .field("keepalive", &self.keepalive)
+            .field("version", &self.version)
+            .field("persistent", &self.persistent)
+            .field("session_expiry", &self.session_expiry)
+            .field("timeout", &self.timeout)
+            .field("will_topic", &self.will_topic)
+            .field("will_payload", &self.will_payload)
+            .field("will_qos", &self.will_qos)
+            .field("will_retain", &self.will_retain)
+            .field("properties", &self.properties)
+            .field("debug", &self.debug)
+            .field("command", &self.command)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConnectArgs {
@@ -617,7 +644,10 @@ pub(crate) fn connection_failure(args: &ConnectArgs, reason: Option<CloseReason>
                 TlsFailure::UnknownIssuer => {
                     " (give the CA that signed it with --cafile or --capath)"
                 }
-                TlsFailure::NameMismatch => " (is -h the name in its certificate?)",
+                TlsFailure::NameMismatch if args.transport.url.is_some() => {
+                    " (is the host of the -L URL a name in its certificate?)"
+                }
+                TlsFailure::NameMismatch => " (is -h a name in its certificate?)",
                 TlsFailure::AlertReceived(116) => " (give --cert and --key)",
                 _ => "",
             };
@@ -737,6 +767,54 @@ pub(crate) const MAX_PAYLOAD: u64 = 268_435_455;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use clap::Parser;
+
+    #[derive(Parser)]
+    #[command(disable_help_flag = true)]
+    struct Cli {
+        #[command(flatten)]
+        connect: ConnectArgs,
+    }
+
+    fn connect_args(argv: &[&str]) -> ConnectArgs {
+        let mut args = Cli::try_parse_from(std::iter::once("midge").chain(argv.iter().copied()))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .connect;
+        args.resolve().unwrap_or_else(|e| panic!("{}", e.message));
+        args
+    }
+
+    #[test]
+    fn debug_never_shows_a_password() {
+        for argv in [
+            &["-u", "u", "-P", "hunter2"][..],
+            &["-L", "mqtt://u:hunter2@b/t"],
+            &["-L", "mqtts://u:hun%23ter2@b:8883"],
+        ] {
+            let args = connect_args(argv);
+            let shown = format!("{args:?}");
+            assert!(!shown.contains("ter2"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn name_mismatch_hint_names_the_flag_that_gave_the_host() {
+        let failure = |argv: &[&str]| {
+            connection_failure(
+                &connect_args(argv),
+                Some(CloseReason::Tls(TlsFailure::NameMismatch)),
+            )
+            .message
+        };
+        let by_url = failure(&["-L", "mqtts://127.0.0.2:8883/t"]);
+        assert!(
+            by_url.contains("the -L URL") && !by_url.contains("-h"),
+            "{by_url}"
+        );
+        let by_host = failure(&["-h", "127.0.0.2", "--cafile", "ca.pem"]);
+        assert!(by_host.contains("is -h a name"), "{by_host}");
+    }
 
     #[test]
     fn reason_codes_read_as_words() {

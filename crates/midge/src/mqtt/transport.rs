@@ -2,14 +2,16 @@
 //! `--unix`, and TLS flags (`--cafile`, `--capath`, `--cert`, `--key`, `--insecure`,
 //! `--tls-version`, `--tls-alpn`, `--tls-use-os-certs`).
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use midge_client::tls::{ClientTlsOptions, Roots, TlsVersions};
 use midge_client::{BrokerUrl, Scheme};
 
-/// The transport flags `pub`, `sub` and `bench` share.
-#[derive(Debug, Clone, Default, Args)]
+/// The transport flags `pub`, `sub` and `bench` share. `Debug` shows the `-L` URL without
+/// its password.
+#[derive(Clone, Default, Args)]
 pub(crate) struct TransportArgs {
     /// The broker as a URL, as mosquitto's `-L` (see the help text).
     #[arg(
@@ -17,10 +19,13 @@ pub(crate) struct TransportArgs {
         long = "url",
         value_name = "URL",
         help = "Broker URL instead of -h and -p, as mosquitto's -L: \
-                mqtt(s)://[user[:password]@]host[:port]/topic (the path is the topic, as -t), \
-                ws(s)://[user[:password]@]host[:port][/path] (the path is the WebSocket path, \
-                default /mqtt; the topic comes from -t), or unix:///path/to/socket. Default \
-                ports: mqtt 1883, mqtts 8883, ws 80, wss 443"
+                mqtt(s)://[user[:password]@]host[:port]/topic (the path is the topic, as -t, \
+                taken literally), ws(s)://[user[:password]@]host[:port][/path] (the path is \
+                the WebSocket path, default /mqtt; the topic comes from -t), or \
+                unix:///path/to/socket. Default ports: mqtt 1883, mqtts 8883, ws 80, wss 443. \
+                Write '/' as %2F and '@' as %40 in a user name or password. --cafile, --capath \
+                or --tls-use-os-certs turn TLS on for an mqtt:// URL too, on its port \
+                (default 1883), as in mosquitto"
     )]
     pub(crate) url: Option<String>,
     /// Connect through this Unix domain socket instead of TCP.
@@ -42,8 +47,9 @@ pub(crate) struct TransportArgs {
     /// The client certificate's private key (PEM); needs --cert.
     #[arg(long, value_name = "FILE")]
     pub(crate) key: Option<PathBuf>,
-    /// Do not verify the broker's certificate at all (neither its CA nor its host name).
-    /// For tests only: anyone on the path can read and change the traffic.
+    /// Do not check that the broker's certificate is issued for the host connected to (as
+    /// mosquitto's --insecure): it must still be signed by a trusted CA and valid now. Any
+    /// holder of a certificate from that CA can then pose as the broker.
     #[arg(long)]
     pub(crate) insecure: bool,
     /// Offer only this TLS version: tlsv1.2 or tlsv1.3 (default: both).
@@ -52,6 +58,31 @@ pub(crate) struct TransportArgs {
     /// ALPN protocol to offer in the TLS handshake (e.g. mqtt).
     #[arg(long = "tls-alpn", value_name = "PROTOCOL")]
     pub(crate) tls_alpn: Option<String>,
+}
+
+impl fmt::Debug for TransportArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportArgs")
+            .field("url", &self.url.as_deref().map(shown_url))
+            .field("unix", &self.unix)
+            .field("cafile", &self.cafile)
+            .field("capath", &self.capath)
+            .field("tls_use_os_certs", &self.tls_use_os_certs)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("insecure", &self.insecure)
+            .field("tls_version", &self.tls_version)
+            .field("tls_alpn", &self.tls_alpn)
+            .finish()
+    }
+}
+
+/// A `-L` URL as it may be shown: without its password, or not at all if it does not parse.
+fn shown_url(text: &str) -> String {
+    match BrokerUrl::parse(text) {
+        Ok(url) => url.to_string(),
+        Err(_) => "(not a valid URL; not shown, as it may hold a password)".into(),
+    }
 }
 
 fn parse_tls_version(s: &str) -> Result<TlsVersions, String> {
@@ -151,21 +182,28 @@ pub(crate) fn target(
     }
     let (url, topic) = match (&t.url, &t.unix) {
         (Some(text), _) => {
-            let url = BrokerUrl::parse(text).map_err(|e| format!("-L: {e}"))?;
+            let mut url = BrokerUrl::parse(text).map_err(|e| format!("-L: {e}"))?;
             let topic = match url.scheme() {
-                Scheme::Mqtt | Scheme::Mqtts => url_topic(url.path())?,
+                Scheme::Mqtt | Scheme::Mqtts => url_topic(url.path()),
                 _ => None,
             };
+            // As mosquitto: a CA turns TLS on for an mqtt:// URL, on the URL's port.
+            if url.scheme() == Scheme::Mqtt && !roots.is_empty() {
+                url = url
+                    .with_scheme(Scheme::Mqtts)
+                    .map_err(|e| format!("-L: {e}"))?;
+            }
             (url, topic)
         }
         (None, Some(path)) => (unix_url(path)?, None),
         (None, None) => {
             let tls = !roots.is_empty();
-            let scheme = if tls { "mqtts" } else { "mqtt" };
+            let scheme = if tls { Scheme::Mqtts } else { Scheme::Mqtt };
             let host = host.unwrap_or(default_host);
             let port = port.unwrap_or(if tls { 8883 } else { 1883 });
-            let url = BrokerUrl::parse(&format!("{scheme}://{}:{port}", bracketed(host)))
-                .map_err(|e| format!("-h {host:?}: {e}"))?;
+            // -h is a host, not URL text: taken as it is, as mosquitto takes it.
+            let url =
+                BrokerUrl::from_parts(scheme, host, port).map_err(|e| format!("-h/-p: {e}"))?;
             (url, None)
         }
     };
@@ -187,7 +225,7 @@ pub(crate) fn target(
                 .map_or(Roots::System, |(_, roots)| roots),
         );
         options.identity = t.cert.clone().zip(t.key.clone());
-        options.insecure_skip_verify_for_testing = t.insecure;
+        options.verify_hostname = !t.insecure;
         options.versions = t.tls_version.unwrap_or_default();
         if let Some(alpn) = &t.tls_alpn {
             if alpn.is_empty() || alpn.len() > 255 {
@@ -202,7 +240,9 @@ pub(crate) fn target(
                 Scheme::Mqtt if t.url.is_none() => format!(
                     "{flag} needs TLS: add --cafile, --capath or --tls-use-os-certs to turn it on"
                 ),
-                Scheme::Mqtt => format!("{flag} needs TLS: use an mqtts:// URL"),
+                Scheme::Mqtt => format!(
+                    "{flag} needs TLS: use an mqtts:// URL, or add --cafile, --capath or --tls-use-os-certs"
+                ),
                 Scheme::Ws => format!("{flag} needs TLS: use a wss:// URL"),
                 _ => format!("{flag} needs TLS, which a Unix socket does not use"),
             });
@@ -212,17 +252,12 @@ pub(crate) fn target(
     Ok(Target { url, tls, topic })
 }
 
-/// The topic of an `mqtt(s)://host/topic` URL: the path without its first `/`,
-/// percent-decoded; none for an empty path.
-fn url_topic(path: &str) -> Result<Option<String>, String> {
-    let path = path.strip_prefix('/').unwrap_or(path);
-    if path.is_empty() {
-        return Ok(None);
-    }
-    percent_encoding::percent_decode_str(path)
-        .decode_utf8()
-        .map(|topic| Some(topic.into_owned()))
-        .map_err(|_| "-L: the topic in the URL is not UTF-8".into())
+/// The topic of an `mqtt(s)://host/topic` URL: everything after the first `/`, exactly as
+/// written (no percent-decoding, `.` and `..` kept), as mosquitto 2.0 reads it; none for an
+/// empty path.
+fn url_topic(path: &str) -> Option<String> {
+    let topic = path.strip_prefix('/').unwrap_or(path);
+    (!topic.is_empty()).then(|| topic.to_owned())
 }
 
 /// A `unix://` URL for `--unix PATH`, relative paths taken from the current directory.
@@ -321,7 +356,9 @@ mod tests {
         );
         let tls = t.tls.expect("tls");
         assert_eq!(tls.identity, Some(("c.pem".into(), "c.key".into())));
-        assert!(tls.insecure_skip_verify_for_testing);
+        // mosquitto's --insecure: the name is not checked, the CA still is.
+        assert!(!tls.verify_hostname);
+        assert!(!tls.insecure_skip_verify_for_testing);
         assert_eq!(tls.versions, TlsVersions::Tls13);
         assert_eq!(tls.alpn, vec![b"mqtt".to_vec()]);
     }
@@ -352,7 +389,7 @@ mod tests {
             None,
             &args(|a| a.url = Some("mqtt://b/a%20b/+".into())),
         );
-        assert_eq!(t.topic.as_deref(), Some("a b/+"));
+        assert_eq!(t.topic.as_deref(), Some("a%20b/+"));
         let t = ok(None, None, &args(|a| a.url = Some("mqtt://b".into())));
         assert_eq!(t.topic, None);
         // The path of a WebSocket URL is the WebSocket path, not a topic.
@@ -448,9 +485,9 @@ mod tests {
                 None,
                 args(|a| {
                     a.url = Some("mqtt://b".into());
-                    a.cafile = Some("ca".into());
+                    a.insecure = true;
                 }),
-                "--cafile needs TLS: use an mqtts:// URL",
+                "--insecure needs TLS: use an mqtts:// URL, or add --cafile",
             ),
             (
                 None,
@@ -505,6 +542,117 @@ mod tests {
                 "{message:?} should start with {expected:?}"
             );
             assert!(!message.contains("secret"), "{message}");
+        }
+    }
+
+    #[test]
+    fn host_is_taken_as_it_is_not_as_url_text() {
+        for (host, port) in [
+            ("a/b", 9999),
+            ("broker#x", 9999),
+            ("broker?x", 9999),
+            ("alice@broker", 9999),
+            ("alice:pw@broker", 9999),
+            ("fe80::1%eth0", 1883),
+        ] {
+            let t = ok(Some(host), Some(port), &TransportArgs::default());
+            assert_eq!(
+                (
+                    t.url.host(),
+                    t.url.port(),
+                    t.url.username(),
+                    t.url.password()
+                ),
+                (host, port, None, None),
+                "-h {host}"
+            );
+            assert_eq!(t.topic, None);
+        }
+        let t = ok(Some("[::1]"), None, &TransportArgs::default());
+        assert_eq!(t.url.host(), "::1");
+        let t = ok(
+            Some("fe80::1%eth0"),
+            None,
+            &args(|a| a.cafile = Some("ca.pem".into())),
+        );
+        assert_eq!(
+            (t.url.scheme(), t.url.host(), t.url.port()),
+            (Scheme::Mqtts, "fe80::1%eth0", 8883)
+        );
+        assert!(err(Some(""), None, &TransportArgs::default()).starts_with("-h/-p: "));
+    }
+
+    #[test]
+    fn url_topics_are_taken_literally_as_mosquitto_does() {
+        for (url, topic) in [
+            ("mqtt://h/a/../b", "a/../b"),
+            ("mqtt://h/a/./b", "a/./b"),
+            ("mqtt://h/sensors/%2e%2e/x", "sensors/%2e%2e/x"),
+            // mosquitto_sub -L 'mqtt://host/a%2Fb' subscribes to `a%2Fb`.
+            ("mqtt://h/a%2Fb", "a%2Fb"),
+            ("mqtt://h/%zz/#", "%zz/#"),
+            ("mqtts://h:1/a?b#", "a?b#"),
+            ("mqtt://h/.", "."),
+            ("mqtt://u:p%2Fw@h/t", "t"),
+        ] {
+            let t = ok(None, None, &args(|a| a.url = Some(url.into())));
+            assert_eq!(t.topic.as_deref(), Some(topic), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_ca_turns_tls_on_for_an_mqtt_url_as_in_mosquitto() {
+        let t = ok(
+            None,
+            None,
+            &args(|a| {
+                a.url = Some("mqtt://u:pw@b/t".into());
+                a.cafile = Some("ca.pem".into());
+                a.insecure = true;
+            }),
+        );
+        assert_eq!(
+            (t.url.scheme(), t.url.host(), t.url.port()),
+            (Scheme::Mqtts, "b", 1883)
+        );
+        assert_eq!(
+            (t.url.username(), t.url.password()),
+            (Some("u"), Some("pw"))
+        );
+        assert_eq!(t.topic.as_deref(), Some("t"));
+        let tls = t.tls.expect("tls");
+        assert_eq!(tls.roots, Roots::File("ca.pem".into()));
+        assert!(!tls.verify_hostname);
+        let t = ok(
+            None,
+            None,
+            &args(|a| {
+                a.url = Some("mqtt://b:8884".into());
+                a.tls_use_os_certs = true;
+            }),
+        );
+        assert_eq!((t.url.scheme(), t.url.port()), (Scheme::Mqtts, 8884));
+    }
+
+    #[test]
+    fn debug_never_shows_a_password() {
+        for url in [
+            "mqtt://u:hunter2@b/t",
+            "mqtt://u:hunter2@b:99999/t",
+            "wss://u:hunter2@b/ws",
+            "mqtt://u:hun#ter2@b",
+            "mqtt://u:hunter2/x@b",
+        ] {
+            let t = args(|a| a.url = Some(url.into()));
+            let shown = format!("{t:?}");
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("ter2"),
+                "{shown}"
+            );
+            if let Ok(target) = target(None, None, "localhost", &t) {
+                let shown = format!("{target:?} {}", target.display());
+                assert!(!shown.contains("ter2"), "{shown}");
+            }
         }
     }
 
