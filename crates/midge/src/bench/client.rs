@@ -208,6 +208,24 @@ impl Stream {
     }
 }
 
+/// A password: its `Debug` output never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Password(pub(crate) String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(hidden)")
+    }
+}
+
+impl std::str::FromStr for Password {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.to_owned()))
+    }
+}
+
 /// How every bench client connects.
 #[derive(Clone, Debug)]
 pub(crate) struct ConnectOptions {
@@ -217,7 +235,7 @@ pub(crate) struct ConnectOptions {
     pub(crate) version: ProtocolVersion,
     pub(crate) keep_alive: u16,
     pub(crate) username: Option<String>,
-    pub(crate) password: Option<String>,
+    pub(crate) password: Option<Password>,
     /// Limit for the connection (TLS handshake and WebSocket upgrade included) plus the
     /// CONNACK.
     pub(crate) timeout: Duration,
@@ -284,7 +302,7 @@ impl Conn {
         let mut connect = Connect::new(opts.version, client_id.to_owned());
         connect.keep_alive = opts.keep_alive;
         connect.username = opts.username.clone().map(ByteStr::from);
-        connect.password = opts.password.clone().map(Bytes::from);
+        connect.password = opts.password.clone().map(|p| Bytes::from(p.0));
         conn.send(&Packet::Connect(Box::new(connect))).await?;
         match timeout_at(deadline, conn.read_packet()).await {
             Err(_) => Err(SetupError::Timeout),
@@ -521,5 +539,17 @@ mod tests {
         assert_eq!(ping_time(t, 0), None);
         assert_eq!(ping_time(t, 1), Some(t + Duration::from_millis(500)));
         assert_eq!(ping_time(t, 60), Some(t + Duration::from_secs(30)));
+    }
+}
+
+#[cfg(test)]
+mod password_tests {
+    use super::Password;
+
+    #[test]
+    fn debug_never_shows_a_password() {
+        let password: Password = "s3cret".parse().expect("any text");
+        assert_eq!(format!("{password:?}"), "(hidden)");
+        assert_eq!(password.0, "s3cret");
     }
 }

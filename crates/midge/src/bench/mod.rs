@@ -94,7 +94,7 @@ struct Common {
     username: Option<String>,
     /// Password.
     #[arg(short = 'P', long)]
-    password: Option<String>,
+    password: Option<client::Password>,
     /// Keep Alive in seconds; clients send PINGREQ after half of it without sending. 0: off
     /// (some brokers, rumqttd among them, refuse 0).
     #[arg(short = 'k', long, default_value_t = 60)]
@@ -529,10 +529,10 @@ fn setup(c: &Common) -> Result<Setup, String> {
                 .username
                 .clone()
                 .or(target.url.username().map(str::to_owned)),
-            password: c
-                .password
-                .clone()
-                .or(target.url.password().map(str::to_owned)),
+            password: c.password.clone().or(target
+                .url
+                .password()
+                .map(|p| client::Password(p.to_owned()))),
             timeout: c.connect_timeout,
         },
         broker,
