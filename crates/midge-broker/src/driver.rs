@@ -61,6 +61,10 @@ struct Woken {
 struct Buffers {
     read: BytesMut,
     write: BytesMut,
+    /// The transport took every byte written but has not finished flushing them (a TLS or
+    /// WebSocket stream holding the tail of what it took): flushed again as soon as it can go
+    /// on, even if nothing more is written.
+    unflushed: bool,
 }
 
 impl Buffers {
@@ -72,7 +76,7 @@ impl Buffers {
                 *buf = BytesMut::new();
             }
         }
-        self.read.is_empty() && self.write.is_empty()
+        self.read.is_empty() && self.write.is_empty() && !self.unflushed
     }
 }
 
@@ -143,6 +147,7 @@ async fn drive<S: Transport>(connection: &mut Connection, stream: &mut S) -> Byt
     tokio::pin!(sleep);
     // Whether `sleep` runs to the connection's next deadline (its own deadline says which).
     let mut armed = false;
+
     loop {
         let bufs = io.get_or_insert_with(Box::default);
         // Input that waited (for more bytes, or for the connection to want it again).
@@ -181,11 +186,11 @@ async fn drive<S: Transport>(connection: &mut Connection, stream: &mut S) -> Byt
         let woken = std::future::poll_fn(move |cx| {
             let mut woken = Woken::default();
             let bufs = buffers.get_or_insert_with(Box::default);
-            if !bufs.write.is_empty() {
-                if let Poll::Ready(Err(_)) =
-                    poll_write_all(transport, cx, &mut bufs.write, &mut woken.sent)
-                {
-                    woken.failed = true;
+            if !bufs.write.is_empty() || bufs.unflushed {
+                match poll_write_all(transport, cx, &mut bufs.write, &mut woken.sent) {
+                    Poll::Ready(Ok(())) => bufs.unflushed = false,
+                    Poll::Ready(Err(_)) => woken.failed = true,
+                    Poll::Pending => bufs.unflushed = true,
                 }
             }
             if can_read && !woken.failed {

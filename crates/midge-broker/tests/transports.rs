@@ -891,3 +891,84 @@ async fn alpn_other_than_the_listeners_is_refused_unless_alpn_is_turned_off() {
         .await;
     assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
 }
+
+/// A transport that takes every write at once and sends it on only when flushed, as TLS and
+/// WebSocket streams do, over a pipe with room for a few bytes.
+struct Holding {
+    held: Vec<u8>,
+    pipe: tokio::io::DuplexStream,
+}
+
+impl tokio::io::AsyncRead for Holding {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.pipe).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Holding {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.held.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        while !this.held.is_empty() {
+            let n =
+                std::task::ready!(std::pin::Pin::new(&mut this.pipe).poll_write(cx, &this.held))?;
+            this.held.drain(..n);
+        }
+        std::pin::Pin::new(&mut this.pipe).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::ready!(self.as_mut().poll_flush(cx))?;
+        std::pin::Pin::new(&mut self.pipe).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn output_a_transport_took_but_could_not_flush_yet_goes_out_when_it_can() {
+    let broker = start(config("[[listener]]\nbind = \"127.0.0.1:0\"\n")).await;
+    // 8 bytes of room: every answer takes several flushes, each finished only after the
+    // client read what the one before it sent.
+    let (client, server) = tokio::io::duplex(8);
+    broker.serve(
+        Holding {
+            held: Vec::new(),
+            pipe: server,
+        },
+        "127.0.0.1:9".parse().expect("addr"),
+    );
+    let mut peer = Peer::new(client, V5);
+    let mut connect = Connect::new(V5, "held".to_owned());
+    connect.keep_alive = 0;
+    let ack = peer.handshake(connect).await;
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    peer.subscribe("held/t", QoS::AtLeastOnce).await;
+    peer.publish(
+        "held/t",
+        "a message longer than the pipe",
+        QoS::AtLeastOnce,
+        false,
+    )
+    .await;
+    assert_eq!(
+        peer.recv_publish().await.payload,
+        Bytes::from_static(b"a message longer than the pipe")
+    );
+}

@@ -614,12 +614,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
         let this = self.get_mut();
         ready!(this.poll_unsent(cx))?;
         if !this.close_sent {
+            // Before the close frame is begun: once tungstenite has started it, no frame of
+            // ours may follow, even if this shutdown is never polled again.
+            this.closing = true;
             match ready!(Pin::new(&mut this.inner).poll_close(cx)) {
                 Ok(()) | Err(tungstenite::Error::AlreadyClosed) => {}
                 Err(e) => return Poll::Ready(Err(io_error(e))),
             }
             this.close_sent = true;
-            this.closing = true;
         }
         Pin::new(this.inner.get_mut()).poll_shutdown(cx)
     }
