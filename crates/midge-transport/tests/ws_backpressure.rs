@@ -232,3 +232,42 @@ fn tokio_tungstenite_client_request() -> tungstenite::handshake::client::Request
         .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
     request
 }
+
+/// A shutdown that could not finish has begun the close frame: a later write is refused, and
+/// never lands inside it.
+#[tokio::test]
+async fn no_frame_follows_a_close_that_was_begun() {
+    let (mut client, server) = tokio::io::duplex(1 << 16);
+    let gate = Gate::default();
+    client
+        .write_all(
+            b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Protocol: mqtt\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut ws = accept(
+        Gated {
+            input: server,
+            gate: gate.clone(),
+        },
+        &AcceptOptions::default(),
+    )
+    .await
+    .expect("upgrade");
+    gate.written.lock().unwrap().clear();
+    gate.blocked.store(true, SeqCst);
+    let shutdown = tokio::time::timeout(Duration::from_millis(50), ws.shutdown()).await;
+    assert!(shutdown.is_err(), "the close frame is blocked");
+    gate.blocked.store(false, SeqCst);
+    let err = ws.write_all(b"hello").await.expect_err("closing");
+    assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    ws.shutdown().await.expect("the close frame goes out");
+    let sent = gate.written.lock().unwrap().clone();
+    assert_eq!(
+        &sent[..2],
+        &[0x88, 0x00],
+        "a close frame and nothing else: {sent:?}"
+    );
+}
