@@ -482,11 +482,13 @@ enum Prepared {
 enum HandshakeError {
     #[error("{0}")]
     Proxy(#[from] midge_transport::proxy::ProxyError),
+    #[cfg(feature = "tls")]
     #[error("TLS handshake failed: {0}")]
     Tls(io::Error),
     #[cfg(feature = "ws")]
     #[error("{0}")]
     Ws(#[from] midge_transport::ws::WsError),
+    #[cfg(feature = "tls")]
     #[error("the client certificate has no Common Name to use as the user name")]
     NoCommonName,
     #[error("no CONNECT within connect_timeout_ms: the handshakes took too long")]

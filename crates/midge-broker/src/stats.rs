@@ -24,6 +24,7 @@ pub(crate) struct Counters {
     pub(crate) protocol_errors: AtomicU64,
     /// Connections in their handshakes (PROXY header, TLS, WebSocket), not yet counted in
     /// `connections`.
+    #[cfg(feature = "runtime")]
     pub(crate) handshaking: AtomicUsize,
     pub(crate) transport_errors: AtomicU64,
 }

@@ -30,7 +30,10 @@ pub(crate) type Opening = Pin<Box<dyn Future<Output = io::Result<BoxedTransport>
 pub(crate) struct OpenParams {
     /// The largest packet the client accepts ([`Limits::max_packet_size`](crate::Limits)):
     /// bounds WebSocket messages.
-    #[cfg_attr(not(feature = "ws"), allow(dead_code))]
+    #[cfg_attr(
+        not(feature = "ws"),
+        expect(dead_code, reason = "only the WebSocket connector bounds its messages by it")
+    )]
     pub(crate) max_packet_size: u32,
 }
 
@@ -346,10 +349,12 @@ where
 
 /// The largest packet MQTT can encode, its fixed header included: a Remaining Length of
 /// 268,435,455 (§2.2.3) after one byte of type and flags and four of length.
+#[cfg(any(feature = "ws", test))]
 const MQTT_MAX_PACKET: usize = 1 + 4 + 268_435_455;
 
 /// The smallest WebSocket message limit: a broker may gather several small packets into one
 /// message (midge's broker sends messages of up to 64 KiB, others may send more).
+#[cfg(any(feature = "ws", test))]
 const MIN_WEBSOCKET_MESSAGE: usize = 1024 * 1024;
 
 /// The largest WebSocket message accepted from the broker, for a client that accepts packets

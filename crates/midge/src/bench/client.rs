@@ -43,7 +43,6 @@ pub(crate) enum Dial {
         String,
         Option<(TlsConnector, ServerName<'static>)>,
     ),
-    #[cfg_attr(not(unix), allow(dead_code))]
     Unix(PathBuf),
 }
 
