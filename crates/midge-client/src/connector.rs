@@ -32,7 +32,10 @@ pub(crate) struct OpenParams {
     /// bounds WebSocket messages.
     #[cfg_attr(
         not(feature = "ws"),
-        expect(dead_code, reason = "only the WebSocket connector bounds its messages by it")
+        expect(
+            dead_code,
+            reason = "only the WebSocket connector bounds its messages by it"
+        )
     )]
     pub(crate) max_packet_size: u32,
 }

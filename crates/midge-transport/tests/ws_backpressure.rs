@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use midge_transport::ws::{accept, AcceptOptions};
+use midge_transport::ws::{accept, AcceptOptions, WsStream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 
 /// Whether writes are blocked, the waker of the write that found them blocked, and what was
@@ -60,8 +60,9 @@ impl AsyncWrite for Gated {
     }
 }
 
-#[tokio::test]
-async fn a_pong_blocked_once_is_sent_by_reads_once_the_stream_takes_it() {
+/// Our server over a gated stream, upgraded, with nothing written yet; the client's end of
+/// the pipe, where raw frames are written.
+async fn gated_server() -> (WsStream<Gated>, DuplexStream, Gate) {
     let (mut client, server) = tokio::io::duplex(1 << 16);
     let gate = Gate::default();
     client
@@ -72,16 +73,20 @@ async fn a_pong_blocked_once_is_sent_by_reads_once_the_stream_takes_it() {
         )
         .await
         .unwrap();
-    let mut ws = accept(
-        Gated {
-            input: server,
-            gate: gate.clone(),
-        },
-        &AcceptOptions::default(),
-    )
-    .await
-    .expect("upgrade");
+    let input = Gated {
+        input: server,
+        gate: gate.clone(),
+    };
+    let ws = accept(input, &AcceptOptions::default())
+        .await
+        .expect("upgrade");
     gate.written.lock().unwrap().clear();
+    (ws, client, gate)
+}
+
+#[tokio::test]
+async fn a_pong_blocked_once_is_sent_by_reads_once_the_stream_takes_it() {
+    let (mut ws, mut client, gate) = gated_server().await;
     gate.blocked.store(true, SeqCst);
     // A masked ping with payload "hi" (zero mask).
     client
@@ -237,26 +242,7 @@ fn tokio_tungstenite_client_request() -> tungstenite::handshake::client::Request
 /// never lands inside it.
 #[tokio::test]
 async fn no_frame_follows_a_close_that_was_begun() {
-    let (mut client, server) = tokio::io::duplex(1 << 16);
-    let gate = Gate::default();
-    client
-        .write_all(
-            b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-              Sec-WebSocket-Protocol: mqtt\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut ws = accept(
-        Gated {
-            input: server,
-            gate: gate.clone(),
-        },
-        &AcceptOptions::default(),
-    )
-    .await
-    .expect("upgrade");
-    gate.written.lock().unwrap().clear();
+    let (mut ws, _client, gate) = gated_server().await;
     gate.blocked.store(true, SeqCst);
     let shutdown = tokio::time::timeout(Duration::from_millis(50), ws.shutdown()).await;
     assert!(shutdown.is_err(), "the close frame is blocked");
