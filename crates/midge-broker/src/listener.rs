@@ -140,7 +140,6 @@ impl Bound {
     /// Binds the listener's socket and loads its certificates. `max_packet_size` bounds
     /// WebSocket messages.
     pub(crate) fn bind(config: &ListenerConfig, max_packet_size: u32) -> Result<Self, ListenError> {
-        let name = config.describe();
         let bind = config.bind.to_string();
         let bind_error = |source| ListenError::Bind {
             bind: bind.clone(),
@@ -224,20 +223,14 @@ impl Bound {
             }
         };
         // Logs name the address really bound (the real port when port 0 was asked for).
-        let name = match &socket {
-            Socket::Tcp(listener) => match listener.local_addr() {
-                Ok(local) => {
-                    let mut bound = config.clone();
-                    bound.bind = BindAddr::Tcp(local);
-                    bound.describe()
-                }
-                Err(_) => name,
-            },
-            #[cfg(unix)]
-            Socket::Unix(..) => name,
-        };
+        let mut config = config.clone();
+        if let Socket::Tcp(listener) = &socket {
+            if let Ok(local) = listener.local_addr() {
+                config.bind = BindAddr::Tcp(local);
+            }
+        }
+        let name = config.describe();
         Ok(Self {
-            config: config.clone(),
             socket,
             stack: Arc::new(Stack {
                 name,
@@ -252,6 +245,7 @@ impl Bound {
                 #[cfg(feature = "ws")]
                 ws,
             }),
+            config,
         })
     }
 
