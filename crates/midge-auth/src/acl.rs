@@ -1,0 +1,1 @@
+//! Access control lists in mosquitto's `acl_file` syntax.

@@ -1,0 +1,1 @@
+//! Password files in mosquitto's `password_file` syntax.
