@@ -37,7 +37,23 @@ pub struct ConnectRequest<'a> {
     pub peer: SocketAddr,
     /// Whether the client asked for a clean start.
     pub clean_start: bool,
+    /// The listener the client came through: its index in
+    /// [`BrokerConfig::listeners`](crate::BrokerConfig::listeners).
+    pub listener: usize,
+    /// Whether the client is on this machine: it came over loopback or a Unix socket.
+    pub local: bool,
+    /// Whether [`ConnectRequest::username`] was proven already: it is the name of the client's
+    /// TLS certificate (`use_identity_as_username`) or of an enhanced authentication exchange
+    /// that succeeded, not a claim the CONNECT makes.
+    pub username_verified: bool,
+    /// When the CONNECT was read.
+    pub now: std::time::Instant,
 }
+
+/// A check of a CONNECT's credentials too costly to run on the connection's thread (a
+/// password hash), from [`Hooks::verify`]: the broker runs it on a bounded pool of threads of
+/// its own, and the connection waits for its answer without holding up any other.
+pub type Verification = Box<dyn FnOnce() -> Result<(), ReasonCode> + Send>;
 
 /// A connected client, as the hooks see it.
 #[derive(Clone, Debug)]
@@ -96,6 +112,15 @@ pub trait Hooks: Send + Sync + 'static {
         Ok(())
     }
 
+    /// A costly check of the CONNECT's credentials, asked once [`Hooks::authenticate`] allowed
+    /// it: `Some` runs the returned check on the broker's pool of verification threads (so
+    /// that a storm of CONNECTs with passwords to hash never stalls routing), and its answer
+    /// decides as `authenticate`'s would. The default has none.
+    fn verify(&self, request: &ConnectRequest<'_>) -> Option<Verification> {
+        let _ = request;
+        None
+    }
+
     /// Decides whether `client` may publish `message`. A refused QoS 1 or 2 message is
     /// acknowledged with the code (5.0) and not routed; a refused will is dropped.
     ///
@@ -139,6 +164,16 @@ pub trait Hooks: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Decides whether `client` may receive `message`, routed to it by one of its
+    /// subscriptions. Asked as the message is delivered, so that a subscription to a wildcard
+    /// brings only what its client may read, and again for retained messages sent on
+    /// SUBSCRIBE and for the queued messages of a session that resumes. A refused message is
+    /// skipped for this client and counted. The default allows everything.
+    fn authorize_read(&self, client: &ClientInfo, message: &Message) -> bool {
+        let _ = (client, message);
+        true
+    }
+
     /// A client was accepted; `session_present` tells whether it resumed a session.
     fn on_connected(&self, client: &ClientInfo, session_present: bool) {
         let _ = (client, session_present);
@@ -165,6 +200,137 @@ pub trait Hooks: Send + Sync + 'static {
     /// with its connection (Session Expiry Interval 0).
     fn on_session_expired(&self, client_id: &str) {
         let _ = client_id;
+    }
+}
+
+/// Two sets of hooks asked in turn: a client must pass both (the first refusal wins, and a
+/// verification runs the first's, then the second's), and both hear every event. This is how
+/// the broker puts its own file-based rules ([`crate::FileAuth`]) in front of a library
+/// user's.
+impl<A: Hooks, B: Hooks> Hooks for (A, B) {
+    fn authenticate(&self, request: &ConnectRequest<'_>) -> Result<(), ReasonCode> {
+        self.0.authenticate(request)?;
+        self.1.authenticate(request)
+    }
+
+    fn verify(&self, request: &ConnectRequest<'_>) -> Option<Verification> {
+        match (self.0.verify(request), self.1.verify(request)) {
+            (None, None) => None,
+            (Some(one), None) | (None, Some(one)) => Some(one),
+            (Some(first), Some(second)) => Some(Box::new(move || {
+                first()?;
+                second()
+            })),
+        }
+    }
+
+    fn authorize_publish(&self, client: &ClientInfo, message: &Message) -> Result<(), ReasonCode> {
+        self.0.authorize_publish(client, message)?;
+        self.1.authorize_publish(client, message)
+    }
+
+    fn authorize_sys_publish(
+        &self,
+        client: &ClientInfo,
+        message: &Message,
+    ) -> Result<(), ReasonCode> {
+        self.0.authorize_sys_publish(client, message)?;
+        self.1.authorize_sys_publish(client, message)
+    }
+
+    fn authorize_subscribe(
+        &self,
+        client: &ClientInfo,
+        filter: &str,
+        options: &SubscriptionOptions,
+    ) -> Result<(), ReasonCode> {
+        self.0.authorize_subscribe(client, filter, options)?;
+        self.1.authorize_subscribe(client, filter, options)
+    }
+
+    fn authorize_read(&self, client: &ClientInfo, message: &Message) -> bool {
+        self.0.authorize_read(client, message) && self.1.authorize_read(client, message)
+    }
+
+    fn on_connected(&self, client: &ClientInfo, session_present: bool) {
+        self.0.on_connected(client, session_present);
+        self.1.on_connected(client, session_present);
+    }
+
+    fn on_disconnected(&self, client: &ClientInfo, reason: CloseReason) {
+        self.0.on_disconnected(client, reason);
+        self.1.on_disconnected(client, reason);
+    }
+
+    fn on_message_published(&self, client: Option<&ClientInfo>, message: &Message, matched: usize) {
+        self.0.on_message_published(client, message, matched);
+        self.1.on_message_published(client, message, matched);
+    }
+
+    fn on_session_created(&self, client_id: &str) {
+        self.0.on_session_created(client_id);
+        self.1.on_session_created(client_id);
+    }
+
+    fn on_session_expired(&self, client_id: &str) {
+        self.0.on_session_expired(client_id);
+        self.1.on_session_expired(client_id);
+    }
+}
+
+/// Shared hooks are hooks.
+impl<T: Hooks + ?Sized> Hooks for std::sync::Arc<T> {
+    fn authenticate(&self, request: &ConnectRequest<'_>) -> Result<(), ReasonCode> {
+        (**self).authenticate(request)
+    }
+
+    fn verify(&self, request: &ConnectRequest<'_>) -> Option<Verification> {
+        (**self).verify(request)
+    }
+
+    fn authorize_publish(&self, client: &ClientInfo, message: &Message) -> Result<(), ReasonCode> {
+        (**self).authorize_publish(client, message)
+    }
+
+    fn authorize_sys_publish(
+        &self,
+        client: &ClientInfo,
+        message: &Message,
+    ) -> Result<(), ReasonCode> {
+        (**self).authorize_sys_publish(client, message)
+    }
+
+    fn authorize_subscribe(
+        &self,
+        client: &ClientInfo,
+        filter: &str,
+        options: &SubscriptionOptions,
+    ) -> Result<(), ReasonCode> {
+        (**self).authorize_subscribe(client, filter, options)
+    }
+
+    fn authorize_read(&self, client: &ClientInfo, message: &Message) -> bool {
+        (**self).authorize_read(client, message)
+    }
+
+    fn on_connected(&self, client: &ClientInfo, session_present: bool) {
+        (**self).on_connected(client, session_present);
+    }
+
+    fn on_disconnected(&self, client: &ClientInfo, reason: CloseReason) {
+        (**self).on_disconnected(client, reason);
+    }
+
+    fn on_message_published(&self, client: Option<&ClientInfo>, message: &Message, matched: usize) {
+        (**self).on_message_published(client, message, matched);
+    }
+
+    fn on_session_created(&self, client_id: &str) {
+        (**self).on_session_created(client_id);
+    }
+
+    fn on_session_expired(&self, client_id: &str) {
+        (**self).on_session_expired(client_id);
     }
 }
 
