@@ -822,9 +822,9 @@ impl ScramServer {
         lookup: impl FnOnce(&str) -> Option<StoredCredentials>,
         mock_key: &[u8; 32],
     ) -> Result<(Self, Vec<u8>), ScramError> {
-        // Check the message before asking for randomness, so garbage costs nothing.
-        parse_client_first(client_first)?;
-        Self::start_with_nonce(client_first, lookup, mock_key, &random_nonce()?)
+        // Read the message before asking for randomness, so garbage costs nothing.
+        let first = parse_client_first(client_first)?;
+        Self::start_parsed(first, lookup, mock_key, &random_nonce()?)
     }
 
     /// Like [`start`](Self::start) with a chosen server nonce part, for known-answer tests
@@ -837,6 +837,15 @@ impl ScramServer {
         server_nonce: &str,
     ) -> Result<(Self, Vec<u8>), ScramError> {
         let first = parse_client_first(client_first)?;
+        Self::start_parsed(first, lookup, mock_key, server_nonce)
+    }
+
+    fn start_parsed(
+        first: ClientFirst<'_>,
+        lookup: impl FnOnce(&str) -> Option<StoredCredentials>,
+        mock_key: &[u8; 32],
+        server_nonce: &str,
+    ) -> Result<(Self, Vec<u8>), ScramError> {
         let nonce = format!("{}{server_nonce}", first.client_nonce);
         if !valid_nonce(server_nonce) || !valid_nonce(&nonce) {
             return Err(ScramError::Malformed("nonce"));
