@@ -6,8 +6,31 @@
 //! messages, authentication and authorization are the broker's; the [`Session`] that outlives
 //! the connection is handed in on [`ServerConnection::accept`] and taken back with
 //! [`ServerConnection::take_session`].
+//!
+//! # Enhanced authentication (5.0 §4.12)
+//!
+//! A CONNECT with an Authentication Method is reported as [`ServerEvent::Connect`], the method
+//! and the client's first data in its properties. The broker then answers with one of:
+//!
+//! - [`ServerConnection::auth_continue`]: AUTH 0x18 Continue authentication with more data
+//!   for the client, whose answer comes as [`ServerEvent::Auth`], to be answered the same way;
+//! - [`ServerConnection::set_auth_success_data`] and then [`ServerConnection::accept`]: the
+//!   CONNACK carries the method and the server's final data (a method that needs no round
+//!   trip accepts this way right after the Connect event);
+//! - [`ServerConnection::reject`], with 0x8C Bad authentication method for a method the broker
+//!   does not know [MQTT-4.12.0-1], or 0x87 Not authorized when the client failed.
+//!
+//! Accepting a CONNECT that named a method without a call to
+//! [`ServerConnection::set_auth_success_data`] refuses it with 0x8C instead: a broker that
+//! does not look at the method never lets the client believe it was checked.
+//!
+//! Once connected, such a client may re-authenticate (§4.12.1): its AUTH 0x19 comes as
+//! [`ServerEvent::Auth`] with [`ReasonCode::RE_AUTHENTICATE`], answered with
+//! [`ServerConnection::auth_continue`], [`ServerConnection::reauth_success`] or, when it
+//! fails, [`ServerConnection::disconnect`] [MQTT-4.12.1-2]. Other traffic goes on meanwhile.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
 use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +56,11 @@ use crate::TRANSMIT_BATCH;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// A connection that sends no CONNECT within this time is closed.
+    /// A connection that sends no CONNECT within this time is closed. So is one whose
+    /// enhanced authentication exchange is not over by then: the time counts from the start of
+    /// the connection to its CONNACK, and the connection is closed (without a CONNACK) when it
+    /// runs out while the server waits for the client's AUTH. The time the broker takes to
+    /// answer counts too, but never closes the connection while the broker decides.
     pub connect_timeout: Duration,
     /// Largest Keep Alive accepted, in seconds (0: no limit). A 5.0 client asking for more is
     /// told this value; a 3.x client, which cannot be told, is refused with 0x02, as mosquitto
@@ -128,7 +155,8 @@ pub enum ServerCloseReason {
     ProtocolViolation(ReasonCode),
     /// The client was silent for 1.5 keepalive intervals.
     KeepAliveTimeout,
-    /// No CONNECT within the connect timeout.
+    /// No CONNECT, or no end to the enhanced authentication exchange, within the connect
+    /// timeout ([`ServerConfig::connect_timeout`]).
     ConnectTimeout,
     /// The broker refused the CONNECT.
     Refused(ReasonCode),
@@ -141,11 +169,14 @@ pub enum ServerCloseReason {
 }
 
 /// What the connection reports to the broker, from [`ServerConnection::poll_event`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// The `Debug` output hides authentication data.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ServerEvent {
     /// A valid CONNECT. Authenticate it, find the client's session, then call
-    /// [`ServerConnection::accept`] or [`ServerConnection::reject`].
+    /// [`ServerConnection::accept`] or [`ServerConnection::reject`]; with an Authentication
+    /// Method in its properties, see the module documentation on enhanced authentication.
     ///
     /// `client_id` is the client's own identifier, or empty when the client sent none and the
     /// server is to assign one [MQTT-3.1.3-6]: then call
@@ -155,6 +186,24 @@ pub enum ServerEvent {
         connect: Box<Connect>,
         /// The client's identifier; empty when one is to be assigned.
         client_id: ByteStr,
+    },
+    /// The client's AUTH in an enhanced authentication exchange, with the method the CONNECT
+    /// named (checked here).
+    ///
+    /// Before CONNACK ([`ServerConnection::is_connected`] is false) `reason` is 0x18 Continue
+    /// authentication, the answer to [`ServerConnection::auth_continue`]: answer it with
+    /// [`ServerConnection::auth_continue`] again, [`ServerConnection::set_auth_success_data`]
+    /// and [`ServerConnection::accept`], or [`ServerConnection::reject`].
+    ///
+    /// Once connected, `reason` is 0x19 Re-authenticate when the client starts a
+    /// re-authentication, then 0x18 for its answers to [`ServerConnection::auth_continue`]:
+    /// answer with [`ServerConnection::auth_continue`], [`ServerConnection::reauth_success`],
+    /// or [`ServerConnection::disconnect`] when it fails [MQTT-4.12.1-2].
+    Auth {
+        /// [`ReasonCode::CONTINUE_AUTHENTICATION`] or [`ReasonCode::RE_AUTHENTICATE`].
+        reason: ReasonCode,
+        /// The Authentication Data, if the client sent any.
+        data: Option<Bytes>,
     },
     /// A message to route. For QoS 1 and 2 call [`ServerConnection::acknowledge`] with its
     /// packet identifier and the outcome; a QoS 2 message is reported once however often the
@@ -194,15 +243,117 @@ pub enum ServerEvent {
     },
 }
 
+impl fmt::Debug for ServerEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Connect { connect, client_id } => {
+                let mut shown = f.debug_struct("Connect");
+                if connect.properties.authentication_data.is_some() {
+                    // Secrets never reach logs: the CONNECT's own `Debug` shows its
+                    // properties whole.
+                    let mut hidden = connect.clone();
+                    hidden.properties.authentication_data = Some(Bytes::from_static(HIDDEN));
+                    shown.field("connect", &hidden);
+                } else {
+                    shown.field("connect", connect);
+                }
+                shown.field("client_id", client_id).finish()
+            }
+            Self::Auth { reason, data } => f
+                .debug_struct("Auth")
+                .field("reason", reason)
+                .field("data", &data.as_ref().map(|_| "<hidden>"))
+                .finish(),
+            Self::Publish { message, packet_id } => f
+                .debug_struct("Publish")
+                .field("message", message)
+                .field("packet_id", packet_id)
+                .finish(),
+            Self::Subscribe {
+                packet_id,
+                requests,
+                subscription_id,
+            } => f
+                .debug_struct("Subscribe")
+                .field("packet_id", packet_id)
+                .field("requests", requests)
+                .field("subscription_id", subscription_id)
+                .finish(),
+            Self::Unsubscribe { packet_id, filters } => f
+                .debug_struct("Unsubscribe")
+                .field("packet_id", packet_id)
+                .field("filters", filters)
+                .finish(),
+            Self::Closed { reason, will } => f
+                .debug_struct("Closed")
+                .field("reason", reason)
+                .field("will", will)
+                .finish(),
+        }
+    }
+}
+
+/// What the `Debug` output shows in place of authentication data.
+const HIDDEN: &[u8] = b"<hidden>";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     AwaitingConnect {
         deadline: Instant,
     },
-    /// CONNECT reported, waiting for the broker's decision.
-    Authenticating,
+    /// CONNECT (or the client's AUTH) reported, waiting for the broker's decision. The
+    /// deadline is the connect deadline, which the enhanced authentication exchange also
+    /// keeps, but which does not run while the broker decides.
+    Authenticating {
+        deadline: Instant,
+    },
+    /// AUTH 0x18 sent before CONNACK, waiting for the client's AUTH until the deadline.
+    Challenging {
+        deadline: Instant,
+    },
     Connected,
     Closed,
+}
+
+/// What a connection whose CONNECT named an Authentication Method keeps for the exchange and
+/// for re-authentication.
+struct EnhancedAuth {
+    /// The Authentication Method of the CONNECT, which every AUTH and the CONNACK repeat
+    /// [MQTT-4.12.0-5]. Its own bytes, not the CONNECT's.
+    method: ByteStr,
+    /// Whether the broker called [`ServerConnection::set_auth_success_data`], and so may
+    /// accept the connection.
+    approved: bool,
+    /// Authentication Data for the CONNACK.
+    success_data: Option<Bytes>,
+    /// Where a re-authentication is, once connected.
+    reauth: Reauth,
+}
+
+impl fmt::Debug for EnhancedAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnhancedAuth")
+            .field("method", &self.method)
+            .field("approved", &self.approved)
+            // Secrets never reach logs.
+            .field(
+                "success_data",
+                &self.success_data.as_ref().map(|_| "<hidden>"),
+            )
+            .field("reauth", &self.reauth)
+            .finish()
+    }
+}
+
+/// Whose turn it is in a re-authentication (§4.12.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reauth {
+    /// None is running.
+    Idle,
+    /// The client's AUTH was reported; the broker answers.
+    BrokerTurn,
+    /// AUTH 0x18 was sent; the client answers.
+    ClientTurn,
 }
 
 /// The server side of one client connection.
@@ -211,8 +362,12 @@ pub struct ServerConnection {
     config: Arc<ServerConfig>,
     state: State,
     version: ProtocolVersion,
-    /// The CONNECT while the broker decides on it.
+    /// The CONNECT while the broker decides on it, without its user properties and its
+    /// Authentication Data, which the broker got in [`ServerEvent::Connect`].
     connect: Option<Box<Connect>>,
+    /// Enhanced authentication, when the CONNECT named a method: boxed, since most
+    /// connections use none.
+    auth: Option<Box<EnhancedAuth>>,
     /// The will, kept from the accepted CONNECT (the rest of the CONNECT is not kept, so an
     /// idle connection holds only what it still needs).
     will: Option<Box<Will>>,
@@ -334,6 +489,7 @@ impl ServerConnection {
             state: State::AwaitingConnect { deadline },
             version: ProtocolVersion::V5,
             connect: None,
+            auth: None,
             will: None,
             problem_information: true,
             connect_expiry_was_zero: false,
@@ -395,13 +551,16 @@ impl ServerConnection {
     /// Maximum Packet Size from the fixed header alone.
     ///
     /// Input waits, and the rest of `buf` stays there undecoded, while the broker decides on
-    /// CONNECT ([`ServerConnection::accept`]) and while [`MAX_PENDING_REQUESTS`] SUBSCRIBE and
+    /// CONNECT or on the client's AUTH before CONNACK ([`ServerConnection::accept`],
+    /// [`ServerConnection::auth_continue`]) and while [`MAX_PENDING_REQUESTS`] SUBSCRIBE and
     /// UNSUBSCRIBE packets wait for answers ([`ServerConnection::subscribe_ack`],
     /// [`ServerConnection::unsubscribe_ack`]). After answering, call this again with the same
     /// buffer: it goes on where it stopped, and does nothing if input still waits.
     pub fn handle_bytes(&mut self, now: Instant, buf: &mut BytesMut) {
-        while matches!(self.state, State::AwaitingConnect { .. } | State::Connected)
-            && !self.input_waits()
+        while matches!(
+            self.state,
+            State::AwaitingConnect { .. } | State::Challenging { .. } | State::Connected
+        ) && !self.input_waits()
         {
             // A message may be kept long (retained, queued for offline clients): it is copied
             // out of the read buffer, so that it holds its own bytes and never the buffer's.
@@ -445,14 +604,15 @@ impl ServerConnection {
     pub fn handle_packet(&mut self, now: Instant, packet: Packet) {
         match self.state {
             State::Closed => {}
-            State::AwaitingConnect { .. } => match packet {
-                Packet::Connect(connect) => self.handle_connect(connect),
+            State::AwaitingConnect { deadline } => match packet {
+                Packet::Connect(connect) => self.handle_connect(connect, deadline),
                 // The first packet must be CONNECT [MQTT-3.1.0-1].
                 _ => self.violation(ReasonCode::PROTOCOL_ERROR),
             },
             // A client may send packets right after CONNECT, before CONNACK; they wait, a
             // bounded number of them, until the broker has decided.
-            State::Authenticating => self.hold(packet),
+            State::Authenticating { .. } => self.hold(packet),
+            State::Challenging { .. } => self.handle_exchange(packet),
             State::Connected => {
                 self.keepalive.on_packet_received(now);
                 if self.input_waits() {
@@ -531,7 +691,7 @@ impl ServerConnection {
             .push(request);
     }
 
-    fn handle_connect(&mut self, mut connect: Box<Connect>) {
+    fn handle_connect(&mut self, mut connect: Box<Connect>, deadline: Instant) {
         self.version = connect.protocol;
         let v5 = self.version.is_v5();
         // A refusal must fit the client's Maximum Packet Size too [MQTT-3.2.2-19].
@@ -570,24 +730,36 @@ impl ServerConnection {
         {
             return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
         }
-        if connect.properties.authentication_method.is_some() {
-            // Enhanced authentication is not offered [MQTT-4.12.0-1].
-            return self.refuse(ReasonCode::BAD_AUTHENTICATION_METHOD);
-        }
-        if connect.properties.authentication_data.is_some() {
+        match &connect.properties.authentication_method {
+            // Enhanced authentication (§4.12): the broker decides on the method and leads the
+            // exchange. Kept for the connection's life, so the method holds its own bytes.
+            Some(method) => {
+                self.auth = Some(Box::new(EnhancedAuth {
+                    method: method.unshared(),
+                    approved: false,
+                    success_data: None,
+                    reauth: Reauth::Idle,
+                }));
+            }
             // Authentication Data without an Authentication Method is a Protocol Error
             // (5.0 §3.1.2.11.10).
-            return self.refuse(ReasonCode::PROTOCOL_ERROR);
+            None if connect.properties.authentication_data.is_some() => {
+                return self.refuse(ReasonCode::PROTOCOL_ERROR);
+            }
+            None => {}
         }
         // Kept for the session's life, so it holds its own bytes, not the CONNECT's.
         let client_id = client_id.unshared();
         self.client_id = client_id.clone();
-        self.state = State::Authenticating;
+        self.state = State::Authenticating { deadline };
         // The copy kept for the decision goes without the CONNECT's user properties, which it
-        // does not need and which decode to many times their wire size.
+        // does not need and which decode to many times their wire size, and without its
+        // Authentication Data, which the broker gets in the event.
         let user_properties = std::mem::take(&mut connect.properties.user_properties);
+        let data = connect.properties.authentication_data.take();
         self.connect = Some(connect.clone());
         connect.properties.user_properties = user_properties;
+        connect.properties.authentication_data = data;
         self.events
             .push_back(ServerEvent::Connect { connect, client_id });
     }
@@ -603,7 +775,7 @@ impl ServerConnection {
     /// decision on a CONNECT without an identifier; without one, [`ServerConnection::accept`]
     /// refuses the client.
     pub fn assign_client_id(&mut self, client_id: ByteStr) {
-        let waiting = self.state == State::Authenticating
+        let waiting = matches!(self.state, State::Authenticating { .. })
             && self
                 .connect
                 .as_ref()
@@ -620,15 +792,24 @@ impl ServerConnection {
     /// ([`ServerConnection::assign_client_id`]); without it the client is refused with
     /// 0x85 Client Identifier not valid (3.x: 2 Identifier rejected), as a server that does not
     /// assign identifiers may (5.0 [MQTT-3.1.3-8]).
+    ///
+    /// A CONNECT that named an Authentication Method is accepted only after
+    /// [`ServerConnection::set_auth_success_data`]; without it the client is refused with
+    /// 0x8C Bad authentication method [MQTT-4.12.0-1]. Ignored unless the connection waits
+    /// for the broker's decision before CONNACK.
     pub fn accept(&mut self, now: Instant, existing: Option<Session>) {
+        if !matches!(self.state, State::Authenticating { .. }) {
+            return;
+        }
         let Some(connect) = self.connect.take() else {
             return;
         };
-        if self.state != State::Authenticating {
-            return;
-        }
         if self.client_id.is_empty() {
             return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+        }
+        if self.auth.as_ref().is_some_and(|a| !a.approved) {
+            // The broker did not take up the method: it is not one it knows.
+            return self.refuse(ReasonCode::BAD_AUTHENTICATION_METHOD);
         }
         let v5 = self.version.is_v5();
         let resumed = existing.filter(|_| !connect.clean_start);
@@ -679,6 +860,12 @@ impl ServerConnection {
             if !self.config.shared_subscriptions {
                 props.shared_subscription_available = Some(false);
             }
+            if let Some(auth) = self.auth.as_mut() {
+                // A successful CONNACK names the CONNECT's method [MQTT-4.12.0-5], with the
+                // server's final data; only the method is kept from here on.
+                props.authentication_method = Some(auth.method.clone());
+                props.authentication_data = auth.success_data.take();
+            }
         }
         self.client_receive_maximum = connect
             .properties
@@ -692,12 +879,18 @@ impl ServerConnection {
         self.client_topic_alias_maximum = connect.properties.topic_alias_maximum.unwrap_or(0);
         self.aliases = None;
         self.keepalive = ServerKeepAlive::new(Duration::from_secs(u64::from(keep_alive)), now);
-        self.transmit.push_back(Packet::ConnAck(Box::new(ConnAck {
+        let connack = Packet::ConnAck(Box::new(ConnAck {
             // 3.1 has no Session Present flag; a CONNACK with it set cannot be encoded.
             session_present: session_present && self.version != ProtocolVersion::V3_1,
             reason_code: ReasonCode::SUCCESS,
             properties: props,
-        })));
+        }));
+        if self.auth.is_some() && !self.fits(&connack) {
+            // The server's final data does not fit the client's Maximum Packet Size
+            // [MQTT-3.1.2-24], and the method cannot do without it.
+            return self.refuse(ReasonCode::UNSPECIFIED_ERROR);
+        }
+        self.transmit.push_back(connack);
         // Resume: resend what was in flight, in order, PUBLISH with DUP [MQTT-4.4.0-1]. The
         // client may now accept smaller packets than when a PUBLISH was first sent: one that
         // no longer fits is dropped as if delivered [MQTT-3.1.2-25], or the client would
@@ -742,24 +935,35 @@ impl ServerConnection {
         self.replay_held();
     }
 
-    /// Refuses the connection after [`ServerEvent::Connect`] with a CONNACK reason code (mapped
-    /// to the nearest 3.x return code for 3.x clients).
+    /// Refuses the connection after [`ServerEvent::Connect`], or at any step of an enhanced
+    /// authentication exchange [MQTT-4.12.0-4], with a CONNACK reason code of 0x80 or above
+    /// (mapped to the nearest 3.x return code for 3.x clients); a code below 0x80 is sent as
+    /// 0x80 Unspecified error. Ignored once the connection is accepted or closed.
     pub fn reject(&mut self, reason: ReasonCode) {
-        if self.state == State::Authenticating {
+        if matches!(
+            self.state,
+            State::Authenticating { .. } | State::Challenging { .. }
+        ) {
             self.refuse(reason);
         }
     }
 
     /// Queues a CONNACK refusal and closes. 5.0 clients also get a Reason String.
     fn refuse(&mut self, reason: ReasonCode) {
+        self.refuse_as(reason, ServerCloseReason::Refused(reason));
+    }
+
+    /// [`Self::refuse`], closing for `close`.
+    fn refuse_as(&mut self, reason: ReasonCode, close: ServerCloseReason) {
         let mut connack = ConnAck::default();
         if self.version.is_v5() {
             connack.reason_code = reason;
             connack.properties.reason_string = Some(explain(reason));
-            if Packet::ConnAck(Box::new(connack.clone()))
+            let valid = Packet::ConnAck(Box::new(connack.clone()))
                 .encoded_len(self.version)
-                .is_err()
-            {
+                .is_ok();
+            // A refusal is never a success, which would accept the client [MQTT-3.2.2-7].
+            if !valid || reason.is_success() {
                 // Not a CONNACK reason code [MQTT-3.2.2-8] (say, a DISCONNECT-only code from
                 // a hook).
                 connack.reason_code = ReasonCode::UNSPECIFIED_ERROR;
@@ -774,7 +978,7 @@ impl ServerConnection {
         }
         self.transmit.clear();
         self.transmit.push_back(Packet::ConnAck(Box::new(connack)));
-        self.close(ServerCloseReason::Refused(reason), None);
+        self.close(close, None);
     }
 
     /// The client broke the protocol: DISCONNECT with `reason` (5.0), then close. The will is
@@ -785,6 +989,11 @@ impl ServerConnection {
 
     /// [`Self::violation`] with the Reason String to send.
     fn violation_because(&mut self, reason: ReasonCode, why: ByteStr) {
+        if self.version.is_v5() && self.auth.is_some() && self.in_exchange() {
+            // Before CONNACK the server sends no DISCONNECT [MQTT-3.14.0-1]; an enhanced
+            // authentication exchange is refused with a CONNACK [MQTT-4.12.0-4].
+            return self.refuse_as(reason, ServerCloseReason::ProtocolViolation(reason));
+        }
         self.transmit.clear();
         if self.version.is_v5() && self.state == State::Connected {
             let packet = self.disconnect_packet(reason, Some(why));
@@ -877,6 +1086,181 @@ impl ServerConnection {
         self.close(ServerCloseReason::ConnectionLost, will);
     }
 
+    /// Whether the connection is between CONNECT and CONNACK.
+    fn in_exchange(&self) -> bool {
+        matches!(
+            self.state,
+            State::Authenticating { .. } | State::Challenging { .. }
+        )
+    }
+
+    /// The Authentication Method of the CONNECT, when it named one: every AUTH of the
+    /// connection, and its CONNACK, carry it [MQTT-4.12.0-5].
+    pub fn auth_method(&self) -> Option<&ByteStr> {
+        self.auth.as_ref().map(|a| &a.method)
+    }
+
+    /// Answers the client's CONNECT or AUTH in an enhanced authentication exchange, or its
+    /// re-authentication, with AUTH 0x18 Continue authentication carrying the method and
+    /// `data` [MQTT-4.12.0-2] [MQTT-4.12.0-5]. The client's answer comes as
+    /// [`ServerEvent::Auth`].
+    ///
+    /// Before CONNACK, the exchange must end within [`ServerConfig::connect_timeout`] of the
+    /// connection's start. An AUTH larger than the client's Maximum Packet Size cannot be
+    /// sent: the client is refused (CONNACK 0x80 Unspecified error), or, once connected,
+    /// disconnected with 0x80.
+    ///
+    /// Ignored unless the broker is to answer: after [`ServerEvent::Connect`] with an
+    /// Authentication Method, or after [`ServerEvent::Auth`].
+    pub fn auth_continue(&mut self, data: Option<Bytes>) {
+        let Some(auth) = self.auth.as_mut() else {
+            return;
+        };
+        match self.state {
+            State::Authenticating { deadline } => {
+                let auth_packet = auth_packet(
+                    ReasonCode::CONTINUE_AUTHENTICATION,
+                    auth.method.clone(),
+                    data,
+                );
+                if !self.fits(&auth_packet) {
+                    return self.refuse(ReasonCode::UNSPECIFIED_ERROR);
+                }
+                self.transmit.push_back(auth_packet);
+                self.state = State::Challenging { deadline };
+                // Packets that arrived while the broker decided are the client's answer, or
+                // break the exchange.
+                while matches!(self.state, State::Challenging { .. }) {
+                    let Some(packet) = self.waiting.as_mut().and_then(|w| w.held.pop_front())
+                    else {
+                        break;
+                    };
+                    self.handle_exchange(packet);
+                }
+                self.tidy_waiting();
+            }
+            State::Connected if auth.reauth == Reauth::BrokerTurn => {
+                let auth_packet = auth_packet(
+                    ReasonCode::CONTINUE_AUTHENTICATION,
+                    auth.method.clone(),
+                    data,
+                );
+                auth.reauth = Reauth::ClientTurn;
+                if !self.fits(&auth_packet) {
+                    return self.disconnect(ReasonCode::UNSPECIFIED_ERROR);
+                }
+                self.transmit.push_back(auth_packet);
+            }
+            _ => {}
+        }
+    }
+
+    /// Sets the Authentication Data for the CONNACK that [`ServerConnection::accept`] sends to
+    /// a client whose CONNECT named an Authentication Method, and lets `accept` accept it: the
+    /// broker has authenticated the client by that method. The CONNACK carries the method
+    /// and `data` [MQTT-4.12.0-5].
+    ///
+    /// Ignored unless the connection waits for the broker's decision on a CONNECT that named
+    /// a method, or on the client's AUTH before CONNACK: a client that named none gets no
+    /// method in CONNACK [MQTT-4.12.0-6].
+    pub fn set_auth_success_data(&mut self, data: Option<Bytes>) {
+        if let (State::Authenticating { .. }, Some(auth)) = (self.state, self.auth.as_mut()) {
+            auth.approved = true;
+            auth.success_data = data;
+        }
+    }
+
+    /// Ends the client's re-authentication with success: AUTH 0x00 with the method and
+    /// `data`, the server's final data [MQTT-4.12.0-5]. An AUTH larger than the client's
+    /// Maximum Packet Size cannot be sent: the client is disconnected with 0x80 Unspecified
+    /// error.
+    ///
+    /// Ignored unless the connection waits for the broker's answer to a
+    /// [`ServerEvent::Auth`] of a re-authentication.
+    pub fn reauth_success(&mut self, data: Option<Bytes>) {
+        let Some(auth) = self.auth.as_mut() else {
+            return;
+        };
+        if self.state != State::Connected || auth.reauth != Reauth::BrokerTurn {
+            return;
+        }
+        auth.reauth = Reauth::Idle;
+        let auth_packet = auth_packet(ReasonCode::SUCCESS, auth.method.clone(), data);
+        if !self.fits(&auth_packet) {
+            return self.disconnect(ReasonCode::UNSPECIFIED_ERROR);
+        }
+        self.transmit.push_back(auth_packet);
+    }
+
+    /// Handles a packet while the server waits for the client's AUTH before CONNACK: the
+    /// client may send only AUTH, or DISCONNECT to give up [MQTT-3.1.2-30].
+    fn handle_exchange(&mut self, packet: Packet) {
+        match packet {
+            Packet::Auth(auth) => {
+                // Before CONNACK the client only continues the exchange: 0x19 starts a
+                // re-authentication, which needs a CONNACK first (§4.12.1), and 0x00 is the
+                // server's (§3.15.2.1).
+                if auth.reason_code != ReasonCode::CONTINUE_AUTHENTICATION {
+                    return self.violation(ReasonCode::PROTOCOL_ERROR);
+                }
+                let Some(data) = self.check_auth(*auth) else {
+                    return;
+                };
+                if let State::Challenging { deadline } = self.state {
+                    self.state = State::Authenticating { deadline };
+                }
+                self.events.push_back(ServerEvent::Auth {
+                    reason: ReasonCode::CONTINUE_AUTHENTICATION,
+                    data,
+                });
+            }
+            Packet::Disconnect(d) => {
+                self.transmit.clear();
+                self.close(ServerCloseReason::DisconnectedByClient(d.reason_code), None);
+            }
+            _ => self.violation(ReasonCode::PROTOCOL_ERROR),
+        }
+    }
+
+    /// Checks a client's AUTH against the CONNECT's method: an AUTH without one, or with
+    /// another, is a Protocol Error (§3.15, §3.15.2.2.2), and so is any AUTH from a client
+    /// that named none [MQTT-4.12.0-7]. Returns its Authentication Data, or `None` after
+    /// closing the connection.
+    fn check_auth(&mut self, auth: midge_codec::Auth) -> Option<Option<Bytes>> {
+        let same = match (&self.auth, &auth.properties.authentication_method) {
+            (Some(ours), Some(theirs)) => ours.method == *theirs,
+            _ => false,
+        };
+        if !same {
+            self.violation(ReasonCode::PROTOCOL_ERROR);
+            return None;
+        }
+        Some(auth.properties.authentication_data)
+    }
+
+    /// A client's AUTH once connected: a re-authentication (§4.12.1).
+    fn handle_reauth(&mut self, auth: midge_codec::Auth) {
+        let reason = auth.reason_code;
+        let Some(data) = self.check_auth(auth) else {
+            return;
+        };
+        let Some(state) = self.auth.as_mut() else {
+            return;
+        };
+        let expected = match state.reauth {
+            // It starts with 0x19 [MQTT-4.12.1-1]; a second 0x19 while one runs, or an answer
+            // that was not asked for, is out of sequence.
+            Reauth::Idle => ReasonCode::RE_AUTHENTICATE,
+            Reauth::ClientTurn => ReasonCode::CONTINUE_AUTHENTICATION,
+            Reauth::BrokerTurn => return self.violation(ReasonCode::PROTOCOL_ERROR),
+        };
+        if reason != expected {
+            return self.violation(ReasonCode::PROTOCOL_ERROR);
+        }
+        state.reauth = Reauth::BrokerTurn;
+        self.events.push_back(ServerEvent::Auth { reason, data });
+    }
+
     fn handle_connected(&mut self, packet: Packet) {
         let v5 = self.version.is_v5();
         match packet {
@@ -954,14 +1338,14 @@ impl ServerConnection {
                 self.transmit.clear();
                 self.close(ServerCloseReason::DisconnectedByClient(d.reason_code), will);
             }
-            // A second CONNECT [MQTT-3.1.0-2], packets only a server sends, and AUTH without
-            // an authentication method are protocol errors.
+            Packet::Auth(auth) => self.handle_reauth(*auth),
+            // A second CONNECT [MQTT-3.1.0-2] and packets only a server sends are protocol
+            // errors.
             Packet::Connect(_)
             | Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
-            | Packet::PingResp
-            | Packet::Auth(_) => self.violation(ReasonCode::PROTOCOL_ERROR),
+            | Packet::PingResp => self.violation(ReasonCode::PROTOCOL_ERROR),
         }
     }
 
@@ -1384,7 +1768,10 @@ impl ServerConnection {
     /// Checks the timers at `now`: the CONNECT deadline and keepalive.
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.state {
-            State::AwaitingConnect { deadline } if now >= deadline => {
+            State::AwaitingConnect { deadline } | State::Challenging { deadline }
+                if now >= deadline =>
+            {
+                self.transmit.clear();
                 self.close(ServerCloseReason::ConnectTimeout, None);
             }
             State::Connected if self.keepalive.is_expired(now) => {
@@ -1403,13 +1790,14 @@ impl ServerConnection {
     /// When [`ServerConnection::handle_timeout`] next has work.
     ///
     /// Changed by [`ServerConnection::handle_packet`], [`ServerConnection::handle_bytes`],
-    /// [`ServerConnection::accept`] and [`ServerConnection::handle_timeout`].
+    /// [`ServerConnection::accept`], [`ServerConnection::auth_continue`] and
+    /// [`ServerConnection::handle_timeout`].
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            State::AwaitingConnect { deadline } => Some(deadline),
+            State::AwaitingConnect { deadline } | State::Challenging { deadline } => Some(deadline),
             State::Connected => self.keepalive.poll_timeout(),
-            State::Authenticating | State::Closed => None,
+            State::Authenticating { .. } | State::Closed => None,
         }
     }
 
@@ -1630,16 +2018,30 @@ fn explain(reason: ReasonCode) -> ByteStr {
     }
 }
 
-/// The 3.x CONNACK return code nearest to a 5.0 reason code.
+/// An AUTH with `reason`, the connection's method and `data`, and nothing else: no Reason
+/// String or User Property that could take it past the client's Maximum Packet Size
+/// [MQTT-3.15.2-2] [MQTT-3.15.2-3].
+fn auth_packet(reason: ReasonCode, method: ByteStr, data: Option<Bytes>) -> Packet {
+    let mut auth = midge_codec::Auth {
+        reason_code: reason,
+        ..Default::default()
+    };
+    auth.properties.authentication_method = Some(method);
+    auth.properties.authentication_data = data;
+    Packet::Auth(Box::new(auth))
+}
+
 /// A Response Topic, if any, is a valid topic name: non-empty, no wildcards, no U+0000
 /// [MQTT-3.3.2-14].
 pub(crate) fn response_topic_valid(topic: Option<&ByteStr>) -> bool {
     topic.is_none_or(|t| TopicName::new(t.as_str()).is_ok())
 }
 
+/// The 3.x CONNACK return code nearest to a 5.0 reason code; never 0, which would accept the
+/// client.
 fn v3_connack_code(reason: ReasonCode) -> ReasonCode {
     match reason.0 {
-        0x00 | 0x84 | 0x85 | 0x86 | 0x87 | 0x88 => reason,
+        0x84..=0x88 => reason,
         0x8A | 0x8C => ReasonCode::NOT_AUTHORIZED,
         0x89 | 0x97 | 0x9C | 0x9D | 0x9F => ReasonCode::SERVER_UNAVAILABLE,
         _ => ReasonCode::SERVER_UNAVAILABLE,

@@ -880,22 +880,53 @@ fn wildcard_filters_are_refused_when_wildcards_are_not_supported() {
 
 // Conformance: [MQTT-5:4.12.0-1] [MQTT-5:4.12.0-6]
 #[test]
-fn enhanced_authentication_is_refused_and_never_started() {
+fn an_unknown_authentication_method_is_refused_and_a_client_without_one_never_gets_auth() {
     let t0 = Instant::now();
     let mut connect = connect_packet(V5, "c");
     connect.properties.authentication_method = Some(ByteStr::from("SCRAM-SHA-1"));
+    // The broker refuses a method it does not know: CONNACK 0x8C, and the connection
+    // closes. So does one that accepts without taking up the method.
+    let refuse = |answer: &dyn Fn(&mut ServerConnection)| {
+        let mut s = ServerConnection::new(Arc::new(ServerConfig::default()), t0);
+        server_feed(&mut s, t0, Packet::Connect(Box::new(connect.clone())));
+        assert!(matches!(
+            server_events(&mut s).as_slice(),
+            [ServerEvent::Connect { .. }]
+        ));
+        answer(&mut s);
+        let sent = server_tx(&mut s, t0);
+        assert!(
+            matches!(sent.as_slice(), [Packet::ConnAck(c)] if c.reason_code == ReasonCode::BAD_AUTHENTICATION_METHOD),
+            "{sent:?}"
+        );
+        assert!(s.is_closed());
+    };
+    refuse(&|s| s.reject(ReasonCode::BAD_AUTHENTICATION_METHOD));
+    refuse(&|s| s.accept(t0, None));
+    // Without a method: no method in CONNACK, and no AUTH, even when the client sends one
+    // or the broker asks for one.
     let mut s = ServerConnection::new(Arc::new(ServerConfig::default()), t0);
-    server_feed(&mut s, t0, Packet::Connect(Box::new(connect)));
-    let sent = server_tx(&mut s, t0);
-    assert!(
-        matches!(sent.as_slice(), [Packet::ConnAck(c)] if c.reason_code == ReasonCode::BAD_AUTHENTICATION_METHOD),
-        "{sent:?}"
+    server_feed(
+        &mut s,
+        t0,
+        Packet::Connect(Box::new(connect_packet(V5, "c"))),
     );
-    assert!(s.is_closed());
-    // Without a method: no method in CONNACK, and no AUTH, even when the client sends one.
-    let (mut s, connack) =
-        accepted_server(ServerConfig::default(), connect_packet(V5, "c"), None, t0);
+    let _ = server_events(&mut s);
+    s.auth_continue(Some(bytes::Bytes::from_static(b"challenge")));
+    s.set_auth_success_data(Some(bytes::Bytes::from_static(b"final")));
+    assert!(server_tx(&mut s, t0).is_empty());
+    s.accept(t0, None);
+    let sent = server_tx(&mut s, t0);
+    let [Packet::ConnAck(connack)] = sent.as_slice() else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(connack.reason_code, ReasonCode::SUCCESS);
     assert_eq!(connack.properties.authentication_method, None);
+    assert_eq!(connack.properties.authentication_data, None);
+    assert_eq!(s.auth_method(), None);
+    s.reauth_success(None);
+    s.auth_continue(None);
+    assert!(server_tx(&mut s, t0).is_empty());
     server_feed(&mut s, t0, Packet::Auth(Box::default()));
     let sent = server_tx(&mut s, t0);
     assert!(
