@@ -16,6 +16,12 @@ impl PasswordFile {
     pub fn len(&self) -> usize {
         0
     }
+    pub fn is_empty(&self) -> bool {
+        true
+    }
+    pub fn to_text(&self) -> String {
+        String::new()
+    }
     pub fn scram_credentials(&self, _u: &str) -> Option<&crate::scram::StoredCredentials> {
         None
     }

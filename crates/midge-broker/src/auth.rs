@@ -5,7 +5,7 @@
 //! ([`BrokerHandle::reload_auth`](crate::BrokerHandle::reload_auth)).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -13,12 +13,17 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use midge_auth::acl::{Access, AclClient, AclFile};
 use midge_auth::passwd::PasswordFile;
+use midge_auth::scram::{self, ScramServer};
 use midge_auth::FileError;
 use midge_codec::{ReasonCode, SubscriptionOptions};
 use midge_proto::Message;
 
 use crate::config::{AuthConfig, BrokerConfig};
-use crate::hooks::{ClientInfo, ConnectRequest, Hooks, Verification};
+use crate::hooks::{
+    AuthExchange, AuthRequest, AuthStep, Authenticator, ClientInfo, ConnectRequest, Hooks,
+    Verification,
+};
+use sha2::{Digest, Sha256};
 
 /// Client addresses whose failed password checks are tracked at once. Past it, a new address
 /// is tracked only once an old one's window has passed: the table never grows beyond it.
@@ -45,8 +50,10 @@ pub struct FileAuth {
     auth: AuthConfig,
     /// Each listener's `allow_anonymous` and `password_file`, by index.
     listeners: Vec<ListenerAuth>,
-    rules: ArcSwap<Rules>,
+    rules: Arc<ArcSwap<Rules>>,
     failures: Arc<Mutex<Failures>>,
+    /// SCRAM-SHA-256 over the password files' SCRAM entries.
+    scram: Arc<Scram>,
 }
 
 impl std::fmt::Debug for FileAuth {
@@ -67,8 +74,25 @@ struct ListenerAuth {
 #[derive(Default)]
 struct Rules {
     /// Each listener's password file, by listener index.
-    passwords: Vec<Option<Arc<PasswordFile>>>,
+    passwords: Vec<Option<Arc<Passwords>>>,
     acl: Option<AclFile>,
+}
+
+/// A password file, with what SCRAM answers for users it does not have.
+struct Passwords {
+    file: PasswordFile,
+    /// Keys the made-up salts of unknown users: derived from the file, so that the same
+    /// unknown user gets the same salt across restarts, and nobody without the file can
+    /// compute it.
+    mock_key: [u8; 32],
+}
+
+impl std::ops::Deref for Passwords {
+    type Target = PasswordFile;
+
+    fn deref(&self) -> &PasswordFile {
+        &self.file
+    }
 }
 
 /// What one listener lets in without credentials.
@@ -94,11 +118,18 @@ impl FileAuth {
                     .or_else(|| config.auth.password_file.clone()),
             })
             .collect();
+        let rules = Arc::new(ArcSwap::from_pointee(Rules::default()));
+        let failures: Arc<Mutex<Failures>> = Arc::default();
         let auth = Self {
+            scram: Arc::new(Scram {
+                rules: rules.clone(),
+                failures: failures.clone(),
+                limit: Limit::of(&config.auth),
+            }),
             auth: config.auth.clone(),
             listeners,
-            rules: ArcSwap::from_pointee(Rules::default()),
-            failures: Arc::default(),
+            rules,
+            failures,
         };
         auth.rules.store(Arc::new(auth.load()?));
         Ok(auth)
@@ -141,7 +172,7 @@ impl FileAuth {
     }
 
     fn load(&self) -> Result<Rules, FileError> {
-        let mut loaded: HashMap<&Path, Arc<PasswordFile>> = HashMap::new();
+        let mut loaded: HashMap<&Path, Arc<Passwords>> = HashMap::new();
         let mut passwords = Vec::with_capacity(self.listeners.len());
         for listener in &self.listeners {
             let file = match &listener.password_file {
@@ -149,7 +180,9 @@ impl FileAuth {
                 Some(path) => Some(match loaded.get(path.as_path()) {
                     Some(file) => file.clone(),
                     None => {
-                        let file = Arc::new(PasswordFile::read(path)?);
+                        let file = PasswordFile::read(path)?;
+                        let mock_key = Sha256::digest(file.to_text().as_bytes()).into();
+                        let file = Arc::new(Passwords { file, mock_key });
                         loaded.insert(path, file.clone());
                         file
                     }
@@ -176,24 +209,8 @@ impl FileAuth {
     }
 
     /// The password file that applies to a client on `listener`.
-    fn passwords(&self, listener: usize) -> Option<Arc<PasswordFile>> {
+    fn passwords(&self, listener: usize) -> Option<Arc<Passwords>> {
         self.rules.load().passwords.get(listener).cloned().flatten()
-    }
-
-    /// The SCRAM-SHA-256 credentials of `username` on `listener`, for enhanced
-    /// authentication.
-    pub(crate) fn scram_credentials(
-        &self,
-        listener: usize,
-        username: &str,
-    ) -> Option<midge_auth::scram::StoredCredentials> {
-        self.passwords(listener)?
-            .scram_credentials(username)
-            .cloned()
-    }
-
-    fn window(&self) -> Duration {
-        Duration::from_secs(self.auth.failed_attempts_window_secs)
     }
 
     fn acl_allows(&self, client: &ClientInfo, topic: &str, access: Access) -> bool {
@@ -222,21 +239,10 @@ impl Hooks for FileAuth {
             .get(request.listener)
             .and_then(Option::as_ref);
         match (request.username, passwords) {
-            (Some(_), Some(_)) => {
-                let limit = self.auth.max_failed_attempts;
-                if limit > 0
-                    && lock(&self.failures).blocked(
-                        request.peer.ip(),
-                        request.now,
-                        limit,
-                        self.window(),
-                    )
-                {
-                    tracing::debug!(peer = %request.peer, "too many failed password checks from this address, refusing CONNECT");
-                    return Err(ReasonCode::CONNECTION_RATE_EXCEEDED);
-                }
-                Ok(())
-            }
+            (Some(_), Some(_)) => self
+                .scram
+                .limit
+                .check(&self.failures, request.peer, request.now),
             // 5.0 allows a password without a user name [MQTT-3.1.2-22 is 3.1.1's rule
             // against it]; with a password file it names nobody, so it cannot be right.
             (None, Some(_)) if request.password.is_some() => {
@@ -259,20 +265,23 @@ impl Hooks for FileAuth {
         let file = self.passwords(request.listener)?;
         // No password is a wrong password: checked like one, so that it takes as long.
         let password = request.password.unwrap_or_default().to_vec();
-        let peer = request.peer.ip();
+        let peer = request.peer;
         let now = request.now;
-        let window = self.window();
-        let track = self.auth.max_failed_attempts > 0;
+        let limit = self.scram.limit;
         let failures = self.failures.clone();
         Some(Box::new(move || {
             if file.verify(&username, &password) {
                 return Ok(());
             }
-            if track {
-                lock(&failures).record(peer, now, window);
-            }
+            limit.record(&failures, peer, now);
             Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
         }))
+    }
+
+    fn authenticator(&self, method: &str) -> Option<Arc<dyn Authenticator>> {
+        let offered =
+            method == scram::METHOD && self.rules.load().passwords.iter().any(Option::is_some);
+        offered.then(|| self.scram.clone() as Arc<dyn Authenticator>)
     }
 
     fn authorize_publish(&self, client: &ClientInfo, message: &Message) -> Result<(), ReasonCode> {
@@ -310,6 +319,108 @@ impl Hooks for FileAuth {
 
     fn authorize_read(&self, client: &ClientInfo, message: &Message) -> bool {
         self.acl_allows(client, message.topic.as_str(), Access::Read)
+    }
+}
+
+/// How many failed checks an address may have in a window.
+#[derive(Clone, Copy, Debug)]
+struct Limit {
+    max_failures: u32,
+    window: Duration,
+}
+
+impl Limit {
+    fn of(auth: &AuthConfig) -> Self {
+        Self {
+            max_failures: auth.max_failed_attempts,
+            window: Duration::from_secs(auth.failed_attempts_window_secs),
+        }
+    }
+
+    /// Refuses a client whose address is past the limit.
+    fn check(
+        self,
+        failures: &Mutex<Failures>,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<(), ReasonCode> {
+        if self.max_failures > 0
+            && lock(failures).blocked(peer.ip(), now, self.max_failures, self.window)
+        {
+            tracing::debug!(%peer, "too many failed authentications from this address, refusing CONNECT");
+            return Err(ReasonCode::CONNECTION_RATE_EXCEEDED);
+        }
+        Ok(())
+    }
+
+    fn record(self, failures: &Mutex<Failures>, peer: SocketAddr, now: Instant) {
+        if self.max_failures > 0 {
+            lock(failures).record(peer.ip(), now, self.window);
+        }
+    }
+}
+
+/// SCRAM-SHA-256 (MQTT 5.0 enhanced authentication) against the SCRAM entries of the
+/// listener's password file (`midge passwd --scram`). A user without one, or unknown, fails
+/// as a wrong password does, after an exchange that looks the same.
+struct Scram {
+    rules: Arc<ArcSwap<Rules>>,
+    failures: Arc<Mutex<Failures>>,
+    limit: Limit,
+}
+
+impl Authenticator for Scram {
+    fn start(&self, request: &AuthRequest<'_>, data: Option<&[u8]>) -> AuthStep {
+        if let Err(code) = self.limit.check(&self.failures, request.peer, request.now) {
+            return AuthStep::Failure(code);
+        }
+        let rules = self.rules.load();
+        let Some(passwords) = rules.passwords.get(request.listener).cloned().flatten() else {
+            return AuthStep::Failure(ReasonCode::BAD_AUTHENTICATION_METHOD);
+        };
+        let lookup = |user: &str| passwords.scram_credentials(user).cloned();
+        match ScramServer::start(data.unwrap_or_default(), lookup, &passwords.mock_key) {
+            Ok((server, first)) => AuthStep::Continue {
+                data: Some(first.into()),
+                exchange: Box::new(ScramExchange {
+                    server,
+                    failures: self.failures.clone(),
+                    limit: self.limit,
+                    peer: request.peer,
+                    now: request.now,
+                }),
+            },
+            Err(err) => {
+                tracing::debug!(peer = %request.peer, %err, "SCRAM client-first refused");
+                self.limit.record(&self.failures, request.peer, request.now);
+                AuthStep::Failure(ReasonCode::NOT_AUTHORIZED)
+            }
+        }
+    }
+}
+
+struct ScramExchange {
+    server: ScramServer,
+    failures: Arc<Mutex<Failures>>,
+    limit: Limit,
+    peer: SocketAddr,
+    now: Instant,
+}
+
+impl AuthExchange for ScramExchange {
+    fn next(self: Box<Self>, data: Option<&[u8]>) -> AuthStep {
+        let username = self.server.username().to_owned();
+        match self.server.finish(data.unwrap_or_default()) {
+            Ok(last) => AuthStep::Success {
+                username,
+                data: Some(last.into()),
+            },
+            Err(err) => {
+                tracing::debug!(peer = %self.peer, %err, "SCRAM authentication failed");
+                self.limit.record(&self.failures, self.peer, self.now);
+                AuthStep::Failure(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+            }
+        }
     }
 }
 

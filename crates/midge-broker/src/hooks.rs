@@ -17,6 +17,7 @@
 //! [`Hooks::authorize_sys_publish`].
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use midge_codec::{ByteStr, ProtocolVersion, ReasonCode, SubscriptionOptions};
 use midge_proto::Message;
@@ -50,6 +51,80 @@ pub struct ConnectRequest<'a> {
     pub now: std::time::Instant,
 }
 
+/// What an enhanced authentication method is asked with, at CONNECT and at
+/// re-authentication.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct AuthRequest<'a> {
+    /// The client identifier in effect.
+    pub client_id: &'a str,
+    /// The User Name of the CONNECT, if it had one: a claim, not the identity the method
+    /// proves.
+    pub username: Option<&'a str>,
+    /// The listener the client came through, by index.
+    pub listener: usize,
+    /// Address of the client.
+    pub peer: SocketAddr,
+    /// When the packet was read.
+    pub now: std::time::Instant,
+}
+
+/// One step of an enhanced authentication exchange (MQTT 5.0 §4.12), from
+/// [`Authenticator::start`] or [`AuthExchange::next`].
+#[non_exhaustive]
+pub enum AuthStep {
+    /// Send the client AUTH 0x18 Continue authentication with `data`, and give its answer to
+    /// `exchange`.
+    Continue {
+        /// The Authentication Data to send.
+        data: Option<bytes::Bytes>,
+        /// What answers the client's next AUTH.
+        exchange: Box<dyn AuthExchange>,
+    },
+    /// The client proved it is `username`: the user name every later hook and the ACL see.
+    /// `data` goes to the client in CONNACK (or AUTH 0x00 Success, when re-authenticating).
+    Success {
+        /// The identity the method proved.
+        username: String,
+        /// The server's final Authentication Data.
+        data: Option<bytes::Bytes>,
+    },
+    /// The client failed: refused with this code (CONNACK at connect, DISCONNECT when
+    /// re-authenticating), for example [`ReasonCode::BAD_USER_NAME_OR_PASSWORD`] or
+    /// [`ReasonCode::NOT_AUTHORIZED`].
+    Failure(ReasonCode),
+}
+
+impl std::fmt::Debug for AuthStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Continue { .. } => f.write_str("Continue"),
+            Self::Success { username, .. } => f
+                .debug_struct("Success")
+                .field("username", username)
+                .finish_non_exhaustive(),
+            Self::Failure(code) => f.debug_tuple("Failure").field(code).finish(),
+        }
+    }
+}
+
+/// An MQTT 5.0 enhanced authentication method (a CONNECT with an Authentication Method, then
+/// AUTH packets), offered by [`Hooks::authenticator`]. The broker has SCRAM-SHA-256 built in
+/// for its password file ([`crate::FileAuth`]); other methods plug in here.
+///
+/// Like the other hooks, its steps run on the connection's thread and must be cheap.
+pub trait Authenticator: Send + Sync {
+    /// Starts an exchange with the Authentication Data of the CONNECT (or of AUTH 0x19
+    /// Re-authenticate).
+    fn start(&self, request: &AuthRequest<'_>, data: Option<&[u8]>) -> AuthStep;
+}
+
+/// The rest of one enhanced authentication exchange, after [`AuthStep::Continue`].
+pub trait AuthExchange: Send {
+    /// Answers the client's AUTH 0x18 with its Authentication Data.
+    fn next(self: Box<Self>, data: Option<&[u8]>) -> AuthStep;
+}
+
 /// A check of a CONNECT's credentials too costly to run on the connection's thread (a
 /// password hash), from [`Hooks::verify`]: the broker runs it on a bounded pool of threads of
 /// its own, and the connection waits for its answer without holding up any other.
@@ -67,6 +142,18 @@ pub struct ClientInfo {
     pub version: ProtocolVersion,
     /// Address of the client.
     pub peer: SocketAddr,
+    /// The listener the client came through, by index; in what would be padding.
+    pub(crate) listener: u16,
+    /// The client is on this machine: loopback, or a Unix socket.
+    pub(crate) local: bool,
+}
+
+impl ClientInfo {
+    /// The listener the client came through: its index in
+    /// [`BrokerConfig::listeners`](crate::BrokerConfig::listeners).
+    pub fn listener(&self) -> usize {
+        usize::from(self.listener)
+    }
 }
 
 /// Why a client's connection ended, for [`Hooks::on_disconnected`]: midge-proto's, as the
@@ -118,6 +205,16 @@ pub trait Hooks: Send + Sync + 'static {
     /// decides as `authenticate`'s would. The default has none.
     fn verify(&self, request: &ConnectRequest<'_>) -> Option<Verification> {
         let _ = request;
+        None
+    }
+
+    /// The enhanced authentication method named `method` (the Authentication Method of a 5.0
+    /// CONNECT), if these hooks offer it. A client naming a method no hook offers is refused
+    /// with 0x8C Bad authentication method [MQTT-4.12.0-1]. Once the method proved who the
+    /// client is, [`Hooks::authenticate`] is asked as for any CONNECT, with that user name
+    /// and [`ConnectRequest::username_verified`] set. The default offers none.
+    fn authenticator(&self, method: &str) -> Option<Arc<dyn Authenticator>> {
+        let _ = method;
         None
     }
 
@@ -213,6 +310,12 @@ impl<A: Hooks, B: Hooks> Hooks for (A, B) {
         self.1.authenticate(request)
     }
 
+    fn authenticator(&self, method: &str) -> Option<Arc<dyn Authenticator>> {
+        self.0
+            .authenticator(method)
+            .or_else(|| self.1.authenticator(method))
+    }
+
     fn verify(&self, request: &ConnectRequest<'_>) -> Option<Verification> {
         match (self.0.verify(request), self.1.verify(request)) {
             (None, None) => None,
@@ -279,13 +382,17 @@ impl<A: Hooks, B: Hooks> Hooks for (A, B) {
 }
 
 /// Shared hooks are hooks.
-impl<T: Hooks + ?Sized> Hooks for std::sync::Arc<T> {
+impl<T: Hooks + ?Sized> Hooks for Arc<T> {
     fn authenticate(&self, request: &ConnectRequest<'_>) -> Result<(), ReasonCode> {
         (**self).authenticate(request)
     }
 
     fn verify(&self, request: &ConnectRequest<'_>) -> Option<Verification> {
         (**self).verify(request)
+    }
+
+    fn authenticator(&self, method: &str) -> Option<Arc<dyn Authenticator>> {
+        (**self).authenticator(method)
     }
 
     fn authorize_publish(&self, client: &ClientInfo, message: &Message) -> Result<(), ReasonCode> {

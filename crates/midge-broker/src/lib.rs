@@ -26,7 +26,10 @@ pub use config::{
 };
 #[cfg(feature = "runtime")]
 pub use driver::Transport;
-pub use hooks::{AllowAll, ClientInfo, CloseReason, ConnectRequest, Hooks, Verification};
+pub use hooks::{
+    AllowAll, AuthExchange, AuthRequest, AuthStep, Authenticator, ClientInfo, CloseReason,
+    ConnectRequest, Hooks, Verification,
+};
 #[cfg(feature = "runtime")]
 pub use listener::ListenError;
 pub use stats::BrokerStats;

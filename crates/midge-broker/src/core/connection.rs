@@ -29,7 +29,7 @@ use super::handover::{self, Answer, Awaited, Handover, TakeOver};
 use super::inbox::{Inbox, QueueUse, SHRINK_ABOVE};
 use super::state::{Blocked, Core, Offered, Registered, Slot, SlotState, Sub};
 use super::verify::Ticket;
-use crate::hooks::{ClientInfo, ConnectRequest};
+use crate::hooks::{AuthExchange, AuthRequest, AuthStep, ClientInfo, ConnectRequest};
 use crate::stats::add;
 use crate::store::Retained;
 
@@ -58,8 +58,9 @@ pub struct Connection {
     slot: Option<Arc<Slot>>,
     /// Deliveries, takeover requests and shutdown arrive here.
     inbox: Arc<Inbox>,
-    /// Deliveries just taken from the inbox; kept to reuse its allocation.
-    taken: Vec<Delivery>,
+    /// Deliveries just taken from the inbox; kept to reuse its allocation (boxed: the
+    /// connection's task stays within 1 KiB).
+    taken: Option<Box<Vec<Delivery>>>,
     /// Set when another connection asked for our session.
     handover: Option<TakeOver>,
     /// The inbox was signalled (seen by [`Connection::poll_wakeup`]) and not yet acted on.
@@ -76,10 +77,6 @@ pub struct Connection {
     /// The user name is the client certificate's ([`Connection::set_certificate_username`]),
     /// not the one in the CONNECT.
     username_from_certificate: bool,
-    /// The listener the client came through, by index ([`Connection::set_listener`]).
-    listener: usize,
-    /// The client is on this machine: loopback, or a Unix socket.
-    local: bool,
     /// Bytes of this session's queue counted against the global memory budget: the budget
     /// covers online sessions' queues too, not only inboxes and offline sessions.
     counted: usize,
@@ -88,6 +85,19 @@ pub struct Connection {
     retained: Option<Box<RetainedBacklog>>,
     /// What the connection waits for, if anything; boxed, as it is rare.
     waiting: Option<Box<Waiting>>,
+    /// An enhanced authentication exchange under way; boxed, as it is rare.
+    auth: Option<Box<AuthState>>,
+}
+
+/// Where an enhanced authentication exchange is.
+enum AuthState {
+    /// The CONNECT's, before CONNACK.
+    Exchanging {
+        pending: Authenticating,
+        exchange: Box<dyn AuthExchange>,
+    },
+    /// A re-authentication, once connected.
+    Reauthenticating(Box<dyn AuthExchange>),
 }
 
 impl std::fmt::Debug for Connection {
@@ -186,9 +196,11 @@ impl Connection {
                 username: None,
                 version: ProtocolVersion::V5,
                 peer,
+                listener: 0,
+                local: peer.ip().is_loopback(),
             },
             slot: None,
-            taken: Vec::new(),
+            taken: None,
             handover: None,
             signalled: false,
             shutting_down: false,
@@ -196,11 +208,10 @@ impl Connection {
             transmitting: false,
             accepted: false,
             username_from_certificate: false,
-            listener: 0,
-            local: peer.ip().is_loopback(),
             counted: 0,
             retained: None,
             waiting: None,
+            auth: None,
             inbox,
             core,
         };
@@ -227,8 +238,9 @@ impl Connection {
     /// the transport is local to this machine even though the peer address does not say so
     /// (a Unix socket). Loopback addresses are local already. Call it before any input.
     pub fn set_listener(&mut self, listener: usize, local: bool) {
-        self.listener = listener;
-        self.local |= local;
+        // Configurations have far fewer listeners; one past the range names none.
+        self.info.listener = u16::try_from(listener).unwrap_or(u16::MAX);
+        self.info.local |= local;
     }
 
     /// Handles the bytes the client sent: complete packets are taken from `input` and
@@ -493,6 +505,7 @@ impl Connection {
                 connect.properties.user_properties = Vec::new();
                 self.on_connect(now, connect, client_id);
             }
+            ServerEvent::Auth { reason, data } => self.on_auth(now, reason, data),
             ServerEvent::Publish { message, packet_id } => {
                 self.on_publish(now, message, packet_id);
             }
@@ -544,6 +557,11 @@ impl Connection {
             tracing::error!(peer = %self.info.peer, "no random source to assign a client identifier");
             return self.conn.reject(ReasonCode::SERVER_UNAVAILABLE);
         };
+        // Taken out of the CONNECT: the password is not kept past this decision.
+        let password = connect.password.take();
+        if let Some(method) = connect.properties.authentication_method.clone() {
+            return self.start_enhanced(now, connect, client_id, method.as_str());
+        }
         let username = if self.username_from_certificate {
             self.info.username.clone()
         } else {
@@ -553,8 +571,30 @@ impl Connection {
                 .as_ref()
                 .map(midge_codec::ByteStr::unshared)
         };
-        // Taken out of the CONNECT: the password is not kept past this decision.
-        let password = connect.password.take();
+        let verified = self.username_from_certificate;
+        let pending = Authenticating {
+            connect,
+            client_id,
+            username,
+        };
+        self.check_credentials(now, pending, password, verified);
+    }
+
+    /// Asks the hooks about a CONNECT's credentials (`verified`: its user name was proven
+    /// already), then goes on with it, or waits for the costly check they asked for.
+    fn check_credentials(
+        &mut self,
+        now: Instant,
+        pending: Authenticating,
+        password: Option<bytes::Bytes>,
+        verified: bool,
+    ) {
+        let core = self.core.clone();
+        let Authenticating {
+            connect,
+            client_id,
+            username,
+        } = pending;
         let request = ConnectRequest {
             client_id: client_id.as_str(),
             username: username.as_ref().map(|u| u.as_str()),
@@ -562,9 +602,9 @@ impl Connection {
             version: connect.protocol,
             peer: self.info.peer,
             clean_start: connect.clean_start,
-            listener: self.listener,
-            local: self.local,
-            username_verified: self.username_from_certificate,
+            listener: self.info.listener(),
+            local: self.info.local,
+            username_verified: verified,
             now,
         };
         if let Err(code) = core.hooks.authenticate(&request) {
@@ -591,6 +631,111 @@ impl Connection {
         }
     }
 
+    /// Starts the enhanced authentication of a CONNECT that named `method` (MQTT 5.0 §4.12).
+    fn start_enhanced(
+        &mut self,
+        now: Instant,
+        mut connect: Box<midge_codec::Connect>,
+        client_id: midge_codec::ByteStr,
+        method: &str,
+    ) {
+        let Some(authenticator) = self.core.hooks.authenticator(method) else {
+            // [MQTT-4.12.0-1]
+            return self.refuse_credentials(&client_id, ReasonCode::BAD_AUTHENTICATION_METHOD);
+        };
+        let data = connect.properties.authentication_data.take();
+        let step = authenticator.start(
+            &AuthRequest {
+                client_id: client_id.as_str(),
+                username: connect.username.as_ref().map(|u| u.as_str()),
+                listener: self.info.listener(),
+                peer: self.info.peer,
+                now,
+            },
+            data.as_deref(),
+        );
+        let pending = Authenticating {
+            connect,
+            client_id,
+            username: None,
+        };
+        self.enhanced_step(now, pending, step);
+    }
+
+    /// Acts on a step of the enhanced authentication of a CONNECT.
+    fn enhanced_step(&mut self, now: Instant, mut pending: Authenticating, step: AuthStep) {
+        match step {
+            AuthStep::Continue { data, exchange } => {
+                self.conn.auth_continue(data);
+                self.auth = Some(Box::new(AuthState::Exchanging { pending, exchange }));
+            }
+            AuthStep::Success { username, data } => {
+                self.conn.set_auth_success_data(data);
+                pending.username = Some(midge_codec::ByteStr::from(username));
+                self.check_credentials(now, pending, None, true);
+            }
+            AuthStep::Failure(code) => self.refuse_credentials(&pending.client_id, code),
+        }
+    }
+
+    /// The client's AUTH: the next step of its CONNECT's enhanced authentication, or of a
+    /// re-authentication once connected [MQTT-4.12.1-1].
+    fn on_auth(&mut self, now: Instant, reason: ReasonCode, data: Option<bytes::Bytes>) {
+        let state = self.auth.take().map(|state| *state);
+        if !self.conn.is_connected() {
+            if let Some(AuthState::Exchanging { pending, exchange }) = state {
+                let step = exchange.next(data.as_deref());
+                self.enhanced_step(now, pending, step);
+            }
+            return;
+        }
+        let step = match (reason, state) {
+            (ReasonCode::RE_AUTHENTICATE, _) => {
+                let authenticator = self
+                    .conn
+                    .auth_method()
+                    .and_then(|method| self.core.hooks.authenticator(method.as_str()));
+                let Some(authenticator) = authenticator else {
+                    return self.reauth_failed(ReasonCode::BAD_AUTHENTICATION_METHOD);
+                };
+                authenticator.start(
+                    &AuthRequest {
+                        client_id: self.info.client_id.as_str(),
+                        username: self.info.username.as_ref().map(|u| u.as_str()),
+                        listener: self.info.listener(),
+                        peer: self.info.peer,
+                        now,
+                    },
+                    data.as_deref(),
+                )
+            }
+            (_, Some(AuthState::Reauthenticating(exchange))) => exchange.next(data.as_deref()),
+            // The state machine lets no other AUTH through.
+            _ => return,
+        };
+        match step {
+            AuthStep::Continue { data, exchange } => {
+                self.conn.auth_continue(data);
+                self.auth = Some(Box::new(AuthState::Reauthenticating(exchange)));
+            }
+            // Re-authentication proves the same client again; it cannot make it another.
+            AuthStep::Success { username, data }
+                if self.info.username.as_ref().map(|u| u.as_str()) == Some(username.as_str()) =>
+            {
+                self.conn.reauth_success(data);
+            }
+            AuthStep::Success { .. } => self.reauth_failed(ReasonCode::NOT_AUTHORIZED),
+            AuthStep::Failure(code) => self.reauth_failed(code),
+        }
+    }
+
+    /// A re-authentication failed: the client is disconnected with `code` [MQTT-4.12.1-2].
+    fn reauth_failed(&mut self, code: ReasonCode) {
+        self.core.counters.auth_failures.fetch_add(1, Relaxed);
+        tracing::info!(peer = %self.info.peer, client_id = %self.info.client_id, code = code.0, "re-authentication failed");
+        self.conn.disconnect(code);
+    }
+
     /// Refuses a CONNECT for its credentials (or for their absence), counted.
     fn refuse_credentials(&mut self, client_id: &midge_codec::ByteStr, code: ReasonCode) {
         let counters = &self.core.counters;
@@ -613,6 +758,8 @@ impl Connection {
             username,
             version: connect.protocol,
             peer: self.info.peer,
+            listener: self.info.listener,
+            local: self.info.local,
         };
         // A will is a publish: one the client may not make is refused now, not dropped
         // unseen when the client leaves.
@@ -947,7 +1094,8 @@ impl Connection {
     /// Moves deliveries from the inbox into the session's queue, at most [`INBOX_BATCH`] per
     /// wake-up so that input is not starved.
     fn take_deliveries(&mut self) {
-        let mut taken = std::mem::take(&mut self.taken);
+        let mut boxed = self.taken.take().unwrap_or_default();
+        let mut taken = std::mem::take(&mut *boxed);
         self.inbox
             .take(INBOX_BATCH, &mut taken, &self.core.inbox_limits);
         for delivery in taken.drain(..) {
@@ -968,7 +1116,8 @@ impl Connection {
         // Kept for the next batch unless a burst made it large: an idle connection should not
         // hold a burst's worth of room.
         if taken.capacity() <= SHRINK_ABOVE {
-            self.taken = taken;
+            *boxed = taken;
+            self.taken = Some(boxed);
         }
     }
 
