@@ -27,7 +27,8 @@ CONNECT passwords and for MQTT 5.0 enhanced authentication with SCRAM-SHA-256.
 
 Unlike mosquitto_passwd, -U keeps entries that are already hashed, so running it twice is
 harmless, and the password is all of the line after the first ':'. Comments and blank lines
-are kept. The file is replaced atomically; a new file has mode 0600.
+are kept. The file is replaced atomically: a new file has mode 0600, a replaced one keeps its
+owner and group, and its permissions less those for others.
 
 Exit codes:
   0  success
