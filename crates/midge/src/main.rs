@@ -4,6 +4,7 @@
 
 mod bench;
 mod mqtt;
+mod passwd;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -52,6 +53,10 @@ enum Command {
     Sub(Box<mqtt::subscribe::SubArgs>),
     /// Measure a broker: connections, publishers, subscribers, end-to-end scenarios.
     Bench(Box<bench::BenchArgs>),
+    /// Manage password files, as mosquitto_passwd does: -c creates, -D deletes a user, -U
+    /// hashes a plain-text file.
+    #[command(after_help = passwd::HELP)]
+    Passwd(passwd::PasswdArgs),
 }
 
 #[derive(Debug, Default, Args)]
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
         Some(Command::Pub(args)) => mqtt::publish::main(*args),
         Some(Command::Sub(args)) => mqtt::subscribe::main(*args),
         Some(Command::Bench(args)) => bench::main(*args),
+        Some(Command::Passwd(args)) => passwd::main(args),
         None => broker(BrokerArgs::default()),
     }
 }
