@@ -347,11 +347,13 @@ async fn scram_connect(addr: SocketAddr, user: &str, password: &str) -> (Peer, R
     let client_final = scram
         .handle_server_first(&server_first)
         .expect("server-first");
-    let mut auth = Auth::default();
-    auth.reason_code = ReasonCode::CONTINUE_AUTHENTICATION;
-    auth.properties = AuthProperties::default();
-    auth.properties.authentication_method = Some(METHOD.into());
-    auth.properties.authentication_data = Some(client_final.into());
+    let mut properties = AuthProperties::default();
+    properties.authentication_method = Some(METHOD.into());
+    properties.authentication_data = Some(client_final.into());
+    let auth = Auth {
+        reason_code: ReasonCode::CONTINUE_AUTHENTICATION,
+        properties,
+    };
     peer.send(Packet::Auth(Box::new(auth))).await;
     let ack = match peer.recv().await {
         Recv::Packet(Packet::ConnAck(ack)) => ack,
@@ -445,12 +447,9 @@ async fn a_connect_waiting_for_its_password_check_does_not_hold_up_others() {
         let started = std::time::Instant::now();
         healthy.publish("flow", "x", QoS::AtLeastOnce, false).await;
         healthy.recv_publish().await;
-        assert!(
-            started.elapsed() < Duration::from_millis(500),
-            "{:?}",
-            started.elapsed()
-        );
+        slowest = slowest.max(started.elapsed());
     }
+    assert!(slowest < Duration::from_millis(500), "{slowest:?}");
     for check in checks {
         assert_eq!(
             check.await.expect("task"),
