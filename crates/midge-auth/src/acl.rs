@@ -163,9 +163,15 @@ pub struct AclClient<'a> {
 
 /// A parsed ACL file, ready to answer access checks.
 ///
-/// Checks read the rules of one user (found by hashing the user name) and the patterns, so
-/// their cost does not grow with the number of other users; [`check`](Self::check) does not
-/// allocate.
+/// A check reads the rules of one user (found by hashing the user name) or the anonymous
+/// rules, and the patterns, so its cost does not grow with the number of other users. Long
+/// lists of rules (sixteen or more whose first level is text) are indexed by their first
+/// level, so a check reads only the rules that can match the topic. Each filter is split
+/// into levels when the file is read, and [`check`](Self::check) matches it against the
+/// topic in place, without allocating.
+///
+/// An `AclFile` does not change once read: to reload, read the file again and swap the
+/// value (in an `Arc`, say).
 #[derive(Clone, Debug, Default)]
 pub struct AclFile {
     /// `topic` lines before the first `user` line.
