@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod auth;
 mod client;
 mod connector;
 mod driver;
@@ -10,11 +11,13 @@ mod error;
 mod message;
 mod options;
 
+pub use auth::{AuthError, Authenticator};
 pub use client::{Client, ClientBuilder, ConnectionEvent, PublishHandle, Subscription};
 pub use connector::{Connector, ConnectorError};
 pub use endpoint::{BrokerUrl, Scheme, UrlError};
 pub use error::{
-    ClientError, CloseReason, ConnectError, InputKind, InvalidInput, TlsFailure, WebSocketFailure,
+    AuthFailure, ClientError, CloseReason, ConnectError, InputKind, InvalidInput, TlsFailure,
+    WebSocketFailure,
 };
 pub use message::Message;
 pub use options::{Limits, PublishOptions, ReconnectPolicy, SubscribeOptions};
