@@ -10,6 +10,7 @@ use midge_proto::Message;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::auth::FileAuth;
 use crate::config::BindAddr;
 use crate::config::{BrokerConfig, ConfigError};
 use crate::core::Core;
@@ -112,13 +113,25 @@ impl BrokerBuilder {
             .config
             .listeners
             .iter()
-            .map(|listener| Bound::bind(listener, max_packet_size))
+            .enumerate()
+            .map(|(index, listener)| Bound::bind(listener, index, max_packet_size))
             .collect::<Result<Vec<_>, _>>()?;
         let addrs: Vec<Option<SocketAddr>> = listeners.iter().map(Bound::local_addr).collect();
-        let reloaders = TlsReloader(listeners.iter().filter_map(Bound::reloader).collect());
+        let reloaders: Arc<[Reloader]> = listeners.iter().filter_map(Bound::reloader).collect();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Core::new(self.config, self.hooks, self.store, self.cluster, now())?;
         let timer_task = tokio::spawn(timer_loop(shared.clone(), shutdown_rx.clone()));
+        let verify_task = tokio::spawn(verify_loop(
+            shared.clone(),
+            shared.config.auth.verify_threads(),
+        ));
+        for (index, listener) in shared.config.listeners.iter().enumerate() {
+            tracing::info!(
+                listener = %listener.describe(),
+                "accepting {}",
+                shared.file_auth().describe(index)
+            );
+        }
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
         let listener_tasks = listeners
             .into_iter()
@@ -143,6 +156,7 @@ impl BrokerBuilder {
             listener_tasks,
             sys_task,
             timer_task: Some(timer_task),
+            verify_task: Some(verify_task),
         })
     }
 }
@@ -172,6 +186,26 @@ async fn timer_loop(shared: Arc<Core>, mut stopping: watch::Receiver<bool>) {
         if fired.is_err() {
             tracing::error!("a hook panicked while a session deadline fired");
         }
+    }
+}
+
+/// Runs the password checks CONNECTs wait for, on tokio's blocking threads, at most
+/// `threads` at once: the threads that route messages never compute a hash, and a storm of
+/// CONNECTs with passwords queues here (one check per waiting connection) instead of taking
+/// every CPU.
+async fn verify_loop(shared: Arc<Core>, threads: usize) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(threads));
+    loop {
+        let job = std::future::poll_fn(|cx| shared.poll_verification(cx)).await;
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        tokio::task::spawn_blocking(move || {
+            // A check that panics refuses its CONNECT by never answering (the connection
+            // times out); the permit comes back either way.
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| job.run()));
+            drop(permit);
+        });
     }
 }
 
@@ -234,7 +268,7 @@ pub struct BrokerHandle {
     shared: Arc<Core>,
     /// Each listener's TCP address, in the configuration's order.
     addrs: Vec<Option<SocketAddr>>,
-    reloaders: TlsReloader,
+    reloaders: Arc<[Reloader]>,
     shutdown: watch::Sender<bool>,
     done: Option<mpsc::Receiver<()>>,
     /// What connections given to [`BrokerHandle::serve`] are admitted through.
@@ -242,33 +276,59 @@ pub struct BrokerHandle {
     listener_tasks: Vec<JoinHandle<()>>,
     sys_task: Option<JoinHandle<()>>,
     timer_task: Option<JoinHandle<()>>,
+    verify_task: Option<JoinHandle<()>>,
 }
 
-/// Reloads the TLS listeners' certificates: [`BrokerHandle::tls_reloader`].
+/// Reloads the files the broker reads at start that may change while it runs: the TLS
+/// listeners' certificates, and the password and ACL files. From
+/// [`BrokerHandle::file_reloader`], for a task of its own (a signal handler).
 #[derive(Clone)]
-pub struct TlsReloader(Arc<[Reloader]>);
+pub struct FileReloader {
+    tls: Arc<[Reloader]>,
+    auth: Arc<FileAuth>,
+}
 
-impl std::fmt::Debug for TlsReloader {
+impl std::fmt::Debug for FileReloader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.0.iter().map(Reloader::name))
-            .finish()
+        f.debug_struct("FileReloader")
+            .field(
+                "tls",
+                &self.tls.iter().map(Reloader::name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
     }
 }
 
-impl TlsReloader {
-    /// Reads every TLS listener's certificate, key and client CA files again. Handshakes
-    /// from then on use the new files; open connections keep theirs. A listener whose files
-    /// fail to load keeps the ones it has, and the error, naming the listener and the file, is
-    /// logged and returned; the other listeners still reload.
+impl FileReloader {
+    /// Reads every TLS listener's certificate, key and client CA files again, and the
+    /// password and ACL files. Handshakes from then on use the new certificates (open
+    /// connections keep theirs), and every check from then on the new rules: a connected
+    /// client whose rights shrank stops receiving what it may no longer read from the next
+    /// message on. A client whose user was removed stays connected (it was authenticated when
+    /// it connected) but has only the rights the ACL gives a user it does not name; it is
+    /// refused when it connects again.
+    ///
+    /// Files that fail to load change nothing of their own kind: a listener keeps its
+    /// certificates, and the password and ACL rules stay as they were, together. Each error,
+    /// naming the file (and the line, for a malformed line), is logged and returned; the
+    /// other files still reload.
     pub fn reload(&self) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
-        for reloader in self.0.iter() {
+        for reloader in self.tls.iter() {
             match reloader.reload() {
                 Ok(()) => tracing::info!(listener = reloader.name(), "TLS certificates reloaded"),
                 Err(err) => {
                     tracing::error!("{err}; keeping the certificates in use");
                     errors.push(err);
+                }
+            }
+        }
+        if self.auth.has_files() {
+            match self.auth.reload() {
+                Ok(()) => tracing::info!("password and ACL files reloaded"),
+                Err(err) => {
+                    tracing::error!("{err}; keeping the password and ACL rules in use");
+                    errors.push(err.to_string());
                 }
             }
         }
@@ -296,7 +356,8 @@ impl BrokerHandle {
     /// [`BrokerHandle::shutdown`] waits for it.
     pub fn serve<S: Transport>(&self, stream: S, peer: SocketAddr) {
         if let Some(admission) = self.serving.as_ref().and_then(Gate::admit) {
-            crate::driver::spawn(&self.shared, stream, peer, now(), None, admission);
+            let origin = crate::driver::Origin::default();
+            crate::driver::spawn(&self.shared, stream, peer, now(), origin, admission);
         }
     }
 
@@ -317,15 +378,18 @@ impl BrokerHandle {
         self.addrs.get(index).copied().flatten()
     }
 
-    /// Reads every TLS listener's certificate, key and client CA files again (what
-    /// `midge broker` does on SIGHUP); see [`TlsReloader::reload`].
-    pub fn reload_tls(&self) -> Result<(), Vec<String>> {
-        self.reloaders.reload()
+    /// Reads the TLS listeners' certificates and the password and ACL files again (what
+    /// `midge broker` does on SIGHUP); see [`FileReloader::reload`].
+    pub fn reload(&self) -> Result<(), Vec<String>> {
+        self.file_reloader().reload()
     }
 
-    /// What reloads the TLS listeners' files, for a task of its own (a signal handler).
-    pub fn tls_reloader(&self) -> TlsReloader {
-        self.reloaders.clone()
+    /// What reloads the broker's files, for a task of its own (a signal handler).
+    pub fn file_reloader(&self) -> FileReloader {
+        FileReloader {
+            tls: self.reloaders.clone(),
+            auth: self.shared.file_auth().clone(),
+        }
     }
 
     /// A snapshot of the counters.
@@ -389,6 +453,9 @@ impl BrokerHandle {
             // Every connection task holds a sender; `None` means they all ended.
             let _ = done.recv().await;
         }
+        if let Some(task) = self.verify_task.take() {
+            task.abort();
+        }
         self.shared.flush_detached();
         self.shared.save_offline_sessions(now());
         tracing::info!("midge broker stopped");
@@ -400,6 +467,9 @@ impl Drop for BrokerHandle {
         let _ = self.shutdown.send(true);
         self.shared.stop();
         if let Some(task) = self.sys_task.take() {
+            task.abort();
+        }
+        if let Some(task) = self.verify_task.take() {
             task.abort();
         }
     }

@@ -37,6 +37,8 @@ pub struct BrokerConfig {
     pub shared_subscriptions: SharedConfig,
     /// `[sys]`: `$SYS` topics.
     pub sys: SysConfig,
+    /// `[auth]`: who may connect, and what each client may publish and read.
+    pub auth: AuthConfig,
 }
 
 impl Default for BrokerConfig {
@@ -48,6 +50,7 @@ impl Default for BrokerConfig {
             mqtt: MqttConfig::default(),
             shared_subscriptions: SharedConfig::default(),
             sys: SysConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -84,6 +87,12 @@ pub struct ListenerConfig {
     /// second or more, so a burst of connections larger than the backlog waits. The kernel
     /// may cap it (Linux: `net.core.somaxconn`). Default 1024.
     pub backlog: u32,
+    /// Overrides `auth.allow_anonymous` on this listener (mosquitto's
+    /// `per_listener_settings`). Default: the `[auth]` setting.
+    pub allow_anonymous: Option<bool>,
+    /// Overrides `auth.password_file` on this listener: its clients are checked against this
+    /// file instead. Default: the `[auth]` setting.
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for ListenerConfig {
@@ -97,6 +106,8 @@ impl Default for ListenerConfig {
             max_connections: None,
             proxy_protocol: false,
             backlog: 1024,
+            allow_anonymous: None,
+            password_file: None,
         }
     }
 }
@@ -164,6 +175,9 @@ impl ListenerConfig {
         }
         if let Some(tls) = &mut self.tls {
             tls.resolve_paths(dir);
+        }
+        if let Some(path) = &mut self.password_file {
+            resolve(path, dir);
         }
     }
 
@@ -546,6 +560,91 @@ impl Default for SysConfig {
     }
 }
 
+/// `[auth]`: who may connect, and what each client may publish and read.
+///
+/// Without any of it, the broker is open to this machine only: clients are accepted without
+/// credentials over loopback and Unix sockets, and refused from anywhere else (CONNACK 0x87
+/// Not authorized; 5 for 3.x) until `allow_anonymous = true` says the network may come in.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AuthConfig {
+    /// Whether clients without a user name (and without a certificate identity or an
+    /// enhanced authentication) are accepted. Unset: accepted over loopback and Unix sockets
+    /// only, when no password file is configured; refused when one is. A listener may
+    /// override it.
+    pub allow_anonymous: Option<bool>,
+    /// A password file in mosquitto's format (`mosquitto_passwd` files work as they are;
+    /// `midge passwd` writes them). Clients with a user name must give its password; its
+    /// SCRAM-SHA-256 entries also serve MQTT 5.0 enhanced authentication. A listener may use
+    /// another file. Re-read on SIGHUP.
+    pub password_file: Option<PathBuf>,
+    /// An ACL file in mosquitto's format: what each client may publish, subscribe to and
+    /// receive. Without one, every client may use every topic but `$SYS` (which it may read
+    /// but not publish to). Re-read on SIGHUP.
+    pub acl_file: Option<PathBuf>,
+    /// Failed password checks from one client address within
+    /// `failed_attempts_window_secs` before further CONNECTs with a password from it are
+    /// refused at once (0x9F Connection rate exceeded; 3 for 3.x) until the window passes.
+    /// 0 turns this off. Default 10.
+    pub max_failed_attempts: u32,
+    /// The window of `max_failed_attempts`, in seconds. Default 60.
+    pub failed_attempts_window_secs: u64,
+    /// Threads that check passwords, off the threads that route messages: at most this many
+    /// hashes are computed at once, and CONNECTs beyond wait their turn. Default: half the
+    /// CPUs, at least 1.
+    pub verify_threads: Option<usize>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            allow_anonymous: None,
+            password_file: None,
+            acl_file: None,
+            max_failed_attempts: 10,
+            failed_attempts_window_secs: 60,
+            verify_threads: None,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Makes relative file paths relative to `dir`.
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        for path in [&mut self.password_file, &mut self.acl_file]
+            .into_iter()
+            .flatten()
+        {
+            resolve(path, dir);
+        }
+    }
+
+    /// Threads that check passwords: `verify_threads`, or half the CPUs (at least 1).
+    pub fn verify_threads(&self) -> usize {
+        self.verify_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+        })
+    }
+}
+
+fn resolve(path: &mut PathBuf, dir: &Path) {
+    if path.is_relative() {
+        *path = dir.join(&*path);
+    }
+}
+
+impl BrokerConfig {
+    /// Makes every relative path in the configuration (Unix sockets, TLS, password and ACL
+    /// files) relative to `dir`: the directory of the file it was read from.
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        for listener in &mut self.listeners {
+            listener.resolve_paths(dir);
+        }
+        self.auth.resolve_paths(dir);
+    }
+}
+
 /// A configuration that cannot run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -559,6 +658,12 @@ pub enum ConfigError {
     /// There is no listener.
     #[error("at least one [[listener]] is needed")]
     NoListener,
+    /// A password or ACL file could not be loaded.
+    #[error(transparent)]
+    AuthFile(#[from] midge_auth::FileError),
+    /// `auth.verify_threads` is 0.
+    #[error("auth.verify_threads must be greater than 0")]
+    VerifyThreads,
     /// A listener's keys contradict each other.
     #[error("listener {bind}: {what}")]
     Listener {
@@ -580,6 +685,9 @@ impl BrokerConfig {
         }
         for listener in &self.listeners {
             listener.validate()?;
+        }
+        if self.auth.verify_threads == Some(0) {
+            return Err(ConfigError::VerifyThreads);
         }
         let zero = [
             (

@@ -80,6 +80,17 @@ impl Buffers {
     }
 }
 
+/// Where a connection came from, beyond its address.
+#[derive(Debug, Default)]
+pub(crate) struct Origin {
+    /// The listener's index in the configuration.
+    pub(crate) listener: usize,
+    /// The client is on this machine though its address does not say so (a Unix socket).
+    pub(crate) local: bool,
+    /// The user name the client's certificate gave it (`use_identity_as_username`).
+    pub(crate) certificate_username: Option<String>,
+}
+
 /// Runs one connection to its end; the returned future ends when the transport is closed,
 /// and drops `done` then.
 ///
@@ -89,18 +100,19 @@ impl Buffers {
 /// either holds bytes. An idle connection's read is polled into a buffer on the stack.
 ///
 /// `accepted_at` is when the transport was accepted: the CONNECT is due within
-/// `limits.connect_timeout_ms` of it, handshakes included. `certificate_username`, when
-/// given, is the user name the client's certificate gave it (`use_identity_as_username`).
+/// `limits.connect_timeout_ms` of it, handshakes included. `origin` says where the client
+/// came from.
 pub(crate) fn run<S: Transport>(
     core: Arc<Core>,
     stream: S,
     peer: SocketAddr,
     accepted_at: Instant,
-    certificate_username: Option<String>,
+    origin: Origin,
     done: Admission,
 ) -> impl Future<Output = ()> + Send {
     let mut connection = Connection::new(&core, peer, accepted_at);
-    if let Some(name) = certificate_username {
+    connection.set_listener(origin.listener, origin.local);
+    if let Some(name) = origin.certificate_username {
         connection.set_certificate_username(&name);
     }
     drop(core);
@@ -124,7 +136,7 @@ pub(crate) fn spawn<S: Transport>(
     stream: S,
     peer: SocketAddr,
     accepted_at: Instant,
-    certificate_username: Option<String>,
+    origin: Origin,
     done: Admission,
 ) {
     // Boxed: a task stores its future inline in a cache-line-aligned cell, which rounds every
@@ -135,7 +147,7 @@ pub(crate) fn spawn<S: Transport>(
         stream,
         peer,
         accepted_at,
-        certificate_username,
+        origin,
         done,
     )));
 }
@@ -362,7 +374,7 @@ mod tests {
         let (done, _) = tokio::sync::mpsc::channel(1);
         let gate = crate::listener::Gate::new(None, done);
         let admission = gate.admit().expect("no limit");
-        let task = run(core, stream, addr, now(), None, admission);
+        let task = run(core, stream, addr, now(), Origin::default(), admission);
         let size = size_of_val(&task);
         eprintln!("connection task: {size} bytes");
         assert!(size <= 1024, "the connection task grew to {size} bytes");

@@ -17,6 +17,7 @@
 //! [`Hooks::authorize_sys_publish`].
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use midge_codec::{ByteStr, ProtocolVersion, ReasonCode, SubscriptionOptions};
 use midge_proto::Message;
@@ -37,7 +38,97 @@ pub struct ConnectRequest<'a> {
     pub peer: SocketAddr,
     /// Whether the client asked for a clean start.
     pub clean_start: bool,
+    /// The listener the client came through: its index in
+    /// [`BrokerConfig::listeners`](crate::BrokerConfig::listeners).
+    pub listener: usize,
+    /// Whether the client is on this machine: it came over loopback or a Unix socket.
+    pub local: bool,
+    /// Whether [`ConnectRequest::username`] was proven already: it is the name of the client's
+    /// TLS certificate (`use_identity_as_username`) or of an enhanced authentication exchange
+    /// that succeeded, not a claim the CONNECT makes.
+    pub username_verified: bool,
+    /// When the CONNECT was read.
+    pub now: std::time::Instant,
 }
+
+/// What an enhanced authentication method is asked with, at CONNECT and at
+/// re-authentication.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct AuthRequest<'a> {
+    /// The client identifier in effect.
+    pub client_id: &'a str,
+    /// The User Name of the CONNECT, if it had one: a claim, not the identity the method
+    /// proves.
+    pub username: Option<&'a str>,
+    /// The listener the client came through, by index.
+    pub listener: usize,
+    /// Address of the client.
+    pub peer: SocketAddr,
+    /// When the packet was read.
+    pub now: std::time::Instant,
+}
+
+/// One step of an enhanced authentication exchange (MQTT 5.0 §4.12), from
+/// [`Authenticator::start`] or [`AuthExchange::next`].
+#[non_exhaustive]
+pub enum AuthStep {
+    /// Send the client AUTH 0x18 Continue authentication with `data`, and give its answer to
+    /// `exchange`.
+    Continue {
+        /// The Authentication Data to send.
+        data: Option<bytes::Bytes>,
+        /// What answers the client's next AUTH.
+        exchange: Box<dyn AuthExchange>,
+    },
+    /// The client proved it is `username`: the user name every later hook and the ACL see.
+    /// `data` goes to the client in CONNACK (or AUTH 0x00 Success, when re-authenticating).
+    Success {
+        /// The identity the method proved.
+        username: String,
+        /// The server's final Authentication Data.
+        data: Option<bytes::Bytes>,
+    },
+    /// The client failed: refused with this code (CONNACK at connect, DISCONNECT when
+    /// re-authenticating), for example [`ReasonCode::BAD_USER_NAME_OR_PASSWORD`] or
+    /// [`ReasonCode::NOT_AUTHORIZED`].
+    Failure(ReasonCode),
+}
+
+impl std::fmt::Debug for AuthStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Continue { .. } => f.write_str("Continue"),
+            Self::Success { username, .. } => f
+                .debug_struct("Success")
+                .field("username", username)
+                .finish_non_exhaustive(),
+            Self::Failure(code) => f.debug_tuple("Failure").field(code).finish(),
+        }
+    }
+}
+
+/// An MQTT 5.0 enhanced authentication method (a CONNECT with an Authentication Method, then
+/// AUTH packets), offered by [`Hooks::authenticator`]. The broker has SCRAM-SHA-256 built in
+/// for its password file ([`crate::FileAuth`]); other methods plug in here.
+///
+/// Like the other hooks, its steps run on the connection's thread and must be cheap.
+pub trait Authenticator: Send + Sync {
+    /// Starts an exchange with the Authentication Data of the CONNECT (or of AUTH 0x19
+    /// Re-authenticate).
+    fn start(&self, request: &AuthRequest<'_>, data: Option<&[u8]>) -> AuthStep;
+}
+
+/// The rest of one enhanced authentication exchange, after [`AuthStep::Continue`].
+pub trait AuthExchange: Send {
+    /// Answers the client's AUTH 0x18 with its Authentication Data.
+    fn next(self: Box<Self>, data: Option<&[u8]>) -> AuthStep;
+}
+
+/// A check of a CONNECT's credentials too costly to run on the connection's thread (a
+/// password hash), from [`Hooks::verify`]: the broker runs it on a bounded pool of threads of
+/// its own, and the connection waits for its answer without holding up any other.
+pub type Verification = Box<dyn FnOnce() -> Result<(), ReasonCode> + Send>;
 
 /// A connected client, as the hooks see it.
 #[derive(Clone, Debug)]
@@ -51,6 +142,18 @@ pub struct ClientInfo {
     pub version: ProtocolVersion,
     /// Address of the client.
     pub peer: SocketAddr,
+    /// The listener the client came through, by index; in what would be padding.
+    pub(crate) listener: u16,
+    /// The client is on this machine: loopback, or a Unix socket.
+    pub(crate) local: bool,
+}
+
+impl ClientInfo {
+    /// The listener the client came through: its index in
+    /// [`BrokerConfig::listeners`](crate::BrokerConfig::listeners).
+    pub fn listener(&self) -> usize {
+        usize::from(self.listener)
+    }
 }
 
 /// Why a client's connection ended, for [`Hooks::on_disconnected`]: midge-proto's, as the
@@ -96,6 +199,25 @@ pub trait Hooks: Send + Sync + 'static {
         Ok(())
     }
 
+    /// A costly check of the CONNECT's credentials, asked once [`Hooks::authenticate`] allowed
+    /// it: `Some` runs the returned check on the broker's pool of verification threads (so
+    /// that a storm of CONNECTs with passwords to hash never stalls routing), and its answer
+    /// decides as `authenticate`'s would. The default has none.
+    fn verify(&self, request: &ConnectRequest<'_>) -> Option<Verification> {
+        let _ = request;
+        None
+    }
+
+    /// The enhanced authentication method named `method` (the Authentication Method of a 5.0
+    /// CONNECT), if these hooks offer it. A client naming a method no hook offers is refused
+    /// with 0x8C Bad authentication method [MQTT-4.12.0-1]. Once the method proved who the
+    /// client is, [`Hooks::authenticate`] is asked as for any CONNECT, with that user name
+    /// and [`ConnectRequest::username_verified`] set. The default offers none.
+    fn authenticator(&self, method: &str) -> Option<Arc<dyn Authenticator>> {
+        let _ = method;
+        None
+    }
+
     /// Decides whether `client` may publish `message`. A refused QoS 1 or 2 message is
     /// acknowledged with the code (5.0) and not routed; a refused will is dropped.
     ///
@@ -139,6 +261,16 @@ pub trait Hooks: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Decides whether `client` may receive `message`, routed to it by one of its
+    /// subscriptions. Asked as the message is delivered, so that a subscription to a wildcard
+    /// brings only what its client may read, and again for retained messages sent on
+    /// SUBSCRIBE and for the queued messages of a session that resumes. A refused message is
+    /// skipped for this client and counted. The default allows everything.
+    fn authorize_read(&self, client: &ClientInfo, message: &Message) -> bool {
+        let _ = (client, message);
+        true
+    }
+
     /// A client was accepted; `session_present` tells whether it resumed a session.
     fn on_connected(&self, client: &ClientInfo, session_present: bool) {
         let _ = (client, session_present);
@@ -165,6 +297,147 @@ pub trait Hooks: Send + Sync + 'static {
     /// with its connection (Session Expiry Interval 0).
     fn on_session_expired(&self, client_id: &str) {
         let _ = client_id;
+    }
+}
+
+/// Two sets of hooks asked in turn: a client must pass both (the first refusal wins, and a
+/// verification runs the first's, then the second's), and both hear every event. This is how
+/// the broker puts its own file-based rules ([`crate::FileAuth`]) in front of a library
+/// user's.
+impl<A: Hooks, B: Hooks> Hooks for (A, B) {
+    fn authenticate(&self, request: &ConnectRequest<'_>) -> Result<(), ReasonCode> {
+        self.0.authenticate(request)?;
+        self.1.authenticate(request)
+    }
+
+    fn authenticator(&self, method: &str) -> Option<Arc<dyn Authenticator>> {
+        self.0
+            .authenticator(method)
+            .or_else(|| self.1.authenticator(method))
+    }
+
+    fn verify(&self, request: &ConnectRequest<'_>) -> Option<Verification> {
+        match (self.0.verify(request), self.1.verify(request)) {
+            (None, None) => None,
+            (Some(one), None) | (None, Some(one)) => Some(one),
+            (Some(first), Some(second)) => Some(Box::new(move || {
+                first()?;
+                second()
+            })),
+        }
+    }
+
+    fn authorize_publish(&self, client: &ClientInfo, message: &Message) -> Result<(), ReasonCode> {
+        self.0.authorize_publish(client, message)?;
+        self.1.authorize_publish(client, message)
+    }
+
+    fn authorize_sys_publish(
+        &self,
+        client: &ClientInfo,
+        message: &Message,
+    ) -> Result<(), ReasonCode> {
+        self.0.authorize_sys_publish(client, message)?;
+        self.1.authorize_sys_publish(client, message)
+    }
+
+    fn authorize_subscribe(
+        &self,
+        client: &ClientInfo,
+        filter: &str,
+        options: &SubscriptionOptions,
+    ) -> Result<(), ReasonCode> {
+        self.0.authorize_subscribe(client, filter, options)?;
+        self.1.authorize_subscribe(client, filter, options)
+    }
+
+    fn authorize_read(&self, client: &ClientInfo, message: &Message) -> bool {
+        self.0.authorize_read(client, message) && self.1.authorize_read(client, message)
+    }
+
+    fn on_connected(&self, client: &ClientInfo, session_present: bool) {
+        self.0.on_connected(client, session_present);
+        self.1.on_connected(client, session_present);
+    }
+
+    fn on_disconnected(&self, client: &ClientInfo, reason: CloseReason) {
+        self.0.on_disconnected(client, reason);
+        self.1.on_disconnected(client, reason);
+    }
+
+    fn on_message_published(&self, client: Option<&ClientInfo>, message: &Message, matched: usize) {
+        self.0.on_message_published(client, message, matched);
+        self.1.on_message_published(client, message, matched);
+    }
+
+    fn on_session_created(&self, client_id: &str) {
+        self.0.on_session_created(client_id);
+        self.1.on_session_created(client_id);
+    }
+
+    fn on_session_expired(&self, client_id: &str) {
+        self.0.on_session_expired(client_id);
+        self.1.on_session_expired(client_id);
+    }
+}
+
+/// Shared hooks are hooks.
+impl<T: Hooks + ?Sized> Hooks for Arc<T> {
+    fn authenticate(&self, request: &ConnectRequest<'_>) -> Result<(), ReasonCode> {
+        (**self).authenticate(request)
+    }
+
+    fn verify(&self, request: &ConnectRequest<'_>) -> Option<Verification> {
+        (**self).verify(request)
+    }
+
+    fn authenticator(&self, method: &str) -> Option<Arc<dyn Authenticator>> {
+        (**self).authenticator(method)
+    }
+
+    fn authorize_publish(&self, client: &ClientInfo, message: &Message) -> Result<(), ReasonCode> {
+        (**self).authorize_publish(client, message)
+    }
+
+    fn authorize_sys_publish(
+        &self,
+        client: &ClientInfo,
+        message: &Message,
+    ) -> Result<(), ReasonCode> {
+        (**self).authorize_sys_publish(client, message)
+    }
+
+    fn authorize_subscribe(
+        &self,
+        client: &ClientInfo,
+        filter: &str,
+        options: &SubscriptionOptions,
+    ) -> Result<(), ReasonCode> {
+        (**self).authorize_subscribe(client, filter, options)
+    }
+
+    fn authorize_read(&self, client: &ClientInfo, message: &Message) -> bool {
+        (**self).authorize_read(client, message)
+    }
+
+    fn on_connected(&self, client: &ClientInfo, session_present: bool) {
+        (**self).on_connected(client, session_present);
+    }
+
+    fn on_disconnected(&self, client: &ClientInfo, reason: CloseReason) {
+        (**self).on_disconnected(client, reason);
+    }
+
+    fn on_message_published(&self, client: Option<&ClientInfo>, message: &Message, matched: usize) {
+        (**self).on_message_published(client, message, matched);
+    }
+
+    fn on_session_created(&self, client_id: &str) {
+        (**self).on_session_created(client_id);
+    }
+
+    fn on_session_expired(&self, client_id: &str) {
+        (**self).on_session_expired(client_id);
     }
 }
 

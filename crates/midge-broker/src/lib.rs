@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod auth;
 #[cfg(feature = "runtime")]
 mod broker;
 pub mod config;
@@ -16,14 +17,19 @@ mod random;
 mod stats;
 pub mod store;
 
+pub use auth::FileAuth;
 #[cfg(feature = "runtime")]
-pub use broker::{Broker, BrokerBuilder, BrokerHandle, StartError, TlsReloader};
+pub use broker::{Broker, BrokerBuilder, BrokerHandle, FileReloader, StartError};
 pub use config::{
-    BindAddr, BrokerConfig, ListenerConfig, ListenerProtocol, SharedStrategy, SniConfig, TlsConfig,
+    AuthConfig, BindAddr, BrokerConfig, ListenerConfig, ListenerProtocol, SharedStrategy,
+    SniConfig, TlsConfig,
 };
 #[cfg(feature = "runtime")]
 pub use driver::Transport;
-pub use hooks::{AllowAll, ClientInfo, CloseReason, ConnectRequest, Hooks};
+pub use hooks::{
+    AllowAll, AuthExchange, AuthRequest, AuthStep, Authenticator, ClientInfo, CloseReason,
+    ConnectRequest, Hooks, Verification,
+};
 #[cfg(feature = "runtime")]
 pub use listener::ListenError;
 pub use stats::BrokerStats;

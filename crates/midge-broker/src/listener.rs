@@ -111,6 +111,8 @@ enum Socket {
 /// What comes before MQTT on a listener's connections.
 struct Stack {
     name: String,
+    /// The listener's index in the configuration.
+    index: usize,
     proxy: bool,
     #[cfg(feature = "tls")]
     tls: Option<Arc<midge_transport::tls::ReloadableAcceptor>>,
@@ -121,6 +123,20 @@ struct Stack {
 }
 
 impl Stack {
+    /// Where a client at `peer` (after any PROXY header) came from. A Unix socket's client
+    /// is on this machine, unless a PROXY header named another address for it.
+    fn origin(&self, peer: SocketAddr, certificate_username: Option<String>) -> driver::Origin {
+        #[cfg(unix)]
+        let local = peer == UNIX_PEER;
+        #[cfg(not(unix))]
+        let local = false;
+        driver::Origin {
+            listener: self.index,
+            local,
+            certificate_username,
+        }
+    }
+
     fn is_tls(&self) -> bool {
         #[cfg(feature = "tls")]
         return self.tls.is_some();
@@ -139,7 +155,11 @@ impl Stack {
 impl Bound {
     /// Binds the listener's socket and loads its certificates. `max_packet_size` bounds
     /// WebSocket messages.
-    pub(crate) fn bind(config: &ListenerConfig, max_packet_size: u32) -> Result<Self, ListenError> {
+    pub(crate) fn bind(
+        config: &ListenerConfig,
+        index: usize,
+        max_packet_size: u32,
+    ) -> Result<Self, ListenError> {
         let bind = config.bind.to_string();
         let bind_error = |source| ListenError::Bind {
             bind: bind.clone(),
@@ -234,6 +254,7 @@ impl Bound {
             socket,
             stack: Arc::new(Stack {
                 name,
+                index,
                 proxy: config.proxy_protocol,
                 #[cfg(feature = "tls")]
                 identity_as_username: config
@@ -384,14 +405,17 @@ fn admit<S>(
     };
     if !stack.proxy && !stack.is_tls() && !stack.is_ws() {
         match stream.into_plain() {
-            Ok(tcp) => return driver::spawn(core, tcp, peer, accepted_at, None, admission),
+            Ok(tcp) => {
+                let origin = stack.origin(peer, None);
+                return driver::spawn(core, tcp, peer, accepted_at, origin, admission);
+            }
             Err(stream) => {
                 return driver::spawn(
                     core,
                     Box::new(stream) as Box<dyn Transport>,
                     peer,
                     accepted_at,
-                    None,
+                    stack.origin(peer, None),
                     admission,
                 )
             }
@@ -413,10 +437,12 @@ fn admit<S>(
         drop(handshaking);
         let failure = match prepared {
             Ok(Ok(Prepared::Plain(tcp, peer))) => {
-                return driver::spawn(&core, tcp, peer, accepted_at, None, admission)
+                let origin = stack.origin(peer, None);
+                return driver::spawn(&core, tcp, peer, accepted_at, origin, admission);
             }
             Ok(Ok(Prepared::Boxed(transport, peer, identity))) => {
-                return driver::spawn(&core, transport, peer, accepted_at, identity, admission)
+                let origin = stack.origin(peer, identity);
+                return driver::spawn(&core, transport, peer, accepted_at, origin, admission);
             }
             Ok(Err(failure)) => failure,
             Err(_) => HandshakeError::Timeout,

@@ -27,6 +27,10 @@ pub(crate) struct Counters {
     #[cfg(feature = "runtime")]
     pub(crate) handshaking: AtomicUsize,
     pub(crate) transport_errors: AtomicU64,
+    pub(crate) auth_failures: AtomicU64,
+    pub(crate) publishes_denied: AtomicU64,
+    pub(crate) subscriptions_denied: AtomicU64,
+    pub(crate) deliveries_denied: AtomicU64,
 }
 
 pub(crate) fn add(counter: &AtomicU64, n: u64) {
@@ -80,6 +84,17 @@ pub struct BrokerStats {
     /// missing or malformed PROXY header, or handshakes that outlasted
     /// `limits.connect_timeout_ms`.
     pub transport_errors: u64,
+    /// CONNECTs refused for their credentials: a wrong password, an unknown user, an
+    /// anonymous client where none is allowed, a failed enhanced authentication, or an
+    /// address past its failed-attempt limit.
+    pub auth_failures: u64,
+    /// PUBLISH packets (and wills) refused by the hooks or the ACL: not routed.
+    pub publishes_denied: u64,
+    /// Subscriptions refused by the hooks or the ACL.
+    pub subscriptions_denied: u64,
+    /// Deliveries skipped because their subscriber may not read their topic (the ACL
+    /// changed, or a wildcard subscription matched a topic the client may not read).
+    pub deliveries_denied: u64,
 }
 
 impl Counters {
@@ -104,6 +119,10 @@ impl Counters {
             rejected_connections: self.rejected_connections.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),
             transport_errors: self.transport_errors.load(Relaxed),
+            auth_failures: self.auth_failures.load(Relaxed),
+            publishes_denied: self.publishes_denied.load(Relaxed),
+            subscriptions_denied: self.subscriptions_denied.load(Relaxed),
+            deliveries_denied: self.deliveries_denied.load(Relaxed),
         }
     }
 }

@@ -370,7 +370,7 @@ async fn certificates_reload_without_dropping_connections_and_a_bad_file_keeps_t
 
     // A broken certificate file: the reload fails, naming it, and handshakes go on as before.
     std::fs::write(&cert, "not a certificate").expect("write");
-    let errors = broker.reload_tls().expect_err("broken file");
+    let errors = broker.reload().expect_err("broken file");
     assert!(errors[0].contains("live.pem"), "{errors:?}");
     tls_connect(addr, &client_tls(&pki, None))
         .await
@@ -380,7 +380,7 @@ async fn certificates_reload_without_dropping_connections_and_a_bad_file_keeps_t
     // now fail, and the connection already open goes on.
     std::fs::copy(&first.server_cert, &cert).expect("copy");
     std::fs::copy(&first.server_key, &key).expect("copy");
-    broker.reload_tls().expect("reloads");
+    broker.reload().expect("reloads");
     assert!(tls_connect(addr, &client_tls(&pki, None)).await.is_err());
     tls_connect(addr, &client_tls(&first, None))
         .await
@@ -689,7 +689,9 @@ impl Hooks for Peers {
 async fn proxy_protocol_v1_and_v2_give_the_client_address() {
     let peers = Peers::default();
     let broker = start_with(
-        config("[[listener]]\nbind = \"127.0.0.1:0\"\nproxy_protocol = true\n"),
+        config(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\nproxy_protocol = true\nallow_anonymous = true\n",
+        ),
         peers.clone(),
     )
     .await;

@@ -258,7 +258,7 @@ async fn after_a_connection_a_certificate_failure_is_retried_and_reported() {
     // client (over plain TCP) takes the session over, so the first one has to reconnect.
     std::fs::copy(&pki.other_cert, &cert).unwrap();
     std::fs::copy(&pki.other_key, &key).unwrap();
-    broker.reload_tls().expect("reload");
+    broker.reload().expect("reload");
     let plain = broker.listener_addr(1).expect("TCP listener").port();
     let _thief = ClientBuilder::new("127.0.0.1", plain)
         .client_id("changing-cert")

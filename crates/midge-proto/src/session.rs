@@ -289,6 +289,20 @@ impl Session {
         self.queued_bytes = self.queue.iter().map(Delivery::size).sum();
     }
 
+    /// Keeps the queued messages for which `keep` is true, in order, and drops the others
+    /// (messages the client may no longer receive, say). Returns how many were dropped.
+    /// Messages in flight are not offered: the client may have them already, and they are
+    /// resent as the protocol requires [MQTT-4.4.0-1].
+    pub fn retain_queued(&mut self, mut keep: impl FnMut(&Delivery) -> bool) -> usize {
+        let before = self.queue.len();
+        self.queue.retain(|d| keep(d));
+        let dropped = before - self.queue.len();
+        if dropped > 0 {
+            self.queued_bytes = self.queue.iter().map(Delivery::size).sum();
+        }
+        dropped
+    }
+
     /// Serializes the session. Message expiry is stored as time remaining at `now`.
     ///
     /// The format is private to this crate's version: a tag byte, then fields, with messages as

@@ -265,8 +265,12 @@ impl World {
 
     fn start_broker(&mut self) {
         let store: Arc<dyn Store> = Arc::new(SimStore(self.store.clone()));
+        let mut config = self.config.clone();
+        // The simulated network's addresses are not loopback: anonymous clients are let in
+        // unless the test's configuration says otherwise.
+        config.auth.allow_anonymous.get_or_insert(true);
         let core = Core::with_seed(
-            self.config.clone(),
+            config,
             Arc::new(AllowAll),
             store,
             Arc::new(Standalone),

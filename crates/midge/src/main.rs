@@ -4,6 +4,7 @@
 
 mod bench;
 mod mqtt;
+mod passwd;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -52,6 +53,10 @@ enum Command {
     Sub(Box<mqtt::subscribe::SubArgs>),
     /// Measure a broker: connections, publishers, subscribers, end-to-end scenarios.
     Bench(Box<bench::BenchArgs>),
+    /// Manage password files, as mosquitto_passwd does: -c creates, -D deletes a user, -U
+    /// hashes a plain-text file.
+    #[command(after_help = passwd::HELP)]
+    Passwd(passwd::PasswdArgs),
 }
 
 #[derive(Debug, Default, Args)]
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
         Some(Command::Pub(args)) => mqtt::publish::main(*args),
         Some(Command::Sub(args)) => mqtt::subscribe::main(*args),
         Some(Command::Bench(args)) => bench::main(*args),
+        Some(Command::Passwd(args)) => passwd::main(args),
         None => broker(BrokerArgs::default()),
     }
 }
@@ -106,9 +112,7 @@ fn load_config(args: &BrokerArgs) -> Result<BrokerConfig, String> {
             // Paths in the file are relative to the file, wherever the broker is started
             // from.
             let dir = path.parent().unwrap_or(Path::new("."));
-            for listener in &mut config.listeners {
-                listener.resolve_paths(dir);
-            }
+            config.resolve_paths(dir);
             config
         }
         None => BrokerConfig::default(),
@@ -165,7 +169,7 @@ fn broker(args: BrokerArgs) -> ExitCode {
             }
         };
         #[cfg(unix)]
-        let reload = tokio::spawn(reload_on_sighup(hangups, broker.tls_reloader()));
+        let reload = tokio::spawn(reload_on_sighup(hangups, broker.file_reloader()));
         wait_for_signal().await;
         #[cfg(unix)]
         reload.abort();
@@ -175,19 +179,19 @@ fn broker(args: BrokerArgs) -> ExitCode {
     })
 }
 
-/// Reloads the listeners' certificates on every SIGHUP.
+/// Reloads the listeners' certificates and the password and ACL files on every SIGHUP.
 #[cfg(unix)]
 async fn reload_on_sighup(
     hangups: std::io::Result<tokio::signal::unix::Signal>,
-    reloader: midge_broker::TlsReloader,
+    reloader: midge_broker::FileReloader,
 ) {
     let Ok(mut hangups) = hangups else {
-        tracing::warn!("cannot listen for SIGHUP: certificates will not be reloaded");
+        tracing::warn!("cannot listen for SIGHUP: certificates and password and ACL files will not be reloaded");
         return;
     };
     while hangups.recv().await.is_some() {
-        tracing::info!("SIGHUP: reloading TLS certificates");
-        // Errors are logged by the broker, naming the listener and the file.
+        tracing::info!("SIGHUP: reloading TLS certificates and password and ACL files");
+        // Errors are logged by the broker, naming the file and the line.
         let _ = reloader.reload();
     }
 }

@@ -28,7 +28,8 @@ use midge_topic::TopicFilter;
 use super::handover::{self, Answer, Awaited, Handover, TakeOver};
 use super::inbox::{Inbox, QueueUse, SHRINK_ABOVE};
 use super::state::{Blocked, Core, Offered, Registered, Slot, SlotState, Sub};
-use crate::hooks::{ClientInfo, ConnectRequest};
+use super::verify::Ticket;
+use crate::hooks::{AuthExchange, AuthRequest, AuthStep, ClientInfo, ConnectRequest};
 use crate::stats::add;
 use crate::store::Retained;
 
@@ -57,8 +58,9 @@ pub struct Connection {
     slot: Option<Arc<Slot>>,
     /// Deliveries, takeover requests and shutdown arrive here.
     inbox: Arc<Inbox>,
-    /// Deliveries just taken from the inbox; kept to reuse its allocation.
-    taken: Vec<Delivery>,
+    /// Deliveries just taken from the inbox; kept to reuse its allocation (boxed: the
+    /// connection's task stays within 1 KiB).
+    taken: Option<Box<Vec<Delivery>>>,
     /// Set when another connection asked for our session.
     handover: Option<TakeOver>,
     /// The inbox was signalled (seen by [`Connection::poll_wakeup`]) and not yet acted on.
@@ -83,6 +85,19 @@ pub struct Connection {
     retained: Option<Box<RetainedBacklog>>,
     /// What the connection waits for, if anything; boxed, as it is rare.
     waiting: Option<Box<Waiting>>,
+    /// An enhanced authentication exchange under way; boxed, as it is rare.
+    auth: Option<Box<AuthState>>,
+}
+
+/// Where an enhanced authentication exchange is.
+enum AuthState {
+    /// The CONNECT's, before CONNACK.
+    Exchanging {
+        pending: Authenticating,
+        exchange: Box<dyn AuthExchange>,
+    },
+    /// A re-authentication, once connected.
+    Reauthenticating(Box<dyn AuthExchange>),
 }
 
 impl std::fmt::Debug for Connection {
@@ -108,11 +123,25 @@ enum Waiting {
         /// so that the session goes on offline instead of being lost with the request.
         lost: bool,
     },
+    /// A CONNECT waits for its credentials' check, on the broker's verification threads.
+    Verify {
+        connect: Authenticating,
+        ticket: Arc<Ticket>,
+        until: Instant,
+    },
     /// A routed publish waits for room in full inboxes before it is acknowledged.
     Publish {
         pending: PendingPublish,
         until: Instant,
     },
+}
+
+/// A CONNECT whose credentials are being checked: what accepting it needs next.
+#[derive(Debug)]
+struct Authenticating {
+    connect: Box<midge_codec::Connect>,
+    client_id: midge_codec::ByteStr,
+    username: Option<midge_codec::ByteStr>,
 }
 
 /// A CONNECT that passed authentication and owns its client's slot.
@@ -167,9 +196,11 @@ impl Connection {
                 username: None,
                 version: ProtocolVersion::V5,
                 peer,
+                listener: 0,
+                local: peer.ip().is_loopback(),
             },
             slot: None,
-            taken: Vec::new(),
+            taken: None,
             handover: None,
             signalled: false,
             shutting_down: false,
@@ -180,6 +211,7 @@ impl Connection {
             counted: 0,
             retained: None,
             waiting: None,
+            auth: None,
             inbox,
             core,
         };
@@ -199,6 +231,16 @@ impl Connection {
     pub fn set_certificate_username(&mut self, name: &str) {
         self.info.username = Some(midge_codec::ByteStr::from(name.to_owned()));
         self.username_from_certificate = true;
+    }
+
+    /// Says which listener the client came through (its index in
+    /// [`BrokerConfig::listeners`](crate::BrokerConfig::listeners); 0 unless set), and whether
+    /// the transport is local to this machine even though the peer address does not say so
+    /// (a Unix socket). Loopback addresses are local already. Call it before any input.
+    pub fn set_listener(&mut self, listener: usize, local: bool) {
+        // Configurations have far fewer listeners; one past the range names none.
+        self.info.listener = u16::try_from(listener).unwrap_or(u16::MAX);
+        self.info.local |= local;
     }
 
     /// Handles the bytes the client sent: complete packets are taken from `input` and
@@ -275,7 +317,11 @@ impl Connection {
     /// When to call [`Connection::handle_timeout`] next, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.waiting.as_deref() {
-            Some(Waiting::Takeover { until, .. } | Waiting::Publish { until, .. }) => Some(*until),
+            Some(
+                Waiting::Takeover { until, .. }
+                | Waiting::Verify { until, .. }
+                | Waiting::Publish { until, .. },
+            ) => Some(*until),
             None => self.conn.poll_timeout(),
         }
     }
@@ -315,6 +361,11 @@ impl Connection {
     pub fn connection_lost(&mut self, now: Instant) {
         match self.waiting.as_deref_mut() {
             Some(Waiting::Takeover { lost, .. }) => *lost = true,
+            Some(Waiting::Verify { ticket, .. }) => {
+                ticket.abandon();
+                self.waiting = None;
+                self.conn.connection_lost();
+            }
             _ => self.conn.connection_lost(),
         }
         self.progress(now);
@@ -334,7 +385,10 @@ impl Connection {
     /// Whether the connection waits for the session of the connection it takes over: its
     /// CONNECT is not decided yet.
     fn is_deciding(&self) -> bool {
-        matches!(self.waiting.as_deref(), Some(Waiting::Takeover { .. }))
+        matches!(
+            self.waiting.as_deref(),
+            Some(Waiting::Takeover { .. } | Waiting::Verify { .. })
+        )
     }
 
     /// Moves deliveries and retained messages into the session's queue: after every input,
@@ -396,6 +450,39 @@ impl Connection {
                         self.conn.connection_lost();
                     }
                 }
+                Waiting::Verify {
+                    connect,
+                    ticket,
+                    until,
+                } => {
+                    if self.conn.is_closed() {
+                        ticket.abandon();
+                        continue;
+                    }
+                    match ticket.answer() {
+                        Some(Ok(())) => self.authenticated(now, connect),
+                        Some(Err(code)) => self.refuse_credentials(&connect.client_id, code),
+                        None if now < until => {
+                            self.waiting = Some(Box::new(Waiting::Verify {
+                                connect,
+                                ticket,
+                                until,
+                            }));
+                            return;
+                        }
+                        None => {
+                            ticket.abandon();
+                            tracing::warn!(peer = %self.info.peer, client_id = %connect.client_id, "credentials not checked within the connect timeout, refusing CONNECT");
+                            self.core
+                                .counters
+                                .rejected_connections
+                                .fetch_add(1, Relaxed);
+                            self.conn.reject(ReasonCode::SERVER_BUSY);
+                        }
+                    }
+                    // A takeover request or the broker's stop that came meanwhile waited.
+                    self.inbox.signal();
+                }
                 Waiting::Publish { pending, until } => {
                     if let Some(pending) = self.retry_publish(now, pending, until) {
                         self.waiting = Some(Box::new(Waiting::Publish { pending, until }));
@@ -416,8 +503,9 @@ impl Connection {
                 // Not used, and held across the decision: a CONNECT's user properties decode to
                 // many times their wire size.
                 connect.properties.user_properties = Vec::new();
-                self.on_connect(now, &connect, client_id);
+                self.on_connect(now, connect, client_id);
             }
+            ServerEvent::Auth { reason, data } => self.on_auth(now, reason, data),
             ServerEvent::Publish { message, packet_id } => {
                 self.on_publish(now, message, packet_id);
             }
@@ -450,7 +538,7 @@ impl Connection {
     fn on_connect(
         &mut self,
         now: Instant,
-        connect: &midge_codec::Connect,
+        mut connect: Box<midge_codec::Connect>,
         client_id: midge_codec::ByteStr,
     ) {
         let core = self.core.clone();
@@ -469,6 +557,11 @@ impl Connection {
             tracing::error!(peer = %self.info.peer, "no random source to assign a client identifier");
             return self.conn.reject(ReasonCode::SERVER_UNAVAILABLE);
         };
+        // Taken out of the CONNECT: the password is not kept past this decision.
+        let password = connect.password.take();
+        if let Some(method) = connect.properties.authentication_method.clone() {
+            return self.start_enhanced(now, connect, client_id, method.as_str());
+        }
         let username = if self.username_from_certificate {
             self.info.username.clone()
         } else {
@@ -478,18 +571,206 @@ impl Connection {
                 .as_ref()
                 .map(midge_codec::ByteStr::unshared)
         };
+        let verified = self.username_from_certificate;
+        let pending = Authenticating {
+            connect,
+            client_id,
+            username,
+        };
+        self.check_credentials(now, pending, password, verified);
+    }
+
+    /// Asks the hooks about a CONNECT's credentials (`verified`: its user name was proven
+    /// already), then goes on with it, or waits for the costly check they asked for.
+    fn check_credentials(
+        &mut self,
+        now: Instant,
+        pending: Authenticating,
+        password: Option<bytes::Bytes>,
+        verified: bool,
+    ) {
+        let core = self.core.clone();
+        let Authenticating {
+            connect,
+            client_id,
+            username,
+        } = pending;
         let request = ConnectRequest {
             client_id: client_id.as_str(),
             username: username.as_ref().map(|u| u.as_str()),
-            password: connect.password.as_deref(),
+            password: password.as_deref(),
             version: connect.protocol,
             peer: self.info.peer,
             clean_start: connect.clean_start,
+            listener: self.info.listener(),
+            local: self.info.local,
+            username_verified: verified,
+            now,
         };
         if let Err(code) = core.hooks.authenticate(&request) {
-            core.counters.rejected_connections.fetch_add(1, Relaxed);
-            tracing::info!(peer = %self.info.peer, client_id = %client_id, code = code.0, "authentication refused");
-            return self.conn.reject(code);
+            return self.refuse_credentials(&client_id, code);
+        }
+        let check = core.hooks.verify(&request);
+        drop(password);
+        let connect = Authenticating {
+            connect,
+            client_id,
+            username,
+        };
+        match check {
+            None => self.authenticated(now, connect),
+            Some(check) => {
+                let ticket = core.verifications.push(check, self.inbox.clone());
+                let until = now + Duration::from_millis(core.config.limits.connect_timeout_ms);
+                self.waiting = Some(Box::new(Waiting::Verify {
+                    connect,
+                    ticket,
+                    until,
+                }));
+            }
+        }
+    }
+
+    /// Starts the enhanced authentication of a CONNECT that named `method` (MQTT 5.0 §4.12).
+    fn start_enhanced(
+        &mut self,
+        now: Instant,
+        mut connect: Box<midge_codec::Connect>,
+        client_id: midge_codec::ByteStr,
+        method: &str,
+    ) {
+        let Some(authenticator) = self.core.hooks.authenticator(method) else {
+            // [MQTT-4.12.0-1]
+            return self.refuse_credentials(&client_id, ReasonCode::BAD_AUTHENTICATION_METHOD);
+        };
+        let data = connect.properties.authentication_data.take();
+        let step = authenticator.start(
+            &AuthRequest {
+                client_id: client_id.as_str(),
+                username: connect.username.as_ref().map(|u| u.as_str()),
+                listener: self.info.listener(),
+                peer: self.info.peer,
+                now,
+            },
+            data.as_deref(),
+        );
+        let pending = Authenticating {
+            connect,
+            client_id,
+            username: None,
+        };
+        self.enhanced_step(now, pending, step);
+    }
+
+    /// Acts on a step of the enhanced authentication of a CONNECT.
+    fn enhanced_step(&mut self, now: Instant, mut pending: Authenticating, step: AuthStep) {
+        match step {
+            AuthStep::Continue { data, exchange } => {
+                self.conn.auth_continue(data);
+                self.auth = Some(Box::new(AuthState::Exchanging { pending, exchange }));
+            }
+            AuthStep::Success { username, data } => {
+                self.conn.set_auth_success_data(data);
+                pending.username = Some(midge_codec::ByteStr::from(username));
+                self.check_credentials(now, pending, None, true);
+            }
+            AuthStep::Failure(code) => self.refuse_credentials(&pending.client_id, code),
+        }
+    }
+
+    /// The client's AUTH: the next step of its CONNECT's enhanced authentication, or of a
+    /// re-authentication once connected [MQTT-4.12.1-1].
+    fn on_auth(&mut self, now: Instant, reason: ReasonCode, data: Option<bytes::Bytes>) {
+        let state = self.auth.take().map(|state| *state);
+        if !self.conn.is_connected() {
+            if let Some(AuthState::Exchanging { pending, exchange }) = state {
+                let step = exchange.next(data.as_deref());
+                self.enhanced_step(now, pending, step);
+            }
+            return;
+        }
+        let step = match (reason, state) {
+            (ReasonCode::RE_AUTHENTICATE, _) => {
+                let authenticator = self
+                    .conn
+                    .auth_method()
+                    .and_then(|method| self.core.hooks.authenticator(method.as_str()));
+                let Some(authenticator) = authenticator else {
+                    return self.reauth_failed(ReasonCode::BAD_AUTHENTICATION_METHOD);
+                };
+                authenticator.start(
+                    &AuthRequest {
+                        client_id: self.info.client_id.as_str(),
+                        username: self.info.username.as_ref().map(|u| u.as_str()),
+                        listener: self.info.listener(),
+                        peer: self.info.peer,
+                        now,
+                    },
+                    data.as_deref(),
+                )
+            }
+            (_, Some(AuthState::Reauthenticating(exchange))) => exchange.next(data.as_deref()),
+            // The state machine lets no other AUTH through.
+            _ => return,
+        };
+        match step {
+            AuthStep::Continue { data, exchange } => {
+                self.conn.auth_continue(data);
+                self.auth = Some(Box::new(AuthState::Reauthenticating(exchange)));
+            }
+            // Re-authentication proves the same client again; it cannot make it another.
+            AuthStep::Success { username, data }
+                if self.info.username.as_ref().map(|u| u.as_str()) == Some(username.as_str()) =>
+            {
+                self.conn.reauth_success(data);
+            }
+            AuthStep::Success { .. } => self.reauth_failed(ReasonCode::NOT_AUTHORIZED),
+            AuthStep::Failure(code) => self.reauth_failed(code),
+        }
+    }
+
+    /// A re-authentication failed: the client is disconnected with `code` [MQTT-4.12.1-2].
+    fn reauth_failed(&mut self, code: ReasonCode) {
+        self.core.counters.auth_failures.fetch_add(1, Relaxed);
+        tracing::info!(peer = %self.info.peer, client_id = %self.info.client_id, code = code.0, "re-authentication failed");
+        self.conn.disconnect(code);
+    }
+
+    /// Refuses a CONNECT for its credentials (or for their absence), counted.
+    fn refuse_credentials(&mut self, client_id: &midge_codec::ByteStr, code: ReasonCode) {
+        let counters = &self.core.counters;
+        counters.rejected_connections.fetch_add(1, Relaxed);
+        counters.auth_failures.fetch_add(1, Relaxed);
+        tracing::info!(peer = %self.info.peer, client_id = %client_id, code = code.0, "authentication refused");
+        self.conn.reject(code);
+    }
+
+    /// Goes on with a CONNECT whose credentials were accepted: its will, then its session.
+    fn authenticated(&mut self, now: Instant, authenticating: Authenticating) {
+        let core = self.core.clone();
+        let Authenticating {
+            connect,
+            client_id,
+            username,
+        } = authenticating;
+        let info = ClientInfo {
+            client_id: client_id.clone(),
+            username,
+            version: connect.protocol,
+            peer: self.info.peer,
+            listener: self.info.listener,
+            local: self.info.local,
+        };
+        // A will is a publish: one the client may not make is refused now, not dropped
+        // unseen when the client leaves.
+        if let Some(will) = &connect.will {
+            let message = Core::will_message(will.clone());
+            if let Err(code) = core.authorize_publish(&info, &message) {
+                core.counters.publishes_denied.fetch_add(1, Relaxed);
+                core.counters.rejected_connections.fetch_add(1, Relaxed);
+                tracing::debug!(peer = %self.info.peer, client_id = %client_id, topic = %message.topic, "will not authorized, refusing CONNECT");
+                return self.conn.reject(code);
+            }
         }
         // The will is kept for the connection's life (and a delayed one after it): it counts
         // against the memory budget like a queued message, and a CONNECT whose will does not
@@ -507,12 +788,6 @@ impl Connection {
             }
             self.inbox.charge_will(will_bytes);
         }
-        let info = ClientInfo {
-            client_id: client_id.clone(),
-            username,
-            version: connect.protocol,
-            peer: self.info.peer,
-        };
         // Claim the client's slot: route new messages to our inbox from now on, and take the
         // session from its previous owner (offline, or a connection we take over).
         let max_sessions = core.config.limits.max_sessions;
@@ -646,6 +921,13 @@ impl Connection {
             core.store.remove_session(&client_id);
             core.hooks.on_session_created(client_id.as_str());
         }
+        // A resumed session's queue was filled while its client was away, under the rules of
+        // then: what the client may not read now is not sent.
+        if let Some(session) = session.as_mut() {
+            let info = &connect.info;
+            let dropped = session.retain_queued(|d| core.hooks.authorize_read(info, &d.message));
+            add(&core.counters.deliveries_denied, dropped as u64);
+        }
         let present = session.is_some();
         self.conn.accept(now, session);
         // Deliveries routed to our inbox since the slot became ours waited for this: the
@@ -680,6 +962,10 @@ impl Connection {
         let qos = message.qos;
         let routed = match core.authorize_publish(info, &message) {
             Err(code) => {
+                // 3.x cannot refuse a PUBLISH: its acknowledgement goes as usual, and the
+                // message nowhere [MQTT-3.3.5-2].
+                core.counters.publishes_denied.fetch_add(1, Relaxed);
+                tracing::debug!(client_id = %info.client_id, topic = %message.topic, code = code.0, "publish not authorized");
                 self.acknowledge(packet_id, code);
                 return;
             }
@@ -808,16 +1094,30 @@ impl Connection {
     /// Moves deliveries from the inbox into the session's queue, at most [`INBOX_BATCH`] per
     /// wake-up so that input is not starved.
     fn take_deliveries(&mut self) {
-        let mut taken = std::mem::take(&mut self.taken);
+        let mut boxed = self.taken.take().unwrap_or_default();
+        let mut taken = std::mem::take(&mut *boxed);
         self.inbox
             .take(INBOX_BATCH, &mut taken, &self.core.inbox_limits);
         for delivery in taken.drain(..) {
-            self.admit(delivery);
+            // Read access is checked as a message is delivered: a wildcard subscription
+            // brings only what its client may read, and rules that changed since the
+            // subscription apply from the next message on.
+            if self
+                .core
+                .hooks
+                .authorize_read(&self.info, &delivery.message)
+            {
+                self.admit(delivery);
+            } else {
+                self.core.release(delivery.size());
+                self.core.counters.deliveries_denied.fetch_add(1, Relaxed);
+            }
         }
         // Kept for the next batch unless a burst made it large: an idle connection should not
         // hold a burst's worth of room.
         if taken.capacity() <= SHRINK_ABOVE {
-            self.taken = taken;
+            *boxed = taken;
+            self.taken = Some(boxed);
         }
     }
 
@@ -875,6 +1175,8 @@ impl Connection {
             delivery.subscription_ids = batch.subscription_id.into_iter().collect();
             if delivery.is_expired(now) {
                 expired.push(r);
+            } else if !core.hooks.authorize_read(&self.info, &delivery.message) {
+                core.counters.deliveries_denied.fetch_add(1, Relaxed);
             } else if self.conn.deliver(delivery) {
                 sent += 1;
             } else {
@@ -949,7 +1251,13 @@ impl Connection {
                         .map_err(|_| ReasonCode::TOPIC_FILTER_INVALID)
                 });
             match verdict {
-                Err(code) => codes.push(code),
+                Err(code) => {
+                    if code == ReasonCode::NOT_AUTHORIZED {
+                        core.counters.subscriptions_denied.fetch_add(1, Relaxed);
+                        tracing::debug!(client_id = %info.client_id, filter = %request.filter, "subscription not authorized");
+                    }
+                    codes.push(code);
+                }
                 Ok(filter) => {
                     codes.push(ReasonCode(request.options.qos as u8));
                     accepted.push((request, filter));

@@ -47,6 +47,8 @@ mod handover;
 pub(crate) mod inbox;
 pub(crate) mod state;
 pub(crate) mod timers;
+mod verify;
 
 pub use connection::Connection;
 pub use state::Core;
+pub use verify::VerificationJob;

@@ -32,6 +32,8 @@ use smallvec::SmallVec;
 use super::handover::{Handover, TakeOver};
 use super::inbox::{Inbox, InboxLimits, SendError};
 use super::timers::{TimerKey, Timers};
+use super::verify::{VerificationJob, Verifications};
+use crate::auth::FileAuth;
 use crate::config::{BrokerConfig, ConfigError, SharedStrategy};
 use crate::hooks::{ClientInfo, Hooks};
 use crate::stats::{BrokerStats, Counters};
@@ -262,6 +264,10 @@ pub struct Core {
     /// What bounds every connection's inbox.
     pub(crate) inbox_limits: InboxLimits,
     pub(crate) hooks: Arc<dyn Hooks>,
+    /// The broker's own rules from its configuration, asked in front of `hooks`' user part.
+    pub(crate) file_auth: Arc<FileAuth>,
+    /// Password checks waiting for a thread.
+    pub(crate) verifications: Verifications,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) cluster: Arc<dyn Cluster>,
     pub(crate) counters: Counters,
@@ -356,7 +362,11 @@ impl Core {
         seed: u64,
     ) -> Result<Arc<Self>, ConfigError> {
         config.validate()?;
-        let core = Arc::new(Self::build(config, hooks, store, cluster, seed, now));
+        let file_auth = Arc::new(FileAuth::new(&config)?);
+        let hooks: Arc<dyn Hooks> = Arc::new((file_auth.clone(), hooks));
+        let core = Arc::new(Self::build(
+            config, hooks, file_auth, store, cluster, seed, now,
+        ));
         core.restore_sessions(now);
         Ok(core)
     }
@@ -364,6 +374,7 @@ impl Core {
     fn build(
         config: BrokerConfig,
         hooks: Arc<dyn Hooks>,
+        file_auth: Arc<FileAuth>,
         store: Arc<dyn Store>,
         cluster: Arc<dyn Cluster>,
         seed: u64,
@@ -377,6 +388,8 @@ impl Core {
             },
             config,
             hooks,
+            file_auth,
+            verifications: Verifications::default(),
             store,
             cluster,
             counters: Counters::default(),
@@ -1016,6 +1029,25 @@ impl Core {
             }
         }
         self.hooks.authorize_publish(client, message)
+    }
+
+    /// The next password check waiting for a thread, if any: run it
+    /// ([`VerificationJob::run`]) where blocking is fine. A driver with threads to spare
+    /// polls [`Core::poll_verification`] instead.
+    pub fn take_verification(&self) -> Option<VerificationJob> {
+        self.verifications.pop()
+    }
+
+    /// Ready with the next password check waiting for a thread; registers the task to be
+    /// woken when one comes otherwise (one task at a time). Run each on a thread that may
+    /// block, at most as many at once as `auth.verify_threads` says.
+    pub fn poll_verification(&self, cx: &mut Context<'_>) -> Poll<VerificationJob> {
+        self.verifications.poll(cx)
+    }
+
+    /// The broker's file-based rules: reload them with [`FileAuth::reload`].
+    pub fn file_auth(&self) -> &Arc<FileAuth> {
+        &self.file_auth
     }
 
     /// Publishes a will if the hooks allow it.

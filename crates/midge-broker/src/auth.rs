@@ -1,0 +1,482 @@
+//! The broker's own authentication and authorization, from its configuration: who may connect
+//! without credentials, the password file, the ACL file, and the limit on failed password
+//! checks. [`FileAuth`] is a set of [`Hooks`], asked in front of a library user's own (see the
+//! `(A, B)` implementation of [`Hooks`]), and reloaded from its files on SIGHUP
+//! ([`BrokerHandle::reload_auth`](crate::BrokerHandle::reload_auth)).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use midge_auth::acl::{Access, AclClient, AclFile};
+use midge_auth::passwd::PasswordFile;
+use midge_auth::scram::{self, ScramServer};
+use midge_auth::FileError;
+use midge_codec::{ReasonCode, SubscriptionOptions};
+use midge_proto::Message;
+
+use crate::config::{AuthConfig, BrokerConfig};
+use crate::hooks::{
+    AuthExchange, AuthRequest, AuthStep, Authenticator, ClientInfo, ConnectRequest, Hooks,
+    Verification,
+};
+use sha2::{Digest, Sha256};
+
+/// Client addresses whose failed password checks are tracked at once. Past it, a new address
+/// is tracked only once an old one's window has passed: the table never grows beyond it.
+const MAX_TRACKED_ADDRESSES: usize = 65_536;
+
+/// The broker's file-based authentication and authorization (the `[auth]` section and the
+/// listeners' `allow_anonymous` and `password_file`).
+///
+/// - A client with a user name gives its password, checked against the password file of its
+///   listener on the broker's verification threads ([`Hooks::verify`]), in constant time,
+///   with the same refusal (0x86 Bad user name or password; 4 for 3.x) whether the user
+///   exists or not. An address with too many failures in a window is refused at once (0x9F
+///   Connection rate exceeded; 3 for 3.x) without a check.
+/// - A client without a user name, or with one on a listener without a password file, is
+///   anonymous: accepted where `allow_anonymous` says; when it is unset, only over loopback
+///   and Unix sockets, and only where no password file is configured. Otherwise refused with
+///   0x87 Not authorized (5 for 3.x).
+/// - A user name the client's certificate or an enhanced authentication proved is accepted
+///   as it is.
+/// - The ACL file, when there is one, decides every publish, subscription and delivery.
+///
+/// `$SYS` publishes are left to the hooks beside it ([`Hooks::authorize_sys_publish`]).
+pub struct FileAuth {
+    auth: AuthConfig,
+    /// Each listener's `allow_anonymous` and `password_file`, by index.
+    listeners: Vec<ListenerAuth>,
+    rules: Arc<ArcSwap<Rules>>,
+    failures: Arc<Mutex<Failures>>,
+    /// SCRAM-SHA-256 over the password files' SCRAM entries.
+    scram: Arc<Scram>,
+}
+
+impl std::fmt::Debug for FileAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileAuth")
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ListenerAuth {
+    allow_anonymous: Option<bool>,
+    password_file: Option<PathBuf>,
+}
+
+/// What the files said when last loaded.
+#[derive(Default)]
+struct Rules {
+    /// Each listener's password file, by listener index.
+    passwords: Vec<Option<Arc<Passwords>>>,
+    acl: Option<AclFile>,
+}
+
+/// A password file, with what SCRAM answers for users it does not have.
+struct Passwords {
+    file: PasswordFile,
+    /// Keys the made-up salts of unknown users: derived from the file, so that the same
+    /// unknown user gets the same salt across restarts, and nobody without the file can
+    /// compute it.
+    mock_key: [u8; 32],
+}
+
+impl std::ops::Deref for Passwords {
+    type Target = PasswordFile;
+
+    fn deref(&self) -> &PasswordFile {
+        &self.file
+    }
+}
+
+/// What one listener lets in without credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Anonymous {
+    Allowed,
+    LocalOnly,
+    Refused,
+}
+
+impl FileAuth {
+    /// Loads the files `config` names. A file that cannot be read, or has a malformed line, is
+    /// an error naming the file and the line.
+    pub fn new(config: &BrokerConfig) -> Result<Self, FileError> {
+        let listeners = config
+            .listeners
+            .iter()
+            .map(|l| ListenerAuth {
+                allow_anonymous: l.allow_anonymous.or(config.auth.allow_anonymous),
+                password_file: l
+                    .password_file
+                    .clone()
+                    .or_else(|| config.auth.password_file.clone()),
+            })
+            .collect();
+        let rules = Arc::new(ArcSwap::from_pointee(Rules::default()));
+        let failures: Arc<Mutex<Failures>> = Arc::default();
+        let auth = Self {
+            scram: Arc::new(Scram {
+                rules: rules.clone(),
+                failures: failures.clone(),
+                limit: Limit::of(&config.auth),
+            }),
+            auth: config.auth.clone(),
+            listeners,
+            rules,
+            failures,
+        };
+        auth.rules.store(Arc::new(auth.load()?));
+        Ok(auth)
+    }
+
+    /// Reads the password and ACL files again; on success the new rules apply from the next
+    /// check on. A file that fails leaves every rule as it was, and the error names the file
+    /// and the line.
+    pub fn reload(&self) -> Result<(), FileError> {
+        let rules = self.load()?;
+        self.rules.store(Arc::new(rules));
+        Ok(())
+    }
+
+    /// Whether any file is configured: something to reload.
+    pub fn has_files(&self) -> bool {
+        self.auth.acl_file.is_some() || self.listeners.iter().any(|l| l.password_file.is_some())
+    }
+
+    /// One line per listener, for the log at start: what it accepts, and how to change it.
+    pub fn describe(&self, listener: usize) -> String {
+        let rules = self.rules.load();
+        let users = match rules.passwords.get(listener).and_then(Option::as_ref) {
+            Some(file) => format!("{} users from the password file", file.len()),
+            None => "no password file".to_owned(),
+        };
+        let anonymous = match self.anonymous(listener, &rules) {
+            Anonymous::Allowed => "anonymous clients from anywhere",
+            Anonymous::LocalOnly => {
+                "anonymous clients over loopback and Unix sockets only (set allow_anonymous = true to accept them from the network)"
+            }
+            Anonymous::Refused => "no anonymous clients",
+        };
+        let acl = if rules.acl.is_some() {
+            "topics limited by the ACL file"
+        } else {
+            "every topic"
+        };
+        format!("{users}; {anonymous}; {acl}")
+    }
+
+    fn load(&self) -> Result<Rules, FileError> {
+        let mut loaded: HashMap<&Path, Arc<Passwords>> = HashMap::new();
+        let mut passwords = Vec::with_capacity(self.listeners.len());
+        for listener in &self.listeners {
+            let file = match &listener.password_file {
+                None => None,
+                Some(path) => Some(match loaded.get(path.as_path()) {
+                    Some(file) => file.clone(),
+                    None => {
+                        let file = PasswordFile::read(path)?;
+                        let mock_key = Sha256::digest(file.to_text().as_bytes()).into();
+                        let file = Arc::new(Passwords { file, mock_key });
+                        loaded.insert(path, file.clone());
+                        file
+                    }
+                }),
+            };
+            passwords.push(file);
+        }
+        let acl = match &self.auth.acl_file {
+            Some(path) => Some(AclFile::read(path)?),
+            None => None,
+        };
+        Ok(Rules { passwords, acl })
+    }
+
+    fn anonymous(&self, listener: usize, rules: &Rules) -> Anonymous {
+        let allow = self.listeners.get(listener).and_then(|l| l.allow_anonymous);
+        let has_passwords = rules.passwords.get(listener).is_some_and(Option::is_some);
+        match allow {
+            Some(true) => Anonymous::Allowed,
+            Some(false) => Anonymous::Refused,
+            None if has_passwords => Anonymous::Refused,
+            None => Anonymous::LocalOnly,
+        }
+    }
+
+    /// The password file that applies to a client on `listener`.
+    fn passwords(&self, listener: usize) -> Option<Arc<Passwords>> {
+        self.rules.load().passwords.get(listener).cloned().flatten()
+    }
+
+    fn acl_allows(&self, client: &ClientInfo, topic: &str, access: Access) -> bool {
+        match &self.rules.load().acl {
+            None => true,
+            Some(acl) => acl.check(&acl_client(client), topic, access),
+        }
+    }
+}
+
+fn acl_client(client: &ClientInfo) -> AclClient<'_> {
+    AclClient {
+        client_id: client.client_id.as_str(),
+        username: client.username.as_ref().map(|u| u.as_str()),
+    }
+}
+
+impl Hooks for FileAuth {
+    fn authenticate(&self, request: &ConnectRequest<'_>) -> Result<(), ReasonCode> {
+        if request.username_verified {
+            return Ok(());
+        }
+        let rules = self.rules.load();
+        let passwords = rules
+            .passwords
+            .get(request.listener)
+            .and_then(Option::as_ref);
+        match (request.username, passwords) {
+            (Some(_), Some(_)) => self
+                .scram
+                .limit
+                .check(&self.failures, request.peer, request.now),
+            // 5.0 allows a password without a user name [MQTT-3.1.2-22 is 3.1.1's rule
+            // against it]; with a password file it names nobody, so it cannot be right.
+            (None, Some(_)) if request.password.is_some() => {
+                Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+            }
+            // No credentials, or a user name that nothing checks: an anonymous client.
+            _ => match self.anonymous(request.listener, &rules) {
+                Anonymous::Allowed => Ok(()),
+                Anonymous::LocalOnly if request.local => Ok(()),
+                Anonymous::LocalOnly | Anonymous::Refused => Err(ReasonCode::NOT_AUTHORIZED),
+            },
+        }
+    }
+
+    fn verify(&self, request: &ConnectRequest<'_>) -> Option<Verification> {
+        if request.username_verified {
+            return None;
+        }
+        let username = request.username?.to_owned();
+        let file = self.passwords(request.listener)?;
+        // No password is a wrong password: checked like one, so that it takes as long.
+        let password = request.password.unwrap_or_default().to_vec();
+        let peer = request.peer;
+        let now = request.now;
+        let limit = self.scram.limit;
+        let failures = self.failures.clone();
+        Some(Box::new(move || {
+            if file.verify(&username, &password) {
+                return Ok(());
+            }
+            limit.record(&failures, peer, now);
+            Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+        }))
+    }
+
+    fn authenticator(&self, method: &str) -> Option<Arc<dyn Authenticator>> {
+        let offered =
+            method == scram::METHOD && self.rules.load().passwords.iter().any(Option::is_some);
+        offered.then(|| self.scram.clone() as Arc<dyn Authenticator>)
+    }
+
+    fn authorize_publish(&self, client: &ClientInfo, message: &Message) -> Result<(), ReasonCode> {
+        if self.acl_allows(client, message.topic.as_str(), Access::Write) {
+            Ok(())
+        } else {
+            Err(ReasonCode::NOT_AUTHORIZED)
+        }
+    }
+
+    fn authorize_sys_publish(
+        &self,
+        _client: &ClientInfo,
+        _message: &Message,
+    ) -> Result<(), ReasonCode> {
+        Ok(())
+    }
+
+    fn authorize_subscribe(
+        &self,
+        client: &ClientInfo,
+        filter: &str,
+        _options: &SubscriptionOptions,
+    ) -> Result<(), ReasonCode> {
+        let allowed = match &self.rules.load().acl {
+            None => true,
+            Some(acl) => acl.check_subscribe(&acl_client(client), filter),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(ReasonCode::NOT_AUTHORIZED)
+        }
+    }
+
+    fn authorize_read(&self, client: &ClientInfo, message: &Message) -> bool {
+        self.acl_allows(client, message.topic.as_str(), Access::Read)
+    }
+}
+
+/// How many failed checks an address may have in a window.
+#[derive(Clone, Copy, Debug)]
+struct Limit {
+    max_failures: u32,
+    window: Duration,
+}
+
+impl Limit {
+    fn of(auth: &AuthConfig) -> Self {
+        Self {
+            max_failures: auth.max_failed_attempts,
+            window: Duration::from_secs(auth.failed_attempts_window_secs),
+        }
+    }
+
+    /// Refuses a client whose address is past the limit.
+    fn check(
+        self,
+        failures: &Mutex<Failures>,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<(), ReasonCode> {
+        if self.max_failures > 0
+            && lock(failures).blocked(peer.ip(), now, self.max_failures, self.window)
+        {
+            tracing::debug!(%peer, "too many failed authentications from this address, refusing CONNECT");
+            return Err(ReasonCode::CONNECTION_RATE_EXCEEDED);
+        }
+        Ok(())
+    }
+
+    fn record(self, failures: &Mutex<Failures>, peer: SocketAddr, now: Instant) {
+        if self.max_failures > 0 {
+            lock(failures).record(peer.ip(), now, self.window);
+        }
+    }
+}
+
+/// SCRAM-SHA-256 (MQTT 5.0 enhanced authentication) against the SCRAM entries of the
+/// listener's password file (`midge passwd --scram`). A user without one, or unknown, fails
+/// as a wrong password does, after an exchange that looks the same.
+struct Scram {
+    rules: Arc<ArcSwap<Rules>>,
+    failures: Arc<Mutex<Failures>>,
+    limit: Limit,
+}
+
+impl Authenticator for Scram {
+    fn start(&self, request: &AuthRequest<'_>, data: Option<&[u8]>) -> AuthStep {
+        if let Err(code) = self.limit.check(&self.failures, request.peer, request.now) {
+            return AuthStep::Failure(code);
+        }
+        let rules = self.rules.load();
+        let Some(passwords) = rules.passwords.get(request.listener).cloned().flatten() else {
+            return AuthStep::Failure(ReasonCode::BAD_AUTHENTICATION_METHOD);
+        };
+        let lookup = |user: &str| passwords.scram_credentials(user).cloned();
+        match ScramServer::start(data.unwrap_or_default(), lookup, &passwords.mock_key) {
+            Ok((server, first)) => AuthStep::Continue {
+                data: Some(first.into()),
+                exchange: Box::new(ScramExchange {
+                    server,
+                    failures: self.failures.clone(),
+                    limit: self.limit,
+                    peer: request.peer,
+                    now: request.now,
+                }),
+            },
+            Err(err) => {
+                tracing::debug!(peer = %request.peer, %err, "SCRAM client-first refused");
+                self.limit.record(&self.failures, request.peer, request.now);
+                AuthStep::Failure(ReasonCode::NOT_AUTHORIZED)
+            }
+        }
+    }
+}
+
+struct ScramExchange {
+    server: ScramServer,
+    failures: Arc<Mutex<Failures>>,
+    limit: Limit,
+    peer: SocketAddr,
+    now: Instant,
+}
+
+impl AuthExchange for ScramExchange {
+    fn next(self: Box<Self>, data: Option<&[u8]>) -> AuthStep {
+        let username = self.server.username().to_owned();
+        match self.server.finish(data.unwrap_or_default()) {
+            Ok(last) => AuthStep::Success {
+                username,
+                data: Some(last.into()),
+            },
+            Err(err) => {
+                tracing::debug!(peer = %self.peer, %err, "SCRAM authentication failed");
+                self.limit.record(&self.failures, self.peer, self.now);
+                AuthStep::Failure(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Failed password checks by client address, within a window each.
+#[derive(Debug, Default)]
+struct Failures {
+    by_address: HashMap<IpAddr, Window>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    started: Instant,
+    failures: u32,
+}
+
+impl Failures {
+    fn blocked(&mut self, peer: IpAddr, now: Instant, limit: u32, window: Duration) -> bool {
+        match self.by_address.get(&peer) {
+            Some(w) if now.saturating_duration_since(w.started) < window => w.failures >= limit,
+            Some(_) => {
+                self.by_address.remove(&peer);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn record(&mut self, peer: IpAddr, now: Instant, window: Duration) {
+        if let Some(w) = self.by_address.get_mut(&peer) {
+            if now.saturating_duration_since(w.started) < window {
+                w.failures = w.failures.saturating_add(1);
+            } else {
+                *w = Window {
+                    started: now,
+                    failures: 1,
+                };
+            }
+            return;
+        }
+        if self.by_address.len() >= MAX_TRACKED_ADDRESSES {
+            self.by_address
+                .retain(|_, w| now.saturating_duration_since(w.started) < window);
+            if self.by_address.len() >= MAX_TRACKED_ADDRESSES {
+                return;
+            }
+        }
+        self.by_address.insert(
+            peer,
+            Window {
+                started: now,
+                failures: 1,
+            },
+        );
+    }
+}
