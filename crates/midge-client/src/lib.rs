@@ -10,6 +10,8 @@ mod endpoint;
 mod error;
 mod message;
 mod options;
+#[cfg(feature = "scram")]
+mod scram;
 
 pub use auth::{AuthError, Authenticator};
 pub use client::{Client, ClientBuilder, ConnectionEvent, PublishHandle, Subscription};
@@ -21,6 +23,8 @@ pub use error::{
 };
 pub use message::Message;
 pub use options::{Limits, PublishOptions, ReconnectPolicy, SubscribeOptions};
+#[cfg(feature = "scram")]
+pub use scram::ScramAuthenticator;
 
 /// The packet types and values the API uses (`QoS`, `ReasonCode`, `Will`, properties), from
 /// `midge-codec`.
