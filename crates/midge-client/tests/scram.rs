@@ -226,3 +226,77 @@ fn the_authenticator_checks_its_user_name_and_hides_its_password() {
     assert!(scram.start().unwrap().is_some());
     assert!(scram.respond(None).is_err());
 }
+
+/// The midge broker with a password file that holds `alice`'s SCRAM-SHA-256 credentials.
+async fn scram_broker(dir: &std::path::Path) -> midge_broker::BrokerHandle {
+    use midge_auth::passwd::{PasswordFile, Scheme};
+    let path = dir.join("passwords");
+    let mut file = PasswordFile::new();
+    file.set_password(
+        "alice",
+        b"correct horse",
+        Scheme::Scram { iterations: 4096 },
+    )
+    .unwrap();
+    file.write(&path).unwrap();
+    let mut config = common::broker_config();
+    config.auth.password_file = Some(path);
+    midge_broker::Broker::builder()
+        .config(config)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .expect("broker starts")
+}
+
+#[tokio::test]
+async fn the_midge_broker_and_the_client_authenticate_each_other_with_scram() {
+    let dir = std::env::temp_dir().join(format!("midge-client-scram-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let broker = scram_broker(&dir).await;
+    let addr = broker.local_addr();
+    let scram = ScramAuthenticator::new("alice", "correct horse").unwrap();
+    let client = within(
+        "connected",
+        common::builder(addr, "scram-e2e")
+            .authenticator(scram)
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let (_, mut messages) = client
+        .subscribe("e2e/#", midge_client::SubscribeOptions::default())
+        .await
+        .unwrap();
+    within("reauthenticated", client.reauthenticate())
+        .await
+        .unwrap();
+    client
+        .publish("e2e/t", "m", midge_client::PublishOptions::default())
+        .await
+        .unwrap();
+    let message = within("message", messages.recv()).await.unwrap();
+    assert_eq!(message.topic(), "e2e/t");
+    // A wrong password is refused, for good.
+    let scram = ScramAuthenticator::new("alice", "wrong").unwrap();
+    let outcome = within(
+        "refused",
+        common::builder(addr, "scram-wrong")
+            .authenticator(scram)
+            .connect(),
+    )
+    .await;
+    assert!(
+        matches!(
+            outcome,
+            Err(ConnectError::Failed(CloseReason::Refused(
+                ReasonCode::NOT_AUTHORIZED | ReasonCode::BAD_USER_NAME_OR_PASSWORD
+            )))
+        ),
+        "{:?}",
+        outcome.map(|_| ())
+    );
+    client.disconnect(ReasonCode::SUCCESS).await;
+    broker.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
