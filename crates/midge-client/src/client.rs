@@ -13,6 +13,7 @@ use midge_proto::client::ClientConfig;
 use midge_proto::splitmix64;
 use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::auth::{Authenticator, SharedAuthenticator};
 use crate::connector::{Connector, ConnectorError};
 use crate::driver::{now, Driver};
 use crate::endpoint::BrokerUrl;
@@ -78,6 +79,9 @@ pub(crate) enum Command {
     Disconnect {
         reason: ReasonCode,
         reply: oneshot::Sender<()>,
+    },
+    Reauthenticate {
+        reply: oneshot::Sender<Result<(), ClientError>>,
     },
 }
 
@@ -313,7 +317,8 @@ impl std::fmt::Debug for Password {
     }
 }
 
-/// Configures and starts a [`Client`]. `Debug` shows no password.
+/// Configures and starts a [`Client`]. `Debug` shows no password, and of an authenticator
+/// only its method.
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
     connector: Connector,
@@ -332,6 +337,7 @@ pub struct ClientBuilder {
     response_timeout: Duration,
     linger: Duration,
     topic_aliases: bool,
+    authenticator: Option<SharedAuthenticator>,
 }
 
 impl ClientBuilder {
@@ -364,6 +370,7 @@ impl ClientBuilder {
             response_timeout: Duration::from_secs(10),
             linger: Duration::from_secs(5),
             topic_aliases: true,
+            authenticator: None,
         }
     }
 
@@ -553,6 +560,19 @@ impl ClientBuilder {
         self
     }
 
+    /// Authenticates every connection with MQTT 5.0 enhanced authentication (§4.12): CONNECT
+    /// names the authenticator's method, and the client runs its exchange with the broker
+    /// before it uses the connection; see [`Authenticator`]. 5.0 only: under 3.1.1,
+    /// [`ClientBuilder::build`] fails with [`ConnectError::InvalidConfig`]. A User Name and
+    /// Password ([`ClientBuilder::credentials`]) still go in CONNECT if set.
+    ///
+    /// Clones of this builder share the one authenticator: give each client built its own.
+    #[must_use]
+    pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
+        self.authenticator = Some(SharedAuthenticator::new(authenticator));
+        self
+    }
+
     fn proto_config(&self, nonce: u64) -> ClientConfig {
         let client_id = self
             .client_id
@@ -566,6 +586,10 @@ impl ClientBuilder {
         config.will = self.will.clone();
         config.response_timeout = self.response_timeout;
         config.use_topic_aliases = self.topic_aliases;
+        config.authentication_method = self
+            .authenticator
+            .as_ref()
+            .map(|a| ByteStr::from(a.method().to_owned()));
         config.manual_acks = true;
         config.resubscribe = true;
         // The semaphore bounds QoS 1/2 publishes and the driver gates QoS 0 on this; the
@@ -622,6 +646,7 @@ impl ClientBuilder {
             reconnect: self.reconnect,
             connect_timeout: self.connect_timeout,
             linger: self.linger,
+            authenticator: self.authenticator,
             v5: self.version.is_v5(),
             publishes: publish_rx,
             commands: command_rx,
@@ -863,6 +888,25 @@ impl Client {
         }
         let mut state = self.shared.state.clone();
         let _ = state.wait_for(|s| matches!(s, State::Closed(_))).await;
+    }
+
+    /// Re-authenticates the connection with the [`Authenticator`] (MQTT 5.0 §4.12.1): a
+    /// fresh exchange, started with AUTH 0x19, while messages keep flowing. Returns once the
+    /// broker has answered with success and the authenticator has checked its final data.
+    ///
+    /// Fails with [`ClientError::NoAuthenticator`] without an authenticator, with
+    /// [`ClientError::NotConnected`] when no connection is up or it ends before the broker
+    /// answers, with [`ClientError::Refused`] when the broker refuses (its DISCONNECT's reason
+    /// code: the connection is closed [MQTT-4.12.1-2], and the client reconnects per its
+    /// policy), and with [`ClientError::Authentication`] when the authenticator fails (after
+    /// the first step, the client closes the connection). A call while a re-authentication
+    /// runs waits for that one.
+    ///
+    /// Not cancel-safe: once the request has reached the driver, the re-authentication runs
+    /// to its end even if this is dropped; only the result is lost.
+    pub async fn reauthenticate(&self) -> Result<(), ClientError> {
+        self.command(|reply| Command::Reauthenticate { reply })
+            .await
     }
 
     /// A receiver of connection state changes from now on. It holds the last 64; a receiver

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use midge_codec::{
     ByteStr, PacketId, QoS, ReasonCode, SubscribeProperties, SubscriptionId, UnsubscribeProperties,
 };
@@ -24,12 +24,13 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
+use crate::auth::{AuthError, SharedAuthenticator};
 use crate::client::{
     AckKey, AckToken, Command, ConnectionEvent, Delivery, Internal, PublishCommand, State,
     StreamState, Subscription,
 };
 use crate::connector::{BoxedTransport, Connector, OpenParams};
-use crate::error::{self, ClientError, CloseReason};
+use crate::error::{self, AuthFailure, ClientError, CloseReason};
 use crate::message::Message;
 use crate::options::{Limits, ReconnectPolicy};
 
@@ -63,6 +64,7 @@ pub(crate) struct Setup {
     pub(crate) reconnect: Option<ReconnectPolicy>,
     pub(crate) connect_timeout: Duration,
     pub(crate) linger: Duration,
+    pub(crate) authenticator: Option<SharedAuthenticator>,
     pub(crate) v5: bool,
     pub(crate) publishes: mpsc::UnboundedReceiver<PublishCommand>,
     pub(crate) commands: mpsc::Receiver<Command>,
@@ -192,6 +194,16 @@ pub(crate) struct Driver {
     reconnect: Option<ReconnectPolicy>,
     connect_timeout: Duration,
     linger: Duration,
+    /// Enhanced authentication, when the application set an authenticator.
+    authenticator: Option<SharedAuthenticator>,
+    /// Why the client closed the connection: its authenticator failed.
+    auth_failed: Option<AuthFailure>,
+    /// Callers of `reauthenticate` waiting for the re-authentication that runs; not empty
+    /// exactly while one runs.
+    reauthenticating: Vec<Reply<()>>,
+    /// The state machine takes input again after it waited for the authenticator's check
+    /// of the broker's final data: what it left in the read buffer is to be handled.
+    input_resumed: bool,
     v5: bool,
     publishes: mpsc::UnboundedReceiver<PublishCommand>,
     commands: mpsc::Receiver<Command>,
@@ -249,6 +261,10 @@ impl Driver {
             reconnect: setup.reconnect,
             connect_timeout: setup.connect_timeout,
             linger: setup.linger,
+            authenticator: setup.authenticator,
+            auth_failed: None,
+            reauthenticating: Vec::new(),
+            input_resumed: false,
             v5: setup.v5,
             publishes: setup.publishes,
             commands: setup.commands,
@@ -339,7 +355,10 @@ impl Driver {
             let closed = match ended {
                 Ended::Transport(reason) => Some(reason),
                 Ended::ConnectTimeout => Some(CloseReason::ConnectTimeout),
-                Ended::Mqtt(reason) => error::close_reason(reason),
+                Ended::Mqtt(reason) => match self.auth_failed.take() {
+                    Some(failure) => Some(CloseReason::Authentication(failure)),
+                    None => error::close_reason(reason),
+                },
             };
             // A connection the application closed itself is not reported.
             if let Some(closed) = closed {
@@ -434,13 +453,26 @@ impl Driver {
             unflushed: false,
         };
         self.closed = None;
+        self.auth_failed = None;
+        self.input_resumed = false;
         self.connection_number += 1;
-        self.proto.connect(now());
+        match self.start_auth() {
+            Ok(data) => self.proto.connect_with_auth_data(now(), data),
+            Err(error) => {
+                tracing::warn!(%error, "enhanced authentication could not start");
+                let _ = conn.stream.shutdown().await;
+                return Ended::Transport(CloseReason::Authentication(AuthFailure::Start));
+            }
+        }
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
         let mut armed = None;
         let ended = loop {
             self.drain_events();
+            if std::mem::take(&mut self.input_resumed) {
+                self.proto.handle_bytes(now(), &mut conn.rx);
+                continue;
+            }
             self.check_linger();
             self.fill(&mut conn.tx);
             if let Some(reason) = self.closed.take() {
@@ -597,7 +629,93 @@ impl Driver {
                     self.start_closing(reason);
                 }
             }
+            Some(Command::Reauthenticate { reply }) => self.reauthenticate(reply),
         }
+    }
+
+    /// The first Authentication Data of a fresh exchange: `None` without an authenticator.
+    fn start_auth(&mut self) -> Result<Option<Bytes>, AuthError> {
+        match &self.authenticator {
+            Some(authenticator) => authenticator.lock().start(),
+            None => Ok(None),
+        }
+    }
+
+    /// Starts a re-authentication (AUTH 0x19), or joins the one that runs.
+    fn reauthenticate(&mut self, reply: Reply<()>) {
+        if self.authenticator.is_none() {
+            let _ = reply.send(Err(ClientError::NoAuthenticator));
+            return;
+        }
+        if !self.proto.is_connected() || self.closing {
+            let _ = reply.send(Err(ClientError::NotConnected));
+            return;
+        }
+        if !self.reauthenticating.is_empty() {
+            self.reauthenticating.push(reply);
+            return;
+        }
+        let started = self.start_auth().and_then(|data| {
+            self.proto
+                .reauthenticate(data)
+                .map_err(|e| AuthError::new(format!("AUTH cannot be sent: {e}")))
+        });
+        match started {
+            Ok(()) => self.reauthenticating.push(reply),
+            // Nothing was sent: the connection goes on as it was.
+            Err(error) => {
+                let _ = reply.send(Err(ClientError::Authentication(error)));
+            }
+        }
+    }
+
+    /// The broker's challenge: the authenticator answers it.
+    fn auth_challenge(&mut self, data: Option<Bytes>) {
+        let Some(authenticator) = &self.authenticator else {
+            return;
+        };
+        let answered = authenticator
+            .lock()
+            .respond(data.as_deref())
+            .and_then(|answer| {
+                self.proto
+                    .auth_respond(answer)
+                    .map_err(|e| AuthError::new(format!("the answer cannot be sent: {e}")))
+            });
+        if let Err(error) = answered {
+            self.auth_failure(AuthFailure::Challenge, error);
+        }
+    }
+
+    /// The broker's final data, in CONNACK (`connecting`) or ending a re-authentication: the
+    /// authenticator checks it.
+    fn auth_finish(&mut self, data: Option<Bytes>, connecting: bool) {
+        let Some(authenticator) = &self.authenticator else {
+            return;
+        };
+        let checked = authenticator.lock().finish(data.as_deref());
+        if let Err(error) = checked {
+            return self.auth_failure(AuthFailure::Verification, error);
+        }
+        if connecting {
+            // The connection goes on, and so does the input it left waiting.
+            let _ = self.proto.auth_complete(now());
+            self.input_resumed = true;
+        } else {
+            for reply in self.reauthenticating.drain(..) {
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    /// The authenticator failed: the connection closes, with DISCONNECT 0x80 [MQTT-4.12.1-2].
+    fn auth_failure(&mut self, failure: AuthFailure, error: AuthError) {
+        tracing::warn!(%error, %failure, "enhanced authentication failed");
+        self.auth_failed = Some(failure);
+        for reply in self.reauthenticating.drain(..) {
+            let _ = reply.send(Err(ClientError::Authentication(error.clone())));
+        }
+        self.proto.disconnect(ReasonCode::UNSPECIFIED_ERROR);
     }
 
     fn remember_unsubscribed(&mut self, filter: ByteStr) {
@@ -858,9 +976,23 @@ impl Driver {
                         }
                     }
                 }
+                Event::AuthChallenge { data } => self.auth_challenge(data),
+                Event::Authenticated { data } => self.auth_finish(data, true),
+                Event::Reauthenticated { data } => self.auth_finish(data, false),
                 Event::Closed(reason) => {
                     if self.state.borrow().eq(&State::Connected) {
                         self.state.send_replace(State::Connecting);
+                    }
+                    // A re-authentication that runs ends with the connection: refused by the
+                    // broker's DISCONNECT [MQTT-4.12.1-2], or cut short.
+                    let error = match reason {
+                        midge_proto::client::CloseReason::DisconnectedByServer(code) => {
+                            ClientError::Refused(code)
+                        }
+                        _ => ClientError::NotConnected,
+                    };
+                    for reply in self.reauthenticating.drain(..) {
+                        let _ = reply.send(Err(error.clone()));
                     }
                     self.closed = Some(reason);
                 }
@@ -1146,6 +1278,9 @@ impl Driver {
         for (_, pending) in self.subscribing.drain() {
             let _ = pending.reply.send(Err(ClientError::Closed));
         }
+        for reply in self.reauthenticating.drain(..) {
+            let _ = reply.send(Err(ClientError::Closed));
+        }
         for (_, (_, reply)) in self.unsubscribing.drain() {
             if let Some(reply) = reply {
                 let _ = reply.send(Err(ClientError::Closed));
@@ -1167,6 +1302,9 @@ impl Driver {
                     let _ = reply.send(Err(ClientError::Closed));
                 }
                 Command::Disconnect { reply, .. } => self.disconnect_replies.push(reply),
+                Command::Reauthenticate { reply } => {
+                    let _ = reply.send(Err(ClientError::Closed));
+                }
             }
         }
         for reply in self.disconnect_replies.drain(..) {
@@ -1200,7 +1338,8 @@ fn transient(code: ReasonCode) -> bool {
 
 /// Failures that trying again will not mend before someone changes a setting or a
 /// certificate: the broker's certificate is not accepted, the broker refused the TLS
-/// handshake, or the server refused the WebSocket upgrade. Before the first connection
+/// handshake, the server refused the WebSocket upgrade, or the client's enhanced
+/// authentication failed on its side. Before the first connection
 /// they end the client; after one, the reconnect policy retries them (a broker's
 /// certificate may be replaced again), and each attempt is reported with its reason.
 fn misconfigured(reason: CloseReason) -> bool {
@@ -1208,6 +1347,8 @@ fn misconfigured(reason: CloseReason) -> bool {
     match reason {
         CloseReason::Tls(failure) => !matches!(failure, TlsFailure::Handshake),
         CloseReason::WebSocket(failure) => failure == WebSocketFailure::Refused,
+        // Wrong credentials, or a broker that does not know them: the same next time.
+        CloseReason::Authentication(_) => true,
         _ => false,
     }
 }

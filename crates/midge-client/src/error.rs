@@ -45,6 +45,20 @@ pub enum ClientError {
     /// [`Client::request`](crate::Client::request) needs MQTT 5.0.
     #[error("request/response needs MQTT 5.0")]
     NeedsV5,
+    /// [`Client::reauthenticate`](crate::Client::reauthenticate): the client has no
+    /// [`Authenticator`](crate::Authenticator).
+    #[error("no authenticator is configured")]
+    NoAuthenticator,
+    /// [`Client::reauthenticate`](crate::Client::reauthenticate): no connection is up, or
+    /// the connection ended before the broker answered. The next connection authenticates
+    /// afresh.
+    #[error("not connected")]
+    NotConnected,
+    /// [`Client::reauthenticate`](crate::Client::reauthenticate): the client's
+    /// [`Authenticator`](crate::Authenticator) failed. Once the exchange had started, the
+    /// connection was closed.
+    #[error("authentication failed: {0}")]
+    Authentication(#[source] crate::AuthError),
 }
 
 /// Why [`ClientBuilder::build`](crate::ClientBuilder::build) or
@@ -170,6 +184,39 @@ pub enum CloseReason {
     Tls(TlsFailure),
     /// The WebSocket upgrade was refused, or the WebSocket protocol broken.
     WebSocket(WebSocketFailure),
+    /// Enhanced authentication failed on the client's side: the
+    /// [`Authenticator`](crate::Authenticator) gave up (its error is logged), so the client
+    /// closed the connection, under 5.0 with DISCONNECT 0x80. A refusal by the broker is
+    /// [`CloseReason::Refused`] or [`CloseReason::DisconnectedByBroker`] instead.
+    Authentication(AuthFailure),
+}
+
+/// Which step of enhanced authentication failed on the client's side
+/// ([`CloseReason::Authentication`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    /// The authenticator could not start the exchange
+    /// ([`Authenticator::start`](crate::Authenticator::start)).
+    Start,
+    /// It could not answer the broker's challenge
+    /// ([`Authenticator::respond`](crate::Authenticator::respond)), or its answer was too
+    /// large to send.
+    Challenge,
+    /// The broker's final data did not check out
+    /// ([`Authenticator::finish`](crate::Authenticator::finish)): the broker has not proved
+    /// itself (for SCRAM, its signature is wrong: it does not know the password).
+    Verification,
+}
+
+impl fmt::Display for AuthFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Start => "the authenticator could not start",
+            Self::Challenge => "the authenticator could not answer the broker's challenge",
+            Self::Verification => "the broker's final authentication data did not verify",
+        })
+    }
 }
 
 /// Why TLS failed ([`CloseReason::Tls`]).
@@ -282,6 +329,7 @@ impl fmt::Display for CloseReason {
             Self::ResponseTimeout => f.write_str("no CONNACK or PINGRESP in time"),
             Self::Tls(failure) => write!(f, "TLS: {failure}"),
             Self::WebSocket(failure) => write!(f, "WebSocket: {failure}"),
+            Self::Authentication(failure) => write!(f, "enhanced authentication: {failure}"),
         }
     }
 }

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod auth;
 mod client;
 mod connector;
 mod driver;
@@ -9,15 +10,21 @@ mod endpoint;
 mod error;
 mod message;
 mod options;
+#[cfg(feature = "scram")]
+mod scram;
 
+pub use auth::{AuthError, Authenticator};
 pub use client::{Client, ClientBuilder, ConnectionEvent, PublishHandle, Subscription};
 pub use connector::{Connector, ConnectorError};
 pub use endpoint::{BrokerUrl, Scheme, UrlError};
 pub use error::{
-    ClientError, CloseReason, ConnectError, InputKind, InvalidInput, TlsFailure, WebSocketFailure,
+    AuthFailure, ClientError, CloseReason, ConnectError, InputKind, InvalidInput, TlsFailure,
+    WebSocketFailure,
 };
 pub use message::Message;
 pub use options::{Limits, PublishOptions, ReconnectPolicy, SubscribeOptions};
+#[cfg(feature = "scram")]
+pub use scram::ScramAuthenticator;
 
 /// The packet types and values the API uses (`QoS`, `ReasonCode`, `Will`, properties), from
 /// `midge-codec`.

@@ -103,9 +103,10 @@ impl Default for Limits {
 /// time. Until a first connection has been accepted, so does a failure that no retry can
 /// mend: a broker certificate that is not trusted, has expired, is not valid yet, is for
 /// another name or is invalid ([`TlsFailure`](crate::TlsFailure), all but `Handshake`), a
-/// TLS alert from the broker (such as a required client certificate), and a refused
-/// WebSocket upgrade; [`ClientBuilder::connect`](crate::ClientBuilder::connect) then fails
-/// with it. After a connection has been accepted these are retried under the policy, since
+/// TLS alert from the broker (such as a required client certificate), a refused WebSocket
+/// upgrade, and a failure of the client's own enhanced authentication
+/// ([`CloseReason::Authentication`](crate::CloseReason::Authentication));
+/// [`ClientBuilder::connect`](crate::ClientBuilder::connect) then fails with it. After a connection has been accepted these are retried under the policy, since
 /// a broker's certificate or configuration may be changed and put right again; each failed
 /// attempt is reported by [`ConnectionEvent::Disconnected`](crate::ConnectionEvent) with its
 /// reason.

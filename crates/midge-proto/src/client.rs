@@ -3,15 +3,17 @@
 //! A [`Client`] lives as long as the session it keeps: it survives lost connections, and
 //! [`Client::connect`] starts each new one. See the crate documentation for the run loop.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use midge_codec::{
-    ByteStr, ConnAck, Connect, ConnectProperties, DecodeError, Disconnect, EncodeError, Packet,
-    PacketId, ProtocolVersion, PubAck, Publish, PublishRef, QoS, ReasonCode, SubAck, Subscribe,
-    SubscribeProperties, SubscriptionId, SubscriptionOptions, UnsubAck, Unsubscribe,
+    Auth, ByteStr, ConnAck, Connect, ConnectProperties, DecodeError, Disconnect, EncodeError,
+    Packet, PacketId, ProtocolVersion, PubAck, Publish, PublishRef, QoS, ReasonCode, SubAck,
+    Subscribe, SubscribeProperties, SubscriptionId, SubscriptionOptions, UnsubAck, Unsubscribe,
     UnsubscribeProperties, Will, MAX_PACKET_SIZE,
 };
 use midge_topic::TopicFilter;
@@ -20,10 +22,11 @@ use crate::alias::{InboundAliases, OutboundAliases};
 use crate::inflight::{qos2_answer, Inflight};
 use crate::keepalive::{ClientKeepAlive, KeepAliveAction};
 use crate::message::Message;
+use crate::packets::PacketQueue;
 use crate::TRANSMIT_BATCH;
 
 /// How a client connects. Shared between reconnections; build it once. Its `Debug` output
-/// shows whether a password is set, never the password.
+/// shows whether a password or authentication data is set, never their contents.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct ClientConfig {
@@ -41,16 +44,25 @@ pub struct ClientConfig {
     /// User Name.
     pub username: Option<ByteStr>,
     /// Password.
-    pub password: Option<bytes::Bytes>,
+    pub password: Option<Bytes>,
     /// Will message.
     pub will: Option<Will>,
     /// 5.0 CONNECT properties. Receive Maximum, Maximum Packet Size and Topic Alias Maximum set
     /// here are also enforced on what the server sends.
     ///
-    /// Enhanced authentication (§4.12) is not supported: leave Authentication Method and
-    /// Authentication Data unset. A server that answers with an AUTH packet is treated as
-    /// breaking the protocol (DISCONNECT 0x82); plain User Name and Password work as usual.
+    /// Their Authentication Method and Authentication Data are not used: CONNECT carries
+    /// [`ClientConfig::authentication_method`] and the data given to [`Client::connect`].
     pub properties: ConnectProperties,
+    /// Authentication Method for enhanced authentication (5.0 §4.12), sent in every CONNECT:
+    /// the server may then answer with challenges ([`Event::AuthChallenge`]) before it
+    /// accepts the client ([`Event::Authenticated`]), and the client may re-authenticate
+    /// ([`Client::reauthenticate`]). Without one (the default) the client never sends AUTH,
+    /// and an AUTH from the server breaks the protocol [MQTT-4.12.0-7]. 5.0 only.
+    pub authentication_method: Option<ByteStr>,
+    /// Authentication Data for CONNECT, with [`ClientConfig::authentication_method`], used by
+    /// [`Client::connect`]. Methods whose first data changes with every connection (SCRAM's
+    /// nonce) pass it to [`Client::connect_with_auth_data`] instead.
+    pub authentication_data: Option<Bytes>,
     /// Subscribe again to every acknowledged subscription when the server reports no session
     /// (Session Present 0). On by default.
     pub resubscribe: bool,
@@ -74,8 +86,8 @@ pub struct ClientConfig {
     pub incoming_packet_limit: Option<std::num::NonZeroU32>,
 }
 
-impl std::fmt::Debug for ClientConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
             .field("version", &self.version)
             .field("client_id", &self.client_id)
@@ -85,7 +97,12 @@ impl std::fmt::Debug for ClientConfig {
             // Secrets never reach logs.
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
             .field("will", &self.will)
-            .field("properties", &self.properties)
+            .field("properties", &properties_without_auth(&self.properties))
+            .field("authentication_method", &self.authentication_method)
+            .field(
+                "authentication_data",
+                &self.authentication_data.as_ref().map(|_| "<hidden>"),
+            )
             .field("resubscribe", &self.resubscribe)
             .field("max_queued_messages", &self.max_queued_messages)
             .field("response_timeout", &self.response_timeout)
@@ -94,6 +111,18 @@ impl std::fmt::Debug for ClientConfig {
             .field("incoming_packet_limit", &self.incoming_packet_limit)
             .finish()
     }
+}
+
+/// `properties` as CONNECT uses them, without Authentication Method and Data: the `Debug`
+/// output shows no secrets, nor fields that are not used.
+fn properties_without_auth(properties: &ConnectProperties) -> Cow<'_, ConnectProperties> {
+    if properties.authentication_method.is_none() && properties.authentication_data.is_none() {
+        return Cow::Borrowed(properties);
+    }
+    let mut shown = properties.clone();
+    shown.authentication_method = None;
+    shown.authentication_data = None;
+    Cow::Owned(shown)
 }
 
 impl ClientConfig {
@@ -109,6 +138,8 @@ impl ClientConfig {
             password: None,
             will: None,
             properties: ConnectProperties::default(),
+            authentication_method: None,
+            authentication_data: None,
             resubscribe: true,
             max_queued_messages: 1000,
             response_timeout: Duration::from_secs(10),
@@ -154,12 +185,40 @@ pub enum CloseReason {
 }
 
 /// What the client reports to the application, from [`Client::poll_event`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// The `Debug` output hides authentication data.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
     /// CONNACK accepted the connection. Its properties are the server's limits, which the
-    /// client now honours.
+    /// client now honours. Its Authentication Data, if any, was reported just before in
+    /// [`Event::Authenticated`], and is not repeated here.
     Connected(ConnAck),
+    /// With [`ClientConfig::authentication_method`]: the server asks for more authentication
+    /// data (AUTH 0x18 Continue authentication), before CONNACK or in a re-authentication.
+    /// Answer with [`Client::auth_respond`] [MQTT-4.12.0-3], or give up with
+    /// [`Client::disconnect`].
+    AuthChallenge {
+        /// The server's Authentication Data.
+        data: Option<Bytes>,
+    },
+    /// With [`ClientConfig::authentication_method`]: the server accepted the client, with
+    /// this Authentication Data in its CONNACK. Check the data as the method requires (SCRAM
+    /// checks the server's signature), then call [`Client::auth_complete`], which reports
+    /// [`Event::Connected`]; or, if the check failed, [`Client::disconnect`]: the server has
+    /// not proved itself. Until then the client sends nothing and handles nothing the server
+    /// sends, so that no message reaches or comes from a server it has not checked.
+    Authenticated {
+        /// The server's final Authentication Data.
+        data: Option<Bytes>,
+    },
+    /// A re-authentication ([`Client::reauthenticate`]) succeeded: AUTH 0x00, with this
+    /// Authentication Data, to check as for [`Event::Authenticated`]. A failed one ends with
+    /// the server's DISCONNECT [MQTT-4.12.1-2].
+    Reauthenticated {
+        /// The server's final Authentication Data.
+        data: Option<Bytes>,
+    },
     /// A message arrived. QoS 2 messages are reported exactly once per packet identifier
     /// until released, however often the server retransmits them.
     Message(Message),
@@ -207,6 +266,95 @@ pub enum Event {
     /// The connection ended. Drop the transport once [`Client::poll_transmit`] has nothing
     /// more to send; call [`Client::connect`] on a new one to resume the session.
     Closed(CloseReason),
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Secrets never reach logs.
+        let hidden = |data: &Option<Bytes>| data.as_ref().map(|_| "<hidden>");
+        match self {
+            Self::Connected(connack) => f.debug_tuple("Connected").field(connack).finish(),
+            Self::AuthChallenge { data } => f
+                .debug_struct("AuthChallenge")
+                .field("data", &hidden(data))
+                .finish(),
+            Self::Authenticated { data } => f
+                .debug_struct("Authenticated")
+                .field("data", &hidden(data))
+                .finish(),
+            Self::Reauthenticated { data } => f
+                .debug_struct("Reauthenticated")
+                .field("data", &hidden(data))
+                .finish(),
+            Self::Message(message) => f.debug_tuple("Message").field(message).finish(),
+            Self::MessageToAcknowledge { packet_id, message } => f
+                .debug_struct("MessageToAcknowledge")
+                .field("packet_id", packet_id)
+                .field("message", message)
+                .finish(),
+            Self::Published {
+                packet_id,
+                reason_code,
+            } => f
+                .debug_struct("Published")
+                .field("packet_id", packet_id)
+                .field("reason_code", reason_code)
+                .finish(),
+            Self::Subscribed {
+                packet_id,
+                reason_codes,
+            } => f
+                .debug_struct("Subscribed")
+                .field("packet_id", packet_id)
+                .field("reason_codes", reason_codes)
+                .finish(),
+            Self::SubscriptionLost {
+                filter,
+                reason_code,
+            } => f
+                .debug_struct("SubscriptionLost")
+                .field("filter", filter)
+                .field("reason_code", reason_code)
+                .finish(),
+            Self::Unsubscribed {
+                packet_id,
+                reason_codes,
+            } => f
+                .debug_struct("Unsubscribed")
+                .field("packet_id", packet_id)
+                .field("reason_codes", reason_codes)
+                .finish(),
+            Self::Closed(reason) => f.debug_tuple("Closed").field(reason).finish(),
+        }
+    }
+}
+
+/// Why [`Client::auth_respond`] or [`Client::reauthenticate`] sent nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// [`ClientConfig::authentication_method`] is not set: the client sends no AUTH
+    /// [MQTT-4.12.0-7].
+    #[error("no authentication method is configured")]
+    NoMethod,
+    /// No [`Event::AuthChallenge`] waits for an answer.
+    #[error("no authentication challenge waits for an answer")]
+    NoChallenge,
+    /// No [`Event::Authenticated`] waits for [`Client::auth_complete`].
+    #[error("no accepted authentication waits to be completed")]
+    NotAuthenticated,
+    /// Re-authentication needs an accepted connection (5.0 §4.12.1).
+    #[error("not connected")]
+    NotConnected,
+    /// A re-authentication is already running.
+    #[error("a re-authentication is already running")]
+    InProgress,
+    /// The AUTH would exceed the server's Maximum Packet Size [MQTT-3.2.2-15].
+    #[error("packet larger than the server accepts")]
+    PacketTooLarge,
+    /// The AUTH cannot be encoded (its data is too long).
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
 }
 
 /// Why [`Client::publish`] refused a message. The message was not queued.
@@ -275,6 +423,25 @@ enum State {
     /// CONNACK accepted.
     Connected,
 }
+
+/// Whose turn it is in an enhanced authentication exchange, before CONNACK or in a
+/// re-authentication (5.0 §4.12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AuthTurn {
+    /// No exchange is running.
+    None,
+    /// The server's: CONNECT with a method, AUTH 0x19 or our AUTH 0x18 was sent.
+    Server,
+    /// The application's: an [`Event::AuthChallenge`] waits for [`Client::auth_respond`].
+    Client,
+    /// The application's: the server accepted the client, and [`Event::Authenticated`] waits
+    /// for [`Client::auth_complete`]. Input waits meanwhile, and nothing is sent.
+    Verifying,
+}
+
+/// Packets [`Client::handle_packet`] holds while the application checks the server's final
+/// authentication data; one more closes the connection.
+const MAX_HELD_PACKETS: usize = 64;
 
 /// Where an outgoing QoS 1 or 2 publish is in its flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -388,7 +555,14 @@ pub struct Client {
     keepalive: ClientKeepAlive,
     inbound_aliases: InboundAliases,
     outbound_aliases: OutboundAliases,
-    transmit: VecDeque<Packet>,
+    /// Whose turn it is in an enhanced authentication exchange.
+    auth: AuthTurn,
+    /// The CONNACK that accepted the client, while the application checks its
+    /// Authentication Data ([`AuthTurn::Verifying`]).
+    verifying: Option<Box<ConnAck>>,
+    /// Packets handed to [`Client::handle_packet`] meanwhile, at most [`MAX_HELD_PACKETS`].
+    held: PacketQueue,
+    transmit: PacketQueue,
     events: VecDeque<Event>,
 }
 
@@ -413,11 +587,16 @@ impl Client {
             keepalive: ClientKeepAlive::new(Duration::ZERO, config.response_timeout, now),
             inbound_aliases: InboundAliases::new(0),
             outbound_aliases: OutboundAliases::new(0),
-            transmit: VecDeque::new(),
+            auth: AuthTurn::None,
+            verifying: None,
+            held: PacketQueue::new(),
+            transmit: PacketQueue::new(),
             events: VecDeque::new(),
             config,
         };
-        Packet::Connect(Box::new(client.connect_packet())).encoded_len(client.config.version)?;
+        let data = client.config.authentication_data.clone();
+        Packet::Connect(Box::new(client.connect_packet(data)))
+            .encoded_len(client.config.version)?;
         Ok(client)
     }
 
@@ -428,7 +607,20 @@ impl Client {
 
     /// Starts a connection on a new transport: queues CONNECT. Any previous connection is
     /// forgotten, as if [`Client::connection_lost`] had been called.
+    ///
+    /// With [`ClientConfig::authentication_method`], CONNECT carries it and
+    /// [`ClientConfig::authentication_data`].
     pub fn connect(&mut self, now: Instant) {
+        let data = self.config.authentication_data.clone();
+        self.connect_with_auth_data(now, data);
+    }
+
+    /// [`Client::connect`] with `auth_data` as CONNECT's Authentication Data in place of
+    /// [`ClientConfig::authentication_data`]: the first data of a method that makes it anew
+    /// for every connection. Ignored without [`ClientConfig::authentication_method`].
+    ///
+    /// Data too long to encode is left out of CONNECT.
+    pub fn connect_with_auth_data(&mut self, now: Instant, auth_data: Option<Bytes>) {
         if self.state != State::Idle {
             self.close(CloseReason::ConnectionLost);
         }
@@ -438,8 +630,18 @@ impl Client {
         self.qos1_unacknowledged.clear();
         // Answers are owed per connection: the server resends what it still needs answered.
         self.answer_order.clear();
-        let connect = self.connect_packet();
-        self.transmit.push_back(Packet::Connect(Box::new(connect)));
+        let mut connect = Packet::Connect(Box::new(self.connect_packet(auth_data)));
+        if connect.encoded_len(self.config.version).is_err() {
+            // Only the data can be at fault: the rest was checked by `Client::new`.
+            connect = Packet::Connect(Box::new(self.connect_packet(None)));
+        }
+        self.transmit.push_back(connect);
+        // With a method, the server may challenge before it answers with CONNACK.
+        self.auth = if self.config.authentication_method.is_some() {
+            AuthTurn::Server
+        } else {
+            AuthTurn::None
+        };
         self.state = State::Connecting {
             deadline: now + self.config.response_timeout,
         };
@@ -450,7 +652,7 @@ impl Client {
         self.outbound_aliases = OutboundAliases::new(0);
     }
 
-    fn connect_packet(&self) -> Connect {
+    fn connect_packet(&self, auth_data: Option<Bytes>) -> Connect {
         let mut connect = Connect::new(self.config.version, self.client_id.clone());
         // Before 5.0 a client without an identifier gets no session to resume: it must ask for
         // a clean one [MQTT-3.1.3-7] (3.1.1), or the server refuses it [MQTT-3.1.3-8].
@@ -461,7 +663,126 @@ impl Client {
         connect.password = self.config.password.clone();
         connect.will = self.config.will.clone();
         connect.properties = self.config.properties.clone();
+        connect.properties.authentication_method = self.config.authentication_method.clone();
+        connect.properties.authentication_data =
+            auth_data.filter(|_| self.config.authentication_method.is_some());
         connect
+    }
+
+    /// Answers the server's [`Event::AuthChallenge`]: AUTH 0x18 Continue authentication with
+    /// the configured method and `data` [MQTT-4.12.0-3] [MQTT-4.12.0-5].
+    pub fn auth_respond(&mut self, data: Option<Bytes>) -> Result<(), AuthError> {
+        let method = self
+            .config
+            .authentication_method
+            .clone()
+            .ok_or(AuthError::NoMethod)?;
+        if self.auth != AuthTurn::Client || self.state == State::Idle {
+            return Err(AuthError::NoChallenge);
+        }
+        let packet = auth_packet(ReasonCode::CONTINUE_AUTHENTICATION, method, data);
+        self.check_auth_size(&packet)?;
+        self.transmit.push_back(packet);
+        self.auth = AuthTurn::Server;
+        Ok(())
+    }
+
+    /// Starts a re-authentication (5.0 §4.12.1): AUTH 0x19 Re-authenticate with the method
+    /// of the original authentication [MQTT-4.12.1-1] and `data`. The server answers with
+    /// [`Event::AuthChallenge`]s, then [`Event::Reauthenticated`], or disconnects when it
+    /// fails. Messages flow meanwhile.
+    ///
+    /// The server sets how long an answer may take: this client waits until it comes or the
+    /// connection ends.
+    pub fn reauthenticate(&mut self, data: Option<Bytes>) -> Result<(), AuthError> {
+        let method = self
+            .config
+            .authentication_method
+            .clone()
+            .ok_or(AuthError::NoMethod)?;
+        if self.state != State::Connected {
+            return Err(AuthError::NotConnected);
+        }
+        if self.auth != AuthTurn::None {
+            return Err(AuthError::InProgress);
+        }
+        let packet = auth_packet(ReasonCode::RE_AUTHENTICATE, method, data);
+        self.check_auth_size(&packet)?;
+        self.transmit.push_back(packet);
+        self.auth = AuthTurn::Server;
+        Ok(())
+    }
+
+    /// Completes the connection after [`Event::Authenticated`], once the application has
+    /// checked the server's final data: the client applies the CONNACK, reports
+    /// [`Event::Connected`], and goes on with what waited. Call [`Client::handle_bytes`]
+    /// again with the buffer it left: input waits until this call.
+    ///
+    /// The CONNACK deadline ([`ClientConfig::response_timeout`], from the CONNACK's arrival)
+    /// still runs until then.
+    pub fn auth_complete(&mut self, now: Instant) -> Result<(), AuthError> {
+        if self.auth != AuthTurn::Verifying {
+            return Err(AuthError::NotAuthenticated);
+        }
+        let Some(connack) = self.verifying.take() else {
+            return Err(AuthError::NotAuthenticated);
+        };
+        self.auth = AuthTurn::None;
+        self.establish(now, *connack);
+        while self.state == State::Connected {
+            let Some(packet) = self.held.pop_front() else {
+                break;
+            };
+            self.handle_connected(now, packet);
+        }
+        self.held = PacketQueue::new();
+        Ok(())
+    }
+
+    /// Whether an AUTH can be sent: it encodes within the server's Maximum Packet Size.
+    fn check_auth_size(&self, packet: &Packet) -> Result<(), AuthError> {
+        if packet.encoded_len(self.config.version)? > self.server.maximum_packet_size as usize {
+            return Err(AuthError::PacketTooLarge);
+        }
+        Ok(())
+    }
+
+    /// Handles the server's AUTH. The server sends one only to a client that named a method,
+    /// with that method [MQTT-4.12.0-5] [MQTT-4.12.0-6], and only when it is its turn: 0x18
+    /// Continue authentication to ask for more, 0x00 Success to end a re-authentication.
+    fn handle_auth(&mut self, now: Instant, auth: Auth) {
+        let method_matches = match (
+            &self.config.authentication_method,
+            &auth.properties.authentication_method,
+        ) {
+            (Some(ours), Some(theirs)) => ours == theirs,
+            _ => false,
+        };
+        if !method_matches || self.auth != AuthTurn::Server {
+            return self.violation(ReasonCode::PROTOCOL_ERROR);
+        }
+        let data = auth.properties.authentication_data;
+        match (auth.reason_code, self.state) {
+            (ReasonCode::CONTINUE_AUTHENTICATION, State::Connecting { .. }) => {
+                // The server answered: the wait for CONNACK starts again.
+                self.state = State::Connecting {
+                    deadline: now + self.config.response_timeout,
+                };
+                self.auth = AuthTurn::Client;
+                self.events.push_back(Event::AuthChallenge { data });
+            }
+            (ReasonCode::CONTINUE_AUTHENTICATION, State::Connected) => {
+                self.auth = AuthTurn::Client;
+                self.events.push_back(Event::AuthChallenge { data });
+            }
+            (ReasonCode::SUCCESS, State::Connected) => {
+                self.auth = AuthTurn::None;
+                self.events.push_back(Event::Reauthenticated { data });
+            }
+            // Success before CONNACK (which is how the server accepts), and 0x19, which only
+            // a client sends (§3.15.2.1).
+            _ => self.violation(ReasonCode::PROTOCOL_ERROR),
+        }
     }
 
     /// Publishes a message. QoS 1 and 2 messages get the packet identifier that their
@@ -624,6 +945,9 @@ impl Client {
 
     fn close(&mut self, reason: CloseReason) {
         self.state = State::Idle;
+        self.auth = AuthTurn::None;
+        self.verifying = None;
+        self.held = PacketQueue::new();
         self.events.push_back(Event::Closed(reason));
     }
 
@@ -641,8 +965,11 @@ impl Client {
 
     /// Decodes and handles every whole packet at the front of `buf`, enforcing our Maximum
     /// Packet Size. A malformed packet closes the connection with the matching reason code.
+    ///
+    /// After [`Event::Authenticated`], input waits, and the rest of `buf` stays there
+    /// undecoded, until [`Client::auth_complete`]; then call this again with the same buffer.
     pub fn handle_bytes(&mut self, now: Instant, buf: &mut BytesMut) {
-        while self.state != State::Idle {
+        while self.state != State::Idle && self.auth != AuthTurn::Verifying {
             match Packet::decode(buf, self.config.version, self.config.maximum_packet_size()) {
                 Ok(Some(packet)) => self.handle_packet(now, packet),
                 Ok(None) => return,
@@ -665,25 +992,43 @@ impl Client {
     }
 
     /// Handles one packet from the server.
+    ///
+    /// After [`Event::Authenticated`] the packet is held, and handled in order after
+    /// [`Client::auth_complete`]; more than 64 held packets close the connection.
     pub fn handle_packet(&mut self, now: Instant, packet: Packet) {
         match self.state {
             State::Idle => {}
+            State::Connecting { .. } if self.auth == AuthTurn::Verifying => {
+                if self.held.len() >= MAX_HELD_PACKETS {
+                    self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+                } else {
+                    self.held.push_back(packet);
+                }
+            }
             State::Connecting { .. } => match packet {
                 Packet::ConnAck(connack) => self.handle_connack(now, *connack),
-                // The server must answer CONNECT with CONNACK first [MQTT-3.2.0-1].
+                Packet::Auth(auth) => self.handle_auth(now, *auth),
+                // The server must answer CONNECT with CONNACK first, or with AUTH
+                // [MQTT-3.2.0-1].
                 _ => self.violation(ReasonCode::PROTOCOL_ERROR),
             },
             State::Connected => {
                 self.keepalive.on_packet_received();
-                self.handle_connected(packet);
+                self.handle_connected(now, packet);
             }
         }
     }
 
-    fn handle_connack(&mut self, now: Instant, connack: ConnAck) {
+    fn handle_connack(&mut self, now: Instant, mut connack: ConnAck) {
         if !connack.reason_code.is_success() {
             self.transmit.clear();
             self.close(CloseReason::Refused(connack.reason_code));
+            return;
+        }
+        // A successful CONNACK names the CONNECT's method, and none if it named none
+        // [MQTT-4.12.0-5] [MQTT-4.12.0-6].
+        if connack.properties.authentication_method != self.config.authentication_method {
+            self.violation(ReasonCode::PROTOCOL_ERROR);
             return;
         }
         if connack.session_present && self.config.clean_start {
@@ -691,6 +1036,23 @@ impl Client {
             self.violation(ReasonCode::PROTOCOL_ERROR);
             return;
         }
+        if self.config.authentication_method.is_some() {
+            // The application checks the server's final data before anything else of the
+            // connection happens: `auth_complete` goes on from here.
+            let data = connack.properties.authentication_data.take();
+            self.state = State::Connecting {
+                deadline: now + self.config.response_timeout,
+            };
+            self.auth = AuthTurn::Verifying;
+            self.verifying = Some(Box::new(connack));
+            self.events.push_back(Event::Authenticated { data });
+            return;
+        }
+        self.establish(now, connack);
+    }
+
+    /// Applies the CONNACK that accepted the client: the server's limits, then the session.
+    fn establish(&mut self, now: Instant, connack: ConnAck) {
         let p = &connack.properties;
         if let Some(id) = &p.assigned_client_identifier {
             self.client_id = id.clone();
@@ -910,7 +1272,7 @@ impl Client {
         }
     }
 
-    fn handle_connected(&mut self, packet: Packet) {
+    fn handle_connected(&mut self, now: Instant, packet: Packet) {
         let v5 = self.config.version.is_v5();
         match packet {
             Packet::Publish(publish) => self.handle_publish(publish),
@@ -1018,14 +1380,14 @@ impl Client {
                 self.transmit.clear();
                 self.close(CloseReason::DisconnectedByServer(d.reason_code));
             }
-            // Packets only a client sends, a second CONNACK, and AUTH without an
-            // authentication method: the server broke the protocol.
+            Packet::Auth(auth) => self.handle_auth(now, *auth),
+            // Packets only a client sends and a second CONNACK: the server broke the
+            // protocol.
             Packet::Connect(_)
             | Packet::ConnAck(_)
             | Packet::Subscribe(_)
             | Packet::Unsubscribe(_)
-            | Packet::PingReq
-            | Packet::Auth(_) => self.violation(ReasonCode::PROTOCOL_ERROR),
+            | Packet::PingReq => self.violation(ReasonCode::PROTOCOL_ERROR),
         }
     }
 
@@ -1415,6 +1777,19 @@ fn subscribe_chunks(
     chunks
 }
 
+/// An AUTH with `reason`, `method` and `data`, and nothing else: no Reason String or User
+/// Property that could take it past the server's Maximum Packet Size [MQTT-3.15.2-2]
+/// [MQTT-3.15.2-3].
+fn auth_packet(reason: ReasonCode, method: ByteStr, data: Option<Bytes>) -> Packet {
+    let mut auth = Auth {
+        reason_code: reason,
+        ..Auth::default()
+    };
+    auth.properties.authentication_method = Some(method);
+    auth.properties.authentication_data = data;
+    Packet::Auth(Box::new(auth))
+}
+
 /// The SUBSCRIBE or UNSUBSCRIBE packet for a request in flight.
 fn request_packet(id: PacketId, request: &Outgoing) -> Option<Packet> {
     match request {
@@ -1445,7 +1820,7 @@ mod debug_tests {
     #[test]
     fn a_client_config_debug_output_hides_the_password() {
         let mut config = ClientConfig::new(ProtocolVersion::V5, "c");
-        config.password = Some(bytes::Bytes::from_static(b"s3cret-pw"));
+        config.password = Some(Bytes::from_static(b"s3cret-pw"));
         let shown = format!("{config:?}");
         assert!(shown.contains("<hidden>"), "{shown}");
         assert!(

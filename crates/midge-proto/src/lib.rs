@@ -8,6 +8,7 @@ pub mod client;
 mod inflight;
 mod keepalive;
 mod message;
+mod packets;
 pub mod server;
 pub mod session;
 pub mod splitmix64;

@@ -48,6 +48,7 @@ use crate::alias::{InboundAliases, OutboundAliases};
 use crate::inflight::{qos2_answer, Inflight};
 use crate::keepalive::ServerKeepAlive;
 use crate::message::Message;
+use crate::packets::PacketQueue;
 use crate::session::{Delivery, OutState, QueueLimits, Session, SessionSubscription};
 use crate::TRANSMIT_BATCH;
 
@@ -400,7 +401,7 @@ pub struct ServerConnection {
     /// Requests waiting for answers and packets held meanwhile: made with the first, dropped
     /// when both are empty, so that a connection with none keeps a pointer, not two queues.
     waiting: Option<Box<Waiting>>,
-    transmit: VecDeque<Packet>,
+    transmit: PacketQueue,
     /// In-flight packets of a resumed session not yet resent on this connection, in their
     /// original order: the client may have reconnected with a smaller Receive Maximum than
     /// was in flight, and the rest go out as it acknowledges [MQTT-3.3.4-9].
@@ -431,7 +432,7 @@ struct Waiting {
     /// Packets that arrived while input waits: after CONNECT while the broker decides on it,
     /// or while [`MAX_PENDING_REQUESTS`] requests wait for answers. Replayed, in order, once
     /// the wait is over; at most [`MAX_HELD_PACKETS`].
-    held: VecDeque<Packet>,
+    held: PacketQueue,
 }
 
 /// Packets [`ServerConnection::handle_packet`] holds while input waits (see
@@ -503,7 +504,7 @@ impl ServerConnection {
             unanswered: VecDeque::new(),
             unanswered_qos1: 0,
             waiting: None,
-            transmit: VecDeque::new(),
+            transmit: PacketQueue::new(),
             resend: None,
             carried_qos2: None,
             events: VecDeque::new(),
@@ -667,7 +668,7 @@ impl ServerConnection {
             if waiting.requests.is_empty() && waiting.held.is_empty() {
                 self.waiting = None;
             } else if waiting.held.is_empty() && waiting.held.capacity() > 0 {
-                waiting.held = VecDeque::new();
+                waiting.held = PacketQueue::new();
             }
         }
     }
@@ -1834,7 +1835,7 @@ impl ServerConnection {
         }
         if self.transmit.is_empty() && self.transmit.capacity() > 0 {
             // An idle connection keeps no room from its last burst.
-            self.transmit = VecDeque::new();
+            self.transmit = PacketQueue::new();
         }
         buf.len() > start
     }
