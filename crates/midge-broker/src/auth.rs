@@ -265,16 +265,32 @@ impl Hooks for FileAuth {
         let file = self.passwords(request.listener)?;
         // No password is a wrong password: checked like one, so that it takes as long.
         let password = request.password.unwrap_or_default().to_vec();
-        let peer = request.peer;
-        let now = request.now;
         let limit = self.scram.limit;
-        let failures = self.failures.clone();
+        let mut checking = (limit.max_failures > 0)
+            .then(|| {
+                let peer = request.peer.ip();
+                lock(&self.failures)
+                    .begin(peer, request.now, limit.window)
+                    .then(|| Checking {
+                        failures: self.failures.clone(),
+                        peer,
+                        now: request.now,
+                        window: limit.window,
+                        failed: false,
+                    })
+            })
+            .flatten();
         Some(Box::new(move || {
-            if file.verify(&username, &password) {
-                return Ok(());
+            let right = file.verify(&username, &password);
+            if let Some(checking) = checking.as_mut() {
+                checking.failed = !right;
             }
-            limit.record(&failures, peer, now);
-            Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+            drop(checking);
+            if right {
+                Ok(())
+            } else {
+                Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+            }
         }))
     }
 
@@ -428,7 +444,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Failed password checks by client address, within a window each.
+/// Failed password checks by client address, within a window each, and the checks each
+/// address has under way.
 #[derive(Debug, Default)]
 struct Failures {
     by_address: HashMap<IpAddr, Window>,
@@ -438,45 +455,98 @@ struct Failures {
 struct Window {
     started: Instant,
     failures: u32,
+    /// Checks begun and not yet ended: counted against the limit as if they failed, so that
+    /// an address cannot start many checks at once before the first failure is known.
+    checking: u32,
 }
 
 impl Failures {
+    /// Whether `peer` is at the limit: its failures in the window, and its checks under way.
     fn blocked(&mut self, peer: IpAddr, now: Instant, limit: u32, window: Duration) -> bool {
-        match self.by_address.get(&peer) {
-            Some(w) if now.saturating_duration_since(w.started) < window => w.failures >= limit,
-            Some(_) => {
-                self.by_address.remove(&peer);
-                false
+        let Some(w) = self.by_address.get_mut(&peer) else {
+            return false;
+        };
+        if now.saturating_duration_since(w.started) >= window {
+            w.started = now;
+            w.failures = 0;
+        }
+        let blocked = w.failures.saturating_add(w.checking) >= limit;
+        if w.failures == 0 && w.checking == 0 {
+            self.by_address.remove(&peer);
+        }
+        blocked
+    }
+
+    /// The entry of `peer`, made if there is room. A full table first drops the entries with
+    /// nothing in their window and nothing under way; an address that still finds no room is
+    /// not tracked.
+    fn entry(&mut self, peer: IpAddr, now: Instant, window: Duration) -> Option<&mut Window> {
+        if !self.by_address.contains_key(&peer) && self.by_address.len() >= MAX_TRACKED_ADDRESSES {
+            self.by_address
+                .retain(|_, w| w.checking > 0 || now.saturating_duration_since(w.started) < window);
+            if self.by_address.len() >= MAX_TRACKED_ADDRESSES {
+                return None;
+            }
+        }
+        let w = self.by_address.entry(peer).or_insert(Window {
+            started: now,
+            failures: 0,
+            checking: 0,
+        });
+        if now.saturating_duration_since(w.started) >= window {
+            w.started = now;
+            w.failures = 0;
+        }
+        Some(w)
+    }
+
+    fn record(&mut self, peer: IpAddr, now: Instant, window: Duration) {
+        if let Some(w) = self.entry(peer, now, window) {
+            w.failures = w.failures.saturating_add(1);
+        }
+    }
+
+    /// A check from `peer` begins; false if the address is not tracked.
+    fn begin(&mut self, peer: IpAddr, now: Instant, window: Duration) -> bool {
+        match self.entry(peer, now, window) {
+            Some(w) => {
+                w.checking = w.checking.saturating_add(1);
+                true
             }
             None => false,
         }
     }
 
-    fn record(&mut self, peer: IpAddr, now: Instant, window: Duration) {
+    /// A check from `peer` that [`Failures::begin`] counted ended.
+    fn end(&mut self, peer: IpAddr, now: Instant, window: Duration, failed: bool) {
         if let Some(w) = self.by_address.get_mut(&peer) {
-            if now.saturating_duration_since(w.started) < window {
-                w.failures = w.failures.saturating_add(1);
-            } else {
-                *w = Window {
-                    started: now,
-                    failures: 1,
-                };
-            }
-            return;
+            w.checking = w.checking.saturating_sub(1);
         }
-        if self.by_address.len() >= MAX_TRACKED_ADDRESSES {
-            self.by_address
-                .retain(|_, w| now.saturating_duration_since(w.started) < window);
-            if self.by_address.len() >= MAX_TRACKED_ADDRESSES {
-                return;
-            }
+        if failed {
+            self.record(peer, now, window);
+        } else if self
+            .by_address
+            .get(&peer)
+            .is_some_and(|w| w.failures == 0 && w.checking == 0)
+        {
+            self.by_address.remove(&peer);
         }
-        self.by_address.insert(
-            peer,
-            Window {
-                started: now,
-                failures: 1,
-            },
-        );
+    }
+}
+
+/// A password check under way, counted against its address's limit until it ends: it ends
+/// when the check ran (a failure is recorded then), or when it is dropped unrun because its
+/// connection went away (no failure: nothing was checked).
+struct Checking {
+    failures: Arc<Mutex<Failures>>,
+    peer: IpAddr,
+    now: Instant,
+    window: Duration,
+    failed: bool,
+}
+
+impl Drop for Checking {
+    fn drop(&mut self) {
+        lock(&self.failures).end(self.peer, self.now, self.window, self.failed);
     }
 }

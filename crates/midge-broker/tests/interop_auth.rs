@@ -398,10 +398,8 @@ async fn mqttjs_scram_sha_256() {
 /// subscription gets 0x87 Not authorized at 5.0 and 0x80 Failure at 3.1.1, and the other one
 /// is granted.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the ACL module (midge-auth's acl.rs is a stub that allows everything on this branch)"]
 async fn paho_denied_subscription_gets_the_code_of_its_version() {
-    // Once the ACL module is merged and this test runs, it shows MQTT-5 3.9.3-2 and
-    // MQTT-3.1.1 3.9.3-2 (an ignored test must carry no conformance tag).
+    // [MQTT-5:3.9.3-2] [MQTT-3.1.1:3.9.3-2]
     if !have_paho() {
         return;
     }
