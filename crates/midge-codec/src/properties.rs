@@ -181,6 +181,15 @@ impl WireValue for (ByteStr, ByteStr) {
     }
 }
 
+/// What `Debug` shows for a secret property: whether it is set.
+struct Redacted(bool);
+
+impl core::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(if self.0 { "Some(<redacted>)" } else { "None" })
+    }
+}
+
 /// Where a property's values live in its struct: `Option` for properties that may appear once,
 /// `Vec` for those that may repeat (User Property, and Subscription Identifier on PUBLISH).
 pub(crate) trait Slot {
@@ -275,12 +284,30 @@ macro_rules! property_set {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        ///
+        /// `Debug` shows whether Authentication Data is set, never the data: it carries
+        /// secrets (SCRAM proofs, tokens).
+        #[derive(Clone, Default, PartialEq, Eq)]
         #[non_exhaustive]
         pub struct $name {
             $( $(#[$fmeta])* pub $field: $ty, )*
             /// User Property (0x26), any number of times, order preserved.
             pub user_properties: UserProperties,
+        }
+
+        impl core::fmt::Debug for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let mut s = f.debug_struct(stringify!($name));
+                $(
+                    if id::$id == id::AUTHENTICATION_DATA {
+                        s.field(stringify!($field), &Redacted(!self.$field.is_unset()));
+                    } else {
+                        s.field(stringify!($field), &self.$field);
+                    }
+                )*
+                s.field("user_properties", &self.user_properties);
+                s.finish()
+            }
         }
 
         impl $name {
@@ -426,5 +453,35 @@ property_set! {
         authentication_data: Option<Bytes> = AUTHENTICATION_DATA,
         /// Reason String (0x1F).
         reason_string: Option<ByteStr> = REASON_STRING,
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+    use alloc::format;
+
+    #[test]
+    fn debug_hides_authentication_data_and_shows_the_rest() {
+        let mut connect = ConnectProperties::default();
+        connect.authentication_method = Some(ByteStr::from_static("SCRAM-SHA-256"));
+        connect.authentication_data = Some(Bytes::from_static(b"n,,n=alice,r=secret-nonce"));
+        let mut auth = AuthProperties::default();
+        auth.authentication_data = Some(Bytes::from_static(b"p=secret-proof"));
+        let mut connack = ConnAckProperties::default();
+        connack.authentication_data = Some(Bytes::from_static(b"v=secret-signature"));
+        for text in [
+            format!("{connect:?}"),
+            format!("{auth:?}"),
+            format!("{connack:?}"),
+        ] {
+            assert!(!text.contains("secret"), "{text}");
+            assert!(
+                text.contains("authentication_data: Some(<redacted>)"),
+                "{text}"
+            );
+        }
+        assert!(format!("{connect:?}").contains("SCRAM-SHA-256"));
+        assert!(format!("{:?}", ConnectProperties::default()).contains("authentication_data: None"));
     }
 }
