@@ -463,13 +463,19 @@ mod debug_tests {
 
     #[test]
     fn debug_hides_authentication_data_and_shows_the_rest() {
-        let mut connect = ConnectProperties::default();
-        connect.authentication_method = Some(ByteStr::from_static("SCRAM-SHA-256"));
-        connect.authentication_data = Some(Bytes::from_static(b"n,,n=alice,r=secret-nonce"));
-        let mut auth = AuthProperties::default();
-        auth.authentication_data = Some(Bytes::from_static(b"p=secret-proof"));
-        let mut connack = ConnAckProperties::default();
-        connack.authentication_data = Some(Bytes::from_static(b"v=secret-signature"));
+        let connect = ConnectProperties {
+            authentication_method: Some(ByteStr::from_static("SCRAM-SHA-256")),
+            authentication_data: Some(Bytes::from_static(b"n,,n=alice,r=secret-nonce")),
+            ..Default::default()
+        };
+        let auth = AuthProperties {
+            authentication_data: Some(Bytes::from_static(b"p=secret-proof")),
+            ..Default::default()
+        };
+        let connack = ConnAckProperties {
+            authentication_data: Some(Bytes::from_static(b"v=secret-signature")),
+            ..Default::default()
+        };
         for text in [
             format!("{connect:?}"),
             format!("{auth:?}"),
