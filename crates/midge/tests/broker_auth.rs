@@ -65,6 +65,26 @@ fn start(config: &Path) -> (Killed, mpsc::Receiver<String>) {
     (Killed(child), lines)
 }
 
+trait TakeOutput {
+    /// The exit status and stderr of a process that has exited.
+    fn wait_with_output_taken(&mut self) -> std::process::Output;
+}
+
+impl TakeOutput for Child {
+    fn wait_with_output_taken(&mut self) -> std::process::Output {
+        let status = self.wait().expect("exited");
+        let mut stderr = Vec::new();
+        if let Some(mut pipe) = self.stderr.take() {
+            std::io::Read::read_to_end(&mut pipe, &mut stderr).expect("read stderr");
+        }
+        std::process::Output {
+            status,
+            stdout: Vec::new(),
+            stderr,
+        }
+    }
+}
+
 /// Waits for a log line with every one of `parts`.
 fn wait_for_line(lines: &mpsc::Receiver<String>, parts: &[&str]) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -225,7 +245,7 @@ fn a_malformed_password_or_acl_file_stops_the_broker_with_the_file_and_line() {
         (
             "acl_file",
             "acl",
-            "user alice\ntopic readwrite a/#\npattern everything\n",
+            "user alice\ntopic readwrite a/#\nfrobnicate a/#\n",
             "line 3",
         ),
     ] {
@@ -237,11 +257,20 @@ fn a_malformed_password_or_acl_file_stops_the_broker_with_the_file_and_line() {
             format!("[[listener]]\nbind = \"127.0.0.1:{port}\"\n[auth]\n{key} = \"{name}\"\n"),
         )
         .expect("write");
-        let output = Command::new(env!("CARGO_BIN_EXE_midge"))
+        let child = Command::new(env!("CARGO_BIN_EXE_midge"))
             .args(["broker", "--config"])
             .arg(&config)
-            .output()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("runs");
+        let mut broker = Killed(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while broker.0.try_wait().expect("wait").is_none() {
+            assert!(Instant::now() < deadline, "{key}: the broker started");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let output = broker.0.wait_with_output_taken();
         assert!(!output.status.success(), "{key}: the broker started");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
