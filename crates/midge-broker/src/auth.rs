@@ -2,7 +2,7 @@
 //! without credentials, the password file, the ACL file, and the limit on failed password
 //! checks. [`FileAuth`] is a set of [`Hooks`], asked in front of a library user's own (see the
 //! `(A, B)` implementation of [`Hooks`]), and reloaded from its files on SIGHUP
-//! ([`BrokerHandle::reload_auth`](crate::BrokerHandle::reload_auth)).
+//! ([`BrokerHandle::reload`](crate::BrokerHandle::reload)).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

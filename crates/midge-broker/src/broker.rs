@@ -75,7 +75,8 @@ impl BrokerBuilder {
         self
     }
 
-    /// Sets the hooks.
+    /// Sets the hooks. The broker's own rules from the configuration's `[auth]` section
+    /// ([`FileAuth`]) are asked first, then these: a client must pass both.
     pub fn hooks(mut self, hooks: impl Hooks) -> Self {
         self.hooks = Arc::new(hooks);
         self
