@@ -577,8 +577,8 @@ async fn a_shared_subscription_is_checked_against_its_filter() {
 #[tokio::test]
 async fn sys_topics_are_readable_only_where_the_acl_names_them() {
     let acl = "user all\ntopic read #\n\
-               user sys\ntopic read $SYS/#\n\
-               user uptime\ntopic read $SYS/broker/uptime\n";
+               user sys\ntopic readwrite $SYS/#\n\
+               user uptime\ntopic read #\ntopic read $SYS/broker/uptime\n";
     let s = Setup::new("sys", &["all", "sys", "uptime"], acl, "").await;
     let addr = s.addr();
     // `#` does not reach `$` topics, in an ACL as in a subscription
@@ -609,6 +609,8 @@ async fn sys_topics_are_readable_only_where_the_acl_names_them() {
         .await,
         [ReasonCode::GRANTED_QOS_0, FAILURE_V3]
     );
+    // `uptime` subscribes to all of `$SYS`, where it may read one topic: its `#` rule gives it
+    // none of the others as they are delivered.
     s.broker.publish_sys();
     let topics = topics_until_silence(&mut sys).await;
     assert!(topics.len() > 5, "{topics:?}");
@@ -619,6 +621,14 @@ async fn sys_topics_are_readable_only_where_the_acl_names_them() {
         ["$SYS/broker/uptime"]
     );
     assert_eq!(topics_until_silence(&mut all).await, Vec::<String>::new());
+    // Publishing into `$SYS` is the broker's alone, whatever the ACL says.
+    assert_eq!(
+        sys.publish("$SYS/broker/uptime", "forged", QoS::AtLeastOnce, false)
+            .await,
+        ReasonCode::NOT_AUTHORIZED
+    );
+    sys.expect_silence(Duration::from_millis(300)).await;
+    assert_eq!(s.broker.stats().dropped_sys_publish, 1);
     assert_eq!(
         s.broker.stats().deliveries_denied,
         topics.len() as u64 - 1,
@@ -627,12 +637,90 @@ async fn sys_topics_are_readable_only_where_the_acl_names_them() {
 }
 
 #[tokio::test]
+async fn a_session_resumed_under_another_user_name_delivers_only_what_that_user_may_read() {
+    let acl = "user writer\ntopic write #\n\
+               user alice\ntopic read alice/#\n\
+               user mallory\ntopic read mallory/#\n";
+    let s = Setup::new("other-user", &["writer", "alice", "mallory"], acl, "").await;
+    let addr = s.addr();
+    let persistent = |user| {
+        let mut c = login(V5, "device", Some(user));
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(600);
+        c
+    };
+    let mut alice = connected(addr, persistent("alice")).await;
+    subscribe(&mut alice, &[("alice/#", QoS::AtLeastOnce)]).await;
+    alice.disconnect().await;
+    let mut writer = client(addr, V5, "writer", "writer").await;
+    writer
+        .publish("alice/1", "x", QoS::AtLeastOnce, false)
+        .await;
+    // Mallory takes alice's session, with alice's subscription and queue: neither brings it
+    // anything of alice's.
+    let (mut mallory, ack) = Peer::connect_with(addr, persistent("mallory")).await;
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    assert!(ack.session_present);
+    subscribe(&mut mallory, &[("mallory/#", QoS::AtLeastOnce)]).await;
+    writer
+        .publish("alice/2", "x", QoS::AtLeastOnce, false)
+        .await;
+    writer
+        .publish("mallory/end", "x", QoS::AtLeastOnce, false)
+        .await;
+    assert_eq!(
+        topics_until(&mut mallory, "mallory/end").await,
+        ["mallory/end"]
+    );
+    assert_eq!(s.broker.stats().deliveries_denied, 2);
+}
+
+/// Known issue, not fixed here (the routing is in `core/state.rs`): read access is checked
+/// when a message leaves the queue, not when it enters, so an offline session's queue fills
+/// with messages its user may not read, and refuses readable ones (a 5.0 publisher gets 0x97).
+#[tokio::test]
+#[ignore = "known issue: unreadable messages take room in an offline session's queue"]
+async fn unreadable_messages_do_not_crowd_readable_ones_out_of_an_offline_queue() {
+    let acl = "user writer\ntopic write #\n\
+               user reader\ntopic read a/#\n";
+    let s = Setup::with("crowding", &["writer", "reader"], acl, |passwd| {
+        format!(
+            "[auth]\npassword_file = {passwd:?}\n[sessions]\nmax_queued_messages = 2\n\
+             [[listener]]\nbind = \"127.0.0.1:0\"\n"
+        )
+    })
+    .await;
+    let addr = s.addr();
+    let mut c = login(V5, "reader", Some("reader"));
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(600);
+    let mut reader = connected(addr, c.clone()).await;
+    subscribe(&mut reader, &[("#", QoS::AtLeastOnce)]).await;
+    reader.disconnect().await;
+    let mut writer = client(addr, V5, "writer", "writer").await;
+    for topic in ["b/1", "b/2"] {
+        writer.publish(topic, "x", QoS::AtLeastOnce, false).await;
+    }
+    assert_eq!(
+        writer.publish("a/1", "x", QoS::AtLeastOnce, false).await,
+        ReasonCode::SUCCESS
+    );
+    let mut reader = connected(addr, c).await;
+    writer.publish("a/end", "x", QoS::AtLeastOnce, false).await;
+    assert_eq!(topics_until(&mut reader, "a/end").await, ["a/1", "a/end"]);
+}
+
+#[tokio::test]
 async fn a_user_name_in_a_pattern_is_one_level_of_text_never_a_wildcard() {
     // CVE-2017-7650: users named `+`, `#` and `a/b` must not read user `a`'s topics through
     // `users/%u/#`. Each also may read `users/public/#`, so that its subscriptions are
     // accepted where something could be delivered, and the last message reaches everyone.
     let attackers = ["+", "#", "a/b"];
-    let mut acl = String::from("pattern read users/%u/#\nuser writer\ntopic write #\n");
+    // (The anonymous rule is for user `#` should a user name that no password file checks
+    // ever count as anonymous; see the ignored test below.)
+    let mut acl = String::from(
+        "topic read users/public/#\npattern read users/%u/#\nuser writer\ntopic write #\n",
+    );
     for name in attackers {
         acl.push_str(&format!("user {name}\ntopic read users/public/#\n"));
     }
@@ -758,7 +846,13 @@ async fn a_client_identifier_in_a_pattern_is_one_level_of_text_never_a_wildcard(
 async fn anonymous_rules_apply_to_clients_without_a_user_name_only() {
     let acl = "topic read anon/#\ntopic write anon/in\n\
                user alice\ntopic read alice/#\ntopic write #\n";
-    let s = Setup::new("anonymous", &["alice"], acl, "allow_anonymous = true").await;
+    let s = Setup::new(
+        "anonymous",
+        &["alice", "carol"],
+        acl,
+        "allow_anonymous = true",
+    )
+    .await;
     let addr = s.addr();
     let filters = [
         ("anon/#", QoS::AtLeastOnce),
@@ -775,6 +869,16 @@ async fn anonymous_rules_apply_to_clients_without_a_user_name_only() {
         subscribe(&mut alice, &filters).await,
         [ReasonCode::NOT_AUTHORIZED, GRANTED_1, GRANTED_1]
     );
+    // A user the file does not name has no rules at all: not the anonymous ones either.
+    let mut carol = client(addr, V5, "carol", "carol").await;
+    assert_eq!(
+        subscribe(&mut carol, &filters).await,
+        [ReasonCode::NOT_AUTHORIZED; 3]
+    );
+    assert_eq!(
+        carol.publish("anon/in", "c", QoS::AtLeastOnce, false).await,
+        ReasonCode::NOT_AUTHORIZED
+    );
     assert_eq!(
         anon.publish("alice/x", "a", QoS::AtLeastOnce, false).await,
         ReasonCode::NOT_AUTHORIZED
@@ -790,6 +894,42 @@ async fn anonymous_rules_apply_to_clients_without_a_user_name_only() {
     assert_eq!(topics_until_silence(&mut alice).await, ["alice/1"]);
     // On `#`: anon/in and anon/1 to alice, alice/1 to anon.
     assert_eq!(s.broker.stats().deliveries_denied, 3);
+}
+
+/// Known issue, not fixed here: `docs/broker-config.md` calls a client whose user name no
+/// password file checks anonymous, but the ACL gives it the rules of the user it names. With a
+/// listener for guests beside one with passwords, a guest who says "alice" reads alice's
+/// topics. (mosquitto does the same; the fix needs the hooks to know whether a user name was
+/// checked, which `ClientInfo` does not say.)
+#[tokio::test]
+#[ignore = "known issue: an unchecked user name gets that user's ACL rules"]
+async fn a_user_name_that_no_password_file_checks_gets_the_anonymous_rules() {
+    let acl = "topic read public/#\nuser alice\ntopic read alice/#\n";
+    let s = Setup::with("unchecked", &["alice"], acl, |passwd| {
+        format!(
+            "[auth]\nallow_anonymous = true\n\
+             [[listener]]\nbind = \"127.0.0.1:0\"\npassword_file = {passwd:?}\nallow_anonymous = false\n\
+             [[listener]]\nbind = \"127.0.0.1:0\"\n"
+        )
+    })
+    .await;
+    let guests = s.broker.listener_addr(1).expect("second listener");
+    let mut guest = connected(guests, login(V5, "guest", None)).await;
+    let filters = [
+        ("alice/#", QoS::AtLeastOnce),
+        ("public/#", QoS::AtLeastOnce),
+    ];
+    assert_eq!(
+        subscribe(&mut guest, &filters).await,
+        [ReasonCode::NOT_AUTHORIZED, GRANTED_1]
+    );
+    let mut claimed = Connect::new(V5, "impostor".to_owned());
+    claimed.username = Some("alice".into());
+    let mut impostor = connected(guests, claimed).await;
+    assert_eq!(
+        subscribe(&mut impostor, &filters).await,
+        [ReasonCode::NOT_AUTHORIZED, GRANTED_1]
+    );
 }
 
 #[tokio::test]
