@@ -221,10 +221,17 @@ impl FileAuth {
     }
 }
 
+/// The client as the ACL sees it: a user name counts only once it was proven; a claimed one
+/// (on a listener with no password file) gets the anonymous rules, or a guest could claim to
+/// be any user.
 fn acl_client(client: &ClientInfo) -> AclClient<'_> {
     AclClient {
         client_id: client.client_id.as_str(),
-        username: client.username.as_ref().map(|u| u.as_str()),
+        username: client
+            .username
+            .as_ref()
+            .filter(|_| client.username_verified())
+            .map(|u| u.as_str()),
     }
 }
 

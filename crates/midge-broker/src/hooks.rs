@@ -146,6 +146,9 @@ pub struct ClientInfo {
     pub(crate) listener: u16,
     /// The client is on this machine: loopback, or a Unix socket.
     pub(crate) local: bool,
+    /// The user name was proven: by a password check, the client's certificate, or an
+    /// enhanced authentication.
+    pub(crate) verified: bool,
 }
 
 impl ClientInfo {
@@ -153,6 +156,14 @@ impl ClientInfo {
     /// [`BrokerConfig::listeners`](crate::BrokerConfig::listeners).
     pub fn listener(&self) -> usize {
         usize::from(self.listener)
+    }
+
+    /// Whether [`ClientInfo::username`] was proven: by a password check
+    /// ([`Hooks::verify`], which the password file uses), the client's TLS certificate
+    /// (`use_identity_as_username`), or an enhanced authentication. A user name nothing
+    /// checked is only a claim; the ACL file treats such a client as anonymous.
+    pub fn username_verified(&self) -> bool {
+        self.verified && self.username.is_some()
     }
 }
 

@@ -675,11 +675,10 @@ async fn a_session_resumed_under_another_user_name_delivers_only_what_that_user_
     assert_eq!(s.broker.stats().deliveries_denied, 2);
 }
 
-/// Known issue, not fixed here (the routing is in `core/state.rs`): read access is checked
-/// when a message leaves the queue, not when it enters, so an offline session's queue fills
-/// with messages its user may not read, and refuses readable ones (a 5.0 publisher gets 0x97).
+/// Read access is checked as a message enters an offline session's queue, not only as it
+/// leaves: otherwise the queue fills with messages its user may not read, and refuses
+/// readable ones (a 5.0 publisher would get 0x97).
 #[tokio::test]
-#[ignore = "known issue: unreadable messages take room in an offline session's queue"]
 async fn unreadable_messages_do_not_crowd_readable_ones_out_of_an_offline_queue() {
     let acl = "user writer\ntopic write #\n\
                user reader\ntopic read a/#\n";
@@ -896,13 +895,10 @@ async fn anonymous_rules_apply_to_clients_without_a_user_name_only() {
     assert_eq!(s.broker.stats().deliveries_denied, 3);
 }
 
-/// Known issue, not fixed here: `docs/broker-config.md` calls a client whose user name no
-/// password file checks anonymous, but the ACL gives it the rules of the user it names. With a
-/// listener for guests beside one with passwords, a guest who says "alice" reads alice's
-/// topics. (mosquitto does the same; the fix needs the hooks to know whether a user name was
-/// checked, which `ClientInfo` does not say.)
+/// A client whose user name nothing checked is anonymous to the ACL too: with a listener for
+/// guests beside one with passwords, a guest who says "alice" must not read alice's topics.
+/// (mosquitto gives it alice's rules.)
 #[tokio::test]
-#[ignore = "known issue: an unchecked user name gets that user's ACL rules"]
 async fn a_user_name_that_no_password_file_checks_gets_the_anonymous_rules() {
     let acl = "topic read public/#\nuser alice\ntopic read alice/#\n";
     let s = Setup::with("unchecked", &["alice"], acl, |passwd| {

@@ -146,6 +146,8 @@ struct Authenticating {
     connect: Box<midge_codec::Connect>,
     client_id: midge_codec::ByteStr,
     username: Option<midge_codec::ByteStr>,
+    /// The user name was proven (see [`ClientInfo::username_verified`]).
+    verified: bool,
 }
 
 /// A CONNECT that passed authentication and owns its client's slot.
@@ -202,6 +204,7 @@ impl Connection {
                 peer,
                 listener: 0,
                 local: peer.ip().is_loopback(),
+                verified: false,
             },
             slot: None,
             taken: None,
@@ -464,7 +467,12 @@ impl Connection {
                         continue;
                     }
                     match ticket.answer() {
-                        Some(Ok(())) => self.authenticated(now, connect),
+                        Some(Ok(())) => {
+                            // A password check passed: the user name is proven.
+                            let mut connect = connect;
+                            connect.verified = true;
+                            self.authenticated(now, connect);
+                        }
                         Some(Err(code)) => self.refuse_credentials(&connect.client_id, code),
                         None if now < until => {
                             self.waiting = Some(Box::new(Waiting::Verify {
@@ -575,29 +583,29 @@ impl Connection {
                 .as_ref()
                 .map(midge_codec::ByteStr::unshared)
         };
-        let verified = self.username_from_certificate;
         let pending = Authenticating {
             connect,
             client_id,
             username,
+            verified: self.username_from_certificate,
         };
-        self.check_credentials(now, pending, password, verified);
+        self.check_credentials(now, pending, password);
     }
 
-    /// Asks the hooks about a CONNECT's credentials (`verified`: its user name was proven
-    /// already), then goes on with it, or waits for the costly check they asked for.
+    /// Asks the hooks about a CONNECT's credentials, then goes on with it, or waits for the
+    /// costly check they asked for.
     fn check_credentials(
         &mut self,
         now: Instant,
         pending: Authenticating,
         password: Option<bytes::Bytes>,
-        verified: bool,
     ) {
         let core = self.core.clone();
         let Authenticating {
             connect,
             client_id,
             username,
+            verified,
         } = pending;
         let request = ConnectRequest {
             client_id: client_id.as_str(),
@@ -620,6 +628,7 @@ impl Connection {
             connect,
             client_id,
             username,
+            verified,
         };
         match check {
             None => self.authenticated(now, connect),
@@ -662,6 +671,7 @@ impl Connection {
             connect,
             client_id,
             username: None,
+            verified: false,
         };
         self.enhanced_step(now, pending, step);
     }
@@ -676,7 +686,8 @@ impl Connection {
             AuthStep::Success { username, data } => {
                 self.conn.set_auth_success_data(data);
                 pending.username = Some(midge_codec::ByteStr::from(username));
-                self.check_credentials(now, pending, None, true);
+                pending.verified = true;
+                self.check_credentials(now, pending, None);
             }
             AuthStep::Failure(code) => self.refuse_credentials(&pending.client_id, code),
         }
@@ -756,6 +767,7 @@ impl Connection {
             connect,
             client_id,
             username,
+            verified,
         } = authenticating;
         let info = ClientInfo {
             client_id: client_id.clone(),
@@ -764,6 +776,7 @@ impl Connection {
             peer: self.info.peer,
             listener: self.info.listener,
             local: self.info.local,
+            verified,
         };
         // A will is a publish: one the client may not make is refused now, not dropped
         // unseen when the client leaves.

@@ -56,6 +56,10 @@ pub(crate) enum SlotState {
         /// The session's expiry in [`Core`]'s timers; `None` for a session that never
         /// expires.
         expiry: Option<TimerKey>,
+        /// The client as it last connected, whose read access decides what is queued for it
+        /// while it is away; `None` for a session restored from the store, whose queue is
+        /// checked when it resumes.
+        reader: Option<Arc<ClientInfo>>,
     },
     /// Just created in the registry, with no session yet.
     Vacant,
@@ -539,6 +543,7 @@ impl Core {
                 generation: RESTORED,
                 will: None,
                 expiry: self.expire_restored(&slot, expiry, now),
+                reader: None,
             };
             drop(state);
             self.registry().insert(Registered(slot));
@@ -936,7 +941,21 @@ impl Core {
                     }
                 }
             }
-            SlotState::Offline { session, .. } => {
+            SlotState::Offline {
+                session, reader, ..
+            } => {
+                // Checked as it is queued, so that what the client may not read never takes
+                // the room of what it may (it is checked again when the session resumes).
+                if reader
+                    .as_ref()
+                    .is_some_and(|r| !self.hooks.authorize_read(r, &delivery.message))
+                {
+                    if prepaid {
+                        self.release(size);
+                    }
+                    self.counters.deliveries_denied.fetch_add(1, Relaxed);
+                    return Handed::Gone;
+                }
                 if delivery.qos == QoS::AtMostOnce && !self.config.sessions.queue_qos0_offline {
                     if prepaid {
                         self.release(size);
@@ -1179,6 +1198,7 @@ impl Core {
             generation: conn,
             will: pending,
             expiry,
+            reader: Some(Arc::new(info.clone())),
         };
         drop(state);
         drop(registry);
