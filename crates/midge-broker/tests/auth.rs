@@ -330,7 +330,6 @@ async fn scram_connect(addr: SocketAddr, user: &str, password: &str) -> (Peer, R
     peer.send(Packet::Connect(Box::new(c))).await;
     let server_first = match peer.recv().await {
         Recv::Packet(Packet::Auth(auth)) => {
-            // [MQTT-5:4.12.0-2] [MQTT-5:4.12.0-5]
             assert_eq!(auth.reason_code, ReasonCode::CONTINUE_AUTHENTICATION);
             assert_eq!(
                 auth.properties
@@ -381,6 +380,8 @@ async fn scram_connect(addr: SocketAddr, user: &str, password: &str) -> (Peer, R
 
 #[tokio::test]
 async fn scram_sha_256_authenticates_against_the_password_file() {
+    // AUTH 0x18 and the CONNACK carry the method and the data (`scram_connect`):
+    // [MQTT-5:4.12.0-2] [MQTT-5:4.12.0-5]
     let dir = TempDir::new("scram");
     let file = dir.path("passwd");
     password_file(&file, &[("alice", "wonderland")], Scheme::SCRAM_DEFAULT);
