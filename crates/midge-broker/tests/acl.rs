@@ -5,39 +5,17 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Peer, Recv, V311, V5};
+use common::{Peer, Recv, TempDir, V311, V5};
 use midge_auth::passwd::{PasswordFile, Scheme};
 use midge_broker::{Broker, BrokerConfig, BrokerHandle};
 use midge_codec::{
     Connect, Packet, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionOptions, Will,
 };
 use midge_proto::Message;
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("midge-acl-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Every user's password.
 const PASSWORD: &str = "secret";

@@ -5,37 +5,15 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Peer, Recv, V311, V5};
+use common::{Peer, Recv, TempDir, V311, V5};
 use midge_auth::passwd::{PasswordFile, Scheme};
 use midge_auth::scram::{ScramClient, METHOD};
 use midge_broker::{Broker, BrokerConfig, BrokerHandle};
 use midge_codec::{Auth, AuthProperties, Connect, Packet, ProtocolVersion, QoS, ReasonCode};
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("midge-auth-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Writes a password file with `users` (name, password) in `scheme`.
 fn password_file(path: &Path, users: &[(&str, &str)], scheme: Scheme) {

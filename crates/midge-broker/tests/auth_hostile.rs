@@ -7,16 +7,15 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{start, test_config, Peer, Recv, V311, V5};
-use midge_auth::passwd::{PasswordFile, Scheme};
+use common::{config_with, password_file, start, test_config, Peer, Recv, TempDir, V311, V5};
+use midge_auth::passwd::Scheme;
 use midge_auth::scram::ScramClient;
-use midge_broker::{BrokerConfig, BrokerHandle};
+use midge_broker::BrokerHandle;
 use midge_codec::{Auth, ConnAck, Connect, Packet, ProtocolVersion, QoS, ReasonCode};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
@@ -25,38 +24,6 @@ const SCRAM: &str = "SCRAM-SHA-256";
 
 /// How long a refused or broken connection may take to be closed.
 const CLOSED_WITHIN: Duration = Duration::from_secs(3);
-
-/// A new, empty directory for one test's files.
-fn temp_dir(name: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let dir = std::env::temp_dir().join(format!(
-        "midge-auth-hostile-{name}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-    dir
-}
-
-/// Writes a password file with `users` (name, password, scheme) into `dir`.
-fn password_file(dir: &Path, users: &[(&str, &str, Scheme)]) -> PathBuf {
-    let mut file = PasswordFile::new();
-    for (user, password, scheme) in users {
-        file.set_password(user, password.as_bytes(), *scheme)
-            .unwrap_or_else(|e| panic!("setting {user}'s password: {e}"));
-    }
-    let path = dir.join("passwd");
-    file.write(&path).expect("writing the password file");
-    path
-}
-
-/// The test configuration with `password_file` for every client.
-fn config_with(password_file: &Path) -> BrokerConfig {
-    let mut config = test_config();
-    config.auth.password_file = Some(password_file.to_owned());
-    config
-}
 
 /// A CONNECT of `version` with `username` and `password`.
 fn connect(
@@ -205,7 +172,7 @@ async fn expect_continue(peer: &mut Peer) -> Vec<u8> {
 #[tokio::test]
 async fn a_password_without_a_user_name() {
     // [MQTT-3.1.1:3.1.2-22] [MQTT-3.1.1:3.1.4-1] [MQTT-5:3.1.4-2]
-    let dir = temp_dir("no-user");
+    let dir = TempDir::new("no-user");
     let file = password_file(&dir, &[("alice", "secret", Scheme::SCRAM_DEFAULT)]);
     let broker = start(config_with(&file)).await;
     let addr = broker.local_addr();
@@ -249,7 +216,7 @@ async fn a_password_without_a_user_name() {
 #[tokio::test]
 async fn refusals_carry_the_code_of_each_version() {
     // [MQTT-3.1.1:3.2.2-5] [MQTT-5:3.2.2-7] [MQTT-5:3.2.2-6] [MQTT-3.1.1:3.2.2-4]
-    let dir = temp_dir("codes");
+    let dir = TempDir::new("codes");
     let file = password_file(&dir, &[("alice", "secret", Scheme::SCRAM_DEFAULT)]);
     let mut config = config_with(&file);
     config.auth.max_failed_attempts = 4;
@@ -341,7 +308,7 @@ async fn a_burst_of_wrong_passwords_leaves_healthy_clients_alone() {
     const ATTEMPTS: usize = 1000;
     const AT_ONCE: usize = 50;
     const MAX_FAILED: u32 = 10;
-    let dir = temp_dir("burst");
+    let dir = TempDir::new("burst");
     let file = password_file(
         &dir,
         &[
@@ -509,7 +476,7 @@ async fn a_burst_of_wrong_passwords_leaves_healthy_clients_alone() {
 async fn wrong_passwords_sent_all_at_once_are_limited_like_a_paced_burst() {
     const ATTEMPTS: usize = 300;
     const MAX_FAILED: u32 = 10;
-    let dir = temp_dir("all-at-once");
+    let dir = TempDir::new("all-at-once");
     let file = password_file(
         &dir,
         &[
@@ -583,8 +550,8 @@ async fn wrong_passwords_sent_all_at_once_are_limited_like_a_paced_burst() {
 // ------------------------------------------------------------------- enhanced authentication
 
 /// The broker with a password file holding SCRAM entries, for the SCRAM tests.
-async fn scram_broker(name: &str, connect_timeout_ms: u64) -> (BrokerHandle, PathBuf) {
-    let dir = temp_dir(name);
+async fn scram_broker(name: &str, connect_timeout_ms: u64) -> (BrokerHandle, TempDir) {
+    let dir = TempDir::new(name);
     let file = password_file(
         &dir,
         &[

@@ -8,13 +8,15 @@
 //! temporary directory. A missing peer skips its test loudly (or fails it under
 //! `MIDGE_REQUIRE_PEERS=1`).
 
+mod common;
 mod peers;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use midge_auth::passwd::{PasswordFile, Scheme};
+use common::{password_file, TempDir};
+use midge_auth::passwd::Scheme;
 use midge_broker::{BrokerConfig, BrokerHandle};
 use midge_testkit::peers::{installed, require, succeeds};
 use peers::{have_mqttjs, node, peers_dir, start, test_config, wait_until, Peer, PEER_TIMEOUT};
@@ -46,31 +48,6 @@ fn have_paho() -> bool {
             ],
         ),
     )
-}
-
-/// A new, empty directory for one test's files.
-fn temp_dir(name: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let dir = std::env::temp_dir().join(format!(
-        "midge-interop-auth-{name}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-    dir
-}
-
-/// Writes a password file with `users` (name, password, scheme) into `dir`.
-fn password_file(dir: &Path, users: &[(&str, &str, Scheme)]) -> PathBuf {
-    let mut file = PasswordFile::new();
-    for (user, password, scheme) in users {
-        file.set_password(user, password.as_bytes(), *scheme)
-            .unwrap_or_else(|e| panic!("setting {user}'s password: {e}"));
-    }
-    let path = dir.join("passwd");
-    file.write(&path).expect("writing the password file");
-    path
 }
 
 fn config_with(password_file: &Path) -> BrokerConfig {
@@ -161,7 +138,7 @@ async fn mosquitto_clients_with_right_and_wrong_passwords() {
     if !have_clients() {
         return;
     }
-    let dir = temp_dir("mosquitto-clients");
+    let dir = TempDir::new("mosquitto-clients");
     let file = password_file(
         &dir,
         &[
@@ -241,7 +218,7 @@ async fn a_mosquitto_passwd_file_is_accepted_as_it_is() {
     if !have_mosquitto_passwd() || !have_clients() {
         return;
     }
-    let dir = temp_dir("mosquitto-passwd");
+    let dir = TempDir::new("mosquitto-passwd");
     let file = dir.join("mosquitto.passwd");
     let passwd = |args: &[&str]| {
         let status = Command::new("/usr/bin/mosquitto_passwd")
@@ -350,7 +327,7 @@ async fn mqttjs_scram_sha_256() {
     if !have_mqttjs() {
         return;
     }
-    let dir = temp_dir("mqttjs-scram");
+    let dir = TempDir::new("mqttjs-scram");
     let file = password_file(
         &dir,
         &[
@@ -403,7 +380,7 @@ async fn paho_denied_subscription_gets_the_code_of_its_version() {
     if !have_paho() {
         return;
     }
-    let dir = temp_dir("paho-acl");
+    let dir = TempDir::new("paho-acl");
     let file = password_file(&dir, &[("alice", "alice's secret", Scheme::Argon2id)]);
     let acl = dir.join("acl");
     std::fs::write(&acl, "user alice\ntopic read allowed/#\n").expect("writing the ACL file");

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use midge_broker::{Broker, BrokerConfig, BrokerHandle};
@@ -90,4 +91,65 @@ pub async fn assert_healthy(addr: SocketAddr) {
     let p = c.recv_publish().await;
     assert_eq!(p.payload, Bytes::from_static(b"ok"));
     c.disconnect().await;
+}
+
+/// A new, empty directory for one test's files, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "midge-broker-test-{name}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        Self(dir)
+    }
+
+    /// A file or directory in it.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes a password file with `users` (name, password, scheme) into `dir`, as `passwd`.
+pub fn password_file(dir: &Path, users: &[(&str, &str, midge_auth::passwd::Scheme)]) -> PathBuf {
+    let mut file = midge_auth::passwd::PasswordFile::new();
+    for (user, password, scheme) in users {
+        file.set_password(user, password.as_bytes(), *scheme)
+            .unwrap_or_else(|e| panic!("setting {user}'s password: {e}"));
+    }
+    let path = dir.join("passwd");
+    file.write(&path).expect("writing the password file");
+    path
+}
+
+/// The test configuration with `password_file` for every client.
+pub fn config_with(password_file: &Path) -> BrokerConfig {
+    let mut config = test_config();
+    config.auth.password_file = Some(password_file.to_owned());
+    config
 }
