@@ -557,3 +557,32 @@ impl Drop for Checking {
         lock(&self.failures).end(self.peer, self.now, self.window, self.failed);
     }
 }
+
+#[cfg(test)]
+mod review_tests {
+    use super::*;
+
+    /// The failed-attempt limit is per address, and the table of addresses holds at most
+    /// `MAX_TRACKED_ADDRESSES`. Addresses with a failure in the window are never evicted; once
+    /// the table is full, a new address is "not tracked": it is never blocked, whatever it
+    /// does. 65,536 failures from one IPv6 /64 (one client has 2^64 addresses) lift the
+    /// limit for every other address for the rest of the window.
+    #[test]
+    fn review_a_full_failures_table_lifts_the_limit_for_every_new_address() {
+        let mut failures = Failures::default();
+        let now = Instant::now();
+        let window = Duration::from_secs(60);
+        for i in 0..MAX_TRACKED_ADDRESSES as u128 {
+            let ip = IpAddr::V6(std::net::Ipv6Addr::from((0x2001_0db8_u128 << 96) | i));
+            failures.record(ip, now, window);
+        }
+        let attacker: IpAddr = "198.51.100.1".parse().expect("ip");
+        for _ in 0..1_000 {
+            failures.record(attacker, now, window);
+        }
+        assert!(
+            failures.blocked(attacker, now, 10, window),
+            "1,000 failures from one address, and it is not blocked"
+        );
+    }
+}
