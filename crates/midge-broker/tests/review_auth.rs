@@ -382,3 +382,83 @@ async fn review_an_offline_session_fills_with_messages_its_client_may_not_read()
         "a message s may read was refused: s's offline queue is full of messages it may not read"
     );
 }
+
+/// The hooks.rs example: a password checked in `Hooks::authenticate`.
+struct OnlyAlice;
+
+impl Hooks for OnlyAlice {
+    fn authenticate(&self, req: &ConnectRequest<'_>) -> Result<(), ReasonCode> {
+        match (req.username, req.password) {
+            (Some("alice"), Some(b"secret")) => Ok(()),
+            _ => Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+        }
+    }
+}
+
+/// fdb0a40 made the ACL see a user name only once it was "proven", and counts as proof only
+/// an answer of `Hooks::verify`, a certificate or an enhanced authentication. A library user
+/// who checks passwords in `Hooks::authenticate` (the documented example) now has every
+/// user treated as anonymous by the ACL file.
+#[tokio::test]
+async fn review_a_password_checked_by_authenticate_is_no_proof_for_the_acl() {
+    let dir = TempDir::new("authenticate-proof");
+    let acl = dir.path("acl");
+    std::fs::write(&acl, "user alice\ntopic readwrite home/#\n").expect("acl");
+    let broker = Broker::builder()
+        .config(config(&format!(
+            "[auth]\nallow_anonymous = true\nacl_file = {acl:?}\n[[listener]]\nbind = \"127.0.0.1:0\"\n"
+        )))
+        .hooks(OnlyAlice)
+        .start()
+        .await
+        .expect("broker starts");
+    let (mut alice, ack) = Peer::connect_with(
+        broker.local_addr(),
+        connect(V5, "alice", Some("alice"), Some("secret")),
+    )
+    .await;
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    assert_eq!(
+        alice.subscribe("home/#", QoS::AtLeastOnce).await.reason_codes,
+        vec![ReasonCode(1)],
+        "alice's password was checked by the hooks, but the ACL treats her as anonymous"
+    );
+}
+
+/// A `Hooks::verify` that checks something other than the user name (here: any costly check
+/// of the client, which passes) makes the claimed user name "verified": with no password
+/// file, a client claiming `admin` gets admin's ACL rules again.
+struct DeviceRegistry;
+
+impl Hooks for DeviceRegistry {
+    fn verify(&self, _request: &ConnectRequest<'_>) -> Option<Verification> {
+        Some(Box::new(|| Ok(())))
+    }
+}
+
+#[tokio::test]
+async fn review_any_passing_verify_makes_a_claimed_user_name_proven() {
+    let dir = TempDir::new("verify-proof");
+    let acl = dir.path("acl");
+    std::fs::write(&acl, "topic read public/#\nuser admin\ntopic readwrite secret/#\n")
+        .expect("acl");
+    let broker = Broker::builder()
+        .config(config(&format!(
+            "[auth]\nallow_anonymous = true\nacl_file = {acl:?}\n[[listener]]\nbind = \"127.0.0.1:0\"\n"
+        )))
+        .hooks(DeviceRegistry)
+        .start()
+        .await
+        .expect("broker starts");
+    let (mut mallory, ack) = Peer::connect_with(
+        broker.local_addr(),
+        connect(V5, "mallory", Some("admin"), None),
+    )
+    .await;
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    assert_eq!(
+        mallory.subscribe("secret/#", QoS::AtLeastOnce).await.reason_codes,
+        vec![ReasonCode::NOT_AUTHORIZED],
+        "a user name nothing checked got that user's ACL rules"
+    );
+}
