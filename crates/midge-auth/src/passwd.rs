@@ -218,6 +218,17 @@ enum Hash {
 }
 
 impl Hash {
+    /// How costly a verification is, for ordering: argon2id first, then the PBKDF2 kinds by
+    /// their iterations, then a single SHA-512.
+    fn cost(&self) -> (u8, u32) {
+        match self {
+            Self::Argon2id(_) => (3, 0),
+            Self::Pbkdf2Sha512 { iterations, .. } => (2, *iterations),
+            Self::Scram(credentials) => (2, credentials.iterations),
+            Self::Sha512 { .. } => (1, 0),
+        }
+    }
+
     fn scheme_name(&self) -> &'static str {
         match self {
             Self::Sha512 { .. } => "sha512",
@@ -646,18 +657,19 @@ impl PasswordFile {
     /// password that does not match.
     ///
     /// Hashes are compared in constant time. For an unknown user the work of a verification
-    /// is done all the same, so that the time taken does not tell whether the user exists:
-    /// `password` is checked against the file's first entry (and the answer discarded),
-    /// which costs what a known user costs when the file's entries share one scheme, as
-    /// files written by one tool do; with no entries, it is an argon2id hash with the
-    /// default parameters.
+    /// is done all the same: `password` is checked against the file's costliest entry (and
+    /// the answer discarded), so an unknown user takes as long as the slowest known one;
+    /// with no entries, it is an argon2id hash with the default parameters. In a file whose
+    /// entries share one scheme, as files written by one tool do, every answer takes the
+    /// same time; in a file that mixes schemes, users of the cheaper ones answer sooner, and
+    /// so tell that they exist.
     pub fn verify(&self, username: &str, password: &[u8]) -> bool {
         if let Some(entry) = self.entry(username) {
             return entry.hash.verify(password);
         }
-        match self.entries().next() {
-            Some(first) => {
-                std::hint::black_box(first.hash.verify(password));
+        match self.entries().max_by_key(|entry| entry.hash.cost()) {
+            Some(costliest) => {
+                std::hint::black_box(costliest.hash.verify(password));
             }
             None => {
                 let mut out = [0u8; 32];

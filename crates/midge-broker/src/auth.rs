@@ -25,9 +25,20 @@ use crate::hooks::{
 };
 use sha2::{Digest, Sha256};
 
-/// Client addresses whose failed password checks are tracked at once. Past it, a new address
-/// is tracked only once an old one's window has passed: the table never grows beyond it.
+/// Client addresses whose failed password checks are tracked at once. Past it, the address
+/// tracked longest is forgotten to make room: the table never grows beyond it.
 const MAX_TRACKED_ADDRESSES: usize = 65_536;
+
+/// The address that failures are counted against: an IPv4 address, or an IPv6 /64 (what one
+/// client is given), so that one client cannot spread its guesses over 2^64 addresses.
+fn counted_as(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !u128::from(u64::MAX),
+        )),
+        v4 => v4,
+    }
+}
 
 /// The broker's file-based authentication and authorization (the `[auth]` section and the
 /// listeners' `allow_anonymous` and `password_file`).
@@ -76,6 +87,10 @@ struct Rules {
     /// Each listener's password file, by listener index.
     passwords: Vec<Option<Arc<Passwords>>>,
     acl: Option<AclFile>,
+    /// Users a reload removed from every password file (and that no later reload brought
+    /// back): their open connections are anonymous to the ACL from then on. Almost always
+    /// empty, which is all a check asks then.
+    removed: std::collections::HashSet<String>,
 }
 
 /// A password file, with what SCRAM answers for users it does not have.
@@ -139,7 +154,20 @@ impl FileAuth {
     /// check on. A file that fails leaves every rule as it was, and the error names the file
     /// and the line.
     pub fn reload(&self) -> Result<(), FileError> {
-        let rules = self.load()?;
+        let mut rules = self.load()?;
+        // Users gone from every password file since the start: their open connections stop
+        // being named to the ACL.
+        let old = self.rules.load();
+        let had =
+            |rules: &Rules, user: &str| rules.passwords.iter().flatten().any(|p| p.contains(user));
+        rules.removed = old
+            .removed
+            .iter()
+            .map(String::as_str)
+            .chain(old.passwords.iter().flatten().flat_map(|p| p.usernames()))
+            .filter(|user| !had(&rules, user))
+            .map(str::to_owned)
+            .collect();
         self.rules.store(Arc::new(rules));
         Ok(())
     }
@@ -181,7 +209,7 @@ impl FileAuth {
                     Some(file) => file.clone(),
                     None => {
                         let file = PasswordFile::read(path)?;
-                        let mock_key = Sha256::digest(file.to_text().as_bytes()).into();
+                        let mock_key = mock_key(&file);
                         let file = Arc::new(Passwords { file, mock_key });
                         loaded.insert(path, file.clone());
                         file
@@ -194,7 +222,11 @@ impl FileAuth {
             Some(path) => Some(AclFile::read(path)?),
             None => None,
         };
-        Ok(Rules { passwords, acl })
+        Ok(Rules {
+            passwords,
+            acl,
+            removed: Default::default(),
+        })
     }
 
     fn anonymous(&self, listener: usize, rules: &Rules) -> Anonymous {
@@ -208,29 +240,45 @@ impl FileAuth {
         }
     }
 
+    /// Whether a password file applies to clients on `listener`: then every client it lets
+    /// in with a user name gave that user's password.
+    pub(crate) fn checks_passwords(&self, listener: usize) -> bool {
+        self.rules
+            .load()
+            .passwords
+            .get(listener)
+            .is_some_and(Option::is_some)
+    }
+
     /// The password file that applies to a client on `listener`.
     fn passwords(&self, listener: usize) -> Option<Arc<Passwords>> {
         self.rules.load().passwords.get(listener).cloned().flatten()
     }
 
-    fn acl_allows(&self, client: &ClientInfo, topic: &str, access: Access) -> bool {
-        match &self.rules.load().acl {
+    /// Whether the ACL, if there is one, lets `client` have `access` to `message`'s topic.
+    /// Without one this is a pointer load: the topic is not even looked at.
+    fn acl_allows(&self, client: &ClientInfo, message: &Message, access: Access) -> bool {
+        let rules = self.rules.load();
+        match &rules.acl {
             None => true,
-            Some(acl) => acl.check(&acl_client(client), topic, access),
+            Some(acl) => acl.check(&acl_client(client, &rules), message.topic.as_str(), access),
         }
     }
 }
 
 /// The client as the ACL sees it: a user name counts only once it was proven; a claimed one
 /// (on a listener with no password file) gets the anonymous rules, or a guest could claim to
-/// be any user.
-fn acl_client(client: &ClientInfo) -> AclClient<'_> {
+/// be any user. So does a user a reload removed from the password files.
+fn acl_client<'a>(client: &'a ClientInfo, rules: &Rules) -> AclClient<'a> {
     AclClient {
         client_id: client.client_id.as_str(),
         username: client
             .username
             .as_ref()
-            .filter(|_| client.username_verified())
+            .filter(|u| {
+                client.username_verified()
+                    && (rules.removed.is_empty() || !rules.removed.contains(u.as_str()))
+            })
             .map(|u| u.as_str()),
     }
 }
@@ -273,29 +321,19 @@ impl Hooks for FileAuth {
         // No password is a wrong password: checked like one, so that it takes as long.
         let password = request.password.unwrap_or_default().to_vec();
         let limit = self.scram.limit;
-        let mut checking = (limit.max_failures > 0)
-            .then(|| {
-                let peer = request.peer.ip();
-                lock(&self.failures)
-                    .begin(peer, request.now, limit.window)
-                    .then(|| Checking {
-                        failures: self.failures.clone(),
-                        peer,
-                        now: request.now,
-                        window: limit.window,
-                        failed: false,
-                    })
-            })
-            .flatten();
+        let failures = self.failures.clone();
+        let peer = request.peer;
+        let now = request.now;
         Some(Box::new(move || {
-            let right = file.verify(&username, &password);
-            if let Some(checking) = checking.as_mut() {
-                checking.failed = !right;
-            }
-            drop(checking);
-            if right {
+            // Checks run in the order their CONNECTs came: asked again as it begins, the limit
+            // counts the failures of the checks before it. A storm of wrong passwords sent at
+            // once gets no more hashed than a paced one (the limit, plus one per verification
+            // thread), while clients with the right password, however many at once, all pass.
+            limit.check(&failures, peer, now)?;
+            if file.verify(&username, &password) {
                 Ok(())
             } else {
+                limit.record(&failures, peer, now);
                 Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
             }
         }))
@@ -308,7 +346,7 @@ impl Hooks for FileAuth {
     }
 
     fn authorize_publish(&self, client: &ClientInfo, message: &Message) -> Result<(), ReasonCode> {
-        if self.acl_allows(client, message.topic.as_str(), Access::Write) {
+        if self.acl_allows(client, message, Access::Write) {
             Ok(())
         } else {
             Err(ReasonCode::NOT_AUTHORIZED)
@@ -329,9 +367,10 @@ impl Hooks for FileAuth {
         filter: &str,
         _options: &SubscriptionOptions,
     ) -> Result<(), ReasonCode> {
-        let allowed = match &self.rules.load().acl {
+        let rules = self.rules.load();
+        let allowed = match &rules.acl {
             None => true,
-            Some(acl) => acl.check_subscribe(&acl_client(client), filter),
+            Some(acl) => acl.check_subscribe(&acl_client(client, &rules), filter),
         };
         if allowed {
             Ok(())
@@ -341,7 +380,7 @@ impl Hooks for FileAuth {
     }
 
     fn authorize_read(&self, client: &ClientInfo, message: &Message) -> bool {
-        self.acl_allows(client, message.topic.as_str(), Access::Read)
+        self.acl_allows(client, message, Access::Read)
     }
 }
 
@@ -451,6 +490,19 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The key of the made-up SCRAM salts of users a password file does not have: a hash of its
+/// first entry, which only the file's readers know. It changes only when that entry does, so
+/// adding or removing other users leaves unknown users' salts as they were, as a real user's
+/// stays: comparing salts across a change tells nothing.
+fn mock_key(file: &PasswordFile) -> [u8; 32] {
+    let text = file.to_text();
+    let first = text
+        .lines()
+        .find(|line| line.contains(':') && !line.trim_start().starts_with('#'))
+        .unwrap_or_default();
+    Sha256::digest(first.as_bytes()).into()
+}
+
 /// Failed password checks by client address, within a window each, and the checks each
 /// address has under way.
 #[derive(Debug, Default)]
@@ -462,14 +514,12 @@ struct Failures {
 struct Window {
     started: Instant,
     failures: u32,
-    /// Checks begun and not yet ended: counted against the limit as if they failed, so that
-    /// an address cannot start many checks at once before the first failure is known.
-    checking: u32,
 }
 
 impl Failures {
     /// Whether `peer` is at the limit: its failures in the window, and its checks under way.
     fn blocked(&mut self, peer: IpAddr, now: Instant, limit: u32, window: Duration) -> bool {
+        let peer = counted_as(peer);
         let Some(w) = self.by_address.get_mut(&peer) else {
             return false;
         };
@@ -477,28 +527,34 @@ impl Failures {
             w.started = now;
             w.failures = 0;
         }
-        let blocked = w.failures.saturating_add(w.checking) >= limit;
-        if w.failures == 0 && w.checking == 0 {
+        let blocked = w.failures >= limit;
+        if w.failures == 0 {
             self.by_address.remove(&peer);
         }
         blocked
     }
 
-    /// The entry of `peer`, made if there is room. A full table first drops the entries with
-    /// nothing in their window and nothing under way; an address that still finds no room is
-    /// not tracked.
+    /// The entry of `peer` (as [`counted_as`] groups it), made if there is room. A full table
+    /// first drops the entries with nothing in their window and nothing under way, then the
+    /// one whose window began first: an address that fills the table pushes its own entries
+    /// out, not every other address's limit.
     fn entry(&mut self, peer: IpAddr, now: Instant, window: Duration) -> Option<&mut Window> {
+        let peer = counted_as(peer);
         if !self.by_address.contains_key(&peer) && self.by_address.len() >= MAX_TRACKED_ADDRESSES {
             self.by_address
-                .retain(|_, w| w.checking > 0 || now.saturating_duration_since(w.started) < window);
+                .retain(|_, w| now.saturating_duration_since(w.started) < window);
             if self.by_address.len() >= MAX_TRACKED_ADDRESSES {
-                return None;
+                let oldest = self
+                    .by_address
+                    .iter()
+                    .min_by_key(|(_, w)| w.started)
+                    .map(|(ip, _)| *ip);
+                self.by_address.remove(&oldest?);
             }
         }
         let w = self.by_address.entry(peer).or_insert(Window {
             started: now,
             failures: 0,
-            checking: 0,
         });
         if now.saturating_duration_since(w.started) >= window {
             w.started = now;
@@ -511,50 +567,6 @@ impl Failures {
         if let Some(w) = self.entry(peer, now, window) {
             w.failures = w.failures.saturating_add(1);
         }
-    }
-
-    /// A check from `peer` begins; false if the address is not tracked.
-    fn begin(&mut self, peer: IpAddr, now: Instant, window: Duration) -> bool {
-        match self.entry(peer, now, window) {
-            Some(w) => {
-                w.checking = w.checking.saturating_add(1);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// A check from `peer` that [`Failures::begin`] counted ended.
-    fn end(&mut self, peer: IpAddr, now: Instant, window: Duration, failed: bool) {
-        if let Some(w) = self.by_address.get_mut(&peer) {
-            w.checking = w.checking.saturating_sub(1);
-        }
-        if failed {
-            self.record(peer, now, window);
-        } else if self
-            .by_address
-            .get(&peer)
-            .is_some_and(|w| w.failures == 0 && w.checking == 0)
-        {
-            self.by_address.remove(&peer);
-        }
-    }
-}
-
-/// A password check under way, counted against its address's limit until it ends: it ends
-/// when the check ran (a failure is recorded then), or when it is dropped unrun because its
-/// connection went away (no failure: nothing was checked).
-struct Checking {
-    failures: Arc<Mutex<Failures>>,
-    peer: IpAddr,
-    now: Instant,
-    window: Duration,
-    failed: bool,
-}
-
-impl Drop for Checking {
-    fn drop(&mut self) {
-        lock(&self.failures).end(self.peer, self.now, self.window, self.failed);
     }
 }
 

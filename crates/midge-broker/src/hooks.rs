@@ -158,10 +158,10 @@ impl ClientInfo {
         usize::from(self.listener)
     }
 
-    /// Whether [`ClientInfo::username`] was proven: by a password check
-    /// ([`Hooks::verify`], which the password file uses), the client's TLS certificate
-    /// (`use_identity_as_username`), or an enhanced authentication. A user name nothing
-    /// checked is only a claim; the ACL file treats such a client as anonymous.
+    /// Whether [`ClientInfo::username`] was proven: by the password file of the client's
+    /// listener, the client's TLS certificate (`use_identity_as_username`), an enhanced
+    /// authentication, or hooks that check passwords ([`Hooks::proves_usernames`]). A user
+    /// name nothing checked is only a claim; the ACL file treats such a client as anonymous.
     pub fn username_verified(&self) -> bool {
         self.verified && self.username.is_some()
     }
@@ -208,6 +208,16 @@ pub trait Hooks: Send + Sync + 'static {
     fn authenticate(&self, request: &ConnectRequest<'_>) -> Result<(), ReasonCode> {
         let _ = request;
         Ok(())
+    }
+
+    /// Whether a client these hooks let in has proven the user name it gave: true for hooks
+    /// whose [`Hooks::authenticate`] or [`Hooks::verify`] checks a password (or another
+    /// secret) for that user name. The broker's ACL file takes a user name at its word only
+    /// when something proved it: the broker's password file, the client's TLS certificate,
+    /// an enhanced authentication, or hooks that say so here; any other client gets the
+    /// ACL's anonymous rules. The default is false.
+    fn proves_usernames(&self) -> bool {
+        false
     }
 
     /// A costly check of the CONNECT's credentials, asked once [`Hooks::authenticate`] allowed
@@ -327,6 +337,10 @@ impl<A: Hooks, B: Hooks> Hooks for (A, B) {
             .or_else(|| self.1.authenticator(method))
     }
 
+    fn proves_usernames(&self) -> bool {
+        self.0.proves_usernames() || self.1.proves_usernames()
+    }
+
     fn verify(&self, request: &ConnectRequest<'_>) -> Option<Verification> {
         match (self.0.verify(request), self.1.verify(request)) {
             (None, None) => None,
@@ -400,6 +414,10 @@ impl<T: Hooks + ?Sized> Hooks for Arc<T> {
 
     fn verify(&self, request: &ConnectRequest<'_>) -> Option<Verification> {
         (**self).verify(request)
+    }
+
+    fn proves_usernames(&self) -> bool {
+        (**self).proves_usernames()
     }
 
     fn authenticator(&self, method: &str) -> Option<Arc<dyn Authenticator>> {

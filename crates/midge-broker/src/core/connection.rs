@@ -203,7 +203,8 @@ impl Connection {
                 version: ProtocolVersion::V5,
                 peer,
                 listener: 0,
-                local: peer.ip().is_loopback(),
+                // `::ffff:127.0.0.1` from a dual-stack listener is loopback too.
+                local: peer.ip().to_canonical().is_loopback(),
                 verified: false,
             },
             slot: None,
@@ -467,12 +468,7 @@ impl Connection {
                         continue;
                     }
                     match ticket.answer() {
-                        Some(Ok(())) => {
-                            // A password check passed: the user name is proven.
-                            let mut connect = connect;
-                            connect.verified = true;
-                            self.authenticated(now, connect);
-                        }
+                        Some(Ok(())) => self.authenticated(now, connect),
                         Some(Err(code)) => self.refuse_credentials(&connect.client_id, code),
                         None if now < until => {
                             self.waiting = Some(Box::new(Waiting::Verify {
@@ -623,6 +619,11 @@ impl Connection {
             return self.refuse_credentials(&client_id, code);
         }
         let check = core.hooks.verify(&request);
+        // Once accepted, a user name is proven where a password file checked it, or hooks
+        // that check passwords say they did.
+        let verified = verified
+            || core.file_auth.checks_passwords(request.listener)
+            || core.hooks.proves_usernames();
         drop(password);
         let connect = Authenticating {
             connect,
@@ -633,7 +634,11 @@ impl Connection {
         match check {
             None => self.authenticated(now, connect),
             Some(check) => {
-                let ticket = core.verifications.push(check, self.inbox.clone());
+                let ticket = core.verifications.push(
+                    check,
+                    self.inbox.clone(),
+                    core.config.limits.max_connections,
+                );
                 let until = now + Duration::from_millis(core.config.limits.connect_timeout_ms);
                 self.waiting = Some(Box::new(Waiting::Verify {
                     connect,
@@ -682,6 +687,15 @@ impl Connection {
             AuthStep::Continue { data, exchange } => {
                 self.conn.auth_continue(data);
                 self.auth = Some(Box::new(AuthState::Exchanging { pending, exchange }));
+            }
+            // On a listener whose certificates name their clients, a method must prove the
+            // same client the certificate did.
+            AuthStep::Success { username, .. }
+                if self.username_from_certificate
+                    && self.info.username.as_ref().map(|u| u.as_str())
+                        != Some(username.as_str()) =>
+            {
+                self.refuse_credentials(&pending.client_id, ReasonCode::NOT_AUTHORIZED);
             }
             AuthStep::Success { username, data } => {
                 self.conn.set_auth_success_data(data);
@@ -733,11 +747,27 @@ impl Connection {
                 self.conn.auth_continue(data);
                 self.auth = Some(Box::new(AuthState::Reauthenticating(exchange)));
             }
-            // Re-authentication proves the same client again; it cannot make it another.
+            // Re-authentication proves the same client again; it cannot make it another. The
+            // hooks are asked again too: a user banned since may not go on.
             AuthStep::Success { username, data }
                 if self.info.username.as_ref().map(|u| u.as_str()) == Some(username.as_str()) =>
             {
-                self.conn.reauth_success(data);
+                let request = ConnectRequest {
+                    client_id: self.info.client_id.as_str(),
+                    username: Some(username.as_str()),
+                    password: None,
+                    version: self.info.version,
+                    peer: self.info.peer,
+                    clean_start: false,
+                    listener: self.info.listener(),
+                    local: self.info.local,
+                    username_verified: true,
+                    now,
+                };
+                match self.core.hooks.authenticate(&request) {
+                    Ok(()) => self.conn.reauth_success(data),
+                    Err(code) => self.reauth_failed(code),
+                }
             }
             AuthStep::Success { .. } => self.reauth_failed(ReasonCode::NOT_AUTHORIZED),
             AuthStep::Failure(code) => self.reauth_failed(code),

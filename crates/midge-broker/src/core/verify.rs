@@ -17,7 +17,6 @@ use crate::hooks::Verification;
 /// A check waiting to run, from [`Core::poll_verification`](super::Core::poll_verification):
 /// call [`VerificationJob::run`] on a thread that may block.
 pub struct VerificationJob {
-    check: Verification,
     ticket: Arc<Ticket>,
 }
 
@@ -29,23 +28,22 @@ impl std::fmt::Debug for VerificationJob {
 
 impl VerificationJob {
     /// Runs the check and wakes its connection with the answer. A connection that gave up
-    /// waiting (it closed, or timed out) is not checked for.
+    /// waiting (it closed, or timed out) has dropped its check already: nothing runs.
     pub fn run(self) {
-        if self.ticket.abandoned.load(Ordering::Acquire) {
+        let Some(check) = self.ticket.take_check() else {
             return;
-        }
-        let answer = (self.check)();
-        *self
-            .ticket
-            .answer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(answer);
+        };
+        let answer = check();
+        *lock(&self.ticket.answer) = Some(answer);
         self.ticket.inbox.signal();
     }
 }
 
-/// The connection's side of a check: its answer, once there is one.
+/// A check and its answer, shared by the queue and the connection that waits for it.
 pub(crate) struct Ticket {
+    /// The check, until a thread takes it to run or the connection gives up: dropped then,
+    /// with the password it holds and what it counts against its address's limit.
+    check: Mutex<Option<Verification>>,
     answer: Mutex<Option<Result<(), ReasonCode>>>,
     abandoned: AtomicBool,
     inbox: Arc<Inbox>,
@@ -60,23 +58,35 @@ impl std::fmt::Debug for Ticket {
 impl Ticket {
     /// The answer, if the check ran.
     pub(crate) fn answer(&self) -> Option<Result<(), ReasonCode>> {
-        self.answer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
+        lock(&self.answer).take()
     }
 
-    /// The connection no longer waits: the check need not run.
+    /// The connection no longer waits: the check is dropped unless it already runs.
     pub(crate) fn abandon(&self) {
         self.abandoned.store(true, Ordering::Release);
+        drop(self.take_check());
+    }
+
+    fn take_check(&self) -> Option<Verification> {
+        lock(&self.check).take()
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Acquire)
     }
 }
 
-/// Checks waiting for a thread, oldest first. At most one per connection waiting for its
-/// CONNECT's answer, so bounded by the connection limit.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Checks waiting for a thread, oldest first. Entries of connections that gave up are
+/// dropped when a thread reaches them, or all at once when the queue reaches `limit`
+/// entries: it never holds more than `limit` live ones (one per connection waiting for its
+/// CONNECT's answer, so the connection limit) plus as many given up.
 #[derive(Default)]
 pub(crate) struct Verifications {
-    queue: Mutex<VecDeque<VerificationJob>>,
+    queue: Mutex<VecDeque<Arc<Ticket>>>,
     waker: AtomicWaker,
 }
 
@@ -88,26 +98,30 @@ impl std::fmt::Debug for Verifications {
 
 impl Verifications {
     /// Queues `check` for the connection of `inbox`; the returned ticket gets the answer.
-    pub(crate) fn push(&self, check: Verification, inbox: Arc<Inbox>) -> Arc<Ticket> {
+    /// `limit` is the most connections that can wait at once.
+    pub(crate) fn push(&self, check: Verification, inbox: Arc<Inbox>, limit: usize) -> Arc<Ticket> {
         let ticket = Arc::new(Ticket {
+            check: Mutex::new(Some(check)),
             answer: Mutex::new(None),
             abandoned: AtomicBool::new(false),
             inbox,
         });
-        self.lock().push_back(VerificationJob {
-            check,
-            ticket: ticket.clone(),
-        });
+        let mut queue = lock(&self.queue);
+        if queue.len() >= limit {
+            queue.retain(|t| !t.is_abandoned());
+        }
+        queue.push_back(ticket.clone());
+        drop(queue);
         self.waker.wake();
         ticket
     }
 
     pub(crate) fn pop(&self) -> Option<VerificationJob> {
-        let mut queue = self.lock();
+        let mut queue = lock(&self.queue);
         // Checks for connections that are gone are dropped here, not run.
-        while let Some(job) = queue.pop_front() {
-            if !job.ticket.abandoned.load(Ordering::Acquire) {
-                return Some(job);
+        while let Some(ticket) = queue.pop_front() {
+            if !ticket.is_abandoned() {
+                return Some(VerificationJob { ticket });
             }
         }
         None
@@ -122,9 +136,5 @@ impl Verifications {
             Some(job) => Poll::Ready(job),
             None => Poll::Pending,
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<VerificationJob>> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
