@@ -305,8 +305,8 @@ impl FileReloader {
     /// password and ACL files. Handshakes from then on use the new certificates (open
     /// connections keep theirs), and every check from then on the new rules: a connected
     /// client whose rights shrank stops receiving what it may no longer read from the next
-    /// message on. A client whose user was removed stays connected (it was authenticated when
-    /// it connected) but has only the rights the ACL gives a user it does not name; it is
+    /// message on. A client whose user was removed from the password file stays connected (it
+    /// was authenticated when it connected) but is anonymous to the ACL from then on; it is
     /// refused when it connects again.
     ///
     /// Files that fail to load change nothing of their own kind: a listener keeps its
@@ -354,7 +354,9 @@ impl BrokerHandle {
     /// such as an accepted TLS or WebSocket stream, or one end of an in-memory pipe
     /// ([`tokio::io::duplex`]) in a test. `peer` is what hooks and logs see as its address.
     /// The connection counts against `limits.max_connections` like any other, and
-    /// [`BrokerHandle::shutdown`] waits for it.
+    /// [`BrokerHandle::shutdown`] waits for it. It is authenticated as a client of the first
+    /// listener (its password file and `allow_anonymous`), and is local only if `peer` is a
+    /// loopback address.
     pub fn serve<S: Transport>(&self, stream: S, peer: SocketAddr) {
         if let Some(admission) = self.serving.as_ref().and_then(Gate::admit) {
             let origin = crate::driver::Origin::default();

@@ -586,8 +586,9 @@ pub struct AuthConfig {
     /// Failed password checks from one client address within
     /// `failed_attempts_window_secs` before further CONNECTs with a password from it are
     /// refused at once (0x9F Connection rate exceeded; 3 for 3.x) until the window passes.
-    /// Checks under way count as failures until they end, so that one address never has more
-    /// than this many hashed at once. 0 turns this off. Default 10.
+    /// Checks run in order, and each looks at the limit as it begins: a storm of wrong
+    /// passwords sent at once gets no more hashed than this (plus one per verification
+    /// thread). IPv6 addresses count by /64. 0 turns this off. Default 10.
     pub max_failed_attempts: u32,
     /// The window of `max_failed_attempts`, in seconds. Default 60.
     pub failed_attempts_window_secs: u64,
