@@ -21,6 +21,18 @@
 #   fanout-qos1  1 publisher x 20k messages -> 100 subscribers at QoS 1, 16 in flight  (deliveries/s)
 #   handshakes   conn with a full TLS handshake for every connection (no resumption);
 #                tls and wss only                                  (connections/s, broker CPU)
+#   auth-conn    conn with a user name and password: mosquitto and midge read the same
+#                password file of 300 users, made by mosquitto_passwd ($7$, its default
+#                cost); 10,000 connections as one of the users       (connections/s, broker CPU)
+#   auth-conn-argon2  the same, 2,000 connections, midge on an argon2id file of the same users
+#                (midge passwd, its default cost), mosquitto on the $7$ file as the reference
+#   acl-fanin    fanin-qos0 with credentials, on bench/fanin/<i> -> bench/fanin/+, against
+#                midge with the password file and no ACL (midge), midge with a generated
+#                1,000-line ACL file as well (midge-acl), and mosquitto with both files;
+#                reports midge-acl / midge                                           (msg/s)
+# The auth scenarios leave out midge-base and rumqttd. Their files are in the script's
+# temporary directory; midge gets max_failed_attempts = 0, so that 64 connections checked
+# at once from 127.0.0.1 are not refused as a storm of guesses (every password is right).
 #
 # --transport tcp|tls|ws|wss (default tcp) runs the scenarios over that transport: MQTT over
 # TLS, over WebSocket, or over WebSocket on TLS. The script makes a throwaway CA and an ECDSA
@@ -37,6 +49,7 @@
 # three processes (`sub` plus two `pub`, or two `sub` plus one `pub`), and prints both rates.
 #
 # Environment: MOSQUITTO=/usr/sbin/mosquitto, RUMQTTD=$(command -v rumqttd),
+# MOSQUITTO_PASSWD=$(command -v mosquitto_passwd) (the auth scenarios),
 # MIDGE_BASE=path/to/another/midge (adds that build as broker `midge-base`, with midge's
 # configuration: a change against the build before it, in the same run),
 # BENCH_THREADS (worker threads of each bench process; default: all CPUs).
@@ -90,8 +103,10 @@ fi
 
 if [ "$QUICK" = 1 ]; then
   N_FANIN=20000; N_FANOUT=4000; N_LATENCY=2000; N_CONN=2000; N_FILTERS=2000; N_FILTER_MSGS=20000
+  N_ARGON2=400
 else
   N_FANIN=100000; N_FANOUT=20000; N_LATENCY=5000; N_CONN=10000; N_FILTERS=10000; N_FILTER_MSGS=100000
+  N_ARGON2=2000
 fi
 
 declare -A SCENARIO=(
@@ -103,7 +118,11 @@ declare -A SCENARIO=(
   [conn]="conn -c $N_CONN --settle 1s --concurrency 64"
   [handshakes]="conn -c $N_CONN --settle 1s --concurrency 64 --no-tls-resumption"
   [filters]="filters -c $N_FILTERS -n $N_FILTER_MSGS -q 0 -s 64 --concurrency 64"
+  [auth-conn]="conn -c $N_CONN --settle 1s --concurrency 64"
+  [auth-conn-argon2]="conn -c $N_ARGON2 --settle 1s --concurrency 64"
+  [acl-fanin]="fanin -c 8 -n $N_FANIN -q 0 -s 64 --prefix bench/fanin"
 )
+is_auth() { case "$1" in auth-conn|auth-conn-argon2|acl-fanin) return 0 ;; *) return 1 ;; esac; }
 ORDER=(fanin-qos0 fanin-qos1 fanout-qos0 latency conn filters)
 if [ -n "$ONLY" ]; then IFS=, read -r -a ORDER <<<"$ONLY"; fi
 for s in "${ORDER[@]}"; do [ -n "${SCENARIO[$s]:-}" ] || { echo "unknown scenario $s" >&2; exit 2; }; done
@@ -126,7 +145,7 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-declare -A PORT=([mosquitto]=$(free_port) [midge]=$(free_port) [midge-base]=$(free_port) [rumqttd]=$(free_port))
+declare -A PORT=([mosquitto]=$(free_port) [midge]=$(free_port) [midge-base]=$(free_port) [rumqttd]=$(free_port) [midge-acl]=$(free_port))
 
 # TLS: a throwaway CA and a server certificate for 127.0.0.1 and localhost, both ECDSA P-256.
 if [ "$TRANSPORT" = tls ] || [ "$TRANSPORT" = wss ]; then
@@ -246,6 +265,153 @@ BROKERS=(mosquitto midge)
 [ -n "${MIDGE_BASE:-}" ] && BROKERS+=(midge-base)
 [ -n "$RUMQTTD" ] && BROKERS+=(rumqttd)
 
+# brokers_of SCENARIO: the brokers a scenario runs against, in the order of odd rounds.
+brokers_of() {
+  case "$1" in
+    auth-conn|auth-conn-argon2) echo mosquitto midge ;;
+    acl-fanin) echo mosquitto midge midge-acl ;;
+    *) echo "${BROKERS[@]}" ;;
+  esac
+}
+
+# The auth scenarios: 300 users with random passwords; the bench connects as BENCH_USER.
+# mosquitto_passwd -U hashes a plain user:password file with its default ($7$, PBKDF2-SHA512
+# at its default iterations); midge passwd -U does the same with its default (argon2id).
+NEED_AUTH=0
+for s in "${ORDER[@]}"; do is_auth "$s" && NEED_AUTH=1; done
+N_USERS=300
+BENCH_USER=user150
+: >"$tmp/labels"
+if [ "$NEED_AUTH" = 1 ]; then
+  MOSQUITTO_PASSWD=${MOSQUITTO_PASSWD:-$(command -v mosquitto_passwd || true)}
+  [ -n "$MOSQUITTO_PASSWD" ] || { echo "mosquitto_passwd is needed for the auth scenarios (apt-get install mosquitto)" >&2; exit 1; }
+  python3 - "$tmp/users.txt" "$N_USERS" <<'PY'
+import secrets, sys
+path, n = sys.argv[1], int(sys.argv[2])
+with open(path, "w") as f:
+    for i in range(n):
+        f.write(f"user{i}:{secrets.token_urlsafe(12)}\n")
+PY
+  BENCH_PASS=$(grep "^$BENCH_USER:" "$tmp/users.txt" | cut -d: -f2-)
+  cp "$tmp/users.txt" "$tmp/passwd-7"
+  "$MOSQUITTO_PASSWD" -U "$tmp/passwd-7"
+  for s in "${ORDER[@]}"; do
+    if [ "$s" = auth-conn-argon2 ]; then
+      cp "$tmp/users.txt" "$tmp/passwd-argon2"
+      "$MIDGE" passwd -U "$tmp/passwd-argon2"
+    fi
+  done
+  # acl (acl-fanin): 1,000 lines. Anonymous rules; ten patterns, which apply to every client
+  # (on %c and %u, four of them denies, one deny whose first level is +); and a block for
+  # each of the 300 users with two or three rules (grants with and without wildcards, some
+  # denies). BENCH_USER's block grants the bench's publishers bench/fanin/<i> and its
+  # subscriber bench/fanin/+, and denies bench/fanin/admin/#.
+  HAS_ACL=0
+  for s in "${ORDER[@]}"; do [ "$s" = acl-fanin ] && HAS_ACL=1; done
+  [ "$HAS_ACL" = 0 ] || python3 - "$tmp/acl" "$N_USERS" "$BENCH_USER" <<'PY'
+import sys
+path, n, bench = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+lines = [
+    "# acl-fanin: generated by benches/compare.sh",
+    "topic read public/#",
+    "topic read weather/+/today",
+    "topic deny public/admin/#",
+    "pattern readwrite devices/%c/#",
+    "pattern read devices/%u/status",
+    "pattern write clients/%c/state",
+    "pattern read shared/%u/#",
+    "pattern write logs/%u/%c",
+    "pattern read inbox/%c/#",
+    "pattern deny devices/%c/firmware/#",
+    "pattern deny shared/%u/private",
+    "pattern deny inbox/%c/spam",
+    "pattern deny +/%u/secret/#",
+]
+users = []
+for i in range(n):
+    u = f"user{i}"
+    if u == bench:
+        block = ["topic write bench/fanin/+", "topic read bench/fanin/+", "topic deny bench/fanin/admin/#"]
+    else:
+        block = [f"topic readwrite home/{u}/#", f"topic read sensors/+/{u}"]
+    users.append([f"user {u}"] + block)
+total = len(lines) + sum(len(b) for b in users)
+# Up to 1,000 lines: a third rule for users other than the bench's, in turn, spread over
+# the file (a deny, a write, a read with a wildcard).
+extra = [
+    lambda u: f"topic deny home/{u}/locked/#",
+    lambda u: f"topic write alerts/{u}",
+    lambda u: f"topic read rooms/+/{u}/#",
+]
+i = 0
+while total < 1000:
+    b = users[(i * 7) % n]
+    if b[0] != f"user {bench}" and len(b) == 3:
+        b.append(extra[i % 3](b[0].split()[1]))
+        total += 1
+    i += 1
+for b in users:
+    lines += b
+assert len(lines) == 1000, len(lines)
+open(path, "w").write("\n".join(lines) + "\n")
+PY
+  # mosquitto reads its files after it drops root privileges (to the user mosquitto).
+  chmod 755 "$tmp"
+  chmod 644 "$tmp"/passwd-* "$tmp"/acl 2>/dev/null || true
+  HASH_7=$(python3 - "$tmp/passwd-7" <<'PY'
+import sys
+h = open(sys.argv[1]).readline().strip().split(":", 1)[1]
+print(f"$7$ PBKDF2-SHA512, {h.split('$')[2]} iterations" if h.startswith("$7$") else h[:12])
+PY
+)
+  for s in "${ORDER[@]}"; do
+    is_auth "$s" || continue
+    midge_file=$tmp/passwd-7
+    midge_hash=$HASH_7
+    if [ "$s" = auth-conn-argon2 ]; then
+      midge_file=$tmp/passwd-argon2
+      midge_hash=$(python3 - "$midge_file" <<'PY'
+import sys
+h = open(sys.argv[1]).readline().strip().split(":", 1)[1]
+parts = h.split("$")
+print(f"argon2id {parts[3]}" if h.startswith("$argon2id$") else h[:12])
+PY
+)
+    fi
+    acl_line=""
+    [ "$s" = acl-fanin ] && acl_line="acl_file $tmp/acl"
+    # No allow_anonymous true from the shared configuration: every client gives a password.
+    { grep -v '^allow_anonymous' "$tmp/mosquitto.conf"
+      printf 'allow_anonymous false\npassword_file %s\n%s\n' "$tmp/passwd-7" "$acl_line"
+    } >"$tmp/mosquitto-$s.conf"
+    { cat "$tmp/midge.toml"
+      printf '\n[auth]\nallow_anonymous = false\npassword_file = "%s"\nmax_failed_attempts = 0\n' "$midge_file"
+    } >"$tmp/midge-$s.toml"
+    echo "$s mosquitto $HASH_7${acl_line:+, ACL}" >>"$tmp/labels"
+    echo "$s midge $midge_hash" >>"$tmp/labels"
+    if [ "$s" = acl-fanin ]; then
+      { cat "$tmp/midge-$s.toml"; printf 'acl_file = "%s"\n' "$tmp/acl"; } >"$tmp/midge-acl-$s.toml"
+      echo "$s midge-acl $midge_hash, ACL" >>"$tmp/labels"
+    fi
+  done
+fi
+
+# The configuration file of broker $1 in scenario $2.
+conf_of() {
+  case "$1" in
+    mosquitto) if [ -e "$tmp/mosquitto-$2.conf" ]; then echo "$tmp/mosquitto-$2.conf"; else echo "$tmp/mosquitto.conf"; fi ;;
+    midge) if [ -e "$tmp/midge-$2.toml" ]; then echo "$tmp/midge-$2.toml"; else echo "$tmp/midge.toml"; fi ;;
+    midge-acl) echo "$tmp/midge-acl-$2.toml" ;;
+    midge-base) echo "$tmp/midge.toml" ;;
+    rumqttd) echo "$tmp/rumqttd.toml" ;;
+  esac
+}
+
+# midge bench's credentials in scenario $1.
+creds_of() {
+  if is_auth "$1"; then printf '%s\n' -u "$BENCH_USER" -P "$BENCH_PASS"; fi
+}
+
 wait_port() {
   for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
@@ -255,12 +421,15 @@ wait_port() {
   return 1
 }
 
+# start_broker BROKER [SCENARIO]: the scenario picks the configuration (conf_of).
 start_broker() {
+  local conf
+  conf=$(conf_of "$1" "${2:-}")
   case "$1" in
-    mosquitto) "$MOSQUITTO" -c "$tmp/mosquitto.conf" 2>>"$tmp/mosquitto.log" & ;;
-    midge) "$MIDGE" broker --bind 127.0.0.1 -p "${PORT[midge]}" --config "$tmp/midge.toml" >>"$tmp/midge.log" 2>&1 & ;;
-    midge-base) "$MIDGE_BASE" broker --bind 127.0.0.1 -p "${PORT[midge-base]}" --config "$tmp/midge.toml" >>"$tmp/midge-base.log" 2>&1 & ;;
-    rumqttd) "$RUMQTTD" --config "$tmp/rumqttd.toml" >>"$tmp/rumqttd.log" 2>&1 & ;;
+    mosquitto) "$MOSQUITTO" -c "$conf" 2>>"$tmp/mosquitto.log" & ;;
+    midge|midge-acl) "$MIDGE" broker --bind 127.0.0.1 -p "${PORT[$1]}" --config "$conf" >>"$tmp/$1.log" 2>&1 & ;;
+    midge-base) "$MIDGE_BASE" broker --bind 127.0.0.1 -p "${PORT[midge-base]}" --config "$conf" >>"$tmp/midge-base.log" 2>&1 & ;;
+    rumqttd) "$RUMQTTD" --config "$conf" >>"$tmp/rumqttd.log" 2>&1 & ;;
   esac
   BROKER_PID=$!
   wait_port "${PORT[$1]}"
@@ -275,10 +444,12 @@ stop_broker() {
 }
 
 # bench BROKER ARGS... -> JSON on stdout; exit code 0 or 3 (a run with losses) counts.
+# Each run is bounded by BENCH_SECS (-d), and by timeout 3 minutes later.
+BENCH_SECS=120
 bench() {
   local b=$1; shift
   # shellcheck disable=SC2046 # target_args is a word list
-  timeout 300 "$MIDGE" bench "$@" $(target_args "$b") --quiet --json -d 120s "${THREADS_ARG[@]}"
+  timeout $((BENCH_SECS + 180)) "$MIDGE" bench "$@" $(target_args "$b") --quiet --json -d "${BENCH_SECS}s" "${THREADS_ARG[@]}"
 }
 
 echo "machine:   $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
@@ -287,6 +458,10 @@ echo "midge:     $("$MIDGE" --version) ($(git rev-parse --short HEAD))"
 [ -n "${MIDGE_BASE:-}" ] && echo "midge-base: $MIDGE_BASE"
 [ -n "$RUMQTTD" ] && echo "rumqttd:   $RUMQTTD"
 echo "rounds:    $ROUNDS$([ "$QUICK" = 1 ] && echo ', quick')"
+if [ "$NEED_AUTH" = 1 ]; then
+  echo "auth:      $N_USERS users, bench as $BENCH_USER; mosquitto_passwd file: $HASH_7$([ -e "$tmp/passwd-argon2" ] && echo "; midge passwd file: $(sed -n 1p "$tmp/passwd-argon2" | cut -d'$' -f2,4)")"
+  [ -e "$tmp/acl" ] && echo "acl:       $(wc -l <"$tmp/acl") lines, $(grep -c '^topic\|^pattern' "$tmp/acl") rules, $(grep -c '^user' "$tmp/acl") users, $(grep -c '^pattern' "$tmp/acl") patterns"
+fi
 [ "$TRANSPORT" != tcp ] && echo "transport: $TRANSPORT"
 echo
 
@@ -360,17 +535,22 @@ fi
 results="$tmp/results"
 : >"$results"
 for round in $(seq "$ROUNDS"); do
-  order=("${BROKERS[@]}")
-  if [ $((round % 2)) = 0 ]; then
-    order=()
-    for ((i = ${#BROKERS[@]} - 1; i >= 0; i--)); do order+=("${BROKERS[$i]}"); done
-  fi
   for s in "${ORDER[@]}"; do
+    read -r -a brokers <<<"$(brokers_of "$s")"
+    order=("${brokers[@]}")
+    if [ $((round % 2)) = 0 ]; then
+      order=()
+      for ((i = ${#brokers[@]} - 1; i >= 0; i--)); do order+=("${brokers[$i]}"); done
+    fi
+    mapfile -t creds < <(creds_of "$s")
+    # argon2id: about 20 connections/s on one verification thread here.
+    BENCH_SECS=120
+    [ "$s" = auth-conn-argon2 ] && BENCH_SECS=400
     for b in "${order[@]}"; do
-      start_broker "$b"
+      start_broker "$b" "$s"
       out="$tmp/$round-$s-$b.json"
       # shellcheck disable=SC2086 # the scenario is a word list
-      bench "$b" ${SCENARIO[$s]} --broker-pid "$BROKER_PID" >"$out" 2>"$out.err" && code=0 || code=$?
+      bench "$b" ${SCENARIO[$s]} "${creds[@]}" --broker-pid "$BROKER_PID" >"$out" 2>"$out.err" && code=0 || code=$?
       stop_broker
       echo "$round $s $b $code $out" >>"$results"
       python3 - "$out" "$round" "$s" "$b" "$code" "$TRANSPORT" <<'EOF'
@@ -384,9 +564,9 @@ except Exception:
     sys.exit()
 u = d.get("broker_usage") or {}
 extra = ""
-if s in ("conn", "handshakes"):
+if s in ("conn", "handshakes", "auth-conn", "auth-conn-argon2"):
     extra = f"connect {d['elapsed_s']:.2f} s, {u.get('bytes_per_connection', 0):.0f} B/conn"
-    if transport != "tcp":
+    if transport != "tcp" or s.startswith("auth"):
         extra += f", {d['connect_rate']:.0f} conn/s"
 elif s == "latency":
     extra = f"p50 {d['latency']['p50_us']:.0f} µs, p99 {d['latency']['p99_us']:.0f} µs"
@@ -444,8 +624,7 @@ def fmt(x):
 
 others = [b for b in brokers if b != "mosquitto"]
 head = "| scenario | " + " | ".join(brokers) + " | " + " | ".join(f"{b} / mosquitto" for b in others) + " | lost, errors (" + ", ".join(brokers) + ") |"
-print(head)
-print("|" + "---|" * (head.count("|") - 1))
+table = []
 for key, label, metric, higher in rows:
     if not any((key, b) in runs for b in brokers):
         continue
@@ -472,10 +651,82 @@ for key, label, metric, higher in rows:
         r = o / m if m and o is not None else None
         ratios.append("–" if r is None else f"{r:.2f}" if r >= 0.1 else f"{r:.3f}")
     better = "higher is better" if higher else "lower is better"
-    print(f"| {label} ({better}) | " + " | ".join(fmt(med[b]) for b in brokers) + " | " + " | ".join(ratios) + " | " + " / ".join(bad) + " |")
+    table.append(f"| {label} ({better}) | " + " | ".join(fmt(med[b]) for b in brokers) + " | " + " | ".join(ratios) + " | " + " / ".join(bad) + " |")
+if table:
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    print("\n".join(table))
 EOF
 
-for b in "${BROKERS[@]}"; do
+# The auth scenarios, each with its own brokers, the hash (and ACL) each used, and ratios.
+python3 - "$results" "$tmp/labels" <<'EOF'
+import json, statistics, sys
+results, labels_path = sys.argv[1:]
+labels = {}
+for line in open(labels_path):
+    s, b, label = line.rstrip("\n").split(" ", 2)
+    labels[(s, b)] = label
+runs = {}
+for line in open(results):
+    rnd, s, b, code, path = line.split()
+    if (s, b) not in labels:
+        continue
+    try:
+        d = json.load(open(path))
+    except Exception:
+        d = None
+    runs.setdefault((s, b), []).append(d)
+if not runs:
+    sys.exit()
+
+def fmt(x):
+    if x is None:
+        return "–"
+    return f"{x:,.0f}".replace(",", " ") if x >= 100 else f"{x:.2f}"
+
+metrics = {
+    "auth-conn": ("connections/s", lambda d: d["connect_rate"]),
+    "auth-conn-argon2": ("connections/s", lambda d: d["connect_rate"]),
+    "acl-fanin": ("msg/s", lambda d: d["delivery_rate"]),
+}
+print()
+print("| scenario | broker | password hash, ACL | median | per round | broker CPU per run, s (median) | broker CPU per connection or message, µs | lost, errors |")
+print("|---|---|---|---:|---|---:|---:|---|")
+med = {}
+for (s, b), ds in runs.items():
+    unit, metric = metrics[s]
+    vals, cpus, per, lost, errs = [], [], [], 0, 0
+    for d in ds:
+        if d is None:
+            errs += 1
+            vals.append(None)
+            continue
+        lost += d["lost"]
+        errs += d["errors"]
+        vals.append(float(metric(d)))
+        cpu = (d.get("broker_usage") or {}).get("cpu_s")
+        if cpu is not None:
+            cpus.append(cpu)
+            n = d["connections"] if s.startswith("auth") else d["delivered"]
+            if n:
+                per.append(cpu / n * 1e6)
+    ok = [v for v in vals if v is not None]
+    med[(s, b)] = statistics.median(ok) if ok else None
+    print(f"| {s} ({unit}) | {b} | {labels[(s, b)]} | {fmt(med[(s, b)])} | "
+          + " / ".join(fmt(v) for v in vals) + f" | {fmt(statistics.median(cpus)) if cpus else '–'} | "
+          + f"{fmt(statistics.median(per)) if per else '–'} | {lost}, {errs} |")
+print()
+def ratio(s, a, b, what):
+    x, y = med.get((s, a)), med.get((s, b))
+    if x is not None and y:
+        print(f"{s}: {a} / {b} = {x / y:.2f}{what}" if x / y >= 0.1 else f"{s}: {a} / {b} = {x / y:.4f}{what}")
+ratio("auth-conn", "midge", "mosquitto", "")
+ratio("auth-conn-argon2", "midge", "mosquitto", " (midge on argon2id, mosquitto on $7$)")
+ratio("acl-fanin", "midge-acl", "midge", " (midge with the ACL against without; target >= 0.90)")
+ratio("acl-fanin", "midge-acl", "mosquitto", " (both with the ACL)")
+EOF
+
+for b in "${BROKERS[@]}" midge-acl; do
   if [ -s "$tmp/$b.log" ] && grep -qiE "error|warn|panic" "$tmp/$b.log"; then
     echo
     echo "$b log (last lines with errors or warnings):"
