@@ -62,6 +62,9 @@ pub struct FileAuth {
     /// Each listener's `allow_anonymous` and `password_file`, by index.
     listeners: Vec<ListenerAuth>,
     rules: Arc<ArcSwap<Rules>>,
+    /// Bumped by every reload: an ACL answer remembered at one generation holds until the
+    /// next ([`FileAuth::acl_generation`]).
+    generation: std::sync::atomic::AtomicU64,
     failures: Arc<Mutex<Failures>>,
     /// SCRAM-SHA-256 over the password files' SCRAM entries.
     scram: Arc<Scram>,
@@ -144,6 +147,7 @@ impl FileAuth {
             auth: config.auth.clone(),
             listeners,
             rules,
+            generation: std::sync::atomic::AtomicU64::new(0),
             failures,
         };
         auth.rules.store(Arc::new(auth.load()?));
@@ -169,7 +173,28 @@ impl FileAuth {
             .map(str::to_owned)
             .collect();
         self.rules.store(Arc::new(rules));
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(())
+    }
+
+    /// The rules' generation: an ACL answer for a client and a topic stays the same as long
+    /// as this does (the answer depends on nothing else), so a connection may remember it.
+    pub(crate) fn acl_generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether `client` may have `access` to `topic` by the ACL file: `None` when there is
+    /// none.
+    pub(crate) fn acl_decision(
+        &self,
+        client: &ClientInfo,
+        topic: &str,
+        access: Access,
+    ) -> Option<bool> {
+        let rules = self.rules.load();
+        let acl = rules.acl.as_ref()?;
+        Some(acl.check(&acl_client(client, &rules), topic, access))
     }
 
     /// Whether any file is configured: something to reload.

@@ -32,6 +32,7 @@ use super::verify::Ticket;
 use crate::hooks::{AuthExchange, AuthRequest, AuthStep, ClientInfo, ConnectRequest};
 use crate::stats::add;
 use crate::store::Retained;
+use midge_auth::acl::Access;
 
 /// Deliveries taken from the inbox per transmit, so input is not starved.
 const INBOX_BATCH: usize = 1024;
@@ -58,13 +59,9 @@ pub struct Connection {
     slot: Option<Arc<Slot>>,
     /// Deliveries, takeover requests and shutdown arrive here.
     inbox: Arc<Inbox>,
-    /// Deliveries just taken from the inbox; kept to reuse its allocation (boxed: the
-    /// connection's task stays within 1 KiB).
-    #[expect(
-        clippy::box_collection,
-        reason = "a boxed Vec is one pointer in the connection's task, an unboxed one three"
-    )]
-    taken: Option<Box<Vec<Delivery>>>,
+    /// Deliveries just taken from the inbox, and the ACL's recent answers; boxed, so that
+    /// the connection's task stays within 1 KiB.
+    scratch: Option<Box<Scratch>>,
     /// Set when another connection asked for our session.
     handover: Option<TakeOver>,
     /// The inbox was signalled (seen by [`Connection::poll_wakeup`]) and not yet acted on.
@@ -179,6 +176,72 @@ struct RetainedBatch {
     messages: VecDeque<Retained>,
 }
 
+/// What a connection keeps between batches.
+#[derive(Default)]
+struct Scratch {
+    /// Deliveries just taken from the inbox; kept to reuse its allocation.
+    taken: Vec<Delivery>,
+    /// Made only when the broker has an ACL file.
+    acl: Option<Box<AclMemo>>,
+}
+
+/// The ACL's last answers for one client: an answer depends only on the client, the topic
+/// and the rules, so it holds until the rules are reloaded. A client that publishes to (or
+/// receives) the same few topics over and over is checked once per topic, not per message.
+#[derive(Default)]
+struct AclMemo {
+    generation: u64,
+    answers: [Option<(midge_codec::ByteStr, Access, bool)>; ACL_MEMO],
+    next: usize,
+}
+
+/// Answers an [`AclMemo`] keeps, replaced in turn.
+const ACL_MEMO: usize = 4;
+
+impl AclMemo {
+    /// Whether the ACL file, if any, lets `client` have `access` to `topic`.
+    fn allows(
+        memo: &mut Option<Box<Self>>,
+        core: &Core,
+        client: &ClientInfo,
+        topic: &midge_codec::ByteStr,
+        access: Access,
+    ) -> bool {
+        // Read before the answer, so that an answer from rules that a reload is replacing is
+        // dropped at the next look.
+        let generation = core.file_auth.acl_generation();
+        if let Some(memo) = memo.as_deref_mut() {
+            if memo.generation != generation {
+                *memo = Self {
+                    generation,
+                    ..Self::default()
+                };
+            }
+            let known = memo
+                .answers
+                .iter()
+                .flatten()
+                .find(|(t, a, _)| *a == access && t == topic);
+            if let Some((_, _, allowed)) = known {
+                return *allowed;
+            }
+        }
+        let Some(allowed) = core.file_auth.acl_decision(client, topic.as_str(), access) else {
+            return true;
+        };
+        let memo = memo.get_or_insert_with(|| {
+            Box::new(Self {
+                generation,
+                ..Self::default()
+            })
+        });
+        let slot = memo.next % ACL_MEMO;
+        memo.answers[slot] = Some((topic.clone(), access, allowed));
+        memo.next = slot + 1;
+        allowed
+    }
+}
+
 /// What one waiting retained message costs, counted against the global budget: its entry.
 const RETAINED_ENTRY: usize = size_of::<Retained>();
 
@@ -208,7 +271,7 @@ impl Connection {
                 verified: false,
             },
             slot: None,
-            taken: None,
+            scratch: None,
             handover: None,
             signalled: false,
             shutting_down: false,
@@ -1003,11 +1066,15 @@ impl Connection {
     ) {
         let core = self.core.clone();
         core.counters.messages_received.fetch_add(1, Relaxed);
-        let Some(info) = self.client() else {
+        // The client's, once its CONNECT is accepted (fields apart: the memo is borrowed too).
+        if self.slot.is_none() {
             return;
-        };
+        }
+        let info = &self.info;
         let qos = message.qos;
-        let routed = match core.authorize_publish(info, &message) {
+        let scratch = self.scratch.get_or_insert_with(Box::default);
+        let acl = AclMemo::allows(&mut scratch.acl, &core, info, &message.topic, Access::Write);
+        let routed = match core.authorize_publish_given_acl(info, &message, acl) {
             Err(code) => {
                 // 3.x cannot refuse a PUBLISH: its acknowledgement goes as usual, and the
                 // message nowhere [MQTT-3.3.5-2].
@@ -1141,17 +1208,24 @@ impl Connection {
     /// Moves deliveries from the inbox into the session's queue, at most [`INBOX_BATCH`] per
     /// wake-up so that input is not starved.
     fn take_deliveries(&mut self) {
-        let mut boxed = self.taken.take().unwrap_or_default();
-        let mut taken = std::mem::take(&mut *boxed);
+        let mut scratch = self.scratch.take().unwrap_or_default();
+        let mut taken = std::mem::take(&mut scratch.taken);
         self.inbox
             .take(INBOX_BATCH, &mut taken, &self.core.inbox_limits);
         for delivery in taken.drain(..) {
             // Read access is checked as a message is delivered: a wildcard subscription
             // brings only what its client may read, and rules that changed since the
             // subscription apply from the next message on.
-            if self
+            let topic = &delivery.message.topic;
+            if AclMemo::allows(
+                &mut scratch.acl,
+                &self.core,
+                &self.info,
+                topic,
+                Access::Read,
+            ) && self
                 .core
-                .hooks
+                .user_hooks
                 .authorize_read(&self.info, &delivery.message)
             {
                 self.admit(delivery);
@@ -1163,8 +1237,8 @@ impl Connection {
         // Kept for the next batch unless a burst made it large: an idle connection should not
         // hold a burst's worth of room.
         if taken.capacity() <= SHRINK_ABOVE {
-            *boxed = taken;
-            self.taken = Some(boxed);
+            scratch.taken = taken;
+            self.scratch = Some(scratch);
         }
     }
 

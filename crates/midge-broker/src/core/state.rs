@@ -270,6 +270,9 @@ pub struct Core {
     pub(crate) hooks: Arc<dyn Hooks>,
     /// The broker's own rules from its configuration, asked in front of `hooks`' user part.
     pub(crate) file_auth: Arc<FileAuth>,
+    /// The library user's hooks alone, for the paths that ask `file_auth` themselves (and
+    /// remember its answers).
+    pub(crate) user_hooks: Arc<dyn Hooks>,
     /// Password checks waiting for a thread.
     pub(crate) verifications: Verifications,
     pub(crate) store: Arc<dyn Store>,
@@ -367,9 +370,16 @@ impl Core {
     ) -> Result<Arc<Self>, ConfigError> {
         config.validate()?;
         let file_auth = Arc::new(FileAuth::new(&config)?);
-        let hooks: Arc<dyn Hooks> = Arc::new((file_auth.clone(), hooks));
+        let user_hooks = hooks;
+        let hooks: Arc<dyn Hooks> = Arc::new((file_auth.clone(), user_hooks.clone()));
         let core = Arc::new(Self::build(
-            config, hooks, file_auth, store, cluster, seed, now,
+            config,
+            [hooks, user_hooks],
+            file_auth,
+            store,
+            cluster,
+            seed,
+            now,
         ));
         core.restore_sessions(now);
         Ok(core)
@@ -377,7 +387,7 @@ impl Core {
 
     fn build(
         config: BrokerConfig,
-        hooks: Arc<dyn Hooks>,
+        [hooks, user_hooks]: [Arc<dyn Hooks>; 2],
         file_auth: Arc<FileAuth>,
         store: Arc<dyn Store>,
         cluster: Arc<dyn Cluster>,
@@ -393,6 +403,7 @@ impl Core {
             config,
             hooks,
             file_auth,
+            user_hooks,
             verifications: Verifications::default(),
             store,
             cluster,
@@ -1067,6 +1078,24 @@ impl Core {
     /// The broker's file-based rules: reload them with [`FileAuth::reload`].
     pub fn file_auth(&self) -> &Arc<FileAuth> {
         &self.file_auth
+    }
+
+    /// Like [`Core::authorize_publish`], with the ACL's answer given (`acl_allows`, from a
+    /// connection that remembers it): the user's hooks are asked, not the ACL again.
+    pub(crate) fn authorize_publish_given_acl(
+        &self,
+        client: &ClientInfo,
+        message: &Message,
+        acl_allows: bool,
+    ) -> Result<(), ReasonCode> {
+        let topic = message.topic.as_str();
+        if topic == "$SYS" || topic.starts_with("$SYS/") {
+            return self.authorize_publish(client, message);
+        }
+        if !acl_allows {
+            return Err(ReasonCode::NOT_AUTHORIZED);
+        }
+        self.user_hooks.authorize_publish(client, message)
     }
 
     /// Publishes a will if the hooks allow it.
