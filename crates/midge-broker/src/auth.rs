@@ -65,6 +65,7 @@ pub struct FileAuth {
     /// Bumped by every reload: an ACL answer remembered at one generation holds until the
     /// next ([`FileAuth::acl_generation`]).
     generation: std::sync::atomic::AtomicU64,
+    reloading: Mutex<()>,
     failures: Arc<Mutex<Failures>>,
     /// SCRAM-SHA-256 over the password files' SCRAM entries.
     scram: Arc<Scram>,
@@ -90,10 +91,6 @@ struct Rules {
     /// Each listener's password file, by listener index.
     passwords: Vec<Option<Arc<Passwords>>>,
     acl: Option<AclFile>,
-    /// Users a reload removed from every password file (and that no later reload brought
-    /// back): their open connections are anonymous to the ACL from then on. Almost always
-    /// empty, which is all a check asks then.
-    removed: std::collections::HashSet<String>,
 }
 
 /// A password file, with what SCRAM answers for users it does not have.
@@ -148,6 +145,7 @@ impl FileAuth {
             listeners,
             rules,
             generation: std::sync::atomic::AtomicU64::new(0),
+            reloading: Mutex::new(()),
             failures,
         };
         auth.rules.store(Arc::new(auth.load()?));
@@ -158,20 +156,9 @@ impl FileAuth {
     /// check on. A file that fails leaves every rule as it was, and the error names the file
     /// and the line.
     pub fn reload(&self) -> Result<(), FileError> {
-        let mut rules = self.load()?;
-        // Users gone from every password file since the start: their open connections stop
-        // being named to the ACL.
-        let old = self.rules.load();
-        let had =
-            |rules: &Rules, user: &str| rules.passwords.iter().flatten().any(|p| p.contains(user));
-        rules.removed = old
-            .removed
-            .iter()
-            .map(String::as_str)
-            .chain(old.passwords.iter().flatten().flat_map(|p| p.usernames()))
-            .filter(|user| !had(&rules, user))
-            .map(str::to_owned)
-            .collect();
+        // One reload at a time, so that the files read last are the rules stored last.
+        let _reloading = lock(&self.reloading);
+        let rules = self.load()?;
         self.rules.store(Arc::new(rules));
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::Release);
@@ -247,11 +234,7 @@ impl FileAuth {
             Some(path) => Some(AclFile::read(path)?),
             None => None,
         };
-        Ok(Rules {
-            passwords,
-            acl,
-            removed: Default::default(),
-        })
+        Ok(Rules { passwords, acl })
     }
 
     fn anonymous(&self, listener: usize, rules: &Rules) -> Anonymous {
@@ -293,18 +276,25 @@ impl FileAuth {
 
 /// The client as the ACL sees it: a user name counts only once it was proven; a claimed one
 /// (on a listener with no password file) gets the anonymous rules, or a guest could claim to
-/// be any user. So does a user a reload removed from the password files.
+/// be any user. A name its listener's password file proved counts while the file has it: a
+/// user a reload removed is anonymous from then on.
 fn acl_client<'a>(client: &'a ClientInfo, rules: &Rules) -> AclClient<'a> {
+    let username = client
+        .username
+        .as_ref()
+        .filter(|_| client.username_verified())
+        .map(|u| u.as_str())
+        .filter(|user| {
+            !client.by_password_file
+                || rules
+                    .passwords
+                    .get(client.listener())
+                    .and_then(Option::as_ref)
+                    .is_some_and(|file| file.contains(user))
+        });
     AclClient {
         client_id: client.client_id.as_str(),
-        username: client
-            .username
-            .as_ref()
-            .filter(|u| {
-                client.username_verified()
-                    && (rules.removed.is_empty() || !rules.removed.contains(u.as_str()))
-            })
-            .map(|u| u.as_str()),
+        username,
     }
 }
 
@@ -569,12 +559,18 @@ impl Failures {
             self.by_address
                 .retain(|_, w| now.saturating_duration_since(w.started) < window);
             if self.by_address.len() >= MAX_TRACKED_ADDRESSES {
-                let oldest = self
+                // The eighth whose windows began first goes at once, so that the next new
+                // addresses find room without another walk of the table.
+                let mut started: Vec<(Instant, IpAddr)> = self
                     .by_address
                     .iter()
-                    .min_by_key(|(_, w)| w.started)
-                    .map(|(ip, _)| *ip);
-                self.by_address.remove(&oldest?);
+                    .map(|(ip, w)| (w.started, *ip))
+                    .collect();
+                let cut = MAX_TRACKED_ADDRESSES / 8;
+                started.select_nth_unstable(cut);
+                for (_, ip) in started.get(..cut).unwrap_or_default() {
+                    self.by_address.remove(ip);
+                }
             }
         }
         let w = self.by_address.entry(peer).or_insert(Window {

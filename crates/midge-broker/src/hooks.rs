@@ -149,6 +149,9 @@ pub struct ClientInfo {
     /// The user name was proven: by a password check, the client's certificate, or an
     /// enhanced authentication.
     pub(crate) verified: bool,
+    /// The proof was the password file of the client's listener (a password, or SCRAM over
+    /// its entries): the name stays proven only while that file has it.
+    pub(crate) by_password_file: bool,
 }
 
 impl ClientInfo {

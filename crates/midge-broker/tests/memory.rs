@@ -534,3 +534,37 @@ async fn websocket_pings_from_a_client_that_never_reads_do_not_pile_up() {
     drop(ws);
     broker.shutdown().await;
 }
+
+/// core/connection.rs `AclMemo`: a connection remembers the ACL's answers with a clone of the
+/// topic. A topic longer than a string held inline shares the PUBLISH it arrived in, payload
+/// included: each remembered answer keeps a whole packet alive after the broker is done with
+/// it — here refused by the ACL, so nothing of it is kept at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rev2_acl_answers_remembered_hold_only_their_own_bytes() {
+    let _serial = SERIAL.lock().await;
+    let dir = std::env::temp_dir().join(format!("midge-rev2-memo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let acl = dir.join("acl");
+    std::fs::write(&acl, "topic readwrite open/#\n").expect("acl");
+    let mut config = config();
+    config.auth.acl_file = Some(acl);
+    let broker = start(config).await;
+    let addr = broker.local_addr();
+    warm_up(addr).await;
+    let before = resident_bytes();
+    let mut clients = Vec::new();
+    for c in 0..ENTRIES / 4 {
+        let mut peer = Peer::connect(addr, V5, "").await;
+        for n in 0..4 {
+            let mut p =
+                peer.publish_packet(&long_name("denied", c * 4 + n), "", QoS::AtLeastOnce, false);
+            p.payload = Bytes::from(vec![b'L'; LARGE]);
+            assert_eq!(peer.publish_full(p).await, ReasonCode::NOT_AUTHORIZED);
+        }
+        clients.push(peer);
+    }
+    assert_bounded("remembered ACL answers", before, 0).await;
+    drop(clients);
+    broker.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -145,6 +145,8 @@ struct Authenticating {
     username: Option<midge_codec::ByteStr>,
     /// The user name was proven (see [`ClientInfo::username_verified`]).
     verified: bool,
+    /// By the password file of the client's listener.
+    by_password_file: bool,
 }
 
 /// A CONNECT that passed authentication and owns its client's slot.
@@ -198,6 +200,9 @@ struct AclMemo {
 /// Answers an [`AclMemo`] keeps, replaced in turn.
 const ACL_MEMO: usize = 4;
 
+/// The longest topic an [`AclMemo`] remembers an answer for, in bytes.
+const ACL_MEMO_TOPIC: usize = 128;
+
 impl AclMemo {
     /// Whether the ACL file, if any, lets `client` have `access` to `topic`.
     fn allows(
@@ -229,6 +234,11 @@ impl AclMemo {
         let Some(allowed) = core.file_auth.acl_decision(client, topic.as_str(), access) else {
             return true;
         };
+        // Remembered with bytes of its own (a received topic shares its whole packet's
+        // buffer), and only when short: a short topic is kept inline, without an allocation.
+        if topic.len() > ACL_MEMO_TOPIC {
+            return allowed;
+        }
         let memo = memo.get_or_insert_with(|| {
             Box::new(Self {
                 generation,
@@ -236,7 +246,7 @@ impl AclMemo {
             })
         });
         let slot = memo.next % ACL_MEMO;
-        memo.answers[slot] = Some((topic.clone(), access, allowed));
+        memo.answers[slot] = Some((topic.unshared(), access, allowed));
         memo.next = slot + 1;
         allowed
     }
@@ -269,6 +279,7 @@ impl Connection {
                 // `::ffff:127.0.0.1` from a dual-stack listener is loopback too.
                 local: peer.ip().to_canonical().is_loopback(),
                 verified: false,
+                by_password_file: false,
             },
             slot: None,
             scratch: None,
@@ -647,6 +658,7 @@ impl Connection {
             client_id,
             username,
             verified: self.username_from_certificate,
+            by_password_file: false,
         };
         self.check_credentials(now, pending, password);
     }
@@ -665,6 +677,7 @@ impl Connection {
             client_id,
             username,
             verified,
+            by_password_file,
         } = pending;
         let request = ConnectRequest {
             client_id: client_id.as_str(),
@@ -684,15 +697,16 @@ impl Connection {
         let check = core.hooks.verify(&request);
         // Once accepted, a user name is proven where a password file checked it, or hooks
         // that check passwords say they did.
-        let verified = verified
-            || core.file_auth.checks_passwords(request.listener)
-            || core.hooks.proves_usernames();
+        let checked_by_file = !verified && core.file_auth.checks_passwords(request.listener);
+        let by_password_file = by_password_file || checked_by_file;
+        let verified = verified || checked_by_file || core.hooks.proves_usernames();
         drop(password);
         let connect = Authenticating {
             connect,
             client_id,
             username,
             verified,
+            by_password_file,
         };
         match check {
             None => self.authenticated(now, connect),
@@ -740,6 +754,7 @@ impl Connection {
             client_id,
             username: None,
             verified: false,
+            by_password_file: false,
         };
         self.enhanced_step(now, pending, step);
     }
@@ -764,6 +779,14 @@ impl Connection {
                 self.conn.set_auth_success_data(data);
                 pending.username = Some(midge_codec::ByteStr::from(username));
                 pending.verified = true;
+                // SCRAM is the password file's, where the broker offers it.
+                pending.by_password_file = pending
+                    .connect
+                    .properties
+                    .authentication_method
+                    .as_ref()
+                    .is_some_and(|m| m.as_str() == midge_auth::scram::METHOD)
+                    && self.core.file_auth.checks_passwords(self.info.listener());
                 self.check_credentials(now, pending, None);
             }
             AuthStep::Failure(code) => self.refuse_credentials(&pending.client_id, code),
@@ -861,6 +884,7 @@ impl Connection {
             client_id,
             username,
             verified,
+            by_password_file,
         } = authenticating;
         let info = ClientInfo {
             client_id: client_id.clone(),
@@ -870,6 +894,7 @@ impl Connection {
             listener: self.info.listener,
             local: self.info.local,
             verified,
+            by_password_file,
         };
         // A will is a publish: one the client may not make is refused now, not dropped
         // unseen when the client leaves.
@@ -1235,11 +1260,11 @@ impl Connection {
             }
         }
         // Kept for the next batch unless a burst made it large: an idle connection should not
-        // hold a burst's worth of room.
+        // hold a burst's worth of room. The ACL's answers stay either way.
         if taken.capacity() <= SHRINK_ABOVE {
             scratch.taken = taken;
-            self.scratch = Some(scratch);
         }
+        self.scratch = Some(scratch);
     }
 
     /// Whether the next retained message of new subscriptions can go into the session's queue
@@ -1580,6 +1605,10 @@ fn add_bytes(core: &Core, size: usize) {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        // A check still waiting for a thread is not run for a connection that is gone.
+        if let Some(Waiting::Verify { ticket, .. }) = self.waiting.as_deref() {
+            ticket.abandon();
+        }
         self.core.deregister_connection(self.number);
         self.core.counters.connections.fetch_sub(1, Relaxed);
     }
