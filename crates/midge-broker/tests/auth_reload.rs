@@ -1,4 +1,4 @@
-//! Review 2: users removed from a password file on reload vs. user names proven otherwise.
+//! Users removed from a password file by a reload, against user names proven otherwise.
 
 mod common;
 
