@@ -1097,8 +1097,25 @@ impl Connection {
         }
         let info = &self.info;
         let qos = message.qos;
-        let scratch = self.scratch.get_or_insert_with(Box::default);
-        let acl = AclMemo::allows(&mut scratch.acl, &core, info, &message.topic, Access::Write);
+        // A connection that only publishes gets its scratch box only once the ACL gives it
+        // an answer to remember: without an ACL file it never needs one.
+        let acl = match self.scratch.as_deref_mut() {
+            Some(scratch) => {
+                AclMemo::allows(&mut scratch.acl, &core, info, &message.topic, Access::Write)
+            }
+            None => {
+                let mut memo = None;
+                let allowed =
+                    AclMemo::allows(&mut memo, &core, info, &message.topic, Access::Write);
+                if memo.is_some() {
+                    self.scratch = Some(Box::new(Scratch {
+                        taken: Vec::new(),
+                        acl: memo,
+                    }));
+                }
+                allowed
+            }
+        };
         let routed = match core.authorize_publish_given_acl(info, &message, acl) {
             Err(code) => {
                 // 3.x cannot refuse a PUBLISH: its acknowledgement goes as usual, and the
