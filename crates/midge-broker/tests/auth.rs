@@ -4,53 +4,17 @@
 
 mod common;
 
+use common::auth::{config, connect, password_file, start};
+
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Peer, Recv, TempDir, V311, V5};
-use midge_auth::passwd::{PasswordFile, Scheme};
+use midge_auth::passwd::Scheme;
 use midge_auth::scram::{ScramClient, METHOD};
-use midge_broker::{Broker, BrokerConfig, BrokerHandle};
-use midge_codec::{Auth, AuthProperties, Connect, Packet, ProtocolVersion, QoS, ReasonCode};
-
-/// Writes a password file with `users` (name, password) in `scheme`.
-fn password_file(path: &Path, users: &[(&str, &str)], scheme: Scheme) {
-    let mut file = PasswordFile::new();
-    for (user, password) in users {
-        file.set_password(user, password.as_bytes(), scheme)
-            .expect("set password");
-    }
-    file.write(path).expect("write password file");
-}
-
-fn config(text: &str) -> BrokerConfig {
-    let mut config: BrokerConfig = toml::from_str(&format!("{text}\n[sys]\ninterval_secs = 0\n"))
-        .unwrap_or_else(|e| panic!("{text}: {e}"));
-    config.limits.close_timeout_ms = 500;
-    config
-}
-
-async fn start(config: BrokerConfig) -> BrokerHandle {
-    Broker::builder()
-        .config(config)
-        .start()
-        .await
-        .expect("broker starts")
-}
-
-fn connect(
-    version: ProtocolVersion,
-    id: &str,
-    user: Option<&str>,
-    password: Option<&str>,
-) -> Connect {
-    let mut c = Connect::new(version, id.to_owned());
-    c.username = user.map(|u| u.to_owned().into());
-    c.password = password.map(|p| Bytes::copy_from_slice(p.as_bytes()));
-    c
-}
+use midge_broker::{Broker, BrokerHandle};
+use midge_codec::{Auth, AuthProperties, Connect, Packet, QoS, ReasonCode};
 
 /// The CONNACK a client at `peer` gets, served over an in-memory stream (so that the peer
 /// address can be any).

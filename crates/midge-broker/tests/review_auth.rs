@@ -4,75 +4,18 @@
 
 mod common;
 
+use common::auth::{config, connect, password_file, start};
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use common::{Peer, Recv, V5};
+use common::{Peer, Recv, TempDir, V5};
 use midge_auth::passwd::{PasswordFile, Scheme};
 use midge_auth::scram::{ScramClient, METHOD};
-use midge_broker::{Broker, BrokerConfig, BrokerHandle, ConnectRequest, Hooks, Verification};
-use midge_codec::{Connect, Packet, ProtocolVersion, QoS, ReasonCode};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("midge-review-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn password_file(path: &Path, users: &[(&str, &str)], scheme: Scheme) {
-    let mut file = PasswordFile::new();
-    for (user, password) in users {
-        file.set_password(user, password.as_bytes(), scheme)
-            .expect("set password");
-    }
-    file.write(path).expect("write password file");
-}
-
-fn config(text: &str) -> BrokerConfig {
-    let mut config: BrokerConfig = toml::from_str(&format!("{text}\n[sys]\ninterval_secs = 0\n"))
-        .unwrap_or_else(|e| panic!("{text}: {e}"));
-    config.limits.close_timeout_ms = 500;
-    config
-}
-
-async fn start(config: BrokerConfig) -> BrokerHandle {
-    Broker::builder()
-        .config(config)
-        .start()
-        .await
-        .expect("broker starts")
-}
-
-fn connect(
-    version: ProtocolVersion,
-    id: &str,
-    user: Option<&str>,
-    password: Option<&str>,
-) -> Connect {
-    let mut c = Connect::new(version, id.to_owned());
-    c.username = user.map(|u| u.to_owned().into());
-    c.password = password.map(|p| Bytes::copy_from_slice(p.as_bytes()));
-    c
-}
+use midge_broker::{Broker, BrokerHandle, ConnectRequest, Hooks, Verification};
+use midge_codec::{Connect, Packet, QoS, ReasonCode};
 
 /// docs/broker-config.md `[auth] allow_anonymous`: "A client without a user name is
 /// anonymous; so is one with a user name where no password file checks it." The ACL gives

@@ -2,6 +2,8 @@
 //! build with the raw MQTT peer of `midge_testkit::raw` (re-exported here).
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod auth;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
