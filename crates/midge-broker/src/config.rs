@@ -39,6 +39,9 @@ pub struct BrokerConfig {
     pub sys: SysConfig,
     /// `[auth]`: who may connect, and what each client may publish and read.
     pub auth: AuthConfig,
+    /// `[persistence]`: keeping sessions, queued messages and retained messages on disk.
+    /// Off (everything in memory) unless `path` is set.
+    pub persistence: PersistenceConfig,
 }
 
 impl Default for BrokerConfig {
@@ -51,6 +54,7 @@ impl Default for BrokerConfig {
             shared_subscriptions: SharedConfig::default(),
             sys: SysConfig::default(),
             auth: AuthConfig::default(),
+            persistence: PersistenceConfig::default(),
         }
     }
 }
@@ -543,6 +547,40 @@ pub enum SharedStrategy {
 pub struct SharedConfig {
     /// `round_robin` (default), `random` or `sticky`.
     pub strategy: SharedStrategy,
+}
+
+/// `[persistence]`: sessions, queued and in-flight messages and retained messages kept on
+/// disk, so that a restart (or a crash) loses nothing that was acknowledged.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PersistenceConfig {
+    /// The store's file. Setting it turns persistence on; unset, the broker keeps everything
+    /// in memory.
+    pub path: Option<PathBuf>,
+    /// When a QoS 1 or 2 message is acknowledged: `always` (the default) once it is on disk
+    /// for every persistent session that must receive it; `interval` at once, with the disk
+    /// brought up to date every `sync_interval_ms`.
+    pub sync: SyncMode,
+    /// With `sync = "interval"`: milliseconds between syncs (default 1000). What was
+    /// acknowledged in the last interval before a crash is lost.
+    pub sync_interval_ms: Option<u64>,
+    /// Largest the store's file may grow, in bytes (unset: no limit). When it is reached, new
+    /// QoS 1 and 2 messages are refused (0x97 Quota exceeded under 5.0; the connection is
+    /// closed under 3.x) rather than acknowledged and lost.
+    pub max_disk_bytes: Option<u64>,
+}
+
+/// When a persistent broker acknowledges a QoS 1 or 2 message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum SyncMode {
+    /// Once it is durably stored (group commit: concurrent publishers share each sync).
+    #[default]
+    Always,
+    /// At once; the store is synced every `sync_interval_ms`.
+    Interval,
 }
 
 /// `[sys]`.

@@ -21,7 +21,8 @@ pub use auth::FileAuth;
 #[cfg(feature = "runtime")]
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, FileReloader, StartError};
 pub use config::{
-    AuthConfig, BindAddr, BrokerConfig, ListenerConfig, ListenerProtocol, SharedStrategy,
+    AuthConfig, BindAddr, BrokerConfig, ListenerConfig, ListenerProtocol, PersistenceConfig,
+    SharedStrategy, SyncMode,
     SniConfig, TlsConfig,
 };
 #[cfg(feature = "runtime")]
@@ -33,7 +34,10 @@ pub use hooks::{
 #[cfg(feature = "runtime")]
 pub use listener::ListenError;
 pub use stats::BrokerStats;
-pub use store::{Cluster, MemoryStore, Retained, Standalone, Store};
+pub use store::{
+    Change, Cluster, Journal, JournalError, MemoryJournal, MemoryStore, RestoredMessage,
+    RestoredSession, Retained, SessionRecord, Standalone, Store,
+};
 
 /// The crates the broker is built on, re-exported for hooks and embedders.
 pub use midge_codec as codec;

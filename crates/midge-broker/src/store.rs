@@ -2,12 +2,13 @@
 //! sessions; [`Cluster`] forwards routed messages to other nodes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
 
-use bytes::Bytes;
-use midge_codec::ByteStr;
-use midge_proto::session::Session;
+use midge_codec::{ByteStr, PacketId, ProtocolVersion, Will};
+use midge_proto::session::{Delivery, SessionChange, SessionSubscription};
 use midge_topic::{RetainedIndex, TopicFilter, TopicName};
 
 /// A retained message, with the time the broker received it (its Message Expiry Interval
@@ -29,6 +30,190 @@ impl Retained {
             received_at,
         }
     }
+}
+
+/// A session's record in a [`Journal`]: who the client is, how long the session lasts, and
+/// its will.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct SessionRecord {
+    /// The client identifier.
+    pub client_id: ByteStr,
+    /// The user name the client connected with, for the hooks that see its will.
+    pub username: Option<ByteStr>,
+    /// The protocol version the client connected with.
+    pub version: ProtocolVersion,
+    /// Session Expiry Interval in seconds; `u32::MAX`: never. 0: the session ends with its
+    /// connection, and is recorded only for its will.
+    pub expiry_interval: u32,
+    /// Whether a connection held the session when this was recorded. A session recorded as
+    /// connected by a broker that stopped without closing it was lost ungracefully: its will
+    /// is published after the restart [MQTT-3.1.2-8].
+    pub connected: bool,
+    /// When the client went offline (for an offline session): its expiry and its will's
+    /// delay count from then, across restarts.
+    pub offline_since: SystemTime,
+    /// The will and its Will Delay Interval in seconds: of the connection (published if the
+    /// broker dies with it), or waiting for its delay (offline).
+    pub will: Option<(Will, u32)>,
+}
+
+impl SessionRecord {
+    /// A record of a connected client with no will.
+    pub fn new(client_id: ByteStr, version: ProtocolVersion, expiry_interval: u32) -> Self {
+        Self {
+            client_id,
+            username: None,
+            version,
+            expiry_interval,
+            connected: true,
+            offline_since: SystemTime::UNIX_EPOCH,
+            will: None,
+        }
+    }
+}
+
+/// A change to what a [`Journal`] keeps. Messages for a session are named by their
+/// [`Delivery::tag`], from [`Journal::next_tag`].
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum Change<'a> {
+    /// A session began or resumed, went offline, or changed its will or expiry: the record
+    /// replaces the one kept. A new session (Clean Start) comes after
+    /// [`Change::RemoveSession`] of the old one.
+    Session(&'a SessionRecord),
+    /// The session subscribed to `filter`, or changed that subscription's options.
+    Subscribe {
+        /// The client.
+        client_id: &'a ByteStr,
+        /// The topic filter, as the client sent it (with `$share/…` for a shared one).
+        filter: &'a ByteStr,
+        /// The subscription.
+        subscription: SessionSubscription,
+    },
+    /// The session unsubscribed from `filter`.
+    Unsubscribe {
+        /// The client.
+        client_id: &'a ByteStr,
+        /// The topic filter.
+        filter: &'a ByteStr,
+    },
+    /// A QoS 1 or 2 message was queued for the session, named by `delivery.tag`.
+    Enqueue {
+        /// The client.
+        client_id: &'a ByteStr,
+        /// The delivery.
+        delivery: &'a Delivery,
+    },
+    /// A change to a queued message's flow, or to the session's incoming QoS 2 identifiers.
+    Delivery {
+        /// The client.
+        client_id: &'a ByteStr,
+        /// What changed.
+        change: SessionChange,
+    },
+    /// The session ended: everything kept for it goes.
+    RemoveSession {
+        /// The client.
+        client_id: &'a ByteStr,
+    },
+    /// The retained message of `topic` was set, or deleted (`None`).
+    Retained {
+        /// The topic.
+        topic: &'a ByteStr,
+        /// The new message.
+        retained: Option<&'a Retained>,
+    },
+}
+
+/// A message of a restored session, in the order it was queued.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum RestoredMessage {
+    /// Queued, not sent yet (or a QoS 1 message sent and not acknowledged: it is sent again).
+    Queued(Delivery),
+    /// A QoS 2 message sent as this packet identifier and not acknowledged.
+    Sent(PacketId, Delivery),
+    /// A QoS 2 message whose PUBREC came: its PUBREL is sent again.
+    Released(PacketId, u64),
+}
+
+/// A session as a [`Journal`] kept it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RestoredSession {
+    /// The record.
+    pub record: SessionRecord,
+    /// Its subscriptions.
+    pub subscriptions: Vec<(ByteStr, SessionSubscription)>,
+    /// Its messages, oldest first.
+    pub messages: Vec<RestoredMessage>,
+    /// QoS 2 identifiers received from the client and not yet released.
+    pub incoming_qos2: Vec<PacketId>,
+}
+
+impl RestoredSession {
+    /// An empty session of `record`.
+    pub fn new(record: SessionRecord) -> Self {
+        Self {
+            record,
+            subscriptions: Vec::new(),
+            messages: Vec::new(),
+            incoming_qos2: Vec::new(),
+        }
+    }
+}
+
+/// Why a journal could not keep what it was given.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// Writing or syncing failed: nothing written since the last durable point may be
+    /// relied on, and the journal takes no more.
+    #[error("the store failed: {0}")]
+    Failed(Arc<str>),
+}
+
+/// The durable side of a [`Store`]: every change to a persistent session, written as it
+/// happens, so that a broker that dies (even by `kill -9`) restarts with what it acknowledged.
+///
+/// The broker writes changes with [`Journal::write`], in the order they happen, and reads
+/// [`Journal::submitted`] afterwards: nothing that depends on those changes (a PUBACK, a
+/// PUBREC, a SUBACK, a QoS 2 PUBLISH, a PUBREL) is sent before [`Journal::poll_durable`] says
+/// that ticket is durable. Changes made inside one [`Journal::atomically`] call become durable
+/// together or not at all.
+///
+/// An implementation buffers changes and makes them durable from a thread of its own, many
+/// at a time (group commit): a ticket waits for the next commit, not for a commit of its own.
+pub trait Journal: Send + Sync + 'static {
+    /// A new delivery tag: unique in this journal, and never 0.
+    fn next_tag(&self) -> u64;
+
+    /// Records a change. Must not block for long: buffer it.
+    fn write(&self, change: Change<'_>);
+
+    /// Runs `f`, whose changes become durable together: no commit falls between them. `f`
+    /// must not call `atomically` again.
+    fn atomically(&self, f: &mut dyn FnMut());
+
+    /// A ticket for everything written so far.
+    fn submitted(&self) -> u64;
+
+    /// Ready once `ticket` is durable (or failed); registers `cx` to be woken otherwise.
+    fn poll_durable(&self, ticket: u64, cx: &mut Context<'_>) -> Poll<Result<(), JournalError>>;
+
+    /// Whether `ticket` is durable already.
+    fn is_durable(&self, ticket: u64) -> bool;
+
+    /// Whether new messages still fit (`max_disk_bytes`): when false the broker refuses QoS 1
+    /// and 2 messages instead of acknowledging what it cannot keep.
+    fn has_room(&self) -> bool {
+        true
+    }
+
+    /// The sessions kept by an earlier run, with message times moved onto `now`'s clock:
+    /// a message's expiry and an offline session's expiry go on counting across the restart.
+    fn restore(&self, now: Instant) -> Vec<RestoredSession>;
 }
 
 /// Where retained messages and persistent sessions live.
@@ -74,20 +259,10 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
-    /// Stores the encoded session of an offline client.
-    fn save_session(&self, client_id: &ByteStr, encoded: Bytes) {
-        let _ = (client_id, encoded);
-    }
-
-    /// Forgets the session of `client_id`.
-    fn remove_session(&self, client_id: &ByteStr) {
-        let _ = client_id;
-    }
-
-    /// The sessions stored by an earlier run, decoded at `now`.
-    fn load_sessions(&self, now: Instant) -> Vec<Session> {
-        let _ = now;
-        Vec::new()
+    /// The journal that keeps persistent sessions across restarts; `None` (the default)
+    /// keeps them only in the broker's memory.
+    fn journal(&self) -> Option<&dyn Journal> {
+        None
     }
 }
 
@@ -108,37 +283,30 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         (**self).remove_expired_retained(topic, expired)
     }
 
-    fn save_session(&self, client_id: &ByteStr, encoded: Bytes) {
-        (**self).save_session(client_id, encoded);
-    }
-
-    fn remove_session(&self, client_id: &ByteStr) {
-        (**self).remove_session(client_id);
-    }
-
-    fn load_sessions(&self, now: Instant) -> Vec<Session> {
-        (**self).load_sessions(now)
+    fn journal(&self) -> Option<&dyn Journal> {
+        (**self).journal()
     }
 }
 
 /// The default store: retained messages in a [`RetainedIndex`] behind an `RwLock`.
 ///
 /// [`MemoryStore::new`] keeps sessions only in the broker's memory: nothing survives a
-/// restart. [`MemoryStore::keeping_sessions`] also keeps the encoded offline sessions, so that
-/// a broker started later on the same store (shared as an `Arc`) restores them; that costs a
-/// second copy of each offline session's queue, outside the broker's memory budget.
+/// restart. [`MemoryStore::keeping_sessions`] also journals persistent sessions in memory, so
+/// that a broker started later on the same store (shared as an `Arc`) restores them; that
+/// costs a second copy of each queued delivery (not of its message), outside the broker's
+/// memory budget. Its changes are durable as soon as they are written.
 #[derive(Default)]
 pub struct MemoryStore {
     retained: RwLock<RetainedIndex<Retained>>,
-    /// Encoded sessions by client identifier; `None` when sessions are not kept.
-    sessions: Option<Mutex<HashMap<ByteStr, Bytes>>>,
+    /// The sessions' journal; `None` when sessions are not kept.
+    journal: Option<MemoryJournal>,
 }
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
             .field("retained", &self.retained_count())
-            .field("sessions", &self.sessions.as_ref().map(|s| lock(s).len()))
+            .field("sessions", &self.session_count())
             .finish()
     }
 }
@@ -149,18 +317,20 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// An empty store that keeps the sessions the broker saves, for a broker started later on
-    /// the same store.
+    /// An empty store that keeps the broker's persistent sessions, for a broker started later
+    /// on the same store.
     pub fn keeping_sessions() -> Self {
         Self {
             retained: RwLock::default(),
-            sessions: Some(Mutex::default()),
+            journal: Some(MemoryJournal::default()),
         }
     }
 
     /// Number of sessions kept (always 0 for a store from [`MemoryStore::new`]).
     pub fn session_count(&self) -> usize {
-        self.sessions.as_ref().map_or(0, |s| lock(s).len())
+        self.journal
+            .as_ref()
+            .map_or(0, |j| lock(&j.sessions).values().filter(|s| s.record.expiry_interval > 0).count())
     }
 }
 
@@ -204,30 +374,142 @@ impl Store for MemoryStore {
         current && index.remove(topic).is_some()
     }
 
-    fn save_session(&self, client_id: &ByteStr, encoded: Bytes) {
-        if let Some(sessions) = &self.sessions {
-            lock(sessions).insert(client_id.clone(), encoded);
-        }
+    fn journal(&self) -> Option<&dyn Journal> {
+        self.journal.as_ref().map(|j| j as &dyn Journal)
     }
+}
 
-    fn remove_session(&self, client_id: &ByteStr) {
-        if let Some(sessions) = &self.sessions {
-            lock(sessions).remove(client_id);
-        }
-    }
+/// A journal in memory: applies each change at once to a model of the kept sessions. Its
+/// retained messages are the store's own index, so it ignores [`Change::Retained`].
+#[derive(Debug, Default)]
+pub struct MemoryJournal {
+    sessions: Mutex<HashMap<ByteStr, KeptSession>>,
+    tags: AtomicU64,
+    written: AtomicU64,
+}
 
-    fn load_sessions(&self, now: Instant) -> Vec<Session> {
-        let Some(sessions) = &self.sessions else {
-            return Vec::new();
-        };
-        lock(sessions)
-            .iter()
-            .filter_map(|(client_id, encoded)| {
-                let session = Session::decode(now, encoded.clone());
-                if session.is_none() {
-                    tracing::warn!(%client_id, "stored session does not decode; skipped");
+#[derive(Debug)]
+struct KeptSession {
+    record: SessionRecord,
+    subscriptions: std::collections::BTreeMap<ByteStr, SessionSubscription>,
+    messages: std::collections::BTreeMap<u64, RestoredMessage>,
+    incoming_qos2: std::collections::BTreeSet<PacketId>,
+}
+
+impl MemoryJournal {
+    fn apply(&self, change: Change<'_>) {
+        use std::collections::hash_map::Entry;
+        let mut sessions = lock(&self.sessions);
+        match change {
+            Change::Session(record) => match sessions.entry(record.client_id.clone()) {
+                Entry::Occupied(mut kept) => kept.get_mut().record = record.clone(),
+                Entry::Vacant(vacant) => {
+                    vacant.insert(KeptSession {
+                        record: record.clone(),
+                        subscriptions: Default::default(),
+                        messages: Default::default(),
+                        incoming_qos2: Default::default(),
+                    });
                 }
-                session
+            },
+            Change::RemoveSession { client_id } => {
+                sessions.remove(client_id);
+            }
+            Change::Subscribe {
+                client_id,
+                filter,
+                subscription,
+            } => {
+                if let Some(kept) = sessions.get_mut(client_id) {
+                    kept.subscriptions.insert(filter.clone(), subscription);
+                }
+            }
+            Change::Unsubscribe { client_id, filter } => {
+                if let Some(kept) = sessions.get_mut(client_id) {
+                    kept.subscriptions.remove(filter);
+                }
+            }
+            Change::Enqueue {
+                client_id,
+                delivery,
+            } => {
+                if let Some(kept) = sessions.get_mut(client_id) {
+                    kept.messages
+                        .insert(delivery.tag, RestoredMessage::Queued(delivery.clone()));
+                }
+            }
+            Change::Delivery { client_id, change } => {
+                let Some(kept) = sessions.get_mut(client_id) else {
+                    return;
+                };
+                match change {
+                    SessionChange::Sent { tag, packet_id } => {
+                        if let Some(m) = kept.messages.get_mut(&tag) {
+                            if let RestoredMessage::Queued(d) = m {
+                                *m = RestoredMessage::Sent(packet_id, d.clone());
+                            }
+                        }
+                    }
+                    SessionChange::Released { tag, packet_id } => {
+                        if let Some(m) = kept.messages.get_mut(&tag) {
+                            *m = RestoredMessage::Released(packet_id, tag);
+                        }
+                    }
+                    SessionChange::Finished { tag } => {
+                        kept.messages.remove(&tag);
+                    }
+                    SessionChange::IncomingQos2 { packet_id } => {
+                        kept.incoming_qos2.insert(packet_id);
+                    }
+                    SessionChange::IncomingReleased { packet_id } => {
+                        kept.incoming_qos2.remove(&packet_id);
+                    }
+                    _ => {}
+                }
+            }
+            Change::Retained { .. } => {}
+        }
+    }
+}
+
+impl Journal for MemoryJournal {
+    fn next_tag(&self) -> u64 {
+        self.tags.fetch_add(1, Relaxed) + 1
+    }
+
+    fn write(&self, change: Change<'_>) {
+        self.apply(change);
+        self.written.fetch_add(1, Relaxed);
+    }
+
+    fn atomically(&self, f: &mut dyn FnMut()) {
+        f();
+    }
+
+    fn submitted(&self) -> u64 {
+        self.written.load(Relaxed)
+    }
+
+    fn poll_durable(&self, _ticket: u64, _cx: &mut Context<'_>) -> Poll<Result<(), JournalError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn is_durable(&self, _ticket: u64) -> bool {
+        true
+    }
+
+    fn restore(&self, _now: Instant) -> Vec<RestoredSession> {
+        lock(&self.sessions)
+            .values()
+            .map(|kept| RestoredSession {
+                record: kept.record.clone(),
+                subscriptions: kept
+                    .subscriptions
+                    .iter()
+                    .map(|(f, s)| (f.clone(), *s))
+                    .collect(),
+                messages: kept.messages.values().cloned().collect(),
+                incoming_qos2: kept.incoming_qos2.iter().copied().collect(),
             })
             .collect()
     }

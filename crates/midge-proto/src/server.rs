@@ -49,7 +49,7 @@ use crate::inflight::{qos2_answer, Inflight};
 use crate::keepalive::ServerKeepAlive;
 use crate::message::Message;
 use crate::packets::PacketQueue;
-use crate::session::{Delivery, OutState, QueueLimits, Session, SessionSubscription};
+use crate::session::{Delivery, OutState, QueueLimits, Session, SessionChange, SessionSubscription};
 use crate::TRANSMIT_BATCH;
 
 /// The server's limits and capabilities, announced to 5.0 clients in CONNACK and enforced on
@@ -538,6 +538,22 @@ impl ServerConnection {
         self.session.as_ref()
     }
 
+    /// Makes the session report its changes, for a persistence layer
+    /// ([`Session::set_journaled`]). Call after [`ServerConnection::accept`].
+    pub fn set_session_journaled(&mut self, journaled: bool) {
+        if let Some(session) = self.session.as_mut() {
+            session.set_journaled(journaled);
+        }
+    }
+
+    /// Moves the changes the session made since the last call into `out`, oldest first
+    /// ([`Session::take_changes`]).
+    pub fn take_session_changes(&mut self, out: &mut Vec<SessionChange>) {
+        if let Some(session) = self.session.as_mut() {
+            session.take_changes(out);
+        }
+    }
+
     /// Takes the session back once the connection has closed, to keep it while the client is
     /// offline (if its expiry interval is not 0) or to hand it to a taking-over connection.
     pub fn take_session(&mut self) -> Option<Session> {
@@ -905,7 +921,7 @@ impl ServerConnection {
                 OutState::Published(d) => {
                     Packet::Publish(publish_for(self.version, d, now, Some(id), true))
                 }
-                OutState::Released => Packet::PubRel(PubAck::new(id)),
+                OutState::Released(_) => Packet::PubRel(PubAck::new(id)),
             };
             if !self.fits(&packet) {
                 too_large.push(id);
@@ -1269,23 +1285,37 @@ impl ServerConnection {
             Packet::PubAck(ack) => {
                 if let Some(OutState::Published(d)) = self.outgoing().get(ack.packet_id) {
                     if d.qos == QoS::AtLeastOnce {
-                        self.outgoing().remove(ack.packet_id);
+                        if let Some(OutState::Published(d)) = self.outgoing().remove(ack.packet_id) {
+                            self.session_mut().finished(&d);
+                        }
                         self.no_resend(ack.packet_id);
                     }
                 }
             }
             Packet::PubRec(ack) => match self.outgoing().get_mut(ack.packet_id) {
                 Some(state @ OutState::Published(_)) => {
+                    let tag = match state {
+                        OutState::Published(d) => d.tag,
+                        OutState::Released(tag) => *tag,
+                    };
                     if ack.reason_code.is_success() {
-                        *state = OutState::Released;
+                        *state = OutState::Released(tag);
                         self.transmit
                             .push_back(Packet::PubRel(PubAck::new(ack.packet_id)));
+                        if tag != 0 {
+                            let packet_id = ack.packet_id;
+                            self.session_mut()
+                                .record(SessionChange::Released { tag, packet_id });
+                        }
                     } else {
                         self.outgoing().remove(ack.packet_id);
+                        if tag != 0 {
+                            self.session_mut().record(SessionChange::Finished { tag });
+                        }
                     }
                     self.no_resend(ack.packet_id);
                 }
-                Some(OutState::Released) => {
+                Some(OutState::Released(_)) => {
                     self.transmit
                         .push_back(Packet::PubRel(PubAck::new(ack.packet_id)));
                     self.no_resend(ack.packet_id);
@@ -1296,14 +1326,23 @@ impl ServerConnection {
                 }
             },
             Packet::PubComp(ack) => {
-                if let Some(OutState::Released) = self.outgoing().get(ack.packet_id) {
+                if let Some(OutState::Released(tag)) = self.outgoing().get(ack.packet_id) {
+                    let tag = *tag;
                     self.outgoing().remove(ack.packet_id);
                     self.no_resend(ack.packet_id);
+                    if tag != 0 {
+                        self.session_mut().record(SessionChange::Finished { tag });
+                    }
                 }
             }
             Packet::PubRel(rel) => {
                 self.take_carried_qos2(rel.packet_id);
                 let known = self.session_mut().incoming_qos2.remove(&rel.packet_id);
+                if known {
+                    let packet_id = rel.packet_id;
+                    self.session_mut()
+                        .record(SessionChange::IncomingReleased { packet_id });
+                }
                 let comp = qos2_answer(rel.packet_id, known, v5);
                 self.transmit.push_back(Packet::PubComp(comp));
             }
@@ -1462,8 +1501,9 @@ impl ServerConnection {
                 // new one.
                 let from_before = self.take_carried_qos2(id);
                 let stale = from_before && !publish.dup && self.version != ProtocolVersion::V3_1;
-                if stale {
-                    self.session_mut().incoming_qos2.remove(&id);
+                if stale && self.session_mut().incoming_qos2.remove(&id) {
+                    self.session_mut()
+                        .record(SessionChange::IncomingReleased { packet_id: id });
                 }
                 if self.session_mut().incoming_qos2.contains(&id) {
                     // A retransmission of a message already routed: route nothing, and
@@ -1479,6 +1519,8 @@ impl ServerConnection {
                     return self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
                 }
                 self.session_mut().incoming_qos2.insert(id);
+                self.session_mut()
+                    .record(SessionChange::IncomingQos2 { packet_id: id });
                 self.remember_publish(id, QoS::ExactlyOnce);
             }
             _ => {}
@@ -1529,7 +1571,9 @@ impl ServerConnection {
                 // sent: the client then resends the PUBLISH on resume, and it must be routed
                 // again rather than get a PUBREC of success for a message that was dropped.
                 if let Some(session) = self.session.as_mut() {
-                    session.incoming_qos2.remove(&packet_id);
+                    if session.incoming_qos2.remove(&packet_id) {
+                        session.record(SessionChange::IncomingReleased { packet_id });
+                    }
                 }
             }
             _ => {}
@@ -1869,7 +1913,7 @@ impl ServerConnection {
                     let publish = d.publish_ref(version, now, Some(id), true, &no_properties);
                     let _ = publish.encode(version, buf);
                 }
-                Some(OutState::Released) => {
+                Some(OutState::Released(_)) => {
                     let _ = Packet::PubRel(PubAck::new(id)).encode(version, buf);
                 }
                 None => continue,
@@ -1902,6 +1946,7 @@ impl ServerConnection {
             };
             if delivery.is_expired(now) {
                 session.stats.dropped_expired += 1;
+                session.finished(&delivery);
                 continue;
             }
             // The plain QoS 0 form (no alias, no subscription identifiers, no expiry to count
@@ -1938,6 +1983,7 @@ impl ServerConnection {
             // still fits, since setting an alias adds three bytes [MQTT-3.1.2-24].
             if !fits(&publish) {
                 session.stats.dropped_too_large += 1;
+                session.finished(&delivery);
                 continue;
             }
             let no_topic = ByteStr::new();
@@ -1964,6 +2010,10 @@ impl ServerConnection {
             }
             let _ = publish.encode(version, buf);
             if let Some(id) = packet_id {
+                if qos == QoS::ExactlyOnce && delivery.tag != 0 {
+                    let tag = delivery.tag;
+                    session.record(SessionChange::Sent { tag, packet_id: id });
+                }
                 let _ = session.outgoing.insert(id, OutState::Published(delivery));
             }
             return true;

@@ -35,6 +35,10 @@ pub struct Delivery {
     pub subscription_ids: Vec<SubscriptionId>,
     /// When the broker received the message, for counting down its Message Expiry Interval.
     pub received_at: Instant,
+    /// A persistence layer's name for this delivery, unique among a session's deliveries; 0
+    /// for one that is not persisted. A journaled session reports what becomes of a delivery
+    /// with a tag ([`SessionChange`]).
+    pub tag: u64,
 }
 
 impl Delivery {
@@ -47,6 +51,7 @@ impl Delivery {
             message,
             subscription_ids: Vec::new(),
             received_at,
+            tag: 0,
         }
     }
 
@@ -157,8 +162,50 @@ pub struct SessionStats {
 pub(crate) enum OutState {
     /// PUBLISH sent, waiting for PUBACK or PUBREC.
     Published(Delivery),
-    /// PUBREL sent, waiting for PUBCOMP.
-    Released,
+    /// PUBREL sent, waiting for PUBCOMP; with the delivery's tag.
+    Released(u64),
+}
+
+/// A change to a journaled session ([`Session::set_journaled`]) that a persistence layer must
+/// record to bring the session back as it was. Deliveries are named by their
+/// [`Delivery::tag`]; those without one are not reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionChange {
+    /// A QoS 2 delivery was sent for the first time, as `packet_id`: a resend after a restart
+    /// must use the same identifier, or the client would take it for a new message.
+    Sent {
+        /// The delivery.
+        tag: u64,
+        /// Its packet identifier.
+        packet_id: PacketId,
+    },
+    /// The client's PUBREC came for a QoS 2 delivery: the PUBREL goes next, and only the
+    /// identifier is still needed.
+    Released {
+        /// The delivery.
+        tag: u64,
+        /// Its packet identifier.
+        packet_id: PacketId,
+    },
+    /// The delivery is done: acknowledged, refused by the client, or dropped (expired, too
+    /// large for the client, or taken out of the queue).
+    Finished {
+        /// The delivery.
+        tag: u64,
+    },
+    /// A QoS 2 message from the client with this identifier is held until its PUBREL: a
+    /// resend of it must not be routed again [MQTT-4.3.3-10].
+    IncomingQos2 {
+        /// The identifier.
+        packet_id: PacketId,
+    },
+    /// The client released (or the broker refused) the QoS 2 message with this identifier:
+    /// the identifier names a new message from now on.
+    IncomingReleased {
+        /// The identifier.
+        packet_id: PacketId,
+    },
 }
 
 /// One subscription as the session remembers it.
@@ -192,6 +239,10 @@ pub struct Session {
     pub(crate) incoming_qos2: BTreeSet<PacketId>,
     pub(crate) limits: QueueLimits,
     pub(crate) stats: SessionStats,
+    /// Whether changes are recorded in `changes`.
+    pub(crate) journaled: bool,
+    /// Changes not yet taken ([`Session::take_changes`]).
+    pub(crate) changes: Vec<SessionChange>,
 }
 
 impl Session {
@@ -207,6 +258,77 @@ impl Session {
             incoming_qos2: BTreeSet::new(),
             limits,
             stats: SessionStats::default(),
+            journaled: false,
+            changes: Vec::new(),
+        }
+    }
+
+    /// Makes the session report its changes ([`Session::take_changes`]), for a persistence
+    /// layer that keeps it.
+    pub fn set_journaled(&mut self, journaled: bool) {
+        self.journaled = journaled;
+        if !journaled {
+            self.changes = Vec::new();
+        }
+    }
+
+    /// Whether the session reports its changes.
+    pub fn is_journaled(&self) -> bool {
+        self.journaled
+    }
+
+    /// Moves the changes made since the last call into `out`, oldest first.
+    pub fn take_changes(&mut self, out: &mut Vec<SessionChange>) {
+        out.append(&mut self.changes);
+    }
+
+    /// Sets how long the session outlives its connection, in seconds (`u32::MAX`: for ever),
+    /// for a session restored by a persistence layer.
+    pub fn set_expiry_interval(&mut self, seconds: u32) {
+        self.expiry_interval = seconds;
+    }
+
+    /// Adds a subscription to a session restored by a persistence layer.
+    pub fn restore_subscription(&mut self, filter: ByteStr, subscription: SessionSubscription) {
+        self.subscriptions.insert(filter, subscription);
+    }
+
+    /// Adds a QoS 1 or 2 delivery that was sent as `packet_id` and not acknowledged, to a
+    /// session restored by a persistence layer: it is resent, with DUP set, when the client
+    /// resumes [MQTT-4.4.0-1]. Call in the order they were first sent, before queueing.
+    /// False if the identifier is in flight already.
+    pub fn restore_sent(&mut self, packet_id: PacketId, delivery: Delivery) -> bool {
+        self.outgoing
+            .insert(packet_id, OutState::Published(delivery))
+            .is_ok()
+    }
+
+    /// Adds a QoS 2 delivery whose PUBREC came and whose PUBCOMP did not, to a session
+    /// restored by a persistence layer: its PUBREL is resent when the client resumes. False if
+    /// the identifier is in flight already.
+    pub fn restore_released(&mut self, packet_id: PacketId, tag: u64) -> bool {
+        self.outgoing
+            .insert(packet_id, OutState::Released(tag))
+            .is_ok()
+    }
+
+    /// Adds a QoS 2 identifier received from the client and not yet released, to a session
+    /// restored by a persistence layer.
+    pub fn restore_incoming_qos2(&mut self, packet_id: PacketId) {
+        self.incoming_qos2.insert(packet_id);
+    }
+
+    /// Records `change` if the session is journaled.
+    pub(crate) fn record(&mut self, change: SessionChange) {
+        if self.journaled {
+            self.changes.push(change);
+        }
+    }
+
+    /// Records that a delivery is done with, if it has a tag.
+    pub(crate) fn finished(&mut self, delivery: &Delivery) {
+        if delivery.tag != 0 {
+            self.record(SessionChange::Finished { tag: delivery.tag });
         }
     }
 
@@ -284,7 +406,14 @@ impl Session {
     /// Drops queued messages whose expiry has passed, counting them.
     pub fn drop_expired(&mut self, now: Instant) {
         let before = self.queue.len();
-        self.queue.retain(|d| !d.is_expired(now));
+        let (journaled, changes) = (self.journaled, &mut self.changes);
+        self.queue.retain(|d| {
+            let keep = !d.is_expired(now);
+            if !keep && journaled && d.tag != 0 {
+                changes.push(SessionChange::Finished { tag: d.tag });
+            }
+            keep
+        });
         self.stats.dropped_expired += (before - self.queue.len()) as u64;
         self.queued_bytes = self.queue.iter().map(Delivery::size).sum();
     }
@@ -295,7 +424,14 @@ impl Session {
     /// resent as the protocol requires [MQTT-4.4.0-1].
     pub fn retain_queued(&mut self, mut keep: impl FnMut(&Delivery) -> bool) -> usize {
         let before = self.queue.len();
-        self.queue.retain(|d| keep(d));
+        let (journaled, changes) = (self.journaled, &mut self.changes);
+        self.queue.retain(|d| {
+            let kept = keep(d);
+            if !kept && journaled && d.tag != 0 {
+                changes.push(SessionChange::Finished { tag: d.tag });
+            }
+            kept
+        });
         let dropped = before - self.queue.len();
         if dropped > 0 {
             self.queued_bytes = self.queue.iter().map(Delivery::size).sum();
@@ -329,7 +465,7 @@ impl Session {
                     buf.put_u8(1);
                     put_delivery(buf, d, now);
                 }
-                OutState::Released => buf.put_u8(2),
+                OutState::Released(_) => buf.put_u8(2),
             }
         }
         buf.put_u32(self.queue.len() as u32);
@@ -380,7 +516,7 @@ impl Session {
             let id = PacketId::new(get_u16(b)?)?;
             let state = match get_u8(b)? {
                 1 => OutState::Published(get_delivery(b, now)?),
-                2 => OutState::Released,
+                2 => OutState::Released(0),
                 _ => return None,
             };
             outgoing.insert(id, state).ok()?;
@@ -408,6 +544,8 @@ impl Session {
             incoming_qos2,
             limits,
             stats: SessionStats::default(),
+            journaled: false,
+            changes: Vec::new(),
         })
     }
 }
@@ -471,6 +609,7 @@ fn get_delivery(b: &mut Bytes, now: Instant) -> Option<Delivery> {
         retain,
         subscription_ids,
         received_at: now,
+        tag: 0,
     })
 }
 
