@@ -460,7 +460,15 @@ impl BrokerHandle {
             task.abort();
         }
         self.shared.flush_detached();
-        self.shared.save_offline_sessions(now());
+        // What the last connections changed is on disk before the broker says it stopped.
+        if let Some(journal) = self.shared.journal() {
+            let ticket = journal.submitted();
+            if let Err(error) =
+                futures_util::future::poll_fn(|cx| journal.poll_durable(ticket, cx)).await
+            {
+                tracing::error!(%error, "the store did not take the last changes");
+            }
+        }
         tracing::info!("midge broker stopped");
     }
 }

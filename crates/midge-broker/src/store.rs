@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use midge_codec::{ByteStr, PacketId, ProtocolVersion, Will};
 use midge_proto::session::{Delivery, SessionChange, SessionSubscription};
@@ -51,23 +51,29 @@ pub struct SessionRecord {
     /// is published after the restart [MQTT-3.1.2-8].
     pub connected: bool,
     /// When the client went offline (for an offline session): its expiry and its will's
-    /// delay count from then, across restarts.
-    pub offline_since: SystemTime,
+    /// delay count from then, across restarts. A journal that outlives the process keeps it
+    /// as wall-clock time and gives it back on the clock of [`Journal::restore`]'s `now`.
+    pub offline_since: Instant,
     /// The will and its Will Delay Interval in seconds: of the connection (published if the
     /// broker dies with it), or waiting for its delay (offline).
     pub will: Option<(Will, u32)>,
 }
 
 impl SessionRecord {
-    /// A record of a connected client with no will.
-    pub fn new(client_id: ByteStr, version: ProtocolVersion, expiry_interval: u32) -> Self {
+    /// A record of a client connected at `now`, with no will.
+    pub fn new(
+        client_id: ByteStr,
+        version: ProtocolVersion,
+        expiry_interval: u32,
+        now: Instant,
+    ) -> Self {
         Self {
             client_id,
             username: None,
             version,
             expiry_interval,
             connected: true,
-            offline_since: SystemTime::UNIX_EPOCH,
+            offline_since: now,
             will: None,
         }
     }
@@ -111,6 +117,11 @@ pub enum Change<'a> {
         client_id: &'a ByteStr,
         /// What changed.
         change: SessionChange,
+    },
+    /// The session's will was published (or dropped): a restart must not publish it.
+    WillDone {
+        /// The client.
+        client_id: &'a ByteStr,
     },
     /// The session ended: everything kept for it goes.
     RemoveSession {
@@ -415,6 +426,11 @@ impl MemoryJournal {
             Change::RemoveSession { client_id } => {
                 sessions.remove(client_id);
             }
+            Change::WillDone { client_id } => {
+                if let Some(kept) = sessions.get_mut(client_id) {
+                    kept.record.will = None;
+                }
+            }
             Change::Subscribe {
                 client_id,
                 filter,
@@ -498,8 +514,9 @@ impl Journal for MemoryJournal {
         true
     }
 
+    /// In client identifier order, so that a simulation replays exactly.
     fn restore(&self, _now: Instant) -> Vec<RestoredSession> {
-        lock(&self.sessions)
+        let mut restored: Vec<RestoredSession> = lock(&self.sessions)
             .values()
             .map(|kept| RestoredSession {
                 record: kept.record.clone(),
@@ -511,7 +528,9 @@ impl Journal for MemoryJournal {
                 messages: kept.messages.values().cloned().collect(),
                 incoming_qos2: kept.incoming_qos2.iter().copied().collect(),
             })
-            .collect()
+            .collect();
+        restored.sort_by(|a, b| a.record.client_id.cmp(&b.record.client_id));
+        restored
     }
 }
 

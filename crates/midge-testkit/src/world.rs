@@ -60,18 +60,8 @@ impl Store for SimStore {
         self.0.remove_expired_retained(topic, expired)
     }
 
-    fn save_session(&self, client_id: &ByteStr, encoded: Bytes) {
-        self.0.save_session(client_id, encoded);
-    }
-
-    fn remove_session(&self, client_id: &ByteStr) {
-        self.0.remove_session(client_id);
-    }
-
-    fn load_sessions(&self, now: Instant) -> Vec<midge_proto::session::Session> {
-        let mut sessions = self.0.load_sessions(now);
-        sessions.sort_by(|a, b| a.client_id().cmp(b.client_id()));
-        sessions
+    fn journal(&self) -> Option<&dyn midge_broker::Journal> {
+        self.0.journal()
     }
 }
 
@@ -548,9 +538,6 @@ impl World {
                 }
             }
             self.broker_transmit(id);
-        }
-        if let Some(core) = &self.core {
-            core.save_offline_sessions(now);
         }
         self.log_counters();
         for link in self.links.values_mut() {

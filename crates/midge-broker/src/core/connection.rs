@@ -1053,7 +1053,7 @@ impl Connection {
             core.publish_will(will, &old, now);
         }
         if session.is_none() {
-            core.store.remove_session(&client_id);
+            core.forget_session(&client_id);
             core.hooks.on_session_created(client_id.as_str());
         }
         // A resumed session's queue was filled while its client was away, under the rules of

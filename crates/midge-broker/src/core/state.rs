@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use futures_util::task::AtomicWaker;
 use midge_codec::{ByteStr, QoS, ReasonCode, SubscriptionId, SubscriptionOptions, Will};
 use midge_proto::server::ServerConfig;
@@ -37,7 +36,7 @@ use crate::auth::FileAuth;
 use crate::config::{BrokerConfig, ConfigError, SharedStrategy};
 use crate::hooks::{ClientInfo, Hooks};
 use crate::stats::{BrokerStats, Counters};
-use crate::store::{lock, Cluster, Retained, Store};
+use crate::store::{lock, Change, Cluster, Journal, RestoredMessage, RestoredSession, Retained, SessionRecord, Store};
 
 /// Where a client's messages go.
 #[derive(Debug)]
@@ -534,10 +533,71 @@ impl Core {
         self.started
     }
 
-    /// Puts the sessions the store holds back into the registry, offline, with their
-    /// subscriptions in the index.
-    fn restore_sessions(&self, now: Instant) {
-        for session in self.store.load_sessions(now) {
+    /// Puts the sessions the journal kept back into the registry, offline, with their
+    /// subscriptions in the index. A session whose client was connected when the broker
+    /// stopped without closing it was lost ungracefully: it goes offline now, and its will
+    /// is published after its delay [MQTT-3.1.2-8]. Its expiry counts from when its client
+    /// went offline, across the restart.
+    fn restore_sessions(self: &Arc<Self>, now: Instant) {
+        let Some(journal) = self.journal() else {
+            return;
+        };
+        let mut wills_now = Vec::new();
+        for restored in journal.restore(now) {
+            let RestoredSession {
+                record,
+                subscriptions,
+                messages,
+                incoming_qos2,
+                ..
+            } = restored;
+            let info = ClientInfo {
+                client_id: record.client_id.clone(),
+                username: record.username.clone(),
+                version: record.version,
+                peer: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+                listener: 0,
+                local: false,
+                verified: false,
+                by_password_file: false,
+            };
+            let since = if record.connected {
+                now
+            } else {
+                record.offline_since
+            };
+            if record.expiry_interval == 0 {
+                // Kept only for its will: the session ended with its connection.
+                journal.write(Change::RemoveSession {
+                    client_id: &record.client_id,
+                });
+                if record.connected {
+                    if let Some((will, _)) = record.will {
+                        wills_now.push((will, info));
+                    }
+                }
+                continue;
+            }
+            let mut session = Session::new(record.client_id.clone(), self.config.queue_limits());
+            session.set_expiry_interval(record.expiry_interval);
+            for (filter, subscription) in subscriptions {
+                session.restore_subscription(filter, subscription);
+            }
+            for id in incoming_qos2 {
+                session.restore_incoming_qos2(id);
+            }
+            for message in messages {
+                match message {
+                    RestoredMessage::Queued(delivery) => session.enqueue_admitted(delivery),
+                    RestoredMessage::Sent(id, delivery) => {
+                        session.restore_sent(id, delivery);
+                    }
+                    RestoredMessage::Released(id, tag) => {
+                        session.restore_released(id, tag);
+                    }
+                }
+            }
+            session.set_journaled(true);
             let slot = Arc::new(Slot {
                 client_id: session.client_id().clone(),
                 state: Mutex::new(SlotState::Dead),
@@ -549,15 +609,32 @@ impl Core {
                 .fetch_add(session.queued_bytes(), Relaxed);
             let expiry = session.expiry_interval();
             let mut state = slot.lock();
+            let will = record.will.map(|(will, delay)| {
+                let at = since + Duration::from_secs(u64::from(delay));
+                self.counters
+                    .queued_bytes
+                    .fetch_add(will.held_bytes(), Relaxed);
+                Box::new(PendingWill {
+                    will,
+                    info,
+                    timer: self.add_deadline(at.max(now), &slot, RESTORED, DeadlineKind::Will),
+                })
+            });
             *state = SlotState::Offline {
                 session: Box::new(session),
                 generation: RESTORED,
-                will: None,
-                expiry: self.expire_restored(&slot, expiry, now),
+                will,
+                expiry: (expiry != u32::MAX).then(|| {
+                    let at = since + Duration::from_secs(u64::from(expiry));
+                    self.add_deadline(at.max(now), &slot, RESTORED, DeadlineKind::Expiry)
+                }),
                 reader: None,
             };
             drop(state);
             self.registry().insert(Registered(slot));
+        }
+        for (will, info) in wills_now {
+            self.publish_will(will, &info, now);
         }
     }
 
@@ -1124,7 +1201,7 @@ impl Core {
         let (session, will) = match session {
             Some(ended) if ended.expiry_interval() == 0 => {
                 self.remove_subscriptions(&ended);
-                self.store.remove_session(ended.client_id());
+                self.forget_session(ended.client_id());
                 self.hooks.on_session_expired(ended.client_id().as_str());
                 // The session's end ends any Will Delay too [MQTT-3.1.3-9].
                 if let Some((will, _)) = will {
@@ -1184,7 +1261,7 @@ impl Core {
             registry.remove(&slot.client_id);
             drop(registry);
             self.remove_subscriptions(&session);
-            self.store.remove_session(&slot.client_id);
+            self.forget_session(&slot.client_id);
             self.hooks.on_session_expired(slot.client_id.as_str());
             if let Some((will, _)) = will {
                 self.publish_will(will, info, now);
@@ -1192,9 +1269,11 @@ impl Core {
             return;
         }
         // The deadlines are added under the slot's lock, with the state that keeps their keys.
+        let mut will_delay = 0;
         let (publish_now, pending) = match will {
             Some((will, 0)) => (Some(will), None),
             Some((will, delay)) => {
+                will_delay = delay;
                 let at = now + Duration::from_secs(u64::from(delay));
                 let timer = self.add_deadline(at, slot, conn, DeadlineKind::Will);
                 // Kept while it waits: counted like a queued message, until it is published
@@ -1213,7 +1292,7 @@ impl Core {
             }
             None => (None, None),
         };
-        let expiry = (expiry != u32::MAX).then(|| {
+        let expiry_timer = (expiry != u32::MAX).then(|| {
             let at = now + Duration::from_secs(u64::from(expiry));
             self.add_deadline(at, slot, conn, DeadlineKind::Expiry)
         });
@@ -1221,12 +1300,18 @@ impl Core {
         self.counters
             .queued_bytes
             .fetch_add(session.queued_bytes(), Relaxed);
-        self.save_session(&slot.client_id, &session, now);
+        if let Some(journal) = self.journal() {
+            let mut record = SessionRecord::new(slot.client_id.clone(), info.version, expiry, now);
+            record.username = info.username.clone();
+            record.connected = false;
+            record.will = pending.as_ref().map(|p| (p.will.clone(), will_delay));
+            journal.write(Change::Session(&record));
+        }
         *state = SlotState::Offline {
             session: Box::new(session),
             generation: conn,
             will: pending,
-            expiry,
+            expiry: expiry_timer,
             reader: Some(Arc::new(info.clone())),
         };
         drop(state);
@@ -1236,35 +1321,16 @@ impl Core {
         }
     }
 
-    fn save_session(&self, client_id: &ByteStr, session: &Session, now: Instant) {
-        let mut encoded = BytesMut::new();
-        session.encode(now, &mut encoded);
-        self.store.save_session(client_id, encoded.freeze());
+    /// The store's journal, when sessions outlive the process.
+    pub(crate) fn journal(&self) -> Option<&dyn Journal> {
+        self.store.journal()
     }
 
-    /// Writes every offline session to the store again. Call it when the broker stops, after
-    /// every connection has closed (and so has left its session offline): a session saved
-    /// when its client went offline has been queueing messages since, which a broker started
-    /// on the same store must find.
-    pub fn save_offline_sessions(&self, now: Instant) {
-        let registry = self.registry();
-        for Registered(slot) in registry.iter() {
-            if let SlotState::Offline { session, .. } = &*slot.lock() {
-                self.save_session(&slot.client_id, session, now);
-            }
+    /// Tells the journal that a session ended.
+    pub(crate) fn forget_session(&self, client_id: &ByteStr) {
+        if let Some(journal) = self.journal() {
+            journal.write(Change::RemoveSession { client_id });
         }
-    }
-
-    /// Adds the expiry of a session restored from the store, for its
-    /// [`SlotState::Offline`] (call it under the slot's lock, while setting that state); `None`
-    /// for a session that never expires. The store does not record when the client went
-    /// offline, so the Session Expiry Interval counts again from the restart: a session
-    /// outlives its interval by the broker's downtime at most, and never stays forever.
-    fn expire_restored(&self, slot: &Arc<Slot>, expiry: u32, now: Instant) -> Option<TimerKey> {
-        (expiry != u32::MAX).then(|| {
-            let at = now + Duration::from_secs(u64::from(expiry));
-            self.add_deadline(at, slot, RESTORED, DeadlineKind::Expiry)
-        })
     }
 
     fn timers(&self) -> MutexGuard<'_, Timers<Deadline>> {
@@ -1438,7 +1504,7 @@ impl Core {
         self.cancel_deadlines(will.as_deref(), expiry);
         self.release(session.queued_bytes());
         self.remove_subscriptions(&session);
-        self.store.remove_session(&slot.client_id);
+        self.forget_session(&slot.client_id);
         tracing::debug!(client_id = %slot.client_id, "session expired");
         self.hooks.on_session_expired(slot.client_id.as_str());
         // A will still waiting is published when the session ends, if that comes first.
@@ -1464,6 +1530,11 @@ impl Core {
         if let Some(p) = pending {
             let p = *p;
             self.release(p.will.held_bytes());
+            if let Some(journal) = self.journal() {
+                journal.write(Change::WillDone {
+                    client_id: &slot.client_id,
+                });
+            }
             self.publish_will(p.will, &p.info, now);
         }
     }
