@@ -8,6 +8,7 @@
 //! while the task goes on, and deliveries pile up in the session's bounded queue (and are
 //! dropped and counted past its limits).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
@@ -23,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use crate::core::{Connection, Core};
 use crate::listener::Admission;
 use crate::stats::add;
+use crate::store::JournalError;
 
 /// Bytes gathered into one write before it is handed to the writer.
 const MAX_WRITE: usize = 256 * 1024;
@@ -65,6 +67,11 @@ struct Buffers {
     /// WebSocket stream holding the tail of what it took): flushed again as soon as it can go
     /// on, even if nothing more is written.
     unflushed: bool,
+    /// Output that waits for the journal: each mark is a journal ticket and where, in
+    /// `write`, the bytes that wait for it end. Bytes before the first mark may go.
+    held: VecDeque<(u64, usize)>,
+    /// Bytes at the front of `write` that wait for nothing.
+    free: usize,
 }
 
 impl Buffers {
@@ -77,6 +84,48 @@ impl Buffers {
             }
         }
         self.read.is_empty() && self.write.is_empty() && !self.unflushed
+    }
+
+    /// Marks the output added since the last call as waiting for `ticket` (the
+    /// connection's [`Connection::output_ticket`]), unless it need not wait.
+    fn hold(&mut self, ticket: u64, connection: &Connection) {
+        let end = self.write.len();
+        match self.held.back_mut() {
+            Some((t, e)) if *t == ticket => *e = end,
+            Some(_) => self.held.push_back((ticket, end)),
+            None if ticket == 0 || connection.is_durable(ticket) => self.free = end,
+            None => self.held.push_back((ticket, end)),
+        }
+    }
+
+    /// How many bytes at the front of `write` may go: those whose tickets are durable.
+    /// Registers `cx` for the first ticket that is not. Err: the journal failed, and the
+    /// held bytes must never be sent.
+    fn sendable(
+        &mut self,
+        connection: &Connection,
+        cx: &mut Context<'_>,
+    ) -> Result<usize, JournalError> {
+        while let Some(&(ticket, end)) = self.held.front() {
+            match connection.poll_durable(ticket, cx) {
+                Poll::Ready(Ok(())) => {
+                    self.held.pop_front();
+                    self.free = self.free.max(end);
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(self.free),
+            }
+        }
+        self.free = self.write.len();
+        Ok(self.free)
+    }
+
+    /// Takes `n` sent bytes off the front.
+    fn sent(&mut self, n: usize) {
+        self.free = self.free.saturating_sub(n);
+        for (_, end) in &mut self.held {
+            *end = end.saturating_sub(n);
+        }
     }
 }
 
@@ -169,6 +218,7 @@ async fn drive<S: Transport>(connection: &mut Connection, stream: &mut S) -> Byt
         // Transmit: as many packets as fit into the write buffer, then one write for them all.
         let at = now();
         while bufs.write.len() < MAX_WRITE && connection.poll_transmit(at, &mut bufs.write) {}
+        bufs.hold(connection.output_ticket(), connection);
         // Stopped by the buffer's limit, not for lack of output: more may be queued.
         let more_queued = bufs.write.len() >= MAX_WRITE;
         // A peer that does not read its output is not read from either, once a full buffer of
@@ -199,10 +249,27 @@ async fn drive<S: Transport>(connection: &mut Connection, stream: &mut S) -> Byt
             let mut woken = Woken::default();
             let bufs = buffers.get_or_insert_with(Box::default);
             if !bufs.write.is_empty() || bufs.unflushed {
-                match poll_write_all(transport, cx, &mut bufs.write, &mut woken.sent) {
-                    Poll::Ready(Ok(())) => bufs.unflushed = false,
-                    Poll::Ready(Err(_)) => woken.failed = true,
-                    Poll::Pending => bufs.unflushed = true,
+                // Only what the journal has made durable goes (a PUBACK once its message
+                // is kept); the rest waits, and the journal wakes us.
+                match bufs.sendable(conn, cx) {
+                    Err(_) => woken.failed = true,
+                    Ok(0) if !bufs.unflushed => {}
+                    Ok(limit) => {
+                        let before = woken.sent;
+                        let written = poll_write_front(
+                            transport,
+                            cx,
+                            &mut bufs.write,
+                            limit,
+                            &mut woken.sent,
+                        );
+                        bufs.sent(woken.sent - before);
+                        match written {
+                            Poll::Ready(Ok(())) => bufs.unflushed = false,
+                            Poll::Ready(Err(_)) => woken.failed = true,
+                            Poll::Pending => bufs.unflushed = true,
+                        }
+                    }
                 }
             }
             if can_read && !woken.failed {
@@ -244,6 +311,8 @@ async fn drive<S: Transport>(connection: &mut Connection, stream: &mut S) -> Byt
             // The peer is gone: what it did not take is dropped with the connection.
             if let Some(bufs) = io.as_mut() {
                 bufs.write = BytesMut::new();
+                bufs.held = VecDeque::new();
+                bufs.free = 0;
             }
             connection.connection_lost(now());
             continue;
@@ -273,12 +342,29 @@ fn poll_write_all<S: Transport>(
     buf: &mut BytesMut,
     sent: &mut usize,
 ) -> Poll<io::Result<()>> {
-    while !buf.is_empty() {
-        match Pin::new(&mut *stream).poll_write(cx, buf) {
+    let all = buf.len();
+    poll_write_front(stream, cx, buf, all, sent)
+}
+
+/// Writes the first `limit` bytes of `buf` (taking them off it) and flushes.
+fn poll_write_front<S: Transport>(
+    stream: &mut S,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    mut limit: usize,
+    sent: &mut usize,
+) -> Poll<io::Result<()>> {
+    while limit > 0 && !buf.is_empty() {
+        let front = match buf.get(..limit) {
+            Some(front) => front,
+            None => &buf[..],
+        };
+        match Pin::new(&mut *stream).poll_write(cx, front) {
             Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
             Poll::Ready(Ok(n)) => {
                 *sent += n;
                 buf.advance(n);
+                limit = limit.saturating_sub(n);
             }
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => return Poll::Pending,
@@ -334,6 +420,17 @@ async fn close<S: Transport>(connection: &mut Connection, mut stream: S, mut wbu
         let at = now();
         while wbuf.len() < MAX_WRITE && connection.poll_transmit(at, &mut wbuf) {}
         if wbuf.is_empty() {
+            break;
+        }
+        // Held output goes only once the journal has what it answers for.
+        let ticket = connection.output_ticket();
+        // Borrowed mutably: a shared borrow held across the wait would need the connection
+        // to be `Sync`.
+        let waiting = &mut *connection;
+        if std::future::poll_fn(move |cx| waiting.poll_durable(ticket, cx))
+            .await
+            .is_err()
+        {
             break;
         }
         let mut sent = 0;

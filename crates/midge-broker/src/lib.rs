@@ -22,8 +22,7 @@ pub use auth::FileAuth;
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, FileReloader, StartError};
 pub use config::{
     AuthConfig, BindAddr, BrokerConfig, ListenerConfig, ListenerProtocol, PersistenceConfig,
-    SharedStrategy, SyncMode,
-    SniConfig, TlsConfig,
+    SharedStrategy, SniConfig, SyncMode, TlsConfig,
 };
 #[cfg(feature = "runtime")]
 pub use driver::Transport;

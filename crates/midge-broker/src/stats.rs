@@ -31,6 +31,7 @@ pub(crate) struct Counters {
     pub(crate) publishes_denied: AtomicU64,
     pub(crate) subscriptions_denied: AtomicU64,
     pub(crate) deliveries_denied: AtomicU64,
+    pub(crate) refused_store_full: AtomicU64,
 }
 
 pub(crate) fn add(counter: &AtomicU64, n: u64) {
@@ -95,6 +96,8 @@ pub struct BrokerStats {
     /// Deliveries skipped because their subscriber may not read their topic (the ACL
     /// changed, or a wildcard subscription matched a topic the client may not read).
     pub deliveries_denied: u64,
+    /// QoS 1 and 2 messages refused because the store was full (`max_disk_bytes`).
+    pub refused_store_full: u64,
 }
 
 impl Counters {
@@ -123,6 +126,7 @@ impl Counters {
             publishes_denied: self.publishes_denied.load(Relaxed),
             subscriptions_denied: self.subscriptions_denied.load(Relaxed),
             deliveries_denied: self.deliveries_denied.load(Relaxed),
+            refused_store_full: self.refused_store_full.load(Relaxed),
         }
     }
 }

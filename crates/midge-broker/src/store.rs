@@ -339,9 +339,12 @@ impl MemoryStore {
 
     /// Number of sessions kept (always 0 for a store from [`MemoryStore::new`]).
     pub fn session_count(&self) -> usize {
-        self.journal
-            .as_ref()
-            .map_or(0, |j| lock(&j.sessions).values().filter(|s| s.record.expiry_interval > 0).count())
+        self.journal.as_ref().map_or(0, |j| {
+            lock(&j.sessions)
+                .values()
+                .filter(|s| s.record.expiry_interval > 0)
+                .count()
+        })
     }
 }
 

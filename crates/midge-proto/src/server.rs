@@ -49,7 +49,9 @@ use crate::inflight::{qos2_answer, Inflight};
 use crate::keepalive::ServerKeepAlive;
 use crate::message::Message;
 use crate::packets::PacketQueue;
-use crate::session::{Delivery, OutState, QueueLimits, Session, SessionChange, SessionSubscription};
+use crate::session::{
+    Delivery, OutState, QueueLimits, Session, SessionChange, SessionSubscription,
+};
 use crate::TRANSMIT_BATCH;
 
 /// The server's limits and capabilities, announced to 5.0 clients in CONNACK and enforced on
@@ -144,6 +146,23 @@ impl SubscriptionRequest {
             verdict,
         }
     }
+}
+
+/// What a resumed session carries into a connection.
+#[derive(Debug, Default)]
+struct Resumed {
+    /// In-flight packets not yet resent on this connection, in their original order: the
+    /// client may have reconnected with a smaller Receive Maximum than was in flight, and the
+    /// rest go out as it acknowledges [MQTT-3.3.4-9].
+    resend: VecDeque<PacketId>,
+    /// QoS 2 identifiers the session awaited a PUBREL for when this connection began, and
+    /// that the client has not named since. A client that still holds one sends its PUBREL,
+    /// or its PUBLISH again with DUP 1 [MQTT-4.4.0-1]; one it has forgotten (the session was
+    /// stored before the client completed the flow, and the broker restored that copy) would
+    /// otherwise count against our Receive Maximum for good, and take the client's next
+    /// message with the identifier for a duplicate. So they do not count, and a PUBLISH with
+    /// DUP 0 makes one new (but under 3.1: see `handle_publish`).
+    carried_qos2: BTreeSet<PacketId>,
 }
 
 /// Why a connection ended.
@@ -402,24 +421,10 @@ pub struct ServerConnection {
     /// when both are empty, so that a connection with none keeps a pointer, not two queues.
     waiting: Option<Box<Waiting>>,
     transmit: PacketQueue,
-    /// In-flight packets of a resumed session not yet resent on this connection, in their
-    /// original order: the client may have reconnected with a smaller Receive Maximum than
-    /// was in flight, and the rest go out as it acknowledges [MQTT-3.3.4-9].
-    /// Boxed and made only when needed: it is rare, and every connection carries the field,
-    /// which is 8 bytes boxed against 32 for a bare `VecDeque` (the broker keeps a
-    /// connection's task within 1 KiB).
-    #[allow(clippy::box_collection)]
-    resend: Option<Box<VecDeque<PacketId>>>,
-    /// QoS 2 identifiers the resumed session awaited a PUBREL for when this connection began,
-    /// and that the client has not named since. A client that still holds one sends its
-    /// PUBREL, or its PUBLISH again with DUP 1 [MQTT-4.4.0-1]; one it has forgotten (the
-    /// session was stored before the client completed the flow, and the broker restored that
-    /// copy) would otherwise count against our Receive Maximum for good, and take the
-    /// client's next message with the identifier for a duplicate. So they do not count, and
-    /// a PUBLISH with DUP 0 makes one new (but under 3.1: see `handle_publish`). Boxed and
-    /// made only when needed, as `resend` is.
-    #[allow(clippy::box_collection)]
-    carried_qos2: Option<Box<BTreeSet<PacketId>>>,
+    /// What a resumed session carries into this connection, made only when there is some:
+    /// it is rare, and every connection carries the field, which is 8 bytes boxed (the
+    /// broker keeps a connection's task within 1 KiB).
+    resumed: Option<Box<Resumed>>,
     events: VecDeque<ServerEvent>,
 }
 
@@ -505,8 +510,7 @@ impl ServerConnection {
             unanswered_qos1: 0,
             waiting: None,
             transmit: PacketQueue::new(),
-            resend: None,
-            carried_qos2: None,
+            resumed: None,
             events: VecDeque::new(),
         }
     }
@@ -925,11 +929,14 @@ impl ServerConnection {
             };
             if !self.fits(&packet) {
                 too_large.push(id);
-            } else if resent < window && self.resend.is_none() {
+            } else if resent < window && !self.resending() {
                 self.transmit.push_back(packet);
                 resent += 1;
             } else {
-                self.resend.get_or_insert_with(Box::default).push_back(id);
+                self.resumed
+                    .get_or_insert_with(Box::default)
+                    .resend
+                    .push_back(id);
             }
         }
         for id in too_large {
@@ -937,7 +944,8 @@ impl ServerConnection {
             session.stats.dropped_too_large += 1;
         }
         if !session.incoming_qos2.is_empty() {
-            self.carried_qos2 = Some(Box::new(session.incoming_qos2.clone()));
+            self.resumed.get_or_insert_with(Box::default).carried_qos2 =
+                session.incoming_qos2.clone();
         }
         self.session = Some(session);
         let Connect {
@@ -1285,7 +1293,8 @@ impl ServerConnection {
             Packet::PubAck(ack) => {
                 if let Some(OutState::Published(d)) = self.outgoing().get(ack.packet_id) {
                     if d.qos == QoS::AtLeastOnce {
-                        if let Some(OutState::Published(d)) = self.outgoing().remove(ack.packet_id) {
+                        if let Some(OutState::Published(d)) = self.outgoing().remove(ack.packet_id)
+                        {
                             self.session_mut().finished(&d);
                         }
                         self.no_resend(ack.packet_id);
@@ -1392,14 +1401,28 @@ impl ServerConnection {
     /// The client named `id`, a QoS 2 identifier carried over from before this connection:
     /// it counts against the Receive Maximum from now on. Whether it was carried over.
     fn take_carried_qos2(&mut self, id: PacketId) -> bool {
-        let Some(carried) = self.carried_qos2.as_mut() else {
+        let Some(resumed) = self.resumed.as_mut() else {
             return false;
         };
-        let was = carried.remove(&id);
-        if carried.is_empty() {
-            self.carried_qos2 = None;
-        }
+        let was = resumed.carried_qos2.remove(&id);
+        self.tidy_resumed();
         was
+    }
+
+    /// Whether in-flight packets of a resumed session wait to be resent.
+    fn resending(&self) -> bool {
+        self.resumed.as_ref().is_some_and(|r| !r.resend.is_empty())
+    }
+
+    /// Frees what a resumed session carried once nothing is left of it.
+    fn tidy_resumed(&mut self) {
+        if self
+            .resumed
+            .as_ref()
+            .is_some_and(|r| r.resend.is_empty() && r.carried_qos2.is_empty())
+        {
+            self.resumed = None;
+        }
     }
 
     fn session_mut(&mut self) -> &mut Session {
@@ -1413,11 +1436,9 @@ impl ServerConnection {
     /// An in-flight packet still waiting in `resend` was answered before it was resent: it
     /// is no longer to be resent (or was just answered with a PUBREL).
     fn no_resend(&mut self, id: PacketId) {
-        if let Some(resend) = self.resend.as_mut() {
-            resend.retain(|r| *r != id);
-            if resend.is_empty() {
-                self.resend = None;
-            }
+        if let Some(resumed) = self.resumed.as_mut() {
+            resumed.resend.retain(|r| *r != id);
+            self.tidy_resumed();
         }
     }
 
@@ -1476,7 +1497,7 @@ impl ServerConnection {
         // disconnected with 0x93 (5.0 §3.3.4). The check comes before anything is kept, and
         // also bounds what waits for the broker's answer: a client that releases a QoS 2
         // message (PUBREL) before its PUBREC does not make room by that.
-        let carried = self.carried_qos2.as_ref().map_or(0, |c| c.len());
+        let carried = self.resumed.as_ref().map_or(0, |r| r.carried_qos2.len());
         let qos2 = self
             .session_mut()
             .incoming_qos2
@@ -1518,9 +1539,9 @@ impl ServerConnection {
                 if unanswered >= receive_maximum {
                     return self.violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
                 }
+                // Not journaled here: the broker records the identifier together with the
+                // message's routing (see `SessionChange::IncomingQos2`).
                 self.session_mut().incoming_qos2.insert(id);
-                self.session_mut()
-                    .record(SessionChange::IncomingQos2 { packet_id: id });
                 self.remember_publish(id, QoS::ExactlyOnce);
             }
             _ => {}
@@ -1896,9 +1917,9 @@ impl ServerConnection {
         // What a resumed session had in flight beyond the window goes first, as the window
         // opens, in their original order with their original identifiers
         // [MQTT-4.4.0-1].
-        while let Some(resend) = self.resend.as_mut() {
+        while let Some(resend) = self.resumed.as_mut().map(|r| &mut r.resend) {
             let Some(&id) = resend.front() else {
-                self.resend = None;
+                self.tidy_resumed();
                 break;
             };
             let Some(session) = self.session.as_mut() else {
@@ -2179,7 +2200,7 @@ mod tests {
         assert_eq!(s.events.capacity(), 0);
         assert_eq!(s.unanswered.capacity(), 0);
         assert!(s.waiting.is_none());
-        assert!(s.resend.is_none());
+        assert!(s.resumed.is_none());
         feed(&mut s, t0, &[Packet::PingReq]);
         while s.poll_transmit(t0, &mut out) {}
         assert_eq!(s.transmit.capacity(), 0);

@@ -22,16 +22,16 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use midge_codec::{ProtocolVersion, ReasonCode, RetainHandling};
 use midge_proto::server::{ServerCloseReason, ServerConnection, ServerEvent, SubscriptionRequest};
-use midge_proto::session::Delivery;
+use midge_proto::session::{Delivery, Session, SessionChange, SessionSubscription};
 use midge_topic::TopicFilter;
 
 use super::handover::{self, Answer, Awaited, Handover, TakeOver};
 use super::inbox::{Inbox, QueueUse, SHRINK_ABOVE};
-use super::state::{Blocked, Core, Offered, Registered, Slot, SlotState, Sub};
+use super::state::{Blocked, Core, Offered, Registered, Routed, Slot, SlotState, Sub};
 use super::verify::Ticket;
 use crate::hooks::{AuthExchange, AuthRequest, AuthStep, ClientInfo, ConnectRequest};
 use crate::stats::add;
-use crate::store::Retained;
+use crate::store::{Change, Journal, JournalError, Retained, SessionRecord};
 use midge_auth::acl::Access;
 
 /// Deliveries taken from the inbox per transmit, so input is not starved.
@@ -156,6 +156,8 @@ struct Accepting {
     slot: Arc<Slot>,
     clean_start: bool,
     version: ProtocolVersion,
+    /// The will, for the journal (only when the store has one).
+    will: Option<midge_codec::Will>,
 }
 
 /// Retained messages matched by new subscriptions and not yet sent. They are moved into the
@@ -185,6 +187,10 @@ struct Scratch {
     taken: Vec<Delivery>,
     /// Made only when the broker has an ACL file.
     acl: Option<Box<AclMemo>>,
+    /// The journal ticket that output made so far waits for (0: none).
+    hold: u64,
+    /// Session changes on their way to the journal; kept to reuse the allocation.
+    changes: Vec<SessionChange>,
 }
 
 /// The ACL's last answers for one client: an answer depends only on the client, the topic
@@ -342,6 +348,7 @@ impl Connection {
             }
         }
         self.pump(now);
+        self.journal_changes();
     }
 
     /// Whether the connection takes input now: not while it waits for a session it takes
@@ -381,6 +388,7 @@ impl Connection {
         }
         self.progress(now);
         self.pump(now);
+        self.journal_changes();
     }
 
     /// Handles the connection's timers due at `now`: keepalive, the CONNECT timeout,
@@ -394,6 +402,7 @@ impl Connection {
         }
         self.progress(now);
         self.pump(now);
+        self.journal_changes();
     }
 
     /// When to call [`Connection::handle_timeout`] next, if ever.
@@ -418,6 +427,8 @@ impl Connection {
             self.pump(now);
         }
         if self.conn.poll_transmit(now, out) {
+            // A QoS 2 PUBLISH just made is kept with its identifier before it goes out.
+            self.journal_changes();
             return true;
         }
         self.transmitting = false;
@@ -993,6 +1004,7 @@ impl Connection {
             slot,
             clean_start: connect.clean_start,
             version: connect.protocol,
+            will: core.journal().and(connect.will.clone()),
         };
         match awaited {
             Some(awaited) => {
@@ -1045,6 +1057,7 @@ impl Connection {
             self.inbox.take(usize::MAX, &mut stale, &core.inbox_limits);
             for delivery in stale {
                 core.release(delivery.size());
+                core.journal_finished(&connect.slot, delivery.tag);
             }
         }
         // Published once the old subscriptions are gone, so that it does not reach the new
@@ -1065,6 +1078,7 @@ impl Connection {
         }
         let present = session.is_some();
         self.conn.accept(now, session);
+        self.journal_session(&connect, now);
         // Deliveries routed to our inbox since the slot became ours waited for this: the
         // session's queue, which they count against together with the inbox.
         self.sync_budget();
@@ -1109,8 +1123,8 @@ impl Connection {
                     AclMemo::allows(&mut memo, &core, info, &message.topic, Access::Write);
                 if memo.is_some() {
                     self.scratch = Some(Box::new(Scratch {
-                        taken: Vec::new(),
                         acl: memo,
+                        ..Scratch::default()
                     }));
                 }
                 allowed
@@ -1125,7 +1139,15 @@ impl Connection {
                 self.acknowledge(packet_id, code);
                 return;
             }
-            Ok(()) => core.route_publish(message, Some(info), now, true),
+            Ok(()) => match core.journal() {
+                None => core.route_publish(message, Some(info), now, true),
+                Some(journal) => {
+                    if qos != midge_codec::QoS::AtMostOnce && !journal.has_room() {
+                        return self.refuse_store_full(packet_id);
+                    }
+                    self.route_journaled(journal, message, packet_id, now)
+                }
+            },
         };
         let pending = PendingPublish {
             packet_id,
@@ -1208,6 +1230,159 @@ impl Connection {
         let reason = pending.reason();
         self.acknowledge(pending.packet_id, reason);
         None
+    }
+
+    /// Routes a publish with its journal writes in one unit: the QoS 2 identifier the session
+    /// now holds [MQTT-4.3.3-10] and every delivery to a persistent session become durable
+    /// together, so that a crash never keeps the identifier without the message (the resend
+    /// would be taken for a duplicate and lost) or the message without the identifier (the
+    /// resend would be delivered twice). The acknowledgement waits for them.
+    fn route_journaled(
+        &mut self,
+        journal: &dyn Journal,
+        message: midge_proto::Message,
+        packet_id: Option<midge_codec::PacketId>,
+        now: Instant,
+    ) -> Routed {
+        let core = self.core.clone();
+        let before = journal.submitted();
+        let mut message = Some(message);
+        let mut routed = None;
+        journal.atomically(&mut || {
+            // Changes the session made before this publish go first (a PUBREL that freed
+            // this identifier, say).
+            self.journal_changes();
+            let Some(message) = message.take() else {
+                return;
+            };
+            if let (Some(packet_id), midge_codec::QoS::ExactlyOnce) = (packet_id, message.qos) {
+                if self.conn.session().is_some_and(Session::is_journaled) {
+                    journal.write(Change::Delivery {
+                        client_id: &self.info.client_id,
+                        change: SessionChange::IncomingQos2 { packet_id },
+                    });
+                }
+            }
+            routed = Some(core.route_publish(message, Some(&self.info), now, true));
+        });
+        if journal.submitted() != before {
+            self.hold_output(journal);
+        }
+        routed.unwrap_or_default()
+    }
+
+    /// Refuses a QoS 1 or 2 publish because the store is full (`max_disk_bytes`): 0x97 Quota
+    /// exceeded under 5.0; a 3.x client, which cannot be told, is disconnected rather than
+    /// given an acknowledgement for a message that would not be kept.
+    fn refuse_store_full(&mut self, packet_id: Option<midge_codec::PacketId>) {
+        let refused = self.core.counters.refused_store_full.fetch_add(1, Relaxed);
+        // Once, then every thousandth: a full store refuses every message until it has room.
+        if refused % 1000 == 0 {
+            tracing::warn!(client_id = %self.info.client_id, refused = refused + 1, "the store is full (max_disk_bytes): refusing QoS 1 and 2 messages");
+        }
+        if self.info.version.is_v5() {
+            self.acknowledge(packet_id, ReasonCode::QUOTA_EXCEEDED);
+        } else {
+            self.conn.disconnect(ReasonCode::QUOTA_EXCEEDED);
+        }
+    }
+
+    /// Writes the session's record when its CONNECT is accepted: a persistent session (to
+    /// come back after a restart) or a connection with a will (to be published if the broker
+    /// dies with it). Marks the slot and the session journaled when the session persists.
+    fn journal_session(&mut self, connect: &Accepting, now: Instant) {
+        let core = self.core.clone();
+        let Some(journal) = core.journal() else {
+            return;
+        };
+        let expiry = self.conn.session().map_or(0, Session::expiry_interval);
+        let persistent = expiry > 0;
+        connect.slot.journaled.store(persistent, Relaxed);
+        self.conn.set_session_journaled(persistent);
+        if !persistent {
+            // A resumed session that now ends with its connection: a crash must not bring
+            // it back.
+            journal.write(Change::RemoveSession {
+                client_id: &connect.info.client_id,
+            });
+        }
+        if persistent || connect.will.is_some() {
+            let mut record =
+                SessionRecord::new(connect.info.client_id.clone(), connect.version, expiry, now);
+            record.username = connect.info.username.clone();
+            record.will = connect.will.clone().map(|will| {
+                let delay = will.properties.will_delay_interval.unwrap_or(0);
+                (will, delay)
+            });
+            journal.write(Change::Session(&record));
+            // The session's queued messages changed as it resumed (expired ones, ones the
+            // client may no longer read).
+            self.journal_changes();
+            self.hold_output(journal);
+        }
+    }
+
+    /// Output made from now on waits until everything written to the journal so far is
+    /// durable.
+    fn hold_output(&mut self, journal: &dyn Journal) {
+        self.scratch.get_or_insert_with(Box::default).hold = journal.submitted();
+    }
+
+    /// Writes the session's changes to the journal: what became of its deliveries, and its
+    /// incoming QoS 2 identifiers. Output waits for all but a finished delivery: a QoS 2
+    /// PUBLISH must not reach the client before its identifier is kept, nor a PUBREL before
+    /// its PUBREC is, nor a PUBCOMP before the identifier is free [MQTT-4.3.3-10].
+    fn journal_changes(&mut self) {
+        if !self.core.journaled {
+            return;
+        }
+        let Some(journal) = self.core.journal() else {
+            return;
+        };
+        let scratch = self.scratch.get_or_insert_with(Box::default);
+        self.conn.take_session_changes(&mut scratch.changes);
+        if scratch.changes.is_empty() {
+            return;
+        }
+        let mut hold = false;
+        for change in scratch.changes.drain(..) {
+            hold |= !matches!(change, SessionChange::Finished { .. });
+            journal.write(Change::Delivery {
+                client_id: &self.info.client_id,
+                change,
+            });
+        }
+        if hold {
+            scratch.hold = journal.submitted();
+        }
+    }
+
+    /// The journal ticket that output made so far waits for: write it to the transport only
+    /// once [`Connection::poll_durable`] is ready for that ticket. 0 when nothing waits (and
+    /// always, without a journal).
+    pub fn output_ticket(&self) -> u64 {
+        self.scratch.as_ref().map_or(0, |s| s.hold)
+    }
+
+    /// Ready once the journal has made `ticket` durable, or failed (then the connection's
+    /// held output must never be sent: drop it and call [`Connection::connection_lost`]).
+    pub fn poll_durable(
+        &self,
+        ticket: u64,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), JournalError>> {
+        match self.core.journal() {
+            Some(journal) if ticket != 0 => journal.poll_durable(ticket, cx),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// Whether the journal has made `ticket` durable (always, without a journal).
+    pub fn is_durable(&self, ticket: u64) -> bool {
+        match self.core.journal() {
+            Some(journal) if ticket != 0 => journal.is_durable(ticket),
+            _ => true,
+        }
     }
 
     fn acknowledge(&mut self, packet_id: Option<midge_codec::PacketId>, reason: ReasonCode) {
@@ -1445,7 +1620,20 @@ impl Connection {
                 granted.push((request, filter, existed));
             }
         }
+        let journal = core.journal().filter(|_| slot.journaled.load(Relaxed));
+        if let Some(journal) = journal {
+            for (request, _, _) in &granted {
+                journal.write(Change::Subscribe {
+                    client_id: &info.client_id,
+                    filter: &request.filter,
+                    subscription: SessionSubscription::new(request.options, subscription_id),
+                });
+            }
+        }
         self.conn.subscribe_ack(packet_id, codes);
+        if let (Some(journal), false) = (journal, granted.is_empty()) {
+            self.hold_output(journal);
+        }
         // Retained messages, after SUBACK [MQTT-3.3.1-9]; never for shared subscriptions.
         for (request, filter, existed) in granted {
             let send = match request.options.retain_handling {
@@ -1520,6 +1708,23 @@ impl Connection {
                     self.core.counters.subscriptions.fetch_sub(1, Relaxed);
                 }
             }
+        }
+        drop(index);
+        let core = self.core.clone();
+        let journaled = self
+            .slot
+            .as_ref()
+            .is_some_and(|s| s.journaled.load(Relaxed));
+        if let Some(journal) = core.journal().filter(|_| journaled) {
+            for (filter, code) in filters.iter().zip(codes) {
+                if code.is_success() {
+                    journal.write(Change::Unsubscribe {
+                        client_id: &self.info.client_id,
+                        filter,
+                    });
+                }
+            }
+            self.hold_output(journal);
         }
     }
 

@@ -36,7 +36,10 @@ use crate::auth::FileAuth;
 use crate::config::{BrokerConfig, ConfigError, SharedStrategy};
 use crate::hooks::{ClientInfo, Hooks};
 use crate::stats::{BrokerStats, Counters};
-use crate::store::{lock, Change, Cluster, Journal, RestoredMessage, RestoredSession, Retained, SessionRecord, Store};
+use crate::store::{
+    lock, Change, Cluster, Journal, RestoredMessage, RestoredSession, Retained, SessionRecord,
+    Store,
+};
 
 /// Where a client's messages go.
 #[derive(Debug)]
@@ -102,6 +105,9 @@ pub(crate) struct Slot {
     /// inbox: later deliveries are dropped at once instead of waiting again, until
     /// the inbox takes one.
     pub(crate) congested: AtomicBool,
+    /// The session is persistent and the store journals it: its QoS 1 and 2 deliveries are
+    /// written to the journal as they are queued.
+    pub(crate) journaled: AtomicBool,
 }
 
 impl Slot {
@@ -141,6 +147,7 @@ impl Registered {
             client_id: client_id.clone(),
             state: Mutex::new(SlotState::Vacant),
             congested: AtomicBool::new(false),
+            journaled: AtomicBool::new(false),
         });
         registry.insert(Self(slot.clone()));
         Some(slot)
@@ -277,6 +284,9 @@ pub struct Core {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) cluster: Arc<dyn Cluster>,
     pub(crate) counters: Counters,
+    /// Whether the store has a journal (read on every connection's hot path, where asking
+    /// the store would be a virtual call).
+    pub(crate) journaled: bool,
     /// Read-mostly: every publish takes the read lock once; SUBSCRIBE and UNSUBSCRIBE take
     /// the write lock for one trie walk.
     pub(crate) index: RwLock<SubscriptionIndex<ByteStr, Sub>>,
@@ -393,6 +403,7 @@ impl Core {
         seed: u64,
         now: Instant,
     ) -> Self {
+        let journaled = store.journal().is_some();
         Self {
             server_config: config.server_config(),
             inbox_limits: InboxLimits {
@@ -407,6 +418,7 @@ impl Core {
             store,
             cluster,
             counters: Counters::default(),
+            journaled,
             index: RwLock::new(SubscriptionIndex::new()),
             registry: Mutex::default(),
             round_robin: std::array::from_fn(|_| AtomicUsize::new(0)),
@@ -452,12 +464,14 @@ impl Core {
         let Some(new) = value else {
             if let Some(old) = self.store.set_retained(topic, None) {
                 usage.remove(&old);
+                self.journal_retained(&old.message.topic, None);
             }
             return;
         };
         // Set first and undo if it did not fit: only the store knows whether the topic had
         // a message, which decides whether the count grows.
         usage.add(&new);
+        let journaled = self.journal().map(|_| new.clone());
         if let Some(old) = self.store.set_retained(topic, Some(new)) {
             usage.remove(&old);
         }
@@ -465,8 +479,18 @@ impl Core {
         {
             if let Some(refused) = self.store.set_retained(topic, None) {
                 usage.remove(&refused);
+                self.journal_retained(&refused.message.topic, None);
             }
             self.counters.dropped_retained.fetch_add(1, Relaxed);
+        } else if let Some(new) = journaled {
+            self.journal_retained(&new.message.topic, Some(&new));
+        }
+    }
+
+    /// Writes a retained message's change to the journal, if the store has one.
+    fn journal_retained(&self, topic: &ByteStr, retained: Option<&Retained>) {
+        if let Some(journal) = self.journal() {
+            journal.write(Change::Retained { topic, retained });
         }
     }
 
@@ -476,6 +500,7 @@ impl Core {
         let mut usage = lock(&self.retained_usage);
         if self.store.remove_expired_retained(topic, expired) {
             usage.remove(expired);
+            self.journal_retained(&expired.message.topic, None);
         }
     }
 
@@ -602,6 +627,7 @@ impl Core {
                 client_id: session.client_id().clone(),
                 state: Mutex::new(SlotState::Dead),
                 congested: AtomicBool::new(false),
+                journaled: AtomicBool::new(true),
             });
             self.restore_subscriptions(&session, &slot);
             self.counters
@@ -817,6 +843,7 @@ impl Core {
     /// The subscriber is not to blame, and is not marked congested.
     pub(crate) fn abandon(&self, blocked: Blocked) -> bool {
         self.release(blocked.delivery.size());
+        self.journal_finished(&blocked.slot, blocked.delivery.tag);
         self.counters.dropped_inbox_full.fetch_add(1, Relaxed);
         false
     }
@@ -979,7 +1006,58 @@ impl Core {
     /// `prepaid`: the delivery's bytes are already reserved against the global budget (by
     /// [`Core::route`], once for all its deliveries); a refused delivery gives them back.
     /// `own`: the client published the message itself (see [`Inbox::try_send`]).
-    fn deliver_to(&self, slot: &Arc<Slot>, delivery: Delivery, prepaid: bool, own: bool) -> Handed {
+    fn deliver_to(
+        &self,
+        slot: &Arc<Slot>,
+        mut delivery: Delivery,
+        prepaid: bool,
+        own: bool,
+    ) -> Handed {
+        self.journal_enqueue(slot, &mut delivery);
+        let tag = delivery.tag;
+        let handed = self.deliver_now(slot, delivery, prepaid, own);
+        if tag != 0 && matches!(handed, Handed::Refused | Handed::Gone) {
+            self.journal_finished(slot, tag);
+        }
+        handed
+    }
+
+    /// Writes a QoS 1 or 2 delivery for a journaled session to the journal, before it is
+    /// queued: the client may acknowledge it as soon as it is queued, and its end must come
+    /// after its start. A delivery written already (offered again) keeps its tag.
+    fn journal_enqueue(&self, slot: &Slot, delivery: &mut Delivery) {
+        if delivery.qos == QoS::AtMostOnce || delivery.tag != 0 || !slot.journaled.load(Relaxed) {
+            return;
+        }
+        if let Some(journal) = self.journal() {
+            delivery.tag = journal.next_tag();
+            journal.write(Change::Enqueue {
+                client_id: &slot.client_id,
+                delivery,
+            });
+        }
+    }
+
+    /// Tells the journal that a delivery it holds (`tag`, 0 for none) was dropped.
+    pub(crate) fn journal_finished(&self, slot: &Slot, tag: u64) {
+        if tag == 0 {
+            return;
+        }
+        if let Some(journal) = self.journal() {
+            journal.write(Change::Delivery {
+                client_id: &slot.client_id,
+                change: midge_proto::session::SessionChange::Finished { tag },
+            });
+        }
+    }
+
+    fn deliver_now(
+        &self,
+        slot: &Arc<Slot>,
+        delivery: Delivery,
+        prepaid: bool,
+        own: bool,
+    ) -> Handed {
         let size = delivery.size();
         let mut state = slot.lock();
         match &mut *state {
