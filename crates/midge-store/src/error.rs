@@ -102,3 +102,25 @@ impl StoreError {
         }
     }
 }
+
+/// Runs `f`, which reads the file at `path` through redb, turning a panic into
+/// [`StoreError::Corrupt`]. redb checks what it reads with assertions in a few places, and a
+/// damaged file can trip them; a store that cannot be read must be an error, not a crash.
+pub(crate) fn guarded<T>(
+    path: &Path,
+    f: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    // Nothing `f` touches outlives it but its result, so a panic leaves nothing half-changed
+    // behind for the caller to see.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a check failed".to_owned());
+        Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("redb could not read it: {what}"),
+        })
+    })
+}

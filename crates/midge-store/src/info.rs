@@ -84,19 +84,21 @@ pub fn info(path: &Path) -> Result<StoreInfo, StoreError> {
     if !meta.is_file() {
         return Err(io(std::io::Error::other("not a file")));
     }
-    let mut builder = redb::Builder::new();
-    builder.set_cache_size(CACHE_BYTES);
-    let mut info = match builder.open_read_only(path) {
-        Ok(database) => report(&database, path)?,
-        Err(redb::DatabaseError::RepairAborted) => {
-            builder.set_check_integrity_on_open(true);
-            let database = builder
-                .open(path)
-                .map_err(|e| StoreError::from_redb(path, e))?;
-            report(&database, path)?
+    let mut info = crate::error::guarded(path, || {
+        let mut builder = redb::Builder::new();
+        builder.set_cache_size(CACHE_BYTES);
+        match builder.open_read_only(path) {
+            Ok(database) => report(&database, path),
+            Err(redb::DatabaseError::RepairAborted) => {
+                builder.set_check_integrity_on_open(true);
+                let database = builder
+                    .open(path)
+                    .map_err(|e| StoreError::from_redb(path, e))?;
+                report(&database, path)
+            }
+            Err(err) => Err(StoreError::from_redb(path, err)),
         }
-        Err(err) => return Err(StoreError::from_redb(path, err)),
-    };
+    })?;
     info.file_bytes = std::fs::metadata(path).map_err(io)?.len();
     Ok(info)
 }

@@ -143,28 +143,8 @@ impl DiskStore {
     /// [`StoreError::InUse`] if another process has it open.
     pub fn open(path: &Path, options: DiskOptions) -> Result<Self, StoreError> {
         let clock = Clock::now();
-        let mut builder = redb::Builder::new();
-        builder
-            .set_cache_size(CACHE_BYTES)
-            .set_check_integrity_on_open(true);
-        let database = builder
-            .create(path)
-            .map_err(|e| StoreError::from_redb(path, e))?;
-        info::prepare(&database, path)?;
-        let now = Instant::now();
-        let (retained, expired, bad_retained) =
-            load_retained(&database, clock, now).map_err(|e| StoreError::from_redb(path, e))?;
-        if !expired.is_empty() {
-            delete_retained(&database, &expired).map_err(|e| StoreError::from_redb(path, e))?;
-        }
-        let (mut opened, max_tag) = {
-            let txn = database
-                .begin_read()
-                .map_err(|e| StoreError::from_redb(path, e))?;
-            info::scan(&txn, false).map_err(|e| StoreError::from_redb(path, e))?
-        };
-        opened.format = FORMAT;
-        opened.undecodable += bad_retained;
+        let (database, retained, mut opened, max_tag) =
+            error::guarded(path, || Self::load(path, clock))?;
         let disk_bytes = file_size(path)?;
         opened.file_bytes = disk_bytes;
         let shared = Arc::new(Shared::new(
@@ -192,6 +172,33 @@ impl DiskStore {
             opened,
             restored: Mutex::new(RestoreStats::default()),
         })
+    }
+
+    /// Opens the file, checks its format and reads what is loaded at open: retained messages
+    /// (deleting those that expired), the counts, and the highest delivery tag.
+    fn load(path: &Path, clock: Clock) -> Result<Loaded, StoreError> {
+        let redb_error = |e: redb::Error| StoreError::from_redb(path, e);
+        let mut builder = redb::Builder::new();
+        builder
+            .set_cache_size(CACHE_BYTES)
+            .set_check_integrity_on_open(true);
+        let database = builder
+            .create(path)
+            .map_err(|e| StoreError::from_redb(path, e))?;
+        info::prepare(&database, path)?;
+        let now = Instant::now();
+        let (retained, expired, bad_retained) =
+            load_retained(&database, clock, now).map_err(redb_error)?;
+        if !expired.is_empty() {
+            delete_retained(&database, &expired).map_err(redb_error)?;
+        }
+        let (mut opened, max_tag) = {
+            let txn = database.begin_read().map_err(|e| redb_error(e.into()))?;
+            info::scan(&txn, false).map_err(redb_error)?
+        };
+        opened.format = FORMAT;
+        opened.undecodable += bad_retained;
+        Ok((database, retained, opened, max_tag))
     }
 
     /// The store's file.
@@ -435,14 +442,16 @@ fn file_size(path: &Path) -> Result<u64, StoreError> {
         })
 }
 
-type Loaded = (RetainedIndex<Retained>, Vec<String>, u64);
+/// What [`DiskStore::load`] reads: the database, the retained messages, the counts and the
+/// highest delivery tag.
+type Loaded = (redb::Database, RetainedIndex<Retained>, StoreInfo, u64);
 
 /// The retained messages, the topics of those that expired, and how many did not decode.
 fn load_retained(
     database: &redb::Database,
     clock: Clock,
     now: Instant,
-) -> Result<Loaded, redb::Error> {
+) -> Result<(RetainedIndex<Retained>, Vec<String>, u64), redb::Error> {
     let wall_now = clock.to_wall(now);
     let txn = database.begin_read()?;
     let table = txn.open_table(db::RETAINED)?;
