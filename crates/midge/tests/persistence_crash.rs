@@ -95,13 +95,20 @@ async fn connect_persistent(
 
 /// Ends `client_id`'s session: a connection with a clean start and no Session Expiry
 /// Interval, closed normally.
-async fn forget_session(port: u16, version: ProtocolVersion, client_id: &str) {
+async fn forget_session(
+    port: u16,
+    version: ProtocolVersion,
+    client_id: &str,
+) -> std::io::Result<()> {
     let connect = connect_packet(version, client_id, true, 0, None);
-    let (client, ack) = Client::connect(port, &connect)
-        .await
-        .unwrap_or_else(|e| panic!("{client_id}: connect to clean up: {e}"));
-    assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "{client_id}");
-    client.disconnect().await.expect("disconnect");
+    let (client, ack) = Client::connect(port, &connect).await?;
+    if ack.reason_code != ReasonCode::SUCCESS {
+        return Err(std::io::Error::other(format!(
+            "CONNACK 0x{:02x}",
+            ack.reason_code.0
+        )));
+    }
+    client.disconnect().await
 }
 
 /// A task receiving for `log` until the connection is lost or `stop` is set.
@@ -140,6 +147,61 @@ struct Tally {
     qos2_duplicates: usize,
     out_of_order: usize,
     expired_not_delivered: usize,
+}
+
+/// Tasks of resumed clients: subscribers receiving, publishers settling what they have in
+/// flight.
+type Resumed = (
+    Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+);
+
+/// Reconnects every subscriber with its session (Clean Start 0), expecting Session Present 1
+/// [MQTT-3.2.2-3], and starts it receiving; starts every publisher resuming its session.
+async fn resume_everyone(
+    broker: &mut BrokerProcess,
+    subs: &[Sub],
+    will_sub: &Sub,
+    pubs: &[(PubSpec, Arc<Mutex<PubLog>>)],
+    stop: &Arc<AtomicBool>,
+    failures: &mut Vec<String>,
+) -> Resumed {
+    let port = broker.port;
+    let mut receivers = Vec::new();
+    for sub in subs.iter().chain([will_sub]) {
+        let resumed = connect_persistent(port, sub.version, &sub.client_id, None).await;
+        let (client, present) = broker.check(resumed, format!("{} reconnects", sub.name));
+        if !present {
+            failures.push(format!(
+                "{}: Session Present 0 after a restart: its session (subscription, queue) is lost",
+                sub.name
+            ));
+            // A client told so drops its side of the session too [MQTT-3.2.2-5].
+            lock(&sub.log).awaiting_release.clear();
+        }
+        receivers.push(spawn_receiver(
+            client,
+            Arc::clone(&sub.log),
+            Arc::clone(stop),
+        ));
+    }
+    let mut publishers = Vec::new();
+    for (spec, log) in pubs {
+        let (spec, log) = (spec.clone(), Arc::clone(log));
+        publishers.push(tokio::spawn(async move {
+            let present =
+                resume_publisher(port, &spec, &log, SESSION_EXPIRY, Duration::from_secs(30))
+                    .await?;
+            if present {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(
+                    "Session Present 0 after a restart [MQTT-3.2.2-3]",
+                ))
+            }
+        }));
+    }
+    (receivers, publishers)
 }
 
 /// One round: subscribe, publish at load, SIGKILL at a seeded moment, restart on the same
@@ -186,18 +248,15 @@ async fn run_round(round: u32, seed: u64, dir: &Path, store: &Path) -> RoundRepo
     }
     let mut receivers = Vec::new();
     for sub in &subs {
-        let (mut client, present) = connect_persistent(port, sub.version, &sub.client_id, None)
-            .await
-            .expect("subscriber connects");
+        let connected = connect_persistent(port, sub.version, &sub.client_id, None).await;
+        let (mut client, present) = broker.check(connected, format!("{} connects", sub.name));
         assert!(
             !present,
             "{}: a new client identifier has no session",
             sub.name
         );
-        client
-            .subscribe(&sub.filter, sub.qos)
-            .await
-            .expect("subscribes");
+        let subscribed = client.subscribe(&sub.filter, sub.qos).await;
+        broker.check(subscribed, format!("{} subscribes", sub.name));
         if sub.online {
             receivers.push(spawn_receiver(
                 client,
@@ -205,7 +264,8 @@ async fn run_round(round: u32, seed: u64, dir: &Path, store: &Path) -> RoundRepo
                 Arc::clone(&stop),
             ));
         } else {
-            client.disconnect().await.expect("disconnect");
+            let closed = client.disconnect().await;
+            broker.check(closed, format!("{} disconnects", sub.name));
         }
     }
 
@@ -222,13 +282,10 @@ async fn run_round(round: u32, seed: u64, dir: &Path, store: &Path) -> RoundRepo
         log: Arc::default(),
     };
     {
-        let (mut client, _) = connect_persistent(port, will_sub.version, &will_sub.client_id, None)
-            .await
-            .expect("will subscriber connects");
-        client
-            .subscribe(&will_filter, QoS::AtLeastOnce)
-            .await
-            .expect("subscribes");
+        let connected = connect_persistent(port, will_sub.version, &will_sub.client_id, None).await;
+        let (mut client, _) = broker.check(connected, "the will subscriber connects");
+        let subscribed = client.subscribe(&will_filter, QoS::AtLeastOnce).await;
+        broker.check(subscribed, "the will subscriber subscribes");
         receivers.push(spawn_receiver(
             client,
             Arc::clone(&will_sub.log),
@@ -244,9 +301,8 @@ async fn run_round(round: u32, seed: u64, dir: &Path, store: &Path) -> RoundRepo
     for (version, client_id, delay) in &will_clients {
         let topic = format!("{r}/will/{client_id}");
         let w = will(*version, &topic, &format!("will of {client_id}"), *delay);
-        let (client, _) = connect_persistent(port, *version, client_id, Some(w))
-            .await
-            .expect("will client connects");
+        let connected = connect_persistent(port, *version, client_id, Some(w)).await;
+        let (client, _) = broker.check(connected, format!("{client_id} connects"));
         will_topics.push(topic);
         will_connections.push(client);
     }
@@ -282,9 +338,8 @@ async fn run_round(round: u32, seed: u64, dir: &Path, store: &Path) -> RoundRepo
     }
     let mut publishers = Vec::new();
     for (spec, log) in &pubs {
-        let (mut client, _) = connect_persistent(port, spec.version, &spec.client_id, None)
-            .await
-            .expect("publisher connects");
+        let connected = connect_persistent(port, spec.version, &spec.client_id, None).await;
+        let (mut client, _) = broker.check(connected, format!("publisher {} connects", spec.id));
         let (spec, log, stop) = (spec.clone(), Arc::clone(log), Arc::clone(&stop));
         publishers.push(tokio::spawn(async move {
             publish_flow(&mut client, &spec, &log, &stop).await
@@ -314,44 +369,32 @@ async fn run_round(round: u32, seed: u64, dir: &Path, store: &Path) -> RoundRepo
         ));
     }
 
-    // Restart on the same store, and resume every client.
+    // Restart on the same store, and resume every client. In some rounds the broker is
+    // killed again while they resume, and restarted once more: what it restored must
+    // survive a second crash as well.
+    let second_kill = (rng.u32(0..3) == 0).then(|| Duration::from_millis(rng.u64(20..=400)));
     let mut broker = BrokerProcess::start(dir, &body);
-    let port = broker.port;
-    let restarted_at = Instant::now();
-    let mut receivers = Vec::new();
-    for sub in subs.iter().chain([&will_sub]) {
-        let (client, present) = connect_persistent(port, sub.version, &sub.client_id, None)
-            .await
-            .expect("subscriber reconnects");
-        if !present {
-            // [MQTT-3.2.2-3]: the session was kept, so Session Present must be 1.
-            failures.push(format!(
-                "{}: Session Present 0 after the restart: its session (subscription, queue) is lost",
-                sub.name
-            ));
-            // A client told so drops its side of the session too [MQTT-3.2.2-5].
-            lock(&sub.log).awaiting_release.clear();
+    let mut restarted_at = Instant::now();
+    let mut resumed =
+        resume_everyone(&mut broker, &subs, &will_sub, &pubs, &stop, &mut failures).await;
+    if let Some(after) = second_kill {
+        tokio::time::sleep(after).await;
+        broker.kill9();
+        let (receivers, publishers) = resumed;
+        for task in publishers.into_iter().chain(receivers) {
+            if join_within(task, Duration::from_secs(10)).await.is_none() {
+                failures.push("a client did not notice the second kill within 10 s".into());
+            }
         }
-        receivers.push(spawn_receiver(
-            client,
-            Arc::clone(&sub.log),
-            Arc::clone(&stop),
-        ));
+        broker = BrokerProcess::start(dir, &body);
+        restarted_at = Instant::now();
+        resumed = resume_everyone(&mut broker, &subs, &will_sub, &pubs, &stop, &mut failures).await;
     }
-    let mut publishers = Vec::new();
-    for (spec, log) in &pubs {
-        let (spec, log) = (spec.clone(), Arc::clone(log));
-        publishers.push(tokio::spawn(async move {
-            resume_publisher(port, &spec, &log, SESSION_EXPIRY, Duration::from_secs(30)).await
-        }));
-    }
+    let port = broker.port;
+    let (receivers, publishers) = resumed;
     for ((spec, _), task) in pubs.iter().zip(publishers) {
         match join_within(task, Duration::from_secs(40)).await {
-            Some(Ok(true)) => {}
-            Some(Ok(false)) => failures.push(format!(
-                "publisher {}: Session Present 0 after the restart [MQTT-3.2.2-3]",
-                spec.id
-            )),
+            Some(Ok(())) => {}
             Some(Err(e)) => failures.push(format!("publisher {}: resuming: {e}", spec.id)),
             None => failures.push(format!("publisher {}: resuming hung", spec.id)),
         }
@@ -389,16 +432,18 @@ async fn run_round(round: u32, seed: u64, dir: &Path, store: &Path) -> RoundRepo
 
     // A new subscriber to the retained topics.
     let retained = fresh_retained(port, &format!("{r}/d/ret/+")).await;
+    let retained = broker.check(retained, "a new subscriber reads the retained messages");
 
     // Leave the store with no session of this round; stop the broker cleanly or not.
-    for sub in subs.iter().chain([&will_sub]) {
-        forget_session(port, sub.version, &sub.client_id).await;
-    }
-    for (version, client_id, _) in &will_clients {
-        forget_session(port, *version, client_id).await;
-    }
-    for (spec, _) in &pubs {
-        forget_session(port, spec.version, &spec.client_id).await;
+    let sessions = subs
+        .iter()
+        .chain([&will_sub])
+        .map(|s| (s.version, s.client_id.clone()))
+        .chain(will_clients.iter().map(|(v, id, _)| (*v, id.clone())))
+        .chain(pubs.iter().map(|(p, _)| (p.version, p.client_id.clone())));
+    for (version, client_id) in sessions {
+        let forgotten = forget_session(port, version, &client_id).await;
+        broker.check(forgotten, format!("{client_id} ends its session"));
     }
     let clean_stop = rng.bool();
     if clean_stop {
@@ -444,8 +489,11 @@ async fn run_round(round: u32, seed: u64, dir: &Path, store: &Path) -> RoundRepo
     check_wills(&will_sub, &will_topics, &mut failures);
     check_retained(&pub_logs, &retained, &mut failures);
 
+    let second = second_kill.map_or(String::new(), |d| {
+        format!(" and {} ms after the restart", d.as_millis())
+    });
     let summary = format!(
-        "round {round:>2} seed {seed:#018x}: kill at {:>4} ms; acknowledged {} before the kill, {} \
+        "round {round:>2} seed {seed:#018x}: kill at {:>4} ms{second}; acknowledged {} before the kill, {} \
          in all ({} refused); deliveries expected {}, delivered {}, lost {}; duplicates QoS 1 {}, \
          QoS 2 {}; out of order {}; expiring not delivered {}; {} stop; failures {}",
         kill_after.as_millis(),
@@ -675,7 +723,20 @@ fn acked_when(acked_at: Option<Instant>, killed_at: Instant) -> &'static str {
 fn check_wills(will_sub: &Sub, topics: &[String], failures: &mut Vec<String>) {
     let log = lock(&will_sub.log);
     for topic in topics {
-        let n = log.received.iter().filter(|m| &m.topic == topic).count();
+        let wills: Vec<&Received> = log.received.iter().filter(|m| &m.topic == topic).collect();
+        let n = wills.len();
+        // A resend after a restart may repeat it; on one connection it came once.
+        for connection in 1..=log.connection {
+            let fresh = wills
+                .iter()
+                .filter(|m| m.connection == connection && !m.dup)
+                .count();
+            if fresh > 1 {
+                failures.push(format!(
+                    "the will on {topic} was published {fresh} times (connection {connection})"
+                ));
+            }
+        }
         if n == 0 {
             failures.push(format!(
                 "the will on {topic}, of a client connected at the crash, was not published after \
@@ -686,37 +747,25 @@ fn check_wills(will_sub: &Sub, topics: &[String], failures: &mut Vec<String>) {
 }
 
 /// Retained messages a new subscriber to `filter` gets: topic → payload.
-async fn fresh_retained(port: u16, filter: &str) -> HashMap<String, Bytes> {
+async fn fresh_retained(port: u16, filter: &str) -> std::io::Result<HashMap<String, Bytes>> {
     let connect = connect_packet(ProtocolVersion::V5, "retained-reader", true, 0, None);
-    let (mut client, _) = Client::connect(port, &connect)
-        .await
-        .expect("retained reader connects");
-    client
-        .subscribe(filter, QoS::AtLeastOnce)
-        .await
-        .expect("subscribes");
+    let (mut client, _) = Client::connect(port, &connect).await?;
+    client.subscribe(filter, QoS::AtLeastOnce).await?;
     let mut got = HashMap::new();
-    while let Some(packet) = client
-        .recv_within(Duration::from_millis(300))
-        .await
-        .expect("receives")
-    {
+    while let Some(packet) = client.recv_within(Duration::from_millis(300)).await? {
         if let Packet::Publish(p) = packet {
             assert!(
                 p.retain,
                 "a new subscription gets retained messages with RETAIN set"
             );
             if let Some(id) = p.packet_id {
-                client
-                    .send(&Packet::PubAck(PubAck::new(id)))
-                    .await
-                    .expect("PUBACK");
+                client.send(&Packet::PubAck(PubAck::new(id))).await?;
             }
             got.insert(p.topic.as_str().to_owned(), p.payload);
         }
     }
-    client.disconnect().await.expect("disconnect");
-    got
+    client.disconnect().await?;
+    Ok(got)
 }
 
 fn check_retained(

@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -64,15 +63,23 @@ impl Drop for TempDir {
     }
 }
 
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 /// A TOML string literal for a path.
 pub fn toml_path(path: &Path) -> String {
     let s = path.to_str().expect("a UTF-8 path");
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The port of the log line `midge broker listening listener=127.0.0.1:PORT (mqtt)`.
+fn listening_port(log: &[String]) -> Option<u16> {
+    log.iter()
+        .filter(|l| l.contains("midge broker listening"))
+        .find_map(|l| {
+            let rest = &l[l.find("listener=127.0.0.1:")? + "listener=127.0.0.1:".len()..];
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
 }
 
 /// What starting the broker came to.
@@ -93,14 +100,19 @@ pub struct BrokerProcess {
 }
 
 impl BrokerProcess {
-    /// Writes a configuration into `dir` with a listener on a free loopback port followed by
-    /// `body` (TOML), and starts the broker on it.
+    /// Writes a configuration into `dir` with a listener on a loopback port of the broker's
+    /// choosing followed by `body` (TOML), and starts the broker on it. The port is read from
+    /// its log: one picked beforehand could be taken by another test's broker or client
+    /// before this one binds it.
     pub fn start_with(dir: &Path, body: &str) -> Started {
-        let port = free_port();
-        let config = dir.join(format!("midge-{port}.toml"));
+        static STARTS: AtomicU64 = AtomicU64::new(0);
+        let config = dir.join(format!(
+            "midge-{}.toml",
+            STARTS.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::write(
             &config,
-            format!("[[listener]]\nbind = \"127.0.0.1:{port}\"\n{body}"),
+            format!("[[listener]]\nbind = \"127.0.0.1:0\"\n{body}"),
         )
         .expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_midge"))
@@ -129,7 +141,8 @@ impl BrokerProcess {
                 let stderr = lock(&log).join("\n");
                 return Started::Exited { status, stderr };
             }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let listening = listening_port(&lock(&log));
+            if let Some(port) = listening {
                 return Started::Listening(Self {
                     child: Some(child),
                     port,
@@ -141,7 +154,7 @@ impl BrokerProcess {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "midge broker did not listen on {port} within {START_LIMIT:?}; log:\n{}",
+                    "midge broker did not listen within {START_LIMIT:?}; log:\n{}",
                     lock(&log).join("\n")
                 );
             }
@@ -197,6 +210,31 @@ impl BrokerProcess {
                 );
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The value of `result`, or a panic that says what failed, whether the broker is still
+    /// running, and how its log ends.
+    pub fn check<T, E: std::fmt::Display>(
+        &mut self,
+        result: Result<T, E>,
+        what: impl std::fmt::Display,
+    ) -> T {
+        match result {
+            Ok(value) => value,
+            Err(err) => {
+                let state = match self.child.as_mut().map(Child::try_wait) {
+                    Some(Ok(None)) => "still running".to_owned(),
+                    Some(Ok(Some(status))) => format!("exited: {status}"),
+                    Some(Err(e)) => format!("unknown: {e}"),
+                    None => "stopped by the test".to_owned(),
+                };
+                panic!(
+                    "{what}: {err}\nthe broker on port {} is {state}; its log ends:\n{}",
+                    self.port,
+                    self.log_tail(30)
+                )
+            }
         }
     }
 
@@ -684,6 +722,8 @@ pub struct Received {
     pub packet_id: Option<u16>,
     pub expiry: Option<u32>,
     pub at: Instant,
+    /// The subscriber's connection it came on (see [`SubLog::connection`]).
+    pub connection: u32,
     /// Passed on to the application: false for a QoS 2 PUBLISH whose packet identifier
     /// still awaits its PUBREL, which is the same message again [MQTT-4.3.3-10].
     pub onward: bool,
@@ -743,6 +783,7 @@ impl SubLog {
                     packet_id: id.map(PacketId::get),
                     expiry: p.properties.message_expiry_interval,
                     at: now,
+                    connection: self.connection,
                     onward,
                 });
                 Ok(reply)
