@@ -181,9 +181,9 @@ impl BrokerProcess {
         }
     }
 
-    /// SIGTERM, and waits for a clean exit.
-    pub fn terminate(&mut self) {
-        let Some(mut child) = self.child.take() else {
+    /// Sends SIGTERM, which asks the broker to stop cleanly.
+    pub fn send_term(&self) {
+        let Some(child) = &self.child else {
             return;
         };
         let status = Command::new("kill")
@@ -191,24 +191,37 @@ impl BrokerProcess {
             .status()
             .expect("kill runs");
         assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
+    }
+
+    /// Whether the broker has exited; panics if it did not exit cleanly.
+    pub fn exited_cleanly(&mut self) -> bool {
+        let Some(child) = &mut self.child else {
+            return true;
+        };
+        match child.try_wait().expect("try_wait") {
+            None => false,
+            Some(status) => {
+                self.child = None;
                 assert!(
                     status.success(),
-                    "midge broker exited with {status} on SIGTERM; log:\n{}",
+                    "midge broker exited with {status}; log:\n{}",
                     self.log_tail(40)
                 );
-                return;
+                true
             }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "midge broker did not stop on SIGTERM; log:\n{}",
-                    self.log_tail(40)
-                );
-            }
+        }
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    pub fn terminate(&mut self) {
+        self.send_term();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.exited_cleanly() {
+            assert!(
+                Instant::now() < deadline,
+                "midge broker did not stop on SIGTERM; log:\n{}",
+                self.log_tail(40)
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
