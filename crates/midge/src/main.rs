@@ -9,9 +9,11 @@ mod passwd;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use midge_broker::{BindAddr, Broker, BrokerConfig};
+use midge_store::{DiskOptions, DiskStore};
 use tracing_subscriber::EnvFilter;
 
 /// jemalloc rather than the system allocator. The broker allocates a message on the thread
@@ -57,6 +59,21 @@ enum Command {
     /// hashes a plain-text file.
     #[command(after_help = passwd::HELP)]
     Passwd(passwd::PasswdArgs),
+    /// Inspect a broker's store, the file of `[persistence] path`.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Print what a store holds: sessions, messages, retained messages, and records that do
+    /// not decode. The file is read, not changed (a store left by a crash is repaired first).
+    /// Exit code 0, or 1 with the reason on stderr for a store that is missing, damaged, in
+    /// use by a running broker, or of a format this midge does not read.
+    Info {
+        /// The store's file.
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Default, Args)]
@@ -83,8 +100,48 @@ fn main() -> ExitCode {
         Some(Command::Sub(args)) => mqtt::subscribe::main(*args),
         Some(Command::Bench(args)) => bench::main(*args),
         Some(Command::Passwd(args)) => passwd::main(args),
+        Some(Command::Store(command)) => store(command),
         None => broker(BrokerArgs::default()),
     }
+}
+
+fn store(command: StoreCommand) -> ExitCode {
+    match command {
+        StoreCommand::Info { path } => match midge_store::info(&path) {
+            Ok(info) => {
+                println!("store {}", path.display());
+                print!("{info}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("midge store info: {err}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// Opens the store of `[persistence] path`, if one is set.
+fn open_store(config: &BrokerConfig) -> Result<Option<DiskStore>, String> {
+    let Some(path) = &config.persistence.path else {
+        return Ok(None);
+    };
+    let options = DiskOptions::from_config(&config.persistence);
+    let store = DiskStore::open(path, options.clone()).map_err(|e| e.to_string())?;
+    let held = store.opened();
+    tracing::info!(
+        path = %path.display(),
+        sync = ?options.sync,
+        sync_interval_ms = options.sync_interval.as_millis() as u64,
+        max_disk_bytes = ?options.max_disk_bytes,
+        sessions = held.sessions,
+        will_only_sessions = held.will_only_sessions,
+        messages = held.messages,
+        retained = held.retained,
+        undecodable = held.undecodable,
+        "persistence: store opened"
+    );
+    Ok(Some(store))
 }
 
 fn init_logging(verbose: u8) {
@@ -113,6 +170,12 @@ fn load_config(args: &BrokerArgs) -> Result<BrokerConfig, String> {
             // from.
             let dir = path.parent().unwrap_or(Path::new("."));
             config.resolve_paths(dir);
+            // The store's file too, which `resolve_paths` leaves as it is.
+            if let Some(store) = &mut config.persistence.path {
+                if store.is_relative() {
+                    *store = dir.join(&*store);
+                }
+            }
             config
         }
         None => BrokerConfig::default(),
@@ -146,6 +209,14 @@ fn broker(args: BrokerArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before the runtime: opening reads and checks the whole file.
+    let store = match open_store(&config) {
+        Ok(store) => store,
+        Err(err) => {
+            tracing::error!("{err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -161,7 +232,11 @@ fn broker(args: BrokerArgs) -> ExitCode {
         // action ends the process).
         #[cfg(unix)]
         let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-        let broker = match Broker::builder().config(config).start().await {
+        let mut builder = Broker::builder().config(config);
+        if let Some(store) = store {
+            builder = builder.store(Arc::new(store));
+        }
+        let broker = match builder.start().await {
             Ok(broker) => broker,
             Err(err) => {
                 tracing::error!("{err}");
@@ -242,6 +317,11 @@ mod tests {
         };
         assert_eq!(args.port, Some(1884));
         assert_eq!(args.verbose, 2);
+        let cli = Cli::try_parse_from(["midge", "store", "info", "broker.redb"]).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Store(StoreCommand::Info { .. }))
+        ));
         let config = load_config(&args).expect("valid");
         assert_eq!(
             config.listeners[0].bind,
