@@ -1294,7 +1294,7 @@ impl Connection {
     fn refuse_store_full(&mut self, packet_id: Option<midge_codec::PacketId>) {
         let refused = self.core.counters.refused_store_full.fetch_add(1, Relaxed);
         // Once, then every thousandth: a full store refuses every message until it has room.
-        if refused % 1000 == 0 {
+        if refused.is_multiple_of(1000) {
             tracing::warn!(client_id = %self.info.client_id, refused = refused + 1, "the store is full (max_disk_bytes): refusing QoS 1 and 2 messages");
         }
         if self.info.version.is_v5() {
