@@ -245,26 +245,18 @@ pub trait Journal: Send + Sync + 'static {
 /// Where retained messages and persistent sessions live.
 ///
 /// The broker reads retained messages on every SUBSCRIBE (through
-/// [`Store::retained_matching`]) and writes them on every retained PUBLISH. Sessions are kept
-/// live in memory while they exist; the broker writes an offline session through
-/// [`Store::save_session`] when its client goes offline, removes it with
-/// [`Store::remove_session`] when it ends, and restores what [`Store::load_sessions`] returns
-/// when it starts. Sessions are stored as bytes from [`Session::encode`], which keeps the
-/// queue and the QoS 1 and 2 state of both directions (messages sent and not yet acknowledged,
-/// PUBRELs sent, QoS 2 identifiers received and not yet released), so a restored session
-/// goes on without losing or duplicating a message.
-///
-/// A session is written again whenever the broker stops with
-/// [`BrokerHandle::shutdown`](crate::BrokerHandle::shutdown), after every connection has
-/// closed: the last write of each session then holds the messages routed to it while it was
-/// offline. A broker that ends without `shutdown` (dropped handle, crash) leaves each session
-/// as it was when its client went offline.
+/// [`Store::retained_matching`]) and sets them on every retained PUBLISH. Sessions are kept
+/// live in memory while their clients are connected. A store that keeps them across restarts
+/// has a [`Journal`] ([`Store::journal`]): the broker writes every change to a persistent
+/// session there as it happens, and also every change to a retained message, and restores
+/// what the journal holds when it starts. Without one, sessions and retained messages live
+/// as long as the process.
 ///
 /// A store shared by brokers that run one after the other (a restart in one process) is
 /// passed as an `Arc`: `Arc<S>` is a `Store` too.
 ///
 /// Methods are synchronous and called from connection tasks: a persistent implementation
-/// should buffer writes and flush them from a task of its own.
+/// buffers writes and makes them durable from a thread of its own.
 pub trait Store: Send + Sync + 'static {
     /// Sets the retained message of `topic` (`Some`), or deletes it (`None`). Returns the
     /// message it replaced or deleted, which the broker needs to keep its retained limits.

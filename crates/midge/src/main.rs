@@ -170,12 +170,6 @@ fn load_config(args: &BrokerArgs) -> Result<BrokerConfig, String> {
             // from.
             let dir = path.parent().unwrap_or(Path::new("."));
             config.resolve_paths(dir);
-            // The store's file too, which `resolve_paths` leaves as it is.
-            if let Some(store) = &mut config.persistence.path {
-                if store.is_relative() {
-                    *store = dir.join(&*store);
-                }
-            }
             config
         }
         None => BrokerConfig::default(),

@@ -490,8 +490,12 @@ impl Core {
         }
     }
 
-    /// Writes a retained message's change to the journal, if the store has one.
+    /// Writes a retained message's change to the journal, if the store has one. `$SYS`
+    /// topics are the broker's own figures of this run: not kept.
     fn journal_retained(&self, topic: &ByteStr, retained: Option<&Retained>) {
+        if topic.as_str().starts_with("$SYS/") {
+            return;
+        }
         if let Some(journal) = self.journal() {
             journal.write(Change::Retained { topic, retained });
         }
