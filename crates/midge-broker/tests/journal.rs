@@ -328,3 +328,66 @@ async fn a_failed_journal_never_lets_a_held_acknowledgement_out() {
     );
     drop(broker);
 }
+
+/// Commits every few milliseconds until dropped.
+fn committing(store: &Arc<ManualStore>) -> tokio::task::JoinHandle<()> {
+    let store = store.clone();
+    tokio::spawn(async move {
+        loop {
+            store.journal.commit();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+}
+
+// Conformance: [MQTT-5:4.4.0-1]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_in_flight_when_the_client_left_comes_back_once_with_the_queue_behind_it() {
+    let store = Arc::new(ManualStore::default());
+    let broker = start_on(&store).await;
+    let committer = committing(&store);
+    let mut subscriber =
+        Peer::connect_with(broker.local_addr(), receive_maximum_1("flight", false))
+            .await
+            .0;
+    subscriber.subscribe("f/#", QoS::AtLeastOnce).await;
+    let mut publisher = Peer::connect(broker.local_addr(), V5, "pub5").await;
+    publisher
+        .publish("f/1", "first", QoS::AtLeastOnce, false)
+        .await;
+    // Received and not acknowledged: in flight when the client goes.
+    match subscriber.recv_packet().await {
+        Packet::Publish(first) => assert_eq!(&first.payload[..], b"first"),
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+    subscriber.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for n in 2..=4 {
+        publisher
+            .publish(&format!("f/{n}"), &format!("m{n}"), QoS::AtLeastOnce, false)
+            .await;
+    }
+    let (mut back, ack) =
+        Peer::connect_with(broker.local_addr(), receive_maximum_1("flight", false)).await;
+    assert!(ack.session_present);
+    let mut got = Vec::new();
+    while let Some(packet) = back.next(Duration::from_millis(300)).await {
+        let Packet::Publish(p) = packet else {
+            panic!("expected PUBLISH, got {packet:?}");
+        };
+        got.push((String::from_utf8_lossy(&p.payload).into_owned(), p.dup));
+        back.send(Packet::PubAck(PubAck::new(p.packet_id.expect("QoS 1"))))
+            .await;
+    }
+    assert_eq!(
+        got,
+        [
+            ("first".to_owned(), true),
+            ("m2".to_owned(), false),
+            ("m3".to_owned(), false),
+            ("m4".to_owned(), false)
+        ]
+    );
+    committer.abort();
+    stop(&store, broker).await;
+}

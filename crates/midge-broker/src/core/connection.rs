@@ -1008,7 +1008,13 @@ impl Connection {
             (core.journal().filter(|_| on_disk > 0), connect.clean_start)
         {
             if let Some(session) = existing.as_mut().and_then(|h| h.session.as_mut()) {
+                let in_flight: std::collections::HashSet<u64> = session.in_flight_tags().collect();
                 for delivery in journal.queued(&client_id, now) {
+                    // Sent before the client left (a QoS 1 message is still queued in the
+                    // journal until acknowledged): it is resent from the session already.
+                    if in_flight.contains(&delivery.tag) {
+                        continue;
+                    }
                     let size = delivery.size();
                     self.counted += size;
                     add_bytes(&core, size);
