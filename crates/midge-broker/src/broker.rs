@@ -428,15 +428,13 @@ impl BrokerHandle {
     /// Stops accepting, tells every connected 5.0 client DISCONNECT 0x8B (Server shutting
     /// down), flushes and closes every connection, and waits until they are all closed.
     ///
-    /// Then every session that outlives its connection is written to the [`Store`] once more
-    /// ([`Store::save_session`]), with what was routed to it while it was offline and its QoS
-    /// 1 and 2 state, so a broker started on the same store goes on where this one stopped.
-    /// Session expiry and delayed wills stop with the broker. Wills are not stored: a will
-    /// still waiting for its Will Delay Interval is lost, and a broker started on the same
-    /// store never publishes it.
+    /// Then, if the [`Store`] has a [`Journal`](crate::Journal), it waits until the journal
+    /// has made every change durable, so a broker started on the same store goes on where
+    /// this one stopped, with the sessions' queues and QoS 1 and 2 state, their expiry, and
+    /// the wills still waiting for their delay. Session expiry and delayed wills stop with the
+    /// broker.
     ///
-    /// Dropping the handle instead stops the broker without waiting and without this last
-    /// write.
+    /// Dropping the handle instead stops the broker without waiting.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         self.shared.stop();

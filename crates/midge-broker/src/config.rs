@@ -676,12 +676,15 @@ fn resolve(path: &mut PathBuf, dir: &Path) {
 
 impl BrokerConfig {
     /// Makes every relative path in the configuration (Unix sockets, TLS, password and ACL
-    /// files) relative to `dir`: the directory of the file it was read from.
+    /// files, the store) relative to `dir`: the directory of the file it was read from.
     pub fn resolve_paths(&mut self, dir: &Path) {
         for listener in &mut self.listeners {
             listener.resolve_paths(dir);
         }
         self.auth.resolve_paths(dir);
+        if let Some(path) = &mut self.persistence.path {
+            resolve(path, dir);
+        }
     }
 }
 

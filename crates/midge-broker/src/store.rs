@@ -157,8 +157,13 @@ pub struct RestoredSession {
     pub record: SessionRecord,
     /// Its subscriptions.
     pub subscriptions: Vec<(ByteStr, SessionSubscription)>,
-    /// Its messages, oldest first.
+    /// Its messages in flight (sent and not acknowledged), oldest first. Queued messages
+    /// stay in the journal until the client returns ([`Journal::queued`]).
     pub messages: Vec<RestoredMessage>,
+    /// How many messages are queued for it in the journal.
+    pub queued: usize,
+    /// Their size, as [`Delivery::size`] counts it.
+    pub queued_bytes: usize,
     /// QoS 2 identifiers received from the client and not yet released.
     pub incoming_qos2: Vec<PacketId>,
 }
@@ -170,6 +175,8 @@ impl RestoredSession {
             record,
             subscriptions: Vec::new(),
             messages: Vec::new(),
+            queued: 0,
+            queued_bytes: 0,
             incoming_qos2: Vec::new(),
         }
     }
@@ -224,32 +231,32 @@ pub trait Journal: Send + Sync + 'static {
 
     /// The sessions kept by an earlier run, with message times moved onto `now`'s clock:
     /// a message's expiry and an offline session's expiry go on counting across the restart.
+    /// Their queued messages are counted, not read: they stay in the journal until their
+    /// client returns.
     fn restore(&self, now: Instant) -> Vec<RestoredSession>;
+
+    /// The messages queued (not yet sent) for `client_id`, oldest first, with times moved
+    /// onto `now`'s clock; those whose Message Expiry Interval has passed are left out (and
+    /// may be deleted). They stay in the journal: what becomes of each is written as it
+    /// happens, as for any delivery.
+    fn queued(&self, client_id: &ByteStr, now: Instant) -> Vec<Delivery>;
 }
 
 /// Where retained messages and persistent sessions live.
 ///
 /// The broker reads retained messages on every SUBSCRIBE (through
-/// [`Store::retained_matching`]) and writes them on every retained PUBLISH. Sessions are kept
-/// live in memory while they exist; the broker writes an offline session through
-/// [`Store::save_session`] when its client goes offline, removes it with
-/// [`Store::remove_session`] when it ends, and restores what [`Store::load_sessions`] returns
-/// when it starts. Sessions are stored as bytes from [`Session::encode`], which keeps the
-/// queue and the QoS 1 and 2 state of both directions (messages sent and not yet acknowledged,
-/// PUBRELs sent, QoS 2 identifiers received and not yet released), so a restored session
-/// goes on without losing or duplicating a message.
-///
-/// A session is written again whenever the broker stops with
-/// [`BrokerHandle::shutdown`](crate::BrokerHandle::shutdown), after every connection has
-/// closed: the last write of each session then holds the messages routed to it while it was
-/// offline. A broker that ends without `shutdown` (dropped handle, crash) leaves each session
-/// as it was when its client went offline.
+/// [`Store::retained_matching`]) and sets them on every retained PUBLISH. Sessions are kept
+/// live in memory while their clients are connected. A store that keeps them across restarts
+/// has a [`Journal`] ([`Store::journal`]): the broker writes every change to a persistent
+/// session there as it happens, and also every change to a retained message, and restores
+/// what the journal holds when it starts. Without one, sessions and retained messages live
+/// as long as the process.
 ///
 /// A store shared by brokers that run one after the other (a restart in one process) is
 /// passed as an `Arc`: `Arc<S>` is a `Store` too.
 ///
 /// Methods are synchronous and called from connection tasks: a persistent implementation
-/// should buffer writes and flush them from a task of its own.
+/// buffers writes and makes them durable from a thread of its own.
 pub trait Store: Send + Sync + 'static {
     /// Sets the retained message of `topic` (`Some`), or deletes it (`None`). Returns the
     /// message it replaced or deleted, which the broker needs to keep its retained limits.
@@ -410,6 +417,15 @@ struct KeptSession {
     incoming_qos2: std::collections::BTreeSet<PacketId>,
 }
 
+impl KeptSession {
+    fn queued(&self) -> impl Iterator<Item = &Delivery> {
+        self.messages.values().filter_map(|m| match m {
+            RestoredMessage::Queued(d) => Some(d),
+            _ => None,
+        })
+    }
+}
+
 impl MemoryJournal {
     fn apply(&self, change: Change<'_>) {
         use std::collections::hash_map::Entry;
@@ -517,6 +533,17 @@ impl Journal for MemoryJournal {
         true
     }
 
+    fn queued(&self, client_id: &ByteStr, now: Instant) -> Vec<Delivery> {
+        lock(&self.sessions)
+            .get(client_id)
+            .map_or_else(Vec::new, |kept| {
+                kept.queued()
+                    .filter(|d| !d.is_expired(now))
+                    .cloned()
+                    .collect()
+            })
+    }
+
     /// In client identifier order, so that a simulation replays exactly.
     fn restore(&self, _now: Instant) -> Vec<RestoredSession> {
         let mut restored: Vec<RestoredSession> = lock(&self.sessions)
@@ -528,7 +555,14 @@ impl Journal for MemoryJournal {
                     .iter()
                     .map(|(f, s)| (f.clone(), *s))
                     .collect(),
-                messages: kept.messages.values().cloned().collect(),
+                messages: kept
+                    .messages
+                    .values()
+                    .filter(|m| !matches!(m, RestoredMessage::Queued(_)))
+                    .cloned()
+                    .collect(),
+                queued: kept.queued().count(),
+                queued_bytes: kept.queued().map(Delivery::size).sum(),
                 incoming_qos2: kept.incoming_qos2.iter().copied().collect(),
             })
             .collect();

@@ -407,6 +407,25 @@ impl Session {
         Some(delivery)
     }
 
+    /// The tags of the deliveries in flight (sent, not yet acknowledged) that have one.
+    pub fn in_flight_tags(&self) -> impl Iterator<Item = u64> + '_ {
+        self.outgoing
+            .iter()
+            .map(|(_, state)| match state {
+                OutState::Published(d) => d.tag,
+                OutState::Released(tag) => *tag,
+            })
+            .filter(|tag| *tag != 0)
+    }
+
+    /// Takes every queued message out of the session (not those in flight), in order: for a
+    /// persistence layer that keeps an offline session's queue elsewhere, and gives it back
+    /// with [`Session::enqueue_admitted`] when its client returns.
+    pub fn take_queued(&mut self) -> VecDeque<Delivery> {
+        self.queued_bytes = 0;
+        std::mem::take(&mut self.queue)
+    }
+
     /// Drops queued messages whose expiry has passed, counting them.
     pub fn drop_expired(&mut self, now: Instant) {
         let before = self.queue.len();

@@ -397,8 +397,13 @@ impl DiskStore {
                         stats.expired += 1;
                         continue;
                     }
+                    // Counted, not kept: a queue stays on disk until its client returns
+                    // (`Journal::queued`).
                     Some(StoredMessage::Queued(delivery)) => {
-                        RestoredMessage::Queued(delivery.into_delivery(tag, self.clock, now))
+                        let delivery = delivery.into_delivery(tag, self.clock, now);
+                        session.queued += 1;
+                        session.queued_bytes += delivery.size();
+                        continue;
                     }
                     // Delivery began: the message is sent again whatever its expiry, as
                     // [MQTT-4.4.0-1] asks.
@@ -422,7 +427,7 @@ impl DiskStore {
                 }
             }
             stats.sessions += 1;
-            stats.messages += session.messages.len();
+            stats.messages += session.messages.len() + session.queued;
             restored.push(session);
         }
         restored.sort_by(|a, b| a.record.client_id.cmp(&b.record.client_id));
@@ -596,6 +601,50 @@ impl Journal for DiskStore {
 
     fn is_durable(&self, ticket: u64) -> bool {
         self.shared.is_durable(ticket)
+    }
+
+    /// Commits what was written before, then reads the client's queued messages. Those whose
+    /// Message Expiry Interval has passed are left out, and deleted by the next commit.
+    fn queued(&self, client_id: &ByteStr, now: Instant) -> Vec<midge_proto::session::Delivery> {
+        if let Err(err) = self.flush() {
+            tracing::error!(%err, %client_id, "cannot read a queue: the store failed");
+            return Vec::new();
+        }
+        let wall_now = self.clock.to_wall(now);
+        let client = client_id.as_str();
+        let mut queued = Vec::new();
+        let mut expired = Vec::new();
+        let read = (|| -> Result<(), redb::Error> {
+            let txn = self.shared.db.begin_read()?;
+            let messages = txn.open_table(db::MESSAGES)?;
+            for entry in messages.range((client, 0)..=(client, u64::MAX))? {
+                let (key, row) = entry?;
+                let tag = key.value().1;
+                match record::decode_message(Bytes::copy_from_slice(row.value())) {
+                    Some(StoredMessage::Queued(delivery)) if delivery.is_expired(wall_now) => {
+                        expired.push(tag);
+                    }
+                    Some(StoredMessage::Queued(delivery)) => {
+                        queued.push(delivery.into_delivery(tag, self.clock, now));
+                    }
+                    Some(_) => {}
+                    None => {
+                        tracing::warn!(client, tag, "a queued message does not decode: skipped");
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if let Err(err) = read {
+            tracing::error!(path = %self.path().display(), %err, %client_id, "cannot read a queue from the store");
+        }
+        for tag in expired {
+            self.shared.push(Some(Op::Finished {
+                client: client_id.clone(),
+                tag,
+            }));
+        }
+        queued
     }
 
     fn has_room(&self) -> bool {

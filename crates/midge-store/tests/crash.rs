@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use midge_broker::{Change, Journal, RestoredMessage};
+use midge_broker::{Change, Journal};
 use midge_codec::{ByteStr, QoS};
 use midge_proto::session::SessionChange;
 use midge_store::{DiskOptions, DiskStore};
@@ -161,10 +161,13 @@ fn crash_once(seed: u64) {
     for session in &restored {
         let client = session.record.client_id.as_str();
         let mut last = 0;
-        for message in &session.messages {
-            let RestoredMessage::Queued(d) = message else {
-                panic!("seed {seed}: only queued messages were written");
-            };
+        assert!(
+            session.messages.is_empty(),
+            "seed {seed}: only queued messages were written"
+        );
+        let queued = store.queued(&session.record.client_id, Instant::now());
+        assert_eq!(queued.len(), session.queued, "seed {seed}: counted as read");
+        for d in &queued {
             assert!(d.tag > last, "seed {seed}: messages in tag order");
             last = d.tag;
             assert_eq!(

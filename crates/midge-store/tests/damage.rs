@@ -101,7 +101,7 @@ fn flipped_bytes_are_found() {
             Ok(store) => {
                 let restored = store.restore(Instant::now());
                 assert_eq!(restored.len(), 1);
-                assert_eq!(restored[0].messages.len(), 200);
+                assert_eq!(restored[0].queued, 200);
             }
             Err(other) => panic!("at {at}: {other}"),
         }

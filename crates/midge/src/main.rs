@@ -170,12 +170,6 @@ fn load_config(args: &BrokerArgs) -> Result<BrokerConfig, String> {
             // from.
             let dir = path.parent().unwrap_or(Path::new("."));
             config.resolve_paths(dir);
-            // The store's file too, which `resolve_paths` leaves as it is.
-            if let Some(store) = &mut config.persistence.path {
-                if store.is_relative() {
-                    *store = dir.join(&*store);
-                }
-            }
             config
         }
         None => BrokerConfig::default(),
@@ -233,8 +227,9 @@ fn broker(args: BrokerArgs) -> ExitCode {
         #[cfg(unix)]
         let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let mut builder = Broker::builder().config(config);
-        if let Some(store) = store {
-            builder = builder.store(Arc::new(store));
+        let store = store.map(Arc::new);
+        if let Some(store) = &store {
+            builder = builder.store(store.clone());
         }
         let broker = match builder.start().await {
             Ok(broker) => broker,
@@ -250,6 +245,13 @@ fn broker(args: BrokerArgs) -> ExitCode {
         reload.abort();
         tracing::info!("shutting down");
         broker.shutdown().await;
+        // With `sync = "interval"` the last changes wait for the next commit: make them now.
+        if let Some(store) = &store {
+            if let Err(err) = store.flush() {
+                tracing::error!(%err, "the store did not take the last changes");
+                return ExitCode::FAILURE;
+            }
+        }
         ExitCode::SUCCESS
     })
 }

@@ -937,7 +937,8 @@ impl Connection {
         // Claim the client's slot: route new messages to our inbox from now on, and take the
         // session from its previous owner (offline, or a connection we take over).
         let max_sessions = core.config.limits.max_sessions;
-        let (slot, existing, awaited) = loop {
+        let mut on_disk = 0;
+        let (slot, mut existing, awaited) = loop {
             let Some(slot) =
                 Registered::find_or_add(&mut core.registry(), &client_id, max_sessions)
             else {
@@ -962,8 +963,10 @@ impl Connection {
                     session,
                     will,
                     expiry,
+                    on_disk: spilled,
                     ..
                 } => {
+                    on_disk = spilled.messages;
                     core.cancel_deadlines(will.as_deref(), expiry);
                     // Back before the will's delay: the will is cancelled [MQTT-3.1.3-9],
                     // unless Clean Start 1 ends the session first, which publishes it
@@ -999,6 +1002,26 @@ impl Connection {
                 }
             }
         };
+        // A journaled session's queue waited in the journal: it comes back into memory now
+        // (with the slot ours, so new deliveries queue behind it in our inbox).
+        if let (Some(journal), false) =
+            (core.journal().filter(|_| on_disk > 0), connect.clean_start)
+        {
+            if let Some(session) = existing.as_mut().and_then(|h| h.session.as_mut()) {
+                let in_flight: std::collections::HashSet<u64> = session.in_flight_tags().collect();
+                for delivery in journal.queued(&client_id, now) {
+                    // Sent before the client left (a QoS 1 message is still queued in the
+                    // journal until acknowledged): it is resent from the session already.
+                    if in_flight.contains(&delivery.tag) {
+                        continue;
+                    }
+                    let size = delivery.size();
+                    self.counted += size;
+                    add_bytes(&core, size);
+                    session.enqueue_admitted(delivery);
+                }
+            }
+        }
         let accepting = Accepting {
             info,
             slot,
@@ -1048,6 +1071,7 @@ impl Connection {
         if connect.clean_start {
             if let Some(old) = session.take() {
                 core.remove_subscriptions(&old);
+                core.forget_session(&client_id);
                 core.hooks.on_session_expired(client_id.as_str());
             }
             // What reached our inbox before the old session's subscriptions were removed was
@@ -1066,7 +1090,6 @@ impl Connection {
             core.publish_will(will, &old, now);
         }
         if session.is_none() {
-            core.forget_session(&client_id);
             core.hooks.on_session_created(client_id.as_str());
         }
         // A resumed session's queue was filled while its client was away, under the rules of
@@ -1078,7 +1101,7 @@ impl Connection {
         }
         let present = session.is_some();
         self.conn.accept(now, session);
-        self.journal_session(&connect, now);
+        self.journal_session(&connect, present, now);
         // Deliveries routed to our inbox since the slot became ours waited for this: the
         // session's queue, which they count against together with the inbox.
         self.sync_budget();
@@ -1277,7 +1300,7 @@ impl Connection {
     fn refuse_store_full(&mut self, packet_id: Option<midge_codec::PacketId>) {
         let refused = self.core.counters.refused_store_full.fetch_add(1, Relaxed);
         // Once, then every thousandth: a full store refuses every message until it has room.
-        if refused % 1000 == 0 {
+        if refused.is_multiple_of(1000) {
             tracing::warn!(client_id = %self.info.client_id, refused = refused + 1, "the store is full (max_disk_bytes): refusing QoS 1 and 2 messages");
         }
         if self.info.version.is_v5() {
@@ -1290,7 +1313,7 @@ impl Connection {
     /// Writes the session's record when its CONNECT is accepted: a persistent session (to
     /// come back after a restart) or a connection with a will (to be published if the broker
     /// dies with it). Marks the slot and the session journaled when the session persists.
-    fn journal_session(&mut self, connect: &Accepting, now: Instant) {
+    fn journal_session(&mut self, connect: &Accepting, resumed: bool, now: Instant) {
         let core = self.core.clone();
         let Some(journal) = core.journal() else {
             return;
@@ -1299,7 +1322,7 @@ impl Connection {
         let persistent = expiry > 0;
         connect.slot.journaled.store(persistent, Relaxed);
         self.conn.set_session_journaled(persistent);
-        if !persistent {
+        if !persistent && resumed {
             // A resumed session that now ends with its connection: a crash must not bring
             // it back.
             journal.write(Change::RemoveSession {

@@ -29,7 +29,7 @@ use midge_topic::{Match, SubscriptionIndex, TopicFilter, TopicName};
 use smallvec::SmallVec;
 
 use super::handover::{Handover, TakeOver};
-use super::inbox::{Inbox, InboxLimits, SendError};
+use super::inbox::{Inbox, InboxLimits, QueueUse, SendError};
 use super::timers::{TimerKey, Timers};
 use super::verify::{VerificationJob, Verifications};
 use crate::auth::FileAuth;
@@ -62,6 +62,9 @@ pub(crate) enum SlotState {
         /// while it is away; `None` for a session restored from the store, whose queue is
         /// checked when it resumes.
         reader: Option<Arc<ClientInfo>>,
+        /// Messages queued in the journal rather than in `session` (a journaled session's
+        /// queue lives on disk while it is offline): they cost disk, not memory.
+        on_disk: QueueUse,
     },
     /// Just created in the registry, with no session yet.
     Vacant,
@@ -487,8 +490,12 @@ impl Core {
         }
     }
 
-    /// Writes a retained message's change to the journal, if the store has one.
+    /// Writes a retained message's change to the journal, if the store has one. `$SYS`
+    /// topics are the broker's own figures of this run: not kept.
     fn journal_retained(&self, topic: &ByteStr, retained: Option<&Retained>) {
+        if topic.as_str().starts_with("$SYS/") {
+            return;
+        }
         if let Some(journal) = self.journal() {
             journal.write(Change::Retained { topic, retained });
         }
@@ -573,6 +580,8 @@ impl Core {
                 record,
                 subscriptions,
                 messages,
+                queued,
+                queued_bytes,
                 incoming_qos2,
                 ..
             } = restored;
@@ -655,6 +664,10 @@ impl Core {
                     self.add_deadline(at.max(now), &slot, RESTORED, DeadlineKind::Expiry)
                 }),
                 reader: None,
+                on_disk: QueueUse {
+                    messages: queued,
+                    bytes: queued_bytes,
+                },
             };
             drop(state);
             self.registry().insert(Registered(slot));
@@ -1108,7 +1121,10 @@ impl Core {
                 }
             }
             SlotState::Offline {
-                session, reader, ..
+                session,
+                reader,
+                on_disk,
+                ..
             } => {
                 // Checked as it is queued, so that what the client may not read never takes
                 // the room of what it may (it is checked again when the session resumes).
@@ -1127,6 +1143,13 @@ impl Core {
                         self.release(size);
                     }
                     return Handed::Refused;
+                }
+                if slot.journaled.load(Relaxed) {
+                    // Queued in the journal only (QoS 1 and 2 ones were written already).
+                    if prepaid {
+                        self.release(size);
+                    }
+                    return self.queue_on_disk(slot, session, on_disk, delivery);
                 }
                 if !prepaid && !self.reserve(size) {
                     self.counters.dropped_memory_budget.fetch_add(1, Relaxed);
@@ -1149,6 +1172,59 @@ impl Core {
                 Handed::Gone
             }
         }
+    }
+
+    /// Queues a delivery for an offline journaled session in the journal, within the
+    /// session's limits (tail drop, counted, as in memory).
+    fn queue_on_disk(
+        &self,
+        slot: &Slot,
+        session: &Session,
+        on_disk: &mut QueueUse,
+        mut delivery: Delivery,
+    ) -> Handed {
+        let limits = &self.config.queue_limits();
+        let size = delivery.size();
+        let queued = on_disk.messages + session.queued_messages();
+        if queued >= limits.max_messages || on_disk.bytes + size > limits.max_bytes {
+            self.counters.dropped_queue_full.fetch_add(1, Relaxed);
+            return Handed::Refused;
+        }
+        let Some(journal) = self.journal() else {
+            return Handed::Refused;
+        };
+        if delivery.tag == 0 {
+            delivery.tag = journal.next_tag();
+            journal.write(Change::Enqueue {
+                client_id: &slot.client_id,
+                delivery: &delivery,
+            });
+        }
+        on_disk.messages += 1;
+        on_disk.bytes += size;
+        Handed::Queued
+    }
+
+    /// Moves an offline journaled session's queue into the journal: what is not written
+    /// there yet (QoS 0 messages, retained messages sent on subscribe) is written, and the
+    /// memory is freed. Returns what the journal now holds for it.
+    fn spill_queue(&self, slot: &Slot, session: &mut Session) -> QueueUse {
+        let mut on_disk = QueueUse::default();
+        let Some(journal) = self.journal() else {
+            return on_disk;
+        };
+        for mut delivery in session.take_queued() {
+            if delivery.tag == 0 {
+                delivery.tag = journal.next_tag();
+                journal.write(Change::Enqueue {
+                    client_id: &slot.client_id,
+                    delivery: &delivery,
+                });
+            }
+            on_disk.messages += 1;
+            on_disk.bytes += delivery.size();
+        }
+        on_disk
     }
 
     /// Removes a session's subscriptions from the index.
@@ -1374,10 +1450,17 @@ impl Core {
             let at = now + Duration::from_secs(u64::from(expiry));
             self.add_deadline(at, slot, conn, DeadlineKind::Expiry)
         });
-        // Messages left in the session's queue now count against the global budget.
-        self.counters
-            .queued_bytes
-            .fetch_add(session.queued_bytes(), Relaxed);
+        // A journaled session's queue goes to the journal; messages left in any other
+        // session's queue now count against the global budget.
+        let mut session = session;
+        let on_disk = if slot.journaled.load(Relaxed) {
+            self.spill_queue(slot, &mut session)
+        } else {
+            self.counters
+                .queued_bytes
+                .fetch_add(session.queued_bytes(), Relaxed);
+            QueueUse::default()
+        };
         if let Some(journal) = self.journal() {
             let mut record = SessionRecord::new(slot.client_id.clone(), info.version, expiry, now);
             record.username = info.username.clone();
@@ -1391,6 +1474,7 @@ impl Core {
             will: pending,
             expiry: expiry_timer,
             reader: Some(Arc::new(info.clone())),
+            on_disk,
         };
         drop(state);
         drop(registry);

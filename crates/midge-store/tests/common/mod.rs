@@ -116,6 +116,7 @@ pub fn shape(sessions: &[RestoredSession]) -> String {
             };
             out += &format!("  {line}\n");
         }
+        out += &format!("  queued {}\n", s.queued);
         out += &format!("  incoming {:?}\n", s.incoming_qos2);
     }
     out
@@ -161,5 +162,24 @@ pub fn assert_same(disk: &[RestoredSession], memory: &[RestoredSession], now: In
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
         assert!(x.abs_diff(*y) <= 3, "times differ: {a:?} vs {b:?}");
+    }
+}
+
+/// Asserts two journals hold the same: their restores, and each session's queue.
+pub fn assert_same_journals(disk: &dyn Journal, memory: &dyn Journal, now: Instant) {
+    let (a, b) = (disk.restore(now), memory.restore(now));
+    assert_same(&a, &b, now);
+    for session in &a {
+        let id = &session.record.client_id;
+        let (x, y) = (disk.queued(id, now), memory.queued(id, now));
+        let shapes = |q: &[Delivery]| q.iter().map(delivery_shape).collect::<Vec<_>>();
+        assert_eq!(shapes(&x), shapes(&y), "queue of {id}");
+        for (p, q) in x.iter().zip(&y) {
+            let ms = |t: Instant| now.saturating_duration_since(t).as_millis();
+            assert!(
+                ms(p.received_at).abs_diff(ms(q.received_at)) <= 3,
+                "times differ"
+            );
+        }
     }
 }
