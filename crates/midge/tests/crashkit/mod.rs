@@ -519,12 +519,12 @@ impl PubLog {
         self.next_seq += 1;
         let seq = self.next_seq;
         let packet_id = self.take_id();
-        let retain = spec.retain_every > 0 && seq % spec.retain_every == 0;
+        let retain = spec.retain_every > 0 && seq.is_multiple_of(spec.retain_every);
         let expiry = (!retain
             && spec.version.is_v5()
             && spec.expiry_every > 0
-            && seq % spec.expiry_every == 0)
-            .then_some(spec.expiry_secs);
+            && seq.is_multiple_of(spec.expiry_every))
+        .then_some(spec.expiry_secs);
         let topic = if retain {
             spec.retained_topic.clone()
         } else {
