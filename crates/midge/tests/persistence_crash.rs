@@ -71,6 +71,8 @@ struct Sub {
     filter: String,
     /// Connected while the broker is killed (else subscribed earlier and disconnected).
     online: bool,
+    /// How long it holds each answer (PUBACK, PUBREC, PUBCOMP) back until the first kill.
+    reply_delay: Duration,
     log: Arc<Mutex<SubLog>>,
 }
 
@@ -113,11 +115,14 @@ async fn forget_session(
 
 /// A task receiving for `log` until the connection is lost or `stop` is set.
 fn spawn_receiver(
-    mut client: Client,
-    log: Arc<Mutex<SubLog>>,
-    stop: Arc<AtomicBool>,
+    client: Client,
+    sub: &Sub,
+    delay: Duration,
+    stop: &Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
-    tokio::spawn(async move { receive_flow(&mut client, &log, &stop).await })
+    let (log, stop) = (Arc::clone(&sub.log), Arc::clone(stop));
+    let mut client = client;
+    tokio::spawn(async move { receive_flow(&mut client, &log, &stop, delay).await })
 }
 
 /// Waits for `task` at most `limit`.
@@ -146,6 +151,7 @@ struct Tally {
     lost: usize,
     qos2_duplicates: usize,
     out_of_order: usize,
+    reordered_by_expiry: usize,
     expired_not_delivered: usize,
 }
 
@@ -179,11 +185,8 @@ async fn resume_everyone(
             // A client told so drops its side of the session too [MQTT-3.2.2-5].
             lock(&sub.log).awaiting_release.clear();
         }
-        receivers.push(spawn_receiver(
-            client,
-            Arc::clone(&sub.log),
-            Arc::clone(stop),
-        ));
+        // Quick now: slow answers after a restart would only make the round longer.
+        receivers.push(spawn_receiver(client, sub, Duration::ZERO, stop));
     }
     let mut publishers = Vec::new();
     for (spec, log) in pubs {
@@ -236,6 +239,10 @@ async fn run_round(round: u32, seed: u64, dir: &Path, store: &Path) -> RoundRepo
                     format!("{r}/d/#")
                 };
                 let name = format!("s{v}q{q}{state}");
+                // Some answer slowly, so that more is in flight to them at the kill. Less than
+                // `QUIET`, so that a quiet subscriber has sent all its answers.
+                let slow = rng.bool();
+                let reply_delay = Duration::from_millis(if slow { rng.u64(50..=300) } else { 0 });
                 subs.push(Sub {
                     client_id: format!("{r}-{name}"),
                     name,
@@ -243,6 +250,7 @@ async fn run_round(round: u32, seed: u64, dir: &Path, store: &Path) -> RoundRepo
                     qos,
                     filter,
                     online,
+                    reply_delay,
                     log: Arc::default(),
                 });
             }
@@ -260,11 +268,7 @@ async fn run_round(round: u32, seed: u64, dir: &Path, store: &Path) -> RoundRepo
         let subscribed = client.subscribe(&sub.filter, sub.qos).await;
         broker.check(subscribed, format!("{} subscribes", sub.name));
         if sub.online {
-            receivers.push(spawn_receiver(
-                client,
-                Arc::clone(&sub.log),
-                Arc::clone(&stop),
-            ));
+            receivers.push(spawn_receiver(client, sub, sub.reply_delay, &stop));
         } else {
             let closed = client.disconnect().await;
             broker.check(closed, format!("{} disconnects", sub.name));
@@ -281,6 +285,7 @@ async fn run_round(round: u32, seed: u64, dir: &Path, store: &Path) -> RoundRepo
         qos: QoS::AtLeastOnce,
         filter: will_filter.clone(),
         online: true,
+        reply_delay: Duration::ZERO,
         log: Arc::default(),
     };
     {
@@ -288,11 +293,7 @@ async fn run_round(round: u32, seed: u64, dir: &Path, store: &Path) -> RoundRepo
         let (mut client, _) = broker.check(connected, "the will subscriber connects");
         let subscribed = client.subscribe(&will_filter, QoS::AtLeastOnce).await;
         broker.check(subscribed, "the will subscriber subscribes");
-        receivers.push(spawn_receiver(
-            client,
-            Arc::clone(&will_sub.log),
-            Arc::clone(&stop),
-        ));
+        receivers.push(spawn_receiver(client, &will_sub, Duration::ZERO, &stop));
     }
     let will_clients = [
         (ProtocolVersion::V3_1_1, format!("{r}-w3"), 0),
@@ -334,6 +335,9 @@ async fn run_round(round: u32, seed: u64, dir: &Path, store: &Path) -> RoundRepo
                 retain_every: rng.u32(5..=15),
                 expiry_every: 7,
                 expiry_secs: LOOP_EXPIRY_SECS,
+                // Some QoS 2 publishers are slow to release, so that the broker holds more of
+                // their identifiers at the kill.
+                pubrel_delay: Duration::from_millis(if rng.bool() { rng.u64(20..=250) } else { 0 }),
             },
             Arc::new(Mutex::new(PubLog::default())),
         ));
@@ -521,7 +525,8 @@ async fn run_round(round: u32, seed: u64, dir: &Path, store: &Path) -> RoundRepo
     let summary = format!(
         "round {round:>2} seed {seed:#018x}: {} at {:>4} ms (down in {} ms){second}; acknowledged {} before the kill, {} \
          in all ({} refused); deliveries expected {}, delivered {}, lost {}; duplicates QoS 1 {}, \
-         QoS 2 {}; out of order {}; expiring not delivered {}; ended by {}; failures {}",
+         QoS 2 {}; out of order {} (and {} resent after expiring); expiring not delivered {}; ended \
+         by {}; failures {}",
         if graceful { "SIGTERM" } else { "SIGKILL" },
         kill_after.as_millis(),
         stopped_in.as_millis(),
@@ -534,6 +539,7 @@ async fn run_round(round: u32, seed: u64, dir: &Path, store: &Path) -> RoundRepo
         tally.qos1_duplicates,
         tally.qos2_duplicates,
         tally.out_of_order,
+        tally.reordered_by_expiry,
         tally.expired_not_delivered,
         if clean_stop { "SIGTERM" } else { "SIGKILL" },
         failures.len(),
@@ -690,8 +696,20 @@ fn check_subscriber(
         let mut highest = 0;
         for &seq in seqs {
             if seq < highest {
-                tally.out_of_order += 1;
-                disordered.add(p, format!("p{p}:{seq} after p{p}:{highest}"));
+                // A message whose first copy expired before it was delivered, and which its
+                // publisher sent again after a restart, comes after what was published later:
+                // the copy that arrives is the resend, received after those.
+                let m = &pubs[p].1.sent[&seq];
+                let first_at = onward[&(p, seq)].1;
+                let expired_then_resent = m.resent > 0
+                    && m.expiry
+                        .is_some_and(|e| first_at >= m.sent_at + Duration::from_secs(u64::from(e)));
+                if expired_then_resent {
+                    tally.reordered_by_expiry += 1;
+                } else {
+                    tally.out_of_order += 1;
+                    disordered.add(p, format!("p{p}:{seq} after p{p}:{highest}"));
+                }
             }
             highest = highest.max(seq);
         }

@@ -466,6 +466,9 @@ pub struct PubSpec {
     /// `expiry_secs` (5.0 only; 0: none do).
     pub expiry_every: u32,
     pub expiry_secs: u32,
+    /// How long each PUBREL waits after its PUBREC (QoS 2), holding the broker's record of
+    /// the identifier longer.
+    pub pubrel_delay: Duration,
 }
 
 /// One message a publisher sent, and what became of it.
@@ -482,6 +485,8 @@ pub struct SentMessage {
     pub acked_at: Option<Instant>,
     /// An error code that refused it.
     pub refused: Option<u8>,
+    /// Times it was sent again on a resumed session.
+    pub resent: u32,
 }
 
 /// A publisher's record, and its side of the session.
@@ -551,6 +556,7 @@ impl PubLog {
                 sent_at: Instant::now(),
                 acked_at: None,
                 refused: None,
+                resent: 0,
             },
         );
         publish
@@ -640,7 +646,12 @@ pub async fn publish_flow(
     log: &Mutex<PubLog>,
     stop: &AtomicBool,
 ) -> io::Result<()> {
+    let mut pubrels = Deferred::new(spec.pubrel_delay);
     loop {
+        let due = pubrels.due(false);
+        if !due.is_empty() {
+            client.send_all(&due).await?;
+        }
         let (batch, settled) = {
             let mut log = lock(log);
             let mut batch = Vec::new();
@@ -659,11 +670,56 @@ pub async fn publish_flow(
         if settled {
             return Ok(());
         }
-        let packet = client.recv().await?;
+        let Some(packet) = client
+            .recv_within(pubrels.wait(Duration::from_secs(3600)))
+            .await?
+        else {
+            continue;
+        };
         let reply = lock(log).on_packet(packet)?;
         if let Some(reply) = reply {
-            client.send(&reply).await?;
+            pubrels.push(reply);
         }
+    }
+}
+
+/// Answers held back for a while, as a slow client holds them: the broker has more in
+/// flight, waiting for them, when it is killed.
+struct Deferred {
+    delay: Duration,
+    queue: std::collections::VecDeque<(Instant, Packet)>,
+}
+
+impl Deferred {
+    fn new(delay: Duration) -> Self {
+        Self {
+            delay,
+            queue: Default::default(),
+        }
+    }
+
+    fn push(&mut self, packet: Packet) {
+        self.queue.push_back((Instant::now() + self.delay, packet));
+    }
+
+    /// The answers due now, or all of them.
+    fn due(&mut self, all: bool) -> Vec<Packet> {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        while let Some((at, _)) = self.queue.front() {
+            if !all && *at > now {
+                break;
+            }
+            due.extend(self.queue.pop_front().map(|(_, p)| p));
+        }
+        due
+    }
+
+    /// How long to wait for a packet before the next answer is due, at most `cap`.
+    fn wait(&self, cap: Duration) -> Duration {
+        self.queue.front().map_or(cap, |(at, _)| {
+            at.saturating_duration_since(Instant::now()).min(cap)
+        })
     }
 }
 
@@ -683,7 +739,13 @@ pub async fn resume_publisher(
         return Err(invalid(format!("CONNACK 0x{:02x}", ack.reason_code.0)));
     }
     let resends = {
-        let log = lock(log);
+        let mut log = lock(log);
+        let unacked: Vec<u32> = log.unacked.values().copied().collect();
+        for seq in unacked {
+            if let Some(m) = log.sent.get_mut(&seq) {
+                m.resent += 1;
+            }
+        }
         let mut order: Vec<(u32, bool)> = log
             .released
             .values()
@@ -747,8 +809,8 @@ pub struct Received {
 pub struct SubLog {
     pub received: Vec<Received>,
     /// QoS 2 packet identifiers answered with PUBREC and not yet released, with the
-    /// connection each came on.
-    pub awaiting_release: BTreeMap<u16, u32>,
+    /// connection each came on and its message.
+    pub awaiting_release: BTreeMap<u16, (u32, Bytes)>,
     /// Connections made so far: the current one's number.
     pub connection: u32,
     pub last_activity: Option<Instant>,
@@ -771,18 +833,33 @@ impl SubLog {
                         // again, not a new one [MQTT-4.3.3-10].
                         let new = match self.awaiting_release.get(&id.get()) {
                             None => true,
-                            Some(&on) => {
-                                if on == self.connection {
+                            Some((on, first)) => {
+                                if *on == self.connection {
                                     // Resent only when a session resumes [MQTT-4.4.0-1].
                                     self.errors.push(format!(
                                         "QoS 2 PUBLISH with packet id {id} sent again on the \
                                          connection that already had it"
                                     ));
                                 }
+                                if *first != p.payload {
+                                    // The identifier is not free until its PUBCOMP.
+                                    self.errors.push(format!(
+                                        "packet id {id}, awaiting PUBREL for {first:?}, came \
+                                         with {:?}",
+                                        p.payload
+                                    ));
+                                }
+                                if !p.dup {
+                                    // A redelivery has DUP set [MQTT-3.3.1-1].
+                                    self.errors.push(format!(
+                                        "QoS 2 redelivery of packet id {id} without DUP"
+                                    ));
+                                }
                                 false
                             }
                         };
-                        self.awaiting_release.insert(id.get(), self.connection);
+                        self.awaiting_release
+                            .insert(id.get(), (self.connection, p.payload.clone()));
                         (new, Some(Packet::PubRec(PubAck::new(id))))
                     }
                     _ => return Err(invalid("QoS 1/2 PUBLISH without packet id")),
@@ -818,20 +895,28 @@ impl SubLog {
 }
 
 /// Receives and answers until the connection is lost or `stop` is set.
+/// Each answer (PUBACK, PUBREC, PUBCOMP) waits `reply_delay` before it is sent.
 pub async fn receive_flow(
     client: &mut Client,
     log: &Mutex<SubLog>,
     stop: &AtomicBool,
+    reply_delay: Duration,
 ) -> io::Result<()> {
     lock(log).connection += 1;
+    let mut replies = Deferred::new(reply_delay);
     while !stop.load(Ordering::Relaxed) {
-        let Some(packet) = client.recv_within(Duration::from_millis(50)).await? else {
+        let due = replies.due(false);
+        if !due.is_empty() {
+            client.send_all(&due).await?;
+        }
+        let wait = replies.wait(Duration::from_millis(50));
+        let Some(packet) = client.recv_within(wait).await? else {
             continue;
         };
         let reply = lock(log).on_packet(packet)?;
         if let Some(reply) = reply {
-            client.send(&reply).await?;
+            replies.push(reply);
         }
     }
-    Ok(())
+    client.send_all(&replies.due(true)).await
 }
