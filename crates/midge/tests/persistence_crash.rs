@@ -77,7 +77,7 @@ struct Sub {
 }
 
 /// Connects with a session that persists (Clean Start 0; 5.0 with a Session Expiry
-/// Interval), expecting `present` as Session Present.
+/// Interval); returns the connection and the CONNACK's Session Present.
 async fn connect_persistent(
     port: u16,
     version: ProtocolVersion,
@@ -912,7 +912,7 @@ async fn publish_acked(
         .send(&Packet::Publish(publish))
         .await
         .expect("PUBLISH");
-    match client.recv().await.expect("PUBACK") {
+    match client.answer().await.expect("PUBACK") {
         Packet::PubAck(ack) if ack.packet_id == packet_id => ack.reason_code,
         other => panic!("expected PUBACK, got {other:?}"),
     }
@@ -1273,7 +1273,7 @@ fn a_full_store_refuses_qos_1_and_2_and_keeps_what_it_acknowledged() {
         pub5.send(&Packet::Publish(publish.clone()))
             .await
             .expect("PUBLISH");
-        match pub5.recv().await.expect("PUBREC") {
+        match pub5.answer().await.expect("PUBREC") {
             Packet::PubRec(rec) => assert_eq!(rec.reason_code, ReasonCode::QUOTA_EXCEEDED),
             other => panic!("expected PUBREC, got {other:?}"),
         }
@@ -1347,5 +1347,58 @@ fn a_full_store_refuses_qos_1_and_2_and_keeps_what_it_acknowledged() {
             numbers, acked,
             "every acknowledged message, and nothing else"
         );
+    });
+}
+
+/// With `sync = "interval"` acknowledgements do not wait for the disk, but a clean stop
+/// (SIGTERM) commits what is pending: nothing acknowledged is lost, however long the interval.
+#[test]
+fn interval_sync_keeps_everything_through_a_clean_stop() {
+    let dir = TempDir::new("interval");
+    let store = dir.file("store.redb");
+    let body = broker_body(&store, "sync = \"interval\"\nsync_interval_ms = 600000\n");
+    let mut broker = BrokerProcess::start(dir.path(), &body);
+    let port = broker.port;
+    runtime().block_on(async {
+        offline_subscriber(port, ProtocolVersion::V3_1_1, "kept", 0, "i/#").await;
+        let connect = connect_packet(ProtocolVersion::V5, "publisher", true, 0, None);
+        let (mut publisher, _) = Client::connect(port, &connect).await.expect("connects");
+        for i in 0..200 {
+            let code = publish_acked(&mut publisher, "i/m", &i.to_string(), i == 199, None).await;
+            assert!(code.is_success(), "0x{:02x}", code.0);
+        }
+    });
+    broker.terminate();
+    let broker = BrokerProcess::start(dir.path(), &body);
+    runtime().block_on(async {
+        let connect = connect_packet(ProtocolVersion::V3_1_1, "kept", false, 0, None);
+        let (mut client, ack) = Client::connect(broker.port, &connect)
+            .await
+            .expect("connects");
+        assert!(
+            ack.session_present,
+            "the subscription was committed at the stop"
+        );
+        let got: Vec<String> = collect(&mut client)
+            .await
+            .into_iter()
+            .map(|m| m.1)
+            .collect();
+        let expected: Vec<String> = (0..200).map(|i: i32| i.to_string()).collect();
+        assert_eq!(got, expected, "every acknowledged message, in order");
+        let connect = connect_packet(ProtocolVersion::V5, "reader", true, 0, None);
+        let (mut reader, _) = Client::connect(broker.port, &connect)
+            .await
+            .expect("connects");
+        reader
+            .subscribe("i/m", QoS::AtLeastOnce)
+            .await
+            .expect("subscribes");
+        let retained: Vec<String> = collect(&mut reader)
+            .await
+            .into_iter()
+            .map(|m| m.1)
+            .collect();
+        assert_eq!(retained, ["199"], "the retained message");
     });
 }

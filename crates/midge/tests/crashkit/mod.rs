@@ -24,6 +24,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+/// Longest the broker may take to answer a CONNECT, SUBSCRIBE or PUBLISH.
+pub const ANSWER_LIMIT: Duration = Duration::from_secs(20);
+
 /// Longest a broker may take to listen after it is started (it opens and checks its store
 /// first, and restores every session).
 pub const START_LIMIT: Duration = Duration::from_secs(30);
@@ -256,15 +259,6 @@ impl BrokerProcess {
         let log = lock(&self.log);
         log[log.len().saturating_sub(n)..].join("\n")
     }
-
-    /// Its log lines so far that contain `text`.
-    pub fn log_lines_with(&self, text: &str) -> Vec<String> {
-        lock(&self.log)
-            .iter()
-            .filter(|l| l.contains(text))
-            .cloned()
-            .collect()
-    }
 }
 
 impl Drop for BrokerProcess {
@@ -300,7 +294,7 @@ impl Client {
         client
             .send(&Packet::Connect(Box::new(connect.clone())))
             .await?;
-        match client.recv().await? {
+        match client.answer().await? {
             Packet::ConnAck(ack) => Ok((client, *ack)),
             other => Err(invalid(format!("expected CONNACK, got {other:?}"))),
         }
@@ -338,6 +332,17 @@ impl Client {
         }
     }
 
+    /// The next packet, which the broker owes: an error if it does not come within
+    /// [`ANSWER_LIMIT`].
+    pub async fn answer(&mut self) -> io::Result<Packet> {
+        self.recv_within(ANSWER_LIMIT).await?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {ANSWER_LIMIT:?}"),
+            )
+        })
+    }
+
     /// The next packet within `limit`; `None` if none came.
     pub async fn recv_within(&mut self, limit: Duration) -> io::Result<Option<Packet>> {
         match tokio::time::timeout(limit, self.recv()).await {
@@ -359,7 +364,7 @@ impl Client {
         }))
         .await?;
         loop {
-            match self.recv().await? {
+            match self.answer().await? {
                 Packet::SubAck(ack) if ack.packet_id == packet_id => {
                     let granted = ack.reason_codes.first().map(|c| c.0);
                     return if granted == Some(qos as u8) {
@@ -670,10 +675,7 @@ pub async fn publish_flow(
         if settled {
             return Ok(());
         }
-        let Some(packet) = client
-            .recv_within(pubrels.wait(Duration::from_secs(3600)))
-            .await?
-        else {
+        let Some(packet) = client.recv_within(pubrels.wait(ANSWER_LIMIT)).await? else {
             continue;
         };
         let reply = lock(log).on_packet(packet)?;
