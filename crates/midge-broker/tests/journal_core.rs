@@ -403,8 +403,6 @@ fn a_clean_session_writes_nothing_to_the_journal() {
     );
 }
 
-#[allow(dead_code)]
-
 fn core_with(store: &Arc<HookStore>, now: Instant, config: BrokerConfig) -> Arc<Core> {
     let core = Core::new(
         config,
