@@ -541,6 +541,9 @@ impl Connection {
                     };
                     if handover.is_none() {
                         tracing::warn!(client_id = %connect.info.client_id, "previous connection did not hand over its session");
+                        // What the journal holds of that session must not come back inside
+                        // the new one.
+                        self.core.forget_session(&connect.info.client_id);
                     }
                     self.finish_connect(now, connect, handover);
                     if lost {
