@@ -940,7 +940,9 @@ impl ServerConnection {
             }
         }
         for id in too_large {
-            session.outgoing.remove(id);
+            if let Some(OutState::Published(d)) = session.outgoing.remove(id) {
+                session.finished(&d);
+            }
             session.stats.dropped_too_large += 1;
         }
         if !session.incoming_qos2.is_empty() {
@@ -1985,13 +1987,16 @@ impl ServerConnection {
                 && !aliases_on;
             if plain {
                 let Some(bytes) = delivery.message.plain_publish(version) else {
+                    session.finished(&delivery);
                     continue;
                 };
                 if bytes.len() > max {
                     session.stats.dropped_too_large += 1;
+                    session.finished(&delivery);
                     continue;
                 }
                 buf.extend_from_slice(bytes);
+                session.finished(&delivery);
                 return true;
             }
             // The message's parts are borrowed, and its properties go out as they are kept,
@@ -2036,6 +2041,9 @@ impl ServerConnection {
                     session.record(SessionChange::Sent { tag, packet_id: id });
                 }
                 let _ = session.outgoing.insert(id, OutState::Published(delivery));
+            } else {
+                // QoS 0: done once sent.
+                session.finished(&delivery);
             }
             return true;
         }

@@ -191,6 +191,10 @@ struct Scratch {
     hold: u64,
     /// Session changes on their way to the journal; kept to reuse the allocation.
     changes: Vec<SessionChange>,
+    /// The session's queue was read back from the journal, holding every delivery tagged
+    /// below this: one of those that comes through the inbox too (offered again after its
+    /// first connection closed) is a copy. 0: nothing was read back.
+    reload_floor: u64,
 }
 
 /// The ACL's last answers for one client: an answer depends only on the client, the topic
@@ -537,6 +541,9 @@ impl Connection {
                     };
                     if handover.is_none() {
                         tracing::warn!(client_id = %connect.info.client_id, "previous connection did not hand over its session");
+                        // What the journal holds of that session must not come back inside
+                        // the new one.
+                        self.core.forget_session(&connect.info.client_id);
                     }
                     self.finish_connect(now, connect, handover);
                     if lost {
@@ -938,6 +945,7 @@ impl Connection {
         // session from its previous owner (offline, or a connection we take over).
         let max_sessions = core.config.limits.max_sessions;
         let mut on_disk = 0;
+        let mut floor = 0;
         let (slot, mut existing, awaited) = loop {
             let Some(slot) =
                 Registered::find_or_add(&mut core.registry(), &client_id, max_sessions)
@@ -967,6 +975,12 @@ impl Connection {
                     ..
                 } => {
                     on_disk = spilled.messages;
+                    // Tags are taken under the slot's lock (`Core::deliver_to`): every
+                    // delivery routed to us from now on is tagged above this, and comes
+                    // through our inbox, never from the journal's queue.
+                    if let Some(journal) = core.journal().filter(|_| on_disk > 0) {
+                        floor = journal.next_tag();
+                    }
                     core.cancel_deadlines(will.as_deref(), expiry);
                     // Back before the will's delay: the will is cancelled [MQTT-3.1.3-9],
                     // unless Clean Start 1 ends the session first, which publishes it
@@ -1012,7 +1026,8 @@ impl Connection {
                 for delivery in journal.queued(&client_id, now) {
                     // Sent before the client left (a QoS 1 message is still queued in the
                     // journal until acknowledged): it is resent from the session already.
-                    if in_flight.contains(&delivery.tag) {
+                    // Routed since the slot became ours: it is in our inbox too.
+                    if in_flight.contains(&delivery.tag) || delivery.tag > floor {
                         continue;
                     }
                     let size = delivery.size();
@@ -1020,6 +1035,7 @@ impl Connection {
                     add_bytes(&core, size);
                     session.enqueue_admitted(delivery);
                 }
+                self.scratch.get_or_insert_with(Box::default).reload_floor = floor;
             }
         }
         let accepting = Accepting {
@@ -1101,6 +1117,9 @@ impl Connection {
         }
         let present = session.is_some();
         self.conn.accept(now, session);
+        // The session's changes are written under its client identifier, which is ours from
+        // here.
+        self.info.client_id = connect.info.client_id.clone();
         self.journal_session(&connect, present, now);
         // Deliveries routed to our inbox since the slot became ours waited for this: the
         // session's queue, which they count against together with the inbox.
@@ -1268,7 +1287,7 @@ impl Connection {
         now: Instant,
     ) -> Routed {
         let core = self.core.clone();
-        let before = journal.submitted();
+        let mut wrote = false;
         let mut message = Some(message);
         let mut routed = None;
         journal.atomically(&mut || {
@@ -1284,14 +1303,18 @@ impl Connection {
                         client_id: &self.info.client_id,
                         change: SessionChange::IncomingQos2 { packet_id },
                     });
+                    wrote = true;
                 }
             }
             routed = Some(core.route_publish(message, Some(&self.info), now, true));
         });
-        if journal.submitted() != before {
+        let routed = routed.unwrap_or_default();
+        // Only what this publish wrote: a clean publisher's acknowledgement does not wait for
+        // other clients' writes.
+        if wrote || routed.journaled {
             self.hold_output(journal);
         }
-        routed.unwrap_or_default()
+        routed
     }
 
     /// Refuses a QoS 1 or 2 publish because the store is full (`max_disk_bytes`): 0x97 Quota
@@ -1321,6 +1344,10 @@ impl Connection {
         let expiry = self.conn.session().map_or(0, Session::expiry_interval);
         let persistent = expiry > 0;
         connect.slot.journaled.store(persistent, Relaxed);
+        connect
+            .slot
+            .recorded
+            .store(persistent || connect.will.is_some(), Relaxed);
         self.conn.set_session_journaled(persistent);
         if !persistent && resumed {
             // A resumed session that now ends with its connection: a crash must not bring
@@ -1453,6 +1480,11 @@ impl Connection {
         self.inbox
             .take(INBOX_BATCH, &mut taken, &self.core.inbox_limits);
         for delivery in taken.drain(..) {
+            if delivery.tag != 0 && delivery.tag < scratch.reload_floor {
+                // Read back from the journal already (see `reload_floor`).
+                self.core.release(delivery.size());
+                continue;
+            }
             // Read access is checked as a message is delivered: a wildcard subscription
             // brings only what its client may read, and rules that changed since the
             // subscription apply from the next message on.
@@ -1472,6 +1504,9 @@ impl Connection {
             } else {
                 self.core.release(delivery.size());
                 self.core.counters.deliveries_denied.fetch_add(1, Relaxed);
+                if let Some(slot) = &self.slot {
+                    self.core.journal_finished(slot, delivery.tag);
+                }
             }
         }
         // Kept for the next batch unless a burst made it large: an idle connection should not
@@ -1538,10 +1573,26 @@ impl Connection {
                 expired.push(r);
             } else if !core.hooks.authorize_read(&self.info, &delivery.message) {
                 core.counters.deliveries_denied.fetch_add(1, Relaxed);
-            } else if self.conn.deliver(delivery) {
-                sent += 1;
             } else {
-                core.counters.dropped_queue_full.fetch_add(1, Relaxed);
+                // Into a persistent session's queue: kept as routed messages are, in order
+                // with them.
+                let slot = self.slot.as_ref().filter(|s| s.journaled.load(Relaxed));
+                if let (Some(slot), Some(journal)) = (slot, core.journal()) {
+                    delivery.tag = journal.next_tag();
+                    journal.write(Change::Enqueue {
+                        client_id: &slot.client_id,
+                        delivery: &delivery,
+                    });
+                }
+                let tag = delivery.tag;
+                if self.conn.deliver(delivery) {
+                    sent += 1;
+                } else {
+                    core.counters.dropped_queue_full.fetch_add(1, Relaxed);
+                    if let Some(slot) = &self.slot {
+                        core.journal_finished(slot, tag);
+                    }
+                }
             }
         }
         core.release(released);
@@ -1791,6 +1842,9 @@ impl Connection {
                 self.admit(delivery);
             }
         }
+        // Changes made with the close (a PUBACK read together with a DISCONNECT) are written
+        // now, and what `close` still sends waits for them.
+        self.journal_changes();
         let session = self.conn.take_session();
         // The queue's bytes leave this connection's account; `session_offline` (or the taking-
         // over connection, via `sync_budget`) counts them again.

@@ -111,6 +111,9 @@ pub(crate) struct Slot {
     /// The session is persistent and the store journals it: its QoS 1 and 2 deliveries are
     /// written to the journal as they are queued.
     pub(crate) journaled: AtomicBool,
+    /// The journal holds a record of this client (a persistent session, or a will), which
+    /// must be removed when the session ends.
+    pub(crate) recorded: AtomicBool,
 }
 
 impl Slot {
@@ -151,6 +154,7 @@ impl Registered {
             state: Mutex::new(SlotState::Vacant),
             congested: AtomicBool::new(false),
             journaled: AtomicBool::new(false),
+            recorded: AtomicBool::new(false),
         });
         registry.insert(Self(slot.clone()));
         Some(slot)
@@ -206,6 +210,9 @@ pub(crate) struct Routed {
     /// ([`Core::offer`]) as room is made, until the backpressure timeout, before acknowledging
     /// the publish.
     pub(crate) blocked: Vec<Blocked>,
+    /// Something was written to the journal for this message (a delivery to a persistent
+    /// session, the retained value): its acknowledgement waits until that is durable.
+    pub(crate) journaled: bool,
 }
 
 /// A delivery for a connected client whose inbox was full. Its bytes stay reserved against
@@ -461,15 +468,16 @@ impl Core {
     /// fit is not retained and is counted in `dropped_retained`, and the topic's previous
     /// message is cleared with it: it is no longer the last message on the topic, and a
     /// subscriber must not be given it as if it were.
-    pub(crate) fn set_retained(&self, topic: &TopicName<'_>, value: Option<Retained>) {
+    /// Returns whether the change was written to the journal.
+    pub(crate) fn set_retained(&self, topic: &TopicName<'_>, value: Option<Retained>) -> bool {
         let limits = &self.config.limits;
         let mut usage = lock(&self.retained_usage);
         let Some(new) = value else {
             if let Some(old) = self.store.set_retained(topic, None) {
                 usage.remove(&old);
-                self.journal_retained(&old.message.topic, None);
+                return self.journal_retained(&old.message.topic, None);
             }
-            return;
+            return false;
         };
         // Set first and undo if it did not fit: only the store knows whether the topic had
         // a message, which decides whether the count grows.
@@ -480,25 +488,30 @@ impl Core {
         }
         if usage.messages > limits.max_retained_messages || usage.bytes > limits.max_retained_bytes
         {
+            self.counters.dropped_retained.fetch_add(1, Relaxed);
             if let Some(refused) = self.store.set_retained(topic, None) {
                 usage.remove(&refused);
-                self.journal_retained(&refused.message.topic, None);
+                return self.journal_retained(&refused.message.topic, None);
             }
-            self.counters.dropped_retained.fetch_add(1, Relaxed);
+            false
         } else if let Some(new) = journaled {
-            self.journal_retained(&new.message.topic, Some(&new));
+            self.journal_retained(&new.message.topic, Some(&new))
+        } else {
+            false
         }
     }
 
     /// Writes a retained message's change to the journal, if the store has one. `$SYS`
     /// topics are the broker's own figures of this run: not kept.
-    fn journal_retained(&self, topic: &ByteStr, retained: Option<&Retained>) {
+    fn journal_retained(&self, topic: &ByteStr, retained: Option<&Retained>) -> bool {
         if topic.as_str().starts_with("$SYS/") {
-            return;
+            return false;
         }
-        if let Some(journal) = self.journal() {
-            journal.write(Change::Retained { topic, retained });
-        }
+        let Some(journal) = self.journal() else {
+            return false;
+        };
+        journal.write(Change::Retained { topic, retained });
+        true
     }
 
     /// Deletes an expired retained message found by a lookup, if it is still the topic's
@@ -575,6 +588,7 @@ impl Core {
             return;
         };
         let mut wills_now = Vec::new();
+        let mut ended = Vec::new();
         for restored in journal.restore(now) {
             let RestoredSession {
                 record,
@@ -601,16 +615,23 @@ impl Core {
                 record.offline_since
             };
             if record.expiry_interval == 0 {
-                // Kept only for its will: the session ended with its connection.
-                journal.write(Change::RemoveSession {
-                    client_id: &record.client_id,
-                });
+                // Kept only for its will: the session ended with its connection. The record
+                // goes once the will is published (below).
+                ended.push(record.client_id.clone());
                 if record.connected {
                     if let Some((will, _)) = record.will {
                         wills_now.push((will, info));
                     }
                 }
                 continue;
+            }
+            if record.connected {
+                // Offline from now on: a later restart counts its expiry and will delay from
+                // here, not from that restart.
+                let mut offline = record.clone();
+                offline.connected = false;
+                offline.offline_since = now;
+                journal.write(Change::Session(&offline));
             }
             let mut session = Session::new(record.client_id.clone(), self.config.queue_limits());
             session.set_expiry_interval(record.expiry_interval);
@@ -637,6 +658,7 @@ impl Core {
                 state: Mutex::new(SlotState::Dead),
                 congested: AtomicBool::new(false),
                 journaled: AtomicBool::new(true),
+                recorded: AtomicBool::new(true),
             });
             self.restore_subscriptions(&session, &slot);
             self.counters
@@ -674,6 +696,9 @@ impl Core {
         }
         for (will, info) in wills_now {
             self.publish_will(will, &info, now);
+        }
+        for client_id in &ended {
+            journal.write(Change::RemoveSession { client_id });
         }
     }
 
@@ -738,16 +763,18 @@ impl Core {
         forward: bool,
     ) -> Routed {
         let message = Arc::new(message);
+        let mut retained_journaled = false;
         if message.retain && self.config.mqtt.retain_available {
             if let Ok(topic) = message.topic_name() {
                 let value = (!message.payload.is_empty()).then(|| Retained {
                     message: message.clone(),
                     received_at: now,
                 });
-                self.set_retained(&topic, value);
+                retained_journaled = self.set_retained(&topic, value);
             }
         }
-        let routed = self.route(&message, publisher.map(|p| &p.client_id), now);
+        let mut routed = self.route(&message, publisher.map(|p| &p.client_id), now);
+        routed.journaled |= retained_journaled;
         if forward {
             self.cluster.forward(&message);
         }
@@ -835,7 +862,8 @@ impl Core {
                 // session: hand the delivery to whoever holds the session now, offline or a
                 // new connection, instead of losing it. If the slot still names the closing
                 // connection, the delivery waits for it to finish.
-                match self.deliver_to(&slot, delivery, false, false) {
+                // Written to the journal when it was routed: nothing new to wait for.
+                match self.deliver_to(&slot, delivery, false, false, &mut false) {
                     Handed::Queued => Ok(Offered::Queued),
                     Handed::Refused => Ok(Offered::Refused),
                     Handed::Gone => Ok(Offered::Gone),
@@ -964,7 +992,7 @@ impl Core {
                 delivery.subscription_ids = ids;
                 let qos = delivery.qos;
                 let own = publisher == Some(&first.slot.client_id);
-                match self.deliver_to(&first.slot, delivery, prepaid, own) {
+                match self.deliver_to(&first.slot, delivery, prepaid, own, &mut routed.journaled) {
                     Handed::Queued => routed.matched += 1,
                     // A QoS 0 delivery may be dropped; it is counted, but does not fail the
                     // publish.
@@ -1025,10 +1053,18 @@ impl Core {
         mut delivery: Delivery,
         prepaid: bool,
         own: bool,
+        journaled: &mut bool,
     ) -> Handed {
-        self.journal_enqueue(slot, &mut delivery);
+        let mut state = slot.lock();
+        // Written under the slot's lock, so that a client taking the session back sees every
+        // delivery either in the journal's queue or in its inbox, by tag (see
+        // `Connection::authenticated`).
+        if let SlotState::Online { .. } = &*state {
+            *journaled |= self.journal_enqueue(slot, &mut delivery);
+        }
         let tag = delivery.tag;
-        let handed = self.deliver_now(slot, delivery, prepaid, own);
+        let handed = self.deliver_locked(slot, &mut state, delivery, prepaid, own, journaled);
+        drop(state);
         if tag != 0 && matches!(handed, Handed::Refused | Handed::Gone) {
             self.journal_finished(slot, tag);
         }
@@ -1038,17 +1074,19 @@ impl Core {
     /// Writes a QoS 1 or 2 delivery for a journaled session to the journal, before it is
     /// queued: the client may acknowledge it as soon as it is queued, and its end must come
     /// after its start. A delivery written already (offered again) keeps its tag.
-    fn journal_enqueue(&self, slot: &Slot, delivery: &mut Delivery) {
+    fn journal_enqueue(&self, slot: &Slot, delivery: &mut Delivery) -> bool {
         if delivery.qos == QoS::AtMostOnce || delivery.tag != 0 || !slot.journaled.load(Relaxed) {
-            return;
+            return false;
         }
-        if let Some(journal) = self.journal() {
-            delivery.tag = journal.next_tag();
-            journal.write(Change::Enqueue {
-                client_id: &slot.client_id,
-                delivery,
-            });
-        }
+        let Some(journal) = self.journal() else {
+            return false;
+        };
+        delivery.tag = journal.next_tag();
+        journal.write(Change::Enqueue {
+            client_id: &slot.client_id,
+            delivery,
+        });
+        true
     }
 
     /// Tells the journal that a delivery it holds (`tag`, 0 for none) was dropped.
@@ -1064,16 +1102,17 @@ impl Core {
         }
     }
 
-    fn deliver_now(
+    fn deliver_locked(
         &self,
         slot: &Arc<Slot>,
+        state: &mut SlotState,
         delivery: Delivery,
         prepaid: bool,
         own: bool,
+        journaled: &mut bool,
     ) -> Handed {
         let size = delivery.size();
-        let mut state = slot.lock();
-        match &mut *state {
+        match state {
             SlotState::Online { inbox, .. } => {
                 if !prepaid && !self.reserve(size) {
                     self.counters.dropped_memory_budget.fetch_add(1, Relaxed);
@@ -1149,7 +1188,7 @@ impl Core {
                     if prepaid {
                         self.release(size);
                     }
-                    return self.queue_on_disk(slot, session, on_disk, delivery);
+                    return self.queue_on_disk(slot, session, on_disk, delivery, journaled);
                 }
                 if !prepaid && !self.reserve(size) {
                     self.counters.dropped_memory_budget.fetch_add(1, Relaxed);
@@ -1182,6 +1221,7 @@ impl Core {
         session: &Session,
         on_disk: &mut QueueUse,
         mut delivery: Delivery,
+        journaled: &mut bool,
     ) -> Handed {
         let limits = &self.config.queue_limits();
         let size = delivery.size();
@@ -1199,6 +1239,7 @@ impl Core {
                 client_id: &slot.client_id,
                 delivery: &delivery,
             });
+            *journaled = true;
         }
         on_disk.messages += 1;
         on_disk.bytes += size;
@@ -1213,8 +1254,18 @@ impl Core {
         let Some(journal) = self.journal() else {
             return on_disk;
         };
+        // The journal gives a queue back in tag order: from the first delivery without a tag
+        // on, every delivery is written again under a new tag, so that the order holds.
+        let mut renumber = false;
         for mut delivery in session.take_queued() {
-            if delivery.tag == 0 {
+            renumber |= delivery.tag == 0;
+            if renumber {
+                if delivery.tag != 0 {
+                    journal.write(Change::Delivery {
+                        client_id: &slot.client_id,
+                        change: midge_proto::session::SessionChange::Finished { tag: delivery.tag },
+                    });
+                }
                 delivery.tag = journal.next_tag();
                 journal.write(Change::Enqueue {
                     client_id: &slot.client_id,
@@ -1225,6 +1276,22 @@ impl Core {
             on_disk.bytes += delivery.size();
         }
         on_disk
+    }
+
+    /// Writes what a session recorded and nobody took yet (changes made as its connection
+    /// closed).
+    pub(crate) fn journal_session_changes(&self, session: &mut Session) {
+        let Some(journal) = self.journal() else {
+            return;
+        };
+        let mut changes = Vec::new();
+        session.take_changes(&mut changes);
+        for change in changes {
+            journal.write(Change::Delivery {
+                client_id: session.client_id(),
+                change,
+            });
+        }
     }
 
     /// Removes a session's subscriptions from the index.
@@ -1352,6 +1419,10 @@ impl Core {
         info: ClientInfo,
         now: Instant,
     ) {
+        let mut session = session;
+        if let Some(session) = session.as_mut() {
+            self.journal_session_changes(session);
+        }
         let (session, will) = match session {
             Some(ended) if ended.expiry_interval() == 0 => {
                 self.remove_subscriptions(&ended);
@@ -1408,6 +1479,8 @@ impl Core {
             self.remove_subscriptions(&session);
             return;
         }
+        let mut session = session;
+        self.journal_session_changes(&mut session);
         let expiry = session.expiry_interval();
         if expiry == 0 {
             *state = SlotState::Dead;
@@ -1415,10 +1488,14 @@ impl Core {
             registry.remove(&slot.client_id);
             drop(registry);
             self.remove_subscriptions(&session);
-            self.forget_session(&slot.client_id);
             self.hooks.on_session_expired(slot.client_id.as_str());
+            // Published before the journal forgets the will: a crash in between publishes it
+            // again rather than never.
             if let Some((will, _)) = will {
                 self.publish_will(will, info, now);
+            }
+            if slot.recorded.swap(false, Relaxed) {
+                self.forget_session(&slot.client_id);
             }
             return;
         }
@@ -1452,7 +1529,6 @@ impl Core {
         });
         // A journaled session's queue goes to the journal; messages left in any other
         // session's queue now count against the global budget.
-        let mut session = session;
         let on_disk = if slot.journaled.load(Relaxed) {
             self.spill_queue(slot, &mut session)
         } else {
@@ -1692,12 +1768,14 @@ impl Core {
         if let Some(p) = pending {
             let p = *p;
             self.release(p.will.held_bytes());
+            // Published before the journal forgets it: a crash in between publishes it again
+            // rather than never.
+            self.publish_will(p.will, &p.info, now);
             if let Some(journal) = self.journal() {
                 journal.write(Change::WillDone {
                     client_id: &slot.client_id,
                 });
             }
-            self.publish_will(p.will, &p.info, now);
         }
     }
 }
