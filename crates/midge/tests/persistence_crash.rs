@@ -1179,7 +1179,7 @@ fn the_broker_refuses_a_store_it_cannot_use_and_leaves_it_as_it_was() {
 
     // A store that a later midge wrote: its format, in the store's `meta` table, is one this
     // midge does not know. Refused, and still of that format, with everything in it, for the
-    // later midge (redb may commit its own bookkeeping as it closes the file).
+    // later midge.
     let later = dir.file("later.redb");
     std::fs::copy(&real, &later).expect("copy");
     set_format(&later, midge_store::FORMAT + 1);
