@@ -12,19 +12,19 @@ mod record;
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use midge_broker::{
-    Change, Journal, JournalError, PersistenceConfig, RestoredMessage, RestoredSession, Retained,
-    Store, SyncMode,
+    Change, Journal, JournalError, MemoryStore, PersistenceConfig, RestoredMessage,
+    RestoredSession, Retained, Store, SyncMode,
 };
 use midge_codec::{ByteStr, PacketId};
 use midge_proto::session::SessionChange;
-use midge_topic::{RetainedIndex, TopicFilter, TopicName};
+use midge_topic::{TopicFilter, TopicName};
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
 
 use crate::db::Op;
@@ -105,7 +105,7 @@ pub struct RestoreStats {
 pub struct DiskStore {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
-    retained: RwLock<RetainedIndex<Retained>>,
+    retained: MemoryStore,
     clock: Clock,
     tags: AtomicU64,
     max_disk_bytes: Option<u64>,
@@ -164,7 +164,7 @@ impl DiskStore {
         Ok(Self {
             shared,
             thread: Some(thread),
-            retained: RwLock::new(retained),
+            retained,
             clock,
             tags: AtomicU64::new(max_tag.saturating_add(1).max(1)),
             max_disk_bytes: options.max_disk_bytes,
@@ -449,18 +449,18 @@ fn file_size(path: &Path) -> Result<u64, StoreError> {
 
 /// What [`DiskStore::load`] reads: the database, the retained messages, the counts and the
 /// highest delivery tag.
-type Loaded = (redb::Database, RetainedIndex<Retained>, StoreInfo, u64);
+type Loaded = (redb::Database, MemoryStore, StoreInfo, u64);
 
 /// The retained messages, the topics of those that expired, and how many did not decode.
 fn load_retained(
     database: &redb::Database,
     clock: Clock,
     now: Instant,
-) -> Result<(RetainedIndex<Retained>, Vec<String>, u64), redb::Error> {
+) -> Result<(MemoryStore, Vec<String>, u64), redb::Error> {
     let wall_now = clock.to_wall(now);
     let txn = database.begin_read()?;
     let table = txn.open_table(db::RETAINED)?;
-    let mut index = RetainedIndex::new();
+    let index = MemoryStore::new();
     let mut expired = Vec::new();
     let mut undecodable = 0;
     for entry in table.iter()? {
@@ -480,7 +480,7 @@ fn load_retained(
         match TopicName::new(topic) {
             Ok(name) => {
                 let retained = Retained::new(Arc::new(message), clock.to_instant(received, now));
-                index.insert(&name, retained);
+                index.set_retained(&name, Some(retained));
             }
             Err(err) => {
                 tracing::warn!(topic, %err, "a retained message's topic is not valid: skipped");
@@ -513,40 +513,23 @@ impl Drop for DiskStore {
     }
 }
 
+// Retained messages are served from memory, as `MemoryStore` serves them; the disk side is
+// written through the journal (`Change::Retained`).
 impl Store for DiskStore {
     fn set_retained(&self, topic: &TopicName<'_>, message: Option<Retained>) -> Option<Retained> {
-        let mut index = self
-            .retained
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        match message {
-            Some(m) => index.insert(topic, m),
-            None => index.remove(topic),
-        }
+        self.retained.set_retained(topic, message)
     }
 
     fn retained_matching(&self, filter: &TopicFilter<'_>, visit: &mut dyn FnMut(&Retained)) {
-        let index = self.retained.read().unwrap_or_else(PoisonError::into_inner);
-        index.for_each_match(filter, visit);
+        self.retained.retained_matching(filter, visit);
     }
 
     fn retained_count(&self) -> usize {
-        self.retained
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.retained.retained_count()
     }
 
     fn remove_expired_retained(&self, topic: &TopicName<'_>, expired: &Retained) -> bool {
-        let mut index = self
-            .retained
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        // Only if no newer message replaced it between the lookup and now.
-        let current = index
-            .get(topic)
-            .is_some_and(|current| Arc::ptr_eq(&current.message, &expired.message));
-        current && index.remove(topic).is_some()
+        self.retained.remove_expired_retained(topic, expired)
     }
 
     fn journal(&self) -> Option<&dyn Journal> {
