@@ -501,7 +501,9 @@ pub(crate) fn act(world: &mut World, step: Step) {
             downtime_ms,
         } => {
             let elapsed = world.elapsed().as_millis() as u64;
-            if world.connections() == 0 || elapsed >= deadline_ms {
+            if !world.is_stopping() {
+                // A crash ended the stop, and scheduled its own restart.
+            } else if world.connections() == 0 || elapsed >= deadline_ms {
                 world.finish_stop();
                 let at = world.now() + Duration::from_millis(downtime_ms);
                 world.schedule(at, Action::Run(Step::Restart));
@@ -634,7 +636,7 @@ fn fault_now(world: &mut World, driver: &mut Driver, fault: Fault) {
         }
         (Fault::Crash { reset, downtime_ms }, _) => {
             if world.broker_running() {
-                world.crash(reset);
+                let _ = world.crash(reset);
                 world.schedule(
                     now + Duration::from_millis(downtime_ms),
                     Action::Run(Step::Restart),
