@@ -53,6 +53,8 @@
 //!   [MQTT-3.1.2-4] unless the session may have expired or ended otherwise. Its expiry counts
 //!   from when it went offline if the journal made that durable, else from the restart (its
 //!   record still says connected): a session online at the crash counts from the restart.
+//! - A session that a Clean Start discarded, once that Clean Start's CONNACK reached its
+//!   client, does not come back either [MQTT-3.1.2-4].
 //! - Every QoS 1 and 2 message acknowledged to its publisher (PUBACK or PUBREC received) that
 //!   matched such a subscription reaches the session: at least once for QoS 1, exactly once
 //!   for QoS 2 [MQTT-4.3.3-2] (the identifier of a QoS 2 PUBLISH is durable before the
@@ -61,7 +63,9 @@
 //!   it.
 //! - A message not yet acknowledged may be lost, or routed again when its publisher sends it
 //!   again; QoS 0 messages, and messages to sessions that end with their connection (which a
-//!   crash ends), may be lost.
+//!   crash ends), may be lost. Such a session may have been sent a QoS 2 message before its
+//!   routing was durable (nothing is journaled for it to wait for): after the crash the
+//!   publisher's resend is a new message to the client's next session.
 //! - A topic's retained message after a crash is the last one acknowledged before it, or a
 //!   later one whose acknowledgement the crash kept from its publisher: the journal keeps
 //!   retained messages too, and loses what it had not made durable.
@@ -710,13 +714,24 @@ impl<'a> Ctx<'a> {
                             && x.broker_closed.is_some_and(|(b, _)| b < i)
                     };
                     // A CONNACK that arrives after something ended the session since its
-                    // CONNECT (a Clean Start, a crash) tells of a session that is gone.
+                    // CONNECT (a Clean Start, a crash) tells of a session that is gone. Not
+                    // the end of another client's session that ends with its connection: this
+                    // CONNECT took that connection over (this one is still open), and its
+                    // session came after.
                     let stale = !open
                         && self.epochs[k].last().is_some_and(|e| {
-                            let after_it = e.reason == Some(EndReason::CleanStart)
-                                && self.conns.iter().any(|((c2, _), x)| {
-                                    *c2 != client && x.connect == e.end && handled_before(x)
-                                });
+                            let after_it = match e.reason {
+                                Some(EndReason::CleanStart) => {
+                                    self.conns.iter().any(|((c2, _), x)| {
+                                        *c2 != client && x.connect == e.end && handled_before(x)
+                                    })
+                                }
+                                Some(EndReason::Closed) => {
+                                    e.owner.0 != client
+                                        && self.log.clients[e.owner.0].session_expiry == 0
+                                }
+                                _ => false,
+                            };
                             e.end > connect && !after_it
                         });
                     if stale {
@@ -781,11 +796,23 @@ impl<'a> Ctx<'a> {
                             && x.broker_closed.is_none_or(|(b, _)| b > i)
                             && x.crashed.is_none_or(|c| c > i)
                     });
+                    // A connection whose CONNACK never came may not have taken the session
+                    // online at all: it may be offline since before.
+                    let accepted = self
+                        .conns
+                        .get(&(client, conn))
+                        .is_some_and(|x| x.connected.is_some());
                     if !other_online {
-                        offline_since[k] = Some(Offline {
-                            from: i,
-                            until: i,
-                            restored: false,
+                        offline_since[k] = Some(match offline_since[k] {
+                            Some(off) if !accepted => Offline {
+                                until: off.until.max(i),
+                                ..off
+                            },
+                            _ => Offline {
+                                from: i,
+                                until: i,
+                                restored: false,
+                            },
                         });
                     }
                     self.end_if_transient(client, conn, i);
@@ -907,6 +934,38 @@ impl<'a> Ctx<'a> {
                 // A session that ended with its connection at a crash (expiry 0) is never
                 // resumed: its client asks for Clean Start, checked above.
                 None | Some(EndReason::Crash | EndReason::Closed | EndReason::Lost) => {}
+            }
+            // The last session was one that ends with its connection, begun by a Clean Start
+            // whose CONNACK reached its client: whatever came before it is gone, and the
+            // journal knew so before that CONNACK went out, crash or not [MQTT-3.1.2-4]. A
+            // session to resume needs a CONNECT asking for one that the broker may have
+            // handled after that Clean Start.
+            let (owner, owner_conn) = prev.owner;
+            if self.log.clients[owner].session_expiry == 0 {
+                let began = self
+                    .conns
+                    .get(&(owner, owner_conn))
+                    .map_or(prev.start, |c| c.connect);
+                let handled_before = |x: &Conn| {
+                    x.connected.is_some_and(|(a, _)| a < began)
+                        || x.broker_closed.is_some_and(|(b, _)| b < began)
+                        || x.crashed.is_some_and(|c| c < began)
+                };
+                let since = self.conns.iter().any(|((c, _), x)| {
+                    self.key[*c] == k
+                        && !self.log.clients[*c].clean_start
+                        && x.connect < connect
+                        && !handled_before(x)
+                });
+                if !since {
+                    self.violation(
+                        "[MQTT-3.1.2-4] Clean Start 1 discards the session",
+                        format!(
+                            "client {client} resumed a session, but client {owner}'s Clean Start (connection {owner_conn}) had begun a new one that ended with its connection"
+                        ),
+                        Some(i),
+                    );
+                }
             }
             return;
         }
@@ -1444,13 +1503,20 @@ impl<'a> Ctx<'a> {
                 // A 3.1 client cannot know that its session was resumed, so it forgets the QoS
                 // 2 messages it has not seen released: the broker's resend looks new to it.
                 let forgot = self.log.clients[c].version == ProtocolVersion::V3_1 && reconnected;
+                // Nothing holds a QoS 2 PUBLISH to a session that is not journaled: it may
+                // reach its client before the message's routing is durable. A crash that then
+                // loses the routing (the publisher has no PUBREC yet) ends that session too,
+                // and the publisher's resend is a new message to the next one.
+                let rerouted = self.crashes.iter().any(|&x| {
+                    x > first.max(p.idx) && x < second && p.done.is_none_or(|(d, _)| d > x)
+                }) && self.session_changed_in(self.key[c], first, second);
                 let excused = match qos {
                     // Delivered at QoS 0 or 1, a copy of each routing may come; at QoS 1 the
                     // broker also sends again what a new connection of the session has not
                     // acknowledged.
                     QoS::AtMostOnce => resent || routed_again,
                     QoS::AtLeastOnce => resent || routed_again || reconnected,
-                    QoS::ExactlyOnce => routed_again || forgot,
+                    QoS::ExactlyOnce => routed_again || forgot || rerouted,
                 };
                 if excused {
                     continue;
@@ -1712,7 +1778,8 @@ impl<'a> Ctx<'a> {
         let mut firings: BTreeMap<ClientIdx, Vec<Firing>> = BTreeMap::new();
         let conns: Vec<((ClientIdx, ConnNo), Conn)> =
             self.conns.iter().map(|(k, v)| (*k, v.clone())).collect();
-        // Crashes and graceful stops, each with the restart after it.
+        // Crashes and graceful stops, each with the restart after it. A stop that a crash
+        // cut short made nothing durable: the crash stands for it.
         let mut downs: Vec<(usize, bool, usize)> = self
             .crashes
             .iter()
@@ -1727,6 +1794,7 @@ impl<'a> Ctx<'a> {
                     .unwrap_or(NEVER);
                 (d, crash, back)
             })
+            .filter(|&(d, crash, back)| crash || !self.crash_in(d, back))
             .collect();
         downs.sort_unstable();
         for ((c, n), conn) in &conns {
@@ -1987,6 +2055,18 @@ impl<'a> Ctx<'a> {
                 }
                 Event::Closed { client, reason, .. } => {
                     let bad = match reason {
+                        // A will is held against the memory budget: a CONNECT whose will does
+                        // not fit is refused with Quota exceeded, and the drop counted.
+                        // (3.x has no Quota exceeded: Server unavailable.)
+                        CloseKind::Rejected(code)
+                            if *code == 0x97
+                                || (*code == 0x88
+                                    && self.log.clients[*client].version
+                                        != ProtocolVersion::V5) =>
+                        {
+                            self.log.clients[*client].will.is_none()
+                                || self.counters.dropped_memory_budget == 0
+                        }
                         CloseKind::ProtocolViolation(_) | CloseKind::Rejected(_) => true,
                         // Taken over, shutting down, keep alive timeout (a frozen client).
                         CloseKind::ServerDisconnect(code) => ![0x8e, 0x8b, 0x8d].contains(code),

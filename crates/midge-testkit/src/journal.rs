@@ -608,4 +608,59 @@ mod tests {
         }
         assert!(caught > 0, "no seed tore the unit");
     }
+
+    /// A Clean Start discards the session its client identifier had [MQTT-3.1.2-4], and its
+    /// CONNACK says so: a crash after that CONNACK must not bring the old session back.
+    #[test]
+    #[ignore = "the broker sends a Clean Start's CONNACK before the journal has made the end of the old session durable"]
+    fn a_session_a_clean_start_discarded_stays_discarded_through_a_crash() {
+        for seed in 0..10 {
+            let mut config = BrokerConfig::default();
+            config.sys.interval_secs = 0;
+            let net = NetConfig {
+                latency_ms: (5, 5),
+                window: (64 * 1024, 64 * 1024),
+            };
+            let mut world = World::new(config, net, seed);
+            world.set_commit_delay(30, 30);
+            let victim = client(&mut world, "v");
+            let mut config = ClientConfig::new(ProtocolVersion::V5, "v".to_owned());
+            config.keep_alive = 30;
+            let intruder = world.add_client(
+                ClientSpec {
+                    client_id: "v".to_owned(),
+                    version: ProtocolVersion::V5,
+                    role: Role::Intruder,
+                    clean_start: true,
+                    session_expiry: 0,
+                    will: None,
+                },
+                config,
+            );
+            world.connect(victim);
+            assert!(world.run_until(1_000, |w| w.clients[victim].connected));
+            world.subscribe(victim, &[("t/#".to_owned(), QoS::AtLeastOnce)]);
+            assert!(world.run_until(1_000, |w| logged(w, |e| matches!(
+                e,
+                Event::Subscribed { .. }
+            ))));
+            world.disconnect(victim, 0);
+            assert!(world.run_until(1_000, |w| logged(w, |e| matches!(
+                e,
+                Event::BrokerClosed { .. }
+            ))));
+            world.connect(intruder);
+            assert!(world.run_until(1_000, |w| w.clients[intruder].connected));
+            let _ = world.crash(true);
+            world.restart();
+            world.connect(victim);
+            assert!(world.run_until(1_000, |w| w.clients[victim].connected));
+            let report = world.finish();
+            assert!(
+                !report.broke("MQTT-3.1.2-4"),
+                "seed {seed}:\n{}",
+                report.explain(&world.log)
+            );
+        }
+    }
 }

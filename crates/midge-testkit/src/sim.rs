@@ -47,6 +47,13 @@ pub(crate) enum Step {
     Fault(Fault),
     /// A graceful stop waits for its connections, then the broker is down this long.
     Stopping { deadline_ms: u64, downtime_ms: u64 },
+    /// A crash that waits (a millisecond at a time, `tries` more times) for the journal to
+    /// hold changes it has not made durable: a crash while a commit is due.
+    CrashPending {
+        reset: bool,
+        downtime_ms: u64,
+        tries: u32,
+    },
     /// The broker comes back.
     Restart,
     /// Faults and new work end.
@@ -494,8 +501,27 @@ pub(crate) fn act(world: &mut World, step: Step) {
                 world.abandon(c);
             }
         }
-        Step::Fault(_) if driver.draining => {}
+        Step::Fault(_) | Step::CrashPending { .. } if driver.draining => {}
         Step::Fault(fault) => fault_now(world, &mut driver, fault),
+        Step::CrashPending {
+            reset,
+            downtime_ms,
+            tries,
+        } => {
+            if !world.broker_running() {
+            } else if world.journal().has_pending() || tries == 0 {
+                crash(world, reset, downtime_ms);
+            } else {
+                world.schedule(
+                    world.now() + Duration::from_millis(1),
+                    Action::Run(Step::CrashPending {
+                        reset,
+                        downtime_ms,
+                        tries: tries - 1,
+                    }),
+                );
+            }
+        }
         Step::Stopping {
             deadline_ms,
             downtime_ms,
@@ -525,7 +551,12 @@ pub(crate) fn act(world: &mut World, step: Step) {
             world.unschedule(|a| {
                 !matches!(
                     a,
-                    Action::Run(Step::Fault(_) | Step::Tick(_) | Step::Intrude(_))
+                    Action::Run(
+                        Step::Fault(_)
+                            | Step::CrashPending { .. }
+                            | Step::Tick(_)
+                            | Step::Intrude(_)
+                    )
                 )
             });
             let now = world.now();
@@ -608,6 +639,15 @@ fn tick(world: &mut World, driver: &mut Driver, c: ClientIdx) {
     }
 }
 
+/// The broker crashes now, and comes back after `downtime_ms`.
+fn crash(world: &mut World, reset: bool, downtime_ms: u64) {
+    let _ = world.crash(reset);
+    world.schedule(
+        world.now() + Duration::from_millis(downtime_ms),
+        Action::Run(Step::Restart),
+    );
+}
+
 fn fault_now(world: &mut World, driver: &mut Driver, fault: Fault) {
     let rng = &mut driver.rng;
     let now = world.now();
@@ -635,12 +675,19 @@ fn fault_now(world: &mut World, driver: &mut Driver, fault: Fault) {
             world.clients[c].deaf_until = Some(now + Duration::from_millis(ms));
         }
         (Fault::Crash { reset, downtime_ms }, _) => {
-            if world.broker_running() {
-                let _ = world.crash(reset);
+            // Half the crashes wait for the journal to hold something not yet durable: a
+            // crash at a random instant mostly finds every change committed.
+            if rng.chance(500) {
                 world.schedule(
-                    now + Duration::from_millis(downtime_ms),
-                    Action::Run(Step::Restart),
+                    now,
+                    Action::Run(Step::CrashPending {
+                        reset,
+                        downtime_ms,
+                        tries: 2_000,
+                    }),
                 );
+            } else if world.broker_running() {
+                crash(world, reset, downtime_ms);
             }
         }
         (Fault::Restart { downtime_ms }, _) => {

@@ -942,6 +942,39 @@ fn a_clean_start_session_gets_nothing_its_predecessor_subscribed_to() {
 }
 
 #[test]
+fn a_session_a_clean_start_discarded_is_not_resumed_even_after_a_crash() {
+    // The intruder's CONNACK came, so the broker had discarded the victim's session (and the
+    // journal had made that durable) before it; a crash does not bring the session back.
+    let run = |crashed: bool, again: bool| {
+        let mut intruder = spec("v", ProtocolVersion::V5, 0);
+        intruder.role = Role::Intruder;
+        let mut b = B::new(vec![v5("v"), intruder]);
+        b.connect(0, 1, false);
+        b.subscribe(0, 1, "t/#", QoS::AtLeastOnce);
+        b.cut(0, 1);
+        b.connect(1, 1, false);
+        if crashed {
+            crash(&mut b);
+        } else {
+            b.disconnect(1, 1, 0);
+        }
+        if again {
+            // A CONNECT of the victim's that the broker handled after the Clean Start, whose
+            // CONNACK never came: it may have made a session.
+            b.ev(Event::Connect { client: 0, conn: 2 });
+            b.ev(Event::TransportDown { client: 0, conn: 2 });
+            b.connect(0, 3, true);
+        } else {
+            b.connect(0, 2, true);
+        }
+        b
+    };
+    breaks(run(false, false), "MQTT-3.1.2-4");
+    breaks(run(true, false), "MQTT-3.1.2-4");
+    passes(run(true, true));
+}
+
+#[test]
 fn a_connect_handled_after_a_clean_start_it_took_over_makes_a_session_that_lasts() {
     // Client 0 reconnects (keeping its session); another client's Clean Start with the
     // identifier, sent after it, reaches the broker first, and client 0's CONNECT takes that
@@ -1169,4 +1202,94 @@ fn receive_maximum_exceeded_is_a_violation_even_after_a_crash() {
     };
     breaks(exceeded(false), "protocol");
     breaks(exceeded(true), "protocol");
+}
+
+#[test]
+fn a_connection_never_accepted_leaves_the_session_offline_since_before() {
+    // Offline at t; a CONNECT at t + 3 s is cut before its CONNACK: the broker may never
+    // have had it, so the session (expiry 5 s) may be gone from t + 5 s.
+    let run = |present: bool| {
+        let mut b = B::new(vec![spec("s", ProtocolVersion::V5, 5)]);
+        b.connect(0, 1, false);
+        b.cut(0, 1);
+        b.wait(3);
+        b.ev(Event::Connect { client: 0, conn: 2 });
+        b.cut(0, 2);
+        b.wait(3);
+        b.connect(0, 3, present);
+        b
+    };
+    passes(run(false));
+    // It may also have taken the session online: then it is offline from its end.
+    passes(run(true));
+}
+
+#[test]
+fn a_qos_2_message_may_reach_the_next_session_of_a_subscriber_a_crash_ended() {
+    // The subscriber's session ends with its connection: nothing held its QoS 2 PUBLISH
+    // until the routing was durable, the crash lost the routing, and the publisher's resend
+    // is new to the subscriber's next session.
+    let run = |subscriber: ClientSpec| {
+        let mut b = B::new(vec![v5("p"), subscriber]);
+        b.connect(0, 1, false);
+        b.connect(1, 1, false);
+        b.subscribe(1, 1, "t/#", QoS::ExactlyOnce);
+        let m = b.publish(0, 0, "t/a", QoS::ExactlyOnce);
+        b.recv(1, m, "t/a", QoS::ExactlyOnce);
+        crash(&mut b);
+        b.connect(0, 2, true);
+        let persistent = b.log.clients[1].persistent();
+        b.connect(1, 2, persistent);
+        if !persistent {
+            b.subscribe(1, 2, "t/#", QoS::ExactlyOnce);
+        }
+        b.recv(1, m, "t/a", QoS::ExactlyOnce);
+        b.ack(m, 0);
+        b
+    };
+    passes(run(spec("s", ProtocolVersion::V5, 0)));
+    // A persistent session's QoS 2 PUBLISH waited for the routing: never twice.
+    breaks(run(v5("s")), "MQTT-4.3.3-2");
+}
+
+#[test]
+fn a_connect_refused_for_its_will_is_a_limit_only_if_counted() {
+    let run = |dropped: u64| {
+        let mut b = B::new(vec![will_owner()]);
+        b.ev(Event::Connect { client: 0, conn: 1 });
+        b.ev(Event::Closed {
+            client: 0,
+            conn: 1,
+            reason: CloseKind::Rejected(0x97),
+        });
+        b.ev(Event::Counters(Counters {
+            dropped_memory_budget: dropped,
+            ..Counters::default()
+        }));
+        b
+    };
+    passes(run(1));
+    breaks(run(0), "protocol");
+}
+
+#[test]
+fn a_stop_a_crash_cut_short_kept_nothing() {
+    // A will published just before a stop that a crash then cut short may be lost with it.
+    let mut b = B::new(vec![will_owner(), v5("watcher")]);
+    b.connect(1, 1, false);
+    b.subscribe(1, 1, "w/+", QoS::AtLeastOnce);
+    b.connect(0, 1, false);
+    b.ev(Event::BrokerClosed {
+        client: 0,
+        conn: 1,
+        disconnect: None,
+    });
+    b.ev(Event::Stop);
+    b.ev(Event::Crash);
+    b.ev(Event::Start);
+    b.connect(1, 2, true);
+    b.ev(Event::Drain);
+    let (log, report) = b.end();
+    assert!(report.passed(), "{}", report.explain(&log));
+    assert_eq!(report.tally.lost_to_crash, 1);
 }
