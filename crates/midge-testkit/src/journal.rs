@@ -60,8 +60,8 @@ enum Write {
 }
 
 impl Write {
-    fn of(change: Change<'_>) -> Option<Self> {
-        Some(match change {
+    fn of(change: Change<'_>) -> Self {
+        match change {
             Change::Session(record) => Self::Session(record.clone()),
             Change::Subscribe {
                 client_id,
@@ -81,9 +81,10 @@ impl Write {
             Change::Retained { topic, retained } => {
                 Self::Retained(topic.clone(), retained.cloned())
             }
-            // A change this model does not know cannot be kept: the simulation must learn it.
-            _ => return None,
-        })
+            // A change this model cannot keep would pass for one a crash lost: the
+            // simulation must learn it first.
+            change => panic!("the simulated journal does not know {change:?}"),
+        }
     }
 }
 
@@ -184,7 +185,7 @@ impl Kept {
             SessionChange::IncomingReleased { packet_id } => {
                 self.incoming_qos2.remove(&packet_id);
             }
-            _ => {}
+            change => panic!("the simulated journal does not know {change:?}"),
         }
     }
 
@@ -218,8 +219,6 @@ struct State {
     disk: Disk,
     wakers: Vec<Waker>,
     mode: Durability,
-    /// Changes the model did not know, and so could not keep.
-    unknown: u64,
     commits: u64,
 }
 
@@ -321,11 +320,6 @@ impl SimJournal {
             .map(|(t, r)| (t.clone(), r.clone()))
             .collect()
     }
-
-    /// Changes written that this model does not know (and so did not keep).
-    pub fn unknown_changes(&self) -> u64 {
-        self.lock().unknown
-    }
 }
 
 impl Journal for SimJournal {
@@ -336,11 +330,9 @@ impl Journal for SimJournal {
     }
 
     fn write(&self, change: Change<'_>) {
+        let write = Write::of(change);
         let mut s = self.lock();
-        match Write::of(change) {
-            Some(write) => s.pending.push(write),
-            None => s.unknown += 1,
-        }
+        s.pending.push(write);
         s.submitted += 1;
         if !s.atomic {
             let end = s.pending.len();

@@ -1,8 +1,9 @@
-//! The world: the broker core, its connections, the clients and the network between them, on
-//! one virtual clock. [`World::step`] moves everything that can move at the current instant,
-//! then advances the clock to the next instant at which anything is due. Everything is
-//! visited in a fixed order (links and clients by number), and all randomness comes from the
-//! seed, so a seed replays exactly.
+//! The world: the broker core, its connections, the clients and the network between them, and
+//! the journal's disk ([`SimJournal`]), on one virtual clock. [`World::step`] moves everything
+//! that can move at the current instant, then advances the clock to the next instant at which
+//! anything is due (a group commit of the journal too). Everything is visited in a fixed order
+//! (links and clients by number), and all randomness comes from the seed, so a seed replays
+//! exactly.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
