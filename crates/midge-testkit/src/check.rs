@@ -1503,13 +1503,20 @@ impl<'a> Ctx<'a> {
                 // A 3.1 client cannot know that its session was resumed, so it forgets the QoS
                 // 2 messages it has not seen released: the broker's resend looks new to it.
                 let forgot = self.log.clients[c].version == ProtocolVersion::V3_1 && reconnected;
-                // Nothing holds a QoS 2 PUBLISH to a session that is not journaled: it may
-                // reach its client before the message's routing is durable. A crash that then
-                // loses the routing (the publisher has no PUBREC yet) ends that session too,
-                // and the publisher's resend is a new message to the next one.
+                // Nothing holds a PUBLISH below QoS 2, nor one to a session that is not
+                // journaled: it may reach its client before the message's routing is durable.
+                // A crash may then lose the routing (the publisher has no PUBREC yet), and the
+                // publisher's resend is routed anew: to a session the crash ended, a new
+                // message; to one that got the first copy at QoS 0 or 1, a copy like any other
+                // at that QoS, whatever its subscription grants now.
+                let first_qos = match self.entries[first].event {
+                    Event::Received { qos, .. } => qos,
+                    _ => QoS::ExactlyOnce,
+                };
                 let rerouted = self.crashes.iter().any(|&x| {
                     x > first.max(p.idx) && x < second && p.done.is_none_or(|(d, _)| d > x)
-                }) && self.session_changed_in(self.key[c], first, second);
+                }) && (first_qos != QoS::ExactlyOnce
+                    || self.session_changed_in(self.key[c], first, second));
                 let excused = match qos {
                     // Delivered at QoS 0 or 1, a copy of each routing may come; at QoS 1 the
                     // broker also sends again what a new connection of the session has not

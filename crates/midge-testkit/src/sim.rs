@@ -47,13 +47,6 @@ pub(crate) enum Step {
     Fault(Fault),
     /// A graceful stop waits for its connections, then the broker is down this long.
     Stopping { deadline_ms: u64, downtime_ms: u64 },
-    /// A crash that waits (a millisecond at a time, `tries` more times) for the journal to
-    /// hold changes it has not made durable: a crash while a commit is due.
-    CrashPending {
-        reset: bool,
-        downtime_ms: u64,
-        tries: u32,
-    },
     /// The broker comes back.
     Restart,
     /// Faults and new work end.
@@ -501,27 +494,8 @@ pub(crate) fn act(world: &mut World, step: Step) {
                 world.abandon(c);
             }
         }
-        Step::Fault(_) | Step::CrashPending { .. } if driver.draining => {}
+        Step::Fault(_) if driver.draining => {}
         Step::Fault(fault) => fault_now(world, &mut driver, fault),
-        Step::CrashPending {
-            reset,
-            downtime_ms,
-            tries,
-        } => {
-            if !world.broker_running() {
-            } else if world.journal().has_pending() || tries == 0 {
-                crash(world, reset, downtime_ms);
-            } else {
-                world.schedule(
-                    world.now() + Duration::from_millis(1),
-                    Action::Run(Step::CrashPending {
-                        reset,
-                        downtime_ms,
-                        tries: tries - 1,
-                    }),
-                );
-            }
-        }
         Step::Stopping {
             deadline_ms,
             downtime_ms,
@@ -547,16 +521,12 @@ pub(crate) fn act(world: &mut World, step: Step) {
         Step::Drain => {
             driver.draining = true;
             world.record(Event::Drain);
+            world.disarm_crash();
             world.heal();
             world.unschedule(|a| {
                 !matches!(
                     a,
-                    Action::Run(
-                        Step::Fault(_)
-                            | Step::CrashPending { .. }
-                            | Step::Tick(_)
-                            | Step::Intrude(_)
-                    )
+                    Action::Run(Step::Fault(_) | Step::Tick(_) | Step::Intrude(_))
                 )
             });
             let now = world.now();
@@ -675,16 +645,13 @@ fn fault_now(world: &mut World, driver: &mut Driver, fault: Fault) {
             world.clients[c].deaf_until = Some(now + Duration::from_millis(ms));
         }
         (Fault::Crash { reset, downtime_ms }, _) => {
-            // Half the crashes wait for the journal to hold something not yet durable: a
-            // crash at a random instant mostly finds every change committed.
+            // Half the crashes wait (up to 2 s) for the journal to hold something not yet
+            // durable: a crash at a random instant mostly finds every change committed.
             if rng.chance(500) {
-                world.schedule(
-                    now,
-                    Action::Run(Step::CrashPending {
-                        reset,
-                        downtime_ms,
-                        tries: 2_000,
-                    }),
+                world.crash_when_pending(
+                    reset,
+                    Duration::from_millis(downtime_ms),
+                    Duration::from_secs(2),
                 );
             } else if world.broker_running() {
                 crash(world, reset, downtime_ms);

@@ -36,6 +36,15 @@ const SLOW_COMMIT_MS: (u64, u64) = (20, 300);
 /// ... this many times in a thousand.
 const SLOW_COMMIT_PER_MILLE: u64 = 20;
 
+/// A crash that waits for the journal to hold changes it has not made durable.
+#[derive(Clone, Copy, Debug)]
+struct ArmedCrash {
+    reset: bool,
+    downtime: Duration,
+    /// It crashes then at the latest.
+    until: Instant,
+}
+
 /// A flag the journal's waker sets: the held output of a link may go now.
 #[derive(Debug, Default)]
 struct WakeFlag(AtomicBool);
@@ -243,6 +252,8 @@ pub struct World {
     /// A graceful stop is under way: [`World::finish_stop`] ends it, unless a crash came
     /// first.
     stopping: bool,
+    /// See [`World::crash_when_pending`].
+    armed_crash: Option<ArmedCrash>,
     /// Draws the journal's commit times and what a crash keeps, apart from everything else so
     /// that the network's draws do not depend on the broker's writes.
     journal_rng: Rng,
@@ -289,6 +300,7 @@ impl World {
             config,
             journal: Arc::new(SimJournal::new()),
             stopping: false,
+            armed_crash: None,
             journal_rng: Rng::new(seed ^ 0x6a6f_7572_6e61_6c00),
             next_commit: None,
             commit_delay_ms: COMMIT_DELAY_MS,
@@ -615,6 +627,46 @@ impl World {
         lost
     }
 
+    /// The broker crashes (see [`World::crash`]) as soon as its journal holds changes it has
+    /// not made durable, or after `within` at the latest; a new one starts `downtime` later.
+    /// The crash then comes between a change and its commit, where a crash at a random
+    /// instant seldom falls.
+    pub fn crash_when_pending(&mut self, reset: bool, downtime: Duration, within: Duration) {
+        if self.core.is_some() {
+            self.armed_crash = Some(ArmedCrash {
+                reset,
+                downtime,
+                until: self.now + within,
+            });
+        }
+    }
+
+    /// Forgets a crash [`World::crash_when_pending`] armed.
+    pub fn disarm_crash(&mut self) {
+        self.armed_crash = None;
+    }
+
+    /// Crashes the broker if an armed crash's time has come. Returns whether it did.
+    fn fire_armed_crash(&mut self) -> bool {
+        let Some(armed) = self.armed_crash else {
+            return false;
+        };
+        if self.core.is_none() {
+            self.armed_crash = None;
+            return false;
+        }
+        if !self.journal.has_pending() && self.now < armed.until {
+            return false;
+        }
+        self.armed_crash = None;
+        let _ = self.crash(armed.reset);
+        self.schedule(
+            self.now + armed.downtime,
+            Action::Run(crate::sim::Step::Restart),
+        );
+        true
+    }
+
     /// Starts a broker on the store of the last one: what its journal made durable.
     pub fn restart(&mut self) {
         if self.core.is_none() {
@@ -835,7 +887,10 @@ impl World {
             self.act(action);
         }
         for _ in 0..MAX_ROUNDS {
-            if !self.round() {
+            let moved = self.round();
+            // Between the round that wrote a change and the one that commits it.
+            let crashed = self.fire_armed_crash();
+            if !moved && !crashed {
                 break;
             }
         }
@@ -1227,6 +1282,7 @@ impl World {
         };
         consider(self.actions.keys().next().map(|(t, _)| *t));
         consider(self.next_commit);
+        consider(self.armed_crash.map(|a| a.until));
         if let Some(core) = &self.core {
             consider(core.poll_timeout());
         }

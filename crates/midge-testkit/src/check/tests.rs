@@ -1293,3 +1293,31 @@ fn a_stop_a_crash_cut_short_kept_nothing() {
     assert!(report.passed(), "{}", report.explain(&log));
     assert_eq!(report.tally.lost_to_crash, 1);
 }
+
+#[test]
+fn a_copy_at_qos_1_may_come_again_at_qos_2_once_a_crash_lost_its_routing() {
+    // The subscriber got it at QoS 1 (nothing held that PUBLISH back), the crash lost the
+    // routing before the publisher's PUBREC, and the resend reached the subscription the
+    // subscriber had raised to QoS 2 since.
+    let run = |acked_before: bool| {
+        let mut b = pub_sub();
+        b.subscribe(1, 2, "t/#", QoS::AtLeastOnce);
+        let m = b.publish(0, 0, "t/a", QoS::ExactlyOnce);
+        b.recv(1, m, "t/a", QoS::AtLeastOnce);
+        if acked_before {
+            b.ack(m, 0);
+        }
+        crash(&mut b);
+        b.connect(0, 2, true);
+        b.connect(1, 2, true);
+        b.subscribe(1, 3, "t/#", QoS::ExactlyOnce);
+        if !acked_before {
+            b.ack(m, 0);
+        }
+        b.recv(1, m, "t/a", QoS::ExactlyOnce);
+        b
+    };
+    passes(run(false));
+    // Acknowledged before the crash: its routing was durable, and is not done again.
+    breaks(run(true), "MQTT-4.3.3-2");
+}
