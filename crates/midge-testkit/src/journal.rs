@@ -477,16 +477,21 @@ mod tests {
 
     /// A subscriber to `t/#` goes offline; a publisher sends one message at `qos`; the broker
     /// crashes (`when`) with commits 30 ms apart, on a journal that keeps its promise as
-    /// `mode` says; both clients come back. Returns the checker's report and how many
+    /// `mode` says; both clients come back. With `queue_full`, the subscriber's queue holds
+    /// one message, all it may, before the publish. Returns the checker's report and how many
     /// changes the crash lost.
     fn crash_after_publish(
         seed: u64,
         mode: Durability,
         qos: QoS,
         when: CrashWhen,
+        queue_full: bool,
     ) -> (Report, usize, String) {
         let mut config = BrokerConfig::default();
         config.sys.interval_secs = 0;
+        if queue_full {
+            config.sessions.max_queued_messages = 1;
+        }
         let net = NetConfig {
             latency_ms: (5, 5),
             window: (64 * 1024, 64 * 1024),
@@ -509,8 +514,15 @@ mod tests {
             Event::BrokerClosed { .. }
         ))));
         world.connect(p);
-        assert!(world.run_until(1_000, |w| w.clients[p].connected
-            && !w.journal().has_pending()));
+        assert!(world.run_until(1_000, |w| w.clients[p].connected));
+        if queue_full {
+            let first = world.publish(p, "t/a", QoS::AtLeastOnce, false, false, None);
+            assert!(world.run_until(1_000, |w| logged(
+                w,
+                |e| matches!(e, Event::Published { msg, .. } if Some(*msg) == first)
+            )));
+        }
+        assert!(world.run_until(1_000, |w| !w.journal().has_pending()));
         let Some(msg) = world.publish(p, "t/a", qos, false, false, None) else {
             panic!("the client takes the publish");
         };
@@ -543,7 +555,7 @@ mod tests {
             for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
                 for when in [CrashWhen::Acknowledged, CrashWhen::Routed] {
                     let (report, _, explained) =
-                        crash_after_publish(seed, Durability::Honest, qos, when);
+                        crash_after_publish(seed, Durability::Honest, qos, when, false);
                     assert!(
                         report.passed_strictly(),
                         "seed {seed}, {qos:?}, crash when {when:?}:\n{explained}"
@@ -564,6 +576,7 @@ mod tests {
                 Durability::AcksEarly,
                 QoS::AtLeastOnce,
                 CrashWhen::Acknowledged,
+                false,
             );
             if report.broke("MQTT-4.5.0-1") {
                 assert!(
@@ -591,6 +604,7 @@ mod tests {
                 Durability::TearsUnits,
                 QoS::ExactlyOnce,
                 CrashWhen::Routed,
+                false,
             );
             if report.broke("MQTT-4.5.0-1") || report.broke("MQTT-4.3.3-2") {
                 caught += 1;
@@ -599,6 +613,26 @@ mod tests {
             }
         }
         assert!(caught > 0, "no seed tore the unit");
+    }
+
+    /// A QoS 2 message the broker refused (PUBREC 0x97: the subscriber's queue is full) must
+    /// not be acknowledged with success after a crash: a crash that keeps the message's
+    /// identifier [MQTT-4.3.3-10] but not its refusal makes the publisher's resend look like
+    /// a duplicate of a message the broker has, and it answers PUBREC 0x00 for a message it
+    /// dropped.
+    #[test]
+    #[ignore = "the broker journals a refused QoS 2 message's identifier apart from its refusal"]
+    fn a_refused_qos_2_message_is_not_acknowledged_after_a_crash() {
+        for seed in 0..30 {
+            let (report, _, explained) = crash_after_publish(
+                seed,
+                Durability::Honest,
+                QoS::ExactlyOnce,
+                CrashWhen::Routed,
+                true,
+            );
+            assert!(report.passed_strictly(), "seed {seed}:\n{explained}");
+        }
     }
 
     /// A Clean Start discards the session its client identifier had [MQTT-3.1.2-4], and its
