@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod certs;
 pub mod check;
+pub mod journal;
 pub mod log;
 mod net;
 pub mod peers;

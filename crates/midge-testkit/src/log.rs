@@ -249,8 +249,17 @@ pub enum Event {
     Unsubscribe {
         /// The client.
         client: ClientIdx,
+        /// Its packet identifier.
+        packet: u16,
         /// The filters.
         filters: Vec<String>,
+    },
+    /// UNSUBACK arrived: the broker has handled the UNSUBSCRIBE.
+    Unsubscribed {
+        /// The client.
+        client: ClientIdx,
+        /// The UNSUBSCRIBE's packet identifier.
+        packet: u16,
     },
     /// A message arrived at a client.
     Received {
@@ -323,6 +332,7 @@ impl Event {
             | Self::Subscribe { client, .. }
             | Self::Subscribed { client, .. }
             | Self::Unsubscribe { client, .. }
+            | Self::Unsubscribed { client, .. }
             | Self::Received { client, .. } => Some(*client),
             Self::Publish { msg, .. } | Self::Published { msg, .. } => Some(msg.publisher),
             Self::Crash

@@ -501,7 +501,9 @@ pub(crate) fn act(world: &mut World, step: Step) {
             downtime_ms,
         } => {
             let elapsed = world.elapsed().as_millis() as u64;
-            if world.connections() == 0 || elapsed >= deadline_ms {
+            if !world.is_stopping() {
+                // A crash ended the stop, and scheduled its own restart.
+            } else if world.connections() == 0 || elapsed >= deadline_ms {
                 world.finish_stop();
                 let at = world.now() + Duration::from_millis(downtime_ms);
                 world.schedule(at, Action::Run(Step::Restart));
@@ -519,6 +521,7 @@ pub(crate) fn act(world: &mut World, step: Step) {
         Step::Drain => {
             driver.draining = true;
             world.record(Event::Drain);
+            world.disarm_crash();
             world.heal();
             world.unschedule(|a| {
                 !matches!(
@@ -606,6 +609,15 @@ fn tick(world: &mut World, driver: &mut Driver, c: ClientIdx) {
     }
 }
 
+/// The broker crashes now, and comes back after `downtime_ms`.
+fn crash(world: &mut World, reset: bool, downtime_ms: u64) {
+    let _ = world.crash(reset);
+    world.schedule(
+        world.now() + Duration::from_millis(downtime_ms),
+        Action::Run(Step::Restart),
+    );
+}
+
 fn fault_now(world: &mut World, driver: &mut Driver, fault: Fault) {
     let rng = &mut driver.rng;
     let now = world.now();
@@ -633,12 +645,16 @@ fn fault_now(world: &mut World, driver: &mut Driver, fault: Fault) {
             world.clients[c].deaf_until = Some(now + Duration::from_millis(ms));
         }
         (Fault::Crash { reset, downtime_ms }, _) => {
-            if world.broker_running() {
-                world.crash(reset);
-                world.schedule(
-                    now + Duration::from_millis(downtime_ms),
-                    Action::Run(Step::Restart),
+            // Half the crashes wait (up to 2 s) for the journal to hold something not yet
+            // durable: a crash at a random instant mostly finds every change committed.
+            if rng.chance(500) {
+                world.crash_when_pending(
+                    reset,
+                    Duration::from_millis(downtime_ms),
+                    Duration::from_secs(2),
                 );
+            } else if world.broker_running() {
+                crash(world, reset, downtime_ms);
             }
         }
         (Fault::Restart { downtime_ms }, _) => {

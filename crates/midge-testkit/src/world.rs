@@ -1,21 +1,25 @@
-//! The world: the broker core, its connections, the clients and the network between them, on
-//! one virtual clock. [`World::step`] moves everything that can move at the current instant,
-//! then advances the clock to the next instant at which anything is due. Everything is
-//! visited in a fixed order (links and clients by number), and all randomness comes from the
-//! seed, so a seed replays exactly.
+//! The world: the broker core, its connections, the clients and the network between them, and
+//! the journal's disk ([`SimJournal`]), on one virtual clock. [`World::step`] moves everything
+//! that can move at the current instant, then advances the clock to the next instant at which
+//! anything is due (a group commit of the journal too). Everything is visited in a fixed order
+//! (links and clients by number), and all randomness comes from the seed, so a seed replays
+//! exactly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use midge_broker::core::{Connection, Core};
-use midge_broker::{AllowAll, BrokerConfig, BrokerStats, MemoryStore, Standalone, Store};
+use midge_broker::{AllowAll, BrokerConfig, BrokerStats, Standalone, Store};
 use midge_codec::{ByteStr, QoS, SubscribeProperties, SubscriptionOptions};
 use midge_proto::client::{Client, ClientConfig, CloseReason, Event as ClientEvent};
 use midge_proto::Message;
 
+use crate::journal::{Durability, SimJournal, SimStore};
 use crate::log::{ClientIdx, ClientSpec, CloseKind, ConnNo, Counters, Event, Log, MsgId, Payload};
 use crate::net::{Chunk, Pipe};
 use crate::rng::Rng;
@@ -25,43 +29,110 @@ const READ_LIMIT: usize = 16 * 1024;
 /// Rounds of one step before the clock must move on: each round lets what the last one did
 /// (a delivery routed, room made) reach the next connection.
 const MAX_ROUNDS: usize = 64;
+/// A group commit comes this many milliseconds after the change that began it.
+const COMMIT_DELAY_MS: (u64, u64) = (0, 5);
+/// Now and then the disk is slow: a commit takes this long (milliseconds), ...
+const SLOW_COMMIT_MS: (u64, u64) = (20, 300);
+/// ... this many times in a thousand.
+const SLOW_COMMIT_PER_MILLE: u64 = 20;
 
-/// The store every broker of a run uses in turn: a [`MemoryStore`] that keeps sessions, and
-/// gives them back in client identifier order, so that a restart replays exactly.
+/// A crash that waits for the journal to hold changes it has not made durable.
+#[derive(Clone, Copy, Debug)]
+struct ArmedCrash {
+    reset: bool,
+    downtime: Duration,
+    /// It crashes then at the latest.
+    until: Instant,
+}
+
+/// A flag the journal's waker sets: the held output of a link may go now.
+#[derive(Debug, Default)]
+struct WakeFlag(AtomicBool);
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What the broker wrote on one connection and the network has not taken yet: as the tokio
+/// driver's write buffer, output waits until the journal has made durable what it answers for
+/// (a PUBACK once its message is kept), each stretch marked with the ticket it waits for.
 #[derive(Debug)]
-struct SimStore(Arc<MemoryStore>);
+struct Outbox {
+    buf: BytesMut,
+    /// Journal tickets, each with where in `buf` the bytes that wait for it end.
+    held: VecDeque<(u64, usize)>,
+    /// Bytes at the front of `buf` that wait for nothing.
+    free: usize,
+    /// Set by the journal when it made something durable; the world looks at `held` again.
+    woken: Arc<WakeFlag>,
+    waker: Waker,
+}
 
-impl Store for SimStore {
-    fn set_retained(
-        &self,
-        topic: &midge_topic::TopicName<'_>,
-        message: Option<midge_broker::Retained>,
-    ) -> Option<midge_broker::Retained> {
-        self.0.set_retained(topic, message)
+impl Default for Outbox {
+    fn default() -> Self {
+        let woken = Arc::new(WakeFlag::default());
+        Self {
+            buf: BytesMut::new(),
+            held: VecDeque::new(),
+            free: 0,
+            waker: Waker::from(woken.clone()),
+            woken,
+        }
+    }
+}
+
+impl Outbox {
+    /// Marks the output added since the last call as waiting for `ticket` (the connection's
+    /// [`Connection::output_ticket`]), unless it need not wait.
+    fn hold(&mut self, ticket: u64, connection: &Connection) {
+        let end = self.buf.len();
+        match self.held.back_mut() {
+            Some((t, e)) if *t == ticket => *e = end,
+            Some(_) => self.held.push_back((ticket, end)),
+            None if ticket == 0 || connection.is_durable(ticket) => self.free = end,
+            None => self.held.push_back((ticket, end)),
+        }
     }
 
-    fn retained_matching(
-        &self,
-        filter: &midge_topic::TopicFilter<'_>,
-        visit: &mut dyn FnMut(&midge_broker::Retained),
-    ) {
-        self.0.retained_matching(filter, visit);
+    /// How many bytes at the front of `buf` may go: those whose tickets are durable. The
+    /// journal keeps the waker for the first ticket that is not.
+    fn sendable(&mut self, connection: &Connection) -> usize {
+        let mut cx = Context::from_waker(&self.waker);
+        while let Some(&(ticket, end)) = self.held.front() {
+            match connection.poll_durable(ticket, &mut cx) {
+                Poll::Ready(Ok(())) => {
+                    self.held.pop_front();
+                    self.free = self.free.max(end);
+                }
+                // The simulated journal does not fail: nothing held may ever go then.
+                Poll::Ready(Err(_)) => return 0,
+                Poll::Pending => return self.free,
+            }
+        }
+        self.free = self.buf.len();
+        self.free
     }
 
-    fn retained_count(&self) -> usize {
-        self.0.retained_count()
+    /// Takes the `n` bytes at the front, which may go.
+    fn take(&mut self, n: usize) -> Bytes {
+        self.free -= n;
+        for (_, end) in &mut self.held {
+            *end = end.saturating_sub(n);
+        }
+        self.buf.split_to(n).freeze()
     }
 
-    fn remove_expired_retained(
-        &self,
-        topic: &midge_topic::TopicName<'_>,
-        expired: &midge_broker::Retained,
-    ) -> bool {
-        self.0.remove_expired_retained(topic, expired)
-    }
-
-    fn journal(&self) -> Option<&dyn midge_broker::Journal> {
-        self.0.journal()
+    /// Forgets everything: the connection is gone.
+    fn clear(&mut self) {
+        self.buf = BytesMut::new();
+        self.held.clear();
+        self.free = 0;
     }
 }
 
@@ -102,6 +173,8 @@ struct Link {
     latency: Duration,
     window: usize,
     broker: Option<Connection>,
+    /// The broker's output the network has not taken yet.
+    out: Outbox,
     /// The broker's side has ended, and that was logged.
     broker_closed: bool,
     /// When the broker's side ended: it is dropped once it has flushed, or at the close
@@ -174,7 +247,22 @@ pub struct World {
     base: Instant,
     now: Instant,
     config: BrokerConfig,
-    store: Arc<MemoryStore>,
+    /// The disk every broker of the run uses in turn.
+    journal: Arc<SimJournal>,
+    /// A graceful stop is under way: [`World::finish_stop`] ends it, unless a crash came
+    /// first.
+    stopping: bool,
+    /// See [`World::crash_when_pending`].
+    armed_crash: Option<ArmedCrash>,
+    /// Draws the journal's commit times and what a crash keeps, apart from everything else so
+    /// that the network's draws do not depend on the broker's writes.
+    journal_rng: Rng,
+    /// When the journal commits next, if changes wait.
+    next_commit: Option<Instant>,
+    /// How long after the change that began it a commit comes (milliseconds), and how often
+    /// (per mille) it takes [`SLOW_COMMIT_MS`] instead.
+    commit_delay_ms: (u64, u64),
+    slow_commits: u64,
     core: Option<Arc<Core>>,
     links: BTreeMap<u64, Link>,
     next_link: u64,
@@ -197,8 +285,9 @@ pub struct World {
 }
 
 impl World {
-    /// A world with a running broker of `config` on an empty store that keeps sessions, and
-    /// no clients. `seed` decides the network's latencies and windows.
+    /// A world with a running broker of `config` on an empty store that journals sessions
+    /// (see [`SimJournal`]), and no clients. `seed` decides the network's latencies and
+    /// windows, and when the journal commits.
     ///
     /// # Panics
     ///
@@ -209,7 +298,13 @@ impl World {
             base: now,
             now,
             config,
-            store: Arc::new(MemoryStore::keeping_sessions()),
+            journal: Arc::new(SimJournal::new()),
+            stopping: false,
+            armed_crash: None,
+            journal_rng: Rng::new(seed ^ 0x6a6f_7572_6e61_6c00),
+            next_commit: None,
+            commit_delay_ms: COMMIT_DELAY_MS,
+            slow_commits: SLOW_COMMIT_PER_MILLE,
             core: None,
             links: BTreeMap::new(),
             next_link: 1,
@@ -226,6 +321,24 @@ impl World {
         };
         world.start_broker();
         world
+    }
+
+    /// Commits come `low..=high` milliseconds after the change that began them, always (no
+    /// slow disk now and then).
+    pub fn set_commit_delay(&mut self, low: u64, high: u64) {
+        self.commit_delay_ms = (low, high);
+        self.slow_commits = 0;
+    }
+
+    /// The journal's disk.
+    pub fn journal(&self) -> &SimJournal {
+        &self.journal
+    }
+
+    /// Makes the journal keep its promise as `mode` says: anything but
+    /// [`Durability::Honest`] breaks it, to show that the checker notices.
+    pub fn set_durability(&mut self, mode: Durability) {
+        self.journal.set_durability(mode);
     }
 
     /// The current virtual instant.
@@ -254,7 +367,7 @@ impl World {
     }
 
     fn start_broker(&mut self) {
-        let store: Arc<dyn Store> = Arc::new(SimStore(self.store.clone()));
+        let store: Arc<dyn Store> = Arc::new(SimStore::new(self.journal.clone()));
         let mut config = self.config.clone();
         // The simulated network's addresses are not loopback: anonymous clients are let in
         // unless the test's configuration says otherwise.
@@ -365,6 +478,7 @@ impl World {
             latency,
             window,
             broker: None,
+            out: Outbox::default(),
             broker_closed: false,
             closed_at: None,
             rx: BytesMut::new(),
@@ -489,25 +603,71 @@ impl World {
         }
     }
 
-    /// The broker crashes: it and every connection are dropped as they are, with nothing
-    /// written to the store. Clients learn of it from a reset (`reset`), or from their
-    /// keepalive.
-    pub fn crash(&mut self, reset: bool) {
+    /// The broker crashes: it and every connection are dropped as they are, and the journal
+    /// loses what it had not made durable (see [`SimJournal::crash`]). Output held for the
+    /// journal never goes. Clients learn of it from a reset (`reset`), or from their
+    /// keepalive. Returns how many of the journal's changes the crash lost.
+    pub fn crash(&mut self, reset: bool) -> usize {
         self.log_counters();
         self.record(Event::Crash);
         let now = self.now;
+        let lost = self.journal.crash(&mut self.journal_rng);
+        self.next_commit = None;
+        self.stopping = false;
         for link in self.links.values_mut() {
             link.broker = None;
             link.broker_closed = true;
+            link.out.clear();
             link.rx.clear();
             link.up.break_off(now, link.latency, true);
             link.down.break_off(now, link.latency, !reset);
             link.silent |= !reset;
         }
         self.core = None;
+        lost
     }
 
-    /// Starts a broker on the store of the last one.
+    /// The broker crashes (see [`World::crash`]) as soon as its journal holds changes it has
+    /// not made durable, or after `within` at the latest; a new one starts `downtime` later.
+    /// The crash then comes between a change and its commit, where a crash at a random
+    /// instant seldom falls.
+    pub fn crash_when_pending(&mut self, reset: bool, downtime: Duration, within: Duration) {
+        if self.core.is_some() {
+            self.armed_crash = Some(ArmedCrash {
+                reset,
+                downtime,
+                until: self.now + within,
+            });
+        }
+    }
+
+    /// Forgets a crash [`World::crash_when_pending`] armed.
+    pub fn disarm_crash(&mut self) {
+        self.armed_crash = None;
+    }
+
+    /// Crashes the broker if an armed crash's time has come. Returns whether it did.
+    fn fire_armed_crash(&mut self) -> bool {
+        let Some(armed) = self.armed_crash else {
+            return false;
+        };
+        if self.core.is_none() {
+            self.armed_crash = None;
+            return false;
+        }
+        if !self.journal.has_pending() && self.now < armed.until {
+            return false;
+        }
+        self.armed_crash = None;
+        let _ = self.crash(armed.reset);
+        self.schedule(
+            self.now + armed.downtime,
+            Action::Run(crate::sim::Step::Restart),
+        );
+        true
+    }
+
+    /// Starts a broker on the store of the last one: what its journal made durable.
     pub fn restart(&mut self) {
         if self.core.is_none() {
             self.start_broker();
@@ -520,23 +680,41 @@ impl World {
     pub fn begin_stop(&mut self) {
         if let Some(core) = &self.core {
             core.stop();
+            self.stopping = true;
             self.record(Event::Stop);
         }
     }
 
-    /// Ends a graceful stop: offline sessions are written to the store, and the broker and
-    /// whatever connections did not close are dropped.
+    /// Whether a graceful stop is under way (begun, not finished, no crash since).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// Ends a graceful stop: the broker waits until the journal has made every change
+    /// durable, and then it and whatever connections did not close are dropped.
     pub fn finish_stop(&mut self) {
+        if !std::mem::take(&mut self.stopping) {
+            return;
+        }
         let now = self.now;
         // Connections still open lose their transport now, as a stopping broker closes its
-        // sockets: their sessions go offline first, to be written below.
+        // sockets: their sessions go offline first.
         let ids: Vec<u64> = self.links.keys().copied().collect();
-        for id in ids {
+        for &id in &ids {
             if let Some(conn) = self.links.get_mut(&id).and_then(|l| l.broker.as_mut()) {
                 if !conn.is_closed() {
                     conn.connection_lost(now);
                 }
             }
+        }
+        // Deliveries that waited for room go to the offline sessions the connections left,
+        // as when the tokio broker shuts down.
+        if let Some(core) = &self.core {
+            core.flush_detached();
+        }
+        self.journal.commit();
+        self.next_commit = None;
+        for &id in &ids {
             self.broker_transmit(id);
         }
         self.log_counters();
@@ -666,13 +844,13 @@ impl World {
     pub fn unsubscribe(&mut self, c: ClientIdx, filter: &str) {
         self.clients[c].subs.remove(filter);
         let filters = vec![ByteStr::from(filter.to_owned())];
-        if self.clients[c]
+        if let Ok(packet) = self.clients[c]
             .client
             .unsubscribe(filters, Default::default())
-            .is_ok()
         {
             self.record(Event::Unsubscribe {
                 client: c,
+                packet: packet.get(),
                 filters: vec![filter.to_owned()],
             });
         }
@@ -709,7 +887,10 @@ impl World {
             self.act(action);
         }
         for _ in 0..MAX_ROUNDS {
-            if !self.round() {
+            let moved = self.round();
+            // Between the round that wrote a change and the one that commits it.
+            let crashed = self.fire_armed_crash();
+            if !moved && !crashed {
                 break;
             }
         }
@@ -733,7 +914,7 @@ impl World {
     /// anything moved.
     fn round(&mut self) -> bool {
         let now = self.now;
-        let mut moved = false;
+        let mut moved = self.commit_if_due();
         if let Some(core) = &self.core {
             // Cheap when nothing is due; it also offers the broker's own publishes (wills)
             // waiting for room again.
@@ -753,7 +934,34 @@ impl World {
         let attached: Vec<u64> = self.clients.iter().filter_map(|c| c.link).collect();
         self.links
             .retain(|id, l| l.broker.is_some() || attached.contains(id));
-        moved
+        moved | self.schedule_commit()
+    }
+
+    /// Commits the journal if its time has come. Returns whether it made anything durable.
+    fn commit_if_due(&mut self) -> bool {
+        match self.next_commit {
+            Some(at) if at <= self.now => {
+                self.next_commit = None;
+                self.journal.commit()
+            }
+            _ => false,
+        }
+    }
+
+    /// Schedules the next group commit, if changes wait and none is scheduled: a few
+    /// milliseconds on, now and then longer (a slow disk). Returns whether it is due at once.
+    fn schedule_commit(&mut self) -> bool {
+        if self.next_commit.is_some() || !self.journal.has_pending() {
+            return false;
+        }
+        let rng = &mut self.journal_rng;
+        let delay = if rng.chance(self.slow_commits) {
+            rng.between(SLOW_COMMIT_MS.0, SLOW_COMMIT_MS.1)
+        } else {
+            rng.between(self.commit_delay_ms.0, self.commit_delay_ms.1)
+        };
+        self.next_commit = Some(self.now + Duration::from_millis(delay));
+        delay == 0
     }
 
     /// The broker's side of one connection: input, wake-up, timer.
@@ -803,7 +1011,8 @@ impl World {
         moved
     }
 
-    /// The broker's output on one connection, within the window; and its end.
+    /// The broker's output on one connection, within the window, once the journal has made
+    /// durable what it answers for; and its end.
     fn broker_transmit(&mut self, id: u64) -> bool {
         let now = self.now;
         let close_timeout = Duration::from_millis(self.config.limits.close_timeout_ms);
@@ -814,26 +1023,36 @@ impl World {
             return false;
         };
         let mut moved = false;
-        let mut buf = BytesMut::new();
+        let before = link.out.buf.len();
         let mut drained = false;
-        while buf.len() < link.down.room(link.window) {
-            if !conn.poll_transmit(now, &mut buf) {
+        // Output waiting for the journal counts against the window too, as the tokio driver's
+        // write buffer does against its limit.
+        while link.out.buf.len() < link.down.room(link.window) {
+            if !conn.poll_transmit(now, &mut link.out.buf) {
                 drained = true;
                 break;
             }
         }
-        let closed = conn.is_closed();
-        if !buf.is_empty() {
-            moved = true;
-            if send(link, Dir::Down, now, buf.freeze()) {
-                let (client, conn) = (link.client, link.conn);
-                self.record(Event::TransportDown { client, conn });
+        let produced = link.out.buf.len() > before;
+        link.out.hold(conn.output_ticket(), conn);
+        let woken = link.out.woken.0.swap(false, Ordering::Relaxed);
+        if produced || woken || link.out.held.is_empty() {
+            let n = link.out.sendable(conn);
+            if n > 0 {
+                moved = true;
+                let bytes = link.out.take(n);
+                if send(link, Dir::Down, now, bytes) {
+                    let (client, conn) = (link.client, link.conn);
+                    self.record(Event::TransportDown { client, conn });
+                }
             }
         }
+        moved |= produced;
+        let Some(link) = self.links.get_mut(&id) else {
+            return moved;
+        };
+        let closed = link.broker.as_ref().is_some_and(Connection::is_closed);
         if closed {
-            let Some(link) = self.links.get_mut(&id) else {
-                return moved;
-            };
             let closed_at = *link.closed_at.get_or_insert(now);
             if !link.broker_closed {
                 link.broker_closed = true;
@@ -852,8 +1071,11 @@ impl World {
             let Some(link) = self.links.get_mut(&id) else {
                 return moved;
             };
-            if drained || link.down.is_closed() || now >= closed_at + close_timeout {
+            // Flushed: nothing more to make, nothing held back.
+            let flushed = drained && link.out.buf.is_empty();
+            if flushed || link.down.is_closed() || now >= closed_at + close_timeout {
                 link.broker = None;
+                link.out.clear();
                 link.down.close(now, link.latency);
                 moved = true;
             }
@@ -984,6 +1206,12 @@ impl World {
                         codes: reason_codes.iter().map(|r| r.0).collect(),
                     });
                 }
+                ClientEvent::Unsubscribed { packet_id, .. } => {
+                    self.record(Event::Unsubscribed {
+                        client: c,
+                        packet: packet_id.get(),
+                    });
+                }
                 ClientEvent::Closed(reason) => {
                     self.clients[c].connected = false;
                     let reason = match reason {
@@ -1053,6 +1281,8 @@ impl World {
             }
         };
         consider(self.actions.keys().next().map(|(t, _)| *t));
+        consider(self.next_commit);
+        consider(self.armed_crash.map(|a| a.until));
         if let Some(core) = &self.core {
             consider(core.poll_timeout());
         }
