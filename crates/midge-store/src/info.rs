@@ -141,6 +141,26 @@ fn read_format(txn: &ReadTransaction, path: &Path) -> Result<u32, StoreError> {
     Ok(found)
 }
 
+/// Refuses, before the file is opened for writing, a store of another format: opening it for
+/// writing would let redb rewrite its own bookkeeping in a file this build must leave as it
+/// is. A file that is missing, empty, not a redb file, or left by a crash (which redb must
+/// repair with a writable open) is left for that open to judge.
+pub(crate) fn check_format_read_only(path: &Path) -> Result<(), StoreError> {
+    if std::fs::metadata(path).map_or(true, |m| m.len() == 0) {
+        return Ok(());
+    }
+    let Ok(database) = redb::Builder::new().open_read_only(path) else {
+        return Ok(());
+    };
+    let Ok(txn) = database.begin_read() else {
+        return Ok(());
+    };
+    match read_format(&txn, path) {
+        Err(err @ StoreError::UnsupportedVersion { .. }) => Err(err),
+        _ => Ok(()),
+    }
+}
+
 /// Checks the format of a store just opened for writing; a new, empty file becomes a store.
 pub(crate) fn prepare(database: &Database, path: &Path) -> Result<(), StoreError> {
     let redb = |e: redb::Error| StoreError::from_redb(path, e);

@@ -178,6 +178,7 @@ impl DiskStore {
     /// (deleting those that expired), the counts, and the highest delivery tag.
     fn load(path: &Path, clock: Clock) -> Result<Loaded, StoreError> {
         let redb_error = |e: redb::Error| StoreError::from_redb(path, e);
+        info::check_format_read_only(path)?;
         let mut builder = redb::Builder::new();
         builder
             .set_cache_size(CACHE_BYTES)

@@ -124,6 +124,7 @@ fn a_store_of_a_later_format_is_refused() {
         }
         txn.commit().expect("commit");
     }
+    let before = std::fs::read(&path).expect("read");
     for result in [
         DiskStore::open(&path, DiskOptions::default()).map(drop),
         midge_store::info(&path).map(drop),
@@ -140,6 +141,10 @@ fn a_store_of_a_later_format_is_refused() {
         assert!(
             message.contains("999") && message.contains("later midge"),
             "{message}"
+        );
+        assert!(
+            std::fs::read(&path).expect("read") == before,
+            "a refused store is left as it was"
         );
     }
 }

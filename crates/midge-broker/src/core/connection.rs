@@ -543,7 +543,7 @@ impl Connection {
                         tracing::warn!(client_id = %connect.info.client_id, "previous connection did not hand over its session");
                         // What the journal holds of that session must not come back inside
                         // the new one.
-                        self.core.forget_session(&connect.info.client_id);
+                        self.forget_session(&connect.info.client_id);
                     }
                     self.finish_connect(now, connect, handover);
                     if lost {
@@ -933,7 +933,7 @@ impl Connection {
             .as_ref()
             .map_or(0, midge_codec::Will::held_bytes);
         if will_bytes > 0 {
-            if !core.reserve(will_bytes) {
+            if !core.reserve(will_bytes) && !core.reserve_in_place_of_will(&client_id, will_bytes) {
                 core.counters.rejected_connections.fetch_add(1, Relaxed);
                 core.counters.dropped_memory_budget.fetch_add(1, Relaxed);
                 tracing::warn!(peer = %self.info.peer, client_id = %client_id, "memory budget exhausted, refusing CONNECT with a will");
@@ -1087,7 +1087,7 @@ impl Connection {
         if connect.clean_start {
             if let Some(old) = session.take() {
                 core.remove_subscriptions(&old);
-                core.forget_session(&client_id);
+                self.forget_session(&client_id);
                 core.hooks.on_session_expired(client_id.as_str());
             }
             // What reached our inbox before the old session's subscriptions were removed was
@@ -1223,6 +1223,31 @@ impl Connection {
     fn retry_publish(
         &mut self,
         now: Instant,
+        pending: PendingPublish,
+        until: Instant,
+    ) -> Option<PendingPublish> {
+        let core = self.core.clone();
+        match core.journal() {
+            // The deliveries it drops and the QoS 2 identifier it frees are kept together:
+            // a crash must not keep the identifier of a message that reached nobody.
+            Some(journal) if pending.qos == midge_codec::QoS::ExactlyOnce => {
+                let mut pending = Some(pending);
+                let mut still = None;
+                journal.atomically(&mut || {
+                    if let Some(pending) = pending.take() {
+                        still = self.retry_publish_now(now, pending, until);
+                        self.journal_changes();
+                    }
+                });
+                still
+            }
+            _ => self.retry_publish_now(now, pending, until),
+        }
+    }
+
+    fn retry_publish_now(
+        &mut self,
+        now: Instant,
         mut pending: PendingPublish,
         until: Instant,
     ) -> Option<PendingPublish> {
@@ -1297,7 +1322,14 @@ impl Connection {
             let Some(message) = message.take() else {
                 return;
             };
-            if let (Some(packet_id), midge_codec::QoS::ExactlyOnce) = (packet_id, message.qos) {
+            let exactly_once = message.qos == midge_codec::QoS::ExactlyOnce;
+            let outcome = core.route_publish(message, Some(&self.info), now, true);
+            // Kept unless the publish is refused outright (PUBREC 0x97): a resend after a
+            // crash must then be routed, not taken for a duplicate of nothing. One refused
+            // only later, after waiting for room, is released in the unit that refuses it
+            // (`retry_publish`).
+            let refused = outcome.matched == 0 && outcome.blocked.is_empty() && outcome.refused > 0;
+            if let (Some(packet_id), true, false) = (packet_id, exactly_once, refused) {
                 if self.conn.session().is_some_and(Session::is_journaled) {
                     journal.write(Change::Delivery {
                         client_id: &self.info.client_id,
@@ -1306,7 +1338,7 @@ impl Connection {
                     wrote = true;
                 }
             }
-            routed = Some(core.route_publish(message, Some(&self.info), now, true));
+            routed = Some(outcome);
         });
         let routed = routed.unwrap_or_default();
         // Only what this publish wrote: a clean publisher's acknowledgement does not wait for
@@ -1355,6 +1387,7 @@ impl Connection {
             journal.write(Change::RemoveSession {
                 client_id: &connect.info.client_id,
             });
+            self.hold_output(journal);
         }
         if persistent || connect.will.is_some() {
             let mut record =
@@ -1368,6 +1401,17 @@ impl Connection {
             // The session's queued messages changed as it resumed (expired ones, ones the
             // client may no longer read).
             self.journal_changes();
+            self.hold_output(journal);
+        }
+    }
+
+    /// Tells the journal that the client's previous session ended (a Clean Start, a session
+    /// that was not handed over), and holds the CONNACK until that is durable: a crash must
+    /// not bring back a session the client was told is gone [MQTT-3.1.2-4].
+    fn forget_session(&mut self, client_id: &midge_codec::ByteStr) {
+        let core = self.core.clone();
+        if let Some(journal) = core.journal() {
+            journal.write(Change::RemoveSession { client_id });
             self.hold_output(journal);
         }
     }

@@ -745,6 +745,29 @@ impl Core {
         }
     }
 
+    /// Takes `size` bytes from the budget although it is full, if the client's own offline
+    /// session holds a will waiting for its delay that is at least as large: that will is
+    /// cancelled (and its bytes given back) as the client returns. Otherwise a full budget
+    /// would refuse the client for ever, its old will holding the room its new one needs.
+    pub(crate) fn reserve_in_place_of_will(&self, client_id: &ByteStr, size: usize) -> bool {
+        let slot = match self.registry().get(client_id) {
+            Some(Registered(slot)) => slot.clone(),
+            None => return false,
+        };
+        let held = match &*slot.lock() {
+            SlotState::Offline {
+                will: Some(pending),
+                ..
+            } => pending.will.held_bytes(),
+            _ => 0,
+        };
+        if held < size {
+            return false;
+        }
+        self.counters.queued_bytes.fetch_add(size, Relaxed);
+        true
+    }
+
     pub(crate) fn release(&self, size: usize) {
         let _ = self
             .counters
@@ -1254,18 +1277,12 @@ impl Core {
         let Some(journal) = self.journal() else {
             return on_disk;
         };
-        // The journal gives a queue back in tag order: from the first delivery without a tag
-        // on, every delivery is written again under a new tag, so that the order holds.
-        let mut renumber = false;
+        // Deliveries without a tag (QoS 0 ones, which were not written as they were queued)
+        // get one now, so the journal gives them back after the QoS 1 and 2 ones queued with
+        // them. Order holds within each QoS, which is what MQTT asks [MQTT-4.6.0-6];
+        // renumbering the others instead would take two writes that a crash could split.
         for mut delivery in session.take_queued() {
-            renumber |= delivery.tag == 0;
-            if renumber {
-                if delivery.tag != 0 {
-                    journal.write(Change::Delivery {
-                        client_id: &slot.client_id,
-                        change: midge_proto::session::SessionChange::Finished { tag: delivery.tag },
-                    });
-                }
+            if delivery.tag == 0 {
                 delivery.tag = journal.next_tag();
                 journal.write(Change::Enqueue {
                     client_id: &slot.client_id,
