@@ -988,6 +988,9 @@ fn expiry_counts_the_time_the_broker_was_down() {
         }
         // Last, so that all of the 1-second intervals run while the broker is down.
         offline_subscriber(port, ProtocolVersion::V5, "expires-1", 1, "x/m/#").await;
+        // A DISCONNECT has no answer: give the broker time to record that the session went
+        // offline, or the crash finds it connected and its expiry counts from the restart.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let code = publish_acked(&mut publisher, "x/m/short", "x/m/short", false, Some(1)).await;
         assert!(code.is_success(), "0x{:02x}", code.0);
         let killed_at = Instant::now();
