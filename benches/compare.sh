@@ -34,6 +34,26 @@
 # temporary directory; midge gets max_failed_attempts = 0, so that 64 connections checked
 # at once from 127.0.0.1 are not refused as a storm of guesses (every password is right).
 #
+# Durable persistence, run only when named in --only; midge and mosquitto only, each run
+# from an empty store in the script's temporary directory:
+#   durable-fanin  fanin-qos1 (8 publishers, 16 in flight each, 64 B) into ONE subscriber
+#                with a persistent session (--persistent); midge with [persistence] path and
+#                sync = "always", mosquitto with persistence true and persistence_location
+#                (its default autosave_interval, 1800 s)   (msg/s; PUBACK latency p50, p99)
+#   durable-fanin-interval  the same, midge with sync = "interval", sync_interval_ms = 1000
+#   offline-queue  1,000 persistent sessions subscribed and left offline (sub --persistent
+#                --disconnect-after-subscribe), then 1,000 QoS 1 messages of 64 B published to
+#                all of them (1M queued): broker RSS before and after queueing, the store's
+#                size on disk after a stop, the time from the restarted broker's start to its
+#                first CONNACK, and the time to reconnect the 1,000 sessions and drain all 1M
+#                messages. --quick: 200 sessions.
+# The acknowledgements do not promise the same. midge's PUBACK (sync = "always") comes once
+# the message is on disk (fsync), for every persistent session that must receive it.
+# mosquitto acknowledges at once and writes its store every autosave_interval (1800 s by
+# default) and when it exits: a crash loses what it acknowledged since. With sync = "interval"
+# (durable-fanin-interval), midge makes a promise closer to mosquitto's: a crash loses up to
+# the last second.
+#
 # --transport tcp|tls|ws|wss (default tcp) runs the scenarios over that transport: MQTT over
 # TLS, over WebSocket, or over WebSocket on TLS. The script makes a throwaway CA and an ECDSA
 # P-256 server certificate for 127.0.0.1 with `openssl` in its temporary directory; every
@@ -51,7 +71,8 @@
 # Environment: MOSQUITTO=/usr/sbin/mosquitto, RUMQTTD=$(command -v rumqttd),
 # MOSQUITTO_PASSWD=$(command -v mosquitto_passwd) (the auth scenarios),
 # MIDGE_BASE=path/to/another/midge (adds that build as broker `midge-base`, with midge's
-# configuration: a change against the build before it, in the same run),
+# configuration: a change against the build before it, in the same run; the table adds
+# midge / midge-base),
 # BENCH_THREADS (worker threads of each bench process; default: all CPUs).
 # Every run is bounded (`midge bench -d`, plus `timeout`); brokers are killed on exit.
 set -euo pipefail
@@ -103,11 +124,13 @@ fi
 
 if [ "$QUICK" = 1 ]; then
   N_FANIN=20000; N_FANOUT=4000; N_LATENCY=2000; N_CONN=2000; N_FILTERS=2000; N_FILTER_MSGS=20000
-  N_ARGON2=400
+  N_ARGON2=400; OQ_SESSIONS=200
 else
   N_FANIN=100000; N_FANOUT=20000; N_LATENCY=5000; N_CONN=10000; N_FILTERS=10000; N_FILTER_MSGS=100000
-  N_ARGON2=2000
+  N_ARGON2=2000; OQ_SESSIONS=1000
 fi
+# offline-queue: messages queued for every session (4 publishers share them).
+OQ_MESSAGES=1000
 
 declare -A SCENARIO=(
   [fanin-qos0]="fanin -c 8 -n $N_FANIN -q 0 -s 64"
@@ -121,8 +144,13 @@ declare -A SCENARIO=(
   [auth-conn]="conn -c $N_CONN --settle 1s --concurrency 64"
   [auth-conn-argon2]="conn -c $N_ARGON2 --settle 1s --concurrency 64"
   [acl-fanin]="fanin -c 8 -n $N_FANIN -q 0 -s 64 --prefix bench/fanin"
+  [durable-fanin]="fanin -c 8 -n $N_FANIN -q 1 --inflight 16 -s 64 --persistent"
+  [durable-fanin-interval]="fanin -c 8 -n $N_FANIN -q 1 --inflight 16 -s 64 --persistent"
+  # Several runs of midge bench and two broker starts: offline_queue below.
+  [offline-queue]="sub pub sub"
 )
 is_auth() { case "$1" in auth-conn|auth-conn-argon2|acl-fanin) return 0 ;; *) return 1 ;; esac; }
+is_durable() { case "$1" in durable-fanin|durable-fanin-interval|offline-queue) return 0 ;; *) return 1 ;; esac; }
 ORDER=(fanin-qos0 fanin-qos1 fanout-qos0 latency conn filters)
 if [ -n "$ONLY" ]; then IFS=, read -r -a ORDER <<<"$ONLY"; fi
 for s in "${ORDER[@]}"; do [ -n "${SCENARIO[$s]:-}" ] || { echo "unknown scenario $s" >&2; exit 2; }; done
@@ -268,7 +296,7 @@ BROKERS=(mosquitto midge)
 # brokers_of SCENARIO: the brokers a scenario runs against, in the order of odd rounds.
 brokers_of() {
   case "$1" in
-    auth-conn|auth-conn-argon2) echo mosquitto midge ;;
+    auth-conn|auth-conn-argon2|durable-fanin|durable-fanin-interval|offline-queue) echo mosquitto midge ;;
     acl-fanin) echo mosquitto midge midge-acl ;;
     *) echo "${BROKERS[@]}" ;;
   esac
@@ -396,6 +424,23 @@ PY
   done
 fi
 
+# Durable scenarios: both brokers keep their store in $tmp/store, emptied before each run.
+# mosquitto drops root privileges (to the user mosquitto) before it writes there.
+for s in "${ORDER[@]}"; do
+  is_durable "$s" || continue
+  mkdir -p "$tmp/store"
+  chmod 755 "$tmp"
+  chmod 777 "$tmp/store"
+  sed "s|^persistence false\$|persistence true\npersistence_location $tmp/store/|" "$tmp/mosquitto.conf" >"$tmp/mosquitto-$s.conf"
+  grep -q '^persistence true' "$tmp/mosquitto-$s.conf"
+  sync='sync = "always"'
+  [ "$s" = durable-fanin-interval ] && sync='sync = "interval"
+sync_interval_ms = 1000'
+  { cat "$tmp/midge.toml"
+    printf '\n[persistence]\npath = "%s"\n%s\n' "$tmp/store/midge.redb" "$sync"
+  } >"$tmp/midge-$s.toml"
+done
+
 # The configuration file of broker $1 in scenario $2.
 conf_of() {
   case "$1" in
@@ -423,6 +468,12 @@ wait_port() {
 
 # start_broker BROKER [SCENARIO]: the scenario picks the configuration (conf_of).
 start_broker() {
+  launch_broker "$@"
+  wait_port "${PORT[$1]}"
+}
+
+# launch_broker BROKER [SCENARIO]: start_broker without waiting for the port.
+launch_broker() {
   local conf
   conf=$(conf_of "$1" "${2:-}")
   case "$1" in
@@ -432,12 +483,12 @@ start_broker() {
     rumqttd) "$RUMQTTD" --config "$conf" >>"$tmp/rumqttd.log" 2>&1 & ;;
   esac
   BROKER_PID=$!
-  wait_port "${PORT[$1]}"
 }
 
+# stop_broker [SECONDS]: SIGTERM, and SIGKILL after SECONDS (5) if the broker still runs.
 stop_broker() {
   kill -TERM "$BROKER_PID" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq $((${1:-5} * 10))); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$BROKER_PID" 2>/dev/null || true
   wait "$BROKER_PID" 2>/dev/null || true
   BROKER_PID=""
@@ -463,6 +514,12 @@ if [ "$NEED_AUTH" = 1 ]; then
   [ -e "$tmp/acl" ] && echo "acl:       $(wc -l <"$tmp/acl") lines, $(grep -c '^topic\|^pattern' "$tmp/acl") rules, $(grep -c '^user' "$tmp/acl") users, $(grep -c '^pattern' "$tmp/acl") patterns"
 fi
 [ "$TRANSPORT" != tcp ] && echo "transport: $TRANSPORT"
+for s in "${ORDER[@]}"; do
+  if is_durable "$s"; then
+    echo "stores:    $tmp/store on $(df --output=fstype,source "$tmp" | tail -1 | tr -s ' '); mosquitto autosave_interval 1800 s (its default)"
+    break
+  fi
+done
 echo
 
 # get FILE PATH... prints the JSON values at dotted PATHs (e.g. broker_usage.cpu_s).
@@ -532,9 +589,136 @@ if [ "$CHECK_BENCH" = 1 ]; then
   exit 0
 fi
 
+# ready_after BROKER T0: seconds from T0 (date +%s.%N) until the broker answers a CONNECT with
+# a CONNACK: listening is not enough, a broker may listen before it has loaded its store.
+ready_after() {
+  python3 - "${PORT[$1]}" "$2" 300 <<'PY'
+import socket, sys, time
+port, t0, limit = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+cid = b"compare-ready"
+body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(cid).to_bytes(2, "big") + cid
+connect = bytes([0x10, len(body)]) + body
+while time.time() - t0 < limit:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=limit) as s:
+            s.sendall(connect)
+            ack = b""
+            while len(ack) < 4:
+                part = s.recv(4 - len(ack))
+                if not part:
+                    break
+                ack += part
+            if ack[:2] == b"\x20\x02" and ack[3:4] == b"\x00":
+                ready = time.time()
+                s.sendall(b"\xe0\x00")
+                print(f"{ready - t0:.3f}")
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.002)
+sys.exit(f"no CONNACK from 127.0.0.1:{port} within {limit:.0f} s")
+PY
+}
+
+rss_now() { awk '/^VmRSS:/ { print $2 * 1024 }' "/proc/$BROKER_PID/status"; }
+
+# The store file(s) of broker $1 in bytes (0 when there is none yet).
+store_bytes() {
+  case "$1" in
+    mosquitto) stat -c %s "$tmp/store/mosquitto.db" 2>/dev/null || echo 0 ;;
+    *) stat -c %s "$tmp/store/midge.redb" 2>/dev/null || echo 0 ;;
+  esac
+}
+
+# offline_queue BROKER OUT: the offline-queue scenario; its figures as one JSON object in OUT.
+# Each step's own JSON is kept beside it (OUT.sessions, OUT.pub, OUT.drain).
+offline_queue() {
+  local b=$1 out=$2 code=0 t0 first_start rss_empty rss_sessions rss_queued store_running
+  local stop_s store_stopped restart_s rss_restarted drain_s rss_drained
+  rm -rf "${tmp:?}/store"/*
+  t0=$(date +%s.%N)
+  launch_broker "$b" offline-queue
+  first_start=$(ready_after "$b" "$t0") || return 1
+  rss_empty=$(rss_now)
+  bench "$b" sub -c "$OQ_SESSIONS" -t offline/q -q 1 --persistent --disconnect-after-subscribe \
+    --id-prefix oq >"$out.sessions" 2>>"$out.err" || code=$?
+  rss_sessions=$(rss_now)
+  bench "$b" pub -t offline/q -c 4 -n $((OQ_MESSAGES / 4)) -q 1 --inflight 16 -s 64 --id-prefix oq-pub \
+    --broker-pid "$BROKER_PID" >"$out.pub" 2>>"$out.err" || code=$?
+  # Whatever the broker does after the last PUBACK, it has done in a second.
+  sleep 1
+  rss_queued=$(rss_now)
+  store_running=$(store_bytes "$b")
+  # mosquitto writes its whole store as it exits: give it the time.
+  t0=$(date +%s.%N)
+  stop_broker 120
+  stop_s=$(python3 -c "import time; print(f'{time.time() - $t0:.3f}')")
+  store_stopped=$(store_bytes "$b")
+  t0=$(date +%s.%N)
+  launch_broker "$b" offline-queue
+  restart_s=$(ready_after "$b" "$t0") || return 1
+  rss_restarted=$(rss_now)
+  t0=$(date +%s.%N)
+  bench "$b" sub -c "$OQ_SESSIONS" -t offline/q -q 1 --persistent --id-prefix oq \
+    -n $((OQ_SESSIONS * OQ_MESSAGES)) --idle 10s --broker-pid "$BROKER_PID" >"$out.drain" 2>>"$out.err" || code=$?
+  drain_s=$(python3 -c "import time; print(f'{time.time() - $t0:.3f}')")
+  rss_drained=$(rss_now)
+  stop_broker 120
+  python3 - "$out" "$OQ_SESSIONS" "$OQ_MESSAGES" "$first_start" "$rss_empty" "$rss_sessions" \
+    "$rss_queued" "$store_running" "$stop_s" "$store_stopped" "$restart_s" "$rss_restarted" \
+    "$drain_s" "$rss_drained" <<'PY'
+import json, sys
+out = sys.argv[1]
+(sessions, messages, first_start, rss_empty, rss_sessions, rss_queued, store_running, stop_s,
+ store_stopped, restart_s, rss_restarted, drain_s, rss_drained) = [float(x) for x in sys.argv[2:]]
+def load(suffix):
+    try:
+        return json.load(open(out + suffix))
+    except Exception:
+        return None
+made, pub, drain = load(".sessions"), load(".pub"), load(".drain")
+steps = [made, pub, drain]
+acked = pub["acked"] if pub else 0
+delivered = drain["delivered"] - drain["duplicates"] if drain else 0
+d = {
+    "scenario": "offline-queue",
+    "sessions": int(sessions),
+    "messages": int(messages),
+    "queued": int(acked * sessions),
+    "sessions_s": made["elapsed_s"] if made else None,
+    "publish_rate": pub["publish_rate"] if pub else None,
+    "ack_latency": pub.get("ack_latency") if pub else None,
+    "first_start_s": first_start,
+    "rss_empty_bytes": rss_empty,
+    "rss_sessions_bytes": rss_sessions,
+    "rss_queued_bytes": rss_queued,
+    "rss_queue_growth_bytes": rss_queued - rss_sessions,
+    "store_bytes_running": store_running,
+    "store_bytes": store_stopped,
+    "stop_s": stop_s,
+    "restart_s": restart_s,
+    "rss_restarted_bytes": rss_restarted,
+    "drain_s": drain_s,
+    "drained": drain["delivered"] if drain else 0,
+    "drain_rate": delivered / drain_s if drain_s > 0 else 0,
+    "rss_drained_bytes": rss_drained,
+    # Acknowledged messages some session never got.
+    "lost": max(0, int(acked * sessions) - delivered) + (drain["lost"] if drain else 0),
+    "duplicates": drain["duplicates"] if drain else 0,
+    "errors": sum(x["errors"] for x in steps if x) + sum(1 for x in steps if x is None),
+    "bench_cpu_s": sum(x["bench_cpu_s"] for x in steps if x),
+    # The broker's CPU while queueing and while draining.
+    "broker_usage": {"cpu_s": sum((x.get("broker_usage") or {}).get("cpu_s", 0) for x in (pub, drain) if x)},
+}
+json.dump(d, open(out, "w"), indent=2)
+PY
+  return "$code"
+}
+
 results="$tmp/results"
 : >"$results"
 for round in $(seq "$ROUNDS"); do
+  echo "round $round: load average $(cut -d' ' -f1-3 /proc/loadavg)"
   for s in "${ORDER[@]}"; do
     read -r -a brokers <<<"$(brokers_of "$s")"
     order=("${brokers[@]}")
@@ -546,16 +730,25 @@ for round in $(seq "$ROUNDS"); do
     # argon2id: about 20 connections/s on one verification thread here.
     BENCH_SECS=120
     [ "$s" = auth-conn-argon2 ] && BENCH_SECS=400
+    [ "$s" = offline-queue ] && BENCH_SECS=300
     for b in "${order[@]}"; do
-      start_broker "$b" "$s"
       out="$tmp/$round-$s-$b.json"
-      # shellcheck disable=SC2086 # the scenario is a word list
-      bench "$b" ${SCENARIO[$s]} "${creds[@]}" --broker-pid "$BROKER_PID" >"$out" 2>"$out.err" && code=0 || code=$?
-      stop_broker
+      if [ "$s" = offline-queue ]; then
+        : >"$out.err"
+        offline_queue "$b" "$out" && code=0 || code=$?
+        [ -z "$BROKER_PID" ] || stop_broker 120
+      else
+        if is_durable "$s"; then rm -rf "${tmp:?}/store"/*; fi
+        start_broker "$b" "$s"
+        # shellcheck disable=SC2086 # the scenario is a word list
+        bench "$b" ${SCENARIO[$s]} "${creds[@]}" --broker-pid "$BROKER_PID" >"$out" 2>"$out.err" && code=0 || code=$?
+        # A persistent broker writes what is pending as it stops.
+        if is_durable "$s"; then stop_broker 60; else stop_broker; fi
+      fi
       echo "$round $s $b $code $out" >>"$results"
-      python3 - "$out" "$round" "$s" "$b" "$code" "$TRANSPORT" <<'EOF'
+      python3 - "$out" "$round" "$s" "$b" "$code" "$TRANSPORT" "$(cut -d' ' -f1 /proc/loadavg)" <<'EOF'
 import json, sys
-path, rnd, s, b, code, transport = sys.argv[1:]
+path, rnd, s, b, code, transport, load = sys.argv[1:]
 try:
     d = json.load(open(path))
 except Exception:
@@ -570,10 +763,18 @@ if s in ("conn", "handshakes", "auth-conn", "auth-conn-argon2"):
         extra += f", {d['connect_rate']:.0f} conn/s"
 elif s == "latency":
     extra = f"p50 {d['latency']['p50_us']:.0f} µs, p99 {d['latency']['p99_us']:.0f} µs"
+elif s == "offline-queue":
+    mib = lambda x: f"{x / 2**20:.1f} MiB"
+    extra = (f"{d['sessions']} sessions x {d['messages']}: RSS {mib(d['rss_sessions_bytes'])} -> "
+             f"{mib(d['rss_queued_bytes'])} queued, store {mib(d['store_bytes'])}, stop {d['stop_s']:.2f} s, "
+             f"restart {d['restart_s']:.2f} s (first start {d['first_start_s']:.2f} s) to "
+             f"{mib(d['rss_restarted_bytes'])}, drain {d['drained']} in {d['drain_s']:.2f} s")
 else:
     extra = f"{d['delivery_rate']:.0f} msg/s"
+    if d.get("ack_latency"):
+        extra += f", PUBACK p50 {d['ack_latency']['p50_us']:.0f} µs, p99 {d['ack_latency']['p99_us']:.0f} µs"
 print(f"round {rnd} {s:12} {b:10} {extra}; lost {d['lost']}, errors {d['errors']}, "
-      f"bench CPU {d['bench_cpu_s']:.2f} s, broker CPU {u.get('cpu_s', 0):.2f} s (exit {code})")
+      f"bench CPU {d['bench_cpu_s']:.2f} s, broker CPU {u.get('cpu_s', 0):.2f} s, load {load} (exit {code})")
 EOF
     done
   done
@@ -599,6 +800,22 @@ rows = [
     ("handshakes", "full TLS handshakes: connections per second", lambda d: d["connect_rate"], True),
     ("handshakes", "full TLS handshakes: broker RSS per connection, B", rss, False),
     ("filters", "distinct filters, random topics, deliveries/s", rate, True),
+    ("durable-fanin", "durable fan-in QoS 1 (midge sync always), msg/s", rate, True),
+    ("durable-fanin", "durable fan-in: PUBACK latency p50, µs", lambda d: d["ack_latency"]["p50_us"], False),
+    ("durable-fanin", "durable fan-in: PUBACK latency p99, µs", lambda d: d["ack_latency"]["p99_us"], False),
+    ("durable-fanin-interval", "durable fan-in QoS 1 (midge sync interval 1 s), msg/s", rate, True),
+    ("durable-fanin-interval", "durable fan-in, interval: PUBACK latency p50, µs", lambda d: d["ack_latency"]["p50_us"], False),
+    ("durable-fanin-interval", "durable fan-in, interval: PUBACK latency p99, µs", lambda d: d["ack_latency"]["p99_us"], False),
+    ("offline-queue", "offline queue: broker RSS with the sessions, MiB", lambda d: d["rss_sessions_bytes"] / 2**20, False),
+    ("offline-queue", "offline queue: broker RSS growth from queueing, MiB", lambda d: d["rss_queue_growth_bytes"] / 2**20, False),
+    ("offline-queue", "offline queue: queueing (publish) rate, msg/s", lambda d: d["publish_rate"], True),
+    ("offline-queue", "offline queue: store on disk after a stop, MiB", lambda d: d["store_bytes"] / 2**20, False),
+    ("offline-queue", "offline queue: stop (SIGTERM to exit), s", lambda d: d["stop_s"], False),
+    ("offline-queue", "offline queue: first start (empty store) to CONNACK, s", lambda d: d["first_start_s"], False),
+    ("offline-queue", "offline queue: restart to CONNACK, s", lambda d: d["restart_s"], False),
+    ("offline-queue", "offline queue: broker RSS after the restart, MiB", lambda d: d["rss_restarted_bytes"] / 2**20, False),
+    ("offline-queue", "offline queue: reconnect and drain, s", lambda d: d["drain_s"], False),
+    ("offline-queue", "offline queue: drain, deliveries/s", lambda d: d["drain_rate"], True),
 ]
 if other:
     # The broker's CPU time over the whole bench run (connecting included), per scenario.
@@ -623,7 +840,9 @@ def fmt(x):
     return f"{x:.2f}"
 
 others = [b for b in brokers if b != "mosquitto"]
-head = "| scenario | " + " | ".join(brokers) + " | " + " | ".join(f"{b} / mosquitto" for b in others) + " | lost, errors (" + ", ".join(brokers) + ") |"
+# A change against the build before it: midge / midge-base as well.
+pairs = [(b, "mosquitto") for b in others] + ([("midge", "midge-base")] if "midge-base" in brokers else [])
+head = "| scenario | " + " | ".join(brokers) + " | " + " | ".join(f"{a} / {b}" for a, b in pairs) + " | lost, errors (" + ", ".join(brokers) + ") |"
 table = []
 for key, label, metric, higher in rows:
     if not any((key, b) in runs for b in brokers):
@@ -646,8 +865,8 @@ for key, label, metric, higher in rows:
         med[b] = statistics.median(vals) if vals else None
         bad.append(f"{lost}, {errs}")
     ratios = []
-    for b in others:
-        m, o = med.get("mosquitto"), med.get(b)
+    for b, base in pairs:
+        m, o = med.get(base), med.get(b)
         r = o / m if m and o is not None else None
         ratios.append("–" if r is None else f"{r:.2f}" if r >= 0.1 else f"{r:.3f}")
     better = "higher is better" if higher else "lower is better"

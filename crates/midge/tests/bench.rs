@@ -376,3 +376,212 @@ fn retained_messages_of_an_earlier_run_do_not_count() {
     assert_eq!(v["lost"], 0, "{v:#}");
     assert_eq!(v["untracked"], 3, "{v:#}");
 }
+
+/// `midge bench sub` with `--persistent` and `-V`, under the ids of `prefix`.
+fn persistent_sub(addr: SocketAddr, version: &str, prefix: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "sub",
+        "-c",
+        "3",
+        "-t",
+        "queue/%i",
+        "-t",
+        "queue/all",
+        "-q",
+        "1",
+        "--persistent",
+        "-V",
+        version,
+        "--id-prefix",
+        prefix,
+    ];
+    args.extend_from_slice(extra);
+    bench(addr, &args)
+}
+
+#[test]
+fn persistent_subscribers_get_what_was_queued_while_they_were_away() {
+    let addr = start_broker(test_config());
+    for version in ["3.1.1", "5"] {
+        let prefix = format!("away-{version}");
+        let created = ok_json(&persistent_sub(
+            addr,
+            version,
+            &prefix,
+            &["--disconnect-after-subscribe"],
+        ));
+        assert_eq!(created["connections"], 3, "{created:#}");
+        assert_eq!(created["sessions_present"], 0, "new sessions: {created:#}");
+        assert_eq!(created["delivered"], 0, "{created:#}");
+        assert!(created["connect_rate"].as_f64().expect("rate") > 0.0);
+        // 40 messages for every session, 10 more for the session of index 1 alone.
+        let p = ok_json(&bench(
+            addr,
+            &[
+                "pub",
+                "-t",
+                "queue/all",
+                "-n",
+                "40",
+                "-q",
+                "1",
+                "-V",
+                version,
+            ],
+        ));
+        assert_eq!(p["acked"], 40, "{p:#}");
+        let p = ok_json(&bench(
+            addr,
+            &["pub", "-t", "queue/1", "-n", "10", "-q", "1", "-V", version],
+        ));
+        assert_eq!(p["acked"], 10, "{p:#}");
+        // Resumed, the sessions hand over what was queued; some of it arrives before the
+        // SUBACK of the repeated subscription, and counts as well.
+        let drained = ok_json(&persistent_sub(
+            addr,
+            version,
+            &prefix,
+            &["-n", "130", "--idle", "1s"],
+        ));
+        assert_eq!(drained["delivered"], 130, "{version}: {drained:#}");
+        assert_eq!(drained["sessions_present"], 3, "{drained:#}");
+        assert_eq!(drained["lost"], 0, "{drained:#}");
+        assert_eq!(drained["duplicates"], 0, "{drained:#}");
+    }
+}
+
+#[test]
+fn disconnect_after_subscribe_needs_persistent() {
+    let addr = start_broker(test_config());
+    let out = bench(addr, &["sub", "-t", "gone", "--disconnect-after-subscribe"]);
+    assert_eq!(out.status.code(), Some(2), "needs --persistent");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--persistent"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn fanin_and_fanout_with_persistent_subscribers() {
+    let addr = start_broker(test_config());
+    let mut resumed = Vec::new();
+    for _ in 0..2 {
+        // The second run resumes the sessions the first left, with nothing queued in them.
+        let v = ok_json(&bench(
+            addr,
+            &[
+                "fanin",
+                "-c",
+                "3",
+                "-n",
+                "200",
+                "-q",
+                "1",
+                "--persistent",
+                "--id-prefix",
+                "durable",
+            ],
+        ));
+        assert_complete(&v, 600);
+        assert_eq!(v["ack_latency"]["samples"], 600, "{v:#}");
+        resumed.push(v["sessions_present"].clone());
+    }
+    assert_eq!(
+        resumed,
+        [0, 1],
+        "the second run resumed the first's session"
+    );
+    let v = ok_json(&bench(
+        addr,
+        &[
+            "fanout",
+            "-c",
+            "4",
+            "-n",
+            "100",
+            "-q",
+            "2",
+            "-V",
+            "5",
+            "--persistent",
+        ],
+    ));
+    assert_complete(&v, 400);
+}
+
+/// A directory under the system's temporary directory, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("midge-bench-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("temporary directory");
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `midge broker` on `port` with `config`, once it accepts connections.
+fn broker_process(port: u16, config: &std::path::Path) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_midge"))
+        .args(["broker", "--bind", "127.0.0.1", "-p", &port.to_string()])
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("midge broker runs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the broker listens");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn an_offline_queue_survives_a_broker_killed_and_restarted() {
+    let dir = TempDir::new("offline");
+    let config = dir.0.join("midge.toml");
+    std::fs::write(
+        &config,
+        "[sys]\ninterval_secs = 0\n[persistence]\npath = \"store.redb\"\n",
+    )
+    .expect("config");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut broker = broker_process(port, &config);
+    ok_json(&persistent_sub(
+        addr,
+        "3.1.1",
+        "kept",
+        &["--disconnect-after-subscribe"],
+    ));
+    let p = ok_json(&bench(
+        addr,
+        &["pub", "-t", "queue/all", "-c", "2", "-n", "25", "-q", "1"],
+    ));
+    assert_eq!(p["acked"], 50, "{p:#}");
+    // Acknowledged means stored: not even SIGKILL loses it.
+    broker.kill().expect("kill");
+    broker.wait().expect("ends");
+    let mut broker = broker_process(port, &config);
+    let drained = persistent_sub(addr, "3.1.1", "kept", &["-n", "150", "--idle", "1s"]);
+    broker.kill().expect("kill");
+    broker.wait().expect("ends");
+    let drained = ok_json(&drained);
+    assert_eq!(drained["sessions_present"], 3, "restored: {drained:#}");
+    assert_eq!(drained["delivered"], 150, "{drained:#}");
+    assert_eq!(drained["lost"], 0, "{drained:#}");
+}

@@ -3,9 +3,10 @@
 //! packets from `midge-codec`.
 //!
 //! The bench speaks the protocol directly instead of through a full client: it needs no
-//! retransmission or session state (every session is clean and never resumed), and copying a
-//! template and patching a few bytes is the cheapest way to produce a message, which keeps the
-//! load generator faster than the brokers it measures.
+//! retransmission or session state of its own (a persistent subscriber's session lives in the
+//! broker, which sends again what it had in flight, and the bench acknowledges it as any
+//! delivery), and copying a template and patching a few bytes is the cheapest way to produce a
+//! message, which keeps the load generator faster than the brokers it measures.
 
 use std::io;
 use std::net::SocketAddr;
@@ -248,6 +249,20 @@ pub(crate) struct Conn {
     pub(crate) version: ProtocolVersion,
     /// The server's Receive Maximum (5.0), if it announced one.
     pub(crate) receive_maximum: Option<u16>,
+    /// CONNACK said the broker still held the client's session.
+    pub(crate) session_present: bool,
+}
+
+/// The session a client asks for in CONNECT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Session {
+    /// Clean Session (3.x) or Clean Start with no Session Expiry Interval (5.0): the session
+    /// ends with the connection.
+    Clean,
+    /// Clean Session 0 (3.x), or Clean Start 0 with a Session Expiry Interval that never
+    /// expires (5.0): the broker keeps the session, and queues QoS 1 and 2 messages for it,
+    /// while the client is away.
+    Persistent,
 }
 
 /// Why a client could not be set up.
@@ -287,6 +302,15 @@ impl Conn {
         opts: &ConnectOptions,
         client_id: &str,
     ) -> Result<Self, SetupError> {
+        Self::connect_with(opts, client_id, Session::Clean).await
+    }
+
+    /// Connects, sends CONNECT asking for `session` and waits for a successful CONNACK.
+    pub(crate) async fn connect_with(
+        opts: &ConnectOptions,
+        client_id: &str,
+        session: Session,
+    ) -> Result<Self, SetupError> {
         let deadline = tokio::time::Instant::now() + opts.timeout;
         let stream = match timeout_at(deadline, opts.dial.open()).await {
             Ok(s) => s?,
@@ -297,8 +321,17 @@ impl Conn {
             buf: BytesMut::with_capacity(4096),
             version: opts.version,
             receive_maximum: None,
+            session_present: false,
         };
         let mut connect = Connect::new(opts.version, client_id.to_owned());
+        if session == Session::Persistent {
+            connect.clean_start = false;
+            // 0xFFFFFFFF: the session never expires, as a 3.x session without Clean Session
+            // does not (5.0 §3.1.2.11.2). Ignored by 3.x encoders.
+            if opts.version == ProtocolVersion::V5 {
+                connect.properties.session_expiry_interval = Some(u32::MAX);
+            }
+        }
         connect.keep_alive = opts.keep_alive;
         connect.username = opts.username.clone().map(ByteStr::from);
         connect.password = opts.password.clone().map(|p| Bytes::from(p.0));
@@ -308,6 +341,7 @@ impl Conn {
             Ok(Err(e)) => Err(e),
             Ok(Ok(Packet::ConnAck(ack))) if ack.reason_code.is_success() => {
                 conn.receive_maximum = ack.properties.receive_maximum.map(|r| r.get());
+                conn.session_present = ack.session_present;
                 Ok(conn)
             }
             Ok(Ok(Packet::ConnAck(ack))) => Err(SetupError::Refused(format!(
@@ -349,7 +383,10 @@ impl Conn {
         }
     }
 
-    /// Subscribes to `filters` in one SUBSCRIBE and checks every SUBACK code.
+    /// Subscribes to `filters` in one SUBSCRIBE and checks every SUBACK code. What arrives
+    /// before the SUBACK (a resumed session's queued messages, above all) stays for the reader
+    /// of the connection: a QoS 1 or 2 message read here and dropped would never be
+    /// acknowledged.
     pub(crate) async fn subscribe(
         &mut self,
         filters: &[String],
@@ -365,11 +402,16 @@ impl Conn {
             properties: Default::default(),
         };
         self.send(&Packet::Subscribe(sub)).await?;
+        let mut early = BytesMut::new();
         loop {
             match timeout_at(deadline.into(), self.read_packet()).await {
                 Err(_) => return Err(SetupError::Timeout),
                 Ok(Err(e)) => return Err(e),
                 Ok(Ok(Packet::SubAck(ack))) => {
+                    if !early.is_empty() {
+                        early.extend_from_slice(&self.buf);
+                        self.buf = early;
+                    }
                     return match ack.reason_codes.iter().position(|c| c.0 >= 0x80) {
                         None if ack.reason_codes.len() == filters.len() => Ok(()),
                         None => Err(SetupError::Protocol(format!(
@@ -384,8 +426,13 @@ impl Conn {
                         ))),
                     };
                 }
-                // Retained messages may arrive before the SUBACK; they are not part of the run.
-                Ok(Ok(_)) => {}
+                // Encoded again as it came (decoding dropped its bytes), ahead of what follows.
+                Ok(Ok(other)) => other.encode(self.version, &mut early).map_err(|e| {
+                    SetupError::Protocol(format!(
+                        "cannot keep a {:?} that came before the SUBACK: {e}",
+                        other.packet_type()
+                    ))
+                })?,
             }
         }
     }

@@ -1,7 +1,10 @@
 //! `midge bench`: a load generator for MQTT brokers, bounded in count and time.
 //!
 //! Scenarios: `conn`, `pub`, `sub`, and the end-to-end `fanin`, `fanout`, `latency` and
-//! `filters`, each over TCP, TLS, WebSocket (over TCP or TLS) or a Unix socket. Exit codes: 0 success; 1 the run could not start (connection refused, CONNACK or
+//! `filters`, each over TCP, TLS, WebSocket (over TCP or TLS) or a Unix socket. Subscribers
+//! have clean sessions, or with `--persistent` (`sub`, `fanin`, `fanout`) persistent ones under
+//! fixed client ids, which a later run resumes. Exit codes: 0 success; 1 the run could not
+//! start (connection refused, CONNACK or
 //! SUBACK refused); 2 invalid arguments; 3 the run finished but acknowledged messages were lost,
 //! duplicated at QoS 2, or clients failed on the way.
 
@@ -21,7 +24,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Subcommand};
 use midge_codec::{ProtocolVersion, QoS};
 
-use client::{ConnectOptions, Dial};
+use client::{ConnectOptions, Dial, Session};
 use midge_client::Scheme;
 use midge_transport::tls::tokio_rustls::TlsConnector;
 
@@ -217,6 +220,19 @@ struct SubArgs {
     /// First client index (%i).
     #[arg(long, default_value_t = 0)]
     index_offset: u64,
+    /// Persistent sessions (3.x: Clean Session 0; 5.0: Clean Start 0 and a Session Expiry
+    /// Interval that never expires) under fixed client ids, <ID_PREFIX>-s<i> (default prefix
+    /// midge-bench, without the process id): the broker keeps each session while its client
+    /// is away and queues every QoS 1 and 2 message for it, and a later run with the same ids
+    /// resumes the sessions and receives what was queued. The subscribers send DISCONNECT
+    /// when they are done.
+    #[arg(long)]
+    persistent: bool,
+    /// With --persistent: subscribe, then disconnect at once, leaving the sessions offline
+    /// for messages to queue up in; reports the time to connect and subscribe them all. Run
+    /// `sub --persistent` again with the same ids (and -n) to drain what was queued.
+    #[arg(long, requires = "persistent", conflicts_with = "count")]
+    disconnect_after_subscribe: bool,
 }
 
 #[derive(Debug, Args)]
@@ -234,6 +250,11 @@ struct FanArgs {
     /// After the publishers finish, stop waiting for deliveries when none arrived for this long.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     idle: Duration,
+    /// Subscribers with persistent sessions under fixed client ids, as `sub --persistent`:
+    /// the broker must keep every QoS 1 and 2 message for them (on disk, when it persists
+    /// sessions) until they acknowledge it.
+    #[arg(long)]
+    persistent: bool,
 }
 
 #[derive(Debug, Args)]
@@ -371,6 +392,8 @@ pub(crate) enum Plan {
         count: Option<u64>,
         idle: Duration,
         index_offset: u64,
+        session: Session,
+        disconnect_after_subscribe: bool,
     },
     EndToEnd(run::EndToEnd),
 }
@@ -596,6 +619,8 @@ fn plan(args: &BenchArgs) -> Result<(Common, Setup, Plan), String> {
                 count: a.count,
                 idle: a.idle,
                 index_offset: a.index_offset,
+                session: session_of(a.persistent),
+                disconnect_after_subscribe: a.disconnect_after_subscribe,
             },
         ),
         Scenario::Fanin(a) => {
@@ -603,20 +628,18 @@ fn plan(args: &BenchArgs) -> Result<(Common, Setup, Plan), String> {
             let pubs = check_clients(a.clients.unwrap_or(8), "publisher")?;
             check_tracking(pubs.saturating_mul(msg.count))?;
             let prefix = prefix_of(&a.prefix)?;
-            (
-                &a.common,
-                Plan::EndToEnd(run::EndToEnd::fanin(&prefix, pubs, msg, a.idle)),
-            )
+            let mut e = run::EndToEnd::fanin(&prefix, pubs, msg, a.idle);
+            e.session = session_of(a.persistent);
+            (&a.common, Plan::EndToEnd(e))
         }
         Scenario::Fanout(a) => {
             let msg = message_plan(&a.publishing, Some(10_000), true)?;
             let subs = check_clients(a.clients.unwrap_or(100), "subscriber")?;
             check_tracking(subs.saturating_mul(msg.count))?;
             let prefix = prefix_of(&a.prefix)?;
-            (
-                &a.common,
-                Plan::EndToEnd(run::EndToEnd::fanout(&prefix, subs, msg, a.idle)),
-            )
+            let mut e = run::EndToEnd::fanout(&prefix, subs, msg, a.idle);
+            e.session = session_of(a.persistent);
+            (&a.common, Plan::EndToEnd(e))
         }
         Scenario::Latency(a) => {
             let msg = message_plan(
@@ -654,8 +677,25 @@ fn plan(args: &BenchArgs) -> Result<(Common, Setup, Plan), String> {
             )
         }
     };
-    let s = setup(common)?;
+    let mut s = setup(common)?;
+    let persistent = match &plan {
+        Plan::Sub { session, .. } => *session == Session::Persistent,
+        Plan::EndToEnd(e) => e.session == Session::Persistent,
+        _ => false,
+    };
+    if persistent && common.id_prefix.is_none() {
+        // The same ids in every run, so that a later run resumes the sessions.
+        s.id_prefix = "midge-bench".into();
+    }
     Ok((common.clone(), s, plan))
+}
+
+fn session_of(persistent: bool) -> Session {
+    if persistent {
+        Session::Persistent
+    } else {
+        Session::Clean
+    }
 }
 
 /// Runs `midge bench`.
@@ -852,6 +892,59 @@ mod tests {
         assert!(parse(&["pub"]).is_err(), "pub needs a topic");
         assert!(parse(&["conn", "-V", "7"]).is_err());
         assert!(parse(&["nosuch"]).is_err());
+    }
+
+    #[test]
+    fn persistent_subscribers_have_fixed_ids() {
+        let (_, setup, p) =
+            plan(&parse(&["sub", "-t", "a", "--persistent"]).expect("parses")).expect("valid");
+        assert_eq!(setup.id_prefix, "midge-bench", "no process id in the ids");
+        assert!(matches!(
+            p,
+            Plan::Sub {
+                session: Session::Persistent,
+                disconnect_after_subscribe: false,
+                ..
+            }
+        ));
+        let (_, setup, p) =
+            plan(&parse(&["fanin", "--persistent", "--id-prefix", "mine"]).expect("parses"))
+                .expect("valid");
+        assert_eq!(setup.id_prefix, "mine");
+        assert!(matches!(p, Plan::EndToEnd(e) if e.session == Session::Persistent));
+        let (_, setup, p) = plan(&parse(&["fanout"]).expect("parses")).expect("valid");
+        assert_ne!(setup.id_prefix, "midge-bench");
+        assert!(matches!(p, Plan::EndToEnd(e) if e.session == Session::Clean));
+        let (_, _, p) = plan(
+            &parse(&[
+                "sub",
+                "-t",
+                "a",
+                "--persistent",
+                "--disconnect-after-subscribe",
+            ])
+            .expect("parses"),
+        )
+        .expect("valid");
+        assert!(matches!(
+            p,
+            Plan::Sub {
+                disconnect_after_subscribe: true,
+                ..
+            }
+        ));
+        // Leaving clean sessions behind would leave nothing; a count has nothing to count.
+        assert!(parse(&["sub", "-t", "a", "--disconnect-after-subscribe"]).is_err());
+        assert!(parse(&[
+            "sub",
+            "-t",
+            "a",
+            "--persistent",
+            "--disconnect-after-subscribe",
+            "-n",
+            "5"
+        ])
+        .is_err());
     }
 
     #[test]

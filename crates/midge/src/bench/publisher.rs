@@ -105,6 +105,7 @@ pub(crate) async fn publish(
             buf: BytesMut::new(),
             version: conn.version,
             receive_maximum: None,
+            session_present: false,
         },
     };
     let mut buf = std::mem::take(&mut conn.buf);

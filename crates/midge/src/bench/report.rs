@@ -164,7 +164,8 @@ pub(crate) struct Summary {
     /// Connections made (`conn`: the connections the run opened).
     pub(crate) connections: u64,
     /// Seconds of the measured phase: from the start to the last delivery, or to the last
-    /// publish when nothing subscribes, or to the last CONNACK (`conn`).
+    /// publish when nothing subscribes, or to the last CONNACK (`conn`) or SUBACK (`sub
+    /// --disconnect-after-subscribe`).
     pub(crate) elapsed_s: f64,
     pub(crate) published: u64,
     /// QoS 1/2 messages the broker acknowledged (PUBACK, PUBREC); QoS 0: messages written.
@@ -190,9 +191,13 @@ pub(crate) struct Summary {
     /// Publish to PUBACK (QoS 1) or PUBCOMP (QoS 2), at the publishers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) ack_latency: Option<LatencyStats>,
-    /// `conn`: connections per second.
+    /// `conn`, `sub --disconnect-after-subscribe`: connections (with their SUBACK) per second.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) connect_rate: Option<f64>,
+    /// Persistent subscribers (`--persistent`) whose session the broker still held: CONNACK
+    /// said Session Present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) sessions_present: Option<u64>,
     /// `conn`: connections the broker closed while they were held.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) closed_by_broker: Option<u64>,
@@ -322,6 +327,13 @@ impl Summary {
             );
         }
         let _ = writeln!(s, "  bench CPU   {:.2} s", self.bench_cpu_s);
+        if let Some(n) = self.sessions_present {
+            let _ = writeln!(
+                s,
+                "  sessions    {n} of {} persistent sessions resumed",
+                self.subscribers
+            );
+        }
         if let Some(n) = self.closed_by_broker {
             let _ = writeln!(
                 s,

@@ -11,7 +11,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout_at};
 
-use super::client::{Conn, ConnectOptions, SetupError, Template, PINGREQ};
+use super::client::{Conn, ConnectOptions, Session, SetupError, Template, PINGREQ};
 use super::pattern::{check_topic_filter, check_topic_name, Pattern};
 use super::publisher::{publish, Pick, PubOutcome};
 use super::report::{cpu_of, rate, rss_of, BrokerUsage, Counters, Latencies, Progress, Summary};
@@ -46,6 +46,8 @@ pub(crate) struct EndToEnd {
     pub(crate) routing: Routing,
     pub(crate) msg: MessagePlan,
     pub(crate) idle: Duration,
+    /// The subscribers' sessions (publishers' are always clean).
+    pub(crate) session: Session,
 }
 
 impl EndToEnd {
@@ -62,6 +64,7 @@ impl EndToEnd {
             routing: Routing::All,
             msg,
             idle,
+            session: Session::Clean,
         }
     }
 
@@ -77,6 +80,7 @@ impl EndToEnd {
             routing: Routing::All,
             msg,
             idle,
+            session: Session::Clean,
         }
     }
 
@@ -92,6 +96,7 @@ impl EndToEnd {
             routing: Routing::All,
             msg,
             idle,
+            session: Session::Clean,
         }
     }
 
@@ -125,6 +130,7 @@ impl EndToEnd {
             routing: Routing::StreamToSubscriber,
             msg,
             idle,
+            session: Session::Clean,
         }
     }
 }
@@ -198,8 +204,9 @@ async fn connect_subscriber(
     id: String,
     filters: Vec<String>,
     qos: QoS,
+    session: Session,
 ) -> Result<Conn, String> {
-    let mut conn = Conn::connect(&opts, &id)
+    let mut conn = Conn::connect_with(&opts, &id, session)
         .await
         .map_err(|e| client_error("subscriber", &id, &opts.broker, e))?;
     let deadline = Instant::now() + opts.timeout;
@@ -268,6 +275,8 @@ pub(crate) async fn run(setup: Setup, plan: Plan) -> Result<Summary, String> {
             count,
             idle,
             index_offset,
+            session,
+            disconnect_after_subscribe,
         } => {
             sub_scenario(
                 &setup,
@@ -278,6 +287,8 @@ pub(crate) async fn run(setup: Setup, plan: Plan) -> Result<Summary, String> {
                 count,
                 idle,
                 index_offset,
+                session,
+                disconnect_after_subscribe,
             )
             .await?
         }
@@ -556,6 +567,8 @@ async fn sub_scenario(
     count: Option<u64>,
     idle: Duration,
     index_offset: u64,
+    session: Session,
+    disconnect_after_subscribe: bool,
 ) -> Result<Summary, String> {
     let mut ctx = new_ctx(setup, counters.clone());
     let opts = setup.connect.clone();
@@ -573,9 +586,24 @@ async fn sub_scenario(
     let expanded = Arc::new(expanded);
     let conns = setup_clients(clients, setup.concurrency, &ctx.counters, |i| {
         let (id, fs) = expanded[i as usize].clone();
-        connect_subscriber(opts.clone(), id, fs, qos)
+        connect_subscriber(opts.clone(), id, fs, qos, session)
     })
     .await?;
+    let mut summary = Summary {
+        scenario: "sub",
+        qos: qos_number(qos),
+        subscribers: clients,
+        connections: clients,
+        sessions_present: sessions_present(session, &conns),
+        ..Summary::default()
+    };
+    if disconnect_after_subscribe {
+        // The sessions stay in the broker, subscribed, for messages to queue up in.
+        summary.elapsed_s = ctx.start.elapsed().as_secs_f64();
+        summary.connect_rate = Some(rate(clients, summary.elapsed_s));
+        disconnect_all(conns.into_iter()).await;
+        return Ok(summary);
+    }
     // Scripts and tests start publishing once they read this line.
     eprintln!("midge bench: {clients} subscribers ready");
     restart(&mut ctx, setup.duration);
@@ -593,11 +621,7 @@ async fn sub_scenario(
             run: None,
         };
         let ctx = ctx.clone();
-        set.spawn(async move {
-            subscribe_loop(conn, i as u64 + index_offset, stop, ctx)
-                .await
-                .0
-        });
+        set.spawn(subscribe_loop(conn, i as u64 + index_offset, stop, ctx));
     }
     if let Some(count) = count {
         let counters = counters.clone();
@@ -612,19 +636,19 @@ async fn sub_scenario(
             }
         });
     }
-    let mut summary = Summary {
-        scenario: "sub",
-        qos: qos_number(qos),
-        subscribers: clients,
-        connections: clients,
-        ..Summary::default()
-    };
     let mut first: Option<Instant> = None;
     let mut last: Option<Instant> = None;
+    let mut done = Vec::new();
     while let Some(r) = set.join_next().await {
-        let o = r.map_err(|e| e.to_string())?;
+        let (o, conn) = r.map_err(|e| e.to_string())?;
         add_sub_outcome(&mut summary, &o, &mut first, &mut last);
         summary.lost += o.streams.values().map(SeqSet::gaps).sum::<u64>();
+        done.push(conn);
+    }
+    if session == Session::Persistent {
+        // A normal end of each connection, so that the broker keeps the session as it is
+        // (what was delivered is acknowledged) rather than after a lost connection.
+        disconnect_all(done.into_iter()).await;
     }
     summary.elapsed_s = match (first, last) {
         (Some(f), Some(l)) => l.duration_since(f).as_secs_f64(),
@@ -633,6 +657,12 @@ async fn sub_scenario(
     summary.delivery_rate = rate(summary.delivered, summary.elapsed_s);
     summary.latency = ctx.latencies.stats();
     Ok(summary)
+}
+
+/// With persistent sessions: how many the broker still held.
+fn sessions_present(session: Session, conns: &[Conn]) -> Option<u64> {
+    (session == Session::Persistent)
+        .then(|| conns.iter().filter(|c| c.session_present).count() as u64)
 }
 
 fn add_sub_outcome(
@@ -716,6 +746,7 @@ async fn end_to_end(
     let opts = setup.connect.clone();
     let prefix = setup.id_prefix.clone();
     let qos = e.msg.qos;
+    let session = e.session;
     let filters = Arc::new(e.subscribers.clone());
     let sub_conns = setup_clients(
         e.subscribers.len() as u64,
@@ -727,6 +758,7 @@ async fn end_to_end(
                 format!("{prefix}-s{i}"),
                 filters[i as usize].clone(),
                 qos,
+                session,
             )
         },
     )
@@ -738,6 +770,7 @@ async fn end_to_end(
         |i| connect_publisher(opts.clone(), format!("{prefix}-p{i}")),
     )
     .await?;
+    let present = sessions_present(session, &sub_conns);
     let mut templates = Vec::new();
     for p in &e.publishers {
         templates.push(templates_for(ctx.version, &p.topics, &e.msg)?);
@@ -780,6 +813,7 @@ async fn end_to_end(
         publishers: e.publishers.len() as u64,
         subscribers: e.subscribers.len() as u64,
         connections: (e.publishers.len() + e.subscribers.len()) as u64,
+        sessions_present: present,
         ..Summary::default()
     };
     let mut pub_outcomes: Vec<PubOutcome> = Vec::new();
@@ -798,12 +832,14 @@ async fn end_to_end(
     }
     let _ = done_tx.send(true);
     let mut sub_outcomes: Vec<(usize, SubOutcome)> = Vec::new();
+    let mut sub_conns = Vec::new();
     let mut first = None;
     let mut last = None;
     while let Some(r) = subs.join_next().await {
-        let (j, (o, _conn)) = r.map_err(|e| e.to_string())?;
+        let (j, (o, conn)) = r.map_err(|e| e.to_string())?;
         add_sub_outcome(&mut summary, &o, &mut first, &mut last);
         sub_outcomes.push((j, o));
+        sub_conns.push(conn);
     }
     sub_outcomes.sort_by_key(|(j, _)| *j);
     let sets: Vec<(u32, &[SeqSet])> = pub_outcomes
@@ -831,6 +867,9 @@ async fn end_to_end(
     summary.ack_latency = ctx.ack_latencies.stats();
     // Close the clients only now, so that nothing in flight was cut off.
     disconnect_all(pub_outcomes.into_iter().map(|o| o.conn)).await;
+    if session == Session::Persistent {
+        disconnect_all(sub_conns.into_iter()).await;
+    }
     Ok(summary)
 }
 
