@@ -81,6 +81,18 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// Roughly what the change holds in memory.
+    pub(crate) fn bytes(&self) -> usize {
+        size_of::<Self>()
+            + match self {
+                Self::Session { row, .. } | Self::Enqueue { row, .. } => row.len(),
+                Self::Subscribe { row, filter, .. } => row.len() + filter.len(),
+                _ => 0,
+            }
+    }
+}
+
+impl Op {
     /// The message this change is about, if any: its client and delivery tag.
     fn message(&self) -> Option<(&ByteStr, u64)> {
         match self {

@@ -34,7 +34,15 @@ pub(crate) struct Pending {
     flush: bool,
     /// The store is being dropped: commit what is left and stop.
     shutdown: bool,
+    /// Bytes of the rows in `ops`, roughly: in `Interval` mode, acknowledgements wait once
+    /// this passes [`PENDING_LIMIT`], so that a disk slower than the publishers makes them
+    /// wait instead of growing the batch without bound.
+    bytes: usize,
 }
+
+/// Most bytes of changes waiting for an `Interval` commit before acknowledgements wait for
+/// it, as in `Always` mode.
+pub(crate) const PENDING_LIMIT: usize = 64 << 20;
 
 /// State shared by the store and its commit thread.
 #[derive(Debug)]
@@ -61,6 +69,15 @@ pub(crate) struct Shared {
     pub(crate) commits: AtomicU64,
     /// The file's size after the last commit.
     pub(crate) disk_bytes: AtomicU64,
+    /// `max_disk_bytes`, if any.
+    max_disk_bytes: Option<u64>,
+    /// What the data takes in the file, as [`Shared::measure_use`] last saw it.
+    pub(crate) used_bytes: AtomicU64,
+    /// When the space in use was last measured.
+    measured: Mutex<Option<Instant>>,
+    /// A ticket above which `Interval` acknowledgements wait for the commit: the batch
+    /// passed [`PENDING_LIMIT`] when this ticket was written. 0: none.
+    crowded: AtomicU64,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -68,7 +85,13 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub(crate) fn new(db: Database, path: PathBuf, mode: Mode, disk_bytes: u64) -> Self {
+    pub(crate) fn new(
+        db: Database,
+        path: PathBuf,
+        mode: Mode,
+        disk_bytes: u64,
+        max_disk_bytes: Option<u64>,
+    ) -> Self {
         Self {
             db,
             path,
@@ -83,6 +106,10 @@ impl Shared {
             waiters: Mutex::new(Vec::new()),
             commits: AtomicU64::new(0),
             disk_bytes: AtomicU64::new(disk_bytes),
+            max_disk_bytes,
+            used_bytes: AtomicU64::new(disk_bytes),
+            measured: Mutex::new(None),
+            crowded: AtomicU64::new(0),
         }
     }
 
@@ -96,7 +123,13 @@ impl Shared {
             return;
         }
         if let Some(op) = op {
+            pending.bytes += op.bytes();
             pending.ops.push(op);
+            if pending.bytes > PENDING_LIMIT && matches!(self.mode, Mode::Interval(_)) {
+                self.crowded.fetch_max(pending.seq, SeqCst);
+                // Commit now rather than at the interval.
+                self.work.notify_one();
+            }
         }
         // The commit thread of `Always` sleeps until there is something; one of `Interval`
         // wakes on its own.
@@ -122,7 +155,7 @@ impl Shared {
             Some(Ok(()))
         } else if self.failed.load(SeqCst) {
             Some(Err(self.error()))
-        } else if matches!(self.mode, Mode::Interval(_)) {
+        } else if matches!(self.mode, Mode::Interval(_)) && ticket > self.crowded.load(SeqCst) {
             Some(Ok(()))
         } else {
             None
@@ -216,7 +249,7 @@ impl Shared {
                     }
                     Mode::Interval(_) => {
                         let now = Instant::now();
-                        if now >= deadline {
+                        if now >= deadline || pending.bytes > PENDING_LIMIT {
                             break;
                         }
                         pending = self
@@ -236,6 +269,7 @@ impl Shared {
                 let mut pending = lock(&self.pending);
                 pending.flush = false;
                 pending.taken = pending.seq;
+                pending.bytes = 0;
                 std::mem::swap(&mut pending.ops, &mut batch);
                 pending.seq
             };
@@ -257,9 +291,15 @@ impl Shared {
         }
         let cancelled = db::cancelled(ops);
         if db::writes_anything(ops, &cancelled) {
-            if let Err(err) = self.transaction(ops, &cancelled) {
-                self.fail(&err);
-                return;
+            // redb may panic on a file damaged behind its back: that fails the store like an
+            // error does, rather than ending this thread and leaving every waiter waiting.
+            let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.transaction(ops, &cancelled)
+            }));
+            match committed {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => return self.fail(&err),
+                Err(_) => return self.fail(&"the storage engine panicked (a damaged file?)"),
             }
             self.commits.fetch_add(1, SeqCst);
             match std::fs::metadata(&self.path) {
@@ -270,8 +310,42 @@ impl Shared {
                     "cannot read the store's size"
                 ),
             }
+            self.measure_use();
         }
         self.publish(last);
+    }
+
+    /// Where the file has reached `max_disk_bytes`, measures the space its data really
+    /// takes: the file does not shrink while a few live pages sit near its end, and its
+    /// length alone would keep the store full for good. Measured at most once a second
+    /// (it walks every table).
+    pub(crate) fn measure_use(&self) {
+        let Some(max) = self.max_disk_bytes else {
+            self.used_bytes.store(self.disk_bytes.load(SeqCst), SeqCst);
+            return;
+        };
+        let file = self.disk_bytes.load(SeqCst);
+        if file < max {
+            self.used_bytes.store(file, SeqCst);
+            return;
+        }
+        let mut last = lock(&self.measured);
+        if last.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let used = self.db.begin_write().map(|txn| {
+            let stats = txn.stats();
+            let _ = txn.abort();
+            stats
+        });
+        match used {
+            Ok(Ok(stats)) => {
+                let bytes = stats.allocated_pages() * stats.page_size() as u64;
+                self.used_bytes.store(bytes, SeqCst);
+            }
+            _ => self.used_bytes.store(file, SeqCst),
+        }
     }
 
     fn transaction(&self, ops: &[Op], cancelled: &db::Messages<'_>) -> Result<(), redb::Error> {
@@ -310,7 +384,7 @@ impl Shared {
     }
 
     /// A commit failed: the journal stops, and every ticket after the last good commit fails.
-    fn fail(&self, err: &redb::Error) {
+    fn fail(&self, err: &dyn std::fmt::Display) {
         let message: Arc<str> = Arc::from(format!("{}: {err}", self.path.display()));
         tracing::error!(
             path = %self.path.display(),

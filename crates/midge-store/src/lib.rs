@@ -152,7 +152,10 @@ impl DiskStore {
             path.to_path_buf(),
             options.mode(),
             disk_bytes,
+            options.max_disk_bytes,
         ));
+        // A file at its limit from an earlier run may hold mostly free pages.
+        shared.measure_use();
         let runner = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("midge-store".into())
@@ -631,9 +634,11 @@ impl Journal for DiskStore {
         queued
     }
 
+    /// Measured by what the data takes in the file, not the file's length: a file does not
+    /// shrink while a few live pages sit near its end.
     fn has_room(&self) -> bool {
         self.max_disk_bytes
-            .is_none_or(|max| self.disk_bytes() < max)
+            .is_none_or(|max| self.shared.used_bytes.load(SeqCst) < max)
     }
 
     /// Commits what was written before, then reads every session. Queued messages whose

@@ -34,7 +34,8 @@ pub(crate) const RELEASED: u8 = 0x12;
 pub(crate) const RETAINED: u8 = 0x20;
 
 /// Converts between `Instant`s, which mean nothing outside the process, and wall-clock
-/// milliseconds, through one pair of readings of both clocks.
+/// milliseconds. Holds the readings of both clocks when the store was opened, as the last
+/// resort for a time too old for an `Instant`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Clock {
     instant: Instant,
@@ -53,12 +54,16 @@ impl Clock {
         }
     }
 
-    /// Wall-clock milliseconds of `t`.
+    /// Wall-clock milliseconds of `t`, through a fresh reading of both clocks: the wall
+    /// clock may have been set (an NTP step on a machine without a clock of its own) or the
+    /// machine suspended since the store was opened, and a time written must hold for the
+    /// next run.
     pub(crate) fn to_wall(self, t: Instant) -> u64 {
-        if t >= self.instant {
-            self.wall_ms.saturating_add(millis(t - self.instant))
+        let now = Self::now();
+        if t >= now.instant {
+            now.wall_ms.saturating_add(millis(t - now.instant))
         } else {
-            self.wall_ms.saturating_sub(millis(self.instant - t))
+            now.wall_ms.saturating_sub(millis(now.instant - t))
         }
     }
 
