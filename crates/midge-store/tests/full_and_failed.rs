@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{delivery, record, wait_durable, TempDir};
-use midge_broker::{Change, Journal, Store};
+use midge_broker::{Change, Journal};
 use midge_codec::{ByteStr, QoS};
 use midge_proto::session::SessionChange;
 use midge_store::{DiskOptions, DiskStore};
