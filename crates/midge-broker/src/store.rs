@@ -534,14 +534,14 @@ impl Journal for MemoryJournal {
     }
 
     fn queued(&self, client_id: &ByteStr, now: Instant) -> Vec<Delivery> {
-        lock(&self.sessions)
-            .get(client_id)
-            .map_or_else(Vec::new, |kept| {
-                kept.queued()
-                    .filter(|d| !d.is_expired(now))
-                    .cloned()
-                    .collect()
-            })
+        let mut sessions = lock(&self.sessions);
+        let Some(kept) = sessions.get_mut(client_id) else {
+            return Vec::new();
+        };
+        // Expired ones go for good [MQTT-3.3.2-5].
+        kept.messages
+            .retain(|_, m| !matches!(m, RestoredMessage::Queued(d) if d.is_expired(now)));
+        kept.queued().cloned().collect()
     }
 
     /// In client identifier order, so that a simulation replays exactly.

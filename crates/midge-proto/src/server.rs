@@ -1553,6 +1553,31 @@ impl ServerConnection {
             .push_back(ServerEvent::Publish { message, packet_id });
     }
 
+    /// Forgets a QoS 1 or 2 publish reported by [`ServerEvent::Publish`] without answering
+    /// it, for a broker that closes the connection instead (a 3.x client cannot be told that
+    /// its message was refused): a QoS 2 identifier is freed, so that the client's resend of
+    /// the message on a resumed session is a new message rather than a duplicate of one that
+    /// was never routed [MQTT-4.3.3-9].
+    pub fn forget_publish(&mut self, packet_id: PacketId) {
+        let Some(at) = self.unanswered.iter().position(|(id, _)| *id == packet_id) else {
+            return;
+        };
+        let Some((_, qos)) = self.unanswered.remove(at) else {
+            return;
+        };
+        match qos {
+            QoS::AtLeastOnce => self.unanswered_qos1 = self.unanswered_qos1.saturating_sub(1),
+            QoS::ExactlyOnce => {
+                if let Some(session) = self.session.as_mut() {
+                    if session.incoming_qos2.remove(&packet_id) {
+                        session.record(SessionChange::IncomingReleased { packet_id });
+                    }
+                }
+            }
+            QoS::AtMostOnce => {}
+        }
+    }
+
     /// Acknowledges a QoS 1 or 2 publish reported by [`ServerEvent::Publish`] with the outcome
     /// of routing it: `SUCCESS`, `NO_MATCHING_SUBSCRIBERS`, `NOT_AUTHORIZED`, …, in a PUBACK
     /// or a PUBREC as its QoS requires, which the connection remembers. For 3.x a failure

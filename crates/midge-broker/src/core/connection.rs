@@ -191,10 +191,6 @@ struct Scratch {
     hold: u64,
     /// Session changes on their way to the journal; kept to reuse the allocation.
     changes: Vec<SessionChange>,
-    /// The session's queue was read back from the journal, holding every delivery tagged
-    /// below this: one of those that comes through the inbox too (offered again after its
-    /// first connection closed) is a copy. 0: nothing was read back.
-    reload_floor: u64,
 }
 
 /// The ACL's last answers for one client: an answer depends only on the client, the topic
@@ -980,6 +976,7 @@ impl Connection {
                     // through our inbox, never from the journal's queue.
                     if let Some(journal) = core.journal().filter(|_| on_disk > 0) {
                         floor = journal.next_tag();
+                        slot.floor.fetch_max(floor, Relaxed);
                     }
                     core.cancel_deadlines(will.as_deref(), expiry);
                     // Back before the will's delay: the will is cancelled [MQTT-3.1.3-9],
@@ -1035,7 +1032,6 @@ impl Connection {
                     add_bytes(&core, size);
                     session.enqueue_admitted(delivery);
                 }
-                self.scratch.get_or_insert_with(Box::default).reload_floor = floor;
             }
         }
         let accepting = Accepting {
@@ -1361,6 +1357,9 @@ impl Connection {
         if self.info.version.is_v5() {
             self.acknowledge(packet_id, ReasonCode::QUOTA_EXCEEDED);
         } else {
+            if let Some(id) = packet_id {
+                self.conn.forget_publish(id);
+            }
             self.conn.disconnect(ReasonCode::QUOTA_EXCEEDED);
         }
     }
@@ -1524,8 +1523,12 @@ impl Connection {
         self.inbox
             .take(INBOX_BATCH, &mut taken, &self.core.inbox_limits);
         for delivery in taken.drain(..) {
-            if delivery.tag != 0 && delivery.tag < scratch.reload_floor {
-                // Read back from the journal already (see `reload_floor`).
+            if self
+                .slot
+                .as_ref()
+                .is_some_and(|s| s.holds_copy_of(delivery.tag))
+            {
+                // Read back from the journal already (see `Slot::floor`).
                 self.core.release(delivery.size());
                 continue;
             }
@@ -1873,6 +1876,10 @@ impl Connection {
         // against its limits, and may be acknowledged already [MQTT-4.3.2-3]; QoS 0 ones are
         // kept as far as the session has room, and dropped and counted past it.
         for delivery in self.inbox.close() {
+            if slot.holds_copy_of(delivery.tag) {
+                self.core.release(delivery.size());
+                continue;
+            }
             if delivery.qos == midge_codec::QoS::AtMostOnce {
                 let size = delivery.size();
                 if self.conn.deliver(delivery) {

@@ -114,6 +114,18 @@ pub(crate) struct Slot {
     /// The journal holds a record of this client (a persistent session, or a will), which
     /// must be removed when the session ends.
     pub(crate) recorded: AtomicBool,
+    /// Deliveries tagged below this were read back from the journal into the session when
+    /// its client returned (0: never). One that still comes through an inbox, or is offered
+    /// again, is a copy of what the session holds: it is dropped, and writes nothing to the
+    /// journal (a Finished would delete the original's row).
+    pub(crate) floor: AtomicU64,
+}
+
+impl Slot {
+    /// Whether a delivery tagged `tag` is a copy of one read back into the session.
+    pub(crate) fn holds_copy_of(&self, tag: u64) -> bool {
+        tag != 0 && tag < self.floor.load(Relaxed)
+    }
 }
 
 impl Slot {
@@ -155,6 +167,7 @@ impl Registered {
             congested: AtomicBool::new(false),
             journaled: AtomicBool::new(false),
             recorded: AtomicBool::new(false),
+            floor: AtomicU64::new(0),
         });
         registry.insert(Self(slot.clone()));
         Some(slot)
@@ -659,6 +672,7 @@ impl Core {
                 congested: AtomicBool::new(false),
                 journaled: AtomicBool::new(true),
                 recorded: AtomicBool::new(true),
+                floor: AtomicU64::new(0),
             });
             self.restore_subscriptions(&session, &slot);
             self.counters
@@ -880,6 +894,10 @@ impl Core {
                 // [MQTT-3.1.2-4].
                 if inbox.session_ends() {
                     return Ok(Offered::Gone);
+                }
+                // Read back from the journal by the session's next connection already.
+                if slot.holds_copy_of(delivery.tag) {
+                    return Ok(Offered::Queued);
                 }
                 // The connection closed while we waited, after it moved its inbox into the
                 // session: hand the delivery to whoever holds the session now, offline or a
@@ -1114,7 +1132,7 @@ impl Core {
 
     /// Tells the journal that a delivery it holds (`tag`, 0 for none) was dropped.
     pub(crate) fn journal_finished(&self, slot: &Slot, tag: u64) {
-        if tag == 0 {
+        if tag == 0 || slot.holds_copy_of(tag) {
             return;
         }
         if let Some(journal) = self.journal() {
@@ -1246,6 +1264,10 @@ impl Core {
         mut delivery: Delivery,
         journaled: &mut bool,
     ) -> Handed {
+        if slot.holds_copy_of(delivery.tag) {
+            // The session holds it already (in memory or in the journal).
+            return Handed::Queued;
+        }
         let limits = &self.config.queue_limits();
         let size = delivery.size();
         let queued = on_disk.messages + session.queued_messages();
@@ -1443,7 +1465,6 @@ impl Core {
         let (session, will) = match session {
             Some(ended) if ended.expiry_interval() == 0 => {
                 self.remove_subscriptions(&ended);
-                self.forget_session(ended.client_id());
                 self.hooks.on_session_expired(ended.client_id().as_str());
                 // The session's end ends any Will Delay too [MQTT-3.1.3-9].
                 if let Some((will, _)) = will {
@@ -1759,14 +1780,16 @@ impl Core {
         self.cancel_deadlines(will.as_deref(), expiry);
         self.release(session.queued_bytes());
         self.remove_subscriptions(&session);
-        self.forget_session(&slot.client_id);
         tracing::debug!(client_id = %slot.client_id, "session expired");
         self.hooks.on_session_expired(slot.client_id.as_str());
-        // A will still waiting is published when the session ends, if that comes first.
+        // A will still waiting is published when the session ends, if that comes first;
+        // before the journal forgets it, so that a crash in between publishes it again rather
+        // than never.
         if let Some(p) = will {
             let p = *p;
             self.publish_will(p.will, &p.info, now);
         }
+        self.forget_session(&slot.client_id);
     }
 
     /// Publishes a delayed will whose time has come.
