@@ -221,7 +221,7 @@ struct SubArgs {
     #[arg(long, default_value_t = 0)]
     index_offset: u64,
     /// Persistent sessions (3.x: Clean Session 0; 5.0: Clean Start 0 and a Session Expiry
-    /// Interval that never expires) under fixed client ids, <ID_PREFIX>-s<i> (default prefix
+    /// Interval that never expires) under fixed client ids, ID_PREFIX-sN for subscriber N (default prefix
     /// midge-bench, without the process id): the broker keeps each session while its client
     /// is away and queues every QoS 1 and 2 message for it, and a later run with the same ids
     /// resumes the sessions and receives what was queued. The subscribers send DISCONNECT
