@@ -406,3 +406,39 @@ fn a_3x_qos2_message_refused_by_a_full_store_is_routed_when_resent() {
     eprintln!("sub got {got:?}");
     assert_eq!(got.len(), 1, "PUBREC'd and never routed");
 }
+
+/// A session that ends with its connection is kept in the journal only for its will: taken
+/// over, it publishes the will and the record goes, so that a restart does not publish the
+/// will a second time.
+#[test]
+fn a_taken_over_session_kept_for_its_will_leaves_the_journal() {
+    let now = Instant::now();
+    let store = Arc::new(HookStore::new());
+    let core = core_on(&store, now);
+    let mut a = Client::new(&core, now);
+    let mut first = Connect::new(V5, "a".to_owned());
+    first.will = Some(midge_codec::Will {
+        topic: "w".to_owned().into(),
+        payload: Bytes::from_static(b"a died"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    a.send(now, &[Packet::Connect(Box::new(first))]);
+    a.recv(now);
+    let kept = |s: &HookStore| {
+        s.restore(now)
+            .iter()
+            .any(|r| r.record.client_id.as_str() == "a")
+    };
+    assert!(kept(&store), "kept for its will");
+    let mut b = Client::new(&core, now);
+    b.send(
+        now,
+        &[Packet::Connect(Box::new(Connect::new(V5, "a".to_owned())))],
+    );
+    a.recv(now);
+    b.recv(now);
+    b.recv(now);
+    assert!(!kept(&store), "a restart would publish the will again");
+}

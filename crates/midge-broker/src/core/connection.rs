@@ -976,7 +976,8 @@ impl Connection {
                     // through our inbox, never from the journal's queue.
                     if let Some(journal) = core.journal().filter(|_| on_disk > 0) {
                         floor = journal.next_tag();
-                        slot.floor.fetch_max(floor, Relaxed);
+                        slot.floor
+                            .fetch_max(floor, std::sync::atomic::Ordering::Release);
                     }
                     core.cancel_deadlines(will.as_deref(), expiry);
                     // Back before the will's delay: the will is cancelled [MQTT-3.1.3-9],
@@ -1080,10 +1081,11 @@ impl Connection {
             }
             session = handover.session;
         }
+        let mut ended = false;
         if connect.clean_start {
             if let Some(old) = session.take() {
                 core.remove_subscriptions(&old);
-                self.forget_session(&client_id);
+                ended = true;
                 core.hooks.on_session_expired(client_id.as_str());
             }
             // What reached our inbox before the old session's subscriptions were removed was
@@ -1100,6 +1102,11 @@ impl Connection {
         // session through them.
         if let Some((will, old)) = old_will {
             core.publish_will(will, &old, now);
+        }
+        // Forgotten by the journal once its will is published: a crash in between publishes
+        // the will again rather than never.
+        if ended {
+            self.forget_session(&client_id);
         }
         if session.is_none() {
             core.hooks.on_session_created(client_id.as_str());

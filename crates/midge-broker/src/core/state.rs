@@ -124,7 +124,9 @@ pub(crate) struct Slot {
 impl Slot {
     /// Whether a delivery tagged `tag` is a copy of one read back into the session.
     pub(crate) fn holds_copy_of(&self, tag: u64) -> bool {
-        tag != 0 && tag < self.floor.load(Relaxed)
+        // Acquire: a publisher's thread reads it without the slot's lock, after the
+        // returning connection raised it under that lock (Release).
+        tag != 0 && tag < self.floor.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -1470,6 +1472,8 @@ impl Core {
                 if let Some((will, _)) = will {
                     self.publish_will(will, &info, now);
                 }
+                // Its record (kept for its will) goes once the will is published.
+                self.forget_session(ended.client_id());
                 (None, None)
             }
             session => (session, will),
