@@ -1,5 +1,8 @@
 //! The broker core on an in-memory journal, driven without a runtime: what a crash (a second
-//! core started on the same journal) finds after the races and closes that can lose a change.
+//! core started on the same journal) finds after the races and closes that can lose a change;
+//! a delivery offered again after its session's queue was read back from the journal (a copy
+//! of what the session holds) is neither delivered twice nor allowed to delete the original;
+//! and a refusal a 3.x client cannot be told frees its QoS 2 identifier.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -36,6 +39,7 @@ struct HookStore {
     core: OnceLock<Weak<Core>>,
     on_queued: Mutex<Option<QueuedHook>>,
     writes: std::sync::atomic::AtomicUsize,
+    full: std::sync::atomic::AtomicBool,
 }
 
 impl HookStore {
@@ -75,6 +79,10 @@ impl Journal for HookStore {
     fn is_durable(&self, ticket: u64) -> bool {
         self.inner.journal().expect("a journal").is_durable(ticket)
     }
+    fn has_room(&self) -> bool {
+        !self.full.load(Ordering::SeqCst)
+    }
+
     fn restore(&self, now: Instant) -> Vec<RestoredSession> {
         self.inner.journal().expect("a journal").restore(now)
     }
@@ -230,7 +238,6 @@ fn a_qos1_message_in_flight_is_resent_once_after_a_reconnect() {
     let (mut back, got) = connect(&core, now, "s", true);
     let mut all = publishes(&got);
     all.extend(publishes(&back.recv(now)));
-    eprintln!("after reconnect: {all:?}");
     let m1 = all.iter().filter(|(p, _, _)| p == "m1").count();
     assert_eq!(m1, 1, "m1 delivered {m1} times: {all:?}");
 }
@@ -263,7 +270,6 @@ fn a_delivery_routed_while_the_queue_is_read_back_arrives_once() {
         core.handle_timeout(now);
         all.extend(publishes(&back.recv(now)));
     }
-    eprintln!("after reconnect: {all:?}");
     let racing = all.iter().filter(|(p, _, _)| p == "racing").count();
     assert_eq!(
         racing, 1,
@@ -292,7 +298,6 @@ fn an_offline_queue_keeps_its_order_in_the_journal() {
     let (mut back, got) = connect(&core, now, "s", true);
     let mut all = publishes(&got);
     all.extend(publishes(&back.recv(now)));
-    eprintln!("after reconnect: {all:?}");
     let order: Vec<_> = all.iter().map(|(p, _, _)| p.as_str()).collect();
     assert_eq!(order, ["old", "new"]);
 }
@@ -312,7 +317,6 @@ fn a_pubrec_read_with_a_disconnect_is_written() {
     publ.recv(now);
     let got = sub.recv(now);
     let id = publishes(&got)[0].2.expect("id");
-    let writes_before = store.submitted();
     sub.send(
         now,
         &[
@@ -320,15 +324,12 @@ fn a_pubrec_read_with_a_disconnect_is_written() {
             Packet::Disconnect(Default::default()),
         ],
     );
-    let ticket = sub.conn.output_ticket();
-    let out = sub.recv(now);
-    eprintln!("output after PUBREC+DISCONNECT: {out:?} ticket {ticket} writes before {writes_before} now {}", store.submitted());
+    sub.recv(now);
     let restored = store.restore(now);
     let s = restored
         .iter()
         .find(|r| r.record.client_id.as_str() == "s")
         .expect("a journal");
-    eprintln!("journal has: {:?}", s.messages);
     assert!(
         s.messages
             .iter()
@@ -353,10 +354,6 @@ fn a_retained_qos2_delivery_in_flight_survives_a_crash() {
     subscribe(&mut sub, now, "r2", QoS::ExactlyOnce);
     let got = sub.recv(now);
     let sent = publishes(&got);
-    eprintln!(
-        "subscriber got: {sent:?}; output ticket {}",
-        sub.conn.output_ticket()
-    );
     let id = sent[0].2.expect("QoS 2");
     sub.send(now, &[Packet::PubRec(PubAck::new(pid(id)))]);
     let got = sub.recv(now);
@@ -376,7 +373,6 @@ fn a_retained_qos2_delivery_in_flight_survives_a_crash() {
     let (mut back, got) = connect(&core2, later, "s", true);
     let mut out = got;
     out.extend(back.recv(later));
-    eprintln!("after restart: {out:?}");
     assert!(
         out.iter()
             .any(|p| matches!(p, Packet::PubRel(r) if r.packet_id.get() == id)),
@@ -433,18 +429,15 @@ fn an_abandoned_qos2_publish_frees_its_identifier_in_the_journal() {
     let (mut publ, _) = connect(&core, now, "p", true);
     // Fill the subscriber's inbox (it does not read).
     publ.publish(now, "b", "fill", QoS::AtLeastOnce, false);
-    eprintln!("after fill: {:?}", publ.recv(now));
+    let _ = publ.recv(now);
     publ.publish(now, "b", "x", QoS::ExactlyOnce, false);
-    let out = publ.recv(now);
-    eprintln!("publisher output while blocked: {out:?}");
+    publ.recv(now);
     publ.conn.connection_lost(now);
-    eprintln!("journal writes so far: {}", store.submitted());
     let restored = store.restore(now);
     let p = restored
         .iter()
         .find(|r| r.record.client_id.as_str() == "p")
         .expect("a journal");
-    eprintln!("journal incoming_qos2 of p: {:?}", p.incoming_qos2);
     assert!(
         p.incoming_qos2.is_empty(),
         "a crash now makes the resend a duplicate: lost"
@@ -491,12 +484,10 @@ fn an_abandoned_qos2_publish_is_routed_again_after_a_crash() {
         ..Publish::default()
     };
     publ.send(later, &[Packet::Publish(resend)]);
-    let out = publ.recv(later);
-    eprintln!("publisher after resend: {out:?}");
+    publ.recv(later);
     let (mut sub, got) = connect(&core2, later, "s", true);
     let mut all = publishes(&got);
     all.extend(publishes(&sub.recv(later)));
-    eprintln!("subscriber after restart: {all:?}");
     assert!(
         all.iter().any(|(p, _, _)| p == "x"),
         "PUBREC'd but never delivered"
@@ -531,9 +522,214 @@ fn a_puback_read_with_a_disconnect_is_written() {
     let (mut back, got) = connect(&core, now, "s", true);
     let mut all = publishes(&got);
     all.extend(publishes(&back.recv(now)));
-    eprintln!("after reconnect: {all:?}");
     assert!(
         !all.iter().any(|(p, _, _)| p == "m1"),
         "m1 was acknowledged: {all:?}"
     );
+}
+
+/// Connects without taking any output (the CONNACK stays queued).
+fn connect_quiet(core: &Arc<Core>, now: Instant, id: &str) -> Client {
+    let mut c = Client::new(core, now);
+    let mut connect = Connect::new(V5, id.to_owned());
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(600);
+    c.send(now, &[Packet::Connect(Box::new(connect))]);
+    c
+}
+
+fn blocked_config() -> BrokerConfig {
+    let mut config = BrokerConfig::default();
+    config.limits.inbox_capacity = 1;
+    config.limits.backpressure_timeout_ms = 60_000;
+    config
+}
+
+/// Z's inbox full -> D blocked; Z drops; S2 reads the queue back (D included) before the
+/// publisher's retry; the retry puts a copy of D into S2's inbox.
+fn setup_copy(qos: QoS) -> (Arc<HookStore>, Arc<Core>, Client, Client, Instant) {
+    let now = Instant::now();
+    let store = Arc::new(HookStore::new());
+    let core = core_with(&store, now, blocked_config());
+    let (mut z, _) = connect(&core, now, "s", true);
+    subscribe(&mut z, now, "t", qos);
+    z.recv(now);
+    let (mut publ, _) = connect(&core, now, "p", false);
+    publ.publish(now, "t", "m0", QoS::AtLeastOnce, false);
+    let _ = publ.recv(now);
+    publ.publish(now, "t", "D", qos, false);
+    assert!(publ.recv(now).is_empty(), "D blocked");
+    z.conn.connection_lost(now);
+    drop(z);
+    let s2 = connect_quiet(&core, now, "s");
+    (store, core, publ, s2, now)
+}
+
+fn count(all: &[(String, bool, Option<u16>)], what: &str) -> usize {
+    all.iter().filter(|(p, _, _)| p == what).count()
+}
+
+#[test]
+fn a_copy_read_back_is_not_delivered_again_after_a_takeover() {
+    let (_store, core, mut publ, mut s2, now) = setup_copy(QoS::ExactlyOnce);
+    // The publisher's retry: the copy goes into S2's inbox.
+    let _ = publ.recv(now);
+    // A third connection takes the session over before S2 pumped its inbox.
+    let mut s3 = connect_quiet(&core, now, "s");
+    s2.conn.handle_wakeup(now);
+    let mut all = publishes(&s3.recv(now));
+    for _ in 0..3 {
+        all.extend(publishes(&s3.recv(now)));
+    }
+    assert_eq!(
+        count(&all, "D"),
+        1,
+        "QoS 2 D delivered {} times: {all:?}",
+        count(&all, "D")
+    );
+}
+
+#[test]
+fn a_copy_read_back_is_not_delivered_again_after_another_reconnect() {
+    let (_store, core, mut publ, mut s2, now) = setup_copy(QoS::ExactlyOnce);
+    // S2 gets everything and completes every flow.
+    let got = publishes(&s2.recv(now));
+    for (payload, _, id) in &got {
+        let id = pid(id.expect("id"));
+        if payload == "m0" {
+            s2.send(now, &[Packet::PubAck(PubAck::new(id))]);
+        } else {
+            s2.send(now, &[Packet::PubRec(PubAck::new(id))]);
+            s2.recv(now);
+            s2.send(now, &[Packet::PubComp(PubAck::new(id))]);
+        }
+    }
+    s2.recv(now);
+    s2.send(now, &[Packet::Disconnect(Default::default())]);
+    s2.recv(now);
+    drop(s2);
+    let mut s3 = connect_quiet(&core, now, "s");
+    let _ = publ.recv(now);
+    let mut all = publishes(&s3.recv(now));
+    all.extend(publishes(&s3.recv(now)));
+    assert_eq!(
+        count(&all, "D"),
+        0,
+        "QoS 2 D (completed by S2) delivered again: {all:?}"
+    );
+}
+
+#[test]
+fn a_copy_that_times_out_leaves_the_original_in_the_journal() {
+    let (_, core, mut publ, mut s2, now) = setup_copy(QoS::AtLeastOnce);
+    // Another publisher fills S2's inbox so the copy blocks there.
+    let (mut p2, _) = connect(&core, now, "p2", false);
+    p2.publish(now, "t", "F", QoS::AtLeastOnce, false);
+    let _ = p2.recv(now);
+    let _ = publ.recv(now);
+    let later = now + Duration::from_secs(61);
+    publ.conn.handle_timeout(later);
+    let _ = publ.recv(later);
+    // S2 drops before sending; S3 reads back.
+    s2.conn.connection_lost(later);
+    drop(s2);
+    let (mut s3, got) = connect(&core, later, "s", true);
+    let mut all = publishes(&got);
+    all.extend(publishes(&s3.recv(later)));
+    assert_eq!(count(&all, "D"), 1, "D (read back by S2) lost: {all:?}");
+}
+
+#[test]
+fn a_3x_qos2_message_refused_by_a_full_store_is_routed_when_resent() {
+    const V3: ProtocolVersion = ProtocolVersion::V3_1_1;
+    let now = Instant::now();
+    let store = Arc::new(HookStore::new());
+    let core = core_on(&store, now);
+    let (mut sub, _) = connect(&core, now, "s", false);
+    subscribe(&mut sub, now, "x", QoS::ExactlyOnce);
+    sub.recv(now);
+    let send3 = |c: &mut Connection, packets: &[Packet]| {
+        let mut input = BytesMut::new();
+        for p in packets {
+            p.clone().encode(V3, &mut input).expect("encodes");
+        }
+        c.handle_input(now, &mut input);
+    };
+    let recv3 = |c: &mut Connection| {
+        c.handle_wakeup(now);
+        let mut out = BytesMut::new();
+        while c.poll_transmit(now, &mut out) {}
+        let mut packets = Vec::new();
+        while let Some(p) = Packet::decode(&mut out, V3, u32::MAX).expect("valid") {
+            packets.push(p);
+        }
+        packets
+    };
+    let peer: SocketAddr = "127.0.0.1:40001".parse().expect("address");
+    let mut p = Connection::new(&core, peer, now);
+    let mut c = Connect::new(V3, "p3".to_owned());
+    c.clean_start = false;
+    send3(&mut p, &[Packet::Connect(Box::new(c.clone()))]);
+    let _ = recv3(&mut p);
+    store.full.store(true, Ordering::SeqCst);
+    let publish = Publish {
+        qos: QoS::ExactlyOnce,
+        topic: "x".to_owned().into(),
+        packet_id: Some(pid(7)),
+        payload: Bytes::from_static(b"x"),
+        ..Publish::default()
+    };
+    send3(&mut p, &[Packet::Publish(publish.clone())]);
+    let _ = recv3(&mut p);
+    drop(p);
+    store.full.store(false, Ordering::SeqCst);
+    let mut p = Connection::new(&core, peer, now);
+    send3(&mut p, &[Packet::Connect(Box::new(c))]);
+    let _ = recv3(&mut p);
+    send3(
+        &mut p,
+        &[Packet::Publish(Publish {
+            dup: true,
+            ..publish
+        })],
+    );
+    let _ = recv3(&mut p);
+    let got = publishes(&sub.recv(now));
+    assert_eq!(got.len(), 1, "PUBREC'd and never routed");
+}
+
+/// A session that ends with its connection is kept in the journal only for its will: taken
+/// over, it publishes the will and the record goes, so that a restart does not publish the
+/// will a second time.
+#[test]
+fn a_taken_over_session_kept_for_its_will_leaves_the_journal() {
+    let now = Instant::now();
+    let store = Arc::new(HookStore::new());
+    let core = core_on(&store, now);
+    let mut a = Client::new(&core, now);
+    let mut first = Connect::new(V5, "a".to_owned());
+    first.will = Some(midge_codec::Will {
+        topic: "w".to_owned().into(),
+        payload: Bytes::from_static(b"a died"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    a.send(now, &[Packet::Connect(Box::new(first))]);
+    a.recv(now);
+    let kept = |s: &HookStore| {
+        s.restore(now)
+            .iter()
+            .any(|r| r.record.client_id.as_str() == "a")
+    };
+    assert!(kept(&store), "kept for its will");
+    let mut b = Client::new(&core, now);
+    b.send(
+        now,
+        &[Packet::Connect(Box::new(Connect::new(V5, "a".to_owned())))],
+    );
+    a.recv(now);
+    b.recv(now);
+    b.recv(now);
+    assert!(!kept(&store), "a restart would publish the will again");
 }
