@@ -42,6 +42,11 @@ pub struct BrokerConfig {
     /// `[persistence]`: keeping sessions, queued messages and retained messages on disk.
     /// Off (everything in memory) unless `path` is set.
     pub persistence: PersistenceConfig,
+    /// `[http]`: metrics, health checks, the admin API and the dashboard. Off unless `bind`
+    /// is set.
+    pub http: HttpConfig,
+    /// `[log]`: what `midge broker` logs, and how.
+    pub log: LogConfig,
 }
 
 impl Default for BrokerConfig {
@@ -55,6 +60,8 @@ impl Default for BrokerConfig {
             sys: SysConfig::default(),
             auth: AuthConfig::default(),
             persistence: PersistenceConfig::default(),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -583,6 +590,72 @@ pub enum SyncMode {
     Interval,
 }
 
+/// `[http]`: the broker's HTTP endpoint, which serves Prometheus metrics (`/metrics`), health
+/// checks (`/health`, `/ready`), the admin API (`/api/v1/...`) and the dashboard (`/`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// Where to listen. Unset (the default): no HTTP endpoint at all.
+    pub bind: Option<SocketAddr>,
+    /// The bearer token the admin API asks for. Without it (or `token_file`), the admin API is
+    /// off; metrics, health checks and the dashboard page still answer.
+    pub token: Option<Secret>,
+    /// A file holding the token (surrounding whitespace ignored), instead of `token`.
+    pub token_file: Option<PathBuf>,
+    /// Whether the admin API answers clients other than this machine's (loopback). Default
+    /// false: others get 403 Forbidden, whatever token they send.
+    pub api_allow_remote: bool,
+}
+
+/// A secret from the configuration: usable, never printed (`Debug` shows `<redacted>`).
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret holding `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `[log]`: what `midge broker` logs, and how. Command-line options (`-v`, `--log-format`) and
+/// the `RUST_LOG` environment variable take precedence.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LogConfig {
+    /// A level (`error`, `warn`, `info`, `debug`, `trace`) or a filter in `RUST_LOG`'s syntax
+    /// (`info,midge_broker=debug`). Default `info`. Reloaded on SIGHUP.
+    pub level: Option<String>,
+    /// `text` (the default) or `json` (one JSON object per line, for log shippers).
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// `[sys]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -683,6 +756,9 @@ impl BrokerConfig {
         }
         self.auth.resolve_paths(dir);
         if let Some(path) = &mut self.persistence.path {
+            resolve(path, dir);
+        }
+        if let Some(path) = &mut self.http.token_file {
             resolve(path, dir);
         }
     }

@@ -21,8 +21,8 @@ pub use auth::FileAuth;
 #[cfg(feature = "runtime")]
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, FileReloader, StartError};
 pub use config::{
-    AuthConfig, BindAddr, BrokerConfig, ListenerConfig, ListenerProtocol, PersistenceConfig,
-    SharedStrategy, SniConfig, SyncMode, TlsConfig,
+    AuthConfig, BindAddr, BrokerConfig, HttpConfig, ListenerConfig, ListenerProtocol, LogConfig,
+    LogFormat, PersistenceConfig, Secret, SharedStrategy, SniConfig, SyncMode, TlsConfig,
 };
 #[cfg(feature = "runtime")]
 pub use driver::Transport;

@@ -15,6 +15,8 @@ pub(crate) struct Counters {
     pub(crate) dropped_inbox_full: AtomicU64,
     pub(crate) dropped_queue_full: AtomicU64,
     pub(crate) dropped_memory_budget: AtomicU64,
+    pub(crate) dropped_congested: AtomicU64,
+    pub(crate) dropped_expired: AtomicU64,
     pub(crate) dropped_retained: AtomicU64,
     pub(crate) dropped_sys_publish: AtomicU64,
     pub(crate) queued_bytes: AtomicUsize,
@@ -39,7 +41,7 @@ pub(crate) fn add(counter: &AtomicU64, n: u64) {
 }
 
 /// A snapshot of the broker's counters, from [`BrokerHandle::stats`](crate::BrokerHandle::stats).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct BrokerStats {
     /// Open connections that got through their handshakes (if any), connected or not yet.
@@ -68,6 +70,14 @@ pub struct BrokerStats {
     pub dropped_queue_full: u64,
     /// Deliveries dropped because the global queue memory budget was spent.
     pub dropped_memory_budget: u64,
+    /// Deliveries dropped at once because their subscriber was congested: an earlier delivery
+    /// waited the whole `backpressure_timeout_ms` for room in its inbox.
+    pub dropped_congested: u64,
+    /// Messages dropped because their Message Expiry Interval ran out while they waited.
+    pub dropped_expired: u64,
+    /// Messages waiting for sessions: in inboxes, and in online and offline sessions' queues
+    /// (held in memory or in the store).
+    pub queued_messages: usize,
     /// Retained PUBLISHes not retained because of `max_retained_messages` or
     /// `max_retained_bytes` (they were still delivered).
     pub dropped_retained: u64,
@@ -116,6 +126,9 @@ impl Counters {
             dropped_inbox_full: self.dropped_inbox_full.load(Relaxed),
             dropped_queue_full: self.dropped_queue_full.load(Relaxed),
             dropped_memory_budget: self.dropped_memory_budget.load(Relaxed),
+            dropped_congested: self.dropped_congested.load(Relaxed),
+            dropped_expired: self.dropped_expired.load(Relaxed),
+            queued_messages: 0,
             dropped_retained: self.dropped_retained.load(Relaxed),
             dropped_sys_publish: self.dropped_sys_publish.load(Relaxed),
             queued_bytes: self.queued_bytes.load(Relaxed),
