@@ -122,7 +122,21 @@ impl BrokerBuilder {
         let addrs: Vec<Option<SocketAddr>> = listeners.iter().map(Bound::local_addr).collect();
         let reloaders: Arc<[Reloader]> = listeners.iter().filter_map(Bound::reloader).collect();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let names = self
+            .config
+            .listeners
+            .iter()
+            .zip(&addrs)
+            .map(|(listener, bound)| {
+                let mut listener = listener.clone();
+                if let Some(bound) = bound {
+                    listener.bind = BindAddr::Tcp(*bound);
+                }
+                listener.describe()
+            })
+            .collect();
         let shared = Core::new(self.config, self.hooks, self.store, self.cluster, now())?;
+        let _ = shared.listener_names.set(names);
         let timer_task = tokio::spawn(timer_loop(shared.clone(), shutdown_rx.clone()));
         let verify_task = tokio::spawn(verify_loop(
             shared.clone(),
