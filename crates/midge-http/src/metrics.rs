@@ -8,7 +8,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::broker_api::Metrics;
+use midge_broker::admin::Metrics;
 
 /// The `Content-Type` of [`render`]'s text.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -95,7 +95,7 @@ impl Collector for Snapshot {
             "midge_connects",
             "CONNECT packets answered, by CONNACK outcome",
             "result",
-            m.connects.iter().map(|(r, n)| (*r, *n)),
+            m.connects.iter().map(|(r, n)| (r.as_str(), *n)),
         )?;
         counters(
             e,
