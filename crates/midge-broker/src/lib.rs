@@ -16,6 +16,8 @@ mod listener;
 mod random;
 mod stats;
 pub mod store;
+#[cfg(feature = "runtime")]
+mod sys;
 
 pub use auth::FileAuth;
 #[cfg(feature = "runtime")]
