@@ -65,7 +65,9 @@ impl Totals {
             bytes_sent: stats.bytes_sent,
             // CONNECTs answered: accepted, or refused with a CONNACK or a closed socket.
             // Sockets that never sent a CONNECT are not among them.
-            connections: stats.connections_total.saturating_sub(stats.transport_errors),
+            connections: stats
+                .connections_total
+                .saturating_sub(stats.transport_errors),
             sockets: stats.connections_total,
         }
     }
@@ -121,14 +123,17 @@ impl Load {
 
     /// Each load topic with its average, per minute.
     pub(crate) fn topics(&self) -> impl Iterator<Item = (String, f64)> + '_ {
-        LOADS.iter().zip(&self.averages).flat_map(|(name, averages)| {
-            WINDOWS
-                .iter()
-                .zip(averages)
-                .map(move |((_, suffix), average)| {
-                    (format!("$SYS/broker/load/{name}/{suffix}"), *average)
-                })
-        })
+        LOADS
+            .iter()
+            .zip(&self.averages)
+            .flat_map(|(name, averages)| {
+                WINDOWS
+                    .iter()
+                    .zip(averages)
+                    .map(move |((_, suffix), average)| {
+                        (format!("$SYS/broker/load/{name}/{suffix}"), *average)
+                    })
+            })
     }
 }
 
