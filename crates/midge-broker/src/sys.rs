@@ -48,14 +48,16 @@ pub(crate) struct Totals {
     pub(crate) bytes_received: u64,
     /// Bytes written to clients.
     pub(crate) bytes_sent: u64,
-    /// CONNECT packets received.
+    /// CONNECT packets answered: accepted, or refused (sockets that never sent one are not
+    /// counted).
     pub(crate) connections: u64,
     /// Connections (sockets) accepted.
     pub(crate) sockets: u64,
 }
 
 impl Totals {
-    fn from_stats(stats: &BrokerStats) -> Self {
+    /// The totals of `stats`, with `connects` CONNECTs answered (accepted or refused).
+    fn from_stats(stats: &BrokerStats, connects: u64) -> Self {
         Self {
             messages_received: stats.messages_received,
             messages_sent: stats.messages_sent,
@@ -63,11 +65,7 @@ impl Totals {
             publish_sent: stats.messages_sent,
             bytes_received: stats.bytes_received,
             bytes_sent: stats.bytes_sent,
-            // CONNECTs answered: accepted, or refused with a CONNACK or a closed socket.
-            // Sockets that never sent a CONNECT are not among them.
-            connections: stats
-                .connections_total
-                .saturating_sub(stats.transport_errors),
+            connections: connects,
             sockets: stats.connections_total,
         }
     }
@@ -169,11 +167,20 @@ pub(crate) fn publish_sys(shared: &Arc<Core>, sys: &Sys) {
         let elapsed = state
             .last
             .map_or(Duration::ZERO, |last| now.saturating_duration_since(last));
-        state.load.update(elapsed, Totals::from_stats(&stats));
+        let connects = shared
+            .counters
+            .connect_results()
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        state
+            .load
+            .update(elapsed, Totals::from_stats(&stats, connects));
         state.last = Some(now);
         state.clients_maximum = state.clients_maximum.max(stats.clients_connected);
         let uptime = now.saturating_duration_since(shared.started()).as_secs();
-        topics(&stats, &state, uptime, rss_bytes())
+        let rss = crate::admin::process_stats().map(|process| process.rss_bytes);
+        topics(&stats, &state, uptime, rss)
     };
     for (topic, value) in values {
         let mut message = Message::new(topic, value, QoS::AtMostOnce);
@@ -281,21 +288,6 @@ fn dropped(stats: &BrokerStats) -> u64 {
         + stats.dropped_memory_budget
         + stats.dropped_congested
         + stats.dropped_expired
-}
-
-/// The process's resident memory in bytes (Linux: `VmRSS` of `/proc/self/status`); `None`
-/// elsewhere.
-fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kib: u64 = line
-        .trim_start_matches("VmRSS:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
 }
 
 #[cfg(test)]
@@ -441,12 +433,5 @@ mod tests {
         assert_eq!(get("$SYS/broker/heap/current"), "4096");
         assert_eq!(get("$SYS/broker/load/sockets/15min"), "0.00");
         assert_eq!(all.len(), 22 + 24);
-    }
-
-    #[test]
-    fn rss_is_read_on_linux() {
-        if cfg!(target_os = "linux") {
-            assert!(rss_bytes().expect("VmRSS") > 0);
-        }
     }
 }

@@ -339,6 +339,14 @@ impl Reloading {
                 return;
             }
         };
+        // The broker's part first: if it refuses the configuration, nothing has changed.
+        let reload = match broker.reload_config(&new) {
+            Ok(reload) => reload,
+            Err(err) => {
+                tracing::error!(target: RELOAD, "{err}; keeping the configuration in use");
+                return;
+            }
+        };
         let mut applied: Vec<String> = Vec::new();
         let mut needs_restart: Vec<String> = Vec::new();
         if new.log.level != self.log.level {
@@ -361,7 +369,6 @@ impl Reloading {
         // Errors are logged by the broker, naming the file and the line; each file that
         // loads is applied.
         let files = broker.file_reloader().reload();
-        let reload = broker.reload_config(&new);
         let not_log = |key: &String| !key.starts_with("log.");
         applied.extend(reload.applied.into_iter().filter(not_log));
         needs_restart.extend(reload.needs_restart.into_iter().filter(not_log));
@@ -387,31 +394,6 @@ impl Reloading {
         // again at each reload until then.
     }
 }
-
-/// Until midge-broker has `BrokerHandle::reload_config` (Part A): nothing is applied.
-/// TEMPORARY: removed when it lands.
-#[cfg(unix)]
-mod config_reload_shim {
-    pub(crate) struct ConfigReload {
-        pub(crate) applied: Vec<String>,
-        pub(crate) needs_restart: Vec<String>,
-    }
-
-    pub(crate) trait ReloadConfig {
-        fn reload_config(&self, new: &midge_broker::BrokerConfig) -> ConfigReload;
-    }
-
-    impl ReloadConfig for midge_broker::BrokerHandle {
-        fn reload_config(&self, _new: &midge_broker::BrokerConfig) -> ConfigReload {
-            ConfigReload {
-                applied: Vec::new(),
-                needs_restart: Vec::new(),
-            }
-        }
-    }
-}
-#[cfg(unix)]
-use config_reload_shim::ReloadConfig as _;
 
 /// What waits for SIGINT (Ctrl-C) or, on Unix, SIGTERM. On Unix both are listened for from
 /// this call on, not from the first poll: a signal while the broker starts stops it

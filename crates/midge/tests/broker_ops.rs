@@ -145,8 +145,8 @@ fn a_bad_log_level_stops_the_broker_with_a_message() {
     assert!(finished.stderr.contains("log.level"), "{}", finished.stderr);
 }
 
-/// `[log] level`s: at `QUIET` the binary's own lines (the reload summaries) show, the
-/// broker's info lines (start-up, the ACL file's reload) do not; at `LOUD` both do.
+/// `[log] level`s: at `QUIET` the reload's own lines (the summaries) show, the broker's info
+/// lines (start-up, connections, the ACL file's reload) do not; at `LOUD` both do.
 const QUIET: &str = "warn,midge::reload=info";
 const LOUD: &str = "info";
 
@@ -181,6 +181,8 @@ async fn sighup_applies_a_new_log_level_and_a_broken_file_changes_nothing() {
     signal(&mut running, "HUP");
     running.wait_for("configuration reloaded", 2);
     running.wait_for("password and ACL files reloaded", 1);
+    connects(port, "loud").await;
+    running.wait_for("client connected", 1);
 
     // A broken file: logged, and nothing changes; the broker still serves.
     std::fs::write(&config, "[limits]\nno_such_key = 1\n").expect("write");
@@ -192,6 +194,7 @@ async fn sighup_applies_a_new_log_level_and_a_broken_file_changes_nothing() {
     write_config(&config, port, QUIET);
     signal(&mut running, "HUP");
     running.wait_for("configuration reloaded", 3);
+    connects(port, "quiet-again").await;
 
     let finished = running.interrupt();
     assert_eq!(finished.code(), Some(0), "{}", finished.stderr);
@@ -200,6 +203,9 @@ async fn sighup_applies_a_new_log_level_and_a_broken_file_changes_nothing() {
     // QUIET from the start: none of the broker's start-up lines.
     assert_eq!(count("accepting"), 0, "{all}");
     assert_eq!(count("password and ACL files reloaded"), 1, "{all}");
+    // "loud" and "after-broken"; not "before" nor "quiet-again".
+    assert_eq!(count("client connected"), 2, "{all}");
+    assert_eq!(count("client_id=before"), 0, "{all}");
     assert_eq!(count("keeping the configuration in use"), 1, "{all}");
     let summaries: Vec<&str> = all
         .lines()
