@@ -145,8 +145,8 @@ pub(crate) struct SysState {
     clients_maximum: usize,
 }
 
-/// The `$SYS` state, shared by the `$SYS` task and [`BrokerHandle::publish_sys`]
-/// (crate::BrokerHandle::publish_sys).
+/// The `$SYS` state, shared by the `$SYS` task and
+/// [`BrokerHandle::publish_sys`](crate::BrokerHandle::publish_sys).
 pub(crate) type Sys = Arc<Mutex<SysState>>;
 
 /// Publishes the `$SYS` topics every `every`, from the first tick (at once) on.
@@ -410,10 +410,12 @@ mod tests {
 
     #[test]
     fn every_topic_is_there_once() {
-        let mut stats = BrokerStats::default();
-        stats.sessions = 5;
-        stats.clients_connected = 3;
-        stats.queued_bytes = 1234;
+        let stats = BrokerStats {
+            sessions: 5,
+            clients_connected: 3,
+            queued_bytes: 1234,
+            ..BrokerStats::default()
+        };
         let state = SysState {
             clients_maximum: 4,
             ..SysState::default()
