@@ -151,11 +151,15 @@ const QUIET: &str = "warn,midge::reload=info";
 const LOUD: &str = "info";
 
 fn write_config(path: &Path, port: u16, level: &str) {
+    write_config_with(path, port, level, "");
+}
+
+fn write_config_with(path: &Path, port: u16, level: &str, more: &str) {
     std::fs::write(
         path,
         format!(
             "[listener]\nbind = \"127.0.0.1:{port}\"\n[sys]\ninterval_secs = 0\n\
-             [auth]\nacl_file = \"acl\"\n[log]\nlevel = \"{level}\"\n"
+             [auth]\nacl_file = \"acl\"\n[log]\nlevel = \"{level}\"\n{more}"
         ),
     )
     .expect("write");
@@ -196,6 +200,13 @@ async fn sighup_applies_a_new_log_level_and_a_broken_file_changes_nothing() {
     running.wait_for("configuration reloaded", 3);
     connects(port, "quiet-again").await;
 
+    // A limit the broker takes live, and one that needs a restart: named apart.
+    let limits = "[limits]\nmax_connections = 50\nmax_packet_size = 4096\n";
+    write_config_with(&config, port, QUIET, limits);
+    signal(&mut running, "HUP");
+    running.wait_for("configuration reloaded", 4);
+    running.wait_for("take effect only after a restart", 1);
+
     let finished = running.interrupt();
     assert_eq!(finished.code(), Some(0), "{}", finished.stderr);
     let all = finished.stderr;
@@ -211,8 +222,19 @@ async fn sighup_applies_a_new_log_level_and_a_broken_file_changes_nothing() {
         .lines()
         .filter(|l| l.contains("configuration reloaded"))
         .collect();
-    assert_eq!(summaries.len(), 3, "{all}");
+    assert_eq!(summaries.len(), 4, "{all}");
     assert!(summaries[0].contains("applied=none"), "{all}");
     assert!(summaries[1].contains("applied=log.level"), "{all}");
     assert!(summaries[2].contains("applied=log.level"), "{all}");
+    assert!(
+        summaries[3].contains("applied=limits.max_connections "),
+        "{all}"
+    );
+    let restart: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains("take effect only after a restart"))
+        .collect();
+    assert_eq!(restart.len(), 1, "{all}");
+    assert!(restart[0].contains(" WARN "), "{all}");
+    assert!(restart[0].contains("keys=limits.max_packet_size"), "{all}");
 }
