@@ -9,7 +9,7 @@
 //! Without node, puppeteer-core or `/usr/bin/chromium` (`$MIDGE_CHROMIUM`) the test skips
 //! loudly, or fails under `MIDGE_REQUIRE_PEERS=1` (`.ci/run` installs them all).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,7 @@ use midge_broker::{Broker, BrokerConfig, BrokerHandle, Secret};
 use midge_client::{
     Client, CloseReason, ConnectionEvent, PublishOptions, QoS, ReasonCode, SubscribeOptions,
 };
+use midge_testkit::peers::require;
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -64,26 +65,16 @@ fn have_puppeteer() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// True if the browser is there. Otherwise skips loudly, or panics under
-/// `MIDGE_REQUIRE_PEERS=1` (as `midge_testkit::peers::require` does for the other crates).
+/// True if the browser is there; otherwise a loud skip (a failure under `MIDGE_REQUIRE_PEERS=1`).
 fn have_browser() -> bool {
     let chromium = chromium();
-    if chromium.is_file() && have_puppeteer() {
-        return true;
-    }
-    let peer = format!(
-        "Chromium ({}) with node and puppeteer-core",
-        chromium.display()
-    );
-    if std::env::var("MIDGE_REQUIRE_PEERS").is_ok_and(|v| v == "1") {
-        panic!("{peer} is not installed, and MIDGE_REQUIRE_PEERS=1 requires it");
-    }
-    // Straight to stderr, past the test harness's capture, so that the skip shows.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: {peer} not installed (MIDGE_REQUIRE_PEERS=1 makes this a failure)"
-    );
-    false
+    require(
+        &format!(
+            "Chromium ({}) with node and puppeteer-core",
+            chromium.display()
+        ),
+        chromium.is_file() && have_puppeteer(),
+    )
 }
 
 /// `dashboard-screenshots/` in the target directory this test was built in.
