@@ -107,9 +107,11 @@ async function main() {
   await page.click('#login-form button[type=submit]');
   await page.waitForSelector('#dashboard', { visible: true, timeout: STEP_TIMEOUT });
 
-  // Rates: the page computes them from two polls a second apart, so a few seconds at most.
+  // Rates: the page computes them from two polls a second apart, and a line needs two of
+  // them, so a few seconds at most.
   await wait(() => ['rate-in', 'rate-out', 'rate-bytes-in', 'rate-bytes-out']
-    .every((id) => Number(document.getElementById(id).dataset.value) > 0));
+    .every((id) => Number(document.getElementById(id).dataset.value) > 0)
+    && [...document.querySelectorAll('.chart polyline')].every((line) => line.points.length >= 2));
   const rates = await page.evaluate(() => {
     const v = (id) => Number(document.getElementById(id).dataset.value);
     const points = (chart, series) => {

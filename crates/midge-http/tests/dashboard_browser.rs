@@ -323,6 +323,8 @@ async fn dashboard_in_chromium() {
         let rate = rates[key].as_f64().unwrap_or_default();
         assert!(rate > 0.0, "rate {key} is {rate}\n{context}");
     }
+    let points = rates["points"].as_u64().unwrap_or_default();
+    assert!(points >= 2, "the charts' lines have {points} points\n{context}");
     // The clients table: both clients, by their ids.
     let listed = listed.unwrap_or_else(|| panic!("no clients listed\n{context}"));
     let ids: Vec<&str> = listed["client_ids"]
