@@ -10,13 +10,15 @@
 //                                                 the charts show non-zero rates
 //   {"event":"listed","client_ids":[...]}        the clients table has CLIENT_ID (text intact)
 //   {"event":"kicked","dialog":...}              its Kick button clicked, the confirmation accepted
-//   {"event":"row-gone"}                         its row left the table
+//   {"event":"row-gone"}                         its row left the table (then the figures
+//                                                 show one client connected)
 //   {"event":"retained-listed","topics":[...]}   the retained table has RETAINED_TOPIC
 //   {"event":"retained-deleted"}                 its Delete button clicked and the row gone
 //   {"event":"error","error":...}
 //   {"event":"done","ok":true|false}             last line; the exit status agrees
-// Screenshots: SCREENSHOT_DIR/{login-refused,before-kick,after-kick}.png. Chromium's console
-// and page errors go to stderr. Every wait is bounded.
+//   {"event":"page-state",...}                  after an error: what the page showed
+// Screenshots: SCREENSHOT_DIR/{login-refused,before-kick,after-kick}.png, and failure.png
+// after an error. Chromium's console and page errors go to stderr. Every wait is bounded.
 'use strict';
 
 const fs = require('fs');
@@ -32,9 +34,28 @@ const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
 
 let browser = null;
 let profile = null;
+let page = null;
+let shots = null;
 
 async function finish(ok, error) {
-  if (error !== undefined) emit({ event: 'error', error: String(error) });
+  if (error !== undefined) {
+    emit({ event: 'error', error: String(error) });
+    // What the page showed then, for the failure message and a person.
+    try {
+      emit({ event: 'page-state', ...(await page.evaluate(() => ({
+        status: document.getElementById('status').textContent,
+        auth_error: document.getElementById('auth-error').textContent,
+        rates: ['rate-in', 'rate-out', 'rate-bytes-in', 'rate-bytes-out']
+          .map((id) => document.getElementById(id).dataset.value),
+        points: [...document.querySelectorAll('.chart polyline')].map((l) => l.points.length),
+        clients: [...document.querySelectorAll('#clients tbody tr')].map((r) => r.dataset.clientId),
+        retained: [...document.querySelectorAll('#retained tbody tr')].map((r) => r.dataset.topic),
+      }))) });
+      await page.screenshot({ path: path.join(shots, 'failure.png'), fullPage: true });
+    } catch (_) {
+      // No page yet, or it is gone.
+    }
+  }
   emit({ event: 'done', ok });
   try {
     if (browser) await browser.close();
@@ -54,9 +75,12 @@ function rowLookup(table, key, value) {
 }
 
 async function main() {
-  const [url, token, clientId, retainedTopic, shots] = process.argv.slice(2);
+  const [url, token, clientId, retainedTopic, dir] = process.argv.slice(2);
+  shots = dir;
   if (!shots) throw new Error('usage: dashboard_browser.js URL TOKEN CLIENT_ID RETAINED_TOPIC SCREENSHOT_DIR');
   fs.mkdirSync(shots, { recursive: true });
+  // One from an earlier failed run would mislead.
+  fs.rmSync(path.join(shots, 'failure.png'), { force: true });
 
   profile = fs.mkdtempSync(path.join(os.tmpdir(), 'midge-chromium-'));
   browser = await puppeteer.launch({
@@ -78,7 +102,7 @@ async function main() {
     userDataDir: profile,
     timeout: 20000,
   });
-  const page = await browser.newPage();
+  page = await browser.newPage();
   await page.setViewport({ width: 1280, height: 1000 });
   page.on('console', (m) => process.stderr.write(`[chromium console] ${m.text()}\n`));
   page.on('pageerror', (e) => process.stderr.write(`[chromium page error] ${e}\n`));
@@ -155,6 +179,8 @@ async function main() {
   await wait((table, key, value) => ![...document.querySelectorAll(`#${table} tbody tr`)]
     .some((r) => r.dataset[key] === value), 'clients', 'clientId', clientId);
   emit({ event: 'row-gone' });
+  // The figures follow within a poll or two: one client connected, the publisher.
+  await wait(() => document.getElementById('stat-clients').textContent === '1');
   await page.screenshot({ path: path.join(shots, 'after-kick.png'), fullPage: true });
 
   // The retained message, listed and deleted.

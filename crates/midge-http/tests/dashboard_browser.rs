@@ -324,7 +324,10 @@ async fn dashboard_in_chromium() {
         assert!(rate > 0.0, "rate {key} is {rate}\n{context}");
     }
     let points = rates["points"].as_u64().unwrap_or_default();
-    assert!(points >= 2, "the charts' lines have {points} points\n{context}");
+    assert!(
+        points >= 2,
+        "the charts' lines have {points} points\n{context}"
+    );
     // The clients table: both clients, by their ids.
     let listed = listed.unwrap_or_else(|| panic!("no clients listed\n{context}"));
     let ids: Vec<&str> = listed["client_ids"]
