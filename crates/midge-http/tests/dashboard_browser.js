@@ -135,7 +135,11 @@ async function main() {
   // them, so a few seconds at most.
   await wait(() => ['rate-in', 'rate-out', 'rate-bytes-in', 'rate-bytes-out']
     .every((id) => Number(document.getElementById(id).dataset.value) > 0)
-    && [...document.querySelectorAll('.chart polyline')].every((line) => line.points.length >= 2));
+    && [...document.querySelectorAll('.chart polyline')].every((line) => line.points.length >= 2))
+    .catch(async (e) => {
+      const shown = await page.$$eval('.legend b', (bs) => bs.map((b) => `${b.id} ${b.dataset.value}`));
+      throw new Error(`the rates did not all become non-zero: ${shown.join(', ')} (${e.message})`);
+    });
   const rates = await page.evaluate(() => {
     const v = (id) => Number(document.getElementById(id).dataset.value);
     const points = (chart, series) => {
