@@ -319,13 +319,9 @@ impl Admin {
         let stats = self.core.stats();
         let (queued_messages, inflight_messages) = (stats.queued_messages, self.core.in_flight());
         let mut by_listener = HashMap::<(u16, &'static str), usize>::new();
-        let mut online = 0;
         self.core.for_each_connection(|open| {
             let protocol = match &open.client {
-                Some(client) => {
-                    online += 1;
-                    version_name(client.info.version)
-                }
+                Some(client) => version_name(client.info.version),
                 None => "connecting",
             };
             *by_listener.entry((open.listener, protocol)).or_default() += 1;
@@ -353,8 +349,8 @@ impl Admin {
             connections,
             connects: counters.connect_results(),
             disconnects: counters.close_reasons(),
-            sessions_online: online,
-            sessions_offline: stats.sessions.saturating_sub(online),
+            sessions_online: stats.clients_connected,
+            sessions_offline: stats.sessions.saturating_sub(stats.clients_connected),
             subscriptions: stats.subscriptions,
             shared_subscriptions: counters.shared_subscriptions.load(Relaxed),
             retained_messages: stats.retained_messages,
@@ -430,12 +426,22 @@ impl Admin {
         let summary = found?;
         let mut subscriptions = Vec::new();
         let index = self.core.index_read();
+        // A walk of the whole index (it is keyed by filter), allocating only for this
+        // client's subscriptions.
         index.for_each(|found| {
-            visit_subscriptions(&index, found, |info| {
-                if info.client_id == client_id {
-                    subscriptions.push(info);
+            let theirs = match &found {
+                Match::Subscription { key, .. } => key.as_str() == client_id,
+                Match::SharedGroup { members, .. } => {
+                    members.iter().any(|(key, _)| key.as_str() == client_id)
                 }
-            });
+            };
+            if theirs {
+                visit_subscriptions(&index, found, |info| {
+                    if info.client_id == client_id {
+                        subscriptions.push(info);
+                    }
+                });
+            }
         });
         drop(index);
         subscriptions.sort();
@@ -521,9 +527,11 @@ impl Admin {
         // A topic name has no wildcards, so as a filter it matches itself alone.
         let exact = TopicFilter::with_limits(topic, &limits).map_err(invalid)?;
         let mut found = false;
-        self.core
-            .store
-            .retained_matching(&exact, &mut |_| found = true);
+        // Compared, for a name that parses as a shared filter (`$share/g/x` is a topic name
+        // too, and as a filter it stands for `x`).
+        self.core.store.retained_matching(&exact, &mut |retained| {
+            found |= retained.message.topic.as_str() == topic;
+        });
         if found {
             self.core.set_retained(&name, None);
             tracing::info!(topic, "retained message deleted by an operator");

@@ -276,3 +276,46 @@ async fn limits_reload_live_and_other_keys_are_reported_as_needing_a_restart() {
     let (_, ack) = Peer::connect_with(addr, midge_codec::Connect::new(V5, "third")).await;
     assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
 }
+
+/// Lowering `max_retained_messages` below the count held refuses new topics, not updates of
+/// the topics held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lowering_max_retained_erases_topics_that_are_refreshed() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let admin = broker.admin();
+    let mut p = Peer::connect(addr, V5, "p").await;
+    for topic in ["r/1", "r/2"] {
+        p.publish(topic, "v1", QoS::AtLeastOnce, true).await;
+    }
+    let mut config = test_config();
+    config.listeners[0].bind = midge_broker::BindAddr::Tcp("127.0.0.1:0".parse().expect("addr"));
+    config.limits.max_retained_messages = 1;
+    broker.reload_config(&config).expect("valid");
+    p.publish("r/1", "v2", QoS::AtLeastOnce, true).await;
+    let topics: Vec<_> = admin
+        .retained(None, None, 10)
+        .expect("valid")
+        .topics
+        .into_iter()
+        .map(|t| (t.topic, t.payload_preview))
+        .collect();
+    assert!(
+        topics.contains(&("r/1".to_owned(), "v2".to_owned())),
+        "r/1 refreshed, not erased: {topics:?}"
+    );
+}
+
+/// `$share/g/x` is a topic name of its own, though as a filter it stands for `x`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_retained_of_a_share_like_topic() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let admin = broker.admin();
+    let mut p = Peer::connect(addr, V5, "p").await;
+    p.publish("x", "keep me", QoS::AtLeastOnce, true).await;
+    let deleted = admin.delete_retained("$share/g/x");
+    let left = admin.retained(None, None, 10).expect("valid").topics.len();
+    assert!(matches!(deleted, Ok(false)), "no such topic: {deleted:?}");
+    assert_eq!(left, 1, "x's message stays");
+}

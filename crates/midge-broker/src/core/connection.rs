@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -1122,6 +1122,12 @@ impl Connection {
             add(&core.counters.deliveries_denied, dropped as u64);
         }
         let present = session.is_some();
+        // What the session dropped before is counted already; what accepting drops (in-flight
+        // messages now too large for the client) is news.
+        let drops_so_far = session.as_ref().map_or((0, 0), |s| {
+            let stats = s.stats();
+            (stats.dropped_expired, stats.dropped_too_large)
+        });
         self.conn.accept(now, session);
         // The session's changes are written under its client identifier, which is ours from
         // here.
@@ -1134,21 +1140,17 @@ impl Connection {
         core.counters.connect_result(ReasonCode::SUCCESS);
         let info = &connect.info;
         tracing::info!(
-            client_id = %client_id,
+            client_id = ?client_id.as_str(),
             peer = %info.peer,
             listener = info.listener,
             version = %version_name(connect.version),
             clean_start = connect.clean_start,
             keep_alive = connect.keep_alive,
-            username = info.username.as_ref().map(|u| u.as_str()),
+            username = ?info.username.as_ref().map(|u| u.as_str()),
             session_present = present,
             "client connected"
         );
         core.hooks.on_connected(info, present);
-        let drops_so_far = self.conn.session().map_or((0, 0), |s| {
-            let stats = s.stats();
-            (stats.dropped_expired, stats.dropped_too_large)
-        });
         let view = Arc::new(ClientView {
             slot: connect.slot.clone(),
             info: connect.info.clone(),
@@ -1156,7 +1158,8 @@ impl Connection {
             clean_start: connect.clean_start,
             connected_at: now,
             in_flight: AtomicU32::new(0),
-            drops_counted: std::sync::Mutex::new(drops_so_far),
+            expired_counted: AtomicU64::new(drops_so_far.0),
+            too_large_counted: AtomicU64::new(drops_so_far.1),
         });
         core.update_connection(self.number, |open| open.client = Some(view.clone()));
         self.client = Some(view);
@@ -1733,22 +1736,28 @@ impl Connection {
             if view.in_flight.load(Relaxed) != in_flight {
                 view.in_flight.store(in_flight, Relaxed);
             }
-            // The session counts what it drops itself; the broker's figures take the news.
+            // The session counts what it drops itself; the broker's figures take the news
+            // (rare: the shared counters are written only then).
             let stats = session.stats();
-            let mut counted = view
-                .drops_counted
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let counters = &self.core.counters;
-            add(
-                &counters.dropped_expired,
-                stats.dropped_expired.saturating_sub(counted.0),
-            );
-            add(
-                &counters.dropped_too_large,
-                stats.dropped_too_large.saturating_sub(counted.1),
-            );
-            *counted = (stats.dropped_expired, stats.dropped_too_large);
+            for (total, counted, counter) in [
+                (
+                    stats.dropped_expired,
+                    &view.expired_counted,
+                    &counters.dropped_expired,
+                ),
+                (
+                    stats.dropped_too_large,
+                    &view.too_large_counted,
+                    &counters.dropped_too_large,
+                ),
+            ] {
+                let new = total.saturating_sub(counted.load(Relaxed));
+                if new > 0 {
+                    counted.store(total, Relaxed);
+                    add(counter, new);
+                }
+            }
         }
     }
 
@@ -1926,20 +1935,23 @@ impl Connection {
             ServerCloseReason::Refused(code) => {
                 core.counters.connect_result(code);
                 tracing::info!(
-                    client_id = %self.info.client_id,
+                    client_id = ?self.conn.client_id().as_str(),
                     peer = %self.info.peer,
                     reason = %code,
                     "connection refused"
                 );
             }
             _ if self.client.is_some() => tracing::info!(
-                client_id = %self.info.client_id,
+                client_id = ?self.info.client_id.as_str(),
                 peer = %self.info.peer,
                 reason = %close_reason_text(reason),
                 "client disconnected"
             ),
             _ => tracing::debug!(peer = %self.info.peer, ?reason, "connection closed"),
         }
+        // Gone from the admin view at once, though the connection may take a while to close:
+        // its session goes on offline or with another connection.
+        core.update_connection(self.number, |open| open.client = None);
         // The will leaves this connection: published, dropped, or kept with the offline
         // session, which counts it again.
         core.release(self.inbox.take_will_charge());

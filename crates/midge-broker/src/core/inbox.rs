@@ -370,6 +370,11 @@ impl Inbox {
     /// it.
     pub(crate) fn queued_messages(&self) -> usize {
         let queue = self.lock();
+        // Closed: the session has gone on (offline, or to another connection), and counts
+        // there.
+        if queue.closed {
+            return 0;
+        }
         let (session, _) = SessionQueue(self.session.load(Ordering::Relaxed)).get();
         let session = if session == usize::MAX { 0 } else { session };
         queue.deliveries.len().saturating_add(session)

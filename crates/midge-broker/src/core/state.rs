@@ -377,7 +377,9 @@ pub(crate) struct ClientView {
     /// Messages sent and not yet acknowledged, as the connection last reported.
     pub(crate) in_flight: std::sync::atomic::AtomicU32,
     /// The session's own drop counts (expired, too large) already added to the broker's.
-    pub(crate) drops_counted: Mutex<(u64, u64)>,
+    /// Only the connection touches them.
+    pub(crate) expired_counted: AtomicU64,
+    pub(crate) too_large_counted: AtomicU64,
 }
 
 /// Retained messages kept, and the bytes they hold.
@@ -532,13 +534,18 @@ impl Core {
         };
         // Set first and undo if it did not fit: only the store knows whether the topic had
         // a message, which decides whether the count grows.
+        let before = (usage.messages, usage.bytes);
         usage.add(&new);
         let journaled = self.journal().map(|_| new.clone());
         if let Some(old) = self.store.set_retained(topic, Some(new)) {
             usage.remove(&old);
         }
-        if usage.messages > self.live.max_retained_messages()
-            || usage.bytes > self.live.max_retained_bytes()
+        // Only a change that grows what is kept can be refused: a broker whose limits were
+        // lowered below what it holds (a reload) still takes updates of what it has.
+        let grew = usage.messages > before.0 || usage.bytes > before.1;
+        if grew
+            && (usage.messages > self.live.max_retained_messages()
+                || usage.bytes > self.live.max_retained_bytes())
         {
             self.counters.dropped_retained.fetch_add(1, Relaxed);
             if let Some(refused) = self.store.set_retained(topic, None) {
@@ -698,9 +705,15 @@ impl Core {
     fn for_each_offline(&self, mut visit: impl FnMut(&Session, QueueUse)) {
         let slots: Vec<Arc<Slot>> = self.registry().iter().map(|r| r.0.clone()).collect();
         for slot in slots {
+            // A slot locked now is skipped rather than waited for: this may be called from
+            // a hook that runs under a slot's lock, and a figure a moment out of date does
+            // no harm.
+            let Ok(state) = slot.state.try_lock() else {
+                continue;
+            };
             if let SlotState::Offline {
                 session, on_disk, ..
-            } = &*slot.lock()
+            } = &*state
             {
                 visit(session, *on_disk);
             }
