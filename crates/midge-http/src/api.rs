@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -36,6 +36,7 @@ pub(crate) struct AppState {
     /// token's, so that neither its bytes nor its length leak through timing.
     pub(crate) token: Option<[u8; 32]>,
     pub(crate) allow_remote: bool,
+    pub(crate) metrics: crate::metrics::MetricsCache,
 }
 
 impl std::fmt::Debug for AppState {
@@ -84,6 +85,12 @@ impl From<AdminError> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(err: QueryRejection) -> Self {
         Self::bad_request(err.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(err: PathRejection) -> Self {
+        Self::new(err.status(), err.body_text())
     }
 }
 
@@ -199,8 +206,17 @@ async fn dashboard() -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = crate::metrics::render(state.admin.metrics());
-    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+    match state.metrics.text(&state.admin).await {
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(err) => {
+            tracing::error!(%err, "cannot render the metrics");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot render the metrics",
+            )
+            .into_response()
+        }
+    }
 }
 
 async fn health() -> &'static str {
@@ -252,7 +268,11 @@ async fn clients(
     Ok(Json(state.admin.clients(page.after.as_deref(), limit)).into_response())
 }
 
-async fn client(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn client(
+    State(state): State<Arc<AppState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Response> {
+    let Path(id) = id?;
     match state.admin.client(&id) {
         Some(detail) => Ok(Json(detail).into_response()),
         None => Err(ApiError::not_found(format!(
@@ -261,9 +281,12 @@ async fn client(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> A
     }
 }
 
-async fn kick(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn kick(
+    State(state): State<Arc<AppState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let Path(id) = id?;
     if state.admin.kick(&id) {
-        tracing::info!(client_id = %id, "client disconnected through the admin API");
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!(
@@ -295,7 +318,6 @@ async fn delete_retained(
 ) -> ApiResult<StatusCode> {
     let Query(TopicQuery { topic }) = query?;
     if state.admin.delete_retained(&topic)? {
-        tracing::info!(%topic, "retained message deleted through the admin API");
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!(
@@ -343,4 +365,77 @@ async fn publish(
         request.retain,
     )?;
     Ok(Json(serde_json::json!({ "sessions": sessions })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use tower_service::Service;
+
+    use super::*;
+
+    const TOKEN: &str = "a-token";
+
+    /// The API's answer to `GET /api/v1/broker` with the token from `peer` (none: no peer
+    /// known).
+    async fn status_from(router: &mut Router, peer: Option<&str>) -> StatusCode {
+        let mut request = Request::builder()
+            .uri("/api/v1/broker")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(Peer(peer.parse().unwrap()));
+        }
+        router.call(request).await.unwrap().status()
+    }
+
+    /// The loopback rule on the peer's address alone, without a network: IPv4 and IPv6
+    /// loopback, and IPv4 loopback seen on a dual-stack socket, are this machine.
+    #[tokio::test]
+    async fn the_api_answers_loopback_peers_only_unless_allowed() {
+        let broker = midge_broker::Broker::builder()
+            .bind("127.0.0.1:0".parse().unwrap())
+            .start()
+            .await
+            .unwrap();
+        for allow_remote in [false, true] {
+            let state = Arc::new(AppState {
+                admin: broker.admin(),
+                token: Some(digest(TOKEN)),
+                allow_remote,
+                metrics: crate::metrics::MetricsCache::new(
+                    Duration::from_secs(1),
+                    Arc::new(AtomicU64::new(0)),
+                ),
+            });
+            let mut router = router(state, 1024);
+            let remote = if allow_remote {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            for (peer, expected) in [
+                (Some("127.0.0.1:40000"), StatusCode::OK),
+                (Some("127.1.2.3:40000"), StatusCode::OK),
+                (Some("[::1]:40000"), StatusCode::OK),
+                (Some("[::ffff:127.0.0.1]:40000"), StatusCode::OK),
+                (Some("10.0.0.1:40000"), remote),
+                (Some("[::ffff:10.0.0.1]:40000"), remote),
+                (Some("[2001:db8::1]:40000"), remote),
+                (Some("[::]:40000"), remote),
+                (None, remote),
+            ] {
+                assert_eq!(
+                    status_from(&mut router, peer).await,
+                    expected,
+                    "from {peer:?}, api_allow_remote = {allow_remote}"
+                );
+            }
+        }
+        broker.shutdown().await;
+    }
 }

@@ -9,6 +9,7 @@ mod server;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +53,16 @@ pub enum HttpError {
     /// `[http] token` is empty.
     #[error("[http] token is empty")]
     EmptyToken,
+    /// The token (of `[http] token` or `token_file`) holds a character that an HTTP header
+    /// cannot carry, a control character or one outside ASCII: no request could send it.
+    #[error(
+        "the API token's character {position} is a control character or not ASCII, which an \
+         HTTP header cannot carry: use printable ASCII characters only"
+    )]
+    TokenCharacter {
+        /// Which character, counting from 1 (the token itself is not shown).
+        position: usize,
+    },
     /// Both `[http] token` and `token_file` are set.
     #[error("[http] token and token_file are both set: set one")]
     TwoTokens,
@@ -67,7 +78,9 @@ pub struct HttpLimits {
     /// keep-alive connection stays open; past it the connection is closed. Default 10 s.
     pub header_read_timeout: Duration,
     /// How long a request may take from its headers to its response, body included; past it
-    /// the answer is 408 Request Timeout. Default 30 s.
+    /// the answer is 408 Request Timeout. Also how long writing an answer may go without
+    /// progress (a client that does not read what it asked for); past it the connection is
+    /// closed. Default 30 s.
     pub request_timeout: Duration,
     /// The most bytes a request's head (request line and headers) may take; a larger one is
     /// answered 431 Request Header Fields Too Large and its connection closed. Default 16 KiB,
@@ -79,6 +92,9 @@ pub struct HttpLimits {
     /// The most HTTP connections open at once; more are closed as soon as they are accepted.
     /// Default 256.
     pub max_connections: usize,
+    /// The shortest time between two renderings of `/metrics`: the scrapes that come within
+    /// it get the text rendered first. Default 1 s.
+    pub metrics_interval: Duration,
 }
 
 impl Default for HttpLimits {
@@ -89,6 +105,7 @@ impl Default for HttpLimits {
             max_header_bytes: 16 * 1024,
             max_body_bytes: 64 * 1024,
             max_connections: 256,
+            metrics_interval: Duration::from_secs(1),
         }
     }
 }
@@ -127,16 +144,19 @@ pub fn serve_with_limits(
     let local_addr = listener
         .local_addr()
         .map_err(|source| HttpError::Bind { addr, source })?;
+    let metrics_renders = Arc::new(AtomicU64::new(0));
     let state = Arc::new(api::AppState {
         admin,
         token: token.as_deref().map(api::digest),
         allow_remote: config.api_allow_remote,
+        metrics: metrics::MetricsCache::new(limits.metrics_interval, metrics_renders.clone()),
     });
     let router = api::router(state, limits.max_body_bytes);
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(server::accept_loop(listener, router, limits, stopped));
     Ok(HttpServer {
         local_addr,
+        metrics_renders,
         stop,
         task: Some(task),
     })
@@ -144,6 +164,23 @@ pub fn serve_with_limits(
 
 /// The token from `[http] token` or `token_file`, if either is set.
 fn token(config: &HttpConfig) -> Result<Option<String>, HttpError> {
+    let token = given_token(config)?;
+    if let Some(token) = &token {
+        // What `Authorization: Bearer <token>` can carry, and what the API reads from it:
+        // printable ASCII (spaces and tabs inside too).
+        let unsendable = token
+            .chars()
+            .position(|c| !(c.is_ascii_graphic() || c == ' ' || c == '\t'));
+        if let Some(index) = unsendable {
+            return Err(HttpError::TokenCharacter {
+                position: index + 1,
+            });
+        }
+    }
+    Ok(token)
+}
+
+fn given_token(config: &HttpConfig) -> Result<Option<String>, HttpError> {
     match (&config.token, &config.token_file) {
         (Some(_), Some(_)) => Err(HttpError::TwoTokens),
         (Some(token), None) if token.expose().trim().is_empty() => Err(HttpError::EmptyToken),
@@ -167,6 +204,7 @@ fn token(config: &HttpConfig) -> Result<Option<String>, HttpError> {
 #[derive(Debug)]
 pub struct HttpServer {
     local_addr: SocketAddr,
+    metrics_renders: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
 }
@@ -175,6 +213,12 @@ impl HttpServer {
     /// The address it listens on (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// How many times `/metrics` was rendered (for tests).
+    #[doc(hidden)]
+    pub fn metrics_renders(&self) -> u64 {
+        self.metrics_renders.load(Ordering::Relaxed)
     }
 
     /// Stops accepting connections, lets the requests in progress finish (for at most 5

@@ -1,5 +1,15 @@
 //! `/metrics`: the broker's figures in the Prometheus text format (0.0.4), rendered from one
-//! [`Metrics`] snapshot per scrape.
+//! [`Metrics`] snapshot at most once per [`HttpLimits::metrics_interval`](crate::HttpLimits),
+//! and shared by the scrapes that come within it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Mutex;
+use tokio::task::JoinError;
+use tokio::time::Instant;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -8,12 +18,55 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use midge_broker::admin::Metrics;
+use midge_broker::admin::{Admin, Metrics};
 
 /// The `Content-Type` of [`render`]'s text.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 const QOS: [&str; 3] = ["0", "1", "2"];
+
+/// The last rendered text and when it was rendered. Rendering visits every connection and
+/// session of the broker (and lists the process's open files): it runs on a blocking thread,
+/// at most once per `interval`, and scrapes that come meanwhile get the same text (those that
+/// come during a rendering wait for it).
+#[derive(Debug)]
+pub(crate) struct MetricsCache {
+    interval: Duration,
+    last: Mutex<Option<(Instant, Bytes)>>,
+    /// How many times the text was rendered (for tests: [`crate::HttpServer::metrics_renders`]).
+    renders: Arc<AtomicU64>,
+}
+
+impl MetricsCache {
+    pub(crate) fn new(interval: Duration, renders: Arc<AtomicU64>) -> Self {
+        Self {
+            interval,
+            last: Mutex::new(None),
+            renders,
+        }
+    }
+
+    /// The text: the last one if it is younger than `interval`, or a new one.
+    pub(crate) async fn text(&self, admin: &Admin) -> Result<Bytes, JoinError> {
+        let mut last = self.last.lock().await;
+        if let Some((rendered, text)) = &*last {
+            if rendered.elapsed() < self.interval {
+                return Ok(text.clone());
+            }
+        }
+        let admin = admin.clone();
+        let renders = self.renders.clone();
+        let text = tokio::task::spawn_blocking(move || {
+            renders.fetch_add(1, Ordering::Relaxed);
+            Bytes::from(render(admin.metrics()))
+        })
+        .await?;
+        // From the rendering's end: however long rendering takes, the endpoint spends at
+        // most one rendering per interval.
+        *last = Some((Instant::now(), text.clone()));
+        Ok(text)
+    }
+}
 
 /// `metrics` in the Prometheus text format.
 pub(crate) fn render(metrics: Metrics) -> String {

@@ -13,6 +13,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_io_timeout::TimeoutStream;
 use tower_service::Service;
 
 use crate::api::{ApiError, Peer};
@@ -105,7 +106,12 @@ async fn connection(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192));
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    // A client that stops reading its answers (pipelining requests all the same) would block
+    // the answer's write for ever and keep its connection's slot: a write or flush that makes
+    // no progress for `request_timeout` fails, and the connection closes.
+    let mut stream = TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(request_timeout));
+    let connection = builder.serve_connection(TokioIo::new(Box::pin(stream)), service);
     tokio::pin!(connection);
     let finished = tokio::select! {
         result = connection.as_mut() => Some(result),

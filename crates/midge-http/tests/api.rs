@@ -40,6 +40,26 @@ async fn health_ready_and_dashboard_need_no_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_api_endpoint_refuses_a_missing_or_wrong_token() {
     let setup = start_default(Some(TOKEN)).await;
+    // What the refused requests would change: a retained message on `a`, a client `someone`
+    // subscribed to `a`.
+    let someone = client(setup.mqtt(), "someone").await;
+    someone
+        .publish(
+            "a",
+            "kept",
+            PublishOptions::with_qos(QoS::AtLeastOnce).retain(true),
+        )
+        .await
+        .unwrap();
+    let (_, mut messages) = someone
+        .subscribe("a", SubscribeOptions::with_qos(QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    let retained = tokio::time::timeout(WAIT, messages.recv())
+        .await
+        .expect("the retained message arrives in time")
+        .expect("a message");
+    assert_eq!(retained.payload().as_ref(), b"kept");
     let endpoints = [
         (Method::GET, "/api/v1/broker", None),
         (Method::GET, "/api/v1/clients", None),
@@ -69,8 +89,32 @@ async fn every_api_endpoint_refuses_a_missing_or_wrong_token() {
         let answer = raw_request(stream, &format!("{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {basic}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")).await;
         assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     }
-    // Nothing was done: the publish was refused before it reached the broker.
-    assert_eq!(setup.broker.stats().messages_received, 0);
+    // Nothing was done. The refused publishes never reached the subscriber: the next message
+    // it gets is the one published now, with the token, on a connection that was not kicked.
+    let published = request(
+        setup.addr(),
+        Method::POST,
+        "/api/v1/publish",
+        Some(TOKEN),
+        Some(r#"{"topic": "a", "payload": "with the token"}"#),
+    )
+    .await;
+    assert_eq!(published.status, StatusCode::OK, "{}", published.body);
+    let next = tokio::time::timeout(WAIT, messages.recv())
+        .await
+        .expect("the message arrives in time")
+        .expect("a message: the client is still connected");
+    assert_eq!(next.payload().as_ref(), b"with the token");
+    let detail = get(setup.addr(), "/api/v1/clients/someone").await;
+    assert_eq!(detail.status, StatusCode::OK, "{}", detail.body);
+    // The retained message is still there.
+    let retained = get(setup.addr(), "/api/v1/retained").await.json();
+    assert_eq!(retained["topics"][0]["topic"], "a", "{retained}");
+    assert_eq!(
+        retained["topics"][0]["payload_preview"], "kept",
+        "{retained}"
+    );
+    drop(someone);
     setup.stop().await;
 }
 
@@ -397,4 +441,71 @@ async fn every_api_endpoint_answers() {
     round_trip(mqtt).await;
     drop(c1);
     setup.stop().await;
+}
+
+/// A path segment that is not UTF-8 once decoded is refused with a JSON error, like every
+/// other error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_id_that_is_not_utf8_gets_a_json_error() {
+    let setup = start_default(Some(TOKEN)).await;
+    for (method, path) in [
+        (Method::GET, "/api/v1/clients/%ff"),
+        (Method::POST, "/api/v1/clients/%ff/kick"),
+    ] {
+        let answer = request(setup.addr(), method, path, Some(TOKEN), None).await;
+        answer.error(StatusCode::BAD_REQUEST);
+        assert_eq!(answer.headers["content-type"], "application/json");
+    }
+    setup.stop().await;
+}
+
+/// A token that no `Authorization` header could carry is refused at start, without showing
+/// the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_no_header_can_carry_is_refused_at_start() {
+    let broker = midge_broker::Broker::builder()
+        .config(test_config())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    for (token, position) in [
+        ("pässword-secret", 2),
+        ("secret\u{7f}x", 7),
+        ("sec\nret", 4),
+        ("secret\u{0}", 7),
+    ] {
+        let err = midge_http::serve(broker.admin(), &http_config(Some(token))).unwrap_err();
+        assert!(
+            matches!(err, HttpError::TokenCharacter { position: p } if p == position),
+            "{token:?}: {err:?}"
+        );
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+    // From a file too.
+    let dir = std::env::temp_dir().join(format!("midge-http-bad-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    std::fs::write(&file, "secret\u{1b}[31m\n").unwrap();
+    let mut http = http_config(None);
+    http.token_file = Some(file);
+    let err = midge_http::serve(broker.admin(), &http).unwrap_err();
+    assert!(
+        matches!(err, HttpError::TokenCharacter { position: 7 }),
+        "{err:?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+    // Printable ASCII, with spaces and tabs inside, is fine, and matches.
+    let server = midge_http::serve(broker.admin(), &http_config(Some("a b\tc~!"))).expect("serves");
+    let answer = request(
+        server.local_addr(),
+        Method::GET,
+        "/api/v1/broker",
+        Some("a b\tc~!"),
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    server.shutdown().await;
+    broker.shutdown().await;
 }

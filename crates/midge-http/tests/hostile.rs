@@ -9,7 +9,7 @@ use common::*;
 use hyper::{Method, StatusCode};
 use midge_http::HttpLimits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Reads until the peer closes (or resets) the connection; what it sent.
 async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Vec<u8> {
@@ -205,6 +205,58 @@ async fn connections_past_the_cap_are_closed() {
         answer.starts_with(b"HTTP/1.1 200")
     })
     .await;
+    round_trip(setup.mqtt()).await;
+    setup.stop().await;
+}
+
+/// Clients that pipeline requests and never read the answers: the server's writes stall, and
+/// past `request_timeout` without progress their connections close and free their slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_loses_its_connection() {
+    let mut limits = HttpLimits::default();
+    limits.max_connections = 2;
+    limits.header_read_timeout = Duration::from_secs(1);
+    limits.request_timeout = Duration::from_secs(1);
+    let setup = start(http_config(Some(TOKEN)), limits).await;
+    let addr = setup.addr();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(1024).unwrap();
+        let mut stream = socket.connect(addr).await.unwrap();
+        // Pipelined requests for the metrics, far more answers than the buffers hold; never
+        // read.
+        let many = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(3000);
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), stream.write_all(many.as_bytes())).await;
+        held.push(stream);
+    }
+    // Both slots are taken by clients that do not read; they are freed within the timeouts.
+    eventually("a connection is served again", || async {
+        let Ok(mut stream) = TcpStream::connect(addr).await else {
+            return false;
+        };
+        let _ = stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        let answer = read_until_closed(&mut stream, WAIT).await;
+        answer.starts_with(b"HTTP/1.1 200")
+    })
+    .await;
+    // The stalled connections were closed by the server, not left open.
+    for stream in &mut held {
+        let mut buf = vec![0; 1 << 16];
+        let closed = tokio::time::timeout(WAIT, async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a stalled connection is still open");
+    }
     round_trip(setup.mqtt()).await;
     setup.stop().await;
 }

@@ -239,3 +239,65 @@ async fn metrics_count_a_known_workload_exactly() {
     drop(subscriber);
     setup.stop().await;
 }
+
+/// The line of a broker that has accepted no CONNECT yet.
+const NO_CONNECTS: &str = "midge_connects_total{result=\"success\"} 0";
+
+/// Scrapes are cheap to send and the text is dear to make (it visits every connection and
+/// session): concurrent scrapes and those within `metrics_interval` share one rendering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrapes_within_the_interval_share_one_rendering() {
+    let mut limits = midge_http::HttpLimits::default();
+    limits.metrics_interval = std::time::Duration::from_secs(3600);
+    let setup = start(http_config(Some(TOKEN)), limits).await;
+    let addr = setup.addr();
+    let scrapes: Vec<_> = (0..32)
+        .map(|_| {
+            tokio::spawn(
+                async move { request(addr, hyper::Method::GET, "/metrics", None, None).await },
+            )
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for scrape in scrapes {
+        let answer = scrape.await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        bodies.push(answer.body);
+    }
+    assert_eq!(
+        setup.http.metrics_renders(),
+        1,
+        "one rendering for every scrape"
+    );
+    assert!(bodies.iter().all(|body| *body == bodies[0]));
+    assert!(bodies[0].contains(NO_CONNECTS), "{}", bodies[0]);
+    // The figures change; within the interval the text does not.
+    let c = client(setup.mqtt(), "changes-the-figures").await;
+    let again = request(addr, hyper::Method::GET, "/metrics", None, None).await;
+    assert_eq!(again.body, bodies[0]);
+    assert_eq!(setup.http.metrics_renders(), 1);
+    drop(c);
+    setup.stop().await;
+}
+
+/// Past the interval, a scrape renders the figures anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_after_the_interval_sees_new_figures() {
+    let mut limits = midge_http::HttpLimits::default();
+    limits.metrics_interval = std::time::Duration::from_millis(100);
+    let setup = start(http_config(Some(TOKEN)), limits).await;
+    let addr = setup.addr();
+    let before = request(addr, hyper::Method::GET, "/metrics", None, None).await;
+    assert!(before.body.contains(NO_CONNECTS), "{}", before.body);
+    let c = client(setup.mqtt(), "changes-the-figures").await;
+    eventually("a later scrape counts the connect", || async {
+        let after = request(addr, hyper::Method::GET, "/metrics", None, None).await;
+        after
+            .body
+            .contains("midge_connects_total{result=\"success\"} 1")
+    })
+    .await;
+    assert!(setup.http.metrics_renders() >= 2);
+    drop(c);
+    setup.stop().await;
+}

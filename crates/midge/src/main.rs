@@ -310,6 +310,12 @@ fn start_http(
     broker: &midge_broker::BrokerHandle,
 ) -> Result<Option<midge_http::HttpServer>, String> {
     if config.bind.is_none() {
+        if config.token.is_some() || config.token_file.is_some() {
+            tracing::warn!(
+                "[http] token or token_file is set but [http] bind is not: there is no HTTP \
+                 endpoint, and no admin API (set bind to serve it)"
+            );
+        }
         return Ok(None);
     }
     let server = midge_http::serve(broker.admin(), config).map_err(|e| e.to_string())?;

@@ -136,6 +136,31 @@ fn the_config_file_sets_the_format_and_the_flag_overrides_it() {
 }
 
 #[test]
+fn an_api_token_without_an_http_bind_is_warned_about() {
+    let dir = TempDir::new("http-token");
+    let port = free_port();
+    let config = dir.path("midge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listener]\nbind = \"127.0.0.1:{port}\"\n[sys]\ninterval_secs = 0\n\
+             [http]\ntoken = \"a-token\"\n"
+        ),
+    )
+    .expect("write");
+    let mut running = broker(&[], Some(&config));
+    running.wait_for("[http] bind is not", 1);
+    let finished = running.interrupt();
+    let warning = finished
+        .stderr
+        .lines()
+        .find(|l| l.contains("[http] bind is not"))
+        .unwrap_or_else(|| panic!("no warning: {}", finished.stderr));
+    assert!(warning.contains(" WARN "), "{warning}");
+    assert!(!finished.stderr.contains("a-token"), "{}", finished.stderr);
+}
+
+#[test]
 fn a_bad_log_level_stops_the_broker_with_a_message() {
     let dir = TempDir::new("level");
     let config = dir.path("midge.toml");
