@@ -231,6 +231,7 @@ fn broker(args: BrokerArgs) -> ExitCode {
         // action ends the process).
         #[cfg(unix)]
         let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        let http_config = config.http.clone();
         let mut builder = Broker::builder().config(config);
         let store = store.map(Arc::new);
         if let Some(store) = &store {
@@ -243,6 +244,14 @@ fn broker(args: BrokerArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let http = match start_http(&http_config, &broker) {
+            Ok(http) => http,
+            Err(err) => {
+                tracing::error!("{err}");
+                broker.shutdown().await;
+                return ExitCode::FAILURE;
+            }
+        };
         #[cfg(unix)]
         let reload = tokio::spawn(reload_on_sighup(hangups, broker.file_reloader()));
         wait_for_signal().await;
@@ -250,6 +259,9 @@ fn broker(args: BrokerArgs) -> ExitCode {
         reload.abort();
         tracing::info!("shutting down");
         broker.shutdown().await;
+        if let Some(http) = http {
+            http.shutdown().await;
+        }
         // With `sync = "interval"` the last changes wait for the next commit: make them now.
         if let Some(store) = &store {
             if let Err(err) = store.flush() {
@@ -259,6 +271,23 @@ fn broker(args: BrokerArgs) -> ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+/// Starts the HTTP endpoint (metrics, health checks, admin API, dashboard) if `[http] bind`
+/// is set. Its `/ready` says "not ready" while the broker stops, so it stops after the broker.
+fn start_http(
+    config: &midge_broker::HttpConfig,
+    broker: &midge_broker::BrokerHandle,
+) -> Result<Option<midge_http::HttpServer>, String> {
+    if config.bind.is_none() {
+        return Ok(None);
+    }
+    let server = midge_http::serve(broker.admin(), config).map_err(|e| e.to_string())?;
+    tracing::info!(
+        address = %server.local_addr(),
+        "HTTP endpoint listening (/metrics, /health, /ready, /api/v1, dashboard at /)"
+    );
+    Ok(Some(server))
 }
 
 /// Reloads the listeners' certificates and the password and ACL files on every SIGHUP.

@@ -1,0 +1,346 @@
+//! The routes: metrics, health checks, the dashboard page and the admin API.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::broker_api::{Admin, AdminError};
+
+/// The dashboard page, served at `/`.
+const DASHBOARD: &str = include_str!("../assets/dashboard.html");
+
+/// Items per page when a request does not say.
+const DEFAULT_LIMIT: usize = 100;
+/// The most items one page holds.
+const MAX_LIMIT: usize = 1000;
+
+/// The peer of the connection a request came on, put in each request's extensions.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
+/// What the handlers share.
+pub(crate) struct AppState {
+    pub(crate) admin: Admin,
+    /// SHA-256 of the token: compared in constant time, and of one length whatever the
+    /// token's, so that neither its bytes nor its length leak through timing.
+    pub(crate) token: Option<[u8; 32]>,
+    pub(crate) allow_remote: bool,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("token", &self.token.map(|_| "<redacted>"))
+            .field("allow_remote", &self.allow_remote)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// An error answer: its status and `{"error": message}`.
+#[derive(Debug)]
+pub(crate) struct ApiError(StatusCode, String);
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self(status, message.into())
+    }
+
+    fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, what)
+    }
+
+    fn bad_request(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, what)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(err: AdminError) -> Self {
+        Self::bad_request(err.to_string())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(err: QueryRejection) -> Self {
+        Self::bad_request(err.body_text())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(err: BytesRejection) -> Self {
+        Self::new(err.status(), err.body_text())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub(crate) fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    let api = Router::new()
+        .route("/broker", get(broker))
+        .route("/clients", get(clients))
+        .route("/clients/{id}", get(client))
+        .route("/clients/{id}/kick", post(kick))
+        .route("/retained", get(retained).delete(delete_retained))
+        .route("/subscriptions", get(subscriptions))
+        .route("/publish", post(publish))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this endpoint does not answer that method",
+    )
+}
+
+/// The admin API's gate: a configured token, a loopback peer (unless remote clients are
+/// allowed), and `Authorization: Bearer <token>`.
+async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let Some(expected) = &state.token else {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the admin API is off: set [http] token or token_file",
+        )
+        .into_response();
+    };
+    let loopback = request
+        .extensions()
+        .get::<Peer>()
+        .is_some_and(|peer| peer.0.ip().is_loopback() || is_mapped_loopback(peer.0));
+    if !loopback && !state.allow_remote {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the admin API answers this machine only: set [http] api_allow_remote = true to open it to the network",
+        )
+        .into_response();
+    }
+    let given = bearer(request.headers()).map(digest);
+    let matches = given.is_some_and(|given| bool::from(given.ct_eq(expected)));
+    if !matches {
+        let mut response = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            if given.is_none() {
+                "this endpoint needs an Authorization: Bearer header with the API token"
+            } else {
+                "wrong API token"
+            },
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    next.run(request).await
+}
+
+/// An IPv4 loopback peer seen on a dual-stack IPv6 socket (`::ffff:127.0.0.1`).
+fn is_mapped_loopback(peer: SocketAddr) -> bool {
+    match peer {
+        SocketAddr::V6(v6) => v6.ip().to_ipv4_mapped().is_some_and(|ip| ip.is_loopback()),
+        SocketAddr::V4(_) => false,
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme in any case).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        DASHBOARD,
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let text = crate::metrics::render(state.admin.metrics());
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, &'static str) {
+    if state.admin.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+async fn broker(State(state): State<Arc<AppState>>) -> Response {
+    Json(serde_json::json!({
+        "info": state.admin.info(),
+        "stats": state.admin.stats(),
+    }))
+    .into_response()
+}
+
+/// `?after=…&limit=…`, and `filter` where a list may be filtered.
+#[derive(Debug, Deserialize)]
+struct Page {
+    after: Option<String>,
+    limit: Option<usize>,
+    filter: Option<String>,
+}
+
+impl Page {
+    fn limit(&self) -> ApiResult<usize> {
+        match self.limit {
+            None => Ok(DEFAULT_LIMIT),
+            Some(limit @ 1..=MAX_LIMIT) => Ok(limit),
+            Some(_) => Err(ApiError::bad_request(format!(
+                "limit must be from 1 to {MAX_LIMIT}"
+            ))),
+        }
+    }
+}
+
+async fn clients(
+    State(state): State<Arc<AppState>>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(page) = page?;
+    let limit = page.limit()?;
+    Ok(Json(state.admin.clients(page.after.as_deref(), limit)).into_response())
+}
+
+async fn client(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
+    match state.admin.client(&id) {
+        Some(detail) => Ok(Json(detail).into_response()),
+        None => Err(ApiError::not_found(format!(
+            "no client {id:?} is connected"
+        ))),
+    }
+}
+
+async fn kick(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    if state.admin.kick(&id) {
+        tracing::info!(client_id = %id, "client disconnected through the admin API");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!(
+            "no client {id:?} is connected"
+        )))
+    }
+}
+
+async fn retained(
+    State(state): State<Arc<AppState>>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(page) = page?;
+    let limit = page.limit()?;
+    let topics = state
+        .admin
+        .retained(page.filter.as_deref(), page.after.as_deref(), limit)?;
+    Ok(Json(topics).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct TopicQuery {
+    topic: String,
+}
+
+async fn delete_retained(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<TopicQuery>, QueryRejection>,
+) -> ApiResult<StatusCode> {
+    let Query(TopicQuery { topic }) = query?;
+    if state.admin.delete_retained(&topic)? {
+        tracing::info!(%topic, "retained message deleted through the admin API");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!(
+            "no retained message on {topic:?}"
+        )))
+    }
+}
+
+async fn subscriptions(
+    State(state): State<Arc<AppState>>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(page) = page?;
+    let limit = page.limit()?;
+    let subscriptions =
+        state
+            .admin
+            .subscriptions(page.filter.as_deref(), page.after.as_deref(), limit);
+    Ok(Json(subscriptions).into_response())
+}
+
+/// `POST /api/v1/publish`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    topic: String,
+    payload: String,
+    #[serde(default)]
+    qos: u8,
+    #[serde(default)]
+    retain: bool,
+}
+
+async fn publish(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let body = body?;
+    let request: PublishRequest = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::bad_request(format!("invalid request body: {err}")))?;
+    let sessions = state.admin.publish(
+        &request.topic,
+        Bytes::from(request.payload),
+        request.qos,
+        request.retain,
+    )?;
+    Ok(Json(serde_json::json!({ "sessions": sessions })).into_response())
+}
