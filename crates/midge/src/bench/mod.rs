@@ -905,7 +905,10 @@ mod tests {
             (&["conn", "-d", "0s"], "--duration"),
             (&["conn", "--concurrency", "0"], "--concurrency"),
             (&["fanin", "--prefix", "a/#"], "wildcard"),
-            (&["fanin", "--scrape", "https://127.0.0.1/metrics"], "http://"),
+            (
+                &["fanin", "--scrape", "https://127.0.0.1/metrics"],
+                "http://",
+            ),
             (
                 &[
                     "fanin",
