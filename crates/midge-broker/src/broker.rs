@@ -10,9 +10,11 @@ use midge_proto::Message;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::admin::Admin;
 use crate::auth::FileAuth;
 use crate::config::BindAddr;
 use crate::config::{BrokerConfig, ConfigError};
+use crate::core::live::{needs_restart, ConfigReload};
 use crate::core::Core;
 use crate::driver::{now, Transport};
 use crate::hooks::{AllowAll, Hooks};
@@ -287,6 +289,7 @@ pub struct BrokerHandle {
 pub struct FileReloader {
     tls: Arc<[Reloader]>,
     auth: Arc<FileAuth>,
+    core: Arc<Core>,
 }
 
 impl std::fmt::Debug for FileReloader {
@@ -301,6 +304,25 @@ impl std::fmt::Debug for FileReloader {
 }
 
 impl FileReloader {
+    /// Applies what may change while the broker runs from `new`, the configuration read
+    /// again: the limits `max_connections`, `max_sessions`, `backpressure_timeout_ms`,
+    /// `max_queued_bytes_total`, `max_retained_messages`, `max_retained_bytes` and
+    /// `close_timeout_ms`, from the next time each is checked. Other keys that changed are
+    /// listed in [`ConfigReload::needs_restart`] and left as they were. A configuration that
+    /// does not validate changes nothing.
+    ///
+    /// The files the configuration names are read again by [`FileReloader::reload`], not
+    /// here.
+    pub fn reload_config(&self, new: &BrokerConfig) -> Result<ConfigReload, ConfigError> {
+        new.validate()?;
+        let applied = self.core.live.apply(&new.limits);
+        let needs_restart = needs_restart(&self.core.config, new);
+        Ok(ConfigReload {
+            applied,
+            needs_restart,
+        })
+    }
+
     /// Reads every TLS listener's certificate, key and client CA files again, and the
     /// password and ACL files. Handshakes from then on use the new certificates (open
     /// connections keep theirs), and every check from then on the new rules: a connected
@@ -387,17 +409,30 @@ impl BrokerHandle {
         self.file_reloader().reload()
     }
 
+    /// Applies what may change while the broker runs from `new`, the configuration read
+    /// again; see [`FileReloader::reload_config`].
+    pub fn reload_config(&self, new: &BrokerConfig) -> Result<ConfigReload, ConfigError> {
+        self.file_reloader().reload_config(new)
+    }
+
     /// What reloads the broker's files, for a task of its own (a signal handler).
     pub fn file_reloader(&self) -> FileReloader {
         FileReloader {
             tls: self.reloaders.clone(),
             auth: self.shared.file_auth().clone(),
+            core: self.shared.clone(),
         }
     }
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> BrokerStats {
         self.shared.stats()
+    }
+
+    /// The admin view: figures, clients, subscriptions and retained messages, and actions on
+    /// them. It can outlive the handle, and stays usable (empty) once the broker stopped.
+    pub fn admin(&self) -> Admin {
+        Admin::new(self.shared.clone())
     }
 
     /// Publishes a message as the broker itself (no client): retained if flagged, routed to

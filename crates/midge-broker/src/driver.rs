@@ -168,7 +168,7 @@ pub(crate) fn run<S: Transport>(
     async move {
         let mut stream = stream;
         let unsent = drive(&mut connection, &mut stream).await;
-        let close_timeout = Duration::from_millis(connection.core().config.limits.close_timeout_ms);
+        let close_timeout = connection.core().live.close_timeout();
         let _ = tokio::time::timeout(
             close_timeout,
             Box::pin(close(&mut connection, stream, unsent)),

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod admin;
 pub mod auth;
 #[cfg(feature = "runtime")]
 mod broker;
@@ -17,6 +18,7 @@ mod random;
 mod stats;
 pub mod store;
 
+pub use admin::{Admin, AdminError, Metrics};
 pub use auth::FileAuth;
 #[cfg(feature = "runtime")]
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, FileReloader, StartError};
@@ -24,6 +26,7 @@ pub use config::{
     AuthConfig, BindAddr, BrokerConfig, HttpConfig, ListenerConfig, ListenerProtocol, LogConfig,
     LogFormat, PersistenceConfig, Secret, SharedStrategy, SniConfig, SyncMode, TlsConfig,
 };
+pub use core::live::ConfigReload;
 #[cfg(feature = "runtime")]
 pub use driver::Transport;
 pub use hooks::{

@@ -391,7 +391,7 @@ fn admit<S>(
 {
     let accepted_at = now();
     let counters = &core.counters;
-    let max = core.config.limits.max_connections;
+    let max = core.live.max_connections();
     let open = counters.connections.load(Relaxed) + counters.handshaking.load(Relaxed);
     let admission = match gate.admit() {
         // Far over the limit: not even a CONNACK. (Up to twice the limit, the CONNECT is

@@ -317,7 +317,7 @@ fn a_qos_2_publish_that_reached_some_subscribers_is_acknowledged_with_success() 
         other => panic!("expected PUBACK 0x97, got {other:?}"),
     }
     while broker.recv_publish(reader).is_some() {}
-    let dropped = broker.core().stats().dropped_inbox_full;
+    let dropped = broker.core().stats().dropped_congested;
 
     let id = std::num::NonZeroU16::new(500).expect("non-zero");
     let publish = midge_codec::Publish {
@@ -332,7 +332,7 @@ fn a_qos_2_publish_that_reached_some_subscribers_is_acknowledged_with_success() 
         Some(Packet::PubRec(ack)) => assert_eq!(ack.reason_code, ReasonCode::SUCCESS),
         other => panic!("expected PUBREC 0x00, got {other:?}"),
     }
-    assert_eq!(broker.core().stats().dropped_inbox_full, dropped + 1);
+    assert_eq!(broker.core().stats().dropped_congested, dropped + 1);
     assert!(broker.recv_publish(reader).is_some());
 
     // The PUBREC was lost with the connection: the client sends the PUBLISH again.

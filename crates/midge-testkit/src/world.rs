@@ -392,7 +392,9 @@ impl World {
     fn log_counters(&mut self) {
         if let Some(stats) = self.stats() {
             self.record(Event::Counters(Counters {
-                dropped_inbox_full: stats.dropped_inbox_full,
+                // Waited out, or dropped at once for a congested client: both for want of
+                // room in an inbox.
+                dropped_inbox_full: stats.dropped_inbox_full + stats.dropped_congested,
                 dropped_queue_full: stats.dropped_queue_full,
                 dropped_memory_budget: stats.dropped_memory_budget,
                 dropped_retained: stats.dropped_retained,

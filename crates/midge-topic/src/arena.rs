@@ -76,6 +76,15 @@ impl<N> Arena<N> {
         self.live
     }
 
+    /// Every live node with its id, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &N)> {
+        self.slots.iter().enumerate().filter_map(|(index, slot)| {
+            let node = slot.as_ref()?;
+            // An id is its slot's index (`slot_index`).
+            Some((u32::try_from(index).ok()?, node))
+        })
+    }
+
     pub(crate) fn get(&self, id: u32) -> Option<&N> {
         self.slots.get(slot_index(id))?.as_ref()
     }

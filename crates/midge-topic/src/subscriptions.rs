@@ -351,6 +351,27 @@ impl<K: Eq + Hash, V> SubscriptionIndex<K, V> {
         }
     }
 
+    /// Calls `visit` once for every subscription and once for every shared group, in no
+    /// particular order: for listing what the index holds (an admin view), not for routing.
+    /// [`SubscriptionIndex::filter_text`] gives each one's filter.
+    pub fn for_each<'s>(&'s self, mut visit: impl FnMut(Match<'s, K, V>)) {
+        for (id, _) in self.nodes.iter() {
+            self.visit_node(id, &mut visit);
+        }
+    }
+
+    /// Calls `visit` for the subscriptions whose filter is exactly `filter` (its pattern,
+    /// whatever its share name), and for the shared groups on that filter.
+    pub fn for_each_with_filter<'s>(
+        &'s self,
+        filter: &TopicFilter<'_>,
+        mut visit: impl FnMut(Match<'s, K, V>),
+    ) {
+        if let Some(id) = self.find_path(filter.pattern()) {
+            self.visit_node(id, &mut visit);
+        }
+    }
+
     /// The filter `id` stands for, or `None` if it is no longer in the index.
     #[must_use]
     pub fn filter_text(&self, id: FilterId) -> Option<String> {

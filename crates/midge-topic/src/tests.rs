@@ -1,7 +1,7 @@
 //! Examples and rules from MQTT 5.0 (and 3.1.1) section 4.7 and 4.8, checked on the filter
 //! matcher and both indexes.
 
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use crate::{Limits, Match, RetainedIndex, SubscriptionIndex, TopicError, TopicFilter, TopicName};
@@ -426,4 +426,51 @@ fn debug_shows_counts_not_contents() {
         alloc::format!("{retained:?}"),
         "RetainedIndex { len: 1, .. }"
     );
+}
+
+#[test]
+fn for_each_lists_every_subscription_and_group_with_its_filter() {
+    let mut index = SubscriptionIndex::new();
+    index.insert(&filter("a/b"), 1, 'x');
+    index.insert(&filter("a/+"), 2, 'y');
+    index.insert(&filter("#"), 3, 'z');
+    index.insert(&filter("$share/g/a/b"), 4, 'w');
+    index.insert(&filter("$share/g/a/b"), 5, 'v');
+    index.remove(&filter("a/+"), &2);
+    let mut seen = Vec::new();
+    index.for_each(|found| match found {
+        Match::Subscription { filter, key, .. } => {
+            seen.push((index.filter_text(filter).unwrap_or_default(), *key, None));
+        }
+        Match::SharedGroup {
+            filter,
+            share_name,
+            members,
+        } => {
+            for (key, _) in members {
+                seen.push((
+                    index.filter_text(filter).unwrap_or_default(),
+                    *key,
+                    Some(share_name.to_string()),
+                ));
+            }
+        }
+    });
+    seen.sort();
+    let g = Some("g".to_string());
+    assert_eq!(
+        seen,
+        [
+            ("#".to_string(), 3, None),
+            ("a/b".to_string(), 1, None),
+            ("a/b".to_string(), 4, g.clone()),
+            ("a/b".to_string(), 5, g),
+        ]
+    );
+    let mut exact = 0;
+    index.for_each_with_filter(&filter("a/b"), |_| exact += 1);
+    assert_eq!(exact, 2, "the plain subscription and the group");
+    let mut none = 0;
+    index.for_each_with_filter(&filter("a/c"), |_| none += 1);
+    assert_eq!(none, 0);
 }

@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ use midge_topic::TopicFilter;
 
 use super::handover::{self, Answer, Awaited, Handover, TakeOver};
 use super::inbox::{Inbox, QueueUse, SHRINK_ABOVE};
-use super::state::{Blocked, Core, Offered, Registered, Routed, Slot, SlotState, Sub};
+use super::state::{Blocked, ClientView, Core, Offered, Registered, Routed, Slot, SlotState, Sub};
 use super::verify::Ticket;
 use crate::hooks::{AuthExchange, AuthRequest, AuthStep, ClientInfo, ConnectRequest};
 use crate::stats::add;
@@ -56,7 +56,8 @@ pub struct Connection {
     /// The client, once its CONNECT is accepted (`slot` is set then); before that only the
     /// peer address is filled in.
     info: ClientInfo,
-    slot: Option<Arc<Slot>>,
+    /// The client as the admin view shows it, with its slot, once its CONNECT is accepted.
+    client: Option<Arc<ClientView>>,
     /// Deliveries, takeover requests and shutdown arrive here.
     inbox: Arc<Inbox>,
     /// Deliveries just taken from the inbox, and the ACL's recent answers; boxed, so that
@@ -156,6 +157,8 @@ struct Accepting {
     slot: Arc<Slot>,
     clean_start: bool,
     version: ProtocolVersion,
+    /// The Keep Alive in effect, in seconds.
+    keep_alive: u16,
     /// The will, for the journal (only when the store has one).
     will: Option<midge_codec::Will>,
 }
@@ -268,7 +271,7 @@ impl Connection {
         let core = core.clone();
         let open = core.counters.connections.fetch_add(1, Relaxed);
         core.counters.connections_total.fetch_add(1, Relaxed);
-        let over_limit = open >= core.config.limits.max_connections;
+        let over_limit = open >= core.live.max_connections();
         let number = core.next_conn.fetch_add(1, Relaxed);
         let conn = ServerConnection::new(core.server_config.clone(), now);
         let inbox = Arc::new(Inbox::new());
@@ -287,7 +290,7 @@ impl Connection {
                 verified: false,
                 by_password_file: false,
             },
-            slot: None,
+            client: None,
             scratch: None,
             handover: None,
             signalled: false,
@@ -328,6 +331,9 @@ impl Connection {
     pub fn set_listener(&mut self, listener: usize, local: bool) {
         // Configurations have far fewer listeners; one past the range names none.
         self.info.listener = u16::try_from(listener).unwrap_or(u16::MAX);
+        let index = self.info.listener;
+        self.core
+            .update_connection(self.number, |open| open.listener = index);
         self.info.local |= local;
     }
 
@@ -499,7 +505,7 @@ impl Connection {
         // it into the session's queue needs no room of its own.
         if self.deliveries_waiting && self.retained.is_none() && self.conn.is_connected() {
             self.deliveries_waiting = false;
-            self.take_deliveries();
+            self.take_deliveries(now);
         }
     }
 
@@ -725,11 +731,9 @@ impl Connection {
         match check {
             None => self.authenticated(now, connect),
             Some(check) => {
-                let ticket = core.verifications.push(
-                    check,
-                    self.inbox.clone(),
-                    core.config.limits.max_connections,
-                );
+                let ticket =
+                    core.verifications
+                        .push(check, self.inbox.clone(), core.live.max_connections());
                 let until = now + Duration::from_millis(core.config.limits.connect_timeout_ms);
                 self.waiting = Some(Box::new(Waiting::Verify {
                     connect,
@@ -939,7 +943,7 @@ impl Connection {
         }
         // Claim the client's slot: route new messages to our inbox from now on, and take the
         // session from its previous owner (offline, or a connection we take over).
-        let max_sessions = core.config.limits.max_sessions;
+        let max_sessions = core.live.max_sessions();
         let mut on_disk = 0;
         let mut floor = 0;
         let (slot, mut existing, awaited) = loop {
@@ -1040,6 +1044,7 @@ impl Connection {
             slot,
             clean_start: connect.clean_start,
             version: connect.protocol,
+            keep_alive: keep_alive_in_effect(connect.keep_alive, core.server_config.max_keep_alive),
             will: core.journal().and(connect.will.clone()),
         };
         match awaited {
@@ -1047,12 +1052,10 @@ impl Connection {
                 // The old connection answers between two packets: it may first have to wait
                 // up to the backpressure timeout for a full inbox. Giving up before that would
                 // start a new session and lose the old one's queued messages.
-                let limits = &core.config.limits;
-                let wait = Duration::from_millis(
-                    limits
-                        .close_timeout_ms
-                        .saturating_add(limits.backpressure_timeout_ms),
-                );
+                let wait = core
+                    .live
+                    .close_timeout()
+                    .saturating_add(core.live.backpressure_timeout());
                 self.waiting = Some(Box::new(Waiting::Takeover {
                     connect: accepting,
                     awaited,
@@ -1128,10 +1131,36 @@ impl Connection {
         // session's queue, which they count against together with the inbox.
         self.sync_budget();
         core.counters.clients_connected.fetch_add(1, Relaxed);
-        tracing::debug!(client_id = %client_id, peer = %self.info.peer, version = ?connect.version, session_present = present, "client connected");
-        core.hooks.on_connected(&connect.info, present);
+        core.counters.connect_result(ReasonCode::SUCCESS);
+        let info = &connect.info;
+        tracing::info!(
+            client_id = %client_id,
+            peer = %info.peer,
+            listener = info.listener,
+            version = %version_name(connect.version),
+            clean_start = connect.clean_start,
+            keep_alive = connect.keep_alive,
+            username = info.username.as_ref().map(|u| u.as_str()),
+            session_present = present,
+            "client connected"
+        );
+        core.hooks.on_connected(info, present);
+        let drops_so_far = self.conn.session().map_or((0, 0), |s| {
+            let stats = s.stats();
+            (stats.dropped_expired, stats.dropped_too_large)
+        });
+        let view = Arc::new(ClientView {
+            slot: connect.slot.clone(),
+            info: connect.info.clone(),
+            keep_alive: connect.keep_alive,
+            clean_start: connect.clean_start,
+            connected_at: now,
+            in_flight: AtomicU32::new(0),
+            drops_counted: std::sync::Mutex::new(drops_so_far),
+        });
+        core.update_connection(self.number, |open| open.client = Some(view.clone()));
+        self.client = Some(view);
         self.info = connect.info;
-        self.slot = Some(connect.slot);
         self.accepted = true;
         // A takeover request (or the broker's stop) that arrived while this CONNECT was
         // decided waited for it.
@@ -1149,9 +1178,11 @@ impl Connection {
         packet_id: Option<midge_codec::PacketId>,
     ) {
         let core = self.core.clone();
-        core.counters.messages_received.fetch_add(1, Relaxed);
+        core.counters
+            .messages
+            .received(message.qos, message.payload.len());
         // The client's, once its CONNECT is accepted (fields apart: the memo is borrowed too).
-        if self.slot.is_none() {
+        if self.client.is_none() {
             return;
         }
         let info = &self.info;
@@ -1209,7 +1240,7 @@ impl Connection {
         // One deadline covers all of them: waiting the timeout for each in turn kept the
         // connection from answering a takeover for as many timeouts as there were stuck
         // subscribers, longer than the taking-over connection waits for its session.
-        let until = now + Duration::from_millis(core.config.limits.backpressure_timeout_ms);
+        let until = now + core.live.backpressure_timeout();
         self.waiting = Some(Box::new(Waiting::Publish { pending, until }));
     }
 
@@ -1255,7 +1286,7 @@ impl Connection {
         until: Instant,
     ) -> Option<PendingPublish> {
         let core = self.core.clone();
-        self.take_deliveries();
+        self.take_deliveries(now);
         // A connection taking over the session waits for it only so long: answer it now
         // rather than after this wait. The publish is not acknowledged then (the connection
         // closes), so its client sends it again.
@@ -1491,9 +1522,14 @@ impl Connection {
         }
     }
 
+    /// The client's slot, once its CONNECT is accepted.
+    fn slot(&self) -> Option<&Arc<Slot>> {
+        self.client.as_ref().map(|c| &c.slot)
+    }
+
     /// The client, once its CONNECT is accepted.
     fn client(&self) -> Option<&ClientInfo> {
-        self.slot.as_ref().map(|_| &self.info)
+        self.client.as_ref().map(|_| &self.info)
     }
 
     /// The inbox signalled: the broker is stopping, another connection asks for the session,
@@ -1505,9 +1541,14 @@ impl Connection {
 
     /// Acts on a takeover request or the broker's shutdown, if either came.
     fn take_signals(&mut self) {
-        let signals = self.inbox.signals(self.slot.is_some());
+        let signals = self.inbox.signals(self.client.is_some());
         if signals.shutting_down {
             self.shut_down();
+        }
+        if signals.kicked && !self.shutting_down {
+            // DISCONNECT 0x98 under 5.0; a 3.x client's connection just closes.
+            self.shutting_down = true;
+            self.conn.disconnect(ReasonCode::ADMINISTRATIVE_ACTION);
         }
         if let Some(reply) = signals.takeover {
             self.handover = Some(reply);
@@ -1524,17 +1565,13 @@ impl Connection {
 
     /// Moves deliveries from the inbox into the session's queue, at most [`INBOX_BATCH`] per
     /// wake-up so that input is not starved.
-    fn take_deliveries(&mut self) {
+    fn take_deliveries(&mut self, now: Instant) {
         let mut scratch = self.scratch.take().unwrap_or_default();
         let mut taken = std::mem::take(&mut scratch.taken);
         self.inbox
             .take(INBOX_BATCH, &mut taken, &self.core.inbox_limits);
         for delivery in taken.drain(..) {
-            if self
-                .slot
-                .as_ref()
-                .is_some_and(|s| s.holds_copy_of(delivery.tag))
-            {
+            if self.slot().is_some_and(|s| s.holds_copy_of(delivery.tag)) {
                 // Read back from the journal already (see `Slot::floor`).
                 self.core.release(delivery.size());
                 continue;
@@ -1554,11 +1591,14 @@ impl Connection {
                 .user_hooks
                 .authorize_read(&self.info, &delivery.message)
             {
+                // From the PUBLISH's arrival to here: routing, the inbox and this task's turn.
+                let latency = now.saturating_duration_since(delivery.received_at);
+                self.core.counters.messages.delivered_after(latency);
                 self.admit(delivery);
             } else {
                 self.core.release(delivery.size());
                 self.core.counters.deliveries_denied.fetch_add(1, Relaxed);
-                if let Some(slot) = &self.slot {
+                if let Some(slot) = self.slot() {
                     self.core.journal_finished(slot, delivery.tag);
                 }
             }
@@ -1604,7 +1644,6 @@ impl Connection {
     /// Expired ones are skipped, and removed from the store [MQTT-3.3.2-5].
     fn send_retained(&mut self, now: Instant) {
         let core = self.core.clone();
-        let mut sent = 0u64;
         let mut released = 0;
         let mut expired = Vec::new();
         while self.retained_ready() {
@@ -1630,7 +1669,7 @@ impl Connection {
             } else {
                 // Into a persistent session's queue: kept as routed messages are, in order
                 // with them.
-                let slot = self.slot.as_ref().filter(|s| s.journaled.load(Relaxed));
+                let slot = self.slot().filter(|s| s.journaled.load(Relaxed));
                 if let (Some(slot), Some(journal)) = (slot, core.journal()) {
                     delivery.tag = journal.next_tag();
                     journal.write(Change::Enqueue {
@@ -1639,18 +1678,18 @@ impl Connection {
                     });
                 }
                 let tag = delivery.tag;
+                let (qos, payload) = (delivery.qos, delivery.message.payload.len());
                 if self.conn.deliver(delivery) {
-                    sent += 1;
+                    core.counters.messages.sent(qos, 1, payload);
                 } else {
                     core.counters.dropped_queue_full.fetch_add(1, Relaxed);
-                    if let Some(slot) = &self.slot {
+                    if let Some(slot) = self.slot() {
                         core.journal_finished(slot, tag);
                     }
                 }
             }
         }
         core.release(released);
-        add(&core.counters.messages_sent, sent);
         // Expired retained messages are gone for good [MQTT-3.3.2-5]: found here, they are
         // removed instead of being skipped on every later SUBSCRIBE.
         for r in expired {
@@ -1666,8 +1705,9 @@ impl Connection {
     /// and is released as the queue drains ([`Self::sync_budget`]).
     fn admit(&mut self, delivery: Delivery) {
         self.counted += delivery.size();
+        let (qos, payload) = (delivery.qos, delivery.message.payload.len());
         self.conn.deliver_admitted(delivery);
-        self.core.counters.messages_sent.fetch_add(1, Relaxed);
+        self.core.counters.messages.sent(qos, 1, payload);
     }
 
     /// Brings the global budget and the inbox's view of the session's queue in line with the
@@ -1688,6 +1728,28 @@ impl Connection {
         }
         self.counted = queued.bytes;
         self.inbox.report_session_queue(queued);
+        if let Some(view) = &self.client {
+            let in_flight = u32::try_from(session.in_flight()).unwrap_or(u32::MAX);
+            if view.in_flight.load(Relaxed) != in_flight {
+                view.in_flight.store(in_flight, Relaxed);
+            }
+            // The session counts what it drops itself; the broker's figures take the news.
+            let stats = session.stats();
+            let mut counted = view
+                .drops_counted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let counters = &self.core.counters;
+            add(
+                &counters.dropped_expired,
+                stats.dropped_expired.saturating_sub(counted.0),
+            );
+            add(
+                &counters.dropped_too_large,
+                stats.dropped_too_large.saturating_sub(counted.1),
+            );
+            *counted = (stats.dropped_expired, stats.dropped_too_large);
+        }
     }
 
     fn on_subscribe(
@@ -1697,7 +1759,7 @@ impl Connection {
         subscription_id: Option<midge_codec::SubscriptionId>,
     ) {
         let core = self.core.clone();
-        let (Some(info), Some(slot)) = (self.client(), self.slot.as_ref()) else {
+        let (Some(info), Some(slot)) = (self.client(), self.slot()) else {
             return;
         };
         let limits = core.config.topic_limits();
@@ -1743,7 +1805,7 @@ impl Connection {
                 };
                 let existed = index.insert(&filter, info.client_id.clone(), sub).is_some();
                 if !existed {
-                    core.counters.subscriptions.fetch_add(1, Relaxed);
+                    core.counters.subscribed(&filter);
                 }
                 granted.push((request, filter, existed));
             }
@@ -1796,11 +1858,7 @@ impl Connection {
                 .retained
                 .as_ref()
                 .map_or(0, |b| b.reserved / RETAINED_ENTRY);
-            let room = core
-                .config
-                .limits
-                .max_retained_messages
-                .saturating_sub(waiting);
+            let room = core.live.max_retained_messages().saturating_sub(waiting);
             let mut refused = 0u64;
             core.store.retained_matching(&filter, &mut |r| {
                 if batch.messages.len() < room && core.reserve(RETAINED_ENTRY) {
@@ -1833,16 +1891,13 @@ impl Connection {
             }
             if let Ok(f) = TopicFilter::with_limits(filter.as_str(), &limits) {
                 if index.remove(&f, &info.client_id).is_some() {
-                    self.core.counters.subscriptions.fetch_sub(1, Relaxed);
+                    self.core.counters.unsubscribed(&f);
                 }
             }
         }
         drop(index);
         let core = self.core.clone();
-        let journaled = self
-            .slot
-            .as_ref()
-            .is_some_and(|s| s.journaled.load(Relaxed));
+        let journaled = self.slot().is_some_and(|s| s.journaled.load(Relaxed));
         if let Some(journal) = core.journal().filter(|_| journaled) {
             for (filter, code) in filters.iter().zip(codes) {
                 if code.is_success() {
@@ -1866,11 +1921,29 @@ impl Connection {
         if matches!(reason, ServerCloseReason::ProtocolViolation(_)) {
             core.counters.protocol_errors.fetch_add(1, Relaxed);
         }
-        tracing::debug!(peer = %self.info.peer, ?reason, "connection closed");
+        core.counters.closed(reason);
+        match reason {
+            ServerCloseReason::Refused(code) => {
+                core.counters.connect_result(code);
+                tracing::info!(
+                    client_id = %self.info.client_id,
+                    peer = %self.info.peer,
+                    reason = %code,
+                    "connection refused"
+                );
+            }
+            _ if self.client.is_some() => tracing::info!(
+                client_id = %self.info.client_id,
+                peer = %self.info.peer,
+                reason = %close_reason_text(reason),
+                "client disconnected"
+            ),
+            _ => tracing::debug!(peer = %self.info.peer, ?reason, "connection closed"),
+        }
         // The will leaves this connection: published, dropped, or kept with the offline
         // session, which counts it again.
         core.release(self.inbox.take_will_charge());
-        let (Some(info), Some(slot)) = (self.client().cloned(), self.slot.clone()) else {
+        let (Some(info), Some(slot)) = (self.client().cloned(), self.slot().cloned()) else {
             return;
         };
         core.counters.clients_connected.fetch_sub(1, Relaxed);
@@ -1889,9 +1962,13 @@ impl Connection {
             }
             if delivery.qos == midge_codec::QoS::AtMostOnce {
                 let size = delivery.size();
+                let payload = delivery.message.payload.len();
                 if self.conn.deliver(delivery) {
                     self.counted += size;
-                    self.core.counters.messages_sent.fetch_add(1, Relaxed);
+                    self.core
+                        .counters
+                        .messages
+                        .sent(midge_codec::QoS::AtMostOnce, 1, payload);
                 } else {
                     self.core.release(size);
                     self.core.counters.dropped_queue_full.fetch_add(1, Relaxed);
@@ -1968,5 +2045,41 @@ impl Drop for Connection {
         }
         self.core.deregister_connection(self.number);
         self.core.counters.connections.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The Keep Alive a client gets: its own, lowered to `max` (when not 0) as a 5.0 CONNACK
+/// says with Server Keep Alive (a 3.x client asking for more is refused).
+fn keep_alive_in_effect(asked: u16, max: u16) -> u16 {
+    if max != 0 && asked > max {
+        max
+    } else {
+        asked
+    }
+}
+
+/// How logs and the admin view name a protocol version.
+pub(crate) fn version_name(version: ProtocolVersion) -> &'static str {
+    match version {
+        ProtocolVersion::V3_1 => "3.1",
+        ProtocolVersion::V3_1_1 => "3.1.1",
+        _ => "5.0",
+    }
+}
+
+/// Why a connection ended, in a log line.
+fn close_reason_text(reason: ServerCloseReason) -> String {
+    match reason {
+        ServerCloseReason::DisconnectedByClient(code) => format!("client sent DISCONNECT {code}"),
+        ServerCloseReason::ProtocolViolation(code) => format!("protocol error {code}"),
+        ServerCloseReason::KeepAliveTimeout => "keepalive timeout".into(),
+        ServerCloseReason::ConnectTimeout => "connect timeout".into(),
+        ServerCloseReason::Refused(code) => format!("refused {code}"),
+        ServerCloseReason::TakenOver => "session taken over".into(),
+        ServerCloseReason::DisconnectedByServer(code) => {
+            format!("disconnected by the broker {code}")
+        }
+        ServerCloseReason::ConnectionLost => "connection lost".into(),
+        _ => format!("{reason:?}"),
     }
 }

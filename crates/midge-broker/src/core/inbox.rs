@@ -60,6 +60,8 @@ struct Queue {
     session_ends: bool,
     takeover: Takeover,
     shutting_down: bool,
+    /// An operator asked for the connection to be closed.
+    kicked: bool,
 }
 
 /// What bounds an inbox: its own capacity, and its session's queue limits, which the inbox
@@ -120,6 +122,8 @@ enum Takeover {
 pub(crate) struct Signals {
     /// The broker is stopping.
     pub(crate) shutting_down: bool,
+    /// An operator asked for the connection to be closed.
+    pub(crate) kicked: bool,
     /// Another connection asks for the session.
     pub(crate) takeover: Option<TakeOver>,
 }
@@ -362,9 +366,24 @@ impl Inbox {
         }
     }
 
+    /// Messages waiting: in the inbox, and in its session's queue as the driver last reported
+    /// it.
+    pub(crate) fn queued_messages(&self) -> usize {
+        let queue = self.lock();
+        let (session, _) = SessionQueue(self.session.load(Ordering::Relaxed)).get();
+        let session = if session == usize::MAX { 0 } else { session };
+        queue.deliveries.len().saturating_add(session)
+    }
+
     /// Tells the driver the broker is stopping.
     pub(crate) fn shut_down(&self) {
         self.lock().shutting_down = true;
+        self.signal();
+    }
+
+    /// Tells the driver an operator wants the connection closed.
+    pub(crate) fn kick(&self) {
+        self.lock().kicked = true;
         self.signal();
     }
 
@@ -383,6 +402,7 @@ impl Inbox {
         };
         Signals {
             shutting_down: queue.shutting_down,
+            kicked: queue.kicked,
             takeover,
         }
     }

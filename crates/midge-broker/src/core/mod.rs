@@ -42,9 +42,10 @@
 //!
 //! [`ServerConnection`]: midge_proto::server::ServerConnection
 
-mod connection;
+pub(crate) mod connection;
 mod handover;
 pub(crate) mod inbox;
+pub(crate) mod live;
 pub(crate) mod state;
 pub(crate) mod timers;
 mod verify;

@@ -30,6 +30,7 @@ use smallvec::SmallVec;
 
 use super::handover::{Handover, TakeOver};
 use super::inbox::{Inbox, InboxLimits, QueueUse, SendError};
+use super::live::LiveLimits;
 use super::timers::{TimerKey, Timers};
 use super::verify::{VerificationJob, Verifications};
 use crate::auth::FileAuth;
@@ -294,7 +295,10 @@ const RR_SLOTS: usize = 64;
 /// Routing runs on the publisher's thread: many connections publish at once, under a
 /// read-mostly lock of the subscription index and one lock per receiving client.
 pub struct Core {
+    /// The configuration the broker started with. The limits that may change while it runs
+    /// are read from `live` instead.
     pub(crate) config: BrokerConfig,
+    pub(crate) live: LiveLimits,
     pub(crate) server_config: Arc<ServerConfig>,
     /// What bounds every connection's inbox.
     pub(crate) inbox_limits: InboxLimits,
@@ -337,12 +341,40 @@ pub struct Core {
     timers_changed: AtomicWaker,
     /// [`Core::poll_timeout`] moved earlier since the driver last looked.
     timers_moved: AtomicBool,
-    /// Every open connection's inbox, by connection number: how shutdown reaches them.
-    connections: Mutex<HashMap<u64, Arc<Inbox>>>,
+    /// Every open connection, by connection number: how shutdown reaches them, and what the
+    /// admin view lists.
+    connections: Mutex<HashMap<u64, OpenConnection>>,
     /// What the store holds in retained messages, checked against the retained limits. Every
     /// retained write goes through [`Core::set_retained`] under this lock, so that the
     /// figures and the store agree.
     retained_usage: Mutex<RetainedUsage>,
+}
+
+/// An open connection, as [`Core::stop`] and the admin view find it.
+#[derive(Debug)]
+pub(crate) struct OpenConnection {
+    pub(crate) inbox: Arc<Inbox>,
+    /// Its listener, by index.
+    pub(crate) listener: u16,
+    /// Its client, once the CONNECT is accepted.
+    pub(crate) client: Option<Arc<ClientView>>,
+}
+
+/// A connected client, as the admin view shows it. Made when its CONNECT is accepted; only
+/// `in_flight` changes afterwards.
+#[derive(Debug)]
+pub(crate) struct ClientView {
+    /// Where its messages go.
+    pub(crate) slot: Arc<Slot>,
+    pub(crate) info: ClientInfo,
+    /// The Keep Alive in effect, in seconds (0: none).
+    pub(crate) keep_alive: u16,
+    pub(crate) clean_start: bool,
+    pub(crate) connected_at: Instant,
+    /// Messages sent and not yet acknowledged, as the connection last reported.
+    pub(crate) in_flight: std::sync::atomic::AtomicU32,
+    /// The session's own drop counts (expired, too large) already added to the broker's.
+    pub(crate) drops_counted: Mutex<(u64, u64)>,
 }
 
 /// Retained messages kept, and the bytes they hold.
@@ -435,6 +467,7 @@ impl Core {
                 capacity: config.limits.inbox_capacity.max(1),
                 session: config.queue_limits(),
             },
+            live: LiveLimits::new(&config.limits),
             config,
             hooks,
             file_auth,
@@ -485,7 +518,6 @@ impl Core {
     /// subscriber must not be given it as if it were.
     /// Returns whether the change was written to the journal.
     pub(crate) fn set_retained(&self, topic: &TopicName<'_>, value: Option<Retained>) -> bool {
-        let limits = &self.config.limits;
         let mut usage = lock(&self.retained_usage);
         let Some(new) = value else {
             if let Some(old) = self.store.set_retained(topic, None) {
@@ -501,7 +533,8 @@ impl Core {
         if let Some(old) = self.store.set_retained(topic, Some(new)) {
             usage.remove(&old);
         }
-        if usage.messages > limits.max_retained_messages || usage.bytes > limits.max_retained_bytes
+        if usage.messages > self.live.max_retained_messages()
+            || usage.bytes > self.live.max_retained_bytes()
         {
             self.counters.dropped_retained.fetch_add(1, Relaxed);
             if let Some(refused) = self.store.set_retained(topic, None) {
@@ -546,9 +579,37 @@ impl Core {
             .connections
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        connections.insert(conn, inbox.clone());
+        connections.insert(
+            conn,
+            OpenConnection {
+                inbox: inbox.clone(),
+                listener: 0,
+                client: None,
+            },
+        );
         // Read under the lock that `stop` holds after setting it.
         self.stopping.load(Relaxed)
+    }
+
+    /// Records what an open connection is now: its listener and, once accepted, its client.
+    pub(crate) fn update_connection(&self, conn: u64, update: impl FnOnce(&mut OpenConnection)) {
+        let mut connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = connections.get_mut(&conn) {
+            update(open);
+        }
+    }
+
+    /// Calls `visit` for every open connection, under the lock of the connections' table:
+    /// `visit` must not lock anything else of the core's.
+    pub(crate) fn for_each_connection(&self, mut visit: impl FnMut(&OpenConnection)) {
+        let connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        connections.values().for_each(&mut visit);
     }
 
     pub(crate) fn deregister_connection(&self, conn: u64) {
@@ -571,8 +632,8 @@ impl Core {
             .unwrap_or_else(PoisonError::into_inner);
         // Set under the lock that `register_connection` reads it under.
         self.stopping.store(true, Relaxed);
-        for inbox in connections.values() {
-            inbox.shut_down();
+        for open in connections.values() {
+            open.inbox.shut_down();
         }
     }
 
@@ -581,11 +642,57 @@ impl Core {
         self.stopping.load(Relaxed)
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters. It counts the messages waiting in every inbox and
+    /// session: meant for a look every few seconds, not for a loop.
     pub fn stats(&self) -> BrokerStats {
         let mut stats = self.counters.snapshot(self.store.retained_count());
         stats.sessions = self.registry().len();
+        stats.queued_messages = self.queued_messages();
         stats
+    }
+
+    /// Messages waiting: in inboxes, and in online and offline sessions' queues (in memory
+    /// or in the journal).
+    fn queued_messages(&self) -> usize {
+        let mut queued = 0usize;
+        self.for_each_connection(|open| {
+            queued = queued.saturating_add(open.inbox.queued_messages());
+        });
+        self.for_each_offline(|session, on_disk| {
+            queued = queued
+                .saturating_add(session.queued_messages())
+                .saturating_add(on_disk.messages);
+        });
+        queued
+    }
+
+    /// QoS 1 and 2 messages sent and not yet acknowledged, by connected clients (as their
+    /// connections last reported) and offline sessions.
+    pub(crate) fn in_flight(&self) -> usize {
+        let mut in_flight = 0usize;
+        self.for_each_connection(|open| {
+            if let Some(client) = &open.client {
+                in_flight = in_flight.saturating_add(client.in_flight.load(Relaxed) as usize);
+            }
+        });
+        self.for_each_offline(|session, _| {
+            in_flight = in_flight.saturating_add(session.in_flight());
+        });
+        in_flight
+    }
+
+    /// Calls `visit` with every offline session and what of its queue is in the journal,
+    /// each under its slot's lock (the registry's is not held meanwhile).
+    fn for_each_offline(&self, mut visit: impl FnMut(&Session, QueueUse)) {
+        let slots: Vec<Arc<Slot>> = self.registry().iter().map(|r| r.0.clone()).collect();
+        for slot in slots {
+            if let SlotState::Offline {
+                session, on_disk, ..
+            } = &*slot.lock()
+            {
+                visit(session, *on_disk);
+            }
+        }
     }
 
     /// When the broker was started, as given to [`Core::new`].
@@ -745,7 +852,7 @@ impl Core {
 
     /// Takes `size` bytes from the global queue budget, or refuses.
     pub(crate) fn reserve(&self, size: usize) -> bool {
-        let max = self.config.limits.max_queued_bytes_total;
+        let max = self.live.max_queued_bytes_total();
         let q = &self.counters.queued_bytes;
         let mut current = q.load(Relaxed);
         loop {
@@ -853,7 +960,7 @@ impl Core {
         if routed.blocked.is_empty() {
             return matched;
         }
-        let until = now + Duration::from_millis(self.config.limits.backpressure_timeout_ms);
+        let until = now + self.live.backpressure_timeout();
         lock(&self.detached).extend(
             routed
                 .blocked
@@ -1195,9 +1302,10 @@ impl Core {
                         delivery,
                         epoch: inbox.room_epoch(),
                     }),
+                    // Full, and the client is congested: dropped at once.
                     Err(_) => {
                         self.release(size);
-                        self.counters.dropped_inbox_full.fetch_add(1, Relaxed);
+                        self.counters.dropped_congested.fetch_add(1, Relaxed);
                         Handed::Refused
                     }
                 }
@@ -1345,7 +1453,7 @@ impl Core {
         for (filter, _) in session.subscriptions() {
             if let Ok(f) = TopicFilter::with_limits(filter.as_str(), &limits) {
                 if index.remove(&f, session.client_id()).is_some() {
-                    self.counters.subscriptions.fetch_sub(1, Relaxed);
+                    self.counters.unsubscribed(&f);
                 }
             }
         }
@@ -1366,7 +1474,7 @@ impl Core {
                     .insert(&f, session.client_id().clone(), value)
                     .is_none()
                 {
-                    self.counters.subscriptions.fetch_add(1, Relaxed);
+                    self.counters.subscribed(&f);
                 }
             }
         }
