@@ -15,7 +15,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::broker_api::{Admin, AdminError};
+use midge_broker::admin::{Admin, AdminError};
 
 /// The dashboard page, served at `/`.
 const DASHBOARD: &str = include_str!("../assets/dashboard.html");
@@ -23,7 +23,7 @@ const DASHBOARD: &str = include_str!("../assets/dashboard.html");
 /// Items per page when a request does not say.
 const DEFAULT_LIMIT: usize = 100;
 /// The most items one page holds.
-const MAX_LIMIT: usize = 1000;
+const MAX_LIMIT: usize = midge_broker::admin::MAX_PAGE;
 
 /// The peer of the connection a request came on, put in each request's extensions.
 #[derive(Clone, Copy, Debug)]
@@ -313,7 +313,7 @@ async fn subscriptions(
     let subscriptions =
         state
             .admin
-            .subscriptions(page.filter.as_deref(), page.after.as_deref(), limit);
+            .subscriptions(page.filter.as_deref(), page.after.as_deref(), limit)?;
     Ok(Json(subscriptions).into_response())
 }
 

@@ -4,7 +4,6 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod api;
-mod broker_api;
 mod metrics;
 mod server;
 
@@ -17,7 +16,7 @@ use midge_broker::HttpConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use crate::broker_api::Admin;
+pub use midge_broker::Admin;
 
 /// Why the HTTP endpoint could not start.
 #[derive(Debug, thiserror::Error)]

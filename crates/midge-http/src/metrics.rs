@@ -8,7 +8,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::broker_api::Metrics;
+use midge_broker::admin::Metrics;
 
 /// The `Content-Type` of [`render`]'s text.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -82,7 +82,7 @@ impl Collector for Snapshot {
 
         let mut metric = e.encode_descriptor(
             "midge_connections",
-            "Open MQTT connections, by listener and protocol version",
+            "Open MQTT connections, by listener and protocol version (connecting: CONNECT not yet accepted)",
             None,
             MetricType::Gauge,
         )?;
@@ -95,12 +95,12 @@ impl Collector for Snapshot {
             "midge_connects",
             "CONNECT packets answered, by CONNACK outcome",
             "result",
-            m.connects.iter().map(|(r, n)| (*r, *n)),
+            m.connects.iter().map(|(r, n)| (r.as_str(), *n)),
         )?;
         counters(
             e,
             "midge_disconnects",
-            "Connections ended after their CONNACK, by reason",
+            "MQTT connections ended, by reason",
             "reason",
             m.disconnects.iter().map(|(r, n)| (*r, *n)),
         )?;
@@ -145,21 +145,21 @@ impl Collector for Snapshot {
         counters(
             e,
             "midge_messages_sent",
-            "Messages sent to clients, by QoS",
+            "Messages handed to connections for sending, by the QoS of the delivery",
             "qos",
             by_qos(&m.messages_out),
         )?;
         counters(
             e,
             "midge_bytes_received",
-            "Bytes of PUBLISH packets received from clients, by QoS",
+            "Payload bytes of the PUBLISH packets received from clients, by QoS",
             "qos",
             by_qos(&m.bytes_in),
         )?;
         counters(
             e,
             "midge_bytes_sent",
-            "Bytes of PUBLISH packets sent to clients, by QoS",
+            "Payload bytes of the messages sent to clients, by QoS",
             "qos",
             by_qos(&m.bytes_out),
         )?;
@@ -197,7 +197,7 @@ impl Collector for Snapshot {
         let latency = &m.delivery_latency;
         let mut metric = e.encode_descriptor(
             "midge_delivery_latency_seconds",
-            "Time from a PUBLISH's arrival to its delivery to a subscriber's connection, inside the broker",
+            "Time from a PUBLISH's arrival to its subscriber's connection taking the delivery, inside the broker (retained and offline-queued deliveries not counted)",
             None,
             MetricType::Histogram,
         )?;

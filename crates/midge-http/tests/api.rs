@@ -16,9 +16,15 @@ async fn health_ready_and_dashboard_need_no_token() {
     let setup = start_default(Some(TOKEN)).await;
     let addr = setup.addr();
     let health = request(addr, Method::GET, "/health", None, None).await;
-    assert_eq!((health.status, health.body.as_str()), (StatusCode::OK, "ok"));
+    assert_eq!(
+        (health.status, health.body.as_str()),
+        (StatusCode::OK, "ok")
+    );
     let ready = request(addr, Method::GET, "/ready", None, None).await;
-    assert_eq!((ready.status, ready.body.as_str()), (StatusCode::OK, "ready"));
+    assert_eq!(
+        (ready.status, ready.body.as_str()),
+        (StatusCode::OK, "ready")
+    );
     let page = request(addr, Method::GET, "/", None, None).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.headers["content-type"]
@@ -52,7 +58,10 @@ async fn every_api_endpoint_refuses_a_missing_or_wrong_token() {
         for token in [None, Some("wrong"), Some("test-token-012345678"), Some("")] {
             let answer = request(setup.addr(), method.clone(), path, token, body).await;
             answer.error(StatusCode::UNAUTHORIZED);
-            assert_eq!(answer.headers["www-authenticate"], "Bearer", "{method} {path}");
+            assert_eq!(
+                answer.headers["www-authenticate"], "Bearer",
+                "{method} {path}"
+            );
         }
         // Another scheme is no bearer token either.
         let basic = format!("Basic {TOKEN}");
@@ -108,14 +117,20 @@ async fn the_token_file_is_read_at_start_and_must_hold_a_token() {
     http.token_file = Some(missing.clone());
     let err = midge_http::serve(broker.admin(), &http).unwrap_err();
     assert!(matches!(err, HttpError::TokenFile { .. }), "{err:?}");
-    assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
 
     let empty = dir.join("empty");
     std::fs::write(&empty, " \n").unwrap();
     http.token_file = Some(empty.clone());
     let err = midge_http::serve(broker.admin(), &http).unwrap_err();
     assert!(matches!(err, HttpError::EmptyTokenFile { .. }), "{err:?}");
-    assert!(err.to_string().contains(&empty.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&empty.display().to_string()),
+        "{err}"
+    );
 
     let file = dir.join("token");
     std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
@@ -175,8 +190,7 @@ async fn the_api_answers_loopback_peers_only_unless_allowed() {
             assert!(message.contains("api_allow_remote"), "{message}");
         }
         // Metrics and health answer anyone.
-        let metrics =
-            request_from(Some(remote), remote, Method::GET, "/metrics", None, None).await;
+        let metrics = request_from(Some(remote), remote, Method::GET, "/metrics", None, None).await;
         assert_eq!(metrics.status, StatusCode::OK);
         let from_loopback = get(loopback, "/api/v1/broker").await;
         assert_eq!(from_loopback.status, StatusCode::OK);
@@ -301,7 +315,14 @@ async fn every_api_endpoint_answers() {
         r#"{"topic": "a/b", "payload": 5}"#,
         r#"{"topic": "a/b", "payload": "x", "extra": 1}"#,
     ] {
-        let answer = request(addr, Method::POST, "/api/v1/publish", Some(TOKEN), Some(bad)).await;
+        let answer = request(
+            addr,
+            Method::POST,
+            "/api/v1/publish",
+            Some(TOKEN),
+            Some(bad),
+        )
+        .await;
         answer.error(StatusCode::BAD_REQUEST);
     }
 
@@ -355,9 +376,15 @@ async fn every_api_endpoint_answers() {
     .error(StatusCode::NOT_FOUND);
 
     // Wrong methods and unknown routes.
-    request(addr, Method::GET, "/api/v1/clients/c1/kick", Some(TOKEN), None)
-        .await
-        .error(StatusCode::METHOD_NOT_ALLOWED);
+    request(
+        addr,
+        Method::GET,
+        "/api/v1/clients/c1/kick",
+        Some(TOKEN),
+        None,
+    )
+    .await
+    .error(StatusCode::METHOD_NOT_ALLOWED);
     request(addr, Method::DELETE, "/metrics", None, None)
         .await
         .error(StatusCode::METHOD_NOT_ALLOWED);

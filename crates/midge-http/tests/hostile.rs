@@ -113,7 +113,14 @@ async fn slow_and_large_bodies_and_bad_json_are_refused() {
         r#"{{"topic": "a", "payload": "{}"}}"#,
         "x".repeat(100 * 1024)
     );
-    let answer = request(addr, Method::POST, "/api/v1/publish", Some(TOKEN), Some(&big)).await;
+    let answer = request(
+        addr,
+        Method::POST,
+        "/api/v1/publish",
+        Some(TOKEN),
+        Some(&big),
+    )
+    .await;
     answer.error(StatusCode::PAYLOAD_TOO_LARGE);
 
     // A body that never comes.
@@ -133,7 +140,14 @@ async fn slow_and_large_bodies_and_bad_json_are_refused() {
 
     // Bad JSON.
     for bad in ["{", "[]", "null", r#"{"topic": 1, "payload": "x"}"#] {
-        let answer = request(addr, Method::POST, "/api/v1/publish", Some(TOKEN), Some(bad)).await;
+        let answer = request(
+            addr,
+            Method::POST,
+            "/api/v1/publish",
+            Some(TOKEN),
+            Some(bad),
+        )
+        .await;
         let message = answer.error(StatusCode::BAD_REQUEST);
         assert!(message.starts_with("invalid request body"), "{message}");
     }
@@ -145,10 +159,16 @@ async fn slow_and_large_bodies_and_bad_json_are_refused() {
     }
     // Not HTTP at all.
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00").await.unwrap();
+    stream
+        .write_all(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00")
+        .await
+        .unwrap();
     let answer = read_until_closed(&mut stream, WAIT).await;
     let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
 
     round_trip(setup.mqtt()).await;
     setup.stop().await;

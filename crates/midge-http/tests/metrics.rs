@@ -117,7 +117,10 @@ async fn metrics_count_a_known_workload_exactly() {
         .await
         .expect("subscribes");
     let (_, _shared) = subscriber
-        .subscribe("$share/g/other/#", SubscribeOptions::with_qos(QoS::AtMostOnce))
+        .subscribe(
+            "$share/g/other/#",
+            SubscribeOptions::with_qos(QoS::AtMostOnce),
+        )
         .await
         .expect("subscribes");
     let publisher = client(mqtt, "publisher").await;
@@ -224,7 +227,9 @@ async fn metrics_count_a_known_workload_exactly() {
     assert_eq!(count, 6.0, "one latency per delivery");
 
     // A disconnect counts, and its connection is gone.
-    publisher.disconnect(midge_client::ReasonCode::SUCCESS).await;
+    publisher
+        .disconnect(midge_client::ReasonCode::SUCCESS)
+        .await;
     eventually("the disconnect is counted", || async {
         let samples = parse(&get(setup.addr(), "/metrics").await.body);
         value(&samples, "midge_disconnects_total", &[]) == 1.0

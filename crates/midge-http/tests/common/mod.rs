@@ -184,7 +184,9 @@ pub async fn round_trip(broker: SocketAddr) {
         .expect("the round trip's message arrives in time")
         .expect("a message");
     assert_eq!(message.payload().as_ref(), b"ping");
-    publisher.disconnect(midge_client::ReasonCode::SUCCESS).await;
+    publisher
+        .disconnect(midge_client::ReasonCode::SUCCESS)
+        .await;
     subscriber
         .disconnect(midge_client::ReasonCode::SUCCESS)
         .await;
