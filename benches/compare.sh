@@ -990,18 +990,21 @@ if not runs:
     sys.exit()
 fmt = lambda x: "–" if x is None else f"{x:,.0f}".replace(",", " ")
 print()
-print("| fan-in QoS 0, msg/s | median | per round | /metrics scrapes (ok of made, per round) | lost, errors |")
-print("|---|---:|---|---|---|")
+print("| fan-in QoS 0 | msg/s, median | msg/s, per round | broker CPU per message, µs (median) | /metrics scrapes (ok of made, per round) | lost, errors |")
+print("|---|---:|---|---:|---|---|")
 med = {}
+cpu = {}
 for b in ("midge", "midge-metrics"):
     ds = runs.get(b, [])
     vals = [d["delivery_rate"] if d else None for d in ds]
     ok = [v for v in vals if v is not None]
     med[b] = statistics.median(ok) if ok else None
+    per = [d["broker_usage"]["cpu_s"] / d["delivered"] * 1e6 for d in ds if d and d.get("broker_usage") and d["delivered"]]
+    cpu[b] = statistics.median(per) if per else None
     scrapes = [f"{d['scrapes']['ok']} of {d['scrapes']['ok'] + d['scrapes']['failed']}" if d and d.get("scrapes") else "–" for d in ds]
     lost = sum(d["lost"] for d in ds if d)
     errs = sum(d["errors"] for d in ds if d) + sum(1 for d in ds if d is None)
-    print(f"| {b} | {fmt(med[b])} | " + " / ".join(fmt(v) for v in vals) + " | " + " / ".join(scrapes) + f" | {lost}, {errs} |")
+    print(f"| {b} | {fmt(med[b])} | " + " / ".join(fmt(v) for v in vals) + f" | {'–' if cpu[b] is None else f'{cpu[b]:.2f}'} | " + " / ".join(scrapes) + f" | {lost}, {errs} |")
 # A run whose scrapes all failed measured nothing of the metrics' cost.
 unscraped = sum(1 for d in runs.get("midge-metrics", []) if d and (not d.get("scrapes") or d["scrapes"]["ok"] == 0))
 if med.get("midge") and med.get("midge-metrics") is not None:
@@ -1009,6 +1012,9 @@ if med.get("midge") and med.get("midge-metrics") is not None:
     verdict = "met" if r >= 0.97 else "NOT met"
     print(f"\nfanin-metrics: midge-metrics / midge = {r:.3f} (target >= 0.97: {verdict})"
           + (f"; {unscraped} run(s) with no successful scrape" if unscraped else ""))
+# The broker's CPU time per message does not move with the machine's other load as the rate does.
+if cpu.get("midge") and cpu.get("midge-metrics") is not None:
+    print(f"fanin-metrics: broker CPU per message, midge-metrics / midge = {cpu['midge-metrics'] / cpu['midge']:.3f}")
 EOF
 
 for b in "${BROKERS[@]}" midge-acl midge-metrics; do
