@@ -286,13 +286,12 @@ impl Admin {
             started_at_unix: now_unix.saturating_sub(uptime.as_secs()),
             listeners: self
                 .core
-                .config
-                .listeners
-                .iter()
+                .listener_names()
+                .into_iter()
                 .enumerate()
-                .map(|(index, listener)| ListenerInfo {
+                .map(|(index, name)| ListenerInfo {
                     index,
-                    name: listener.describe(),
+                    name,
                     connections: u16::try_from(index)
                         .ok()
                         .and_then(|i| per_listener.get(&i).copied())
@@ -331,13 +330,7 @@ impl Admin {
             };
             *by_listener.entry((open.listener, protocol)).or_default() += 1;
         });
-        let names: Vec<String> = self
-            .core
-            .config
-            .listeners
-            .iter()
-            .map(|l| l.describe())
-            .collect();
+        let names = self.core.listener_names();
         let mut connections: Vec<_> = by_listener
             .into_iter()
             .map(|((listener, protocol), n)| {
@@ -348,7 +341,7 @@ impl Admin {
             .collect();
         connections.sort();
         let counters = &self.core.counters;
-        let totals = counters.messages.sum();
+        let totals = counters.per_thread.sum();
         let mut cumulative = 0;
         let mut buckets = Vec::with_capacity(LATENCY_BOUNDS_MICROS.len());
         for (bound, n) in LATENCY_BOUNDS_MICROS.iter().zip(&totals.latency) {

@@ -1,11 +1,10 @@
-//! The builder, the listener task, the `$SYS` task and the handle.
+//! The builder, the listener task and the handle. The `$SYS` task is in `sys.rs`.
 
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
-use midge_codec::QoS;
 use midge_proto::Message;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -21,6 +20,7 @@ use crate::hooks::{AllowAll, Hooks};
 use crate::listener::{Bound, Gate, ListenError, Reloader};
 use crate::stats::BrokerStats;
 use crate::store::{Cluster, MemoryStore, Standalone, Store};
+use crate::sys::{publish_sys, sys_loop, Sys};
 
 /// Why a broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +122,21 @@ impl BrokerBuilder {
         let addrs: Vec<Option<SocketAddr>> = listeners.iter().map(Bound::local_addr).collect();
         let reloaders: Arc<[Reloader]> = listeners.iter().filter_map(Bound::reloader).collect();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let names = self
+            .config
+            .listeners
+            .iter()
+            .zip(&addrs)
+            .map(|(listener, bound)| {
+                let mut listener = listener.clone();
+                if let Some(bound) = bound {
+                    listener.bind = BindAddr::Tcp(*bound);
+                }
+                listener.describe()
+            })
+            .collect();
         let shared = Core::new(self.config, self.hooks, self.store, self.cluster, now())?;
+        let _ = shared.listener_names.set(names);
         let timer_task = tokio::spawn(timer_loop(shared.clone(), shutdown_rx.clone()));
         let verify_task = tokio::spawn(verify_loop(
             shared.clone(),
@@ -142,10 +156,12 @@ impl BrokerBuilder {
                 tokio::spawn(listener.serve(shared.clone(), shutdown_rx.clone(), done_tx.clone()))
             })
             .collect();
+        let sys = Sys::default();
         let sys_task = match shared.config.sys.interval_secs {
             0 => None,
             secs => Some(tokio::spawn(sys_loop(
                 shared.clone(),
+                sys.clone(),
                 Duration::from_secs(secs),
             ))),
         };
@@ -157,6 +173,7 @@ impl BrokerBuilder {
             done: Some(done_rx),
             serving: Some(Gate::new(None, done_tx)),
             listener_tasks,
+            sys,
             sys_task,
             timer_task: Some(timer_task),
             verify_task: Some(verify_task),
@@ -212,59 +229,6 @@ async fn verify_loop(shared: Arc<Core>, threads: usize) {
     }
 }
 
-async fn sys_loop(shared: Arc<Core>, every: Duration) {
-    let mut ticker = tokio::time::interval(every);
-    loop {
-        ticker.tick().await;
-        publish_sys(&shared);
-    }
-}
-
-fn publish_sys(shared: &Arc<Core>) {
-    let stats = shared.stats();
-    let now = now();
-    let uptime = now.saturating_duration_since(shared.started()).as_secs();
-    let values: [(&'static str, String); 11] = [
-        (
-            "$SYS/broker/version",
-            format!("midge {}", env!("CARGO_PKG_VERSION")),
-        ),
-        ("$SYS/broker/uptime", format!("{uptime} seconds")),
-        (
-            "$SYS/broker/clients/connected",
-            stats.clients_connected.to_string(),
-        ),
-        ("$SYS/broker/clients/total", stats.sessions.to_string()),
-        (
-            "$SYS/broker/messages/received",
-            stats.messages_received.to_string(),
-        ),
-        ("$SYS/broker/messages/sent", stats.messages_sent.to_string()),
-        (
-            "$SYS/broker/bytes/received",
-            stats.bytes_received.to_string(),
-        ),
-        ("$SYS/broker/bytes/sent", stats.bytes_sent.to_string()),
-        (
-            "$SYS/broker/subscriptions/count",
-            stats.subscriptions.to_string(),
-        ),
-        (
-            "$SYS/broker/retained messages/count",
-            stats.retained_messages.to_string(),
-        ),
-        (
-            "$SYS/broker/connections/total",
-            stats.connections_total.to_string(),
-        ),
-    ];
-    for (topic, value) in values {
-        let mut message = Message::new(topic, value, QoS::AtMostOnce);
-        message.retain = true;
-        shared.publish_local(message, now);
-    }
-}
-
 /// A running broker: its address, counters, and a way to stop it. Dropping the handle
 /// signals shutdown without waiting for it; call [`BrokerHandle::shutdown`] to wait.
 pub struct BrokerHandle {
@@ -277,6 +241,8 @@ pub struct BrokerHandle {
     /// What connections given to [`BrokerHandle::serve`] are admitted through.
     serving: Option<Arc<Gate>>,
     listener_tasks: Vec<JoinHandle<()>>,
+    /// What the `$SYS` updates remember (the load averages), shared with the `$SYS` task.
+    sys: Sys,
     sys_task: Option<JoinHandle<()>>,
     timer_task: Option<JoinHandle<()>>,
     verify_task: Option<JoinHandle<()>>,
@@ -457,7 +423,7 @@ impl BrokerHandle {
 
     /// Publishes the `$SYS` topics now, without waiting for the interval.
     pub fn publish_sys(&self) {
-        publish_sys(&self.shared);
+        publish_sys(&self.shared, &self.sys);
     }
 
     /// Stops accepting, tells every connected 5.0 client DISCONNECT 0x8B (Server shutting

@@ -23,7 +23,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::core::{Connection, Core};
 use crate::listener::Admission;
-use crate::stats::add;
 use crate::store::JournalError;
 
 /// Bytes gathered into one write before it is handed to the writer.
@@ -264,6 +263,9 @@ async fn drive<S: Transport>(connection: &mut Connection, stream: &mut S) -> Byt
                             &mut woken.sent,
                         );
                         bufs.sent(woken.sent - before);
+                        // Counted as it is written: a poll that only writes returns Pending,
+                        // and takes `woken` with it.
+                        conn.core().counters.per_thread.written(woken.sent - before);
                         match written {
                             Poll::Ready(Ok(())) => bufs.unflushed = false,
                             Poll::Ready(Err(_)) => woken.failed = true,
@@ -304,9 +306,7 @@ async fn drive<S: Transport>(connection: &mut Connection, stream: &mut S) -> Byt
             }
         })
         .await;
-        let counters = &connection.core().counters;
-        add(&counters.bytes_sent, woken.sent as u64);
-        add(&counters.bytes_received, woken.received as u64);
+        connection.core().counters.per_thread.read(woken.received);
         if woken.failed || woken.eof {
             // The peer is gone: what it did not take is dropped with the connection.
             if let Some(bufs) = io.as_mut() {
@@ -436,7 +436,7 @@ async fn close<S: Transport>(connection: &mut Connection, mut stream: S, mut wbu
         let mut sent = 0;
         let written =
             std::future::poll_fn(|cx| poll_write_all(&mut stream, cx, &mut wbuf, &mut sent)).await;
-        add(&connection.core().counters.bytes_sent, sent as u64);
+        connection.core().counters.per_thread.written(sent);
         if written.is_err() {
             break;
         }

@@ -17,6 +17,8 @@ mod listener;
 mod random;
 mod stats;
 pub mod store;
+#[cfg(feature = "runtime")]
+mod sys;
 
 pub use admin::{Admin, AdminError, Metrics};
 pub use auth::FileAuth;

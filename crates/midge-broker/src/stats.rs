@@ -23,8 +23,10 @@ mod slot {
     pub(super) const PAYLOAD_IN: usize = 3;
     pub(super) const MESSAGES_OUT: usize = 6;
     pub(super) const PAYLOAD_OUT: usize = 9;
-    pub(super) const LATENCY_SUM_MICROS: usize = 12;
-    pub(super) const LATENCY: usize = 13;
+    pub(super) const WIRE_IN: usize = 12;
+    pub(super) const WIRE_OUT: usize = 13;
+    pub(super) const LATENCY_SUM_MICROS: usize = 14;
+    pub(super) const LATENCY: usize = 15;
     pub(super) const COUNT: usize = LATENCY + super::LATENCY_BOUNDS_MICROS.len() + 1;
 }
 
@@ -85,6 +87,9 @@ pub(crate) struct MessageTotals {
     pub(crate) payload_in: [u64; 3],
     pub(crate) messages_out: [u64; 3],
     pub(crate) payload_out: [u64; 3],
+    /// Bytes read from and written to clients' transports.
+    pub(crate) wire_in: u64,
+    pub(crate) wire_out: u64,
     pub(crate) latency_sum_micros: u64,
     /// Per bucket of [`LATENCY_BOUNDS_MICROS`], then the rest: not cumulative.
     pub(crate) latency: [u64; LATENCY_BOUNDS_MICROS.len() + 1],
@@ -115,6 +120,16 @@ impl PerThread {
         self.add(slot::PAYLOAD_OUT + qos, n * payload as u64);
     }
 
+    /// `n` bytes read from a client's transport.
+    pub(crate) fn read(&self, n: usize) {
+        self.add(slot::WIRE_IN, n as u64);
+    }
+
+    /// `n` bytes written to a client's transport.
+    pub(crate) fn written(&self, n: usize) {
+        self.add(slot::WIRE_OUT, n as u64);
+    }
+
     /// A delivery that took `latency` from its PUBLISH's arrival to its subscriber's
     /// connection.
     pub(crate) fn delivered_after(&self, latency: Duration) {
@@ -141,6 +156,8 @@ impl PerThread {
             payload_in: three(slot::PAYLOAD_IN),
             messages_out: three(slot::MESSAGES_OUT),
             payload_out: three(slot::PAYLOAD_OUT),
+            wire_in: all[slot::WIRE_IN],
+            wire_out: all[slot::WIRE_OUT],
             latency_sum_micros: all[slot::LATENCY_SUM_MICROS],
             latency: std::array::from_fn(|b| all[slot::LATENCY + b]),
         }
@@ -153,9 +170,8 @@ pub(crate) struct Counters {
     pub(crate) connections: AtomicUsize,
     pub(crate) clients_connected: AtomicUsize,
     pub(crate) connections_total: AtomicU64,
-    pub(crate) messages: PerThread,
-    pub(crate) bytes_received: AtomicU64,
-    pub(crate) bytes_sent: AtomicU64,
+    /// Counted for every message and every read and write.
+    pub(crate) per_thread: PerThread,
     pub(crate) dropped_inbox_full: AtomicU64,
     pub(crate) dropped_queue_full: AtomicU64,
     pub(crate) dropped_memory_budget: AtomicU64,
@@ -397,7 +413,7 @@ pub struct BrokerStats {
 
 impl Counters {
     pub(crate) fn snapshot(&self, retained_messages: usize) -> BrokerStats {
-        let messages = self.messages.sum();
+        let messages = self.per_thread.sum();
         BrokerStats {
             connections: self.connections.load(Relaxed),
             clients_connected: self.clients_connected.load(Relaxed),
@@ -405,8 +421,8 @@ impl Counters {
             connections_total: self.connections_total.load(Relaxed),
             messages_received: messages.messages_in.iter().sum(),
             messages_sent: messages.messages_out.iter().sum(),
-            bytes_received: self.bytes_received.load(Relaxed),
-            bytes_sent: self.bytes_sent.load(Relaxed),
+            bytes_received: messages.wire_in,
+            bytes_sent: messages.wire_out,
             subscriptions: self.subscriptions.load(Relaxed),
             retained_messages,
             dropped_inbox_full: self.dropped_inbox_full.load(Relaxed),

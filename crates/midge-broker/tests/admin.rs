@@ -181,6 +181,17 @@ async fn metrics_count_a_known_workload_exactly() {
     assert_eq!(metrics.bytes_in, [30, 20, 10]);
     assert_eq!(metrics.messages_out, [3 + 6, 2, 1]);
     assert_eq!(metrics.bytes_out, [90, 20, 10]);
+    // On the wire: every PUBLISH's payload and more (headers, acknowledgements, CONNACKs).
+    assert!(
+        metrics.stats.bytes_sent > 120,
+        "{}",
+        metrics.stats.bytes_sent
+    );
+    assert!(
+        metrics.stats.bytes_received > 60,
+        "{}",
+        metrics.stats.bytes_received
+    );
     assert_eq!(metrics.subscriptions, 2);
     assert_eq!(metrics.shared_subscriptions, 1);
     assert_eq!(metrics.sessions_online, 3);
@@ -198,6 +209,8 @@ async fn metrics_count_a_known_workload_exactly() {
         .map(|(listener, _, protocol, n)| (*listener, *protocol, *n))
         .collect();
     assert_eq!(protocols, [(0, "3.1.1", 1), (0, "5.0", 2)]);
+    let name = &metrics.connections[0].1;
+    assert_eq!(name, &format!("{addr} (mqtt)"), "named with the port bound");
     if cfg!(target_os = "linux") {
         let process = metrics.process.expect("linux has /proc");
         assert!(process.open_fds >= 2, "two client sockets at least");

@@ -4,6 +4,7 @@
 
 mod bench;
 mod ctl;
+mod logging;
 mod mqtt;
 mod passwd;
 
@@ -13,9 +14,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use midge_broker::{BindAddr, Broker, BrokerConfig};
+use midge_broker::{BindAddr, Broker, BrokerConfig, LogFormat};
 use midge_store::{DiskOptions, DiskStore};
-use tracing_subscriber::EnvFilter;
 
 /// jemalloc rather than the system allocator. The broker allocates a message on the thread
 /// that routes it and frees it on the thread that writes it out; glibc's malloc returns such
@@ -91,9 +91,32 @@ struct BrokerArgs {
     /// Address to listen on (overrides the address of the file's first listener).
     #[arg(long, value_name = "ADDR")]
     bind: Option<IpAddr>,
-    /// Verbose logging: -v debug, -vv trace. RUST_LOG, when set, takes precedence.
+    /// Verbose logging: -v debug, -vv trace (instead of `[log] level`). RUST_LOG, when set,
+    /// takes precedence over both.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// How log lines are written: `text`, or `json` (one object per line). Overrides
+    /// `[log] format`.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormatArg>,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(format: LogFormatArg) -> Self {
+        match format {
+            LogFormatArg::Text => Self::Text,
+            LogFormatArg::Json => Self::Json,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -149,21 +172,6 @@ fn open_store(config: &BrokerConfig) -> Result<Option<DiskStore>, String> {
     Ok(Some(store))
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal, not for log files and pipes.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
 fn load_config(args: &BrokerArgs) -> Result<BrokerConfig, String> {
     let mut config = match &args.config {
         Some(path) => {
@@ -196,18 +204,22 @@ fn load_config(args: &BrokerArgs) -> Result<BrokerConfig, String> {
         ));
     }
     config.validate().map_err(|e| e.to_string())?;
+    logging::config_filter(config.log.level.as_deref())?;
     Ok(config)
 }
 
 fn broker(args: BrokerArgs) -> ExitCode {
-    init_logging(args.verbose);
+    // The configuration first, since it says how to log: what is wrong with it goes to
+    // stderr as it is.
     let config = match load_config(&args) {
         Ok(config) => config,
         Err(err) => {
-            tracing::error!("{err}");
+            eprintln!("midge broker: {err}");
             return ExitCode::FAILURE;
         }
     };
+    let format = args.log_format.map_or(config.log.format, LogFormat::from);
+    let logging = logging::init(args.verbose, &config.log, format);
     // Before the runtime: opening reads and checks the whole file.
     let store = match open_store(&config) {
         Ok(store) => store,
@@ -227,11 +239,29 @@ fn broker(args: BrokerArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        // Before the broker starts, so that a SIGHUP while it starts is not fatal (its default
-        // action ends the process).
+        // Before the broker starts, so that a signal while it starts is not fatal (their
+        // default action ends the process).
+        let stop = stop_signal();
         #[cfg(unix)]
         let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let http_config = config.http.clone();
+        #[cfg(unix)]
+        let mut reloading = Reloading {
+            hangups: match hangups {
+                Ok(hangups) => Some(hangups),
+                Err(_) => {
+                    tracing::warn!(
+                        "cannot listen for SIGHUP: the configuration will not be reloaded"
+                    );
+                    None
+                }
+            },
+            args,
+            logging,
+            log: config.log.clone(),
+        };
+        #[cfg(not(unix))]
+        let _ = (args, logging);
         let mut builder = Broker::builder().config(config);
         let store = store.map(Arc::new);
         if let Some(store) = &store {
@@ -252,11 +282,16 @@ fn broker(args: BrokerArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        tokio::pin!(stop);
         #[cfg(unix)]
-        let reload = tokio::spawn(reload_on_sighup(hangups, broker.file_reloader()));
-        wait_for_signal().await;
-        #[cfg(unix)]
-        reload.abort();
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                () = reloading.hangup() => reloading.reload(&broker),
+            }
+        }
+        #[cfg(not(unix))]
+        stop.await;
         tracing::info!("shutting down");
         broker.shutdown().await;
         if let Some(http) = http {
@@ -290,42 +325,139 @@ fn start_http(
     Ok(Some(server))
 }
 
-/// Reloads the listeners' certificates and the password and ACL files on every SIGHUP.
+/// The target of the reload's log lines (`[log] level = "warn,midge::reload=info"` shows
+/// them alone).
 #[cfg(unix)]
-async fn reload_on_sighup(
-    hangups: std::io::Result<tokio::signal::unix::Signal>,
-    reloader: midge_broker::FileReloader,
-) {
-    let Ok(mut hangups) = hangups else {
-        tracing::warn!("cannot listen for SIGHUP: certificates and password and ACL files will not be reloaded");
-        return;
-    };
-    while hangups.recv().await.is_some() {
-        tracing::info!("SIGHUP: reloading TLS certificates and password and ACL files");
-        // Errors are logged by the broker, naming the file and the line.
-        let _ = reloader.reload();
+const RELOAD: &str = "midge::reload";
+
+/// What a SIGHUP reloads the configuration with.
+#[cfg(unix)]
+struct Reloading {
+    hangups: Option<tokio::signal::unix::Signal>,
+    /// The command line: the same file, and the same `-p` and `--bind`.
+    args: BrokerArgs,
+    logging: logging::Logging,
+    /// `[log]` as the file had it at the last (re)load.
+    log: midge_broker::LogConfig,
+}
+
+#[cfg(unix)]
+impl Reloading {
+    /// The next SIGHUP (never, if there is no listening for them).
+    async fn hangup(&mut self) {
+        if let Some(hangups) = &mut self.hangups {
+            if hangups.recv().await.is_some() {
+                return;
+            }
+            self.hangups = None;
+        }
+        std::future::pending().await
+    }
+
+    /// Reads the configuration file again (with the same command-line overrides) and, if it
+    /// is valid, applies what may change while the broker runs: `[log] level`, the files
+    /// (TLS certificates, password and ACL files) and the limits the broker takes live. An
+    /// invalid file changes nothing. Logs what was applied, and what changed but waits for a
+    /// restart.
+    fn reload(&mut self, broker: &midge_broker::BrokerHandle) {
+        let Some(path) = &self.args.config else {
+            tracing::info!(target: RELOAD, "SIGHUP: reloading TLS certificates and password and ACL files (no configuration file)");
+            let _ = broker.file_reloader().reload();
+            return;
+        };
+        tracing::info!(target: RELOAD, path = %path.display(), "SIGHUP: reloading the configuration");
+        let new = match load_config(&self.args) {
+            Ok(new) => new,
+            Err(err) => {
+                tracing::error!(target: RELOAD, "{err}; keeping the configuration in use");
+                return;
+            }
+        };
+        // The broker's part first: if it refuses the configuration, nothing has changed.
+        let reload = match broker.reload_config(&new) {
+            Ok(reload) => reload,
+            Err(err) => {
+                tracing::error!(target: RELOAD, "{err}; keeping the configuration in use");
+                return;
+            }
+        };
+        let mut applied: Vec<String> = Vec::new();
+        let mut needs_restart: Vec<String> = Vec::new();
+        if new.log.level != self.log.level {
+            match self.logging.fixed_by() {
+                Some(by) => tracing::info!(
+                    target: RELOAD,
+                    "log.level changed, but {by} sets the level: it stays as {by} set it"
+                ),
+                None => match self.logging.set_level(new.log.level.as_deref()) {
+                    Ok(()) => applied.push("log.level".into()),
+                    Err(err) => {
+                        tracing::error!(target: RELOAD, "{err}; keeping the log level in use")
+                    }
+                },
+            }
+        }
+        if new.log.format != self.log.format && self.args.log_format.is_none() {
+            needs_restart.push("log.format".into());
+        }
+        // Errors are logged by the broker, naming the file and the line; each file that
+        // loads is applied.
+        let files = broker.file_reloader().reload();
+        let not_log = |key: &String| !key.starts_with("log.");
+        applied.extend(reload.applied.into_iter().filter(not_log));
+        needs_restart.extend(reload.needs_restart.into_iter().filter(not_log));
+        let files = match files {
+            Ok(()) => "reloaded",
+            Err(_) => "reloaded with errors (see above)",
+        };
+        tracing::info!(
+            target: RELOAD,
+            applied = %if applied.is_empty() { "none".to_owned() } else { applied.join(", ") },
+            files,
+            "configuration reloaded"
+        );
+        if !needs_restart.is_empty() {
+            tracing::warn!(
+                target: RELOAD,
+                keys = %needs_restart.join(", "),
+                "configuration changes that take effect only after a restart"
+            );
+        }
+        self.log.level = new.log.level;
+        // `format` stays as the logger was built: a change waits for a restart, and is named
+        // again at each reload until then.
     }
 }
 
-/// Waits for SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-async fn wait_for_signal() {
+/// What waits for SIGINT (Ctrl-C) or, on Unix, SIGTERM. On Unix both are listened for from
+/// this call on, not from the first poll: a signal while the broker starts stops it
+/// gracefully instead of ending the process (the default action). Must be called within the
+/// runtime.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                (Ok(mut interrupt), Err(_)) => {
+                    interrupt.recv().await;
+                }
+                (Err(_), _) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
-    {
+    async {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

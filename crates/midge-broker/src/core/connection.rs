@@ -1179,7 +1179,7 @@ impl Connection {
     ) {
         let core = self.core.clone();
         core.counters
-            .messages
+            .per_thread
             .received(message.qos, message.payload.len());
         // The client's, once its CONNECT is accepted (fields apart: the memo is borrowed too).
         if self.client.is_none() {
@@ -1593,7 +1593,7 @@ impl Connection {
             {
                 // From the PUBLISH's arrival to here: routing, the inbox and this task's turn.
                 let latency = now.saturating_duration_since(delivery.received_at);
-                self.core.counters.messages.delivered_after(latency);
+                self.core.counters.per_thread.delivered_after(latency);
                 self.admit(delivery);
             } else {
                 self.core.release(delivery.size());
@@ -1680,7 +1680,7 @@ impl Connection {
                 let tag = delivery.tag;
                 let (qos, payload) = (delivery.qos, delivery.message.payload.len());
                 if self.conn.deliver(delivery) {
-                    core.counters.messages.sent(qos, 1, payload);
+                    core.counters.per_thread.sent(qos, 1, payload);
                 } else {
                     core.counters.dropped_queue_full.fetch_add(1, Relaxed);
                     if let Some(slot) = self.slot() {
@@ -1707,7 +1707,7 @@ impl Connection {
         self.counted += delivery.size();
         let (qos, payload) = (delivery.qos, delivery.message.payload.len());
         self.conn.deliver_admitted(delivery);
-        self.core.counters.messages.sent(qos, 1, payload);
+        self.core.counters.per_thread.sent(qos, 1, payload);
     }
 
     /// Brings the global budget and the inbox's view of the session's queue in line with the
@@ -1967,7 +1967,7 @@ impl Connection {
                     self.counted += size;
                     self.core
                         .counters
-                        .messages
+                        .per_thread
                         .sent(midge_codec::QoS::AtMostOnce, 1, payload);
                 } else {
                     self.core.release(size);

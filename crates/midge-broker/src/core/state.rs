@@ -341,6 +341,9 @@ pub struct Core {
     timers_changed: AtomicWaker,
     /// [`Core::poll_timeout`] moved earlier since the driver last looked.
     timers_moved: AtomicBool,
+    /// Each listener's name for the admin view, with the port it is bound to; set by the
+    /// driver once it is (until then, the configured addresses are used).
+    pub(crate) listener_names: std::sync::OnceLock<Vec<String>>,
     /// Every open connection, by connection number: how shutdown reaches them, and what the
     /// admin view lists.
     connections: Mutex<HashMap<u64, OpenConnection>>,
@@ -468,6 +471,7 @@ impl Core {
                 session: config.queue_limits(),
             },
             live: LiveLimits::new(&config.limits),
+            listener_names: std::sync::OnceLock::new(),
             config,
             hooks,
             file_auth,
@@ -589,6 +593,14 @@ impl Core {
         );
         // Read under the lock that `stop` holds after setting it.
         self.stopping.load(Relaxed)
+    }
+
+    /// Each listener's name (address and protocols), in the configuration's order.
+    pub(crate) fn listener_names(&self) -> Vec<String> {
+        match self.listener_names.get() {
+            Some(names) => names.clone(),
+            None => self.config.listeners.iter().map(|l| l.describe()).collect(),
+        }
     }
 
     /// Records what an open connection is now: its listener and, once accepted, its client.
