@@ -1,6 +1,6 @@
 //! `midge ctl` against the real `midge broker` with an `[http]` section: a broker process on
 //! free loopback ports, its admin API behind a token file, and `midge sub` and `midge pub`
-//! as its MQTT clients.
+//! as its MQTT clients; and `midge bench --scrape` reading its /metrics.
 
 mod common;
 
@@ -281,4 +281,38 @@ fn retained_lists_and_deletes() {
     let out = broker.ctl(&["retained", "--filter", "a/#/b"]);
     assert_eq!(out.code(), Some(1), "{out:?}");
     assert!(out.stderr.contains("400"), "{}", out.stderr);
+}
+
+#[test]
+fn bench_scrapes_the_brokers_metrics() {
+    let broker = BrokerProcess::start("scrape");
+    let metrics = format!("http://{}/metrics", broker.http);
+    // `midge bench` takes its scenario before the host and port.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_midge"));
+    command.args([
+        "bench",
+        "fanin",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &broker.mqtt.port().to_string(),
+        "-c",
+        "2",
+        "-n",
+        "2000",
+        "-d",
+        "10s",
+        "--quiet",
+        "--json",
+        "--scrape",
+        &metrics,
+        "--scrape-interval-ms",
+        "20",
+    ]);
+    let json = run(command, b"").ok().stdout();
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert!(v["scrapes"]["ok"].as_u64() >= Some(1), "{json}");
+    assert_eq!(v["scrapes"]["failed"], 0, "{json}");
+    assert!(v["scrapes"]["last_bytes"].as_u64() > Some(100), "{json}");
+    assert_eq!(v["lost"], 0, "{json}");
 }
