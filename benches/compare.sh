@@ -30,6 +30,11 @@
 #                midge with the password file and no ACL (midge), midge with a generated
 #                1,000-line ACL file as well (midge-acl), and mosquitto with both files;
 #                reports midge-acl / midge                                           (msg/s)
+#   fanin-metrics  what serving metrics costs: fan-in QoS 0, 8 publishers x 1M messages of
+#                64 B -> 1 subscriber (about 5 s at 1.6M msg/s; --quick 250k), against midge
+#                without [http] (midge) and midge with [http] bind on a loopback port whose
+#                /metrics `midge bench --scrape` GETs every second while the run lasts
+#                (midge-metrics); reports midge-metrics / midge   (msg/s; target >= 0.97)
 # The auth scenarios leave out midge-base and rumqttd. Their files are in the script's
 # temporary directory; midge gets max_failed_attempts = 0, so that 64 connections checked
 # at once from 127.0.0.1 are not refused as a storm of guesses (every password is right).
@@ -124,10 +129,10 @@ fi
 
 if [ "$QUICK" = 1 ]; then
   N_FANIN=20000; N_FANOUT=4000; N_LATENCY=2000; N_CONN=2000; N_FILTERS=2000; N_FILTER_MSGS=20000
-  N_ARGON2=400; OQ_SESSIONS=200
+  N_ARGON2=400; OQ_SESSIONS=200; N_METRICS=250000
 else
   N_FANIN=100000; N_FANOUT=20000; N_LATENCY=5000; N_CONN=10000; N_FILTERS=10000; N_FILTER_MSGS=100000
-  N_ARGON2=2000; OQ_SESSIONS=1000
+  N_ARGON2=2000; OQ_SESSIONS=1000; N_METRICS=1000000
 fi
 # offline-queue: messages queued for every session (4 publishers share them).
 OQ_MESSAGES=1000
@@ -144,6 +149,7 @@ declare -A SCENARIO=(
   [auth-conn]="conn -c $N_CONN --settle 1s --concurrency 64"
   [auth-conn-argon2]="conn -c $N_ARGON2 --settle 1s --concurrency 64"
   [acl-fanin]="fanin -c 8 -n $N_FANIN -q 0 -s 64 --prefix bench/fanin"
+  [fanin-metrics]="fanin -c 8 -n $N_METRICS -q 0 -s 64"
   [durable-fanin]="fanin -c 8 -n $N_FANIN -q 1 --inflight 16 -s 64 --persistent"
   [durable-fanin-interval]="fanin -c 8 -n $N_FANIN -q 1 --inflight 16 -s 64 --persistent"
   # Several runs of midge bench and two broker starts: offline_queue below.
@@ -173,7 +179,9 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-declare -A PORT=([mosquitto]=$(free_port) [midge]=$(free_port) [midge-base]=$(free_port) [rumqttd]=$(free_port) [midge-acl]=$(free_port))
+declare -A PORT=([mosquitto]=$(free_port) [midge]=$(free_port) [midge-base]=$(free_port) [rumqttd]=$(free_port) [midge-acl]=$(free_port) [midge-metrics]=$(free_port))
+# fanin-metrics: midge-metrics's HTTP endpoint ([http] bind), scraped by the bench.
+HTTP_PORT=$(free_port)
 
 # TLS: a throwaway CA and a server certificate for 127.0.0.1 and localhost, both ECDSA P-256.
 if [ "$TRANSPORT" = tls ] || [ "$TRANSPORT" = wss ]; then
@@ -298,6 +306,7 @@ brokers_of() {
   case "$1" in
     auth-conn|auth-conn-argon2|durable-fanin|durable-fanin-interval|offline-queue) echo mosquitto midge ;;
     acl-fanin) echo mosquitto midge midge-acl ;;
+    fanin-metrics) echo midge midge-metrics ;;
     *) echo "${BROKERS[@]}" ;;
   esac
 }
@@ -441,15 +450,29 @@ sync_interval_ms = 1000'
   } >"$tmp/midge-$s.toml"
 done
 
+# fanin-metrics: midge's configuration with the HTTP endpoint on (no token: /metrics needs none).
+{ cat "$tmp/midge.toml"
+  printf '\n[http]\nbind = "127.0.0.1:%s"\n' "$HTTP_PORT"
+} >"$tmp/midge-metrics.toml"
+
 # The configuration file of broker $1 in scenario $2.
 conf_of() {
   case "$1" in
     mosquitto) if [ -e "$tmp/mosquitto-$2.conf" ]; then echo "$tmp/mosquitto-$2.conf"; else echo "$tmp/mosquitto.conf"; fi ;;
     midge) if [ -e "$tmp/midge-$2.toml" ]; then echo "$tmp/midge-$2.toml"; else echo "$tmp/midge.toml"; fi ;;
     midge-acl) echo "$tmp/midge-acl-$2.toml" ;;
+    midge-metrics) echo "$tmp/midge-metrics.toml" ;;
     midge-base) echo "$tmp/midge.toml" ;;
     rumqttd) echo "$tmp/rumqttd.toml" ;;
   esac
+}
+
+# What midge bench adds against broker $2 in scenario $1: midge-metrics's /metrics, scraped
+# every second while the run lasts.
+extra_of() {
+  if [ "$2" = midge-metrics ]; then
+    printf '%s\n' --scrape "http://127.0.0.1:$HTTP_PORT/metrics" --scrape-interval-ms 1000
+  fi
 }
 
 # midge bench's credentials in scenario $1.
@@ -470,6 +493,7 @@ wait_port() {
 start_broker() {
   launch_broker "$@"
   wait_port "${PORT[$1]}"
+  if [ "$1" = midge-metrics ]; then wait_port "$HTTP_PORT"; fi
 }
 
 # launch_broker BROKER [SCENARIO]: start_broker without waiting for the port.
@@ -478,7 +502,7 @@ launch_broker() {
   conf=$(conf_of "$1" "${2:-}")
   case "$1" in
     mosquitto) "$MOSQUITTO" -c "$conf" 2>>"$tmp/mosquitto.log" & ;;
-    midge|midge-acl) "$MIDGE" broker --bind 127.0.0.1 -p "${PORT[$1]}" --config "$conf" >>"$tmp/$1.log" 2>&1 & ;;
+    midge|midge-acl|midge-metrics) "$MIDGE" broker --bind 127.0.0.1 -p "${PORT[$1]}" --config "$conf" >>"$tmp/$1.log" 2>&1 & ;;
     midge-base) "$MIDGE_BASE" broker --bind 127.0.0.1 -p "${PORT[midge-base]}" --config "$conf" >>"$tmp/midge-base.log" 2>&1 & ;;
     rumqttd) "$RUMQTTD" --config "$conf" >>"$tmp/rumqttd.log" 2>&1 & ;;
   esac
@@ -740,8 +764,9 @@ for round in $(seq "$ROUNDS"); do
       else
         if is_durable "$s"; then rm -rf "${tmp:?}/store"/*; fi
         start_broker "$b" "$s"
+        mapfile -t extra < <(extra_of "$s" "$b")
         # shellcheck disable=SC2086 # the scenario is a word list
-        bench "$b" ${SCENARIO[$s]} "${creds[@]}" --broker-pid "$BROKER_PID" >"$out" 2>"$out.err" && code=0 || code=$?
+        bench "$b" ${SCENARIO[$s]} "${creds[@]}" "${extra[@]}" --broker-pid "$BROKER_PID" >"$out" 2>"$out.err" && code=0 || code=$?
         # A persistent broker writes what is pending as it stops.
         if is_durable "$s"; then stop_broker 60; else stop_broker; fi
       fi
@@ -773,6 +798,9 @@ else:
     extra = f"{d['delivery_rate']:.0f} msg/s"
     if d.get("ack_latency"):
         extra += f", PUBACK p50 {d['ack_latency']['p50_us']:.0f} µs, p99 {d['ack_latency']['p99_us']:.0f} µs"
+    if d.get("scrapes"):
+        sc = d["scrapes"]
+        extra += f", /metrics scraped {sc['ok']} of {sc['ok'] + sc['failed']} ({sc['last_bytes']} B, max {sc['max_ms']:.1f} ms)"
 print(f"round {rnd} {s:12} {b:10} {extra}; lost {d['lost']}, errors {d['errors']}, "
       f"bench CPU {d['bench_cpu_s']:.2f} s, broker CPU {u.get('cpu_s', 0):.2f} s, load {load} (exit {code})")
 EOF
@@ -945,7 +973,51 @@ ratio("acl-fanin", "midge-acl", "midge", " (midge with the ACL against without; 
 ratio("acl-fanin", "midge-acl", "mosquitto", " (both with the ACL)")
 EOF
 
-for b in "${BROKERS[@]}" midge-acl; do
+# fanin-metrics: midge with its metrics scraped every second against midge without [http].
+python3 - "$results" <<'EOF'
+import json, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    rnd, s, b, code, path = line.split()
+    if s != "fanin-metrics":
+        continue
+    try:
+        d = json.load(open(path))
+    except Exception:
+        d = None
+    runs.setdefault(b, []).append(d)
+if not runs:
+    sys.exit()
+fmt = lambda x: "–" if x is None else f"{x:,.0f}".replace(",", " ")
+print()
+print("| fan-in QoS 0 | msg/s, median | msg/s, per round | broker CPU per message, µs (median) | /metrics scrapes (ok of made, per round) | lost, errors |")
+print("|---|---:|---|---:|---|---|")
+med = {}
+cpu = {}
+for b in ("midge", "midge-metrics"):
+    ds = runs.get(b, [])
+    vals = [d["delivery_rate"] if d else None for d in ds]
+    ok = [v for v in vals if v is not None]
+    med[b] = statistics.median(ok) if ok else None
+    per = [d["broker_usage"]["cpu_s"] / d["delivered"] * 1e6 for d in ds if d and d.get("broker_usage") and d["delivered"]]
+    cpu[b] = statistics.median(per) if per else None
+    scrapes = [f"{d['scrapes']['ok']} of {d['scrapes']['ok'] + d['scrapes']['failed']}" if d and d.get("scrapes") else "–" for d in ds]
+    lost = sum(d["lost"] for d in ds if d)
+    errs = sum(d["errors"] for d in ds if d) + sum(1 for d in ds if d is None)
+    print(f"| {b} | {fmt(med[b])} | " + " / ".join(fmt(v) for v in vals) + f" | {'–' if cpu[b] is None else f'{cpu[b]:.2f}'} | " + " / ".join(scrapes) + f" | {lost}, {errs} |")
+# A run whose scrapes all failed measured nothing of the metrics' cost.
+unscraped = sum(1 for d in runs.get("midge-metrics", []) if d and (not d.get("scrapes") or d["scrapes"]["ok"] == 0))
+if med.get("midge") and med.get("midge-metrics") is not None:
+    r = med["midge-metrics"] / med["midge"]
+    verdict = "met" if r >= 0.97 else "NOT met"
+    print(f"\nfanin-metrics: midge-metrics / midge = {r:.3f} (target >= 0.97: {verdict})"
+          + (f"; {unscraped} run(s) with no successful scrape" if unscraped else ""))
+# The broker's CPU time per message does not move with the machine's other load as the rate does.
+if cpu.get("midge") and cpu.get("midge-metrics") is not None:
+    print(f"fanin-metrics: broker CPU per message, midge-metrics / midge = {cpu['midge-metrics'] / cpu['midge']:.3f}")
+EOF
+
+for b in "${BROKERS[@]}" midge-acl midge-metrics; do
   if [ -s "$tmp/$b.log" ] && grep -qiE "error|warn|panic" "$tmp/$b.log"; then
     echo
     echo "$b log (last lines with errors or warnings):"

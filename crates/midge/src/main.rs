@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod bench;
+mod ctl;
 mod logging;
 mod mqtt;
 mod passwd;
@@ -62,6 +63,9 @@ enum Command {
     /// Inspect a broker's store, the file of `[persistence] path`.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Ask a running broker over its HTTP admin API (`[http]` in its configuration).
+    #[command(after_help = ctl::HELP)]
+    Ctl(ctl::CtlArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
         Some(Command::Bench(args)) => bench::main(*args),
         Some(Command::Passwd(args)) => passwd::main(args),
         Some(Command::Store(command)) => store(command),
+        Some(Command::Ctl(args)) => ctl::main(args),
         None => broker(BrokerArgs::default()),
     }
 }

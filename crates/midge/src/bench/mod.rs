@@ -13,6 +13,7 @@ mod pattern;
 mod publisher;
 mod report;
 mod run;
+mod scrape;
 mod subscriber;
 mod track;
 
@@ -132,6 +133,14 @@ struct Common {
     /// The broker's process id: report its resident memory (and CPU time) from /proc.
     #[arg(long)]
     broker_pid: Option<u32>,
+    /// While the run lasts, GET this URL (such as a broker's http://127.0.0.1:8080/metrics)
+    /// from a thread of its own, at once and then every --scrape-interval-ms, as a Prometheus
+    /// server would; the summary says how many scrapes succeeded.
+    #[arg(long, value_name = "URL")]
+    scrape: Option<String>,
+    /// Milliseconds between two scrapes of --scrape.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    scrape_interval_ms: u64,
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     help: Option<bool>,
@@ -532,6 +541,12 @@ fn setup(c: &Common) -> Result<Setup, String> {
     if c.threads == Some(0) {
         return Err("--threads must be at least 1".into());
     }
+    if let Some(url) = &c.scrape {
+        scrape::check_url(url)?;
+        if c.scrape_interval_ms == 0 {
+            return Err("--scrape-interval-ms must be at least 1".into());
+        }
+    }
     let target = transport::target(c.host.as_deref(), c.port, "127.0.0.1", &c.transport)?;
     if target.topic.is_some() {
         return Err(
@@ -721,12 +736,19 @@ pub(crate) fn main(args: BenchArgs) -> ExitCode {
             return ExitCode::from(EXIT_SETUP);
         }
     };
-    match runtime.block_on(run::run(setup, plan)) {
+    let scraper = common
+        .scrape
+        .clone()
+        .map(|url| scrape::Scraper::start(url, Duration::from_millis(common.scrape_interval_ms)));
+    let result = runtime.block_on(run::run(setup, plan));
+    let scrapes = scraper.map(scrape::Scraper::stop);
+    match result {
         Err(e) => {
             eprintln!("midge bench: {e}");
             ExitCode::from(EXIT_SETUP)
         }
-        Ok(summary) => {
+        Ok(mut summary) => {
+            summary.scrapes = scrapes;
             let text = if common.json {
                 summary.to_json() + "\n"
             } else {
@@ -883,6 +905,20 @@ mod tests {
             (&["conn", "-d", "0s"], "--duration"),
             (&["conn", "--concurrency", "0"], "--concurrency"),
             (&["fanin", "--prefix", "a/#"], "wildcard"),
+            (
+                &["fanin", "--scrape", "https://127.0.0.1/metrics"],
+                "http://",
+            ),
+            (
+                &[
+                    "fanin",
+                    "--scrape",
+                    "http://127.0.0.1:8080/metrics",
+                    "--scrape-interval-ms",
+                    "0",
+                ],
+                "at least 1",
+            ),
         ];
         for (args, expected) in cases {
             let err = plan_of(args).expect_err(&format!("{args:?} should fail"));

@@ -203,6 +203,9 @@ pub(crate) struct Summary {
     pub(crate) closed_by_broker: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) broker_usage: Option<BrokerUsage>,
+    /// `--scrape`: the scrapes made while the run lasted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) scrapes: Option<super::scrape::ScrapeStats>,
     /// CPU seconds the bench process used for the whole run, setup included.
     pub(crate) bench_cpu_s: f64,
     pub(crate) errors: u64,
@@ -325,6 +328,22 @@ impl Summary {
                 b.rss_after_bytes / 1024,
                 b.cpu_s
             );
+        }
+        if let Some(sc) = &self.scrapes {
+            let _ = writeln!(
+                s,
+                "  scrapes     {} of {} succeeded, every {} ms ({}; {} B, mean {:.1} ms, max {:.1} ms)",
+                sc.ok,
+                sc.ok + sc.failed,
+                sc.interval_ms,
+                sc.url,
+                sc.last_bytes,
+                sc.mean_ms,
+                sc.max_ms
+            );
+            if let Some(e) = &sc.first_error {
+                let _ = writeln!(s, "    first failure: {e}");
+            }
         }
         let _ = writeln!(s, "  bench CPU   {:.2} s", self.bench_cpu_s);
         if let Some(n) = self.sessions_present {
