@@ -5,7 +5,9 @@
 //! [`BrokerHandle::admin`](crate::BrokerHandle::admin).
 //!
 //! Every listing is paginated by key, so that a broker with a million clients answers a page
-//! with memory for that page: `after` is the previous page's `next`.
+//! with memory for that page: `after` is the previous page's `next`, an opaque cursor of
+//! printable ASCII (client identifiers and topics may hold any character but U+0000, which
+//! must survive a command line and a URL).
 
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
@@ -48,6 +50,9 @@ pub enum AdminError {
     /// A QoS other than 0, 1 or 2.
     #[error("invalid QoS {0}: it must be 0, 1 or 2")]
     InvalidQos(u8),
+    /// An `after` that is not a `next` this API gave.
+    #[error("invalid cursor {0:?}: pass a page's `next` as it came")]
+    InvalidCursor(String),
 }
 
 /// The broker's admin view. Cheap to clone; usable from any thread.
@@ -384,7 +389,9 @@ impl Admin {
 
     /// Connected clients, ordered by client identifier, from the one after `after` (the
     /// previous page's `next`), at most `limit` (and at most [`MAX_PAGE`]).
-    pub fn clients(&self, after: Option<&str>, limit: usize) -> ClientPage {
+    pub fn clients(&self, after: Option<&str>, limit: usize) -> Result<ClientPage, AdminError> {
+        let after = decode_cursor(after)?;
+        let after = after.as_deref();
         let limit = limit.clamp(1, MAX_PAGE);
         let mut total = 0;
         let mut page = Smallest::new(limit);
@@ -403,13 +410,13 @@ impl Admin {
             .map(|(_, (client, inbox))| summary(&client, inbox.queued_messages()))
             .collect();
         let next = more
-            .then(|| clients.last().map(|c| c.client_id.clone()))
+            .then(|| clients.last().map(|c| encode_cursor(&c.client_id)))
             .flatten();
-        ClientPage {
+        Ok(ClientPage {
             clients,
             total,
             next,
-        }
+        })
     }
 
     /// The connected client `client_id`, with its subscriptions; `None` if it is not
@@ -481,6 +488,8 @@ impl Admin {
         after: Option<&str>,
         limit: usize,
     ) -> Result<RetainedPage, AdminError> {
+        let after = decode_cursor(after)?;
+        let after = after.as_deref();
         let limit = limit.clamp(1, MAX_PAGE);
         let text = filter.unwrap_or("#");
         let filter =
@@ -511,7 +520,7 @@ impl Admin {
             })
             .collect();
         let next = more
-            .then(|| topics.last().map(|t| t.topic.clone()))
+            .then(|| topics.last().map(|t| encode_cursor(&t.topic)))
             .flatten();
         Ok(RetainedPage { topics, next })
     }
@@ -548,6 +557,8 @@ impl Admin {
         after: Option<&str>,
         limit: usize,
     ) -> Result<SubscriptionPage, AdminError> {
+        let after = decode_cursor(after)?;
+        let after = after.as_deref();
         let limit = limit.clamp(1, MAX_PAGE);
         let parsed = filter
             .map(|text| {
@@ -576,7 +587,7 @@ impl Admin {
         drop(index);
         let (entries, more) = page.into_sorted();
         let next = more
-            .then(|| entries.last().map(|(key, _)| key.clone()))
+            .then(|| entries.last().map(|(key, _)| encode_cursor(key)))
             .flatten();
         Ok(SubscriptionPage {
             subscriptions: entries.into_iter().map(|(_, info)| info).collect(),
@@ -604,6 +615,38 @@ impl Admin {
         message.retain = retain;
         Ok(self.core.publish(message, Instant::now()))
     }
+}
+
+/// A page's `next`: its last key, in hexadecimal, so that any key survives a command line, a
+/// URL and a terminal.
+fn encode_cursor(key: &str) -> String {
+    use std::fmt::Write;
+    key.bytes().fold(String::with_capacity(key.len() * 2), |mut hex, byte| {
+        let _ = write!(hex, "{byte:02x}");
+        hex
+    })
+}
+
+/// The key of an `after` cursor made by [`encode_cursor`].
+fn decode_cursor(after: Option<&str>) -> Result<Option<String>, AdminError> {
+    let Some(after) = after else {
+        return Ok(None);
+    };
+    let invalid = || AdminError::InvalidCursor(after.chars().take(64).collect());
+    // Checked before allocating: a cursor is at most two hex digits per byte of a key.
+    if after.len() % 2 != 0 || after.len() > 2 * 4 * 65_535 {
+        return Err(invalid());
+    }
+    let bytes = (0..after.len())
+        .step_by(2)
+        .map(|at| {
+            after
+                .get(at..at + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(invalid)?;
+    String::from_utf8(bytes).map(Some).map_err(|_| invalid())
 }
 
 /// A subscription's place in [`Admin::subscriptions`]' order, as an `after` cursor: its
@@ -776,6 +819,19 @@ mod tests {
         let mut page = Smallest::new(3);
         page.offer("x".to_owned(), ());
         assert!(!page.into_sorted().1);
+    }
+
+    #[test]
+    fn cursors_survive_any_key_and_refuse_what_they_did_not_make() {
+        for key in ["a/b\u{0}g\u{0}c", "", "é\n\u{202e}x", "+/#"] {
+            let cursor = encode_cursor(key);
+            assert!(cursor.bytes().all(|b| b.is_ascii_hexdigit()), "{cursor}");
+            assert_eq!(decode_cursor(Some(&cursor)).ok(), Some(Some(key.to_owned())));
+        }
+        for bad in ["a", "zz", "ff", "c3"] {
+            assert!(decode_cursor(Some(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(decode_cursor(None).ok(), Some(None));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::admin::Admin;
 use crate::auth::FileAuth;
 use crate::config::BindAddr;
 use crate::config::{BrokerConfig, ConfigError};
-use crate::core::live::{needs_restart, ConfigReload};
+use crate::core::live::ConfigReload;
 use crate::core::Core;
 use crate::driver::{now, Transport};
 use crate::hooks::{AllowAll, Hooks};
@@ -280,13 +280,7 @@ impl FileReloader {
     /// The files the configuration names are read again by [`FileReloader::reload`], not
     /// here.
     pub fn reload_config(&self, new: &BrokerConfig) -> Result<ConfigReload, ConfigError> {
-        new.validate()?;
-        let applied = self.core.live.apply(&new.limits);
-        let needs_restart = needs_restart(&self.core.config, new);
-        Ok(ConfigReload {
-            applied,
-            needs_restart,
-        })
+        self.core.reload_config(new)
     }
 
     /// Reads every TLS listener's certificate, key and client CA files again, and the

@@ -121,11 +121,13 @@ impl PerThread {
     }
 
     /// `n` bytes read from a client's transport.
+    #[cfg(feature = "runtime")]
     pub(crate) fn read(&self, n: usize) {
         self.add(slot::WIRE_IN, n as u64);
     }
 
     /// `n` bytes written to a client's transport.
+    #[cfg(feature = "runtime")]
     pub(crate) fn written(&self, n: usize) {
         self.add(slot::WIRE_OUT, n as u64);
     }

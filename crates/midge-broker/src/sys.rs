@@ -152,6 +152,8 @@ pub(crate) type Sys = Arc<Mutex<SysState>>;
 /// Publishes the `$SYS` topics every `every`, from the first tick (at once) on.
 pub(crate) async fn sys_loop(shared: Arc<Core>, sys: Sys, every: Duration) {
     let mut ticker = tokio::time::interval(every);
+    // After a stall, one update, not one per missed interval.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         publish_sys(&shared, &sys);

@@ -32,19 +32,19 @@ async fn clients_are_listed_by_id_in_pages_with_their_subscriptions() {
     peers[1].subscribe("$share/g/y/#", QoS::ExactlyOnce).await;
     peers[3].subscribe("x/+", QoS::AtMostOnce).await;
 
-    let first = admin.clients(None, 2);
+    let first = admin.clients(None, 2).expect("no cursor");
     assert_eq!(first.total, 5);
     let ids: Vec<_> = first.clients.iter().map(|c| c.client_id.as_str()).collect();
     assert_eq!(ids, ["a", "b"]);
-    assert_eq!(first.next.as_deref(), Some("b"));
-    let second = admin.clients(first.next.as_deref(), 2);
+    assert_eq!(first.next.as_deref(), Some("62"), "b, in hexadecimal");
+    let second = admin.clients(first.next.as_deref(), 2).expect("valid");
     let ids: Vec<_> = second
         .clients
         .iter()
         .map(|c| c.client_id.as_str())
         .collect();
     assert_eq!(ids, ["c", "d"]);
-    let last = admin.clients(second.next.as_deref(), 2);
+    let last = admin.clients(second.next.as_deref(), 2).expect("valid");
     let ids: Vec<_> = last.clients.iter().map(|c| c.client_id.as_str()).collect();
     assert_eq!(ids, ["e"]);
     assert_eq!(last.next, None);
@@ -76,6 +76,10 @@ async fn clients_are_listed_by_id_in_pages_with_their_subscriptions() {
     assert_eq!(rest.subscriptions.len(), 1);
     assert_eq!(rest.next, None);
     assert!(admin.subscriptions(Some("bad/#/x"), None, 10).is_err());
+    assert!(
+        admin.clients(Some("not a cursor"), 10).is_err(),
+        "a cursor the API did not make"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,7 +99,7 @@ async fn kick_disconnects_a_5_0_client_with_administrative_action_and_a_3_1_1_on
         "3.1.1 has no DISCONNECT from the server: {rest:?}"
     );
     assert!(!admin.kick("nobody"));
-    eventually("both gone", || admin.clients(None, 10).total == 0).await;
+    eventually("both gone", || admin.clients(None, 10).is_ok_and(|page| page.total == 0)).await;
     let metrics = admin.metrics();
     let kicked = metrics
         .disconnects

@@ -98,7 +98,7 @@ fn a_closed_connection_still_counts_and_lists_its_session() {
     a.connection_lost(now);
     assert!(a.is_closed());
     let closed_not_dropped = core.stats().queued_messages;
-    let listed = admin.clients(None, 10).total;
+    let listed = admin.clients(None, 10).expect("no cursor").total;
     let kicked = admin.kick("s");
     let metrics = admin.metrics();
     drop(a);

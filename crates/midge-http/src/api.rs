@@ -108,6 +108,7 @@ pub(crate) fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/clients", get(clients))
         .route("/clients/{id}", get(client))
         .route("/clients/{id}/kick", post(kick))
+        .route("/kick", post(kick_by_query))
         .route("/retained", get(retained).delete(delete_retained))
         .route("/subscriptions", get(subscriptions))
         .route("/publish", post(publish))
@@ -199,6 +200,16 @@ async fn dashboard() -> Response {
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
+            // The page's own inline script and style, and requests to this origin: nothing
+            // else runs, loads or frames it.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; \
+                 base-uri 'none'; form-action 'none'",
+            ),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "no-referrer"),
         ],
         DASHBOARD,
     )
@@ -265,7 +276,7 @@ async fn clients(
 ) -> ApiResult<Response> {
     let Query(page) = page?;
     let limit = page.limit()?;
-    Ok(Json(state.admin.clients(page.after.as_deref(), limit)).into_response())
+    Ok(Json(state.admin.clients(page.after.as_deref(), limit)?).into_response())
 }
 
 async fn client(
@@ -281,12 +292,32 @@ async fn client(
     }
 }
 
+/// `POST /api/v1/kick?client_id=ID`: the client id in the query, for ids a path cannot carry
+/// through a browser (`.` and `..`, which URL resolution removes).
+async fn kick_by_query(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<KickQuery>, QueryRejection>,
+) -> ApiResult<StatusCode> {
+    let Query(KickQuery { client_id }) = query?;
+    kick_client(&state, &client_id)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KickQuery {
+    client_id: String,
+}
+
 async fn kick(
     State(state): State<Arc<AppState>>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<StatusCode> {
     let Path(id) = id?;
-    if state.admin.kick(&id) {
+    kick_client(&state, &id)
+}
+
+fn kick_client(state: &AppState, id: &str) -> ApiResult<StatusCode> {
+    if state.admin.kick(id) {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!(

@@ -65,6 +65,7 @@ async fn every_api_endpoint_refuses_a_missing_or_wrong_token() {
         (Method::GET, "/api/v1/clients", None),
         (Method::GET, "/api/v1/clients/someone", None),
         (Method::POST, "/api/v1/clients/someone/kick", None),
+        (Method::POST, "/api/v1/kick?client_id=someone", None),
         (Method::GET, "/api/v1/retained", None),
         (Method::DELETE, "/api/v1/retained?topic=a", None),
         (Method::GET, "/api/v1/subscriptions", None),
@@ -284,7 +285,7 @@ async fn every_api_endpoint_answers() {
         .await
         .json();
     assert_eq!(second["clients"][0]["client_id"], "c2", "{second}");
-    for bad in ["limit=0", "limit=1001", "limit=x"] {
+    for bad in ["limit=0", "limit=1001", "limit=x", "after=zz", "after=6"] {
         get(addr, &format!("/api/v1/clients?{bad}"))
             .await
             .error(StatusCode::BAD_REQUEST);
@@ -413,6 +414,32 @@ async fn every_api_endpoint_answers() {
         addr,
         Method::POST,
         "/api/v1/clients/nobody/kick",
+        Some(TOKEN),
+        None,
+    )
+    .await
+    .error(StatusCode::NOT_FOUND);
+
+    // POST /kick?client_id=: an id that a path segment cannot carry through a browser.
+    let dots = client(mqtt, "..").await;
+    let kicked = request(
+        addr,
+        Method::POST,
+        "/api/v1/kick?client_id=..",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(kicked.status, StatusCode::NO_CONTENT, "{}", kicked.body);
+    eventually("the client `..` is gone", || async {
+        get(addr, "/api/v1/clients").await.json()["total"] == 1
+    })
+    .await;
+    drop(dots);
+    request(
+        addr,
+        Method::POST,
+        "/api/v1/kick?client_id=nobody",
         Some(TOKEN),
         None,
     )

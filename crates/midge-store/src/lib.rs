@@ -270,7 +270,7 @@ impl DiskStore {
     /// Encodes a change into what the commit thread writes; `None` if it writes nothing.
     fn encode(&self, change: Change<'_>) -> Option<Op> {
         let unencodable = |what: &str, client: &ByteStr, err: record::Unencodable| {
-            tracing::error!(client = %client, %err, "{what} cannot be stored: it is left out");
+            tracing::error!(client = ?client.as_str(), %err, "{what} cannot be stored: it is left out");
         };
         Some(match change {
             Change::Session(record) => match record::encode_session(record, self.clock) {
@@ -594,7 +594,7 @@ impl Journal for DiskStore {
     /// Message Expiry Interval has passed are left out, and deleted by the next commit.
     fn queued(&self, client_id: &ByteStr, now: Instant) -> Vec<midge_proto::session::Delivery> {
         if let Err(err) = self.flush() {
-            tracing::error!(%err, %client_id, "cannot read a queue: the store failed");
+            tracing::error!(%err, client_id = ?client_id.as_str(), "cannot read a queue: the store failed");
             return Vec::new();
         }
         let wall_now = self.clock.to_wall(now);
@@ -623,7 +623,7 @@ impl Journal for DiskStore {
             Ok(())
         })();
         if let Err(err) = read {
-            tracing::error!(path = %self.path().display(), %err, %client_id, "cannot read a queue from the store");
+            tracing::error!(path = %self.path().display(), %err, client_id = ?client_id.as_str(), "cannot read a queue from the store");
         }
         for tag in expired {
             self.shared.push(Some(Op::Finished {

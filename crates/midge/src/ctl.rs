@@ -531,7 +531,13 @@ fn segment(s: &str) -> String {
 fn clean(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if c.is_control() {
+        // Control characters, and the marks that reorder text on a terminal (a client id
+        // holding U+202E would turn the rest of its row around).
+        let reorders = matches!(
+            c,
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        );
+        if c.is_control() || reorders {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -824,6 +830,13 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn clean_escapes_control_characters_and_reordering_marks() {
+        assert_eq!(clean("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
+        assert_eq!(clean("x\u{202e}yz"), "x\\u{202e}yz");
+        assert_eq!(clean("é/+/#"), "é/+/#");
+    }
 
     #[test]
     fn tables_align_like_docker_ps() {

@@ -48,13 +48,25 @@ impl std::fmt::Debug for Logging {
 /// `RUST_LOG` if it is set (and valid), else of `-v` (`verbose` > 0), else of `[log] level`
 /// (checked by [`config_filter`] when the configuration was loaded), else `info`.
 pub(crate) fn init(verbose: u8, config: &LogConfig, format: LogFormat) -> Logging {
-    let (filter, fixed_by) = match EnvFilter::try_from_default_env() {
-        Ok(filter) => (filter, Some("RUST_LOG")),
-        Err(_) if verbose > 0 => {
+    // Set but empty (`RUST_LOG=${RUST_LOG}` in a compose file) is as if unset; set and
+    // invalid is said, once logging works.
+    let env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|value| !value.trim().is_empty());
+    let mut invalid_env = None;
+    let from_env = env.as_deref().and_then(|value| {
+        EnvFilter::builder()
+            .parse(value)
+            .map_err(|err| invalid_env = Some(err.to_string()))
+            .ok()
+    });
+    let (filter, fixed_by) = match from_env {
+        Some(filter) => (filter, Some("RUST_LOG")),
+        None if verbose > 0 => {
             let level = if verbose == 1 { "debug" } else { "trace" };
             (EnvFilter::new(level), Some("-v"))
         }
-        Err(_) => (
+        None => (
             config_filter(config.level.as_deref()).unwrap_or_else(|_| EnvFilter::new("info")),
             None,
         ),
@@ -80,6 +92,9 @@ pub(crate) fn init(verbose: u8, config: &LogConfig, format: LogFormat) -> Loggin
                     .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
             )
             .init(),
+    }
+    if let Some(err) = invalid_env {
+        tracing::warn!("RUST_LOG is not a valid filter ({err}): it is ignored");
     }
     Logging {
         filter: handle,

@@ -172,13 +172,32 @@ fn open_store(config: &BrokerConfig) -> Result<Option<DiskStore>, String> {
     Ok(Some(store))
 }
 
+/// A configuration file's parse error: the file, the line and column, and what is wrong, but
+/// not the line itself, which may hold a secret (a token written without its quotes).
+fn config_error(path: &Path, text: &str, error: &toml::de::Error) -> String {
+    let place = error
+        .span()
+        .and_then(|span| text.get(..span.start))
+        .map(|before| {
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(", line {line}, column {column}")
+        })
+        .unwrap_or_default();
+    format!(
+        "invalid configuration {}{place}: {}",
+        path.display(),
+        error.message()
+    )
+}
+
 fn load_config(args: &BrokerArgs) -> Result<BrokerConfig, String> {
     let mut config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             let mut config = toml::from_str::<BrokerConfig>(&text)
-                .map_err(|e| format!("invalid configuration {}: {e}", path.display()))?;
+                .map_err(|e| config_error(path, &text, &e))?;
             // Paths in the file are relative to the file, wherever the broker is started
             // from.
             let dir = path.parent().unwrap_or(Path::new("."));
@@ -220,14 +239,6 @@ fn broker(args: BrokerArgs) -> ExitCode {
     };
     let format = args.log_format.map_or(config.log.format, LogFormat::from);
     let logging = logging::init(args.verbose, &config.log, format);
-    // Before the runtime: opening reads and checks the whole file.
-    let store = match open_store(&config) {
-        Ok(store) => store,
-        Err(err) => {
-            tracing::error!("{err}");
-            return ExitCode::FAILURE;
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -244,6 +255,16 @@ fn broker(args: BrokerArgs) -> ExitCode {
         let stop = stop_signal();
         #[cfg(unix)]
         let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        // Once the signals are ours (a reload asked for while a large store opens must not end
+        // the process): opening reads and checks the whole file, on this thread, which is
+        // none of the runtime's workers.
+        let store = match open_store(&config) {
+            Ok(store) => store,
+            Err(err) => {
+                tracing::error!("{err}");
+                return ExitCode::FAILURE;
+            }
+        };
         let http_config = config.http.clone();
         #[cfg(unix)]
         let mut reloading = Reloading {

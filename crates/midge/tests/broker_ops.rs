@@ -241,7 +241,7 @@ async fn sighup_applies_a_new_log_level_and_a_broken_file_changes_nothing() {
     assert_eq!(count("password and ACL files reloaded"), 1, "{all}");
     // "loud" and "after-broken"; not "before" nor "quiet-again".
     assert_eq!(count("client connected"), 2, "{all}");
-    assert_eq!(count("client_id=before"), 0, "{all}");
+    assert_eq!(count("client_id=\"before\""), 0, "{all}");
     assert_eq!(count("keeping the configuration in use"), 1, "{all}");
     let summaries: Vec<&str> = all
         .lines()

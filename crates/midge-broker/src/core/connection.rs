@@ -542,7 +542,7 @@ impl Connection {
                         Answer::Refused => None,
                     };
                     if handover.is_none() {
-                        tracing::warn!(client_id = %connect.info.client_id, "previous connection did not hand over its session");
+                        tracing::warn!(client_id = ?connect.info.client_id.as_str(), "previous connection did not hand over its session");
                         // What the journal holds of that session must not come back inside
                         // the new one.
                         self.forget_session(&connect.info.client_id);
@@ -574,7 +574,7 @@ impl Connection {
                         }
                         None => {
                             ticket.abandon();
-                            tracing::warn!(peer = %self.info.peer, client_id = %connect.client_id, "credentials not checked within the connect timeout, refusing CONNECT");
+                            tracing::warn!(peer = %self.info.peer, client_id = ?connect.client_id.as_str(), "credentials not checked within the connect timeout, refusing CONNECT");
                             self.core
                                 .counters
                                 .rejected_connections
@@ -881,7 +881,7 @@ impl Connection {
     /// A re-authentication failed: the client is disconnected with `code` [MQTT-4.12.1-2].
     fn reauth_failed(&mut self, code: ReasonCode) {
         self.core.counters.auth_failures.fetch_add(1, Relaxed);
-        tracing::info!(peer = %self.info.peer, client_id = %self.info.client_id, code = code.0, "re-authentication failed");
+        tracing::info!(peer = %self.info.peer, client_id = ?self.info.client_id.as_str(), code = code.0, "re-authentication failed");
         self.conn.disconnect(code);
     }
 
@@ -890,7 +890,7 @@ impl Connection {
         let counters = &self.core.counters;
         counters.rejected_connections.fetch_add(1, Relaxed);
         counters.auth_failures.fetch_add(1, Relaxed);
-        tracing::info!(peer = %self.info.peer, client_id = %client_id, code = code.0, "authentication refused");
+        tracing::info!(peer = %self.info.peer, client_id = ?client_id.as_str(), code = code.0, "authentication refused");
         self.conn.reject(code);
     }
 
@@ -921,7 +921,7 @@ impl Connection {
             if let Err(code) = core.authorize_publish(&info, &message) {
                 core.counters.publishes_denied.fetch_add(1, Relaxed);
                 core.counters.rejected_connections.fetch_add(1, Relaxed);
-                tracing::debug!(peer = %self.info.peer, client_id = %client_id, topic = %message.topic, "will not authorized, refusing CONNECT");
+                tracing::debug!(peer = %self.info.peer, client_id = ?client_id.as_str(), topic = ?message.topic.as_str(), "will not authorized, refusing CONNECT");
                 return self.conn.reject(code);
             }
         }
@@ -936,7 +936,7 @@ impl Connection {
             if !core.reserve(will_bytes) && !core.reserve_in_place_of_will(&client_id, will_bytes) {
                 core.counters.rejected_connections.fetch_add(1, Relaxed);
                 core.counters.dropped_memory_budget.fetch_add(1, Relaxed);
-                tracing::warn!(peer = %self.info.peer, client_id = %client_id, "memory budget exhausted, refusing CONNECT with a will");
+                tracing::warn!(peer = %self.info.peer, client_id = ?client_id.as_str(), "memory budget exhausted, refusing CONNECT with a will");
                 return self.conn.reject(ReasonCode::QUOTA_EXCEEDED);
             }
             self.inbox.charge_will(will_bytes);
@@ -952,7 +952,7 @@ impl Connection {
             else {
                 core.release(self.inbox.take_will_charge());
                 core.counters.rejected_connections.fetch_add(1, Relaxed);
-                tracing::warn!(peer = %self.info.peer, client_id = %client_id, "session limit reached, refusing CONNECT");
+                tracing::warn!(peer = %self.info.peer, client_id = ?client_id.as_str(), "session limit reached, refusing CONNECT");
                 return self.conn.reject(ReasonCode::QUOTA_EXCEEDED);
             };
             let mut state = slot.lock();
@@ -1214,7 +1214,7 @@ impl Connection {
                 // 3.x cannot refuse a PUBLISH: its acknowledgement goes as usual, and the
                 // message nowhere [MQTT-3.3.5-2].
                 core.counters.publishes_denied.fetch_add(1, Relaxed);
-                tracing::debug!(client_id = %info.client_id, topic = %message.topic, code = code.0, "publish not authorized");
+                tracing::debug!(client_id = ?info.client_id.as_str(), topic = ?message.topic.as_str(), code = code.0, "publish not authorized");
                 self.acknowledge(packet_id, code);
                 return;
             }
@@ -1393,7 +1393,7 @@ impl Connection {
         let refused = self.core.counters.refused_store_full.fetch_add(1, Relaxed);
         // Once, then every thousandth: a full store refuses every message until it has room.
         if refused.is_multiple_of(1000) {
-            tracing::warn!(client_id = %self.info.client_id, refused = refused + 1, "the store is full (max_disk_bytes): refusing QoS 1 and 2 messages");
+            tracing::warn!(client_id = ?self.info.client_id.as_str(), refused = refused + 1, "the store is full (max_disk_bytes): refusing QoS 1 and 2 messages");
         }
         if self.info.version.is_v5() {
             self.acknowledge(packet_id, ReasonCode::QUOTA_EXCEEDED);
@@ -1791,7 +1791,7 @@ impl Connection {
                 Err(code) => {
                     if code == ReasonCode::NOT_AUTHORIZED {
                         core.counters.subscriptions_denied.fetch_add(1, Relaxed);
-                        tracing::debug!(client_id = %info.client_id, filter = %request.filter, "subscription not authorized");
+                        tracing::debug!(client_id = ?info.client_id.as_str(), filter = ?request.filter.as_str(), "subscription not authorized");
                     }
                     codes.push(code);
                 }
@@ -1878,7 +1878,7 @@ impl Connection {
             });
             if refused > 0 {
                 add(&core.counters.dropped_memory_budget, refused);
-                tracing::warn!(client_id = %self.info.client_id, refused, "retained messages not sent to a new subscription: memory budget exhausted, or as many already waiting as the broker retains");
+                tracing::warn!(client_id = ?self.info.client_id.as_str(), refused, "retained messages not sent to a new subscription: memory budget exhausted, or as many already waiting as the broker retains");
             }
             if !batch.messages.is_empty() {
                 let backlog = self.retained.get_or_insert_with(Box::default);

@@ -602,6 +602,21 @@ impl Core {
         self.stopping.load(Relaxed)
     }
 
+    /// Applies what may change while the broker runs from `new`, the configuration read
+    /// again (see [`FileReloader::reload_config`](crate::FileReloader::reload_config) for
+    /// what that is); the other keys that changed are listed as needing a restart. A
+    /// configuration that does not validate changes nothing.
+    pub fn reload_config(
+        &self,
+        new: &BrokerConfig,
+    ) -> Result<super::live::ConfigReload, ConfigError> {
+        new.validate()?;
+        Ok(super::live::ConfigReload {
+            applied: self.live.apply(&new.limits),
+            needs_restart: super::live::needs_restart(&self.config, new),
+        })
+    }
+
     /// Each listener's name (address and protocols), in the configuration's order.
     pub(crate) fn listener_names(&self) -> Vec<String> {
         match self.listener_names.get() {
@@ -1526,7 +1541,7 @@ impl Core {
         if topic == "$SYS" || topic.starts_with("$SYS/") {
             if let Err(code) = self.hooks.authorize_sys_publish(client, message) {
                 self.counters.dropped_sys_publish.fetch_add(1, Relaxed);
-                tracing::debug!(client_id = %client.client_id, topic, "publish into $SYS refused");
+                tracing::debug!(client_id = ?client.client_id.as_str(), topic, "publish into $SYS refused");
                 return Err(code);
             }
         }
@@ -1574,7 +1589,7 @@ impl Core {
     pub(crate) fn publish_will(self: &Arc<Self>, will: Will, info: &ClientInfo, now: Instant) {
         let message = Self::will_message(will);
         if self.authorize_publish(info, &message).is_ok() {
-            tracing::debug!(client_id = %info.client_id, topic = %message.topic, "publishing will");
+            tracing::debug!(client_id = ?info.client_id.as_str(), topic = ?message.topic.as_str(), "publishing will");
             self.publish(message, now);
         }
     }
@@ -1621,7 +1636,7 @@ impl Core {
             // longer than `close_timeout_ms` plus `backpressure_timeout_ms`.
             if let Some(session) = lost.session {
                 let queued = session.queued_messages() + session.in_flight();
-                tracing::warn!(client_id = %session.client_id(), queued, "a session was handed over after its taker stopped waiting, and is dropped");
+                tracing::warn!(client_id = ?session.client_id().as_str(), queued, "a session was handed over after its taker stopped waiting, and is dropped");
             }
         }
     }
@@ -1917,7 +1932,7 @@ impl Core {
         self.cancel_deadlines(will.as_deref(), expiry);
         self.release(session.queued_bytes());
         self.remove_subscriptions(&session);
-        tracing::debug!(client_id = %slot.client_id, "session expired");
+        tracing::debug!(client_id = ?slot.client_id.as_str(), "session expired");
         self.hooks.on_session_expired(slot.client_id.as_str());
         // A will still waiting is published when the session ends, if that comes first;
         // before the journal forgets it, so that a crash in between publishes it again rather
