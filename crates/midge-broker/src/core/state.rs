@@ -603,9 +603,9 @@ impl Core {
     }
 
     /// Applies what may change while the broker runs from `new`, the configuration read
-    /// again (see [`FileReloader::reload_config`](crate::FileReloader::reload_config) for
-    /// what that is); the other keys that changed are listed as needing a restart. A
-    /// configuration that does not validate changes nothing.
+    /// again: the limits `FileReloader::reload_config` lists, from the next time each is
+    /// checked. The other keys that changed are listed as needing a restart. A configuration
+    /// that does not validate changes nothing.
     pub fn reload_config(
         &self,
         new: &BrokerConfig,
