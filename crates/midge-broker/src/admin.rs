@@ -621,10 +621,11 @@ impl Admin {
 /// URL and a terminal.
 fn encode_cursor(key: &str) -> String {
     use std::fmt::Write;
-    key.bytes().fold(String::with_capacity(key.len() * 2), |mut hex, byte| {
-        let _ = write!(hex, "{byte:02x}");
-        hex
-    })
+    key.bytes()
+        .fold(String::with_capacity(key.len() * 2), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
 }
 
 /// The key of an `after` cursor made by [`encode_cursor`].
@@ -826,7 +827,10 @@ mod tests {
         for key in ["a/b\u{0}g\u{0}c", "", "é\n\u{202e}x", "+/#"] {
             let cursor = encode_cursor(key);
             assert!(cursor.bytes().all(|b| b.is_ascii_hexdigit()), "{cursor}");
-            assert_eq!(decode_cursor(Some(&cursor)).ok(), Some(Some(key.to_owned())));
+            assert_eq!(
+                decode_cursor(Some(&cursor)).ok(),
+                Some(Some(key.to_owned()))
+            );
         }
         for bad in ["a", "zz", "ff", "c3"] {
             assert!(decode_cursor(Some(bad)).is_err(), "{bad}");

@@ -629,19 +629,27 @@ impl<'de> Deserialize<'de> for Secret {
 
             // Serde's own messages for the other types quote the value.
             fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
-                Err(E::custom("a secret must be a string (in quotes), not a number"))
+                Err(E::custom(
+                    "a secret must be a string (in quotes), not a number",
+                ))
             }
 
             fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
-                Err(E::custom("a secret must be a string (in quotes), not a number"))
+                Err(E::custom(
+                    "a secret must be a string (in quotes), not a number",
+                ))
             }
 
             fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
-                Err(E::custom("a secret must be a string (in quotes), not a number"))
+                Err(E::custom(
+                    "a secret must be a string (in quotes), not a number",
+                ))
             }
 
             fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
-                Err(E::custom("a secret must be a string (in quotes), not a boolean"))
+                Err(E::custom(
+                    "a secret must be a string (in quotes), not a boolean",
+                ))
             }
         }
         deserializer.deserialize_str(Visitor)

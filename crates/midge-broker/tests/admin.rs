@@ -99,7 +99,10 @@ async fn kick_disconnects_a_5_0_client_with_administrative_action_and_a_3_1_1_on
         "3.1.1 has no DISCONNECT from the server: {rest:?}"
     );
     assert!(!admin.kick("nobody"));
-    eventually("both gone", || admin.clients(None, 10).is_ok_and(|page| page.total == 0)).await;
+    eventually("both gone", || {
+        admin.clients(None, 10).is_ok_and(|page| page.total == 0)
+    })
+    .await;
     let metrics = admin.metrics();
     let kicked = metrics
         .disconnects

@@ -196,8 +196,8 @@ fn load_config(args: &BrokerArgs) -> Result<BrokerConfig, String> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let mut config = toml::from_str::<BrokerConfig>(&text)
-                .map_err(|e| config_error(path, &text, &e))?;
+            let mut config =
+                toml::from_str::<BrokerConfig>(&text).map_err(|e| config_error(path, &text, &e))?;
             // Paths in the file are relative to the file, wherever the broker is started
             // from.
             let dir = path.parent().unwrap_or(Path::new("."));

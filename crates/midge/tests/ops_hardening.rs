@@ -76,7 +76,14 @@ async fn an_empty_rust_log_does_not_silence_the_broker() {
     let port = free_port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_midge"));
     command
-        .args(["broker", "--bind", "127.0.0.1", "-p", &port.to_string(), "-v"])
+        .args([
+            "broker",
+            "--bind",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-v",
+        ])
         .env("RUST_LOG", "");
     let running = Running::spawn(command);
     let mut peer = Peer::new(stream(port).await, V5).with_wait(Duration::from_secs(5));
@@ -100,7 +107,8 @@ fn a_toml_error_on_the_token_line_does_not_print_the_token() {
         ("number", "token = 424242424242".to_owned()),
     ] {
         let config = dir.join(format!("{name}.toml"));
-        std::fs::write(&config, format!("[http]\nbind = \"127.0.0.1:0\"\n{line}\n")).expect("write");
+        std::fs::write(&config, format!("[http]\nbind = \"127.0.0.1:0\"\n{line}\n"))
+            .expect("write");
         let out = Command::new(env!("CARGO_BIN_EXE_midge"))
             .args(["broker", "-p", "0", "--config"])
             .arg(&config)
@@ -109,7 +117,10 @@ fn a_toml_error_on_the_token_line_does_not_print_the_token() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         let value = line.trim_start_matches("token = ");
-        assert!(!stderr.contains(value), "{name}: the token is printed: {stderr}");
+        assert!(
+            !stderr.contains(value),
+            "{name}: the token is printed: {stderr}"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -133,7 +144,11 @@ async fn a_sighup_with_a_toml_error_on_the_token_line_does_not_log_the_token() {
     let _ = stream(port).await;
     std::fs::write(&config, good.replace(&format!("\"{SECRET}\""), SECRET)).expect("write");
     let pid = running.child().id().to_string();
-    assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill")
+        .success());
     running.wait_for("keeping the configuration in use", 1);
     let finished = running.interrupt();
     let _ = std::fs::remove_dir_all(&dir);
@@ -158,7 +173,10 @@ fn ctl_subscription_paging_by_the_printed_hint_loses_nothing() {
     )
     .expect("config");
     let mut command = Command::new(env!("CARGO_BIN_EXE_midge"));
-    command.arg("broker").arg("--config").arg(dir.join("midge.toml"));
+    command
+        .arg("broker")
+        .arg("--config")
+        .arg(dir.join("midge.toml"));
     let _broker = Running::spawn(command);
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(http).is_err() {
@@ -167,7 +185,9 @@ fn ctl_subscription_paging_by_the_printed_hint_loses_nothing() {
     }
     let _sub = common::subscriber(
         mqtt,
-        &["-V", "5", "-i", "s1", "-t", "a/b", "-t", "a/b/c", "-t", "a/c"],
+        &[
+            "-V", "5", "-i", "s1", "-t", "a/b", "-t", "a/b/c", "-t", "a/c",
+        ],
         3,
     );
     let ctl = |args: &[&str]| {
@@ -184,7 +204,10 @@ fn ctl_subscription_paging_by_the_printed_hint_loses_nothing() {
     let first = ctl(&["subscriptions", "--limit", "1"]);
     let hint = first
         .lines()
-        .find_map(|l| l.strip_prefix("(more: --after ").and_then(|l| l.strip_suffix(')')))
+        .find_map(|l| {
+            l.strip_prefix("(more: --after ")
+                .and_then(|l| l.strip_suffix(')'))
+        })
         .unwrap_or_else(|| panic!("no hint: {first}"))
         .to_owned();
     let rest = ctl(&["subscriptions", "--limit", "10", "--after", &hint]);
