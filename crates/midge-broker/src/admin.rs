@@ -617,36 +617,61 @@ impl Admin {
     }
 }
 
-/// A page's `next`: its last key, in hexadecimal, so that any key survives a command line, a
-/// URL and a terminal.
-fn encode_cursor(key: &str) -> String {
-    use std::fmt::Write;
-    key.bytes()
-        .fold(String::with_capacity(key.len() * 2), |mut hex, byte| {
-            let _ = write!(hex, "{byte:02x}");
-            hex
-        })
+/// Bytes a cursor keeps as they are: letters, digits and `-._~/`. Every other byte is
+/// `%XX` (upper-case hexadecimal).
+fn kept_in_cursor(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/')
 }
 
-/// The key of an `after` cursor made by [`encode_cursor`].
+/// A page's `next`: its last key, with every byte but [`kept_in_cursor`]'s written `%XX`, so
+/// that any key survives a command line, a URL and a terminal, and a usual one stays as long.
+fn encode_cursor(key: &str) -> String {
+    use std::fmt::Write;
+    let mut cursor = String::with_capacity(key.len());
+    for byte in key.bytes() {
+        if kept_in_cursor(byte) {
+            cursor.push(char::from(byte));
+        } else {
+            let _ = write!(cursor, "%{byte:02X}");
+        }
+    }
+    cursor
+}
+
+/// The key of an `after` cursor made by [`encode_cursor`]; anything else is refused.
 fn decode_cursor(after: Option<&str>) -> Result<Option<String>, AdminError> {
     let Some(after) = after else {
         return Ok(None);
     };
     let invalid = || AdminError::InvalidCursor(after.chars().take(64).collect());
-    // Checked before allocating: a cursor is at most two hex digits per byte of a key.
-    if after.len() % 2 != 0 || after.len() > 2 * 4 * 65_535 {
+    // Checked before allocating: a key (a client identifier, a topic, or a subscription's
+    // filter, group and client identifier) is at most 3 × 65,535 bytes, each at most 3
+    // characters here.
+    if after.len() > 3 * 3 * 65_535 {
         return Err(invalid());
     }
-    let bytes = (0..after.len())
-        .step_by(2)
-        .map(|at| {
-            after
-                .get(at..at + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-        })
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(invalid)?;
+    let upper_hex = |b: u8| b.is_ascii_digit() || (b'A'..=b'F').contains(&b);
+    let digit = |b: u8| if b.is_ascii_digit() { b - b'0' } else { b - b'A' + 10 };
+    let mut bytes = Vec::with_capacity(after.len());
+    let mut rest = after.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        match (first, tail) {
+            (b'%', [high, low, tail @ ..]) if upper_hex(*high) && upper_hex(*low) => {
+                let byte = digit(*high) << 4 | digit(*low);
+                // `encode_cursor` writes such a byte as it is: not a cursor it made.
+                if kept_in_cursor(byte) {
+                    return Err(invalid());
+                }
+                bytes.push(byte);
+                rest = tail;
+            }
+            (byte, tail) if kept_in_cursor(byte) => {
+                bytes.push(byte);
+                rest = tail;
+            }
+            _ => return Err(invalid()),
+        }
+    }
     String::from_utf8(bytes).map(Some).map_err(|_| invalid())
 }
 
@@ -824,15 +849,19 @@ mod tests {
 
     #[test]
     fn cursors_survive_any_key_and_refuse_what_they_did_not_make() {
-        for key in ["a/b\u{0}g\u{0}c", "", "é\n\u{202e}x", "+/#"] {
+        for key in ["a/b\u{0}g\u{0}c", "", "é\n\u{202e}x", "+/#", "%41 %", "sensor-1"] {
             let cursor = encode_cursor(key);
-            assert!(cursor.bytes().all(|b| b.is_ascii_hexdigit()), "{cursor}");
-            assert_eq!(
-                decode_cursor(Some(&cursor)).ok(),
-                Some(Some(key.to_owned()))
+            assert!(
+                cursor.bytes().all(|b| kept_in_cursor(b) || b == b'%'),
+                "{cursor}"
             );
+            assert_eq!(decode_cursor(Some(&cursor)).ok(), Some(Some(key.to_owned())));
         }
-        for bad in ["a", "zz", "ff", "c3"] {
+        assert_eq!(encode_cursor("sensor-1"), "sensor-1", "a usual key stays as it is");
+        assert_eq!(encode_cursor("a/b\u{0}\u{0}c"), "a/b%00%00c");
+        // Not made by `encode_cursor`: a bare `+`, lower-case or short escapes, an escaped
+        // byte that is kept as it is, bytes that are not UTF-8.
+        for bad in ["+f+f", "a%0a", "%4", "%41", "%C3", "a b", "é"] {
             assert!(decode_cursor(Some(bad)).is_err(), "{bad}");
         }
         assert_eq!(decode_cursor(None).ok(), Some(None));

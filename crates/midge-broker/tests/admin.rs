@@ -36,7 +36,7 @@ async fn clients_are_listed_by_id_in_pages_with_their_subscriptions() {
     assert_eq!(first.total, 5);
     let ids: Vec<_> = first.clients.iter().map(|c| c.client_id.as_str()).collect();
     assert_eq!(ids, ["a", "b"]);
-    assert_eq!(first.next.as_deref(), Some("62"), "b, in hexadecimal");
+    assert_eq!(first.next.as_deref(), Some("b"));
     let second = admin.clients(first.next.as_deref(), 2).expect("valid");
     let ids: Vec<_> = second
         .clients

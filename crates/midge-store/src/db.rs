@@ -232,7 +232,7 @@ pub(crate) fn apply(
                     }
                     Some(_) => {}
                     None => tracing::warn!(
-                        client = %client,
+                        client = ?client.as_str(),
                         "the session record does not decode: its will cannot be cleared"
                     ),
                 }

@@ -198,11 +198,8 @@ fn execute(api: &Api, args: &CtlArgs, out: &mut String) -> Result<(), Failure> {
             out.push_str(&client_text(&parse(&body)?, now_unix()));
         }
         CtlCommand::Kick { id } => {
-            api.call(
-                Method::Post,
-                &format!("/api/v1/clients/{}/kick", segment(id)),
-                &[],
-            )?;
+            // The id in the query: a path segment `.` or `..` would not survive a proxy.
+            api.call(Method::Post, "/api/v1/kick", &[("client_id", id)])?;
             if !args.json {
                 let _ = writeln!(out, "kicked {}", clean(id));
             }
@@ -537,7 +534,10 @@ fn clean(s: &str) -> String {
             c,
             '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
         );
-        if c.is_control() || reorders {
+        // What Rust's debug escaping escapes besides quotes and backslashes: invisible
+        // format characters, line and paragraph separators, lone combining marks.
+        let invisible = !matches!(c, '"' | '\'' | '\\') && c.escape_debug().nth(1).is_some();
+        if c.is_control() || reorders || invisible {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -836,6 +836,8 @@ mod tests {
         assert_eq!(clean("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
         assert_eq!(clean("x\u{202e}yz"), "x\\u{202e}yz");
         assert_eq!(clean("é/+/#"), "é/+/#");
+        assert_eq!(clean("a\u{200b}b\u{2028}"), "a\\u{200b}b\\u{2028}");
+        assert_eq!(clean("say \"hi\" it's"), "say \"hi\" it's");
     }
 
     #[test]

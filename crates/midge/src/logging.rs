@@ -94,7 +94,8 @@ pub(crate) fn init(verbose: u8, config: &LogConfig, format: LogFormat) -> Loggin
             .init(),
     }
     if let Some(err) = invalid_env {
-        tracing::warn!("RUST_LOG is not a valid filter ({err}): it is ignored");
+        // On stderr itself: the filter in effect might hide a warning.
+        eprintln!("midge broker: RUST_LOG is not a valid filter ({err}): it is ignored");
     }
     Logging {
         filter: handle,

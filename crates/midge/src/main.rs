@@ -253,6 +253,7 @@ fn broker(args: BrokerArgs) -> ExitCode {
         // Before the broker starts, so that a signal while it starts is not fatal (their
         // default action ends the process).
         let stop = stop_signal();
+        tokio::pin!(stop);
         #[cfg(unix)]
         let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         // Once the signals are ours (a reload asked for while a large store opens must not end
@@ -265,6 +266,15 @@ fn broker(args: BrokerArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Stopped while the store opened (Ctrl-C, `docker stop`): stop before serving anyone.
+        tokio::select! {
+            biased;
+            () = &mut stop => {
+                tracing::info!("stopped while the store opened");
+                return ExitCode::SUCCESS;
+            }
+            () = std::future::ready(()) => {}
+        }
         let http_config = config.http.clone();
         #[cfg(unix)]
         let mut reloading = Reloading {
@@ -303,7 +313,6 @@ fn broker(args: BrokerArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tokio::pin!(stop);
         #[cfg(unix)]
         loop {
             tokio::select! {
