@@ -651,7 +651,13 @@ fn decode_cursor(after: Option<&str>) -> Result<Option<String>, AdminError> {
         return Err(invalid());
     }
     let upper_hex = |b: u8| b.is_ascii_digit() || (b'A'..=b'F').contains(&b);
-    let digit = |b: u8| if b.is_ascii_digit() { b - b'0' } else { b - b'A' + 10 };
+    let digit = |b: u8| {
+        if b.is_ascii_digit() {
+            b - b'0'
+        } else {
+            b - b'A' + 10
+        }
+    };
     let mut bytes = Vec::with_capacity(after.len());
     let mut rest = after.as_bytes();
     while let Some((&first, tail)) = rest.split_first() {
@@ -849,15 +855,29 @@ mod tests {
 
     #[test]
     fn cursors_survive_any_key_and_refuse_what_they_did_not_make() {
-        for key in ["a/b\u{0}g\u{0}c", "", "é\n\u{202e}x", "+/#", "%41 %", "sensor-1"] {
+        for key in [
+            "a/b\u{0}g\u{0}c",
+            "",
+            "é\n\u{202e}x",
+            "+/#",
+            "%41 %",
+            "sensor-1",
+        ] {
             let cursor = encode_cursor(key);
             assert!(
                 cursor.bytes().all(|b| kept_in_cursor(b) || b == b'%'),
                 "{cursor}"
             );
-            assert_eq!(decode_cursor(Some(&cursor)).ok(), Some(Some(key.to_owned())));
+            assert_eq!(
+                decode_cursor(Some(&cursor)).ok(),
+                Some(Some(key.to_owned()))
+            );
         }
-        assert_eq!(encode_cursor("sensor-1"), "sensor-1", "a usual key stays as it is");
+        assert_eq!(
+            encode_cursor("sensor-1"),
+            "sensor-1",
+            "a usual key stays as it is"
+        );
         assert_eq!(encode_cursor("a/b\u{0}\u{0}c"), "a/b%00%00c");
         // Not made by `encode_cursor`: a bare `+`, lower-case or short escapes, an escaped
         // byte that is kept as it is, bytes that are not UTF-8.

@@ -641,11 +641,15 @@ impl<'de> Deserialize<'de> for Secret {
             }
 
             fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<Secret, E> {
-                Err(E::custom("a secret must be a string (in quotes), not a number"))
+                Err(E::custom(
+                    "a secret must be a string (in quotes), not a number",
+                ))
             }
 
             fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<Secret, E> {
-                Err(E::custom("a secret must be a string (in quotes), not a number"))
+                Err(E::custom(
+                    "a secret must be a string (in quotes), not a number",
+                ))
             }
 
             fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
