@@ -617,10 +617,10 @@ impl Admin {
     }
 }
 
-/// Bytes a cursor keeps as they are: letters, digits and `-._~/`. Every other byte is
-/// `%XX` (upper-case hexadecimal).
+/// Bytes a cursor keeps as they are: letters, digits and `-._/`. Every other byte is `%XX`
+/// (upper-case hexadecimal); `~` too, which a shell would expand at the start of a word.
 fn kept_in_cursor(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/')
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'/')
 }
 
 /// A page's `next`: its last key, with every byte but [`kept_in_cursor`]'s written `%XX`, so

@@ -102,7 +102,7 @@ struct Paging {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1000))]
     limit: Option<u16>,
     /// Start after this one (the `next` of the page before); with --limit, one page.
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "CURSOR")]
     after: Option<String>,
 }
 
@@ -186,7 +186,7 @@ fn execute(api: &Api, args: &CtlArgs, out: &mut String) -> Result<(), Failure> {
             if let Some(page) = page {
                 out.push_str(&clients_table(items(&page, "clients"), now_unix()).render());
                 if let Some(next) = page.get("next").and_then(Value::as_str) {
-                    let _ = writeln!(out, "(more: --after {})", clean(next));
+                    let _ = writeln!(out, "(more: --after={})", clean(next));
                 }
             }
         }
@@ -221,7 +221,7 @@ fn execute(api: &Api, args: &CtlArgs, out: &mut String) -> Result<(), Failure> {
             if let Some(page) = page {
                 out.push_str(&retained_table(items(&page, "topics")).render());
                 if let Some(next) = page.get("next").and_then(Value::as_str) {
-                    let _ = writeln!(out, "(more: --after {})", clean(next));
+                    let _ = writeln!(out, "(more: --after={})", clean(next));
                 }
             }
         }
@@ -248,7 +248,7 @@ fn execute(api: &Api, args: &CtlArgs, out: &mut String) -> Result<(), Failure> {
             if let Some(page) = page {
                 out.push_str(&subscriptions_table(items(&page, "subscriptions")).render());
                 if let Some(next) = page.get("next").and_then(Value::as_str) {
-                    let _ = writeln!(out, "(more: --after {})", clean(next));
+                    let _ = writeln!(out, "(more: --after={})", clean(next));
                 }
             }
         }
@@ -534,9 +534,11 @@ fn clean(s: &str) -> String {
             c,
             '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
         );
-        // What Rust's debug escaping escapes besides quotes and backslashes: invisible
-        // format characters, line and paragraph separators, lone combining marks.
-        let invisible = !matches!(c, '"' | '\'' | '\\') && c.escape_debug().nth(1).is_some();
+        // What Rust's debug escaping of a string escapes past its first character, besides
+        // quotes and backslashes: invisible format characters, line and paragraph
+        // separators (combining marks after a letter stay).
+        let invisible =
+            !matches!(c, '"' | '\'' | '\\') && format!("a{c}").escape_debug().count() > 2;
         if c.is_control() || reorders || invisible {
             out.extend(c.escape_default());
         } else {
@@ -838,6 +840,7 @@ mod tests {
         assert_eq!(clean("é/+/#"), "é/+/#");
         assert_eq!(clean("a\u{200b}b\u{2028}"), "a\\u{200b}b\\u{2028}");
         assert_eq!(clean("say \"hi\" it's"), "say \"hi\" it's");
+        assert_eq!(clean("e\u{301}\u{2764}\u{fe0f}"), "e\u{301}\u{2764}\u{fe0f}");
     }
 
     #[test]

@@ -94,8 +94,15 @@ pub(crate) fn init(verbose: u8, config: &LogConfig, format: LogFormat) -> Loggin
             .init(),
     }
     if let Some(err) = invalid_env {
-        // On stderr itself: the filter in effect might hide a warning.
-        eprintln!("midge broker: RUST_LOG is not a valid filter ({err}): it is ignored");
+        // On stderr itself, in the log's format: the filter in effect might hide a warning.
+        let message = format!("RUST_LOG is not a valid filter ({err}): it is ignored");
+        match format {
+            LogFormat::Json => eprintln!(
+                "{}",
+                serde_json::json!({"level": "WARN", "target": "midge", "message": message})
+            ),
+            _ => eprintln!("midge broker: {message}"),
+        }
     }
     Logging {
         filter: handle,

@@ -159,7 +159,7 @@ async fn a_sighup_with_a_toml_error_on_the_token_line_does_not_log_the_token() {
     );
 }
 
-/// `midge ctl subscriptions --limit 1` prints `(more: --after KEY)`; passing that KEY back
+/// `midge ctl subscriptions --limit 1` prints `(more: --after=CURSOR)`; passing that cursor back
 /// gives the rest of the listing, whatever characters the keys hold.
 #[test]
 fn ctl_subscription_paging_by_the_printed_hint_loses_nothing() {
@@ -205,7 +205,7 @@ fn ctl_subscription_paging_by_the_printed_hint_loses_nothing() {
     let hint = first
         .lines()
         .find_map(|l| {
-            l.strip_prefix("(more: --after ")
+            l.strip_prefix("(more: --after=")
                 .and_then(|l| l.strip_suffix(')'))
         })
         .unwrap_or_else(|| panic!("no hint: {first}"))
