@@ -285,7 +285,13 @@ async fn every_api_endpoint_answers() {
         .await
         .json();
     assert_eq!(second["clients"][0]["client_id"], "c2", "{second}");
-    for bad in ["limit=0", "limit=1001", "limit=x", "after=%20", "after=%2541"] {
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "after=%20",
+        "after=%2541",
+    ] {
         get(addr, &format!("/api/v1/clients?{bad}"))
             .await
             .error(StatusCode::BAD_REQUEST);

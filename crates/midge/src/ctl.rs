@@ -840,7 +840,10 @@ mod tests {
         assert_eq!(clean("é/+/#"), "é/+/#");
         assert_eq!(clean("a\u{200b}b\u{2028}"), "a\\u{200b}b\\u{2028}");
         assert_eq!(clean("say \"hi\" it's"), "say \"hi\" it's");
-        assert_eq!(clean("e\u{301}\u{2764}\u{fe0f}"), "e\u{301}\u{2764}\u{fe0f}");
+        assert_eq!(
+            clean("e\u{301}\u{2764}\u{fe0f}"),
+            "e\u{301}\u{2764}\u{fe0f}"
+        );
     }
 
     #[test]
