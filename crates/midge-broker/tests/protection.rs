@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use midge_broker::BrokerHandle;
-use midge_codec::{Connect, Packet, PubAck, QoS, ReasonCode};
+use midge_codec::{Connect, Disconnect, Packet, PubAck, QoS, ReasonCode};
 
 /// A v5 PUBLISH QoS 0 with a raw topic.
 fn raw_publish_v5(topic: &[u8]) -> Vec<u8> {
@@ -701,6 +701,54 @@ async fn two_clients_publishing_to_each_other_past_their_inboxes_lose_nothing() 
     assert_all_delivered(&at_a, MESSAGES);
     assert_all_delivered(&at_b, MESSAGES);
     assert_nothing_dropped(&broker);
+    broker.shutdown().await;
+}
+
+/// A client that publishes a burst of QoS 0 messages and disconnects at once: its DISCONNECT
+/// is read together with publishes that find a subscriber's inbox full. Those wait for room
+/// as they would with the client still connected, and arrive, in order. A QoS 0 message
+/// promises its publisher nothing, but nothing would send it again either: the client sent it
+/// before it left, and dropping it because the connection closes loses the tail of every fast
+/// publisher that ends with a clean DISCONNECT (`midge pub -l`).
+///
+/// On one thread, so that the subscriber's task cannot empty its inbox while the publisher's
+/// task routes the burst: the inbox is full when the DISCONNECT has been read.
+#[tokio::test]
+async fn qos0_publishes_read_with_the_disconnect_still_wait_for_room() {
+    let broker = small_inbox_broker().await;
+    let addr = broker.local_addr();
+    let mut subscriber = Peer::connect(addr, V5, "reader").await;
+    subscriber.subscribe("burst/#", QoS::AtMostOnce).await;
+    let mut publisher = Peer::connect(addr, V5, "bursty").await;
+    const MESSAGES: usize = 200;
+    let mut burst = bytes::BytesMut::new();
+    for n in 1..=MESSAGES {
+        let publish = publisher.publish_packet("burst/x", &n.to_string(), QoS::AtMostOnce, false);
+        Packet::Publish(publish)
+            .encode(V5, &mut burst)
+            .expect("encodes");
+    }
+    Packet::Disconnect(Disconnect::default())
+        .encode(V5, &mut burst)
+        .expect("encodes");
+    publisher.send_raw(&burst).await;
+    let mut payloads = Vec::new();
+    while payloads.len() < MESSAGES {
+        match subscriber.try_recv_publish(Duration::from_secs(2)).await {
+            Ok(p) => payloads.push(String::from_utf8_lossy(&p.payload).into_owned()),
+            Err(_) => break,
+        }
+    }
+    let expected: Vec<String> = (1..=MESSAGES).map(|n| n.to_string()).collect();
+    assert_eq!(
+        payloads,
+        expected,
+        "every message, in order ({} of {MESSAGES}): {:?}",
+        payloads.len(),
+        broker.stats()
+    );
+    assert_nothing_dropped(&broker);
+    drop(publisher);
     broker.shutdown().await;
 }
 

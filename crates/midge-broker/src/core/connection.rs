@@ -471,9 +471,12 @@ impl Connection {
     }
 
     /// Whether the connection is closed; send what [`Connection::poll_transmit`] still has (a
-    /// DISCONNECT or a refusing CONNACK), then drop it.
+    /// DISCONNECT or a refusing CONNACK), then drop it. A connection whose client closed it
+    /// while a QoS 0 publish it sent waits for room is not closed yet: that publish, and what
+    /// the client sent after it, are routed first (call [`Connection::handle_wakeup`] and
+    /// [`Connection::handle_timeout`] as before).
     pub fn is_closed(&self) -> bool {
-        self.conn.is_closed()
+        self.conn.is_closed() && !matches!(self.waiting.as_deref(), Some(Waiting::Publish { .. }))
     }
 
     /// The broker core the connection belongs to.
@@ -1294,7 +1297,15 @@ impl Connection {
         // rather than after this wait. The publish is not acknowledged then (the connection
         // closes), so its client sends it again.
         self.take_signals();
-        let give_up = self.handover.is_some() || self.conn.is_closed();
+        // A QoS 0 publish read before the connection closed (typically together with its
+        // client's DISCONNECT, from a client that publishes a burst and leaves) is never sent
+        // again: it waits for room as it would have with the connection open, within the same
+        // timeout, unless the connection must let go at once (taken over, kicked, or the
+        // broker stopping). The connection reads nothing meanwhile, and the events after it
+        // (the rest of the burst, the DISCONNECT) wait behind it, so the order holds.
+        let must_leave = self.handover.is_some() || self.shutting_down;
+        let give_up =
+            must_leave || (self.conn.is_closed() && pending.qos != midge_codec::QoS::AtMostOnce);
         let mut still = Vec::new();
         for blocked in std::mem::take(&mut pending.blocked) {
             // A QoS 0 delivery may be dropped without failing the publish.

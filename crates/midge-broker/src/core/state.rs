@@ -1071,7 +1071,9 @@ impl Core {
 
     /// Gives up on a blocked delivery because its publisher's connection is closing: it is
     /// dropped and counted, and its publish is not acknowledged, so the client sends it again.
-    /// The subscriber is not to blame, and is not marked congested.
+    /// The subscriber is not to blame, and is not marked congested. (A QoS 0 publish, which
+    /// nothing sends again, is given up only when its connection must let go at once: taken
+    /// over, kicked, or the broker stopping; after the client's own DISCONNECT it waits.)
     pub(crate) fn abandon(&self, blocked: Blocked) -> bool {
         self.release(blocked.delivery.size());
         self.journal_finished(&blocked.slot, blocked.delivery.tag);

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use midge_broker::{Broker, BrokerConfig, Hooks};
+use midge_broker::{Broker, BrokerConfig, BrokerStats, Hooks};
 
 /// The longest any child process may run before the test kills it and fails.
 pub const LIMIT: Duration = Duration::from_secs(20);
@@ -58,6 +58,43 @@ pub fn start_broker_configured(config: BrokerConfig, hooks: impl Hooks) -> Socke
         addr.send(broker.local_addr()).expect("send addr");
         std::future::pending::<()>().await;
     })
+}
+
+/// A broker started by [`start_broker_counted`]: its address, and its counters on request.
+pub struct CountedBroker {
+    pub addr: SocketAddr,
+    ask: tokio::sync::mpsc::UnboundedSender<mpsc::Sender<BrokerStats>>,
+}
+
+impl CountedBroker {
+    /// The broker's counters now.
+    pub fn stats(&self) -> BrokerStats {
+        let (tx, rx) = mpsc::channel();
+        self.ask.send(tx).expect("broker runs");
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("broker answers")
+    }
+}
+
+/// As [`start_broker_configured`] with [`midge_broker::AllowAll`], keeping the broker's
+/// handle so that a test can read its counters (what it dropped, and why).
+pub fn start_broker_counted(config: BrokerConfig) -> CountedBroker {
+    let (ask, mut asked) = tokio::sync::mpsc::unbounded_channel::<mpsc::Sender<BrokerStats>>();
+    let addr = serve_in_background(move |addr| async move {
+        let broker = Broker::builder()
+            .config(config)
+            .hooks(midge_broker::AllowAll)
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .start()
+            .await
+            .expect("broker starts");
+        addr.send(broker.local_addr()).expect("send addr");
+        while let Some(reply) = asked.recv().await {
+            let _ = reply.send(broker.stats());
+        }
+        std::future::pending::<()>().await;
+    });
+    CountedBroker { addr, ask }
 }
 
 /// Starts a broker with [`test_config`] and `hooks`, as [`start_broker_configured`].
