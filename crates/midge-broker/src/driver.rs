@@ -207,6 +207,10 @@ async fn drive<S: Transport>(connection: &mut Connection, stream: &mut S) -> Byt
     tokio::pin!(sleep);
     // Whether `sleep` runs to the connection's next deadline (its own deadline says which).
     let mut armed = false;
+    // The transport failed or ended: it is not touched again (a TLS or WebSocket stream fails
+    // every flush of what it could not send), while the connection may still wait for room
+    // for what it read before (QoS 0 messages read with a DISCONNECT).
+    let mut transport_gone = false;
 
     loop {
         let bufs = io.get_or_insert_with(Box::default);
@@ -240,6 +244,7 @@ async fn drive<S: Transport>(connection: &mut Connection, stream: &mut S) -> Byt
         }
         // Captured by value where it can be: this closure is part of the task's state.
         let timer_armed = armed;
+        let gone = transport_gone;
         let mut timer = sleep.as_mut();
         let conn = &mut *connection;
         let transport = &mut *stream;
@@ -247,7 +252,7 @@ async fn drive<S: Transport>(connection: &mut Connection, stream: &mut S) -> Byt
         let woken = std::future::poll_fn(move |cx| {
             let mut woken = Woken::default();
             let bufs = buffers.get_or_insert_with(Box::default);
-            if !bufs.write.is_empty() || bufs.unflushed {
+            if !gone && (!bufs.write.is_empty() || bufs.unflushed) {
                 // Only what the journal has made durable goes (a PUBACK once its message
                 // is kept); the rest waits, and the journal wakes us.
                 match bufs.sendable(conn, cx) {
@@ -274,7 +279,7 @@ async fn drive<S: Transport>(connection: &mut Connection, stream: &mut S) -> Byt
                     }
                 }
             }
-            if can_read && !woken.failed {
+            if can_read && !gone && !woken.failed {
                 match poll_read_some(transport, cx, &mut bufs.read) {
                     Poll::Ready(Ok(0)) => woken.eof = true,
                     Poll::Ready(Ok(n)) => woken.received = n,
@@ -313,7 +318,9 @@ async fn drive<S: Transport>(connection: &mut Connection, stream: &mut S) -> Byt
                 bufs.write = BytesMut::new();
                 bufs.held = VecDeque::new();
                 bufs.free = 0;
+                bufs.unflushed = false;
             }
+            transport_gone = true;
             connection.connection_lost(now());
             continue;
         }
