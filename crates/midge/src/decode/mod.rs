@@ -561,30 +561,28 @@ fn on_segment(
         segment.seq
     };
     connection.last_time = segment.time;
-    if segment.payload.is_empty() {
-        return Ok(());
-    }
-    let decoded = match connection.decoded {
-        Some(decoded) => decoded,
-        None => {
-            let ports = [segment.src.port(), segment.dst.port()];
-            let decoded = if args.ports.is_empty() {
-                ports.iter().any(|p| MQTT_PORTS.contains(p))
-                    || segment.payload.first().is_some_and(|b| b >> 4 == 1)
-            } else {
-                ports.iter().any(|p| args.ports.contains(p))
-            };
-            if !decoded {
-                totals.skipped += 1;
-            }
-            connection.decoded = Some(decoded);
-            decoded
-        }
-    };
-    if !decoded {
+    if segment.payload.is_empty() || connection.decoded == Some(false) {
         return Ok(());
     }
     let delivered = connection.dirs[side].segment(seq, segment.payload);
+    if connection.decoded.is_none() {
+        // Decided by the first bytes of a direction, in sequence order.
+        if delivered.bytes.is_empty() && delivered.cut.is_none() {
+            return Ok(());
+        }
+        let ports = [segment.src.port(), segment.dst.port()];
+        let decoded = if args.ports.is_empty() {
+            ports.iter().any(|p| MQTT_PORTS.contains(p))
+                || delivered.bytes.first().is_some_and(|b| b >> 4 == 1)
+        } else {
+            ports.iter().any(|p| args.ports.contains(p))
+        };
+        connection.decoded = Some(decoded);
+        if !decoded {
+            totals.skipped += 1;
+            return Ok(());
+        }
+    }
     let from = connection.addrs[side];
     let to = connection.addrs[1 - side];
     if connection.stopped[side] {
