@@ -662,6 +662,83 @@ fn a_mosquitto_3_1_1_session_at_qos_2_decodes_and_a_malformed_packet_stops_its_d
     }
 }
 
+/// tcpdump on the loopback interface, as a user would capture: real frames, with the kernel's
+/// TCP options, straight from mosquitto_pub to the broker.
+#[cfg(unix)]
+#[test]
+fn a_tcpdump_capture_of_mosquitto_pub_decodes() {
+    use std::os::unix::fs::PermissionsExt;
+    if !clients_installed()
+        || !require(
+            "tcpdump (Debian package tcpdump; capturing needs root)",
+            installed("tcpdump", &["--version"]),
+        )
+    {
+        return;
+    }
+    let broker = start_broker();
+    let port = broker.port().to_string();
+    let dir = scratch("tcpdump");
+    // tcpdump writes as the user it drops to.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let file = dir.join("lo.pcap");
+    let mut tcpdump = Command::new("tcpdump");
+    tcpdump
+        .args(["-i", "lo", "-U", "-n", "-w"])
+        .arg(&file)
+        .args(["tcp", "port", &port]);
+    let mut tcpdump = Running::spawn(tcpdump);
+    tcpdump.wait_for("listening on", 1);
+    let published = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            "mqttv5",
+            "-i",
+            "dump-1",
+        ])
+        .args(["-t", "lamp/1", "-m", "on", "-q", "1"])
+        .status()
+        .expect("mosquitto_pub runs");
+    assert!(published.success());
+    // Until the broker's side of the close is written too.
+    let deadline = Instant::now() + LIMIT;
+    while decode(&["--json", file.to_str().expect("utf-8")], b"")
+        .stdout()
+        .lines()
+        .count()
+        < 5
+    {
+        assert!(Instant::now() < deadline, "tcpdump wrote too little");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let stopped = tcpdump.interrupt();
+    assert_eq!(stopped.code(), Some(0), "{}", stopped.stderr);
+
+    let finished = decode(&["--json", file.to_str().expect("utf-8")], b"").ok();
+    let lines = json_lines(&finished);
+    let sent = of(&lines, 0, "client_to_broker");
+    assert_eq!(
+        types(&sent),
+        ["CONNECT", "PUBLISH", "DISCONNECT"],
+        "{lines:#?}"
+    );
+    assert_eq!(sent[0].1["client_id"], "dump-1");
+    assert_eq!(sent[0].1["to"], broker.to_string());
+    assert_eq!(sent[1].1["topic"], "lamp/1");
+    assert_eq!(sent[1].1["payload"]["text"], "on");
+    let got = of(&lines, 0, "broker_to_client");
+    assert_eq!(types(&got), ["CONNACK", "PUBACK"]);
+    assert!(
+        finished.stderr.contains("5 packets in 1 TCP connections"),
+        "{}",
+        finished.stderr
+    );
+}
+
 // --- Committed captures ----------------------------------------------------------------
 
 /// A committed capture decodes to its committed text, with the exit code given.

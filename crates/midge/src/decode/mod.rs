@@ -37,7 +37,8 @@ Exit codes:
   1  malformed MQTT: the codec's error and the byte offset are printed. Plain input stops
      there; in a capture that direction of that connection stops and the rest goes on.
      Plain input that ends inside a packet exits with 1 too.
-  2  the input cannot be read: no such file, a damaged capture, a character that is not hex";
+  2  invalid arguments, or input that cannot be read: no such file, a damaged capture, a
+     character that is not hex";
 
 /// Exit code for input that cannot be read.
 const EXIT_INPUT: u8 = 2;
