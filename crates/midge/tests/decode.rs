@@ -553,6 +553,39 @@ fn a_mosquitto_5_0_session_decodes_whole_in_order_or_not() {
     );
     assert!(!cut.stdout().contains("PUBLISH"), "{}", cut.stdout());
 
+    // A segment the capture lost (the first piece of the PUBLISH and its retransmission):
+    // what follows it in that direction is not decoded, and a note says where.
+    let publisher_port = rec.addrs[1].0.port();
+    let publisher_stream = rec.stream(1, true);
+    let connect_len = Packet::peek_len(&publisher_stream).expect("a CONNECT");
+    let publish_seq = CLIENT_ISN.wrapping_add(1 + connect_len as u32);
+    let lossy: Vec<(Duration, Vec<u8>)> = frames(&rec, Layout::Shuffled, None)
+        .into_iter()
+        .filter(|(_, data)| {
+            let sliced = etherparse::SlicedPacket::from_ethernet(data).expect("frame");
+            let Some(etherparse::TransportSlice::Tcp(tcp)) = sliced.transport else {
+                return true;
+            };
+            !(tcp.source_port() == publisher_port && tcp.sequence_number() == publish_seq)
+        })
+        .collect();
+    let lost = dir.join("lost.pcap");
+    write_pcap(&lost, &lossy);
+    let finished = decode(&["--json", lost.to_str().expect("utf-8")], b"").ok();
+    let lines = json_lines(&finished);
+    assert_eq!(types(&of(&lines, 1, "client_to_broker")), ["CONNECT"]);
+    let notes: Vec<&Value> = lines.iter().filter(|l| l.get("note").is_some()).collect();
+    assert_eq!(notes.len(), 1, "{lines:#?}");
+    assert_eq!(notes[0]["stream"], 1);
+    assert_eq!(notes[0]["offset"], connect_len);
+    assert_eq!(notes[0]["direction"], "client_to_broker");
+    // All the publisher sent after its CONNECT, but the 9 bytes lost.
+    let after = publisher_stream.len() - connect_len - 9;
+    assert_eq!(
+        notes[0]["note"],
+        format!("a segment is missing here: the {after} bytes captured after it are not decoded")
+    );
+
     if writing_fixtures() {
         save_fixture(&shuffled, "v5-out-of-order.pcapng");
     }
