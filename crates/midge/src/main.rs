@@ -4,6 +4,7 @@
 
 mod bench;
 mod ctl;
+mod decode;
 mod logging;
 mod mqtt;
 mod passwd;
@@ -66,6 +67,9 @@ enum Command {
     /// Ask a running broker over its HTTP admin API (`[http]` in its configuration).
     #[command(after_help = ctl::HELP)]
     Ctl(ctl::CtlArgs),
+    /// Decode MQTT packets from hex, raw bytes or a pcap/pcapng capture, for debugging.
+    #[command(disable_version_flag = true, after_help = decode::HELP)]
+    Decode(decode::DecodeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
         Some(Command::Passwd(args)) => passwd::main(args),
         Some(Command::Store(command)) => store(command),
         Some(Command::Ctl(args)) => ctl::main(args),
+        Some(Command::Decode(args)) => decode::main(args),
         None => broker(BrokerArgs::default()),
     }
 }

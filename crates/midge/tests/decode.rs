@@ -1,0 +1,903 @@
+//! `midge decode` on what real peers sent: mosquitto_pub and mosquitto_sub talk to the midge
+//! broker through a TCP proxy in the test that records every read, and the test writes those
+//! bytes as a pcap or pcapng capture (Ethernet, IPv4, TCP with real sequence numbers), in order
+//! or with segments split, reordered and retransmitted. Also the committed captures of
+//! tests/data, hex and raw input, and `--json` parsed back.
+//!
+//! The live tests skip loudly without mosquitto-clients (a failure under
+//! `MIDGE_REQUIRE_PEERS=1`). `MIDGE_WRITE_DECODE_FIXTURES=1` makes them rewrite the committed
+//! captures of tests/data and the output expected from them.
+#![allow(missing_docs)]
+
+mod common;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use common::*;
+use etherparse::PacketBuilder;
+use midge_codec::{Packet, ProtocolVersion, MAX_PACKET_SIZE};
+use midge_testkit::peers::{installed, require};
+use pcap_file::pcap::{PcapPacket, PcapWriter};
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::PcapNgWriter;
+use pcap_file::DataLink;
+use serde_json::Value;
+
+// --- Recording real peers ---------------------------------------------------------------
+
+/// One read by the proxy: what a side sent, or its end (empty `bytes`, `fin`).
+#[derive(Clone, Debug)]
+struct Event {
+    conn: usize,
+    from_client: bool,
+    bytes: Vec<u8>,
+    fin: bool,
+}
+
+#[derive(Debug, Default)]
+struct Recording {
+    events: Vec<Event>,
+    /// Per connection: the client's address and the address it connected to.
+    addrs: Vec<(SocketAddr, SocketAddr)>,
+}
+
+impl Recording {
+    /// Everything one side of a connection sent.
+    fn stream(&self, conn: usize, from_client: bool) -> Vec<u8> {
+        self.events
+            .iter()
+            .filter(|e| e.conn == conn && e.from_client == from_client)
+            .flat_map(|e| e.bytes.iter().copied())
+            .collect()
+    }
+
+    fn fins(&self) -> usize {
+        self.events.iter().filter(|e| e.fin).count()
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 in front of `upstream` that records every read, in the order they
+/// happen: a side's bytes are recorded before they are passed on, so an answer is always
+/// recorded after what it answers.
+fn proxy(upstream: SocketAddr) -> (SocketAddr, Arc<Mutex<Recording>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let recording = Arc::new(Mutex::new(Recording::default()));
+    let rec = recording.clone();
+    thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { break };
+            let broker = TcpStream::connect(upstream).expect("connect upstream");
+            let conn = {
+                let mut r = rec.lock().expect("lock");
+                r.addrs.push((client.peer_addr().expect("peer"), addr));
+                r.addrs.len() - 1
+            };
+            let pumps = [
+                (
+                    true,
+                    client.try_clone().expect("clone"),
+                    broker.try_clone().expect("clone"),
+                ),
+                (false, broker, client),
+            ];
+            for (from_client, mut from, mut to) in pumps {
+                let rec = rec.clone();
+                thread::spawn(move || {
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        let n = from.read(&mut buf).unwrap_or(0);
+                        let bytes = buf[..n].to_vec();
+                        rec.lock().expect("lock").events.push(Event {
+                            conn,
+                            from_client,
+                            bytes,
+                            fin: n == 0,
+                        });
+                        if n == 0 || to.write_all(&buf[..n]).is_err() {
+                            let _ = to.shutdown(Shutdown::Write);
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (addr, recording)
+}
+
+fn clients_installed() -> bool {
+    require(
+        "mosquitto_pub and mosquitto_sub (Debian package mosquitto-clients)",
+        installed("mosquitto_sub", &["--help"]) && installed("mosquitto_pub", &["--help"]),
+    )
+}
+
+/// The packets `bytes` decodes to so far.
+fn packets(bytes: &[u8], version: ProtocolVersion) -> Vec<Packet> {
+    let mut buf = BytesMut::from(bytes);
+    let mut out = Vec::new();
+    while let Ok(Some(packet)) = Packet::decode(&mut buf, version, MAX_PACKET_SIZE) {
+        out.push(packet);
+    }
+    out
+}
+
+/// mosquitto_sub (`-C 1`) and then mosquitto_pub through the proxy to a midge broker, with
+/// `-V version` and `extra` arguments for mosquitto_pub; returns the recording once every
+/// connection is closed both ways. Connection 0 is the subscriber, 1 the publisher.
+fn record_session(version: &str, qos: &str, pub_extra: &[&str]) -> Recording {
+    let broker = start_broker();
+    let (addr, recording) = proxy(broker);
+    let port = addr.port().to_string();
+    let codec_version = if version == "mqttv5" {
+        ProtocolVersion::V5
+    } else {
+        ProtocolVersion::V3_1_1
+    };
+    let sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-V", version, "-i", "sub-1"])
+        .args(["-t", "sensors/#", "-q", qos, "-C", "1", "-W", "15"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub starts");
+    // Subscribed once the broker's SUBACK went through the proxy.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let answers = recording.lock().expect("lock").stream(0, false);
+        if packets(&answers, codec_version)
+            .iter()
+            .any(|p| matches!(p, Packet::SubAck(_)))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "mosquitto_sub did not subscribe");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let published = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-V", version, "-i", "pub-1"])
+        .args(["-t", "sensors/kitchen/temp", "-m", "21.5", "-q", qos])
+        .args(pub_extra)
+        .status()
+        .expect("mosquitto_pub runs");
+    assert!(published.success());
+    let sub = wait(sub, LIMIT);
+    assert_eq!(sub.code(), Some(0), "mosquitto_sub: {}", sub.stderr);
+    assert_eq!(sub.stdout(), "21.5\n");
+    let deadline = Instant::now() + LIMIT;
+    while recording.lock().expect("lock").fins() < 4 {
+        assert!(Instant::now() < deadline, "connections did not close");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let r = recording.lock().expect("lock");
+    Recording {
+        events: r.events.clone(),
+        addrs: r.addrs.clone(),
+    }
+}
+
+// --- Writing captures ------------------------------------------------------------------
+
+/// How the recorded bytes are cut into segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// One segment per read, in order.
+    InOrder,
+    /// Each read cut into 9-byte segments sent last first, then the whole read again
+    /// (a retransmission).
+    Shuffled,
+}
+
+/// The client's initial sequence number: its stream crosses 2^32.
+const CLIENT_ISN: u32 = u32::MAX - 40;
+const BROKER_ISN: u32 = 7_000;
+
+/// Ethernet frames with their capture times, from a recording. `corrupt` replaces the byte at
+/// an offset of one side's stream: (connection, from the client, offset, new byte).
+fn frames(
+    rec: &Recording,
+    layout: Layout,
+    corrupt: Option<(usize, bool, usize, u8)>,
+) -> Vec<(Duration, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut time = Duration::from_secs(1_796_650_000);
+    let mut next_seq: Vec<[u32; 2]> = Vec::new();
+    let mut sent: Vec<[usize; 2]> = Vec::new();
+    let mut frame = |time: &mut Duration,
+                     src: SocketAddr,
+                     dst: SocketAddr,
+                     seq: u32,
+                     ack: Option<u32>,
+                     syn: bool,
+                     fin: bool,
+                     payload: &[u8]| {
+        let ip = |a: SocketAddr| match a.ip() {
+            std::net::IpAddr::V4(v4) => v4.octets(),
+            std::net::IpAddr::V6(_) => panic!("IPv4 only"),
+        };
+        let mut builder = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(ip(src), ip(dst), 64)
+            .tcp(src.port(), dst.port(), seq, 65_535);
+        if syn {
+            builder = builder.syn();
+        }
+        if fin {
+            builder = builder.fin();
+        }
+        if let Some(ack) = ack {
+            builder = builder.ack(ack);
+        }
+        if !payload.is_empty() {
+            builder = builder.psh();
+        }
+        let mut data = Vec::new();
+        builder.write(&mut data, payload).expect("frame");
+        *time += Duration::from_micros(250);
+        out.push((*time, data));
+    };
+    for event in &rec.events {
+        let (client, broker) = rec.addrs[event.conn];
+        while next_seq.len() <= event.conn {
+            // The handshake, before the connection's first event.
+            let c = next_seq.len();
+            let (client, broker) = rec.addrs[c];
+            frame(
+                &mut time,
+                client,
+                broker,
+                CLIENT_ISN,
+                None,
+                true,
+                false,
+                &[],
+            );
+            frame(
+                &mut time,
+                broker,
+                client,
+                BROKER_ISN,
+                Some(CLIENT_ISN + 1),
+                true,
+                false,
+                &[],
+            );
+            frame(
+                &mut time,
+                client,
+                broker,
+                CLIENT_ISN + 1,
+                Some(BROKER_ISN + 1),
+                false,
+                false,
+                &[],
+            );
+            next_seq.push([CLIENT_ISN.wrapping_add(1), BROKER_ISN + 1]);
+            sent.push([0, 0]);
+        }
+        let side = usize::from(!event.from_client);
+        let (src, dst) = if event.from_client {
+            (client, broker)
+        } else {
+            (broker, client)
+        };
+        let ack = Some(next_seq[event.conn][1 - side]);
+        let seq = next_seq[event.conn][side];
+        let mut bytes = event.bytes.clone();
+        if let Some((conn, from_client, offset, byte)) = corrupt {
+            let start = sent[event.conn][side];
+            if conn == event.conn && from_client == event.from_client {
+                if let Some(b) = offset.checked_sub(start).and_then(|i| bytes.get_mut(i)) {
+                    *b = byte;
+                }
+            }
+        }
+        sent[event.conn][side] += bytes.len();
+        if event.fin {
+            frame(&mut time, src, dst, seq, ack, false, true, &[]);
+            next_seq[event.conn][side] = seq.wrapping_add(1);
+            continue;
+        }
+        match layout {
+            Layout::InOrder => frame(&mut time, src, dst, seq, ack, false, false, &bytes),
+            Layout::Shuffled => {
+                let pieces: Vec<(usize, &[u8])> = bytes
+                    .chunks(9)
+                    .enumerate()
+                    .map(|(i, p)| (i * 9, p))
+                    .collect();
+                for (at, piece) in pieces.iter().rev() {
+                    let seq = seq.wrapping_add(*at as u32);
+                    frame(&mut time, src, dst, seq, ack, false, false, piece);
+                }
+                frame(&mut time, src, dst, seq, ack, false, false, &bytes);
+            }
+        }
+        next_seq[event.conn][side] = seq.wrapping_add(bytes.len() as u32);
+    }
+    out
+}
+
+fn write_pcap(path: &Path, frames: &[(Duration, Vec<u8>)]) {
+    let mut writer = PcapWriter::new(File::create(path).expect("create")).expect("header");
+    for (time, data) in frames {
+        writer
+            .write_packet(&PcapPacket::new(*time, data.len() as u32, data))
+            .expect("write");
+    }
+}
+
+fn write_pcapng(path: &Path, frames: &[(Duration, Vec<u8>)]) {
+    let mut writer = PcapNgWriter::new(File::create(path).expect("create")).expect("header");
+    // The writer stores timestamps as nanoseconds: say so.
+    let interface = InterfaceDescriptionBlock {
+        linktype: DataLink::ETHERNET,
+        snaplen: 0,
+        options: vec![InterfaceDescriptionOption::IfTsResol(9)],
+    };
+    writer.write_pcapng_block(interface).expect("interface");
+    for (time, data) in frames {
+        let packet = EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: *time,
+            original_len: data.len() as u32,
+            data: data.as_slice().into(),
+            options: vec![],
+        };
+        writer.write_pcapng_block(packet).expect("packet");
+    }
+}
+
+// --- Running midge decode --------------------------------------------------------------
+
+fn decode(args: &[&str], stdin: &[u8]) -> Finished {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_midge"));
+    command.arg("decode").args(args);
+    run(command, stdin)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("midge-decode-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn json_lines(finished: &Finished) -> Vec<Value> {
+    finished
+        .stdout()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+/// The packets of one connection and direction, as `(type, object)`.
+fn of<'a>(lines: &'a [Value], stream: u64, direction: &str) -> Vec<(&'a str, &'a Value)> {
+    lines
+        .iter()
+        .filter(|l| l["stream"] == stream && l["direction"] == direction)
+        .filter_map(|l| Some((l["type"].as_str()?, l)))
+        .collect()
+}
+
+fn types<'a>(packets: &[(&'a str, &Value)]) -> Vec<&'a str> {
+    packets.iter().map(|(t, _)| *t).collect()
+}
+
+fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+fn writing_fixtures() -> bool {
+    std::env::var("MIDGE_WRITE_DECODE_FIXTURES").is_ok_and(|v| v == "1")
+}
+
+/// Copies a capture into tests/data with the text output expected from it.
+fn save_fixture(capture: &Path, name: &str) {
+    let target = data_dir().join(name);
+    std::fs::create_dir_all(data_dir()).expect("tests/data");
+    std::fs::copy(capture, &target).expect("copy fixture");
+    let text = decode(&[target.to_str().expect("utf-8")], b"");
+    std::fs::write(data_dir().join(format!("{name}.txt")), text.stdout).expect("expected output");
+}
+
+// --- Live captures ---------------------------------------------------------------------
+
+#[test]
+fn a_mosquitto_5_0_session_decodes_whole_in_order_or_not() {
+    if !clients_installed() {
+        return;
+    }
+    let rec = record_session(
+        "mqttv5",
+        "1",
+        &[
+            "-D",
+            "publish",
+            "user-property",
+            "site",
+            "lab 4",
+            "-D",
+            "publish",
+            "content-type",
+            "text/plain",
+        ],
+    );
+    let dir = scratch("v5");
+    let in_order = dir.join("in-order.pcap");
+    write_pcap(&in_order, &frames(&rec, Layout::InOrder, None));
+    let shuffled = dir.join("shuffled.pcapng");
+    write_pcapng(&shuffled, &frames(&rec, Layout::Shuffled, None));
+
+    let finished = decode(&["--json", in_order.to_str().expect("utf-8")], b"").ok();
+    let lines = json_lines(&finished);
+    let (sub, publisher) = (rec.addrs[0].0.to_string(), rec.addrs[1].0.to_string());
+
+    // The subscriber: CONNECT, SUBSCRIBE, then the broker's CONNACK, SUBACK and the message.
+    let sub_sent = of(&lines, 0, "client_to_broker");
+    assert_eq!(
+        types(&sub_sent)[..2],
+        ["CONNECT", "SUBSCRIBE"],
+        "{lines:#?}"
+    );
+    let connect = sub_sent[0].1;
+    assert_eq!(connect["from"], sub);
+    assert_eq!(connect["to"], rec.addrs[0].1.to_string());
+    assert_eq!(connect["protocol"], "5.0");
+    assert_eq!(connect["version"], "5.0");
+    assert_eq!(connect["client_id"], "sub-1");
+    assert_eq!(connect["offset"], 0);
+    let subscribe = sub_sent[1].1;
+    assert_eq!(subscribe["filters"][0]["filter"], "sensors/#");
+    assert_eq!(subscribe["filters"][0]["qos"], 1);
+    assert_eq!(subscribe["offset"], connect["len"]);
+    let sub_got = of(&lines, 0, "broker_to_client");
+    assert_eq!(types(&sub_got)[..3], ["CONNACK", "SUBACK", "PUBLISH"]);
+    assert_eq!(sub_got[0].1["reason"]["name"], "SUCCESS");
+    assert_eq!(sub_got[1].1["reasons"][0]["name"], "GRANTED_QOS_1");
+    let delivered = sub_got[2].1;
+    assert_eq!(delivered["topic"], "sensors/kitchen/temp");
+    assert_eq!(delivered["payload"]["text"], "21.5");
+    assert_eq!(
+        delivered["properties"]["user_properties"],
+        serde_json::json!([["site", "lab 4"]])
+    );
+
+    // The publisher: its message with every property, acknowledged.
+    let pub_sent = of(&lines, 1, "client_to_broker");
+    assert_eq!(types(&pub_sent), ["CONNECT", "PUBLISH", "DISCONNECT"]);
+    assert_eq!(pub_sent[0].1["from"], publisher);
+    let publish = pub_sent[1].1;
+    assert_eq!(publish["qos"], 1);
+    assert_eq!(publish["packet_id"], 1);
+    assert_eq!(publish["properties"]["content_type"], "text/plain");
+    assert_eq!(pub_sent[2].1["reason"]["name"], "SUCCESS");
+    let pub_got = of(&lines, 1, "broker_to_client");
+    assert_eq!(types(&pub_got), ["CONNACK", "PUBACK"]);
+    assert_eq!(pub_got[1].1["packet_id"], 1);
+    assert_eq!(pub_got[1].1["reason"]["name"], "SUCCESS");
+
+    // Split, reordered and retransmitted segments in a pcapng give the same packets, in the
+    // same order; only the times differ, each packet's being that of the segment that
+    // completed it.
+    let reordered = decode(&["--json", shuffled.to_str().expect("utf-8")], b"").ok();
+    let timeless = |lines: &[Value]| -> Vec<Value> {
+        lines
+            .iter()
+            .map(|l| {
+                let mut l = l.clone();
+                l.as_object_mut().expect("object").remove("time");
+                l
+            })
+            .collect()
+    };
+    assert_eq!(timeless(&json_lines(&reordered)), timeless(&lines));
+    assert!(
+        reordered.stderr.contains("retransmitted bytes dropped"),
+        "{}",
+        reordered.stderr
+    );
+
+    // --port chooses the connections: here none.
+    let none = decode(&["--port", "1", in_order.to_str().expect("utf-8")], b"").ok();
+    assert_eq!(none.stdout(), "");
+    assert!(
+        none.stderr.contains("2 connections skipped as not MQTT"),
+        "{}",
+        none.stderr
+    );
+
+    // Text: the client on the left, the arrow the way the packet went.
+    let text = decode(&[in_order.to_str().expect("utf-8")], b"")
+        .ok()
+        .stdout();
+    let broker = rec.addrs[0].1;
+    assert!(
+        text.contains(&format!(
+            "{sub} -> {broker} @0 CONNECT protocol=\"5.0\" client_id=\"sub-1\""
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{sub} <- {broker} @0 CONNACK session_present=false reason=SUCCESS(0x00)"
+        )),
+        "{text}"
+    );
+
+    // Too little room for the segments held past a gap: the stream is cut, and said so.
+    // (The first bytes of a connection say whether it is MQTT, and here they never come: the
+    // broker's port says instead.)
+    let port = broker.port().to_string();
+    let args = ["--max-buffer", "12", "--port", &port];
+    let cut = decode(
+        &[&args[..], &[shuffled.to_str().expect("utf-8")]].concat(),
+        b"",
+    )
+    .ok();
+    assert!(
+        cut.stdout().contains("bytes after it exceed --max-buffer"),
+        "{}",
+        cut.stdout()
+    );
+    assert!(!cut.stdout().contains("PUBLISH"), "{}", cut.stdout());
+
+    // A segment the capture lost (the first piece of the PUBLISH and its retransmission):
+    // what follows it in that direction is not decoded, and a note says where.
+    let publisher_port = rec.addrs[1].0.port();
+    let publisher_stream = rec.stream(1, true);
+    let connect_len = Packet::peek_len(&publisher_stream).expect("a CONNECT");
+    let publish_seq = CLIENT_ISN.wrapping_add(1 + connect_len as u32);
+    let lossy: Vec<(Duration, Vec<u8>)> = frames(&rec, Layout::Shuffled, None)
+        .into_iter()
+        .filter(|(_, data)| {
+            let sliced = etherparse::SlicedPacket::from_ethernet(data).expect("frame");
+            let Some(etherparse::TransportSlice::Tcp(tcp)) = sliced.transport else {
+                return true;
+            };
+            !(tcp.source_port() == publisher_port && tcp.sequence_number() == publish_seq)
+        })
+        .collect();
+    let lost = dir.join("lost.pcap");
+    write_pcap(&lost, &lossy);
+    let finished = decode(&["--json", lost.to_str().expect("utf-8")], b"").ok();
+    let lines = json_lines(&finished);
+    assert_eq!(types(&of(&lines, 1, "client_to_broker")), ["CONNECT"]);
+    let notes: Vec<&Value> = lines.iter().filter(|l| l.get("note").is_some()).collect();
+    assert_eq!(notes.len(), 1, "{lines:#?}");
+    assert_eq!(notes[0]["stream"], 1);
+    assert_eq!(notes[0]["offset"], connect_len);
+    assert_eq!(notes[0]["direction"], "client_to_broker");
+    // All the publisher sent after its CONNECT, but the 9 bytes lost.
+    let after = publisher_stream.len() - connect_len - 9;
+    assert_eq!(
+        notes[0]["note"],
+        format!("a segment is missing here: the {after} bytes captured after it are not decoded")
+    );
+
+    if writing_fixtures() {
+        save_fixture(&shuffled, "v5-out-of-order.pcapng");
+    }
+}
+
+#[test]
+fn a_mosquitto_3_1_1_session_at_qos_2_decodes_and_a_malformed_packet_stops_its_direction() {
+    if !clients_installed() {
+        return;
+    }
+    let rec = record_session("mqttv311", "2", &[]);
+    let dir = scratch("v311");
+    let capture = dir.join("v311.pcap");
+    write_pcap(&capture, &frames(&rec, Layout::InOrder, None));
+    // --version 5 is only what is assumed before a CONNECT: each CONNECT says 3.1.1.
+    let finished = decode(
+        &["--json", "-V", "5", capture.to_str().expect("utf-8")],
+        b"",
+    )
+    .ok();
+    let lines = json_lines(&finished);
+    assert!(lines.iter().all(|l| l["version"] == "3.1.1"), "{lines:#?}");
+    let pub_sent = of(&lines, 1, "client_to_broker");
+    assert_eq!(
+        types(&pub_sent),
+        ["CONNECT", "PUBLISH", "PUBREL", "DISCONNECT"]
+    );
+    assert_eq!(pub_sent[0].1["protocol"], "3.1.1");
+    assert_eq!(pub_sent[0].1["clean_start"], true);
+    assert_eq!(
+        types(&of(&lines, 1, "broker_to_client")),
+        ["CONNACK", "PUBREC", "PUBCOMP"]
+    );
+    assert_eq!(of(&lines, 1, "broker_to_client")[0].1["return_code"], 0);
+    let sub_got = of(&lines, 0, "broker_to_client");
+    assert_eq!(types(&sub_got), ["CONNACK", "SUBACK", "PUBLISH", "PUBREL"]);
+    assert_eq!(sub_got[2].1["qos"], 2);
+    assert_eq!(
+        types(&of(&lines, 0, "client_to_broker"))[..4],
+        ["CONNECT", "SUBSCRIBE", "PUBREC", "PUBCOMP"]
+    );
+
+    // Raw bytes and hex of the publisher's stream decode to the same packets.
+    let raw = rec.stream(1, true);
+    let from_raw = decode(&["--json", "-"], &raw).ok();
+    let plain: Vec<Value> = json_lines(&from_raw);
+    assert_eq!(
+        plain.iter().map(|l| l["type"].clone()).collect::<Vec<_>>(),
+        ["CONNECT", "PUBLISH", "PUBREL", "DISCONNECT"]
+    );
+    for (plain, captured) in plain.iter().zip(&pub_sent) {
+        let mut captured = captured.1.as_object().expect("object").clone();
+        for key in ["time", "stream", "from", "to", "direction"] {
+            captured.remove(key);
+        }
+        assert_eq!(plain, &Value::Object(captured));
+    }
+    let hex: Vec<String> = raw.iter().map(|b| format!("0x{b:02X}")).collect();
+    let from_hex = decode(&[], hex.join(", ").as_bytes()).ok();
+    assert_eq!(from_hex.stdout(), decode(&[], &raw).ok().stdout());
+    let colons: Vec<String> = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let from_colons = decode(&["--format", "hex"], colons.join(":").as_bytes()).ok();
+    assert_eq!(from_colons.stdout(), from_hex.stdout());
+
+    // QoS 3 in the publisher's PUBLISH: that direction stops at it, the rest goes on.
+    let connect_len = Packet::peek_len(&raw).expect("a CONNECT");
+    let first = raw[connect_len];
+    assert_eq!(first >> 4, 3, "a PUBLISH after the CONNECT");
+    let malformed = dir.join("malformed.pcap");
+    let corrupt = Some((1, true, connect_len, first | 0b0110));
+    write_pcap(&malformed, &frames(&rec, Layout::InOrder, corrupt));
+    let finished = decode(&["--json", malformed.to_str().expect("utf-8")], b"");
+    assert_eq!(finished.code(), Some(1), "{}", finished.stderr);
+    let lines = json_lines(&finished);
+    let errors: Vec<&Value> = lines.iter().filter(|l| l.get("error").is_some()).collect();
+    assert_eq!(errors.len(), 1, "{lines:#?}");
+    assert_eq!(
+        errors[0]["error"],
+        "QoS 3 is not a valid QoS; the rest of this direction is not decoded"
+    );
+    assert_eq!(errors[0]["offset"], connect_len);
+    assert_eq!(errors[0]["stream"], 1);
+    assert_eq!(types(&of(&lines, 1, "client_to_broker")), ["CONNECT"]);
+    // The subscriber's connection is untouched.
+    assert_eq!(
+        types(&of(&lines, 0, "broker_to_client")),
+        ["CONNACK", "SUBACK", "PUBLISH", "PUBREL"]
+    );
+
+    // The same bytes as plain input: the packets before it, the error, exit code 1.
+    let mut bad = raw.clone();
+    bad[connect_len] = first | 0b0110;
+    let plain = decode(&[], &bad);
+    assert_eq!(plain.code(), Some(1));
+    assert_eq!(
+        plain
+            .stdout()
+            .lines()
+            .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>(),
+        ["@0 CONNECT", format!("@{connect_len} error:").as_str()]
+    );
+
+    if writing_fixtures() {
+        save_fixture(&capture, "v311.pcap");
+        save_fixture(&malformed, "malformed.pcap");
+    }
+}
+
+/// tcpdump on the loopback interface, as a user would capture: real frames, with the kernel's
+/// TCP options, straight from mosquitto_pub to the broker.
+#[cfg(unix)]
+#[test]
+fn a_tcpdump_capture_of_mosquitto_pub_decodes() {
+    use std::os::unix::fs::PermissionsExt;
+    if !clients_installed()
+        || !require(
+            "tcpdump (Debian package tcpdump; capturing needs root)",
+            installed("tcpdump", &["--version"]),
+        )
+    {
+        return;
+    }
+    let broker = start_broker();
+    let port = broker.port().to_string();
+    let dir = scratch("tcpdump");
+    // tcpdump writes as the user it drops to.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let file = dir.join("lo.pcap");
+    let mut tcpdump = Command::new("tcpdump");
+    tcpdump
+        .args(["-i", "lo", "-U", "-n", "-w"])
+        .arg(&file)
+        .args(["tcp", "port", &port]);
+    let mut tcpdump = Running::spawn(tcpdump);
+    tcpdump.wait_for("listening on", 1);
+    let published = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            "mqttv5",
+            "-i",
+            "dump-1",
+        ])
+        .args(["-t", "lamp/1", "-m", "on", "-q", "1"])
+        .status()
+        .expect("mosquitto_pub runs");
+    assert!(published.success());
+    // Until the broker's side of the close is written too.
+    let deadline = Instant::now() + LIMIT;
+    while decode(&["--json", file.to_str().expect("utf-8")], b"")
+        .stdout()
+        .lines()
+        .count()
+        < 5
+    {
+        assert!(Instant::now() < deadline, "tcpdump wrote too little");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let stopped = tcpdump.interrupt();
+    assert_eq!(stopped.code(), Some(0), "{}", stopped.stderr);
+
+    let finished = decode(&["--json", file.to_str().expect("utf-8")], b"").ok();
+    let lines = json_lines(&finished);
+    let sent = of(&lines, 0, "client_to_broker");
+    assert_eq!(
+        types(&sent),
+        ["CONNECT", "PUBLISH", "DISCONNECT"],
+        "{lines:#?}"
+    );
+    assert_eq!(sent[0].1["client_id"], "dump-1");
+    assert_eq!(sent[0].1["to"], broker.to_string());
+    assert_eq!(sent[1].1["topic"], "lamp/1");
+    assert_eq!(sent[1].1["payload"]["text"], "on");
+    let got = of(&lines, 0, "broker_to_client");
+    assert_eq!(types(&got), ["CONNACK", "PUBACK"]);
+    assert!(
+        finished.stderr.contains("5 packets in 1 TCP connections"),
+        "{}",
+        finished.stderr
+    );
+}
+
+// --- Committed captures ----------------------------------------------------------------
+
+/// A committed capture decodes to its committed text, with the exit code given.
+fn fixture(name: &str, code: i32) -> String {
+    let path = data_dir().join(name);
+    let finished = decode(&[path.to_str().expect("utf-8")], b"");
+    assert_eq!(finished.code(), Some(code), "{}", finished.stderr);
+    let expected =
+        std::fs::read_to_string(data_dir().join(format!("{name}.txt"))).expect("expected");
+    assert_eq!(finished.stdout(), expected);
+    expected
+}
+
+#[test]
+fn committed_captures_decode_as_recorded() {
+    let v311 = fixture("v311.pcap", 0);
+    assert!(
+        v311.contains(" CONNECT protocol=\"3.1.1\" client_id=\"pub-1\" clean_start=true"),
+        "{v311}"
+    );
+    assert!(
+        v311.contains(" PUBLISH topic=\"sensors/kitchen/temp\" qos=2 packet_id=1 payload=\"21.5\""),
+        "{v311}"
+    );
+    assert!(v311.contains(" PUBREC packet_id=1"), "{v311}");
+
+    let v5 = fixture("v5-out-of-order.pcapng", 0);
+    assert!(
+        v5.contains(" CONNECT protocol=\"5.0\" client_id=\"pub-1\""),
+        "{v5}"
+    );
+    assert!(
+        v5.contains(
+            "properties={content_type=\"text/plain\", user_properties=[[\"site\", \"lab 4\"]]}"
+        ),
+        "{v5}"
+    );
+
+    let malformed = fixture("malformed.pcap", 1);
+    assert!(
+        malformed.contains(" error: QoS 3 is not a valid QoS"),
+        "{malformed}"
+    );
+    assert!(malformed.contains(" PUBREL packet_id=1"), "{malformed}");
+
+    // JSON of the same capture parses back, one object per line.
+    let path = data_dir().join("v5-out-of-order.pcapng");
+    let json = decode(&["--json", path.to_str().expect("utf-8")], b"").ok();
+    let lines = json_lines(&json);
+    assert_eq!(lines.len(), v5.lines().count());
+    assert!(lines
+        .iter()
+        .all(|l| l["time"].as_f64().is_some_and(|t| t > 1.7e9)));
+}
+
+// --- Plain input -----------------------------------------------------------------------
+
+/// A 3.1.1 CONNECT (client id "dev-1", keepalive 60), then a QoS 1 PUBLISH of "on" to
+/// "lamp/1" with packet id 10, as hex with comments.
+const HEX: &str = "\
+# CONNECT
+10 11 00 04 4d 51 54 54 04 02 00 3c 00 05 64 65 76 2d 31
+# PUBLISH
+32 0c 00 06 6c 61 6d 70 2f 31 00 0a 6f 6e
+";
+
+#[test]
+fn hex_input_decodes_line_by_line() {
+    let finished = decode(&[], HEX.as_bytes()).ok();
+    assert_eq!(
+        finished.stdout(),
+        "@0 CONNECT protocol=\"3.1.1\" client_id=\"dev-1\" clean_start=true keep_alive=60\n\
+         @19 PUBLISH topic=\"lamp/1\" qos=1 packet_id=10 payload=\"on\"\n"
+    );
+    let json = json_lines(&decode(&["--json"], HEX.as_bytes()).ok());
+    assert_eq!(json[1]["offset"], 19);
+    assert_eq!(json[1]["len"], 14);
+    assert_eq!(
+        json[1]["payload"],
+        serde_json::json!({"len": 2, "text": "on"})
+    );
+}
+
+#[test]
+fn plain_input_that_is_cut_short_or_malformed_exits_1_after_what_decoded() {
+    // The PUBLISH's last byte is missing.
+    let short = &HEX[..HEX.len() - 4];
+    let finished = decode(&[], short.as_bytes());
+    assert_eq!(finished.code(), Some(1));
+    assert!(finished.stdout().starts_with("@0 CONNECT"));
+    assert!(
+        finished
+            .stdout()
+            .ends_with("@19 error: the input ends inside a packet: 13 of its 14 bytes\n"),
+        "{}",
+        finished.stdout()
+    );
+    // A reserved bit of the CONNECT flags (0x02 -> 0x03).
+    let bad = HEX.replacen("04 02 00 3c", "04 03 00 3c", 1);
+    let finished = decode(&[], bad.as_bytes());
+    assert_eq!(finished.code(), Some(1));
+    assert_eq!(finished.stdout(), "@0 error: reserved CONNECT flag set\n");
+    // Raw bytes whose first packet is not MQTT at all.
+    let finished = decode(&["--format", "raw"], &[0x00, 0x00]);
+    assert_eq!(finished.code(), Some(1));
+    assert_eq!(finished.stdout(), "@0 error: reserved packet type 0\n");
+}
+
+#[test]
+fn input_that_cannot_be_read_exits_2() {
+    let finished = decode(&["--format", "hex"], b"10 zz");
+    assert_eq!(finished.code(), Some(2));
+    assert!(
+        finished
+            .stderr
+            .contains("line 1, column 4: 'z' is not a hex digit"),
+        "{}",
+        finished.stderr
+    );
+    let finished = decode(&["--format", "pcap"], b"10 0c");
+    assert_eq!(finished.code(), Some(2));
+    assert!(
+        finished.stderr.contains("not a pcap or pcapng capture"),
+        "{}",
+        finished.stderr
+    );
+    let finished = decode(&["/nonexistent/capture.pcap"], b"");
+    assert_eq!(finished.code(), Some(2));
+}
