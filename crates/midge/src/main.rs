@@ -5,6 +5,7 @@
 mod bench;
 mod ctl;
 mod logging;
+mod manual;
 mod mqtt;
 mod passwd;
 
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use midge_broker::{BindAddr, Broker, BrokerConfig, LogFormat};
 use midge_store::{DiskOptions, DiskStore};
 
@@ -54,6 +55,14 @@ enum Command {
         after_help = mqtt::EXIT_CODES_HELP
     )]
     Sub(Box<mqtt::subscribe::SubArgs>),
+    /// Send one request and print its response, as mosquitto_rr does (MQTT 5.0
+    /// request/response; -h is the host; --help for help).
+    #[command(
+        disable_help_flag = true,
+        disable_version_flag = true,
+        after_help = mqtt::EXIT_CODES_HELP
+    )]
+    Rr(Box<mqtt::rr::RrArgs>),
     /// Measure a broker: connections, publishers, subscribers, end-to-end scenarios.
     Bench(Box<bench::BenchArgs>),
     /// Manage password files, as mosquitto_passwd does: -c creates, -D deletes a user, -U
@@ -66,6 +75,10 @@ enum Command {
     /// Ask a running broker over its HTTP admin API (`[http]` in its configuration).
     #[command(after_help = ctl::HELP)]
     Ctl(ctl::CtlArgs),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    Completions(manual::CompletionsArgs),
+    /// Print midge's man page (roff), or a subcommand's; --out DIR writes them all.
+    Man(manual::ManArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +142,9 @@ fn main() -> ExitCode {
         Some(Command::Passwd(args)) => passwd::main(args),
         Some(Command::Store(command)) => store(command),
         Some(Command::Ctl(args)) => ctl::main(args),
+        Some(Command::Rr(args)) => mqtt::rr::main(*args),
+        Some(Command::Completions(args)) => manual::completions(&args, Cli::command()),
+        Some(Command::Man(args)) => manual::man(&args, Cli::command()),
         None => broker(BrokerArgs::default()),
     }
 }
@@ -504,7 +520,6 @@ mod tests {
 
     #[test]
     fn cli_parses() {
-        use clap::CommandFactory;
         Cli::command().debug_assert();
         let cli = Cli::try_parse_from([
             "midge",
