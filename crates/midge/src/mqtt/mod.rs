@@ -467,6 +467,15 @@ pub(crate) fn parse_properties(
     Ok(properties)
 }
 
+/// The client id `-i` gives, or `-I` (the prefix and the process id, as in mosquitto).
+fn chosen_id(args: &ConnectArgs) -> Option<String> {
+    args.id.clone().or_else(|| {
+        args.id_prefix
+            .as_ref()
+            .map(|prefix| format!("{prefix}{}", std::process::id()))
+    })
+}
+
 /// Checks the connection options and makes the client builder.
 pub(crate) fn builder(
     args: &ConnectArgs,
@@ -479,11 +488,7 @@ pub(crate) fn builder(
         connect,
         ..
     } = properties;
-    let id = args.id.clone().or_else(|| {
-        args.id_prefix
-            .as_ref()
-            .map(|prefix| format!("{prefix}{}", std::process::id()))
-    });
+    let id = chosen_id(args);
     if args.persistent && id.is_none() {
         return Err(Failure::usage(
             "-c (persistent session) needs a client id (-i): a random one would never find its session again",
@@ -851,6 +856,17 @@ mod tests {
             assert_eq!(parse_version(s), Ok(v));
         }
         assert!(parse_version("4").is_err());
+    }
+
+    #[test]
+    fn id_prefix_is_followed_by_the_process_id() {
+        let pid = std::process::id();
+        assert_eq!(
+            chosen_id(&connect_args(&["-I", "rr-"])),
+            Some(format!("rr-{pid}"))
+        );
+        assert_eq!(chosen_id(&connect_args(&["-i", "x"])), Some("x".into()));
+        assert_eq!(chosen_id(&connect_args(&[])), None);
     }
 
     #[test]
