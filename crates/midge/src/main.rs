@@ -6,6 +6,7 @@ mod bench;
 mod ctl;
 mod decode;
 mod logging;
+mod manual;
 mod mqtt;
 mod passwd;
 
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use midge_broker::{BindAddr, Broker, BrokerConfig, LogFormat};
 use midge_store::{DiskOptions, DiskStore};
 
@@ -55,6 +56,14 @@ enum Command {
         after_help = mqtt::EXIT_CODES_HELP
     )]
     Sub(Box<mqtt::subscribe::SubArgs>),
+    /// Send one request and print its response, as mosquitto_rr does (MQTT 5.0
+    /// request/response; -h is the host; --help for help).
+    #[command(
+        disable_help_flag = true,
+        disable_version_flag = true,
+        after_help = mqtt::EXIT_CODES_HELP
+    )]
+    Rr(Box<mqtt::rr::RrArgs>),
     /// Measure a broker: connections, publishers, subscribers, end-to-end scenarios.
     Bench(Box<bench::BenchArgs>),
     /// Manage password files, as mosquitto_passwd does: -c creates, -D deletes a user, -U
@@ -70,6 +79,10 @@ enum Command {
     /// Decode MQTT packets from hex, raw bytes or a pcap/pcapng capture, for debugging.
     #[command(disable_version_flag = true, after_help = decode::HELP)]
     Decode(decode::DecodeArgs),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    Completions(manual::CompletionsArgs),
+    /// Print midge's man page (roff), or a subcommand's; --out DIR writes them all.
+    Man(manual::ManArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +147,9 @@ fn main() -> ExitCode {
         Some(Command::Store(command)) => store(command),
         Some(Command::Ctl(args)) => ctl::main(args),
         Some(Command::Decode(args)) => decode::main(args),
+        Some(Command::Rr(args)) => mqtt::rr::main(*args),
+        Some(Command::Completions(args)) => manual::completions(&args, Cli::command()),
+        Some(Command::Man(args)) => manual::man(&args, Cli::command()),
         None => broker(BrokerArgs::default()),
     }
 }
@@ -509,7 +525,6 @@ mod tests {
 
     #[test]
     fn cli_parses() {
-        use clap::CommandFactory;
         Cli::command().debug_assert();
         let cli = Cli::try_parse_from([
             "midge",

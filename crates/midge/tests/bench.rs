@@ -585,3 +585,93 @@ fn an_offline_queue_survives_a_broker_killed_and_restarted() {
     assert_eq!(drained["delivered"], 150, "{drained:#}");
     assert_eq!(drained["lost"], 0, "{drained:#}");
 }
+
+/// A run of about two seconds (20 messages at 10/s), long enough for the progress bar to be
+/// drawn more than once.
+fn two_second_run(port: &str) -> Vec<String> {
+    [
+        "bench",
+        "pub",
+        "-p",
+        port,
+        "-t",
+        "progress/%i",
+        "-c",
+        "1",
+        "-n",
+        "20",
+        "-R",
+        "10",
+        "--threads",
+        "1",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+#[test]
+fn no_progress_bytes_when_stderr_is_not_a_terminal() {
+    let addr = start_broker(test_config());
+    let port = addr.port().to_string();
+    // Without --quiet: piped output alone turns the bar off.
+    let out = Command::new(env!("CARGO_BIN_EXE_midge"))
+        .args(two_second_run(&port))
+        .stdin(Stdio::null())
+        .output()
+        .expect("midge runs");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert!(
+            !bytes.iter().any(|b| *b == b'\r' || *b == 0x1b),
+            "{name} holds terminal control bytes: {:?}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("published"), "{summary}");
+}
+
+#[test]
+fn a_progress_bar_on_a_terminal() {
+    if !midge_testkit::peers::require(
+        "script (util-linux), to run midge bench on a terminal",
+        midge_testkit::peers::installed("script", &["--version"]),
+    ) {
+        return;
+    }
+    let addr = start_broker(test_config());
+    let port = addr.port().to_string();
+    let command = std::iter::once(env!("CARGO_BIN_EXE_midge").to_owned())
+        .chain(two_second_run(&port))
+        .collect::<Vec<_>>()
+        .join(" ");
+    // script(1) runs the bench on a pseudo-terminal and copies what it shows to stdout.
+    let run = |extra: &str| {
+        let out = Command::new("script")
+            .args(["-q", "-e", "-c", &format!("{command}{extra}"), "/dev/null"])
+            .env("TERM", "xterm")
+            .env("COLUMNS", "200")
+            .stdin(Stdio::null())
+            .output()
+            .expect("script runs");
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = run("");
+    // The bar counts the connection, then the 20 messages.
+    assert!(shown.contains("connected ["), "{shown:?}");
+    assert!(shown.contains("published ["), "{shown:?}");
+    assert!(shown.contains("/20"), "{shown:?}");
+    assert!(
+        shown.contains("pub "),
+        "the counters beside the bar: {shown:?}"
+    );
+    let quiet = run(" --quiet");
+    assert!(!quiet.contains(" ["), "--quiet: {quiet:?}");
+    assert!(quiet.contains("published"), "the summary: {quiet:?}");
+}

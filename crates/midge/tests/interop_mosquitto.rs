@@ -1,5 +1,6 @@
 //! `midge pub` → `mosquitto_sub` through a real mosquitto broker (started by the test on a
-//! free 127.0.0.1 port), and `mosquitto_pub` → `midge sub` through the midge broker.
+//! free 127.0.0.1 port), `mosquitto_pub` → `midge sub` through the midge broker, and
+//! `midge rr` beside `mosquitto_rr` through both brokers.
 //! Skipped loudly when mosquitto or mosquitto-clients is missing; a failure under
 //! `MIDGE_REQUIRE_PEERS=1` (set by `.ci/run`).
 #![allow(missing_docs)]
@@ -426,4 +427,97 @@ fn mosquitto_pub_to_midge_sub_through_the_midge_broker() {
     )
     .ok();
     assert_eq!(out.stdout(), "kept\n");
+}
+
+/// `mosquitto_rr` (mosquitto-clients 2.0 and later), or a loud skip.
+fn rr_installed() -> bool {
+    require(
+        "mosquitto_rr (Debian package mosquitto-clients, 2.0 or later)",
+        installed("mosquitto_rr", &["--help"]),
+    )
+}
+
+/// `midge rr` and `mosquitto_rr` with the same arguments, against the same broker and
+/// responder: the same output and exit code, through mosquitto and through the midge broker.
+#[test]
+fn midge_rr_answers_as_mosquitto_rr_through_both_brokers() {
+    let Some(mosquitto) = Mosquitto::start("rr") else {
+        return;
+    };
+    if !rr_installed() {
+        return;
+    }
+    for (broker, addr) in [("mosquitto", mosquitto.addr), ("midge", start_broker())] {
+        let requests = responder(addr, "svc/echo", echo);
+        let port = addr.port().to_string();
+        for args in [
+            &["-m", "hello"][..],
+            &["-m", "hello", "-v"],
+            &["-n", "-v"],
+            &["-m", "hello", "-N"],
+            &["-m", "hello", "-F", "%t [%p] %q %l"],
+            &["-m", "hello", "-q", "1", "-F", "%t %q"],
+        ] {
+            let mut common = vec!["-h", "127.0.0.1", "-p", &port, "-W", "10"];
+            common.extend(["-t", "svc/echo", "-e", "reply/echo"]);
+            common.extend(args);
+            let mut mosquitto_rr = Command::new("mosquitto_rr");
+            mosquitto_rr.args(&common);
+            let theirs = run(mosquitto_rr, b"");
+            let mut midge_rr = Command::new(env!("CARGO_BIN_EXE_midge"));
+            midge_rr.arg("rr").args(&common);
+            let ours = run(midge_rr, b"");
+            assert_eq!(
+                theirs.code(),
+                Some(0),
+                "{broker} mosquitto_rr {args:?}: {}",
+                theirs.stderr
+            );
+            assert_eq!(
+                ours.code(),
+                Some(0),
+                "{broker} midge rr {args:?}: {}",
+                ours.stderr
+            );
+            assert_eq!(ours.stdout(), theirs.stdout(), "{broker} {args:?}");
+            // Both named the response topic; only midge sends correlation data unasked.
+            let theirs = requests
+                .recv_timeout(LIMIT)
+                .expect("mosquitto_rr's request");
+            let ours = requests.recv_timeout(LIMIT).expect("midge rr's request");
+            assert_eq!(theirs.response_topic.as_deref(), Some("reply/echo"));
+            assert_eq!(ours.response_topic, theirs.response_topic);
+            assert_eq!(ours.payload, theirs.payload);
+            assert!(ours.correlation.is_some());
+        }
+        // No responder on this topic: both give up at -W with exit code 27.
+        let timeout = [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-W",
+            "1",
+            "-t",
+            "svc/nobody",
+            "-e",
+            "reply/nobody",
+            "-m",
+            "q",
+        ];
+        let mut mosquitto_rr = Command::new("mosquitto_rr");
+        mosquitto_rr.args(timeout);
+        let theirs = run(mosquitto_rr, b"");
+        let mut midge_rr = Command::new(env!("CARGO_BIN_EXE_midge"));
+        midge_rr.arg("rr").args(timeout);
+        let ours = run(midge_rr, b"");
+        assert_eq!(
+            theirs.code(),
+            Some(27),
+            "{broker} mosquitto_rr: {}",
+            theirs.stderr
+        );
+        assert_eq!(ours.code(), Some(27), "{broker} midge rr: {}", ours.stderr);
+        assert!(ours.stdout.is_empty() && theirs.stdout.is_empty());
+    }
 }

@@ -127,7 +127,7 @@ struct Common {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
-    /// No progress line.
+    /// No progress bar (there is none either when stderr is not a terminal).
     #[arg(long)]
     quiet: bool,
     /// The broker's process id: report its resident memory (and CPU time) from /proc.

@@ -1,8 +1,7 @@
-//! Live counters, the progress line, the summary and its JSON form, and what `/proc` tells
+//! Live counters, the progress bar, the summary and its JSON form, and what `/proc` tells
 //! about the broker.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -10,7 +9,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-/// Counters every task adds to, read by the progress line.
+/// Counters every task adds to, read by the progress bar.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) connected: AtomicU64,
@@ -21,6 +20,17 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// The counters now.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            connected: self.connected.load(Relaxed),
+            published: self.published.load(Relaxed),
+            acked: self.acked.load(Relaxed),
+            delivered: self.delivered.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+        }
+    }
+
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         if n > 0 {
             counter.fetch_add(n, Relaxed);
@@ -388,12 +398,11 @@ pub(crate) struct Snapshot {
     pub(crate) errors: u64,
 }
 
-/// One progress line: totals, and rates over the second since `last`. It starts with a
-/// carriage return and clears the rest of the line, so that each line overwrites the last.
-pub(crate) fn progress_line(elapsed: Duration, now: &Snapshot, last: &Snapshot) -> String {
+/// The counters and their rates over the second since `last`, as the progress bar shows
+/// them beside the bar.
+pub(crate) fn progress_text(now: &Snapshot, last: &Snapshot) -> String {
     format!(
-        "\r\x1b[K{:>4}s  conn {} (+{}/s)  pub {} ({}/s)  acked {}  recv {} ({}/s)  errors {}",
-        elapsed.as_secs(),
+        "conn {} (+{}/s)  pub {} ({}/s)  acked {}  recv {} ({}/s)  errors {}",
         now.connected,
         now.connected.saturating_sub(last.connected),
         now.published,
@@ -405,40 +414,94 @@ pub(crate) fn progress_line(elapsed: Duration, now: &Snapshot, last: &Snapshot) 
     )
 }
 
-/// Prints a progress line to stderr once a second until dropped.
+/// What the progress bar measures: first the connections, then the measured phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Goal {
+    /// Connections made before the measured phase.
+    pub(crate) clients: u64,
+    /// What bounds the measured phase.
+    pub(crate) measure: Measure,
+}
+
+/// What bounds a scenario's measured phase, as the progress bar counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Measure {
+    /// Nothing after the connections (`conn`).
+    Connections,
+    /// This many messages published.
+    Published(u64),
+    /// This many messages delivered.
+    Delivered(u64),
+    /// The time limit.
+    Time(Duration),
+}
+
+/// The bar's label, length and position for these counters; `measuring` is how long the
+/// measured phase has run, once every client has connected (or failed).
+fn bar_of(goal: &Goal, now: &Snapshot, measuring: Option<Duration>) -> (&'static str, u64, u64) {
+    let (label, len, pos) = match (measuring, goal.measure) {
+        (None, _) | (_, Measure::Connections) => ("connected", goal.clients, now.connected),
+        (Some(_), Measure::Published(total)) => ("published", total, now.published),
+        (Some(_), Measure::Delivered(total)) => ("received", total, now.delivered),
+        (Some(time), Measure::Time(limit)) => ("seconds", limit.as_secs().max(1), time.as_secs()),
+    };
+    (label, len, pos.min(len))
+}
+
+/// The bar's line: elapsed time, what it counts, the bar, and the counters (cut to the
+/// terminal's width).
+const BAR_TEMPLATE: &str = "{elapsed:>4} {prefix:>9} [{bar:20}] {pos}/{len}  {wide_msg}";
+
+/// A progress bar on stderr, updated once a second until dropped; nothing at all when
+/// stderr is not a terminal or `--quiet` is given.
 pub(crate) struct Progress {
     task: Option<tokio::task::JoinHandle<()>>,
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl Progress {
-    /// Starts the line when `enabled` (stderr is a terminal and `--quiet` is off).
-    pub(crate) fn start(counters: Arc<Counters>, enabled: bool) -> Self {
+    /// Starts the bar when `enabled` (stderr is a terminal and `--quiet` is off).
+    pub(crate) fn start(counters: Arc<Counters>, goal: Goal, enabled: bool) -> Self {
         if !enabled {
-            return Self { task: None };
+            return Self {
+                task: None,
+                bar: None,
+            };
         }
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(goal.clients),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(BAR_TEMPLATE)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        let shown = bar.clone();
         let task = tokio::spawn(async move {
-            let start = Instant::now();
             let mut last = Snapshot::default();
+            let mut measuring_since: Option<Instant> = None;
             let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
             loop {
                 tick.tick().await;
-                let c = &counters;
-                let now = Snapshot {
-                    connected: c.connected.load(Relaxed),
-                    published: c.published.load(Relaxed),
-                    acked: c.acked.load(Relaxed),
-                    delivered: c.delivered.load(Relaxed),
-                    errors: c.errors.load(Relaxed),
-                };
-                let line = progress_line(start.elapsed(), &now, &last);
+                let now = counters.snapshot();
+                if measuring_since.is_none() && now.connected + now.errors >= goal.clients {
+                    measuring_since = Some(Instant::now());
+                }
+                let (label, len, pos) =
+                    bar_of(&goal, &now, measuring_since.map(|since| since.elapsed()));
+                // Each setter may draw: the counters first, the bar's parts after them.
+                shown.set_message(progress_text(&now, &last));
+                shown.set_prefix(label);
+                shown.set_length(len);
+                shown.set_position(pos);
                 last = now;
-                let mut err = std::io::stderr().lock();
-                let _ = err.write_all(line.as_bytes());
-                let _ = err.flush();
             }
         });
-        Self { task: Some(task) }
+        Self {
+            task: Some(task),
+            bar: Some(bar),
+        }
     }
 }
 
@@ -446,7 +509,9 @@ impl Drop for Progress {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
-            let _ = std::io::stderr().write_all(b"\r\x1b[K");
+        }
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
         }
     }
 }
@@ -492,7 +557,7 @@ mod tests {
     }
 
     #[test]
-    fn progress_line_shows_totals_rates_and_errors() {
+    fn progress_shows_totals_rates_and_errors() {
         let last = Snapshot {
             connected: 10,
             published: 1_000,
@@ -507,11 +572,47 @@ mod tests {
             delivered: 1_500_500,
             errors: 3,
         };
-        let line = progress_line(Duration::from_secs(7), &now, &last);
         assert_eq!(
-            line,
-            "\r\x1b[K   7s  conn 12 (+2/s)  pub 251000 (250.0k/s)  acked 250000  recv 1500500 (1.50M/s)  errors 3"
+            progress_text(&now, &last),
+            "conn 12 (+2/s)  pub 251000 (250.0k/s)  acked 250000  recv 1500500 (1.50M/s)  errors 3"
         );
+    }
+
+    #[test]
+    fn the_bar_counts_connections_then_the_measured_phase() {
+        let now = Snapshot {
+            connected: 8,
+            published: 700,
+            delivered: 2_000,
+            ..Snapshot::default()
+        };
+        let goal = |measure| Goal {
+            clients: 10,
+            measure,
+        };
+        let phase = Some(Duration::from_secs(12));
+        assert_eq!(
+            bar_of(&goal(Measure::Published(1_000)), &now, None),
+            ("connected", 10, 8)
+        );
+        assert_eq!(
+            bar_of(&goal(Measure::Published(1_000)), &now, phase),
+            ("published", 1_000, 700)
+        );
+        // Never past the end (fan-out delivers more than it publishes).
+        assert_eq!(
+            bar_of(&goal(Measure::Delivered(1_000)), &now, phase),
+            ("received", 1_000, 1_000)
+        );
+        assert_eq!(
+            bar_of(&goal(Measure::Time(Duration::from_secs(60))), &now, phase),
+            ("seconds", 60, 12)
+        );
+        assert_eq!(
+            bar_of(&goal(Measure::Connections), &now, phase),
+            ("connected", 10, 8)
+        );
+        assert!(indicatif::ProgressStyle::with_template(BAR_TEMPLATE).is_ok());
     }
 
     #[test]

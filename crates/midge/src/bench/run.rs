@@ -14,7 +14,9 @@ use tokio::time::{sleep_until, timeout_at};
 use super::client::{Conn, ConnectOptions, Session, SetupError, Template, PINGREQ};
 use super::pattern::{check_topic_filter, check_topic_name, Pattern};
 use super::publisher::{publish, Pick, PubOutcome};
-use super::report::{cpu_of, rate, rss_of, BrokerUsage, Counters, Latencies, Progress, Summary};
+use super::report::{
+    cpu_of, rate, rss_of, BrokerUsage, Counters, Goal, Latencies, Measure, Progress, Summary,
+};
 use super::subscriber::{subscribe_loop, SubOutcome, SubStop};
 use super::track::SeqSet;
 use super::{MessagePlan, Plan, Setup, MAX_TRACKING_BITS};
@@ -236,6 +238,37 @@ fn qos_number(q: QoS) -> u8 {
     }
 }
 
+/// What the progress bar of a plan counts: its connections, then its messages when a count
+/// bounds the run, else the time limit.
+fn goal_of(plan: &Plan, duration: Duration) -> Goal {
+    let bounded = |count: u64, measure: fn(u64) -> Measure| {
+        if count == u64::MAX {
+            Measure::Time(duration)
+        } else {
+            measure(count)
+        }
+    };
+    let (clients, measure) = match plan {
+        Plan::Conn { clients, .. } => (*clients, Measure::Connections),
+        Plan::Pub { clients, msg, .. } => (
+            *clients,
+            bounded(msg.count.saturating_mul(*clients), Measure::Published),
+        ),
+        Plan::Sub { clients, count, .. } => (
+            *clients,
+            bounded(count.unwrap_or(u64::MAX), Measure::Delivered),
+        ),
+        Plan::EndToEnd(e) => {
+            let publishers = e.publishers.len() as u64;
+            (
+                publishers + e.subscribers.len() as u64,
+                bounded(e.msg.count.saturating_mul(publishers), Measure::Published),
+            )
+        }
+    };
+    Goal { clients, measure }
+}
+
 /// Runs a plan and returns its summary; `Err` when the run could not start.
 pub(crate) async fn run(setup: Setup, plan: Plan) -> Result<Summary, String> {
     let cpu_before = cpu_of(None).unwrap_or(0.0);
@@ -244,7 +277,11 @@ pub(crate) async fn run(setup: Setup, plan: Plan) -> Result<Summary, String> {
         None => None,
     };
     let counters = Arc::new(Counters::default());
-    let progress = Progress::start(counters.clone(), setup.progress);
+    let progress = Progress::start(
+        counters.clone(),
+        goal_of(&plan, setup.duration),
+        setup.progress,
+    );
     let mut summary = match plan {
         Plan::Conn {
             clients,

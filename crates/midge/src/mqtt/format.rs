@@ -1,9 +1,63 @@
-//! `midge sub -F`: mosquitto_sub's output format, for the fields midge-client exposes.
+//! How `midge sub` and `midge rr` print a message: payload only, `-v`, or mosquitto_sub's
+//! `-F` output format (for the fields midge-client exposes); `-N`.
 
 use std::io::{self, Write};
 
+use clap::Args;
 use midge_client::codec::PublishProperties;
 use midge_client::{Message, QoS};
+
+use super::Failure;
+
+/// The output options `midge sub` and `midge rr` share.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Output {
+    /// Print the topic, a space, then the payload (`(null)` for an empty one).
+    #[arg(short, long)]
+    pub(crate) verbose: bool,
+    /// Output format, as mosquitto_sub's (overrides -v): %t topic, %p payload, %x/%X hex
+    /// payload, %l length, %q QoS, %r retain, %P user properties (key:value ...), %C content
+    /// type, %R response topic, %D correlation data, %E message expiry, %%; escapes \n \t
+    /// \r \a \e \v \0 \\.
+    #[arg(short = 'F', long = "format", value_parser = Format::parse)]
+    pub(crate) format: Option<Format>,
+    /// No end of line after each message.
+    #[arg(short = 'N')]
+    pub(crate) no_newline: bool,
+}
+
+impl Output {
+    /// Writes a message as mosquitto_sub does: in the `-F` format, or the payload (with `-v`
+    /// the topic and a space first, and `(null)` for an empty payload); then a newline unless
+    /// `-N`.
+    pub(crate) fn print(&self, out: &mut impl Write, message: &Message) -> io::Result<()> {
+        if let Some(format) = &self.format {
+            format.write(out, &View::of(message))?;
+        } else {
+            if self.verbose {
+                out.write_all(message.topic().as_bytes())?;
+                out.write_all(b" ")?;
+                if message.payload().is_empty() {
+                    out.write_all(b"(null)")?;
+                }
+            }
+            out.write_all(message.payload())?;
+        }
+        if !self.no_newline {
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+}
+
+/// A failed write to stdout: a reader that went away (`| head`) ends the run normally.
+pub(crate) fn stdout_failed(err: &io::Error) -> Result<(), Failure> {
+    if err.kind() == io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(Failure::runtime(format!("cannot write to stdout: {err}")))
+    }
+}
 
 /// The parts of a message a format can show.
 pub(crate) struct View<'a> {

@@ -1,14 +1,15 @@
-//! `midge pub` and `midge sub`: command-line clients on `midge-client` with the flags of
-//! mosquitto_pub and mosquitto_sub.
+//! `midge pub`, `midge sub` and `midge rr`: command-line clients on `midge-client` with the
+//! flags of mosquitto_pub, mosquitto_sub and mosquitto_rr.
 //!
 //! Exit codes (also in `midge pub --help` and the README): 0 success; 1 a runtime failure
 //! (cannot connect, connection lost, a publish or every subscription refused); 2 invalid
-//! arguments; 27 the `-W` time limit passed (as mosquitto_sub); 128–255 the broker refused the
+//! arguments; 27 the `-W` time limit passed (as mosquitto_sub and mosquitto_rr); 128–255 the broker refused the
 //! connection, and the code is its MQTT 5.0 CONNACK reason code (3.x return codes map to
 //! their 5.0 equivalents, so "not authorized" is 135 under every version).
 
 pub(crate) mod format;
 pub(crate) mod publish;
+pub(crate) mod rr;
 pub(crate) mod subscribe;
 pub(crate) mod transport;
 
@@ -26,7 +27,7 @@ use midge_client::{
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-/// The exit code of the `-W` time limit: mosquitto_sub's (`MOSQ_ERR_TIMEOUT`).
+/// The exit code of the `-W` time limit: mosquitto_sub's and mosquitto_rr's.
 pub(crate) const EXIT_TIMEOUT: u8 = 27;
 /// A runtime failure.
 const EXIT_FAILURE: u8 = 1;
@@ -48,7 +49,7 @@ Exit codes:
   1        runtime failure: cannot connect, connection lost, a publish or every subscription refused
   2        invalid arguments (bad topic, bad -L URL, unreadable file or certificate, --cert
            without --key, unsupported -D, ...)
-  27       the -W time limit passed (as mosquitto_sub)
+  27       the -W time limit passed (as mosquitto_sub and mosquitto_rr)
   128-255  the broker refused the connection: the MQTT 5.0 CONNACK reason code, under every
            version (3.1.1 return code 5 \"not authorized\" is 135, 4 \"bad user name or password\" 134)";
 
@@ -114,7 +115,7 @@ pub(crate) fn run(command: &str, work: impl Future<Output = Result<(), Failure>>
     exit(command, outcome)
 }
 
-/// The options `midge pub` and `midge sub` share: where to connect and how. `Debug` shows
+/// The options `midge pub`, `midge sub` and `midge rr` share: where to connect and how. `Debug` shows
 /// no password (neither `-P` nor one in the `-L` URL).
 #[derive(Clone, Args)]
 pub(crate) struct ConnectArgs {
@@ -126,9 +127,18 @@ pub(crate) struct ConnectArgs {
     pub(crate) port: Option<u16>,
     #[command(flatten)]
     pub(crate) transport: transport::TransportArgs,
-    /// Client identifier (default: midge-pub- or midge-sub- and 8 random hex digits).
+    /// Client identifier (default: midge-pub-, midge-sub- or midge-rr- and 8 random hex
+    /// digits).
     #[arg(short = 'i', long = "id")]
     pub(crate) id: Option<String>,
+    /// Client identifier prefix: the identifier is the prefix followed by the process id.
+    #[arg(
+        short = 'I',
+        long = "id-prefix",
+        value_name = "PREFIX",
+        conflicts_with = "id"
+    )]
+    pub(crate) id_prefix: Option<String>,
     /// User name.
     #[arg(short, long)]
     pub(crate) username: Option<String>,
@@ -165,7 +175,7 @@ pub(crate) struct ConnectArgs {
     #[arg(long)]
     pub(crate) will_retain: bool,
     /// MQTT 5.0 property: -D COMMAND NAME VALUE, or -D COMMAND user-property KEY VALUE.
-    /// Supported: `publish` (pub only) user-property, content-type, response-topic,
+    /// Supported: `publish` (pub and rr; rr sets response-topic itself) user-property, content-type, response-topic,
     /// correlation-data, message-expiry-interval; `connect` user-property,
     /// session-expiry-interval, receive-maximum, maximum-packet-size, topic-alias-maximum;
     /// `will` user-property,
@@ -179,7 +189,7 @@ pub(crate) struct ConnectArgs {
     /// Print help (-h is the host, as in mosquitto).
     #[arg(long, action = ArgAction::Help)]
     pub(crate) help: Option<bool>,
-    /// `pub` or `sub`, for messages.
+    /// `pub`, `sub` or `rr`, for messages.
     #[arg(skip)]
     pub(crate) command: &'static str,
     /// Where to connect, once [`ConnectArgs::resolve`] has checked the flags.
@@ -194,6 +204,7 @@ impl std::fmt::Debug for ConnectArgs {
             .field("port", &self.port)
             .field("transport", &self.transport)
             .field("id", &self.id)
+            .field("id_prefix", &self.id_prefix)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "(hidden)"))
             .field("keepalive", &self.keepalive)
@@ -456,6 +467,15 @@ pub(crate) fn parse_properties(
     Ok(properties)
 }
 
+/// The client id `-i` gives, or `-I` (the prefix and the process id, as in mosquitto).
+fn chosen_id(args: &ConnectArgs) -> Option<String> {
+    args.id.clone().or_else(|| {
+        args.id_prefix
+            .as_ref()
+            .map(|prefix| format!("{prefix}{}", std::process::id()))
+    })
+}
+
 /// Checks the connection options and makes the client builder.
 pub(crate) fn builder(
     args: &ConnectArgs,
@@ -468,7 +488,8 @@ pub(crate) fn builder(
         connect,
         ..
     } = properties;
-    if args.persistent && args.id.is_none() {
+    let id = chosen_id(args);
+    if args.persistent && id.is_none() {
         return Err(Failure::usage(
             "-c (persistent session) needs a client id (-i): a random one would never find its session again",
         ));
@@ -493,7 +514,7 @@ pub(crate) fn builder(
             "-L gives a password, and so does -P: give it in one place",
         ));
     }
-    if let Some(id) = &args.id {
+    if let Some(id) = &id {
         if id.len() > MAX_STRING {
             return Err(Failure::usage(format!(
                 "-i: client id longer than {MAX_STRING} bytes"
@@ -512,10 +533,7 @@ pub(crate) fn builder(
             ));
         }
     }
-    let id = args
-        .id
-        .clone()
-        .unwrap_or_else(|| format!("{id_prefix}-{:08x}", fastrand::u32(..)));
+    let id = id.unwrap_or_else(|| format!("{id_prefix}-{:08x}", fastrand::u32(..)));
     let connector = match &target.tls {
         Some(tls) => Connector::for_url_with_tls(&target.url, tls),
         None => Connector::for_url(&target.url),
@@ -838,6 +856,17 @@ mod tests {
             assert_eq!(parse_version(s), Ok(v));
         }
         assert!(parse_version("4").is_err());
+    }
+
+    #[test]
+    fn id_prefix_is_followed_by_the_process_id() {
+        let pid = std::process::id();
+        assert_eq!(
+            chosen_id(&connect_args(&["-I", "rr-"])),
+            Some(format!("rr-{pid}"))
+        );
+        assert_eq!(chosen_id(&connect_args(&["-i", "x"])), Some("x".into()));
+        assert_eq!(chosen_id(&connect_args(&[])), None);
     }
 
     #[test]

@@ -75,34 +75,22 @@ async fn publish(mut args: PubArgs) -> Result<(), Failure> {
         midge_topic::TopicName::new(topic)
             .map_err(|e| Failure::usage(format!("invalid topic {topic:?}: {e}")))?;
     }
-    let mut options = PublishOptions::with_qos(args.qos).retain(args.retain);
-    for property in std::mem::take(&mut properties.publish) {
-        options = match property {
-            PublishProperty::User(key, value) => options.user_property(key, value),
-            PublishProperty::ContentType(value) => options.content_type(value),
-            PublishProperty::ResponseTopic(value) => options.response_topic(value),
-            PublishProperty::CorrelationData(value) => options.correlation_data(value),
-            PublishProperty::MessageExpiry(seconds) => options.message_expiry(seconds),
-        };
-    }
+    let options = publish_options(
+        args.qos,
+        args.retain,
+        std::mem::take(&mut properties.publish),
+    );
     let deadline = deadline(&args.connect);
     let seconds = args.connect.timeout.unwrap_or(0);
     // The payload comes first (as with mosquitto_pub), so that a missing file costs no
     // connection and a slow stdin holds none open.
-    let payload = if let Some(message) = &args.message {
-        Some(Bytes::from(message.clone()))
-    } else if let Some(path) = &args.file {
-        Some(read_file(path)?)
-    } else if args.null {
-        Some(Bytes::new())
-    } else if args.stdin {
-        tokio::select! {
-            data = read_stdin() => Some(data?),
-            () = until(deadline) => return Err(Failure::timeout(seconds)),
-        }
-    } else {
-        None
+    let source = Source {
+        message: args.message.as_deref(),
+        file: args.file.as_deref(),
+        null: args.null,
+        stdin: args.stdin,
     };
+    let payload = source.read(deadline, seconds).await?;
     let builder = super::builder(&args.connect, properties, "midge-pub", false)?;
     let (client, mut events) = tokio::select! {
         connected = connect(&args.connect, builder) => connected?,
@@ -118,22 +106,83 @@ async fn publish(mut args: PubArgs) -> Result<(), Failure> {
         outcome = work => outcome,
         () = until(deadline) => Err(Sent::Failed(Failure::timeout(seconds))),
     };
-    let outcome = outcome.map_err(|failure| match failure {
-        // The message of a closed client is the reason it closed.
-        Sent::Closed(known) => {
-            connection_failure(&args.connect, last_disconnect(&mut events, known))
-        }
-        Sent::Failed(failure) => failure,
-    });
+    let outcome = outcome.map_err(|failure| failure.into_failure(&args.connect, &mut events));
     client.disconnect(ReasonCode::SUCCESS).await;
     outcome
 }
 
+/// The options of a publish with QoS, RETAIN and the `-D publish` properties.
+pub(crate) fn publish_options(
+    qos: QoS,
+    retain: bool,
+    properties: Vec<PublishProperty>,
+) -> PublishOptions {
+    let mut options = PublishOptions::with_qos(qos).retain(retain);
+    for property in properties {
+        options = match property {
+            PublishProperty::User(key, value) => options.user_property(key, value),
+            PublishProperty::ContentType(value) => options.content_type(value),
+            PublishProperty::ResponseTopic(value) => options.response_topic(value),
+            PublishProperty::CorrelationData(value) => options.correlation_data(value),
+            PublishProperty::MessageExpiry(seconds) => options.message_expiry(seconds),
+        };
+    }
+    options
+}
+
+/// Where the payload of a single message comes from: `-m`, `-f`, `-n` or `-s` (none of
+/// them: `-l`, one message a line).
+pub(crate) struct Source<'a> {
+    pub(crate) message: Option<&'a str>,
+    pub(crate) file: Option<&'a Path>,
+    pub(crate) null: bool,
+    pub(crate) stdin: bool,
+}
+
+impl Source<'_> {
+    /// Reads the payload; `None` when no source is given. Reading stdin is bounded by the
+    /// `-W` deadline.
+    pub(crate) async fn read(
+        &self,
+        deadline: Option<tokio::time::Instant>,
+        seconds: u64,
+    ) -> Result<Option<Bytes>, Failure> {
+        Ok(if let Some(message) = self.message {
+            Some(Bytes::from(message.to_owned()))
+        } else if let Some(path) = self.file {
+            Some(read_file(path)?)
+        } else if self.null {
+            Some(Bytes::new())
+        } else if self.stdin {
+            tokio::select! {
+                data = read_stdin() => Some(data?),
+                () = until(deadline) => return Err(Failure::timeout(seconds)),
+            }
+        } else {
+            None
+        })
+    }
+}
+
 /// Why publishing stopped.
-enum Sent {
+pub(crate) enum Sent {
     /// The client closed: the connection was lost (for this reason, if already known).
     Closed(Option<CloseReason>),
     Failed(Failure),
+}
+
+impl Sent {
+    /// The failure to report: for a closed client, the reason it closed.
+    pub(crate) fn into_failure(
+        self,
+        args: &ConnectArgs,
+        events: &mut broadcast::Receiver<ConnectionEvent>,
+    ) -> Failure {
+        match self {
+            Self::Closed(known) => connection_failure(args, last_disconnect(events, known)),
+            Self::Failed(failure) => failure,
+        }
+    }
 }
 
 impl From<Failure> for Sent {
@@ -256,7 +305,8 @@ async fn closed(events: &mut broadcast::Receiver<ConnectionEvent>) -> Option<Clo
     }
 }
 
-fn check(topic: &str, outcome: Result<ReasonCode, ClientError>) -> Result<(), Sent> {
+/// The outcome of a publish to `topic`, as `Sent` on failure.
+pub(crate) fn check(topic: &str, outcome: Result<ReasonCode, ClientError>) -> Result<(), Sent> {
     match outcome {
         Ok(_) => Ok(()),
         Err(ClientError::Closed) => Err(Sent::Closed(None)),

@@ -15,7 +15,7 @@ use midge_client::{
 use midge_topic::{TopicFilter, TopicName};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::format::{Format, View};
+use super::format::{stdout_failed, Output};
 use super::{
     connected, connection_failure, deadline, describe, last_disconnect, parse_properties,
     parse_qos, start, until, ConnectArgs, Failure,
@@ -33,18 +33,8 @@ pub(crate) struct SubArgs {
     /// Exit (with 0) after COUNT messages.
     #[arg(short = 'C', long, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) count: Option<u64>,
-    /// Print the topic, a space, then the payload (`(null)` for an empty one).
-    #[arg(short, long)]
-    pub(crate) verbose: bool,
-    /// Output format, as mosquitto_sub's (overrides -v): %t topic, %p payload, %x/%X hex
-    /// payload, %l length, %q QoS, %r retain, %P user properties (key:value ...), %C content
-    /// type, %R response topic, %D correlation data, %E message expiry, %%; escapes \n \t
-    /// \r \a \e \v \0 \\.
-    #[arg(short = 'F', long = "format", value_parser = Format::parse)]
-    pub(crate) format: Option<Format>,
-    /// No end of line after each message.
-    #[arg(short = 'N')]
-    pub(crate) no_newline: bool,
+    #[command(flatten)]
+    pub(crate) output: Output,
     #[command(flatten)]
     pub(crate) connect: ConnectArgs,
 }
@@ -177,7 +167,7 @@ async fn receive(
                         return Err(connection_failure(&args.connect, last_disconnect(events, lost)));
                     };
                     if !delivered_earlier(streams, index, &message) {
-                        if let Err(err) = print(&mut out, &message, args) {
+                        if let Err(err) = args.output.print(&mut out, &message) {
                             return stdout_failed(&err);
                         }
                         received += 1;
@@ -288,15 +278,6 @@ fn ready_message(streams: &mut [Feed]) -> Option<(usize, Message)> {
     }
 }
 
-/// A failed write to stdout: a reader that went away (`| head`) ends the run normally.
-fn stdout_failed(err: &std::io::Error) -> Result<(), Failure> {
-    if err.kind() == std::io::ErrorKind::BrokenPipe {
-        Ok(())
-    } else {
-        Err(Failure::runtime(format!("cannot write to stdout: {err}")))
-    }
-}
-
 /// midge-client hands one received PUBLISH to every subscription whose filter matches it,
 /// while mosquitto_sub prints each PUBLISH once: a message from stream `index` whose topic
 /// an earlier stream also matches was handed to that one too.
@@ -308,25 +289,4 @@ fn delivered_earlier(streams: &[Feed], index: usize, message: &Message) -> bool 
         !earlier.ended
             && TopicFilter::new(&earlier.filter).is_ok_and(|filter| filter.matches(&topic))
     })
-}
-
-/// Writes a message as mosquitto_sub does: in the `-F` format, or the payload (with `-v` the
-/// topic and a space first, and `(null)` for an empty payload); then a newline unless `-N`.
-fn print(out: &mut impl Write, message: &Message, args: &SubArgs) -> std::io::Result<()> {
-    if let Some(format) = &args.format {
-        format.write(out, &View::of(message))?;
-    } else {
-        if args.verbose {
-            out.write_all(message.topic().as_bytes())?;
-            out.write_all(b" ")?;
-            if message.payload().is_empty() {
-                out.write_all(b"(null)")?;
-            }
-        }
-        out.write_all(message.payload())?;
-    }
-    if !args.no_newline {
-        out.write_all(b"\n")?;
-    }
-    Ok(())
 }

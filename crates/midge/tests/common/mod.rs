@@ -299,3 +299,80 @@ pub fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr")
 }
+
+/// What a request reaching [`responder`] carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub payload: Vec<u8>,
+    pub response_topic: Option<String>,
+    pub correlation: Option<Vec<u8>>,
+}
+
+/// One message [`responder`] sends back: its Correlation Data (none: not set) and payload.
+pub type Reply = (Option<Vec<u8>>, Vec<u8>);
+
+/// An MQTT 5.0 responder (midge-client) on `addr`, in a background thread for the rest of the
+/// test process: subscribed to `request_topic` when this returns, it answers each request
+/// with the replies `answer` makes, published (QoS 1) to the request's Response Topic, and
+/// sends each request it got on the returned channel.
+pub fn responder(
+    addr: SocketAddr,
+    request_topic: &str,
+    answer: impl Fn(&Request) -> Vec<Reply> + Send + 'static,
+) -> mpsc::Receiver<Request> {
+    use midge_client::{Client, ProtocolVersion, PublishOptions, QoS, SubscribeOptions};
+    let (ready_tx, ready) = mpsc::channel();
+    let (requests_tx, requests) = mpsc::channel();
+    let topic = request_topic.to_owned();
+    thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let client = Client::builder(addr.ip().to_string(), addr.port())
+                .version(ProtocolVersion::V5)
+                .connect()
+                .await
+                .expect("the responder connects");
+            let (_, mut messages) = client
+                .subscribe(topic, SubscribeOptions::with_qos(QoS::AtLeastOnce))
+                .await
+                .expect("the responder subscribes");
+            ready_tx.send(()).expect("ready");
+            while let Some(message) = messages.recv().await {
+                let request = Request {
+                    payload: message.payload().to_vec(),
+                    response_topic: message.response_topic().map(|t| t.as_str().to_owned()),
+                    correlation: message.correlation_data().map(|c| c.to_vec()),
+                };
+                if let Some(to) = &request.response_topic {
+                    for (correlation, payload) in answer(&request) {
+                        let mut options = PublishOptions::with_qos(QoS::AtLeastOnce);
+                        if let Some(correlation) = correlation {
+                            options = options.correlation_data(correlation);
+                        }
+                        client
+                            .publish(to.clone(), payload, options)
+                            .await
+                            .expect("the responder answers");
+                    }
+                }
+                if requests_tx.send(request).is_err() {
+                    break;
+                }
+            }
+        });
+    });
+    ready
+        .recv_timeout(LIMIT)
+        .expect("the responder is subscribed");
+    requests
+}
+
+/// The usual answer: `re: ` and the request's payload, with its Correlation Data.
+pub fn echo(request: &Request) -> Vec<Reply> {
+    let mut payload = b"re: ".to_vec();
+    payload.extend_from_slice(&request.payload);
+    vec![(request.correlation.clone(), payload)]
+}
