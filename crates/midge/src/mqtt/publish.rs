@@ -87,6 +87,11 @@ async fn publish(mut args: PubArgs) -> Result<(), Failure> {
     }
     let deadline = deadline(&args.connect);
     let seconds = args.connect.timeout.unwrap_or(0);
+    // SIGINT (Ctrl-C) and SIGTERM end the run with 0, as with `midge sub`: once connected,
+    // after a DISCONNECT (so that the broker does not publish the will); messages not yet
+    // acknowledged then are not waited for.
+    let stop = crate::stop_signal();
+    tokio::pin!(stop);
     // The payload comes first (as with mosquitto_pub), so that a missing file costs no
     // connection and a slow stdin holds none open.
     let payload = if let Some(message) = &args.message {
@@ -99,6 +104,7 @@ async fn publish(mut args: PubArgs) -> Result<(), Failure> {
         tokio::select! {
             data = read_stdin() => Some(data?),
             () = until(deadline) => return Err(Failure::timeout(seconds)),
+            () = &mut stop => return Ok(()),
         }
     } else {
         None
@@ -107,6 +113,7 @@ async fn publish(mut args: PubArgs) -> Result<(), Failure> {
     let (client, mut events) = tokio::select! {
         connected = connect(&args.connect, builder) => connected?,
         () = until(deadline) => return Err(Failure::timeout(seconds)),
+        () = &mut stop => return Ok(()),
     };
     let work = async {
         match payload {
@@ -117,6 +124,7 @@ async fn publish(mut args: PubArgs) -> Result<(), Failure> {
     let outcome = tokio::select! {
         outcome = work => outcome,
         () = until(deadline) => Err(Sent::Failed(Failure::timeout(seconds))),
+        () = &mut stop => Ok(()),
     };
     let outcome = outcome.map_err(|failure| match failure {
         // The message of a closed client is the reason it closed.
