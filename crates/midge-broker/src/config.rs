@@ -1054,7 +1054,10 @@ mod tests {
             assert!(err.contains(needle), "{text}: {err}");
         };
         refused("listener = []\n", "at least one");
-        refused("[listener]\nbind = \"nowhere\"\n", "is not an IP address and a port");
+        refused(
+            "[listener]\nbind = \"nowhere\"\n",
+            "is not an IP address and a port",
+        );
         refused("[listener]\nbind = \"unix:\"\n", "socket path");
         refused("[listener]\nprotocol = \"quic\"\n", "unknown variant");
         refused("[listener]\npath = \"/x\"\n", "WebSocket listeners");
