@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side broker comparison with `midge bench`: the midge broker (release build), mosquitto
 # (Debian package) and, when `rumqttd` is on PATH, rumqttd, in one run.
+# MIDGE_PROFILE=profiling builds and runs midge with the `profiling` profile instead: the same
+# optimized code with debug symbols, for `perf record` on the broker while a scenario runs.
 #
 #   benches/compare.sh [--quick] [--rounds N] [--only a,b,...] [--transport T] [--check-bench]
 #
@@ -115,8 +117,9 @@ fi
 command -v "$MOSQUITTO" >/dev/null || { echo "mosquitto not found at $MOSQUITTO (apt-get install mosquitto)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "python3 is needed for the table" >&2; exit 1; }
 
-cargo build --release -p midge
-MIDGE=${CARGO_TARGET_DIR:-target}/release/midge
+PROFILE=${MIDGE_PROFILE:-release}
+cargo build --profile "$PROFILE" -p midge
+MIDGE=${CARGO_TARGET_DIR:-target}/$PROFILE/midge
 THREADS_ARG=()
 [ -n "${BENCH_THREADS:-}" ] && THREADS_ARG=(--threads "$BENCH_THREADS")
 

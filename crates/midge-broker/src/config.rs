@@ -242,10 +242,44 @@ impl std::str::FromStr for BindAddr {
             }
             return Ok(Self::Unix(PathBuf::from(path)));
         }
-        text.parse::<SocketAddr>().map(Self::Tcp).map_err(|_| {
-            format!("{text:?} is neither address:port (such as 0.0.0.0:1883 or [::]:1883) nor unix:PATH")
-        })
+        text.parse::<SocketAddr>()
+            .map(Self::Tcp)
+            .map_err(|_| bind_error(text))
     }
+}
+
+/// Why `text` is no `bind`, and how to write what was most likely meant.
+fn bind_error(text: &str) -> String {
+    const FORMS: &str = "an IP address and a port, such as 127.0.0.1:1883 (this machine only), \
+                         0.0.0.0:1883 (every IPv4 address), [::1]:1883 or [::]:1883 (IPv6), \
+                         or unix:PATH";
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        if ip.is_ipv6() {
+            return format!(
+                "{text:?} has no port: an IPv6 address takes brackets before its port, as in \
+                 \"[{ip}]:1883\""
+            );
+        }
+        return format!("{text:?} has no port: write \"{ip}:1883\" (address:port)");
+    }
+    if let Some((host, port)) = text.rsplit_once(':') {
+        if port.parse::<u16>().is_ok()
+            && !host.is_empty()
+            && host.parse::<std::net::IpAddr>().is_err()
+        {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if host.parse::<std::net::Ipv6Addr>().is_ok() {
+                return format!("{text:?}: an IPv6 address takes brackets before the port, as in [{host}]:{port}");
+            }
+            let local = if host.eq_ignore_ascii_case("localhost") {
+                format!(" (for {host}: 127.0.0.1:{port}, or [::1]:{port} for IPv6)")
+            } else {
+                String::new()
+            };
+            return format!("{text:?}: host names are not resolved; write {FORMS}{local}");
+        }
+    }
+    format!("{text:?} is not {FORMS}")
 }
 
 impl<'de> Deserialize<'de> for BindAddr {
@@ -926,6 +960,28 @@ mod tests {
         toml::from_str(text)
     }
 
+    /// A `bind` that is no address says how to write the one most likely meant.
+    #[test]
+    fn a_bind_that_is_no_address_says_how_to_write_one() {
+        let error = |text: &str| text.parse::<BindAddr>().expect_err(text);
+        let localhost = error("localhost:1883");
+        assert!(
+            localhost.contains("host names are not resolved")
+                && localhost.contains("127.0.0.1:1883")
+                && localhost.contains("[::1]:1883"),
+            "{localhost}"
+        );
+        assert!(error("127.0.0.1").contains("\"127.0.0.1:1883\""));
+        assert!(error("::1").contains("\"[::1]:1883\""));
+        assert!(error("::1]:1883").contains("[::1]:1883"));
+        assert!(error("nonsense").contains("unix:PATH"));
+        assert!(error("unix:").contains("socket path"));
+        assert_eq!(
+            "[::1]:1883".parse::<BindAddr>(),
+            Ok(BindAddr::Tcp("[::1]:1883".parse().expect("addr")))
+        );
+    }
+
     #[test]
     fn the_listen_backlog_defaults_to_1024_parses_and_is_checked() {
         assert_eq!(BrokerConfig::default().listeners[0].backlog, 1024);
@@ -998,7 +1054,10 @@ mod tests {
             assert!(err.contains(needle), "{text}: {err}");
         };
         refused("listener = []\n", "at least one");
-        refused("[listener]\nbind = \"nowhere\"\n", "neither address:port");
+        refused(
+            "[listener]\nbind = \"nowhere\"\n",
+            "is not an IP address and a port",
+        );
         refused("[listener]\nbind = \"unix:\"\n", "socket path");
         refused("[listener]\nprotocol = \"quic\"\n", "unknown variant");
         refused("[listener]\npath = \"/x\"\n", "WebSocket listeners");

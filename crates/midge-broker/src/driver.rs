@@ -450,7 +450,30 @@ async fn close<S: Transport>(connection: &mut Connection, mut stream: S, mut wbu
     }
     let _ = stream.shutdown().await;
     let mut scratch = vec![0u8; 4096];
-    while matches!(stream.read(&mut scratch).await, Ok(n) if n > 0) {}
+    if connection.core().is_stopping() {
+        // The broker stops: it does not wait for each peer to close (a client that is busy,
+        // or not reading, would hold the exit for `close_timeout_ms`). Input already received
+        // is read, since a socket closed with unread input is reset, and a reset may discard
+        // the DISCONNECT before the peer reads it; then the connection is dropped.
+        while std::future::poll_fn(|cx| ready_input(&mut stream, cx, &mut scratch)).await {}
+    } else {
+        // Until the peer closes (within `close_timeout_ms`), so that nothing it still sends
+        // resets the connection before it has read the last packet.
+        while matches!(stream.read(&mut scratch).await, Ok(n) if n > 0) {}
+    }
+}
+
+/// Reads input that has arrived, without waiting for more: whether any was read.
+fn ready_input<S: Transport>(
+    stream: &mut S,
+    cx: &mut Context<'_>,
+    scratch: &mut [u8],
+) -> Poll<bool> {
+    let mut buf = ReadBuf::new(scratch);
+    match Pin::new(stream).poll_read(cx, &mut buf) {
+        Poll::Ready(Ok(())) => Poll::Ready(!buf.filled().is_empty()),
+        Poll::Ready(Err(_)) | Poll::Pending => Poll::Ready(false),
+    }
 }
 
 #[cfg(test)]

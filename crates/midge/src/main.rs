@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod bench;
+mod config_file;
 mod ctl;
 mod decode;
 mod logging;
@@ -11,7 +12,7 @@ mod mqtt;
 mod passwd;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -41,6 +42,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run an MQTT broker (the default when no subcommand is given).
+    #[command(after_help = config_file::BROKER_EXIT_CODES)]
     Broker(BrokerArgs),
     /// Publish messages, as mosquitto_pub does (-h is the host; --help for help).
     #[command(
@@ -105,8 +107,9 @@ struct BrokerArgs {
     /// Port to listen on (overrides the port of the file's first listener).
     #[arg(short, long)]
     port: Option<u16>,
-    /// Address to listen on (overrides the address of the file's first listener).
-    #[arg(long, value_name = "ADDR")]
+    /// IP address to listen on, such as 127.0.0.1 or :: (overrides the address of the file's
+    /// first listener). Host names are not resolved.
+    #[arg(long, value_name = "ADDR", value_parser = config_file::parse_ip)]
     bind: Option<IpAddr>,
     /// Verbose logging: -v debug, -vv trace (instead of `[log] level`). RUST_LOG, when set,
     /// takes precedence over both.
@@ -193,39 +196,13 @@ fn open_store(config: &BrokerConfig) -> Result<Option<DiskStore>, String> {
     Ok(Some(store))
 }
 
-/// A configuration file's parse error: the file, the line and column, and what is wrong, but
-/// not the line itself, which may hold a secret (a token written without its quotes).
-fn config_error(path: &Path, text: &str, error: &toml::de::Error) -> String {
-    let place = error
-        .span()
-        .and_then(|span| text.get(..span.start))
-        .map(|before| {
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!(", line {line}, column {column}")
-        })
-        .unwrap_or_default();
-    format!(
-        "invalid configuration {}{place}: {}",
-        path.display(),
-        error.message()
-    )
-}
-
 fn load_config(args: &BrokerArgs) -> Result<BrokerConfig, String> {
-    let mut config = match &args.config {
+    let (mut config, file) = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let mut config =
-                toml::from_str::<BrokerConfig>(&text).map_err(|e| config_error(path, &text, &e))?;
-            // Paths in the file are relative to the file, wherever the broker is started
-            // from.
-            let dir = path.parent().unwrap_or(Path::new("."));
-            config.resolve_paths(dir);
-            config
+            let (config, file) = config_file::ConfigFile::load(path)?;
+            (config, Some(file))
         }
-        None => BrokerConfig::default(),
+        None => (BrokerConfig::default(), None),
     };
     if args.bind.is_some() || args.port.is_some() {
         let first = config
@@ -243,8 +220,14 @@ fn load_config(args: &BrokerArgs) -> Result<BrokerConfig, String> {
             args.port.unwrap_or(bind.port()),
         ));
     }
-    config.validate().map_err(|e| e.to_string())?;
-    logging::config_filter(config.log.level.as_deref())?;
+    config.validate().map_err(|e| match &file {
+        Some(file) => file.invalid(&e),
+        None => e.to_string(),
+    })?;
+    logging::config_filter(config.log.level.as_deref()).map_err(|e| match &file {
+        Some(file) => file.invalid_key(Some("log.level"), &e),
+        None => e,
+    })?;
     Ok(config)
 }
 
@@ -255,7 +238,7 @@ fn broker(args: BrokerArgs) -> ExitCode {
         Ok(config) => config,
         Err(err) => {
             eprintln!("midge broker: {err}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(config_file::EXIT_USAGE);
         }
     };
     let format = args.log_format.map_or(config.log.format, LogFormat::from);

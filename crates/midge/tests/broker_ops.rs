@@ -166,7 +166,7 @@ fn a_bad_log_level_stops_the_broker_with_a_message() {
     let config = dir.path("midge.toml");
     std::fs::write(&config, "[log]\nlevel = \"verbose\"\n").expect("write");
     let finished = broker(&[], Some(&config)).finish();
-    assert_eq!(finished.code(), Some(1));
+    assert_eq!(finished.code(), Some(2));
     assert!(finished.stderr.contains("log.level"), "{}", finished.stderr);
 }
 

@@ -290,6 +290,76 @@ fn the_will_is_published_when_the_client_is_killed_not_when_it_ends_cleanly() {
     }
 }
 
+/// SIGTERM (and SIGINT) end `midge sub` and `midge pub` as mosquitto_sub ends: a DISCONNECT,
+/// so the broker does not publish the will, and exit code 0.
+#[test]
+fn sigterm_and_sigint_end_pub_and_sub_with_a_disconnect_so_the_will_is_not_published() {
+    let addr = start_broker();
+    for version in ["311", "5"] {
+        for (command, signal) in [
+            ("sub", "-TERM"),
+            ("pub", "-TERM"),
+            ("sub", "-INT"),
+            ("pub", "-INT"),
+        ] {
+            let watcher = subscriber(
+                addr,
+                &["-V", version, "-t", "gone/#", "-C", "1", "-q", "1", "-v"],
+                1,
+            );
+            let will_topic = format!("gone/{command}");
+            let mut args = vec![
+                "-V",
+                version,
+                "-d",
+                "--will-topic",
+                &will_topic,
+                "--will-payload",
+                "will",
+                "--will-qos",
+                "1",
+                "-t",
+            ];
+            let child = if command == "sub" {
+                args.push("quiet/#");
+                let mut child = Running::spawn(midge("sub", addr, &args));
+                child.wait_for("subscribed to", 1);
+                child
+            } else {
+                // Waiting for lines on stdin, connected.
+                args.extend(["quiet/x", "-l"]);
+                let mut child = Running::spawn(midge("pub", addr, &args));
+                child.wait_for("connected to", 1);
+                child
+            };
+            let out = child.signal(signal);
+            assert_eq!(
+                out.code(),
+                Some(0),
+                "midge {command} -V {version} after kill {signal}: {}",
+                out.stderr
+            );
+            // A will would be published as the connection closed; give it time to arrive
+            // before the marker, which must be the first message the watcher sees.
+            std::thread::sleep(Duration::from_millis(300));
+            run(
+                midge(
+                    "pub",
+                    addr,
+                    &["-V", version, "-q", "1", "-t", "gone/marker", "-m", "end"],
+                ),
+                b"",
+            )
+            .ok();
+            assert_eq!(
+                watcher.finish().ok().stdout(),
+                "gone/marker end\n",
+                "midge {command} -V {version} after kill {signal}: the will was published"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_persistent_session_keeps_messages_while_the_subscriber_is_away() {
     let addr = start_broker();

@@ -82,6 +82,11 @@ async fn publish(mut args: PubArgs) -> Result<(), Failure> {
     );
     let deadline = deadline(&args.connect);
     let seconds = args.connect.timeout.unwrap_or(0);
+    // SIGINT (Ctrl-C) and SIGTERM end the run with 0, as with `midge sub`: once connected,
+    // after a DISCONNECT (so that the broker does not publish the will); messages not yet
+    // acknowledged then are not waited for.
+    let stop = crate::stop_signal();
+    tokio::pin!(stop);
     // The payload comes first (as with mosquitto_pub), so that a missing file costs no
     // connection and a slow stdin holds none open.
     let source = Source {
@@ -90,11 +95,15 @@ async fn publish(mut args: PubArgs) -> Result<(), Failure> {
         null: args.null,
         stdin: args.stdin,
     };
-    let payload = source.read(deadline, seconds).await?;
+    let payload = tokio::select! {
+        payload = source.read(deadline, seconds) => payload?,
+        () = &mut stop => return Ok(()),
+    };
     let builder = super::builder(&args.connect, properties, "midge-pub", false)?;
     let (client, mut events) = tokio::select! {
         connected = connect(&args.connect, builder) => connected?,
         () = until(deadline) => return Err(Failure::timeout(seconds)),
+        () = &mut stop => return Ok(()),
     };
     let work = async {
         match payload {
@@ -105,6 +114,7 @@ async fn publish(mut args: PubArgs) -> Result<(), Failure> {
     let outcome = tokio::select! {
         outcome = work => outcome,
         () = until(deadline) => Err(Sent::Failed(Failure::timeout(seconds))),
+        () = &mut stop => Ok(()),
     };
     let outcome = outcome.map_err(|failure| failure.into_failure(&args.connect, &mut events));
     client.disconnect(ReasonCode::SUCCESS).await;

@@ -130,11 +130,19 @@ async fn request(mut args: RrArgs) -> Result<(), Failure> {
         null: args.null,
         stdin: args.stdin,
     };
-    let payload = source.read(deadline, seconds).await?.unwrap_or_default();
+    // SIGINT (Ctrl-C) and SIGTERM end the run with 0, as with `midge pub` and `midge sub`:
+    // once connected, after a DISCONNECT (so that the broker does not publish the will).
+    let stop = crate::stop_signal();
+    tokio::pin!(stop);
+    let payload = tokio::select! {
+        payload = source.read(deadline, seconds) => payload?.unwrap_or_default(),
+        () = &mut stop => return Ok(()),
+    };
     let builder = super::builder(&args.connect, properties, "midge-rr", false)?;
     let (client, mut events) = tokio::select! {
         connected = connect(&args.connect, builder) => connected?,
         () = until(deadline) => return Err(Failure::timeout(seconds)),
+        () = &mut stop => return Ok(()),
     };
     // Kept until after DISCONNECT: dropping it earlier would unsubscribe.
     let mut responses: Option<Subscription> = None;
@@ -208,6 +216,7 @@ async fn request(mut args: RrArgs) -> Result<(), Failure> {
     let outcome = tokio::select! {
         outcome = work => outcome,
         () = until(deadline) => Err(Failure::timeout(seconds)),
+        () = &mut stop => Ok(()),
     };
     client.disconnect(ReasonCode::SUCCESS).await;
     drop(responses);

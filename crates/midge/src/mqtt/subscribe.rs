@@ -71,19 +71,23 @@ async fn subscribe(mut args: SubArgs) -> Result<(), Failure> {
     // Like mosquitto_sub, reconnect after a lost connection (and subscribe again when the
     // session is gone); only the first connection must succeed at once.
     let builder = super::builder(&args.connect, properties, "midge-sub", true)?;
+    // SIGINT (Ctrl-C) and SIGTERM end the run normally, at any point, as with mosquitto_sub:
+    // listened for from here on, so that neither ends the process before the DISCONNECT that
+    // keeps the broker from publishing the will.
+    let stop = crate::stop_signal();
+    tokio::pin!(stop);
     let (client, mut events) = tokio::select! {
         started = start(&args.connect, builder) => started?,
         () = until(deadline) => return Err(Failure::timeout(seconds)),
+        () = &mut stop => return Ok(()),
     };
     // The streams outlive `receive`: dropping the last stream of a filter unsubscribes, which
     // would empty a persistent session (-c). After DISCONNECT, dropping them sends nothing.
     let mut streams = Vec::new();
-    // Ctrl-C (SIGINT) is a normal end, at any point: its handler is in place from the first
-    // poll, before the subscriptions are made.
     let outcome = tokio::select! {
         outcome = receive(&args, &client, &mut events, &mut streams) => outcome,
         () = until(deadline) => Err(Failure::timeout(seconds)),
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        () = &mut stop => Ok(()),
     };
     client.disconnect(ReasonCode::SUCCESS).await;
     drop(streams);

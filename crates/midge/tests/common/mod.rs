@@ -252,10 +252,20 @@ impl Running {
     }
 
     /// Sends SIGINT (Ctrl-C) and waits for the end.
-    pub fn interrupt(mut self) -> Finished {
+    pub fn interrupt(self) -> Finished {
+        self.signal("-INT")
+    }
+
+    /// Sends SIGTERM (`kill`, `docker stop`, systemd) and waits for the end.
+    pub fn terminate(self) -> Finished {
+        self.signal("-TERM")
+    }
+
+    /// Sends `signal` (`kill`'s option: `-INT`, `-TERM`) and waits for the end.
+    pub fn signal(mut self, signal: &str) -> Finished {
         let pid = self.child().id().to_string();
         let status = Command::new("kill")
-            .args(["-INT", &pid])
+            .args([signal, &pid])
             .status()
             .expect("kill runs");
         assert!(status.success());
