@@ -338,6 +338,8 @@ pub struct ClientBuilder {
     linger: Duration,
     topic_aliases: bool,
     authenticator: Option<SharedAuthenticator>,
+    request_response_information: Option<bool>,
+    request_problem_information: Option<bool>,
 }
 
 impl ClientBuilder {
@@ -371,6 +373,8 @@ impl ClientBuilder {
             linger: Duration::from_secs(5),
             topic_aliases: true,
             authenticator: None,
+            request_response_information: None,
+            request_problem_information: None,
         }
     }
 
@@ -553,6 +557,23 @@ impl ClientBuilder {
         self
     }
 
+    /// 5.0 Request Response Information in CONNECT: whether the broker should send Response
+    /// Information in CONNACK (absent unless set: the broker sends none).
+    #[must_use]
+    pub fn request_response_information(mut self, request: bool) -> Self {
+        self.request_response_information = Some(request);
+        self
+    }
+
+    /// 5.0 Request Problem Information in CONNECT: whether the broker may send a Reason
+    /// String and User Properties on packets other than PUBLISH, CONNACK and DISCONNECT
+    /// (absent unless set: it may).
+    #[must_use]
+    pub fn request_problem_information(mut self, request: bool) -> Self {
+        self.request_problem_information = Some(request);
+        self
+    }
+
     /// Use topic aliases for outgoing messages when the broker allows them (default on).
     #[must_use]
     pub fn topic_aliases(mut self, on: bool) -> Self {
@@ -606,6 +627,8 @@ impl ClientBuilder {
             if self.limits.topic_alias_maximum > 0 {
                 properties.topic_alias_maximum = Some(self.limits.topic_alias_maximum);
             }
+            properties.request_response_information = self.request_response_information;
+            properties.request_problem_information = self.request_problem_information;
             properties.user_properties = self
                 .connect_user_properties
                 .iter()

@@ -1073,7 +1073,7 @@ impl Driver {
             .subscription_identifiers()
             .map(SubscriptionId::get)
             .collect();
-        let message = Message::new(message);
+        let message = Message::new(message, packet_id.map(PacketId::get));
         // Validated by the codec [MQTT-3.3.2-2]; only the depth is not limited here.
         let Ok(topic) = TopicName::with_limits(message.topic(), &DEEP) else {
             return self.unmatched(message, packet_id, false);

@@ -1,11 +1,10 @@
 //! `midge pub` and `midge sub`: command-line clients on `midge-client` with the flags of
 //! mosquitto_pub and mosquitto_sub.
 //!
-//! Exit codes (also in `midge pub --help` and the README): 0 success; 1 a runtime failure
-//! (cannot connect, connection lost, a publish or every subscription refused); 2 invalid
-//! arguments; 27 the `-W` time limit passed (as mosquitto_sub); 128–255 the broker refused the
-//! connection, and the code is its MQTT 5.0 CONNACK reason code (3.x return codes map to
-//! their 5.0 equivalents, so "not authorized" is 135 under every version).
+//! Exit codes, as mosquitto_pub's and mosquitto_sub's (also in `midge pub --help` and the
+//! README): 0 success; 1 invalid arguments or a runtime failure (cannot connect, connection
+//! lost, a publish or every subscription refused); 27 the `-W` time limit passed; the
+//! broker's CONNACK code when it refused the connection (1–5 under 3.x, 128–255 under 5.0).
 
 pub(crate) mod format;
 pub(crate) mod publish;
@@ -13,15 +12,21 @@ pub(crate) mod subscribe;
 pub(crate) mod transport;
 
 use std::future::Future;
+use std::net::{IpAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{ArgAction, Args};
-use midge_client::codec::{ByteStr, Will, WillProperties, MAX_PACKET_SIZE};
+use midge_client::codec::{
+    ByteStr, PayloadFormat, PublishProperties, SubscriptionId, Will, WillProperties,
+    MAX_PACKET_SIZE,
+};
+use midge_client::tls::ClientTlsOptions;
 use midge_client::{
-    Client, ClientBuilder, CloseReason, ConnectError, ConnectionEvent, Connector, ConnectorError,
-    Limits, ProtocolVersion, QoS, ReasonCode, ReconnectPolicy, Scheme, TlsFailure,
+    AuthError, Authenticator, Client, ClientBuilder, CloseReason, ConnectError, ConnectionEvent,
+    Connector, ConnectorError, Limits, ProtocolVersion, QoS, ReasonCode, ReconnectPolicy, Scheme,
+    TlsFailure,
 };
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -30,8 +35,9 @@ use tokio::time::Instant;
 pub(crate) const EXIT_TIMEOUT: u8 = 27;
 /// A runtime failure.
 const EXIT_FAILURE: u8 = 1;
-/// Invalid arguments (clap's code for usage errors too).
-const EXIT_USAGE: u8 = 2;
+/// Invalid arguments: 1, as mosquitto_pub and mosquitto_sub (clap's usage errors too, see
+/// [`parse_args`]).
+const EXIT_USAGE: u8 = 1;
 
 /// QoS 0 messages `sub` holds per filter before midge-client drops new ones (its default is
 /// 1,000). The driver and the printer share one thread, so a burst that arrives in one read
@@ -44,13 +50,15 @@ const MAX_STRING: usize = 65_535;
 /// The exit codes, for `--help`.
 pub(crate) const EXIT_CODES_HELP: &str = "\
 Exit codes:
-  0        success
-  1        runtime failure: cannot connect, connection lost, a publish or every subscription refused
-  2        invalid arguments (bad topic, bad -L URL, unreadable file or certificate, --cert
-           without --key, unsupported -D, ...)
-  27       the -W time limit passed (as mosquitto_sub)
-  128-255  the broker refused the connection: the MQTT 5.0 CONNACK reason code, under every
-           version (3.1.1 return code 5 \"not authorized\" is 135, 4 \"bad user name or password\" 134)";
+  0        success (the codes are mosquitto_pub's and mosquitto_sub's)
+  1        invalid arguments (bad topic, bad -L URL, unreadable file or certificate, --cert
+           without --key, unsupported -D, ...), or a runtime failure: cannot connect,
+           connection lost, a publish or every subscription refused
+  27       the -W time limit passed
+  1-5      under MQTT 3.x, the broker refused the connection: its CONNACK return code
+           (4 bad user name or password, 5 not authorized)
+  128-255  under MQTT 5.0, the broker refused the connection: its CONNACK reason code
+           (134 bad user name or password, 135 not authorized)";
 
 /// Why a command failed: the exit code and a one-line message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,19 +90,42 @@ impl Failure {
     }
 }
 
-/// Prints the failure as `midge <command>: <message>` and turns it into the exit code.
-pub(crate) fn exit(command: &str, result: Result<(), Failure>) -> ExitCode {
+/// Prints the failure as `midge <command>: <message>` (unless `quiet`) and turns it into
+/// the exit code.
+pub(crate) fn exit(command: &str, quiet: bool, result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("midge {command}: {}", failure.message);
+            if !quiet {
+                eprintln!("midge {command}: {}", failure.message);
+            }
             ExitCode::from(failure.code)
         }
     }
 }
 
+/// Parses the command line as `T::parse` does, but a usage error of `midge pub` or `midge
+/// sub` exits with 1, as mosquitto_pub and mosquitto_sub do (clap's code is 2).
+pub(crate) fn parse_args<T: clap::Parser>() -> T {
+    match T::try_parse() {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            let client = matches!(std::env::args().nth(1).as_deref(), Some("pub" | "sub"));
+            if client && err.use_stderr() {
+                let _ = err.print();
+                std::process::exit(i32::from(EXIT_USAGE));
+            }
+            err.exit()
+        }
+    }
+}
+
 /// Runs `work` on a single-threaded runtime (one connection needs no more).
-pub(crate) fn run(command: &str, work: impl Future<Output = Result<(), Failure>>) -> ExitCode {
+pub(crate) fn run(
+    command: &str,
+    quiet: bool,
+    work: impl Future<Output = Result<(), Failure>>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -103,6 +134,7 @@ pub(crate) fn run(command: &str, work: impl Future<Output = Result<(), Failure>>
         Err(err) => {
             return exit(
                 command,
+                quiet,
                 Err(Failure::runtime(format!("cannot start the runtime: {err}"))),
             )
         }
@@ -111,7 +143,7 @@ pub(crate) fn run(command: &str, work: impl Future<Output = Result<(), Failure>>
     // A read of stdin (`-l`, `-s`) on tokio's blocking pool cannot be cancelled: do not wait
     // for it when -W or a failure ends the run while stdin is still open.
     runtime.shutdown_background();
-    exit(command, outcome)
+    exit(command, quiet, outcome)
 }
 
 /// The options `midge pub` and `midge sub` share: where to connect and how. `Debug` shows
@@ -129,6 +161,19 @@ pub(crate) struct ConnectArgs {
     /// Client identifier (default: midge-pub- or midge-sub- and 8 random hex digits).
     #[arg(short = 'i', long = "id")]
     pub(crate) id: Option<String>,
+    /// Client identifier prefix: the id is this prefix and the process id (for brokers that
+    /// grant rights by prefix). Not with -i.
+    #[arg(short = 'I', long = "id-prefix", value_name = "PREFIX")]
+    pub(crate) id_prefix: Option<String>,
+    /// Local address (or host name) to connect from, to choose the network interface.
+    #[arg(short = 'A', value_name = "ADDRESS")]
+    pub(crate) bind_address: Option<String>,
+    /// Accepted for mosquitto's sake: midge always sends at once (Nagle's algorithm off).
+    #[arg(long)]
+    pub(crate) nodelay: bool,
+    /// Print no error messages (the exit code still tells).
+    #[arg(long)]
+    pub(crate) quiet: bool,
     /// User name.
     #[arg(short, long)]
     pub(crate) username: Option<String>,
@@ -165,11 +210,14 @@ pub(crate) struct ConnectArgs {
     #[arg(long)]
     pub(crate) will_retain: bool,
     /// MQTT 5.0 property: -D COMMAND NAME VALUE, or -D COMMAND user-property KEY VALUE.
-    /// Supported: `publish` (pub only) user-property, content-type, response-topic,
-    /// correlation-data, message-expiry-interval; `connect` user-property,
-    /// session-expiry-interval, receive-maximum, maximum-packet-size, topic-alias-maximum;
-    /// `will` user-property,
-    /// will-delay-interval, content-type, message-expiry-interval. Needs -V 5.
+    /// Supported: `connect` authentication-data, authentication-method, maximum-packet-size,
+    /// receive-maximum, request-problem-information, request-response-information,
+    /// session-expiry-interval, topic-alias-maximum, user-property; `publish` (pub only)
+    /// content-type, correlation-data, message-expiry-interval, payload-format-indicator,
+    /// response-topic, topic-alias (midge picks the aliases), user-property; `subscribe`
+    /// (sub only) subscription-identifier; `will` content-type, correlation-data,
+    /// message-expiry-interval, payload-format-indicator, response-topic, user-property,
+    /// will-delay-interval. Needs -V 5.
     #[arg(short = 'D', long = "property", num_args = 3..=4, action = ArgAction::Append,
           value_names = ["COMMAND", "NAME", "VALUE"])]
     pub(crate) properties: Vec<String>,
@@ -194,6 +242,10 @@ impl std::fmt::Debug for ConnectArgs {
             .field("port", &self.port)
             .field("transport", &self.transport)
             .field("id", &self.id)
+            .field("id_prefix", &self.id_prefix)
+            .field("bind_address", &self.bind_address)
+            .field("nodelay", &self.nodelay)
+            .field("quiet", &self.quiet)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "(hidden)"))
             .field("keepalive", &self.keepalive)
@@ -274,11 +326,13 @@ fn parse_expiry(s: &str) -> Result<u32, String> {
 /// 5.0 properties from `-D`, by the packet they go in.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Properties {
-    /// `-D publish NAME VALUE` in order: name, value.
-    pub(crate) publish: Vec<PublishProperty>,
+    /// `-D publish` (pub only), in the order given.
+    pub(crate) publish: PublishProperties,
     pub(crate) will: WillProperties,
-    /// `-D connect` properties the client builder can set.
+    /// `-D connect` properties.
     pub(crate) connect: ConnectProperties,
+    /// `-D subscribe subscription-identifier` (sub only).
+    pub(crate) subscription_identifier: Option<SubscriptionId>,
 }
 
 /// `-D connect` properties.
@@ -289,16 +343,10 @@ pub(crate) struct ConnectProperties {
     pub(crate) receive_maximum: Option<u16>,
     pub(crate) maximum_packet_size: Option<u32>,
     pub(crate) topic_alias_maximum: Option<u16>,
-}
-
-/// One `-D publish` property.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum PublishProperty {
-    User(String, String),
-    ContentType(String),
-    ResponseTopic(String),
-    CorrelationData(String),
-    MessageExpiry(u32),
+    pub(crate) request_problem_information: Option<bool>,
+    pub(crate) request_response_information: Option<bool>,
+    pub(crate) authentication_method: Option<String>,
+    pub(crate) authentication_data: Option<Bytes>,
 }
 
 fn string(what: &str, value: &str) -> Result<ByteStr, Failure> {
@@ -316,7 +364,63 @@ fn seconds(what: &str, value: &str) -> Result<u32, Failure> {
         .map_err(|_| Failure::usage(format!("-D {what}: {value:?} is not a number of seconds")))
 }
 
-/// Parses the `-D` arguments; `publish_allowed` is false for sub.
+/// A 0-or-1 byte property (a flag, or the payload format indicator).
+fn flag(what: &str, value: &str) -> Result<bool, Failure> {
+    match value {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        _ => Err(Failure::usage(format!("-D {what}: use 0 or 1"))),
+    }
+}
+
+/// The message properties `publish` and `will` share; false if `name` is none of them.
+fn message_property(
+    target: &mut PublishProperties,
+    what: &str,
+    name: &str,
+    value: &str,
+) -> Result<bool, Failure> {
+    let invalid = |e: midge_client::codec::EncodeError| Failure::usage(format!("-D {what}: {e}"));
+    match name {
+        "content-type" => target
+            .set_content_type(Some(string(what, value)?))
+            .map_err(invalid)?,
+        "response-topic" => {
+            midge_topic::TopicName::new(value)
+                .map_err(|e| Failure::usage(format!("-D {what}: {e}")))?;
+            target
+                .set_response_topic(Some(string(what, value)?))
+                .map_err(invalid)?;
+        }
+        "correlation-data" => {
+            string(what, value)?;
+            target
+                .set_correlation_data(Some(Bytes::from(value.to_owned())))
+                .map_err(invalid)?;
+        }
+        "message-expiry-interval" => target.message_expiry_interval = Some(seconds(what, value)?),
+        "payload-format-indicator" => {
+            target.payload_format_indicator = Some(if flag(what, value)? {
+                PayloadFormat::Utf8
+            } else {
+                PayloadFormat::Unspecified
+            });
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// The `-D` properties midge knows, for messages.
+const SUPPORTED_PROPERTIES: &str = "connect authentication-data|authentication-method|\
+    maximum-packet-size|receive-maximum|request-problem-information|\
+    request-response-information|session-expiry-interval|topic-alias-maximum|user-property; \
+    publish (pub) content-type|correlation-data|message-expiry-interval|\
+    payload-format-indicator|response-topic|topic-alias|user-property; subscribe (sub) \
+    subscription-identifier; will content-type|correlation-data|message-expiry-interval|\
+    payload-format-indicator|response-topic|user-property|will-delay-interval";
+
+/// Parses the `-D` arguments; `publish_allowed` is true for pub, false for sub.
 pub(crate) fn parse_properties(
     args: &ConnectArgs,
     publish_allowed: bool,
@@ -339,61 +443,55 @@ pub(crate) fn parse_properties(
         };
         parts.extend(values.by_ref().take(arity));
         let what = parts.join(" ");
-        match parts.as_slice() {
+        let invalid =
+            |e: midge_client::codec::EncodeError| Failure::usage(format!("-D {what}: {e}"));
+        let known = match parts.as_slice() {
             ["publish", "user-property", key, value] if publish_allowed => {
-                string(&what, key)?;
-                string(&what, value)?;
                 properties
                     .publish
-                    .push(PublishProperty::User((*key).into(), (*value).into()));
+                    .push_user_property(string(&what, key)?, string(&what, value)?)
+                    .map_err(invalid)?;
+                true
             }
-            ["publish", "content-type", value] if publish_allowed => {
-                string(&what, value)?;
-                properties
-                    .publish
-                    .push(PublishProperty::ContentType((*value).into()));
+            // midge-client picks the aliases itself when the broker allows them.
+            ["publish", "topic-alias", value] if publish_allowed => {
+                value
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| Failure::usage(format!("-D {what}: use 1 to 65535")))?;
+                true
             }
-            ["publish", "response-topic", value] if publish_allowed => {
-                midge_topic::TopicName::new(value)
-                    .map_err(|e| Failure::usage(format!("-D {what}: {e}")))?;
-                properties
-                    .publish
-                    .push(PublishProperty::ResponseTopic((*value).into()));
-            }
-            ["publish", "correlation-data", value] if publish_allowed => {
-                string(&what, value)?;
-                properties
-                    .publish
-                    .push(PublishProperty::CorrelationData((*value).into()));
-            }
-            ["publish", "message-expiry-interval", value] if publish_allowed => {
-                properties
-                    .publish
-                    .push(PublishProperty::MessageExpiry(seconds(&what, value)?));
+            ["publish", name, value] if publish_allowed => {
+                message_property(&mut properties.publish, &what, name, value)?
             }
             ["will", "user-property", key, value] => {
-                let (key, value) = (string(&what, key)?, string(&what, value)?);
                 properties
                     .will
                     .message
-                    .push_user_property(key, value)
-                    .map_err(|e| Failure::usage(format!("-D {what}: {e}")))?;
+                    .push_user_property(string(&what, key)?, string(&what, value)?)
+                    .map_err(invalid)?;
+                true
             }
             ["will", "will-delay-interval", value] => {
                 properties.will.will_delay_interval = Some(seconds(&what, value)?);
+                true
             }
-            ["will", "content-type", value] => {
-                properties
-                    .will
-                    .message
-                    .set_content_type(Some(string(&what, value)?))
-                    .map_err(|e| Failure::usage(format!("-D {what}: {e}")))?;
+            ["will", name, value] => {
+                message_property(&mut properties.will.message, &what, name, value)?
             }
-            ["will", "message-expiry-interval", value] => {
-                properties.will.message.message_expiry_interval = Some(seconds(&what, value)?);
+            ["subscribe", "subscription-identifier", value] if !publish_allowed => {
+                let id = value
+                    .parse()
+                    .ok()
+                    .and_then(SubscriptionId::new)
+                    .ok_or_else(|| Failure::usage(format!("-D {what}: use 1 to 268435455")))?;
+                properties.subscription_identifier = Some(id);
+                true
             }
             ["connect", "session-expiry-interval", value] => {
                 properties.connect.session_expiry = Some(seconds(&what, value)?);
+                true
             }
             ["connect", "receive-maximum", value] => {
                 // 0 is a Protocol Error (5.0 §3.1.2.11.3).
@@ -403,6 +501,7 @@ pub(crate) fn parse_properties(
                     .filter(|n| *n > 0)
                     .ok_or_else(|| Failure::usage(format!("-D {what}: use 1 to 65535")))?;
                 properties.connect.receive_maximum = Some(n);
+                true
             }
             ["connect", "maximum-packet-size", value] => {
                 // 0 is a Protocol Error (5.0 §3.1.2.11.4).
@@ -412,12 +511,32 @@ pub(crate) fn parse_properties(
                     .filter(|n| *n > 0)
                     .ok_or_else(|| Failure::usage(format!("-D {what}: use 1 to 4294967295")))?;
                 properties.connect.maximum_packet_size = Some(n);
+                true
             }
             ["connect", "topic-alias-maximum", value] => {
                 let n = value
                     .parse()
                     .map_err(|_| Failure::usage(format!("-D {what}: use 0 to 65535")))?;
                 properties.connect.topic_alias_maximum = Some(n);
+                true
+            }
+            ["connect", "request-problem-information", value] => {
+                properties.connect.request_problem_information = Some(flag(&what, value)?);
+                true
+            }
+            ["connect", "request-response-information", value] => {
+                properties.connect.request_response_information = Some(flag(&what, value)?);
+                true
+            }
+            ["connect", "authentication-method", value] => {
+                string(&what, value)?;
+                properties.connect.authentication_method = Some((*value).to_owned());
+                true
+            }
+            ["connect", "authentication-data", value] => {
+                string(&what, value)?;
+                properties.connect.authentication_data = Some(Bytes::from((*value).to_owned()));
+                true
             }
             ["connect", "user-property", key, value] => {
                 string(&what, key)?;
@@ -426,23 +545,20 @@ pub(crate) fn parse_properties(
                     .connect
                     .user_properties
                     .push(((*key).to_owned(), (*value).to_owned()));
+                true
             }
-            _ => {
-                let connect_and_will = "connect user-property|session-expiry-interval|\
-                    receive-maximum|maximum-packet-size|topic-alias-maximum, will user-property|\
-                    will-delay-interval|content-type|message-expiry-interval";
-                let supported = if publish_allowed {
-                    format!(
-                        "publish user-property|content-type|response-topic|correlation-data|\
-                         message-expiry-interval, {connect_and_will}"
-                    )
-                } else {
-                    connect_and_will.to_owned()
-                };
+            ["subscribe" | "unsubscribe" | "disconnect", ..] => {
                 return Err(Failure::usage(format!(
-                    "-D {what}: unsupported property (supported: {supported})"
+                    "-D {what}: midge does not send properties in SUBSCRIBE (but \
+                     subscription-identifier), UNSUBSCRIBE or DISCONNECT"
                 )));
             }
+            _ => false,
+        };
+        if !known {
+            return Err(Failure::usage(format!(
+                "-D {what}: unsupported property (supported: {SUPPORTED_PROPERTIES})"
+            )));
         }
     }
     if properties.connect.session_expiry.is_some() && args.session_expiry.is_some() {
@@ -450,10 +566,45 @@ pub(crate) fn parse_properties(
             "-x and -D connect session-expiry-interval both set the session expiry: use one",
         ));
     }
+    if properties.connect.authentication_data.is_some()
+        && properties.connect.authentication_method.is_none()
+    {
+        return Err(Failure::usage(
+            "-D connect authentication-data needs -D connect authentication-method",
+        ));
+    }
     if !properties.will.is_empty() && args.will_topic.is_none() {
         return Err(Failure::usage("-D will ... needs --will-topic"));
     }
     Ok(properties)
+}
+
+/// `-D connect authentication-method` (and `authentication-data`): CONNECT carries them;
+/// a broker that continues the exchange (AUTH) is answered with an error, as the data
+/// given is all there is.
+struct FixedAuthentication {
+    method: String,
+    data: Option<Bytes>,
+}
+
+impl Authenticator for FixedAuthentication {
+    fn method(&self) -> &str {
+        &self.method
+    }
+
+    fn start(&mut self) -> Result<Option<Bytes>, AuthError> {
+        Ok(self.data.clone())
+    }
+
+    fn respond(&mut self, _: Option<&[u8]>) -> Result<Option<Bytes>, AuthError> {
+        Err(AuthError::new(
+            "the broker continued the authentication, and -D gives only the first step",
+        ))
+    }
+
+    fn finish(&mut self, _: Option<&[u8]>) -> Result<(), AuthError> {
+        Ok(())
+    }
 }
 
 /// Checks the connection options and makes the client builder.
@@ -468,7 +619,10 @@ pub(crate) fn builder(
         connect,
         ..
     } = properties;
-    if args.persistent && args.id.is_none() {
+    if args.id.is_some() && args.id_prefix.is_some() {
+        return Err(Failure::usage("-i and -I cannot be used together"));
+    }
+    if args.persistent && args.id.is_none() && args.id_prefix.is_none() {
         return Err(Failure::usage(
             "-c (persistent session) needs a client id (-i): a random one would never find its session again",
         ));
@@ -512,13 +666,20 @@ pub(crate) fn builder(
             ));
         }
     }
-    let id = args
-        .id
-        .clone()
-        .unwrap_or_else(|| format!("{id_prefix}-{:08x}", fastrand::u32(..)));
-    let connector = match &target.tls {
-        Some(tls) => Connector::for_url_with_tls(&target.url, tls),
-        None => Connector::for_url(&target.url),
+    let id = match (&args.id, &args.id_prefix) {
+        (Some(id), _) => id.clone(),
+        (None, Some(prefix)) => format!("{prefix}{}", std::process::id()),
+        (None, None) => format!("{id_prefix}-{:08x}", fastrand::u32(..)),
+    };
+    let local = args.bind_address.as_deref().map(bind_address).transpose()?;
+    let connector = match (&target.tls, local) {
+        (tls, Some(local)) => Connector::for_url_from(
+            &target.url,
+            tls.as_ref().unwrap_or(&ClientTlsOptions::default()),
+            local,
+        ),
+        (Some(tls), None) => Connector::for_url_with_tls(&target.url, tls),
+        (None, None) => Connector::for_url(&target.url),
     }
     .map_err(|e| match e {
         ConnectorError::Tls(e) => Failure::usage(format!("TLS: {e}")),
@@ -567,6 +728,18 @@ pub(crate) fn builder(
     for (key, value) in &connect.user_properties {
         builder = builder.connect_user_property(key.clone(), value.clone());
     }
+    if let Some(request) = connect.request_problem_information {
+        builder = builder.request_problem_information(request);
+    }
+    if let Some(request) = connect.request_response_information {
+        builder = builder.request_response_information(request);
+    }
+    if let Some(method) = connect.authentication_method {
+        builder = builder.authenticator(FixedAuthentication {
+            method,
+            data: connect.authentication_data,
+        });
+    }
     match &args.will_topic {
         Some(topic) => {
             midge_topic::TopicName::new(topic)
@@ -587,6 +760,19 @@ pub(crate) fn builder(
         None => {}
     }
     Ok(builder)
+}
+
+/// `-A`: an address, or a name resolved to its first address.
+fn bind_address(text: &str) -> Result<IpAddr, Failure> {
+    if let Ok(ip) = text.parse() {
+        return Ok(ip);
+    }
+    (text, 0)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .map(|addr| addr.ip())
+        .ok_or_else(|| Failure::runtime(format!("-A: cannot resolve {text:?}")))
 }
 
 /// A reason code as people read it: `not authorized (0x87)`.
@@ -618,8 +804,7 @@ pub(crate) fn connection_failure(args: &ConnectArgs, reason: Option<CloseReason>
             Failure::runtime(format!("cannot connect to {at}: timed out"))
         }
         Some(CloseReason::Refused(code)) => Failure {
-            // 128-255 by construction: only failure codes refuse a connection.
-            code: if code.0 >= 0x80 { code.0 } else { EXIT_FAILURE },
+            code: refusal_exit_code(args.version, code),
             message: format!(
                 "the broker at {at} refused the connection: {}",
                 describe(code)
@@ -657,6 +842,23 @@ pub(crate) fn connection_failure(args: &ConnectArgs, reason: Option<CloseReason>
             Failure::runtime(format!("WebSocket to {at} failed: {failure}"))
         }
         Some(_) | None => Failure::runtime(format!("the connection to {at} closed")),
+    }
+}
+
+/// The exit code of a refused connection, as mosquitto's: the CONNACK code as sent. Under
+/// 3.x, midge-client reports the 3.x return code as its 5.0 equivalent: mapped back here.
+fn refusal_exit_code(version: ProtocolVersion, code: ReasonCode) -> u8 {
+    if version.is_v5() {
+        // 128-255 by construction: only failure codes refuse a connection.
+        return if code.0 >= 0x80 { code.0 } else { EXIT_FAILURE };
+    }
+    match code {
+        ReasonCode::UNSUPPORTED_PROTOCOL_VERSION => 1,
+        ReasonCode::CLIENT_IDENTIFIER_NOT_VALID => 2,
+        ReasonCode::SERVER_UNAVAILABLE => 3,
+        ReasonCode::BAD_USER_NAME_OR_PASSWORD => 4,
+        ReasonCode::NOT_AUTHORIZED => 5,
+        _ => EXIT_FAILURE,
     }
 }
 

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{ArgGroup, Args};
@@ -16,10 +17,10 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{
     connect, connection_failure, deadline, describe, last_disconnect, parse_properties, parse_qos,
-    until, ConnectArgs, Failure, PublishProperty, MAX_PAYLOAD,
+    until, ConnectArgs, Failure, MAX_PAYLOAD,
 };
 
-/// Publishes in flight at once with `-l` before the oldest outcome is awaited.
+/// Publishes in flight at once with `-l` before the oldest outcome is awaited (unless -M).
 const PIPELINE: usize = 64;
 
 /// `midge pub` options.
@@ -51,14 +52,46 @@ pub(crate) struct PubArgs {
     /// Retain the message.
     #[arg(short, long)]
     pub(crate) retain: bool,
+    /// With -m, -f, -n or -s: publish the message N times.
+    #[arg(long, value_name = "N", value_parser = parse_repeat)]
+    pub(crate) repeat: Option<u32>,
+    /// With --repeat: wait this many seconds (a fraction too) between publishes (default 0).
+    #[arg(long = "repeat-delay", value_name = "SECONDS", allow_negative_numbers = true, value_parser = parse_delay)]
+    pub(crate) repeat_delay: Option<Duration>,
+    /// With -l: QoS 1 and 2 messages in flight at once (default 64; the broker's Receive
+    /// Maximum may lower it).
+    #[arg(short = 'M', value_name = "N", value_parser = parse_inflight)]
+    pub(crate) max_inflight: Option<usize>,
     #[command(flatten)]
     pub(crate) connect: ConnectArgs,
+}
+
+fn parse_repeat(s: &str) -> Result<u32, String> {
+    s.parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| "--repeat must be a whole number above 0".to_owned())
+}
+
+fn parse_delay(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+        .ok_or_else(|| "--repeat-delay must be a number of seconds, 0 or more".to_owned())
+}
+
+fn parse_inflight(s: &str) -> Result<usize, String> {
+    s.parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| "-M (maximum messages in flight) must be above 0".to_owned())
 }
 
 /// Runs `midge pub`.
 pub(crate) fn main(mut args: PubArgs) -> ExitCode {
     args.connect.command = "pub";
-    super::run("pub", publish(args))
+    let quiet = args.connect.quiet;
+    super::run("pub", quiet, publish(args))
 }
 
 async fn publish(mut args: PubArgs) -> Result<(), Failure> {
@@ -75,16 +108,9 @@ async fn publish(mut args: PubArgs) -> Result<(), Failure> {
         midge_topic::TopicName::new(topic)
             .map_err(|e| Failure::usage(format!("invalid topic {topic:?}: {e}")))?;
     }
-    let mut options = PublishOptions::with_qos(args.qos).retain(args.retain);
-    for property in std::mem::take(&mut properties.publish) {
-        options = match property {
-            PublishProperty::User(key, value) => options.user_property(key, value),
-            PublishProperty::ContentType(value) => options.content_type(value),
-            PublishProperty::ResponseTopic(value) => options.response_topic(value),
-            PublishProperty::CorrelationData(value) => options.correlation_data(value),
-            PublishProperty::MessageExpiry(seconds) => options.message_expiry(seconds),
-        };
-    }
+    let options = PublishOptions::with_qos(args.qos)
+        .retain(args.retain)
+        .properties(std::mem::take(&mut properties.publish));
     let deadline = deadline(&args.connect);
     let seconds = args.connect.timeout.unwrap_or(0);
     // The payload comes first (as with mosquitto_pub), so that a missing file costs no
@@ -108,10 +134,21 @@ async fn publish(mut args: PubArgs) -> Result<(), Failure> {
         connected = connect(&args.connect, builder) => connected?,
         () = until(deadline) => return Err(Failure::timeout(seconds)),
     };
+    let repeat = args.repeat.unwrap_or(1);
+    let delay = args.repeat_delay.unwrap_or_default();
+    let pipeline = args.max_inflight.unwrap_or(PIPELINE);
     let work = async {
         match payload {
-            Some(payload) => send(&client, &args.topic, payload, &options).await,
-            None => send_lines(&client, &args.topic, &options, &mut events).await,
+            Some(payload) => {
+                for i in 0..repeat {
+                    if i > 0 && !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    send(&client, &args.topic, payload.clone(), &options).await?;
+                }
+                Ok(())
+            }
+            None => send_lines(&client, &args.topic, &options, &mut events, pipeline).await,
         }
     };
     let outcome = tokio::select! {
@@ -196,6 +233,7 @@ async fn send_lines(
     topics: &[String],
     options: &PublishOptions,
     events: &mut broadcast::Receiver<ConnectionEvent>,
+    pipeline: usize,
 ) -> Result<(), Sent> {
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let mut pending: VecDeque<(&String, PublishHandle)> = VecDeque::new();
@@ -231,7 +269,7 @@ async fn send_lines(
                 Ok(handle) => pending.push_back((topic, handle)),
                 Err(err) => check(topic, Err(err))?,
             }
-            while pending.len() >= PIPELINE {
+            while pending.len() >= pipeline {
                 if let Some((topic, handle)) = pending.pop_front() {
                     check(topic, handle.await)?;
                 }
