@@ -665,19 +665,21 @@ fn invalid_arguments_are_exit_2_before_connecting() {
             "use 1 to 65535",
         ),
         (
-            "sub",
+            "pub",
             &[
                 "-V",
                 "5",
                 "-t",
                 "a",
+                "-m",
+                "x",
                 "-D",
                 "subscribe",
                 "user-property",
                 "k",
                 "v",
             ],
-            "does not send properties in SUBSCRIBE",
+            "unsupported property",
         ),
         (
             "sub",
@@ -1212,6 +1214,27 @@ fn every_documented_property_is_accepted() {
             "subscribe",
             "subscription-identifier",
             "9",
+            "-D",
+            "subscribe",
+            "user-property",
+            "sk",
+            "sv",
+            "-U",
+            "gone",
+            "-D",
+            "unsubscribe",
+            "user-property",
+            "uk",
+            "uv",
+            "-D",
+            "disconnect",
+            "user-property",
+            "dk",
+            "dv",
+            "-D",
+            "disconnect",
+            "session-expiry-interval",
+            "0",
             "-q",
             "1",
             "-F",
@@ -1219,7 +1242,21 @@ fn every_documented_property_is_accepted() {
         ],
         1,
     );
-    let mut args = d(&["-V", "5", "-t", "props", "-m", "x", "-q", "1"]);
+    let mut args = d(&[
+        "-V",
+        "5",
+        "-t",
+        "props",
+        "-m",
+        "x",
+        "-q",
+        "1",
+        "-D",
+        "disconnect",
+        "user-property",
+        "k",
+        "v",
+    ]);
     args.extend(d(&will));
     args.extend(d(&connect));
     args.extend(d(&[
@@ -1281,4 +1318,89 @@ fn every_documented_property_is_accepted() {
         b"",
     );
     assert!(out.code().is_some_and(|c| c >= 128), "{}", out.stderr);
+}
+
+/// `-D subscribe|unsubscribe|disconnect user-property` and `-D disconnect
+/// session-expiry-interval` reach the wire: seen by a fake broker.
+#[tokio::test]
+async fn subscribe_unsubscribe_and_disconnect_carry_their_properties() {
+    use midge_client::codec::{AckProperties, ByteStr, Packet, ProtocolVersion, SubAck, UnsubAck};
+    use midge_testkit::raw::Peer;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let sub = tokio::task::spawn_blocking(move || {
+        let args = [
+            "-V",
+            "5",
+            "-t",
+            "s",
+            "-U",
+            "u",
+            "-E",
+            "-D",
+            "subscribe",
+            "user-property",
+            "sk",
+            "sv",
+            "-D",
+            "unsubscribe",
+            "user-property",
+            "uk",
+            "uv",
+            "-D",
+            "disconnect",
+            "user-property",
+            "dk",
+            "dv",
+            "-D",
+            "disconnect",
+            "session-expiry-interval",
+            "0",
+        ];
+        run(midge("sub", addr, &args), b"")
+    });
+    let (stream, _) = listener.accept().await.expect("accept");
+    let mut peer = Peer::new(stream, ProtocolVersion::V5).with_wait(Duration::from_secs(10));
+    let packet = peer.recv_packet().await;
+    assert!(matches!(packet, Packet::Connect(_)), "{packet:?}");
+    peer.send(Packet::ConnAck(Box::default())).await;
+    let pair = |k: &'static str, v: &'static str| (ByteStr::from(k), ByteStr::from(v));
+    let (mut subscribed, mut unsubscribed) = (None, None);
+    while subscribed.is_none() || unsubscribed.is_none() {
+        match peer.recv_packet().await {
+            Packet::Subscribe(s) => {
+                subscribed = Some(s.properties.user_properties);
+                peer.send(Packet::SubAck(SubAck {
+                    packet_id: s.packet_id,
+                    reason_codes: vec![ReasonCode::SUCCESS],
+                    properties: AckProperties::default(),
+                }))
+                .await;
+            }
+            Packet::Unsubscribe(u) => {
+                unsubscribed = Some(u.properties.user_properties);
+                peer.send(Packet::UnsubAck(UnsubAck {
+                    packet_id: u.packet_id,
+                    reason_codes: vec![ReasonCode::SUCCESS],
+                    properties: AckProperties::default(),
+                }))
+                .await;
+            }
+            other => panic!("expected SUBSCRIBE and UNSUBSCRIBE, got {other:?}"),
+        }
+    }
+    assert_eq!(subscribed, Some(vec![pair("sk", "sv")]));
+    assert_eq!(unsubscribed, Some(vec![pair("uk", "uv")]));
+    match peer.recv_packet().await {
+        Packet::Disconnect(d) => {
+            assert_eq!(d.properties.user_properties, vec![pair("dk", "dv")]);
+            assert_eq!(d.properties.session_expiry_interval, Some(0));
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    let out = sub.await.expect("joins");
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
 }

@@ -19,8 +19,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{ArgAction, Args};
 use midge_client::codec::{
-    ByteStr, PayloadFormat, PublishProperties, SubscriptionId, Will, WillProperties,
-    MAX_PACKET_SIZE,
+    ByteStr, DisconnectProperties, PayloadFormat, PublishProperties, SubscriptionId,
+    UnsubscribeProperties, UserProperties, Will, WillProperties, MAX_PACKET_SIZE,
 };
 use midge_client::tls::ClientTlsOptions;
 use midge_client::{
@@ -215,7 +215,9 @@ pub(crate) struct ConnectArgs {
     /// session-expiry-interval, topic-alias-maximum, user-property; `publish` (pub only)
     /// content-type, correlation-data, message-expiry-interval, payload-format-indicator,
     /// response-topic, topic-alias (midge picks the aliases), user-property; `subscribe`
-    /// (sub only) subscription-identifier; `will` content-type, correlation-data,
+    /// (sub only) subscription-identifier, user-property; `unsubscribe` (sub only)
+    /// user-property; `disconnect` session-expiry-interval, user-property; `will`
+    /// content-type, correlation-data,
     /// message-expiry-interval, payload-format-indicator, response-topic, user-property,
     /// will-delay-interval. Needs -V 5.
     #[arg(short = 'D', long = "property", num_args = 3..=4, action = ArgAction::Append,
@@ -333,6 +335,12 @@ pub(crate) struct Properties {
     pub(crate) connect: ConnectProperties,
     /// `-D subscribe subscription-identifier` (sub only).
     pub(crate) subscription_identifier: Option<SubscriptionId>,
+    /// `-D subscribe user-property` (sub only).
+    pub(crate) subscribe: UserProperties,
+    /// `-D unsubscribe user-property` (sub only).
+    pub(crate) unsubscribe: UnsubscribeProperties,
+    /// `-D disconnect`.
+    pub(crate) disconnect: DisconnectProperties,
 }
 
 /// `-D connect` properties.
@@ -417,8 +425,10 @@ const SUPPORTED_PROPERTIES: &str = "connect authentication-data|authentication-m
     request-response-information|session-expiry-interval|topic-alias-maximum|user-property; \
     publish (pub) content-type|correlation-data|message-expiry-interval|\
     payload-format-indicator|response-topic|topic-alias|user-property; subscribe (sub) \
-    subscription-identifier; will content-type|correlation-data|message-expiry-interval|\
-    payload-format-indicator|response-topic|user-property|will-delay-interval";
+    subscription-identifier|user-property; unsubscribe (sub) user-property; disconnect \
+    session-expiry-interval|user-property; will content-type|correlation-data|\
+    message-expiry-interval|payload-format-indicator|response-topic|user-property|\
+    will-delay-interval";
 
 /// Parses the `-D` arguments; `publish_allowed` is true for pub, false for sub.
 pub(crate) fn parse_properties(
@@ -547,11 +557,29 @@ pub(crate) fn parse_properties(
                     .push(((*key).to_owned(), (*value).to_owned()));
                 true
             }
-            ["subscribe" | "unsubscribe" | "disconnect", ..] => {
-                return Err(Failure::usage(format!(
-                    "-D {what}: midge does not send properties in SUBSCRIBE (but \
-                     subscription-identifier), UNSUBSCRIBE or DISCONNECT"
-                )));
+            ["subscribe", "user-property", key, value] if !publish_allowed => {
+                properties
+                    .subscribe
+                    .push((string(&what, key)?, string(&what, value)?));
+                true
+            }
+            ["unsubscribe", "user-property", key, value] if !publish_allowed => {
+                properties
+                    .unsubscribe
+                    .user_properties
+                    .push((string(&what, key)?, string(&what, value)?));
+                true
+            }
+            ["disconnect", "user-property", key, value] => {
+                properties
+                    .disconnect
+                    .user_properties
+                    .push((string(&what, key)?, string(&what, value)?));
+                true
+            }
+            ["disconnect", "session-expiry-interval", value] => {
+                properties.disconnect.session_expiry_interval = Some(seconds(&what, value)?);
+                true
             }
             _ => false,
         };

@@ -104,6 +104,7 @@ async fn publish(mut args: PubArgs) -> Result<(), Failure> {
         ));
     }
     let mut properties = parse_properties(&args.connect, true)?;
+    let disconnect = properties.disconnect.clone();
     for topic in &args.topic {
         midge_topic::TopicName::new(topic)
             .map_err(|e| Failure::usage(format!("invalid topic {topic:?}: {e}")))?;
@@ -162,7 +163,9 @@ async fn publish(mut args: PubArgs) -> Result<(), Failure> {
         }
         Sent::Failed(failure) => failure,
     });
-    client.disconnect(ReasonCode::SUCCESS).await;
+    client
+        .disconnect_with(ReasonCode::SUCCESS, disconnect)
+        .await;
     outcome
 }
 

@@ -9,6 +9,7 @@ use std::task::Poll;
 use bytes::Bytes;
 use clap::Args;
 use futures_core::Stream;
+use midge_client::codec::{UnsubscribeProperties, UserProperties};
 use midge_client::{
     ClientError, CloseReason, ConnectionEvent, Message, PublishOptions, QoS, ReasonCode,
     SubscribeOptions, Subscription,
@@ -131,6 +132,11 @@ async fn subscribe(mut args: SubArgs) -> Result<(), Failure> {
     if let Some(format) = args.format.take() {
         args.format = Some(format.pretty(args.pretty));
     }
+    let requests = Requests {
+        subscribe: properties.subscribe.clone(),
+        unsubscribe: properties.unsubscribe.clone(),
+    };
+    let disconnect = properties.disconnect.clone();
     let mut options = SubscribeOptions::with_qos(args.qos);
     if let Some(id) = properties.subscription_identifier {
         options = options.subscription_identifier(id);
@@ -150,11 +156,13 @@ async fn subscribe(mut args: SubArgs) -> Result<(), Failure> {
     // Ctrl-C (SIGINT) is a normal end, at any point: its handler is in place from the first
     // poll, before the subscriptions are made.
     let outcome = tokio::select! {
-        outcome = receive(&args, options, &filter_out, &client, &mut events, &mut streams) => outcome,
+        outcome = receive(&args, options, &requests, &filter_out, &client, &mut events, &mut streams) => outcome,
         () = until(deadline) => Err(Failure::timeout(seconds)),
         _ = tokio::signal::ctrl_c() => Ok(()),
     };
-    client.disconnect(ReasonCode::SUCCESS).await;
+    client
+        .disconnect_with(ReasonCode::SUCCESS, disconnect)
+        .await;
     drop(streams);
     // midge-client drops QoS 0 messages when a stream holds `max_buffered_qos0` unread
     // (stdout could not keep up); say so rather than lose them silently.
@@ -167,9 +175,16 @@ async fn subscribe(mut args: SubArgs) -> Result<(), Failure> {
     outcome
 }
 
+/// The `-D subscribe` and `-D unsubscribe` user properties.
+struct Requests {
+    subscribe: UserProperties,
+    unsubscribe: UnsubscribeProperties,
+}
+
 async fn receive(
     args: &SubArgs,
     options: SubscribeOptions,
+    requests: &Requests,
     filter_out: &[String],
     client: &midge_client::Client,
     events: &mut tokio::sync::broadcast::Receiver<ConnectionEvent>,
@@ -178,15 +193,14 @@ async fn receive(
     // The subscriptions are asked for while the client connects, so that their streams
     // exist before CONNACK: a resumed session (-c) delivers its queued messages right after
     // it, and midge-client drops messages that match no stream.
-    let subscribing = join_all(
-        args.topic
-            .iter()
-            .map(|filter| client.subscribe(filter.clone(), options)),
-    );
+    let subscribing =
+        join_all(args.topic.iter().map(|filter| {
+            client.subscribe_with(filter.clone(), options, requests.subscribe.clone())
+        }));
     let unsubscribing = join_all(
         args.unsubscribe
             .iter()
-            .map(|filter| client.unsubscribe(filter.clone())),
+            .map(|filter| client.unsubscribe_with(filter.clone(), requests.unsubscribe.clone())),
     );
     let ((), results, unsubscribed) = tokio::try_join!(
         connected(&args.connect, events),
