@@ -357,6 +357,39 @@ fn sub_prints_what_mosquitto_sub_prints() {
     ];
     same_masked("sub", addr, &five_props, b"", digits_masked).ok();
 
+    // -D for SUBSCRIBE, UNSUBSCRIBE and DISCONNECT: taken by both.
+    same(
+        "sub",
+        addr,
+        &[
+            "-t",
+            "p/#",
+            "-U",
+            "x/#",
+            "-C",
+            "1",
+            "-v",
+            "-V",
+            "5",
+            "-D",
+            "subscribe",
+            "user-property",
+            "a",
+            "b",
+            "-D",
+            "unsubscribe",
+            "user-property",
+            "c",
+            "d",
+            "-D",
+            "disconnect",
+            "user-property",
+            "e",
+            "f",
+        ],
+        b"",
+    )
+    .ok();
     // -T: filtered out, and not counted.
     same(
         "sub",
