@@ -8,7 +8,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use midge_codec::{ByteStr, ConnectProperties, PacketId, ProtocolVersion, QoS, ReasonCode, Will};
+use midge_codec::{
+    ByteStr, ConnectProperties, DisconnectProperties, PacketId, ProtocolVersion, QoS, ReasonCode,
+    UnsubscribeProperties, UserProperties, Will,
+};
 use midge_proto::client::ClientConfig;
 use midge_proto::splitmix64;
 use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
@@ -70,14 +73,17 @@ pub(crate) enum Command {
     Subscribe {
         filter: ByteStr,
         options: SubscribeOptions,
+        user_properties: UserProperties,
         reply: oneshot::Sender<Result<(ReasonCode, Subscription), ClientError>>,
     },
     Unsubscribe {
         filter: ByteStr,
+        properties: UnsubscribeProperties,
         reply: oneshot::Sender<Result<ReasonCode, ClientError>>,
     },
     Disconnect {
         reason: ReasonCode,
+        properties: DisconnectProperties,
         reply: oneshot::Sender<()>,
     },
     Reauthenticate {
@@ -338,6 +344,8 @@ pub struct ClientBuilder {
     linger: Duration,
     topic_aliases: bool,
     authenticator: Option<SharedAuthenticator>,
+    request_response_information: Option<bool>,
+    request_problem_information: Option<bool>,
 }
 
 impl ClientBuilder {
@@ -371,6 +379,8 @@ impl ClientBuilder {
             linger: Duration::from_secs(5),
             topic_aliases: true,
             authenticator: None,
+            request_response_information: None,
+            request_problem_information: None,
         }
     }
 
@@ -553,6 +563,23 @@ impl ClientBuilder {
         self
     }
 
+    /// 5.0 Request Response Information in CONNECT: whether the broker should send Response
+    /// Information in CONNACK (absent unless set: the broker sends none).
+    #[must_use]
+    pub fn request_response_information(mut self, request: bool) -> Self {
+        self.request_response_information = Some(request);
+        self
+    }
+
+    /// 5.0 Request Problem Information in CONNECT: whether the broker may send a Reason
+    /// String and User Properties on packets other than PUBLISH, CONNACK and DISCONNECT
+    /// (absent unless set: it may).
+    #[must_use]
+    pub fn request_problem_information(mut self, request: bool) -> Self {
+        self.request_problem_information = Some(request);
+        self
+    }
+
     /// Use topic aliases for outgoing messages when the broker allows them (default on).
     #[must_use]
     pub fn topic_aliases(mut self, on: bool) -> Self {
@@ -606,6 +633,8 @@ impl ClientBuilder {
             if self.limits.topic_alias_maximum > 0 {
                 properties.topic_alias_maximum = Some(self.limits.topic_alias_maximum);
             }
+            properties.request_response_information = self.request_response_information;
+            properties.request_problem_information = self.request_problem_information;
             properties.user_properties = self
                 .connect_user_properties
                 .iter()
@@ -841,12 +870,25 @@ impl Client {
         filter: impl Into<String>,
         options: SubscribeOptions,
     ) -> Result<(ReasonCode, Subscription), ClientError> {
+        self.subscribe_with(filter, options, UserProperties::new())
+            .await
+    }
+
+    /// [`Client::subscribe`] with 5.0 User Properties in the SUBSCRIBE (3.x sends none; a
+    /// subscription made again for a lost session carries none).
+    pub async fn subscribe_with(
+        &self,
+        filter: impl Into<String>,
+        options: SubscribeOptions,
+        user_properties: UserProperties,
+    ) -> Result<(ReasonCode, Subscription), ClientError> {
         let filter = ByteStr::from(filter.into());
         midge_topic::TopicFilter::new(filter.as_str())
             .map_err(|err| InvalidInput::topic(InputKind::TopicFilter, err))?;
         self.command(|reply| Command::Subscribe {
             filter,
             options,
+            user_properties,
             reply,
         })
         .await
@@ -859,11 +901,25 @@ impl Client {
     /// 64 requests are already waiting for it), the UNSUBSCRIBE goes out even if this is
     /// dropped; only the result is lost. Dropped before that, nothing happens.
     pub async fn unsubscribe(&self, filter: impl Into<String>) -> Result<ReasonCode, ClientError> {
+        self.unsubscribe_with(filter, UnsubscribeProperties::default())
+            .await
+    }
+
+    /// [`Client::unsubscribe`] with 5.0 UNSUBSCRIBE properties (3.x sends none).
+    pub async fn unsubscribe_with(
+        &self,
+        filter: impl Into<String>,
+        properties: UnsubscribeProperties,
+    ) -> Result<ReasonCode, ClientError> {
         let filter = ByteStr::from(filter.into());
         midge_topic::TopicFilter::new(filter.as_str())
             .map_err(|err| InvalidInput::topic(InputKind::TopicFilter, err))?;
-        self.command(|reply| Command::Unsubscribe { filter, reply })
-            .await
+        self.command(|reply| Command::Unsubscribe {
+            filter,
+            properties,
+            reply,
+        })
+        .await
     }
 
     /// Disconnects with `reason` (5.0; use `DISCONNECT_WITH_WILL_MESSAGE` to have the broker
@@ -876,11 +932,22 @@ impl Client {
     /// 64 requests are already waiting for it), the disconnect happens even if this is
     /// dropped. Dropped before that, nothing happens.
     pub async fn disconnect(&self, reason: ReasonCode) {
+        self.disconnect_with(reason, DisconnectProperties::default())
+            .await;
+    }
+
+    /// [`Client::disconnect`] with 5.0 DISCONNECT properties (3.x sends none), such as a
+    /// Session Expiry Interval that changes the one CONNECT gave.
+    pub async fn disconnect_with(&self, reason: ReasonCode, properties: DisconnectProperties) {
         let (reply, rx) = oneshot::channel();
         if self
             .shared
             .commands
-            .send(Command::Disconnect { reason, reply })
+            .send(Command::Disconnect {
+                reason,
+                properties,
+                reply,
+            })
             .await
             .is_ok()
         {

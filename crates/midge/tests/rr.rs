@@ -119,6 +119,37 @@ fn given_correlation_data_is_sent_and_printed_back() {
 }
 
 #[test]
+fn the_response_takes_every_format_code_of_sub() {
+    let addr = start_broker();
+    let _requests = responder(addr, "svc/fmt", echo);
+    let out = rr(
+        addr,
+        &[
+            "-t",
+            "svc/fmt",
+            "-e",
+            "me/fmt",
+            "-m",
+            "hello",
+            "-F",
+            "%-8t|%05l|%m|%.2t",
+        ],
+    )
+    .ok();
+    assert_eq!(out.stdout(), "me/fmt  |00009|0|me\n");
+    let out = rr(
+        addr,
+        &[
+            "-t", "svc/fmt", "-e", "me/fmt", "-m", "hello", "-F", "%j", "--pretty",
+        ],
+    )
+    .ok();
+    let text = out.stdout();
+    assert!(text.starts_with("{\n\t\"tst\""), "{text}");
+    assert!(text.contains("\t\"topic\":\t\"me/fmt\""), "{text}");
+}
+
+#[test]
 fn responses_to_other_requests_are_skipped_and_one_without_correlation_data_is_taken() {
     let addr = start_broker();
     // First an answer to someone else's request on the same topic, then ours.
@@ -208,11 +239,12 @@ fn failures_have_the_exit_codes_of_pub_and_sub() {
         ),
         (
             &["-t", "a", "-e", "b", "-m", "q", "-i", "x", "-I", "y"],
-            "cannot be used with",
+            "-i and -I cannot be used together",
         ),
     ] {
         let out = rr(addr, args);
-        assert_eq!(out.code(), Some(2), "{args:?}: {}", out.stderr);
+        // 1 for a usage error, as mosquitto_rr.
+        assert_eq!(out.code(), Some(1), "{args:?}: {}", out.stderr);
         assert!(out.stderr.contains(text), "{args:?}: {}", out.stderr);
     }
 }

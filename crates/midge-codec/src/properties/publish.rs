@@ -1,5 +1,6 @@
 //! PUBLISH properties: the three scalars every hop reads are fields, the rest stays encoded.
 
+use alloc::vec::Vec;
 use bytes::{BufMut, Bytes, BytesMut};
 use core::fmt;
 use core::num::NonZeroU16;
@@ -203,6 +204,37 @@ impl PublishProperties {
                 let (value, _) = parse_varint(self.raw.get(start + 1..end)?).ok()??;
                 SubscriptionId::new(value)
             })
+    }
+
+    /// The identifiers of the properties, each as often as it occurs, in the order they
+    /// arrived for decoded properties; the Payload Format Indicator, Message Expiry
+    /// Interval and Topic Alias that were set rather than decoded come last. For printing
+    /// properties as they were sent.
+    pub fn identifiers(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        let set = |code: u8| match code {
+            id::PAYLOAD_FORMAT_INDICATOR => self.payload_format_indicator.is_some(),
+            id::MESSAGE_EXPIRY_INTERVAL => self.message_expiry_interval.is_some(),
+            id::TOPIC_ALIAS => self.topic_alias.is_some(),
+            _ => false,
+        };
+        while let Some((code, len)) = entry_len(self.raw.get(pos..).unwrap_or_default()) {
+            pos += len;
+            if !is_field(code) || (set(code) && !out.contains(&code)) {
+                out.push(code);
+            }
+        }
+        for code in [
+            id::PAYLOAD_FORMAT_INDICATOR,
+            id::MESSAGE_EXPIRY_INTERVAL,
+            id::TOPIC_ALIAS,
+        ] {
+            if set(code) && !out.contains(&code) {
+                out.push(code);
+            }
+        }
+        out
     }
 
     /// True if the PUBLISH carries at least one Subscription Identifier.
@@ -620,5 +652,67 @@ impl fmt::Debug for PublishProperties {
             .field("content_type", &self.content_type())
             .field("user_properties", &List(|| self.user_properties()))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod identifier_tests {
+    use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn identifiers_follow_the_wire_order_and_set_fields_come_last() {
+        // Content Type, Message Expiry Interval, two User Properties, Payload Format Indicator.
+        let block = Bytes::from_static(&[
+            id::CONTENT_TYPE,
+            0,
+            1,
+            b'c',
+            id::MESSAGE_EXPIRY_INTERVAL,
+            0,
+            0,
+            0,
+            9,
+            id::USER_PROPERTY,
+            0,
+            1,
+            b'k',
+            0,
+            1,
+            b'v',
+            id::USER_PROPERTY,
+            0,
+            1,
+            b'k',
+            0,
+            1,
+            b'w',
+            id::PAYLOAD_FORMAT_INDICATOR,
+            1,
+        ]);
+        let mut props = PublishProperties::decode(block).expect("decodes");
+        assert_eq!(
+            props.identifiers(),
+            vec![
+                id::CONTENT_TYPE,
+                id::MESSAGE_EXPIRY_INTERVAL,
+                id::USER_PROPERTY,
+                id::USER_PROPERTY,
+                id::PAYLOAD_FORMAT_INDICATOR,
+            ]
+        );
+        // A field cleared is gone; one set afterwards comes last.
+        props.message_expiry_interval = None;
+        props.topic_alias = NonZeroU16::new(3);
+        assert_eq!(
+            props.identifiers(),
+            vec![
+                id::CONTENT_TYPE,
+                id::USER_PROPERTY,
+                id::USER_PROPERTY,
+                id::PAYLOAD_FORMAT_INDICATOR,
+                id::TOPIC_ALIAS,
+            ]
+        );
     }
 }

@@ -1,11 +1,11 @@
 //! `midge pub`, `midge sub` and `midge rr`: command-line clients on `midge-client` with the
 //! flags of mosquitto_pub, mosquitto_sub and mosquitto_rr.
 //!
-//! Exit codes (also in `midge pub --help` and the README): 0 success; 1 a runtime failure
-//! (cannot connect, connection lost, a publish or every subscription refused); 2 invalid
-//! arguments; 27 the `-W` time limit passed (as mosquitto_sub and mosquitto_rr); 128–255 the broker refused the
-//! connection, and the code is its MQTT 5.0 CONNACK reason code (3.x return codes map to
-//! their 5.0 equivalents, so "not authorized" is 135 under every version).
+//! Exit codes, as mosquitto_pub's, mosquitto_sub's and mosquitto_rr's (also in `midge pub
+//! --help` and the README): 0 success; 1 invalid arguments or a runtime failure (cannot
+//! connect, connection lost, a publish or every subscription refused); 27 the `-W` time limit
+//! passed; the broker's CONNACK code when it refused the connection (1–5 under 3.x, 128–255
+//! under 5.0).
 
 pub(crate) mod format;
 pub(crate) mod publish;
@@ -14,15 +14,21 @@ pub(crate) mod subscribe;
 pub(crate) mod transport;
 
 use std::future::Future;
+use std::net::{IpAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{ArgAction, Args};
-use midge_client::codec::{ByteStr, Will, WillProperties, MAX_PACKET_SIZE};
+use midge_client::codec::{
+    ByteStr, DisconnectProperties, PayloadFormat, PublishProperties, SubscriptionId,
+    UnsubscribeProperties, UserProperties, Will, WillProperties, MAX_PACKET_SIZE,
+};
+use midge_client::tls::ClientTlsOptions;
 use midge_client::{
-    Client, ClientBuilder, CloseReason, ConnectError, ConnectionEvent, Connector, ConnectorError,
-    Limits, ProtocolVersion, QoS, ReasonCode, ReconnectPolicy, Scheme, TlsFailure,
+    AuthError, Authenticator, Client, ClientBuilder, CloseReason, ConnectError, ConnectionEvent,
+    Connector, ConnectorError, Limits, ProtocolVersion, QoS, ReasonCode, ReconnectPolicy, Scheme,
+    TlsFailure,
 };
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -31,8 +37,9 @@ use tokio::time::Instant;
 pub(crate) const EXIT_TIMEOUT: u8 = 27;
 /// A runtime failure.
 const EXIT_FAILURE: u8 = 1;
-/// Invalid arguments (clap's code for usage errors too).
-const EXIT_USAGE: u8 = 2;
+/// Invalid arguments: 1, as mosquitto_pub, mosquitto_sub and mosquitto_rr (clap's usage
+/// errors too, see [`parse_args`]).
+const EXIT_USAGE: u8 = 1;
 
 /// QoS 0 messages `sub` holds per filter before midge-client drops new ones (its default is
 /// 1,000). The driver and the printer share one thread, so a burst that arrives in one read
@@ -45,13 +52,15 @@ const MAX_STRING: usize = 65_535;
 /// The exit codes, for `--help`.
 pub(crate) const EXIT_CODES_HELP: &str = "\
 Exit codes:
-  0        success
-  1        runtime failure: cannot connect, connection lost, a publish or every subscription refused
-  2        invalid arguments (bad topic, bad -L URL, unreadable file or certificate, --cert
-           without --key, unsupported -D, ...)
-  27       the -W time limit passed (as mosquitto_sub and mosquitto_rr)
-  128-255  the broker refused the connection: the MQTT 5.0 CONNACK reason code, under every
-           version (3.1.1 return code 5 \"not authorized\" is 135, 4 \"bad user name or password\" 134)";
+  0        success (the codes are mosquitto_pub's, mosquitto_sub's and mosquitto_rr's)
+  1        invalid arguments (bad topic, bad -L URL, unreadable file or certificate, --cert
+           without --key, unsupported -D, ...), or a runtime failure: cannot connect,
+           connection lost, a publish or every subscription refused
+  27       the -W time limit passed
+  1-5      under MQTT 3.x, the broker refused the connection: its CONNACK return code
+           (4 bad user name or password, 5 not authorized)
+  128-255  under MQTT 5.0, the broker refused the connection: its CONNACK reason code
+           (134 bad user name or password, 135 not authorized)";
 
 /// Why a command failed: the exit code and a one-line message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,19 +92,46 @@ impl Failure {
     }
 }
 
-/// Prints the failure as `midge <command>: <message>` and turns it into the exit code.
-pub(crate) fn exit(command: &str, result: Result<(), Failure>) -> ExitCode {
+/// Prints the failure as `midge <command>: <message>` (unless `quiet`) and turns it into
+/// the exit code.
+pub(crate) fn exit(command: &str, quiet: bool, result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("midge {command}: {}", failure.message);
+            if !quiet {
+                eprintln!("midge {command}: {}", failure.message);
+            }
             ExitCode::from(failure.code)
         }
     }
 }
 
+/// Parses the command line as `T::parse` does, but a usage error of `midge pub`, `midge sub`
+/// or `midge rr` exits with 1, as mosquitto_pub, mosquitto_sub and mosquitto_rr do (clap's
+/// code is 2).
+pub(crate) fn parse_args<T: clap::Parser>() -> T {
+    match T::try_parse() {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            let client = matches!(
+                std::env::args().nth(1).as_deref(),
+                Some("pub" | "sub" | "rr")
+            );
+            if client && err.use_stderr() {
+                let _ = err.print();
+                std::process::exit(i32::from(EXIT_USAGE));
+            }
+            err.exit()
+        }
+    }
+}
+
 /// Runs `work` on a single-threaded runtime (one connection needs no more).
-pub(crate) fn run(command: &str, work: impl Future<Output = Result<(), Failure>>) -> ExitCode {
+pub(crate) fn run(
+    command: &str,
+    quiet: bool,
+    work: impl Future<Output = Result<(), Failure>>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -104,6 +140,7 @@ pub(crate) fn run(command: &str, work: impl Future<Output = Result<(), Failure>>
         Err(err) => {
             return exit(
                 command,
+                quiet,
                 Err(Failure::runtime(format!("cannot start the runtime: {err}"))),
             )
         }
@@ -112,7 +149,7 @@ pub(crate) fn run(command: &str, work: impl Future<Output = Result<(), Failure>>
     // A read of stdin (`-l`, `-s`) on tokio's blocking pool cannot be cancelled: do not wait
     // for it when -W or a failure ends the run while stdin is still open.
     runtime.shutdown_background();
-    exit(command, outcome)
+    exit(command, quiet, outcome)
 }
 
 /// The options `midge pub`, `midge sub` and `midge rr` share: where to connect and how. `Debug` shows
@@ -131,14 +168,19 @@ pub(crate) struct ConnectArgs {
     /// digits).
     #[arg(short = 'i', long = "id")]
     pub(crate) id: Option<String>,
-    /// Client identifier prefix: the identifier is the prefix followed by the process id.
-    #[arg(
-        short = 'I',
-        long = "id-prefix",
-        value_name = "PREFIX",
-        conflicts_with = "id"
-    )]
+    /// Client identifier prefix: the id is this prefix followed by the process id (for
+    /// brokers that grant rights by prefix). Not with -i.
+    #[arg(short = 'I', long = "id-prefix", value_name = "PREFIX")]
     pub(crate) id_prefix: Option<String>,
+    /// Local address (or host name) to connect from, to choose the network interface.
+    #[arg(short = 'A', value_name = "ADDRESS")]
+    pub(crate) bind_address: Option<String>,
+    /// Accepted for mosquitto's sake: midge always sends at once (Nagle's algorithm off).
+    #[arg(long)]
+    pub(crate) nodelay: bool,
+    /// Print no error messages (the exit code still tells).
+    #[arg(long)]
+    pub(crate) quiet: bool,
     /// User name.
     #[arg(short, long)]
     pub(crate) username: Option<String>,
@@ -175,11 +217,16 @@ pub(crate) struct ConnectArgs {
     #[arg(long)]
     pub(crate) will_retain: bool,
     /// MQTT 5.0 property: -D COMMAND NAME VALUE, or -D COMMAND user-property KEY VALUE.
-    /// Supported: `publish` (pub and rr; rr sets response-topic itself) user-property, content-type, response-topic,
-    /// correlation-data, message-expiry-interval; `connect` user-property,
-    /// session-expiry-interval, receive-maximum, maximum-packet-size, topic-alias-maximum;
-    /// `will` user-property,
-    /// will-delay-interval, content-type, message-expiry-interval. Needs -V 5.
+    /// Supported: `connect` authentication-data, authentication-method, maximum-packet-size,
+    /// receive-maximum, request-problem-information, request-response-information,
+    /// session-expiry-interval, topic-alias-maximum, user-property; `publish` (pub and rr;
+    /// rr sets response-topic itself) content-type, correlation-data, message-expiry-interval,
+    /// payload-format-indicator, response-topic, topic-alias (midge picks the aliases),
+    /// user-property; `subscribe` (sub only) subscription-identifier, user-property;
+    /// `unsubscribe` (sub only) user-property; `disconnect` session-expiry-interval,
+    /// user-property; `will` content-type, correlation-data, message-expiry-interval,
+    /// payload-format-indicator, response-topic, user-property, will-delay-interval. Needs
+    /// -V 5.
     #[arg(short = 'D', long = "property", num_args = 3..=4, action = ArgAction::Append,
           value_names = ["COMMAND", "NAME", "VALUE"])]
     pub(crate) properties: Vec<String>,
@@ -205,6 +252,9 @@ impl std::fmt::Debug for ConnectArgs {
             .field("transport", &self.transport)
             .field("id", &self.id)
             .field("id_prefix", &self.id_prefix)
+            .field("bind_address", &self.bind_address)
+            .field("nodelay", &self.nodelay)
+            .field("quiet", &self.quiet)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "(hidden)"))
             .field("keepalive", &self.keepalive)
@@ -285,11 +335,19 @@ fn parse_expiry(s: &str) -> Result<u32, String> {
 /// 5.0 properties from `-D`, by the packet they go in.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Properties {
-    /// `-D publish NAME VALUE` in order: name, value.
-    pub(crate) publish: Vec<PublishProperty>,
+    /// `-D publish` (pub and rr), in the order given.
+    pub(crate) publish: PublishProperties,
     pub(crate) will: WillProperties,
-    /// `-D connect` properties the client builder can set.
+    /// `-D connect` properties.
     pub(crate) connect: ConnectProperties,
+    /// `-D subscribe subscription-identifier` (sub only).
+    pub(crate) subscription_identifier: Option<SubscriptionId>,
+    /// `-D subscribe user-property` (sub only).
+    pub(crate) subscribe: UserProperties,
+    /// `-D unsubscribe user-property` (sub only).
+    pub(crate) unsubscribe: UnsubscribeProperties,
+    /// `-D disconnect`.
+    pub(crate) disconnect: DisconnectProperties,
 }
 
 /// `-D connect` properties.
@@ -300,16 +358,10 @@ pub(crate) struct ConnectProperties {
     pub(crate) receive_maximum: Option<u16>,
     pub(crate) maximum_packet_size: Option<u32>,
     pub(crate) topic_alias_maximum: Option<u16>,
-}
-
-/// One `-D publish` property.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum PublishProperty {
-    User(String, String),
-    ContentType(String),
-    ResponseTopic(String),
-    CorrelationData(String),
-    MessageExpiry(u32),
+    pub(crate) request_problem_information: Option<bool>,
+    pub(crate) request_response_information: Option<bool>,
+    pub(crate) authentication_method: Option<String>,
+    pub(crate) authentication_data: Option<Bytes>,
 }
 
 fn string(what: &str, value: &str) -> Result<ByteStr, Failure> {
@@ -327,7 +379,65 @@ fn seconds(what: &str, value: &str) -> Result<u32, Failure> {
         .map_err(|_| Failure::usage(format!("-D {what}: {value:?} is not a number of seconds")))
 }
 
-/// Parses the `-D` arguments; `publish_allowed` is false for sub.
+/// A 0-or-1 byte property (a flag, or the payload format indicator).
+fn flag(what: &str, value: &str) -> Result<bool, Failure> {
+    match value {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        _ => Err(Failure::usage(format!("-D {what}: use 0 or 1"))),
+    }
+}
+
+/// The message properties `publish` and `will` share; false if `name` is none of them.
+fn message_property(
+    target: &mut PublishProperties,
+    what: &str,
+    name: &str,
+    value: &str,
+) -> Result<bool, Failure> {
+    let invalid = |e: midge_client::codec::EncodeError| Failure::usage(format!("-D {what}: {e}"));
+    match name {
+        "content-type" => target
+            .set_content_type(Some(string(what, value)?))
+            .map_err(invalid)?,
+        "response-topic" => {
+            midge_topic::TopicName::new(value)
+                .map_err(|e| Failure::usage(format!("-D {what}: {e}")))?;
+            target
+                .set_response_topic(Some(string(what, value)?))
+                .map_err(invalid)?;
+        }
+        "correlation-data" => {
+            string(what, value)?;
+            target
+                .set_correlation_data(Some(Bytes::from(value.to_owned())))
+                .map_err(invalid)?;
+        }
+        "message-expiry-interval" => target.message_expiry_interval = Some(seconds(what, value)?),
+        "payload-format-indicator" => {
+            target.payload_format_indicator = Some(if flag(what, value)? {
+                PayloadFormat::Utf8
+            } else {
+                PayloadFormat::Unspecified
+            });
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// The `-D` properties midge knows, for messages.
+const SUPPORTED_PROPERTIES: &str = "connect authentication-data|authentication-method|\
+    maximum-packet-size|receive-maximum|request-problem-information|\
+    request-response-information|session-expiry-interval|topic-alias-maximum|user-property; \
+    publish (pub, rr) content-type|correlation-data|message-expiry-interval|\
+    payload-format-indicator|response-topic|topic-alias|user-property; subscribe (sub) \
+    subscription-identifier|user-property; unsubscribe (sub) user-property; disconnect \
+    session-expiry-interval|user-property; will content-type|correlation-data|\
+    message-expiry-interval|payload-format-indicator|response-topic|user-property|\
+    will-delay-interval";
+
+/// Parses the `-D` arguments; `publish_allowed` is true for pub and rr, false for sub.
 pub(crate) fn parse_properties(
     args: &ConnectArgs,
     publish_allowed: bool,
@@ -350,61 +460,55 @@ pub(crate) fn parse_properties(
         };
         parts.extend(values.by_ref().take(arity));
         let what = parts.join(" ");
-        match parts.as_slice() {
+        let invalid =
+            |e: midge_client::codec::EncodeError| Failure::usage(format!("-D {what}: {e}"));
+        let known = match parts.as_slice() {
             ["publish", "user-property", key, value] if publish_allowed => {
-                string(&what, key)?;
-                string(&what, value)?;
                 properties
                     .publish
-                    .push(PublishProperty::User((*key).into(), (*value).into()));
+                    .push_user_property(string(&what, key)?, string(&what, value)?)
+                    .map_err(invalid)?;
+                true
             }
-            ["publish", "content-type", value] if publish_allowed => {
-                string(&what, value)?;
-                properties
-                    .publish
-                    .push(PublishProperty::ContentType((*value).into()));
+            // midge-client picks the aliases itself when the broker allows them.
+            ["publish", "topic-alias", value] if publish_allowed => {
+                value
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| Failure::usage(format!("-D {what}: use 1 to 65535")))?;
+                true
             }
-            ["publish", "response-topic", value] if publish_allowed => {
-                midge_topic::TopicName::new(value)
-                    .map_err(|e| Failure::usage(format!("-D {what}: {e}")))?;
-                properties
-                    .publish
-                    .push(PublishProperty::ResponseTopic((*value).into()));
-            }
-            ["publish", "correlation-data", value] if publish_allowed => {
-                string(&what, value)?;
-                properties
-                    .publish
-                    .push(PublishProperty::CorrelationData((*value).into()));
-            }
-            ["publish", "message-expiry-interval", value] if publish_allowed => {
-                properties
-                    .publish
-                    .push(PublishProperty::MessageExpiry(seconds(&what, value)?));
+            ["publish", name, value] if publish_allowed => {
+                message_property(&mut properties.publish, &what, name, value)?
             }
             ["will", "user-property", key, value] => {
-                let (key, value) = (string(&what, key)?, string(&what, value)?);
                 properties
                     .will
                     .message
-                    .push_user_property(key, value)
-                    .map_err(|e| Failure::usage(format!("-D {what}: {e}")))?;
+                    .push_user_property(string(&what, key)?, string(&what, value)?)
+                    .map_err(invalid)?;
+                true
             }
             ["will", "will-delay-interval", value] => {
                 properties.will.will_delay_interval = Some(seconds(&what, value)?);
+                true
             }
-            ["will", "content-type", value] => {
-                properties
-                    .will
-                    .message
-                    .set_content_type(Some(string(&what, value)?))
-                    .map_err(|e| Failure::usage(format!("-D {what}: {e}")))?;
+            ["will", name, value] => {
+                message_property(&mut properties.will.message, &what, name, value)?
             }
-            ["will", "message-expiry-interval", value] => {
-                properties.will.message.message_expiry_interval = Some(seconds(&what, value)?);
+            ["subscribe", "subscription-identifier", value] if !publish_allowed => {
+                let id = value
+                    .parse()
+                    .ok()
+                    .and_then(SubscriptionId::new)
+                    .ok_or_else(|| Failure::usage(format!("-D {what}: use 1 to 268435455")))?;
+                properties.subscription_identifier = Some(id);
+                true
             }
             ["connect", "session-expiry-interval", value] => {
                 properties.connect.session_expiry = Some(seconds(&what, value)?);
+                true
             }
             ["connect", "receive-maximum", value] => {
                 // 0 is a Protocol Error (5.0 §3.1.2.11.3).
@@ -414,6 +518,7 @@ pub(crate) fn parse_properties(
                     .filter(|n| *n > 0)
                     .ok_or_else(|| Failure::usage(format!("-D {what}: use 1 to 65535")))?;
                 properties.connect.receive_maximum = Some(n);
+                true
             }
             ["connect", "maximum-packet-size", value] => {
                 // 0 is a Protocol Error (5.0 §3.1.2.11.4).
@@ -423,12 +528,32 @@ pub(crate) fn parse_properties(
                     .filter(|n| *n > 0)
                     .ok_or_else(|| Failure::usage(format!("-D {what}: use 1 to 4294967295")))?;
                 properties.connect.maximum_packet_size = Some(n);
+                true
             }
             ["connect", "topic-alias-maximum", value] => {
                 let n = value
                     .parse()
                     .map_err(|_| Failure::usage(format!("-D {what}: use 0 to 65535")))?;
                 properties.connect.topic_alias_maximum = Some(n);
+                true
+            }
+            ["connect", "request-problem-information", value] => {
+                properties.connect.request_problem_information = Some(flag(&what, value)?);
+                true
+            }
+            ["connect", "request-response-information", value] => {
+                properties.connect.request_response_information = Some(flag(&what, value)?);
+                true
+            }
+            ["connect", "authentication-method", value] => {
+                string(&what, value)?;
+                properties.connect.authentication_method = Some((*value).to_owned());
+                true
+            }
+            ["connect", "authentication-data", value] => {
+                string(&what, value)?;
+                properties.connect.authentication_data = Some(Bytes::from((*value).to_owned()));
+                true
             }
             ["connect", "user-property", key, value] => {
                 string(&what, key)?;
@@ -437,28 +562,50 @@ pub(crate) fn parse_properties(
                     .connect
                     .user_properties
                     .push(((*key).to_owned(), (*value).to_owned()));
+                true
             }
-            _ => {
-                let connect_and_will = "connect user-property|session-expiry-interval|\
-                    receive-maximum|maximum-packet-size|topic-alias-maximum, will user-property|\
-                    will-delay-interval|content-type|message-expiry-interval";
-                let supported = if publish_allowed {
-                    format!(
-                        "publish user-property|content-type|response-topic|correlation-data|\
-                         message-expiry-interval, {connect_and_will}"
-                    )
-                } else {
-                    connect_and_will.to_owned()
-                };
-                return Err(Failure::usage(format!(
-                    "-D {what}: unsupported property (supported: {supported})"
-                )));
+            ["subscribe", "user-property", key, value] if !publish_allowed => {
+                properties
+                    .subscribe
+                    .push((string(&what, key)?, string(&what, value)?));
+                true
             }
+            ["unsubscribe", "user-property", key, value] if !publish_allowed => {
+                properties
+                    .unsubscribe
+                    .user_properties
+                    .push((string(&what, key)?, string(&what, value)?));
+                true
+            }
+            ["disconnect", "user-property", key, value] => {
+                properties
+                    .disconnect
+                    .user_properties
+                    .push((string(&what, key)?, string(&what, value)?));
+                true
+            }
+            ["disconnect", "session-expiry-interval", value] => {
+                properties.disconnect.session_expiry_interval = Some(seconds(&what, value)?);
+                true
+            }
+            _ => false,
+        };
+        if !known {
+            return Err(Failure::usage(format!(
+                "-D {what}: unsupported property (supported: {SUPPORTED_PROPERTIES})"
+            )));
         }
     }
     if properties.connect.session_expiry.is_some() && args.session_expiry.is_some() {
         return Err(Failure::usage(
             "-x and -D connect session-expiry-interval both set the session expiry: use one",
+        ));
+    }
+    if properties.connect.authentication_data.is_some()
+        && properties.connect.authentication_method.is_none()
+    {
+        return Err(Failure::usage(
+            "-D connect authentication-data needs -D connect authentication-method",
         ));
     }
     if !properties.will.is_empty() && args.will_topic.is_none() {
@@ -476,6 +623,34 @@ fn chosen_id(args: &ConnectArgs) -> Option<String> {
     })
 }
 
+/// `-D connect authentication-method` (and `authentication-data`): CONNECT carries them;
+/// a broker that continues the exchange (AUTH) is answered with an error, as the data
+/// given is all there is.
+struct FixedAuthentication {
+    method: String,
+    data: Option<Bytes>,
+}
+
+impl Authenticator for FixedAuthentication {
+    fn method(&self) -> &str {
+        &self.method
+    }
+
+    fn start(&mut self) -> Result<Option<Bytes>, AuthError> {
+        Ok(self.data.clone())
+    }
+
+    fn respond(&mut self, _: Option<&[u8]>) -> Result<Option<Bytes>, AuthError> {
+        Err(AuthError::new(
+            "the broker continued the authentication, and -D gives only the first step",
+        ))
+    }
+
+    fn finish(&mut self, _: Option<&[u8]>) -> Result<(), AuthError> {
+        Ok(())
+    }
+}
+
 /// Checks the connection options and makes the client builder.
 pub(crate) fn builder(
     args: &ConnectArgs,
@@ -488,6 +663,9 @@ pub(crate) fn builder(
         connect,
         ..
     } = properties;
+    if args.id.is_some() && args.id_prefix.is_some() {
+        return Err(Failure::usage("-i and -I cannot be used together"));
+    }
     let id = chosen_id(args);
     if args.persistent && id.is_none() {
         return Err(Failure::usage(
@@ -534,9 +712,15 @@ pub(crate) fn builder(
         }
     }
     let id = id.unwrap_or_else(|| format!("{id_prefix}-{:08x}", fastrand::u32(..)));
-    let connector = match &target.tls {
-        Some(tls) => Connector::for_url_with_tls(&target.url, tls),
-        None => Connector::for_url(&target.url),
+    let local = args.bind_address.as_deref().map(bind_address).transpose()?;
+    let connector = match (&target.tls, local) {
+        (tls, Some(local)) => Connector::for_url_from(
+            &target.url,
+            tls.as_ref().unwrap_or(&ClientTlsOptions::default()),
+            local,
+        ),
+        (Some(tls), None) => Connector::for_url_with_tls(&target.url, tls),
+        (None, None) => Connector::for_url(&target.url),
     }
     .map_err(|e| match e {
         ConnectorError::Tls(e) => Failure::usage(format!("TLS: {e}")),
@@ -585,6 +769,18 @@ pub(crate) fn builder(
     for (key, value) in &connect.user_properties {
         builder = builder.connect_user_property(key.clone(), value.clone());
     }
+    if let Some(request) = connect.request_problem_information {
+        builder = builder.request_problem_information(request);
+    }
+    if let Some(request) = connect.request_response_information {
+        builder = builder.request_response_information(request);
+    }
+    if let Some(method) = connect.authentication_method {
+        builder = builder.authenticator(FixedAuthentication {
+            method,
+            data: connect.authentication_data,
+        });
+    }
     match &args.will_topic {
         Some(topic) => {
             midge_topic::TopicName::new(topic)
@@ -605,6 +801,19 @@ pub(crate) fn builder(
         None => {}
     }
     Ok(builder)
+}
+
+/// `-A`: an address, or a name resolved to its first address.
+fn bind_address(text: &str) -> Result<IpAddr, Failure> {
+    if let Ok(ip) = text.parse() {
+        return Ok(ip);
+    }
+    (text, 0)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .map(|addr| addr.ip())
+        .ok_or_else(|| Failure::runtime(format!("-A: cannot resolve {text:?}")))
 }
 
 /// A reason code as people read it: `not authorized (0x87)`.
@@ -636,8 +845,7 @@ pub(crate) fn connection_failure(args: &ConnectArgs, reason: Option<CloseReason>
             Failure::runtime(format!("cannot connect to {at}: timed out"))
         }
         Some(CloseReason::Refused(code)) => Failure {
-            // 128-255 by construction: only failure codes refuse a connection.
-            code: if code.0 >= 0x80 { code.0 } else { EXIT_FAILURE },
+            code: refusal_exit_code(args.version, code),
             message: format!(
                 "the broker at {at} refused the connection: {}",
                 describe(code)
@@ -675,6 +883,23 @@ pub(crate) fn connection_failure(args: &ConnectArgs, reason: Option<CloseReason>
             Failure::runtime(format!("WebSocket to {at} failed: {failure}"))
         }
         Some(_) | None => Failure::runtime(format!("the connection to {at} closed")),
+    }
+}
+
+/// The exit code of a refused connection, as mosquitto's: the CONNACK code as sent. Under
+/// 3.x, midge-client reports the 3.x return code as its 5.0 equivalent: mapped back here.
+fn refusal_exit_code(version: ProtocolVersion, code: ReasonCode) -> u8 {
+    if version.is_v5() {
+        // 128-255 by construction: only failure codes refuse a connection.
+        return if code.0 >= 0x80 { code.0 } else { EXIT_FAILURE };
+    }
+    match code {
+        ReasonCode::UNSUPPORTED_PROTOCOL_VERSION => 1,
+        ReasonCode::CLIENT_IDENTIFIER_NOT_VALID => 2,
+        ReasonCode::SERVER_UNAVAILABLE => 3,
+        ReasonCode::BAD_USER_NAME_OR_PASSWORD => 4,
+        ReasonCode::NOT_AUTHORIZED => 5,
+        _ => EXIT_FAILURE,
     }
 }
 

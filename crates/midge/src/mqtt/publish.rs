@@ -4,9 +4,11 @@ use std::collections::VecDeque;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{ArgGroup, Args};
+use midge_client::codec::PublishProperties;
 use midge_client::{
     Client, ClientError, CloseReason, ConnectionEvent, PublishHandle, PublishOptions, QoS,
     ReasonCode,
@@ -16,10 +18,10 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{
     connect, connection_failure, deadline, describe, last_disconnect, parse_properties, parse_qos,
-    until, ConnectArgs, Failure, PublishProperty, MAX_PAYLOAD,
+    until, ConnectArgs, Failure, MAX_PAYLOAD,
 };
 
-/// Publishes in flight at once with `-l` before the oldest outcome is awaited.
+/// Publishes in flight at once with `-l` before the oldest outcome is awaited (unless -M).
 const PIPELINE: usize = 64;
 
 /// `midge pub` options.
@@ -51,14 +53,46 @@ pub(crate) struct PubArgs {
     /// Retain the message.
     #[arg(short, long)]
     pub(crate) retain: bool,
+    /// With -m, -f, -n or -s: publish the message N times.
+    #[arg(long, value_name = "N", value_parser = parse_repeat)]
+    pub(crate) repeat: Option<u32>,
+    /// With --repeat: wait this many seconds (a fraction too) between publishes (default 0).
+    #[arg(long = "repeat-delay", value_name = "SECONDS", allow_negative_numbers = true, value_parser = parse_delay)]
+    pub(crate) repeat_delay: Option<Duration>,
+    /// With -l: QoS 1 and 2 messages in flight at once (default 64; the broker's Receive
+    /// Maximum may lower it).
+    #[arg(short = 'M', value_name = "N", value_parser = parse_inflight)]
+    pub(crate) max_inflight: Option<usize>,
     #[command(flatten)]
     pub(crate) connect: ConnectArgs,
+}
+
+fn parse_repeat(s: &str) -> Result<u32, String> {
+    s.parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| "--repeat must be a whole number above 0".to_owned())
+}
+
+fn parse_delay(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+        .ok_or_else(|| "--repeat-delay must be a number of seconds, 0 or more".to_owned())
+}
+
+fn parse_inflight(s: &str) -> Result<usize, String> {
+    s.parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| "-M (maximum messages in flight) must be above 0".to_owned())
 }
 
 /// Runs `midge pub`.
 pub(crate) fn main(mut args: PubArgs) -> ExitCode {
     args.connect.command = "pub";
-    super::run("pub", publish(args))
+    let quiet = args.connect.quiet;
+    super::run("pub", quiet, publish(args))
 }
 
 async fn publish(mut args: PubArgs) -> Result<(), Failure> {
@@ -71,6 +105,7 @@ async fn publish(mut args: PubArgs) -> Result<(), Failure> {
         ));
     }
     let mut properties = parse_properties(&args.connect, true)?;
+    let disconnect = properties.disconnect.clone();
     for topic in &args.topic {
         midge_topic::TopicName::new(topic)
             .map_err(|e| Failure::usage(format!("invalid topic {topic:?}: {e}")))?;
@@ -105,10 +140,21 @@ async fn publish(mut args: PubArgs) -> Result<(), Failure> {
         () = until(deadline) => return Err(Failure::timeout(seconds)),
         () = &mut stop => return Ok(()),
     };
+    let repeat = args.repeat.unwrap_or(1);
+    let delay = args.repeat_delay.unwrap_or_default();
+    let pipeline = args.max_inflight.unwrap_or(PIPELINE);
     let work = async {
         match payload {
-            Some(payload) => send(&client, &args.topic, payload, &options).await,
-            None => send_lines(&client, &args.topic, &options, &mut events).await,
+            Some(payload) => {
+                for i in 0..repeat {
+                    if i > 0 && !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    send(&client, &args.topic, payload.clone(), &options).await?;
+                }
+                Ok(())
+            }
+            None => send_lines(&client, &args.topic, &options, &mut events, pipeline).await,
         }
     };
     let outcome = tokio::select! {
@@ -117,7 +163,9 @@ async fn publish(mut args: PubArgs) -> Result<(), Failure> {
         () = &mut stop => Ok(()),
     };
     let outcome = outcome.map_err(|failure| failure.into_failure(&args.connect, &mut events));
-    client.disconnect(ReasonCode::SUCCESS).await;
+    client
+        .disconnect_with(ReasonCode::SUCCESS, disconnect)
+        .await;
     outcome
 }
 
@@ -125,19 +173,11 @@ async fn publish(mut args: PubArgs) -> Result<(), Failure> {
 pub(crate) fn publish_options(
     qos: QoS,
     retain: bool,
-    properties: Vec<PublishProperty>,
+    properties: PublishProperties,
 ) -> PublishOptions {
-    let mut options = PublishOptions::with_qos(qos).retain(retain);
-    for property in properties {
-        options = match property {
-            PublishProperty::User(key, value) => options.user_property(key, value),
-            PublishProperty::ContentType(value) => options.content_type(value),
-            PublishProperty::ResponseTopic(value) => options.response_topic(value),
-            PublishProperty::CorrelationData(value) => options.correlation_data(value),
-            PublishProperty::MessageExpiry(seconds) => options.message_expiry(seconds),
-        };
-    }
-    options
+    PublishOptions::with_qos(qos)
+        .retain(retain)
+        .properties(properties)
 }
 
 /// Where the payload of a single message comes from: `-m`, `-f`, `-n` or `-s` (none of
@@ -255,6 +295,7 @@ async fn send_lines(
     topics: &[String],
     options: &PublishOptions,
     events: &mut broadcast::Receiver<ConnectionEvent>,
+    pipeline: usize,
 ) -> Result<(), Sent> {
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let mut pending: VecDeque<(&String, PublishHandle)> = VecDeque::new();
@@ -290,7 +331,7 @@ async fn send_lines(
                 Ok(handle) => pending.push_back((topic, handle)),
                 Err(err) => check(topic, Err(err))?,
             }
-            while pending.len() >= PIPELINE {
+            while pending.len() >= pipeline {
                 if let Some((topic, handle)) = pending.pop_front() {
                     check(topic, handle.await)?;
                 }

@@ -15,7 +15,7 @@ use super::format::{stdout_failed, Output};
 use super::publish::{check, publish_options, Source};
 use super::{
     connect, connection_failure, deadline, describe, last_disconnect, parse_properties, parse_qos,
-    until, ConnectArgs, Failure, PublishProperty,
+    until, ConnectArgs, Failure,
 };
 
 /// `midge rr` options.
@@ -59,12 +59,13 @@ pub(crate) struct RrArgs {
 /// Runs `midge rr`.
 pub(crate) fn main(mut args: RrArgs) -> ExitCode {
     args.connect.command = "rr";
-    super::run("rr", request(args))
+    let quiet = args.connect.quiet;
+    super::run("rr", quiet, request(args))
 }
 
 /// The Correlation Data of a request: `-D publish correlation-data`, or 16 random hex digits.
-fn correlation(given: Option<String>) -> Bytes {
-    Bytes::from(given.unwrap_or_else(|| format!("{:016x}", fastrand::u64(..))))
+fn correlation(given: Option<Bytes>) -> Bytes {
+    given.unwrap_or_else(|| Bytes::from(format!("{:016x}", fastrand::u64(..))))
 }
 
 /// Whether a message on the response topic answers this request: under 5.0 a response that
@@ -100,19 +101,14 @@ async fn request(mut args: RrArgs) -> Result<(), Failure> {
         ))
     })?;
     let mut properties = parse_properties(&args.connect, true)?;
-    let mut given_correlation = None;
-    let mut publish = Vec::new();
-    for property in std::mem::take(&mut properties.publish) {
-        match property {
-            PublishProperty::ResponseTopic(_) => {
-                return Err(Failure::usage(
-                    "-D publish response-topic: rr sets the response topic from -e",
-                ))
-            }
-            PublishProperty::CorrelationData(data) => given_correlation = Some(data),
-            other => publish.push(other),
-        }
+    let publish = std::mem::take(&mut properties.publish);
+    if publish.response_topic().is_some() {
+        return Err(Failure::usage(
+            "-D publish response-topic: rr sets the response topic from -e",
+        ));
     }
+    let given_correlation = publish.correlation_data();
+    let disconnect = properties.disconnect.clone();
     let v5 = args.connect.version.is_v5();
     let correlation = v5.then(|| correlation(given_correlation));
     let mut options = publish_options(args.qos, false, publish);
@@ -206,9 +202,10 @@ async fn request(mut args: RrArgs) -> Result<(), Failure> {
                 continue;
             }
             let mut out = std::io::stdout().lock();
+            // rr chooses no subscription identifier (-D subscribe is sub's).
             return args
                 .output
-                .print(&mut out, &message)
+                .print(&mut out, &message, false)
                 .and_then(|()| out.flush())
                 .or_else(|err| stdout_failed(&err));
         }
@@ -218,7 +215,9 @@ async fn request(mut args: RrArgs) -> Result<(), Failure> {
         () = until(deadline) => Err(Failure::timeout(seconds)),
         () = &mut stop => Ok(()),
     };
-    client.disconnect(ReasonCode::SUCCESS).await;
+    client
+        .disconnect_with(ReasonCode::SUCCESS, disconnect)
+        .await;
     drop(responses);
     outcome
 }

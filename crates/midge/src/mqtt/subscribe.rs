@@ -6,11 +6,13 @@ use std::pin::Pin;
 use std::process::ExitCode;
 use std::task::Poll;
 
+use bytes::Bytes;
 use clap::Args;
 use futures_core::Stream;
+use midge_client::codec::{UnsubscribeProperties, UserProperties};
 use midge_client::{
-    ClientError, CloseReason, ConnectionEvent, Message, QoS, ReasonCode, SubscribeOptions,
-    Subscription,
+    ClientError, CloseReason, ConnectionEvent, Message, PublishOptions, QoS, ReasonCode,
+    SubscribeOptions, Subscription,
 };
 use midge_topic::{TopicFilter, TopicName};
 use tokio::sync::broadcast::error::RecvError;
@@ -35,14 +37,44 @@ pub(crate) struct SubArgs {
     pub(crate) count: Option<u64>,
     #[command(flatten)]
     pub(crate) output: Output,
+    /// Print no stale messages: those with the retain flag set.
+    #[arg(short = 'R')]
+    pub(crate) no_retained: bool,
+    /// Print only retained messages, and exit (with 0) at the first message that is not.
+    #[arg(long = "retained-only")]
+    pub(crate) retained_only: bool,
+    /// Clear each retained message received: publish an empty retained message to its
+    /// topic (-T keeps some).
+    #[arg(long = "remove-retained")]
+    pub(crate) remove_retained: bool,
+    /// Topic filter whose messages are not printed (nor removed); repeat it for several.
+    #[arg(short = 'T', value_name = "FILTER")]
+    pub(crate) filter_out: Vec<String>,
+    /// Unsubscribe from this filter (of a persistent session, -c); repeat it for several.
+    #[arg(short = 'U', long = "unsubscribe", value_name = "FILTER")]
+    pub(crate) unsubscribe: Vec<String>,
+    /// Exit (with 0) once the broker has answered every subscription (and -U).
+    #[arg(short = 'E')]
+    pub(crate) exit_when_subscribed: bool,
+    /// Print only this percentage of the messages received, at random (0 to 100).
+    #[arg(long = "random-filter", value_name = "PERCENT", value_parser = parse_percent)]
+    pub(crate) random_filter: Option<f64>,
     #[command(flatten)]
     pub(crate) connect: ConnectArgs,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    s.parse()
+        .ok()
+        .filter(|p| (0.0..=100.0).contains(p))
+        .ok_or_else(|| "--random-filter takes a percentage from 0 to 100".to_owned())
 }
 
 /// Runs `midge sub`.
 pub(crate) fn main(mut args: SubArgs) -> ExitCode {
     args.connect.command = "sub";
-    super::run("sub", subscribe(args))
+    let quiet = args.connect.quiet;
+    super::run("sub", quiet, subscribe(args))
 }
 
 /// One subscription stream.
@@ -66,6 +98,28 @@ async fn subscribe(mut args: SubArgs) -> Result<(), Failure> {
         TopicFilter::new(filter)
             .map_err(|e| Failure::usage(format!("invalid topic filter {filter:?}: {e}")))?;
     }
+    for filter in &args.unsubscribe {
+        TopicFilter::new(filter)
+            .map_err(|e| Failure::usage(format!("invalid -U topic filter {filter:?}: {e}")))?;
+    }
+    let filter_out = args
+        .filter_out
+        .iter()
+        .map(|filter| {
+            TopicFilter::new(filter)
+                .map(|_| filter.clone())
+                .map_err(|e| Failure::usage(format!("invalid -T topic filter {filter:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let requests = Requests {
+        subscribe: properties.subscribe.clone(),
+        unsubscribe: properties.unsubscribe.clone(),
+    };
+    let disconnect = properties.disconnect.clone();
+    let mut options = SubscribeOptions::with_qos(args.qos);
+    if let Some(id) = properties.subscription_identifier {
+        options = options.subscription_identifier(id);
+    }
     let deadline = deadline(&args.connect);
     let seconds = args.connect.timeout.unwrap_or(0);
     // Like mosquitto_sub, reconnect after a lost connection (and subscribe again when the
@@ -85,11 +139,13 @@ async fn subscribe(mut args: SubArgs) -> Result<(), Failure> {
     // would empty a persistent session (-c). After DISCONNECT, dropping them sends nothing.
     let mut streams = Vec::new();
     let outcome = tokio::select! {
-        outcome = receive(&args, &client, &mut events, &mut streams) => outcome,
+        outcome = receive(&args, options, &requests, &filter_out, &client, &mut events, &mut streams) => outcome,
         () = until(deadline) => Err(Failure::timeout(seconds)),
         () = &mut stop => Ok(()),
     };
-    client.disconnect(ReasonCode::SUCCESS).await;
+    client
+        .disconnect_with(ReasonCode::SUCCESS, disconnect)
+        .await;
     drop(streams);
     // midge-client drops QoS 0 messages when a stream holds `max_buffered_qos0` unread
     // (stdout could not keep up); say so rather than lose them silently.
@@ -102,8 +158,17 @@ async fn subscribe(mut args: SubArgs) -> Result<(), Failure> {
     outcome
 }
 
+/// The `-D subscribe` and `-D unsubscribe` user properties.
+struct Requests {
+    subscribe: UserProperties,
+    unsubscribe: UnsubscribeProperties,
+}
+
 async fn receive(
     args: &SubArgs,
+    options: SubscribeOptions,
+    requests: &Requests,
+    filter_out: &[String],
     client: &midge_client::Client,
     events: &mut tokio::sync::broadcast::Receiver<ConnectionEvent>,
     streams: &mut Vec<Feed>,
@@ -111,14 +176,48 @@ async fn receive(
     // The subscriptions are asked for while the client connects, so that their streams
     // exist before CONNACK: a resumed session (-c) delivers its queued messages right after
     // it, and midge-client drops messages that match no stream.
-    let subscribing = join_all(
-        args.topic
+    let subscribing =
+        join_all(args.topic.iter().map(|filter| {
+            client.subscribe_with(filter.clone(), options, requests.subscribe.clone())
+        }));
+    let unsubscribing = join_all(
+        args.unsubscribe
             .iter()
-            .map(|filter| client.subscribe(filter.clone(), SubscribeOptions::with_qos(args.qos))),
+            .map(|filter| client.unsubscribe_with(filter.clone(), requests.unsubscribe.clone())),
     );
-    let ((), results) = tokio::try_join!(connected(&args.connect, events), async {
-        Ok(subscribing.await)
-    })?;
+    let ((), results, unsubscribed) = tokio::try_join!(
+        connected(&args.connect, events),
+        async { Ok(subscribing.await) },
+        async { Ok(unsubscribing.await) }
+    )?;
+    for (filter, result) in args.unsubscribe.iter().zip(unsubscribed) {
+        match result {
+            Ok(code) if code.0 < 0x80 => {
+                if args.connect.debug {
+                    eprintln!("midge sub: unsubscribed from {filter:?}");
+                }
+            }
+            Ok(code) => {
+                if !args.connect.quiet {
+                    eprintln!(
+                        "midge sub: the broker refused to unsubscribe from {filter:?}: {}",
+                        describe(code)
+                    );
+                }
+            }
+            Err(ClientError::Closed) => {
+                return Err(connection_failure(
+                    &args.connect,
+                    last_disconnect(events, None),
+                ))
+            }
+            Err(err) => {
+                return Err(Failure::runtime(format!(
+                    "cannot unsubscribe from {filter:?}: {err}"
+                )))
+            }
+        }
+    }
     for (filter, result) in args.topic.iter().zip(results) {
         match result {
             Ok((granted, messages)) => {
@@ -135,10 +234,12 @@ async fn receive(
                 });
             }
             Err(ClientError::Refused(code)) => {
-                eprintln!(
-                    "midge sub: the broker refused the subscription to {filter:?}: {}",
-                    describe(code)
-                );
+                if !args.connect.quiet {
+                    eprintln!(
+                        "midge sub: the broker refused the subscription to {filter:?}: {}",
+                        describe(code)
+                    );
+                }
             }
             Err(ClientError::Closed) => {
                 return Err(connection_failure(
@@ -156,6 +257,15 @@ async fn receive(
     if streams.is_empty() {
         return Err(Failure::runtime("the broker refused every subscription"));
     }
+    if args.exit_when_subscribed {
+        return Ok(());
+    }
+    // %S shows subscription identifiers only when the user chose one.
+    let chosen_ids = args
+        .connect
+        .properties
+        .iter()
+        .any(|p| p == "subscription-identifier");
     let mut received = 0u64;
     let mut lost = None;
     // Buffered, and flushed whenever no further message is waiting: a line appears as soon as
@@ -171,12 +281,28 @@ async fn receive(
                         return Err(connection_failure(&args.connect, last_disconnect(events, lost)));
                     };
                     if !delivered_earlier(streams, index, &message) {
-                        if let Err(err) = args.output.print(&mut out, &message) {
-                            return stdout_failed(&err);
-                        }
-                        received += 1;
-                        if args.count.is_some_and(|count| received >= count) {
-                            return out.flush().or_else(|err| stdout_failed(&err));
+                        match shown(args, filter_out, &message) {
+                            Shown::No => {}
+                            Shown::End => return out.flush().or_else(|err| stdout_failed(&err)),
+                            Shown::Yes => {
+                                if args.remove_retained && message.retain() {
+                                    let clear =
+                                        PublishOptions::with_qos(QoS::AtMostOnce).retain(true);
+                                    // Handed to the connection before any DISCONNECT. A
+                                    // failure shows as the loss of the connection, which
+                                    // ends the run.
+                                    let _ = client
+                                        .publish(message.topic().to_owned(), Bytes::new(), clear)
+                                        .await;
+                                }
+                                if let Err(err) = args.output.print(&mut out, &message, chosen_ids) {
+                                    return stdout_failed(&err);
+                                }
+                                received += 1;
+                                if args.count.is_some_and(|count| received >= count) {
+                                    return out.flush().or_else(|err| stdout_failed(&err));
+                                }
+                            }
                         }
                     }
                     match ready_message(streams) {
@@ -197,14 +323,14 @@ async fn receive(
                     }
                     lost = Some(reason);
                 }
-                Ok(ConnectionEvent::Reconnecting { attempt, delay }) => {
+                Ok(ConnectionEvent::Reconnecting { attempt, delay }) if !args.connect.quiet => {
                     let why = connection_failure(&args.connect, lost).message;
                     eprintln!(
                         "midge sub: {why}; reconnecting in {} ms (attempt {attempt})",
                         delay.as_millis()
                     );
                 }
-                Ok(ConnectionEvent::Connected { session_present }) => {
+                Ok(ConnectionEvent::Connected { session_present }) if !args.connect.quiet => {
                     eprintln!(
                         "midge sub: reconnected (session present: {})",
                         if session_present { "yes" } else { "no" }
@@ -217,6 +343,41 @@ async fn receive(
             },
         }
     }
+}
+
+/// Whether a message is printed.
+enum Shown {
+    Yes,
+    /// Skipped: -R, -T or --random-filter.
+    No,
+    /// --retained-only met a message that is not retained: the run ends.
+    End,
+}
+
+/// Applies -R, -T, --retained-only and --random-filter, in mosquitto_sub's order.
+fn shown(args: &SubArgs, filter_out: &[String], message: &Message) -> Shown {
+    if args.no_retained && message.retain() {
+        return Shown::No;
+    }
+    if !filter_out.is_empty() {
+        if let Ok(topic) = TopicName::new(message.topic()) {
+            let hidden = filter_out
+                .iter()
+                .any(|f| TopicFilter::new(f).is_ok_and(|f| f.matches(&topic)));
+            if hidden {
+                return Shown::No;
+            }
+        }
+    }
+    if args.retained_only && !message.retain() {
+        return Shown::End;
+    }
+    if let Some(percent) = args.random_filter {
+        if fastrand::f64() * 100.0 >= percent {
+            return Shown::No;
+        }
+    }
+    Shown::Yes
 }
 
 /// Polls every future at once (so that each sends its request before any waits) and returns
