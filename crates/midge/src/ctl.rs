@@ -174,21 +174,9 @@ fn execute(api: &Api, args: &CtlArgs, out: &mut String) -> Result<(), Failure> {
             out.push_str(&stats_text(&parse(&body)?, now_unix()));
         }
         CtlCommand::Clients(paging) => {
-            let page = list(
-                api,
-                "/api/v1/clients",
-                "clients",
-                &[],
-                paging,
-                args.json,
-                out,
-            )?;
-            if let Some(page) = page {
-                out.push_str(&clients_table(items(&page, "clients"), now_unix()).render());
-                if let Some(next) = page.get("next").and_then(Value::as_str) {
-                    let _ = writeln!(out, "(more: --after={})", clean(next));
-                }
-            }
+            let listing = Listing::new("/api/v1/clients", "clients", paging, args.json);
+            let now = now_unix();
+            listing.show(api, &[], out, |clients| clients_table(clients, now))?;
         }
         CtlCommand::Client { id } => {
             let body = api.get(&format!("/api/v1/clients/{}", segment(id)), &[])?;
@@ -209,21 +197,12 @@ fn execute(api: &Api, args: &CtlArgs, out: &mut String) -> Result<(), Failure> {
                 .iter()
                 .map(|f| ("filter", f.as_str()))
                 .collect::<Vec<_>>();
-            let page = list(
+            Listing::new("/api/v1/retained", "topics", paging, args.json).show(
                 api,
-                "/api/v1/retained",
-                "topics",
                 &query,
-                paging,
-                args.json,
                 out,
+                retained_table,
             )?;
-            if let Some(page) = page {
-                out.push_str(&retained_table(items(&page, "topics")).render());
-                if let Some(next) = page.get("next").and_then(Value::as_str) {
-                    let _ = writeln!(out, "(more: --after={})", clean(next));
-                }
-            }
         }
         CtlCommand::DeleteRetained { topic } => {
             api.call(Method::Delete, "/api/v1/retained", &[("topic", topic)])?;
@@ -236,21 +215,12 @@ fn execute(api: &Api, args: &CtlArgs, out: &mut String) -> Result<(), Failure> {
                 .iter()
                 .map(|f| ("filter", f.as_str()))
                 .collect::<Vec<_>>();
-            let page = list(
+            Listing::new("/api/v1/subscriptions", "subscriptions", paging, args.json).show(
                 api,
-                "/api/v1/subscriptions",
-                "subscriptions",
                 &query,
-                paging,
-                args.json,
                 out,
+                subscriptions_table,
             )?;
-            if let Some(page) = page {
-                out.push_str(&subscriptions_table(items(&page, "subscriptions")).render());
-                if let Some(next) = page.get("next").and_then(Value::as_str) {
-                    let _ = writeln!(out, "(more: --after={})", clean(next));
-                }
-            }
         }
     }
     Ok(())
@@ -268,18 +238,59 @@ fn parse(body: &str) -> Result<Value, Failure> {
         .map_err(|e| Failure::Other(format!("the API answered what is not JSON: {e}")))
 }
 
+/// A listing of the admin API: where it is, the key of its items, and how to page and print it.
+struct Listing<'a> {
+    path: &'a str,
+    key: &'a str,
+    paging: &'a Paging,
+    json: bool,
+}
+
+impl<'a> Listing<'a> {
+    fn new(path: &'a str, key: &'a str, paging: &'a Paging, json: bool) -> Self {
+        Self {
+            path,
+            key,
+            paging,
+            json,
+        }
+    }
+
+    /// Prints the listing: the JSON (see [`list`]), or `table` of its items, with the
+    /// `--after` of the next page when one page was asked for and more remain.
+    fn show(
+        &self,
+        api: &Api,
+        query: &[(&str, &str)],
+        out: &mut String,
+        table: impl FnOnce(&[Value]) -> Table,
+    ) -> Result<(), Failure> {
+        let page = list(api, self, query, out)?;
+        if let Some(page) = page {
+            out.push_str(&table(items(&page, self.key)).render());
+            if let Some(next) = page.get("next").and_then(Value::as_str) {
+                let _ = writeln!(out, "(more: --after={})", clean(next));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A listing: one page with `--limit`, or every page, following `next`. With `json`, prints
 /// the JSON (one page as it came; several merged into one object whose `next` is null) and
 /// returns None; otherwise returns the page, or the pages merged.
 fn list(
     api: &Api,
-    path: &str,
-    key: &str,
+    listing: &Listing<'_>,
     query: &[(&str, &str)],
-    paging: &Paging,
-    json: bool,
     out: &mut String,
 ) -> Result<Option<Value>, Failure> {
+    let Listing {
+        path,
+        key,
+        paging,
+        json,
+    } = *listing;
     let mut after = paging.after.clone();
     let one_page = paging.limit.is_some();
     let limit = paging.limit.map_or(PAGE, usize::from).to_string();
