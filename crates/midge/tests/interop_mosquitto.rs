@@ -8,88 +8,15 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::mosquitto::*;
 use common::*;
 use midge_testkit::peers::{installed, require};
-
-fn mosquitto_path() -> Option<PathBuf> {
-    [
-        "/usr/sbin/mosquitto",
-        "/usr/local/sbin/mosquitto",
-        "/usr/bin/mosquitto",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-    .or_else(|| installed("mosquitto", &["-h"]).then(|| PathBuf::from("mosquitto")))
-}
-
-fn clients_installed() -> bool {
-    require(
-        "mosquitto_pub and mosquitto_sub (Debian package mosquitto-clients)",
-        installed("mosquitto_sub", &["--help"]) && installed("mosquitto_pub", &["--help"]),
-    )
-}
-
-/// A mosquitto broker on 127.0.0.1 and a free port, killed when dropped.
-struct Mosquitto {
-    addr: SocketAddr,
-    dir: PathBuf,
-    child: Child,
-}
-
-impl Mosquitto {
-    /// Starts mosquitto, or returns `None` after a loud skip if it is not installed.
-    fn start(name: &str) -> Option<Self> {
-        let program = mosquitto_path();
-        if !require("mosquitto (Debian package mosquitto)", program.is_some()) {
-            return None;
-        }
-        let program = program?;
-        let dir = std::env::temp_dir().join(format!("midge-cli-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("mosquitto dir");
-        let addr = closed_port();
-        let config = format!(
-            "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             log_dest stderr\nlog_type error\n",
-            addr.port()
-        );
-        let config_path = dir.join("mosquitto.conf");
-        std::fs::write(&config_path, config).expect("mosquitto config");
-        let child = Command::new(program)
-            .arg("-c")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto starts");
-        let mosquitto = Self { addr, dir, child };
-        let deadline = Instant::now() + LIMIT;
-        while TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on {addr}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-        Some(mosquitto)
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// `mosquitto_sub -d …`: its stdout read line by line; debug lines (`Client …`,
 /// `Subscribed …`) are set apart from messages. Killed when dropped.
