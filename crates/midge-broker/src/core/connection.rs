@@ -1556,13 +1556,8 @@ impl Connection {
     /// Acts on a takeover request or the broker's shutdown, if either came.
     fn take_signals(&mut self) {
         let signals = self.inbox.signals(self.client.is_some());
-        if signals.shutting_down {
-            self.shut_down();
-        }
-        if signals.kicked && !self.shutting_down {
-            // DISCONNECT 0x98 under 5.0; a 3.x client's connection just closes.
-            self.shutting_down = true;
-            self.conn.disconnect(ReasonCode::ADMINISTRATIVE_ACTION);
+        if let Some(reason) = signals.disconnect {
+            self.close_with(reason);
         }
         if let Some(reply) = signals.takeover {
             self.handover = Some(reply);
@@ -1572,8 +1567,14 @@ impl Connection {
 
     /// Tells the client the broker is stopping (DISCONNECT 0x8B under 5.0), once.
     fn shut_down(&mut self) {
+        self.close_with(ReasonCode::SERVER_SHUTTING_DOWN);
+    }
+
+    /// Closes the connection from the broker's side, once: DISCONNECT with `reason` under
+    /// 5.0 (0x8B stopping, 0x98 kicked); a 3.x client's connection just closes.
+    fn close_with(&mut self, reason: ReasonCode) {
         if !std::mem::replace(&mut self.shutting_down, true) {
-            self.conn.disconnect(ReasonCode::SERVER_SHUTTING_DOWN);
+            self.conn.disconnect(reason);
         }
     }
 

@@ -33,6 +33,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use futures_util::task::AtomicWaker;
+use midge_codec::ReasonCode;
 use midge_proto::session::{Delivery, QueueLimits};
 
 use super::handover::TakeOver;
@@ -59,9 +60,9 @@ struct Queue {
     /// A Clean Start took the session over: it ends with this connection.
     session_ends: bool,
     takeover: Takeover,
-    shutting_down: bool,
-    /// An operator asked for the connection to be closed.
-    kicked: bool,
+    /// The broker closes the connection, with this reason: it is stopping (0x8B), or an
+    /// operator asked (0x98).
+    disconnect: Option<ReasonCode>,
 }
 
 /// What bounds an inbox: its own capacity, and its session's queue limits, which the inbox
@@ -120,10 +121,8 @@ enum Takeover {
 /// What the driver was signalled, besides deliveries.
 #[derive(Debug, Default)]
 pub(crate) struct Signals {
-    /// The broker is stopping.
-    pub(crate) shutting_down: bool,
-    /// An operator asked for the connection to be closed.
-    pub(crate) kicked: bool,
+    /// The broker closes the connection, with this reason.
+    pub(crate) disconnect: Option<ReasonCode>,
     /// Another connection asks for the session.
     pub(crate) takeover: Option<TakeOver>,
 }
@@ -382,13 +381,16 @@ impl Inbox {
 
     /// Tells the driver the broker is stopping.
     pub(crate) fn shut_down(&self) {
-        self.lock().shutting_down = true;
+        self.lock().disconnect = Some(ReasonCode::SERVER_SHUTTING_DOWN);
         self.signal();
     }
 
-    /// Tells the driver an operator wants the connection closed.
+    /// Tells the driver an operator wants the connection closed (unless the broker is
+    /// stopping, which says so instead).
     pub(crate) fn kick(&self) {
-        self.lock().kicked = true;
+        self.lock()
+            .disconnect
+            .get_or_insert(ReasonCode::ADMINISTRATIVE_ACTION);
         self.signal();
     }
 
@@ -406,8 +408,7 @@ impl Inbox {
             _ => None,
         };
         Signals {
-            shutting_down: queue.shutting_down,
-            kicked: queue.kicked,
+            disconnect: queue.disconnect,
             takeover,
         }
     }
@@ -770,7 +771,7 @@ mod tests {
         assert!(flag.woken());
         assert!(ready(&inbox, &flag));
         assert!(
-            inbox.signals(true).shutting_down,
+            inbox.signals(true).disconnect == Some(ReasonCode::SERVER_SHUTTING_DOWN),
             "the driver sees the shutdown"
         );
     }
