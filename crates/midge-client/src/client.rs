@@ -332,6 +332,7 @@ pub struct ClientBuilder {
     client_id: Option<String>,
     keep_alive: u16,
     clean_start: bool,
+    bridge: bool,
     session_expiry: u32,
     username: Option<String>,
     password: Option<Password>,
@@ -367,6 +368,7 @@ impl ClientBuilder {
             client_id: None,
             keep_alive: 30,
             clean_start: true,
+            bridge: false,
             session_expiry: 0,
             username: None,
             password: None,
@@ -507,6 +509,20 @@ impl ClientBuilder {
         self
     }
 
+    /// Tells a 3.1 or 3.1.1 broker that this client is a bridge, with the high bit of CONNECT's
+    /// protocol level byte (as mosquitto's bridges do with `try_private`). A broker that knows
+    /// this convention (mosquitto, midge) sends the client none of its own messages back and
+    /// keeps the RETAIN flag as published on what it forwards; one that does not may refuse
+    /// the connection as an unknown protocol version. 3.x only: under 5.0, which asks the
+    /// same with [`SubscribeOptions::no_local`] and
+    /// [`SubscribeOptions::retain_as_published`], [`ClientBuilder::build`] fails with
+    /// [`ConnectError::InvalidConfig`]. Default off.
+    #[must_use]
+    pub fn bridge(mut self, bridge: bool) -> Self {
+        self.bridge = bridge;
+        self
+    }
+
     /// 5.0 Session Expiry Interval in seconds (`u32::MAX`: never). Ignored with 3.1.1.
     #[must_use]
     pub fn session_expiry(mut self, seconds: u32) -> Self {
@@ -608,6 +624,7 @@ impl ClientBuilder {
         let mut config = ClientConfig::new(self.version, client_id);
         config.keep_alive = self.keep_alive;
         config.clean_start = self.clean_start;
+        config.bridge = self.bridge;
         config.username = self.username.clone().map(ByteStr::from);
         config.password = self.password.clone().map(|p| p.0);
         config.will = self.will.clone();
