@@ -24,11 +24,14 @@ pub struct Limits {
     /// Received QoS 1 and 2 messages the client may hold unacknowledged: sent as Receive
     /// Maximum (5.0), so the broker never has more than this many outstanding. A message is
     /// acknowledged once its streams have taken it into their buffers
-    /// ([`Limits::max_buffered_qos12`]); messages held back for full streams, or waiting for a
+    /// ([`Limits::max_buffered_qos12`]), or, with
+    /// [`ClientBuilder::manual_acks`](crate::ClientBuilder::manual_acks), once the
+    /// application acknowledges it; messages held back for full streams, or waiting for a
     /// stream in a resumed session, stay unacknowledged. 3.1.1 cannot announce it: there the
     /// client stops reading from the socket while this many messages are held back for full
-    /// streams (acknowledgements of our own publishes then wait too, until the application
-    /// reads), and holds at most this many waiting for a stream. Default 100 (at least 1).
+    /// streams, or with manual acknowledgements held by the application unsettled
+    /// (acknowledgements of our own publishes then wait too, until the application reads or
+    /// settles), and holds at most this many waiting for a stream. Default 100 (at least 1).
     pub receive_maximum: u16,
     /// QoS 0 messages each subscription buffers before it drops new ones (QoS 0 has no flow
     /// control). Dropped messages are counted in
@@ -106,10 +109,10 @@ impl Default for Limits {
 /// TLS alert from the broker (such as a required client certificate), a refused WebSocket
 /// upgrade, and a failure of the client's own enhanced authentication
 /// ([`CloseReason::Authentication`](crate::CloseReason::Authentication));
-/// [`ClientBuilder::connect`](crate::ClientBuilder::connect) then fails with it. After a connection has been accepted these are retried under the policy, since
-/// a broker's certificate or configuration may be changed and put right again; each failed
-/// attempt is reported by [`ConnectionEvent::Disconnected`](crate::ConnectionEvent) with its
-/// reason.
+/// [`ClientBuilder::connect`](crate::ClientBuilder::connect) then fails with it. After a
+/// connection has been accepted these are retried under the policy, since a broker's
+/// certificate or configuration may be changed and put right again; each failed attempt is
+/// reported by [`ConnectionEvent::Disconnected`](crate::ConnectionEvent) with its reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReconnectPolicy {
