@@ -604,7 +604,8 @@ impl ClientBuilder {
 
     /// How long opening the transport may take: the TCP connection, or the whole of what
     /// the [`Connector`] does (a TLS handshake included). Default 10 s. An attempt that
-    /// takes longer fails with [`CloseReason::ConnectTimeout`].
+    /// takes longer fails with [`CloseReason::ConnectTimeout`]. A
+    /// [`Connector::failover`] gives each of its connectors this long.
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;

@@ -385,6 +385,7 @@ impl Driver {
             }
             let retry = match (&self.reconnect, closed) {
                 (None, _) => None,
+                (Some(policy), _) if policy.always_retry => self.next_delay(*policy),
                 (Some(_), Some(CloseReason::Refused(code))) if !transient(code) => None,
                 (Some(_), Some(reason)) if !self.ever_connected && misconfigured(reason) => None,
                 (Some(policy), _) => self.next_delay(*policy),
@@ -419,8 +420,10 @@ impl Driver {
     async fn dial(&mut self) -> Option<Result<BoxedTransport, Ended>> {
         let params = OpenParams {
             max_packet_size: self.limits.max_packet_size,
+            connect_timeout: self.connect_timeout,
         };
-        let connect = tokio::time::timeout(self.connect_timeout, self.connector.open(params));
+        let bound = self.connector.open_timeout(self.connect_timeout);
+        let connect = tokio::time::timeout(bound, self.connector.open(params));
         let result = self.serve_until(connect).await?;
         Some(match result {
             Ok(Ok(stream)) => Ok(stream),

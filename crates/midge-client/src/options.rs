@@ -113,6 +113,10 @@ impl Default for Limits {
 /// connection has been accepted these are retried under the policy, since a broker's
 /// certificate or configuration may be changed and put right again; each failed attempt is
 /// reported by [`ConnectionEvent::Disconnected`](crate::ConnectionEvent) with its reason.
+///
+/// [`ReconnectPolicy::always_retry`](ReconnectPolicy::always_retry()) retries those too,
+/// CONNACK refusals included: for a bridge, or a service that must keep trying until someone
+/// puts the broker's configuration (or its own credentials) right.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReconnectPolicy {
@@ -125,6 +129,19 @@ pub struct ReconnectPolicy {
     /// Attempts in a row after which the client gives up and closes; `None` never gives up
     /// (the default).
     pub max_attempts: Option<u32>,
+    /// Retry every failure, also those that are otherwise not retried (see above): a CONNACK
+    /// refusal such as a bad user name or password (0x86, 3.1.1 return code 4) or not
+    /// authorized, an untrusted broker certificate, a refused WebSocket upgrade, a failed
+    /// enhanced authentication. Each is reported by
+    /// [`ConnectionEvent::Disconnected`](crate::ConnectionEvent::Disconnected) with its
+    /// reason, and the next attempt waits its backoff delay as after any failure. Default
+    /// off.
+    ///
+    /// [`ClientBuilder::connect`](crate::ClientBuilder::connect) then waits until a
+    /// connection is accepted, however long that takes; with
+    /// [`ClientBuilder::build`](crate::ClientBuilder::build) the application can watch the
+    /// refusals on [`Client::events`](crate::Client::events) meanwhile.
+    pub always_retry: bool,
 }
 
 impl Default for ReconnectPolicy {
@@ -134,6 +151,7 @@ impl Default for ReconnectPolicy {
             max_delay: Duration::from_secs(30),
             jitter: true,
             max_attempts: None,
+            always_retry: false,
         }
     }
 }
@@ -152,6 +170,14 @@ impl ReconnectPolicy {
     #[must_use]
     pub fn jitter(mut self, jitter: bool) -> Self {
         self.jitter = jitter;
+        self
+    }
+
+    /// The same policy retrying every failure, or not (see the field
+    /// [`always_retry`](ReconnectPolicy#structfield.always_retry)).
+    #[must_use]
+    pub fn always_retry(mut self, always: bool) -> Self {
+        self.always_retry = always;
         self
     }
 
