@@ -254,6 +254,12 @@ impl std::fmt::Debug for Client {
 
 /// The outcome of one publish: resolves when the broker acknowledged it (QoS 1 and 2) or when
 /// the driver queued it for sending (QoS 0). Dropping it does not withdraw the message.
+///
+/// A QoS 1 or 2 publish outlives lost connections while the client reconnects: a resumed
+/// session gets it again with DUP set; a broker that lost the session (Session Present 0)
+/// gets it again as a new message; either way the handle resolves with the acknowledgement
+/// that finally comes. It fails only when the client closes ([`ClientError::Closed`], or
+/// [`ClientError::ReleasePending`] for a QoS 2 message the broker has received).
 #[derive(Debug)]
 #[must_use = "the publish goes out anyway; await this to learn its outcome"]
 pub struct PublishHandle {
