@@ -13,8 +13,10 @@ pub(crate) mod rr;
 pub(crate) mod subscribe;
 pub(crate) mod transport;
 
+use std::ffi::OsString;
 use std::future::Future;
 use std::net::{IpAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -60,7 +62,13 @@ Exit codes:
   1-5      under MQTT 3.x, the broker refused the connection: its CONNACK return code
            (4 bad user name or password, 5 not authorized)
   128-255  under MQTT 5.0, the broker refused the connection: its CONNACK reason code
-           (134 bad user name or password, 135 not authorized)";
+           (134 bad user name or password, 135 not authorized)
+
+Default options: midge pub, midge sub and midge rr read $XDG_CONFIG_HOME/midge_pub,
+midge_sub or midge_rr (or ~/.config/midge_pub and so on when XDG_CONFIG_HOME is not set)
+first, if there is one: one option a line, as on the command line (-q 1, or --retain), the
+value being the rest of the line; lines that start with # are comments. The command line
+overrides them, except -t, -T and -D, which add to the file's.";
 
 /// Why a command failed: the exit code and a one-line message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,24 +114,96 @@ pub(crate) fn exit(command: &str, quiet: bool, result: Result<(), Failure>) -> E
     }
 }
 
-/// Parses the command line as `T::parse` does, but a usage error of `midge pub`, `midge sub`
-/// or `midge rr` exits with 1, as mosquitto_pub, mosquitto_sub and mosquitto_rr do (clap's
-/// code is 2).
+/// Parses the command line as `T::parse` does, with two differences for `midge pub`, `midge
+/// sub` and `midge rr`, as mosquitto_pub, mosquitto_sub and mosquitto_rr behave: the options
+/// of the command's config file ([`config_file_args`]) come before the command line's, which
+/// override them (an option given twice takes its last value; `-t`, `-T` and `-D` add up),
+/// and a usage error exits with 1 (clap's code is 2).
 pub(crate) fn parse_args<T: clap::Parser>() -> T {
-    match T::try_parse() {
+    let mut argv: Vec<OsString> = std::env::args_os().collect();
+    let client = argv
+        .get(1)
+        .and_then(|a| a.to_str())
+        .filter(|a| matches!(*a, "pub" | "sub" | "rr"))
+        .map(str::to_owned);
+    let mut command = T::command();
+    if let Some(name) = &client {
+        match config_file_args(name) {
+            Ok(defaults) => {
+                argv.splice(2..2, defaults);
+            }
+            Err(message) => {
+                eprintln!("midge {name}: {message}");
+                std::process::exit(i32::from(EXIT_USAGE));
+            }
+        }
+        command = command.mut_subcommand(name, |c| c.args_override_self(true));
+    }
+    let parsed = command
+        .try_get_matches_from_mut(argv)
+        .and_then(|matches| T::from_arg_matches(&matches))
+        .map_err(|err| err.format(&mut command));
+    match parsed {
         Ok(parsed) => parsed,
         Err(err) => {
-            let client = matches!(
-                std::env::args().nth(1).as_deref(),
-                Some("pub" | "sub" | "rr")
-            );
-            if client && err.use_stderr() {
+            if client.is_some() && err.use_stderr() {
                 let _ = err.print();
                 std::process::exit(i32::from(EXIT_USAGE));
             }
             err.exit()
         }
     }
+}
+
+/// Where `midge <command>` reads its default options: `$XDG_CONFIG_HOME/midge_<command>`, or
+/// `$HOME/.config/midge_<command>` when XDG_CONFIG_HOME is not set.
+pub(crate) fn config_file_path(command: &str) -> Option<PathBuf> {
+    let name = format!("midge_{command}");
+    match std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        Some(dir) => Some(PathBuf::from(dir).join(name)),
+        None => std::env::var_os("HOME")
+            .filter(|d| !d.is_empty())
+            .map(|home| PathBuf::from(home).join(".config").join(name)),
+    }
+}
+
+/// The options of `midge <command>`'s config file ([`config_file_path`]), none if there is
+/// no such file.
+fn config_file_args(command: &str) -> Result<Vec<OsString>, String> {
+    let Some(path) = config_file_path(command) else {
+        return Ok(Vec::new());
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(config_lines(&text)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(err) => Err(format!("cannot read {}: {err}", path.display())),
+    }
+}
+
+/// The arguments a config file's text gives: one option a line, `-option value` (the value
+/// is the rest of the line, spaces and all; `-D`'s values are split at spaces), as on the
+/// command line. Empty lines and lines that start with `#` are skipped.
+fn config_lines(text: &str) -> Vec<OsString> {
+    let mut args = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (option, value) = match line.split_once(char::is_whitespace) {
+            Some((option, value)) => (option, Some(value.trim_start())),
+            None => (line, None),
+        };
+        args.push(OsString::from(option));
+        match value {
+            Some(value) if matches!(option, "-D" | "--property") => {
+                args.extend(value.split_whitespace().map(OsString::from));
+            }
+            Some(value) => args.push(OsString::from(value)),
+            None => {}
+        }
+    }
+    args
 }
 
 /// Runs `work` on a single-threaded runtime (one connection needs no more).
@@ -1092,6 +1172,34 @@ mod tests {
         );
         assert_eq!(chosen_id(&connect_args(&["-i", "x"])), Some("x".into()));
         assert_eq!(chosen_id(&connect_args(&[])), None);
+    }
+
+    #[test]
+    fn config_file_lines_are_options() {
+        let text = "# defaults\n\n-h broker.local\n  -p 1884  \n-m hello world\n-r\n\
+                    -D connect user-property site lab\n--id=x\n";
+        let args: Vec<String> = config_lines(text)
+            .into_iter()
+            .map(|a| a.into_string().expect("utf-8"))
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "-h",
+                "broker.local",
+                "-p",
+                "1884",
+                "-m",
+                "hello world",
+                "-r",
+                "-D",
+                "connect",
+                "user-property",
+                "site",
+                "lab",
+                "--id=x"
+            ]
+        );
     }
 
     #[test]
