@@ -663,6 +663,29 @@ fn config_files_give_defaults_as_mosquittos_do() {
         publish(addr, &["-r", "-t", "cfg/t", "-n"]);
     }
 
+    // pub's -t on the command line replaces the file's.
+    config_files(&xdg, "pub", "-t cfg/default\n-m from a config file\n-r\n");
+    for side in SIDES {
+        let mut publisher = command(side, "pub", addr, &["-t", "cfg/given"]);
+        publisher.env("XDG_CONFIG_HOME", &xdg);
+        assert_eq!(run(publisher, b"").code(), Some(0), "{side:?}");
+        let read = run(
+            command(
+                Side::Mosquitto,
+                "sub",
+                addr,
+                &["-t", "cfg/#", "-C", "1", "-v"],
+            ),
+            b"",
+        )
+        .ok();
+        assert_eq!(read.stdout(), "cfg/given from a config file\n", "{side:?}");
+        publish(addr, &["-r", "-t", "cfg/given", "-n"]);
+    }
+    // A payload in the file and another on the command line: refused.
+    let out = same_configured("pub", addr, &xdg, false, &["-m", "twice"]);
+    assert_eq!(out.code(), Some(1));
+
     // Without XDG_CONFIG_HOME: ~/.config.
     config_files(&base.join("home/.config"), "sub", "-t p/b\n-C 1\n-N\n");
     same_configured("sub", addr, &base.join("home"), true, &[]).ok();
@@ -708,5 +731,53 @@ fn tls_flags_midge_cannot_honour_are_refused_with_exit_1() {
                 out.stderr
             );
         }
+    }
+}
+
+/// An option given twice takes its last value, as in mosquitto's clients (and as a config
+/// file's defaults need); a second payload option is refused, as there.
+#[test]
+fn repeated_options_take_their_last_value() {
+    if !clients_installed() {
+        return;
+    }
+    let Some(mosquitto) = Mosquitto::start("repeated") else {
+        return;
+    };
+    let addr = mosquitto.addr;
+    retained_fixtures(addr);
+    same(
+        "sub",
+        addr,
+        &[
+            "-t", "p/a", "-C", "5", "-C", "1", "-q", "2", "-q", "1", "-v", "-v",
+        ],
+        b"",
+    )
+    .ok();
+    same(
+        "sub",
+        addr,
+        &[
+            "-t", "p/c", "-C", "1", "-i", "one", "-i", "two", "-k", "5", "-k", "30",
+        ],
+        b"",
+    )
+    .ok();
+    same(
+        "pub",
+        addr,
+        &[
+            "-t", "r/1", "-m", "x", "-q", "2", "-q", "1", "-V", "5", "-V", "311",
+        ],
+        b"",
+    )
+    .ok();
+    for args in [
+        &["-t", "a", "-m", "x", "-m", "y"][..],
+        &["-t", "a", "-n", "-n"],
+        &["-t", "a", "-m", "x", "-n"],
+    ] {
+        same_usage_error("pub", addr, args);
     }
 }

@@ -68,7 +68,8 @@ Default options: midge pub, midge sub and midge rr read $XDG_CONFIG_HOME/midge_p
 midge_sub or midge_rr (or ~/.config/midge_pub and so on when XDG_CONFIG_HOME is not set)
 first, if there is one: one option a line, as on the command line (-q 1, or --retain), the
 value being the rest of the line; lines that start with # are comments. The command line
-overrides them, except -t, -T and -D, which add to the file's.";
+overrides them (an option given twice takes its last value), except sub's -t, -T, -U and -D,
+which add to the file's; pub's -t on the command line replaces the file's.";
 
 /// Why a command failed: the exit code and a one-line message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,8 +118,9 @@ pub(crate) fn exit(command: &str, quiet: bool, result: Result<(), Failure>) -> E
 /// Parses the command line as `T::parse` does, with two differences for `midge pub`, `midge
 /// sub` and `midge rr`, as mosquitto_pub, mosquitto_sub and mosquitto_rr behave: the options
 /// of the command's config file ([`config_file_args`]) come before the command line's, which
-/// override them (an option given twice takes its last value; `-t`, `-T` and `-D` add up),
-/// and a usage error exits with 1 (clap's code is 2).
+/// override them (an option given twice takes its last value; `-t`, `-T`, `-U` and `-D` add
+/// up, but pub's `-t` on the command line replaces the file's), and a usage error exits with 1
+/// (clap's code is 2).
 pub(crate) fn parse_args<T: clap::Parser>() -> T {
     let mut argv: Vec<OsString> = std::env::args_os().collect();
     let client = argv
@@ -129,7 +131,12 @@ pub(crate) fn parse_args<T: clap::Parser>() -> T {
     let mut command = T::command();
     if let Some(name) = &client {
         match config_file_args(name) {
-            Ok(defaults) => {
+            Ok(mut defaults) => {
+                if name == "pub" && gives_topic(&argv[2..]) {
+                    // pub's topics are the command line's when it gives any (mosquitto_pub
+                    // takes one -t, the last given).
+                    defaults = without_topics(defaults);
+                }
                 argv.splice(2..2, defaults);
             }
             Err(message) => {
@@ -137,7 +144,7 @@ pub(crate) fn parse_args<T: clap::Parser>() -> T {
                 std::process::exit(i32::from(EXIT_USAGE));
             }
         }
-        command = command.mut_subcommand(name, |c| c.args_override_self(true));
+        command = command.mut_subcommand(name, last_value_wins);
     }
     let parsed = command
         .try_get_matches_from_mut(argv)
@@ -153,6 +160,31 @@ pub(crate) fn parse_args<T: clap::Parser>() -> T {
             err.exit()
         }
     }
+}
+
+/// The payload options of `pub` and `rr`: one of them, once, as mosquitto_pub and
+/// mosquitto_rr take them ("only one type of message can be sent at once").
+const PAYLOAD_ARGS: [&str; 5] = ["message", "file", "lines", "null", "stdin"];
+
+/// Lets every option of `command` be given again, the last value winning, as mosquitto's
+/// clients take them (and as a config file's defaults need), except the payload options.
+fn last_value_wins(mut command: clap::Command) -> clap::Command {
+    let ids: Vec<clap::Id> = command
+        .get_arguments()
+        // Repeatable options (-t, -T, -D, -U) add up instead.
+        .filter(|arg| {
+            matches!(
+                arg.get_action(),
+                ArgAction::Set | ArgAction::SetTrue | ArgAction::SetFalse
+            )
+        })
+        .map(|arg| arg.get_id().clone())
+        .filter(|id| !PAYLOAD_ARGS.contains(&id.as_str()))
+        .collect();
+    for id in ids {
+        command = command.mut_arg(id.clone(), |arg| arg.overrides_with(id));
+    }
+    command
 }
 
 /// Where `midge <command>` reads its default options: `$XDG_CONFIG_HOME/midge_<command>`, or
@@ -178,6 +210,29 @@ fn config_file_args(command: &str) -> Result<Vec<OsString>, String> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(err) => Err(format!("cannot read {}: {err}", path.display())),
     }
+}
+
+/// Whether command-line arguments give `-t`.
+fn gives_topic(args: &[OsString]) -> bool {
+    args.iter().filter_map(|a| a.to_str()).any(|a| {
+        a == "--topic" || a.starts_with("--topic=") || (a.starts_with("-t") && !a.starts_with("--"))
+    })
+}
+
+/// Config file arguments less their `-t TOPIC` pairs.
+fn without_topics(args: Vec<OsString>) -> Vec<OsString> {
+    let mut kept = Vec::with_capacity(args.len());
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("-t" | "--topic") => {
+                args.next();
+            }
+            Some(a) if a.starts_with("--topic=") => {}
+            _ => kept.push(arg),
+        }
+    }
+    kept
 }
 
 /// The arguments a config file's text gives: one option a line, `-option value` (the value
