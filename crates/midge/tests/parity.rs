@@ -576,6 +576,7 @@ fn refusals_and_usage_errors_exit_as_mosquitto_exits() {
         &["-t", "a", "-i", "x", "-I", "y"],
         &["-t", "a", "-V", "5", "-D", "connect", "bogus", "1"],
         &["-U", "a"],
+        &["-t", "a", "-V", "5", "-x", "-1"],
     ] {
         same_usage_error("sub", closed, args);
     }
@@ -586,6 +587,9 @@ fn refusals_and_usage_errors_exit_as_mosquitto_exits() {
         &["-t", "a", "-m", "x", "-M", "0"],
         &["-t", "a+", "-m", "x"],
         &["-t", "a", "-m", "x", "-q", "3"],
+        &["-t", "a", "-m", "x", "-V", "5", "-x", "-1"],
+        // Nothing on stdin.
+        &["-t", "a", "-s"],
     ] {
         same_usage_error("pub", closed, args);
     }

@@ -810,6 +810,11 @@ pub(crate) fn builder(
     if args.session_expiry.is_some() && !args.version.is_v5() {
         return Err(Failure::usage("-x (session expiry) needs -V 5"));
     }
+    if args.session_expiry == Some(u32::MAX) && id.is_none() {
+        return Err(Failure::usage(
+            "-x -1 (a session that never expires) needs a client id (-i): a random one would never find its session again",
+        ));
+    }
     let target = args
         .target
         .as_ref()
