@@ -690,6 +690,29 @@ fn config_files_give_defaults_as_mosquittos_do() {
     let out = same_configured("pub", addr, &xdg, false, &["-m", "twice"]);
     assert_eq!(out.code(), Some(1));
 
+    // The file says where to connect, and so does the command line: the command line's -L
+    // is used (the file's -h and -p name a closed port on loopback).
+    let closed = closed_port();
+    config_files(
+        &xdg,
+        "sub",
+        &format!("-h 127.0.0.2\n-p {}\n-C 1\n", closed.port()),
+    );
+    let url = format!("mqtt://127.0.0.1:{}/p/a", addr.port());
+    for side in SIDES {
+        let mut subscriber = match side {
+            Side::Mosquitto => Command::new("mosquitto_sub"),
+            Side::Midge => {
+                let mut command = Command::new(env!("CARGO_BIN_EXE_midge"));
+                command.arg("sub");
+                command
+            }
+        };
+        subscriber.args(["-L", &url]).env("XDG_CONFIG_HOME", &xdg);
+        let out = run(subscriber, b"").ok();
+        assert_eq!(out.stdout(), "alpha\n", "{side:?}");
+    }
+
     // Without XDG_CONFIG_HOME: ~/.config.
     config_files(&base.join("home/.config"), "sub", "-t p/b\n-C 1\n-N\n");
     same_configured("sub", addr, &base.join("home"), true, &[]).ok();

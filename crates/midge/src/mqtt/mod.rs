@@ -69,7 +69,8 @@ midge_sub or midge_rr (or ~/.config/midge_pub and so on when XDG_CONFIG_HOME is 
 first, if there is one: one option a line, as on the command line (-q 1, or --retain), the
 value being the rest of the line; lines that start with # are comments. The command line
 overrides them (an option given twice takes its last value), except sub's -t, -T, -U and -D,
-which add to the file's; pub's -t on the command line replaces the file's.";
+which add to the file's; pub's -t on the command line replaces the file's, and -L, --unix,
+-h or -p on the command line set aside the file's way to connect.";
 
 /// Why a command failed: the exit code and a one-line message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,10 +133,17 @@ pub(crate) fn parse_args<T: clap::Parser>() -> T {
     if let Some(name) = &client {
         match config_file_args(name) {
             Ok(mut defaults) => {
-                if name == "pub" && gives_topic(&argv[2..]) {
+                let given = &argv[2..];
+                if name == "pub" && gives(given, &TOPIC) {
                     // pub's topics are the command line's when it gives any (mosquitto_pub
                     // takes one -t, the last given).
-                    defaults = without_topics(defaults);
+                    defaults = without(defaults, &[TOPIC]);
+                }
+                // Where to connect: the command line's, when it says.
+                if gives(given, &URL) || gives(given, &UNIX) {
+                    defaults = without(defaults, &[HOST, PORT, URL, UNIX]);
+                } else if gives(given, &HOST) || gives(given, &PORT) {
+                    defaults = without(defaults, &[URL, UNIX]);
                 }
                 argv.splice(2..2, defaults);
             }
@@ -212,24 +220,47 @@ fn config_file_args(command: &str) -> Result<Vec<OsString>, String> {
     }
 }
 
-/// Whether command-line arguments give `-t`.
-fn gives_topic(args: &[OsString]) -> bool {
-    args.iter().filter_map(|a| a.to_str()).any(|a| {
-        a == "--topic" || a.starts_with("--topic=") || (a.starts_with("-t") && !a.starts_with("--"))
-    })
+/// An option's short and long forms (`None` for an option without a short one).
+type Flag = (Option<&'static str>, &'static str);
+const TOPIC: Flag = (Some("-t"), "--topic");
+const HOST: Flag = (Some("-h"), "--host");
+const PORT: Flag = (Some("-p"), "--port");
+const URL: Flag = (Some("-L"), "--url");
+const UNIX: Flag = (None, "--unix");
+
+/// Whether `arg` is the option `flag`, and whether its value is in the same argument.
+fn is_flag(arg: &str, (short, long): &Flag) -> Option<bool> {
+    if arg == *long || Some(arg) == *short {
+        return Some(false);
+    }
+    let joined = arg
+        .strip_prefix(long)
+        .is_some_and(|rest| rest.starts_with('='))
+        || short.is_some_and(|short| arg.starts_with(short) && !arg.starts_with("--"));
+    joined.then_some(true)
 }
 
-/// Config file arguments less their `-t TOPIC` pairs.
-fn without_topics(args: Vec<OsString>) -> Vec<OsString> {
+/// Whether command-line arguments give the option `flag`.
+fn gives(args: &[OsString], flag: &Flag) -> bool {
+    args.iter()
+        .filter_map(|a| a.to_str())
+        .any(|a| is_flag(a, flag).is_some())
+}
+
+/// Config file arguments less the options `flags` and their values.
+fn without(args: Vec<OsString>, flags: &[Flag]) -> Vec<OsString> {
     let mut kept = Vec::with_capacity(args.len());
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
-        match arg.to_str() {
-            Some("-t" | "--topic") => {
+        let dropped = arg
+            .to_str()
+            .and_then(|a| flags.iter().find_map(|flag| is_flag(a, flag)));
+        match dropped {
+            Some(false) => {
                 args.next();
             }
-            Some(a) if a.starts_with("--topic=") => {}
-            _ => kept.push(arg),
+            Some(true) => {}
+            None => kept.push(arg),
         }
     }
     kept
@@ -1260,6 +1291,32 @@ mod tests {
                 "--id=x"
             ]
         );
+    }
+
+    #[test]
+    fn config_options_the_command_line_replaces_are_dropped() {
+        let os = |args: &[&str]| args.iter().map(OsString::from).collect::<Vec<_>>();
+        let defaults = os(&[
+            "-h",
+            "b",
+            "-v",
+            "--port=1884",
+            "-t",
+            "x",
+            "-L",
+            "mqtt://c/t",
+        ]);
+        assert_eq!(
+            without(defaults.clone(), &[HOST, PORT, URL, UNIX]),
+            os(&["-v", "-t", "x"])
+        );
+        assert_eq!(
+            without(defaults, &[TOPIC]),
+            os(&["-h", "b", "-v", "--port=1884", "-L", "mqtt://c/t"])
+        );
+        assert!(gives(&os(&["-q", "1", "-tfoo"]), &TOPIC));
+        assert!(gives(&os(&["--unix", "/s"]), &UNIX));
+        assert!(!gives(&os(&["--topics", "x", "-q", "1"]), &TOPIC));
     }
 
     #[test]
