@@ -1127,6 +1127,32 @@ fn frames_cut_short_by_the_snapshot_length_leave_gaps_and_the_rest_decodes() {
         "{}",
         finished.stderr
     );
+    // A pcapng capture cut the same way reads the same.
+    let ng = dir.join("snapped.pcapng");
+    let mut writer = PcapNgWriter::new(File::create(&ng).expect("create")).expect("header");
+    let interface = InterfaceDescriptionBlock {
+        linktype: DataLink::ETHERNET,
+        snaplen: 96,
+        // The writer stores timestamps as nanoseconds.
+        options: vec![InterfaceDescriptionOption::IfTsResol(9)],
+    };
+    writer.write_pcapng_block(interface).expect("interface");
+    for (i, data) in frames.iter().enumerate() {
+        let packet = EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: Duration::from_secs(1_796_650_000)
+                + Duration::from_micros(100 * (i as u64 + 1)),
+            original_len: data.len() as u32,
+            data: data[..data.len().min(96)].to_vec().into(),
+            options: vec![],
+        };
+        writer.write_pcapng_block(packet).expect("packet");
+    }
+    drop(writer);
+    let from_ng = decode(&["--json", ng.to_str().expect("utf-8")], b"");
+    assert_eq!(from_ng.code(), Some(0), "{}", from_ng.stderr);
+    assert_eq!(from_ng.stdout(), finished.stdout());
+
     // The text form says the same.
     let text = decode(&[file.to_str().expect("utf-8")], b"").ok();
     assert!(
