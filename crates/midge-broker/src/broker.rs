@@ -442,9 +442,14 @@ impl BrokerHandle {
     /// Dropping the handle instead stops the broker without waiting.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
+        // Bounded, for all the bridges together: a remote that does not answer does not hold
+        // the broker up.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         for task in std::mem::take(&mut self.bridge_tasks) {
-            // Bounded: a remote that does not answer does not hold the broker up.
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                abort.abort();
+            }
         }
         self.shared.stop();
         for task in std::mem::take(&mut self.listener_tasks) {
