@@ -304,7 +304,7 @@ fn bridges(
         let labels = [("bridge", bridge.name.as_str())];
         ConstGauge::new(i64::from(bridge.connected)).encode(metric.encode_family(&labels)?)?;
     }
-    let series: [BridgeSeries; 5] = [
+    let series: [BridgeSeries; 6] = [
         (
             "midge_bridge_connections",
             "Connections the bridge made to its remote broker",
@@ -324,6 +324,11 @@ fn bridges(
             "midge_bridge_refused_out",
             "Messages the remote broker refused, not forwarded",
             |b| b.refused_out,
+        ),
+        (
+            "midge_bridge_dropped",
+            "QoS 0 messages the bridge dropped: beyond its buffer while the remote was slower or down",
+            |b| b.dropped,
         ),
         (
             "midge_bridge_refused_in",

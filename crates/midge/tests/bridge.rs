@@ -722,3 +722,70 @@ async fn what_waits_for_the_remote_survives_a_restart_with_persistence() {
     cloud.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// QoS 0 messages published while the remote is down, more than the bridge buffers: those
+/// that do not reach the remote once it is up are counted as dropped (by the bridge, or this
+/// broker), never lost silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos0_messages_beyond_the_bridge_buffer_are_counted() {
+    const N: u64 = 30_000;
+    let port = closed_port();
+    let topics = topic_toml("b/#", "out", 0, "", "");
+    // No will at the remote, which a midge remote refuses in `$SYS`: the bridge's first
+    // connection is its only one, so nothing is held in a connection started over.
+    let config = bridge_toml("cloud", port, "5.0", &topics).replace(
+        "[[bridge.topic]]",
+        "notifications_local_only = true\n[[bridge.topic]]",
+    );
+    let edge = broker(&config).await;
+    let here = client(edge.local_addr(), "burst").await;
+    let payload = Bytes::from_static(&[7; 64]);
+    for _ in 0..N {
+        here.publish(
+            "b/x",
+            payload.clone(),
+            PublishOptions::with_qos(QoS::AtMostOnce),
+        )
+        .await
+        .expect("queued");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut remote: BrokerConfig = toml::from_str("").expect("empty configuration");
+    remote.sys.interval_secs = 0;
+    let cloud = Broker::builder()
+        .config(remote)
+        .bind(port)
+        .start()
+        .await
+        .expect("remote starts");
+    until_bridge(&edge, "cloud", true).await;
+    // Until the remote has had nothing more for a second (and the bridge counted its drops).
+    let mut arrived = cloud.stats().messages_received;
+    loop {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let now = cloud.stats().messages_received;
+        if now == arrived {
+            break;
+        }
+        arrived = now;
+    }
+    let bridge = edge.admin().bridges().remove(0);
+    let e = edge.stats();
+    let dropped_here =
+        e.dropped_inbox_full + e.dropped_congested + e.dropped_queue_full + e.dropped_memory_budget;
+    eprintln!(
+        "QoS 0 while the remote was down: {arrived} arrived, dropped by the bridge {}, here {dropped_here}",
+        bridge.dropped
+    );
+    assert!(
+        bridge.dropped > 0,
+        "more than the bridge buffers, yet none dropped: {bridge:?}"
+    );
+    assert_eq!(
+        arrived + bridge.dropped + dropped_here,
+        N,
+        "{bridge:?}; here {e:?}"
+    );
+    edge.shutdown().await;
+    cloud.shutdown().await;
+}

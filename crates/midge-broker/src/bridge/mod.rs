@@ -37,6 +37,8 @@ pub(crate) struct BridgeStatus {
     /// Messages the other side refused (a failure code in its acknowledgement): not forwarded.
     pub(crate) refused_out: AtomicU64,
     pub(crate) refused_in: AtomicU64,
+    /// QoS 0 messages dropped while the remote was slower than this broker, or down.
+    pub(crate) dropped: AtomicU64,
     /// Why the last connection attempt failed or the last connection ended.
     pub(crate) last_error: Mutex<Option<String>>,
 }
@@ -52,6 +54,7 @@ impl BridgeStatus {
             forwarded_in: AtomicU64::new(0),
             refused_out: AtomicU64::new(0),
             refused_in: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
             last_error: Mutex::new(None),
         }
     }
@@ -67,6 +70,7 @@ impl BridgeStatus {
             forwarded_in: self.forwarded_in.load(Relaxed),
             refused_out: self.refused_out.load(Relaxed),
             refused_in: self.refused_in.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
             last_error: self
                 .last_error
                 .lock()
@@ -101,6 +105,9 @@ pub struct BridgeView {
     pub refused_out: u64,
     /// Messages this broker refused.
     pub refused_in: u64,
+    /// QoS 0 messages dropped on their way: beyond what the bridge buffers while the remote is
+    /// slower than this broker, or down.
+    pub dropped: u64,
     /// Why the last connection attempt failed or the last connection ended, if one did.
     pub last_error: Option<String>,
 }

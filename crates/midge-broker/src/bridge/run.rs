@@ -27,6 +27,9 @@ use crate::listener::Gate;
 /// round trip to a remote far away, few enough that a slow remote holds back little.
 const WINDOW: usize = 256;
 
+/// QoS 0 messages a bridge's local end buffers for a remote slower than this broker.
+const QOS0_BUFFER: usize = 10_000;
+
 /// How long a stopping bridge waits for its last notification to be acknowledged.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -198,6 +201,11 @@ impl Bridge {
                 self.config.clone(),
             )),
         ];
+        tasks.push(tokio::spawn(count_drops(
+            local.clone(),
+            remote.clone(),
+            self.status.clone(),
+        )));
         let (draining, _) = watch::channel(false);
         let in_flight = Arc::new(AtomicUsize::new(0));
         for (index, topic) in self.config.topics.iter().enumerate() {
@@ -251,6 +259,9 @@ impl Bridge {
         limits.receive_maximum = u16::try_from(WINDOW).unwrap_or(u16::MAX);
         // Whatever this broker takes, the bridge takes from it.
         limits.max_packet_size = self.max_packet_size;
+        // QoS 0 messages beyond it, while the remote is slower than this broker, are dropped
+        // (the newest) and counted as the bridge's `dropped`.
+        limits.max_buffered_qos0 = QOS0_BUFFER;
         ClientBuilder::with_connector(connector)
             .version(ProtocolVersion::V5)
             .client_id(format!("{BRIDGE_CLIENT_PREFIX}{}", self.config.name))
@@ -466,6 +477,20 @@ fn connected(remote: &Client, status: &BridgeStatus, core: &Weak<Core>, config: 
             Bytes::from_static(b"1"),
             options,
         );
+    }
+}
+
+/// Adds what the clients drop (QoS 0 messages beyond their buffers) to the bridge's count,
+/// twice a second, until the life ends.
+async fn count_drops(local: Client, remote: Client, status: Arc<BridgeStatus>) {
+    let mut counted = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = local.dropped_messages() + remote.dropped_messages();
+        status
+            .dropped
+            .fetch_add(now.saturating_sub(counted), Relaxed);
+        counted = now;
     }
 }
 
@@ -737,6 +762,10 @@ async fn forward(
                 }
                 let payload = message.payload().clone();
                 match target.enqueue(topic.clone(), payload.clone(), options.clone()).await {
+                    // QoS 0: handed over is forwarded; nothing to wait for.
+                    Ok(_) if message.qos() == QoS::AtMostOnce => {
+                        forwarded.fetch_add(1, Relaxed);
+                    }
                     Ok(handle) => {
                         let copy = Copy { topic, payload, options, qos: message.qos(), retain: message.retain() };
                         in_flight.fetch_add(1, Relaxed);
