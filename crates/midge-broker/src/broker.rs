@@ -414,6 +414,20 @@ impl BrokerHandle {
         self.shared.publish_local(message, now())
     }
 
+    /// Like [`BrokerHandle::publish_local`], but a retained message is routed without being
+    /// kept: for a cluster that keeps retained messages in a shared store and sets them on
+    /// each node with [`BrokerHandle::retain_local`].
+    pub fn publish_remote(&self, message: Message) -> usize {
+        self.shared.publish_remote(message, now())
+    }
+
+    /// Sets (or, with an empty payload, deletes) the retained message of `message`'s topic,
+    /// within the retained limits, without sending it to anyone or offering it to the cluster
+    /// seam: for a cluster's shared store of retained messages.
+    pub fn retain_local(&self, message: Message) {
+        self.shared.retain_local(message, now());
+    }
+
     /// Deadlines of offline sessions waiting to fire: at most a delayed will and an expiry per
     /// offline session. For tests.
     #[doc(hidden)]
