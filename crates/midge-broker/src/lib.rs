@@ -28,8 +28,9 @@ pub use bridge::BridgeView;
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, FileReloader, StartError};
 pub use config::{
     AuthConfig, BindAddr, BridgeConfig, BridgeDirection, BridgeProtocol, BridgeTlsConfig,
-    BridgeTopic, BrokerConfig, HttpConfig, ListenerConfig, ListenerProtocol, LogConfig, LogFormat,
-    PersistenceConfig, Secret, SharedStrategy, SniConfig, SyncMode, TlsConfig,
+    BridgeTopic, BrokerConfig, ClusterConfig, HttpConfig, ListenerConfig, ListenerProtocol,
+    LogConfig, LogFormat, PersistenceConfig, Secret, SharedStrategy, SniConfig, SyncMode,
+    TlsConfig,
 };
 pub use core::live::ConfigReload;
 #[cfg(feature = "runtime")]
