@@ -25,7 +25,7 @@ pub use admin::{Admin, AdminError, Metrics};
 pub use auth::FileAuth;
 pub use bridge::BridgeView;
 #[cfg(feature = "runtime")]
-pub use broker::{Broker, BrokerBuilder, BrokerHandle, FileReloader, StartError};
+pub use broker::{Broker, BrokerBuilder, BrokerHandle, ClusterInlet, FileReloader, StartError};
 pub use config::{
     AuthConfig, BindAddr, BridgeConfig, BridgeDirection, BridgeProtocol, BridgeTlsConfig,
     BridgeTopic, BrokerConfig, ClusterConfig, HttpConfig, ListenerConfig, ListenerProtocol,
