@@ -280,29 +280,41 @@ impl Node {
             reason,
         };
         let jetstream = async_nats::jetstream::new(client.clone());
-        let kv = match jetstream.get_key_value(&bucket).await {
-            Ok(kv) => kv,
-            Err(_) => jetstream
-                .create_key_value(kv::Config {
-                    bucket: bucket.clone(),
-                    description: "midge: retained messages, one key per topic".into(),
-                    history: 1,
+        // The bucket's stream as async-nats's `create_key_value` makes it, created here:
+        // that call first asks for the account's JetStream information, in a form that
+        // nats-server 2.9 does not answer with.
+        if jetstream.get_key_value(&bucket).await.is_err() {
+            use async_nats::jetstream::stream;
+            jetstream
+                .get_or_create_stream(stream::Config {
+                    name: format!("KV_{bucket}"),
+                    description: Some("midge: retained messages, one key per topic".into()),
+                    subjects: vec![format!("$KV.{bucket}.>")],
+                    max_messages_per_subject: 1,
+                    storage: stream::StorageType::File,
                     num_replicas: config.kv_replicas,
-                    storage: async_nats::jetstream::stream::StorageType::File,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    discard: stream::DiscardPolicy::New,
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| js_error(e.to_string()))?,
-        };
+                .map_err(|e| js_error(format!("creating it: {e}")))?;
+        }
+        let kv = jetstream
+            .get_key_value(&bucket)
+            .await
+            .map_err(|e| js_error(format!("opening it: {e}")))?;
         let mut watch = kv
             .watch_with_history(">")
             .await
-            .map_err(|e| js_error(e.to_string()))?;
+            .map_err(|e| js_error(format!("watching it: {e}")))?;
         let mut snapshot = Vec::new();
         let values = kv
             .status()
             .await
-            .map_err(|e| js_error(e.to_string()))?
+            .map_err(|e| js_error(format!("reading its status: {e}")))?
             .values();
         if values > 0 {
             let read = async {

@@ -1,0 +1,474 @@
+//! Three midge nodes on one real nats-server (with JetStream): messages across nodes at every
+//! QoS, retained messages from every node, once per session whatever the overlap of filters,
+//! and NATS interest that follows the local subscriptions. nats-server missing: skipped
+//! loudly, a failure under `MIDGE_REQUIRE_PEERS=1`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use midge_broker::config::ClusterConfig;
+use midge_broker::{Broker, BrokerConfig, BrokerHandle};
+use midge_client::{Client, PublishOptions, QoS, ReasonCode, SubscribeOptions, Subscription};
+use midge_cluster::{ClusterError, Node, Running};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A nats-server with JetStream on loopback, killed (and its directory removed) on drop.
+struct NatsServer {
+    child: Child,
+    port: u16,
+    monitor: u16,
+    dir: PathBuf,
+}
+
+impl NatsServer {
+    /// `None` (after a loud skip) when nats-server is not installed.
+    fn start() -> Option<Self> {
+        let installed = midge_testkit::peers::installed("nats-server", &["--version"]);
+        if !midge_testkit::peers::require("nats-server", installed) {
+            return None;
+        }
+        let (port, monitor) = (free_port(), free_port());
+        let dir =
+            std::env::temp_dir().join(format!("midge-cluster-test-{}-{port}", std::process::id()));
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-m", &monitor.to_string(), "-js", "-sd"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        let server = Self {
+            child,
+            port,
+            monitor,
+            dir,
+        };
+        let deadline = Instant::now() + WAIT;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server does not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(server)
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The subjects the connection named `name` subscribes to, as the server sees them.
+    fn subscriptions_of(&self, name: &str) -> Vec<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.monitor)).expect("monitor");
+        write!(
+            stream,
+            "GET /connz?subs=1 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+        )
+        .expect("request");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("answer");
+        let body = answer.split_once("\r\n\r\n").expect("a body").1;
+        let connz: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        let mut subjects: Vec<String> = connz["connections"]
+            .as_array()
+            .expect("connections")
+            .iter()
+            .filter(|c| c["name"] == name)
+            .flat_map(|c| {
+                c["subscriptions_list"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            // The JetStream watch of retained messages and replies: not routing.
+            .filter(|s| s.starts_with("midge.msg."))
+            .collect();
+        subjects.sort();
+        subjects
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct MidgeNode {
+    broker: BrokerHandle,
+    running: Running,
+}
+
+impl MidgeNode {
+    async fn start(nats: &str, id: &str) -> Self {
+        let mut config = BrokerConfig::default();
+        config.sys.interval_secs = 0;
+        config.cluster = Some(ClusterConfig::new(vec![nats.to_owned()], id));
+        let node = Node::connect(config.cluster.as_ref().unwrap())
+            .await
+            .expect("the node joins");
+        let broker = Broker::builder()
+            .config(config)
+            .cluster(node.cluster())
+            .bind("127.0.0.1:0".parse().unwrap())
+            .start()
+            .await
+            .expect("the broker starts");
+        let running = node.attach(&broker);
+        Self { broker, running }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.broker.local_addr()
+    }
+
+    async fn client(&self, id: &str) -> Client {
+        let addr = self.addr();
+        Client::builder(addr.ip().to_string(), addr.port())
+            .client_id(id)
+            .connect()
+            .await
+            .expect("the client connects")
+    }
+
+    async fn stop(self) {
+        self.running.shutdown().await;
+        self.broker.shutdown().await;
+    }
+}
+
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Waits until `check` holds.
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    within(what, async {
+        while !check() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// Subscribes, and waits until the node's NATS subscriptions are at least `nats`.
+async fn subscribe(
+    client: &Client,
+    node: &MidgeNode,
+    filter: &str,
+    qos: QoS,
+    nats: u64,
+) -> Subscription {
+    let (code, subscription) = client
+        .subscribe(filter, SubscribeOptions::with_qos(qos))
+        .await
+        .expect("subscribed");
+    assert_eq!(code.0, qos as u8, "{filter}");
+    let stats = node.running.stats();
+    until("the NATS subscriptions", || {
+        stats.nats_subscriptions.load(Relaxed) >= nats
+    })
+    .await;
+    subscription
+}
+
+/// Nothing more comes to `subscription` within a while.
+async fn nothing_more(subscription: &mut Subscription, what: &str) {
+    if let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(400), subscription.recv()).await
+    {
+        panic!(
+            "{what}: another copy of {:?}",
+            String::from_utf8_lossy(message.payload())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_on_one_nats_server() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let url = nats.url();
+    let a = MidgeNode::start(&url, "a").await;
+    let b = MidgeNode::start(&url, "b").await;
+    let c = MidgeNode::start(&url, "c").await;
+
+    // Across nodes at each QoS: published on a, received on b and c at that QoS.
+    let publisher = a.client("pub").await;
+    let on_b = b.client("sub-b").await;
+    let on_c = c.client("sub-c").await;
+    let mut sub_b = subscribe(&on_b, &b, "q/+", QoS::ExactlyOnce, 1).await;
+    let mut sub_c = subscribe(&on_c, &c, "q/#", QoS::ExactlyOnce, 2).await;
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        let payload = format!("qos {}", qos as u8);
+        let code = publisher
+            .publish("q/x", payload.clone(), PublishOptions::with_qos(qos))
+            .await
+            .expect("published");
+        // No subscriber on a itself: the node cannot know of the others' (5.0: 0x10).
+        assert!(
+            code == ReasonCode::SUCCESS || code == ReasonCode::NO_MATCHING_SUBSCRIBERS,
+            "{code:?}"
+        );
+        for (name, sub) in [("b", &mut sub_b), ("c", &mut sub_c)] {
+            let message = within("a message across nodes", sub.recv())
+                .await
+                .expect("a message");
+            assert_eq!(message.topic(), "q/x", "{name}");
+            assert_eq!(message.payload().as_ref(), payload.as_bytes(), "{name}");
+            assert_eq!(message.qos(), qos, "{name}");
+        }
+    }
+    // `q/#` matches `q` itself on c (MQTT's parent rule, a second NATS subscription); `q/+`
+    // on b does not.
+    publisher
+        .publish("q", "parent", PublishOptions::with_qos(QoS::AtLeastOnce))
+        .await
+        .expect("published");
+    let message = within("q on c", sub_c.recv()).await.expect("a message");
+    assert_eq!(message.payload().as_ref(), b"parent");
+    nothing_more(&mut sub_b, "q/+ does not match q").await;
+    assert_eq!(
+        nats.subscriptions_of("midge c"),
+        ["midge.msg.t.q", "midge.msg.t.q.>"]
+    );
+
+    // Topics with what NATS treats differently arrive as they were sent.
+    let odd = ["q/a.b", "q/*", "q/>", "q/a b", "q/é", "q/", "q/$x", "q/=2E"];
+    for topic in odd {
+        publisher
+            .publish(topic, topic, PublishOptions::with_qos(QoS::AtLeastOnce))
+            .await
+            .expect("published");
+    }
+    for topic in odd {
+        let message = within("an odd topic", sub_c.recv())
+            .await
+            .expect("a message");
+        assert_eq!(message.topic(), topic);
+        assert_eq!(message.payload().as_ref(), topic.as_bytes());
+    }
+    // `q/+` matches them all too (`q/` has an empty second level).
+    for topic in odd {
+        let message = within("an odd topic on b", sub_b.recv())
+            .await
+            .expect("a message");
+        assert_eq!(message.topic(), topic);
+    }
+
+    // Retained messages published on each node are seen from every node, by subscribers
+    // that come later; an empty retained payload deletes them everywhere.
+    for (node, name) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        let client = node.client(&format!("retainer-{name}")).await;
+        client
+            .publish(
+                format!("r/{name}"),
+                format!("kept by {name}"),
+                PublishOptions::with_qos(QoS::AtLeastOnce).retain(true),
+            )
+            .await
+            .expect("published");
+    }
+    for (node, name) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        let stats = node.running.stats();
+        // Each node has applied the three messages from the bucket (and its own, again).
+        until("the retained messages in the bucket", || {
+            stats.retained_applied.load(Relaxed) >= 3
+        })
+        .await;
+        let client = node.client(&format!("reader-{name}")).await;
+        let (_, mut sub) = client
+            .subscribe("r/+", SubscribeOptions::with_qos(QoS::AtLeastOnce))
+            .await
+            .expect("subscribed");
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let message = within("a retained message", sub.recv())
+                .await
+                .expect("a message");
+            assert!(message.retain(), "on {name}");
+            seen.push(String::from_utf8_lossy(message.payload()).into_owned());
+        }
+        seen.sort();
+        assert_eq!(seen, ["kept by a", "kept by b", "kept by c"], "on {name}");
+        nothing_more(&mut sub, "retained").await;
+        client.disconnect(ReasonCode::SUCCESS).await;
+    }
+    let deleter = b.client("deleter").await;
+    deleter
+        .publish(
+            "r/a",
+            "",
+            PublishOptions::with_qos(QoS::AtLeastOnce).retain(true),
+        )
+        .await
+        .expect("published");
+    let stats = c.running.stats();
+    until("the deletion in the bucket", || {
+        stats.retained_applied.load(Relaxed) >= 4
+    })
+    .await;
+    let late = c.client("late").await;
+    let (_, mut sub) = late
+        .subscribe("r/+", SubscribeOptions::with_qos(QoS::AtLeastOnce))
+        .await
+        .expect("subscribed");
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let message = within("a retained message", sub.recv())
+            .await
+            .expect("a message");
+        seen.push(String::from_utf8_lossy(message.payload()).into_owned());
+    }
+    seen.sort();
+    assert_eq!(seen, ["kept by b", "kept by c"]);
+    nothing_more(&mut sub, "after the deletion").await;
+
+    // A node started later reads the bucket: the retained messages are there at once.
+    let d = MidgeNode::start(&url, "d").await;
+    let client = d.client("reader-d").await;
+    let (_, mut sub) = client
+        .subscribe("r/+", SubscribeOptions::with_qos(QoS::AtLeastOnce))
+        .await
+        .expect("subscribed");
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let message = within("a retained message", sub.recv())
+            .await
+            .expect("a message");
+        seen.push(String::from_utf8_lossy(message.payload()).into_owned());
+    }
+    seen.sort();
+    assert_eq!(seen, ["kept by b", "kept by c"]);
+    d.stop().await;
+
+    // One filter held by two sessions, and an overlapping one by a third: one NATS
+    // subscription each, two copies of the message reach node b, and each session gets it
+    // once.
+    let x = b.client("x").await;
+    let y = b.client("y").await;
+    let z = b.client("z").await;
+    let before = b.running.stats().nats_subscriptions.load(Relaxed);
+    let mut sub_x = subscribe(&x, &b, "o/+", QoS::AtLeastOnce, before + 1).await;
+    let mut sub_y = subscribe(&y, &b, "o/+", QoS::AtLeastOnce, before + 1).await;
+    let mut sub_z = subscribe(&z, &b, "o/k", QoS::AtLeastOnce, before + 2).await;
+    assert_eq!(
+        b.running.stats().nats_subscriptions.load(Relaxed),
+        before + 2,
+        "o/+ is held twice but subscribed once"
+    );
+    let duplicates = b.running.stats().duplicates.load(Relaxed);
+    publisher
+        .publish("o/k", "once", PublishOptions::with_qos(QoS::AtLeastOnce))
+        .await
+        .expect("published");
+    for (name, sub) in [("x", &mut sub_x), ("y", &mut sub_y), ("z", &mut sub_z)] {
+        let message = within("the message", sub.recv()).await.expect("a message");
+        assert_eq!(message.payload().as_ref(), b"once", "{name}");
+    }
+    for (name, sub) in [("x", &mut sub_x), ("y", &mut sub_y), ("z", &mut sub_z)] {
+        nothing_more(sub, name).await;
+    }
+    assert_eq!(
+        b.running.stats().duplicates.load(Relaxed),
+        duplicates + 1,
+        "the second copy came through the other NATS subscription, and was dropped"
+    );
+
+    // Unsubscribing: the NATS interest goes with the last local subscriber.
+    x.unsubscribe("o/+").await.expect("unsubscribed");
+    assert!(nats
+        .subscriptions_of("midge b")
+        .contains(&"midge.msg.t.o.*".to_owned()));
+    y.unsubscribe("o/+").await.expect("unsubscribed");
+    z.unsubscribe("o/k").await.expect("unsubscribed");
+    until("the NATS interest to go", || {
+        !nats
+            .subscriptions_of("midge b")
+            .iter()
+            .any(|s| s.starts_with("midge.msg.t.o."))
+    })
+    .await;
+    let received = b.running.stats().received.load(Relaxed);
+    let published = a.running.stats().published.load(Relaxed);
+    publisher
+        .publish("o/k", "nobody", PublishOptions::with_qos(QoS::AtLeastOnce))
+        .await
+        .expect("published");
+    let stats = a.running.stats();
+    until("a to publish", || stats.published.load(Relaxed) > published).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        b.running.stats().received.load(Relaxed),
+        received,
+        "b no longer receives o/k"
+    );
+    nothing_more(&mut sub_z, "after unsubscribing").await;
+
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn nats_unreachable_at_start_is_a_clear_error() {
+    let port = free_port();
+    let mut config = ClusterConfig::new(vec![format!("nats://127.0.0.1:{port}")], "a");
+    config.connect_timeout_ms = 500;
+    let started = Instant::now();
+    let error = Node::connect(&config).await.expect_err("no NATS there");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(matches!(error, ClusterError::Connect { .. }), "{error:?}");
+    let text = error.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "cannot connect to NATS at nats://127.0.0.1:{port}: "
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_nats_server_without_jetstream_is_a_clear_error() {
+    let installed = midge_testkit::peers::installed("nats-server", &["--version"]);
+    if !midge_testkit::peers::require("nats-server", installed) {
+        return;
+    }
+    let port = free_port();
+    let mut child = Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server starts");
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut config = ClusterConfig::new(vec![format!("nats://127.0.0.1:{port}")], "a");
+    config.connect_timeout_ms = 2000;
+    let error = Node::connect(&config).await.expect_err("no JetStream");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(matches!(error, ClusterError::JetStream { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("is JetStream enabled"),
+        "{error}"
+    );
+}
