@@ -111,6 +111,8 @@ pub struct ClusterStats {
     pub nats_subscriptions: AtomicU64,
     /// Times the connection to NATS was lost.
     pub disconnects: AtomicU64,
+    /// Times the connection to NATS was made: at start, and after each loss.
+    pub connects: AtomicU64,
 }
 
 impl ClusterStats {
@@ -262,10 +264,13 @@ impl Node {
                                  dropped until it is back"
                             );
                         }
-                        async_nats::Event::Connected => tracing::info!(
-                            dropped = stats.dropped_disconnected.load(Relaxed),
-                            "connected to NATS"
-                        ),
+                        async_nats::Event::Connected => {
+                            ClusterStats::add(&stats.connects);
+                            tracing::info!(
+                                dropped = stats.dropped_disconnected.load(Relaxed),
+                                "connected to NATS"
+                            );
+                        }
                         other => tracing::warn!("NATS: {other}"),
                     }
                 }

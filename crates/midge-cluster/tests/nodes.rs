@@ -42,26 +42,41 @@ impl NatsServer {
         let (port, monitor) = (free_port(), free_port());
         let dir =
             std::env::temp_dir().join(format!("midge-cluster-test-{}-{port}", std::process::id()));
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-m", &monitor.to_string(), "-js", "-sd"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        let server = Self {
+        let child = Self::spawn(port, monitor, &dir);
+        Some(Self {
             child,
             port,
             monitor,
             dir,
-        };
+        })
+    }
+
+    fn spawn(port: u16, monitor: u16, dir: &std::path::Path) -> Child {
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-m", &monitor.to_string(), "-js", "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
         let deadline = Instant::now() + WAIT;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "nats-server does not listen");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(server)
+        child
+    }
+
+    /// Kills the server (as `kill -9` would).
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port, with the same JetStream directory.
+    fn restart(&mut self) {
+        self.child = Self::spawn(self.port, self.monitor, &self.dir);
     }
 
     fn url(&self) -> String {
@@ -471,4 +486,66 @@ async fn a_nats_server_without_jetstream_is_a_clear_error() {
         error.to_string().contains("is JetStream enabled"),
         "{error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_lost_while_running_drops_and_counts_then_reconnects() {
+    let Some(mut nats) = NatsServer::start() else {
+        return;
+    };
+    let url = nats.url();
+    let a = MidgeNode::start(&url, "a").await;
+    let b = MidgeNode::start(&url, "b").await;
+    let publisher = a.client("pub").await;
+    let subscriber = b.client("sub").await;
+    let mut sub = subscribe(&subscriber, &b, "l/#", QoS::AtLeastOnce, 2).await;
+    let qos1 = || PublishOptions::with_qos(QoS::AtLeastOnce);
+    publisher
+        .publish("l/x", "before", qos1())
+        .await
+        .expect("published");
+    let message = within("before", sub.recv()).await.expect("a message");
+    assert_eq!(message.payload().as_ref(), b"before");
+
+    nats.kill();
+    let stats = a.running.stats();
+    until("a to see NATS gone", || {
+        stats.disconnects.load(Relaxed) >= 1
+    })
+    .await;
+    // The broker still acknowledges (nothing on a matches), the node drops it and counts it.
+    let dropped = stats.dropped_disconnected.load(Relaxed);
+    publisher
+        .publish("l/x", "lost", qos1())
+        .await
+        .expect("published");
+    until("the drop to be counted", || {
+        stats.dropped_disconnected.load(Relaxed) > dropped
+    })
+    .await;
+
+    nats.restart();
+    for node in [&a, &b] {
+        let stats = node.running.stats();
+        until("the reconnection", || stats.connects.load(Relaxed) >= 2).await;
+    }
+    // The subscriptions are made again by the client library: publish until one arrives.
+    let deadline = Instant::now() + WAIT;
+    let message = loop {
+        assert!(
+            Instant::now() < deadline,
+            "nothing arrives after the reconnection"
+        );
+        publisher
+            .publish("l/x", "after", qos1())
+            .await
+            .expect("published");
+        if let Ok(message) = tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {
+            break message.expect("a message");
+        }
+    };
+    // What was published while NATS was away is gone, not delivered late.
+    assert_eq!(message.payload().as_ref(), b"after");
+    a.stop().await;
+    b.stop().await;
 }
