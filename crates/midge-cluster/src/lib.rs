@@ -55,6 +55,9 @@ const ORIGIN: &str = "Midge-Origin";
 const SEQUENCE: &str = "Midge-Seq";
 /// Messages waiting to be published to NATS; more are dropped (and counted).
 const PUBLISH_QUEUE: usize = 65_536;
+/// The longest subject sent to NATS: a NATS server closes a connection whose protocol line
+/// (the subject, with a few numbers) exceeds its `max_control_line`, 4096 bytes by default.
+pub const MAX_SUBJECT: usize = 3840;
 
 /// Why a node could not join its cluster.
 #[derive(Debug, thiserror::Error)]
@@ -465,8 +468,13 @@ async fn publish_loop(
 ) {
     let mut sequence = 0u64;
     while let Some(message) = publishes.recv().await {
-        let Some(body) = envelope::encode(&message) else {
+        let subject = subject::message_subject(&prefix, message.topic.as_str());
+        let Some(body) = envelope::encode(&message).filter(|_| subject.len() <= MAX_SUBJECT) else {
             ClusterStats::add(&stats.publish_errors);
+            tracing::debug!(
+                topic = message.topic.as_str(),
+                "a message is not shared: its topic is too long for a NATS subject"
+            );
             continue;
         };
         if message.retain {
@@ -482,7 +490,6 @@ async fn publish_loop(
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(ORIGIN, origin.as_str());
         headers.insert(SEQUENCE, sequence.to_string().as_str());
-        let subject = subject::message_subject(&prefix, message.topic.as_str());
         match client.publish_with_headers(subject, headers, body).await {
             Ok(()) => ClusterStats::add(&stats.published),
             Err(err) => {
@@ -573,6 +580,14 @@ async fn interest_loop(
             Interest::Add(filter) => {
                 let mut tasks = Vec::new();
                 for subject in subject::filter_subjects(&prefix, &filter) {
+                    if subject.len() > MAX_SUBJECT {
+                        tracing::warn!(
+                            filter,
+                            "a filter too long for a NATS subject: it gets no message from \
+                             other nodes"
+                        );
+                        continue;
+                    }
                     match client.subscribe(subject.clone()).await {
                         Ok(mut subscriber) => {
                             stats.nats_subscriptions.fetch_add(1, Relaxed);

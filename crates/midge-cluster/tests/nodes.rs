@@ -288,6 +288,37 @@ async fn three_nodes_on_one_nats_server() {
         assert_eq!(message.topic(), topic);
     }
 
+    // A topic whose subject would be too long for NATS stays on its node, counted; the
+    // connection to NATS is not harmed.
+    let long = format!("q/{}", ".".repeat(2000));
+    let errors = a.running.stats().publish_errors.load(Relaxed);
+    publisher
+        .publish(
+            long.as_str(),
+            "long",
+            PublishOptions::with_qos(QoS::AtLeastOnce),
+        )
+        .await
+        .expect("published");
+    publisher
+        .publish(
+            "q/short",
+            "short",
+            PublishOptions::with_qos(QoS::AtLeastOnce),
+        )
+        .await
+        .expect("published");
+    let message = within("after the long topic", sub_c.recv())
+        .await
+        .expect("a message");
+    assert_eq!(message.topic(), "q/short");
+    assert_eq!(a.running.stats().publish_errors.load(Relaxed), errors + 1);
+    assert_eq!(a.running.stats().disconnects.load(Relaxed), 0);
+    let message = within("after the long topic", sub_b.recv())
+        .await
+        .expect("a message");
+    assert_eq!(message.topic(), "q/short");
+
     // Retained messages published on each node are seen from every node, by subscribers
     // that come later; an empty retained payload deletes them everywhere.
     for (node, name) in [(&a, "a"), (&b, "b"), (&c, "c")] {
