@@ -577,6 +577,26 @@ async fn nats_lost_while_running_drops_and_counts_then_reconnects() {
     };
     // What was published while NATS was away is gone, not delivered late.
     assert_eq!(message.payload().as_ref(), b"after");
+    // The watch of the bucket resumed: a retained message published on b reaches a's index.
+    let applied = a.running.stats().retained_applied.load(Relaxed);
+    subscriber
+        .publish("l/kept", "kept", qos1().retain(true))
+        .await
+        .expect("published");
+    let stats = a.running.stats();
+    until("the bucket's change on a", || {
+        stats.retained_applied.load(Relaxed) > applied
+    })
+    .await;
+    let reader = a.client("reader").await;
+    let (_, mut kept) = reader
+        .subscribe("l/kept", SubscribeOptions::with_qos(QoS::AtLeastOnce))
+        .await
+        .expect("subscribed");
+    let message = within("the retained message", kept.recv())
+        .await
+        .expect("a message");
+    assert_eq!(message.payload().as_ref(), b"kept");
     a.stop().await;
     b.stop().await;
 }
