@@ -1,4 +1,5 @@
-//! Three midge nodes on one real nats-server (with JetStream): messages across nodes at every
+//! Three midge nodes on one real nats-server (with JetStream), and on a three-server NATS
+//! cluster (routes, the bucket replicated three times): messages across nodes at every
 //! QoS, retained messages from every node, once per session whatever the overlap of filters,
 //! and NATS interest that follows the local subscriptions. nats-server missing: skipped
 //! loudly, a failure under `MIDGE_REQUIRE_PEERS=1`.
@@ -30,6 +31,8 @@ struct NatsServer {
     port: u16,
     monitor: u16,
     dir: PathBuf,
+    /// Its cluster options, if it is one of a NATS cluster.
+    extra: Vec<String>,
 }
 
 impl NatsServer {
@@ -42,20 +45,63 @@ impl NatsServer {
         let (port, monitor) = (free_port(), free_port());
         let dir =
             std::env::temp_dir().join(format!("midge-cluster-test-{}-{port}", std::process::id()));
-        let child = Self::spawn(port, monitor, &dir);
+        let child = Self::spawn(port, monitor, &dir, &[]);
         Some(Self {
             child,
             port,
             monitor,
             dir,
+            extra: Vec::new(),
         })
     }
 
-    fn spawn(port: u16, monitor: u16, dir: &std::path::Path) -> Child {
+    /// Three servers in a NATS cluster (routes between them, JetStream replicated); `None`
+    /// (after a loud skip) when nats-server is not installed.
+    fn start_cluster() -> Option<Vec<Self>> {
+        let installed = midge_testkit::peers::installed("nats-server", &["--version"]);
+        if !midge_testkit::peers::require("nats-server", installed) {
+            return None;
+        }
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let all_routes = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let servers = (0..3)
+            .map(|i| {
+                let (port, monitor) = (free_port(), free_port());
+                let dir = std::env::temp_dir()
+                    .join(format!("midge-cluster-test-{}-{port}", std::process::id()));
+                let extra = vec![
+                    "-n".to_owned(),
+                    format!("n{i}"),
+                    "--cluster_name".to_owned(),
+                    "midge-test".to_owned(),
+                    "--cluster".to_owned(),
+                    format!("nats://127.0.0.1:{}", routes[i]),
+                    "--routes".to_owned(),
+                    all_routes.clone(),
+                ];
+                let child = Self::spawn(port, monitor, &dir, &extra);
+                Self {
+                    child,
+                    port,
+                    monitor,
+                    dir,
+                    extra,
+                }
+            })
+            .collect();
+        Some(servers)
+    }
+
+    fn spawn(port: u16, monitor: u16, dir: &std::path::Path, extra: &[String]) -> Child {
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .args(["-m", &monitor.to_string(), "-js", "-sd"])
             .arg(dir)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -76,7 +122,7 @@ impl NatsServer {
 
     /// Starts it again on the same port, with the same JetStream directory.
     fn restart(&mut self) {
-        self.child = Self::spawn(self.port, self.monitor, &self.dir);
+        self.child = Self::spawn(self.port, self.monitor, &self.dir, &self.extra);
     }
 
     fn url(&self) -> String {
@@ -130,12 +176,28 @@ struct MidgeNode {
 
 impl MidgeNode {
     async fn start(nats: &str, id: &str) -> Self {
+        Self::start_with(nats, id, 1).await
+    }
+
+    async fn start_with(nats: &str, id: &str, replicas: usize) -> Self {
         let mut config = BrokerConfig::default();
         config.sys.interval_secs = 0;
-        config.cluster = Some(ClusterConfig::new(vec![nats.to_owned()], id));
-        let node = Node::connect(config.cluster.as_ref().unwrap())
-            .await
-            .expect("the node joins");
+        let mut cluster = ClusterConfig::new(vec![nats.to_owned()], id);
+        cluster.kv_replicas = replicas;
+        config.cluster = Some(cluster);
+        let cluster = config.cluster.as_ref().unwrap();
+        // A NATS cluster's JetStream answers once it has elected a leader: seconds.
+        let deadline = Instant::now() + WAIT;
+        let node = loop {
+            match Node::connect(cluster).await {
+                Ok(node) => break node,
+                Err(err @ ClusterError::JetStream { .. }) if Instant::now() < deadline => {
+                    eprintln!("retrying: {err}");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(err) => panic!("the node does not join: {err}"),
+            }
+        };
         let broker = Broker::builder()
             .config(config)
             .cluster(node.cluster())
@@ -203,6 +265,34 @@ async fn subscribe(
     subscription
 }
 
+/// Publishes `topic` until each of `subscriptions` has a message (in a NATS cluster, interest
+/// reaches the other servers shortly after the subscription), then drains them.
+async fn warm_up(publisher: &Client, topic: &str, subscriptions: &mut [&mut Subscription]) {
+    let deadline = Instant::now() + WAIT;
+    for subscription in subscriptions.iter_mut() {
+        loop {
+            assert!(Instant::now() < deadline, "{topic} does not arrive");
+            publisher
+                .publish(topic, "warm-up", PublishOptions::with_qos(QoS::AtMostOnce))
+                .await
+                .expect("published");
+            if let Ok(message) =
+                tokio::time::timeout(Duration::from_millis(100), subscription.recv()).await
+            {
+                assert_eq!(message.expect("a message").payload().as_ref(), b"warm-up");
+                break;
+            }
+        }
+    }
+    for subscription in subscriptions {
+        while let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(300), subscription.recv()).await
+        {
+            assert_eq!(message.payload().as_ref(), b"warm-up");
+        }
+    }
+}
+
 /// Nothing more comes to `subscription` within a while.
 async fn nothing_more(subscription: &mut Subscription, what: &str) {
     if let Ok(Some(message)) =
@@ -220,10 +310,23 @@ async fn three_nodes_on_one_nats_server() {
     let Some(nats) = NatsServer::start() else {
         return;
     };
-    let url = nats.url();
-    let a = MidgeNode::start(&url, "a").await;
-    let b = MidgeNode::start(&url, "b").await;
-    let c = MidgeNode::start(&url, "c").await;
+    three_nodes(&[nats], 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_on_a_three_server_nats_cluster() {
+    let Some(servers) = NatsServer::start_cluster() else {
+        return;
+    };
+    three_nodes(&servers, 3).await;
+}
+
+/// Three nodes, the first on the first server, the second on the second (or the first), …
+async fn three_nodes(servers: &[NatsServer], replicas: usize) {
+    let server = |i: usize| &servers[i % servers.len()];
+    let a = MidgeNode::start_with(&server(0).url(), "a", replicas).await;
+    let b = MidgeNode::start_with(&server(1).url(), "b", replicas).await;
+    let c = MidgeNode::start_with(&server(2).url(), "c", replicas).await;
 
     // Across nodes at each QoS: published on a, received on b and c at that QoS.
     let publisher = a.client("pub").await;
@@ -231,6 +334,7 @@ async fn three_nodes_on_one_nats_server() {
     let on_c = c.client("sub-c").await;
     let mut sub_b = subscribe(&on_b, &b, "q/+", QoS::ExactlyOnce, 1).await;
     let mut sub_c = subscribe(&on_c, &c, "q/#", QoS::ExactlyOnce, 2).await;
+    warm_up(&publisher, "q/warm", &mut [&mut sub_b, &mut sub_c]).await;
     for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
         let payload = format!("qos {}", qos as u8);
         let code = publisher
@@ -261,7 +365,7 @@ async fn three_nodes_on_one_nats_server() {
     assert_eq!(message.payload().as_ref(), b"parent");
     nothing_more(&mut sub_b, "q/+ does not match q").await;
     assert_eq!(
-        nats.subscriptions_of("midge c"),
+        server(2).subscriptions_of("midge c"),
         ["midge.msg.t.q", "midge.msg.t.q.>"]
     );
 
@@ -388,7 +492,7 @@ async fn three_nodes_on_one_nats_server() {
     nothing_more(&mut sub, "after the deletion").await;
 
     // A node started later reads the bucket: the retained messages are there at once.
-    let d = MidgeNode::start(&url, "d").await;
+    let d = MidgeNode::start_with(&server(3).url(), "d", replicas).await;
     let client = d.client("reader-d").await;
     let (_, mut sub) = client
         .subscribe("r/+", SubscribeOptions::with_qos(QoS::AtLeastOnce))
@@ -415,6 +519,7 @@ async fn three_nodes_on_one_nats_server() {
     let mut sub_x = subscribe(&x, &b, "o/+", QoS::AtLeastOnce, before + 1).await;
     let mut sub_y = subscribe(&y, &b, "o/+", QoS::AtLeastOnce, before + 1).await;
     let mut sub_z = subscribe(&z, &b, "o/k", QoS::AtLeastOnce, before + 2).await;
+    warm_up(&publisher, "o/k", &mut [&mut sub_x, &mut sub_y, &mut sub_z]).await;
     assert_eq!(
         b.running.stats().nats_subscriptions.load(Relaxed),
         before + 2,
@@ -440,13 +545,13 @@ async fn three_nodes_on_one_nats_server() {
 
     // Unsubscribing: the NATS interest goes with the last local subscriber.
     x.unsubscribe("o/+").await.expect("unsubscribed");
-    assert!(nats
+    assert!(server(1)
         .subscriptions_of("midge b")
         .contains(&"midge.msg.t.o.*".to_owned()));
     y.unsubscribe("o/+").await.expect("unsubscribed");
     z.unsubscribe("o/k").await.expect("unsubscribed");
     until("the NATS interest to go", || {
-        !nats
+        !server(1)
             .subscriptions_of("midge b")
             .iter()
             .any(|s| s.starts_with("midge.msg.t.o."))
