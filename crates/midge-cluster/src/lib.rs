@@ -418,6 +418,7 @@ impl Node {
         )));
         Running {
             client: self.client,
+            shared: self.shared,
             tasks,
             stats,
         }
@@ -427,6 +428,7 @@ impl Node {
 /// A node at work for its broker.
 pub struct Running {
     client: async_nats::Client,
+    shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
     stats: Arc<ClusterStats>,
 }
@@ -444,9 +446,17 @@ impl Running {
     }
 
     /// Stops the node's work: what waits to be published is sent first (for at most a
-    /// second), then the NATS connection closes.
+    /// second in all), then the NATS connection closes. Stop the broker first, so that
+    /// nothing more comes.
     pub async fn shutdown(self) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.flush()).await;
+        let publishes = &self.shared.publishes;
+        let sent = async {
+            while publishes.capacity() < publishes.max_capacity() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let _ = self.client.flush().await;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), sent).await;
         for task in &self.tasks {
             task.abort();
         }

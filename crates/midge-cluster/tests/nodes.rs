@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use midge_broker::config::ClusterConfig;
-use midge_broker::{Broker, BrokerConfig, BrokerHandle};
+use midge_broker::{Broker, BrokerConfig, BrokerHandle, Secret};
 use midge_client::{Client, PublishOptions, QoS, ReasonCode, SubscribeOptions, Subscription};
 use midge_cluster::{ClusterError, Node, Running};
 
@@ -704,4 +704,63 @@ async fn nats_lost_while_running_drops_and_counts_then_reconnects() {
     assert_eq!(message.payload().as_ref(), b"kept");
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test]
+async fn credentials_are_given_to_nats() {
+    let installed = midge_testkit::peers::installed("nats-server", &["--version"]);
+    if !midge_testkit::peers::require("nats-server", installed) {
+        return;
+    }
+    let cases: [(&[&str], _, _); 2] = [
+        (
+            &["--user", "midge", "--pass", "s3cret"],
+            ("user", "s3cret"),
+            ("user", "wrong"),
+        ),
+        (
+            &["--auth", "t0ken-1234"],
+            ("token", "t0ken-1234"),
+            ("token", "wrong-token"),
+        ),
+    ];
+    for (args, right, wrong) in cases {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("midge-cluster-test-{}-{port}", std::process::id()));
+        let mut child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(&dir)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let config = |(kind, secret): (&str, &str)| {
+            let mut config = ClusterConfig::new(vec![format!("nats://127.0.0.1:{port}")], "a");
+            config.connect_timeout_ms = 2000;
+            if kind == "user" {
+                config.user = Some("midge".into());
+                config.password = Some(Secret::new(secret));
+            } else {
+                config.token = Some(Secret::new(secret));
+            }
+            config
+        };
+        let joined = Node::connect(&config(right)).await;
+        let refused = Node::connect(&config(wrong)).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(joined.is_ok(), "{args:?}: {:?}", joined.err());
+        let error = refused.expect_err("wrong credentials");
+        assert!(matches!(error, ClusterError::Connect { .. }), "{error:?}");
+        assert!(
+            error.to_string().to_lowercase().contains("authoriz"),
+            "{args:?}: {error}"
+        );
+    }
 }
