@@ -764,3 +764,63 @@ async fn credentials_are_given_to_nats() {
         );
     }
 }
+
+/// The real nats-server matches mapped filters on mapped topics as MQTT does (the property
+/// tests check the same against a model of NATS matching).
+#[tokio::test]
+async fn the_real_nats_server_matches_mapped_subjects_as_mqtt_does() {
+    use futures_util::StreamExt;
+    use midge_cluster::subject::{filter_subjects, message_subject};
+    use midge_topic::{TopicFilter, TopicName};
+
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let client = async_nats::connect(nats.url()).await.expect("connects");
+    let filters = [
+        "#", "+", "+/+", "a/#", "a/+", "a/b", "a.b", "$SYS/#", "+/b", "a/+/#", "/#", "+/", "*",
+        ">", "é/#", "a b/+",
+    ];
+    let topics = [
+        "a", "a/b", "a/", "a/b/c", "a.b", "a/b.c", "$SYS/x", "$SYS", "/", "/a", "*", ">", "a/*",
+        "é", "é/x", "a b/c", "x/b", "a//b", "$a/b",
+    ];
+    let mut subscribers = Vec::new();
+    for filter in filters {
+        let mut streams = Vec::new();
+        for subject in filter_subjects("midge", filter) {
+            streams.push(client.subscribe(subject).await.expect("subscribes"));
+        }
+        subscribers.push(futures_util::stream::select_all(streams));
+    }
+    client.flush().await.expect("flushed");
+    for topic in topics {
+        client
+            .publish(message_subject("midge", topic), topic.to_owned().into())
+            .await
+            .expect("published");
+    }
+    client.flush().await.expect("flushed");
+    for (filter, subscriber) in filters.iter().zip(&mut subscribers) {
+        let expected: Vec<&str> = topics
+            .iter()
+            .copied()
+            .filter(|t| {
+                TopicFilter::new(filter)
+                    .unwrap()
+                    .matches(&TopicName::new(t).unwrap())
+            })
+            .collect();
+        let mut got = Vec::new();
+        while let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(200), subscriber.next()).await
+        {
+            got.push(String::from_utf8(message.payload.to_vec()).unwrap());
+        }
+        // Copies from a filter's two subscriptions come in either order.
+        got.sort();
+        let mut expected = expected;
+        expected.sort_unstable();
+        assert_eq!(got, expected, "{filter}");
+    }
+}
