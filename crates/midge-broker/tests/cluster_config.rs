@@ -1,6 +1,6 @@
 //! `[cluster]`: parsing, defaults and the errors of keys that cannot work.
 
-use midge_broker::config::BrokerConfig;
+use midge_broker::config::{BrokerConfig, ClusterConfig, Secret};
 
 fn parse(text: &str) -> Result<BrokerConfig, String> {
     let config: BrokerConfig = toml::from_str(text).map_err(|e| e.to_string())?;
@@ -136,4 +136,49 @@ fn keys_that_cannot_work_are_refused_with_the_key_named() {
         let error = parse(text).expect_err(text);
         assert!(error.contains(expected), "{text}: {error}");
     }
+}
+
+/// A reload cannot join, leave or change a cluster: every change of `[cluster]` (its secrets
+/// included) is reported as needing a restart.
+#[tokio::test]
+async fn a_reload_reports_cluster_changes_as_needing_a_restart() {
+    let mut config = BrokerConfig::default();
+    config.sys.interval_secs = 0;
+    config.listeners[0].bind =
+        midge_broker::BindAddr::Tcp("127.0.0.1:0".parse().expect("an address"));
+    let mut cluster = ClusterConfig::new(vec!["nats://127.0.0.1:4222".into()], "a");
+    cluster.token = Some(Secret::new("one"));
+    config.cluster = Some(cluster.clone());
+    // The builder takes the section as it is; joining NATS is the cluster crate's part.
+    let broker = midge_broker::Broker::builder()
+        .config(config.clone())
+        .start()
+        .await
+        .expect("starts");
+    let reload = broker.reload_config(&config).expect("valid");
+    assert!(
+        reload.needs_restart.is_empty(),
+        "{:?}",
+        reload.needs_restart
+    );
+    let changed = |change: &dyn Fn(&mut ClusterConfig)| {
+        let mut new = config.clone();
+        if let Some(cluster) = &mut new.cluster {
+            change(cluster);
+        }
+        broker.reload_config(&new).expect("valid").needs_restart
+    };
+    assert_eq!(
+        changed(&|c| c.token = Some(Secret::new("two"))),
+        ["cluster"]
+    );
+    assert_eq!(changed(&|c| c.node_id = "b".into()), ["cluster"]);
+    assert_eq!(changed(&|c| c.kv_replicas = 3), ["cluster"]);
+    let mut without = config.clone();
+    without.cluster = None;
+    assert_eq!(
+        broker.reload_config(&without).expect("valid").needs_restart,
+        ["cluster"]
+    );
+    broker.shutdown().await;
 }
