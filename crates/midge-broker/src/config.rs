@@ -993,6 +993,23 @@ impl BridgeConfig {
         if self.address.is_empty() {
             return Err("address is missing (host:port or a URL)".into());
         }
+        for (n, address) in self.address.iter().enumerate() {
+            // The authority of a URL, or the whole of `host:port`: a user name or password
+            // there would be shown wherever the address is (logs, the admin API). Not quoted.
+            let rest = address
+                .split_once("://")
+                .map_or(address.as_str(), |(_, rest)| rest);
+            let authority = rest.split('/').next().unwrap_or_default();
+            if authority.contains('@') {
+                return Err(format!(
+                    "address {} holds a user name or password: give them as username and password",
+                    n + 1
+                ));
+            }
+            if authority.is_empty() {
+                return Err(format!("address {} has no host", n + 1));
+            }
+        }
         if self.topics.is_empty() {
             return Err("no [[bridge.topic]]: the bridge would forward nothing".into());
         }
@@ -1114,6 +1131,11 @@ impl BridgeTopic {
         ] {
             if prefix.contains(['+', '#']) {
                 return Err(format!("{key} {prefix:?} must not hold wildcards"));
+            }
+            if prefix.starts_with("$share/") || prefix.starts_with("$queue/") {
+                return Err(format!(
+                    "{key} {prefix:?}: a shared subscription cannot be bridged (its messages would have no topic to rename)"
+                ));
             }
         }
         if self.pattern.is_empty() {

@@ -5,8 +5,8 @@
 
 pub mod admin;
 pub mod auth;
-#[cfg(feature = "runtime")]
 pub mod bridge;
+#[cfg(feature = "runtime")]
 mod broker;
 pub mod config;
 pub mod core;

@@ -1089,6 +1089,16 @@ impl Client {
         matches!(*self.shared.state.borrow(), State::Closed(_))
     }
 
+    /// Why the client closed for good, once it has, when a connection failure closed it (a
+    /// refusal it does not retry, or the last attempt of its policy); `None` while it runs,
+    /// and when the application closed it.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        match *self.shared.state.borrow() {
+            State::Closed(reason) => reason,
+            _ => None,
+        }
+    }
+
     /// Waits until a connection is up, or fails with [`ClientError::Closed`] if the client
     /// closes first.
     ///

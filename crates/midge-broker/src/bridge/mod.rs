@@ -1,5 +1,5 @@
 //! Bridges: connections from this broker to other brokers that forward messages both ways
-//! (`[[bridge]]` in the configuration; see [`BridgeConfig`](crate::BridgeConfig)).
+//! (`[[bridge]]` in the configuration; see [`BridgeConfig`]).
 //!
 //! A bridge is two midge-client clients: one connected to the remote broker, one connected
 //! in-process to this broker as a trusted client (`$bridge/` and the bridge's name) whose
@@ -21,7 +21,7 @@ use crate::config::BridgeConfig;
 mod run;
 
 #[cfg(feature = "runtime")]
-pub(crate) use run::start;
+pub(crate) use run::{start, wait_subscribed};
 
 /// A bridge's state, shared by its tasks and the admin view.
 #[derive(Debug)]
@@ -75,6 +75,7 @@ impl BridgeStatus {
         }
     }
 
+    #[cfg(feature = "runtime")]
     pub(crate) fn set_error(&self, error: String) {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
     }

@@ -2,8 +2,8 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -49,10 +49,44 @@ pub(crate) fn start(
                 gate: Arc::downgrade(gate),
                 bridge_flag: config.try_private && config.protocol_version == BridgeProtocol::V311,
                 remote_will: config.notifications && !config.notifications_local_only,
+                max_packet_size: core.config.limits.max_packet_size,
+                topic_limits: core.config.topic_limits(),
             };
             tokio::spawn(bridge.run(stopping.clone()))
         })
         .collect()
+}
+
+/// Waits until every bridge has its `out` subscriptions here, for at most `limit`.
+pub(crate) async fn wait_subscribed(core: &Arc<Core>, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    let admin = crate::Admin::new(core.clone());
+    for config in &core.config.bridges {
+        let mut wanted: Vec<String> = config
+            .topics
+            .iter()
+            .filter(|topic| topic.direction.out())
+            .map(BridgeTopic::local_filter)
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        let client_id = format!("{BRIDGE_CLIENT_PREFIX}{}", config.name);
+        loop {
+            let made = admin.client(&client_id).is_some_and(|detail| {
+                wanted
+                    .iter()
+                    .all(|filter| detail.subscriptions.iter().any(|s| &s.filter == filter))
+            });
+            if made || wanted.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(bridge = %config.name, "the bridge's subscriptions are not made yet; serving clients anyway");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
 }
 
 struct Bridge {
@@ -66,6 +100,10 @@ struct Bridge {
     /// Whether the CONNECT carries the will that says `0` on the remote: until a remote
     /// refuses the connection as not authorized (a broker may refuse wills into `$SYS`).
     remote_will: bool,
+    /// This broker's `limits.max_packet_size`.
+    max_packet_size: u32,
+    /// This broker's limits on topic names.
+    topic_limits: midge_topic::Limits,
 }
 
 /// Which way a forwarding loop goes.
@@ -89,7 +127,9 @@ impl Bridge {
         let name = self.config.name.clone();
         let initial = Duration::from_millis(self.config.reconnect_delay_ms);
         let mut delay = initial;
+        let will_configured = self.remote_will;
         loop {
+            let connections = self.status.connections.load(Relaxed);
             let outcome = match self.start_life() {
                 Ok(life) => {
                     let outcome = tokio::select! {
@@ -104,6 +144,10 @@ impl Bridge {
             let Some((error, reason)) = outcome else {
                 break;
             };
+            // A life that connected was healthy: the next waits as little as the first.
+            if self.status.connections.load(Relaxed) > connections {
+                delay = initial;
+            }
             let unknown_version = CloseReason::Refused(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
             if self.bridge_flag && reason == Some(unknown_version) {
                 // As mosquitto does: a remote that does not know the bridge flag is connected
@@ -112,11 +156,15 @@ impl Bridge {
                 self.bridge_flag = false;
                 continue;
             }
-            if self.remote_will && reason == Some(CloseReason::Refused(ReasonCode::NOT_AUTHORIZED))
-            {
-                tracing::warn!(bridge = %name, topic = %self.config.notification_topic(), "the remote refused the connection as not authorized; connecting without the notification will (a broker may refuse publishing into $SYS)");
-                self.remote_will = false;
-                continue;
+            if will_configured && reason == Some(CloseReason::Refused(ReasonCode::NOT_AUTHORIZED)) {
+                if self.remote_will {
+                    tracing::warn!(bridge = %name, topic = %self.config.notification_topic(), "the remote refused the connection as not authorized; trying at once without the notification will (a broker may refuse publishing into $SYS)");
+                    self.remote_will = false;
+                    continue;
+                }
+                // Refused without the will too: the credentials, not the will. The will goes
+                // back for the next attempts.
+                self.remote_will = true;
             }
             // A client closed for good (a refusal it does not retry, such as bad
             // credentials): start over after a delay that doubles up to the maximum.
@@ -150,21 +198,30 @@ impl Bridge {
                 self.config.clone(),
             )),
         ];
-        for topic in &self.config.topics {
+        let (draining, _) = watch::channel(false);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        for (index, topic) in self.config.topics.iter().enumerate() {
             let ways = [
                 (topic.direction.out(), Way::Out, &local, &remote),
                 (topic.direction.inward(), Way::In, &remote, &local),
             ];
             for (on, way, source, target) in ways {
                 if on {
+                    let settings = Forwarding {
+                        index: u32::try_from(index).unwrap_or(u32::MAX - 1),
+                        draining: draining.subscribe(),
+                        in_flight: in_flight.clone(),
+                        protocol: self.config.protocol_version,
+                        topic_limits: self.topic_limits,
+                        name: self.config.name.clone(),
+                    };
                     tasks.push(tokio::spawn(forward_topic(
                         way,
                         topic.clone(),
                         source.clone(),
                         target.clone(),
                         self.status.clone(),
-                        self.config.protocol_version,
-                        self.config.name.clone(),
+                        settings,
                     )));
                 }
             }
@@ -173,6 +230,8 @@ impl Bridge {
             local,
             remote,
             tasks,
+            draining,
+            in_flight,
             status: self.status.clone(),
             core: self.core.clone(),
             config: self.config.clone(),
@@ -190,6 +249,8 @@ impl Bridge {
         });
         let mut limits = Limits::default();
         limits.receive_maximum = u16::try_from(WINDOW).unwrap_or(u16::MAX);
+        // Whatever this broker takes, the bridge takes from it.
+        limits.max_packet_size = self.max_packet_size;
         ClientBuilder::with_connector(connector)
             .version(ProtocolVersion::V5)
             .client_id(format!("{BRIDGE_CLIENT_PREFIX}{}", self.config.name))
@@ -217,7 +278,18 @@ impl Bridge {
             BridgeProtocol::V311 => ProtocolVersion::V3_1_1,
             BridgeProtocol::V5 => ProtocolVersion::V5,
         };
+        // A 5.0 remote is told this broker's limit and does not send more (it drops what is
+        // larger, as 5.0 says); a 3.1.1 remote cannot be told, and a larger packet refused
+        // would close the connection and come again on the next, for ever: any size is taken
+        // from it, and what this broker refuses is counted.
+        let mut limits = Limits::default();
+        limits.receive_maximum = u16::try_from(WINDOW).unwrap_or(u16::MAX);
+        limits.max_packet_size = match version {
+            ProtocolVersion::V5 => self.max_packet_size,
+            _ => 0,
+        };
         let mut builder = ClientBuilder::with_connector(Connector::failover(connectors))
+            .limits(limits)
             .version(version)
             .client_id(config.remote_client_id())
             .clean_start(config.clean_start)
@@ -318,11 +390,11 @@ async fn closed(
     let mut last = None;
     loop {
         if client.is_closed() {
-            return last;
+            return client.close_reason().or(last);
         }
         match events.recv().await {
             Ok(ConnectionEvent::Closed) | Err(broadcast::error::RecvError::Closed) => {
-                return last;
+                return client.close_reason().or(last);
             }
             Ok(ConnectionEvent::Disconnected { reason }) => last = Some(reason),
             Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -447,8 +519,7 @@ async fn forward_topic(
     source: Client,
     target: Client,
     status: Arc<BridgeStatus>,
-    protocol: BridgeProtocol,
-    name: String,
+    settings: Forwarding,
 ) {
     let (filter, from_prefix, to_prefix) = match way {
         Way::Out => (
@@ -465,44 +536,98 @@ async fn forward_topic(
     let qos = QoS::from_u8(topic.qos).unwrap_or(QoS::AtMostOnce);
     // No Local: what the bridge itself publishes on a side never comes back to it there
     // [MQTT-3.8.3-3]; Retain As Published: a retained message stays retained on the other
-    // side [MQTT-3.3.1-12].
-    // Retained messages only for a subscription that is new: a persistent session that has
-    // it already had them [MQTT-3.3.1-10]. A 3.1.1 remote has none of these options: the
-    // bridge flag asks it for the first two.
-    let source_v5 = matches!(way, Way::Out) || protocol == BridgeProtocol::V5;
-    let options = match source_v5 {
-        true => SubscribeOptions::with_qos(qos)
+    // side [MQTT-3.3.1-12]; retained messages only for a subscription that is new, since a
+    // persistent session that has it already had them [MQTT-3.3.1-10]. A 3.1.1 remote has
+    // none of these options: the bridge flag asks it for the first two.
+    let source_v5 = matches!(way, Way::Out) || settings.protocol == BridgeProtocol::V5;
+    let mut options = SubscribeOptions::with_qos(qos);
+    if source_v5 {
+        options = options
             .no_local(true)
             .retain_as_published(true)
-            .retain_handling(midge_codec::RetainHandling::SendIfNew),
-        false => SubscribeOptions::with_qos(qos),
-    };
-    let stream = match source
-        .subscribe_with(filter.clone(), options, Default::default())
-        .await
-    {
-        Ok((_, stream)) => stream,
-        Err(ClientError::Closed) => return,
-        Err(error) => {
-            let error = format!("subscribing to {filter:?} ({}): {error}", way.name());
-            tracing::error!(bridge = %name, "{error}");
-            status.set_error(error);
-            return;
+            .retain_handling(midge_codec::RetainHandling::SendIfNew);
+        // Each pattern its own identifier: a message matching two patterns comes once for
+        // each, to its own stream.
+        if let Some(id) = midge_codec::SubscriptionId::new(settings.index + 1) {
+            options = options.subscription_identifier(id);
         }
-    };
+    }
     let map = TopicMap {
         from_prefix,
         to_prefix,
     };
     let target_v5 = match way {
-        Way::Out => protocol == BridgeProtocol::V5,
+        Way::Out => settings.protocol == BridgeProtocol::V5,
         Way::In => true,
     };
     let (forwarded, refused) = match way {
         Way::Out => (&status.forwarded_out, &status.refused_out),
         Way::In => (&status.forwarded_in, &status.refused_in),
     };
-    forward(stream, &target, &map, target_v5, forwarded, refused, &name).await;
+    let check = Check {
+        target_v5,
+        // What this broker would refuse is refused here, counted, and acknowledged to the
+        // remote: published, it would close the bridge's connection and come again for ever.
+        topic_limits: matches!(way, Way::In).then_some(settings.topic_limits),
+    };
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match source
+            .subscribe_with(filter.clone(), options, Default::default())
+            .await
+        {
+            Ok((_, stream)) => {
+                delay = Duration::from_millis(100);
+                forward(
+                    stream,
+                    &target,
+                    &map,
+                    &check,
+                    (forwarded, refused),
+                    &settings,
+                )
+                .await;
+            }
+            Err(ClientError::Closed) => return,
+            Err(error) => {
+                let error = format!("subscribing to {filter:?} ({}): {error}", way.name());
+                tracing::error!(bridge = %settings.name, "{error}; trying again in {delay:?}");
+                status.set_error(error);
+            }
+        }
+        // The stream ended (the source lost the subscription, say a remote that refused to
+        // make it again) or the subscription was refused: made again, after a while.
+        if source.is_closed() {
+            return;
+        }
+        if *settings.draining.borrow() {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// What a forwarding loop needs to know of its bridge.
+#[derive(Clone)]
+struct Forwarding {
+    /// The topic's place in the configuration.
+    index: u32,
+    /// Turns true when the life ends: take no more messages, finish those in flight.
+    draining: watch::Receiver<bool>,
+    /// Messages published to a target and not yet acknowledged by it, in every loop.
+    in_flight: Arc<AtomicUsize>,
+    protocol: BridgeProtocol,
+    topic_limits: midge_topic::Limits,
+    name: String,
+}
+
+/// What a forwarding loop checks of each message before it publishes it.
+struct Check {
+    /// The target speaks 5.0: properties go along.
+    target_v5: bool,
+    /// The target's limits on topic names, where the bridge knows them (this broker's).
+    topic_limits: Option<midge_topic::Limits>,
 }
 
 /// How a topic is renamed on its way: `from_prefix` taken off, `to_prefix` put on.
@@ -513,8 +638,14 @@ struct TopicMap {
 
 impl TopicMap {
     fn apply(&self, topic: &str) -> Option<String> {
-        let rest = topic.strip_prefix(self.from_prefix.as_str())?;
-        Some(format!("{}{rest}", self.to_prefix))
+        if let Some(rest) = topic.strip_prefix(self.from_prefix.as_str()) {
+            return Some(format!("{}{rest}", self.to_prefix));
+        }
+        // `prefix/#` also matches the parent `prefix` itself [MQTT-4.7.1-2]: it goes to the
+        // other prefix's parent, if there is one.
+        let parent = self.from_prefix.strip_suffix('/')?;
+        let to_parent = self.to_prefix.strip_suffix('/')?;
+        (topic == parent && !to_parent.is_empty()).then(|| to_parent.to_owned())
     }
 }
 
@@ -524,18 +655,27 @@ async fn forward(
     mut stream: Subscription,
     target: &Client,
     map: &TopicMap,
-    target_v5: bool,
-    forwarded: &AtomicU64,
-    refused: &AtomicU64,
-    name: &str,
+    check: &Check,
+    (forwarded, refused): (&AtomicU64, &AtomicU64),
+    settings: &Forwarding,
 ) {
+    let name = settings.name.as_str();
+    let in_flight = &*settings.in_flight;
+    let mut draining = settings.draining.clone();
+    let mut drain = *draining.borrow_and_update();
     let mut pending = FuturesOrdered::new();
     loop {
+        if drain && pending.is_empty() {
+            return hold(stream).await;
+        }
         tokio::select! {
             biased;
-            Some((outcome, ack)) = pending.next(), if !pending.is_empty() => {
-                let outcome: Result<ReasonCode, ClientError> = outcome;
-                let ack: Option<midge_client::Ack> = ack;
+            changed = draining.changed(), if !drain => {
+                drain = changed.is_err() || *draining.borrow_and_update();
+            }
+            Some((outcome, ack, copy)) = pending.next(), if !pending.is_empty() => {
+                let (outcome, ack, mut copy): (Result<ReasonCode, ClientError>, Option<midge_client::Ack>, Copy) = (outcome, ack, copy);
+                in_flight.fetch_sub(1, Relaxed);
                 match outcome {
                     Ok(_) => {
                         forwarded.fetch_add(1, Relaxed);
@@ -543,39 +683,66 @@ async fn forward(
                             ack.ack();
                         }
                     }
+                    // A target that takes less than the message asks for (a lower Maximum
+                    // QoS, no retained messages) gets it as it can take it.
+                    Err(ClientError::Refused(code)) if copy.can_lower(code) => {
+                        let (topic, payload, options) = copy.lowered(code);
+                        match target.enqueue(topic, payload, options.clone()).await {
+                            Ok(handle) => {
+                                let copy = Copy { options, ..copy };
+                                in_flight.fetch_add(1, Relaxed);
+                                pending.push_back(settled(handle, ack, copy));
+                            }
+                            Err(_) => return hold(stream).await,
+                        }
+                    }
                     // Refused for good by the other side: dropped, counted, as mosquitto
                     // does; acknowledged, since sending it again would be refused again.
                     Err(ClientError::Refused(code)) => {
                         refused.fetch_add(1, Relaxed);
-                        tracing::warn!(bridge = name, code = code.0, "a forwarded message was refused");
+                        tracing::warn!(bridge = name, code = code.0, topic = %copy.topic, "a forwarded message was refused");
                         if let Some(ack) = ack {
                             ack.ack();
                         }
                     }
-                    // Not acknowledged: the source sends it again on its next connection.
-                    Err(_) => return,
+                    // The target closed for good, and the life ends: not acknowledged, the
+                    // source sends it again on its next connection.
+                    Err(_) => return hold(stream).await,
                 }
             }
-            message = stream.recv(), if pending.len() < WINDOW => {
+            message = stream.recv(), if !drain && pending.len() < WINDOW => {
                 let Some(mut message) = message else { return };
                 let ack = message.take_ack();
-                let Some(topic) = map.apply(message.topic()) else {
-                    // Cannot happen: the filter starts with the prefix.
+                let topic = map.apply(message.topic()).filter(|topic| {
+                    check.topic_limits.is_none_or(|limits| {
+                        midge_topic::TopicName::with_limits(topic, &limits).is_ok()
+                    })
+                });
+                let Some(topic) = topic else {
+                    // Renamed, it is no topic the target takes (deeper than this broker
+                    // allows, say): never publishable there.
+                    refused.fetch_add(1, Relaxed);
+                    tracing::warn!(bridge = name, topic = %message.topic(), "a message cannot be forwarded: its topic, renamed, is not one the other side takes");
                     if let Some(ack) = ack {
                         ack.ack();
                     }
                     continue;
                 };
                 let mut options = PublishOptions::with_qos(message.qos()).retain(message.retain());
-                if target_v5 {
+                if check.target_v5 {
                     let mut properties: PublishProperties = message.properties().clone();
                     properties.clear_subscription_identifiers();
                     properties.topic_alias = None;
                     options = options.properties(properties);
                 }
-                match target.enqueue(topic, message.payload().clone(), options).await {
-                    Ok(handle) => pending.push_back(async move { (handle.await, ack) }),
-                    Err(ClientError::Closed) => return,
+                let payload = message.payload().clone();
+                match target.enqueue(topic.clone(), payload.clone(), options.clone()).await {
+                    Ok(handle) => {
+                        let copy = Copy { topic, payload, options, qos: message.qos(), retain: message.retain() };
+                        in_flight.fetch_add(1, Relaxed);
+                        pending.push_back(settled(handle, ack, copy));
+                    }
+                    Err(ClientError::Closed) => return hold(stream).await,
                     Err(error) => {
                         // Invalid where it goes (a topic too long for it): never publishable.
                         refused.fetch_add(1, Relaxed);
@@ -590,11 +757,68 @@ async fn forward(
     }
 }
 
+/// Waits for the target's acknowledgement of `copy`.
+async fn settled(
+    handle: midge_client::PublishHandle,
+    ack: Option<midge_client::Ack>,
+    copy: Copy,
+) -> (
+    Result<ReasonCode, ClientError>,
+    Option<midge_client::Ack>,
+    Copy,
+) {
+    (handle.await, ack, copy)
+}
+
+/// What a forwarding loop publishes, kept until the target acknowledged it, to publish it
+/// again lowered to what the target takes.
+struct Copy {
+    topic: String,
+    payload: Bytes,
+    options: PublishOptions,
+    qos: QoS,
+    retain: bool,
+}
+
+impl Copy {
+    /// Whether the refusal `code` says the target takes the message in a lesser form.
+    fn can_lower(&self, code: ReasonCode) -> bool {
+        (code == ReasonCode::QOS_NOT_SUPPORTED && self.qos != QoS::AtMostOnce)
+            || (code == ReasonCode::RETAIN_NOT_SUPPORTED && self.retain)
+    }
+
+    /// The message as the target takes it: one QoS lower, or not retained.
+    fn lowered(&mut self, code: ReasonCode) -> (String, Bytes, PublishOptions) {
+        if code == ReasonCode::QOS_NOT_SUPPORTED {
+            self.qos = match self.qos {
+                QoS::ExactlyOnce => QoS::AtLeastOnce,
+                _ => QoS::AtMostOnce,
+            };
+        } else {
+            self.retain = false;
+        }
+        let options = self.options.clone().qos(self.qos).retain(self.retain);
+        (self.topic.clone(), self.payload.clone(), options)
+    }
+}
+
+/// Keeps `stream` until the life's end aborts the task: a subscription stream dropped while
+/// its client is still connected would unsubscribe and let go of what it buffered, before
+/// [`Life::stop`] has disconnected the client and so kept the session as it is.
+async fn hold(stream: Subscription) {
+    let _stream = stream;
+    std::future::pending::<()>().await;
+}
+
 /// One life of a bridge: its two clients and the tasks between them.
 struct Life {
     local: Client,
     remote: Client,
     tasks: Vec<JoinHandle<()>>,
+    /// Tells the loops the life ends.
+    draining: watch::Sender<bool>,
+    /// What the loops published and the targets have not acknowledged yet.
+    in_flight: Arc<AtomicUsize>,
     status: Arc<BridgeStatus>,
     core: Weak<Core>,
     config: BridgeConfig,
@@ -616,25 +840,36 @@ impl Life {
         }
     }
 
-    /// Ends the life: the loops stop (what they hold unacknowledged is sent again by its
-    /// source on the next connection), the state `0` is published on the remote (a clean
-    /// DISCONNECT does not send the will) and here, and both clients disconnect, keeping
-    /// their sessions.
+    /// Ends the life: the state `0` is published on the remote (a clean DISCONNECT does not
+    /// send the will) and here; both clients disconnect, keeping their sessions; then the
+    /// loops stop. What they hold unacknowledged is sent again by its source on the next
+    /// connection.
+    ///
+    /// The clients go first: a subscription stream dropped while its client is connected
+    /// unsubscribes, and the session would then miss what is published until the next life
+    /// subscribes again.
     async fn stop(self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-        for task in self.tasks {
-            let _ = task.await;
-        }
         let Self {
             local,
             remote,
+            tasks,
+            draining,
+            in_flight,
             status,
             core,
             config,
-            ..
         } = self;
+        // What is in flight is finished first, for a while: a QoS 2 message the remote has
+        // received and not completed would otherwise be sent again, as new, by the next
+        // life's client, and arrive twice.
+        let _ = draining.send(true);
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        while in_flight.load(Relaxed) > 0
+            && remote.is_connected()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let was = status.connected.swap(false, Relaxed);
         if was && config.notifications && !config.notifications_local_only && remote.is_connected()
         {
@@ -649,5 +884,11 @@ impl Life {
         }
         let normal = ReasonCode::SUCCESS;
         tokio::join!(remote.disconnect(normal), local.disconnect(normal));
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
     }
 }
