@@ -258,6 +258,37 @@ pub struct BrokerHandle {
     verify_task: Option<JoinHandle<()>>,
 }
 
+/// Where a cluster backend hands a broker what other nodes sent (from
+/// [`BrokerHandle::cluster_inlet`]). Cheap to clone; it does not keep the broker running.
+#[derive(Clone)]
+pub struct ClusterInlet {
+    core: Arc<Core>,
+}
+
+impl std::fmt::Debug for ClusterInlet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterInlet").finish_non_exhaustive()
+    }
+}
+
+impl ClusterInlet {
+    /// Routes a message another node published to every matching session here, without
+    /// offering it to the cluster seam again, and without keeping it if it is retained (the
+    /// cluster's shared store of retained messages sets those: [`ClusterInlet::retain_local`]).
+    /// The retain flag stays on the message, for subscriptions with Retain As Published.
+    /// Returns the number of sessions it went to.
+    pub fn publish_remote(&self, message: Message) -> usize {
+        self.core.publish_remote(message, now())
+    }
+
+    /// Sets (or, with an empty payload, deletes) the retained message of `message`'s topic,
+    /// within the retained limits, without sending it to anyone or offering it to the cluster
+    /// seam.
+    pub fn retain_local(&self, message: Message) {
+        self.core.retain_local(message, now());
+    }
+}
+
 /// Reloads the files the broker reads at start that may change while it runs: the TLS
 /// listeners' certificates, and the password and ACL files. From
 /// [`BrokerHandle::file_reloader`], for a task of its own (a signal handler).
@@ -416,6 +447,13 @@ impl BrokerHandle {
     /// arrived from another node.
     pub fn publish_local(&self, message: Message) -> usize {
         self.shared.publish_local(message, now())
+    }
+
+    /// Where a cluster backend hands this broker what other nodes sent.
+    pub fn cluster_inlet(&self) -> ClusterInlet {
+        ClusterInlet {
+            core: self.shared.clone(),
+        }
     }
 
     /// Deadlines of offline sessions waiting to fire: at most a delayed will and an expiry per

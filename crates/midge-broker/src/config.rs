@@ -51,6 +51,9 @@ pub struct BrokerConfig {
     /// some in from it. None by default.
     #[serde(rename = "bridge")]
     pub bridges: Vec<BridgeConfig>,
+    /// `[cluster]`: this broker is one node of a cluster joined through NATS. Without it
+    /// the broker is standalone.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for BrokerConfig {
@@ -67,6 +70,7 @@ impl Default for BrokerConfig {
             http: HttpConfig::default(),
             log: LogConfig::default(),
             bridges: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -855,6 +859,14 @@ impl BrokerConfig {
         if let Some(path) = &mut self.http.token_file {
             resolve(path, dir);
         }
+        if let Some(cluster) = &mut self.cluster {
+            for path in [&mut cluster.creds_file, &mut cluster.ca_file]
+                .into_iter()
+                .flatten()
+            {
+                resolve(path, dir);
+            }
+        }
         for bridge in &mut self.bridges {
             if let Some(tls) = &mut bridge.tls {
                 for path in [&mut tls.ca_file, &mut tls.cert, &mut tls.key]
@@ -1164,6 +1176,182 @@ fn string_or_strings<'de, D: serde::Deserializer<'de>>(
     })
 }
 
+/// `[cluster]`: this broker is one node of a cluster of brokers joined through NATS (with
+/// JetStream for the retained messages). `docs/cluster.md` describes what a cluster does.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ClusterConfig {
+    /// The NATS servers: one URL (`nats://host:4222`, `tls://host:4222`) or several, tried in
+    /// turn. Required.
+    #[serde(deserialize_with = "strings_one_or_many")]
+    pub nats: Vec<String>,
+    /// This node's name, unique in the cluster: letters, digits, `-` and `_`. Required.
+    pub node_id: String,
+    /// The user name for NATS, with `password`.
+    pub user: Option<String>,
+    /// The password for NATS, with `user`.
+    pub password: Option<Secret>,
+    /// A token for NATS, instead of `user` and `password`.
+    pub token: Option<Secret>,
+    /// A NATS credentials file (a JWT and an NKey seed, as `nsc` writes them), instead of
+    /// `user`/`password` or `token`.
+    pub creds_file: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for the NATS servers' TLS certificates. With it, the
+    /// connection to NATS must use TLS.
+    pub ca_file: Option<PathBuf>,
+    /// The prefix of every NATS subject and the name of every JetStream bucket the cluster
+    /// uses: letters, digits, `-` and `_`. Clusters that share NATS servers need different
+    /// prefixes. Default `midge`.
+    #[serde(default = "default_subject_prefix")]
+    pub subject_prefix: String,
+    /// Replicas of the JetStream streams that will hold persistent sessions (1 to 5; at most
+    /// the number of NATS servers). Default 1. Checked, but no stream uses it yet: sessions
+    /// are still kept by each node.
+    #[serde(default = "one")]
+    pub stream_replicas: usize,
+    /// Replicas of the JetStream key-value bucket of retained messages (1 to 5; at most the
+    /// number of NATS servers). Default 1.
+    #[serde(default = "one")]
+    pub kv_replicas: usize,
+    /// How long to wait for NATS when the broker starts, in milliseconds, before giving up
+    /// with an error. Default 5000.
+    #[serde(default = "default_cluster_connect_timeout")]
+    pub connect_timeout_ms: u64,
+}
+
+fn default_subject_prefix() -> String {
+    "midge".into()
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_cluster_connect_timeout() -> u64 {
+    5000
+}
+
+fn strings_one_or_many<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
+}
+
+impl ClusterConfig {
+    /// A cluster configuration for `node_id` on the NATS servers `nats`, with the defaults
+    /// otherwise.
+    pub fn new(nats: Vec<String>, node_id: impl Into<String>) -> Self {
+        Self {
+            nats,
+            node_id: node_id.into(),
+            user: None,
+            password: None,
+            token: None,
+            creds_file: None,
+            ca_file: None,
+            subject_prefix: default_subject_prefix(),
+            stream_replicas: 1,
+            kv_replicas: 1,
+            connect_timeout_ms: default_cluster_connect_timeout(),
+        }
+    }
+
+    /// Checks the values that cannot work; the error says which key is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.nats.is_empty() {
+            return Err("nats needs at least one server URL".into());
+        }
+        for url in &self.nats {
+            check_nats_url(url).map_err(|what| format!("nats {url:?}: {what}"))?;
+        }
+        let name = |key: &str, value: &str| {
+            if value.is_empty() {
+                return Err(format!("{key} must not be empty"));
+            }
+            if !value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(format!(
+                    "{key} {value:?} may hold only letters, digits, '-' and '_'"
+                ));
+            }
+            Ok(())
+        };
+        name("node_id", &self.node_id)?;
+        name("subject_prefix", &self.subject_prefix)?;
+        match (&self.user, &self.password) {
+            (Some(_), None) => return Err("user needs a password".into()),
+            (None, Some(_)) => return Err("password needs a user".into()),
+            _ => {}
+        }
+        let ways = [
+            self.user.is_some(),
+            self.token.is_some(),
+            self.creds_file.is_some(),
+        ];
+        if ways.iter().filter(|&&w| w).count() > 1 {
+            return Err(
+                "give one way to authenticate to NATS: user and password, token, or creds_file"
+                    .into(),
+            );
+        }
+        for (key, value) in [
+            ("stream_replicas", self.stream_replicas),
+            ("kv_replicas", self.kv_replicas),
+        ] {
+            if !(1..=5).contains(&value) {
+                return Err(format!("{key} must be from 1 to 5, not {value}"));
+            }
+        }
+        if self.connect_timeout_ms == 0 {
+            return Err("connect_timeout_ms must be greater than 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// `host:port`, or `scheme://[user[:password]@]host[:port]` with a NATS scheme.
+fn check_nats_url(url: &str) -> Result<(), &'static str> {
+    let rest = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            if !matches!(scheme, "nats" | "tls" | "ws" | "wss") {
+                return Err("the scheme must be nats, tls, ws or wss");
+            }
+            rest
+        }
+        None => url,
+    };
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let host = host.split('/').next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') {
+        return Err("no host");
+    }
+    if host.chars().any(char::is_whitespace) {
+        return Err("a URL holds no spaces");
+    }
+    // `[::1]` is an IPv6 address without a port.
+    if host.ends_with(']') {
+        return Ok(());
+    }
+    match host.rsplit_once(':') {
+        Some((_, port)) if port.parse::<u16>().is_err() => {
+            Err("the port must be a number from 0 to 65535")
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A configuration that cannot run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -1191,6 +1379,9 @@ pub enum ConfigError {
         /// What is wrong.
         what: String,
     },
+    /// The `[cluster]` keys cannot work.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// A listener's keys contradict each other.
     #[error("listener {bind}: {what}")]
     Listener {
@@ -1215,6 +1406,9 @@ impl BrokerConfig {
         }
         if self.auth.verify_threads == Some(0) {
             return Err(ConfigError::VerifyThreads);
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate().map_err(ConfigError::Cluster)?;
         }
         for (index, bridge) in self.bridges.iter().enumerate() {
             let error = |what: String| ConfigError::Bridge {

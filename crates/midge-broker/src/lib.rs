@@ -25,11 +25,12 @@ pub use admin::{Admin, AdminError, Metrics};
 pub use auth::FileAuth;
 pub use bridge::BridgeView;
 #[cfg(feature = "runtime")]
-pub use broker::{Broker, BrokerBuilder, BrokerHandle, FileReloader, StartError};
+pub use broker::{Broker, BrokerBuilder, BrokerHandle, ClusterInlet, FileReloader, StartError};
 pub use config::{
     AuthConfig, BindAddr, BridgeConfig, BridgeDirection, BridgeProtocol, BridgeTlsConfig,
-    BridgeTopic, BrokerConfig, HttpConfig, ListenerConfig, ListenerProtocol, LogConfig, LogFormat,
-    PersistenceConfig, Secret, SharedStrategy, SniConfig, SyncMode, TlsConfig,
+    BridgeTopic, BrokerConfig, ClusterConfig, HttpConfig, ListenerConfig, ListenerProtocol,
+    LogConfig, LogFormat, PersistenceConfig, Secret, SharedStrategy, SniConfig, SyncMode,
+    TlsConfig,
 };
 pub use core::live::ConfigReload;
 #[cfg(feature = "runtime")]

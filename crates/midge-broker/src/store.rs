@@ -577,10 +577,41 @@ impl Journal for MemoryJournal {
 /// which routes it locally without forwarding it again.
 ///
 /// The default, [`Standalone`], forwards nothing.
+///
+/// A backend that routes by interest learns of every subscription entering and leaving the
+/// subscription index ([`Cluster::subscribed`], [`Cluster::unsubscribed`]): one call per
+/// session and filter, so a filter held by two sessions comes twice, and the backend counts
+/// them to know when a filter gains its first or loses its last local subscriber. These calls
+/// are made under the index's write lock, in the order the index changes: they must not block
+/// either.
 pub trait Cluster: Send + Sync + 'static {
     /// Offers a message routed on this node. Must not block: queue it and send it from a task
     /// of your own.
     fn forward(&self, message: &Arc<midge_proto::Message>);
+
+    /// A session's subscription to `filter` entered the index. The default does nothing.
+    fn subscribed(&self, filter: &TopicFilter<'_>) {
+        let _ = filter;
+    }
+
+    /// A session's subscription to `filter` left the index. The default does nothing.
+    fn unsubscribed(&self, filter: &TopicFilter<'_>) {
+        let _ = filter;
+    }
+}
+
+impl<C: Cluster + ?Sized> Cluster for Arc<C> {
+    fn forward(&self, message: &Arc<midge_proto::Message>) {
+        (**self).forward(message);
+    }
+
+    fn subscribed(&self, filter: &TopicFilter<'_>) {
+        (**self).subscribed(filter);
+    }
+
+    fn unsubscribed(&self, filter: &TopicFilter<'_>) {
+        (**self).unsubscribed(filter);
+    }
 }
 
 /// A single node: forwards nothing.

@@ -279,6 +279,21 @@ fn broker(args: BrokerArgs) -> ExitCode {
             }
             () = std::future::ready(()) => {}
         }
+        // `[cluster]`: NATS first; a node never starts without its cluster.
+        let node = match &config.cluster {
+            None => None,
+            Some(cluster) => tokio::select! {
+                biased;
+                () = &mut stop => return ExitCode::SUCCESS,
+                node = midge_cluster::Node::connect(cluster) => match node {
+                    Ok(node) => Some(node),
+                    Err(err) => {
+                        tracing::error!("{err}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            },
+        };
         let http_config = config.http.clone();
         #[cfg(unix)]
         let mut reloading = Reloading {
@@ -302,6 +317,9 @@ fn broker(args: BrokerArgs) -> ExitCode {
         if let Some(store) = &store {
             builder = builder.store(store.clone());
         }
+        if let Some(node) = &node {
+            builder = builder.cluster(node.cluster());
+        }
         let broker = match builder.start().await {
             Ok(broker) => broker,
             Err(err) => {
@@ -309,6 +327,7 @@ fn broker(args: BrokerArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let cluster = node.map(|node| node.attach(&broker));
         let http = match start_http(&http_config, &broker) {
             Ok(http) => http,
             Err(err) => {
@@ -328,6 +347,9 @@ fn broker(args: BrokerArgs) -> ExitCode {
         stop.await;
         tracing::info!("shutting down");
         broker.shutdown().await;
+        if let Some(cluster) = cluster {
+            cluster.shutdown().await;
+        }
         if let Some(http) = http {
             http.shutdown().await;
         }

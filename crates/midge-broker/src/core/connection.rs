@@ -1861,6 +1861,7 @@ impl Connection {
                 let existed = index.insert(&filter, info.client_id.clone(), sub).is_some();
                 if !existed {
                     core.counters.subscribed(&filter);
+                    core.cluster.subscribed(&filter);
                 }
                 granted.push((request, filter, existed));
             }
@@ -1947,6 +1948,7 @@ impl Connection {
             if let Ok(f) = TopicFilter::with_limits(filter.as_str(), &limits) {
                 if index.remove(&f, &info.client_id).is_some() {
                     self.core.counters.unsubscribed(&f);
+                    self.core.cluster.unsubscribed(&f);
                 }
             }
         }

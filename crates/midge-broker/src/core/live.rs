@@ -173,6 +173,17 @@ pub(crate) fn needs_restart(old: &BrokerConfig, new: &BrokerConfig) -> Vec<Strin
         format!("{:?}{:?}", old.bridges, passwords(old)),
         format!("{:?}{:?}", new.bridges, passwords(new)),
     );
+    // The cluster's password and token `Debug` are redacted: compare them themselves.
+    let secrets = |c: &BrokerConfig| {
+        c.cluster
+            .as_ref()
+            .map(|c| [&c.password, &c.token].map(|s| s.as_ref().map(|s| s.expose().to_owned())))
+    };
+    section(
+        "cluster",
+        format!("{:?}{:?}", old.cluster, secrets(old)),
+        format!("{:?}{:?}", new.cluster, secrets(new)),
+    );
     let (o, n) = (&old.limits, &new.limits);
     let mut limit = |key: &str, old: String, new: String| {
         if old != new {

@@ -956,9 +956,21 @@ impl Core {
         now: Instant,
         forward: bool,
     ) -> Routed {
+        self.route_publish_from(message, publisher, now, forward, true)
+    }
+
+    /// [`Core::route_publish`], which keeps a retained message only if `keep_retained`.
+    fn route_publish_from(
+        &self,
+        message: Message,
+        publisher: Option<&ClientInfo>,
+        now: Instant,
+        forward: bool,
+        keep_retained: bool,
+    ) -> Routed {
         let message = Arc::new(message);
         let mut retained_journaled = false;
-        if message.retain && self.config.mqtt.retain_available {
+        if keep_retained && message.retain && self.config.mqtt.retain_available {
             if let Ok(topic) = message.topic_name() {
                 let value = (!message.payload.is_empty()).then(|| Retained {
                     message: message.clone(),
@@ -997,13 +1009,50 @@ impl Core {
         self.publish_detached(message, now, false)
     }
 
+    /// Like [`Core::publish_local`], but a retained message is not kept: for messages that
+    /// arrived from another node in a cluster whose retained messages come by another way
+    /// ([`Core::retain_local`]). The retain flag stays on the message, for subscriptions with
+    /// Retain As Published.
+    pub fn publish_remote(self: &Arc<Self>, message: Message, now: Instant) -> usize {
+        self.publish_detached_from(message, now, false, false)
+    }
+
+    /// Sets the retained message of `message`'s topic to `message` (or deletes it, if its
+    /// payload is empty), as a retained PUBLISH would, within the retained limits, but sends
+    /// it to nobody and does not offer it to the cluster seam: for a cluster's shared store of
+    /// retained messages.
+    pub fn retain_local(&self, message: Message, now: Instant) {
+        if !self.config.mqtt.retain_available {
+            return;
+        }
+        let message = Arc::new(message);
+        let Ok(topic) = message.topic_name() else {
+            return;
+        };
+        let value = (!message.payload.is_empty()).then(|| Retained {
+            message: message.clone(),
+            received_at: now,
+        });
+        self.set_retained(&topic, value);
+    }
+
     pub(crate) fn publish_detached(
         self: &Arc<Self>,
         message: Message,
         now: Instant,
         forward: bool,
     ) -> usize {
-        let routed = self.route_publish(message, None, now, forward);
+        self.publish_detached_from(message, now, forward, true)
+    }
+
+    fn publish_detached_from(
+        self: &Arc<Self>,
+        message: Message,
+        now: Instant,
+        forward: bool,
+        keep_retained: bool,
+    ) -> usize {
+        let routed = self.route_publish_from(message, None, now, forward, keep_retained);
         let matched = routed.matched + routed.blocked.len();
         if routed.blocked.is_empty() {
             return matched;
@@ -1504,6 +1553,7 @@ impl Core {
             if let Ok(f) = TopicFilter::with_limits(filter.as_str(), &limits) {
                 if index.remove(&f, session.client_id()).is_some() {
                     self.counters.unsubscribed(&f);
+                    self.cluster.unsubscribed(&f);
                 }
             }
         }
@@ -1525,6 +1575,7 @@ impl Core {
                     .is_none()
                 {
                     self.counters.subscribed(&f);
+                    self.cluster.subscribed(&f);
                 }
             }
         }
