@@ -853,8 +853,14 @@ bridge_run() {
   bench "$b" pub -t 'bench/%i' "${pub_args[@]}" --id-prefix bridge-pub --broker-pid "$BROKER_PID" \
     >"$out.pub" 2>"$out.pub.err" || code=$?
   wait "$sub" || code=$?
-  l1=$(cpu_ticks "$BROKER_PID")
-  r1=$(cpu_ticks "$REMOTE_PID")
+  for pid in "$BROKER_PID" "$REMOTE_PID"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "$([ "$pid" = "$BROKER_PID" ] && echo "$b (L)" || echo "the remote") exited during the run" >>"$out.err"
+      code=1
+    fi
+  done
+  l1=$(cpu_ticks "$BROKER_PID" || echo "$l0")
+  r1=$(cpu_ticks "$REMOTE_PID" || echo "$r0")
   stop_broker
   stop_remote
   python3 - "$out" "$q" "$n" "$(( l1 - l0 ))" "$(( r1 - r0 ))" "$CLK_TCK" <<'PY' || code=$?
@@ -962,6 +968,9 @@ elif s.startswith("bridge-"):
              f"R {d['remote_cpu_s'] / n * 1e6:.2f} µs")
     if d["timed_out"]:
         extra += ", TIMED OUT"
+    err = open(path + ".err").read().strip().splitlines()
+    if err:
+        extra += f" [{err[-1]}]"
 elif s == "offline-queue":
     mib = lambda x: f"{x / 2**20:.1f} MiB"
     extra = (f"{d['sessions']} sessions x {d['messages']}: RSS {mib(d['rss_sessions_bytes'])} -> "
