@@ -20,6 +20,7 @@ use midge_proto::Message;
 use midge_topic::{Match, TopicFilter, TopicName};
 use serde::Serialize;
 
+use crate::bridge::BridgeView;
 use crate::core::connection::version_name;
 use crate::core::state::{ClientView, Core, Sub};
 use crate::stats::{BrokerStats, LATENCY_BOUNDS_MICROS};
@@ -260,6 +261,8 @@ pub struct Metrics {
     pub queued_bytes: usize,
     /// QoS 1 and 2 messages sent and not yet acknowledged.
     pub inflight_messages: usize,
+    /// Each bridge's state and counters.
+    pub bridges: Vec<BridgeView>,
     /// CONNECTs refused for their credentials.
     pub auth_failures: u64,
     /// From a PUBLISH's arrival to its subscriber's connection taking the delivery (routing,
@@ -316,6 +319,12 @@ impl Admin {
     /// is not stopping.
     pub fn is_ready(&self) -> bool {
         !self.core.is_stopping()
+    }
+
+    /// Each configured bridge: whether it is connected to its remote, and its counters, in the
+    /// configuration's order.
+    pub fn bridges(&self) -> Vec<BridgeView> {
+        self.core.bridges.iter().map(|b| b.view()).collect()
     }
 
     /// Every figure, for a metrics endpoint. It visits every connection and every session:
@@ -376,6 +385,7 @@ impl Admin {
             queued_messages,
             queued_bytes: stats.queued_bytes,
             inflight_messages,
+            bridges: self.bridges(),
             auth_failures: stats.auth_failures,
             delivery_latency: Histogram {
                 buckets,

@@ -165,13 +165,16 @@ impl BrokerBuilder {
                 Duration::from_secs(secs),
             ))),
         };
+        let serving = Gate::new(None, done_tx);
+        let bridge_tasks = crate::bridge::start(&shared, &serving, &shutdown_rx);
         Ok(BrokerHandle {
             shared,
             addrs,
             reloaders,
             shutdown: shutdown_tx,
             done: Some(done_rx),
-            serving: Some(Gate::new(None, done_tx)),
+            serving: Some(serving),
+            bridge_tasks,
             listener_tasks,
             sys,
             sys_task,
@@ -241,6 +244,9 @@ pub struct BrokerHandle {
     /// What connections given to [`BrokerHandle::serve`] are admitted through.
     serving: Option<Arc<Gate>>,
     listener_tasks: Vec<JoinHandle<()>>,
+    /// The bridges' tasks: stopped before the connections are closed, so that each says
+    /// goodbye to its remote and leaves its sessions as they are.
+    bridge_tasks: Vec<JoinHandle<()>>,
     /// What the `$SYS` updates remember (the load averages), shared with the `$SYS` task.
     sys: Sys,
     sys_task: Option<JoinHandle<()>>,
@@ -432,6 +438,10 @@ impl BrokerHandle {
     /// Dropping the handle instead stops the broker without waiting.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
+        for task in std::mem::take(&mut self.bridge_tasks) {
+            // Bounded: a remote that does not answer does not hold the broker up.
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
         self.shared.stop();
         for task in std::mem::take(&mut self.listener_tasks) {
             let _ = task.await;

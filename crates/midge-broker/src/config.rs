@@ -47,6 +47,10 @@ pub struct BrokerConfig {
     pub http: HttpConfig,
     /// `[log]`: what `midge broker` logs, and how.
     pub log: LogConfig,
+    /// `[[bridge]]`: connections to other brokers, each forwarding some topics out to it and
+    /// some in from it. None by default.
+    #[serde(rename = "bridge")]
+    pub bridges: Vec<BridgeConfig>,
 }
 
 impl Default for BrokerConfig {
@@ -62,6 +66,7 @@ impl Default for BrokerConfig {
             persistence: PersistenceConfig::default(),
             http: HttpConfig::default(),
             log: LogConfig::default(),
+            bridges: Vec::new(),
         }
     }
 }
@@ -850,7 +855,291 @@ impl BrokerConfig {
         if let Some(path) = &mut self.http.token_file {
             resolve(path, dir);
         }
+        for bridge in &mut self.bridges {
+            if let Some(tls) = &mut bridge.tls {
+                for path in [&mut tls.ca_file, &mut tls.cert, &mut tls.key]
+                    .into_iter()
+                    .flatten()
+                {
+                    resolve(path, dir);
+                }
+            }
+        }
     }
+}
+
+/// `[[bridge]]`: a connection to another broker (the remote) that forwards messages between
+/// it and this broker, with mosquitto's meaning of topic patterns and prefixes.
+///
+/// The bridge is a client of the remote broker and, inside this broker, a trusted local
+/// client whose session keeps what waits to be forwarded. Nothing is acknowledged on one side
+/// before the other side acknowledged it. What waits for a remote that is down or slow is
+/// held in that session (in memory, or in the store when persistence is on), bounded as
+/// every session is, by `[sessions]` `max_queued_messages` and `max_queued_bytes`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BridgeConfig {
+    /// The bridge's name: in logs, the admin API, metrics, and its local client identifier
+    /// (`$bridge/` and the name). Letters, digits, `-`, `_` and `.`.
+    pub name: String,
+    /// The remote broker: `host:port` or a URL (`mqtt://`, `mqtts://`, `ws://`, `wss://`).
+    /// Several are tried in order on every connection attempt, for failover.
+    #[serde(deserialize_with = "string_or_strings")]
+    pub address: Vec<String>,
+    /// The client identifier at the remote broker. Default `midge.` and the name.
+    pub client_id: Option<String>,
+    /// The user name at the remote broker.
+    pub username: Option<String>,
+    /// The password at the remote broker.
+    pub password: Option<Secret>,
+    /// `"3.1.1"` (the default, as mosquitto's) or `"5.0"`.
+    pub protocol_version: BridgeProtocol,
+    /// Start a new session at the remote broker on every connection. Default false: the
+    /// remote keeps the bridge's subscriptions and the messages for it while it is away.
+    pub clean_start: bool,
+    /// 5.0: how long the remote keeps the bridge's session after a disconnection, in seconds.
+    /// Default: for ever (4294967295) unless `clean_start`.
+    pub session_expiry_secs: Option<u32>,
+    /// Keep Alive at the remote broker, in seconds (default 60).
+    pub keepalive: u16,
+    /// TLS to the remote (with a `mqtts://` or `wss://` address, or a `host:port` one when
+    /// this table is present).
+    pub tls: Option<BridgeTlsConfig>,
+    /// What is forwarded, and which way.
+    #[serde(rename = "topic")]
+    pub topics: Vec<BridgeTopic>,
+    /// 3.1.1: tell the remote that this client is a bridge (mosquitto's protocol flag), so
+    /// that it does not send the bridge's own messages back and keeps the RETAIN flag as
+    /// published. Default true. A remote that refuses it is connected to again without it.
+    pub try_private: bool,
+    /// Publish the bridge's state (`1` connected, `0` not), retained, on this broker and on
+    /// the remote (with a will that says `0`). Default true.
+    pub notifications: bool,
+    /// Publish the state on this broker only.
+    pub notifications_local_only: bool,
+    /// The state's topic. Default `$SYS/broker/connection/` + name + `/state`.
+    pub notification_topic: Option<String>,
+    /// Delay before the first reconnection attempt, in milliseconds (default 1000); it
+    /// doubles, with jitter, up to `reconnect_delay_max_ms` (default 30000).
+    pub reconnect_delay_ms: u64,
+    /// The longest delay between reconnection attempts, in milliseconds.
+    pub reconnect_delay_max_ms: u64,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            address: Vec::new(),
+            client_id: None,
+            username: None,
+            password: None,
+            protocol_version: BridgeProtocol::default(),
+            clean_start: false,
+            session_expiry_secs: None,
+            keepalive: 60,
+            tls: None,
+            topics: Vec::new(),
+            try_private: true,
+            notifications: true,
+            notifications_local_only: false,
+            notification_topic: None,
+            reconnect_delay_ms: 1000,
+            reconnect_delay_max_ms: 30_000,
+        }
+    }
+}
+
+impl BridgeConfig {
+    /// The client identifier at the remote broker.
+    pub fn remote_client_id(&self) -> String {
+        self.client_id
+            .clone()
+            .unwrap_or_else(|| format!("midge.{}", self.name))
+    }
+
+    /// The topic the bridge's state is published to.
+    pub fn notification_topic(&self) -> String {
+        self.notification_topic
+            .clone()
+            .unwrap_or_else(|| format!("$SYS/broker/connection/{}/state", self.name))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(format!(
+                "name {:?} must be letters, digits, '-', '_' and '.'",
+                self.name
+            ));
+        }
+        if self.address.is_empty() {
+            return Err("address is missing (host:port or a URL)".into());
+        }
+        if self.topics.is_empty() {
+            return Err("no [[bridge.topic]]: the bridge would forward nothing".into());
+        }
+        if self.reconnect_delay_ms == 0 || self.reconnect_delay_max_ms < self.reconnect_delay_ms {
+            return Err(
+                "reconnect_delay_ms must be above 0 and at most reconnect_delay_max_ms".into(),
+            );
+        }
+        if let Some(topic) = &self.notification_topic {
+            midge_topic::TopicName::new(topic)
+                .map_err(|e| format!("notification_topic {topic:?}: {e}"))?;
+        }
+        for topic in &self.topics {
+            topic
+                .validate()
+                .map_err(|e| format!("topic {:?}: {e}", topic.pattern))?;
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert.is_some() != tls.key.is_some() {
+                return Err("tls.cert and tls.key go together".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The MQTT version a bridge speaks to its remote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub enum BridgeProtocol {
+    /// MQTT 3.1.1 (`"3.1.1"`).
+    #[default]
+    #[serde(rename = "3.1.1", alias = "mqttv311")]
+    V311,
+    /// MQTT 5.0 (`"5.0"`).
+    #[serde(rename = "5.0", alias = "5", alias = "mqttv50")]
+    V5,
+}
+
+/// `[bridge.tls]`: TLS to a bridge's remote.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BridgeTlsConfig {
+    /// CA certificates (PEM) the remote's certificate must chain to. Default: the system's.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate chain (PEM), for a remote that asks for one.
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    pub key: Option<PathBuf>,
+    /// Accept a certificate that chains to the CA but names another host. Only for a private
+    /// CA.
+    pub insecure: bool,
+}
+
+/// Which way a bridge topic's messages go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum BridgeDirection {
+    /// From this broker to the remote (the default, as mosquitto's).
+    #[default]
+    Out,
+    /// From the remote to this broker.
+    In,
+    /// Both ways.
+    Both,
+}
+
+impl BridgeDirection {
+    /// Whether messages go out to the remote.
+    pub fn out(self) -> bool {
+        matches!(self, Self::Out | Self::Both)
+    }
+
+    /// Whether messages come in from the remote.
+    pub fn inward(self) -> bool {
+        matches!(self, Self::In | Self::Both)
+    }
+}
+
+/// `[[bridge.topic]]`: what one pattern forwards, as mosquitto's `topic` line: the local topic
+/// is `local_prefix` + the topic's part under `pattern`, the remote topic `remote_prefix` +
+/// the same part. An empty pattern forwards the single topic the prefixes name.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BridgeTopic {
+    /// A topic filter (`sensors/#`), or empty with both prefixes set.
+    pub pattern: String,
+    /// `out` (default), `in` or `both`.
+    pub direction: BridgeDirection,
+    /// The QoS of the subscriptions on both sides: messages are forwarded at most at it.
+    pub qos: u8,
+    /// Prefix of the topic on this broker.
+    pub local_prefix: String,
+    /// Prefix of the topic on the remote.
+    pub remote_prefix: String,
+}
+
+impl BridgeTopic {
+    /// The filter subscribed to on this broker.
+    pub fn local_filter(&self) -> String {
+        format!("{}{}", self.local_prefix, self.pattern)
+    }
+
+    /// The filter subscribed to on the remote.
+    pub fn remote_filter(&self) -> String {
+        format!("{}{}", self.remote_prefix, self.pattern)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.qos > 2 {
+            return Err(format!("qos must be 0, 1 or 2, not {}", self.qos));
+        }
+        for (key, prefix) in [
+            ("local_prefix", &self.local_prefix),
+            ("remote_prefix", &self.remote_prefix),
+        ] {
+            if prefix.contains(['+', '#']) {
+                return Err(format!("{key} {prefix:?} must not hold wildcards"));
+            }
+        }
+        if self.pattern.is_empty() {
+            for (key, prefix) in [
+                ("local_prefix", &self.local_prefix),
+                ("remote_prefix", &self.remote_prefix),
+            ] {
+                if prefix.is_empty() {
+                    return Err(format!(
+                        "an empty pattern needs {key}: the prefixes are then the topics"
+                    ));
+                }
+                midge_topic::TopicName::new(prefix).map_err(|e| format!("{key}: {e}"))?;
+            }
+            return Ok(());
+        }
+        for filter in [self.local_filter(), self.remote_filter()] {
+            midge_topic::TopicFilter::new(&filter)
+                .map_err(|e| format!("filter {filter:?}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Deserializes one string or a list of strings.
+fn string_or_strings<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
 }
 
 /// A configuration that cannot run.
@@ -872,6 +1161,14 @@ pub enum ConfigError {
     /// `auth.verify_threads` is 0.
     #[error("auth.verify_threads must be greater than 0")]
     VerifyThreads,
+    /// A bridge's keys cannot work.
+    #[error("bridge {name:?}: {what}")]
+    Bridge {
+        /// The bridge's name.
+        name: String,
+        /// What is wrong.
+        what: String,
+    },
     /// A listener's keys contradict each other.
     #[error("listener {bind}: {what}")]
     Listener {
@@ -896,6 +1193,16 @@ impl BrokerConfig {
         }
         if self.auth.verify_threads == Some(0) {
             return Err(ConfigError::VerifyThreads);
+        }
+        for (index, bridge) in self.bridges.iter().enumerate() {
+            let error = |what: String| ConfigError::Bridge {
+                name: bridge.name.clone(),
+                what,
+            };
+            bridge.validate().map_err(error)?;
+            if self.bridges[..index].iter().any(|b| b.name == bridge.name) {
+                return Err(error("another [[bridge]] has this name".into()));
+            }
         }
         let zero = [
             (

@@ -137,6 +137,8 @@ pub(crate) struct Origin {
     pub(crate) local: bool,
     /// The user name the client's certificate gave it (`use_identity_as_username`).
     pub(crate) certificate_username: Option<String>,
+    /// The broker's own connection (a bridge's local end): trusted.
+    pub(crate) internal: bool,
 }
 
 /// Runs one connection to its end; the returned future ends when the transport is closed,
@@ -162,6 +164,9 @@ pub(crate) fn run<S: Transport>(
     connection.set_listener(origin.listener, origin.local);
     if let Some(name) = origin.certificate_username {
         connection.set_certificate_username(&name);
+    }
+    if origin.internal {
+        connection.set_internal();
     }
     drop(core);
     async move {

@@ -152,6 +152,9 @@ pub struct ClientInfo {
     /// The proof was the password file of the client's listener (a password, or SCRAM over
     /// its entries): the name stays proven only while that file has it.
     pub(crate) by_password_file: bool,
+    /// The broker's own client (a bridge's local end): trusted, never asked about by hooks
+    /// or the ACL file.
+    pub(crate) internal: bool,
 }
 
 impl ClientInfo {

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod auth;
 #[cfg(feature = "runtime")]
+pub mod bridge;
 mod broker;
 pub mod config;
 pub mod core;
@@ -22,11 +23,13 @@ mod sys;
 
 pub use admin::{Admin, AdminError, Metrics};
 pub use auth::FileAuth;
+pub use bridge::BridgeView;
 #[cfg(feature = "runtime")]
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, FileReloader, StartError};
 pub use config::{
-    AuthConfig, BindAddr, BrokerConfig, HttpConfig, ListenerConfig, ListenerProtocol, LogConfig,
-    LogFormat, PersistenceConfig, Secret, SharedStrategy, SniConfig, SyncMode, TlsConfig,
+    AuthConfig, BindAddr, BridgeConfig, BridgeDirection, BridgeProtocol, BridgeTlsConfig,
+    BridgeTopic, BrokerConfig, HttpConfig, ListenerConfig, ListenerProtocol, LogConfig, LogFormat,
+    PersistenceConfig, Secret, SharedStrategy, SniConfig, SyncMode, TlsConfig,
 };
 pub use core::live::ConfigReload;
 #[cfg(feature = "runtime")]

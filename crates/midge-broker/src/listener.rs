@@ -134,6 +134,7 @@ impl Stack {
             listener: self.index,
             local,
             certificate_username,
+            internal: false,
         }
     }
 

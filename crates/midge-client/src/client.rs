@@ -110,6 +110,9 @@ pub(crate) enum Internal {
     Dropped(u64),
     /// A subscription stream that the driver holds messages for has room again.
     Room(u64),
+    /// With manual acknowledgements: the application acknowledged every copy of a message
+    /// (`acked`), or abandoned one.
+    Settled { key: AckKey, acked: bool },
 }
 
 /// Which received QoS 1 or 2 message an acknowledgement is for.
@@ -147,6 +150,47 @@ impl Drop for AckToken {
     fn drop(&mut self) {
         if self.armed {
             let _ = self.internal.send(Internal::Ack(self.key));
+        }
+    }
+}
+
+/// With manual acknowledgements: what the [`Ack`](crate::Ack)s of the copies of one received
+/// QoS 1 or 2 message share. The first copy abandoned settles it as abandoned; otherwise the
+/// last copy acked, dropping the group, settles it as acknowledged.
+#[derive(Debug)]
+pub(crate) struct AckGroup {
+    pub(crate) key: AckKey,
+    abandoned: std::sync::atomic::AtomicBool,
+    internal: mpsc::UnboundedSender<Internal>,
+}
+
+impl AckGroup {
+    pub(crate) fn new(key: AckKey, internal: mpsc::UnboundedSender<Internal>) -> Self {
+        Self {
+            key,
+            abandoned: std::sync::atomic::AtomicBool::new(false),
+            internal,
+        }
+    }
+
+    /// A copy was given up without acknowledgement.
+    pub(crate) fn abandon(&self) {
+        if !self.abandoned.swap(true, SeqCst) {
+            let _ = self.internal.send(Internal::Settled {
+                key: self.key,
+                acked: false,
+            });
+        }
+    }
+}
+
+impl Drop for AckGroup {
+    fn drop(&mut self) {
+        if !*self.abandoned.get_mut() {
+            let _ = self.internal.send(Internal::Settled {
+                key: self.key,
+                acked: true,
+            });
         }
     }
 }
@@ -210,6 +254,12 @@ impl std::fmt::Debug for Client {
 
 /// The outcome of one publish: resolves when the broker acknowledged it (QoS 1 and 2) or when
 /// the driver queued it for sending (QoS 0). Dropping it does not withdraw the message.
+///
+/// A QoS 1 or 2 publish outlives lost connections while the client reconnects: a resumed
+/// session gets it again with DUP set; a broker that lost the session (Session Present 0)
+/// gets it again as a new message; either way the handle resolves with the acknowledgement
+/// that finally comes. It fails only when the client closes ([`ClientError::Closed`], or
+/// [`ClientError::ReleasePending`] for a QoS 2 message the broker has received).
 #[derive(Debug)]
 #[must_use = "the publish goes out anyway; await this to learn its outcome"]
 pub struct PublishHandle {
@@ -242,6 +292,9 @@ impl Future for PublishHandle {
 /// ([`Limits::receive_maximum`]) is used up the broker sends no more QoS 1 or 2 messages
 /// until this stream is read. Read every stream you keep, or drop it.
 ///
+/// With [`ClientBuilder::manual_acks`] the application acknowledges each message itself
+/// ([`Message::take_ack`]); the buffering is the same.
+///
 /// QoS 0 messages beyond [`Limits::max_buffered_qos0`] are dropped (the newest) and counted
 /// in [`Client::dropped_messages`].
 ///
@@ -257,7 +310,8 @@ impl Future for PublishHandle {
 ///
 /// The stream ends after [`Client::unsubscribe`] of its filter, or when the client closes.
 /// Dropping it removes it; when no other stream has its filter, the client unsubscribes;
-/// messages it buffered or that were held for it are acknowledged and discarded.
+/// messages it buffered or that were held for it are acknowledged and discarded (abandoned,
+/// with manual acknowledgement).
 #[derive(Debug)]
 pub struct Subscription {
     pub(crate) id: u64,
@@ -332,6 +386,7 @@ pub struct ClientBuilder {
     client_id: Option<String>,
     keep_alive: u16,
     clean_start: bool,
+    bridge: bool,
     session_expiry: u32,
     username: Option<String>,
     password: Option<Password>,
@@ -343,6 +398,7 @@ pub struct ClientBuilder {
     response_timeout: Duration,
     linger: Duration,
     topic_aliases: bool,
+    manual_acks: bool,
     authenticator: Option<SharedAuthenticator>,
     request_response_information: Option<bool>,
     request_problem_information: Option<bool>,
@@ -367,6 +423,7 @@ impl ClientBuilder {
             client_id: None,
             keep_alive: 30,
             clean_start: true,
+            bridge: false,
             session_expiry: 0,
             username: None,
             password: None,
@@ -378,6 +435,7 @@ impl ClientBuilder {
             response_timeout: Duration::from_secs(10),
             linger: Duration::from_secs(5),
             topic_aliases: true,
+            manual_acks: false,
             authenticator: None,
             request_response_information: None,
             request_problem_information: None,
@@ -507,6 +565,20 @@ impl ClientBuilder {
         self
     }
 
+    /// Tells a 3.1 or 3.1.1 broker that this client is a bridge, with the high bit of CONNECT's
+    /// protocol level byte (as mosquitto's bridges do with `try_private`). A broker that knows
+    /// this convention (mosquitto, midge) sends the client none of its own messages back and
+    /// keeps the RETAIN flag as published on what it forwards; one that does not may refuse
+    /// the connection as an unknown protocol version. 3.x only: under 5.0, which asks the
+    /// same with [`SubscribeOptions::no_local`] and
+    /// [`SubscribeOptions::retain_as_published`], [`ClientBuilder::build`] fails with
+    /// [`ConnectError::InvalidConfig`]. Default off.
+    #[must_use]
+    pub fn bridge(mut self, bridge: bool) -> Self {
+        self.bridge = bridge;
+        self
+    }
+
     /// 5.0 Session Expiry Interval in seconds (`u32::MAX`: never). Ignored with 3.1.1.
     #[must_use]
     pub fn session_expiry(mut self, seconds: u32) -> Self {
@@ -538,7 +610,8 @@ impl ClientBuilder {
 
     /// How long opening the transport may take: the TCP connection, or the whole of what
     /// the [`Connector`] does (a TLS handshake included). Default 10 s. An attempt that
-    /// takes longer fails with [`CloseReason::ConnectTimeout`].
+    /// takes longer fails with [`CloseReason::ConnectTimeout`]. A
+    /// [`Connector::failover`] gives each of its connectors this long.
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -587,6 +660,28 @@ impl ClientBuilder {
         self
     }
 
+    /// Manual acknowledgement of received QoS 1 and 2 messages (default off): each arrives
+    /// with an [`Ack`](crate::Ack) ([`Message::take_ack`]), and is acknowledged to the
+    /// broker (PUBACK or PUBREC) only when the application calls [`Ack::ack`](crate::Ack::ack),
+    /// in arrival order; an `Ack` dropped unused abandons its message, which the broker sends
+    /// again on the next connection of a resumed session. So a message is never acknowledged
+    /// before the application has done what it needs with it (written it down, forwarded it).
+    ///
+    /// Flow control still holds: under 5.0 the broker sends at most
+    /// [`Limits::receive_maximum`] messages that are not acknowledged, so it pauses while the
+    /// application holds that many `Ack`s. 3.1.1 cannot announce that limit: there the client
+    /// stops reading from the socket while the application holds that many (acknowledgements
+    /// of its own publishes, and PINGRESP, then wait too: acknowledge, or drop, in time).
+    ///
+    /// Messages that reach no stream are handled as without manual acknowledgement (see
+    /// [`Limits::hold_unclaimed`]), but those in a stream that is dropped or unsubscribed, or
+    /// held back for it, are abandoned rather than acknowledged.
+    #[must_use]
+    pub fn manual_acks(mut self, on: bool) -> Self {
+        self.manual_acks = on;
+        self
+    }
+
     /// Authenticates every connection with MQTT 5.0 enhanced authentication (§4.12): CONNECT
     /// names the authenticator's method, and the client runs its exchange with the broker
     /// before it uses the connection; see [`Authenticator`]. 5.0 only: under 3.1.1,
@@ -608,6 +703,7 @@ impl ClientBuilder {
         let mut config = ClientConfig::new(self.version, client_id);
         config.keep_alive = self.keep_alive;
         config.clean_start = self.clean_start;
+        config.bridge = self.bridge;
         config.username = self.username.clone().map(ByteStr::from);
         config.password = self.password.clone().map(|p| p.0);
         config.will = self.will.clone();
@@ -677,6 +773,7 @@ impl ClientBuilder {
             linger: self.linger,
             authenticator: self.authenticator,
             v5: self.version.is_v5(),
+            manual_acks: self.manual_acks,
             publishes: publish_rx,
             commands: command_rx,
             events: events.clone(),

@@ -39,6 +39,10 @@ pub(crate) struct OpenParams {
         )
     )]
     pub(crate) max_packet_size: u32,
+    /// How long one connector's attempt may take
+    /// ([`ClientBuilder::connect_timeout`](crate::ClientBuilder::connect_timeout)): a
+    /// failover connector bounds each of its connectors' attempts by it.
+    pub(crate) connect_timeout: std::time::Duration,
 }
 
 type OpenFn = dyn Fn(OpenParams) -> Opening + Send + Sync;
@@ -50,7 +54,8 @@ type OpenFn = dyn Fn(OpenParams) -> Opening + Send + Sync;
 ///   TLS, WebSocket (over TCP or TLS) or a Unix socket. TLS and WebSocket need the `tls` and
 ///   `ws` features, both on by default;
 /// - [`Connector::from_fn`]: any stream that implements tokio's `AsyncRead + AsyncWrite`,
-///   such as an in-memory pipe (`tokio::io::duplex`) in tests.
+///   such as an in-memory pipe (`tokio::io::duplex`) in tests;
+/// - [`Connector::failover`]: the first of several connectors that opens.
 ///
 /// MQTT needs nothing else from the transport; the client does not know which one it runs on.
 ///
@@ -66,6 +71,9 @@ pub struct Connector {
     open: Arc<OpenFn>,
     /// What `Debug` shows.
     name: Arc<str>,
+    /// Attempts, each bounded by the connect timeout, that one opening makes at most: 1, or
+    /// for a failover connector the sum of its connectors'.
+    attempts: u32,
 }
 
 impl fmt::Debug for Connector {
@@ -93,6 +101,7 @@ impl Connector {
         Self {
             open: Arc::new(open),
             name,
+            attempts: 1,
         }
     }
 
@@ -234,6 +243,7 @@ impl Connector {
         Ok(Self {
             open: Arc::new(open),
             name: url.to_string().into(),
+            attempts: 1,
         })
     }
 
@@ -269,12 +279,86 @@ impl Connector {
         Self {
             open: Arc::new(open),
             name: "from_fn".into(),
+            attempts: 1,
+        }
+    }
+
+    /// A connector that tries `connectors` in order on every connection attempt, and uses
+    /// the first that opens a stream: a primary broker and its fallbacks. Each reconnection
+    /// starts again from the first, so the client goes back to the primary as soon as it is
+    /// up when the connection to a fallback is lost.
+    ///
+    /// Each connector's attempt may take [`ClientBuilder::connect_timeout`] before the next
+    /// is tried, so the whole attempt may take that times the number of connectors. When
+    /// every connector fails, the attempt fails with the last one's error (an empty list
+    /// fails every attempt with [`std::io::ErrorKind::NotFound`]), and the client reconnects
+    /// per its [`ReconnectPolicy`](crate::ReconnectPolicy).
+    ///
+    /// Only opening the stream fails over: a broker that accepts it and then refuses the
+    /// CONNECT, or never answers it, is not skipped for the next.
+    ///
+    /// ```no_run
+    /// use midge_client::{ClientBuilder, Connector};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let connector = Connector::failover([
+    ///     Connector::url("mqtt://primary.example.com")?,
+    ///     Connector::url("mqtt://backup.example.com")?,
+    /// ]);
+    /// let client = ClientBuilder::with_connector(connector).connect().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// [`ClientBuilder::connect_timeout`]: crate::ClientBuilder::connect_timeout
+    pub fn failover(connectors: impl IntoIterator<Item = Self>) -> Self {
+        let members: Arc<[Self]> = connectors.into_iter().collect();
+        let names: Vec<&str> = members.iter().map(|c| &*c.name).collect();
+        let name = format!("failover [{}]", names.join(", ")).into();
+        let attempts = members
+            .iter()
+            .fold(0u32, |sum, c| sum.saturating_add(c.attempts))
+            .max(1);
+        let open = move |params: OpenParams| -> Opening {
+            let members = members.clone();
+            Box::pin(async move {
+                let mut last = None;
+                for member in members.iter() {
+                    let bound = params.connect_timeout.saturating_mul(member.attempts);
+                    let error = match tokio::time::timeout(bound, member.open(params)).await {
+                        Ok(Ok(stream)) => {
+                            tracing::debug!(connector = ?member, "connected");
+                            return Ok(stream);
+                        }
+                        Ok(Err(err)) => err,
+                        Err(_) => io::Error::new(io::ErrorKind::TimedOut, "connect timeout"),
+                    };
+                    tracing::debug!(connector = ?member, %error, "cannot connect, trying the next");
+                    last = Some(error);
+                }
+                Err(last.unwrap_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        "a failover connector without connectors",
+                    )
+                }))
+            })
+        };
+        Self {
+            open: Arc::new(open),
+            name,
+            attempts,
         }
     }
 
     /// Starts opening a stream.
     pub(crate) fn open(&self, params: OpenParams) -> Opening {
         (self.open)(params)
+    }
+
+    /// How long one opening may take, with `connect_timeout` for each attempt it makes.
+    pub(crate) fn open_timeout(&self, connect_timeout: std::time::Duration) -> std::time::Duration {
+        connect_timeout.saturating_mul(self.attempts)
     }
 }
 

@@ -27,12 +27,12 @@ use tokio::time::Instant;
 
 use crate::auth::{AuthError, SharedAuthenticator};
 use crate::client::{
-    AckKey, AckToken, Command, ConnectionEvent, Delivery, Internal, PublishCommand, State,
-    StreamState, Subscription,
+    AckGroup, AckKey, AckToken, Command, ConnectionEvent, Delivery, Internal, PublishCommand,
+    State, StreamState, Subscription,
 };
 use crate::connector::{BoxedTransport, Connector, OpenParams};
 use crate::error::{self, AuthFailure, ClientError, CloseReason};
-use crate::message::Message;
+use crate::message::{Ack, Message};
 use crate::options::{Limits, ReconnectPolicy};
 
 /// Bytes of encoded packets the driver keeps ready for the socket; it asks the state machine
@@ -67,6 +67,7 @@ pub(crate) struct Setup {
     pub(crate) linger: Duration,
     pub(crate) authenticator: Option<SharedAuthenticator>,
     pub(crate) v5: bool,
+    pub(crate) manual_acks: bool,
     pub(crate) publishes: mpsc::UnboundedReceiver<PublishCommand>,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) events: broadcast::Sender<ConnectionEvent>,
@@ -86,8 +87,9 @@ struct Route {
     tx: mpsc::UnboundedSender<Delivery>,
     state: Arc<StreamState>,
     /// QoS 1/2 messages for this stream that did not fit in its buffer: unacknowledged until
-    /// they are moved in.
-    backlog: VecDeque<(Message, Arc<AckToken>)>,
+    /// they are moved in. With manual acknowledgements the message carries its `Ack`, and
+    /// there is no token.
+    backlog: VecDeque<(Message, Option<Arc<AckToken>>)>,
 }
 
 /// A QoS 1/2 message that matched no stream, waiting for one.
@@ -206,6 +208,11 @@ pub(crate) struct Driver {
     /// of the broker's final data: what it left in the read buffer is to be handled.
     input_resumed: bool,
     v5: bool,
+    /// The application acknowledges QoS 1/2 messages itself (`Ack`).
+    manual_acks: bool,
+    /// With manual acknowledgements: messages of this connection handed out with an `Ack`
+    /// that the application has not settled yet.
+    held_acks: usize,
     publishes: mpsc::UnboundedReceiver<PublishCommand>,
     commands: mpsc::Receiver<Command>,
     internal_tx: mpsc::UnboundedSender<Internal>,
@@ -269,6 +276,8 @@ impl Driver {
             reauthenticating: Vec::new(),
             input_resumed: false,
             v5: setup.v5,
+            manual_acks: setup.manual_acks,
+            held_acks: 0,
             publishes: setup.publishes,
             commands: setup.commands,
             internal_tx,
@@ -328,10 +337,12 @@ impl Driver {
 
     /// Whether to read from the socket. Under 5.0 the broker's window (our Receive Maximum)
     /// bounds what it sends unacknowledged; 3.1.1 has no such limit, so the client stops
-    /// reading while `receive_maximum` messages are held back for full streams, and reads
-    /// again as the application reads them.
+    /// reading while `receive_maximum` messages are held back for full streams (with manual
+    /// acknowledgements, while the application holds that many unsettled), and reads again
+    /// as the application reads (or settles) them.
     fn reads(&self) -> bool {
-        self.v5 || self.backlogged() < usize::from(self.limits.receive_maximum.max(1))
+        let window = usize::from(self.limits.receive_maximum.max(1));
+        self.v5 || (self.backlogged() < window && (!self.manual_acks || self.held_acks < window))
     }
 
     /// After the last handle is gone: closes once every queued publish is done, or when the
@@ -374,16 +385,10 @@ impl Driver {
             }
             let retry = match (&self.reconnect, closed) {
                 (None, _) => None,
+                (Some(policy), _) if policy.always_retry => self.next_delay(*policy),
                 (Some(_), Some(CloseReason::Refused(code))) if !transient(code) => None,
                 (Some(_), Some(reason)) if !self.ever_connected && misconfigured(reason) => None,
-                (Some(policy), _) => {
-                    let policy = *policy;
-                    self.attempt += 1;
-                    match policy.max_attempts {
-                        Some(max) if self.attempt > max => None,
-                        _ => Some(policy.delay(self.attempt - 1, self.random())),
-                    }
-                }
+                (Some(policy), _) => self.next_delay(*policy),
             };
             let Some(delay) = retry else { break };
             if !matches!(*self.state.borrow(), State::Connecting) {
@@ -400,13 +405,25 @@ impl Driver {
         self.finish(reason);
     }
 
+    /// Counts a failed attempt: the delay before the next, or `None` when the policy gives
+    /// up.
+    fn next_delay(&mut self, policy: ReconnectPolicy) -> Option<Duration> {
+        self.attempt += 1;
+        match policy.max_attempts {
+            Some(max) if self.attempt > max => None,
+            _ => Some(policy.delay(self.attempt - 1, self.random())),
+        }
+    }
+
     /// Opens a connection's transport, serving the handles meanwhile. `None` if the client
     /// is to close instead.
     async fn dial(&mut self) -> Option<Result<BoxedTransport, Ended>> {
         let params = OpenParams {
             max_packet_size: self.limits.max_packet_size,
+            connect_timeout: self.connect_timeout,
         };
-        let connect = tokio::time::timeout(self.connect_timeout, self.connector.open(params));
+        let bound = self.connector.open_timeout(self.connect_timeout);
+        let connect = tokio::time::timeout(bound, self.connector.open(params));
         let result = self.serve_until(connect).await?;
         Some(match result {
             Ok(Ok(stream)) => Ok(stream),
@@ -460,6 +477,7 @@ impl Driver {
         self.auth_failed = None;
         self.input_resumed = false;
         self.connection_number += 1;
+        self.held_acks = 0;
         match self.start_auth() {
             Ok(data) => self.proto.connect_with_auth_data(now(), data),
             Err(error) => {
@@ -866,6 +884,19 @@ impl Driver {
     fn one_internal(&mut self, internal: Internal) {
         match internal {
             Internal::Ack(key) => self.acknowledge(key),
+            Internal::Settled { key, acked } => {
+                if key.connection == self.connection_number {
+                    self.held_acks = self.held_acks.saturating_sub(1);
+                }
+                if !self.current(key) {
+                    // From an earlier connection (QoS 1) or session: the broker sends the
+                    // message again, or has forgotten it.
+                } else if acked {
+                    self.proto.acknowledge(key.packet_id);
+                } else {
+                    self.proto.abandon(key.packet_id);
+                }
+            }
             Internal::Room(route) => {
                 if let Some(index) = self.routes.iter().position(|r| r.id == route) {
                     self.refill(index);
@@ -909,7 +940,7 @@ impl Driver {
                     reliable: true,
                 });
                 // The last stream that held it back has it now.
-                if let Ok(token) = Arc::try_unwrap(token) {
+                if let Some(Ok(token)) = token.map(Arc::try_unwrap) {
                     ready.push(token.disarm());
                 }
             }
@@ -1031,7 +1062,10 @@ impl Driver {
             }
         }
         for route in &mut self.routes {
-            route.backlog.retain(|(_, token)| !stale(&token.key));
+            route.backlog.retain(|(message, token)| {
+                let key = token.as_ref().map(|t| t.key).or_else(|| message.ack_key());
+                !key.is_some_and(|key| stale(&key))
+            });
         }
     }
 
@@ -1169,8 +1203,12 @@ impl Driver {
     }
 
     /// Puts a QoS 1/2 message into the streams `targets`, holding it back for the full ones;
-    /// acknowledges it at once when none is full.
+    /// acknowledges it at once when none is full (with manual acknowledgements, hands each
+    /// copy an `Ack` instead).
     fn deliver(&mut self, targets: &[usize], message: Message, token: AckToken) {
+        if self.manual_acks {
+            return self.deliver_with_acks(targets, &message, token);
+        }
         let bound = self.limits.max_buffered_qos12.max(1) as u64;
         let mut token = Some(token);
         let mut shared: Option<Arc<AckToken>> = None;
@@ -1192,7 +1230,7 @@ impl Driver {
                     (None, Some(token)) => shared.insert(Arc::new(token)).clone(),
                     (None, None) => continue,
                 };
-                route.backlog.push_back((message.clone(), held));
+                route.backlog.push_back((message.clone(), Some(held)));
                 backlogged.push(index);
             }
         }
@@ -1201,6 +1239,46 @@ impl Driver {
             self.acknowledge(key);
         }
         drop(shared);
+        for index in backlogged {
+            self.refill(index);
+        }
+    }
+
+    /// [`Driver::deliver`] with manual acknowledgements: every copy carries an `Ack` of one
+    /// group, and the application settles the message (`Internal::Settled`).
+    fn deliver_with_acks(&mut self, targets: &[usize], message: &Message, token: AckToken) {
+        let bound = self.limits.max_buffered_qos12.max(1) as u64;
+        let key = token.disarm();
+        let group = Arc::new(AckGroup::new(key, self.internal_tx.clone()));
+        if key.connection == self.connection_number {
+            self.held_acks += 1;
+        }
+        let mut backlogged = Vec::new();
+        let mut copies = 0;
+        for &index in targets {
+            let Some(route) = self.routes.get_mut(index) else {
+                continue;
+            };
+            copies += 1;
+            let copy = message.clone().with_ack(Ack::new(group.clone()));
+            if route.backlog.is_empty() && route.state.reliable.load(SeqCst) < bound {
+                route.state.reliable.fetch_add(1, SeqCst);
+                // A stream dropped meanwhile gives it back, and dropping it abandons it.
+                let _ = route.tx.send(Delivery {
+                    message: copy,
+                    reliable: true,
+                });
+            } else {
+                route.backlog.push_back((copy, None));
+                backlogged.push(index);
+            }
+        }
+        if copies == 0 {
+            // No stream took a copy: never acknowledged unseen. (Not the group's count: the
+            // application may have acked every copy already.)
+            group.abandon();
+        }
+        drop(group);
         for index in backlogged {
             self.refill(index);
         }

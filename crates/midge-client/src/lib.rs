@@ -21,7 +21,7 @@ pub use error::{
     AuthFailure, ClientError, CloseReason, ConnectError, InputKind, InvalidInput, TlsFailure,
     WebSocketFailure,
 };
-pub use message::Message;
+pub use message::{Ack, Message};
 pub use options::{Limits, PublishOptions, ReconnectPolicy, SubscribeOptions};
 #[cfg(feature = "scram")]
 pub use scram::ScramAuthenticator;

@@ -24,11 +24,14 @@ pub struct Limits {
     /// Received QoS 1 and 2 messages the client may hold unacknowledged: sent as Receive
     /// Maximum (5.0), so the broker never has more than this many outstanding. A message is
     /// acknowledged once its streams have taken it into their buffers
-    /// ([`Limits::max_buffered_qos12`]); messages held back for full streams, or waiting for a
+    /// ([`Limits::max_buffered_qos12`]), or, with
+    /// [`ClientBuilder::manual_acks`](crate::ClientBuilder::manual_acks), once the
+    /// application acknowledges it; messages held back for full streams, or waiting for a
     /// stream in a resumed session, stay unacknowledged. 3.1.1 cannot announce it: there the
     /// client stops reading from the socket while this many messages are held back for full
-    /// streams (acknowledgements of our own publishes then wait too, until the application
-    /// reads), and holds at most this many waiting for a stream. Default 100 (at least 1).
+    /// streams, or with manual acknowledgements held by the application unsettled
+    /// (acknowledgements of our own publishes then wait too, until the application reads or
+    /// settles), and holds at most this many waiting for a stream. Default 100 (at least 1).
     pub receive_maximum: u16,
     /// QoS 0 messages each subscription buffers before it drops new ones (QoS 0 has no flow
     /// control). Dropped messages are counted in
@@ -106,10 +109,14 @@ impl Default for Limits {
 /// TLS alert from the broker (such as a required client certificate), a refused WebSocket
 /// upgrade, and a failure of the client's own enhanced authentication
 /// ([`CloseReason::Authentication`](crate::CloseReason::Authentication));
-/// [`ClientBuilder::connect`](crate::ClientBuilder::connect) then fails with it. After a connection has been accepted these are retried under the policy, since
-/// a broker's certificate or configuration may be changed and put right again; each failed
-/// attempt is reported by [`ConnectionEvent::Disconnected`](crate::ConnectionEvent) with its
-/// reason.
+/// [`ClientBuilder::connect`](crate::ClientBuilder::connect) then fails with it. After a
+/// connection has been accepted these are retried under the policy, since a broker's
+/// certificate or configuration may be changed and put right again; each failed attempt is
+/// reported by [`ConnectionEvent::Disconnected`](crate::ConnectionEvent) with its reason.
+///
+/// [`ReconnectPolicy::always_retry`](ReconnectPolicy::always_retry()) retries those too,
+/// CONNACK refusals included: for a bridge, or a service that must keep trying until someone
+/// puts the broker's configuration (or its own credentials) right.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReconnectPolicy {
@@ -122,6 +129,19 @@ pub struct ReconnectPolicy {
     /// Attempts in a row after which the client gives up and closes; `None` never gives up
     /// (the default).
     pub max_attempts: Option<u32>,
+    /// Retry every failure, also those that are otherwise not retried (see above): a CONNACK
+    /// refusal such as a bad user name or password (0x86, 3.1.1 return code 4) or not
+    /// authorized, an untrusted broker certificate, a refused WebSocket upgrade, a failed
+    /// enhanced authentication. Each is reported by
+    /// [`ConnectionEvent::Disconnected`](crate::ConnectionEvent::Disconnected) with its
+    /// reason, and the next attempt waits its backoff delay as after any failure. Default
+    /// off.
+    ///
+    /// [`ClientBuilder::connect`](crate::ClientBuilder::connect) then waits until a
+    /// connection is accepted, however long that takes; with
+    /// [`ClientBuilder::build`](crate::ClientBuilder::build) the application can watch the
+    /// refusals on [`Client::events`](crate::Client::events) meanwhile.
+    pub always_retry: bool,
 }
 
 impl Default for ReconnectPolicy {
@@ -131,6 +151,7 @@ impl Default for ReconnectPolicy {
             max_delay: Duration::from_secs(30),
             jitter: true,
             max_attempts: None,
+            always_retry: false,
         }
     }
 }
@@ -149,6 +170,14 @@ impl ReconnectPolicy {
     #[must_use]
     pub fn jitter(mut self, jitter: bool) -> Self {
         self.jitter = jitter;
+        self
+    }
+
+    /// The same policy retrying every failure, or not (see the field
+    /// [`always_retry`](ReconnectPolicy#structfield.always_retry)).
+    #[must_use]
+    pub fn always_retry(mut self, always: bool) -> Self {
+        self.always_retry = always;
         self
     }
 

@@ -331,9 +331,11 @@ fn read_reason(buf: &mut Bytes, allowed: CodeSet) -> Result<ReasonCode, DecodeEr
 fn decode_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
     let name = read_binary(body)?;
     let level = read_u8(body)?;
-    let protocol = match (&name[..], level) {
+    // The high bit marks a 3.x bridge (see `Connect::bridge`); 5.0 has no such level.
+    let bridge = level & BRIDGE_BIT != 0;
+    let protocol = match (&name[..], level & !BRIDGE_BIT) {
         (b"MQTT", 4) => ProtocolVersion::V3_1_1,
-        (b"MQTT", 5) => ProtocolVersion::V5,
+        (b"MQTT", 5) if !bridge => ProtocolVersion::V5,
         (b"MQIsdp", 3) => ProtocolVersion::V3_1,
         (b"MQTT" | b"MQIsdp", _) => return Err(DecodeError::UnsupportedProtocolVersion(level)),
         _ => return Err(DecodeError::InvalidProtocolName),
@@ -397,6 +399,7 @@ fn decode_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
     Ok(Connect {
         protocol,
         clean_start,
+        bridge,
         keep_alive,
         client_id,
         will,

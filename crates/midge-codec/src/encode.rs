@@ -584,6 +584,9 @@ fn connect_sizes(c: &Connect) -> Result<Sizes, EncodeError> {
     let v5 = c.protocol.is_v5();
     let mut sizes = Sizes::default();
     require_v5(v5, c.properties.is_empty(), "CONNECT properties")?;
+    if c.bridge && v5 {
+        return Err(EncodeError::NotInV5("the bridge bit of CONNECT"));
+    }
     if c.password.is_some() && c.username.is_none() && !v5 {
         return Err(EncodeError::PasswordWithoutUsername);
     }
@@ -616,7 +619,8 @@ fn connect_sizes(c: &Connect) -> Result<Sizes, EncodeError> {
 fn write_connect(c: &Connect, sizes: &Sizes, buf: &mut BytesMut) {
     let v5 = c.protocol.is_v5();
     put_binary(buf, c.protocol.protocol_name().as_bytes());
-    buf.put_u8(c.protocol.level());
+    let bridge = if c.bridge { BRIDGE_BIT } else { 0 };
+    buf.put_u8(c.protocol.level() | bridge);
     let mut flags = u8::from(c.clean_start) << 1;
     if let Some(will) = &c.will {
         flags |= 0x04 | ((will.qos as u8) << 3) | (u8::from(will.retain) << 5);

@@ -156,6 +156,10 @@ pub enum EncodeError {
     /// is never silently dropped.
     #[error("{0} requires MQTT 5.0")]
     RequiresV5(&'static str),
+    /// A field that only MQTT 3.1 and 3.1.1 can carry was set while encoding for 5.0, such as
+    /// [`Connect::bridge`](crate::Connect::bridge).
+    #[error("{0} is not part of MQTT 5.0")]
+    NotInV5(&'static str),
     /// A string or binary field longer than 65,535 bytes (§1.5.4, §1.5.6).
     #[error("string or binary field longer than 65535 bytes")]
     FieldTooLong,

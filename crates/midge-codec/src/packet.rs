@@ -98,6 +98,9 @@ impl Packet {
     }
 }
 
+/// The high bit of CONNECT's protocol level byte, set by 3.x bridges (see [`Connect::bridge`]).
+pub(crate) const BRIDGE_BIT: u8 = 0x80;
+
 /// CONNECT (§3.1). Its `Debug` output shows whether a password is set, never the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Connect {
@@ -105,6 +108,14 @@ pub struct Connect {
     pub protocol: ProtocolVersion,
     /// Clean Session (3.x) or Clean Start (5.0).
     pub clean_start: bool,
+    /// The client is a bridge (3.1 and 3.1.1 only): the high bit of the protocol level byte
+    /// is set (0x83, 0x84), a convention of mosquitto's bridges that is not part of MQTT. A
+    /// server that knows it sends the bridge none of its own messages back and keeps the
+    /// RETAIN flag as published on what it forwards to it, which MQTT 5.0 does with the No
+    /// Local and Retain As Published subscription options instead. A 5.0 CONNECT cannot carry
+    /// it: encoding one fails with [`EncodeError::NotInV5`](crate::EncodeError::NotInV5), and
+    /// level 0x85 decodes as an unsupported protocol version.
+    pub bridge: bool,
     /// Keep Alive in seconds; 0 turns keepalive off.
     pub keep_alive: u16,
     /// Client Identifier; may be empty, in which case the server assigns one (5.0) or decides.
@@ -124,6 +135,7 @@ impl fmt::Debug for Connect {
         f.debug_struct("Connect")
             .field("protocol", &self.protocol)
             .field("clean_start", &self.clean_start)
+            .field("bridge", &self.bridge)
             .field("keep_alive", &self.keep_alive)
             .field("client_id", &self.client_id)
             .field("will", &self.will)
@@ -141,6 +153,7 @@ impl Connect {
         Self {
             protocol,
             clean_start: true,
+            bridge: false,
             keep_alive: 60,
             client_id: client_id.into(),
             will: None,

@@ -395,7 +395,7 @@ fn connect(v: ProtocolVersion) -> BoxedStrategy<Packet> {
             properties,
         }));
     (
-        any::<bool>(),
+        (any::<bool>(), any::<bool>()),
         any::<u16>(),
         string(),
         will,
@@ -404,7 +404,15 @@ fn connect(v: ProtocolVersion) -> BoxedStrategy<Packet> {
         connect_properties(v5),
     )
         .prop_map(
-            move |(clean_start, keep_alive, client_id, will, username, password, properties)| {
+            move |(
+                (clean_start, bridge),
+                keep_alive,
+                client_id,
+                will,
+                username,
+                password,
+                properties,
+            )| {
                 // 3.1.1 [MQTT-3.1.2-22]: no password without a user name before 5.0.
                 let password = if v5 || username.is_some() {
                     password
@@ -414,6 +422,8 @@ fn connect(v: ProtocolVersion) -> BoxedStrategy<Packet> {
                 Packet::Connect(Box::new(Connect {
                     protocol: v,
                     clean_start,
+                    // The bridge bit is a 3.x convention.
+                    bridge: bridge && !v5,
                     keep_alive,
                     client_id,
                     will,
@@ -1125,6 +1135,16 @@ fn caller_errors_are_refused_before_writing() {
             EncodeError::NullCharacter,
         );
     }
+    // The bridge bit of the protocol level byte is a 3.x convention: 5.0 cannot carry it.
+    let bridge = Connect {
+        bridge: true,
+        ..Connect::new(V5, "c")
+    };
+    assert_encode_err(
+        &Packet::Connect(Box::new(bridge)),
+        V5,
+        EncodeError::NotInV5("the bridge bit of CONNECT"),
+    );
     // 3.1.1 [MQTT-3.1.2-22]: a password needs a user name before 5.0.
     for v in [V3_1, V3_1_1] {
         let connect = Connect {

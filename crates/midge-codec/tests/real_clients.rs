@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{hex, to_hex, up, V3_1, V5};
+use common::{hex, to_hex, up, V3_1, V3_1_1, V5};
 use midge_codec::{
     Packet, PacketType, PayloadFormat, ProtocolVersion, QoS, ReasonCode, RetainHandling,
     MAX_PACKET_SIZE,
@@ -219,6 +219,17 @@ fn mosquitto_pub_v31_connect_is_mqisdp_level_3() {
         (publish.qos, publish.retain, &publish.payload[..]),
         (QoS::AtLeastOnce, true, &b"21.5"[..])
     );
+}
+
+#[test]
+fn a_mosquitto_bridge_connects_with_the_bridge_bit() {
+    let p = packets("mosquitto_bridge_v311");
+    let Packet::Connect(c) = &p[0] else { panic!() };
+    assert_eq!(c.protocol, V3_1_1);
+    assert!(c.bridge, "level 0x84 is 3.1.1 from a bridge");
+    assert_eq!(c.client_id, "fixture-bridge");
+    assert!(!c.clean_start);
+    assert_eq!(c.keep_alive, 60);
 }
 
 #[test]

@@ -819,6 +819,13 @@ fn connect_with_unsupported_level_is_rejected() {
         E::UnsupportedProtocolVersion(4),
         R::UNSUPPORTED_PROTOCOL_VERSION,
     );
+    // The bridge bit (0x80) is a 3.x convention: 5.0 has no level 0x85.
+    err(
+        "10 10 0004 4d515454 85 02 003c 00 0003 636964",
+        V5,
+        E::UnsupportedProtocolVersion(0x85),
+        R::UNSUPPORTED_PROTOCOL_VERSION,
+    );
 }
 
 // ---------------------------------------------------------------------------------- CONNACK

@@ -112,6 +112,7 @@ pub(crate) fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/retained", get(retained).delete(delete_retained))
         .route("/subscriptions", get(subscriptions))
         .route("/publish", post(publish))
+        .route("/bridges", get(bridges))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/", get(dashboard))
@@ -246,8 +247,14 @@ async fn broker(State(state): State<Arc<AppState>>) -> Response {
     Json(serde_json::json!({
         "info": state.admin.info(),
         "stats": state.admin.stats(),
+        "bridges": state.admin.bridges(),
     }))
     .into_response()
+}
+
+/// `GET /api/v1/bridges`: each bridge, whether it is connected, and its counters.
+async fn bridges(State(state): State<Arc<AppState>>) -> Response {
+    Json(serde_json::json!({ "bridges": state.admin.bridges() })).into_response()
 }
 
 /// `?after=…&limit=…`, and `filter` where a list may be filtered.

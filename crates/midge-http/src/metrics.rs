@@ -247,6 +247,7 @@ impl Collector for Snapshot {
             "CONNECTs refused for their credentials",
             m.auth_failures,
         )?;
+        bridges(e, &m.bridges)?;
         let latency = &m.delivery_latency;
         let mut metric = e.encode_descriptor(
             "midge_delivery_latency_seconds",
@@ -276,6 +277,63 @@ impl Collector for Snapshot {
         }
         Ok(())
     }
+}
+
+/// Each bridge's state (1 connected, 0 not) and counters, labelled with its name.
+fn bridges(
+    e: &mut DescriptorEncoder<'_>,
+    bridges: &[midge_broker::BridgeView],
+) -> Result<(), std::fmt::Error> {
+    if bridges.is_empty() {
+        return Ok(());
+    }
+    let mut metric = e.encode_descriptor(
+        "midge_bridge_up",
+        "Whether the bridge is connected to its remote broker (1) or not (0)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for bridge in bridges {
+        let labels = [("bridge", bridge.name.as_str())];
+        ConstGauge::new(i64::from(bridge.connected)).encode(metric.encode_family(&labels)?)?;
+    }
+    let series: [(&str, &str, fn(&midge_broker::BridgeView) -> u64); 5] = [
+        (
+            "midge_bridge_connections",
+            "Connections the bridge made to its remote broker",
+            |b| b.connections,
+        ),
+        (
+            "midge_bridge_forwarded_out",
+            "Messages the bridge forwarded to its remote broker (acknowledged by it at QoS 1 and 2)",
+            |b| b.forwarded_out,
+        ),
+        (
+            "midge_bridge_forwarded_in",
+            "Messages the bridge forwarded from its remote broker to this one",
+            |b| b.forwarded_in,
+        ),
+        (
+            "midge_bridge_refused_out",
+            "Messages the remote broker refused, not forwarded",
+            |b| b.refused_out,
+        ),
+        (
+            "midge_bridge_refused_in",
+            "Messages from the remote broker that this broker refused",
+            |b| b.refused_in,
+        ),
+    ];
+    for (name, help, value) in series {
+        counters(
+            e,
+            name,
+            help,
+            "bridge",
+            bridges.iter().map(|b| (b.name.as_str(), value(b))),
+        )?;
+    }
+    Ok(())
 }
 
 /// The broker's buckets are cumulative, as Prometheus shows them; the encoder takes each

@@ -301,3 +301,135 @@ async fn a_scrape_after_the_interval_sees_new_figures() {
     drop(c);
     setup.stop().await;
 }
+
+/// A bridge's state and counters in `/metrics` and `/api/v1/bridges`: down while its remote
+/// is not there, up once it is, with what it forwarded counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridges_show_in_the_metrics_and_the_api() {
+    if !midge_testkit::peers::require("python3 prometheus_client", parser_installed()) {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let mut config = test_config();
+    let mut bridge = midge_broker::BridgeConfig::default();
+    bridge.name = "up-link".into();
+    bridge.address = vec![port.to_string()];
+    bridge.protocol_version = midge_broker::BridgeProtocol::V5;
+    bridge.reconnect_delay_ms = 50;
+    bridge.reconnect_delay_max_ms = 200;
+    let mut topic = midge_broker::BridgeTopic::default();
+    topic.pattern = "out/#".into();
+    topic.qos = 1;
+    bridge.topics = vec![topic];
+    config.bridges = vec![bridge];
+    let broker = midge_broker::Broker::builder()
+        .config(config)
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .start()
+        .await
+        .expect("broker starts");
+    let http = midge_http::serve_with_limits(
+        broker.admin(),
+        &http_config(Some(TOKEN)),
+        midge_http::HttpLimits::default(),
+    )
+    .expect("HTTP starts");
+    let scrape = || async {
+        // Past the one-second cache of the metrics.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let answer = request(
+            http.local_addr(),
+            hyper::Method::GET,
+            "/metrics",
+            None,
+            None,
+        )
+        .await;
+        parse(&answer.body)
+    };
+    let samples = scrape().await;
+    assert_eq!(kind(&samples, "midge_bridge_up").0, "gauge");
+    assert_eq!(
+        value(&samples, "midge_bridge_up", &[("bridge", "up-link")]),
+        0.0
+    );
+    let answer = request(
+        http.local_addr(),
+        hyper::Method::GET,
+        "/api/v1/bridges",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let bridges = answer.json()["bridges"].clone();
+    assert_eq!(bridges[0]["name"], "up-link");
+    assert_eq!(bridges[0]["connected"], false);
+
+    // The remote comes up where the bridge looks for it.
+    let remote = midge_broker::Broker::builder()
+        .config(test_config())
+        .bind(port)
+        .start()
+        .await
+        .expect("remote starts");
+    let admin = broker.admin();
+    eventually("the bridge connects", || {
+        let admin = admin.clone();
+        async move { admin.bridges()[0].connected }
+    })
+    .await;
+    let at_remote = client(remote.local_addr(), "at-remote").await;
+    let (_, mut out) = at_remote
+        .subscribe("out/#", SubscribeOptions::with_qos(QoS::AtLeastOnce))
+        .await
+        .expect("subscribes");
+    let local = client(broker.local_addr(), "local").await;
+    // The bridge's subscription at the remote is made as it connects: publish until one
+    // arrives, then count.
+    let mut sent = 0;
+    loop {
+        local
+            .publish("out/x", "1", PublishOptions::with_qos(QoS::AtLeastOnce))
+            .await
+            .expect("publishes");
+        sent += 1;
+        if tokio::time::timeout(std::time::Duration::from_millis(200), out.recv())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(sent < 50, "nothing crossed the bridge");
+    }
+    // Counted once the remote's PUBACK is back, which may be after the delivery.
+    eventually("the forwarded message is counted", || {
+        let admin = admin.clone();
+        async move { admin.bridges()[0].forwarded_out >= 1 }
+    })
+    .await;
+    let samples = scrape().await;
+    assert_eq!(
+        value(&samples, "midge_bridge_up", &[("bridge", "up-link")]),
+        1.0
+    );
+    assert!(
+        value(
+            &samples,
+            "midge_bridge_forwarded_out_total",
+            &[("bridge", "up-link")]
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            &samples,
+            "midge_bridge_connections_total",
+            &[("bridge", "up-link")]
+        ) >= 1.0
+    );
+    http.shutdown().await;
+    broker.shutdown().await;
+    remote.shutdown().await;
+}

@@ -41,6 +41,12 @@ pub struct ClientConfig {
     /// including unacknowledged messages, resumes across connections. A 3.x client with an
     /// empty `client_id` always asks for a clean session, as 3.1.1 requires.
     pub clean_start: bool,
+    /// Set the bridge bit of CONNECT ([`Connect::bridge`]): tells a 3.x server that knows it
+    /// (mosquitto, midge) that the client is a bridge, so that it sends none of the client's
+    /// own messages back and keeps their RETAIN flag as published. 3.1 and 3.1.1 only:
+    /// [`Client::new`] fails with [`EncodeError::NotInV5`] for 5.0, which asks the same with
+    /// the No Local and Retain As Published subscription options. Off by default.
+    pub bridge: bool,
     /// User Name.
     pub username: Option<ByteStr>,
     /// Password.
@@ -93,6 +99,7 @@ impl fmt::Debug for ClientConfig {
             .field("client_id", &self.client_id)
             .field("keep_alive", &self.keep_alive)
             .field("clean_start", &self.clean_start)
+            .field("bridge", &self.bridge)
             .field("username", &self.username)
             // Secrets never reach logs.
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
@@ -134,6 +141,7 @@ impl ClientConfig {
             client_id: client_id.into(),
             keep_alive: 60,
             clean_start: true,
+            bridge: false,
             username: None,
             password: None,
             will: None,
@@ -658,6 +666,7 @@ impl Client {
         // a clean one [MQTT-3.1.3-7] (3.1.1), or the server refuses it [MQTT-3.1.3-8].
         connect.clean_start =
             self.config.clean_start || (!self.config.version.is_v5() && self.client_id.is_empty());
+        connect.bridge = self.config.bridge;
         connect.keep_alive = self.config.keep_alive;
         connect.username = self.config.username.clone();
         connect.password = self.config.password.clone();

@@ -7,6 +7,14 @@
 //! the connection is handed in on [`ServerConnection::accept`] and taken back with
 //! [`ServerConnection::take_session`].
 //!
+//! # Bridges (3.x)
+//!
+//! A 3.1 or 3.1.1 client that sets the bridge bit of CONNECT ([`Connect::bridge`], as
+//! mosquitto's bridges do) gets No Local and Retain As Published on every subscription it makes
+//! (but No Local on shared ones, which cannot have it): the broker sends it none of its own
+//! messages back, and forwards RETAIN as published, so that two brokers bridged both ways do
+//! not loop messages and retained messages stay retained across the bridge.
+//!
 //! # Enhanced authentication (5.0 §4.12)
 //!
 //! A CONNECT with an Authentication Method is reported as [`ServerEvent::Connect`], the method
@@ -393,6 +401,9 @@ pub struct ServerConnection {
     will: Option<Box<Will>>,
     /// Request Problem Information of the accepted CONNECT [MQTT-3.1.2-29].
     problem_information: bool,
+    /// The accepted CONNECT came from a 3.x bridge ([`Connect::bridge`]): its subscriptions
+    /// get No Local and Retain As Published.
+    bridge: bool,
     /// The accepted CONNECT asked for no Session Expiry Interval (or 0), which DISCONNECT may
     /// not raise [MQTT-3.14.2-2].
     connect_expiry_was_zero: bool,
@@ -498,6 +509,7 @@ impl ServerConnection {
             auth: None,
             will: None,
             problem_information: true,
+            bridge: false,
             connect_expiry_was_zero: false,
             client_id: ByteStr::new(),
             session: None,
@@ -951,8 +963,12 @@ impl ServerConnection {
         }
         self.session = Some(session);
         let Connect {
-            will, properties, ..
+            will,
+            properties,
+            bridge,
+            ..
         } = *connect;
+        self.bridge = bridge;
         // Kept for the connection's life, and a delayed one while the session is offline: its
         // own bytes, not the CONNECT's (which may carry a large password or properties).
         self.will = will.map(|will| Box::new(unshared_will(will)));
@@ -1671,10 +1687,12 @@ impl ServerConnection {
         let subscribed = self.session_mut().subscriptions.len() + pending;
         let mut requests = Vec::with_capacity(filters.len());
         for (i, (filter, options)) in filters.into_iter().enumerate() {
+            let mut shared = false;
             let verdict = match TopicFilter::with_limits(filter.as_str(), &self.config.topic_limits)
             {
                 Err(_) => Err(ReasonCode::TOPIC_FILTER_INVALID),
                 Ok(parsed) => {
+                    shared = parsed.share_name().is_some();
                     if parsed.share_name().is_some() && options.no_local {
                         // No Local on a shared subscription [MQTT-3.8.3-4].
                         return self.violation(ReasonCode::PROTOCOL_ERROR);
@@ -1695,6 +1713,13 @@ impl ServerConnection {
                 }
             };
             let mut options = options;
+            if self.bridge {
+                // A 3.x bridge gets none of its own messages back, and the RETAIN flag as
+                // published: what 5.0 asks for with these options. A shared subscription
+                // cannot have No Local [MQTT-3.8.3-4].
+                options.no_local = !shared;
+                options.retain_as_published = true;
+            }
             // The granted QoS is at most the server's maximum.
             options.qos = options.qos.min(self.config.maximum_qos);
             requests.push(SubscriptionRequest::new(filter, options, verdict));

@@ -544,10 +544,13 @@ fn a_mosquitto_5_0_session_decodes_whole_in_order_or_not() {
     let cut = decode(
         &[&args[..], &[shuffled.to_str().expect("utf-8")]].concat(),
         b"",
-    )
-    .ok();
+    );
+    // Not decoded for want of room: an error, as a malformed packet is.
+    assert_eq!(cut.code(), Some(1), "{}", cut.stderr);
     assert!(
-        cut.stdout().contains("bytes after it exceed --max-buffer"),
+        cut.stdout()
+            .contains("error: stream cut: a segment is missing here")
+            && cut.stdout().contains("bytes after it exceed --max-buffer"),
         "{}",
         cut.stdout()
     );
@@ -900,4 +903,426 @@ fn input_that_cannot_be_read_exits_2() {
     );
     let finished = decode(&["/nonexistent/capture.pcap"], b"");
     assert_eq!(finished.code(), Some(2));
+}
+
+/// `--format raw` and `--format hex` read no bytes ahead: a live stream decodes as its bytes
+/// come, the first packet before 512 bytes have arrived or stdin is closed.
+#[test]
+fn an_explicit_format_decodes_a_live_stream_as_it_comes() {
+    for (format, pingreq) in [("raw", &b"\xc0\x00"[..]), ("hex", &b"c0 00\n"[..])] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_midge"))
+            .args(["decode", "--format", format])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawns");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(pingreq).expect("write");
+        stdin.flush().expect("flush");
+        let line = lines.recv_timeout(Duration::from_secs(10));
+        drop(stdin);
+        if line.is_err() {
+            let _ = child.kill();
+        }
+        let status = child.wait().expect("waits");
+        let line =
+            line.unwrap_or_else(|_| panic!("--format {format}: no line while stdin is open"));
+        assert_eq!(line, "@0 PINGREQ");
+        assert!(status.success(), "{status}");
+    }
+    // Inputs shorter than a peek, and empty ones.
+    assert_eq!(
+        decode(&["--format", "raw"], b"\xd0\x00").ok().stdout(),
+        "@0 PINGRESP\n"
+    );
+    assert_eq!(decode(&["--format", "hex"], b"e0").code(), Some(1));
+    assert_eq!(decode(&["--format", "raw"], b"").ok().stdout(), "");
+    assert_eq!(decode(&["--format", "hex"], b"").ok().stdout(), "");
+}
+
+/// Raw MQTT whose first byte is an ASCII digit (a PUBLISH, 0x30 to 0x39) is raw, whatever
+/// follows: auto-detection wants text that reads as hex.
+#[test]
+fn raw_publishes_that_start_with_a_digit_are_not_taken_for_hex() {
+    // QoS 0 PUBLISH of 35 bytes ('#' is 0x23, which starts a comment in hex), topic "a/b".
+    let mut publish = vec![0x30, 0x23, 0x00, 0x03, b'a', b'/', b'b'];
+    publish.extend_from_slice(&[b'x'; 30]);
+    let finished = decode(&[], &publish);
+    assert_eq!(finished.code(), Some(0), "{}", finished.stderr);
+    assert_eq!(
+        finished.stdout(),
+        format!(
+            "@0 PUBLISH topic=\"a/b\" qos=0 payload=\"{}\"\n",
+            "x".repeat(30)
+        )
+    );
+    // QoS 1 ('2'), remaining length 9 (a tab), topic "9/9" and packet id "11": ASCII digits
+    // and whitespace, then a NUL.
+    let publish = b"2\t\x00\x039/911ok";
+    let finished = decode(&[], publish);
+    assert_eq!(finished.code(), Some(0), "{}", finished.stderr);
+    assert_eq!(
+        finished.stdout(),
+        "@0 PUBLISH topic=\"9/9\" qos=1 packet_id=12593 payload=\"ok\"\n"
+    );
+    // Hex text stays hex, with comments and a cut-off last line.
+    assert_eq!(decode(&[], b"# ping\nc0 00").ok().stdout(), "@0 PINGREQ\n");
+}
+
+// --- Captures cut short ----------------------------------------------------------------
+
+/// An Ethernet frame of a TCP segment between two 127.0.0.1 ports.
+fn tcp_frame(src: u16, dst: u16, seq: u32, flags: &str, payload: &[u8]) -> Vec<u8> {
+    let mut builder = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([127, 0, 0, 1], [127, 0, 0, 1], 64)
+        .tcp(src, dst, seq, 65_535);
+    if flags.contains('S') {
+        builder = builder.syn();
+    }
+    if flags.contains('F') {
+        builder = builder.fin();
+    }
+    if flags.contains('A') {
+        builder = builder.ack(1);
+    }
+    let mut data = Vec::new();
+    builder.write(&mut data, payload).expect("frame");
+    data
+}
+
+fn connect_packet(id: &str) -> Vec<u8> {
+    let mut bytes = vec![0x10, 12 + id.len() as u8, 0, 4];
+    bytes.extend_from_slice(b"MQTT\x04\x02\x00\x3c");
+    bytes.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    bytes.extend_from_slice(id.as_bytes());
+    bytes
+}
+
+/// A QoS 0 PUBLISH of `payload` to `topic`, 3.1.1.
+fn publish_packet(topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(payload);
+    let mut bytes = vec![0x30];
+    let mut len = body.len();
+    loop {
+        let digit = (len % 128) as u8;
+        len /= 128;
+        bytes.push(if len > 0 { digit | 0x80 } else { digit });
+        if len == 0 {
+            break;
+        }
+    }
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+/// A pcap written as `tcpdump -s SNAPLEN` writes one: frames longer than the snapshot length
+/// keep their first SNAPLEN bytes and their length on the wire.
+fn write_snapped_pcap(path: &Path, snaplen: u32, frames: &[Vec<u8>]) {
+    let header = pcap_file::pcap::PcapHeader {
+        snaplen,
+        ..Default::default()
+    };
+    let mut writer =
+        PcapWriter::with_header(File::create(path).expect("create"), header).expect("header");
+    let mut time = Duration::from_secs(1_796_650_000);
+    for data in frames {
+        time += Duration::from_micros(100);
+        let kept = &data[..data.len().min(snaplen as usize)];
+        writer
+            .write_packet(&PcapPacket::new(time, data.len() as u32, kept))
+            .expect("write");
+    }
+}
+
+#[test]
+fn frames_cut_short_by_the_snapshot_length_leave_gaps_and_the_rest_decodes() {
+    // Connection A (port 50001): CONNECT, a PUBLISH of 1,000 bytes that the snapshot length
+    // cuts (its length is known: it is skipped), then a small PUBLISH that decodes.
+    // Connection B (port 50002): one segment with two PUBLISHes that is cut inside the first,
+    // so the second's start is lost: B's direction stops. A goes on after that.
+    let (a, b) = (50_001, 50_002);
+    let big = publish_packet("big", &[b'z'; 1000]);
+    let after = publish_packet("after", b"ok");
+    let pair = [
+        publish_packet("p1", &[b'1'; 100]),
+        publish_packet("p2", &[b'2'; 100]),
+    ]
+    .concat();
+    let connect_a = connect_packet("a");
+    let connect_b = connect_packet("b");
+    let mut seq_a = 1001u32;
+    let mut seq_b = 5001u32;
+    let mut frames = vec![
+        tcp_frame(a, 1883, 1000, "S", b""),
+        tcp_frame(b, 1883, 5000, "S", b""),
+        tcp_frame(a, 1883, seq_a, "A", &connect_a),
+        tcp_frame(b, 1883, seq_b, "A", &connect_b),
+    ];
+    seq_a += connect_a.len() as u32;
+    seq_b += connect_b.len() as u32;
+    frames.push(tcp_frame(a, 1883, seq_a, "A", &big));
+    seq_a += big.len() as u32;
+    frames.push(tcp_frame(b, 1883, seq_b, "A", &pair));
+    seq_b += pair.len() as u32;
+    frames.push(tcp_frame(a, 1883, seq_a, "A", &after));
+    frames.push(tcp_frame(b, 1883, seq_b, "A", &after));
+    let dir = scratch("snaplen");
+    let file = dir.join("snapped.pcap");
+    write_snapped_pcap(&file, 96, &frames);
+
+    let finished = decode(&["--json", file.to_str().expect("utf-8")], b"");
+    assert_eq!(finished.code(), Some(0), "{}", finished.stderr);
+    let lines = json_lines(&finished);
+    let sent_a = of(&lines, 0, "client_to_broker");
+    assert_eq!(types(&sent_a), ["CONNECT", "PUBLISH"], "{lines:#?}");
+    assert_eq!(sent_a[1].1["topic"], "after");
+    assert_eq!(sent_a[1].1["offset"], connect_a.len() + big.len());
+    let sent_b = of(&lines, 1, "client_to_broker");
+    assert_eq!(types(&sent_b), ["CONNECT"], "{lines:#?}");
+    // Each cut frame is said, at its place in its stream; 96 bytes of a frame are 54 of
+    // headers and 42 of payload.
+    let notes: Vec<&Value> = lines.iter().filter(|l| l["note"].is_string()).collect();
+    assert_eq!(notes.len(), 2, "{notes:#?}");
+    let note_a = notes[0]["note"].as_str().expect("text");
+    assert_eq!(notes[0]["stream"], 0);
+    assert_eq!(notes[0]["offset"], connect_a.len() + 42);
+    assert!(
+        note_a.contains("frame 5 was cut short by the capture's snapshot length")
+            && note_a.contains(&format!(
+                "{} bytes of this stream are missing",
+                big.len() - 42
+            ))
+            && note_a.contains(&format!(
+                "the packet at @{} ({} bytes)",
+                connect_a.len(),
+                big.len()
+            ))
+            && note_a.contains("skipped"),
+        "{note_a}"
+    );
+    let note_b = notes[1]["note"].as_str().expect("text");
+    assert_eq!(notes[1]["stream"], 1);
+    assert!(
+        note_b.contains("frame 6 was cut short")
+            && note_b.contains("the rest of this direction is not decoded"),
+        "{note_b}"
+    );
+    assert!(
+        finished.stderr.contains(
+            "2 frames cut short by the capture's snapshot length, 2 directions with a gap"
+        ),
+        "{}",
+        finished.stderr
+    );
+    // A pcapng capture cut the same way reads the same.
+    let ng = dir.join("snapped.pcapng");
+    let mut writer = PcapNgWriter::new(File::create(&ng).expect("create")).expect("header");
+    let interface = InterfaceDescriptionBlock {
+        linktype: DataLink::ETHERNET,
+        snaplen: 96,
+        // The writer stores timestamps as nanoseconds.
+        options: vec![InterfaceDescriptionOption::IfTsResol(9)],
+    };
+    writer.write_pcapng_block(interface).expect("interface");
+    for (i, data) in frames.iter().enumerate() {
+        let packet = EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: Duration::from_secs(1_796_650_000)
+                + Duration::from_micros(100 * (i as u64 + 1)),
+            original_len: data.len() as u32,
+            data: data[..data.len().min(96)].to_vec().into(),
+            options: vec![],
+        };
+        writer.write_pcapng_block(packet).expect("packet");
+    }
+    drop(writer);
+    let from_ng = decode(&["--json", ng.to_str().expect("utf-8")], b"");
+    assert_eq!(from_ng.code(), Some(0), "{}", from_ng.stderr);
+    assert_eq!(from_ng.stdout(), finished.stdout());
+
+    // The text form says the same.
+    let text = decode(&[file.to_str().expect("utf-8")], b"").ok();
+    assert!(
+        text.stdout().contains(&format!(
+            "@{} note: frame 5 was cut short",
+            connect_a.len() + 42
+        )),
+        "{}",
+        text.stdout()
+    );
+}
+
+/// tcpdump with a small snapshot length on loopback: the large message's frame is cut, and
+/// the packets around it decode.
+#[cfg(unix)]
+#[test]
+fn a_tcpdump_capture_with_a_small_snapshot_length_decodes_around_the_gap() {
+    use std::os::unix::fs::PermissionsExt;
+    if !clients_installed()
+        || !require(
+            "tcpdump (Debian package tcpdump; capturing needs root)",
+            installed("tcpdump", &["--version"]),
+        )
+    {
+        return;
+    }
+    let broker = start_broker();
+    let port = broker.port().to_string();
+    let dir = scratch("tcpdump-snaplen");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let file = dir.join("lo.pcap");
+    let mut tcpdump = Command::new("tcpdump");
+    tcpdump
+        .args(["-i", "lo", "-U", "-n", "-s", "128", "-w"])
+        .arg(&file)
+        .args(["tcp", "port", &port]);
+    let mut tcpdump = Running::spawn(tcpdump);
+    tcpdump.wait_for("listening on", 1);
+    let large = "x".repeat(3000);
+    let published = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-i", "snap-1", "-q", "1"])
+        .args(["-t", "big/1", "-m", &large])
+        .status()
+        .expect("mosquitto_pub runs");
+    assert!(published.success());
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let text = decode(&["--json", file.to_str().expect("utf-8")], b"").stdout();
+        if text.contains("PUBACK") && text.contains("DISCONNECT") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tcpdump wrote too little: {text}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let stopped = tcpdump.interrupt();
+    assert_eq!(stopped.code(), Some(0), "{}", stopped.stderr);
+
+    let finished = decode(&["--json", file.to_str().expect("utf-8")], b"");
+    assert_eq!(finished.code(), Some(0), "{}", finished.stderr);
+    let lines = json_lines(&finished);
+    let sent = of(&lines, 0, "client_to_broker");
+    assert_eq!(types(&sent), ["CONNECT", "DISCONNECT"], "{lines:#?}");
+    assert_eq!(
+        types(&of(&lines, 0, "broker_to_client")),
+        ["CONNACK", "PUBACK"]
+    );
+    assert!(
+        lines.iter().any(|l| l["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("cut short by the capture's snapshot length"))),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn max_buffer_cuts_are_errors_with_exit_1_in_plain_input_and_captures() {
+    let publish = publish_packet("t", &[b'p'; 200]);
+    let finished = decode(&["--format", "raw", "--max-buffer", "100"], &publish);
+    assert_eq!(finished.code(), Some(1), "{}", finished.stderr);
+    assert!(
+        finished
+            .stdout()
+            .starts_with(&format!("@0 error: a packet of {} bytes", publish.len())),
+        "{}",
+        finished.stdout()
+    );
+    // The same packet in a capture: the same exit code, an error line too.
+    let connect = connect_packet("c");
+    let frames = vec![
+        tcp_frame(50_003, 1883, 1, "A", &connect),
+        tcp_frame(50_003, 1883, 1 + connect.len() as u32, "A", &publish),
+    ];
+    let dir = scratch("max-buffer");
+    let file = dir.join("large.pcap");
+    write_snapped_pcap(&file, 65_535, &frames);
+    let finished = decode(&["--max-buffer", "100", file.to_str().expect("utf-8")], b"");
+    assert_eq!(finished.code(), Some(1), "{}", finished.stderr);
+    assert!(
+        finished.stdout().contains(&format!(
+            " error: stream cut: a packet of {} bytes",
+            publish.len()
+        )),
+        "{}",
+        finished.stdout()
+    );
+    // Bytes held past a missing segment: cut, error, exit 1.
+    let frames = vec![
+        tcp_frame(50_004, 1883, 1, "A", &connect),
+        tcp_frame(50_004, 1883, 500, "A", &publish),
+    ];
+    write_snapped_pcap(&file, 65_535, &frames);
+    let finished = decode(&["--max-buffer", "100", file.to_str().expect("utf-8")], b"");
+    assert_eq!(finished.code(), Some(1), "{}", finished.stderr);
+    assert!(
+        finished
+            .stdout()
+            .contains(" error: stream cut: a segment is missing here"),
+        "{}",
+        finished.stdout()
+    );
+    // Without the limit both decode.
+    let finished = decode(&[file.to_str().expect("utf-8")], b"");
+    assert_eq!(finished.code(), Some(0), "{}", finished.stderr);
+}
+
+/// A connection that ended is done with at its end: what it left undecoded is said then,
+/// before the packets of a connection that follows it.
+#[test]
+fn an_ended_connection_is_reported_when_it_ends() {
+    let connect = connect_packet("first");
+    let half = &publish_packet("t", b"payload")[..5];
+    let second = connect_packet("second");
+    let frames = vec![
+        tcp_frame(50_005, 1883, 100, "S", b""),
+        tcp_frame(1883, 50_005, 900, "SA", b""),
+        tcp_frame(50_005, 1883, 101, "A", &connect),
+        tcp_frame(50_005, 1883, 101 + connect.len() as u32, "A", half),
+        tcp_frame(
+            50_005,
+            1883,
+            101 + (connect.len() + half.len()) as u32,
+            "FA",
+            b"",
+        ),
+        tcp_frame(1883, 50_005, 901, "FA", b""),
+        tcp_frame(50_006, 1883, 100, "S", b""),
+        tcp_frame(50_006, 1883, 101, "A", &second),
+    ];
+    let dir = scratch("ended");
+    let file = dir.join("ended.pcap");
+    write_snapped_pcap(&file, 65_535, &frames);
+    let finished = decode(&[file.to_str().expect("utf-8")], b"").ok();
+    let text = finished.stdout();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].contains("CONNECT") && lines[0].contains("\"first\""),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("note: the input ends inside a packet: 5 of its 12 bytes"),
+        "{text}"
+    );
+    assert!(lines[2].contains("\"second\""), "{text}");
+    assert!(
+        finished.stderr.contains("2 packets in 2 TCP connections"),
+        "{}",
+        finished.stderr
+    );
 }

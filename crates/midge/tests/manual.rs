@@ -1,4 +1,4 @@
-//! `midge completions` and `midge man`: the bash script is valid bash and completes
+//! `midge completions` and `midge man`: the bash and zsh scripts are valid and complete
 //! subcommands; the man pages render with man(1) and name every subcommand.
 #![allow(missing_docs)]
 
@@ -108,22 +108,71 @@ fn every_shell_gets_a_script_and_an_unknown_one_is_refused() {
             "{shell}"
         );
     }
-    if installed("zsh", &["-c", "true"]) {
-        let dir = temp_dir("zsh");
-        let path = dir.join("_midge");
-        std::fs::write(&path, ok(midge(&["completions", "zsh"]))).expect("write");
-        let check = Command::new("zsh")
-            .arg("-n")
-            .arg(&path)
-            .status()
-            .expect("zsh runs");
-        assert!(check.success(), "zsh -n");
-        let _ = std::fs::remove_dir_all(&dir);
-    } else {
-        eprintln!("SKIPPED: zsh is not installed: the zsh script is not syntax-checked");
-    }
     let out = midge(&["completions", "tcsh"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// Drives an interactive zsh on a pseudo-terminal (zsh/zpty) with the completion script in
+/// its `fpath`: types `$2`, a TAB, and prints what the terminal shows once `$3` appears (or
+/// after 10 s).
+const ZSH_DRIVER: &str = r#"
+zmodload zsh/zpty || exit 3
+zpty z zsh -f -i
+zpty -w z "PS1='> '; fpath=($1 \$fpath); autoload -U compinit; compinit -u -D; bindkey '^I' complete-word; midge() { :; }"
+zpty -w -n z "$2"$'\t'
+out=''
+for i in {1..50}; do
+  while zpty -r -t z chunk; do out+=$chunk; done
+  [[ $out == *"$3"* ]] && break
+  sleep 0.2
+done
+print -r -- "$out"
+zpty -d z
+"#;
+
+#[test]
+fn the_zsh_script_is_valid_and_completes_subcommands_and_flags() {
+    if !require(
+        "zsh (Debian package zsh)",
+        installed("zsh", &["-c", "true"]),
+    ) {
+        return;
+    }
+    let dir = temp_dir("zsh");
+    let path = dir.join("_midge");
+    std::fs::write(&path, ok(midge(&["completions", "zsh"]))).expect("write");
+    let check = Command::new("zsh")
+        .arg("-n")
+        .arg(&path)
+        .output()
+        .expect("zsh runs");
+    assert!(
+        check.status.success(),
+        "zsh -n: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // Loaded by compinit, it completes at TAB as a user would see it.
+    for (line, expected) in [
+        ("midge deco", "midge decode"),
+        ("midge pub --tls-v", "midge pub --tls-version"),
+        ("midge sub --retained-o", "midge sub --retained-only"),
+        ("midge decode --form", "midge decode --format"),
+    ] {
+        let out = Command::new("zsh")
+            .args(["-f", "-c", ZSH_DRIVER, "zsh"])
+            .arg(&dir)
+            .args([line, expected])
+            .stdin(Stdio::null())
+            .output()
+            .expect("zsh runs");
+        let screen = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            screen.contains(expected),
+            "{line:?} + TAB: {screen:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A page as man(1) shows it, or `None` after a loud skip (or a failure under

@@ -576,6 +576,7 @@ fn refusals_and_usage_errors_exit_as_mosquitto_exits() {
         &["-t", "a", "-i", "x", "-I", "y"],
         &["-t", "a", "-V", "5", "-D", "connect", "bogus", "1"],
         &["-U", "a"],
+        &["-t", "a", "-V", "5", "-x", "-1"],
     ] {
         same_usage_error("sub", closed, args);
     }
@@ -586,7 +587,224 @@ fn refusals_and_usage_errors_exit_as_mosquitto_exits() {
         &["-t", "a", "-m", "x", "-M", "0"],
         &["-t", "a+", "-m", "x"],
         &["-t", "a", "-m", "x", "-q", "3"],
+        &["-t", "a", "-m", "x", "-V", "5", "-x", "-1"],
+        // Nothing on stdin.
+        &["-t", "a", "-s"],
     ] {
         same_usage_error("pub", closed, args);
+    }
+}
+
+/// Runs `tool args` through both with XDG_CONFIG_HOME (or HOME, when `home` is true) set to
+/// `dir`, and asserts they agree.
+fn same_configured(
+    tool: &str,
+    addr: SocketAddr,
+    dir: &std::path::Path,
+    home: bool,
+    args: &[&str],
+) -> Finished {
+    let runs: Vec<Finished> = SIDES
+        .iter()
+        .map(|side| {
+            let mut command = command(*side, tool, addr, args);
+            if home {
+                command.env_remove("XDG_CONFIG_HOME").env("HOME", dir);
+            } else {
+                command.env("XDG_CONFIG_HOME", dir);
+            }
+            run(command, b"")
+        })
+        .collect();
+    assert_same(
+        &format!("{tool} {args:?} with {}", dir.display()),
+        &runs[0],
+        &runs[1],
+        <[u8]>::to_vec,
+    );
+    runs.into_iter().nth(1).expect("midge's run")
+}
+
+/// Writes `text` as both tools' config file for `tool` in `dir`.
+fn config_files(dir: &std::path::Path, tool: &str, text: &str) {
+    std::fs::create_dir_all(dir).expect("dir");
+    for prefix in ["mosquitto", "midge"] {
+        std::fs::write(dir.join(format!("{prefix}_{tool}")), text).expect("config file");
+    }
+}
+
+#[test]
+fn config_files_give_defaults_as_mosquittos_do() {
+    if !clients_installed() {
+        return;
+    }
+    let Some(mosquitto) = Mosquitto::start("config") else {
+        return;
+    };
+    let addr = mosquitto.addr;
+    retained_fixtures(addr);
+    let base = std::env::temp_dir().join(format!("midge-parity-config-{}", std::process::id()));
+    let xdg = base.join("xdg");
+
+    // Defaults from the file; the command line overrides -C and adds a topic to the file's.
+    config_files(&xdg, "sub", "# defaults\n\n-v\n-C 5\n-t p/a\n");
+    let out = same_configured("sub", addr, &xdg, false, &["-t", "p/c", "-C", "2"]).ok();
+    assert_eq!(out.stdout().lines().count(), 2, "{}", out.stdout());
+    assert!(out.stdout().starts_with("p/a alpha\n"), "{}", out.stdout());
+
+    // A value with spaces is the rest of its line.
+    config_files(&xdg, "pub", "-t cfg/t\n-m from a config file\n-r\n");
+    for side in SIDES {
+        let mut publisher = command(side, "pub", addr, &[]);
+        publisher.env("XDG_CONFIG_HOME", &xdg);
+        assert_eq!(run(publisher, b"").code(), Some(0), "{side:?}");
+        let read = run(
+            command(Side::Mosquitto, "sub", addr, &["-t", "cfg/t", "-C", "1"]),
+            b"",
+        )
+        .ok();
+        assert_eq!(read.stdout(), "from a config file\n", "{side:?}");
+        publish(addr, &["-r", "-t", "cfg/t", "-n"]);
+    }
+
+    // pub's -t on the command line replaces the file's.
+    config_files(&xdg, "pub", "-t cfg/default\n-m from a config file\n-r\n");
+    for side in SIDES {
+        let mut publisher = command(side, "pub", addr, &["-t", "cfg/given"]);
+        publisher.env("XDG_CONFIG_HOME", &xdg);
+        assert_eq!(run(publisher, b"").code(), Some(0), "{side:?}");
+        let read = run(
+            command(
+                Side::Mosquitto,
+                "sub",
+                addr,
+                &["-t", "cfg/#", "-C", "1", "-v"],
+            ),
+            b"",
+        )
+        .ok();
+        assert_eq!(read.stdout(), "cfg/given from a config file\n", "{side:?}");
+        publish(addr, &["-r", "-t", "cfg/given", "-n"]);
+    }
+    // A payload in the file and another on the command line: refused.
+    let out = same_configured("pub", addr, &xdg, false, &["-m", "twice"]);
+    assert_eq!(out.code(), Some(1));
+
+    // The file says where to connect, and so does the command line: the command line's -L
+    // is used (the file's -h and -p name a closed port on loopback).
+    let closed = closed_port();
+    config_files(
+        &xdg,
+        "sub",
+        &format!("-h 127.0.0.2\n-p {}\n-C 1\n", closed.port()),
+    );
+    let url = format!("mqtt://127.0.0.1:{}/p/a", addr.port());
+    for side in SIDES {
+        let mut subscriber = match side {
+            Side::Mosquitto => Command::new("mosquitto_sub"),
+            Side::Midge => {
+                let mut command = Command::new(env!("CARGO_BIN_EXE_midge"));
+                command.arg("sub");
+                command
+            }
+        };
+        subscriber.args(["-L", &url]).env("XDG_CONFIG_HOME", &xdg);
+        let out = run(subscriber, b"").ok();
+        assert_eq!(out.stdout(), "alpha\n", "{side:?}");
+    }
+
+    // Without XDG_CONFIG_HOME: ~/.config.
+    config_files(&base.join("home/.config"), "sub", "-t p/b\n-C 1\n-N\n");
+    same_configured("sub", addr, &base.join("home"), true, &[]).ok();
+
+    // A bad option in the file is a usage error.
+    config_files(&xdg, "sub", "-t p/a\n-q 3\n");
+    let out = same_configured("sub", addr, &xdg, false, &["-C", "1"]);
+    assert_eq!(out.code(), Some(1));
+}
+
+/// The mosquitto flags midge takes but cannot honour: exit code 1 and the reason, before any
+/// connection is tried (the port is closed: a connection attempt would say so instead).
+#[test]
+fn tls_flags_midge_cannot_honour_are_refused_with_exit_1() {
+    let closed = closed_port();
+    for tool in ["pub", "sub", "rr"] {
+        for (flags, refused) in [
+            (&["--cafile", "ca.pem", "--psk", "00ff"][..], "--psk"),
+            (&["--psk-identity", "me"], "--psk-identity"),
+            (&["--cafile", "ca.pem", "--ciphers", "HIGH"], "--ciphers"),
+            (&["--tls-engine", "pkcs11"], "--tls-engine"),
+            (
+                &["--tls-engine-kpass-sha1", "ab"],
+                "--tls-engine-kpass-sha1",
+            ),
+            (&["--keyform", "engine"], "--keyform engine"),
+            (&["--proxy", "socks5h://127.0.0.1:1080"], "--proxy"),
+        ] {
+            let mut args = vec!["-t", "a", "-m", "x"];
+            if tool == "sub" {
+                args.truncate(2);
+            }
+            if tool == "rr" {
+                args.extend(["-e", "b"]);
+            }
+            args.extend(flags);
+            let out = run(command(Side::Midge, tool, closed, &args), b"");
+            assert_eq!(out.code(), Some(1), "{tool} {args:?}: {}", out.stderr);
+            assert!(
+                out.stderr
+                    .starts_with(&format!("midge {tool}: {refused} is not supported: ")),
+                "{tool} {args:?}: {}",
+                out.stderr
+            );
+        }
+    }
+}
+
+/// An option given twice takes its last value, as in mosquitto's clients (and as a config
+/// file's defaults need); a second payload option is refused, as there.
+#[test]
+fn repeated_options_take_their_last_value() {
+    if !clients_installed() {
+        return;
+    }
+    let Some(mosquitto) = Mosquitto::start("repeated") else {
+        return;
+    };
+    let addr = mosquitto.addr;
+    retained_fixtures(addr);
+    same(
+        "sub",
+        addr,
+        &[
+            "-t", "p/a", "-C", "5", "-C", "1", "-q", "2", "-q", "1", "-v", "-v",
+        ],
+        b"",
+    )
+    .ok();
+    same(
+        "sub",
+        addr,
+        &[
+            "-t", "p/c", "-C", "1", "-i", "one", "-i", "two", "-k", "5", "-k", "30",
+        ],
+        b"",
+    )
+    .ok();
+    same(
+        "pub",
+        addr,
+        &[
+            "-t", "r/1", "-m", "x", "-q", "2", "-q", "1", "-V", "5", "-V", "311",
+        ],
+        b"",
+    )
+    .ok();
+    for args in [
+        &["-t", "a", "-m", "x", "-m", "y"][..],
+        &["-t", "a", "-n", "-n"],
+        &["-t", "a", "-m", "x", "-n"],
+    ] {
+        same_usage_error("pub", addr, args);
     }
 }

@@ -221,6 +221,9 @@ impl AclMemo {
         topic: &midge_codec::ByteStr,
         access: Access,
     ) -> bool {
+        if client.internal {
+            return true;
+        }
         // Read before the answer, so that an answer from rules that a reload is replacing is
         // dropped at the next look.
         let generation = core.file_auth.acl_generation();
@@ -289,6 +292,7 @@ impl Connection {
                 local: peer.ip().to_canonical().is_loopback(),
                 verified: false,
                 by_password_file: false,
+                internal: false,
             },
             client: None,
             scratch: None,
@@ -335,6 +339,15 @@ impl Connection {
         self.core
             .update_connection(self.number, |open| open.listener = index);
         self.info.local |= local;
+    }
+
+    /// Makes this the broker's own connection (a bridge's local end): no hook or ACL is asked
+    /// about it, it may publish into `$SYS`, and it may take the client identifiers that start
+    /// with [`BRIDGE_CLIENT_PREFIX`](super::BRIDGE_CLIENT_PREFIX), which other clients are
+    /// refused. Call it before any input.
+    pub fn set_internal(&mut self) {
+        self.info.internal = true;
+        self.info.local = true;
     }
 
     /// Handles the bytes the client sent: complete packets are taken from `input` and
@@ -702,6 +715,21 @@ impl Connection {
             verified,
             by_password_file,
         } = pending;
+        // The broker's own connection (a bridge's local end) is trusted; any other is refused
+        // the identifiers reserved for it.
+        if self.info.internal {
+            let pending = Authenticating {
+                connect,
+                client_id,
+                username,
+                verified: true,
+                by_password_file: false,
+            };
+            return self.authenticated(now, pending);
+        }
+        if super::is_bridge_client_id(client_id.as_str()) {
+            return self.refuse_credentials(&client_id, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+        }
         let request = ConnectRequest {
             client_id: client_id.as_str(),
             username: username.as_ref().map(|u| u.as_str()),
@@ -916,6 +944,7 @@ impl Connection {
             local: self.info.local,
             verified,
             by_password_file,
+            internal: self.info.internal,
         };
         // A will is a publish: one the client may not make is refused now, not dropped
         // unseen when the client leaves.
@@ -1601,10 +1630,11 @@ impl Connection {
                 &self.info,
                 topic,
                 Access::Read,
-            ) && self
-                .core
-                .user_hooks
-                .authorize_read(&self.info, &delivery.message)
+            ) && (self.info.internal
+                || self
+                    .core
+                    .user_hooks
+                    .authorize_read(&self.info, &delivery.message))
             {
                 // From the PUBLISH's arrival to here: routing, the inbox and this task's turn.
                 let latency = now.saturating_duration_since(delivery.received_at);
@@ -1791,9 +1821,13 @@ impl Connection {
         for request in requests {
             let verdict = request
                 .verdict
-                .and_then(|()| {
-                    core.hooks
-                        .authorize_subscribe(info, request.filter.as_str(), &request.options)
+                .and_then(|()| match info.internal {
+                    true => Ok(()),
+                    false => core.hooks.authorize_subscribe(
+                        info,
+                        request.filter.as_str(),
+                        &request.options,
+                    ),
                 })
                 .and_then(|()| {
                     TopicFilter::with_limits(request.filter.as_str(), &limits)

@@ -161,6 +161,18 @@ pub(crate) fn needs_restart(old: &BrokerConfig, new: &BrokerConfig) -> Vec<Strin
     );
     // `[auth]`'s files reload on their own (their contents, not their paths).
     section("auth", format!("{:?}", old.auth), format!("{:?}", new.auth));
+    // A bridge's password `Debug` is redacted: compare it itself.
+    let passwords = |c: &BrokerConfig| {
+        c.bridges
+            .iter()
+            .map(|b| b.password.as_ref().map(|p| p.expose().to_owned()))
+            .collect::<Vec<_>>()
+    };
+    section(
+        "bridge",
+        format!("{:?}{:?}", old.bridges, passwords(old)),
+        format!("{:?}{:?}", new.bridges, passwords(new)),
+    );
     let (o, n) = (&old.limits, &new.limits);
     let mut limit = |key: &str, old: String, new: String| {
         if old != new {

@@ -53,3 +53,12 @@ mod verify;
 pub use connection::Connection;
 pub use state::Core;
 pub use verify::VerificationJob;
+
+/// The client identifiers of bridges' local ends (`$bridge/` and the bridge's name), which
+/// only the broker's own connections may take.
+pub const BRIDGE_CLIENT_PREFIX: &str = "$bridge/";
+
+/// Whether `client_id` is reserved for a bridge's local end.
+pub(crate) fn is_bridge_client_id(client_id: &str) -> bool {
+    client_id.starts_with(BRIDGE_CLIENT_PREFIX)
+}

@@ -344,6 +344,8 @@ pub struct Core {
     /// Each listener's name for the admin view, with the port it is bound to; set by the
     /// driver once it is (until then, the configured addresses are used).
     pub(crate) listener_names: std::sync::OnceLock<Vec<String>>,
+    /// The state of each configured bridge, in the configuration's order.
+    pub(crate) bridges: Vec<Arc<crate::bridge::BridgeStatus>>,
     /// Every open connection, by connection number: how shutdown reaches them, and what the
     /// admin view lists.
     connections: Mutex<HashMap<u64, OpenConnection>>,
@@ -474,6 +476,11 @@ impl Core {
             },
             live: LiveLimits::new(&config.limits),
             listener_names: std::sync::OnceLock::new(),
+            bridges: config
+                .bridges
+                .iter()
+                .map(|bridge| Arc::new(crate::bridge::BridgeStatus::new(bridge)))
+                .collect(),
             config,
             hooks,
             file_auth,
@@ -770,6 +777,7 @@ impl Core {
                 local: false,
                 verified: false,
                 by_password_file: false,
+                internal: super::is_bridge_client_id(record.client_id.as_str()),
             };
             let since = if record.connected {
                 now
@@ -1539,6 +1547,9 @@ impl Core {
         client: &ClientInfo,
         message: &Message,
     ) -> Result<(), ReasonCode> {
+        if client.internal {
+            return Ok(());
+        }
         let topic = message.topic.as_str();
         if topic == "$SYS" || topic.starts_with("$SYS/") {
             if let Err(code) = self.hooks.authorize_sys_publish(client, message) {
@@ -1577,6 +1588,9 @@ impl Core {
         message: &Message,
         acl_allows: bool,
     ) -> Result<(), ReasonCode> {
+        if client.internal {
+            return Ok(());
+        }
         let topic = message.topic.as_str();
         if topic == "$SYS" || topic.starts_with("$SYS/") {
             return self.authorize_publish(client, message);

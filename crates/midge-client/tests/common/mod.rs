@@ -63,12 +63,15 @@ pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) ->
 }
 
 /// A TCP proxy on 127.0.0.1:0 in front of `upstream`. It can cut every connection now, cut
-/// connections at random moments, or refuse to forward while paused.
+/// connections at random moments, refuse to forward while paused, or lose what the broker
+/// sends.
 pub struct Proxy {
     pub addr: SocketAddr,
     upstream: Arc<Mutex<SocketAddr>>,
     cut: watch::Sender<u64>,
     chaos: Arc<AtomicBool>,
+    /// Bytes from upstream are read and thrown away, not forwarded.
+    lose_replies: Arc<AtomicBool>,
     pub connections: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -80,10 +83,12 @@ impl Proxy {
         let upstream = Arc::new(Mutex::new(upstream));
         let (cut, cut_rx) = watch::channel(0u64);
         let chaos = Arc::new(AtomicBool::new(false));
+        let lose_replies = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn({
             let upstream = upstream.clone();
             let chaos = chaos.clone();
+            let lose = lose_replies.clone();
             let connections = connections.clone();
             async move {
                 let mut rng = seed | 1;
@@ -95,7 +100,8 @@ impl Proxy {
                     let life = Duration::from_millis(5 + rng % 75);
                     let target = *upstream.lock().expect("upstream");
                     connections.fetch_add(1, Relaxed);
-                    tokio::spawn(pipe(inbound, target, cut_rx.clone(), chaos.clone(), life));
+                    let flags = (chaos.clone(), lose.clone());
+                    tokio::spawn(pipe(inbound, target, cut_rx.clone(), flags, life));
                 }
             }
         });
@@ -104,9 +110,17 @@ impl Proxy {
             upstream,
             cut,
             chaos,
+            lose_replies,
             connections,
             task,
         }
+    }
+
+    /// From now on, what the broker sends is thrown away (the client never sees its
+    /// acknowledgements), or forwarded again. Bytes lost break the stream: cut the
+    /// connections before forwarding again.
+    pub fn lose_replies(&self, lose: bool) {
+        self.lose_replies.store(lose, Relaxed);
     }
 
     /// Cuts every open connection now.
@@ -136,7 +150,7 @@ async fn pipe(
     inbound: TcpStream,
     target: SocketAddr,
     mut cut: watch::Receiver<u64>,
-    chaos: Arc<AtomicBool>,
+    (chaos, lose_replies): (Arc<AtomicBool>, Arc<AtomicBool>),
     life: Duration,
 ) {
     let Ok(outbound) = TcpStream::connect(target).await else {
@@ -149,7 +163,7 @@ async fn pipe(
     let forward = async {
         tokio::select! {
             _ = tokio::io::copy(&mut ri, &mut wo) => {}
-            _ = tokio::io::copy(&mut ro, &mut wi) => {}
+            _ = replies(&mut ro, &mut wi, &lose_replies) => {}
         }
     };
     let chaos_cut = async {
@@ -166,6 +180,25 @@ async fn pipe(
         () = chaos_cut => {}
     }
     // Dropping both halves closes both sockets abruptly, mid-packet if it falls so.
+}
+
+/// Copies what the broker sends to the client, or throws it away while `lose` is set.
+async fn replies(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    lose: &AtomicBool,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if !lose.load(Relaxed) && to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------- mosquitto

@@ -69,6 +69,16 @@ fn v31() -> Vec<Kat> {
             "10 11  0006 4d5149736470  03  02  003c  0003 636964",
             Packet::Connect(Box::new(Connect::new(V3_1, "cid"))),
         ),
+        // mosquitto's bridge convention: the high bit of the level byte (0x83) marks a bridge.
+        kat(
+            "3.1 CONNECT bridge bit",
+            V3_1,
+            "10 11  0006 4d5149736470  83  02  003c  0003 636964",
+            Packet::Connect(Box::new(Connect {
+                bridge: true,
+                ..Connect::new(V3_1, "cid")
+            })),
+        ),
         // MQTT 3.1 §3.2 CONNACK: byte 1 reserved (no Session Present), return code 0.
         kat(
             "3.1 §3.2 CONNACK",
@@ -89,6 +99,16 @@ fn v311() -> Vec<Kat> {
             "10 0f  0004 4d515454  04  02  003c  0003 636964",
             Packet::Connect(Box::new(Connect::new(V3_1_1, "cid"))),
         ),
+        // mosquitto's bridge convention: the high bit of the level byte (0x84) marks a bridge.
+        kat(
+            "3.1.1 CONNECT bridge bit",
+            V3_1_1,
+            "10 0f  0004 4d515454  84  02  003c  0003 636964",
+            Packet::Connect(Box::new(Connect {
+                bridge: true,
+                ..Connect::new(V3_1_1, "cid")
+            })),
+        ),
         // MQTT 3.1.1 §3.1 CONNECT with Will (§3.1.2.5-§3.1.2.7: QoS 1, Retain), User Name and
         // Password (§3.1.2.8-§3.1.2.9): flags 0xEC; payload order client id, will topic, will
         // message, user name, password (§3.1.3).
@@ -100,6 +120,7 @@ fn v311() -> Vec<Kat> {
             Packet::Connect(Box::new(Connect {
                 protocol: V3_1_1,
                 clean_start: false,
+                bridge: false,
                 keep_alive: 10,
                 client_id: s("cid"),
                 will: Some(Will {
@@ -383,6 +404,7 @@ fn v5() -> Vec<Kat> {
             Packet::Connect(Box::new(Connect {
                 protocol: V5,
                 clean_start: true,
+                bridge: false,
                 keep_alive: 60,
                 client_id: s("cid"),
                 will: Some(Will {

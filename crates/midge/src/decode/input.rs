@@ -5,11 +5,11 @@ use std::io::{self, BufRead, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use etherparse::{EtherType, NetSlice, SlicedPacket, TransportSlice};
+use etherparse::{EtherType, IpNumber, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
-use pcap_file::DataLink;
+use pcap_file::{DataLink, TsResolution};
 
 /// The first four bytes of a pcap file, in either byte order, with micro- or nanosecond
 /// timestamps.
@@ -44,19 +44,30 @@ pub(super) enum Input {
     PcapNg(Box<dyn Read>),
 }
 
-/// Settles the format of `reader`, looking at up to its first 512 bytes when `format` is
-/// [`Format::Auto`] (and at its magic number when it is [`Format::Pcap`]).
+/// How many bytes auto-detection looks at.
+pub(super) const PEEK: usize = 512;
+
+/// Settles the format of `reader`. `--format hex` and `--format raw` read nothing ahead;
+/// [`Format::Pcap`] reads the magic number, and [`Format::Auto`] up to [`PEEK`] bytes (fewer
+/// if the input ends first).
 pub(super) fn open(reader: Box<dyn Read>, format: Format) -> io::Result<Input> {
     let mut reader = reader;
-    let mut head = Vec::with_capacity(512);
-    (&mut reader).take(512).read_to_end(&mut head)?;
+    let peek = match format {
+        Format::Hex => return Ok(Input::Hex(Box::new(io::BufReader::new(reader)))),
+        Format::Raw => return Ok(Input::Raw(reader)),
+        Format::Pcap => 4,
+        Format::Auto => PEEK,
+    };
+    let mut head = Vec::with_capacity(peek);
+    (&mut reader).take(peek as u64).read_to_end(&mut head)?;
     let magic: Option<[u8; 4]> = head.get(..4).and_then(|m| m.try_into().ok());
     let is_pcap = magic.is_some_and(|m| PCAP_MAGICS.contains(&m));
     let is_pcapng = magic == Some(PCAPNG_MAGIC);
-    let whole: Box<dyn Read> = Box::new(io::Cursor::new(head.clone()).chain(reader));
+    let whole_input = head.len() < peek;
+    let hex =
+        format == Format::Auto && !is_pcap && !is_pcapng && looks_like_hex(&head, whole_input);
+    let whole: Box<dyn Read> = Box::new(io::Cursor::new(head).chain(reader));
     Ok(match format {
-        Format::Hex => Input::Hex(Box::new(io::BufReader::new(whole))),
-        Format::Raw => Input::Raw(whole),
         Format::Pcap | Format::Auto if is_pcap => Input::Pcap(whole),
         Format::Pcap | Format::Auto if is_pcapng => Input::PcapNg(whole),
         Format::Pcap => {
@@ -65,27 +76,43 @@ pub(super) fn open(reader: Box<dyn Read>, format: Format) -> io::Result<Input> {
                 "not a pcap or pcapng capture (no magic number)",
             ))
         }
-        Format::Auto if looks_like_hex(&head) => Input::Hex(Box::new(io::BufReader::new(whole))),
-        Format::Auto => Input::Raw(whole),
+        _ if hex => Input::Hex(Box::new(io::BufReader::new(whole))),
+        _ => Input::Raw(whole),
     })
 }
 
-/// True if `head` is text that [`HexParser`] reads. An MQTT stream's first byte is a packet
-/// type (0x10 to 0xF0, with flags), never an ASCII hex digit's, so the two are not confused.
-fn looks_like_hex(head: &[u8]) -> bool {
-    let mut comment = false;
-    let mut digits = 0;
-    for &b in head {
-        match b {
-            b'\n' => comment = false,
-            _ if comment => {}
-            b'#' => comment = true,
-            b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => digits += 1,
-            b'x' | b'X' | b':' | b',' | b' ' | b'\t' | b'\r' => {}
-            _ => return false,
+/// True if `head`, the input's first bytes, is hex text: UTF-8 without control characters
+/// other than tab, CR and LF, that [`HexParser`] reads without an error and that holds at
+/// least one digit; when `head` is the `whole` input, with an even number of digits. Raw MQTT fails this at once: every stream starts with a packet type
+/// byte (0x10 to 0xF0, with flags), and where that byte is an ASCII digit (a PUBLISH, 0x30
+/// to 0x3F) the lengths that follow it hold control bytes or digits that are not hex.
+fn looks_like_hex(head: &[u8], whole: bool) -> bool {
+    // `head` may end inside a character: judge what is whole.
+    let text = match std::str::from_utf8(head) {
+        Ok(text) => text,
+        Err(err) if err.error_len().is_none() => {
+            std::str::from_utf8(&head[..err.valid_up_to()]).unwrap_or_default()
+        }
+        Err(_) => return false,
+    };
+    if text
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n'))
+    {
+        return false;
+    }
+    let mut parser = HexParser::default();
+    let mut bytes = Vec::new();
+    for line in text.split_inclusive('\n') {
+        if parser.line(line, &mut bytes).is_err() {
+            return false;
         }
     }
-    digits > 0
+    if whole && parser.finish().is_err() {
+        return false;
+    }
+    // Otherwise the last line may be cut short by the peek: an odd digit is no error yet.
+    !bytes.is_empty() || parser.high.is_some()
 }
 
 /// Turns hex text into bytes, line by line: two digits a byte, across separators and lines.
@@ -146,6 +173,8 @@ impl HexParser {
 /// A TCP segment of a capture.
 #[derive(Debug)]
 pub(super) struct Segment<'a> {
+    /// The frame's number in the capture, from 1.
+    pub(super) frame: u64,
     /// Capture time, since the Unix epoch.
     pub(super) time: Duration,
     pub(super) src: SocketAddr,
@@ -153,7 +182,13 @@ pub(super) struct Segment<'a> {
     pub(super) seq: u32,
     pub(super) syn: bool,
     pub(super) ack: bool,
+    pub(super) fin: bool,
+    pub(super) rst: bool,
+    /// The payload bytes the capture holds.
     pub(super) payload: &'a [u8],
+    /// Payload bytes that followed them on the wire but are not in the capture: the frame
+    /// was cut short by the capture's snapshot length.
+    pub(super) lost: u32,
 }
 
 /// What the capture held besides TCP segments, to say at the end.
@@ -162,9 +197,19 @@ pub(super) struct FrameCounts {
     pub(super) frames: u64,
     /// Frames that are not TCP over IP (ARP, UDP, ICMP...).
     pub(super) not_tcp: u64,
-    /// Frames that could not be read: cut short by the capture's snapshot length, damaged,
-    /// or IP fragments.
+    /// Frames that could not be read: cut short inside their headers, damaged, or IP
+    /// fragments.
     pub(super) unreadable: u64,
+    /// TCP segments whose payload the capture cut short (its snapshot length).
+    pub(super) truncated: u64,
+}
+
+/// One frame as the capture stores it.
+struct Frame<'a> {
+    time: Duration,
+    data: &'a [u8],
+    /// Its length on the wire; more than `data` holds when the capture cut it short.
+    wire_len: u32,
 }
 
 /// Calls `each` with every TCP segment of a pcap capture, in capture order.
@@ -174,10 +219,22 @@ pub(super) fn pcap_segments(
     mut each: impl FnMut(Segment<'_>),
 ) -> Result<(), String> {
     let mut reader = PcapReader::new(reader).map_err(|e| format!("not a pcap capture: {e}"))?;
-    let link = reader.header().datalink;
-    while let Some(packet) = reader.next_packet() {
+    let header = reader.header();
+    // Raw records: pcap-file's checked ones refuse a frame longer on the wire than the
+    // snapshot length, which is every frame the snapshot length cut short.
+    while let Some(packet) = reader.next_raw_packet() {
         let packet = packet.map_err(|e| format!("capture damaged: {e}"))?;
-        frame(link, packet.timestamp, &packet.data, counts, &mut each)?;
+        let frac = match header.ts_resolution {
+            TsResolution::MicroSecond => u64::from(packet.ts_frac) * 1_000,
+            TsResolution::NanoSecond => u64::from(packet.ts_frac),
+        };
+        let time = Duration::from_secs(u64::from(packet.ts_sec)) + Duration::from_nanos(frac);
+        let frame_data = Frame {
+            time,
+            data: &packet.data,
+            wire_len: packet.orig_len,
+        };
+        frame(header.datalink, &frame_data, counts, &mut each)?;
     }
     Ok(())
 }
@@ -221,13 +278,23 @@ pub(super) fn pcapng_segments(
                 let per_second = u128::from(per_second.max(1));
                 let nanos = raw % per_second * 1_000_000_000 / per_second;
                 let time = Duration::new((raw / per_second) as u64, nanos as u32);
-                frame(link, time, &epb.data, counts, &mut each)?;
+                let frame_data = Frame {
+                    time,
+                    data: &epb.data,
+                    wire_len: epb.original_len,
+                };
+                frame(link, &frame_data, counts, &mut each)?;
             }
             Block::SimplePacket(spb) => {
                 let Some(&(link, _)) = interfaces.first() else {
                     return Err("capture damaged: a packet before any interface".into());
                 };
-                frame(link, Duration::ZERO, &spb.data, counts, &mut each)?;
+                let frame_data = Frame {
+                    time: Duration::ZERO,
+                    data: &spb.data,
+                    wire_len: spb.original_len,
+                };
+                frame(link, &frame_data, counts, &mut each)?;
             }
             _ => {}
         }
@@ -235,73 +302,95 @@ pub(super) fn pcapng_segments(
     Ok(())
 }
 
-/// Finds the TCP segment in one captured frame.
+/// Finds the TCP segment in one captured frame. Frames cut short by the snapshot length are
+/// read as far as they go.
 fn frame(
     link: DataLink,
-    time: Duration,
-    data: &[u8],
+    f: &Frame<'_>,
     counts: &mut FrameCounts,
     each: &mut impl FnMut(Segment<'_>),
 ) -> Result<(), String> {
     counts.frames += 1;
+    let data = f.data;
     let sliced = match link {
-        DataLink::ETHERNET => SlicedPacket::from_ethernet(data),
-        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => SlicedPacket::from_ip(data),
-        DataLink::LINUX_SLL => SlicedPacket::from_linux_sll(data),
+        DataLink::ETHERNET => LaxSlicedPacket::from_ethernet(data).ok(),
+        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => LaxSlicedPacket::from_ip(data).ok(),
+        // SLL: protocol type at bytes 14 and 15, 16 bytes in all.
+        DataLink::LINUX_SLL => match (data.get(14..16), data.get(16..)) {
+            (Some(&[hi, lo]), Some(rest)) => Some(LaxSlicedPacket::from_ether_type(
+                EtherType(u16::from_be_bytes([hi, lo])),
+                rest,
+            )),
+            _ => None,
+        },
         // SLL2: protocol type (2 bytes) first, 20 bytes in all.
         DataLink::LINUX_SLL2 => match (data.get(..2), data.get(20..)) {
-            (Some(&[hi, lo]), Some(rest)) => {
-                SlicedPacket::from_ether_type(EtherType(u16::from_be_bytes([hi, lo])), rest)
-            }
-            _ => {
-                counts.unreadable += 1;
-                return Ok(());
-            }
+            (Some(&[hi, lo]), Some(rest)) => Some(LaxSlicedPacket::from_ether_type(
+                EtherType(u16::from_be_bytes([hi, lo])),
+                rest,
+            )),
+            _ => None,
         },
         // BSD loopback: a 4-byte address family, then IP.
-        DataLink::NULL | DataLink::LOOP => match data.get(4..) {
-            Some(rest) => SlicedPacket::from_ip(rest),
-            None => {
-                counts.unreadable += 1;
-                return Ok(());
-            }
-        },
+        DataLink::NULL | DataLink::LOOP => data
+            .get(4..)
+            .and_then(|rest| LaxSlicedPacket::from_ip(rest).ok()),
         other => return Err(format!("link type {other:?} is not supported")),
     };
-    let Ok(sliced) = sliced else {
+    let Some(sliced) = sliced else {
         counts.unreadable += 1;
         return Ok(());
     };
-    if sliced.is_ip_payload_fragmented() {
-        counts.unreadable += 1;
-        return Ok(());
-    }
-    let (src, dst): (IpAddr, IpAddr) = match &sliced.net {
-        Some(NetSlice::Ipv4(ip)) => (
+    let (src, dst, payload): (IpAddr, IpAddr, _) = match &sliced.net {
+        Some(LaxNetSlice::Ipv4(ip)) => (
             ip.header().source_addr().into(),
             ip.header().destination_addr().into(),
+            ip.payload(),
         ),
-        Some(NetSlice::Ipv6(ip)) => (
+        Some(LaxNetSlice::Ipv6(ip)) => (
             ip.header().source_addr().into(),
             ip.header().destination_addr().into(),
+            ip.payload(),
         ),
         _ => {
             counts.not_tcp += 1;
             return Ok(());
         }
     };
+    if payload.fragmented {
+        counts.unreadable += 1;
+        return Ok(());
+    }
     let Some(TransportSlice::Tcp(tcp)) = &sliced.transport else {
-        counts.not_tcp += 1;
+        if payload.ip_number == IpNumber::TCP {
+            // The TCP header is damaged or cut short.
+            counts.unreadable += 1;
+        } else {
+            counts.not_tcp += 1;
+        }
         return Ok(());
     };
+    // The IP payload goes on past the frame's captured bytes: what is missing is TCP payload.
+    let lost = if payload.incomplete {
+        f.wire_len.saturating_sub(data.len() as u32)
+    } else {
+        0
+    };
+    if lost > 0 {
+        counts.truncated += 1;
+    }
     each(Segment {
-        time,
+        frame: counts.frames,
+        time: f.time,
         src: SocketAddr::new(src, tcp.source_port()),
         dst: SocketAddr::new(dst, tcp.destination_port()),
         seq: tcp.sequence_number(),
         syn: tcp.syn(),
         ack: tcp.ack(),
+        fin: tcp.fin(),
+        rst: tcp.rst(),
         payload: tcp.payload(),
+        lost,
     });
     Ok(())
 }
@@ -360,5 +449,16 @@ mod tests {
             Input::PcapNg(_)
         ));
         assert!(open(Box::new(&b"10 0c"[..]), Format::Pcap).is_err());
+        // A PUBLISH's first byte is an ASCII digit: what follows decides.
+        assert!(matches!(open_auto(b"0#\x00\x03a/b"), Input::Raw(_)));
+        assert!(matches!(open_auto(b"2\t\x00\x039/911ok"), Input::Raw(_)));
+        assert!(matches!(open_auto(b"0\n"), Input::Raw(_)));
+        assert!(matches!(open_auto(b"30 0a zz"), Input::Raw(_)));
+        // Cut inside a character by the peek: still text.
+        let long = b"c0 00 # \xc3\xa9t\xc3\xa9\n".repeat(60);
+        assert!(looks_like_hex(&long[..14 * 36 + 9], false));
+        // A whole input must have whole bytes; a peek may end between two digits.
+        assert!(!looks_like_hex(b"c0 0", true));
+        assert!(looks_like_hex(b"c0 0", false));
     }
 }

@@ -5,7 +5,7 @@ mod input;
 mod output;
 mod reassembly;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
 use std::net::SocketAddr;
@@ -20,23 +20,35 @@ use serde_json::{json, Map, Value};
 
 use input::{FrameCounts, HexParser, Input, Segment};
 use output::{fields_json, fields_text, packet_fields, type_name, version_name};
-use reassembly::{Cut, Direction};
+use reassembly::{Cut, Direction, Piece};
 
 pub(crate) const HELP: &str = "\
 Input: hex text (whitespace, ':', ',' and 0x prefixes are skipped; '#' starts a comment),
-the raw bytes of one MQTT byte stream, or a pcap or pcapng capture, told apart by their first
-bytes (--format says which instead). In a capture every TCP connection is reassembled in
-sequence order, each direction apart; connections on port 1883 or 8883, or that start with a
-CONNECT, are decoded (--port chooses instead). The side that sent CONNECT is the client.
+the raw bytes of one MQTT byte stream, or a pcap or pcapng capture. --format says which;
+without it (auto) the first 512 bytes, or all of a shorter input, decide: a pcap or pcapng
+magic number is a capture; text (UTF-8 with no control characters but tab, CR and LF) that
+reads as hex, with at least one digit, is hex; anything else is raw bytes. Auto-detection
+waits for those 512 bytes or the end of the input: give --format raw or --format hex to
+decode a live stream as it comes.
+
+In a capture every TCP connection is reassembled in sequence order, each direction apart;
+connections on port 1883 or 8883, or that start with a CONNECT, are decoded (--port chooses
+instead). The side that sent CONNECT is the client. A connection leaves memory when it ends
+(FIN both ways, or RST). Frames cut short by the capture's snapshot length (tcpdump -s) are
+decoded as far as they go: a note says what is missing, the packet they cut is skipped when
+its length is known, and otherwise the rest of that direction is not decoded.
 
 The protocol version of each connection is the one its CONNECT names; until a CONNECT is seen
 it is 3.1.1, or what --version says.
 
 Exit codes:
-  0  every packet decoded
-  1  malformed MQTT: the codec's error and the byte offset are printed. Plain input stops
-     there; in a capture that direction of that connection stops and the rest goes on.
-     Plain input that ends inside a packet exits with 1 too.
+  0  every packet in the input decoded; notes say what a capture lacks (frames cut short,
+     segments it missed, a connection that ends inside a packet) and do not change this
+  1  some MQTT could not be decoded, and an error line says where: malformed MQTT (the
+     codec's error), a packet larger than --max-buffer, or a stream that needed more than
+     --max-buffer held. Plain input stops there, and plain input that ends inside a packet
+     exits with 1 too; in a capture that direction of that connection stops and the rest
+     goes on.
   2  invalid arguments, or input that cannot be read: no such file, a damaged capture, a
      character that is not hex";
 
@@ -72,8 +84,9 @@ pub(crate) struct DecodeArgs {
     /// Decode only the TCP connections that have this port at either end (repeatable).
     #[arg(long = "port", value_name = "PORT")]
     ports: Vec<u16>,
-    /// Most bytes held for one direction of a connection: segments waiting for a missing one
-    /// before them, and the packet being read. A stream that needs more is cut, and said so.
+    /// Most bytes held for one direction of a connection (or for plain input): segments
+    /// waiting for a missing one before them, and the packet being read. A stream that needs
+    /// more is cut, with an error line, and the exit code is 1.
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
     max_buffer: u32,
 }
@@ -158,9 +171,9 @@ impl From<io::Error> for Failure {
 }
 
 /// Where the lines go.
-struct Out<'a> {
+struct Out<W: Write> {
     json: bool,
-    stdout: io::StdoutLock<'a>,
+    stdout: W,
 }
 
 /// Where a packet was found, for its line.
@@ -180,7 +193,7 @@ struct CapturePlace {
     from_client: Option<bool>,
 }
 
-impl Out<'_> {
+impl<W: Write> Out<W> {
     fn packet(
         &mut self,
         place: &Place,
@@ -267,6 +280,9 @@ struct Decoder {
     /// Stream offset of `buf`'s first byte.
     offset: u64,
     max: u32,
+    /// Bytes still to drop before `buf` fills again: the rest of a packet that a capture did
+    /// not hold whole. `offset` is already past them.
+    skip: u64,
 }
 
 /// What [`Decoder::next`] found.
@@ -285,7 +301,15 @@ impl Decoder {
             buf: BytesMut::new(),
             offset: 0,
             max,
+            skip: 0,
         }
+    }
+
+    /// Appends bytes that follow in the stream, dropping the ones to skip.
+    fn push(&mut self, bytes: &[u8]) {
+        let skipped = self.skip.min(bytes.len() as u64);
+        self.skip -= skipped;
+        self.buf.extend_from_slice(&bytes[skipped as usize..]);
     }
 
     fn next(&mut self, version: ProtocolVersion) -> Next {
@@ -327,7 +351,7 @@ enum Plain {
 
 /// Decodes plain input, printing as it comes. `Ok(true)` if it held malformed MQTT or ended
 /// inside a packet.
-fn plain(args: &DecodeArgs, out: &mut Out<'_>, mut input: Plain) -> Result<bool, Failure> {
+fn plain(args: &DecodeArgs, out: &mut Out<impl Write>, mut input: Plain) -> Result<bool, Failure> {
     let mut version = ProtocolVersion::from(args.protocol);
     let mut decoder = Decoder::new(args.max_buffer);
     let mut hex = HexParser::default();
@@ -409,7 +433,7 @@ struct Connection {
     /// Reassembly of what each side sends.
     dirs: [Direction; 2],
     decoders: [Decoder; 2],
-    /// A direction whose decoding stopped (malformed, cut).
+    /// A direction whose decoding stopped (malformed, cut, a gap it cannot get past).
     stopped: [bool; 2],
     /// The side that is the client, once known.
     client: Option<usize>,
@@ -422,6 +446,15 @@ struct Connection {
     last_time: Duration,
 }
 
+impl Connection {
+    /// Stops decoding one direction: what it holds is dropped, and nothing more is kept.
+    fn stop(&mut self, side: usize) {
+        self.stopped[side] = true;
+        self.decoders[side].buf = BytesMut::new();
+        self.dirs[side].stop();
+    }
+}
+
 /// Counts for the summary on stderr.
 #[derive(Debug, Default)]
 struct Totals {
@@ -429,25 +462,47 @@ struct Totals {
     skipped: u64,
     packets: u64,
     malformed: u64,
+    /// Directions cut by `--max-buffer`.
+    cut: u64,
+    /// Directions with bytes the capture did not hold.
+    gaps: u64,
     retransmitted: u64,
 }
 
-/// Decodes a capture. `Ok(true)` if it held malformed MQTT.
+/// How many ended connections are remembered, so that their late segments (a last ACK, a
+/// retransmission) do not start a connection of their own.
+const CLOSED_REMEMBERED: usize = 4096;
+
+type Key = (SocketAddr, SocketAddr);
+
+/// The TCP connections of a capture being decoded. A connection leaves the table when it
+/// ends (a FIN each way with every byte before it seen, or a RST), so what is held is
+/// bounded by the connections open at once, not by the capture's length.
+struct Capture<'a> {
+    args: &'a DecodeArgs,
+    connections: HashMap<Key, Connection>,
+    /// Connections that ended, oldest first, at most [`CLOSED_REMEMBERED`].
+    closed: HashSet<Key>,
+    closed_order: VecDeque<Key>,
+    totals: Totals,
+}
+
+/// Decodes a capture. `Ok(true)` if some of its MQTT could not be decoded: malformed, or
+/// over `--max-buffer`.
 fn capture(
     args: &DecodeArgs,
-    out: &mut Out<'_>,
+    out: &mut Out<impl Write>,
     reader: Box<dyn Read>,
     pcapng: bool,
 ) -> Result<bool, Failure> {
-    let mut connections: HashMap<(SocketAddr, SocketAddr), Connection> = HashMap::new();
-    let mut totals = Totals::default();
+    let mut state = Capture::new(args);
     let mut counts = FrameCounts::default();
     let mut failed: Option<io::Error> = None;
     let mut each = |segment: Segment<'_>| {
         if failed.is_some() {
             return;
         }
-        if let Err(err) = on_segment(args, out, &mut connections, &mut totals, &segment) {
+        if let Err(err) = state.segment(out, &segment) {
             failed = Some(err);
         }
     };
@@ -459,12 +514,7 @@ fn capture(
     if let Some(err) = failed {
         return Err(Failure::Output(err));
     }
-    // What is left, in the order the connections began.
-    let mut left: Vec<Connection> = connections.into_values().collect();
-    left.sort_by_key(|c| c.stream);
-    for connection in &left {
-        finish(out, connection, &mut totals)?;
-    }
+    let totals = state.end(out)?;
     out.stdout.flush()?;
     read.map_err(Failure::Input)?;
     let mut summary = format!(
@@ -478,6 +528,9 @@ fn capture(
     if totals.malformed > 0 {
         summary += &format!(", {} malformed", totals.malformed);
     }
+    if totals.cut > 0 {
+        summary += &format!(", {} directions cut by --max-buffer", totals.cut);
+    }
     if totals.skipped > 0 {
         summary += &format!(
             "; {} connections skipped as not MQTT (--port decodes them)",
@@ -487,17 +540,23 @@ fn capture(
     if totals.retransmitted > 0 {
         summary += &format!("; {} retransmitted bytes dropped", totals.retransmitted);
     }
+    if counts.truncated > 0 {
+        summary += &format!(
+            "; {} frames cut short by the capture's snapshot length, {} directions with a gap",
+            counts.truncated, totals.gaps
+        );
+    }
     if counts.unreadable > 0 {
         summary += &format!(
-            "; {} frames unreadable (cut short by the snapshot length, damaged, or IP fragments)",
+            "; {} frames unreadable (cut short inside their headers, damaged, or IP fragments)",
             counts.unreadable
         );
     }
     eprintln!("{summary}");
-    Ok(totals.malformed > 0)
+    Ok(totals.malformed > 0 || totals.cut > 0)
 }
 
-fn conn_key(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
+fn conn_key(a: SocketAddr, b: SocketAddr) -> Key {
     if a <= b {
         (a, b)
     } else {
@@ -505,106 +564,249 @@ fn conn_key(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
     }
 }
 
-fn on_segment(
-    args: &DecodeArgs,
-    out: &mut Out<'_>,
-    connections: &mut HashMap<(SocketAddr, SocketAddr), Connection>,
-    totals: &mut Totals,
-    segment: &Segment<'_>,
-) -> io::Result<()> {
-    let key = conn_key(segment.src, segment.dst);
-    // A new connection on the same addresses: a SYN once the old one has begun.
-    let reused = connections.get(&key).is_some_and(|c| {
-        let side = usize::from(c.addrs[0] != segment.src);
-        segment.syn && !segment.ack && c.dirs[side].offset() > 0
-    });
-    if reused {
-        if let Some(old) = connections.remove(&key) {
-            finish(out, &old, totals)?;
+impl<'a> Capture<'a> {
+    fn new(args: &'a DecodeArgs) -> Self {
+        Self {
+            args,
+            connections: HashMap::new(),
+            closed: HashSet::new(),
+            closed_order: VecDeque::new(),
+            totals: Totals::default(),
         }
     }
-    let connection = connections.entry(key).or_insert_with(|| {
-        totals.streams += 1;
-        let client = if segment.syn {
-            // SYN alone from the client; SYN+ACK from the server.
-            Some(if segment.ack { 1 } else { 0 })
-        } else if MQTT_PORTS.contains(&segment.dst.port()) {
-            Some(0)
-        } else if MQTT_PORTS.contains(&segment.src.port()) {
-            Some(1)
+
+    /// The capture is over: says what each connection still open left undecoded, in the
+    /// order the connections began.
+    fn end(mut self, out: &mut Out<impl Write>) -> io::Result<Totals> {
+        let mut left: Vec<Connection> = self.connections.into_values().collect();
+        left.sort_by_key(|c| c.stream);
+        for connection in &left {
+            finish(out, connection, &mut self.totals)?;
+        }
+        Ok(self.totals)
+    }
+
+    /// A connection ended: out of the table, remembered a while.
+    fn close(&mut self, out: &mut Out<impl Write>, key: Key) -> io::Result<()> {
+        if let Some(old) = self.connections.remove(&key) {
+            finish(out, &old, &mut self.totals)?;
+        }
+        if self.closed.insert(key) {
+            self.closed_order.push_back(key);
+            if self.closed_order.len() > CLOSED_REMEMBERED {
+                if let Some(oldest) = self.closed_order.pop_front() {
+                    self.closed.remove(&oldest);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn segment(&mut self, out: &mut Out<impl Write>, segment: &Segment<'_>) -> io::Result<()> {
+        let args = self.args;
+        let key = conn_key(segment.src, segment.dst);
+        let data_len = segment.payload.len() as u64 + u64::from(segment.lost);
+        if self.closed.contains(&key) {
+            if !segment.syn || segment.ack {
+                // A late segment of a connection that ended.
+                self.totals.retransmitted += segment.payload.len() as u64;
+                return Ok(());
+            }
+            // A new connection on the same addresses.
+            self.closed.remove(&key);
+        }
+        // A new connection on the same addresses: a SYN once the old one has begun.
+        let reused = self.connections.get(&key).is_some_and(|c| {
+            let side = usize::from(c.addrs[0] != segment.src);
+            segment.syn && !segment.ack && c.dirs[side].offset() > 0
+        });
+        if reused {
+            if let Some(old) = self.connections.remove(&key) {
+                finish(out, &old, &mut self.totals)?;
+            }
+        }
+        if !self.connections.contains_key(&key) && !segment.syn && data_len == 0 {
+            // A bare ACK, FIN or RST of a connection not seen before: nothing to decode.
+            return Ok(());
+        }
+        let totals = &mut self.totals;
+        let connection = self.connections.entry(key).or_insert_with(|| {
+            totals.streams += 1;
+            let client = if segment.syn {
+                // SYN alone from the client; SYN+ACK from the server.
+                Some(if segment.ack { 1 } else { 0 })
+            } else if MQTT_PORTS.contains(&segment.dst.port()) {
+                Some(0)
+            } else if MQTT_PORTS.contains(&segment.src.port()) {
+                Some(1)
+            } else {
+                None
+            };
+            Connection {
+                stream: totals.streams - 1,
+                addrs: [segment.src, segment.dst],
+                dirs: [
+                    Direction::new(args.max_buffer as usize),
+                    Direction::new(args.max_buffer as usize),
+                ],
+                decoders: [Decoder::new(args.max_buffer), Decoder::new(args.max_buffer)],
+                stopped: [false; 2],
+                client,
+                client_sure: false,
+                version: args.protocol.into(),
+                decoded: None,
+                last_time: segment.time,
+            }
+        });
+        let side = usize::from(connection.addrs[0] != segment.src);
+        if segment.syn {
+            connection.dirs[side].syn(segment.seq);
+        }
+        // The first data byte follows the SYN.
+        let seq = if segment.syn {
+            segment.seq.wrapping_add(1)
         } else {
-            None
+            segment.seq
         };
-        Connection {
-            stream: totals.streams - 1,
-            addrs: [segment.src, segment.dst],
-            dirs: [
-                Direction::new(args.max_buffer as usize),
-                Direction::new(args.max_buffer as usize),
-            ],
-            decoders: [Decoder::new(args.max_buffer), Decoder::new(args.max_buffer)],
-            stopped: [false; 2],
-            client,
-            client_sure: false,
-            version: args.protocol.into(),
-            decoded: None,
-            last_time: segment.time,
+        connection.last_time = segment.time;
+        if data_len > 0 && connection.decoded != Some(false) && !connection.stopped[side] {
+            data(args, out, connection, side, seq, segment, totals)?;
         }
-    });
-    let side = usize::from(connection.addrs[0] != segment.src);
-    if segment.syn {
-        connection.dirs[side].syn(segment.seq);
+        if segment.fin {
+            connection.dirs[side].fin(seq.wrapping_add(data_len as u32));
+        }
+        if segment.rst || (connection.dirs[0].finished() && connection.dirs[1].finished()) {
+            self.close(out, key)?;
+        }
+        Ok(())
     }
-    // The first data byte follows the SYN.
-    let seq = if segment.syn {
-        segment.seq.wrapping_add(1)
-    } else {
-        segment.seq
-    };
-    connection.last_time = segment.time;
-    if segment.payload.is_empty() || connection.decoded == Some(false) {
-        return Ok(());
-    }
-    let delivered = connection.dirs[side].segment(seq, segment.payload);
+}
+
+/// A segment with data for one direction of a connection.
+fn data(
+    args: &DecodeArgs,
+    out: &mut Out<impl Write>,
+    connection: &mut Connection,
+    side: usize,
+    seq: u32,
+    segment: &Segment<'_>,
+    totals: &mut Totals,
+) -> io::Result<()> {
+    let delivered =
+        connection.dirs[side].segment(seq, segment.payload, segment.lost, segment.frame);
     if connection.decoded.is_none() {
         // Decided by the first bytes of a direction, in sequence order.
-        if delivered.bytes.is_empty() && delivered.cut.is_none() {
+        if delivered.is_empty() {
             return Ok(());
         }
         let ports = [segment.src.port(), segment.dst.port()];
         let decoded = if args.ports.is_empty() {
             ports.iter().any(|p| MQTT_PORTS.contains(p))
-                || delivered.bytes.first().is_some_and(|b| b >> 4 == 1)
+                || delivered.first_byte().is_some_and(|b| b >> 4 == 1)
         } else {
             ports.iter().any(|p| args.ports.contains(p))
         };
         connection.decoded = Some(decoded);
         if !decoded {
             totals.skipped += 1;
+            // Nothing of it is kept.
+            connection.dirs[0].stop();
+            connection.dirs[1].stop();
             return Ok(());
         }
     }
     let from = connection.addrs[side];
     let to = connection.addrs[1 - side];
-    if connection.stopped[side] {
-        return Ok(());
+    for piece in delivered.pieces {
+        if connection.stopped[side] {
+            break;
+        }
+        match piece {
+            Piece::Bytes(bytes) => {
+                connection.decoders[side].push(&bytes);
+                decode_available(out, connection, side, segment.time, totals)?;
+            }
+            Piece::Lost { at, len, frame } => {
+                lost(
+                    out,
+                    connection,
+                    side,
+                    (at, len, frame),
+                    segment.time,
+                    totals,
+                )?;
+            }
+        }
     }
-    connection.decoders[side]
-        .buf
-        .extend_from_slice(&delivered.bytes);
-    decode_available(out, connection, side, segment.time, totals)?;
     if let Some(Cut { at, held }) = delivered.cut {
         if !connection.stopped[side] {
-            connection.stopped[side] = true;
+            connection.stop(side);
+            totals.cut += 1;
             let place = capture_place(connection, side, at, segment.time, from, to);
             let message = format!(
                 "stream cut: a segment is missing here, and the {held} bytes after it exceed \
                  --max-buffer"
             );
-            out.event(&place, "note", &message)?;
+            out.event(&place, "error", &message)?;
         }
     }
     Ok(())
+}
+
+/// Bytes of one direction that the capture lost (a frame cut short by its snapshot length),
+/// `len` of them from offset `at`, in frame `frame`. Decoding goes on after them when they
+/// fall inside one packet whose length is known: that packet is skipped. Otherwise the
+/// direction stops.
+fn lost(
+    out: &mut Out<impl Write>,
+    connection: &mut Connection,
+    side: usize,
+    (at, len, frame): (u64, u64, u64),
+    time: Duration,
+    totals: &mut Totals,
+) -> io::Result<()> {
+    let from = connection.addrs[side];
+    let to = connection.addrs[1 - side];
+    let what = format!(
+        "frame {frame} was cut short by the capture's snapshot length: {len} bytes of this \
+         stream are missing here"
+    );
+    if !connection.dirs[side].has_gap {
+        connection.dirs[side].has_gap = true;
+        totals.gaps += 1;
+    }
+    let decoder = &mut connection.decoders[side];
+    if decoder.skip >= len {
+        // Inside a packet already skipped.
+        decoder.skip -= len;
+        let place = capture_place(connection, side, at, time, from, to);
+        return out.event(&place, "note", &format!("{what}, in the packet skipped"));
+    }
+    let start = decoder.offset;
+    let end = Packet::peek_len(&decoder.buf).map(|total| start + total as u64);
+    match end {
+        Some(end) if decoder.skip == 0 && end >= at + len => {
+            decoder.skip = end - (at + len);
+            decoder.buf.clear();
+            decoder.offset = end;
+            let place = capture_place(connection, side, at, time, from, to);
+            let message = format!(
+                "{what}: the packet at @{start} ({} bytes) is not whole in the capture and is \
+                 skipped",
+                end - start
+            );
+            out.event(&place, "note", &message)
+        }
+        _ => {
+            connection.stop(side);
+            let place = capture_place(connection, side, at, time, from, to);
+            let message = format!(
+                "{what}, and where the next packet starts is not known: the rest of this \
+                 direction is not decoded"
+            );
+            out.event(&place, "note", &message)
+        }
+    }
 }
 
 fn capture_place(
@@ -629,7 +831,7 @@ fn capture_place(
 
 /// Decodes and prints the packets now whole in one direction.
 fn decode_available(
-    out: &mut Out<'_>,
+    out: &mut Out<impl Write>,
     connection: &mut Connection,
     side: usize,
     time: Duration,
@@ -652,21 +854,21 @@ fn decode_available(
             Next::Wait => break,
             Next::Malformed(err) => {
                 totals.malformed += 1;
-                connection.stopped[side] = true;
+                connection.stop(side);
                 let place = capture_place(connection, side, offset, time, from, to);
                 let message = format!("{err}; the rest of this direction is not decoded");
                 out.event(&place, "error", &message)?;
             }
             Next::TooLarge(size) => {
-                connection.stopped[side] = true;
+                totals.cut += 1;
+                connection.stop(side);
                 let place = capture_place(connection, side, offset, time, from, to);
-                let message =
-                    format!("stream cut: a packet of {size} bytes, more than --max-buffer");
-                out.event(&place, "note", &message)?;
+                let message = format!(
+                    "stream cut: a packet of {size} bytes, more than --max-buffer; the rest of \
+                     this direction is not decoded"
+                );
+                out.event(&place, "error", &message)?;
             }
-        }
-        if connection.stopped[side] {
-            connection.decoders[side].buf = BytesMut::new();
         }
     }
     Ok(())
@@ -691,8 +893,12 @@ fn learn(connection: &mut Connection, side: usize, packet: &Packet) {
     }
 }
 
-/// The capture is over for `connection`: says what was left undecoded.
-fn finish(out: &mut Out<'_>, connection: &Connection, totals: &mut Totals) -> io::Result<()> {
+/// `connection` is over (it ended, or the capture did): says what was left undecoded.
+fn finish(
+    out: &mut Out<impl Write>,
+    connection: &Connection,
+    totals: &mut Totals,
+) -> io::Result<()> {
     for side in 0..2 {
         totals.retransmitted += connection.dirs[side].retransmitted;
         if connection.stopped[side] || connection.decoded != Some(true) {
@@ -715,4 +921,147 @@ fn finish(out: &mut Out<'_>, connection: &Connection, totals: &mut Totals) -> io
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: DecodeArgs,
+    }
+
+    fn args(argv: &[&str]) -> DecodeArgs {
+        Cli::try_parse_from(std::iter::once("decode").chain(argv.iter().copied()))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .args
+    }
+
+    const CLIENT: &str = "127.0.0.1:50000";
+    const BROKER: &str = "127.0.0.1:1883";
+
+    /// A segment from the client (or the broker) at sequence number `seq`.
+    fn seg<'a>(from_client: bool, seq: u32, flags: &str, payload: &'a [u8]) -> Segment<'a> {
+        let (client, broker) = (CLIENT.parse().unwrap(), BROKER.parse().unwrap());
+        let (src, dst) = if from_client {
+            (client, broker)
+        } else {
+            (broker, client)
+        };
+        Segment {
+            frame: 0,
+            time: Duration::ZERO,
+            src,
+            dst,
+            seq,
+            syn: flags.contains('S'),
+            ack: flags.contains('A'),
+            fin: flags.contains('F'),
+            rst: flags.contains('R'),
+            payload,
+            lost: 0,
+        }
+    }
+
+    fn out() -> Out<Vec<u8>> {
+        Out {
+            json: false,
+            stdout: Vec::new(),
+        }
+    }
+
+    /// 3.1.1 CONNECT with client id "a".
+    const CONNECT: &[u8] = b"\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01a";
+    const CONNACK: &[u8] = b"\x20\x02\x00\x00";
+
+    #[test]
+    fn a_connection_leaves_the_table_when_it_ends() {
+        let args = args(&[]);
+        let mut capture = Capture::new(&args);
+        let mut out = out();
+        let mut feed = |capture: &mut Capture<'_>, s: Segment<'_>| {
+            capture.segment(&mut out, &s).expect("written");
+        };
+        feed(&mut capture, seg(true, 100, "S", b""));
+        feed(&mut capture, seg(false, 500, "SA", b""));
+        feed(&mut capture, seg(true, 101, "A", CONNECT));
+        feed(&mut capture, seg(false, 501, "A", CONNACK));
+        assert_eq!(capture.connections.len(), 1);
+        feed(
+            &mut capture,
+            seg(true, 101 + CONNECT.len() as u32, "FA", b""),
+        );
+        assert_eq!(capture.connections.len(), 1, "the broker has not closed");
+        feed(&mut capture, seg(false, 505, "FA", b""));
+        assert!(capture.connections.is_empty());
+        // The last ACK, and a retransmission of the CONNACK: no connection of their own.
+        feed(&mut capture, seg(true, 115, "A", b""));
+        feed(&mut capture, seg(false, 501, "A", CONNACK));
+        assert!(capture.connections.is_empty());
+        assert_eq!(capture.totals.streams, 1);
+        // The same addresses again, ended by a RST.
+        feed(&mut capture, seg(true, 9000, "S", b""));
+        feed(&mut capture, seg(true, 9001, "A", CONNECT));
+        assert_eq!(capture.connections.len(), 1);
+        feed(&mut capture, seg(false, 0, "R", b""));
+        assert!(capture.connections.is_empty());
+        assert_eq!(capture.totals.streams, 2);
+        assert_eq!(capture.totals.packets, 3);
+    }
+
+    #[test]
+    fn a_stopped_direction_keeps_no_bytes() {
+        let args = args(&[]);
+        let mut capture = Capture::new(&args);
+        let mut out = out();
+        let key = conn_key(CLIENT.parse().unwrap(), BROKER.parse().unwrap());
+        capture
+            .segment(&mut out, &seg(true, 100, "S", b""))
+            .unwrap();
+        // A CONNECT with a reserved flag set: malformed, the client's direction stops.
+        let mut bad = CONNECT.to_vec();
+        bad[9] = 0x03;
+        capture
+            .segment(&mut out, &seg(true, 101, "A", &bad))
+            .unwrap();
+        let text = String::from_utf8(out.stdout.clone()).unwrap();
+        assert!(text.contains("error: reserved CONNECT flag set"), "{text}");
+        // Segments past a gap, and in order: neither is kept.
+        let early = vec![0x30; 4096];
+        capture
+            .segment(&mut out, &seg(true, 10_000, "A", &early))
+            .unwrap();
+        capture
+            .segment(&mut out, &seg(true, 101 + 15, "A", &early))
+            .unwrap();
+        let connection = &capture.connections[&key];
+        assert!(connection.stopped[0]);
+        assert_eq!(connection.dirs[0].held_bytes(), 0);
+        assert!(connection.decoders[0].buf.is_empty());
+    }
+
+    #[test]
+    fn a_connection_not_decoded_keeps_no_bytes() {
+        let args = args(&[]);
+        let mut capture = Capture::new(&args);
+        let mut out = out();
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:40000".parse().unwrap(),
+            "10.0.0.2:80".parse().unwrap(),
+        );
+        let mut http = seg(true, 1, "A", b"GET / HTTP/1.1\r\n");
+        (http.src, http.dst) = (a, b);
+        capture.segment(&mut out, &http).unwrap();
+        let mut early = seg(true, 5000, "A", &[7; 1000]);
+        (early.src, early.dst) = (a, b);
+        capture.segment(&mut out, &early).unwrap();
+        let connection = &capture.connections[&conn_key(a, b)];
+        assert_eq!(connection.decoded, Some(false));
+        assert_eq!(connection.dirs[0].held_bytes(), 0);
+        assert_eq!(capture.totals.skipped, 1);
+    }
 }

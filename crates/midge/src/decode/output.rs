@@ -182,6 +182,9 @@ pub(super) fn packet_fields(packet: &Packet, version: ProtocolVersion) -> Fields
     match packet {
         Packet::Connect(c) => {
             f.push(("protocol", Val::Str(version_name(c.protocol).into())));
+            if c.bridge {
+                f.push(("bridge", Val::Bool(true)));
+            }
             f.push(("client_id", Val::str(&c.client_id)));
             f.push(("clean_start", Val::Bool(c.clean_start)));
             f.push(("keep_alive", Val::Num(c.keep_alive.into())));

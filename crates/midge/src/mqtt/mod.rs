@@ -13,8 +13,10 @@ pub(crate) mod rr;
 pub(crate) mod subscribe;
 pub(crate) mod transport;
 
+use std::ffi::OsString;
 use std::future::Future;
 use std::net::{IpAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -60,7 +62,15 @@ Exit codes:
   1-5      under MQTT 3.x, the broker refused the connection: its CONNACK return code
            (4 bad user name or password, 5 not authorized)
   128-255  under MQTT 5.0, the broker refused the connection: its CONNACK reason code
-           (134 bad user name or password, 135 not authorized)";
+           (134 bad user name or password, 135 not authorized)
+
+Default options: midge pub, midge sub and midge rr read $XDG_CONFIG_HOME/midge_pub,
+midge_sub or midge_rr (or ~/.config/midge_pub and so on when XDG_CONFIG_HOME is not set)
+first, if there is one: one option a line, as on the command line (-q 1, or --retain), the
+value being the rest of the line; lines that start with # are comments. The command line
+overrides them (an option given twice takes its last value), except sub's -t, -T, -U and -D,
+which add to the file's; pub's -t on the command line replaces the file's, and -L, --unix,
+-h or -p on the command line set aside the file's way to connect.";
 
 /// Why a command failed: the exit code and a one-line message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,24 +116,180 @@ pub(crate) fn exit(command: &str, quiet: bool, result: Result<(), Failure>) -> E
     }
 }
 
-/// Parses the command line as `T::parse` does, but a usage error of `midge pub`, `midge sub`
-/// or `midge rr` exits with 1, as mosquitto_pub, mosquitto_sub and mosquitto_rr do (clap's
-/// code is 2).
+/// Parses the command line as `T::parse` does, with two differences for `midge pub`, `midge
+/// sub` and `midge rr`, as mosquitto_pub, mosquitto_sub and mosquitto_rr behave: the options
+/// of the command's config file ([`config_file_args`]) come before the command line's, which
+/// override them (an option given twice takes its last value; `-t`, `-T`, `-U` and `-D` add
+/// up, but pub's `-t` on the command line replaces the file's), and a usage error exits with 1
+/// (clap's code is 2).
 pub(crate) fn parse_args<T: clap::Parser>() -> T {
-    match T::try_parse() {
+    let mut argv: Vec<OsString> = std::env::args_os().collect();
+    let client = argv
+        .get(1)
+        .and_then(|a| a.to_str())
+        .filter(|a| matches!(*a, "pub" | "sub" | "rr"))
+        .map(str::to_owned);
+    let mut command = T::command();
+    if let Some(name) = &client {
+        match config_file_args(name) {
+            Ok(mut defaults) => {
+                let given = &argv[2..];
+                if name == "pub" && gives(given, &TOPIC) {
+                    // pub's topics are the command line's when it gives any (mosquitto_pub
+                    // takes one -t, the last given).
+                    defaults = without(defaults, &[TOPIC]);
+                }
+                // Where to connect: the command line's, when it says.
+                if gives(given, &URL) || gives(given, &UNIX) {
+                    defaults = without(defaults, &[HOST, PORT, URL, UNIX]);
+                } else if gives(given, &HOST) || gives(given, &PORT) {
+                    defaults = without(defaults, &[URL, UNIX]);
+                }
+                argv.splice(2..2, defaults);
+            }
+            Err(message) => {
+                eprintln!("midge {name}: {message}");
+                std::process::exit(i32::from(EXIT_USAGE));
+            }
+        }
+        command = command.mut_subcommand(name, last_value_wins);
+    }
+    let parsed = command
+        .try_get_matches_from_mut(argv)
+        .and_then(|matches| T::from_arg_matches(&matches))
+        .map_err(|err| err.format(&mut command));
+    match parsed {
         Ok(parsed) => parsed,
         Err(err) => {
-            let client = matches!(
-                std::env::args().nth(1).as_deref(),
-                Some("pub" | "sub" | "rr")
-            );
-            if client && err.use_stderr() {
+            if client.is_some() && err.use_stderr() {
                 let _ = err.print();
                 std::process::exit(i32::from(EXIT_USAGE));
             }
             err.exit()
         }
     }
+}
+
+/// The payload options of `pub` and `rr`: one of them, once, as mosquitto_pub and
+/// mosquitto_rr take them ("only one type of message can be sent at once").
+const PAYLOAD_ARGS: [&str; 5] = ["message", "file", "lines", "null", "stdin"];
+
+/// Lets every option of `command` be given again, the last value winning, as mosquitto's
+/// clients take them (and as a config file's defaults need), except the payload options.
+fn last_value_wins(mut command: clap::Command) -> clap::Command {
+    let ids: Vec<clap::Id> = command
+        .get_arguments()
+        // Repeatable options (-t, -T, -D, -U) add up instead.
+        .filter(|arg| {
+            matches!(
+                arg.get_action(),
+                ArgAction::Set | ArgAction::SetTrue | ArgAction::SetFalse
+            )
+        })
+        .map(|arg| arg.get_id().clone())
+        .filter(|id| !PAYLOAD_ARGS.contains(&id.as_str()))
+        .collect();
+    for id in ids {
+        command = command.mut_arg(id.clone(), |arg| arg.overrides_with(id));
+    }
+    command
+}
+
+/// Where `midge <command>` reads its default options: `$XDG_CONFIG_HOME/midge_<command>`, or
+/// `$HOME/.config/midge_<command>` when XDG_CONFIG_HOME is not set.
+pub(crate) fn config_file_path(command: &str) -> Option<PathBuf> {
+    let name = format!("midge_{command}");
+    match std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        Some(dir) => Some(PathBuf::from(dir).join(name)),
+        None => std::env::var_os("HOME")
+            .filter(|d| !d.is_empty())
+            .map(|home| PathBuf::from(home).join(".config").join(name)),
+    }
+}
+
+/// The options of `midge <command>`'s config file ([`config_file_path`]), none if there is
+/// no such file.
+fn config_file_args(command: &str) -> Result<Vec<OsString>, String> {
+    let Some(path) = config_file_path(command) else {
+        return Ok(Vec::new());
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(config_lines(&text)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(err) => Err(format!("cannot read {}: {err}", path.display())),
+    }
+}
+
+/// An option's short and long forms (`None` for an option without a short one).
+type Flag = (Option<&'static str>, &'static str);
+const TOPIC: Flag = (Some("-t"), "--topic");
+const HOST: Flag = (Some("-h"), "--host");
+const PORT: Flag = (Some("-p"), "--port");
+const URL: Flag = (Some("-L"), "--url");
+const UNIX: Flag = (None, "--unix");
+
+/// Whether `arg` is the option `flag`, and whether its value is in the same argument.
+fn is_flag(arg: &str, (short, long): &Flag) -> Option<bool> {
+    if arg == *long || Some(arg) == *short {
+        return Some(false);
+    }
+    let joined = arg
+        .strip_prefix(long)
+        .is_some_and(|rest| rest.starts_with('='))
+        || short.is_some_and(|short| arg.starts_with(short) && !arg.starts_with("--"));
+    joined.then_some(true)
+}
+
+/// Whether command-line arguments give the option `flag`.
+fn gives(args: &[OsString], flag: &Flag) -> bool {
+    args.iter()
+        .filter_map(|a| a.to_str())
+        .any(|a| is_flag(a, flag).is_some())
+}
+
+/// Config file arguments less the options `flags` and their values.
+fn without(args: Vec<OsString>, flags: &[Flag]) -> Vec<OsString> {
+    let mut kept = Vec::with_capacity(args.len());
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let dropped = arg
+            .to_str()
+            .and_then(|a| flags.iter().find_map(|flag| is_flag(a, flag)));
+        match dropped {
+            Some(false) => {
+                args.next();
+            }
+            Some(true) => {}
+            None => kept.push(arg),
+        }
+    }
+    kept
+}
+
+/// The arguments a config file's text gives: one option a line, `-option value` (the value
+/// is the rest of the line, spaces and all; `-D`'s values are split at spaces), as on the
+/// command line. Empty lines and lines that start with `#` are skipped.
+fn config_lines(text: &str) -> Vec<OsString> {
+    let mut args = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (option, value) = match line.split_once(char::is_whitespace) {
+            Some((option, value)) => (option, Some(value.trim_start())),
+            None => (line, None),
+        };
+        args.push(OsString::from(option));
+        match value {
+            Some(value) if matches!(option, "-D" | "--property") => {
+                args.extend(value.split_whitespace().map(OsString::from));
+            }
+            Some(value) => args.push(OsString::from(value)),
+            None => {}
+        }
+    }
+    args
 }
 
 /// Runs `work` on a single-threaded runtime (one connection needs no more).
@@ -675,6 +841,11 @@ pub(crate) fn builder(
     if args.session_expiry.is_some() && !args.version.is_v5() {
         return Err(Failure::usage("-x (session expiry) needs -V 5"));
     }
+    if args.session_expiry == Some(u32::MAX) && id.is_none() {
+        return Err(Failure::usage(
+            "-x -1 (a session that never expires) needs a client id (-i): a random one would never find its session again",
+        ));
+    }
     let target = args
         .target
         .as_ref()
@@ -1092,6 +1263,60 @@ mod tests {
         );
         assert_eq!(chosen_id(&connect_args(&["-i", "x"])), Some("x".into()));
         assert_eq!(chosen_id(&connect_args(&[])), None);
+    }
+
+    #[test]
+    fn config_file_lines_are_options() {
+        let text = "# defaults\n\n-h broker.local\n  -p 1884  \n-m hello world\n-r\n\
+                    -D connect user-property site lab\n--id=x\n";
+        let args: Vec<String> = config_lines(text)
+            .into_iter()
+            .map(|a| a.into_string().expect("utf-8"))
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "-h",
+                "broker.local",
+                "-p",
+                "1884",
+                "-m",
+                "hello world",
+                "-r",
+                "-D",
+                "connect",
+                "user-property",
+                "site",
+                "lab",
+                "--id=x"
+            ]
+        );
+    }
+
+    #[test]
+    fn config_options_the_command_line_replaces_are_dropped() {
+        let os = |args: &[&str]| args.iter().map(OsString::from).collect::<Vec<_>>();
+        let defaults = os(&[
+            "-h",
+            "b",
+            "-v",
+            "--port=1884",
+            "-t",
+            "x",
+            "-L",
+            "mqtt://c/t",
+        ]);
+        assert_eq!(
+            without(defaults.clone(), &[HOST, PORT, URL, UNIX]),
+            os(&["-v", "-t", "x"])
+        );
+        assert_eq!(
+            without(defaults, &[TOPIC]),
+            os(&["-h", "b", "-v", "--port=1884", "-L", "mqtt://c/t"])
+        );
+        assert!(gives(&os(&["-q", "1", "-tfoo"]), &TOPIC));
+        assert!(gives(&os(&["--unix", "/s"]), &UNIX));
+        assert!(!gives(&os(&["--topics", "x", "-q", "1"]), &TOPIC));
     }
 
     #[test]

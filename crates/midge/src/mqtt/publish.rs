@@ -134,6 +134,12 @@ async fn publish(mut args: PubArgs) -> Result<(), Failure> {
         payload = source.read(deadline, seconds) => payload?,
         () = &mut stop => return Ok(()),
     };
+    // As mosquitto_pub: -s with nothing on stdin is an error (-n sends an empty message).
+    if args.stdin && payload.as_ref().is_some_and(Bytes::is_empty) {
+        return Err(Failure::usage(
+            "-s: stdin is empty, so there is no message (-n sends an empty one)",
+        ));
+    }
     let builder = super::builder(&args.connect, properties, "midge-pub", false)?;
     let (client, mut events) = tokio::select! {
         connected = connect(&args.connect, builder) => connected?,

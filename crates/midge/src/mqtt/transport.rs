@@ -58,6 +58,29 @@ pub(crate) struct TransportArgs {
     /// ALPN protocol to offer in the TLS handshake (e.g. mqtt).
     #[arg(long = "tls-alpn", value_name = "PROTOCOL")]
     pub(crate) tls_alpn: Option<String>,
+    /// The format of --key: pem (the only one midge reads). `engine` is refused: midge's TLS
+    /// (rustls) has no OpenSSL engines.
+    #[arg(long, value_name = "FORMAT")]
+    pub(crate) keyform: Option<String>,
+    /// Refused (exit code 1): rustls picks the cipher suite itself, among the modern AEAD
+    /// suites of TLS 1.2 and 1.3; OpenSSL cipher lists do not apply.
+    #[arg(long, value_name = "LIST")]
+    pub(crate) ciphers: Option<String>,
+    /// Refused (exit code 1): midge's TLS (rustls) has no OpenSSL engines.
+    #[arg(long = "tls-engine", value_name = "ENGINE")]
+    pub(crate) tls_engine: Option<String>,
+    /// Refused (exit code 1): midge's TLS (rustls) has no OpenSSL engines.
+    #[arg(long = "tls-engine-kpass-sha1", value_name = "HASH")]
+    pub(crate) tls_engine_kpass_sha1: Option<String>,
+    /// Refused (exit code 1): midge's TLS (rustls) has no pre-shared keys (TLS-PSK).
+    #[arg(long, value_name = "KEY")]
+    pub(crate) psk: Option<String>,
+    /// Refused (exit code 1): midge's TLS (rustls) has no pre-shared keys (TLS-PSK).
+    #[arg(long = "psk-identity", value_name = "IDENTITY")]
+    pub(crate) psk_identity: Option<String>,
+    /// Refused (exit code 1): midge connects directly, not through a SOCKS5 proxy.
+    #[arg(long, value_name = "URL")]
+    pub(crate) proxy: Option<String>,
 }
 
 impl fmt::Debug for TransportArgs {
@@ -73,6 +96,16 @@ impl fmt::Debug for TransportArgs {
             .field("insecure", &self.insecure)
             .field("tls_version", &self.tls_version)
             .field("tls_alpn", &self.tls_alpn)
+            .field("keyform", &self.keyform)
+            .field("ciphers", &self.ciphers)
+            .field("tls_engine", &self.tls_engine)
+            .field(
+                "tls_engine_kpass_sha1",
+                &self.tls_engine_kpass_sha1.as_ref().map(|_| "(hidden)"),
+            )
+            .field("psk", &self.psk.as_ref().map(|_| "(hidden)"))
+            .field("psk_identity", &self.psk_identity)
+            .field("proxy", &self.proxy.as_deref().map(shown_url))
             .finish()
     }
 }
@@ -151,6 +184,7 @@ pub(crate) fn target(
     default_host: &str,
     t: &TransportArgs,
 ) -> Result<Target, String> {
+    unsupported(t)?;
     let roots: Vec<(&str, Roots)> = [
         t.cafile.clone().map(|p| ("--cafile", Roots::File(p))),
         t.capath.clone().map(|p| ("--capath", Roots::Dir(p))),
@@ -216,6 +250,7 @@ pub(crate) fn target(
         (t.insecure, "--insecure"),
         (t.tls_version.is_some(), "--tls-version"),
         (t.tls_alpn.is_some(), "--tls-alpn"),
+        (t.keyform.is_some(), "--keyform"),
     ];
     let tls = if url.scheme().is_tls() {
         let mut options = ClientTlsOptions::new(
@@ -250,6 +285,45 @@ pub(crate) fn target(
         None
     };
     Ok(Target { url, tls, topic })
+}
+
+/// Refuses the mosquitto flags midge accepts but cannot honour, each with the reason.
+fn unsupported(t: &TransportArgs) -> Result<(), String> {
+    const ENGINES: &str = "midge's TLS (rustls) has no OpenSSL engines: give the key as a PEM \
+                           file with --key";
+    const PSK: &str = "midge's TLS (rustls) has no pre-shared keys (TLS-PSK): use \
+                       certificates (--cafile, and --cert with --key for a client certificate)";
+    match t.keyform.as_deref() {
+        None | Some("pem") => {}
+        Some("engine") => return Err(format!("--keyform engine is not supported: {ENGINES}")),
+        Some(other) => return Err(format!("--keyform {other:?}: use pem")),
+    }
+    let refused = [
+        (t.tls_engine.is_some(), "--tls-engine", ENGINES),
+        (
+            t.tls_engine_kpass_sha1.is_some(),
+            "--tls-engine-kpass-sha1",
+            ENGINES,
+        ),
+        (t.psk.is_some(), "--psk", PSK),
+        (t.psk_identity.is_some(), "--psk-identity", PSK),
+        (
+            t.ciphers.is_some(),
+            "--ciphers",
+            "rustls chooses among its own cipher suites (the AEAD suites of TLS 1.2 and 1.3, \
+             with forward secrecy); OpenSSL cipher lists do not apply. --tls-version limits \
+             the version",
+        ),
+        (
+            t.proxy.is_some(),
+            "--proxy",
+            "midge connects to the broker directly, not through a SOCKS5 proxy",
+        ),
+    ];
+    match refused.iter().find(|(given, _, _)| *given) {
+        Some((_, flag, why)) => Err(format!("{flag} is not supported: {why}")),
+        None => Ok(()),
+    }
 }
 
 /// The topic of an `mqtt(s)://host/topic` URL: everything after the first `/`, exactly as
@@ -361,6 +435,54 @@ mod tests {
         assert!(!tls.insecure_skip_verify_for_testing);
         assert_eq!(tls.versions, TlsVersions::Tls13);
         assert_eq!(tls.alpn, vec![b"mqtt".to_vec()]);
+    }
+
+    #[test]
+    fn flags_midge_cannot_honour_are_refused_with_the_reason() {
+        let tls = |f: fn(&mut TransportArgs)| {
+            args(|a| {
+                a.cafile = Some("ca.pem".into());
+                f(a);
+            })
+        };
+        for (t, flag) in [
+            (tls(|a| a.psk = Some("00ff".into())), "--psk"),
+            (
+                tls(|a| a.psk_identity = Some("me".into())),
+                "--psk-identity",
+            ),
+            (tls(|a| a.ciphers = Some("HIGH".into())), "--ciphers"),
+            (
+                tls(|a| a.tls_engine = Some("pkcs11".into())),
+                "--tls-engine",
+            ),
+            (
+                tls(|a| a.tls_engine_kpass_sha1 = Some("ab".into())),
+                "--tls-engine-kpass-sha1",
+            ),
+            (
+                tls(|a| a.keyform = Some("engine".into())),
+                "--keyform engine",
+            ),
+            (
+                args(|a| a.proxy = Some("socks5h://p:1080".into())),
+                "--proxy",
+            ),
+        ] {
+            let message = err(None, None, &t);
+            assert!(
+                message.starts_with(&format!("{flag} is not supported: ")),
+                "{message}"
+            );
+        }
+        // --keyform pem is what midge reads anyway; it needs TLS, as --key does.
+        assert!(ok(None, None, &tls(|a| a.keyform = Some("pem".into())))
+            .tls
+            .is_some());
+        assert!(err(None, None, &args(|a| a.keyform = Some("pem".into()))).contains("needs TLS"));
+        assert!(err(None, None, &tls(|a| a.keyform = Some("der".into()))).contains("use pem"));
+        let shown = format!("{:?}", tls(|a| a.psk = Some("5ec7e7".into())));
+        assert!(!shown.contains("5ec7e7"), "{shown}");
     }
 
     #[test]

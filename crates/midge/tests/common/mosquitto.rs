@@ -33,12 +33,20 @@ pub fn clients_installed() -> bool {
 pub struct Mosquitto {
     pub addr: SocketAddr,
     dir: PathBuf,
-    child: Child,
+    program: PathBuf,
+    child: Option<Child>,
 }
 
 impl Mosquitto {
     /// Starts mosquitto, or returns `None` after a loud skip if it is not installed.
     pub fn start(name: &str) -> Option<Self> {
+        Self::start_with(name, "allow_anonymous true\npersistence false\n")
+    }
+
+    /// Starts mosquitto with `settings` (lines of mosquitto.conf) after its listener, on a
+    /// free port, in a directory of its own (its working directory), or returns `None` after
+    /// a loud skip if it is not installed.
+    pub fn start_with(name: &str, settings: &str) -> Option<Self> {
         let program = mosquitto_path();
         if !require("mosquitto (Debian package mosquitto)", program.is_some()) {
             return None;
@@ -46,40 +54,86 @@ impl Mosquitto {
         let program = program?;
         let dir =
             std::env::temp_dir().join(format!("midge-mosquitto-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mosquitto dir");
+        // Started as root, mosquitto runs as the user `mosquitto`, which must be able to
+        // write its store here.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
+        }
         let addr = closed_port();
         let config = format!(
-            "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             log_dest stderr\nlog_type error\n",
+            "listener {} 127.0.0.1\n{settings}log_dest stderr\nlog_type error\n",
             addr.port()
         );
-        let config_path = dir.join("mosquitto.conf");
-        std::fs::write(&config_path, config).expect("mosquitto config");
-        let child = Command::new(program)
+        std::fs::write(dir.join("mosquitto.conf"), config).expect("mosquitto config");
+        let mut mosquitto = Self {
+            addr,
+            dir,
+            program,
+            child: None,
+        };
+        mosquitto.run();
+        Some(mosquitto)
+    }
+
+    /// The directory mosquitto runs in: its configuration, and its store when it has one.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    fn run(&mut self) {
+        let child = Command::new(&self.program)
             .arg("-c")
-            .arg(&config_path)
+            .arg(self.dir.join("mosquitto.conf"))
+            .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto starts");
-        let mosquitto = Self { addr, dir, child };
+        self.child = Some(child);
         let deadline = Instant::now() + LIMIT;
-        while TcpStream::connect(addr).is_err() {
+        while TcpStream::connect(self.addr).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "mosquitto did not listen on {addr}"
+                "mosquitto did not listen on {}",
+                self.addr
             );
             thread::sleep(Duration::from_millis(20));
         }
-        Some(mosquitto)
+    }
+
+    /// Stops mosquitto with SIGTERM (it saves its store, when it has one) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills mosquitto (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts mosquitto again on the same port, with the same configuration and directory.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "mosquitto is running");
+        self.run();
     }
 }
 
 impl Drop for Mosquitto {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
