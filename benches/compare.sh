@@ -1249,7 +1249,7 @@ for s in ("bridge-qos0", "bridge-qos1"):
         # A rate that counts only what arrived is not comparable to one with nothing lost.
         share = lambda b: sum(d["lost"] for d in runs[(s, b)] if d) / max(1, sum(d["acked"] for d in runs[(s, b)] if d))
         note = "" if share("midge") == share("mosquitto") == 0 else \
-            f" (lost: midge {share('midge'):.1%}, mosquitto {share('mosquitto'):.1%} of what L took)"
+            f" (lost: midge {share('midge'):.2%}, mosquitto {share('mosquitto'):.2%} of what L took)"
         print(f"{s}: midge bridge / mosquitto bridge = {m / o:.2f}{note}")
     for b in ("mosquitto", "midge"):
         lost = sum(d["lost"] for d in runs.get((s, b), []) if d)
