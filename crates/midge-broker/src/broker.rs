@@ -150,6 +150,11 @@ impl BrokerBuilder {
             );
         }
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
+        let serving = Gate::new(None, done_tx.clone());
+        // Bridges first, and their subscriptions here made before any client is let in: a
+        // message published from the first moment on is forwarded.
+        let bridge_tasks = crate::bridge::start(&shared, &serving, &shutdown_rx);
+        crate::bridge::wait_subscribed(&shared, Duration::from_secs(5)).await;
         let listener_tasks = listeners
             .into_iter()
             .map(|listener| {
@@ -165,8 +170,7 @@ impl BrokerBuilder {
                 Duration::from_secs(secs),
             ))),
         };
-        let serving = Gate::new(None, done_tx);
-        let bridge_tasks = crate::bridge::start(&shared, &serving, &shutdown_rx);
+        drop(done_tx);
         Ok(BrokerHandle {
             shared,
             addrs,

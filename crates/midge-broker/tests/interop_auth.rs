@@ -103,6 +103,12 @@ async fn message_flows(broker: &BrokerHandle, version: &str, credentials: &[&str
     assert_eq!(code, 0, "mosquitto_pub -V {version}: {printed}");
     let out = sub.success(PEER_TIMEOUT).await;
     assert_eq!(out.trim_end(), payload, "-V {version}");
+    // The subscriber's session ends with its connection, a moment after it exits: the next
+    // flow counts from a broker without it.
+    wait_until("mosquitto_sub's session to end", WAIT, || {
+        broker.stats().subscriptions == before
+    })
+    .await;
 }
 
 /// mosquitto_pub with `credentials` is refused: it exits with `exit` (the CONNACK's return or

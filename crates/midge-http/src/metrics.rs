@@ -279,6 +279,13 @@ impl Collector for Snapshot {
     }
 }
 
+/// A bridge counter: its name, its help, and how to read it.
+type BridgeSeries = (
+    &'static str,
+    &'static str,
+    fn(&midge_broker::BridgeView) -> u64,
+);
+
 /// Each bridge's state (1 connected, 0 not) and counters, labelled with its name.
 fn bridges(
     e: &mut DescriptorEncoder<'_>,
@@ -297,7 +304,7 @@ fn bridges(
         let labels = [("bridge", bridge.name.as_str())];
         ConstGauge::new(i64::from(bridge.connected)).encode(metric.encode_family(&labels)?)?;
     }
-    let series: [(&str, &str, fn(&midge_broker::BridgeView) -> u64); 5] = [
+    let series: [BridgeSeries; 5] = [
         (
             "midge_bridge_connections",
             "Connections the bridge made to its remote broker",

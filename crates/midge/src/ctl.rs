@@ -93,6 +93,8 @@ enum CtlCommand {
         #[command(flatten)]
         paging: Paging,
     },
+    /// The bridges to other brokers: connected or not, what they forwarded, the last error.
+    Bridges,
 }
 
 /// Paging of a listing.
@@ -221,6 +223,15 @@ fn execute(api: &Api, args: &CtlArgs, out: &mut String) -> Result<(), Failure> {
                 out,
                 subscriptions_table,
             )?;
+        }
+        CtlCommand::Bridges => {
+            let body = api.get("/api/v1/bridges", &[])?;
+            if args.json {
+                return raw(out, &body);
+            }
+            let value = parse(&body)?;
+            let bridges = value["bridges"].as_array().map_or(&[][..], Vec::as_slice);
+            out.push_str(&bridges_table(bridges).render());
         }
     }
     Ok(())
@@ -838,6 +849,36 @@ fn subscriptions_table(subs: &[Value]) -> Table {
     t
 }
 
+fn bridges_table(bridges: &[Value]) -> Table {
+    let mut t = Table::new(&[
+        "BRIDGE",
+        "STATE",
+        "CONNECTIONS",
+        "OUT",
+        "IN",
+        "REFUSED",
+        "LAST ERROR",
+    ]);
+    for b in bridges {
+        let state = match b["connected"].as_bool() {
+            Some(true) => "connected",
+            _ => "not connected",
+        };
+        let refused =
+            b["refused_out"].as_u64().unwrap_or(0) + b["refused_in"].as_u64().unwrap_or(0);
+        t.row(vec![
+            field(b, "name"),
+            state.to_owned(),
+            field(b, "connections"),
+            field(b, "forwarded_out"),
+            field(b, "forwarded_in"),
+            refused.to_string(),
+            field(b, "last_error"),
+        ]);
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -872,6 +913,33 @@ mod tests {
         );
         // A header alone for no rows.
         assert_eq!(Table::new(&["A", "B"]).render(), "A   B\n");
+    }
+
+    #[test]
+    fn bridges_table_from_the_api_shape() {
+        let bridges = json!([
+            {"name": "cloud", "addresses": ["a:1883"], "connected": true, "connections": 2,
+             "forwarded_out": 10, "forwarded_in": 3, "refused_out": 1, "refused_in": 1,
+             "last_error": null},
+            {"name": "bad\u{1b}[31m", "addresses": [], "connected": false, "connections": 0,
+             "forwarded_out": 0, "forwarded_in": 0, "refused_out": 0, "refused_in": 0,
+             "last_error": "transport error: connection refused"}
+        ]);
+        let text = bridges_table(bridges.as_array().expect("array")).render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("BRIDGE"), "{text}");
+        assert!(
+            lines[1].starts_with("cloud")
+                && lines[1].contains("connected")
+                && lines[1].contains(" 2 "),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("not connected") && lines[2].contains("connection refused"),
+            "{text}"
+        );
+        // Control characters from the API are shown escaped, never sent to the terminal.
+        assert!(!text.contains('\u{1b}'), "{text}");
     }
 
     #[test]

@@ -646,3 +646,79 @@ async fn the_bridge_is_trusted_here_and_its_identifier_is_reserved() {
     cloud.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With persistence on, what waits for a remote that is down survives a restart of this
+/// broker: QoS 1 messages published while the remote is away, then the broker stopped and
+/// started again on the same store, all reach the remote once it is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_waits_for_the_remote_survives_a_restart_with_persistence() {
+    let dir = std::env::temp_dir().join(format!("midge-bridge-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let store_path = dir.join("store.redb");
+    let port = closed_port();
+    let topics = topic_toml("x/#", "out", 1, "", "");
+    let config = bridge_toml("cloud", port, "5.0", &topics);
+    let start = |config: String| {
+        let store_path = store_path.clone();
+        async move {
+            let mut config: BrokerConfig = toml::from_str(&config).expect("configuration parses");
+            config.sys.interval_secs = 0;
+            let store =
+                midge_store::DiskStore::open(&store_path, Default::default()).expect("store opens");
+            Broker::builder()
+                .config(config)
+                .store(store)
+                .bind("127.0.0.1:0".parse().expect("addr"))
+                .start()
+                .await
+                .expect("broker starts")
+        }
+    };
+    let edge = start(config.clone()).await;
+    let here = client(edge.local_addr(), "here").await;
+    for n in 0..50 {
+        publish(&here, &format!("x/{n}"), "kept", QoS::AtLeastOnce, false).await;
+    }
+    here.disconnect(midge_client::ReasonCode::SUCCESS).await;
+    eprintln!(
+        "DIAG before {:?}",
+        edge.admin()
+            .client("$bridge/cloud")
+            .map(|c| (c.summary.inflight, c.summary.queued))
+    );
+    edge.shutdown().await;
+
+    // Started again on the same store, with the remote up this time where the bridge looks.
+    let mut remote: BrokerConfig = toml::from_str("").expect("empty configuration");
+    remote.sys.interval_secs = 0;
+    let cloud = Broker::builder()
+        .config(remote)
+        .bind(port)
+        .start()
+        .await
+        .expect("remote starts");
+    let there = client_with(cloud.local_addr(), "there", ProtocolVersion::V5, false).await;
+    let mut got = subscribe(&there, "x/#", QoS::AtLeastOnce).await;
+    let edge = start(config).await;
+    until_bridge(&edge, "cloud", true).await;
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 50 {
+        match tokio::time::timeout(WAIT, got.recv()).await {
+            Ok(Some(message)) => seen.insert(message.topic().to_owned()),
+            _ => panic!(
+                "{} of 50 came (missing {:?}); bridge {:?}; its session {:?}",
+                seen.len(),
+                (0..50)
+                    .map(|n| format!("x/{n}"))
+                    .filter(|t| !seen.contains(t))
+                    .collect::<Vec<_>>(),
+                edge.admin().bridges(),
+                edge.admin().client("$bridge/cloud")
+            ),
+        };
+    }
+    edge.shutdown().await;
+    cloud.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -21,7 +21,7 @@ use crate::config::BridgeConfig;
 mod run;
 
 #[cfg(feature = "runtime")]
-pub(crate) use run::start;
+pub(crate) use run::{start, wait_subscribed};
 
 /// A bridge's state, shared by its tasks and the admin view.
 #[derive(Debug)]

@@ -55,6 +55,38 @@ pub(crate) fn start(
         .collect()
 }
 
+/// Waits until every bridge has its `out` subscriptions here, for at most `limit`.
+pub(crate) async fn wait_subscribed(core: &Arc<Core>, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    let admin = crate::Admin::new(core.clone());
+    for config in &core.config.bridges {
+        let mut wanted: Vec<String> = config
+            .topics
+            .iter()
+            .filter(|topic| topic.direction.out())
+            .map(BridgeTopic::local_filter)
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        let client_id = format!("{BRIDGE_CLIENT_PREFIX}{}", config.name);
+        loop {
+            let made = admin.client(&client_id).is_some_and(|detail| {
+                wanted
+                    .iter()
+                    .all(|filter| detail.subscriptions.iter().any(|s| &s.filter == filter))
+            });
+            if made || wanted.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(bridge = %config.name, "the bridge's subscriptions are not made yet; serving clients anyway");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
 struct Bridge {
     config: BridgeConfig,
     status: Arc<BridgeStatus>,
@@ -552,8 +584,9 @@ async fn forward(
                             ack.ack();
                         }
                     }
-                    // Not acknowledged: the source sends it again on its next connection.
-                    Err(_) => return,
+                    // The target closed for good, and the life ends: not acknowledged, the
+                    // source sends it again on its next connection.
+                    Err(_) => return hold(stream).await,
                 }
             }
             message = stream.recv(), if pending.len() < WINDOW => {
@@ -575,7 +608,7 @@ async fn forward(
                 }
                 match target.enqueue(topic, message.payload().clone(), options).await {
                     Ok(handle) => pending.push_back(async move { (handle.await, ack) }),
-                    Err(ClientError::Closed) => return,
+                    Err(ClientError::Closed) => return hold(stream).await,
                     Err(error) => {
                         // Invalid where it goes (a topic too long for it): never publishable.
                         refused.fetch_add(1, Relaxed);
@@ -588,6 +621,14 @@ async fn forward(
             }
         }
     }
+}
+
+/// Keeps `stream` until the life's end aborts the task: a subscription stream dropped while
+/// its client is still connected would unsubscribe and let go of what it buffered, before
+/// [`Life::stop`] has disconnected the client and so kept the session as it is.
+async fn hold(stream: Subscription) {
+    let _stream = stream;
+    std::future::pending::<()>().await;
 }
 
 /// One life of a bridge: its two clients and the tasks between them.
@@ -616,24 +657,22 @@ impl Life {
         }
     }
 
-    /// Ends the life: the loops stop (what they hold unacknowledged is sent again by its
-    /// source on the next connection), the state `0` is published on the remote (a clean
-    /// DISCONNECT does not send the will) and here, and both clients disconnect, keeping
-    /// their sessions.
+    /// Ends the life: the state `0` is published on the remote (a clean DISCONNECT does not
+    /// send the will) and here; both clients disconnect, keeping their sessions; then the
+    /// loops stop. What they hold unacknowledged is sent again by its source on the next
+    /// connection.
+    ///
+    /// The clients go first: a subscription stream dropped while its client is connected
+    /// unsubscribes, and the session would then miss what is published until the next life
+    /// subscribes again.
     async fn stop(self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-        for task in self.tasks {
-            let _ = task.await;
-        }
         let Self {
             local,
             remote,
+            tasks,
             status,
             core,
             config,
-            ..
         } = self;
         let was = status.connected.swap(false, Relaxed);
         if was && config.notifications && !config.notifications_local_only && remote.is_connected()
@@ -649,5 +688,11 @@ impl Life {
         }
         let normal = ReasonCode::SUCCESS;
         tokio::join!(remote.disconnect(normal), local.disconnect(normal));
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
     }
 }
