@@ -54,6 +54,22 @@
 #                size on disk after a stop, the time from the restarted broker's start to its
 #                first CONNACK, and the time to reconnect the 1,000 sessions and drain all 1M
 #                messages. --quick: 200 sessions.
+# Bridges, run only when named in --only; tcp only:
+#   bridge-qos0  a local broker L bridged to a remote mosquitto R, one topic bench/# out at
+#                QoS 0: 4 publishers x 100k messages of 64 B at L (bench/<i>), 1 subscriber
+#                at R on bench/# (--quick: 20k each). L is midge (a [[bridge]] table, MQTT
+#                3.1.1, try_private, clean_start false) or mosquitto (a `connection` block,
+#                bridge_protocol_version mqttv311, try_private, cleansession false); R is the
+#                same mosquitto for both, started fresh for each run. Reports what R delivered
+#                per second (first to last delivery), loss (what L acknowledged, or wrote at
+#                QoS 0, that R never delivered), duplicates, and the CPU time of L and of R
+#                per message; broker `midge` is midge bridging, `mosquitto` mosquitto bridging
+#   bridge-qos1  the same at QoS 1 (every hop QoS 1, 16 in flight per publisher), 4 x 50k
+#                (--quick: 10k each); nothing acknowledged may be lost
+# Each run waits until a probe published at L on bench/ready arrives at R before it starts.
+# BRIDGE_RATE=N paces each publisher at N msg/s (midge bench pub -R) instead of flat out: what
+# each bridge carries when offered less than it can take.
+#
 # The acknowledgements do not promise the same. midge's PUBACK (sync = "always") comes once
 # the message is on disk (fsync), for every persistent session that must receive it.
 # mosquitto acknowledges at once and writes its store every autosave_interval (1800 s by
@@ -132,13 +148,15 @@ fi
 
 if [ "$QUICK" = 1 ]; then
   N_FANIN=20000; N_FANOUT=4000; N_LATENCY=2000; N_CONN=2000; N_FILTERS=2000; N_FILTER_MSGS=20000
-  N_ARGON2=400; OQ_SESSIONS=200; N_METRICS=250000
+  N_ARGON2=400; OQ_SESSIONS=200; N_METRICS=250000; N_BRIDGE0=20000; N_BRIDGE1=10000
 else
   N_FANIN=100000; N_FANOUT=20000; N_LATENCY=5000; N_CONN=10000; N_FILTERS=10000; N_FILTER_MSGS=100000
-  N_ARGON2=2000; OQ_SESSIONS=1000; N_METRICS=1000000
+  N_ARGON2=2000; OQ_SESSIONS=1000; N_METRICS=1000000; N_BRIDGE0=100000; N_BRIDGE1=50000
 fi
 # offline-queue: messages queued for every session (4 publishers share them).
 OQ_MESSAGES=1000
+# Bridges: publishers at L; N_BRIDGE0 and N_BRIDGE1 messages each (QoS 0 and 1).
+BRIDGE_PUBS=4
 
 declare -A SCENARIO=(
   [fanin-qos0]="fanin -c 8 -n $N_FANIN -q 0 -s 64"
@@ -157,9 +175,13 @@ declare -A SCENARIO=(
   [durable-fanin-interval]="fanin -c 8 -n $N_FANIN -q 1 --inflight 16 -s 64 --persistent"
   # Several runs of midge bench and two broker starts: offline_queue below.
   [offline-queue]="sub pub sub"
+  # Bridges: the publishers' arguments at L (bridge_run below).
+  [bridge-qos0]="-c $BRIDGE_PUBS -n $N_BRIDGE0 -q 0 -s 64"
+  [bridge-qos1]="-c $BRIDGE_PUBS -n $N_BRIDGE1 -q 1 --inflight 16 -s 64"
 )
 is_auth() { case "$1" in auth-conn|auth-conn-argon2|acl-fanin) return 0 ;; *) return 1 ;; esac; }
 is_durable() { case "$1" in durable-fanin|durable-fanin-interval|offline-queue) return 0 ;; *) return 1 ;; esac; }
+is_bridge() { case "$1" in bridge-qos0|bridge-qos1) return 0 ;; *) return 1 ;; esac; }
 ORDER=(fanin-qos0 fanin-qos1 fanout-qos0 latency conn filters)
 if [ -n "$ONLY" ]; then IFS=, read -r -a ORDER <<<"$ONLY"; fi
 for s in "${ORDER[@]}"; do [ -n "${SCENARIO[$s]:-}" ] || { echo "unknown scenario $s" >&2; exit 2; }; done
@@ -168,12 +190,19 @@ for s in "${ORDER[@]}"; do
     echo "handshakes needs --transport tls or wss" >&2
     exit 2
   fi
+  if is_bridge "$s" && [ "$TRANSPORT" != tcp ]; then
+    echo "$s runs over tcp only" >&2
+    exit 2
+  fi
 done
 
 tmp=$(mktemp -d)
 BROKER_PID=""
+# The bridge scenarios' remote mosquitto.
+REMOTE_PID=""
 cleanup() {
   [ -n "$BROKER_PID" ] && kill -9 "$BROKER_PID" 2>/dev/null || true
+  [ -n "$REMOTE_PID" ] && kill -9 "$REMOTE_PID" 2>/dev/null || true
   rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
@@ -182,7 +211,7 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-declare -A PORT=([mosquitto]=$(free_port) [midge]=$(free_port) [midge-base]=$(free_port) [rumqttd]=$(free_port) [midge-acl]=$(free_port) [midge-metrics]=$(free_port))
+declare -A PORT=([mosquitto]=$(free_port) [midge]=$(free_port) [midge-base]=$(free_port) [rumqttd]=$(free_port) [midge-acl]=$(free_port) [midge-metrics]=$(free_port) [remote]=$(free_port))
 # fanin-metrics: midge-metrics's HTTP endpoint ([http] bind), scraped by the bench.
 HTTP_PORT=$(free_port)
 
@@ -308,6 +337,7 @@ BROKERS=(mosquitto midge)
 brokers_of() {
   case "$1" in
     auth-conn|auth-conn-argon2|durable-fanin|durable-fanin-interval|offline-queue) echo mosquitto midge ;;
+    bridge-qos0|bridge-qos1) echo mosquitto midge ;;
     acl-fanin) echo mosquitto midge midge-acl ;;
     fanin-metrics) echo midge midge-metrics ;;
     *) echo "${BROKERS[@]}" ;;
@@ -458,6 +488,30 @@ done
   printf '\n[http]\nbind = "127.0.0.1:%s"\n' "$HTTP_PORT"
 } >"$tmp/midge-metrics.toml"
 
+# Bridges: the remote R is mosquitto with the shared configuration on its own port; the local
+# broker L (`midge` or `mosquitto`, on its usual port) adds one bridge to R, bench/# out at the
+# scenario's QoS, MQTT 3.1.1 on both, the remote keeping the bridge's session. mosquitto's
+# queue and in-flight limits are global, so its bridge gets the shared ones (no queue limit,
+# 256 in flight); midge's bridge session is bounded by [sessions] like any other.
+# mosquitto 2.0.11 leaves Nagle on for its bridge's socket (set_tcp_nodelay covers accepted
+# clients only), and no option changes that; midge sets TCP_NODELAY on every socket.
+for s in "${ORDER[@]}"; do
+  is_bridge "$s" || continue
+  q=${s#bridge-qos}
+  sed "s|^listener ${PORT[mosquitto]} 127.0.0.1\$|listener ${PORT[remote]} 127.0.0.1|" "$tmp/mosquitto.conf" >"$tmp/remote.conf"
+  grep -q "^listener ${PORT[remote]} " "$tmp/remote.conf"
+  { cat "$tmp/mosquitto.conf"
+    printf '\nconnection bench\naddress 127.0.0.1:%s\ntopic bench/# out %s\n' "${PORT[remote]}" "$q"
+    printf 'bridge_protocol_version mqttv311\ntry_private true\ncleansession false\n'
+  } >"$tmp/mosquitto-$s.conf"
+  { cat "$tmp/midge.toml"
+    printf '\n[auth]\nallow_anonymous = true\n'
+    printf '\n[[bridge]]\nname = "bench"\naddress = ["127.0.0.1:%s"]\n' "${PORT[remote]}"
+    printf 'protocol_version = "3.1.1"\ntry_private = true\nclean_start = false\n'
+    printf '\n[[bridge.topic]]\npattern = "bench/#"\ndirection = "out"\nqos = %s\n' "$q"
+  } >"$tmp/midge-$s.toml"
+done
+
 # The configuration file of broker $1 in scenario $2.
 conf_of() {
   case "$1" in
@@ -541,6 +595,7 @@ if [ "$NEED_AUTH" = 1 ]; then
   [ -e "$tmp/acl" ] && echo "acl:       $(wc -l <"$tmp/acl") lines, $(grep -c '^topic\|^pattern' "$tmp/acl") rules, $(grep -c '^user' "$tmp/acl") users, $(grep -c '^pattern' "$tmp/acl") patterns"
 fi
 [ "$TRANSPORT" != tcp ] && echo "transport: $TRANSPORT"
+[ -n "${BRIDGE_RATE:-}" ] && echo "bridges:   publishers paced at $BRIDGE_RATE msg/s each"
 for s in "${ORDER[@]}"; do
   if is_durable "$s"; then
     echo "stores:    $tmp/store on $(df --output=fstype,source "$tmp" | tail -1 | tr -s ' '); mosquitto autosave_interval 1800 s (its default)"
@@ -742,6 +797,120 @@ PY
   return "$code"
 }
 
+stop_remote() {
+  [ -n "$REMOTE_PID" ] || return 0
+  kill -TERM "$REMOTE_PID" 2>/dev/null || true
+  wait "$REMOTE_PID" 2>/dev/null || true
+  REMOTE_PID=""
+}
+
+# Clock ticks of CPU time process $1 used so far (user + system, all threads), from /proc.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+CLK_TCK=$(getconf CLK_TCK)
+
+# bridge_ready L_PORT R_PORT: waits until a message published at L on bench/ready arrives at R
+# through the bridge (connected, and subscribed where it must be). QoS 0 probes, one every
+# 0.1 s, so that none is held back to arrive later; the caller waits a little more after.
+bridge_ready() {
+  local probe
+  "$MIDGE" sub -p "$2" -t bench/ready -C 1 -W 30 >/dev/null 2>>"$tmp/probe.err" &
+  probe=$!
+  for _ in $(seq 300); do
+    kill -0 "$probe" 2>/dev/null || break
+    "$MIDGE" pub -p "$1" -t bench/ready -m ready >/dev/null 2>>"$tmp/probe.err" || true
+    sleep 0.1
+  done
+  wait "$probe" || { echo "no message through the bridge from :$1 to :$2 within 30 s" >&2; return 1; }
+  sleep 0.5
+}
+
+# bridge_run BROKER SCENARIO OUT: a fresh remote mosquitto R and a fresh BROKER as L bridged to
+# it; 1 subscriber at R on bench/#, the scenario's publishers at L, started together. Writes
+# the run's figures as one JSON object in OUT (each process's own JSON beside it: OUT.sub,
+# OUT.pub); exit code 3 when something acknowledged at QoS 1 was lost.
+bridge_run() {
+  local b=$1 s=$2 out=$3 code=0 q per n l0 r0 l1 r1 sub pub_args
+  q=${s#bridge-qos}
+  per=N_BRIDGE$q
+  n=$((BRIDGE_PUBS * ${!per}))
+  read -r -a pub_args <<<"${SCENARIO[$s]}"
+  pub_args+=(-R "${BRIDGE_RATE:-0}")
+  "$MOSQUITTO" -c "$tmp/remote.conf" 2>>"$tmp/remote.log" &
+  REMOTE_PID=$!
+  wait_port "${PORT[remote]}" 2>>"$out.err" || return 1
+  launch_broker "$b" "$s"
+  if ! wait_port "${PORT[$b]}" 2>>"$out.err"; then
+    tail -n 3 "$tmp/$b.log" >>"$out.err" 2>/dev/null
+    return 1
+  fi
+  bridge_ready "${PORT[$b]}" "${PORT[remote]}" 2>>"$out.err" || return 1
+  l0=$(cpu_ticks "$BROKER_PID")
+  r0=$(cpu_ticks "$REMOTE_PID")
+  bench remote sub -t 'bench/#' -q "$q" -n "$n" --idle 10s --id-prefix bridge-sub \
+    --broker-pid "$REMOTE_PID" >"$out.sub" 2>"$out.sub.err" &
+  sub=$!
+  if ! wait_ready "$out.sub.err" 2>>"$out.err"; then
+    kill "$sub" 2>/dev/null || true
+    wait "$sub" 2>/dev/null || true
+    return 1
+  fi
+  bench "$b" pub -t 'bench/%i' "${pub_args[@]}" --id-prefix bridge-pub --broker-pid "$BROKER_PID" \
+    >"$out.pub" 2>"$out.pub.err" || code=$?
+  wait "$sub" || code=$?
+  for pid in "$BROKER_PID" "$REMOTE_PID"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "$([ "$pid" = "$BROKER_PID" ] && echo "$b (L)" || echo "the remote") exited during the run" >>"$out.err"
+      code=1
+    fi
+  done
+  l1=$(cpu_ticks "$BROKER_PID" || echo "$l0")
+  r1=$(cpu_ticks "$REMOTE_PID" || echo "$r0")
+  stop_broker
+  stop_remote
+  python3 - "$out" "$q" "$n" "$(( l1 - l0 ))" "$(( r1 - r0 ))" "$CLK_TCK" <<'PY' || code=$?
+import json, sys
+out, qos, n, l_ticks, r_ticks, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *map(float, sys.argv[4:])
+def load(suffix):
+    try:
+        return json.load(open(out + suffix))
+    except Exception:
+        return None
+sub, pub = load(".sub"), load(".pub")
+# QoS 1: what L acknowledged; QoS 0: what the publishers wrote to L.
+acked = pub["acked"] if pub else 0
+unique = sub["delivered"] - sub["duplicates"] - sub["untracked"] if sub else 0
+d = {
+    "scenario": f"bridge-qos{qos}",
+    "qos": qos,
+    "expected": n,
+    "published": pub["published"] if pub else 0,
+    "acked": acked,
+    "publish_rate": pub["publish_rate"] if pub else None,
+    "ack_latency": pub.get("ack_latency") if pub else None,
+    "delivered": unique,
+    "delivery_rate": sub["delivery_rate"] if sub else 0,
+    "elapsed_s": sub["elapsed_s"] if sub else 0,
+    "latency": sub.get("latency") if sub else None,
+    "lost": max(0, acked - unique),
+    # Gaps in the sequence numbers seen at R (loss before the last delivery of each stream).
+    "gaps": sub["lost"] if sub else 0,
+    "duplicates": sub["duplicates"] if sub else 0,
+    "untracked": sub["untracked"] if sub else 0,
+    "timed_out": bool(sub and sub["timed_out"]),
+    "errors": sum(x["errors"] for x in (sub, pub) if x) + sum(1 for x in (sub, pub) if x is None),
+    "error_messages": sum((x["error_messages"] for x in (sub, pub) if x), []),
+    "bench_cpu_s": sum(x["bench_cpu_s"] for x in (sub, pub) if x),
+    # From the subscriber's start to its end: L and R together, and each.
+    "broker_usage": {"cpu_s": (l_ticks + r_ticks) / hz},
+    "local_cpu_s": l_ticks / hz,
+    "remote_cpu_s": r_ticks / hz,
+}
+json.dump(d, open(out, "w"), indent=2)
+sys.exit(3 if qos > 0 and d["lost"] > 0 else 0)
+PY
+  return "$code"
+}
+
 results="$tmp/results"
 : >"$results"
 for round in $(seq "$ROUNDS"); do
@@ -764,6 +933,11 @@ for round in $(seq "$ROUNDS"); do
         : >"$out.err"
         offline_queue "$b" "$out" && code=0 || code=$?
         [ -z "$BROKER_PID" ] || stop_broker 120
+      elif is_bridge "$s"; then
+        : >"$out.err"
+        bridge_run "$b" "$s" "$out" && code=0 || code=$?
+        [ -z "$BROKER_PID" ] || stop_broker
+        stop_remote
       else
         if is_durable "$s"; then rm -rf "${tmp:?}/store"/*; fi
         start_broker "$b" "$s"
@@ -791,6 +965,16 @@ if s in ("conn", "handshakes", "auth-conn", "auth-conn-argon2"):
         extra += f", {d['connect_rate']:.0f} conn/s"
 elif s == "latency":
     extra = f"p50 {d['latency']['p50_us']:.0f} µs, p99 {d['latency']['p99_us']:.0f} µs"
+elif s.startswith("bridge-"):
+    # L handles every message it took, R what reached it.
+    extra = (f"{d['delivery_rate']:.0f} msg/s at R, {d['delivered']} of {d['acked']} delivered, "
+             f"duplicates {d['duplicates']}, CPU per message L {d['local_cpu_s'] / max(d['acked'], 1) * 1e6:.2f} µs, "
+             f"R {d['remote_cpu_s'] / max(d['delivered'], 1) * 1e6:.2f} µs")
+    if d["timed_out"]:
+        extra += ", TIMED OUT"
+    err = open(path + ".err").read().strip().splitlines()
+    if err:
+        extra += f" [{err[-1]}]"
 elif s == "offline-queue":
     mib = lambda x: f"{x / 2**20:.1f} MiB"
     extra = (f"{d['sessions']} sessions x {d['messages']}: RSS {mib(d['rss_sessions_bytes'])} -> "
@@ -847,6 +1031,8 @@ rows = [
     ("offline-queue", "offline queue: broker RSS after the restart, MiB", lambda d: d["rss_restarted_bytes"] / 2**20, False),
     ("offline-queue", "offline queue: reconnect and drain, s", lambda d: d["drain_s"], False),
     ("offline-queue", "offline queue: drain, deliveries/s", lambda d: d["drain_rate"], True),
+    ("bridge-qos0", "bridge to a remote mosquitto, QoS 0, msg/s delivered at the remote", rate, True),
+    ("bridge-qos1", "bridge to a remote mosquitto, QoS 1, msg/s delivered at the remote", rate, True),
 ]
 if other:
     # The broker's CPU time over the whole bench run (connecting included), per scenario.
@@ -1020,7 +1206,58 @@ if cpu.get("midge") and cpu.get("midge-metrics") is not None:
     print(f"fanin-metrics: broker CPU per message, midge-metrics / midge = {cpu['midge-metrics'] / cpu['midge']:.3f}")
 EOF
 
-for b in "${BROKERS[@]}" midge-acl midge-metrics; do
+# Bridges: the local broker bridging to the same remote mosquitto, with each side's CPU.
+python3 - "$results" <<'EOF'
+import json, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    rnd, s, b, code, path = line.split()
+    if not s.startswith("bridge-"):
+        continue
+    try:
+        d = json.load(open(path))
+    except Exception:
+        d = None
+    runs.setdefault((s, b), []).append(d)
+if not runs:
+    sys.exit()
+fmt = lambda x: "–" if x is None else f"{x:,.0f}".replace(",", " ") if x >= 100 else f"{x:.2f}"
+med = lambda xs: statistics.median(xs) if xs else None
+print()
+print("| scenario | L, bridging | msg/s at R, median | per round | L's CPU per message taken, µs | R's CPU per message delivered, µs | lost (of acknowledged at L), duplicates, errors |")
+print("|---|---|---:|---|---:|---:|---|")
+rates = {}
+for s in ("bridge-qos0", "bridge-qos1"):
+    for b in ("mosquitto", "midge"):
+        ds = runs.get((s, b))
+        if not ds:
+            continue
+        ok = [d for d in ds if d]
+        rates[(s, b)] = med([d["delivery_rate"] for d in ok])
+        # L handles every message it took (acknowledged, or written at QoS 0), R what reached it.
+        per_l = med([d["local_cpu_s"] / d["acked"] * 1e6 for d in ok if d["acked"]])
+        per_r = med([d["remote_cpu_s"] / d["delivered"] * 1e6 for d in ok if d["delivered"]])
+        lost = " / ".join(f"{d['lost']} of {d['acked']}" if d else "failed" for d in ds)
+        dups = sum(d["duplicates"] for d in ok)
+        errs = sum(d["errors"] for d in ok) + len(ds) - len(ok)
+        print(f"| {s} | {b} | {fmt(rates[(s, b)])} | " + " / ".join(fmt(d["delivery_rate"]) if d else "–" for d in ds)
+              + f" | {fmt(per_l)} | {fmt(per_r)} | {lost}; {dups}; {errs} |")
+print()
+for s in ("bridge-qos0", "bridge-qos1"):
+    m, o = rates.get((s, "midge")), rates.get((s, "mosquitto"))
+    if m is not None and o:
+        # A rate that counts only what arrived is not comparable to one with nothing lost.
+        share = lambda b: sum(d["lost"] for d in runs[(s, b)] if d) / max(1, sum(d["acked"] for d in runs[(s, b)] if d))
+        note = "" if share("midge") == share("mosquitto") == 0 else \
+            f" (lost: midge {share('midge'):.2%}, mosquitto {share('mosquitto'):.2%} of what L took)"
+        print(f"{s}: midge bridge / mosquitto bridge = {m / o:.2f}{note}")
+    for b in ("mosquitto", "midge"):
+        lost = sum(d["lost"] for d in runs.get((s, b), []) if d)
+        if s == "bridge-qos1" and lost:
+            print(f"{s}: {b} LOST {lost} messages it had acknowledged (QoS 1 must lose none)")
+EOF
+
+for b in "${BROKERS[@]}" midge-acl midge-metrics remote; do
   if [ -s "$tmp/$b.log" ] && grep -qiE "error|warn|panic" "$tmp/$b.log"; then
     echo
     echo "$b log (last lines with errors or warnings):"
