@@ -63,7 +63,11 @@
 #                same mosquitto for both, started fresh for each run. Reports what R delivered
 #                per second (first to last delivery), loss (what L acknowledged, or wrote at
 #                QoS 0, that R never delivered), duplicates, and the CPU time of L and of R
-#                per message; broker `midge` is midge bridging, `mosquitto` mosquitto bridging
+#                per message; broker `midge` is midge bridging, `mosquitto` mosquitto bridging.
+#                midge as L serves [http] on a loopback port; after each run the script reads
+#                its /metrics and splits midge's loss into what its bridge dropped and counted
+#                (midge_bridge_dropped_total), what its sessions dropped and counted
+#                (midge_dropped_messages_total) and what no counter accounts for
 #   bridge-qos1  the same at QoS 1 (every hop QoS 1, 16 in flight per publisher), 4 x 50k
 #                (--quick: 10k each); nothing acknowledged may be lost
 # Each run waits until a probe published at L on bench/ready arrives at R before it starts.
@@ -214,6 +218,8 @@ free_port() {
 declare -A PORT=([mosquitto]=$(free_port) [midge]=$(free_port) [midge-base]=$(free_port) [rumqttd]=$(free_port) [midge-acl]=$(free_port) [midge-metrics]=$(free_port) [remote]=$(free_port))
 # fanin-metrics: midge-metrics's HTTP endpoint ([http] bind), scraped by the bench.
 HTTP_PORT=$(free_port)
+# Bridges: midge's HTTP endpoint as L, read once after each run (its drop counters).
+BRIDGE_HTTP_PORT=$(free_port)
 
 # TLS: a throwaway CA and a server certificate for 127.0.0.1 and localhost, both ECDSA P-256.
 if [ "$TRANSPORT" = tls ] || [ "$TRANSPORT" = wss ]; then
@@ -509,6 +515,7 @@ for s in "${ORDER[@]}"; do
     printf '\n[[bridge]]\nname = "bench"\naddress = ["127.0.0.1:%s"]\n' "${PORT[remote]}"
     printf 'protocol_version = "3.1.1"\ntry_private = true\nclean_start = false\n'
     printf '\n[[bridge.topic]]\npattern = "bench/#"\ndirection = "out"\nqos = %s\n' "$q"
+    printf '\n[http]\nbind = "127.0.0.1:%s"\n' "$BRIDGE_HTTP_PORT"
   } >"$tmp/midge-$s.toml"
 done
 
@@ -865,6 +872,12 @@ bridge_run() {
   done
   l1=$(cpu_ticks "$BROKER_PID" || echo "$l0")
   r1=$(cpu_ticks "$REMOTE_PID" || echo "$r0")
+  # midge's counters of what it dropped: the bridge adds its clients' drops twice a second.
+  if [ "$b" = midge ]; then
+    sleep 1
+    python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' \
+      "http://127.0.0.1:$BRIDGE_HTTP_PORT/metrics" >"$out.metrics" 2>>"$out.err" || rm -f "$out.metrics"
+  fi
   stop_broker
   stop_remote
   python3 - "$out" "$q" "$n" "$(( l1 - l0 ))" "$(( r1 - r0 ))" "$CLK_TCK" <<'PY' || code=$?
@@ -879,6 +892,17 @@ sub, pub = load(".sub"), load(".pub")
 # QoS 1: what L acknowledged; QoS 0: what the publishers wrote to L.
 acked = pub["acked"] if pub else 0
 unique = sub["delivered"] - sub["duplicates"] - sub["untracked"] if sub else 0
+# midge as L: its counters, summed over their labels (Prometheus text format).
+counters = None
+try:
+    counters = {}
+    for line in open(out + ".metrics"):
+        if line.startswith("#") or not line.strip():
+            continue
+        name, value = line.rsplit(" ", 1)
+        counters[name.split("{")[0]] = counters.get(name.split("{")[0], 0) + float(value)
+except OSError:
+    counters = None
 d = {
     "scenario": f"bridge-qos{qos}",
     "qos": qos,
@@ -892,6 +916,11 @@ d = {
     "elapsed_s": sub["elapsed_s"] if sub else 0,
     "latency": sub.get("latency") if sub else None,
     "lost": max(0, acked - unique),
+    # midge as L: what its bridge dropped (beyond its QoS 0 buffer) and its sessions dropped,
+    # each counted by midge; the rest of the loss no counter accounts for.
+    "bridge_dropped": int(counters.get("midge_bridge_dropped_total", 0)) if counters is not None else None,
+    "sessions_dropped": int(counters.get("midge_dropped_messages_total", 0)) if counters is not None else None,
+    "forwarded_out": int(counters.get("midge_bridge_forwarded_out_total", 0)) if counters is not None else None,
     # Gaps in the sequence numbers seen at R (loss before the last delivery of each stream).
     "gaps": sub["lost"] if sub else 0,
     "duplicates": sub["duplicates"] if sub else 0,
@@ -905,6 +934,8 @@ d = {
     "local_cpu_s": l_ticks / hz,
     "remote_cpu_s": r_ticks / hz,
 }
+if counters is not None:
+    d["unaccounted"] = d["lost"] - d["bridge_dropped"] - d["sessions_dropped"]
 json.dump(d, open(out, "w"), indent=2)
 sys.exit(3 if qos > 0 and d["lost"] > 0 else 0)
 PY
@@ -970,6 +1001,9 @@ elif s.startswith("bridge-"):
     extra = (f"{d['delivery_rate']:.0f} msg/s at R, {d['delivered']} of {d['acked']} delivered, "
              f"duplicates {d['duplicates']}, CPU per message L {d['local_cpu_s'] / max(d['acked'], 1) * 1e6:.2f} µs, "
              f"R {d['remote_cpu_s'] / max(d['delivered'], 1) * 1e6:.2f} µs")
+    if d.get("unaccounted") is not None:
+        extra += (f", dropped and counted by L's bridge {d['bridge_dropped']}, by its sessions "
+                  f"{d['sessions_dropped']}, unaccounted {d['unaccounted']}")
     if d["timed_out"]:
         extra += ", TIMED OUT"
     err = open(path + ".err").read().strip().splitlines()
@@ -1224,8 +1258,8 @@ if not runs:
 fmt = lambda x: "–" if x is None else f"{x:,.0f}".replace(",", " ") if x >= 100 else f"{x:.2f}"
 med = lambda xs: statistics.median(xs) if xs else None
 print()
-print("| scenario | L, bridging | msg/s at R, median | per round | L's CPU per message taken, µs | R's CPU per message delivered, µs | lost (of acknowledged at L), duplicates, errors |")
-print("|---|---|---:|---|---:|---:|---|")
+print("| scenario | L, bridging | msg/s at R, median | per round | L's CPU per message taken, µs | R's CPU per message delivered, µs | lost (of what L took), duplicates, errors | of the lost, per round: dropped and counted by L's bridge + by L's sessions + unaccounted |")
+print("|---|---|---:|---|---:|---:|---|---|")
 rates = {}
 for s in ("bridge-qos0", "bridge-qos1"):
     for b in ("mosquitto", "midge"):
@@ -1240,8 +1274,11 @@ for s in ("bridge-qos0", "bridge-qos1"):
         lost = " / ".join(f"{d['lost']} of {d['acked']}" if d else "failed" for d in ds)
         dups = sum(d["duplicates"] for d in ok)
         errs = sum(d["errors"] for d in ok) + len(ds) - len(ok)
+        split = " / ".join(
+            f"{d['bridge_dropped']} + {d['sessions_dropped']} + {d['unaccounted']}" if d and d.get("unaccounted") is not None
+            else "–" for d in ds)
         print(f"| {s} | {b} | {fmt(rates[(s, b)])} | " + " / ".join(fmt(d["delivery_rate"]) if d else "–" for d in ds)
-              + f" | {fmt(per_l)} | {fmt(per_r)} | {lost}; {dups}; {errs} |")
+              + f" | {fmt(per_l)} | {fmt(per_r)} | {lost}; {dups}; {errs} | {split} |")
 print()
 for s in ("bridge-qos0", "bridge-qos1"):
     m, o = rates.get((s, "midge")), rates.get((s, "mosquitto"))
@@ -1255,6 +1292,9 @@ for s in ("bridge-qos0", "bridge-qos1"):
         lost = sum(d["lost"] for d in runs.get((s, b), []) if d)
         if s == "bridge-qos1" and lost:
             print(f"{s}: {b} LOST {lost} messages it had acknowledged (QoS 1 must lose none)")
+    unaccounted = sum(d["unaccounted"] for d in runs.get((s, "midge"), []) if d and d.get("unaccounted") is not None)
+    if unaccounted:
+        print(f"{s}: midge lost {unaccounted} messages that none of its counters accounts for")
 EOF
 
 for b in "${BROKERS[@]}" midge-acl midge-metrics remote; do
