@@ -36,9 +36,10 @@ connections on port 1883 or 8883, or that start with a CONNECT, are decoded (--p
 instead). The side that sent CONNECT is the client. A connection leaves memory when it ends
 (FIN both ways, or RST). Connections that never end stay until the capture does, so at most
 --max-connections are held at once: past that the least recently active one is dropped, with
-a note line, and its later segments, if any, count as a new connection. Frames cut short by the capture's snapshot length (tcpdump -s) are
-decoded as far as they go: a note says what is missing, the packet they cut is skipped when
-its length is known, and otherwise the rest of that direction is not decoded.
+a note line, and its later segments, if any, count as a new connection. Frames cut short by
+the capture's snapshot length (tcpdump -s) are decoded as far as they go: a note says what is
+missing, the packet they cut is skipped when its length is known, and otherwise the rest of
+that direction is not decoded.
 
 The protocol version of each connection is the one its CONNECT names; until a CONNECT is seen
 it is 3.1.1, or what --version says.
