@@ -326,9 +326,9 @@ fn config_lines(text: &str) -> Result<Vec<Vec<OsString>>, (usize, String)> {
                 return Err((
                     number + 1,
                     format!(
-                        "'{line}': one option a line, its value after a space \
-                         ('{} VALUE'); options run together must be the whole line",
-                        first.chars().take(2).collect::<String>()
+                        "'{line}': a line holds one option ('-o VALUE', '--option=VALUE'); \
+                         short options run together, or one with its value joined, must be \
+                         the whole line"
                     ),
                 ));
             }
