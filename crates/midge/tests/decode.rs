@@ -1326,3 +1326,107 @@ fn an_ended_connection_is_reported_when_it_ends() {
         finished.stderr
     );
 }
+
+/// Connections that never end are held at most `--max-connections` at once: past that the
+/// least recently active one is dropped with a note, and the summary counts them.
+#[test]
+fn connections_that_never_end_are_capped_least_recently_active_first() {
+    let keeper_connect = connect_packet("keeper");
+    let mut keeper_seq = 101 + keeper_connect.len() as u32;
+    let mut frames = vec![
+        tcp_frame(19_999, 1883, 100, "S", b""),
+        tcp_frame(19_999, 1883, 101, "A", &keeper_connect),
+    ];
+    let count: u16 = 3000;
+    for i in 0..count {
+        // One segment each, never a FIN or RST.
+        frames.push(tcp_frame(20_000 + i, 1883, 7, "A", &connect_packet("c")));
+        if i % 20 == 0 {
+            // The keeper stays active: it is never the least recently active.
+            let publish = publish_packet("k", b"alive");
+            frames.push(tcp_frame(19_999, 1883, keeper_seq, "A", &publish));
+            keeper_seq += publish.len() as u32;
+        }
+    }
+    let dir = scratch("capped");
+    let file = dir.join("capped.pcap");
+    write_snapped_pcap(&file, 65_535, &frames);
+    let finished = decode(
+        &[
+            file.to_str().expect("utf-8"),
+            "--max-connections",
+            "100",
+            "--json",
+        ],
+        b"",
+    )
+    .ok();
+    let lines = json_lines(&finished);
+    let dropped: Vec<&Value> = lines
+        .iter()
+        .filter(|l| {
+            l["note"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("connection dropped"))
+        })
+        .collect();
+    // 3,001 connections, 100 held at the end.
+    assert_eq!(dropped.len(), 2901, "{}", finished.stderr);
+    assert!(
+        dropped.iter().all(|l| l["from"] != "127.0.0.1:19999"),
+        "the active connection was dropped"
+    );
+    // Dropped in the order they went quiet: the first ones first.
+    assert_eq!(dropped[0]["from"], "127.0.0.1:20000");
+    assert_eq!(dropped[1]["from"], "127.0.0.1:20001");
+    let keeper = of(&lines, 0, "client_to_broker");
+    assert_eq!(keeper.len(), 1 + 150, "every keeper packet decodes");
+    assert!(
+        finished
+            .stderr
+            .contains("3151 packets in 3001 TCP connections")
+            && finished
+                .stderr
+                .contains("2901 connections dropped before they ended by --max-connections 100"),
+        "{}",
+        finished.stderr
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Hex input is read a line at a time, and a line is bounded: one longer than 1 MiB is
+/// refused (exit 2) rather than held whole; a line just under the bound decodes.
+#[test]
+fn a_hex_line_longer_than_a_mebibyte_is_refused() {
+    let mut long = vec![b'0'; 3 * 1024 * 1024];
+    long.extend_from_slice(b"\n");
+    let finished = decode(&["--format", "hex"], &long);
+    assert_eq!(finished.code(), Some(2), "{}", finished.stderr);
+    assert!(
+        finished
+            .stderr
+            .contains("line 1 is longer than 1048576 bytes"),
+        "{}",
+        finished.stderr
+    );
+    assert_eq!(finished.stdout(), "");
+    // The second line is the long one: the first decodes before it is refused.
+    let mut input = b"c0 00\n".to_vec();
+    input.extend_from_slice(&long);
+    let finished = decode(&["--format", "hex"], &input);
+    assert_eq!(finished.code(), Some(2), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("line 2 is longer"),
+        "{}",
+        finished.stderr
+    );
+    assert_eq!(finished.stdout(), "@0 PINGREQ\n");
+    // A PINGREQ padded with spaces to just under the bound is fine.
+    let mut padded = b"c0 00".to_vec();
+    padded.resize(1024 * 1024 - 1, b' ');
+    padded.push(b'\n');
+    assert_eq!(
+        decode(&["--format", "hex"], &padded).ok().stdout(),
+        "@0 PINGREQ\n"
+    );
+}

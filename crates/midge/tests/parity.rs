@@ -808,3 +808,78 @@ fn repeated_options_take_their_last_value() {
         same_usage_error("pub", addr, args);
     }
 }
+
+/// The command line's -t, -h, -p and -L replace the config file's, however they are written
+/// (grouped short flags too), and a file's -L topic is not published to when the command
+/// line gives -t. A line with an option's value joined to it and more after it is refused,
+/// naming the file and the line.
+#[test]
+fn config_file_options_the_command_line_gives_are_replaced() {
+    let addr = start_broker();
+    let port = addr.port().to_string();
+    let closed = closed_port().port();
+    let xdg = std::env::temp_dir().join(format!("midge-config-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&xdg).expect("dir");
+    let file = xdg.join("midge_pub");
+    let sub = subscriber(addr, &["-t", "#", "-v", "-C", "4"], 1);
+    let publish = |text: &str, args: &[&str]| {
+        std::fs::write(&file, text).expect("config file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_midge"));
+        command.arg("pub").args(args).env("XDG_CONFIG_HOME", &xdg);
+        run(command, b"")
+    };
+    // -t grouped after -r.
+    publish(
+        "-t file/topic\n",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-rt",
+            "cli/topic",
+            "-m",
+            "one",
+        ],
+    )
+    .ok();
+    // The file's -L says where to connect, not where to publish.
+    publish(
+        &format!("-L mqtt://127.0.0.1:{port}/file/topic\n"),
+        &["-t", "cli/topic", "-m", "two"],
+    )
+    .ok();
+    // -p grouped after -d: the file's -L (a closed port) is dropped.
+    publish(
+        &format!("-L mqtt://127.0.0.1:{closed}/file/topic\n"),
+        &[
+            "-h",
+            "127.0.0.1",
+            "-dp",
+            &port,
+            "-t",
+            "cli/topic",
+            "-m",
+            "three",
+        ],
+    )
+    .ok();
+    publish("-t end\n", &["-h", "127.0.0.1", "-p", &port, "-m", "four"]).ok();
+    let out = sub.finish();
+    assert_eq!(
+        out.stdout(),
+        "cli/topic one\ncli/topic two\ncli/topic three\nend four\n"
+    );
+    // A value joined to its short option, and another option after it on the line.
+    let refused = publish(
+        "-q 1\n-ifoo --retain\n",
+        &["-h", "127.0.0.1", "-p", &port, "-t", "x", "-m", "x"],
+    );
+    assert_eq!(refused.code(), Some(1), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("midge_pub line 2:"),
+        "{}",
+        refused.stderr
+    );
+    let _ = std::fs::remove_dir_all(&xdg);
+}

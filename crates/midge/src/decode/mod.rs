@@ -5,7 +5,7 @@ mod input;
 mod output;
 mod reassembly;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
 use std::net::SocketAddr;
@@ -34,9 +34,12 @@ decode a live stream as it comes.
 In a capture every TCP connection is reassembled in sequence order, each direction apart;
 connections on port 1883 or 8883, or that start with a CONNECT, are decoded (--port chooses
 instead). The side that sent CONNECT is the client. A connection leaves memory when it ends
-(FIN both ways, or RST). Frames cut short by the capture's snapshot length (tcpdump -s) are
-decoded as far as they go: a note says what is missing, the packet they cut is skipped when
-its length is known, and otherwise the rest of that direction is not decoded.
+(FIN both ways, or RST). Connections that never end stay until the capture does, so at most
+--max-connections are held at once: past that the least recently active one is dropped, with
+a note line, and its later segments, if any, count as a new connection. Frames cut short by
+the capture's snapshot length (tcpdump -s) are decoded as far as they go: a note says what is
+missing, the packet they cut is skipped when its length is known, and otherwise the rest of
+that direction is not decoded.
 
 The protocol version of each connection is the one its CONNECT names; until a CONNECT is seen
 it is 3.1.1, or what --version says.
@@ -50,7 +53,10 @@ Exit codes:
      exits with 1 too; in a capture that direction of that connection stops and the rest
      goes on.
   2  invalid arguments, or input that cannot be read: no such file, a damaged capture, a
-     character that is not hex";
+     character that is not hex, a hex line longer than 1 MiB (1,048,576 bytes)";
+
+/// Longest line of hex input, newline included.
+const MAX_HEX_LINE: usize = 1024 * 1024;
 
 /// Exit code for input that cannot be read.
 const EXIT_INPUT: u8 = 2;
@@ -89,6 +95,11 @@ pub(crate) struct DecodeArgs {
     /// more is cut, with an error line, and the exit code is 1.
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
     max_buffer: u32,
+    /// Most TCP connections of a capture held at once; past that the least recently active
+    /// one is dropped, with a note line.
+    #[arg(long, value_name = "COUNT", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
 }
 
 /// `--version`.
@@ -355,7 +366,8 @@ fn plain(args: &DecodeArgs, out: &mut Out<impl Write>, mut input: Plain) -> Resu
     let mut version = ProtocolVersion::from(args.protocol);
     let mut decoder = Decoder::new(args.max_buffer);
     let mut hex = HexParser::default();
-    let mut line = String::new();
+    let mut line = Vec::new();
+    let mut lines = 0usize;
     let mut chunk = vec![0u8; 64 * 1024];
     let mut bytes = Vec::new();
     loop {
@@ -363,10 +375,21 @@ fn plain(args: &DecodeArgs, out: &mut Out<impl Write>, mut input: Plain) -> Resu
         let more = match &mut input {
             Plain::Hex(reader) => {
                 line.clear();
+                lines += 1;
                 let n = reader
-                    .read_line(&mut line)
+                    .by_ref()
+                    .take(MAX_HEX_LINE as u64 + 1)
+                    .read_until(b'\n', &mut line)
                     .map_err(|e| Failure::Input(e.to_string()))?;
-                hex.line(&line, &mut bytes).map_err(Failure::Input)?;
+                if n > MAX_HEX_LINE && line.last() != Some(&b'\n') {
+                    return Err(Failure::Input(format!(
+                        "line {lines} is longer than {MAX_HEX_LINE} bytes: hex input is read a \
+                         line at a time, so give long input --format raw or break its lines"
+                    )));
+                }
+                let text = std::str::from_utf8(&line)
+                    .map_err(|_| Failure::Input(format!("line {lines} is not UTF-8 text")))?;
+                hex.line(text, &mut bytes).map_err(Failure::Input)?;
                 n > 0
             }
             Plain::Raw(reader) => {
@@ -466,6 +489,8 @@ struct Totals {
     cut: u64,
     /// Directions with bytes the capture did not hold.
     gaps: u64,
+    /// Connections dropped by `--max-connections`.
+    dropped: u64,
     retransmitted: u64,
 }
 
@@ -476,11 +501,15 @@ const CLOSED_REMEMBERED: usize = 4096;
 type Key = (SocketAddr, SocketAddr);
 
 /// The TCP connections of a capture being decoded. A connection leaves the table when it
-/// ends (a FIN each way with every byte before it seen, or a RST), so what is held is
-/// bounded by the connections open at once, not by the capture's length.
+/// ends (a FIN each way with every byte before it seen, or a RST), or when it is the least
+/// recently active of `--max-connections` open ones and another begins, so what is held is
+/// bounded by `--max-connections`, not by the capture's length.
 struct Capture<'a> {
     args: &'a DecodeArgs,
     connections: HashMap<Key, Connection>,
+    /// The open connections by (time of last segment, stream number), least recently active
+    /// first.
+    activity: BTreeMap<(Duration, u64), Key>,
     /// Connections that ended, oldest first, at most [`CLOSED_REMEMBERED`].
     closed: HashSet<Key>,
     closed_order: VecDeque<Key>,
@@ -531,6 +560,12 @@ fn capture(
     if totals.cut > 0 {
         summary += &format!(", {} directions cut by --max-buffer", totals.cut);
     }
+    if totals.dropped > 0 {
+        summary += &format!(
+            "; {} connections dropped before they ended by --max-connections {}",
+            totals.dropped, args.max_connections
+        );
+    }
     if totals.skipped > 0 {
         summary += &format!(
             "; {} connections skipped as not MQTT (--port decodes them)",
@@ -569,6 +604,7 @@ impl<'a> Capture<'a> {
         Self {
             args,
             connections: HashMap::new(),
+            activity: BTreeMap::new(),
             closed: HashSet::new(),
             closed_order: VecDeque::new(),
             totals: Totals::default(),
@@ -588,7 +624,7 @@ impl<'a> Capture<'a> {
 
     /// A connection ended: out of the table, remembered a while.
     fn close(&mut self, out: &mut Out<impl Write>, key: Key) -> io::Result<()> {
-        if let Some(old) = self.connections.remove(&key) {
+        if let Some(old) = self.remove(&key) {
             finish(out, &old, &mut self.totals)?;
         }
         if self.closed.insert(key) {
@@ -600,6 +636,40 @@ impl<'a> Capture<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Takes a connection out of the table.
+    fn remove(&mut self, key: &Key) -> Option<Connection> {
+        let old = self.connections.remove(key)?;
+        self.activity.remove(&(old.last_time, old.stream));
+        Some(old)
+    }
+
+    /// The table is full: the least recently active connection leaves it, with a note.
+    fn drop_oldest(&mut self, out: &mut Out<impl Write>) -> io::Result<()> {
+        let Some((_, key)) = self.activity.pop_first() else {
+            return Ok(());
+        };
+        let Some(old) = self.connections.remove(&key) else {
+            return Ok(());
+        };
+        self.totals.dropped += 1;
+        self.totals.retransmitted += old.dirs[0].retransmitted + old.dirs[1].retransmitted;
+        let side = old.client.unwrap_or(0);
+        let place = capture_place(
+            &old,
+            side,
+            old.decoders[side].offset,
+            old.last_time,
+            old.addrs[side],
+            old.addrs[1 - side],
+        );
+        let message = format!(
+            "connection dropped: {} connections are open, the most --max-connections holds, \
+             and this one was the least recently active; what it still held is not decoded",
+            self.args.max_connections
+        );
+        out.event(&place, "note", &message)
     }
 
     fn segment(&mut self, out: &mut Out<impl Write>, segment: &Segment<'_>) -> io::Result<()> {
@@ -621,13 +691,18 @@ impl<'a> Capture<'a> {
             segment.syn && !segment.ack && c.dirs[side].offset() > 0
         });
         if reused {
-            if let Some(old) = self.connections.remove(&key) {
+            if let Some(old) = self.remove(&key) {
                 finish(out, &old, &mut self.totals)?;
             }
         }
         if !self.connections.contains_key(&key) && !segment.syn && data_len == 0 {
             // A bare ACK, FIN or RST of a connection not seen before: nothing to decode.
             return Ok(());
+        }
+        if !self.connections.contains_key(&key)
+            && self.connections.len() >= self.args.max_connections as usize
+        {
+            self.drop_oldest(out)?;
         }
         let totals = &mut self.totals;
         let connection = self.connections.entry(key).or_insert_with(|| {
@@ -668,7 +743,11 @@ impl<'a> Capture<'a> {
         } else {
             segment.seq
         };
+        self.activity
+            .remove(&(connection.last_time, connection.stream));
         connection.last_time = segment.time;
+        self.activity
+            .insert((connection.last_time, connection.stream), key);
         if data_len > 0 && connection.decoded != Some(false) && !connection.stopped[side] {
             data(args, out, connection, side, seq, segment, totals)?;
         }
@@ -692,6 +771,11 @@ fn data(
     segment: &Segment<'_>,
     totals: &mut Totals,
 ) -> io::Result<()> {
+    if segment.lost > 0 && !connection.dirs[side].has_gap {
+        // Bytes of this direction are missing, whether they are delivered now or held.
+        connection.dirs[side].has_gap = true;
+        totals.gaps += 1;
+    }
     let delivered =
         connection.dirs[side].segment(seq, segment.payload, segment.lost, segment.frame);
     if connection.decoded.is_none() {

@@ -69,6 +69,17 @@ struct Held {
     frame: u64,
 }
 
+/// What a held segment counts against the bound at least, whatever it captured: a segment
+/// with no bytes in the capture still takes memory.
+pub(super) const HELD_MIN_COST: usize = 64;
+
+impl Held {
+    /// What it counts against the bound.
+    fn cost(&self) -> usize {
+        self.bytes.len().max(HELD_MIN_COST)
+    }
+}
+
 /// One direction of a TCP connection.
 #[derive(Debug)]
 pub(super) struct Direction {
@@ -81,6 +92,9 @@ pub(super) struct Direction {
     held: BTreeMap<u64, Held>,
     /// Captured bytes held.
     held_bytes: usize,
+    /// What the held segments count against `limit`: their bytes, at least
+    /// [`HELD_MIN_COST`] each.
+    held_cost: usize,
     /// Most bytes held past a gap.
     limit: usize,
     /// Cut or stopped: nothing more is held or delivered.
@@ -100,6 +114,7 @@ impl Direction {
             delivered: 0,
             held: BTreeMap::new(),
             held_bytes: 0,
+            held_cost: 0,
             limit,
             cut: false,
             fin_seq: None,
@@ -136,6 +151,7 @@ impl Direction {
         self.cut = true;
         self.held.clear();
         self.held_bytes = 0;
+        self.held_cost = 0;
     }
 
     /// Captured bytes held past a gap.
@@ -184,25 +200,24 @@ impl Direction {
                 .get(&at)
                 .is_none_or(|h| (h.bytes.len() as u64 + h.lost) < len);
             if longer {
-                let before = self
-                    .held
-                    .insert(
-                        at,
-                        Held {
-                            bytes: payload.to_vec(),
-                            lost: u64::from(lost),
-                            frame,
-                        },
-                    )
-                    .map_or(0, |h| h.bytes.len());
-                self.held_bytes = self.held_bytes - before + payload.len();
+                let held = Held {
+                    bytes: payload.to_vec(),
+                    lost: u64::from(lost),
+                    frame,
+                };
+                self.held_cost += held.cost();
+                if let Some(before) = self.held.insert(at, held) {
+                    self.held_bytes -= before.bytes.len();
+                    self.held_cost -= before.cost();
+                }
+                self.held_bytes += payload.len();
             } else {
                 self.retransmitted += payload.len() as u64;
             }
-            if self.held_bytes > self.limit {
+            if self.held_cost > self.limit {
                 out.cut = Some(Cut {
                     at: self.delivered,
-                    held: self.held_bytes,
+                    held: self.held_cost,
                 });
                 self.stop();
             }
@@ -250,6 +265,7 @@ impl Direction {
             }
             let segment = entry.remove();
             self.held_bytes -= segment.bytes.len();
+            self.held_cost -= segment.cost();
             self.deliver(self.delivered - at, segment, out);
         }
     }
@@ -301,12 +317,38 @@ mod tests {
 
     #[test]
     fn too_much_held_cuts_the_stream() {
-        let mut d = Direction::new(4);
+        let mut d = Direction::new(200);
         d.syn(0);
-        assert_eq!(d.segment(5, b"abc", 0, 0).cut, None);
-        let cut = d.segment(8, b"de", 0, 0).cut;
-        assert_eq!(cut, Some(Cut { at: 0, held: 5 }));
+        assert_eq!(d.segment(5, &[b'a'; 100], 0, 0).cut, None);
+        assert_eq!(d.segment(300, &[b'b'; 100], 0, 0).cut, None);
+        let cut = d.segment(400, &[b'c'; 10], 0, 0).cut;
+        // 100 + 100, and the small one counts as HELD_MIN_COST.
+        assert_eq!(cut, Some(Cut { at: 0, held: 264 }));
         assert_eq!(bytes(d.segment(1, b"0123", 0, 0)), b"");
+    }
+
+    #[test]
+    fn held_segments_with_nothing_captured_count_against_the_bound() {
+        let limit = 1000;
+        let mut d = Direction::new(limit);
+        d.syn(0);
+        let fit = limit / HELD_MIN_COST;
+        for i in 0..fit {
+            // 10 bytes the capture lost, none it kept, past a gap.
+            let seq = 100 + 20 * i as u32;
+            assert_eq!(d.segment(seq, b"", 10, i as u64).cut, None, "segment {i}");
+        }
+        assert_eq!(d.held_bytes(), 0);
+        let cut = d.segment(100 + 20 * fit as u32, b"", 10, 99).cut;
+        assert_eq!(
+            cut,
+            Some(Cut {
+                at: 0,
+                held: (fit + 1) * HELD_MIN_COST
+            })
+        );
+        assert_eq!(d.held_bytes(), 0);
+        assert!(d.segment(1, b"abc", 0, 100).is_empty(), "cut: nothing more");
     }
 
     #[test]

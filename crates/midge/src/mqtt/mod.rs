@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
+use clap::parser::ValueSource;
 use clap::{ArgAction, Args};
 use midge_client::codec::{
     ByteStr, DisconnectProperties, PayloadFormat, PublishProperties, SubscriptionId,
@@ -132,19 +133,8 @@ pub(crate) fn parse_args<T: clap::Parser>() -> T {
     let mut command = T::command();
     if let Some(name) = &client {
         match config_file_args(name) {
-            Ok(mut defaults) => {
-                let given = &argv[2..];
-                if name == "pub" && gives(given, &TOPIC) {
-                    // pub's topics are the command line's when it gives any (mosquitto_pub
-                    // takes one -t, the last given).
-                    defaults = without(defaults, &[TOPIC]);
-                }
-                // Where to connect: the command line's, when it says.
-                if gives(given, &URL) || gives(given, &UNIX) {
-                    defaults = without(defaults, &[HOST, PORT, URL, UNIX]);
-                } else if gives(given, &HOST) || gives(given, &PORT) {
-                    defaults = without(defaults, &[URL, UNIX]);
-                }
+            Ok(lines) => {
+                let defaults = file_defaults(&T::command(), name, &argv, lines);
                 argv.splice(2..2, defaults);
             }
             Err(message) => {
@@ -207,73 +197,142 @@ pub(crate) fn config_file_path(command: &str) -> Option<PathBuf> {
     }
 }
 
-/// The options of `midge <command>`'s config file ([`config_file_path`]), none if there is
-/// no such file.
-fn config_file_args(command: &str) -> Result<Vec<OsString>, String> {
+/// The options of `midge <command>`'s config file ([`config_file_path`]), a line's
+/// arguments each, none if there is no such file.
+fn config_file_args(command: &str) -> Result<Vec<Vec<OsString>>, String> {
     let Some(path) = config_file_path(command) else {
         return Ok(Vec::new());
     };
     match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(config_lines(&text)),
+        Ok(text) => config_lines(&text)
+            .map_err(|(line, message)| format!("{} line {line}: {message}", path.display())),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(err) => Err(format!("cannot read {}: {err}", path.display())),
     }
 }
 
-/// An option's short and long forms (`None` for an option without a short one).
-type Flag = (Option<&'static str>, &'static str);
-const TOPIC: Flag = (Some("-t"), "--topic");
-const HOST: Flag = (Some("-h"), "--host");
-const PORT: Flag = (Some("-p"), "--port");
-const URL: Flag = (Some("-L"), "--url");
-const UNIX: Flag = (None, "--unix");
+/// The options of `midge <command>` that `args` (the command's own arguments) give, by the
+/// ids of their arguments, as clap parses them (grouped short flags and all). Errors (a
+/// required option missing, a bad value) are left for the real parse.
+fn given_ids(command: &clap::Command, name: &str, args: &[OsString]) -> Vec<String> {
+    let probe = command
+        .clone()
+        .mut_subcommand(name, last_value_wins)
+        .ignore_errors(true);
+    let argv = [OsString::from("midge"), OsString::from(name)]
+        .into_iter()
+        .chain(args.iter().cloned());
+    let Ok(matches) = probe.try_get_matches_from(argv) else {
+        return Vec::new();
+    };
+    let Some(sub) = matches.subcommand_matches(name) else {
+        return Vec::new();
+    };
+    sub.ids()
+        .filter(|id| sub.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| id.as_str().to_owned())
+        .collect()
+}
 
-/// Whether `arg` is the option `flag`, and whether its value is in the same argument.
-fn is_flag(arg: &str, (short, long): &Flag) -> Option<bool> {
-    if arg == *long || Some(arg) == *short {
-        return Some(false);
+/// The config file's options (`lines`, one option a line) less those that the command line
+/// (`argv`) replaces: pub's `-t` (and then the topic of the file's `-L` URL too), and where to
+/// connect (`-L` or `--unix` replace the file's `-h`, `-p`, `-L` and `--unix`; `-h` or `-p`
+/// replace its `-L` and `--unix`).
+fn file_defaults(
+    command: &clap::Command,
+    name: &str,
+    argv: &[OsString],
+    lines: Vec<Vec<OsString>>,
+) -> Vec<OsString> {
+    let given = given_ids(command, name, argv.get(2..).unwrap_or_default());
+    let gives = |id: &str| given.iter().any(|g| g == id);
+    let mut dropped: Vec<&str> = Vec::new();
+    let topic_given = name == "pub" && gives("topic");
+    if topic_given {
+        // pub's topics are the command line's when it gives any.
+        dropped.push("topic");
     }
-    let joined = arg
-        .strip_prefix(long)
-        .is_some_and(|rest| rest.starts_with('='))
-        || short.is_some_and(|short| arg.starts_with(short) && !arg.starts_with("--"));
-    joined.then_some(true)
-}
-
-/// Whether command-line arguments give the option `flag`.
-fn gives(args: &[OsString], flag: &Flag) -> bool {
-    args.iter()
-        .filter_map(|a| a.to_str())
-        .any(|a| is_flag(a, flag).is_some())
-}
-
-/// Config file arguments less the options `flags` and their values.
-fn without(args: Vec<OsString>, flags: &[Flag]) -> Vec<OsString> {
-    let mut kept = Vec::with_capacity(args.len());
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let dropped = arg
-            .to_str()
-            .and_then(|a| flags.iter().find_map(|flag| is_flag(a, flag)));
-        match dropped {
-            Some(false) => {
-                args.next();
-            }
-            Some(true) => {}
-            None => kept.push(arg),
+    if gives("url") || gives("unix") {
+        dropped.extend(["host", "port", "url", "unix"]);
+    } else if gives("host") || gives("port") {
+        dropped.extend(["url", "unix"]);
+    }
+    let mut defaults = Vec::new();
+    for line in lines {
+        let in_line = given_ids(command, name, &line);
+        if in_line.iter().any(|id| dropped.contains(&id.as_str())) {
+            continue;
         }
+        if topic_given && in_line.iter().any(|id| id == "url") {
+            // The file's URL still says where to connect, but not where to publish.
+            if let Some(url) = url_of(command, name, &line) {
+                defaults.push(OsString::from("--url"));
+                defaults.push(OsString::from(without_path(&url)));
+                continue;
+            }
+        }
+        defaults.extend(line);
     }
-    kept
+    defaults
+}
+
+/// The `-L` value that one config file line gives.
+fn url_of(command: &clap::Command, name: &str, line: &[OsString]) -> Option<String> {
+    let argv = [OsString::from("midge"), OsString::from(name)]
+        .into_iter()
+        .chain(line.iter().cloned());
+    let matches = command
+        .clone()
+        .ignore_errors(true)
+        .try_get_matches_from(argv)
+        .ok()?;
+    matches
+        .subcommand_matches(name)?
+        .get_one::<String>("url")
+        .cloned()
+}
+
+/// A broker URL without its path (an mqtt:// URL's topic).
+fn without_path(url: &str) -> &str {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    match url[start..].find('/') {
+        Some(i) => &url[..start + i],
+        None => url,
+    }
 }
 
 /// The arguments a config file's text gives: one option a line, `-option value` (the value
 /// is the rest of the line, spaces and all; `-D`'s values are split at spaces), as on the
-/// command line. Empty lines and lines that start with `#` are skipped.
-fn config_lines(text: &str) -> Vec<OsString> {
-    let mut args = Vec::new();
-    for line in text.lines() {
+/// command line. A value joined to its option (`--option=value`) is likewise the rest of the
+/// line: the line is one argument. Short options run together (`-rd`, `-ifoo`) must be the
+/// whole line, or the line is refused. Empty lines and lines that start with `#` are
+/// skipped. The error gives the line number.
+fn config_lines(text: &str) -> Result<Vec<Vec<OsString>>, (usize, String)> {
+    let mut lines = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let mut args = Vec::new();
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let first = line.split(char::is_whitespace).next().unwrap_or(line);
+        if first.starts_with("--") && first.contains('=') {
+            // `--option=value`: the value is the rest of the line.
+            lines.push(vec![OsString::from(line)]);
+            continue;
+        }
+        if first.starts_with('-') && !first.starts_with("--") && first.chars().count() > 2 {
+            if first != line {
+                return Err((
+                    number + 1,
+                    format!(
+                        "'{line}': a line holds one option ('-o VALUE', '--option=VALUE'); \
+                         short options run together, or one with its value joined, must be \
+                         the whole line"
+                    ),
+                ));
+            }
+            lines.push(vec![OsString::from(line)]);
             continue;
         }
         let (option, value) = match line.split_once(char::is_whitespace) {
@@ -288,8 +347,9 @@ fn config_lines(text: &str) -> Vec<OsString> {
             Some(value) => args.push(OsString::from(value)),
             None => {}
         }
+        lines.push(args);
     }
-    args
+    Ok(lines)
 }
 
 /// Runs `work` on a single-threaded runtime (one connection needs no more).
@@ -1268,9 +1328,11 @@ mod tests {
     #[test]
     fn config_file_lines_are_options() {
         let text = "# defaults\n\n-h broker.local\n  -p 1884  \n-m hello world\n-r\n\
-                    -D connect user-property site lab\n--id=x\n";
+                    -D connect user-property site lab\n--id=x\n--id=abc -P pw\n-rd\n";
         let args: Vec<String> = config_lines(text)
+            .expect("valid")
             .into_iter()
+            .flatten()
             .map(|a| a.into_string().expect("utf-8"))
             .collect();
         assert_eq!(
@@ -1288,35 +1350,84 @@ mod tests {
                 "user-property",
                 "site",
                 "lab",
-                "--id=x"
+                "--id=x",
+                // The value joined to its option is the rest of the line.
+                "--id=abc -P pw",
+                "-rd",
             ]
         );
+        // A short option with its value joined, and more after it: refused, with the line.
+        let (line, message) = config_lines("-r\n-ifoo --retain\n").expect_err("refused");
+        assert_eq!(line, 2);
+        assert!(message.contains("'-ifoo --retain'"), "{message}");
+        let (line, _) = config_lines("# x\n\n-rt topic\n").expect_err("refused");
+        assert_eq!(line, 3);
     }
 
     #[test]
     fn config_options_the_command_line_replaces_are_dropped() {
+        let command = <crate::Cli as clap::CommandFactory>::command();
         let os = |args: &[&str]| args.iter().map(OsString::from).collect::<Vec<_>>();
-        let defaults = os(&[
-            "-h",
-            "b",
-            "-v",
-            "--port=1884",
-            "-t",
-            "x",
-            "-L",
-            "mqtt://c/t",
-        ]);
+        let file = "-h b\n-v\n--port=1884\n-t x\n-L mqtt://c:1885/file/topic\n-q 1\n";
+        let defaults = |name: &str, cli: &[&str]| -> Vec<OsString> {
+            let argv = os(&[&["midge", name], cli].concat());
+            file_defaults(&command, name, &argv, config_lines(file).expect("valid"))
+        };
+        // Nothing replaced.
         assert_eq!(
-            without(defaults.clone(), &[HOST, PORT, URL, UNIX]),
-            os(&["-v", "-t", "x"])
+            defaults("pub", &["-m", "x"]),
+            os(&[
+                "-h",
+                "b",
+                "-v",
+                "--port=1884",
+                "-t",
+                "x",
+                "-L",
+                "mqtt://c:1885/file/topic",
+                "-q",
+                "1"
+            ])
+        );
+        // -t, grouped after a flag: the file's -t goes, and its URL keeps no topic.
+        assert_eq!(
+            defaults("pub", &["-m", "x", "-rt", "cli/topic"]),
+            os(&[
+                "-h",
+                "b",
+                "-v",
+                "--port=1884",
+                "--url",
+                "mqtt://c:1885",
+                "-q",
+                "1"
+            ])
         );
         assert_eq!(
-            without(defaults, &[TOPIC]),
-            os(&["-h", "b", "-v", "--port=1884", "-L", "mqtt://c/t"])
+            defaults("pub", &["-m", "x", "--topic=cli/topic"]),
+            os(&[
+                "-h",
+                "b",
+                "-v",
+                "--port=1884",
+                "--url",
+                "mqtt://c:1885",
+                "-q",
+                "1"
+            ])
         );
-        assert!(gives(&os(&["-q", "1", "-tfoo"]), &TOPIC));
-        assert!(gives(&os(&["--unix", "/s"]), &UNIX));
-        assert!(!gives(&os(&["--topics", "x", "-q", "1"]), &TOPIC));
+        // sub's topics add up.
+        assert_eq!(defaults("sub", &["-t", "a"]).len(), 10);
+        // -p grouped after -d: the file's -L goes.
+        assert_eq!(
+            defaults("sub", &["-dp", "1999"]),
+            os(&["-h", "b", "-v", "--port=1884", "-t", "x", "-q", "1"])
+        );
+        // -L: every where-to-connect option of the file goes.
+        assert_eq!(
+            defaults("pub", &["-L", "mqtt://d/t", "-m", "x"]),
+            os(&["-v", "-t", "x", "-q", "1"])
+        );
     }
 
     #[test]
