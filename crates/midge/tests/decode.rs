@@ -1047,6 +1047,65 @@ fn write_snapped_pcap(path: &Path, snaplen: u32, frames: &[Vec<u8>]) {
     }
 }
 
+/// A cut frame whose length on the wire, as the capture records it, is absurd (a hostile or
+/// broken capture): the bytes missing are what the IP header says, and the stream goes on.
+#[test]
+fn a_cut_frame_with_an_absurd_wire_length_loses_what_its_ip_header_says() {
+    let port = 50_003;
+    let connect = connect_packet("c");
+    let big = publish_packet("big", &[b'z'; 1000]);
+    let after = publish_packet("after", b"ok");
+    let mut seq = 1001u32;
+    let mut frames = vec![
+        tcp_frame(port, 1883, 1000, "S", b""),
+        tcp_frame(port, 1883, seq, "A", &connect),
+    ];
+    seq += connect.len() as u32;
+    frames.push(tcp_frame(port, 1883, seq, "A", &big));
+    seq += big.len() as u32;
+    frames.push(tcp_frame(port, 1883, seq, "A", &after));
+    let dir = scratch("absurd-wire-length");
+    let file = dir.join("absurd.pcap");
+    let header = pcap_file::pcap::PcapHeader {
+        snaplen: 96,
+        ..Default::default()
+    };
+    let mut writer =
+        PcapWriter::with_header(File::create(&file).expect("create"), header).expect("header");
+    let mut time = Duration::from_secs(1_796_650_000);
+    for data in &frames {
+        time += Duration::from_micros(100);
+        let kept = &data[..data.len().min(96)];
+        // The cut frame claims almost 4 GiB on the wire.
+        let wire = if data.len() > 96 {
+            0xFFFF_FF00
+        } else {
+            data.len() as u32
+        };
+        writer
+            .write_packet(&PcapPacket::new(time, wire, kept))
+            .expect("write");
+    }
+    drop(writer);
+    let finished = decode(&["--json", file.to_str().expect("utf-8")], b"");
+    assert_eq!(finished.code(), Some(0), "{}", finished.stderr);
+    let lines = json_lines(&finished);
+    let sent = of(&lines, 0, "client_to_broker");
+    assert_eq!(types(&sent), ["CONNECT", "PUBLISH"], "{lines:#?}");
+    assert_eq!(sent[1].1["topic"], "after");
+    let note = lines
+        .iter()
+        .find_map(|l| l["note"].as_str())
+        .expect("a note for the cut frame");
+    assert!(
+        note.contains(&format!(
+            "{} bytes of this stream are missing",
+            big.len() - 42
+        )),
+        "{note}"
+    );
+}
+
 #[test]
 fn frames_cut_short_by_the_snapshot_length_leave_gaps_and_the_rest_decodes() {
     // Connection A (port 50001): CONNECT, a PUBLISH of 1,000 bytes that the snapshot length

@@ -341,16 +341,21 @@ fn frame(
         counts.unreadable += 1;
         return Ok(());
     };
-    let (src, dst, payload): (IpAddr, IpAddr, _) = match &sliced.net {
+    // With the IP payload's length as the IP header declares it (0 where it cannot say:
+    // an IPv6 jumbogram).
+    let (src, dst, payload, declared): (IpAddr, IpAddr, _, u32) = match &sliced.net {
         Some(LaxNetSlice::Ipv4(ip)) => (
             ip.header().source_addr().into(),
             ip.header().destination_addr().into(),
             ip.payload(),
+            u32::from(ip.header().total_len()).saturating_sub(u32::from(ip.header().ihl()) * 4),
         ),
         Some(LaxNetSlice::Ipv6(ip)) => (
             ip.header().source_addr().into(),
             ip.header().destination_addr().into(),
             ip.payload(),
+            u32::from(ip.header().payload_length())
+                .saturating_sub(ip.extensions().slice().len() as u32),
         ),
         _ => {
             counts.not_tcp += 1;
@@ -370,9 +375,18 @@ fn frame(
         }
         return Ok(());
     };
-    // The IP payload goes on past the frame's captured bytes: what is missing is TCP payload.
+    // The IP payload goes on past the frame's captured bytes: what is missing is TCP payload,
+    // as long as the IP header says (the frame's length on the wire may hold a link trailer,
+    // or be anything in a hostile capture); without that, the frame's length, at most what
+    // one IP packet can carry.
     let lost = if payload.incomplete {
-        f.wire_len.saturating_sub(data.len() as u32)
+        let captured = tcp.payload().len() as u32;
+        let tcp_payload = declared.saturating_sub(tcp.header_len() as u32);
+        if declared > 0 {
+            tcp_payload.saturating_sub(captured)
+        } else {
+            f.wire_len.saturating_sub(data.len() as u32).min(65_535)
+        }
     } else {
         0
     };
