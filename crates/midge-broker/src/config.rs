@@ -1271,7 +1271,16 @@ impl ClusterConfig {
         if self.nats.is_empty() {
             return Err("nats needs at least one server URL".into());
         }
-        for url in &self.nats {
+        for (n, url) in self.nats.iter().enumerate() {
+            // Credentials in a URL would be shown wherever the URL is (logs, errors): refused,
+            // and the URL not quoted.
+            let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+            if rest.split('/').next().unwrap_or_default().contains('@') {
+                return Err(format!(
+                    "nats server {} holds a user name or password: give them as user and password, or token",
+                    n + 1
+                ));
+            }
             check_nats_url(url).map_err(|what| format!("nats {url:?}: {what}"))?;
         }
         let name = |key: &str, value: &str| {
@@ -1321,7 +1330,7 @@ impl ClusterConfig {
     }
 }
 
-/// `host:port`, or `scheme://[user[:password]@]host[:port]` with a NATS scheme.
+/// `host:port`, or `scheme://host[:port]` with a NATS scheme.
 fn check_nats_url(url: &str) -> Result<(), &'static str> {
     let rest = match url.split_once("://") {
         Some((scheme, rest)) => {
@@ -1619,6 +1628,33 @@ mod tests {
             tls.client_ca.as_deref(),
             Some(Path::new("/srv/midge/ca/ca.pem"))
         );
+    }
+
+    #[test]
+    fn a_nats_url_with_credentials_is_refused_without_showing_them() {
+        let config = parse(
+            "[cluster]\nnode_id = \"n1\"\nnats = [\"nats://127.0.0.1:4222\", \"nats://alice:s3cret@127.0.0.1:4223\"]\n",
+        )
+        .expect("parses");
+        let err = config
+            .cluster
+            .as_ref()
+            .expect("a cluster")
+            .validate()
+            .expect_err("credentials in a URL");
+        assert!(
+            err.contains("server 2") && err.contains("user and password"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret") && !err.contains("alice"), "{err}");
+        let config = parse("[cluster]\nnode_id = \"n1\"\nnats = \"nats://127.0.0.1:4222\"\n")
+            .expect("parses");
+        config
+            .cluster
+            .as_ref()
+            .expect("a cluster")
+            .validate()
+            .expect("valid");
     }
 
     #[test]
