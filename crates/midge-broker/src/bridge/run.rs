@@ -60,19 +60,25 @@ pub(crate) fn start(
         .collect()
 }
 
+/// The filters a bridge subscribes to here: its `out` topics', each once.
+fn out_filters(config: &BridgeConfig) -> Vec<String> {
+    let mut filters: Vec<String> = config
+        .topics
+        .iter()
+        .filter(|topic| topic.direction.out())
+        .map(BridgeTopic::local_filter)
+        .collect();
+    filters.sort();
+    filters.dedup();
+    filters
+}
+
 /// Waits until every bridge has its `out` subscriptions here, for at most `limit`.
 pub(crate) async fn wait_subscribed(core: &Arc<Core>, limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
     let admin = crate::Admin::new(core.clone());
     for config in &core.config.bridges {
-        let mut wanted: Vec<String> = config
-            .topics
-            .iter()
-            .filter(|topic| topic.direction.out())
-            .map(BridgeTopic::local_filter)
-            .collect();
-        wanted.sort();
-        wanted.dedup();
+        let wanted = out_filters(config);
         let client_id = format!("{BRIDGE_CLIENT_PREFIX}{}", config.name);
         loop {
             let made = admin.client(&client_id).is_some_and(|detail| {
@@ -177,7 +183,10 @@ impl Bridge {
                 _ = stopping.wait_for(|stopped| *stopped) => break,
                 () = tokio::time::sleep(delay) => {}
             }
-            delay = (delay * 2).min(Duration::from_millis(self.config.reconnect_delay_max_ms));
+            // Saturating: the configured maximum may be as large as a u64 of milliseconds.
+            delay = delay
+                .saturating_mul(2)
+                .min(Duration::from_millis(self.config.reconnect_delay_max_ms));
         }
         tracing::info!(bridge = %name, "bridge stopped");
     }
@@ -507,12 +516,7 @@ async fn forget_old_subscriptions(local: Client, core: Weak<Core>, config: Bridg
     let Some(detail) = crate::Admin::new(core).client(&client_id) else {
         return;
     };
-    let wanted: Vec<String> = config
-        .topics
-        .iter()
-        .filter(|topic| topic.direction.out())
-        .map(BridgeTopic::local_filter)
-        .collect();
+    let wanted = out_filters(&config);
     for subscription in detail.subscriptions {
         if !wanted.contains(&subscription.filter) {
             tracing::info!(bridge = %config.name, filter = %subscription.filter, "no longer bridged: unsubscribing");
@@ -761,11 +765,22 @@ async fn forward(
                     options = options.properties(properties);
                 }
                 let payload = message.payload().clone();
-                match target.enqueue(topic.clone(), payload.clone(), options.clone()).await {
-                    // QoS 0: handed over is forwarded; nothing to wait for.
-                    Ok(_) if message.qos() == QoS::AtMostOnce => {
-                        forwarded.fetch_add(1, Relaxed);
+                // QoS 0: handed over is forwarded, with nothing to wait for and no copy to
+                // keep for publishing it again.
+                if message.qos() == QoS::AtMostOnce {
+                    match target.enqueue(topic, payload, options).await {
+                        Ok(_) => {
+                            forwarded.fetch_add(1, Relaxed);
+                        }
+                        Err(ClientError::Closed) => return hold(stream).await,
+                        Err(error) => {
+                            refused.fetch_add(1, Relaxed);
+                            tracing::warn!(bridge = name, "a message could not be forwarded: {error}");
+                        }
                     }
+                    continue;
+                }
+                match target.enqueue(topic.clone(), payload.clone(), options.clone()).await {
                     Ok(handle) => {
                         let copy = Copy { topic, payload, options, qos: message.qos(), retain: message.retain() };
                         in_flight.fetch_add(1, Relaxed);
